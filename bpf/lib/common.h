@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* weir datapath: the layouts shared by the BPF programs and user space.
+ *
+ * Every struct here has a TypeScript mirror (src/datapath/maps/<map>/layout.ts) whose size and
+ * offsets are checked against this object's BTF by a test. Change both or neither.
+ *
+ * Map names (pinned under /sys/fs/bpf/weir/<lab>/<node>/):
+ *   weir_ipcache     LPM_TRIE   ipcache_key      -> ipcache_value      prefix/IP -> security identity
+ *   weir_endpoints   HASH       u32 ifindex      -> endpoint_info      host-side veth -> endpoint
+ *   weir_policy      HASH_OF_MAPS u32 endpoint id -> inner LPM_TRIE policy_key -> policy_entry
+ *   weir_ct          LRU_HASH   ct_key           -> ct_entry           connection tracking (v4 and v6)
+ *   weir_frag        LRU_HASH   frag_key         -> frag_ports         L4 ports of IP fragments
+ *   weir_metrics     PERCPU_HASH metrics_key     -> metrics_value      forwards/drops by reason, dir
+ */
+#ifndef WEIR_COMMON_H
+#define WEIR_COMMON_H
+
+#include <linux/types.h>
+
+/* Reserved security identities (Cilium's numbering, pkg/identity/numericidentity.go). */
+#define IDENTITY_UNKNOWN 0
+#define IDENTITY_HOST 1
+#define IDENTITY_WORLD 2
+#define IDENTITY_UNMANAGED 3
+#define IDENTITY_HEALTH 4
+#define IDENTITY_INIT 5
+#define IDENTITY_REMOTE_NODE 6
+#define IDENTITY_KUBE_APISERVER 7
+#define IDENTITY_INGRESS 8
+#define IDENTITY_WORLD_IPV4 9
+#define IDENTITY_WORLD_IPV6 10
+#define IDENTITY_CLUSTER_MIN 256       /* cluster identities: 256 .. 65535 */
+#define IDENTITY_LOCAL_FLAG (1U << 24) /* CIDR identities: (1<<24) | n, node-local */
+
+/* Traffic direction, as seen from the endpoint (pod). */
+#define DIR_INGRESS 1 /* to the pod: tc egress on the host-side veth */
+#define DIR_EGRESS 2  /* from the pod: tc ingress on the host-side veth */
+
+/* ---- ipcache: LPM trie, longest prefix wins. prefixlen counts from `pad` (32 bits of
+ * pad+family) followed by the address bits: a /24 IPv4 prefix has prefixlen 32 + 24. */
+struct ipcache_key {
+	__u32 prefixlen;
+	__u16 pad1;
+	__u8 pad2;
+	__u8 family; /* 4 or 6 */
+	__u8 addr[16]; /* IPv4 in the first 4 bytes, network order */
+};
+#define IPCACHE_STATIC_PREFIX 32
+
+struct ipcache_value {
+	__u32 identity;
+	__u32 flags; /* reserved */
+};
+
+/* ---- endpoints: one entry per pod, keyed by the ifindex of its host-side veth. */
+struct endpoint_info {
+	__u32 endpoint_id; /* key of the endpoint's policy map in weir_policy */
+	__u32 identity;    /* the pod's security identity */
+	__u32 flags;       /* ENDPOINT_F_* */
+	__u32 pad;
+};
+#define ENDPOINT_F_ENFORCE_INGRESS (1U << 0) /* informative: entries decide, see policy.h */
+#define ENDPOINT_F_ENFORCE_EGRESS (1U << 1)
+#define ENDPOINT_F_FAIL_CLOSED (1U << 2) /* policy did not fit: drop everything new */
+
+/* ---- policy: per endpoint LPM trie (Cilium's policy_key shape).
+ * prefixlen covers identity (32) + direction (8) + protocol (8) + port bits (0..16):
+ *   identity ANY is the key 0 and is looked up separately (two lookups per new flow);
+ *   protocol ANY: prefixlen 40 (identity + direction only);
+ *   port ANY:     prefixlen 48; exact port: 64; a port range is split into aligned prefixes. */
+struct policy_key {
+	__u32 prefixlen;
+	__u32 identity;
+	__u8 direction; /* DIR_INGRESS / DIR_EGRESS */
+	__u8 protocol;  /* IPPROTO_*, 0 = any */
+	__be16 dport;   /* network order */
+};
+#define POLICY_STATIC_PREFIX 40 /* identity + direction */
+#define POLICY_FULL_PREFIX 64
+
+struct policy_entry {
+	__be16 proxy_port; /* 0: forward; else redirect to the L7 proxy on this port */
+	__u8 flags;        /* POLICY_F_* */
+	__u8 l4_prefix;    /* port bits matched (0..16) + 8 if protocol is exact: precedence */
+	__u32 cookie;      /* rule that produced this entry (agent maps it to namespace/name/rule) */
+};
+#define POLICY_F_DENY (1U << 0)
+
+/* ---- conntrack. One map for both families and both directions; the tuple is stored as the
+ * first packet of the connection saw it (saddr = initiator), `flags` tells the direction. */
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 nexthdr;
+	__u8 flags; /* CT_F_* */
+	__u8 family;
+	__u8 pad;
+};
+#define CT_F_INGRESS 1
+#define CT_F_EGRESS 2
+
+struct ct_entry {
+	__u64 packets_fwd;
+	__u64 bytes_fwd;
+	__u64 packets_rev;
+	__u64 bytes_rev;
+	__u64 lifetime_ns; /* expires when bpf_ktime_get_ns() passes this */
+	__u32 cookie;      /* policy rule that allowed the connection */
+	__u32 src_identity;
+	__u16 tcp_flags_fwd; /* TCP flags seen from the initiator */
+	__u16 tcp_flags_rev; /* TCP flags seen from the responder */
+	__u8 state;          /* CT_STATE_* */
+	__u8 pad[3];
+};
+
+/* ---- fragments: the first fragment records its ports, later ones look them up. */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+struct frag_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* ---- metrics: per-CPU counters of forwards (reason 0) and drops (reason = drop code). */
+struct metrics_key {
+	__u8 reason;
+	__u8 direction;
+	__u16 pad1;
+	__u32 pad2;
+};
+struct metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif /* WEIR_COMMON_H */

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what weir needs to build, test, demo and bench, and only what is missing:
+# Debian packages through apt, npm packages through `npm ci`. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it
+declare -A need=(
+  [clang]=clang [llc]=llvm [bpftool]=bpftool [ip]=iproute2 [tc]=iproute2
+  [iptables]=iptables [iperf3]=iperf3 [sockperf]=sockperf [nsenter]=util-linux
+)
+missing=()
+for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+[ -e /usr/lib/x86_64-linux-gnu/libbpf.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libbpf.so.1 ] || missing+=(libbpf1)
+[ -f /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" != 0 ]; then
+    echo "weir: missing packages: ${missing[*]} (run as root so apt can install them)" >&2
+    exit 1
+  fi
+  echo "weir: installing ${missing[*]} with apt"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages: reinstall when the lock file changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "weir: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

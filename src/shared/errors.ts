@@ -1,0 +1,49 @@
+// One error type for all of weir. Every error carries a stable code (ERR_<AREA>_<WHAT>) that
+// callers and tests branch on; the message is for people. Input errors also name where the bad
+// input was: the file, the object (kind namespace/name) and the field.
+
+export interface ErrorLocation {
+  file?: string;
+  object?: string;
+  field?: string;
+}
+
+export class WeirError extends Error {
+  readonly code: string;
+  readonly location: ErrorLocation;
+  readonly details: Record<string, unknown>;
+
+  constructor(
+    code: string,
+    message: string,
+    opts: { location?: ErrorLocation; cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'WeirError';
+    this.code = code;
+    this.location = opts.location ?? {};
+    this.details = opts.details ?? {};
+  }
+
+  /** "file: object: field: message", leaving out the parts that are unknown. */
+  override toString(): string {
+    const where = [this.location.file, this.location.object, this.location.field].filter(Boolean).join(': ');
+    return where ? `${where}: ${this.message}` : this.message;
+  }
+}
+
+export function isCode(err: unknown, code: string): err is WeirError {
+  return err instanceof WeirError && err.code === code;
+}
+
+/** A list of input errors found together; nothing was applied. */
+export class ValidationError extends WeirError {
+  readonly problems: WeirError[];
+  constructor(problems: WeirError[]) {
+    super(problems[0]?.code ?? 'ERR_INPUT_INVALID', problems.map((p) => p.toString()).join('\n'), {
+      location: problems[0]?.location ?? {},
+    });
+    this.name = 'ValidationError';
+    this.problems = problems;
+  }
+}

@@ -1,0 +1,115 @@
+// The core/v1 kinds the lab runs: Namespace and Pod (only the fields weir uses are checked;
+// the rest of a real manifest is kept as it is).
+import { z } from 'zod';
+import {
+  dnsLabelSchema,
+  dnsSubdomainSchema,
+  labelsSchema,
+  portNameProblem,
+  type IssueParams,
+} from './labels.js';
+import { registerKind, zodValidate } from './registry.js';
+
+export const protocols = ['TCP', 'UDP', 'SCTP'] as const;
+export type Protocol = (typeof protocols)[number];
+
+const portSchema = z.looseObject({
+  containerPort: z
+    .number()
+    .int()
+    .min(1, 'must be between 1 and 65535')
+    .max(65535, 'must be between 1 and 65535'),
+  name: z
+    .string()
+    .superRefine((name, ctx) => {
+      const problem = portNameProblem(name);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
+  protocol: z.enum(protocols).default('TCP'),
+});
+
+const containerSchema = z.looseObject({
+  name: dnsLabelSchema,
+  image: z.string().optional(),
+  ports: z.array(portSchema).optional(),
+});
+
+const podSchema = z.looseObject({
+  apiVersion: z.literal('v1'),
+  kind: z.literal('Pod'),
+  metadata: z.looseObject({
+    name: dnsSubdomainSchema,
+    namespace: dnsLabelSchema.optional(),
+    labels: labelsSchema.optional(),
+  }),
+  spec: z
+    .looseObject({ containers: z.array(containerSchema).min(1, 'a pod needs at least one container') })
+    .superRefine((spec, ctx) => {
+      // Kubernetes rejects two ports of one pod sharing a name or the same port and protocol.
+      const names = new Set<string>();
+      const ports = new Set<string>();
+      spec.containers.forEach((c, ci) =>
+        (c.ports ?? []).forEach((p, pi) => {
+          const path = ['containers', ci, 'ports', pi];
+          if (p.name !== undefined && names.has(p.name))
+            ctx.addIssue({
+              code: 'custom',
+              path: [...path, 'name'],
+              message: `port name '${p.name}' is used twice in this pod`,
+              params: { weirCode: 'ERR_K8S_PORT_DUPLICATE' } satisfies IssueParams,
+            });
+          const key = `${p.containerPort}/${p.protocol}`;
+          if (ports.has(key))
+            ctx.addIssue({
+              code: 'custom',
+              path: [...path, 'containerPort'],
+              message: `port ${key} is declared twice in this pod`,
+              params: { weirCode: 'ERR_K8S_PORT_DUPLICATE' } satisfies IssueParams,
+            });
+          if (p.name !== undefined) names.add(p.name);
+          ports.add(key);
+        }),
+      );
+    }),
+});
+
+const namespaceSchema = z.looseObject({
+  apiVersion: z.literal('v1'),
+  kind: z.literal('Namespace'),
+  metadata: z.looseObject({ name: dnsLabelSchema, labels: labelsSchema.optional() }),
+});
+
+export type Pod = z.infer<typeof podSchema>;
+export type Namespace = z.infer<typeof namespaceSchema>;
+
+export interface PodPort {
+  name?: string;
+  containerPort: number;
+  protocol: Protocol;
+}
+
+/** Every declared port of every container, in order. */
+export function podPorts(pod: Pod): PodPort[] {
+  return pod.spec.containers.flatMap((c) =>
+    (c.ports ?? []).map((p) => ({
+      ...(p.name === undefined ? {} : { name: p.name }),
+      containerPort: p.containerPort,
+      protocol: p.protocol,
+    })),
+  );
+}
+
+registerKind<Pod>({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  namespaced: true,
+  validate: (obj, loc) => zodValidate(podSchema, obj, loc),
+});
+
+registerKind<Namespace>({
+  apiVersion: 'v1',
+  kind: 'Namespace',
+  namespaced: false,
+  validate: (obj, loc) => zodValidate(namespaceSchema, obj, loc),
+});

@@ -114,6 +114,9 @@ struct ct_entry {
 	__u8 state;          /* CT_STATE_* */
 	__u8 pad[3];
 };
+#define CT_STATE_NEW 1         /* only the initiator has sent packets so far */
+#define CT_STATE_ESTABLISHED 2 /* the responder answered */
+#define CT_STATE_CLOSING 3     /* TCP: FIN seen both ways, or an RST */
 
 /* ---- fragments: the first fragment records its ports, later ones look them up. */
 struct frag_key {

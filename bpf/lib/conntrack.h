@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Connection tracking (weir_ct): policy runs once per connection, on its first packet.
+ *
+ * An entry's key is the tuple as the initiator sent it plus CT_F_INGRESS/CT_F_EGRESS: the
+ * direction whose policy admitted it (a connection between two local pods has one entry per
+ * side: {A->B, EGRESS} made at A's from_container, {A->B, INGRESS} at B's to_container).
+ *
+ *   ct_lookup(flow, dir, bytes, now) -> CT_ESTABLISHED | CT_REPLY | CT_RELATED | CT_NEW
+ *     dir    DIR_INGRESS / DIR_EGRESS of the hook the packet is at (== CT_F_* value)
+ *     Lookup order:
+ *       1. {tuple, dir}                   a further packet of a connection opened this way
+ *       2. {reversed tuple, other dir}    a reply: the peer answering a connection the pod
+ *                                         opened (or the pod answering one opened to it)
+ *       3. ICMP errors only, instead of 1-2: the quoted packet travelled the other way, so
+ *          {inner, other dir} and {reversed inner, dir}: RELATED; nothing else lets an error in.
+ *     Entries past lifetime_ns count as absent (the agent's GC deletes them later). A TCP SYN
+ *     (without ACK) hitting a CLOSING entry (1 or 2) reopens the connection: CT_NEW, policy again.
+ *     Hits update the entry's counters, TCP flags, state and lifetime.
+ *
+ *   ct_create(flow, dir, bytes, now, cookie, src_identity) -> 0 | DROP_CT_CREATE_FAILED
+ *     Inserts {tuple, dir} after policy allowed the packet. Any TCP packet may open an entry,
+ *     not only a SYN (as Cilium: a connection that predates an agent restart or a CT flush keeps
+ *     working if policy still allows it); without a SYN it still starts with the SYN timeout and
+ *     gets the established timeout only once the responder answers.
+ */
+#ifndef WEIR_CONNTRACK_H
+#define WEIR_CONNTRACK_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/drop_reasons.h"
+#include "lib/parse.h"
+
+#define WEIR_CT_MAX 262144 /* the loader may resize it (Datapath.open's ctMax) */
+
+#define CT_NEW 0
+#define CT_ESTABLISHED 1
+#define CT_REPLY 2
+#define CT_RELATED 3
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(max_entries, WEIR_CT_MAX);
+} weir_ct SEC(".maps");
+
+static __always_inline __u8 __ct_other_dir(__u8 dir)
+{
+	return dir == CT_F_INGRESS ? CT_F_EGRESS : CT_F_INGRESS;
+}
+
+static __always_inline void __ct_reverse(struct ct_key *dst, const struct ct_key *src)
+{
+	__builtin_memcpy(dst->saddr, src->daddr, 16);
+	__builtin_memcpy(dst->daddr, src->saddr, 16);
+	dst->sport = src->dport;
+	dst->dport = src->sport;
+	dst->nexthdr = src->nexthdr;
+	dst->family = src->family;
+	dst->pad = 0;
+}
+
+static __always_inline struct ct_entry *__ct_get(struct ct_key *key, __u64 now)
+{
+	struct ct_entry *e = bpf_map_lookup_elem(&weir_ct, key);
+
+	if (e && now > e->lifetime_ns)
+		return 0;
+	return e;
+}
+
+/* State and lifetime from the TCP flags both sides have sent so far. */
+static __always_inline void __ct_refresh(struct ct_entry *e, __u8 nexthdr, __u64 now)
+{
+	__u16 all = e->tcp_flags_fwd | e->tcp_flags_rev;
+	__u32 timeout;
+
+	if (nexthdr != IPPROTO_TCP) {
+		e->state = e->packets_rev ? CT_STATE_ESTABLISHED : CT_STATE_NEW;
+		timeout = weir_ct_timeout_any;
+	} else if ((all & TCP_FLAG_RST) ||
+		   ((e->tcp_flags_fwd & TCP_FLAG_FIN) && (e->tcp_flags_rev & TCP_FLAG_FIN))) {
+		e->state = CT_STATE_CLOSING;
+		timeout = weir_ct_timeout_close;
+	} else if (e->packets_rev) {
+		e->state = CT_STATE_ESTABLISHED;
+		timeout = weir_ct_timeout_tcp;
+	} else {
+		e->state = CT_STATE_NEW;
+		timeout = weir_ct_timeout_syn;
+	}
+	e->lifetime_ns = now + (__u64)timeout * NSEC_PER_SEC;
+}
+
+static __always_inline void __ct_account(struct ct_entry *e, const struct flow *f, int reply, __u32 bytes,
+					 __u64 now)
+{
+	if (reply) {
+		__sync_fetch_and_add(&e->packets_rev, 1);
+		__sync_fetch_and_add(&e->bytes_rev, bytes);
+		e->tcp_flags_rev |= f->tcp_flags;
+	} else {
+		__sync_fetch_and_add(&e->packets_fwd, 1);
+		__sync_fetch_and_add(&e->bytes_fwd, bytes);
+		e->tcp_flags_fwd |= f->tcp_flags;
+	}
+	__ct_refresh(e, f->tuple.nexthdr, now);
+}
+
+/* A fresh SYN on a closing connection starts a new one, which policy must judge again. */
+static __always_inline int __ct_reopens(const struct ct_entry *e, const struct flow *f)
+{
+	return e->state == CT_STATE_CLOSING && (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
+static __always_inline int __ct_related(struct flow *f, __u8 dir, __u64 now)
+{
+	struct ct_key key = f->inner;
+
+	key.flags = __ct_other_dir(dir);
+	if (__ct_get(&key, now))
+		return CT_RELATED;
+	__ct_reverse(&key, &f->inner);
+	key.flags = dir;
+	if (__ct_get(&key, now))
+		return CT_RELATED;
+	return CT_NEW;
+}
+
+static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u64 now)
+{
+	struct ct_key key = f->tuple;
+	struct ct_entry *e;
+
+	if (f->icmp_kind == ICMP_KIND_ERROR)
+		return __ct_related(f, dir, now);
+
+	key.flags = dir;
+	e = __ct_get(&key, now);
+	if (e) {
+		if (__ct_reopens(e, f))
+			return CT_NEW;
+		__ct_account(e, f, 0, bytes, now);
+		return CT_ESTABLISHED;
+	}
+	__ct_reverse(&key, &f->tuple);
+	key.flags = __ct_other_dir(dir);
+	e = __ct_get(&key, now);
+	if (e) {
+		if (__ct_reopens(e, f))
+			return CT_NEW;
+		__ct_account(e, f, 1, bytes, now);
+		return CT_REPLY;
+	}
+	return CT_NEW;
+}
+
+static __always_inline int ct_create(const struct flow *f, __u8 dir, __u32 bytes, __u64 now, __u32 cookie,
+				     __u32 src_identity)
+{
+	struct ct_key key = f->tuple;
+	struct ct_entry e = {
+		.packets_fwd = 1,
+		.bytes_fwd = bytes,
+		.cookie = cookie,
+		.src_identity = src_identity,
+		.tcp_flags_fwd = f->tcp_flags,
+	};
+
+	key.flags = dir;
+	__ct_refresh(&e, f->tuple.nexthdr, now);
+	if (bpf_map_update_elem(&weir_ct, &key, &e, BPF_ANY) < 0)
+		return DROP_CT_CREATE_FAILED;
+	return 0;
+}
+
+#endif /* WEIR_CONNTRACK_H */

@@ -1,6 +1,13 @@
 // Every sub-command of `weir`, registered in one place so the CLI reads like a table of contents.
 import type { Command } from 'commander';
+import { applyCommand } from './apply.js';
+import { deleteCommand } from './delete.js';
+import { getCommand } from './get.js';
+import { labCommand } from './lab.js';
 
-export function registerCommands(_program: Command): void {
-  // Sub-commands are added here as domains arrive.
+export function registerCommands(program: Command): void {
+  program.addCommand(labCommand());
+  program.addCommand(applyCommand());
+  program.addCommand(deleteCommand());
+  program.addCommand(getCommand());
 }

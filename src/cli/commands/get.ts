@@ -1,0 +1,65 @@
+// `weir get pods|namespaces`: kubectl-like listing of what runs in the lab.
+import { Command } from 'commander';
+import { WeirError } from '../../shared/errors.js';
+import { Lab, type PodInfo } from '../../lab/index.js';
+import { labOption, outputOption } from './lab.js';
+import { printResult, type Column, type OutputFormat } from '../output.js';
+
+const labelText = (l: Record<string, string>) =>
+  Object.entries(l)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',') || '<none>';
+
+export function getCommand(): Command {
+  return new Command('get')
+    .description('list lab resources: pods (po) or namespaces (ns)')
+    .argument('<resource>', 'pods|pod|po or namespaces|namespace|ns')
+    .option('-n, --namespace <ns>', 'pods of this namespace', 'default')
+    .option('-A, --all-namespaces', 'pods of every namespace')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(
+      async (
+        resource: string,
+        o: { namespace: string; allNamespaces?: boolean; lab: string; output: OutputFormat },
+      ) => {
+        const lab = await Lab.open(o.lab);
+        if (['namespaces', 'namespace', 'ns'].includes(resource)) {
+          const nss = await lab.namespaces();
+          const pods = await lab.pods();
+          printResult(o.output, nss, nss, [
+            { header: 'name', get: (n) => n.name },
+            { header: 'status', get: () => 'Active' },
+            { header: 'pods', get: (n) => pods.filter((p) => p.namespace === n.name).length },
+            { header: 'labels', get: (n) => labelText(n.labels) },
+          ]);
+        } else if (['pods', 'pod', 'po'].includes(resource)) {
+          const pods = await lab.pods(o.allNamespaces ? undefined : o.namespace);
+          const cols: Column<PodInfo>[] = [
+            ...(o.allNamespaces ? [{ header: 'namespace', get: (p: PodInfo) => p.namespace }] : []),
+            { header: 'name', get: (p) => p.name },
+            { header: 'ready', get: (p) => (p.ready ? '1/1' : '0/1') },
+            { header: 'status', get: (p) => (p.ready ? 'Running' : 'Failed') },
+            { header: 'ip', get: (p) => p.ip },
+            { header: 'node', get: (p) => p.node },
+            ...(o.output === 'wide'
+              ? [
+                  { header: 'ipv6', get: (p: PodInfo) => p.ip6 ?? '<none>' },
+                  { header: 'veth', get: (p: PodInfo) => `${p.hostIfname}@${p.hostIfindex}` },
+                  {
+                    header: 'ports',
+                    get: (p: PodInfo) => p.ports.map((x) => `${x.containerPort}/${x.protocol}`).join(','),
+                  },
+                ]
+              : []),
+            { header: 'labels', get: (p) => labelText(p.labels) },
+          ];
+          printResult(o.output, pods, pods, cols);
+        } else {
+          throw new WeirError('ERR_CLI_ARGUMENT', `unknown resource '${resource}' (pods or namespaces)`, {
+            location: { field: 'resource' },
+          });
+        }
+      },
+    );
+}

@@ -1,0 +1,155 @@
+// `weir lab ...`: bring the one-machine lab up and down, run commands and probes inside it.
+import { spawn } from 'node:child_process';
+import { Command, Option } from 'commander';
+import { WeirError } from '../../shared/errors.js';
+import {
+  Lab,
+  defaultLabName,
+  labDownAll,
+  loadLabSpec,
+  parseLabSpec,
+  probe,
+  resolveTarget,
+} from '../../lab/index.js';
+import { parseOutput, printResult, type OutputFormat } from '../output.js';
+
+export const progress = (line: string) => process.stderr.write(`${line}\n`);
+
+export function labOption(): Option {
+  return new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName());
+}
+
+export function outputOption(): Option {
+  return new Option('-o, --output <format>', 'table, wide, json or yaml')
+    .default('table')
+    .argParser(parseOutput);
+}
+
+export function labCommand(): Command {
+  const lab = new Command('lab').description(
+    'the one-machine lab: nodes, pods and externals as network namespaces',
+  );
+
+  lab
+    .command('up')
+    .description('create the lab (or complete it; running it twice is fine)')
+    .option('-f, --file <lab.yaml>', 'lab spec (default: one node, 10.244.0.0/24, no externals)')
+    .addOption(new Option('--lab <name>', 'lab name (default: the spec name, else env WEIR_LAB or lab)'))
+    .action(async (o: { file?: string; lab?: string }) => {
+      const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
+      const name = o.lab ?? (o.file ? spec.name : defaultLabName());
+      await (await Lab.open(name)).up({ ...spec, name }, { log: progress });
+    });
+
+  lab
+    .command('down')
+    .description('remove the lab: netns, veths, cgroups, pins, processes and state')
+    .addOption(labOption())
+    .option('--all', 'remove every lab and every leftover weir netns, cgroup and pin')
+    .action(async (o: { lab: string; all?: boolean }) => {
+      if (o.all) await labDownAll({ log: progress });
+      else await (await Lab.open(o.lab)).down({ log: progress });
+    });
+
+  lab
+    .command('status')
+    .description('whether the lab is up, its node, externals and pod counts')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(async (o: { lab: string; output: OutputFormat }) => {
+      const s = await (await Lab.open(o.lab)).status();
+      const rows = [
+        { k: 'lab', v: s.name },
+        { k: 'up', v: String(s.up) },
+        {
+          k: 'node',
+          v: s.node
+            ? `${s.node.name} ${s.node.ip}${s.node.ip6 ? ` ${s.node.ip6}` : ''} (${s.node.netns})${s.node.ready ? '' : ' workload down'}`
+            : '-',
+        },
+        ...s.externals.map((e) => ({
+          k: `external ${e.name}`,
+          v: `${e.ip} (${e.netns})${e.ready ? '' : ' workload down'}`,
+        })),
+        { k: 'namespaces', v: String(s.namespaces) },
+        { k: 'pods', v: `${s.podsReady}/${s.pods} ready` },
+        { k: 'state', v: s.stateDir },
+      ];
+      printResult(o.output, s, rows, [
+        { header: 'field', get: (r) => r.k },
+        { header: 'value', get: (r) => r.v },
+      ]);
+    });
+
+  lab
+    .command('exec')
+    .description("run a command inside a pod ('ns/pod'), the node ('node') or an external ('ext:<name>')")
+    .argument('<target>', "'ns/pod', 'node' or 'ext:<name>'")
+    .argument('<command...>', 'command and arguments (after --)')
+    .addOption(labOption())
+    .action(async (target: string, cmd: string[], o: { lab: string }) => {
+      const [bin, ...args] = await (await Lab.open(o.lab)).execArgv(target, cmd);
+      const child = spawn(bin as string, args, { stdio: 'inherit' });
+      const code = await new Promise<number>((resolve) => {
+        child.on('error', () => resolve(127));
+        child.on('exit', (c, sig) => resolve(c ?? (sig ? 128 : 1)));
+      });
+      process.exit(code);
+    });
+
+  lab
+    .command('probe')
+    .description('connect from one workload to an address, from inside the lab (exit 1 if it fails)')
+    .requiredOption('--from <source>', "'ns/pod', 'node' or 'ext:<name>'")
+    .requiredOption('--to <target>', "'ns/pod', 'node', 'ext:<name>' or an IP")
+    .requiredOption('--port <port/proto>', 'e.g. 80/TCP or 53/UDP')
+    .option('--timeout <ms>', 'give up after this many ms', '1000')
+    .option('--http', 'TCP: send GET / and show the answer')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(
+      async (o: {
+        from: string;
+        to: string;
+        port: string;
+        timeout: string;
+        http?: boolean;
+        lab: string;
+        output: OutputFormat;
+      }) => {
+        const m = /^(\d+)(?:\/(TCP|UDP))?$/i.exec(o.port);
+        const port = Number(m?.[1]);
+        if (!m || port < 1 || port > 65535)
+          throw new WeirError('ERR_CLI_ARGUMENT', `--port '${o.port}' must be PORT or PORT/TCP|UDP`, {
+            location: { field: '--port' },
+          });
+        const protocol = (m[2] ?? 'TCP').toUpperCase() as 'TCP' | 'UDP';
+        const l = await Lab.open(o.lab);
+        const ip = await resolveTarget(l, o.to);
+        const r = await probe(l, o.from, { ip, port, protocol }, Number(o.timeout), {
+          http: o.http === true,
+        });
+        const data = { from: o.from, to: o.to, ip, port, protocol, ...r };
+        printResult(
+          o.output,
+          data,
+          [data],
+          [
+            { header: 'from', get: (d) => d.from },
+            { header: 'to', get: (d) => `${d.to === d.ip ? d.ip : `${d.to} (${d.ip})`}` },
+            { header: 'port', get: (d) => `${d.port}/${d.protocol}` },
+            { header: 'result', get: (d) => (d.ok ? 'ok' : d.error) },
+            { header: 'ms', get: (d) => d.ms },
+            ...(o.http ? [{ header: 'body', get: (d: typeof data) => d.body?.trim() }] : []),
+          ],
+        );
+        if (!r.ok)
+          throw new WeirError(
+            'ERR_LAB_PROBE_FAILED',
+            `${o.from} -> ${ip}:${port}/${protocol}: ${r.error ?? 'failed'}`,
+          );
+      },
+    );
+
+  return lab;
+}

@@ -1,0 +1,66 @@
+// Probes: a real connection made from inside a lab netns (by that netns' workload) to an address.
+import { WeirError } from '../shared/errors.js';
+import { Lab } from './lab.js';
+import { request } from './workload/client.js';
+import type { ProbeResult, ProbeTarget } from './workload/protocol.js';
+
+export type { ProbeResult, ProbeTarget } from './workload/protocol.js';
+
+export interface ProbeOptions {
+  /** TCP only: send GET / and return the body in `result.body`. */
+  http?: boolean;
+}
+
+/** The control socket of the workload of 'x/a', 'node' or 'ext:<name>'. */
+async function socketOf(lab: Lab, from: string): Promise<string> {
+  const s = await lab.requireState();
+  const w =
+    from === 'node'
+      ? s.node.workload
+      : from.startsWith('ext:')
+        ? s.externals.find((e) => e.name === from.slice(4))?.workload
+        : s.pods[from.includes('/') ? from : `default/${from}`]?.workload;
+  if (!w) throw new WeirError('ERR_LAB_PROBE_SOURCE', `no workload '${from}' in lab ${lab.name}`);
+  return w.socket;
+}
+
+/**
+ * Connects from `from` ('x/a', 'node' or 'ext:<name>') to `to`. TCP succeeds when the handshake
+ * completes; UDP when the echo of a datagram comes back within `timeoutMs`.
+ */
+export async function probe(
+  lab: string | Lab,
+  from: string,
+  to: ProbeTarget,
+  timeoutMs = 1000,
+  opts: ProbeOptions = {},
+): Promise<ProbeResult> {
+  const l = typeof lab === 'string' ? await Lab.open(lab) : lab;
+  const socket = await socketOf(l, from);
+  const reply = await request(
+    socket,
+    { op: 'probe', ...to, timeoutMs, ...(opts.http ? { http: true } : {}) },
+    timeoutMs + 5000,
+  );
+  if ('ms' in reply) {
+    const { id: _id, ...result } = reply;
+    return result;
+  }
+  throw new WeirError(
+    'ERR_LAB_PROBE_FAILED',
+    `probe from ${from}: ${'error' in reply ? reply.error : 'bad reply'}`,
+  );
+}
+
+/** Resolves 'y/b', 'node', 'ext:<name>' or an IP literal to an address of the lab. */
+export async function resolveTarget(lab: Lab, to: string): Promise<string> {
+  if (/^[\d.]+$/.test(to) || (to.includes(':') && !to.startsWith('ext:'))) return to;
+  if (to === 'node') return (await lab.node()).ip;
+  if (to.startsWith('ext:')) {
+    const e = (await lab.externals()).find((x) => x.name === to.slice(4));
+    if (!e)
+      throw new WeirError('ERR_LAB_EXTERNAL_NOT_FOUND', `no external ${to.slice(4)} in lab ${lab.name}`);
+    return e.ip;
+  }
+  return (await lab.pod(to)).ip;
+}

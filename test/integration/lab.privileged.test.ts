@@ -1,0 +1,342 @@
+// The lab end to end, through the real CLI: the 9-pod NetworkPolicy model comes up, every pod
+// reaches every pod on every declared port by real connections, bad input changes nothing, and
+// `lab down` (also after a `lab up` killed midway) leaves nothing behind.
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { Lab, findCgroup2, probe, type PodInfo } from '../../src/lab/index.js';
+import { pinRoot, repoRoot, runDir } from '../../src/shared/paths.js';
+
+const LAB = 't-lab';
+const CRASH_LAB = 't-labcrash';
+const weir = join(repoRoot, 'bin', 'weir');
+const topology = JSON.parse(readFileSync('/work/shared/conformance/netpol/topology.json', 'utf8')) as {
+  namespaces: { name: string }[];
+  pods: {
+    namespace: string;
+    name: string;
+    labels: Record<string, string>;
+    containers: { name: string; port: number; protocol: string; portName: string }[];
+  }[];
+};
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], lab = LAB): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      weir,
+      args,
+      { env: { ...process.env, WEIR_LAB: lab }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+async function ok(args: string[], lab = LAB): Promise<string> {
+  const r = await cli(args, lab);
+  assert.equal(r.code, 0, `weir ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+async function netnsOf(lab: string): Promise<string[]> {
+  return (await readdir('/var/run/netns').catch(() => [])).filter((n) => n.startsWith(`weir-${lab}-`));
+}
+
+/** Everything of `lab` that must be gone after `lab down`. */
+async function leftovers(lab: string, pids: number[]): Promise<string[]> {
+  const out: string[] = (await netnsOf(lab)).map((n) => `netns ${n}`);
+  const cg = findCgroup2();
+  if (cg && existsSync(join(cg, `weir-${lab}`))) out.push(`cgroup ${join(cg, `weir-${lab}`)}`);
+  if (existsSync(join(pinRoot, lab))) out.push(`pins ${join(pinRoot, lab)}`);
+  if (existsSync(join(runDir, 'labs', lab))) out.push(`state ${join(runDir, 'labs', lab)}`);
+  for (const pid of pids) if (running(pid)) out.push(`process ${pid}`);
+  // Nothing of the lab may ever appear in the root netns.
+  const links = readFileSync('/proc/net/dev', 'utf8');
+  if (/^\s*weir/m.test(links)) out.push('a weir link in the root netns');
+  return out;
+}
+
+/** Alive and not a zombie (a killed process stays a zombie until init reaps it). */
+function running(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+let dir: string;
+
+before(async () => {
+  await cli(['lab', 'down'], LAB);
+  await cli(['lab', 'down'], CRASH_LAB);
+  dir = await mkdtemp(join(tmpdir(), 'weir-lab-test-'));
+  const docs = [
+    ...topology.namespaces.map((n) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: n.name } })),
+    ...topology.pods.map((p) => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
+      spec: {
+        containers: p.containers.map((c) => ({
+          name: c.name,
+          image: 'weir/workload',
+          ports: [{ containerPort: c.port, protocol: c.protocol, name: c.portName }],
+        })),
+      },
+    })),
+  ];
+  await mkdir(join(dir, 'model'));
+  await writeFile(
+    join(dir, 'model', 'namespaces.yaml'),
+    docs
+      .slice(0, 3)
+      .map((d) => stringify(d))
+      .join('---\n'),
+  );
+  await writeFile(
+    join(dir, 'model', 'pods.json'),
+    JSON.stringify({ apiVersion: 'v1', kind: 'List', items: docs.slice(3) }),
+  );
+  await writeFile(
+    join(dir, 'lab.yaml'),
+    stringify({
+      name: LAB,
+      nodes: [{ name: 'node1', podCIDR: '10.244.0.0/24', podCIDRv6: 'fd00:10:244::/64' }],
+    }),
+  );
+});
+
+after(async () => {
+  await cli(['lab', 'down'], LAB);
+  await cli(['lab', 'down'], CRASH_LAB);
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('lab', () => {
+  let pods: PodInfo[] = [];
+  let workloadPids: number[] = [];
+
+  it('comes up with the 9 pods of the netpol model', async () => {
+    await ok(['lab', 'up', '-f', join(dir, 'lab.yaml')]);
+    await ok(['lab', 'up', '-f', join(dir, 'lab.yaml')]); // idempotent
+    const out = await ok(['apply', '-f', join(dir, 'model')]);
+    assert.match(out, /namespace\/x created/);
+    assert.match(out, /pod\/c created/);
+    pods = JSON.parse(await ok(['get', 'pods', '-A', '-o', 'json'])) as PodInfo[];
+    assert.equal(pods.length, 9);
+    const ips = new Set(pods.map((p) => p.ip));
+    assert.equal(ips.size, 9);
+    for (const p of pods) {
+      assert.match(p.ip, /^10\.244\.0\.\d+$/);
+      assert.notEqual(p.ip, '10.244.0.1');
+      assert.match(p.ip6 ?? '', /^fd00:10:244::/);
+      assert.deepEqual(p.labels, { pod: p.name });
+      assert.equal(p.ready, true);
+      assert.match(p.hostIfname, /^weir[0-9a-f]{8}$/);
+      assert.equal(p.ports.length, 6);
+    }
+    const nss = JSON.parse(await ok(['get', 'ns', '-o', 'json'])) as {
+      name: string;
+      labels: Record<string, string>;
+    }[];
+    for (const n of ['x', 'y', 'z'])
+      assert.deepEqual(nss.find((x) => x.name === n)?.labels, { 'kubernetes.io/metadata.name': n });
+    const table = await ok(['get', 'po', '-n', 'y']);
+    assert.match(table, /^NAME\s+READY\s+STATUS\s+IP\s+NODE\s+LABELS/);
+    assert.match(table, /\nb\s+1\/1\s+Running\s+10\.244\.0\.\d+\s+node1\s+pod=b\n/);
+    const state = await (await Lab.open(LAB)).state();
+    workloadPids = Object.values(state?.pods ?? {}).map((p) => p.workload?.pid ?? 0);
+  });
+
+  it('every pod reaches every pod (and itself) on each declared TCP and UDP port', async () => {
+    const lab = await Lab.open(LAB);
+    const probes = pods.flatMap((from) =>
+      pods.flatMap((to) =>
+        to.ports
+          .filter((p) => p.protocol !== 'SCTP')
+          .map((p) => ({
+            from: `${from.namespace}/${from.name}`,
+            to,
+            port: p.containerPort,
+            protocol: p.protocol as 'TCP' | 'UDP',
+          })),
+      ),
+    );
+    assert.equal(probes.length, 9 * 9 * 4);
+    const results = await Promise.all(
+      probes.map(async (p) => ({
+        ...p,
+        r: await probe(lab, p.from, { ip: p.to.ip, port: p.port, protocol: p.protocol }, 2000),
+      })),
+    );
+    const failed = results
+      .filter((x) => !x.r.ok)
+      .map((x) => `${x.from} -> ${x.to.namespace}/${x.to.name} ${x.port}/${x.protocol}: ${x.r.error}`);
+    assert.deepEqual(failed, []);
+    // A port nobody serves is refused, so the probes above can fail.
+    const closed = await probe(lab, 'x/a', { ip: pods[1]!.ip, port: 82, protocol: 'TCP' }, 1000);
+    assert.deepEqual([closed.ok, closed.error], [false, 'ECONNREFUSED']);
+  });
+
+  it('answers HTTP with the pod name, over IPv4 and IPv6, also from the node', async () => {
+    const lab = await Lab.open(LAB);
+    for (const to of pods) {
+      const r = await probe(lab, 'z/c', { ip: to.ip, port: 81, protocol: 'TCP' }, 2000, { http: true });
+      assert.equal(r.body, `${to.namespace}/${to.name}\n`);
+      const r6 = await probe(lab, 'node', { ip: to.ip6 ?? '', port: 80, protocol: 'TCP' }, 2000, {
+        http: true,
+      });
+      assert.equal(r6.body, `${to.namespace}/${to.name}\n`);
+    }
+    const y = pods.find((p) => p.namespace === 'y' && p.name === 'b');
+    assert.equal(
+      await ok(['lab', 'exec', 'x/a', '--', 'curl', '-s', '--max-time', '5', `http://${y?.ip}/`]),
+      'y/b\n',
+    );
+    const cliProbe = JSON.parse(
+      await ok(['lab', 'probe', '--from', 'x/b', '--to', 'y/b', '--port', '80/UDP', '-o', 'json']),
+    );
+    assert.equal(cliProbe.ok, true);
+    const refused = await cli(['lab', 'probe', '--from', 'x/b', '--to', 'y/b', '--port', '82/TCP']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stdout, /ECONNREFUSED/);
+  });
+
+  it('exec runs inside the pod netns and cgroup, and passes the exit code on', async () => {
+    const a = pods.find((p) => p.namespace === 'x' && p.name === 'a') as PodInfo;
+    const cg = await ok(['lab', 'exec', 'x/a', '--', 'cat', '/proc/self/cgroup']);
+    assert.match(cg, new RegExp(`^0::/weir-${LAB}/weir-x-a$`, 'm'));
+    assert.match(
+      await ok(['lab', 'exec', 'x/a', '--', 'ip', '-o', 'addr', 'show', 'eth0']),
+      new RegExp(`inet ${a.ip.replace(/\./g, '\\.')}/32`),
+    );
+    assert.match(
+      await ok(['lab', 'exec', 'node', '--', 'ip', '-o', 'addr', 'show', 'weir_host']),
+      /inet 10\.244\.0\.1\/32/,
+    );
+    assert.equal((await cli(['lab', 'exec', 'x/a', '--', 'sh', '-c', 'exit 3'])).code, 3);
+  });
+
+  it('refuses bad input and creates nothing', async () => {
+    const before = await netnsOf(LAB);
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(
+      bad,
+      [
+        'apiVersion: v1\nkind: Pod\nmetadata: {name: ok, namespace: x}\nspec: {containers: [{name: c}]}',
+        'apiVersion: v1\nkind: Pod\nmetadata: {name: lost, namespace: nowhere}\nspec: {containers: [{name: c}]}',
+      ].join('\n---\n'),
+    );
+    const r = await cli(['apply', '-f', bad]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /bad\.yaml: Pod nowhere\/lost: metadata\.namespace: namespace 'nowhere' does not exist/,
+    );
+    await writeFile(
+      bad,
+      'apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {containers: [{name: c, ports: [{containerPort: 99999}]}]}\n',
+    );
+    const r2 = await cli(['apply', '-f', bad]);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /Pod x\/p: spec\.containers\[0\]\.ports\[0\]\.containerPort/);
+    assert.deepEqual(await netnsOf(LAB), before);
+    assert.equal((JSON.parse(await ok(['get', 'po', '-A', '-o', 'json'])) as unknown[]).length, 9);
+  });
+
+  it('relabels a pod in place and removes a deleted pod completely', async () => {
+    const a = pods.find((p) => p.namespace === 'x' && p.name === 'a') as PodInfo;
+    const inode = statSync(`/var/run/netns/${a.netns}`).ino;
+    const f = join(dir, 'xa.yaml');
+    const pod = (labels: Record<string, string>) =>
+      stringify({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'a', namespace: 'x', labels },
+        spec: { containers: [{ name: 'c', ports: [{ containerPort: 80 }] }] },
+      });
+    await writeFile(f, pod({ pod: 'a', tier: 'web' }));
+    assert.match(await ok(['apply', '-f', f]), /pod\/a configured/);
+    const after = JSON.parse(await ok(['get', 'po', '-n', 'x', '-o', 'json'])) as PodInfo[];
+    const a2 = after.find((p) => p.name === 'a') as PodInfo;
+    assert.deepEqual(a2.labels, { pod: 'a', tier: 'web' });
+    assert.equal(statSync(`/var/run/netns/${a.netns}`).ino, inode);
+    assert.deepEqual([a2.ip, a2.hostIfindex], [a.ip, a.hostIfindex]);
+    // Its ports changed to 80/TCP only: 81 is no longer served.
+    const lab = await Lab.open(LAB);
+    assert.equal(
+      (await probe(lab, 'y/a', { ip: a.ip, port: 81, protocol: 'TCP' }, 1000)).error,
+      'ECONNREFUSED',
+    );
+    assert.equal((await probe(lab, 'y/a', { ip: a.ip, port: 80, protocol: 'TCP' }, 1000)).ok, true);
+
+    const nsx = join(dir, 'nsx.yaml');
+    await writeFile(nsx, 'apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n');
+    const refused = await cli(['delete', '-f', nsx]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /Namespace x: metadata\.name: namespace still has pods/);
+    assert.match(await ok(['delete', '-f', f]), /pod\/a deleted/);
+    assert.equal(existsSync(`/var/run/netns/${a.netns}`), false);
+    assert.equal(existsSync(a.cgroupPath), false);
+    assert.equal((await probe(lab, 'y/a', { ip: a.ip, port: 80, protocol: 'TCP' }, 500)).ok, false);
+  });
+
+  it('lab down leaves no netns, cgroup, pin, process or state', async () => {
+    await mkdir(join(pinRoot, LAB, 'probe-dir'), { recursive: true }); // stands in for pins of the agent
+    const node = await (await Lab.open(LAB)).state();
+    const pids = [...workloadPids, node?.node?.workload?.pid ?? 0].filter(Boolean);
+    assert.ok(pids.length >= 9);
+    await ok(['lab', 'down']);
+    assert.deepEqual(await leftovers(LAB, pids), []);
+  });
+
+  it('cleans a lab whose `lab up` was killed midway', async () => {
+    const spec = join(dir, 'crash.yaml');
+    await writeFile(
+      spec,
+      stringify({
+        name: CRASH_LAB,
+        externals: Array.from({ length: 6 }, (_, i) => ({
+          name: `e${i}`,
+          ip: `192.0.2.${i + 1}`,
+          serves: [{ port: 80 }],
+        })),
+      }),
+    );
+    const child = spawn(weir, ['lab', 'up', '-f', spec], { stdio: 'ignore' });
+    const nodeNs = `/var/run/netns/weir-${CRASH_LAB}-node1`;
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(nodeNs) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('close', r));
+    assert.ok(existsSync(nodeNs), 'the node netns should exist when lab up is killed');
+    const pids = (await netnsOf(CRASH_LAB)).flatMap((n) => {
+      const out = execFileSyncSafe(['ip', 'netns', 'pids', n]);
+      return out.split(/\s+/).filter(Boolean).map(Number);
+    });
+    await ok(['lab', 'down'], CRASH_LAB);
+    assert.deepEqual(await leftovers(CRASH_LAB, pids), []);
+  });
+});
+
+function execFileSyncSafe(argv: string[]): string {
+  try {
+    return execFileSync(argv[0] as string, argv.slice(1), { encoding: 'utf8' });
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,230 @@
+// Conformance case files (shared/conformance/{netpol,cnp}/cases/*.json): topology (standard =
+// the sibling topology.json, or inline), label changes (FULL label sets), policies with
+// {podIP:NS/POD} placeholders, probes and the expected reachability table.
+import { readdirSync, readFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { nthAddress, parsePrefix } from '../identity/cidr.js';
+import { WeirError } from '../shared/errors.js';
+
+export type ProbeProtocol = 'TCP' | 'UDP' | 'SCTP';
+
+export interface TopologyContainer {
+  port: number;
+  protocol: ProbeProtocol;
+  portName?: string;
+}
+
+export interface TopologyPod {
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  containers: TopologyContainer[];
+  serviceAccount?: string;
+}
+
+export interface TopologyService {
+  namespace: string;
+  name: string;
+  selector: Record<string, string>;
+  ports: { name?: string; port: number; targetPort?: number; protocol: ProbeProtocol }[];
+}
+
+export interface Topology {
+  /** Identifies the topology so a runner builds it once for all cases that share it. */
+  key: string;
+  namespaces: { name: string; labels: Record<string, string> }[];
+  pods: TopologyPod[];
+  /** "host/node" when the node is a peer (cnp model). */
+  host?: string;
+  externals: { name: string; ip: string }[];
+  podCIDR?: string;
+  /** Every peer name, in order: pods, host, externals. */
+  peers: string[];
+}
+
+export interface CaseProbe {
+  port: number;
+  protocol: ProbeProtocol;
+  target: string;
+  service?: string;
+  backendPort?: number;
+}
+
+export interface CaseExpect {
+  from: string;
+  to: string;
+  port: number;
+  protocol: ProbeProtocol;
+  allowed: boolean | null;
+  loopback?: boolean;
+  backendPort?: number;
+  service?: string;
+}
+
+export interface ConformanceCase {
+  id: string;
+  name: string;
+  file: string;
+  topology: Topology;
+  labelChanges: {
+    pods: Record<string, Record<string, string>>;
+    namespaces: Record<string, Record<string, string>>;
+  };
+  services: TopologyService[];
+  /** Raw policy objects, placeholders still in (substitute with the run's pod IPs). */
+  policies: unknown[];
+  probes: CaseProbe[];
+  /** Peers probed when the case has no expect list. */
+  peers?: { from: string[]; to: string[] };
+  expect?: CaseExpect[];
+}
+
+/** Addresses as the lab assigns them: node .1, pods .2, .3, ... in topology order. */
+export interface Addresses {
+  nodeIP: string;
+  pods: Map<string, string>;
+  externals: Map<string, string>;
+}
+
+export function defaultAddresses(t: Topology): Addresses {
+  const cidr = parsePrefix(t.podCIDR ?? '10.244.0.0/16');
+  if (!cidr) throw new WeirError('ERR_CONFORMANCE_CASE', `invalid podCIDR '${t.podCIDR}'`);
+  const pods = new Map(t.pods.map((p, i) => [`${p.namespace}/${p.name}`, nthAddress(cidr, i + 2)]));
+  return { nodeIP: nthAddress(cidr, 1), pods, externals: new Map(t.externals.map((e) => [e.name, e.ip])) };
+}
+
+/** Replaces {podIP:NS/POD} everywhere in `value`. */
+export function substitutePlaceholders(value: unknown, addrs: Addresses, file: string): unknown {
+  if (typeof value === 'string')
+    return value.replace(/\{podIP:([^}]+)\}/g, (_, pod: string) => {
+      const ip = addrs.pods.get(pod);
+      if (!ip) throw new WeirError('ERR_CONFORMANCE_CASE', `${file}: placeholder names unknown pod '${pod}'`);
+      return ip;
+    });
+  if (Array.isArray(value)) return value.map((v) => substitutePlaceholders(v, addrs, file));
+  if (value !== null && typeof value === 'object')
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, substitutePlaceholders(v, addrs, file)]),
+    );
+  return value;
+}
+
+type Json = Record<string, unknown>;
+
+function readJson(file: string): Json {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Json;
+  } catch (err) {
+    throw new WeirError('ERR_CONFORMANCE_CASE', `${file}: cannot read JSON: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+function parseTopology(raw: Json, key: string): Topology {
+  const namespaces = ((raw.namespaces as Json[]) ?? []).map((n) => ({
+    name: String(n.name),
+    labels: (n.labels as Record<string, string>) ?? {},
+  }));
+  const pods = ((raw.pods as Json[]) ?? []).map((p) => ({
+    namespace: String(p.namespace),
+    name: String(p.name),
+    labels: (p.labels as Record<string, string>) ?? {},
+    containers: ((p.containers as Json[]) ?? []).map((c) => ({
+      port: Number(c.port),
+      protocol: String(c.protocol ?? 'TCP') as ProbeProtocol,
+      ...(typeof c.portName === 'string' ? { portName: c.portName } : {}),
+    })),
+    ...(typeof p.serviceAccount === 'string' ? { serviceAccount: p.serviceAccount } : {}),
+  }));
+  const host = (raw.host as Json | undefined)?.name as string | undefined;
+  const externals = ((raw.externals as Json[]) ?? []).map((e) => ({
+    name: String(e.name),
+    ip: String(e.ip),
+  }));
+  const peers = [
+    ...pods.map((p) => `${p.namespace}/${p.name}`),
+    ...(host ? [host] : []),
+    ...externals.map((e) => e.name),
+  ];
+  return {
+    key,
+    namespaces,
+    pods,
+    ...(host ? { host } : {}),
+    externals,
+    ...(typeof raw.podCIDR === 'string' ? { podCIDR: raw.podCIDR } : {}),
+    peers,
+  };
+}
+
+const topologyCache = new Map<string, Topology>();
+
+export function loadCase(file: string): ConformanceCase {
+  const raw = readJson(file);
+  let topology: Topology;
+  if (raw.topology === 'standard' || raw.topology === undefined) {
+    const tfile = join(dirname(dirname(file)), 'topology.json');
+    topology = topologyCache.get(tfile) ?? parseTopology(readJson(tfile), tfile);
+    topologyCache.set(tfile, topology);
+  } else if (typeof raw.topology === 'object' && raw.topology !== null) {
+    topology = parseTopology(raw.topology as Json, `${file}#topology:${JSON.stringify(raw.topology)}`);
+  } else throw new WeirError('ERR_CONFORMANCE_CASE', `${file}: topology must be "standard" or an object`);
+  const lc = (raw.labelChanges as Json | undefined) ?? {};
+  const services = (((raw.topologyAdditions as Json | undefined)?.services as Json[]) ?? []).map((s) => ({
+    namespace: String(s.namespace),
+    name: String(s.name),
+    selector: (s.selector as Record<string, string>) ?? {},
+    ports: ((s.ports as Json[]) ?? []).map((p) => ({
+      ...(typeof p.name === 'string' ? { name: p.name } : {}),
+      port: Number(p.port),
+      ...(p.targetPort !== undefined ? { targetPort: Number(p.targetPort) } : {}),
+      protocol: String(p.protocol ?? 'TCP') as ProbeProtocol,
+    })),
+  }));
+  const peers = raw.peers as { from?: string[]; to?: string[] } | undefined;
+  return {
+    id: String(raw.id ?? basename(file, '.json')),
+    name: String(raw.name ?? ''),
+    file,
+    topology,
+    labelChanges: {
+      pods: (lc.pods as Record<string, Record<string, string>>) ?? {},
+      namespaces: (lc.namespaces as Record<string, Record<string, string>>) ?? {},
+    },
+    services,
+    policies: (raw.policies as unknown[]) ?? [],
+    probes: ((raw.probes as Json[]) ?? []).map((p) => ({
+      port: Number(p.port),
+      protocol: String(p.protocol) as ProbeProtocol,
+      target: String(p.target ?? 'ip'),
+      ...(typeof p.service === 'string' ? { service: p.service } : {}),
+      ...(p.backendPort !== undefined ? { backendPort: Number(p.backendPort) } : {}),
+    })),
+    ...(peers?.from && peers.to ? { peers: { from: peers.from, to: peers.to } } : {}),
+    ...(Array.isArray(raw.expect)
+      ? {
+          expect: (raw.expect as Json[]).map((e) => ({
+            from: String(e.from),
+            to: String(e.to),
+            port: Number(e.port),
+            protocol: String(e.protocol) as ProbeProtocol,
+            allowed: e.allowed === null || e.allowed === undefined ? null : Boolean(e.allowed),
+            ...(e.loopback === true ? { loopback: true } : {}),
+            ...(e.backendPort !== undefined ? { backendPort: Number(e.backendPort) } : {}),
+            ...(typeof e.service === 'string' ? { service: e.service } : {}),
+          })),
+        }
+      : {}),
+  };
+}
+
+/** Case files of a directory (or a single file), sorted by name. */
+export function listCaseFiles(path: string): string[] {
+  if (path.endsWith('.json')) return [path];
+  const dir = readdirSync(path).some((f) => f === 'cases') ? join(path, 'cases') : path;
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => join(dir, f));
+}

@@ -1,0 +1,239 @@
+// One runner for every way of answering a probe: the simulate prober (policy engine + lookup)
+// and the datapath prober (lab, real packets) plug in through ProberFactory. Each topology is
+// built once; each case is applied in turn and every probe of the case is asked. Observations
+// come from the prober only; `expect` is read afterwards to judge them.
+import { WeirError } from '../shared/errors.js';
+import { validatePolicy } from '../policy/api/index.js';
+import type { Policy } from '../policy/api/types.js';
+import { effectiveNamespaceLabels } from '../identity/pod-labels.js';
+import {
+  defaultAddresses,
+  listCaseFiles,
+  loadCase,
+  substitutePlaceholders,
+  type Addresses,
+  type ConformanceCase,
+  type ProbeProtocol,
+  type Topology,
+  type TopologyService,
+} from './case.js';
+
+export interface ProbeRequest {
+  from: string;
+  to: string;
+  /** Destination port on `to` (the backend port when the case dials a Service). */
+  port: number;
+  protocol: ProbeProtocol;
+  /** Set when the case dials a Service ClusterIP ("ns/name") on `servicePort`. */
+  service?: string;
+  servicePort?: number;
+}
+
+export interface Prober {
+  /** true = connected, false = blocked, null = not probed (e.g. SCTP unavailable). */
+  probe(req: ProbeRequest): Promise<boolean | null>;
+}
+
+/** The state a case puts in force: full label sets and every policy. */
+export interface CaseState {
+  caseId: string;
+  namespaces: { name: string; labels: Record<string, string> }[];
+  pods: { namespace: string; name: string; labels: Record<string, string> }[];
+  services: TopologyService[];
+  policies: Policy[];
+}
+
+export interface ProberSession extends Prober {
+  /** Pod/node/external addresses of this topology (placeholders are filled from these). */
+  readonly addresses: Addresses;
+  apply(state: CaseState): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type ProberFactory = (topology: Topology) => Promise<ProberSession>;
+
+export interface ProbeResult {
+  from: string;
+  to: string;
+  port: number;
+  protocol: ProbeProtocol;
+  allowed: boolean | null;
+  expected?: boolean | null;
+  loopback?: boolean;
+  note?: string;
+}
+
+export interface CaseReport {
+  id: string;
+  file: string;
+  name: string;
+  mode: string;
+  /** null when the case has no expectation. */
+  pass: boolean | null;
+  results: ProbeResult[];
+  mismatches: ProbeResult[];
+  loopbackMismatches: ProbeResult[];
+  counts: { probes: number; compared: number; matched: number; skipped: number };
+  error?: string;
+}
+
+export interface RunOptions {
+  /** A cases directory (or its parent holding cases/), or a list of case files. */
+  casesDir?: string;
+  files?: string[];
+  mode: string;
+  proberFactory: ProberFactory;
+}
+
+export interface RunReport {
+  cases: CaseReport[];
+}
+
+/** Full labels in force for the case: topology labels replaced by labelChanges. */
+export function caseState(c: ConformanceCase, addrs: Addresses): CaseState {
+  const policies = c.policies.map((raw, i) => {
+    const obj = substitutePlaceholders(raw, addrs, c.file) as {
+      kind?: string;
+      metadata?: { name?: string; namespace?: string };
+    };
+    const object = `${obj.kind ?? 'policy'} ${obj.metadata?.namespace ? obj.metadata.namespace + '/' : ''}${obj.metadata?.name ?? `#${i}`}`;
+    return validatePolicy(obj, { file: c.file, object });
+  });
+  return {
+    caseId: c.id,
+    namespaces: c.topology.namespaces.map((n) => ({
+      name: n.name,
+      labels: effectiveNamespaceLabels(n.name, c.labelChanges.namespaces[n.name] ?? n.labels),
+    })),
+    pods: c.topology.pods.map((p) => ({
+      namespace: p.namespace,
+      name: p.name,
+      labels: c.labelChanges.pods[`${p.namespace}/${p.name}`] ?? p.labels,
+    })),
+    services: c.services,
+    policies,
+  };
+}
+
+interface PlannedProbe {
+  req: ProbeRequest;
+  expected?: boolean | null;
+  loopback: boolean;
+  note?: string;
+  reportPort: number;
+}
+
+function plan(c: ConformanceCase): PlannedProbe[] {
+  const isPod = (n: string) => c.topology.pods.some((p) => `${p.namespace}/${p.name}` === n);
+  const mk = (
+    from: string,
+    to: string,
+    port: number,
+    protocol: ProbeProtocol,
+    probe: { target: string; service?: string; backendPort?: number } | undefined,
+  ) => {
+    const viaService = probe?.target === 'service-clusterip';
+    const backend = probe?.backendPort ?? port;
+    const req: ProbeRequest = {
+      from,
+      to,
+      port: viaService ? backend : port,
+      protocol,
+      ...(viaService && probe?.service ? { service: probe.service, servicePort: port } : {}),
+    };
+    const note = viaService
+      ? `dialled the Service ClusterIP: probed the backend ${to}:${backend} after translation`
+      : undefined;
+    return { req, loopback: from === to, reportPort: port, ...(note ? { note } : {}) };
+  };
+  if (c.expect) {
+    return c.expect.map((e) => {
+      const probe = c.probes.find((p) => p.port === e.port && p.protocol === e.protocol);
+      const p = mk(
+        e.from,
+        e.to,
+        e.port,
+        e.protocol,
+        probe ?? { target: 'ip', ...(e.backendPort ? { backendPort: e.backendPort } : {}) },
+      );
+      return { ...p, expected: e.allowed, loopback: e.loopback === true || e.from === e.to };
+    });
+  }
+  const from = c.peers?.from ?? c.topology.peers;
+  const to = c.peers?.to ?? c.topology.peers;
+  const out: PlannedProbe[] = [];
+  for (const probe of c.probes)
+    for (const f of from)
+      for (const t of to)
+        if (f !== t && (isPod(f) || isPod(t))) out.push(mk(f, t, probe.port, probe.protocol, probe));
+  return out;
+}
+
+async function runOne(c: ConformanceCase, session: ProberSession, mode: string): Promise<CaseReport> {
+  const report: CaseReport = {
+    id: c.id,
+    file: c.file,
+    name: c.name,
+    mode,
+    pass: c.expect ? false : null,
+    results: [],
+    mismatches: [],
+    loopbackMismatches: [],
+    counts: { probes: 0, compared: 0, matched: 0, skipped: 0 },
+  };
+  try {
+    await session.apply(caseState(c, session.addresses));
+    for (const p of plan(c)) {
+      const allowed = await session.probe(p.req);
+      const r: ProbeResult = {
+        from: p.req.from,
+        to: p.req.to,
+        port: p.reportPort,
+        protocol: p.req.protocol,
+        allowed,
+        ...(p.expected !== undefined ? { expected: p.expected } : {}),
+        ...(p.loopback ? { loopback: true } : {}),
+        ...(p.note ? { note: p.note } : {}),
+      };
+      report.results.push(r);
+      report.counts.probes++;
+      if (allowed === null) report.counts.skipped++;
+      if (p.expected === undefined || p.expected === null || allowed === null) continue;
+      if (p.loopback) {
+        if (allowed !== p.expected) report.loopbackMismatches.push(r);
+        continue;
+      }
+      report.counts.compared++;
+      if (allowed === p.expected) report.counts.matched++;
+      else report.mismatches.push(r);
+    }
+    if (c.expect) report.pass = report.mismatches.length === 0;
+  } catch (err) {
+    report.pass = c.expect ? false : null;
+    report.error = err instanceof WeirError ? err.toString() : String(err);
+  }
+  return report;
+}
+
+export async function runCases(opts: RunOptions): Promise<RunReport> {
+  const files = opts.files ?? (opts.casesDir ? listCaseFiles(opts.casesDir) : []);
+  if (files.length === 0)
+    throw new WeirError('ERR_CONFORMANCE_NO_CASES', `no case files found in '${opts.casesDir ?? ''}'`);
+  const cases = files.map(loadCase);
+  // Group by topology, keeping file order within each group and in the final report.
+  const groups = new Map<string, ConformanceCase[]>();
+  for (const c of cases) groups.set(c.topology.key, [...(groups.get(c.topology.key) ?? []), c]);
+  const byFile = new Map<string, CaseReport>();
+  for (const group of groups.values()) {
+    const first = group[0] as ConformanceCase;
+    const session = await opts.proberFactory(first.topology);
+    try {
+      for (const c of group) byFile.set(c.file, await runOne(c, session, opts.mode));
+    } finally {
+      await session.close();
+    }
+  }
+  return { cases: cases.map((c) => byFile.get(c.file) as CaseReport) };
+}
+
+export { defaultAddresses };

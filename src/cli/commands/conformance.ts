@@ -1,0 +1,103 @@
+// `weir conformance run`: runs NetworkPolicy/CNP conformance cases through one runner, in
+// simulate mode (policy engine + datapath lookup twin) or datapath mode (the lab, real packets).
+import { Command, Option } from 'commander';
+import { runCases, type CaseReport, type ProberFactory, type RunReport } from '../../conformance/runner.js';
+import { simulateProberFactory } from '../../conformance/simulate.js';
+import { WeirError } from '../../shared/errors.js';
+
+let datapathProberFactory: ProberFactory | undefined;
+
+/** The seam for the lab: registers the prober that sends real packets (datapath mode). */
+export function registerDatapathProber(factory: ProberFactory): void {
+  datapathProberFactory = factory;
+}
+
+function factoryFor(mode: string): ProberFactory {
+  if (mode === 'simulate') return simulateProberFactory();
+  if (mode === 'datapath') {
+    if (!datapathProberFactory)
+      throw new WeirError(
+        'ERR_CONFORMANCE_MODE_UNAVAILABLE',
+        'datapath mode is not yet available (no lab prober is registered)',
+      );
+    return datapathProberFactory;
+  }
+  throw new WeirError('ERR_CLI_ARGUMENT', `unknown mode '${mode}' (simulate or datapath)`, {
+    location: { field: '--mode' },
+  });
+}
+
+/** The JSON report: {"cases":[{"id","file","mode","pass","results":[...]}]} plus details. */
+export function reportJson(r: RunReport): unknown {
+  return {
+    cases: r.cases.map((c) => ({
+      id: c.id,
+      file: c.file,
+      name: c.name,
+      mode: c.mode,
+      pass: c.pass,
+      counts: c.counts,
+      ...(c.error ? { error: c.error } : {}),
+      results: c.results,
+      mismatches: c.mismatches,
+      loopbackMismatches: c.loopbackMismatches,
+    })),
+  };
+}
+
+function caseLine(c: CaseReport): string {
+  const verdict = c.pass === null ? 'NOEXP' : c.pass ? 'PASS ' : 'FAIL ';
+  const extra = [
+    c.counts.skipped ? `${c.counts.skipped} skipped` : '',
+    c.loopbackMismatches.length ? `${c.loopbackMismatches.length} loopback mismatches (not failing)` : '',
+  ].filter(Boolean);
+  const counts =
+    c.pass === null ? `${c.counts.probes} probes` : `${c.counts.matched}/${c.counts.compared} matched`;
+  return `${verdict} ${c.id} ${c.name} (${counts}${extra.length ? ', ' + extra.join(', ') : ''})`;
+}
+
+export function reportText(r: RunReport): string {
+  const lines: string[] = [];
+  const mark = (b: boolean | null) => (b === null ? 'skipped' : b ? 'allowed' : 'denied');
+  for (const c of r.cases) {
+    lines.push(caseLine(c));
+    if (c.error) lines.push(`    error: ${c.error}`);
+    for (const m of c.mismatches)
+      lines.push(
+        `    ${m.from} -> ${m.to} ${m.protocol}/${m.port}: expected ${mark(m.expected ?? null)}, observed ${mark(m.allowed)}`,
+      );
+  }
+  const failed = r.cases.filter((c) => c.pass === false).length;
+  lines.push(
+    `${r.cases.length} cases, ${r.cases.filter((c) => c.pass === true).length} passed, ${failed} failed`,
+  );
+  return lines.join('\n') + '\n';
+}
+
+export function conformanceCommand(): Command {
+  const cmd = new Command('conformance').description('NetworkPolicy / CiliumNetworkPolicy conformance cases');
+  cmd
+    .command('run')
+    .description('run the case files of a directory and compare with their expectations')
+    .requiredOption('--cases <dir>', 'directory of case files (or a single case file)')
+    .addOption(
+      new Option('--mode <mode>', 'simulate (policy engine) or datapath (lab)')
+        .choices(['simulate', 'datapath'])
+        .default('simulate'),
+    )
+    .addOption(
+      new Option('-o, --output <format>', 'text or json').choices(['text', 'json', 'table']).default('text'),
+    )
+    .action(async (o: { cases: string; mode: string; output: string }) => {
+      const report = await runCases({ casesDir: o.cases, mode: o.mode, proberFactory: factoryFor(o.mode) });
+      process.stdout.write(
+        o.output === 'json' ? JSON.stringify(reportJson(report), null, 2) + '\n' : reportText(report),
+      );
+      if (report.cases.some((c) => c.pass === false)) process.exitCode = 1;
+    });
+  return cmd;
+}
+
+export function registerConformanceCommands(program: Command): void {
+  program.addCommand(conformanceCommand());
+}

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Test programs for src/bpf (the TypeScript kernel interface), not part of the datapath.
  *
- *   weir_tc_count     tc: counts packets (and IPv4 ICMP echo requests) into maps; verdict and an
+ *   weir_tc_count     tc: counts packets (and IPv4 ICMP echo requests, UDP) into maps; verdict and an
  *                     optional IPv4 TOS rewrite come from load-time config (volatile const).
  *   weir_ringbuf_emit tc: writes one record {seq, len, first 8 packet bytes} per run to `events`.
  *   weir_connect4     cgroup/connect4: counts connects, refuses those to port cfg_deny_port.
@@ -37,7 +37,14 @@ struct layout_probe {
 	/* 5 bytes of padding */
 };
 
-enum counter { CNT_PACKETS = 0, CNT_ICMP_ECHO = 1, CNT_CONNECT = 2, CNT_CONNECT_DENIED = 3, CNT_MAX };
+enum counter {
+	CNT_PACKETS = 0,
+	CNT_ICMP_ECHO = 1,
+	CNT_CONNECT = 2,
+	CNT_CONNECT_DENIED = 3,
+	CNT_UDP4 = 4,
+	CNT_MAX
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -125,6 +132,8 @@ int weir_tc_count(struct __sk_buff *skb)
 		if ((void *)(type + 1) <= data_end && *type == 8 /* ICMP_ECHO */)
 			bump(CNT_ICMP_ECHO);
 	}
+	if (ip->protocol == IPPROTO_UDP)
+		bump(CNT_UDP4);
 	if (cfg_tos) {
 		__u16 old = *(__u16 *)ip; /* version/ihl + tos, as the checksum sees them */
 		__u8 tos = cfg_tos;

@@ -53,7 +53,7 @@ describe('BpfObject', () => {
       assert.equal(counters.type, MapType.array);
       assert.equal(counters.keySize, 4);
       assert.equal(counters.valueSize, 8);
-      assert.equal(counters.maxEntries, 4);
+      assert.equal(counters.maxEntries, 5);
       assert.ok(o.maps().some((m) => m.name.endsWith('.bss')));
       assert.throws(
         () => o.program('nope'),

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ValidationError } from '../shared/errors.js';
+import { bigToIp6, host4, host6, parseCidr4, parseCidr6 } from './cidr.js';
+import { parseLabSpec } from './spec.js';
+
+describe('lab spec', () => {
+  it('fills in the defaults', () => {
+    assert.deepEqual(parseLabSpec({}), {
+      name: 'lab',
+      nodes: [{ name: 'node1', podCIDR: '10.244.0.0/24' }],
+      externals: [],
+    });
+    const s = parseLabSpec({ externals: [{ name: 'db', ip: '192.0.2.5', serves: [{ port: 5432 }] }] });
+    assert.deepEqual(s.externals[0]?.serves, [{ port: 5432, protocol: 'TCP' }]);
+  });
+
+  it('names file and field of every problem', () => {
+    try {
+      parseLabSpec(
+        {
+          name: 'Bad_Name',
+          nodes: [{ podCIDR: '10.244.0.0/33' }, { name: 'node2' }],
+          externals: [{ name: 'e', ip: '10.244.0.7' }],
+        },
+        'lab.yaml',
+      );
+      assert.fail('expected a ValidationError');
+    } catch (err) {
+      assert.ok(err instanceof ValidationError);
+      assert.deepEqual(
+        err.problems.map((p) => [p.code, p.location.file, p.location.field]),
+        [
+          ['ERR_LAB_SPEC_INVALID', 'lab.yaml', 'name'],
+          ['ERR_LAB_SPEC_INVALID', 'lab.yaml', 'nodes'],
+        ],
+      );
+      assert.match(err.problems[1]?.message ?? '', /only one node/);
+    }
+    assert.throws(
+      () => parseLabSpec({ nodes: [{ podCIDR: '10.244.0.0/33' }] }),
+      (e: ValidationError) => e.problems[0]?.location.field === 'nodes[0].podCIDR',
+    );
+    assert.throws(
+      () => parseLabSpec({ externals: [{ name: 'e', ip: '10.244.0.7' }] }),
+      (e: ValidationError) => e.problems[0]?.location.field === 'externals[0].ip',
+    );
+  });
+});
+
+describe('cidr', () => {
+  it('computes IPv4 and IPv6 host addresses', () => {
+    const c = parseCidr4('10.244.0.77/24');
+    assert.ok(c);
+    assert.equal(host4(c, 1), '10.244.0.1');
+    assert.equal(host4(c, 255), '10.244.0.255');
+    assert.equal(parseCidr4('10.0.0.0/33'), undefined);
+    const c6 = parseCidr6('fd00:10:244::/64');
+    assert.ok(c6);
+    assert.equal(host6(c6, 1), 'fd00:10:244::1');
+    assert.equal(host6(c6, 0x1234), 'fd00:10:244::1234');
+    assert.equal(bigToIp6(0n), '::');
+    assert.equal(bigToIp6((1n << 112n) | 1n), '1::1');
+  });
+});

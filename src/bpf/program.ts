@@ -61,17 +61,31 @@ export interface SkbContext {
 /** sizeof(struct __sk_buff) in linux/bpf.h of kernel 6.x. */
 export const SKB_CONTEXT_SIZE = 192;
 
+/** Offsets in struct __sk_buff of the fields skbContext() writes (checked by libbpf.test.ts). */
+export const SKB_CONTEXT_OFFSETS = {
+  mark: 8,
+  priority: 32,
+  ingress_ifindex: 36,
+  ifindex: 40,
+  cb: 48,
+  tstamp: 152,
+  wire_len: 160,
+  gso_segs: 164,
+  gso_size: 176,
+} as const;
+
 export function skbContext(c: SkbContext): Buffer {
+  const o = SKB_CONTEXT_OFFSETS;
   const b = Buffer.alloc(SKB_CONTEXT_SIZE);
-  b.writeUInt32LE(c.mark ?? 0, 8);
-  b.writeUInt32LE(c.priority ?? 0, 32);
-  b.writeUInt32LE(c.ingressIfindex ?? 0, 36);
-  b.writeUInt32LE(c.ifindex ?? 0, 40);
-  (c.cb ?? []).slice(0, 5).forEach((v, i) => b.writeUInt32LE(v, 48 + 4 * i));
-  b.writeBigUInt64LE(c.tstamp ?? 0n, 152);
-  b.writeUInt32LE(c.wireLen ?? 0, 160);
-  b.writeUInt32LE(c.gsoSegs ?? 0, 164);
-  b.writeUInt32LE(c.gsoSize ?? 0, 176);
+  b.writeUInt32LE(c.mark ?? 0, o.mark);
+  b.writeUInt32LE(c.priority ?? 0, o.priority);
+  b.writeUInt32LE(c.ingressIfindex ?? 0, o.ingress_ifindex);
+  b.writeUInt32LE(c.ifindex ?? 0, o.ifindex);
+  (c.cb ?? []).slice(0, 5).forEach((v, i) => b.writeUInt32LE(v, o.cb + 4 * i));
+  b.writeBigUInt64LE(c.tstamp ?? 0n, o.tstamp);
+  b.writeUInt32LE(c.wireLen ?? 0, o.wire_len);
+  b.writeUInt32LE(c.gsoSegs ?? 0, o.gso_segs);
+  b.writeUInt32LE(c.gsoSize ?? 0, o.gso_size);
   return b;
 }
 

@@ -1,0 +1,6 @@
+// The clock conntrack lifetimes are in: bpf_ktime_get_ns() is CLOCK_MONOTONIC, as is Node's
+// hrtime on Linux, so user space can compare against lifetime_ns directly.
+
+export function monotonicNowNs(): bigint {
+  return process.hrtime.bigint();
+}

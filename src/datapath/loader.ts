@@ -1,0 +1,326 @@
+// The datapath loader: loads dist/bpf/lxc.o once per node, shares its maps through pins (so a
+// restarted agent finds its state and the attached programs keep forwarding meanwhile), and
+// attaches the two tc programs to pod veths. It knows maps, not policies: callers write entries.
+//
+// Pins, under pinDir (e.g. /sys/fs/bpf/weir/<lab>/<node>):
+//   weir_ipcache weir_endpoints weir_policy weir_ct weir_frag weir_metrics   the maps
+//   weir_from_container weir_to_container                                     the programs
+//   policy_<endpoint id>                                                       inner policy maps
+// Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
+import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  BpfError,
+  BpfMap,
+  BpfObject,
+  ERR_BPF_NOT_FOUND,
+  TypedMap,
+  u32,
+  type BpfProgram,
+  type ConfigValue,
+} from '../bpf/index.js';
+import { ifindexIn } from '../bpf/netns.js';
+import { attachTc, detachTc } from '../bpf/tc.js';
+import { WeirError } from '../shared/errors.js';
+import { bpfObject } from '../shared/paths.js';
+import { CtMap } from './maps/ct/index.js';
+import { EndpointsMap } from './maps/endpoints/index.js';
+import { FragKey, FragPorts } from './maps/frag/layout.js';
+import { IpcacheMap } from './maps/ipcache/index.js';
+import { MetricsMap } from './maps/metrics/index.js';
+import { PolicyMap } from './maps/policy/index.js';
+import { PolicyEntry, PolicyKey } from './maps/policy/layout.js';
+
+export const MAP_NAMES = [
+  'weir_ipcache',
+  'weir_endpoints',
+  'weir_policy',
+  'weir_ct',
+  'weir_frag',
+  'weir_metrics',
+] as const;
+export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'weir_to_container' } as const;
+
+/** Load-time configuration (bpf/lib/config.h), in seconds. */
+export interface DatapathConfig {
+  ctTimeoutSyn: number;
+  ctTimeoutTcp: number;
+  ctTimeoutClose: number;
+  ctTimeoutAny: number;
+}
+
+export const defaultConfig: Readonly<DatapathConfig> = {
+  ctTimeoutSyn: 60,
+  ctTimeoutTcp: 21600,
+  ctTimeoutClose: 10,
+  ctTimeoutAny: 60,
+};
+
+const CONFIG_VARS: Record<keyof DatapathConfig, string> = {
+  ctTimeoutSyn: 'weir_ct_timeout_syn',
+  ctTimeoutTcp: 'weir_ct_timeout_tcp',
+  ctTimeoutClose: 'weir_ct_timeout_close',
+  ctTimeoutAny: 'weir_ct_timeout_any',
+};
+
+export interface DatapathOptions {
+  /** Where maps and programs are pinned; absent: nothing is pinned. */
+  pinDir?: string;
+  /** Entries of each endpoint's policy map (Cilium's --bpf-policy-map-max; 256..65536, default 16384). */
+  policyMapMax?: number;
+  /** Entries of weir_ct (default 262144). */
+  ctMax?: number;
+  config?: Partial<DatapathConfig>;
+  /** The BPF object (default dist/bpf/lxc.o). */
+  objectPath?: string;
+}
+
+export interface EndpointAttachment {
+  /** Network namespace holding the host side of the pod's veth (the node's). */
+  netns: string;
+  /** The host-side veth, by name or ifindex (in `netns`). */
+  ifname?: string;
+  ifindex?: number;
+  endpointId: number;
+  identity: number;
+  /** ENDPOINT_F_* (EndpointFlags); default 0. */
+  flags?: number;
+}
+
+const fail = (code: string, message: string, field?: string) =>
+  new WeirError(code, message, { location: { object: 'datapath', ...(field ? { field } : {}) } });
+
+export class Datapath {
+  readonly ipcache: IpcacheMap;
+  readonly endpoints: EndpointsMap;
+  readonly ct: CtMap;
+  readonly metrics: MetricsMap;
+  readonly frag: TypedMap<ReturnType<typeof FragKey.decode>, ReturnType<typeof FragPorts.decode>>;
+  readonly policyMapMax: number;
+  readonly #obj: BpfObject;
+  readonly #outer: TypedMap<number, number>;
+  readonly #policies = new Map<number, PolicyMap>();
+
+  private constructor(
+    obj: BpfObject,
+    readonly pinDir: string | undefined,
+    policyMapMax: number,
+  ) {
+    this.#obj = obj;
+    this.policyMapMax = policyMapMax;
+    this.ipcache = new IpcacheMap(obj.map('weir_ipcache'));
+    this.endpoints = new EndpointsMap(obj.map('weir_endpoints'));
+    this.ct = new CtMap(obj.map('weir_ct'));
+    this.metrics = new MetricsMap(obj.map('weir_metrics'));
+    this.frag = new TypedMap(obj.map('weir_frag'), FragKey, FragPorts);
+    this.#outer = new TypedMap(obj.map('weir_policy'), u32(), u32());
+  }
+
+  static open(opts: DatapathOptions = {}): Datapath {
+    const policyMapMax = opts.policyMapMax ?? 16384;
+    if (!Number.isInteger(policyMapMax) || policyMapMax < 256 || policyMapMax > 65536)
+      throw fail(
+        'ERR_DATAPATH_CONFIG',
+        `policyMapMax ${policyMapMax} is not within 256..65536`,
+        'policyMapMax',
+      );
+    const ctMax = opts.ctMax ?? 262144;
+    if (!Number.isInteger(ctMax) || ctMax < 1024 || ctMax > 1 << 24)
+      throw fail('ERR_DATAPATH_CONFIG', `ctMax ${ctMax} is not within 1024..16777216`, 'ctMax');
+    const config = { ...defaultConfig, ...opts.config };
+    const vars: Record<string, ConfigValue> = {};
+    for (const [k, v] of Object.entries(config) as [keyof DatapathConfig, number][]) {
+      if (!Number.isInteger(v) || v < 1 || v > 0xffffffff)
+        throw fail(
+          'ERR_DATAPATH_CONFIG',
+          `config.${k} ${v} is not a positive number of seconds`,
+          `config.${k}`,
+        );
+      vars[CONFIG_VARS[k]] = v;
+    }
+
+    const obj = BpfObject.open(opts.objectPath ?? bpfObject('lxc'));
+    try {
+      obj.setConfig(vars);
+      obj.setMapMaxEntries('weir_ct', ctMax);
+      if (opts.pinDir) for (const name of MAP_NAMES) obj.reuseOrPinMap(name, join(opts.pinDir, name));
+      obj.load();
+      if (opts.pinDir) {
+        // Replace the program pins: filters attached by a previous agent keep their programs,
+        // which share these very maps; new attachments use the programs loaded now.
+        for (const name of Object.values(PROGRAMS)) {
+          const path = join(opts.pinDir, name);
+          if (existsSync(path)) unlinkSync(path);
+          obj.program(name).pin(path);
+        }
+      }
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+    return new Datapath(obj, opts.pinDir, policyMapMax);
+  }
+
+  program(name: (typeof PROGRAMS)[keyof typeof PROGRAMS]): BpfProgram {
+    return this.#obj.program(name);
+  }
+
+  #policyPin(endpointId: number): string | undefined {
+    return this.pinDir ? join(this.pinDir, `policy_${endpointId}`) : undefined;
+  }
+
+  /**
+   * The endpoint's policy map, created (and pinned, and linked into weir_policy) when missing.
+   * Until it exists the datapath drops the endpoint's new connections (DROP_EP_NOT_READY).
+   */
+  ensurePolicyMap(endpointId: number): PolicyMap {
+    checkEndpointId(endpointId);
+    const known = this.#policies.get(endpointId) ?? this.#openPolicy(endpointId);
+    if (known) {
+      this.#outer.update(endpointId, known.map.fd);
+      return known;
+    }
+    const inner = BpfMap.create({
+      type: 'lpm_trie',
+      name: `weir_pol_${endpointId}`,
+      keySize: PolicyKey.size,
+      valueSize: PolicyEntry.size,
+      maxEntries: this.policyMapMax,
+    });
+    try {
+      const pin = this.#policyPin(endpointId);
+      if (pin) inner.pin(pin);
+      this.#outer.update(endpointId, inner.fd);
+    } catch (err) {
+      inner.close();
+      this.#unpinPolicy(endpointId);
+      throw err;
+    }
+    const pm = new PolicyMap(inner, endpointId);
+    this.#policies.set(endpointId, pm);
+    return pm;
+  }
+
+  /** The endpoint's policy map; ERR_DATAPATH_NO_POLICY_MAP when it has none. */
+  policy(endpointId: number): PolicyMap {
+    const pm = this.#policies.get(endpointId) ?? this.#openPolicy(endpointId);
+    if (!pm)
+      throw fail('ERR_DATAPATH_NO_POLICY_MAP', `endpoint ${endpointId} has no policy map`, 'endpointId');
+    return pm;
+  }
+
+  /** A policy map left by a previous agent: from its pin, or through weir_policy. */
+  #openPolicy(endpointId: number): PolicyMap | undefined {
+    const pin = this.#policyPin(endpointId);
+    let map: BpfMap | undefined;
+    if (pin && existsSync(pin)) map = BpfMap.fromPin(pin);
+    else {
+      const id = this.#outer.lookup(endpointId);
+      if (id !== undefined) map = BpfMap.fromId(id);
+    }
+    if (!map) return undefined;
+    const pm = new PolicyMap(map, endpointId);
+    this.#policies.set(endpointId, pm);
+    return pm;
+  }
+
+  #unpinPolicy(endpointId: number): void {
+    const pin = this.#policyPin(endpointId);
+    if (pin && existsSync(pin)) unlinkSync(pin);
+  }
+
+  /**
+   * Makes a pod an endpoint: its policy map, its weir_endpoints entry, then both programs on its
+   * host-side veth (tc ingress: weir_from_container; tc egress: weir_to_container). On failure
+   * what this call added is removed again. Returns the veth's ifindex.
+   */
+  attachEndpoint(a: EndpointAttachment): number {
+    const ifindex = resolveIfindex(a);
+    checkEndpointId(a.endpointId);
+    const hadPolicy = this.#policies.has(a.endpointId) || this.#openPolicy(a.endpointId) !== undefined;
+    const hadEndpoint = this.endpoints.get(ifindex) !== undefined;
+    const attached: ('ingress' | 'egress')[] = [];
+    try {
+      this.ensurePolicyMap(a.endpointId);
+      this.endpoints.set(ifindex, { endpointId: a.endpointId, identity: a.identity, flags: a.flags ?? 0 });
+      for (const [direction, prog] of [
+        ['ingress', PROGRAMS.fromContainer],
+        ['egress', PROGRAMS.toContainer],
+      ] as const) {
+        attachTc({ netns: a.netns, ifindex, direction, program: this.program(prog) });
+        attached.push(direction);
+      }
+    } catch (err) {
+      for (const direction of attached) detachTc({ netns: a.netns, ifindex, direction });
+      if (!hadEndpoint) this.endpoints.delete(ifindex);
+      if (!hadPolicy) this.#dropPolicy(a.endpointId);
+      throw err;
+    }
+    return ifindex;
+  }
+
+  /**
+   * Undoes attachEndpoint: the tc filters (if the veth still exists), the endpoint's
+   * weir_endpoints entries, its policy map and pin. Conntrack entries age out.
+   */
+  detachEndpoint(a: Omit<EndpointAttachment, 'identity' | 'flags'>): void {
+    let ifindex = a.ifindex;
+    try {
+      if (ifindex === undefined && a.ifname) ifindex = ifindexIn(a.netns, a.ifname);
+      for (const direction of ['ingress', 'egress'] as const) {
+        if (ifindex !== undefined) detachTc({ netns: a.netns, ifindex, direction });
+      }
+    } catch (err) {
+      // The veth or its namespace is gone, and the filters with it.
+      const gone =
+        err instanceof BpfError &&
+        (err.code === ERR_BPF_NOT_FOUND || ['ENODEV', 'ENOENT', 'EINVAL'].includes(err.errnoName));
+      if (!gone) throw err;
+    }
+    for (const { ifindex: idx, endpoint } of this.endpoints.list()) {
+      if (endpoint.endpointId === a.endpointId) this.endpoints.delete(idx);
+    }
+    this.#dropPolicy(a.endpointId);
+  }
+
+  #dropPolicy(endpointId: number): void {
+    this.#outer.delete(endpointId);
+    this.#policies.get(endpointId)?.close();
+    this.#policies.delete(endpointId);
+    this.#unpinPolicy(endpointId);
+  }
+
+  /** Releases this process's handles; pins, attachments and traffic stay. */
+  close(): void {
+    for (const pm of this.#policies.values()) pm.close();
+    this.#policies.clear();
+    this.#obj.close();
+  }
+
+  /** close(), then removes every pin weir made under pinDir (and pinDir itself when empty). */
+  destroy(): void {
+    this.close();
+    const dir = this.pinDir;
+    if (!dir || !existsSync(dir)) return;
+    const ours = new Set<string>([...MAP_NAMES, ...Object.values(PROGRAMS)]);
+    for (const name of readdirSync(dir)) {
+      if (ours.has(name) || /^policy_\d+$/.test(name)) unlinkSync(join(dir, name));
+    }
+    if (readdirSync(dir).length === 0) rmdirSync(dir);
+  }
+}
+
+function checkEndpointId(id: number): void {
+  if (!Number.isInteger(id) || id < 1 || id > 0xffff)
+    throw fail('ERR_DATAPATH_ENDPOINT', `endpoint id ${id} is not within 1..65535`, 'endpointId');
+}
+
+function resolveIfindex(a: { netns: string; ifname?: string; ifindex?: number }): number {
+  if (a.ifindex !== undefined) {
+    if (!Number.isInteger(a.ifindex) || a.ifindex < 1)
+      throw fail('ERR_DATAPATH_ENDPOINT', `ifindex ${a.ifindex} is not a positive integer`, 'ifindex');
+    return a.ifindex;
+  }
+  if (!a.ifname) throw fail('ERR_DATAPATH_ENDPOINT', 'an endpoint needs ifname or ifindex', 'ifname');
+  return ifindexIn(a.netns, a.ifname);
+}

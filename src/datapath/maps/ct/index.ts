@@ -1,0 +1,121 @@
+// weir_ct: connection tracking. The datapath creates and refreshes entries; user space lists them
+// and garbage-collects expired ones (the datapath already ignores them, GC only frees room).
+import { TypedMap, type BpfMap } from '../../../bpf/index.js';
+import { addrKey, addrText } from '../../addr.js';
+import { monotonicNowNs } from '../../clock.js';
+import { directionOf, DIR, type Direction } from '../../direction.js';
+import { CtEntry, CtKey, CtState } from './layout.js';
+
+export type CtRawKey = ReturnType<typeof CtKey.decode>;
+export type CtRawEntry = ReturnType<typeof CtEntry.decode>;
+
+export interface CtTuple {
+  family: 4 | 6;
+  /** The initiator. */
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  /** Whose policy admitted the connection (CT_F_*). */
+  direction: Direction;
+}
+
+export interface CtConnection extends CtTuple {
+  state: 'new' | 'established' | 'closing' | 'unknown';
+  packetsFwd: bigint;
+  bytesFwd: bigint;
+  packetsRev: bigint;
+  bytesRev: bigint;
+  lifetimeNs: bigint;
+  expired: boolean;
+  cookie: number;
+  srcIdentity: number;
+  tcpFlagsFwd: number;
+  tcpFlagsRev: number;
+}
+
+const STATE_NAMES: Record<number, CtConnection['state']> = {
+  [CtState.new]: 'new',
+  [CtState.established]: 'established',
+  [CtState.closing]: 'closing',
+};
+
+export class CtMap {
+  readonly typed: TypedMap<CtRawKey, CtRawEntry>;
+
+  constructor(map: BpfMap) {
+    this.typed = new TypedMap(map, CtKey, CtEntry);
+  }
+
+  /** Every entry, expired ones included (flagged), against the monotonic clock at `nowNs`. */
+  list(nowNs: bigint = monotonicNowNs()): CtConnection[] {
+    return this.typed.lookupBatch().map(([k, v]) => ({
+      ...tupleOf(k),
+      state: STATE_NAMES[v.state] ?? 'unknown',
+      packetsFwd: v.packetsFwd,
+      bytesFwd: v.bytesFwd,
+      packetsRev: v.packetsRev,
+      bytesRev: v.bytesRev,
+      lifetimeNs: v.lifetimeNs,
+      expired: nowNs > v.lifetimeNs,
+      cookie: v.cookie,
+      srcIdentity: v.srcIdentity,
+      tcpFlagsFwd: v.tcpFlagsFwd,
+      tcpFlagsRev: v.tcpFlagsRev,
+    }));
+  }
+
+  get(t: CtTuple): CtRawEntry | undefined {
+    return this.typed.lookup(rawKey(t));
+  }
+
+  /** Overwrites an entry (tests age entries by setting lifetimeNs). */
+  set(t: CtTuple, e: CtRawEntry): void {
+    this.typed.update(rawKey(t), e);
+  }
+
+  delete(t: CtTuple): boolean {
+    return this.typed.delete(rawKey(t));
+  }
+
+  /** Deletes entries whose lifetime passed before `nowNs`; returns how many. */
+  gc(nowNs: bigint = monotonicNowNs()): number {
+    const expired = this.typed
+      .lookupBatch()
+      .filter(([, v]) => nowNs > v.lifetimeNs)
+      .map(([k]) => k);
+    return this.typed.deleteBatch(expired);
+  }
+
+  /** Deletes every entry; returns how many there were. */
+  flush(): number {
+    const keys = [...this.typed.keys()];
+    return this.typed.deleteBatch(keys);
+  }
+}
+
+function tupleOf(k: CtRawKey): CtTuple {
+  return {
+    family: k.family === 6 ? 6 : 4,
+    src: addrText(k.saddr, k.family),
+    dst: addrText(k.daddr, k.family),
+    sport: k.sport,
+    dport: k.dport,
+    proto: k.nexthdr,
+    direction: directionOf(k.flags),
+  };
+}
+
+function rawKey(t: CtTuple): CtRawKey {
+  const loc = { object: 'conntrack tuple' };
+  return {
+    saddr: addrKey(t.src, { ...loc, field: 'src' }).bytes,
+    daddr: addrKey(t.dst, { ...loc, field: 'dst' }).bytes,
+    sport: t.sport,
+    dport: t.dport,
+    nexthdr: t.proto,
+    flags: DIR[t.direction],
+    family: t.family,
+  };
+}

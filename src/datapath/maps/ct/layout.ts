@@ -1,0 +1,33 @@
+// Mirrors struct ct_key and struct ct_entry (bpf/lib/common.h): weir_ct, both families.
+import { be16, bytes, cstruct, pad, u16, u32, u64, u8 } from '../../../bpf/index.js';
+
+export const CtKey = cstruct('ct_key', {
+  saddr: bytes(16),
+  daddr: bytes(16),
+  sport: be16(),
+  dport: be16(),
+  nexthdr: u8(),
+  flags: u8(),
+  family: u8(),
+  pad: pad(1),
+});
+
+export const CtEntry = cstruct('ct_entry', {
+  packetsFwd: u64(),
+  bytesFwd: u64(),
+  packetsRev: u64(),
+  bytesRev: u64(),
+  lifetimeNs: u64(),
+  cookie: u32(),
+  srcIdentity: u32(),
+  tcpFlagsFwd: u16(),
+  tcpFlagsRev: u16(),
+  state: u8(),
+  pad: pad(3),
+});
+
+/** CT_F_*: whose policy created the entry. */
+export const CT_F_INGRESS = 1;
+export const CT_F_EGRESS = 2;
+/** CT_STATE_* */
+export const CtState = { new: 1, established: 2, closing: 3 } as const;

@@ -1,0 +1,18 @@
+// Mirrors struct ipcache_key and struct ipcache_value (bpf/lib/common.h).
+import { bytes, cstruct, pad, u32, u8 } from '../../../bpf/index.js';
+
+export const IpcacheKey = cstruct('ipcache_key', {
+  prefixlen: u32(),
+  pad1: pad(2),
+  pad2: pad(1),
+  family: u8(),
+  addr: bytes(16),
+});
+
+export const IpcacheValue = cstruct('ipcache_value', {
+  identity: u32(),
+  flags: u32(),
+});
+
+/** IPCACHE_STATIC_PREFIX: the pad+family bits every key matches exactly. */
+export const IPCACHE_STATIC_PREFIX = 32;

@@ -1,0 +1,115 @@
+// Datapath test harness (privileged tests only): lxc.o loaded without pins, endpoints on veth
+// devices in a private weir-dptest-* network namespace, packets run through the real programs
+// with BPF_PROG_TEST_RUN.
+//
+// Why a namespace: for tc programs the kernel's test run takes __sk_buff.ifindex from ctx_in
+// and attaches the skb to that device, which must exist in the caller's network namespace
+// (ENODEV otherwise; without ctx_in it is the loopback, ifindex 1). skb->ifindex is what the
+// programs look endpoints up by, so each test endpoint is a real (veth) device in a namespace
+// of our own, and runs happen inside it (withNetns), never touching the root namespace.
+import { randomBytes } from 'node:crypto';
+import { ifindexIn, withNetns } from '../bpf/netns.js';
+import { run } from '../shared/exec.js';
+import { Datapath, PROGRAMS, type DatapathOptions } from './loader.js';
+import type { Direction } from './direction.js';
+
+export const TC_ACT_OK = 0;
+export const TC_ACT_SHOT = 2;
+
+export interface TestEndpoint {
+  ifindex: number;
+  endpointId: number;
+  identity: number;
+}
+
+export interface RunResult {
+  verdict: 'forward' | 'drop';
+  /** REASON_FORWARDED (0) or the drop code counted in weir_metrics for this packet. */
+  reason: number;
+  direction: Direction;
+  /** The packet as it left the program. */
+  data: Buffer;
+}
+
+export class DatapathHarness {
+  readonly netns: string;
+  readonly dp: Datapath;
+  readonly #ifindexes: number[];
+
+  private constructor(netns: string, dp: Datapath, ifindexes: number[]) {
+    this.netns = netns;
+    this.dp = dp;
+    this.#ifindexes = ifindexes;
+  }
+
+  /** A namespace with `devices` veth devices and a freshly loaded, unpinned datapath. */
+  static async create(opts: DatapathOptions & { devices?: number } = {}): Promise<DatapathHarness> {
+    const netns = `weir-dptest-${randomBytes(3).toString('hex')}`;
+    await run(['ip', 'netns', 'add', netns]);
+    try {
+      const ifindexes: number[] = [];
+      for (let i = 0; i < (opts.devices ?? 3); i++) {
+        await run([
+          'ip',
+          '-n',
+          netns,
+          'link',
+          'add',
+          `weirdp${i}`,
+          'type',
+          'veth',
+          'peer',
+          'name',
+          `weirdq${i}`,
+        ]);
+        ifindexes.push(ifindexIn(netns, `weirdp${i}`));
+      }
+      return new DatapathHarness(netns, Datapath.open(opts), ifindexes);
+    } catch (err) {
+      await run(['ip', 'netns', 'del', netns], { check: false });
+      throw err;
+    }
+  }
+
+  /** Device `slot` becomes endpoint `endpointId` with `identity`, with an empty policy map. */
+  addEndpoint(slot: number, endpointId: number, identity: number, flags = 0): TestEndpoint {
+    const ifindex = this.#ifindexes[slot];
+    if (ifindex === undefined) throw new Error(`no test device ${slot}`);
+    this.dp.ensurePolicyMap(endpointId);
+    this.dp.endpoints.set(ifindex, { endpointId, identity, flags });
+    return { ifindex, endpointId, identity };
+  }
+
+  ifindex(slot: number): number {
+    const ifindex = this.#ifindexes[slot];
+    if (ifindex === undefined) throw new Error(`no test device ${slot}`);
+    return ifindex;
+  }
+
+  /**
+   * Runs `frame` through the pod's egress (weir_from_container) or ingress (weir_to_container)
+   * program as if it crossed device `ifindex`, and reads the one metrics entry it produced.
+   */
+  run(hook: 'egress' | 'ingress', ifindex: number, frame: Buffer): RunResult {
+    const prog = this.dp.program(hook === 'egress' ? PROGRAMS.fromContainer : PROGRAMS.toContainer);
+    this.dp.metrics.clear();
+    const res = withNetns(this.netns, () => prog.testRun({ data: frame, ifindex }));
+    const counted = this.dp.metrics.list();
+    if (counted.length !== 1 || counted[0]?.packets !== 1n) {
+      const seen = counted.map((c) => `${c.reason}/${c.direction}: ${c.packets}`).join(', ');
+      throw new Error(`expected one counted packet, weir_metrics holds [${seen}]`);
+    }
+    const [m] = counted;
+    if (res.retval !== TC_ACT_OK && res.retval !== TC_ACT_SHOT)
+      throw new Error(`unexpected tc verdict ${res.retval}`);
+    const verdict = res.retval === TC_ACT_OK ? 'forward' : 'drop';
+    if ((verdict === 'forward') !== (m?.reason === 0))
+      throw new Error(`verdict ${verdict} but reason ${m?.reason}`);
+    return { verdict, reason: m?.reason ?? -1, direction: m?.direction ?? 'egress', data: res.data };
+  }
+
+  async destroy(): Promise<void> {
+    this.dp.close();
+    await run(['ip', 'netns', 'del', this.netns], { check: false });
+  }
+}

@@ -1,13 +1,17 @@
 // Every sub-command of `weir`, registered in one place so the CLI reads like a table of contents.
 import type { Command } from 'commander';
 import { applyCommand } from './apply.js';
+import { registerConformanceCommands } from './conformance.js';
 import { deleteCommand } from './delete.js';
 import { getCommand } from './get.js';
 import { labCommand } from './lab.js';
+import { registerPolicyCommands } from './policy.js';
 
 export function registerCommands(program: Command): void {
   program.addCommand(labCommand());
   program.addCommand(applyCommand());
   program.addCommand(deleteCommand());
   program.addCommand(getCommand());
+  registerPolicyCommands(program);
+  registerConformanceCommands(program);
 }

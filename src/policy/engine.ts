@@ -149,18 +149,27 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   const sections = compilePolicies(input.policies, u, jar);
   const localhostCookie = jar.cookie(LOCALHOST_REF);
 
-  // Endpoints with the same identity and named ports get the same entries: compute once.
-  const cache = new Map<string, EndpointPolicy>();
+  // Entries depend only on which sections select an endpoint (and, for named ports, its own
+  // ports), not on its identity: endpoints selected alike share one computation.
+  const selectedBy = new Map<number, Section[]>();
+  const cache = new Map<string, Omit<EndpointPolicy, 'identity' | 'labels'>>();
   const endpoints = new Map<number, EndpointPolicy>();
   for (const ep of input.endpoints) {
     const ident = epIdentity.get(ep.id) as { id: number; labels: string[] };
-    const key = `${ident.id}|${JSON.stringify([...ep.namedPorts].sort((a, b) => a.name.localeCompare(b.name)))}`;
+    let mine = selectedBy.get(ident.id);
+    if (!mine) {
+      const index = u.identities.get(ident.id)?.index;
+      mine = index ? sections.filter((s) => matchesSelector(s.subject, index)) : [];
+      selectedBy.set(ident.id, mine);
+    }
+    const ports = [...ep.namedPorts].sort((a, b) => a.name.localeCompare(b.name) || a.port - b.port);
+    const key = `${mine.map((s) => sections.indexOf(s)).join(',')}|${JSON.stringify(ports)}`;
     let result = cache.get(key);
     if (!result) {
-      result = endpointPolicy(ident, ep.namedPorts, sections, u, cfg, localhostCookie);
+      result = endpointPolicy(mine, ep.namedPorts, u, cfg, localhostCookie);
       cache.set(key, result);
     }
-    endpoints.set(ep.id, result);
+    endpoints.set(ep.id, { identity: ident.id, labels: ident.labels, ...result });
   }
 
   const ipcache: { prefix: Prefix; identity: number }[] = [];
@@ -212,15 +221,12 @@ function collectPrefixes(policies: readonly Policy[]): Prefix[] {
 }
 
 function endpointPolicy(
-  ident: { id: number; labels: string[] },
+  mine: readonly Section[],
   namedPorts: readonly NamedPort[],
-  sections: readonly Section[],
   u: Universe,
   cfg: EngineConfig,
   localhostCookie: number,
-): EndpointPolicy {
-  const index = u.identities.get(ident.id)?.index;
-  const mine = index ? sections.filter((s) => matchesSelector(s.subject, index)) : [];
+): Omit<EndpointPolicy, 'identity' | 'labels'> {
   const entries: PolicyMapEntry[] = [];
   const enforced = { [DIR_INGRESS]: false, [DIR_EGRESS]: false };
   for (const dir of [DIR_INGRESS, DIR_EGRESS] as const) {
@@ -233,14 +239,23 @@ function endpointPolicy(
       );
       continue;
     }
-    const raw = new Map<string, { e: PolicyMapEntry; order: number }>();
-    const add = (identity: number, l4: L4Prefix, rule: { deny: boolean; cookie: number; order: number }) => {
-      const key = `${identity}/${l4.protocol}/${l4.port}/${l4.prefixLen}`;
-      const have = raw.get(key);
+    // identity -> L4 key -> entry, with the order of the rule that wrote it.
+    const raw = new Map<number, Map<number, PolicyMapEntry>>();
+    const orders = new Map<PolicyMapEntry, number>();
+    const add: AddFn = (identity, l4, rule) => {
+      let space = raw.get(identity);
+      if (!space) raw.set(identity, (space = new Map()));
+      const key = l4Num(l4.protocol, l4.port, l4.prefixLen);
+      const have = space.get(key);
       // Same key twice: deny beats allow, then the first rule in the sorted order names it.
-      if (have && (have.e.deny > rule.deny || (have.e.deny === rule.deny && have.order <= rule.order)))
+      if (
+        have &&
+        (have.deny > rule.deny || (have.deny === rule.deny && (orders.get(have) ?? 0) <= rule.order))
+      )
         return;
-      raw.set(key, { e: makeEntry(identity, dir, l4, rule.deny, rule.cookie), order: rule.order });
+      const e = makeEntry(identity, dir, l4, rule.deny, rule.cookie);
+      orders.set(e, rule.order);
+      space.set(key, e);
     };
     for (const s of here) for (const r of s.rules) addRule(r, dir, namedPorts, u, add);
     if (dir === DIR_INGRESS && cfg.allowLocalhost)
@@ -249,12 +264,10 @@ function endpointPolicy(
         { protocol: 0, port: 0, prefixLen: PREFIX_PROTO_ANY },
         { deny: false, cookie: localhostCookie, order: Infinity },
       );
-    entries.push(...resolvePrecedence([...raw.values()].map((v) => v.e)));
+    entries.push(...resolveSpaces(raw));
   }
   entries.sort(compareEntries);
   const base = {
-    identity: ident.id,
-    labels: ident.labels,
     ingressEnforced: enforced[DIR_INGRESS],
     egressEnforced: enforced[DIR_EGRESS],
   };
@@ -306,22 +319,43 @@ function addRule(
   }
 }
 
-/** The L4 prefixes strictly containing `e`, nearest first. */
-function ancestors(e: L4Prefix): L4Prefix[] {
-  const out: L4Prefix[] = [];
-  for (let len = e.prefixLen - 1; len >= PREFIX_PORT_ANY; len--) {
-    const keep = len - PREFIX_PORT_ANY;
-    out.push({
-      protocol: e.protocol,
-      port: keep === 0 ? 0 : e.port & ((0xffff << (16 - keep)) & 0xffff),
-      prefixLen: len,
-    });
-  }
-  if (e.prefixLen > PREFIX_PROTO_ANY) out.push({ protocol: 0, port: 0, prefixLen: PREFIX_PROTO_ANY });
-  return out;
+/** An L4 prefix as one number: protocol, port and prefix length (relative to 40). */
+const l4Num = (protocol: number, port: number, prefixLen: number) =>
+  protocol * 0x200000 + port * 32 + (prefixLen - PREFIX_PROTO_ANY);
+
+/** `e` cut to a shorter prefix length (40 = any protocol, 48 = any port). */
+function truncate(e: L4Prefix, len: number): number {
+  if (len === PREFIX_PROTO_ANY) return l4Num(0, 0, len);
+  const keep = len - PREFIX_PORT_ANY;
+  return l4Num(e.protocol, keep === 0 ? 0 : e.port & ((0xffff << (16 - keep)) & 0xffff), len);
 }
 
-const l4Key = (l: L4Prefix) => `${l.protocol}/${l.port}/${l.prefixLen}`;
+interface Space {
+  byKey: Map<number, PolicyMapEntry>;
+  /** Prefix lengths present, longest first: only these can hold an ancestor. */
+  lens: number[];
+}
+
+function buildSpace(byKey: Map<number, PolicyMapEntry>): Space {
+  const lens = new Set<number>();
+  for (const e of byKey.values()) lens.add(e.prefixLen);
+  return { byKey, lens: [...lens].sort((a, b) => b - a) };
+}
+
+/** The nearest entry of the space containing `e` (strictly, or including `e` itself). */
+function nearest(
+  s: Space,
+  e: L4Prefix,
+  strict: boolean,
+  pred?: (a: PolicyMapEntry) => boolean,
+): PolicyMapEntry | undefined {
+  for (const len of s.lens) {
+    if (len > e.prefixLen || (strict && len === e.prefixLen)) continue;
+    const a = s.byKey.get(truncate(e, len));
+    if (a && (!pred || pred(a))) return a;
+  }
+  return undefined;
+}
 
 /**
  * Makes longest-prefix lookups give deny precedence, then drops entries that cannot change a
@@ -333,31 +367,37 @@ const l4Key = (l: L4Prefix) => `${l.protocol}/${l.port}/${l.prefixLen}`;
  * Entries passed in are of one endpoint and one direction.
  */
 export function resolvePrecedence(entries: PolicyMapEntry[]): PolicyMapEntry[] {
-  const spaces = new Map<number, Map<string, PolicyMapEntry>>();
+  const raw = new Map<number, Map<number, PolicyMapEntry>>();
   for (const e of entries) {
-    let s = spaces.get(e.identity);
-    if (!s) spaces.set(e.identity, (s = new Map()));
-    s.set(l4Key(e), e);
+    let space = raw.get(e.identity);
+    if (!space) raw.set(e.identity, (space = new Map()));
+    space.set(l4Num(e.protocol, e.port, e.prefixLen), e);
   }
-  for (const s of spaces.values())
-    for (const [k, e] of s) {
-      if (e.deny) continue;
-      const deny = ancestors(e)
-        .map((a) => s.get(l4Key(a)))
-        .find((a) => a?.deny);
-      if (deny) s.set(k, { ...e, deny: true, cookie: deny.cookie });
-    }
+  return resolveSpaces(raw);
+}
+
+/** resolvePrecedence over entries already grouped by identity and keyed by l4Num. */
+function resolveSpaces(raw: Map<number, Map<number, PolicyMapEntry>>): PolicyMapEntry[] {
+  const spaces = new Map<number, Space>();
+  for (const [id, byKey] of raw) {
+    const s = buildSpace(byKey);
+    if (s.lens.length > 1 && [...byKey.values()].some((e) => e.deny))
+      for (const [k, e] of s.byKey) {
+        if (e.deny) continue;
+        const deny = nearest(s, e, true, (a) => a.deny);
+        if (deny) s.byKey.set(k, { ...e, deny: true, cookie: deny.cookie });
+      }
+    spaces.set(id, s);
+  }
   const any = spaces.get(IDENTITY_ANY);
   const out: PolicyMapEntry[] = [];
   for (const [id, s] of spaces)
-    for (const e of s.values()) {
-      const nearest = ancestors(e)
-        .map((a) => s.get(l4Key(a)))
-        .find((a) => a !== undefined);
-      if (nearest && nearest.deny === e.deny) continue;
+    for (const e of s.byKey.values()) {
+      const up = s.lens.length > 1 ? nearest(s, e, true) : undefined;
+      if (up && up.deny === e.deny) continue;
       if (id !== IDENTITY_ANY && any) {
-        const covering = [e, ...ancestors(e)].map((a) => any.get(l4Key(a))).filter((a) => a !== undefined);
-        if (covering.some((a) => a.deny) || (!e.deny && covering.length > 0)) continue;
+        if (nearest(any, e, false, (a) => a.deny)) continue;
+        if (!e.deny && nearest(any, e, false)) continue;
       }
       out.push(e);
     }

@@ -1,0 +1,265 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { validatePolicy } from './api/index.js';
+import { diff } from './diff.js';
+import { computePolicy, type EngineInput } from './engine.js';
+import {
+  DIR_EGRESS,
+  DIR_INGRESS,
+  l4Prefixes,
+  makeEntry,
+  portRangePrefixes,
+  PROTO_TCP,
+  PROTO_UDP,
+  type PolicyMapEntry,
+} from './entry.js';
+import { lookup } from './lookup.js';
+import { resolvePrecedence } from './engine.js';
+import { trace } from './trace.js';
+
+const loc = { file: 't.yaml', object: 'test' };
+const cnp = (name: string, spec: unknown) =>
+  validatePolicy(
+    { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'x' }, spec },
+    loc,
+  );
+
+function world(policies: ReturnType<typeof cnp>[], extra: Partial<EngineInput> = {}): EngineInput {
+  return {
+    namespaces: [{ name: 'x', labels: {} }],
+    endpoints: [
+      {
+        id: 1,
+        namespace: 'x',
+        pod: 'a',
+        labels: { app: 'a' },
+        ips: ['10.244.0.2'],
+        namedPorts: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      },
+      {
+        id: 2,
+        namespace: 'x',
+        pod: 'b',
+        labels: { app: 'b' },
+        ips: ['10.244.0.3'],
+        namedPorts: [{ name: 'http', port: 9090, protocol: 'TCP' }],
+      },
+    ],
+    nodeIPs: ['10.244.0.1'],
+    policies,
+    ...extra,
+  };
+}
+
+test('port ranges decompose into aligned LPM blocks', () => {
+  assert.deepEqual(portRangePrefixes(80, 81), [{ port: 80, bits: 15 }]);
+  assert.deepEqual(portRangePrefixes(80, 80), [{ port: 80, bits: 16 }]);
+  assert.deepEqual(portRangePrefixes(79, 80), [
+    { port: 79, bits: 16 },
+    { port: 80, bits: 16 },
+  ]);
+  assert.deepEqual(portRangePrefixes(0, 65535), [{ port: 0, bits: 0 }]);
+  assert.equal(portRangePrefixes(1, 65535).length, 16);
+  // Every port of a range is covered exactly once.
+  const blocks = portRangePrefixes(1000, 2000);
+  for (let p = 990; p <= 2010; p++) {
+    const n = blocks.filter((b) => p >>> (16 - b.bits) === b.port >>> (16 - b.bits)).length;
+    assert.equal(n, p >= 1000 && p <= 2000 ? 1 : 0, `port ${p}`);
+  }
+  assert.deepEqual(l4Prefixes(0, 0), [{ protocol: 0, port: 0, prefixLen: 40 }]);
+  assert.deepEqual(l4Prefixes(6, 0), [{ protocol: 6, port: 0, prefixLen: 48 }]);
+  assert.deepEqual(
+    l4Prefixes(0, 53).map((p) => p.protocol),
+    [6, 17, 132],
+  );
+});
+
+test('lookup: any deny wins, else the longer L4 prefix, tie to the exact identity', () => {
+  const e = (id: number, proto: number, port: number, len: number, deny: boolean, cookie: number) =>
+    makeEntry(id, DIR_INGRESS, { protocol: proto, port, prefixLen: len }, deny, cookie);
+  const entries: PolicyMapEntry[] = [
+    e(300, 0, 0, 40, false, 1),
+    e(0, PROTO_TCP, 80, 64, false, 2),
+    e(0, PROTO_TCP, 443, 64, true, 3),
+  ];
+  assert.equal(lookup(entries, 300, DIR_INGRESS, PROTO_TCP, 80).entry?.cookie, 2);
+  assert.equal(lookup(entries, 300, DIR_INGRESS, PROTO_UDP, 80).entry?.cookie, 1);
+  const d = lookup(entries, 300, DIR_INGRESS, PROTO_TCP, 443);
+  assert.equal(d.verdict, 'deny');
+  assert.equal(d.code, 181);
+  assert.equal(lookup(entries, 301, DIR_INGRESS, PROTO_UDP, 80).code, 133);
+  assert.equal(lookup(entries, 300, DIR_EGRESS, PROTO_TCP, 80).verdict, 'drop');
+  const tie = [e(300, PROTO_TCP, 80, 64, false, 7), e(0, PROTO_TCP, 80, 64, false, 8)];
+  assert.equal(lookup(tie, 300, DIR_INGRESS, PROTO_TCP, 80).entry?.cookie, 7);
+});
+
+test('deny precedence: an allow inside a same-key deny becomes a deny; redundant entries go', () => {
+  const e = (id: number, proto: number, port: number, len: number, deny: boolean, cookie: number) =>
+    makeEntry(id, DIR_INGRESS, { protocol: proto, port, prefixLen: len }, deny, cookie);
+  const out = resolvePrecedence([
+    e(300, 0, 0, 40, true, 1),
+    e(300, PROTO_TCP, 80, 64, false, 2),
+    e(0, PROTO_TCP, 80, 64, false, 3),
+  ]);
+  // Without conversion LPM would pick the longer allow for 300:TCP/80.
+  assert.equal(lookup(out, 300, DIR_INGRESS, PROTO_TCP, 80).verdict, 'deny');
+  assert.equal(lookup(out, 301, DIR_INGRESS, PROTO_TCP, 80).verdict, 'allow');
+  const zero = resolvePrecedence([
+    e(0, PROTO_TCP, 0, 48, true, 1),
+    e(0, PROTO_TCP, 80, 64, false, 2),
+    e(300, PROTO_TCP, 80, 64, false, 3),
+  ]);
+  assert.equal(lookup(zero, 300, DIR_INGRESS, PROTO_TCP, 80).verdict, 'deny');
+  assert.equal(zero.length, 1, 'allows under an identity-0 deny are dropped');
+  const specific = resolvePrecedence([e(300, 0, 0, 40, false, 1), e(300, PROTO_TCP, 80, 64, true, 2)]);
+  assert.equal(lookup(specific, 300, DIR_INGRESS, PROTO_TCP, 80).verdict, 'deny');
+  assert.equal(lookup(specific, 300, DIR_INGRESS, PROTO_TCP, 81).verdict, 'allow');
+});
+
+test('engine: deny beats a broader allow across policies, entities and ports', () => {
+  const out = computePolicy(
+    world([
+      cnp('allow-all', {
+        endpointSelector: { matchLabels: { app: 'a' } },
+        ingress: [{ fromEntities: ['all'] }],
+      }),
+      cnp('deny-b-80', {
+        endpointSelector: { matchLabels: { app: 'a' } },
+        ingressDeny: [
+          {
+            fromEndpoints: [{ matchLabels: { app: 'b' } }],
+            toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }],
+          },
+        ],
+      }),
+    ]),
+  );
+  const a = out.endpoints.get(1);
+  const b = out.endpoints.get(2);
+  assert.ok(a && b);
+  assert.equal(a.ingressEnforced, true);
+  assert.equal(a.egressEnforced, false);
+  assert.equal(lookup(a.entries, b.identity, DIR_INGRESS, PROTO_TCP, 80).verdict, 'deny');
+  assert.equal(lookup(a.entries, b.identity, DIR_INGRESS, PROTO_TCP, 81).verdict, 'allow');
+  assert.equal(lookup(a.entries, 2, DIR_INGRESS, PROTO_TCP, 80).verdict, 'allow');
+  // Not enforced: one allow-all entry per direction.
+  assert.deepEqual(
+    b.entries.map((e) => [e.identity, e.direction, e.prefixLen, e.deny]),
+    [
+      [0, 1, 40, false],
+      [0, 2, 40, false],
+    ],
+  );
+});
+
+test('engine: named ports resolve against the destination pod, per pod at egress', () => {
+  const out = computePolicy(
+    world([
+      cnp('np', {
+        endpointSelector: { matchLabels: { app: 'a' } },
+        ingress: [{ toPorts: [{ ports: [{ port: 'http', protocol: 'TCP' }] }] }],
+        egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: 'http' }] }] }],
+      }),
+    ]),
+  );
+  const a = out.endpoints.get(1);
+  const b = out.endpoints.get(2);
+  assert.ok(a && b);
+  assert.equal(lookup(a.entries, 2, DIR_INGRESS, PROTO_TCP, 8080).verdict, 'allow');
+  assert.equal(lookup(a.entries, 2, DIR_INGRESS, PROTO_TCP, 9090).verdict, 'drop');
+  assert.equal(lookup(a.entries, b.identity, DIR_EGRESS, PROTO_TCP, 9090).verdict, 'allow');
+  assert.equal(lookup(a.entries, b.identity, DIR_EGRESS, PROTO_TCP, 8080).verdict, 'drop');
+});
+
+test('engine: overflow fails closed with ERR_POLICY_MAP_OVERFLOW, never allows', () => {
+  const policies = [
+    cnp('many', {
+      endpointSelector: { matchLabels: { app: 'a' } },
+      ingress: [{ toPorts: [{ ports: [{ port: '1', endPort: 65535, protocol: 'TCP' }] }] }],
+    }),
+  ];
+  const out = computePolicy(world(policies, { config: { policyMapMax: 10 } }));
+  const a = out.endpoints.get(1);
+  assert.ok(a);
+  assert.equal(a.error?.code, 'ERR_POLICY_MAP_OVERFLOW');
+  assert.equal(a.failClosed, true);
+  assert.deepEqual(a.entries, []);
+  assert.equal(lookup(a.entries, 2, DIR_EGRESS, PROTO_TCP, 80).verdict, 'drop');
+  assert.equal(out.endpoints.get(2)?.error, undefined);
+});
+
+test('engine: output is deterministic and ipcache maps pods, node and CIDRs', () => {
+  const pols = [
+    cnp('c', {
+      endpointSelector: {},
+      egress: [{ toCIDRSet: [{ cidr: '192.0.2.0/24', except: ['192.0.2.10/32'] }] }],
+    }),
+    cnp('d', { endpointSelector: {}, ingress: [{ fromEntities: ['host'] }] }),
+  ];
+  const o1 = computePolicy(world(pols));
+  const o2 = computePolicy(world([...pols].reverse()));
+  assert.deepEqual([...o1.endpoints], [...o2.endpoints]);
+  assert.deepEqual(o1.ipcache, o2.ipcache);
+  const ids = Object.fromEntries(o1.ipcache.map((e) => [e.prefix, e.identity]));
+  assert.equal(ids['10.244.0.1/32'], 1);
+  assert.equal(ids['10.244.0.2/32'], o1.endpoints.get(1)?.identity);
+  assert.ok((ids['192.0.2.0/24'] ?? 0) > 1 << 24);
+  assert.ok((ids['192.0.2.10/32'] ?? 0) > 1 << 24);
+  const a = o1.endpoints.get(1);
+  assert.ok(a);
+  assert.equal(lookup(a.entries, ids['192.0.2.0/24'] ?? 0, DIR_EGRESS, PROTO_TCP, 80).verdict, 'allow');
+  assert.equal(lookup(a.entries, ids['192.0.2.10/32'] ?? 0, DIR_EGRESS, PROTO_TCP, 80).verdict, 'drop');
+});
+
+test('diff rewrites only changed entries', () => {
+  const a = makeEntry(0, DIR_INGRESS, { protocol: 6, port: 80, prefixLen: 64 }, false, 1);
+  const b = makeEntry(0, DIR_INGRESS, { protocol: 6, port: 81, prefixLen: 64 }, false, 1);
+  const c = makeEntry(0, DIR_INGRESS, { protocol: 6, port: 82, prefixLen: 64 }, false, 1);
+  const d = diff([a, b], [a, { ...b, deny: true }, c]);
+  assert.deepEqual(d.upserts, [{ ...b, deny: true }, c]);
+  assert.deepEqual(diff([a, b], [b]).deletes, [a]);
+  assert.deepEqual(diff([a], [a]), { upserts: [], deletes: [] });
+});
+
+test('trace names the policy, direction and rule that decide', () => {
+  const input = world([
+    cnp('web', {
+      endpointSelector: { matchLabels: { app: 'a' } },
+      ingress: [
+        { fromEntities: ['world'] },
+        {
+          fromEndpoints: [{ matchLabels: { app: 'b' } }],
+          toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }],
+        },
+      ],
+    }),
+    cnp('no-b', {
+      endpointSelector: { matchLabels: { app: 'b' } },
+      egressDeny: [{ toEndpoints: [{ matchLabels: { app: 'a' } }], toPorts: [{ ports: [{ port: '443' }] }] }],
+    }),
+  ]);
+  const output = computePolicy(input);
+  const t = trace({ input, output }, { from: 'x/b', to: 'x/a', port: 80, protocol: 'TCP' });
+  assert.equal(t.allowed, false, 'b egress is default-deny (deny-only policy isolates)');
+  assert.equal(t.egress.verdict, 'default-deny');
+  assert.equal(t.ingress.verdict, 'allowed');
+  assert.deepEqual(t.ingress.rule, {
+    kind: 'CiliumNetworkPolicy',
+    namespace: 'x',
+    name: 'web',
+    direction: 'ingress',
+    ruleIndex: 1,
+    deny: false,
+  });
+  const d = trace({ input, output }, { from: 'x/b', to: 'x/a', port: 443, protocol: 'TCP' });
+  assert.equal(d.egress.verdict, 'denied');
+  assert.equal(d.egress.rule?.name, 'no-b');
+  assert.equal(d.egress.rule?.deny, true);
+  assert.equal(d.egress.dropCode, 181);
+  const w = trace({ input, output }, { from: '8.8.8.8', to: 'x/a', port: 22, protocol: 'TCP' });
+  assert.equal(w.allowed, true);
+  assert.equal(w.ingress.rule?.ruleIndex, 0);
+  const h = trace({ input, output }, { from: 'host', to: 'x/a', port: 22, protocol: 'UDP' });
+  assert.equal(h.allowed, true);
+  assert.equal(h.ingress.rule?.name, 'allow-localhost');
+});

@@ -89,14 +89,22 @@ export async function listenApi(socketPath: string, routes: Route[]): Promise<Se
     const url = new URL(req.url ?? '/', 'http://weir');
     const found = matchRoute(routes, req.method ?? 'GET', url.pathname);
     if (!found) {
-      sendJson(res, 404, { error: { code: 'ERR_API_NOT_FOUND', message: `no route ${req.method} ${url.pathname}` } });
+      sendJson(res, 404, {
+        error: { code: 'ERR_API_NOT_FOUND', message: `no route ${req.method} ${url.pathname}` },
+      });
       return;
     }
     void (async () => {
       try {
         const body = await readBody(req);
         const out = await found.route.handler(
-          { method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, params: found.params, body },
+          {
+            method: req.method ?? 'GET',
+            path: url.pathname,
+            query: url.searchParams,
+            params: found.params,
+            body,
+          },
           res,
         );
         if (!res.headersSent) sendJson(res, 200, out ?? {});

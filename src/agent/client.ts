@@ -12,7 +12,9 @@ interface ErrorJson {
 
 function toError(e: ErrorJson): WeirError {
   if (e.problems && e.problems.length > 0) {
-    return new ValidationError(e.problems.map((p) => new WeirError(p.code, p.message, { location: p.location ?? {} })));
+    return new ValidationError(
+      e.problems.map((p) => new WeirError(p.code, p.message, { location: p.location ?? {} })),
+    );
   }
   return new WeirError(e.code, e.message, { location: e.location ?? {} });
 }
@@ -31,7 +33,9 @@ export class AgentClient {
           socketPath: this.socketPath,
           method,
           path,
-          headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
+          headers: payload
+            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+            : {},
           timeout: this.timeoutMs,
         },
         (res) => {
@@ -43,7 +47,12 @@ export class AgentClient {
             try {
               json = text ? JSON.parse(text) : {};
             } catch {
-              reject(new WeirError('ERR_AGENT_BAD_ANSWER', `agent answered ${res.statusCode}: ${text.slice(0, 200)}`));
+              reject(
+                new WeirError(
+                  'ERR_AGENT_BAD_ANSWER',
+                  `agent answered ${res.statusCode}: ${text.slice(0, 200)}`,
+                ),
+              );
               return;
             }
             if ((res.statusCode ?? 500) >= 400) reject(toError((json as { error: ErrorJson }).error));
@@ -51,16 +60,27 @@ export class AgentClient {
           });
         },
       );
-      req.on('timeout', () => req.destroy(new WeirError('ERR_AGENT_TIMEOUT', `agent did not answer ${method} ${path}`)));
+      req.on('timeout', () =>
+        req.destroy(new WeirError('ERR_AGENT_TIMEOUT', `agent did not answer ${method} ${path}`)),
+      );
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err instanceof WeirError) reject(err);
         else if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
           reject(
-            new WeirError('ERR_AGENT_UNREACHABLE', `no agent is listening on ${this.socketPath} (is the lab up?)`, {
+            new WeirError(
+              'ERR_AGENT_UNREACHABLE',
+              `no agent is listening on ${this.socketPath} (is the lab up?)`,
+              {
+                cause: err,
+              },
+            ),
+          );
+        else
+          reject(
+            new WeirError('ERR_AGENT_UNREACHABLE', `agent socket ${this.socketPath}: ${err.message}`, {
               cause: err,
             }),
           );
-        else reject(new WeirError('ERR_AGENT_UNREACHABLE', `agent socket ${this.socketPath}: ${err.message}`, { cause: err }));
       });
       if (payload) req.end(payload);
       else req.end();

@@ -6,7 +6,11 @@ test('hooks start in order and stop in reverse', async () => {
   const seen: string[] = [];
   const lc = new Lifecycle();
   for (const name of ['a', 'b', 'c']) {
-    lc.append({ name, start: () => void seen.push(`start ${name}`), stop: () => void seen.push(`stop ${name}`) });
+    lc.append({
+      name,
+      start: () => void seen.push(`start ${name}`),
+      stop: () => void seen.push(`stop ${name}`),
+    });
   }
   await lc.start();
   await lc.stop();

@@ -23,6 +23,8 @@ export interface Manifest<T = unknown> {
   metadata: ObjectMeta;
   /** The validated object, as its kind's validator returned it. */
   object: T;
+  /** The object as written (what is stored and sent on, so it can be validated again). */
+  raw: unknown;
 }
 
 const manifestExts = new Set(['.yaml', '.yml', '.json']);
@@ -125,6 +127,7 @@ function toManifest(item: unknown, file: string, index: number): Manifest {
     kind,
     metadata: { name, ...(ns ? { namespace: ns } : {}), ...(labels ? { labels } : {}) },
     object: validated,
+    raw: item,
   };
 }
 

@@ -80,6 +80,8 @@ export type Logger = (line: string) => void;
 /** Callbacks run after state.json holds the change (the agent hooks in here). */
 export interface ApplyOptions {
   log?: Logger;
+  /** A new pod's veth exists but is still down (no traffic yet): the agent attaches here. */
+  onPodPlumbed?: (pod: PodState) => void | Promise<void>;
   onPodCreated?: (pod: PodInfo) => void | Promise<void>;
   onPodUpdated?: (pod: PodInfo, previous: PodInfo) => void | Promise<void>;
   onPodRemoved?: (pod: PodInfo) => void | Promise<void>;
@@ -418,7 +420,7 @@ export class Lab {
       const worker = async () => {
         for (let job = queue.shift(); job && failure === undefined; job = queue.shift()) {
           try {
-            created.push(await this.createPod(state, job.m, job.ip, log));
+            created.push(await this.createPod(state, job.m, job.ip, log, opts.onPodPlumbed));
           } catch (err) {
             failure ??= err;
           }
@@ -449,6 +451,7 @@ export class Lab {
     m: Manifest<Pod>,
     addr: { ip: string; ip6?: string },
     log: Logger,
+    onPlumbed?: (pod: PodState) => void | Promise<void>,
   ): Promise<PodState> {
     const node = state.node;
     const ns = m.metadata.namespace ?? 'default';
@@ -500,13 +503,16 @@ export class Lab {
         ...(pod.ip6 ? [['route', 'add', '::/0', 'via', 'fe80::1', 'dev', 'eth0']] : []),
       ]);
       await sysctlIn(node.netns, { [`net.ipv4.conf.${pod.hostIfname}.proxy_arp`]: 1 });
+      // The datapath attaches while the host veth is still down: the pod is never reachable
+      // before its policy is enforced (fail closed).
+      pod.hostIfindex = await ifindexIn(node.netns, pod.hostIfname);
+      await onPlumbed?.(pod);
       await ipBatch(node.netns, [
         ['link', 'set', pod.hostIfname, 'up'],
         ...(pod.ip6 ? [['addr', 'add', 'fe80::1/64', 'dev', pod.hostIfname, 'nodad']] : []),
         ['route', 'replace', `${pod.ip}/32`, 'dev', pod.hostIfname, 'src', node.ip],
         ...(pod.ip6 ? [['route', 'replace', `${pod.ip6}/128`, 'dev', pod.hostIfname]] : []),
       ]);
-      pod.hostIfindex = await ifindexIn(node.netns, pod.hostIfname);
       await ensureCgroup(pod.cgroupPath);
       pod.workload = await this.ensureWorkload(pod.netns, undefined, podWorkload(pod));
       return pod;

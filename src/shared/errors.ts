@@ -46,4 +46,9 @@ export class ValidationError extends WeirError {
     this.name = 'ValidationError';
     this.problems = problems;
   }
+
+  /** The message already names each problem's location. */
+  override toString(): string {
+    return this.message;
+  }
 }

@@ -2,6 +2,10 @@
 import { Command } from 'commander';
 import { loadManifests } from '../../k8s/index.js';
 import { Lab, type ApplyResult } from '../../lab/index.js';
+import type { StoredObject } from '../../agent/store.js';
+import type { Manifest } from '../../k8s/index.js';
+import { agentClient, agentHooks } from '../agent-link.js';
+import { isAgentKind } from '../kinds.js';
 import { labOption, outputOption, progress } from './lab.js';
 import { printResult, type OutputFormat } from '../output.js';
 
@@ -19,7 +23,41 @@ export function applyCommand(): Command {
     .addOption(labOption())
     .addOption(outputOption())
     .action(async (o: { filename: string[]; lab: string; output: OutputFormat }) => {
+      // Every object of every file is validated here first: one bad object, nothing applied.
       const manifests = await loadManifests(o.filename);
-      printChanges(o.output, await (await Lab.open(o.lab)).apply(manifests, { log: progress }));
+      const forLab = manifests.filter((m) => !isAgentKind(m.kind));
+      const forAgent = manifests.filter((m) => isAgentKind(m.kind));
+      const results: ApplyResult[] = [];
+      if (forLab.length > 0) {
+        const link = agentHooks(o.lab);
+        results.push(...(await (await Lab.open(o.lab)).apply(forLab, { log: progress, ...link.hooks })));
+        await link.sync();
+      }
+      if (forAgent.length > 0) {
+        const answer = await agentClient(o.lab).call<{
+          results: { object: string; action: ApplyResult['action'] }[];
+        }>('POST', '/v1/apply', { objects: forAgent.map(toStored) });
+        results.push(...answer.results.map(agentResult));
+      }
+      printChanges(o.output, results);
     });
+}
+
+export function toStored(m: Manifest): StoredObject {
+  return {
+    apiVersion: m.apiVersion,
+    kind: m.kind,
+    name: m.metadata.name,
+    ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
+    file: m.file,
+    object: m.raw,
+  };
+}
+
+/** The agent's "Kind/ns/name" as kubectl prints it: "ciliumnetworkpolicy/name". */
+export function agentResult(r: { object: string; action: ApplyResult['action'] }): ApplyResult {
+  const [kind = '', ...rest] = r.object.split('/');
+  const name = rest.at(-1) ?? '';
+  const namespace = rest.length > 1 ? rest[0] : undefined;
+  return { object: `${kind.toLowerCase()}/${name}`, ...(namespace ? { namespace } : {}), action: r.action };
 }

@@ -2,7 +2,10 @@
 import { Command } from 'commander';
 import { loadManifests } from '../../k8s/index.js';
 import { Lab } from '../../lab/index.js';
-import { printChanges } from './apply.js';
+import { agentResult, printChanges, toStored } from './apply.js';
+import { agentClient, agentHooks } from '../agent-link.js';
+import { isAgentKind } from '../kinds.js';
+import type { ApplyResult } from '../../lab/index.js';
 import { labOption, outputOption, progress } from './lab.js';
 import type { OutputFormat } from '../output.js';
 
@@ -18,11 +21,28 @@ export function deleteCommand(): Command {
     .action(
       async (o: { filename: string[]; ignoreNotFound?: boolean; lab: string; output: OutputFormat }) => {
         const manifests = await loadManifests(o.filename);
-        const lab = await Lab.open(o.lab);
-        printChanges(
-          o.output,
-          await lab.delete(manifests, { log: progress, ignoreNotFound: o.ignoreNotFound === true }),
-        );
+        const results: ApplyResult[] = [];
+        const forAgent = manifests.filter((m) => isAgentKind(m.kind));
+        if (forAgent.length > 0) {
+          const answer = await agentClient(o.lab).call<{
+            results: { object: string; action: ApplyResult['action'] }[];
+          }>('POST', '/v1/delete', { objects: forAgent.map(toStored) });
+          results.push(...answer.results.map(agentResult));
+        }
+        const forLab = manifests.filter((m) => !isAgentKind(m.kind));
+        if (forLab.length > 0) {
+          const link = agentHooks(o.lab);
+          const lab = await Lab.open(o.lab);
+          results.push(
+            ...(await lab.delete(forLab, {
+              log: progress,
+              ignoreNotFound: o.ignoreNotFound === true,
+              ...link.hooks,
+            })),
+          );
+          await link.sync();
+        }
+        printChanges(o.output, results);
       },
     );
 }

@@ -1,5 +1,7 @@
 // Every sub-command of `weir`, registered in one place so the CLI reads like a table of contents.
 import type { Command } from 'commander';
+import '../kinds.js';
+import { agentCommand } from './agent.js';
 import { applyCommand } from './apply.js';
 import { registerConformanceCommands } from './conformance.js';
 import { deleteCommand } from './delete.js';
@@ -9,6 +11,7 @@ import { registerPolicyCommands } from './policy.js';
 
 export function registerCommands(program: Command): void {
   program.addCommand(labCommand());
+  program.addCommand(agentCommand());
   program.addCommand(applyCommand());
   program.addCommand(deleteCommand());
   program.addCommand(getCommand());

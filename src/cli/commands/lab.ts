@@ -12,6 +12,7 @@ import {
   resolveTarget,
 } from '../../lab/index.js';
 import { parseOutput, printResult, type OutputFormat } from '../output.js';
+import { startAgent } from '../../agent/spawn.js';
 
 export const progress = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -35,10 +36,33 @@ export function labCommand(): Command {
     .description('create the lab (or complete it; running it twice is fine)')
     .option('-f, --file <lab.yaml>', 'lab spec (default: one node, 10.244.0.0/24, no externals)')
     .addOption(new Option('--lab <name>', 'lab name (default: the spec name, else env WEIR_LAB or lab)'))
-    .action(async (o: { file?: string; lab?: string }) => {
+    .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)')
+    .addOption(
+      new Option('--policy-map-max <n>', 'entries of each endpoint policy map (256..65536)').argParser(
+        (v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 256 || n > 65536)
+            throw new WeirError(
+              'ERR_CLI_OPTION',
+              `--policy-map-max must be an integer within 256..65536, not '${v}'`,
+            );
+          return n;
+        },
+      ),
+    )
+    .action(async (o: { file?: string; lab?: string; agent?: boolean; policyMapMax?: number }) => {
       const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
       const name = o.lab ?? (o.file ? spec.name : defaultLabName());
-      await (await Lab.open(name)).up({ ...spec, name }, { log: progress });
+      const lab = await Lab.open(name);
+      await lab.up({ ...spec, name }, { log: progress });
+      if (o.agent === false) return;
+      const state = await lab.requireState();
+      const pid = await startAgent({
+        lab: name,
+        nodeNetns: state.node.netns,
+        ...(o.policyMapMax ? { policyMapMax: o.policyMapMax } : {}),
+      });
+      progress(`agent running (pid ${pid}), datapath attached to ${Object.keys(state.pods).length} pod(s)`);
     });
 
   lab

@@ -1,0 +1,439 @@
+// The per-node agent: owns the node's datapath. It turns the lab's pods (endpoints) and the policy
+// objects applied to it into kernel map contents, writing only what changed:
+//
+//   lab state (pods, namespaces) ─┐
+//   stored policy objects ────────┼─► engine (pure) ─► per-endpoint entries, ipcache ─► diff ─► maps
+//   identity allocator (persisted)┘
+//
+// State that must survive a restart (policies, identities, endpoint ids) is in the Store; the
+// maps are pinned, so a restarted agent reads back what the kernel holds and rewrites nothing that
+// is still right.
+import { join } from 'node:path';
+import type { Logger as Pino } from 'pino';
+import { Datapath } from '../datapath/loader.js';
+import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
+import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
+import type { Lab, LabState, NodeState, PodState } from '../lab/index.js';
+import { validatePolicy } from '../policy/api/index.js';
+import type { Policy } from '../policy/api/types.js';
+import { diff } from '../policy/diff.js';
+import {
+  computePolicy,
+  type EngineConfig,
+  type EngineInput,
+  type EngineOutput,
+  type EndpointPolicy,
+} from '../policy/engine.js';
+import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
+import { ValidationError, WeirError } from '../shared/errors.js';
+import { objectKey, Store, type StoredObject } from './store.js';
+
+/** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
+const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
+
+export interface AgentConfig {
+  lab: string;
+  /** Pins: /sys/fs/bpf/weir/<lab>/<node> */
+  pinDir: string;
+  stateFile: string;
+  policyMapMax: number;
+  ctMax?: number;
+}
+
+export interface EndpointStatus {
+  id: number;
+  namespace: string;
+  pod: string;
+  ips: string[];
+  ifname: string;
+  ifindex: number;
+  identity: number;
+  labels: string[];
+  ingressEnforced: boolean;
+  egressEnforced: boolean;
+  policyEntries: number;
+  state: 'ready' | 'fail-closed';
+  error?: string;
+}
+
+export interface ApplyOutcome {
+  object: string;
+  action: 'created' | 'configured' | 'unchanged' | 'deleted' | 'not found';
+}
+
+export interface RegenerationStats {
+  count: number;
+  lastMs: number;
+  lastUpserts: number;
+  lastDeletes: number;
+}
+
+/** Engine entry -> datapath key (the datapath wrapper encodes prefix lengths itself). */
+export function toMapKey(e: PolicyMapEntry): PolicyMapKey {
+  const key: PolicyMapKey = {
+    identity: e.identity,
+    direction: e.direction === DIR_INGRESS ? 'ingress' : 'egress',
+    protocol: e.protocol,
+  };
+  if (e.prefixLen > PREFIX_PORT_ANY) {
+    key.port = e.port;
+    key.portPrefixLen = e.prefixLen - PREFIX_PORT_ANY;
+  }
+  return key;
+}
+
+/** Datapath entry -> engine entry, for reading back what a previous agent wrote. */
+export function fromMapEntry(
+  k: Required<PolicyMapKey>,
+  v: { deny: boolean; proxyPort: number; cookie: number },
+) {
+  const prefixLen = k.protocol === 0 ? PREFIX_PROTO_ANY : PREFIX_PORT_ANY + k.portPrefixLen;
+  const entry: PolicyMapEntry = {
+    identity: k.identity,
+    direction: k.direction === 'ingress' ? 1 : 2,
+    protocol: k.protocol,
+    port: k.protocol === 0 || k.portPrefixLen === 0 ? 0 : k.port,
+    prefixLen,
+    deny: v.deny,
+    proxyPort: v.proxyPort,
+    cookie: v.cookie,
+    l4Prefix: prefixLen - PREFIX_PROTO_ANY,
+  };
+  return entry;
+}
+
+export class Agent {
+  readonly store: Store;
+  readonly allocator: IdentityAllocator;
+  /** What each endpoint's policy map holds, as last written or read back. */
+  private readonly written = new Map<number, PolicyMapEntry[]>();
+  private writtenIpcache = new Map<string, number>();
+  private output: EngineOutput | undefined;
+  private input: EngineInput | undefined;
+  private held: number[] = [];
+  private labState: LabState | undefined;
+  readonly regen: RegenerationStats = { count: 0, lastMs: 0, lastUpserts: 0, lastDeletes: 0 };
+  /** One change at a time: API calls are serialised through this chain. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly cfg: AgentConfig,
+    readonly lab: Lab,
+    readonly datapath: Datapath,
+    readonly log: Pino,
+  ) {
+    this.store = new Store(cfg.stateFile);
+    const ids = this.store.state.identities as IdentityAllocatorState | undefined;
+    this.allocator = ids ? IdentityAllocator.fromJSON(ids) : new IdentityAllocator();
+    this.readBack();
+  }
+
+  /** Runs `fn` after every earlier change has finished. */
+  serialize<T>(fn: () => Promise<T> | T): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Loads what the pinned maps hold, so the first regeneration after a restart is a no-op. */
+  private readBack(): void {
+    for (const id of Object.values(this.store.state.endpointIds)) {
+      try {
+        this.written.set(
+          id,
+          this.datapath
+            .policy(id)
+            .list()
+            .map((e) => fromMapEntry(e.key, e.value)),
+        );
+      } catch {
+        this.written.set(id, []);
+      }
+    }
+    this.writtenIpcache = new Map(this.datapath.ipcache.list().map((e) => [e.prefix, e.identity]));
+  }
+
+  policies(): Policy[] {
+    return this.store.state.objects.map((o) =>
+      validatePolicy(o.object, { file: o.file ?? '(agent store)', object: `${o.kind} ${objectKey(o)}` }),
+    );
+  }
+
+  private node(): NodeState {
+    const node = this.labState?.node;
+    if (!node) throw new WeirError('ERR_LAB_NOT_UP', `lab ${this.cfg.lab} is not up`);
+    return node;
+  }
+
+  /** Attaches new pods, detaches vanished ones, then regenerates. */
+  async sync(): Promise<void> {
+    this.labState = await this.lab.requireState();
+    const node = this.node();
+    const pods = Object.values(this.labState.pods).filter((p) => p.node === node.name);
+    const live = new Set(pods.map((p) => `${p.namespace}/${p.name}`));
+    for (const [key, id] of Object.entries(this.store.state.endpointIds)) {
+      if (live.has(key)) continue;
+      this.log.info({ endpoint: id, pod: key }, 'endpoint removed');
+      this.datapath.detachEndpoint({ netns: node.netns, endpointId: id });
+      this.written.delete(id);
+      this.store.releaseEndpoint(key);
+    }
+    for (const pod of pods) this.ensureEndpoint(pod, node);
+    this.regenerate();
+  }
+
+  /**
+   * CNI ADD: attach a new pod's veth before it carries traffic. Its policy map stays empty (every
+   * new connection drops) until the next regeneration computes its entries.
+   */
+  async attachPod(pod: PodState): Promise<number> {
+    this.labState = await this.lab.requireState();
+    this.ensureEndpoint(pod, this.node());
+    this.store.save();
+    return this.store.state.endpointIds[`${pod.namespace}/${pod.name}`] as number;
+  }
+
+  /** Attaches the datapath to a pod's veth unless it already is (an agent restart keeps it). */
+  private ensureEndpoint(pod: PodState, node: NodeState): void {
+    const key = `${pod.namespace}/${pod.name}`;
+    const id = this.store.endpointId(key);
+    const have = this.datapath.endpoints.get(pod.hostIfindex);
+    if (have && have.endpointId === id && this.written.has(id)) return;
+    // Until regenerate() writes its entries the endpoint's map is empty: new connections drop.
+    this.datapath.attachEndpoint({
+      netns: node.netns,
+      ifindex: pod.hostIfindex,
+      endpointId: id,
+      identity: have?.identity ?? 0,
+      flags: have?.flags ?? 0,
+    });
+    this.written.set(id, this.written.get(id) ?? []);
+    this.log.info({ endpoint: id, pod: key, ifname: pod.hostIfname }, 'endpoint attached');
+  }
+
+  private engineInput(policies: Policy[]): EngineInput {
+    const state = this.labState;
+    if (!state) throw new WeirError('ERR_LAB_NOT_UP', `lab ${this.cfg.lab} is not up`);
+    const node = this.node();
+    const endpoints = Object.values(state.pods)
+      .filter((p) => p.node === node.name && this.store.state.endpointIds[`${p.namespace}/${p.name}`])
+      .map((p) => ({
+        id: this.store.state.endpointIds[`${p.namespace}/${p.name}`] as number,
+        namespace: p.namespace,
+        pod: p.name,
+        labels: p.labels,
+        ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
+        namedPorts: p.ports
+          .filter((port) => port.name)
+          .map((port) => ({ name: port.name as string, port: port.containerPort, protocol: port.protocol })),
+      }));
+    const nodeIPs = [
+      node.ip,
+      ...(node.ip6 ? [node.ip6] : []),
+      ...state.externals.map((e) => e.transitNodeIP),
+    ];
+    const config: Partial<EngineConfig> = { policyMapMax: this.cfg.policyMapMax };
+    return {
+      namespaces: Object.values(state.namespaces),
+      endpoints,
+      nodeIPs,
+      policies,
+      config,
+    };
+  }
+
+  /** Computes everything and writes the differences. Upserts go before deletes. */
+  regenerate(policies: Policy[] = this.policies()): void {
+    const t0 = performance.now();
+    const input = this.engineInput(policies);
+    const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
+    let upserts = 0;
+    let deletes = 0;
+
+    // ipcache first: new identities must resolve before entries that name them apply.
+    const ipcache = new Map(output.ipcache.map((e) => [e.prefix, e.identity]));
+    for (const [prefix, identity] of ipcache) {
+      if (this.writtenIpcache.get(prefix) !== identity) {
+        this.datapath.ipcache.upsert(prefix, identity);
+        upserts++;
+      }
+    }
+
+    const podsById = new Map(input.endpoints.map((e) => [e.id, e]));
+    for (const [id, pol] of output.endpoints) {
+      const pod = podsById.get(id);
+      const podState = pod && this.labState?.pods[`${pod.namespace}/${pod.pod}`];
+      if (!podState) continue;
+      const old = this.written.get(id) ?? [];
+      const d = diff(old, pol.entries);
+      const pm = this.datapath.policy(id);
+      const flags = pol.failClosed ? ENDPOINT_F_FAIL_CLOSED : 0;
+      if (pol.failClosed) {
+        // Fail closed before anything is removed: the endpoint drops every new connection.
+        this.datapath.endpoints.set(podState.hostIfindex, { endpointId: id, identity: pol.identity, flags });
+        this.log.error(
+          { endpoint: id, pod: `${pod.namespace}/${pod.pod}`, error: pol.error },
+          'policy map overflow',
+        );
+      }
+      for (const e of d.upserts)
+        pm.upsert(toMapKey(e), { deny: e.deny, proxyPort: e.proxyPort, cookie: e.cookie });
+      for (const e of d.deletes) pm.delete(toMapKey(e));
+      upserts += d.upserts.length;
+      deletes += d.deletes.length;
+      this.written.set(id, pol.entries);
+      const cur = this.datapath.endpoints.get(podState.hostIfindex);
+      if (!cur || cur.identity !== pol.identity || cur.flags !== flags || cur.endpointId !== id)
+        this.datapath.endpoints.set(podState.hostIfindex, { endpointId: id, identity: pol.identity, flags });
+    }
+
+    for (const prefix of this.writtenIpcache.keys()) {
+      if (!ipcache.has(prefix)) {
+        this.datapath.ipcache.delete(prefix);
+        deletes++;
+      }
+    }
+    this.writtenIpcache = ipcache;
+    this.held = output.held;
+    this.output = output;
+    this.input = input;
+    this.store.state.identities = this.allocator.toJSON();
+    this.store.save();
+    const ms = performance.now() - t0;
+    Object.assign(this.regen, {
+      count: this.regen.count + 1,
+      lastMs: ms,
+      lastUpserts: upserts,
+      lastDeletes: deletes,
+    });
+    this.log.info({ ms: Math.round(ms * 10) / 10, upserts, deletes }, 'regenerated');
+  }
+
+  /** Validates every object first; stores them and regenerates only if all are valid. */
+  apply(objects: StoredObject[]): ApplyOutcome[] {
+    const problems: WeirError[] = [];
+    const parsed: { o: StoredObject; p: Policy }[] = [];
+    for (const o of objects) {
+      try {
+        parsed.push({
+          o,
+          p: validatePolicy(o.object, { file: o.file ?? '(request)', object: `${o.kind} ${objectKey(o)}` }),
+        });
+      } catch (err) {
+        if (err instanceof ValidationError) problems.push(...err.problems);
+        else if (err instanceof WeirError) problems.push(err);
+        else throw err;
+      }
+    }
+    if (problems.length > 0) throw new ValidationError(problems);
+    const byKey = new Map(this.store.state.objects.map((o) => [objectKey(o), o]));
+    const outcomes: ApplyOutcome[] = [];
+    for (const { o } of parsed) {
+      const key = objectKey(o);
+      const old = byKey.get(key);
+      const same = old && JSON.stringify(old.object) === JSON.stringify(o.object);
+      outcomes.push({ object: key, action: !old ? 'created' : same ? 'unchanged' : 'configured' });
+      byKey.set(key, o);
+    }
+    const next = [...byKey.values()];
+    // Compute with the new set before committing it: a failure leaves the old state in force.
+    const policies = next.map((o) =>
+      validatePolicy(o.object, { file: o.file ?? '(agent store)', object: `${o.kind} ${objectKey(o)}` }),
+    );
+    const before = this.store.state.objects;
+    this.store.state.objects = next;
+    try {
+      this.regenerate(policies);
+    } catch (err) {
+      this.store.state.objects = before;
+      throw err;
+    }
+    return outcomes;
+  }
+
+  delete(keys: { kind: string; namespace?: string; name: string }[]): ApplyOutcome[] {
+    const wanted = new Set(keys.map(objectKey));
+    const outcomes = [...wanted].map((k) => ({
+      object: k,
+      action: this.store.state.objects.some((o) => objectKey(o) === k)
+        ? ('deleted' as const)
+        : ('not found' as const),
+    }));
+    this.store.state.objects = this.store.state.objects.filter((o) => !wanted.has(objectKey(o)));
+    this.regenerate();
+    return outcomes;
+  }
+
+  endpoints(): EndpointStatus[] {
+    const out: EndpointStatus[] = [];
+    const state = this.labState;
+    if (!state || !this.output) return out;
+    for (const [key, id] of Object.entries(this.store.state.endpointIds)) {
+      const pod = state.pods[key];
+      const pol: EndpointPolicy | undefined = this.output.endpoints.get(id);
+      if (!pod || !pol) continue;
+      out.push({
+        id,
+        namespace: pod.namespace,
+        pod: pod.name,
+        ips: [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])],
+        ifname: pod.hostIfname,
+        ifindex: pod.hostIfindex,
+        identity: pol.identity,
+        labels: pol.labels,
+        ingressEnforced: pol.ingressEnforced,
+        egressEnforced: pol.egressEnforced,
+        policyEntries: pol.entries.length,
+        state: pol.failClosed ? 'fail-closed' : 'ready',
+        ...(pol.error ? { error: pol.error.message } : {}),
+      });
+    }
+    return out.sort((a, b) => a.id - b.id);
+  }
+
+  /** The engine's view (for `policy trace`), and the same shape read back from the live maps. */
+  engineView(): { input: EngineInput; output: EngineOutput } {
+    if (!this.input || !this.output)
+      throw new WeirError('ERR_AGENT_NOT_READY', 'the agent has not regenerated yet');
+    return { input: this.input, output: this.output };
+  }
+
+  datapathView(): { input: EngineInput; output: EngineOutput } {
+    const view = this.engineView();
+    const endpoints = new Map<number, EndpointPolicy>();
+    for (const [id, pol] of view.output.endpoints) {
+      let entries: PolicyMapEntry[] = [];
+      try {
+        entries = this.datapath
+          .policy(id)
+          .list()
+          .map((e) => fromMapEntry(e.key, e.value));
+      } catch {
+        entries = [];
+      }
+      const podKey = Object.entries(this.store.state.endpointIds).find(([, v]) => v === id)?.[0];
+      const pod = podKey ? this.labState?.pods[podKey] : undefined;
+      const live = pod ? this.datapath.endpoints.get(pod.hostIfindex) : undefined;
+      endpoints.set(id, {
+        ...pol,
+        identity: live?.identity ?? 0,
+        entries,
+        failClosed: live ? (live.flags & ENDPOINT_F_FAIL_CLOSED) !== 0 : true,
+      });
+    }
+    const ipcache = this.datapath.ipcache.list().map((e) => ({ prefix: e.prefix, identity: e.identity }));
+    return { input: view.input, output: { ...view.output, endpoints, ipcache } };
+  }
+
+  identities() {
+    return this.allocator.list();
+  }
+
+  objects(): StoredObject[] {
+    return this.store.state.objects;
+  }
+
+  static pinDirFor(lab: string, node: string, root: string): string {
+    return join(root, lab, node);
+  }
+}

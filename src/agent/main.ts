@@ -1,0 +1,94 @@
+// `weir agent`: the per-node process. Wires the modules in dependency order, then serves the API.
+import { writeFileSync, rmSync } from 'node:fs';
+import { pino } from 'pino';
+import { Datapath } from '../datapath/loader.js';
+import { Lab } from '../lab/index.js';
+import { Agent } from './agent.js';
+import { listenApi } from './api-server.js';
+import { Lifecycle } from './lifecycle.js';
+import { agentPidFile, agentSocket, agentStateFile, nodePinDir } from './paths.js';
+import { agentRoutes } from './routes.js';
+
+export interface AgentOptions {
+  lab: string;
+  policyMapMax: number;
+  ctGcIntervalMs: number;
+}
+
+export async function runAgent(opts: AgentOptions): Promise<void> {
+  const log = pino({ base: { lab: opts.lab } });
+  const lc = new Lifecycle();
+  const lab = await Lab.open(opts.lab);
+  const state = await lab.requireState();
+  const pinDir = nodePinDir(opts.lab, state.node.name);
+
+  let datapath: Datapath | undefined;
+  lc.append({
+    name: 'datapath',
+    start: () => {
+      datapath = Datapath.open({ pinDir, policyMapMax: opts.policyMapMax });
+    },
+    // Pins stay: the datapath keeps enforcing while no agent runs.
+    stop: () => datapath?.close(),
+  });
+
+  let agent: Agent | undefined;
+  lc.append({
+    name: 'agent',
+    start: async () => {
+      agent = new Agent(
+        { lab: opts.lab, pinDir, stateFile: agentStateFile(opts.lab), policyMapMax: opts.policyMapMax },
+        lab,
+        datapath as Datapath,
+        log,
+      );
+      await agent.sync();
+    },
+  });
+
+  let gcTimer: NodeJS.Timeout | undefined;
+  lc.append({
+    name: 'ct-gc',
+    start: () => {
+      gcTimer = setInterval(() => {
+        try {
+          const n = datapath?.ct.gc() ?? 0;
+          if (n > 0) log.info({ removed: n }, 'conntrack gc');
+        } catch (err) {
+          log.error({ err }, 'conntrack gc failed');
+        }
+      }, opts.ctGcIntervalMs);
+      gcTimer.unref();
+    },
+    stop: () => clearInterval(gcTimer),
+  });
+
+  let server: Awaited<ReturnType<typeof listenApi>> | undefined;
+  lc.append({
+    name: 'api',
+    start: async () => {
+      server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent));
+      writeFileSync(agentPidFile(opts.lab), String(process.pid));
+    },
+    stop: () =>
+      new Promise<void>((resolve) => {
+        rmSync(agentPidFile(opts.lab), { force: true });
+        server?.closeAllConnections();
+        server?.close(() => resolve());
+      }),
+  });
+
+  await lc.start();
+  log.info({ pid: process.pid, pinDir, socket: agentSocket(opts.lab) }, 'agent ready');
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'agent stopping');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  const errors = await lc.stop();
+  for (const err of errors) log.error({ err }, 'stop failed');
+}

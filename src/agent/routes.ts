@@ -1,0 +1,79 @@
+// The agent API's routes: a table from method + path to a handler on the Agent.
+import { WeirError } from '../shared/errors.js';
+import { trace, type TraceRequest } from '../policy/trace.js';
+import type { PodState } from '../lab/index.js';
+import type { Agent } from './agent.js';
+import type { Route } from './api-server.js';
+import type { StoredObject } from './store.js';
+
+function objectsOf(body: unknown): StoredObject[] {
+  const objects = (body as { objects?: unknown } | undefined)?.objects;
+  if (!Array.isArray(objects)) throw new WeirError('ERR_API_BAD_REQUEST', 'body must be {"objects": [...]}');
+  return objects as StoredObject[];
+}
+
+export function agentRoutes(agent: Agent): Route[] {
+  return [
+    {
+      method: 'GET',
+      pattern: '/v1/status',
+      handler: () => ({
+        lab: agent.cfg.lab,
+        pid: process.pid,
+        endpoints: agent.endpoints().length,
+        identities: agent.identities().length,
+        policies: agent.objects().length,
+        regenerations: agent.regen,
+        policyMapMax: agent.cfg.policyMapMax,
+      }),
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/endpoints',
+      handler: (req) => {
+        const pod = (req.body as { pod?: PodState } | undefined)?.pod;
+        if (!pod?.namespace || !pod.name || !pod.hostIfindex)
+          throw new WeirError(
+            'ERR_API_BAD_REQUEST',
+            'body must be {"pod": {namespace, name, hostIfindex, ...}}',
+          );
+        return agent.serialize(async () => ({ endpointId: await agent.attachPod(pod) }));
+      },
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/sync',
+      handler: () => agent.serialize(() => agent.sync()).then(() => ({})),
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/apply',
+      handler: (req) => {
+        const objects = objectsOf(req.body);
+        return agent.serialize(() => ({ results: agent.apply(objects) }));
+      },
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/delete',
+      handler: (req) => {
+        const objects = objectsOf(req.body);
+        return agent.serialize(() => ({ results: agent.delete(objects) }));
+      },
+    },
+    { method: 'GET', pattern: '/v1/policies', handler: () => ({ items: agent.objects() }) },
+    { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
+    { method: 'GET', pattern: '/v1/identities', handler: () => ({ items: agent.identities() }) },
+    {
+      method: 'POST',
+      pattern: '/v1/trace',
+      handler: (req) => {
+        const b = req.body as TraceRequest & { datapath?: boolean };
+        return agent.serialize(() => {
+          const engine = trace(agent.engineView(), b);
+          return b.datapath ? { engine, datapath: trace(agent.datapathView(), b) } : { engine };
+        });
+      },
+    },
+  ];
+}

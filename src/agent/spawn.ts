@@ -1,0 +1,94 @@
+// Starting and stopping a lab's agent. The agent runs in the node's network namespace (entered with
+// nsenter: unlike `ip netns exec`, nsenter keeps the root mount namespace, so /sys/fs/bpf pins and
+// the cgroup mount stay visible), detached, logging to the lab's log directory.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { WeirError } from '../shared/errors.js';
+import { repoRoot } from '../shared/paths.js';
+import { AgentClient } from './client.js';
+import { agentDir, agentLogFile, agentPidFile, agentSocket } from './paths.js';
+
+export interface StartAgentOptions {
+  lab: string;
+  nodeNetns: string;
+  policyMapMax?: number;
+  readyTimeoutMs?: number;
+}
+
+export function agentPid(lab: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(agentPidFile(lab), 'utf8'));
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
+async function waitReady(lab: string, pid: number, timeoutMs: number): Promise<void> {
+  const client = new AgentClient(agentSocket(lab), 2000);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      throw new WeirError('ERR_AGENT_START', `the agent exited during start; see ${agentLogFile(lab)}`);
+    }
+    try {
+      await client.call('GET', '/v1/status');
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new WeirError(
+    'ERR_AGENT_START',
+    `the agent did not answer within ${timeoutMs} ms; see ${agentLogFile(lab)}`,
+  );
+}
+
+/** Starts the lab's agent unless one is running; resolves when it answers. */
+export async function startAgent(opts: StartAgentOptions): Promise<number> {
+  const running = agentPid(opts.lab);
+  if (running !== undefined) return running;
+  mkdirSync(agentDir(opts.lab), { recursive: true, mode: 0o700 });
+  mkdirSync(dirname(agentLogFile(opts.lab)), { recursive: true });
+  const out = openSync(agentLogFile(opts.lab), 'a');
+  const netnsPath = join('/var/run/netns', opts.nodeNetns);
+  if (!existsSync(netnsPath))
+    throw new WeirError('ERR_LAB_NOT_UP', `node namespace ${opts.nodeNetns} is missing`);
+  const args = [
+    `--net=${netnsPath}`,
+    process.execPath,
+    join(repoRoot, 'dist', 'src', 'cli', 'main.js'),
+    'agent',
+    '--lab',
+    opts.lab,
+    ...(opts.policyMapMax ? ['--policy-map-max', String(opts.policyMapMax)] : []),
+  ];
+  const child = spawn('nsenter', args, { detached: true, stdio: ['ignore', out, out] });
+  closeSync(out);
+  child.unref();
+  const pid = child.pid;
+  if (pid === undefined) throw new WeirError('ERR_AGENT_START', 'could not spawn the agent');
+  await waitReady(opts.lab, pid, opts.readyTimeoutMs ?? 20_000);
+  return pid;
+}
+
+/** Stops the lab's agent (SIGTERM, then SIGKILL after a grace period). Pins and maps stay. */
+export async function stopAgent(lab: string, graceMs = 5000): Promise<void> {
+  const pid = agentPid(lab);
+  if (pid === undefined) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  process.kill(pid, 'SIGKILL');
+}

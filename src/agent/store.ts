@@ -1,0 +1,76 @@
+// The agent's persisted state: the policy objects applied to it, the identity allocator's state and
+// the endpoint ids it handed out. Saved atomically (tmp + rename) after every change, so a restarted
+// agent resumes with the same identities and endpoint ids and rewrites nothing in the kernel.
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { WeirError } from '../shared/errors.js';
+
+export interface StoredObject {
+  apiVersion: string;
+  kind: string;
+  namespace?: string;
+  name: string;
+  /** The file it was applied from, for error messages and `weir get`. */
+  file?: string;
+  object: unknown;
+}
+
+export interface AgentState {
+  version: 1;
+  objects: StoredObject[];
+  identities: unknown;
+  /** "namespace/pod" -> endpoint id */
+  endpointIds: Record<string, number>;
+  nextEndpointId: number;
+}
+
+export const objectKey = (o: { kind: string; namespace?: string; name: string }) =>
+  `${o.kind}/${o.namespace ? `${o.namespace}/` : ''}${o.name}`;
+
+export class Store {
+  state: AgentState;
+
+  constructor(readonly path: string) {
+    this.state = Store.read(path);
+  }
+
+  private static read(path: string): AgentState {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        return { version: 1, objects: [], identities: undefined, endpointIds: {}, nextEndpointId: 1 };
+      throw err;
+    }
+    try {
+      const state = JSON.parse(text) as AgentState;
+      if (state.version !== 1) throw new Error(`unknown version ${String(state.version)}`);
+      return state;
+    } catch (err) {
+      throw new WeirError('ERR_AGENT_STATE', `cannot read agent state ${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  save(): void {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    const tmp = `${this.path}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.state), { mode: 0o600 });
+    renameSync(tmp, this.path);
+  }
+
+  endpointId(podKey: string): number {
+    let id = this.state.endpointIds[podKey];
+    if (id === undefined) {
+      id = this.state.nextEndpointId++;
+      this.state.endpointIds[podKey] = id;
+    }
+    return id;
+  }
+
+  releaseEndpoint(podKey: string): void {
+    delete this.state.endpointIds[podKey];
+  }
+}

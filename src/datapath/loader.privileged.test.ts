@@ -1,0 +1,159 @@
+// The Datapath loader against the kernel: pins and their reuse across a restart, config checks,
+// and two pods in weir-dptest-* namespaces whose real TCP connections the attached programs judge.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { queryTc } from '../bpf/tc.js';
+import { run } from '../shared/exec.js';
+import { pinRoot } from '../shared/paths.js';
+import { DropReason } from './drop-reasons.js';
+import { Datapath, MAP_NAMES, PROGRAMS } from './loader.js';
+
+const TCP = 6;
+const PORT = 8080;
+
+// A one-line TCP server (pod B) and a client that exits 0 only if it read the server's reply.
+const serverJs = `require('net').createServer((s) => s.end('weir-ok')).listen(${PORT}, '0.0.0.0')`;
+const clientJs = (host: string) =>
+  `const s = require('net').connect(${PORT}, '${host}'); let d = '';` +
+  `s.setTimeout(1000, () => process.exit(2)); s.on('data', (c) => (d += c));` +
+  `s.on('end', () => process.exit(d === 'weir-ok' ? 0 : 3)); s.on('error', () => process.exit(4));`;
+
+describe('Datapath loader', () => {
+  const tag = randomBytes(3).toString('hex');
+  const pinDir = join(pinRoot, `dptest-${tag}`);
+  const node = `weir-dptest-${tag}-node`;
+  const pods = { a: `weir-dptest-${tag}-a`, b: `weir-dptest-${tag}-b` };
+  const ip = { a: '10.200.1.2', b: '10.200.2.2' };
+  let dp: Datapath | undefined;
+  let server: ChildProcess | undefined;
+
+  before(async () => {
+    for (const ns of [node, pods.a, pods.b]) await run(['ip', 'netns', 'add', ns]);
+    await run(['ip', 'netns', 'exec', node, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    for (const [pod, net] of [
+      ['a', '1'],
+      ['b', '2'],
+    ] as const) {
+      const host = `weirdp${pod}`;
+      await run([
+        'ip',
+        '-n',
+        node,
+        'link',
+        'add',
+        host,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'eth0',
+        'netns',
+        pods[pod],
+      ]);
+      await run(['ip', '-n', node, 'addr', 'add', `10.200.${net}.1/24`, 'dev', host]);
+      await run(['ip', '-n', node, 'link', 'set', host, 'up']);
+      await run(['ip', '-n', pods[pod], 'addr', 'add', `${ip[pod]}/24`, 'dev', 'eth0']);
+      await run(['ip', '-n', pods[pod], 'link', 'set', 'eth0', 'up']);
+      await run(['ip', '-n', pods[pod], 'link', 'set', 'lo', 'up']);
+      await run(['ip', '-n', pods[pod], 'route', 'add', 'default', 'via', `10.200.${net}.1`]);
+    }
+    server = spawn('ip', ['netns', 'exec', pods.b, process.execPath, '-e', serverJs], { stdio: 'ignore' });
+    // Wait (bounded) until the server listens: a connection from B's own namespace succeeds.
+    for (let i = 0; i < 50; i++) {
+      const r = await run(['ip', 'netns', 'exec', pods.b, process.execPath, '-e', clientJs('127.0.0.1')], {
+        check: false,
+        timeoutMs: 5000,
+      });
+      if (r.code === 0) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('test server in pod B did not start');
+  });
+
+  after(async () => {
+    dp?.close();
+    server?.kill('SIGKILL');
+    for (const ns of [pods.a, pods.b, node]) await run(['ip', 'netns', 'del', ns], { check: false });
+    rmSync(pinDir, { recursive: true, force: true });
+  });
+
+  /** True when pod A gets pod B's reply over TCP. */
+  const connect = async () =>
+    (
+      await run(['ip', 'netns', 'exec', pods.a, process.execPath, '-e', clientJs(ip.b)], {
+        check: false,
+        timeoutMs: 5000,
+      })
+    ).code === 0;
+
+  it('refuses bad configuration before loading anything', () => {
+    assert.throws(() => Datapath.open({ policyMapMax: 10 }), { code: 'ERR_DATAPATH_CONFIG' });
+    assert.throws(() => Datapath.open({ ctMax: 1.5 }), { code: 'ERR_DATAPATH_CONFIG' });
+    assert.throws(() => Datapath.open({ config: { ctTimeoutTcp: 0 } }), { code: 'ERR_DATAPATH_CONFIG' });
+  });
+
+  it('pins every map and program', () => {
+    dp = Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 65536 });
+    for (const name of [...MAP_NAMES, ...Object.values(PROGRAMS)])
+      assert.ok(existsSync(join(pinDir, name)), name);
+  });
+
+  it('attaches both programs to pod veths; their verdicts decide real connections', async () => {
+    assert.ok(dp);
+    dp.ipcache.upsert(ip.a, 1001);
+    dp.ipcache.upsert(ip.b, 1002);
+    const ifA = dp.attachEndpoint({ netns: node, ifname: 'weirdpa', endpointId: 1, identity: 1001 });
+    dp.attachEndpoint({ netns: node, ifname: 'weirdpb', endpointId: 2, identity: 1002 });
+    assert.ok(queryTc({ netns: node, ifindex: ifA, direction: 'ingress' }));
+    assert.ok(queryTc({ netns: node, ifindex: ifA, direction: 'egress' }));
+    assert.ok(existsSync(join(pinDir, 'policy_1')));
+
+    assert.equal(await connect(), false, 'no policy: denied');
+    assert.ok(dp.metrics.get(DropReason.POLICY, 'egress').packets >= 1n);
+
+    dp.policy(1).upsert({ identity: 1002, direction: 'egress', protocol: TCP, port: PORT }, {});
+    assert.equal(await connect(), false, 'B does not admit A yet');
+    assert.ok(dp.metrics.get(DropReason.POLICY, 'ingress').packets >= 1n);
+
+    dp.policy(2).upsert({ identity: 1001, direction: 'ingress', protocol: TCP, port: PORT }, {});
+    assert.equal(await connect(), true, 'allowed both ways');
+    assert.ok(dp.ct.list().some((c) => c.src === ip.a && c.dst === ip.b && c.packetsRev >= 1n));
+  });
+
+  it('keeps forwarding while the agent is gone, and finds its state again from the pins', async () => {
+    assert.ok(dp);
+    dp.close();
+    dp = undefined;
+    assert.equal(await connect(), true, 'programs and maps outlive the process handles');
+    dp = Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 65536 });
+    assert.equal(dp.ipcache.get(ip.b), 1002);
+    assert.equal(dp.policy(2).list().length, 1);
+    assert.ok(dp.ct.list().length >= 1);
+    dp.policy(2).clear();
+    dp.ct.flush();
+    assert.equal(await connect(), false, 'the reopened maps are the ones the attached programs use');
+  });
+
+  it('refuses a pinned map of another size', () => {
+    assert.throws(() => Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 131072 }), {
+      code: 'ERR_BPF_MAP_INCOMPATIBLE',
+    });
+  });
+
+  it('detaches an endpoint completely, then destroy() removes every pin', async () => {
+    assert.ok(dp);
+    const ifB = dp.attachEndpoint({ netns: node, ifname: 'weirdpb', endpointId: 2, identity: 1002 });
+    dp.detachEndpoint({ netns: node, ifname: 'weirdpb', endpointId: 2 });
+    assert.equal(queryTc({ netns: node, ifindex: ifB, direction: 'egress' }), undefined);
+    assert.equal(dp.endpoints.get(ifB), undefined);
+    assert.equal(existsSync(join(pinDir, 'policy_2')), false);
+    assert.throws(() => dp?.policy(2), { code: 'ERR_DATAPATH_NO_POLICY_MAP' });
+    dp.destroy();
+    dp = undefined;
+    assert.equal(existsSync(pinDir) && readdirSync(pinDir).length > 0, false);
+  });
+});

@@ -8,6 +8,10 @@
  *                 later fragments of a denied flow are also denied by policy, not let through)
  *     FRAG_LATER  fills flow->tuple's ports from the record; none: DROP_FRAG_NOSUPPORT
  *     FRAG_NONE   nothing
+ * `proto` is the header after the IPv4 header / IPv6 Fragment header, known to every fragment.
+ * IPv6 extension headers after the Fragment header are only walked in the first fragment, so
+ * such a flow's later fragments carry another protocol than its conntrack entry and are judged
+ * (and, without a matching entry, dropped) as new: fail closed for a rare shape.
  * Records are not deleted on the last fragment (fragments may arrive out of order); the LRU
  * recycles them.
  */
@@ -40,7 +44,7 @@ static __always_inline int frag_track(struct flow *f)
 	__builtin_memcpy(key.saddr, f->tuple.saddr, 16);
 	__builtin_memcpy(key.daddr, f->tuple.daddr, 16);
 	key.id = f->frag_id;
-	key.proto = f->tuple.nexthdr;
+	key.proto = f->frag_proto;
 	key.family = f->tuple.family;
 
 	if (f->frag == FRAG_FIRST) {

@@ -64,10 +64,10 @@ struct flow {
 	struct ct_key tuple; /* as this packet carries it; flags are set by conntrack */
 	struct ct_key inner; /* ICMP errors only */
 	__u32 frag_id;
-	__u8 frag;      /* FRAG_* */
-	__u8 icmp_kind; /* ICMP_KIND_* */
+	__u8 frag;       /* FRAG_* */
+	__u8 frag_proto; /* header after the IPv4 header / IPv6 Fragment header: same in all fragments */
+	__u8 icmp_kind;  /* ICMP_KIND_* */
 	__u8 tcp_flags;
-	__u8 pad;
 };
 
 /* Ports of the L4 header at `off` (TCP/UDP/SCTP start with sport, dport; ICMP echo uses the id). */
@@ -236,6 +236,7 @@ static __always_inline int __parse4(struct __sk_buff *skb, struct flow *f)
 	else if (frag_off & IP_MF_BIT)
 		f->frag = FRAG_FIRST;
 	f->frag_id = bpf_ntohs(ip.id);
+	f->frag_proto = ip.protocol;
 
 	return __parse_l4(skb, f, ETH_HLEN + hlen, ETH_HLEN + tot);
 }
@@ -279,7 +280,13 @@ static __always_inline int __parse6(struct __sk_buff *skb, struct flow *f)
 				f->frag = FRAG_FIRST;
 			/* offset 0 without M ("atomic fragment", RFC 6946) is a whole packet */
 			f->frag_id = bpf_ntohl(*(__be32 *)&hdr[4]);
+			f->frag_proto = hdr[0];
 			off += 8;
+			/* What follows in a later fragment is the middle of the payload, not headers. */
+			if (f->frag == FRAG_LATER) {
+				nh = hdr[0];
+				break;
+			}
 		} else if (nh == IPPROTO_AH) {
 			off += (hdr[1] + 2) * 4;
 		} else {
@@ -287,8 +294,8 @@ static __always_inline int __parse6(struct __sk_buff *skb, struct flow *f)
 		}
 		nh = hdr[0];
 	}
-	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
-	    nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH)
+	if (f->frag != FRAG_LATER && (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+				      nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH))
 		return DROP_INVALID;
 	f->tuple.nexthdr = nh;
 

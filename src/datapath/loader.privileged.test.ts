@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { queryTc } from '../bpf/tc.js';
+import { queryTc } from '../bpf/index.js';
 import { run } from '../shared/exec.js';
 import { pinRoot } from '../shared/paths.js';
 import { DropReason } from './drop-reasons.js';

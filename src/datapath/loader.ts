@@ -15,12 +15,13 @@ import {
   BpfObject,
   ERR_BPF_NOT_FOUND,
   TypedMap,
+  attachTc,
+  detachTc,
+  ifindexIn,
   u32,
   type BpfProgram,
   type ConfigValue,
 } from '../bpf/index.js';
-import { ifindexIn } from '../bpf/netns.js';
-import { attachTc, detachTc } from '../bpf/tc.js';
 import { WeirError } from '../shared/errors.js';
 import { bpfObject } from '../shared/paths.js';
 import { CtMap } from './maps/ct/index.js';

@@ -3,7 +3,7 @@
 // IPv6 extension headers are skipped, fragments follow their first fragment's verdict.
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { withNetns } from '../bpf/netns.js';
+import { withNetns } from '../bpf/index.js';
 import { DropReason } from './drop-reasons.js';
 import { PROGRAMS } from './loader.js';
 import {

@@ -8,7 +8,7 @@
 // programs look endpoints up by, so each test endpoint is a real (veth) device in a namespace
 // of our own, and runs happen inside it (withNetns), never touching the root namespace.
 import { randomBytes } from 'node:crypto';
-import { ifindexIn, withNetns } from '../bpf/netns.js';
+import { ifindexIn, withNetns } from '../bpf/index.js';
 import { run } from '../shared/exec.js';
 import { Datapath, PROGRAMS, type DatapathOptions } from './loader.js';
 import type { Direction } from './direction.js';

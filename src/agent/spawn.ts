@@ -16,25 +16,33 @@ export interface StartAgentOptions {
   readyTimeoutMs?: number;
 }
 
-export function agentPid(lab: string): number | undefined {
+/** Whether a process runs (a zombie, killed but not yet reaped, does not). */
+function alive(pid: number): boolean {
   try {
-    const pid = Number(readFileSync(agentPidFile(lab), 'utf8'));
-    process.kill(pid, 0);
-    return pid;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+export function agentPid(lab: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(agentPidFile(lab), 'utf8'));
   } catch {
     return undefined;
   }
+  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
 }
 
 async function waitReady(lab: string, pid: number, timeoutMs: number): Promise<void> {
   const client = new AgentClient(agentSocket(lab), 2000);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
+    if (!alive(pid))
       throw new WeirError('ERR_AGENT_START', `the agent exited during start; see ${agentLogFile(lab)}`);
-    }
     try {
       await client.call('GET', '/v1/status');
       return;
@@ -63,6 +71,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<number> {
     process.execPath,
     join(repoRoot, 'dist', 'src', 'cli', 'main.js'),
     'agent',
+    'run',
     '--lab',
     opts.lab,
     ...(opts.policyMapMax ? ['--policy-map-max', String(opts.policyMapMax)] : []),
@@ -83,11 +92,7 @@ export async function stopAgent(lab: string, graceMs = 5000): Promise<void> {
   process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
+    if (!alive(pid)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   process.kill(pid, 'SIGKILL');

@@ -27,7 +27,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode;
     if (err instanceof WeirError) {
-      process.stderr.write(`Error: ${err.toString()}\n`);
+      process.stderr.write(`Error: ${err.toString()} [${err.code}]\n`);
       if (process.env.WEIR_DEBUG && err.stack) process.stderr.write(err.stack + '\n');
       return 1;
     }

@@ -3,6 +3,8 @@ import { Command, Option } from 'commander';
 import { runAgent } from '../../agent/main.js';
 import { defaultLabName } from '../../lab/lab.js';
 import { WeirError } from '../../shared/errors.js';
+import { agentClient } from '../agent-link.js';
+import { parseOutput, printResult, type OutputFormat } from '../output.js';
 
 function intOption(name: string, min: number, max: number) {
   return (v: string) => {
@@ -14,7 +16,35 @@ function intOption(name: string, min: number, max: number) {
 }
 
 export function agentCommand(): Command {
-  return new Command('agent')
+  const agent = new Command('agent').description("the per-node agent that owns the node's datapath");
+  agent
+    .command('status')
+    .description("the agent's endpoints, identities, policies and regenerations")
+    .addOption(new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName()))
+    .addOption(
+      new Option('-o, --output <format>', 'table, json or yaml').default('table').argParser(parseOutput),
+    )
+    .action(async (o: { lab: string; output: OutputFormat }) => {
+      const s = await agentClient(o.lab).call<AgentStatus>('GET', '/v1/status');
+      const rows = [
+        { k: 'lab', v: s.lab },
+        { k: 'pid', v: String(s.pid) },
+        { k: 'endpoints', v: String(s.endpoints) },
+        { k: 'identities', v: String(s.identities) },
+        { k: 'policies', v: String(s.policies) },
+        { k: 'policy map size', v: String(s.policyMapMax) },
+        {
+          k: 'regenerations',
+          v: `${s.regenerations.count} (last ${s.regenerations.lastMs.toFixed(1)} ms, ${s.regenerations.lastUpserts} written, ${s.regenerations.lastDeletes} removed)`,
+        },
+      ];
+      printResult(o.output, s, rows, [
+        { header: 'field', get: (r) => r.k },
+        { header: 'value', get: (r) => r.v },
+      ]);
+    });
+  agent
+    .command('run')
     .description("run a lab node's agent in the foreground (weir lab up starts it for you)")
     .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName()))
     .addOption(
@@ -30,4 +60,15 @@ export function agentCommand(): Command {
     .action(async (o: { lab: string; policyMapMax: number; ctGcInterval: number }) => {
       await runAgent({ lab: o.lab, policyMapMax: o.policyMapMax, ctGcIntervalMs: o.ctGcInterval * 1000 });
     });
+  return agent;
+}
+
+interface AgentStatus {
+  lab: string;
+  pid: number;
+  endpoints: number;
+  identities: number;
+  policies: number;
+  policyMapMax: number;
+  regenerations: { count: number; lastMs: number; lastUpserts: number; lastDeletes: number };
 }

@@ -1,27 +1,23 @@
 // `weir conformance run`: runs NetworkPolicy/CNP conformance cases through one runner, in
 // simulate mode (policy engine + datapath lookup twin) or datapath mode (the lab, real packets).
 import { Command, Option } from 'commander';
+import { closeDatapathSessions, datapathProberFactory } from '../../conformance/datapath.js';
 import { runCases, type CaseReport, type ProberFactory, type RunReport } from '../../conformance/runner.js';
 import { simulateProberFactory } from '../../conformance/simulate.js';
 import { WeirError } from '../../shared/errors.js';
+import { progress } from './lab.js';
 
-let datapathProberFactory: ProberFactory | undefined;
+let registeredDatapathProber: ProberFactory | undefined;
 
-/** The seam for the lab: registers the prober that sends real packets (datapath mode). */
+/** Replaces the prober of datapath mode (by default: a lab with its agent per topology). */
 export function registerDatapathProber(factory: ProberFactory): void {
-  datapathProberFactory = factory;
+  registeredDatapathProber = factory;
 }
 
-function factoryFor(mode: string): ProberFactory {
+function factoryFor(mode: string, timeoutMs: number): ProberFactory {
   if (mode === 'simulate') return simulateProberFactory();
-  if (mode === 'datapath') {
-    if (!datapathProberFactory)
-      throw new WeirError(
-        'ERR_CONFORMANCE_MODE_UNAVAILABLE',
-        'datapath mode is not yet available (no lab prober is registered)',
-      );
-    return datapathProberFactory;
-  }
+  if (mode === 'datapath')
+    return registeredDatapathProber ?? datapathProberFactory({ timeoutMs, log: progress });
   throw new WeirError('ERR_CLI_ARGUMENT', `unknown mode '${mode}' (simulate or datapath)`, {
     location: { field: '--mode' },
   });
@@ -81,15 +77,46 @@ export function conformanceCommand(): Command {
     .description('run the case files of a directory and compare with their expectations')
     .requiredOption('--cases <dir>', 'directory of case files (or a single case file)')
     .addOption(
-      new Option('--mode <mode>', 'simulate (policy engine) or datapath (lab)')
-        .choices(['simulate', 'datapath'])
-        .default('simulate'),
+      new Option('--mode <mode>', 'datapath (lab, real connections) or simulate (policy engine)')
+        .choices(['datapath', 'simulate'])
+        .default('datapath'),
+    )
+    .addOption(
+      new Option('--probe-timeout <ms>', 'datapath: a connection not made within this is blocked')
+        .default(1000)
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 50 || n > 30_000)
+            throw new WeirError(
+              'ERR_CLI_OPTION',
+              `--probe-timeout must be an integer within 50..30000, not '${v}'`,
+            );
+          return n;
+        }),
     )
     .addOption(
       new Option('-o, --output <format>', 'text or json').choices(['text', 'json', 'table']).default('text'),
     )
-    .action(async (o: { cases: string; mode: string; output: string }) => {
-      const report = await runCases({ casesDir: o.cases, mode: o.mode, proberFactory: factoryFor(o.mode) });
+    .action(async (o: { cases: string; mode: string; output: string; probeTimeout: number }) => {
+      // The labs of datapath mode are removed on the way out, also when interrupted.
+      const onSignal = (signal: NodeJS.Signals) => {
+        progress(`${signal}: removing the conformance labs`);
+        void closeDatapathSessions().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      let report: RunReport;
+      try {
+        report = await runCases({
+          casesDir: o.cases,
+          mode: o.mode,
+          proberFactory: factoryFor(o.mode, o.probeTimeout),
+        });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await closeDatapathSessions();
+      }
       process.stdout.write(
         o.output === 'json' ? JSON.stringify(reportJson(report), null, 2) + '\n' : reportText(report),
       );

@@ -6,6 +6,7 @@ import { applyCommand } from './apply.js';
 import { registerConformanceCommands } from './conformance.js';
 import { deleteCommand } from './delete.js';
 import { getCommand } from './get.js';
+import { registerInspectCommands } from './inspect.js';
 import { labCommand } from './lab.js';
 import { registerPolicyCommands } from './policy.js';
 
@@ -17,4 +18,5 @@ export function registerCommands(program: Command): void {
   program.addCommand(getCommand());
   registerPolicyCommands(program);
   registerConformanceCommands(program);
+  registerInspectCommands(program);
 }

@@ -33,26 +33,11 @@ const runDir = mkdtempSync(join(tmpdir(), 'weir-inspect-'));
 const labDir = join(runDir, 'labs', lab);
 const socket = join(labDir, 'agent', 'agent.sock');
 
-// Runs the inspection commands the way bin/weir does (same error line and exit code), until
-// src/cli/commands/index.ts registers them and bin/weir can be run directly.
-const entry = `
-import { Command, CommanderError } from 'commander';
-import { registerInspectCommands } from ${JSON.stringify(join(repoRoot, 'dist/src/cli/commands/inspect.js'))};
-const program = new Command('weir').exitOverride();
-registerInspectCommands(program);
-try {
-  await program.parseAsync(process.argv.slice(1), { from: 'user' });
-} catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode);
-  process.stderr.write('Error: ' + err.toString() + ' [' + err.code + ']\\n');
-  process.exit(1);
-}`;
-
 function weir(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
-      process.execPath,
-      ['--input-type=module', '-e', entry, ...args, '--lab', lab],
+      join(repoRoot, 'bin', 'weir'),
+      [...args, '--lab', lab],
       { cwd: repoRoot, env: { ...process.env, WEIR_RUN_DIR: runDir }, timeout: 30_000 },
       (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
     );

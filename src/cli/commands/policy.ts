@@ -1,102 +1,47 @@
-// `weir policy trace`: which rule allows or denies a connection. Computes the policy of the
-// manifests given with -f (plus the pods of the current lab, when the caller provides a way to
-// read them) and looks the connection up in the resulting entries, like the datapath would.
-import { readFile } from 'node:fs/promises';
+// `weir policy trace`: which rule allows or denies a connection, for the egress of the source and
+// the ingress of the destination. Live: the agent's engine view, and with --datapath the same
+// lookup on what the kernel's maps hold. Offline (-f): the engine on the given manifests.
 import { Command, Option } from 'commander';
-import { parseAllDocuments } from 'yaml';
-import { isPolicyKind, validatePolicy } from '../../policy/api/index.js';
+import { loadManifests, podPorts, type Manifest, type Pod } from '../../k8s/index.js';
+import { defaultLabName } from '../../lab/lab.js';
+import { isPolicyKind } from '../../policy/api/index.js';
 import { formatRuleRef, type Policy } from '../../policy/api/types.js';
-import { computePolicy, type EngineEndpoint, type EngineNamespace } from '../../policy/engine.js';
+import { computePolicy, type EngineInput } from '../../policy/engine.js';
 import { trace, type DirectionTrace, type TraceResult } from '../../policy/trace.js';
-import { ValidationError, WeirError } from '../../shared/errors.js';
+import { WeirError } from '../../shared/errors.js';
+import { agentClient } from '../agent-link.js';
 
-/** Pods and namespaces that policies apply to (a lab's, or the live agent's). */
-export interface PolicyEnvironment {
-  namespaces: EngineNamespace[];
-  endpoints: EngineEndpoint[];
-  nodeIPs: string[];
-  policies?: Policy[];
-}
-
-export interface PolicyCommandDeps {
-  /** Reads the current environment (e.g. the lab state); undefined when there is none. */
-  loadEnvironment?: (opts: { lab?: string }) => Promise<PolicyEnvironment | undefined>;
-}
-
-type Obj = {
-  kind?: unknown;
-  metadata?: { name?: string; namespace?: string; labels?: Record<string, string> };
-  [k: string]: unknown;
-};
-
-/** Policies, Namespaces and Pods from manifest files. Pods without status.podIP get lab-style IPs. */
-export async function readPolicyManifests(
-  files: string[],
-): Promise<PolicyEnvironment & { policies: Policy[] }> {
-  const env = {
-    namespaces: [] as EngineNamespace[],
-    endpoints: [] as EngineEndpoint[],
-    nodeIPs: [] as string[],
-    policies: [] as Policy[],
-  };
-  const problems: WeirError[] = [];
-  for (const file of files) {
-    const text = await readFile(file, 'utf8').catch(() => {
-      throw new WeirError('ERR_POLICY_FILE', 'cannot read file', { location: { file } });
-    });
-    for (const doc of parseAllDocuments(text)) {
-      if (doc.errors[0])
-        throw new WeirError('ERR_POLICY_YAML', `invalid YAML: ${doc.errors[0].message}`, {
-          location: { file },
-        });
-      const o = doc.toJS() as Obj | null;
-      if (!o) continue;
-      const items = o.kind === 'List' && Array.isArray(o.items) ? (o.items as Obj[]) : [o];
-      for (const it of items) {
-        const ns = it.metadata?.namespace;
-        const object = `${String(it.kind)} ${ns ? ns + '/' : ''}${it.metadata?.name ?? ''}`;
-        try {
-          if (isPolicyKind(it.kind)) env.policies.push(validatePolicy(it, { file, object }));
-          else if (it.kind === 'Namespace')
-            env.namespaces.push({ name: String(it.metadata?.name), labels: it.metadata?.labels ?? {} });
-          else if (it.kind === 'Pod') env.endpoints.push(podEndpoint(it, env.endpoints.length));
-          else
-            throw new WeirError(
-              'ERR_POLICY_KIND_UNKNOWN',
-              `kind ${String(it.kind)} is not a policy, Namespace or Pod`,
-              { location: { file, object } },
-            );
-        } catch (err) {
-          if (err instanceof ValidationError) problems.push(...err.problems);
-          else if (err instanceof WeirError) problems.push(err);
-          else throw err;
-        }
-      }
+/** Policies, Namespaces and Pods from manifests (the shared loader validates them). Pods without
+ * status.podIP get lab-style addresses (10.244.0.2, .3, … in file order). */
+export function manifestEnvironment(manifests: Manifest[]): EngineInput {
+  const input: EngineInput = { namespaces: [], endpoints: [], nodeIPs: ['10.244.0.1'], policies: [] };
+  for (const m of manifests) {
+    if (isPolicyKind(m.kind)) input.policies.push(m.object as Policy);
+    else if (m.kind === 'Namespace')
+      input.namespaces.push({
+        name: m.metadata.name,
+        labels: { ...(m.metadata.labels ?? {}), 'kubernetes.io/metadata.name': m.metadata.name },
+      });
+    else if (m.kind === 'Pod') {
+      const pod = m.object as Pod;
+      const status = ((m.raw as { status?: { podIP?: string } }).status ?? {}) as { podIP?: string };
+      const n = input.endpoints.length;
+      input.endpoints.push({
+        id: n + 1,
+        namespace: m.metadata.namespace ?? 'default',
+        pod: m.metadata.name,
+        labels: m.metadata.labels ?? {},
+        ips: [status.podIP ?? `10.244.0.${n + 2}`],
+        namedPorts: podPorts(pod).flatMap((p) =>
+          p.name ? [{ name: p.name, port: p.containerPort, protocol: p.protocol }] : [],
+        ),
+      });
     }
   }
-  if (problems.length > 0) throw new ValidationError(problems);
-  return env;
-}
-
-function podEndpoint(o: Obj, n: number): EngineEndpoint {
-  const spec = (o.spec ?? {}) as {
-    containers?: { ports?: { name?: string; containerPort: number; protocol?: string }[] }[];
-    serviceAccountName?: string;
-  };
-  const status = (o.status ?? {}) as { podIP?: string };
-  return {
-    id: n + 1,
-    namespace: o.metadata?.namespace ?? 'default',
-    pod: String(o.metadata?.name),
-    labels: o.metadata?.labels ?? {},
-    ips: [status.podIP ?? `10.244.0.${n + 2}`],
-    namedPorts: (spec.containers ?? []).flatMap((c) =>
-      (c.ports ?? []).flatMap((p) =>
-        p.name ? [{ name: p.name, port: p.containerPort, protocol: (p.protocol ?? 'TCP') as 'TCP' }] : [],
-      ),
-    ),
-    ...(spec.serviceAccountName ? { serviceAccount: spec.serviceAccountName } : {}),
-  };
+  for (const ns of new Set(input.endpoints.map((e) => e.namespace)))
+    if (!input.namespaces.some((n) => n.name === ns))
+      input.namespaces.push({ name: ns, labels: { 'kubernetes.io/metadata.name': ns } });
+  return input;
 }
 
 function parsePortSpec(s: string): { port: number; protocol: 'TCP' | 'UDP' | 'SCTP' } {
@@ -130,57 +75,69 @@ export function traceText(r: TraceResult): string {
   );
 }
 
-export function policyCommand(deps: PolicyCommandDeps = {}): Command {
+export function policyCommand(): Command {
   const cmd = new Command('policy').description('network policy tools');
   cmd
     .command('trace')
-    .description('show whether a new connection is allowed and which policy rule decides it')
+    .description(
+      'show whether a new connection is allowed and which policy rule decides it: from the live agent, ' +
+        'or offline from manifests given with -f',
+    )
     .requiredOption('--from <peer>', 'source: ns/pod, an IP, a CIDR, world or host')
     .requiredOption('--to <peer>', 'destination: ns/pod, an IP, a CIDR, world or host')
     .requiredOption('--port <port/proto>', 'destination port and protocol, e.g. 80/TCP')
-    .option('-f, --filename <file...>', 'policy (and Pod/Namespace) manifests', [])
-    .option('--lab <name>', 'lab whose pods to use (when available)')
-    .addOption(
-      new Option('-o, --output <format>', 'text or json').choices(['text', 'json', 'table']).default('text'),
-    )
+    .option('-f, --filename <path...>', 'offline: policy, Pod and Namespace manifests (no lab needed)')
+    .option('--datapath', "live: also read the verdict back from the kernel's maps and compare")
+    .addOption(new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName()))
+    .addOption(new Option('-o, --output <format>', 'text or json').choices(['text', 'json']).default('text'))
     .action(
       async (o: {
         from: string;
         to: string;
         port: string;
-        filename: string[];
-        lab?: string;
+        filename?: string[];
+        datapath?: boolean;
+        lab: string;
         output: string;
       }) => {
         const { port, protocol } = parsePortSpec(o.port);
-        const files = await readPolicyManifests(o.filename);
-        const env = deps.loadEnvironment
-          ? await deps.loadEnvironment(o.lab ? { lab: o.lab } : {})
-          : undefined;
-        const input = {
-          namespaces: [...(env?.namespaces ?? []), ...files.namespaces],
-          endpoints: [
-            ...(env?.endpoints ?? []),
-            ...files.endpoints.map((e, i) => ({ ...e, id: (env?.endpoints.length ?? 0) + i + 1 })),
-          ],
-          nodeIPs: [...(env?.nodeIPs ?? []), ...files.nodeIPs],
-          policies: [...(env?.policies ?? []), ...files.policies],
-        };
-        if (input.endpoints.length === 0)
-          throw new WeirError(
-            'ERR_POLICY_TRACE_NO_PODS',
-            'no pods to trace: give Pod manifests with -f or run inside a lab',
+        const req = { from: o.from, to: o.to, port, protocol };
+        let engine: TraceResult;
+        let datapath: TraceResult | undefined;
+        if (o.filename && o.filename.length > 0) {
+          if (o.datapath)
+            throw new WeirError('ERR_CLI_ARGUMENT', '--datapath reads a live lab; it does not go with -f', {
+              location: { field: '--datapath' },
+            });
+          const input = manifestEnvironment(await loadManifests(o.filename));
+          if (input.endpoints.length === 0)
+            throw new WeirError('ERR_POLICY_TRACE_NO_PODS', 'no pods to trace: give Pod manifests with -f');
+          engine = trace({ input, output: computePolicy(input) }, req);
+        } else {
+          const answer = await agentClient(o.lab).call<{ engine: TraceResult; datapath?: TraceResult }>(
+            'POST',
+            '/v1/trace',
+            { ...req, datapath: o.datapath === true },
           );
-        const output = computePolicy(input);
-        const result = trace({ input, output }, { from: o.from, to: o.to, port, protocol });
-        process.stdout.write(
-          o.output === 'json' ? JSON.stringify(result, null, 2) + '\n' : traceText(result),
-        );
+          engine = answer.engine;
+          datapath = answer.datapath;
+        }
+        if (o.output === 'json') {
+          process.stdout.write(JSON.stringify(datapath ? { engine, datapath } : engine, null, 2) + '\n');
+          return;
+        }
+        process.stdout.write(traceText(engine));
+        if (datapath) {
+          const agree = datapath.allowed === engine.allowed;
+          process.stdout.write(`datapath (live maps):\n${traceText(datapath)}`);
+          process.stdout.write(agree ? 'engine and datapath agree\n' : 'ENGINE AND DATAPATH DISAGREE\n');
+          if (!agree) process.exitCode = 2;
+        }
       },
     );
   return cmd;
 }
 
-export function registerPolicyCommands(program: Command, deps: PolicyCommandDeps = {}): void {
-  program.addCommand(policyCommand(deps));
+export function registerPolicyCommands(program: Command): void {
+  program.addCommand(policyCommand());
 }

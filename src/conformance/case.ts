@@ -29,6 +29,12 @@ export interface TopologyService {
   ports: { name?: string; port: number; targetPort?: number; protocol: ProbeProtocol }[];
 }
 
+/** A port a non-pod peer (node, external) serves. */
+export interface ServedPort {
+  port: number;
+  protocol: ProbeProtocol;
+}
+
 export interface Topology {
   /** Identifies the topology so a runner builds it once for all cases that share it. */
   key: string;
@@ -36,7 +42,8 @@ export interface Topology {
   pods: TopologyPod[];
   /** "host/node" when the node is a peer (cnp model). */
   host?: string;
-  externals: { name: string; ip: string }[];
+  hostServes?: ServedPort[];
+  externals: { name: string; ip: string; serves?: ServedPort[] }[];
   podCIDR?: string;
   /** Every peer name, in order: pods, host, externals. */
   peers: string[];
@@ -137,11 +144,19 @@ function parseTopology(raw: Json, key: string): Topology {
     })),
     ...(typeof p.serviceAccount === 'string' ? { serviceAccount: p.serviceAccount } : {}),
   }));
+  const served = (v: unknown): ServedPort[] | undefined =>
+    Array.isArray(v)
+      ? (v as Json[]).map((s) => ({
+          port: Number(s.port),
+          protocol: String(s.protocol ?? 'TCP') as ProbeProtocol,
+        }))
+      : undefined;
   const host = (raw.host as Json | undefined)?.name as string | undefined;
-  const externals = ((raw.externals as Json[]) ?? []).map((e) => ({
-    name: String(e.name),
-    ip: String(e.ip),
-  }));
+  const hostServes = served((raw.host as Json | undefined)?.serves);
+  const externals = ((raw.externals as Json[]) ?? []).map((e) => {
+    const serves = served(e.serves);
+    return { name: String(e.name), ip: String(e.ip), ...(serves ? { serves } : {}) };
+  });
   const peers = [
     ...pods.map((p) => `${p.namespace}/${p.name}`),
     ...(host ? [host] : []),
@@ -152,6 +167,7 @@ function parseTopology(raw: Json, key: string): Topology {
     namespaces,
     pods,
     ...(host ? { host } : {}),
+    ...(hostServes ? { hostServes } : {}),
     externals,
     ...(typeof raw.podCIDR === 'string' ? { podCIDR: raw.podCIDR } : {}),
     peers,

@@ -37,15 +37,20 @@ export interface Prober {
 /** The state a case puts in force: full label sets and every policy. */
 export interface CaseState {
   caseId: string;
+  file: string;
   namespaces: { name: string; labels: Record<string, string> }[];
   pods: { namespace: string; name: string; labels: Record<string, string> }[];
   services: TopologyService[];
   policies: Policy[];
+  /** The same policies as written (placeholders filled), for a prober that hands them on. */
+  objects: unknown[];
 }
 
 export interface ProberSession extends Prober {
   /** Pod/node/external addresses of this topology (placeholders are filled from these). */
   readonly addresses: Addresses;
+  /** How many probes of a case may be in flight at once (default 1). */
+  readonly concurrency?: number;
   apply(state: CaseState): Promise<void>;
   close(): Promise<void>;
 }
@@ -60,6 +65,8 @@ export interface ProbeResult {
   allowed: boolean | null;
   expected?: boolean | null;
   loopback?: boolean;
+  /** The case dials this Service's ClusterIP ("ns/name", or the destination's own Service). */
+  viaService?: string;
   note?: string;
 }
 
@@ -91,16 +98,15 @@ export interface RunReport {
 
 /** Full labels in force for the case: topology labels replaced by labelChanges. */
 export function caseState(c: ConformanceCase, addrs: Addresses): CaseState {
-  const policies = c.policies.map((raw, i) => {
-    const obj = substitutePlaceholders(raw, addrs, c.file) as {
-      kind?: string;
-      metadata?: { name?: string; namespace?: string };
-    };
+  const objects = c.policies.map((raw) => substitutePlaceholders(raw, addrs, c.file));
+  const policies = objects.map((o, i) => {
+    const obj = o as { kind?: string; metadata?: { name?: string; namespace?: string } };
     const object = `${obj.kind ?? 'policy'} ${obj.metadata?.namespace ? obj.metadata.namespace + '/' : ''}${obj.metadata?.name ?? `#${i}`}`;
     return validatePolicy(obj, { file: c.file, object });
   });
   return {
     caseId: c.id,
+    file: c.file,
     namespaces: c.topology.namespaces.map((n) => ({
       name: n.name,
       labels: effectiveNamespaceLabels(n.name, c.labelChanges.namespaces[n.name] ?? n.labels),
@@ -112,6 +118,7 @@ export function caseState(c: ConformanceCase, addrs: Addresses): CaseState {
     })),
     services: c.services,
     policies,
+    objects,
   };
 }
 
@@ -119,6 +126,7 @@ interface PlannedProbe {
   req: ProbeRequest;
   expected?: boolean | null;
   loopback: boolean;
+  viaService?: string;
   note?: string;
   reportPort: number;
 }
@@ -141,10 +149,18 @@ function plan(c: ConformanceCase): PlannedProbe[] {
       protocol,
       ...(viaService && probe?.service ? { service: probe.service, servicePort: port } : {}),
     };
+    // No Service load-balancing yet: the backend is dialled directly, and the report says so.
     const note = viaService
-      ? `dialled the Service ClusterIP: probed the backend ${to}:${backend} after translation`
+      ? `Services are not implemented yet: probed the backend ${to}:${backend} directly, not the ClusterIP`
       : undefined;
-    return { req, loopback: from === to, reportPort: port, ...(note ? { note } : {}) };
+    const viaServiceName = viaService ? (probe?.service ?? `service of ${to}`) : undefined;
+    return {
+      req,
+      loopback: from === to,
+      reportPort: port,
+      ...(viaServiceName ? { viaService: viaServiceName } : {}),
+      ...(note ? { note } : {}),
+    };
   };
   if (c.expect) {
     return c.expect.map((e) => {
@@ -183,8 +199,10 @@ async function runOne(c: ConformanceCase, session: ProberSession, mode: string):
   };
   try {
     await session.apply(caseState(c, session.addresses));
-    for (const p of plan(c)) {
-      const allowed = await session.probe(p.req);
+    const planned = plan(c);
+    const answers = await mapBounded(planned, session.concurrency ?? 1, (p) => session.probe(p.req));
+    for (const [i, p] of planned.entries()) {
+      const allowed = answers[i] as boolean | null;
       const r: ProbeResult = {
         from: p.req.from,
         to: p.req.to,
@@ -193,6 +211,7 @@ async function runOne(c: ConformanceCase, session: ProberSession, mode: string):
         allowed,
         ...(p.expected !== undefined ? { expected: p.expected } : {}),
         ...(p.loopback ? { loopback: true } : {}),
+        ...(p.viaService ? { viaService: p.viaService } : {}),
         ...(p.note ? { note: p.note } : {}),
       };
       report.results.push(r);
@@ -213,6 +232,23 @@ async function runOne(c: ConformanceCase, session: ProberSession, mode: string):
     report.error = err instanceof WeirError ? err.toString() : String(err);
   }
   return report;
+}
+
+/** Runs `fn` over `items`, at most `limit` at a time; answers in input order. */
+async function mapBounded<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < items.length; i = next++)
+      try {
+        out[i] = await fn(items[i] as T);
+      } catch (err) {
+        next = items.length; // one failure ends the case: start nothing more
+        throw err;
+      }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  return out;
 }
 
 export async function runCases(opts: RunOptions): Promise<RunReport> {

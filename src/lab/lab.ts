@@ -211,7 +211,7 @@ export class Lab {
         name: 'node',
         file: `node-${node.name}`,
         cgroup: node.cgroupPath,
-        ports: [],
+        ports: (nodeSpec.serves ?? []).map((s) => ({ port: s.port, protocol: s.protocol })),
       });
       await writeState(state);
 

@@ -13,6 +13,11 @@ describe('lab spec', () => {
     });
     const s = parseLabSpec({ externals: [{ name: 'db', ip: '192.0.2.5', serves: [{ port: 5432 }] }] });
     assert.deepEqual(s.externals[0]?.serves, [{ port: 5432, protocol: 'TCP' }]);
+    const n = parseLabSpec({ nodes: [{ serves: [{ port: 80 }, { port: 81, protocol: 'UDP' }] }] });
+    assert.deepEqual(n.nodes[0]?.serves, [
+      { port: 80, protocol: 'TCP' },
+      { port: 81, protocol: 'UDP' },
+    ]);
   });
 
   it('names file and field of every problem', () => {

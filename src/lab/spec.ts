@@ -16,6 +16,10 @@ const labName = z
   .max(24, 'must be at most 24 characters (it prefixes netns and cgroup names)')
   .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be lowercase alphanumeric and -');
 
+const servesSchema = z.array(
+  z.object({ port: z.number().int().min(1).max(65535), protocol: z.enum(['TCP', 'UDP']).default('TCP') }),
+);
+
 const nodeSchema = z.object({
   name: dnsLabelSchema.refine((n) => n !== 'ext', "'ext' is reserved for externals").default('node1'),
   podCIDR: z
@@ -32,16 +36,14 @@ const nodeSchema = z.object({
       return p !== undefined && p.prefix >= 64 && p.prefix <= 120;
     }, 'must be an IPv6 CIDR with a prefix between /64 and /120')
     .optional(),
+  /** Ports the node's workload serves in the node netns (a host-network server). */
+  serves: servesSchema.optional(),
 });
 
 const externalSchema = z.object({
   name: dnsLabelSchema.max(20, 'must be at most 20 characters'),
   ip: z.string().refine(isIPv4, 'must be an IPv4 address'),
-  serves: z
-    .array(
-      z.object({ port: z.number().int().min(1).max(65535), protocol: z.enum(['TCP', 'UDP']).default('TCP') }),
-    )
-    .default([]),
+  serves: servesSchema.default([]),
 });
 
 const labSpecSchema = z

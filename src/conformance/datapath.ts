@@ -1,0 +1,204 @@
+// Datapath mode: each topology becomes a lab (node, pods and externals as network namespaces) with
+// its own agent, so every probe is a real connection between two workloads, judged by weir's
+// programs in the kernel. A case is put in force through the same paths `weir apply` takes: pod and
+// namespace labels through the lab (the agent follows), policies through the agent's API, whose
+// answer comes once the maps are written.
+import { agentClient, agentHooks } from '../agent/link.js';
+import { startAgent, stopAgent } from '../agent/spawn.js';
+import { objectKey, type StoredObject } from '../agent/store.js';
+import { parseManifests, type Manifest } from '../k8s/index.js';
+import { Lab, parseLabSpec, probe, type Logger } from '../lab/index.js';
+import { WeirError } from '../shared/errors.js';
+import type { Addresses, ServedPort, Topology } from './case.js';
+import type { CaseState, ProbeRequest, ProberFactory, ProberSession } from './runner.js';
+
+export interface DatapathProberOptions {
+  /** Per probe: a connection not made within this is blocked (policy drops are silent). */
+  timeoutMs?: number;
+  /** Probes of one case in flight at once. */
+  concurrency?: number;
+  log?: Logger;
+}
+
+/** Teardowns of the labs still up, so a signal handler can remove them. */
+const openLabs = new Set<() => Promise<void>>();
+let labCount = 0;
+
+/** Stops the agent and removes the lab of every session still open (for SIGINT/SIGTERM). */
+export async function closeDatapathSessions(): Promise<void> {
+  await Promise.allSettled([...openLabs].map((close) => close()));
+}
+
+export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberFactory {
+  const timeoutMs = opts.timeoutMs ?? 1000;
+  const log = opts.log ?? (() => undefined);
+  return async (topology: Topology): Promise<ProberSession> => {
+    const name = `conf-${process.pid}-${++labCount}`;
+    const extNames = labExternalNames(topology);
+    const lab = await Lab.open(name);
+    const close = async () => {
+      if (!openLabs.delete(close)) return;
+      await stopAgent(name);
+      await lab.down();
+    };
+    openLabs.add(close);
+    try {
+      const started = Date.now();
+      await lab.up(labSpec(name, topology, extNames));
+      await startAgent({ lab: name, nodeNetns: (await lab.requireState()).node.netns });
+      await applyLab(lab, topology, {
+        file: topology.key,
+        namespaces: topology.namespaces,
+        pods: topology.pods,
+      });
+      const addresses: Addresses = {
+        nodeIP: (await lab.node()).ip,
+        pods: new Map((await lab.pods()).map((p) => [`${p.namespace}/${p.name}`, p.ip])),
+        externals: new Map(topology.externals.map((e) => [e.name, e.ip])),
+      };
+      log(`lab ${name} up with its agent: ${addresses.pods.size} pods (${Date.now() - started} ms)`);
+
+      const source = (peer: string): string => {
+        if (addresses.pods.has(peer)) return peer;
+        if (peer === topology.host) return 'node';
+        const ext = extNames.get(peer);
+        if (ext) return `ext:${ext}`;
+        throw new WeirError('ERR_CONFORMANCE_PEER', `unknown peer '${peer}'`);
+      };
+      const address = (peer: string): string => {
+        const ip =
+          addresses.pods.get(peer) ??
+          (peer === topology.host ? addresses.nodeIP : addresses.externals.get(peer));
+        if (!ip) throw new WeirError('ERR_CONFORMANCE_PEER', `unknown peer '${peer}'`);
+        return ip;
+      };
+
+      return {
+        addresses,
+        concurrency: opts.concurrency ?? 64,
+        async apply(state: CaseState) {
+          await applyLab(lab, topology, state);
+          await replacePolicies(name, state);
+        },
+        async probe(req: ProbeRequest) {
+          // Node has no SCTP sockets: the port is declared on the pod but never served or probed.
+          if (req.protocol === 'SCTP') return null;
+          const r = await probe(
+            lab,
+            source(req.from),
+            { ip: address(req.to), port: req.port, protocol: req.protocol },
+            timeoutMs,
+          );
+          return r.ok;
+        },
+        close,
+      };
+    } catch (err) {
+      await close();
+      throw err;
+    }
+  };
+}
+
+/** Lab names for the externals ("world/ext1" -> "ext1"): DNS labels, unique. */
+function labExternalNames(t: Topology): Map<string, string> {
+  const out = new Map<string, string>();
+  const used = new Set<string>();
+  t.externals.forEach((e, i) => {
+    let n = (e.name.split('/').at(-1) ?? '')
+      .toLowerCase()
+      .replace(/[^a-z0-9-]/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 16);
+    if (!n || used.has(n)) n = `ext${i}`;
+    used.add(n);
+    out.set(e.name, n);
+  });
+  return out;
+}
+
+function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
+  // A peer that lists nothing serves every TCP/UDP port some pod serves.
+  const podPorts = new Map<string, ServedPort>();
+  for (const p of t.pods) for (const c of p.containers) podPorts.set(`${c.port}/${c.protocol}`, c);
+  const served = (list: ServedPort[] | undefined) =>
+    (list ?? [...podPorts.values()])
+      .filter((s) => s.protocol !== 'SCTP')
+      .map((s) => ({ port: s.port, protocol: s.protocol }));
+  return parseLabSpec(
+    {
+      name,
+      nodes: [
+        {
+          name: 'node1',
+          ...(t.podCIDR ? { podCIDR: t.podCIDR } : {}),
+          ...(t.host ? { serves: served(t.hostServes) } : {}),
+        },
+      ],
+      externals: t.externals.map((e) => ({ name: extNames.get(e.name), ip: e.ip, serves: served(e.serves) })),
+    },
+    t.key,
+  );
+}
+
+/** Namespaces and pods with the labels in force; pods keep their topology ports. */
+async function applyLab(
+  lab: Lab,
+  t: Topology,
+  state: Pick<CaseState, 'file' | 'namespaces' | 'pods'>,
+): Promise<void> {
+  const podLabels = new Map(state.pods.map((p) => [`${p.namespace}/${p.name}`, p.labels]));
+  const nsLabels = new Map(state.namespaces.map((n) => [n.name, n.labels]));
+  const items = [
+    ...t.namespaces.map((n) => ({
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: n.name, labels: nsLabels.get(n.name) ?? n.labels },
+    })),
+    ...t.pods.map((p) => {
+      const ports = p.containers.map((c) => ({
+        containerPort: c.port,
+        protocol: c.protocol,
+        ...(c.portName ? { name: c.portName } : {}),
+      }));
+      return {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          namespace: p.namespace,
+          name: p.name,
+          labels: podLabels.get(`${p.namespace}/${p.name}`) ?? p.labels,
+        },
+        spec: { containers: [{ name: 'workload', ...(ports.length ? { ports } : {}) }] },
+      };
+    }),
+  ];
+  const manifests: Manifest[] = parseManifests(
+    JSON.stringify({ apiVersion: 'v1', kind: 'List', items }),
+    state.file,
+  );
+  const link = agentHooks(lab.name);
+  await lab.apply(manifests, link.hooks);
+  await link.sync();
+}
+
+/** The agent ends up holding exactly the case's policies; it answers once the maps are written. */
+async function replacePolicies(labName: string, state: CaseState): Promise<void> {
+  const client = agentClient(labName);
+  const want: StoredObject[] = state.objects.map((o) => {
+    const obj = o as { apiVersion?: string; kind?: string; metadata?: { name?: string; namespace?: string } };
+    return {
+      apiVersion: String(obj.apiVersion ?? ''),
+      kind: String(obj.kind ?? ''),
+      name: String(obj.metadata?.name ?? ''),
+      ...(obj.metadata?.namespace ? { namespace: obj.metadata.namespace } : {}),
+      file: state.file,
+      object: o,
+    };
+  });
+  const wanted = new Set(want.map(objectKey));
+  const have = (await client.call<{ items: StoredObject[] }>('GET', '/v1/policies')).items;
+  const stale = have.filter((o) => !wanted.has(objectKey(o)));
+  if (stale.length > 0) await client.call('POST', '/v1/delete', { objects: stale });
+  if (want.length > 0) await client.call('POST', '/v1/apply', { objects: want });
+}

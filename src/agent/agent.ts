@@ -26,6 +26,7 @@ import {
 } from '../policy/engine.js';
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
+import { AgentMetrics } from './metrics.js';
 import { objectKey, Store, type StoredObject } from './store.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
@@ -121,6 +122,7 @@ export class Agent {
     readonly lab: Lab,
     readonly datapath: Datapath,
     readonly log: Pino,
+    readonly metrics: AgentMetrics = new AgentMetrics(),
   ) {
     this.store = new Store(cfg.stateFile);
     const ids = this.store.state.identities as IdentityAllocatorState | undefined;
@@ -177,6 +179,7 @@ export class Agent {
       this.datapath.detachEndpoint({ netns: node.netns, endpointId: id });
       this.written.delete(id);
       this.store.releaseEndpoint(key);
+      this.metrics.policyMapPressure.remove({ map_name: `weir_policy_${id}` });
     }
     for (const pod of pods) this.ensureEndpoint(pod, node);
     this.regenerate();
@@ -244,6 +247,19 @@ export class Agent {
 
   /** Computes everything and writes the differences. Upserts go before deletes. */
   regenerate(policies: Policy[] = this.policies()): void {
+    const end = this.metrics.regenerationSeconds.startTimer();
+    try {
+      this.regenerateNow(policies);
+      this.metrics.regenerations.inc({ outcome: 'success' });
+    } catch (err) {
+      this.metrics.regenerations.inc({ outcome: 'failure' });
+      throw err;
+    } finally {
+      end();
+    }
+  }
+
+  private regenerateNow(policies: Policy[]): void {
     const t0 = performance.now();
     const input = this.engineInput(policies);
     const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
@@ -275,7 +291,12 @@ export class Agent {
           { endpoint: id, pod: `${pod.namespace}/${pod.pod}`, error: pol.error },
           'policy map overflow',
         );
+        this.metrics.policyMapOverflows.inc({ endpoint: String(id) });
       }
+      this.metrics.policyMapPressure.set(
+        { map_name: `weir_policy_${id}` },
+        pol.entries.length / this.cfg.policyMapMax,
+      );
       for (const e of d.upserts)
         pm.upsert(toMapKey(e), { deny: e.deny, proxyPort: e.proxyPort, cookie: e.cookie });
       for (const e of d.deletes) pm.delete(toMapKey(e));
@@ -295,6 +316,13 @@ export class Agent {
     }
     this.writtenIpcache = ipcache;
     this.held = output.held;
+    this.metrics.mapEntriesWritten.inc({ operation: 'upsert' }, upserts);
+    this.metrics.mapEntriesWritten.inc({ operation: 'delete' }, deletes);
+    this.metrics.identities.set(this.allocator.list().length);
+    this.metrics.policies.set(policies.length);
+    this.metrics.endpointState.reset();
+    for (const pol of output.endpoints.values())
+      this.metrics.endpointState.inc({ endpoint_state: pol.failClosed ? 'fail-closed' : 'ready' });
     this.output = output;
     this.input = input;
     this.store.state.identities = this.allocator.toJSON();

@@ -1,5 +1,5 @@
-// The CLI's side of the agent API: JSON requests over the agent's unix socket. Errors that the
-// agent reports come back as WeirError with the agent's code and location.
+// The CLI's side of the agent API: requests over the agent's unix socket. Errors that the agent
+// reports come back as WeirError with the agent's code and location.
 import { request } from 'node:http';
 import { ValidationError, WeirError } from '../shared/errors.js';
 
@@ -19,15 +19,35 @@ function toError(e: ErrorJson): WeirError {
   return new WeirError(e.code, e.message, { location: e.location ?? {} });
 }
 
+type Method = 'GET' | 'POST' | 'DELETE';
+
 export class AgentClient {
   constructor(
     readonly socketPath: string,
     private readonly timeoutMs = 120_000,
   ) {}
 
-  async call<T = unknown>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  /** A JSON request; the answer's JSON body. */
+  async call<T = unknown>(method: Method, path: string, body?: unknown): Promise<T> {
+    const text = await this.request(method, path, body);
+    try {
+      return (text ? JSON.parse(text) : {}) as T;
+    } catch {
+      throw new WeirError(
+        'ERR_AGENT_BAD_ANSWER',
+        `agent answered ${method} ${path} with: ${text.slice(0, 200)}`,
+      );
+    }
+  }
+
+  /** A GET whose answer is text (e.g. /metrics in Prometheus' format). */
+  text(path: string): Promise<string> {
+    return this.request('GET', path, undefined);
+  }
+
+  private request(method: Method, path: string, body: unknown): Promise<string> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<string>((resolve, reject) => {
       const req = request(
         {
           socketPath: this.socketPath,
@@ -43,20 +63,15 @@ export class AgentClient {
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
-            let json: unknown;
+            const status = res.statusCode ?? 500;
+            if (status < 400) return resolve(text);
             try {
-              json = text ? JSON.parse(text) : {};
+              reject(toError((JSON.parse(text) as { error: ErrorJson }).error));
             } catch {
               reject(
-                new WeirError(
-                  'ERR_AGENT_BAD_ANSWER',
-                  `agent answered ${res.statusCode}: ${text.slice(0, 200)}`,
-                ),
+                new WeirError('ERR_AGENT_BAD_ANSWER', `agent answered ${status}: ${text.slice(0, 200)}`),
               );
-              return;
             }
-            if ((res.statusCode ?? 500) >= 400) reject(toError((json as { error: ErrorJson }).error));
-            else resolve(json as T);
           });
         },
       );
@@ -82,8 +97,7 @@ export class AgentClient {
             }),
           );
       });
-      if (payload) req.end(payload);
-      else req.end();
+      req.end(payload);
     });
   }
 }

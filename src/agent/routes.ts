@@ -61,6 +61,15 @@ export function agentRoutes(agent: Agent): Route[] {
         return agent.serialize(() => ({ results: agent.delete(objects) }));
       },
     },
+    {
+      method: 'GET',
+      pattern: '/metrics',
+      handler: async (_req, res) => {
+        const text = await agent.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': agent.metrics.registry.contentType });
+        res.end(text);
+      },
+    },
     { method: 'GET', pattern: '/v1/policies', handler: () => ({ items: agent.objects() }) },
     { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
     { method: 'GET', pattern: '/v1/identities', handler: () => ({ items: agent.identities() }) },

@@ -44,6 +44,13 @@ export function agentCommand(): Command {
       ]);
     });
   agent
+    .command('metrics')
+    .description("the agent's Prometheus metrics (text exposition format)")
+    .addOption(new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName()))
+    .action(async (o: { lab: string }) => {
+      process.stdout.write(await agentClient(o.lab).text('/metrics'));
+    });
+  agent
     .command('run')
     .description("run a lab node's agent in the foreground (weir lab up starts it for you)")
     .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName()))

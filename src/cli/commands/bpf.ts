@@ -17,8 +17,21 @@ const flagNames = (flags: number) =>
     .map(([name]) => name);
 
 /** Labels text of an identity, or its number when the labels are unknown; 0 is any identity. */
-const identityText = (id: number, labels: Map<number, string[]>) =>
-  id === 0 ? 'ANY' : (labels.get(id)?.join(',') ?? String(id));
+const identityText = (id: number, labels: Map<number, string[]>) => {
+  if (id === 0) return 'ANY';
+  const l = labels.get(id);
+  return l ? `${id} ${shortLabels(l)}` : String(id);
+};
+
+/**
+ * The labels a person tells identities apart by: the pod's own and its namespace, without the
+ * cluster, service-account and namespace-label copies every pod identity carries (-o json has all).
+ */
+export function shortLabels(labels: readonly string[]): string {
+  const hidden = /^k8s:io\.cilium\.k8s\.(policy\.cluster|policy\.serviceaccount|namespace\.labels\.)/;
+  const shown = labels.filter((l) => !hidden.test(l));
+  return (shown.length > 0 ? shown : labels).join(',');
+}
 
 const withLabels = (id: number, labels: Map<number, string[]>) => {
   const l = labels.get(id);
@@ -47,7 +60,7 @@ function ipcacheCommand(): Command {
     printResult(o.output, rows, rows, [
       { header: 'ip prefix', get: (r) => r.prefix },
       { header: 'identity', get: (r) => r.identity },
-      { header: 'labels', get: (r) => r.labels?.join(',') ?? '' },
+      { header: 'labels', get: (r) => (r.labels ? shortLabels(r.labels) : '') },
     ]);
   });
   return cmd;

@@ -25,4 +25,5 @@ export {
   type ExternalSpec,
 } from './spec.js';
 export { findCgroup2 } from './cgroup.js';
+export { listLabs } from './state.js';
 export type { LabState, PodState, NodeState, ExternalState, NamespaceState } from './state.js';

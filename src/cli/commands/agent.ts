@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { runAgent } from '../../agent/main.js';
 import { defaultLabName } from '../../lab/lab.js';
 import { WeirError } from '../../shared/errors.js';
-import { agentClient } from '../agent-link.js';
+import { agentClient } from '../../agent/link.js';
 import { parseOutput, printResult, type OutputFormat } from '../output.js';
 
 function intOption(name: string, min: number, max: number) {

@@ -4,7 +4,7 @@ import { loadManifests } from '../../k8s/index.js';
 import { Lab, type ApplyResult } from '../../lab/index.js';
 import type { StoredObject } from '../../agent/store.js';
 import type { Manifest } from '../../k8s/index.js';
-import { agentClient, agentHooks } from '../agent-link.js';
+import { agentClient, agentHooks } from '../../agent/link.js';
 import { isAgentKind } from '../kinds.js';
 import { labOption, outputOption, progress } from './lab.js';
 import { printResult, type OutputFormat } from '../output.js';

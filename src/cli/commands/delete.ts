@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { loadManifests } from '../../k8s/index.js';
 import { Lab } from '../../lab/index.js';
 import { agentResult, printChanges, toStored } from './apply.js';
-import { agentClient, agentHooks } from '../agent-link.js';
+import { agentClient, agentHooks } from '../../agent/link.js';
 import { isAgentKind } from '../kinds.js';
 import type { ApplyResult } from '../../lab/index.js';
 import { labOption, outputOption, progress } from './lab.js';

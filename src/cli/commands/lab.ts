@@ -6,13 +6,14 @@ import {
   Lab,
   defaultLabName,
   labDownAll,
+  listLabs,
   loadLabSpec,
   parseLabSpec,
   probe,
   resolveTarget,
 } from '../../lab/index.js';
 import { parseOutput, printResult, type OutputFormat } from '../output.js';
-import { startAgent } from '../../agent/spawn.js';
+import { startAgent, stopAgent } from '../../agent/spawn.js';
 
 export const progress = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -71,6 +72,9 @@ export function labCommand(): Command {
     .addOption(labOption())
     .option('--all', 'remove every lab and every leftover weir netns, cgroup and pin')
     .action(async (o: { lab: string; all?: boolean }) => {
+      // The agent first, gracefully: it closes its maps; the pins go with the lab.
+      const labs = o.all ? await listLabs() : [o.lab];
+      await Promise.all(labs.map((l) => stopAgent(l)));
       if (o.all) await labDownAll({ log: progress });
       else await (await Lab.open(o.lab)).down({ log: progress });
     });

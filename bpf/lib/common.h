@@ -144,4 +144,49 @@ struct metrics_value {
 	__u64 bytes;
 };
 
+/* ---- events: records of the weir_events ring buffer (BPF_MAP_TYPE_RINGBUF), read by the agent's
+ * flow pipeline (src/observe/). One layout for every kind; `type` tells which fields matter.
+ *   EVENT_DROP            every dropped packet: reason (drop code), cookie of the denying rule
+ *                         for policy drops (DROP_POLICY_DENY), 0 otherwise
+ *   EVENT_POLICY_VERDICT  the first packet of every NEW connection: allowed (reason 0) or denied
+ *                         (reason = drop code), cookie of the deciding rule (0: none/default)
+ *   EVENT_TRACE           per connection, not per packet: subtype TRACE_OPEN when the conntrack
+ *                         entry is created, TRACE_CLOSE when TCP closes (FIN both ways or RST), with
+ *                         the entry's packet and byte counts. Entries that expire (UDP, ...) are
+ *                         closed by the agent's conntrack GC, from the same counters.
+ * A reservation that fails (ring full) is counted in weir_events_lost, never silently lost. */
+struct flow_event {
+	__u8 type;      /* EVENT_* */
+	__u8 subtype;   /* TRACE_OPEN / TRACE_CLOSE for EVENT_TRACE, else 0 */
+	__u8 direction; /* DIR_INGRESS / DIR_EGRESS (of the endpoint) */
+	__u8 reason;    /* drop code, 0 = forwarded/allowed */
+	__u8 family;    /* 4 or 6 */
+	__u8 nexthdr;   /* IPPROTO_* */
+	__u8 flags;     /* EVENT_F_* */
+	__u8 tcp_flags; /* TCP flags of the packet (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10) */
+	__u32 ifindex;  /* host-side veth of the endpoint */
+	__u32 endpoint_id;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 cookie;   /* policy rule (see above) */
+	__u32 len;      /* bytes of this packet (L2) */
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__be16 sport;   /* ICMP: type/code and id are not split out; 0 */
+	__be16 dport;
+	__u32 pad;
+	__u64 ktime_ns; /* bpf_ktime_get_ns() */
+	__u64 packets_fwd; /* EVENT_TRACE: conntrack counters of the connection */
+	__u64 bytes_fwd;
+	__u64 packets_rev;
+	__u64 bytes_rev;
+};
+#define EVENT_DROP 1
+#define EVENT_POLICY_VERDICT 2
+#define EVENT_TRACE 3
+#define TRACE_OPEN 1
+#define TRACE_CLOSE 2
+#define EVENT_F_REPLY (1U << 0)   /* the packet travels responder -> initiator */
+#define EVENT_F_RELATED (1U << 1) /* an ICMP error of a tracked connection */
+
 #endif /* WEIR_COMMON_H */

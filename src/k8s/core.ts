@@ -11,6 +11,13 @@ import {
 import { registerKind, zodValidate } from './registry.js';
 
 export const protocols = ['TCP', 'UDP', 'SCTP'] as const;
+
+/**
+ * Pod annotation: "none" makes the lab create the pod (netns, veth, cgroup, endpoint) without its
+ * workload process, so scale tests can have a thousand real endpoints cheaply.
+ */
+export const workloadAnnotation = 'weir.dev/workload';
+
 export type Protocol = (typeof protocols)[number];
 
 const portSchema = z.looseObject({
@@ -42,6 +49,19 @@ const podSchema = z.looseObject({
     name: dnsSubdomainSchema,
     namespace: dnsLabelSchema.optional(),
     labels: labelsSchema.optional(),
+    annotations: z
+      .record(z.string(), z.string())
+      .superRefine((a, ctx) => {
+        const v = a[workloadAnnotation];
+        if (v !== undefined && v !== 'none')
+          ctx.addIssue({
+            code: 'custom',
+            path: [workloadAnnotation],
+            message: `must be "none" (the pod runs no workload) or absent, not '${v}'`,
+            params: { weirCode: 'ERR_K8S_ANNOTATION_INVALID' } satisfies IssueParams,
+          });
+      })
+      .optional(),
   }),
   spec: z
     .looseObject({ containers: z.array(containerSchema).min(1, 'a pod needs at least one container') })
@@ -98,6 +118,11 @@ export function podPorts(pod: Pod): PodPort[] {
       protocol: p.protocol,
     })),
   );
+}
+
+/** False when the pod asks for no workload process (annotation weir.dev/workload: "none"). */
+export function podRunsWorkload(pod: Pod): boolean {
+  return pod.metadata.annotations?.[workloadAnnotation] !== 'none';
 }
 
 registerKind<Pod>({

@@ -2,5 +2,14 @@
 export { loadManifests, parseManifests, objectName, type Manifest, type ObjectMeta } from './manifest.js';
 export { registerKind, lookupKind, registeredKinds, zodValidate, fieldPath } from './registry.js';
 export type { KindSpec, ObjectLocation } from './registry.js';
-export { podPorts, protocols, type Pod, type Namespace, type PodPort, type Protocol } from './core.js';
+export {
+  podPorts,
+  podRunsWorkload,
+  protocols,
+  workloadAnnotation,
+  type Pod,
+  type Namespace,
+  type PodPort,
+  type Protocol,
+} from './core.js';
 export { labelKeyProblem, labelValueProblem, portNameProblem, labelsSchema } from './labels.js';

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { podPorts, type Pod, type PodPort } from '../k8s/core.js';
+import { podPorts, podRunsWorkload, workloadAnnotation, type Pod, type PodPort } from '../k8s/core.js';
 import { objectName, type Manifest } from '../k8s/manifest.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { run } from '../shared/exec.js';
@@ -58,6 +58,8 @@ export interface PodInfo {
   hostIfname: string;
   hostIfindex: number;
   cgroupPath: string;
+  /** Annotation weir.dev/workload: "none": the pod has no workload process. */
+  noWorkload?: true;
   ready: boolean;
 }
 
@@ -225,7 +227,7 @@ export class Lab {
             'ERR_LAB_BROKEN',
             `pod ${p.namespace}/${p.name} lost its netns ${p.netns}; run 'weir lab down'`,
           );
-        p.workload = await this.ensureWorkload(p.netns, p.workload, podWorkload(p));
+        if (!p.noWorkload) p.workload = await this.ensureWorkload(p.netns, p.workload, podWorkload(p));
       }
       await writeState(state);
       const all = [
@@ -359,6 +361,23 @@ export class Lab {
             ),
           );
       }
+      for (const m of podManifests) {
+        const prev = state.pods[podKey(m)];
+        if (prev && !prev.noWorkload !== podRunsWorkload(m.object))
+          problems.push(
+            new WeirError(
+              'ERR_LAB_WORKLOAD_IMMUTABLE',
+              `annotation ${workloadAnnotation} cannot change on an existing pod (delete and re-create it)`,
+              {
+                location: {
+                  file: m.file,
+                  object: objectName(m),
+                  field: `metadata.annotations["${workloadAnnotation}"]`,
+                },
+              },
+            ),
+          );
+      }
       const fresh = podManifests.filter((m) => !state.pods[podKey(m)]);
       problems.push(...nameCollisions(state, fresh, this.name));
       const ips = allocate(state, fresh.length);
@@ -396,7 +415,7 @@ export class Lab {
         const labelsChanged = !sameLabels(prev.labels, labels);
         const portsChanged = JSON.stringify(prev.ports) !== JSON.stringify(ports);
         const pod: PodState = { ...prev, labels, ports };
-        if (portsChanged) {
+        if (portsChanged && !pod.noWorkload) {
           log(`pod ${podKey(m)}: ports changed, restarting its workload`);
           await stopWorkload(prev.workload);
           delete pod.workload;
@@ -468,6 +487,7 @@ export class Lab {
       hostIfname: vethName('weir', `${ns}/${name}`),
       hostIfindex: 0,
       cgroupPath: join(state.cgroupPath, `weir-${ns}-${name}`),
+      ...(podRunsWorkload(m.object) ? {} : { noWorkload: true as const }),
       createdAt: new Date().toISOString(),
     };
     log(`pod ${ns}/${name}: ${pod.ip}${pod.ip6 ? ` ${pod.ip6}` : ''} on ${pod.hostIfname}`);
@@ -514,7 +534,7 @@ export class Lab {
         ...(pod.ip6 ? [['route', 'replace', `${pod.ip6}/128`, 'dev', pod.hostIfname]] : []),
       ]);
       await ensureCgroup(pod.cgroupPath);
-      pod.workload = await this.ensureWorkload(pod.netns, undefined, podWorkload(pod));
+      if (!pod.noWorkload) pod.workload = await this.ensureWorkload(pod.netns, undefined, podWorkload(pod));
       return pod;
     } catch (err) {
       await this.destroyPod(pod);
@@ -634,7 +654,7 @@ export class Lab {
       externals: await this.externals(),
       namespaces: Object.keys(s?.namespaces ?? {}).length,
       pods: pods.length,
-      podsReady: pods.filter((p) => workloadAlive(p.workload)).length,
+      podsReady: pods.filter(podReady).length,
     };
   }
 
@@ -765,9 +785,12 @@ function podWorkload(p: PodState) {
   };
 }
 
+/** A pod without a workload is ready once it exists (there is nothing to wait for). */
+const podReady = (p: PodState) => p.noWorkload === true || workloadAlive(p.workload);
+
 function podInfo(p: PodState): PodInfo {
-  const { workload, createdAt: _c, ...rest } = p;
-  return { ...rest, ready: workloadAlive(workload) };
+  const { workload: _w, createdAt: _c, ...rest } = p;
+  return { ...rest, ready: podReady(p) };
 }
 
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {

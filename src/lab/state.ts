@@ -57,6 +57,8 @@ export interface PodState {
   hostIfindex: number;
   cgroupPath: string;
   workload?: WorkloadState;
+  /** Created with annotation weir.dev/workload: "none": no workload process, ever. */
+  noWorkload?: true;
   createdAt: string;
 }
 

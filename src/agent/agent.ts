@@ -13,6 +13,7 @@ import type { Logger as Pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
+import { LabelFilter } from '../identity/filter.js';
 import type { Lab, LabState, NodeState, PodState } from '../lab/index.js';
 import { validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
@@ -27,7 +28,7 @@ import {
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { AgentMetrics } from './metrics.js';
-import { objectKey, Store, type StoredObject } from './store.js';
+import { objectKey, type Store, type StoredObject } from './store.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
 const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
@@ -36,9 +37,9 @@ export interface AgentConfig {
   lab: string;
   /** Pins: /sys/fs/bpf/weir/<lab>/<node> */
   pinDir: string;
-  stateFile: string;
   policyMapMax: number;
-  ctMax?: number;
+  /** Which labels make up identities (Cilium's `labels` syntax); empty = the defaults. */
+  identityLabels: string;
 }
 
 export interface EndpointStatus {
@@ -103,9 +104,21 @@ export function fromMapEntry(
   return entry;
 }
 
+/** The identity-label filter of `spec`, or ERR_AGENT_CONFIG naming the bad pattern. */
+export function parseLabelFilter(spec: string): LabelFilter {
+  try {
+    return LabelFilter.parse(spec);
+  } catch (err) {
+    throw new WeirError('ERR_AGENT_CONFIG', `identity labels '${spec}': ${(err as Error).message}`, {
+      location: { field: '--identity-labels' },
+      cause: err,
+    });
+  }
+}
+
 export class Agent {
-  readonly store: Store;
   readonly allocator: IdentityAllocator;
+  private readonly labelFilter: LabelFilter | undefined;
   /** What each endpoint's policy map holds, as last written or read back. */
   private readonly written = new Map<number, PolicyMapEntry[]>();
   private writtenIpcache = new Map<string, number>();
@@ -119,12 +132,13 @@ export class Agent {
 
   constructor(
     readonly cfg: AgentConfig,
+    readonly store: Store,
     readonly lab: Lab,
     readonly datapath: Datapath,
     readonly log: Pino,
     readonly metrics: AgentMetrics = new AgentMetrics(),
   ) {
-    this.store = new Store(cfg.stateFile);
+    this.labelFilter = cfg.identityLabels ? parseLabelFilter(cfg.identityLabels) : undefined;
     const ids = this.store.state.identities as IdentityAllocatorState | undefined;
     this.allocator = ids ? IdentityAllocator.fromJSON(ids) : new IdentityAllocator();
     this.readBack();
@@ -235,7 +249,10 @@ export class Agent {
       ...(node.ip6 ? [node.ip6] : []),
       ...state.externals.map((e) => e.transitNodeIP),
     ];
-    const config: Partial<EngineConfig> = { policyMapMax: this.cfg.policyMapMax };
+    const config: Partial<EngineConfig> = {
+      policyMapMax: this.cfg.policyMapMax,
+      ...(this.labelFilter ? { labelFilter: this.labelFilter } : {}),
+    };
     return {
       namespaces: Object.values(state.namespaces),
       endpoints,

@@ -3,15 +3,18 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
-import { Agent } from './agent.js';
+import { Agent, parseLabelFilter } from './agent.js';
 import { listenApi } from './api-server.js';
 import { Lifecycle } from './lifecycle.js';
 import { agentPidFile, agentSocket, agentStateFile, nodePinDir } from './paths.js';
 import { agentRoutes } from './routes.js';
+import { Store } from './store.js';
 
 export interface AgentOptions {
   lab: string;
-  policyMapMax: number;
+  /** Absent: as stored by the previous run, else the default. */
+  policyMapMax?: number;
+  identityLabels?: string;
   ctGcIntervalMs: number;
 }
 
@@ -21,12 +24,16 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const lab = await Lab.open(opts.lab);
   const state = await lab.requireState();
   const pinDir = nodePinDir(opts.lab, state.node.name);
+  const store = new Store(agentStateFile(opts.lab));
+  const settings = store.settings({ policyMapMax: opts.policyMapMax, identityLabels: opts.identityLabels });
+  if (settings.identityLabels) parseLabelFilter(settings.identityLabels); // refuse a bad filter before anything starts
+  store.save();
 
   let datapath: Datapath | undefined;
   lc.append({
     name: 'datapath',
     start: () => {
-      datapath = Datapath.open({ pinDir, policyMapMax: opts.policyMapMax });
+      datapath = Datapath.open({ pinDir, policyMapMax: settings.policyMapMax });
     },
     // Pins stay: the datapath keeps enforcing while no agent runs.
     stop: () => datapath?.close(),
@@ -36,12 +43,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   lc.append({
     name: 'agent',
     start: async () => {
-      agent = new Agent(
-        { lab: opts.lab, pinDir, stateFile: agentStateFile(opts.lab), policyMapMax: opts.policyMapMax },
-        lab,
-        datapath as Datapath,
-        log,
-      );
+      agent = new Agent({ lab: opts.lab, pinDir, ...settings }, store, lab, datapath as Datapath, log);
       await agent.sync();
     },
   });

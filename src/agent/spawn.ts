@@ -13,6 +13,7 @@ export interface StartAgentOptions {
   lab: string;
   nodeNetns: string;
   policyMapMax?: number;
+  identityLabels?: string;
   readyTimeoutMs?: number;
 }
 
@@ -75,6 +76,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<number> {
     '--lab',
     opts.lab,
     ...(opts.policyMapMax ? ['--policy-map-max', String(opts.policyMapMax)] : []),
+    ...(opts.identityLabels ? ['--identity-labels', opts.identityLabels] : []),
   ];
   const child = spawn('nsenter', args, { detached: true, stdio: ['ignore', out, out] });
   closeSync(out);

@@ -15,8 +15,18 @@ export interface StoredObject {
   object: unknown;
 }
 
+/** Settings that must stay the same across restarts (the pinned maps were sized with them). */
+export interface AgentSettings {
+  policyMapMax: number;
+  /** Cilium's `labels` syntax ("k8s:app k8s:!job-name"); empty = the default filter. */
+  identityLabels: string;
+}
+
+export const defaultSettings: AgentSettings = { policyMapMax: 16384, identityLabels: '' };
+
 export interface AgentState {
   version: 1;
+  settings?: AgentSettings;
   objects: StoredObject[];
   identities: unknown;
   /** "namespace/pod" -> endpoint id */
@@ -59,6 +69,13 @@ export class Store {
     const tmp = `${this.path}.tmp`;
     writeFileSync(tmp, JSON.stringify(this.state), { mode: 0o600 });
     renameSync(tmp, this.path);
+  }
+
+  /** The stored settings, overridden by those given (which are then stored). */
+  settings(given: Partial<AgentSettings>): AgentSettings {
+    const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+    this.state.settings = { ...defaultSettings, ...this.state.settings, ...defined };
+    return this.state.settings;
   }
 
   endpointId(podKey: string): number {

@@ -55,18 +55,30 @@ export function agentCommand(): Command {
     .description("run a lab node's agent in the foreground (weir lab up starts it for you)")
     .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName()))
     .addOption(
-      new Option('--policy-map-max <n>', 'entries of each endpoint policy map (256..65536)')
-        .default(16384)
-        .argParser(intOption('--policy-map-max', 256, 65536)),
+      new Option(
+        '--policy-map-max <n>',
+        'entries of each endpoint policy map, 256..65536 (default: as before, else 16384)',
+      ).argParser(intOption('--policy-map-max', 256, 65536)),
     )
     .addOption(
       new Option('--ct-gc-interval <seconds>', 'how often expired conntrack entries are removed')
         .default(30)
         .argParser(intOption('--ct-gc-interval', 1, 86400)),
     )
-    .action(async (o: { lab: string; policyMapMax: number; ctGcInterval: number }) => {
-      await runAgent({ lab: o.lab, policyMapMax: o.policyMapMax, ctGcIntervalMs: o.ctGcInterval * 1000 });
-    });
+    .option(
+      '--identity-labels <spec>',
+      "labels that make up identities, Cilium's syntax: 'k8s:app k8s:!job-name' (default: as before, else Cilium's filter)",
+    )
+    .action(
+      async (o: { lab: string; policyMapMax?: number; identityLabels?: string; ctGcInterval: number }) => {
+        await runAgent({
+          lab: o.lab,
+          ...(o.policyMapMax ? { policyMapMax: o.policyMapMax } : {}),
+          ...(o.identityLabels !== undefined ? { identityLabels: o.identityLabels } : {}),
+          ctGcIntervalMs: o.ctGcInterval * 1000,
+        });
+      },
+    );
   return agent;
 }
 

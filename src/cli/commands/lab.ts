@@ -51,20 +51,33 @@ export function labCommand(): Command {
         },
       ),
     )
-    .action(async (o: { file?: string; lab?: string; agent?: boolean; policyMapMax?: number }) => {
-      const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
-      const name = o.lab ?? (o.file ? spec.name : defaultLabName());
-      const lab = await Lab.open(name);
-      await lab.up({ ...spec, name }, { log: progress });
-      if (o.agent === false) return;
-      const state = await lab.requireState();
-      const pid = await startAgent({
-        lab: name,
-        nodeNetns: state.node.netns,
-        ...(o.policyMapMax ? { policyMapMax: o.policyMapMax } : {}),
-      });
-      progress(`agent running (pid ${pid}), datapath attached to ${Object.keys(state.pods).length} pod(s)`);
-    });
+    .option(
+      '--identity-labels <spec>',
+      "labels that make up identities, Cilium's syntax: 'k8s:app k8s:!job-name'",
+    )
+    .action(
+      async (o: {
+        file?: string;
+        lab?: string;
+        agent?: boolean;
+        policyMapMax?: number;
+        identityLabels?: string;
+      }) => {
+        const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
+        const name = o.lab ?? (o.file ? spec.name : defaultLabName());
+        const lab = await Lab.open(name);
+        await lab.up({ ...spec, name }, { log: progress });
+        if (o.agent === false) return;
+        const state = await lab.requireState();
+        const pid = await startAgent({
+          lab: name,
+          nodeNetns: state.node.netns,
+          ...(o.policyMapMax ? { policyMapMax: o.policyMapMax } : {}),
+          ...(o.identityLabels ? { identityLabels: o.identityLabels } : {}),
+        });
+        progress(`agent running (pid ${pid}), datapath attached to ${Object.keys(state.pods).length} pod(s)`);
+      },
+    );
 
   lab
     .command('down')

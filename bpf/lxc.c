@@ -7,7 +7,16 @@
  * Both run the same pipeline (__handle): endpoint -> parse -> fragments -> conntrack -> (new
  * connections only) fail-closed check, ipcache, policy, conntrack entry. The kernel routes what
  * is forwarded (TC_ACT_OK); drops are TC_ACT_SHOT. Every verdict is counted in weir_metrics by
- * the single exit at the end, the place where observability events will also be sent. Service
+ * the single exit at the end.
+ *
+ * Flow events (lib/events.h, weir_events), per connection rather than per packet:
+ *   every drop                         EVENT_DROP (cookie of the deny rule for DROP_POLICY_DENY)
+ *   the policy decision of a new one   EVENT_POLICY_VERDICT (allowed: reason 0; denied: drop code;
+ *                                      fail-closed endpoints and missing policy maps included)
+ *   its conntrack entry created        EVENT_TRACE/TRACE_OPEN (after the verdict)
+ *   TCP close (FIN both ways, RST)     EVENT_TRACE/TRACE_CLOSE with the entry's counters
+ * Established, reply and related packets emit nothing else. EVENT_F_REPLY marks replies,
+ * EVENT_F_RELATED ICMP errors. Events never change a verdict. Service
  * load-balancing, when it comes, belongs between parse and conntrack on the egress path (the
  * tuple must be translated before it is tracked).
  */
@@ -25,15 +34,31 @@
 #include "lib/frag.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/events.h"
+
+/* Identities of the packet's sender and receiver: the endpoint's own for its side, the ipcache's
+ * for the peer (the pod sends at DIR_EGRESS, receives at DIR_INGRESS). */
+static __always_inline void __event_identities(struct event_meta *m, __u32 ep_identity, __u32 remote)
+{
+	m->src_identity = m->direction == DIR_EGRESS ? ep_identity : remote;
+	m->dst_identity = m->direction == DIR_EGRESS ? remote : ep_identity;
+}
+
+static __always_inline __u32 __remote_identity(const struct flow *f, __u8 dir)
+{
+	return ipcache_identity(f->tuple.family, dir == DIR_EGRESS ? f->tuple.daddr : f->tuple.saddr);
+}
 
 static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 {
+	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = dir };
 	struct policy_entry verdict = {};
 	struct policy_key key = {};
+	struct ct_entry *closed;
 	struct endpoint_info *ep;
 	struct flow f = {};
 	__u32 bytes = skb->len;
-	__u32 remote, ep_id, ep_identity;
+	__u32 remote = IDENTITY_UNKNOWN, ep_id, ep_identity = IDENTITY_UNKNOWN;
 	__u64 now;
 	int reason;
 
@@ -44,10 +69,13 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	}
 	ep_id = ep->endpoint_id;
 	ep_identity = ep->identity;
+	m.endpoint_id = ep_id;
 
 	reason = parse_packet(skb, &f);
 	if (reason == PARSE_PASS)
 		goto forward;
+	if (f.icmp_kind == ICMP_KIND_ERROR)
+		m.flags |= EVENT_F_RELATED;
 	if (reason)
 		goto drop;
 	reason = frag_track(&f);
@@ -55,9 +83,18 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		goto drop;
 
 	now = bpf_ktime_get_ns();
-	switch (ct_lookup(&f, dir, bytes, now)) {
-	case CT_ESTABLISHED:
+	switch (ct_lookup(&f, dir, bytes, now, &closed)) {
 	case CT_REPLY:
+		m.flags |= EVENT_F_REPLY;
+		/* fall through */
+	case CT_ESTABLISHED:
+		/* Established packets emit nothing, except the one that closes the connection. */
+		if (closed) {
+			m.cookie = closed->cookie;
+			__event_identities(&m, ep_identity, __remote_identity(&f, dir));
+			send_trace(&m, &f, TRACE_CLOSE, closed);
+		}
+		goto forward;
 	case CT_RELATED:
 		goto forward;
 	default:
@@ -69,27 +106,39 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		reason = DROP_POLICY;
 		goto drop;
 	}
+	remote = __remote_identity(&f, dir);
+	__event_identities(&m, ep_identity, remote);
 	if (ep->flags & ENDPOINT_F_FAIL_CLOSED) {
 		reason = DROP_FAIL_CLOSED;
-		goto drop;
+	} else {
+		key.identity = remote;
+		key.direction = dir;
+		key.protocol = f.tuple.nexthdr;
+		if (f.tuple.nexthdr != IPPROTO_ICMP && f.tuple.nexthdr != IPPROTO_ICMPV6)
+			key.dport = f.tuple.dport;
+		reason = policy_can_access(ep_id, &key, &verdict);
 	}
-	remote = ipcache_identity(f.tuple.family, dir == DIR_EGRESS ? f.tuple.daddr : f.tuple.saddr);
-	key.identity = remote;
-	key.direction = dir;
-	key.protocol = f.tuple.nexthdr;
-	if (f.tuple.nexthdr != IPPROTO_ICMP && f.tuple.nexthdr != IPPROTO_ICMPV6)
-		key.dport = f.tuple.dport;
-	reason = policy_can_access(ep_id, &key, &verdict);
+	m.cookie = verdict.cookie;
+	m.reason = reason;
+	send_policy_verdict(&m, &f);
 	if (reason)
-		goto drop;
+		goto drop_event;
 	reason = ct_create(&f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote);
 	if (reason)
 		goto drop;
+	send_trace(&m, &f, TRACE_OPEN, 0);
 
 forward:
 	metrics_count(REASON_FORWARDED, dir, bytes);
 	return TC_ACT_OK;
 drop:
+	/* Before policy the identities are not set yet: as known here (the peer's once parsed). */
+	if (!m.src_identity && !m.dst_identity)
+		__event_identities(&m, ep_identity,
+				   f.tuple.family ? __remote_identity(&f, dir) : IDENTITY_UNKNOWN);
+drop_event:
+	m.reason = reason;
+	send_drop_event(&m, &f);
 	metrics_count(reason, dir, bytes);
 	return TC_ACT_SHOT;
 }

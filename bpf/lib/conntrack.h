@@ -5,8 +5,10 @@
  * direction whose policy admitted it (a connection between two local pods has one entry per
  * side: {A->B, EGRESS} made at A's from_container, {A->B, INGRESS} at B's to_container).
  *
- *   ct_lookup(flow, dir, bytes, now) -> CT_ESTABLISHED | CT_REPLY | CT_RELATED | CT_NEW
+ *   ct_lookup(flow, dir, bytes, now, closed) -> CT_ESTABLISHED | CT_REPLY | CT_RELATED | CT_NEW
  *     dir    DIR_INGRESS / DIR_EGRESS of the hook the packet is at (== CT_F_* value)
+ *     closed set to the entry when this packet moved it to CT_STATE_CLOSING (the TCP close, for
+ *            its TRACE_CLOSE event), else NULL. Two CPUs closing at once may both report it.
  *     Lookup order:
  *       1. {tuple, dir}                   a further packet of a connection opened this way
  *       2. {reversed tuple, other dir}    a reply: the peer answering a connection the pod
@@ -97,9 +99,12 @@ static __always_inline void __ct_refresh(struct ct_entry *e, __u8 nexthdr, __u64
 	e->lifetime_ns = now + (__u64)timeout * NSEC_PER_SEC;
 }
 
-static __always_inline void __ct_account(struct ct_entry *e, const struct flow *f, int reply, __u32 bytes,
-					 __u64 now)
+/* Returns 1 when this packet closed the connection (state became CT_STATE_CLOSING). */
+static __always_inline int __ct_account(struct ct_entry *e, const struct flow *f, int reply, __u32 bytes,
+					__u64 now)
 {
+	__u8 before = e->state;
+
 	if (reply) {
 		__sync_fetch_and_add(&e->packets_rev, 1);
 		__sync_fetch_and_add(&e->bytes_rev, bytes);
@@ -110,6 +115,7 @@ static __always_inline void __ct_account(struct ct_entry *e, const struct flow *
 		e->tcp_flags_fwd |= f->tcp_flags;
 	}
 	__ct_refresh(e, f->tuple.nexthdr, now);
+	return before != CT_STATE_CLOSING && e->state == CT_STATE_CLOSING;
 }
 
 /* A fresh SYN on a closing connection starts a new one, which policy must judge again. */
@@ -132,11 +138,13 @@ static __always_inline int __ct_related(struct flow *f, __u8 dir, __u64 now)
 	return CT_NEW;
 }
 
-static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u64 now)
+static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u64 now,
+				     struct ct_entry **closed)
 {
 	struct ct_key key = f->tuple;
 	struct ct_entry *e;
 
+	*closed = 0;
 	if (f->icmp_kind == ICMP_KIND_ERROR)
 		return __ct_related(f, dir, now);
 
@@ -145,7 +153,8 @@ static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u6
 	if (e) {
 		if (__ct_reopens(e, f))
 			return CT_NEW;
-		__ct_account(e, f, 0, bytes, now);
+		if (__ct_account(e, f, 0, bytes, now))
+			*closed = e;
 		return CT_ESTABLISHED;
 	}
 	__ct_reverse(&key, &f->tuple);
@@ -154,7 +163,8 @@ static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u6
 	if (e) {
 		if (__ct_reopens(e, f))
 			return CT_NEW;
-		__ct_account(e, f, 1, bytes, now);
+		if (__ct_account(e, f, 1, bytes, now))
+			*closed = e;
 		return CT_REPLY;
 	}
 	return CT_NEW;

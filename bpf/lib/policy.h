@@ -6,7 +6,8 @@
  *     key          full-prefix key: the remote side's identity (ipcache), DIR_INGRESS/DIR_EGRESS,
  *                  the packet's IPPROTO_*, its destination port (network order; 0 for ICMP:
  *                  echo is judged per protocol). The function overwrites key->identity.
- *     verdict      on 0: a copy of the deciding entry (cookie, proxy port)
+ *     verdict      on 0: a copy of the deciding entry (cookie, proxy port); on DROP_POLICY_DENY:
+ *                  a copy of the deny entry (its cookie names the denying rule); else untouched
  *   A subprogram (__noinline): the two lookups are verified once, not once per caller path.
  *
  * Why the key is shaped so (struct policy_key): identity and direction come first and are always
@@ -72,8 +73,14 @@ static __noinline int policy_can_access(__u32 endpoint_id, struct policy_key *ke
 	key->identity = 0;
 	l2 = bpf_map_lookup_elem(inner, key);
 
-	if ((l1 && (l1->flags & POLICY_F_DENY)) || (l2 && (l2->flags & POLICY_F_DENY)))
+	if (l1 && (l1->flags & POLICY_F_DENY)) {
+		*verdict = *l1;
 		return DROP_POLICY_DENY;
+	}
+	if (l2 && (l2->flags & POLICY_F_DENY)) {
+		*verdict = *l2;
+		return DROP_POLICY_DENY;
+	}
 	if (l1 && l2)
 		win = l2->l4_prefix > l1->l4_prefix ? l2 : l1;
 	else if (l1)

@@ -6,6 +6,7 @@ import { checkLayout, cstruct, pad, u32 } from '../../bpf/index.js';
 import { bpfObject } from '../../shared/paths.js';
 import { CtEntry, CtKey } from './ct/layout.js';
 import { EndpointInfo } from './endpoints/layout.js';
+import { FlowEventLayout } from './events/layout.js';
 import { FragKey, FragPorts } from './frag/layout.js';
 import { IpcacheKey, IpcacheValue } from './ipcache/layout.js';
 import { MetricsKey, MetricsValue } from './metrics/layout.js';
@@ -26,6 +27,7 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     FragPorts,
     MetricsKey,
     MetricsValue,
+    FlowEventLayout,
   ];
   for (const codec of codecs) {
     it(`struct ${codec.name}`, () => checkLayout(codec, lxc, codec.name));

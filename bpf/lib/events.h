@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Flow events (weir_events, a BPF ring buffer of struct flow_event, see common.h) for the agent's
+ * flow pipeline, and the count of events that did not fit (weir_events_lost).
+ *
+ *   send_drop_event(meta, flow)              EVENT_DROP: meta->reason is the drop code
+ *   send_policy_verdict(meta, flow)          EVENT_POLICY_VERDICT: meta->reason 0 = allowed
+ *   send_trace(meta, flow, subtype, entry)   EVENT_TRACE, TRACE_OPEN / TRACE_CLOSE; counters from
+ *                                            the conntrack entry (NULL: the opening packet alone)
+ *     meta  what the caller knows: endpoint, identities, cookie, direction, EVENT_F_* flags, length.
+ *           Identities and cookie are 0 where not known yet (e.g. a drop before the endpoint).
+ *     flow  the tuple as this packet carries it (saddr = the packet's sender; a reply has
+ *           EVENT_F_REPLY and the reversed tuple of its connection); zeros when not parsed.
+ *
+ * Events never change a verdict: a full ring only counts one more loss in weir_events_lost (per
+ * CPU; user space sums). Records are written in place (bpf_ringbuf_reserve/submit), never copied
+ * from the stack. The helper is a subprogram (__noinline): its body is emitted once per program
+ * rather than at each of the ~10 call sites.
+ */
+#ifndef WEIR_EVENTS_H
+#define WEIR_EVENTS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/common.h"
+#include "lib/parse.h"
+
+/* Bytes of the ring: a power-of-2 multiple of the page size. The loader sets it from
+ * Datapath.open's eventsBufferBytes. */
+#define WEIR_EVENTS_BYTES (4U << 20)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, WEIR_EVENTS_BYTES);
+} weir_events SEC(".maps");
+
+/* Ring buffer maps carry no value type, so nothing else puts struct flow_event into the BTF: this
+ * read-only global (never read) does, for user space's layout check (as in policy.h). */
+const volatile struct flow_event weir_btf_flow_event = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} weir_events_lost SEC(".maps");
+
+/* The caller's side of an event (the packet's side comes from struct flow). */
+struct event_meta {
+	__u32 ifindex;
+	__u32 endpoint_id;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 cookie;
+	__u32 len;
+	__u8 direction;
+	__u8 reason;
+	__u8 flags;
+	__u8 pad;
+};
+
+static __noinline void __send_event(const struct event_meta *m, const struct flow *f, __u8 type, __u8 subtype,
+				    const struct ct_entry *e)
+{
+	struct flow_event *ev;
+	__u32 zero = 0;
+	__u64 *lost;
+
+	ev = bpf_ringbuf_reserve(&weir_events, sizeof(*ev), 0);
+	if (!ev) {
+		lost = bpf_map_lookup_elem(&weir_events_lost, &zero);
+		if (lost)
+			*lost += 1; /* per-CPU value: no other writer */
+		return;
+	}
+	ev->type = type;
+	ev->subtype = subtype;
+	ev->direction = m->direction;
+	ev->reason = m->reason;
+	ev->family = f->tuple.family;
+	ev->nexthdr = f->tuple.nexthdr;
+	ev->flags = m->flags;
+	ev->tcp_flags = f->tcp_flags;
+	ev->ifindex = m->ifindex;
+	ev->endpoint_id = m->endpoint_id;
+	ev->src_identity = m->src_identity;
+	ev->dst_identity = m->dst_identity;
+	ev->cookie = m->cookie;
+	ev->len = m->len;
+	__builtin_memcpy(ev->saddr, f->tuple.saddr, 16);
+	__builtin_memcpy(ev->daddr, f->tuple.daddr, 16);
+	ev->sport = f->tuple.sport;
+	ev->dport = f->tuple.dport;
+	ev->pad = 0;
+	ev->ktime_ns = bpf_ktime_get_ns();
+	if (e) {
+		ev->packets_fwd = e->packets_fwd;
+		ev->bytes_fwd = e->bytes_fwd;
+		ev->packets_rev = e->packets_rev;
+		ev->bytes_rev = e->bytes_rev;
+	} else if (type == EVENT_TRACE) {
+		ev->packets_fwd = 1;
+		ev->bytes_fwd = m->len;
+		ev->packets_rev = 0;
+		ev->bytes_rev = 0;
+	} else {
+		ev->packets_fwd = 0;
+		ev->bytes_fwd = 0;
+		ev->packets_rev = 0;
+		ev->bytes_rev = 0;
+	}
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void send_drop_event(const struct event_meta *m, const struct flow *f)
+{
+	__send_event(m, f, EVENT_DROP, 0, 0);
+}
+
+static __always_inline void send_policy_verdict(const struct event_meta *m, const struct flow *f)
+{
+	__send_event(m, f, EVENT_POLICY_VERDICT, 0, 0);
+}
+
+static __always_inline void send_trace(const struct event_meta *m, const struct flow *f, __u8 subtype,
+				       const struct ct_entry *e)
+{
+	__send_event(m, f, EVENT_TRACE, subtype, e);
+}
+
+#endif /* WEIR_EVENTS_H */

@@ -4,6 +4,7 @@
 //
 // Pins, under pinDir (e.g. /sys/fs/bpf/weir/<lab>/<node>):
 //   weir_ipcache weir_endpoints weir_policy weir_ct weir_frag weir_metrics   the maps
+//   weir_events weir_events_lost                                              flow events
 //   weir_from_container weir_to_container                                     the programs
 //   policy_<endpoint id>                                                       inner policy maps
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
@@ -18,7 +19,9 @@ import {
   attachTc,
   detachTc,
   ifindexIn,
+  perCpu,
   u32,
+  u64,
   type BpfProgram,
   type ConfigValue,
 } from '../bpf/index.js';
@@ -39,6 +42,8 @@ export const MAP_NAMES = [
   'weir_ct',
   'weir_frag',
   'weir_metrics',
+  'weir_events',
+  'weir_events_lost',
 ] as const;
 export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'weir_to_container' } as const;
 
@@ -71,6 +76,11 @@ export interface DatapathOptions {
   policyMapMax?: number;
   /** Entries of weir_ct (default 262144). */
   ctMax?: number;
+  /**
+   * Bytes of the weir_events ring buffer (default 4 MiB): a power of 2, at least one page, at most
+   * 1 GiB. A pinned ring of another size is ERR_BPF_MAP_INCOMPATIBLE (remove its pin to resize).
+   */
+  eventsBufferBytes?: number;
   config?: Partial<DatapathConfig>;
   /** The BPF object (default dist/bpf/lxc.o). */
   objectPath?: string;
@@ -97,6 +107,9 @@ export class Datapath {
   readonly ct: CtMap;
   readonly metrics: MetricsMap;
   readonly frag: TypedMap<ReturnType<typeof FragKey.decode>, ReturnType<typeof FragPorts.decode>>;
+  /** The weir_events ring buffer (records: maps/events decodeFlowEvent); read with RingBufferReader. */
+  readonly events: BpfMap;
+  readonly #eventsLost: TypedMap<number, bigint[]>;
   readonly policyMapMax: number;
   readonly #obj: BpfObject;
   readonly #outer: TypedMap<number, number>;
@@ -115,6 +128,13 @@ export class Datapath {
     this.metrics = new MetricsMap(obj.map('weir_metrics'));
     this.frag = new TypedMap(obj.map('weir_frag'), FragKey, FragPorts);
     this.#outer = new TypedMap(obj.map('weir_policy'), u32(), u32());
+    this.events = obj.map('weir_events');
+    this.#eventsLost = new TypedMap(obj.map('weir_events_lost'), u32(), perCpu(u64()));
+  }
+
+  /** Flow events the datapath could not reserve room for (ring full), summed over CPUs. */
+  eventsLost(): bigint {
+    return (this.#eventsLost.lookup(0) ?? []).reduce((a, n) => a + n, 0n);
   }
 
   static open(opts: DatapathOptions = {}): Datapath {
@@ -128,6 +148,19 @@ export class Datapath {
     const ctMax = opts.ctMax ?? 262144;
     if (!Number.isInteger(ctMax) || ctMax < 1024 || ctMax > 1 << 24)
       throw fail('ERR_DATAPATH_CONFIG', `ctMax ${ctMax} is not within 1024..16777216`, 'ctMax');
+    const eventsBytes = opts.eventsBufferBytes ?? 4 << 20;
+    // The kernel wants a power-of-2 multiple of the page size (4 KiB on weir's platforms).
+    if (
+      !Number.isInteger(eventsBytes) ||
+      eventsBytes < 4096 ||
+      eventsBytes > 1 << 30 ||
+      (eventsBytes & (eventsBytes - 1)) !== 0
+    )
+      throw fail(
+        'ERR_DATAPATH_CONFIG',
+        `eventsBufferBytes ${eventsBytes} is not a power of 2 within 4096..1073741824`,
+        'eventsBufferBytes',
+      );
     const config = { ...defaultConfig, ...opts.config };
     const vars: Record<string, ConfigValue> = {};
     for (const [k, v] of Object.entries(config) as [keyof DatapathConfig, number][]) {
@@ -144,6 +177,7 @@ export class Datapath {
     try {
       obj.setConfig(vars);
       obj.setMapMaxEntries('weir_ct', ctMax);
+      obj.setMapMaxEntries('weir_events', eventsBytes);
       if (opts.pinDir) for (const name of MAP_NAMES) obj.reuseOrPinMap(name, join(opts.pinDir, name));
       obj.load();
       if (opts.pinDir) {

@@ -50,20 +50,7 @@ export class CtMap {
 
   /** Every entry, expired ones included (flagged), against the monotonic clock at `nowNs`. */
   list(nowNs: bigint = monotonicNowNs()): CtConnection[] {
-    return this.typed.lookupBatch().map(([k, v]) => ({
-      ...tupleOf(k),
-      state: STATE_NAMES[v.state] ?? 'unknown',
-      packetsFwd: v.packetsFwd,
-      bytesFwd: v.bytesFwd,
-      packetsRev: v.packetsRev,
-      bytesRev: v.bytesRev,
-      lifetimeNs: v.lifetimeNs,
-      expired: nowNs > v.lifetimeNs,
-      cookie: v.cookie,
-      srcIdentity: v.srcIdentity,
-      tcpFlagsFwd: v.tcpFlagsFwd,
-      tcpFlagsRev: v.tcpFlagsRev,
-    }));
+    return this.typed.lookupBatch().map(([k, v]) => connectionOf(k, v, nowNs));
   }
 
   get(t: CtTuple): CtRawEntry | undefined {
@@ -81,11 +68,17 @@ export class CtMap {
 
   /** Deletes entries whose lifetime passed before `nowNs`; returns how many. */
   gc(nowNs: bigint = monotonicNowNs()): number {
-    const expired = this.typed
-      .lookupBatch()
-      .filter(([, v]) => nowNs > v.lifetimeNs)
-      .map(([k]) => k);
-    return this.typed.deleteBatch(expired);
+    return this.collect(nowNs).length;
+  }
+
+  /**
+   * As gc(), but returns the deleted connections with their final counters (the flow pipeline
+   * reports them as closed: the datapath sends TRACE_CLOSE only for TCP closes it sees). An entry
+   * that disappeared meanwhile (LRU eviction) is left out.
+   */
+  collect(nowNs: bigint = monotonicNowNs()): CtConnection[] {
+    const expired = this.typed.lookupBatch().filter(([, v]) => nowNs > v.lifetimeNs);
+    return expired.filter(([k]) => this.typed.delete(k)).map(([k, v]) => connectionOf(k, v, nowNs));
   }
 
   /** Deletes every entry; returns how many there were. */
@@ -93,6 +86,23 @@ export class CtMap {
     const keys = [...this.typed.keys()];
     return this.typed.deleteBatch(keys);
   }
+}
+
+function connectionOf(k: CtRawKey, v: CtRawEntry, nowNs: bigint): CtConnection {
+  return {
+    ...tupleOf(k),
+    state: STATE_NAMES[v.state] ?? 'unknown',
+    packetsFwd: v.packetsFwd,
+    bytesFwd: v.bytesFwd,
+    packetsRev: v.packetsRev,
+    bytesRev: v.bytesRev,
+    lifetimeNs: v.lifetimeNs,
+    expired: nowNs > v.lifetimeNs,
+    cookie: v.cookie,
+    srcIdentity: v.srcIdentity,
+    tcpFlagsFwd: v.tcpFlagsFwd,
+    tcpFlagsRev: v.tcpFlagsRev,
+  };
 }
 
 function tupleOf(k: CtRawKey): CtTuple {

@@ -16,3 +16,6 @@ export const runDir = process.env.WEIR_RUN_DIR ?? '/run/weir';
 /** Root of weir's pinned BPF objects. */
 export const bpffsRoot = '/sys/fs/bpf';
 export const pinRoot = join(bpffsRoot, 'weir');
+
+/** The project's shared material (conformance cases, docs): `../shared` beside the checkout. */
+export const sharedDir = process.env.WEIR_SHARED_DIR ?? join(repoRoot, '..', 'shared');

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Lab } from '../../src/lab/index.js';
 import { stopAgent } from '../../src/agent/spawn.js';
-import { runDir } from '../../src/shared/paths.js';
+import { runDir, sharedDir } from '../../src/shared/paths.js';
 import { weir } from '../support/cli.js';
 
 const suites = ['netpol', 'cnp'] as const;
@@ -98,7 +98,7 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
     const runs = await Promise.all(
       suites.map(async (suite) => {
         const started = Date.now();
-        const dir = `/work/shared/conformance/${suite}/cases`;
+        const dir = join(sharedDir, 'conformance', suite, 'cases');
         const r = await run(
           ['conformance', 'run', '--cases', dir, '--mode', 'datapath', '-o', 'json'],
           300_000,
@@ -159,7 +159,7 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
   it('removes its lab when interrupted (SIGINT)', async () => {
     let signalled = false;
     const r = await run(
-      ['conformance', 'run', '--cases', '/work/shared/conformance/cnp/cases', '--mode', 'datapath'],
+      ['conformance', 'run', '--cases', join(sharedDir, 'conformance', 'cnp', 'cases'), '--mode', 'datapath'],
       60_000,
       (stderr, child) => {
         if (!signalled && /lab conf-\d+-1 up/.test(stderr)) {

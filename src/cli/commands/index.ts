@@ -9,6 +9,7 @@ import { getCommand } from './get.js';
 import { registerInspectCommands } from './inspect.js';
 import { labCommand } from './lab.js';
 import { registerPolicyCommands } from './policy.js';
+import { uiCommand } from './ui.js';
 
 export function registerCommands(program: Command): void {
   program.addCommand(labCommand());
@@ -19,4 +20,5 @@ export function registerCommands(program: Command): void {
   registerPolicyCommands(program);
   registerConformanceCommands(program);
   registerInspectCommands(program);
+  program.addCommand(uiCommand());
 }

@@ -1,0 +1,256 @@
+// `weir ui`'s HTTP server, in the root namespace on loopback: the page's static files, and the
+// lab agent's data (which sits behind a root-only unix socket) for the browser:
+//   GET /api/flows?<filters>   the agent's NDJSON flow stream, passed through (curl-friendly)
+//   GET /api/events?<filters>  the same flows pushed to the page as Server-Sent Events, plus the
+//                              agent's endpoints whenever they change
+//   GET /api/endpoints         the agent's endpoints (JSON)
+//   GET /api/info              which lab this is
+//   GET /metrics               the agent's Prometheus metrics (text)
+// Server-Sent Events rather than WebSocket: the push is one-way (the page changes filters by
+// reopening the stream, which re-asks the agent with the new filters), EventSource reconnects by
+// itself, and it needs no dependency.
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { AgentClient } from '../agent/client.js';
+import { WeirError } from '../shared/errors.js';
+import { repoRoot } from '../shared/paths.js';
+import { streamAgent, type AgentStream } from './agent-stream.js';
+import type { ListenAddress } from './listen.js';
+
+export interface UiOptions {
+  lab: string;
+  /** The agent's API socket. */
+  agentSocket: string;
+  listen: ListenAddress;
+  /** How often the page's endpoint list is refreshed from the agent (ms). */
+  endpointsEveryMs?: number;
+}
+
+export interface UiServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+const staticDir = join(repoRoot, 'src', 'ui', 'static');
+const viewDir = join(repoRoot, 'dist', 'src', 'ui', 'view');
+/** Flows the page asks the agent to replay when it (re)connects, at most. */
+const maxLast = 4095;
+const defaultLast = 200;
+/** Parameters of the agent's flow API that the UI sets itself. */
+const controlParams = new Set(['follow', 'last', 'first', 'since', 'until', 'all']);
+
+const securityHeaders = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'content-security-policy':
+    "default-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+};
+
+function send(res: ServerResponse, status: number, type: string, body: string | Buffer): void {
+  res.writeHead(status, { ...securityHeaders, 'content-type': type, 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+function sendError(res: ServerResponse, status: number, err: unknown): void {
+  const e =
+    err instanceof WeirError
+      ? err
+      : new WeirError('ERR_UI_INTERNAL', err instanceof Error ? err.message : String(err));
+  send(res, status, 'application/json', JSON.stringify({ error: { code: e.code, message: e.message } }));
+}
+
+/** The agent's flow query for the page's filters: filters pass through, the window is the UI's. */
+export function agentFlowPath(search: URLSearchParams, follow: boolean): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of search) if (!controlParams.has(k) && v !== '') q.append(k, v);
+  const lastText = search.get('last');
+  const last = lastText === null ? defaultLast : Number(lastText);
+  if (!Number.isInteger(last) || last < 0 || last > maxLast)
+    throw new WeirError('ERR_UI_QUERY', `last must be an integer within 0..${maxLast}, not '${lastText}'`, {
+      location: { field: 'last' },
+    });
+  q.set('last', String(last));
+  if (follow) q.set('follow', '1');
+  return `/v1/flows?${q}`;
+}
+
+async function serveFile(res: ServerResponse, file: string, type: string): Promise<void> {
+  try {
+    send(res, 200, type, await readFile(file));
+  } catch {
+    sendError(res, 404, new WeirError('ERR_UI_NOT_FOUND', `${file} is missing (run make)`));
+  }
+}
+
+function staticRoute(path: string): { file: string; type: string } | undefined {
+  if (path === '/' || path === '/index.html')
+    return { file: join(staticDir, 'index.html'), type: 'text/html; charset=utf-8' };
+  if (path === '/style.css') return { file: join(staticDir, 'style.css'), type: 'text/css; charset=utf-8' };
+  if (path === '/app.js') return { file: join(staticDir, 'app.js'), type: 'text/javascript; charset=utf-8' };
+  // The page's pure modules, compiled by tsc from src/ui/view (only plain names: no traversal).
+  const m = /^\/view\/([a-z][a-z-]*)\.js$/.exec(path);
+  if (m?.[1] && !m[1].endsWith('-test'))
+    return { file: join(viewDir, `${m[1]}.js`), type: 'text/javascript; charset=utf-8' };
+  return undefined;
+}
+
+/** Streams the agent's flows as Server-Sent Events, with endpoint snapshots when they change. */
+function serveEvents(
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  o: UiOptions,
+  client: AgentClient,
+): void {
+  let path: string;
+  try {
+    path = agentFlowPath(url.searchParams, true);
+  } catch (err) {
+    return sendError(res, 400, err);
+  }
+  res.writeHead(200, {
+    ...securityHeaders,
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-store',
+    connection: 'keep-alive',
+  });
+  res.write('retry: 2000\n\n');
+  let done = false;
+  let behind = 0;
+  const event = (name: string, data: unknown) => {
+    if (done) return;
+    res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+  // A page that reads slower than flows arrive loses flows here, and is told so like any loss.
+  const flowLine = (line: string) => {
+    if (done) return;
+    if (res.writableNeedDrain) {
+      behind++;
+      return;
+    }
+    if (behind > 0) {
+      event('message', { lost_events: { source: 'UI_SERVER_QUEUE', num_events_lost: behind } });
+      behind = 0;
+    }
+    res.write(`data: ${line}\n\n`);
+  };
+  let lastEndpoints = '';
+  const pollEndpoints = async () => {
+    try {
+      const body = await client.text('/v1/endpoints');
+      if (body !== lastEndpoints) {
+        lastEndpoints = body;
+        event('endpoints', JSON.parse(body));
+      }
+    } catch (err) {
+      event('problem', { code: (err as WeirError).code ?? 'ERR_UI_AGENT', message: (err as Error).message });
+    }
+  };
+  void pollEndpoints();
+  const poll = setInterval(() => void pollEndpoints(), o.endpointsEveryMs ?? 2000);
+  const keepAlive = setInterval(() => !done && res.write(': keep-alive\n\n'), 15_000);
+  const stop = () => {
+    done = true;
+    clearInterval(poll);
+    clearInterval(keepAlive);
+    stream.close();
+  };
+  // onEnd runs asynchronously, after `stream` is set.
+  const stream: AgentStream = streamAgent(o.agentSocket, path, {
+    onLine: flowLine,
+    onEnd: (err) => {
+      if (done) return;
+      event(
+        'problem',
+        err
+          ? { code: err.code, message: err.message }
+          : { code: 'ERR_UI_STREAM_ENDED', message: 'the agent ended the flow stream' },
+      );
+      stop();
+      res.end();
+    },
+  });
+  req.on('close', stop);
+}
+
+/** The agent's NDJSON flow stream, passed through as it is. */
+function serveFlows(req: IncomingMessage, res: ServerResponse, url: URL, o: UiOptions): void {
+  let path: string;
+  try {
+    path = agentFlowPath(url.searchParams, url.searchParams.get('follow') === '1');
+  } catch (err) {
+    return sendError(res, 400, err);
+  }
+  const stream = streamAgent(o.agentSocket, path, {
+    onOpen: () =>
+      res.writeHead(200, {
+        ...securityHeaders,
+        'content-type': 'application/x-ndjson',
+        'cache-control': 'no-store',
+      }),
+    onLine: (line) => res.write(line + '\n'),
+    onEnd: (err) => {
+      if (err && !res.headersSent) sendError(res, err.code === 'ERR_AGENT_UNREACHABLE' ? 502 : 400, err);
+      else res.end();
+    },
+  });
+  req.on('close', () => stream.close());
+}
+
+export async function startUi(o: UiOptions): Promise<UiServer> {
+  const client = new AgentClient(o.agentSocket, 10_000);
+  let allowedHosts = new Set<string>();
+  const server: Server = createServer((req, res) => {
+    // Browsers reach loopback from any web page (DNS rebinding); only our own host names are served.
+    if (!allowedHosts.has(req.headers.host ?? ''))
+      return sendError(
+        res,
+        421,
+        new WeirError('ERR_UI_HOST', `unexpected Host header '${req.headers.host ?? ''}'`),
+      );
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return sendError(res, 405, new WeirError('ERR_UI_METHOD', `${req.method} is not served`));
+    const url = new URL(req.url ?? '/', 'http://ui.invalid');
+    const route = staticRoute(url.pathname);
+    if (route) return void serveFile(res, route.file, route.type);
+    if (url.pathname === '/api/events') return serveEvents(req, res, url, o, client);
+    if (url.pathname === '/api/flows') return serveFlows(req, res, url, o);
+    if (url.pathname === '/api/info')
+      return send(res, 200, 'application/json', JSON.stringify({ lab: o.lab }));
+    if (url.pathname === '/api/endpoints')
+      return void client.text('/v1/endpoints').then(
+        (body) => send(res, 200, 'application/json', body),
+        (err: unknown) => sendError(res, 502, err),
+      );
+    if (url.pathname === '/metrics')
+      return void client.text('/metrics').then(
+        (body) => send(res, 200, 'text/plain; version=0.0.4; charset=utf-8', body),
+        (err: unknown) => sendError(res, 502, err),
+      );
+    sendError(res, 404, new WeirError('ERR_UI_NOT_FOUND', `nothing at ${url.pathname}`));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        new WeirError('ERR_UI_LISTEN', `cannot listen on ${o.listen.host}:${o.listen.port}: ${err.message}`, {
+          cause: err,
+          location: { field: '--listen' },
+        }),
+      ),
+    );
+    server.listen(o.listen.port, o.listen.host, resolve);
+  });
+  const port = (server.address() as AddressInfo).port;
+  const hostPart = o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host;
+  allowedHosts = new Set([`${hostPart}:${port}`, `localhost:${port}`]);
+  return {
+    url: `http://${hostPart}:${port}/`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,147 @@
+// The page's glue: filters <-> URL, the Server-Sent Events stream, and drawing. What flows mean
+// and how the map is laid out lives in the typed modules under /view/ (src/ui/view/*.ts).
+import { flowRow, isDrop } from '/view/flow.js';
+import { ServiceMap, edgeClass, renderSvg } from '/view/service-map.js';
+
+const MAX_ROWS = 500;
+const FILTERS = ['namespace', 'pod', 'from-pod', 'to-pod', 'verdict', 'protocol', 'port', 'type', 'label'];
+const COLUMNS = [
+  'time',
+  'source',
+  'destination',
+  'port',
+  'verdict',
+  'dropReason',
+  'policy',
+  'direction',
+  'type',
+  'summary',
+];
+
+const $ = (id) => document.getElementById(id);
+const form = $('filters');
+const tbody = $('flows').querySelector('tbody');
+const map = new ServiceMap();
+let source;
+let seen = 0;
+let dropped = 0;
+const lost = new Map();
+let drawPending = false;
+
+function filtersFromForm() {
+  const q = new URLSearchParams();
+  for (const name of FILTERS) {
+    const v = String(new FormData(form).get(name) ?? '').trim();
+    if (v) q.set(name, v);
+  }
+  return q;
+}
+
+function formFromUrl() {
+  const q = new URLSearchParams(location.search);
+  for (const name of FILTERS) if (form.elements[name]) form.elements[name].value = q.get(name) ?? '';
+}
+
+function drawMap() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => {
+    drawPending = false;
+    $('map').innerHTML = renderSvg(map.layout());
+  });
+}
+
+function drawStatus(state) {
+  const stream = state ?? $('status').dataset.state ?? 'connecting';
+  $('status').dataset.state = stream;
+  $('status').dataset.seen = String(seen);
+  $('status').textContent = `${stream} · ${seen} flows seen · ${dropped} dropped`;
+  const total = [...lost.values()].reduce((a, b) => a + b, 0);
+  $('lost').hidden = total === 0;
+  $('lost').dataset.lost = String(total);
+  $('lost').textContent = `EVENTS LOST: ${total} (${[...lost].map(([s, n]) => `${s}: ${n}`).join(', ')})`;
+}
+
+function addRow(flow) {
+  const row = flowRow(flow);
+  const cls = edgeClass(row.verdict);
+  const tr = document.createElement('tr');
+  tr.className = cls;
+  tr.dataset.verdict = row.verdict;
+  for (const col of COLUMNS) {
+    const td = document.createElement('td');
+    td.className = col === 'dropReason' ? 'reason' : col;
+    if (col === 'verdict') {
+      const span = document.createElement('span');
+      span.className = `verdict verdict-${cls}`;
+      span.textContent = `${cls === 'forwarded' ? '\u2713' : cls === 'dropped' ? '\u2717' : '\u2022'} ${row.verdict}`;
+      td.append(span);
+    } else td.textContent = row[col];
+    tr.append(td);
+  }
+  tbody.prepend(tr);
+  while (tbody.rows.length > MAX_ROWS) tbody.lastElementChild.remove();
+}
+
+function onLine(msg) {
+  if (msg.flow) {
+    seen++;
+    if (isDrop(msg.flow.verdict ?? '')) dropped++;
+    map.addFlow(msg.flow);
+    addRow(msg.flow);
+    drawMap();
+  } else if (msg.lost_events) {
+    const s = msg.lost_events.source ?? 'UNKNOWN';
+    lost.set(s, (lost.get(s) ?? 0) + (msg.lost_events.num_events_lost ?? 0));
+  }
+  drawStatus();
+}
+
+function problem(text) {
+  $('problem').hidden = !text;
+  $('problem').textContent = text ?? '';
+}
+
+/** (Re)opens the stream with the form's filters; the agent replays its recent flows first. */
+function connect() {
+  source?.close();
+  const q = filtersFromForm();
+  history.replaceState(null, '', q.size ? `?${q}` : location.pathname);
+  source = new EventSource(`/api/events?${q}`);
+  source.onopen = () => {
+    // Every (re)connection replays the agent's recent flows: start the view over.
+    map.clearFlows();
+    tbody.replaceChildren();
+    seen = 0;
+    dropped = 0;
+    lost.clear();
+    problem();
+    drawStatus('live');
+    drawMap();
+  };
+  source.onmessage = (e) => onLine(JSON.parse(e.data));
+  source.addEventListener('endpoints', (e) => {
+    for (const ep of JSON.parse(e.data).items ?? []) map.addPod(ep.namespace, ep.pod);
+    drawMap();
+  });
+  source.addEventListener('problem', (e) => {
+    const p = JSON.parse(e.data);
+    problem(`${p.code}: ${p.message}`);
+  });
+  source.onerror = () => drawStatus('reconnecting');
+}
+
+form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  connect();
+});
+form.addEventListener('reset', () => setTimeout(connect));
+// Menus apply at once; text fields on Enter (submit).
+form.addEventListener('change', (e) => e.target instanceof HTMLSelectElement && connect());
+
+fetch('/api/info')
+  .then((r) => r.json())
+  .then((info) => ($('lab').textContent = `lab ${info.lab}`))
+  .catch(() => {});
+formFromUrl();
+connect();

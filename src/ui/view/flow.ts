@@ -1,0 +1,169 @@
+// The slice of a Hubble-like Flow (cilium-facts §4.2, JSON with proto field names) that the page
+// shows, and how each part reads. Runs in the browser too, so it imports nothing at run time.
+
+export interface FlowEndpoint {
+  ID?: number;
+  identity?: number;
+  namespace?: string;
+  pod_name?: string;
+  labels?: string[];
+}
+
+export interface PolicyRef {
+  name?: string;
+  namespace?: string;
+  kind?: string;
+}
+
+export interface Flow {
+  time?: string;
+  uuid?: string;
+  verdict?: string;
+  drop_reason_desc?: string;
+  IP?: { source?: string; destination?: string; ipVersion?: string };
+  l4?: {
+    TCP?: { source_port?: number; destination_port?: number; flags?: Record<string, boolean> };
+    UDP?: { source_port?: number; destination_port?: number };
+    SCTP?: { source_port?: number; destination_port?: number };
+    ICMPv4?: { type?: number; code?: number };
+    ICMPv6?: { type?: number; code?: number };
+  };
+  source?: FlowEndpoint;
+  destination?: FlowEndpoint;
+  Type?: string;
+  event_type?: { type?: number; sub_type?: number };
+  traffic_direction?: string;
+  is_reply?: boolean;
+  ingress_allowed_by?: PolicyRef[];
+  egress_allowed_by?: PolicyRef[];
+  ingress_denied_by?: PolicyRef[];
+  egress_denied_by?: PolicyRef[];
+  Summary?: string;
+}
+
+/** One line of the agent's flow stream. */
+export type FlowEvent = { flow: Flow } | { lost_events: { source?: string; num_events_lost?: number } };
+
+/** Where a peer sits on the map: a pod, or an outside peer (world, host, a CIDR, a bare IP). */
+export interface Peer {
+  key: string;
+  label: string;
+  /** Column title: the pod's namespace, or '' for peers outside any namespace. */
+  namespace: string;
+  kind: 'pod' | 'world' | 'host' | 'cidr' | 'ip';
+}
+
+function reserved(labels: string[] | undefined, name: string): boolean {
+  return (labels ?? []).some((l) => l === `reserved:${name}`);
+}
+
+/** The peer on one side of a flow; `ip` is that side's address. */
+export function peerOf(ep: FlowEndpoint | undefined, ip: string | undefined): Peer {
+  if (ep?.pod_name) {
+    const ns = ep.namespace ?? '';
+    return { key: `${ns}/${ep.pod_name}`, label: ep.pod_name, namespace: ns, kind: 'pod' };
+  }
+  const labels = ep?.labels;
+  if (reserved(labels, 'host') || reserved(labels, 'remote-node'))
+    return { key: 'host', label: 'host', namespace: '', kind: 'host' };
+  const cidr = (labels ?? []).find((l) => l.startsWith('cidr:'));
+  if (cidr) return { key: cidr, label: cidr.slice('cidr:'.length), namespace: '', kind: 'cidr' };
+  if (reserved(labels, 'world') || !ip) return { key: 'world', label: 'world', namespace: '', kind: 'world' };
+  return { key: `ip:${ip}`, label: ip, namespace: '', kind: 'ip' };
+}
+
+/** 'FORWARDED' | 'DROPPED' | ... ('UNKNOWN' when absent). */
+export function verdictOf(f: Flow): string {
+  return f.verdict ?? 'VERDICT_UNKNOWN';
+}
+
+/** Whether a verdict means the packet did not get through. */
+export function isDrop(verdict: string): boolean {
+  return verdict === 'DROPPED' || verdict === 'ERROR';
+}
+
+/** '80/TCP', '53/UDP', 'ICMPv4 8/0', or '' when the flow has no L4. */
+export function portProto(f: Flow): string {
+  const l4 = f.l4 ?? {};
+  if (l4.TCP) return `${l4.TCP.destination_port ?? '?'}/TCP`;
+  if (l4.UDP) return `${l4.UDP.destination_port ?? '?'}/UDP`;
+  if (l4.SCTP) return `${l4.SCTP.destination_port ?? '?'}/SCTP`;
+  if (l4.ICMPv4) return `ICMPv4 ${l4.ICMPv4.type ?? '?'}/${l4.ICMPv4.code ?? 0}`;
+  if (l4.ICMPv6) return `ICMPv6 ${l4.ICMPv6.type ?? '?'}/${l4.ICMPv6.code ?? 0}`;
+  return '';
+}
+
+/** TCP flags as Hubble prints them ('SYN, ACK'), or ''. */
+export function tcpFlags(f: Flow): string {
+  const flags = f.l4?.TCP?.flags;
+  if (!flags) return '';
+  return Object.keys(flags)
+    .filter((k) => flags[k])
+    .join(', ');
+}
+
+function policyNames(refs: PolicyRef[] | undefined): string[] {
+  return (refs ?? []).map((p) => (p.namespace ? `${p.namespace}/${p.name ?? '?'}` : (p.name ?? '?')));
+}
+
+/** The policies that decided the flow: allowed_by and denied_by, each 'ns/name'. */
+export function policiesOf(f: Flow): { allowedBy: string[]; deniedBy: string[] } {
+  return {
+    allowedBy: [...policyNames(f.egress_allowed_by), ...policyNames(f.ingress_allowed_by)],
+    deniedBy: [...policyNames(f.egress_denied_by), ...policyNames(f.ingress_denied_by)],
+  };
+}
+
+/** 'HH:MM:SS.mmm' in local time, or the raw text when it does not parse. */
+export function timeOf(f: Flow): string {
+  if (!f.time) return '';
+  const d = new Date(f.time);
+  if (Number.isNaN(d.getTime())) return f.time;
+  const p = (n: number, w = 2) => String(n).padStart(w, '0');
+  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+}
+
+/** 'INGRESS' | 'EGRESS' | '' (unknown). */
+export function directionOf(f: Flow): string {
+  const d = f.traffic_direction ?? '';
+  return d === 'TRAFFIC_DIRECTION_UNKNOWN' ? '' : d;
+}
+
+/** A table row: every cell as text, so the page and tests read the same strings. */
+export interface FlowRow {
+  time: string;
+  source: string;
+  destination: string;
+  port: string;
+  verdict: string;
+  dropReason: string;
+  policy: string;
+  direction: string;
+  type: string;
+  summary: string;
+}
+
+function sideText(ep: FlowEndpoint | undefined, ip: string | undefined): string {
+  const peer = peerOf(ep, ip);
+  if (peer.kind === 'pod') return peer.key;
+  return ip && peer.label !== ip ? `${ip} (${peer.label})` : (ip ?? peer.label);
+}
+
+export function flowRow(f: Flow): FlowRow {
+  const { allowedBy, deniedBy } = policiesOf(f);
+  const policy = [...allowedBy.map((n) => `allowed by ${n}`), ...deniedBy.map((n) => `denied by ${n}`)].join(
+    '; ',
+  );
+  return {
+    time: timeOf(f),
+    source: sideText(f.source, f.IP?.source),
+    destination: sideText(f.destination, f.IP?.destination),
+    port: portProto(f),
+    verdict: verdictOf(f),
+    dropReason: f.drop_reason_desc && f.drop_reason_desc !== 'DROP_REASON_UNKNOWN' ? f.drop_reason_desc : '',
+    policy,
+    direction: directionOf(f),
+    type: f.Type ?? '',
+    summary: f.Summary ?? tcpFlags(f),
+  };
+}

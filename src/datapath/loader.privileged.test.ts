@@ -94,6 +94,8 @@ describe('Datapath loader', () => {
     assert.throws(() => Datapath.open({ policyMapMax: 10 }), { code: 'ERR_DATAPATH_CONFIG' });
     assert.throws(() => Datapath.open({ ctMax: 1.5 }), { code: 'ERR_DATAPATH_CONFIG' });
     assert.throws(() => Datapath.open({ config: { ctTimeoutTcp: 0 } }), { code: 'ERR_DATAPATH_CONFIG' });
+    for (const eventsBufferBytes of [3 << 20, 2048, 2 ** 31])
+      assert.throws(() => Datapath.open({ eventsBufferBytes }), { code: 'ERR_DATAPATH_CONFIG' });
   });
 
   it('pins every map and program', () => {
@@ -142,6 +144,11 @@ describe('Datapath loader', () => {
     assert.throws(() => Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 131072 }), {
       code: 'ERR_BPF_MAP_INCOMPATIBLE',
     });
+    // The ring buffer too (its size is the map's max_entries).
+    assert.throws(
+      () => Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 65536, eventsBufferBytes: 1 << 20 }),
+      { code: 'ERR_BPF_MAP_INCOMPATIBLE', message: /weir_events/ },
+    );
   });
 
   it('detaches an endpoint completely, then destroy() removes every pin', async () => {

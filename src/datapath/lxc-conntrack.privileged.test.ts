@@ -283,4 +283,30 @@ describe('conntrack', () => {
     assert.equal(h.dp.ct.flush(), 1);
     assert.equal(h.dp.ct.list().length, 0);
   });
+
+  it('collect deletes expired entries and returns them with their final counters', () => {
+    allowAtoB();
+    const query = v4(A.v4, B.v4, udp({ sport: 3, dport: 53, payload: Buffer.alloc(30) }));
+    const answer = v4(B.v4, A.v4, udp({ sport: 53, dport: 3, payload: Buffer.alloc(100) }));
+    h.run('egress', a.ifindex, query);
+    h.run('ingress', a.ifindex, answer);
+    h.run('egress', a.ifindex, v4(A.v4, B.v4, udp({ sport: 4, dport: 53 })));
+    const old = tupleAB(3, 53, UDP);
+    const e = h.dp.ct.get(old);
+    assert.ok(e);
+    h.dp.ct.set(old, { ...e, lifetimeNs: 1n });
+    const gone = h.dp.ct.collect();
+    assert.equal(gone.length, 1);
+    assert.deepEqual(
+      [gone[0]?.sport, gone[0]?.packetsFwd, gone[0]?.bytesFwd, gone[0]?.packetsRev, gone[0]?.bytesRev],
+      [3, 1n, BigInt(query.length), 1n, BigInt(answer.length)],
+    );
+    assert.equal(gone[0]?.cookie, 42);
+    assert.equal(gone[0]?.expired, true);
+    assert.deepEqual(
+      h.dp.ct.list().map((c) => c.sport),
+      [4],
+    );
+    assert.deepEqual(h.dp.ct.collect(), []);
+  });
 });

@@ -39,6 +39,8 @@ export interface Flow {
   ingress_denied_by?: PolicyRef[];
   egress_denied_by?: PolicyRef[];
   Summary?: string;
+  /** weir's event kind ('drop', 'policy-verdict', 'trace') and trace subtype ('open', 'close'). */
+  weir?: { type?: string; trace_subtype?: string };
 }
 
 /** One line of the agent's flow stream. */
@@ -163,7 +165,9 @@ export function flowRow(f: Flow): FlowRow {
     dropReason: f.drop_reason_desc && f.drop_reason_desc !== 'DROP_REASON_UNKNOWN' ? f.drop_reason_desc : '',
     policy,
     direction: directionOf(f),
-    type: f.Type ?? '',
+    type: f.weir?.type
+      ? `${f.weir.type}${f.weir.trace_subtype ? `:${f.weir.trace_subtype}` : ''}`
+      : (f.Type ?? ''),
     summary: f.Summary ?? tcpFlags(f),
   };
 }

@@ -1,36 +1,92 @@
 // `make bench`: the datapath's cost, measured between two pods of a throw-away lab (weirbench).
-// Each scenario changes the lab (baseline: nothing; later: weir enforcing N policies, iptables
-// with N rules, ...) and every measurement runs under every scenario in the same run, so rows
-// compare like with like. Results: bench/results/<timestamp>.json, latest.json and latest.md.
+// Each scenario changes the lab (baseline: nothing; iptables with N rules; weir enforcing N
+// policy entries) and every measurement runs under every scenario in the same run, so rows compare
+// like with like. Scenarios without the agent run first: once the agent has attached its programs
+// they stay. Then the node grows to 100 and 1 000 endpoints and policy changes are timed until they
+// are in the kernel. Results: bench/results/<timestamp>.json, latest.json and latest.md.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
+import { startAgent, stopAgent } from '../src/agent/spawn.js';
 import { parseManifests } from '../src/k8s/index.js';
 import { Lab, parseLabSpec } from '../src/lab/index.js';
+import { WeirError } from '../src/shared/errors.js';
 import { repoRoot } from '../src/shared/paths.js';
 import { reportedMetrics, measurements, startServers, type BenchContext } from './measurements.js';
+import {
+  agentStatus,
+  forwardRules,
+  iptablesPolicy,
+  rssMiB,
+  tcFilters,
+  weirPolicy,
+  type Fact,
+} from './policy.js';
+import { growTo, percentile, timeEnforcement } from './scale.js';
 
 export interface Scenario {
   name: string;
   description: string;
-  setup(lab: Lab): Promise<void>;
+  /** Needs the lab's agent (the datapath attached to every pod). */
+  agent: boolean;
+  /** Shorter runs than the baseline's keep `make bench` bounded; the table says so. */
+  runs?: number;
+  seconds?: number;
+  /** Returns facts about what it set up (entries, rules, memory), reported beside its rows. */
+  setup(lab: Lab): Promise<Fact[]>;
   teardown(lab: Lab): Promise<void>;
 }
+
+const labName = 'weirbench';
+const seconds = Number(process.env.WEIR_BENCH_SECONDS ?? 5);
+const runs = Number(process.env.WEIR_BENCH_RUNS ?? 3);
+const policySeconds = Number(process.env.WEIR_BENCH_POLICY_SECONDS ?? 3);
+const policySizes = (process.env.WEIR_BENCH_SIZES ?? '1,1000,10000').split(',').map(Number);
+const endpointCounts = (process.env.WEIR_BENCH_ENDPOINTS ?? '100,1000').split(',').map(Number);
+const applies = Number(process.env.WEIR_BENCH_APPLIES ?? 30);
+const resultsDir = join(repoRoot, 'bench', 'results');
 
 /** The first scenario is the baseline the others are compared with. */
 export const scenarios: Scenario[] = [
   {
     name: 'baseline',
-    description: 'veth + routing in the lab, no weir program attached',
-    setup: async () => undefined,
+    description: 'veth + routing in the lab, no weir program attached, no iptables rule',
+    agent: false,
+    // Checked, not assumed: no tc filter on any host veth, an empty FORWARD chain.
+    setup: async (lab) => {
+      const filters = await tcFilters(lab);
+      const rules = await forwardRules((await lab.node()).netns);
+      if (filters !== 0 || rules !== 0)
+        throw new WeirError(
+          'ERR_BENCH_BASELINE',
+          `baseline is not raw: ${filters} tc filters, ${rules} rules`,
+        );
+      return [
+        { metric: 'tc filters on host veths', value: filters, unit: 'filters' },
+        { metric: 'iptables FORWARD rules', value: rules, unit: 'rules' },
+      ];
+    },
     teardown: async () => undefined,
   },
+  ...policySizes.map((n): Scenario => ({
+    name: `iptables ${n}`,
+    description: `no weir program; node FORWARD chain: conntrack accept, ${n - 1} peer rules, the client's last, DROP`,
+    agent: false,
+    runs,
+    seconds: policySeconds,
+    setup: (lab) => iptablesPolicy(lab, n).setup(),
+    teardown: (lab) => iptablesPolicy(lab, n).teardown(),
+  })),
+  ...policySizes.map((n): Scenario => ({
+    name: `weir ${n}`,
+    description: `weir enforcing the server's ingress: the client + ${n - 1} CIDR identities (/32s of 100.64.0.0/10)`,
+    agent: true,
+    runs,
+    seconds: policySeconds,
+    setup: () => weirPolicy(labName, n).setup(),
+    teardown: () => weirPolicy(labName, n).teardown(),
+  })),
 ];
-
-const labName = 'weirbench';
-const seconds = Number(process.env.WEIR_BENCH_SECONDS ?? 5);
-const runs = Number(process.env.WEIR_BENCH_RUNS ?? 3);
-const resultsDir = join(repoRoot, 'bench', 'results');
 
 const podsYaml = ['server', 'client']
   .map(
@@ -47,20 +103,29 @@ function median(xs: number[]): number {
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
 interface Row {
   scenario: string;
   metric: string;
   value: number;
   unit: string;
-  runs: number[];
-  vsBaseline?: number;
+  runs?: number[];
+  baseline?: number;
+  /** value / baseline (throughput: < 1 is slower; latency: > 1 is slower). */
+  ratio?: number;
+  note?: string;
 }
 
 function table(rows: Row[]): string {
-  const lines = ['| scenario | metric | value | unit | vs baseline |', '| --- | --- | ---: | --- | ---: |'];
+  const lines = [
+    '| scenario | metric | value | unit | baseline | value / baseline | note |',
+    '| --- | --- | ---: | --- | ---: | ---: | --- |',
+  ];
   for (const r of rows)
     lines.push(
-      `| ${r.scenario} | ${r.metric} | ${r.value} | ${r.unit} | ${r.vsBaseline === undefined ? '—' : `${(r.vsBaseline * 100).toFixed(1)} %`} |`,
+      `| ${r.scenario} | ${r.metric} | ${r.value} | ${r.unit} | ${r.baseline ?? '—'} | ` +
+        `${r.ratio === undefined ? '—' : r.ratio.toFixed(3)} | ${r.note ?? ''} |`,
     );
   return lines.join('\n') + '\n';
 }
@@ -72,11 +137,19 @@ async function main(): Promise<void> {
   const started = new Date();
   // Other work on the machine skews results; the load at the start says how much to trust them.
   const loadAvgAtStart = loadavg().map((l) => Math.round(l * 100) / 100);
-  // Ctrl-C still removes the lab (the finally below does not run on a signal).
-  process.once('SIGINT', () => void lab.down().finally(() => process.exit(130)));
-  await lab.down();
+  const teardown = async () => {
+    await stopAgent(labName);
+    await lab.down({ log });
+  };
+  // Ctrl-C still removes the lab and its agent (the finally below does not run on a signal).
+  process.once('SIGINT', () => void teardown().finally(() => process.exit(130)));
+  await teardown();
+  const fact = (scenario: string, f: Fact) => rows.push({ scenario, ...f });
   try {
-    await lab.up(parseLabSpec({ name: labName }), { log });
+    // A /21: room for the 1 000 scale endpoints beside the two measured pods.
+    await lab.up(parseLabSpec({ name: labName, nodes: [{ name: 'node1', podCIDR: '10.244.0.0/21' }] }), {
+      log,
+    });
     await lab.apply(
       [
         ...parseManifests('apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n', '<bench>'),
@@ -84,32 +157,48 @@ async function main(): Promise<void> {
       ],
       { log },
     );
-    const ctx: BenchContext = { lab, serverIP: (await lab.pod('bench/server')).ip, seconds };
     const servers = await startServers(lab);
     try {
       for (const sc of scenarios) {
+        if (sc.agent && (await agentStatus(labName).catch(() => undefined)) === undefined) {
+          log('starting the agent (it attaches the datapath to every pod)');
+          await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+          fact('weir 0 (agent, no policy)', {
+            metric: 'agent VmRSS',
+            value: rssMiB((await agentStatus(labName)).pid),
+            unit: 'MiB',
+          });
+        }
         log(`scenario ${sc.name}: ${sc.description}`);
-        await sc.setup(lab);
+        const facts = await sc.setup(lab);
+        const ctx: BenchContext = {
+          lab,
+          serverIP: (await lab.pod('bench/server')).ip,
+          seconds: sc.seconds ?? seconds,
+        };
+        const scRuns = sc.runs ?? runs;
         try {
           const values: Record<string, number[]> = {};
           for (const m of measurements)
-            for (let i = 0; i < runs; i++) {
-              log(`  ${m.name}, run ${i + 1}/${runs}`);
+            for (let i = 0; i < scRuns; i++) {
+              log(`  ${m.name}, run ${i + 1}/${scRuns}`);
               for (const [k, v] of Object.entries(await m.run(ctx))) (values[k] ??= []).push(v);
             }
           for (const { key, label, measurement } of reportedMetrics) {
             const vs = values[key] ?? [];
             const base = rows.find((r) => r.scenario === scenarios[0]?.name && r.metric === label);
-            const value = Math.round(median(vs) * 100) / 100;
+            const value = round2(median(vs));
             rows.push({
               scenario: sc.name,
               metric: label,
               value,
               unit: measurement.unit,
               runs: vs,
-              ...(base && sc !== scenarios[0] ? { vsBaseline: value / base.value } : {}),
+              note: `median of ${scRuns} × ${ctx.seconds} s`,
+              ...(base && sc !== scenarios[0] ? { baseline: base.value, ratio: value / base.value } : {}),
             });
           }
+          for (const f of facts) fact(sc.name, f);
         } finally {
           await sc.teardown(lab);
         }
@@ -117,20 +206,75 @@ async function main(): Promise<void> {
     } finally {
       for (const s of servers) s.kill('SIGKILL');
     }
+
+    for (const total of endpointCounts) {
+      log(`scale: ${total} endpoints`);
+      const podsMs = await growTo(lab, total, log);
+      const r = await timeEnforcement(lab, applies, podsMs);
+      const sc = `weir, ${r.endpoints} endpoints`;
+      const note = `${applies} applies, nearest-rank percentile`;
+      fact(sc, {
+        metric: 'apply → entry in pinned map p50',
+        value: round2(percentile(r.applyMs, 50)),
+        unit: 'ms',
+        note,
+      });
+      fact(sc, {
+        metric: 'apply → entry in pinned map p99',
+        value: round2(percentile(r.applyMs, 99)),
+        unit: 'ms',
+        note: `${note}; target < 100 ms`,
+      });
+      fact(sc, {
+        metric: 'agent regeneration p50',
+        value: round2(percentile(r.regenMs, 50)),
+        unit: 'ms',
+        note: '/v1/status lastMs after each apply',
+      });
+      fact(sc, {
+        metric: 'agent regeneration p99',
+        value: round2(percentile(r.regenMs, 99)),
+        unit: 'ms',
+        note: '/v1/status lastMs after each apply',
+      });
+      fact(sc, {
+        metric: 'pods added (lab + agent attach)',
+        value: Math.round(r.podsCreatedMs),
+        unit: 'ms',
+        note: 'workload-less pods',
+      });
+      for (const f of r.facts) fact(sc, f);
+    }
   } finally {
-    await lab.down({ log });
+    await teardown();
   }
 
   const result = {
     startedAt: started.toISOString(),
     host: { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model, loadavgAtStart: loadAvgAtStart },
-    config: { secondsPerRun: seconds, runs, statistic: 'median', latency: 'sockperf UDP ping-pong' },
+    config: {
+      secondsPerRun: seconds,
+      runs,
+      policySecondsPerRun: policySeconds,
+      policySizes,
+      endpointCounts,
+      applies,
+      statistic: 'median',
+      latency: 'sockperf UDP ping-pong',
+    },
     scenarios: scenarios.map((s) => ({ name: s.name, description: s.description })),
     rows,
+    finishedAt: new Date().toISOString(),
   };
   const md =
     `# weir benchmark, ${result.startedAt}\n\nkernel ${result.host.kernel}, ${result.host.cpus} CPUs; ` +
-    `median of ${runs} runs of ${seconds} s; pod to pod on one lab node; load average at start ${loadAvgAtStart.join(' ')}.\n\n${table(rows)}`;
+    `baseline: median of ${runs} runs of ${seconds} s, policy scenarios ${runs} runs of ${policySeconds} s; ` +
+    `pod to pod on one lab node; load average at start ${loadAvgAtStart.join(' ')}; ` +
+    `finished ${result.finishedAt}.\n\n` +
+    scenarios.map((s) => `- **${s.name}**: ${s.description}\n`).join('') +
+    `- **weir, N endpoints**: N pods attached (2 measured + workload-less ones); ${applies} policy ` +
+    `changes to one endpoint, each timed from the API call until its new entry is in the pinned map\n\n` +
+    table(rows);
   await mkdir(resultsDir, { recursive: true });
   const stamp = result.startedAt.replace(/[:.]/g, '-');
   const json = JSON.stringify(result, null, 2) + '\n';

@@ -1,0 +1,91 @@
+// The Flow record (JSON), mirroring Hubble's flow.Flow (api/v1/flow/flow.proto) field for field where
+// weir has the data, plus `weir` extras. Plain types only: the web UI bundles this file.
+
+export type Verdict = 'FORWARDED' | 'DROPPED' | 'AUDIT';
+export type TrafficDirection = 'INGRESS' | 'EGRESS' | 'TRAFFIC_DIRECTION_UNKNOWN';
+export type ObservationPoint = 'FROM_ENDPOINT' | 'TO_ENDPOINT' | 'UNKNOWN_POINT';
+/** Hubble's `hubble observe --type` names of the event kinds weir emits. */
+export type FlowKind = 'drop' | 'policy-verdict' | 'trace';
+
+export interface FlowEndpoint {
+  /** Endpoint id (0: not a local endpoint). */
+  ID: number;
+  identity: number;
+  namespace?: string;
+  /** "k8s:key=value", "reserved:world", "cidr:1.2.3.4/32". */
+  labels: string[];
+  pod_name?: string;
+}
+
+export interface TcpFlags {
+  SYN?: boolean;
+  ACK?: boolean;
+  FIN?: boolean;
+  RST?: boolean;
+  PSH?: boolean;
+}
+
+export interface FlowL4 {
+  TCP?: { source_port: number; destination_port: number; flags?: TcpFlags };
+  UDP?: { source_port: number; destination_port: number };
+  SCTP?: { source_port: number; destination_port: number };
+  ICMPv4?: { type: number; code: number };
+  ICMPv6?: { type: number; code: number };
+}
+
+/** A policy that allowed or denied the flow (Hubble's flow.Policy). */
+export interface FlowPolicy {
+  name: string;
+  namespace?: string;
+  kind: string;
+  /** The rule inside the policy, e.g. "CiliumNetworkPolicy app/p ingressDeny[0]". */
+  rule: string;
+}
+
+export interface Flow {
+  /** RFC 3339 with nanoseconds. */
+  time: string;
+  uuid: string;
+  verdict: Verdict;
+  drop_reason?: number;
+  drop_reason_desc?: string;
+  /** Absent when the packet was dropped before its IP header was parsed. */
+  IP?: { source: string; destination: string; ipVersion: 'IPv4' | 'IPv6' };
+  l4?: FlowL4;
+  source: FlowEndpoint;
+  destination: FlowEndpoint;
+  Type: 'L3_L4';
+  node_name: string;
+  /** Monitor message type (1 drop, 4 trace, 9 policy verdict) and subtype, like Cilium's. */
+  event_type: { type: number; sub_type: number };
+  traffic_direction: TrafficDirection;
+  trace_observation_point: ObservationPoint;
+  is_reply: boolean;
+  Summary: string;
+  ingress_allowed_by?: FlowPolicy[];
+  egress_allowed_by?: FlowPolicy[];
+  ingress_denied_by?: FlowPolicy[];
+  egress_denied_by?: FlowPolicy[];
+  interface?: { index: number };
+  weir: {
+    type: FlowKind;
+    trace_subtype?: 'open' | 'close';
+    /** Bytes of the packet (drop, policy-verdict). */
+    len?: number;
+    /** Connection counters (trace). */
+    packets_fwd?: number;
+    bytes_fwd?: number;
+    packets_rev?: number;
+    bytes_rev?: number;
+    /** A close trace made by the agent's conntrack GC (the entry expired). */
+    expired?: boolean;
+  };
+}
+
+export type LostSource = 'PERF_EVENT_RING_BUFFER' | 'OBSERVER_EVENTS_QUEUE' | 'HUBBLE_RING_BUFFER';
+
+/** One line of GET /v1/flows (Hubble's GetFlowsResponse oneof). */
+export type FlowsLine = { flow: Flow } | { lost_events: { source: LostSource; num_events_lost: number } };
+
+/** Monitor message types (Cilium's pkg/monitor/api) used in event_type.type. */
+export const EVENT_TYPE = { drop: 1, trace: 4, 'policy-verdict': 9 } as const;

@@ -1,0 +1,109 @@
+// How flows print: `hubble observe`'s compact line and a table row. Pure (the web UI uses it too).
+import type { Flow, FlowEndpoint, FlowPolicy } from './flow.js';
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+
+/** "Nov 21 23:59:01.123" in local time, like hubble. */
+export function shortTime(rfc3339: string): string {
+  const d = new Date(rfc3339);
+  if (Number.isNaN(d.getTime())) return rfc3339;
+  return `${MONTHS[d.getMonth()]} ${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+function ports(f: Flow): [number | undefined, number | undefined] {
+  const p = f.l4?.TCP ?? f.l4?.UDP ?? f.l4?.SCTP;
+  return [p?.source_port, p?.destination_port];
+}
+
+/** "ns/pod:port (ID:256)", or "ip:port (world)" for reserved peers. */
+export function endpointText(ep: FlowEndpoint, ip: string | undefined, port: number | undefined): string {
+  const name = ep.pod_name ? `${ep.namespace}/${ep.pod_name}` : (ip ?? '?');
+  const host = port !== undefined && port !== 0 ? `${name}:${port}` : name;
+  const reserved = ep.labels.find((l) => l.startsWith('reserved:'));
+  return `${host} (${reserved ? reserved.slice('reserved:'.length) : `ID:${ep.identity}`})`;
+}
+
+export function decidingPolicies(f: Flow): FlowPolicy[] {
+  return [
+    ...(f.ingress_denied_by ?? []),
+    ...(f.egress_denied_by ?? []),
+    ...(f.ingress_allowed_by ?? []),
+    ...(f.egress_allowed_by ?? []),
+  ];
+}
+
+/** Hubble's drop reason text, from the flow itself (no table needed in the browser). */
+const REASON_TEXT: Record<string, string> = {
+  POLICY_DENIED: 'Policy denied',
+  POLICY_DENY: 'Policy denied by denylist',
+  INVALID_SOURCE_IP: 'Invalid source ip',
+  INVALID_PACKET_DROPPED: 'Invalid packet',
+  CT_TRUNCATED_OR_INVALID_HEADER: 'CT: Invalid header',
+  CT_MISSING_TCP_ACK_FLAG: 'CT: Missing TCP ACK flag',
+  CT_UNKNOWN_L4_PROTOCOL: 'Unknown L4 protocol',
+  ENDPOINT_NOT_READY: 'Endpoint not ready',
+  POLICY_FAIL_CLOSED: 'Policy did not fit the endpoint policy map (fail closed)',
+};
+
+export function dropText(f: Flow): string {
+  const desc = f.drop_reason_desc ?? '';
+  return REASON_TEXT[desc] ?? (desc || `drop reason ${f.drop_reason ?? '?'}`);
+}
+
+/** The event part: "policy-verdict:L3-L4 INGRESS ALLOWED", "drop EGRESS DROPPED (Policy denied)". */
+export function eventText(f: Flow): string {
+  const dir = f.traffic_direction === 'TRAFFIC_DIRECTION_UNKNOWN' ? '' : `${f.traffic_direction} `;
+  switch (f.weir.type) {
+    case 'policy-verdict': {
+      const match = decidingPolicies(f).length > 0 ? 'L3-L4' : 'none';
+      return `policy-verdict:${match} ${dir}${f.verdict === 'DROPPED' ? 'DENIED' : 'ALLOWED'}`;
+    }
+    case 'drop':
+      return `drop ${dir}DROPPED (${dropText(f)})`;
+    case 'trace': {
+      const w = f.weir;
+      const counts =
+        w.trace_subtype === 'close'
+          ? ` [${w.packets_fwd ?? 0} pkts/${w.bytes_fwd ?? 0} B -> ${w.packets_rev ?? 0} pkts/${w.bytes_rev ?? 0} B${w.expired ? ', expired' : ''}]`
+          : '';
+      return `trace:${w.trace_subtype ?? 'open'} ${dir}FORWARDED${counts}`;
+    }
+  }
+}
+
+/** One `hubble observe` compact line. Replies print responder <- initiator order reversed like hubble. */
+export function compactLine(f: Flow): string {
+  const [sport, dport] = ports(f);
+  const src = endpointText(f.source, f.IP?.source, sport);
+  const dst = endpointText(f.destination, f.IP?.destination, dport);
+  const pair = f.is_reply ? `${dst} <- ${src}` : `${src} -> ${dst}`;
+  const policies = decidingPolicies(f).map((p) => p.rule);
+  const by = policies.length > 0 ? ` by ${policies.join(', ')}` : '';
+  return `${shortTime(f.time)}: ${pair} ${eventText(f)} (${f.Summary})${by}`;
+}
+
+export interface FlowRow {
+  time: string;
+  source: string;
+  destination: string;
+  type: string;
+  verdict: string;
+  summary: string;
+  policy: string;
+}
+
+export function flowRow(f: Flow): FlowRow {
+  const [sport, dport] = ports(f);
+  return {
+    time: shortTime(f.time),
+    source: endpointText(f.source, f.IP?.source, sport),
+    destination: endpointText(f.destination, f.IP?.destination, dport),
+    type: f.weir.trace_subtype ? `trace:${f.weir.trace_subtype}` : f.weir.type,
+    verdict: f.verdict === 'DROPPED' ? `DROPPED (${dropText(f)})` : f.verdict,
+    summary: f.Summary,
+    policy: decidingPolicies(f)
+      .map((p) => p.rule)
+      .join(', '),
+  };
+}

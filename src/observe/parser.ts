@@ -1,0 +1,180 @@
+// Parser: one datapath event (struct flow_event, bpf/lib/common.h) -> one Flow (Hubble's flow.Flow
+// shape). Dispatches on the event type like Hubble's parser; the numbers get their names from the
+// Enricher.
+import { randomUUID } from 'node:crypto';
+import { dropReasonText } from '../datapath/drop-reasons.js';
+import { TraceType, type FlowEvent } from '../datapath/maps/events/index.js';
+import type { EndpointMeta, Enricher } from './enrich.js';
+import { EVENT_TYPE, type Flow, type FlowL4, type TcpFlags } from './flow.js';
+
+export type { FlowEvent } from '../datapath/maps/events/index.js';
+
+const IPPROTO = { ICMP: 1, TCP: 6, UDP: 17, ICMPV6: 58, SCTP: 132 } as const;
+
+/** Hubble's DropReason enum names (flow.proto) for the codes weir's datapath uses. */
+export const dropReasonDesc: Readonly<Record<number, string>> = {
+  132: 'INVALID_SOURCE_IP',
+  133: 'POLICY_DENIED',
+  134: 'INVALID_PACKET_DROPPED',
+  135: 'CT_TRUNCATED_OR_INVALID_HEADER',
+  136: 'CT_MISSING_TCP_ACK_FLAG',
+  137: 'CT_UNKNOWN_L4_PROTOCOL',
+  139: 'UNKNOWN_L3_TARGET_ADDRESS',
+  143: 'UNSUPPORTED_L3_PROTOCOL',
+  155: 'CT_MAP_INSERTION_FAILED',
+  157: 'IP_FRAGMENTATION_NOT_SUPPORTED',
+  158: 'SERVICE_BACKEND_NOT_FOUND',
+  171: 'INVALID_IDENTITY',
+  181: 'POLICY_DENY',
+  203: 'ENDPOINT_NOT_READY',
+  240: 'POLICY_FAIL_CLOSED',
+};
+
+export function dropReasonName(reason: number): string {
+  return dropReasonDesc[reason] ?? 'DROP_REASON_UNKNOWN';
+}
+
+/** Text Hubble prints for a drop reason ("Policy denied"). */
+export function dropReasonMessage(reason: number): string {
+  return dropReasonText[reason] ?? `Unknown drop reason ${reason}`;
+}
+
+export function tcpFlagsOf(bits: number): TcpFlags | undefined {
+  const f: TcpFlags = {};
+  if (bits & 0x01) f.FIN = true;
+  if (bits & 0x02) f.SYN = true;
+  if (bits & 0x04) f.RST = true;
+  if (bits & 0x08) f.PSH = true;
+  if (bits & 0x10) f.ACK = true;
+  return Object.keys(f).length > 0 ? f : undefined;
+}
+
+function l4Of(ev: FlowEvent): FlowL4 | undefined {
+  const ports = { source_port: ev.sport, destination_port: ev.dport };
+  switch (ev.proto) {
+    case IPPROTO.TCP: {
+      const flags = tcpFlagsOf(ev.tcpFlags);
+      return { TCP: { ...ports, ...(flags ? { flags } : {}) } };
+    }
+    case IPPROTO.UDP:
+      return { UDP: ports };
+    case IPPROTO.SCTP:
+      return { SCTP: ports };
+    // The datapath does not split ICMP type/code out of the ports (see struct flow_event).
+    case IPPROTO.ICMP:
+      return { ICMPv4: { type: ev.sport >> 8, code: ev.sport & 0xff } };
+    case IPPROTO.ICMPV6:
+      return { ICMPv6: { type: ev.sport >> 8, code: ev.sport & 0xff } };
+    default:
+      return undefined;
+  }
+}
+
+/** Hubble's Summary column: "TCP Flags: SYN, ACK", "UDP", "ICMPv4", ... */
+export function summaryOf(l4: FlowL4 | undefined): string {
+  if (!l4) return 'IP';
+  if (l4.TCP) {
+    const names = (['SYN', 'FIN', 'RST', 'PSH', 'ACK'] as const).filter((k) => l4.TCP?.flags?.[k]);
+    return names.length > 0 ? `TCP Flags: ${names.join(', ')}` : 'TCP';
+  }
+  if (l4.UDP) return 'UDP';
+  if (l4.SCTP) return 'SCTP';
+  if (l4.ICMPv4) return 'ICMPv4';
+  return 'ICMPv6';
+}
+
+/** Converts bpf_ktime_get_ns() (CLOCK_MONOTONIC) to RFC 3339 wall-clock time with nanoseconds. */
+export class KtimeClock {
+  /** Wall-clock ns minus monotonic ns, sampled once. */
+  constructor(readonly offsetNs: bigint = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint()) {}
+
+  rfc3339(ktimeNs: bigint): string {
+    const wall = ktimeNs + this.offsetNs;
+    const ms = wall / 1_000_000n;
+    const nanos = (wall % 1_000_000_000n).toString().padStart(9, '0');
+    return new Date(Number(ms)).toISOString().replace(/\.\d{3}Z$/, `.${nanos}Z`);
+  }
+}
+
+export interface ParserOptions {
+  nodeName: string;
+  enricher: Enricher;
+  clock?: KtimeClock;
+  uuid?: () => string;
+}
+
+export class FlowParser {
+  readonly #o: Required<ParserOptions>;
+
+  constructor(o: ParserOptions) {
+    this.#o = { clock: new KtimeClock(), uuid: randomUUID, ...o };
+  }
+
+  /** `expired`: a close trace the agent made from a conntrack entry its GC removed. */
+  parse(ev: FlowEvent, o: { expired?: boolean } = {}): Flow {
+    const { enricher } = this.#o;
+    // The packet leaves the pod on egress (the pod is its source) and enters it on ingress.
+    const packetEgress = ev.direction === 'egress';
+    const src = ev.src ?? '';
+    const dst = ev.dst ?? '';
+    const local: EndpointMeta | undefined = enricher.localEndpoint(ev.ifindex, packetEgress ? src : dst);
+    const source = enricher.endpoint(src, ev.srcIdentity, packetEgress ? local : undefined);
+    const destination = enricher.endpoint(dst, ev.dstIdentity, packetEgress ? undefined : local);
+    if (ev.endpointId && local === undefined) (packetEgress ? source : destination).ID = ev.endpointId;
+    // Hubble's traffic_direction is the connection's: a reply travels against it.
+    const connEgress = packetEgress !== ev.reply;
+    const dropped = ev.type === 'drop' || (ev.type === 'policy-verdict' && ev.reason !== 0);
+    const l4 = l4Of(ev);
+    const flow: Flow = {
+      time: this.#o.clock.rfc3339(ev.ktimeNs),
+      uuid: this.#o.uuid(),
+      verdict: dropped ? 'DROPPED' : 'FORWARDED',
+      ...(dropped ? { drop_reason: ev.reason, drop_reason_desc: dropReasonName(ev.reason) } : {}),
+      ...(ev.family
+        ? {
+            IP: {
+              source: src,
+              destination: dst,
+              ipVersion: ev.family === 4 ? ('IPv4' as const) : ('IPv6' as const),
+            },
+          }
+        : {}),
+      ...(l4 ? { l4 } : {}),
+      source,
+      destination,
+      Type: 'L3_L4',
+      node_name: this.#o.nodeName,
+      event_type: {
+        type: EVENT_TYPE[ev.type],
+        sub_type:
+          ev.type === 'drop'
+            ? ev.reason
+            : ev.trace === 'close'
+              ? TraceType.CLOSE
+              : ev.trace
+                ? TraceType.OPEN
+                : 0,
+      },
+      traffic_direction: connEgress ? 'EGRESS' : 'INGRESS',
+      trace_observation_point: packetEgress ? 'FROM_ENDPOINT' : 'TO_ENDPOINT',
+      is_reply: ev.reply,
+      Summary: summaryOf(l4),
+      ...(ev.ifindex ? { interface: { index: ev.ifindex } } : {}),
+      weir: { type: ev.type },
+    };
+    const decided = enricher.policy(ev.cookie);
+    if (decided) {
+      const key = `${decided.ref.direction}_${decided.ref.deny ? 'denied' : 'allowed'}_by` as const;
+      flow[key] = [decided.policy];
+    }
+    if (ev.type === 'trace') {
+      flow.weir.trace_subtype = ev.trace ?? 'open';
+      flow.weir.packets_fwd = Number(ev.packetsFwd);
+      flow.weir.bytes_fwd = Number(ev.bytesFwd);
+      flow.weir.packets_rev = Number(ev.packetsRev);
+      flow.weir.bytes_rev = Number(ev.bytesRev);
+      if (o.expired) flow.weir.expired = true;
+    } else flow.weir.len = ev.len;
+    return flow;
+  }
+}

@@ -45,6 +45,52 @@ export class AgentClient {
     return this.request('GET', path, undefined);
   }
 
+  /**
+   * A GET whose answer is NDJSON, streamed: `onLine` gets each line as it arrives. Resolves when the
+   * agent ends the answer or `signal` aborts (Ctrl-C of `weir observe -f`).
+   */
+  stream(path: string, onLine: (line: string) => void, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const req = request({ socketPath: this.socketPath, method: 'GET', path }, (res) => {
+        const status = res.statusCode ?? 500;
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          if (status >= 400) return;
+          let i;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(i + 1);
+            if (line) onLine(line);
+          }
+        });
+        res.on('end', () => {
+          if (status < 400) return resolve();
+          try {
+            reject(toError((JSON.parse(buf) as { error: ErrorJson }).error));
+          } catch {
+            reject(new WeirError('ERR_AGENT_BAD_ANSWER', `agent answered ${status}: ${buf.slice(0, 200)}`));
+          }
+        });
+        res.on('error', reject);
+      });
+      signal?.addEventListener('abort', () => {
+        req.destroy();
+        resolve();
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (signal?.aborted) return resolve();
+        reject(
+          new WeirError('ERR_AGENT_UNREACHABLE', `agent socket ${this.socketPath}: ${err.message}`, {
+            cause: err,
+          }),
+        );
+      });
+      req.end();
+    });
+  }
+
   private request(method: Method, path: string, body: unknown): Promise<string> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise<string>((resolve, reject) => {

@@ -3,8 +3,10 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
+import { FlowObserver } from '../observe/stream.js';
 import { Agent, parseLabelFilter } from './agent.js';
 import { listenApi } from './api-server.js';
+import { FlowPipeline } from './flows.js';
 import { Lifecycle } from './lifecycle.js';
 import { agentPidFile, agentSocket, agentStateFile, nodePinDir } from './paths.js';
 import { agentRoutes } from './routes.js';
@@ -16,6 +18,12 @@ export interface AgentOptions {
   policyMapMax?: number;
   identityLabels?: string;
   ctGcIntervalMs: number;
+  /** Flows kept for `weir observe` (Hubble's event buffer capacity, default 4095). */
+  flows?: number;
+  /** Lines a `weir observe -f` follower may have waiting before new ones are shed (default 1024). */
+  flowQueue?: number;
+  /** Bytes of the weir_events ring buffer (default: the datapath's, 4 MiB). */
+  eventsBufferBytes?: number;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -33,7 +41,11 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   lc.append({
     name: 'datapath',
     start: () => {
-      datapath = Datapath.open({ pinDir, policyMapMax: settings.policyMapMax });
+      datapath = Datapath.open({
+        pinDir,
+        policyMapMax: settings.policyMapMax,
+        ...(opts.eventsBufferBytes ? { eventsBufferBytes: opts.eventsBufferBytes } : {}),
+      });
     },
     // Pins stay: the datapath keeps enforcing while no agent runs.
     stop: () => datapath?.close(),
@@ -48,14 +60,34 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     },
   });
 
+  const observer = new FlowObserver({
+    ...(opts.flows ? { capacity: opts.flows } : {}),
+    ...(opts.flowQueue ? { queueSize: opts.flowQueue } : {}),
+  });
+  let flows: FlowPipeline | undefined;
+  lc.append({
+    name: 'flows',
+    start: () => {
+      const dp = datapath as Datapath;
+      const a = agent as Agent;
+      a.metrics.sources.datapathCounters = () => dp.metrics.list();
+      a.metrics.sources.lostEvents = () => observer.status().lost;
+      a.metrics.sources.endpoints = () => a.endpoints().length;
+      flows = new FlowPipeline({ datapath: dp, agent: a, observer, nodeName: state.node.name, log });
+      flows.start();
+    },
+    stop: () => flows?.stop(),
+  });
+
   let gcTimer: NodeJS.Timeout | undefined;
   lc.append({
     name: 'ct-gc',
     start: () => {
       gcTimer = setInterval(() => {
         try {
-          const n = datapath?.ct.gc() ?? 0;
-          if (n > 0) log.info({ removed: n }, 'conntrack gc');
+          const removed = datapath?.ct.collect() ?? [];
+          if (removed.length > 0) log.info({ removed: removed.length }, 'conntrack gc');
+          flows?.closeExpired(removed);
         } catch (err) {
           log.error({ err }, 'conntrack gc failed');
         }
@@ -69,7 +101,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   lc.append({
     name: 'api',
     start: async () => {
-      server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent));
+      server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer));
       writeFileSync(agentPidFile(opts.lab), String(process.pid));
     },
     stop: () =>

@@ -1,9 +1,21 @@
 // The agent's Prometheus metrics (prom-client), named like Cilium's where Cilium has one
-// (cilium_endpoint_regeneration_time_stats_seconds -> weir_endpoint_regeneration_time_stats_seconds).
+// (cilium_endpoint_regeneration_time_stats_seconds -> weir_endpoint_regeneration_time_stats_seconds)
+// and like Hubble's for flows (hubble_flows_processed_total, ...). Counters the datapath keeps
+// (weir_metrics map) and loss counters are read at scrape time from the bound sources.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { reasonText } from '../datapath/drop-reasons.js';
+import type { MetricsEntry } from '../datapath/maps/metrics/index.js';
+
+/** Where scrape-time metrics come from (bound once the datapath and flow pipeline run). */
+export interface MetricSources {
+  datapathCounters?: () => MetricsEntry[];
+  lostEvents?: () => Record<string, number>;
+  endpoints?: () => number;
+}
 
 export class AgentMetrics {
   readonly registry = new Registry();
+  readonly sources: MetricSources = {};
   readonly regenerations = new Counter({
     name: 'weir_endpoint_regenerations_total',
     help: 'Policy regenerations of all endpoints, by outcome',
@@ -56,4 +68,87 @@ export class AgentMetrics {
     labelNames: ['map_name', 'operation', 'outcome'] as const,
     registers: [this.registry],
   });
+  readonly flowsProcessed = new Counter({
+    name: 'hubble_flows_processed_total',
+    help: 'Flows processed by the flow pipeline, by type, subtype and verdict',
+    labelNames: ['type', 'subtype', 'verdict'] as const,
+    registers: [this.registry],
+  });
+  readonly hubbleDrops = new Counter({
+    name: 'hubble_drop_total',
+    help: 'Dropped packets seen by the flow pipeline, by drop reason and protocol',
+    labelNames: ['reason', 'protocol'] as const,
+    registers: [this.registry],
+  });
+  readonly policyVerdicts = new Counter({
+    name: 'weir_policy_verdict_total',
+    help: 'Policy verdicts of new connections, by direction, action and match (policy: a rule decided; none: default)',
+    labelNames: ['direction', 'action', 'match'] as const,
+    registers: [this.registry],
+  });
+  readonly lostEvents = this.#scraped(
+    new Counter({
+      name: 'hubble_lost_events_total',
+      help: 'Flow events lost, by where (PERF_EVENT_RING_BUFFER: kernel ring full; OBSERVER_EVENTS_QUEUE: shed by the agent)',
+      labelNames: ['source'] as const,
+      registers: [this.registry],
+    }),
+    (c) => {
+      for (const [source, n] of Object.entries(this.sources.lostEvents?.() ?? {})) c.inc({ source }, n);
+    },
+  );
+  readonly dropCount = this.#datapathCounter(
+    'weir_drop_count_total',
+    'Packets dropped by the datapath',
+    true,
+    'packets',
+  );
+  readonly dropBytes = this.#datapathCounter(
+    'weir_drop_bytes_total',
+    'Bytes dropped by the datapath',
+    true,
+    'bytes',
+  );
+  readonly forwardCount = this.#datapathCounter(
+    'weir_forward_count_total',
+    'Packets forwarded by the datapath',
+    false,
+    'packets',
+  );
+  readonly forwardBytes = this.#datapathCounter(
+    'weir_forward_bytes_total',
+    'Bytes forwarded by the datapath',
+    false,
+    'bytes',
+  );
+  readonly endpoints = new Gauge({
+    name: 'weir_endpoint',
+    help: 'Endpoints managed by this agent',
+    registers: [this.registry],
+    collect: () => {
+      const n = this.sources.endpoints?.();
+      if (n !== undefined) this.endpoints.set(n);
+    },
+  });
+
+  /** A counter whose value is read from a source at scrape time (reset, then set to the total). */
+  #scraped<L extends string>(c: Counter<L>, fill: (c: Counter<L>) => void): Counter<L> {
+    (c as unknown as { collect: () => void }).collect = () => {
+      c.reset();
+      fill(c);
+    };
+    return c;
+  }
+
+  #datapathCounter(name: string, help: string, drops: boolean, field: 'packets' | 'bytes') {
+    const labelNames = drops ? (['reason', 'direction'] as const) : (['direction'] as const);
+    return this.#scraped(new Counter({ name, help, labelNames, registers: [this.registry] }), (c) => {
+      for (const e of this.sources.datapathCounters?.() ?? []) {
+        if ((e.reason !== 0) !== drops) continue;
+        const direction = e.direction.toUpperCase();
+        const labels = drops ? { reason: reasonText(e.reason), direction } : { direction };
+        c.inc(labels, Number(e[field]));
+      }
+    });
+  }
 }

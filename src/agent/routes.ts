@@ -2,8 +2,10 @@
 import { WeirError } from '../shared/errors.js';
 import { trace, type TraceRequest } from '../policy/trace.js';
 import type { PodState } from '../lab/index.js';
+import type { FlowObserver } from '../observe/stream.js';
 import type { Agent } from './agent.js';
 import type { Route } from './api-server.js';
+import { flowRoutes } from './flow-routes.js';
 import type { StoredObject } from './store.js';
 
 function objectsOf(body: unknown): StoredObject[] {
@@ -12,8 +14,9 @@ function objectsOf(body: unknown): StoredObject[] {
   return objects as StoredObject[];
 }
 
-export function agentRoutes(agent: Agent): Route[] {
+export function agentRoutes(agent: Agent, observer?: FlowObserver): Route[] {
   return [
+    ...(observer ? flowRoutes(observer) : []),
     {
       method: 'GET',
       pattern: '/v1/status',

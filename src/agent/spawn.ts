@@ -14,6 +14,8 @@ export interface StartAgentOptions {
   nodeNetns: string;
   policyMapMax?: number;
   identityLabels?: string;
+  /** More `weir agent run` options (e.g. ['--flows', '8191']). */
+  agentArgs?: string[];
   readyTimeoutMs?: number;
 }
 
@@ -77,6 +79,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<number> {
     opts.lab,
     ...(opts.policyMapMax ? ['--policy-map-max', String(opts.policyMapMax)] : []),
     ...(opts.identityLabels ? ['--identity-labels', opts.identityLabels] : []),
+    ...(opts.agentArgs ?? []),
   ];
   const child = spawn('nsenter', args, { detached: true, stdio: ['ignore', out, out] });
   closeSync(out);

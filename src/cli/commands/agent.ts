@@ -69,13 +69,41 @@ export function agentCommand(): Command {
       '--identity-labels <spec>',
       "labels that make up identities, Cilium's syntax: 'k8s:app k8s:!job-name' (default: as before, else Cilium's filter)",
     )
+    .addOption(
+      new Option('--flows <n>', 'flows kept for weir observe (default 4095)').argParser(
+        intOption('--flows', 1, 65535),
+      ),
+    )
+    .addOption(
+      new Option(
+        '--flow-queue <n>',
+        'lines a following observer may have waiting before new ones are shed',
+      ).argParser(intOption('--flow-queue', 1, 1 << 20)),
+    )
+    .addOption(
+      new Option(
+        '--events-buffer <bytes>',
+        'bytes of the weir_events ring buffer (a power of 2, default 4 MiB)',
+      ).argParser(intOption('--events-buffer', 4096, 1 << 30)),
+    )
     .action(
-      async (o: { lab: string; policyMapMax?: number; identityLabels?: string; ctGcInterval: number }) => {
+      async (o: {
+        lab: string;
+        policyMapMax?: number;
+        identityLabels?: string;
+        ctGcInterval: number;
+        flows?: number;
+        flowQueue?: number;
+        eventsBuffer?: number;
+      }) => {
         await runAgent({
           lab: o.lab,
           ...(o.policyMapMax ? { policyMapMax: o.policyMapMax } : {}),
           ...(o.identityLabels !== undefined ? { identityLabels: o.identityLabels } : {}),
           ctGcIntervalMs: o.ctGcInterval * 1000,
+          ...(o.flows ? { flows: o.flows } : {}),
+          ...(o.flowQueue ? { flowQueue: o.flowQueue } : {}),
+          ...(o.eventsBuffer ? { eventsBufferBytes: o.eventsBuffer } : {}),
         });
       },
     );

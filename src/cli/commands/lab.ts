@@ -55,6 +55,16 @@ export function labCommand(): Command {
       '--identity-labels <spec>',
       "labels that make up identities, Cilium's syntax: 'k8s:app k8s:!job-name'",
     )
+    .addOption(
+      new Option('--flows <n>', 'flows the agent keeps for weir observe (1..65535, default 4095)').argParser(
+        (v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1 || n > 65535)
+            throw new WeirError('ERR_CLI_OPTION', `--flows must be an integer within 1..65535, not '${v}'`);
+          return n;
+        },
+      ),
+    )
     .action(
       async (o: {
         file?: string;
@@ -62,6 +72,7 @@ export function labCommand(): Command {
         agent?: boolean;
         policyMapMax?: number;
         identityLabels?: string;
+        flows?: number;
       }) => {
         const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
         const name = o.lab ?? (o.file ? spec.name : defaultLabName());
@@ -74,6 +85,7 @@ export function labCommand(): Command {
           nodeNetns: state.node.netns,
           ...(o.policyMapMax ? { policyMapMax: o.policyMapMax } : {}),
           ...(o.identityLabels ? { identityLabels: o.identityLabels } : {}),
+          ...(o.flows ? { agentArgs: ['--flows', String(o.flows)] } : {}),
         });
         progress(`agent running (pid ${pid}), datapath attached to ${Object.keys(state.pods).length} pod(s)`);
       },

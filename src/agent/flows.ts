@@ -1,0 +1,184 @@
+// The agent's flow pipeline: weir_events ring buffer -> decode -> enrich -> ring + followers, and
+// conntrack GC -> close traces. Every record is handled on the event loop as it arrives
+// (RingBufferReader never blocks); followers are fed through bounded queues (src/observe/stream.ts).
+import type { Logger as Pino } from 'pino';
+import { RingBufferReader } from '../bpf/index.js';
+import { monotonicNowNs } from '../datapath/clock.js';
+import type { Datapath } from '../datapath/loader.js';
+import type { CtConnection } from '../datapath/maps/ct/index.js';
+import { decodeFlowEvent, type FlowEvent } from '../datapath/maps/events/index.js';
+import type { EndpointMeta, EnrichmentSource } from '../observe/enrich.js';
+import { Enricher } from '../observe/enrich.js';
+import type { Flow } from '../observe/flow.js';
+import { FlowParser } from '../observe/parser.js';
+import type { FlowObserver } from '../observe/stream.js';
+import type { RuleRef } from '../policy/api/types.js';
+import type { Agent } from './agent.js';
+import type { AgentMetrics } from './metrics.js';
+
+/** The agent's endpoints, identities and policy cookies, re-read when the agent regenerated. */
+export function agentEnrichment(agent: Agent): EnrichmentSource {
+  let seen = -1;
+  let byIfindex = new Map<number, EndpointMeta>();
+  let byIp = new Map<string, EndpointMeta>();
+  let labels = new Map<number, string[]>();
+  let cookies = new Map<number, RuleRef>();
+  const refresh = () => {
+    if (agent.regen.count === seen) return;
+    seen = agent.regen.count;
+    const eps = agent.endpoints();
+    byIfindex = new Map();
+    byIp = new Map();
+    for (const e of eps) {
+      const meta = { id: e.id, namespace: e.namespace, pod: e.pod, identity: e.identity, labels: e.labels };
+      byIfindex.set(e.ifindex, meta);
+      for (const ip of e.ips) byIp.set(ip, meta);
+    }
+    labels = new Map(agent.identities().map((i) => [i.id, i.labels]));
+    try {
+      cookies = agent.engineView().output.cookies;
+    } catch {
+      cookies = new Map();
+    }
+  };
+  return {
+    endpointByIfindex: (i) => (refresh(), byIfindex.get(i)),
+    endpointByIp: (ip) => (refresh(), byIp.get(ip)),
+    identityLabels: (id) => (refresh(), labels.get(id)),
+    rule: (c) => (refresh(), cookies.get(c)),
+  };
+}
+
+/** A conntrack entry the GC removed, as the close trace the datapath never sent for it. */
+export function closeEventOf(c: CtConnection, nowNs: bigint = monotonicNowNs()): FlowEvent {
+  return {
+    type: 'trace',
+    trace: 'close',
+    direction: c.direction,
+    reason: 0,
+    family: c.family,
+    proto: c.proto,
+    reply: false,
+    related: false,
+    tcpFlags: c.tcpFlagsFwd | c.tcpFlagsRev,
+    ifindex: 0,
+    endpointId: 0,
+    srcIdentity: c.srcIdentity,
+    dstIdentity: 0,
+    cookie: c.cookie,
+    len: 0,
+    src: c.src,
+    dst: c.dst,
+    sport: c.sport,
+    dport: c.dport,
+    ktimeNs: nowNs,
+    packetsFwd: c.packetsFwd,
+    bytesFwd: c.bytesFwd,
+    packetsRev: c.packetsRev,
+    bytesRev: c.bytesRev,
+  };
+}
+
+const HUBBLE_TYPE = { drop: 'Drop', 'policy-verdict': 'PolicyVerdict', trace: 'Trace' } as const;
+
+function protocolOf(f: Flow): string {
+  const l4 = f.l4;
+  return l4?.TCP
+    ? 'TCP'
+    : l4?.UDP
+      ? 'UDP'
+      : l4?.SCTP
+        ? 'SCTP'
+        : l4?.ICMPv4
+          ? 'ICMPv4'
+          : l4?.ICMPv6
+            ? 'ICMPv6'
+            : 'unknown';
+}
+
+/** Counts a flow in the Hubble-style metrics. */
+export function countFlow(m: AgentMetrics, f: Flow): void {
+  m.flowsProcessed.inc({
+    type: HUBBLE_TYPE[f.weir.type],
+    subtype: f.weir.trace_subtype ?? '',
+    verdict: f.verdict,
+  });
+  if (f.weir.type === 'drop')
+    m.hubbleDrops.inc({ reason: f.drop_reason_desc ?? 'DROP_REASON_UNKNOWN', protocol: protocolOf(f) });
+  if (f.weir.type === 'policy-verdict') {
+    const decided = f.ingress_allowed_by ?? f.egress_allowed_by ?? f.ingress_denied_by ?? f.egress_denied_by;
+    m.policyVerdicts.inc({
+      direction: f.traffic_direction.toLowerCase(),
+      action: f.verdict === 'DROPPED' ? 'dropped' : 'forwarded',
+      match: decided ? 'policy' : 'none',
+    });
+  }
+}
+
+export interface FlowPipelineOptions {
+  datapath: Datapath;
+  agent: Agent;
+  observer: FlowObserver;
+  nodeName: string;
+  log: Pino;
+  /** How often weir_events_lost is read (ms). */
+  lostPollMs?: number;
+}
+
+export class FlowPipeline {
+  readonly parser: FlowParser;
+  readonly #reader: RingBufferReader;
+  readonly #o: FlowPipelineOptions;
+  #kernelLost = 0n;
+  #timer: NodeJS.Timeout | undefined;
+  decodeErrors = 0;
+
+  constructor(o: FlowPipelineOptions) {
+    this.#o = o;
+    this.parser = new FlowParser({ nodeName: o.nodeName, enricher: new Enricher(agentEnrichment(o.agent)) });
+    this.#reader = new RingBufferReader(o.datapath.events, (rec) => this.#onRecord(rec));
+    o.observer.onFlow((f) => countFlow(o.agent.metrics, f));
+    // Losses before this agent started are not this agent's to report.
+    this.#kernelLost = o.datapath.eventsLost();
+  }
+
+  start(): void {
+    this.#reader.start();
+    this.#timer = setInterval(() => this.pollLost(), this.#o.lostPollMs ?? 1000);
+    this.#timer.unref();
+  }
+
+  /** Reads weir_events_lost; new losses become a lost_events line. */
+  pollLost(): void {
+    const now = this.#o.datapath.eventsLost();
+    if (now > this.#kernelLost)
+      this.#o.observer.recordLost('PERF_EVENT_RING_BUFFER', Number(now - this.#kernelLost));
+    this.#kernelLost = now;
+  }
+
+  #onRecord(rec: Buffer): void {
+    let flow: Flow;
+    try {
+      flow = this.parser.parse(decodeFlowEvent(rec));
+    } catch (err) {
+      // A bad record must not stop the reader: count it as shed and go on.
+      this.decodeErrors++;
+      if (this.decodeErrors <= 10) this.#o.log.warn({ err }, 'undecodable flow event');
+      this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', 1);
+      return;
+    }
+    this.#o.observer.ingest(flow);
+  }
+
+  /** Close traces for conntrack entries the GC removed. */
+  closeExpired(conns: CtConnection[]): void {
+    const now = monotonicNowNs();
+    for (const c of conns)
+      this.#o.observer.ingest(this.parser.parse(closeEventOf(c, now), { expired: true }));
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#reader.close();
+  }
+}

@@ -8,6 +8,7 @@ import { deleteCommand } from './delete.js';
 import { getCommand } from './get.js';
 import { registerInspectCommands } from './inspect.js';
 import { labCommand } from './lab.js';
+import { observeCommand } from './observe.js';
 import { registerPolicyCommands } from './policy.js';
 import { uiCommand } from './ui.js';
 
@@ -20,5 +21,6 @@ export function registerCommands(program: Command): void {
   registerPolicyCommands(program);
   registerConformanceCommands(program);
   registerInspectCommands(program);
+  program.addCommand(observeCommand());
   program.addCommand(uiCommand());
 }

@@ -1,0 +1,158 @@
+// `weir observe`: the agent's flows, filtered like `hubble observe` (src/observe/filters.ts), as
+// compact lines (default), a table or JSON (one Flow per line); -f follows until Ctrl-C.
+import { Command, Option } from 'commander';
+import { agentClient } from '../../agent/link.js';
+import { defaultLabName } from '../../lab/lab.js';
+import {
+  compileFilter,
+  FILTER_FLAGS,
+  toSearchParams,
+  type FilterFlag,
+  type FlowQuery,
+} from '../../observe/filters.js';
+import type { FlowsLine } from '../../observe/flow.js';
+import { compactLine, flowRow, type FlowRow } from '../../observe/format.js';
+import type { ObserverStatus } from '../../observe/stream.js';
+import { WeirError } from '../../shared/errors.js';
+import { formatTable, printResult, type Column } from '../output.js';
+
+type ObserveOutput = 'compact' | 'table' | 'json';
+
+const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+const FLAG_HELP: Record<FilterFlag, string> = {
+  pod: 'flows from or to this pod ([namespace/]name prefix)',
+  'from-pod': 'flows from this pod',
+  'to-pod': 'flows to this pod',
+  namespace: "flows from or to this namespace (with --pod: the pods' namespace)",
+  'from-namespace': 'flows from this namespace',
+  'to-namespace': 'flows to this namespace',
+  label: 'flows from or to endpoints matching a selector (k=v,k2)',
+  'from-label': 'flows from endpoints matching a selector',
+  'to-label': 'flows to endpoints matching a selector',
+  identity: 'flows from or to this identity (number or reserved name)',
+  'from-identity': 'flows from this identity',
+  'to-identity': 'flows to this identity',
+  ip: 'flows from or to this IP or CIDR',
+  'from-ip': 'flows from this IP or CIDR',
+  'to-ip': 'flows to this IP or CIDR',
+  port: 'flows from or to this L4 port',
+  'from-port': 'flows from this L4 port',
+  'to-port': 'flows to this L4 port',
+  protocol: 'tcp, udp, sctp, icmp, icmpv4, icmpv6',
+  verdict: 'FORWARDED, DROPPED, AUDIT',
+  type: 'drop, policy-verdict, trace[:open|close], l7',
+  'traffic-direction': 'ingress or egress',
+};
+const SHORT: Partial<Record<FilterFlag, string>> = { namespace: '-n', label: '-l', type: '-t' };
+
+const columns: Column<FlowRow>[] = [
+  { header: 'time', get: (r) => r.time },
+  { header: 'source', get: (r) => r.source },
+  { header: 'destination', get: (r) => r.destination },
+  { header: 'type', get: (r) => r.type },
+  { header: 'verdict', get: (r) => r.verdict },
+  { header: 'summary', get: (r) => r.summary },
+  { header: 'policy', get: (r) => r.policy },
+];
+
+function parseObserveOutput(v: string): ObserveOutput {
+  if (v === 'compact' || v === 'table' || v === 'json') return v;
+  throw new WeirError('ERR_CLI_OUTPUT', `unknown output format '${v}' (one of compact, table, json)`);
+}
+
+function lastOption(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0)
+    throw new WeirError('ERR_CLI_OPTION', `--last must be a non-negative integer, not '${v}'`);
+  return n;
+}
+
+export function observeCommand(): Command {
+  const cmd = new Command('observe').description(
+    "the node's flows (drops, policy verdicts, connection traces), like hubble observe",
+  );
+  for (const flag of FILTER_FLAGS) {
+    const short = SHORT[flag];
+    cmd.addOption(
+      new Option(`${short ? `${short}, ` : ''}--${flag} <value>`, FLAG_HELP[flag]).argParser(collect),
+    );
+  }
+  cmd
+    .option('--since <time>', 'flows since this time (RFC 3339) or duration ago (5m, 1h30m)')
+    .option('--until <time>', 'flows until this time or duration ago')
+    .addOption(
+      new Option('--last <n>', 'the newest N stored flows (default 20 unless --follow or --since)').argParser(
+        lastOption,
+      ),
+    )
+    .option('-f, --follow', 'keep printing new flows until Ctrl-C')
+    .addOption(
+      new Option('-o, --output <format>', 'compact, table or json')
+        .default('compact')
+        .argParser(parseObserveOutput),
+    )
+    .addOption(new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName()))
+    .action(async (o: Record<string, unknown>) => {
+      const output = o.output as ObserveOutput;
+      if (output === 'table' && o.follow)
+        throw new WeirError('ERR_CLI_OPTION', '-o table cannot be used with --follow');
+      const q: FlowQuery = { filters: {} };
+      for (const flag of FILTER_FLAGS) {
+        const v = o[camel(flag)] as string[] | undefined;
+        if (v) q.filters[flag] = v;
+      }
+      if (o.since) q.since = o.since as string;
+      if (o.until) q.until = o.until as string;
+      if (o.last !== undefined) q.last = o.last as number;
+      if (o.follow) q.follow = true;
+      compileFilter(q); // bad values fail here, naming the flag
+      const abort = new AbortController();
+      const onSigint = () => abort.abort();
+      process.once('SIGINT', onSigint);
+      const rows: FlowRow[] = [];
+      try {
+        await agentClient(o.lab as string).stream(
+          `/v1/flows?${toSearchParams(q).toString()}`,
+          (text) => {
+            const line = JSON.parse(text) as FlowsLine;
+            if ('lost_events' in line) {
+              process.stderr.write(
+                `EVENTS LOST: ${line.lost_events.source} ${line.lost_events.num_events_lost}\n`,
+              );
+              return;
+            }
+            if (output === 'json') process.stdout.write(JSON.stringify(line.flow) + '\n');
+            else if (output === 'table') rows.push(flowRow(line.flow));
+            else process.stdout.write(compactLine(line.flow) + '\n');
+          },
+          abort.signal,
+        );
+      } finally {
+        process.off('SIGINT', onSigint);
+      }
+      if (output === 'table')
+        process.stdout.write(rows.length ? formatTable(rows, columns) : 'No flows found.\n');
+    });
+
+  cmd
+    .command('status')
+    .description('flows seen, ring buffer fill, followers and lost events by source')
+    .addOption(new Option('-o, --output <format>', 'table or json').default('table'))
+    .addOption(new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName()))
+    .action(async (o: { lab: string; output: string }) => {
+      const s = await agentClient(o.lab).call<ObserverStatus>('GET', '/v1/flows/status');
+      const rows = [
+        { k: 'Current/Max Flows', v: `${s.currentFlows}/${s.maxFlows}` },
+        { k: 'Flows seen', v: String(s.seenFlows) },
+        { k: 'Followers', v: `${s.followers} (queue ${s.queueSize})` },
+        ...Object.entries(s.lost).map(([k, v]) => ({ k: `Lost ${k}`, v: String(v) })),
+      ];
+      printResult(o.output === 'json' ? 'json' : 'table', s, rows, [
+        { header: 'field', get: (r) => r.k },
+        { header: 'value', get: (r) => r.v },
+      ]);
+    });
+  return cmd;
+}

@@ -27,6 +27,7 @@ import {
 } from '../policy/engine.js';
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
+import { connectionsToRevoke } from './ct-revalidate.js';
 import { AgentMetrics } from './metrics.js';
 import { objectKey, type Store, type StoredObject } from './store.js';
 
@@ -333,6 +334,7 @@ export class Agent {
     }
     this.writtenIpcache = ipcache;
     this.held = output.held;
+    if (upserts + deletes > 0) this.revokeConnections(input, output);
     this.metrics.mapEntriesWritten.inc({ operation: 'upsert' }, upserts);
     this.metrics.mapEntriesWritten.inc({ operation: 'delete' }, deletes);
     this.metrics.identities.set(this.allocator.list().length);
@@ -352,6 +354,19 @@ export class Agent {
       lastDeletes: deletes,
     });
     this.log.info({ ms: Math.round(ms * 10) / 10, upserts, deletes }, 'regenerated');
+  }
+
+  /** Removes conntrack entries of connections the new policy no longer allows. */
+  private revokeConnections(input: EngineInput, output: EngineOutput): void {
+    const byIP = new Map<string, { entries: PolicyMapEntry[] }>();
+    for (const ep of input.endpoints) {
+      const pol = output.endpoints.get(ep.id);
+      for (const ip of ep.ips) byIP.set(ip, { entries: pol?.entries ?? [] });
+    }
+    const revoke = connectionsToRevoke(this.datapath.ct.list(), byIP, output.ipcache);
+    for (const t of revoke) this.datapath.ct.delete(t);
+    if (revoke.length > 0)
+      this.log.info({ connections: revoke.length }, 'revoked connections the policy no longer allows');
   }
 
   /** Validates every object first; stores them and regenerates only if all are valid. */

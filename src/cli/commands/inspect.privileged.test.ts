@@ -267,12 +267,12 @@ describe('weir bpf (pinned maps, no agent)', () => {
   it('policy get shows the entries, ranges merged, reserved identities by label', async () => {
     const expected = [
       ['POLICY', 'DIRECTION', 'IDENTITY', 'PORT/PROTO', 'PROXY PORT', 'COOKIE'],
-      ['Allow', 'Ingress', 'reserved:host', 'ANY', 'NONE', '0'],
+      ['Allow', 'Ingress', '1 reserved:host', 'ANY', 'NONE', '0'],
       ['Allow', 'Ingress', '257', '80/TCP', 'NONE', '7'],
       ['Allow', 'Ingress', '257', '8080-8081/TCP', 'NONE', '8'],
       ['Allow', 'Ingress', '257', '53/UDP', '15001', '10'],
       ['Allow', 'Ingress', '257', '1000-1999/UDP', 'NONE', '9'],
-      ['Deny', 'Egress', 'reserved:world', 'ANY/TCP', 'NONE', '3'],
+      ['Deny', 'Egress', '2 reserved:world', 'ANY/TCP', 'NONE', '3'],
     ];
     assert.deepEqual(cells(await ok('bpf', 'policy', 'get', 'default/web')), expected);
     assert.deepEqual(cells(await ok('bpf', 'policy', 'get', '11')), expected);
@@ -403,7 +403,7 @@ describe('weir endpoint|identity and labels (agent answering)', () => {
     assert.deepEqual(rows[2], [
       'Allow',
       'Ingress',
-      'k8s:app=client,k8s:io.kubernetes.pod.namespace=default',
+      '257 k8s:app=client,k8s:io.kubernetes.pod.namespace=default',
       '80/TCP',
       'NONE',
       '7',

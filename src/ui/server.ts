@@ -217,6 +217,7 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
     if (route) return void serveFile(res, route.file, route.type);
     if (url.pathname === '/api/events') return serveEvents(req, res, url, o, client);
     if (url.pathname === '/api/flows') return serveFlows(req, res, url, o);
+    if (url.pathname === '/favicon.ico') return void res.writeHead(204, securityHeaders).end();
     if (url.pathname === '/api/info')
       return send(res, 200, 'application/json', JSON.stringify({ lab: o.lab }));
     if (url.pathname === '/api/endpoints')

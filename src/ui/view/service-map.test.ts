@@ -62,9 +62,9 @@ describe('ui: service map', () => {
       ['a', 'b', 'outside the cluster'],
     );
     assert.equal(l.nodes.find((n) => n.peer.key === 'world')?.peer.kind, 'world');
-    // Opposite directions between one pair bend to different sides.
+    // Opposite directions between one pair run apart, labels too.
     const [ab, ba] = [l.edges.find((e) => e.from === 'a/x'), l.edges.find((e) => e.from === 'b/y')];
-    assert.ok(ab && ba && ab.labelY !== ba.labelY);
+    assert.ok(ab && ba && ab.d !== ba.d && ab.labelY !== ba.labelY);
   });
 
   it('escapes names in the SVG', () => {

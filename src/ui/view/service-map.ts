@@ -39,6 +39,7 @@ export interface EdgeLine {
   d: string;
   labelX: number;
   labelY: number;
+  labelAnchor: 'middle' | 'start';
 }
 
 export interface MapLayout {
@@ -49,12 +50,12 @@ export interface MapLayout {
   edges: EdgeLine[];
 }
 
-const COL_W = 210;
+const COL_W = 220;
 const COL_GAP = 40;
 const NODE_W = 150;
 const NODE_H = 38;
 const ROW_H = 72;
-const TOP = 44;
+const TOP = 60;
 const MARGIN = 16;
 const OUTSIDE = '';
 
@@ -136,72 +137,137 @@ export class ServiceMap {
       (a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to) || a.cls.localeCompare(b.cls),
     );
     const edges: EdgeLine[] = [];
-    for (const e of aggs) {
+    aggs.forEach((e, i) => {
       const a = at.get(e.from);
       const b = at.get(e.to);
-      if (!a || !b) continue;
-      // Opposite directions and different verdicts between one pair bend apart, so none hides another.
-      const siblings = aggs.filter(
-        (o) => (o.from === e.from && o.to === e.to) || (o.from === e.to && o.to === e.from),
-      );
-      edges.push({ ...geometry(a, b, siblings.indexOf(e), siblings.length), ...pick(e) });
-    }
+      // Edges sharing a channel or lane run a few pixels apart, so none hides another.
+      if (a && b) edges.push({ ...route(a, b, ((i % 7) - 3) * 4), ...pick(e) });
+    });
+    spreadLabels(edges);
     const width = Math.max(MARGIN * 2 + columns.length * (COL_W + COL_GAP) - COL_GAP, 400);
     const height = TOP + 20 + Math.max(rows, 1) * ROW_H + MARGIN;
     return { width, height, columns, nodes, edges };
   }
 }
 
+/** Moves labels down until none overlaps an earlier one (greedy, in the edges' fixed order). */
+function spreadLabels(edges: EdgeLine[]): void {
+  const placed: { x0: number; x1: number; y: number }[] = [];
+  for (const e of edges) {
+    // Roughly 7 px a character at the labels' 12 px font.
+    const w = (labelText(e).length + 1) * 7;
+    const x0 = e.labelAnchor === 'start' ? e.labelX : e.labelX - w / 2;
+    while (placed.some((p) => Math.abs(p.y - e.labelY) < 14 && x0 < p.x1 && p.x0 < x0 + w)) e.labelY += 14;
+    placed.push({ x0, x1: x0 + w, y: e.labelY });
+  }
+}
+
+function labelText(e: { cls: EdgeClass; count: number; ports: string[] }): string {
+  const ports = e.ports.length > 2 ? `${e.ports.slice(0, 2).join(', ')}, \u2026` : e.ports.join(', ');
+  return `${SYMBOL[e.cls]} ${e.count}${ports ? ` \u00b7 ${ports}` : ''}`;
+}
+
 function pick(e: EdgeAgg) {
   return { from: e.from, to: e.to, cls: e.cls, count: e.count, ports: [...e.ports].sort() };
 }
 
-/** Where the ray from the box's centre towards (tx, ty) leaves the box. */
-function border(b: NodeBox, tx: number, ty: number): [number, number] {
-  const cx = b.x + b.w / 2;
-  const cy = b.y + b.h / 2;
-  const dx = tx - cx;
-  const dy = ty - cy;
-  if (dx === 0 && dy === 0) return [cx, cy];
-  const s = Math.min(
-    dx === 0 ? Infinity : b.w / 2 / Math.abs(dx),
-    dy === 0 ? Infinity : b.h / 2 / Math.abs(dy),
-  );
-  return [cx + dx * s, cy + dy * s];
+const round = (n: number) => Math.round(n * 10) / 10;
+
+/** A polyline with rounded corners, as SVG path data. */
+function roundedPath(pts: [number, number][]): string {
+  const out = [`M ${round(pts[0]![0])} ${round(pts[0]![1])}`];
+  for (let i = 1; i < pts.length - 1; i++) {
+    const [px, py] = pts[i - 1]!;
+    const [x, y] = pts[i]!;
+    const [nx, ny] = pts[i + 1]!;
+    const rin = Math.min(6, Math.hypot(x - px, y - py) / 2);
+    const rout = Math.min(6, Math.hypot(nx - x, ny - y) / 2);
+    const toward = (fx: number, fy: number, d: number): [number, number] => {
+      const len = Math.hypot(fx - x, fy - y) || 1;
+      return [x + ((fx - x) / len) * d, y + ((fy - y) / len) * d];
+    };
+    const [ax, ay] = toward(px, py, rin);
+    const [bx, by] = toward(nx, ny, rout);
+    out.push(`L ${round(ax)} ${round(ay)} Q ${round(x)} ${round(y)} ${round(bx)} ${round(by)}`);
+  }
+  const last = pts[pts.length - 1]!;
+  out.push(`L ${round(last[0])} ${round(last[1])}`);
+  return out.join(' ');
 }
 
-function geometry(a: NodeBox, b: NodeBox, index: number, of: number) {
-  const r = (n: number) => Math.round(n * 10) / 10;
+/**
+ * Routes an edge through space no box uses: the channels between columns (and the margin inside a
+ * column, right of its boxes) and the lanes between rows. `off` shifts it within those.
+ */
+function route(
+  a: NodeBox,
+  b: NodeBox,
+  off: number,
+): { d: string; labelX: number; labelY: number; labelAnchor: 'middle' | 'start' } {
+  const ay = a.y + a.h / 2 + off / 2;
+  const by = b.y + b.h / 2 + off / 2;
+  let pts: [number, number][];
   if (a === b) {
-    // Traffic from a peer to itself: a loop on the box's right side.
+    // Traffic from a peer to itself: a loop through the margin right of the box.
     const x = a.x + a.w;
-    const y = a.y + a.h / 2;
-    return {
-      d: `M ${r(x)} ${r(y - 8)} C ${r(x + 40)} ${r(y - 30)} ${r(x + 40)} ${r(y + 30)} ${r(x)} ${r(y + 8)}`,
-      labelX: r(x + 34),
-      labelY: r(y),
-    };
+    pts = [
+      [x, ay - 8],
+      [x + 16, ay - 8],
+      [x + 16, ay + 8],
+      [x, ay + 8],
+    ];
+  } else if (Math.abs(a.x - b.x) < 1) {
+    // Same column: out of the right sides, through the column's margin.
+    const x = a.x + a.w + 18 + off / 2;
+    pts = [
+      [a.x + a.w, ay],
+      [x, ay],
+      [x, by],
+      [b.x + b.w, by],
+    ];
+  } else {
+    const right = b.x > a.x;
+    const sideA = right ? a.x + a.w : a.x;
+    const sideB = right ? b.x : b.x + b.w;
+    // The channel just past each box, towards the other (half a margin and half a gap away).
+    const step = (COL_W - NODE_W) / 2 + COL_GAP / 2;
+    const chanA = sideA + (right ? step : -step) + off;
+    const chanB = sideB + (right ? -step : step) + off;
+    if (Math.abs(chanA - chanB) < 1) {
+      pts = [
+        [sideA, ay],
+        [chanA, ay],
+        [chanA, by],
+        [sideB, by],
+      ];
+    } else {
+      // Columns apart: along the lane above the upper of the two rows.
+      const lane = Math.min(a.y, b.y) - (ROW_H - NODE_H) / 2 + off / 2;
+      pts = [
+        [sideA, ay],
+        [chanA, ay],
+        [chanA, lane],
+        [chanB, lane],
+        [chanB, by],
+        [sideB, by],
+      ];
+    }
   }
-  const ax = a.x + a.w / 2;
-  const ay = a.y + a.h / 2;
-  const bx = b.x + b.w / 2;
-  const by = b.y + b.h / 2;
-  const len = Math.hypot(bx - ax, by - ay);
-  // Normal to the line, fixed per unordered pair so the sign separates the two directions.
-  const flip = a.peer.key < b.peer.key ? 1 : -1;
-  const nx = (-(by - ay) / len) * flip;
-  const ny = ((bx - ax) / len) * flip;
-  const sameColumn = Math.abs(ax - bx) < 1;
-  const base = sameColumn ? 46 : 14;
-  const bend = (base + 22 * index) * (a.peer.key < b.peer.key ? 1 : -1) * (of > 1 || sameColumn ? 1 : 0);
-  const mx = (ax + bx) / 2 + nx * bend;
-  const my = (ay + by) / 2 + ny * bend;
-  const [sx, sy] = border(a, mx, my);
-  const [ex, ey] = border(b, mx, my);
-  // The label sits on the curve's midpoint (a quadratic's t=0.5).
-  const lx = 0.25 * sx + 0.5 * mx + 0.25 * ex;
-  const ly = 0.25 * sy + 0.5 * my + 0.25 * ey;
-  return { d: `M ${r(sx)} ${r(sy)} Q ${r(mx)} ${r(my)} ${r(ex)} ${r(ey)}`, labelX: r(lx), labelY: r(ly) };
+  // The label sits on the longest segment: above it when it runs across, beside it when it runs down.
+  let best = 0;
+  let bestLen = -1;
+  for (let i = 0; i + 1 < pts.length; i++) {
+    const len = Math.hypot(pts[i + 1]![0] - pts[i]![0], pts[i + 1]![1] - pts[i]![1]);
+    if (len > bestLen) [best, bestLen] = [i, len];
+  }
+  const [p, q] = [pts[best]!, pts[best + 1]!];
+  const across = Math.abs(q[1] - p[1]) < 1;
+  return {
+    d: roundedPath(pts),
+    labelX: round(across ? (p[0] + q[0]) / 2 : p[0] + 5),
+    labelY: round((p[1] + q[1]) / 2 - (across ? 9 : 0)),
+    labelAnchor: across ? 'middle' : 'start',
+  };
 }
 
 function esc(s: string): string {
@@ -231,14 +297,13 @@ export function renderSvg(m: MapLayout): string {
         `<text x="${c.x + c.w / 2}" y="30" text-anchor="middle">${esc(c.title)}</text></g>`,
     );
   for (const e of m.edges) {
-    const ports = e.ports.length > 2 ? `${e.ports.slice(0, 2).join(', ')}, \u2026` : e.ports.join(', ');
-    const label = `${SYMBOL[e.cls]} ${e.count}${ports ? ` \u00b7 ${ports}` : ''}`;
+    const label = labelText(e);
     out.push(
       `<g class="edge edge-${e.cls}" data-from="${esc(e.from)}" data-to="${esc(e.to)}" ` +
         `data-verdict="${e.cls}" data-count="${e.count}">` +
-        `<title>${esc(`${e.from} \u2192 ${e.to}: ${e.count} ${e.cls}${ports ? ` (${e.ports.join(', ')})` : ''}`)}</title>` +
+        `<title>${esc(`${e.from} \u2192 ${e.to}: ${e.count} ${e.cls}${e.ports.length ? ` (${e.ports.join(', ')})` : ''}`)}</title>` +
         `<path d="${e.d}" marker-end="url(#arrow-${e.cls})"/>` +
-        `<text x="${e.labelX}" y="${e.labelY}" text-anchor="middle" dy="0.35em">${esc(label)}</text></g>`,
+        `<text x="${e.labelX}" y="${e.labelY}" text-anchor="${e.labelAnchor}" dy="0.35em">${esc(label)}</text></g>`,
     );
   }
   for (const n of m.nodes) {

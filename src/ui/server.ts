@@ -14,6 +14,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { AgentClient } from '../agent/client.js';
+import { parseFlowQuery, toSearchParams } from '../observe/filters.js';
 import { WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
 import { streamAgent, type AgentStream } from './agent-stream.js';
@@ -38,8 +39,6 @@ const viewDir = join(repoRoot, 'dist', 'src', 'ui', 'view');
 /** Flows the page asks the agent to replay when it (re)connects, at most. */
 const maxLast = 4095;
 const defaultLast = 200;
-/** Parameters of the agent's flow API that the UI sets itself. */
-const controlParams = new Set(['follow', 'last', 'first', 'since', 'until', 'all']);
 
 const securityHeaders = {
   'x-content-type-options': 'nosniff',
@@ -61,19 +60,18 @@ function sendError(res: ServerResponse, status: number, err: unknown): void {
   send(res, status, 'application/json', JSON.stringify({ error: { code: e.code, message: e.message } }));
 }
 
-/** The agent's flow query for the page's filters: filters pass through, the window is the UI's. */
+/**
+ * The agent's flow query for the page's filters (`weir observe`'s, checked here so a bad one is
+ * answered with its ERR_OBSERVE_FILTER before the agent is asked); the window is the UI's.
+ */
 export function agentFlowPath(search: URLSearchParams, follow: boolean): string {
-  const q = new URLSearchParams();
-  for (const [k, v] of search) if (!controlParams.has(k) && v !== '') q.append(k, v);
-  const lastText = search.get('last');
-  const last = lastText === null ? defaultLast : Number(lastText);
-  if (!Number.isInteger(last) || last < 0 || last > maxLast)
-    throw new WeirError('ERR_UI_QUERY', `last must be an integer within 0..${maxLast}, not '${lastText}'`, {
+  const q = parseFlowQuery(search);
+  const last = q.last ?? defaultLast;
+  if (last > maxLast)
+    throw new WeirError('ERR_UI_QUERY', `last must be within 0..${maxLast}, not ${last}`, {
       location: { field: 'last' },
     });
-  q.set('last', String(last));
-  if (follow) q.set('follow', '1');
-  return `/v1/flows?${q}`;
+  return `/v1/flows?${toSearchParams({ ...q, last, follow })}`;
 }
 
 async function serveFile(res: ServerResponse, file: string, type: string): Promise<void> {

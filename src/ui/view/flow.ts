@@ -1,50 +1,21 @@
 // The slice of a Hubble-like Flow (cilium-facts §4.2, JSON with proto field names) that the page
-// shows, and how each part reads. Runs in the browser too, so it imports nothing at run time.
+// shows, and how each part reads. Runs in the browser too, so it imports types only.
+import type {
+  FlowEndpoint as ObservedEndpoint,
+  Flow as ObservedFlow,
+  FlowPolicy,
+} from '../../observe/flow.js';
 
-export interface FlowEndpoint {
-  ID?: number;
-  identity?: number;
-  namespace?: string;
-  pod_name?: string;
-  labels?: string[];
-}
+/** Every field optional, so the page shows what a flow has and never trusts a field to exist. */
+type DeepPartial<T> = T extends (infer U)[]
+  ? DeepPartial<U>[]
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
 
-export interface PolicyRef {
-  name?: string;
-  namespace?: string;
-  kind?: string;
-}
-
-export interface Flow {
-  time?: string;
-  uuid?: string;
-  verdict?: string;
-  drop_reason_desc?: string;
-  IP?: { source?: string; destination?: string; ipVersion?: string };
-  l4?: {
-    TCP?: { source_port?: number; destination_port?: number; flags?: Record<string, boolean> };
-    UDP?: { source_port?: number; destination_port?: number };
-    SCTP?: { source_port?: number; destination_port?: number };
-    ICMPv4?: { type?: number; code?: number };
-    ICMPv6?: { type?: number; code?: number };
-  };
-  source?: FlowEndpoint;
-  destination?: FlowEndpoint;
-  Type?: string;
-  event_type?: { type?: number; sub_type?: number };
-  traffic_direction?: string;
-  is_reply?: boolean;
-  ingress_allowed_by?: PolicyRef[];
-  egress_allowed_by?: PolicyRef[];
-  ingress_denied_by?: PolicyRef[];
-  egress_denied_by?: PolicyRef[];
-  Summary?: string;
-  /** weir's event kind ('drop', 'policy-verdict', 'trace') and trace subtype ('open', 'close'). */
-  weir?: { type?: string; trace_subtype?: string };
-}
-
-/** One line of the agent's flow stream. */
-export type FlowEvent = { flow: Flow } | { lost_events: { source?: string; num_events_lost?: number } };
+export type Flow = DeepPartial<ObservedFlow>;
+export type FlowEndpoint = DeepPartial<ObservedEndpoint>;
+type PolicyRef = DeepPartial<FlowPolicy>;
 
 /** Where a peer sits on the map: a pod, or an outside peer (world, host, a CIDR, a bare IP). */
 export interface Peer {
@@ -99,8 +70,9 @@ export function portProto(f: Flow): string {
 export function tcpFlags(f: Flow): string {
   const flags = f.l4?.TCP?.flags;
   if (!flags) return '';
-  return Object.keys(flags)
-    .filter((k) => flags[k])
+  return Object.entries(flags)
+    .filter(([, on]) => on)
+    .map(([k]) => k)
     .join(', ');
 }
 

@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { Verdict } from '../../observe/flow.js';
 import { flowRow, type Flow } from './flow.js';
 import { ServiceMap, renderSvg } from './service-map.js';
 
-function tcp(src: [string, string], dst: [string, string], verdict: string, extra: Partial<Flow> = {}): Flow {
+function tcp(
+  src: [string, string],
+  dst: [string, string],
+  verdict: Verdict,
+  extra: Partial<Flow> = {},
+): Flow {
   return {
     time: '2026-01-02T03:04:05.678Z',
     verdict,

@@ -20,7 +20,8 @@ function ports(f: Flow): [number | undefined, number | undefined] {
 export function endpointText(ep: FlowEndpoint, ip: string | undefined, port: number | undefined): string {
   const name = ep.pod_name ? `${ep.namespace}/${ep.pod_name}` : (ip ?? '?');
   const host = port !== undefined && port !== 0 ? `${name}:${port}` : name;
-  const reserved = ep.labels.find((l) => l.startsWith('reserved:'));
+  // Reserved identities (below 256) by name, like hubble; CIDR identities carry reserved:world too.
+  const reserved = ep.identity < 256 ? ep.labels.find((l) => l.startsWith('reserved:')) : undefined;
   return `${host} (${reserved ? reserved.slice('reserved:'.length) : `ID:${ep.identity}`})`;
 }
 

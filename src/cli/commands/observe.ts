@@ -111,6 +111,11 @@ export function observeCommand(): Command {
       const abort = new AbortController();
       const onSigint = () => abort.abort();
       process.once('SIGINT', onSigint);
+      // `weir observe | head`: stop reading when the reader goes away.
+      process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EPIPE') abort.abort();
+        else throw err;
+      });
       const rows: FlowRow[] = [];
       try {
         await agentClient(o.lab as string).stream(

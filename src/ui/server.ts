@@ -39,6 +39,8 @@ const viewDir = join(repoRoot, 'dist', 'src', 'ui', 'view');
 /** Flows the page asks the agent to replay when it (re)connects, at most. */
 const maxLast = 4095;
 const defaultLast = 200;
+/** Bytes queued for a slow page before its flows are dropped (and counted as lost). */
+const maxBacklog = 4 << 20;
 
 const securityHeaders = {
   'x-content-type-options': 'nosniff',
@@ -121,16 +123,17 @@ function serveEvents(
     if (done) return;
     res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
   };
-  // A page that reads slower than flows arrive loses flows here, and is told so like any loss.
+  // A page that reads slower than flows arrive loses flows here once a bounded backlog is queued
+  // for it, and is told so (as soon as it catches up) like any other loss.
   const flowLine = (line: string) => {
     if (done) return;
-    if (res.writableNeedDrain) {
-      behind++;
+    if (res.writableLength > maxBacklog) {
+      if (behind++ === 0)
+        res.once('drain', () => {
+          event('message', { lost_events: { source: 'UI_SERVER_QUEUE', num_events_lost: behind } });
+          behind = 0;
+        });
       return;
-    }
-    if (behind > 0) {
-      event('message', { lost_events: { source: 'UI_SERVER_QUEUE', num_events_lost: behind } });
-      behind = 0;
     }
     res.write(`data: ${line}\n\n`);
   };

@@ -76,7 +76,11 @@ function addRow(flow) {
       span.className = `verdict verdict-${cls}`;
       span.textContent = `${cls === 'forwarded' ? '\u2713' : cls === 'dropped' ? '\u2717' : '\u2022'} ${row.verdict}`;
       td.append(span);
-    } else td.textContent = row[col];
+    } else {
+      td.textContent = row[col];
+      // Long cells are cut with an ellipsis; the full text shows on hover.
+      if (row[col]) td.title = row[col];
+    }
     tr.append(td);
   }
   tbody.prepend(tr);

@@ -31,6 +31,13 @@ describe('ui: service map', () => {
     m.addFlow(tcp(['app', 'server'], ['app', 'client'], 'FORWARDED', { is_reply: true }));
     m.addFlow(tcp(['other', 'intruder'], ['app', 'server'], 'DROPPED'));
     m.addFlow(tcp(['other', 'intruder'], ['app', 'server'], 'DROPPED'));
+    // Leaving the intruder was allowed; the server's ingress decided (the drop above).
+    m.addFlow(
+      tcp(['other', 'intruder'], ['app', 'server'], 'FORWARDED', {
+        traffic_direction: 'EGRESS',
+        destination: { ID: 7, namespace: 'app', pod_name: 'server', labels: [] },
+      }),
+    );
     const l = m.layout();
     assert.deepEqual(
       l.edges.map((e) => [e.from, e.to, e.cls, e.count, e.ports]),

@@ -71,8 +71,14 @@ export class ServiceMap {
     if (!this.peers.has(key)) this.peers.set(key, { key, label: pod, namespace, kind: 'pod' });
   }
 
-  /** Folds one flow in. A reply counts on its request's edge, so a connection draws one arrow. */
+  /**
+   * Folds one flow in. A reply counts on its request's edge, so a connection draws one arrow. A
+   * packet between two local pods is seen twice, leaving one and entering the other: the edge shows
+   * where it was decided, so a forwarded egress towards a local endpoint is left to the ingress
+   * event that follows (otherwise a pair denied at ingress would also draw a green edge).
+   */
   addFlow(f: Flow): void {
+    if (f.traffic_direction === 'EGRESS' && f.verdict === 'FORWARDED' && (f.destination?.ID ?? 0) > 0) return;
     let src = peerOf(f.source, f.IP?.source);
     let dst = peerOf(f.destination, f.IP?.destination);
     if (f.is_reply === true) [src, dst] = [dst, src];
@@ -144,7 +150,8 @@ export class ServiceMap {
       if (a && b) edges.push({ ...route(a, b, ((i % 7) - 3) * 4), ...pick(e) });
     });
     spreadLabels(edges);
-    const width = Math.max(MARGIN * 2 + columns.length * (COL_W + COL_GAP) - COL_GAP, 400);
+    // Room on the right for the labels of edges routed past the last column.
+    const width = Math.max(MARGIN * 2 + columns.length * (COL_W + COL_GAP) - COL_GAP + 110, 400);
     const height = TOP + 20 + Math.max(rows, 1) * ROW_H + MARGIN;
     return { width, height, columns, nodes, edges };
   }

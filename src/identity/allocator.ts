@@ -44,9 +44,27 @@ export class IdentityAllocator {
   private readonly byId = new Map<number, Slot>();
   private nextCluster = CLUSTER_IDENTITY_MIN;
   private nextLocal = LOCAL_IDENTITY_MIN;
+  #generation = 0;
+
+  /** Advances whenever an id is allocated or freed: the persisted state changes only then. */
+  get generation(): number {
+    return this.#generation;
+  }
 
   /** Identity of a label set; allocates (refs 1) or adds a reference. */
   allocate(labels: readonly Label[] | readonly string[]): Identity {
+    // Labels already in canonical form (what the engine passes) skip normalising: a key that
+    // equals a stored one is canonical.
+    if (labels.every((l) => typeof l === 'string')) {
+      const direct = keyOf(labels as readonly string[]);
+      const reserved = reservedByKey.get(direct);
+      if (reserved !== undefined) return { id: reserved, labels: [...(labels as readonly string[])] };
+      const slot = this.byKey.get(direct);
+      if (slot && slot.labels.length === labels.length) {
+        slot.refs++;
+        return { id: slot.id, labels: slot.labels };
+      }
+    }
     const sorted = normalize(labels);
     const key = keyOf(sorted);
     const reserved = reservedByKey.get(key);
@@ -57,6 +75,7 @@ export class IdentityAllocator {
       slot = { id: local ? this.nextFree('local') : this.nextFree('cluster'), labels: sorted, refs: 0 };
       this.byKey.set(key, slot);
       this.byId.set(slot.id, slot);
+      this.#generation++;
     }
     slot.refs++;
     return { id: slot.id, labels: slot.labels };
@@ -85,6 +104,7 @@ export class IdentityAllocator {
     if (--slot.refs > 0) return;
     this.byId.delete(id);
     this.byKey.delete(keyOf(slot.labels));
+    this.#generation++;
   }
 
   refs(id: number): number {

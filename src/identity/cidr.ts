@@ -14,16 +14,29 @@ export interface Prefix {
 const bits = (f: Family) => (f === 4 ? 32 : 128);
 
 function parseIPv4(s: string): bigint | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  let v = 0n;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p) || (p.length > 1 && p.startsWith('0'))) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    v = (v << 8n) | BigInt(n);
+  // By hand: this runs for every address of every policy and pod on each regeneration.
+  let v = 0;
+  let parts = 0;
+  let i = 0;
+  while (i <= s.length) {
+    const begin = i;
+    let n = 0;
+    while (i < s.length) {
+      const c = s.charCodeAt(i) - 48;
+      if (c < 0 || c > 9) break;
+      n = n * 10 + c;
+      i++;
+    }
+    const digits = i - begin;
+    // 1..3 digits, no leading zero, at most 255.
+    if (digits === 0 || digits > 3 || (digits > 1 && s.charCodeAt(begin) === 48) || n > 255) return undefined;
+    v = v * 256 + n;
+    parts++;
+    if (i === s.length) break;
+    if (s.charCodeAt(i) !== 46 || parts === 4) return undefined;
+    i++;
   }
-  return v;
+  return parts === 4 ? BigInt(v) : undefined;
 }
 
 function parseIPv6(s: string): bigint | undefined {
@@ -65,9 +78,21 @@ export function parseIP(s: string): { family: Family; addr: bigint } | undefined
   return undefined;
 }
 
-function mask(family: Family, len: number): bigint {
-  const total = bits(family);
+function computeMask(total: number, len: number): bigint {
   return ((1n << BigInt(total)) - 1n) ^ ((1n << BigInt(total - len)) - 1n);
+}
+
+// Masks are computed once per length: bigint shifts dominate containment checks otherwise.
+const masks4 = Array.from({ length: 33 }, (_, len) => computeMask(32, len));
+const masks6 = Array.from({ length: 129 }, (_, len) => computeMask(128, len));
+
+function mask(family: Family, len: number): bigint {
+  return (family === 4 ? masks4[len] : masks6[len]) ?? computeMask(bits(family), len);
+}
+
+/** The last address of a prefix. */
+export function lastAddress(p: Prefix): bigint {
+  return p.addr | (mask(p.family, p.len) ^ mask(p.family, bits(p.family)));
 }
 
 /**
@@ -97,7 +122,10 @@ export function mustParsePrefix(s: string): Prefix {
 }
 
 export function formatIP(family: Family, addr: bigint): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((sh) => String((addr >> sh) & 0xffn)).join('.');
+  if (family === 4) {
+    const n = Number(addr);
+    return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+  }
   const groups = [...Array(8).keys()].map((i) => Number((addr >> BigInt(112 - 16 * i)) & 0xffffn));
   // Longest run of zero groups (length ≥ 2) becomes "::" (RFC 5952).
   let best = -1;
@@ -150,14 +178,58 @@ export interface IpcacheEntry {
   identity: number;
 }
 
+/**
+ * Prefixes with a value, for longest-prefix match: one hash map per prefix length present, so a
+ * lookup costs one probe per distinct length instead of a scan of every prefix.
+ */
+export class PrefixTable<T> {
+  private readonly byLen = { 4: new Map<number, Map<bigint, T>>(), 6: new Map<number, Map<bigint, T>>() };
+  /** Lengths present per family, longest first. */
+  private lens: { 4: number[]; 6: number[] } | undefined;
+
+  /** Adds (or replaces) the value of a prefix. */
+  set(p: Prefix, value: T): void {
+    const lens = this.byLen[p.family];
+    let m = lens.get(p.len);
+    if (!m) {
+      lens.set(p.len, (m = new Map()));
+      this.lens = undefined;
+    }
+    m.set(p.addr, value);
+  }
+
+  /** The value of the longest prefix containing `p` (`p` itself included). */
+  longest(p: Prefix): T | undefined {
+    this.lens ??= {
+      4: [...this.byLen[4].keys()].sort((a, b) => b - a),
+      6: [...this.byLen[6].keys()].sort((a, b) => b - a),
+    };
+    const byLen = this.byLen[p.family];
+    for (const len of this.lens[p.family]) {
+      if (len > p.len) continue;
+      const v = byLen.get(len)?.get(p.addr & mask(p.family, len));
+      if (v !== undefined) return v;
+    }
+    return undefined;
+  }
+}
+
+/** An ipcache's entries indexed for lookups; built once per entries array. */
+const ipcacheIndexes = new WeakMap<readonly IpcacheEntry[], PrefixTable<IpcacheEntry>>();
+
 /** Longest-prefix match of `ip` over ipcache entries (the datapath's weir_ipcache, in TS). */
 export function lookupIpcache(entries: readonly IpcacheEntry[], ip: string): IpcacheEntry | undefined {
   const host = hostPrefix(ip);
   if (!host) return undefined;
-  let best: { e: IpcacheEntry; len: number } | undefined;
-  for (const e of entries) {
-    const p = parsePrefix(e.prefix);
-    if (p && prefixContains(p, host) && (!best || p.len > best.len)) best = { e, len: p.len };
+  let table = ipcacheIndexes.get(entries);
+  if (!table) {
+    table = new PrefixTable();
+    // The first of equal prefixes wins, as the linear scan it replaces did.
+    for (const e of [...entries].reverse()) {
+      const p = parsePrefix(e.prefix);
+      if (p) table.set(p, e);
+    }
+    ipcacheIndexes.set(entries, table);
   }
-  return best?.e;
+  return table.longest(host);
 }

@@ -40,6 +40,8 @@ export const defaultLabelPatterns: readonly LabelPattern[] = [
 export class LabelFilter {
   private readonly compiled: { re: RegExp; exclude: boolean; len: number }[];
   private readonly userInclusive: boolean;
+  /** Verdicts by key: every pod repeats the same few keys, and each test runs many regexes. */
+  private readonly verdicts = new Map<string, boolean>();
 
   constructor(
     userPatterns: readonly LabelPattern[] = [],
@@ -69,8 +71,18 @@ export class LabelFilter {
 
   keep(label: Label): boolean {
     if (label.source === 'reserved' || label.source === 'cidr') return true;
+    let keep = this.verdicts.get(label.key);
+    if (keep === undefined) {
+      keep = this.decide(label.key);
+      if (this.verdicts.size >= 65536) this.verdicts.clear();
+      this.verdicts.set(label.key, keep);
+    }
+    return keep;
+  }
+
+  private decide(key: string): boolean {
     let best: { exclude: boolean; len: number } | undefined;
-    for (const c of this.compiled) if (c.re.test(label.key) && (!best || c.len > best.len)) best = c;
+    for (const c of this.compiled) if (c.re.test(key) && (!best || c.len > best.len)) best = c;
     if (best) return !best.exclude;
     return !this.userInclusive;
   }

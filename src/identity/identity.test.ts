@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { IdentityAllocator } from './allocator.js';
-import { lookupIpcache, parsePrefix, formatPrefix } from './cidr.js';
+import { lookupIpcache, parseIP, parsePrefix, formatPrefix, PrefixTable } from './cidr.js';
 import { LabelFilter } from './filter.js';
 import { formatLabel } from './labels.js';
 import { podSecurityLabels } from './pod-labels.js';
@@ -107,4 +107,42 @@ test('CIDR parsing follows Go ParseCIDR (host bits masked), IPv6, ipcache LPM', 
   assert.equal(lookupIpcache(ipc, '192.0.2.10')?.identity, 16777218);
   assert.equal(lookupIpcache(ipc, '192.0.2.20')?.identity, 16777217);
   assert.equal(lookupIpcache(ipc, '8.8.8.8')?.identity, 2);
+});
+
+test('IPv4 parsing rejects leading zeros, octets over 255, short and trailing forms', () => {
+  assert.deepEqual(parseIP('10.0.255.1'), { family: 4, addr: 0x0a00ff01n });
+  for (const bad of ['01.2.3.4', '256.1.1.1', '1.2.3', '1.2.3.4.', '1..2.3', '1.2.3.4.5', '', '1.2.3.a'])
+    assert.equal(parseIP(bad), undefined, bad);
+  assert.equal(formatPrefix(parsePrefix('255.255.255.255/32') ?? assert.fail()), '255.255.255.255/32');
+});
+
+test('PrefixTable: longest match per family, only prefixes that contain the query', () => {
+  const t = new PrefixTable<string>();
+  const p = (s: string) => parsePrefix(s, { allowBareIP: true }) ?? assert.fail(s);
+  t.set(p('10.0.0.0/8'), 'a');
+  t.set(p('10.1.0.0/16'), 'b');
+  t.set(p('fd00::/8'), 'six');
+  assert.equal(t.longest(p('10.1.2.3')), 'b');
+  assert.equal(t.longest(p('10.2.2.3')), 'a');
+  assert.equal(t.longest(p('10.1.0.0/12')), 'a', 'a /12 is not inside the /16');
+  assert.equal(t.longest(p('11.0.0.1')), undefined);
+  assert.equal(t.longest(p('fd00::1')), 'six');
+  t.set(p('0.0.0.0/0'), 'world');
+  assert.equal(t.longest(p('11.0.0.1')), 'world');
+});
+
+test('allocator generation moves only when an id is allocated or freed', () => {
+  const a = new IdentityAllocator();
+  const g0 = a.generation;
+  const x = a.allocate(['k8s:app=x']);
+  assert.equal(a.generation, g0 + 1);
+  assert.equal(a.allocate(['k8s:app=x']).id, x.id);
+  assert.equal(a.allocate([{ source: 'k8s', key: 'app', value: 'x' }]).id, x.id);
+  assert.equal(a.generation, g0 + 1);
+  a.release(x.id);
+  a.release(x.id);
+  assert.equal(a.generation, g0 + 1);
+  a.release(x.id);
+  assert.equal(a.generation, g0 + 2);
+  assert.equal(a.find(['k8s:app=x']), undefined);
 });

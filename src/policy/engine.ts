@@ -2,7 +2,7 @@
 // entries out, plus the ipcache (IP/prefix -> identity) and the cookie -> rule table. Pure: no
 // kernel calls. The agent writes the entries, `policy trace` and conformance simulation look
 // them up with lookup.ts, and bpf/ reaches the same verdicts from the same entries.
-import { comparePrefix, formatPrefix, hostPrefix, parsePrefix, type Prefix } from '../identity/cidr.js';
+import { comparePrefix, formatPrefix, hostPrefix, type Prefix } from '../identity/cidr.js';
 import { IdentityAllocator } from '../identity/allocator.js';
 import type { LabelFilter } from '../identity/filter.js';
 import { formatLabel } from '../identity/labels.js';
@@ -111,6 +111,7 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     return id;
   };
   const seenIds = new Set<number>();
+  const epIPs = new Map<number, Prefix[]>();
   for (const ep of [...input.endpoints].sort((a, b) => a.id - b.id)) {
     if (seenIds.has(ep.id))
       throw new WeirError('ERR_POLICY_ENDPOINT_DUPLICATE', `endpoint id ${ep.id} appears twice`);
@@ -128,21 +129,20 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
       .sort();
     const id = take(labels);
     epIdentity.set(ep.id, { id, labels });
-    u.addPod(
-      id,
-      labels,
-      ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`)),
-      ep.namedPorts,
-    );
+    const ips = ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`));
+    epIPs.set(ep.id, ips);
+    u.addPod(id, labels, ips, ep.namedPorts);
   }
 
-  // CIDR identities for every prefix a policy names; /0 is reserved:world itself.
-  const cidrIds: { prefix: Prefix; id: number }[] = [];
-  for (const p of collectPrefixes(input.policies)) {
-    if (p.len === 0) continue;
-    const id = take([`cidr:${formatPrefix(p)}`, 'reserved:world']);
-    cidrIds.push({ prefix: p, id });
-    u.addCIDR(id, allocator.get(id)?.labels ?? [], p);
+  // CIDR identities for every prefix a policy names; /0 is reserved:world itself. Distinct
+  // prefixes never share a label set with each other or with a pod, so no need for `take`.
+  const cidrIds: { prefix: Prefix; text: string; id: number }[] = [];
+  for (const { prefix, text } of collectPrefixes(input.policies, u)) {
+    if (prefix.len === 0) continue;
+    const ident = allocator.allocate([`cidr:${text}`, 'reserved:world']);
+    held.push(ident.id);
+    cidrIds.push({ prefix, text, id: ident.id });
+    u.addCIDR(ident.id, ident.labels, prefix);
   }
 
   const jar = new CookieJar();
@@ -172,12 +172,13 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     endpoints.set(ep.id, { identity: ident.id, labels: ident.labels, ...result });
   }
 
-  const ipcache: { prefix: Prefix; identity: number }[] = [];
-  for (const ep of input.endpoints)
-    for (const ip of ep.ips)
-      ipcache.push({ prefix: mustHost(ip, 'pod IP'), identity: epIdentity.get(ep.id)?.id ?? 0 });
+  const ipcache: { prefix: Prefix; text?: string; identity: number }[] = [];
+  for (const ep of input.endpoints) {
+    const id = epIdentity.get(ep.id)?.id ?? 0;
+    for (const ip of epIPs.get(ep.id) ?? []) ipcache.push({ prefix: ip, identity: id });
+  }
   for (const ip of nodeIPs) ipcache.push({ prefix: ip, identity: IDENTITY_HOST });
-  for (const c of cidrIds) ipcache.push({ prefix: c.prefix, identity: c.id });
+  for (const c of cidrIds) ipcache.push({ prefix: c.prefix, text: c.text, identity: c.id });
   ipcache.push({ prefix: { family: 4, addr: 0n, len: 0 }, identity: IDENTITY_WORLD });
   ipcache.push({ prefix: { family: 6, addr: 0n, len: 0 }, identity: IDENTITY_WORLD });
   ipcache.sort((a, b) => comparePrefix(a.prefix, b.prefix));
@@ -188,7 +189,7 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   for (const id of opts.previousHeld ?? []) allocator.release(id);
   return {
     endpoints,
-    ipcache: dedup.map((e) => ({ prefix: formatPrefix(e.prefix), identity: e.identity })),
+    ipcache: dedup.map((e) => ({ prefix: e.text ?? formatPrefix(e.prefix), identity: e.identity })),
     cookies: new Map([...jar.byCookie].sort((a, b) => a[0] - b[0])),
     held,
   };
@@ -200,11 +201,17 @@ function mustHost(ip: string, what: string): Prefix {
   return p;
 }
 
-function collectPrefixes(policies: readonly Policy[]): Prefix[] {
-  const out = new Map<string, Prefix>();
+/** Every prefix the policies name, once, sorted; `text` is its canonical form. */
+function collectPrefixes(policies: readonly Policy[], u: Universe): { prefix: Prefix; text: string }[] {
+  const out = new Map<string, { prefix: Prefix; text: string }>();
+  const seen = new Set<string>();
   const add = (s: string) => {
-    const p = parsePrefix(s, { allowBareIP: true });
-    if (p) out.set(formatPrefix(p), p);
+    if (seen.has(s)) return;
+    seen.add(s);
+    const prefix = u.prefix(s);
+    if (!prefix) return;
+    const text = formatPrefix(prefix);
+    if (!out.has(text)) out.set(text, { prefix, text });
   };
   for (const p of policies) {
     if (p.kind === 'NetworkPolicy') {
@@ -217,7 +224,7 @@ function collectPrefixes(policies: readonly Policy[]): Prefix[] {
           for (const m of r.cidrs ?? []) [m.cidr, ...m.except].forEach(add);
     }
   }
-  return [...out.values()].sort(comparePrefix);
+  return [...out.values()].sort((a, b) => comparePrefix(a.prefix, b.prefix));
 }
 
 function endpointPolicy(
@@ -380,6 +387,11 @@ export function resolvePrecedence(entries: PolicyMapEntry[]): PolicyMapEntry[] {
 function resolveSpaces(raw: Map<number, Map<number, PolicyMapEntry>>): PolicyMapEntry[] {
   const spaces = new Map<number, Space>();
   for (const [id, byKey] of raw) {
+    // One entry (a peer on one port, the common case): nothing inside it to resolve.
+    if (byKey.size === 1) {
+      spaces.set(id, { byKey, lens: [(byKey.values().next().value as PolicyMapEntry).prefixLen] });
+      continue;
+    }
     const s = buildSpace(byKey);
     if (s.lens.length > 1 && [...byKey.values()].some((e) => e.deny))
       for (const [k, e] of s.byKey) {

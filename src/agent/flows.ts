@@ -1,6 +1,7 @@
 // The agent's flow pipeline: weir_events ring buffer -> decode -> enrich -> ring + followers, and
 // conntrack GC -> close traces. Every record is handled on the event loop as it arrives
 // (RingBufferReader never blocks); followers are fed through bounded queues (src/observe/stream.ts).
+import { verdictMatch } from '../observe/format.js';
 import type { Logger as Pino } from 'pino';
 import { RingBufferReader } from '../bpf/index.js';
 import { monotonicNowNs } from '../datapath/clock.js';
@@ -106,11 +107,11 @@ export function countFlow(m: AgentMetrics, f: Flow): void {
   if (f.weir.type === 'drop')
     m.hubbleDrops.inc({ reason: f.drop_reason_desc ?? 'DROP_REASON_UNKNOWN', protocol: protocolOf(f) });
   if (f.weir.type === 'policy-verdict') {
-    const decided = f.ingress_allowed_by ?? f.egress_allowed_by ?? f.ingress_denied_by ?? f.egress_denied_by;
+    const match = verdictMatch(f);
     m.policyVerdicts.inc({
       direction: f.traffic_direction.toLowerCase(),
       action: f.verdict === 'DROPPED' ? 'dropped' : 'forwarded',
-      match: decided ? 'policy' : 'none',
+      match: match === 'L3-L4' ? 'policy' : match,
     });
   }
 }

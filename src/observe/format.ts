@@ -52,12 +52,21 @@ export function dropText(f: Flow): string {
   return REASON_TEXT[desc] ?? (desc || `drop reason ${f.drop_reason ?? '?'}`);
 }
 
+/**
+ * How a policy verdict matched, as Hubble names it: a rule decided ("L3-L4"); allowed with no rule,
+ * because no policy selects the endpoint in that direction ("all"); denied with no rule ("none").
+ */
+export function verdictMatch(f: Flow): 'L3-L4' | 'all' | 'none' {
+  if (decidingPolicies(f).length > 0) return 'L3-L4';
+  return f.verdict === 'DROPPED' ? 'none' : 'all';
+}
+
 /** The event part: "policy-verdict:L3-L4 INGRESS ALLOWED", "drop EGRESS DROPPED (Policy denied)". */
 export function eventText(f: Flow): string {
   const dir = f.traffic_direction === 'TRAFFIC_DIRECTION_UNKNOWN' ? '' : `${f.traffic_direction} `;
   switch (f.weir.type) {
     case 'policy-verdict': {
-      const match = decidingPolicies(f).length > 0 ? 'L3-L4' : 'none';
+      const match = verdictMatch(f);
       return `policy-verdict:${match} ${dir}${f.verdict === 'DROPPED' ? 'DENIED' : 'ALLOWED'}`;
     }
     case 'drop':

@@ -355,7 +355,7 @@ describe('weir observe', { timeout: 240_000 }, () => {
     const pv = (direction: string, action: string, match: string) =>
       d('weir_policy_verdict_total', { direction, action, match });
     assert.equal(pv('egress', 'forwarded', 'policy'), 5);
-    assert.equal(pv('egress', 'forwarded', 'none'), 1);
+    assert.equal(pv('egress', 'forwarded', 'all'), 1);
     assert.equal(pv('ingress', 'forwarded', 'policy'), 2);
     assert.equal(pv('ingress', 'dropped', 'none'), 2);
     assert.equal(pv('ingress', 'dropped', 'policy'), 1);

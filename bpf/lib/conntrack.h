@@ -17,7 +17,8 @@
  *          {inner, other dir} and {reversed inner, dir}: RELATED; nothing else lets an error in.
  *     Entries past lifetime_ns count as absent (the agent's GC deletes them later). A TCP SYN
  *     (without ACK) hitting a CLOSING entry (1 or 2) reopens the connection: CT_NEW, policy again.
- *     Hits update the entry's counters, TCP flags, state and lifetime.
+ *     Hits update the entry's counters, TCP flags, state and lifetime (the lifetime lazily: it
+ *     may lag the last packet by up to CT_LIFETIME_SLACK_NS, see __ct_account).
  *
  *   ct_create(flow, dir, bytes, now, cookie, src_identity) -> 0 | DROP_CT_CREATE_FAILED
  *     Inserts {tuple, dir} after policy allowed the packet. Any TCP packet may open an entry,
@@ -43,6 +44,8 @@
 #define CT_ESTABLISHED 1
 #define CT_REPLY 2
 #define CT_RELATED 3
+
+#define CT_LIFETIME_SLACK_NS NSEC_PER_SEC /* see __ct_account */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -76,46 +79,57 @@ static __always_inline struct ct_entry *__ct_get(struct ct_key *key, __u64 now)
 	return e;
 }
 
-/* State and lifetime from the TCP flags both sides have sent so far. */
-static __always_inline void __ct_refresh(struct ct_entry *e, __u8 nexthdr, __u64 now)
+/* State and timeout (seconds) from the TCP flags both sides have sent so far. */
+static __always_inline __u32 __ct_timeout(const struct ct_entry *e, __u8 nexthdr, __u8 *state)
 {
 	__u16 all = e->tcp_flags_fwd | e->tcp_flags_rev;
-	__u32 timeout;
 
 	if (nexthdr != IPPROTO_TCP) {
-		e->state = e->packets_rev ? CT_STATE_ESTABLISHED : CT_STATE_NEW;
-		timeout = weir_ct_timeout_any;
-	} else if ((all & TCP_FLAG_RST) ||
-		   ((e->tcp_flags_fwd & TCP_FLAG_FIN) && (e->tcp_flags_rev & TCP_FLAG_FIN))) {
-		e->state = CT_STATE_CLOSING;
-		timeout = weir_ct_timeout_close;
-	} else if (e->packets_rev) {
-		e->state = CT_STATE_ESTABLISHED;
-		timeout = weir_ct_timeout_tcp;
-	} else {
-		e->state = CT_STATE_NEW;
-		timeout = weir_ct_timeout_syn;
+		*state = e->packets_rev ? CT_STATE_ESTABLISHED : CT_STATE_NEW;
+		return weir_ct_timeout_any;
 	}
-	e->lifetime_ns = now + (__u64)timeout * NSEC_PER_SEC;
+	if ((all & TCP_FLAG_RST) || ((e->tcp_flags_fwd & TCP_FLAG_FIN) && (e->tcp_flags_rev & TCP_FLAG_FIN))) {
+		*state = CT_STATE_CLOSING;
+		return weir_ct_timeout_close;
+	}
+	*state = e->packets_rev ? CT_STATE_ESTABLISHED : CT_STATE_NEW;
+	return e->packets_rev ? weir_ct_timeout_tcp : weir_ct_timeout_syn;
 }
 
-/* Returns 1 when this packet closed the connection (state became CT_STATE_CLOSING). */
+/* Returns 1 when this packet closed the connection (state became CT_STATE_CLOSING).
+ *
+ * The entry is shared by both directions, which the kernel often runs on different CPUs (data on
+ * the sender's, ACKs on the receiver's): every store pulls its cache line over. So only the
+ * counters are written on every packet; flags and state only when they change, and the lifetime
+ * only when it would move by more than CT_LIFETIME_SLACK_NS (an entry may then expire up to that
+ * much before "timeout after the last packet"; a state change always sets it exactly). */
 static __always_inline int __ct_account(struct ct_entry *e, const struct flow *f, int reply, __u32 bytes,
 					__u64 now)
 {
-	__u8 before = e->state;
+	__u8 before = e->state, state;
+	__u64 lifetime;
+	__u32 timeout;
 
 	if (reply) {
 		__sync_fetch_and_add(&e->packets_rev, 1);
 		__sync_fetch_and_add(&e->bytes_rev, bytes);
-		e->tcp_flags_rev |= f->tcp_flags;
+		if ((e->tcp_flags_rev | f->tcp_flags) != e->tcp_flags_rev)
+			e->tcp_flags_rev |= f->tcp_flags;
 	} else {
 		__sync_fetch_and_add(&e->packets_fwd, 1);
 		__sync_fetch_and_add(&e->bytes_fwd, bytes);
-		e->tcp_flags_fwd |= f->tcp_flags;
+		if ((e->tcp_flags_fwd | f->tcp_flags) != e->tcp_flags_fwd)
+			e->tcp_flags_fwd |= f->tcp_flags;
 	}
-	__ct_refresh(e, f->tuple.nexthdr, now);
-	return before != CT_STATE_CLOSING && e->state == CT_STATE_CLOSING;
+	timeout = __ct_timeout(e, f->tuple.nexthdr, &state);
+	lifetime = now + (__u64)timeout * NSEC_PER_SEC;
+	if (state != before) {
+		e->state = state;
+		e->lifetime_ns = lifetime;
+	} else if (lifetime > e->lifetime_ns + CT_LIFETIME_SLACK_NS) {
+		e->lifetime_ns = lifetime;
+	}
+	return before != CT_STATE_CLOSING && state == CT_STATE_CLOSING;
 }
 
 /* A fresh SYN on a closing connection starts a new one, which policy must judge again. */
@@ -183,7 +197,7 @@ static __always_inline int ct_create(const struct flow *f, __u8 dir, __u32 bytes
 	};
 
 	key.flags = dir;
-	__ct_refresh(&e, f->tuple.nexthdr, now);
+	e.lifetime_ns = now + (__u64)__ct_timeout(&e, f->tuple.nexthdr, &e.state) * NSEC_PER_SEC;
 	if (bpf_map_update_elem(&weir_ct, &key, &e, BPF_ANY) < 0)
 		return DROP_CT_CREATE_FAILED;
 	return 0;

@@ -1,0 +1,165 @@
+// Micro-benchmark of the tc datapath: nanoseconds per packet of weir_from_container /
+// weir_to_container, run by the kernel itself with BPF_PROG_TEST_RUN (the program alone, on one
+// CPU, no lab traffic), so the figure does not move with the machine's load the way iperf3 does.
+// Cases: the established fast path (a data segment the pod sends, the ACK it receives back) and
+// the first packet of a connection (allowed: policy + conntrack entry + events; denied: policy +
+// drop event). Needs root (loads lxc.o, makes a weir-dptest-* namespace, removed at the end).
+// Run: node dist/bench/micro/datapath.js [--runs 5] [--repeat 200000] [--object path/to/lxc.o]
+import { RingBufferReader, withNetns } from '../../src/bpf/index.js';
+import type { CtTuple } from '../../src/datapath/maps/ct/index.js';
+import { ethernet, ipv4, tcp } from '../../src/datapath/packet/index.js';
+import { PROGRAMS } from '../../src/datapath/loader.js';
+import { DatapathHarness, TC_ACT_OK, TC_ACT_SHOT } from '../../src/datapath/test-support.js';
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(name);
+  const v = i > 0 ? Number(process.argv[i + 1]) : dflt;
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a positive integer`);
+  return v;
+};
+const runs = arg('--runs', 5);
+const repeat = arg('--repeat', 200_000);
+/** New-connection runs are one packet each (the entry is deleted in between): fewer of them. */
+const newPackets = Math.min(repeat, 20_000);
+/** Another build of lxc.o (A/B of a change); default dist/bpf/lxc.o. */
+const objectArg = process.argv.indexOf('--object');
+const objectPath = objectArg > 0 ? process.argv[objectArg + 1] : undefined;
+
+const A = { ip: '10.0.0.1', identity: 1001 };
+const B = { ip: '10.0.0.2', identity: 1002 };
+const TCP = 6;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+interface Row {
+  case: string;
+  program: string;
+  bytes: number;
+  nsPerPacket: number;
+}
+
+async function main(): Promise<void> {
+  const h = await DatapathHarness.create({ devices: 2, ...(objectPath ? { objectPath } : {}) });
+  // The ring is drained as a real agent would: a full ring would make new connections look cheap.
+  const reader = new RingBufferReader(h.dp.events, () => undefined);
+  try {
+    const a = h.addEndpoint(0, 1, A.identity);
+    h.addEndpoint(1, 2, B.identity);
+    h.dp.ipcache.upsert(A.ip, A.identity);
+    h.dp.ipcache.upsert(B.ip, B.identity);
+    // A may open TCP to B on port 80; port 81 is denied by default.
+    h.dp
+      .policy(1)
+      .upsert({ identity: B.identity, direction: 'egress', protocol: TCP, port: 80 }, { cookie: 7 });
+
+    const fromA = h.dp.program(PROGRAMS.fromContainer);
+    const toA = h.dp.program(PROGRAMS.toContainer);
+    const frame = (src: string, dst: string, sport: number, dport: number, flags: string, payload = 0) =>
+      ethernet({
+        payload: ipv4({ src, dst, payload: tcp({ sport, dport, flags, payload: Buffer.alloc(payload) }) }),
+      });
+    const syn = frame(A.ip, B.ip, 40000, 80, 'S');
+    const data = frame(A.ip, B.ip, 40000, 80, 'PA', 1448); // one full-MSS segment
+    const ack = frame(B.ip, A.ip, 80, 40000, 'A');
+    const deniedSyn = frame(A.ip, B.ip, 40001, 81, 'S');
+    const tuple: CtTuple = {
+      family: 4,
+      src: A.ip,
+      dst: B.ip,
+      sport: 40000,
+      dport: 80,
+      proto: TCP,
+      direction: 'egress',
+    };
+
+    const timed = (prog: typeof fromA, pkt: Buffer, n: number, want: number) =>
+      withNetns(h.netns, () => {
+        const r = prog.testRun({ data: pkt, ifindex: a.ifindex, repeat: n });
+        if (r.retval !== want) throw new Error(`verdict ${r.retval}, expected ${want}`);
+        return r.durationNs;
+      });
+    /** One packet per run, the connection's entry deleted before each: every run is a new one. */
+    const timedNew = (pkt: Buffer) => {
+      let total = 0;
+      for (let i = 0; i < newPackets; i++) {
+        h.dp.ct.delete(tuple);
+        total += timed(fromA, pkt, 1, TC_ACT_OK);
+        if (i % 1024 === 0) reader.drain();
+      }
+      reader.drain();
+      return total / newPackets;
+    };
+    const deniedNew = () => {
+      let total = 0;
+      const chunk = 1024; // drop events: drain before the ring could fill
+      for (let done = 0; done < newPackets; done += chunk) {
+        total += timed(fromA, deniedSyn, chunk, TC_ACT_SHOT) * chunk;
+        reader.drain();
+      }
+      return total / (Math.ceil(newPackets / chunk) * chunk);
+    };
+
+    const cases: { name: string; program: string; bytes: number; measure: () => number }[] = [
+      {
+        name: 'established: data segment the pod sends',
+        program: PROGRAMS.fromContainer,
+        bytes: data.length,
+        measure: () => timed(fromA, data, repeat, TC_ACT_OK),
+      },
+      {
+        name: 'established: ACK the pod receives (reply)',
+        program: PROGRAMS.toContainer,
+        bytes: ack.length,
+        measure: () => timed(toA, ack, repeat, TC_ACT_OK),
+      },
+      {
+        name: 'new connection: SYN allowed (policy, CT entry, 2 events)',
+        program: PROGRAMS.fromContainer,
+        bytes: syn.length,
+        measure: () => timedNew(syn),
+      },
+      {
+        name: 'new connection: SYN denied (policy, 2 events)',
+        program: PROGRAMS.fromContainer,
+        bytes: deniedSyn.length,
+        measure: deniedNew,
+      },
+    ];
+
+    // The established cases need the connection: opened by the SYN, answered by B.
+    h.dp.ct.flush();
+    timed(fromA, syn, 1, TC_ACT_OK);
+    timed(toA, frame(B.ip, A.ip, 80, 40000, 'SA'), 1, TC_ACT_OK);
+    reader.drain();
+
+    const rows: Row[] = [];
+    for (const c of cases) {
+      c.measure(); // warm-up: caches, branch predictors, the LRU's per-CPU lists
+      const samples = Array.from({ length: runs }, () => c.measure());
+      rows.push({ case: c.name, program: c.program, bytes: c.bytes, nsPerPacket: median(samples) });
+      if (c.name.startsWith('established')) {
+        // Every established run must have been a conntrack hit, not a new connection.
+        if (h.dp.ct.get(tuple) === undefined) throw new Error('the established connection is gone');
+      }
+    }
+    print(rows);
+  } finally {
+    reader.close();
+    await h.destroy();
+  }
+}
+
+function print(rows: Row[]): void {
+  const header = ['case', 'program', 'frame bytes', 'ns/packet'];
+  const body = rows.map((r) => [r.case, r.program, String(r.bytes), r.nsPerPacket.toFixed(1)]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i >= 2 ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join('  ');
+  console.log(`weir datapath micro-benchmark: BPF_PROG_TEST_RUN, median of ${runs} runs`);
+  console.log(`(established: ${repeat} packets per run; new connections: ${newPackets} per run)\n`);
+  console.log(line(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const b of body) console.log(line(b));
+}
+
+await main();

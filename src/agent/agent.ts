@@ -17,7 +17,7 @@ import { LabelFilter } from '../identity/filter.js';
 import type { Lab, LabState, NodeState, PodState } from '../lab/index.js';
 import { validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
-import { diff } from '../policy/diff.js';
+import { diff, type EntryDiff } from '../policy/diff.js';
 import {
   computePolicy,
   type EngineConfig,
@@ -126,6 +126,12 @@ export class Agent {
   private output: EngineOutput | undefined;
   private input: EngineInput | undefined;
   private held: number[] = [];
+  /** weir_endpoints rows as this agent wrote or read them (a lookup per endpoint is a syscall). */
+  private readonly endpointRows = new Map<number, { endpointId: number; identity: number; flags: number }>();
+  /** Validated policies by stored object: validation is not repeated for unchanged objects. */
+  private readonly validated = new WeakMap<object, Policy>();
+  /** What the store held when last saved: unchanged, regeneration does not rewrite it. */
+  private saved: { generation: number; revision: number; objects: StoredObject[] } | undefined;
   private labState: LabState | undefined;
   readonly regen: RegenerationStats = { count: 0, lastMs: 0, lastUpserts: 0, lastDeletes: 0 };
   /** One change at a time: API calls are serialised through this chain. */
@@ -170,10 +176,19 @@ export class Agent {
     this.writtenIpcache = new Map(this.datapath.ipcache.list().map((e) => [e.prefix, e.identity]));
   }
 
-  policies(): Policy[] {
-    return this.store.state.objects.map((o) =>
-      validatePolicy(o.object, { file: o.file ?? '(agent store)', object: `${o.kind} ${objectKey(o)}` }),
-    );
+  policies(objects: StoredObject[] = this.store.state.objects): Policy[] {
+    return objects.map((o) => {
+      const key = o.object as object;
+      let p = this.validated.get(key);
+      if (!p) {
+        p = validatePolicy(o.object, {
+          file: o.file ?? '(agent store)',
+          object: `${o.kind} ${objectKey(o)}`,
+        });
+        if (key && typeof key === 'object') this.validated.set(key, p);
+      }
+      return p;
+    });
   }
 
   private node(): NodeState {
@@ -192,6 +207,7 @@ export class Agent {
       if (live.has(key)) continue;
       this.log.info({ endpoint: id, pod: key }, 'endpoint removed');
       this.datapath.detachEndpoint({ netns: node.netns, endpointId: id });
+      this.endpointRows.clear();
       this.written.delete(id);
       this.store.releaseEndpoint(key);
       this.metrics.policyMapPressure.remove({ map_name: `weir_policy_${id}` });
@@ -225,6 +241,7 @@ export class Agent {
       identity: have?.identity ?? 0,
       flags: have?.flags ?? 0,
     });
+    this.endpointRows.clear();
     this.written.set(id, this.written.get(id) ?? []);
     this.log.info({ endpoint: id, pod: key, ifname: pod.hostIfname }, 'endpoint attached');
   }
@@ -294,17 +311,27 @@ export class Agent {
     }
 
     const podsById = new Map(input.endpoints.map((e) => [e.id, e]));
+    // Endpoints selected alike share their entry arrays, old and new: one diff per distinct pair.
+    const diffs = new Map<PolicyMapEntry[], Map<PolicyMapEntry[], EntryDiff>>();
+    const changed = new Set<number>();
+    const setRow = (ifindex: number, row: { endpointId: number; identity: number; flags: number }) => {
+      this.datapath.endpoints.set(ifindex, row);
+      this.endpointRows.set(ifindex, row);
+    };
     for (const [id, pol] of output.endpoints) {
       const pod = podsById.get(id);
       const podState = pod && this.labState?.pods[`${pod.namespace}/${pod.pod}`];
       if (!podState) continue;
       const old = this.written.get(id) ?? [];
-      const d = diff(old, pol.entries);
-      const pm = this.datapath.policy(id);
+      let byNew = diffs.get(old);
+      if (!byNew) diffs.set(old, (byNew = new Map()));
+      let d = byNew.get(pol.entries);
+      if (!d) byNew.set(pol.entries, (d = diff(old, pol.entries)));
+      if (d.upserts.length + d.deletes.length > 0) changed.add(id);
       const flags = pol.failClosed ? ENDPOINT_F_FAIL_CLOSED : 0;
       if (pol.failClosed) {
         // Fail closed before anything is removed: the endpoint drops every new connection.
-        this.datapath.endpoints.set(podState.hostIfindex, { endpointId: id, identity: pol.identity, flags });
+        setRow(podState.hostIfindex, { endpointId: id, identity: pol.identity, flags });
         this.log.error(
           { endpoint: id, pod: `${pod.namespace}/${pod.pod}`, error: pol.error },
           'policy map overflow',
@@ -315,26 +342,37 @@ export class Agent {
         { map_name: `weir_policy_${id}` },
         pol.entries.length / this.cfg.policyMapMax,
       );
-      for (const e of d.upserts)
-        pm.upsert(toMapKey(e), { deny: e.deny, proxyPort: e.proxyPort, cookie: e.cookie });
-      for (const e of d.deletes) pm.delete(toMapKey(e));
+      if (changed.has(id)) {
+        const pm = this.datapath.policy(id);
+        for (const e of d.upserts)
+          pm.upsert(toMapKey(e), { deny: e.deny, proxyPort: e.proxyPort, cookie: e.cookie });
+        for (const e of d.deletes) pm.delete(toMapKey(e));
+      }
       upserts += d.upserts.length;
       deletes += d.deletes.length;
       this.written.set(id, pol.entries);
-      const cur = this.datapath.endpoints.get(podState.hostIfindex);
+      let cur = this.endpointRows.get(podState.hostIfindex);
+      if (!cur) {
+        cur = this.datapath.endpoints.get(podState.hostIfindex);
+        if (cur) this.endpointRows.set(podState.hostIfindex, cur);
+      }
       if (!cur || cur.identity !== pol.identity || cur.flags !== flags || cur.endpointId !== id)
-        this.datapath.endpoints.set(podState.hostIfindex, { endpointId: id, identity: pol.identity, flags });
+        setRow(podState.hostIfindex, { endpointId: id, identity: pol.identity, flags });
     }
 
+    const ipcacheUpserts = upserts;
     for (const prefix of this.writtenIpcache.keys()) {
       if (!ipcache.has(prefix)) {
         this.datapath.ipcache.delete(prefix);
         deletes++;
       }
     }
+    const ipcacheChanged = ipcacheUpserts > 0 || ipcache.size !== this.writtenIpcache.size;
     this.writtenIpcache = ipcache;
     this.held = output.held;
-    if (upserts + deletes > 0) this.revokeConnections(input, output);
+    // A changed ipcache can change any peer's identity: then every endpoint's connections count.
+    if (ipcacheChanged || changed.size > 0)
+      this.revokeConnections(input, output, ipcacheChanged ? undefined : changed);
     this.metrics.mapEntriesWritten.inc({ operation: 'upsert' }, upserts);
     this.metrics.mapEntriesWritten.inc({ operation: 'delete' }, deletes);
     this.metrics.identities.set(this.allocator.list().length);
@@ -344,8 +382,7 @@ export class Agent {
       this.metrics.endpointState.inc({ endpoint_state: pol.failClosed ? 'fail-closed' : 'ready' });
     this.output = output;
     this.input = input;
-    this.store.state.identities = this.allocator.toJSON();
-    this.store.save();
+    this.saveStore();
     const ms = performance.now() - t0;
     Object.assign(this.regen, {
       count: this.regen.count + 1,
@@ -356,12 +393,32 @@ export class Agent {
     this.log.info({ ms: Math.round(ms * 10) / 10, upserts, deletes }, 'regenerated');
   }
 
-  /** Removes conntrack entries of connections the new policy no longer allows. */
-  private revokeConnections(input: EngineInput, output: EngineOutput): void {
+  /** Saves the store when identities, objects or endpoint ids changed since the last save. */
+  private saveStore(): void {
+    const now = {
+      generation: this.allocator.generation,
+      revision: this.store.revision,
+      objects: this.store.state.objects,
+    };
+    const s = this.saved;
+    if (s && s.generation === now.generation && s.revision === now.revision && s.objects === now.objects)
+      return;
+    this.store.state.identities = this.allocator.toJSON();
+    this.store.save();
+    this.saved = now;
+  }
+
+  /**
+   * Removes conntrack entries of connections the new policy no longer allows; with `only`, just
+   * those of these endpoints (the others' entries and every peer identity are unchanged).
+   */
+  private revokeConnections(input: EngineInput, output: EngineOutput, only?: ReadonlySet<number>): void {
     const byIP = new Map<string, { entries: PolicyMapEntry[] }>();
     for (const ep of input.endpoints) {
+      if (only && !only.has(ep.id)) continue;
       const pol = output.endpoints.get(ep.id);
-      for (const ip of ep.ips) byIP.set(ip, { entries: pol?.entries ?? [] });
+      const entries = { entries: pol?.entries ?? [] };
+      for (const ip of ep.ips) byIP.set(ip, entries);
     }
     const revoke = connectionsToRevoke(this.datapath.ct.list(), byIP, output.ipcache);
     for (const t of revoke) this.datapath.ct.delete(t);
@@ -397,9 +454,9 @@ export class Agent {
     }
     const next = [...byKey.values()];
     // Compute with the new set before committing it: a failure leaves the old state in force.
-    const policies = next.map((o) =>
-      validatePolicy(o.object, { file: o.file ?? '(agent store)', object: `${o.kind} ${objectKey(o)}` }),
-    );
+    for (const { o, p } of parsed)
+      if (o.object && typeof o.object === 'object') this.validated.set(o.object, p);
+    const policies = this.policies(next);
     const before = this.store.state.objects;
     this.store.state.objects = next;
     try {

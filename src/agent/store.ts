@@ -1,6 +1,8 @@
 // The agent's persisted state: the policy objects applied to it, the identity allocator's state and
 // the endpoint ids it handed out. Saved atomically (tmp + rename) after every change, so a restarted
 // agent resumes with the same identities and endpoint ids and rewrites nothing in the kernel.
+// `revision` counts changes made through the Store's methods, so callers can skip saving when
+// nothing changed (the state can be large: every CIDR identity and policy object).
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { WeirError } from '../shared/errors.js';
@@ -39,6 +41,12 @@ export const objectKey = (o: { kind: string; namespace?: string; name: string })
 
 export class Store {
   state: AgentState;
+  #revision = 0;
+
+  /** Advances on every change made through settings(), endpointId() and releaseEndpoint(). */
+  get revision(): number {
+    return this.#revision;
+  }
 
   constructor(readonly path: string) {
     this.state = Store.read(path);
@@ -75,6 +83,7 @@ export class Store {
   settings(given: Partial<AgentSettings>): AgentSettings {
     const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
     this.state.settings = { ...defaultSettings, ...this.state.settings, ...defined };
+    this.#revision++;
     return this.state.settings;
   }
 
@@ -83,11 +92,13 @@ export class Store {
     if (id === undefined) {
       id = this.state.nextEndpointId++;
       this.state.endpointIds[podKey] = id;
+      this.#revision++;
     }
     return id;
   }
 
   releaseEndpoint(podKey: string): void {
     delete this.state.endpointIds[podKey];
+    this.#revision++;
   }
 }

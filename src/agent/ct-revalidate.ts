@@ -32,12 +32,14 @@ export function connectionsToRevoke(
   endpointsByIP: ReadonlyMap<string, EndpointEntries>,
   ipcache: readonly IpcacheEntry[],
 ): CtTuple[] {
-  const exact = new Map(ipcache.map((e) => [e.prefix.replace(/\/(32|128)$/, ''), e.identity]));
+  // lookupIpcache indexes the ipcache on first use: nothing is built when nothing is tracked.
   const identityCache = new Map<string, number>();
   const identityOf = (ip: string) => {
-    let id = identityCache.get(ip) ?? exact.get(ip);
-    if (id === undefined) id = lookupIpcache(ipcache, ip)?.identity ?? 2; // no match: world
-    identityCache.set(ip, id);
+    let id = identityCache.get(ip);
+    if (id === undefined) {
+      id = lookupIpcache(ipcache, ip)?.identity ?? 2; // no match: world
+      identityCache.set(ip, id);
+    }
     return id;
   };
   const indexes = new Map<EndpointEntries, Map<number, PolicyMapEntry[]>>();

@@ -204,10 +204,7 @@ function mustHost(ip: string, what: string): Prefix {
 /** Every prefix the policies name, once, sorted; `text` is its canonical form. */
 function collectPrefixes(policies: readonly Policy[], u: Universe): { prefix: Prefix; text: string }[] {
   const out = new Map<string, { prefix: Prefix; text: string }>();
-  const seen = new Set<string>();
   const add = (s: string) => {
-    if (seen.has(s)) return;
-    seen.add(s);
     const prefix = u.prefix(s);
     if (!prefix) return;
     const text = formatPrefix(prefix);

@@ -276,7 +276,7 @@ export class Universe {
    * plus reserved world for a /0. Never pods or the host (their /32s win in the ipcache).
    */
   cidr(m: CIDRMatch): number[] {
-    const key = `${m.cidr} - ${m.except.join(',')}`;
+    const key = m.except.length === 0 ? m.cidr : `${m.cidr} - ${m.except.join(',')}`;
     let hit = this.cidrCache.get(key);
     if (!hit) {
       const outer = this.prefix(m.cidr);

@@ -253,10 +253,22 @@ export class Layout {
     if (v !== undefined) buf.writeBigUInt64LE(v, this.off(field));
     return buf.readBigUInt64LE(this.off(field));
   }
+  /**
+   * Stores target's address in the struct. The struct then keeps `target` alive: V8 may collect a
+   * buffer that no JavaScript refers to any more even though the kernel is about to read it
+   * (seen as intermittent EINVAL from test runs whose input buffers were freed before the call).
+   */
   ptr(buf: Buffer, field: string, target: Buffer | null): void {
     buf.writeBigUInt64LE(addressOf(target), this.off(field));
+    const held = pointees.get(buf) ?? new Map<string, Buffer>();
+    if (target) held.set(field, target);
+    else held.delete(field);
+    pointees.set(buf, held);
   }
 }
+
+/** Option struct -> the buffers its pointer fields point to (kept alive as long as the struct). */
+const pointees = new WeakMap<Buffer, Map<string, Buffer>>();
 
 // From /usr/include/bpf/libbpf.h (libbpf 1.1.2).
 export const BpfObjectOpenOpts = new Layout(

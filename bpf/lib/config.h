@@ -9,6 +9,7 @@
  *   weir_ct_timeout_tcp    seconds an established TCP connection lives after its last packet
  *   weir_ct_timeout_close  seconds a TCP connection lives after FIN both ways or an RST
  *   weir_ct_timeout_any    seconds a non-TCP flow (UDP, ICMP, SCTP, ...) lives after its last packet
+ *   weir_events_enabled    1: write flow events (lib/events.h); 0: observability off, no events
  */
 #ifndef WEIR_CONFIG_H
 #define WEIR_CONFIG_H
@@ -19,6 +20,7 @@ volatile const __u32 weir_ct_timeout_syn = 60;
 volatile const __u32 weir_ct_timeout_tcp = 21600;
 volatile const __u32 weir_ct_timeout_close = 10;
 volatile const __u32 weir_ct_timeout_any = 60;
+volatile const __u32 weir_events_enabled = 1;
 
 #define NSEC_PER_SEC 1000000000ULL
 

@@ -23,6 +23,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "lib/common.h"
+#include "lib/config.h"
 #include "lib/parse.h"
 
 /* Bytes of the ring: a power-of-2 multiple of the page size. The loader sets it from
@@ -114,17 +115,23 @@ static __noinline void __send_event(const struct event_meta *m, const struct flo
 
 static __always_inline void send_drop_event(const struct event_meta *m, const struct flow *f)
 {
+	if (!weir_events_enabled)
+		return;
 	__send_event(m, f, EVENT_DROP, 0, 0);
 }
 
 static __always_inline void send_policy_verdict(const struct event_meta *m, const struct flow *f)
 {
+	if (!weir_events_enabled)
+		return;
 	__send_event(m, f, EVENT_POLICY_VERDICT, 0, 0);
 }
 
 static __always_inline void send_trace(const struct event_meta *m, const struct flow *f, __u8 subtype,
 				       const struct ct_entry *e)
 {
+	if (!weir_events_enabled)
+		return;
 	__send_event(m, f, EVENT_TRACE, subtype, e);
 }
 

@@ -3,7 +3,8 @@
  *
  *   parse_packet(skb, flow) -> PARSE_OK, PARSE_PASS or a DROP_* reason
  *     PARSE_OK    flow->tuple holds the addresses, ports and L4 protocol (flags 0)
- *     PARSE_PASS  ARP or IPv6 neighbour discovery: forward untouched, no conntrack, no policy
+ *     PARSE_PASS  ARP, IPv6 neighbour discovery and other link-scoped IPv6 (MLD, DAD, link-local
+ *                 peers on the pod's own link): forward untouched, no conntrack, no policy
  *     DROP_UNSUPPORTED_L3  any other ethertype (VLAN tags included)
  *     DROP_INVALID         broken IP header: version, IHL < 5, lengths beyond the packet,
  *                          IPv6 jumbograms, more than IPV6_MAX_EXT extension headers
@@ -241,6 +242,24 @@ static __always_inline int __parse4(struct __sk_buff *skb, struct flow *f)
 	return __parse_l4(skb, f, ETH_HLEN + hlen, ETH_HLEN + tot);
 }
 
+/* Link-scoped IPv6: a destination that is link-local (fe80::/10) or interface- or link-local
+ * multicast (ff01::/16, ff02::/16), or a source that is unspecified (::) or link-local. No router
+ * forwards such a packet: it is the pod talking to its own link (neighbour discovery, MLD, DAD),
+ * never to a peer, so it is not subject to pod-to-pod policy (as for ARP). */
+static __always_inline int __link_scoped6(const struct ipv6hdr *ip6)
+{
+	const __u8 *d = ip6->daddr.in6_u.u6_addr8;
+	const __u8 *s = ip6->saddr.in6_u.u6_addr8;
+	int s_unspec = !(ip6->saddr.in6_u.u6_addr32[0] | ip6->saddr.in6_u.u6_addr32[1] |
+			 ip6->saddr.in6_u.u6_addr32[2] | ip6->saddr.in6_u.u6_addr32[3]);
+
+	if (d[0] == 0xfe && (d[1] & 0xc0) == 0x80)
+		return 1;
+	if (d[0] == 0xff && ((d[1] & 0x0f) == 0x01 || (d[1] & 0x0f) == 0x02))
+		return 1;
+	return s_unspec || (s[0] == 0xfe && (s[1] & 0xc0) == 0x80);
+}
+
 static __always_inline int __parse6(struct __sk_buff *skb, struct flow *f)
 {
 	struct ipv6hdr ip6;
@@ -261,6 +280,8 @@ static __always_inline int __parse6(struct __sk_buff *skb, struct flow *f)
 	f->tuple.family = 6;
 	__builtin_memcpy(f->tuple.saddr, &ip6.saddr, 16);
 	__builtin_memcpy(f->tuple.daddr, &ip6.daddr, 16);
+	if (__link_scoped6(&ip6))
+		return PARSE_PASS;
 
 	nh = ip6.nexthdr;
 	for (i = 0; i < IPV6_MAX_EXT; i++) {

@@ -134,6 +134,8 @@ export class Agent {
   private saved: { generation: number; revision: number; objects: StoredObject[] } | undefined;
   private labState: LabState | undefined;
   readonly regen: RegenerationStats = { count: 0, lastMs: 0, lastUpserts: 0, lastDeletes: 0 };
+  /** Endpoints whose programs this agent process attached (all of them after the first sync). */
+  private readonly attached = new Set<number>();
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -209,6 +211,7 @@ export class Agent {
       this.datapath.detachEndpoint({ netns: node.netns, endpointId: id });
       this.endpointRows.clear();
       this.written.delete(id);
+      this.attached.delete(id);
       this.store.releaseEndpoint(key);
       this.metrics.policyMapPressure.remove({ map_name: `weir_policy_${id}` });
     }
@@ -231,9 +234,11 @@ export class Agent {
   private ensureEndpoint(pod: PodState, node: NodeState): void {
     const key = `${pod.namespace}/${pod.name}`;
     const id = this.store.endpointId(key);
+    if (this.attached.has(id)) return;
     const have = this.datapath.endpoints.get(pod.hostIfindex);
-    if (have && have.endpointId === id && this.written.has(id)) return;
-    // Until regenerate() writes its entries the endpoint's map is empty: new connections drop.
+    // A new endpoint's map is empty until regenerate() writes its entries: new connections drop.
+    // An existing one (agent restart) keeps its maps and entries; its programs are replaced
+    // atomically by this run's, so a changed datapath or setting takes effect without a gap.
     this.datapath.attachEndpoint({
       netns: node.netns,
       ifindex: pod.hostIfindex,
@@ -242,6 +247,7 @@ export class Agent {
       flags: have?.flags ?? 0,
     });
     this.endpointRows.clear();
+    this.attached.add(id);
     this.written.set(id, this.written.get(id) ?? []);
     this.log.info({ endpoint: id, pod: key, ifname: pod.hostIfname }, 'endpoint attached');
   }

@@ -17,6 +17,8 @@ export interface AgentOptions {
   /** Absent: as stored by the previous run, else the default. */
   policyMapMax?: number;
   identityLabels?: string;
+  /** false: the datapath writes no flow events (observability off). Absent: as stored. */
+  flowEvents?: boolean;
   ctGcIntervalMs: number;
   /** Flows kept for `weir observe` (Hubble's event buffer capacity, default 4095). */
   flows?: number;
@@ -33,7 +35,11 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const state = await lab.requireState();
   const pinDir = nodePinDir(opts.lab, state.node.name);
   const store = new Store(agentStateFile(opts.lab));
-  const settings = store.settings({ policyMapMax: opts.policyMapMax, identityLabels: opts.identityLabels });
+  const settings = store.settings({
+    policyMapMax: opts.policyMapMax,
+    identityLabels: opts.identityLabels,
+    flowEvents: opts.flowEvents,
+  });
   if (settings.identityLabels) parseLabelFilter(settings.identityLabels); // refuse a bad filter before anything starts
   store.save();
 
@@ -44,6 +50,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       datapath = Datapath.open({
         pinDir,
         policyMapMax: settings.policyMapMax,
+        events: settings.flowEvents,
         ...(opts.eventsBufferBytes ? { eventsBufferBytes: opts.eventsBufferBytes } : {}),
       });
     },

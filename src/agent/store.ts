@@ -22,9 +22,11 @@ export interface AgentSettings {
   policyMapMax: number;
   /** Cilium's `labels` syntax ("k8s:app k8s:!job-name"); empty = the default filter. */
   identityLabels: string;
+  /** The datapath writes flow events (observability on). */
+  flowEvents: boolean;
 }
 
-export const defaultSettings: AgentSettings = { policyMapMax: 16384, identityLabels: '' };
+export const defaultSettings: AgentSettings = { policyMapMax: 16384, identityLabels: '', flowEvents: true };
 
 export interface AgentState {
   version: 1;

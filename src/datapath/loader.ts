@@ -81,6 +81,8 @@ export interface DatapathOptions {
    * 1 GiB. A pinned ring of another size is ERR_BPF_MAP_INCOMPATIBLE (remove its pin to resize).
    */
   eventsBufferBytes?: number;
+  /** Write flow events (default true); false turns observability off in the datapath. */
+  events?: boolean;
   config?: Partial<DatapathConfig>;
   /** The BPF object (default dist/bpf/lxc.o). */
   objectPath?: string;
@@ -172,6 +174,8 @@ export class Datapath {
         );
       vars[CONFIG_VARS[k]] = v;
     }
+
+    vars.weir_events_enabled = opts.events === false ? 0 : 1;
 
     const obj = BpfObject.open(opts.objectPath ?? bpfObject('lxc'));
     try {

@@ -13,6 +13,7 @@ import {
   fragment4,
   fragment6,
   icmp4,
+  icmp6,
   icmp6Echo,
   ipv4,
   ipv6,
@@ -74,8 +75,15 @@ describe('parsing, malformed packets and fragments', () => {
     const ns = v6(ndpNeighborSolicit(B.v6), { dst: 'ff02::1:ff00:2', hopLimit: 255 });
     const na = v6(ndpNeighborAdvert(A.v6), { src: B.v6, dst: A.v6, hopLimit: 255 });
     for (const r of [...both(ns), ...both(na)]) assert.equal(r.verdict, 'forward');
-    // Other ICMPv6 is policy-checked.
+    // Link-scoped IPv6 (MLD reports, DAD, link-local peers) stays on the pod's link: no policy.
+    const mldReport = v6(icmp6({ type: 143, code: 0 }), { src: 'fe80::1', dst: 'ff02::16', hopLimit: 1 });
+    const dad = v6(ndpNeighborSolicit('fe80::1'), { src: '::', dst: 'ff02::1:ff00:1', hopLimit: 255 });
+    const linkLocalUdp = v6(udp({ sport: 5000, dport: 9 }), { src: 'fe80::1', dst: 'fe80::2' });
+    for (const r of [...both(mldReport), ...both(dad), ...both(linkLocalUdp)])
+      assert.equal(r.verdict, 'forward');
+    // Other ICMPv6, and anything routed, is policy-checked.
     assert.equal(egress(v6(icmp6Echo({ id: 1 }))).reason, DropReason.POLICY);
+    assert.equal(egress(v6(icmp6({ type: 143, code: 0 }), { dst: 'ff05::16' })).reason, DropReason.POLICY);
     assert.equal(h.dp.ct.list().length, 0);
   });
 

@@ -86,6 +86,12 @@ export function agentCommand(): Command {
         'bytes of the weir_events ring buffer (a power of 2, default 4 MiB)',
       ).argParser(intOption('--events-buffer', 4096, 1 << 30)),
     )
+    .addOption(
+      new Option(
+        '--flow-events <on|off>',
+        'observability: whether the datapath writes flow events (default: as before, else on)',
+      ).choices(['on', 'off']),
+    )
     .action(
       async (o: {
         lab: string;
@@ -95,6 +101,7 @@ export function agentCommand(): Command {
         flows?: number;
         flowQueue?: number;
         eventsBuffer?: number;
+        flowEvents?: 'on' | 'off';
       }) => {
         await runAgent({
           lab: o.lab,
@@ -104,6 +111,7 @@ export function agentCommand(): Command {
           ...(o.flows ? { flows: o.flows } : {}),
           ...(o.flowQueue ? { flowQueue: o.flowQueue } : {}),
           ...(o.eventsBuffer ? { eventsBufferBytes: o.eventsBuffer } : {}),
+          ...(o.flowEvents ? { flowEvents: o.flowEvents === 'on' } : {}),
         });
       },
     );

@@ -5,6 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentClient } from '../src/agent/link.js';
+import { nodePinDir } from '../src/agent/paths.js';
+import { BpfProgram, attachTc, detachTc } from '../src/bpf/index.js';
+import { PROGRAMS } from '../src/datapath/loader.js';
 import type { StoredObject } from '../src/agent/store.js';
 import type { Lab } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
@@ -191,4 +194,49 @@ export async function tcFilters(lab: Lab): Promise<number> {
       count += out.stdout.split('\n').filter((l) => l.startsWith('filter')).length;
     }
   return count;
+}
+
+/** Switches between the raw path and the enforced one, for runs paired in time. */
+export interface PairedSwitch {
+  raw(): Promise<void>;
+  enforce(): Promise<void>;
+}
+
+/**
+ * weir on/off for the bench pods: raw = both programs detached from their host veths (plain veth
+ * and routing, as the baseline); enforce = the agent's pinned programs attached again (tc
+ * replace). Maps, entries and the agent stay as they are.
+ */
+export function weirSwitch(lab: Lab, labName: string): PairedSwitch {
+  const each = async (fn: (netns: string, ifindex: number, pinDir: string) => void) => {
+    const node = await lab.node();
+    const pinDir = nodePinDir(labName, node.name);
+    for (const p of ['bench/server', 'bench/client']) fn(node.netns, (await lab.pod(p)).hostIfindex, pinDir);
+  };
+  return {
+    raw: () =>
+      each((netns, ifindex) => {
+        for (const direction of ['ingress', 'egress'] as const) detachTc({ netns, ifindex, direction });
+      }),
+    enforce: () =>
+      each((netns, ifindex, pinDir) => {
+        for (const [direction, name] of [
+          ['ingress', PROGRAMS.fromContainer],
+          ['egress', PROGRAMS.toContainer],
+        ] as const) {
+          const program = BpfProgram.fromPin(join(pinDir, name));
+          try {
+            attachTc({ netns, ifindex, direction, program });
+          } finally {
+            program.close();
+          }
+        }
+      }),
+  };
+}
+
+/** iptables on/off in the node netns: raw = an empty ruleset, enforce = the scenario's chain again. */
+export function iptablesSwitch(lab: Lab, n: number): PairedSwitch {
+  const pol = iptablesPolicy(lab, n);
+  return { raw: () => pol.teardown(), enforce: async () => void (await pol.setup()) };
 }

@@ -17,11 +17,15 @@ import {
   agentStatus,
   forwardRules,
   iptablesPolicy,
+  iptablesSwitch,
   rssMiB,
   tcFilters,
   weirPolicy,
+  weirSwitch,
   type Fact,
+  type PairedSwitch,
 } from './policy.js';
+import { measureObserve } from './micro/observe.js';
 import { growTo, percentile, timeEnforcement } from './scale.js';
 
 export interface Scenario {
@@ -32,6 +36,12 @@ export interface Scenario {
   /** Shorter runs than the baseline's keep `make bench` bounded; the table says so. */
   runs?: number;
   seconds?: number;
+  /**
+   * Raw/enforced switch: each run then measures the raw path and the enforced one back to back,
+   * and the rows compare with those raw runs (the same minutes, the same machine load) instead of
+   * the baseline measured at the start.
+   */
+  paired?: (lab: Lab) => PairedSwitch;
   /** Returns facts about what it set up (entries, rules, memory), reported beside its rows. */
   setup(lab: Lab): Promise<Fact[]>;
   teardown(lab: Lab): Promise<void>;
@@ -74,19 +84,53 @@ export const scenarios: Scenario[] = [
     agent: false,
     runs,
     seconds: policySeconds,
+    paired: (lab) => iptablesSwitch(lab, n),
     setup: (lab) => iptablesPolicy(lab, n).setup(),
     teardown: (lab) => iptablesPolicy(lab, n).teardown(),
   })),
-  ...policySizes.map((n): Scenario => ({
-    name: `weir ${n}`,
-    description: `weir enforcing the server's ingress: the client + ${n - 1} CIDR identities (/32s of 100.64.0.0/10)`,
-    agent: true,
-    runs,
-    seconds: policySeconds,
-    setup: () => weirPolicy(labName, n).setup(),
-    teardown: () => weirPolicy(labName, n).teardown(),
-  })),
+  ...policySizes.flatMap((n): Scenario[] => [
+    {
+      name: `weir ${n}`,
+      description: `weir enforcing the server's ingress: the client + ${n - 1} CIDR identities (/32s of 100.64.0.0/10); observability on`,
+      agent: true,
+      runs,
+      seconds: policySeconds,
+      paired: (lab) => weirSwitch(lab, labName),
+      setup: () => weirPolicy(labName, n).setup(),
+      teardown: () => weirPolicy(labName, n).teardown(),
+    },
+    ...(n === policySizes[0]
+      ? [
+          {
+            name: `weir ${n}, observability off`,
+            description: `as weir ${n}, with the datapath writing no flow events (agent --flow-events off)`,
+            agent: true,
+            runs,
+            seconds: policySeconds,
+            paired: (lab: Lab) => weirSwitch(lab, labName),
+            setup: async (lab: Lab) => {
+              await restartAgent(lab, 'off');
+              return weirPolicy(labName, n).setup();
+            },
+            teardown: async (lab: Lab) => {
+              await weirPolicy(labName, n).teardown();
+              await restartAgent(lab, 'on');
+            },
+          },
+        ]
+      : []),
+  ]),
 ];
+
+/** Restarts the bench lab's agent with flow events on or off (it re-attaches every endpoint). */
+async function restartAgent(lab: Lab, events: 'on' | 'off'): Promise<void> {
+  await stopAgent(labName);
+  await startAgent({
+    lab: labName,
+    nodeNetns: (await lab.node()).netns,
+    agentArgs: ['--flow-events', events],
+  });
+}
 
 const podsYaml = ['server', 'client']
   .map(
@@ -177,16 +221,26 @@ async function main(): Promise<void> {
           seconds: sc.seconds ?? seconds,
         };
         const scRuns = sc.runs ?? runs;
+        const sw = sc.paired?.(lab);
         try {
           const values: Record<string, number[]> = {};
+          const rawValues: Record<string, number[]> = {};
           for (const m of measurements)
             for (let i = 0; i < scRuns; i++) {
+              if (sw) {
+                await sw.raw();
+                log(`  ${m.name}, run ${i + 1}/${scRuns}, raw`);
+                for (const [k, v] of Object.entries(await m.run(ctx))) (rawValues[k] ??= []).push(v);
+                await sw.enforce();
+              }
               log(`  ${m.name}, run ${i + 1}/${scRuns}`);
               for (const [k, v] of Object.entries(await m.run(ctx))) (values[k] ??= []).push(v);
             }
           for (const { key, label, measurement } of reportedMetrics) {
             const vs = values[key] ?? [];
-            const base = rows.find((r) => r.scenario === scenarios[0]?.name && r.metric === label);
+            const raw = rawValues[key];
+            const start = rows.find((r) => r.scenario === scenarios[0]?.name && r.metric === label);
+            const base = raw ? round2(median(raw)) : start?.value;
             const value = round2(median(vs));
             rows.push({
               scenario: sc.name,
@@ -194,8 +248,10 @@ async function main(): Promise<void> {
               value,
               unit: measurement.unit,
               runs: vs,
-              note: `median of ${scRuns} × ${ctx.seconds} s`,
-              ...(base && sc !== scenarios[0] ? { baseline: base.value, ratio: value / base.value } : {}),
+              note: raw
+                ? `median of ${scRuns} × ${ctx.seconds} s; baseline = raw runs paired in time (same pods, nothing enforced)`
+                : `median of ${scRuns} × ${ctx.seconds} s`,
+              ...(base !== undefined && sc !== scenarios[0] ? { baseline: base, ratio: value / base } : {}),
             });
           }
           for (const f of facts) fact(sc.name, f);
@@ -248,6 +304,16 @@ async function main(): Promise<void> {
   } finally {
     await teardown();
   }
+
+  // The flow pipeline on one core (no lab needed): decode, parse, enrich and store each event.
+  log('flow pipeline: events decoded and enriched per second (one core)');
+  const obs = measureObserve();
+  fact('flow pipeline (1 core)', {
+    metric: 'events decoded + enriched + stored',
+    value: obs.eventsPerSecond,
+    unit: 'events/s',
+    note: `${obs.events} events, ${obs.endpoints} endpoints; ${obs.usPerEvent.toFixed(2)} µs/event (bench/micro/observe)`,
+  });
 
   const result = {
     startedAt: started.toISOString(),

@@ -189,4 +189,85 @@ struct flow_event {
 #define EVENT_F_REPLY (1U << 0)   /* the packet travels responder -> initiator */
 #define EVENT_F_RELATED (1U << 1) /* an ICMP error of a tracked connection */
 
+/* ---- service load balancing (Cilium's lb maps: bpf/lib/lb.h). One set for IPv4 and IPv6.
+ *   weir_lb_services  HASH  lb_key -> lb_service. Slot 0 of a frontend holds its metadata (count of
+ *                     backend slots, rev_nat_index, flags, affinity timeout); slots 1..count
+ *                     name one backend id each (active backends first, see lb_service.active).
+ *   weir_lb_backends  HASH  u32 backend id -> lb_backend
+ *   weir_lb_revnat    HASH  u16 rev_nat_index -> lb_revnat (the frontend, to show as the peer)
+ *   weir_lb_maglev    HASH_OF_MAPS u16 rev_nat_index -> ARRAY[1] of u32[LB_MAGLEV_LUT_MAX] ids
+ *   weir_lb_affinity  LRU_HASH lb_affinity_key -> lb_affinity_value (sessionAffinity ClientIP)
+ *   weir_lb_reverse_sk LRU_HASH lb_sk_key -> lb_revnat (socket cookie + backend -> frontend, for
+ *                     getpeername/recvmsg of a socket the connect/sendmsg hook translated)
+ */
+struct lb_key {
+	__u8 addr[16];      /* frontend address (ClusterIP, or the node IP for NodePort) */
+	__be16 dport;       /* frontend port */
+	__u16 backend_slot; /* 0: the frontend's metadata; 1..count: backends */
+	__u8 proto;         /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 family;        /* 4 or 6 */
+	__u8 scope;         /* LB_SCOPE_EXT (0) / LB_SCOPE_INT (1): traffic policy Local */
+	__u8 pad;
+};
+#define LB_SCOPE_EXT 0
+#define LB_SCOPE_INT 1
+
+struct lb_service {
+	__u32 backend_id;      /* slot >= 1: the backend; slot 0: affinity timeout in seconds */
+	__u16 count;           /* slot 0: backend slots (active and terminating) */
+	__u16 rev_nat_index;   /* slot 0: the frontend's id (weir_lb_revnat, weir_lb_maglev, affinity) */
+	__u16 active;          /* slot 0: slots 1..active are ACTIVE backends (the rest terminate) */
+	__u8 flags;            /* SVC_F_* */
+	__u8 pad;
+};
+#define SVC_F_AFFINITY (1U << 0)  /* sessionAffinity: ClientIP */
+#define SVC_F_MAGLEV (1U << 1)    /* pick through weir_lb_maglev, not at random */
+#define SVC_F_NODEPORT (1U << 2)  /* the frontend is a NodePort */
+#define SVC_F_LOCAL (1U << 3)     /* traffic policy Local for this scope */
+
+struct lb_backend {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+	__u8 state; /* LB_BACKEND_* */
+	__u8 pad[3];
+};
+#define LB_BACKEND_ACTIVE 0
+#define LB_BACKEND_TERMINATING 1
+#define LB_BACKEND_QUARANTINED 2
+#define LB_BACKEND_MAINTENANCE 3
+
+struct lb_revnat {
+	__u8 addr[16];
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+	__u16 rev_nat_index;
+	__u16 pad2;
+};
+
+struct lb_affinity_key {
+	__u64 client_cookie; /* socket LB: the client's netns cookie */
+	__u8 client_addr[16]; /* tc LB: the client's address (zero at the socket) */
+	__u16 rev_nat_index;
+	__u8 family;
+	__u8 pad[5];
+};
+struct lb_affinity_value {
+	__u64 last_used_ns; /* bpf_ktime_get_ns() */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+struct lb_sk_key {
+	__u64 cookie; /* bpf_get_socket_cookie() */
+	__u8 addr[16]; /* backend */
+	__be16 port;
+	__u8 family;
+	__u8 pad[5];
+};
+
+#define LB_MAGLEV_LUT_MAX 65521 /* the largest table size weir accepts (Cilium's primes up to it) */
+
 #endif /* WEIR_COMMON_H */

@@ -7,6 +7,11 @@
 //   weir_events weir_events_lost                                              flow events
 //   weir_from_container weir_to_container                                     the programs
 //   policy_<endpoint id>                                                       inner policy maps
+//   weir_lb_services weir_lb_backends weir_lb_revnat weir_lb_maglev            service LB (sock.o)
+//   weir_lb_affinity weir_lb_reverse_sk
+// Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o: its lb maps are pinned
+// beside lxc.o's under the same pinDir (reuseOrPinMap), so a tc-level LB added to lxc.o later
+// shares them. Its programs are not pinned: attachSockLb's cgroup attachments hold them.
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
 import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,15 +19,19 @@ import {
   BpfError,
   BpfMap,
   BpfObject,
+  BpfProgram,
   ERR_BPF_NOT_FOUND,
   TypedMap,
+  attachCgroup,
   attachTc,
+  detachCgroup,
   detachTc,
+  queryCgroup,
   ifindexIn,
   perCpu,
   u32,
   u64,
-  type BpfProgram,
+  type CgroupAttachTypeName,
   type ConfigValue,
 } from '../bpf/index.js';
 import { WeirError } from '../shared/errors.js';
@@ -31,6 +40,8 @@ import { CtMap } from './maps/ct/index.js';
 import { EndpointsMap } from './maps/endpoints/index.js';
 import { FragKey, FragPorts } from './maps/frag/layout.js';
 import { IpcacheMap } from './maps/ipcache/index.js';
+import { LbMaps } from './maps/lb/index.js';
+import { MAGLEV_TABLE_SIZES } from './maps/lb/layout.js';
 import { MetricsMap } from './maps/metrics/index.js';
 import { PolicyMap } from './maps/policy/index.js';
 import { PolicyEntry, PolicyKey } from './maps/policy/layout.js';
@@ -46,6 +57,30 @@ export const MAP_NAMES = [
   'weir_events_lost',
 ] as const;
 export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'weir_to_container' } as const;
+/** The service LB maps of sock.o (bpf/lib/lb.h). */
+export const LB_MAP_NAMES = [
+  'weir_lb_services',
+  'weir_lb_backends',
+  'weir_lb_revnat',
+  'weir_lb_maglev',
+  'weir_lb_affinity',
+  'weir_lb_reverse_sk',
+] as const;
+/** sock.o's programs by the cgroup hook each is attached to. */
+export const SOCK_PROGRAMS = {
+  connect4: 'weir_sock4_connect',
+  connect6: 'weir_sock6_connect',
+  sendmsg4: 'weir_sock4_sendmsg',
+  sendmsg6: 'weir_sock6_sendmsg',
+  recvmsg4: 'weir_sock4_recvmsg',
+  recvmsg6: 'weir_sock6_recvmsg',
+  getpeername4: 'weir_sock4_getpeername',
+  getpeername6: 'weir_sock6_getpeername',
+} as const satisfies Partial<Record<CgroupAttachTypeName, string>>;
+type SockHook = keyof typeof SOCK_PROGRAMS;
+const sockHooks = () => Object.entries(SOCK_PROGRAMS) as [SockHook, string][];
+/** The kernel keeps 15 characters of a program's name (BPF_OBJ_NAME_LEN). */
+const kernelName = (name: string) => name.slice(0, 15);
 
 /** Load-time configuration (bpf/lib/config.h), in seconds. */
 export interface DatapathConfig {
@@ -86,6 +121,14 @@ export interface DatapathOptions {
   config?: Partial<DatapathConfig>;
   /** The BPF object (default dist/bpf/lxc.o). */
   objectPath?: string;
+  /** The socket LB object (default dist/bpf/sock.o). */
+  sockObjectPath?: string;
+  /**
+   * Entries of every Maglev table (Cilium's --bpf-lb-maglev-table-size): one of 251, 509, 1021,
+   * 2039, 4093, 8191, 16381 (default), 32749, 65521. Tables written for another size must be
+   * rewritten (LbMaps.setMaglevTable checks the length).
+   */
+  maglevTableSize?: number;
 }
 
 export interface EndpointAttachment {
@@ -113,16 +156,33 @@ export class Datapath {
   readonly events: BpfMap;
   readonly #eventsLost: TypedMap<number, bigint[]>;
   readonly policyMapMax: number;
+  /** Service load balancing: frontends, backends, Maglev tables, affinity (maps/lb). */
+  readonly lb: LbMaps;
   readonly #obj: BpfObject;
+  readonly #sock: BpfObject;
   readonly #outer: TypedMap<number, number>;
   readonly #policies = new Map<number, PolicyMap>();
 
   private constructor(
     obj: BpfObject,
+    sock: BpfObject,
     readonly pinDir: string | undefined,
     policyMapMax: number,
+    maglevTableSize: number,
   ) {
     this.#obj = obj;
+    this.#sock = sock;
+    this.lb = new LbMaps(
+      {
+        services: sock.map('weir_lb_services'),
+        backends: sock.map('weir_lb_backends'),
+        revnat: sock.map('weir_lb_revnat'),
+        maglev: sock.map('weir_lb_maglev'),
+        affinity: sock.map('weir_lb_affinity'),
+        reverseSk: sock.map('weir_lb_reverse_sk'),
+      },
+      maglevTableSize,
+    );
     this.policyMapMax = policyMapMax;
     this.ipcache = new IpcacheMap(obj.map('weir_ipcache'));
     this.endpoints = new EndpointsMap(obj.map('weir_endpoints'));
@@ -176,6 +236,13 @@ export class Datapath {
     }
 
     vars.weir_events_enabled = opts.events === false ? 0 : 1;
+    const maglevTableSize = opts.maglevTableSize ?? 16381;
+    if (!(MAGLEV_TABLE_SIZES as readonly number[]).includes(maglevTableSize))
+      throw fail(
+        'ERR_DATAPATH_CONFIG',
+        `maglevTableSize ${maglevTableSize} is not one of ${MAGLEV_TABLE_SIZES.join(', ')}`,
+        'maglevTableSize',
+      );
 
     const obj = BpfObject.open(opts.objectPath ?? bpfObject('lxc'));
     try {
@@ -197,7 +264,72 @@ export class Datapath {
       obj.close();
       throw err;
     }
-    return new Datapath(obj, opts.pinDir, policyMapMax);
+    let sock: BpfObject | undefined;
+    try {
+      sock = BpfObject.open(opts.sockObjectPath ?? bpfObject('sock'));
+      sock.setConfig({ weir_lb_maglev_size: maglevTableSize });
+      if (opts.pinDir) for (const name of LB_MAP_NAMES) sock.reuseOrPinMap(name, join(opts.pinDir, name));
+      sock.load();
+    } catch (err) {
+      sock?.close();
+      obj.close();
+      throw err;
+    }
+    return new Datapath(obj, sock, opts.pinDir, policyMapMax, maglevTableSize);
+  }
+
+  /**
+   * Attaches socket load balancing to every process of the cgroup v2 directory `cgroupPath` (and
+   * its sub-cgroups): the eight sock_addr programs of SOCK_PROGRAMS. Attached with 'multi', so
+   * other cgroup programs (policy, a parent's) keep running beside them; a program of the same
+   * name attached earlier (e.g. by a previous agent) is detached once this one is in, so re-attach
+   * replaces and the hook is never without weir's program. Idempotent. On failure the hooks this
+   * call attached are detached again.
+   */
+  attachSockLb(cgroupPath: string): void {
+    const added: SockHook[] = [];
+    try {
+      for (const [hook, name] of sockHooks()) {
+        const program = this.#sock.program(name);
+        const target = { cgroupPath, attachType: hook };
+        const before = queryCgroup(target).progIds;
+        if (!before.includes(program.id)) {
+          attachCgroup({ ...target, program, flags: 'multi' });
+          added.push(hook);
+        }
+        this.#detachStale(cgroupPath, hook, name, program.id);
+      }
+    } catch (err) {
+      for (const hook of added)
+        detachCgroup({ cgroupPath, attachType: hook, program: this.#sock.program(SOCK_PROGRAMS[hook]) });
+      throw err;
+    }
+  }
+
+  /**
+   * Detaches weir's socket LB programs from the cgroup, whichever process attached them (they are
+   * recognised by name). Sockets already connected keep their backend; new ones are untouched.
+   */
+  detachSockLb(cgroupPath: string): void {
+    for (const [hook, name] of sockHooks()) this.#detachStale(cgroupPath, hook, name, undefined);
+  }
+
+  /** Detaches the programs named `name` from the hook, except the one with id `keep`. */
+  #detachStale(cgroupPath: string, hook: CgroupAttachTypeName, name: string, keep: number | undefined): void {
+    for (const id of queryCgroup({ cgroupPath, attachType: hook }).progIds) {
+      if (id === keep) continue;
+      let program: BpfProgram;
+      try {
+        program = BpfProgram.fromId(id);
+      } catch {
+        continue; // detached and freed meanwhile
+      }
+      try {
+        if (program.name === kernelName(name)) detachCgroup({ cgroupPath, attachType: hook, program });
+      } finally {
+        program.close();
+      }
+    }
   }
 
   program(name: (typeof PROGRAMS)[keyof typeof PROGRAMS]): BpfProgram {
@@ -334,6 +466,7 @@ export class Datapath {
     for (const pm of this.#policies.values()) pm.close();
     this.#policies.clear();
     this.#obj.close();
+    this.#sock.close();
   }
 
   /** close(), then removes every pin weir made under pinDir (and pinDir itself when empty). */
@@ -341,7 +474,7 @@ export class Datapath {
     this.close();
     const dir = this.pinDir;
     if (!dir || !existsSync(dir)) return;
-    const ours = new Set<string>([...MAP_NAMES, ...Object.values(PROGRAMS)]);
+    const ours = new Set<string>([...MAP_NAMES, ...LB_MAP_NAMES, ...Object.values(PROGRAMS)]);
     for (const name of readdirSync(dir)) {
       if (ours.has(name) || /^policy_\d+$/.test(name)) unlinkSync(join(dir, name));
     }

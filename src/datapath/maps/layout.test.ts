@@ -1,5 +1,5 @@
 // Every TypeScript mirror of a bpf/lib/common.h struct against the compiled object's BTF (size
-// and each field's offset and size). Needs dist/bpf/lxc.o (make bpf), no privileges.
+// and each field's offset and size). Needs dist/bpf/lxc.o and sock.o (make bpf), no privileges.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkLayout, cstruct, pad, u32 } from '../../bpf/index.js';
@@ -9,10 +9,12 @@ import { EndpointInfo } from './endpoints/layout.js';
 import { FlowEventLayout } from './events/layout.js';
 import { FragKey, FragPorts } from './frag/layout.js';
 import { IpcacheKey, IpcacheValue } from './ipcache/layout.js';
+import { LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbRevnat, LbService, LbSkKey } from './lb/layout.js';
 import { MetricsKey, MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';
 
 const lxc = bpfObject('lxc');
+const sock = bpfObject('sock');
 
 describe('map layouts match dist/bpf/lxc.o', () => {
   const codecs = [
@@ -37,4 +39,10 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     const wrong = cstruct('endpoint_info', { identity: u32(), endpointId: u32(), flags: u32(), pad: pad(4) });
     assert.throws(() => checkLayout(wrong, lxc, 'endpoint_info'), { code: 'ERR_BPF_LAYOUT' });
   });
+});
+
+describe('service LB layouts match dist/bpf/sock.o', () => {
+  for (const codec of [LbKey, LbService, LbBackend, LbRevnat, LbAffinityKey, LbAffinityValue, LbSkKey]) {
+    it(`struct ${codec.name}`, () => checkLayout(codec, sock, codec.name));
+  }
 });

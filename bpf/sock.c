@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Socket load balancing (Cilium's bpf_sock.c): cgroup sock_addr programs translate a service
+ * frontend to one backend when a socket connects (or, for unconnected UDP, sends), so packets
+ * travel to the backend untouched and nothing is NATed per packet; the application still sees
+ * the frontend as its peer.
+ *
+ *   weir_sock{4,6}_connect      cgroup/connect4/6: TCP and UDP connect()
+ *   weir_sock{4,6}_sendmsg      cgroup/sendmsg4/6: UDP sendto()/sendmsg() with an address
+ *   weir_sock{4,6}_recvmsg      cgroup/recvmsg4/6: UDP source address back to the frontend
+ *   weir_sock{4,6}_getpeername  cgroup/getpeername4/6: the peer back to the frontend
+ *
+ * connect/sendmsg: a destination that is no frontend (lb_key with slot 0, scope EXT) is left
+ * alone. A frontend without an ACTIVE backend fails the call at once with ECONNREFUSED (never a
+ * black hole: a client waiting for a SYN timeout is worse than one told to retry); so does a
+ * frontend whose chosen backend is missing or of another family. Otherwise the destination
+ * becomes the backend (lib/lb.h lb_select) and weir_lb_reverse_sk remembers {socket cookie,
+ * backend} -> frontend for recvmsg/getpeername. Connections already made are never touched, so
+ * a backend that starts terminating keeps them. IPv4-mapped IPv6 destinations are not translated.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/lb.h"
+
+#define SYS_REJECT 0
+#define SYS_PROCEED 1
+
+/* Whole-struct equality without memcmp (BPF has no libc); both sides are 8-byte aligned. */
+static __always_inline int __revnat_same(const struct lb_revnat *a, const struct lb_revnat *b)
+{
+	const __u64 *x = (const void *)a, *y = (const void *)b;
+
+	_Static_assert(sizeof(struct lb_revnat) == 24, "lb_revnat is three words");
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+}
+
+static __always_inline int __lb_proto_ok(__u32 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+}
+
+/* Translates ctx's destination (already in key: addr, port, proto, family) when it is a frontend.
+ * Returns SYS_PROCEED, or SYS_REJECT with the call's error set. `family` is a constant of each
+ * program, so the verifier never sees the other family's context fields. */
+static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, struct lb_key *key, const __u8 family)
+{
+	struct lb_sk_key skey = {};
+	struct lb_revnat rev __attribute__((aligned(8))) = {}, *known;
+	struct lb_service *svc;
+	struct lb_backend *b;
+	__u64 cookie;
+	__u32 id;
+
+	svc = lb_frontend(key);
+	if (!svc)
+		return SYS_PROCEED;
+	cookie = bpf_get_socket_cookie(ctx);
+	id = lb_select(key, svc, bpf_get_netns_cookie(ctx), cookie);
+	b = id ? lb_backend(id) : NULL;
+	if (!b || b->family != family) {
+		bpf_set_retval(-ECONNREFUSED);
+		return SYS_REJECT;
+	}
+
+	__builtin_memcpy(rev.addr, key->addr, sizeof(rev.addr));
+	rev.port = key->dport;
+	rev.family = key->family;
+	rev.rev_nat_index = svc->rev_nat_index;
+	skey.cookie = cookie;
+	__builtin_memcpy(skey.addr, b->addr, sizeof(skey.addr));
+	skey.port = b->port;
+	skey.family = b->family;
+	/* UDP sends pass here per datagram: write only what changed. */
+	known = bpf_map_lookup_elem(&weir_lb_reverse_sk, &skey);
+	if (!known || !__revnat_same(known, &rev))
+		bpf_map_update_elem(&weir_lb_reverse_sk, &skey, &rev, BPF_ANY);
+
+	if (family == 4) {
+		ctx->user_ip4 = *(__u32 *)b->addr;
+	} else {
+		ctx->user_ip6[0] = *(__u32 *)&b->addr[0];
+		ctx->user_ip6[1] = *(__u32 *)&b->addr[4];
+		ctx->user_ip6[2] = *(__u32 *)&b->addr[8];
+		ctx->user_ip6[3] = *(__u32 *)&b->addr[12];
+	}
+	ctx->user_port = b->port;
+	return SYS_PROCEED;
+}
+
+static __always_inline int __sock4_xlate(struct bpf_sock_addr *ctx)
+{
+	struct lb_key key = {};
+
+	if (!__lb_proto_ok(ctx->protocol))
+		return SYS_PROCEED;
+	*(__u32 *)key.addr = ctx->user_ip4;
+	key.dport = (__be16)ctx->user_port;
+	key.proto = (__u8)ctx->protocol;
+	key.family = 4;
+	return __sock_xlate(ctx, &key, 4);
+}
+
+static __always_inline int __sock6_xlate(struct bpf_sock_addr *ctx)
+{
+	struct lb_key key = {};
+
+	if (!__lb_proto_ok(ctx->protocol))
+		return SYS_PROCEED;
+	*(__u32 *)&key.addr[0] = ctx->user_ip6[0];
+	*(__u32 *)&key.addr[4] = ctx->user_ip6[1];
+	*(__u32 *)&key.addr[8] = ctx->user_ip6[2];
+	*(__u32 *)&key.addr[12] = ctx->user_ip6[3];
+	key.dport = (__be16)ctx->user_port;
+	key.proto = (__u8)ctx->protocol;
+	key.family = 6;
+	return __sock_xlate(ctx, &key, 6);
+}
+
+/* The peer (or UDP source) ctx shows: back to the frontend when this socket was translated to it. */
+static __always_inline void __sock_rev(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct lb_sk_key skey = {};
+	struct lb_revnat *rev;
+
+	skey.cookie = bpf_get_socket_cookie(ctx);
+	if (family == 4) {
+		*(__u32 *)skey.addr = ctx->user_ip4;
+	} else {
+		*(__u32 *)&skey.addr[0] = ctx->user_ip6[0];
+		*(__u32 *)&skey.addr[4] = ctx->user_ip6[1];
+		*(__u32 *)&skey.addr[8] = ctx->user_ip6[2];
+		*(__u32 *)&skey.addr[12] = ctx->user_ip6[3];
+	}
+	skey.port = (__be16)ctx->user_port;
+	skey.family = family;
+	rev = bpf_map_lookup_elem(&weir_lb_reverse_sk, &skey);
+	if (!rev || rev->family != family)
+		return;
+	if (family == 4) {
+		ctx->user_ip4 = *(__u32 *)rev->addr;
+	} else {
+		ctx->user_ip6[0] = *(__u32 *)&rev->addr[0];
+		ctx->user_ip6[1] = *(__u32 *)&rev->addr[4];
+		ctx->user_ip6[2] = *(__u32 *)&rev->addr[8];
+		ctx->user_ip6[3] = *(__u32 *)&rev->addr[12];
+	}
+	ctx->user_port = rev->port;
+}
+
+SEC("cgroup/connect4")
+int weir_sock4_connect(struct bpf_sock_addr *ctx)
+{
+	return __sock4_xlate(ctx);
+}
+
+SEC("cgroup/connect6")
+int weir_sock6_connect(struct bpf_sock_addr *ctx)
+{
+	return __sock6_xlate(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int weir_sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return __sock4_xlate(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int weir_sock6_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return __sock6_xlate(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int weir_sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	__sock_rev(ctx, 4);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/recvmsg6")
+int weir_sock6_recvmsg(struct bpf_sock_addr *ctx)
+{
+	__sock_rev(ctx, 6);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername4")
+int weir_sock4_getpeername(struct bpf_sock_addr *ctx)
+{
+	__sock_rev(ctx, 4);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername6")
+int weir_sock6_getpeername(struct bpf_sock_addr *ctx)
+{
+	__sock_rev(ctx, 6);
+	return SYS_PROCEED;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

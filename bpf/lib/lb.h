@@ -13,7 +13,8 @@
  *       SVC_F_MAGLEV    weir_lb_maglev[rev_nat_index][0][hash(netns_cookie, sock_cookie) % M]
  *                       (M = weir_lb_maglev_size); a missing table or a backend that is not
  *                       LB_BACKEND_ACTIVE falls back to random.
- *       otherwise       random ACTIVE slot (bpf_get_prandom_u32).
+ *       otherwise       TCP: a random ACTIVE slot (bpf_get_prandom_u32); UDP: the slot the
+ *                       cookies' hash names, so an unconnected socket sticks to one backend.
  *     At the socket the 5-tuple is not known yet, so Maglev hashes the cookies: stable per
  *     socket, consistent across a backend change for most sockets (what Maglev promises).
  *   lb_backend(id) -> struct lb_backend * or NULL
@@ -26,6 +27,7 @@
 #define WEIR_LB_H
 
 #include <linux/bpf.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 
 #include "lib/common.h"
@@ -143,9 +145,13 @@ static __always_inline int lb_active_member(const struct lb_key *key, __u16 acti
 	return c.found;
 }
 
-static __always_inline __u32 lb_pick_random(struct lb_key *key, __u16 active)
+/* TCP: a random slot per connection. UDP: the socket's hash, so an unconnected socket's datagrams
+ * (each one passes sendmsg) keep going to one backend, as Cilium's socket LB does. */
+static __always_inline __u32 lb_pick_random(struct lb_key *key, __u16 active, __u32 hash)
 {
-	return lb_slot_backend(key, (__u16)(bpf_get_prandom_u32() % active + 1));
+	__u32 r = key->proto == IPPROTO_UDP ? hash : bpf_get_prandom_u32();
+
+	return lb_slot_backend(key, (__u16)(r % active + 1));
 }
 
 /* 64-bit mix of the two cookies (the murmur3 finaliser): a stable, well-spread table index. */
@@ -189,11 +195,11 @@ static __always_inline __u32 lb_pick_maglev(__u16 rev_nat_index, __u32 hash)
 static __always_inline __u32 __lb_pick(struct lb_key *key, const struct lb_service *svc, __u64 netns_cookie,
 				       __u64 sock_cookie)
 {
-	__u32 id = 0;
+	__u32 hash = lb_hash(netns_cookie, sock_cookie), id = 0;
 
 	if (svc->flags & SVC_F_MAGLEV)
-		id = lb_pick_maglev(svc->rev_nat_index, lb_hash(netns_cookie, sock_cookie));
-	return id ? id : lb_pick_random(key, svc->active);
+		id = lb_pick_maglev(svc->rev_nat_index, hash);
+	return id ? id : lb_pick_random(key, svc->active, hash);
 }
 
 static __always_inline __u32 lb_select(struct lb_key *key, const struct lb_service *svc, __u64 netns_cookie,

@@ -9,7 +9,15 @@ import { EndpointInfo } from './endpoints/layout.js';
 import { FlowEventLayout } from './events/layout.js';
 import { FragKey, FragPorts } from './frag/layout.js';
 import { IpcacheKey, IpcacheValue } from './ipcache/layout.js';
-import { LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbRevnat, LbService, LbSkKey } from './lb/layout.js';
+import {
+  LbAffinityKey,
+  LbAffinityValue,
+  LbBackend,
+  LbKey,
+  LbRevnat,
+  LbService,
+  LbSkKey,
+} from './lb/layout.js';
 import { MetricsKey, MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';
 

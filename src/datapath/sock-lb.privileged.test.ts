@@ -26,13 +26,18 @@ const BACKENDS4 = ['10.99.0.2', '10.99.0.3', '10.99.0.4'];
 const BACKENDS6 = ['fd00:99::2', 'fd00:99::3', 'fd00:99::4'];
 const PORT = 8080;
 
-// Listens on every backend address (TCP and UDP); answers with the local address; logs JSON lines.
+// Listens on every backend address (TCP and UDP :port, TCP echo :port+1); answers with the local
+// address; logs JSON lines.
 const SERVER = `
 const net = require('net'), dgram = require('dgram');
 const addrs = JSON.parse(process.argv[1]), port = Number(process.argv[2]);
 let ready = 0;
-const up = () => { if (++ready === addrs.length * 2) console.log(JSON.stringify({ ready: true })); };
+const up = () => { if (++ready === addrs.length * 3) console.log(JSON.stringify({ ready: true })); };
 for (const a of addrs) {
+  net.createServer((s) => {
+    console.log(JSON.stringify({ proto: 'echo', local: s.localAddress, remote: s.remoteAddress }));
+    s.on('data', (d) => s.write(s.localAddress + ' ' + d));
+  }).listen(port + 1, a, up);
   net.createServer((s) => {
     console.log(JSON.stringify({ proto: 'tcp', local: s.localAddress, remote: s.remoteAddress }));
     s.end(s.localAddress);
@@ -70,7 +75,25 @@ const udp = (sock) => new Promise((done) => {
     if (e) { clearTimeout(timer); sock.removeAllListeners('message'); done({ error: e.code, ms: Number(process.hrtime.bigint() - t0) / 1e6 }); }
   });
 });
+// One connection kept open: a request, a pause of spec.hold ms (the test changes the service
+// meanwhile), a second request on the same connection.
+const hold = () => new Promise((done) => {
+  const s = net.connect(spec.port, spec.host);
+  const replies = [];
+  let peer;
+  s.setTimeout(spec.hold + 3000, () => { s.destroy(); done({ error: 'TIMEOUT' }); });
+  s.on('connect', () => { peer = { address: s.remoteAddress, port: s.remotePort }; s.write('a'); });
+  s.on('data', (d) => {
+    replies.push(String(d));
+    if (replies.length === 1) return setTimeout(() => s.write('b'), spec.hold);
+    const later = { address: s.remoteAddress, port: s.remotePort };
+    s.destroy();
+    done({ peer, later, replies });
+  });
+  s.on('error', (e) => done({ error: e.code }));
+});
 (async () => {
+  if (spec.hold) return console.log(JSON.stringify([await hold()]));
   const out = [];
   const sock = spec.proto === 'udp' ? dgram.createSocket(spec.host.includes(':') ? 'udp6' : 'udp4') : undefined;
   for (let i = 0; i < spec.count; i++) out.push(sock ? await udp(sock) : await tcp());
@@ -80,6 +103,8 @@ const udp = (sock) => new Promise((done) => {
 
 interface Result {
   peer?: { address: string; port: number };
+  later?: { address: string; port: number };
+  replies?: string[];
   backend?: string;
   error?: string;
   ms?: number;
@@ -122,6 +147,7 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
       dp.lb.upsertBackend(11 + i, { address: a, port: PORT, proto: 'udp' });
       dp.lb.upsertBackend(21 + i, { address: BACKENDS6[i] ?? '', port: PORT, proto: 'tcp' });
       dp.lb.upsertBackend(31 + i, { address: BACKENDS6[i] ?? '', port: PORT, proto: 'udp' });
+      dp.lb.upsertBackend(41 + i, { address: a, port: PORT + 1, proto: 'tcp' });
     }
 
     const srv = spawn(
@@ -159,7 +185,10 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
     await run(['ip', 'netns', 'del', nsC], { check: false });
   });
 
-  async function client(netns: string, spec: { host: string; port: number; proto?: 'udp'; count: number }) {
+  async function client(
+    netns: string,
+    spec: { host: string; port: number; proto?: 'udp'; count: number; hold?: number },
+  ) {
     const r = await run(
       [
         'nsenter',
@@ -226,6 +255,44 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
     service({ address: '10.96.0.12', port: 80, proto: 'tcp' }, 4, [2, 1, 3], { active: 1 });
     const rs = await client(nsS, { host: '10.96.0.12', port: 80, count: 15 });
     assert.deepEqual([...backendsOf(rs)], ['10.99.0.3']);
+  });
+
+  it('a connection made before its backend starts terminating keeps working and keeps its peer', async () => {
+    const f: Frontend = { address: '10.96.0.17', port: 80, proto: 'tcp' };
+    service(f, 12, [41, 42, 43]);
+    const held = client(nsS, { host: '10.96.0.17', port: 80, count: 1, hold: 800 });
+    const deadline = Date.now() + 5000;
+    while (!seen.some((s) => s.proto === 'echo') && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.ok(
+      seen.some((s) => s.proto === 'echo'),
+      'the held connection reached a backend',
+    );
+    service(f, 12, [41, 42, 43], { active: 0 });
+    const [fresh] = await client(nsS, { host: '10.96.0.17', port: 80, count: 1 });
+    assert.equal(fresh?.error, 'ECONNREFUSED', 'new connections are refused');
+    const [r] = await held;
+    assert.deepEqual(r?.peer, { address: '10.96.0.17', port: 80 });
+    assert.deepEqual(r?.later, { address: '10.96.0.17', port: 80 });
+    const backend = r?.replies?.[0]?.split(' ')[0] ?? '';
+    assert.ok(BACKENDS4.includes(backend), `backend ${backend}`);
+    assert.deepEqual(r?.replies, [`${backend} a`, `${backend} b`], 'both requests answered by one backend');
+  });
+
+  it('a second agent shares the pinned maps, and its attach replaces the programs', () => {
+    const second = Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 65536, maglevTableSize: 251 });
+    try {
+      assert.deepEqual(second.lb.listServices(), dp!.lb.listServices());
+      const before = queryCgroup({ cgroupPath, attachType: 'connect4' }).progIds;
+      second.attachSockLb(cgroupPath);
+      for (const hook of Object.keys(SOCK_PROGRAMS) as (keyof typeof SOCK_PROGRAMS)[]) {
+        const ids = queryCgroup({ cgroupPath, attachType: hook }).progIds;
+        assert.equal(ids.length, 1, hook);
+      }
+      assert.notDeepEqual(queryCgroup({ cgroupPath, attachType: 'connect4' }).progIds, before, 'replaced');
+    } finally {
+      second.close();
+    }
   });
 
   it('no ACTIVE backend: connect and sendmsg fail at once with ECONNREFUSED', async () => {

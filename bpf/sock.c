@@ -15,12 +15,14 @@
  * frontend whose chosen backend is missing or of another family. Otherwise the destination
  * becomes the backend (lib/lb.h lb_select) and weir_lb_reverse_sk remembers {socket cookie,
  * backend} -> frontend for recvmsg/getpeername. Connections already made are never touched, so
- * a backend that starts terminating keeps them. IPv4-mapped IPv6 destinations are not translated.
+ * a backend that starts terminating keeps them. An IPv6 socket's IPv4-mapped destination
+ * (::ffff:a.b.c.d) is looked up among the IPv4 frontends and gets an IPv4-mapped backend.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "lib/common.h"
 #include "lib/config.h"
@@ -43,32 +45,82 @@ static __always_inline int __lb_proto_ok(__u32 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
-/* Translates ctx's destination (already in key: addr, port, proto, family) when it is a frontend.
- * Returns SYS_PROCEED, or SYS_REJECT with the call's error set. `family` is a constant of each
- * program, so the verifier never sees the other family's context fields. */
-static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, struct lb_key *key, const __u8 family)
+/* IPv4-mapped IPv6 (::ffff:a.b.c.d): a dual-stack socket talking IPv4. */
+#define V4_MAPPED_WORD bpf_htonl(0x0000ffff)
+
+/* The address ctx carries (user_ip4/user_ip6), as 16 key bytes and a family: an IPv4-mapped
+ * address of an IPv6 socket counts as IPv4, so its frontends and backends are the IPv4 ones.
+ * `v6` is a constant of each program, so the verifier never sees the other family's fields. */
+static __always_inline __u8 __ctx_addr(struct bpf_sock_addr *ctx, __u8 *addr, const int v6)
 {
-	struct lb_sk_key skey = {};
+	__u32 *w = (__u32 *)addr;
+
+	if (!v6) {
+		w[0] = ctx->user_ip4;
+		return 4;
+	}
+	w[0] = ctx->user_ip6[0];
+	w[1] = ctx->user_ip6[1];
+	w[2] = ctx->user_ip6[2];
+	w[3] = ctx->user_ip6[3];
+	if (w[0] || w[1] || w[2] != V4_MAPPED_WORD)
+		return 6;
+	w[0] = w[3];
+	w[1] = w[2] = w[3] = 0;
+	return 4;
+}
+
+/* Writes `addr` of `family` as ctx's address (IPv4 on an IPv6 socket: IPv4-mapped). */
+static __always_inline void __ctx_set_addr(struct bpf_sock_addr *ctx, const __u8 *addr, __u8 family, const int v6)
+{
+	const __u32 *w = (const __u32 *)addr;
+
+	if (!v6) {
+		ctx->user_ip4 = w[0];
+	} else if (family == 4) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = V4_MAPPED_WORD;
+		ctx->user_ip6[3] = w[0];
+	} else {
+		ctx->user_ip6[0] = w[0];
+		ctx->user_ip6[1] = w[1];
+		ctx->user_ip6[2] = w[2];
+		ctx->user_ip6[3] = w[3];
+	}
+}
+
+/* Translates ctx's destination when it is a frontend. Returns SYS_PROCEED, or SYS_REJECT with
+ * the call's error set. */
+static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, const int v6)
+{
 	struct lb_revnat rev __attribute__((aligned(8))) = {}, *known;
+	struct lb_sk_key skey = {};
+	struct lb_key key = {};
 	struct lb_service *svc;
 	struct lb_backend *b;
 	__u64 cookie;
 	__u32 id;
 
-	svc = lb_frontend(key);
+	if (!__lb_proto_ok(ctx->protocol))
+		return SYS_PROCEED;
+	key.family = __ctx_addr(ctx, key.addr, v6);
+	key.dport = (__be16)ctx->user_port;
+	key.proto = (__u8)ctx->protocol;
+	svc = lb_frontend(&key);
 	if (!svc)
 		return SYS_PROCEED;
 	cookie = bpf_get_socket_cookie(ctx);
-	id = lb_select(key, svc, bpf_get_netns_cookie(ctx), cookie);
+	id = lb_select(&key, svc, bpf_get_netns_cookie(ctx), cookie);
 	b = id ? lb_backend(id) : NULL;
-	if (!b || b->family != family) {
+	if (!b || b->family != key.family) {
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
 
-	__builtin_memcpy(rev.addr, key->addr, sizeof(rev.addr));
-	rev.port = key->dport;
-	rev.family = key->family;
+	__builtin_memcpy(rev.addr, key.addr, sizeof(rev.addr));
+	rev.port = key.dport;
+	rev.family = key.family;
 	rev.rev_nat_index = svc->rev_nat_index;
 	skey.cookie = cookie;
 	__builtin_memcpy(skey.addr, b->addr, sizeof(skey.addr));
@@ -79,127 +131,76 @@ static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, struct lb_key
 	if (!known || !__revnat_same(known, &rev))
 		bpf_map_update_elem(&weir_lb_reverse_sk, &skey, &rev, BPF_ANY);
 
-	if (family == 4) {
-		ctx->user_ip4 = *(__u32 *)b->addr;
-	} else {
-		ctx->user_ip6[0] = *(__u32 *)&b->addr[0];
-		ctx->user_ip6[1] = *(__u32 *)&b->addr[4];
-		ctx->user_ip6[2] = *(__u32 *)&b->addr[8];
-		ctx->user_ip6[3] = *(__u32 *)&b->addr[12];
-	}
+	__ctx_set_addr(ctx, b->addr, b->family, v6);
 	ctx->user_port = b->port;
 	return SYS_PROCEED;
 }
 
-static __always_inline int __sock4_xlate(struct bpf_sock_addr *ctx)
-{
-	struct lb_key key = {};
-
-	if (!__lb_proto_ok(ctx->protocol))
-		return SYS_PROCEED;
-	*(__u32 *)key.addr = ctx->user_ip4;
-	key.dport = (__be16)ctx->user_port;
-	key.proto = (__u8)ctx->protocol;
-	key.family = 4;
-	return __sock_xlate(ctx, &key, 4);
-}
-
-static __always_inline int __sock6_xlate(struct bpf_sock_addr *ctx)
-{
-	struct lb_key key = {};
-
-	if (!__lb_proto_ok(ctx->protocol))
-		return SYS_PROCEED;
-	*(__u32 *)&key.addr[0] = ctx->user_ip6[0];
-	*(__u32 *)&key.addr[4] = ctx->user_ip6[1];
-	*(__u32 *)&key.addr[8] = ctx->user_ip6[2];
-	*(__u32 *)&key.addr[12] = ctx->user_ip6[3];
-	key.dport = (__be16)ctx->user_port;
-	key.proto = (__u8)ctx->protocol;
-	key.family = 6;
-	return __sock_xlate(ctx, &key, 6);
-}
-
 /* The peer (or UDP source) ctx shows: back to the frontend when this socket was translated to it. */
-static __always_inline void __sock_rev(struct bpf_sock_addr *ctx, __u8 family)
+static __always_inline void __sock_rev(struct bpf_sock_addr *ctx, const int v6)
 {
 	struct lb_sk_key skey = {};
 	struct lb_revnat *rev;
 
 	skey.cookie = bpf_get_socket_cookie(ctx);
-	if (family == 4) {
-		*(__u32 *)skey.addr = ctx->user_ip4;
-	} else {
-		*(__u32 *)&skey.addr[0] = ctx->user_ip6[0];
-		*(__u32 *)&skey.addr[4] = ctx->user_ip6[1];
-		*(__u32 *)&skey.addr[8] = ctx->user_ip6[2];
-		*(__u32 *)&skey.addr[12] = ctx->user_ip6[3];
-	}
+	skey.family = __ctx_addr(ctx, skey.addr, v6);
 	skey.port = (__be16)ctx->user_port;
-	skey.family = family;
 	rev = bpf_map_lookup_elem(&weir_lb_reverse_sk, &skey);
-	if (!rev || rev->family != family)
+	if (!rev || rev->family != skey.family)
 		return;
-	if (family == 4) {
-		ctx->user_ip4 = *(__u32 *)rev->addr;
-	} else {
-		ctx->user_ip6[0] = *(__u32 *)&rev->addr[0];
-		ctx->user_ip6[1] = *(__u32 *)&rev->addr[4];
-		ctx->user_ip6[2] = *(__u32 *)&rev->addr[8];
-		ctx->user_ip6[3] = *(__u32 *)&rev->addr[12];
-	}
+	__ctx_set_addr(ctx, rev->addr, rev->family, v6);
 	ctx->user_port = rev->port;
 }
 
 SEC("cgroup/connect4")
 int weir_sock4_connect(struct bpf_sock_addr *ctx)
 {
-	return __sock4_xlate(ctx);
+	return __sock_xlate(ctx, 0);
 }
 
 SEC("cgroup/connect6")
 int weir_sock6_connect(struct bpf_sock_addr *ctx)
 {
-	return __sock6_xlate(ctx);
+	return __sock_xlate(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int weir_sock4_sendmsg(struct bpf_sock_addr *ctx)
 {
-	return __sock4_xlate(ctx);
+	return __sock_xlate(ctx, 0);
 }
 
 SEC("cgroup/sendmsg6")
 int weir_sock6_sendmsg(struct bpf_sock_addr *ctx)
 {
-	return __sock6_xlate(ctx);
+	return __sock_xlate(ctx, 1);
 }
 
 SEC("cgroup/recvmsg4")
 int weir_sock4_recvmsg(struct bpf_sock_addr *ctx)
 {
-	__sock_rev(ctx, 4);
+	__sock_rev(ctx, 0);
 	return SYS_PROCEED;
 }
 
 SEC("cgroup/recvmsg6")
 int weir_sock6_recvmsg(struct bpf_sock_addr *ctx)
 {
-	__sock_rev(ctx, 6);
+	__sock_rev(ctx, 1);
 	return SYS_PROCEED;
 }
 
 SEC("cgroup/getpeername4")
 int weir_sock4_getpeername(struct bpf_sock_addr *ctx)
 {
-	__sock_rev(ctx, 4);
+	__sock_rev(ctx, 0);
 	return SYS_PROCEED;
 }
 
 SEC("cgroup/getpeername6")
 int weir_sock6_getpeername(struct bpf_sock_addr *ctx)
 {
-	__sock_rev(ctx, 6);
+	__sock_rev(ctx, 1);
 	return SYS_PROCEED;
 }
 

@@ -222,7 +222,7 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
     for (const name of LB_MAP_NAMES) assert.ok(existsSync(join(pinDir, name)), `${name} is pinned`);
   });
 
-  it('a connect to the frontend reaches a backend, and getpeername shows the frontend (IPv4, IPv6)', async () => {
+  it('a connect to the frontend reaches a backend, and getpeername shows the frontend (IPv4, IPv6, IPv4-mapped)', async () => {
     service({ address: '10.96.0.10', port: 80, proto: 'tcp' }, 1, [1, 2, 3]);
     service({ address: 'fd00:96::10', port: 80, proto: 'tcp' }, 2, [21, 22, 23]);
     const before = seen.length;
@@ -236,8 +236,14 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
       assert.deepEqual(r.peer, { address: 'fd00:96::10', port: 80 });
       assert.ok(BACKENDS6.includes(r.backend ?? ''), `backend ${r.backend}`);
     }
+    // A dual-stack IPv6 socket reaching the IPv4 frontend through its IPv4-mapped address.
+    const mapped = await client(nsS, { host: '::ffff:10.96.0.10', port: 80, count: 2 });
+    for (const r of mapped) {
+      assert.deepEqual(r.peer, { address: '::ffff:10.96.0.10', port: 80 });
+      assert.ok(BACKENDS4.includes(r.backend ?? ''), `backend ${r.backend}`);
+    }
     const got = seen.slice(before).filter((s) => s.proto === 'tcp');
-    assert.equal(got.length, 6, 'the servers saw every connection');
+    assert.equal(got.length, 8, 'the servers saw every connection');
     assert.equal(
       got.filter((s) => s.remote.endsWith('fd00:99::1')).length,
       3,
@@ -319,6 +325,10 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
     const v6 = await client(nsS, { host: 'fd00:96::14', port: 53, proto: 'udp', count: 5 });
     for (const r of v4) assert.deepEqual(r.peer, { address: '10.96.0.14', port: 53 });
     for (const r of v6) assert.deepEqual(r.peer, { address: 'fd00:96::14', port: 53 });
+    const mapped = await client(nsS, { host: '::ffff:10.96.0.14', port: 53, proto: 'udp', count: 3 });
+    for (const r of mapped) assert.deepEqual(r.peer, { address: '::ffff:10.96.0.14', port: 53 });
+    assert.equal(backendsOf(mapped).size, 1);
+    assert.ok(BACKENDS4.includes([...backendsOf(mapped)][0] ?? ''));
     assert.equal(backendsOf(v4).size, 1, 'one unconnected socket, one backend');
     assert.ok(BACKENDS4.includes([...backendsOf(v4)][0] ?? ''));
     assert.equal(backendsOf(v6).size, 1);

@@ -220,7 +220,8 @@ static __always_inline __u32 lb_select(struct lb_key *key, const struct lb_servi
 	akey.family = key->family;
 	now = bpf_ktime_get_ns();
 	prev = bpf_map_lookup_elem(&weir_lb_affinity, &akey);
-	if (prev && now - prev->last_used_ns <= (__u64)svc->backend_id * NSEC_PER_SEC &&
+	/* last_used_ns may be a hair ahead of `now` when another CPU just used the entry. */
+	if (prev && (prev->last_used_ns >= now || now - prev->last_used_ns <= (__u64)svc->backend_id * NSEC_PER_SEC) &&
 	    lb_active_member(key, svc->active, prev->backend_id)) {
 		prev->last_used_ns = now;
 		return prev->backend_id;

@@ -363,6 +363,17 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
     const moved = await client(nsS, { host: '10.96.0.15', port: 80, count: 6 });
     assert.equal(backendsOf(moved).size, 1);
     assert.notEqual([...backendsOf(moved)][0], old);
+
+    // What weir_lb_affinity remembers is what the next connect uses (bpf_ktime_get_ns and
+    // hrtime share CLOCK_MONOTONIC): point netns S's entry at the other ACTIVE backend.
+    const entry = dp!.lb.affinity
+      .lookupBatch()
+      .find(([k, v]) => k.revNatIndex === 10 && v.backendId === ids[[...backendsOf(moved)][0] ?? '']);
+    assert.ok(entry, 'netns S remembers the backend it moved to');
+    const other = rest.find((id) => id !== entry[1].backendId) ?? 0;
+    dp!.lb.affinity.update(entry[0], { lastUsedNs: process.hrtime.bigint(), backendId: other });
+    const pinned = await client(nsS, { host: '10.96.0.15', port: 80, count: 4 });
+    assert.deepEqual([...backendsOf(pinned)], [BACKENDS4[other - 1]]);
   });
 
   it('maglev: the table of the service decides', async () => {
@@ -380,6 +391,25 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
     const two = await client(nsS, { host: '10.96.0.16', port: 80, count: 30 });
     assert.deepEqual([...backendsOf(two)].sort(), ['10.99.0.2', '10.99.0.3']);
     assert.throws(() => dp!.lb.setMaglevTable(11, [1, 2]), { code: 'ERR_LB_MAGLEV_SIZE' });
+  });
+
+  it('affinity with Maglev: a remembered backend wins until its timeout, then the table picks', async () => {
+    const f: Frontend = { address: '10.96.0.18', port: 80, proto: 'tcp' };
+    service(f, 13, [1, 2, 3], { flags: ServiceFlags.affinity | ServiceFlags.maglev, affinityTimeout: 60 });
+    dp!.lb.setMaglevTable(13, Array<number>(251).fill(1));
+    const first = await client(nsS, { host: '10.96.0.18', port: 80, count: 2 });
+    assert.deepEqual([...backendsOf(first)], ['10.99.0.2'], 'the table picked, affinity remembers it');
+    const [key] = dp!.lb.affinity.lookupBatch().find(([k]) => k.revNatIndex === 13) ?? [];
+    assert.ok(key);
+
+    dp!.lb.affinity.update(key, { lastUsedNs: process.hrtime.bigint(), backendId: 3 });
+    const fresh = await client(nsS, { host: '10.96.0.18', port: 80, count: 3 });
+    assert.deepEqual([...backendsOf(fresh)], ['10.99.0.4'], 'a fresh entry wins over the table');
+
+    dp!.lb.affinity.update(key, { lastUsedNs: process.hrtime.bigint() - 61_000_000_000n, backendId: 3 });
+    const expired = await client(nsS, { host: '10.96.0.18', port: 80, count: 3 });
+    assert.deepEqual([...backendsOf(expired)], ['10.99.0.2'], 'an expired entry is picked anew');
+    assert.equal(dp!.lb.affinity.lookup(key)?.backendId, 1, 'and rewritten');
   });
 
   it('destinations that are no frontend are untouched; detachSockLb stops translating', async () => {

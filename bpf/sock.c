@@ -17,6 +17,10 @@
  * backend} -> frontend for recvmsg/getpeername. Connections already made are never touched, so
  * a backend that starts terminating keeps them. An IPv6 socket's IPv4-mapped destination
  * (::ffff:a.b.c.d) is looked up among the IPv4 frontends and gets an IPv4-mapped backend.
+ *
+ * Only scope EXT frontends are looked up (a socket has no traffic-policy scope), and
+ * weir_lb_revnat is not read here: the per-socket reverse entry already names the frontend, so a
+ * service removed later still shows its address to the sockets it translated.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>

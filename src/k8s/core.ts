@@ -18,6 +18,13 @@ export const protocols = ['TCP', 'UDP', 'SCTP'] as const;
  */
 export const workloadAnnotation = 'weir.dev/workload';
 
+/**
+ * Pod annotation "true": the pod is being deleted (Kubernetes' deletionTimestamp within the grace
+ * period). Its EndpointSlice conditions become serving+terminating: services keep it as a
+ * TERMINATING backend (established connections stay, no new ones) until the pod is deleted.
+ */
+export const terminatingAnnotation = 'weir.dev/terminating';
+
 export type Protocol = (typeof protocols)[number];
 
 const portSchema = z.looseObject({
@@ -58,6 +65,14 @@ const podSchema = z.looseObject({
             code: 'custom',
             path: [workloadAnnotation],
             message: `must be "none" (the pod runs no workload) or absent, not '${v}'`,
+            params: { weirCode: 'ERR_K8S_ANNOTATION_INVALID' } satisfies IssueParams,
+          });
+        const t = a[terminatingAnnotation];
+        if (t !== undefined && t !== 'true')
+          ctx.addIssue({
+            code: 'custom',
+            path: [terminatingAnnotation],
+            message: `must be "true" (the pod is terminating) or absent, not '${t}'`,
             params: { weirCode: 'ERR_K8S_ANNOTATION_INVALID' } satisfies IssueParams,
           });
       })
@@ -118,6 +133,11 @@ export function podPorts(pod: Pod): PodPort[] {
       protocol: p.protocol,
     })),
   );
+}
+
+/** True when the pod is marked terminating (annotation weir.dev/terminating: "true"). */
+export function podTerminating(pod: Pod): boolean {
+  return pod.metadata.annotations?.[terminatingAnnotation] === 'true';
 }
 
 /** False when the pod asks for no workload process (annotation weir.dev/workload: "none"). */

@@ -5,7 +5,9 @@ export type { KindSpec, ObjectLocation } from './registry.js';
 export {
   podPorts,
   podRunsWorkload,
+  podTerminating,
   protocols,
+  terminatingAnnotation,
   workloadAnnotation,
   type Pod,
   type Namespace,

@@ -6,6 +6,7 @@ export {
   defaultLabName,
   vethName,
   podNetns,
+  podReady,
   type PodInfo,
   type NodeInfo,
   type ExternalInfo,

@@ -4,7 +4,14 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { podPorts, podRunsWorkload, workloadAnnotation, type Pod, type PodPort } from '../k8s/core.js';
+import {
+  podPorts,
+  podRunsWorkload,
+  podTerminating,
+  workloadAnnotation,
+  type Pod,
+  type PodPort,
+} from '../k8s/core.js';
 import { objectName, type Manifest } from '../k8s/manifest.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { run } from '../shared/exec.js';
@@ -414,7 +421,15 @@ export class Lab {
         const ports = podPorts(m.object);
         const labelsChanged = !sameLabels(prev.labels, labels);
         const portsChanged = JSON.stringify(prev.ports) !== JSON.stringify(ports);
-        const pod: PodState = { ...prev, labels, ports };
+        const terminating = podTerminating(m.object);
+        const terminatingChanged = terminating !== (prev.terminating === true);
+        const { terminating: _t, ...rest } = prev;
+        const pod: PodState = {
+          ...rest,
+          labels,
+          ports,
+          ...(terminating ? { terminating: true as const } : {}),
+        };
         if (portsChanged && !pod.noWorkload) {
           log(`pod ${podKey(m)}: ports changed, restarting its workload`);
           await stopWorkload(prev.workload);
@@ -426,9 +441,9 @@ export class Lab {
         results.push({
           object: `pod/${m.metadata.name}`,
           namespace: pod.namespace,
-          action: labelsChanged || portsChanged ? 'configured' : 'unchanged',
+          action: labelsChanged || portsChanged || terminatingChanged ? 'configured' : 'unchanged',
         });
-        if ((labelsChanged || portsChanged) && opts.onPodUpdated)
+        if ((labelsChanged || portsChanged || terminatingChanged) && opts.onPodUpdated)
           after.push(() => opts.onPodUpdated?.(podInfo(pod), podInfo(prev)));
       }
 
@@ -488,6 +503,7 @@ export class Lab {
       hostIfindex: 0,
       cgroupPath: join(state.cgroupPath, `weir-${ns}-${name}`),
       ...(podRunsWorkload(m.object) ? {} : { noWorkload: true as const }),
+      ...(podTerminating(m.object) ? { terminating: true as const } : {}),
       createdAt: new Date().toISOString(),
     };
     log(`pod ${ns}/${name}: ${pod.ip}${pod.ip6 ? ` ${pod.ip6}` : ''} on ${pod.hostIfname}`);
@@ -526,6 +542,8 @@ export class Lab {
       // The datapath attaches while the host veth is still down: the pod is never reachable
       // before its policy is enforced (fail closed).
       pod.hostIfindex = await ifindexIn(node.netns, pod.hostIfname);
+      // The cgroup exists before the agent attaches, so its socket hooks are in before any process.
+      await ensureCgroup(pod.cgroupPath);
       await onPlumbed?.(pod);
       await ipBatch(node.netns, [
         ['link', 'set', pod.hostIfname, 'up'],
@@ -533,7 +551,6 @@ export class Lab {
         ['route', 'replace', `${pod.ip}/32`, 'dev', pod.hostIfname, 'src', node.ip],
         ...(pod.ip6 ? [['route', 'replace', `${pod.ip6}/128`, 'dev', pod.hostIfname]] : []),
       ]);
-      await ensureCgroup(pod.cgroupPath);
       if (!pod.noWorkload) pod.workload = await this.ensureWorkload(pod.netns, undefined, podWorkload(pod));
       return pod;
     } catch (err) {
@@ -786,7 +803,7 @@ function podWorkload(p: PodState) {
 }
 
 /** A pod without a workload is ready once it exists (there is nothing to wait for). */
-const podReady = (p: PodState) => p.noWorkload === true || workloadAlive(p.workload);
+export const podReady = (p: PodState) => p.noWorkload === true || workloadAlive(p.workload);
 
 function podInfo(p: PodState): PodInfo {
   const { workload: _w, createdAt: _c, ...rest } = p;

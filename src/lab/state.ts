@@ -59,6 +59,8 @@ export interface PodState {
   workload?: WorkloadState;
   /** Created with annotation weir.dev/workload: "none": no workload process, ever. */
   noWorkload?: true;
+  /** Annotated weir.dev/terminating: "true": a TERMINATING service backend (no new connections). */
+  terminating?: true;
   createdAt: string;
 }
 

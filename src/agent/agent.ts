@@ -8,6 +8,7 @@
 // State that must survive a restart (policies, identities, endpoint ids) is in the Store; the
 // maps are pinned, so a restarted agent reads back what the kernel holds and rewrites nothing that
 // is still right.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger as Pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
@@ -15,7 +16,7 @@ import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
 import { LabelFilter } from '../identity/filter.js';
 import type { Lab, LabState, NodeState, PodState } from '../lab/index.js';
-import { validatePolicy } from '../policy/api/index.js';
+import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import { diff, type EntryDiff } from '../policy/diff.js';
 import {
@@ -27,14 +28,16 @@ import {
 } from '../policy/engine.js';
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
+import { isServiceKind } from '../service/api/index.js';
 import { connectionsToRevoke } from './ct-revalidate.js';
+import { ServiceLb, type LbSettings } from './lb.js';
 import { AgentMetrics } from './metrics.js';
 import { objectKey, type Store, type StoredObject } from './store.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
 const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
 
-export interface AgentConfig {
+export interface AgentConfig extends LbSettings {
   lab: string;
   /** Pins: /sys/fs/bpf/weir/<lab>/<node> */
   pinDir: string;
@@ -136,6 +139,10 @@ export class Agent {
   readonly regen: RegenerationStats = { count: 0, lastMs: 0, lastUpserts: 0, lastDeletes: 0 };
   /** Endpoints whose programs this agent process attached (all of them after the first sync). */
   private readonly attached = new Set<number>();
+  /** Service load balancing: Service/EndpointSlice objects -> the lb maps. */
+  readonly lb: ServiceLb;
+  /** The node's workload cgroup has the socket LB hooks (attached once per agent process). */
+  private nodeSockLb = false;
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -151,6 +158,7 @@ export class Agent {
     const ids = this.store.state.identities as IdentityAllocatorState | undefined;
     this.allocator = ids ? IdentityAllocator.fromJSON(ids) : new IdentityAllocator();
     this.readBack();
+    this.lb = new ServiceLb(cfg, datapath, log);
   }
 
   /** Runs `fn` after every earlier change has finished. */
@@ -179,18 +187,20 @@ export class Agent {
   }
 
   policies(objects: StoredObject[] = this.store.state.objects): Policy[] {
-    return objects.map((o) => {
-      const key = o.object as object;
-      let p = this.validated.get(key);
-      if (!p) {
-        p = validatePolicy(o.object, {
-          file: o.file ?? '(agent store)',
-          object: `${o.kind} ${objectKey(o)}`,
-        });
-        if (key && typeof key === 'object') this.validated.set(key, p);
-      }
-      return p;
-    });
+    return objects
+      .filter((o) => isPolicyKind(o.kind))
+      .map((o) => {
+        const key = o.object as object;
+        let p = this.validated.get(key);
+        if (!p) {
+          p = validatePolicy(o.object, {
+            file: o.file ?? '(agent store)',
+            object: `${o.kind} ${objectKey(o)}`,
+          });
+          if (key && typeof key === 'object') this.validated.set(key, p);
+        }
+        return p;
+      });
   }
 
   private node(): NodeState {
@@ -214,6 +224,11 @@ export class Agent {
       this.attached.delete(id);
       this.store.releaseEndpoint(key);
       this.metrics.policyMapPressure.remove({ map_name: `weir_policy_${id}` });
+    }
+    if (!this.nodeSockLb) {
+      // Processes of the node itself (its workload, `weir lab exec node`) reach services too.
+      this.datapath.attachSockLb(node.cgroupPath);
+      this.nodeSockLb = true;
     }
     for (const pod of pods) this.ensureEndpoint(pod, node);
     this.regenerate();
@@ -246,6 +261,9 @@ export class Agent {
       identity: have?.identity ?? 0,
       flags: have?.flags ?? 0,
     });
+    // Socket LB: the pod's connect()/sendmsg() to a service address pick a backend before any
+    // packet exists, so the tc programs (and policy) see pod -> backend.
+    if (existsSync(pod.cgroupPath)) this.datapath.attachSockLb(pod.cgroupPath);
     this.endpointRows.clear();
     this.attached.add(id);
     this.written.set(id, this.written.get(id) ?? []);
@@ -374,6 +392,15 @@ export class Agent {
       }
     }
     const ipcacheChanged = ipcacheUpserts > 0 || ipcache.size !== this.writtenIpcache.size;
+    const state = this.labState as LabState;
+    const lbIds = this.store.state.lb ?? { backends: {}, revNat: {} };
+    const lb = this.lb.regenerate(this.store.state.objects, state, this.node(), lbIds);
+    upserts += lb.stats.upserts;
+    deletes += lb.stats.deletes;
+    if (JSON.stringify(lb.output.ids) !== JSON.stringify(lbIds)) {
+      this.store.state.lb = lb.output.ids;
+      this.saved = undefined;
+    }
     this.writtenIpcache = ipcache;
     this.held = output.held;
     // A changed ipcache can change any peer's identity: then every endpoint's connections count.
@@ -435,9 +462,17 @@ export class Agent {
   /** Validates every object first; stores them and regenerates only if all are valid. */
   apply(objects: StoredObject[]): ApplyOutcome[] {
     const problems: WeirError[] = [];
-    const parsed: { o: StoredObject; p: Policy }[] = [];
-    for (const o of objects) {
+    const parsed: { o: StoredObject; p?: Policy }[] = [];
+    for (const given of objects) {
       try {
+        if (isServiceKind(given.kind)) {
+          // Addresses given out earlier in this request count as taken.
+          const taken = new Map(this.store.state.objects.map((x) => [objectKey(x), x]));
+          for (const { o } of parsed) taken.set(objectKey(o), o);
+          parsed.push({ o: this.lb.allocate(given, [...taken.values()]) });
+          continue;
+        }
+        const o = given;
         parsed.push({
           o,
           p: validatePolicy(o.object, { file: o.file ?? '(request)', object: `${o.kind} ${objectKey(o)}` }),
@@ -461,7 +496,7 @@ export class Agent {
     const next = [...byKey.values()];
     // Compute with the new set before committing it: a failure leaves the old state in force.
     for (const { o, p } of parsed)
-      if (o.object && typeof o.object === 'object') this.validated.set(o.object, p);
+      if (p && o.object && typeof o.object === 'object') this.validated.set(o.object, p);
     const policies = this.policies(next);
     const before = this.store.state.objects;
     this.store.state.objects = next;
@@ -552,8 +587,14 @@ export class Agent {
     return this.allocator.list();
   }
 
+  /** The policy objects applied to this agent. */
   objects(): StoredObject[] {
-    return this.store.state.objects;
+    return this.store.state.objects.filter((o) => isPolicyKind(o.kind));
+  }
+
+  /** The Service and EndpointSlice objects, as stored (with allocated clusterIP and nodePorts). */
+  serviceObjects(): StoredObject[] {
+    return this.store.state.objects.filter((o) => isServiceKind(o.kind));
   }
 
   static pinDirFor(lab: string, node: string, root: string): string {

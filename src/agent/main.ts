@@ -4,6 +4,8 @@ import { pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
 import { FlowObserver } from '../observe/stream.js';
+import { parseServiceCIDR } from '../service/allocate.js';
+import { checkMaglevSize, maglevSeed } from '../service/maglev.js';
 import { Agent, parseLabelFilter } from './agent.js';
 import { listenApi } from './api-server.js';
 import { FlowPipeline } from './flows.js';
@@ -26,6 +28,11 @@ export interface AgentOptions {
   flowQueue?: number;
   /** Bytes of the weir_events ring buffer (default: the datapath's, 4 MiB). */
   eventsBufferBytes?: number;
+  /** Service backend selection, Maglev table size and seed, ClusterIP range. Absent: as stored. */
+  lbAlgorithm?: 'random' | 'maglev';
+  maglevTableSize?: number;
+  maglevSeed?: string;
+  serviceCIDR?: string;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -39,8 +46,16 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     policyMapMax: opts.policyMapMax,
     identityLabels: opts.identityLabels,
     flowEvents: opts.flowEvents,
+    lbAlgorithm: opts.lbAlgorithm,
+    maglevTableSize: opts.maglevTableSize,
+    maglevSeed: opts.maglevSeed,
+    serviceCIDR: opts.serviceCIDR,
   });
-  if (settings.identityLabels) parseLabelFilter(settings.identityLabels); // refuse a bad filter before anything starts
+  // Refuse bad settings before anything starts.
+  if (settings.identityLabels) parseLabelFilter(settings.identityLabels);
+  checkMaglevSize(settings.maglevTableSize);
+  maglevSeed(settings.maglevSeed);
+  parseServiceCIDR(settings.serviceCIDR);
   store.save();
 
   let datapath: Datapath | undefined;
@@ -51,6 +66,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         pinDir,
         policyMapMax: settings.policyMapMax,
         events: settings.flowEvents,
+        maglevTableSize: settings.maglevTableSize,
         ...(opts.eventsBufferBytes ? { eventsBufferBytes: opts.eventsBufferBytes } : {}),
       });
     },

@@ -28,6 +28,8 @@ export function agentRoutes(agent: Agent, observer?: FlowObserver): Route[] {
         policies: agent.objects().length,
         regenerations: agent.regen,
         policyMapMax: agent.cfg.policyMapMax,
+        services: agent.lb.frontends().length,
+        lbAlgorithm: agent.cfg.lbAlgorithm,
       }),
     },
     {
@@ -74,6 +76,25 @@ export function agentRoutes(agent: Agent, observer?: FlowObserver): Route[] {
       },
     },
     { method: 'GET', pattern: '/v1/policies', handler: () => ({ items: agent.objects() }) },
+    {
+      method: 'GET',
+      pattern: '/v1/services',
+      handler: () =>
+        agent.serialize(() => ({
+          items: agent.lb.summaries(agent.serviceObjects()),
+          frontends: agent.lb.frontends(),
+          objects: agent.serviceObjects(),
+          algorithm: agent.cfg.lbAlgorithm,
+        })),
+    },
+    {
+      method: 'GET',
+      pattern: '/v1/services/:namespace/:name/maglev',
+      handler: (req) =>
+        agent.serialize(() => ({
+          items: agent.lb.maglevTables(`${req.params.namespace}/${req.params.name}`),
+        })),
+    },
     { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
     { method: 'GET', pattern: '/v1/identities', handler: () => ({ items: agent.identities() }) },
     {

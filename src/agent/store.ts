@@ -24,9 +24,25 @@ export interface AgentSettings {
   identityLabels: string;
   /** The datapath writes flow events (observability on). */
   flowEvents: boolean;
+  /** Backend selection for new connections (Cilium's --bpf-lb-algorithm). */
+  lbAlgorithm: 'random' | 'maglev';
+  /** M, the entries of every Maglev table (a prime of Cilium's list). */
+  maglevTableSize: number;
+  /** Cluster-wide Maglev hash seed, 12 bytes in base64 (Cilium's --bpf-lb-maglev-hash-seed). */
+  maglevSeed: string;
+  /** Where ClusterIPs are allocated from. */
+  serviceCIDR: string;
 }
 
-export const defaultSettings: AgentSettings = { policyMapMax: 16384, identityLabels: '', flowEvents: true };
+export const defaultSettings: AgentSettings = {
+  policyMapMax: 16384,
+  identityLabels: '',
+  flowEvents: true,
+  lbAlgorithm: 'random',
+  maglevTableSize: 16381,
+  maglevSeed: 'JLfvgnHc2kaSUFaI',
+  serviceCIDR: '10.96.0.0/16',
+};
 
 export interface AgentState {
   version: 1;
@@ -36,6 +52,8 @@ export interface AgentState {
   /** "namespace/pod" -> endpoint id */
   endpointIds: Record<string, number>;
   nextEndpointId: number;
+  /** Service load balancing's stable ids: backend "addr:port/PROTO" and frontend -> number. */
+  lb?: { backends: Record<string, number>; revNat: Record<string, number> };
 }
 
 export const objectKey = (o: { kind: string; namespace?: string; name: string }) =>

@@ -1,9 +1,11 @@
 // The kinds `weir apply` understands, registered once with the manifest loader: the lab's
-// (Namespace, Pod: registered by src/k8s) and the policy kinds the agent enforces.
+// (Namespace, Pod: registered by src/k8s), the policy kinds the agent enforces and the service
+// kinds it load-balances.
 import { registerKind, lookupKind } from '../k8s/index.js';
 import { isPolicyKind, policyKinds } from '../policy/api/index.js';
+import { isServiceKind, serviceKinds } from '../service/api/index.js';
 
-for (const k of policyKinds) {
+for (const k of [...policyKinds, ...serviceKinds]) {
   if (!lookupKind(k.apiVersion, k.kind))
     registerKind<unknown>({
       apiVersion: k.apiVersion,
@@ -13,7 +15,7 @@ for (const k of policyKinds) {
     });
 }
 
-/** Objects the agent owns (policies); everything else belongs to the lab. */
+/** Objects the agent owns (policies, services); everything else belongs to the lab. */
 export function isAgentKind(kind: string): boolean {
-  return isPolicyKind(kind);
+  return isPolicyKind(kind) || isServiceKind(kind);
 }

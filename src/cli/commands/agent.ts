@@ -4,6 +4,7 @@ import { runAgent } from '../../agent/main.js';
 import { defaultLabName } from '../../lab/lab.js';
 import { WeirError } from '../../shared/errors.js';
 import { agentClient } from '../../agent/link.js';
+import { checkMaglevSize, maglevSizes } from '../../service/maglev.js';
 import { parseOutput, printResult, type OutputFormat } from '../output.js';
 
 function intOption(name: string, min: number, max: number) {
@@ -92,9 +93,30 @@ export function agentCommand(): Command {
         'observability: whether the datapath writes flow events (default: as before, else on)',
       ).choices(['on', 'off']),
     )
+    .addOption(
+      new Option(
+        '--lb-algorithm <name>',
+        'how a service picks a backend for a new connection (default: as before, else random)',
+      ).choices(['random', 'maglev']),
+    )
+    .addOption(
+      new Option(
+        '--lb-maglev-table-size <M>',
+        `entries of each Maglev table, one of ${maglevSizes.join(', ')} (default: as before, else 16381)`,
+      ).argParser((v: string) => checkMaglevSize(Number(v))),
+    )
+    .option(
+      '--lb-maglev-seed <base64>',
+      "cluster-wide Maglev hash seed, 12 bytes in base64 (default: as before, else Cilium's)",
+    )
+    .option('--service-cidr <cidr>', 'where ClusterIPs are allocated (default: as before, else 10.96.0.0/16)')
     .action(
       async (o: {
         lab: string;
+        lbAlgorithm?: 'random' | 'maglev';
+        lbMaglevTableSize?: number;
+        lbMaglevSeed?: string;
+        serviceCidr?: string;
         policyMapMax?: number;
         identityLabels?: string;
         ctGcInterval: number;
@@ -112,6 +134,10 @@ export function agentCommand(): Command {
           ...(o.flowQueue ? { flowQueue: o.flowQueue } : {}),
           ...(o.eventsBuffer ? { eventsBufferBytes: o.eventsBuffer } : {}),
           ...(o.flowEvents ? { flowEvents: o.flowEvents === 'on' } : {}),
+          ...(o.lbAlgorithm ? { lbAlgorithm: o.lbAlgorithm } : {}),
+          ...(o.lbMaglevTableSize ? { maglevTableSize: o.lbMaglevTableSize } : {}),
+          ...(o.lbMaglevSeed ? { maglevSeed: o.lbMaglevSeed } : {}),
+          ...(o.serviceCidr ? { serviceCIDR: o.serviceCidr } : {}),
         });
       },
     );

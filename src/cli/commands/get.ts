@@ -1,9 +1,10 @@
-// `weir get pods|namespaces`: kubectl-like listing of what runs in the lab.
+// `weir get pods|namespaces|services`: kubectl-like listing of what runs in the lab.
 import { Command } from 'commander';
 import { WeirError } from '../../shared/errors.js';
 import { Lab, type PodInfo } from '../../lab/index.js';
 import { labOption, outputOption } from './lab.js';
 import { printResult, type Column, type OutputFormat } from '../output.js';
+import { getServices } from './service.js';
 
 const labelText = (l: Record<string, string>) =>
   Object.entries(l)
@@ -12,10 +13,10 @@ const labelText = (l: Record<string, string>) =>
 
 export function getCommand(): Command {
   return new Command('get')
-    .description('list lab resources: pods (po) or namespaces (ns)')
-    .argument('<resource>', 'pods|pod|po or namespaces|namespace|ns')
-    .option('-n, --namespace <ns>', 'pods of this namespace', 'default')
-    .option('-A, --all-namespaces', 'pods of every namespace')
+    .description('list lab resources: pods (po), namespaces (ns) or services (svc)')
+    .argument('<resource>', 'pods|pod|po, namespaces|namespace|ns or services|service|svc')
+    .option('-n, --namespace <ns>', 'pods or services of this namespace', 'default')
+    .option('-A, --all-namespaces', 'pods or services of every namespace')
     .addOption(labOption())
     .addOption(outputOption())
     .action(
@@ -55,10 +56,16 @@ export function getCommand(): Command {
             { header: 'labels', get: (p) => labelText(p.labels) },
           ];
           printResult(o.output, pods, pods, cols);
+        } else if (['services', 'service', 'svc'].includes(resource)) {
+          await getServices(o.lab, o.allNamespaces ? undefined : o.namespace, o.output);
         } else {
-          throw new WeirError('ERR_CLI_ARGUMENT', `unknown resource '${resource}' (pods or namespaces)`, {
-            location: { field: 'resource' },
-          });
+          throw new WeirError(
+            'ERR_CLI_ARGUMENT',
+            `unknown resource '${resource}' (pods, namespaces or services)`,
+            {
+              location: { field: 'resource' },
+            },
+          );
         }
       },
     );

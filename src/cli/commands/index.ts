@@ -10,6 +10,7 @@ import { registerInspectCommands } from './inspect.js';
 import { labCommand } from './lab.js';
 import { observeCommand } from './observe.js';
 import { registerPolicyCommands } from './policy.js';
+import { bpfLbCommand, serviceCommand } from './service.js';
 import { uiCommand } from './ui.js';
 
 export function registerCommands(program: Command): void {
@@ -21,6 +22,8 @@ export function registerCommands(program: Command): void {
   registerPolicyCommands(program);
   registerConformanceCommands(program);
   registerInspectCommands(program);
+  program.addCommand(serviceCommand());
+  program.commands.find((c) => c.name() === 'bpf')?.addCommand(bpfLbCommand());
   program.addCommand(observeCommand());
   program.addCommand(uiCommand());
 }

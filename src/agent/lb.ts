@@ -1,0 +1,408 @@
+// The agent's service load balancing: stored Service/EndpointSlice objects + the lab's pods ->
+// src/service's pure model -> the lb maps (datapath.lb), writing only what changed. Write order
+// keeps every lookup consistent: backends before the services naming them, Maglev tables before
+// the frontends that select through them, removed services before the backends they named.
+import type { Logger as Pino } from 'pino';
+import type { Datapath } from '../datapath/loader.js';
+import type { ServiceEntry } from '../datapath/maps/lb/index.js';
+import { podReady, type LabState, type NodeState } from '../lab/index.js';
+import {
+  allocateClusterIP,
+  allocateNodePort,
+  inCIDR,
+  parseServiceCIDR,
+  type Cidr4,
+} from '../service/allocate.js';
+import {
+  isServiceKind,
+  validateEndpointSlice,
+  validateService,
+  type EndpointSlice,
+  type Service,
+} from '../service/api/index.js';
+import { maglevSeed } from '../service/maglev.js';
+import {
+  computeLb,
+  frontendName,
+  type LbAlgorithm,
+  type LbBackend,
+  type LbFrontend,
+  type LbOutput,
+  type LbPod,
+} from '../service/model.js';
+import { WeirError } from '../shared/errors.js';
+import { objectKey, type StoredObject } from './store.js';
+
+export interface LbSettings {
+  lbAlgorithm: LbAlgorithm;
+  maglevTableSize: number;
+  maglevSeed: string;
+  serviceCIDR: string;
+}
+
+export interface LbWriteStats {
+  upserts: number;
+  deletes: number;
+}
+
+const proto = (p: string) => (p === 'UDP' ? 'udp' : 'tcp') as 'tcp' | 'udp';
+const backendText = (b: { address: string; port: number; proto: string; state: string }) =>
+  `${b.address}:${b.port}/${b.proto} ${b.state}`;
+const serviceText = (e: ServiceEntry) =>
+  `${e.meta.revNatIndex} ${e.meta.flags} ${e.meta.affinityTimeout} ${e.meta.active} [${e.backendIds.join(',')}]`;
+const entryName = (e: ServiceEntry) =>
+  frontendName({
+    address: e.frontend.address,
+    port: e.frontend.port,
+    protocol: e.frontend.proto.toUpperCase(),
+  });
+
+export class ServiceLb {
+  readonly cidr: Cidr4;
+  readonly seed: number;
+  /** What the maps hold, as written or read back: frontend name -> entry; backend id -> backend. */
+  private services = new Map<string, ServiceEntry>();
+  private backends = new Map<number, string>();
+  private maglev = new Map<number, Uint32Array | number[]>();
+  private validated = new WeakMap<object, Service | EndpointSlice>();
+  output: LbOutput | undefined;
+
+  constructor(
+    readonly settings: LbSettings,
+    readonly datapath: Datapath,
+    readonly log: Pino,
+  ) {
+    this.cidr = parseServiceCIDR(settings.serviceCIDR);
+    this.seed = maglevSeed(settings.maglevSeed);
+    this.readBack();
+  }
+
+  /** What the pinned maps hold, so a restarted agent rewrites nothing that is still right. */
+  private readBack(): void {
+    const lb = this.datapath.lb;
+    this.services = new Map(lb.listServices().map((e) => [entryName(e), e]));
+    this.backends = new Map(lb.listBackends().map((b) => [b.id, backendText(b.backend)]));
+    for (const e of this.services.values()) {
+      try {
+        const t = lb.getMaglevTable(e.meta.revNatIndex);
+        if (t) this.maglev.set(e.meta.revNatIndex, t);
+      } catch {
+        // A table of another size (M changed): rewritten by the next regeneration.
+      }
+    }
+  }
+
+  validate(o: StoredObject): Service | EndpointSlice {
+    const key = o.object as object;
+    let v = this.validated.get(key);
+    if (!v) {
+      const loc = { file: o.file ?? '(agent store)', object: `${o.kind} ${objectKey(o)}` };
+      v = o.kind === 'Service' ? validateService(o.object, loc) : validateEndpointSlice(o.object, loc);
+      if (key && typeof key === 'object') this.validated.set(key, v);
+    }
+    return v;
+  }
+
+  /**
+   * Fills what the API server would allocate: spec.clusterIP (unless headless) and the nodePorts of
+   * a NodePort service, keeping those the stored copy already has. Returns the object to store.
+   */
+  allocate(o: StoredObject, stored: StoredObject[]): StoredObject {
+    const v = this.validate(o);
+    if (o.kind !== 'Service') return o;
+    const svc = v as Service;
+    const key = objectKey(o);
+    const loc = { file: o.file ?? '(request)', object: `Service ${svc.namespace}/${svc.name}` };
+    const others = stored
+      .filter((s) => s.kind === 'Service' && objectKey(s) !== key)
+      .map((s) => this.validate(s) as Service);
+    const prev = stored.find((s) => s.kind === 'Service' && objectKey(s) === key);
+    const old = prev ? (this.validate(prev) as Service) : undefined;
+    const usedIPs = new Set(
+      others.flatMap((s) => (s.clusterIP && s.clusterIP !== 'None' ? [s.clusterIP] : [])),
+    );
+    let clusterIP = svc.clusterIP;
+    if (clusterIP && clusterIP !== 'None') {
+      if (!inCIDR(clusterIP, this.cidr))
+        throw new WeirError(
+          'ERR_SERVICE_CLUSTERIP_RANGE',
+          `${clusterIP} is not in the service CIDR ${this.cidr.text}`,
+          {
+            location: { ...loc, field: 'spec.clusterIP' },
+          },
+        );
+      if (usedIPs.has(clusterIP))
+        throw new WeirError(
+          'ERR_SERVICE_CLUSTERIP_TAKEN',
+          `${clusterIP} is already allocated to another service`,
+          {
+            location: { ...loc, field: 'spec.clusterIP' },
+          },
+        );
+    }
+    if (!clusterIP)
+      clusterIP =
+        old?.clusterIP && old.clusterIP !== 'None'
+          ? old.clusterIP
+          : allocateClusterIP(key, this.cidr, usedIPs);
+    const usedPorts = new Set(
+      others.flatMap((s) => s.ports.flatMap((p) => (p.nodePort ? [`${p.nodePort}/${p.protocol}`] : []))),
+    );
+    const raw = structuredClone(o.object) as {
+      spec: { clusterIP?: string; ports?: { nodePort?: number }[] };
+    };
+    raw.spec.clusterIP = clusterIP;
+    svc.ports.forEach((p, i) => {
+      if (svc.type !== 'NodePort') return;
+      const field = `spec.ports[${i}].nodePort`;
+      if (p.nodePort !== undefined && usedPorts.has(`${p.nodePort}/${p.protocol}`))
+        throw new WeirError(
+          'ERR_SERVICE_NODEPORT_TAKEN',
+          `nodePort ${p.nodePort}/${p.protocol} is already allocated`,
+          {
+            location: { ...loc, field },
+          },
+        );
+      const kept = old?.ports.find((q) => q.name === p.name && q.protocol === p.protocol)?.nodePort;
+      const port =
+        p.nodePort ??
+        (kept && !usedPorts.has(`${kept}/${p.protocol}`)
+          ? kept
+          : allocateNodePort(`${key}/${p.name}`, p.protocol, usedPorts));
+      usedPorts.add(`${port}/${p.protocol}`);
+      const rp = raw.spec.ports?.[i];
+      if (rp) rp.nodePort = port;
+    });
+    return { ...o, object: raw };
+  }
+
+  /** Computes the LB state of `objects` and the lab's pods, and writes what differs from the maps. */
+  regenerate(
+    objects: StoredObject[],
+    lab: LabState,
+    node: NodeState,
+    ids: { backends: Record<string, number>; revNat: Record<string, number> },
+  ): { output: LbOutput; stats: LbWriteStats } {
+    const mine = objects.filter((o) => isServiceKind(o.kind)).map((o) => this.validate(o));
+    const services = mine.filter((v): v is Service => 'type' in v);
+    const slices = mine.filter((v): v is EndpointSlice => 'addressType' in v);
+    const pods: LbPod[] = Object.values(lab.pods).map((p) => ({
+      namespace: p.namespace,
+      name: p.name,
+      labels: p.labels,
+      ip: p.ip,
+      ports: p.ports,
+      node: p.node,
+      ready: podReady(p),
+      terminating: p.terminating === true,
+    }));
+    const output = computeLb({
+      services,
+      slices,
+      pods,
+      ids,
+      config: {
+        algorithm: this.settings.lbAlgorithm,
+        maglevSize: this.settings.maglevTableSize,
+        maglevSeed: this.seed,
+        nodeName: node.name,
+        nodeIP: node.ip,
+      },
+    });
+    const stats = this.write(output);
+    this.output = output;
+    return { output, stats };
+  }
+
+  /** The services as stored, with what the model derived for them. */
+  summaries(objects: StoredObject[]): ServiceSummary[] {
+    const out = this.output;
+    return objects
+      .filter((o) => o.kind === 'Service')
+      .map((o) => {
+        const s = this.validate(o) as Service;
+        const key = `${s.namespace}/${s.name}`;
+        const fes = out?.frontends.filter((f) => f.service === key) ?? [];
+        const endpoints = new Set(
+          fes.flatMap((f) =>
+            f.backends.slice(0, f.active).map((id) => {
+              const b = out?.backends.get(id);
+              return b ? `${b.address}:${b.port}` : String(id);
+            }),
+          ),
+        );
+        if (!out || s.clusterIP === 'None')
+          for (const slice of out?.derivedSlices ?? [])
+            if (slice.namespace === s.namespace && slice.serviceName === s.name)
+              for (const e of slice.endpoints)
+                if (e.conditions.ready) for (const a of e.addresses) endpoints.add(a);
+        return {
+          namespace: s.namespace,
+          name: s.name,
+          type: s.type,
+          clusterIP: s.clusterIP ?? '<pending>',
+          ports: s.ports.map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol}`),
+          ...(s.selector ? { selector: s.selector } : {}),
+          sessionAffinity: s.sessionAffinity,
+          endpoints: [...endpoints].sort(),
+        };
+      })
+      .sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`));
+  }
+
+  /** Frontends -> backends with their state, like `cilium service list`. */
+  frontends(): FrontendView[] {
+    const out = this.output;
+    if (!out) return [];
+    return out.frontends.map((f) => ({
+      id: f.revNatIndex,
+      frontend: frontendName(f),
+      type: f.type,
+      service: f.service,
+      flags: f.flags,
+      backends: f.backends.map((id, i) => {
+        const b = out.backends.get(id);
+        return {
+          id,
+          address: b ? b.name : String(id),
+          state: i < f.active ? 'active' : 'terminating',
+        };
+      }),
+    }));
+  }
+
+  /** The Maglev tables of a service's frontends, read back from the kernel. */
+  maglevTables(service: string): MaglevView[] {
+    const out = this.output;
+    const fes = out?.frontends.filter((f) => f.service === service) ?? [];
+    if (fes.length === 0)
+      throw new WeirError('ERR_SERVICE_NOT_FOUND', `no service ${service} with a frontend`, {
+        location: { object: `Service ${service}` },
+      });
+    return fes.map((f) => {
+      const table = this.datapath.lb.getMaglevTable(f.revNatIndex);
+      if (!table)
+        throw new WeirError(
+          'ERR_SERVICE_NO_MAGLEV',
+          `frontend ${frontendName(f)} has no Maglev table (algorithm ${this.settings.lbAlgorithm}, ${f.active} active backends)`,
+          { location: { object: `Service ${service}` } },
+        );
+      const counts = new Map<number, number>();
+      for (const id of table) counts.set(id, (counts.get(id) ?? 0) + 1);
+      return {
+        frontend: frontendName(f),
+        revNatIndex: f.revNatIndex,
+        tableSize: table.length,
+        backends: [...counts]
+          .sort((a, b) => a[0] - b[0])
+          .map(([id, entries]) => ({
+            id,
+            address: out?.backends.get(id)?.name ?? String(id),
+            entries,
+            share: entries / table.length,
+          })),
+      };
+    });
+  }
+
+  private write(out: LbOutput): LbWriteStats {
+    const lb = this.datapath.lb;
+    let upserts = 0;
+    let deletes = 0;
+    const wantBackends = new Map<number, string>();
+    for (const b of out.backends.values()) {
+      wantBackends.set(b.id, backendText(backendValue(b)));
+    }
+    for (const [id, text] of wantBackends) {
+      if (this.backends.get(id) === text) continue;
+      const b = out.backends.get(id) as LbBackend;
+      lb.upsertBackend(id, backendValue(b));
+      this.backends.set(id, text);
+      upserts++;
+    }
+    const want = new Map<string, { f: LbFrontend; entry: ServiceEntry }>();
+    for (const f of out.frontends) {
+      want.set(frontendName(f), {
+        f,
+        entry: {
+          frontend: { address: f.address, port: f.port, proto: proto(f.protocol), scope: 'ext' },
+          meta: {
+            revNatIndex: f.revNatIndex,
+            flags: f.flags,
+            affinityTimeout: f.affinityTimeout,
+            active: f.active,
+          },
+          backendIds: f.backends,
+        },
+      });
+    }
+    for (const [rev, table] of out.maglev) {
+      const old = this.maglev.get(rev);
+      if (old && old.length === table.length && old.every((v, i) => v === table[i])) continue;
+      lb.setMaglevTable(rev, [...table]);
+      this.maglev.set(rev, table);
+      upserts++;
+    }
+    for (const [name, { entry }] of want) {
+      const old = this.services.get(name);
+      if (old && serviceText(old) === serviceText(entry)) continue;
+      lb.upsertService(entry.frontend, entry.meta, entry.backendIds);
+      this.services.set(name, entry);
+      upserts++;
+    }
+    for (const [name, old] of this.services) {
+      if (want.has(name)) continue;
+      lb.deleteService(old.frontend);
+      this.services.delete(name);
+      deletes++;
+    }
+    for (const rev of this.maglev.keys()) {
+      if (out.maglev.has(rev)) continue;
+      lb.deleteMaglevTable(rev);
+      this.maglev.delete(rev);
+      deletes++;
+    }
+    for (const id of this.backends.keys()) {
+      if (wantBackends.has(id)) continue;
+      lb.deleteBackend(id);
+      this.backends.delete(id);
+      deletes++;
+    }
+    if (upserts + deletes > 0) this.log.info({ upserts, deletes }, 'load-balancing maps written');
+    return { upserts, deletes };
+  }
+}
+
+export interface ServiceSummary {
+  namespace: string;
+  name: string;
+  type: string;
+  clusterIP: string;
+  /** "80/TCP" or "80:30080/TCP" (NodePort), kubectl's PORT(S). */
+  ports: string[];
+  selector?: Record<string, string>;
+  sessionAffinity: string;
+  /** Backend addresses of the service (any port), ready ones. */
+  endpoints: string[];
+}
+
+export interface FrontendView {
+  id: number;
+  frontend: string;
+  type: string;
+  service: string;
+  flags: number;
+  backends: { id: number; address: string; state: string }[];
+}
+
+export interface MaglevView {
+  frontend: string;
+  revNatIndex: number;
+  tableSize: number;
+  /** Backends and the entries of the table (as the kernel holds it) that name each. */
+  backends: { id: number; address: string; entries: number; share: number }[];
+}
+
+function backendValue(b: LbBackend) {
+  return { address: b.address, port: b.port, proto: proto(b.protocol), state: b.state } as const;
+}

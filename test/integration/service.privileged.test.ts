@@ -1,0 +1,407 @@
+// Services without kube-proxy, end to end: a real lab, the agent, the socket LB programs and real
+// connections from pods (`weir lab exec`). ClusterIP over TCP and UDP with several and named ports,
+// the ClusterIP as the peer the client sees, headless services, ClientIP affinity, scale up/down,
+// a terminating backend that keeps its connection but gets no new one, immediate refusal without
+// backends, Maglev, and policy enforced on the translated (pod -> backend) flow.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { startAgent, stopAgent } from '../../src/agent/spawn.js';
+import { Lab } from '../../src/lab/index.js';
+import { cli, ok, weir } from '../support/cli.js';
+
+const LAB = 't-svc';
+
+const pod = (name: string, labels: string, annotations = '') => `
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: svc, labels: { ${labels} }${annotations ? `, annotations: { ${annotations} }` : ''} }
+spec:
+  containers:
+  - name: c
+    ports:
+    - { name: http, containerPort: 8080 }
+    - { name: dns, containerPort: 5353, protocol: UDP }
+---`;
+
+const base = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: svc }
+---
+${pod('web-a', 'app: web')}
+${pod('web-b', 'app: web')}
+${pod('client', 'role: client')}
+${pod('friend', 'role: friend')}
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: svc }
+spec:
+  selector: { app: web }
+  ports:
+  - { name: http, port: 80, targetPort: http }
+  - { name: alt, port: 8081, targetPort: 8080 }
+  - { name: dns, port: 53, protocol: UDP, targetPort: dns }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: sticky, namespace: svc }
+spec:
+  selector: { app: web }
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: { clientIP: { timeoutSeconds: 300 } }
+  ports: [{ port: 80, targetPort: 8080 }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: headless, namespace: svc }
+spec:
+  clusterIP: None
+  selector: { app: web }
+  ports: [{ port: 8080 }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: empty, namespace: svc }
+spec:
+  selector: { app: nothing }
+  ports: [{ port: 80, targetPort: 8080 }]
+`;
+
+const webC = `${pod('web-c', 'app: web')}`;
+const webA = `${pod('web-a', 'app: web')}`;
+const term = (annotations: string) => `
+${pod('term-1', 'app: term', annotations)}
+apiVersion: v1
+kind: Service
+metadata: { name: term, namespace: svc }
+spec:
+  selector: { app: term }
+  ports: [{ port: 80, targetPort: 8080 }]
+`;
+const term2 = pod('term-2', 'app: term');
+
+const policy = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: web-from-friend, namespace: svc }
+spec:
+  podSelector: { matchLabels: { app: web } }
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{ podSelector: { matchLabels: { role: friend } } }]
+`;
+
+/**
+ * Runs inside a pod: `tcp ip port n timeoutMs` makes n connections, each an HTTP GET (the backend
+ * answers with its pod name), and prints per connection the peer getpeername() shows and the body;
+ * `udp ip port n timeoutMs` sends n datagrams from fresh sockets and prints who answered.
+ */
+const client = `
+const [mode, ip, port, n, timeout] = process.argv.slice(1);
+const net = require('net'), dgram = require('dgram');
+const one = () => new Promise((res) => {
+  const t0 = Date.now();
+  const done = (r) => res({ ...r, ms: Date.now() - t0 });
+  if (mode === 'udp') {
+    const s = dgram.createSocket('udp4');
+    const timer = setTimeout(() => { s.close(); done({ error: 'timeout' }); }, +timeout);
+    s.on('message', (m, r) => { clearTimeout(timer); s.close(); done({ peer: r.address + ':' + r.port, body: String(m) }); });
+    s.on('error', (e) => { clearTimeout(timer); s.close(); done({ error: e.code }); });
+    s.send('hello', +port, ip);
+    return;
+  }
+  const s = net.connect({ host: ip, port: +port });
+  let body = '', peer;
+  s.setTimeout(+timeout, () => { s.destroy(); done({ error: 'timeout' }); });
+  s.on('connect', () => { peer = s.remoteAddress + ':' + s.remotePort; s.write('GET / HTTP/1.0\\r\\n\\r\\n'); });
+  s.on('data', (d) => (body += d));
+  s.on('end', () => { s.destroy(); done({ peer, body: body.split('\\r\\n\\r\\n')[1]?.trim() }); });
+  s.on('error', (e) => done({ error: e.code }));
+});
+(async () => { for (let i = 0; i < +n; i++) console.log(JSON.stringify(await one())); })();
+`;
+
+interface Try {
+  peer?: string;
+  body?: string;
+  error?: string;
+  ms: number;
+}
+
+async function connect(
+  from: string,
+  proto: 'tcp' | 'udp',
+  ip: string,
+  port: number,
+  n: number,
+  timeoutMs = 1000,
+) {
+  const out = await ok(
+    [
+      'lab',
+      'exec',
+      from,
+      '--',
+      process.execPath,
+      '-e',
+      client,
+      proto,
+      ip,
+      String(port),
+      String(n),
+      String(timeoutMs),
+    ],
+    LAB,
+    n * timeoutMs + 30_000,
+  );
+  return out
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Try);
+}
+
+const bodies = (tries: Try[]) => new Set(tries.map((t) => t.body ?? `error:${t.error}`));
+
+/** A long-lived echo connection: each ping must come back on the same connection. */
+class Conversation {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly lines: AsyncIterableIterator<string>;
+  private n = 0;
+
+  constructor(from: string, ip: string, port: number) {
+    const script = `
+      const s = require('net').connect(${port}, ${JSON.stringify(ip)});
+      s.on('connect', () => console.log('connected ' + s.remoteAddress + ':' + s.remotePort));
+      s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
+      s.on('close', () => { console.log('closed'); process.exit(1); });
+      let buf = '';
+      s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { console.log('echo ' + buf.slice(0, i)); buf = buf.slice(i + 1); } });
+      require('readline').createInterface({ input: process.stdin }).on('line', (l) => s.write(l + '\\n'));
+    `;
+    this.child = spawn(weir, ['lab', 'exec', from, '--', process.execPath, '-e', script], {
+      env: { ...process.env, WEIR_LAB: LAB },
+    });
+    this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+  }
+
+  async next(timeoutMs: number): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<string>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      const r = await Promise.race([this.lines.next(), timeout]);
+      return typeof r === 'string' ? r : r.done ? 'eof' : r.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async ping(): Promise<void> {
+    const msg = `ping-${++this.n}`;
+    this.child.stdin.write(msg + '\n');
+    assert.equal(await this.next(3000), `echo ${msg}`);
+  }
+
+  close(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
+interface Summary {
+  namespace: string;
+  name: string;
+  type: string;
+  clusterIP: string;
+  ports: string[];
+  endpoints: string[];
+}
+interface Frontend {
+  id: number;
+  frontend: string;
+  service: string;
+  backends: { id: number; address: string; state: string }[];
+}
+
+describe('services: socket load balancing from pods', () => {
+  let dir: string;
+  let conv: Conversation | undefined;
+  const file = (name: string) => join(dir, name);
+  const apply = async (name: string, text: string) => {
+    await writeFile(file(name), text);
+    await ok(['apply', '-f', file(name)], LAB);
+  };
+  const svcs = async () => JSON.parse(await ok(['get', 'svc', '-n', 'svc', '-o', 'json'], LAB)) as Summary[];
+  const ipOf = async (name: string) => {
+    const s = (await svcs()).find((x) => x.name === name);
+    assert.ok(s, `service ${name} is listed`);
+    return s.clusterIP;
+  };
+  const frontends = async () => JSON.parse(await ok(['service', 'list', '-o', 'json'], LAB)) as Frontend[];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weir-svc-test-'));
+    await cli(['lab', 'down'], LAB);
+    await ok(['lab', 'up'], LAB);
+    await apply('base.yaml', base);
+  });
+
+  after(async () => {
+    conv?.close();
+    await cli(['lab', 'down'], LAB);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('allocates ClusterIPs and lists services, frontends and map entries', async () => {
+    const list = await svcs();
+    const web = list.find((s) => s.name === 'web');
+    assert.match(web?.clusterIP ?? '', /^10\.96\.\d+\.\d+$/);
+    assert.deepEqual(web?.ports, ['80/TCP', '8081/TCP', '53/UDP']);
+    assert.equal(list.find((s) => s.name === 'headless')?.clusterIP, 'None');
+    const fes = await frontends();
+    const http = fes.find((f) => f.frontend === `${web?.clusterIP}:80/TCP`);
+    assert.equal(http?.backends.length, 2);
+    assert.ok(http?.backends.every((b) => b.state === 'active' && /:8080\/TCP$/.test(b.address)));
+    assert.ok(!fes.some((f) => f.service === 'svc/headless'), 'a headless service has no frontend');
+    const raw = JSON.parse(await ok(['bpf', 'lb', 'list', '-o', 'json'], LAB)) as {
+      frontend: { address: string; port: number };
+      backendIds: number[];
+    }[];
+    const entry = raw.find((e) => e.frontend.address === web?.clusterIP && e.frontend.port === 53);
+    assert.equal(entry?.backendIds.length, 2, 'the UDP frontend is in weir_lb_services with 2 slots');
+    assert.match(await ok(['service', 'list'], LAB), /=> 10\.\d+\.\d+\.\d+:5353\/UDP \(active\)/);
+  });
+
+  it('balances TCP over the backends; the client sees the ClusterIP as its peer', async () => {
+    const ip = await ipOf('web');
+    const tries = await connect('svc/client', 'tcp', ip, 80, 16);
+    assert.ok(
+      tries.every((t) => !t.error),
+      JSON.stringify(tries),
+    );
+    assert.ok(
+      tries.every((t) => t.peer === `${ip}:80`),
+      `peers: ${[...new Set(tries.map((t) => t.peer))]}`,
+    );
+    assert.deepEqual([...bodies(tries)].sort(), ['svc/web-a', 'svc/web-b']);
+    const alt = await connect('svc/client', 'tcp', ip, 8081, 2);
+    assert.ok(
+      alt.every((t) => t.peer === `${ip}:8081` && /^svc\/web-[ab]$/.test(t.body ?? '')),
+      JSON.stringify(alt),
+    );
+  });
+
+  it('answers UDP from the ClusterIP (named targetPort)', async () => {
+    const ip = await ipOf('web');
+    const tries = await connect('svc/client', 'udp', ip, 53, 4);
+    assert.ok(
+      tries.every((t) => t.peer === `${ip}:53` && t.body === 'hello'),
+      JSON.stringify(tries),
+    );
+  });
+
+  it('reaches the pods of a headless service directly', async () => {
+    const pods = (await svcs()).find((s) => s.name === 'headless')?.endpoints ?? [];
+    assert.equal(pods.length, 2, `headless endpoints: ${pods}`);
+    for (const a of pods) {
+      const [t] = await connect('svc/client', 'tcp', a.split(':')[0] as string, 8080, 1);
+      assert.ok(t && /^svc\/web-[ab]$/.test(t.body ?? ''), JSON.stringify(t));
+    }
+  });
+
+  it('keeps a client on one backend with sessionAffinity ClientIP', async () => {
+    const tries = await connect('svc/client', 'tcp', await ipOf('sticky'), 80, 10);
+    assert.ok(tries.every((t) => !t.error));
+    assert.equal(bodies(tries).size, 1, `sticky answered from ${[...bodies(tries)]}`);
+  });
+
+  it('refuses at once when no backend is ready', async () => {
+    const [t] = await connect('svc/client', 'tcp', await ipOf('empty'), 80, 1, 3000);
+    assert.ok(t?.error === 'ECONNREFUSED' || t?.error === 'EHOSTUNREACH', JSON.stringify(t));
+    assert.ok((t?.ms ?? 9999) < 500, `refused after ${t?.ms} ms`);
+  });
+
+  it('follows scale up and down', async () => {
+    const ip = await ipOf('web');
+    await apply('web-c.yaml', webC);
+    const up = await connect('svc/client', 'tcp', ip, 80, 24);
+    assert.ok(bodies(up).has('svc/web-c'), `after scale up: ${[...bodies(up)]}`);
+    await writeFile(file('web-a.yaml'), webA);
+    await ok(['delete', '-f', file('web-a.yaml')], LAB);
+    const down = await connect('svc/client', 'tcp', ip, 80, 16);
+    assert.deepEqual([...bodies(down)].sort(), ['svc/web-b', 'svc/web-c']);
+  });
+
+  it('lets a terminating backend keep its connection but gives it no new one', async () => {
+    await apply('term.yaml', term(''));
+    const ip = await ipOf('term');
+    conv = new Conversation('svc/client', ip, 80);
+    assert.equal(await conv.next(10_000), `connected ${ip}:80`);
+    await conv.ping();
+    await apply('term2.yaml', term2);
+    await apply('term.yaml', term('weir.dev/terminating: "true"'));
+    const fe = (await frontends()).find((f) => f.service === 'svc/term');
+    assert.deepEqual(
+      fe?.backends.map((b) => b.state),
+      ['active', 'terminating'],
+    );
+    await conv.ping();
+    const fresh = await connect('svc/client', 'tcp', ip, 80, 8);
+    assert.deepEqual([...bodies(fresh)], ['svc/term-2']);
+    await conv.ping();
+    conv.close();
+    conv = undefined;
+  });
+
+  it('applies policy to the translated flow (client -> backend)', async () => {
+    const ip = await ipOf('web');
+    await apply('policy.yaml', policy);
+    const denied = await connect('svc/client', 'tcp', ip, 80, 2, 800);
+    assert.ok(
+      denied.every((t) => t.error === 'timeout'),
+      JSON.stringify(denied),
+    );
+    const allowed = await connect('svc/friend', 'tcp', ip, 80, 4);
+    assert.ok(
+      allowed.every((t) => /^svc\/web-[bc]$/.test(t.body ?? '')),
+      JSON.stringify(allowed),
+    );
+  });
+
+  it('builds Maglev tables after a restart with --lb-algorithm maglev', async () => {
+    // Restart the agent with the maglev setting (persisted in its settings).
+    await stopAgent(LAB);
+    const state = await (await Lab.open(LAB)).requireState();
+    await startAgent({
+      lab: LAB,
+      nodeNetns: state.node.netns,
+      agentArgs: ['--lb-algorithm', 'maglev', '--lb-maglev-table-size', '251'],
+    });
+    const tables = JSON.parse(await ok(['bpf', 'lb', 'maglev', 'get', 'svc/web', '-o', 'json'], LAB)) as {
+      frontend: string;
+      tableSize: number;
+      backends: { entries: number; share: number }[];
+    }[];
+    assert.equal(tables.length, 3);
+    for (const t of tables) {
+      assert.equal(t.tableSize, 251);
+      assert.equal(t.backends.length, 2, `${t.frontend}: ${JSON.stringify(t.backends)}`);
+      assert.equal(
+        t.backends.reduce((n, b) => n + b.entries, 0),
+        251,
+      );
+      for (const b of t.backends) assert.ok(Math.abs(b.share - 0.5) < 0.05, `${t.frontend}: ${b.share}`);
+    }
+    const tries = await connect('svc/friend', 'tcp', await ipOf('web'), 80, 6);
+    assert.ok(
+      tries.every((t) => /^svc\/web-[bc]$/.test(t.body ?? '')),
+      JSON.stringify(tries),
+    );
+  });
+});

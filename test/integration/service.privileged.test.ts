@@ -72,6 +72,32 @@ spec:
   ports: [{ port: 80, targetPort: 8080 }]
 `;
 
+const nodePort = `
+apiVersion: v1
+kind: Service
+metadata: { name: np, namespace: svc }
+spec:
+  type: NodePort
+  selector: { app: web }
+  ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }]
+`;
+
+/** A service without selector: its backends come from an EndpointSlice applied by hand. */
+const manual = (ip: string) => `
+apiVersion: v1
+kind: Service
+metadata: { name: manual, namespace: svc }
+spec:
+  ports: [{ name: http, port: 80 }]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: manual-1, namespace: svc, labels: { kubernetes.io/service-name: manual } }
+addressType: IPv4
+ports: [{ name: http, port: 8080 }]
+endpoints: [{ addresses: [${ip}] }]
+`;
+
 const webC = `${pod('web-c', 'app: web')}`;
 const webA = `${pod('web-a', 'app: web')}`;
 const term = (annotations: string) => `
@@ -327,6 +353,30 @@ describe('services: socket load balancing from pods', () => {
     assert.ok((t?.ms ?? 9999) < 500, `refused after ${t?.ms} ms`);
   });
 
+  it('serves a NodePort on the node IP through the socket hook, and hand-made EndpointSlices', async () => {
+    await apply('np.yaml', nodePort);
+    const node = (await (await Lab.open(LAB)).requireState()).node.ip;
+    const np = await connect('svc/client', 'tcp', node, 30080, 4);
+    assert.ok(
+      np.every((t) => t.peer === `${node}:30080` && /^svc\/web-[ab]$/.test(t.body ?? '')),
+      JSON.stringify(np),
+    );
+    const webB = (await (await Lab.open(LAB)).pod('svc/web-b')).ip;
+    await apply('manual.yaml', manual(webB));
+    const manualIP = await ipOf('manual');
+    const m = await connect('svc/client', 'tcp', manualIP, 80, 3);
+    assert.deepEqual([...bodies(m)], ['svc/web-b']);
+    // Deleting the service removes its frontend from the maps.
+    await ok(['delete', '-f', file('manual.yaml')], LAB);
+    const raw = JSON.parse(await ok(['bpf', 'lb', 'list', '-o', 'json'], LAB)) as {
+      frontend: { address: string };
+    }[];
+    assert.ok(raw.length > 0);
+    assert.ok(!raw.some((e) => e.frontend.address === manualIP), 'the deleted frontend is gone');
+    const [gone] = await connect('svc/client', 'tcp', manualIP, 80, 1, 500);
+    assert.ok(gone?.error, 'the old ClusterIP no longer answers');
+  });
+
   it('follows scale up and down', async () => {
     const ip = await ipOf('web');
     await apply('web-c.yaml', webC);
@@ -398,6 +448,15 @@ describe('services: socket load balancing from pods', () => {
       );
       for (const b of t.backends) assert.ok(Math.abs(b.share - 0.5) < 0.05, `${t.frontend}: ${b.share}`);
     }
+    // A restart with the same settings finds the maps right and rewrites nothing.
+    await stopAgent(LAB);
+    await startAgent({ lab: LAB, nodeNetns: state.node.netns });
+    const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
+      lbAlgorithm: string;
+      regenerations: { lastUpserts: number; lastDeletes: number };
+    };
+    assert.equal(status.lbAlgorithm, 'maglev', 'the algorithm is a persisted setting');
+    assert.deepEqual([status.regenerations.lastUpserts, status.regenerations.lastDeletes], [0, 0]);
     const tries = await connect('svc/friend', 'tcp', await ipOf('web'), 80, 6);
     assert.ok(
       tries.every((t) => /^svc\/web-[bc]$/.test(t.body ?? '')),

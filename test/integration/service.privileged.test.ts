@@ -304,6 +304,23 @@ describe('services: socket load balancing from pods', () => {
     assert.match(await ok(['service', 'list'], LAB), /=> 10\.\d+\.\d+\.\d+:5353\/UDP \(active\)/);
   });
 
+  it('refuses a ClusterIP outside the service CIDR or already taken, applying nothing', async () => {
+    const bad = (ip: string) => `
+apiVersion: v1
+kind: Service
+metadata: { name: bad, namespace: svc }
+spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
+`;
+    await writeFile(file('bad.yaml'), bad('192.168.7.7'));
+    const out = await cli(['apply', '-f', file('bad.yaml')], LAB);
+    assert.notEqual(out.code, 0);
+    assert.match(out.stderr, /Service svc\/bad.*spec\.clusterIP.*not in the service CIDR 10\.96\.0\.0\/16/);
+    await writeFile(file('bad.yaml'), bad(await ipOf('web')));
+    const taken = await cli(['apply', '-f', file('bad.yaml')], LAB);
+    assert.match(taken.stderr, /already allocated to another service/);
+    assert.ok(!(await svcs()).some((s) => s.name === 'bad'));
+  });
+
   it('balances TCP over the backends; the client sees the ClusterIP as its peer', async () => {
     const ip = await ipOf('web');
     const tries = await connect('svc/client', 'tcp', ip, 80, 16);

@@ -34,6 +34,7 @@ export function agentCommand(): Command {
         { k: 'identities', v: String(s.identities) },
         { k: 'policies', v: String(s.policies) },
         { k: 'policy map size', v: String(s.policyMapMax) },
+        { k: 'service frontends', v: `${s.services} (backend selection: ${s.lbAlgorithm})` },
         {
           k: 'regenerations',
           v: `${s.regenerations.count} (last ${s.regenerations.lastMs.toFixed(1)} ms, ${s.regenerations.lastUpserts} written, ${s.regenerations.lastDeletes} removed)`,
@@ -151,5 +152,7 @@ interface AgentStatus {
   identities: number;
   policies: number;
   policyMapMax: number;
+  services: number;
+  lbAlgorithm: string;
   regenerations: { count: number; lastMs: number; lastUpserts: number; lastDeletes: number };
 }

@@ -7,6 +7,7 @@ import {
   computeLb,
   serviceEntries,
   SVC_F_AFFINITY,
+  SVC_F_LOCAL,
   SVC_F_MAGLEV,
   SVC_F_NODEPORT,
   type LbConfig,
@@ -164,6 +165,21 @@ describe('service model', () => {
     const table = out.maglev.get(http.revNatIndex);
     assert.equal(table?.length, 251);
     assert.deepEqual(new Set(table), new Set(http.backends.slice(0, 2)));
+  });
+
+  it('keeps only node-local backends for traffic policy Local', () => {
+    const out = computeLb(
+      input({
+        services: [{ ...web, internalTrafficPolicy: 'Local' }],
+        pods: [pod('a', '10.0.1.2'), pod('far', '10.0.2.2', { node: 'node2' })],
+      }),
+    );
+    const http = out.frontends.find((f) => f.port === 80);
+    assert.equal((http?.flags ?? 0) & SVC_F_LOCAL, SVC_F_LOCAL);
+    assert.deepEqual(
+      http?.backends.map((id) => out.backends.get(id)?.address),
+      ['10.0.1.2'],
+    );
   });
 
   it('takes backends of a selector-less service from applied EndpointSlices', () => {

@@ -231,7 +231,8 @@ export class ServiceLb {
             }),
           ),
         );
-        if (!out || s.clusterIP === 'None')
+        // A headless service has no frontend: its endpoints are the ready pods themselves.
+        if (s.clusterIP === 'None')
           for (const slice of out?.derivedSlices ?? [])
             if (slice.namespace === s.namespace && slice.serviceName === s.name)
               for (const e of slice.endpoints)
@@ -382,7 +383,7 @@ export interface ServiceSummary {
   ports: string[];
   selector?: Record<string, string>;
   sessionAffinity: string;
-  /** Backend addresses of the service (any port), ready ones. */
+  /** Ready backends ("address:port"); for a headless service, the ready pods' addresses. */
   endpoints: string[];
 }
 

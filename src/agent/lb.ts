@@ -65,6 +65,7 @@ export class ServiceLb {
   private backends = new Map<number, string>();
   private maglev = new Map<number, Uint32Array | number[]>();
   private validated = new WeakMap<object, Service | EndpointSlice>();
+  private readonly maglevCache = new Map<string, Uint32Array>();
   output: LbOutput | undefined;
 
   constructor(
@@ -201,6 +202,7 @@ export class ServiceLb {
       slices,
       pods,
       ids,
+      maglevCache: this.maglevCache,
       config: {
         algorithm: this.settings.lbAlgorithm,
         maglevSize: this.settings.maglevTableSize,
@@ -339,7 +341,8 @@ export class ServiceLb {
     }
     for (const [rev, table] of out.maglev) {
       const old = this.maglev.get(rev);
-      if (old && old.length === table.length && old.every((v, i) => v === table[i])) continue;
+      if (old === table || (old && old.length === table.length && old.every((v, i) => v === table[i])))
+        continue;
       lb.setMaglevTable(rev, [...table]);
       this.maglev.set(rev, table);
       upserts++;

@@ -182,6 +182,33 @@ describe('service model', () => {
     );
   });
 
+  it('reuses Maglev tables whose backends did not change', () => {
+    const cache = new Map<string, Uint32Array>();
+    const maglev = { ...config, algorithm: 'maglev' as const };
+    const first = computeLb(input({ config: maglev, maglevCache: cache }));
+    assert.equal(cache.size, 2);
+    const again = computeLb(input({ config: maglev, maglevCache: cache, ids: first.ids }));
+    for (const [rev, table] of again.maglev)
+      assert.equal(table, first.maglev.get(rev), 'the same table object');
+    const grown = computeLb(
+      input({
+        config: maglev,
+        maglevCache: cache,
+        ids: first.ids,
+        pods: [pod('a', '10.0.1.2'), pod('b', '10.0.1.3'), pod('c', '10.0.1.4')],
+      }),
+    );
+    assert.equal(cache.size, 2, 'tables no longer used are dropped');
+    const fresh = computeLb(
+      input({
+        config: maglev,
+        ids: grown.ids,
+        pods: [pod('a', '10.0.1.2'), pod('b', '10.0.1.3'), pod('c', '10.0.1.4')],
+      }),
+    );
+    for (const [rev, table] of grown.maglev) assert.deepEqual(table, fresh.maglev.get(rev));
+  });
+
   it('takes backends of a selector-less service from applied EndpointSlices', () => {
     const out = computeLb(
       input({

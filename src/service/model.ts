@@ -64,6 +64,11 @@ export interface LbInput {
   pods: LbPod[];
   config: LbConfig;
   ids: LbIds;
+  /**
+   * Maglev tables of earlier runs by their inputs (size, seed, backend ids and names): a table is
+   * computed only when its backends change. Pruned to the tables this run uses.
+   */
+  maglevCache?: Map<string, Uint32Array>;
 }
 
 export interface LbBackend {
@@ -252,6 +257,7 @@ export function computeLb(input: LbInput): LbOutput {
   const backends = new Map<number, LbBackend>();
   const frontends: LbFrontend[] = [];
   const maglev = new Map<number, Uint32Array>();
+  const used = new Map<string, Uint32Array>();
   for (const p of planned) {
     const { chosen, ...rest } = p;
     const ordered = [
@@ -278,15 +284,20 @@ export function computeLb(input: LbInput): LbOutput {
       active: ordered.filter((c) => c.state === 'active').length,
     };
     frontends.push(f);
-    if (config.algorithm === 'maglev' && f.active > 0)
-      maglev.set(
-        f.revNatIndex,
-        maglevTable(
-          ordered.slice(0, f.active).map((c) => ({ id: backendIds[c.name] as number, name: c.name })),
-          config.maglevSize,
-          config.maglevSeed,
-        ),
-      );
+    if (config.algorithm === 'maglev' && f.active > 0) {
+      const active = ordered
+        .slice(0, f.active)
+        .map((c) => ({ id: backendIds[c.name] as number, name: c.name }));
+      const key = `${config.maglevSize}|${config.maglevSeed}|${active.map((b) => `${b.id}=${b.name}`).join(',')}`;
+      let table = input.maglevCache?.get(key);
+      if (!table) table = maglevTable(active, config.maglevSize, config.maglevSeed);
+      used.set(key, table);
+      maglev.set(f.revNatIndex, table);
+    }
+  }
+  if (input.maglevCache) {
+    input.maglevCache.clear();
+    for (const [k, t] of used) input.maglevCache.set(k, t);
   }
   frontends.sort((a, b) => a.revNatIndex - b.revNatIndex);
   return { frontends, backends, maglev, derivedSlices, ids: { backends: backendIds, revNat } };

@@ -16,9 +16,12 @@
  *   its conntrack entry created        EVENT_TRACE/TRACE_OPEN (after the verdict)
  *   TCP close (FIN both ways, RST)     EVENT_TRACE/TRACE_CLOSE with the entry's counters
  * Established, reply and related packets emit nothing else. EVENT_F_REPLY marks replies,
- * EVENT_F_RELATED ICMP errors. Events never change a verdict. Service
- * load-balancing, when it comes, belongs between parse and conntrack on the egress path (the
- * tuple must be translated before it is tracked).
+ * EVENT_F_RELATED ICMP errors. Events never change a verdict. East-west service load balancing
+ * is done at the socket (sock.c); north-south NodePort by weir_from_netdev (below, lib/nodeport.h),
+ * whose replies weir_from_container translates back once conntrack has seen them.
+ *
+ *   weir_from_netdev     tc ingress of the node's external-facing devices: NodePort packets are
+ *                        translated and redirected; anything else passes to the node's stack
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -35,6 +38,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/events.h"
+#include "lib/nodeport.h"
 
 /* Identities of the packet's sender and receiver: the endpoint's own for its side, the ipcache's
  * for the peer (the pod sends at DIR_EGRESS, receives at DIR_INGRESS). */
@@ -56,6 +60,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	struct policy_key key = {};
 	struct ct_entry *closed;
 	struct endpoint_info *ep;
+	int ret;
 	struct flow f = {};
 	__u32 bytes = skb->len;
 	__u32 remote = IDENTITY_UNKNOWN, ep_id, ep_identity = IDENTITY_UNKNOWN;
@@ -93,6 +98,18 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 			m.cookie = closed->cookie;
 			__event_identities(&m, ep_identity, __remote_identity(&f, dir));
 			send_trace(&m, &f, TRACE_CLOSE, closed);
+		}
+		/* A NodePort reply leaves translated back (lib/nodeport.h). */
+		if (dir == DIR_EGRESS && (m.flags & EVENT_F_REPLY)) {
+			ret = nodeport_rev4(skb, &f);
+			if (ret == TC_ACT_SHOT) {
+				reason = DROP_INVALID;
+				goto drop;
+			}
+			if (ret >= 0) {
+				metrics_count(REASON_FORWARDED, dir, bytes);
+				return ret;
+			}
 		}
 		goto forward;
 	case CT_RELATED:
@@ -153,6 +170,22 @@ SEC("tc")
 int weir_to_container(struct __sk_buff *skb)
 {
 	return __handle(skb, DIR_INGRESS);
+}
+
+SEC("tc")
+int weir_from_netdev(struct __sk_buff *skb)
+{
+	struct flow f = {};
+	__u32 bytes = skb->len;
+	int reason, ret;
+
+	if (parse_packet(skb, &f) != PARSE_OK)
+		return TC_ACT_OK;
+	ret = nodeport_lb4(skb, &f, &reason);
+	if (ret < 0)
+		return TC_ACT_OK;
+	metrics_count(ret == TC_ACT_SHOT ? reason : REASON_FORWARDED, DIR_INGRESS, bytes);
+	return ret;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

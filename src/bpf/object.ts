@@ -231,6 +231,16 @@ export class BpfObject {
     }
   }
 
+  /**
+   * Makes load() use `map` (e.g. one of another loaded object, so both share it) for map `name`.
+   * The kernel checks the shapes at load.
+   */
+  reuseMap(name: string, map: BpfMap): void {
+    this.#handle('opened');
+    const r = libbpf.map_reuse_fd(this.#mapPtr(name), map.fd);
+    if (r < 0) throw bpfErrorFrom(r, `reuse map ${name}`, { location: { object: name } });
+  }
+
   /** Creates maps and loads programs. A verifier rejection throws VerifierError (with the log). */
   load(): void {
     const obj = this.#handle('opened');

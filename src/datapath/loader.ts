@@ -9,9 +9,11 @@
 //   policy_<endpoint id>                                                       inner policy maps
 //   weir_lb_services weir_lb_backends weir_lb_revnat weir_lb_maglev            service LB (sock.o)
 //   weir_lb_affinity weir_lb_reverse_sk
-// Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o: its lb maps are pinned
-// beside lxc.o's under the same pinDir (reuseOrPinMap), so a tc-level LB added to lxc.o later
-// shares them. Its programs are not pinned: attachSockLb's cgroup attachments hold them.
+//   weir_lb_nat                                                                NodePort NAT (lxc.o)
+// lxc.o holds the lb maps too (weir_from_netdev, the tc NodePort LB, reads them). Socket load
+// balancing (bpf/sock.c) is a second object, dist/bpf/sock.o, loaded after lxc.o with lxc.o's lb
+// maps (reuseMap), pinned or not. Its programs are not pinned: attachSockLb's cgroup attachments
+// hold them; weir_from_netdev is not pinned either (attachNetdev's filters hold it).
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
 import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -55,8 +57,14 @@ export const MAP_NAMES = [
   'weir_metrics',
   'weir_events',
   'weir_events_lost',
+  'weir_lb_nat',
 ] as const;
 export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'weir_to_container' } as const;
+/** tc ingress of the node's external-facing devices: NodePort (bpf/lib/nodeport.h). */
+export const NETDEV_PROGRAM = 'weir_from_netdev';
+/** NodePort forwarding (Cilium's --bpf-lb-mode): snat (default) or dsr. */
+export const LB_MODES = ['snat', 'dsr'] as const;
+export type LbMode = (typeof LB_MODES)[number];
 /** The service LB maps of sock.o (bpf/lib/lb.h). */
 export const LB_MAP_NAMES = [
   'weir_lb_services',
@@ -129,6 +137,8 @@ export interface DatapathOptions {
    * rewritten (LbMaps.setMaglevTable checks the length).
    */
   maglevTableSize?: number;
+  /** NodePort: the backend sees the node (snat, default) or the client (dsr). */
+  lbMode?: LbMode;
 }
 
 export interface EndpointAttachment {
@@ -174,12 +184,12 @@ export class Datapath {
     this.#sock = sock;
     this.lb = new LbMaps(
       {
-        services: sock.map('weir_lb_services'),
-        backends: sock.map('weir_lb_backends'),
-        revnat: sock.map('weir_lb_revnat'),
-        maglev: sock.map('weir_lb_maglev'),
-        affinity: sock.map('weir_lb_affinity'),
-        reverseSk: sock.map('weir_lb_reverse_sk'),
+        services: obj.map('weir_lb_services'),
+        backends: obj.map('weir_lb_backends'),
+        revnat: obj.map('weir_lb_revnat'),
+        maglev: obj.map('weir_lb_maglev'),
+        affinity: obj.map('weir_lb_affinity'),
+        reverseSk: obj.map('weir_lb_reverse_sk'),
       },
       maglevTableSize,
     );
@@ -244,12 +254,17 @@ export class Datapath {
         'maglevTableSize',
       );
 
+    const lbMode = opts.lbMode ?? 'snat';
+    if (!(LB_MODES as readonly string[]).includes(lbMode))
+      throw fail('ERR_DATAPATH_CONFIG', `lbMode ${lbMode} is not one of ${LB_MODES.join(', ')}`, 'lbMode');
+
     const obj = BpfObject.open(opts.objectPath ?? bpfObject('lxc'));
     try {
-      obj.setConfig(vars);
+      obj.setConfig({ ...vars, weir_lb_maglev_size: maglevTableSize, weir_lb_dsr: lbMode === 'dsr' ? 1 : 0 });
       obj.setMapMaxEntries('weir_ct', ctMax);
       obj.setMapMaxEntries('weir_events', eventsBytes);
-      if (opts.pinDir) for (const name of MAP_NAMES) obj.reuseOrPinMap(name, join(opts.pinDir, name));
+      if (opts.pinDir)
+        for (const name of [...MAP_NAMES, ...LB_MAP_NAMES]) obj.reuseOrPinMap(name, join(opts.pinDir, name));
       obj.load();
       if (opts.pinDir) {
         // Replace the program pins: filters attached by a previous agent keep their programs,
@@ -268,7 +283,7 @@ export class Datapath {
     try {
       sock = BpfObject.open(opts.sockObjectPath ?? bpfObject('sock'));
       sock.setConfig({ weir_lb_maglev_size: maglevTableSize });
-      if (opts.pinDir) for (const name of LB_MAP_NAMES) sock.reuseOrPinMap(name, join(opts.pinDir, name));
+      for (const name of LB_MAP_NAMES) sock.reuseMap(name, obj.map(name));
       sock.load();
     } catch (err) {
       sock?.close();
@@ -332,7 +347,27 @@ export class Datapath {
     }
   }
 
-  program(name: (typeof PROGRAMS)[keyof typeof PROGRAMS]): BpfProgram {
+  /**
+   * Attaches weir_from_netdev at tc ingress of a device facing the outside (in the node's
+   * `netns`): NodePort packets arriving there are load-balanced (bpf/lib/nodeport.h), the rest
+   * pass. Re-attaching replaces the program. Returns the device's ifindex.
+   */
+  attachNetdev(d: { netns: string; ifname?: string; ifindex?: number }): number {
+    const ifindex = resolveIfindex(d);
+    attachTc({ netns: d.netns, ifindex, direction: 'ingress', program: this.program(NETDEV_PROGRAM) });
+    return ifindex;
+  }
+
+  /** Undoes attachNetdev; a device (or namespace) that is gone is not an error. */
+  detachNetdev(d: { netns: string; ifname?: string; ifindex?: number }): void {
+    try {
+      detachTc({ netns: d.netns, ifindex: resolveIfindex(d), direction: 'ingress' });
+    } catch (err) {
+      if (!isGone(err)) throw err;
+    }
+  }
+
+  program(name: (typeof PROGRAMS)[keyof typeof PROGRAMS] | typeof NETDEV_PROGRAM): BpfProgram {
     return this.#obj.program(name);
   }
 
@@ -443,10 +478,7 @@ export class Datapath {
       }
     } catch (err) {
       // The veth or its namespace is gone, and the filters with it.
-      const gone =
-        err instanceof BpfError &&
-        (err.code === ERR_BPF_NOT_FOUND || ['ENODEV', 'ENOENT', 'EINVAL'].includes(err.errnoName));
-      if (!gone) throw err;
+      if (!isGone(err)) throw err;
     }
     for (const { ifindex: idx, endpoint } of this.endpoints.list()) {
       if (endpoint.endpointId === a.endpointId) this.endpoints.delete(idx);
@@ -481,6 +513,10 @@ export class Datapath {
     if (readdirSync(dir).length === 0) rmdirSync(dir);
   }
 }
+
+const isGone = (err: unknown) =>
+  err instanceof BpfError &&
+  (err.code === ERR_BPF_NOT_FOUND || ['ENODEV', 'ENOENT', 'EINVAL'].includes(err.errnoName));
 
 function checkEndpointId(id: number): void {
   if (!Number.isInteger(id) || id < 1 || id > 0xffff)

@@ -1,0 +1,203 @@
+// North-south NodePort in the tc datapath (bpf/lib/nodeport.h) through BPF_PROG_TEST_RUN:
+// weir_from_netdev translates a packet from outside to <node IP>:<nodePort> (snat: source to
+// the node and a NAT port; dsr: destination only), with valid IP and L4 checksums, keeps a
+// connection on its translation, drops without an ACTIVE backend, passes the rest untouched;
+// weir_from_container translates the backend's reply back to node IP:nodePort -> client.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { withNetns } from '../bpf/index.js';
+import { DropReason } from './drop-reasons.js';
+import { NETDEV_PROGRAM, PROGRAMS, type LbMode } from './loader.js';
+import { ServiceFlags } from './maps/lb/layout.js';
+import { ethernet, ipv4, parseFrame, tcp, udp, type L4, type ParsedFrame } from './packet/index.js';
+import { DatapathHarness, TC_ACT_OK, TC_ACT_SHOT, type TestEndpoint } from './test-support.js';
+
+const NODE = '192.0.2.10';
+const CLIENT = '198.51.100.7';
+const BACKEND = { ip: '10.0.0.2', identity: 1002 };
+const NODE_PORT = 30080;
+const TARGET = 8080;
+
+const frame = (src: string, dst: string, l4: L4) => ethernet({ payload: ipv4({ src, dst, payload: l4 }) });
+
+interface Seen {
+  retval: number;
+  out: ParsedFrame;
+  /** weir_metrics after the run: reason -> packets. */
+  counted: Map<number, bigint>;
+}
+
+function setup(lbMode: LbMode) {
+  const ctx: { h?: DatapathHarness; backend?: TestEndpoint } = {};
+  before(async () => {
+    const h = await DatapathHarness.create({ devices: 2, lbMode });
+    ctx.h = h;
+    ctx.backend = h.addEndpoint(0, 2, BACKEND.identity);
+    h.dp.ipcache.upsert(BACKEND.ip, BACKEND.identity);
+    // Any peer may reach the backend's port (policy itself is lxc-policy's subject).
+    for (const protocol of [6, 17])
+      h.dp.policy(2).upsert({ identity: 0, direction: 'ingress', protocol, port: TARGET }, {});
+    for (const proto of ['tcp', 'udp'] as const) {
+      h.dp.lb.upsertBackend(proto === 'tcp' ? 1 : 2, { address: BACKEND.ip, port: TARGET, proto });
+      h.dp.lb.upsertService(
+        { address: NODE, port: NODE_PORT, proto },
+        { revNatIndex: proto === 'tcp' ? 1 : 2, flags: ServiceFlags.nodePort },
+        [proto === 'tcp' ? 1 : 2],
+      );
+    }
+    h.dp.lb.upsertService(
+      { address: NODE, port: 30081, proto: 'tcp' },
+      { revNatIndex: 3, flags: ServiceFlags.nodePort },
+      [],
+    );
+    // A ClusterIP-like frontend on the node IP, not a NodePort: not weir_from_netdev's business.
+    h.dp.lb.upsertService({ address: NODE, port: 30082, proto: 'tcp' }, { revNatIndex: 4 }, [1]);
+  });
+  after(async () => ctx.h?.destroy());
+
+  const runProg = (name: string, ifindex: number, data: Buffer): Seen => {
+    const h = ctx.h as DatapathHarness;
+    const prog =
+      name === NETDEV_PROGRAM ? h.dp.program(NETDEV_PROGRAM) : h.dp.program(PROGRAMS.fromContainer);
+    h.dp.metrics.clear();
+    const res = withNetns(h.netns, () => prog.testRun({ data, ifindex }));
+    const counted = new Map(h.dp.metrics.list().map((m) => [m.reason, m.packets]));
+    return { retval: res.retval, out: parseFrame(res.data), counted };
+  };
+  return {
+    ctx,
+    /** A packet arriving from outside at the external device (harness device 1). */
+    fromOutside: (data: Buffer) => runProg(NETDEV_PROGRAM, (ctx.h as DatapathHarness).ifindex(1), data),
+    /** A packet the backend pod sends (tc ingress of its host veth). */
+    fromBackend: (data: Buffer) =>
+      runProg(PROGRAMS.fromContainer, (ctx.backend as TestEndpoint).ifindex, data),
+    /** The translated packet delivered to the backend (its ingress: conntrack entry, policy). */
+    toBackend: (data: Buffer) => {
+      const h = ctx.h as DatapathHarness;
+      return h.run('ingress', (ctx.backend as TestEndpoint).ifindex, data);
+    },
+  };
+}
+
+const checksumsOk = (s: Seen) => {
+  assert.equal(s.out.ip?.checksumOk, true, 'IP checksum');
+  assert.equal(s.out.l4?.checksumOk, true, 'L4 checksum (with the pseudo-header)');
+};
+
+describe('NodePort at weir_from_netdev, snat mode', () => {
+  const t = setup('snat');
+
+  for (const proto of ['tcp', 'udp'] as const) {
+    it(`${proto}: client -> node:nodePort becomes node:NAT port -> backend, and the reply goes back`, () => {
+      const sport = proto === 'tcp' ? 40000 : 40001;
+      const l4 = (s: number, d: number, payload: string) =>
+        proto === 'tcp'
+          ? tcp({ sport: s, dport: d, flags: 'S', payload: Buffer.from(payload) })
+          : udp({ sport: s, dport: d, payload: Buffer.from(payload) });
+      const first = t.fromOutside(frame(CLIENT, NODE, l4(sport, NODE_PORT, 'hello')));
+      assert.equal(first.retval, TC_ACT_OK);
+      assert.equal(first.counted.get(0), 1n, 'counted as forwarded');
+      assert.equal(first.out.ip?.src, NODE);
+      assert.equal(first.out.ip?.dst, BACKEND.ip);
+      assert.equal(first.out.l4?.dport, TARGET);
+      const natPort = first.out.l4?.sport ?? 0;
+      assert.ok(natPort >= 61000 && natPort <= 65535, `NAT port ${natPort}`);
+      assert.equal(first.out.l4?.payload.toString(), 'hello');
+      checksumsOk(first);
+
+      const again = t.fromOutside(frame(CLIENT, NODE, l4(sport, NODE_PORT, 'again')));
+      assert.deepEqual([again.out.ip?.src, again.out.l4?.sport], [NODE, natPort], 'same translation');
+
+      // Delivered to the backend (its conntrack entry is the translated flow), it answers.
+      assert.equal(t.toBackend(frame(NODE, BACKEND.ip, l4(natPort, TARGET, 'hello'))).verdict, 'forward');
+      const reply = t.fromBackend(
+        frame(
+          BACKEND.ip,
+          NODE,
+          proto === 'tcp'
+            ? tcp({ sport: TARGET, dport: natPort, flags: 'SA', payload: Buffer.from('pod') })
+            : udp({ sport: TARGET, dport: natPort, payload: Buffer.from('pod') }),
+        ),
+      );
+      assert.equal(reply.retval, TC_ACT_OK);
+      assert.equal(reply.counted.get(0), 1n);
+      assert.deepEqual(
+        [reply.out.ip?.src, reply.out.l4?.sport, reply.out.ip?.dst, reply.out.l4?.dport],
+        [NODE, NODE_PORT, CLIENT, sport],
+      );
+      assert.equal(reply.out.l4?.payload.toString(), 'pod');
+      checksumsOk(reply);
+    });
+  }
+
+  it('another client port gets another NAT port', () => {
+    const a = t.fromOutside(frame(CLIENT, NODE, tcp({ sport: 41000, dport: NODE_PORT, flags: 'S' })));
+    const b = t.fromOutside(frame(CLIENT, NODE, tcp({ sport: 41001, dport: NODE_PORT, flags: 'S' })));
+    assert.notEqual(a.out.l4?.sport, b.out.l4?.sport);
+  });
+
+  it('no ACTIVE backend: dropped with DROP_NO_SERVICE', () => {
+    const s = t.fromOutside(frame(CLIENT, NODE, tcp({ sport: 42000, dport: 30081, flags: 'S' })));
+    assert.equal(s.retval, TC_ACT_SHOT);
+    assert.equal(s.counted.get(DropReason.NO_SERVICE), 1n);
+  });
+
+  it('anything that is no NodePort passes untouched and uncounted', () => {
+    for (const data of [
+      frame(CLIENT, NODE, tcp({ sport: 42001, dport: 30082, flags: 'S' })),
+      frame(CLIENT, NODE, tcp({ sport: 42002, dport: 22, flags: 'S' })),
+      frame(CLIENT, '192.0.2.11', tcp({ sport: 42003, dport: NODE_PORT, flags: 'S' })),
+    ]) {
+      const s = t.fromOutside(data);
+      assert.equal(s.retval, TC_ACT_OK);
+      assert.equal(s.counted.size, 0);
+      assert.deepEqual(s.out, parseFrame(data));
+    }
+  });
+
+  it('a backend reply without a NodePort translation is left alone', () => {
+    assert.equal(
+      t.toBackend(frame('10.0.0.9', BACKEND.ip, tcp({ sport: 5000, dport: TARGET, flags: 'S' }))).verdict,
+      'forward',
+    );
+    const data = frame(BACKEND.ip, '10.0.0.9', tcp({ sport: TARGET, dport: 5000, flags: 'SA' }));
+    const s = t.fromBackend(data);
+    assert.equal(s.retval, TC_ACT_OK);
+    assert.deepEqual(s.out, parseFrame(data));
+  });
+});
+
+describe('NodePort at weir_from_netdev, dsr mode', () => {
+  const t = setup('dsr');
+
+  it('the backend sees the client; its reply leaves as node:nodePort -> client', () => {
+    const first = t.fromOutside(frame(CLIENT, NODE, tcp({ sport: 43000, dport: NODE_PORT, flags: 'S' })));
+    assert.equal(first.retval, TC_ACT_OK);
+    assert.deepEqual(
+      [first.out.ip?.src, first.out.l4?.sport, first.out.ip?.dst, first.out.l4?.dport],
+      [CLIENT, 43000, BACKEND.ip, TARGET],
+    );
+    checksumsOk(first);
+    assert.equal(
+      t.toBackend(frame(CLIENT, BACKEND.ip, tcp({ sport: 43000, dport: TARGET, flags: 'S' }))).verdict,
+      'forward',
+    );
+    const reply = t.fromBackend(frame(BACKEND.ip, CLIENT, tcp({ sport: TARGET, dport: 43000, flags: 'SA' })));
+    assert.deepEqual(
+      [reply.out.ip?.src, reply.out.l4?.sport, reply.out.ip?.dst, reply.out.l4?.dport],
+      [NODE, NODE_PORT, CLIENT, 43000],
+    );
+    checksumsOk(reply);
+  });
+
+  it('udp: same, with the checksum fixed', () => {
+    const first = t.fromOutside(
+      frame(CLIENT, NODE, udp({ sport: 43001, dport: NODE_PORT, payload: Buffer.from('q') })),
+    );
+    assert.deepEqual(
+      [first.out.ip?.src, first.out.ip?.dst, first.out.l4?.dport],
+      [CLIENT, BACKEND.ip, TARGET],
+    );
+    checksumsOk(first);
+  });
+});

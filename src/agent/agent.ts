@@ -143,6 +143,8 @@ export class Agent {
   readonly lb: ServiceLb;
   /** The node's workload cgroup has the socket LB hooks (attached once per agent process). */
   private nodeSockLb = false;
+  /** External-facing devices weir_from_netdev is attached to (by this agent run). */
+  private readonly netdevs = new Set<string>();
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -229,6 +231,12 @@ export class Agent {
       // Processes of the node itself (its workload, `weir lab exec node`) reach services too.
       this.datapath.attachSockLb(node.cgroupPath);
       this.nodeSockLb = true;
+    }
+    // North-south NodePort: weir_from_netdev at tc ingress of each device facing an external.
+    for (const e of this.labState.externals) {
+      if (this.netdevs.has(e.nodeIfname)) continue;
+      this.datapath.attachNetdev({ netns: node.netns, ifname: e.nodeIfname });
+      this.netdevs.add(e.nodeIfname);
     }
     for (const pod of pods) this.ensureEndpoint(pod, node);
     this.regenerate();

@@ -1,7 +1,7 @@
 // `weir agent`: the per-node process. Wires the modules in dependency order, then serves the API.
 import { writeFileSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
-import { Datapath } from '../datapath/loader.js';
+import { Datapath, type LbMode } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
 import { FlowObserver } from '../observe/stream.js';
 import { parseServiceCIDR } from '../service/allocate.js';
@@ -33,6 +33,8 @@ export interface AgentOptions {
   maglevTableSize?: number;
   maglevSeed?: string;
   serviceCIDR?: string;
+  /** NodePort forwarding mode (snat, dsr). Absent: as stored. */
+  lbMode?: LbMode;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -50,6 +52,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     maglevTableSize: opts.maglevTableSize,
     maglevSeed: opts.maglevSeed,
     serviceCIDR: opts.serviceCIDR,
+    lbMode: opts.lbMode,
   });
   // Refuse bad settings before anything starts.
   if (settings.identityLabels) parseLabelFilter(settings.identityLabels);
@@ -67,6 +70,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         policyMapMax: settings.policyMapMax,
         events: settings.flowEvents,
         maglevTableSize: settings.maglevTableSize,
+        lbMode: settings.lbMode,
         ...(opts.eventsBufferBytes ? { eventsBufferBytes: opts.eventsBufferBytes } : {}),
       });
     },

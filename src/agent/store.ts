@@ -5,6 +5,7 @@
 // nothing changed (the state can be large: every CIDR identity and policy object).
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { LbMode } from '../datapath/loader.js';
 import { WeirError } from '../shared/errors.js';
 
 export interface StoredObject {
@@ -32,6 +33,8 @@ export interface AgentSettings {
   maglevSeed: string;
   /** Where ClusterIPs are allocated from. */
   serviceCIDR: string;
+  /** NodePort from outside: the backend sees the node (snat) or the client (dsr); --lb-mode. */
+  lbMode: LbMode;
 }
 
 export const defaultSettings: AgentSettings = {
@@ -42,6 +45,7 @@ export const defaultSettings: AgentSettings = {
   maglevTableSize: 16381,
   maglevSeed: 'JLfvgnHc2kaSUFaI',
   serviceCIDR: '10.96.0.0/16',
+  lbMode: 'snat',
 };
 
 export interface AgentState {

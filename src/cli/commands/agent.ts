@@ -110,11 +110,18 @@ export function agentCommand(): Command {
       '--lb-maglev-seed <base64>',
       "cluster-wide Maglev hash seed, 12 bytes in base64 (default: as before, else Cilium's)",
     )
+    .addOption(
+      new Option(
+        '--lb-mode <mode>',
+        'NodePort from outside: the backend sees the node (snat) or the client (dsr) (default: as before, else snat)',
+      ).choices(['snat', 'dsr']),
+    )
     .option('--service-cidr <cidr>', 'where ClusterIPs are allocated (default: as before, else 10.96.0.0/16)')
     .action(
       async (o: {
         lab: string;
         lbAlgorithm?: 'random' | 'maglev';
+        lbMode?: 'snat' | 'dsr';
         lbMaglevTableSize?: number;
         lbMaglevSeed?: string;
         serviceCidr?: string;
@@ -139,6 +146,7 @@ export function agentCommand(): Command {
           ...(o.lbMaglevTableSize ? { maglevTableSize: o.lbMaglevTableSize } : {}),
           ...(o.lbMaglevSeed ? { maglevSeed: o.lbMaglevSeed } : {}),
           ...(o.serviceCidr ? { serviceCIDR: o.serviceCidr } : {}),
+          ...(o.lbMode ? { lbMode: o.lbMode } : {}),
         });
       },
     );

@@ -1,0 +1,215 @@
+// North-south NodePort end to end: a lab external (a netns outside the pod network, linked to the
+// node by a veth) connects over real TCP and UDP to <node IP>:<nodePort>; weir_from_netdev on the
+// node's side of that veth load-balances to a pod. In snat mode (default) the backend sees the node
+// as its peer, in dsr mode (agent --lb-mode dsr) the external; either way the external sees the
+// node IP:nodePort answer. Without a backend the packets are dropped and the client gives up.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { startAgent, stopAgent } from '../../src/agent/spawn.js';
+import { Lab } from '../../src/lab/index.js';
+import { cli, ok, weir } from '../support/cli.js';
+
+const LAB = 't-nodeport';
+const EXT_IP = '192.0.2.50';
+
+const labSpec = `
+name: ${LAB}
+externals:
+  - { name: client, ip: ${EXT_IP} }
+`;
+
+const pod = (name: string, labels: string) => `
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: np, labels: { ${labels} } }
+spec:
+  containers:
+  - name: c
+    ports:
+    - { name: http, containerPort: 8080 }
+    - { name: dns, containerPort: 5353, protocol: UDP }
+---`;
+
+const objects = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: np }
+---
+${pod('web-a', 'app: web, peer: "yes"')}
+${pod('web-b', 'app: web')}
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: np }
+spec:
+  type: NodePort
+  selector: { app: web }
+  ports:
+  - { name: http, port: 80, targetPort: http, nodePort: 30080 }
+  - { name: dns, port: 53, protocol: UDP, targetPort: dns, nodePort: 30053 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: peer, namespace: np }
+spec:
+  type: NodePort
+  selector: { peer: "yes" }
+  ports:
+  - { name: tcp, port: 9090, nodePort: 30090 }
+  - { name: udp, port: 9091, protocol: UDP, nodePort: 30091 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: empty, namespace: np }
+spec:
+  type: NodePort
+  selector: { app: nothing }
+  ports: [{ port: 80, targetPort: 8080, nodePort: 30099 }]
+`;
+
+/** Runs in web-a: answers each TCP connection and UDP datagram with the peer it came from. */
+const peerServer = `
+const net = require('net'), dgram = require('dgram');
+const peer = (addr, port) => addr.replace(/^::ffff:/, '') + ':' + port + '\\n';
+const t = net.createServer((s) => s.end(peer(s.remoteAddress, s.remotePort))).listen(9090);
+const u = dgram.createSocket('udp4');
+u.on('message', (m, r) => u.send(peer(r.address, r.port), r.port, r.address));
+u.bind(9091, () => t.listening ? console.log('ready') : t.on('listening', () => console.log('ready')));
+`;
+
+/**
+ * Runs in the external: `tcp ip port n timeoutMs` makes n connections (HTTP GET, prints all it
+ * receives); `udp ...` sends n datagrams from fresh sockets and prints the answer and its sender.
+ */
+const client = `
+const [mode, ip, port, n, timeout] = process.argv.slice(1);
+const net = require('net'), dgram = require('dgram');
+const one = () => new Promise((res) => {
+  const t0 = Date.now();
+  const done = (r) => res({ ...r, ms: Date.now() - t0 });
+  if (mode === 'udp') {
+    const s = dgram.createSocket('udp4');
+    const timer = setTimeout(() => { s.close(); done({ error: 'timeout' }); }, +timeout);
+    s.on('message', (m, r) => { clearTimeout(timer); s.close(); done({ from: r.address + ':' + r.port, body: String(m).trim() }); });
+    s.send('hello', +port, ip);
+    return;
+  }
+  const s = net.connect({ host: ip, port: +port });
+  let body = '', from;
+  s.setTimeout(+timeout, () => { s.destroy(); done({ error: 'timeout' }); });
+  s.on('connect', () => { from = s.remoteAddress + ':' + s.remotePort; s.write('GET / HTTP/1.0\\r\\n\\r\\n'); });
+  s.on('data', (d) => (body += d));
+  s.on('end', () => { s.destroy(); done({ from, body: body.trim() }); });
+  s.on('error', (e) => done({ error: e.code }));
+});
+(async () => { for (let i = 0; i < +n; i++) console.log(JSON.stringify(await one())); })();
+`;
+
+interface Try {
+  from?: string;
+  body?: string;
+  error?: string;
+  ms: number;
+}
+
+async function connect(proto: 'tcp' | 'udp', ip: string, port: number, n: number, timeoutMs = 2000) {
+  const args = [process.execPath, '-e', client, proto, ip, String(port), String(n), String(timeoutMs)];
+  const out = await ok(['lab', 'exec', 'ext:client', '--', ...args], LAB, n * timeoutMs + 30_000);
+  return out
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Try);
+}
+
+/** The pod name the workload's HTTP answer carries. */
+const podOf = (t: Try) => /np\/web-[ab]/.exec(t.body ?? '')?.[0] ?? `error:${t.error ?? t.body}`;
+
+describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
+  let dir: string;
+  let server: ChildProcessWithoutNullStreams | undefined;
+  let nodeIP: string;
+  let nodeNetns: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weir-nodeport-'));
+    await writeFile(join(dir, 'lab.yaml'), labSpec);
+    await writeFile(join(dir, 'objects.yaml'), objects);
+    await cli(['lab', 'down'], LAB);
+    await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--no-agent'], LAB);
+    const state = await (await Lab.open(LAB)).requireState();
+    nodeIP = state.node.ip;
+    nodeNetns = state.node.netns;
+    await startAgent({ lab: LAB, nodeNetns });
+    await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
+    server = spawn(weir, ['lab', 'exec', 'np/web-a', '--', process.execPath, '-e', peerServer], {
+      env: { ...process.env, WEIR_LAB: LAB },
+    });
+    const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
+    let timer: NodeJS.Timeout | undefined;
+    const ready = await Promise.race([
+      lines.next(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('peer server not ready in 15 s')), 15_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(ready.value, 'ready');
+  });
+
+  after(async () => {
+    server?.kill('SIGKILL');
+    await cli(['lab', 'down'], LAB);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('snat: TCP and UDP reach the backends; the answer comes from node IP:nodePort', async () => {
+    const http = await connect('tcp', nodeIP, 30080, 12);
+    for (const t of http) assert.equal(t.from, `${nodeIP}:30080`, JSON.stringify(t));
+    assert.deepEqual([...new Set(http.map(podOf))].sort(), ['np/web-a', 'np/web-b'], 'both backends answer');
+    const dns = await connect('udp', nodeIP, 30053, 4);
+    for (const t of dns) {
+      assert.equal(t.from, `${nodeIP}:30053`, JSON.stringify(t));
+      assert.equal(t.body, 'hello', 'the pod echoed the datagram');
+    }
+  });
+
+  it('snat: the backend sees the node IP and a NAT port as its peer', async () => {
+    for (const proto of ['tcp', 'udp'] as const) {
+      const [t] = await connect(proto, nodeIP, proto === 'tcp' ? 30090 : 30091, 1);
+      assert.equal(t?.from, `${nodeIP}:${proto === 'tcp' ? 30090 : 30091}`, JSON.stringify(t));
+      const [addr, port] = (t?.body ?? '').split(':');
+      assert.equal(addr, nodeIP, `${proto}: ${t?.body}`);
+      assert.ok(Number(port) >= 61000, `${proto}: NAT port ${port}`);
+    }
+  });
+
+  it('no backend: dropped, the client gives up at its timeout', async () => {
+    const [t] = await connect('tcp', nodeIP, 30099, 1, 1500);
+    assert.equal(t?.error, 'timeout');
+    // A port that is no NodePort goes to the node's own stack, which refuses it at once.
+    const [r] = await connect('tcp', nodeIP, 30098, 1, 1500);
+    assert.equal(r?.error, 'ECONNREFUSED');
+  });
+
+  it('dsr (--lb-mode dsr): the backend sees the external; the answer still comes from node IP:nodePort', async () => {
+    await stopAgent(LAB);
+    await startAgent({ lab: LAB, nodeNetns, agentArgs: ['--lb-mode', 'dsr'] });
+    for (const proto of ['tcp', 'udp'] as const) {
+      const nodePort = proto === 'tcp' ? 30090 : 30091;
+      const tries = await connect(proto, nodeIP, nodePort, 3);
+      for (const t of tries) {
+        assert.equal(t.from, `${nodeIP}:${nodePort}`, JSON.stringify(t));
+        assert.equal(t.body?.split(':')[0], EXT_IP, `${proto}: ${t.body}`);
+      }
+    }
+    const http = await connect('tcp', nodeIP, 30080, 8);
+    assert.ok(
+      http.every((t) => t.from === `${nodeIP}:30080` && podOf(t).startsWith('np/')),
+      JSON.stringify(http),
+    );
+  });
+});

@@ -5,7 +5,8 @@
  *   nodeport_lb4(skb, flow) -> tc verdict, or -1 when the packet is not for a NodePort
  *     A known connection (weir_lb_nat NAT_DIR_FWD entry) is translated as before. A new one
  *     looks the frontend up (SVC_F_NODEPORT, scope EXT), picks an ACTIVE backend (lb_select:
- *     random, or Maglev over a hash of the client's address and port) and records both
+ *     random, or Maglev over a hash of the client's address and port; ClientIP affinity per
+ *     client address, in weir_lb_affinity with client_cookie = bit 63 | address) and records both
  *     directions in weir_lb_nat. No ACTIVE backend: DROP_NO_SERVICE (never forwarded into
  *     nothing). Translation:
  *       snat (default)  dst -> backend, src -> node IP : a port of NAT_PORT_MIN..MAX (outside
@@ -44,6 +45,7 @@
 #define NAT_PORT_MIN 61000 /* Linux's ephemeral ports end at 60999 */
 #define NAT_PORT_MAX 65535
 #define NAT_PORT_TRIES 16
+#define NAT_CLIENT_COOKIE (1ULL << 63)
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -225,7 +227,9 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, const struct flow
 		svc = lb_frontend(&key);
 		if (!svc || !(svc->flags & SVC_F_NODEPORT))
 			return -1;
-		id = lb_select(&key, svc, ((__u64)fk.saddr << 16) | fk.sport, fk.dport);
+		/* The client's address stands in for the netns cookie (ClientIP affinity is per client
+		 * address; bit 63 keeps it apart from real cookies), its port for the socket's. */
+		id = lb_select(&key, svc, NAT_CLIENT_COOKIE | fk.saddr, fk.sport);
 		b = id ? lb_backend(id) : 0;
 		if (!b || b->family != 4) {
 			*reason = DROP_NO_SERVICE;

@@ -136,6 +136,30 @@ describe('NodePort at weir_from_netdev, snat mode', () => {
     assert.notEqual(a.out.l4?.sport, b.out.l4?.sport);
   });
 
+  it('ClientIP affinity: every connection of a client address goes to one backend, remembered per address', () => {
+    const h = t.ctx.h as DatapathHarness;
+    for (const id of [11, 12, 13])
+      h.dp.lb.upsertBackend(id, { address: `10.0.1.${id}`, port: TARGET, proto: 'tcp' });
+    h.dp.lb.upsertService(
+      { address: NODE, port: 30083, proto: 'tcp' },
+      { revNatIndex: 5, flags: ServiceFlags.nodePort | ServiceFlags.affinity, affinityTimeout: 600 },
+      [11, 12, 13],
+    );
+    const dst = (client: string, sport: number) =>
+      t.fromOutside(frame(client, NODE, tcp({ sport, dport: 30083, flags: 'S' }))).out.ip?.dst;
+    const one = new Set(Array.from({ length: 12 }, (_, i) => dst(CLIENT, 44000 + i)));
+    assert.equal(one.size, 1, [...one].join(' '));
+    const remembered = h.dp.lb.listAffinity().filter((a) => a.revNatIndex === 5);
+    const addr = Buffer.from(CLIENT.split('.').map(Number)).readUInt32LE(0);
+    assert.deepEqual(
+      remembered.map((a) => [a.clientCookie, a.backendId]),
+      [[(1n << 63n) | BigInt(addr), Number([...one][0]?.split('.')[3])]],
+    );
+    // Clients without affinity to each other spread (random picks; 8 clients all on one: 1/3^7).
+    const many = new Set(Array.from({ length: 8 }, (_, i) => dst(`198.51.100.${20 + i}`, 45000)));
+    assert.ok(many.size > 1, [...many].join(' '));
+  });
+
   it('no ACTIVE backend: dropped with DROP_NO_SERVICE', () => {
     const s = t.fromOutside(frame(CLIENT, NODE, tcp({ sport: 42000, dport: 30081, flags: 'S' })));
     assert.equal(s.retval, TC_ACT_SHOT);

@@ -27,6 +27,7 @@ import {
 } from './policy.js';
 import { measureObserve } from './micro/observe.js';
 import { growTo, percentile, timeEnforcement } from './scale.js';
+import { measureServices } from './services.js';
 
 export interface Scenario {
   name: string;
@@ -54,6 +55,20 @@ const policySeconds = Number(process.env.WEIR_BENCH_POLICY_SECONDS ?? 3);
 const policySizes = (process.env.WEIR_BENCH_SIZES ?? '1,1000,10000').split(',').map(Number);
 const endpointCounts = (process.env.WEIR_BENCH_ENDPOINTS ?? '100,1000').split(',').map(Number);
 const applies = Number(process.env.WEIR_BENCH_APPLIES ?? 30);
+const serviceSizes = (process.env.WEIR_BENCH_SERVICE_SIZES ?? '10,1000,10000').split(',').map(Number);
+const serviceRounds = Number(process.env.WEIR_BENCH_SERVICE_ROUNDS ?? 3);
+const serviceConnects = Number(process.env.WEIR_BENCH_CONNECTS ?? 3000);
+const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
+const allSections = ['policy', 'services', 'scale', 'flow'] as const;
+/** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
+const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
+for (const s of sections)
+  if (!(allSections as readonly string[]).includes(s))
+    throw new WeirError(
+      'ERR_BENCH_SECTIONS',
+      `unknown section '${s}' in WEIR_BENCH_SECTIONS (${allSections.join(', ')})`,
+    );
+const partial = allSections.some((s) => !sections.has(s));
 const resultsDir = join(repoRoot, 'bench', 'results');
 
 /** The first scenario is the baseline the others are compared with. */
@@ -141,6 +156,20 @@ spec: {containers: [{name: bench, ports: [{containerPort: 8080}]}]}`,
   )
   .join('\n---\n');
 
+const servicesLegend =
+  `- **services N, pod IP / weir ClusterIP / iptables ClusterIP**: with N services present, from ` +
+  `bench/client to bench/server: TCP connect (+ RST close) times of a node client run in the client ` +
+  `pod's netns and cgroup (${serviceConnects} per target and round after 200 untimed, two targets taking ` +
+  `turns connect by connect), and sockperf TCP ping-pong exchanges per second over one connection ` +
+  `(${rrSeconds} s per target and round); ${serviceRounds} rounds per N. Each round: pod IP and weir ClusterIP ` +
+  `(no nat table in the node netns), then kube-proxy's rules loaded and iptables ClusterIP and pod IP ` +
+  `again, then the rules removed. weir: N−1 dummy services + the measured one (2 ports), all selecting ` +
+  `the server pod, ClusterIPs in 10.96.0.0/16, applied through the agent API in batches; the socket LB ` +
+  `translates at connect(). iptables: kube-proxy's iptables mode in the node netns (nat PREROUTING → ` +
+  `KUBE-SERVICES with N+1 service-port rules, the measured two last → KUBE-SVC → KUBE-SEP DNAT, no ` +
+  `masquerade rules), loaded with iptables-restore, ClusterIPs in 10.97.0.0/16 where weir's socket hook ` +
+  `finds no frontend. weir's tc programs are attached for every target.\n`;
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -201,9 +230,9 @@ async function main(): Promise<void> {
       ],
       { log },
     );
-    const servers = await startServers(lab);
+    const servers = sections.has('policy') ? await startServers(lab) : [];
     try {
-      for (const sc of scenarios) {
+      for (const sc of sections.has('policy') ? scenarios : []) {
         if (sc.agent && (await agentStatus(labName).catch(() => undefined)) === undefined) {
           log('starting the agent (it attaches the datapath to every pod)');
           await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
@@ -263,7 +292,21 @@ async function main(): Promise<void> {
       for (const s of servers) s.kill('SIGKILL');
     }
 
-    for (const total of endpointCounts) {
+    if (sections.has('services')) {
+      if ((await agentStatus(labName).catch(() => undefined)) === undefined)
+        await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+      log('services: connect latency and request/response rate, pod IP vs weir vs iptables ClusterIP');
+      rows.push(
+        ...(await measureServices(
+          lab,
+          labName,
+          { sizes: serviceSizes, rounds: serviceRounds, connects: serviceConnects, rrSeconds },
+          log,
+        )),
+      );
+    }
+
+    for (const total of sections.has('scale') ? endpointCounts : []) {
       log(`scale: ${total} endpoints`);
       const podsMs = await growTo(lab, total, log);
       const r = await timeEnforcement(lab, applies, podsMs);
@@ -306,14 +349,16 @@ async function main(): Promise<void> {
   }
 
   // The flow pipeline on one core (no lab needed): decode, parse, enrich and store each event.
-  log('flow pipeline: events decoded and enriched per second (one core)');
-  const obs = measureObserve();
-  fact('flow pipeline (1 core)', {
-    metric: 'events decoded + enriched + stored',
-    value: obs.eventsPerSecond,
-    unit: 'events/s',
-    note: `${obs.events} events, ${obs.endpoints} endpoints; ${obs.usPerEvent.toFixed(2)} µs/event (bench/micro/observe)`,
-  });
+  if (sections.has('flow')) {
+    log('flow pipeline: events decoded and enriched per second (one core)');
+    const obs = measureObserve();
+    fact('flow pipeline (1 core)', {
+      metric: 'events decoded + enriched + stored',
+      value: obs.eventsPerSecond,
+      unit: 'events/s',
+      note: `${obs.events} events, ${obs.endpoints} endpoints; ${obs.usPerEvent.toFixed(2)} µs/event (bench/micro/observe)`,
+    });
+  }
 
   const result = {
     startedAt: started.toISOString(),
@@ -325,6 +370,11 @@ async function main(): Promise<void> {
       policySizes,
       endpointCounts,
       applies,
+      sections: [...sections],
+      serviceSizes,
+      serviceRounds,
+      connectsPerRound: serviceConnects,
+      rrSecondsPerRound: rrSeconds,
       statistic: 'median',
       latency: 'sockperf UDP ping-pong',
     },
@@ -337,16 +387,22 @@ async function main(): Promise<void> {
     `baseline: median of ${runs} runs of ${seconds} s, policy scenarios ${runs} runs of ${policySeconds} s; ` +
     `pod to pod on one lab node; load average at start ${loadAvgAtStart.join(' ')}; ` +
     `finished ${result.finishedAt}.\n\n` +
-    scenarios.map((s) => `- **${s.name}**: ${s.description}\n`).join('') +
-    `- **weir, N endpoints**: N pods attached (2 measured + workload-less ones); ${applies} policy ` +
-    `changes to one endpoint, each timed from the API call until its new entry is in the pinned map\n\n` +
+    (partial ? `sections: ${[...sections].join(', ')} (a partial run)\n\n` : '') +
+    (sections.has('policy') ? scenarios.map((s) => `- **${s.name}**: ${s.description}\n`).join('') : '') +
+    (sections.has('services') ? servicesLegend : '') +
+    (sections.has('scale')
+      ? `- **weir, N endpoints**: N pods attached (2 measured + workload-less ones); ${applies} policy ` +
+        `changes to one endpoint, each timed from the API call until its new entry is in the pinned map\n`
+      : '') +
+    '\n' +
     table(rows);
   await mkdir(resultsDir, { recursive: true });
   const stamp = result.startedAt.replace(/[:.]/g, '-');
   const json = JSON.stringify(result, null, 2) + '\n';
   await writeFile(join(resultsDir, `${stamp}.json`), json);
-  await writeFile(join(resultsDir, 'latest.json'), json);
-  await writeFile(join(resultsDir, 'latest.md'), md);
+  const latest = partial ? `latest.${[...sections].join('+')}` : 'latest';
+  await writeFile(join(resultsDir, `${latest}.json`), json);
+  await writeFile(join(resultsDir, `${latest}.md`), md);
   process.stdout.write(table(rows));
 }
 

@@ -184,7 +184,8 @@ int weir_from_netdev(struct __sk_buff *skb)
 	ret = nodeport_lb4(skb, &f, &reason);
 	if (ret < 0)
 		return TC_ACT_OK;
-	metrics_count(ret == TC_ACT_SHOT ? reason : REASON_FORWARDED, DIR_INGRESS, bytes);
+	/* reason is set for drops, also when the drop is answered with an RST (redirected). */
+	metrics_count(reason ? reason : REASON_FORWARDED, DIR_INGRESS, bytes);
 	return ret;
 }
 

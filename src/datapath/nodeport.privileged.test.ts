@@ -17,6 +17,7 @@ const CLIENT = '198.51.100.7';
 const BACKEND = { ip: '10.0.0.2', identity: 1002 };
 const NODE_PORT = 30080;
 const TARGET = 8080;
+const TC_ACT_REDIRECT = 7;
 
 const frame = (src: string, dst: string, l4: L4) => ethernet({ payload: ipv4({ src, dst, payload: l4 }) });
 
@@ -160,10 +161,47 @@ describe('NodePort at weir_from_netdev, snat mode', () => {
     assert.ok(many.size > 1, [...many].join(' '));
   });
 
-  it('no ACTIVE backend: dropped with DROP_NO_SERVICE', () => {
-    const s = t.fromOutside(frame(CLIENT, NODE, tcp({ sport: 42000, dport: 30081, flags: 'S' })));
-    assert.equal(s.retval, TC_ACT_SHOT);
-    assert.equal(s.counted.get(DropReason.NO_SERVICE), 1n);
+  it('no ACTIVE backend: dropped with DROP_NO_SERVICE; TCP is answered with an RST, UDP not', () => {
+    const syn = t.fromOutside(
+      frame(
+        CLIENT,
+        NODE,
+        tcp({ sport: 42000, dport: 30081, flags: 'S', seq: 5000, payload: Buffer.from('x') }),
+      ),
+    );
+    assert.equal(syn.retval, TC_ACT_REDIRECT, 'sent back out of the device');
+    assert.equal(syn.counted.get(DropReason.NO_SERVICE), 1n);
+    assert.deepEqual(
+      [syn.out.ip?.src, syn.out.l4?.sport, syn.out.ip?.dst, syn.out.l4?.dport],
+      [NODE, 30081, CLIENT, 42000],
+    );
+    assert.equal(syn.out.l4?.tcpFlags, 0x14, 'RST|ACK');
+    assert.equal(syn.out.l4?.ack, 5002, 'acknowledges the SYN and its byte');
+    assert.equal(syn.out.l4?.payload.length, 0);
+    checksumsOk(syn);
+
+    const ack = t.fromOutside(frame(CLIENT, NODE, tcp({ sport: 42000, dport: 30081, flags: 'A', ack: 777 })));
+    assert.equal(ack.retval, TC_ACT_REDIRECT);
+    assert.deepEqual(
+      [ack.out.l4?.tcpFlags, ack.out.l4?.seq],
+      [0x04, 777],
+      'RST with the seq it acknowledged',
+    );
+    checksumsOk(ack);
+
+    const rst = t.fromOutside(frame(CLIENT, NODE, tcp({ sport: 42000, dport: 30081, flags: 'R' })));
+    assert.equal(rst.retval, TC_ACT_SHOT, 'an RST is never answered');
+    assert.equal(rst.counted.get(DropReason.NO_SERVICE), 1n);
+
+    const h = t.ctx.h as DatapathHarness;
+    h.dp.lb.upsertService(
+      { address: NODE, port: 30081, proto: 'udp' },
+      { revNatIndex: 6, flags: ServiceFlags.nodePort },
+      [],
+    );
+    const dgram = t.fromOutside(frame(CLIENT, NODE, udp({ sport: 42000, dport: 30081 })));
+    assert.equal(dgram.retval, TC_ACT_SHOT);
+    assert.equal(dgram.counted.get(DropReason.NO_SERVICE), 1n);
   });
 
   it('anything that is no NodePort passes untouched and uncounted', () => {

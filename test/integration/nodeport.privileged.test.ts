@@ -2,7 +2,7 @@
 // node by a veth) connects over real TCP and UDP to <node IP>:<nodePort>; weir_from_netdev on the
 // node's side of that veth load-balances to a pod. In snat mode (default) the backend sees the node
 // as its peer, in dsr mode (agent --lb-mode dsr) the external; either way the external sees the
-// node IP:nodePort answer. Without a backend the packets are dropped and the client gives up.
+// node IP:nodePort answer. Without a backend the packets are dropped: TCP is refused with an RST.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -68,7 +68,9 @@ metadata: { name: empty, namespace: np }
 spec:
   type: NodePort
   selector: { app: nothing }
-  ports: [{ port: 80, targetPort: 8080, nodePort: 30099 }]
+  ports:
+  - { name: http, port: 80, targetPort: 8080, nodePort: 30099 }
+  - { name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30099 }
 `;
 
 /** Runs in web-a: answers each TCP connection and UDP datagram with the peer it came from. */
@@ -187,12 +189,21 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
     }
   });
 
-  it('no backend: dropped, the client gives up at its timeout', async () => {
-    const [t] = await connect('tcp', nodeIP, 30099, 1, 1500);
-    assert.equal(t?.error, 'timeout');
-    // A port that is no NodePort goes to the node's own stack, which refuses it at once.
-    const [r] = await connect('tcp', nodeIP, 30098, 1, 1500);
-    assert.equal(r?.error, 'ECONNREFUSED');
+  it('no backend: TCP is refused at once (RST from the datapath), UDP gets no answer', async () => {
+    const noService = async () => {
+      const rows = JSON.parse(await ok(['bpf', 'metrics', 'list', '-o', 'json'], LAB)) as {
+        name: string;
+        packets: number;
+      }[];
+      return rows.filter((r) => r.name === 'NO_SERVICE').reduce((n, r) => n + r.packets, 0);
+    };
+    const before = await noService();
+    const [t] = await connect('tcp', nodeIP, 30099, 1, 3000);
+    assert.equal(t?.error, 'ECONNREFUSED', JSON.stringify(t));
+    assert.ok((t?.ms ?? Infinity) < 1000, `refused after ${t?.ms} ms`);
+    const [u] = await connect('udp', nodeIP, 30099, 1, 1000);
+    assert.equal(u?.error, 'timeout', JSON.stringify(u));
+    assert.equal((await noService()) - before, 2, 'the SYN and the datagram counted as NO_SERVICE drops');
   });
 
   it('dsr (--lb-mode dsr): the backend sees the external; the answer still comes from node IP:nodePort', async () => {

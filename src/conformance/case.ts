@@ -20,13 +20,23 @@ export interface TopologyPod {
   labels: Record<string, string>;
   containers: TopologyContainer[];
   serviceAccount?: string;
+  /** The pod's own ClusterIP Service ("ns/name"), when the topology gives it one. */
+  service?: string;
+}
+
+export interface TopologyServicePort {
+  name?: string;
+  port: number;
+  /** A number or a container port name; absent = `port`. */
+  targetPort?: number | string;
+  protocol: ProbeProtocol;
 }
 
 export interface TopologyService {
   namespace: string;
   name: string;
   selector: Record<string, string>;
-  ports: { name?: string; port: number; targetPort?: number; protocol: ProbeProtocol }[];
+  ports: TopologyServicePort[];
 }
 
 /** A port a non-pod peer (node, external) serves. */
@@ -45,6 +55,8 @@ export interface Topology {
   hostServes?: ServedPort[];
   externals: { name: string; ip: string; serves?: ServedPort[] }[];
   podCIDR?: string;
+  /** The pods' own Services (standard model: `s-<ns>-<pod>` selecting `pod: <name>`). */
+  services: TopologyService[];
   /** Every peer name, in order: pods, host, externals. */
   peers: string[];
 }
@@ -77,6 +89,7 @@ export interface ConformanceCase {
     pods: Record<string, Record<string, string>>;
     namespaces: Record<string, Record<string, string>>;
   };
+  /** Services the case adds to its topology's (topologyAdditions.services). */
   services: TopologyService[];
   /** Raw policy objects, placeholders still in (substitute with the run's pod IPs). */
   policies: unknown[];
@@ -128,11 +141,36 @@ function readJson(file: string): Json {
   }
 }
 
+function parseService(s: Json, namespace: string): TopologyService {
+  return {
+    namespace,
+    name: String(s.name),
+    selector: (s.selector as Record<string, string>) ?? {},
+    ports: ((s.ports as Json[]) ?? []).map((p) => ({
+      ...(typeof p.name === 'string' ? { name: p.name } : {}),
+      port: Number(p.port),
+      ...(typeof p.targetPort === 'string' || typeof p.targetPort === 'number'
+        ? { targetPort: p.targetPort }
+        : {}),
+      protocol: String(p.protocol ?? 'TCP') as ProbeProtocol,
+    })),
+  };
+}
+
+/** The pod port a Service port translates to on `pod` (a named targetPort resolves per pod). */
+export function backendPortOf(sp: TopologyServicePort, pod: TopologyPod | undefined): number | undefined {
+  if (sp.targetPort === undefined) return sp.port;
+  if (typeof sp.targetPort === 'number') return sp.targetPort;
+  if (/^\d+$/.test(sp.targetPort)) return Number(sp.targetPort);
+  return pod?.containers.find((c) => c.portName === sp.targetPort && c.protocol === sp.protocol)?.port;
+}
+
 function parseTopology(raw: Json, key: string): Topology {
   const namespaces = ((raw.namespaces as Json[]) ?? []).map((n) => ({
     name: String(n.name),
     labels: (n.labels as Record<string, string>) ?? {},
   }));
+  const services: TopologyService[] = [];
   const pods = ((raw.pods as Json[]) ?? []).map((p) => ({
     namespace: String(p.namespace),
     name: String(p.name),
@@ -143,6 +181,12 @@ function parseTopology(raw: Json, key: string): Topology {
       ...(typeof c.portName === 'string' ? { portName: c.portName } : {}),
     })),
     ...(typeof p.serviceAccount === 'string' ? { serviceAccount: p.serviceAccount } : {}),
+    ...(() => {
+      const svc = p.service as Json | undefined;
+      if (!svc || typeof svc !== 'object') return {};
+      services.push(parseService(svc, String(p.namespace)));
+      return { service: `${String(p.namespace)}/${String(svc.name)}` };
+    })(),
   }));
   const served = (v: unknown): ServedPort[] | undefined =>
     Array.isArray(v)
@@ -170,6 +214,7 @@ function parseTopology(raw: Json, key: string): Topology {
     ...(hostServes ? { hostServes } : {}),
     externals,
     ...(typeof raw.podCIDR === 'string' ? { podCIDR: raw.podCIDR } : {}),
+    services,
     peers,
   };
 }
@@ -187,17 +232,9 @@ export function loadCase(file: string): ConformanceCase {
     topology = parseTopology(raw.topology as Json, `${file}#topology:${JSON.stringify(raw.topology)}`);
   } else throw new WeirError('ERR_CONFORMANCE_CASE', `${file}: topology must be "standard" or an object`);
   const lc = (raw.labelChanges as Json | undefined) ?? {};
-  const services = (((raw.topologyAdditions as Json | undefined)?.services as Json[]) ?? []).map((s) => ({
-    namespace: String(s.namespace),
-    name: String(s.name),
-    selector: (s.selector as Record<string, string>) ?? {},
-    ports: ((s.ports as Json[]) ?? []).map((p) => ({
-      ...(typeof p.name === 'string' ? { name: p.name } : {}),
-      port: Number(p.port),
-      ...(p.targetPort !== undefined ? { targetPort: Number(p.targetPort) } : {}),
-      protocol: String(p.protocol ?? 'TCP') as ProbeProtocol,
-    })),
-  }));
+  const services = (((raw.topologyAdditions as Json | undefined)?.services as Json[]) ?? []).map((s) =>
+    parseService(s, String(s.namespace)),
+  );
   const peers = raw.peers as { from?: string[]; to?: string[] } | undefined;
   return {
     id: String(raw.id ?? basename(file, '.json')),

@@ -1,15 +1,19 @@
 // Datapath mode: each topology becomes a lab (node, pods and externals as network namespaces) with
 // its own agent, so every probe is a real connection between two workloads, judged by weir's
 // programs in the kernel. A case is put in force through the same paths `weir apply` takes: pod and
-// namespace labels through the lab (the agent follows), policies through the agent's API, whose
-// answer comes once the maps are written.
+// namespace labels through the lab (the agent follows), Services and policies through the agent's
+// API, whose answer comes once the maps are written. A probe through a Service dials the ClusterIP
+// the agent allocated from inside the source pod: the socket LB picks the backend at connect(), so
+// policy judges the pod -> backend flow, as upstream's probes through kube-proxy do.
+import { isIPv4 } from 'node:net';
 import { agentClient, agentHooks } from '../agent/link.js';
 import { startAgent, stopAgent } from '../agent/spawn.js';
 import { objectKey, type StoredObject } from '../agent/store.js';
 import { parseManifests, type Manifest } from '../k8s/index.js';
 import { Lab, parseLabSpec, probe, type Logger } from '../lab/index.js';
 import { WeirError } from '../shared/errors.js';
-import type { Addresses, ServedPort, Topology } from './case.js';
+import type { ServiceSummary } from '../agent/lb.js';
+import type { Addresses, ServedPort, Topology, TopologyService } from './case.js';
 import type { CaseState, ProbeRequest, ProberFactory, ProberSession } from './runner.js';
 
 export interface DatapathProberOptions {
@@ -56,7 +60,11 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         pods: new Map((await lab.pods()).map((p) => [`${p.namespace}/${p.name}`, p.ip])),
         externals: new Map(topology.externals.map((e) => [e.name, e.ip])),
       };
-      log(`lab ${name} up with its agent: ${addresses.pods.size} pods (${Date.now() - started} ms)`);
+      const services = new Services(name);
+      await services.sync(topology.services, topology.key);
+      log(
+        `lab ${name} up with its agent: ${addresses.pods.size} pods, ${services.count} services (${Date.now() - started} ms)`,
+      );
 
       const source = (peer: string): string => {
         if (addresses.pods.has(peer)) return peer;
@@ -78,11 +86,22 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         concurrency: opts.concurrency ?? 64,
         async apply(state: CaseState) {
           await applyLab(lab, topology, state);
+          await services.sync(state.services, state.file);
           await replacePolicies(name, state);
         },
         async probe(req: ProbeRequest) {
           // Node has no SCTP sockets: the port is declared on the pod but never served or probed.
           if (req.protocol === 'SCTP') return null;
+          if (req.service && req.servicePort !== undefined) {
+            const ip = services.clusterIP(req.service);
+            const r = await probe(
+              lab,
+              source(req.from),
+              { ip, port: req.servicePort, protocol: req.protocol },
+              timeoutMs,
+            );
+            return { allowed: r.ok, note: `via service ${req.service} (ClusterIP ${ip}:${req.servicePort})` };
+          }
           const r = await probe(
             lab,
             source(req.from),
@@ -180,6 +199,83 @@ async function applyLab(
   const link = agentHooks(lab.name);
   await lab.apply(manifests, link.hooks);
   await link.sync();
+}
+
+/**
+ * The Services of the lab's agent: each sync leaves exactly the given ones in force (only what
+ * changed is applied or deleted) and reads back the ClusterIPs the agent allocated.
+ */
+class Services {
+  private applied = new Map<string, string>();
+  private clusterIPs = new Map<string, string>();
+
+  constructor(private readonly lab: string) {}
+
+  get count(): number {
+    return this.applied.size;
+  }
+
+  clusterIP(service: string): string {
+    const ip = this.clusterIPs.get(service);
+    if (!ip)
+      throw new WeirError(
+        'ERR_CONFORMANCE_SERVICE',
+        `Service ${service} has no ClusterIP in lab ${this.lab}`,
+      );
+    return ip;
+  }
+
+  /** `file` names the case (or topology) the Services come from, in the agent's errors. */
+  async sync(services: TopologyService[], file: string): Promise<void> {
+    const want = new Map<string, StoredObject>();
+    for (const s of services) {
+      // The socket LB translates TCP and UDP only; SCTP ports are declared but never probed.
+      const ports = s.ports
+        .filter((p) => p.protocol !== 'SCTP')
+        .map((p) => ({
+          // Kubernetes allows a Service port name up to 63 characters (DNS label; upstream's are
+          // e.g. 'service-port-tcp-80'), the agent's validation only 15 (the container port rule);
+          // nothing refers to these names, so a longer one is replaced by its (unique) port/protocol.
+          ...(p.name ? { name: p.name.length > 15 ? `${p.protocol.toLowerCase()}-${p.port}` : p.name } : {}),
+          port: p.port,
+          ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}),
+          protocol: p.protocol,
+        }));
+      if (ports.length === 0) continue;
+      const object = {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { namespace: s.namespace, name: s.name },
+        spec: { type: 'ClusterIP', selector: s.selector, ports },
+      };
+      want.set(`${s.namespace}/${s.name}`, {
+        apiVersion: 'v1',
+        kind: 'Service',
+        name: s.name,
+        namespace: s.namespace,
+        file,
+        object,
+      });
+    }
+    const client = agentClient(this.lab);
+    const stale = [...this.applied.keys()].filter((k) => !want.has(k));
+    const changed = [...want].filter(([k, o]) => this.applied.get(k) !== JSON.stringify(o.object));
+    if (stale.length === 0 && changed.length === 0) return;
+    if (stale.length > 0)
+      await client.call('POST', '/v1/delete', {
+        objects: stale.map((k) => {
+          const [namespace, name] = k.split('/') as [string, string];
+          return { kind: 'Service', namespace, name };
+        }),
+      });
+    if (changed.length > 0) await client.call('POST', '/v1/apply', { objects: changed.map(([, o]) => o) });
+    this.applied = new Map([...want].map(([k, o]) => [k, JSON.stringify(o.object)]));
+    const items = (await client.call<{ items: ServiceSummary[] }>('GET', '/v1/services')).items;
+    // Headless ('None') or not yet allocated ('<pending>') Services have no address to dial.
+    this.clusterIPs = new Map(
+      items.filter((i) => isIPv4(i.clusterIP)).map((i) => [`${i.namespace}/${i.name}`, i.clusterIP]),
+    );
+  }
 }
 
 /** The agent ends up holding exactly the case's policies; it answers once the maps are written. */

@@ -7,6 +7,7 @@ import { validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import { effectiveNamespaceLabels } from '../identity/pod-labels.js';
 import {
+  backendPortOf,
   defaultAddresses,
   listCaseFiles,
   loadCase,
@@ -29,9 +30,15 @@ export interface ProbeRequest {
   servicePort?: number;
 }
 
+/** An answer with a word on how the probe was made (e.g. the ClusterIP it dialled). */
+export interface ProbeAnswer {
+  allowed: boolean | null;
+  note?: string;
+}
+
 export interface Prober {
   /** true = connected, false = blocked, null = not probed (e.g. SCTP unavailable). */
-  probe(req: ProbeRequest): Promise<boolean | null>;
+  probe(req: ProbeRequest): Promise<boolean | null | ProbeAnswer>;
 }
 
 /** The state a case puts in force: full label sets and every policy. */
@@ -40,6 +47,7 @@ export interface CaseState {
   file: string;
   namespaces: { name: string; labels: Record<string, string> }[];
   pods: { namespace: string; name: string; labels: Record<string, string> }[];
+  /** Every Service in force: the topology's (each pod's own) and the case's additions. */
   services: TopologyService[];
   policies: Policy[];
   /** The same policies as written (placeholders filled), for a prober that hands them on. */
@@ -67,6 +75,8 @@ export interface ProbeResult {
   loopback?: boolean;
   /** The case dials this Service's ClusterIP ("ns/name", or the destination's own Service). */
   viaService?: string;
+  /** With viaService: the port on `to` after translation. */
+  backendPort?: number;
   note?: string;
 }
 
@@ -82,6 +92,8 @@ export interface CaseReport {
   loopbackMismatches: ProbeResult[];
   counts: { probes: number; compared: number; matched: number; skipped: number };
   error?: string;
+  /** The stable code of `error`, when weir raised it. */
+  errorCode?: string;
 }
 
 export interface RunOptions {
@@ -116,7 +128,7 @@ export function caseState(c: ConformanceCase, addrs: Addresses): CaseState {
       name: p.name,
       labels: c.labelChanges.pods[`${p.namespace}/${p.name}`] ?? p.labels,
     })),
-    services: c.services,
+    services: [...c.topology.services, ...c.services],
     policies,
     objects,
   };
@@ -126,41 +138,69 @@ interface PlannedProbe {
   req: ProbeRequest;
   expected?: boolean | null;
   loopback: boolean;
-  viaService?: string;
   note?: string;
   reportPort: number;
 }
 
+interface PlanProbe {
+  target: string;
+  service?: string;
+  backendPort?: number;
+}
+
+/**
+ * A probe through a Service: the ClusterIP of the named Service (or the destination pod's own) on
+ * the Service port; policy sees the backend port the Service translates it to.
+ */
+function serviceRequest(
+  c: ConformanceCase,
+  from: string,
+  to: string,
+  port: number,
+  protocol: ProbeProtocol,
+  probe: PlanProbe,
+): { req: ProbeRequest; note?: string } {
+  const toPod = c.topology.pods.find((p) => `${p.namespace}/${p.name}` === to);
+  const name = probe.service ?? toPod?.service;
+  const where = `${c.file}: probe ${protocol}/${port} ${from} -> ${to}`;
+  if (!name) {
+    if (probe.target === 'service-name')
+      // cyclonus dials the Service name; an inline topology without Services has only the pod.
+      return {
+        req: { from, to, port, protocol },
+        note: `the topology gives ${to} no Service: probed its pod IP`,
+      };
+    throw new WeirError(
+      'ERR_CONFORMANCE_CASE',
+      `${where}: the target is a ClusterIP but no Service is named`,
+    );
+  }
+  const svc = [...c.topology.services, ...c.services].find((s) => `${s.namespace}/${s.name}` === name);
+  if (!svc) throw new WeirError('ERR_CONFORMANCE_CASE', `${where}: unknown Service '${name}'`);
+  const sp = svc.ports.find((p) => p.port === port && p.protocol === protocol);
+  if (!sp)
+    throw new WeirError(
+      'ERR_CONFORMANCE_CASE',
+      `${where}: Service '${name}' has no port ${port}/${protocol}`,
+    );
+  const translated = backendPortOf(sp, toPod);
+  const backend = probe.backendPort ?? translated;
+  if (backend === undefined || (translated !== undefined && translated !== backend))
+    throw new WeirError(
+      'ERR_CONFORMANCE_CASE',
+      `${where}: backendPort ${String(probe.backendPort)} is not what Service '${name}' translates ${port} to (${String(translated)})`,
+    );
+  return { req: { from, to, port: backend, protocol, service: name, servicePort: port } };
+}
+
 function plan(c: ConformanceCase): PlannedProbe[] {
   const isPod = (n: string) => c.topology.pods.some((p) => `${p.namespace}/${p.name}` === n);
-  const mk = (
-    from: string,
-    to: string,
-    port: number,
-    protocol: ProbeProtocol,
-    probe: { target: string; service?: string; backendPort?: number } | undefined,
-  ) => {
-    const viaService = probe?.target === 'service-clusterip';
-    const backend = probe?.backendPort ?? port;
-    const req: ProbeRequest = {
-      from,
-      to,
-      port: viaService ? backend : port,
-      protocol,
-      ...(viaService && probe?.service ? { service: probe.service, servicePort: port } : {}),
-    };
-    // No Service load-balancing yet: the backend is dialled directly, and the report says so.
-    const note = viaService
-      ? `Services are not implemented yet: probed the backend ${to}:${backend} directly, not the ClusterIP`
-      : undefined;
-    const viaServiceName = viaService ? (probe?.service ?? `service of ${to}`) : undefined;
-    return {
-      req,
-      loopback: from === to,
-      reportPort: port,
-      ...(viaServiceName ? { viaService: viaServiceName } : {}),
-      ...(note ? { note } : {}),
-    };
+  const mk = (from: string, to: string, port: number, protocol: ProbeProtocol, probe: PlanProbe) => {
+    const viaService = probe.target === 'service-clusterip' || probe.target === 'service-name';
+    const { req, note } = viaService
+      ? serviceRequest(c, from, to, port, protocol, probe)
+      : { req: { from, to, port, protocol }, note: undefined };
+    return { req, loopback: from === to, reportPort: port, ...(note ? { note } : {}) };
   };
   if (c.expect) {
     return c.expect.map((e) => {
@@ -170,7 +210,11 @@ function plan(c: ConformanceCase): PlannedProbe[] {
         e.to,
         e.port,
         e.protocol,
-        probe ?? { target: 'ip', ...(e.backendPort ? { backendPort: e.backendPort } : {}) },
+        probe ?? {
+          target: e.service ? 'service-clusterip' : 'ip',
+          ...(e.service ? { service: e.service } : {}),
+          ...(e.backendPort ? { backendPort: e.backendPort } : {}),
+        },
       );
       return { ...p, expected: e.allowed, loopback: e.loopback === true || e.from === e.to };
     });
@@ -198,11 +242,13 @@ async function runOne(c: ConformanceCase, session: ProberSession, mode: string):
     counts: { probes: 0, compared: 0, matched: 0, skipped: 0 },
   };
   try {
-    await session.apply(caseState(c, session.addresses));
     const planned = plan(c);
+    await session.apply(caseState(c, session.addresses));
     const answers = await mapBounded(planned, session.concurrency ?? 1, (p) => session.probe(p.req));
     for (const [i, p] of planned.entries()) {
-      const allowed = answers[i] as boolean | null;
+      const answer = answers[i] as boolean | null | ProbeAnswer;
+      const { allowed, note = p.note } =
+        typeof answer === 'object' && answer !== null ? answer : { allowed: answer };
       const r: ProbeResult = {
         from: p.req.from,
         to: p.req.to,
@@ -211,8 +257,8 @@ async function runOne(c: ConformanceCase, session: ProberSession, mode: string):
         allowed,
         ...(p.expected !== undefined ? { expected: p.expected } : {}),
         ...(p.loopback ? { loopback: true } : {}),
-        ...(p.viaService ? { viaService: p.viaService } : {}),
-        ...(p.note ? { note: p.note } : {}),
+        ...(p.req.service ? { viaService: p.req.service, backendPort: p.req.port } : {}),
+        ...(note ? { note } : {}),
       };
       report.results.push(r);
       report.counts.probes++;
@@ -230,6 +276,7 @@ async function runOne(c: ConformanceCase, session: ProberSession, mode: string):
   } catch (err) {
     report.pass = c.expect ? false : null;
     report.error = err instanceof WeirError ? err.toString() : String(err);
+    if (err instanceof WeirError) report.errorCode = err.code;
   }
   return report;
 }

@@ -1,6 +1,7 @@
 // Simulate mode: answers each probe from the policy engine's entries with lookup(), the same
 // decision the datapath makes: egress of the source endpoint, ingress of the destination
-// endpoint. Non-pod peers (host, externals) enforce nothing.
+// endpoint. Non-pod peers (host, externals) enforce nothing. A probe through a Service is judged
+// as the datapath sees it after translation: source pod -> backend pod on the backend port.
 import { lookupIpcache } from '../identity/cidr.js';
 import { IDENTITY_HOST, IDENTITY_WORLD } from '../identity/reserved.js';
 import {
@@ -56,23 +57,33 @@ export function simulateProberFactory(config: Partial<EngineConfig> = {}): Probe
         });
       },
       async probe(req: ProbeRequest) {
-        if (!out) throw new WeirError('ERR_CONFORMANCE_STATE', 'probe before apply');
-        const proto = protocolNumbers[req.protocol] ?? 0;
-        const src = identityOf(req.from);
-        const dst = identityOf(req.to);
-        const srcEp = endpointIds.get(req.from);
-        const dstEp = endpointIds.get(req.to);
-        if (srcEp !== undefined) {
-          const entries = out.endpoints.get(srcEp)?.entries ?? [];
-          if (lookup(entries, dst, DIR_EGRESS, proto, req.port).verdict !== 'allow') return false;
-        }
-        if (dstEp !== undefined) {
-          const entries = out.endpoints.get(dstEp)?.entries ?? [];
-          if (lookup(entries, src, DIR_INGRESS, proto, req.port).verdict !== 'allow') return false;
-        }
-        return true;
+        const allowed = decide(req);
+        return req.service
+          ? {
+              allowed,
+              note: `via service ${req.service} (port ${req.servicePort} translated to ${req.to}:${req.port} by the simulation)`,
+            }
+          : allowed;
       },
       async close() {},
     };
+
+    function decide(req: ProbeRequest): boolean {
+      if (!out) throw new WeirError('ERR_CONFORMANCE_STATE', 'probe before apply');
+      const proto = protocolNumbers[req.protocol] ?? 0;
+      const src = identityOf(req.from);
+      const dst = identityOf(req.to);
+      const srcEp = endpointIds.get(req.from);
+      const dstEp = endpointIds.get(req.to);
+      if (srcEp !== undefined) {
+        const entries = out.endpoints.get(srcEp)?.entries ?? [];
+        if (lookup(entries, dst, DIR_EGRESS, proto, req.port).verdict !== 'allow') return false;
+      }
+      if (dstEp !== undefined) {
+        const entries = out.endpoints.get(dstEp)?.entries ?? [];
+        if (lookup(entries, src, DIR_INGRESS, proto, req.port).verdict !== 'allow') return false;
+      }
+      return true;
+    }
   };
 }

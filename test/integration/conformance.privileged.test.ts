@@ -1,10 +1,13 @@
 // Every shared conformance case in datapath mode, through the real CLI: each topology becomes a lab
 // with its agent, every probe is a real connection between lab workloads, and every non-loopback
-// observation must equal the case's expectation (SCTP is declared but not probed: null). The run
-// must also leave no lab behind, after a normal end and after SIGINT.
+// observation must equal the case's expectation (SCTP is declared but not probed: null). Probes
+// with `target: service-clusterip` dial the ClusterIP the agent allocated for the Service (each
+// pod's own `s-<ns>-<pod>`, or the case's additions); a pod reaching itself through its own Service
+// (loopback) is reported, not judged. The run must also leave no lab behind, after a normal end and
+// after SIGINT.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Lab } from '../../src/lab/index.js';
@@ -23,6 +26,9 @@ interface Result {
   allowed: boolean | null;
   expected?: boolean | null;
   loopback?: boolean;
+  viaService?: string;
+  backendPort?: number;
+  note?: string;
 }
 interface Report {
   cases: {
@@ -32,7 +38,16 @@ interface Report {
     pass: boolean | null;
     error?: string;
     results: Result[];
+    loopbackMismatches: Result[];
   }[];
+}
+
+/** Per case file: the probe targets it declares ("TCP/80" -> target). */
+function probeTargets(file: string): Map<string, string> {
+  const c = JSON.parse(readFileSync(file, 'utf8')) as {
+    probes: { port: number; protocol: string; target?: string }[];
+  };
+  return new Map(c.probes.map((p) => [`${p.protocol}/${p.port}`, p.target ?? 'ip']));
 }
 
 function run(args: string[], timeoutMs: number, onStderr?: (text: string, child: ChildProcess) => void) {
@@ -115,6 +130,8 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
       assert.equal(report.cases.length, files.length, `${suite}: one report per case file`);
 
       let compared = 0;
+      let viaClusterIP = 0;
+      const loopback: string[] = [];
       const seen = { allowed: 0, denied: 0, skipped: 0 };
       const problems: string[] = [];
       for (const c of report.cases) {
@@ -124,6 +141,9 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
         assert.ok(Array.isArray(c.results) && c.results.length > 0, `${c.id}: no results`);
         if (c.error) problems.push(`${c.id}: ${c.error}`);
         if (c.pass !== true) problems.push(`${c.id}: pass=${String(c.pass)}`);
+        for (const m of c.loopbackMismatches)
+          loopback.push(`${c.id} ${m.from} ${m.protocol}/${m.port} ${String(m.allowed)}`);
+        const targets = probeTargets(c.file);
         for (const res of c.results) {
           assert.equal(typeof res.from, 'string');
           assert.equal(typeof res.to, 'string');
@@ -136,6 +156,17 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
             continue;
           }
           assert.notEqual(res.allowed, null, `${c.id}: ${res.from} -> ${res.to} ${res.protocol} not probed`);
+          if (targets.get(`${res.protocol}/${res.port}`) === 'service-clusterip') {
+            // Dialled the ClusterIP (service CIDR 10.96.0.0/16) on the Service port, not the pod.
+            const [ns, pod] = res.to.split('/');
+            assert.ok(res.viaService, `${c.id}: ${res.from} -> ${res.to} not through a Service`);
+            if (suite === 'netpol') assert.equal(res.viaService, `${ns}/s-${ns}-${pod}`);
+            assert.match(
+              res.note ?? '',
+              new RegExp(`^via service ${res.viaService} \\(ClusterIP 10\\.96\\.\\d+\\.\\d+:${res.port}\\)$`),
+            );
+            viaClusterIP++;
+          } else assert.equal(res.viaService, undefined, `${c.id}: ${res.from} -> ${res.to}`);
           if (res.allowed) seen.allowed++;
           else seen.denied++;
           // Judged here from the observations, not from the report's own verdict.
@@ -147,10 +178,17 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
             );
         }
       }
+      t.diagnostic(
+        `${suite}: ${viaClusterIP} probes through a ClusterIP; ${loopback.length} loopback mismatches (not failing): ${loopback.slice(0, 5).join(', ')}`,
+      );
       assert.deepEqual(problems.slice(0, 20), [], `${suite}: ${problems.length} problems`);
       assert.equal(r.code, 0, `${suite}: exit code`);
       // Not vacuous: real connections were made and real drops observed.
       assert.ok(compared > 1000, `${suite}: compared only ${compared}`);
+      assert.ok(
+        viaClusterIP >= (suite === 'netpol' ? 1000 : 32),
+        `${suite}: ${viaClusterIP} through a ClusterIP`,
+      );
       assert.ok(seen.allowed > 100 && seen.denied > 100, `${suite}: ${JSON.stringify(seen)}`);
       assert.deepEqual(leftovers(r.pid), [], `${suite}: the run left labs behind`);
     }

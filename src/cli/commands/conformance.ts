@@ -34,6 +34,7 @@ export function reportJson(r: RunReport): unknown {
       pass: c.pass,
       counts: c.counts,
       ...(c.error ? { error: c.error } : {}),
+      ...(c.errorCode ? { errorCode: c.errorCode } : {}),
       results: c.results,
       mismatches: c.mismatches,
       loopbackMismatches: c.loopbackMismatches,
@@ -42,12 +43,12 @@ export function reportJson(r: RunReport): unknown {
 }
 
 function caseLine(c: CaseReport): string {
-  const viaBackend = c.results.filter((r) => r.viaService).length;
+  const viaService = c.results.filter((r) => r.viaService).length;
   const verdict = c.pass === null ? 'NOEXP' : c.pass ? 'PASS ' : 'FAIL ';
   const extra = [
     c.counts.skipped ? `${c.counts.skipped} skipped` : '',
     c.loopbackMismatches.length ? `${c.loopbackMismatches.length} loopback mismatches (not failing)` : '',
-    viaBackend ? `${viaBackend} Service probes sent to the backend pod directly (no Services yet)` : '',
+    viaService ? `${viaService} through a Service` : '',
   ].filter(Boolean);
   const counts =
     c.pass === null ? `${c.counts.probes} probes` : `${c.counts.matched}/${c.counts.compared} matched`;

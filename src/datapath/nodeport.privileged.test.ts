@@ -5,9 +5,10 @@
 // weir_from_container translates the backend's reply back to node IP:nodePort -> client.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { withNetns } from '../bpf/index.js';
+import { queryTc, withNetns } from '../bpf/index.js';
+import { WeirError } from '../shared/errors.js';
 import { DropReason } from './drop-reasons.js';
-import { NETDEV_PROGRAM, PROGRAMS, type LbMode } from './loader.js';
+import { Datapath, NETDEV_PROGRAM, PROGRAMS, type LbMode } from './loader.js';
 import { ServiceFlags } from './maps/lb/layout.js';
 import { ethernet, ipv4, parseFrame, tcp, udp, type L4, type ParsedFrame } from './packet/index.js';
 import { DatapathHarness, TC_ACT_OK, TC_ACT_SHOT, type TestEndpoint } from './test-support.js';
@@ -261,5 +262,34 @@ describe('NodePort at weir_from_netdev, dsr mode', () => {
       [CLIENT, BACKEND.ip, TARGET],
     );
     checksumsOk(first);
+  });
+});
+
+describe('Datapath.attachNetdev / detachNetdev', () => {
+  let h: DatapathHarness | undefined;
+  before(async () => {
+    h = await DatapathHarness.create({ devices: 1 });
+  });
+  after(async () => h?.destroy());
+
+  it('puts weir_from_netdev at tc ingress of the device and takes it off again', () => {
+    const d = h as DatapathHarness;
+    const ifindex = d.dp.attachNetdev({ netns: d.netns, ifname: 'weirdp0' });
+    assert.equal(ifindex, d.ifindex(0));
+    const where = { netns: d.netns, ifindex, direction: 'ingress' as const };
+    assert.equal(queryTc(where), d.dp.program(NETDEV_PROGRAM).id);
+    assert.equal(queryTc({ ...where, direction: 'egress' }), undefined, 'egress untouched');
+    d.dp.attachNetdev({ netns: d.netns, ifindex }); // again: replaced, still one
+    assert.equal(queryTc(where), d.dp.program(NETDEV_PROGRAM).id);
+    d.dp.detachNetdev({ netns: d.netns, ifindex });
+    assert.equal(queryTc(where), undefined);
+    d.dp.detachNetdev({ netns: d.netns, ifname: 'weirdp-gone' }); // a vanished device is no error
+  });
+
+  it('refuses an unknown lbMode', () => {
+    assert.throws(
+      () => Datapath.open({ lbMode: 'tunnel' as LbMode }),
+      (err: unknown) => err instanceof WeirError && err.code === 'ERR_DATAPATH_CONFIG',
+    );
   });
 });

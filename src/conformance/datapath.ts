@@ -233,10 +233,7 @@ class Services {
       const ports = s.ports
         .filter((p) => p.protocol !== 'SCTP')
         .map((p) => ({
-          // Kubernetes allows a Service port name up to 63 characters (DNS label; upstream's are
-          // e.g. 'service-port-tcp-80'), the agent's validation only 15 (the container port rule);
-          // nothing refers to these names, so a longer one is replaced by its (unique) port/protocol.
-          ...(p.name ? { name: p.name.length > 15 ? `${p.protocol.toLowerCase()}-${p.port}` : p.name } : {}),
+          ...(p.name ? { name: p.name } : {}),
           port: p.port,
           ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}),
           protocol: p.protocol,

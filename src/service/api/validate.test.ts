@@ -37,6 +37,23 @@ describe('Service validation', () => {
     });
   });
 
+  it("names a Service port with a DNS label (≤ 63), a named targetPort with a container port's rule (≤ 15)", () => {
+    const s = svc(
+      '  selector: {app: web}\n  ports: [{name: service-port-tcp-80, port: 80, targetPort: serve-80-tcp}]',
+    );
+    assert.equal(s.ports[0]?.name, 'service-port-tcp-80');
+    assert.deepEqual(
+      problems(() => svc('  ports: [{name: a, port: 80, targetPort: a-much-too-long-name}]')).map(
+        (p) => p.field,
+      ),
+      ['spec.ports[0].targetPort'],
+    );
+    assert.deepEqual(
+      problems(() => svc('  ports: [{name: Not_A_Label, port: 80}]')).map((p) => p.field),
+      ['spec.ports[0].name'],
+    );
+  });
+
   it('takes several ports, UDP, named targetPorts, NodePort and ClientIP affinity', () => {
     const s = svc(`  type: NodePort
   clusterIP: 10.96.0.50

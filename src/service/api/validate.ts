@@ -29,7 +29,9 @@ const portName = z.string().superRefine((name, ctx) => {
 const protocol = z.enum(['TCP', 'UDP'], { message: "must be 'TCP' or 'UDP'" }).default('TCP');
 
 const servicePortSchema = z.looseObject({
-  name: portName.optional(),
+  // A Service port's own name is a DNS label (≤ 63, e.g. 'service-port-tcp-80'); a named
+  // targetPort refers to a container port, whose names follow the IANA service-name rule (≤ 15).
+  name: dnsLabelSchema.optional(),
   protocol,
   port: portNumber,
   targetPort: z.union([portNumber, portName]).optional(),
@@ -184,7 +186,13 @@ const endpointSliceSchema = z.looseObject({
     )
     .default([]),
   ports: z
-    .array(z.looseObject({ name: z.union([portName, z.literal('')]).optional(), protocol, port: portNumber }))
+    .array(
+      z.looseObject({
+        name: z.union([dnsLabelSchema, z.literal('')]).optional(),
+        protocol,
+        port: portNumber,
+      }),
+    )
     .default([]),
 });
 

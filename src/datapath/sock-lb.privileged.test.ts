@@ -354,6 +354,13 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
 
     // The remembered backend starts terminating: the client moves to an ACTIVE one and sticks.
     const old = [...backendsOf(s)][0] ?? '';
+    // Each client netns has its own entry (keyed by its netns cookie); remember who had what.
+    const before = new Map(
+      dp!.lb.affinity
+        .lookupBatch()
+        .filter(([k]) => k.revNatIndex === 10)
+        .map(([k, v]) => [k.clientCookie, v.backendId]),
+    );
     const rest = [1, 2, 3].filter((id) => id !== ids[old]);
     service({ address: '10.96.0.15', port: 80, proto: 'tcp' }, 10, [...rest, ids[old] ?? 0], {
       flags: ServiceFlags.affinity,
@@ -366,10 +373,13 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
 
     // What weir_lb_affinity remembers is what the next connect uses (bpf_ktime_get_ns and
     // hrtime share CLOCK_MONOTONIC): point netns S's entry at the other ACTIVE backend.
+    // Netns S's entry is the one that changed (netns C did not connect again, so its entry stays,
+    // even when both happened to remember the same backend).
     const entry = dp!.lb.affinity
       .lookupBatch()
-      .find(([k, v]) => k.revNatIndex === 10 && v.backendId === ids[[...backendsOf(moved)][0] ?? '']);
+      .find(([k, v]) => k.revNatIndex === 10 && before.get(k.clientCookie) !== v.backendId);
     assert.ok(entry, 'netns S remembers the backend it moved to');
+    assert.equal(entry[1].backendId, ids[[...backendsOf(moved)][0] ?? '']);
     const other = rest.find((id) => id !== entry[1].backendId) ?? 0;
     dp!.lb.affinity.update(entry[0], { lastUsedNs: process.hrtime.bigint(), backendId: other });
     const pinned = await client(nsS, { host: '10.96.0.15', port: 80, count: 4 });

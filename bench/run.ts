@@ -2,8 +2,10 @@
 // Each scenario changes the lab (baseline: nothing; iptables with N rules; weir enforcing N
 // policy entries) and every measurement runs under every scenario in the same run, so rows compare
 // like with like. Scenarios without the agent run first: once the agent has attached its programs
-// they stay. Then the node grows to 100 and 1 000 endpoints and policy changes are timed until they
-// are in the kernel. Results: bench/results/<timestamp>.json, latest.json and latest.md.
+// they stay. Then service load balancing (bench/services.ts: pod IP vs weir ClusterIP vs kube-proxy's
+// iptables mode with 10 to 10 000 services), then the node grows to 100 and 1 000 endpoints and
+// policy changes are timed until they are in the kernel. Results: bench/results/<timestamp>.json,
+// latest.json and latest.md (a partial run, WEIR_BENCH_SECTIONS, writes latest.<sections>.*).
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';

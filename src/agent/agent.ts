@@ -471,13 +471,11 @@ export class Agent {
   apply(objects: StoredObject[]): ApplyOutcome[] {
     const problems: WeirError[] = [];
     const parsed: { o: StoredObject; p?: Policy }[] = [];
+    const allocate = this.lb.allocator(this.store.state.objects);
     for (const given of objects) {
       try {
         if (isServiceKind(given.kind)) {
-          // Addresses given out earlier in this request count as taken.
-          const taken = new Map(this.store.state.objects.map((x) => [objectKey(x), x]));
-          for (const { o } of parsed) taken.set(objectKey(o), o);
-          parsed.push({ o: this.lb.allocate(given, [...taken.values()]) });
+          parsed.push({ o: allocate(given) });
           continue;
         }
         const o = given;

@@ -9,6 +9,7 @@ import { podReady, type LabState, type NodeState } from '../lab/index.js';
 import {
   allocateClusterIP,
   allocateNodePort,
+  type Taken,
   inCIDR,
   parseServiceCIDR,
   type Cidr4,
@@ -105,76 +106,101 @@ export class ServiceLb {
   }
 
   /**
-   * Fills what the API server would allocate: spec.clusterIP (unless headless) and the nodePorts of
-   * a NodePort service, keeping those the stored copy already has. Returns the object to store.
+   * An allocator for one request: fills what the API server would allocate — spec.clusterIP (unless
+   * headless) and the nodePorts of a NodePort service — keeping those the stored copy already has.
+   * The addresses and ports in use are indexed once, and each allocation updates the index, so a
+   * request of N services costs O(N), and addresses given out earlier in it count as taken.
    */
-  allocate(o: StoredObject, stored: StoredObject[]): StoredObject {
-    const v = this.validate(o);
-    if (o.kind !== 'Service') return o;
-    const svc = v as Service;
-    const key = objectKey(o);
-    const loc = { file: o.file ?? '(request)', object: `Service ${svc.namespace}/${svc.name}` };
-    const others = stored
-      .filter((s) => s.kind === 'Service' && objectKey(s) !== key)
-      .map((s) => this.validate(s) as Service);
-    const prev = stored.find((s) => s.kind === 'Service' && objectKey(s) === key);
-    const old = prev ? (this.validate(prev) as Service) : undefined;
-    const usedIPs = new Set(
-      others.flatMap((s) => (s.clusterIP && s.clusterIP !== 'None' ? [s.clusterIP] : [])),
-    );
-    let clusterIP = svc.clusterIP;
-    if (clusterIP && clusterIP !== 'None') {
-      if (!inCIDR(clusterIP, this.cidr))
-        throw new WeirError(
-          'ERR_SERVICE_CLUSTERIP_RANGE',
-          `${clusterIP} is not in the service CIDR ${this.cidr.text}`,
-          {
-            location: { ...loc, field: 'spec.clusterIP' },
-          },
-        );
-      if (usedIPs.has(clusterIP))
-        throw new WeirError(
-          'ERR_SERVICE_CLUSTERIP_TAKEN',
-          `${clusterIP} is already allocated to another service`,
-          {
-            location: { ...loc, field: 'spec.clusterIP' },
-          },
-        );
-    }
-    if (!clusterIP)
-      clusterIP =
-        old?.clusterIP && old.clusterIP !== 'None'
-          ? old.clusterIP
-          : allocateClusterIP(key, this.cidr, usedIPs);
-    const usedPorts = new Set(
-      others.flatMap((s) => s.ports.flatMap((p) => (p.nodePort ? [`${p.nodePort}/${p.protocol}`] : []))),
-    );
-    const raw = structuredClone(o.object) as {
-      spec: { clusterIP?: string; ports?: { nodePort?: number }[] };
+  allocator(stored: StoredObject[]): (o: StoredObject) => StoredObject {
+    const services = new Map<string, Service>();
+    const ipOwner = new Map<string, string>();
+    const portOwner = new Map<string, string>();
+    const add = (key: string, svc: Service) => {
+      services.set(key, svc);
+      if (svc.clusterIP && svc.clusterIP !== 'None') ipOwner.set(svc.clusterIP, key);
+      for (const p of svc.ports) if (p.nodePort) portOwner.set(`${p.nodePort}/${p.protocol}`, key);
     };
-    raw.spec.clusterIP = clusterIP;
-    svc.ports.forEach((p, i) => {
-      if (svc.type !== 'NodePort') return;
-      const field = `spec.ports[${i}].nodePort`;
-      if (p.nodePort !== undefined && usedPorts.has(`${p.nodePort}/${p.protocol}`))
-        throw new WeirError(
-          'ERR_SERVICE_NODEPORT_TAKEN',
-          `nodePort ${p.nodePort}/${p.protocol} is already allocated`,
-          {
-            location: { ...loc, field },
-          },
-        );
-      const kept = old?.ports.find((q) => q.name === p.name && q.protocol === p.protocol)?.nodePort;
-      const port =
-        p.nodePort ??
-        (kept && !usedPorts.has(`${kept}/${p.protocol}`)
-          ? kept
-          : allocateNodePort(`${key}/${p.name}`, p.protocol, usedPorts));
-      usedPorts.add(`${port}/${p.protocol}`);
-      const rp = raw.spec.ports?.[i];
-      if (rp) rp.nodePort = port;
+    const remove = (key: string) => {
+      const svc = services.get(key);
+      if (!svc) return;
+      if (svc.clusterIP && ipOwner.get(svc.clusterIP) === key) ipOwner.delete(svc.clusterIP);
+      for (const p of svc.ports) {
+        const k = `${p.nodePort}/${p.protocol}`;
+        if (p.nodePort && portOwner.get(k) === key) portOwner.delete(k);
+      }
+      services.delete(key);
+    };
+    for (const s of stored) if (s.kind === 'Service') add(objectKey(s), this.validate(s) as Service);
+    // What others hold: a service's own address and ports do not count against it.
+    const othersOf = (owners: Map<string, string>, key: string): Taken => ({
+      has: (v: string) => owners.has(v) && owners.get(v) !== key,
     });
-    return { ...o, object: raw };
+
+    return (o) => {
+      const v = this.validate(o);
+      if (o.kind !== 'Service') return o;
+      const svc = v as Service;
+      const key = objectKey(o);
+      const loc = { file: o.file ?? '(request)', object: `Service ${svc.namespace}/${svc.name}` };
+      const old = services.get(key);
+      const usedIPs = othersOf(ipOwner, key);
+      let clusterIP = svc.clusterIP;
+      if (clusterIP && clusterIP !== 'None') {
+        if (!inCIDR(clusterIP, this.cidr))
+          throw new WeirError(
+            'ERR_SERVICE_CLUSTERIP_RANGE',
+            `${clusterIP} is not in the service CIDR ${this.cidr.text}`,
+            {
+              location: { ...loc, field: 'spec.clusterIP' },
+            },
+          );
+        if (usedIPs.has(clusterIP))
+          throw new WeirError(
+            'ERR_SERVICE_CLUSTERIP_TAKEN',
+            `${clusterIP} is already allocated to another service`,
+            {
+              location: { ...loc, field: 'spec.clusterIP' },
+            },
+          );
+      }
+      if (!clusterIP)
+        clusterIP =
+          old?.clusterIP && old.clusterIP !== 'None'
+            ? old.clusterIP
+            : allocateClusterIP(key, this.cidr, usedIPs);
+      const usedPorts = othersOf(portOwner, key);
+      const given = new Set<string>();
+      const taken: Taken = { has: (k: string) => usedPorts.has(k) || given.has(k) };
+      const raw = structuredClone(o.object) as {
+        spec: { clusterIP?: string; ports?: { nodePort?: number }[] };
+      };
+      raw.spec.clusterIP = clusterIP;
+      svc.ports.forEach((p, i) => {
+        if (svc.type !== 'NodePort') return;
+        const field = `spec.ports[${i}].nodePort`;
+        if (p.nodePort !== undefined && taken.has(`${p.nodePort}/${p.protocol}`))
+          throw new WeirError(
+            'ERR_SERVICE_NODEPORT_TAKEN',
+            `nodePort ${p.nodePort}/${p.protocol} is already allocated`,
+            {
+              location: { ...loc, field },
+            },
+          );
+        const kept = old?.ports.find((q) => q.name === p.name && q.protocol === p.protocol)?.nodePort;
+        const port =
+          p.nodePort ??
+          (kept && !taken.has(`${kept}/${p.protocol}`)
+            ? kept
+            : allocateNodePort(`${key}/${p.name}`, p.protocol, taken));
+        given.add(`${port}/${p.protocol}`);
+        const rp = raw.spec.ports?.[i];
+        if (rp) rp.nodePort = port;
+      });
+      const out = { ...o, object: raw };
+      remove(key);
+      add(key, this.validate(out) as Service);
+      return out;
+    };
   }
 
   /** Computes the LB state of `objects` and the lab's pods, and writes what differs from the maps. */

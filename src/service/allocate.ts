@@ -39,11 +39,16 @@ function hash(s: string): number {
   return h;
 }
 
+/** What is in use (a Set will do). */
+export interface Taken {
+  has(value: string): boolean;
+}
+
 /**
  * A free ClusterIP for service `key`: not the network or broadcast address, nor .1 (Kubernetes
  * gives it to the `kubernetes` service), nor one in `used`.
  */
-export function allocateClusterIP(key: string, cidr: Cidr4, used: ReadonlySet<string>): string {
+export function allocateClusterIP(key: string, cidr: Cidr4, used: Taken): string {
   const usable = cidr.size - 3;
   const start = hash(key) % usable;
   for (let i = 0; i < usable; i++) {
@@ -54,7 +59,7 @@ export function allocateClusterIP(key: string, cidr: Cidr4, used: ReadonlySet<st
 }
 
 /** A free NodePort ("port/PROTO" keys in `used`) for `key`. */
-export function allocateNodePort(key: string, protocol: string, used: ReadonlySet<string>): number {
+export function allocateNodePort(key: string, protocol: string, used: Taken): number {
   const span = nodePortRange.max - nodePortRange.min + 1;
   const start = hash(key) % span;
   for (let i = 0; i < span; i++) {

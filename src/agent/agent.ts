@@ -337,7 +337,7 @@ export class Agent {
     const ipcache = new Map(output.ipcache.map((e) => [e.prefix, e.identity]));
     for (const [prefix, identity] of ipcache) {
       if (this.writtenIpcache.get(prefix) !== identity) {
-        this.datapath.ipcache.upsert(prefix, identity);
+        this.mapOp('weir_ipcache', 'update', () => this.datapath.ipcache.upsert(prefix, identity));
         upserts++;
       }
     }
@@ -377,8 +377,10 @@ export class Agent {
       if (changed.has(id)) {
         const pm = this.datapath.policy(id);
         for (const e of d.upserts)
-          pm.upsert(toMapKey(e), { deny: e.deny, proxyPort: e.proxyPort, cookie: e.cookie });
-        for (const e of d.deletes) pm.delete(toMapKey(e));
+          this.mapOp('weir_policy', 'update', () =>
+            pm.upsert(toMapKey(e), { deny: e.deny, proxyPort: e.proxyPort, cookie: e.cookie }),
+          );
+        for (const e of d.deletes) this.mapOp('weir_policy', 'delete', () => pm.delete(toMapKey(e)));
       }
       upserts += d.upserts.length;
       deletes += d.deletes.length;
@@ -395,7 +397,7 @@ export class Agent {
     const ipcacheUpserts = upserts;
     for (const prefix of this.writtenIpcache.keys()) {
       if (!ipcache.has(prefix)) {
-        this.datapath.ipcache.delete(prefix);
+        this.mapOp('weir_ipcache', 'delete', () => this.datapath.ipcache.delete(prefix));
         deletes++;
       }
     }
@@ -449,6 +451,18 @@ export class Agent {
     this.saved = now;
   }
 
+  /** One write to a kernel map, counted by map, operation and outcome (a failure is rethrown). */
+  private mapOp<T>(mapName: string, operation: 'update' | 'delete', fn: () => T): T {
+    try {
+      const r = fn();
+      this.metrics.mapOpErrors.inc({ map_name: mapName, operation, outcome: 'success' });
+      return r;
+    } catch (err) {
+      this.metrics.mapOpErrors.inc({ map_name: mapName, operation, outcome: 'fail' });
+      throw err;
+    }
+  }
+
   /**
    * Removes conntrack entries of connections the new policy no longer allows; with `only`, just
    * those of these endpoints (the others' entries and every peer identity are unchanged).
@@ -462,7 +476,7 @@ export class Agent {
       for (const ip of ep.ips) byIP.set(ip, entries);
     }
     const revoke = connectionsToRevoke(this.datapath.ct.list(), byIP, output.ipcache);
-    for (const t of revoke) this.datapath.ct.delete(t);
+    for (const t of revoke) this.mapOp('weir_ct', 'delete', () => this.datapath.ct.delete(t));
     if (revoke.length > 0)
       this.log.info({ connections: revoke.length }, 'revoked connections the policy no longer allows');
   }

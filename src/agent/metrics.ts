@@ -64,7 +64,7 @@ export class AgentMetrics {
   });
   readonly mapOpErrors = new Counter({
     name: 'weir_bpf_map_ops_total',
-    help: 'Failed BPF map operations of the agent, by map and operation',
+    help: 'BPF map writes of the agent, by map, operation and outcome (success or fail)',
     labelNames: ['map_name', 'operation', 'outcome'] as const,
     registers: [this.registry],
   });

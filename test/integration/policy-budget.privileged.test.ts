@@ -147,6 +147,10 @@ describe('policy-map budget and bad policies', () => {
     const metrics = await ok(['agent', 'metrics'], LAB);
     assert.match(metrics, new RegExp(`weir_policy_map_overflow_total\\{endpoint="${ep.id}"\\} [1-9]`));
     assert.match(metrics, /weir_endpoint_state\{endpoint_state="fail-closed"\} 1/);
+    assert.match(
+      metrics,
+      /weir_bpf_map_ops_total\{map_name="weir_policy",operation="update",outcome="success"\} [1-9]/,
+    );
     const drops = JSON.parse(await ok(['bpf', 'metrics', 'list', '-o', 'json'], LAB)) as {
       code?: number;
       reason?: number;

@@ -52,23 +52,8 @@ const hostDummy = 'weir_host';
 const nsNameLabel = 'kubernetes.io/metadata.name';
 const createConcurrency = 4;
 
-export interface PodInfo {
-  namespace: string;
-  name: string;
-  labels: Record<string, string>;
-  ports: PodPort[];
-  node: string;
-  ip: string;
-  ip6?: string;
-  netns: string;
-  /** The host-side veth, in the node netns: where tc programs for this pod attach. */
-  hostIfname: string;
-  hostIfindex: number;
-  cgroupPath: string;
-  /** Annotation weir.dev/workload: "none": the pod has no workload process. */
-  noWorkload?: true;
-  ready: boolean;
-}
+/** A pod as the lab reports it: its state without the workload's bookkeeping, plus readiness. */
+export type PodInfo = Omit<PodState, 'workload' | 'createdAt'> & { ready: boolean };
 
 export interface NodeInfo {
   name: string;

@@ -53,6 +53,7 @@ export interface PodState {
   ip: string;
   ip6?: string;
   netns: string;
+  /** The host-side veth, in the node netns: where tc programs for this pod attach. */
   hostIfname: string;
   hostIfindex: number;
   cgroupPath: string;

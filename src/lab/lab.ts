@@ -4,14 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  podPorts,
-  podRunsWorkload,
-  podTerminating,
-  workloadAnnotation,
-  type Pod,
-  type PodPort,
-} from '../k8s/core.js';
+import { podPorts, podRunsWorkload, podTerminating, workloadAnnotation, type Pod } from '../k8s/core.js';
 import { objectName, type Manifest } from '../k8s/manifest.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { run } from '../shared/exec.js';

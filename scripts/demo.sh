@@ -60,13 +60,15 @@ run bpf metrics list
 
 backend_ip=$($weir get pods -n shop -o json | node -e '
   let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () =>
-    console.log(JSON.parse(s).items.find((p) => p.metadata.name === "backend").status.podIP));')
+    console.log(JSON.parse(s).find((p) => p.name === "backend").ip));')
 cat <<EOT
 
 ${bold}The lab '$WEIR_LAB' is still up. Things to try next:${norm}
   export WEIR_LAB=$WEIR_LAB
   bin/weir lab exec shop/frontend -- curl -s http://$backend_ip:8080/   # an HTTP answer naming the pod
   bin/weir policy trace --from tools/debug --to shop/backend --port 8080/TCP
+  bin/weir observe --last 20                 # the flows above, with the rule that decided each
+  bin/weir ui                                # the same, live, as a service map (http://127.0.0.1:12000/)
   bin/weir bpf ct list                       # connections the datapath tracks
   bin/weir identity list                     # label sets and their numeric identities
   bin/weir delete -f examples/demo/02-policies.yaml   # policies go, connections open again

@@ -115,7 +115,7 @@ static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, const int v6)
 	if (!svc)
 		return SYS_PROCEED;
 	cookie = bpf_get_socket_cookie(ctx);
-	id = lb_select(&key, svc, bpf_get_netns_cookie(ctx), cookie);
+	id = lb_select(&key, svc, bpf_get_netns_cookie(ctx), cookie, 0);
 	b = id ? lb_backend(id) : NULL;
 	if (!b || b->family != key.family) {
 		bpf_set_retval(-ECONNREFUSED);

@@ -112,7 +112,8 @@ struct ct_entry {
 	__u16 tcp_flags_fwd; /* TCP flags seen from the initiator */
 	__u16 tcp_flags_rev; /* TCP flags seen from the responder */
 	__u8 state;          /* CT_STATE_* */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 rev_nat_index; /* translated at tc (lib/lb_nat.h): replies show weir_lb_revnat[i] */
 };
 #define CT_STATE_NEW 1         /* only the initiator has sent packets so far */
 #define CT_STATE_ESTABLISHED 2 /* the responder answered */

@@ -20,7 +20,10 @@
  *     Hits update the entry's counters, TCP flags, state and lifetime (the lifetime lazily: it
  *     may lag the last packet by up to CT_LIFETIME_SLACK_NS, see __ct_account).
  *
- *   ct_create(flow, dir, bytes, now, cookie, src_identity) -> 0 | DROP_CT_CREATE_FAILED
+ *   ct_lookup_entry(...) is ct_lookup that also hands out the entry hit (NULL for NEW/RELATED):
+ *     its rev_nat_index tells a reply of a connection translated at tc (lib/lb_nat.h).
+ *
+ *   ct_create(flow, dir, bytes, now, cookie, src_identity, rev_nat_index) -> 0 | DROP_CT_CREATE_FAILED
  *     Inserts {tuple, dir} after policy allowed the packet. Any TCP packet may open an entry,
  *     not only a SYN (as Cilium: a connection that predates an agent restart or a CT flush keeps
  *     working if policy still allows it); without a SYN it still starts with the SYN timeout and
@@ -152,13 +155,14 @@ static __always_inline int __ct_related(struct flow *f, __u8 dir, __u64 now)
 	return CT_NEW;
 }
 
-static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u64 now,
-				     struct ct_entry **closed)
+static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, __u32 bytes, __u64 now,
+					   struct ct_entry **closed, struct ct_entry **hit)
 {
 	struct ct_key key = f->tuple;
 	struct ct_entry *e;
 
 	*closed = 0;
+	*hit = 0;
 	if (f->icmp_kind == ICMP_KIND_ERROR)
 		return __ct_related(f, dir, now);
 
@@ -169,6 +173,7 @@ static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u6
 			return CT_NEW;
 		if (__ct_account(e, f, 0, bytes, now))
 			*closed = e;
+		*hit = e;
 		return CT_ESTABLISHED;
 	}
 	__ct_reverse(&key, &f->tuple);
@@ -179,13 +184,21 @@ static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u6
 			return CT_NEW;
 		if (__ct_account(e, f, 1, bytes, now))
 			*closed = e;
+		*hit = e;
 		return CT_REPLY;
 	}
 	return CT_NEW;
 }
 
+static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u64 now, struct ct_entry **closed)
+{
+	struct ct_entry *hit;
+
+	return ct_lookup_entry(f, dir, bytes, now, closed, &hit);
+}
+
 static __always_inline int ct_create(const struct flow *f, __u8 dir, __u32 bytes, __u64 now, __u32 cookie,
-				     __u32 src_identity)
+				     __u32 src_identity, __u16 rev_nat_index)
 {
 	struct ct_key key = f->tuple;
 	struct ct_entry e = {
@@ -194,6 +207,7 @@ static __always_inline int ct_create(const struct flow *f, __u8 dir, __u32 bytes
 		.cookie = cookie,
 		.src_identity = src_identity,
 		.tcp_flags_fwd = f->tcp_flags,
+		.rev_nat_index = rev_nat_index,
 	};
 
 	key.flags = dir;

@@ -3,10 +3,13 @@
  *
  *   lb_frontend(key) -> struct lb_service * (slot 0) or NULL
  *     key  frontend address/port/proto/family; the function sets slot 0 and scope EXT
- *   lb_select(key, svc, netns_cookie, sock_cookie) -> backend id, 0 when there is none
+ *   lb_select(key, svc, netns_cookie, sock_cookie, client_addr) -> backend id, 0 when there is none
+ *     At the socket: the client's netns cookie and the socket's cookie, client_addr NULL. At tc
+ *     (lib/lb_nat.h, lib/nodeport.h): netns_cookie 0, sock_cookie a mix of the tuple, client_addr
+ *     the client's address (16 bytes).
  *     Only ACTIVE slots (1..svc->active) are candidates: terminating backends get no new
  *     connections. Order:
- *       SVC_F_AFFINITY  weir_lb_affinity {netns_cookie, rev_nat_index, family}: the remembered
+ *       SVC_F_AFFINITY  weir_lb_affinity {netns_cookie, client_addr, rev_nat_index, family}: the remembered
  *                       backend if it is still an ACTIVE slot of this service and was used less
  *                       than the timeout (slot 0 backend_id, seconds) ago; else pick (below) and
  *                       remember. Two CPUs may pick differently on first contact (as Cilium).
@@ -203,7 +206,7 @@ static __always_inline __u32 __lb_pick(struct lb_key *key, const struct lb_servi
 }
 
 static __always_inline __u32 lb_select(struct lb_key *key, const struct lb_service *svc, __u64 netns_cookie,
-				       __u64 sock_cookie)
+				       __u64 sock_cookie, const __u8 *client_addr)
 {
 	struct lb_affinity_key akey = {};
 	struct lb_affinity_value aval = {}, *prev;
@@ -216,6 +219,8 @@ static __always_inline __u32 lb_select(struct lb_key *key, const struct lb_servi
 		return __lb_pick(key, svc, netns_cookie, sock_cookie);
 
 	akey.client_cookie = netns_cookie;
+	if (client_addr)
+		__builtin_memcpy(akey.client_addr, client_addr, 16);
 	akey.rev_nat_index = svc->rev_nat_index;
 	akey.family = key->family;
 	now = bpf_ktime_get_ns();

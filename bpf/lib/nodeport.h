@@ -6,10 +6,10 @@
  *     A known connection (weir_lb_nat NAT_DIR_FWD entry) is translated as before. A new one
  *     looks the frontend up (SVC_F_NODEPORT, scope EXT), picks an ACTIVE backend (lb_select:
  *     random, or Maglev over a hash of the client's address and port; ClientIP affinity per
- *     client address, in weir_lb_affinity with client_cookie = bit 63 | address) and records both
+ *     client address, weir_lb_affinity's client_addr) and records both
  *     directions in weir_lb_nat. No ACTIVE backend: DROP_NO_SERVICE (never forwarded into
- *     nothing); a TCP segment is answered with an RST (__nodeport_rst4), so the client is refused
- *     at once (Cilium answers with ICMP unreachable; UDP gets nothing here). Translation:
+ *     nothing); a TCP segment is answered with an RST (__nodeport_rst4), a UDP datagram with ICMP
+ *     port unreachable (lib/icmp_reply.h), so the client is refused at once. Translation:
  *       snat (default)  dst -> backend, src -> node IP : a port of NAT_PORT_MIN..MAX (outside
  *                       Linux's ephemeral range, so the node's own sockets never collide)
  *       dsr             dst -> backend only: the backend sees the client
@@ -40,6 +40,7 @@
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/drop_reasons.h"
+#include "lib/icmp_reply.h"
 #include "lib/lb.h"
 #include "lib/parse.h"
 
@@ -47,7 +48,6 @@
 #define NAT_PORT_MIN 61000 /* Linux's ephemeral ports end at 60999 */
 #define NAT_PORT_MAX 65535
 #define NAT_PORT_TRIES 16
-#define NAT_CLIENT_COOKIE (1ULL << 63)
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -204,15 +204,6 @@ static __always_inline int __nat_create4(const struct lb_nat_key *fk, struct lb_
 	return 0;
 }
 
-static __always_inline __u16 __csum_fold(__s64 sum)
-{
-	__u32 s = (__u32)sum;
-
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)~s;
-}
-
 /* Turns a TCP segment to a NodePort without backends into the RST that refuses it, sent back out
  * of the device it came in by (RFC 793 reset generation: seq from its ACK, else ACK of its
  * sequence space). Returns TC_ACT_REDIRECT, or -1 when no RST is due (an RST, IP options). */
@@ -302,15 +293,17 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, const struct flow
 		svc = lb_frontend(&key);
 		if (!svc || !(svc->flags & SVC_F_NODEPORT))
 			return -1;
-		/* The client's address stands in for the netns cookie (ClientIP affinity is per client
-		 * address; bit 63 keeps it apart from real cookies), its port for the socket's. */
-		id = lb_select(&key, svc, NAT_CLIENT_COOKIE | fk.saddr, fk.sport);
+		/* ClientIP affinity is per client address; address and port spread the picks. */
+		id = lb_select(&key, svc, 0, ((__u64)fk.saddr << 16) | fk.sport, f->tuple.saddr);
 		b = id ? lb_backend(id) : 0;
 		if (!b || b->family != 4) {
-			/* The client's segment is dropped (counted); TCP is refused with an RST. */
+			/* The client's packet is dropped (counted) and answered: TCP with an RST, UDP with
+			 * ICMP port unreachable, back out of the device it came in by. */
 			*reason = DROP_NO_SERVICE;
-			if (fk.proto == IPPROTO_TCP && __nodeport_rst4(skb, f) == TC_ACT_REDIRECT)
-				return TC_ACT_REDIRECT;
+			if (fk.proto == IPPROTO_TCP)
+				return __nodeport_rst4(skb, f) == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : TC_ACT_SHOT;
+			if (icmp_unreach_reply(skb, f) == 0)
+				return bpf_redirect(skb->ifindex, 0);
 			return TC_ACT_SHOT;
 		}
 		*reason = __nat_create4(&fk, &fwd, id, b);

@@ -69,6 +69,8 @@ struct flow {
 	__u8 frag_proto; /* header after the IPv4 header / IPv6 Fragment header: same in all fragments */
 	__u8 icmp_kind;  /* ICMP_KIND_* */
 	__u8 tcp_flags;
+	__u16 l4_off; /* where the L4 header starts (from the Ethernet header); 0 for later fragments */
+	__u16 pad;
 };
 
 /* Ports of the L4 header at `off` (TCP/UDP/SCTP start with sport, dport; ICMP echo uses the id). */
@@ -164,6 +166,7 @@ static __always_inline int __parse_l4(struct __sk_buff *skb, struct flow *f, __u
 		return PARSE_OK;
 	if (off > end)
 		return DROP_INVALID;
+	f->l4_off = off;
 
 	switch (f->tuple.nexthdr) {
 	case IPPROTO_TCP: {

@@ -152,17 +152,16 @@ describe('NodePort at weir_from_netdev, snat mode', () => {
     const one = new Set(Array.from({ length: 12 }, (_, i) => dst(CLIENT, 44000 + i)));
     assert.equal(one.size, 1, [...one].join(' '));
     const remembered = h.dp.lb.listAffinity().filter((a) => a.revNatIndex === 5);
-    const addr = Buffer.from(CLIENT.split('.').map(Number)).readUInt32LE(0);
     assert.deepEqual(
-      remembered.map((a) => [a.clientCookie, a.backendId]),
-      [[(1n << 63n) | BigInt(addr), Number([...one][0]?.split('.')[3])]],
+      remembered.map((a) => [a.clientCookie, a.clientAddr, a.backendId]),
+      [[0n, CLIENT, Number([...one][0]?.split('.')[3])]],
     );
     // Clients without affinity to each other spread (random picks; 8 clients all on one: 1/3^7).
     const many = new Set(Array.from({ length: 8 }, (_, i) => dst(`198.51.100.${20 + i}`, 45000)));
     assert.ok(many.size > 1, [...many].join(' '));
   });
 
-  it('no ACTIVE backend: dropped with DROP_NO_SERVICE; TCP is answered with an RST, UDP not', () => {
+  it('no ACTIVE backend: dropped with DROP_NO_SERVICE; TCP is answered with an RST, UDP with ICMP port unreachable', () => {
     const syn = t.fromOutside(
       frame(
         CLIENT,
@@ -200,9 +199,14 @@ describe('NodePort at weir_from_netdev, snat mode', () => {
       { revNatIndex: 6, flags: ServiceFlags.nodePort },
       [],
     );
-    const dgram = t.fromOutside(frame(CLIENT, NODE, udp({ sport: 42000, dport: 30081 })));
-    assert.equal(dgram.retval, TC_ACT_SHOT);
+    const dgram = t.fromOutside(
+      frame(CLIENT, NODE, udp({ sport: 42000, dport: 30081, payload: Buffer.from('a longer datagram') })),
+    );
+    assert.equal(dgram.retval, TC_ACT_REDIRECT, 'sent back out of the device');
     assert.equal(dgram.counted.get(DropReason.NO_SERVICE), 1n);
+    assert.deepEqual([dgram.out.ip?.src, dgram.out.ip?.dst, dgram.out.ip?.proto], [NODE, CLIENT, 1]);
+    assert.deepEqual([dgram.out.l4?.icmpType, dgram.out.l4?.icmpCode], [3, 3], 'port unreachable');
+    checksumsOk(dgram);
   });
 
   it('anything that is no NodePort passes untouched and uncounted', () => {

@@ -156,6 +156,7 @@ function ctCommand(): Command {
           bytesRev: Number(c.bytesRev),
           srcIdentity: c.srcIdentity,
           cookie: c.cookie,
+          revNatIndex: c.revNatIndex,
         }))
         .sort(
           (a, b) =>
@@ -177,6 +178,7 @@ function ctCommand(): Command {
         { header: 'rev bytes', get: (r) => r.bytesRev },
         { header: 'src identity', get: (r) => r.srcIdentity },
         { header: 'cookie', get: (r) => r.cookie },
+        { header: 'rev-nat', get: (r) => r.revNatIndex || '' },
       ]);
     },
   );

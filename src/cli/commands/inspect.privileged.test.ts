@@ -180,7 +180,7 @@ before(async () => {
   pol.upsert({ identity: 2, direction: 'egress', protocol: 6 }, { deny: true, cookie: 3 });
   dp.ensurePolicyMap(12);
 
-  const entry = { cookie: 0, srcIdentity: 0, tcpFlagsFwd: 0, tcpFlagsRev: 0 };
+  const entry = { cookie: 0, srcIdentity: 0, tcpFlagsFwd: 0, tcpFlagsRev: 0, revNatIndex: 0 };
   dp.ct.set(
     {
       family: 4,
@@ -221,6 +221,7 @@ before(async () => {
       bytesRev: 0n,
       lifetimeNs: nowNs - 1_000_000_000n,
       state: CtState.new,
+      revNatIndex: 3,
     },
   );
 
@@ -310,6 +311,7 @@ describe('weir bpf (pinned maps, no agent)', () => {
       'REV BYTES',
       'SRC IDENTITY',
       'COOKIE',
+      'REV-NAT',
     ]);
     assert.equal(rows.length, 3);
     const [tcp, udp] = [rows[1]!, rows[2]!];
@@ -328,6 +330,7 @@ describe('weir bpf (pinned maps, no agent)', () => {
       '0',
       '0',
       '0',
+      '3',
     ]);
     const json = JSON.parse(await ok('bpf', 'ct', 'list', '-o', 'json'));
     assert.equal(json.length, 2);
@@ -350,6 +353,7 @@ describe('weir bpf (pinned maps, no agent)', () => {
         bytesRev: 120,
         srcIdentity: 257,
         cookie: 7,
+        revNatIndex: 0,
       },
     );
     assert.ok(json[0].expiresInSeconds > 3500 && json[0].expiresInSeconds <= 3600);

@@ -33,6 +33,8 @@ export interface CtConnection extends CtTuple {
   srcIdentity: number;
   tcpFlagsFwd: number;
   tcpFlagsRev: number;
+  /** Non-zero: a service connection translated at tc; replies show this frontend (weir_lb_revnat). */
+  revNatIndex: number;
 }
 
 const STATE_NAMES: Record<number, CtConnection['state']> = {
@@ -102,6 +104,7 @@ function connectionOf(k: CtRawKey, v: CtRawEntry, nowNs: bigint): CtConnection {
     srcIdentity: v.srcIdentity,
     tcpFlagsFwd: v.tcpFlagsFwd,
     tcpFlagsRev: v.tcpFlagsRev,
+    revNatIndex: v.revNatIndex,
   };
 }
 

@@ -23,7 +23,9 @@ export const CtEntry = cstruct('ct_entry', {
   tcpFlagsFwd: u16(),
   tcpFlagsRev: u16(),
   state: u8(),
-  pad: pad(3),
+  pad: pad(1),
+  /** Non-zero: a service connection translated at tc; replies show this frontend. */
+  revNatIndex: u16(),
 });
 
 /** CT_F_*: whose policy created the entry. */

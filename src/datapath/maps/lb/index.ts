@@ -62,8 +62,10 @@ export interface ServiceEntry {
 }
 
 export interface AffinityEntry {
-  /** The client's network namespace cookie (socket LB). */
+  /** The client's network namespace cookie (socket LB); 0 at tc. */
   clientCookie: bigint;
+  /** The client's address (tc: NodePort, service traffic no socket hook translated); '' at the socket. */
+  clientAddr: string;
   revNatIndex: number;
   family: Family;
   backendId: number;
@@ -315,6 +317,7 @@ export class LbMaps {
   listAffinity(): AffinityEntry[] {
     return this.affinity.lookupBatch().map(([k, v]) => ({
       clientCookie: k.clientCookie,
+      clientAddr: k.clientAddr.every((b) => b === 0) ? '' : addrText(k.clientAddr, k.family),
       revNatIndex: k.revNatIndex,
       family: k.family as Family,
       backendId: v.backendId,

@@ -17,8 +17,11 @@
  *   TCP close (FIN both ways, RST)     EVENT_TRACE/TRACE_CLOSE with the entry's counters
  * Established, reply and related packets emit nothing else. EVENT_F_REPLY marks replies,
  * EVENT_F_RELATED ICMP errors. Events never change a verdict. East-west service load balancing
- * is done at the socket (sock.c); north-south NodePort by weir_from_netdev (below, lib/nodeport.h),
- * whose replies weir_from_container translates back once conntrack has seen them.
+ * is done at the socket (sock.c); what no socket hook translated is translated by
+ * weir_from_container before conntrack (lib/lb_nat.h: DNAT, the reply's reverse NAT in
+ * weir_to_container through the conntrack entry's rev_nat_index; no backend: ICMP unreachable).
+ * North-south NodePort by weir_from_netdev (below, lib/nodeport.h), whose replies
+ * weir_from_container translates back once conntrack has seen them.
  *
  *   weir_from_netdev     tc ingress of the node's external-facing devices: NodePort packets are
  *                        translated and redirected; anything else passes to the node's stack
@@ -38,6 +41,8 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/events.h"
+#include "lib/icmp_reply.h"
+#include "lib/lb_nat.h"
 #include "lib/nodeport.h"
 
 /* Identities of the packet's sender and receiver: the endpoint's own for its side, the ipcache's
@@ -58,9 +63,10 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = dir };
 	struct policy_entry verdict = {};
 	struct policy_key key = {};
-	struct ct_entry *closed;
+	struct ct_entry *closed, *hit;
 	struct endpoint_info *ep;
-	int ret;
+	int ret, ct;
+	__u16 rev_nat = 0;
 	struct flow f = {};
 	__u32 bytes = skb->len;
 	__u32 remote = IDENTITY_UNKNOWN, ep_id, ep_identity = IDENTITY_UNKNOWN;
@@ -88,7 +94,21 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		goto drop;
 
 	now = bpf_ktime_get_ns();
-	switch (ct_lookup(&f, dir, bytes, now, &closed)) {
+	ct = ct_lookup_entry(&f, dir, bytes, now, &closed, &hit);
+	/* A service frontend the socket hooks did not translate: translated here (lib/lb_nat.h), and
+	 * everything below sees the pod -> backend flow. */
+	if (ct == CT_NEW && dir == DIR_EGRESS && f.icmp_kind != ICMP_KIND_ERROR) {
+		switch (lb_nat_egress(skb, &f, &rev_nat, &reason)) {
+		case LB_NAT_DONE:
+			ct = ct_lookup_entry(&f, dir, bytes, now, &closed, &hit);
+			break;
+		case LB_NAT_DROP:
+			goto no_service;
+		default:
+			break;
+		}
+	}
+	switch (ct) {
 	case CT_REPLY:
 		m.flags |= EVENT_F_REPLY;
 		/* fall through */
@@ -99,6 +119,9 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 			__event_identities(&m, ep_identity, __remote_identity(&f, dir));
 			send_trace(&m, &f, TRACE_CLOSE, closed);
 		}
+		/* A reply of a connection translated at tc shows the frontend again. */
+		if (dir == DIR_INGRESS && (m.flags & EVENT_F_REPLY) && hit && hit->rev_nat_index)
+			lb_nat_reply(skb, &f, hit->rev_nat_index);
 		/* A NodePort reply leaves translated back (lib/nodeport.h). */
 		if (dir == DIR_EGRESS && (m.flags & EVENT_F_REPLY)) {
 			ret = nodeport_rev4(skb, &f);
@@ -140,7 +163,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	send_policy_verdict(&m, &f);
 	if (reason)
 		goto drop_event;
-	reason = ct_create(&f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote);
+	reason = ct_create(&f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote, rev_nat);
 	if (reason)
 		goto drop;
 	send_trace(&m, &f, TRACE_OPEN, 0);
@@ -157,6 +180,16 @@ drop_event:
 	m.reason = reason;
 	send_drop_event(&m, &f);
 	metrics_count(reason, dir, bytes);
+	return TC_ACT_SHOT;
+no_service:
+	/* Refused at once: a service without backends answers with ICMP port unreachable, which goes
+	 * straight to the pod's side of the veth (bpf_redirect_peer: this is tc ingress). */
+	__event_identities(&m, ep_identity, __remote_identity(&f, dir));
+	m.reason = reason;
+	send_drop_event(&m, &f);
+	metrics_count(reason, dir, bytes);
+	if (reason == DROP_NO_SERVICE && icmp_unreach_reply(skb, &f) == 0)
+		return bpf_redirect_peer(skb->ifindex, 0);
 	return TC_ACT_SHOT;
 }
 

@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
+import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir } from '../support/cli.js';
 
 const LAB = 't-svc';
@@ -69,7 +70,7 @@ kind: Service
 metadata: { name: empty, namespace: svc }
 spec:
   selector: { app: nothing }
-  ports: [{ port: 80, targetPort: 8080 }]
+  ports: [{ name: http, port: 80, targetPort: 8080 }, { name: dns, port: 53, protocol: UDP }]
 `;
 
 const nodePort = `
@@ -133,12 +134,13 @@ const net = require('net'), dgram = require('dgram');
 const one = () => new Promise((res) => {
   const t0 = Date.now();
   const done = (r) => res({ ...r, ms: Date.now() - t0 });
-  if (mode === 'udp') {
-    const s = dgram.createSocket('udp4');
+  if (mode === 'udp' || mode === 'udpc') {
+    const s = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4');
     const timer = setTimeout(() => { s.close(); done({ error: 'timeout' }); }, +timeout);
     s.on('message', (m, r) => { clearTimeout(timer); s.close(); done({ peer: r.address + ':' + r.port, body: String(m) }); });
     s.on('error', (e) => { clearTimeout(timer); s.close(); done({ error: e.code }); });
-    s.send('hello', +port, ip);
+    if (mode === 'udpc') s.connect(+port, ip, () => s.send('hello'));
+    else s.send('hello', +port, ip);
     return;
   }
   const s = net.connect({ host: ip, port: +port });
@@ -159,32 +161,30 @@ interface Try {
   ms: number;
 }
 
+/**
+ * Runs the client in pod `from`: `via: 'socket'` as the pod's own process (`weir lab exec`: its
+ * cgroup, so the socket LB hooks translate); `via: 'tc'` in the pod's network namespace only, from
+ * this test's cgroup, where no socket hook runs: the pod's tc program translates.
+ */
 async function connect(
   from: string,
-  proto: 'tcp' | 'udp',
+  proto: 'tcp' | 'udp' | 'udpc',
   ip: string,
   port: number,
   n: number,
   timeoutMs = 1000,
+  via: 'socket' | 'tc' = 'socket',
 ) {
-  const out = await ok(
-    [
-      'lab',
-      'exec',
-      from,
-      '--',
-      process.execPath,
-      '-e',
-      client,
-      proto,
-      ip,
-      String(port),
-      String(n),
-      String(timeoutMs),
-    ],
-    LAB,
-    n * timeoutMs + 30_000,
-  );
+  const argv = [process.execPath, '-e', client, proto, ip, String(port), String(n), String(timeoutMs)];
+  const budget = n * timeoutMs + 30_000;
+  const out =
+    via === 'socket'
+      ? await ok(['lab', 'exec', from, '--', ...argv], LAB, budget)
+      : (
+          await run(['ip', 'netns', 'exec', (await (await Lab.open(LAB)).pod(from)).netns, ...argv], {
+            timeoutMs: budget,
+          })
+        ).stdout;
   return out
     .trim()
     .split('\n')
@@ -368,6 +368,43 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     const [t] = await connect('svc/client', 'tcp', await ipOf('empty'), 80, 1, 3000);
     assert.ok(t?.error === 'ECONNREFUSED' || t?.error === 'EHOSTUNREACH', JSON.stringify(t));
     assert.ok((t?.ms ?? 9999) < 500, `refused after ${t?.ms} ms`);
+  });
+
+  it('translates at tc what no socket hook saw: TCP and UDP, the ClusterIP as peer, refusal', async () => {
+    const ip = await ipOf('web');
+    const tries = await connect('svc/client', 'tcp', ip, 80, 12, 1000, 'tc');
+    assert.ok(
+      tries.every((t) => !t.error && t.peer === `${ip}:80`),
+      JSON.stringify(tries),
+    );
+    // Random picks: 12 connections all on one of two backends is 2^-11.
+    assert.deepEqual([...bodies(tries)].sort(), ['svc/web-a', 'svc/web-b']);
+    const ct = JSON.parse(await ok(['bpf', 'ct', 'list', '-o', 'json'], LAB)) as {
+      dst: string;
+      dport: number;
+      direction: string;
+      revNatIndex: number;
+    }[];
+    assert.ok(
+      ct.some((c) => c.direction === 'egress' && c.dport === 8080 && c.revNatIndex > 0),
+      'conntrack holds the translated flow with its rev-NAT index',
+    );
+    for (const mode of ['udp', 'udpc'] as const) {
+      const dgrams = await connect('svc/client', mode, ip, 53, 3, 1000, 'tc');
+      assert.ok(
+        dgrams.every((t) => t.peer === `${ip}:53` && t.body === 'hello'),
+        JSON.stringify(dgrams),
+      );
+    }
+    const empty = await ipOf('empty');
+    for (const [mode, port] of [
+      ['tcp', 80],
+      ['udpc', 53],
+    ] as const) {
+      const [t] = await connect('svc/client', mode, empty, port, 1, 3000, 'tc');
+      assert.equal(t?.error, 'ECONNREFUSED', `${mode}: ${JSON.stringify(t)}`);
+      assert.ok((t?.ms ?? 9999) < 500, `${mode}: refused after ${t?.ms} ms`);
+    }
   });
 
   it('serves a NodePort on the node IP through the socket hook, and hand-made EndpointSlices', async () => {

@@ -2,7 +2,8 @@
 // node by a veth) connects over real TCP and UDP to <node IP>:<nodePort>; weir_from_netdev on the
 // node's side of that veth load-balances to a pod. In snat mode (default) the backend sees the node
 // as its peer, in dsr mode (agent --lb-mode dsr) the external; either way the external sees the
-// node IP:nodePort answer. Without a backend the packets are dropped: TCP is refused with an RST.
+// node IP:nodePort answer. Without a backend the packets are dropped and refused: TCP with an RST,
+// UDP with ICMP port unreachable.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -85,7 +86,8 @@ u.bind(9091, () => t.listening ? console.log('ready') : t.on('listening', () => 
 
 /**
  * Runs in the external: `tcp ip port n timeoutMs` makes n connections (HTTP GET, prints all it
- * receives); `udp ...` sends n datagrams from fresh sockets and prints the answer and its sender.
+ * receives); `udp ...` sends n datagrams from fresh sockets and prints the answer and its sender;
+ * `udpc` the same from connected sockets, which learn of ICMP errors (ECONNREFUSED).
  */
 const client = `
 const [mode, ip, port, n, timeout] = process.argv.slice(1);
@@ -93,11 +95,13 @@ const net = require('net'), dgram = require('dgram');
 const one = () => new Promise((res) => {
   const t0 = Date.now();
   const done = (r) => res({ ...r, ms: Date.now() - t0 });
-  if (mode === 'udp') {
+  if (mode === 'udp' || mode === 'udpc') {
     const s = dgram.createSocket('udp4');
     const timer = setTimeout(() => { s.close(); done({ error: 'timeout' }); }, +timeout);
     s.on('message', (m, r) => { clearTimeout(timer); s.close(); done({ from: r.address + ':' + r.port, body: String(m).trim() }); });
-    s.send('hello', +port, ip);
+    s.on('error', (e) => { clearTimeout(timer); s.close(); done({ error: e.code }); });
+    if (mode === 'udpc') s.connect(+port, ip, () => s.send('hello'));
+    else s.send('hello', +port, ip);
     return;
   }
   const s = net.connect({ host: ip, port: +port });
@@ -118,7 +122,7 @@ interface Try {
   ms: number;
 }
 
-async function connect(proto: 'tcp' | 'udp', ip: string, port: number, n: number, timeoutMs = 2000) {
+async function connect(proto: 'tcp' | 'udp' | 'udpc', ip: string, port: number, n: number, timeoutMs = 2000) {
   const args = [process.execPath, '-e', client, proto, ip, String(port), String(n), String(timeoutMs)];
   const out = await ok(['lab', 'exec', 'ext:client', '--', ...args], LAB, n * timeoutMs + 30_000);
   return out
@@ -189,7 +193,7 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
     }
   });
 
-  it('no backend: TCP is refused at once (RST from the datapath), UDP gets no answer', async () => {
+  it('no backend: refused at once, TCP with an RST, UDP with ICMP port unreachable', async () => {
     const noService = async () => {
       const rows = JSON.parse(await ok(['bpf', 'metrics', 'list', '-o', 'json'], LAB)) as {
         name: string;
@@ -201,8 +205,9 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
     const [t] = await connect('tcp', nodeIP, 30099, 1, 3000);
     assert.equal(t?.error, 'ECONNREFUSED', JSON.stringify(t));
     assert.ok((t?.ms ?? Infinity) < 1000, `refused after ${t?.ms} ms`);
-    const [u] = await connect('udp', nodeIP, 30099, 1, 1000);
-    assert.equal(u?.error, 'timeout', JSON.stringify(u));
+    const [u] = await connect('udpc', nodeIP, 30099, 1, 3000);
+    assert.equal(u?.error, 'ECONNREFUSED', JSON.stringify(u));
+    assert.ok((u?.ms ?? Infinity) < 1000, `refused after ${u?.ms} ms`);
     assert.equal((await noService()) - before, 2, 'the SYN and the datagram counted as NO_SERVICE drops');
   });
 

@@ -9,18 +9,22 @@ import { podReady, type LabState, type NodeState } from '../lab/index.js';
 import {
   allocateClusterIP,
   allocateNodePort,
+  clusterFamilies,
+  defaultServiceCIDRv6,
   type Taken,
   inCIDR,
   parseServiceCIDR,
-  type Cidr4,
+  type ServiceCidr,
 } from '../service/allocate.js';
 import {
   isServiceKind,
   validateEndpointSlice,
   validateService,
   type EndpointSlice,
+  type IPFamily,
   type Service,
 } from '../service/api/index.js';
+import { hostPort, ipFamilyOf } from '../service/ip.js';
 import { maglevSeed } from '../service/maglev.js';
 import {
   computeLb,
@@ -39,6 +43,8 @@ export interface LbSettings {
   maglevTableSize: number;
   maglevSeed: string;
   serviceCIDR: string;
+  /** Where IPv6 ClusterIPs are allocated; '' = none (IPv4-only cluster). Absent: the default. */
+  serviceCIDRv6?: string;
 }
 
 export interface LbWriteStats {
@@ -59,7 +65,9 @@ const entryName = (e: ServiceEntry) =>
   });
 
 export class ServiceLb {
-  readonly cidr: Cidr4;
+  readonly cidr: ServiceCidr;
+  /** Undefined: the cluster has no IPv6 service CIDR (IPv6 services are refused or degraded). */
+  readonly cidr6: ServiceCidr | undefined;
   readonly seed: number;
   /** What the maps hold, as written or read back: frontend name -> entry; backend id -> backend. */
   private services = new Map<string, ServiceEntry>();
@@ -75,6 +83,8 @@ export class ServiceLb {
     readonly log: Pino,
   ) {
     this.cidr = parseServiceCIDR(settings.serviceCIDR);
+    const v6 = settings.serviceCIDRv6 ?? defaultServiceCIDRv6;
+    this.cidr6 = v6 ? parseServiceCIDR(v6, 'IPv6') : undefined;
     this.seed = maglevSeed(settings.maglevSeed);
     this.readBack();
   }
@@ -106,8 +116,9 @@ export class ServiceLb {
   }
 
   /**
-   * An allocator for one request: fills what the API server would allocate — spec.clusterIP (unless
-   * headless) and the nodePorts of a NodePort service — keeping those the stored copy already has.
+   * An allocator for one request: fills what the API server would allocate — spec.clusterIPs (one
+   * per family, unless headless) with spec.clusterIP, ipFamilies and ipFamilyPolicy, and the
+   * nodePorts of a NodePort service — keeping those the stored copy already has.
    * The addresses and ports in use are indexed once, and each allocation updates the index, so a
    * request of N services costs O(N), and addresses given out earlier in it count as taken.
    */
@@ -117,13 +128,13 @@ export class ServiceLb {
     const portOwner = new Map<string, string>();
     const add = (key: string, svc: Service) => {
       services.set(key, svc);
-      if (svc.clusterIP && svc.clusterIP !== 'None') ipOwner.set(svc.clusterIP, key);
+      for (const ip of svc.clusterIPs) if (ip !== 'None') ipOwner.set(ip, key);
       for (const p of svc.ports) if (p.nodePort) portOwner.set(`${p.nodePort}/${p.protocol}`, key);
     };
     const remove = (key: string) => {
       const svc = services.get(key);
       if (!svc) return;
-      if (svc.clusterIP && ipOwner.get(svc.clusterIP) === key) ipOwner.delete(svc.clusterIP);
+      for (const ip of svc.clusterIPs) if (ipOwner.get(ip) === key) ipOwner.delete(ip);
       for (const p of svc.ports) {
         const k = `${p.nodePort}/${p.protocol}`;
         if (p.nodePort && portOwner.get(k) === key) portOwner.delete(k);
@@ -144,37 +155,53 @@ export class ServiceLb {
       const loc = { file: o.file ?? '(request)', object: `Service ${svc.namespace}/${svc.name}` };
       const old = services.get(key);
       const usedIPs = othersOf(ipOwner, key);
-      let clusterIP = svc.clusterIP;
-      if (clusterIP && clusterIP !== 'None') {
-        if (!inCIDR(clusterIP, this.cidr))
-          throw new WeirError(
-            'ERR_SERVICE_CLUSTERIP_RANGE',
-            `${clusterIP} is not in the service CIDR ${this.cidr.text}`,
-            {
-              location: { ...loc, field: 'spec.clusterIP' },
-            },
-          );
-        if (usedIPs.has(clusterIP))
-          throw new WeirError(
-            'ERR_SERVICE_CLUSTERIP_TAKEN',
-            `${clusterIP} is already allocated to another service`,
-            {
-              location: { ...loc, field: 'spec.clusterIP' },
-            },
-          );
-      }
-      if (!clusterIP)
-        clusterIP =
-          old?.clusterIP && old.clusterIP !== 'None'
-            ? old.clusterIP
-            : allocateClusterIP(key, this.cidr, usedIPs);
+      const families = clusterFamilies(svc, this.cidr6 !== undefined, loc);
+      const clusterIPs =
+        svc.clusterIPs[0] === 'None'
+          ? ['None']
+          : families.map((family) => {
+              const cidr = (family === 'IPv4' ? this.cidr : this.cidr6) as ServiceCidr;
+              const i = svc.clusterIPs.findIndex((ip) => ipFamilyOf(ip) === family);
+              const given = svc.clusterIPs[i];
+              if (given) {
+                const field = i === 0 ? 'spec.clusterIP' : `spec.clusterIPs[${i}]`;
+                if (!inCIDR(given, cidr))
+                  throw new WeirError(
+                    'ERR_SERVICE_CLUSTERIP_RANGE',
+                    `${given} is not in the service CIDR ${cidr.text}`,
+                    { location: { ...loc, field } },
+                  );
+                if (usedIPs.has(given))
+                  throw new WeirError(
+                    'ERR_SERVICE_CLUSTERIP_TAKEN',
+                    `${given} is already allocated to another service`,
+                    { location: { ...loc, field } },
+                  );
+                return given;
+              }
+              const kept = old?.clusterIPs.find(
+                (ip) => ipFamilyOf(ip) === family && inCIDR(ip, cidr) && !usedIPs.has(ip),
+              );
+              return kept ?? allocateClusterIP(key, cidr, usedIPs);
+            });
       const usedPorts = othersOf(portOwner, key);
       const given = new Set<string>();
       const taken: Taken = { has: (k: string) => usedPorts.has(k) || given.has(k) };
       const raw = structuredClone(o.object) as {
-        spec: { clusterIP?: string; ports?: { nodePort?: number }[] };
+        spec: {
+          clusterIP?: string;
+          clusterIPs?: string[];
+          ipFamilies?: IPFamily[];
+          ipFamilyPolicy?: string;
+          ports?: { nodePort?: number }[];
+        };
       };
-      raw.spec.clusterIP = clusterIP;
+      Object.assign(raw.spec, {
+        clusterIP: clusterIPs[0],
+        clusterIPs,
+        ipFamilies: families,
+        ipFamilyPolicy: svc.ipFamilyPolicy,
+      });
       svc.ports.forEach((p, i) => {
         if (svc.type !== 'NodePort') return;
         const field = `spec.ports[${i}].nodePort`;
@@ -218,6 +245,7 @@ export class ServiceLb {
       name: p.name,
       labels: p.labels,
       ip: p.ip,
+      ...(p.ip6 ? { ip6: p.ip6 } : {}),
       ports: p.ports,
       node: p.node,
       ready: podReady(p),
@@ -255,7 +283,7 @@ export class ServiceLb {
           fes.flatMap((f) =>
             f.backends.slice(0, f.active).map((id) => {
               const b = out?.backends.get(id);
-              return b ? `${b.address}:${b.port}` : String(id);
+              return b ? hostPort(b.address, b.port) : String(id);
             }),
           ),
         );
@@ -270,6 +298,9 @@ export class ServiceLb {
           name: s.name,
           type: s.type,
           clusterIP: s.clusterIP ?? '<pending>',
+          clusterIPs: s.clusterIPs,
+          ipFamilies: s.ipFamilies,
+          ipFamilyPolicy: s.ipFamilyPolicy,
           ports: s.ports.map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol}`),
           ...(s.selector ? { selector: s.selector } : {}),
           sessionAffinity: s.sessionAffinity,
@@ -407,7 +438,12 @@ export interface ServiceSummary {
   namespace: string;
   name: string;
   type: string;
+  /** kubectl's CLUSTER-IP: the primary (first) address. */
   clusterIP: string;
+  /** One per family, primary first (['None'] when headless). */
+  clusterIPs: string[];
+  ipFamilies: string[];
+  ipFamilyPolicy: string;
   /** "80/TCP" or "80:30080/TCP" (NodePort), kubectl's PORT(S). */
   ports: string[];
   selector?: Record<string, string>;

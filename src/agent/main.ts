@@ -33,6 +33,8 @@ export interface AgentOptions {
   maglevTableSize?: number;
   maglevSeed?: string;
   serviceCIDR?: string;
+  /** '' = no IPv6 service CIDR. */
+  serviceCIDRv6?: string;
   /** NodePort forwarding mode (snat, dsr). Absent: as stored. */
   lbMode?: LbMode;
 }
@@ -52,6 +54,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     maglevTableSize: opts.maglevTableSize,
     maglevSeed: opts.maglevSeed,
     serviceCIDR: opts.serviceCIDR,
+    serviceCIDRv6: opts.serviceCIDRv6,
     lbMode: opts.lbMode,
   });
   // Refuse bad settings before anything starts.
@@ -59,6 +62,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   checkMaglevSize(settings.maglevTableSize);
   maglevSeed(settings.maglevSeed);
   parseServiceCIDR(settings.serviceCIDR);
+  if (settings.serviceCIDRv6) parseServiceCIDR(settings.serviceCIDRv6, 'IPv6');
   store.save();
 
   let datapath: Datapath | undefined;

@@ -33,6 +33,8 @@ export interface AgentSettings {
   maglevSeed: string;
   /** Where ClusterIPs are allocated from. */
   serviceCIDR: string;
+  /** Where IPv6 ClusterIPs are allocated from; '' = none (an IPv4-only cluster). */
+  serviceCIDRv6: string;
   /** NodePort from outside: the backend sees the node (snat) or the client (dsr); --lb-mode. */
   lbMode: LbMode;
 }
@@ -45,6 +47,7 @@ export const defaultSettings: AgentSettings = {
   maglevTableSize: 16381,
   maglevSeed: 'JLfvgnHc2kaSUFaI',
   serviceCIDR: '10.96.0.0/16',
+  serviceCIDRv6: 'fd00:10:96::/112',
   lbMode: 'snat',
 };
 

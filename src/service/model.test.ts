@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Service } from './api/types.js';
-import { allocateClusterIP, assignIds, parseServiceCIDR } from './allocate.js';
+import { allocateClusterIP, assignIds, clusterFamilies, parseServiceCIDR } from './allocate.js';
 import { maglevSeed, defaultMaglevSeed } from './maglev.js';
 import {
   computeLb,
+  deriveSlices,
   serviceEntries,
   SVC_F_AFFINITY,
   SVC_F_LOCAL,
@@ -28,6 +29,9 @@ const web: Service = {
   name: 'web',
   type: 'ClusterIP',
   clusterIP: '10.96.0.10',
+  clusterIPs: ['10.96.0.10'],
+  ipFamilies: ['IPv4'],
+  ipFamilyPolicy: 'SingleStack',
   ports: [
     { name: 'http', protocol: 'TCP', port: 80, targetPort: 'web' },
     { name: 'dns', protocol: 'UDP', port: 53, targetPort: 5353 },
@@ -131,7 +135,10 @@ describe('service model', () => {
   });
 
   it('headless services get no frontend; NodePort gets one on the node IP', () => {
-    assert.deepEqual(computeLb(input({ services: [{ ...web, clusterIP: 'None' }] })).frontends, []);
+    assert.deepEqual(
+      computeLb(input({ services: [{ ...web, clusterIP: 'None', clusterIPs: ['None'] }] })).frontends,
+      [],
+    );
     const np = computeLb(
       input({
         services: [
@@ -241,15 +248,188 @@ describe('service model', () => {
   });
 });
 
+describe('dual-stack services', () => {
+  const dual: Service = {
+    ...web,
+    clusterIP: '10.96.0.10',
+    clusterIPs: ['10.96.0.10', 'fd00:10:96::a'],
+    ipFamilies: ['IPv4', 'IPv6'],
+    ipFamilyPolicy: 'PreferDualStack',
+  };
+  const pods6 = [
+    pod('a', '10.0.1.2', { ip6: 'fd00:10:244::2' }),
+    pod('b', '10.0.1.3', { ip6: 'fd00:10:244::3' }),
+    pod('v4only', '10.0.1.4'),
+  ];
+  const backendsOf = (out: ReturnType<typeof computeLb>, fe: string) =>
+    out.frontends
+      .find((f) => `${f.address}:${f.port}/${f.protocol}` === fe)
+      ?.backends.map((id) => out.backends.get(id)?.name);
+
+  it('gives each clusterIP family its own frontends, with backends of that family only', () => {
+    const out = computeLb(input({ services: [dual], pods: pods6 }));
+    assert.deepEqual(out.frontends.map((f) => `${f.type} ${f.address} ${f.port}/${f.protocol}`).sort(), [
+      'ClusterIP 10.96.0.10 53/UDP',
+      'ClusterIP 10.96.0.10 80/TCP',
+      'ClusterIP fd00:10:96::a 53/UDP',
+      'ClusterIP fd00:10:96::a 80/TCP',
+    ]);
+    assert.deepEqual(backendsOf(out, '10.96.0.10:80/TCP'), [
+      '10.0.1.2:8080/TCP',
+      '10.0.1.3:8080/TCP',
+      '10.0.1.4:8080/TCP',
+    ]);
+    assert.deepEqual(backendsOf(out, 'fd00:10:96::a:80/TCP'), [
+      '[fd00:10:244::2]:8080/TCP',
+      '[fd00:10:244::3]:8080/TCP',
+    ]);
+    assert.deepEqual(backendsOf(out, 'fd00:10:96::a:53/UDP'), [
+      '[fd00:10:244::2]:5353/UDP',
+      '[fd00:10:244::3]:5353/UDP',
+    ]);
+    // Stable ids keyed by Cilium's [v6]:port notation; every rev-NAT index is distinct.
+    assert.ok('[fd00:10:96::a]:80/TCP' in out.ids.revNat);
+    assert.equal(new Set(out.frontends.map((f) => f.revNatIndex)).size, 4);
+  });
+
+  it('derives one EndpointSlice per family (addressType IPv4 / IPv6, pod.ip6)', () => {
+    const slices = deriveSlices(dual, pods6);
+    assert.deepEqual(
+      slices.map((s) => [s.name, s.addressType, s.endpoints.map((e) => e.addresses[0])]),
+      [
+        ['web-weir', 'IPv4', ['10.0.1.2', '10.0.1.3', '10.0.1.4']],
+        ['web-weir-v6', 'IPv6', ['fd00:10:244::2', 'fd00:10:244::3']],
+      ],
+    );
+    const v6only: Service = { ...dual, clusterIPs: ['fd00:10:96::a'], ipFamilies: ['IPv6'] };
+    assert.deepEqual(
+      deriveSlices(v6only, pods6).map((s) => s.addressType),
+      ['IPv6'],
+    );
+    // Not yet allocated and no families: IPv4, as before dual-stack.
+    const legacy: Service = { ...web, clusterIPs: [], ipFamilies: [] };
+    assert.deepEqual(
+      deriveSlices(legacy, pods6).map((s) => s.addressType),
+      ['IPv4'],
+    );
+  });
+
+  it('takes IPv6 backends from a hand-applied IPv6 EndpointSlice, for the IPv6 frontend only', () => {
+    const out = computeLb(
+      input({
+        services: [{ ...dual, selector: undefined as never, ports: [web.ports[0] as Service['ports'][0]] }],
+        pods: [],
+        slices: [
+          {
+            namespace: 'x',
+            name: 'web-v6',
+            serviceName: 'web',
+            addressType: 'IPv6',
+            ports: [{ name: 'http', protocol: 'TCP', port: 8080 }],
+            endpoints: [
+              { addresses: ['fd00::5'], conditions: { ready: true, serving: true, terminating: false } },
+            ],
+          },
+        ],
+      }),
+    );
+    assert.deepEqual(backendsOf(out, 'fd00:10:96::a:80/TCP'), ['[fd00::5]:8080/TCP']);
+    assert.deepEqual(backendsOf(out, '10.96.0.10:80/TCP'), []);
+  });
+
+  it('keeps NodePort on the IPv4 node address with IPv4 backends', () => {
+    const np: Service = {
+      ...dual,
+      type: 'NodePort',
+      ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }],
+    };
+    const out = computeLb(input({ services: [np], pods: pods6 }));
+    const nodePorts = out.frontends.filter((f) => f.type === 'NodePort');
+    assert.deepEqual(
+      nodePorts.map((f) => `${f.address}:${f.port}`),
+      ['10.0.1.1:30080'],
+    );
+    assert.deepEqual(backendsOf(out, '10.0.1.1:30080/TCP'), [
+      '10.0.1.2:8080/TCP',
+      '10.0.1.3:8080/TCP',
+      '10.0.1.4:8080/TCP',
+    ]);
+  });
+});
+
 describe('allocation', () => {
   it('gives stable, free ClusterIPs inside the CIDR', () => {
     const cidr = parseServiceCIDR('10.96.0.0/16');
     const a = allocateClusterIP('x/web', cidr, new Set());
-    assert.match(a, /^10\.96\./);
+    // The address weir gave before dual-stack: existing services keep theirs.
+    assert.equal(a, '10.96.185.39');
     assert.equal(allocateClusterIP('x/web', cidr, new Set()), a);
     assert.notEqual(allocateClusterIP('x/web', cidr, new Set([a])), a);
     const tiny = parseServiceCIDR('10.96.0.0/30');
     assert.equal(allocateClusterIP('x/web', tiny, new Set()), '10.96.0.2');
+  });
+
+  it('allocates IPv6 ClusterIPs the same way, in canonical text', () => {
+    const cidr = parseServiceCIDR('fd00:10:96:0::/112', 'IPv6');
+    assert.equal(cidr.text, 'fd00:10:96::/112');
+    const a = allocateClusterIP('x/web', cidr, new Set());
+    assert.match(a, /^fd00:10:96::[0-9a-f]{1,4}$/);
+    assert.equal(allocateClusterIP('x/web', cidr, new Set()), a);
+    const b = allocateClusterIP('x/web', cidr, new Set([a]));
+    assert.notEqual(b, a);
+    assert.match(b, /^fd00:10:96::/);
+    // /126: the anycast (::0) and ::1 are never given; ::2 and ::3 are.
+    const tiny = parseServiceCIDR('fd00:10:96::/126', 'IPv6');
+    const got = new Set<string>();
+    for (let i = 0; i < 2; i++) got.add(allocateClusterIP('x/web', tiny, got));
+    assert.deepEqual([...got].sort(), ['fd00:10:96::2', 'fd00:10:96::3']);
+    assert.throws(() => allocateClusterIP('x/web', tiny, got), { code: 'ERR_SERVICE_CIDR_EXHAUSTED' });
+  });
+
+  it('refuses service CIDRs of the wrong family or size, naming the option', () => {
+    assert.throws(
+      () => parseServiceCIDR('fd00::/64', 'IPv6'),
+      (e: { code: string; location: object }) => {
+        assert.equal(e.code, 'ERR_SERVICE_CIDR');
+        assert.deepEqual(e.location, { field: '--service-cidr-v6' });
+        return true;
+      },
+    );
+    assert.throws(() => parseServiceCIDR('10.96.0.0/16', 'IPv6'), { code: 'ERR_SERVICE_CIDR' });
+    assert.throws(() => parseServiceCIDR('fd00::/112'), { code: 'ERR_SERVICE_CIDR' });
+  });
+
+  it("resolves a service's families as Kubernetes does", () => {
+    const s = (
+      ipFamilies: ('IPv4' | 'IPv6')[],
+      ipFamilyPolicy: Service['ipFamilyPolicy'],
+      clusterIPs: string[] = [],
+    ) => ({
+      ipFamilies,
+      ipFamilyPolicy,
+      clusterIPs,
+    });
+    assert.deepEqual(clusterFamilies(s([], 'SingleStack'), true), ['IPv4']);
+    assert.deepEqual(clusterFamilies(s(['IPv6'], 'SingleStack'), true), ['IPv6']);
+    assert.deepEqual(clusterFamilies(s([], 'PreferDualStack'), true), ['IPv4', 'IPv6']);
+    assert.deepEqual(clusterFamilies(s(['IPv6'], 'RequireDualStack'), true), ['IPv6', 'IPv4']);
+    // Without an IPv6 service CIDR: PreferDualStack degrades, the rest is refused.
+    assert.deepEqual(clusterFamilies(s([], 'PreferDualStack'), false), ['IPv4']);
+    assert.deepEqual(clusterFamilies(s(['IPv4', 'IPv6'], 'PreferDualStack'), false), ['IPv4']);
+    const loc = { file: 'svc.yaml', object: 'Service x/web' };
+    const refused = (svc: ReturnType<typeof s>, field: string) =>
+      assert.throws(
+        () => clusterFamilies(svc, false, loc),
+        (e: { code: string; location: object }) => {
+          assert.equal(e.code, 'ERR_SERVICE_IPFAMILY_UNAVAILABLE');
+          assert.deepEqual(e.location, { ...loc, field });
+          return true;
+        },
+      );
+    refused(s([], 'RequireDualStack'), 'spec.ipFamilyPolicy');
+    refused(s(['IPv6'], 'SingleStack'), 'spec.ipFamilies');
+    refused(s(['IPv6'], 'PreferDualStack'), 'spec.ipFamilies');
+    refused(s(['IPv4', 'IPv6'], 'PreferDualStack', ['10.96.0.9', 'fd00:10:96::9']), 'spec.clusterIPs[1]');
   });
 
   it('keeps ids, fills the lowest free, releases unused', () => {

@@ -1,15 +1,17 @@
 // The service model, pure: Services + EndpointSlices (applied ones and those derived from the lab's
 // pods, as Kubernetes' EndpointSlice controller would) -> what the load-balancing maps hold:
 //
-//   frontends  (ClusterIP:port/proto, NodePort on the node IP) with slot 0 metadata and backend slots
+//   frontends  (each ClusterIP:port/proto, NodePort on the node IP) with slot 0 metadata and backend slots
 //   backends   (stable ids by address:port/proto, ACTIVE or TERMINATING)
 //   rev-NAT    (stable index per frontend: what a translated socket shows as its peer)
 //   Maglev     (per frontend, over its ACTIVE backends, when the algorithm is maglev)
 import type { PodPort } from '../k8s/core.js';
 import { assignIds } from './allocate.js';
+import { hostPort, ipFamilyOf } from './ip.js';
 import { maglevTable } from './maglev.js';
 import {
   type EndpointSlice,
+  type IPFamily,
   type Service,
   type ServicePort,
   type ServiceProtocol,
@@ -33,6 +35,8 @@ export interface LbPod {
   name: string;
   labels: Record<string, string>;
   ip: string;
+  /** Its IPv6 address (a lab with podCIDRv6): what IPv6 EndpointSlices list. */
+  ip6?: string;
   ports: PodPort[];
   node: string;
   /** Its workload answers (Kubernetes: the Ready condition). */
@@ -103,13 +107,24 @@ export interface LbOutput {
   backends: Map<number, LbBackend>;
   /** rev-NAT index -> Maglev table (maglev algorithm, frontends with ACTIVE backends). */
   maglev: Map<number, Uint32Array>;
-  /** EndpointSlices derived from pods (one per service with a selector). */
+  /** EndpointSlices derived from pods (per service with a selector: one per address family). */
   derivedSlices: EndpointSlice[];
   ids: LbIds;
 }
 
+/** "10.96.0.10:80/TCP", "[fd00:10:96::a]:80/TCP" (Cilium's notation). */
 export const frontendName = (f: { address: string; port: number; protocol: string }) =>
-  `${f.address}:${f.port}/${f.protocol}`;
+  `${hostPort(f.address, f.port)}/${f.protocol}`;
+
+/**
+ * The address families a service's endpoints are kept for, as Kubernetes' EndpointSlice controller
+ * picks them: spec.ipFamilies, else the families of its clusterIPs, else IPv4.
+ */
+export function serviceFamilies(svc: Service): IPFamily[] {
+  if (svc.ipFamilies.length > 0) return svc.ipFamilies;
+  const fams = svc.clusterIPs.flatMap((ip) => ipFamilyOf(ip) ?? []);
+  return fams.length > 0 ? fams : ['IPv4'];
+}
 
 const selects = (sel: Record<string, string>, labels: Record<string, string>) =>
   Object.entries(sel).every(([k, v]) => labels[k] === v);
@@ -122,17 +137,27 @@ export function resolveTargetPort(sp: ServicePort, pod: Pick<LbPod, 'ports'>): n
 
 /**
  * What the EndpointSlice controller would write for a service with a selector: the selected pods
- * of its namespace, with conditions from readiness and termination, ports resolved per pod.
- * Pods whose resolved ports differ go in separate slices, as in Kubernetes.
+ * of its namespace, with conditions from readiness and termination, ports resolved per pod. One
+ * set of slices per address family of the service (addressType IPv4: pod.ip, IPv6: pod.ip6; a
+ * pod without an address of the family is in none). Pods whose resolved ports differ go in
+ * separate slices, as in Kubernetes.
  */
 export function deriveSlices(svc: Service, pods: LbPod[]): EndpointSlice[] {
   if (!svc.selector) return [];
   const selector = svc.selector;
-  const groups = new Map<string, EndpointSlice>();
   const selected = pods
     .filter((p) => p.namespace === svc.namespace && selects(selector, p.labels))
     .sort((a, b) => a.name.localeCompare(b.name));
+  return serviceFamilies(svc).flatMap((family) => familySlices(svc, selected, family));
+}
+
+function familySlices(svc: Service, selected: LbPod[], family: IPFamily): EndpointSlice[] {
+  const groups = new Map<string, EndpointSlice>();
+  // The IPv4 names are those weir used before dual-stack, so existing slices keep theirs.
+  const prefix = `${svc.name}-weir${family === 'IPv6' ? '-v6' : ''}`;
   for (const pod of selected) {
+    const address = family === 'IPv4' ? pod.ip : pod.ip6;
+    if (!address) continue;
     const ports = svc.ports.flatMap((sp) => {
       const port = resolveTargetPort(sp, pod);
       return port === undefined ? [] : [{ name: sp.name, protocol: sp.protocol, port }];
@@ -142,9 +167,9 @@ export function deriveSlices(svc: Service, pods: LbPod[]): EndpointSlice[] {
     if (!slice) {
       slice = {
         namespace: svc.namespace,
-        name: `${svc.name}-${groups.size === 0 ? 'weir' : `weir-${groups.size}`}`,
+        name: groups.size === 0 ? prefix : `${prefix}-${groups.size}`,
         serviceName: svc.name,
-        addressType: 'IPv4',
+        addressType: family,
         endpoints: [],
         ports,
       };
@@ -152,7 +177,7 @@ export function deriveSlices(svc: Service, pods: LbPod[]): EndpointSlice[] {
     }
     const ready = pod.ready && !pod.terminating;
     slice.endpoints.push({
-      addresses: [pod.ip],
+      addresses: [address],
       conditions: { ready, serving: pod.ready, terminating: pod.terminating },
       nodeName: pod.node,
       pod: `${pod.namespace}/${pod.name}`,
@@ -177,16 +202,25 @@ interface Candidate {
   local: boolean;
 }
 
-function candidates(svc: Service, sp: ServicePort, slices: EndpointSlice[], nodeName: string): Candidate[] {
+/** The backends of one service port in one family: a frontend's backends are of its own family. */
+function candidates(
+  svc: Service,
+  sp: ServicePort,
+  family: IPFamily,
+  slices: EndpointSlice[],
+  nodeName: string,
+): Candidate[] {
   const out = new Map<string, Candidate>();
   for (const slice of slices) {
     if (slice.namespace !== svc.namespace || slice.serviceName !== svc.name) continue;
+    if (slice.addressType !== family) continue;
     const port = slice.ports.find((p) => p.name === sp.name && p.protocol === sp.protocol);
     if (!port) continue;
     for (const e of slice.endpoints) {
       const state = endpointState(e);
       if (!state) continue;
       for (const address of e.addresses) {
+        if (ipFamilyOf(address) !== family) continue;
         const name = frontendName({ address, port: port.port, protocol: sp.protocol });
         const prev = out.get(name);
         // The same address in two slices: the more available state wins.
@@ -215,9 +249,13 @@ export function computeLb(input: LbInput): LbOutput {
   const slices = [...derivedSlices, ...input.slices];
   const planned: PlannedFrontend[] = [];
   for (const svc of input.services) {
-    if (!svc.clusterIP || svc.clusterIP === 'None') continue; // headless: DNS only, no frontend
+    // Headless ('None') or not allocated: DNS only, no frontend.
+    const ips = svc.clusterIPs.flatMap((ip) => {
+      const family = ipFamilyOf(ip);
+      return family ? [{ ip, family }] : [];
+    });
+    if (ips.length === 0) continue;
     for (const sp of svc.ports) {
-      const all = candidates(svc, sp, slices, config.nodeName);
       const base = {
         service: `${svc.namespace}/${svc.name}`,
         portName: sp.name,
@@ -227,14 +265,20 @@ export function computeLb(input: LbInput): LbOutput {
       const flags =
         (svc.sessionAffinity === 'ClientIP' ? SVC_F_AFFINITY : 0) |
         (config.algorithm === 'maglev' ? SVC_F_MAGLEV : 0);
-      planned.push({
-        ...base,
-        type: 'ClusterIP',
-        address: svc.clusterIP,
-        port: sp.port,
-        flags: flags | (svc.internalTrafficPolicy === 'Local' ? SVC_F_LOCAL : 0),
-        chosen: choose(all, svc.internalTrafficPolicy === 'Local'),
-      });
+      for (const { ip, family } of ips)
+        planned.push({
+          ...base,
+          type: 'ClusterIP',
+          address: ip,
+          port: sp.port,
+          flags: flags | (svc.internalTrafficPolicy === 'Local' ? SVC_F_LOCAL : 0),
+          chosen: choose(
+            candidates(svc, sp, family, slices, config.nodeName),
+            svc.internalTrafficPolicy === 'Local',
+          ),
+        });
+      // The NodePort datapath (bpf/lib/nodeport.h) is IPv4-only: one frontend on the node's IPv4
+      // address, over the IPv4 backends, also for a dual-stack service.
       if (svc.type === 'NodePort' && sp.nodePort !== undefined)
         planned.push({
           ...base,
@@ -242,7 +286,10 @@ export function computeLb(input: LbInput): LbOutput {
           address: config.nodeIP,
           port: sp.nodePort,
           flags: flags | SVC_F_NODEPORT | (svc.externalTrafficPolicy === 'Local' ? SVC_F_LOCAL : 0),
-          chosen: choose(all, svc.externalTrafficPolicy === 'Local'),
+          chosen: choose(
+            candidates(svc, sp, 'IPv4', slices, config.nodeName),
+            svc.externalTrafficPolicy === 'Local',
+          ),
         });
     }
   }

@@ -117,6 +117,10 @@ export function agentCommand(): Command {
       ).choices(['snat', 'dsr']),
     )
     .option('--service-cidr <cidr>', 'where ClusterIPs are allocated (default: as before, else 10.96.0.0/16)')
+    .option(
+      '--service-cidr-v6 <cidr|none>',
+      'where IPv6 ClusterIPs are allocated, none for an IPv4-only cluster (default: as before, else fd00:10:96::/112)',
+    )
     .action(
       async (o: {
         lab: string;
@@ -125,6 +129,7 @@ export function agentCommand(): Command {
         lbMaglevTableSize?: number;
         lbMaglevSeed?: string;
         serviceCidr?: string;
+        serviceCidrV6?: string;
         policyMapMax?: number;
         identityLabels?: string;
         ctGcInterval: number;
@@ -146,6 +151,7 @@ export function agentCommand(): Command {
           ...(o.lbMaglevTableSize ? { maglevTableSize: o.lbMaglevTableSize } : {}),
           ...(o.lbMaglevSeed ? { maglevSeed: o.lbMaglevSeed } : {}),
           ...(o.serviceCidr ? { serviceCIDR: o.serviceCidr } : {}),
+          ...(o.serviceCidrV6 ? { serviceCIDRv6: o.serviceCidrV6 === 'none' ? '' : o.serviceCidrV6 } : {}),
           ...(o.lbMode ? { lbMode: o.lbMode } : {}),
         });
       },

@@ -43,7 +43,11 @@ const selectorText = (s?: Record<string, string>) =>
         .join(',')
     : '<none>';
 
-/** `weir get services` (called by `weir get`). */
+/**
+ * `weir get services` (called by `weir get`). CLUSTER-IP is the primary address as kubectl shows
+ * it; wide adds every clusterIP (dual-stack: one per family) and -o json has clusterIPs,
+ * ipFamilies and ipFamilyPolicy.
+ */
 export async function getServices(
   lab: string,
   namespace: string | undefined,
@@ -59,6 +63,8 @@ export async function getServices(
     { header: 'port(s)', get: (s) => s.ports.join(',') || '<none>' },
     ...(format === 'wide'
       ? [
+          { header: 'cluster-ips', get: (s: ServiceSummary) => s.clusterIPs.join(',') || '<pending>' },
+          { header: 'ip-families', get: (s: ServiceSummary) => s.ipFamilies.join(',') || '<none>' },
           { header: 'selector', get: (s: ServiceSummary) => selectorText(s.selector) },
           { header: 'affinity', get: (s: ServiceSummary) => s.sessionAffinity },
           { header: 'endpoints', get: (s: ServiceSummary) => s.endpoints.join(',') || '<none>' },

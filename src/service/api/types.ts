@@ -4,6 +4,8 @@
 export type ServiceProtocol = 'TCP' | 'UDP';
 export type ServiceType = 'ClusterIP' | 'NodePort';
 export type TrafficPolicy = 'Cluster' | 'Local';
+export type IPFamily = 'IPv4' | 'IPv6';
+export type IPFamilyPolicy = 'SingleStack' | 'PreferDualStack' | 'RequireDualStack';
 
 export interface ServicePort {
   /** Required (and unique) when the service has more than one port; '' otherwise. */
@@ -20,8 +22,17 @@ export interface Service {
   namespace: string;
   name: string;
   type: ServiceType;
-  /** An IPv4 address, 'None' (headless: no frontend) or undefined (to allocate). */
+  /** clusterIPs[0]: the primary address, 'None' (headless: no frontend) or undefined (to allocate). */
   clusterIP?: string;
+  /**
+   * One address per family, in ipFamilies' order (canonical text), or ['None'] (headless); empty
+   * until allocated. The allocator fills what is missing.
+   */
+  clusterIPs: string[];
+  /** As given, else the families of the given clusterIPs; empty: the allocator decides (IPv4 first). */
+  ipFamilies: IPFamily[];
+  /** Kubernetes' default: SingleStack. */
+  ipFamilyPolicy: IPFamilyPolicy;
   ports: ServicePort[];
   /** Absent: backends come only from EndpointSlices applied by hand. */
   selector?: Record<string, string>;
@@ -58,7 +69,7 @@ export interface EndpointSlice {
   name: string;
   /** Label kubernetes.io/service-name: the service these endpoints back. */
   serviceName: string;
-  addressType: 'IPv4';
+  addressType: IPFamily;
   endpoints: SliceEndpoint[];
   ports: SlicePort[];
 }

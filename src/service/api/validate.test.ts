@@ -28,6 +28,9 @@ describe('Service validation', () => {
       namespace: 'x',
       name: 'web',
       type: 'ClusterIP',
+      clusterIPs: [],
+      ipFamilies: [],
+      ipFamilyPolicy: 'SingleStack',
       ports: [{ name: '', protocol: 'TCP', port: 80, targetPort: 80 }],
       selector: { app: 'web' },
       sessionAffinity: 'None',
@@ -119,6 +122,112 @@ describe('Service validation', () => {
   });
 });
 
+describe('Service IP families (dual-stack)', () => {
+  const codes = (spec: string) =>
+    problems(() => svc(`${spec}\n  ports: [{port: 80}]`)).map(
+      (p) => `${p.file} ${p.object} ${p.field} ${p.code}`,
+    );
+  const fam = (spec: string) => {
+    const s = svc(`${spec}\n  ports: [{port: 80}]`);
+    return [s.clusterIP, s.clusterIPs, s.ipFamilies, s.ipFamilyPolicy];
+  };
+
+  it('defaults to SingleStack with the families left to the allocator', () => {
+    assert.deepEqual(fam('  selector: {app: web}'), [undefined, [], [], 'SingleStack']);
+  });
+
+  it('reads an IPv6 clusterIP given alone as ipFamilies [IPv6], in canonical text', () => {
+    assert.deepEqual(fam('  clusterIP: FD00:10:96:0::a'), [
+      'fd00:10:96::a',
+      ['fd00:10:96::a'],
+      ['IPv6'],
+      'SingleStack',
+    ]);
+  });
+
+  it('takes both families in either order with a dual-stack policy', () => {
+    assert.deepEqual(fam('  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6, IPv4]'), [
+      undefined,
+      [],
+      ['IPv6', 'IPv4'],
+      'PreferDualStack',
+    ]);
+    assert.deepEqual(
+      fam(
+        '  ipFamilyPolicy: RequireDualStack\n  clusterIP: 10.96.0.9\n  clusterIPs: [10.96.0.9, fd00:10:96::9]',
+      ),
+      ['10.96.0.9', ['10.96.0.9', 'fd00:10:96::9'], ['IPv4', 'IPv6'], 'RequireDualStack'],
+    );
+    // A dual-stack policy with one family given: the allocator adds the other.
+    assert.deepEqual(fam('  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6]'), [
+      undefined,
+      [],
+      ['IPv6'],
+      'PreferDualStack',
+    ]);
+  });
+
+  it('keeps headless services headless in every family', () => {
+    assert.deepEqual(fam('  clusterIPs: [None]\n  ipFamilies: [IPv6]'), [
+      'None',
+      ['None'],
+      ['IPv6'],
+      'SingleStack',
+    ]);
+  });
+
+  it('refuses bad values, naming file, object and field', () => {
+    assert.deepEqual(codes('  ipFamilies: [IPv5]'), [
+      'svc.yaml Service x/web spec.ipFamilies[0] ERR_SERVICE_IPFAMILY_INVALID',
+    ]);
+    assert.deepEqual(codes('  ipFamilyPolicy: DualStack'), [
+      'svc.yaml Service x/web spec.ipFamilyPolicy ERR_SERVICE_IPFAMILYPOLICY_INVALID',
+    ]);
+    assert.deepEqual(codes('  clusterIPs: [fe80::1%eth0]'), [
+      'svc.yaml Service x/web spec.clusterIPs[0] ERR_SERVICE_CLUSTERIP_INVALID',
+    ]);
+    assert.deepEqual(codes('  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv4, IPv6, IPv4]'), [
+      'svc.yaml Service x/web spec.ipFamilies ERR_SERVICE_IPFAMILY_INVALID',
+    ]);
+  });
+
+  it('refuses clusterIP, clusterIPs and ipFamilies that disagree', () => {
+    assert.deepEqual(codes('  clusterIP: 10.96.0.9\n  clusterIPs: [10.96.0.8]'), [
+      'svc.yaml Service x/web spec.clusterIPs[0] ERR_SERVICE_CLUSTERIP_INVALID',
+    ]);
+    assert.deepEqual(codes('  ipFamilyPolicy: PreferDualStack\n  clusterIPs: [10.96.0.9, 10.96.0.8]'), [
+      'svc.yaml Service x/web spec.clusterIPs[1] ERR_SERVICE_CLUSTERIP_INVALID',
+    ]);
+    assert.deepEqual(codes('  clusterIPs: [None, 10.96.0.8]\n  ipFamilyPolicy: PreferDualStack'), [
+      'svc.yaml Service x/web spec.clusterIPs[0] ERR_SERVICE_CLUSTERIP_INVALID',
+    ]);
+    assert.deepEqual(codes('  clusterIP: fd00:10:96::9\n  ipFamilies: [IPv4]'), [
+      'svc.yaml Service x/web spec.ipFamilies[0] ERR_SERVICE_IPFAMILY_INVALID',
+    ]);
+    assert.deepEqual(codes('  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6, IPv6]'), [
+      'svc.yaml Service x/web spec.ipFamilies[1] ERR_SERVICE_IPFAMILY_INVALID',
+    ]);
+  });
+
+  it('needs a dual-stack policy for two families (Kubernetes ≥ 1.23)', () => {
+    assert.deepEqual(codes('  ipFamilies: [IPv4, IPv6]'), [
+      'svc.yaml Service x/web spec.ipFamilyPolicy ERR_SERVICE_IPFAMILYPOLICY_INVALID',
+    ]);
+    assert.deepEqual(codes('  ipFamilyPolicy: SingleStack\n  clusterIPs: [10.96.0.9, fd00:10:96::9]'), [
+      'svc.yaml Service x/web spec.ipFamilyPolicy ERR_SERVICE_IPFAMILYPOLICY_INVALID',
+    ]);
+  });
+
+  it('refuses an IPv6-only NodePort (the NodePort datapath is IPv4-only)', () => {
+    assert.deepEqual(codes('  type: NodePort\n  ipFamilies: [IPv6]'), [
+      'svc.yaml Service x/web spec.ipFamilies ERR_SERVICE_IPFAMILY_UNSUPPORTED',
+    ]);
+    assert.deepEqual(fam('  type: NodePort\n  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6]')[2], [
+      'IPv6',
+    ]);
+  });
+});
+
 describe('EndpointSlice validation', () => {
   const slice = (body: string) =>
     validateEndpointSlice(parse(`apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n${body}`), {
@@ -140,15 +249,45 @@ endpoints:
     assert.deepEqual(s.endpoints[1]?.conditions, { ready: false, serving: true, terminating: true });
   });
 
-  it('needs the service-name label and IPv4 addresses', () => {
+  it('needs the service-name label and addresses of its addressType', () => {
     const got = problems(() =>
       slice(`metadata: {name: web-1, namespace: x, labels: {}}
 addressType: IPv4
-endpoints: [{addresses: [nope]}]`),
+endpoints: [{addresses: [nope]}, {addresses: [10.0.1.5, 'fd00::5']}]`),
     );
     assert.deepEqual(
-      got.map((p) => `${p.field} ${p.code}`),
-      ['metadata.labels ERR_SERVICE_SLICE_SERVICE', 'endpoints[0].addresses[0] ERR_K8S_FIELD_INVALID'],
+      got.map((p) => `${p.file} ${p.object} ${p.field} ${p.code}`),
+      [
+        'eps.yaml EndpointSlice x/web-1 metadata.labels ERR_SERVICE_SLICE_SERVICE',
+        'eps.yaml EndpointSlice x/web-1 endpoints[0].addresses[0] ERR_SERVICE_SLICE_ADDRESS',
+        'eps.yaml EndpointSlice x/web-1 endpoints[1].addresses[1] ERR_SERVICE_SLICE_ADDRESS',
+      ],
+    );
+  });
+
+  it('takes addressType IPv6 (addresses in canonical text), refuses FQDN', () => {
+    const s = slice(`metadata: {name: web-1, namespace: x, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+endpoints: [{addresses: ['FD00:10:244:0::5']}]`);
+    assert.equal(s.addressType, 'IPv6');
+    assert.deepEqual(s.endpoints[0]?.addresses, ['fd00:10:244::5']);
+    const v4in6 = problems(() =>
+      slice(`metadata: {name: web-1, namespace: x, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+endpoints: [{addresses: [10.0.1.5]}]`),
+    );
+    assert.deepEqual(
+      v4in6.map((p) => `${p.field} ${p.code}`),
+      ['endpoints[0].addresses[0] ERR_SERVICE_SLICE_ADDRESS'],
+    );
+    const fqdn = problems(() =>
+      slice(`metadata: {name: web-1, namespace: x, labels: {kubernetes.io/service-name: web}}
+addressType: FQDN
+endpoints: [{addresses: [example.com]}]`),
+    );
+    assert.deepEqual(
+      fqdn.map((p) => `${p.field} ${p.code}`),
+      ['addressType ERR_K8S_FIELD_INVALID'],
     );
   });
 });

@@ -164,8 +164,9 @@ const servicesLegend =
   `pod's netns and cgroup (${serviceConnects} per target and round after 200 untimed, two targets taking ` +
   `turns connect by connect), and sockperf TCP ping-pong exchanges per second over one connection ` +
   `(${rrSeconds} s per target and round); ${serviceRounds} rounds per N. Each round: pod IP and weir ClusterIP ` +
-  `(no nat table in the node netns), then kube-proxy's rules loaded and iptables ClusterIP and pod IP ` +
-  `again, then the rules removed. weir: N−1 dummy services + the measured one (2 ports), all selecting ` +
+  `(no nat table in the node netns), then the same pair from a client in the pod's netns but outside ` +
+  `its cgroup (no socket hook: weir's tc program translates every packet, "weir ClusterIP, tc"), then ` +
+  `kube-proxy's rules loaded and iptables ClusterIP and pod IP again, then the rules removed. weir: N−1 dummy services + the measured one (2 ports), all selecting ` +
   `the server pod, ClusterIPs in 10.96.0.0/16, applied through the agent API in batches; the socket LB ` +
   `translates at connect(). iptables: kube-proxy's iptables mode in the node netns (nat PREROUTING → ` +
   `KUBE-SERVICES with N+1 service-port rules, the measured two last → KUBE-SVC → KUBE-SEP DNAT, no ` +

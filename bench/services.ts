@@ -124,14 +124,29 @@ const one = (target) => new Promise((res, rej) => {
 })().catch((e) => { console.error(e.message); process.exit(1); });
 `;
 
-async function inClient(lab: Lab, cmd: string[], timeoutMs: number): Promise<string> {
-  const argv = await lab.execArgv('bench/client', cmd);
+/**
+ * Where the client runs: 'socket' in the client pod's netns and cgroup (the socket LB hooks
+ * translate at connect()); 'tc' in its netns only, from the bench's own cgroup, where no socket
+ * hook runs and the pod's tc program translates every packet.
+ */
+type Via = 'socket' | 'tc';
+
+async function inClient(lab: Lab, cmd: string[], timeoutMs: number, via: Via): Promise<string> {
+  const argv =
+    via === 'socket'
+      ? await lab.execArgv('bench/client', cmd)
+      : ['ip', 'netns', 'exec', (await lab.pod('bench/client')).netns, ...cmd];
   return (await run(argv, { timeoutMs })).stdout;
 }
 
 /** Connect latency p50/p99 in µs per `ip:port` target (nearest rank over `n` connects each). */
-async function connectLatency(lab: Lab, targets: string[], n: number) {
-  const out = await inClient(lab, [process.execPath, '-e', connectScript, String(n), ...targets], 180_000);
+async function connectLatency(lab: Lab, targets: string[], n: number, via: Via) {
+  const out = await inClient(
+    lab,
+    [process.execPath, '-e', connectScript, String(n), ...targets],
+    180_000,
+    via,
+  );
   const per = JSON.parse(out) as number[][];
   return per.map((ts) => {
     if (ts.length !== n)
@@ -141,11 +156,12 @@ async function connectLatency(lab: Lab, targets: string[], n: number) {
 }
 
 /** sockperf TCP ping-pong over one connection for `seconds`: exchanges and the seconds they took. */
-async function rrRun(lab: Lab, ip: string, port: number, seconds: number) {
+async function rrRun(lab: Lab, ip: string, port: number, seconds: number, via: Via) {
   const out = await inClient(
     lab,
     ['sockperf', 'ping-pong', '--tcp', '-i', ip, '-p', String(port), '-t', String(seconds)],
     (seconds + 20) * 1000,
+    via,
   );
   const m = /RunTime=([\d.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)/.exec(out);
   if (!m?.[1] || !m[2])
@@ -157,13 +173,13 @@ async function rrRun(lab: Lab, ip: string, port: number, seconds: number) {
  * Request/response exchanges per second for each target: `seconds` one-second sockperf runs per
  * target, the targets taking turns (the order swapped each turn), so machine load hits them alike.
  */
-async function rrRates(lab: Lab, targets: [string, number][], seconds: number): Promise<number[]> {
+async function rrRates(lab: Lab, targets: [string, number][], seconds: number, via: Via): Promise<number[]> {
   const exchanges = targets.map(() => 0);
   const took = targets.map(() => 0);
   for (let s = 0; s < seconds; s++)
     for (const k of s % 2 ? [...targets.keys()].reverse() : targets.keys()) {
       const [ip, port] = targets[k] as [string, number];
-      const r = await rrRun(lab, ip, port, 1);
+      const r = await rrRun(lab, ip, port, 1, via);
       exchanges[k] = (exchanges[k] as number) + r.exchanges;
       took[k] = (took[k] as number) + r.seconds;
     }
@@ -260,7 +276,22 @@ const median = (xs: number[]) => {
 };
 const round2 = (x: number) => Math.round(x * 100) / 100;
 
-type Target = 'pod IP' | 'weir ClusterIP' | 'iptables ClusterIP' | 'pod IP, kube-proxy rules loaded';
+type Target =
+  | 'pod IP'
+  | 'weir ClusterIP'
+  | 'iptables ClusterIP'
+  | 'pod IP, kube-proxy rules loaded'
+  | 'pod IP, no socket hook'
+  | 'weir ClusterIP, tc (no socket hook)';
+/** The pod IP measured beside each target, in the same rounds: its baseline. */
+const baselineOf: Record<Target, Target> = {
+  'pod IP': 'pod IP',
+  'weir ClusterIP': 'pod IP',
+  'iptables ClusterIP': 'pod IP',
+  'pod IP, kube-proxy rules loaded': 'pod IP',
+  'pod IP, no socket hook': 'pod IP',
+  'weir ClusterIP, tc (no socket hook)': 'pod IP, no socket hook',
+};
 const metrics = [
   { key: 'p50', label: 'TCP connect p50', unit: 'µs' },
   { key: 'p99', label: 'TCP connect p99', unit: 'µs' },
@@ -326,14 +357,17 @@ export async function measureServices(
         'weir ClusterIP': {},
         'iptables ClusterIP': {},
         'pod IP, kube-proxy rules loaded': {},
+        'pod IP, no socket hook': {},
+        'weir ClusterIP, tc (no socket hook)': {},
       };
       const push = (t: Target, k: string, v: number) => (values[t][k] ??= []).push(v);
       /** Both measurements with the two targets taking turns. */
-      const measure = async (pair: [Target, string, number, number][]) => {
+      const measure = async (pair: [Target, string, number, number][], via: Via = 'socket') => {
         const c = await connectLatency(
           lab,
           pair.map(([, ip, port]) => `${ip}:${port}`),
           cfg.connects,
+          via,
         );
         pair.forEach(([t], i) => {
           push(t, 'p50', c[i]?.p50 as number);
@@ -343,6 +377,7 @@ export async function measureServices(
           lab,
           pair.map(([, ip, , port]) => [ip, port]),
           cfg.rrSeconds,
+          via,
         );
         pair.forEach(([t], i) => push(t, 'rr', rr[i] as number));
       };
@@ -355,6 +390,13 @@ export async function measureServices(
           ['pod IP', server, connectPort, rrPort],
           ['weir ClusterIP', weirMeasuredIP, svcConnectPort, svcRRPort],
         ]);
+        await measure(
+          [
+            ['pod IP, no socket hook', server, connectPort, rrPort],
+            ['weir ClusterIP, tc (no socket hook)', weirMeasuredIP, svcConnectPort, svcRRPort],
+          ],
+          'tc',
+        );
         loads.push(await natLoad(netns, ruleset, n + 1));
         try {
           await measure([
@@ -379,18 +421,21 @@ export async function measureServices(
           note: `median of ${loads.length}`,
         },
       );
-      const note = (t: Target) =>
-        `median of ${cfg.rounds} rounds; connect: ${cfg.connects}/round, interleaved with ` +
-        (t === 'pod IP' || t === 'weir ClusterIP'
+      const pairOf = (t: Target) =>
+        t === 'pod IP' || t === 'weir ClusterIP'
           ? 'the other of pod IP / weir'
-          : 'the other of the nat block') +
+          : t.includes('no socket hook')
+            ? 'the other of the no-socket-hook pair (client outside the pod cgroup)'
+            : 'the other of the nat block';
+      const note = (t: Target) =>
+        `median of ${cfg.rounds} rounds; connect: ${cfg.connects}/round, interleaved with ${pairOf(t)}` +
         `; RR: sockperf TCP ping-pong, ${cfg.rrSeconds} × 1 s/round taking turns` +
-        (t === 'pod IP' ? '' : '; baseline = pod IP (no nat table) in the same rounds');
+        (baselineOf[t] === t ? '' : `; baseline = ${baselineOf[t]} (no nat table) in the same rounds`);
       for (const t of Object.keys(values) as Target[])
         for (const m of metrics) {
           const vs = values[t][m.key] ?? [];
           const value = round2(median(vs));
-          const base = round2(median(values['pod IP'][m.key] ?? []));
+          const base = round2(median(values[baselineOf[t]][m.key] ?? []));
           if (t === 'weir ClusterIP') (weirAt[n] ??= {})[m.key] = value / base;
           rows.push({
             scenario: `services ${n}, ${t}`,
@@ -398,7 +443,7 @@ export async function measureServices(
             value,
             unit: m.unit,
             runs: vs.map(round2),
-            ...(t === 'pod IP' ? {} : { baseline: base, ratio: value / base }),
+            ...(baselineOf[t] === t ? {} : { baseline: base, ratio: value / base }),
             note: note(t),
           });
         }

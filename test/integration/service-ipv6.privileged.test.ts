@@ -302,6 +302,11 @@ spec: { ${spec}, ports: [{ port: 80 }] }
     await stopAgent(LAB);
     const state = await (await Lab.open(LAB)).requireState();
     await startAgent({ lab: LAB, nodeNetns: state.node.netns, agentArgs: ['--service-cidr-v6', 'none'] });
+    // The IPv6 entries read back from the maps are what the model wants: the restart writes nothing.
+    const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
+      regenerations: { lastUpserts: number; lastDeletes: number };
+    };
+    assert.deepEqual([status.regenerations.lastUpserts, status.regenerations.lastDeletes], [0, 0]);
     const policy = (name: string, p: string) => `
 apiVersion: v1
 kind: Service

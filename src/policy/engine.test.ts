@@ -8,7 +8,6 @@ import {
   DIR_INGRESS,
   l4Prefixes,
   makeEntry,
-  portRangePrefixes,
   PROTO_TCP,
   PROTO_UDP,
   type PolicyMapEntry,
@@ -51,21 +50,7 @@ function world(policies: ReturnType<typeof cnp>[], extra: Partial<EngineInput> =
   };
 }
 
-test('port ranges decompose into aligned LPM blocks', () => {
-  assert.deepEqual(portRangePrefixes(80, 81), [{ port: 80, bits: 15 }]);
-  assert.deepEqual(portRangePrefixes(80, 80), [{ port: 80, bits: 16 }]);
-  assert.deepEqual(portRangePrefixes(79, 80), [
-    { port: 79, bits: 16 },
-    { port: 80, bits: 16 },
-  ]);
-  assert.deepEqual(portRangePrefixes(0, 65535), [{ port: 0, bits: 0 }]);
-  assert.equal(portRangePrefixes(1, 65535).length, 16);
-  // Every port of a range is covered exactly once.
-  const blocks = portRangePrefixes(1000, 2000);
-  for (let p = 990; p <= 2010; p++) {
-    const n = blocks.filter((b) => p >>> (16 - b.bits) === b.port >>> (16 - b.bits)).length;
-    assert.equal(n, p >= 1000 && p <= 2000 ? 1 : 0, `port ${p}`);
-  }
+test('L4 prefixes: any protocol, any port, exact ports and ranges', () => {
   assert.deepEqual(l4Prefixes(0, 0), [{ protocol: 0, port: 0, prefixLen: 40 }]);
   assert.deepEqual(l4Prefixes(6, 0), [{ protocol: 6, port: 0, prefixLen: 48 }]);
   assert.deepEqual(

@@ -1,6 +1,7 @@
 // Policy-map entries: the TypeScript side of struct policy_key / policy_entry (bpf/lib/common.h).
 // Per endpoint, an LPM trie keyed {identity, direction, protocol, dport}; prefix lengths count
 // identity (32) + direction (8) + protocol (8) + port bits (0..16).
+import { portRangePrefixes } from '../shared/port-prefix.js';
 
 export const DIR_INGRESS = 1;
 export const DIR_EGRESS = 2;
@@ -54,24 +55,6 @@ export interface L4Prefix {
   prefixLen: number;
 }
 
-/**
- * Splits the inclusive port range [start, end] into aligned power-of-two blocks, as an LPM trie
- * needs: 80-81 -> 80/15 (prefixLen 63); 1-65535 -> 16 blocks. start 0 and end 65535 = any port.
- */
-export function portRangePrefixes(start: number, end: number): { port: number; bits: number }[] {
-  if (start <= 0 && end >= 65535) return [{ port: 0, bits: 0 }];
-  const out: { port: number; bits: number }[] = [];
-  let p = start;
-  while (p <= end) {
-    // Largest block aligned at p that does not pass end.
-    let size = p === 0 ? 65536 : p & -p;
-    while (p + size - 1 > end) size >>= 1;
-    out.push({ port: p, bits: 16 - Math.log2(size) });
-    p += size;
-  }
-  return out;
-}
-
 /** L4 prefixes for a protocol number and port range (port 0 = any port). */
 export function l4Prefixes(protocol: number, port: number, endPort?: number): L4Prefix[] {
   if (protocol === PROTO_ANY && port === 0) return [{ protocol: 0, port: 0, prefixLen: PREFIX_PROTO_ANY }];
@@ -82,7 +65,7 @@ export function l4Prefixes(protocol: number, port: number, endPort?: number): L4
   return portRangePrefixes(port, endPort ?? port).map((b) => ({
     protocol,
     port: b.port,
-    prefixLen: PREFIX_PORT_ANY + b.bits,
+    prefixLen: PREFIX_PORT_ANY + b.portPrefixLen,
   }));
 }
 

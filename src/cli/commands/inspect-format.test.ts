@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { portRangePrefixes, type PolicyMapEntry } from '../../datapath/maps/policy/index.js';
+import type { PolicyMapEntry } from '../../datapath/maps/policy/index.js';
+import { portRangePrefixes } from '../../shared/port-prefix.js';
 import {
   blockRange,
   durationText,

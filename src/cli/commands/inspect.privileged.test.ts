@@ -18,7 +18,7 @@ import { DropReason } from '../../datapath/drop-reasons.js';
 import { Datapath } from '../../datapath/loader.js';
 import { CtState } from '../../datapath/maps/ct/layout.js';
 import { EndpointFlags } from '../../datapath/maps/endpoints/layout.js';
-import { portRangePrefixes } from '../../datapath/maps/policy/index.js';
+import { portRangePrefixes } from '../../shared/port-prefix.js';
 import type { Identity } from '../../identity/allocator.js';
 import type { LabState } from '../../lab/index.js';
 import { writeFile, mkdir } from 'node:fs/promises';

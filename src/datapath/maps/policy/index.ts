@@ -113,29 +113,3 @@ function encodeKey(key: PolicyMapKey, endpointId: number): { raw: RawKey; l4Pref
     l4Prefix: l4Bits,
   };
 }
-
-/**
- * A port range as the fewest aligned blocks an LPM key can express, e.g. 80-83 -> 80/14;
- * 1000-1999 -> 8 blocks. Each block is { port, portPrefixLen } for a PolicyMapKey.
- */
-export function portRangePrefixes(from: number, to: number): { port: number; portPrefixLen: number }[] {
-  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > 0xffff || from > to) {
-    throw new WeirError(
-      'ERR_DATAPATH_POLICY_KEY',
-      `port range ${from}-${to} is not within 0..65535 and ordered`,
-      {
-        location: { field: 'port' },
-      },
-    );
-  }
-  const out: { port: number; portPrefixLen: number }[] = [];
-  let port = from;
-  while (port <= to) {
-    let size = 1;
-    // Grow the block while it stays aligned at `port` and inside the range.
-    while (size < 0x10000 && port % (size * 2) === 0 && port + size * 2 - 1 <= to) size *= 2;
-    out.push({ port, portPrefixLen: 16 - Math.log2(size) });
-    port += size;
-  }
-  return out;
-}

@@ -19,7 +19,7 @@
  * EVENT_F_RELATED ICMP errors. Events never change a verdict. East-west service load balancing
  * is done at the socket (sock.c); what no socket hook translated is translated by
  * weir_from_container before conntrack (lib/lb_nat.h: DNAT, the reply's reverse NAT in
- * weir_to_container through the conntrack entry's rev_nat_index; no backend: ICMP unreachable).
+ * weir_to_container through the conntrack entry's rev_nat_index; no backend: RST / ICMP).
  * North-south NodePort by weir_from_netdev (below, lib/nodeport.h), whose replies
  * weir_from_container translates back once conntrack has seen them.
  *
@@ -41,7 +41,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/events.h"
-#include "lib/icmp_reply.h"
+#include "lib/refuse.h"
 #include "lib/lb_nat.h"
 #include "lib/nodeport.h"
 
@@ -182,13 +182,13 @@ drop_event:
 	metrics_count(reason, dir, bytes);
 	return TC_ACT_SHOT;
 no_service:
-	/* Refused at once: a service without backends answers with ICMP port unreachable, which goes
+	/* Refused at once: a service without backends answers (TCP: RST, UDP: ICMP port unreachable),
 	 * straight to the pod's side of the veth (bpf_redirect_peer: this is tc ingress). */
 	__event_identities(&m, ep_identity, __remote_identity(&f, dir));
 	m.reason = reason;
 	send_drop_event(&m, &f);
 	metrics_count(reason, dir, bytes);
-	if (reason == DROP_NO_SERVICE && icmp_unreach_reply(skb, &f) == 0)
+	if (reason == DROP_NO_SERVICE && refuse_reply(skb, &f) == 0)
 		return bpf_redirect_peer(skb->ifindex, 0);
 	return TC_ACT_SHOT;
 }

@@ -12,8 +12,8 @@
  *     address). The destination address and port are rewritten (checksums fixed) and so is
  *     flow->tuple: conntrack, policy and flow events all see the pod -> backend flow, and the
  *     conntrack entry created for it carries *rev_nat_index.
- *     LB_NAT_DROP: *reason is DROP_NO_SERVICE (no ACTIVE backend; the caller answers with ICMP
- *     port unreachable, lib/icmp_reply.h), DROP_FRAG_NOSUPPORT (a fragmented datagram to a
+ *     LB_NAT_DROP: *reason is DROP_NO_SERVICE (no ACTIVE backend; the caller refuses with an RST
+ *     or ICMP port unreachable, lib/refuse.h), DROP_FRAG_NOSUPPORT (a fragmented datagram to a
  *     frontend) or a map/rewrite failure. Never forwarded to the frontend address untranslated.
  *   lb_nat_reply(skb, flow, rev_nat_index) -> 0 | -1
  *     At weir_to_container, for a reply whose conntrack entry has a rev_nat_index: the source

@@ -8,8 +8,8 @@
  *     random, or Maglev over a hash of the client's address and port; ClientIP affinity per
  *     client address, weir_lb_affinity's client_addr) and records both
  *     directions in weir_lb_nat. No ACTIVE backend: DROP_NO_SERVICE (never forwarded into
- *     nothing); a TCP segment is answered with an RST (__nodeport_rst4), a UDP datagram with ICMP
- *     port unreachable (lib/icmp_reply.h), so the client is refused at once. Translation:
+ *     nothing); a TCP segment is answered with an RST, a UDP datagram with ICMP port unreachable
+ *     (lib/refuse.h), so the client is refused at once. Translation:
  *       snat (default)  dst -> backend, src -> node IP : a port of NAT_PORT_MIN..MAX (outside
  *                       Linux's ephemeral range, so the node's own sockets never collide)
  *       dsr             dst -> backend only: the backend sees the client
@@ -40,7 +40,7 @@
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/drop_reasons.h"
-#include "lib/icmp_reply.h"
+#include "lib/refuse.h"
 #include "lib/lb.h"
 #include "lib/parse.h"
 
@@ -204,70 +204,6 @@ static __always_inline int __nat_create4(const struct lb_nat_key *fk, struct lb_
 	return 0;
 }
 
-/* Turns a TCP segment to a NodePort without backends into the RST that refuses it, sent back out
- * of the device it came in by (RFC 793 reset generation: seq from its ACK, else ACK of its
- * sequence space). Returns TC_ACT_REDIRECT, or -1 when no RST is due (an RST, IP options). */
-static __always_inline int __nodeport_rst4(struct __sk_buff *skb, const struct flow *f)
-{
-	struct {
-		__be32 saddr;
-		__be32 daddr;
-		__u8 zero;
-		__u8 proto;
-		__be16 len;
-	} pseudo = {};
-	struct ethhdr eth;
-	struct iphdr ip;
-	struct tcphdr in, out = {};
-	__u8 mac[ETH_ALEN];
-	__u32 payload, seq_len;
-
-	if (f->tcp_flags & TCP_FLAG_RST)
-		return -1;
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.ihl != 5 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(ip), &in, sizeof(in)) < 0)
-		return -1;
-	payload = bpf_ntohs(ip.tot_len) - sizeof(ip) - in.doff * 4;
-	seq_len = payload + !!(f->tcp_flags & TCP_FLAG_SYN) + !!(f->tcp_flags & TCP_FLAG_FIN);
-
-	__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
-	pseudo.saddr = ip.daddr;
-	pseudo.daddr = ip.saddr;
-	ip.saddr = pseudo.saddr;
-	ip.daddr = pseudo.daddr;
-	ip.tot_len = bpf_htons(sizeof(ip) + sizeof(out));
-	ip.id = 0;
-	ip.frag_off = bpf_htons(0x4000); /* DF */
-	ip.ttl = 64;
-	ip.check = 0;
-	ip.check = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)&ip, sizeof(ip), 0));
-
-	out.source = in.dest;
-	out.dest = in.source;
-	out.doff = 5;
-	out.rst = 1;
-	if (in.ack) {
-		out.seq = in.ack_seq;
-	} else {
-		out.ack = 1;
-		out.ack_seq = bpf_htonl(bpf_ntohl(in.seq) + seq_len);
-	}
-	pseudo.proto = IPPROTO_TCP;
-	pseudo.len = bpf_htons(sizeof(out));
-	out.check = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)&out, sizeof(out),
-					      bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0)));
-
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(ip) + sizeof(out), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &out, sizeof(out), 0) < 0)
-		return -1;
-	return bpf_redirect(skb->ifindex, 0);
-}
-
 /* Returns -1 when the packet is not for a NodePort, a tc verdict otherwise; *reason gets the drop
  * code of a TC_ACT_SHOT. */
 static __always_inline int nodeport_lb4(struct __sk_buff *skb, const struct flow *f, int *reason)
@@ -300,11 +236,7 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, const struct flow
 			/* The client's packet is dropped (counted) and answered: TCP with an RST, UDP with
 			 * ICMP port unreachable, back out of the device it came in by. */
 			*reason = DROP_NO_SERVICE;
-			if (fk.proto == IPPROTO_TCP)
-				return __nodeport_rst4(skb, f) == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : TC_ACT_SHOT;
-			if (icmp_unreach_reply(skb, f) == 0)
-				return bpf_redirect(skb->ifindex, 0);
-			return TC_ACT_SHOT;
+			return refuse_reply(skb, f) == 0 ? bpf_redirect(skb->ifindex, 0) : TC_ACT_SHOT;
 		}
 		*reason = __nat_create4(&fk, &fwd, id, b);
 		if (*reason)

@@ -2,7 +2,8 @@
 // socket hook translated is DNATed by weir_from_container (valid checksums, IPv4 and IPv6 with
 // extension headers), keeps its backend for the connection, is judged by policy as the
 // pod -> backend flow, and its replies get the frontend back as their source in
-// weir_to_container; a frontend without ACTIVE backends is answered with ICMP port unreachable.
+// weir_to_container; a frontend without ACTIVE backends is refused at once (TCP: RST, UDP: ICMP
+// port unreachable).
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { withNetns } from '../bpf/index.js';
@@ -136,11 +137,28 @@ describe('service translation at tc (no socket hook)', () => {
         checksumsOk(reply);
       });
 
-      it(`${fam} ${proto}: a frontend without backends is answered with ICMP port unreachable`, () => {
-        const s = fromClient(frame(CLIENT[fam], EMPTY[fam], l4(40001, 80, 'S', 'anyone?')));
+      it(`${fam} ${proto}: a frontend without backends is refused at once (${proto === 'tcp' ? 'RST' : 'ICMP'})`, () => {
+        const s = fromClient(
+          frame(
+            CLIENT[fam],
+            EMPTY[fam],
+            proto === 'tcp'
+              ? tcp({ sport: 40001, dport: 80, flags: 'S', seq: 7000, payload: Buffer.from('anyone?') })
+              : udp({ sport: 40001, dport: 80, payload: Buffer.from('anyone?') }),
+          ),
+        );
         assert.equal(s.retval, TC_ACT_REDIRECT, 'sent back to the pod');
         assert.equal(s.counted.get(DropReason.NO_SERVICE), 1n);
         assert.deepEqual([s.out.ip?.src, s.out.ip?.dst], [EMPTY[fam], CLIENT[fam]]);
+        checksumsOk(s);
+        assert.equal(h.dp.ct.list().length, 0, 'nothing tracked');
+        if (proto === 'tcp') {
+          assert.deepEqual([s.out.l4?.sport, s.out.l4?.dport], [80, 40001]);
+          assert.equal(s.out.l4?.tcpFlags, 0x14, 'RST|ACK');
+          assert.equal(s.out.l4?.ack, 7000 + 1 + 7, 'acknowledges the SYN and its bytes');
+          assert.equal(s.out.l4?.payload.length, 0);
+          return;
+        }
         if (fam === 'v4') {
           assert.equal(s.out.ip?.proto, 1);
           assert.deepEqual([s.out.l4?.icmpType, s.out.l4?.icmpCode], [3, 3]);
@@ -148,7 +166,6 @@ describe('service translation at tc (no socket hook)', () => {
           assert.equal(s.out.ip?.proto, 58);
           assert.deepEqual([s.out.l4?.icmpType, s.out.l4?.icmpCode], [1, 4]);
         }
-        checksumsOk(s);
         // The quoted packet is the pod's own: its stack matches the error to the socket.
         const quote = s.out.l4?.payload as Buffer;
         const [at, len] = fam === 'v4' ? [12, 4] : [8, 16];
@@ -157,7 +174,6 @@ describe('service translation at tc (no socket hook)', () => {
           [ipText(quote.subarray(at, at + len)), ipText(quote.subarray(at + len, at + 2 * len))],
           [CLIENT[fam], EMPTY[fam]],
         );
-        assert.equal(h.dp.ct.list().length, 0, 'nothing tracked');
       });
     }
 

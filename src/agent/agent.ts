@@ -44,6 +44,8 @@ export interface AgentConfig extends LbSettings {
   policyMapMax: number;
   /** Which labels make up identities (Cilium's `labels` syntax); empty = the defaults. */
   identityLabels: string;
+  /** East-west services at the socket; false: the pods' tc programs translate (and no hook stays attached). */
+  socketLB?: boolean;
 }
 
 export interface EndpointStatus {
@@ -163,6 +165,15 @@ export class Agent {
     this.lb = new ServiceLb(cfg, datapath, log);
   }
 
+  /**
+   * The socket LB hooks on a cgroup, or none when the socket LB is off (hooks an earlier run left
+   * are detached: from then on the pods' tc programs translate every packet to a service).
+   */
+  private sockLb(cgroupPath: string): void {
+    if (this.cfg.socketLB === false) this.datapath.detachSockLb(cgroupPath);
+    else this.datapath.attachSockLb(cgroupPath);
+  }
+
   /** Runs `fn` after every earlier change has finished. */
   serialize<T>(fn: () => Promise<T> | T): Promise<T> {
     const next = this.queue.then(fn, fn);
@@ -229,7 +240,7 @@ export class Agent {
     }
     if (!this.nodeSockLb) {
       // Processes of the node itself (its workload, `weir lab exec node`) reach services too.
-      this.datapath.attachSockLb(node.cgroupPath);
+      this.sockLb(node.cgroupPath);
       this.nodeSockLb = true;
     }
     // North-south NodePort: weir_from_netdev at tc ingress of each device facing an external.
@@ -271,7 +282,7 @@ export class Agent {
     });
     // Socket LB: the pod's connect()/sendmsg() to a service address pick a backend before any
     // packet exists, so the tc programs (and policy) see pod -> backend.
-    if (existsSync(pod.cgroupPath)) this.datapath.attachSockLb(pod.cgroupPath);
+    if (existsSync(pod.cgroupPath)) this.sockLb(pod.cgroupPath);
     this.endpointRows.clear();
     this.attached.add(id);
     this.written.set(id, this.written.get(id) ?? []);

@@ -37,6 +37,8 @@ export interface AgentOptions {
   serviceCIDRv6?: string;
   /** NodePort forwarding mode (snat, dsr). Absent: as stored. */
   lbMode?: LbMode;
+  /** Services at the socket (true) or at tc only (false). Absent: as stored. */
+  socketLB?: boolean;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -54,8 +56,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     maglevTableSize: opts.maglevTableSize,
     maglevSeed: opts.maglevSeed,
     serviceCIDR: opts.serviceCIDR,
-    serviceCIDRv6: opts.serviceCIDRv6,
+    // A node without IPv6 cannot back an IPv6 ClusterIP: no IPv6 service CIDR unless asked for.
+    serviceCIDRv6: opts.serviceCIDRv6 ?? (state.node.ip6 ? undefined : ''),
     lbMode: opts.lbMode,
+    socketLB: opts.socketLB,
   });
   // Refuse bad settings before anything starts.
   if (settings.identityLabels) parseLabelFilter(settings.identityLabels);

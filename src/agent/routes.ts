@@ -30,6 +30,7 @@ export function agentRoutes(agent: Agent, observer?: FlowObserver): Route[] {
         policyMapMax: agent.cfg.policyMapMax,
         services: agent.lb.frontends().length,
         lbAlgorithm: agent.cfg.lbAlgorithm,
+        socketLB: agent.cfg.socketLB !== false,
       }),
     },
     {

@@ -37,6 +37,11 @@ export interface AgentSettings {
   serviceCIDRv6: string;
   /** NodePort from outside: the backend sees the node (snat) or the client (dsr); --lb-mode. */
   lbMode: LbMode;
+  /**
+   * East-west services at the socket (cgroup hooks on the node's and every pod's cgroup; Cilium's
+   * --bpf-lb-sock). Off: every packet to a ClusterIP is translated by the pods' tc programs.
+   */
+  socketLB: boolean;
 }
 
 export const defaultSettings: AgentSettings = {
@@ -49,6 +54,7 @@ export const defaultSettings: AgentSettings = {
   serviceCIDR: '10.96.0.0/16',
   serviceCIDRv6: 'fd00:10:96::/112',
   lbMode: 'snat',
+  socketLB: true,
 };
 
 export interface AgentState {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
+import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
 
 const LAB = 't-svc6';
@@ -65,7 +66,8 @@ spec:
 /**
  * Runs inside a pod: `tcp ip port n timeoutMs` makes n connections, each an HTTP GET (the backend
  * answers with its pod name), and prints per connection the peer getpeername() shows and the body;
- * `udp ip port n timeoutMs` sends n datagrams from fresh sockets and prints who answered.
+ * `udp ip port n timeoutMs` sends n datagrams from fresh sockets and prints who answered; `udpc`
+ * the same from connected sockets (which learn of ICMP errors: ECONNREFUSED).
  */
 const client = `
 const [mode, ip, port, n, timeout] = process.argv.slice(1);
@@ -73,12 +75,13 @@ const net = require('net'), dgram = require('dgram');
 const one = () => new Promise((res) => {
   const t0 = Date.now();
   const done = (r) => res({ ...r, ms: Date.now() - t0 });
-  if (mode === 'udp') {
+  if (mode === 'udp' || mode === 'udpc') {
     const s = dgram.createSocket(net.isIPv6(ip) ? 'udp6' : 'udp4');
     const timer = setTimeout(() => { s.close(); done({ error: 'timeout' }); }, +timeout);
     s.on('message', (m, r) => { clearTimeout(timer); s.close(); done({ peer: r.address + ' ' + r.port, body: String(m) }); });
     s.on('error', (e) => { clearTimeout(timer); s.close(); done({ error: e.code }); });
-    s.send('hello', +port, ip);
+    if (mode === 'udpc') s.connect(+port, ip, () => s.send('hello'));
+    else s.send('hello', +port, ip);
     return;
   }
   const s = net.connect({ host: ip, port: +port });
@@ -99,13 +102,32 @@ interface Try {
   ms: number;
 }
 
-async function connect(proto: 'tcp' | 'udp', ip: string, port: number, n: number, timeoutMs = 1000) {
-  const args = [proto, ip, String(port), String(n), String(timeoutMs)];
-  const out = await ok(
-    ['lab', 'exec', 'svc6/client', '--', process.execPath, '-e', client, ...args],
-    LAB,
-    n * timeoutMs + 30_000,
-  );
+/**
+ * Runs the client in pod svc6/client: `via: 'socket'` as the pod's own process (its cgroup: the
+ * socket LB translates); `via: 'tc'` in the pod's netns only, from this test's cgroup, where no
+ * socket hook runs and the pod's tc program translates every packet.
+ */
+async function connect(
+  proto: 'tcp' | 'udp' | 'udpc',
+  ip: string,
+  port: number,
+  n: number,
+  timeoutMs = 1000,
+  via: 'socket' | 'tc' = 'socket',
+) {
+  const argv = [process.execPath, '-e', client, proto, ip, String(port), String(n), String(timeoutMs)];
+  const budget = n * timeoutMs + 30_000;
+  const out =
+    via === 'socket'
+      ? await ok(['lab', 'exec', 'svc6/client', '--', ...argv], LAB, budget)
+      : (
+          await run(
+            ['ip', 'netns', 'exec', (await (await Lab.open(LAB)).pod('svc6/client')).netns, ...argv],
+            {
+              timeoutMs: budget,
+            },
+          )
+        ).stdout;
   return out
     .trim()
     .split('\n')
@@ -235,6 +257,25 @@ describe('services over IPv6 and dual-stack: socket load balancing from pods', (
     const [t] = await connect('tcp', (await svc('empty6')).clusterIP, 80, 1, 3000);
     assert.ok(t?.error === 'ECONNREFUSED' || t?.error === 'EHOSTUNREACH', JSON.stringify(t));
     assert.ok((t?.ms ?? 9999) < 500, `refused after ${t?.ms} ms`);
+  });
+
+  it('translates IPv6 at tc what no socket hook saw: TCP, UDP, the ClusterIP as peer, refusal', async () => {
+    const ip = (await svc('web6')).clusterIP;
+    const tries = await connect('tcp', ip, 80, 12, 1000, 'tc');
+    assert.ok(
+      tries.every((t) => !t.error && t.peer === `${ip} 80`),
+      JSON.stringify(tries),
+    );
+    // Random picks: 12 connections all on one of two backends is 2^-11.
+    assert.deepEqual(bodies(tries), ['svc6/web-a', 'svc6/web-b']);
+    const dgrams = await connect('udpc', ip, 53, 3, 1000, 'tc');
+    assert.ok(
+      dgrams.every((t) => t.peer === `${ip} 53` && t.body === 'hello'),
+      JSON.stringify(dgrams),
+    );
+    const [refused] = await connect('tcp', (await svc('empty6')).clusterIP, 80, 1, 3000, 'tc');
+    assert.equal(refused?.error, 'ECONNREFUSED', JSON.stringify(refused));
+    assert.ok((refused?.ms ?? 9999) < 500, `refused after ${refused?.ms} ms`);
   });
 
   it('follows scale up and down in the IPv6 backends', async () => {

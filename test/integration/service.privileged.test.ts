@@ -517,4 +517,40 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
       JSON.stringify(tries),
     );
   });
+
+  it("--socket-lb off: no hook stays on the cgroups, the pods' tc programs translate instead", async () => {
+    const lab = await Lab.open(LAB);
+    const state = await lab.requireState();
+    const hooks = async (cgroup: string) =>
+      (await run(['bpftool', 'cgroup', 'show', cgroup], { timeoutMs: 10_000 })).stdout;
+    const friend = (await lab.pod('svc/friend')).cgroupPath;
+    assert.match(await hooks(friend), /inet4_connect/, 'the socket LB hooks are attached');
+    await stopAgent(LAB);
+    await startAgent({ lab: LAB, nodeNetns: state.node.netns, agentArgs: ['--socket-lb', 'off'] });
+    try {
+      assert.doesNotMatch(await hooks(friend), /inet4_connect|udp4_sendmsg/, 'detached from the pod');
+      assert.doesNotMatch(await hooks(state.node.cgroupPath), /inet4_connect/, 'and from the node');
+      const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as { socketLB: boolean };
+      assert.equal(status.socketLB, false);
+      // The pod's own processes (its cgroup): TCP and UDP still reach the backends, the ClusterIP
+      // is still their peer, and policy still judges the translated flow (friend may reach web).
+      const ip = await ipOf('web');
+      const tries = await connect('svc/friend', 'tcp', ip, 80, 6);
+      assert.ok(
+        tries.every((t) => t.peer === `${ip}:80` && /^svc\/web-[bc]$/.test(t.body ?? '')),
+        JSON.stringify(tries),
+      );
+      const dgrams = await connect('svc/friend', 'udpc', ip, 53, 2);
+      assert.ok(
+        dgrams.every((t) => t.peer === `${ip}:53` && t.body === 'hello'),
+        JSON.stringify(dgrams),
+      );
+      const denied = await connect('svc/client', 'tcp', ip, 80, 1, 1000);
+      assert.equal(denied[0]?.error, 'timeout', 'client may not reach web: dropped by policy');
+    } finally {
+      await stopAgent(LAB);
+      await startAgent({ lab: LAB, nodeNetns: state.node.netns, agentArgs: ['--socket-lb', 'on'] });
+    }
+    assert.match(await hooks(friend), /inet4_connect/, 'attached again');
+  });
 });

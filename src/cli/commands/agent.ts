@@ -34,7 +34,10 @@ export function agentCommand(): Command {
         { k: 'identities', v: String(s.identities) },
         { k: 'policies', v: String(s.policies) },
         { k: 'policy map size', v: String(s.policyMapMax) },
-        { k: 'service frontends', v: `${s.services} (backend selection: ${s.lbAlgorithm})` },
+        {
+          k: 'service frontends',
+          v: `${s.services} (backend selection: ${s.lbAlgorithm}; translated ${s.socketLB ? 'at the socket, else at tc' : 'at tc only: socket LB off'})`,
+        },
         {
           k: 'regenerations',
           v: `${s.regenerations.count} (last ${s.regenerations.lastMs.toFixed(1)} ms, ${s.regenerations.lastUpserts} written, ${s.regenerations.lastDeletes} removed)`,
@@ -116,6 +119,12 @@ export function agentCommand(): Command {
         'NodePort from outside: the backend sees the node (snat) or the client (dsr) (default: as before, else snat)',
       ).choices(['snat', 'dsr']),
     )
+    .addOption(
+      new Option(
+        '--socket-lb <on|off>',
+        "east-west services at the socket (on) or per packet at the pods' tc programs only (off) (default: as before, else on)",
+      ).choices(['on', 'off']),
+    )
     .option('--service-cidr <cidr>', 'where ClusterIPs are allocated (default: as before, else 10.96.0.0/16)')
     .option(
       '--service-cidr-v6 <cidr|none>',
@@ -137,6 +146,7 @@ export function agentCommand(): Command {
         flowQueue?: number;
         eventsBuffer?: number;
         flowEvents?: 'on' | 'off';
+        socketLb?: 'on' | 'off';
       }) => {
         await runAgent({
           lab: o.lab,
@@ -153,6 +163,7 @@ export function agentCommand(): Command {
           ...(o.serviceCidr ? { serviceCIDR: o.serviceCidr } : {}),
           ...(o.serviceCidrV6 ? { serviceCIDRv6: o.serviceCidrV6 === 'none' ? '' : o.serviceCidrV6 } : {}),
           ...(o.lbMode ? { lbMode: o.lbMode } : {}),
+          ...(o.socketLb ? { socketLB: o.socketLb === 'on' } : {}),
         });
       },
     );
@@ -168,5 +179,6 @@ interface AgentStatus {
   policyMapMax: number;
   services: number;
   lbAlgorithm: string;
+  socketLB: boolean;
   regenerations: { count: number; lastMs: number; lastUpserts: number; lastDeletes: number };
 }

@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { cli, ok, weir } from '../support/cli.js';
+import { connect as clientConnect, type Proto, type Try } from '../support/service-client.js';
 
 const LAB = 't-nodeport';
 const EXT_IP = '192.0.2.50';
@@ -84,53 +85,9 @@ u.on('message', (m, r) => u.send(peer(r.address, r.port), r.port, r.address));
 u.bind(9091, () => t.listening ? console.log('ready') : t.on('listening', () => console.log('ready')));
 `;
 
-/**
- * Runs in the external: `tcp ip port n timeoutMs` makes n connections (HTTP GET, prints all it
- * receives); `udp ...` sends n datagrams from fresh sockets and prints the answer and its sender;
- * `udpc` the same from connected sockets, which learn of ICMP errors (ECONNREFUSED).
- */
-const client = `
-const [mode, ip, port, n, timeout] = process.argv.slice(1);
-const net = require('net'), dgram = require('dgram');
-const one = () => new Promise((res) => {
-  const t0 = Date.now();
-  const done = (r) => res({ ...r, ms: Date.now() - t0 });
-  if (mode === 'udp' || mode === 'udpc') {
-    const s = dgram.createSocket('udp4');
-    const timer = setTimeout(() => { s.close(); done({ error: 'timeout' }); }, +timeout);
-    s.on('message', (m, r) => { clearTimeout(timer); s.close(); done({ from: r.address + ':' + r.port, body: String(m).trim() }); });
-    s.on('error', (e) => { clearTimeout(timer); s.close(); done({ error: e.code }); });
-    if (mode === 'udpc') s.connect(+port, ip, () => s.send('hello'));
-    else s.send('hello', +port, ip);
-    return;
-  }
-  const s = net.connect({ host: ip, port: +port });
-  let body = '', from;
-  s.setTimeout(+timeout, () => { s.destroy(); done({ error: 'timeout' }); });
-  s.on('connect', () => { from = s.remoteAddress + ':' + s.remotePort; s.write('GET / HTTP/1.0\\r\\n\\r\\n'); });
-  s.on('data', (d) => (body += d));
-  s.on('end', () => { s.destroy(); done({ from, body: body.trim() }); });
-  s.on('error', (e) => done({ error: e.code }));
-});
-(async () => { for (let i = 0; i < +n; i++) console.log(JSON.stringify(await one())); })();
-`;
-
-interface Try {
-  from?: string;
-  body?: string;
-  error?: string;
-  ms: number;
-}
-
-async function connect(proto: 'tcp' | 'udp' | 'udpc', ip: string, port: number, n: number, timeoutMs = 2000) {
-  const args = [process.execPath, '-e', client, proto, ip, String(port), String(n), String(timeoutMs)];
-  const out = await ok(['lab', 'exec', 'ext:client', '--', ...args], LAB, n * timeoutMs + 30_000);
-  return out
-    .trim()
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Try);
-}
+/** The test's client (test/support/service-client.ts) in the lab's external. */
+const connect = (proto: Proto, ip: string, port: number, n: number, timeoutMs = 2000) =>
+  clientConnect(LAB, 'ext:client', proto, ip, port, n, { timeoutMs });
 
 /** The pod name the workload's HTTP answer carries. */
 const podOf = (t: Try) => /np\/web-[ab]/.exec(t.body ?? '')?.[0] ?? `error:${t.error ?? t.body}`;
@@ -174,11 +131,11 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
 
   it('snat: TCP and UDP reach the backends; the answer comes from node IP:nodePort', async () => {
     const http = await connect('tcp', nodeIP, 30080, 12);
-    for (const t of http) assert.equal(t.from, `${nodeIP}:30080`, JSON.stringify(t));
+    for (const t of http) assert.equal(t.peer, `${nodeIP}:30080`, JSON.stringify(t));
     assert.deepEqual([...new Set(http.map(podOf))].sort(), ['np/web-a', 'np/web-b'], 'both backends answer');
     const dns = await connect('udp', nodeIP, 30053, 4);
     for (const t of dns) {
-      assert.equal(t.from, `${nodeIP}:30053`, JSON.stringify(t));
+      assert.equal(t.peer, `${nodeIP}:30053`, JSON.stringify(t));
       assert.equal(t.body, 'hello', 'the pod echoed the datagram');
     }
   });
@@ -186,7 +143,7 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
   it('snat: the backend sees the node IP and a NAT port as its peer', async () => {
     for (const proto of ['tcp', 'udp'] as const) {
       const [t] = await connect(proto, nodeIP, proto === 'tcp' ? 30090 : 30091, 1);
-      assert.equal(t?.from, `${nodeIP}:${proto === 'tcp' ? 30090 : 30091}`, JSON.stringify(t));
+      assert.equal(t?.peer, `${nodeIP}:${proto === 'tcp' ? 30090 : 30091}`, JSON.stringify(t));
       const [addr, port] = (t?.body ?? '').split(':');
       assert.equal(addr, nodeIP, `${proto}: ${t?.body}`);
       assert.ok(Number(port) >= 61000, `${proto}: NAT port ${port}`);
@@ -218,13 +175,13 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
       const nodePort = proto === 'tcp' ? 30090 : 30091;
       const tries = await connect(proto, nodeIP, nodePort, 3);
       for (const t of tries) {
-        assert.equal(t.from, `${nodeIP}:${nodePort}`, JSON.stringify(t));
+        assert.equal(t.peer, `${nodeIP}:${nodePort}`, JSON.stringify(t));
         assert.equal(t.body?.split(':')[0], EXT_IP, `${proto}: ${t.body}`);
       }
     }
     const http = await connect('tcp', nodeIP, 30080, 8);
     assert.ok(
-      http.every((t) => t.from === `${nodeIP}:30080` && podOf(t).startsWith('np/')),
+      http.every((t) => t.peer === `${nodeIP}:30080` && podOf(t).startsWith('np/')),
       JSON.stringify(http),
     );
   });

@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
-import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
+import { bodies, connect as clientConnect, peerText, type Proto } from '../support/service-client.js';
 
 const LAB = 't-svc6';
 
@@ -63,79 +63,15 @@ spec:
   ports: [{ port: 80, targetPort: 8080 }]
 `;
 
-/**
- * Runs inside a pod: `tcp ip port n timeoutMs` makes n connections, each an HTTP GET (the backend
- * answers with its pod name), and prints per connection the peer getpeername() shows and the body;
- * `udp ip port n timeoutMs` sends n datagrams from fresh sockets and prints who answered; `udpc`
- * the same from connected sockets (which learn of ICMP errors: ECONNREFUSED).
- */
-const client = `
-const [mode, ip, port, n, timeout] = process.argv.slice(1);
-const net = require('net'), dgram = require('dgram');
-const one = () => new Promise((res) => {
-  const t0 = Date.now();
-  const done = (r) => res({ ...r, ms: Date.now() - t0 });
-  if (mode === 'udp' || mode === 'udpc') {
-    const s = dgram.createSocket(net.isIPv6(ip) ? 'udp6' : 'udp4');
-    const timer = setTimeout(() => { s.close(); done({ error: 'timeout' }); }, +timeout);
-    s.on('message', (m, r) => { clearTimeout(timer); s.close(); done({ peer: r.address + ' ' + r.port, body: String(m) }); });
-    s.on('error', (e) => { clearTimeout(timer); s.close(); done({ error: e.code }); });
-    if (mode === 'udpc') s.connect(+port, ip, () => s.send('hello'));
-    else s.send('hello', +port, ip);
-    return;
-  }
-  const s = net.connect({ host: ip, port: +port });
-  let body = '', peer;
-  s.setTimeout(+timeout, () => { s.destroy(); done({ error: 'timeout' }); });
-  s.on('connect', () => { peer = s.remoteAddress + ' ' + s.remotePort; s.write('GET / HTTP/1.0\\r\\n\\r\\n'); });
-  s.on('data', (d) => (body += d));
-  s.on('end', () => { s.destroy(); done({ peer, body: body.split('\\r\\n\\r\\n')[1]?.trim() }); });
-  s.on('error', (e) => done({ error: e.code }));
-});
-(async () => { for (let i = 0; i < +n; i++) console.log(JSON.stringify(await one())); })();
-`;
-
-interface Try {
-  peer?: string;
-  body?: string;
-  error?: string;
-  ms: number;
-}
-
-/**
- * Runs the client in pod svc6/client: `via: 'socket'` as the pod's own process (its cgroup: the
- * socket LB translates); `via: 'tc'` in the pod's netns only, from this test's cgroup, where no
- * socket hook runs and the pod's tc program translates every packet.
- */
-async function connect(
-  proto: 'tcp' | 'udp' | 'udpc',
+/** The test's client (test/support/service-client.ts) in pod svc6/client. */
+const connect = (
+  proto: Proto,
   ip: string,
   port: number,
   n: number,
   timeoutMs = 1000,
   via: 'socket' | 'tc' = 'socket',
-) {
-  const argv = [process.execPath, '-e', client, proto, ip, String(port), String(n), String(timeoutMs)];
-  const budget = n * timeoutMs + 30_000;
-  const out =
-    via === 'socket'
-      ? await ok(['lab', 'exec', 'svc6/client', '--', ...argv], LAB, budget)
-      : (
-          await run(
-            ['ip', 'netns', 'exec', (await (await Lab.open(LAB)).pod('svc6/client')).netns, ...argv],
-            {
-              timeoutMs: budget,
-            },
-          )
-        ).stdout;
-  return out
-    .trim()
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Try);
-}
-
-const bodies = (tries: Try[]) => [...new Set(tries.map((t) => t.body ?? `error:${t.error}`))].sort();
+) => clientConnect(LAB, 'svc6/client', proto, ip, port, n, { timeoutMs, via });
 
 interface Summary {
   name: string;
@@ -225,7 +161,7 @@ describe('services over IPv6 and dual-stack: socket load balancing from pods', (
     const ip = (await svc('web6')).clusterIP;
     const tries = await connect('tcp', ip, 80, 16);
     assert.ok(
-      tries.every((t) => !t.error && t.peer === `${ip} 80`),
+      tries.every((t) => !t.error && t.peer === peerText(ip, 80)),
       JSON.stringify(tries),
     );
     assert.deepEqual(bodies(tries), ['svc6/web-a', 'svc6/web-b']);
@@ -235,7 +171,7 @@ describe('services over IPv6 and dual-stack: socket load balancing from pods', (
     const ip = (await svc('web6')).clusterIP;
     const tries = await connect('udp', ip, 53, 4);
     assert.ok(
-      tries.every((t) => t.peer === `${ip} 53` && t.body === 'hello'),
+      tries.every((t) => t.peer === peerText(ip, 53) && t.body === 'hello'),
       JSON.stringify(tries),
     );
   });
@@ -246,7 +182,7 @@ describe('services over IPv6 and dual-stack: socket load balancing from pods', (
     for (const ip of clusterIPs) {
       const tries = await connect('tcp', ip, 80, 16);
       assert.ok(
-        tries.every((t) => !t.error && t.peer === `${ip} 80`),
+        tries.every((t) => !t.error && t.peer === peerText(ip, 80)),
         `${ip}: ${JSON.stringify(tries)}`,
       );
       assert.deepEqual(bodies(tries), ['svc6/web-a', 'svc6/web-b'], ip);
@@ -263,14 +199,14 @@ describe('services over IPv6 and dual-stack: socket load balancing from pods', (
     const ip = (await svc('web6')).clusterIP;
     const tries = await connect('tcp', ip, 80, 12, 1000, 'tc');
     assert.ok(
-      tries.every((t) => !t.error && t.peer === `${ip} 80`),
+      tries.every((t) => !t.error && t.peer === peerText(ip, 80)),
       JSON.stringify(tries),
     );
     // Random picks: 12 connections all on one of two backends is 2^-11.
     assert.deepEqual(bodies(tries), ['svc6/web-a', 'svc6/web-b']);
     const dgrams = await connect('udpc', ip, 53, 3, 1000, 'tc');
     assert.ok(
-      dgrams.every((t) => t.peer === `${ip} 53` && t.body === 'hello'),
+      dgrams.every((t) => t.peer === peerText(ip, 53) && t.body === 'hello'),
       JSON.stringify(dgrams),
     );
     const [refused] = await connect('tcp', (await svc('empty6')).clusterIP, 80, 1, 3000, 'tc');

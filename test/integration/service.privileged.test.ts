@@ -14,6 +14,7 @@ import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir } from '../support/cli.js';
+import { bodies, connect as clientConnect, type Proto } from '../support/service-client.js';
 
 const LAB = 't-svc';
 
@@ -123,76 +124,16 @@ spec:
   - from: [{ podSelector: { matchLabels: { role: friend } } }]
 `;
 
-/**
- * Runs inside a pod: `tcp ip port n timeoutMs` makes n connections, each an HTTP GET (the backend
- * answers with its pod name), and prints per connection the peer getpeername() shows and the body;
- * `udp ip port n timeoutMs` sends n datagrams from fresh sockets and prints who answered.
- */
-const client = `
-const [mode, ip, port, n, timeout] = process.argv.slice(1);
-const net = require('net'), dgram = require('dgram');
-const one = () => new Promise((res) => {
-  const t0 = Date.now();
-  const done = (r) => res({ ...r, ms: Date.now() - t0 });
-  if (mode === 'udp' || mode === 'udpc') {
-    const s = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4');
-    const timer = setTimeout(() => { s.close(); done({ error: 'timeout' }); }, +timeout);
-    s.on('message', (m, r) => { clearTimeout(timer); s.close(); done({ peer: r.address + ':' + r.port, body: String(m) }); });
-    s.on('error', (e) => { clearTimeout(timer); s.close(); done({ error: e.code }); });
-    if (mode === 'udpc') s.connect(+port, ip, () => s.send('hello'));
-    else s.send('hello', +port, ip);
-    return;
-  }
-  const s = net.connect({ host: ip, port: +port });
-  let body = '', peer;
-  s.setTimeout(+timeout, () => { s.destroy(); done({ error: 'timeout' }); });
-  s.on('connect', () => { peer = s.remoteAddress + ':' + s.remotePort; s.write('GET / HTTP/1.0\\r\\n\\r\\n'); });
-  s.on('data', (d) => (body += d));
-  s.on('end', () => { s.destroy(); done({ peer, body: body.split('\\r\\n\\r\\n')[1]?.trim() }); });
-  s.on('error', (e) => done({ error: e.code }));
-});
-(async () => { for (let i = 0; i < +n; i++) console.log(JSON.stringify(await one())); })();
-`;
-
-interface Try {
-  peer?: string;
-  body?: string;
-  error?: string;
-  ms: number;
-}
-
-/**
- * Runs the client in pod `from`: `via: 'socket'` as the pod's own process (`weir lab exec`: its
- * cgroup, so the socket LB hooks translate); `via: 'tc'` in the pod's network namespace only, from
- * this test's cgroup, where no socket hook runs: the pod's tc program translates.
- */
-async function connect(
+/** The test's client (test/support/service-client.ts) in pod `from` of this lab. */
+const connect = (
   from: string,
-  proto: 'tcp' | 'udp' | 'udpc',
+  proto: Proto,
   ip: string,
   port: number,
   n: number,
   timeoutMs = 1000,
   via: 'socket' | 'tc' = 'socket',
-) {
-  const argv = [process.execPath, '-e', client, proto, ip, String(port), String(n), String(timeoutMs)];
-  const budget = n * timeoutMs + 30_000;
-  const out =
-    via === 'socket'
-      ? await ok(['lab', 'exec', from, '--', ...argv], LAB, budget)
-      : (
-          await run(['ip', 'netns', 'exec', (await (await Lab.open(LAB)).pod(from)).netns, ...argv], {
-            timeoutMs: budget,
-          })
-        ).stdout;
-  return out
-    .trim()
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Try);
-}
-
-const bodies = (tries: Try[]) => new Set(tries.map((t) => t.body ?? `error:${t.error}`));
+) => clientConnect(LAB, from, proto, ip, port, n, { timeoutMs, via });
 
 /** A long-lived echo connection: each ping must come back on the same connection. */
 class Conversation {
@@ -332,7 +273,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
       tries.every((t) => t.peer === `${ip}:80`),
       `peers: ${[...new Set(tries.map((t) => t.peer))]}`,
     );
-    assert.deepEqual([...bodies(tries)].sort(), ['svc/web-a', 'svc/web-b']);
+    assert.deepEqual(bodies(tries), ['svc/web-a', 'svc/web-b']);
     const alt = await connect('svc/client', 'tcp', ip, 8081, 2);
     assert.ok(
       alt.every((t) => t.peer === `${ip}:8081` && /^svc\/web-[ab]$/.test(t.body ?? '')),
@@ -361,7 +302,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
   it('keeps a client on one backend with sessionAffinity ClientIP', async () => {
     const tries = await connect('svc/client', 'tcp', await ipOf('sticky'), 80, 10);
     assert.ok(tries.every((t) => !t.error));
-    assert.equal(bodies(tries).size, 1, `sticky answered from ${[...bodies(tries)]}`);
+    assert.equal(bodies(tries).length, 1, `sticky answered from ${bodies(tries)}`);
   });
 
   it('refuses at once when no backend is ready', async () => {
@@ -378,7 +319,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
       JSON.stringify(tries),
     );
     // Random picks: 12 connections all on one of two backends is 2^-11.
-    assert.deepEqual([...bodies(tries)].sort(), ['svc/web-a', 'svc/web-b']);
+    assert.deepEqual(bodies(tries), ['svc/web-a', 'svc/web-b']);
     const ct = JSON.parse(await ok(['bpf', 'ct', 'list', '-o', 'json'], LAB)) as {
       dst: string;
       dport: number;
@@ -419,7 +360,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     await apply('manual.yaml', manual(webB));
     const manualIP = await ipOf('manual');
     const m = await connect('svc/client', 'tcp', manualIP, 80, 3);
-    assert.deepEqual([...bodies(m)], ['svc/web-b']);
+    assert.deepEqual(bodies(m), ['svc/web-b']);
     // Deleting the service removes its frontend from the maps.
     await ok(['delete', '-f', file('manual.yaml')], LAB);
     const raw = JSON.parse(await ok(['bpf', 'lb', 'list', '-o', 'json'], LAB)) as {
@@ -435,11 +376,11 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     const ip = await ipOf('web');
     await apply('web-c.yaml', webC);
     const up = await connect('svc/client', 'tcp', ip, 80, 24);
-    assert.ok(bodies(up).has('svc/web-c'), `after scale up: ${[...bodies(up)]}`);
+    assert.ok(bodies(up).includes('svc/web-c'), `after scale up: ${bodies(up)}`);
     await writeFile(file('web-a.yaml'), webA);
     await ok(['delete', '-f', file('web-a.yaml')], LAB);
     const down = await connect('svc/client', 'tcp', ip, 80, 16);
-    assert.deepEqual([...bodies(down)].sort(), ['svc/web-b', 'svc/web-c']);
+    assert.deepEqual(bodies(down), ['svc/web-b', 'svc/web-c']);
   });
 
   it('lets a terminating backend keep its connection but gives it no new one', async () => {
@@ -457,7 +398,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     );
     await conv.ping();
     const fresh = await connect('svc/client', 'tcp', ip, 80, 8);
-    assert.deepEqual([...bodies(fresh)], ['svc/term-2']);
+    assert.deepEqual(bodies(fresh), ['svc/term-2']);
     await conv.ping();
     conv.close();
     conv = undefined;

@@ -126,11 +126,51 @@ static __always_inline union refuse_scratch *__refuse_scratch(void)
 	return s;
 }
 
+/* The IPv4 header of an answer: from the original's receiver to its sender, `l4_len` bytes after. */
+static __always_inline void __ip4_answer(struct iphdr *ip, __be32 saddr, __be32 daddr, __u8 proto, __u32 l4_len)
+{
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	ip->tos = 0;
+	ip->tot_len = bpf_htons(sizeof(struct iphdr) + l4_len);
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->protocol = proto;
+	ip->check = 0;
+	ip->check = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+}
+
+static __always_inline void __ip6_answer(struct ipv6hdr *ip6, const struct in6_addr *saddr,
+					 const struct in6_addr *daddr, __u8 nexthdr, __u32 l4_len)
+{
+	ip6->saddr = *saddr;
+	ip6->daddr = *daddr;
+	ip6->priority = 0;
+	ip6->flow_lbl[0] = 0;
+	ip6->flow_lbl[1] = 0;
+	ip6->flow_lbl[2] = 0;
+	ip6->payload_len = bpf_htons(l4_len);
+	ip6->nexthdr = nexthdr;
+	ip6->hop_limit = 64;
+}
+
+/* Makes the packet the answer: Ethernet (addresses swapped by the caller), L3, L4. */
+static __always_inline int __store_answer(struct __sk_buff *skb, const struct ethhdr *eth, const void *l3,
+					  __u32 l3_len, const void *l4, __u32 l4_len)
+{
+	if (bpf_skb_change_tail(skb, ETH_HLEN + l3_len + l4_len, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, l3, l3_len, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + l3_len, l4, l4_len, 0) < 0)
+		return -1;
+	return 0;
+}
+
 static __always_inline int __icmp_unreach4(struct __sk_buff *skb)
 {
 	union refuse_scratch *s = __refuse_scratch();
 	struct icmp4_msg *m;
-
 	const __u32 icmp_len = sizeof(struct icmphdr) + ICMP4_QUOTE;
 
 	if (!s)
@@ -147,22 +187,8 @@ static __always_inline int __icmp_unreach4(struct __sk_buff *skb)
 	m->icmp.checksum = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)&m->icmp, icmp_len, 0));
 
 	__swap_macs(&m->eth);
-	m->ip.daddr = m->ip.saddr;
-	__builtin_memcpy(&m->ip.saddr, m->quote + __builtin_offsetof(struct iphdr, daddr), 4);
-	m->ip.tos = 0;
-	m->ip.tot_len = bpf_htons(sizeof(struct iphdr) + icmp_len);
-	m->ip.id = 0;
-	m->ip.frag_off = 0;
-	m->ip.ttl = 64;
-	m->ip.protocol = IPPROTO_ICMP;
-	m->ip.check = 0;
-	m->ip.check = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)&m->ip, sizeof(m->ip), 0));
-
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(struct iphdr) + icmp_len, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, &m->eth, sizeof(m->eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &m->ip, sizeof(struct iphdr) + icmp_len, 0) < 0)
-		return -1;
-	return 0;
+	__ip4_answer(&m->ip, m->ip.daddr, m->ip.saddr, IPPROTO_ICMP, icmp_len);
+	return __store_answer(skb, &m->eth, &m->ip, sizeof(m->ip), &m->icmp, icmp_len);
 }
 
 static __always_inline int __icmp_unreach6(struct __sk_buff *skb)
@@ -187,22 +213,8 @@ static __always_inline int __icmp_unreach6(struct __sk_buff *skb)
 	m->icmp6.icmp6_cksum = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)&m->saddr, 40 + icmp_len, 0));
 
 	__swap_macs(&m->eth);
-	m->ip6.saddr = m->saddr;
-	m->ip6.daddr = m->daddr;
-	m->ip6.priority = 0;
-	m->ip6.flow_lbl[0] = 0;
-	m->ip6.flow_lbl[1] = 0;
-	m->ip6.flow_lbl[2] = 0;
-	m->ip6.payload_len = bpf_htons(icmp_len);
-	m->ip6.nexthdr = IPPROTO_ICMPV6;
-	m->ip6.hop_limit = 64;
-
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(struct ipv6hdr) + icmp_len, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, &m->eth, sizeof(m->eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &m->ip6, sizeof(struct ipv6hdr), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(struct ipv6hdr), &m->icmp6, icmp_len, 0) < 0)
-		return -1;
-	return 0;
+	__ip6_answer(&m->ip6, &m->saddr, &m->daddr, IPPROTO_ICMPV6, icmp_len);
+	return __store_answer(skb, &m->eth, &m->ip6, sizeof(m->ip6), &m->icmp6, icmp_len);
 }
 
 /* The RST answering `in` (a segment of `payload` bytes), from its receiver. */
@@ -244,22 +256,8 @@ static __always_inline int __rst4(struct __sk_buff *skb, const struct flow *f)
 	m->out.check = __csum_fold(bpf_csum_diff(0, 0, &m->saddr, 12 + sizeof(struct tcphdr), 0));
 
 	__swap_macs(&m->eth);
-	m->ip.saddr = m->saddr;
-	m->ip.daddr = m->daddr;
-	m->ip.tos = 0;
-	m->ip.tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct tcphdr));
-	m->ip.id = 0;
-	m->ip.frag_off = bpf_htons(0x4000); /* DF */
-	m->ip.ttl = 64;
-	m->ip.check = 0;
-	m->ip.check = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)&m->ip, sizeof(m->ip), 0));
-
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(struct iphdr) + sizeof(struct tcphdr), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, &m->eth, sizeof(m->eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &m->ip, sizeof(m->ip), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &m->out, sizeof(m->out), 0) < 0)
-		return -1;
-	return 0;
+	__ip4_answer(&m->ip, m->saddr, m->daddr, IPPROTO_TCP, sizeof(m->out));
+	return __store_answer(skb, &m->eth, &m->ip, sizeof(m->ip), &m->out, sizeof(m->out));
 }
 
 static __always_inline int __rst6(struct __sk_buff *skb, const struct flow *f)
@@ -286,22 +284,8 @@ static __always_inline int __rst6(struct __sk_buff *skb, const struct flow *f)
 	m->out.check = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)&m->saddr, 40 + sizeof(struct tcphdr), 0));
 
 	__swap_macs(&m->eth);
-	m->ip6.saddr = m->saddr;
-	m->ip6.daddr = m->daddr;
-	m->ip6.priority = 0;
-	m->ip6.flow_lbl[0] = 0;
-	m->ip6.flow_lbl[1] = 0;
-	m->ip6.flow_lbl[2] = 0;
-	m->ip6.payload_len = bpf_htons(sizeof(struct tcphdr));
-	m->ip6.nexthdr = IPPROTO_TCP;
-	m->ip6.hop_limit = 64;
-
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(struct ipv6hdr) + sizeof(struct tcphdr), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, &m->eth, sizeof(m->eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &m->ip6, sizeof(m->ip6), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(struct ipv6hdr), &m->out, sizeof(m->out), 0) < 0)
-		return -1;
-	return 0;
+	__ip6_answer(&m->ip6, &m->saddr, &m->daddr, IPPROTO_TCP, sizeof(m->out));
+	return __store_answer(skb, &m->eth, &m->ip6, sizeof(m->ip6), &m->out, sizeof(m->out));
 }
 
 static __always_inline int refuse_reply(struct __sk_buff *skb, const struct flow *f)

@@ -6,8 +6,10 @@
  *   lb_nat_egress(skb, flow, rev_nat_index, reason) -> LB_NAT_NONE | LB_NAT_DONE | LB_NAT_DROP
  *     At weir_from_container, for a packet conntrack does not know, whose destination is a
  *     frontend (weir_lb_services). The service tuple, as the pod sent it, keys weir_lb_ct: a
- *     tuple seen before keeps its backend while that backend exists (a terminating one too,
- *     except for a fresh TCP SYN, which opens a new connection and gets an ACTIVE backend).
+ *     tuple seen before keeps its backend while that backend exists (a terminating one too),
+ *     except that a TCP SYN keeps it only while it is an ACTIVE backend of the service (a
+ *     retransmitted SYN must reach the backend the first one did; a new connection must not
+ *     reach a terminating one).
  *     Otherwise lb_select picks one (random, Maglev over the tuple, ClientIP affinity by the pod's
  *     address). The destination address and port are rewritten (checksums fixed) and so is
  *     flow->tuple: conntrack, policy and flow events all see the pod -> backend flow, and the
@@ -128,8 +130,11 @@ static __always_inline int lb_nat_egress(struct __sk_buff *skb, struct flow *f, 
 	if (known && known->rev_nat_index == svc->rev_nat_index) {
 		id = known->backend_id;
 		b = lb_backend(id);
-		if (b && b->state != LB_BACKEND_ACTIVE &&
-		    (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		/* A SYN (a retransmission, or the tuple reused for a new connection) keeps the backend
+		 * only while it is an ACTIVE one of this service: not terminating, and not an id given
+		 * to another backend since. */
+		if (b && (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+		    !lb_active_member(&key, svc->active, id))
 			b = 0;
 	}
 	if (!b) {

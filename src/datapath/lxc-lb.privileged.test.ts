@@ -220,6 +220,29 @@ describe('service translation at tc (no socket hook)', () => {
     }
   });
 
+  it('a retransmitted SYN reaches the backend the first one did', () => {
+    const syn = () => fromClient(v4(CLIENT.v4, VIP.v4, tcp({ sport: 42500, dport: 80, flags: 'S', seq: 1 })));
+    const first = syn().out.ip?.dst;
+    for (let i = 0; i < 10; i++) assert.equal(syn().out.ip?.dst, first);
+  });
+
+  it('a SYN never follows a remembered backend id that left the service', () => {
+    const first = fromClient(v4(CLIENT.v4, VIP.v4, tcp({ sport: 42600, dport: 80, flags: 'S' })));
+    const backend = first.out.ip?.dst as string;
+    const [gone, stays] = backend === B1.v4 ? [1, 2] : [2, 1];
+    // The backend leaves the service; its id now names another address, outside the service.
+    h.dp.lb.upsertService({ address: VIP.v4, port: 80, proto: 'tcp' }, { revNatIndex: 1 }, [stays]);
+    h.dp.lb.upsertBackend(gone, { address: '10.0.9.9', port: 8080, proto: 'tcp' });
+    try {
+      h.dp.ct.flush(); // the tuple opens a new connection
+      const again = fromClient(v4(CLIENT.v4, VIP.v4, tcp({ sport: 42600, dport: 80, flags: 'S' })));
+      assert.equal(again.out.ip?.dst, stays === 1 ? B1.v4 : B2.v4);
+    } finally {
+      h.dp.lb.upsertBackend(gone, { address: backend, port: 8080, proto: 'tcp' });
+      h.dp.lb.upsertService({ address: VIP.v4, port: 80, proto: 'tcp' }, { revNatIndex: 1 }, [1, 2]);
+    }
+  });
+
   it('traffic to anything but a frontend is not touched', () => {
     for (const data of [
       v4(CLIENT.v4, B1.v4, tcp({ sport: 43000, dport: 8080, flags: 'S' })),

@@ -21,6 +21,8 @@ export interface DatapathProberOptions {
   timeoutMs?: number;
   /** Probes of one case in flight at once. */
   concurrency?: number;
+  /** false: the agent runs with --socket-lb off, so Services are translated at tc only. */
+  socketLB?: boolean;
   log?: Logger;
 }
 
@@ -49,7 +51,11 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
     try {
       const started = Date.now();
       await lab.up(labSpec(name, topology, extNames));
-      await startAgent({ lab: name, nodeNetns: (await lab.requireState()).node.netns });
+      await startAgent({
+        lab: name,
+        nodeNetns: (await lab.requireState()).node.netns,
+        ...(opts.socketLB === false ? { agentArgs: ['--socket-lb', 'off'] } : {}),
+      });
       await applyLab(lab, topology, {
         file: topology.key,
         namespaces: topology.namespaces,

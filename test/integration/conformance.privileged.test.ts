@@ -107,6 +107,83 @@ after(async () => {
     }
 });
 
+type RunResult = Awaited<ReturnType<typeof run>>;
+
+/** Judges one suite's run from its JSON report: every case passes, probes really went through. */
+function checkSuite(
+  t: { diagnostic(message: string): void },
+  { suite, dir, r, seconds }: { suite: (typeof suites)[number]; dir: string; r: RunResult; seconds: number },
+): void {
+  t.diagnostic(`${suite}: ${seconds.toFixed(1)} s wall time`);
+  assert.equal(r.signal, null, `${suite}: killed (${r.signal}): ${r.stderr}`);
+  const report = JSON.parse(r.stdout) as Report;
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  assert.equal(report.cases.length, files.length, `${suite}: one report per case file`);
+
+  let compared = 0;
+  let viaClusterIP = 0;
+  const loopback: string[] = [];
+  const seen = { allowed: 0, denied: 0, skipped: 0 };
+  const problems: string[] = [];
+  for (const c of report.cases) {
+    assert.equal(typeof c.id, 'string');
+    assert.ok(files.includes(c.file.split('/').at(-1) ?? ''), `${c.id}: file ${c.file}`);
+    assert.equal(c.mode, 'datapath');
+    assert.ok(Array.isArray(c.results) && c.results.length > 0, `${c.id}: no results`);
+    if (c.error) problems.push(`${c.id}: ${c.error}`);
+    if (c.pass !== true) problems.push(`${c.id}: pass=${String(c.pass)}`);
+    for (const m of c.loopbackMismatches)
+      loopback.push(`${c.id} ${m.from} ${m.protocol}/${m.port} ${String(m.allowed)}`);
+    const targets = probeTargets(c.file);
+    for (const res of c.results) {
+      assert.equal(typeof res.from, 'string');
+      assert.equal(typeof res.to, 'string');
+      assert.ok(Number.isInteger(res.port) && res.port > 0);
+      assert.ok(['TCP', 'UDP', 'SCTP'].includes(res.protocol));
+      assert.ok(res.allowed === null || typeof res.allowed === 'boolean');
+      if (res.protocol === 'SCTP') {
+        assert.equal(res.allowed, null, `${c.id}: SCTP is not probed`);
+        seen.skipped++;
+        continue;
+      }
+      assert.notEqual(res.allowed, null, `${c.id}: ${res.from} -> ${res.to} ${res.protocol} not probed`);
+      if (targets.get(`${res.protocol}/${res.port}`) === 'service-clusterip') {
+        // Dialled the ClusterIP (service CIDR 10.96.0.0/16) on the Service port, not the pod.
+        const [ns, pod] = res.to.split('/');
+        assert.ok(res.viaService, `${c.id}: ${res.from} -> ${res.to} not through a Service`);
+        if (suite === 'netpol') assert.equal(res.viaService, `${ns}/s-${ns}-${pod}`);
+        assert.match(
+          res.note ?? '',
+          new RegExp(`^via service ${res.viaService} \\(ClusterIP 10\\.96\\.\\d+\\.\\d+:${res.port}\\)$`),
+        );
+        viaClusterIP++;
+      } else assert.equal(res.viaService, undefined, `${c.id}: ${res.from} -> ${res.to}`);
+      if (res.allowed) seen.allowed++;
+      else seen.denied++;
+      // Judged here from the observations, not from the report's own verdict.
+      if (res.loopback || res.expected === undefined || res.expected === null) continue;
+      compared++;
+      if (res.allowed !== res.expected)
+        problems.push(
+          `${c.id}: ${res.from} -> ${res.to} ${res.protocol}/${res.port} expected ${String(res.expected)}, observed ${String(res.allowed)}`,
+        );
+    }
+  }
+  t.diagnostic(
+    `${suite}: ${viaClusterIP} probes through a ClusterIP; ${loopback.length} loopback mismatches (not failing): ${loopback.slice(0, 5).join(', ')}`,
+  );
+  assert.deepEqual(problems.slice(0, 20), [], `${suite}: ${problems.length} problems`);
+  assert.equal(r.code, 0, `${suite}: exit code`);
+  // Not vacuous: real connections were made and real drops observed.
+  assert.ok(compared > 1000, `${suite}: compared only ${compared}`);
+  assert.ok(
+    viaClusterIP >= (suite === 'netpol' ? 1000 : 32),
+    `${suite}: ${viaClusterIP} through a ClusterIP`,
+  );
+  assert.ok(seen.allowed > 100 && seen.denied > 100, `${suite}: ${JSON.stringify(seen)}`);
+  assert.deepEqual(leftovers(r.pid), [], `${suite}: the run left labs behind`);
+}
+
 describe('conformance run --mode datapath (real connections in the lab)', () => {
   it('passes every case of netpol and cnp, and leaves no lab behind', async (t) => {
     // Both directories at once: probes mostly wait on timeouts, so the runs overlap well.
@@ -122,76 +199,18 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
         return { suite, dir, r, seconds: (Date.now() - started) / 1000 };
       }),
     );
-    for (const { suite, dir, r, seconds } of runs) {
-      t.diagnostic(`${suite}: ${seconds.toFixed(1)} s wall time`);
-      assert.equal(r.signal, null, `${suite}: killed (${r.signal}): ${r.stderr}`);
-      const report = JSON.parse(r.stdout) as Report;
-      const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
-      assert.equal(report.cases.length, files.length, `${suite}: one report per case file`);
+    for (const run of runs) checkSuite(t, run);
+  });
 
-      let compared = 0;
-      let viaClusterIP = 0;
-      const loopback: string[] = [];
-      const seen = { allowed: 0, denied: 0, skipped: 0 };
-      const problems: string[] = [];
-      for (const c of report.cases) {
-        assert.equal(typeof c.id, 'string');
-        assert.ok(files.includes(c.file.split('/').at(-1) ?? ''), `${c.id}: file ${c.file}`);
-        assert.equal(c.mode, 'datapath');
-        assert.ok(Array.isArray(c.results) && c.results.length > 0, `${c.id}: no results`);
-        if (c.error) problems.push(`${c.id}: ${c.error}`);
-        if (c.pass !== true) problems.push(`${c.id}: pass=${String(c.pass)}`);
-        for (const m of c.loopbackMismatches)
-          loopback.push(`${c.id} ${m.from} ${m.protocol}/${m.port} ${String(m.allowed)}`);
-        const targets = probeTargets(c.file);
-        for (const res of c.results) {
-          assert.equal(typeof res.from, 'string');
-          assert.equal(typeof res.to, 'string');
-          assert.ok(Number.isInteger(res.port) && res.port > 0);
-          assert.ok(['TCP', 'UDP', 'SCTP'].includes(res.protocol));
-          assert.ok(res.allowed === null || typeof res.allowed === 'boolean');
-          if (res.protocol === 'SCTP') {
-            assert.equal(res.allowed, null, `${c.id}: SCTP is not probed`);
-            seen.skipped++;
-            continue;
-          }
-          assert.notEqual(res.allowed, null, `${c.id}: ${res.from} -> ${res.to} ${res.protocol} not probed`);
-          if (targets.get(`${res.protocol}/${res.port}`) === 'service-clusterip') {
-            // Dialled the ClusterIP (service CIDR 10.96.0.0/16) on the Service port, not the pod.
-            const [ns, pod] = res.to.split('/');
-            assert.ok(res.viaService, `${c.id}: ${res.from} -> ${res.to} not through a Service`);
-            if (suite === 'netpol') assert.equal(res.viaService, `${ns}/s-${ns}-${pod}`);
-            assert.match(
-              res.note ?? '',
-              new RegExp(`^via service ${res.viaService} \\(ClusterIP 10\\.96\\.\\d+\\.\\d+:${res.port}\\)$`),
-            );
-            viaClusterIP++;
-          } else assert.equal(res.viaService, undefined, `${c.id}: ${res.from} -> ${res.to}`);
-          if (res.allowed) seen.allowed++;
-          else seen.denied++;
-          // Judged here from the observations, not from the report's own verdict.
-          if (res.loopback || res.expected === undefined || res.expected === null) continue;
-          compared++;
-          if (res.allowed !== res.expected)
-            problems.push(
-              `${c.id}: ${res.from} -> ${res.to} ${res.protocol}/${res.port} expected ${String(res.expected)}, observed ${String(res.allowed)}`,
-            );
-        }
-      }
-      t.diagnostic(
-        `${suite}: ${viaClusterIP} probes through a ClusterIP; ${loopback.length} loopback mismatches (not failing): ${loopback.slice(0, 5).join(', ')}`,
-      );
-      assert.deepEqual(problems.slice(0, 20), [], `${suite}: ${problems.length} problems`);
-      assert.equal(r.code, 0, `${suite}: exit code`);
-      // Not vacuous: real connections were made and real drops observed.
-      assert.ok(compared > 1000, `${suite}: compared only ${compared}`);
-      assert.ok(
-        viaClusterIP >= (suite === 'netpol' ? 1000 : 32),
-        `${suite}: ${viaClusterIP} through a ClusterIP`,
-      );
-      assert.ok(seen.allowed > 100 && seen.denied > 100, `${suite}: ${JSON.stringify(seen)}`);
-      assert.deepEqual(leftovers(r.pid), [], `${suite}: the run left labs behind`);
-    }
+  it('passes every netpol case with --socket-lb off (Services translated by the tc programs)', async (t) => {
+    const started = Date.now();
+    const dir = join(sharedDir, 'conformance', 'netpol', 'cases');
+    const r = await run(
+      ['conformance', 'run', '--cases', dir, '--mode', 'datapath', '--socket-lb', 'off', '-o', 'json'],
+      300_000,
+    );
+    pids.push(r.pid);
+    checkSuite(t, { suite: 'netpol', dir, r, seconds: (Date.now() - started) / 1000 });
   });
 
   it('removes its lab when interrupted (SIGINT)', async () => {

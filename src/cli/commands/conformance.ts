@@ -14,10 +14,10 @@ export function registerDatapathProber(factory: ProberFactory): void {
   registeredDatapathProber = factory;
 }
 
-function factoryFor(mode: string, timeoutMs: number): ProberFactory {
+function factoryFor(mode: string, timeoutMs: number, socketLB: boolean): ProberFactory {
   if (mode === 'simulate') return simulateProberFactory();
   if (mode === 'datapath')
-    return registeredDatapathProber ?? datapathProberFactory({ timeoutMs, log: progress });
+    return registeredDatapathProber ?? datapathProberFactory({ timeoutMs, socketLB, log: progress });
   throw new WeirError('ERR_CLI_ARGUMENT', `unknown mode '${mode}' (simulate or datapath)`, {
     location: { field: '--mode' },
   });
@@ -98,33 +98,43 @@ export function conformanceCommand(): Command {
         }),
     )
     .addOption(
+      new Option(
+        '--socket-lb <on|off>',
+        "datapath: Services translated at the socket (on) or by the pods' tc programs only (off)",
+      )
+        .choices(['on', 'off'])
+        .default('on'),
+    )
+    .addOption(
       new Option('-o, --output <format>', 'text or json').choices(['text', 'json', 'table']).default('text'),
     )
-    .action(async (o: { cases: string; mode: string; output: string; probeTimeout: number }) => {
-      // The labs of datapath mode are removed on the way out, also when interrupted.
-      const onSignal = (signal: NodeJS.Signals) => {
-        progress(`${signal}: removing the conformance labs`);
-        void closeDatapathSessions().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
-      };
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      let report: RunReport;
-      try {
-        report = await runCases({
-          casesDir: o.cases,
-          mode: o.mode,
-          proberFactory: factoryFor(o.mode, o.probeTimeout),
-        });
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await closeDatapathSessions();
-      }
-      process.stdout.write(
-        o.output === 'json' ? JSON.stringify(reportJson(report), null, 2) + '\n' : reportText(report),
-      );
-      if (report.cases.some((c) => c.pass === false)) process.exitCode = 1;
-    });
+    .action(
+      async (o: { cases: string; mode: string; output: string; probeTimeout: number; socketLb: string }) => {
+        // The labs of datapath mode are removed on the way out, also when interrupted.
+        const onSignal = (signal: NodeJS.Signals) => {
+          progress(`${signal}: removing the conformance labs`);
+          void closeDatapathSessions().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+        };
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        let report: RunReport;
+        try {
+          report = await runCases({
+            casesDir: o.cases,
+            mode: o.mode,
+            proberFactory: factoryFor(o.mode, o.probeTimeout, o.socketLb === 'on'),
+          });
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+          await closeDatapathSessions();
+        }
+        process.stdout.write(
+          o.output === 'json' ? JSON.stringify(reportJson(report), null, 2) + '\n' : reportText(report),
+        );
+        if (report.cases.some((c) => c.pass === false)) process.exitCode = 1;
+      },
+    );
   return cmd;
 }
 

@@ -65,7 +65,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	struct policy_key key = {};
 	struct ct_entry *closed, *hit;
 	struct endpoint_info *ep;
-	int ret, ct;
+	int ret, ct, hairpin = 0;
 	__u16 rev_nat = 0;
 	struct flow f = {};
 	__u32 bytes = skb->len;
@@ -94,11 +94,20 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		goto drop;
 
 	now = bpf_ktime_get_ns();
+	/* The pod answering its own connection through a Service (hairpin, lib/lb_nat.h): back into
+	 * the pod, from the frontend. */
+	if (dir == DIR_EGRESS && lb_nat_hairpin_reply(skb, &f, bytes, now) == 0) {
+		metrics_count(REASON_FORWARDED, dir, bytes);
+		return lb_nat_bounce(skb);
+	}
 	ct = ct_lookup_entry(&f, dir, bytes, now, &closed, &hit);
 	/* A service frontend the socket hooks did not translate: translated here (lib/lb_nat.h), and
 	 * everything below sees the pod -> backend flow. */
 	if (ct == CT_NEW && dir == DIR_EGRESS && f.icmp_kind != ICMP_KIND_ERROR) {
 		switch (lb_nat_egress(skb, &f, &rev_nat, &reason)) {
+		case LB_NAT_HAIRPIN:
+			hairpin = 1;
+			/* fall through */
 		case LB_NAT_DONE:
 			ct = ct_lookup_entry(&f, dir, bytes, now, &closed, &hit);
 			break;
@@ -157,6 +166,13 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		if (f.tuple.nexthdr != IPPROTO_ICMP && f.tuple.nexthdr != IPPROTO_ICMPV6)
 			key.dport = f.tuple.dport;
 		reason = policy_can_access(ep_id, &key, &verdict);
+		/* Hairpin traffic never passes weir_to_container: the pod's ingress judges it here, its
+		 * own identity as the peer (self traffic is policy-evaluated). */
+		if (!reason && hairpin) {
+			key.identity = ep_identity;
+			key.direction = DIR_INGRESS;
+			reason = policy_can_access(ep_id, &key, &verdict);
+		}
 	}
 	m.cookie = verdict.cookie;
 	m.reason = reason;
@@ -170,7 +186,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 
 forward:
 	metrics_count(REASON_FORWARDED, dir, bytes);
-	return TC_ACT_OK;
+	return hairpin ? lb_nat_bounce(skb) : TC_ACT_OK;
 drop:
 	/* Before policy the identities are not set yet: as known here (the peer's once parsed). */
 	if (!m.src_identity && !m.dst_identity)

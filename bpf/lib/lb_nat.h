@@ -21,8 +21,17 @@
  *     At weir_to_container, for a reply whose conntrack entry has a rev_nat_index: the source
  *     becomes the frontend again (weir_lb_revnat), so the pod sees the address it dialled.
  *     -1 (frontend gone meanwhile): the reply passes as it is and the pod's stack refuses it.
- * Unfragmented TCP and UDP, IPv4 and IPv6. ICMP errors about a translated connection are not
- * translated back (the pod's socket ignores them; its own timeouts apply).
+ *
+ * Hairpin (IPv4): a pod whose Service picked the pod itself. Its own address as the source would
+ * make its stack drop the packet, so the source becomes LB_HAIRPIN4 (Cilium's IPV4_LOOPBACK,
+ * 169.254.42.1) and the packet goes straight back into the pod (lb_nat_bounce: bpf_redirect_peer,
+ * it never leaves the veth); LB_NAT_HAIRPIN tells the caller, which judges the pod's egress and
+ * ingress policy (self traffic is policy-evaluated, as Kubernetes' conformance expects).
+ *   lb_nat_hairpin_reply(skb, flow, bytes, now) -> 0 | -1
+ *     At weir_from_container, for the pod answering LB_HAIRPIN4: the hairpin's conntrack entry
+ *     (tracked as the pod's egress) turns it into frontend -> pod, and lb_nat_bounce sends it back.
+ * Unfragmented TCP and UDP, IPv4 and IPv6 (no IPv6 hairpin). ICMP errors about a translated
+ * connection are not translated back (the pod's socket ignores them; its own timeouts apply).
  */
 #ifndef WEIR_LB_NAT_H
 #define WEIR_LB_NAT_H
@@ -34,15 +43,20 @@
 #include <bpf/bpf_helpers.h>
 
 #include "lib/common.h"
+#include "lib/conntrack.h"
 #include "lib/drop_reasons.h"
 #include "lib/lb.h"
 #include "lib/parse.h"
+#include "lib/refuse.h"
 
 #define WEIR_LB_CT_MAX 65536
 
 #define LB_NAT_NONE 0
 #define LB_NAT_DONE 1
 #define LB_NAT_DROP 2
+#define LB_NAT_HAIRPIN 3 /* done, and the backend is the pod itself: send with lb_nat_bounce */
+
+#define LB_HAIRPIN4 0xa9fe2a01 /* 169.254.42.1, host order */
 
 /* Datapath-internal (user space does not read it): the backend a service tuple was given. */
 struct lb_ct_value {
@@ -92,6 +106,16 @@ static __always_inline int __lb_rewrite(struct __sk_buff *skb, const struct flow
 	return 0;
 }
 
+/* 0 when the two IPv4 addresses (first 4 bytes) are equal. */
+static __always_inline int __lb_addr4_cmp(const __u8 *a, const __u8 *b)
+{
+	__be32 x, y;
+
+	__builtin_memcpy(&x, a, 4);
+	__builtin_memcpy(&y, b, 4);
+	return x != y;
+}
+
 /* Spreads picks over the tuple: the client's address (folded) and both ports. */
 static __always_inline __u64 __lb_tuple_mix(const struct flow *f)
 {
@@ -99,6 +123,17 @@ static __always_inline __u64 __lb_tuple_mix(const struct flow *f)
 
 	__builtin_memcpy(w, f->tuple.saddr, 16);
 	return ((__u64)(w[0] ^ w[1] ^ w[2] ^ w[3]) << 32) | ((__u32)f->tuple.sport << 16) | f->tuple.dport;
+}
+
+static __always_inline int lb_nat_reply(struct __sk_buff *skb, struct flow *f, __u16 rev_nat_index)
+{
+	struct lb_revnat *r = bpf_map_lookup_elem(&weir_lb_revnat, &rev_nat_index);
+
+	if (!r || r->family != f->tuple.family || __lb_rewrite(skb, f, 0, r->addr, r->port) < 0)
+		return -1;
+	__builtin_memcpy(f->tuple.saddr, r->addr, 16);
+	f->tuple.sport = r->port;
+	return 0;
 }
 
 static __always_inline int lb_nat_egress(struct __sk_buff *skb, struct flow *f, __u16 *rev_nat_index, int *reason)
@@ -158,17 +193,53 @@ static __always_inline int lb_nat_egress(struct __sk_buff *skb, struct flow *f, 
 	__builtin_memcpy(f->tuple.daddr, b->addr, 16);
 	f->tuple.dport = b->port;
 	*rev_nat_index = svc->rev_nat_index;
+	if (f->tuple.family == 4 && !__lb_addr4_cmp(f->tuple.daddr, f->tuple.saddr)) {
+		__u8 lo[16] = {};
+		__be32 a = bpf_htonl(LB_HAIRPIN4);
+
+		__builtin_memcpy(lo, &a, 4);
+		if (__lb_rewrite(skb, f, 0, lo, f->tuple.sport) < 0) {
+			*reason = DROP_INVALID;
+			return LB_NAT_DROP;
+		}
+		__builtin_memcpy(f->tuple.saddr, lo, 4);
+		return LB_NAT_HAIRPIN;
+	}
 	return LB_NAT_DONE;
 }
 
-static __always_inline int lb_nat_reply(struct __sk_buff *skb, struct flow *f, __u16 rev_nat_index)
+/* Sends a hairpin packet back into the pod it came from (tc ingress of its host veth). */
+static __always_inline int lb_nat_bounce(struct __sk_buff *skb)
 {
-	struct lb_revnat *r = bpf_map_lookup_elem(&weir_lb_revnat, &rev_nat_index);
+	struct ethhdr eth;
 
-	if (!r || r->family != f->tuple.family || __lb_rewrite(skb, f, 0, r->addr, r->port) < 0)
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return TC_ACT_SHOT;
+	__swap_macs(&eth);
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect_peer(skb->ifindex, 0);
+}
+
+static __always_inline int lb_nat_hairpin_reply(struct __sk_buff *skb, struct flow *f, __u32 bytes, __u64 now)
+{
+	struct ct_entry *closed, *hit;
+	__u8 self[16] = {}, lo[4];
+	__be32 a = bpf_htonl(LB_HAIRPIN4);
+	__u16 rev;
+
+	__builtin_memcpy(lo, &a, 4);
+	if (f->tuple.family != 4 || f->frag != FRAG_NONE || __lb_addr4_cmp(f->tuple.daddr, lo) ||
+	    (f->tuple.nexthdr != IPPROTO_TCP && f->tuple.nexthdr != IPPROTO_UDP))
 		return -1;
-	__builtin_memcpy(f->tuple.saddr, r->addr, 16);
-	f->tuple.sport = r->port;
+	/* The hairpin's entry was made at the pod's egress: this answer is its reply as ingress sees it. */
+	if (ct_lookup_entry(f, CT_F_INGRESS, bytes, now, &closed, &hit) != CT_REPLY || !hit || !hit->rev_nat_index)
+		return -1;
+	rev = hit->rev_nat_index;
+	__builtin_memcpy(self, f->tuple.saddr, 4);
+	if (lb_nat_reply(skb, f, rev) < 0 || __lb_rewrite(skb, f, 1, self, f->tuple.dport) < 0)
+		return -1;
+	__builtin_memcpy(f->tuple.daddr, self, 4);
 	return 0;
 }
 

@@ -243,6 +243,60 @@ describe('service translation at tc (no socket hook)', () => {
     }
   });
 
+  describe('hairpin: a pod whose Service picks the pod itself', () => {
+    const SELF_VIP = '10.96.0.12';
+    const LOOPBACK = '169.254.42.1';
+    before(() => {
+      h.dp.lb.upsertBackend(20, { address: CLIENT.v4, port: 8080, proto: 'tcp' });
+      h.dp.lb.upsertService({ address: SELF_VIP, port: 80, proto: 'tcp' }, { revNatIndex: 20 }, [20]);
+    });
+
+    it('goes back into the pod from 169.254.42.1, and the answer comes back from the ClusterIP', () => {
+      const syn = fromClient(v4(CLIENT.v4, SELF_VIP, tcp({ sport: 44000, dport: 80, flags: 'S' })));
+      assert.equal(syn.retval, TC_ACT_REDIRECT, 'straight back into the pod');
+      assert.deepEqual(
+        [syn.out.ip?.src, syn.out.l4?.sport, syn.out.ip?.dst, syn.out.l4?.dport],
+        [LOOPBACK, 44000, CLIENT.v4, 8080],
+      );
+      assert.deepEqual(
+        [syn.out.dst, syn.out.src],
+        ['02:00:00:00:00:01', '02:00:00:00:00:02'],
+        'MACs swapped',
+      );
+      checksumsOk(syn);
+
+      const answer = fromClient(v4(CLIENT.v4, LOOPBACK, tcp({ sport: 8080, dport: 44000, flags: 'SA' })));
+      assert.equal(answer.retval, TC_ACT_REDIRECT);
+      assert.deepEqual(
+        [answer.out.ip?.src, answer.out.l4?.sport, answer.out.ip?.dst, answer.out.l4?.dport],
+        [SELF_VIP, 80, CLIENT.v4, 44000],
+      );
+      checksumsOk(answer);
+
+      const more = fromClient(v4(CLIENT.v4, SELF_VIP, tcp({ sport: 44000, dport: 80, flags: 'A' })));
+      assert.deepEqual(
+        [more.retval, more.out.ip?.src, more.out.ip?.dst],
+        [TC_ACT_REDIRECT, LOOPBACK, CLIENT.v4],
+      );
+      const conn = h.dp.ct.list().find((c) => c.src === LOOPBACK);
+      assert.deepEqual(
+        [conn?.direction, conn?.dst, conn?.packetsFwd, conn?.packetsRev],
+        ['egress', CLIENT.v4, 2n, 1n],
+      );
+    });
+
+    it("is judged by the pod's ingress policy too (self traffic is policy-evaluated)", () => {
+      const pm = h.dp.policy(client.endpointId);
+      pm.clear();
+      pm.upsert({ identity: 0, direction: 'egress', protocol: TCP }, {});
+      const denied = fromClient(v4(CLIENT.v4, SELF_VIP, tcp({ sport: 44001, dport: 80, flags: 'S' })));
+      assert.deepEqual([denied.retval, denied.counted.get(DropReason.POLICY)], [TC_ACT_SHOT, 1n]);
+      pm.upsert({ identity: CLIENT.identity, direction: 'ingress', protocol: TCP, port: 8080 }, {});
+      const allowed = fromClient(v4(CLIENT.v4, SELF_VIP, tcp({ sport: 44002, dport: 80, flags: 'S' })));
+      assert.equal(allowed.retval, TC_ACT_REDIRECT);
+    });
+  });
+
   it('traffic to anything but a frontend is not touched', () => {
     for (const data of [
       v4(CLIENT.v4, B1.v4, tcp({ sport: 43000, dport: 8080, flags: 'S' })),

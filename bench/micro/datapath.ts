@@ -3,7 +3,9 @@
 // CPU, no lab traffic), so the figure does not move with the machine's load the way iperf3 does.
 // Cases: the established fast path (a data segment the pod sends, the ACK it receives back) and
 // the first packet of a connection (allowed: policy + conntrack entry + events; denied: policy +
-// drop event). Needs root (loads lxc.o, makes a weir-dptest-* namespace, removed at the end).
+// drop event), and a connection through a ClusterIP that no socket hook translated (the tc path
+// rewrites every packet; BPF_PROG_TEST_RUN repeats on the same buffer, so those cases, and the
+// pod-IP case they compare with, run one packet per call). Needs root (loads lxc.o, makes a weir-dptest-* namespace, removed at the end).
 // Run: node dist/bench/micro/datapath.js [--runs 5] [--repeat 200000] [--object path/to/lxc.o]
 import { RingBufferReader, withNetns } from '../../src/bpf/index.js';
 import type { CtTuple } from '../../src/datapath/maps/ct/index.js';
@@ -99,6 +101,19 @@ async function main(): Promise<void> {
       return total / (Math.ceil(newPackets / chunk) * chunk);
     };
 
+    // Through a ClusterIP translated at tc: 10.96.0.10:80 -> B:80, another client port.
+    const VIP = '10.96.0.10';
+    h.dp.lb.upsertBackend(1, { address: B.ip, port: 80, proto: 'tcp' });
+    h.dp.lb.upsertService({ address: VIP, port: 80, proto: 'tcp' }, { revNatIndex: 1 }, [1]);
+    const svcData = frame(A.ip, VIP, 40100, 80, 'PA', 1448);
+    const svcAck = frame(B.ip, A.ip, 80, 40100, 'A');
+    /** One packet per call (the program rewrites it in place), averaged. */
+    const timedEach = (prog: typeof fromA, pkt: Buffer) => {
+      let total = 0;
+      for (let i = 0; i < newPackets; i++) total += timed(prog, pkt, 1, TC_ACT_OK);
+      return total / newPackets;
+    };
+
     const cases: { name: string; program: string; bytes: number; measure: () => number }[] = [
       {
         name: 'established: data segment the pod sends',
@@ -111,6 +126,30 @@ async function main(): Promise<void> {
         program: PROGRAMS.toContainer,
         bytes: ack.length,
         measure: () => timed(toA, ack, repeat, TC_ACT_OK),
+      },
+      {
+        name: 'established, one packet per call: data segment to the pod IP',
+        program: PROGRAMS.fromContainer,
+        bytes: data.length,
+        measure: () => timedEach(fromA, data),
+      },
+      {
+        name: 'established, one packet per call: data segment to a ClusterIP (tc DNAT)',
+        program: PROGRAMS.fromContainer,
+        bytes: svcData.length,
+        measure: () => timedEach(fromA, svcData),
+      },
+      {
+        name: 'established, one packet per call: ACK from the pod IP',
+        program: PROGRAMS.toContainer,
+        bytes: ack.length,
+        measure: () => timedEach(toA, ack),
+      },
+      {
+        name: 'established, one packet per call: ACK from the backend (tc reverse NAT)',
+        program: PROGRAMS.toContainer,
+        bytes: svcAck.length,
+        measure: () => timedEach(toA, svcAck),
       },
       {
         name: 'new connection: SYN allowed (policy, CT entry, 2 events)',
@@ -130,6 +169,8 @@ async function main(): Promise<void> {
     h.dp.ct.flush();
     timed(fromA, syn, 1, TC_ACT_OK);
     timed(toA, frame(B.ip, A.ip, 80, 40000, 'SA'), 1, TC_ACT_OK);
+    timed(fromA, frame(A.ip, VIP, 40100, 80, 'S'), 1, TC_ACT_OK);
+    timed(toA, frame(B.ip, A.ip, 80, 40100, 'SA'), 1, TC_ACT_OK);
     reader.drain();
 
     const rows: Row[] = [];
@@ -142,6 +183,10 @@ async function main(): Promise<void> {
         if (h.dp.ct.get(tuple) === undefined) throw new Error('the established connection is gone');
       }
     }
+    // ... and every packet to the ClusterIP was one of the translated connection.
+    const svc = h.dp.ct.list().find((e) => e.sport === 40100 && e.dst === B.ip);
+    if (!svc?.revNatIndex || svc.packetsFwd <= BigInt(newPackets))
+      throw new Error('the connection through the ClusterIP is not a translated, established one');
     print(rows);
   } finally {
     reader.close();

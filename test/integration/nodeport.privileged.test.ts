@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { cli, ok, weir } from '../support/cli.js';
-import { connect as clientConnect, type Proto, type Try } from '../support/service-client.js';
+import { connect as clientConnect, type Proto, servicePod, type Try } from '../support/service-client.js';
 
 const LAB = 't-nodeport';
 const EXT_IP = '192.0.2.50';
@@ -25,17 +25,7 @@ externals:
   - { name: client, ip: ${EXT_IP} }
 `;
 
-const pod = (name: string, labels: string) => `
-apiVersion: v1
-kind: Pod
-metadata: { name: ${name}, namespace: np, labels: { ${labels} } }
-spec:
-  containers:
-  - name: c
-    ports:
-    - { name: http, containerPort: 8080 }
-    - { name: dns, containerPort: 5353, protocol: UDP }
----`;
+const pod = (name: string, labels: string) => servicePod('np', name, labels);
 
 const objects = `
 apiVersion: v1

@@ -12,21 +12,17 @@ import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { cli, ok } from '../support/cli.js';
-import { bodies, connect as clientConnect, peerText, type Proto } from '../support/service-client.js';
+import {
+  bodies,
+  connect as clientConnect,
+  peerText,
+  type Proto,
+  servicePod,
+} from '../support/service-client.js';
 
 const LAB = 't-svc6';
 
-const pod = (name: string, labels: string) => `
-apiVersion: v1
-kind: Pod
-metadata: { name: ${name}, namespace: svc6, labels: { ${labels} } }
-spec:
-  containers:
-  - name: c
-    ports:
-    - { name: http, containerPort: 8080 }
-    - { name: dns, containerPort: 5353, protocol: UDP }
----`;
+const pod = (name: string, labels: string) => servicePod('svc6', name, labels);
 
 const base = `
 apiVersion: v1

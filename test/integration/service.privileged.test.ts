@@ -14,21 +14,11 @@ import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir } from '../support/cli.js';
-import { bodies, connect as clientConnect, type Proto } from '../support/service-client.js';
+import { bodies, connect as clientConnect, type Proto, servicePod } from '../support/service-client.js';
 
 const LAB = 't-svc';
 
-const pod = (name: string, labels: string, annotations = '') => `
-apiVersion: v1
-kind: Pod
-metadata: { name: ${name}, namespace: svc, labels: { ${labels} }${annotations ? `, annotations: { ${annotations} }` : ''} }
-spec:
-  containers:
-  - name: c
-    ports:
-    - { name: http, containerPort: 8080 }
-    - { name: dns, containerPort: 5353, protocol: UDP }
----`;
+const pod = (name: string, labels: string, annotations = '') => servicePod('svc', name, labels, annotations);
 
 const base = `
 apiVersion: v1

@@ -6,6 +6,22 @@ import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { ok } from './cli.js';
 
+/**
+ * A lab pod serving the workload's HTTP on port 8080 ("http") and UDP echo on 5353 ("dns"), as
+ * YAML ending in `---`: the backend of the service tests.
+ */
+export const servicePod = (namespace: string, name: string, labels: string, annotations = '') => `
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: ${namespace}, labels: { ${labels} }${annotations ? `, annotations: { ${annotations} }` : ''} }
+spec:
+  containers:
+  - name: c
+    ports:
+    - { name: http, containerPort: 8080 }
+    - { name: dns, containerPort: 5353, protocol: UDP }
+---`;
+
 /** One connection or datagram: the peer the socket saw, what came back, or the error code. */
 export interface Try {
   /** `addr:port` (IPv6: `[addr]:port`) as getpeername()/recvfrom() report it. */

@@ -72,6 +72,6 @@ ${bold}The lab '$WEIR_LAB' is still up. Things to try next:${norm}
   bin/weir bpf ct list                       # connections the datapath tracks
   bin/weir identity list                     # label sets and their numeric identities
   bin/weir delete -f examples/demo/02-policies.yaml   # policies go, connections open again
-  bin/weir conformance run --cases ../shared/conformance/netpol/cases --mode simulate
+  bin/weir conformance run --cases conformance/netpol/cases --mode simulate
   bin/weir lab down                          # remove everything
 EOT

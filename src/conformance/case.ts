@@ -1,4 +1,4 @@
-// Conformance case files (shared/conformance/{netpol,cnp}/cases/*.json): topology (standard =
+// Conformance case files (conformance/{netpol,cnp}/cases/*.json): topology (standard =
 // the sibling topology.json, or inline), label changes (FULL label sets), policies with
 // {podIP:NS/POD} placeholders, probes and the expected reachability table.
 import { readdirSync, readFileSync } from 'node:fs';

@@ -1,7 +1,7 @@
 // Every shared conformance case, in simulate mode: the engine's entries, looked up as the
 // datapath would, must reproduce every non-loopback expectation.
 import { join } from 'node:path';
-import { sharedDir } from '../shared/paths.js';
+import { conformanceDir } from '../shared/paths.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runCases } from './runner.js';
@@ -10,7 +10,7 @@ import { simulateProberFactory } from './simulate.js';
 for (const suite of ['netpol', 'cnp']) {
   test(`${suite} conformance cases pass in simulate mode`, async () => {
     const report = await runCases({
-      casesDir: join(sharedDir, 'conformance', suite, 'cases'),
+      casesDir: join(conformanceDir, suite, 'cases'),
       mode: 'simulate',
       proberFactory: simulateProberFactory(),
     });

@@ -17,5 +17,5 @@ export const runDir = process.env.WEIR_RUN_DIR ?? '/run/weir';
 export const bpffsRoot = '/sys/fs/bpf';
 export const pinRoot = join(bpffsRoot, 'weir');
 
-/** The project's shared material (conformance cases, docs): `../shared` beside the checkout. */
-export const sharedDir = process.env.WEIR_SHARED_DIR ?? join(repoRoot, '..', 'shared');
+/** The conformance corpora, kept in the checkout (conformance/<suite>/{README.md,topology.json,cases/}). */
+export const conformanceDir = join(repoRoot, 'conformance');

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Lab } from '../../src/lab/index.js';
 import { stopAgent } from '../../src/agent/spawn.js';
-import { runDir, sharedDir } from '../../src/shared/paths.js';
+import { runDir, conformanceDir } from '../../src/shared/paths.js';
 import { weir } from '../support/cli.js';
 
 const suites = ['netpol', 'cnp'] as const;
@@ -197,7 +197,7 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
     const runs = await Promise.all(
       suites.map(async (suite) => {
         const started = Date.now();
-        const dir = join(sharedDir, 'conformance', suite, 'cases');
+        const dir = join(conformanceDir, suite, 'cases');
         const r = await run(
           ['conformance', 'run', '--cases', dir, '--mode', 'datapath', '-o', 'json'],
           300_000,
@@ -211,7 +211,7 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
 
   it('passes every netpol case with --socket-lb off (Services translated by the tc programs)', async (t) => {
     const started = Date.now();
-    const dir = join(sharedDir, 'conformance', 'netpol', 'cases');
+    const dir = join(conformanceDir, 'netpol', 'cases');
     const r = await run(
       ['conformance', 'run', '--cases', dir, '--mode', 'datapath', '--socket-lb', 'off', '-o', 'json'],
       300_000,
@@ -226,7 +226,7 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
   it('removes its lab when interrupted (SIGINT)', async () => {
     let signalled = false;
     const r = await run(
-      ['conformance', 'run', '--cases', join(sharedDir, 'conformance', 'cnp', 'cases'), '--mode', 'datapath'],
+      ['conformance', 'run', '--cases', join(conformanceDir, 'cnp', 'cases'), '--mode', 'datapath'],
       60_000,
       (stderr, child) => {
         if (!signalled && /lab conf-\d+-1 up/.test(stderr)) {

@@ -10,13 +10,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { Lab, findCgroup2, probe, type PodInfo } from '../../src/lab/index.js';
-import { pinRoot, repoRoot, runDir, sharedDir } from '../../src/shared/paths.js';
+import { pinRoot, repoRoot, runDir, conformanceDir } from '../../src/shared/paths.js';
 
 const LAB = 't-lab';
 const CRASH_LAB = 't-labcrash';
 const weir = join(repoRoot, 'bin', 'weir');
 const topology = JSON.parse(
-  readFileSync(join(sharedDir, 'conformance', 'netpol', 'topology.json'), 'utf8'),
+  readFileSync(join(conformanceDir, 'netpol', 'topology.json'), 'utf8'),
 ) as {
   namespaces: { name: string }[];
   pods: {

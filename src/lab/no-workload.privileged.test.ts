@@ -5,8 +5,9 @@ import { parseManifests } from '../k8s/index.js';
 import { ValidationError } from '../shared/errors.js';
 import { Lab, probe } from './index.js';
 import { netnsExists } from './netns.js';
+import { testLab } from '../../test/support/lab-name.js';
 
-const LAB = 't-noworkload';
+const LAB = testLab('t-noworkload');
 const pod = (name: string, annotation: string) =>
   parseManifests(
     `apiVersion: v1

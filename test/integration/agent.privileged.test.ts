@@ -12,8 +12,9 @@ import { after, before, describe, it } from 'node:test';
 import { agentPid, startAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { cli, ok, weir } from '../support/cli.js';
+import { testLab } from '../support/lab-name.js';
 
-const LAB = 't-agent';
+const LAB = testLab('t-agent');
 
 const pods = `
 apiVersion: v1

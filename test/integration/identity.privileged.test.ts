@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { cli, ok } from '../support/cli.js';
+import { testLab } from '../support/lab-name.js';
 
-const LAB = 't-ident';
+const LAB = testLab('t-ident');
 
 const pods = `
 apiVersion: v1

@@ -11,13 +11,12 @@ import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { Lab, findCgroup2, probe, type PodInfo } from '../../src/lab/index.js';
 import { pinRoot, repoRoot, runDir, conformanceDir } from '../../src/shared/paths.js';
+import { testLab } from '../support/lab-name.js';
 
-const LAB = 't-lab';
+const LAB = testLab('t-lab');
 const CRASH_LAB = 't-labcrash';
 const weir = join(repoRoot, 'bin', 'weir');
-const topology = JSON.parse(
-  readFileSync(join(conformanceDir, 'netpol', 'topology.json'), 'utf8'),
-) as {
+const topology = JSON.parse(readFileSync(join(conformanceDir, 'netpol', 'topology.json'), 'utf8')) as {
   namespaces: { name: string }[];
   pods: {
     namespace: string;

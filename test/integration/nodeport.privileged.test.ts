@@ -15,8 +15,9 @@ import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { connect as clientConnect, type Proto, servicePod, type Try } from '../support/service-client.js';
+import { testLab } from '../support/lab-name.js';
 
-const LAB = 't-nodeport';
+const LAB = testLab('t-nodeport');
 const EXT_IP = '192.0.2.50';
 
 const labSpec = `

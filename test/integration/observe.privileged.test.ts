@@ -18,8 +18,9 @@ import { CtMap } from '../../src/datapath/maps/ct/index.js';
 import { Lab } from '../../src/lab/index.js';
 import type { Flow } from '../../src/observe/flow.js';
 import { cli, ok } from '../support/cli.js';
+import { testLab } from '../support/lab-name.js';
 
-const LAB = 't-observe';
+const LAB = testLab('t-observe');
 const GOOD = '192.0.2.10';
 const BAD = '192.0.2.20';
 

@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { agentLogFile } from '../../src/agent/paths.js';
 import { cli, ok } from '../support/cli.js';
+import { testLab } from '../support/lab-name.js';
 
-const LAB = 't-budget';
+const LAB = testLab('t-budget');
 
 const pods = `
 apiVersion: v1

@@ -19,8 +19,9 @@ import {
   type Proto,
   servicePod,
 } from '../support/service-client.js';
+import { testLab } from '../support/lab-name.js';
 
-const LAB = 't-svc6';
+const LAB = testLab('t-svc6');
 
 const pod = (name: string, labels: string) => servicePod('svc6', name, labels);
 

@@ -15,8 +15,9 @@ import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { bodies, connect as clientConnect, type Proto, servicePod } from '../support/service-client.js';
+import { testLab } from '../support/lab-name.js';
 
-const LAB = 't-svc';
+const LAB = testLab('t-svc');
 
 const pod = (name: string, labels: string, annotations = '') => servicePod('svc', name, labels, annotations);
 

@@ -3,6 +3,7 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
+import { httpStatus, type ErrorCode } from '../shared/error-codes.js';
 import { WeirError } from '../shared/errors.js';
 
 export interface ApiRequest {
@@ -78,7 +79,12 @@ export function errorBody(err: unknown) {
       },
     };
   }
-  return { error: { code: 'ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) } };
+  return {
+    error: {
+      code: 'ERR_INTERNAL' satisfies ErrorCode,
+      message: err instanceof Error ? err.message : String(err),
+    },
+  };
 }
 
 export async function listenApi(socketPath: string, routes: Route[]): Promise<Server> {
@@ -89,8 +95,9 @@ export async function listenApi(socketPath: string, routes: Route[]): Promise<Se
     const url = new URL(req.url ?? '/', 'http://weir');
     const found = matchRoute(routes, req.method ?? 'GET', url.pathname);
     if (!found) {
-      sendJson(res, 404, {
-        error: { code: 'ERR_API_NOT_FOUND', message: `no route ${req.method} ${url.pathname}` },
+      const code = 'ERR_API_NOT_FOUND' satisfies ErrorCode;
+      sendJson(res, httpStatus(code), {
+        error: { code, message: `no route ${req.method} ${url.pathname}` },
       });
       return;
     }
@@ -109,7 +116,8 @@ export async function listenApi(socketPath: string, routes: Route[]): Promise<Se
         );
         if (!res.headersSent) sendJson(res, 200, out ?? {});
       } catch (err) {
-        if (!res.headersSent) sendJson(res, err instanceof WeirError ? 400 : 500, errorBody(err));
+        if (!res.headersSent)
+          sendJson(res, err instanceof WeirError ? httpStatus(err.code) : 500, errorBody(err));
         else res.destroy(err instanceof Error ? err : undefined);
       }
     })();

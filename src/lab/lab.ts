@@ -338,7 +338,7 @@ export class Lab {
         if (!known.has(ns))
           problems.push(
             new WeirError(
-              'ERR_LAB_NAMESPACE_NOT_FOUND',
+              'ERR_K8S_NAMESPACE_NOT_FOUND',
               `namespace '${ns}' does not exist (apply it first or in the same apply)`,
               {
                 location: { file: m.file, object: objectName(m), field: 'metadata.namespace' },

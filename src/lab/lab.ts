@@ -1,10 +1,17 @@
 // The lab: one machine playing a Kubernetes node. The node, its pods and external hosts are
 // network namespaces wired with veths (no containers, no API server); state.json records it all.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { podPorts, podRunsWorkload, podTerminating, workloadAnnotation, type Pod } from '../k8s/core.js';
+import {
+  podContainers,
+  podPorts,
+  podRunsWorkload,
+  podTerminating,
+  workloadAnnotation,
+  type Pod,
+} from '../k8s/core.js';
 import { objectName, type Manifest } from '../k8s/manifest.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { run } from '../shared/exec.js';
@@ -46,7 +53,7 @@ const nsNameLabel = 'kubernetes.io/metadata.name';
 const createConcurrency = 4;
 
 /** A pod as the lab reports it: its state without the workload's bookkeeping, plus readiness. */
-export type PodInfo = Omit<PodState, 'workload' | 'createdAt'> & { ready: boolean };
+export type PodInfo = Omit<PodState, 'workload'> & { ready: boolean };
 
 export interface NodeInfo {
   name: string;
@@ -154,7 +161,14 @@ export class Lab {
         cgroupPath: join(cgroupRoot, `weir-${this.name}`),
         createdAt: new Date().toISOString(),
         externals: [],
-        namespaces: { default: { name: 'default', labels: { [nsNameLabel]: 'default' } } },
+        namespaces: {
+          default: {
+            name: 'default',
+            labels: { [nsNameLabel]: 'default' },
+            uid: randomUUID(),
+            createdAt: new Date().toISOString(),
+          },
+        },
         pods: {},
       };
       state.spec = spec;
@@ -381,13 +395,21 @@ export class Lab {
       const results: ApplyResult[] = [];
       for (const m of nsManifests) {
         const labels = { ...(m.metadata.labels ?? {}), [nsNameLabel]: m.metadata.name };
+        const annotations = annotationsOf(m);
         const prev = state.namespaces[m.metadata.name];
-        const ns: NamespaceState = { name: m.metadata.name, labels };
+        const ns: NamespaceState = {
+          name: m.metadata.name,
+          labels,
+          ...(Object.keys(annotations).length > 0 ? { annotations } : {}),
+          uid: prev?.uid ?? randomUUID(),
+          createdAt: prev?.createdAt ?? new Date().toISOString(),
+        };
         const changed = !prev || !sameLabels(prev.labels, labels);
+        const annotated = !!prev && !sameLabels(prev.annotations ?? {}, annotations);
         state.namespaces[ns.name] = ns;
         results.push({
           object: `namespace/${ns.name}`,
-          action: !prev ? 'created' : changed ? 'configured' : 'unchanged',
+          action: !prev ? 'created' : changed || annotated ? 'configured' : 'unchanged',
         });
         if (changed && opts.onNamespaceUpdated) after.push(() => opts.onNamespaceUpdated?.(ns));
       }
@@ -396,15 +418,23 @@ export class Lab {
       for (const m of podManifests.filter((x) => state.pods[podKey(x)])) {
         const prev = state.pods[podKey(m)] as PodState;
         const labels = m.metadata.labels ?? {};
+        const annotations = annotationsOf(m);
+        const containers = podContainers(m.object);
         const ports = podPorts(m.object);
         const labelsChanged = !sameLabels(prev.labels, labels);
         const portsChanged = JSON.stringify(prev.ports) !== JSON.stringify(ports);
+        // Annotations and container names or images: recorded, nothing to redo.
+        const recordChanged =
+          !sameLabels(prev.annotations ?? {}, annotations) ||
+          JSON.stringify(prev.containers) !== JSON.stringify(containers);
         const terminating = podTerminating(m.object);
         const terminatingChanged = terminating !== (prev.terminating === true);
-        const { terminating: _t, ...rest } = prev;
+        const { terminating: _t, annotations: _a, ...rest } = prev;
         const pod: PodState = {
           ...rest,
           labels,
+          ...(Object.keys(annotations).length > 0 ? { annotations } : {}),
+          containers,
           ports,
           ...(terminating ? { terminating: true as const } : {}),
         };
@@ -419,7 +449,8 @@ export class Lab {
         results.push({
           object: `pod/${m.metadata.name}`,
           namespace: pod.namespace,
-          action: labelsChanged || portsChanged || terminatingChanged ? 'configured' : 'unchanged',
+          action:
+            labelsChanged || portsChanged || terminatingChanged || recordChanged ? 'configured' : 'unchanged',
         });
         if ((labelsChanged || portsChanged || terminatingChanged) && opts.onPodUpdated)
           after.push(() => opts.onPodUpdated?.(podInfo(pod), podInfo(prev)));
@@ -468,10 +499,14 @@ export class Lab {
     const node = state.node;
     const ns = m.metadata.namespace ?? 'default';
     const name = m.metadata.name;
+    const annotations = annotationsOf(m);
     const pod: PodState = {
       namespace: ns,
       name,
+      uid: randomUUID(),
       labels: m.metadata.labels ?? {},
+      ...(Object.keys(annotations).length > 0 ? { annotations } : {}),
+      containers: podContainers(m.object),
       ports: podPorts(m.object),
       node: node.name,
       ip: addr.ip,
@@ -784,8 +819,15 @@ function podWorkload(p: PodState) {
 export const podReady = (p: PodState) => p.noWorkload === true || workloadAlive(p.workload);
 
 function podInfo(p: PodState): PodInfo {
-  const { workload: _w, createdAt: _c, ...rest } = p;
+  const { workload: _w, ...rest } = p;
   return { ...rest, ready: podReady(p) };
+}
+
+/** metadata.annotations of a manifest as written ({} when it has none). */
+function annotationsOf(m: Manifest): Record<string, string> {
+  const meta = (m.raw as { metadata?: { annotations?: unknown } }).metadata;
+  const a = meta?.annotations;
+  return a && typeof a === 'object' && !Array.isArray(a) ? { ...(a as Record<string, string>) } : {};
 }
 
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {

@@ -42,12 +42,20 @@ export interface ExternalState {
 export interface NamespaceState {
   name: string;
   labels: Record<string, string>;
+  annotations?: Record<string, string>;
+  uid?: string;
+  createdAt?: string;
 }
 
 export interface PodState {
   namespace: string;
   name: string;
+  /** Given at creation (labs made before weir kept one have none). */
+  uid?: string;
   labels: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** The containers as applied (name, image, ports); `ports` is all of their ports in order. */
+  containers?: ContainerState[];
   ports: PodPort[];
   node: string;
   ip: string;
@@ -63,6 +71,12 @@ export interface PodState {
   /** Annotated weir.dev/terminating: "true": a TERMINATING service backend (no new connections). */
   terminating?: true;
   createdAt: string;
+}
+
+export interface ContainerState {
+  name: string;
+  image?: string;
+  ports: PodPort[];
 }
 
 export interface LabState {

@@ -32,3 +32,4 @@ export {
   type V1List,
   type V1ObjectMeta,
 } from './objects.js';
+export { namespaceProblems, manifestRef, type NamespacedRef } from './namespaces.js';

@@ -13,6 +13,7 @@ import {
   type Pod,
 } from '../k8s/core.js';
 import { objectName, type Manifest } from '../k8s/manifest.js';
+import { manifestRef, namespaceProblems } from '../k8s/namespaces.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { run } from '../shared/exec.js';
 import { bpffsRoot, pinRoot } from '../shared/paths.js';
@@ -129,13 +130,25 @@ export class Lab {
     return readState(this.name);
   }
 
-  /** The state of a lab that is up, or ERR_LAB_NOT_UP. */
-  async requireState(): Promise<LabState & { node: NodeState }> {
+  /** The state of a lab that exists (up or not), or ERR_LAB_NOT_UP saying it does not exist. */
+  async requireExists(): Promise<LabState> {
     const s = await this.state();
-    if (!s?.node || !netnsExists(s.node.netns))
+    if (!s)
       throw new WeirError(
         'ERR_LAB_NOT_UP',
-        `lab ${this.name} is not up (run 'weir lab up --lab ${this.name}')`,
+        `lab "${this.name}" does not exist (create it with 'weir lab up --lab ${this.name}')`,
+      );
+    return s;
+  }
+
+  /** The state of a lab that is up, or ERR_LAB_NOT_UP saying why not. */
+  async requireState(): Promise<LabState & { node: NodeState }> {
+    const s = await this.requireExists();
+    if (!s.node || !netnsExists(s.node.netns))
+      throw new WeirError(
+        'ERR_LAB_NOT_UP',
+        `lab "${this.name}" is not up (${s.node ? `its node namespace ${s.node.netns} is gone` : 'it has no node yet'}; ` +
+          `'weir lab up --lab ${this.name}' brings it up)`,
       );
     return s as LabState & { node: NodeState };
   }
@@ -346,20 +359,7 @@ export class Lab {
       const problems = unsupported(manifests);
       const nsManifests = manifests.filter((m) => m.kind === 'Namespace');
       const podManifests = manifests.filter((m) => m.kind === 'Pod') as Manifest<Pod>[];
-      const known = new Set([...Object.keys(state.namespaces), ...nsManifests.map((m) => m.metadata.name)]);
-      for (const m of podManifests) {
-        const ns = m.metadata.namespace ?? 'default';
-        if (!known.has(ns))
-          problems.push(
-            new WeirError(
-              'ERR_K8S_NAMESPACE_NOT_FOUND',
-              `namespace '${ns}' does not exist (apply it first or in the same apply)`,
-              {
-                location: { file: m.file, object: objectName(m), field: 'metadata.namespace' },
-              },
-            ),
-          );
-      }
+      problems.push(...namespaceProblems(manifests.map(manifestRef), Object.keys(state.namespaces)));
       for (const m of podManifests) {
         const prev = state.pods[podKey(m)];
         if (prev && !prev.noWorkload !== podRunsWorkload(m.object))

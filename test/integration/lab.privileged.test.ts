@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse, stringify } from 'yaml';
+import { agentClient } from '../../src/agent/link.js';
 import type { V1List, V1Namespace, V1Pod } from '../../src/k8s/index.js';
+import type { WeirError } from '../../src/shared/errors.js';
 import { Lab, findCgroup2, probe, type PodInfo } from '../../src/lab/index.js';
 import { pinRoot, repoRoot, runDir, conformanceDir } from '../../src/shared/paths.js';
 import { testLab } from '../support/lab-name.js';
@@ -297,7 +299,7 @@ describe('lab', () => {
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
-      /bad\.yaml: Pod nowhere\/lost: metadata\.namespace: namespace 'nowhere' does not exist/,
+      /bad\.yaml: Pod nowhere\/lost: metadata\.namespace: namespaces "nowhere" not found/,
     );
     await writeFile(
       bad,
@@ -308,6 +310,73 @@ describe('lab', () => {
     assert.match(r2.stderr, /Pod x\/p: spec\.containers\[0\]\.ports\[0\]\.containerPort/);
     assert.deepEqual(await netnsOf(LAB), before);
     assert.equal((JSON.parse(await ok(['get', 'po', '-A', '-o', 'json'])) as V1List<V1Pod>).items.length, 9);
+  });
+
+  it('refuses namespaced objects of any kind in a namespace that does not exist, applying nothing', async () => {
+    const policies = async () =>
+      (JSON.parse(await ok(['agent', 'status', '-o', 'json'])) as { policies: number; services: number })
+        .policies;
+    const before = { netns: await netnsOf(LAB), policies: await policies() };
+    const f = join(dir, 'missing-ns.yaml');
+    await writeFile(
+      f,
+      [
+        // Valid on their own: a new namespace with a pod and a policy in it …
+        'apiVersion: v1\nkind: Namespace\nmetadata: {name: fresh}',
+        'apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: fresh}\nspec: {containers: [{name: c}]}',
+        'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: ok, namespace: fresh}\nspec: {endpointSelector: {}, ingress: [{}]}',
+        // … but these name namespaces that neither exist nor come along.
+        'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: deny-all, namespace: nowhere}\nspec: {endpointSelector: {}, ingress: [{}]}',
+        'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: nowhere}\nspec: {podSelector: {}}',
+        'apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: gone}\nspec: {selector: {app: web}, ports: [{port: 80}]}',
+      ].join('\n---\n'),
+    );
+    const r = await cli(['apply', '-f', f]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '', 'nothing was created or configured');
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      `Error: ${f}: CiliumNetworkPolicy nowhere/deny-all: metadata.namespace: namespaces "nowhere" not found`,
+      `${f}: NetworkPolicy nowhere/np: metadata.namespace: namespaces "nowhere" not found`,
+      `${f}: Service gone/web: metadata.namespace: namespaces "gone" not found [ERR_K8S_NAMESPACE_NOT_FOUND]`,
+    ]);
+    assert.deepEqual(await netnsOf(LAB), before.netns);
+    assert.equal(await policies(), before.policies);
+    // The agent's API refuses the same on its own (a client that skips the CLI's check).
+    const cnp = {
+      apiVersion: 'cilium.io/v2',
+      kind: 'CiliumNetworkPolicy',
+      metadata: { name: 'direct', namespace: 'nowhere' },
+      spec: { endpointSelector: {}, ingress: [{}] },
+    };
+    await assert.rejects(
+      agentClient(LAB).call('POST', '/v1/apply', {
+        objects: [
+          { apiVersion: cnp.apiVersion, kind: cnp.kind, namespace: 'nowhere', name: 'direct', object: cnp },
+        ],
+      }),
+      (err: WeirError) =>
+        err.code === 'ERR_K8S_NAMESPACE_NOT_FOUND' &&
+        err.toString() ===
+          'CiliumNetworkPolicy nowhere/direct: metadata.namespace: namespaces "nowhere" not found',
+    );
+    assert.equal(await policies(), before.policies);
+    const fresh = await cli(['get', 'ns', 'fresh']);
+    assert.equal(fresh.code, 1);
+    assert.match(fresh.stderr, /namespaces "fresh" not found/);
+    // The namespace in the same apply is enough.
+    const good = join(dir, 'later.yaml');
+    await writeFile(
+      good,
+      [
+        'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: later}\nspec: {endpointSelector: {}, ingress: [{}]}',
+        'apiVersion: v1\nkind: Namespace\nmetadata: {name: later}',
+      ].join('\n---\n'),
+    );
+    const out = await ok(['apply', '-f', good]);
+    assert.match(out, /namespace\/later created/);
+    assert.match(out, /ciliumnetworkpolicy\/p created/);
+    assert.equal(await policies(), before.policies + 1);
+    await ok(['delete', '-f', good]);
   });
 
   it('relabels a pod in place and removes a deleted pod completely', async () => {

@@ -1,10 +1,11 @@
 // The agent's local API: HTTP/1.1 with JSON bodies over a unix socket that only root may open
 // (the socket is created mode 0600 inside a 0700 directory). Routes are a plain table.
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { httpStatus, type ErrorCode } from '../shared/error-codes.js';
 import { WeirError } from '../shared/errors.js';
+import { privateDirSync } from '../shared/private-fs.js';
 
 export interface ApiRequest {
   method: string;
@@ -88,8 +89,7 @@ export function errorBody(err: unknown) {
 }
 
 export async function listenApi(socketPath: string, routes: Route[]): Promise<Server> {
-  mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
-  chmodSync(dirname(socketPath), 0o700);
+  privateDirSync(dirname(socketPath));
   rmSync(socketPath, { force: true });
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://weir');

@@ -3,6 +3,7 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
 import { Datapath, type LbMode } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
+import { privateFileMode } from '../shared/private-fs.js';
 import { FlowObserver } from '../observe/stream.js';
 import { parseServiceCIDR } from '../service/allocate.js';
 import { checkMaglevSize, maglevSeed } from '../service/maglev.js';
@@ -137,7 +138,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     name: 'api',
     start: async () => {
       server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer));
-      writeFileSync(agentPidFile(opts.lab), String(process.pid));
+      writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>
       new Promise<void>((resolve) => {

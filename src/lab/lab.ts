@@ -2,7 +2,7 @@
 // network namespaces wired with veths (no containers, no API server); state.json records it all.
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   podContainers,
@@ -17,6 +17,7 @@ import { manifestRef, namespaceProblems } from '../k8s/namespaces.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { run } from '../shared/exec.js';
 import { bpffsRoot, pinRoot } from '../shared/paths.js';
+import { privateDir } from '../shared/private-fs.js';
 import { ensureCgroup, ensureCgroup2, findCgroup2, removeCgroup } from './cgroup.js';
 import { host4, host6, parseCidr4, parseCidr6, size4, transitHost } from './cidr.js';
 import {
@@ -185,8 +186,9 @@ export class Lab {
         pods: {},
       };
       state.spec = spec;
-      await mkdir(join(this.stateDir, 'logs'), { recursive: true });
-      await mkdir(join(this.stateDir, 'sockets'), { recursive: true });
+      // Root's alone, like the state: logs name pods and addresses, sockets drive workloads.
+      await privateDir(join(this.stateDir, 'logs'));
+      await privateDir(join(this.stateDir, 'sockets'));
       const nodeSpec = spec.nodes[0];
       if (!nodeSpec) throw new WeirError('ERR_LAB_SPEC_INVALID', 'a lab needs one node');
       const pods = parseCidr4(nodeSpec.podCIDR);

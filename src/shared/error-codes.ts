@@ -49,6 +49,9 @@ export const errorCodes = {
   ERR_BPF_SYSCALL: { meaning: 'a bpf(2), netlink or libbpf call failed (the errno is kept)', http: 500 },
   ERR_BPF_VERIFIER: { meaning: 'the kernel verifier rejected a program (the verifier log is kept)' },
   ERR_CLI_ARGUMENT: { meaning: 'a command-line argument is invalid' },
+  ERR_CLI_NEEDS_ROOT: {
+    meaning: 'the command needs root (lab state, BPF maps and network namespaces are root-only)',
+  },
   ERR_CLI_NOT_FOUND: { meaning: 'the pod, endpoint or identity named on the command line does not exist' },
   ERR_CLI_NO_DATAPATH: { meaning: 'the lab has no pinned datapath maps (its agent never loaded them)' },
   ERR_CLI_OPTION: { meaning: 'a command-line option value is out of range or malformed' },

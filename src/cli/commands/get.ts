@@ -51,6 +51,7 @@ interface GetOptions {
 
 export function getCommand(): Command {
   return new Command('get')
+    .summary('list pods, namespaces or services, kubectl style')
     .description(
       'list lab resources like kubectl get: pods (po), namespaces (ns) or services (svc); ' +
         '-o json|yaml prints v1 objects',
@@ -60,7 +61,7 @@ export function getCommand(): Command {
     .option('-n, --namespace <ns>', 'pods or services of this namespace', 'default')
     .option('-A, --all-namespaces', 'pods or services of every namespace')
     .addOption(labOption())
-    .addOption(outputOption())
+    .addOption(outputOption({ wide: true }))
     .action(async (arg: string, nameArg: string | undefined, o: GetOptions) => {
       const { resource, name } = parseResource(arg, nameArg);
       const lab = await Lab.open(o.lab);

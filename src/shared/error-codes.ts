@@ -32,6 +32,7 @@ export const errorCodes = {
   },
   ERR_BENCH_IPTABLES: { meaning: 'the iptables comparison did not install the expected rules' },
   ERR_BENCH_OUTPUT: { meaning: 'a benchmark client reported fewer measurements than it was asked for' },
+  ERR_BENCH_PEER: { meaning: 'a benchmark peer (nginx, haproxy …) exited or did not listen in time' },
   ERR_BENCH_PEERS: { meaning: 'a benchmark asked for more CIDR peers than its address block holds' },
   ERR_BENCH_POLICY: { meaning: 'the kernel does not hold the policy entries a benchmark set up' },
   ERR_BENCH_RSS: { meaning: "a process's resident memory could not be read" },

@@ -64,9 +64,15 @@ export function getCommand(): Command {
     .addOption(outputOption({ wide: true }))
     .action(async (arg: string, nameArg: string | undefined, o: GetOptions) => {
       const { resource, name } = parseResource(arg, nameArg);
+      if (o.allNamespaces && name !== undefined)
+        throw new WeirError(
+          'ERR_CLI_ARGUMENT',
+          'a resource cannot be retrieved by name across all namespaces (give -n NAMESPACE instead of -A)',
+          { location: { field: '--all-namespaces' } },
+        );
       const lab = await Lab.open(o.lab);
       const state = await lab.requireState();
-      const namespace = o.allNamespaces && name === undefined ? undefined : o.namespace;
+      const namespace = o.allNamespaces ? undefined : o.namespace;
       if (resource === 'namespaces') {
         const pods = await lab.pods();
         const { rows, data } = pick(

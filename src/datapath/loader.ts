@@ -2,18 +2,14 @@
 // restarted agent finds its state and the attached programs keep forwarding meanwhile), and
 // attaches the two tc programs to pod veths. It knows maps, not policies: callers write entries.
 //
-// Pins, under pinDir (e.g. /sys/fs/bpf/weir/<lab>/<node>):
-//   weir_ipcache weir_endpoints weir_policy weir_ct weir_frag weir_metrics   the maps
-//   weir_events weir_events_lost                                              flow events
-//   weir_from_container weir_to_container                                     the programs
-//   policy_<endpoint id>                                                       inner policy maps
-//   weir_lb_services weir_lb_backends weir_lb_revnat weir_lb_maglev            service LB (sock.o)
-//   weir_lb_affinity weir_lb_reverse_sk
-//   weir_lb_nat                                                                NodePort NAT (lxc.o)
-// lxc.o holds the lb maps too (weir_from_netdev, the tc NodePort LB, reads them). Socket load
-// balancing (bpf/sock.c) is a second object, dist/bpf/sock.o, loaded after lxc.o with lxc.o's lb
-// maps (reuseMap), pinned or not. Its programs are not pinned: attachSockLb's cgroup attachments
-// hold them; weir_from_netdev is not pinned either (attachNetdev's filters hold it).
+// Which maps exist, which are pinned and which object owns them: the map catalogue
+// (maps/catalog.ts, also the table in docs/datapath.md). Pins, under pinDir (e.g.
+// /sys/fs/bpf/weir/<lab>/<node>): every map the catalogue marks pinned, by its name; the inner
+// policy maps as policy_<endpoint id>; the two tc programs weir_from_container and
+// weir_to_container. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
+// loaded after lxc.o with lxc.o's lb maps (reuseMap), pinned or not. Its programs are not
+// pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev is not pinned either
+// (attachNetdev's filters hold it).
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
 import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -44,36 +40,29 @@ import { FragKey, FragPorts } from './maps/frag/layout.js';
 import { IpcacheMap } from './maps/ipcache/index.js';
 import { LbMaps } from './maps/lb/index.js';
 import { MAGLEV_TABLE_SIZES } from './maps/lb/layout.js';
+import {
+  checkKind,
+  openPinned,
+  pinnedMaps,
+  policyPinName,
+  POLICY_PIN,
+  reusedMaps,
+  type ObjectMapName,
+} from './maps/catalog.js';
 import { MetricsMap } from './maps/metrics/index.js';
 import { PolicyMap } from './maps/policy/index.js';
 import { PolicyEntry, PolicyKey } from './maps/policy/layout.js';
 
-export const MAP_NAMES = [
-  'weir_ipcache',
-  'weir_endpoints',
-  'weir_policy',
-  'weir_ct',
-  'weir_frag',
-  'weir_metrics',
-  'weir_events',
-  'weir_events_lost',
-  'weir_lb_nat',
-] as const;
+/** lxc.o's maps that every load reuses from their pins (the catalogue's pinned lxc.o maps). */
+export const PINNED_MAPS = pinnedMaps('lxc');
+/** sock.o's maps, taken from lxc.o at load (the catalogue's lb maps). */
+export const SOCK_REUSED_MAPS = reusedMaps('sock');
 export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'weir_to_container' } as const;
 /** tc ingress of the node's external-facing devices: NodePort (bpf/lib/nodeport.h). */
 export const NETDEV_PROGRAM = 'weir_from_netdev';
 /** NodePort forwarding (Cilium's --bpf-lb-mode): snat (default) or dsr. */
 export const LB_MODES = ['snat', 'dsr'] as const;
 export type LbMode = (typeof LB_MODES)[number];
-/** The service LB maps of sock.o (bpf/lib/lb.h). */
-export const LB_MAP_NAMES = [
-  'weir_lb_services',
-  'weir_lb_backends',
-  'weir_lb_revnat',
-  'weir_lb_maglev',
-  'weir_lb_affinity',
-  'weir_lb_reverse_sk',
-] as const;
 /** sock.o's programs by the cgroup hook each is attached to. */
 export const SOCK_PROGRAMS = {
   connect4: 'weir_sock4_connect',
@@ -182,26 +171,27 @@ export class Datapath {
   ) {
     this.#obj = obj;
     this.#sock = sock;
+    const map = (name: ObjectMapName) => obj.map(name);
     this.lb = new LbMaps(
       {
-        services: obj.map('weir_lb_services'),
-        backends: obj.map('weir_lb_backends'),
-        revnat: obj.map('weir_lb_revnat'),
-        maglev: obj.map('weir_lb_maglev'),
-        affinity: obj.map('weir_lb_affinity'),
-        reverseSk: obj.map('weir_lb_reverse_sk'),
+        services: map('weir_lb_services'),
+        backends: map('weir_lb_backends'),
+        revnat: map('weir_lb_revnat'),
+        maglev: map('weir_lb_maglev'),
+        affinity: map('weir_lb_affinity'),
+        reverseSk: map('weir_lb_reverse_sk'),
       },
       maglevTableSize,
     );
     this.policyMapMax = policyMapMax;
-    this.ipcache = new IpcacheMap(obj.map('weir_ipcache'));
-    this.endpoints = new EndpointsMap(obj.map('weir_endpoints'));
-    this.ct = new CtMap(obj.map('weir_ct'));
-    this.metrics = new MetricsMap(obj.map('weir_metrics'));
-    this.frag = new TypedMap(obj.map('weir_frag'), FragKey, FragPorts);
-    this.#outer = new TypedMap(obj.map('weir_policy'), u32(), u32());
-    this.events = obj.map('weir_events');
-    this.#eventsLost = new TypedMap(obj.map('weir_events_lost'), u32(), perCpu(u64()));
+    this.ipcache = new IpcacheMap(map('weir_ipcache'));
+    this.endpoints = new EndpointsMap(map('weir_endpoints'));
+    this.ct = new CtMap(map('weir_ct'));
+    this.metrics = new MetricsMap(map('weir_metrics'));
+    this.frag = new TypedMap(map('weir_frag'), FragKey, FragPorts);
+    this.#outer = new TypedMap(map('weir_policy'), u32(), u32());
+    this.events = map('weir_events');
+    this.#eventsLost = new TypedMap(map('weir_events_lost'), u32(), perCpu(u64()));
   }
 
   /** Flow events the datapath could not reserve room for (ring full), summed over CPUs. */
@@ -263,8 +253,7 @@ export class Datapath {
       obj.setConfig({ ...vars, weir_lb_maglev_size: maglevTableSize, weir_lb_dsr: lbMode === 'dsr' ? 1 : 0 });
       obj.setMapMaxEntries('weir_ct', ctMax);
       obj.setMapMaxEntries('weir_events', eventsBytes);
-      if (opts.pinDir)
-        for (const name of [...MAP_NAMES, ...LB_MAP_NAMES]) obj.reuseOrPinMap(name, join(opts.pinDir, name));
+      if (opts.pinDir) for (const name of PINNED_MAPS) obj.reuseOrPinMap(name, join(opts.pinDir, name));
       obj.load();
       if (opts.pinDir) {
         // Replace the program pins: filters attached by a previous agent keep their programs,
@@ -283,7 +272,7 @@ export class Datapath {
     try {
       sock = BpfObject.open(opts.sockObjectPath ?? bpfObject('sock'));
       sock.setConfig({ weir_lb_maglev_size: maglevTableSize });
-      for (const name of LB_MAP_NAMES) sock.reuseMap(name, obj.map(name));
+      for (const name of SOCK_REUSED_MAPS) sock.reuseMap(name, obj.map(name));
       sock.load();
     } catch (err) {
       sock?.close();
@@ -372,7 +361,7 @@ export class Datapath {
   }
 
   #policyPin(endpointId: number): string | undefined {
-    return this.pinDir ? join(this.pinDir, `policy_${endpointId}`) : undefined;
+    return this.pinDir ? join(this.pinDir, policyPinName(endpointId)) : undefined;
   }
 
   /**
@@ -415,17 +404,36 @@ export class Datapath {
     return pm;
   }
 
-  /** A policy map left by a previous agent: from its pin, or through weir_policy. */
+  /**
+   * A policy map left by a previous agent: from its pin, or through weir_policy; undefined when
+   * the endpoint has none (no pin, no weir_policy entry). A pin or map that cannot be opened, or
+   * is not an LPM trie of the policy map's shape, is an error: never read as an empty policy.
+   */
   #openPolicy(endpointId: number): PolicyMap | undefined {
     const pin = this.#policyPin(endpointId);
     let map: BpfMap | undefined;
-    if (pin && existsSync(pin)) map = BpfMap.fromPin(pin);
+    if (pin && existsSync(pin) && this.pinDir)
+      map = openPinned(this.pinDir, policyPinName(endpointId) as `policy_${number}`);
     else {
       const id = this.#outer.lookup(endpointId);
-      if (id !== undefined) map = BpfMap.fromId(id);
+      if (id !== undefined) {
+        map = BpfMap.fromId(id);
+        try {
+          checkKind(map, policyPinName(endpointId), `weir_policy[${endpointId}]`);
+        } catch (err) {
+          map.close();
+          throw err;
+        }
+      }
     }
     if (!map) return undefined;
-    const pm = new PolicyMap(map, endpointId);
+    let pm: PolicyMap;
+    try {
+      pm = new PolicyMap(map, endpointId);
+    } catch (err) {
+      map.close();
+      throw err;
+    }
     this.#policies.set(endpointId, pm);
     return pm;
   }
@@ -506,9 +514,9 @@ export class Datapath {
     this.close();
     const dir = this.pinDir;
     if (!dir || !existsSync(dir)) return;
-    const ours = new Set<string>([...MAP_NAMES, ...LB_MAP_NAMES, ...Object.values(PROGRAMS)]);
+    const ours = new Set<string>([...PINNED_MAPS, ...Object.values(PROGRAMS)]);
     for (const name of readdirSync(dir)) {
-      if (ours.has(name) || /^policy_\d+$/.test(name)) unlinkSync(join(dir, name));
+      if (ours.has(name) || POLICY_PIN.test(name)) unlinkSync(join(dir, name));
     }
     if (readdirSync(dir).length === 0) rmdirSync(dir);
   }

@@ -7,13 +7,14 @@ import { dirname, join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
 import { AgentClient } from './client.js';
+import { settingsArgv, type AgentSettingValues } from './settings.js';
 import { agentDir, agentLogFile, agentPidFile, agentSocket } from './paths.js';
 
 export interface StartAgentOptions {
   lab: string;
   nodeNetns: string;
-  policyMapMax?: number;
-  identityLabels?: string;
+  /** Agent settings (settings.ts), passed on as `weir agent run` flags. */
+  settings?: Partial<AgentSettingValues>;
   /** More `weir agent run` options (e.g. ['--flows', '8191']). */
   agentArgs?: string[];
   readyTimeoutMs?: number;
@@ -77,8 +78,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<number> {
     'run',
     '--lab',
     opts.lab,
-    ...(opts.policyMapMax ? ['--policy-map-max', String(opts.policyMapMax)] : []),
-    ...(opts.identityLabels ? ['--identity-labels', opts.identityLabels] : []),
+    ...settingsArgv(opts.settings ?? {}),
     ...(opts.agentArgs ?? []),
   ];
   const child = spawn('nsenter', args, { detached: true, stdio: ['ignore', out, out] });

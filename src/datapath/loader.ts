@@ -79,6 +79,15 @@ const sockHooks = () => Object.entries(SOCK_PROGRAMS) as [SockHook, string][];
 /** The kernel keeps 15 characters of a program's name (BPF_OBJ_NAME_LEN). */
 const kernelName = (name: string) => name.slice(0, 15);
 
+/** What Datapath.open uses for options it is not given. */
+export const DATAPATH_DEFAULTS = {
+  policyMapMax: 16384,
+  ctMax: 262144,
+  eventsBufferBytes: 4 << 20,
+  maglevTableSize: 16381,
+  lbMode: 'snat',
+} as const satisfies Partial<Record<keyof DatapathOptions, unknown>>;
+
 /** Load-time configuration (bpf/lib/config.h), in seconds. */
 export interface DatapathConfig {
   ctTimeoutSyn: number;
@@ -200,17 +209,17 @@ export class Datapath {
   }
 
   static open(opts: DatapathOptions = {}): Datapath {
-    const policyMapMax = opts.policyMapMax ?? 16384;
+    const policyMapMax = opts.policyMapMax ?? DATAPATH_DEFAULTS.policyMapMax;
     if (!Number.isInteger(policyMapMax) || policyMapMax < 256 || policyMapMax > 65536)
       throw fail(
         'ERR_DATAPATH_CONFIG',
         `policyMapMax ${policyMapMax} is not within 256..65536`,
         'policyMapMax',
       );
-    const ctMax = opts.ctMax ?? 262144;
+    const ctMax = opts.ctMax ?? DATAPATH_DEFAULTS.ctMax;
     if (!Number.isInteger(ctMax) || ctMax < 1024 || ctMax > 1 << 24)
       throw fail('ERR_DATAPATH_CONFIG', `ctMax ${ctMax} is not within 1024..16777216`, 'ctMax');
-    const eventsBytes = opts.eventsBufferBytes ?? 4 << 20;
+    const eventsBytes = opts.eventsBufferBytes ?? DATAPATH_DEFAULTS.eventsBufferBytes;
     // The kernel wants a power-of-2 multiple of the page size (4 KiB on weir's platforms).
     if (
       !Number.isInteger(eventsBytes) ||
@@ -236,7 +245,7 @@ export class Datapath {
     }
 
     vars.weir_events_enabled = opts.events === false ? 0 : 1;
-    const maglevTableSize = opts.maglevTableSize ?? 16381;
+    const maglevTableSize = opts.maglevTableSize ?? DATAPATH_DEFAULTS.maglevTableSize;
     if (!(MAGLEV_TABLE_SIZES as readonly number[]).includes(maglevTableSize))
       throw fail(
         'ERR_DATAPATH_CONFIG',
@@ -244,7 +253,7 @@ export class Datapath {
         'maglevTableSize',
       );
 
-    const lbMode = opts.lbMode ?? 'snat';
+    const lbMode: LbMode = opts.lbMode ?? DATAPATH_DEFAULTS.lbMode;
     if (!(LB_MODES as readonly string[]).includes(lbMode))
       throw fail('ERR_DATAPATH_CONFIG', `lbMode ${lbMode} is not one of ${LB_MODES.join(', ')}`, 'lbMode');
 

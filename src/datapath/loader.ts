@@ -50,7 +50,7 @@ import {
   type ObjectMapName,
 } from './maps/catalog.js';
 import { MetricsMap } from './maps/metrics/index.js';
-import { PolicyMap } from './maps/policy/index.js';
+import { PolicyMap, type PolicyMapEntry } from './maps/policy/index.js';
 import { PolicyEntry, PolicyKey } from './maps/policy/layout.js';
 
 /** lxc.o's maps that every load reuses from their pins (the catalogue's pinned lxc.o maps). */
@@ -334,8 +334,9 @@ export class Datapath {
       let program: BpfProgram;
       try {
         program = BpfProgram.fromId(id);
-      } catch {
-        continue; // detached and freed meanwhile
+      } catch (err) {
+        if (err instanceof BpfError && err.errnoName === 'ENOENT') continue; // detached and freed meanwhile
+        throw err;
       }
       try {
         if (program.name === kernelName(name)) detachCgroup({ cgroupPath, attachType: hook, program });
@@ -411,6 +412,35 @@ export class Datapath {
     if (!pm)
       throw fail('ERR_DATAPATH_NO_POLICY_MAP', `endpoint ${endpointId} has no policy map`, 'endpointId');
     return pm;
+  }
+
+  /**
+   * The entries of the endpoint's policy map as this process knows it (its own, or the one a
+   * previous agent left: pin, else weir_policy); undefined when the endpoint has none yet.
+   * A map that cannot be read is an error naming it and the errno, never "no entries".
+   */
+  readPolicy(endpointId: number): PolicyMapEntry[] | undefined {
+    const pm = this.#policies.get(endpointId) ?? this.#openPolicy(endpointId);
+    return pm ? readNamed(pm, endpointId) : undefined;
+  }
+
+  /**
+   * What the programs use: the policy map weir_policy[endpointId] points to now, read afresh
+   * (not this process's handle). undefined when weir_policy has no entry for the endpoint
+   * (ENOENT of that lookup: the datapath drops its new connections, Endpoint not ready); any
+   * other failure (the lookup, opening the map, reading it) is an error naming the map and errno.
+   */
+  livePolicy(endpointId: number): PolicyMapEntry[] | undefined {
+    checkEndpointId(endpointId);
+    const id = this.#outer.lookup(endpointId);
+    if (id === undefined) return undefined;
+    const map = BpfMap.fromId(id);
+    try {
+      checkKind(map, policyPinName(endpointId), `weir_policy[${endpointId}] (map id ${id})`);
+      return readNamed(new PolicyMap(map, endpointId), endpointId);
+    } finally {
+      map.close();
+    }
   }
 
   /**
@@ -528,6 +558,24 @@ export class Datapath {
       if (ours.has(name) || POLICY_PIN.test(name)) unlinkSync(join(dir, name));
     }
     if (readdirSync(dir).length === 0) rmdirSync(dir);
+  }
+}
+
+/** The map's entries; a failure says whose policy map it was (the BpfError names map and errno). */
+function readNamed(pm: PolicyMap, endpointId: number): PolicyMapEntry[] {
+  try {
+    return pm.list();
+  } catch (err) {
+    if (!(err instanceof WeirError)) throw err;
+    const opts = {
+      location: { ...err.location, object: err.location.object ?? policyPinName(endpointId) },
+      details: err.details,
+      cause: err,
+    };
+    const message = `policy map of endpoint ${endpointId}: ${err.message}`;
+    throw err instanceof BpfError
+      ? new BpfError(err.code, message, { ...opts, errno: err.errno })
+      : new WeirError(err.code, message, opts);
   }
 }
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 declare -A need=(
   [clang]=clang [llc]=llvm [bpftool]=bpftool [ip]=iproute2 [tc]=iproute2
   [iptables]=iptables [iperf3]=iperf3 [sockperf]=sockperf [nsenter]=util-linux
-  [chromium]=chromium
+  [chromium]=chromium [strace]=strace
 )
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done

@@ -46,8 +46,9 @@ function lastError(lab: string, from: number): string | undefined {
   let text: string;
   try {
     text = readFileSync(agentLogFile(lab)).subarray(from).toString('utf8');
-  } catch {
-    return undefined; // no log: the message still points to where it would be
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // no log (yet)
+    throw err;
   }
   return text
     .split('\n')

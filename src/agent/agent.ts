@@ -14,7 +14,7 @@ import type { Logger as Pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
-import { LabelFilter } from '../identity/filter.js';
+import type { LabelFilter } from '../identity/filter.js';
 import type { Lab, LabState, NodeState, PodState } from '../lab/index.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
@@ -32,6 +32,7 @@ import { isServiceKind } from '../service/api/index.js';
 import { connectionsToRevoke } from './ct-revalidate.js';
 import { ServiceLb, type LbSettings } from './lb.js';
 import { AgentMetrics } from './metrics.js';
+import { parseLabelFilter } from './settings.js';
 import { objectKey, type Store, type StoredObject } from './store.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
@@ -108,18 +109,6 @@ export function fromMapEntry(
     l4Prefix: prefixLen - PREFIX_PROTO_ANY,
   };
   return entry;
-}
-
-/** The identity-label filter of `spec`, or ERR_AGENT_CONFIG naming the bad pattern. */
-export function parseLabelFilter(spec: string): LabelFilter {
-  try {
-    return LabelFilter.parse(spec);
-  } catch (err) {
-    throw new WeirError('ERR_AGENT_CONFIG', `identity labels '${spec}': ${(err as Error).message}`, {
-      location: { field: '--identity-labels' },
-      cause: err,
-    });
-  }
 }
 
 export class Agent {

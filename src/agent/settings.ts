@@ -37,6 +37,18 @@ export interface Setting<K extends string = string, T = unknown, P extends boole
   check(value: T): void;
 }
 
+/** The identity-label filter of `spec`, or ERR_AGENT_CONFIG naming the bad pattern. */
+export function parseLabelFilter(spec: string): LabelFilter {
+  try {
+    return LabelFilter.parse(spec);
+  } catch (err) {
+    throw new WeirError('ERR_AGENT_CONFIG', `identity labels '${spec}': ${(err as Error).message}`, {
+      location: { field: '--identity-labels' },
+      cause: err,
+    });
+  }
+}
+
 const badOption = (flag: string, why: string) =>
   new WeirError('ERR_CLI_OPTION', why, { location: { field: flag } });
 
@@ -158,15 +170,7 @@ export const SETTINGS = [
     description: "labels that make up identities, Cilium's syntax: 'k8s:app k8s:!job-name'",
     parse: (v: string) => v,
     check: (v: string) => {
-      if (!v) return;
-      try {
-        LabelFilter.parse(v);
-      } catch (err) {
-        throw new WeirError('ERR_AGENT_CONFIG', `identity labels '${v}': ${(err as Error).message}`, {
-          location: { field: '--identity-labels' },
-          cause: err,
-        });
-      }
+      if (v) parseLabelFilter(v);
     },
   }),
   onOff('flowEvents', '--flow-events', true, true, 'observability: whether the datapath writes flow events'),

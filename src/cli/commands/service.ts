@@ -10,9 +10,8 @@ import { LbMaps } from '../../datapath/maps/lb/index.js';
 import { serviceObject, type V1Service } from '../../k8s/index.js';
 import { validateService } from '../../service/api/index.js';
 import { SVC_F_AFFINITY, SVC_F_LOCAL, SVC_F_MAGLEV, SVC_F_NODEPORT } from '../../service/model.js';
-import { WeirError } from '../../shared/errors.js';
 import { notFound, pick, printResult, type OutputFormat } from '../output.js';
-import { labState, withNodeMaps } from './inspect-data.js';
+import { withNodeMaps } from './inspect-data.js';
 import { labOption, outputOption } from './lab.js';
 
 interface ServicesAnswer {

@@ -181,11 +181,15 @@ export class FlowPipeline {
     this.#o.observer.ingest(flow);
   }
 
-  /** Close traces for conntrack entries the GC removed. */
+  /**
+   * Close traces for conntrack entries the GC removed. A TCP connection whose close the datapath
+   * saw (state closing: FIN both ways or RST) already has its TRACE_CLOSE: it is not reported twice.
+   */
   closeExpired(conns: CtConnection[]): void {
     const now = monotonicNowNs();
     for (const c of conns)
-      this.#o.observer.ingest(this.parser.parse(closeEventOf(c, now), { expired: true }));
+      if (c.state !== 'closing')
+        this.#o.observer.ingest(this.parser.parse(closeEventOf(c, now), { expired: true }));
   }
 
   stop(): void {

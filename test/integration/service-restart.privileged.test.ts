@@ -194,11 +194,10 @@ describe('services keep their connections and backends across an agent kill -9 a
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
     lab = await Lab.open(LAB);
     nodeIP = (await lab.requireState()).node.ip;
-    const svcs = JSON.parse(await ok(['get', 'svc', '-n', 'rs', '-o', 'json'], LAB)) as {
-      name: string;
-      clusterIP: string;
-    }[];
-    clusterIP = svcs.find((s) => s.name === 'web')?.clusterIP ?? '';
+    const web = JSON.parse(await ok(['get', 'svc', 'web', '-n', 'rs', '-o', 'json'], LAB)) as {
+      spec: { clusterIP: string };
+    };
+    clusterIP = web.spec.clusterIP;
     assert.match(clusterIP, /^10\.96\./);
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as { socketLB: boolean };
     assert.equal(status.socketLB, false, 'services are translated at tc only');

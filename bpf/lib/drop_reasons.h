@@ -17,6 +17,8 @@
 #define DROP_FRAG_NOSUPPORT 157    /* "Fragmentation needed" / untracked fragment */
 #define DROP_NO_SERVICE 158        /* "Service backend not found" */
 #define DROP_UNKNOWN_SENDER 171    /* "Invalid identity" */
+#define DROP_PROXY_LOOKUP_FAILED 178 /* "Proxy redirection not possible": no proxy socket (fail closed) */
+#define DROP_PROXY_SET_FAILED 179  /* "Proxy socket assignment failed" */
 #define DROP_POLICY_DENY 181       /* "Policy denied by denylist" */
 #define DROP_FAIL_CLOSED 240       /* weir-only: endpoint policy did not fit its map (fail closed) */
 #define DROP_EP_NOT_READY 203      /* "Endpoint not ready" */

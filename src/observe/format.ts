@@ -44,6 +44,8 @@ const REASON_TEXT: Record<string, string> = {
   CT_MISSING_TCP_ACK_FLAG: 'CT: Missing TCP ACK flag',
   CT_UNKNOWN_L4_PROTOCOL: 'Unknown L4 protocol',
   ENDPOINT_NOT_READY: 'Endpoint not ready',
+  SOCKET_LOOKUP_FAILED: 'Proxy redirection not possible',
+  SOCKET_ASSIGN_FAILED: 'Proxy socket assignment failed',
   POLICY_FAIL_CLOSED: 'Policy did not fit the endpoint policy map (fail closed)',
 };
 

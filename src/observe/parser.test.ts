@@ -73,6 +73,7 @@ function record(
       daddr,
       sport: 40000,
       dport: 80,
+      proxyPort: 0,
       ktimeNs: 1_000_000_123n,
       packetsFwd: 0n,
       bytesFwd: 0n,

@@ -180,7 +180,7 @@ before(async () => {
   pol.upsert({ identity: 2, direction: 'egress', protocol: 6 }, { deny: true, cookie: 3 });
   dp.ensurePolicyMap(12);
 
-  const entry = { cookie: 0, srcIdentity: 0, tcpFlagsFwd: 0, tcpFlagsRev: 0, revNatIndex: 0 };
+  const entry = { cookie: 0, srcIdentity: 0, tcpFlagsFwd: 0, tcpFlagsRev: 0, revNatIndex: 0, flags: 0, proxyPort: 0 };
   dp.ct.set(
     {
       family: 4,

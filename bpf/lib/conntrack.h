@@ -103,6 +103,13 @@ static __always_inline __u32 __ct_timeout(const struct ct_entry *e, __u8 nexthdr
 		*state = CT_STATE_CLOSING;
 		return weir_ct_timeout_close;
 	}
+	/* Redirected to the node proxy where the proxy answers the client itself (the server side of
+	 * a connection whose ingress policy has L7 rules): this entry sees the client's packets only.
+	 * Its ACK means the handshake is done, its FIN that it closes. */
+	if (!e->packets_rev && (e->flags & CT_ENTRY_F_TO_PROXY) && (e->tcp_flags_fwd & TCP_FLAG_ACK)) {
+		*state = (e->tcp_flags_fwd & TCP_FLAG_FIN) ? CT_STATE_CLOSING : CT_STATE_ESTABLISHED;
+		return *state == CT_STATE_CLOSING ? weir_ct_timeout_close : weir_ct_timeout_tcp;
+	}
 	*state = e->packets_rev ? CT_STATE_ESTABLISHED : CT_STATE_NEW;
 	return e->packets_rev ? weir_ct_timeout_tcp : weir_ct_timeout_syn;
 }

@@ -15,7 +15,7 @@ import { Datapath } from '../datapath/loader.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
 import { LabelFilter } from '../identity/filter.js';
-import type { Lab, LabState, NodeState, PodState } from '../lab/index.js';
+import { ensureProxyRouting, type Lab, type LabState, type NodeState, type PodState } from '../lab/index.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import { diff, type EntryDiff } from '../policy/diff.js';
@@ -36,6 +36,9 @@ import { objectKey, type Store, type StoredObject } from './store.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
 const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
+
+/** The node's device holding its IP (the lab's dummy): where the node proxy is reached from tc egress. */
+export const HOST_DEVICE = 'weir_host';
 
 export interface AgentConfig extends LbSettings {
   lab: string;
@@ -147,6 +150,8 @@ export class Agent {
   private nodeSockLb = false;
   /** External-facing devices weir_from_netdev is attached to (by this agent run). */
   private readonly netdevs = new Set<string>();
+  /** weir_to_proxy on weir_host and the node's policy routing for the proxy (once per agent run). */
+  private proxyPath = false;
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -248,6 +253,13 @@ export class Agent {
       if (this.netdevs.has(e.nodeIfname)) continue;
       this.datapath.attachNetdev({ netns: node.netns, ifname: e.nodeIfname });
       this.netdevs.add(e.nodeIfname);
+    }
+    if (!this.proxyPath) {
+      // The node proxy's way in (bpf/lib/proxy.h): delivery of redirected connections from tc
+      // egress, and local delivery of what the datapath marked for it. Node namespace only.
+      this.datapath.attachHost({ netns: node.netns, ifname: HOST_DEVICE });
+      await ensureProxyRouting(node.netns, { ipv6: true });
+      this.proxyPath = true;
     }
     for (const pod of pods) this.ensureEndpoint(pod, node);
     this.regenerate();

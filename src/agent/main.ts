@@ -1,6 +1,7 @@
 // `weir agent`: the per-node process. Wires the modules in dependency order, then serves the API.
 import { writeFileSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
+import { ifindexIn } from '../bpf/index.js';
 import { Datapath, type LbMode } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
 import { FlowObserver } from '../observe/stream.js';
@@ -13,6 +14,7 @@ import { Lifecycle } from './lifecycle.js';
 import { agentPidFile, agentSocket, agentStateFile, nodePinDir } from './paths.js';
 import { agentRoutes } from './routes.js';
 import { Store } from './store.js';
+import { HOST_DEVICE } from './agent.js';
 
 export interface AgentOptions {
   lab: string;
@@ -79,6 +81,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         events: settings.flowEvents,
         maglevTableSize: settings.maglevTableSize,
         lbMode: settings.lbMode,
+        // Where weir_to_container sends connections redirected to the node proxy.
+        hostIfindex: ifindexIn(state.node.netns, HOST_DEVICE),
         ...(opts.eventsBufferBytes ? { eventsBufferBytes: opts.eventsBufferBytes } : {}),
       });
     },

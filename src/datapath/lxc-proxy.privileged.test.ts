@@ -167,6 +167,11 @@ describe('L7 redirection to the node proxy', () => {
     const later = h.runRaw('ingress', b.ifindex, v4(A.v4, B.v4, seg(40000, 80, 'A')));
     assert.equal(later.retval, TC_ACT_REDIRECT);
     assert.equal(later.mark, toProxy(LISTENING));
+    // The proxy answers the client itself: this entry sees the client's side only, and its ACK
+    // makes it established (the long timeout), its FIN closing.
+    assert.equal(h.dp.ct.list()[0]?.state, 'established');
+    h.runRaw('ingress', b.ifindex, v4(A.v4, B.v4, seg(40000, 80, 'FA')));
+    assert.equal(h.dp.ct.list()[0]?.state, 'closing');
     // weir_to_proxy on the host device: the listener is found (assignment refused in a test run).
     const host1 = h.runRaw('to-proxy', host, v4(A.v4, B.v4, seg(40000, 80, 'S')), r.mark);
     assert.equal(host1.reason, DropReason.PROXY_SET_FAILED);

@@ -18,6 +18,7 @@ import { LabelFilter } from '../identity/filter.js';
 import { ensureProxyRouting, type Lab, type LabState, type NodeState, type PodState } from '../lab/index.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
+import type { EndpointL7Policy } from '../policy/l7/types.js';
 import { diff, type EntryDiff } from '../policy/diff.js';
 import {
   computePolicy,
@@ -49,6 +50,13 @@ export interface AgentConfig extends LbSettings {
   identityLabels: string;
   /** East-west services at the socket; false: the pods' tc programs translate (and no hook stays attached). */
   socketLB?: boolean;
+  /** The node proxy's listener ports (from --proxy-port-range); absent: the engine's defaults. */
+  proxyPorts?: { ingress: number; egress: number };
+}
+
+/** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */
+export interface L7PolicySink {
+  update(endpoints: EndpointL7Policy[]): Promise<void>;
 }
 
 export interface EndpointStatus {
@@ -154,6 +162,8 @@ export class Agent {
   private proxyPath = false;
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** The node proxy, told the L7 policy before every map write (set by main). */
+  proxy: L7PolicySink | undefined;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -262,7 +272,7 @@ export class Agent {
       this.proxyPath = true;
     }
     for (const pod of pods) this.ensureEndpoint(pod, node);
-    this.regenerate();
+    await this.regenerate();
   }
 
   /**
@@ -324,6 +334,7 @@ export class Agent {
     ];
     const config: Partial<EngineConfig> = {
       policyMapMax: this.cfg.policyMapMax,
+      ...(this.cfg.proxyPorts ? { proxyPorts: this.cfg.proxyPorts } : {}),
       ...(this.labelFilter ? { labelFilter: this.labelFilter } : {}),
     };
     return {
@@ -336,10 +347,10 @@ export class Agent {
   }
 
   /** Computes everything and writes the differences. Upserts go before deletes. */
-  regenerate(policies: Policy[] = this.policies()): void {
+  async regenerate(policies: Policy[] = this.policies()): Promise<void> {
     const end = this.metrics.regenerationSeconds.startTimer();
     try {
-      this.regenerateNow(policies);
+      await this.regenerateNow(policies);
       this.metrics.regenerations.inc({ outcome: 'success' });
     } catch (err) {
       this.metrics.regenerations.inc({ outcome: 'failure' });
@@ -349,10 +360,14 @@ export class Agent {
     }
   }
 
-  private regenerateNow(policies: Policy[]): void {
+  private async regenerateNow(policies: Policy[]): Promise<void> {
     const t0 = performance.now();
     const input = this.engineInput(policies);
     const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
+    // The node proxy gets the L7 policy before any entry redirects to it, so a connection it
+    // accepts finds its port's rules (it never blocks the maps: a proxy that is down or slow
+    // leaves redirected connections failing closed until it runs this snapshot).
+    await this.proxy?.update(output.l7);
     let upserts = 0;
     let deletes = 0;
 
@@ -505,7 +520,7 @@ export class Agent {
   }
 
   /** Validates every object first; stores them and regenerates only if all are valid. */
-  apply(objects: StoredObject[]): ApplyOutcome[] {
+  async apply(objects: StoredObject[]): Promise<ApplyOutcome[]> {
     const problems: WeirError[] = [];
     const parsed: { o: StoredObject; p?: Policy }[] = [];
     const allocate = this.lb.allocator(this.store.state.objects);
@@ -544,7 +559,7 @@ export class Agent {
     const before = this.store.state.objects;
     this.store.state.objects = next;
     try {
-      this.regenerate(policies);
+      await this.regenerate(policies);
     } catch (err) {
       this.store.state.objects = before;
       throw err;
@@ -552,7 +567,7 @@ export class Agent {
     return outcomes;
   }
 
-  delete(keys: { kind: string; namespace?: string; name: string }[]): ApplyOutcome[] {
+  async delete(keys: { kind: string; namespace?: string; name: string }[]): Promise<ApplyOutcome[]> {
     const wanted = new Set(keys.map(objectKey));
     const outcomes = [...wanted].map((k) => ({
       object: k,
@@ -561,7 +576,7 @@ export class Agent {
         : ('not found' as const),
     }));
     this.store.state.objects = this.store.state.objects.filter((o) => !wanted.has(objectKey(o)));
-    this.regenerate();
+    await this.regenerate();
     return outcomes;
   }
 

@@ -1,5 +1,6 @@
 // `weir agent`: the per-node process. Wires the modules in dependency order, then serves the API.
 import { writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { ifindexIn } from '../bpf/index.js';
 import { Datapath, type LbMode } from '../datapath/loader.js';
@@ -15,6 +16,7 @@ import { agentPidFile, agentSocket, agentStateFile, nodePinDir } from './paths.j
 import { agentRoutes } from './routes.js';
 import { Store } from './store.js';
 import { HOST_DEVICE } from './agent.js';
+import { ProxyManager, proxyPortsOf } from './proxy-manager.js';
 
 export interface AgentOptions {
   lab: string;
@@ -41,6 +43,8 @@ export interface AgentOptions {
   lbMode?: LbMode;
   /** Services at the socket (true) or at tc only (false). Absent: as stored. */
   socketLB?: boolean;
+  /** The node proxy's port range "MIN-MAX" (listeners on the first two). Absent: as stored. */
+  proxyPortRange?: string;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -62,11 +66,13 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     serviceCIDRv6: opts.serviceCIDRv6 ?? (state.node.ip6 ? undefined : ''),
     lbMode: opts.lbMode,
     socketLB: opts.socketLB,
+    proxyPortRange: opts.proxyPortRange,
   });
   // Refuse bad settings before anything starts.
   if (settings.identityLabels) parseLabelFilter(settings.identityLabels);
   checkMaglevSize(settings.maglevTableSize);
   maglevSeed(settings.maglevSeed);
+  const proxyPorts = proxyPortsOf(settings.proxyPortRange);
   parseServiceCIDR(settings.serviceCIDR);
   if (settings.serviceCIDRv6) parseServiceCIDR(settings.serviceCIDRv6, 'IPv6');
   store.save();
@@ -90,20 +96,48 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     stop: () => datapath?.close(),
   });
 
-  let agent: Agent | undefined;
-  lc.append({
-    name: 'agent',
-    start: async () => {
-      agent = new Agent({ lab: opts.lab, pinDir, ...settings }, store, lab, datapath as Datapath, log);
-      await agent.sync();
-    },
-  });
-
   const observer = new FlowObserver({
     ...(opts.flows ? { capacity: opts.flows } : {}),
     ...(opts.flowQueue ? { queueSize: opts.flowQueue } : {}),
   });
   let flows: FlowPipeline | undefined;
+
+  // The node proxy (L7): adopted when a previous agent left one running, else started the first
+  // time a policy needs it. Never stopped here: it outlives the agent.
+  let proxy: ProxyManager | undefined;
+  lc.append({
+    name: 'proxy',
+    start: async () => {
+      proxy = new ProxyManager({
+        lab: opts.lab,
+        nodeNetns: state.node.netns,
+        ipcachePin: join(pinDir, 'weir_ipcache'),
+        ports: proxyPorts,
+        log: log.child({ component: 'proxy-manager' }),
+        onRecord: (r) => flows?.ingestL7(r),
+        onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
+      });
+      await proxy.adopt();
+    },
+    stop: () => proxy?.close(),
+  });
+
+  let agent: Agent | undefined;
+  lc.append({
+    name: 'agent',
+    start: async () => {
+      agent = new Agent(
+        { lab: opts.lab, pinDir, ...settings, proxyPorts },
+        store,
+        lab,
+        datapath as Datapath,
+        log,
+      );
+      agent.proxy = proxy;
+      await agent.sync();
+    },
+  });
+
   lc.append({
     name: 'flows',
     start: () => {
@@ -140,7 +174,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   lc.append({
     name: 'api',
     start: async () => {
-      server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer));
+      server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer, proxy));
       writeFileSync(agentPidFile(opts.lab), String(process.pid));
     },
     stop: () =>

@@ -42,6 +42,11 @@ export interface AgentSettings {
    * --bpf-lb-sock). Off: every packet to a ClusterIP is translated by the pods' tc programs.
    */
   socketLB: boolean;
+  /**
+   * Ports of the node proxy's listeners (Cilium's proxy port range, 10000-20000): the HTTP ingress
+   * listener takes the first, the HTTP egress listener the second; policy entries name them.
+   */
+  proxyPortRange: string;
 }
 
 export const defaultSettings: AgentSettings = {
@@ -55,6 +60,7 @@ export const defaultSettings: AgentSettings = {
   serviceCIDRv6: 'fd00:10:96::/112',
   lbMode: 'snat',
   socketLB: true,
+  proxyPortRange: '10000-20000',
 };
 
 export interface AgentState {

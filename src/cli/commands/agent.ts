@@ -125,6 +125,10 @@ export function agentCommand(): Command {
         "east-west services at the socket (on) or per packet at the pods' tc programs only (off) (default: as before, else on)",
       ).choices(['on', 'off']),
     )
+    .option(
+      '--proxy-port-range <min-max>',
+      "the node proxy's ports: HTTP ingress listener on the first, egress on the second (default: as before, else 10000-20000)",
+    )
     .option('--service-cidr <cidr>', 'where ClusterIPs are allocated (default: as before, else 10.96.0.0/16)')
     .option(
       '--service-cidr-v6 <cidr|none>',
@@ -147,6 +151,7 @@ export function agentCommand(): Command {
         eventsBuffer?: number;
         flowEvents?: 'on' | 'off';
         socketLb?: 'on' | 'off';
+        proxyPortRange?: string;
       }) => {
         await runAgent({
           lab: o.lab,
@@ -164,6 +169,7 @@ export function agentCommand(): Command {
           ...(o.serviceCidrV6 ? { serviceCIDRv6: o.serviceCidrV6 === 'none' ? '' : o.serviceCidrV6 } : {}),
           ...(o.lbMode ? { lbMode: o.lbMode } : {}),
           ...(o.socketLb ? { socketLB: o.socketLb === 'on' } : {}),
+          ...(o.proxyPortRange ? { proxyPortRange: o.proxyPortRange } : {}),
         });
       },
     );

@@ -180,7 +180,15 @@ before(async () => {
   pol.upsert({ identity: 2, direction: 'egress', protocol: 6 }, { deny: true, cookie: 3 });
   dp.ensurePolicyMap(12);
 
-  const entry = { cookie: 0, srcIdentity: 0, tcpFlagsFwd: 0, tcpFlagsRev: 0, revNatIndex: 0, flags: 0, proxyPort: 0 };
+  const entry = {
+    cookie: 0,
+    srcIdentity: 0,
+    tcpFlagsFwd: 0,
+    tcpFlagsRev: 0,
+    revNatIndex: 0,
+    flags: 0,
+    proxyPort: 0,
+  };
   dp.ct.set(
     {
       family: 4,
@@ -198,6 +206,9 @@ before(async () => {
       packetsRev: 2n,
       bytesRev: 120n,
       lifetimeNs: nowNs + 3600n * 1_000_000_000n,
+      // Redirected to the node proxy's listener 10000 (CT_ENTRY_F_TO_PROXY).
+      flags: 1,
+      proxyPort: 10000,
       cookie: 7,
       srcIdentity: 257,
       state: CtState.established,
@@ -312,12 +323,13 @@ describe('weir bpf (pinned maps, no agent)', () => {
       'SRC IDENTITY',
       'COOKIE',
       'REV-NAT',
+      'PROXY',
     ]);
     assert.equal(rows.length, 3);
     const [tcp, udp] = [rows[1]!, rows[2]!];
     assert.deepEqual(tcp.slice(0, 4), ['TCP', '10.244.0.3:40000 -> 10.244.0.2:80', 'ingress', 'established']);
     assert.match(tcp[4]!, /^59m5\ds$/);
-    assert.deepEqual(tcp.slice(5), ['3', '180', '2', '120', '257', '7']);
+    assert.deepEqual(tcp.slice(5), ['3', '180', '2', '120', '257', '7', '', 'to 10000']);
     assert.deepEqual(udp, [
       'UDP',
       '[fd00:10:244::2]:5353 -> [fd00:10:244::3]:53',
@@ -354,6 +366,8 @@ describe('weir bpf (pinned maps, no agent)', () => {
         srcIdentity: 257,
         cookie: 7,
         revNatIndex: 0,
+        proxyPort: 10000,
+        fromProxy: false,
       },
     );
     assert.ok(json[0].expiresInSeconds > 3500 && json[0].expiresInSeconds <= 3600);

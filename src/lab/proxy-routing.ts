@@ -16,21 +16,25 @@ const RULE_PREF = '9';
 
 export async function ensureProxyRouting(netns: string, opts: { ipv6: boolean }): Promise<void> {
   await sysctlIn(netns, { 'net.ipv4.ip_early_demux': 0 });
+  await ensureFamily(netns, '-4');
+  // A namespace with IPv6 turned off has no IPv6 routing to set up (and no IPv6 to redirect).
+  if (opts.ipv6) await ensureFamily(netns, '-6').catch(() => undefined);
+}
+
+async function ensureFamily(netns: string, family: '-4' | '-6'): Promise<void> {
   const { rule, routes } = proxyRouting();
-  for (const family of opts.ipv6 ? (['-4', '-6'] as const) : (['-4'] as const)) {
-    const rules = JSON.parse(await ipIn(netns, ['-j', family, 'rule', 'show'])) as {
-      priority?: number;
-      fwmark?: string;
-      fwmask?: string;
-      table?: string;
-    }[];
-    const [, markMask = ''] = rule;
-    const [mark, mask] = markMask.split('/');
-    const have = rules.some(
-      (r) => String(r.priority) === RULE_PREF && r.fwmark === mark && r.fwmask === mask && r.table === rule[3],
-    );
-    if (!have) await ipIn(netns, [family, 'rule', 'add', ...rule, 'pref', RULE_PREF]);
-    const route = routes.find((r) => `-${r.family}` === family);
-    if (route) await ipIn(netns, [family, 'route', 'replace', ...route.args]);
-  }
+  const rules = JSON.parse(await ipIn(netns, ['-j', family, 'rule', 'show'])) as {
+    priority?: number;
+    fwmark?: string;
+    fwmask?: string;
+    table?: string;
+  }[];
+  const [, markMask = ''] = rule;
+  const [mark, mask] = markMask.split('/');
+  const have = rules.some(
+    (r) => String(r.priority) === RULE_PREF && r.fwmark === mark && r.fwmask === mask && r.table === rule[3],
+  );
+  if (!have) await ipIn(netns, [family, 'rule', 'add', ...rule, 'pref', RULE_PREF]);
+  const route = routes.find((r) => `-${r.family}` === family);
+  if (route) await ipIn(netns, [family, 'route', 'replace', ...route.args]);
 }

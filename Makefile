@@ -10,7 +10,7 @@ BPF_HDR := $(wildcard bpf/include/*.h bpf/lib/*.h)
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 PREFIX ?= /usr/local
 
-.PHONY: all deps build bpf ts test lint demo bench install clean
+.PHONY: all deps build bpf ts test lint docs demo bench install clean
 all: build
 
 deps:
@@ -39,6 +39,10 @@ lint: deps
 TESTS ?= $(shell find dist -name '*.test.js' -not -path '*/node_modules/*' | sort)
 test: build lint
 	@./scripts/run-tests.sh $(TESTS)
+
+# Generated documentation: docs/errors.md from the error catalogue (src/shared/error-codes.ts).
+docs: build
+	node dist/src/shared/error-docs.js
 
 demo: build
 	./scripts/demo.sh

@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger as Pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
+import { namespaceProblems } from '../k8s/namespaces.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
 import { LabelFilter } from '../identity/filter.js';
@@ -541,6 +542,8 @@ export class Agent {
         else throw err;
       }
     }
+    // As the API server: a namespaced object needs its namespace (the lab's, as of the last sync).
+    problems.push(...namespaceProblems(objects, Object.keys(this.labState?.namespaces ?? {})));
     if (problems.length > 0) throw new ValidationError(problems);
     const byKey = new Map(this.store.state.objects.map((o) => [objectKey(o), o]));
     const outcomes: ApplyOutcome[] = [];

@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { ifindexIn } from '../bpf/index.js';
 import { Datapath, type LbMode } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
+import { privateFileMode } from '../shared/private-fs.js';
 import { FlowObserver } from '../observe/stream.js';
 import { parseServiceCIDR } from '../service/allocate.js';
 import { checkMaglevSize, maglevSeed } from '../service/maglev.js';
@@ -175,7 +176,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     name: 'api',
     start: async () => {
       server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer, proxy));
-      writeFileSync(agentPidFile(opts.lab), String(process.pid));
+      writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>
       new Promise<void>((resolve) => {

@@ -5,7 +5,7 @@
 // `weir lab down` ends it. Snapshots are versioned; the proxy acknowledges the version it runs.
 // Its L7 records stream back into the agent's flows.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
@@ -16,6 +16,7 @@ import type { ListenerPorts } from '../proxy/server.js';
 import type { L7Record } from '../proxy/types.js';
 import { isCode, WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
+import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 
 export interface ProxyManagerOptions {
   lab: string;
@@ -245,8 +246,8 @@ export class ProxyManager {
     const netnsPath = join('/var/run/netns', o.nodeNetns);
     if (!existsSync(netnsPath))
       throw new WeirError('ERR_PROXY_START', `node namespace ${o.nodeNetns} is missing`);
-    mkdirSync(dirname(proxyLogFile(o.lab)), { recursive: true });
-    const out = openSync(proxyLogFile(o.lab), 'a');
+    privateDirSync(dirname(proxyLogFile(o.lab)));
+    const out = openSync(proxyLogFile(o.lab), 'a', privateFileMode);
     let child: ChildProcess;
     try {
       child = spawn(

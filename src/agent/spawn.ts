@@ -2,10 +2,11 @@
 // nsenter: unlike `ip netns exec`, nsenter keeps the root mount namespace, so /sys/fs/bpf pins and
 // the cgroup mount stay visible), detached, logging to the lab's log directory.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, closeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
+import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import { AgentClient } from './client.js';
 import { agentDir, agentLogFile, agentPidFile, agentSocket } from './paths.js';
 
@@ -63,9 +64,9 @@ async function waitReady(lab: string, pid: number, timeoutMs: number): Promise<v
 export async function startAgent(opts: StartAgentOptions): Promise<number> {
   const running = agentPid(opts.lab);
   if (running !== undefined) return running;
-  mkdirSync(agentDir(opts.lab), { recursive: true, mode: 0o700 });
-  mkdirSync(dirname(agentLogFile(opts.lab)), { recursive: true });
-  const out = openSync(agentLogFile(opts.lab), 'a');
+  privateDirSync(agentDir(opts.lab));
+  privateDirSync(dirname(agentLogFile(opts.lab)));
+  const out = openSync(agentLogFile(opts.lab), 'a', privateFileMode);
   const netnsPath = join('/var/run/netns', opts.nodeNetns);
   if (!existsSync(netnsPath))
     throw new WeirError('ERR_LAB_NOT_UP', `node namespace ${opts.nodeNetns} is missing`);

@@ -3,10 +3,11 @@
 // agent resumes with the same identities and endpoint ids and rewrites nothing in the kernel.
 // `revision` counts changes made through the Store's methods, so callers can skip saving when
 // nothing changed (the state can be large: every CIDR identity and policy object).
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { LbMode } from '../datapath/loader.js';
 import { WeirError } from '../shared/errors.js';
+import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 
 export interface StoredObject {
   apiVersion: string;
@@ -112,9 +113,10 @@ export class Store {
   }
 
   save(): void {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    privateDirSync(dirname(this.path));
     const tmp = `${this.path}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.state), { mode: 0o600 });
+    rmSync(tmp, { force: true }); // a leftover would keep its old mode
+    writeFileSync(tmp, JSON.stringify(this.state), { mode: privateFileMode });
     renameSync(tmp, this.path);
   }
 

@@ -37,7 +37,7 @@ import {
   type CgroupAttachTypeName,
   type ConfigValue,
 } from '../bpf/index.js';
-import { WeirError } from '../shared/errors.js';
+import { WeirError, type ErrorCode } from '../shared/errors.js';
 import { bpfObject } from '../shared/paths.js';
 import { CtMap } from './maps/ct/index.js';
 import { EndpointsMap } from './maps/endpoints/index.js';
@@ -162,7 +162,7 @@ export interface EndpointAttachment {
   flags?: number;
 }
 
-const fail = (code: string, message: string, field?: string) =>
+const fail = (code: ErrorCode, message: string, field?: string) =>
   new WeirError(code, message, { location: { object: 'datapath', ...(field ? { field } : {}) } });
 
 export class Datapath {

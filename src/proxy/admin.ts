@@ -6,9 +6,11 @@
 //   GET /v1/status    pid, version, listeners, connections and counters (ProxyStatus)
 //   GET /metrics      Prometheus text
 //   GET /v1/records   NDJSON stream of L7 records ({record} | {lost}); one reader at a time
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
+import { httpStatus } from '../shared/error-codes.js';
+import { privateDirSync } from '../shared/private-fs.js';
 import { WeirError } from '../shared/errors.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { RecordQueue } from './records.js';
@@ -123,8 +125,7 @@ async function route(c: AdminContext, req: IncomingMessage, res: ServerResponse)
 }
 
 export async function listenAdmin(socketPath: string, c: AdminContext): Promise<Server> {
-  mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
-  chmodSync(dirname(socketPath), 0o700);
+  privateDirSync(dirname(socketPath));
   rmSync(socketPath, { force: true });
   const server = createServer((req, res) => {
     route(c, req, res).catch((err: unknown) => {
@@ -132,7 +133,7 @@ export async function listenAdmin(socketPath: string, c: AdminContext): Promise<
         err instanceof WeirError
           ? { code: err.code, message: err.message, location: err.location, details: err.details }
           : { code: 'ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
-      const code = err instanceof WeirError ? (err.code === 'ERR_PROXY_SNAPSHOT_STALE' ? 409 : 400) : 500;
+      const code = err instanceof WeirError ? httpStatus(err.code) : 500;
       if (!res.headersSent) send(res, code, { error: e });
       else res.destroy();
     });

@@ -2,6 +2,7 @@
 // the L7 record stream, over the proxy's unix socket. Errors are WeirError ERR_PROXY_*; the
 // proxy's own errors keep their code (ERR_PROXY_SNAPSHOT_STALE carries the running version).
 import { request } from 'node:http';
+import { isErrorCode } from '../shared/error-codes.js';
 import { WeirError } from '../shared/errors.js';
 import type { ProxySnapshot } from '../policy/l7/types.js';
 import type { ProxyStatus } from './admin.js';
@@ -103,7 +104,11 @@ export class ProxyClient {
             if (status < 400) return resolve(text);
             try {
               const e = (JSON.parse(text) as { error: ErrorJson }).error;
-              reject(new WeirError(e.code, e.message, { details: e.details ?? {} }));
+              reject(
+                isErrorCode(e.code)
+                  ? new WeirError(e.code, e.message, { details: e.details ?? {} })
+                  : new WeirError('ERR_PROXY_BAD_ANSWER', `${e.code}: ${e.message}`),
+              );
             } catch {
               reject(
                 new WeirError('ERR_PROXY_BAD_ANSWER', `proxy answered ${status}: ${text.slice(0, 200)}`),

@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { BpfMap } from '../bpf/index.js';
 import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
+import { privateFileMode } from '../shared/private-fs.js';
 import { listenAdmin } from './admin.js';
 import { createL4Relay } from './l4-relay.js';
 import { ProxyMetrics } from './metrics.js';
@@ -57,7 +58,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     metrics,
     records,
   });
-  writeFileSync(proxyPidFile(o.lab), String(process.pid));
+  writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
   log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
 
   await new Promise<void>((resolve) => {

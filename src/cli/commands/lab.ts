@@ -22,8 +22,9 @@ export function labOption(): Option {
   return new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName());
 }
 
-export function outputOption(): Option {
-  return new Option('-o, --output <format>', 'table, wide, json or yaml')
+/** -o: table (default), json or yaml; `wide` where a command has wider columns (else the table). */
+export function outputOption(opts: { wide?: boolean } = {}): Option {
+  return new Option('-o, --output <format>', opts.wide ? 'table, wide, json or yaml' : 'table, json or yaml')
     .default('table')
     .argParser(parseOutput);
 }

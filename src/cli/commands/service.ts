@@ -7,19 +7,23 @@ import { Command } from 'commander';
 import type { FrontendView, MaglevView, ServiceSummary } from '../../agent/lb.js';
 import { agentClient } from '../../agent/link.js';
 import { agentStateFile, nodePinDir } from '../../agent/paths.js';
-import { defaultSettings, Store } from '../../agent/store.js';
+import { defaultSettings, Store, type StoredObject } from '../../agent/store.js';
 import { BpfMap } from '../../bpf/index.js';
 import { LB_MAP_NAMES } from '../../datapath/loader.js';
 import { LbMaps } from '../../datapath/maps/lb/index.js';
+import { serviceObject, type V1Service } from '../../k8s/index.js';
+import { validateService } from '../../service/api/index.js';
 import { SVC_F_AFFINITY, SVC_F_LOCAL, SVC_F_MAGLEV, SVC_F_NODEPORT } from '../../service/model.js';
 import { WeirError } from '../../shared/errors.js';
-import { printResult, type OutputFormat } from '../output.js';
+import { notFound, pick, printResult, type OutputFormat } from '../output.js';
 import { labState } from './inspect-data.js';
 import { labOption, outputOption } from './lab.js';
 
 interface ServicesAnswer {
   items: ServiceSummary[];
   frontends: FrontendView[];
+  /** The stored Service and EndpointSlice objects, with allocated clusterIPs and nodePorts. */
+  objects: StoredObject[];
   algorithm: string;
 }
 
@@ -43,19 +47,46 @@ const selectorText = (s?: Record<string, string>) =>
         .join(',')
     : '<none>';
 
+/** A stored Service (as the agent allocated it) as a v1 Service. */
+export function v1Service(o: StoredObject): V1Service {
+  const svc = validateService(o.object, {
+    file: o.file ?? '(stored)',
+    object: `Service ${o.namespace ?? 'default'}/${o.name}`,
+  });
+  const meta = (
+    o.object as { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> } }
+  ).metadata;
+  return serviceObject(svc, {
+    ...(meta?.labels ? { labels: meta.labels } : {}),
+    ...(meta?.annotations ? { annotations: meta.annotations } : {}),
+  });
+}
+
 /**
- * `weir get services` (called by `weir get`). CLUSTER-IP is the primary address as kubectl shows
- * it; wide adds every clusterIP (dual-stack: one per family) and -o json has clusterIPs,
- * ipFamilies and ipFamilyPolicy.
+ * `weir get services [NAME]` (called by `weir get`). CLUSTER-IP is the primary address as kubectl
+ * shows it; wide adds every clusterIP (dual-stack: one per family), the selector, affinity and
+ * ready endpoints; -o json|yaml prints v1 Services.
  */
 export async function getServices(
   lab: string,
   namespace: string | undefined,
   format: OutputFormat,
+  name?: string,
 ): Promise<void> {
-  const all = (await services(lab)).items;
-  const items = namespace ? all.filter((s) => s.namespace === namespace) : all;
-  printResult(format, items, items, [
+  const answer = await services(lab);
+  const stored = new Map(
+    answer.objects
+      .filter((o) => o.kind === 'Service')
+      .map((o) => [`${o.namespace ?? 'default'}/${o.name}`, o] as const),
+  );
+  const { rows, data } = pick(
+    namespace ? answer.items.filter((s) => s.namespace === namespace) : answer.items,
+    name,
+    (s) => s.name,
+    (s) => v1Service(stored.get(`${s.namespace}/${s.name}`) as StoredObject),
+    () => notFound('services', name ?? '', namespace),
+  );
+  printResult(format, data, rows, [
     ...(namespace ? [] : [{ header: 'namespace', get: (s: ServiceSummary) => s.namespace }]),
     { header: 'name', get: (s) => s.name },
     { header: 'type', get: (s) => s.type },

@@ -196,10 +196,16 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_pr
 	e = __ct_get(&key, now);
 	/* Not a reply of the pod's (or to the pod's) own connections: maybe one of the node proxy's
 	 * upstream connection, from the pod it was opened to (or, from the ingress proxy to the
-	 * egress proxy's upstream, through the client pod's veth). */
-	if (!e && !from_proxy) {
+	 * egress proxy's upstream, through the client pod's veth). A pod never answers a connection
+	 * its ingress redirected to the proxy (it never saw it): such a hit is an upstream of the
+	 * same tuple, if there is one. */
+	if (!from_proxy && (!e || (dir == CT_F_EGRESS && (e->flags & CT_ENTRY_F_TO_PROXY)))) {
+		struct ct_entry *up;
+
 		key.flags = CT_F_INGRESS | CT_F_PROXY;
-		e = __ct_get(&key, now);
+		up = __ct_get(&key, now);
+		if (up)
+			e = up;
 	}
 	if (e) {
 		if (__ct_reopens(e, f))

@@ -229,6 +229,30 @@ describe('L7 redirection to the node proxy', () => {
     assert.deepEqual([twice?.fromProxy, twice?.proxyPort], [true, LISTENING]);
   });
 
+  it("a client connection and the proxy's upstream with the same tuple stay apart; the pod's answer goes to the upstream", () => {
+    allow(b, 'ingress', A.identity, 80, LISTENING);
+    // The client's connection, redirected at the server's ingress ...
+    const client = h.runRaw('ingress', b.ifindex, v4(A.v4, B.v4, seg(50002, 80, 'S')));
+    assert.equal(client.retval, TC_ACT_REDIRECT);
+    // ... and an upstream of the ingress proxy that happens to have the very same tuple.
+    const up = h.runRaw('ingress', b.ifindex, v4(A.v4, B.v4, seg(50002, 80, 'S')), ProxyMark.PROXY_INGRESS);
+    assert.deepEqual([up.retval, up.reason], [TC_ACT_OK, 0]);
+    assert.deepEqual(
+      h.dp.ct
+        .list()
+        .map((c) => [c.fromProxy === true, c.proxyPort])
+        .sort(),
+      [
+        [false, LISTENING],
+        [true, 0],
+      ],
+    );
+    // The server pod answers: it only ever saw the upstream, so the answer is the upstream's
+    // (to the proxy's socket: none here, dropped), never delivered to the client pod.
+    const answer = h.runRaw('egress', b.ifindex, v4(B.v4, A.v4, seg(80, 50002, 'SA')));
+    assert.equal(answer.reason, DropReason.PROXY_LOOKUP_FAILED);
+  });
+
   it('weir_from_netdev: a TCP packet to a pod without a proxy socket passes untouched', () => {
     const r = h.runRaw('netdev', host, v4('192.0.2.7', A.v4, seg(80, 50000, 'SA')));
     assert.deepEqual([r.retval, r.mark], [TC_ACT_OK, 0]);

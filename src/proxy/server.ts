@@ -156,9 +156,10 @@ export class ProxyServer {
   /**
    * The UpstreamConnector: a connection to the original destination from the original client's
    * address (IP_TRANSPARENT), marked as the proxy's (SO_MARK) so the datapath does not redirect
-   * it back. Its source port is never one a client of this proxy uses from the same address: when
-   * both ends of a connection filter (egress proxy, then ingress proxy on this node), the ingress
-   * listener would otherwise accept a second connection with the very tuple of an open one.
+   * it back. Its source port comes from below the ephemeral range (transparent.ts UPSTREAM_PORTS)
+   * and is never one a client of this proxy uses from the same address: when both ends of a
+   * connection filter (egress proxy, then ingress proxy on this node), the ingress listener would
+   * otherwise accept a second socket with the very tuple of one the egress listener holds.
    */
   connect(conn: ProxiedConnection): Socket {
     const m = this.#o.metrics;

@@ -5,11 +5,11 @@
 //   listener({ family, port })    0.0.0.0:port or [::]:port (v6 only), IP(V6)_TRANSPARENT, listening:
 //                                 the target of bpf_sk_assign (bpf/lib/proxy.h); an accepted
 //                                 socket's local address is the connection's original destination.
-//   upstream({ src, mark, avoid }) bound to src:<kernel's choice> with IP(V6)_TRANSPARENT (src is
-//                                 the original client, not an address of this node) and SO_MARK
-//                                 `mark` (the datapath tells the proxy's own traffic by it); not
-//                                 connected yet: wrap it in net.Socket({ fd }) and connect(). Ports
-//                                 in `avoid` are not taken (see ProxyProcess).
+//   upstream({ src, mark, avoid }) bound to src:<a port of UPSTREAM_PORTS> with IP(V6)_TRANSPARENT
+//                                 (src is the original client, not an address of this node) and
+//                                 SO_MARK `mark` (the datapath tells the proxy's own traffic by
+//                                 it); not connected yet: wrap it in net.Socket({ fd }) and
+//                                 connect(). Ports in `avoid` are not taken (see server.ts).
 // Both are non-blocking and close-on-exec. Errors are ERR_PROXY_SOCKET with the errno's name.
 import koffi from 'koffi';
 import { isIPv6 } from 'node:net';
@@ -151,36 +151,42 @@ export function listener(o: { family: 4 | 6; port: number; backlog?: number }): 
   }
 }
 
-/** Bounded: how many sockets may be bound to ports to avoid before one is taken anyway. */
-const MAX_REBINDS = 8;
+/**
+ * Source ports of upstream connections: below Linux's ephemeral range (32768-60999, what a pod's
+ * own client sockets use) and above the proxy's listener ports, so an upstream from a pod's
+ * address never takes the port of one of that pod's connections (when both ends of a connection
+ * filter on this node, the ingress listener would otherwise accept a second socket with the very
+ * tuple of one the egress listener holds). Taken at random; after UPSTREAM_PORT_TRIES ports in
+ * use, the kernel picks one.
+ */
+export const UPSTREAM_PORTS = { min: 20001, max: 32767 } as const;
+const UPSTREAM_PORT_TRIES = 16;
+const EADDRINUSE = 98;
 
 /**
- * A socket bound to `src` (any address, transparently) and a port the kernel picks (not one of
- * `avoid`, within MAX_REBINDS tries), marked with SO_MARK `mark`, ready for connect().
+ * A socket bound to `src` (any address, transparently) and a port of UPSTREAM_PORTS that is not
+ * one of `avoid` (the kernel's choice if none is free within a few tries), marked with SO_MARK
+ * `mark`, ready for connect().
  */
 export function upstream(o: { src: string; mark: number; avoid?: (port: number) => boolean }): number {
   const family = isIPv6(o.src) ? 6 : 4;
-  // Sockets on ports to avoid stay bound until one is found, so the kernel never picks them again.
-  const held: number[] = [];
+  const fd = newSocket(family);
   try {
-    for (;;) {
-      const fd = newSocket(family);
-      try {
-        transparent(fd, family);
-        setopt(fd, SOL_SOCKET, SO_MARK, o.mark, 'setsockopt SO_MARK');
-        const addr = sockaddr(o.src, 0);
-        if (c.bind(fd, addr, addr.length) < 0) throw fail(`bind ${o.src}`);
-      } catch (err) {
-        c.close(fd);
-        throw err;
-      }
-      if (held.length < MAX_REBINDS && o.avoid?.(boundPort(fd))) {
-        held.push(fd);
-        continue;
-      }
-      return fd;
+    transparent(fd, family);
+    setopt(fd, SOL_SOCKET, SO_MARK, o.mark, 'setsockopt SO_MARK');
+    for (let i = 0; i <= UPSTREAM_PORT_TRIES; i++) {
+      const last = i === UPSTREAM_PORT_TRIES;
+      const port = last
+        ? 0
+        : UPSTREAM_PORTS.min + Math.floor(Math.random() * (UPSTREAM_PORTS.max - UPSTREAM_PORTS.min + 1));
+      if (!last && o.avoid?.(port)) continue;
+      const addr = sockaddr(o.src, port);
+      if (c.bind(fd, addr, addr.length) === 0) return fd;
+      if (last || koffi.errno() !== EADDRINUSE) throw fail(`bind ${o.src}:${port}`);
     }
-  } finally {
-    for (const fd of held) c.close(fd);
+    throw fail(`bind ${o.src}`);
+  } catch (err) {
+    c.close(fd);
+    throw err;
   }
 }

@@ -151,7 +151,8 @@ class InPod {
     this.#lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
   }
 
-  async line(timeoutMs = 5000): Promise<string> {
+  /** The next line; the first one waits for `weir lab exec` and node to start (slow on a busy machine). */
+  async line(timeoutMs = 20_000): Promise<string> {
     let timer: NodeJS.Timeout | undefined;
     try {
       const r = await Promise.race([
@@ -196,7 +197,7 @@ class Conversation extends InPod {
   async ping(): Promise<void> {
     const msg = `ping-${++this.#n}`;
     this.send(msg);
-    assert.equal(await this.line(3000), `echo ${msg}`);
+    assert.equal(await this.line(5000), `echo ${msg}`);
   }
 }
 
@@ -277,7 +278,7 @@ describe('L7 on demand: the datapath redirects exactly the connections whose pol
          .listen(${PEER_PORT}, '0.0.0.0', () => console.log('listening'));`,
     );
     procs.push(server);
-    assert.equal(await server.line(10_000), 'listening');
+    assert.equal(await server.line(20_000), 'listening');
     const before = await redirects();
     const client = new InPod(
       'app/client',

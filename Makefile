@@ -40,9 +40,12 @@ TESTS ?= $(shell find dist -name '*.test.js' -not -path '*/node_modules/*' | sor
 test: build lint
 	@./scripts/run-tests.sh $(TESTS)
 
-# Generated documentation: docs/errors.md from the error catalogue (src/shared/error-codes.ts).
+# Generated documentation, from the catalogues: docs/errors.md (src/shared/error-codes.ts), and the
+# generated sections of docs/datapath.md (maps, drop reasons) and docs/agent.md (settings). The tests
+# fail while any of them is stale.
 docs: build
 	node dist/src/shared/error-docs.js
+	WEIR_WRITE_DOCS=1 node --test dist/src/datapath/maps/catalog.test.js dist/src/datapath/drop-reasons.test.js dist/src/agent/settings.test.js >/dev/null
 
 demo: build
 	./scripts/demo.sh

@@ -5,9 +5,9 @@
 // nothing changed (the state can be large: every CIDR identity and policy object).
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { LbMode } from '../datapath/loader.js';
 import { WeirError } from '../shared/errors.js';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
+import { defaultSettings, isPersisted, type AgentSettings } from './settings.js';
 
 export interface StoredObject {
   apiVersion: string;
@@ -19,50 +19,8 @@ export interface StoredObject {
   object: unknown;
 }
 
-/** Settings that must stay the same across restarts (the pinned maps were sized with them). */
-export interface AgentSettings {
-  policyMapMax: number;
-  /** Cilium's `labels` syntax ("k8s:app k8s:!job-name"); empty = the default filter. */
-  identityLabels: string;
-  /** The datapath writes flow events (observability on). */
-  flowEvents: boolean;
-  /** Backend selection for new connections (Cilium's --bpf-lb-algorithm). */
-  lbAlgorithm: 'random' | 'maglev';
-  /** M, the entries of every Maglev table (a prime of Cilium's list). */
-  maglevTableSize: number;
-  /** Cluster-wide Maglev hash seed, 12 bytes in base64 (Cilium's --bpf-lb-maglev-hash-seed). */
-  maglevSeed: string;
-  /** Where ClusterIPs are allocated from. */
-  serviceCIDR: string;
-  /** Where IPv6 ClusterIPs are allocated from; '' = none (an IPv4-only cluster). */
-  serviceCIDRv6: string;
-  /** NodePort from outside: the backend sees the node (snat) or the client (dsr); --lb-mode. */
-  lbMode: LbMode;
-  /**
-   * East-west services at the socket (cgroup hooks on the node's and every pod's cgroup; Cilium's
-   * --bpf-lb-sock). Off: every packet to a ClusterIP is translated by the pods' tc programs.
-   */
-  socketLB: boolean;
-  /**
-   * Ports of the node proxy's listeners (Cilium's proxy port range, 10000-20000): the HTTP ingress
-   * listener takes the first, the HTTP egress listener the second; policy entries name them.
-   */
-  proxyPortRange: string;
-}
-
-export const defaultSettings: AgentSettings = {
-  policyMapMax: 16384,
-  identityLabels: '',
-  flowEvents: true,
-  lbAlgorithm: 'random',
-  maglevTableSize: 16381,
-  maglevSeed: 'JLfvgnHc2kaSUFaI',
-  serviceCIDR: '10.96.0.0/16',
-  serviceCIDRv6: 'fd00:10:96::/112',
-  lbMode: 'snat',
-  socketLB: true,
-  proxyPortRange: '10000-20000',
-};
+// The persisted settings (AgentSettings) and their defaults are declared in settings.ts.
+export { defaultSettings, type AgentSettings } from './settings.js';
 
 export interface AgentState {
   version: 1;
@@ -120,10 +78,17 @@ export class Store {
     renameSync(tmp, this.path);
   }
 
-  /** The stored settings, overridden by those given (which are then stored). */
+  /**
+   * The stored settings, overridden by those given (which are then stored); a setting neither
+   * given nor stored has its default. Only persisted settings are kept.
+   */
   settings(given: Partial<AgentSettings>): AgentSettings {
-    const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
-    this.state.settings = { ...defaultSettings, ...this.state.settings, ...defined };
+    const defined = Object.fromEntries(
+      Object.entries({ ...this.state.settings, ...given }).filter(
+        ([k, v]) => v !== undefined && isPersisted(k),
+      ),
+    );
+    this.state.settings = { ...defaultSettings, ...defined } as AgentSettings;
     this.#revision++;
     return this.state.settings;
   }

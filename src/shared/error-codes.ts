@@ -68,9 +68,16 @@ export const errorCodes = {
   ERR_DATAPATH_DIRECTION: { meaning: 'a datapath map holds an unknown traffic direction' },
   ERR_DATAPATH_ENDPOINT: { meaning: 'an endpoint id is outside 1..65535' },
   ERR_DATAPATH_EVENT: { meaning: 'a ring-buffer record is not a well-formed flow event' },
+  ERR_DATAPATH_MAP_KIND: {
+    meaning: 'a pinned map is not of the kind the map catalogue declares (a stale or foreign pin)',
+  },
+  ERR_DATAPATH_MAP_UNKNOWN: {
+    meaning: 'a map name is not in the map catalogue (src/datapath/maps/catalog.ts)',
+  },
   ERR_DATAPATH_NO_POLICY_MAP: { meaning: 'the endpoint has no policy map' },
   ERR_DATAPATH_POLICY_KEY: { meaning: 'a policy map key is malformed (identity, protocol, port prefix)' },
   ERR_DATAPATH_PREFIX: { meaning: 'an ipcache prefix is malformed' },
+  ERR_DOC_SECTION: { meaning: 'a generated section of a doc file is missing its begin/end markers' },
   ERR_EXEC_EMPTY: { meaning: 'an external command was run with an empty argv' },
   ERR_EXEC_FAILED: { meaning: 'an external command (ip, nsenter, mount …) failed or timed out', http: 500 },
   ERR_IDENTITY_EXHAUSTED: { meaning: 'no free numeric identity is left in its range' },

@@ -16,9 +16,10 @@ import { namespaceProblems } from '../k8s/namespaces.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
 import type { LabelFilter } from '../identity/filter.js';
-import type { Lab, LabState, NodeState, PodState } from '../lab/index.js';
+import { ensureProxyRouting, type Lab, type LabState, type NodeState, type PodState } from '../lab/index.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
+import type { EndpointL7Policy } from '../policy/l7/types.js';
 import { diff, type EntryDiff } from '../policy/diff.js';
 import {
   computePolicy,
@@ -39,6 +40,9 @@ import { objectKey, type Store, type StoredObject } from './store.js';
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
 const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
 
+/** The node's device holding its IP (the lab's dummy): where the node proxy is reached from tc egress. */
+export const HOST_DEVICE = 'weir_host';
+
 export interface AgentConfig extends LbSettings {
   lab: string;
   /** Pins: /sys/fs/bpf/weir/<lab>/<node> */
@@ -48,6 +52,13 @@ export interface AgentConfig extends LbSettings {
   identityLabels: string;
   /** East-west services at the socket; false: the pods' tc programs translate (and no hook stays attached). */
   socketLB?: boolean;
+  /** The node proxy's listener ports (from --proxy-port-range); absent: the engine's defaults. */
+  proxyPorts?: { ingress: number; egress: number };
+}
+
+/** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */
+export interface L7PolicySink {
+  update(endpoints: EndpointL7Policy[]): Promise<void>;
 }
 
 export interface EndpointStatus {
@@ -137,8 +148,12 @@ export class Agent {
   private nodeSockLb = false;
   /** External-facing devices weir_from_netdev is attached to (by this agent run). */
   private readonly netdevs = new Set<string>();
+  /** weir_to_proxy on weir_host and the node's policy routing for the proxy (once per agent run). */
+  private proxyPath = false;
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** The node proxy, told the L7 policy before every map write (set by main). */
+  proxy: L7PolicySink | undefined;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -237,8 +252,15 @@ export class Agent {
       this.datapath.attachNetdev({ netns: node.netns, ifname: e.nodeIfname });
       this.netdevs.add(e.nodeIfname);
     }
+    if (!this.proxyPath) {
+      // The node proxy's way in (bpf/lib/proxy.h): delivery of redirected connections from tc
+      // egress, and local delivery of what the datapath marked for it. Node namespace only.
+      this.datapath.attachHost({ netns: node.netns, ifname: HOST_DEVICE });
+      await ensureProxyRouting(node.netns, { ipv6: true });
+      this.proxyPath = true;
+    }
     for (const pod of pods) this.ensureEndpoint(pod, node);
-    this.regenerate();
+    await this.regenerate();
   }
 
   /**
@@ -300,6 +322,7 @@ export class Agent {
     ];
     const config: Partial<EngineConfig> = {
       policyMapMax: this.cfg.policyMapMax,
+      ...(this.cfg.proxyPorts ? { proxyPorts: this.cfg.proxyPorts } : {}),
       ...(this.labelFilter ? { labelFilter: this.labelFilter } : {}),
     };
     return {
@@ -312,10 +335,10 @@ export class Agent {
   }
 
   /** Computes everything and writes the differences. Upserts go before deletes. */
-  regenerate(policies: Policy[] = this.policies()): void {
+  async regenerate(policies: Policy[] = this.policies()): Promise<void> {
     const end = this.metrics.regenerationSeconds.startTimer();
     try {
-      this.regenerateNow(policies);
+      await this.regenerateNow(policies);
       this.metrics.regenerations.inc({ outcome: 'success' });
     } catch (err) {
       this.metrics.regenerations.inc({ outcome: 'failure' });
@@ -325,10 +348,14 @@ export class Agent {
     }
   }
 
-  private regenerateNow(policies: Policy[]): void {
+  private async regenerateNow(policies: Policy[]): Promise<void> {
     const t0 = performance.now();
     const input = this.engineInput(policies);
     const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
+    // The node proxy gets the L7 policy before any entry redirects to it, so a connection it
+    // accepts finds its port's rules (it never blocks the maps: a proxy that is down or slow
+    // leaves redirected connections failing closed until it runs this snapshot).
+    await this.proxy?.update(output.l7);
     let upserts = 0;
     let deletes = 0;
 
@@ -481,7 +508,7 @@ export class Agent {
   }
 
   /** Validates every object first; stores them and regenerates only if all are valid. */
-  apply(objects: StoredObject[]): ApplyOutcome[] {
+  async apply(objects: StoredObject[]): Promise<ApplyOutcome[]> {
     const problems: WeirError[] = [];
     const parsed: { o: StoredObject; p?: Policy }[] = [];
     const allocate = this.lb.allocator(this.store.state.objects);
@@ -522,7 +549,7 @@ export class Agent {
     const before = this.store.state.objects;
     this.store.state.objects = next;
     try {
-      this.regenerate(policies);
+      await this.regenerate(policies);
     } catch (err) {
       this.store.state.objects = before;
       throw err;
@@ -530,7 +557,7 @@ export class Agent {
     return outcomes;
   }
 
-  delete(keys: { kind: string; namespace?: string; name: string }[]): ApplyOutcome[] {
+  async delete(keys: { kind: string; namespace?: string; name: string }[]): Promise<ApplyOutcome[]> {
     const wanted = new Set(keys.map(objectKey));
     const outcomes = [...wanted].map((k) => ({
       object: k,
@@ -539,7 +566,7 @@ export class Agent {
         : ('not found' as const),
     }));
     this.store.state.objects = this.store.state.objects.filter((o) => !wanted.has(objectKey(o)));
-    this.regenerate();
+    await this.regenerate();
     return outcomes;
   }
 

@@ -1,17 +1,20 @@
 // `weir agent`: the per-node process. Wires the modules in dependency order, then serves the API.
 import { writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { pino } from 'pino';
+import { ifindexIn } from '../bpf/index.js';
 import { Datapath } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
 import { privateFileMode } from '../shared/private-fs.js';
 import { FlowObserver } from '../observe/stream.js';
-import { Agent } from './agent.js';
+import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
 import { FlowPipeline } from './flows.js';
 import { Lifecycle } from './lifecycle.js';
 import { agentPidFile, agentSocket, agentStateFile, nodePinDir } from './paths.js';
 import { agentRoutes } from './routes.js';
 import { checkSettings, defaultValues, isPersisted, type AgentSettingValues } from './settings.js';
+import { ProxyManager, proxyPortsOf } from './proxy-manager.js';
 import { Store } from './store.js';
 
 /**
@@ -39,6 +42,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const run: AgentSettingValues = { ...defaultValues, ...given, ...settings };
   // Refuse bad settings (given now or stored by an earlier run) before anything starts.
   checkSettings(run);
+  const proxyPorts = proxyPortsOf(settings.proxyPortRange);
   store.save();
 
   let datapath: Datapath | undefined;
@@ -52,23 +56,52 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         maglevTableSize: settings.maglevTableSize,
         lbMode: settings.lbMode,
         eventsBufferBytes: run.eventsBufferBytes,
+        // Where weir_to_container sends connections redirected to the node proxy.
+        hostIfindex: ifindexIn(state.node.netns, HOST_DEVICE),
       });
     },
     // Pins stay: the datapath keeps enforcing while no agent runs.
     stop: () => datapath?.close(),
   });
 
+  const observer = new FlowObserver({ capacity: run.flows, queueSize: run.flowQueue });
+  let flows: FlowPipeline | undefined;
+
+  // The node proxy (L7): adopted when a previous agent left one running, else started the first
+  // time a policy needs it. Never stopped here: it outlives the agent.
+  let proxy: ProxyManager | undefined;
+  lc.append({
+    name: 'proxy',
+    start: async () => {
+      proxy = new ProxyManager({
+        lab: opts.lab,
+        nodeNetns: state.node.netns,
+        ipcachePin: join(pinDir, 'weir_ipcache'),
+        ports: proxyPorts,
+        log: log.child({ component: 'proxy-manager' }),
+        onRecord: (r) => flows?.ingestL7(r),
+        onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
+      });
+      await proxy.adopt();
+    },
+    stop: () => proxy?.close(),
+  });
+
   let agent: Agent | undefined;
   lc.append({
     name: 'agent',
     start: async () => {
-      agent = new Agent({ lab: opts.lab, pinDir, ...settings }, store, lab, datapath as Datapath, log);
+      agent = new Agent(
+        { lab: opts.lab, pinDir, ...settings, proxyPorts },
+        store,
+        lab,
+        datapath as Datapath,
+        log,
+      );
+      agent.proxy = proxy;
       await agent.sync();
     },
   });
-
-  const observer = new FlowObserver({ capacity: run.flows, queueSize: run.flowQueue });
-  let flows: FlowPipeline | undefined;
   lc.append({
     name: 'flows',
     start: () => {
@@ -105,7 +138,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   lc.append({
     name: 'api',
     start: async () => {
-      server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer));
+      server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer, proxy));
       writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>

@@ -4,6 +4,7 @@ import { trace, type TraceRequest } from '../policy/trace.js';
 import type { PodState } from '../lab/index.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { Agent } from './agent.js';
+import type { ProxyManager } from './proxy-manager.js';
 import type { Route } from './api-server.js';
 import { flowRoutes } from './flow-routes.js';
 import type { StoredObject } from './store.js';
@@ -14,9 +15,17 @@ function objectsOf(body: unknown): StoredObject[] {
   return objects as StoredObject[];
 }
 
-export function agentRoutes(agent: Agent, observer?: FlowObserver): Route[] {
+export function agentRoutes(agent: Agent, observer?: FlowObserver, proxy?: ProxyManager): Route[] {
   return [
     ...(observer ? flowRoutes(observer) : []),
+    {
+      method: 'GET',
+      pattern: '/v1/proxy/status',
+      handler: async () => {
+        if (!proxy) throw new WeirError('ERR_AGENT_NO_PROXY', 'this agent manages no node proxy');
+        return proxy.status();
+      },
+    },
     {
       method: 'GET',
       pattern: '/v1/status',
@@ -56,7 +65,7 @@ export function agentRoutes(agent: Agent, observer?: FlowObserver): Route[] {
       pattern: '/v1/apply',
       handler: (req) => {
         const objects = objectsOf(req.body);
-        return agent.serialize(() => ({ results: agent.apply(objects) }));
+        return agent.serialize(async () => ({ results: await agent.apply(objects) }));
       },
     },
     {
@@ -64,14 +73,15 @@ export function agentRoutes(agent: Agent, observer?: FlowObserver): Route[] {
       pattern: '/v1/delete',
       handler: (req) => {
         const objects = objectsOf(req.body);
-        return agent.serialize(() => ({ results: agent.delete(objects) }));
+        return agent.serialize(async () => ({ results: await agent.delete(objects) }));
       },
     },
     {
       method: 'GET',
       pattern: '/metrics',
       handler: async (_req, res) => {
-        const text = await agent.metrics.registry.metrics();
+        // The node proxy's own metrics (weir_proxy_*) follow the agent's, read at scrape time.
+        const text = (await agent.metrics.registry.metrics()) + ((await proxy?.metricsText()) ?? '');
         res.writeHead(200, { 'content-type': agent.metrics.registry.contentType });
         res.end(text);
       },

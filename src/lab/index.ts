@@ -26,5 +26,6 @@ export {
   type ExternalSpec,
 } from './spec.js';
 export { findCgroup2 } from './cgroup.js';
+export { ensureProxyRouting } from './proxy-routing.js';
 export { listLabs } from './state.js';
 export type { LabState, PodState, NodeState, ExternalState, NamespaceState } from './state.js';

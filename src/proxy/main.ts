@@ -1,0 +1,78 @@
+// `weir proxy run`: the node proxy, one process per node in the node's network namespace, started
+// (and restarted) by the agent, detached from it: it outlives an agent restart, and a restarted
+// agent adopts it through its pid file and admin socket. It listens only once the agent has sent
+// it the first L7 policy snapshot (until then redirected connections fail closed in the datapath).
+import { rmSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { pino } from 'pino';
+import { BpfMap } from '../bpf/index.js';
+import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
+import { privateFileMode } from '../shared/private-fs.js';
+import { listenAdmin } from './admin.js';
+import { createL4Relay } from './l4-relay.js';
+import { ProxyMetrics } from './metrics.js';
+import { proxyPidFile, proxySocket, proxyTitle } from './paths.js';
+import { RecordQueue } from './records.js';
+import { ProxyServer } from './server.js';
+
+const IDENTITY_WORLD = 2;
+
+export interface ProxyOptions {
+  lab: string;
+  /** The pinned weir_ipcache of the node (opened read only). */
+  ipcachePin: string;
+  /** L7 records kept for the agent while it does not read them. */
+  recordQueue?: number;
+}
+
+export async function runProxy(o: ProxyOptions): Promise<void> {
+  process.title = proxyTitle(o.lab);
+  const log = pino({ base: { lab: o.lab, component: 'proxy' } });
+  const ipcacheMap = BpfMap.fromPin(o.ipcachePin, { readOnly: true });
+  const ipcache = new IpcacheMap(ipcacheMap);
+  const metrics = new ProxyMetrics();
+  const records = new RecordQueue(o.recordQueue);
+  // HTTP ports are relayed by the interim L4 relay (fail closed: only connections whose every
+  // request is allowed) until the HTTP engine (src/proxy/http) is wired in here.
+  const handler = 'l4-relay';
+  const server = new ProxyServer({
+    identityOf: (ip) => {
+      try {
+        return ipcache.get(ip) ?? IDENTITY_WORLD;
+      } catch {
+        return IDENTITY_WORLD;
+      }
+    },
+    http: createL4Relay,
+    metrics,
+    records,
+    log,
+  });
+  metrics.sources.snapshotVersion = () => server.snapshots.version;
+  metrics.sources.recordsLost = () => records.lost;
+  const admin: Server = await listenAdmin(proxySocket(o.lab), {
+    lab: o.lab,
+    handler,
+    startedAt: new Date().toISOString(),
+    server,
+    metrics,
+    records,
+  });
+  writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
+  log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'proxy stopping');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  rmSync(proxyPidFile(o.lab), { force: true });
+  admin.closeAllConnections();
+  admin.close();
+  await server.close();
+  ipcacheMap.close();
+  process.exit(0);
+}

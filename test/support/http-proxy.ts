@@ -122,7 +122,8 @@ export interface TestUpstream {
 /**
  * A real node:http upstream on 127.0.0.1. Routes: /big?n=<bytes> streams n bytes; /echo echoes the
  * body; /trailers answers chunked with a trailer; /hang never answers; /stall never answers nor
- * reads the body; /reset destroys the connection; anything else answers 200 "ok <method> <url>".
+ * reads the body; /reset destroys the connection; /cut drops it in the middle of the body; anything
+ * else answers 200 "ok <method> <url>".
  */
 export async function startUpstream(): Promise<TestUpstream> {
   const http = await import('node:http');
@@ -157,6 +158,12 @@ export async function startUpstream(): Promise<TestUpstream> {
     }
     if (path === '/reset') {
       req.socket.destroy();
+      return;
+    }
+    if (path === '/cut') {
+      // Promises 1000 bytes, sends 10, then drops the connection.
+      res.writeHead(200, { 'content-length': 1000 });
+      res.write('0123456789', () => setTimeout(() => req.socket.destroy(), 20));
       return;
     }
     if (path === '/echo') {

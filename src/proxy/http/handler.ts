@@ -86,7 +86,15 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
     stats.connectionsTotal++;
     stats.connectionsActive++;
     sockets.add(socket);
-    const ctx: ConnCtx = { conn, ends: recordEnds(conn), key: poolKey(conn), socket, protocol: 'sniffing' };
+    const ctx: ConnCtx = {
+      conn,
+      ends: recordEnds(conn),
+      key: poolKey(conn),
+      socket,
+      protocol: 'sniffing',
+      inflight: 0,
+      closeAfter: false,
+    };
     (socket as Socket & { [kCtx]: ConnCtx })[kCtx] = ctx;
     socket.setNoDelay(true);
     socket.on('error', () => {});

@@ -7,7 +7,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
-import { judgeHttp, type HttpVerdict } from '../../policy/l7/http-match.js';
+import { equalsLower, judgeHttp, type HttpVerdict } from '../../policy/l7/http-match.js';
 import { ctxOf, type ConnCtx, type Engine } from './engine.js';
 import { forwardRequestHeaders, rawHeader, recordHeaders, relayResponseHeaders } from './headers.js';
 import {
@@ -45,6 +45,41 @@ function hasBody(raw: readonly string[]): boolean {
   if (rawHeader(raw, 'transfer-encoding') !== undefined) return true;
   const cl = rawHeader(raw, 'content-length');
   return cl !== undefined && cl !== '0';
+}
+
+/**
+ * A framing or routing ambiguity llhttp lets through, answered 400 and the connection closed:
+ * several Host fields (RFC 9112 §3.2), or Transfer-Encoding in an HTTP/1.0 request (§6.1: framing
+ * faulty).
+ */
+function ambiguity(req: IncomingMessage): string | undefined {
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i + 1 < raw.length; i += 2) if (equalsLower(raw[i] as string, 'host')) hosts++;
+  if (hosts > 1) return 'duplicate_host';
+  if (req.httpVersionMinor === 0 && rawHeader(raw, 'transfer-encoding') !== undefined)
+    return 'http10_transfer_encoding';
+  return undefined;
+}
+
+/** Transfer codings other than plain `chunked` are not forwarded (RFC 9112 §6.1: 501). */
+function unsupportedCoding(raw: readonly string[]): boolean {
+  let te: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (equalsLower(raw[i] as string, 'transfer-encoding'))
+      te = te === undefined ? raw[i + 1] : `${te},${raw[i + 1]}`;
+  }
+  return te !== undefined && te.trim().toLowerCase() !== 'chunked';
+}
+
+/** A request refused before it is judged (too long, too many fields, ambiguous), or undefined. */
+function refusal(limits: Engine['limits'], req: IncomingMessage): LocalReply | undefined {
+  if ((req.url as string).length > limits.maxUriBytes) return URI_TOO_LONG;
+  if (req.rawHeaders.length > 2 * limits.maxHeaderCount) return HEADERS_TOO_LARGE;
+  const a = ambiguity(req);
+  if (a) return { ...BAD_REQUEST, detail: `${BAD_REQUEST.detail}:${a}` };
+  if (unsupportedCoding(req.rawHeaders)) return { ...NOT_IMPLEMENTED, detail: 'unsupported_transfer_coding' };
+  return undefined;
 }
 
 function facts(
@@ -89,28 +124,41 @@ export function createHttp1Server(engine: Engine): http.Server {
   server.emit('listening');
 
   /** A local reply on a node:http response (keeps the connection unless `close`). */
-  function reply(res: ServerResponse, r: LocalReply, close: boolean): void {
+  function reply(ctx: ConnCtx, res: ServerResponse, r: LocalReply, close: boolean): void {
     const headers = ['content-type', 'text/plain', 'content-length', String(Buffer.byteLength(r.body))];
-    if (close || engine.closing) headers.push('connection', 'close');
+    if (close || engine.closing) {
+      headers.push('connection', 'close');
+      ctx.closeAfter = true;
+    }
     res.writeHead(r.code, headers);
     res.end(r.body);
   }
 
   function onRequest(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
     const ctx = ctxOf(req.socket);
+    // node parses pipelined requests ahead: one after an answer that closes the connection is
+    // never served (it is dropped with the connection).
+    if (ctx.closeAfter) {
+      req.resume();
+      return;
+    }
     stats.requestsTotal++;
     stats.requestsActive++;
-    res.once('close', () => stats.requestsActive--);
+    ctx.inflight++;
+    res.once('close', () => {
+      stats.requestsActive--;
+      if (--ctx.inflight === 0 && ctx.pendingReply !== undefined) flushPendingReply(ctx);
+    });
     const raw = req.rawHeaders;
     const method = req.method as string;
     const target = req.url as string;
     const host = rawHeader(raw, 'host') ?? '';
     const f = facts(ctx, method, target, host, raw);
-    if (target.length > limits.maxUriBytes || raw.length > 2 * limits.maxHeaderCount) {
-      const r = target.length > limits.maxUriBytes ? URI_TOO_LONG : HEADERS_TOO_LARGE;
+    const bad = refusal(limits, req);
+    if (bad) {
       stats.rejected++;
-      engine.emit(responseRecord(f, 'ERROR', r.code, undefined, r.detail));
-      reply(res, r, true);
+      engine.emit(responseRecord(f, 'ERROR', bad.code, undefined, bad.detail));
+      reply(ctx, res, bad, true);
       return;
     }
     const v = judgeHttp(ctx.conn.policy(), ctx.conn.remoteIdentity, {
@@ -124,7 +172,7 @@ export function createHttp1Server(engine: Engine): http.Server {
       stats.denied++;
       engine.emit(responseRecord(f, 'DENIED', DENIED.code, v.origin, DENIED.detail));
       // A client waiting for 100-continue may not send its body: node closes the connection then.
-      reply(res, DENIED, false);
+      reply(ctx, res, DENIED, false);
       return;
     }
     stats.forwarded++;
@@ -276,11 +324,11 @@ function onUpgrade(engine: Engine, req: IncomingMessage, socket: Socket, head: B
   const host = rawHeader(raw, 'host') ?? '';
   const f = facts(ctx, method, target, host, raw);
   socket.on('error', () => {});
-  if (target.length > engine.limits.maxUriBytes || raw.length > 2 * engine.limits.maxHeaderCount) {
-    const r = target.length > engine.limits.maxUriBytes ? URI_TOO_LONG : HEADERS_TOO_LARGE;
+  const bad = refusal(engine.limits, req);
+  if (bad) {
     stats.rejected++;
-    engine.emit(responseRecord(f, 'ERROR', r.code, undefined, r.detail));
-    rawReply(socket, r);
+    engine.emit(responseRecord(f, 'ERROR', bad.code, undefined, bad.detail));
+    rawReply(socket, bad);
     return;
   }
   const v = judgeHttp(ctx.conn.policy(), ctx.conn.remoteIdentity, {
@@ -467,13 +515,29 @@ function onConnectMethod(engine: Engine, req: IncomingMessage, socket: Socket): 
   rawReply(socket, r);
 }
 
-/** A request the parser refused (or that timed out): answered with a status and the connection closed. */
+/** Writes the answer a protocol error left waiting for the responses under way, and closes. */
+function flushPendingReply(ctx: ConnCtx): void {
+  const body = ctx.pendingReply as string;
+  ctx.pendingReply = undefined;
+  if (ctx.socket.writable) ctx.socket.end(body);
+  ctx.socket.destroySoon();
+}
+
+/**
+ * A request the parser refused (or that timed out): answered with a status and the connection
+ * closed. Responses to earlier pipelined requests still under way are finished first (answers stay
+ * in order), except on a timeout, which cuts the request that timed out.
+ */
 function onClientError(engine: Engine, err: Error & { code?: string }, socket: Socket): void {
+  const ctx = ctxOf(socket);
   // A connection reset or a write error: nothing can be answered.
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) {
     socket.destroy();
     return;
   }
+  // An answer that closes the connection is already under way (or waiting): nothing more to say.
+  if (ctx.closeAfter) return;
+  ctx.closeAfter = true;
   const r =
     err.code === 'HPE_HEADER_OVERFLOW'
       ? HEADERS_TOO_LARGE
@@ -483,7 +547,6 @@ function onClientError(engine: Engine, err: Error & { code?: string }, socket: S
           ? { ...HEADERS_TOO_LARGE, code: 413, body: 'chunk extensions too large\r\n' }
           : BAD_REQUEST;
   engine.stats.rejected++;
-  const ctx = ctxOf(socket);
   engine.emit(
     protocolErrorRecord(
       ctx.conn,
@@ -493,10 +556,22 @@ function onClientError(engine: Engine, err: Error & { code?: string }, socket: S
       err.code ? `${r.detail}:${err.code}` : r.detail,
     ),
   );
-  // Never write into a response already under way: close.
-  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
-  if (inFlight && inFlight.headersSent) {
-    socket.destroy();
+  const sock = socket as Socket & {
+    _httpMessage?: ServerResponse;
+    parser?: { incoming?: IncomingMessage | null };
+  };
+  const incoming = sock.parser?.incoming;
+  // The failure is in the body of the request being received (or it timed out): that request is cut.
+  if (r === REQUEST_TIMEOUT || (incoming && !incoming.complete && ctx.inflight > 0)) {
+    // Answer only if nothing else is being written; never into a response under way.
+    if (ctx.inflight > 1 || sock._httpMessage?.headersSent) socket.destroy();
+    else rawReply(socket, r);
+    return;
+  }
+  // Earlier pipelined requests are still being answered: this answer comes after theirs.
+  if (ctx.inflight > 0) {
+    socket.pause();
+    ctx.pendingReply = rawResponse(r);
     return;
   }
   rawReply(socket, r);

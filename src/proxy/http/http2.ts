@@ -15,7 +15,7 @@ import type { Socket } from 'node:net';
 import { applyHeaderOps, judgeHttp, type HttpVerdict } from '../../policy/l7/http-match.js';
 import type { ConnCtx, Engine } from './engine.js';
 import { recordHeaders } from './headers.js';
-import { DENIED, NOT_IMPLEMENTED, upstreamReply, type LocalReply } from './local-reply.js';
+import { BAD_REQUEST, DENIED, NOT_IMPLEMENTED, upstreamReply, type LocalReply } from './local-reply.js';
 import {
   protocolErrorRecord,
   recordUrl,
@@ -138,6 +138,17 @@ export function createHttp2Server(engine: Engine): Http2Side {
         headers: recordHeaders(raw),
         t0: performance.now(),
       };
+      // A Host field naming another authority than :authority is malformed (RFC 9113 §8.3.1): the
+      // policy and the upstream must not see two different hosts.
+      const hostField = first(headers.host);
+      if (hostField !== undefined && headers[':authority'] !== undefined && hostField !== authority) {
+        stats.rejected++;
+        engine.emit(
+          responseRecord(f, 'ERROR', 400, undefined, `${BAD_REQUEST.detail}:authority_host_mismatch`),
+        );
+        reply(stream, BAD_REQUEST);
+        return;
+      }
       const v = judgeHttp(ctx.conn.policy(), ctx.conn.remoteIdentity, {
         method,
         path,

@@ -35,6 +35,8 @@ function whenConnected(socket: Socket, ms: number, cb: (err: Error | null, s: So
     return;
   }
   let done = false;
+  // The connect error is reported through `cb`; an error emitted after that must not go unhandled.
+  socket.on('error', () => {});
   const finish = (err: Error | null) => {
     if (done) return;
     done = true;

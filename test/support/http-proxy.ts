@@ -95,6 +95,8 @@ export interface SeenRequest {
   url: string;
   rawHeaders: string[];
   remoteAddress: string;
+  /** The upstream connection's client port (the same for requests on one connection). */
+  remotePort: number;
   bodyBytes: number;
   body: string;
   /** The request ended normally (false: aborted before its end). */
@@ -135,6 +137,7 @@ export async function startUpstream(): Promise<TestUpstream> {
       url: req.url!,
       rawHeaders: req.rawHeaders,
       remoteAddress: req.socket.remoteAddress!,
+      remotePort: req.socket.remotePort!,
       bodyBytes: 0,
       body: '',
       complete: false,

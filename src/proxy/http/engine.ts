@@ -20,12 +20,6 @@ export interface ConnCtx {
   protocol: 'sniffing' | 'http1' | 'http2';
   /** HTTP/2: the server session on this connection. */
   session?: Http2Session;
-  /** HTTP/1.1: requests whose response has not ended. */
-  inflight: number;
-  /** HTTP/1.1: the connection ends after the responses under way; later requests are not served. */
-  closeAfter: boolean;
-  /** HTTP/1.1: a protocol error's answer, written once the responses under way have ended. */
-  pendingReply?: string;
 }
 
 export function ctxOf(socket: Socket): ConnCtx {

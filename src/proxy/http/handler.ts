@@ -4,14 +4,15 @@
 // forwarded to the original destination through pooled upstream connections made by the
 // transparent connector. One REQUEST and one RESPONSE record per request go to onRecord.
 //
-//   handle(socket, conn) ─ sniff ─┬─ HTTP/1.1: node:http parser ─ judge ─ 403 | undici pool ─┐
+//   handle(socket, conn) ─ sniff ─┬─ HTTP/1.1: llhttp ─ judge ─ 403 | H1Pool connection ─────┐
 //                                 └─ HTTP/2:   node:http2 session ─ judge ─ 403 | h2 session ─┴─ connector(conn)
 import type { Socket } from 'node:net';
 import type { L7Record, ProxiedConnection, UpstreamConnector } from '../types.js';
 import { kCtx, newStats, type ConnCtx, type Engine, type HttpHandlerStats } from './engine.js';
-import { createHttp1Server } from './http1.js';
+import { createHttp1 } from './http1.js';
 import { createHttp2Server } from './http2.js';
 import { resolveLimits, type HttpLimits } from './limits.js';
+import { probe } from './llhttp.js';
 import { recordEnds } from './records.js';
 import { poolKey, UpstreamPools } from './upstream.js';
 
@@ -39,6 +40,7 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
   const limits = resolveLimits(opts.limits);
+  probe();
   const stats = newStats();
   const pools = new UpstreamPools(opts.connector, limits);
   const sockets = new Set<Socket>();
@@ -56,24 +58,29 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
       }
     },
   };
-  const h1 = createHttp1Server(engine);
+  const h1 = createHttp1(engine);
   const h2 = createHttp2Server(engine);
+  // One sweep checks every HTTP/1.1 connection's timeouts (no timer per request).
+  const shortest = Math.min(limits.headersTimeoutMs, limits.upstreamHeadersTimeoutMs, limits.idleTimeoutMs);
+  const sweeper = setInterval(
+    () => h1.sweep(performance.now()),
+    Math.max(25, Math.min(1000, shortest / 4)),
+  ).unref();
 
   function start(socket: Socket, ctx: ConnCtx, first: Buffer): void {
-    socket.pause();
-    socket.unshift(first);
     if (
       first.length >= PREFACE.length &&
       first.compare(PREFACE, 0, PREFACE.length, 0, PREFACE.length) === 0
     ) {
       ctx.protocol = 'http2';
       stats.http2ConnectionsActive++;
+      socket.pause();
+      socket.unshift(first);
       h2.accept(socket, ctx);
     } else {
       ctx.protocol = 'http1';
       stats.http1ConnectionsActive++;
-      h1.emit('connection', socket);
-      socket.resume();
+      h1.accept(socket, ctx, first);
     }
   }
 
@@ -92,11 +99,11 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
       key: poolKey(conn),
       socket,
       protocol: 'sniffing',
-      inflight: 0,
-      closeAfter: false,
     };
     (socket as Socket & { [kCtx]: ConnCtx })[kCtx] = ctx;
     socket.setNoDelay(true);
+    // The engine decides what a client's FIN means (node would end the socket by itself).
+    socket.allowHalfOpen = true;
     socket.on('error', () => {});
     socket.once('close', () => {
       sockets.delete(socket);
@@ -123,7 +130,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
   async function close(): Promise<void> {
     if (engine.closing) return;
     engine.closing = true;
-    h1.closeIdleConnections();
+    h1.drain();
     for (const s of sockets) {
       const ctx = (s as Socket & { [kCtx]: ConnCtx })[kCtx];
       if (ctx.protocol === 'sniffing') s.destroy();
@@ -131,12 +138,12 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
     }
     const deadline = performance.now() + limits.drainTimeoutMs;
     while (sockets.size > 0 && performance.now() < deadline) {
-      h1.closeIdleConnections();
+      h1.drain();
       await new Promise((r) => setTimeout(r, 20));
     }
     for (const s of sockets) s.destroy();
+    clearInterval(sweeper);
     await pools.close();
-    h1.close();
     h2.server.close();
   }
 

@@ -193,6 +193,17 @@ describe('sizes and slow clients', () => {
     await stillServes(px);
   });
 
+  it('an idle keep-alive connection is not a slow client: no 408 before the idle timeout', async () => {
+    const px = await proxy({ ...limits, idleTimeoutMs: 3000 });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const a = await request(px.port, { path: '/first', agent });
+    await new Promise((r) => setTimeout(r, 1000));
+    const b = await request(px.port, { path: '/second', agent });
+    agent.destroy();
+    assert.deepEqual([a.status, b.status], [200, 200]);
+    assert.equal(px.handler.stats().connectionsTotal, 1, 'the same connection');
+  });
+
   it('a client that sends nothing (or half a preface) is closed after the header timeout', async () => {
     const px = await proxy(limits);
     for (const first of ['', 'PRI * HT']) {

@@ -62,6 +62,7 @@ describe('HTTP/1.1: verdicts', () => {
       1,
       'one client connection for all five requests',
     );
+    assert.equal(new Set(up.seen.map((s) => s.remotePort)).size, 1, 'one upstream connection, reused');
   });
 
   it('answers pipelined requests in order, each judged', async () => {

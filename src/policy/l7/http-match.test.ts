@@ -292,5 +292,11 @@ describe('compileHttpPolicy', () => {
       }).map((p) => p.field),
       ['method', 'headerMatches[0].name', 'headerMatches[1].value'],
     );
+    assert.deepEqual(
+      httpRuleProblems({
+        headerMatches: [{ name: 'x', value: 'a\r\nInjected: 1', mismatch: 'REPLACE' }],
+      }).map((p) => p.field),
+      ['headerMatches[0].value'],
+    );
   });
 });

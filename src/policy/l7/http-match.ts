@@ -286,9 +286,22 @@ function compileRule(rule: HttpRule, problems: HttpRuleProblem[]): CompiledRule 
       broken = true;
       problems.push({ field: `headerMatches[${i}].value`, message: `mismatch ${m.mismatch} needs a value` });
     }
+    // A value the proxy may write into a request must be a valid field value (no CR, LF, NUL).
+    if (m.value !== undefined && !isFieldValue(m.value)) {
+      broken = true;
+      problems.push({
+        field: `headerMatches[${i}].value`,
+        message: 'the value holds a control character (CR, LF, NUL, …)',
+      });
+    }
     return { name, value: m.value ?? '', mismatch: m.mismatch };
   });
   return { method, path, host, headers, headerMatches, broken };
+}
+
+/** RFC 9110 field-value characters: visible ASCII, space, tab and obs-text; no CR/LF/NUL. */
+function isFieldValue(v: string): boolean {
+  return /^[\t\x20-\x7e\x80-\xff]*$/.test(v);
 }
 
 /** RFC 9110 token (a header field name), or an HTTP/2 pseudo-header name. */

@@ -1,44 +1,25 @@
 // `weir agent`: the per-node process. Wires the modules in dependency order, then serves the API.
 import { writeFileSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
-import { Datapath, type LbMode } from '../datapath/loader.js';
+import { Datapath } from '../datapath/loader.js';
 import { Lab } from '../lab/index.js';
+import { privateFileMode } from '../shared/private-fs.js';
 import { FlowObserver } from '../observe/stream.js';
-import { parseServiceCIDR } from '../service/allocate.js';
-import { checkMaglevSize, maglevSeed } from '../service/maglev.js';
-import { Agent, parseLabelFilter } from './agent.js';
+import { Agent } from './agent.js';
 import { listenApi } from './api-server.js';
 import { FlowPipeline } from './flows.js';
 import { Lifecycle } from './lifecycle.js';
 import { agentPidFile, agentSocket, agentStateFile, nodePinDir } from './paths.js';
 import { agentRoutes } from './routes.js';
+import { checkSettings, defaultValues, isPersisted, type AgentSettingValues } from './settings.js';
 import { Store } from './store.js';
 
-export interface AgentOptions {
+/**
+ * The lab, and any settings of settings.ts given as flags. Absent persisted settings are as the
+ * previous run stored them (else their default); absent others have their default.
+ */
+export interface AgentOptions extends Partial<AgentSettingValues> {
   lab: string;
-  /** Absent: as stored by the previous run, else the default. */
-  policyMapMax?: number;
-  identityLabels?: string;
-  /** false: the datapath writes no flow events (observability off). Absent: as stored. */
-  flowEvents?: boolean;
-  ctGcIntervalMs: number;
-  /** Flows kept for `weir observe` (Hubble's event buffer capacity, default 4095). */
-  flows?: number;
-  /** Lines a `weir observe -f` follower may have waiting before new ones are shed (default 1024). */
-  flowQueue?: number;
-  /** Bytes of the weir_events ring buffer (default: the datapath's, 4 MiB). */
-  eventsBufferBytes?: number;
-  /** Service backend selection, Maglev table size and seed, ClusterIP range. Absent: as stored. */
-  lbAlgorithm?: 'random' | 'maglev';
-  maglevTableSize?: number;
-  maglevSeed?: string;
-  serviceCIDR?: string;
-  /** '' = no IPv6 service CIDR. */
-  serviceCIDRv6?: string;
-  /** NodePort forwarding mode (snat, dsr). Absent: as stored. */
-  lbMode?: LbMode;
-  /** Services at the socket (true) or at tc only (false). Absent: as stored. */
-  socketLB?: boolean;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -48,25 +29,16 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const state = await lab.requireState();
   const pinDir = nodePinDir(opts.lab, state.node.name);
   const store = new Store(agentStateFile(opts.lab));
+  const given = Object.fromEntries(Object.entries(opts).filter(([k, v]) => v !== undefined && k !== 'lab'));
+  const persisted = Object.fromEntries(Object.entries(given).filter(([k]) => isPersisted(k)));
   const settings = store.settings({
-    policyMapMax: opts.policyMapMax,
-    identityLabels: opts.identityLabels,
-    flowEvents: opts.flowEvents,
-    lbAlgorithm: opts.lbAlgorithm,
-    maglevTableSize: opts.maglevTableSize,
-    maglevSeed: opts.maglevSeed,
-    serviceCIDR: opts.serviceCIDR,
+    ...persisted,
     // A node without IPv6 cannot back an IPv6 ClusterIP: no IPv6 service CIDR unless asked for.
     serviceCIDRv6: opts.serviceCIDRv6 ?? (state.node.ip6 ? undefined : ''),
-    lbMode: opts.lbMode,
-    socketLB: opts.socketLB,
   });
-  // Refuse bad settings before anything starts.
-  if (settings.identityLabels) parseLabelFilter(settings.identityLabels);
-  checkMaglevSize(settings.maglevTableSize);
-  maglevSeed(settings.maglevSeed);
-  parseServiceCIDR(settings.serviceCIDR);
-  if (settings.serviceCIDRv6) parseServiceCIDR(settings.serviceCIDRv6, 'IPv6');
+  const run: AgentSettingValues = { ...defaultValues, ...given, ...settings };
+  // Refuse bad settings (given now or stored by an earlier run) before anything starts.
+  checkSettings(run);
   store.save();
 
   let datapath: Datapath | undefined;
@@ -79,7 +51,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         events: settings.flowEvents,
         maglevTableSize: settings.maglevTableSize,
         lbMode: settings.lbMode,
-        ...(opts.eventsBufferBytes ? { eventsBufferBytes: opts.eventsBufferBytes } : {}),
+        eventsBufferBytes: run.eventsBufferBytes,
       });
     },
     // Pins stay: the datapath keeps enforcing while no agent runs.
@@ -95,10 +67,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     },
   });
 
-  const observer = new FlowObserver({
-    ...(opts.flows ? { capacity: opts.flows } : {}),
-    ...(opts.flowQueue ? { queueSize: opts.flowQueue } : {}),
-  });
+  const observer = new FlowObserver({ capacity: run.flows, queueSize: run.flowQueue });
   let flows: FlowPipeline | undefined;
   lc.append({
     name: 'flows',
@@ -126,7 +95,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         } catch (err) {
           log.error({ err }, 'conntrack gc failed');
         }
-      }, opts.ctGcIntervalMs);
+      }, run.ctGcInterval * 1000);
       gcTimer.unref();
     },
     stop: () => clearInterval(gcTimer),
@@ -137,7 +106,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     name: 'api',
     start: async () => {
       server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer));
-      writeFileSync(agentPidFile(opts.lab), String(process.pid));
+      writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>
       new Promise<void>((resolve) => {

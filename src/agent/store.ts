@@ -3,10 +3,11 @@
 // agent resumes with the same identities and endpoint ids and rewrites nothing in the kernel.
 // `revision` counts changes made through the Store's methods, so callers can skip saving when
 // nothing changed (the state can be large: every CIDR identity and policy object).
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { LbMode } from '../datapath/loader.js';
 import { WeirError } from '../shared/errors.js';
+import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
+import { defaultSettings, isPersisted, type AgentSettings } from './settings.js';
 
 export interface StoredObject {
   apiVersion: string;
@@ -18,44 +19,8 @@ export interface StoredObject {
   object: unknown;
 }
 
-/** Settings that must stay the same across restarts (the pinned maps were sized with them). */
-export interface AgentSettings {
-  policyMapMax: number;
-  /** Cilium's `labels` syntax ("k8s:app k8s:!job-name"); empty = the default filter. */
-  identityLabels: string;
-  /** The datapath writes flow events (observability on). */
-  flowEvents: boolean;
-  /** Backend selection for new connections (Cilium's --bpf-lb-algorithm). */
-  lbAlgorithm: 'random' | 'maglev';
-  /** M, the entries of every Maglev table (a prime of Cilium's list). */
-  maglevTableSize: number;
-  /** Cluster-wide Maglev hash seed, 12 bytes in base64 (Cilium's --bpf-lb-maglev-hash-seed). */
-  maglevSeed: string;
-  /** Where ClusterIPs are allocated from. */
-  serviceCIDR: string;
-  /** Where IPv6 ClusterIPs are allocated from; '' = none (an IPv4-only cluster). */
-  serviceCIDRv6: string;
-  /** NodePort from outside: the backend sees the node (snat) or the client (dsr); --lb-mode. */
-  lbMode: LbMode;
-  /**
-   * East-west services at the socket (cgroup hooks on the node's and every pod's cgroup; Cilium's
-   * --bpf-lb-sock). Off: every packet to a ClusterIP is translated by the pods' tc programs.
-   */
-  socketLB: boolean;
-}
-
-export const defaultSettings: AgentSettings = {
-  policyMapMax: 16384,
-  identityLabels: '',
-  flowEvents: true,
-  lbAlgorithm: 'random',
-  maglevTableSize: 16381,
-  maglevSeed: 'JLfvgnHc2kaSUFaI',
-  serviceCIDR: '10.96.0.0/16',
-  serviceCIDRv6: 'fd00:10:96::/112',
-  lbMode: 'snat',
-  socketLB: true,
-};
+// The persisted settings (AgentSettings) and their defaults are declared in settings.ts.
+export { defaultSettings, type AgentSettings } from './settings.js';
 
 export interface AgentState {
   version: 1;
@@ -106,16 +71,24 @@ export class Store {
   }
 
   save(): void {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    privateDirSync(dirname(this.path));
     const tmp = `${this.path}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.state), { mode: 0o600 });
+    rmSync(tmp, { force: true }); // a leftover would keep its old mode
+    writeFileSync(tmp, JSON.stringify(this.state), { mode: privateFileMode });
     renameSync(tmp, this.path);
   }
 
-  /** The stored settings, overridden by those given (which are then stored). */
+  /**
+   * The stored settings, overridden by those given (which are then stored); a setting neither
+   * given nor stored has its default. Only persisted settings are kept.
+   */
   settings(given: Partial<AgentSettings>): AgentSettings {
-    const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
-    this.state.settings = { ...defaultSettings, ...this.state.settings, ...defined };
+    const defined = Object.fromEntries(
+      Object.entries({ ...this.state.settings, ...given }).filter(
+        ([k, v]) => v !== undefined && isPersisted(k),
+      ),
+    );
+    this.state.settings = { ...defaultSettings, ...defined } as AgentSettings;
     this.#revision++;
     return this.state.settings;
   }

@@ -1,14 +1,23 @@
 // The lab: one machine playing a Kubernetes node. The node, its pods and external hosts are
 // network namespaces wired with veths (no containers, no API server); state.json records it all.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { podPorts, podRunsWorkload, podTerminating, workloadAnnotation, type Pod } from '../k8s/core.js';
+import {
+  podContainers,
+  podPorts,
+  podRunsWorkload,
+  podTerminating,
+  workloadAnnotation,
+  type Pod,
+} from '../k8s/core.js';
 import { objectName, type Manifest } from '../k8s/manifest.js';
+import { manifestRef, namespaceProblems } from '../k8s/namespaces.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { run } from '../shared/exec.js';
 import { bpffsRoot, pinRoot } from '../shared/paths.js';
+import { privateDir } from '../shared/private-fs.js';
 import { ensureCgroup, ensureCgroup2, findCgroup2, removeCgroup } from './cgroup.js';
 import { host4, host6, parseCidr4, parseCidr6, size4, transitHost } from './cidr.js';
 import {
@@ -46,7 +55,7 @@ const nsNameLabel = 'kubernetes.io/metadata.name';
 const createConcurrency = 4;
 
 /** A pod as the lab reports it: its state without the workload's bookkeeping, plus readiness. */
-export type PodInfo = Omit<PodState, 'workload' | 'createdAt'> & { ready: boolean };
+export type PodInfo = Omit<PodState, 'workload'> & { ready: boolean };
 
 export interface NodeInfo {
   name: string;
@@ -122,13 +131,25 @@ export class Lab {
     return readState(this.name);
   }
 
-  /** The state of a lab that is up, or ERR_LAB_NOT_UP. */
-  async requireState(): Promise<LabState & { node: NodeState }> {
+  /** The state of a lab that exists (up or not), or ERR_LAB_NOT_UP saying it does not exist. */
+  async requireExists(): Promise<LabState> {
     const s = await this.state();
-    if (!s?.node || !netnsExists(s.node.netns))
+    if (!s)
       throw new WeirError(
         'ERR_LAB_NOT_UP',
-        `lab ${this.name} is not up (run 'weir lab up --lab ${this.name}')`,
+        `lab "${this.name}" does not exist (create it with 'weir lab up --lab ${this.name}')`,
+      );
+    return s;
+  }
+
+  /** The state of a lab that is up, or ERR_LAB_NOT_UP saying why not. */
+  async requireState(): Promise<LabState & { node: NodeState }> {
+    const s = await this.requireExists();
+    if (!s.node || !netnsExists(s.node.netns))
+      throw new WeirError(
+        'ERR_LAB_NOT_UP',
+        `lab "${this.name}" is not up (${s.node ? `its node namespace ${s.node.netns} is gone` : 'it has no node yet'}; ` +
+          `'weir lab up --lab ${this.name}' brings it up)`,
       );
     return s as LabState & { node: NodeState };
   }
@@ -154,12 +175,20 @@ export class Lab {
         cgroupPath: join(cgroupRoot, `weir-${this.name}`),
         createdAt: new Date().toISOString(),
         externals: [],
-        namespaces: { default: { name: 'default', labels: { [nsNameLabel]: 'default' } } },
+        namespaces: {
+          default: {
+            name: 'default',
+            labels: { [nsNameLabel]: 'default' },
+            uid: randomUUID(),
+            createdAt: new Date().toISOString(),
+          },
+        },
         pods: {},
       };
       state.spec = spec;
-      await mkdir(join(this.stateDir, 'logs'), { recursive: true });
-      await mkdir(join(this.stateDir, 'sockets'), { recursive: true });
+      // Root's alone, like the state: logs name pods and addresses, sockets drive workloads.
+      await privateDir(join(this.stateDir, 'logs'));
+      await privateDir(join(this.stateDir, 'sockets'));
       const nodeSpec = spec.nodes[0];
       if (!nodeSpec) throw new WeirError('ERR_LAB_SPEC_INVALID', 'a lab needs one node');
       const pods = parseCidr4(nodeSpec.podCIDR);
@@ -332,20 +361,7 @@ export class Lab {
       const problems = unsupported(manifests);
       const nsManifests = manifests.filter((m) => m.kind === 'Namespace');
       const podManifests = manifests.filter((m) => m.kind === 'Pod') as Manifest<Pod>[];
-      const known = new Set([...Object.keys(state.namespaces), ...nsManifests.map((m) => m.metadata.name)]);
-      for (const m of podManifests) {
-        const ns = m.metadata.namespace ?? 'default';
-        if (!known.has(ns))
-          problems.push(
-            new WeirError(
-              'ERR_LAB_NAMESPACE_NOT_FOUND',
-              `namespace '${ns}' does not exist (apply it first or in the same apply)`,
-              {
-                location: { file: m.file, object: objectName(m), field: 'metadata.namespace' },
-              },
-            ),
-          );
-      }
+      problems.push(...namespaceProblems(manifests.map(manifestRef), Object.keys(state.namespaces)));
       for (const m of podManifests) {
         const prev = state.pods[podKey(m)];
         if (prev && !prev.noWorkload !== podRunsWorkload(m.object))
@@ -381,13 +397,21 @@ export class Lab {
       const results: ApplyResult[] = [];
       for (const m of nsManifests) {
         const labels = { ...(m.metadata.labels ?? {}), [nsNameLabel]: m.metadata.name };
+        const annotations = annotationsOf(m);
         const prev = state.namespaces[m.metadata.name];
-        const ns: NamespaceState = { name: m.metadata.name, labels };
+        const ns: NamespaceState = {
+          name: m.metadata.name,
+          labels,
+          ...(Object.keys(annotations).length > 0 ? { annotations } : {}),
+          uid: prev?.uid ?? randomUUID(),
+          createdAt: prev?.createdAt ?? new Date().toISOString(),
+        };
         const changed = !prev || !sameLabels(prev.labels, labels);
+        const annotated = !!prev && !sameLabels(prev.annotations ?? {}, annotations);
         state.namespaces[ns.name] = ns;
         results.push({
           object: `namespace/${ns.name}`,
-          action: !prev ? 'created' : changed ? 'configured' : 'unchanged',
+          action: !prev ? 'created' : changed || annotated ? 'configured' : 'unchanged',
         });
         if (changed && opts.onNamespaceUpdated) after.push(() => opts.onNamespaceUpdated?.(ns));
       }
@@ -396,15 +420,23 @@ export class Lab {
       for (const m of podManifests.filter((x) => state.pods[podKey(x)])) {
         const prev = state.pods[podKey(m)] as PodState;
         const labels = m.metadata.labels ?? {};
+        const annotations = annotationsOf(m);
+        const containers = podContainers(m.object);
         const ports = podPorts(m.object);
         const labelsChanged = !sameLabels(prev.labels, labels);
         const portsChanged = JSON.stringify(prev.ports) !== JSON.stringify(ports);
+        // Annotations and container names or images: recorded, nothing to redo.
+        const recordChanged =
+          !sameLabels(prev.annotations ?? {}, annotations) ||
+          JSON.stringify(prev.containers) !== JSON.stringify(containers);
         const terminating = podTerminating(m.object);
         const terminatingChanged = terminating !== (prev.terminating === true);
-        const { terminating: _t, ...rest } = prev;
+        const { terminating: _t, annotations: _a, ...rest } = prev;
         const pod: PodState = {
           ...rest,
           labels,
+          ...(Object.keys(annotations).length > 0 ? { annotations } : {}),
+          containers,
           ports,
           ...(terminating ? { terminating: true as const } : {}),
         };
@@ -419,7 +451,8 @@ export class Lab {
         results.push({
           object: `pod/${m.metadata.name}`,
           namespace: pod.namespace,
-          action: labelsChanged || portsChanged || terminatingChanged ? 'configured' : 'unchanged',
+          action:
+            labelsChanged || portsChanged || terminatingChanged || recordChanged ? 'configured' : 'unchanged',
         });
         if ((labelsChanged || portsChanged || terminatingChanged) && opts.onPodUpdated)
           after.push(() => opts.onPodUpdated?.(podInfo(pod), podInfo(prev)));
@@ -468,10 +501,14 @@ export class Lab {
     const node = state.node;
     const ns = m.metadata.namespace ?? 'default';
     const name = m.metadata.name;
+    const annotations = annotationsOf(m);
     const pod: PodState = {
       namespace: ns,
       name,
+      uid: randomUUID(),
       labels: m.metadata.labels ?? {},
+      ...(Object.keys(annotations).length > 0 ? { annotations } : {}),
+      containers: podContainers(m.object),
       ports: podPorts(m.object),
       node: node.name,
       ip: addr.ip,
@@ -784,8 +821,15 @@ function podWorkload(p: PodState) {
 export const podReady = (p: PodState) => p.noWorkload === true || workloadAlive(p.workload);
 
 function podInfo(p: PodState): PodInfo {
-  const { workload: _w, createdAt: _c, ...rest } = p;
+  const { workload: _w, ...rest } = p;
   return { ...rest, ready: podReady(p) };
+}
+
+/** metadata.annotations of a manifest as written ({} when it has none). */
+function annotationsOf(m: Manifest): Record<string, string> {
+  const meta = (m.raw as { metadata?: { annotations?: unknown } }).metadata;
+  const a = meta?.annotations;
+  return a && typeof a === 'object' && !Array.isArray(a) ? { ...(a as Record<string, string>) } : {};
 }
 
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {

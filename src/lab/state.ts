@@ -1,10 +1,12 @@
 // The lab's record of what it created: /run/weir/labs/<lab>/state.json, the source of truth for
-// the CLI, the agent and tests. Written atomically (tmp + rename) under a per-lab lock.
-import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+// the CLI, the agent and tests. Written atomically (tmp + rename) under a per-lab lock; root's
+// alone (0600 in 0700 directories): it names every pod, address and label.
+import { open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PodPort } from '../k8s/core.js';
 import { WeirError } from '../shared/errors.js';
 import { runDir } from '../shared/paths.js';
+import { privateDir, privateFileMode } from '../shared/private-fs.js';
 import type { LabSpec } from './spec.js';
 
 export const labsDir = join(runDir, 'labs');
@@ -42,12 +44,20 @@ export interface ExternalState {
 export interface NamespaceState {
   name: string;
   labels: Record<string, string>;
+  annotations?: Record<string, string>;
+  uid?: string;
+  createdAt?: string;
 }
 
 export interface PodState {
   namespace: string;
   name: string;
+  /** Given at creation (labs made before weir kept one have none). */
+  uid?: string;
   labels: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** The containers as applied (name, image, ports); `ports` is all of their ports in order. */
+  containers?: ContainerState[];
   ports: PodPort[];
   node: string;
   ip: string;
@@ -63,6 +73,12 @@ export interface PodState {
   /** Annotated weir.dev/terminating: "true": a TERMINATING service backend (no new connections). */
   terminating?: true;
   createdAt: string;
+}
+
+export interface ContainerState {
+  name: string;
+  image?: string;
+  ports: PodPort[];
 }
 
 export interface LabState {
@@ -102,9 +118,10 @@ export async function readState(lab: string): Promise<LabState | undefined> {
 
 export async function writeState(state: LabState): Promise<void> {
   const dir = labDir(state.name);
-  await mkdir(dir, { recursive: true });
+  await privateDir(dir);
   const tmp = join(dir, `state.json.${process.pid}.tmp`);
-  await writeFile(tmp, JSON.stringify(state, null, 2) + '\n');
+  await rm(tmp, { force: true }); // a leftover would keep its old mode
+  await writeFile(tmp, JSON.stringify(state, null, 2) + '\n', { mode: privateFileMode });
   await rename(tmp, statePath(state.name));
 }
 
@@ -119,12 +136,12 @@ export async function listLabs(): Promise<string[]> {
  * holder killed with SIGKILL does not block the next command for ever).
  */
 export async function withLabLock<T>(lab: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
-  await mkdir(labsDir, { recursive: true });
+  await privateDir(labsDir);
   const lock = join(labsDir, `.${lab}.lock`);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      const fh = await open(lock, 'wx');
+      const fh = await open(lock, 'wx', privateFileMode);
       await fh.writeFile(String(process.pid));
       await fh.close();
       break;

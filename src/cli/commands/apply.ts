@@ -1,6 +1,8 @@
-// `weir apply -f`: create or update Namespaces and Pods in the lab from manifests.
+// `weir apply -f`: create or update what manifests describe: the lab's Namespaces and Pods, the
+// agent's Services, EndpointSlices and policies. Everything is checked before anything changes.
 import { Command } from 'commander';
-import { loadManifests } from '../../k8s/index.js';
+import { loadManifests, manifestRef, namespaceProblems } from '../../k8s/index.js';
+import { ValidationError } from '../../shared/errors.js';
 import { Lab, type ApplyResult } from '../../lab/index.js';
 import type { StoredObject } from '../../agent/store.js';
 import type { Manifest } from '../../k8s/index.js';
@@ -16,8 +18,10 @@ export function printChanges(format: OutputFormat, results: ApplyResult[]): void
 
 export function applyCommand(): Command {
   return new Command('apply')
+    .summary('create or update the objects of manifests (all valid, or nothing applied)')
     .description(
-      'create or update the Namespaces and Pods of manifest files or directories (all valid, or nothing applied)',
+      'create or update the objects of manifest files or directories: Namespace, Pod, Service, EndpointSlice, ' +
+        'NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy (all valid, or nothing applied)',
     )
     .requiredOption('-f, --filename <path...>', 'files or directories (.yaml, .yml, .json)')
     .addOption(labOption())
@@ -25,12 +29,16 @@ export function applyCommand(): Command {
     .action(async (o: { filename: string[]; lab: string; output: OutputFormat }) => {
       // Every object of every file is validated here first: one bad object, nothing applied.
       const manifests = await loadManifests(o.filename);
+      const lab = await Lab.open(o.lab);
+      const state = await lab.requireState();
+      const missing = namespaceProblems(manifests.map(manifestRef), Object.keys(state.namespaces));
+      if (missing.length > 0) throw new ValidationError(missing);
       const forLab = manifests.filter((m) => !isAgentKind(m.kind));
       const forAgent = manifests.filter((m) => isAgentKind(m.kind));
       const results: ApplyResult[] = [];
       if (forLab.length > 0) {
         const link = agentHooks(o.lab);
-        results.push(...(await (await Lab.open(o.lab)).apply(forLab, { log: progress, ...link.hooks })));
+        results.push(...(await lab.apply(forLab, { log: progress, ...link.hooks })));
         await link.sync();
       }
       if (forAgent.length > 0) {

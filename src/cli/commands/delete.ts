@@ -1,4 +1,5 @@
-// `weir delete -f`: remove the Pods and Namespaces of manifests from the lab.
+// `weir delete -f`: remove what manifests describe: policies and services from the agent, Pods and
+// Namespaces from the lab.
 import { Command } from 'commander';
 import { loadManifests } from '../../k8s/index.js';
 import { Lab } from '../../lab/index.js';
@@ -11,8 +12,10 @@ import type { OutputFormat } from '../output.js';
 
 export function deleteCommand(): Command {
   return new Command('delete')
+    .summary('remove the objects of manifests (a namespace only when it has no pods)')
     .description(
-      'remove the Pods and Namespaces of manifest files or directories (a namespace only when empty)',
+      'remove the objects of manifest files or directories: Namespace, Pod, Service, EndpointSlice, ' +
+        'NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy (a namespace only when it has no pods)',
     )
     .requiredOption('-f, --filename <path...>', 'files or directories (.yaml, .yml, .json)')
     .option('--ignore-not-found', 'objects that do not exist are not an error')

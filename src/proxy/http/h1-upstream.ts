@@ -138,8 +138,9 @@ export class UpstreamConn {
     this.#keepAlive = true;
   }
 
+  /** Writes bytes; strings are HTTP heads, one byte per character (latin1, as llhttp read them). */
   write(data: string | Buffer): boolean {
-    return this.socket.write(data);
+    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
   }
 
   /** The user gives up on its request (client gone, timeout): the connection cannot be reused. */

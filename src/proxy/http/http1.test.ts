@@ -215,6 +215,17 @@ describe('HTTP/1.1: forwarding', () => {
     }
   });
 
+  it('passes field bytes beyond ASCII through unchanged, both ways', async () => {
+    const utf8 = Buffer.from('é ü', 'utf8').toString('latin1');
+    const { received } = await rawExchange(
+      px.port,
+      Buffer.from(`GET /public/bytes HTTP/1.1\r\nHost: svc\r\nX-Name: ${utf8}\r\n\r\n`, 'latin1'),
+      { until: (r) => r.includes('ok GET') },
+    );
+    assert.deepEqual(headerValues(up.seen[0]!.rawHeaders, 'x-name'), [utf8]);
+    assert.match(received, /^HTTP\/1\.1 200/);
+  });
+
   it('answers Expect: 100-continue itself: 100 then forwarding when allowed, 403 without 100 when denied', async () => {
     const body = 'x'.repeat(1000);
     const head = (path: string) =>

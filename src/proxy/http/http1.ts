@@ -43,6 +43,8 @@ const PAUSE_UPSTREAM = 2;
 const PAUSE_BUFFER = 4;
 
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+/** A first body piece up to this size goes out in the same write as the response head. */
+const SMALL_BODY = 16 * 1024;
 const RESPONSE_RECORD_FIELDS = new Set(['content-type', 'content-length', 'grpc-status']);
 
 /** Methods a stale keep-alive connection may be retried for (idempotent, no body). */
@@ -261,9 +263,10 @@ class H1Connection {
     return this.closeAfter || this.finishThenClose || this.engine.closing;
   }
 
+  /** Writes bytes; strings are HTTP heads, one byte per character (latin1, as llhttp read them). */
   write(data: string | Buffer): boolean {
     if (this.#dead || this.socket.destroyed) return false;
-    return this.socket.write(data);
+    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
   }
 
   pause(why: number): void {
@@ -287,7 +290,7 @@ class H1Connection {
     if (this.#dead) return;
     this.closeAfter = true;
     if (!this.socket.destroyed) {
-      if (last !== undefined) this.socket.end(last);
+      if (last !== undefined) this.socket.end(last, 'latin1');
       else this.socket.end();
       this.socket.destroySoon();
     }
@@ -424,6 +427,8 @@ class Exchange implements UpstreamUser {
   responseStarted = false;
   #responseComplete = false;
   #resMode: 'none' | 'length' | 'chunked' | 'close' = 'none';
+  /** The response head, until it goes out with the first body piece or on the next tick. */
+  #pendingHead: string | undefined;
   #retried = false;
   #finished = false;
   #gone = false;
@@ -665,9 +670,9 @@ class Exchange implements UpstreamUser {
       else if (this.minor === 0) head += 'connection: keep-alive\r\n';
     }
     head += '\r\n';
-    conn.socket.cork();
-    conn.write(head);
-    process.nextTick(uncork, conn.socket);
+    // Written with the first body piece (one write for small responses), or on the next tick.
+    this.#pendingHead = head;
+    process.nextTick(flushHead, this);
     engine.emit(
       responseRecord(
         this.facts,
@@ -686,6 +691,22 @@ class Exchange implements UpstreamUser {
     this.#lastUpstreamData = performance.now();
     const { conn } = this;
     let ok: boolean;
+    const head = this.#pendingHead;
+    if (head !== undefined) {
+      this.#pendingHead = undefined;
+      if (chunk.length <= SMALL_BODY) {
+        const body = chunk.toString('latin1');
+        ok = conn.write(
+          this.#resMode === 'chunked' ? `${head}${chunk.length.toString(16)}\r\n${body}\r\n` : head + body,
+        );
+        if (!ok && this.#up) {
+          this.#up.pause();
+          conn.socket.once('drain', this.#onClientDrain);
+        }
+        return;
+      }
+      conn.write(head);
+    }
     if (this.#resMode === 'chunked') {
       conn.write(`${chunk.length.toString(16)}\r\n`);
       conn.write(chunk);
@@ -703,11 +724,14 @@ class Exchange implements UpstreamUser {
     this.#up = undefined;
     if (this.#gone) return;
     const { conn } = this;
+    let out = this.#pendingHead ?? '';
+    this.#pendingHead = undefined;
     if (this.#resMode === 'chunked') {
-      let s = '0\r\n';
-      for (let i = 0; i + 1 < trailers.length; i += 2) s += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
-      conn.write(s + '\r\n');
+      out += '0\r\n';
+      for (let i = 0; i + 1 < trailers.length; i += 2) out += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
+      out += '\r\n';
     }
+    if (out !== '') conn.write(out);
     this.#responseComplete = true;
     if (this.#resMode === 'close') conn.closeAfter = true;
     // The upstream answered before the whole request was sent: the client connection ends after
@@ -756,6 +780,7 @@ class Exchange implements UpstreamUser {
     }
     this.#finished = true;
     this.#responseComplete = true;
+    this.flushHead();
     conn.queue.shift();
     engine.stats.requestsActive--;
     const client = conn.detach();
@@ -781,6 +806,13 @@ class Exchange implements UpstreamUser {
     upstream.pipe(client);
     client.resume();
     upstream.resume();
+  }
+
+  flushHead(): void {
+    const head = this.#pendingHead;
+    if (head === undefined) return;
+    this.#pendingHead = undefined;
+    if (!this.#gone) this.conn.write(head);
   }
 
   /** The request body broke or timed out while this exchange answers: give up its upstream side. */
@@ -831,6 +863,6 @@ class Exchange implements UpstreamUser {
   }
 }
 
-function uncork(s: Socket): void {
-  s.uncork();
+function flushHead(ex: Exchange): void {
+  ex.flushHead();
 }

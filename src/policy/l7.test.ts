@@ -412,6 +412,12 @@ test('validation: what weir does not enforce is refused by name, with the field'
   assert.equal(problem(rules({ http: [{}] }, [])).field, 'spec.ingress[0].toPorts[0].ports');
   const re = problem(rules({ http: [{ path: '/(' }] }));
   assert.equal(re.field, 'spec.ingress[0].toPorts[0].rules.http[0].path');
+  assert.equal(re.code, 'ERR_POLICY_L7_REGEX');
+  // What JavaScript accepts but RE2 (Envoy's safe_regex, the proxy's engine) does not is refused too.
+  const lookahead = problem(rules({ http: [{ path: '/(?!admin).*' }] }));
+  assert.equal(lookahead.code, 'ERR_POLICY_L7_REGEX');
+  assert.equal(lookahead.field, 'spec.ingress[0].toPorts[0].rules.http[0].path');
+  assert.equal(problem(rules({ http: [{ method: '(GET)\\1' }] })).code, 'ERR_POLICY_L7_REGEX');
   assert.equal(problem(rules({ http: [{ headers: ['bad name: x'] }] })).code, 'ERR_POLICY_L7_INVALID');
   assert.equal(
     problem(rules({ http: [{ headerMatches: [{ name: 'X', mismatch: 'DROP' }] }] })).field,

@@ -1,7 +1,6 @@
 // What the process side of the node proxy (server.ts) needs from a protocol handler: one per
 // parser (HTTP today), built once with the upstream connector and a sink for L7 records, handed
-// every accepted connection of a port with that parser. The HTTP engine (src/proxy/http) provides
-// one with this shape; l4-relay.ts is the interim one.
+// every accepted connection of a port with that parser. The HTTP engine (src/proxy/http) is one.
 import type { Socket } from 'node:net';
 import type { L7Record, ProxiedConnection, UpstreamConnector } from './types.js';
 

@@ -9,7 +9,7 @@ import { BpfMap } from '../bpf/index.js';
 import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
 import { privateFileMode } from '../shared/private-fs.js';
 import { listenAdmin } from './admin.js';
-import { createL4Relay } from './l4-relay.js';
+import { createHttpHandler } from './http/handler.js';
 import { ProxyMetrics } from './metrics.js';
 import { proxyPidFile, proxySocket, proxyTitle } from './paths.js';
 import { RecordQueue } from './records.js';
@@ -32,18 +32,12 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   const ipcache = new IpcacheMap(ipcacheMap);
   const metrics = new ProxyMetrics();
   const records = new RecordQueue(o.recordQueue);
-  // HTTP ports are relayed by the interim L4 relay (fail closed: only connections whose every
-  // request is allowed) until the HTTP engine (src/proxy/http) is wired in here.
-  const handler = 'l4-relay';
+  const handler = 'http';
   const server = new ProxyServer({
-    identityOf: (ip) => {
-      try {
-        return ipcache.get(ip) ?? IDENTITY_WORLD;
-      } catch {
-        return IDENTITY_WORLD;
-      }
-    },
-    http: createL4Relay,
+    // No ipcache entry: the world (as the datapath decides). A failed read throws: the connection
+    // is reset (fail closed), never judged as some other peer.
+    identityOf: (ip) => ipcache.get(ip) ?? IDENTITY_WORLD,
+    http: createHttpHandler,
     metrics,
     records,
     log,

@@ -7,7 +7,6 @@ import { Enricher } from '../observe/enrich.js';
 import { compactLine } from '../observe/format.js';
 import { l7Flow } from '../observe/l7.js';
 import type { PortL7Policy, ProxySnapshot } from '../policy/l7/types.js';
-import { allowsEverything } from './l4-relay.js';
 import { RecordQueue, type RecordSink } from './records.js';
 import { parseSnapshot, SnapshotStore } from './snapshot.js';
 import type { L7Record } from './types.js';
@@ -66,25 +65,6 @@ describe('snapshots', () => {
   });
 });
 
-describe('the interim L4 relay relays only what every request would pass', () => {
-  it('an L4-only set or an empty HTTP rule for the peer: yes; any real rule or none: no', () => {
-    assert.equal(allowsEverything(port80([{ origin }]), 300), true);
-    assert.equal(allowsEverything(port80([{ http: [{}], origin }]), 300), true);
-    assert.equal(allowsEverything(port80([{ http: [{ method: 'GET' }], origin }]), 300), false);
-    assert.equal(allowsEverything(port80([{ identities: [301], origin }]), 300), false);
-    assert.equal(
-      allowsEverything(
-        port80([
-          { http: [{ method: 'GET' }], origin },
-          { identities: [300], origin },
-        ]),
-        300,
-      ),
-      true,
-    );
-    assert.equal(allowsEverything(undefined, 300), false);
-  });
-});
 
 class Sink implements RecordSink {
   lines: unknown[] = [];

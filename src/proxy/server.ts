@@ -130,7 +130,16 @@ export class ProxyServer {
       socket.resetAndDestroy();
       return;
     }
-    const remoteIdentity = this.#o.identityOf(direction === 'ingress' ? src.ip : dst.ip);
+    let remoteIdentity: number;
+    try {
+      remoteIdentity = this.#o.identityOf(direction === 'ingress' ? src.ip : dst.ip);
+    } catch (err) {
+      // The peer's identity decides which rules apply: an unreadable ipcache fails closed.
+      m.unresolved.inc({ direction });
+      this.#o.log.error({ err, direction, src, dst }, 'cannot read the peer identity: reset');
+      socket.resetAndDestroy();
+      return;
+    }
     const conn: ProxiedConnection = {
       direction,
       endpoint: { id: ep.endpointId, identity: ep.identity, namespace: ep.namespace, pod: ep.pod },

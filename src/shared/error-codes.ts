@@ -145,6 +145,9 @@ export const errorCodes = {
   ERR_POLICY_L7_INVALID: {
     meaning: 'an L7 (HTTP) rule is malformed, or sits on a port it cannot apply to (not TCP, no exact port)',
   },
+  ERR_POLICY_L7_REGEX: {
+    meaning: 'an L7 HTTP rule holds a regular expression RE2 does not accept (method, path or host)',
+  },
   ERR_POLICY_L7_UNSUPPORTED: { meaning: 'a policy uses L7 rules weir does not enforce' },
   ERR_POLICY_MAP_OVERFLOW: { meaning: "an endpoint's policy does not fit its policy map (it fails closed)" },
   ERR_POLICY_RULE_INVALID: { meaning: 'a policy rule combines fields that cannot go together' },
@@ -156,6 +159,12 @@ export const errorCodes = {
   ERR_PROXY_BAD_ANSWER: { meaning: "the node proxy's answer was not the JSON the agent expected" },
   ERR_PROXY_BAD_JSON: { meaning: 'a request body to the node proxy is not JSON' },
   ERR_PROXY_BODY_TOO_LARGE: { meaning: 'a request body to the node proxy is over 64 MiB', http: 413 },
+  ERR_PROXY_HTTP_PARSER: {
+    meaning: "node's internal HTTP parser (llhttp via _http_common) does not behave as the proxy expects",
+  },
+  ERR_PROXY_LIMITS: {
+    meaning: "a limit of the proxy's HTTP engine is not a positive integer or contradicts another",
+  },
   ERR_PROXY_LISTEN: {
     meaning: 'the node proxy cannot listen on a listener port (taken, or no transparent socket)',
   },

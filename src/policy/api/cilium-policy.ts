@@ -2,6 +2,7 @@
 // (`toPorts[].rules.http`, enforced by the node proxy). Every field of the upstream API is either
 // implemented or rejected by name as not supported yet; none is silently ignored (an ignored L7 or
 // FQDN rule would widen or narrow access behind the user's back).
+import { l7RegexProblem } from '../l7/regex.js';
 import { Checker, type Path, type PolicyLocation } from './check.js';
 import { parseCIDRMatch, parseMetadata, parsePort } from './common.js';
 import { parseSelector, type SelectorOptions } from './selector.js';
@@ -268,14 +269,10 @@ const headerToken = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 function regexField(c: Checker, value: unknown, path: Path): string | undefined {
   const s = c.string(value, path);
   if (!s) return undefined; // absent or empty: no constraint
-  try {
-    new RegExp(`^(?:${s})$`);
-  } catch (err) {
-    c.fail(
-      'ERR_POLICY_L7_INVALID',
-      path,
-      `'${s}' is not a valid regular expression: ${(err as Error).message}`,
-    );
+  // Checked with the proxy's own RE2 compiler: what is accepted here is what the proxy runs.
+  const problem = l7RegexProblem(s);
+  if (problem !== undefined) {
+    c.fail('ERR_POLICY_L7_REGEX', path, `'${s}' is not a valid RE2 regular expression: ${problem}`);
     return undefined;
   }
   return s;

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { compileFilter, parseFlowQuery, toSearchParams, type FlowQuery } from './filters.js';
 import type { Flow, FlowEndpoint } from './flow.js';
+import { compactLine, flowRow } from './format.js';
 
 const ep = (ns: string, pod: string, identity: number, labels: string[]): FlowEndpoint => ({
   ID: identity - 255,
@@ -134,5 +135,115 @@ describe('flow filters', () => {
     assert.deepEqual(parseFlowQuery(toSearchParams(query)), query);
     assert.throws(() => parseFlowQuery(new URLSearchParams('colour=red')), { code: 'ERR_OBSERVE_FILTER' });
     assert.throws(() => parseFlowQuery(new URLSearchParams('last=-1')), { code: 'ERR_OBSERVE_FILTER' });
+  });
+
+  describe('L7 (Hubble http filters)', () => {
+    const l7 = (
+      type: 'REQUEST' | 'RESPONSE',
+      method: string,
+      url: string,
+      code = 0,
+      headers: { key: string; value: string }[] = [],
+    ): Flow => ({
+      ...flow(client, server, { type: 'l7', verdict: code === 403 ? 'DROPPED' : 'FORWARDED' }),
+      Type: 'L7',
+      event_type: { type: 129, sub_type: 0 },
+      is_reply: type === 'RESPONSE',
+      l7: { type, latency_ns: 1000, http: { code, method, url, protocol: 'HTTP/1.1', headers } },
+    });
+    const flows = [
+      l7('REQUEST', 'GET', 'http://10.0.0.2/public?x=1', 0, [{ key: 'x-team', value: 'blue' }]),
+      l7('RESPONSE', 'GET', 'http://10.0.0.2/public?x=1', 200),
+      l7('REQUEST', 'POST', 'http://10.0.0.2/private'),
+      l7('RESPONSE', 'POST', 'http://10.0.0.2/private', 403),
+      l7('RESPONSE', 'GET', 'http://10.0.0.2/api/v1/a%20b', 503),
+      a, // an L3/L4 flow
+    ];
+    const sel = (filters: FlowQuery['filters']) => {
+      const m = q(filters);
+      return flows.flatMap((f, i) => (m(f) ? [i] : []));
+    };
+
+    it('--type l7 and --protocol http take the L7 flows', () => {
+      assert.deepEqual(sel({ type: ['l7'] }), [0, 1, 2, 3, 4]);
+      assert.deepEqual(sel({ protocol: ['http'] }), [0, 1, 2, 3, 4]);
+      assert.deepEqual(sel({ protocol: ['http', 'tcp'] }), [0, 1, 2, 3, 4, 5]);
+    });
+
+    it('--http-status: a full code or a prefix, responses only', () => {
+      assert.deepEqual(sel({ 'http-status': ['200'] }), [1]);
+      assert.deepEqual(sel({ 'http-status': ['403'] }), [3]);
+      assert.deepEqual(sel({ 'http-status': ['4+'] }), [3]);
+      assert.deepEqual(sel({ 'http-status': ['5+'] }), [4]);
+      assert.deepEqual(sel({ 'http-status': ['50+'] }), [4]);
+      assert.deepEqual(sel({ 'http-status': ['2+', '4+'] }), [1, 3]);
+      assert.deepEqual(sel({ 'http-status': ['20+'] }), [1]);
+      assert.deepEqual(sel({ 'http-status': ['201'] }), []);
+    });
+
+    it('--http-method ignores case; --http-path is an unanchored regex on the path (no query)', () => {
+      assert.deepEqual(sel({ 'http-method': ['get'] }), [0, 1, 4]);
+      assert.deepEqual(sel({ 'http-method': ['POST', 'PUT'] }), [2, 3]);
+      assert.deepEqual(sel({ 'http-path': ['^/public$'] }), [0, 1]);
+      assert.deepEqual(sel({ 'http-path': ['riv'] }), [2, 3]);
+      assert.deepEqual(sel({ 'http-path': ['x=1'] }), [], 'the query is not part of the path');
+      assert.deepEqual(sel({ 'http-path': ['^/api/v1/a b$'] }), [4], 'percent-decoded like Go');
+      assert.deepEqual(sel({ 'http-path': ['^/public$'], 'http-status': ['200'] }), [1]);
+    });
+
+    it('--http-url is an unanchored regex on the whole URL; --http-header name:value', () => {
+      assert.deepEqual(sel({ 'http-url': ['x=1$'] }), [0, 1]);
+      assert.deepEqual(sel({ 'http-url': ['^http://10\\.0\\.0\\.2/p'] }), [0, 1, 2, 3]);
+      assert.deepEqual(sel({ 'http-url': ['v1/a{1,3}%20'] }), [4], 'commas stay inside one regex');
+      assert.deepEqual(sel({ 'http-header': ['X-Team:blue'] }), [0]);
+      assert.deepEqual(sel({ 'http-header': ['x-team: blue'] }), [0]);
+      assert.deepEqual(sel({ 'http-header': ['x-team:red'] }), []);
+    });
+
+    it('prints L7 flows like hubble: kind, verdict, summary, rule', () => {
+      const f: Flow = {
+        ...flows[0]!,
+        Summary: 'HTTP/1.1 GET http://10.0.0.2/public?x=1',
+        ingress_allowed_by: [{ name: 'p', namespace: 'app', kind: 'CiliumNetworkPolicy', rule: 'CNP-rule' }],
+      };
+      assert.match(
+        compactLine(f),
+        /: app\/client-7f9:40000 \(ID:256\) -> app\/server:80 \(ID:257\) http-request FORWARDED \(HTTP\/1\.1 GET http:\/\/10\.0\.0\.2\/public\?x=1\) by CNP-rule$/,
+      );
+      const denied: Flow = { ...flows[3]!, weir: { type: 'l7', detail: 'l7_policy_denied' } };
+      assert.equal(flowRow(denied).type, 'http-response');
+      assert.equal(flowRow(denied).verdict, 'DROPPED (l7_policy_denied)');
+    });
+
+    it('refuses bad L7 values and a --type without l7, naming the flag', () => {
+      const bad = (filters: FlowQuery['filters'], field: string) =>
+        assert.throws(
+          () => q(filters),
+          (e: { code: string; location: { field: string } }) =>
+            e.code === 'ERR_OBSERVE_FILTER' && e.location.field === field,
+          JSON.stringify(filters),
+        );
+      bad({ 'http-status': ['2xx'] }, 'http-status');
+      bad({ 'http-status': ['600'] }, 'http-status');
+      bad({ 'http-status': ['+'] }, 'http-status');
+      bad({ 'http-path': ['(unclosed'] }, 'http-path');
+      bad({ 'http-url': ['[z-a]'] }, 'http-url');
+      bad({ 'http-header': ['novalue'] }, 'http-header');
+      bad({ 'http-method': [''] }, 'http-method');
+      bad({ type: ['drop'], 'http-status': ['200'] }, 'http-status');
+      bad({ type: ['l7:http'] }, 'type');
+      assert.doesNotThrow(() => q({ type: ['drop', 'l7'], 'http-status': ['200'] }));
+    });
+
+    it('keeps regexes and header values whole through the query string', () => {
+      const query: FlowQuery = {
+        filters: { 'http-url': ['a{1,3}'], 'http-header': ['x:a,b'], 'http-status': ['200', '4+'] },
+      };
+      assert.deepEqual(parseFlowQuery(toSearchParams(query)), query);
+      assert.deepEqual(parseFlowQuery(new URLSearchParams('http-status=200,4%2B')).filters['http-status'], [
+        '200',
+        '4+',
+      ]);
+    });
   });
 });

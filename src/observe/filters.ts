@@ -9,6 +9,12 @@
 // destination side; --from-*/--to-* flags add their side to both filters. So
 // `--pod app/a --port 80` is (source app/a AND source port 80) OR (destination app/a AND
 // destination port 80), exactly as `hubble observe`.
+//
+// L7 flags (Hubble's pkg/hubble/filters/http.go): --http-status "200" or a prefix "4+", "20+"
+// (responses only); --http-method (case-insensitive); --http-path (RE2, unanchored, against the
+// URL's path without the query); --http-url (RE2, unanchored, against the whole URL);
+// --http-header "name:value". Like Hubble, they refuse a --type that leaves out l7 events.
+import { RE2JS } from 're2js';
 import { parseIP, parsePrefix, prefixContains, type Prefix } from '../identity/cidr.js';
 import { reservedIdentities } from '../identity/reserved.js';
 import { WeirError } from '../shared/errors.js';
@@ -38,6 +44,11 @@ export const FILTER_FLAGS = [
   'verdict',
   'type',
   'traffic-direction',
+  'http-status',
+  'http-method',
+  'http-path',
+  'http-url',
+  'http-header',
 ] as const;
 export type FilterFlag = (typeof FILTER_FLAGS)[number];
 
@@ -57,7 +68,15 @@ const bad = (field: string, message: string) =>
   new WeirError('ERR_OBSERVE_FILTER', message, { location: { object: 'flow filter', field } });
 
 const VERDICTS = ['FORWARDED', 'DROPPED', 'AUDIT', 'REDIRECTED', 'ERROR'];
-const PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv4', 'icmpv6'];
+const PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv4', 'icmpv6', 'http'];
+const NO_SPLIT = new Set<string>(['http-path', 'http-url', 'http-header']);
+const HTTP_FLAGS: readonly FilterFlag[] = [
+  'http-status',
+  'http-method',
+  'http-path',
+  'http-url',
+  'http-header',
+];
 const TYPES: Record<string, string[]> = {
   drop: [],
   'policy-verdict': [],
@@ -89,7 +108,9 @@ export function parseFlowQuery(params: URLSearchParams): FlowQuery {
   const known = new Set<string>([...FILTER_FLAGS, 'since', 'until', 'last', 'follow']);
   for (const key of params.keys()) if (!known.has(key)) throw bad(key, `unknown flow filter '${key}'`);
   for (const flag of FILTER_FLAGS) {
-    const values = params.getAll(flag).flatMap((v) => (flag.endsWith('label') ? [v] : v.split(',')));
+    // Selectors, regexes and header values may hold commas: those flags take one value each.
+    const whole = flag.endsWith('label') || NO_SPLIT.has(flag);
+    const values = params.getAll(flag).flatMap((v) => (whole ? [v] : v.split(',')));
     if (values.length > 0) q.filters[flag] = values;
   }
   const since = params.get('since');
@@ -233,6 +254,8 @@ function protocolMatcher(field: string, value: string): Match {
     if (v === 'sctp') return !!l4?.SCTP;
     if (v === 'icmpv6') return !!l4?.ICMPv6;
     if (v === 'icmpv4') return !!l4?.ICMPv4;
+    // Hubble: an L7 protocol matches the flows whose Layer7 record is of it.
+    if (v === 'http') return !!f.l7?.http;
     return !!l4?.ICMPv4 || !!l4?.ICMPv6;
   };
 }
@@ -250,7 +273,8 @@ function typeMatcher(field: string, value: string): Match {
   if (sub !== undefined && !subs.includes(sub))
     throw bad(
       field,
-      `--${field} '${value}': '${type}' has ${subs.length ? `subtypes ${subs.join(', ')}` : 'no subtypes'}`,
+      `--${field} '${value}': '${type}' has ${subs.length ? `subtypes ${subs.join(', ')}` : 'no subtypes'}` +
+        (type === 'l7' ? ' (HTTP flows: --protocol http)' : ''),
     );
   return (f) => f.weir.type === type && (sub === undefined || f.weir.trace_subtype === sub);
 }
@@ -259,6 +283,80 @@ function directionMatcher(field: string, value: string): Match {
   const v = value.toUpperCase();
   if (v !== 'INGRESS' && v !== 'EGRESS') throw bad(field, `--${field} '${value}' is not ingress or egress`);
   return (f) => f.traffic_direction === v;
+}
+
+/** Hubble's --http-status: "404" (a full code) or "4+", "40+" (a prefix of the 3-digit code). */
+function httpStatusMatcher(field: string, value: string): Match {
+  let test: (code: string) => boolean;
+  if (/^[1-5][0-9]{2}$/.test(value)) test = (c) => c === value;
+  else if (/^[1-5][0-9]?\+$/.test(value)) {
+    const prefix = value.slice(0, -1);
+    test = (c) => c.startsWith(prefix);
+  } else throw bad(field, `--${field} '${value}' is neither a status code (403) nor a prefix like 4+ or 50+`);
+  return (f) => {
+    const code = f.l7?.http?.code ?? 0;
+    return code !== 0 && test(String(code).padStart(3, '0'));
+  };
+}
+
+function httpMethodMatcher(field: string, value: string): Match {
+  if (value === '') throw bad(field, `--${field} needs a method`);
+  const want = value.toUpperCase();
+  return (f) => {
+    const m = f.l7?.http?.method ?? '';
+    return m !== '' && m.toUpperCase() === want;
+  };
+}
+
+/** An unanchored RE2 expression (Go's regexp, as Hubble compiles it). */
+function re2(field: string, value: string): RE2JS {
+  try {
+    return RE2JS.compile(value);
+  } catch (err) {
+    throw bad(field, `--${field} '${value}' is not a regular expression: ${(err as Error).message}`);
+  }
+}
+
+/** The path of an absolute URL, percent-decoded (Go's url.ParseRequestURI().Path); undefined if invalid. */
+export function urlPath(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
+  try {
+    return decodeURIComponent(u.pathname);
+  } catch {
+    return u.pathname;
+  }
+}
+
+function httpPathMatcher(field: string, value: string): Match {
+  const re = re2(field, value);
+  return (f) => {
+    const url = f.l7?.http?.url ?? '';
+    if (url === '') return false;
+    const path = urlPath(url);
+    return path !== undefined && re.test(path);
+  };
+}
+
+function httpUrlMatcher(field: string, value: string): Match {
+  const re = re2(field, value);
+  return (f) => {
+    const url = f.l7?.http?.url ?? '';
+    return url !== '' && re.test(url);
+  };
+}
+
+/** "name:value" (Hubble's form; a space after the colon is allowed): that exact header value. */
+function httpHeaderMatcher(field: string, value: string): Match {
+  const colon = value.indexOf(':');
+  const name = value.slice(0, colon).trim().toLowerCase();
+  if (colon <= 0 || name === '') throw bad(field, `--${field} '${value}' is not name:value`);
+  const want = value.slice(colon + 1).replace(/^[ \t]+/, '');
+  return (f) => (f.l7?.http?.headers ?? []).some((h) => h.key.toLowerCase() === name && h.value === want);
 }
 
 const anyOf =
@@ -373,7 +471,18 @@ export function compileFilter(q: FlowQuery, now: number = Date.now()): (flow: Fl
     ['verdict', verdictMatcher],
     ['type', typeMatcher],
     ['traffic-direction', directionMatcher],
+    ['http-status', httpStatusMatcher],
+    ['http-method', httpMethodMatcher],
+    ['http-path', httpPathMatcher],
+    ['http-url', httpUrlMatcher],
+    ['http-header', httpHeaderMatcher],
   ];
+  // Hubble: HTTP filters need the type filter to let l7 events through.
+  const types = vals('type');
+  if (types.length > 0 && !types.some((t) => t.split(':')[0] === 'l7'))
+    for (const flag of HTTP_FLAGS)
+      if (vals(flag).length > 0)
+        throw bad(flag, `--${flag} matches L7 flows only: add --type l7 (or drop --type ${types.join(',')})`);
   for (const [flag, make] of flowFlags) {
     const values = vals(flag);
     if (values.length === 0) continue;

@@ -50,6 +50,12 @@ export function verdictMatch(f: Flow): 'L3-L4' | 'all' | 'none' {
   return f.verdict === 'DROPPED' ? 'none' : 'all';
 }
 
+/** "http-request", "http-response" (Hubble's name of an L7 flow's kind). */
+export function l7Type(f: Flow): string {
+  const kind = f.l7?.type === 'RESPONSE' ? 'response' : 'request';
+  return `${f.l7?.http ? 'http' : 'l7'}-${kind}`;
+}
+
 /** The event part: "policy-verdict:L3-L4 INGRESS ALLOWED", "drop EGRESS DROPPED (Policy denied)". */
 export function eventText(f: Flow): string {
   const dir = f.traffic_direction === 'TRAFFIC_DIRECTION_UNKNOWN' ? '' : `${f.traffic_direction} `;
@@ -60,7 +66,8 @@ export function eventText(f: Flow): string {
       return `policy-verdict:${match} ${dir}${word}${f.proxy_port ? ` to proxy port ${f.proxy_port}` : ''}`;
     }
     case 'l7':
-      return `http-${f.l7?.type === 'RESPONSE' ? 'response' : 'request'} ${dir}${f.verdict}`;
+      // Hubble's GetFlowType: "http-request" / "http-response", then the verdict (no direction).
+      return `${l7Type(f)} ${f.verdict}`;
     case 'drop':
       return `drop ${dir}DROPPED (${dropText(f)})`;
     case 'trace': {
@@ -104,9 +111,15 @@ export function flowRow(f: Flow): FlowRow {
     type: f.weir.trace_subtype
       ? `trace:${f.weir.trace_subtype}`
       : f.weir.type === 'l7'
-        ? `http-${f.l7?.type === 'RESPONSE' ? 'response' : 'request'}`
+        ? l7Type(f)
         : f.weir.type,
-    verdict: f.verdict === 'DROPPED' ? `DROPPED (${dropText(f)})` : f.verdict,
+    // An L7 flow has no drop reason: the proxy answered 403 (its detail says why).
+    verdict:
+      f.verdict === 'DROPPED'
+        ? f.weir.type === 'l7'
+          ? `DROPPED${f.weir.detail ? ` (${f.weir.detail})` : ''}`
+          : `DROPPED (${dropText(f)})`
+        : f.verdict,
     summary: f.Summary,
     policy: decidingPolicies(f)
       .map((p) => p.rule)

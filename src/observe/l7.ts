@@ -1,6 +1,8 @@
 // L7 records of the node proxy (src/proxy/types.ts L7Record) -> flows, the way Hubble turns
 // Envoy's access log into flows: Type L7, event type 129, Flow.l7 with the HTTP fields; a request
-// the proxy denied is DROPPED (Hubble's mapping of the access log's Denied), a failure ERROR.
+// the proxy denied is DROPPED (Hubble's mapping of the access log's Denied), a failure ERROR. A
+// response travels from the server to the client: its source is the server and is_reply is set
+// (as Cilium's proxy logs it), so `hubble observe` prints it `client <- server`.
 import { randomUUID } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import type { L7Record } from '../proxy/types.js';
@@ -31,13 +33,15 @@ export function l7Summary(f: Pick<Flow, 'l7'>): string {
   const h = l7?.http;
   if (!l7 || !h) return 'L7';
   if (l7.type === 'REQUEST') return `${h.protocol} ${h.method} ${h.url}`;
-  const ms = Math.round(l7.latency_ns / 1e6);
+  // Whole milliseconds, truncated (Go's Duration.Milliseconds()).
+  const ms = Math.floor(l7.latency_ns / 1e6);
   return `${h.protocol} ${h.code} ${ms}ms (${h.method} ${h.url})`;
 }
 
 export function l7Flow(r: L7Record, o: { nodeName: string; enricher: Enricher; uuid?: () => string }): Flow {
-  const src = r.source;
-  const dst = r.destination;
+  const reply = r.type === 'RESPONSE';
+  const src = reply ? r.destination : r.source;
+  const dst = reply ? r.source : r.destination;
   const flow: Flow = {
     time: timeOf(r.timeNs),
     uuid: (o.uuid ?? randomUUID)(),
@@ -51,7 +55,7 @@ export function l7Flow(r: L7Record, o: { nodeName: string; enricher: Enricher; u
     event_type: { type: EVENT_TYPE.l7, sub_type: 0 },
     traffic_direction: r.direction === 'ingress' ? 'INGRESS' : 'EGRESS',
     trace_observation_point: 'UNKNOWN_POINT',
-    is_reply: r.type === 'RESPONSE',
+    is_reply: reply,
     Summary: '',
     l7: {
       type: r.type,

@@ -65,7 +65,6 @@ describe('snapshots', () => {
   });
 });
 
-
 class Sink implements RecordSink {
   lines: unknown[] = [];
   full = false;
@@ -162,7 +161,10 @@ describe('L7 records become flows', () => {
     assert.equal(f.destination.pod_name, 'server');
     assert.deepEqual(f.source.labels, ['k8s:role=client']);
     assert.equal(f.ingress_allowed_by?.[0]?.name, 'p');
-    assert.match(compactLine(f), /http-request INGRESS FORWARDED \(HTTP\/1\.1 GET http:\/\/server\/public\)/);
+    assert.match(
+      compactLine(f),
+      /: 10\.244\.0\.2:\d+ \(ID:257\) -> app\/server:80 \(ID:256\) http-request FORWARDED \(HTTP\/1\.1 GET http:\/\/server\/public\) by CiliumNetworkPolicy app\/p ingress\[0\]$/,
+    );
   });
 
   it('a denied request is DROPPED (as Hubble maps Denied), a response shows code and latency', () => {
@@ -184,6 +186,15 @@ describe('L7 records become flows', () => {
     );
     assert.equal(res.is_reply, true);
     assert.equal(res.Summary, 'HTTP/1.1 200 3ms (GET http://server/public)');
+    // A response goes from the server to the client (Hubble: source and destination swapped),
+    // and prints client <- server.
+    assert.equal(res.source.pod_name, 'server');
+    assert.equal(res.IP?.source, '10.244.0.3');
+    assert.deepEqual(res.l4?.TCP, { source_port: 80, destination_port: record(3).source.port });
+    assert.match(
+      compactLine(res),
+      /10\.244\.0\.2:\d+ \(ID:257\) <- app\/server:80 \(ID:256\) http-response FORWARDED/,
+    );
   });
 });
 

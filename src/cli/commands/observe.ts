@@ -40,10 +40,15 @@ const FLAG_HELP: Record<FilterFlag, string> = {
   port: 'flows from or to this L4 port',
   'from-port': 'flows from this L4 port',
   'to-port': 'flows to this L4 port',
-  protocol: 'tcp, udp, sctp, icmp, icmpv4, icmpv6',
-  verdict: 'FORWARDED, DROPPED, AUDIT',
+  protocol: 'tcp, udp, sctp, icmp, icmpv4, icmpv6, or http (L7 flows)',
+  verdict: 'FORWARDED, DROPPED, REDIRECTED, ERROR, AUDIT',
   type: 'drop, policy-verdict, trace[:open|close], l7',
   'traffic-direction': 'ingress or egress',
+  'http-status': 'L7 responses with this status code (403) or prefix (4+, 50+)',
+  'http-method': 'L7 flows of this HTTP method (GET, POST, ...)',
+  'http-path': "L7 flows whose URL path matches this regex (RE2, unanchored, e.g. '^/api/')",
+  'http-url': 'L7 flows whose whole URL matches this regex',
+  'http-header': 'L7 flows carrying this header, name:value',
 };
 const SHORT: Partial<Record<FilterFlag, string>> = { namespace: '-n', label: '-l', type: '-t' };
 
@@ -71,7 +76,7 @@ function lastOption(v: string): number {
 
 export function observeCommand(): Command {
   const cmd = new Command('observe').description(
-    "the node's flows (drops, policy verdicts, connection traces), like hubble observe",
+    "the node's flows (drops, policy verdicts, connection traces, HTTP requests and responses), like hubble observe",
   );
   for (const flag of FILTER_FLAGS) {
     const short = SHORT[flag];

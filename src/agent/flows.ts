@@ -102,6 +102,15 @@ function protocolOf(f: Flow): string {
             : 'unknown';
 }
 
+/** Hubble's reporter of an L7 flow: the client's proxy (egress) or the server's (ingress). */
+function reporterOf(f: Flow): 'client' | 'server' | 'unknown' {
+  return f.traffic_direction === 'EGRESS'
+    ? 'client'
+    : f.traffic_direction === 'INGRESS'
+      ? 'server'
+      : 'unknown';
+}
+
 /** Counts a flow in the Hubble-style metrics. */
 export function countFlow(m: AgentMetrics, f: Flow): void {
   m.flowsProcessed.inc({
@@ -118,6 +127,21 @@ export function countFlow(m: AgentMetrics, f: Flow): void {
       action: f.verdict === 'DROPPED' ? 'dropped' : f.verdict === 'REDIRECTED' ? 'redirected' : 'forwarded',
       match: match === 'L3-L4' ? 'policy' : match,
     });
+  }
+  const http = f.l7?.http;
+  if (f.weir.type === 'l7' && http) {
+    const reporter = reporterOf(f);
+    if (f.l7?.type === 'REQUEST')
+      m.httpRequests.inc({ method: http.method, protocol: http.protocol, reporter });
+    else {
+      m.httpResponses.inc({
+        method: http.method,
+        protocol: http.protocol,
+        status: String(http.code),
+        reporter,
+      });
+      m.httpDuration.observe({ method: http.method, reporter }, (f.l7?.latency_ns ?? 0) / 1e9);
+    }
   }
 }
 

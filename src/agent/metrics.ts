@@ -86,6 +86,28 @@ export class AgentMetrics {
     labelNames: ['direction', 'action', 'match'] as const,
     registers: [this.registry],
   });
+  // Hubble's `http` metrics (pkg/hubble/metrics/http, v1): requests from REQUEST flows, responses
+  // and their latency from RESPONSE flows; reporter = client (egress proxy) or server (ingress).
+  readonly httpRequests = new Counter({
+    name: 'hubble_http_requests_total',
+    help: 'HTTP requests the node proxy saw (L7 REQUEST flows), by method, protocol and reporter',
+    labelNames: ['method', 'protocol', 'reporter'] as const,
+    registers: [this.registry],
+  });
+  readonly httpResponses = new Counter({
+    name: 'hubble_http_responses_total',
+    help: 'HTTP responses the node proxy relayed or gave (L7 RESPONSE flows), by method, protocol, status and reporter',
+    labelNames: ['method', 'protocol', 'status', 'reporter'] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new Histogram({
+    name: 'hubble_http_request_duration_seconds',
+    help: "Time from a request's arrival at the node proxy to its response's headers, by method and reporter",
+    labelNames: ['method', 'reporter'] as const,
+    // Prometheus' default buckets, as Hubble's histogram uses.
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
   readonly lostEvents = this.#scraped(
     new Counter({
       name: 'hubble_lost_events_total',

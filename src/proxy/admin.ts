@@ -30,7 +30,16 @@ export interface ProxyStatus {
   redirects: { ingress: number; egress: number };
   unresolved: { ingress: number; egress: number };
   upstreamConnectErrors: { ingress: number; egress: number };
+  /** HTTP requests by direction: judged, forwarded, denied (403), refused before judging. */
+  requests?: Record<
+    'ingress' | 'egress',
+    { received: number; forwarded: number; denied: number; parseErrors: number }
+  >;
+  /** Requests answered 502/504 because the upstream failed. */
+  upstreamRequestErrors?: { ingress: number; egress: number };
   records: { sent: number; lost: number; waiting: number };
+  /** The access log (one JSON line per request). */
+  accessLog?: { path: string; lines: number; errors: number; rotations: number };
 }
 
 export interface AdminContext {
@@ -40,6 +49,7 @@ export interface AdminContext {
   server: ProxyServer;
   metrics: ProxyMetrics;
   records: RecordQueue;
+  accessLog?: { path: string; stats(): { lines: number; errors: number; rotations: number } };
 }
 
 const maxBody = 64 << 20;
@@ -91,7 +101,26 @@ export async function status(c: AdminContext): Promise<ProxyStatus> {
     redirects: await byDir(c.metrics.redirects),
     unresolved: await byDir(c.metrics.unresolved),
     upstreamConnectErrors: await byDir(c.metrics.upstreamErrors),
+    requests: {
+      ingress: await requestsOf(c.metrics, 'ingress'),
+      egress: await requestsOf(c.metrics, 'egress'),
+    },
+    upstreamRequestErrors: {
+      ingress: await c.metrics.sum(c.metrics.upstreamRequestErrors, { direction: 'ingress' }),
+      egress: await c.metrics.sum(c.metrics.upstreamRequestErrors, { direction: 'egress' }),
+    },
     records: { sent: c.records.sent, lost: c.records.lost, waiting: c.records.waiting },
+    ...(c.accessLog ? { accessLog: { path: c.accessLog.path, ...c.accessLog.stats() } } : {}),
+  };
+}
+
+async function requestsOf(m: ProxyMetrics, direction: string) {
+  const n = (rule: string) => m.sum(m.policyL7, { direction, rule });
+  return {
+    received: await n('received'),
+    forwarded: await n('forwarded'),
+    denied: await n('denied'),
+    parseErrors: await n('parse_errors'),
   };
 }
 

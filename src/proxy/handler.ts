@@ -2,7 +2,7 @@
 // parser (HTTP today), built once with the upstream connector and a sink for L7 records, handed
 // every accepted connection of a port with that parser. The HTTP engine (src/proxy/http) is one.
 import type { Socket } from 'node:net';
-import type { L7Record, ProxiedConnection, UpstreamConnector } from './types.js';
+import type { AccessRecord, L7Record, ProxiedConnection, UpstreamConnector } from './types.js';
 
 export interface ProtocolHandler {
   /** Takes over an accepted, identified connection (and its socket) until it ends. */
@@ -14,6 +14,8 @@ export interface ProtocolHandler {
 export interface HandlerOptions {
   connector: UpstreamConnector;
   onRecord(r: L7Record): void;
+  /** One entry per finished request, for the access log. */
+  onAccess?(a: AccessRecord): void;
 }
 
 export type HandlerFactory = (o: HandlerOptions) => ProtocolHandler;

@@ -8,10 +8,11 @@ import { pino } from 'pino';
 import { BpfMap } from '../bpf/index.js';
 import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
 import { privateFileMode } from '../shared/private-fs.js';
+import { AccessLog } from './access-log.js';
 import { listenAdmin } from './admin.js';
 import { createHttpHandler } from './http/handler.js';
 import { ProxyMetrics } from './metrics.js';
-import { proxyPidFile, proxySocket, proxyTitle } from './paths.js';
+import { proxyAccessLogFile, proxyPidFile, proxySocket, proxyTitle } from './paths.js';
 import { RecordQueue } from './records.js';
 import { ProxyServer } from './server.js';
 
@@ -23,6 +24,8 @@ export interface ProxyOptions {
   ipcachePin: string;
   /** L7 records kept for the agent while it does not read them. */
   recordQueue?: number;
+  /** The access log's file size before it is rotated (bytes). */
+  accessLogMaxBytes?: number;
 }
 
 export async function runProxy(o: ProxyOptions): Promise<void> {
@@ -32,6 +35,10 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   const ipcache = new IpcacheMap(ipcacheMap);
   const metrics = new ProxyMetrics();
   const records = new RecordQueue(o.recordQueue);
+  const accessLog = new AccessLog({
+    path: proxyAccessLogFile(o.lab),
+    ...(o.accessLogMaxBytes ? { maxBytes: o.accessLogMaxBytes } : {}),
+  });
   const handler = 'http';
   const server = new ProxyServer({
     // No ipcache entry: the world (as the datapath decides). A failed read throws: the connection
@@ -41,9 +48,11 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     metrics,
     records,
     log,
+    onAccess: (a) => accessLog.write(a),
   });
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
+  metrics.sources.accessLog = () => accessLog.stats();
   const admin: Server = await listenAdmin(proxySocket(o.lab), {
     lab: o.lab,
     handler,
@@ -51,6 +60,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     server,
     metrics,
     records,
+    accessLog,
   });
   writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
   log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
@@ -67,6 +77,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   admin.closeAllConnections();
   admin.close();
   await server.close();
+  accessLog.close();
   ipcacheMap.close();
   process.exit(0);
 }

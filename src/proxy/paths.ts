@@ -7,5 +7,7 @@ export const proxyDir = (lab: string) => join(runDir, 'labs', lab, 'proxy');
 export const proxySocket = (lab: string) => join(proxyDir(lab), 'proxy.sock');
 export const proxyPidFile = (lab: string) => join(proxyDir(lab), 'proxy.pid');
 export const proxyLogFile = (lab: string) => join(runDir, 'labs', lab, 'logs', 'proxy.log');
+/** One JSON line per request the proxy handled (access-log.ts), rotated to .1, .2 by size. */
+export const proxyAccessLogFile = (lab: string) => join(runDir, 'labs', lab, 'logs', 'proxy-access.log');
 /** What the process calls itself (ps, /proc/<pid>/comm shows its first 15 characters). */
 export const proxyTitle = (lab: string) => `weir-proxy ${lab}`;

@@ -17,7 +17,7 @@ import type { ProxyMetrics } from './metrics.js';
 import type { RecordQueue } from './records.js';
 import { SnapshotStore } from './snapshot.js';
 import { closeFd, listener, upstream } from './transparent.js';
-import type { L7Record, ProxiedConnection } from './types.js';
+import type { AccessRecord, L7Record, ProxiedConnection } from './types.js';
 
 export type Direction = 'ingress' | 'egress';
 
@@ -38,6 +38,8 @@ export interface ProxyServerOptions {
   metrics: ProxyMetrics;
   records: RecordQueue;
   log: Logger;
+  /** One entry per finished request (the access log). */
+  onAccess?(a: AccessRecord): void;
 }
 
 interface Listening {
@@ -60,8 +62,10 @@ export class ProxyServer {
       connector: (conn) => this.connect(conn),
       onRecord: (r: L7Record) => {
         o.metrics.records.inc();
+        o.metrics.countRecord(r);
         o.records.push(r);
       },
+      ...(o.onAccess ? { onAccess: o.onAccess } : {}),
     });
   }
 

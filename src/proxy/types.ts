@@ -65,3 +65,43 @@ export interface L7Record {
   /** Why it was denied or failed, machine-readable ('l7_policy_denied', 'upstream_reset', ...). */
   detail?: string;
 }
+
+/**
+ * One finished request, for the access log (Envoy's access log entry): written once per request
+ * when it ends — its response's last byte, a local reply, a reset — with what was actually sent.
+ * A protocol error before any request was parsed gives one too (empty method and path).
+ */
+export interface AccessRecord {
+  /** Wall clock when the request's head arrived, ns since the epoch (a decimal string). */
+  startNs: string;
+  /** From the request's arrival to its end. */
+  durationNs: number;
+  direction: 'ingress' | 'egress';
+  endpoint: { id: number; namespace: string; pod: string };
+  source: Address & { identity: number };
+  destination: Address & { identity: number };
+  protocol: 'HTTP/1.1' | 'HTTP/2';
+  method: string;
+  /** The request target as sent (path and query). */
+  path: string;
+  /** Host / :authority as sent ('' when absent). */
+  authority: string;
+  /** The status sent to the client; 0 when none was (the client went away first). */
+  code: number;
+  verdict: L7Record['verdict'];
+  /** Envoy's response flags: UF, UC, UT, DC, DPE, SI (empty: none). */
+  flags: string[];
+  /** Why (Envoy's response code details): 'l7_policy_denied', 'upstream_reset', ... */
+  detail?: string;
+  /** Request body bytes received from the client, response body bytes sent to it. */
+  bytesReceived: number;
+  bytesSent: number;
+  /** The request was sent to this upstream (the original destination). */
+  upstream?: Address;
+  /** The rule set that allowed the request, or the port's policy that denied it. */
+  policy?: L7RuleOrigin;
+  /** The index of the HTTP rule (in its toPorts[].rules.http) that allowed the request. */
+  httpRule?: number;
+  userAgent?: string;
+  requestId?: string;
+}

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import type { PortL7Policy } from '../../src/policy/l7/types.js';
 import { createHttpHandler, type HttpHandler, type HttpLimits } from '../../src/proxy/http/handler.js';
-import type { L7Record, ProxiedConnection, UpstreamConnector } from '../../src/proxy/types.js';
+import type { AccessRecord, L7Record, ProxiedConnection, UpstreamConnector } from '../../src/proxy/types.js';
 
 export const CLIENT_IDENTITY = 1000;
 export const SERVER_IDENTITY = 2000;
@@ -14,6 +14,8 @@ export interface ProxyHarness {
   port: number;
   handler: HttpHandler;
   records: L7Record[];
+  /** Access-log entries, one per finished request. */
+  access: AccessRecord[];
   /** The policy every connection sees now (change it between requests). */
   policy: PortL7Policy | undefined;
   /** Upstream sockets the connector opened. */
@@ -31,6 +33,7 @@ export interface HarnessOptions {
 
 export async function startProxy(o: HarnessOptions): Promise<ProxyHarness> {
   const records: L7Record[] = [];
+  const access: AccessRecord[] = [];
   const upstreamSockets: net.Socket[] = [];
   const connector: UpstreamConnector =
     o.connector ??
@@ -40,11 +43,17 @@ export async function startProxy(o: HarnessOptions): Promise<ProxyHarness> {
       s.once('close', () => upstreamSockets.splice(upstreamSockets.indexOf(s), 1));
       return s;
     });
-  const handler = createHttpHandler({ connector, onRecord: (r) => records.push(r), limits: o.limits });
+  const handler = createHttpHandler({
+    connector,
+    onRecord: (r) => records.push(r),
+    onAccess: (a) => access.push(a),
+    limits: o.limits,
+  });
   const h: ProxyHarness = {
     port: 0,
     handler,
     records,
+    access,
     policy: o.policy,
     upstreamSockets,
     close: async () => {},

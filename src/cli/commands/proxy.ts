@@ -38,9 +38,24 @@ export function statusRows(s: ProxyManagerStatus): { k: string; v: string }[] {
     { k: 'redirects', v: p ? both(p.redirects) : '-' },
     { k: 'unresolved (reset)', v: p ? both(p.unresolved) : '-' },
     { k: 'upstream connect errors', v: p ? both(p.upstreamConnectErrors) : '-' },
+    ...(['ingress', 'egress'] as const).map((d) => {
+      const r = p?.requests?.[d];
+      return {
+        k: `HTTP requests ${d}`,
+        v: r
+          ? `${r.received} judged: ${r.forwarded} forwarded, ${r.denied} denied (403); ${r.parseErrors} refused before judging; ${p?.upstreamRequestErrors?.[d] ?? 0} upstream failures (502/504)`
+          : '-',
+      };
+    }),
     {
       k: 'L7 records',
       v: p ? `${p.records.sent} sent, ${p.records.lost} lost, ${p.records.waiting} waiting` : '-',
+    },
+    {
+      k: 'access log',
+      v: p?.accessLog
+        ? `${p.accessLog.path} (${p.accessLog.lines} lines, ${p.accessLog.rotations} rotations${p.accessLog.errors ? `, ${p.accessLog.errors} failed writes` : ''})`
+        : '-',
     },
     { k: 'restarts', v: String(s.restarts) },
     ...(s.lastError ? [{ k: 'last error', v: s.lastError }] : []),

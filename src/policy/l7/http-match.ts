@@ -62,6 +62,8 @@ export interface HttpVerdict {
   reason: HttpVerdictReason;
   /** Allowed: the origin of the rule set that allowed it. Denied: the port's first origin. */
   origin: L7RuleOrigin | undefined;
+  /** Allowed by an HTTP rule: its index in that rule set's `http` list. */
+  httpRule?: number;
   /** Denied: every origin of the port's rule sets (what a user must change). Allowed: []. */
   origins: readonly L7RuleOrigin[];
   /** Header operations to apply before forwarding, in order (only when allowed). */
@@ -194,8 +196,10 @@ export function judgeHttp(
     // The common case: first match decides, nothing to rewrite.
     for (const set of plan.sets) {
       if (!set.rules) return allowed('l4_allow', set.origin, NONE, NONE);
-      for (const rule of set.rules) {
-        if (matchesFields(rule, req, undefined)) return allowed('http_rule', set.origin, NONE, NONE);
+      const rules = set.rules;
+      for (let j = 0; j < rules.length; j++) {
+        if (matchesFields(rules[j] as CompiledRule, req, undefined))
+          return allowed('http_rule', set.origin, NONE, NONE, j);
       }
     }
     return denied('no_rule_matched', cp.origins);
@@ -205,6 +209,7 @@ export function judgeHttp(
   const mismatches: HeaderMismatch[] = [];
   let origin: L7RuleOrigin | undefined;
   let reason: HttpVerdictReason = 'no_rule_matched';
+  let httpRule: number | undefined;
   for (const set of plan.sets) {
     if (!set.rules) {
       if (!origin) {
@@ -213,13 +218,15 @@ export function judgeHttp(
       }
       continue;
     }
-    for (const rule of set.rules) {
+    for (let j = 0; j < set.rules.length; j++) {
+      const rule = set.rules[j] as CompiledRule;
       if (!matchesFields(rule, req, view)) continue;
       const ok = rule.headerMatches.length === 0 || runHeaderMatches(rule, req, view, ops, mismatches);
       if (ok) {
         if (!origin) {
           origin = set.origin;
           reason = 'http_rule';
+          httpRule = j;
         }
         // Within a set without headerMatches, the first match ends the set (as in Cilium).
         if (!set.effects) break;
@@ -227,7 +234,7 @@ export function judgeHttp(
     }
   }
   if (!origin) return { ...denied('no_rule_matched', cp.origins), mismatches };
-  return allowed(reason, origin, ops, mismatches);
+  return allowed(reason, origin, ops, mismatches, httpRule);
 }
 
 function allowed(
@@ -235,8 +242,17 @@ function allowed(
   origin: L7RuleOrigin,
   ops: readonly HeaderOp[],
   mismatches: readonly HeaderMismatch[],
+  httpRule?: number,
 ): HttpVerdict {
-  return { allowed: true, reason, origin, origins: NONE, ops, mismatches };
+  return {
+    allowed: true,
+    reason,
+    origin,
+    ...(httpRule !== undefined ? { httpRule } : {}),
+    origins: NONE,
+    ops,
+    mismatches,
+  };
 }
 
 function denied(reason: HttpVerdictReason, origins: readonly L7RuleOrigin[]): HttpVerdict {

@@ -3,7 +3,7 @@
 // client socket.
 import type { Http2Session } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { L7Record, ProxiedConnection } from '../types.js';
+import type { AccessRecord, L7Record, ProxiedConnection } from '../types.js';
 import type { HttpLimits } from './limits.js';
 import type { RecordEnds } from './records.js';
 import type { UpstreamPools } from './upstream.js';
@@ -49,7 +49,7 @@ export interface HttpHandlerStats {
   /** Upgraded (WebSocket) tunnels. */
   tunnelsTotal: number;
   tunnelsActive: number;
-  /** onRecord threw (the record was dropped, the request went on). */
+  /** onRecord or onAccess threw (the record or entry was dropped, the request went on). */
   recordErrors: number;
 }
 
@@ -80,4 +80,6 @@ export interface Engine {
   /** close() was called: no new connections, keep-alive ends after the current request. */
   closing: boolean;
   emit(r: L7Record): void;
+  /** An access-log entry of a finished request. */
+  access(a: AccessRecord): void;
 }

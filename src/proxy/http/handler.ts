@@ -7,7 +7,7 @@
 //   handle(socket, conn) ─ sniff ─┬─ HTTP/1.1: llhttp ─ judge ─ 403 | H1Pool connection ─────┐
 //                                 └─ HTTP/2:   node:http2 session ─ judge ─ 403 | h2 session ─┴─ connector(conn)
 import type { Socket } from 'node:net';
-import type { L7Record, ProxiedConnection, UpstreamConnector } from '../types.js';
+import type { AccessRecord, L7Record, ProxiedConnection, UpstreamConnector } from '../types.js';
 import { kCtx, newStats, type ConnCtx, type Engine, type HttpHandlerStats } from './engine.js';
 import { createHttp1 } from './http1.js';
 import { createHttp2Server } from './http2.js';
@@ -24,6 +24,8 @@ export interface HttpHandlerOptions {
   connector: UpstreamConnector;
   /** Receives every L7 record, synchronously; it must not throw (a throw is counted, the record lost). */
   onRecord(r: L7Record): void;
+  /** Receives one entry per finished request (the access log), synchronously; like onRecord. */
+  onAccess?(a: AccessRecord): void;
   limits?: Partial<HttpLimits>;
 }
 
@@ -45,6 +47,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
   const pools = new UpstreamPools(opts.connector, limits);
   const sockets = new Set<Socket>();
   const onRecord = opts.onRecord;
+  const onAccess = opts.onAccess;
   const engine: Engine = {
     limits,
     pools,
@@ -53,6 +56,14 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
     emit(r: L7Record): void {
       try {
         onRecord(r);
+      } catch {
+        stats.recordErrors++;
+      }
+    },
+    access(a: AccessRecord): void {
+      if (!onAccess) return;
+      try {
+        onAccess(a);
       } catch {
         stats.recordErrors++;
       }

@@ -26,9 +26,10 @@ import {
   upstreamReply,
   type LocalReply,
 } from './local-reply.js';
+import { finishAccess, flagOfDetail, protocolErrorAccess, upstreamFlag } from './access.js';
 import {
   protocolErrorRecord,
-  recordUrl,
+  requestFacts,
   requestRecord,
   responseRecord,
   type RequestFacts,
@@ -354,11 +355,19 @@ class H1Connection {
     // The request being received is cut (a broken body, a timeout): answer it if it is the one
     // answering now and has not begun its response; otherwise just close.
     if (receiving) {
+      const answers = this.queue[0] === receiving && !receiving.responseStarted;
       receiving.cut();
-      if (this.queue[0] === receiving && !receiving.responseStarted) this.end(rawResponse(r));
+      if (answers) receiving.facts.tx += Buffer.byteLength(r.body);
+      finishAccess(engine, receiving.facts, {
+        flag: flagOfDetail(detail) || 'DPE',
+        code: answers ? r.code : receiving.responseStarted ? receiving.facts.code : 0,
+        detail,
+      });
+      if (answers) this.end(rawResponse(r));
       else this.destroy();
       return;
     }
+    protocolErrorAccess(engine, this.ctx, 'HTTP/1.1', r.code, detail);
     // Earlier requests are still being answered: this answer comes after theirs.
     if (this.queue.length > 0) {
       this.#pendingReply = rawResponse(r);
@@ -450,15 +459,14 @@ class Exchange implements UpstreamUser {
     this.url = url;
     this.keepAlive = keepAlive;
     const host = rawHeader(headers, 'host') ?? '';
-    this.facts = {
-      conn: conn.ctx.conn,
-      ends: conn.ctx.ends,
+    this.facts = requestFacts(conn.ctx.conn, conn.ctx.ends, {
       method,
-      url: recordUrl('http', host, url),
+      scheme: 'http',
+      target: url,
+      authority: host,
       protocol: 'HTTP/1.1',
       headers: recordHeaders(headers),
-      t0: performance.now(),
-    };
+    });
     const te = rawHeader(headers, 'transfer-encoding');
     const cl = rawHeader(headers, 'content-length');
     this.#bodyMode = te !== undefined ? 'chunked' : cl !== undefined && cl !== '0' ? 'length' : 'none';
@@ -485,7 +493,9 @@ class Exchange implements UpstreamUser {
       headers: this.headers,
     });
     this.verdict = v;
-    engine.emit(requestRecord(facts, v.allowed ? 'FORWARDED' : 'DENIED', v.origin, verdictDetail(v)));
+    engine.emit(
+      requestRecord(facts, v.allowed ? 'FORWARDED' : 'DENIED', v.origin, verdictDetail(v), v.httpRule),
+    );
     if (!v.allowed) {
       engine.stats.denied++;
       engine.emit(responseRecord(facts, 'DENIED', DENIED.code, v.origin, DENIED.detail));
@@ -545,6 +555,8 @@ class Exchange implements UpstreamUser {
       this.#answerLocally(this.#local, this.#localClose);
       return;
     }
+    // Sent towards the upstream (Envoy logs the upstream host even when connecting fails).
+    this.facts.upstream = true;
     const pool = this.engine.pools.h1(this.conn.ctx.conn, this.conn.ctx.key);
     const onConn = (err: Error | null, c: UpstreamConn | null) => this.#attach(err, c);
     if (this.tunnel) pool.dedicated(onConn);
@@ -555,6 +567,7 @@ class Exchange implements UpstreamUser {
     const { conn } = this;
     this.responseStarted = true;
     this.#responseComplete = true;
+    if (this.method !== 'HEAD') this.facts.tx += Buffer.byteLength(r.body);
     if (close || !this.keepAlive || conn.closing) {
       if (close || !this.keepAlive) conn.closeAfter = true;
       conn.write(localResponse(r, true, this.minor, this.method === 'HEAD'));
@@ -571,7 +584,7 @@ class Exchange implements UpstreamUser {
       return;
     }
     if (err || !c) {
-      this.#upstreamFailed(err ?? new Error('no upstream connection'));
+      this.#upstreamFailed(err ?? new Error('no upstream connection'), false);
       return;
     }
     this.#up = c;
@@ -613,6 +626,7 @@ class Exchange implements UpstreamUser {
 
   /** A piece of the request body, as parsed. */
   requestBody(chunk: Buffer): void {
+    this.facts.rx += chunk.length;
     if (this.#local || this.#gone || this.#responseComplete) return;
     const up = this.#up;
     if (!up) {
@@ -688,6 +702,7 @@ class Exchange implements UpstreamUser {
 
   onUpstreamBody(chunk: Buffer): void {
     if (this.#gone) return;
+    this.facts.tx += chunk.length;
     this.#lastUpstreamData = performance.now();
     const { conn } = this;
     let ok: boolean;
@@ -754,18 +769,22 @@ class Exchange implements UpstreamUser {
       this.engine.pools.h1(this.conn.ctx.conn, this.conn.ctx.key).acquire((e, c) => this.#attach(e, c));
       return;
     }
-    this.#upstreamFailed(err);
+    this.#upstreamFailed(err, true);
   }
 
-  #upstreamFailed(err: Error): void {
+  /** The upstream failed; `connected`: its connection had been made. */
+  #upstreamFailed(err: Error, connected: boolean): void {
     const { engine, conn } = this;
     engine.stats.upstreamErrors++;
+    const flag = upstreamFlag(err, connected);
     if (this.responseStarted) {
       // The response is cut: the client must not take it for complete.
       this.#finished = true;
+      finishAccess(engine, this.facts, { flag });
       conn.destroy();
       return;
     }
+    this.facts.flags.push(flag);
     const r = upstreamReply(err);
     engine.emit(responseRecord(this.facts, 'ERROR', r.code, this.verdict?.origin, r.detail));
     this.#answerLocally(r, !this.requestComplete || this.tunnel);
@@ -780,6 +799,8 @@ class Exchange implements UpstreamUser {
     }
     this.#finished = true;
     this.#responseComplete = true;
+    // The tunnel's bytes are not the request's: the entry is written at the upgrade.
+    finishAccess(engine, this.facts);
     this.flushHead();
     conn.queue.shift();
     engine.stats.requestsActive--;
@@ -827,6 +848,11 @@ class Exchange implements UpstreamUser {
   clientGone(): void {
     if (this.#gone) return;
     this.#gone = true;
+    finishAccess(
+      this.engine,
+      this.facts,
+      this.#responseComplete ? {} : { flag: 'DC', ...(this.responseStarted ? {} : { code: 0 }) },
+    );
     const up = this.#up;
     this.#up = undefined;
     if (up && !this.#responseComplete) {
@@ -844,6 +870,7 @@ class Exchange implements UpstreamUser {
       up.abort();
       this.#upstreamFailed(
         Object.assign(new Error('upstream response headers timed out'), { code: 'WEIR_UPSTREAM_TIMEOUT' }),
+        true,
       );
     } else if (this.responseStarted && now - this.#lastUpstreamData > l.upstreamIdleTimeoutMs) {
       const up = this.#up;
@@ -851,6 +878,7 @@ class Exchange implements UpstreamUser {
       up.abort();
       this.#upstreamFailed(
         Object.assign(new Error('upstream went idle mid-response'), { code: 'WEIR_UPSTREAM_TIMEOUT' }),
+        true,
       );
     }
   }
@@ -859,6 +887,7 @@ class Exchange implements UpstreamUser {
     if (this.#finished || !this.#responseComplete) return;
     if (!this.requestComplete && !this.conn.closeAfter) return;
     this.#finished = true;
+    finishAccess(this.engine, this.facts);
     this.conn.exchangeDone(this);
   }
 }

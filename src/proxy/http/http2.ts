@@ -16,9 +16,10 @@ import { applyHeaderOps, judgeHttp, type HttpVerdict } from '../../policy/l7/htt
 import type { ConnCtx, Engine } from './engine.js';
 import { recordHeaders } from './headers.js';
 import { BAD_REQUEST, DENIED, NOT_IMPLEMENTED, upstreamReply, type LocalReply } from './local-reply.js';
+import { finishAccess, protocolErrorAccess, upstreamFlag } from './access.js';
 import {
   protocolErrorRecord,
-  recordUrl,
+  requestFacts,
   requestRecord,
   responseRecord,
   type RequestFacts,
@@ -62,12 +63,13 @@ function verdictDetail(v: HttpVerdict): string | undefined {
 }
 
 /** A local reply on a stream (the session stays up). */
-function reply(stream: ServerHttp2Stream, r: LocalReply): void {
+function reply(stream: ServerHttp2Stream, r: LocalReply, f: RequestFacts): void {
   if (stream.destroyed || stream.closed) return;
   if (stream.headersSent) {
     stream.close(NGHTTP2_INTERNAL_ERROR);
     return;
   }
+  f.tx += Buffer.byteLength(r.body);
   stream.respond({
     ':status': r.code,
     'content-type': 'text/plain',
@@ -129,15 +131,19 @@ export function createHttp2Server(engine: Engine): Http2Side {
       const scheme = first(headers[':scheme']) ?? 'http';
       const authority = first(headers[':authority']) ?? first(headers.host) ?? '';
       const path = first(headers[':path']) ?? (method === 'CONNECT' ? authority : '');
-      const f: RequestFacts = {
-        conn: ctx.conn,
-        ends: ctx.ends,
+      const f = requestFacts(ctx.conn, ctx.ends, {
         method,
-        url: recordUrl(scheme, authority, path),
+        scheme,
+        target: path,
+        authority,
         protocol: 'HTTP/2',
         headers: recordHeaders(raw),
-        t0: performance.now(),
-      };
+      });
+      // The stream's end is the request's: a reset by the client before the response ended is DC.
+      stream.once('close', () => {
+        const reset = stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR;
+        finishAccess(engine, f, reset && f.flags.length === 0 ? { flag: 'DC' } : {});
+      });
       // A Host field naming another authority than :authority is malformed (RFC 9113 §8.3.1): the
       // policy and the upstream must not see two different hosts.
       const hostField = first(headers.host);
@@ -146,7 +152,7 @@ export function createHttp2Server(engine: Engine): Http2Side {
         engine.emit(
           responseRecord(f, 'ERROR', 400, undefined, `${BAD_REQUEST.detail}:authority_host_mismatch`),
         );
-        reply(stream, BAD_REQUEST);
+        reply(stream, BAD_REQUEST, f);
         return;
       }
       const v = judgeHttp(ctx.conn.policy(), ctx.conn.remoteIdentity, {
@@ -155,18 +161,20 @@ export function createHttp2Server(engine: Engine): Http2Side {
         host: authority,
         headers: raw,
       });
-      engine.emit(requestRecord(f, v.allowed ? 'FORWARDED' : 'DENIED', v.origin, verdictDetail(v)));
+      engine.emit(
+        requestRecord(f, v.allowed ? 'FORWARDED' : 'DENIED', v.origin, verdictDetail(v), v.httpRule),
+      );
       if (!v.allowed) {
         stats.denied++;
         engine.emit(responseRecord(f, 'DENIED', DENIED.code, v.origin, DENIED.detail));
-        reply(stream, DENIED);
+        reply(stream, DENIED, f);
         return;
       }
       // CONNECT (and extended CONNECT for WebSocket over HTTP/2) tunnels are not offered.
       if (method === 'CONNECT') {
         stats.rejected++;
         engine.emit(responseRecord(f, 'ERROR', NOT_IMPLEMENTED.code, v.origin, NOT_IMPLEMENTED.detail));
-        reply(stream, NOT_IMPLEMENTED);
+        reply(stream, NOT_IMPLEMENTED, f);
         return;
       }
       stats.forwarded++;
@@ -202,13 +210,15 @@ function forward(
   const u = engine.pools.h2(ctx.conn, ctx.key);
   let up: ClientHttp2Stream;
   const headers = toHeaderObject(applyHeaderOps(raw, v.ops));
+  f.upstream = true;
   try {
     up = u.session.request(headers, ended ? { endStream: true } : { waitForTrailers: true });
   } catch (err) {
     stats.upstreamErrors++;
+    f.flags.push(upstreamFlag(err, false));
     const r = upstreamReply(err);
     engine.emit(responseRecord(f, 'ERROR', r.code, v.origin, r.detail));
-    reply(stream, r);
+    reply(stream, r, f);
     return;
   }
   u.active++;
@@ -228,6 +238,8 @@ function forward(
     finished = true;
     clearTimeout(timer);
     stats.upstreamErrors++;
+    // UF when the error (or its cause) is a connect error, else UC or UT.
+    f.flags.push(upstreamFlag(err, true));
     if (!up.closed) up.close(NGHTTP2_CANCEL);
     if (responded || stream.headersSent) {
       if (!stream.closed)
@@ -236,7 +248,7 @@ function forward(
     }
     const r = upstreamReply(err);
     engine.emit(responseRecord(f, 'ERROR', r.code, v.origin, r.detail));
-    reply(stream, r);
+    reply(stream, r, f);
   };
 
   up.on('response', (h: IncomingHttpHeaders & { ':status'?: number }, flags: number) => {
@@ -259,7 +271,12 @@ function forward(
       if (val !== undefined) recHeaders.push({ key: k, value: val });
     }
     engine.emit(responseRecord(f, 'FORWARDED', status, v.origin, undefined, recHeaders));
-    if (!endStream) up.pipe(stream);
+    if (!endStream) {
+      up.on('data', (c: Buffer) => {
+        f.tx += c.length;
+      });
+      up.pipe(stream);
+    }
   });
   up.on('trailers', (t: IncomingHttpHeaders) => {
     upTrailers = t;
@@ -298,6 +315,9 @@ function forward(
         for (const k of Object.keys(clientTrailers)) if (k[0] !== ':') t[k] = clientTrailers[k];
       up.sendTrailers(t);
     });
+    stream.on('data', (c: Buffer) => {
+      f.rx += c.length;
+    });
     stream.pipe(up);
   }
   // The client went away (or reset the stream): cancel the upstream stream.
@@ -314,13 +334,7 @@ function forward(
 
 /** A session-level failure (bad preface, malformed frames): recorded, the session is gone. */
 export function recordSessionError(engine: Engine, ctx: ConnCtx, err: Error & { code?: string }): void {
-  engine.emit(
-    protocolErrorRecord(
-      ctx.conn,
-      ctx.ends,
-      'HTTP/2',
-      400,
-      `downstream_protocol_error:${err.code ?? 'unknown'}`,
-    ),
-  );
+  const detail = `downstream_protocol_error:${err.code ?? 'unknown'}`;
+  engine.emit(protocolErrorRecord(ctx.conn, ctx.ends, 'HTTP/2', 400, detail));
+  protocolErrorAccess(engine, ctx, 'HTTP/2', 400, detail);
 }

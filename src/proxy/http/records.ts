@@ -36,7 +36,7 @@ export function recordUrl(scheme: string, host: string, target: string): string 
   return `${scheme}://${host}${target.startsWith('/') || target === '' ? '' : '/'}${target}`;
 }
 
-/** What one request contributes to its two records. */
+/** What one request contributes to its two records and its access-log entry. */
 export interface RequestFacts {
   conn: ProxiedConnection;
   ends: RecordEnds;
@@ -46,6 +46,60 @@ export interface RequestFacts {
   headers: { key: string; value: string }[];
   /** performance.now() when the request was received. */
   t0: number;
+  // For the access log (access.ts): what happened to the request, filled in as it goes.
+  /** The request target and Host / :authority as sent. */
+  target: string;
+  authority: string;
+  /** The last record's verdict, status (0: none yet), rule and detail. */
+  verdict: L7Record['verdict'];
+  code: number;
+  origin: L7RuleOrigin | undefined;
+  httpRule: number | undefined;
+  detail: string | undefined;
+  flags: string[];
+  /** Request body bytes received, response body bytes sent. */
+  rx: number;
+  tx: number;
+  /** Sent to the upstream. */
+  upstream: boolean;
+  /** Its access-log entry is written. */
+  logged: boolean;
+}
+
+/** The facts of a request just parsed. */
+export function requestFacts(
+  conn: ProxiedConnection,
+  ends: RecordEnds,
+  r: {
+    method: string;
+    scheme: string;
+    target: string;
+    authority: string;
+    protocol: RequestFacts['protocol'];
+    headers: { key: string; value: string }[];
+  },
+): RequestFacts {
+  return {
+    conn,
+    ends,
+    method: r.method,
+    url: recordUrl(r.scheme, r.authority, r.target),
+    protocol: r.protocol,
+    headers: r.headers,
+    t0: performance.now(),
+    target: r.target,
+    authority: r.authority,
+    verdict: 'FORWARDED',
+    code: 0,
+    origin: undefined,
+    httpRule: undefined,
+    detail: undefined,
+    flags: [],
+    rx: 0,
+    tx: 0,
+    upstream: false,
+    logged: false,
+  };
 }
 
 export function requestRecord(
@@ -53,7 +107,12 @@ export function requestRecord(
   verdict: L7Record['verdict'],
   policy: L7RuleOrigin | undefined,
   detail: string | undefined,
+  httpRule?: number,
 ): L7Record {
+  f.verdict = verdict;
+  f.origin = policy;
+  f.detail = detail;
+  f.httpRule = httpRule;
   const r: L7Record = {
     timeNs: nowNs(),
     type: 'REQUEST',
@@ -77,6 +136,10 @@ export function responseRecord(
   detail: string | undefined,
   headers: { key: string; value: string }[] = [],
 ): L7Record {
+  f.verdict = verdict;
+  f.code = code;
+  if (policy) f.origin = policy;
+  if (detail) f.detail = detail;
   const r: L7Record = {
     timeNs: nowNs(),
     type: 'RESPONSE',

@@ -1,0 +1,197 @@
+// The node proxy's access log: one JSON line per finished request (pino), with Envoy's access-log
+// fields, in the lab's log directory (root-only: directory 0700, files 0600). Size-bounded: when the
+// file passes `maxBytes` it is renamed to `<file>.1` (older ones shift to .2 … .`keep`, the oldest
+// is removed) and a new file is started, so the log never holds more than (keep + 1) × maxBytes.
+// Writes are asynchronous (sonic-boom); the proxy never waits for the disk, and a failed write is
+// counted, never fatal.
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
+import type { AccessRecord } from './types.js';
+import type { L7RuleOrigin } from '../policy/l7/types.js';
+
+export const DEFAULT_ACCESS_LOG_MAX_BYTES = 16 << 20;
+export const DEFAULT_ACCESS_LOG_KEEP = 2;
+
+export interface AccessLogOptions {
+  path: string;
+  /** Bytes after which the file is rotated. */
+  maxBytes?: number;
+  /** Rotated files kept (<path>.1 … <path>.keep). */
+  keep?: number;
+  /** Synchronous writes (tests). */
+  sync?: boolean;
+}
+
+/** One line of the access log (JSON keys; Envoy's names where Envoy has the field). */
+export interface AccessLine {
+  /** (The file's lines also start with "time": when the line was written, the request's end.) */
+  start_time: string;
+  direction: string;
+  /** The local endpoint whose policy sent the request through the proxy. */
+  endpoint: string;
+  method: string;
+  path: string;
+  authority: string;
+  protocol: string;
+  response_code: number;
+  /** Comma-joined Envoy flags, '-' for none. */
+  response_flags: string;
+  response_code_details: string;
+  bytes_received: number;
+  bytes_sent: number;
+  duration_ms: number;
+  upstream_host: string;
+  downstream_remote_address: string;
+  source_identity: number;
+  destination_identity: number;
+  verdict: string;
+  /** The policy that allowed or denied it ("CiliumNetworkPolicy app/web"), '-' for none. */
+  policy: string;
+  /** Allowed by an HTTP rule: "toPorts[].rules.http[<n>]" of that policy's rule. */
+  http_rule?: number;
+  user_agent?: string;
+  request_id?: string;
+}
+
+const policyText = (o: L7RuleOrigin | undefined) =>
+  o ? `${o.kind} ${o.namespace ? `${o.namespace}/` : ''}${o.name}` : '-';
+
+const addr = (a: { ip: string; port: number }) =>
+  a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+
+/** RFC 3339 with milliseconds from ns since the epoch. */
+function isoOf(ns: string): string {
+  try {
+    return new Date(Number(BigInt(ns) / 1_000_000n)).toISOString();
+  } catch {
+    return new Date().toISOString();
+  }
+}
+
+export function accessLine(a: AccessRecord): AccessLine {
+  const line: AccessLine = {
+    start_time: isoOf(a.startNs),
+    direction: a.direction,
+    endpoint: `${a.endpoint.namespace}/${a.endpoint.pod}`,
+    method: a.method || '-',
+    path: a.path || '-',
+    authority: a.authority || '-',
+    protocol: a.protocol,
+    response_code: a.code,
+    response_flags: a.flags.length > 0 ? a.flags.join(',') : '-',
+    response_code_details: a.detail ?? '-',
+    bytes_received: a.bytesReceived,
+    bytes_sent: a.bytesSent,
+    duration_ms: Math.round(a.durationNs / 1000) / 1000,
+    upstream_host: a.upstream ? addr(a.upstream) : '-',
+    downstream_remote_address: addr(a.source),
+    source_identity: a.source.identity,
+    destination_identity: a.destination.identity,
+    verdict: a.verdict,
+    policy: policyText(a.policy),
+  };
+  if (a.httpRule !== undefined) line.http_rule = a.httpRule;
+  if (a.userAgent !== undefined) line.user_agent = a.userAgent;
+  if (a.requestId !== undefined) line.request_id = a.requestId;
+  return line;
+}
+
+/** The parts of pino's destination (sonic-boom) used here. */
+interface Destination {
+  write(s: string): boolean;
+  reopen(file?: string): void;
+  flushSync(): void;
+  end(): void;
+  on(e: 'error', cb: (err: Error) => void): unknown;
+}
+
+export class AccessLog {
+  readonly path: string;
+  readonly #maxBytes: number;
+  readonly #keep: number;
+  readonly #dest: Destination;
+  readonly #log: Logger;
+  #bytes = 0;
+  lines = 0;
+  errors = 0;
+  rotations = 0;
+
+  constructor(o: AccessLogOptions) {
+    this.path = o.path;
+    this.#maxBytes = o.maxBytes ?? DEFAULT_ACCESS_LOG_MAX_BYTES;
+    this.#keep = Math.max(1, o.keep ?? DEFAULT_ACCESS_LOG_KEEP);
+    privateDirSync(dirname(o.path));
+    const sonic = pino.destination({
+      dest: o.path,
+      sync: o.sync ?? false,
+      mode: privateFileMode,
+      append: true,
+      // Each line is handed to the kernel as soon as the previous write is done (lines written
+      // meanwhile go together): the file is current within a write's time.
+      minLength: 0,
+    }) as unknown as Destination;
+    sonic.on('error', () => {
+      this.errors++;
+    });
+    this.#dest = sonic;
+    // Counts bytes as pino hands each line over; rotates once past the bound.
+    const counting = {
+      write: (s: string) => {
+        this.#bytes += Buffer.byteLength(s);
+        this.lines++;
+        try {
+          sonic.write(s);
+        } catch {
+          this.errors++;
+        }
+        if (this.#bytes >= this.#maxBytes) this.#rotate();
+      },
+    };
+    this.#log = pino(
+      {
+        base: null,
+        timestamp: false,
+        // No level; the line starts with the time it was written (the request's end).
+        formatters: { level: () => ({ time: new Date().toISOString() }) },
+      },
+      counting,
+    );
+  }
+
+  write(a: AccessRecord): void {
+    this.#log.info(accessLine(a));
+  }
+
+  stats(): { lines: number; errors: number; rotations: number } {
+    return { lines: this.lines, errors: this.errors, rotations: this.rotations };
+  }
+
+  #rotate(): void {
+    try {
+      // Lines written so far go to the file being rotated (the descriptor follows the rename).
+      for (let i = this.#keep; i >= 1; i--) {
+        const from = i === 1 ? this.path : `${this.path}.${i - 1}`;
+        const to = `${this.path}.${i}`;
+        if (i === this.#keep) rmSync(to, { force: true });
+        if (existsSync(from)) renameSync(from, to);
+      }
+      this.#dest.reopen(this.path);
+      this.rotations++;
+    } catch {
+      this.errors++;
+    }
+    this.#bytes = 0;
+  }
+
+  /** Writes what is buffered and closes the file. */
+  close(): void {
+    try {
+      this.#dest.flushSync();
+    } catch {
+      // nothing buffered, or the file is gone
+    }
+    this.#dest.end();
+  }
+}

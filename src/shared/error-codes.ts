@@ -151,6 +151,10 @@ export const errorCodes = {
   ERR_POLICY_L7_UNSUPPORTED: { meaning: 'a policy uses L7 rules weir does not enforce' },
   ERR_POLICY_MAP_OVERFLOW: { meaning: "an endpoint's policy does not fit its policy map (it fails closed)" },
   ERR_POLICY_RULE_INVALID: { meaning: 'a policy rule combines fields that cannot go together' },
+  ERR_POLICY_TRACE_HTTP: {
+    meaning:
+      'a policy trace HTTP request is malformed (--http-method, --http-path, --http-host, --http-header) or not on a TCP port',
+  },
   ERR_POLICY_TRACE_NO_PODS: { meaning: 'policy trace -f was given no Pod manifests' },
   ERR_POLICY_TRACE_PEER: { meaning: 'a policy trace peer is not a pod, IP, CIDR, world or host' },
   ERR_POLICY_TRACE_PORT: { meaning: 'a policy trace port is out of range' },

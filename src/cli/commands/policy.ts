@@ -7,7 +7,14 @@ import { defaultLabName } from '../../lab/lab.js';
 import { isPolicyKind } from '../../policy/api/index.js';
 import { formatRuleRef, type Policy } from '../../policy/api/types.js';
 import { computePolicy, type EngineInput } from '../../policy/engine.js';
-import { trace, type DirectionTrace, type TraceResult } from '../../policy/trace.js';
+import {
+  trace,
+  type DirectionTrace,
+  type HttpTrace,
+  type TraceHttpRequest,
+  type TraceResult,
+} from '../../policy/trace.js';
+import type { HttpRule } from '../../policy/l7/types.js';
 import { WeirError } from '../../shared/errors.js';
 import { agentClient } from '../../agent/link.js';
 
@@ -66,14 +73,55 @@ function sideText(dir: string, who: string, d: DirectionTrace): string {
   return `  ${dir.padEnd(7)} ${who}: ${why}${code}${proxy}${d.note ? ` [${d.note}]` : ''}`;
 }
 
-export function traceText(r: TraceResult): string {
-  return (
-    [
-      `${r.from.name} (identity ${r.from.identity}) -> ${r.to.name} (identity ${r.to.identity}) ${r.protocol}/${r.port}: ${r.allowed ? 'ALLOWED' : 'DENIED'}`,
-      sideText('egress', r.from.name, r.egress),
-      sideText('ingress', r.to.name, r.ingress),
-    ].join('\n') + '\n'
-  );
+/** An HTTP rule as written in the policy: {method: GET, path: /public}. */
+function httpRuleText(r: HttpRule): string {
+  const parts: string[] = [];
+  if (r.method) parts.push(`method: ${r.method}`);
+  if (r.path) parts.push(`path: ${r.path}`);
+  if (r.host) parts.push(`host: ${r.host}`);
+  if (r.headers?.length) parts.push(`headers: [${r.headers.join(', ')}]`);
+  if (r.headerMatches?.length)
+    parts.push(`headerMatches: [${r.headerMatches.map((m) => m.name).join(', ')}]`);
+  return `{${parts.join(', ')}}`;
+}
+
+function httpText(h: HttpTrace): string {
+  const req = `HTTP ${h.request.method} ${h.request.path} (Host ${h.request.host})`;
+  if (h.verdict === 'allowed') {
+    const by = h.rule ? formatRuleRef(h.rule) : 'an unnamed rule';
+    const what =
+      h.reason === 'l4_allow'
+        ? ' (L4 only on this port for this peer: every request)'
+        : h.httpRule
+          ? ` toPorts[].rules.http[${h.httpRule.index}] ${httpRuleText(h.httpRule.rule)}`
+          : '';
+    return `          ${req}: allowed by ${by}${what}`;
+  }
+  const why =
+    h.reason === 'no_rule_set'
+      ? 'no L7 rule applies to this peer'
+      : h.reason === 'no_policy'
+        ? 'the port has no L7 policy'
+        : 'no HTTP rule matches';
+  const of = h.candidates?.length ? ` (HTTP rules of ${h.candidates.map(formatRuleRef).join(', ')})` : '';
+  return `          ${req}: DENIED, the proxy answers 403 Access denied: ${why}${of}`;
+}
+
+export function traceText(r: TraceResult, http?: TraceHttpRequest): string {
+  const what = http ? ` ${http.method} ${http.path}` : '';
+  const lines = [
+    `${r.from.name} (identity ${r.from.identity}) -> ${r.to.name} (identity ${r.to.identity}) ${r.protocol}/${r.port}${what}: ${r.allowed ? 'ALLOWED' : 'DENIED'}`,
+  ];
+  for (const [dir, who, d] of [
+    ['egress', r.from.name, r.egress],
+    ['ingress', r.to.name, r.ingress],
+  ] as const) {
+    lines.push(sideText(dir, who, d));
+    if (d.http) lines.push(httpText(d.http));
+    else if (http && d.verdict === 'allowed' && !d.proxyPort)
+      lines.push('          HTTP: not inspected here (no L7 rules on this port for this peer)');
+  }
+  return lines.join('\n') + '\n';
 }
 
 export function policyCommand(): Command {
@@ -89,6 +137,14 @@ export function policyCommand(): Command {
     .requiredOption('--port <port/proto>', 'destination port and protocol, e.g. 80/TCP')
     .option('-f, --filename <path...>', 'offline: policy, Pod and Namespace manifests (no lab needed)')
     .option('--datapath', "live: also read the verdict back from the kernel's maps and compare")
+    .option('--http-method <method>', 'judge an HTTP request on ports with L7 rules (default GET)')
+    .option('--http-path <path>', 'its request target, path and query (default /)')
+    .option(
+      '--http-header <field>',
+      "a request header 'Name: value' (repeat for more)",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option('--http-host <host>', "its Host header (default: the destination's address)")
     .addOption(new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName()))
     .addOption(new Option('-o, --output <format>', 'text or json').choices(['text', 'json']).default('text'))
     .action(
@@ -98,11 +154,28 @@ export function policyCommand(): Command {
         port: string;
         filename?: string[];
         datapath?: boolean;
+        httpMethod?: string;
+        httpPath?: string;
+        httpHeader?: string[];
+        httpHost?: string;
         lab: string;
         output: string;
       }) => {
         const { port, protocol } = parsePortSpec(o.port);
-        const req = { from: o.from, to: o.to, port, protocol };
+        const wantsHttp =
+          o.httpMethod !== undefined ||
+          o.httpPath !== undefined ||
+          o.httpHeader !== undefined ||
+          o.httpHost !== undefined;
+        const http: TraceHttpRequest | undefined = wantsHttp
+          ? {
+              method: o.httpMethod ?? 'GET',
+              path: o.httpPath ?? '/',
+              ...(o.httpHost !== undefined ? { host: o.httpHost } : {}),
+              ...(o.httpHeader ? { headers: o.httpHeader } : {}),
+            }
+          : undefined;
+        const req = { from: o.from, to: o.to, port, protocol, ...(http ? { http } : {}) };
         let engine: TraceResult;
         let datapath: TraceResult | undefined;
         if (o.filename && o.filename.length > 0) {
@@ -127,13 +200,13 @@ export function policyCommand(): Command {
           process.stdout.write(JSON.stringify(datapath ? { engine, datapath } : engine, null, 2) + '\n');
           return;
         }
-        process.stdout.write(traceText(engine));
+        process.stdout.write(traceText(engine, http));
         if (datapath) {
           const agree =
             datapath.allowed === engine.allowed &&
             datapath.egress.proxyPort === engine.egress.proxyPort &&
             datapath.ingress.proxyPort === engine.ingress.proxyPort;
-          process.stdout.write(`datapath (live maps):\n${traceText(datapath)}`);
+          process.stdout.write(`datapath (live maps):\n${traceText(datapath, http)}`);
           process.stdout.write(agree ? 'engine and datapath agree\n' : 'ENGINE AND DATAPATH DISAGREE\n');
           if (!agree) process.exitCode = 2;
         }

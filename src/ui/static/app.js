@@ -4,7 +4,20 @@ import { flowRow, isDrop } from '/view/flow.js';
 import { ServiceMap, edgeClass, renderSvg } from '/view/service-map.js';
 
 const MAX_ROWS = 500;
-const FILTERS = ['namespace', 'pod', 'from-pod', 'to-pod', 'verdict', 'protocol', 'port', 'type', 'label'];
+const FILTERS = [
+  'namespace',
+  'pod',
+  'from-pod',
+  'to-pod',
+  'verdict',
+  'protocol',
+  'port',
+  'type',
+  'label',
+  'http-method',
+  'http-status',
+  'http-path',
+];
 const COLUMNS = [
   'time',
   'source',
@@ -22,6 +35,10 @@ const $ = (id) => document.getElementById(id);
 const form = $('filters');
 const tbody = $('flows').querySelector('tbody');
 const map = new ServiceMap();
+// Labels are placed by their width in the page's own font (the SVG's edge-label text, style.css).
+const ruler = document.createElement('canvas').getContext('2d');
+ruler.font = '12px system-ui, sans-serif';
+const measure = (text) => Math.ceil(ruler.measureText(text).width) + 1;
 let source;
 let seen = 0;
 let dropped = 0;
@@ -47,9 +64,22 @@ function drawMap() {
   drawPending = true;
   requestAnimationFrame(() => {
     drawPending = false;
-    $('map').innerHTML = renderSvg(map.layout());
+    $('map').innerHTML = renderSvg(map.layout({ measure }));
   });
 }
+
+// Hovering an edge or its label shows which is which (and the <title> lists everything).
+function hoverEdge(e, on) {
+  const g = e.target.closest?.('g.edge, g.edge-label');
+  if (!g) return;
+  const sel = ['from', 'to', 'verdict']
+    .map((k) => `[data-${k}="${CSS.escape(g.dataset[k] ?? '')}"]`)
+    .join('');
+  for (const el of $('map').querySelectorAll(`g.edge${sel}, g.edge-label${sel}`))
+    el.classList.toggle('hover', on);
+}
+$('map').addEventListener('mouseover', (e) => hoverEdge(e, true));
+$('map').addEventListener('mouseout', (e) => hoverEdge(e, false));
 
 function drawStatus(state) {
   const stream = state ?? $('status').dataset.state ?? 'connecting';
@@ -83,7 +113,13 @@ function addRow(flow) {
     }
     tr.append(td);
   }
-  tbody.prepend(tr);
+  // Newest on top, by the flow's time: the proxy's L7 records reach the agent a little after the
+  // datapath's events of the same moment, so arrival order is not quite time order.
+  const t = Date.parse(flow.time ?? '') || 0;
+  tr.dataset.t = String(t);
+  let before = tbody.firstElementChild;
+  while (before && Number(before.dataset.t) > t) before = before.nextElementSibling;
+  tbody.insertBefore(tr, before);
   while (tbody.rows.length > MAX_ROWS) tbody.lastElementChild.remove();
 }
 

@@ -123,6 +123,24 @@ function sideText(ep: FlowEndpoint | undefined, ip: string | undefined): string 
   return ip && peer.label !== ip ? `${ip} (${peer.label})` : (ip ?? peer.label);
 }
 
+/** An L7 flow's kind as Hubble names it: 'http-request', 'http-response'. */
+export function l7Kind(f: Flow): string {
+  return `${f.l7?.http ? 'http' : 'l7'}-${f.l7?.type === 'RESPONSE' ? 'response' : 'request'}`;
+}
+
+/** An L7 flow's HTTP exchange as the map summarises it: 'GET /public 200' (responses) or 'GET /public'. */
+export function httpKey(f: Flow): string | undefined {
+  const h = f.l7?.http;
+  if (!h) return undefined;
+  let path = h.url ?? '';
+  const m = /^[a-z][a-z0-9+.-]*:\/\/[^/]*(\/[^?#]*)?/i.exec(path);
+  if (m) path = m[1] ?? '/';
+  else path = path.split('?')[0] ?? '';
+  if (path.length > 32) path = `${path.slice(0, 31)}\u2026`;
+  const code = h.code ? ` ${h.code}` : '';
+  return `${h.method || '-'} ${path || '-'}${code}`;
+}
+
 export function flowRow(f: Flow): FlowRow {
   const { allowedBy, deniedBy } = policiesOf(f);
   const policy = [...allowedBy.map((n) => `allowed by ${n}`), ...deniedBy.map((n) => `denied by ${n}`)].join(
@@ -134,12 +152,21 @@ export function flowRow(f: Flow): FlowRow {
     destination: sideText(f.destination, f.IP?.destination),
     port: portProto(f),
     verdict: verdictOf(f),
-    dropReason: f.drop_reason_desc && f.drop_reason_desc !== 'DROP_REASON_UNKNOWN' ? f.drop_reason_desc : '',
+    // An L7 flow has no drop reason; the proxy's detail says why it was denied or failed.
+    dropReason:
+      f.drop_reason_desc && f.drop_reason_desc !== 'DROP_REASON_UNKNOWN'
+        ? f.drop_reason_desc
+        : f.weir?.type === 'l7' && f.verdict !== 'FORWARDED'
+          ? (f.weir.detail ?? '')
+          : '',
     policy,
     direction: directionOf(f),
-    type: f.weir?.type
-      ? `${f.weir.type}${f.weir.trace_subtype ? `:${f.weir.trace_subtype}` : ''}`
-      : (f.Type ?? ''),
+    type:
+      f.weir?.type === 'l7' || f.Type === 'L7'
+        ? l7Kind(f)
+        : f.weir?.type
+          ? `${f.weir.type}${f.weir.trace_subtype ? `:${f.weir.trace_subtype}` : ''}`
+          : (f.Type ?? ''),
     summary: f.Summary ?? tcpFlags(f),
   };
 }

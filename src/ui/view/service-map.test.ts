@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Verdict } from '../../observe/flow.js';
 import { flowRow, type Flow } from './flow.js';
-import { ServiceMap, renderSvg } from './service-map.js';
+import { ServiceMap, estimateWidth, renderSvg, type MapLayout, type Rect } from './service-map.js';
 
 function tcp(
   src: [string, string],
@@ -77,7 +77,7 @@ describe('ui: service map', () => {
     assert.equal(l.nodes.find((n) => n.peer.key === 'world')?.peer.kind, 'world');
     // Opposite directions between one pair run apart, labels too.
     const [ab, ba] = [l.edges.find((e) => e.from === 'a/x'), l.edges.find((e) => e.from === 'b/y')];
-    assert.ok(ab && ba && ab.d !== ba.d && ab.labelY !== ba.labelY);
+    assert.ok(ab && ba && ab.d !== ba.d && !overlap(ab.label, ba.label));
   });
 
   it('escapes names in the SVG', () => {
@@ -86,6 +86,163 @@ describe('ui: service map', () => {
     const svg = renderSvg(m.layout());
     assert.ok(!svg.includes('<script>'));
     assert.ok(svg.includes('&#60;script&#62;'));
+  });
+});
+
+const overlap = (a: Rect, b: Rect) =>
+  a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+
+/** Every pair of labels, and every label with every box and drop badge, that intersect. */
+function clashes(l: MapLayout): string[] {
+  const out: string[] = [];
+  const boxes: (Rect & { what: string })[] = [];
+  for (const n of l.nodes) {
+    boxes.push({ ...n, what: n.peer.key });
+    if (n.drops > 0)
+      boxes.push({ x: n.x + n.w - 11, y: n.y - 11, w: 22, h: 22, what: `${n.peer.key} badge` });
+  }
+  l.edges.forEach((e, i) => {
+    for (const f of l.edges.slice(i + 1))
+      if (overlap(e.label, f.label)) out.push(`${e.label.text} / ${f.label.text}`);
+    for (const b of boxes) if (overlap(e.label, b)) out.push(`${e.label.text} / box ${b.what}`);
+    if (e.label.x < 0 || e.label.y < 0 || e.label.x + e.label.w > l.width || e.label.y + e.label.h > l.height)
+      out.push(`${e.label.text} outside the map`);
+  });
+  return out;
+}
+
+/** A small deterministic PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const l7 = (
+  src: [string, string],
+  dst: [string, string],
+  verdict: Verdict,
+  method: string,
+  url: string,
+  code: number,
+): Flow =>
+  tcp(dst, src, verdict, {
+    Type: 'L7',
+    is_reply: true,
+    l4: { TCP: { source_port: 80, destination_port: 40000 } },
+    l7: { type: 'RESPONSE', latency_ns: 1e6, http: { code, method, url, protocol: 'HTTP/1.1', headers: [] } },
+    weir: { type: 'l7' },
+  });
+
+describe('ui: L7 edges', () => {
+  it('fold HTTP responses into their edge by method, path and status; denied ones on the dropped edge', () => {
+    const m = new ServiceMap();
+    const c: [string, string] = ['app', 'client'];
+    const w: [string, string] = ['app', 'web'];
+    for (let i = 0; i < 5; i++) m.addFlow(l7(c, w, 'FORWARDED', 'GET', 'http://10.0.0.3/public?i=' + i, 200));
+    m.addFlow(l7(c, w, 'FORWARDED', 'GET', 'http://10.0.0.3/api/v1', 200));
+    m.addFlow(l7(c, w, 'DROPPED', 'GET', 'http://10.0.0.3/private', 403));
+    m.addFlow(l7(c, w, 'DROPPED', 'GET', 'http://10.0.0.3/private', 403));
+    // A request flow counts, but adds no exchange (its response does).
+    m.addFlow({
+      ...tcp(c, w, 'FORWARDED'),
+      Type: 'L7',
+      traffic_direction: 'EGRESS',
+      destination: { ID: 3, namespace: 'app', pod_name: 'web', labels: [] },
+      l7: { type: 'REQUEST', http: { method: 'GET', url: 'http://x/public', code: 0 } },
+      weir: { type: 'l7' },
+    });
+    const l = m.layout();
+    const ok = l.edges.find((e) => e.cls === 'forwarded');
+    const no = l.edges.find((e) => e.cls === 'dropped');
+    assert.deepEqual([ok?.from, ok?.to, ok?.count], ['app/client', 'app/web', 7]);
+    assert.deepEqual(ok?.l7, [
+      ['GET /public 200', 5],
+      ['GET /api/v1 200', 1],
+    ]);
+    assert.equal(ok?.label.text, '\u2713 GET /public 200 \u00d75 +1');
+    assert.deepEqual(no?.l7, [['GET /private 403', 2]]);
+    assert.equal(no?.label.text, '\u2717 GET /private 403 \u00d72');
+    const svg = renderSvg(l);
+    assert.ok(
+      svg.includes('data-l7="GET /public 200 &#215;5; GET /api/v1 200 &#215;1"') ||
+        svg.includes('data-l7="GET /public 200 \u00d75; GET /api/v1 200 \u00d71"'),
+    );
+    assert.ok(svg.includes('HTTP: GET /private 403 \u00d72'), 'the whole summary on hover');
+  });
+});
+
+describe('ui: labels never overlap', () => {
+  it('no label covers a box, a badge or another label, on many generated maps', () => {
+    for (let seed = 1; seed <= 60; seed++) {
+      const r = rng(seed);
+      const namespaces = ['app', 'data', 'other', 'tools'].slice(0, 1 + Math.floor(r() * 4));
+      const pods: [string, string][] = [];
+      for (const ns of namespaces)
+        for (let i = 0, n = 1 + Math.floor(r() * 5); i < n; i++) pods.push([ns, `pod-${i}`]);
+      const m = new ServiceMap();
+      for (const [ns, p] of pods) m.addPod(ns, p);
+      const edges = Math.floor(r() * 30);
+      for (let i = 0; i < edges; i++) {
+        const a = pods[Math.floor(r() * pods.length)]!;
+        const b = pods[Math.floor(r() * pods.length)]!;
+        const verdict: Verdict = r() < 0.3 ? 'DROPPED' : 'FORWARDED';
+        if (r() < 0.3)
+          m.addFlow(
+            l7(
+              a,
+              b,
+              verdict,
+              'GET',
+              `http://x/${'p'.repeat(Math.floor(r() * 20))}`,
+              verdict === 'DROPPED' ? 403 : 200,
+            ),
+          );
+        else if (r() < 0.1)
+          m.addFlow({
+            ...tcp(a, a, verdict),
+            destination: { labels: ['reserved:world'] },
+            IP: { source: '10.0.0.1', destination: '192.0.2.1' },
+          });
+        else
+          m.addFlow(
+            tcp(a, b, verdict, {
+              l4: { TCP: { source_port: 40000, destination_port: 80 + Math.floor(r() * 3) } },
+            }),
+          );
+      }
+      const l = m.layout({ measure: estimateWidth });
+      assert.deepEqual(clashes(l), [], `seed ${seed}`);
+      assert.ok(l.edges.every((e) => e.label.text.length > 0));
+    }
+  });
+
+  it('lists a label below the map when its edge has no room, naming the pair', () => {
+    const m = new ServiceMap();
+    const pods: [string, string][] = [
+      ['a', 'x'],
+      ['a', 'y'],
+      ['a', 'z'],
+    ];
+    // Every pair both ways, allowed and denied, with wide labels: more than the spots along them.
+    for (const p of pods)
+      for (const q of pods)
+        for (const v of ['FORWARDED', 'DROPPED'] as const)
+          m.addFlow(l7(p, q, v, 'GET', `http://h/${'long-path-'.repeat(3)}`, v === 'DROPPED' ? 403 : 200));
+    const l = m.layout({ measure: (t) => t.length * 12 });
+    assert.deepEqual(clashes(l), []);
+    const below = l.edges.filter((e) => e.label.overflow);
+    assert.ok(below.length > 0, 'some labels are listed below');
+    assert.ok(below.length < l.edges.length, 'most find a spot along their edge');
+    for (const e of below) {
+      assert.ok(e.label.text.startsWith(`${e.from} \u2192 ${e.to}: `));
+      assert.ok(e.label.y >= l.bodyHeight - 4);
+    }
   });
 });
 
@@ -106,6 +263,21 @@ describe('ui: flow rows', () => {
     assert.equal(row.direction, 'INGRESS');
     assert.equal(row.summary, 'SYN');
     assert.match(row.time, /^\d\d:\d\d:05\.678$/);
+  });
+
+  it('shows L7 flows by kind, with the proxy detail as the reason', () => {
+    const row = flowRow({
+      verdict: 'DROPPED',
+      Type: 'L7',
+      l7: { type: 'RESPONSE', http: { code: 403, method: 'GET', url: 'http://x/private' } },
+      weir: { type: 'l7', detail: 'l7_policy_denied' },
+      Summary: 'HTTP/1.1 403 0ms (GET http://x/private)',
+      source: { namespace: 'app', pod_name: 'web' },
+      destination: { namespace: 'app', pod_name: 'client' },
+    });
+    assert.equal(row.type, 'http-response');
+    assert.equal(row.dropReason, 'l7_policy_denied');
+    assert.equal(row.summary, 'HTTP/1.1 403 0ms (GET http://x/private)');
   });
 
   it('names outside peers by address and identity', () => {

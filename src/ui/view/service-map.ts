@@ -1,8 +1,19 @@
 // The live service map's model: peers (pods, world, host, CIDRs) and the flows between them folded
 // into edges per (source, destination, verdict class), laid out deterministically (namespaces as
 // columns in name order, pods in name order, outside peers in a last column) and drawn as SVG text.
+// L7 flows (HTTP through the node proxy) fold into the same edges, which then also count their
+// exchanges by method, path and status ("GET /public 200 ×5").
+//
+// Labels are placed, never just drawn: each edge's label is tried at spots along its own path
+// (the middle of its longest segment first; above or below a segment that runs across, beside one
+// that runs down). A spot must overlap no pod box, drop badge, column title or label placed before
+// it; among those, the first one that no other edge's line crosses wins (a label between other
+// lines would be read as theirs), else the one crossed by the fewest. An edge with no free spot
+// lists its label below the map instead, naming its pair. So no two labels overlap, and no label
+// covers a box. The page gives the text measure of its own font (canvas measureText); the default
+// estimates it.
 // Pure: the page calls it, unit tests call it, nothing here touches the DOM.
-import { isDrop, peerOf, portProto, verdictOf, type Flow, type Peer } from './flow.js';
+import { httpKey, isDrop, peerOf, portProto, verdictOf, type Flow, type Peer } from './flow.js';
 
 export type EdgeClass = 'forwarded' | 'dropped' | 'other';
 
@@ -17,6 +28,8 @@ interface EdgeAgg {
   cls: EdgeClass;
   count: number;
   ports: Set<string>;
+  /** HTTP exchanges (L7 responses) by "METHOD /path STATUS". */
+  l7: Map<string, number>;
 }
 
 export interface NodeBox {
@@ -29,35 +42,67 @@ export interface NodeBox {
   flows: number;
 }
 
+export interface Rect {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+export interface EdgeLabel extends Rect {
+  text: string;
+  /** Listed below the map (no free spot along the edge); the text names the pair. */
+  overflow: boolean;
+}
+
 export interface EdgeLine {
   from: string;
   to: string;
   cls: EdgeClass;
   count: number;
   ports: string[];
+  /** HTTP exchanges, most frequent first: [method path status, count]. */
+  l7: [string, number][];
   /** SVG path data. */
   d: string;
-  labelX: number;
-  labelY: number;
-  labelAnchor: 'middle' | 'start';
+  label: EdgeLabel;
 }
 
 export interface MapLayout {
   width: number;
   height: number;
+  /** The height of the columns (the rest, below, lists labels that found no room). */
+  bodyHeight: number;
   columns: { title: string; x: number; w: number }[];
   nodes: NodeBox[];
   edges: EdgeLine[];
 }
 
-const COL_W = 220;
-const COL_GAP = 40;
+export interface LayoutOptions {
+  /** Width in px of a label's text at the labels' font (12px); default: an estimate. */
+  measure?: (text: string) => number;
+}
+
+const COL_W = 190;
+const COL_GAP = 120;
 const NODE_W = 150;
-const NODE_H = 38;
-const ROW_H = 72;
+const NODE_H = 36;
+const ROW_H = 84;
 const TOP = 60;
 const MARGIN = 16;
 const OUTSIDE = '';
+/** A label's box: text height plus padding. */
+const LABEL_H = 16;
+const LABEL_PAD = 4;
+/** Free space kept around boxes and between labels. */
+const CLEAR = 3;
+
+/** 12px sans-serif: about 7 px a character, wider for capitals and symbols. */
+export function estimateWidth(text: string): number {
+  let w = 0;
+  for (const ch of text) w += /[A-Z0-9×✓✗•]/.test(ch) ? 8 : /[il.,:;|!' ]/.test(ch) ? 4 : 7;
+  return w;
+}
 
 export class ServiceMap {
   private readonly peers = new Map<string, Peer>();
@@ -75,10 +120,14 @@ export class ServiceMap {
    * Folds one flow in. A reply counts on its request's edge, so a connection draws one arrow. A
    * packet between two local pods is seen twice, leaving one and entering the other: the edge shows
    * where it was decided, so a forwarded egress towards a local endpoint is left to the ingress
-   * event that follows (otherwise a pair denied at ingress would also draw a green edge).
+   * event that follows (otherwise a pair denied at ingress would also draw a green edge). An L7
+   * flow is the proxy's verdict on a request wherever it was made: it always counts, and its
+   * response adds the exchange to the edge's HTTP summary.
    */
   addFlow(f: Flow): void {
-    if (f.traffic_direction === 'EGRESS' && f.verdict === 'FORWARDED' && (f.destination?.ID ?? 0) > 0) return;
+    const l7 = f.Type === 'L7' || f.weir?.type === 'l7';
+    if (!l7 && f.traffic_direction === 'EGRESS' && f.verdict === 'FORWARDED' && (f.destination?.ID ?? 0) > 0)
+      return;
     let src = peerOf(f.source, f.IP?.source);
     let dst = peerOf(f.destination, f.IP?.destination);
     if (f.is_reply === true) [src, dst] = [dst, src];
@@ -87,12 +136,16 @@ export class ServiceMap {
     const id = `${src.key}\u0000${dst.key}\u0000${cls}`;
     let e = this.edges.get(id);
     if (!e) {
-      e = { from: src.key, to: dst.key, cls, count: 0, ports: new Set() };
+      e = { from: src.key, to: dst.key, cls, count: 0, ports: new Set(), l7: new Map() };
       this.edges.set(id, e);
     }
     e.count++;
     const port = portProto(f);
     if (port && !f.is_reply) e.ports.add(port);
+    if (l7 && f.l7?.type === 'RESPONSE') {
+      const k = httpKey(f);
+      if (k) e.l7.set(k, (e.l7.get(k) ?? 0) + 1);
+    }
     for (const k of new Set([src.key, dst.key])) {
       this.flows.set(k, (this.flows.get(k) ?? 0) + 1);
       if (cls === 'dropped') this.drops.set(k, (this.drops.get(k) ?? 0) + 1);
@@ -106,7 +159,8 @@ export class ServiceMap {
     this.flows.clear();
   }
 
-  layout(): MapLayout {
+  layout(o: LayoutOptions = {}): MapLayout {
+    const measure = o.measure ?? estimateWidth;
     const byColumn = new Map<string, Peer[]>();
     for (const p of this.peers.values()) {
       const col = p.kind === 'pod' ? p.namespace : OUTSIDE;
@@ -139,46 +193,177 @@ export class ServiceMap {
         at.set(peer.key, box);
       });
     });
+    const height = TOP + 20 + Math.max(rows, 1) * ROW_H + MARGIN;
+    const width = Math.max(MARGIN * 2 + columns.length * (COL_W + COL_GAP) - COL_GAP, 400);
+
+    // What labels must stay clear of: boxes (and their drop badges) and the column titles.
+    const obstacles: Rect[] = [];
+    for (const n of nodes) {
+      obstacles.push(inflate(n, CLEAR));
+      if (n.drops > 0) obstacles.push(inflate({ x: n.x + n.w - 11, y: n.y - 11, w: 22, h: 22 }, CLEAR));
+    }
+    for (const c of columns) {
+      const w = measure(c.title) + 8;
+      obstacles.push({ x: c.x + c.w / 2 - w / 2, y: 14, w, h: 22 });
+    }
+
     const aggs = [...this.edges.values()].sort(
       (a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to) || a.cls.localeCompare(b.cls),
     );
-    const edges: EdgeLine[] = [];
+    const routed: { e: EdgeAgg; pts: [number, number][] }[] = [];
     aggs.forEach((e, i) => {
       const a = at.get(e.from);
       const b = at.get(e.to);
       // Edges sharing a channel or lane run a few pixels apart, so none hides another.
-      if (a && b) edges.push({ ...route(a, b, ((i % 7) - 3) * 4), ...pick(e) });
+      if (a && b) routed.push({ e, pts: route(a, b, ((i % 7) - 3) * 6) });
     });
-    spreadLabels(edges);
-    // Room on the right for the labels of edges routed past the last column.
-    const width = Math.max(MARGIN * 2 + columns.length * (COL_W + COL_GAP) - COL_GAP + 110, 400);
-    const height = TOP + 20 + Math.max(rows, 1) * ROW_H + MARGIN;
-    return { width, height, columns, nodes, edges };
+
+    // Labels: drops first (they matter most), then by pair; each takes the first free spot.
+    const order = [...routed].sort(
+      (x, y) =>
+        CLASS_ORDER[x.e.cls] - CLASS_ORDER[y.e.cls] ||
+        x.e.from.localeCompare(y.e.from) ||
+        x.e.to.localeCompare(y.e.to),
+    );
+    const placed = new Map<EdgeAgg, EdgeLabel>();
+    const taken: Rect[] = [];
+    const overflow: EdgeAgg[] = [];
+    const lines = routed.map(({ e, pts }) => ({ e, segs: segments(pts) }));
+    let maxX = width;
+    for (const { e, pts } of order) {
+      const text = labelText(pick(e));
+      const w = measure(text) + 2 * LABEL_PAD;
+      let spot: Rect | undefined;
+      let best = Infinity;
+      for (const r of candidates(pts, w, LABEL_H)) {
+        if (r.x < 2 || r.y < 2 || obstacles.some((o) => hit(r, o)) || taken.some((t) => hit(r, t))) continue;
+        let crossed = 0;
+        for (const l of lines) if (l.e !== e && l.segs.some((sg) => hit(r, sg))) crossed++;
+        if (crossed < best) {
+          best = crossed;
+          spot = r;
+          if (crossed === 0) break;
+        }
+      }
+      if (!spot) {
+        overflow.push(e);
+        continue;
+      }
+      placed.set(e, { ...spot, text, overflow: false });
+      taken.push(inflate(spot, CLEAR));
+      maxX = Math.max(maxX, spot.x + spot.w + MARGIN);
+    }
+    // Labels without room along their edge: one row each below the map, naming their pair.
+    let bottom = height - 4;
+    for (const e of overflow) {
+      const text = `${e.from} \u2192 ${e.to}: ${labelText(pick(e))}`;
+      const w = measure(text) + 2 * LABEL_PAD;
+      placed.set(e, { x: MARGIN, y: bottom, w, h: LABEL_H, text, overflow: true });
+      bottom += LABEL_H + 4;
+      maxX = Math.max(maxX, MARGIN + w + MARGIN);
+    }
+    const edges: EdgeLine[] = routed.map(({ e, pts }) => ({
+      ...pick(e),
+      d: roundedPath(pts),
+      label: placed.get(e) as EdgeLabel,
+    }));
+    return {
+      width: Math.ceil(maxX),
+      height: overflow.length > 0 ? bottom + MARGIN : height,
+      bodyHeight: height,
+      columns,
+      nodes,
+      edges,
+    };
   }
 }
 
-/** Moves labels down until none overlaps an earlier one (greedy, in the edges' fixed order). */
-function spreadLabels(edges: EdgeLine[]): void {
-  const placed: { x0: number; x1: number; y: number }[] = [];
-  for (const e of edges) {
-    // Roughly 7 px a character at the labels' 12 px font.
-    const w = (labelText(e).length + 1) * 7;
-    const x0 = e.labelAnchor === 'start' ? e.labelX : e.labelX - w / 2;
-    while (placed.some((p) => Math.abs(p.y - e.labelY) < 14 && x0 < p.x1 && p.x0 < x0 + w)) e.labelY += 14;
-    placed.push({ x0, x1: x0 + w, y: e.labelY });
-  }
+const CLASS_ORDER: Record<EdgeClass, number> = { dropped: 0, forwarded: 1, other: 2 };
+
+function inflate(r: Rect, d: number): Rect {
+  return { x: r.x - d, y: r.y - d, w: r.w + 2 * d, h: r.h + 2 * d };
 }
 
-function labelText(e: { cls: EdgeClass; count: number; ports: string[] }): string {
+function hit(a: Rect, b: Rect): boolean {
+  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+const round = (n: number) => Math.round(n * 10) / 10;
+
+/** A polyline's segments as thin rectangles (they run across or down). */
+function segments(pts: [number, number][]): Rect[] {
+  const out: Rect[] = [];
+  for (let i = 0; i + 1 < pts.length; i++) {
+    const [x0, y0] = pts[i] as [number, number];
+    const [x1, y1] = pts[i + 1] as [number, number];
+    out.push({
+      x: Math.min(x0, x1) - 1,
+      y: Math.min(y0, y1) - 1,
+      w: Math.abs(x1 - x0) + 2,
+      h: Math.abs(y1 - y0) + 2,
+    });
+  }
+  return out;
+}
+
+/**
+ * Spots for a w × h label along the polyline `pts`, best first: the longest segment first, from
+ * its middle outwards; above or below a segment that runs across, right or left of one that runs
+ * down.
+ */
+function candidates(pts: [number, number][], w: number, h: number): Rect[] {
+  const segs: { p: [number, number]; q: [number, number]; len: number }[] = [];
+  for (let i = 0; i + 1 < pts.length; i++) {
+    const p = pts[i] as [number, number];
+    const q = pts[i + 1] as [number, number];
+    const len = Math.hypot(q[0] - p[0], q[1] - p[1]);
+    if (len >= 4) segs.push({ p, q, len });
+  }
+  segs.sort((a, b) => b.len - a.len);
+  const out: Rect[] = [];
+  for (const { p, q } of segs) {
+    const across = Math.abs(q[1] - p[1]) < 1;
+    for (const t of [0.5, 0.35, 0.65, 0.2, 0.8, 0.05, 0.95]) {
+      const x = p[0] + (q[0] - p[0]) * t;
+      const y = p[1] + (q[1] - p[1]) * t;
+      if (across) {
+        out.push({ x: round(x - w / 2), y: round(y - 2 - h), w, h });
+        out.push({ x: round(x - w / 2), y: round(y + 2), w, h });
+      } else {
+        out.push({ x: round(x + 4), y: round(y - h / 2), w, h });
+        out.push({ x: round(x - 4 - w), y: round(y - h / 2), w, h });
+      }
+    }
+  }
+  return out;
+}
+
+/** One line: "✓ 12 · 80/TCP", or for HTTP "✓ GET /public 200 ×5 +2" (the rest on hover). */
+export function labelText(e: Pick<EdgeLine, 'cls' | 'count' | 'ports' | 'l7'>): string {
+  const first = e.l7[0];
+  if (first) {
+    const more = e.l7.length > 1 ? ` +${e.l7.length - 1}` : '';
+    return `${SYMBOL[e.cls]} ${first[0]} \u00d7${first[1]}${more}`;
+  }
   const ports = e.ports.length > 2 ? `${e.ports.slice(0, 2).join(', ')}, \u2026` : e.ports.join(', ');
   return `${SYMBOL[e.cls]} ${e.count}${ports ? ` \u00b7 ${ports}` : ''}`;
 }
 
-function pick(e: EdgeAgg) {
-  return { from: e.from, to: e.to, cls: e.cls, count: e.count, ports: [...e.ports].sort() };
+/** The HTTP summary of an edge: "GET /public 200 ×3; GET /api/v1 200 ×1". */
+export function l7Summary(e: Pick<EdgeLine, 'l7'>): string {
+  return e.l7.map(([k, n]) => `${k} \u00d7${n}`).join('; ');
 }
 
-const round = (n: number) => Math.round(n * 10) / 10;
+function pick(e: EdgeAgg): Omit<EdgeLine, 'd' | 'label'> {
+  return {
+    from: e.from,
+    to: e.to,
+    cls: e.cls,
+    count: e.count,
+    ports: [...e.ports].sort(),
+    l7: [...e.l7].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])),
+  };
+}
 
 /** A polyline with rounded corners, as SVG path data. */
 function roundedPath(pts: [number, number][]): string {
@@ -206,75 +391,53 @@ function roundedPath(pts: [number, number][]): string {
  * Routes an edge through space no box uses: the channels between columns (and the margin inside a
  * column, right of its boxes) and the lanes between rows. `off` shifts it within those.
  */
-function route(
-  a: NodeBox,
-  b: NodeBox,
-  off: number,
-): { d: string; labelX: number; labelY: number; labelAnchor: 'middle' | 'start' } {
+function route(a: NodeBox, b: NodeBox, off: number): [number, number][] {
   const ay = a.y + a.h / 2 + off / 2;
   const by = b.y + b.h / 2 + off / 2;
-  let pts: [number, number][];
   if (a === b) {
     // Traffic from a peer to itself: a loop through the margin right of the box.
     const x = a.x + a.w;
-    pts = [
+    return [
       [x, ay - 8],
       [x + 16, ay - 8],
       [x + 16, ay + 8],
       [x, ay + 8],
     ];
-  } else if (Math.abs(a.x - b.x) < 1) {
-    // Same column: out of the right sides, through the column's margin.
-    const x = a.x + a.w + 18 + off / 2;
-    pts = [
+  }
+  if (Math.abs(a.x - b.x) < 1) {
+    // Same column: out of the right sides, through the channel right of the column.
+    const x = a.x + a.w + (COL_W - NODE_W) / 2 + 16 + off;
+    return [
       [a.x + a.w, ay],
       [x, ay],
       [x, by],
       [b.x + b.w, by],
     ];
-  } else {
-    const right = b.x > a.x;
-    const sideA = right ? a.x + a.w : a.x;
-    const sideB = right ? b.x : b.x + b.w;
-    // The channel just past each box, towards the other (half a margin and half a gap away).
-    const step = (COL_W - NODE_W) / 2 + COL_GAP / 2;
-    const chanA = sideA + (right ? step : -step) + off;
-    const chanB = sideB + (right ? -step : step) + off;
-    if (Math.abs(chanA - chanB) < 1) {
-      pts = [
-        [sideA, ay],
-        [chanA, ay],
-        [chanA, by],
-        [sideB, by],
-      ];
-    } else {
-      // Columns apart: along the lane above the upper of the two rows.
-      const lane = Math.min(a.y, b.y) - (ROW_H - NODE_H) / 2 + off / 2;
-      pts = [
-        [sideA, ay],
-        [chanA, ay],
-        [chanA, lane],
-        [chanB, lane],
-        [chanB, by],
-        [sideB, by],
-      ];
-    }
   }
-  // The label sits on the longest segment: above it when it runs across, beside it when it runs down.
-  let best = 0;
-  let bestLen = -1;
-  for (let i = 0; i + 1 < pts.length; i++) {
-    const len = Math.hypot(pts[i + 1]![0] - pts[i]![0], pts[i + 1]![1] - pts[i]![1]);
-    if (len > bestLen) [best, bestLen] = [i, len];
-  }
-  const [p, q] = [pts[best]!, pts[best + 1]!];
-  const across = Math.abs(q[1] - p[1]) < 1;
-  return {
-    d: roundedPath(pts),
-    labelX: round(across ? (p[0] + q[0]) / 2 : p[0] + 5),
-    labelY: round((p[1] + q[1]) / 2 - (across ? 9 : 0)),
-    labelAnchor: across ? 'middle' : 'start',
-  };
+  const right = b.x > a.x;
+  const sideA = right ? a.x + a.w : a.x;
+  const sideB = right ? b.x : b.x + b.w;
+  // The channel just past each box, towards the other (half a margin and half a gap away).
+  const step = (COL_W - NODE_W) / 2 + COL_GAP / 2;
+  const chanA = sideA + (right ? step : -step) + off;
+  const chanB = sideB + (right ? -step : step) + off;
+  if (Math.abs(chanA - chanB) < 1)
+    return [
+      [sideA, ay],
+      [chanA, ay],
+      [chanA, by],
+      [sideB, by],
+    ];
+  // Columns apart: along the lane above the upper of the two rows.
+  const lane = Math.min(a.y, b.y) - (ROW_H - NODE_H) / 2 + off / 2;
+  return [
+    [sideA, ay],
+    [chanA, ay],
+    [chanA, lane],
+    [chanB, lane],
+    [chanB, by],
+    [sideB, by],
+  ];
 }
 
 function esc(s: string): string {
@@ -282,6 +445,12 @@ function esc(s: string): string {
 }
 
 const SYMBOL: Record<EdgeClass, string> = { forwarded: '\u2713', dropped: '\u2717', other: '\u2022' };
+
+function edgeTitle(e: EdgeLine): string {
+  const ports = e.ports.length ? ` (${e.ports.join(', ')})` : '';
+  const http = e.l7.length ? `\nHTTP: ${l7Summary(e)}` : '';
+  return `${e.from} \u2192 ${e.to}: ${e.count} flows ${e.cls}${ports}${http}`;
+}
 
 /** The map as an SVG document fragment (data-* attributes name what each shape stands for). */
 export function renderSvg(m: MapLayout): string {
@@ -300,19 +469,18 @@ export function renderSvg(m: MapLayout): string {
   for (const c of m.columns)
     out.push(
       `<g class="column" data-namespace="${esc(c.title)}">` +
-        `<rect x="${c.x}" y="8" width="${c.w}" height="${m.height - 16}" rx="8"/>` +
+        `<rect x="${c.x}" y="8" width="${c.w}" height="${m.bodyHeight - 16}" rx="8"/>` +
         `<text x="${c.x + c.w / 2}" y="30" text-anchor="middle">${esc(c.title)}</text></g>`,
     );
-  for (const e of m.edges) {
-    const label = labelText(e);
+  const attrs = (e: EdgeLine) =>
+    `data-from="${esc(e.from)}" data-to="${esc(e.to)}" data-verdict="${e.cls}" data-count="${e.count}"` +
+    (e.l7.length ? ` data-l7="${esc(l7Summary(e))}"` : '');
+  for (const e of m.edges)
     out.push(
-      `<g class="edge edge-${e.cls}" data-from="${esc(e.from)}" data-to="${esc(e.to)}" ` +
-        `data-verdict="${e.cls}" data-count="${e.count}">` +
-        `<title>${esc(`${e.from} \u2192 ${e.to}: ${e.count} ${e.cls}${e.ports.length ? ` (${e.ports.join(', ')})` : ''}`)}</title>` +
-        `<path d="${e.d}" marker-end="url(#arrow-${e.cls})"/>` +
-        `<text x="${e.labelX}" y="${e.labelY}" text-anchor="${e.labelAnchor}" dy="0.35em">${esc(label)}</text></g>`,
+      `<g class="edge edge-${e.cls}${e.l7.length ? ' edge-l7' : ''}" ${attrs(e)}>` +
+        `<title>${esc(edgeTitle(e))}</title>` +
+        `<path d="${e.d}" marker-end="url(#arrow-${e.cls})"/></g>`,
     );
-  }
   for (const n of m.nodes) {
     const cls = `node node-${n.peer.kind}${n.drops > 0 ? ' has-drops' : ''}`;
     out.push(
@@ -327,6 +495,16 @@ export function renderSvg(m: MapLayout): string {
           `<text x="${n.x + n.w}" y="${n.y}" text-anchor="middle" dy="0.35em">${n.drops > 99 ? '99+' : n.drops}</text></g>`,
       );
     out.push('</g>');
+  }
+  // Labels last: no line or box is drawn over them.
+  for (const e of m.edges) {
+    const l = e.label;
+    out.push(
+      `<g class="edge-label edge-label-${e.cls}${l.overflow ? ' overflow' : ''}" ${attrs(e)}>` +
+        `<title>${esc(edgeTitle(e))}</title>` +
+        `<rect x="${l.x}" y="${l.y}" width="${round(l.w)}" height="${l.h}" rx="3"/>` +
+        `<text x="${round(l.x + LABEL_PAD)}" y="${l.y + l.h / 2}" dy="0.35em">${esc(l.text)}</text></g>`,
+    );
   }
   out.push('</svg>');
   return out.join('');

@@ -415,6 +415,7 @@ describe('ui: live service map and flow table in Chromium', { timeout: 180_000 }
     assert.deepEqual(times, [...times].sort().reverse(), 'newest on top');
     assert.ok(live.some((r) => r.source === 'other/visitor' && r.verdict === 'DROPPED'));
     assert.deepEqual((await overlaps(page)).clashes, [], 'still no overlaps after live updates');
+    await page.screenshot({ path: join(shots, '3-live.png') });
     // The table shows L7 flows: their kind, verdict and summary.
     await page.selectOption('select[name="type"]', 'l7');
     await page.waitForURL(/type=l7/);
@@ -433,7 +434,7 @@ describe('ui: live service map and flow table in Chromium', { timeout: 180_000 }
       JSON.stringify(l7rows.slice(0, 5)),
     );
     assert.ok(l7rows.some((r) => r.type === 'http-request' && r.policy.includes('allowed by app/web-l7')));
-    await page.screenshot({ path: join(shots, '3-live.png') });
+    await page.screenshot({ path: join(shots, '4-l7-flows.png') });
     await page.selectOption('select[name="type"]', '');
     assert.deepEqual(pageErrors, [], 'no script errors on the page');
   });

@@ -74,10 +74,11 @@ describe('access log', () => {
     assert.equal('http_rule' in denied, false);
   });
 
-  it('writes JSON lines to a root-only file', () => {
+  it('writes JSON lines to a root-only file', async () => {
     const path = join(dir, 'a', 'proxy-access.log');
     const log = new AccessLog({ path, sync: true });
     log.write(entry(1));
+    await new Promise((r) => setTimeout(r, 20));
     log.write(entry(2, { code: 403, verdict: 'DENIED' }));
     log.close();
     const lines = readFileSync(path, 'utf8').trim().split('\n');
@@ -85,8 +86,9 @@ describe('access log', () => {
     const [a, b] = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(a?.path, '/public/1');
     assert.equal(b?.response_code, 403);
-    assert.equal(a?.level, undefined, 'no pino level field');
+    assert.equal(a?.level, 'info');
     assert.ok(Math.abs(Date.parse(a?.time as string) - Date.now()) < 5000, 'the time it was written');
+    assert.ok(Date.parse(b?.time as string) > Date.parse(a?.time as string), 'each line its own time');
     assert.equal(statSync(path).mode & 0o777, 0o600);
     assert.equal(statSync(join(dir, 'a')).mode & 0o777, 0o700);
     assert.deepEqual(log.stats(), { lines: 2, errors: 0, rotations: 0 });

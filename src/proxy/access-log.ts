@@ -26,7 +26,7 @@ export interface AccessLogOptions {
 
 /** One line of the access log (JSON keys; Envoy's names where Envoy has the field). */
 export interface AccessLine {
-  /** (The file's lines also start with "time": when the line was written, the request's end.) */
+  /** (Each line starts with pino's "level":"info" and "time": when it was written, the request's end.) */
   start_time: string;
   direction: string;
   /** The local endpoint whose policy sent the request through the proxy. */
@@ -151,10 +151,10 @@ export class AccessLog {
     };
     this.#log = pino(
       {
+        // pino's own fields: "level":"info" and "time", when the line was written (the request's end).
         base: null,
-        timestamp: false,
-        // No level; the line starts with the time it was written (the request's end).
-        formatters: { level: () => ({ time: new Date().toISOString() }) },
+        timestamp: pino.stdTimeFunctions.isoTime,
+        formatters: { level: (label) => ({ level: label }) },
       },
       counting,
     );

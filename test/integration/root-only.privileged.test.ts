@@ -146,7 +146,8 @@ describe('root-only run-time state', () => {
       '--port',
       '8080/TCP',
       '-f',
-      join('examples', 'demo'),
+      join('examples', 'demo', '01-namespaces-pods.yaml'),
+      join('examples', 'demo', '02-policies.yaml'),
     ]);
     assert.equal(trace.code, 0, trace.stderr);
     assert.match(trace.stdout, /tools\/debug .* -> shop\/backend .* TCP\/8080: DENIED/);

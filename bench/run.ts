@@ -50,7 +50,8 @@ export interface Scenario {
   teardown(lab: Lab): Promise<void>;
 }
 
-const labName = 'weirbench';
+/** WEIR_BENCH_LAB names the lab, so benches of parallel checkouts do not remove each other's. */
+const labName = process.env.WEIR_BENCH_LAB || 'weirbench';
 const seconds = Number(process.env.WEIR_BENCH_SECONDS ?? 5);
 const runs = Number(process.env.WEIR_BENCH_RUNS ?? 3);
 const policySeconds = Number(process.env.WEIR_BENCH_POLICY_SECONDS ?? 3);

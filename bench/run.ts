@@ -310,6 +310,8 @@ async function main(): Promise<void> {
       );
     }
 
+    if (sections.has('scale') && (await agentStatus(labName).catch(() => undefined)) === undefined)
+      await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
     for (const total of sections.has('scale') ? endpointCounts : []) {
       log(`scale: ${total} endpoints`);
       const podsMs = await growTo(lab, total, log);

@@ -2,6 +2,7 @@
 // reports come back as WeirError with the agent's code and location.
 import { request } from 'node:http';
 import { ValidationError, WeirError } from '../shared/errors.js';
+import { agentSocket } from './paths.js';
 
 interface ErrorJson {
   code: string;
@@ -146,4 +147,9 @@ export class AgentClient {
       req.end(payload);
     });
   }
+}
+
+/** The client of a lab's agent (its unix socket). */
+export function agentClient(lab: string, timeoutMs?: number): AgentClient {
+  return new AgentClient(agentSocket(lab), timeoutMs);
 }

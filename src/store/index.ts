@@ -16,5 +16,5 @@ export type {
 export { isJsonObject } from './types.js';
 export * from './errors.js';
 export { FileStore, type FileStoreOptions } from './file.js';
-export { EtcdStore, type EtcdStoreOptions } from './etcd.js';
-export { etcdBinary, startEtcd, type EtcdServer, type EtcdServerOptions } from './etcd-server.js';
+// The etcd backend (./etcd.js, and ./etcd-server.js to run etcd) is imported from its own module:
+// its gRPC client takes a second to load, which no CLI command should pay for.

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { runAgent } from '../../agent/main.js';
 import { defaultLabName } from '../../lab/lab.js';
 import { WeirError } from '../../shared/errors.js';
-import { agentClient } from '../../agent/link.js';
+import { agentClient } from '../../agent/client.js';
 import { checkMaglevSize, maglevSizes } from '../../service/maglev.js';
 import { parseOutput, printResult, type OutputFormat } from '../output.js';
 
@@ -29,6 +29,7 @@ export function agentCommand(): Command {
       const s = await agentClient(o.lab).call<AgentStatus>('GET', '/v1/status');
       const rows = [
         { k: 'lab', v: s.lab },
+        { k: 'node', v: s.node },
         { k: 'pid', v: String(s.pid) },
         { k: 'endpoints', v: String(s.endpoints) },
         { k: 'identities', v: String(s.identities) },
@@ -41,6 +42,10 @@ export function agentCommand(): Command {
         {
           k: 'regenerations',
           v: `${s.regenerations.count} (last ${s.regenerations.lastMs.toFixed(1)} ms, ${s.regenerations.lastUpserts} written, ${s.regenerations.lastDeletes} removed)`,
+        },
+        {
+          k: 'reconcile passes',
+          v: `${s.reconcile.passes}${s.reconcile.error ? ` (last failed: ${s.reconcile.error})` : ''}`,
         },
       ];
       printResult(o.output, s, rows, [
@@ -172,6 +177,8 @@ export function agentCommand(): Command {
 
 interface AgentStatus {
   lab: string;
+  node: string;
+  reconcile: { passes: number; error?: string };
   pid: number;
   endpoints: number;
   identities: number;

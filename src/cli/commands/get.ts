@@ -1,7 +1,8 @@
-// `weir get pods|namespaces|services`: kubectl-like listing of what runs in the lab.
+// `weir get pods|namespaces|services`: kubectl-like listing of what runs, read through the API.
 import { Command } from 'commander';
+import { agentClient } from '../../agent/client.js';
+import type { NamespaceInfo, PodInfo } from '../../cluster/objects.js';
 import { WeirError } from '../../shared/errors.js';
-import { Lab, type PodInfo } from '../../lab/index.js';
 import { labOption, outputOption } from './lab.js';
 import { printResult, type Column, type OutputFormat } from '../output.js';
 import { getServices } from './service.js';
@@ -24,23 +25,30 @@ export function getCommand(): Command {
         resource: string,
         o: { namespace: string; allNamespaces?: boolean; lab: string; output: OutputFormat },
       ) => {
-        const lab = await Lab.open(o.lab);
+        const client = agentClient(o.lab);
+        const pods = async (namespace?: string) =>
+          (
+            await client.call<{ items: PodInfo[] }>(
+              'GET',
+              `/v1/pods${namespace === undefined ? '' : `?namespace=${encodeURIComponent(namespace)}`}`,
+            )
+          ).items;
         if (['namespaces', 'namespace', 'ns'].includes(resource)) {
-          const nss = await lab.namespaces();
-          const pods = await lab.pods();
+          const nss = (await client.call<{ items: NamespaceInfo[] }>('GET', '/v1/namespaces')).items;
+          const all = await pods();
           printResult(o.output, nss, nss, [
             { header: 'name', get: (n) => n.name },
             { header: 'status', get: () => 'Active' },
-            { header: 'pods', get: (n) => pods.filter((p) => p.namespace === n.name).length },
+            { header: 'pods', get: (n) => all.filter((p) => p.namespace === n.name).length },
             { header: 'labels', get: (n) => labelText(n.labels) },
           ]);
         } else if (['pods', 'pod', 'po'].includes(resource)) {
-          const pods = await lab.pods(o.allNamespaces ? undefined : o.namespace);
+          const items = await pods(o.allNamespaces ? undefined : o.namespace);
           const cols: Column<PodInfo>[] = [
             ...(o.allNamespaces ? [{ header: 'namespace', get: (p: PodInfo) => p.namespace }] : []),
             { header: 'name', get: (p) => p.name },
             { header: 'ready', get: (p) => (p.ready ? '1/1' : '0/1') },
-            { header: 'status', get: (p) => (p.ready ? 'Running' : 'Failed') },
+            { header: 'status', get: (p) => podPhase(p) },
             { header: 'ip', get: (p) => p.ip },
             { header: 'node', get: (p) => p.node },
             ...(o.output === 'wide'
@@ -55,7 +63,7 @@ export function getCommand(): Command {
               : []),
             { header: 'labels', get: (p) => labelText(p.labels) },
           ];
-          printResult(o.output, pods, pods, cols);
+          printResult(o.output, items, items, cols);
         } else if (['services', 'service', 'svc'].includes(resource)) {
           await getServices(o.lab, o.allNamespaces ? undefined : o.namespace, o.output);
         } else {
@@ -69,4 +77,10 @@ export function getCommand(): Command {
         }
       },
     );
+}
+
+/** kubectl's STATUS column: Running (and ready), Pending, or why not. */
+function podPhase(p: PodInfo): string {
+  if (p.phase === 'Running') return p.ready ? 'Running' : 'NotReady';
+  return p.phase;
 }

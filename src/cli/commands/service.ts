@@ -5,16 +5,16 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import type { FrontendView, MaglevView, ServiceSummary } from '../../agent/lb.js';
-import { agentClient } from '../../agent/link.js';
-import { agentStateFile, nodePinDir } from '../../agent/paths.js';
-import { defaultSettings, Store } from '../../agent/store.js';
+import { agentClient } from '../../agent/client.js';
+import { nodePinDir } from '../../agent/paths.js';
+import { defaultSettings } from '../../agent/settings.js';
 import { BpfMap } from '../../bpf/index.js';
 import { LB_MAP_NAMES } from '../../datapath/loader.js';
 import { LbMaps } from '../../datapath/maps/lb/index.js';
 import { SVC_F_AFFINITY, SVC_F_LOCAL, SVC_F_MAGLEV, SVC_F_NODEPORT } from '../../service/model.js';
 import { WeirError } from '../../shared/errors.js';
 import { printResult, type OutputFormat } from '../output.js';
-import { labState } from './inspect-data.js';
+import { labNode } from './inspect-data.js';
 import { labOption, outputOption } from './lab.js';
 
 interface ServicesAnswer {
@@ -109,10 +109,28 @@ export function serviceCommand(): Command {
   return cmd;
 }
 
-/** The lb maps from their pins (no agent needed); the table size is the agent's stored setting. */
+/**
+ * M of the Maglev tables in weir_lb_maglev: the value size of an installed table's inner map (4
+ * bytes per entry); without a table, nothing is read and M does not matter.
+ */
+function maglevSizeOf(outer: BpfMap): number {
+  for (const key of outer.rawKeys()) {
+    const id = outer.lookupRaw(key)?.readUInt32LE(0);
+    if (id === undefined) continue;
+    const inner = BpfMap.fromId(id);
+    try {
+      return inner.valueSize / 4;
+    } finally {
+      inner.close();
+    }
+  }
+  return defaultSettings.maglevTableSize;
+}
+
+/** The lb maps from their pins (no agent needed). */
 async function withLbMaps<T>(lab: string, fn: (lb: LbMaps) => T): Promise<T> {
-  const state = await labState(lab);
-  const dir = nodePinDir(lab, state.node.name);
+  const node = await labNode(lab);
+  const dir = nodePinDir(lab, node.name);
   const maps: BpfMap[] = [];
   try {
     const pin = (name: string) => {
@@ -128,7 +146,7 @@ async function withLbMaps<T>(lab: string, fn: (lb: LbMaps) => T): Promise<T> {
       return m;
     };
     const [services, backends, revnat, maglev, affinity, reverseSk] = LB_MAP_NAMES.map(pin) as BpfMap[];
-    const size = new Store(agentStateFile(lab)).state.settings?.maglevTableSize;
+    const size = maglevSizeOf(maglev as BpfMap);
     const lb = new LbMaps(
       {
         services: services as BpfMap,
@@ -138,7 +156,7 @@ async function withLbMaps<T>(lab: string, fn: (lb: LbMaps) => T): Promise<T> {
         affinity: affinity as BpfMap,
         reverseSk: reverseSk as BpfMap,
       },
-      size ?? defaultSettings.maglevTableSize,
+      size,
     );
     return fn(lb);
   } finally {

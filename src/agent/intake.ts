@@ -45,7 +45,10 @@ export interface IntakeDeps {
   /** Fills in what the API allocates for Services (clusterIPs, nodePorts), validating them. */
   allocateServices: (stored: DesiredObject[]) => (o: DesiredObject) => DesiredObject;
   log: Pino;
-  /** How long an apply waits for the nodes to reconcile (default 110 s, within the CLI's 120 s). */
+  /**
+   * How long an apply waits for the nodes to reconcile: this, plus 2 s for each pod it creates or
+   * changes (creating hundreds of pods takes minutes on a busy machine). Default 120 s.
+   */
   reconcileTimeoutMs?: number;
 }
 
@@ -117,7 +120,7 @@ export class Intake {
         );
       }
       await desired.waitRevision(r.revision);
-      await this.waitReconciled(r.revision, p.nodes);
+      await this.waitReconciled(r.revision, p.nodes, p.pods.length);
       this.checkPods(p.pods, r.revision);
       return p.results;
     }
@@ -350,8 +353,8 @@ export class Intake {
   }
 
   /** Resolves when every node in `nodes` (undefined: every registered node) reconciled `revision`. */
-  private waitReconciled(revision: number, nodes: Set<string> | undefined): Promise<void> {
-    const timeoutMs = this.d.reconcileTimeoutMs ?? 110_000;
+  private waitReconciled(revision: number, nodes: Set<string> | undefined, pods: number): Promise<void> {
+    const timeoutMs = (this.d.reconcileTimeoutMs ?? 120_000) + 2000 * pods;
     return new Promise<void>((resolve, reject) => {
       let stop = () => undefined as unknown;
       const check = (_c?: InformerChange) => {

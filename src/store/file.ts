@@ -1,12 +1,15 @@
-// The file backend of the Store: one node's state in one root-only (0600) JSON file, for exactly
-// one process (the node's agent; a lock file naming its pid keeps a second one out). Every write
-// transaction applies in memory at once and resolves when a flush (tmp file + fsync + rename) holds
-// it; transactions made while a flush runs share the next one. Watchers see a revision only after
-// it is on disk. Recent revisions are kept in memory for watches from a past revision; what the
-// file held when it was opened counts as compacted (like etcd after a compaction). Leases live in
-// this process (timers) and in the file (deadlines): a lease whose deadline passed while no
-// process had the store open expires when it is next opened.
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+// The file backend of the Store: one node's state in root-only (0600) files, for exactly one
+// process (the node's agent; a lock file naming its pid keeps a second one out). The state is a
+// JSON snapshot (<path>) plus a write-ahead log (<path>.log, one JSON line per change: the keys and
+// leases it changed). Every write transaction applies in memory at once and resolves when its log
+// line is on disk (append + fsync); transactions made while a flush runs share the next one, so a
+// write costs the size of the change, not of the store. When the log grows past its bound it is
+// folded into a new snapshot (tmp file + fsync + rename), and so at every open. Watchers see a
+// revision only after it is on disk. Recent revisions are kept in memory for watches from a past
+// revision; what the store held when it was opened counts as compacted (like etcd after a
+// compaction). Leases live in this process (timers) and in the files (deadlines): a lease whose
+// deadline passed while no process had the store open expires when it is next opened.
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { WeirError } from '../shared/errors.js';
 import {
@@ -55,13 +58,29 @@ interface FileData {
   format: typeof format;
   revision: number;
   nextLease: number;
+  /** The last log record the snapshot holds (records up to it are skipped when replaying). */
+  seq?: number;
   kvs: Record<string, Entry>;
   leases: Record<string, LeaseRecord>;
 }
 
+/** One log line: what a change left (null = removed), with the counters after it. */
+interface LogRecord {
+  s: number;
+  r: number;
+  nl: number;
+  kv?: Record<string, Entry | null>;
+  ls?: Record<string, LeaseRecord | null>;
+}
+
+/** The log is folded into the snapshot once it is this large. */
+const logLimitBytes = 4 << 20;
+
 export interface FileStoreOptions {
   /** Revisions kept for watches from the past (default 10 000). */
   history?: number;
+  /** Log size that triggers a new snapshot (default 4 MiB). */
+  logLimitBytes?: number;
 }
 
 interface Watcher {
@@ -101,17 +120,28 @@ export class FileStore implements Store {
   private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private broken: Error | undefined;
   private closed = false;
+  /** Log records not yet appended, and the sequence number of the last one made. */
+  private pendingLog: string[] = [];
+  private seq: number;
+  private log: FileHandle | undefined;
+  private logBytes = 0;
 
   private constructor(
     readonly path: string,
     data: FileData,
     private readonly historyLimit: number,
+    private readonly logLimit: number,
   ) {
     for (const [k, e] of Object.entries(data.kvs)) this.kvs.set(k, e);
     for (const [id, l] of Object.entries(data.leases)) this.leases.set(id, l);
     this.rev = data.revision;
     this.nextLease = data.nextLease;
+    this.seq = data.seq ?? 0;
     this.compacted = data.revision;
+  }
+
+  get logPath(): string {
+    return `${this.path}.log`;
   }
 
   get lockPath(): string {
@@ -125,18 +155,23 @@ export class FileStore implements Store {
     let data: FileData;
     try {
       data = await read(path);
+      replay(data, await readFile(`${path}.log`, 'utf8').catch(() => ''), `${path}.log`);
     } catch (err) {
       await rm(`${path}.lock`, { force: true });
       throw err;
     }
-    const store = new FileStore(path, data, opts.history ?? 10_000);
+    const store = new FileStore(path, data, opts.history ?? 10_000, opts.logLimitBytes ?? logLimitBytes);
     // Leases whose deadline passed while nobody held the store expire now; the others keep running.
     const now = Date.now();
     for (const [id, l] of store.leases) {
       if (l.expiresAt <= now) store.expire(id);
       else store.armLease(id, l.expiresAt - now);
     }
-    await store.flush();
+    // Start from a snapshot holding everything and an empty log.
+    await store.snapshot();
+    store.log = await open(store.logPath, 'a', 0o600);
+    await store.log.truncate(0);
+    await store.log.sync();
     return store;
   }
 
@@ -210,6 +245,7 @@ export class FileStore implements Store {
   private commit(ops: StoreOp[]): number {
     const rev = this.rev + 1;
     const events: WatchEvent[] = [];
+    const changed: Record<string, Entry | null> = {};
     for (const o of ops) {
       if (o.op === 'put') {
         const old = this.kvs.get(o.key);
@@ -222,6 +258,7 @@ export class FileStore implements Store {
           ...(o.lease !== undefined ? { lease: o.lease } : {}),
         };
         this.kvs.set(o.key, e);
+        changed[o.key] = e;
         events.push({
           type: 'put',
           key: o.key,
@@ -229,10 +266,14 @@ export class FileStore implements Store {
           createRevision: e.createRevision,
           version: e.version,
         });
-      } else if (this.kvs.delete(o.key)) events.push({ type: 'delete', key: o.key });
+      } else if (this.kvs.delete(o.key)) {
+        changed[o.key] = null;
+        events.push({ type: 'delete', key: o.key });
+      }
     }
     if (events.length === 0) return this.rev;
     this.rev = rev;
+    this.record({ kv: changed });
     const batch = { revision: rev, events };
     this.history.push(batch);
     while (this.history.length > this.historyLimit) {
@@ -241,6 +282,12 @@ export class FileStore implements Store {
     }
     this.unflushed.push(batch);
     return rev;
+  }
+
+  /** Queues the log line of a change (written by the next flush). */
+  private record(change: Pick<LogRecord, 'kv' | 'ls'>): void {
+    const rec: LogRecord = { s: ++this.seq, r: this.rev, nl: this.nextLease, ...change };
+    this.pendingLog.push(JSON.stringify(rec) + '\n');
   }
 
   /** Resolves once everything committed so far is on disk (group commit). */
@@ -259,7 +306,7 @@ export class FileStore implements Store {
       const batches = this.unflushed.splice(0);
       try {
         if (this.broken) throw this.broken;
-        await this.writeFile();
+        await this.appendLog();
       } catch (err) {
         this.broken ??= err as Error;
         const e = new WeirError(ERR_STORE_IO, `store ${this.path}: ${(err as Error).message}`, {
@@ -275,11 +322,28 @@ export class FileStore implements Store {
     this.flushing = undefined;
   }
 
-  private async writeFile(): Promise<void> {
+  /** Appends the queued log lines and syncs; folds the log into a snapshot when it is large. */
+  private async appendLog(): Promise<void> {
+    if (this.pendingLog.length === 0 || !this.log) return;
+    const text = this.pendingLog.splice(0).join('');
+    await this.log.write(text);
+    await this.log.datasync();
+    this.logBytes += Buffer.byteLength(text);
+    if (this.logBytes < this.logLimit) return;
+    // The snapshot holds every record made so far (also those still queued: replay skips them).
+    await this.snapshot();
+    await this.log.truncate(0);
+    await this.log.sync();
+    this.logBytes = 0;
+  }
+
+  /** Writes the whole state as the snapshot (tmp file, fsync, rename). */
+  private async snapshot(): Promise<void> {
     const data: FileData = {
       format,
       revision: this.rev,
       nextLease: this.nextLease,
+      seq: this.seq,
       kvs: Object.fromEntries(this.kvs),
       leases: Object.fromEntries(this.leases),
     };
@@ -352,7 +416,9 @@ export class FileStore implements Store {
     if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1)
       throw new WeirError(ERR_STORE_VALUE, `lease TTL must be a whole number of seconds ≥ 1`);
     const id = String(this.nextLease++);
-    this.leases.set(id, { ttlSeconds, expiresAt: Date.now() + ttlSeconds * 1000 });
+    const rec = { ttlSeconds, expiresAt: Date.now() + ttlSeconds * 1000 };
+    this.leases.set(id, rec);
+    this.record({ ls: { [id]: rec } });
     this.armLease(id, ttlSeconds * 1000);
     await this.flush();
     let timer: NodeJS.Timeout | undefined;
@@ -369,6 +435,9 @@ export class FileStore implements Store {
         if (!l) throw new WeirError(ERR_STORE_LEASE, `lease ${id} expired or was revoked`);
         l.expiresAt = Date.now() + ttlSeconds * 1000;
         this.armLease(id, ttlSeconds * 1000);
+        // The new deadline matters after a restart only: written with the next flush.
+        this.record({ ls: { [id]: { ...l } } });
+        void this.flush().catch(() => undefined);
       },
       revoke: async () => {
         release();
@@ -410,7 +479,7 @@ export class FileStore implements Store {
   private expire(id: string): void {
     clearTimeout(this.leaseTimers.get(id));
     this.leaseTimers.delete(id);
-    this.leases.delete(id);
+    if (this.leases.delete(id)) this.record({ ls: { [id]: null } });
     const keys = [...this.kvs].filter(([, e]) => e.lease === id).map(([k]) => k);
     this.commit(keys.map((key) => ({ op: 'delete' as const, key })));
   }
@@ -419,6 +488,7 @@ export class FileStore implements Store {
     if (this.closed) return;
     if (!this.broken) await this.flush().catch(() => undefined);
     this.closed = true;
+    await this.log?.close().catch(() => undefined);
     for (const t of this.leaseTimers.values()) clearTimeout(t);
     this.leaseTimers.clear();
     for (const w of this.watchers) w.closed = true;
@@ -458,6 +528,38 @@ async function read(path: string): Promise<FileData> {
       location: { file: path },
       cause: err,
     });
+  }
+}
+
+/**
+ * Applies the log's records newer than the snapshot to it. A last line without its newline was
+ * being written when the process died (never acknowledged): it is left out.
+ */
+function replay(data: FileData, text: string, file: string): void {
+  const lines = text.split('\n');
+  lines.pop(); // '' after the last newline, or a torn last line
+  for (const [i, line] of lines.entries()) {
+    let rec: LogRecord;
+    try {
+      rec = JSON.parse(line) as LogRecord;
+    } catch (err) {
+      throw new WeirError(ERR_STORE_CORRUPT, `${file}: line ${i + 1} is not a log record`, {
+        location: { file },
+        cause: err,
+      });
+    }
+    if (rec.s <= (data.seq ?? 0)) continue;
+    for (const [k, e] of Object.entries(rec.kv ?? {})) {
+      if (e) data.kvs[k] = e;
+      else delete data.kvs[k];
+    }
+    for (const [id, l] of Object.entries(rec.ls ?? {})) {
+      if (l) data.leases[id] = l;
+      else delete data.leases[id];
+    }
+    data.revision = rec.r;
+    data.nextLease = rec.nl;
+    data.seq = rec.s;
   }
 }
 

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, afterEach, beforeEach, describe, it } from 'node:test';
 import { pino } from 'pino';
 import '../cluster/kinds.js';
+import { DesiredView } from '../cluster/desired.js';
 import { Informer } from '../cluster/informer.js';
 import {
   desiredKey,
@@ -112,6 +113,7 @@ class FakeNode {
 describe('intake', () => {
   let store: FileStore;
   let desired: Informer;
+  let view: DesiredView;
   let state: Informer;
   let intake: Intake;
   let nodes: FakeNode[];
@@ -122,6 +124,7 @@ describe('intake', () => {
       store: s,
       lab: 'tlab',
       desired,
+      view,
       state,
       allocateServices: () => (o) => o,
       log,
@@ -133,6 +136,7 @@ describe('intake', () => {
     nodes = [new FakeNode(store, 'node1')];
     await nodes[0]?.start();
     desired = new Informer(store, desiredPrefix);
+    view = new DesiredView(desired);
     state = new Informer(store, statePrefix);
     await desired.start();
     await state.start();

@@ -7,7 +7,7 @@
 // serialise; the answer comes once every node owning a change has reconciled that revision, so an
 // applied pod is running and enforced when `weir apply` returns.
 import type { Logger as Pino } from 'pino';
-import { desiredState, nsNameLabel, type DesiredState } from '../cluster/desired.js';
+import { nsNameLabel, type DesiredState, type DesiredView } from '../cluster/desired.js';
 import type { Informer, InformerChange } from '../cluster/informer.js';
 import {
   desiredKey,
@@ -40,6 +40,8 @@ export interface IntakeDeps {
   /** The lab (cluster) name: pods' netns names embed it. */
   lab: string;
   desired: Informer;
+  /** The typed desired state the informer holds. */
+  view: DesiredView;
   /** weir/state/…: nodes, reconciled revisions, pod statuses. */
   state: Informer;
   /** Fills in what the API allocates for Services (clusterIPs, nodePorts), validating them. */
@@ -101,7 +103,7 @@ export class Intake {
       const guard = await store.get(intakeGuardKey);
       // Every earlier intake write is in the cache before we validate against it.
       await desired.waitRevision(guard?.modRevision ?? 0);
-      const p = plan(desiredState(desired.values(), desired.revision));
+      const p = plan(this.d.view.state);
       if (p.ops.length === 0) return p.results;
       const r = await store.txn([
         ...p.ops,
@@ -155,7 +157,8 @@ export class Intake {
     // Pods against each other and what is stored: namespace, workload annotation, node, names, room.
     const onNode = new Map<string, number>();
     const names = new Map<string, string>();
-    for (const p of state.pods.values()) {
+    const hasPods = [...keyed.values()].some((o) => o.kind === 'Pod');
+    for (const p of hasPods ? state.pods.values() : []) {
       onNode.set(p.node, (onNode.get(p.node) ?? 0) + 1);
       for (const n of podNames(this.d.lab, p.node, p.namespace, p.name))
         names.set(n, `${p.namespace}/${p.name}`);
@@ -427,7 +430,7 @@ export class Intake {
 
   /** Pods as `weir get pods` shows them: desired labels and ports with their status. */
   pods(namespace?: string): PodInfo[] {
-    const state = desiredState(this.d.desired.values(), this.d.desired.revision);
+    const state = this.d.view.state;
     const out: PodInfo[] = [];
     for (const [key, p] of state.pods) {
       if (namespace !== undefined && p.namespace !== namespace) continue;
@@ -464,7 +467,7 @@ export class Intake {
   }
 
   namespaces(): NamespaceInfo[] {
-    const state = desiredState(this.d.desired.values(), this.d.desired.revision);
+    const state = this.d.view.state;
     return [...state.namespaces.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 }

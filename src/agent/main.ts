@@ -3,6 +3,7 @@
 // serves until SIGTERM/SIGINT.
 import { writeFileSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
+import { DesiredView } from '../cluster/desired.js';
 import { Informer } from '../cluster/informer.js';
 import { desiredPrefix, nodeKey, statePrefix } from '../cluster/keys.js';
 import type { NodeRecord } from '../cluster/objects.js';
@@ -129,6 +130,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const desired = new Informer(store, desiredPrefix, {
     onError: (err) => log.warn({ err }, 'desired watch'),
   });
+  const desiredView = new DesiredView(desired);
   const clusterState = new Informer(store, statePrefix, {
     onError: (err) => log.warn({ err }, 'state watch'),
   });
@@ -158,6 +160,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         driver: new PodDriver(labConfig, node),
         agent,
         desired,
+        view: desiredView,
         state: clusterState,
         lease: lease as Lease,
         log,
@@ -218,6 +221,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         store,
         lab: opts.lab,
         desired,
+        view: desiredView,
         state: clusterState,
         allocateServices: (stored) => a.lb.allocator(stored),
         log,

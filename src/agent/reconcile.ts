@@ -12,7 +12,7 @@
 // agent starts from the statuses it published and what the kernel holds: pods that are still
 // right are only re-attached (programs replaced atomically, maps kept), so nothing is rewritten.
 import type { Logger as Pino } from 'pino';
-import { desiredState, type DesiredPod, type DesiredState } from '../cluster/desired.js';
+import type { DesiredPod, DesiredState, DesiredView } from '../cluster/desired.js';
 import type { Informer } from '../cluster/informer.js';
 import { podStatusKey, podStatusPrefix, reconciledKey } from '../cluster/keys.js';
 import type { PodStatus, ReconciledRecord } from '../cluster/objects.js';
@@ -39,6 +39,8 @@ export interface ReconcilerDeps {
   driver: PodDriver;
   agent: Agent;
   desired: Informer;
+  /** The typed desired state the informer holds. */
+  view: DesiredView;
   /** weir/state/… (other nodes' pod statuses, for service backends). */
   state: Informer;
   lease: Lease;
@@ -47,8 +49,9 @@ export interface ReconcilerDeps {
 
 export class Reconciler {
   private readonly records = new Map<string, PodRecord>();
-  /** Status JSON as last published, per pod key. */
+  /** Status JSON as last published, per pod key, and the status object it was made from. */
   private readonly published = new Map<string, string>();
+  private readonly publishedRef = new Map<string, PodStatus>();
   private lastReconciled: string | undefined;
   private running: Promise<void> | undefined;
   private again = false;
@@ -112,7 +115,7 @@ export class Reconciler {
   }
 
   private async pass(): Promise<void> {
-    const want = desiredState(this.d.desired.values(), this.d.desired.revision);
+    const want = this.d.view.state;
     const log = this.d.log;
     const verify = this.verifyNext;
     this.verifyNext = false;
@@ -214,7 +217,7 @@ export class Reconciler {
       r.labels = p.labels;
       r.ports = p.ports;
       r.terminating = p.terminating;
-      r.status = { ...r.status, observedRevision: p.revision };
+      if (r.status.observedRevision !== p.revision) r.status = { ...r.status, observedRevision: p.revision };
     }
 
     // 3. New pods: addresses first (published as Pending), then the pods, a few at a time.
@@ -372,11 +375,15 @@ export class Reconciler {
   private statusOp(key: string, status: PodStatus | undefined): StoreOp | undefined {
     const [namespace, name] = key.split('/') as [string, string];
     if (!status) {
+      this.publishedRef.delete(key);
       if (!this.published.has(key)) return undefined;
       this.published.delete(key);
       return { op: 'delete', key: podStatusKey(namespace, name) };
     }
+    // Statuses are replaced, never changed in place: the same object was published already.
+    if (this.publishedRef.get(key) === status) return undefined;
     const text = JSON.stringify(status);
+    this.publishedRef.set(key, status);
     if (this.published.get(key) === text) return undefined;
     this.published.set(key, text);
     return { op: 'put', key: podStatusKey(namespace, name), value: status as unknown as JsonObject };
@@ -414,6 +421,7 @@ export class Reconciler {
     } catch (err) {
       // Nothing was written: forget what we thought was published, so the next pass writes it.
       this.published.clear();
+      this.publishedRef.clear();
       this.lastReconciled = undefined;
       this.d.log.error({ err }, 'publishing pod statuses failed');
     }

@@ -4,7 +4,8 @@
 import { podPorts, podRunsWorkload, podTerminating, type Pod, type PodPort } from '../k8s/core.js';
 import { isPolicyKind } from '../policy/api/index.js';
 import { isServiceKind } from '../service/api/index.js';
-import { desiredPrefix } from './keys.js';
+import type { Informer, InformerChange } from './informer.js';
+import { desiredPrefix, refOfDesiredKey } from './keys.js';
 import type { DesiredObject, NamespaceInfo } from './objects.js';
 
 export const nsNameLabel = 'kubernetes.io/metadata.name';
@@ -78,4 +79,70 @@ export function desiredState(items: Iterable<Item>, revision: number): DesiredSt
     else if (isPolicyKind(o.kind) || isServiceKind(o.kind)) out.objects.push(o);
   }
   return out;
+}
+
+/**
+ * The desired state an informer on weir/desired/v1/ holds, kept current change by change: each
+ * batch makes a new snapshot (maps copied, only the changed objects read again), so a reader that
+ * holds one across awaits sees it whole, and nobody re-reads a thousand pods per change.
+ */
+export class DesiredView {
+  private current: DesiredState;
+  private objects = new Map<string, DesiredObject>();
+
+  constructor(readonly informer: Informer) {
+    this.current = this.rebuild();
+    informer.onChange((c) => this.update(c));
+  }
+
+  get state(): DesiredState {
+    return this.current;
+  }
+
+  private rebuild(): DesiredState {
+    const s = desiredState(this.informer.values(), this.informer.revision);
+    this.objects = new Map(
+      this.informer
+        .values<DesiredObject>()
+        .filter((i) => isPolicyKind(i.value.kind) || isServiceKind(i.value.kind))
+        .map((i) => [i.key, i.value]),
+    );
+    return s;
+  }
+
+  private update(c: InformerChange): void {
+    if (c.resync) {
+      this.current = this.rebuild();
+      return;
+    }
+    const cur = this.current;
+    const next: DesiredState = {
+      revision: Math.max(cur.revision, c.revision),
+      namespaces: cur.namespaces,
+      pods: cur.pods,
+      objects: cur.objects,
+    };
+    let objectsChanged = false;
+    for (const e of c.events) {
+      const ref = refOfDesiredKey(e.key);
+      if (!ref) continue;
+      const o = e.value as DesiredObject | undefined;
+      if (ref.kind === 'Namespace') {
+        if (next.namespaces === cur.namespaces) next.namespaces = new Map(cur.namespaces);
+        if (o) next.namespaces.set(ref.name, namespaceOf(o));
+        else if (ref.name !== defaultNamespace.name) next.namespaces.delete(ref.name);
+      } else if (ref.kind === 'Pod') {
+        if (next.pods === cur.pods) next.pods = new Map(cur.pods);
+        const key = `${ref.namespace ?? 'default'}/${ref.name}`;
+        if (o) next.pods.set(key, podOf(o, c.revision));
+        else next.pods.delete(key);
+      } else if (isPolicyKind(ref.kind) || isServiceKind(ref.kind)) {
+        objectsChanged = true;
+        if (o) this.objects.set(e.key, o);
+        else this.objects.delete(e.key);
+      }
+    }
+    if (objectsChanged) next.objects = [...this.objects.values()];
+    this.current = next;
+  }
 }

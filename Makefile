@@ -10,7 +10,7 @@ BPF_HDR := $(wildcard bpf/include/*.h bpf/lib/*.h)
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 PREFIX ?= /usr/local
 
-.PHONY: all deps build bpf ts test lint demo bench install clean
+.PHONY: all deps build bpf ts test lint docs demo bench install clean
 all: build
 
 deps:
@@ -39,6 +39,13 @@ lint: deps
 TESTS ?= $(shell find dist -name '*.test.js' -not -path '*/node_modules/*' | sort)
 test: build lint
 	@./scripts/run-tests.sh $(TESTS)
+
+# Generated documentation, from the catalogues: docs/errors.md (src/shared/error-codes.ts), and the
+# generated sections of docs/datapath.md (maps, drop reasons) and docs/agent.md (settings). The tests
+# fail while any of them is stale.
+docs: build
+	node dist/src/shared/error-docs.js
+	WEIR_WRITE_DOCS=1 node --test dist/src/datapath/maps/catalog.test.js dist/src/datapath/drop-reasons.test.js dist/src/agent/settings.test.js >/dev/null
 
 demo: build
 	./scripts/demo.sh

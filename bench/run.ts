@@ -225,6 +225,11 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => void teardown().finally(() => process.exit(130)));
   await teardown();
   const fact = (scenario: string, f: Fact) => rows.push({ scenario, ...f });
+  // Every section that needs the agent starts it if no earlier section did (each runs alone too).
+  const ensureAgent = async () => {
+    if ((await agentStatus(labName).catch(() => undefined)) === undefined)
+      await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+  };
   try {
     // A /21: room for the 1 000 scale endpoints beside the two measured pods.
     await lab.up(parseLabSpec({ name: labName, nodes: [{ name: 'node1', podCIDR: '10.244.0.0/21' }] }), {
@@ -308,8 +313,7 @@ async function main(): Promise<void> {
     }
 
     if (sections.has('services')) {
-      if ((await agentStatus(labName).catch(() => undefined)) === undefined)
-        await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+      await ensureAgent();
       log('services: connect latency and request/response rate, pod IP vs weir vs iptables ClusterIP');
       rows.push(
         ...(await measureServices(
@@ -321,8 +325,7 @@ async function main(): Promise<void> {
       );
     }
 
-    if (sections.has('scale') && (await agentStatus(labName).catch(() => undefined)) === undefined)
-      await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+    if (sections.has('scale')) await ensureAgent();
     for (const total of sections.has('scale') ? endpointCounts : []) {
       log(`scale: ${total} endpoints`);
       const podsMs = await growTo(lab, total, log);

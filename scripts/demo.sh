@@ -58,9 +58,9 @@ run endpoint list
 run bpf policy get data/db
 run bpf metrics list
 
-backend_ip=$($weir get pods -n shop -o json | node -e '
+backend_ip=$($weir get pod backend -n shop -o json | node -e '
   let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () =>
-    console.log(JSON.parse(s).find((p) => p.name === "backend").ip));')
+    console.log(JSON.parse(s).status.podIP));')
 cat <<EOT
 
 ${bold}The lab '$WEIR_LAB' is still up. Things to try next:${norm}

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # command -> Debian package that provides it
 declare -A need=(
   [clang]=clang [llc]=llvm [bpftool]=bpftool [ip]=iproute2 [tc]=iproute2
-  [iptables]=iptables [iperf3]=iperf3 [sockperf]=sockperf [nsenter]=util-linux
-  [chromium]=chromium
+  [iptables]=iptables [nft]=nftables [iperf3]=iperf3 [sockperf]=sockperf [nsenter]=util-linux
+  [chromium]=chromium [wrk]=wrk [h2load]=nghttp2-client [nginx]=nginx-light [haproxy]=haproxy
+  [dig]=bind9-dnsutils [dnsperf]=dnsperf [strace]=strace
 )
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
@@ -23,6 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "weir: installing ${missing[*]} with apt"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages with a daemon (nginx, haproxy) must not start one in the machine's namespace: weir runs
+  # them itself, inside lab namespaces. policy-rc.d answering 101 tells invoke-rc.d not to start them.
+  added_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
+  fi
+  trap 'if [ "$added_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

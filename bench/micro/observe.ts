@@ -9,6 +9,7 @@ import {
   TraceType,
   decodeFlowEvent,
 } from '../../src/datapath/maps/events/index.js';
+import { DropReason } from '../../src/datapath/drop-reasons.js';
 import { Enricher, type EndpointMeta, type EnrichmentSource } from '../../src/observe/enrich.js';
 import { FlowParser } from '../../src/observe/parser.js';
 import { FlowObserver } from '../../src/observe/stream.js';
@@ -31,7 +32,7 @@ function records(count: number, endpoints: number): Buffer[] {
     { type: EventType.POLICY_VERDICT, subtype: 0, reason: 0 },
     { type: EventType.TRACE, subtype: TraceType.OPEN, reason: 0 },
     { type: EventType.TRACE, subtype: TraceType.CLOSE, reason: 0 },
-    { type: EventType.DROP, subtype: 0, reason: 133 },
+    { type: EventType.DROP, subtype: 0, reason: DropReason.POLICY },
   ];
   const distinct = Math.min(count, 4096);
   const out: Buffer[] = [];

@@ -4,13 +4,9 @@
  * Every struct here has a TypeScript mirror (src/datapath/maps/<map>/layout.ts) whose size and
  * offsets are checked against this object's BTF by a test. Change both or neither.
  *
- * Map names (pinned under /sys/fs/bpf/weir/<lab>/<node>/):
- *   weir_ipcache     LPM_TRIE   ipcache_key      -> ipcache_value      prefix/IP -> security identity
- *   weir_endpoints   HASH       u32 ifindex      -> endpoint_info      host-side veth -> endpoint
- *   weir_policy      HASH_OF_MAPS u32 endpoint id -> inner LPM_TRIE policy_key -> policy_entry
- *   weir_ct          LRU_HASH   ct_key           -> ct_entry           connection tracking (v4 and v6)
- *   weir_frag        LRU_HASH   frag_key         -> frag_ports         L4 ports of IP fragments
- *   weir_metrics     PERCPU_HASH metrics_key     -> metrics_value      forwards/drops by reason, dir
+ * The maps themselves (names, kinds, which are pinned, which object owns them) are declared once,
+ * in src/datapath/maps/catalog.ts (rendered in docs/datapath.md); a test checks that catalogue
+ * against the .maps section of every object.
  */
 #ifndef WEIR_COMMON_H
 #define WEIR_COMMON_H

@@ -58,7 +58,8 @@
 
 #define LB_HAIRPIN4 0xa9fe2a01 /* 169.254.42.1, host order */
 
-/* Datapath-internal (user space does not read it): the backend a service tuple was given. */
+/* The backend a service tuple was given. User space does not read it, but it is pinned (see the
+ * map catalogue): a restarted agent's programs keep every translated connection on its backend. */
 struct lb_ct_value {
 	__u32 backend_id;
 	__u16 rev_nat_index;

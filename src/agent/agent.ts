@@ -16,7 +16,7 @@ import type { Logger as Pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
-import { LabelFilter } from '../identity/filter.js';
+import type { LabelFilter } from '../identity/filter.js';
 import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
 import type { PodPort } from '../k8s/core.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
@@ -37,6 +37,7 @@ import { ServiceLb, type LbSettings } from './lb.js';
 import { AgentMetrics } from './metrics.js';
 import { objectKey } from '../cluster/keys.js';
 import type { LocalState } from './local-state.js';
+import { parseLabelFilter } from './settings.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
 const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
@@ -148,18 +149,6 @@ export function fromMapEntry(
   return entry;
 }
 
-/** The identity-label filter of `spec`, or ERR_AGENT_CONFIG naming the bad pattern. */
-export function parseLabelFilter(spec: string): LabelFilter {
-  try {
-    return LabelFilter.parse(spec);
-  } catch (err) {
-    throw new WeirError('ERR_AGENT_CONFIG', `identity labels '${spec}': ${(err as Error).message}`, {
-      location: { field: '--identity-labels' },
-      cause: err,
-    });
-  }
-}
-
 const podKey = (p: { namespace: string; name: string }) => `${p.namespace}/${p.name}`;
 
 export class Agent {
@@ -222,20 +211,18 @@ export class Agent {
     return next;
   }
 
-  /** Loads what the pinned maps hold, so the first regeneration after a restart is a no-op. */
+  /**
+   * Loads what the pinned maps hold, so the first regeneration after a restart is a no-op. An
+   * endpoint without a policy map yet starts empty; a map that cannot be read stops the agent
+   * (its error names the map and the errno): taking it for empty would rewrite blindly.
+   */
   private readBack(): void {
     for (const id of Object.values(this.local.endpoints.ids)) {
-      try {
-        this.written.set(
-          id,
-          this.datapath
-            .policy(id)
-            .list()
-            .map((e) => fromMapEntry(e.key, e.value)),
-        );
-      } catch {
-        this.written.set(id, []);
-      }
+      const entries = this.datapath.readPolicy(id) ?? [];
+      this.written.set(
+        id,
+        entries.map((e) => fromMapEntry(e.key, e.value)),
+      );
     }
     this.writtenIpcache = new Map(this.datapath.ipcache.list().map((e) => [e.prefix, e.identity]));
   }
@@ -549,27 +536,34 @@ export class Agent {
     return { input: this.input, output: this.output };
   }
 
+  /**
+   * The engine view with what the kernel holds: each endpoint's policy map as weir_policy points
+   * to it, its weir_endpoints row, the ipcache. An endpoint weir_policy has no map for is shown as
+   * the datapath treats it (every new connection dropped); a map that cannot be read is an error
+   * naming it and the errno, never a verdict computed from nothing.
+   */
   datapathView(): { input: EngineInput; output: EngineOutput } {
     const view = this.engineView();
     const endpoints = new Map<number, EndpointPolicy>();
     for (const [id, pol] of view.output.endpoints) {
-      let entries: PolicyMapEntry[] = [];
-      try {
-        entries = this.datapath
-          .policy(id)
-          .list()
-          .map((e) => fromMapEntry(e.key, e.value));
-      } catch {
-        entries = [];
-      }
+      const live = this.datapath.livePolicy(id);
+      const entries = (live ?? []).map((e) => fromMapEntry(e.key, e.value));
       const key = Object.entries(this.local.endpoints.ids).find(([, v]) => v === id)?.[0];
       const pod = key ? this.localPods().find((p) => podKey(p) === key) : undefined;
-      const live = pod ? this.datapath.endpoints.get(pod.hostIfindex) : undefined;
+      const row = pod ? this.datapath.endpoints.get(pod.hostIfindex) : undefined;
       endpoints.set(id, {
         ...pol,
-        identity: live?.identity ?? 0,
+        identity: row?.identity ?? 0,
         entries,
-        failClosed: live ? (live.flags & ENDPOINT_F_FAIL_CLOSED) !== 0 : true,
+        failClosed: !live || !row || (row.flags & ENDPOINT_F_FAIL_CLOSED) !== 0,
+        ...(live
+          ? {}
+          : {
+              error: {
+                code: 'ERR_DATAPATH_NO_POLICY_MAP' as const,
+                message: `weir_policy has no policy map for endpoint ${id}: its new connections drop (Endpoint not ready)`,
+              },
+            }),
       });
     }
     const ipcache = this.datapath.ipcache.list().map((e) => ({ prefix: e.prefix, identity: e.identity }));

@@ -1,9 +1,11 @@
 // The agent's local API: HTTP/1.1 with JSON bodies over a unix socket that only root may open
 // (the socket is created mode 0600 inside a 0700 directory). Routes are a plain table.
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
+import { httpStatus, type ErrorCode } from '../shared/error-codes.js';
 import { WeirError } from '../shared/errors.js';
+import { privateDirSync } from '../shared/private-fs.js';
 
 export interface ApiRequest {
   method: string;
@@ -78,19 +80,24 @@ export function errorBody(err: unknown) {
       },
     };
   }
-  return { error: { code: 'ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) } };
+  return {
+    error: {
+      code: 'ERR_INTERNAL' satisfies ErrorCode,
+      message: err instanceof Error ? err.message : String(err),
+    },
+  };
 }
 
 export async function listenApi(socketPath: string, routes: Route[]): Promise<Server> {
-  mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
-  chmodSync(dirname(socketPath), 0o700);
+  privateDirSync(dirname(socketPath));
   rmSync(socketPath, { force: true });
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://weir');
     const found = matchRoute(routes, req.method ?? 'GET', url.pathname);
     if (!found) {
-      sendJson(res, 404, {
-        error: { code: 'ERR_API_NOT_FOUND', message: `no route ${req.method} ${url.pathname}` },
+      const code = 'ERR_API_NOT_FOUND' satisfies ErrorCode;
+      sendJson(res, httpStatus(code), {
+        error: { code, message: `no route ${req.method} ${url.pathname}` },
       });
       return;
     }
@@ -109,7 +116,8 @@ export async function listenApi(socketPath: string, routes: Route[]): Promise<Se
         );
         if (!res.headersSent) sendJson(res, 200, out ?? {});
       } catch (err) {
-        if (!res.headersSent) sendJson(res, err instanceof WeirError ? 400 : 500, errorBody(err));
+        if (!res.headersSent)
+          sendJson(res, err instanceof WeirError ? httpStatus(err.code) : 500, errorBody(err));
         else res.destroy(err instanceof Error ? err : undefined);
       }
     })();

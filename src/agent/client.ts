@@ -1,24 +1,8 @@
 // The CLI's side of the agent API: requests over the agent's unix socket. Errors that the agent
 // reports come back as WeirError with the agent's code and location.
 import { request } from 'node:http';
-import { ValidationError, WeirError } from '../shared/errors.js';
+import { errorFromWire as toError, WeirError, type WireError as ErrorJson } from '../shared/errors.js';
 import { agentSocket } from './paths.js';
-
-interface ErrorJson {
-  code: string;
-  message: string;
-  location?: { file?: string; object?: string; field?: string };
-  problems?: ErrorJson[];
-}
-
-function toError(e: ErrorJson): WeirError {
-  if (e.problems && e.problems.length > 0) {
-    return new ValidationError(
-      e.problems.map((p) => new WeirError(p.code, p.message, { location: p.location ?? {} })),
-    );
-  }
-  return new WeirError(e.code, e.message, { location: e.location ?? {} });
-}
 
 type Method = 'GET' | 'POST' | 'DELETE';
 

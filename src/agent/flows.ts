@@ -14,6 +14,7 @@ import type { Flow } from '../observe/flow.js';
 import { FlowParser } from '../observe/parser.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { RuleRef } from '../policy/api/types.js';
+import { isCode } from '../shared/errors.js';
 import type { Agent } from './agent.js';
 import type { AgentMetrics } from './metrics.js';
 
@@ -38,7 +39,9 @@ export function agentEnrichment(agent: Agent): EnrichmentSource {
     labels = new Map(agent.identities().map((i) => [i.id, i.labels]));
     try {
       cookies = agent.engineView().output.cookies;
-    } catch {
+    } catch (err) {
+      // Before the first regeneration no rule is known yet; anything else is a real failure.
+      if (!isCode(err, 'ERR_AGENT_NOT_READY')) throw err;
       cookies = new Map();
     }
   };
@@ -145,7 +148,14 @@ export class FlowPipeline {
 
   start(): void {
     this.#reader.start();
-    this.#timer = setInterval(() => this.pollLost(), this.#o.lostPollMs ?? 1000);
+    this.#timer = setInterval(() => {
+      try {
+        this.pollLost();
+      } catch (err) {
+        // A failed read of weir_events_lost is reported (and tried again next time), not fatal.
+        this.#o.log.error({ err }, 'reading weir_events_lost failed');
+      }
+    }, this.#o.lostPollMs ?? 1000);
     this.#timer.unref();
   }
 

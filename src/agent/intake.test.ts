@@ -191,9 +191,9 @@ describe('intake', () => {
         assert.ok(err instanceof ValidationError);
         assert.equal(
           err.message,
-          "bad.yaml: Pod nowhere/lost: metadata.namespace: namespace 'nowhere' does not exist (apply it first or in the same apply)",
+          'bad.yaml: Pod nowhere/lost: metadata.namespace: namespaces "nowhere" not found',
         );
-        assert.equal(err.problems[0]?.code, 'ERR_API_NAMESPACE_NOT_FOUND');
+        assert.equal(err.problems[0]?.code, 'ERR_K8S_NAMESPACE_NOT_FOUND');
         return true;
       },
     );
@@ -229,7 +229,7 @@ describe('intake', () => {
     await intake.apply(objs(docs(pod('p1'), pod('p2'), pod('p3'), pod('p4'))));
     await assert.rejects(intake.apply(objs(docs(pod('p5'), pod('p6')))), (e: unknown) => {
       assert.ok(e instanceof ValidationError);
-      assert.equal(e.problems[0]?.code, 'ERR_API_IPAM_EXHAUSTED');
+      assert.equal(e.problems[0]?.code, 'ERR_LAB_IPAM_EXHAUSTED');
       assert.match(e.message, /10\.244\.0\.0\/29 of node node1 has no room for 2 more pods \(4 of 5 used\)/);
       return true;
     });

@@ -6,6 +6,7 @@
 // transaction, conditioned on the intake guard key so concurrent API writers (one per node, later)
 // serialise; the answer comes once every node owning a change has reconciled that revision, so an
 // applied pod is running and enforced when `weir apply` returns.
+import { randomUUID } from 'node:crypto';
 import type { Logger as Pino } from 'pino';
 import { nsNameLabel, type DesiredState, type DesiredView } from '../cluster/desired.js';
 import type { Informer, InformerChange } from '../cluster/informer.js';
@@ -31,6 +32,7 @@ import {
   type ReconciledRecord,
 } from '../cluster/objects.js';
 import { podRunsWorkload, workloadAnnotation, type Pod } from '../k8s/core.js';
+import { namespaceProblems } from '../k8s/namespaces.js';
 import { parseCidr4, podNetns, podVeth, size4 } from '../lab/index.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import type { JsonObject, Store, StoreOp } from '../store/index.js';
@@ -135,8 +137,6 @@ export class Intake {
     const stored = [...current.values()].map((i) => i.value);
     const allocate = this.d.allocateServices(stored);
     const keyed = new Map<string, DesiredObject>();
-    const namespaces = new Set([...state.namespaces.keys()]);
-    for (const o of objects) if (o.kind === 'Namespace') namespaces.add(o.name);
 
     // Every object by its kind.
     for (const given of objects) {
@@ -154,7 +154,20 @@ export class Intake {
       }
     }
 
-    // Pods against each other and what is stored: namespace, workload annotation, node, names, room.
+    // As the Kubernetes API: a namespaced object needs its namespace, stored or in this apply.
+    problems.push(
+      ...namespaceProblems(
+        [...keyed.values()].map((o) => ({
+          kind: o.kind,
+          name: o.name,
+          ...(o.namespace ? { namespace: o.namespace } : {}),
+          ...(o.file ? { file: o.file } : {}),
+        })),
+        state.namespaces.keys(),
+      ),
+    );
+
+    // Pods against each other and what is stored: workload annotation, node, names, room.
     const onNode = new Map<string, number>();
     const names = new Map<string, string>();
     const hasPods = [...keyed.values()].some((o) => o.kind === 'Pod');
@@ -170,19 +183,11 @@ export class Intake {
       const ns = o.namespace ?? 'default';
       const podKey = `${ns}/${o.name}`;
       const pod = o.object as Pod & { spec: { nodeName?: string } };
-      if (!namespaces.has(ns))
-        problems.push(
-          new WeirError(
-            'ERR_API_NAMESPACE_NOT_FOUND',
-            `namespace '${ns}' does not exist (apply it first or in the same apply)`,
-            { location: { ...loc, field: 'metadata.namespace' } },
-          ),
-        );
       const old = state.pods.get(podKey);
       if (old && old.noWorkload === podRunsWorkload(pod))
         problems.push(
           new WeirError(
-            'ERR_API_WORKLOAD_IMMUTABLE',
+            'ERR_LAB_WORKLOAD_IMMUTABLE',
             `annotation ${workloadAnnotation} cannot change on an existing pod (delete and re-create it)`,
             { location: { ...loc, field: `metadata.annotations["${workloadAnnotation}"]` } },
           ),
@@ -224,7 +229,7 @@ export class Intake {
           const other = names.get(n);
           if (other && other !== podKey)
             problems.push(
-              new WeirError('ERR_API_NAME_COLLISION', `its lab name ${n} is already used by pod ${other}`, {
+              new WeirError('ERR_LAB_NAME_COLLISION', `its lab name ${n} is already used by pod ${other}`, {
                 location: { ...loc, field: 'metadata.name' },
               }),
             );
@@ -242,7 +247,7 @@ export class Intake {
       if (have + n > room)
         problems.push(
           new WeirError(
-            'ERR_API_IPAM_EXHAUSTED',
+            'ERR_LAB_IPAM_EXHAUSTED',
             `the pod CIDR ${cidr} of node ${node} has no room for ${n} more pods (${have} of ${room} used)`,
             { location: { file: objects.find((o) => o.kind === 'Pod')?.file } },
           ),
@@ -251,8 +256,11 @@ export class Intake {
     if (problems.length > 0) throw new ValidationError(problems);
 
     const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [] };
-    for (const [key, o] of keyed) {
+    for (const [key, given] of keyed) {
       const old = current.get(key);
+      // As the API server: a Pod or Namespace gets a uid and creation time when it is created,
+      // and keeps them when it is changed.
+      const o = given.kind === 'Pod' || given.kind === 'Namespace' ? withIdentity(given, old?.value) : given;
       const same = old !== undefined && JSON.stringify(old.value.object) === JSON.stringify(o.object);
       plan.results.push({
         object: resultName(o),
@@ -322,21 +330,21 @@ export class Intake {
       const old = current.get(key);
       if (!old && !ignoreNotFound)
         problems.push(
-          new WeirError('ERR_API_NOT_FOUND', `${refName(ref)} does not exist in lab ${this.d.lab}`, {
+          new WeirError('ERR_LAB_NOT_FOUND', `${refName(ref)} does not exist in lab ${this.d.lab}`, {
             location,
           }),
         );
       if (r.kind === 'Namespace') {
         if (r.name === 'default')
           problems.push(
-            new WeirError('ERR_API_NAMESPACE_PROTECTED', 'the default namespace cannot be deleted', {
+            new WeirError('ERR_LAB_NAMESPACE_PROTECTED', 'the default namespace cannot be deleted', {
               location,
             }),
           );
         const left = [...state.pods.keys()].filter((k) => k.startsWith(`${r.name}/`) && !leaving.has(k));
         if (left.length > 0)
           problems.push(
-            new WeirError('ERR_API_NAMESPACE_NOT_EMPTY', `namespace still has pods: ${left.join(', ')}`, {
+            new WeirError('ERR_LAB_NAMESPACE_NOT_EMPTY', `namespace still has pods: ${left.join(', ')}`, {
               location,
             }),
           );
@@ -453,6 +461,10 @@ export class Intake {
         ...(p.noWorkload ? { noWorkload: true as const } : {}),
         ...(p.terminating ? { terminating: true as const } : {}),
         ready: st?.phase === 'Running' && st.ready,
+        ...(p.uid ? { uid: p.uid } : {}),
+        ...(p.createdAt ? { createdAt: p.createdAt } : {}),
+        ...(p.annotations ? { annotations: p.annotations } : {}),
+        containers: p.containers,
       });
     }
     return out.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
@@ -470,6 +482,25 @@ export class Intake {
     const state = this.d.view.state;
     return [...state.namespaces.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
+}
+
+/** `o` with metadata.uid and creationTimestamp: those of `old`, or new ones. */
+function withIdentity(o: DesiredObject, old: DesiredObject | undefined): DesiredObject {
+  const meta = (x: DesiredObject | undefined) =>
+    (x?.object as { metadata?: { uid?: string; creationTimestamp?: string } } | undefined)?.metadata;
+  const was = meta(old);
+  const obj = o.object as { metadata: Record<string, unknown> };
+  return {
+    ...o,
+    object: {
+      ...obj,
+      metadata: {
+        ...obj.metadata,
+        uid: was?.uid ?? randomUUID(),
+        creationTimestamp: was?.creationTimestamp ?? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      },
+    },
+  };
 }
 
 /** The names a pod takes on its node (netns, host veth): two pods must not share one. */

@@ -95,13 +95,11 @@ export class ServiceLb {
     const lb = this.datapath.lb;
     this.services = new Map(lb.listServices().map((e) => [entryName(e), e]));
     this.backends = new Map(lb.listBackends().map((b) => [b.id, backendText(b.backend)]));
+    // A table written for another M reads back as M ids that differ from the new table's, so the
+    // next regeneration rewrites it; a table that cannot be read stops the agent, naming the map.
     for (const e of this.services.values()) {
-      try {
-        const t = lb.getMaglevTable(e.meta.revNatIndex);
-        if (t) this.maglev.set(e.meta.revNatIndex, t);
-      } catch {
-        // A table of another size (M changed): rewritten by the next regeneration.
-      }
+      const t = lb.getMaglevTable(e.meta.revNatIndex);
+      if (t) this.maglev.set(e.meta.revNatIndex, t);
     }
   }
 

@@ -5,7 +5,7 @@
 // identities move to weir/state/identities/v1/….)
 import { localKey } from '../cluster/keys.js';
 import type { JsonObject, Store } from '../store/index.js';
-import { mergeSettings, type AgentSettings } from './settings.js';
+import { defaultSettings, isPersisted, type AgentSettings } from './settings.js';
 
 export interface EndpointIds {
   /** "namespace/pod" -> endpoint id */
@@ -49,9 +49,15 @@ export class LocalState {
     return s;
   }
 
-  /** The stored settings overridden by those given (kept for the next start by save()). */
+  /**
+   * The stored settings, overridden by those given (kept for the next start by save()); a setting
+   * neither given nor stored has its default. Only persisted settings are kept.
+   */
   mergeSettings(given: Partial<AgentSettings>): AgentSettings {
-    this.settings = mergeSettings(this.settings, given);
+    const defined = Object.fromEntries(
+      Object.entries({ ...this.settings, ...given }).filter(([k, v]) => v !== undefined && isPersisted(k)),
+    );
+    this.settings = { ...defaultSettings, ...defined } as AgentSettings;
     return this.settings;
   }
 

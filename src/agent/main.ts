@@ -7,13 +7,12 @@ import { DesiredView } from '../cluster/desired.js';
 import { Informer } from '../cluster/informer.js';
 import { desiredPrefix, nodeKey, statePrefix } from '../cluster/keys.js';
 import type { NodeRecord } from '../cluster/objects.js';
-import { Datapath, type LbMode } from '../datapath/loader.js';
+import { Datapath } from '../datapath/loader.js';
 import { Lab, PodDriver, externalsOf, nodeOf } from '../lab/index.js';
+import { privateFileMode } from '../shared/private-fs.js';
 import { FileStore, type JsonObject, type Lease, type Store } from '../store/index.js';
 import { FlowObserver } from '../observe/stream.js';
-import { parseServiceCIDR } from '../service/allocate.js';
-import { checkMaglevSize, maglevSeed } from '../service/maglev.js';
-import { Agent, parseLabelFilter } from './agent.js';
+import { Agent } from './agent.js';
 import { listenApi } from './api-server.js';
 import { FlowPipeline } from './flows.js';
 import { Lifecycle } from './lifecycle.js';
@@ -22,35 +21,17 @@ import { LocalState } from './local-state.js';
 import { agentPidFile, agentSocket, agentStoreFile, nodePinDir } from './paths.js';
 import { Reconciler } from './reconcile.js';
 import { agentRoutes } from './routes.js';
+import { checkSettings, defaultValues, isPersisted, type AgentSettingValues } from './settings.js';
 
 /** The node's keys (its record, its reconciled revision) live as long as this lease (Cilium: 15 min). */
 const nodeLeaseSeconds = 900;
 
-export interface AgentOptions {
+/**
+ * The lab, and any settings of settings.ts given as flags. Absent persisted settings are as the
+ * previous run stored them (else their default); absent others have their default.
+ */
+export interface AgentOptions extends Partial<AgentSettingValues> {
   lab: string;
-  /** Absent: as stored by the previous run, else the default. */
-  policyMapMax?: number;
-  identityLabels?: string;
-  /** false: the datapath writes no flow events (observability off). Absent: as stored. */
-  flowEvents?: boolean;
-  ctGcIntervalMs: number;
-  /** Flows kept for `weir observe` (Hubble's event buffer capacity, default 4095). */
-  flows?: number;
-  /** Lines a `weir observe -f` follower may have waiting before new ones are shed (default 1024). */
-  flowQueue?: number;
-  /** Bytes of the weir_events ring buffer (default: the datapath's, 4 MiB). */
-  eventsBufferBytes?: number;
-  /** Service backend selection, Maglev table size and seed, ClusterIP range. Absent: as stored. */
-  lbAlgorithm?: 'random' | 'maglev';
-  maglevTableSize?: number;
-  maglevSeed?: string;
-  serviceCIDR?: string;
-  /** '' = no IPv6 service CIDR. */
-  serviceCIDRv6?: string;
-  /** NodePort forwarding mode (snat, dsr). Absent: as stored. */
-  lbMode?: LbMode;
-  /** Services at the socket (true) or at tc only (false). Absent: as stored. */
-  socketLB?: boolean;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -65,25 +46,16 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const store: Store = await FileStore.open(agentStoreFile(opts.lab));
   lc.append({ name: 'store', stop: () => store.close() });
   const local = await LocalState.load(store, node.name);
+  const given = Object.fromEntries(Object.entries(opts).filter(([k, v]) => v !== undefined && k !== 'lab'));
+  const persisted = Object.fromEntries(Object.entries(given).filter(([k]) => isPersisted(k)));
   const settings = local.mergeSettings({
-    policyMapMax: opts.policyMapMax,
-    identityLabels: opts.identityLabels,
-    flowEvents: opts.flowEvents,
-    lbAlgorithm: opts.lbAlgorithm,
-    maglevTableSize: opts.maglevTableSize,
-    maglevSeed: opts.maglevSeed,
-    serviceCIDR: opts.serviceCIDR,
+    ...persisted,
     // A node without IPv6 cannot back an IPv6 ClusterIP: no IPv6 service CIDR unless asked for.
     serviceCIDRv6: opts.serviceCIDRv6 ?? (node.ip6 ? undefined : ''),
-    lbMode: opts.lbMode,
-    socketLB: opts.socketLB,
   });
-  // Refuse bad settings before anything starts.
-  if (settings.identityLabels) parseLabelFilter(settings.identityLabels);
-  checkMaglevSize(settings.maglevTableSize);
-  maglevSeed(settings.maglevSeed);
-  parseServiceCIDR(settings.serviceCIDR);
-  if (settings.serviceCIDRv6) parseServiceCIDR(settings.serviceCIDRv6, 'IPv6');
+  const run: AgentSettingValues = { ...defaultValues, ...given, ...settings };
+  // Refuse bad settings (given now or stored by an earlier run) before anything starts.
+  checkSettings(run);
   await local.save();
 
   // The node registers itself under its lease: the API schedules pods on registered nodes.
@@ -119,7 +91,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         events: settings.flowEvents,
         maglevTableSize: settings.maglevTableSize,
         lbMode: settings.lbMode,
-        ...(opts.eventsBufferBytes ? { eventsBufferBytes: opts.eventsBufferBytes } : {}),
+        eventsBufferBytes: run.eventsBufferBytes,
       });
     },
     // Pins stay: the datapath keeps enforcing while no agent runs.
@@ -175,10 +147,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     },
   });
 
-  const observer = new FlowObserver({
-    ...(opts.flows ? { capacity: opts.flows } : {}),
-    ...(opts.flowQueue ? { queueSize: opts.flowQueue } : {}),
-  });
+  const observer = new FlowObserver({ capacity: run.flows, queueSize: run.flowQueue });
   let flows: FlowPipeline | undefined;
   lc.append({
     name: 'flows',
@@ -206,7 +175,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         } catch (err) {
           log.error({ err }, 'conntrack gc failed');
         }
-      }, opts.ctGcIntervalMs);
+      }, run.ctGcInterval * 1000);
       gcTimer.unref();
     },
     stop: () => clearInterval(gcTimer),
@@ -230,7 +199,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         agentSocket(opts.lab),
         agentRoutes(a, intake, reconciler as Reconciler, observer),
       );
-      writeFileSync(agentPidFile(opts.lab), String(process.pid));
+      writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>
       new Promise<void>((resolve) => {

@@ -1,52 +1,345 @@
-// The agent's settings: what the node's datapath was set up with. They are kept in the Store
-// (weir/local/v1/<node>/settings): a restart without options keeps them; an option given changes
-// them (the pinned maps were sized with them).
-import type { LbMode } from '../datapath/loader.js';
+// The agent's settings, declared once: for each its flag, default, whether it is persisted, how it
+// is parsed and checked, and what it does. From this table derive the flags of `weir agent run`
+// and `weir lab up` (src/cli), the persisted AgentSettings and their defaults (store.ts), the
+// arguments `weir lab up` hands the agent (spawn.ts), the checks the agent makes before it starts
+// (main.ts) and the settings table of docs/agent.md (settings.test.ts keeps it equal).
+//
+// Persisted settings are stored in the agent's state: a flag given once stays in force across
+// restarts until given again (the pinned maps were sized or filled with them). The others apply to
+// one run of the agent, with their default when not given.
+import { DATAPATH_DEFAULTS, LB_MODES, type LbMode } from '../datapath/loader.js';
+import { LabelFilter } from '../identity/filter.js';
+import { DEFAULT_RING_CAPACITY } from '../observe/ring.js';
+import { DEFAULT_QUEUE_SIZE } from '../observe/stream.js';
+import { defaultServiceCIDR, defaultServiceCIDRv6, parseServiceCIDR } from '../service/allocate.js';
+import { checkMaglevSize, defaultMaglevSeed, maglevSeed, maglevSizes } from '../service/maglev.js';
+import type { LbAlgorithm } from '../service/model.js';
+import { WeirError } from '../shared/errors.js';
 
-/** Settings that must stay the same across restarts (the pinned maps were sized with them). */
-export interface AgentSettings {
-  policyMapMax: number;
-  /** Cilium's `labels` syntax ("k8s:app k8s:!job-name"); empty = the default filter. */
-  identityLabels: string;
-  /** The datapath writes flow events (observability on). */
-  flowEvents: boolean;
-  /** Backend selection for new connections (Cilium's --bpf-lb-algorithm). */
-  lbAlgorithm: 'random' | 'maglev';
-  /** M, the entries of every Maglev table (a prime of Cilium's list). */
-  maglevTableSize: number;
-  /** Cluster-wide Maglev hash seed, 12 bytes in base64 (Cilium's --bpf-lb-maglev-hash-seed). */
-  maglevSeed: string;
-  /** Where ClusterIPs are allocated from. */
-  serviceCIDR: string;
-  /** Where IPv6 ClusterIPs are allocated from; '' = none (an IPv4-only cluster). */
-  serviceCIDRv6: string;
-  /** NodePort from outside: the backend sees the node (snat) or the client (dsr); --lb-mode. */
-  lbMode: LbMode;
-  /**
-   * East-west services at the socket (cgroup hooks on the node's and every pod's cgroup; Cilium's
-   * --bpf-lb-sock). Off: every packet to a ClusterIP is translated by the pods' tc programs.
-   */
-  socketLB: boolean;
+export interface Setting<K extends string = string, T = unknown, P extends boolean = boolean> {
+  /** The property in AgentSettings / runAgent's options. */
+  readonly key: K;
+  readonly flag: `--${string}`;
+  /** The flag's argument as --help shows it. */
+  readonly arg: string;
+  readonly default: T;
+  /** The default as --help and the docs show it. */
+  readonly defaultText: string;
+  readonly persisted: P;
+  /** For flags that take one of a few words. */
+  readonly choices?: readonly string[];
+  readonly description: string;
+  /** The flag's text -> the value; bad text is ERR_CLI_OPTION naming the flag. */
+  parse(text: string): T;
+  /** The value -> the flag's text (what `weir lab up` passes on to `weir agent run`). */
+  format(value: T): string;
+  /** Refuses a bad value, whether from a flag or from the stored state (before the agent starts). */
+  check(value: T): void;
 }
 
-export const defaultSettings: AgentSettings = {
-  policyMapMax: 16384,
-  identityLabels: '',
-  flowEvents: true,
-  lbAlgorithm: 'random',
-  maglevTableSize: 16381,
-  maglevSeed: 'JLfvgnHc2kaSUFaI',
-  serviceCIDR: '10.96.0.0/16',
-  serviceCIDRv6: 'fd00:10:96::/112',
-  lbMode: 'snat',
-  socketLB: true,
-};
+/** The identity-label filter of `spec`, or ERR_AGENT_CONFIG naming the bad pattern. */
+export function parseLabelFilter(spec: string): LabelFilter {
+  try {
+    return LabelFilter.parse(spec);
+  } catch (err) {
+    throw new WeirError('ERR_AGENT_CONFIG', `identity labels '${spec}': ${(err as Error).message}`, {
+      location: { field: '--identity-labels' },
+      cause: err,
+    });
+  }
+}
 
-/** The stored settings, overridden by those given. */
-export function mergeSettings(
-  stored: Partial<AgentSettings> | undefined,
-  given: Partial<AgentSettings>,
-): AgentSettings {
-  const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
-  return { ...defaultSettings, ...stored, ...defined };
+const badOption = (flag: string, why: string) =>
+  new WeirError('ERR_CLI_OPTION', why, { location: { field: flag } });
+
+/** A setting; `const` keeps its key and persisted flag literal for the derived types. */
+function setting<const K extends string, T, const P extends boolean>(
+  s: Omit<Setting<K, T, P>, 'format' | 'check' | 'defaultText'> &
+    Partial<Pick<Setting<K, T, P>, 'format' | 'check' | 'defaultText'>>,
+): Setting<K, T, P> {
+  return {
+    format: (v: T) => String(v),
+    check: () => undefined,
+    defaultText: String(s.default),
+    ...s,
+  };
+}
+
+function int<const K extends string, const P extends boolean>(
+  key: K,
+  flag: `--${string}`,
+  arg: string,
+  persisted: P,
+  dflt: number,
+  min: number,
+  max: number,
+  description: string,
+  more: Partial<Pick<Setting<K, number, P>, 'check' | 'defaultText'>> = {},
+): Setting<K, number, P> {
+  const inRange = (n: number) => Number.isInteger(n) && n >= min && n <= max;
+  return setting({
+    key,
+    flag,
+    arg,
+    persisted,
+    default: dflt,
+    description,
+    parse: (v: string) => {
+      const n = Number(v);
+      if (!/^\d+$/.test(v.trim()) || !inRange(n))
+        throw badOption(flag, `must be an integer within ${min}..${max}, not '${v}'`);
+      return n;
+    },
+    ...more,
+    check: (n: number) => {
+      if (!inRange(n)) throw badOption(flag, `must be an integer within ${min}..${max}, not ${n}`);
+      more.check?.(n);
+    },
+  });
+}
+
+function onOff<const K extends string, const P extends boolean>(
+  key: K,
+  flag: `--${string}`,
+  persisted: P,
+  dflt: boolean,
+  description: string,
+): Setting<K, boolean, P> {
+  return setting({
+    key,
+    flag,
+    arg: '<on|off>',
+    persisted,
+    default: dflt,
+    defaultText: dflt ? 'on' : 'off',
+    choices: ['on', 'off'],
+    description,
+    parse: (v: string) => {
+      if (v !== 'on' && v !== 'off') throw badOption(flag, `must be on or off, not '${v}'`);
+      return v === 'on';
+    },
+    format: (v: boolean) => (v ? 'on' : 'off'),
+  });
+}
+
+function oneOf<const K extends string, T extends string, const P extends boolean>(
+  key: K,
+  flag: `--${string}`,
+  arg: string,
+  persisted: P,
+  choices: readonly T[],
+  dflt: NoInfer<T>,
+  description: string,
+): Setting<K, T, P> {
+  const check = (v: string): T => {
+    if (!(choices as readonly string[]).includes(v))
+      throw badOption(flag, `must be one of ${choices.join(', ')}, not '${v}'`);
+    return v as T;
+  };
+  return setting<K, T, P>({
+    key,
+    flag,
+    arg,
+    persisted,
+    default: dflt,
+    choices,
+    description,
+    parse: check,
+    check,
+  });
+}
+
+export const SETTINGS = [
+  int(
+    'policyMapMax',
+    '--policy-map-max',
+    '<n>',
+    true,
+    DATAPATH_DEFAULTS.policyMapMax,
+    256,
+    65536,
+    "entries of each endpoint's policy map (Cilium's --bpf-policy-map-max); a policy that does not fit fails the endpoint closed",
+  ),
+  setting({
+    key: 'identityLabels',
+    flag: '--identity-labels',
+    arg: '<spec>',
+    persisted: true,
+    default: '',
+    defaultText: "Cilium's label filter",
+    description: "labels that make up identities, Cilium's syntax: 'k8s:app k8s:!job-name'",
+    parse: (v: string) => v,
+    check: (v: string) => {
+      if (v) parseLabelFilter(v);
+    },
+  }),
+  onOff('flowEvents', '--flow-events', true, true, 'observability: whether the datapath writes flow events'),
+  oneOf<'lbAlgorithm', LbAlgorithm, true>(
+    'lbAlgorithm',
+    '--lb-algorithm',
+    '<name>',
+    true,
+    ['random', 'maglev'],
+    'random',
+    "how a service picks a backend for a new connection (Cilium's --bpf-lb-algorithm)",
+  ),
+  setting({
+    key: 'maglevTableSize',
+    flag: '--lb-maglev-table-size',
+    arg: '<M>',
+    persisted: true,
+    default: DATAPATH_DEFAULTS.maglevTableSize as number,
+    description: `entries of each Maglev table, one of ${maglevSizes.join(', ')}`,
+    parse: (v: string) => checkMaglevSize(Number(v)),
+    check: (v: number) => void checkMaglevSize(v),
+  }),
+  setting({
+    key: 'maglevSeed',
+    flag: '--lb-maglev-seed',
+    arg: '<base64>',
+    persisted: true,
+    default: defaultMaglevSeed,
+    defaultText: `Cilium's, ${defaultMaglevSeed}`,
+    description: 'cluster-wide Maglev hash seed, 12 bytes in base64',
+    parse: (v: string) => v,
+    check: (v: string) => void maglevSeed(v),
+  }),
+  oneOf<'lbMode', LbMode, true>(
+    'lbMode',
+    '--lb-mode',
+    '<mode>',
+    true,
+    LB_MODES,
+    DATAPATH_DEFAULTS.lbMode,
+    'NodePort from outside: the backend sees the node (snat) or the client (dsr)',
+  ),
+  onOff(
+    'socketLB',
+    '--socket-lb',
+    true,
+    true,
+    "east-west services at the socket (on) or per packet at the pods' tc programs only (off; Cilium's --bpf-lb-sock)",
+  ),
+  setting({
+    key: 'serviceCIDR',
+    flag: '--service-cidr',
+    arg: '<cidr>',
+    persisted: true,
+    default: defaultServiceCIDR,
+    description: 'where ClusterIPs are allocated (an IPv4 prefix /8../30)',
+    parse: (v: string) => v,
+    check: (v: string) => void parseServiceCIDR(v),
+  }),
+  setting({
+    key: 'serviceCIDRv6',
+    flag: '--service-cidr-v6',
+    arg: '<cidr|none>',
+    persisted: true,
+    default: defaultServiceCIDRv6,
+    defaultText: `${defaultServiceCIDRv6}, none on a node without IPv6`,
+    description: 'where IPv6 ClusterIPs are allocated (/108../126); none: an IPv4-only cluster',
+    parse: (v: string) => (v === 'none' ? '' : v),
+    format: (v: string) => v || 'none',
+    check: (v: string) => {
+      if (v) parseServiceCIDR(v, 'IPv6');
+    },
+  }),
+  int(
+    'ctGcInterval',
+    '--ct-gc-interval',
+    '<seconds>',
+    false,
+    30,
+    1,
+    86400,
+    'how often expired conntrack entries are removed',
+  ),
+  int(
+    'flows',
+    '--flows',
+    '<n>',
+    false,
+    DEFAULT_RING_CAPACITY,
+    1,
+    65535,
+    "flows kept for weir observe (Hubble's event buffer capacity)",
+  ),
+  int(
+    'flowQueue',
+    '--flow-queue',
+    '<n>',
+    false,
+    DEFAULT_QUEUE_SIZE,
+    1,
+    1 << 20,
+    'lines a following observer may have waiting before new ones are shed',
+  ),
+  int(
+    'eventsBufferBytes',
+    '--events-buffer',
+    '<bytes>',
+    false,
+    DATAPATH_DEFAULTS.eventsBufferBytes,
+    4096,
+    1 << 30,
+    'bytes of the weir_events ring buffer, a power of 2 (a pinned ring of another size must be removed first)',
+    {
+      defaultText: '4194304 (4 MiB)',
+      check: (n) => {
+        if ((n & (n - 1)) !== 0) throw badOption('--events-buffer', `must be a power of 2, not ${n}`);
+      },
+    },
+  ),
+] as const;
+
+type AnySetting = (typeof SETTINGS)[number];
+type ValueOf<S> = S extends Setting<string, infer T, boolean> ? T : never;
+
+/** Every setting's value, by key. */
+export type AgentSettingValues = { [S in AnySetting as S['key']]: ValueOf<S> };
+export type SettingKey = keyof AgentSettingValues;
+/** The settings that must stay the same across restarts (stored in the agent's state). */
+export type AgentSettings = { [S in Extract<AnySetting, { persisted: true }> as S['key']]: ValueOf<S> };
+
+const all: readonly Setting[] = SETTINGS as readonly Setting[];
+
+/** The persisted settings' defaults. */
+export const defaultSettings = Object.fromEntries(
+  all.filter((s) => s.persisted).map((s) => [s.key, s.default]),
+) as AgentSettings;
+
+/** Every setting's default (what the agent runs with when a flag is absent and nothing is stored). */
+export const defaultValues = Object.fromEntries(all.map((s) => [s.key, s.default])) as AgentSettingValues;
+
+export const isPersisted = (key: string): boolean => all.some((s) => s.key === key && s.persisted);
+
+/** Refuses the first bad value (a stored one, or one given in code rather than by flag). */
+export function checkSettings(values: Partial<AgentSettingValues>): void {
+  for (const s of all) {
+    const v = (values as Record<string, unknown>)[s.key];
+    if (v !== undefined) s.check(v);
+  }
+}
+
+/** The `weir agent run` arguments for the given settings (absent ones are left out). */
+export function settingsArgv(values: Partial<AgentSettingValues>): string[] {
+  return all.flatMap((s) => {
+    const v = (values as Record<string, unknown>)[s.key];
+    return v === undefined ? [] : [s.flag, s.format(v)];
+  });
+}
+
+/** The settings table of docs/agent.md (between its `agent-settings` markers). */
+export function settingsMarkdown(): string {
+  return [
+    '| flag | default | persisted | what it does |',
+    '| --- | --- | --- | --- |',
+    ...all
+      .map((s) =>
+        [`\`${s.flag} ${s.arg}\``, s.defaultText, s.persisted ? 'yes' : 'no', s.description]
+          .map((cell) => ` ${cell.replace(/\|/g, '\\|')} `)
+          .join('|'),
+      )
+      .map((row) => `|${row}|`),
+  ].join('\n');
 }

@@ -2,18 +2,20 @@
 // nsenter: unlike `ip netns exec`, nsenter keeps the root mount namespace, so /sys/fs/bpf pins and
 // the cgroup mount stay visible), detached, logging to the lab's log directory.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
+import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import { AgentClient } from './client.js';
+import { settingsArgv, type AgentSettingValues } from './settings.js';
 import { agentDir, agentLogFile, agentPidFile, agentSocket } from './paths.js';
 
 export interface StartAgentOptions {
   lab: string;
   nodeNetns: string;
-  policyMapMax?: number;
-  identityLabels?: string;
+  /** Agent settings (settings.ts), passed on as `weir agent run` flags. */
+  settings?: Partial<AgentSettingValues>;
   /** More `weir agent run` options (e.g. ['--flows', '8191']). */
   agentArgs?: string[];
   readyTimeoutMs?: number;
@@ -40,12 +42,33 @@ export function agentPid(lab: string): number | undefined {
   return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
 }
 
-async function waitReady(lab: string, pid: number, timeoutMs: number): Promise<void> {
+/** The last `Error: …` line the CLI wrote to the agent's log after byte `from` (its fatal error). */
+function lastError(lab: string, from: number): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(agentLogFile(lab)).subarray(from).toString('utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // no log (yet)
+    throw err;
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('Error: '))
+    .pop()
+    ?.slice('Error: '.length);
+}
+
+async function waitReady(lab: string, pid: number, timeoutMs: number, logFrom: number): Promise<void> {
   const client = new AgentClient(agentSocket(lab), 2000);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!alive(pid))
-      throw new WeirError('ERR_AGENT_START', `the agent exited during start; see ${agentLogFile(lab)}`);
+    if (!alive(pid)) {
+      const why = lastError(lab, logFrom);
+      throw new WeirError(
+        'ERR_AGENT_START',
+        `the agent exited during start${why ? `: ${why}` : ''}; see ${agentLogFile(lab)}`,
+      );
+    }
     try {
       await client.call('GET', '/v1/status');
       return;
@@ -63,9 +86,10 @@ async function waitReady(lab: string, pid: number, timeoutMs: number): Promise<v
 export async function startAgent(opts: StartAgentOptions): Promise<number> {
   const running = agentPid(opts.lab);
   if (running !== undefined) return running;
-  mkdirSync(agentDir(opts.lab), { recursive: true, mode: 0o700 });
-  mkdirSync(dirname(agentLogFile(opts.lab)), { recursive: true });
-  const out = openSync(agentLogFile(opts.lab), 'a');
+  privateDirSync(agentDir(opts.lab));
+  privateDirSync(dirname(agentLogFile(opts.lab)));
+  const out = openSync(agentLogFile(opts.lab), 'a', privateFileMode);
+  const logFrom = fstatSync(out).size;
   const netnsPath = join('/var/run/netns', opts.nodeNetns);
   if (!existsSync(netnsPath))
     throw new WeirError('ERR_LAB_NOT_UP', `node namespace ${opts.nodeNetns} is missing`);
@@ -77,8 +101,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<number> {
     'run',
     '--lab',
     opts.lab,
-    ...(opts.policyMapMax ? ['--policy-map-max', String(opts.policyMapMax)] : []),
-    ...(opts.identityLabels ? ['--identity-labels', opts.identityLabels] : []),
+    ...settingsArgv(opts.settings ?? {}),
     ...(opts.agentArgs ?? []),
   ];
   const child = spawn('nsenter', args, { detached: true, stdio: ['ignore', out, out] });
@@ -86,7 +109,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<number> {
   child.unref();
   const pid = child.pid;
   if (pid === undefined) throw new WeirError('ERR_AGENT_START', 'could not spawn the agent');
-  await waitReady(opts.lab, pid, opts.readyTimeoutMs ?? 20_000);
+  await waitReady(opts.lab, pid, opts.readyTimeoutMs ?? 20_000, logFrom);
   return pid;
 }
 

@@ -1,7 +1,7 @@
 // Errors of the kernel interface. Callers branch on `code` (like cilium/ebpf's ErrKeyNotExist
 // sentinels); `errno`/`errnoName` keep the kernel's own answer for logs and rarer cases.
 import { constants } from 'node:os';
-import { WeirError, type ErrorLocation } from '../shared/errors.js';
+import { WeirError, type ErrorCode, type ErrorLocation } from '../shared/errors.js';
 
 export const ERR_BPF_KEY_NOT_EXIST = 'ERR_BPF_KEY_NOT_EXIST';
 export const ERR_BPF_KEY_EXIST = 'ERR_BPF_KEY_EXIST';
@@ -32,7 +32,7 @@ export class BpfError extends WeirError {
   readonly errnoName: string;
 
   constructor(
-    code: string,
+    code: ErrorCode,
     message: string,
     opts: {
       errno?: number;
@@ -89,7 +89,7 @@ export function bpfErrorFrom(
 ): BpfError {
   const errno = Math.abs(ret);
   const name = errnoName(errno);
-  let code = ERR_BPF_SYSCALL;
+  let code: ErrorCode = ERR_BPF_SYSCALL;
   if (opts.elementOp && name === 'ENOENT') code = ERR_BPF_KEY_NOT_EXIST;
   else if (opts.elementOp && name === 'EEXIST') code = ERR_BPF_KEY_EXIST;
   const what =

@@ -322,6 +322,23 @@ export class BpfObject {
     return [...this.#programs.keys()].map((n) => this.program(n));
   }
 
+  /**
+   * The maps the object declares in its `.maps` section (not its data sections), as the ELF
+   * describes them: usable before load, e.g. to check an object against a catalogue.
+   */
+  declaredMaps(): { name: string; type: number; keySize: number; valueSize: number; maxEntries: number }[] {
+    if (!this.#obj) this.#handle('opened');
+    return [...this.#maps]
+      .filter(([, m]) => !libbpf.map_is_internal(m))
+      .map(([name, m]) => ({
+        name,
+        type: libbpf.map_type(m),
+        keySize: libbpf.map_key_size(m),
+        valueSize: libbpf.map_value_size(m),
+        maxEntries: libbpf.map_max_entries(m),
+      }));
+  }
+
   /** Every map, data sections included. */
   maps(): BpfMap[] {
     return [...this.#maps.keys()].map((n) => this.map(n));

@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
 import { registerCommands } from './commands/index.js';
+import { preflight } from './preflight.js';
 
 const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -15,6 +16,8 @@ export function buildProgram(): Command {
     .showHelpAfterError('(add --help for usage)')
     .configureHelp({ sortSubcommands: true });
   registerCommands(program);
+  // Root, and the lab of --lab, before any command runs (--help and --version need neither).
+  program.hook('preAction', (_program, command) => preflight(command));
   return program;
 }
 

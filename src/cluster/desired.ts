@@ -1,7 +1,14 @@
 // Reading desired state: the typed view of weir/desired/v1/… that agents reconcile from and the
 // API validates against (Namespaces with their labels, Pods with their node, ports and
 // annotations, and the policy and service objects as stored).
-import { podPorts, podRunsWorkload, podTerminating, type Pod, type PodPort } from '../k8s/core.js';
+import {
+  podContainers,
+  podPorts,
+  podRunsWorkload,
+  podTerminating,
+  type Pod,
+  type PodPort,
+} from '../k8s/core.js';
 import { isPolicyKind } from '../policy/api/index.js';
 import { isServiceKind } from '../service/api/index.js';
 import type { Informer, InformerChange } from './informer.js';
@@ -16,6 +23,10 @@ export const defaultNamespace: NamespaceInfo = { name: 'default', labels: { [nsN
 export interface DesiredPod {
   namespace: string;
   name: string;
+  uid?: string;
+  createdAt?: string;
+  annotations?: Record<string, string>;
+  containers: { name: string; image?: string; ports: PodPort[] }[];
   /** spec.nodeName (the API fills it in when absent). */
   node: string;
   labels: Record<string, string>;
@@ -43,9 +54,26 @@ interface Item {
   modRevision: number;
 }
 
+interface Meta {
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  uid?: string;
+  creationTimestamp?: string;
+}
+
+/** uid, creation time and annotations of an object's metadata, where present. */
+function metaOf(meta: Meta | undefined) {
+  const a = meta?.annotations;
+  return {
+    ...(meta?.uid ? { uid: meta.uid } : {}),
+    ...(meta?.creationTimestamp ? { createdAt: meta.creationTimestamp } : {}),
+    ...(a && Object.keys(a).length > 0 ? { annotations: a } : {}),
+  };
+}
+
 export function namespaceOf(o: DesiredObject): NamespaceInfo {
-  const labels = (o.object as { metadata?: { labels?: Record<string, string> } }).metadata?.labels ?? {};
-  return { name: o.name, labels: { ...labels, [nsNameLabel]: o.name } };
+  const meta = (o.object as { metadata?: Meta }).metadata;
+  return { name: o.name, labels: { ...(meta?.labels ?? {}), [nsNameLabel]: o.name }, ...metaOf(meta) };
 }
 
 export function podOf(o: DesiredObject, revision: number): DesiredPod {
@@ -53,6 +81,8 @@ export function podOf(o: DesiredObject, revision: number): DesiredPod {
   return {
     namespace: o.namespace ?? 'default',
     name: o.name,
+    ...metaOf(pod.metadata as Meta),
+    containers: podContainers(pod),
     node: pod.spec?.nodeName ?? '',
     labels: pod.metadata?.labels ?? {},
     ports: podPorts(pod),

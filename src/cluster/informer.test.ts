@@ -54,6 +54,7 @@ describe('Informer', () => {
       namespace: 'x',
       name: 'a',
       node: 'n1',
+      containers: [{ name: 'c', ports: [] }],
       labels: { app: 'a' },
       ports: [],
       noWorkload: false,

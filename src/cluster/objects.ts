@@ -88,7 +88,13 @@ export interface PodStatus {
 export interface PodInfo {
   namespace: string;
   name: string;
+  /** Given by the API when the pod was created, with its creation time. */
+  uid?: string;
+  createdAt?: string;
   labels: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** The containers as applied (name, image, ports); `ports` is all of their ports in order. */
+  containers: { name: string; image?: string; ports: PodPort[] }[];
   ports: PodPort[];
   node: string;
   phase: PodStatus['phase'];
@@ -107,4 +113,7 @@ export interface PodInfo {
 export interface NamespaceInfo {
   name: string;
   labels: Record<string, string>;
+  annotations?: Record<string, string>;
+  uid?: string;
+  createdAt?: string;
 }

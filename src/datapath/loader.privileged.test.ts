@@ -10,7 +10,7 @@ import { queryTc } from '../bpf/index.js';
 import { run } from '../shared/exec.js';
 import { pinRoot } from '../shared/paths.js';
 import { DropReason } from './drop-reasons.js';
-import { Datapath, MAP_NAMES, PROGRAMS } from './loader.js';
+import { Datapath, PINNED_MAPS, PROGRAMS } from './loader.js';
 
 const TCP = 6;
 const PORT = 8080;
@@ -100,7 +100,7 @@ describe('Datapath loader', () => {
 
   it('pins every map and program', () => {
     dp = Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 65536 });
-    for (const name of [...MAP_NAMES, ...Object.values(PROGRAMS)])
+    for (const name of [...PINNED_MAPS, ...Object.values(PROGRAMS)])
       assert.ok(existsSync(join(pinDir, name)), name);
   });
 

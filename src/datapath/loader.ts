@@ -2,18 +2,14 @@
 // restarted agent finds its state and the attached programs keep forwarding meanwhile), and
 // attaches the two tc programs to pod veths. It knows maps, not policies: callers write entries.
 //
-// Pins, under pinDir (e.g. /sys/fs/bpf/weir/<lab>/<node>):
-//   weir_ipcache weir_endpoints weir_policy weir_ct weir_frag weir_metrics   the maps
-//   weir_events weir_events_lost                                              flow events
-//   weir_from_container weir_to_container                                     the programs
-//   policy_<endpoint id>                                                       inner policy maps
-//   weir_lb_services weir_lb_backends weir_lb_revnat weir_lb_maglev            service LB (sock.o)
-//   weir_lb_affinity weir_lb_reverse_sk
-//   weir_lb_nat                                                                NodePort NAT (lxc.o)
-// lxc.o holds the lb maps too (weir_from_netdev, the tc NodePort LB, reads them). Socket load
-// balancing (bpf/sock.c) is a second object, dist/bpf/sock.o, loaded after lxc.o with lxc.o's lb
-// maps (reuseMap), pinned or not. Its programs are not pinned: attachSockLb's cgroup attachments
-// hold them; weir_from_netdev is not pinned either (attachNetdev's filters hold it).
+// Which maps exist, which are pinned and which object owns them: the map catalogue
+// (maps/catalog.ts, also the table in docs/datapath.md). Pins, under pinDir (e.g.
+// /sys/fs/bpf/weir/<lab>/<node>): every map the catalogue marks pinned, by its name; the inner
+// policy maps as policy_<endpoint id>; the two tc programs weir_from_container and
+// weir_to_container. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
+// loaded after lxc.o with lxc.o's lb maps (reuseMap), pinned or not. Its programs are not
+// pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev is not pinned either
+// (attachNetdev's filters hold it).
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
 import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -36,7 +32,7 @@ import {
   type CgroupAttachTypeName,
   type ConfigValue,
 } from '../bpf/index.js';
-import { WeirError } from '../shared/errors.js';
+import { WeirError, type ErrorCode } from '../shared/errors.js';
 import { bpfObject } from '../shared/paths.js';
 import { CtMap } from './maps/ct/index.js';
 import { EndpointsMap } from './maps/endpoints/index.js';
@@ -44,36 +40,29 @@ import { FragKey, FragPorts } from './maps/frag/layout.js';
 import { IpcacheMap } from './maps/ipcache/index.js';
 import { LbMaps } from './maps/lb/index.js';
 import { MAGLEV_TABLE_SIZES } from './maps/lb/layout.js';
+import {
+  checkKind,
+  openPinned,
+  pinnedMaps,
+  policyPinName,
+  POLICY_PIN,
+  reusedMaps,
+  type ObjectMapName,
+} from './maps/catalog.js';
 import { MetricsMap } from './maps/metrics/index.js';
-import { PolicyMap } from './maps/policy/index.js';
+import { PolicyMap, type PolicyMapEntry } from './maps/policy/index.js';
 import { PolicyEntry, PolicyKey } from './maps/policy/layout.js';
 
-export const MAP_NAMES = [
-  'weir_ipcache',
-  'weir_endpoints',
-  'weir_policy',
-  'weir_ct',
-  'weir_frag',
-  'weir_metrics',
-  'weir_events',
-  'weir_events_lost',
-  'weir_lb_nat',
-] as const;
+/** lxc.o's maps that every load reuses from their pins (the catalogue's pinned lxc.o maps). */
+export const PINNED_MAPS = pinnedMaps('lxc');
+/** sock.o's maps, taken from lxc.o at load (the catalogue's lb maps). */
+export const SOCK_REUSED_MAPS = reusedMaps('sock');
 export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'weir_to_container' } as const;
 /** tc ingress of the node's external-facing devices: NodePort (bpf/lib/nodeport.h). */
 export const NETDEV_PROGRAM = 'weir_from_netdev';
 /** NodePort forwarding (Cilium's --bpf-lb-mode): snat (default) or dsr. */
 export const LB_MODES = ['snat', 'dsr'] as const;
 export type LbMode = (typeof LB_MODES)[number];
-/** The service LB maps of sock.o (bpf/lib/lb.h). */
-export const LB_MAP_NAMES = [
-  'weir_lb_services',
-  'weir_lb_backends',
-  'weir_lb_revnat',
-  'weir_lb_maglev',
-  'weir_lb_affinity',
-  'weir_lb_reverse_sk',
-] as const;
 /** sock.o's programs by the cgroup hook each is attached to. */
 export const SOCK_PROGRAMS = {
   connect4: 'weir_sock4_connect',
@@ -89,6 +78,15 @@ type SockHook = keyof typeof SOCK_PROGRAMS;
 const sockHooks = () => Object.entries(SOCK_PROGRAMS) as [SockHook, string][];
 /** The kernel keeps 15 characters of a program's name (BPF_OBJ_NAME_LEN). */
 const kernelName = (name: string) => name.slice(0, 15);
+
+/** What Datapath.open uses for options it is not given. */
+export const DATAPATH_DEFAULTS = {
+  policyMapMax: 16384,
+  ctMax: 262144,
+  eventsBufferBytes: 4 << 20,
+  maglevTableSize: 16381,
+  lbMode: 'snat',
+} as const satisfies Partial<Record<keyof DatapathOptions, unknown>>;
 
 /** Load-time configuration (bpf/lib/config.h), in seconds. */
 export interface DatapathConfig {
@@ -153,7 +151,7 @@ export interface EndpointAttachment {
   flags?: number;
 }
 
-const fail = (code: string, message: string, field?: string) =>
+const fail = (code: ErrorCode, message: string, field?: string) =>
   new WeirError(code, message, { location: { object: 'datapath', ...(field ? { field } : {}) } });
 
 export class Datapath {
@@ -182,26 +180,27 @@ export class Datapath {
   ) {
     this.#obj = obj;
     this.#sock = sock;
+    const map = (name: ObjectMapName) => obj.map(name);
     this.lb = new LbMaps(
       {
-        services: obj.map('weir_lb_services'),
-        backends: obj.map('weir_lb_backends'),
-        revnat: obj.map('weir_lb_revnat'),
-        maglev: obj.map('weir_lb_maglev'),
-        affinity: obj.map('weir_lb_affinity'),
-        reverseSk: obj.map('weir_lb_reverse_sk'),
+        services: map('weir_lb_services'),
+        backends: map('weir_lb_backends'),
+        revnat: map('weir_lb_revnat'),
+        maglev: map('weir_lb_maglev'),
+        affinity: map('weir_lb_affinity'),
+        reverseSk: map('weir_lb_reverse_sk'),
       },
       maglevTableSize,
     );
     this.policyMapMax = policyMapMax;
-    this.ipcache = new IpcacheMap(obj.map('weir_ipcache'));
-    this.endpoints = new EndpointsMap(obj.map('weir_endpoints'));
-    this.ct = new CtMap(obj.map('weir_ct'));
-    this.metrics = new MetricsMap(obj.map('weir_metrics'));
-    this.frag = new TypedMap(obj.map('weir_frag'), FragKey, FragPorts);
-    this.#outer = new TypedMap(obj.map('weir_policy'), u32(), u32());
-    this.events = obj.map('weir_events');
-    this.#eventsLost = new TypedMap(obj.map('weir_events_lost'), u32(), perCpu(u64()));
+    this.ipcache = new IpcacheMap(map('weir_ipcache'));
+    this.endpoints = new EndpointsMap(map('weir_endpoints'));
+    this.ct = new CtMap(map('weir_ct'));
+    this.metrics = new MetricsMap(map('weir_metrics'));
+    this.frag = new TypedMap(map('weir_frag'), FragKey, FragPorts);
+    this.#outer = new TypedMap(map('weir_policy'), u32(), u32());
+    this.events = map('weir_events');
+    this.#eventsLost = new TypedMap(map('weir_events_lost'), u32(), perCpu(u64()));
   }
 
   /** Flow events the datapath could not reserve room for (ring full), summed over CPUs. */
@@ -210,17 +209,17 @@ export class Datapath {
   }
 
   static open(opts: DatapathOptions = {}): Datapath {
-    const policyMapMax = opts.policyMapMax ?? 16384;
+    const policyMapMax = opts.policyMapMax ?? DATAPATH_DEFAULTS.policyMapMax;
     if (!Number.isInteger(policyMapMax) || policyMapMax < 256 || policyMapMax > 65536)
       throw fail(
         'ERR_DATAPATH_CONFIG',
         `policyMapMax ${policyMapMax} is not within 256..65536`,
         'policyMapMax',
       );
-    const ctMax = opts.ctMax ?? 262144;
+    const ctMax = opts.ctMax ?? DATAPATH_DEFAULTS.ctMax;
     if (!Number.isInteger(ctMax) || ctMax < 1024 || ctMax > 1 << 24)
       throw fail('ERR_DATAPATH_CONFIG', `ctMax ${ctMax} is not within 1024..16777216`, 'ctMax');
-    const eventsBytes = opts.eventsBufferBytes ?? 4 << 20;
+    const eventsBytes = opts.eventsBufferBytes ?? DATAPATH_DEFAULTS.eventsBufferBytes;
     // The kernel wants a power-of-2 multiple of the page size (4 KiB on weir's platforms).
     if (
       !Number.isInteger(eventsBytes) ||
@@ -246,7 +245,7 @@ export class Datapath {
     }
 
     vars.weir_events_enabled = opts.events === false ? 0 : 1;
-    const maglevTableSize = opts.maglevTableSize ?? 16381;
+    const maglevTableSize = opts.maglevTableSize ?? DATAPATH_DEFAULTS.maglevTableSize;
     if (!(MAGLEV_TABLE_SIZES as readonly number[]).includes(maglevTableSize))
       throw fail(
         'ERR_DATAPATH_CONFIG',
@@ -254,7 +253,7 @@ export class Datapath {
         'maglevTableSize',
       );
 
-    const lbMode = opts.lbMode ?? 'snat';
+    const lbMode: LbMode = opts.lbMode ?? DATAPATH_DEFAULTS.lbMode;
     if (!(LB_MODES as readonly string[]).includes(lbMode))
       throw fail('ERR_DATAPATH_CONFIG', `lbMode ${lbMode} is not one of ${LB_MODES.join(', ')}`, 'lbMode');
 
@@ -263,8 +262,7 @@ export class Datapath {
       obj.setConfig({ ...vars, weir_lb_maglev_size: maglevTableSize, weir_lb_dsr: lbMode === 'dsr' ? 1 : 0 });
       obj.setMapMaxEntries('weir_ct', ctMax);
       obj.setMapMaxEntries('weir_events', eventsBytes);
-      if (opts.pinDir)
-        for (const name of [...MAP_NAMES, ...LB_MAP_NAMES]) obj.reuseOrPinMap(name, join(opts.pinDir, name));
+      if (opts.pinDir) for (const name of PINNED_MAPS) obj.reuseOrPinMap(name, join(opts.pinDir, name));
       obj.load();
       if (opts.pinDir) {
         // Replace the program pins: filters attached by a previous agent keep their programs,
@@ -283,7 +281,7 @@ export class Datapath {
     try {
       sock = BpfObject.open(opts.sockObjectPath ?? bpfObject('sock'));
       sock.setConfig({ weir_lb_maglev_size: maglevTableSize });
-      for (const name of LB_MAP_NAMES) sock.reuseMap(name, obj.map(name));
+      for (const name of SOCK_REUSED_MAPS) sock.reuseMap(name, obj.map(name));
       sock.load();
     } catch (err) {
       sock?.close();
@@ -336,8 +334,9 @@ export class Datapath {
       let program: BpfProgram;
       try {
         program = BpfProgram.fromId(id);
-      } catch {
-        continue; // detached and freed meanwhile
+      } catch (err) {
+        if (err instanceof BpfError && err.errnoName === 'ENOENT') continue; // detached and freed meanwhile
+        throw err;
       }
       try {
         if (program.name === kernelName(name)) detachCgroup({ cgroupPath, attachType: hook, program });
@@ -372,7 +371,7 @@ export class Datapath {
   }
 
   #policyPin(endpointId: number): string | undefined {
-    return this.pinDir ? join(this.pinDir, `policy_${endpointId}`) : undefined;
+    return this.pinDir ? join(this.pinDir, policyPinName(endpointId)) : undefined;
   }
 
   /**
@@ -415,17 +414,65 @@ export class Datapath {
     return pm;
   }
 
-  /** A policy map left by a previous agent: from its pin, or through weir_policy. */
+  /**
+   * The entries of the endpoint's policy map as this process knows it (its own, or the one a
+   * previous agent left: pin, else weir_policy); undefined when the endpoint has none yet.
+   * A map that cannot be read is an error naming it and the errno, never "no entries".
+   */
+  readPolicy(endpointId: number): PolicyMapEntry[] | undefined {
+    const pm = this.#policies.get(endpointId) ?? this.#openPolicy(endpointId);
+    return pm ? readNamed(pm, endpointId) : undefined;
+  }
+
+  /**
+   * What the programs use: the policy map weir_policy[endpointId] points to now, read afresh
+   * (not this process's handle). undefined when weir_policy has no entry for the endpoint
+   * (ENOENT of that lookup: the datapath drops its new connections, Endpoint not ready); any
+   * other failure (the lookup, opening the map, reading it) is an error naming the map and errno.
+   */
+  livePolicy(endpointId: number): PolicyMapEntry[] | undefined {
+    checkEndpointId(endpointId);
+    const id = this.#outer.lookup(endpointId);
+    if (id === undefined) return undefined;
+    const map = BpfMap.fromId(id);
+    try {
+      checkKind(map, policyPinName(endpointId), `weir_policy[${endpointId}] (map id ${id})`);
+      return readNamed(new PolicyMap(map, endpointId), endpointId);
+    } finally {
+      map.close();
+    }
+  }
+
+  /**
+   * A policy map left by a previous agent: from its pin, or through weir_policy; undefined when
+   * the endpoint has none (no pin, no weir_policy entry). A pin or map that cannot be opened, or
+   * is not an LPM trie of the policy map's shape, is an error: never read as an empty policy.
+   */
   #openPolicy(endpointId: number): PolicyMap | undefined {
     const pin = this.#policyPin(endpointId);
     let map: BpfMap | undefined;
-    if (pin && existsSync(pin)) map = BpfMap.fromPin(pin);
+    if (pin && existsSync(pin) && this.pinDir)
+      map = openPinned(this.pinDir, policyPinName(endpointId) as `policy_${number}`);
     else {
       const id = this.#outer.lookup(endpointId);
-      if (id !== undefined) map = BpfMap.fromId(id);
+      if (id !== undefined) {
+        map = BpfMap.fromId(id);
+        try {
+          checkKind(map, policyPinName(endpointId), `weir_policy[${endpointId}]`);
+        } catch (err) {
+          map.close();
+          throw err;
+        }
+      }
     }
     if (!map) return undefined;
-    const pm = new PolicyMap(map, endpointId);
+    let pm: PolicyMap;
+    try {
+      pm = new PolicyMap(map, endpointId);
+    } catch (err) {
+      map.close();
+      throw err;
+    }
     this.#policies.set(endpointId, pm);
     return pm;
   }
@@ -506,11 +553,29 @@ export class Datapath {
     this.close();
     const dir = this.pinDir;
     if (!dir || !existsSync(dir)) return;
-    const ours = new Set<string>([...MAP_NAMES, ...LB_MAP_NAMES, ...Object.values(PROGRAMS)]);
+    const ours = new Set<string>([...PINNED_MAPS, ...Object.values(PROGRAMS)]);
     for (const name of readdirSync(dir)) {
-      if (ours.has(name) || /^policy_\d+$/.test(name)) unlinkSync(join(dir, name));
+      if (ours.has(name) || POLICY_PIN.test(name)) unlinkSync(join(dir, name));
     }
     if (readdirSync(dir).length === 0) rmdirSync(dir);
+  }
+}
+
+/** The map's entries; a failure says whose policy map it was (the BpfError names map and errno). */
+function readNamed(pm: PolicyMap, endpointId: number): PolicyMapEntry[] {
+  try {
+    return pm.list();
+  } catch (err) {
+    if (!(err instanceof WeirError)) throw err;
+    const opts = {
+      location: { ...err.location, object: err.location.object ?? policyPinName(endpointId) },
+      details: err.details,
+      cause: err,
+    };
+    const message = `policy map of endpoint ${endpointId}: ${err.message}`;
+    throw err instanceof BpfError
+      ? new BpfError(err.code, message, { ...opts, errno: err.errno })
+      : new WeirError(err.code, message, opts);
   }
 }
 

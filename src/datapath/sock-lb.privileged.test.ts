@@ -18,7 +18,7 @@ import { queryCgroup } from '../bpf/index.js';
 import { findCgroup2, removeCgroup } from '../lab/cgroup.js';
 import { run } from '../shared/exec.js';
 import { pinRoot } from '../shared/paths.js';
-import { Datapath, LB_MAP_NAMES, SOCK_PROGRAMS } from './loader.js';
+import { Datapath, SOCK_REUSED_MAPS, SOCK_PROGRAMS } from './loader.js';
 import { ServiceFlags } from './maps/lb/layout.js';
 import type { Frontend } from './maps/lb/index.js';
 
@@ -219,7 +219,7 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
     dp!.attachSockLb(cgroupPath);
     for (const hook of Object.keys(SOCK_PROGRAMS) as (keyof typeof SOCK_PROGRAMS)[])
       assert.equal(queryCgroup({ cgroupPath, attachType: hook }).progIds.length, 1, hook);
-    for (const name of LB_MAP_NAMES) assert.ok(existsSync(join(pinDir, name)), `${name} is pinned`);
+    for (const name of SOCK_REUSED_MAPS) assert.ok(existsSync(join(pinDir, name)), `${name} is pinned`);
   });
 
   it('a connect to the frontend reaches a backend, and getpeername shows the frontend (IPv4, IPv6, IPv4-mapped)', async () => {

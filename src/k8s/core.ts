@@ -112,7 +112,11 @@ const podSchema = z.looseObject({
 const namespaceSchema = z.looseObject({
   apiVersion: z.literal('v1'),
   kind: z.literal('Namespace'),
-  metadata: z.looseObject({ name: dnsLabelSchema, labels: labelsSchema.optional() }),
+  metadata: z.looseObject({
+    name: dnsLabelSchema,
+    labels: labelsSchema.optional(),
+    annotations: z.record(z.string(), z.string()).optional(),
+  }),
 });
 
 export type Pod = z.infer<typeof podSchema>;
@@ -126,13 +130,20 @@ export interface PodPort {
 
 /** Every declared port of every container, in order. */
 export function podPorts(pod: Pod): PodPort[] {
-  return pod.spec.containers.flatMap((c) =>
-    (c.ports ?? []).map((p) => ({
+  return podContainers(pod).flatMap((c) => c.ports);
+}
+
+/** The pod's containers as applied: name, image and ports (protocol defaulted). */
+export function podContainers(pod: Pod): { name: string; image?: string; ports: PodPort[] }[] {
+  return pod.spec.containers.map((c) => ({
+    name: c.name,
+    ...(c.image === undefined ? {} : { image: c.image }),
+    ports: (c.ports ?? []).map((p) => ({
       ...(p.name === undefined ? {} : { name: p.name }),
       containerPort: p.containerPort,
       protocol: p.protocol,
     })),
-  );
+  }));
 }
 
 /** True when the pod is marked terminating (annotation weir.dev/terminating: "true"). */

@@ -3,6 +3,7 @@ export { loadManifests, parseManifests, objectName, type Manifest, type ObjectMe
 export { registerKind, lookupKind, registeredKinds, zodValidate, fieldPath } from './registry.js';
 export type { KindSpec, ObjectLocation } from './registry.js';
 export {
+  podContainers,
   podPorts,
   podRunsWorkload,
   podTerminating,
@@ -15,3 +16,20 @@ export {
   type Protocol,
 } from './core.js';
 export { labelKeyProblem, labelValueProblem, portNameProblem, labelsSchema } from './labels.js';
+export {
+  podObject,
+  namespaceObject,
+  serviceObject,
+  v1List,
+  k8sTime,
+  type PodRecord,
+  type NamespaceRecord,
+  type ServiceRecord,
+  type ContainerRecord,
+  type V1Pod,
+  type V1Namespace,
+  type V1Service,
+  type V1List,
+  type V1ObjectMeta,
+} from './objects.js';
+export { namespaceProblems, manifestRef, type NamespacedRef } from './namespaces.js';

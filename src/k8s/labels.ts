@@ -1,6 +1,7 @@
 // Kubernetes naming rules (apimachinery validation), used by every kind: label keys and values,
 // DNS-1123 names, IANA service names for ports.
 import { z } from 'zod';
+import type { ErrorCode } from '../shared/error-codes.js';
 
 const dns1123Label = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const dns1123Subdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -45,7 +46,7 @@ export function portNameProblem(name: string): string | undefined {
 
 /** Zod issue params carry the weir error code, so callers branch on codes and not on messages. */
 export interface IssueParams {
-  weirCode: string;
+  weirCode: ErrorCode;
 }
 
 export const labelsSchema = z.record(z.string(), z.string()).superRefine((labels, ctx) => {

@@ -1,10 +1,12 @@
 // A lab's configuration: the spec `weir lab up` was given and where its cgroups live, in
 // /run/weir/labs/<lab>/lab.json. It is the lab's input, not a record of what runs: nodes,
 // externals and pods are found from their names in the kernel, and what users applied is in the
-// node agent's Store. Written atomically under a per-lab lock.
-import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+// node agent's Store. Written atomically under a per-lab lock; root's alone (0600 in 0700
+// directories), like everything of the lab.
+import { open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
+import { privateDir, privateFileMode } from '../shared/private-fs.js';
 import { labDir, labsDir } from './names.js';
 import type { LabSpec } from './spec.js';
 
@@ -32,7 +34,7 @@ export async function readConfig(lab: string): Promise<LabConfig | undefined> {
     return c;
   } catch (err) {
     throw new WeirError(
-      'ERR_LAB_CONFIG_CORRUPT',
+      'ERR_LAB_STATE_CORRUPT',
       `${configPath(lab)} is not a lab configuration (${(err as Error).message}); run 'weir lab down'`,
       { cause: err },
     );
@@ -41,9 +43,10 @@ export async function readConfig(lab: string): Promise<LabConfig | undefined> {
 
 export async function writeConfig(c: LabConfig): Promise<void> {
   const dir = labDir(c.name);
-  await mkdir(dir, { recursive: true });
+  await privateDir(dir);
   const tmp = join(dir, `lab.json.${process.pid}.tmp`);
-  await writeFile(tmp, JSON.stringify(c, null, 2) + '\n');
+  await rm(tmp, { force: true }); // a leftover would keep its old mode
+  await writeFile(tmp, JSON.stringify(c, null, 2) + '\n', { mode: privateFileMode });
   await rename(tmp, configPath(c.name));
 }
 
@@ -58,12 +61,12 @@ export async function listLabs(): Promise<string[]> {
  * holder killed with SIGKILL does not block the next command for ever).
  */
 export async function withLabLock<T>(lab: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
-  await mkdir(labsDir, { recursive: true });
+  await privateDir(labsDir);
   const lock = join(labsDir, `.${lab}.lock`);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      const fh = await open(lock, 'wx');
+      const fh = await open(lock, 'wx', privateFileMode);
       await fh.writeFile(String(process.pid));
       await fh.close();
       break;

@@ -3,10 +3,11 @@
 // the pod driver (pod.ts) for the pods scheduled on it; `down` removes everything, also what a
 // crashed run left. Nothing here records what runs: names are derived, the kernel is looked at.
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
 import { pinRoot } from '../shared/paths.js';
+import { privateDir } from '../shared/private-fs.js';
 import { ensureCgroup2, findCgroup2, removeCgroup } from './cgroup.js';
 import { listLabs, readConfig, withLabLock, writeConfig, type LabConfig } from './config.js';
 import { execArgv } from './exec.js';
@@ -62,13 +63,26 @@ export class Lab {
     return readConfig(this.name);
   }
 
-  /** The configuration of a lab that is up, or ERR_LAB_NOT_UP. */
-  async requireConfig(): Promise<LabConfig> {
+  /** The configuration of a lab that exists (up or not), or ERR_LAB_NOT_UP saying it does not exist. */
+  async requireExists(): Promise<LabConfig> {
     const c = await this.config();
-    if (!c || !netnsExists(nodeOf(c).netns))
+    if (!c)
       throw new WeirError(
         'ERR_LAB_NOT_UP',
-        `lab ${this.name} is not up (run 'weir lab up --lab ${this.name}')`,
+        `lab "${this.name}" does not exist (create it with 'weir lab up --lab ${this.name}')`,
+      );
+    return c;
+  }
+
+  /** The configuration of a lab that is up, or ERR_LAB_NOT_UP saying why not. */
+  async requireConfig(): Promise<LabConfig> {
+    const c = await this.requireExists();
+    const node = nodeOf(c);
+    if (!netnsExists(node.netns))
+      throw new WeirError(
+        'ERR_LAB_NOT_UP',
+        `lab "${this.name}" is not up (its node namespace ${node.netns} is gone; ` +
+          `'weir lab up --lab ${this.name}' brings it up)`,
       );
     return c;
   }
@@ -98,8 +112,9 @@ export class Lab {
         cgroupRoot: old?.cgroupRoot ?? (await ensureCgroup2()),
         createdAt: old?.createdAt ?? new Date().toISOString(),
       };
-      await mkdir(join(this.stateDir, 'logs'), { recursive: true });
-      await mkdir(join(this.stateDir, 'sockets'), { recursive: true });
+      // Root's alone: logs name pods and addresses, sockets drive workloads.
+      await privateDir(join(this.stateDir, 'logs'));
+      await privateDir(join(this.stateDir, 'sockets'));
       // Write ahead: a `lab up` killed from here on leaves a configuration naming what it was creating.
       await writeConfig(cfg);
       const node = nodeOf(cfg);

@@ -1,4 +1,5 @@
 // How flows print: `hubble observe`'s compact line and a table row. Pure (the web UI uses it too).
+import { hubbleDropText } from '../datapath/drop-reasons.js';
 import type { Flow, FlowEndpoint, FlowPolicy } from './flow.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -34,22 +35,10 @@ export function decidingPolicies(f: Flow): FlowPolicy[] {
   ];
 }
 
-/** Hubble's drop reason text, from the flow itself (no table needed in the browser). */
-const REASON_TEXT: Record<string, string> = {
-  POLICY_DENIED: 'Policy denied',
-  POLICY_DENY: 'Policy denied by denylist',
-  INVALID_SOURCE_IP: 'Invalid source ip',
-  INVALID_PACKET_DROPPED: 'Invalid packet',
-  CT_TRUNCATED_OR_INVALID_HEADER: 'CT: Invalid header',
-  CT_MISSING_TCP_ACK_FLAG: 'CT: Missing TCP ACK flag',
-  CT_UNKNOWN_L4_PROTOCOL: 'Unknown L4 protocol',
-  ENDPOINT_NOT_READY: 'Endpoint not ready',
-  POLICY_FAIL_CLOSED: 'Policy did not fit the endpoint policy map (fail closed)',
-};
-
+/** Hubble's drop reason text, from the flow's enum name (the datapath's table of drop reasons). */
 export function dropText(f: Flow): string {
   const desc = f.drop_reason_desc ?? '';
-  return REASON_TEXT[desc] ?? (desc || `drop reason ${f.drop_reason ?? '?'}`);
+  return hubbleDropText(desc) ?? (desc || `drop reason ${f.drop_reason ?? '?'}`);
 }
 
 /**

@@ -2,7 +2,7 @@
 // shape). Dispatches on the event type like Hubble's parser; the numbers get their names from the
 // Enricher.
 import { randomUUID } from 'node:crypto';
-import { dropReasonText } from '../datapath/drop-reasons.js';
+import { hubbleDropReason, reasonText } from '../datapath/drop-reasons.js';
 import { TraceType, type FlowEvent } from '../datapath/maps/events/index.js';
 import type { EndpointMeta, Enricher } from './enrich.js';
 import { EVENT_TYPE, type Flow, type FlowL4, type TcpFlags } from './flow.js';
@@ -11,33 +11,11 @@ export type { FlowEvent } from '../datapath/maps/events/index.js';
 
 const IPPROTO = { ICMP: 1, TCP: 6, UDP: 17, ICMPV6: 58, SCTP: 132 } as const;
 
-/** Hubble's DropReason enum names (flow.proto) for the codes weir's datapath uses. */
-export const dropReasonDesc: Readonly<Record<number, string>> = {
-  132: 'INVALID_SOURCE_IP',
-  133: 'POLICY_DENIED',
-  134: 'INVALID_PACKET_DROPPED',
-  135: 'CT_TRUNCATED_OR_INVALID_HEADER',
-  136: 'CT_MISSING_TCP_ACK_FLAG',
-  137: 'CT_UNKNOWN_L4_PROTOCOL',
-  139: 'UNKNOWN_L3_TARGET_ADDRESS',
-  143: 'UNSUPPORTED_L3_PROTOCOL',
-  155: 'CT_MAP_INSERTION_FAILED',
-  157: 'IP_FRAGMENTATION_NOT_SUPPORTED',
-  158: 'SERVICE_BACKEND_NOT_FOUND',
-  171: 'INVALID_IDENTITY',
-  181: 'POLICY_DENY',
-  203: 'ENDPOINT_NOT_READY',
-  240: 'POLICY_FAIL_CLOSED',
-};
-
-export function dropReasonName(reason: number): string {
-  return dropReasonDesc[reason] ?? 'DROP_REASON_UNKNOWN';
-}
+/** Hubble's DropReason enum name of a code (the datapath's table, bpf/lib/drop_reasons.h). */
+export const dropReasonName = hubbleDropReason;
 
 /** Text Hubble prints for a drop reason ("Policy denied"). */
-export function dropReasonMessage(reason: number): string {
-  return dropReasonText[reason] ?? `Unknown drop reason ${reason}`;
-}
+export const dropReasonMessage = reasonText;
 
 export function tcpFlagsOf(bits: number): TcpFlags | undefined {
   const f: TcpFlags = {};

@@ -73,7 +73,8 @@ export interface EndpointPolicy {
   /** Sorted; empty with `error` set when the policy did not fit (fail closed: drop all new flows). */
   entries: PolicyMapEntry[];
   failClosed?: boolean;
-  error?: { code: 'ERR_POLICY_MAP_OVERFLOW'; message: string };
+  /** Why it fails closed: its policy did not fit, or (a datapath view) the endpoint has no policy map. */
+  error?: { code: 'ERR_POLICY_MAP_OVERFLOW' | 'ERR_DATAPATH_NO_POLICY_MAP'; message: string };
 }
 
 export interface EngineOutput {

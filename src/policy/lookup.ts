@@ -1,11 +1,12 @@
 // The datapath's policy decision, in TypeScript, over the same entries the agent writes to the
 // kernel (bpf/lib/policy.h does the same with two LPM lookups). Simulation and `policy trace`
 // use this, so they test the entries rather than a separate evaluator.
+import { DropReason } from '../datapath/drop-reasons.js';
 import { entryMatches, type PolicyMapEntry } from './entry.js';
 
 /** Drop codes of bpf/lib/drop_reasons.h that a policy lookup produces. */
-export const DROP_POLICY = 133;
-export const DROP_POLICY_DENY = 181;
+export const DROP_POLICY = DropReason.POLICY;
+export const DROP_POLICY_DENY = DropReason.POLICY_DENY;
 
 export interface LookupResult {
   verdict: 'allow' | 'deny' | 'drop';

@@ -7,6 +7,7 @@ import { WeirError } from '../shared/errors.js';
 import type { RuleRef } from './api/types.js';
 import type { EngineInput, EngineOutput } from './engine.js';
 import { DIR_EGRESS, DIR_INGRESS, protocolNumbers, type PolicyMapEntry } from './entry.js';
+import { DropReason } from '../datapath/drop-reasons.js';
 import { lookup } from './lookup.js';
 
 export interface TraceRequest {
@@ -89,7 +90,7 @@ function side(
     return {
       enforced: true,
       verdict: 'default-deny',
-      dropCode: res.code,
+      dropCode: pol.error?.code === 'ERR_DATAPATH_NO_POLICY_MAP' ? DropReason.EP_NOT_READY : res.code,
       note: pol.error?.message ?? 'endpoint failed closed',
     };
   if (res.verdict === 'drop') return { enforced, verdict: 'default-deny', dropCode: res.code };

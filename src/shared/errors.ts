@@ -1,6 +1,9 @@
-// One error type for all of weir. Every error carries a stable code (ERR_<AREA>_<WHAT>) that
-// callers and tests branch on; the message is for people. Input errors also name where the bad
-// input was: the file, the object (kind namespace/name) and the field.
+// One error type for all of weir. Every error carries a stable code (ERR_<AREA>_<WHAT>, declared with
+// its meaning in error-codes.ts) that callers and tests branch on; the message is for people. Input
+// errors also name where the bad input was: the file, the object (kind namespace/name) and the field.
+import { isErrorCode, type ErrorCode } from './error-codes.js';
+
+export type { ErrorCode } from './error-codes.js';
 
 export interface ErrorLocation {
   file?: string;
@@ -9,12 +12,12 @@ export interface ErrorLocation {
 }
 
 export class WeirError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly location: ErrorLocation;
   readonly details: Record<string, unknown>;
 
   constructor(
-    code: string,
+    code: ErrorCode,
     message: string,
     opts: { location?: ErrorLocation; cause?: unknown; details?: Record<string, unknown> } = {},
   ) {
@@ -32,7 +35,7 @@ export class WeirError extends Error {
   }
 }
 
-export function isCode(err: unknown, code: string): err is WeirError {
+export function isCode(err: unknown, code: ErrorCode): err is WeirError {
   return err instanceof WeirError && err.code === code;
 }
 
@@ -51,4 +54,25 @@ export class ValidationError extends WeirError {
   override toString(): string {
     return this.message;
   }
+}
+
+/** An error as the agent API sends it: `{"error": {code, message, location?, problems?}}`. */
+export interface WireError {
+  code: string;
+  message: string;
+  location?: ErrorLocation;
+  problems?: WireError[];
+}
+
+/**
+ * A WireError back as a WeirError with the same code and location (a ValidationError when it lists
+ * problems). A code this build does not declare (an agent of another version) becomes
+ * ERR_AGENT_BAD_ANSWER, with the code kept in the message.
+ */
+export function errorFromWire(e: WireError): WeirError {
+  if (e.problems && e.problems.length > 0) return new ValidationError(e.problems.map(errorFromWire));
+  if (isErrorCode(e.code)) return new WeirError(e.code, e.message, { location: e.location ?? {} });
+  return new WeirError('ERR_AGENT_BAD_ANSWER', `${String(e.code)}: ${e.message}`, {
+    location: e.location ?? {},
+  });
 }

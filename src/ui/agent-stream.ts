@@ -1,7 +1,7 @@
 // A streaming GET to the agent's unix socket: the agent's NDJSON flow stream, line by line.
 // (AgentClient reads whole answers; a followed stream never ends.)
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
-import { WeirError } from '../shared/errors.js';
+import { errorFromWire, WeirError, type WireError } from '../shared/errors.js';
 
 export interface AgentStream {
   /** Stops the stream (the agent sees the connection close). */
@@ -18,8 +18,7 @@ export interface StreamHandlers {
 
 function answerError(status: number, text: string, path: string): WeirError {
   try {
-    const e = (JSON.parse(text) as { error: { code: string; message: string } }).error;
-    return new WeirError(e.code, e.message);
+    return errorFromWire((JSON.parse(text) as { error: WireError }).error);
   } catch {
     return new WeirError(
       'ERR_AGENT_BAD_ANSWER',

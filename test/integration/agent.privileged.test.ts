@@ -151,12 +151,10 @@ describe('agent: live policy changes and restarts never break allowed connection
   });
 
   it('keeps an established connection through policy changes and an agent kill -9 + restart', async () => {
-    const server = JSON.parse(await ok(['get', 'pods', '-n', 'app', '-o', 'json'], LAB)) as {
-      items?: { metadata: { name: string }; status: { podIP: string } }[];
+    const server = JSON.parse(await ok(['get', 'pod', 'server', '-n', 'app', '-o', 'json'], LAB)) as {
+      status: { podIP: string };
     };
-    const serverIP =
-      server.items?.find((p) => p.metadata.name === 'server')?.status.podIP ??
-      (await (await Lab.open(LAB)).pod('app/server')).ip;
+    const serverIP = server.status.podIP;
     assert.ok(serverIP, 'server has an IP');
 
     // No policy: everything flows.

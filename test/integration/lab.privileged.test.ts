@@ -8,15 +8,18 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
+import { agentClient } from '../../src/agent/client.js';
 import { agentPid } from '../../src/agent/spawn.js';
 import type { PodInfo } from '../../src/cluster/objects.js';
+import type { V1List, V1Namespace, V1Pod } from '../../src/k8s/index.js';
+import type { WeirError } from '../../src/shared/errors.js';
 import { Lab, findCgroup2, probe } from '../../src/lab/index.js';
 import { pinRoot, repoRoot, runDir, conformanceDir } from '../../src/shared/paths.js';
 import { testLab } from '../support/lab-name.js';
 
 const LAB = testLab('t-lab');
-const CRASH_LAB = testLab('t-labcrash');
+const CRASH_LAB = testLab('t-labcr');
 const weir = join(repoRoot, 'bin', 'weir');
 const topology = JSON.parse(readFileSync(join(conformanceDir, 'netpol', 'topology.json'), 'utf8')) as {
   namespaces: { name: string }[];
@@ -152,7 +155,7 @@ describe('lab', () => {
     const out = await ok(['apply', '-f', join(dir, 'model')]);
     assert.match(out, /namespace\/x created/);
     assert.match(out, /pod\/c created/);
-    pods = JSON.parse(await ok(['get', 'pods', '-A', '-o', 'json'])) as PodInfo[];
+    pods = (await agentClient(LAB).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
     assert.equal(pods.length, 9);
     const ips = new Set(pods.map((p) => p.ip));
     assert.equal(ips.size, 9);
@@ -160,17 +163,67 @@ describe('lab', () => {
       assert.match(p.ip, /^10\.244\.0\.\d+$/);
       assert.notEqual(p.ip, '10.244.0.1');
       assert.match(p.ip6 ?? '', /^fd00:10:244::/);
-      assert.deepEqual(p.labels, { pod: p.name });
       assert.equal(p.ready, true);
       assert.match(p.hostIfname, /^weir[0-9a-f]{8}$/);
       assert.equal(p.ports.length, 6);
     }
-    const nss = JSON.parse(await ok(['get', 'ns', '-o', 'json'])) as {
-      name: string;
-      labels: Record<string, string>;
-    }[];
-    for (const n of ['x', 'y', 'z'])
-      assert.deepEqual(nss.find((x) => x.name === n)?.labels, { 'kubernetes.io/metadata.name': n });
+
+    // -o json: a v1 List of v1 Pods, as kubectl prints it.
+    const list = JSON.parse(await ok(['get', 'pods', '-A', '-o', 'json'])) as V1List<V1Pod>;
+    assert.deepEqual([list.apiVersion, list.kind, list.metadata], ['v1', 'List', { resourceVersion: '' }]);
+    assert.equal(list.items.length, 9);
+    for (const item of list.items) {
+      const p = pods.find((x) => x.namespace === item.metadata.namespace && x.name === item.metadata.name);
+      assert.ok(p, `${item.metadata.namespace}/${item.metadata.name} is a lab pod`);
+      const model = topology.pods.find((x) => x.namespace === p.namespace && x.name === p.name);
+      assert.deepEqual([item.apiVersion, item.kind], ['v1', 'Pod']);
+      assert.match(item.metadata.uid ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      assert.match(item.metadata.creationTimestamp ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+      assert.deepEqual(item.metadata.labels, { pod: p.name });
+      assert.deepEqual(
+        item.spec.containers,
+        model?.containers.map((c) => ({
+          name: c.name,
+          image: 'weir/workload',
+          ports: [{ name: c.portName, containerPort: c.port, protocol: c.protocol }],
+        })),
+      );
+      assert.equal(item.spec.nodeName, 'node1');
+      assert.equal(item.status.phase, 'Running');
+      assert.deepEqual(
+        item.status.conditions.map((c) => `${c.type}=${c.status}`),
+        ['Initialized=True', 'Ready=True', 'ContainersReady=True', 'PodScheduled=True'],
+      );
+      assert.equal(item.status.podIP, p.ip);
+      assert.deepEqual(item.status.podIPs, [{ ip: p.ip }, { ip: p.ip6 }]);
+      assert.equal(item.status.hostIP, '10.244.0.1');
+      assert.deepEqual(item.status.hostIPs, [{ ip: '10.244.0.1' }, { ip: 'fd00:10:244::1' }]);
+      assert.equal(item.status.startTime, item.metadata.creationTimestamp);
+    }
+    // One pod by name: the object itself; -o yaml the same objects.
+    const one = JSON.parse(await ok(['get', 'pod', 'b', '-n', 'y', '-o', 'json'])) as V1Pod;
+    assert.deepEqual(
+      one,
+      list.items.find((i) => i.metadata.namespace === 'y' && i.metadata.name === 'b'),
+    );
+    assert.deepEqual(parse(await ok(['get', 'po/b', '-n', 'y', '-o', 'yaml'])), one);
+    const yamlList = parse(await ok(['get', 'pods', '-n', 'y', '-o', 'yaml'])) as V1List<V1Pod>;
+    assert.deepEqual(
+      yamlList.items.map((i) => i.metadata.name),
+      ['a', 'b', 'c'],
+    );
+    const missing = await cli(['get', 'pod', 'nope', '-n', 'y', '-o', 'json']);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stdout, '');
+    assert.match(missing.stderr, /^Error: pods "nope" not found in namespace "y" \[ERR_CLI_NOT_FOUND\]\n$/);
+
+    const nss = JSON.parse(await ok(['get', 'ns', '-o', 'json'])) as V1List<V1Namespace>;
+    assert.equal(nss.kind, 'List');
+    for (const n of ['x', 'y', 'z']) {
+      const ns = nss.items.find((x) => x.metadata.name === n);
+      assert.deepEqual(ns?.metadata.labels, { 'kubernetes.io/metadata.name': n });
+      assert.deepEqual([ns?.kind, ns?.status.phase], ['Namespace', 'Active']);
+    }
     const table = await ok(['get', 'po', '-n', 'y']);
     assert.match(table, /^NAME\s+READY\s+STATUS\s+IP\s+NODE\s+LABELS/);
     assert.match(table, /\nb\s+1\/1\s+Running\s+10\.244\.0\.\d+\s+node1\s+pod=b\n/);
@@ -261,7 +314,7 @@ describe('lab', () => {
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
-      /bad\.yaml: Pod nowhere\/lost: metadata\.namespace: namespace 'nowhere' does not exist/,
+      /bad\.yaml: Pod nowhere\/lost: metadata\.namespace: namespaces "nowhere" not found/,
     );
     await writeFile(
       bad,
@@ -271,27 +324,106 @@ describe('lab', () => {
     assert.equal(r2.code, 1);
     assert.match(r2.stderr, /Pod x\/p: spec\.containers\[0\]\.ports\[0\]\.containerPort/);
     assert.deepEqual(await netnsOf(LAB), before);
-    assert.equal((JSON.parse(await ok(['get', 'po', '-A', '-o', 'json'])) as unknown[]).length, 9);
+    assert.equal((JSON.parse(await ok(['get', 'po', '-A', '-o', 'json'])) as V1List<V1Pod>).items.length, 9);
+  });
+
+  it('refuses namespaced objects of any kind in a namespace that does not exist, applying nothing', async () => {
+    const policies = async () =>
+      (JSON.parse(await ok(['agent', 'status', '-o', 'json'])) as { policies: number; services: number })
+        .policies;
+    const before = { netns: await netnsOf(LAB), policies: await policies() };
+    const f = join(dir, 'missing-ns.yaml');
+    await writeFile(
+      f,
+      [
+        // Valid on their own: a new namespace with a pod and a policy in it …
+        'apiVersion: v1\nkind: Namespace\nmetadata: {name: fresh}',
+        'apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: fresh}\nspec: {containers: [{name: c}]}',
+        'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: ok, namespace: fresh}\nspec: {endpointSelector: {}, ingress: [{}]}',
+        // … but these name namespaces that neither exist nor come along.
+        'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: deny-all, namespace: nowhere}\nspec: {endpointSelector: {}, ingress: [{}]}',
+        'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: nowhere}\nspec: {podSelector: {}}',
+        'apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: gone}\nspec: {selector: {app: web}, ports: [{port: 80}]}',
+      ].join('\n---\n'),
+    );
+    const r = await cli(['apply', '-f', f]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '', 'nothing was created or configured');
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      `Error: ${f}: CiliumNetworkPolicy nowhere/deny-all: metadata.namespace: namespaces "nowhere" not found`,
+      `${f}: NetworkPolicy nowhere/np: metadata.namespace: namespaces "nowhere" not found`,
+      `${f}: Service gone/web: metadata.namespace: namespaces "gone" not found [ERR_K8S_NAMESPACE_NOT_FOUND]`,
+    ]);
+    assert.deepEqual(await netnsOf(LAB), before.netns);
+    assert.equal(await policies(), before.policies);
+    // The agent's API refuses the same on its own (a client that skips the CLI's check).
+    const cnp = {
+      apiVersion: 'cilium.io/v2',
+      kind: 'CiliumNetworkPolicy',
+      metadata: { name: 'direct', namespace: 'nowhere' },
+      spec: { endpointSelector: {}, ingress: [{}] },
+    };
+    await assert.rejects(
+      agentClient(LAB).call('POST', '/v1/apply', {
+        objects: [
+          { apiVersion: cnp.apiVersion, kind: cnp.kind, namespace: 'nowhere', name: 'direct', object: cnp },
+        ],
+      }),
+      (err: WeirError) =>
+        err.code === 'ERR_K8S_NAMESPACE_NOT_FOUND' &&
+        err.toString() ===
+          'CiliumNetworkPolicy nowhere/direct: metadata.namespace: namespaces "nowhere" not found',
+    );
+    assert.equal(await policies(), before.policies);
+    const fresh = await cli(['get', 'ns', 'fresh']);
+    assert.equal(fresh.code, 1);
+    assert.match(fresh.stderr, /namespaces "fresh" not found/);
+    // The namespace in the same apply is enough.
+    const good = join(dir, 'later.yaml');
+    await writeFile(
+      good,
+      [
+        'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: later}\nspec: {endpointSelector: {}, ingress: [{}]}',
+        'apiVersion: v1\nkind: Namespace\nmetadata: {name: later}',
+      ].join('\n---\n'),
+    );
+    const out = await ok(['apply', '-f', good]);
+    assert.match(out, /namespace\/later created/);
+    assert.match(out, /ciliumnetworkpolicy\/p created/);
+    assert.equal(await policies(), before.policies + 1);
+    await ok(['delete', '-f', good]);
   });
 
   it('relabels a pod in place and removes a deleted pod completely', async () => {
     const a = pods.find((p) => p.namespace === 'x' && p.name === 'a') as PodInfo;
     const inode = statSync(`/var/run/netns/${a.netns}`).ino;
     const f = join(dir, 'xa.yaml');
-    const pod = (labels: Record<string, string>) =>
+    const pod = (labels: Record<string, string>, annotations: Record<string, string> = {}) =>
       stringify({
         apiVersion: 'v1',
         kind: 'Pod',
-        metadata: { name: 'a', namespace: 'x', labels },
+        metadata: { name: 'a', namespace: 'x', labels, annotations },
         spec: { containers: [{ name: 'c', ports: [{ containerPort: 80 }] }] },
       });
+    const before = JSON.parse(await ok(['get', 'po', 'a', '-n', 'x', '-o', 'json'])) as V1Pod;
     await writeFile(f, pod({ pod: 'a', tier: 'web' }));
     assert.match(await ok(['apply', '-f', f]), /pod\/a configured/);
-    const after = JSON.parse(await ok(['get', 'po', '-n', 'x', '-o', 'json'])) as PodInfo[];
-    const a2 = after.find((p) => p.name === 'a') as PodInfo;
-    assert.deepEqual(a2.labels, { pod: 'a', tier: 'web' });
+    const a2 = JSON.parse(await ok(['get', 'po', 'a', '-n', 'x', '-o', 'json'])) as V1Pod;
+    assert.deepEqual(a2.metadata.labels, { pod: 'a', tier: 'web' });
+    assert.deepEqual(a2.spec.containers, [{ name: 'c', ports: [{ containerPort: 80, protocol: 'TCP' }] }]);
+    // The same pod: same uid, creation time, addresses, netns and veth.
+    assert.deepEqual(
+      [a2.metadata.uid, a2.metadata.creationTimestamp, a2.status.podIP],
+      [before.metadata.uid, before.metadata.creationTimestamp, a.ip],
+    );
     assert.equal(statSync(`/var/run/netns/${a.netns}`).ino, inode);
-    assert.deepEqual([a2.ip, a2.hostIfindex], [a.ip, a.hostIfindex]);
+    assert.equal((await (await Lab.open(LAB)).pod('x/a')).hostIfindex, a.hostIfindex);
+    // An annotation alone is recorded (configured), and shown.
+    await writeFile(f, pod({ pod: 'a', tier: 'web' }, { owner: 'team-a' }));
+    assert.match(await ok(['apply', '-f', f]), /pod\/a configured/);
+    assert.match(await ok(['apply', '-f', f]), /pod\/a unchanged/);
+    const a3 = JSON.parse(await ok(['get', 'po', 'a', '-n', 'x', '-o', 'json'])) as V1Pod;
+    assert.deepEqual(a3.metadata.annotations, { owner: 'team-a' });
     // Its ports changed to 80/TCP only: 81 is no longer served.
     const lab = await Lab.open(LAB);
     assert.equal(
@@ -316,7 +448,7 @@ describe('lab', () => {
     const agent = agentPid(LAB);
     assert.ok(agent, 'the agent runs');
     const pids = [...new Set([...workloadPids, ...cgroupPids(LAB), agent])];
-    assert.ok(pids.length >= 10);
+    assert.ok(pids.length >= 9);
     await ok(['lab', 'down']);
     assert.deepEqual(await leftovers(LAB, pids), []);
   });

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
+import type { V1List, V1Pod, V1Service } from '../../src/k8s/index.js';
 import { Lab } from '../../src/lab/index.js';
 import { cli, ok } from '../support/cli.js';
 import {
@@ -70,14 +71,6 @@ const connect = (
   via: 'socket' | 'tc' = 'socket',
 ) => clientConnect(LAB, 'svc6/client', proto, ip, port, n, { timeoutMs, via });
 
-interface Summary {
-  name: string;
-  clusterIP: string;
-  clusterIPs: string[];
-  ipFamilies: string[];
-  ipFamilyPolicy: string;
-  endpoints: string[];
-}
 interface Frontend {
   frontend: string;
   service: string;
@@ -91,11 +84,12 @@ describe('services over IPv6 and dual-stack: socket load balancing from pods', (
     await writeFile(file(name), text);
     await ok(['apply', '-f', file(name)], LAB);
   };
+  /** The spec of a service as `weir get svc NAME -o json` prints it (a v1 Service). */
   const svc = async (name: string) => {
-    const all = JSON.parse(await ok(['get', 'svc', '-n', 'svc6', '-o', 'json'], LAB)) as Summary[];
-    const s = all.find((x) => x.name === name);
-    assert.ok(s, `service ${name} is listed`);
-    return s;
+    const s = JSON.parse(await ok(['get', 'svc', name, '-n', 'svc6', '-o', 'json'], LAB)) as V1Service;
+    assert.deepEqual([s.kind, s.metadata.name], ['Service', name]);
+    const { clusterIP = '', clusterIPs = [], ipFamilies = [] } = s.spec;
+    return { ...s.spec, clusterIP, clusterIPs, ipFamilies };
   };
   const frontends = async () => JSON.parse(await ok(['service', 'list', '-o', 'json'], LAB)) as Frontend[];
 
@@ -220,12 +214,12 @@ describe('services over IPv6 and dual-stack: socket load balancing from pods', (
         .sort() ?? [];
     const pods = async () =>
       new Map(
-        (
-          JSON.parse(await ok(['get', 'pods', '-n', 'svc6', '-o', 'json'], LAB)) as {
-            name: string;
-            ip6?: string;
-          }[]
-        ).map((p) => [p.name, `[${p.ip6 ?? '?'}]:8080/TCP`]),
+        (JSON.parse(await ok(['get', 'pods', '-n', 'svc6', '-o', 'json'], LAB)) as V1List<V1Pod>).items.map(
+          (p) => [
+            p.metadata.name,
+            `[${p.status.podIPs.find((a) => a.ip.includes(':'))?.ip ?? '?'}]:8080/TCP`,
+          ],
+        ),
       );
     await apply('web-c.yaml', pod('web-c', 'app: web'));
     let addr = await pods();
@@ -266,9 +260,9 @@ spec: { ${spec}, ports: [{ port: 80 }] }
       /spec\.ipFamilies\[0\].*does not match/s,
     );
     await refused('ipFamilies: [IPv4, IPv6]', /spec\.ipFamilyPolicy.*PreferDualStack or RequireDualStack/s);
-    const names = (JSON.parse(await ok(['get', 'svc', '-n', 'svc6', '-o', 'json'], LAB)) as Summary[]).map(
-      (s) => s.name,
-    );
+    const names = (
+      JSON.parse(await ok(['get', 'svc', '-n', 'svc6', '-o', 'json'], LAB)) as V1List<V1Service>
+    ).items.map((s) => s.metadata.name);
     assert.ok(!names.includes('bad'));
   });
 

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
+import type { V1List, V1Service } from '../../src/k8s/index.js';
 import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir } from '../support/cli.js';
@@ -172,14 +173,6 @@ class Conversation {
   }
 }
 
-interface Summary {
-  namespace: string;
-  name: string;
-  type: string;
-  clusterIP: string;
-  ports: string[];
-  endpoints: string[];
-}
 interface Frontend {
   id: number;
   frontend: string;
@@ -195,11 +188,19 @@ describe('services: socket load balancing from pods', () => {
     await writeFile(file(name), text);
     await ok(['apply', '-f', file(name)], LAB);
   };
-  const svcs = async () => JSON.parse(await ok(['get', 'svc', '-n', 'svc', '-o', 'json'], LAB)) as Summary[];
+  const svcs = async () =>
+    (JSON.parse(await ok(['get', 'svc', '-n', 'svc', '-o', 'json'], LAB)) as V1List<V1Service>).items;
   const ipOf = async (name: string) => {
-    const s = (await svcs()).find((x) => x.name === name);
-    assert.ok(s, `service ${name} is listed`);
-    return s.clusterIP;
+    const s = (await svcs()).find((x) => x.metadata.name === name);
+    assert.ok(s?.spec.clusterIP, `service ${name} is listed with a clusterIP`);
+    return s.spec.clusterIP;
+  };
+  /** The ENDPOINTS column (the last) of `weir get svc NAME -o wide`: ready backends or pod IPs. */
+  const endpointsOf = async (name: string) => {
+    const [header, row] = (await ok(['get', 'svc', name, '-n', 'svc', '-o', 'wide'], LAB)).trim().split('\n');
+    assert.match(header ?? '', /ENDPOINTS$/);
+    const last = row?.split(/\s+/).at(-1) ?? '';
+    return last === '<none>' ? [] : last.split(',');
   };
   const frontends = async () => JSON.parse(await ok(['service', 'list', '-o', 'json'], LAB)) as Frontend[];
 
@@ -218,10 +219,18 @@ describe('services: socket load balancing from pods', () => {
 
   it('allocates ClusterIPs and lists services, frontends and map entries', async () => {
     const list = await svcs();
-    const web = list.find((s) => s.name === 'web');
+    const web = list.find((s) => s.metadata.name === 'web')?.spec;
     assert.match(web?.clusterIP ?? '', /^10\.96\.\d+\.\d+$/);
-    assert.deepEqual(web?.ports, ['80/TCP', '8081/TCP', '53/UDP']);
-    assert.equal(list.find((s) => s.name === 'headless')?.clusterIP, 'None');
+    assert.deepEqual(web?.clusterIPs, [web?.clusterIP]);
+    assert.deepEqual(
+      web?.ports?.map((p) => `${p.port}/${p.protocol}`),
+      ['80/TCP', '8081/TCP', '53/UDP'],
+    );
+    assert.equal(list.find((s) => s.metadata.name === 'headless')?.spec.clusterIP, 'None');
+    assert.match(
+      await ok(['get', 'svc', '-n', 'svc'], LAB),
+      /\nweb\s+ClusterIP\s+10\.96\.\d+\.\d+\s+80\/TCP,8081\/TCP,53\/UDP\n/,
+    );
     const fes = await frontends();
     const http = fes.find((f) => f.frontend === `${web?.clusterIP}:80/TCP`);
     assert.equal(http?.backends.length, 2);
@@ -250,7 +259,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     await writeFile(file('bad.yaml'), bad(await ipOf('web')));
     const taken = await cli(['apply', '-f', file('bad.yaml')], LAB);
     assert.match(taken.stderr, /already allocated to another service/);
-    assert.ok(!(await svcs()).some((s) => s.name === 'bad'));
+    assert.ok(!(await svcs()).some((s) => s.metadata.name === 'bad'));
   });
 
   it('balances TCP over the backends; the client sees the ClusterIP as its peer', async () => {
@@ -282,7 +291,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
   });
 
   it('reaches the pods of a headless service directly', async () => {
-    const pods = (await svcs()).find((s) => s.name === 'headless')?.endpoints ?? [];
+    const pods = await endpointsOf('headless');
     assert.equal(pods.length, 2, `headless endpoints: ${pods}`);
     for (const a of pods) {
       const [t] = await connect('svc/client', 'tcp', a.split(':')[0] as string, 8080, 1);

@@ -15,8 +15,10 @@ export function printChanges(format: OutputFormat, results: ChangeResult[]): voi
 
 export function applyCommand(): Command {
   return new Command('apply')
+    .summary('create or update the objects of manifests (all valid, or nothing applied)')
     .description(
-      'create or update Namespaces, Pods, policies and Services from manifest files or directories (all valid, or nothing applied)',
+      'create or update the objects of manifest files or directories: Namespace, Pod, Service, EndpointSlice, ' +
+        'NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy (all valid, or nothing applied)',
     )
     .requiredOption('-f, --filename <path...>', 'files or directories (.yaml, .yml, .json)')
     .addOption(labOption())

@@ -1,11 +1,15 @@
 // `weir bpf ...`: the node's datapath maps as the kernel holds them, read from their pins (no agent
 // needed, like `cilium bpf`). Identities are shown with their labels when the agent answers.
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command } from 'commander';
+import { MapType } from '../../bpf/index.js';
 import { monotonicNowNs } from '../../datapath/clock.js';
 import { DropReason, reasonText } from '../../datapath/drop-reasons.js';
+import { MAPS, POLICY_PIN, type PinnedMapName } from '../../datapath/maps/catalog.js';
 import { EndpointFlags } from '../../datapath/maps/endpoints/layout.js';
 import { printResult, type OutputFormat } from '../output.js';
-import { identityLabels, resolveEndpointId, withNodeMaps } from './inspect-data.js';
+import { identityLabels, resolveEndpointId, withNodeMaps, type NodeMaps } from './inspect-data.js';
 import { durationText, hostPort, policyRows, portProtoText, protoName } from './inspect-format.js';
 import { labOption, outputOption } from './lab.js';
 
@@ -219,9 +223,77 @@ function metricsCommand(): Command {
   return cmd;
 }
 
+interface MapRow {
+  name: string;
+  kind: string;
+  lifetime: string;
+  owner: string;
+  /** pinned: the pin exists; missing: it does not (no agent loaded the datapath yet). */
+  pin: 'pinned' | 'missing' | 'not pinned';
+  id?: number;
+  maxEntries?: number;
+  /** Elements present (hash-like maps; absent for arrays and ring buffers). */
+  entries?: number;
+  purpose: string;
+}
+
+/** The kernel's view of a pinned map: id, size and (where that means something) its element count. */
+function pinnedRow(maps: NodeMaps, name: PinnedMapName | `policy_${number}`, row: MapRow): MapRow {
+  if (!existsSync(join(maps.pinDir, name))) return { ...row, pin: 'missing' };
+  const m = maps.pin(name);
+  const countable = !m.isArray && m.type !== MapType.ringbuf;
+  return {
+    ...row,
+    pin: 'pinned',
+    id: m.id,
+    maxEntries: m.maxEntries,
+    ...(countable ? { entries: m.rawKeys().length } : {}),
+  };
+}
+
+function mapsCommand(): Command {
+  const cmd = new Command('maps').description("every datapath map (the catalogue) and its pin's state");
+  sub(cmd, 'list', 'list the maps: kind, pinned or per-load, owner, kernel id, size, elements').action(
+    async (o: Opts) => {
+      const rows = await withNodeMaps(o.lab, (m) =>
+        MAPS.flatMap((d): MapRow[] => {
+          const row: MapRow = {
+            name: d.name,
+            kind: d.kind,
+            lifetime: d.lifetime,
+            owner:
+              d.owner === 'loader' ? 'loader' : `${d.owner}.o${d.reusedBy.map((r) => `,${r}.o`).join('')}`,
+            pin: 'not pinned',
+            purpose: d.purpose,
+          };
+          if (d.name === 'policy_<id>')
+            return readdirSync(m.pinDir)
+              .filter((f) => POLICY_PIN.test(f))
+              .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }))
+              .map((f) => pinnedRow(m, f as `policy_${number}`, { ...row, name: f }));
+          if (d.lifetime !== 'pinned') return [row];
+          return [pinnedRow(m, d.name, row)];
+        }),
+      );
+      printResult(o.output, rows, rows, [
+        { header: 'map', get: (r) => r.name },
+        { header: 'kind', get: (r) => r.kind },
+        { header: 'lifetime', get: (r) => r.lifetime },
+        { header: 'owner', get: (r) => r.owner },
+        { header: 'pin', get: (r) => r.pin },
+        { header: 'id', get: (r) => r.id ?? '' },
+        { header: 'max entries', get: (r) => r.maxEntries ?? '' },
+        { header: 'entries', get: (r) => r.entries ?? '' },
+      ]);
+    },
+  );
+  return cmd;
+}
+
 export function bpfCommand(): Command {
   return new Command('bpf')
     .description("the node's datapath maps, read from their pins (works while the agent is down)")
+    .addCommand(mapsCommand())
     .addCommand(ipcacheCommand())
     .addCommand(endpointMapCommand())
     .addCommand(policyCommand())

@@ -10,7 +10,11 @@ import type { OutputFormat } from '../output.js';
 
 export function deleteCommand(): Command {
   return new Command('delete')
-    .description('remove the objects of manifest files or directories (a namespace only when empty)')
+    .summary('remove the objects of manifests (a namespace only when it has no pods)')
+    .description(
+      'remove the objects of manifest files or directories: Namespace, Pod, Service, EndpointSlice, ' +
+        'NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy (a namespace only when it has no pods)',
+    )
     .requiredOption('-f, --filename <path...>', 'files or directories (.yaml, .yml, .json)')
     .option('--ignore-not-found', 'objects that do not exist are not an error')
     .addOption(labOption())

@@ -1,10 +1,13 @@
-// `weir get pods|namespaces|services`: kubectl-like listing of what runs, read through the API.
+// `weir get pods|namespaces|services [NAME]`: kubectl-like listing of what runs, read through the
+// agent's API (desired state and the pods' statuses). Tables for people; -o json|yaml gives v1
+// objects (a `List`, or the object itself for one NAME), as kubectl prints them.
 import { Command } from 'commander';
 import { agentClient } from '../../agent/client.js';
-import type { NamespaceInfo, PodInfo } from '../../cluster/objects.js';
+import type { NamespaceInfo, NodeRecord, PodInfo } from '../../cluster/objects.js';
+import { namespaceObject, podObject } from '../../k8s/index.js';
 import { WeirError } from '../../shared/errors.js';
 import { labOption, outputOption } from './lab.js';
-import { printResult, type Column, type OutputFormat } from '../output.js';
+import { notFound, pick, printResult, type Column, type OutputFormat } from '../output.js';
 import { getServices } from './service.js';
 
 const labelText = (l: Record<string, string>) =>
@@ -12,71 +15,124 @@ const labelText = (l: Record<string, string>) =>
     .map(([k, v]) => `${k}=${v}`)
     .join(',') || '<none>';
 
+const resources = {
+  pods: ['pods', 'pod', 'po'],
+  namespaces: ['namespaces', 'namespace', 'ns'],
+  services: ['services', 'service', 'svc'],
+} as const;
+type Resource = keyof typeof resources;
+
+/** 'po' -> 'pods'; kubectl's TYPE/NAME form gives the name too. */
+export function parseResource(arg: string, name?: string): { resource: Resource; name?: string } {
+  const [type = '', inline, ...extra] = arg.split('/');
+  const resource = (Object.keys(resources) as Resource[]).find((r) =>
+    (resources[r] as readonly string[]).includes(type.toLowerCase()),
+  );
+  if (!resource || extra.length > 0 || inline === '')
+    throw new WeirError(
+      'ERR_CLI_ARGUMENT',
+      `unknown resource '${arg}' (pods, namespaces or services, optionally TYPE/NAME)`,
+      { location: { field: 'resource' } },
+    );
+  if (inline !== undefined && name !== undefined)
+    throw new WeirError('ERR_CLI_ARGUMENT', `give the name once: '${arg}' or '${type} ${name}'`, {
+      location: { field: 'name' },
+    });
+  const n = inline ?? name;
+  return { resource, ...(n === undefined ? {} : { name: n }) };
+}
+
+interface GetOptions {
+  namespace: string;
+  allNamespaces?: boolean;
+  lab: string;
+  output: OutputFormat;
+}
+
 export function getCommand(): Command {
   return new Command('get')
-    .description('list lab resources: pods (po), namespaces (ns) or services (svc)')
-    .argument('<resource>', 'pods|pod|po, namespaces|namespace|ns or services|service|svc')
+    .summary('list pods, namespaces or services, kubectl style')
+    .description(
+      'list lab resources like kubectl get: pods (po), namespaces (ns) or services (svc); ' +
+        '-o json|yaml prints v1 objects',
+    )
+    .argument('<resource>', 'pods|pod|po, namespaces|namespace|ns or services|service|svc (or TYPE/NAME)')
+    .argument('[name]', 'only this object (-o json|yaml then prints the object itself, not a List)')
     .option('-n, --namespace <ns>', 'pods or services of this namespace', 'default')
     .option('-A, --all-namespaces', 'pods or services of every namespace')
     .addOption(labOption())
-    .addOption(outputOption())
-    .action(
-      async (
-        resource: string,
-        o: { namespace: string; allNamespaces?: boolean; lab: string; output: OutputFormat },
-      ) => {
-        const client = agentClient(o.lab);
-        const pods = async (namespace?: string) =>
-          (
-            await client.call<{ items: PodInfo[] }>(
-              'GET',
-              `/v1/pods${namespace === undefined ? '' : `?namespace=${encodeURIComponent(namespace)}`}`,
-            )
-          ).items;
-        if (['namespaces', 'namespace', 'ns'].includes(resource)) {
-          const nss = (await client.call<{ items: NamespaceInfo[] }>('GET', '/v1/namespaces')).items;
-          const all = await pods();
-          printResult(o.output, nss, nss, [
-            { header: 'name', get: (n) => n.name },
-            { header: 'status', get: () => 'Active' },
-            { header: 'pods', get: (n) => all.filter((p) => p.namespace === n.name).length },
-            { header: 'labels', get: (n) => labelText(n.labels) },
-          ]);
-        } else if (['pods', 'pod', 'po'].includes(resource)) {
-          const items = await pods(o.allNamespaces ? undefined : o.namespace);
-          const cols: Column<PodInfo>[] = [
-            ...(o.allNamespaces ? [{ header: 'namespace', get: (p: PodInfo) => p.namespace }] : []),
-            { header: 'name', get: (p) => p.name },
-            { header: 'ready', get: (p) => (p.ready ? '1/1' : '0/1') },
-            { header: 'status', get: (p) => podPhase(p) },
-            { header: 'ip', get: (p) => p.ip },
-            { header: 'node', get: (p) => p.node },
-            ...(o.output === 'wide'
-              ? [
-                  { header: 'ipv6', get: (p: PodInfo) => p.ip6 ?? '<none>' },
-                  { header: 'veth', get: (p: PodInfo) => `${p.hostIfname}@${p.hostIfindex}` },
-                  {
-                    header: 'ports',
-                    get: (p: PodInfo) => p.ports.map((x) => `${x.containerPort}/${x.protocol}`).join(','),
-                  },
-                ]
-              : []),
-            { header: 'labels', get: (p) => labelText(p.labels) },
-          ];
-          printResult(o.output, items, items, cols);
-        } else if (['services', 'service', 'svc'].includes(resource)) {
-          await getServices(o.lab, o.allNamespaces ? undefined : o.namespace, o.output);
-        } else {
-          throw new WeirError(
-            'ERR_CLI_ARGUMENT',
-            `unknown resource '${resource}' (pods, namespaces or services)`,
-            {
-              location: { field: 'resource' },
-            },
-          );
-        }
-      },
-    );
+    .addOption(outputOption({ wide: true }))
+    .action(async (arg: string, nameArg: string | undefined, o: GetOptions) => {
+      const { resource, name } = parseResource(arg, nameArg);
+      if (o.allNamespaces && name !== undefined)
+        throw new WeirError(
+          'ERR_CLI_ARGUMENT',
+          'a resource cannot be retrieved by name across all namespaces (give -n NAMESPACE instead of -A)',
+          { location: { field: '--all-namespaces' } },
+        );
+      const client = agentClient(o.lab);
+      const podsOf = async (ns?: string) =>
+        (
+          await client.call<{ items: PodInfo[] }>(
+            'GET',
+            `/v1/pods${ns === undefined ? '' : `?namespace=${encodeURIComponent(ns)}`}`,
+          )
+        ).items;
+      const namespace = o.allNamespaces ? undefined : o.namespace;
+      if (resource === 'namespaces') {
+        const pods = await podsOf();
+        const { rows, data } = pick(
+          (await client.call<{ items: NamespaceInfo[] }>('GET', '/v1/namespaces')).items,
+          name,
+          (n) => n.name,
+          (n) => namespaceObject(n),
+          () => notFound(resource, name ?? ''),
+        );
+        printResult(o.output, data, rows, [
+          { header: 'name', get: (n: NamespaceInfo) => n.name },
+          { header: 'status', get: () => 'Active' },
+          { header: 'pods', get: (n) => pods.filter((p) => p.namespace === n.name).length },
+          { header: 'labels', get: (n) => labelText(n.labels) },
+        ]);
+      } else if (resource === 'pods') {
+        const nodes = new Map(
+          (await client.call<{ items: NodeRecord[] }>('GET', '/v1/nodes')).items.map((n) => [n.name, n]),
+        );
+        const hostOf = (p: PodInfo) => {
+          const n = nodes.get(p.node);
+          return n ? { ip: n.ip, ...(n.ip6 ? { ip6: n.ip6 } : {}) } : undefined;
+        };
+        const { rows, data } = pick(
+          await podsOf(namespace),
+          name,
+          (p) => p.name,
+          (p) => podObject(p, hostOf(p)),
+          () => notFound(resource, name ?? '', namespace),
+        );
+        const cols: Column<PodInfo>[] = [
+          ...(namespace === undefined ? [{ header: 'namespace', get: (p: PodInfo) => p.namespace }] : []),
+          { header: 'name', get: (p) => p.name },
+          { header: 'ready', get: (p) => (p.ready ? '1/1' : '0/1') },
+          { header: 'status', get: (p) => podPhase(p) },
+          { header: 'ip', get: (p) => p.ip },
+          { header: 'node', get: (p) => p.node },
+          ...(o.output === 'wide'
+            ? [
+                { header: 'ipv6', get: (p: PodInfo) => p.ip6 ?? '<none>' },
+                { header: 'veth', get: (p: PodInfo) => `${p.hostIfname}@${p.hostIfindex}` },
+                {
+                  header: 'ports',
+                  get: (p: PodInfo) => p.ports.map((x) => `${x.containerPort}/${x.protocol}`).join(','),
+                },
+              ]
+            : []),
+          { header: 'labels', get: (p) => labelText(p.labels) },
+        ];
+        printResult(o.output, data, rows, cols);
+      } else {
+        await getServices(o.lab, namespace, o.output, name);
+      }
+    });
 }
 
 /** kubectl's STATUS column: Running (and ready), Pending, or why not. */

@@ -8,6 +8,7 @@ import type { PodInfo } from '../../cluster/objects.js';
 import type { EndpointStatus } from '../../agent/agent.js';
 import { agentSocket, nodePinDir } from '../../agent/paths.js';
 import { BpfMap, TypedMap, u32 } from '../../bpf/index.js';
+import { checkKind, openPinned, policyPinName, type PinnedMapName } from '../../datapath/maps/catalog.js';
 import { CtMap } from '../../datapath/maps/ct/index.js';
 import { EndpointsMap } from '../../datapath/maps/endpoints/index.js';
 import { IpcacheMap } from '../../datapath/maps/ipcache/index.js';
@@ -110,7 +111,8 @@ export class NodeMaps {
     return { maps: new NodeMaps(lab, nodePinDir(lab, node.name)), ctx: { lab, node, pods } };
   }
 
-  private pin(name: string): BpfMap {
+  /** The pin of a catalogue map, of the declared kind; ERR_CLI_NO_DATAPATH when it is absent. */
+  pin(name: PinnedMapName | `policy_${number}`): BpfMap {
     const path = join(this.pinDir, name);
     if (!existsSync(path))
       throw new WeirError(
@@ -118,7 +120,7 @@ export class NodeMaps {
         `lab ${this.lab} has no pinned ${name} (${path}); the agent has not loaded the datapath`,
         { location: { file: path } },
       );
-    const map = BpfMap.fromPin(path);
+    const map = openPinned(this.pinDir, name);
     this.open.push(map);
     return map;
   }
@@ -128,10 +130,15 @@ export class NodeMaps {
   ct = () => new CtMap(this.pin('weir_ct'));
   metrics = () => new MetricsMap(this.pin('weir_metrics'));
 
-  /** The endpoint's policy map: its pin, or the inner map weir_policy points to. */
+  /**
+   * The endpoint's policy map: its pin, or the inner map weir_policy points to. An endpoint
+   * without one (no entry in weir_policy) is ERR_CLI_NOT_FOUND; a map that cannot be read is the
+   * kernel's error, naming the map and the errno.
+   */
   policy(endpointId: number): PolicyMap {
-    const pinned = join(this.pinDir, `policy_${endpointId}`);
-    if (existsSync(pinned)) return new PolicyMap(this.pin(`policy_${endpointId}`), endpointId);
+    const pinned = policyPinName(endpointId);
+    if (existsSync(join(this.pinDir, pinned)))
+      return new PolicyMap(this.pin(pinned as `policy_${number}`), endpointId);
     const mapId = new TypedMap(this.pin('weir_policy'), u32(), u32()).lookup(endpointId);
     if (mapId === undefined)
       throw new WeirError(
@@ -143,6 +150,7 @@ export class NodeMaps {
       );
     const map = BpfMap.fromId(mapId);
     this.open.push(map);
+    checkKind(map, pinned, `weir_policy[${endpointId}]`);
     return new PolicyMap(map, endpointId);
   }
 

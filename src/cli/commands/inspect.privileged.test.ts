@@ -7,17 +7,18 @@
 // an agent.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { EndpointStatus } from '../../agent/agent.js';
 import { listenApi } from '../../agent/api-server.js';
-import { numPossibleCpus } from '../../bpf/index.js';
+import { BpfMap, numPossibleCpus } from '../../bpf/index.js';
 import { monotonicNowNs } from '../../datapath/clock.js';
 import { DropReason } from '../../datapath/drop-reasons.js';
 import { Datapath } from '../../datapath/loader.js';
+import { MAPS } from '../../datapath/maps/catalog.js';
 import { CtState } from '../../datapath/maps/ct/layout.js';
 import { EndpointFlags } from '../../datapath/maps/endpoints/layout.js';
 import { portRangePrefixes } from '../../shared/port-prefix.js';
@@ -298,7 +299,9 @@ describe('weir bpf (pinned maps, no agent)', () => {
   });
 
   it('ct list shows both directions of each connection, expired ones flagged', async () => {
+    const t0 = monotonicNowNs();
     const rows = cells(await ok('bpf', 'ct', 'list'));
+    const t1 = monotonicNowNs();
     assert.deepEqual(rows[0], [
       'PROTO',
       'SRC -> DST',
@@ -316,7 +319,12 @@ describe('weir bpf (pinned maps, no agent)', () => {
     assert.equal(rows.length, 3);
     const [tcp, udp] = [rows[1]!, rows[2]!];
     assert.deepEqual(tcp.slice(0, 4), ['TCP', '10.244.0.3:40000 -> 10.244.0.2:80', 'ingress', 'established']);
-    assert.match(tcp[4]!, /^59m5\ds$/);
+    // An hour from when the entry was written, less the time the earlier tests took.
+    const left = /^(\d+)m(\d+)s$/.exec(tcp[4]!);
+    assert.ok(left, tcp[4]);
+    const shown = Number(left[1]) * 60 + Number(left[2]);
+    const secs = (t: bigint) => Number((t - nowNs) / 1_000_000_000n);
+    assert.ok(shown <= 3600 - secs(t0) && shown >= 3600 - secs(t1) - 1, `${tcp[4]} after ${secs(t1)} s`);
     assert.deepEqual(tcp.slice(5), ['3', '180', '2', '120', '257', '7']);
     assert.deepEqual(udp, [
       'UDP',
@@ -384,6 +392,57 @@ describe('weir bpf (pinned maps, no agent)', () => {
     const id = await weir('bpf', 'policy', 'get', '99');
     assert.equal(id.code, 1);
     assert.match(id.stderr, /endpoint 99 has no policy map.*\[ERR_CLI_NOT_FOUND\]/);
+  });
+
+  it('maps list shows every map of the catalogue with its pin, kernel id and elements', async () => {
+    const rows = JSON.parse(await ok('bpf', 'maps', 'list', '-o', 'json')) as {
+      name: string;
+      lifetime: string;
+      pin: string;
+      id?: number;
+      entries?: number;
+    }[];
+    const by = new Map(rows.map((r) => [r.name, r]));
+    for (const m of MAPS) {
+      if (m.name === 'policy_<id>') continue;
+      const r = by.get(m.name);
+      assert.ok(r, `${m.name} is listed`);
+      assert.equal(r.pin, m.lifetime === 'pinned' ? 'pinned' : 'not pinned', m.name);
+    }
+    assert.equal(by.get('weir_lb_ct')?.pin, 'pinned');
+    assert.equal(by.get('weir_ipcache')?.entries, 4);
+    assert.equal(by.get('weir_endpoints')?.entries, 2);
+    assert.ok((by.get('weir_ct')?.id ?? 0) > 0);
+    assert.equal(by.get('policy_11')?.entries, 5 + portRangePrefixes(1000, 1999).length);
+    assert.equal(by.get('policy_12')?.entries, 0);
+  });
+
+  it('refuses a pin replaced by a map of another kind, naming it', async () => {
+    const pin = join(pinDir, 'weir_ipcache');
+    const original = BpfMap.fromPin(pin);
+    const fake = BpfMap.create({ type: 'hash', name: 'weir_fake', keySize: 24, valueSize: 8, maxEntries: 4 });
+    unlinkSync(pin);
+    fake.pin(pin);
+    try {
+      for (const args of [
+        ['bpf', 'ipcache', 'list'],
+        ['bpf', 'maps', 'list'],
+      ]) {
+        const r = await weir(...args);
+        assert.equal(r.code, 1, args.join(' '));
+        assert.match(
+          r.stderr,
+          /map weir_ipcache .* is a hash map; weir's weir_ipcache is a lpm_trie.*ERR_DATAPATH_MAP_KIND/,
+        );
+        assert.equal(r.stdout, '');
+      }
+    } finally {
+      fake.unpin(pin);
+      fake.close();
+      original.pin(pin);
+      original.close();
+    }
+    assert.equal((await weir('bpf', 'ipcache', 'list')).code, 0);
   });
 
   it('the agent commands say that no agent answers', async () => {

@@ -17,6 +17,7 @@ import { parseOutput, printResult, type OutputFormat } from '../output.js';
 import { agentClient } from '../../agent/client.js';
 import { startAgent, stopAgent } from '../../agent/spawn.js';
 import type { PodInfo } from '../../cluster/objects.js';
+import { addSettingOptions, givenSettings } from './agent.js';
 
 export const progress = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -24,8 +25,9 @@ export function labOption(): Option {
   return new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName());
 }
 
-export function outputOption(): Option {
-  return new Option('-o, --output <format>', 'table, wide, json or yaml')
+/** -o: table (default), json or yaml; `wide` where a command has wider columns (else the table). */
+export function outputOption(opts: { wide?: boolean } = {}): Option {
+  return new Option('-o, --output <format>', opts.wide ? 'table, wide, json or yaml' : 'table, json or yaml')
     .default('table')
     .argParser(parseOutput);
 }
@@ -35,65 +37,26 @@ export function labCommand(): Command {
     'the one-machine lab: a node, its pods and externals as network namespaces',
   );
 
-  lab
+  const up = lab
     .command('up')
     .description('create the lab (or complete it; running it twice is fine)')
     .option('-f, --file <lab.yaml>', 'lab spec (default: one node, 10.244.0.0/24, no externals)')
     .addOption(new Option('--lab <name>', 'lab name (default: the spec name, else env WEIR_LAB or lab)'))
-    .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)')
-    .addOption(
-      new Option('--policy-map-max <n>', 'entries of each endpoint policy map (256..65536)').argParser(
-        (v) => {
-          const n = Number(v);
-          if (!Number.isInteger(n) || n < 256 || n > 65536)
-            throw new WeirError(
-              'ERR_CLI_OPTION',
-              `--policy-map-max must be an integer within 256..65536, not '${v}'`,
-            );
-          return n;
-        },
-      ),
-    )
-    .option(
-      '--identity-labels <spec>',
-      "labels that make up identities, Cilium's syntax: 'k8s:app k8s:!job-name'",
-    )
-    .addOption(
-      new Option('--flows <n>', 'flows the agent keeps for weir observe (1..65535, default 4095)').argParser(
-        (v) => {
-          const n = Number(v);
-          if (!Number.isInteger(n) || n < 1 || n > 65535)
-            throw new WeirError('ERR_CLI_OPTION', `--flows must be an integer within 1..65535, not '${v}'`);
-          return n;
-        },
-      ),
-    )
-    .action(
-      async (o: {
-        file?: string;
-        lab?: string;
-        agent?: boolean;
-        policyMapMax?: number;
-        identityLabels?: string;
-        flows?: number;
-      }) => {
-        const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
-        const name = o.lab ?? (o.file ? spec.name : defaultLabName());
-        const lab = await Lab.open(name);
-        const cfg = await lab.up({ ...spec, name }, { log: progress });
-        if (o.agent === false) return;
-        // The agent opens the node's Store and puts what it holds in force (pods included).
-        const pid = await startAgent({
-          lab: name,
-          nodeNetns: nodeOf(cfg).netns,
-          ...(o.policyMapMax ? { policyMapMax: o.policyMapMax } : {}),
-          ...(o.identityLabels ? { identityLabels: o.identityLabels } : {}),
-          ...(o.flows ? { agentArgs: ['--flows', String(o.flows)] } : {}),
-        });
-        const pods = (await agentClient(name).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
-        progress(`agent running (pid ${pid}), ${pods.length} pod(s)`);
-      },
-    );
+    .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)');
+  // Every `weir agent run` setting, handed to the agent it starts.
+  addSettingOptions(up).action(
+    async (o: { file?: string; lab?: string; agent?: boolean } & Record<string, unknown>) => {
+      const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
+      const name = o.lab ?? (o.file ? spec.name : defaultLabName());
+      const lab = await Lab.open(name);
+      const cfg = await lab.up({ ...spec, name }, { log: progress });
+      if (o.agent === false) return;
+      // The agent opens the node's Store and puts what it holds in force (pods included).
+      const pid = await startAgent({ lab: name, nodeNetns: nodeOf(cfg).netns, settings: givenSettings(o) });
+      const pods = (await agentClient(name).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
+      progress(`agent running (pid ${pid}), ${pods.length} pod(s)`);
+    },
+  );
 
   lab
     .command('down')

@@ -1,25 +1,25 @@
 // Services on the command line: `weir get services|svc` (kubectl's view), `weir service list`
 // (frontend -> backends with state, like `cilium service list`), `weir bpf lb list` (what the lb
 // maps hold, read from their pins) and `weir bpf lb maglev get <ns/name>` (table size, shares).
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command } from 'commander';
 import type { FrontendView, MaglevView, ServiceSummary } from '../../agent/lb.js';
 import { agentClient } from '../../agent/client.js';
-import { nodePinDir } from '../../agent/paths.js';
 import { defaultSettings } from '../../agent/settings.js';
 import { BpfMap } from '../../bpf/index.js';
-import { LB_MAP_NAMES } from '../../datapath/loader.js';
+import type { DesiredObject } from '../../cluster/objects.js';
 import { LbMaps } from '../../datapath/maps/lb/index.js';
+import { serviceObject, type V1Service } from '../../k8s/index.js';
+import { validateService } from '../../service/api/index.js';
 import { SVC_F_AFFINITY, SVC_F_LOCAL, SVC_F_MAGLEV, SVC_F_NODEPORT } from '../../service/model.js';
-import { WeirError } from '../../shared/errors.js';
-import { printResult, type OutputFormat } from '../output.js';
-import { labNode } from './inspect-data.js';
+import { notFound, pick, printResult, type OutputFormat } from '../output.js';
+import { withNodeMaps } from './inspect-data.js';
 import { labOption, outputOption } from './lab.js';
 
 interface ServicesAnswer {
   items: ServiceSummary[];
   frontends: FrontendView[];
+  /** The stored Service and EndpointSlice objects, with allocated clusterIPs and nodePorts. */
+  objects: DesiredObject[];
   algorithm: string;
 }
 
@@ -43,19 +43,46 @@ const selectorText = (s?: Record<string, string>) =>
         .join(',')
     : '<none>';
 
+/** A stored Service (as the agent allocated it) as a v1 Service. */
+export function v1Service(o: DesiredObject): V1Service {
+  const svc = validateService(o.object, {
+    file: o.file ?? '(stored)',
+    object: `Service ${o.namespace ?? 'default'}/${o.name}`,
+  });
+  const meta = (
+    o.object as { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> } }
+  ).metadata;
+  return serviceObject(svc, {
+    ...(meta?.labels ? { labels: meta.labels } : {}),
+    ...(meta?.annotations ? { annotations: meta.annotations } : {}),
+  });
+}
+
 /**
- * `weir get services` (called by `weir get`). CLUSTER-IP is the primary address as kubectl shows
- * it; wide adds every clusterIP (dual-stack: one per family) and -o json has clusterIPs,
- * ipFamilies and ipFamilyPolicy.
+ * `weir get services [NAME]` (called by `weir get`). CLUSTER-IP is the primary address as kubectl
+ * shows it; wide adds every clusterIP (dual-stack: one per family), the selector, affinity and
+ * ready endpoints; -o json|yaml prints v1 Services.
  */
 export async function getServices(
   lab: string,
   namespace: string | undefined,
   format: OutputFormat,
+  name?: string,
 ): Promise<void> {
-  const all = (await services(lab)).items;
-  const items = namespace ? all.filter((s) => s.namespace === namespace) : all;
-  printResult(format, items, items, [
+  const answer = await services(lab);
+  const stored = new Map(
+    answer.objects
+      .filter((o) => o.kind === 'Service')
+      .map((o) => [`${o.namespace ?? 'default'}/${o.name}`, o] as const),
+  );
+  const { rows, data } = pick(
+    namespace ? answer.items.filter((s) => s.namespace === namespace) : answer.items,
+    name,
+    (s) => s.name,
+    (s) => v1Service(stored.get(`${s.namespace}/${s.name}`) as DesiredObject),
+    () => notFound('services', name ?? '', namespace),
+  );
+  printResult(format, data, rows, [
     ...(namespace ? [] : [{ header: 'namespace', get: (s: ServiceSummary) => s.namespace }]),
     { header: 'name', get: (s) => s.name },
     { header: 'type', get: (s) => s.type },
@@ -129,39 +156,21 @@ function maglevSizeOf(outer: BpfMap): number {
 
 /** The lb maps from their pins (no agent needed). */
 async function withLbMaps<T>(lab: string, fn: (lb: LbMaps) => T): Promise<T> {
-  const node = await labNode(lab);
-  const dir = nodePinDir(lab, node.name);
-  const maps: BpfMap[] = [];
-  try {
-    const pin = (name: string) => {
-      const path = join(dir, name);
-      if (!existsSync(path))
-        throw new WeirError(
-          'ERR_CLI_NO_DATAPATH',
-          `lab ${lab} has no pinned ${name} (${path}); the agent has not loaded the datapath`,
-          { location: { file: path } },
-        );
-      const m = BpfMap.fromPin(path);
-      maps.push(m);
-      return m;
-    };
-    const [services, backends, revnat, maglev, affinity, reverseSk] = LB_MAP_NAMES.map(pin) as BpfMap[];
-    const size = maglevSizeOf(maglev as BpfMap);
+  return withNodeMaps(lab, (maps) => {
+    const maglev = maps.pin('weir_lb_maglev');
     const lb = new LbMaps(
       {
-        services: services as BpfMap,
-        backends: backends as BpfMap,
-        revnat: revnat as BpfMap,
-        maglev: maglev as BpfMap,
-        affinity: affinity as BpfMap,
-        reverseSk: reverseSk as BpfMap,
+        services: maps.pin('weir_lb_services'),
+        backends: maps.pin('weir_lb_backends'),
+        revnat: maps.pin('weir_lb_revnat'),
+        maglev,
+        affinity: maps.pin('weir_lb_affinity'),
+        reverseSk: maps.pin('weir_lb_reverse_sk'),
       },
-      size,
+      maglevSizeOf(maglev),
     );
     return fn(lb);
-  } finally {
-    for (const m of maps) m.close();
-  }
+  });
 }
 
 /** `weir bpf lb ...`, added to `weir bpf`. */

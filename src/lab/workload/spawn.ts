@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { WeirError } from '../../shared/errors.js';
 import { repoRoot } from '../../shared/paths.js';
+import { privateFileMode } from '../../shared/private-fs.js';
 import { killQuietly, netnsPath, waitFor } from '../netns.js';
 import { pidAlive } from '../config.js';
 import { ping } from './client.js';
@@ -22,7 +23,7 @@ export const workloadMain = join(repoRoot, 'dist', 'src', 'lab', 'workload', 'ma
 const readyTimeoutMs = 10_000;
 
 export function startWorkload(netns: string, cfg: WorkloadConfig, logPath: string): WorkloadState {
-  const fd = openSync(logPath, 'a');
+  const fd = openSync(logPath, 'a', privateFileMode);
   try {
     const child = spawn(
       'nsenter',

@@ -1,6 +1,6 @@
 // A small checker for hand-written validation: it walks a manifest, records every problem with
 // its field path, and lets the caller throw them all at once as one ValidationError.
-import { ValidationError, WeirError } from '../../shared/errors.js';
+import { ValidationError, WeirError, type ErrorCode } from '../../shared/errors.js';
 
 export interface PolicyLocation {
   file: string;
@@ -19,7 +19,7 @@ export class Checker {
   readonly problems: WeirError[] = [];
   constructor(readonly loc: PolicyLocation) {}
 
-  fail(code: string, path: Path, message: string): void {
+  fail(code: ErrorCode, path: Path, message: string): void {
     this.problems.push(
       new WeirError(code, message, {
         location: { file: this.loc.file, object: this.loc.object, field: pathString(path) },

@@ -1,6 +1,7 @@
 // Validation of Service v1 and EndpointSlice discovery.k8s.io/v1 (the fields the load balancer
 // reads; the rest of a real manifest is kept as written). Every problem names file, object and field.
 import { z } from 'zod';
+import type { ErrorCode } from '../../shared/error-codes.js';
 import { zodValidate, type ObjectLocation } from '../../k8s/registry.js';
 import { dnsLabelSchema, labelsSchema, portNameProblem, type IssueParams } from '../../k8s/labels.js';
 import { canonicalIP, ipFamilyOf } from '../ip.js';
@@ -13,7 +14,7 @@ import {
   type Service,
 } from './types.js';
 
-const issue = (weirCode: string) => ({ weirCode }) satisfies IssueParams;
+const issue = (weirCode: ErrorCode) => ({ weirCode }) satisfies IssueParams;
 
 const portNumber = z
   .number()
@@ -50,7 +51,7 @@ const clusterIPText = z.string().refine((ip) => ip === 'None' || ip === '' || !!
 });
 
 /** An enum whose bad values get a weir code (z.enum's own issue carries none). */
-const oneOf = <T extends string>(values: readonly T[], code: string) =>
+const oneOf = <T extends string>(values: readonly T[], code: ErrorCode) =>
   z
     .string()
     .refine((v) => (values as readonly string[]).includes(v), {
@@ -59,7 +60,10 @@ const oneOf = <T extends string>(values: readonly T[], code: string) =>
     })
     .transform((v) => v as T);
 
-const atMostTwo = (what: string, code: string) => ({ message: `at most two (${what})`, params: issue(code) });
+const atMostTwo = (what: string, code: ErrorCode) => ({
+  message: `at most two (${what})`,
+  params: issue(code),
+});
 
 const metadataSchema = z.looseObject({
   name: dnsLabelSchema,
@@ -210,7 +214,7 @@ function familiesOf(spec: FamilySpec): IPFamily[] {
  * configuration (whether the cluster has an IPv6 service CIDR is the allocator's business).
  */
 function checkFamilies(spec: FamilySpec, ctx: z.RefinementCtx): void {
-  const add = (path: (string | number)[], message: string, code: string) =>
+  const add = (path: (string | number)[], message: string, code: ErrorCode) =>
     ctx.addIssue({ code: 'custom', path, message, params: issue(code) });
   const ips = spec.clusterIPs ?? [];
   ips.forEach((ip, i) => {

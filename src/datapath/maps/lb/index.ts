@@ -7,7 +7,7 @@
 // before a service names it (ERR_LB_BACKEND_UNKNOWN); the datapath refuses connections to a
 // frontend whose chosen backend is missing, so deleting one still named is safe, not silent.
 import { BpfMap, TypedMap, u16, u32 } from '../../../bpf/index.js';
-import { WeirError } from '../../../shared/errors.js';
+import { WeirError, type ErrorCode } from '../../../shared/errors.js';
 import { addrKey, addrText, type Family } from '../../addr.js';
 import {
   BackendState,
@@ -74,7 +74,7 @@ export interface AffinityEntry {
 
 type Key = ReturnType<typeof LbKey.decode>;
 
-const fail = (code: string, message: string, object: string, field: string) =>
+const fail = (code: ErrorCode, message: string, object: string, field: string) =>
   new WeirError(code, message, { location: { object, field } });
 
 function checkInt(v: number, min: number, max: number, object: string, field: string): void {

@@ -9,6 +9,7 @@
 // revision; what the store held when it was opened counts as compacted (like etcd after a
 // compaction). Leases live in this process (timers) and in the files (deadlines): a lease whose
 // deadline passed while no process had the store open expires when it is next opened.
+import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { WeirError } from '../shared/errors.js';
@@ -92,12 +93,19 @@ interface Watcher {
   opts: WatchOptions;
 }
 
+/** Whether `pid` runs: a zombie (killed, not yet reaped by its parent) holds nothing any more. */
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
   }
 }
 

@@ -1,6 +1,5 @@
 // `weir agent`: runs a node's agent in the foreground (`weir lab up` starts it in the background).
 import { Command, Option } from 'commander';
-import { runAgent } from '../../agent/main.js';
 import { defaultLabName } from '../../lab/lab.js';
 import { agentClient } from '../../agent/client.js';
 import { SETTINGS, type AgentSettingValues, type Setting } from '../../agent/settings.js';
@@ -84,6 +83,8 @@ export function agentCommand(): Command {
       .description("run a lab node's agent in the foreground (weir lab up starts it for you)")
       .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName())),
   ).action(async (o: { lab: string } & Record<string, unknown>) => {
+    // Loaded here: no other command pays for the agent's modules.
+    const { runAgent } = await import('../../agent/main.js');
     await runAgent({ lab: o.lab, ...givenSettings(o) });
   });
   return agent;

@@ -149,15 +149,24 @@ export class Reconciler {
       if (r.status.phase !== 'Running' || r.status.noWorkload) continue;
       if (await this.d.driver.ready(r.status, r.ports)) continue;
       this.d.log.warn({ pod: key }, 'pod workload died; restarting it');
-      try {
-        await this.d.driver.ensureWorkload(r.status, r.ports);
-        r.status = { ...r.status, ready: true, message: undefined };
-      } catch (err) {
-        r.status = { ...r.status, ready: false, message: (err as Error).message };
-      }
+      await this.runWorkload(r, key, r.ports);
       n++;
     }
     return n;
+  }
+
+  /**
+   * Makes the pod's workload run with these ports (started, restarted, or left as it is); a
+   * workload that does not come up leaves the pod not ready with the reason, and the pass goes on.
+   */
+  private async runWorkload(r: PodRecord, key: string, ports: DesiredPod['ports']): Promise<void> {
+    try {
+      await this.d.driver.ensureWorkload(r.status, ports);
+      r.status = { ...r.status, ready: true, message: undefined };
+    } catch (err) {
+      this.d.log.error({ pod: key, err }, 'pod workload did not start');
+      r.status = { ...r.status, ready: false, message: (err as Error).message };
+    }
   }
 
   private async reconcilePods(want: DesiredState): Promise<void> {
@@ -206,12 +215,12 @@ export class Reconciler {
           continue;
         }
         agent.attach(live);
-        if (!p.noWorkload) await driver.ensureWorkload(live, p.ports);
-        r.status = { ...r.status, ready: true };
+        if (!p.noWorkload) await this.runWorkload(r, key, p.ports);
+        else r.status = { ...r.status, ready: true };
       } else if (r.status.observedRevision !== p.revision && !p.noWorkload) {
         if (JSON.stringify(r.ports) !== JSON.stringify(p.ports)) {
           log.info({ pod: key }, 'pod ports changed, restarting its workload');
-          await driver.ensureWorkload(r.status, p.ports);
+          await this.runWorkload(r, key, p.ports);
         }
       }
       r.labels = p.labels;

@@ -24,7 +24,20 @@
  * weir_from_container translates back once conntrack has seen them.
  *
  *   weir_from_netdev     tc ingress of the node's external-facing devices: NodePort packets are
- *                        translated and redirected; anything else passes to the node's stack
+ *                        translated and redirected; replies to the node proxy's upstream
+ *                        connections are assigned to its sockets; anything else passes to the
+ *                        node's stack
+ *   weir_to_proxy        tc ingress of the node's weir_host device: delivers what
+ *                        weir_to_container redirected to the node proxy (lib/proxy.h)
+ *
+ * L7 (lib/proxy.h): a new TCP connection whose allowing entry carries a proxy port is recorded
+ * (CT_ENTRY_F_TO_PROXY) and handed to the node proxy's listener, every later packet to its
+ * accepted socket: weir_from_container assigns the socket itself, weir_to_container (tc egress,
+ * no socket assignment there) redirects to weir_to_proxy. The verdict event says so
+ * (EVENT_F_TO_PROXY, the proxy port). No listener: DROP_PROXY_LOOKUP_FAILED, never a bypass. The
+ * proxy's upstream connections (marked by their socket) are judged by the destination's ingress
+ * policy like any other (recorded with CT_F_PROXY in their key) but not redirected again when the
+ * ingress proxy opened them; their replies go back to the proxy's socket.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -44,6 +57,7 @@
 #include "lib/refuse.h"
 #include "lib/lb_nat.h"
 #include "lib/nodeport.h"
+#include "lib/proxy.h"
 
 /* Identities of the packet's sender and receiver: the endpoint's own for its side, the ipcache's
  * for the peer (the pod sends at DIR_EGRESS, receives at DIR_INGRESS). */
@@ -58,6 +72,28 @@ static __always_inline __u32 __remote_identity(const struct flow *f, __u8 dir)
 	return ipcache_identity(f->tuple.family, dir == DIR_EGRESS ? f->tuple.daddr : f->tuple.saddr);
 }
 
+/* Packets of a connection the node proxy is part of (lib/proxy.h): a redirected connection's
+ * further packets, and the replies to the proxy's upstream socket, go to the proxy's socket.
+ * Returns -1 for any other packet, else the verdict (*reason set on TC_ACT_SHOT). */
+static __always_inline int __proxy_conn(struct __sk_buff *skb, const struct flow *f, __u8 dir, int ct,
+					const struct ct_entry *hit, int *reason)
+{
+	__be16 port;
+
+	if (ct == CT_ESTABLISHED && (hit->flags & CT_ENTRY_F_TO_PROXY))
+		port = hit->proxy_port;
+	else if (ct == CT_REPLY && (hit->flags & CT_ENTRY_F_PROXY_UPSTREAM))
+		port = 0; /* the upstream socket: established only */
+	else
+		return -1;
+	if (dir == DIR_EGRESS) {
+		*reason = proxy_assign(skb, f, port);
+		return *reason ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+	*reason = DROP_PROXY_LOOKUP_FAILED;
+	return proxy_to_host(skb, port);
+}
+
 static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = dir };
@@ -65,7 +101,9 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	struct policy_key key = {};
 	struct ct_entry *closed, *hit;
 	struct endpoint_info *ep;
-	int ret, ct, hairpin = 0;
+	int ret, ct, hairpin = 0, from_proxy = 0;
+	__u8 ct_flags = 0;
+	__be16 proxy_port = 0;
 	__u16 rev_nat = 0;
 	struct flow f = {};
 	__u32 bytes = skb->len;
@@ -92,6 +130,13 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	reason = frag_track(&f);
 	if (reason)
 		goto drop;
+	/* Sent by the node proxy's upstream socket: only the node's own stack sends into this hook
+	 * with a mark (lib/proxy.h). */
+	if (dir == DIR_INGRESS) {
+		from_proxy = proxy_origin(skb->mark);
+		if (from_proxy)
+			m.flags |= EVENT_F_FROM_PROXY;
+	}
 
 	now = bpf_ktime_get_ns();
 	/* The pod answering its own connection through a Service (hairpin, lib/lb_nat.h): back into
@@ -100,7 +145,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		metrics_count(REASON_FORWARDED, dir, bytes);
 		return lb_nat_bounce(skb);
 	}
-	ct = ct_lookup_entry(&f, dir, bytes, now, &closed, &hit);
+	ct = ct_lookup_entry(&f, dir, from_proxy, bytes, now, &closed, &hit);
 	/* A service frontend the socket hooks did not translate: translated here (lib/lb_nat.h), and
 	 * everything below sees the pod -> backend flow. */
 	if (ct == CT_NEW && dir == DIR_EGRESS && f.icmp_kind != ICMP_KIND_ERROR) {
@@ -109,7 +154,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 			hairpin = 1;
 			/* fall through */
 		case LB_NAT_DONE:
-			ct = ct_lookup_entry(&f, dir, bytes, now, &closed, &hit);
+			ct = ct_lookup_entry(&f, dir, from_proxy, bytes, now, &closed, &hit);
 			break;
 		case LB_NAT_DROP:
 			goto no_service;
@@ -127,6 +172,15 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 			m.cookie = closed->cookie;
 			__event_identities(&m, ep_identity, __remote_identity(&f, dir));
 			send_trace(&m, &f, TRACE_CLOSE, closed);
+		}
+		if (hit && (hit->flags & (CT_ENTRY_F_TO_PROXY | CT_ENTRY_F_PROXY_UPSTREAM))) {
+			ret = __proxy_conn(skb, &f, dir, ct, hit, &reason);
+			if (ret == TC_ACT_SHOT)
+				goto drop;
+			if (ret >= 0) {
+				metrics_count(REASON_FORWARDED, dir, bytes);
+				return ret;
+			}
 		}
 		/* A reply of a connection translated at tc shows the frontend again. */
 		if (dir == DIR_INGRESS && (m.flags & EVENT_F_REPLY) && hit && hit->rev_nat_index)
@@ -174,15 +228,49 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 			reason = policy_can_access(ep_id, &key, &verdict);
 		}
 	}
+	/* HTTP rules: the connection goes through the node proxy (TCP; an entry with a proxy port
+	 * matches TCP only), unless the ingress proxy itself opens it: it judged it already. */
+	if (!reason && verdict.proxy_port && f.tuple.nexthdr == IPPROTO_TCP && from_proxy != PROXY_FROM_INGRESS) {
+		proxy_port = verdict.proxy_port;
+		ct_flags |= CT_ENTRY_F_TO_PROXY;
+		m.flags |= EVENT_F_TO_PROXY;
+		m.proxy_port = proxy_port;
+	}
+	if (from_proxy)
+		ct_flags |= CT_ENTRY_F_PROXY_UPSTREAM;
 	m.cookie = verdict.cookie;
 	m.reason = reason;
 	send_policy_verdict(&m, &f);
 	if (reason)
 		goto drop_event;
-	reason = ct_create(&f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote, rev_nat);
+	/* No proxy listening (not started, restarting): fail closed, and record nothing. A hairpin
+	 * connection never passes a hook where it could be redirected: dropped as well. */
+	if (proxy_port) {
+		reason = hairpin ? DROP_PROXY_LOOKUP_FAILED : proxy_listener_ready(skb, &f, proxy_port);
+		if (reason)
+			goto drop;
+	}
+	reason = ct_create_proxy(&f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote,
+				 rev_nat, ct_flags, proxy_port);
 	if (reason)
 		goto drop;
 	send_trace(&m, &f, TRACE_OPEN, 0);
+	if (proxy_port) {
+		if (dir == DIR_EGRESS) {
+			reason = proxy_assign(skb, &f, proxy_port);
+			if (reason)
+				goto drop;
+			ret = TC_ACT_OK;
+		} else {
+			ret = proxy_to_host(skb, proxy_port);
+			if (ret == TC_ACT_SHOT) {
+				reason = DROP_PROXY_LOOKUP_FAILED;
+				goto drop;
+			}
+		}
+		metrics_count(REASON_FORWARDED, dir, bytes);
+		return ret;
+	}
 
 forward:
 	metrics_count(REASON_FORWARDED, dir, bytes);
@@ -231,11 +319,47 @@ int weir_from_netdev(struct __sk_buff *skb)
 	if (parse_packet(skb, &f) != PARSE_OK)
 		return TC_ACT_OK;
 	ret = nodeport_lb4(skb, &f, &reason);
-	if (ret < 0)
+	if (ret < 0) {
+		/* A reply from outside to one of the node proxy's transparent upstream connections. */
+		proxy_netdev_reply(skb, &f);
 		return TC_ACT_OK;
+	}
 	/* reason is set for drops, also when the drop is answered with an RST (redirected). */
 	metrics_count(reason ? reason : REASON_FORWARDED, DIR_INGRESS, bytes);
 	return ret;
+}
+
+/* tc ingress of the node's weir_host device: packets weir_to_container redirected here (marked
+ * MARK_MAGIC_TO_PROXY with the listener port, 0 = an established socket only) are assigned to the
+ * node proxy's socket; no socket drops them (fail closed). Anything else passes untouched. */
+SEC("tc")
+int weir_to_proxy(struct __sk_buff *skb)
+{
+	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = DIR_INGRESS };
+	struct flow f = {};
+	__u32 bytes = skb->len;
+	int reason;
+
+	if ((skb->mark & MARK_MAGIC_MASK) != MARK_MAGIC_TO_PROXY)
+		return TC_ACT_OK;
+	reason = parse_packet(skb, &f);
+	if (reason == PARSE_OK)
+		reason = proxy_assign(skb, &f, bpf_htons(skb->mark >> 16));
+	else if (reason == PARSE_PASS)
+		reason = DROP_PROXY_LOOKUP_FAILED;
+	if (!reason) {
+		/* It still carries the pod's MAC address: make the stack take it as its own. */
+		bpf_skb_change_type(skb, PACKET_HOST);
+		return TC_ACT_OK;
+	}
+	if (f.tuple.family) {
+		m.src_identity = ipcache_identity(f.tuple.family, f.tuple.saddr);
+		m.dst_identity = ipcache_identity(f.tuple.family, f.tuple.daddr);
+	}
+	m.reason = reason;
+	send_drop_event(&m, &f);
+	metrics_count(reason, DIR_INGRESS, bytes);
+	return TC_ACT_SHOT;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -59,6 +59,7 @@ function records(count: number, endpoints: number): Buffer[] {
         daddr: ip4(b),
         sport: 30000 + (i % 30000),
         dport: 80,
+        proxyPort: 0,
 
         ktimeNs: BigInt(i) * 1000n,
         packetsFwd: 3n,

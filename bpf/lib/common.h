@@ -96,6 +96,7 @@ struct ct_key {
 };
 #define CT_F_INGRESS 1
 #define CT_F_EGRESS 2
+#define CT_F_PROXY 4 /* with CT_F_INGRESS: opened by the node proxy (its transparent upstream) */
 
 struct ct_entry {
 	__u64 packets_fwd;
@@ -108,12 +109,17 @@ struct ct_entry {
 	__u16 tcp_flags_fwd; /* TCP flags seen from the initiator */
 	__u16 tcp_flags_rev; /* TCP flags seen from the responder */
 	__u8 state;          /* CT_STATE_* */
-	__u8 pad;
+	__u8 flags;          /* CT_ENTRY_F_* */
 	__u16 rev_nat_index; /* translated at tc (lib/lb_nat.h): replies show weir_lb_revnat[i] */
+	__be16 proxy_port;   /* CT_ENTRY_F_TO_PROXY: the proxy listener (network order) */
+	__u16 pad1;
+	__u32 pad2;
 };
 #define CT_STATE_NEW 1         /* only the initiator has sent packets so far */
 #define CT_STATE_ESTABLISHED 2 /* the responder answered */
 #define CT_STATE_CLOSING 3     /* TCP: FIN seen both ways, or an RST */
+#define CT_ENTRY_F_TO_PROXY 1       /* its packets go to the node proxy (lib/proxy.h) */
+#define CT_ENTRY_F_PROXY_UPSTREAM 2 /* opened by the node proxy (key has CT_F_PROXY) */
 
 /* ---- fragments: the first fragment records its ports, later ones look them up. */
 struct frag_key {
@@ -171,7 +177,8 @@ struct flow_event {
 	__u8 daddr[16];
 	__be16 sport;   /* ICMP: type/code and id are not split out; 0 */
 	__be16 dport;
-	__u32 pad;
+	__be16 proxy_port; /* EVENT_F_TO_PROXY: the proxy listener it was redirected to */
+	__u16 pad;
 	__u64 ktime_ns; /* bpf_ktime_get_ns() */
 	__u64 packets_fwd; /* EVENT_TRACE: conntrack counters of the connection */
 	__u64 bytes_fwd;
@@ -183,8 +190,19 @@ struct flow_event {
 #define EVENT_TRACE 3
 #define TRACE_OPEN 1
 #define TRACE_CLOSE 2
-#define EVENT_F_REPLY (1U << 0)   /* the packet travels responder -> initiator */
-#define EVENT_F_RELATED (1U << 1) /* an ICMP error of a tracked connection */
+#define EVENT_F_REPLY (1U << 0)      /* the packet travels responder -> initiator */
+#define EVENT_F_RELATED (1U << 1)    /* an ICMP error of a tracked connection */
+#define EVENT_F_TO_PROXY (1U << 2)   /* redirected to the node proxy (Hubble: REDIRECTED) */
+#define EVENT_F_FROM_PROXY (1U << 3) /* sent by the node proxy (its upstream connection) */
+
+/* ---- skb->mark between the datapath, the node's routing and the node proxy (lib/proxy.h; the
+ * node proxy and the agent's policy routing use the same values, src/datapath/proxy-marks.ts).
+ * Cilium's layout: a magic in bits 8-11, a port in the upper 16 bits. */
+#define MARK_MAGIC_MASK 0x0F00
+#define MARK_MAGIC_TO_PROXY 0x0200      /* deliver locally to a proxy socket; port (host order) << 16 */
+#define MARK_MAGIC_PROXY_INGRESS 0x0A00 /* SO_MARK of the proxy's upstream sockets, ingress listener */
+#define MARK_MAGIC_PROXY_EGRESS 0x0B00  /* ... egress listener */
+#define PROXY_ROUTE_TABLE 2004          /* fwmark MARK_MAGIC_TO_PROXY/MARK_MAGIC_MASK -> local delivery */
 
 /* ---- service load balancing (Cilium's lb maps: bpf/lib/lb.h). One set for IPv4 and IPv6.
  *   weir_lb_services  HASH  lb_key -> lb_service. Slot 0 of a frontend holds its metadata (count of

@@ -20,10 +20,18 @@
  *     Hits update the entry's counters, TCP flags, state and lifetime (the lifetime lazily: it
  *     may lag the last packet by up to CT_LIFETIME_SLACK_NS, see __ct_account).
  *
- *   ct_lookup_entry(...) is ct_lookup that also hands out the entry hit (NULL for NEW/RELATED):
- *     its rev_nat_index tells a reply of a connection translated at tc (lib/lb_nat.h).
+ *   ct_lookup_entry(flow, dir, from_proxy, ...) is ct_lookup that also hands out the entry hit
+ *     (NULL for NEW/RELATED): its rev_nat_index tells a reply of a connection translated at tc
+ *     (lib/lb_nat.h), its flags a connection of the node proxy (lib/proxy.h). from_proxy: the
+ *     packet was sent by the node proxy's upstream socket, whose connections are keyed
+ *     {tuple, CT_F_INGRESS | CT_F_PROXY} (the destination pod's ingress judged them): lookup 1
+ *     uses that key, and a packet not from the proxy that is no reply of the pod's own
+ *     connections (2) is looked up as a reply of one of those (3), so a proxy connection and a
+ *     pod's with the same tuple never share an entry.
  *
  *   ct_create(flow, dir, bytes, now, cookie, src_identity, rev_nat_index) -> 0 | DROP_CT_CREATE_FAILED
+ *   ct_create_proxy(..., flags, proxy_port): the same with CT_ENTRY_F_* flags (TO_PROXY: later
+ *     packets go to the proxy listener proxy_port too; PROXY_UPSTREAM: keyed with CT_F_PROXY)
  *     Inserts {tuple, dir} after policy allowed the packet. Any TCP packet may open an entry,
  *     not only a SYN (as Cilium: a connection that predates an agent restart or a CT flush keeps
  *     working if policy still allows it); without a SYN it still starts with the SYN timeout and
@@ -95,6 +103,13 @@ static __always_inline __u32 __ct_timeout(const struct ct_entry *e, __u8 nexthdr
 		*state = CT_STATE_CLOSING;
 		return weir_ct_timeout_close;
 	}
+	/* Redirected to the node proxy where the proxy answers the client itself (the server side of
+	 * a connection whose ingress policy has L7 rules): this entry sees the client's packets only.
+	 * Its ACK means the handshake is done, its FIN that it closes. */
+	if (!e->packets_rev && (e->flags & CT_ENTRY_F_TO_PROXY) && (e->tcp_flags_fwd & TCP_FLAG_ACK)) {
+		*state = (e->tcp_flags_fwd & TCP_FLAG_FIN) ? CT_STATE_CLOSING : CT_STATE_ESTABLISHED;
+		return *state == CT_STATE_CLOSING ? weir_ct_timeout_close : weir_ct_timeout_tcp;
+	}
 	*state = e->packets_rev ? CT_STATE_ESTABLISHED : CT_STATE_NEW;
 	return e->packets_rev ? weir_ct_timeout_tcp : weir_ct_timeout_syn;
 }
@@ -155,7 +170,7 @@ static __always_inline int __ct_related(struct flow *f, __u8 dir, __u64 now)
 	return CT_NEW;
 }
 
-static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, __u32 bytes, __u64 now,
+static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_proxy, __u32 bytes, __u64 now,
 					   struct ct_entry **closed, struct ct_entry **hit)
 {
 	struct ct_key key = f->tuple;
@@ -166,7 +181,7 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, __u32 bytes
 	if (f->icmp_kind == ICMP_KIND_ERROR)
 		return __ct_related(f, dir, now);
 
-	key.flags = dir;
+	key.flags = dir | (from_proxy ? CT_F_PROXY : 0);
 	e = __ct_get(&key, now);
 	if (e) {
 		if (__ct_reopens(e, f))
@@ -179,6 +194,19 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, __u32 bytes
 	__ct_reverse(&key, &f->tuple);
 	key.flags = __ct_other_dir(dir);
 	e = __ct_get(&key, now);
+	/* Not a reply of the pod's (or to the pod's) own connections: maybe one of the node proxy's
+	 * upstream connection, from the pod it was opened to (or, from the ingress proxy to the
+	 * egress proxy's upstream, through the client pod's veth). A pod never answers a connection
+	 * its ingress redirected to the proxy (it never saw it): such a hit is an upstream of the
+	 * same tuple, if there is one. */
+	if (!from_proxy && (!e || (dir == CT_F_EGRESS && (e->flags & CT_ENTRY_F_TO_PROXY)))) {
+		struct ct_entry *up;
+
+		key.flags = CT_F_INGRESS | CT_F_PROXY;
+		up = __ct_get(&key, now);
+		if (up)
+			e = up;
+	}
 	if (e) {
 		if (__ct_reopens(e, f))
 			return CT_NEW;
@@ -194,11 +222,13 @@ static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u6
 {
 	struct ct_entry *hit;
 
-	return ct_lookup_entry(f, dir, bytes, now, closed, &hit);
+	return ct_lookup_entry(f, dir, 0, bytes, now, closed, &hit);
 }
 
-static __always_inline int ct_create(const struct flow *f, __u8 dir, __u32 bytes, __u64 now, __u32 cookie,
-				     __u32 src_identity, __u16 rev_nat_index)
+/* A new entry; `flags` CT_ENTRY_F_*, `proxy_port` (network order) for CT_ENTRY_F_TO_PROXY. An
+ * entry with CT_ENTRY_F_PROXY_UPSTREAM is keyed with CT_F_PROXY. */
+static __always_inline int ct_create_proxy(const struct flow *f, __u8 dir, __u32 bytes, __u64 now, __u32 cookie,
+					   __u32 src_identity, __u16 rev_nat_index, __u8 flags, __be16 proxy_port)
 {
 	struct ct_key key = f->tuple;
 	struct ct_entry e = {
@@ -208,13 +238,21 @@ static __always_inline int ct_create(const struct flow *f, __u8 dir, __u32 bytes
 		.src_identity = src_identity,
 		.tcp_flags_fwd = f->tcp_flags,
 		.rev_nat_index = rev_nat_index,
+		.flags = flags,
+		.proxy_port = proxy_port,
 	};
 
-	key.flags = dir;
+	key.flags = dir | ((flags & CT_ENTRY_F_PROXY_UPSTREAM) ? CT_F_PROXY : 0);
 	e.lifetime_ns = now + (__u64)__ct_timeout(&e, f->tuple.nexthdr, &e.state) * NSEC_PER_SEC;
 	if (bpf_map_update_elem(&weir_ct, &key, &e, BPF_ANY) < 0)
 		return DROP_CT_CREATE_FAILED;
 	return 0;
+}
+
+static __always_inline int ct_create(const struct flow *f, __u8 dir, __u32 bytes, __u64 now, __u32 cookie,
+				     __u32 src_identity, __u16 rev_nat_index)
+{
+	return ct_create_proxy(f, dir, bytes, now, cookie, src_identity, rev_nat_index, 0, 0);
 }
 
 #endif /* WEIR_CONNTRACK_H */

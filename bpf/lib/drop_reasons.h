@@ -20,6 +20,8 @@
 #define DROP_FRAG_NOSUPPORT 157    /* IP_FRAGMENTATION_NOT_SUPPORTED "Fragmentation needed": untracked fragment */
 #define DROP_NO_SERVICE 158        /* SERVICE_BACKEND_NOT_FOUND "Service backend not found" */
 #define DROP_UNKNOWN_SENDER 171    /* INVALID_IDENTITY "Invalid identity" */
+#define DROP_PROXY_LOOKUP_FAILED 178 /* SOCKET_LOOKUP_FAILED "Proxy redirection not possible": no proxy socket, fail closed */
+#define DROP_PROXY_SET_FAILED 179  /* SOCKET_ASSIGN_FAILED "Proxy socket assignment failed" */
 #define DROP_POLICY_DENY 181       /* POLICY_DENY "Policy denied by denylist" */
 #define DROP_FAIL_CLOSED 240       /* POLICY_FAIL_CLOSED "Policy did not fit the endpoint policy map (fail closed)": weir-only */
 #define DROP_EP_NOT_READY 203      /* ENDPOINT_NOT_READY "Endpoint not ready" */

@@ -6,7 +6,8 @@
  *   send_policy_verdict(meta, flow)          EVENT_POLICY_VERDICT: meta->reason 0 = allowed
  *   send_trace(meta, flow, subtype, entry)   EVENT_TRACE, TRACE_OPEN / TRACE_CLOSE; counters from
  *                                            the conntrack entry (NULL: the opening packet alone)
- *     meta  what the caller knows: endpoint, identities, cookie, direction, EVENT_F_* flags, length.
+ *     meta  what the caller knows: endpoint, identities, cookie, direction, EVENT_F_* flags, length,
+ *           the proxy port of a connection redirected to the node proxy (EVENT_F_TO_PROXY).
  *           Identities and cookie are 0 where not known yet (e.g. a drop before the endpoint).
  *     flow  the tuple as this packet carries it (saddr = the packet's sender; a reply has
  *           EVENT_F_REPLY and the reversed tuple of its connection); zeros when not parsed.
@@ -58,6 +59,8 @@ struct event_meta {
 	__u8 reason;
 	__u8 flags;
 	__u8 pad;
+	__be16 proxy_port; /* EVENT_F_TO_PROXY */
+	__u16 pad2;
 };
 
 static __noinline void __send_event(const struct event_meta *m, const struct flow *f, __u8 type, __u8 subtype,
@@ -92,6 +95,7 @@ static __noinline void __send_event(const struct event_meta *m, const struct flo
 	__builtin_memcpy(ev->daddr, f->tuple.daddr, 16);
 	ev->sport = f->tuple.sport;
 	ev->dport = f->tuple.dport;
+	ev->proxy_port = m->proxy_port;
 	ev->pad = 0;
 	ev->ktime_ns = bpf_ktime_get_ns();
 	if (e) {

@@ -19,8 +19,10 @@ import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allo
 import type { LabelFilter } from '../identity/filter.js';
 import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
 import type { PodPort } from '../k8s/core.js';
+import { ensureProxyRouting } from '../lab/index.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
+import type { EndpointL7Policy } from '../policy/l7/types.js';
 import { diff, type EntryDiff } from '../policy/diff.js';
 import {
   computePolicy,
@@ -42,6 +44,9 @@ import { parseLabelFilter } from './settings.js';
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
 const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
 
+/** The node's device holding its IP (the lab's dummy): where the node proxy is reached from tc egress. */
+export const HOST_DEVICE = 'weir_host';
+
 export interface AgentConfig extends LbSettings {
   lab: string;
   /** Pins: /sys/fs/bpf/weir/<lab>/<node> */
@@ -51,6 +56,13 @@ export interface AgentConfig extends LbSettings {
   identityLabels: string;
   /** East-west services at the socket; false: the pods' tc programs translate (and no hook stays attached). */
   socketLB?: boolean;
+  /** The node proxy's listener ports (from --proxy-port-range); absent: the engine's defaults. */
+  proxyPorts?: { ingress: number; egress: number };
+}
+
+/** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */
+export interface L7PolicySink {
+  update(endpoints: EndpointL7Policy[]): Promise<void>;
 }
 
 export interface EndpointStatus {
@@ -176,8 +188,12 @@ export class Agent {
   private nodeSockLb = false;
   /** External-facing devices weir_from_netdev is attached to (by this agent run). */
   private readonly netdevs = new Set<string>();
+  /** weir_to_proxy on weir_host and the node's policy routing for the proxy (once per agent run). */
+  private proxyPath = false;
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** The node proxy, told the L7 policy before every map write (set by main). */
+  proxy: L7PolicySink | undefined;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -256,9 +272,10 @@ export class Agent {
 
   /**
    * The node's own attachments: the socket LB on the node's cgroup (its processes reach services
-   * too) and weir_from_netdev on each device facing an external (NodePort from outside).
+   * too), weir_from_netdev on each device facing an external (NodePort from outside), and the
+   * node proxy's way in. Once per agent run each.
    */
-  syncNode(): void {
+  async syncNode(): Promise<void> {
     if (!this.nodeSockLb) {
       this.sockLb(this.node.cgroupPath);
       this.nodeSockLb = true;
@@ -267,6 +284,13 @@ export class Agent {
       if (this.netdevs.has(d.ifname)) continue;
       this.datapath.attachNetdev({ netns: this.node.netns, ifname: d.ifname });
       this.netdevs.add(d.ifname);
+    }
+    if (!this.proxyPath) {
+      // The node proxy's way in (bpf/lib/proxy.h): delivery of redirected connections from tc
+      // egress, and local delivery of what the datapath marked for it. Node namespace only.
+      this.datapath.attachHost({ netns: this.node.netns, ifname: HOST_DEVICE });
+      await ensureProxyRouting(this.node.netns, { ipv6: true });
+      this.proxyPath = true;
     }
   }
 
@@ -333,6 +357,7 @@ export class Agent {
     const nodeIPs = [node.ip, ...(node.ip6 ? [node.ip6] : []), ...node.netdevs.map((d) => d.ip)];
     const config: Partial<EngineConfig> = {
       policyMapMax: this.cfg.policyMapMax,
+      ...(this.cfg.proxyPorts ? { proxyPorts: this.cfg.proxyPorts } : {}),
       ...(this.labelFilter ? { labelFilter: this.labelFilter } : {}),
     };
     return {
@@ -345,10 +370,10 @@ export class Agent {
   }
 
   /** Computes everything and writes the differences. Upserts go before deletes. */
-  regenerate(policies: Policy[] = this.policies()): void {
+  async regenerate(policies: Policy[] = this.policies()): Promise<void> {
     const end = this.metrics.regenerationSeconds.startTimer();
     try {
-      this.regenerateNow(policies);
+      await this.regenerateNow(policies);
       this.metrics.regenerations.inc({ outcome: 'success' });
     } catch (err) {
       this.metrics.regenerations.inc({ outcome: 'failure' });
@@ -358,10 +383,14 @@ export class Agent {
     }
   }
 
-  private regenerateNow(policies: Policy[]): void {
+  private async regenerateNow(policies: Policy[]): Promise<void> {
     const t0 = performance.now();
     const input = this.engineInput(policies);
     const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
+    // The node proxy gets the L7 policy before any entry redirects to it, so a connection it
+    // accepts finds its port's rules (it never blocks the maps: a proxy that is down or slow
+    // leaves redirected connections failing closed until it runs this snapshot).
+    await this.proxy?.update(output.l7);
     let upserts = 0;
     let deletes = 0;
 

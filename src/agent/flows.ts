@@ -12,6 +12,8 @@ import type { EndpointMeta, EnrichmentSource } from '../observe/enrich.js';
 import { Enricher } from '../observe/enrich.js';
 import type { Flow } from '../observe/flow.js';
 import { FlowParser } from '../observe/parser.js';
+import { l7Flow } from '../observe/l7.js';
+import type { L7Record } from '../proxy/types.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { RuleRef } from '../policy/api/types.js';
 import { isCode } from '../shared/errors.js';
@@ -83,7 +85,7 @@ export function closeEventOf(c: CtConnection, nowNs: bigint = monotonicNowNs()):
   };
 }
 
-const HUBBLE_TYPE = { drop: 'Drop', 'policy-verdict': 'PolicyVerdict', trace: 'Trace' } as const;
+const HUBBLE_TYPE = { drop: 'Drop', 'policy-verdict': 'PolicyVerdict', trace: 'Trace', l7: 'L7' } as const;
 
 function protocolOf(f: Flow): string {
   const l4 = f.l4;
@@ -113,7 +115,7 @@ export function countFlow(m: AgentMetrics, f: Flow): void {
     const match = verdictMatch(f);
     m.policyVerdicts.inc({
       direction: f.traffic_direction.toLowerCase(),
-      action: f.verdict === 'DROPPED' ? 'dropped' : 'forwarded',
+      action: f.verdict === 'DROPPED' ? 'dropped' : f.verdict === 'REDIRECTED' ? 'redirected' : 'forwarded',
       match: match === 'L3-L4' ? 'policy' : match,
     });
   }
@@ -131,6 +133,7 @@ export interface FlowPipelineOptions {
 
 export class FlowPipeline {
   readonly parser: FlowParser;
+  readonly #enricher: Enricher;
   readonly #reader: RingBufferReader;
   readonly #o: FlowPipelineOptions;
   #kernelLost = 0n;
@@ -139,7 +142,8 @@ export class FlowPipeline {
 
   constructor(o: FlowPipelineOptions) {
     this.#o = o;
-    this.parser = new FlowParser({ nodeName: o.nodeName, enricher: new Enricher(agentEnrichment(o.agent)) });
+    this.#enricher = new Enricher(agentEnrichment(o.agent));
+    this.parser = new FlowParser({ nodeName: o.nodeName, enricher: this.#enricher });
     this.#reader = new RingBufferReader(o.datapath.events, (rec) => this.#onRecord(rec));
     o.observer.onFlow((f) => countFlow(o.agent.metrics, f));
     // Losses before this agent started are not this agent's to report.
@@ -181,11 +185,29 @@ export class FlowPipeline {
     this.#o.observer.ingest(flow);
   }
 
-  /** Close traces for conntrack entries the GC removed. */
+  /** An L7 record of the node proxy, as a flow. */
+  ingestL7(r: L7Record): void {
+    let flow: Flow;
+    try {
+      flow = l7Flow(r, { nodeName: this.#o.nodeName, enricher: this.#enricher });
+    } catch (err) {
+      this.decodeErrors++;
+      if (this.decodeErrors <= 10) this.#o.log.warn({ err }, 'unreadable L7 record');
+      this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', 1);
+      return;
+    }
+    this.#o.observer.ingest(flow);
+  }
+
+  /**
+   * Close traces for conntrack entries the GC removed. A TCP connection whose close the datapath
+   * saw (state closing: FIN both ways or RST) already has its TRACE_CLOSE: it is not reported twice.
+   */
   closeExpired(conns: CtConnection[]): void {
     const now = monotonicNowNs();
     for (const c of conns)
-      this.#o.observer.ingest(this.parser.parse(closeEventOf(c, now), { expired: true }));
+      if (c.state !== 'closing')
+        this.#o.observer.ingest(this.parser.parse(closeEventOf(c, now), { expired: true }));
   }
 
   stop(): void {

@@ -2,7 +2,9 @@
 // registration, datapath, the desired-state watch and the node's reconciler, then the API — and
 // serves until SIGTERM/SIGINT.
 import { writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { pino } from 'pino';
+import { ifindexIn } from '../bpf/index.js';
 import { DesiredView } from '../cluster/desired.js';
 import { Informer } from '../cluster/informer.js';
 import { desiredPrefix, nodeKey, statePrefix } from '../cluster/keys.js';
@@ -12,7 +14,7 @@ import { Lab, PodDriver, externalsOf, nodeOf } from '../lab/index.js';
 import { privateFileMode } from '../shared/private-fs.js';
 import { FileStore, type JsonObject, type Lease, type Store } from '../store/index.js';
 import { FlowObserver } from '../observe/stream.js';
-import { Agent } from './agent.js';
+import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
 import { FlowPipeline } from './flows.js';
 import { Lifecycle } from './lifecycle.js';
@@ -22,6 +24,7 @@ import { agentPidFile, agentSocket, agentStoreFile, nodePinDir } from './paths.j
 import { Reconciler } from './reconcile.js';
 import { agentRoutes } from './routes.js';
 import { checkSettings, defaultValues, isPersisted, type AgentSettingValues } from './settings.js';
+import { ProxyManager, proxyPortsOf } from './proxy-manager.js';
 
 /** The node's keys (its record, its reconciled revision) live as long as this lease (Cilium: 15 min). */
 const nodeLeaseSeconds = 900;
@@ -56,6 +59,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const run: AgentSettingValues = { ...defaultValues, ...given, ...settings };
   // Refuse bad settings (given now or stored by an earlier run) before anything starts.
   checkSettings(run);
+  const proxyPorts = proxyPortsOf(settings.proxyPortRange);
   await local.save();
 
   // The node registers itself under its lease: the API schedules pods on registered nodes.
@@ -92,10 +96,35 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         maglevTableSize: settings.maglevTableSize,
         lbMode: settings.lbMode,
         eventsBufferBytes: run.eventsBufferBytes,
+        // Where weir_to_container sends connections redirected to the node proxy.
+        hostIfindex: ifindexIn(node.netns, HOST_DEVICE),
       });
     },
     // Pins stay: the datapath keeps enforcing while no agent runs.
     stop: () => datapath?.close(),
+  });
+
+  const observer = new FlowObserver({ capacity: run.flows, queueSize: run.flowQueue });
+  let flows: FlowPipeline | undefined;
+
+  // The node proxy (L7): adopted when a previous agent left one running, else started the first
+  // time a policy needs it. Never stopped here: it outlives the agent.
+  let proxy: ProxyManager | undefined;
+  lc.append({
+    name: 'proxy',
+    start: async () => {
+      proxy = new ProxyManager({
+        lab: opts.lab,
+        nodeNetns: node.netns,
+        ipcachePin: join(pinDir, 'weir_ipcache'),
+        ports: proxyPorts,
+        log: log.child({ component: 'proxy-manager' }),
+        onRecord: (r) => flows?.ingestL7(r),
+        onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
+      });
+      await proxy.adopt();
+    },
+    stop: () => proxy?.close(),
   });
 
   let agent: Agent | undefined;
@@ -111,7 +140,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     name: 'agent',
     start: async () => {
       agent = new Agent(
-        { lab: opts.lab, pinDir, ...settings },
+        { lab: opts.lab, pinDir, ...settings, proxyPorts },
         {
           name: node.name,
           netns: node.netns,
@@ -124,6 +153,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         datapath as Datapath,
         log,
       );
+      agent.proxy = proxy;
       await clusterState.start();
       await desired.start();
       reconciler = new Reconciler({
@@ -146,9 +176,6 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       await clusterState.stop();
     },
   });
-
-  const observer = new FlowObserver({ capacity: run.flows, queueSize: run.flowQueue });
-  let flows: FlowPipeline | undefined;
   lc.append({
     name: 'flows',
     start: () => {
@@ -197,7 +224,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       });
       server = await listenApi(
         agentSocket(opts.lab),
-        agentRoutes(a, intake, reconciler as Reconciler, observer),
+        agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
       );
       writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },

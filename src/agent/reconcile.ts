@@ -125,7 +125,7 @@ export class Reconciler {
     let error: string | undefined;
     try {
       await this.reconcilePods(want);
-      this.regenerate(want);
+      await this.regenerate(want);
       await this.d.agent.persist();
       this.lastError = undefined;
     } catch (err) {
@@ -333,7 +333,7 @@ export class Reconciler {
     return out;
   }
 
-  private regenerate(want: DesiredState): void {
+  private async regenerate(want: DesiredState): Promise<void> {
     const { agent, node } = this.d;
     const pods: AgentPod[] = [];
     for (const [key, r] of this.records) {
@@ -375,9 +375,9 @@ export class Reconciler {
         ...(p.terminating ? { terminating: true as const } : {}),
       });
     }
-    agent.syncNode();
+    await agent.syncNode();
     agent.setView({ namespaces: [...want.namespaces.values()], pods, objects: want.objects });
-    agent.regenerate();
+    await agent.regenerate();
   }
 
   /** The put (or delete) of a pod's status, unless the store already holds it. */

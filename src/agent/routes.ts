@@ -7,6 +7,7 @@ import { WeirError } from '../shared/errors.js';
 import { trace, type TraceRequest } from '../policy/trace.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { Agent } from './agent.js';
+import type { ProxyManager } from './proxy-manager.js';
 import type { Route } from './api-server.js';
 import { flowRoutes } from './flow-routes.js';
 import type { DeleteRequest, Intake } from './intake.js';
@@ -28,9 +29,18 @@ export function agentRoutes(
   intake: Intake,
   reconciler: Reconciler,
   observer?: FlowObserver,
+  proxy?: ProxyManager,
 ): Route[] {
   return [
     ...(observer ? flowRoutes(observer) : []),
+    {
+      method: 'GET',
+      pattern: '/v1/proxy/status',
+      handler: async () => {
+        if (!proxy) throw new WeirError('ERR_AGENT_NO_PROXY', 'this agent manages no node proxy');
+        return proxy.status();
+      },
+    },
     {
       method: 'GET',
       pattern: '/v1/status',
@@ -76,7 +86,8 @@ export function agentRoutes(
       method: 'GET',
       pattern: '/metrics',
       handler: async (_req, res) => {
-        const text = await agent.metrics.registry.metrics();
+        // The node proxy's own metrics (weir_proxy_*) follow the agent's, read at scrape time.
+        const text = (await agent.metrics.registry.metrics()) + ((await proxy?.metricsText()) ?? '');
         res.writeHead(200, { 'content-type': agent.metrics.registry.contentType });
         res.end(text);
       },

@@ -35,6 +35,7 @@ describe('agent settings', () => {
       socketLB: true,
       serviceCIDR: '10.96.0.0/16',
       serviceCIDRv6: 'fd00:10:96::/112',
+      proxyPortRange: '10000-20000',
     });
     assert.deepEqual(
       [

@@ -15,6 +15,7 @@ import { defaultServiceCIDR, defaultServiceCIDRv6, parseServiceCIDR } from '../s
 import { checkMaglevSize, defaultMaglevSeed, maglevSeed, maglevSizes } from '../service/maglev.js';
 import type { LbAlgorithm } from '../service/model.js';
 import { WeirError } from '../shared/errors.js';
+import { proxyPortsOf } from './proxy-manager.js';
 
 export interface Setting<K extends string = string, T = unknown, P extends boolean = boolean> {
   /** The property in AgentSettings / runAgent's options. */
@@ -243,6 +244,20 @@ export const SETTINGS = [
     check: (v: string) => {
       if (v) parseServiceCIDR(v, 'IPv6');
     },
+  }),
+  setting({
+    key: 'proxyPortRange',
+    flag: '--proxy-port-range',
+    arg: '<min-max>',
+    persisted: true,
+    default: '10000-20000',
+    description:
+      "the node proxy's ports (Cilium's proxy port range): its HTTP ingress listener on the first, its HTTP egress listener on the second",
+    parse: (v: string) => {
+      proxyPortsOf(v);
+      return v;
+    },
+    check: (v: string) => void proxyPortsOf(v),
   }),
   int(
     'ctGcInterval',

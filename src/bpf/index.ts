@@ -28,7 +28,7 @@ export { BpfMap, TypedMap, MapType, perCpu, numPossibleCpus } from './map.js';
 export type { MapCreateOptions, MapTypeName, UpdateFlag } from './map.js';
 export { BpfObject, ERR_BPF_MAP_INCOMPATIBLE } from './object.js';
 export type { ConfigValue, OpenOptions } from './object.js';
-export { BpfProgram, ProgType, skbContext, SKB_CONTEXT_SIZE } from './program.js';
+export { BpfProgram, ProgType, skbContext, SKB_CONTEXT_OFFSETS, SKB_CONTEXT_SIZE } from './program.js';
 export type { SkbContext, TestRunOptions, TestRunResult } from './program.js';
 export { RingBufferReader } from './ringbuf.js';
 export { attachTc, detachTc, queryTc, destroyClsact } from './tc.js';

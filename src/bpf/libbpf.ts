@@ -114,6 +114,10 @@ export const libbpf = {
 
   obj_pin: lib.func('int bpf_obj_pin(int fd, const char *path)') as (fd: number, path: string) => number,
   obj_get: lib.func('int bpf_obj_get(const char *path)') as (path: string) => number,
+  obj_get_opts: lib.func('int bpf_obj_get_opts(const char *path, void *opts)') as (
+    path: string,
+    opts: Buffer,
+  ) => number,
   obj_get_info_by_fd: lib.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *len)') as (
     fd: number,
     info: Buffer,
@@ -315,6 +319,10 @@ export const BpfMapCreateOpts = new Layout(
     numa_node: 'uint32_t',
     map_ifindex: 'uint32_t',
   }),
+);
+
+export const BpfObjGetOpts = new Layout(
+  koffi.struct('bpf_obj_get_opts', { sz: 'size_t', file_flags: 'uint32_t' }),
 );
 
 export const BpfMapBatchOpts = new Layout(

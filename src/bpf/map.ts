@@ -6,7 +6,15 @@ import { closeSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { perCpuArray, perCpuSlot, type Codec } from './codec.js';
 import { BpfError, ERR_BPF_CODEC, ERR_BPF_STATE, bpfErrorFrom, errnoName } from './errors.js';
-import { BpfMapBatchOpts, BpfMapCreateOpts, BpfMapInfo, cString, libbpf, stableBuffer } from './libbpf.js';
+import {
+  BpfMapBatchOpts,
+  BpfMapCreateOpts,
+  BpfMapInfo,
+  BpfObjGetOpts,
+  cString,
+  libbpf,
+  stableBuffer,
+} from './libbpf.js';
 
 /** enum bpf_map_type (linux/bpf.h), the types weir uses. */
 export const MapType = {
@@ -26,6 +34,8 @@ export const MapType = {
 export type MapTypeName = keyof typeof MapType;
 
 const BPF_F_NO_PREALLOC = 1;
+/** bpf_obj_get file flag: the fd may only read the map. */
+const BPF_F_RDONLY = 1 << 3;
 const PERCPU_TYPES = new Set<number>([
   MapType.percpu_hash,
   MapType.percpu_array,
@@ -125,9 +135,17 @@ export class BpfMap {
     );
   }
 
-  /** Opens a pinned map; the returned map owns a new fd (the pin stays). */
-  static fromPin(path: string): BpfMap {
-    const fd = libbpf.obj_get(path);
+  /**
+   * Opens a pinned map; the returned map owns a new fd (the pin stays). `readOnly`: the fd allows
+   * lookups only (BPF_F_RDONLY), for processes that must never write the map.
+   */
+  static fromPin(path: string, opts: { readOnly?: boolean } = {}): BpfMap {
+    let fd: number;
+    if (opts.readOnly) {
+      const o = BpfObjGetOpts.alloc();
+      BpfObjGetOpts.u32(o, 'file_flags', BPF_F_RDONLY);
+      fd = libbpf.obj_get_opts(path, o);
+    } else fd = libbpf.obj_get(path);
     if (fd < 0) throw bpfErrorFrom(fd, `bpf_obj_get ${path}`, { location: { file: path } });
     return BpfMap.#fromFd(fd, path);
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { isCode } from '../shared/errors.js';
 import { run } from '../shared/exec.js';
@@ -18,13 +18,14 @@ const nsA = `${base}-a`;
 const nsB = `${base}-b`;
 const addrB = '10.99.0.2';
 
-// Bounded UDP exchange A -> B: a receiver in B counts datagrams for 1.5 s while a sender in A
-// sends `n` of them. Returns how many arrived.
+// Bounded UDP exchange A -> B: a receiver in B says "ready" once bound, then counts datagrams for
+// 1.5 s while a sender in A sends `n` of them. Returns how many arrived. (Waiting for "ready" rather
+// than a fixed delay keeps a slow start on a loaded machine from losing the first datagrams.)
 const receiver = `
 const s = require('dgram').createSocket('udp4');
 let n = 0;
 s.on('message', () => n++);
-s.bind(7777, process.argv[1], () => setTimeout(() => { console.log(n); s.close(); }, 1500));`;
+s.bind(7777, process.argv[1], () => { console.log('ready'); setTimeout(() => { console.log(n); s.close(); }, 1500); });`;
 const sender = `
 const s = require('dgram').createSocket('udp4');
 let i = 0;
@@ -34,14 +35,25 @@ const t = setInterval(() => {
 }, 20);`;
 
 async function udpAtoB(n: number): Promise<number> {
-  const rx = run(['ip', 'netns', 'exec', nsB, process.execPath, '-e', receiver, addrB], {
-    timeoutMs: 10_000,
+  const rx = spawn('ip', ['netns', 'exec', nsB, process.execPath, '-e', receiver, addrB], {
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  await sleep(300);
+  const killer = setTimeout(() => rx.kill('SIGKILL'), 20_000);
+  let out = '';
+  const ready = new Promise<void>((resolve) =>
+    rx.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready')) resolve();
+    }),
+  );
+  const done = new Promise((resolve) => rx.once('close', resolve));
+  await Promise.race([ready, done]);
   await run(['ip', 'netns', 'exec', nsA, process.execPath, '-e', sender, addrB, String(n)], {
     timeoutMs: 10_000,
   });
-  return Number((await rx).stdout.trim());
+  await done;
+  clearTimeout(killer);
+  return Number(out.split('\n')[1]?.trim());
 }
 
 describe('tc attach/detach', () => {

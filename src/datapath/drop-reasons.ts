@@ -40,6 +40,18 @@ export const DROP_REASONS = [
   },
   { name: 'NO_SERVICE', code: 158, hubble: 'SERVICE_BACKEND_NOT_FOUND', text: 'Service backend not found' },
   { name: 'UNKNOWN_SENDER', code: 171, hubble: 'INVALID_IDENTITY', text: 'Invalid identity' },
+  {
+    name: 'PROXY_LOOKUP_FAILED',
+    code: 178,
+    hubble: 'SOCKET_LOOKUP_FAILED',
+    text: 'Proxy redirection not possible',
+  },
+  {
+    name: 'PROXY_SET_FAILED',
+    code: 179,
+    hubble: 'SOCKET_ASSIGN_FAILED',
+    text: 'Proxy socket assignment failed',
+  },
   { name: 'POLICY_DENY', code: 181, hubble: 'POLICY_DENY', text: 'Policy denied by denylist' },
   { name: 'EP_NOT_READY', code: 203, hubble: 'ENDPOINT_NOT_READY', text: 'Endpoint not ready' },
   {

@@ -8,8 +8,8 @@
 // policy maps as policy_<endpoint id>; the two tc programs weir_from_container and
 // weir_to_container. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
 // loaded after lxc.o with lxc.o's lb maps (reuseMap), pinned or not. Its programs are not
-// pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev is not pinned either
-// (attachNetdev's filters hold it).
+// pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev and weir_to_proxy are
+// not pinned either (attachNetdev's and attachHost's filters hold them).
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
 import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -60,6 +60,8 @@ export const SOCK_REUSED_MAPS = reusedMaps('sock');
 export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'weir_to_container' } as const;
 /** tc ingress of the node's external-facing devices: NodePort (bpf/lib/nodeport.h). */
 export const NETDEV_PROGRAM = 'weir_from_netdev';
+/** tc ingress of the node's weir_host device: delivery to the node proxy (bpf/lib/proxy.h). */
+export const HOST_PROGRAM = 'weir_to_proxy';
 /** NodePort forwarding (Cilium's --bpf-lb-mode): snat (default) or dsr. */
 export const LB_MODES = ['snat', 'dsr'] as const;
 export type LbMode = (typeof LB_MODES)[number];
@@ -137,6 +139,12 @@ export interface DatapathOptions {
   maglevTableSize?: number;
   /** NodePort: the backend sees the node (snat, default) or the client (dsr). */
   lbMode?: LbMode;
+  /**
+   * ifindex of the node's weir_host device (in the node namespace): weir_to_container sends the
+   * packets of connections redirected to the node proxy there (attachHost). 0/absent: none, such
+   * connections drop (Proxy redirection not possible).
+   */
+  hostIfindex?: number;
 }
 
 export interface EndpointAttachment {
@@ -257,9 +265,18 @@ export class Datapath {
     if (!(LB_MODES as readonly string[]).includes(lbMode))
       throw fail('ERR_DATAPATH_CONFIG', `lbMode ${lbMode} is not one of ${LB_MODES.join(', ')}`, 'lbMode');
 
+    const hostIfindex = opts.hostIfindex ?? 0;
+    if (!Number.isInteger(hostIfindex) || hostIfindex < 0)
+      throw fail('ERR_DATAPATH_CONFIG', `hostIfindex ${hostIfindex} is not an ifindex`, 'hostIfindex');
+
     const obj = BpfObject.open(opts.objectPath ?? bpfObject('lxc'));
     try {
-      obj.setConfig({ ...vars, weir_lb_maglev_size: maglevTableSize, weir_lb_dsr: lbMode === 'dsr' ? 1 : 0 });
+      obj.setConfig({
+        ...vars,
+        weir_lb_maglev_size: maglevTableSize,
+        weir_lb_dsr: lbMode === 'dsr' ? 1 : 0,
+        weir_host_ifindex: hostIfindex,
+      });
       obj.setMapMaxEntries('weir_ct', ctMax);
       obj.setMapMaxEntries('weir_events', eventsBytes);
       if (opts.pinDir) for (const name of PINNED_MAPS) obj.reuseOrPinMap(name, join(opts.pinDir, name));
@@ -366,7 +383,19 @@ export class Datapath {
     }
   }
 
-  program(name: (typeof PROGRAMS)[keyof typeof PROGRAMS] | typeof NETDEV_PROGRAM): BpfProgram {
+  /**
+   * Attaches weir_to_proxy at tc ingress of the node's weir_host device (in `netns`): packets the
+   * pods' weir_to_container redirects there reach the node proxy. Re-attaching replaces it.
+   */
+  attachHost(d: { netns: string; ifname?: string; ifindex?: number }): number {
+    const ifindex = resolveIfindex(d);
+    attachTc({ netns: d.netns, ifindex, direction: 'ingress', program: this.program(HOST_PROGRAM) });
+    return ifindex;
+  }
+
+  program(
+    name: (typeof PROGRAMS)[keyof typeof PROGRAMS] | typeof NETDEV_PROGRAM | typeof HOST_PROGRAM,
+  ): BpfProgram {
     return this.#obj.program(name);
   }
 

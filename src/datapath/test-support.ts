@@ -8,13 +8,24 @@
 // programs look endpoints up by, so each test endpoint is a real (veth) device in a namespace
 // of our own, and runs happen inside it (withNetns), never touching the root namespace.
 import { randomBytes } from 'node:crypto';
-import { ifindexIn, withNetns } from '../bpf/index.js';
+import { ifindexIn, skbContext, SKB_CONTEXT_OFFSETS, withNetns } from '../bpf/index.js';
 import { run } from '../shared/exec.js';
-import { Datapath, PROGRAMS, type DatapathOptions } from './loader.js';
+import { Datapath, HOST_PROGRAM, NETDEV_PROGRAM, PROGRAMS, type DatapathOptions } from './loader.js';
 import type { Direction } from './direction.js';
 
 export const TC_ACT_OK = 0;
 export const TC_ACT_SHOT = 2;
+export const TC_ACT_REDIRECT = 7;
+
+/** A run of any of lxc.o's tc programs, with what it left in the skb. */
+export interface RawRunResult {
+  retval: number;
+  /** skb->mark as the program left it. */
+  mark: number;
+  /** The drop code counted in weir_metrics (0: forwarded), undefined when nothing was counted. */
+  reason?: number;
+  data: Buffer;
+}
 
 export interface TestEndpoint {
   ifindex: number;
@@ -42,8 +53,13 @@ export class DatapathHarness {
     this.#ifindexes = ifindexes;
   }
 
-  /** A namespace with `devices` veth devices and a freshly loaded, unpinned datapath. */
-  static async create(opts: DatapathOptions & { devices?: number } = {}): Promise<DatapathHarness> {
+  /**
+   * A namespace with `devices` veth devices and a freshly loaded, unpinned datapath; `hostSlot`
+   * names the device that stands in for the node's weir_host (DatapathOptions.hostIfindex).
+   */
+  static async create(
+    opts: DatapathOptions & { devices?: number; hostSlot?: number } = {},
+  ): Promise<DatapathHarness> {
     const netns = `weir-dptest-${randomBytes(3).toString('hex')}`;
     await run(['ip', 'netns', 'add', netns]);
     try {
@@ -64,7 +80,8 @@ export class DatapathHarness {
         ]);
         ifindexes.push(ifindexIn(netns, `weirdp${i}`));
       }
-      return new DatapathHarness(netns, Datapath.open(opts), ifindexes);
+      const host = opts.hostSlot === undefined ? {} : { hostIfindex: ifindexes[opts.hostSlot] };
+      return new DatapathHarness(netns, Datapath.open({ ...opts, ...host }), ifindexes);
     } catch (err) {
       await run(['ip', 'netns', 'del', netns], { check: false });
       throw err;
@@ -106,6 +123,39 @@ export class DatapathHarness {
     if ((verdict === 'forward') !== (m?.reason === 0))
       throw new Error(`verdict ${verdict} but reason ${m?.reason}`);
     return { verdict, reason: m?.reason ?? -1, direction: m?.direction ?? 'egress', data: res.data };
+  }
+
+  /**
+   * Runs `frame` through `prog` (a pod hook, weir_to_proxy or weir_from_netdev) on device
+   * `ifindex` with skb->mark `mark`; any verdict is returned as it is (also TC_ACT_REDIRECT).
+   */
+  runRaw(
+    prog: 'egress' | 'ingress' | 'to-proxy' | 'netdev',
+    ifindex: number,
+    frame: Buffer,
+    mark = 0,
+  ): RawRunResult {
+    const name =
+      prog === 'egress'
+        ? PROGRAMS.fromContainer
+        : prog === 'ingress'
+          ? PROGRAMS.toContainer
+          : prog === 'to-proxy'
+            ? HOST_PROGRAM
+            : NETDEV_PROGRAM;
+    this.dp.metrics.clear();
+    const res = withNetns(this.netns, () =>
+      this.dp.program(name).testRun({ data: frame, ctxIn: skbContext({ ifindex, mark }) }),
+    );
+    const counted = this.dp.metrics.list();
+    if (counted.length > 1 || (counted[0] && counted[0].packets !== 1n))
+      throw new Error(`expected at most one counted packet, weir_metrics holds ${counted.length} keys`);
+    return {
+      retval: res.retval,
+      mark: res.ctxOut?.readUInt32LE(SKB_CONTEXT_OFFSETS.mark) ?? 0,
+      ...(counted[0] ? { reason: counted[0].reason } : {}),
+      data: res.data,
+    };
   }
 
   async destroy(): Promise<void> {

@@ -56,7 +56,7 @@ export const DEFAULT_LAST = 20;
 const bad = (field: string, message: string) =>
   new WeirError('ERR_OBSERVE_FILTER', message, { location: { object: 'flow filter', field } });
 
-const VERDICTS = ['FORWARDED', 'DROPPED', 'AUDIT'];
+const VERDICTS = ['FORWARDED', 'DROPPED', 'AUDIT', 'REDIRECTED', 'ERROR'];
 const PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv4', 'icmpv6'];
 const TYPES: Record<string, string[]> = {
   drop: [],

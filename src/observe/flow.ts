@@ -1,11 +1,12 @@
 // The Flow record (JSON), mirroring Hubble's flow.Flow (api/v1/flow/flow.proto) field for field where
 // weir has the data, plus `weir` extras. Plain types only: the web UI bundles this file.
 
-export type Verdict = 'FORWARDED' | 'DROPPED' | 'AUDIT';
+/** REDIRECTED: a new connection sent to the node proxy (L7 rules); ERROR: the proxy failed a request. */
+export type Verdict = 'FORWARDED' | 'DROPPED' | 'AUDIT' | 'REDIRECTED' | 'ERROR';
 export type TrafficDirection = 'INGRESS' | 'EGRESS' | 'TRAFFIC_DIRECTION_UNKNOWN';
 export type ObservationPoint = 'FROM_ENDPOINT' | 'TO_ENDPOINT' | 'UNKNOWN_POINT';
 /** Hubble's `hubble observe --type` names of the event kinds weir emits. */
-export type FlowKind = 'drop' | 'policy-verdict' | 'trace';
+export type FlowKind = 'drop' | 'policy-verdict' | 'trace' | 'l7';
 
 export interface FlowEndpoint {
   /** Endpoint id (0: not a local endpoint). */
@@ -33,6 +34,21 @@ export interface FlowL4 {
   ICMPv6?: { type: number; code: number };
 }
 
+/** Hubble's flow.Layer7: one HTTP request or response the node proxy saw. */
+export interface FlowL7 {
+  type: 'REQUEST' | 'RESPONSE';
+  /** Responses: from the request's first byte to the response's headers. */
+  latency_ns: number;
+  http?: {
+    /** Responses only (0 on requests). */
+    code: number;
+    method: string;
+    url: string;
+    protocol: string;
+    headers: { key: string; value: string }[];
+  };
+}
+
 /** A policy that allowed or denied the flow (Hubble's flow.Policy). */
 export interface FlowPolicy {
   name: string;
@@ -54,7 +70,11 @@ export interface Flow {
   l4?: FlowL4;
   source: FlowEndpoint;
   destination: FlowEndpoint;
-  Type: 'L3_L4';
+  Type: 'L3_L4' | 'L7';
+  /** Type L7: the request or response. */
+  l7?: FlowL7;
+  /** A connection redirected to the node proxy: its listener port. */
+  proxy_port?: number;
   node_name: string;
   /** Monitor message type (1 drop, 4 trace, 9 policy verdict) and subtype, like Cilium's. */
   event_type: { type: number; sub_type: number };
@@ -79,6 +99,10 @@ export interface Flow {
     bytes_rev?: number;
     /** A close trace made by the agent's conntrack GC (the entry expired). */
     expired?: boolean;
+    /** Sent by the node proxy (its upstream connection to the destination). */
+    from_proxy?: boolean;
+    /** L7: the reason the proxy gave for a denied or failed request ('l7_policy_denied', ...). */
+    detail?: string;
   };
 }
 
@@ -87,5 +111,5 @@ export type LostSource = 'PERF_EVENT_RING_BUFFER' | 'OBSERVER_EVENTS_QUEUE' | 'H
 /** One line of GET /v1/flows (Hubble's GetFlowsResponse oneof). */
 export type FlowsLine = { flow: Flow } | { lost_events: { source: LostSource; num_events_lost: number } };
 
-/** Monitor message types (Cilium's pkg/monitor/api) used in event_type.type. */
-export const EVENT_TYPE = { drop: 1, trace: 4, 'policy-verdict': 9 } as const;
+/** Monitor message types (Cilium's pkg/monitor/api) used in event_type.type (129: access log, L7). */
+export const EVENT_TYPE = { drop: 1, trace: 4, 'policy-verdict': 9, l7: 129 } as const;

@@ -56,8 +56,11 @@ export function eventText(f: Flow): string {
   switch (f.weir.type) {
     case 'policy-verdict': {
       const match = verdictMatch(f);
-      return `policy-verdict:${match} ${dir}${f.verdict === 'DROPPED' ? 'DENIED' : 'ALLOWED'}`;
+      const word = f.verdict === 'DROPPED' ? 'DENIED' : f.verdict === 'REDIRECTED' ? 'REDIRECTED' : 'ALLOWED';
+      return `policy-verdict:${match} ${dir}${word}${f.proxy_port ? ` to proxy port ${f.proxy_port}` : ''}`;
     }
+    case 'l7':
+      return `http-${f.l7?.type === 'RESPONSE' ? 'response' : 'request'} ${dir}${f.verdict}`;
     case 'drop':
       return `drop ${dir}DROPPED (${dropText(f)})`;
     case 'trace': {
@@ -98,7 +101,11 @@ export function flowRow(f: Flow): FlowRow {
     time: shortTime(f.time),
     source: endpointText(f.source, f.IP?.source, sport),
     destination: endpointText(f.destination, f.IP?.destination, dport),
-    type: f.weir.trace_subtype ? `trace:${f.weir.trace_subtype}` : f.weir.type,
+    type: f.weir.trace_subtype
+      ? `trace:${f.weir.trace_subtype}`
+      : f.weir.type === 'l7'
+        ? `http-${f.l7?.type === 'RESPONSE' ? 'response' : 'request'}`
+        : f.weir.type,
     verdict: f.verdict === 'DROPPED' ? `DROPPED (${dropText(f)})` : f.verdict,
     summary: f.Summary,
     policy: decidingPolicies(f)

@@ -73,6 +73,7 @@ function record(
       daddr,
       sport: 40000,
       dport: 80,
+      proxyPort: 0,
       ktimeNs: 1_000_000_123n,
       packetsFwd: 0n,
       bytesFwd: 0n,
@@ -120,6 +121,20 @@ describe('parser', () => {
       { name: 'web', namespace: 'app', kind: 'NetworkPolicy', rule: 'NetworkPolicy app/web egress[1]' },
     ]);
     assert.equal(f.weir.type, 'policy-verdict');
+  });
+
+  it('a connection handed to the node proxy is REDIRECTED with its listener port; the proxy upstream is marked', () => {
+    const f = parse({ cookie: 6, flags: EventFlag.TO_PROXY, proxyPort: 10001 });
+    assert.equal(f.verdict, 'REDIRECTED');
+    assert.equal(f.proxy_port, 10001);
+    assert.match(compactLine(f), /policy-verdict:L3-L4 EGRESS REDIRECTED to proxy port 10001/);
+    const up = parse({ direction: 1, flags: EventFlag.FROM_PROXY });
+    assert.equal(up.verdict, 'FORWARDED');
+    assert.equal(up.weir.from_proxy, true);
+    assert.equal(up.proxy_port, undefined);
+    const lost = parse({ type: EventType.DROP, direction: 1, reason: 178 });
+    assert.equal(lost.drop_reason_desc, 'SOCKET_LOOKUP_FAILED');
+    assert.match(compactLine(lost), /DROPPED \(Proxy redirection not possible\)/);
   });
 
   it('names drop reasons like Hubble and attributes explicit denies', () => {

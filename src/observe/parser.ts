@@ -102,11 +102,13 @@ export class FlowParser {
     // Hubble's traffic_direction is the connection's: a reply travels against it.
     const connEgress = packetEgress !== ev.reply;
     const dropped = ev.type === 'drop' || (ev.type === 'policy-verdict' && ev.reason !== 0);
+    // Hubble: the verdict of a connection handed to the proxy is REDIRECTED.
+    const redirected = !dropped && ev.type === 'policy-verdict' && ev.toProxy === true;
     const l4 = l4Of(ev);
     const flow: Flow = {
       time: this.#o.clock.rfc3339(ev.ktimeNs),
       uuid: this.#o.uuid(),
-      verdict: dropped ? 'DROPPED' : 'FORWARDED',
+      verdict: dropped ? 'DROPPED' : redirected ? 'REDIRECTED' : 'FORWARDED',
       ...(dropped ? { drop_reason: ev.reason, drop_reason_desc: dropReasonName(ev.reason) } : {}),
       ...(ev.family
         ? {
@@ -138,7 +140,8 @@ export class FlowParser {
       is_reply: ev.reply,
       Summary: summaryOf(l4),
       ...(ev.ifindex ? { interface: { index: ev.ifindex } } : {}),
-      weir: { type: ev.type },
+      ...(ev.toProxy && ev.proxyPort ? { proxy_port: ev.proxyPort } : {}),
+      weir: { type: ev.type, ...(ev.fromProxy ? { from_proxy: true } : {}) },
     };
     const decided = enricher.policy(ev.cookie);
     if (decided) {

@@ -1,7 +1,9 @@
 // The policy engine: manifests in (namespaces, endpoints, policies), per-endpoint policy-map
-// entries out, plus the ipcache (IP/prefix -> identity) and the cookie -> rule table. Pure: no
-// kernel calls. The agent writes the entries, `policy trace` and conformance simulation look
-// them up with lookup.ts, and bpf/ reaches the same verdicts from the same entries.
+// entries out, plus the ipcache (IP/prefix -> identity), the cookie -> rule table and the L7
+// policy the node proxy enforces (entries of ports with HTTP rules carry the proxy's listener
+// port: the datapath redirects those connections, l7.ts). Pure: no kernel calls. The agent writes
+// the entries, `policy trace` and conformance simulation look them up with lookup.ts, and bpf/
+// reaches the same verdicts from the same entries.
 import { comparePrefix, formatPrefix, hostPrefix, type Prefix } from '../identity/cidr.js';
 import { IdentityAllocator } from '../identity/allocator.js';
 import type { LabelFilter } from '../identity/filter.js';
@@ -12,8 +14,11 @@ import { WeirError } from '../shared/errors.js';
 import { matchesSelector } from './api/selector.js';
 import type { Policy, PortMatch, RuleRef } from './api/types.js';
 import { compilePolicies, CookieJar, LOCALHOST_REF, type CompiledRule, type Section } from './compile.js';
+import type { EndpointL7Policy, HttpRule, PortL7Policy } from './l7/types.js';
+import { l7PortPolicies, redirectDecisions, type L7Add } from './l7.js';
 import {
   compareEntries,
+  directionName,
   DIR_EGRESS,
   DIR_INGRESS,
   l4Prefixes,
@@ -49,12 +54,21 @@ export interface EngineConfig {
   allowLocalhost: boolean;
   enforcementMode: 'default' | 'always' | 'never';
   labelFilter?: LabelFilter;
+  /**
+   * The node proxy's listener ports, per direction of the endpoint's policy (HTTP parser). Entries
+   * of a port with HTTP rules carry the one of their direction as their proxy port.
+   */
+  proxyPorts: { ingress: number; egress: number };
 }
+
+/** The first two ports of the agent's default proxy port range (Cilium's 10000-20000). */
+export const defaultProxyPorts = { ingress: 10000, egress: 10001 } as const;
 
 export const defaultEngineConfig: EngineConfig = {
   policyMapMax: 16384,
   allowLocalhost: true,
   enforcementMode: 'default',
+  proxyPorts: defaultProxyPorts,
 };
 
 export interface EngineInput {
@@ -75,12 +89,16 @@ export interface EndpointPolicy {
   failClosed?: boolean;
   /** Why it fails closed: its policy did not fit, or (a datapath view) the endpoint has no policy map. */
   error?: { code: 'ERR_POLICY_MAP_OVERFLOW' | 'ERR_DATAPATH_NO_POLICY_MAP'; message: string };
+  /** The ports whose entries redirect to the proxy, with their L7 rules (absent: none). */
+  l7?: { ingress: PortL7Policy[]; egress: PortL7Policy[] };
 }
 
 export interface EngineOutput {
   endpoints: Map<number, EndpointPolicy>;
   ipcache: { prefix: string; identity: number }[];
   cookies: Map<number, RuleRef>;
+  /** What the node proxy enforces: the endpoints with redirected ports, by endpoint id. */
+  l7: EndpointL7Policy[];
   /** Identities this computation holds a reference on; pass as `previousHeld` next time. */
   held: number[];
 }
@@ -187,9 +205,25 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     (e, i) => i === 0 || comparePrefix(e.prefix, (ipcache[i - 1] as typeof e).prefix) !== 0,
   );
 
+  const l7: EndpointL7Policy[] = [];
+  for (const ep of [...input.endpoints].sort((a, b) => a.id - b.id)) {
+    const pol = endpoints.get(ep.id);
+    if (!pol?.l7 || pol.failClosed) continue;
+    l7.push({
+      endpointId: ep.id,
+      namespace: ep.namespace,
+      pod: ep.pod,
+      identity: pol.identity,
+      ips: [...ep.ips],
+      ingress: pol.l7.ingress,
+      egress: pol.l7.egress,
+    });
+  }
+
   for (const id of opts.previousHeld ?? []) allocator.release(id);
   return {
     endpoints,
+    l7,
     ipcache: dedup.map((e) => ({ prefix: e.text ?? formatPrefix(e.prefix), identity: e.identity })),
     cookies: new Map([...jar.byCookie].sort((a, b) => a[0] - b[0])),
     held,
@@ -234,11 +268,14 @@ function endpointPolicy(
 ): Omit<EndpointPolicy, 'identity' | 'labels'> {
   const entries: PolicyMapEntry[] = [];
   const enforced = { [DIR_INGRESS]: false, [DIR_EGRESS]: false };
+  const l7 = { ingress: [] as PortL7Policy[], egress: [] as PortL7Policy[] };
   for (const dir of [DIR_INGRESS, DIR_EGRESS] as const) {
     const here = mine.filter((s) => s.direction === dir);
     enforced[dir] =
       cfg.enforcementMode === 'always' || (cfg.enforcementMode === 'default' && here.some((s) => s.isolates));
-    if (!enforced[dir]) {
+    const proxyPort = dir === DIR_INGRESS ? cfg.proxyPorts.ingress : cfg.proxyPorts.egress;
+    const hasL7 = here.some((s) => s.rules.some((r) => r.ports !== 'any' && r.ports.some((p) => p.http)));
+    if (!enforced[dir] && !hasL7) {
       entries.push(
         makeEntry(IDENTITY_ANY, dir, { protocol: 0, port: 0, prefixLen: PREFIX_PROTO_ANY }, false, 0),
       );
@@ -247,34 +284,57 @@ function endpointPolicy(
     // identity -> L4 key -> entry, with the order of the rule that wrote it.
     const raw = new Map<number, Map<number, PolicyMapEntry>>();
     const orders = new Map<PolicyMapEntry, number>();
-    const add: AddFn = (identity, l4, rule) => {
+    // Every allow added, for the proxy's rule sets (only kept when the direction has L7 rules).
+    const adds: L7Add[] = [];
+    const add: AddFn = (identity, l4, rule, http) => {
       let space = raw.get(identity);
       if (!space) raw.set(identity, (space = new Map()));
       const key = l4Num(l4.protocol, l4.port, l4.prefixLen);
       const have = space.get(key);
-      // Same key twice: deny beats allow, then the first rule in the sorted order names it.
-      if (
-        have &&
-        (have.deny > rule.deny || (have.deny === rule.deny && (orders.get(have) ?? 0) <= rule.order))
-      )
-        return;
-      const e = makeEntry(identity, dir, l4, rule.deny, rule.cookie);
+      const port = http ? proxyPort : 0;
+      if (hasL7 && !rule.deny) adds.push({ identity, l4, rule, ...(http ? { http } : {}) });
+      // Same key twice: deny beats allow; between allows an L4-only one beats an L7 one (the port
+      // is unfiltered for that peer); then the first rule in the sorted order names it.
+      if (have) {
+        const order = orders.get(have) ?? 0;
+        if (have.deny !== rule.deny) {
+          if (have.deny) return;
+        } else if (!rule.deny && have.proxyPort !== port) {
+          if (have.proxyPort === 0) return;
+        } else if (order <= rule.order) return;
+      }
+      const e = { ...makeEntry(identity, dir, l4, rule.deny, rule.cookie), proxyPort: rule.deny ? 0 : port };
       orders.set(e, rule.order);
       space.set(key, e);
     };
-    for (const s of here) for (const r of s.rules) addRule(r, dir, namedPorts, u, add);
-    if (dir === DIR_INGRESS && cfg.allowLocalhost)
+    // Not enforced, but with L7 rules: everything is allowed (the base entry), the L7 rules'
+    // ports of their peers go through the proxy; deny rules stay ignored as without L7.
+    const base = enforced[dir]
+      ? undefined
+      : makeEntry(IDENTITY_ANY, dir, { protocol: 0, port: 0, prefixLen: PREFIX_PROTO_ANY }, false, 0);
+    for (const s of here)
+      for (const r of s.rules) if (enforced[dir] || !r.deny) addRule(r, dir, namedPorts, u, add);
+    if (dir === DIR_INGRESS && cfg.allowLocalhost && enforced[dir])
       add(
         IDENTITY_HOST,
         { protocol: 0, port: 0, prefixLen: PREFIX_PROTO_ANY },
         { deny: false, cookie: localhostCookie, order: Infinity },
       );
-    entries.push(...resolveSpaces(raw));
+    if (base) {
+      let space = raw.get(IDENTITY_ANY);
+      if (!space) raw.set(IDENTITY_ANY, (space = new Map()));
+      if (!space.has(l4Num(0, 0, PREFIX_PROTO_ANY))) space.set(l4Num(0, 0, PREFIX_PROTO_ANY), base);
+    }
+    if (hasL7) redirectDecisions(raw, (a) => a === base, l4Num);
+    const resolved = resolveSpaces(raw);
+    entries.push(...resolved);
+    if (hasL7) l7[directionName(dir)] = l7PortPolicies(resolved, adds, proxyPort);
   }
   entries.sort(compareEntries);
   const base = {
     ingressEnforced: enforced[DIR_INGRESS],
     egressEnforced: enforced[DIR_EGRESS],
+    ...(l7.ingress.length + l7.egress.length > 0 ? { l7 } : {}),
   };
   if (entries.length > cfg.policyMapMax)
     return {
@@ -289,7 +349,12 @@ function endpointPolicy(
   return { ...base, entries };
 }
 
-type AddFn = (identity: number, l4: L4Prefix, rule: { deny: boolean; cookie: number; order: number }) => void;
+type AddFn = (
+  identity: number,
+  l4: L4Prefix,
+  rule: { deny: boolean; cookie: number; order: number; ref?: RuleRef },
+  http?: HttpRule[],
+) => void;
 
 function addRule(
   r: CompiledRule,
@@ -304,7 +369,7 @@ function addRule(
   for (const pm of ports) {
     if (typeof pm.port === 'number') {
       const l4s = l4Prefixes(protocolNumbers[pm.protocol] ?? 0, pm.port, pm.endPort);
-      for (const id of peers) for (const l4 of l4s) add(id, l4, r);
+      for (const id of peers) for (const l4 of l4s) add(id, l4, r, pm.http);
       continue;
     }
     // Named ports are resolved against the destination pod: ourselves at ingress, the peer at egress.
@@ -313,14 +378,14 @@ function addRule(
     if (dir === DIR_INGRESS) {
       for (const n of resolve(ownPorts))
         for (const l4 of l4Prefixes(protocolNumbers[n.protocol] ?? 0, n.port))
-          for (const id of peers) add(id, l4, r);
+          for (const id of peers) add(id, l4, r, pm.http);
       continue;
     }
     const targets = r.peers === 'any' ? u.podIdentities().map((i) => i.id) : peers;
     for (const id of targets)
       for (const pod of u.identities.get(id)?.pods ?? [])
         for (const n of resolve(pod.namedPorts))
-          for (const l4 of l4Prefixes(protocolNumbers[n.protocol] ?? 0, n.port)) add(id, l4, r);
+          for (const l4 of l4Prefixes(protocolNumbers[n.protocol] ?? 0, n.port)) add(id, l4, r, pm.http);
   }
 }
 
@@ -366,9 +431,11 @@ function nearest(
  * Makes longest-prefix lookups give deny precedence, then drops entries that cannot change a
  * verdict (Cilium's mapstate does the same):
  *  1. an allow inside a deny of the same identity key becomes a deny (else LPM would pick it);
- *  2. an entry whose nearest containing entry of the same key has the same verdict is redundant;
+ *  2. an entry whose nearest containing entry of the same key has the same verdict is redundant
+ *     (a verdict is deny, or allow with a proxy port);
  *  3. an entry of identity X is redundant when identity 0 has a containing deny (any deny wins),
- *     or when it is an allow and identity 0 has a containing allow.
+ *     or when it is an allow and the entry a lookup would find without it (X's containing one,
+ *     or identity 0's containing one if that is longer) allows with the same proxy port.
  * Entries passed in are of one endpoint and one direction.
  */
 export function resolvePrecedence(entries: PolicyMapEntry[]): PolicyMapEntry[] {
@@ -395,7 +462,7 @@ function resolveSpaces(raw: Map<number, Map<number, PolicyMapEntry>>): PolicyMap
       for (const [k, e] of s.byKey) {
         if (e.deny) continue;
         const deny = nearest(s, e, true, (a) => a.deny);
-        if (deny) s.byKey.set(k, { ...e, deny: true, cookie: deny.cookie });
+        if (deny) s.byKey.set(k, { ...e, deny: true, cookie: deny.cookie, proxyPort: 0 });
       }
     spaces.set(id, s);
   }
@@ -404,11 +471,23 @@ function resolveSpaces(raw: Map<number, Map<number, PolicyMapEntry>>): PolicyMap
   for (const [id, s] of spaces)
     for (const e of s.byKey.values()) {
       const up = s.lens.length > 1 ? nearest(s, e, true) : undefined;
-      if (up && up.deny === e.deny) continue;
-      if (id !== IDENTITY_ANY && any) {
-        if (nearest(any, e, false, (a) => a.deny)) continue;
-        if (!e.deny && nearest(any, e, false)) continue;
+      if (id === IDENTITY_ANY || !any) {
+        if (up && up.deny === e.deny && (e.deny || up.proxyPort === e.proxyPort)) continue;
+        out.push(e);
+        continue;
       }
+      if (e.deny) {
+        if (up?.deny || nearest(any, e, false, (a) => a.deny)) continue;
+        out.push(e);
+        continue;
+      }
+      if (nearest(any, e, false, (a) => a.deny)) continue;
+      // Without e, the lookup of a key at e's level returns `up` from this identity and `z` from
+      // identity 0, and the longer wins (a tie goes to this identity): e is redundant when that
+      // winner allows with the same proxy port.
+      const z = nearest(any, e, false);
+      const d = up && (!z || up.prefixLen >= z.prefixLen) ? up : z;
+      if (d && !d.deny && d.proxyPort === e.proxyPort) continue;
       out.push(e);
     }
   return out;

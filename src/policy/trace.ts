@@ -32,6 +32,8 @@ export interface DirectionTrace {
   entry?: PolicyMapEntry;
   /** Drop code the datapath would report (181 deny, 133 default deny). */
   dropCode?: number;
+  /** Allowed through the node proxy: the listener the connection is redirected to (L7 rules). */
+  proxyPort?: number;
   note?: string;
 }
 
@@ -97,8 +99,9 @@ function side(
   const rule = res.entry ? ctx.output.cookies.get(res.entry.cookie) : undefined;
   if (res.verdict === 'deny')
     return { enforced, verdict: 'denied', dropCode: res.code, ...entry, ...(rule ? { rule } : {}) };
-  if (!enforced) return { enforced, verdict: 'not-enforced', ...entry };
-  return { enforced, verdict: 'allowed', ...entry, ...(rule ? { rule } : {}) };
+  const proxy = res.entry?.proxyPort ? { proxyPort: res.entry.proxyPort } : {};
+  if (!enforced) return { enforced, verdict: 'not-enforced', ...entry, ...proxy, ...(rule ? { rule } : {}) };
+  return { enforced, verdict: 'allowed', ...entry, ...proxy, ...(rule ? { rule } : {}) };
 }
 
 export function trace(ctx: TraceContext, req: TraceRequest): TraceResult {

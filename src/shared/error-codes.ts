@@ -16,6 +16,7 @@ export const errorCodes = {
   ERR_AGENT_BAD_ANSWER: { meaning: "the agent's answer was not the JSON (or NDJSON) the client expected" },
   ERR_AGENT_CONFIG: { meaning: 'an agent setting is invalid (e.g. an --identity-labels pattern)' },
   ERR_AGENT_NOT_READY: { meaning: 'the agent has not computed its first policy state yet', http: 503 },
+  ERR_AGENT_NO_PROXY: { meaning: 'this agent manages no node proxy (weir proxy status)', http: 404 },
   ERR_AGENT_START: { meaning: 'the agent exited or did not answer while starting (see its log)' },
   ERR_AGENT_STREAM: { meaning: "the agent's flow stream broke off" },
   ERR_AGENT_TIMEOUT: { meaning: 'the agent did not answer a request in time' },
@@ -158,6 +159,12 @@ export const errorCodes = {
   ERR_POLICY_INVALID_PROTOCOL: { meaning: 'a policy names an unknown protocol' },
   ERR_POLICY_INVALID_SELECTOR: { meaning: 'a label selector in a policy is malformed' },
   ERR_POLICY_KIND_UNKNOWN: { meaning: 'an object given as a policy is not a policy kind' },
+  ERR_POLICY_L7_INVALID: {
+    meaning: 'an L7 (HTTP) rule is malformed, or sits on a port it cannot apply to (not TCP, no exact port)',
+  },
+  ERR_POLICY_L7_REGEX: {
+    meaning: 'an L7 HTTP rule holds a regular expression RE2 does not accept (method, path or host)',
+  },
   ERR_POLICY_L7_UNSUPPORTED: { meaning: 'a policy uses L7 rules weir does not enforce' },
   ERR_POLICY_MAP_OVERFLOW: { meaning: "an endpoint's policy does not fit its policy map (it fails closed)" },
   ERR_POLICY_RULE_INVALID: { meaning: 'a policy rule combines fields that cannot go together' },
@@ -166,6 +173,35 @@ export const errorCodes = {
   ERR_POLICY_TRACE_PORT: { meaning: 'a policy trace port is out of range' },
   ERR_POLICY_TRACE_PROTOCOL: { meaning: 'a policy trace protocol is unknown' },
   ERR_PORT_RANGE: { meaning: 'a port range is outside 0..65535 or not ordered' },
+  ERR_PROXY_BAD_ANSWER: { meaning: "the node proxy's answer was not the JSON the agent expected" },
+  ERR_PROXY_BAD_JSON: { meaning: 'a request body to the node proxy is not JSON' },
+  ERR_PROXY_BODY_TOO_LARGE: { meaning: 'a request body to the node proxy is over 64 MiB', http: 413 },
+  ERR_PROXY_HTTP_PARSER: {
+    meaning: "node's internal HTTP parser (llhttp via _http_common) does not behave as the proxy expects",
+  },
+  ERR_PROXY_LIMITS: {
+    meaning: "a limit of the proxy's HTTP engine is not a positive integer or contradicts another",
+  },
+  ERR_PROXY_LISTEN: {
+    meaning: 'the node proxy cannot listen on a listener port (taken, or no transparent socket)',
+  },
+  ERR_PROXY_LISTENERS: { meaning: 'a snapshot push to the node proxy names no valid pair of listener ports' },
+  ERR_PROXY_NOT_FOUND: {
+    meaning: "no route of the node proxy's admin API for this method and path",
+    http: 404,
+  },
+  ERR_PROXY_SNAPSHOT_INVALID: { meaning: 'an L7 policy snapshot sent to the node proxy is malformed' },
+  ERR_PROXY_SNAPSHOT_STALE: {
+    meaning: 'an L7 policy snapshot is older than the one the node proxy runs (versions only grow)',
+    http: 409,
+  },
+  ERR_PROXY_SOCKET: {
+    meaning:
+      'a transparent socket of the node proxy cannot be made (socket, setsockopt, bind; the errno is kept)',
+  },
+  ERR_PROXY_START: { meaning: 'the node proxy exited or did not answer while starting (see its log)' },
+  ERR_PROXY_TIMEOUT: { meaning: 'the node proxy did not answer a request in time' },
+  ERR_PROXY_UNREACHABLE: { meaning: "nothing answers on the node proxy's admin socket (it is down)" },
   ERR_SERVICE_CIDR: { meaning: 'a service CIDR setting is malformed or of the wrong size' },
   ERR_SERVICE_CIDR_EXHAUSTED: { meaning: 'the service CIDR has no free ClusterIP' },
   ERR_SERVICE_CLUSTERIP_INVALID: {

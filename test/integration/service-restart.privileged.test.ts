@@ -18,7 +18,6 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { agentPid, startAgent } from '../../src/agent/spawn.js';
-import type { V1List, V1Service } from '../../src/k8s/index.js';
 import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir } from '../support/cli.js';
@@ -195,9 +194,10 @@ describe('services keep their connections and backends across an agent kill -9 a
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
     lab = await Lab.open(LAB);
     nodeIP = (await lab.node()).ip;
-    // -o json is a v1 List of v1 Services, as kubectl prints it.
-    const svcs = JSON.parse(await ok(['get', 'svc', '-n', 'rs', '-o', 'json'], LAB)) as V1List<V1Service>;
-    clusterIP = svcs.items.find((s) => s.metadata.name === 'web')?.spec.clusterIP ?? '';
+    const web = JSON.parse(await ok(['get', 'svc', 'web', '-n', 'rs', '-o', 'json'], LAB)) as {
+      spec: { clusterIP: string };
+    };
+    clusterIP = web.spec.clusterIP;
     assert.match(clusterIP, /^10\.96\./);
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as { socketLB: boolean };
     assert.equal(status.socketLB, false, 'services are translated at tc only');

@@ -169,6 +169,8 @@ function ctCommand(): Command {
           srcIdentity: c.srcIdentity,
           cookie: c.cookie,
           revNatIndex: c.revNatIndex,
+          proxyPort: c.proxyPort,
+          fromProxy: c.fromProxy === true,
         }))
         .sort(
           (a, b) =>
@@ -191,6 +193,13 @@ function ctCommand(): Command {
         { header: 'src identity', get: (r) => r.srcIdentity },
         { header: 'cookie', get: (r) => r.cookie },
         { header: 'rev-nat', get: (r) => r.revNatIndex || '' },
+        {
+          header: 'proxy',
+          get: (r) =>
+            [r.proxyPort ? `to ${r.proxyPort}` : '', r.fromProxy ? 'upstream' : '']
+              .filter(Boolean)
+              .join(', '),
+        },
       ]);
     },
   );

@@ -10,6 +10,7 @@ import { registerInspectCommands } from './inspect.js';
 import { labCommand } from './lab.js';
 import { observeCommand } from './observe.js';
 import { registerPolicyCommands } from './policy.js';
+import { proxyCommand } from './proxy.js';
 import { bpfLbCommand, serviceCommand } from './service.js';
 import { uiCommand } from './ui.js';
 
@@ -26,4 +27,5 @@ export function registerCommands(program: Command): void {
   program.commands.find((c) => c.name() === 'bpf')?.addCommand(bpfLbCommand());
   program.addCommand(observeCommand());
   program.addCommand(uiCommand());
+  program.addCommand(proxyCommand());
 }

@@ -180,7 +180,15 @@ before(async () => {
   dp.ensurePolicyMap(12);
 
   nowNs = monotonicNowNs();
-  const entry = { cookie: 0, srcIdentity: 0, tcpFlagsFwd: 0, tcpFlagsRev: 0, revNatIndex: 0 };
+  const entry = {
+    cookie: 0,
+    srcIdentity: 0,
+    tcpFlagsFwd: 0,
+    tcpFlagsRev: 0,
+    revNatIndex: 0,
+    flags: 0,
+    proxyPort: 0,
+  };
   dp.ct.set(
     {
       family: 4,
@@ -198,6 +206,9 @@ before(async () => {
       packetsRev: 2n,
       bytesRev: 120n,
       lifetimeNs: nowNs + 3600n * 1_000_000_000n,
+      // Redirected to the node proxy's listener 10000 (CT_ENTRY_F_TO_PROXY).
+      flags: 1,
+      proxyPort: 10000,
       cookie: 7,
       srcIdentity: 257,
       state: CtState.established,
@@ -315,6 +326,7 @@ describe('weir bpf (pinned maps, no agent)', () => {
       'SRC IDENTITY',
       'COOKIE',
       'REV-NAT',
+      'PROXY',
     ]);
     assert.equal(rows.length, 3);
     const [tcp, udp] = [rows[1]!, rows[2]!];
@@ -325,7 +337,7 @@ describe('weir bpf (pinned maps, no agent)', () => {
     const shown = Number(left[1]) * 60 + Number(left[2]);
     const secs = (t: bigint) => Number((t - nowNs) / 1_000_000_000n);
     assert.ok(shown <= 3600 - secs(t0) && shown >= 3600 - secs(t1) - 1, `${tcp[4]} after ${secs(t1)} s`);
-    assert.deepEqual(tcp.slice(5), ['3', '180', '2', '120', '257', '7']);
+    assert.deepEqual(tcp.slice(5), ['3', '180', '2', '120', '257', '7', '', 'to 10000']);
     assert.deepEqual(udp, [
       'UDP',
       '[fd00:10:244::2]:5353 -> [fd00:10:244::3]:53',
@@ -362,6 +374,8 @@ describe('weir bpf (pinned maps, no agent)', () => {
         srcIdentity: 257,
         cookie: 7,
         revNatIndex: 0,
+        proxyPort: 10000,
+        fromProxy: false,
       },
     );
     assert.ok(json[0].expiresInSeconds > 3500 && json[0].expiresInSeconds <= 3600);

@@ -17,6 +17,7 @@ import { parseOutput, printResult, type OutputFormat } from '../output.js';
 import { agentClient } from '../../agent/client.js';
 import { startAgent, stopAgent } from '../../agent/spawn.js';
 import type { PodInfo } from '../../cluster/objects.js';
+import { stopProxy } from '../../agent/proxy-manager.js';
 import { addSettingOptions, givenSettings } from './agent.js';
 
 export const progress = (line: string) => process.stderr.write(`${line}\n`);
@@ -64,9 +65,11 @@ export function labCommand(): Command {
     .addOption(labOption())
     .option('--all', 'remove every lab and every leftover weir netns, cgroup and pin')
     .action(async (o: { lab: string; all?: boolean }) => {
-      // The agent first, gracefully: it closes its maps; the pins go with the lab.
+      // The agent first, gracefully: it closes its maps; the pins go with the lab. Then the node
+      // proxy, which outlives agent restarts but not its lab.
       const labs = o.all ? await listLabs() : [o.lab];
       await Promise.all(labs.map((l) => stopAgent(l)));
+      await Promise.all(labs.map((l) => stopProxy(l)));
       if (o.all) await labDownAll({ log: progress });
       else await (await Lab.open(o.lab)).down({ log: progress });
     });

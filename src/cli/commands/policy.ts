@@ -62,7 +62,8 @@ function sideText(dir: string, who: string, d: DirectionTrace): string {
         ? 'default-deny: no rule allows it'
         : 'not enforced';
   const code = d.dropCode ? ` (drop ${d.dropCode})` : '';
-  return `  ${dir.padEnd(7)} ${who}: ${why}${code}${d.note ? ` [${d.note}]` : ''}`;
+  const proxy = d.proxyPort ? `, redirected to proxy port ${d.proxyPort} (L7 rules decide each request)` : '';
+  return `  ${dir.padEnd(7)} ${who}: ${why}${code}${proxy}${d.note ? ` [${d.note}]` : ''}`;
 }
 
 export function traceText(r: TraceResult): string {
@@ -128,7 +129,10 @@ export function policyCommand(): Command {
         }
         process.stdout.write(traceText(engine));
         if (datapath) {
-          const agree = datapath.allowed === engine.allowed;
+          const agree =
+            datapath.allowed === engine.allowed &&
+            datapath.egress.proxyPort === engine.egress.proxyPort &&
+            datapath.ingress.proxyPort === engine.ingress.proxyPort;
           process.stdout.write(`datapath (live maps):\n${traceText(datapath)}`);
           process.stdout.write(agree ? 'engine and datapath agree\n' : 'ENGINE AND DATAPATH DISAGREE\n');
           if (!agree) process.exitCode = 2;

@@ -100,8 +100,8 @@ export const MAPS = [
     'weir_ct',
     'lru_hash',
     'bpf/lib/conntrack.h',
-    'tuple + direction → state, counters, cookie, lifetime, rev-NAT index',
-    'connection tracking: established connections and replies pass without a policy lookup',
+    'tuple + direction (+ CT_F_PROXY) → state, counters, cookie, lifetime, rev-NAT index, proxy flags and port',
+    'connection tracking: established connections and replies pass without a policy lookup; connections of the node proxy (redirected, or its upstreams)',
   ),
   lxc(
     'weir_frag',

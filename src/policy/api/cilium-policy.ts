@@ -1,9 +1,12 @@
-// cilium.io/v2 CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy at L3/L4. Every field of
-// the upstream API is either implemented or rejected by name as not supported yet; none is
-// silently ignored (an ignored L7 or FQDN rule would widen or narrow access behind the user's back).
+// cilium.io/v2 CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy: L3/L4, and L7 HTTP rules
+// (`toPorts[].rules.http`, enforced by the node proxy). Every field of the upstream API is either
+// implemented or rejected by name as not supported yet; none is silently ignored (an ignored L7 or
+// FQDN rule would widen or narrow access behind the user's back).
+import { l7RegexProblem } from '../l7/regex.js';
 import { Checker, type Path, type PolicyLocation } from './check.js';
 import { parseCIDRMatch, parseMetadata, parsePort } from './common.js';
 import { parseSelector, type SelectorOptions } from './selector.js';
+import type { HeaderMatch, HttpRule } from '../l7/types.js';
 import {
   entities,
   type CiliumPeerRule,
@@ -192,30 +195,184 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
     const ports: PortMatch[] = [];
     toPorts.forEach((pr, i) => {
       const p = [...path, 'toPorts', i];
-      const po = c.object(pr ?? {}, p, ['ports'], {
-        unsupported: ['rules', 'listener', 'originatingTLS', 'terminatingTLS', 'serverNames'],
+      const po = c.object(pr ?? {}, p, ['ports', 'rules'], {
+        unsupported: ['listener', 'originatingTLS', 'terminatingTLS', 'serverNames'],
         what: 'a port rule',
       });
-      if (po?.rules !== undefined) {
-        c.problems.pop();
-        c.fail(
-          'ERR_POLICY_L7_UNSUPPORTED',
-          [...p, 'rules'],
-          deny
-            ? 'deny rules cannot carry L7 rules'
-            : 'L7 rules (http, kafka, dns, l7) are not supported by weir yet; remove `rules` for an L4-only policy',
-        );
+      let http: HttpRule[] | undefined;
+      if (po?.rules !== undefined && po.rules !== null) {
+        if (deny) {
+          c.fail('ERR_POLICY_L7_UNSUPPORTED', [...p, 'rules'], 'deny rules cannot carry L7 rules');
+          ok = false;
+        } else {
+          const parsed = parseL7Rules(c, po.rules, [...p, 'rules']);
+          if (parsed === null) ok = false;
+          else http = parsed;
+        }
       }
       const list = c.array(po?.ports, [...p, 'ports']) ?? [];
       // A port rule without ports matches every port.
-      if (list.length === 0) ports.push({ protocol: 'ANY', port: 0 });
+      if (list.length === 0) {
+        if (http) {
+          c.fail(
+            'ERR_POLICY_L7_INVALID',
+            [...p, 'ports'],
+            'HTTP rules need the port they apply to: list it in ports (TCP, an exact or named port)',
+          );
+          ok = false;
+        }
+        ports.push({ protocol: 'ANY', port: 0 });
+      }
       list.forEach((pp, j) => {
         const m = parsePort(c, pp, [...p, 'ports', j], 'cilium');
-        if (m) ports.push(m);
-        else ok = false;
+        if (!m) ok = false;
+        else if (http && !l7PortOk(c, m, [...p, 'ports', j])) ok = false;
+        else ports.push(http ? { ...m, http } : m);
       });
     });
     rule.ports = ports;
   }
   return ok ? rule : undefined;
+}
+
+/**
+ * `toPorts[].rules`: HTTP rules (a list), or null when the rules are invalid or of a kind weir does
+ * not enforce (each refused by name, never ignored). An empty list, or rules without any kind, is
+ * no L7 rule at all (Cilium's L7Rules.IsEmpty): undefined, the port rule stays L4 only.
+ */
+function parseL7Rules(c: Checker, value: unknown, path: Path): HttpRule[] | undefined | null {
+  const before = c.problems.length;
+  const obj = c.object(value, path, ['http', 'kafka', 'dns', 'l7proto', 'l7'], { what: 'L7 rules' });
+  if (!obj) return null;
+  const refuse = (field: string, message: string) =>
+    c.fail('ERR_POLICY_L7_UNSUPPORTED', [...path, field], message);
+  if (obj.kafka !== undefined && obj.kafka !== null)
+    refuse('kafka', 'Kafka rules are not supported by weir (Cilium deprecated its Kafka parser)');
+  if (obj.dns !== undefined && obj.dns !== null)
+    refuse('dns', 'DNS rules (the DNS proxy, toFQDNs) are not supported by weir yet');
+  for (const f of ['l7proto', 'l7'])
+    if (obj[f] !== undefined && obj[f] !== null)
+      refuse(f, 'generic L7 rules (l7proto, l7) are not supported by weir yet');
+  const list = c.array(obj.http, [...path, 'http']);
+  const rules: HttpRule[] = [];
+  list?.forEach((r, i) => {
+    const rule = parseHttpRule(c, r ?? {}, [...path, 'http', i]);
+    if (rule) rules.push(rule);
+  });
+  if (c.problems.length > before) return null;
+  return rules.length > 0 ? rules : undefined;
+}
+
+/** An HTTP header name (RFC 9110 token). */
+const headerToken = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+function regexField(c: Checker, value: unknown, path: Path): string | undefined {
+  const s = c.string(value, path);
+  if (!s) return undefined; // absent or empty: no constraint
+  // Checked with the proxy's own RE2 compiler: what is accepted here is what the proxy runs.
+  const problem = l7RegexProblem(s);
+  if (problem !== undefined) {
+    c.fail('ERR_POLICY_L7_REGEX', path, `'${s}' is not a valid RE2 regular expression: ${problem}`);
+    return undefined;
+  }
+  return s;
+}
+
+function parseHttpRule(c: Checker, value: unknown, path: Path): HttpRule | undefined {
+  const obj = c.object(value, path, ['method', 'path', 'host', 'headers', 'headerMatches'], {
+    what: 'an HTTP rule',
+  });
+  if (!obj) return undefined;
+  const rule: HttpRule = {};
+  for (const f of ['method', 'path', 'host'] as const) {
+    const re = regexField(c, obj[f], [...path, f]);
+    if (re !== undefined) rule[f] = re;
+  }
+  const headers = c.array(obj.headers, [...path, 'headers']);
+  if (headers) {
+    rule.headers = [];
+    headers.forEach((h, i) => {
+      const s = c.string(h, [...path, 'headers', i], { required: true });
+      if (s === undefined) return;
+      const colon = s.indexOf(':');
+      const name = (colon < 0 ? s : s.slice(0, colon)).trim();
+      if (!headerToken.test(name))
+        c.fail(
+          'ERR_POLICY_L7_INVALID',
+          [...path, 'headers', i],
+          `'${s}' is not "Name" or "Name: value" with a valid header name`,
+        );
+      else rule.headers?.push(s);
+    });
+  }
+  const matches = c.array(obj.headerMatches, [...path, 'headerMatches']);
+  if (matches) {
+    rule.headerMatches = [];
+    matches.forEach((m, i) => {
+      const p = [...path, 'headerMatches', i];
+      const mo = c.object(m ?? {}, p, ['name', 'value', 'mismatch'], {
+        what: 'a header match',
+        ignored: ['secret'],
+      });
+      if (!mo) return;
+      if (mo.secret !== undefined && mo.secret !== null) {
+        c.fail(
+          'ERR_POLICY_L7_UNSUPPORTED',
+          [...p, 'secret'],
+          "'secret' (a header value read from a Kubernetes Secret) is not supported by weir yet; write the value in 'value'",
+        );
+      }
+      const name = c.string(mo.name, [...p, 'name'], { required: true });
+      if (name !== undefined && !headerToken.test(name)) {
+        c.fail('ERR_POLICY_L7_INVALID', [...p, 'name'], `'${name}' is not a valid header name`);
+        return;
+      }
+      const v = c.string(mo.value, [...p, 'value']);
+      const mismatch = c.string(mo.mismatch, [...p, 'mismatch']);
+      const actions = ['LOG', 'ADD', 'DELETE', 'REPLACE'] as const;
+      if (mismatch !== undefined && !(actions as readonly string[]).includes(mismatch)) {
+        c.fail(
+          'ERR_POLICY_L7_INVALID',
+          [...p, 'mismatch'],
+          `'${mismatch}' is not a mismatch action (one of ${actions.join(', ')})`,
+        );
+        return;
+      }
+      if (name === undefined) return;
+      const hm: HeaderMatch = { name };
+      if (v !== undefined) hm.value = v;
+      if (mismatch !== undefined) hm.mismatch = mismatch as HeaderMatch['mismatch'];
+      rule.headerMatches?.push(hm);
+    });
+  }
+  return rule;
+}
+
+/** A port carrying HTTP rules: TCP, one exact or named port (the proxy listens per port). */
+function l7PortOk(c: Checker, m: PortMatch, path: Path): boolean {
+  if (m.protocol !== 'TCP') {
+    c.fail(
+      'ERR_POLICY_L7_INVALID',
+      [...path, 'protocol'],
+      `HTTP rules apply to TCP: write protocol TCP (not ${m.protocol})`,
+    );
+    return false;
+  }
+  if (m.port === 0) {
+    c.fail(
+      'ERR_POLICY_L7_INVALID',
+      [...path, 'port'],
+      'HTTP rules need an exact (or named) port, not every port',
+    );
+    return false;
+  }
+  if (m.endPort !== undefined) {
+    c.fail(
+      'ERR_POLICY_L7_UNSUPPORTED',
+      [...path, 'endPort'],
+      'HTTP rules on a port range are not supported by weir yet; list the ports',
+    );
+    return false;
+  }
+  return true;
 }

@@ -1,5 +1,6 @@
 // The policy kinds weir enforces, after validation and defaulting. Validation (network-policy.ts,
 // cilium-policy.ts) turns manifests into these; the engine only ever sees these shapes.
+import type { HttpRule } from '../l7/types.js';
 
 /** One requirement of a label selector. `source` 'any' matches labels of every source. */
 export interface SelectorRequirement {
@@ -21,6 +22,12 @@ export interface PortMatch {
   protocol: L4Protocol;
   port: number | string;
   endPort?: number;
+  /**
+   * CNP `toPorts[].rules.http` of the port rule this port came from: the port's traffic goes
+   * through the node proxy, which allows the requests these rules match (TCP, one exact or named
+   * port). Undefined: L4 only.
+   */
+  http?: HttpRule[];
 }
 
 export interface CIDRMatch {

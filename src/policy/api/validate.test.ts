@@ -78,11 +78,11 @@ test('real but unsupported fields are rejected by name, never ignored', () => {
   const l7 = problem(
     cnp({
       endpointSelector: {},
-      ingress: [{ toPorts: [{ ports: [{ port: '80' }], rules: { http: [{}] } }] }],
+      ingress: [{ toPorts: [{ ports: [{ port: '53' }], rules: { dns: [{ matchName: 'a.b' }] } }] }],
     }),
   );
   assert.equal(l7.code, 'ERR_POLICY_L7_UNSUPPORTED');
-  assert.equal(l7.field, 'spec.ingress[0].toPorts[0].rules');
+  assert.equal(l7.field, 'spec.ingress[0].toPorts[0].rules.dns');
   const ns = problem({
     ...cnp(undefined),
     kind: 'CiliumClusterwideNetworkPolicy',

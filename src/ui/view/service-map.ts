@@ -7,7 +7,7 @@ import { isDrop, peerOf, portProto, verdictOf, type Flow, type Peer } from './fl
 export type EdgeClass = 'forwarded' | 'dropped' | 'other';
 
 export function edgeClass(verdict: string): EdgeClass {
-  if (verdict === 'FORWARDED') return 'forwarded';
+  if (verdict === 'FORWARDED' || verdict === 'REDIRECTED') return 'forwarded';
   return isDrop(verdict) ? 'dropped' : 'other';
 }
 

@@ -4,7 +4,7 @@ import { TypedMap, type BpfMap } from '../../../bpf/index.js';
 import { addrKey, addrText } from '../../addr.js';
 import { monotonicNowNs } from '../../clock.js';
 import { directionOf, DIR, type Direction } from '../../direction.js';
-import { CtEntry, CtKey, CtState } from './layout.js';
+import { CT_F_PROXY, CtEntry, CtEntryFlag, CtKey, CtState } from './layout.js';
 
 export type CtRawKey = ReturnType<typeof CtKey.decode>;
 export type CtRawEntry = ReturnType<typeof CtEntry.decode>;
@@ -19,6 +19,8 @@ export interface CtTuple {
   proto: number;
   /** Whose policy admitted the connection (CT_F_*). */
   direction: Direction;
+  /** Opened by the node proxy's transparent upstream socket (CT_F_PROXY in the key). */
+  fromProxy?: boolean;
 }
 
 export interface CtConnection extends CtTuple {
@@ -35,6 +37,8 @@ export interface CtConnection extends CtTuple {
   tcpFlagsRev: number;
   /** Non-zero: a service connection translated at tc; replies show this frontend (weir_lb_revnat). */
   revNatIndex: number;
+  /** Redirected to the node proxy's listener on this port (0: not redirected). */
+  proxyPort: number;
 }
 
 const STATE_NAMES: Record<number, CtConnection['state']> = {
@@ -105,6 +109,7 @@ function connectionOf(k: CtRawKey, v: CtRawEntry, nowNs: bigint): CtConnection {
     tcpFlagsFwd: v.tcpFlagsFwd,
     tcpFlagsRev: v.tcpFlagsRev,
     revNatIndex: v.revNatIndex,
+    proxyPort: v.flags & CtEntryFlag.TO_PROXY ? v.proxyPort : 0,
   };
 }
 
@@ -116,7 +121,8 @@ function tupleOf(k: CtRawKey): CtTuple {
     sport: k.sport,
     dport: k.dport,
     proto: k.nexthdr,
-    direction: directionOf(k.flags),
+    direction: directionOf(k.flags & ~CT_F_PROXY),
+    ...(k.flags & CT_F_PROXY ? { fromProxy: true } : {}),
   };
 }
 
@@ -128,7 +134,7 @@ function rawKey(t: CtTuple): CtRawKey {
     sport: t.sport,
     dport: t.dport,
     nexthdr: t.proto,
-    flags: DIR[t.direction],
+    flags: DIR[t.direction] | (t.fromProxy ? CT_F_PROXY : 0),
     family: t.family,
   };
 }

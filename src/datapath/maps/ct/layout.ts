@@ -23,13 +23,21 @@ export const CtEntry = cstruct('ct_entry', {
   tcpFlagsFwd: u16(),
   tcpFlagsRev: u16(),
   state: u8(),
-  pad: pad(1),
+  /** CT_ENTRY_F_* */
+  flags: u8(),
   /** Non-zero: a service connection translated at tc; replies show this frontend. */
   revNatIndex: u16(),
+  /** CT_ENTRY_F_TO_PROXY: the node proxy's listener. */
+  proxyPort: be16(),
+  pad1: pad(2),
+  pad2: pad(4),
 });
 
-/** CT_F_*: whose policy created the entry. */
+/** CT_F_*: whose policy created the entry; CT_F_PROXY: opened by the node proxy (its upstream). */
 export const CT_F_INGRESS = 1;
 export const CT_F_EGRESS = 2;
+export const CT_F_PROXY = 4;
+/** CT_ENTRY_F_*: ct_entry.flags. */
+export const CtEntryFlag = { TO_PROXY: 1, PROXY_UPSTREAM: 2 } as const;
 /** CT_STATE_* */
 export const CtState = { new: 1, established: 2, closing: 3 } as const;

@@ -40,6 +40,7 @@ const raw = (over: Partial<ReturnType<typeof FlowEventLayout.decode>> = {}) => {
       daddr,
       sport: 80,
       dport: 40000,
+      proxyPort: 0,
       ktimeNs: 123n,
       packetsFwd: 4n,
       bytesFwd: 300n,
@@ -104,6 +105,18 @@ describe('flow events', () => {
     d[0] = 0xfd;
     const v6 = decodeFlowEvent(raw({ type: EventType.POLICY_VERDICT, family: 6, daddr: d }));
     assert.equal(v6.dst, 'fd00::2');
+  });
+
+  it('decodes a redirect to the node proxy and a packet the proxy sent', () => {
+    const r = decodeFlowEvent(
+      raw({ type: EventType.POLICY_VERDICT, subtype: 0, flags: EventFlag.TO_PROXY, proxyPort: 10000 }),
+    );
+    assert.equal(r.toProxy, true);
+    assert.equal(r.proxyPort, 10000);
+    assert.equal(r.fromProxy, undefined);
+    const f = decodeFlowEvent(raw({ flags: EventFlag.FROM_PROXY, proxyPort: 0 }));
+    assert.equal(f.fromProxy, true);
+    assert.equal(f.toProxy, undefined);
   });
 
   it('rejects records that are not flow events', () => {

@@ -32,6 +32,11 @@ export interface FlowEvent {
   reply: boolean;
   /** An ICMP error (EVENT_F_RELATED). */
   related: boolean;
+  /** Redirected to the node proxy (EVENT_F_TO_PROXY), on its listener `proxyPort`. */
+  toProxy?: true;
+  proxyPort?: number;
+  /** Sent by the node proxy, its upstream connection (EVENT_F_FROM_PROXY). */
+  fromProxy?: true;
   /** TCP flags of the packet (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10). */
   tcpFlags: number;
   ifindex: number;
@@ -98,6 +103,8 @@ export function decodeFlowEvent(buf: Buffer): FlowEvent {
     proto: r.nexthdr,
     reply: (r.flags & EventFlag.REPLY) !== 0,
     related: (r.flags & EventFlag.RELATED) !== 0,
+    ...((r.flags & EventFlag.TO_PROXY) !== 0 ? { toProxy: true as const, proxyPort: r.proxyPort } : {}),
+    ...((r.flags & EventFlag.FROM_PROXY) !== 0 ? { fromProxy: true as const } : {}),
     tcpFlags: r.tcpFlags,
     ifindex: r.ifindex,
     endpointId: r.endpointId,

@@ -21,7 +21,8 @@ export const FlowEventLayout = cstruct('flow_event', {
   daddr: bytes(16),
   sport: be16(),
   dport: be16(),
-  pad: pad(4),
+  proxyPort: be16(),
+  pad: pad(2),
   ktimeNs: u64(),
   packetsFwd: u64(),
   bytesFwd: u64(),
@@ -34,4 +35,4 @@ export const EventType = { DROP: 1, POLICY_VERDICT: 2, TRACE: 3 } as const;
 /** TRACE_*: flow_event.subtype of EVENT_TRACE. */
 export const TraceType = { OPEN: 1, CLOSE: 2 } as const;
 /** EVENT_F_*: flow_event.flags. */
-export const EventFlag = { REPLY: 1 << 0, RELATED: 1 << 1 } as const;
+export const EventFlag = { REPLY: 1 << 0, RELATED: 1 << 1, TO_PROXY: 1 << 2, FROM_PROXY: 1 << 3 } as const;

@@ -1,0 +1,92 @@
+// `weir proxy`: the node proxy that enforces L7 rules. `status` asks the agent (which runs it);
+// `run` is the process itself, started by the agent in the node's network namespace.
+import { Command, Option } from 'commander';
+import type { ProxyManagerStatus } from '../../agent/proxy-manager.js';
+import { agentClient } from '../../agent/client.js';
+import { runProxy } from '../../proxy/main.js';
+import { WeirError } from '../../shared/errors.js';
+import { defaultLabName } from '../../lab/lab.js';
+import { printResult, type OutputFormat } from '../output.js';
+import { labOption, outputOption } from './lab.js';
+
+const both = (v: { ingress: number; egress: number } | undefined) =>
+  v ? `${v.ingress} ingress, ${v.egress} egress` : '-';
+
+export function statusRows(s: ProxyManagerStatus): { k: string; v: string }[] {
+  const p = s.proxy;
+  return [
+    {
+      k: 'state',
+      v: s.running
+        ? 'running'
+        : s.wanted
+          ? 'down (redirected connections fail closed until it is back)'
+          : 'not started (no policy needs L7)',
+    },
+    { k: 'pid', v: s.pid !== undefined ? String(s.pid) : '-' },
+    {
+      k: 'snapshot',
+      v: `version ${s.ackedVersion ?? '-'} acknowledged (sent ${s.desiredVersion}), ${s.endpoints} endpoint(s) with L7 ports`,
+    },
+    {
+      k: 'listeners',
+      v: p?.listeners.ingress
+        ? `http ingress :${p.listeners.ingress}, http egress :${p.listeners.egress ?? '-'} (${p.handler})`
+        : `none yet (ports ${s.ports.ingress}, ${s.ports.egress})`,
+    },
+    { k: 'connections', v: p ? both(p.connections) : '-' },
+    { k: 'redirects', v: p ? both(p.redirects) : '-' },
+    { k: 'unresolved (reset)', v: p ? both(p.unresolved) : '-' },
+    { k: 'upstream connect errors', v: p ? both(p.upstreamConnectErrors) : '-' },
+    {
+      k: 'L7 records',
+      v: p ? `${p.records.sent} sent, ${p.records.lost} lost, ${p.records.waiting} waiting` : '-',
+    },
+    { k: 'restarts', v: String(s.restarts) },
+    ...(s.lastError ? [{ k: 'last error', v: s.lastError }] : []),
+  ];
+}
+
+export function proxyCommand(): Command {
+  const cmd = new Command('proxy').description(
+    'the node proxy: L7 rules (HTTP) on the connections redirected to it',
+  );
+  cmd
+    .command('status')
+    .description('whether the proxy runs, the snapshot version it acknowledged, its listeners and counters')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(async (o: { lab: string; output: OutputFormat }) => {
+      const s = await agentClient(o.lab).call<ProxyManagerStatus>('GET', '/v1/proxy/status');
+      printResult(o.output, s, statusRows(s), [
+        { header: 'field', get: (r) => r.k },
+        { header: 'value', get: (r) => r.v },
+      ]);
+    });
+  cmd
+    .command('run', { hidden: true })
+    .description("run a lab node's proxy in the foreground (the agent starts it)")
+    .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName()))
+    .requiredOption('--ipcache <pin>', "the node's pinned weir_ipcache (read only)")
+    .addOption(
+      new Option('--record-queue <n>', 'L7 records kept while the agent does not read them').argParser(
+        (v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1 || n > 1 << 20)
+            throw new WeirError(
+              'ERR_CLI_OPTION',
+              `--record-queue must be an integer within 1..1048576, not '${v}'`,
+            );
+          return n;
+        },
+      ),
+    )
+    .action(async (o: { lab: string; ipcache: string; recordQueue?: number }) => {
+      await runProxy({
+        lab: o.lab,
+        ipcachePin: o.ipcache,
+        ...(o.recordQueue ? { recordQueue: o.recordQueue } : {}),
+      });
+    });
+  return cmd;
+}

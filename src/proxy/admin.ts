@@ -1,0 +1,147 @@
+// The node proxy's admin API: HTTP/1.1 with JSON bodies over a unix socket only root may open
+// (mode 0600 in a 0700 directory). The agent is its only client:
+//   PUT /v1/snapshot  {snapshot: ProxySnapshot, listeners: {ingress, egress}}  -> {version}
+//                     applies the L7 policy, then (re)opens the listeners; the answer is the
+//                     acknowledgement of the version the proxy runs from now on
+//   GET /v1/status    pid, version, listeners, connections and counters (ProxyStatus)
+//   GET /metrics      Prometheus text
+//   GET /v1/records   NDJSON stream of L7 records ({record} | {lost}); one reader at a time
+import { chmodSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { dirname } from 'node:path';
+import { httpStatus } from '../shared/error-codes.js';
+import { privateDirSync } from '../shared/private-fs.js';
+import { WeirError } from '../shared/errors.js';
+import type { ProxyMetrics } from './metrics.js';
+import type { RecordQueue } from './records.js';
+import type { ListenerPorts, ProxyServer } from './server.js';
+import { parseSnapshot } from './snapshot.js';
+
+export interface ProxyStatus {
+  pid: number;
+  lab: string;
+  /** The handler of ports with HTTP rules. */
+  handler: string;
+  startedAt: string;
+  /** The snapshot version running; null before the first one (no listener yet). */
+  version: number | null;
+  listeners: Partial<ListenerPorts>;
+  connections: { ingress: number; egress: number };
+  redirects: { ingress: number; egress: number };
+  unresolved: { ingress: number; egress: number };
+  upstreamConnectErrors: { ingress: number; egress: number };
+  records: { sent: number; lost: number; waiting: number };
+}
+
+export interface AdminContext {
+  lab: string;
+  handler: string;
+  startedAt: string;
+  server: ProxyServer;
+  metrics: ProxyMetrics;
+  records: RecordQueue;
+}
+
+const maxBody = 64 << 20;
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBody) throw new WeirError('ERR_PROXY_BODY_TOO_LARGE', `request body over ${maxBody} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (err) {
+    throw new WeirError('ERR_PROXY_BAD_JSON', 'request body is not JSON', { cause: err });
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const data = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
+  res.end(data);
+}
+
+function portsOf(v: unknown): ListenerPorts {
+  const p = v as Partial<ListenerPorts> | undefined;
+  const ok = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
+  if (!p || !ok(p.ingress) || !ok(p.egress) || p.ingress === p.egress)
+    throw new WeirError('ERR_PROXY_LISTENERS', 'listeners must be {ingress, egress}: two different ports', {
+      location: { field: 'listeners' },
+    });
+  return { ingress: p.ingress as number, egress: p.egress as number };
+}
+
+export async function status(c: AdminContext): Promise<ProxyStatus> {
+  const byDir = async (m: Parameters<ProxyMetrics['value']>[0]) => ({
+    ingress: await c.metrics.value(m, 'ingress'),
+    egress: await c.metrics.value(m, 'egress'),
+  });
+  return {
+    pid: process.pid,
+    lab: c.lab,
+    handler: c.handler,
+    startedAt: c.startedAt,
+    version: c.server.snapshots.version ?? null,
+    listeners: c.server.ports(),
+    connections: c.server.active(),
+    redirects: await byDir(c.metrics.redirects),
+    unresolved: await byDir(c.metrics.unresolved),
+    upstreamConnectErrors: await byDir(c.metrics.upstreamErrors),
+    records: { sent: c.records.sent, lost: c.records.lost, waiting: c.records.waiting },
+  };
+}
+
+async function route(c: AdminContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = new URL(req.url ?? '/', 'http://weir').pathname;
+  const method = req.method ?? 'GET';
+  if (method === 'GET' && path === '/v1/status') return send(res, 200, await status(c));
+  if (method === 'GET' && path === '/metrics') {
+    const text = await c.metrics.registry.metrics();
+    res.writeHead(200, { 'content-type': c.metrics.registry.contentType });
+    res.end(text);
+    return;
+  }
+  if (method === 'PUT' && path === '/v1/snapshot') {
+    const body = (await readJson(req)) as { snapshot?: unknown; listeners?: unknown };
+    const listeners = portsOf(body?.listeners);
+    const snapshot = parseSnapshot(body?.snapshot);
+    // Policy first: a connection the new listeners accept must find it.
+    c.server.snapshots.apply(snapshot);
+    await c.server.listen(listeners);
+    return send(res, 200, { version: snapshot.version });
+  }
+  if (method === 'GET' && path === '/v1/records') {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    res.flushHeaders();
+    const detach = c.records.attach(res);
+    res.on('close', detach);
+    return;
+  }
+  send(res, 404, { error: { code: 'ERR_PROXY_NOT_FOUND', message: `no route ${method} ${path}` } });
+}
+
+export async function listenAdmin(socketPath: string, c: AdminContext): Promise<Server> {
+  privateDirSync(dirname(socketPath));
+  rmSync(socketPath, { force: true });
+  const server = createServer((req, res) => {
+    route(c, req, res).catch((err: unknown) => {
+      const e =
+        err instanceof WeirError
+          ? { code: err.code, message: err.message, location: err.location, details: err.details }
+          : { code: 'ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
+      const code = err instanceof WeirError ? httpStatus(err.code) : 500;
+      if (!res.headersSent) send(res, code, { error: e });
+      else res.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  chmodSync(socketPath, 0o600);
+  return server;
+}

@@ -1,0 +1,133 @@
+// The agent's side of the node proxy's admin API (admin.ts): snapshot pushes, status, metrics and
+// the L7 record stream, over the proxy's unix socket. Errors are WeirError ERR_PROXY_*; the
+// proxy's own errors keep their code (ERR_PROXY_SNAPSHOT_STALE carries the running version).
+import { request } from 'node:http';
+import { isErrorCode } from '../shared/error-codes.js';
+import { WeirError } from '../shared/errors.js';
+import type { ProxySnapshot } from '../policy/l7/types.js';
+import type { ProxyStatus } from './admin.js';
+import type { RecordLine } from './records.js';
+import type { ListenerPorts } from './server.js';
+
+interface ErrorJson {
+  code: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export class ProxyClient {
+  constructor(
+    readonly socketPath: string,
+    private readonly timeoutMs = 10_000,
+  ) {}
+
+  status(): Promise<ProxyStatus> {
+    return this.#json<ProxyStatus>('GET', '/v1/status');
+  }
+
+  /** Pushes a snapshot and the listener ports; resolves with the version the proxy now runs. */
+  async push(snapshot: ProxySnapshot, listeners: ListenerPorts): Promise<number> {
+    const r = await this.#json<{ version: number }>('PUT', '/v1/snapshot', { snapshot, listeners });
+    return r.version;
+  }
+
+  metrics(): Promise<string> {
+    return this.#request('GET', '/metrics', undefined);
+  }
+
+  /**
+   * Reads the record stream until the proxy ends it or `signal` aborts; every line goes to
+   * `onLine`. Rejects when the proxy cannot be reached.
+   */
+  records(onLine: (line: RecordLine) => void, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const req = request({ socketPath: this.socketPath, method: 'GET', path: '/v1/records' }, (res) => {
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          let i;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(i + 1);
+            if (!line) continue;
+            try {
+              onLine(JSON.parse(line) as RecordLine);
+            } catch {
+              // A torn line (the proxy died mid-write) is dropped.
+            }
+          }
+        });
+        res.on('end', resolve);
+        res.on('error', resolve);
+      });
+      signal.addEventListener('abort', () => {
+        req.destroy();
+        resolve();
+      });
+      req.on('error', (err) => (signal.aborted ? resolve() : reject(unreachable(this.socketPath, err))));
+      req.end();
+    });
+  }
+
+  async #json<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const text = await this.#request(method, path, body);
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new WeirError(
+        'ERR_PROXY_BAD_ANSWER',
+        `proxy answered ${method} ${path} with: ${text.slice(0, 200)}`,
+      );
+    }
+  }
+
+  #request(method: string, path: string, body: unknown): Promise<string> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise<string>((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.socketPath,
+          method,
+          path,
+          headers: payload
+            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+            : {},
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const status = res.statusCode ?? 500;
+            if (status < 400) return resolve(text);
+            try {
+              const e = (JSON.parse(text) as { error: ErrorJson }).error;
+              reject(
+                isErrorCode(e.code)
+                  ? new WeirError(e.code, e.message, { details: e.details ?? {} })
+                  : new WeirError('ERR_PROXY_BAD_ANSWER', `${e.code}: ${e.message}`),
+              );
+            } catch {
+              reject(
+                new WeirError('ERR_PROXY_BAD_ANSWER', `proxy answered ${status}: ${text.slice(0, 200)}`),
+              );
+            }
+          });
+        },
+      );
+      req.on('timeout', () =>
+        req.destroy(new WeirError('ERR_PROXY_TIMEOUT', `the proxy did not answer ${method} ${path}`)),
+      );
+      req.on('error', (err) => reject(err instanceof WeirError ? err : unreachable(this.socketPath, err)));
+      req.end(payload);
+    });
+  }
+}
+
+function unreachable(socketPath: string, err: Error): WeirError {
+  return new WeirError('ERR_PROXY_UNREACHABLE', `no proxy answers on ${socketPath}: ${err.message}`, {
+    cause: err,
+  });
+}

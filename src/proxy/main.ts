@@ -1,0 +1,72 @@
+// `weir proxy run`: the node proxy, one process per node in the node's network namespace, started
+// (and restarted) by the agent, detached from it: it outlives an agent restart, and a restarted
+// agent adopts it through its pid file and admin socket. It listens only once the agent has sent
+// it the first L7 policy snapshot (until then redirected connections fail closed in the datapath).
+import { rmSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { pino } from 'pino';
+import { BpfMap } from '../bpf/index.js';
+import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
+import { privateFileMode } from '../shared/private-fs.js';
+import { listenAdmin } from './admin.js';
+import { createHttpHandler } from './http/handler.js';
+import { ProxyMetrics } from './metrics.js';
+import { proxyPidFile, proxySocket, proxyTitle } from './paths.js';
+import { RecordQueue } from './records.js';
+import { ProxyServer } from './server.js';
+
+const IDENTITY_WORLD = 2;
+
+export interface ProxyOptions {
+  lab: string;
+  /** The pinned weir_ipcache of the node (opened read only). */
+  ipcachePin: string;
+  /** L7 records kept for the agent while it does not read them. */
+  recordQueue?: number;
+}
+
+export async function runProxy(o: ProxyOptions): Promise<void> {
+  process.title = proxyTitle(o.lab);
+  const log = pino({ base: { lab: o.lab, component: 'proxy' } });
+  const ipcacheMap = BpfMap.fromPin(o.ipcachePin, { readOnly: true });
+  const ipcache = new IpcacheMap(ipcacheMap);
+  const metrics = new ProxyMetrics();
+  const records = new RecordQueue(o.recordQueue);
+  const handler = 'http';
+  const server = new ProxyServer({
+    // No ipcache entry: the world (as the datapath decides). A failed read throws: the connection
+    // is reset (fail closed), never judged as some other peer.
+    identityOf: (ip) => ipcache.get(ip) ?? IDENTITY_WORLD,
+    http: createHttpHandler,
+    metrics,
+    records,
+    log,
+  });
+  metrics.sources.snapshotVersion = () => server.snapshots.version;
+  metrics.sources.recordsLost = () => records.lost;
+  const admin: Server = await listenAdmin(proxySocket(o.lab), {
+    lab: o.lab,
+    handler,
+    startedAt: new Date().toISOString(),
+    server,
+    metrics,
+    records,
+  });
+  writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
+  log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'proxy stopping');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  rmSync(proxyPidFile(o.lab), { force: true });
+  admin.closeAllConnections();
+  admin.close();
+  await server.close();
+  ipcacheMap.close();
+  process.exit(0);
+}

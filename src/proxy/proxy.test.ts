@@ -1,0 +1,195 @@
+// The node proxy's pure parts: snapshot validation and versions, the record queue (bounded, losses
+// reported in-band), the interim relay's fail-closed decision, and L7 records as flows.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { proxyPortsOf } from '../agent/proxy-manager.js';
+import { Enricher } from '../observe/enrich.js';
+import { compactLine } from '../observe/format.js';
+import { l7Flow } from '../observe/l7.js';
+import type { PortL7Policy, ProxySnapshot } from '../policy/l7/types.js';
+import { RecordQueue, type RecordSink } from './records.js';
+import { parseSnapshot, SnapshotStore } from './snapshot.js';
+import type { L7Record } from './types.js';
+
+const origin = { kind: 'CiliumNetworkPolicy' as const, namespace: 'app', name: 'p', cookie: 7 };
+const port80 = (ruleSets: PortL7Policy['ruleSets']): PortL7Policy => ({
+  protocol: 'TCP',
+  port: 80,
+  parser: 'http',
+  proxyPort: 10000,
+  ruleSets,
+});
+const snapshot = (version: number, ingress: PortL7Policy[] = [port80([{ origin }])]): ProxySnapshot => ({
+  version,
+  endpoints: [
+    {
+      endpointId: 3,
+      namespace: 'app',
+      pod: 'server',
+      identity: 256,
+      ips: ['10.244.0.3', 'fd00::3'],
+      ingress,
+      egress: [],
+    },
+  ],
+});
+
+describe('snapshots', () => {
+  it('are validated field by field', () => {
+    assert.deepEqual(parseSnapshot(snapshot(1)), snapshot(1));
+    assert.throws(
+      () => parseSnapshot({ version: 1, endpoints: [{ ...snapshot(1).endpoints[0], ips: 'x' }] }),
+      {
+        code: 'ERR_PROXY_SNAPSHOT_INVALID',
+      },
+    );
+    assert.throws(
+      () => parseSnapshot(snapshot(1, [{ ...port80([{ origin }]), parser: 'kafka' as 'http' }])),
+      (err: { code: string; location: { field: string } }) =>
+        err.code === 'ERR_PROXY_SNAPSHOT_INVALID' && err.location.field === 'endpoints.0.ingress.0.parser',
+    );
+  });
+
+  it('answer by address and by endpoint, direction and port; versions only grow', () => {
+    const s = new SnapshotStore();
+    assert.equal(s.loaded, false);
+    s.apply(snapshot(2));
+    assert.equal(s.endpointByIp('fd00::3')?.pod, 'server');
+    assert.equal(s.endpointByIp('10.244.0.9'), undefined);
+    assert.equal(s.portPolicy(3, 'ingress', 80)?.proxyPort, 10000);
+    assert.equal(s.portPolicy(3, 'egress', 80), undefined);
+    assert.throws(() => s.apply(snapshot(1)), { code: 'ERR_PROXY_SNAPSHOT_STALE' });
+    s.apply(snapshot(2, []));
+    assert.equal(s.portPolicy(3, 'ingress', 80), undefined, 'the same version again replaces the content');
+    assert.equal(s.version, 2);
+  });
+});
+
+class Sink implements RecordSink {
+  lines: unknown[] = [];
+  full = false;
+  #drain: (() => void) | undefined;
+  write(line: string): boolean {
+    this.lines.push(JSON.parse(line));
+    return !this.full;
+  }
+  once(_: 'drain', cb: () => void): void {
+    this.#drain = cb;
+  }
+  drain(): void {
+    this.full = false;
+    const cb = this.#drain;
+    this.#drain = undefined;
+    cb?.();
+  }
+}
+
+const record = (n: number): L7Record => ({
+  timeNs: '1700000000123456789',
+  type: 'REQUEST',
+  direction: 'ingress',
+  endpointId: 3,
+  verdict: 'FORWARDED',
+  source: { ip: '10.244.0.2', port: 40000 + n, identity: 257 },
+  destination: { ip: '10.244.0.3', port: 80, identity: 256 },
+  http: { method: 'GET', url: 'http://server/public', protocol: 'HTTP/1.1', headers: [] },
+  policy: origin,
+});
+
+describe('the record queue', () => {
+  it('keeps records for a late reader, sheds beyond its bound and says so in-band', () => {
+    const q = new RecordQueue(2);
+    for (let i = 0; i < 5; i++) q.push(record(i));
+    assert.deepEqual([q.waiting, q.lost], [2, 3]);
+    const sink = new Sink();
+    q.attach(sink);
+    assert.deepEqual(
+      sink.lines.map((l) => ('lost' in (l as object) ? `lost ${(l as { lost: number }).lost}` : 'record')),
+      ['lost 3', 'record', 'record'],
+    );
+    assert.equal(q.sent, 2);
+  });
+
+  it('waits for a full reader to drain, never blocking the proxy', () => {
+    const q = new RecordQueue(10);
+    const sink = new Sink();
+    q.attach(sink);
+    sink.full = true;
+    q.push(record(1));
+    q.push(record(2));
+    assert.equal(sink.lines.length, 1);
+    assert.equal(q.waiting, 1);
+    sink.drain();
+    assert.equal(sink.lines.length, 2);
+    assert.equal(q.waiting, 0);
+  });
+});
+
+describe('L7 records become flows', () => {
+  const enricher = new Enricher({
+    endpointByIfindex: () => undefined,
+    endpointByIp: (ip) =>
+      ip === '10.244.0.3'
+        ? { id: 3, namespace: 'app', pod: 'server', identity: 256, labels: ['k8s:role=server'] }
+        : undefined,
+    identityLabels: (id) => (id === 257 ? ['k8s:role=client'] : undefined),
+    rule: (c) =>
+      c === 7
+        ? {
+            kind: 'CiliumNetworkPolicy',
+            namespace: 'app',
+            name: 'p',
+            direction: 'ingress',
+            ruleIndex: 0,
+            deny: false,
+          }
+        : undefined,
+  });
+
+  it('a request: Type L7, Hubble fields, the rule that allowed it', () => {
+    const f = l7Flow(record(1), { nodeName: 'node1', enricher, uuid: () => 'u' });
+    assert.equal(f.Type, 'L7');
+    assert.equal(f.event_type.type, 129);
+    assert.equal(f.verdict, 'FORWARDED');
+    assert.equal(f.traffic_direction, 'INGRESS');
+    assert.equal(f.time, '2023-11-14T22:13:20.123456789Z');
+    assert.deepEqual(f.l7, {
+      type: 'REQUEST',
+      latency_ns: 0,
+      http: { code: 0, method: 'GET', url: 'http://server/public', protocol: 'HTTP/1.1', headers: [] },
+    });
+    assert.equal(f.destination.pod_name, 'server');
+    assert.deepEqual(f.source.labels, ['k8s:role=client']);
+    assert.equal(f.ingress_allowed_by?.[0]?.name, 'p');
+    assert.match(compactLine(f), /http-request INGRESS FORWARDED \(HTTP\/1\.1 GET http:\/\/server\/public\)/);
+  });
+
+  it('a denied request is DROPPED (as Hubble maps Denied), a response shows code and latency', () => {
+    const denied = l7Flow(
+      { ...record(2), verdict: 'DENIED', detail: 'l7_policy_denied' },
+      { nodeName: 'n', enricher },
+    );
+    assert.equal(denied.verdict, 'DROPPED');
+    assert.equal(denied.ingress_denied_by?.[0]?.name, 'p');
+    assert.equal(denied.weir.detail, 'l7_policy_denied');
+    const res = l7Flow(
+      {
+        ...record(3),
+        type: 'RESPONSE',
+        latencyNs: 3_200_000,
+        http: { method: 'GET', url: 'http://server/public', protocol: 'HTTP/1.1', code: 200, headers: [] },
+      },
+      { nodeName: 'n', enricher },
+    );
+    assert.equal(res.is_reply, true);
+    assert.equal(res.Summary, 'HTTP/1.1 200 3ms (GET http://server/public)');
+  });
+});
+
+describe('the proxy port range', () => {
+  it('gives the first two ports; bad ranges are refused', () => {
+    assert.deepEqual(proxyPortsOf('10000-20000'), { ingress: 10000, egress: 10001 });
+    for (const bad of ['10000', '20000-10000', '80-90', '10000-10000', '10000-70000'])
+      assert.throws(() => proxyPortsOf(bad), { code: 'ERR_AGENT_CONFIG' }, bad);
+  });
+});

@@ -1,0 +1,216 @@
+// The node proxy's process side: transparent listeners (one per direction and address family),
+// the identification of every accepted connection, transparent upstream connections, and the
+// hand-off to the protocol handler of the port's parser.
+//
+// An accepted socket was assigned to a listener by the datapath (bpf/lib/proxy.h): its local
+// address is the original destination, its remote address the original client. The listener
+// tells the direction; the snapshot tells the endpoint (by the destination address at ingress,
+// the source at egress) and the port's L7 policy (looked up again on every policy() call, so a
+// new snapshot applies to open connections); the pinned ipcache tells the peer's identity. A
+// connection that cannot be identified is reset: fail closed.
+import { Socket, createServer, type Server } from 'node:net';
+import type { Logger } from 'pino';
+import { ProxyMark } from '../datapath/proxy-marks.js';
+import { WeirError } from '../shared/errors.js';
+import type { HandlerFactory, ProtocolHandler } from './handler.js';
+import type { ProxyMetrics } from './metrics.js';
+import type { RecordQueue } from './records.js';
+import { SnapshotStore } from './snapshot.js';
+import { closeFd, listener, upstream } from './transparent.js';
+import type { L7Record, ProxiedConnection } from './types.js';
+
+export type Direction = 'ingress' | 'egress';
+
+/** The listener port of each direction (the agent's settings; the snapshot's entries name them). */
+export interface ListenerPorts {
+  ingress: number;
+  egress: number;
+}
+
+/** How long an upstream connection may take to connect (Envoy's cluster connect_timeout). */
+export const UPSTREAM_CONNECT_TIMEOUT_MS = 5000;
+
+export interface ProxyServerOptions {
+  /** Security identity of an address (the pinned weir_ipcache, read only). */
+  identityOf(ip: string): number;
+  /** The protocol handler of the HTTP parser. */
+  http: HandlerFactory;
+  metrics: ProxyMetrics;
+  records: RecordQueue;
+  log: Logger;
+}
+
+interface Listening {
+  port: number;
+  servers: Server[];
+}
+
+export class ProxyServer {
+  readonly snapshots = new SnapshotStore();
+  readonly #o: ProxyServerOptions;
+  readonly #listening = new Map<Direction, Listening>();
+  readonly #handler: ProtocolHandler;
+  /** "ip|port" of every accepted connection's client: an upstream never takes one (see below). */
+  readonly #clients = new Map<string, number>();
+  readonly #active = { ingress: 0, egress: 0 };
+
+  constructor(o: ProxyServerOptions) {
+    this.#o = o;
+    this.#handler = o.http({
+      connector: (conn) => this.connect(conn),
+      onRecord: (r: L7Record) => {
+        o.metrics.records.inc();
+        o.records.push(r);
+      },
+    });
+  }
+
+  /** Listener ports now, by direction. */
+  ports(): Partial<ListenerPorts> {
+    return Object.fromEntries([...this.#listening].map(([d, l]) => [d, l.port]));
+  }
+
+  active(): { ingress: number; egress: number } {
+    return { ...this.#active };
+  }
+
+  /**
+   * Listens on `ports` (IPv4 and IPv6 each). A changed port gets a new listener before the old
+   * one stops accepting; connections already accepted stay. All or nothing per call.
+   */
+  async listen(ports: ListenerPorts): Promise<void> {
+    for (const direction of ['ingress', 'egress'] as const) {
+      const want = ports[direction];
+      const have = this.#listening.get(direction);
+      if (have?.port === want) continue;
+      const servers = await this.#open(direction, want);
+      this.#listening.set(direction, { port: want, servers });
+      if (have) for (const s of have.servers) s.close();
+      this.#o.log.info({ direction, port: want }, 'listening');
+    }
+  }
+
+  async #open(direction: Direction, port: number): Promise<Server[]> {
+    const fds: number[] = [];
+    const servers: Server[] = [];
+    try {
+      for (const family of [4, 6] as const) fds.push(listener({ family, port }));
+      for (const fd of fds.splice(0)) {
+        const server = createServer({ allowHalfOpen: true }, (s) => this.#accept(direction, s));
+        server.on('error', (err) => this.#o.log.error({ err, direction, port }, 'listener error'));
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ fd }, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+        servers.push(server);
+      }
+      return servers;
+    } catch (err) {
+      for (const fd of fds) closeFd(fd);
+      for (const s of servers) s.close();
+      throw err instanceof WeirError
+        ? err
+        : new WeirError('ERR_PROXY_LISTEN', `cannot listen on port ${port}: ${(err as Error).message}`);
+    }
+  }
+
+  #accept(direction: Direction, socket: Socket): void {
+    const m = this.#o.metrics;
+    m.redirects.inc({ direction });
+    socket.on('error', () => undefined); // the handler takes over; a reset before that is not fatal
+    const src = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    const dst = { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 };
+    const ep = this.snapshots.endpointByIp(direction === 'ingress' ? dst.ip : src.ip);
+    if (!ep) {
+      m.unresolved.inc({ direction });
+      this.#o.log.warn({ direction, src, dst }, 'connection of no known endpoint: reset');
+      socket.resetAndDestroy();
+      return;
+    }
+    let remoteIdentity: number;
+    try {
+      remoteIdentity = this.#o.identityOf(direction === 'ingress' ? src.ip : dst.ip);
+    } catch (err) {
+      // The peer's identity decides which rules apply: an unreadable ipcache fails closed.
+      m.unresolved.inc({ direction });
+      this.#o.log.error({ err, direction, src, dst }, 'cannot read the peer identity: reset');
+      socket.resetAndDestroy();
+      return;
+    }
+    const conn: ProxiedConnection = {
+      direction,
+      endpoint: { id: ep.endpointId, identity: ep.identity, namespace: ep.namespace, pod: ep.pod },
+      remoteIdentity,
+      src,
+      dst,
+      policy: () => this.snapshots.portPolicy(ep.endpointId, direction, dst.port),
+    };
+    const key = `${src.ip}|${src.port}`;
+    this.#clients.set(key, (this.#clients.get(key) ?? 0) + 1);
+    this.#active[direction]++;
+    m.active.inc({ direction });
+    socket.once('close', () => {
+      const n = (this.#clients.get(key) ?? 1) - 1;
+      if (n > 0) this.#clients.set(key, n);
+      else this.#clients.delete(key);
+      this.#active[direction]--;
+      m.active.dec({ direction });
+    });
+    this.#handler.handle(socket, conn);
+  }
+
+  /**
+   * The UpstreamConnector: a connection to the original destination from the original client's
+   * address (IP_TRANSPARENT), marked as the proxy's (SO_MARK) so the datapath does not redirect
+   * it back. Its source port comes from below the ephemeral range (transparent.ts UPSTREAM_PORTS)
+   * and is never one a client of this proxy uses from the same address: when both ends of a
+   * connection filter (egress proxy, then ingress proxy on this node), the ingress listener would
+   * otherwise accept a second socket with the very tuple of one the egress listener holds.
+   */
+  connect(conn: ProxiedConnection): Socket {
+    const m = this.#o.metrics;
+    const direction = conn.direction;
+    let sock: Socket;
+    try {
+      const fd = upstream({
+        src: conn.src.ip,
+        mark: direction === 'ingress' ? ProxyMark.PROXY_INGRESS : ProxyMark.PROXY_EGRESS,
+        avoid: (port) => this.#clients.has(`${conn.src.ip}|${port}`),
+      });
+      sock = new Socket({ fd, allowHalfOpen: true });
+    } catch (err) {
+      m.upstreamErrors.inc({ direction });
+      this.#o.log.warn({ err, src: conn.src }, 'cannot open an upstream socket');
+      const failed = new Socket();
+      process.nextTick(() => failed.destroy(err as Error));
+      return failed;
+    }
+    let connected = false;
+    const timer = setTimeout(() => {
+      sock.destroy(
+        Object.assign(new Error(`connect to ${conn.dst.ip}:${conn.dst.port} timed out`), {
+          code: 'ETIMEDOUT',
+        }),
+      );
+    }, UPSTREAM_CONNECT_TIMEOUT_MS);
+    sock.once('connect', () => {
+      connected = true;
+      clearTimeout(timer);
+    });
+    sock.once('close', () => clearTimeout(timer));
+    sock.once('error', () => {
+      if (!connected) m.upstreamErrors.inc({ direction });
+    });
+    sock.connect({ host: conn.dst.ip, port: conn.dst.port });
+    return sock;
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.#listening.values()) for (const s of l.servers) s.close();
+    this.#listening.clear();
+    await this.#handler.close();
+  }
+}

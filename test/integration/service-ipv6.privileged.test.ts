@@ -268,8 +268,8 @@ spec: { ${spec}, ports: [{ port: 80 }] }
 
   it('without an IPv6 service CIDR refuses RequireDualStack and gives PreferDualStack IPv4 only', async () => {
     await stopAgent(LAB);
-    const state = await (await Lab.open(LAB)).requireState();
-    await startAgent({ lab: LAB, nodeNetns: state.node.netns, agentArgs: ['--service-cidr-v6', 'none'] });
+    const node = await (await Lab.open(LAB)).node();
+    await startAgent({ lab: LAB, nodeNetns: node.netns, agentArgs: ['--service-cidr-v6', 'none'] });
     // The IPv6 entries read back from the maps are what the model wants: the restart writes nothing.
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
       regenerations: { lastUpserts: number; lastDeletes: number };

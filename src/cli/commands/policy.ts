@@ -16,7 +16,7 @@ import {
 } from '../../policy/trace.js';
 import type { HttpRule } from '../../policy/l7/types.js';
 import { WeirError } from '../../shared/errors.js';
-import { agentClient } from '../../agent/link.js';
+import { agentClient } from '../../agent/client.js';
 
 /** Policies, Namespaces and Pods from manifests (the shared loader validates them). Pods without
  * status.podIP get lab-style addresses (10.244.0.2, .3, … in file order). */

@@ -560,6 +560,7 @@ describe('bounded resources', () => {
       await Promise.all(work);
       await eventually(() => px.handler.stats().connectionsActive === 0, 5000, 'connections to close');
       px.records.length = 0;
+      px.access.length = 0;
       up.seen.length = 0;
       gc();
       return process.memoryUsage().heapUsed;

@@ -11,6 +11,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger as Pino } from 'pino';
+import { macIn } from '../bpf/index.js';
 import { Datapath } from '../datapath/loader.js';
 import { namespaceProblems } from '../k8s/namespaces.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
@@ -42,6 +43,9 @@ const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
 
 /** The node's device holding its IP (the lab's dummy): where the node proxy is reached from tc egress. */
 export const HOST_DEVICE = 'weir_host';
+
+/** The pod's own interface (the lab's, and a CNI's default CNI_IFNAME). */
+const POD_IFNAME = 'eth0';
 
 export interface AgentConfig extends LbSettings {
   lab: string;
@@ -283,12 +287,14 @@ export class Agent {
     // A new endpoint's map is empty until regenerate() writes its entries: new connections drop.
     // An existing one (agent restart) keeps its maps and entries; its programs are replaced
     // atomically by this run's, so a changed datapath or setting takes effect without a gap.
+    const local = this.localRoute(pod, node);
     this.datapath.attachEndpoint({
       netns: node.netns,
       ifindex: pod.hostIfindex,
       endpointId: id,
       identity: have?.identity ?? 0,
       flags: have?.flags ?? 0,
+      ...(local ? { local } : {}),
     });
     // Socket LB: the pod's connect()/sendmsg() to a service address pick a backend before any
     // packet exists, so the tc programs (and policy) see pod -> backend.
@@ -297,6 +303,31 @@ export class Agent {
     this.attached.add(id);
     this.written.set(id, this.written.get(id) ?? []);
     this.log.info({ endpoint: id, pod: key, ifname: pod.hostIfname }, 'endpoint attached');
+  }
+
+  /**
+   * eBPF host routing into the pod (weir_lxc): its addresses and the MACs the node's routing would
+   * write (the pod's eth0 as destination, its host veth as source). Unreadable (the pod's netns is
+   * going away): none, and packets for it take the node's stack, judged by its weir_to_container.
+   */
+  private localRoute(
+    pod: PodState,
+    node: NodeState,
+  ): { ips: string[]; mac: string; hostMac: string } | undefined {
+    if (this.datapath.hostRouting !== 'bpf') return undefined;
+    try {
+      return {
+        ips: [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])],
+        mac: macIn(pod.netns, POD_IFNAME),
+        hostMac: macIn(node.netns, pod.hostIfname),
+      };
+    } catch (err) {
+      this.log.warn(
+        { err, pod: `${pod.namespace}/${pod.name}` },
+        'no host routing into the pod: its MAC is unreadable',
+      );
+      return undefined;
+    }
   }
 
   private engineInput(policies: Policy[]): EngineInput {

@@ -65,7 +65,6 @@ describe('snapshots', () => {
   });
 });
 
-
 class Sink implements RecordSink {
   lines: unknown[] = [];
   full = false;

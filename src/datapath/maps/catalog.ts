@@ -80,6 +80,20 @@ export const MAPS = [
     'which endpoint a packet on a pod veth belongs to; ENDPOINT_F_FAIL_CLOSED',
   ),
   lxc(
+    'weir_lxc',
+    'hash',
+    'bpf/lib/host_routing.h',
+    'pod address → {host veth ifindex, pod MAC, host veth MAC}',
+    'eBPF host routing: which local pod an address is, to apply its ingress policy and deliver into it (`bpf_redirect_peer`)',
+  ),
+  lxc(
+    'weir_calls',
+    'prog_array',
+    'bpf/lib/host_routing.h',
+    'stage → program',
+    'tail calls: the ingress stage of a local destination (`weir_to_local`), filled before any pod program is attached',
+  ),
+  lxc(
     'weir_policy',
     'hash_of_maps',
     'bpf/lib/policy.h',
@@ -202,6 +216,14 @@ export const MAPS = [
     'bpf/lib/nodeport.h',
     '{tuple, direction} → translated tuple, backend id',
     'NodePort connections from outside: DNAT/SNAT (or DSR) both ways',
+  ),
+  lxc(
+    'weir_flow_scratch',
+    'percpu_array',
+    'bpf/lxc.c',
+    '0 → parsed packet',
+    'the parsed packet of the running pod program (off the BPF stack, which tail calls keep whole)',
+    { lifetime: 'per-load' as const },
   ),
   lxc(
     'weir_refuse_scratch',

@@ -18,6 +18,7 @@ import {
   LbService,
   LbSkKey,
 } from './lb/layout.js';
+import { LxcInfo, LxcKey } from './lxc/layout.js';
 import { MetricsKey, MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';
 
@@ -38,6 +39,8 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     MetricsKey,
     MetricsValue,
     FlowEventLayout,
+    LxcKey,
+    LxcInfo,
   ];
   for (const codec of codecs) {
     it(`struct ${codec.name}`, () => checkLayout(codec, lxc, codec.name));

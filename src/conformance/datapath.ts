@@ -8,6 +8,7 @@
 import { isIPv4 } from 'node:net';
 import { agentClient, agentHooks } from '../agent/link.js';
 import { startAgent, stopAgent } from '../agent/spawn.js';
+import type { HostRouting } from '../datapath/loader.js';
 import { objectKey, type StoredObject } from '../agent/store.js';
 import { parseManifests, type Manifest } from '../k8s/index.js';
 import { Lab, parseLabSpec, probe, type Logger } from '../lab/index.js';
@@ -23,6 +24,8 @@ export interface DatapathProberOptions {
   concurrency?: number;
   /** false: the agent runs with --socket-lb off, so Services are translated at tc only. */
   socketLB?: boolean;
+  /** The agent's --host-routing (default: the agent's, bpf). */
+  hostRouting?: HostRouting;
   log?: Logger;
 }
 
@@ -54,7 +57,10 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
       await startAgent({
         lab: name,
         nodeNetns: (await lab.requireState()).node.netns,
-        ...(opts.socketLB === false ? { agentArgs: ['--socket-lb', 'off'] } : {}),
+        settings: {
+          ...(opts.socketLB === false ? { socketLB: false } : {}),
+          ...(opts.hostRouting ? { hostRouting: opts.hostRouting } : {}),
+        },
       });
       await applyLab(lab, topology, {
         file: topology.key,

@@ -63,7 +63,7 @@ describe('eBPF host routing in a lab', { timeout: 240_000 }, () => {
     await ok(['apply', '-f', join(dir, 'app.yaml')], LAB);
     ips = Object.fromEntries((await lab.pods()).map((p) => [p.name, p.ip]));
     // Counting rules: no target, so they change nothing but their counters.
-    for (const [src, dst] of pairs()) await iptables(['-A', 'FORWARD', '-s', src, '-d', dst]);
+    for (const [src = '', dst = ''] of pairs()) await iptables(['-A', 'FORWARD', '-s', src, '-d', dst]);
   });
 
   after(async () => {

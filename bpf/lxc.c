@@ -3,6 +3,9 @@
  *
  *   weir_from_container  tc ingress of the host veth: packets the pod sends (its egress)
  *   weir_to_container    tc egress of the host veth: packets sent to the pod (its ingress)
+ *   weir_to_local        tail called by weir_from_container (eBPF host routing,
+ *                        lib/host_routing.h): the ingress of a destination pod of this node,
+ *                        which then receives the packet with bpf_redirect_peer
  *
  * Both run the same pipeline (__handle): endpoint -> parse -> fragments -> conntrack -> (new
  * connections only) fail-closed check, ipcache, policy, conntrack entry. The kernel routes what

@@ -6,7 +6,9 @@
 // (maps/catalog.ts, also the table in docs/datapath.md). Pins, under pinDir (e.g.
 // /sys/fs/bpf/weir/<lab>/<node>): every map the catalogue marks pinned, by its name; the inner
 // policy maps as policy_<endpoint id>; the two tc programs weir_from_container and
-// weir_to_container. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
+// weir_to_container. weir_to_local (eBPF host routing's ingress stage of a local destination) is
+// never attached: the pinned program array weir_calls holds it, filled at every load before any
+// endpoint is attached. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
 // loaded after lxc.o with lxc.o's lb maps (reuseMap), pinned or not. Its programs are not
 // pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev and weir_to_proxy are
 // not pinned either (attachNetdev's and attachHost's filters hold them).

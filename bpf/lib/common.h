@@ -148,13 +148,8 @@ struct frag_ports {
 	__be16 dport;
 };
 
-/* ---- metrics: per-CPU counters of forwards (reason 0) and drops (reason = drop code). */
-struct metrics_key {
-	__u8 reason;
-	__u8 direction;
-	__u16 pad1;
-	__u32 pad2;
-};
+/* ---- metrics: per-CPU counters of forwards (reason 0) and drops (reason = drop code), one array
+ * slot per {reason, direction}: reason << 2 | direction (lib/metrics.h). */
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;

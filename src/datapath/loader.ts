@@ -21,6 +21,7 @@ import {
   BpfObject,
   BpfProgram,
   ERR_BPF_NOT_FOUND,
+  MapType,
   TypedMap,
   attachCgroup,
   attachTc,
@@ -45,12 +46,14 @@ import { LxcMap } from './maps/lxc/index.js';
 import { MAGLEV_TABLE_SIZES } from './maps/lb/layout.js';
 import {
   checkKind,
+  mapDecl,
   openPinned,
   pinnedMaps,
   policyPinName,
   POLICY_PIN,
   reusedMaps,
   type ObjectMapName,
+  type PinnedMapName,
 } from './maps/catalog.js';
 import { MetricsMap } from './maps/metrics/index.js';
 import { PolicyMap, type PolicyMapEntry } from './maps/policy/index.js';
@@ -319,7 +322,11 @@ export class Datapath {
       });
       obj.setMapMaxEntries('weir_ct', ctMax);
       obj.setMapMaxEntries('weir_events', eventsBytes);
-      if (opts.pinDir) for (const name of PINNED_MAPS) obj.reuseOrPinMap(name, join(opts.pinDir, name));
+      if (opts.pinDir)
+        for (const name of PINNED_MAPS) {
+          replaceStalePin(opts.pinDir, name);
+          obj.reuseOrPinMap(name, join(opts.pinDir, name));
+        }
       obj.load();
       // The stages first: entry programs attached below (or by a previous agent, which share the
       // pinned weir_calls) tail call into them. Replacing a slot is atomic.
@@ -653,6 +660,21 @@ export class Datapath {
     }
     if (readdirSync(dir).length === 0) rmdirSync(dir);
   }
+}
+
+/**
+ * A counters-only map (the catalogue's replaceOtherKind) pinned by an earlier weir as another kind
+ * of map: the pin goes, the load creates the map anew. Programs still attached keep the old map
+ * until they are replaced.
+ */
+function replaceStalePin(pinDir: string, name: PinnedMapName): void {
+  const decl = mapDecl(name);
+  const path = join(pinDir, name);
+  if (!decl?.replaceOtherKind || !existsSync(path)) return;
+  const pinned = BpfMap.fromPin(path);
+  const stale = pinned.type !== MapType[decl.kind];
+  pinned.close();
+  if (stale) unlinkSync(path);
 }
 
 /** The map's entries; a failure says whose policy map it was (the BpfError names map and errno). */

@@ -39,6 +39,11 @@ export interface MapDecl {
   readonly entry: string;
   /** One line: what it is for. */
   readonly purpose: string;
+  /**
+   * Counters only: a pin of another kind (an earlier weir's) is removed and the map created anew
+   * at load, instead of refusing it (ERR_BPF_MAP_INCOMPATIBLE).
+   */
+  readonly replaceOtherKind?: boolean;
 }
 
 /** A map lxc.o declares and creates (pinned unless `more` says otherwise). */
@@ -48,9 +53,10 @@ function lxc<N extends string, L extends MapDecl['lifetime'] = 'pinned'>(
   source: string,
   entry: string,
   purpose: string,
-  more: { lifetime?: L; reusedBy?: readonly ObjectName[] } = {},
+  more: { lifetime?: L; reusedBy?: readonly ObjectName[]; replaceOtherKind?: boolean } = {},
 ): MapDecl & { name: N; lifetime: L; owner: 'lxc' } {
   return {
+    ...(more.replaceOtherKind ? { replaceOtherKind: true } : {}),
     name,
     kind,
     lifetime: more.lifetime ?? ('pinned' as L),
@@ -126,10 +132,11 @@ export const MAPS = [
   ),
   lxc(
     'weir_metrics',
-    'percpu_hash',
+    'percpu_array',
     'bpf/lib/metrics.h',
-    '{reason, direction} → {packets, bytes}',
-    'forwards and drops by reason and direction (`weir bpf metrics list`)',
+    'reason << 2 | direction → {packets, bytes}',
+    'forwards and drops by reason and direction (`weir bpf metrics list`); a pin of the earlier per-CPU hash is replaced at load (its counts restart)',
+    { replaceOtherKind: true },
   ),
   lxc(
     'weir_events',

@@ -19,7 +19,7 @@ import {
   LbSkKey,
 } from './lb/layout.js';
 import { LxcInfo, LxcKey } from './lxc/layout.js';
-import { MetricsKey, MetricsValue } from './metrics/layout.js';
+import { MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';
 
 const lxc = bpfObject('lxc');
@@ -36,7 +36,6 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     CtEntry,
     FragKey,
     FragPorts,
-    MetricsKey,
     MetricsValue,
     FlowEventLayout,
     LxcKey,

@@ -168,7 +168,9 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			m.flags |= EVENT_F_FROM_PROXY;
 	}
 
-	now = bpf_ktime_get_ns();
+	/* Conntrack's clock: CLOCK_MONOTONIC at tick granularity (lifetimes are seconds, and lag up to
+	 * CT_LIFETIME_SLACK_NS anyway), a few ns rather than a clock-source read per packet. */
+	now = bpf_ktime_get_coarse_ns();
 	/* The pod answering its own connection through a Service (hairpin, lib/lb_nat.h): back into
 	 * the pod, from the frontend. */
 	if (dir == DIR_EGRESS && lb_nat_hairpin_reply(skb, f, bytes, now) == 0) {

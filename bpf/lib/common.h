@@ -116,7 +116,7 @@ struct ct_entry {
 	__u64 bytes_fwd;
 	__u64 packets_rev;
 	__u64 bytes_rev;
-	__u64 lifetime_ns; /* expires when bpf_ktime_get_ns() passes this */
+	__u64 lifetime_ns; /* expires when CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns()) passes this */
 	__u32 cookie;      /* policy rule that allowed the connection */
 	__u32 src_identity;
 	__u16 tcp_flags_fwd; /* TCP flags seen from the initiator */

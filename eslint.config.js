@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'src/ui/static/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.deps/**', 'bench/results/**', 'src/ui/static/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

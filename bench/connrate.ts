@@ -10,7 +10,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { agentClient } from '../src/agent/link.js';
+import { agentClient } from '../src/agent/client.js';
 import type { Lab } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
 import { run } from '../src/shared/exec.js';

@@ -4,11 +4,11 @@
 // (conntrack first, the client's rules last, a final DROP: how iptables-based policy enforces).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentClient } from '../src/agent/link.js';
+import { agentClient } from '../src/agent/client.js';
 import { nodePinDir } from '../src/agent/paths.js';
-import { BpfProgram, attachTc, detachTc } from '../src/bpf/index.js';
-import { PROGRAMS } from '../src/datapath/loader.js';
-import type { StoredObject } from '../src/agent/store.js';
+import { BpfProgram, attachTc, detachCgroup, detachTc, queryCgroup } from '../src/bpf/index.js';
+import { PROGRAMS, SOCK_PROGRAMS } from '../src/datapath/loader.js';
+import type { DesiredObject } from '../src/cluster/objects.js';
 import type { Lab } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
 import { run } from '../src/shared/exec.js';
@@ -59,7 +59,7 @@ export const agentStatus = (lab: string) => agentClient(lab).call<AgentStatus>('
 const policyName = 'bench-server-ingress';
 
 /** The server's ingress: the client on both measured ports, N−1 CIDR peers on the iperf3 port. */
-export function serverPolicy(peers: number): StoredObject {
+export function serverPolicy(peers: number): DesiredObject {
   const ingress: unknown[] = [
     {
       fromEndpoints: [{ matchLabels: { app: 'client' } }],
@@ -199,6 +199,28 @@ export async function tcFilters(lab: Lab): Promise<number> {
       count += out.stdout.split('\n').filter((l) => l.startsWith('filter')).length;
     }
   return count;
+}
+
+/**
+ * Detaches everything weir's agent attached to the lab (with the agent stopped): the tc programs
+ * of every pod's host veth and the socket hooks of the pods' and the node's cgroups. Maps stay.
+ */
+export async function detachWeir(lab: Lab): Promise<void> {
+  const node = await lab.node();
+  const pods = await lab.pods();
+  for (const p of pods)
+    for (const direction of ['ingress', 'egress'] as const)
+      detachTc({ netns: node.netns, ifindex: p.hostIfindex, direction });
+  for (const cgroupPath of [node.cgroupPath, ...pods.map((p) => p.cgroupPath)])
+    for (const attachType of Object.keys(SOCK_PROGRAMS) as (keyof typeof SOCK_PROGRAMS)[])
+      for (const id of queryCgroup({ cgroupPath, attachType }).progIds) {
+        const program = BpfProgram.fromId(id);
+        try {
+          detachCgroup({ cgroupPath, attachType, program });
+        } finally {
+          program.close();
+        }
+      }
 }
 
 /** Switches between the raw path and the enforced one, for runs paired in time. */

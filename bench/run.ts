@@ -10,6 +10,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, stopAgent } from '../src/agent/spawn.js';
+import { agentClient } from '../src/agent/client.js';
+import { toDesired } from '../src/cluster/objects.js';
 import { parseManifests } from '../src/k8s/index.js';
 import { Lab, parseLabSpec } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
@@ -17,6 +19,7 @@ import { repoRoot } from '../src/shared/paths.js';
 import { reportedMetrics, measurements, startServers, type BenchContext } from './measurements.js';
 import {
   agentStatus,
+  detachWeir,
   forwardRules,
   iptablesPolicy,
   iptablesSwitch,
@@ -52,8 +55,8 @@ export interface Scenario {
   teardown(lab: Lab): Promise<void>;
 }
 
-/** The bench lab (WEIR_BENCH_LAB: another name keeps parallel checkouts' benches apart). */
-const labName = process.env.WEIR_BENCH_LAB ?? 'weirbench';
+/** WEIR_BENCH_LAB names the lab, so benches of parallel checkouts do not remove each other's. */
+const labName = process.env.WEIR_BENCH_LAB || 'weirbench';
 const seconds = Number(process.env.WEIR_BENCH_SECONDS ?? 5);
 const runs = Number(process.env.WEIR_BENCH_RUNS ?? 3);
 const policySeconds = Number(process.env.WEIR_BENCH_POLICY_SECONDS ?? 3);
@@ -241,13 +244,21 @@ async function main(): Promise<void> {
     await lab.up(parseLabSpec({ name: labName, nodes: [{ name: 'node1', podCIDR: '10.244.0.0/21' }] }), {
       log,
     });
-    await lab.apply(
-      [
+    // Pods are created by the node's agent, through its API.
+    await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+    await agentClient(labName).call('POST', '/v1/apply', {
+      objects: [
         ...parseManifests('apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n', '<bench>'),
         ...parseManifests(podsYaml, '<bench>'),
-      ],
-      { log },
-    );
+      ].map(toDesired),
+    });
+    if (sections.has('policy')) {
+      // The scenarios without weir come first: the agent goes and what it attached (tc programs,
+      // socket hooks) is detached, so the pods are plain veths and routes. Started again for the
+      // weir scenarios, it attaches every pod anew.
+      await stopAgent(labName);
+      await detachWeir(lab);
+    }
     const servers = sections.has('policy') ? await startServers(lab) : [];
     const rawPair =
       sections.has('policy') || sections.has('connrate') ? await startRawPair(labName) : undefined;

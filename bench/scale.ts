@@ -2,9 +2,9 @@
 // their netns, veths, programs and maps), and at each size a series of policy changes is timed
 // from the API call until the new entry is in the selected endpoint's pinned policy map.
 import { join } from 'node:path';
-import { agentClient, agentHooks } from '../src/agent/link.js';
+import { agentClient } from '../src/agent/client.js';
 import { nodePinDir } from '../src/agent/paths.js';
-import type { StoredObject } from '../src/agent/store.js';
+import { toDesired, type DesiredObject, type PodInfo } from '../src/cluster/objects.js';
 import { BpfMap } from '../src/bpf/index.js';
 import { PolicyMap } from '../src/datapath/maps/policy/index.js';
 import { parseManifests } from '../src/k8s/index.js';
@@ -36,24 +36,29 @@ metadata:
 spec: {containers: [{name: idle, ports: [{containerPort: 8080}]}]}`,
   ).join('\n---\n');
 
-/** Adds workload-less pods until the lab has `total` pods, attached by the agent as they come. */
+/**
+ * Adds workload-less pods until the lab has `total` pods, through the API in batches; each apply
+ * answers once the node runs the pods, attached and enforced.
+ */
 export async function growTo(lab: Lab, total: number, log: Logger): Promise<number> {
-  const have = (await lab.pods()).length;
-  const existingIdle = (await lab.pods(scaleNs)).length;
+  const client = agentClient(lab.name);
+  const pods = (await client.call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
+  const have = pods.length;
+  const existingIdle = pods.filter((p) => p.namespace === scaleNs).length;
   const batch = 250;
   const t0 = performance.now();
   const ns = parseManifests(`apiVersion: v1\nkind: Namespace\nmetadata: {name: ${scaleNs}}\n`, '<bench>');
   for (let i = existingIdle; i < existingIdle + (total - have); i += batch) {
     const end = Math.min(i + batch, existingIdle + (total - have));
     log(`  pods ${scaleNs}/idle-${i}..${end - 1}`);
-    const link = agentHooks(lab.name);
-    await lab.apply([...ns, ...parseManifests(idlePods(i, end), '<bench>')], link.hooks);
-    await link.sync();
+    await client.call('POST', '/v1/apply', {
+      objects: [...ns, ...parseManifests(idlePods(i, end), '<bench>')].map(toDesired),
+    });
   }
   return performance.now() - t0;
 }
 
-function targetPolicy(port: number): StoredObject {
+function targetPolicy(port: number): DesiredObject {
   return {
     apiVersion: 'cilium.io/v2',
     kind: 'CiliumNetworkPolicy',

@@ -8,8 +8,8 @@
 // iptables target is measured (a loaded KUBE-SERVICES chain would also be walked by the other
 // targets' first packets).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { agentClient } from '../src/agent/link.js';
-import type { StoredObject } from '../src/agent/store.js';
+import { agentClient } from '../src/agent/client.js';
+import type { DesiredObject } from '../src/cluster/objects.js';
 import type { Lab } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
 import { run } from '../src/shared/exec.js';
@@ -68,12 +68,12 @@ function service(name: string, clusterIP: string, ports: { name: string; port: n
   return { apiVersion: 'v1', kind: 'Service', name, namespace: svcNs, file: '<bench>', object };
 }
 
-const measuredService = (): StoredObject =>
+const measuredService = (): DesiredObject =>
   service(measuredName, weirMeasuredIP, [
     { name: 'connect', port: svcConnectPort, target: connectPort },
     { name: 'rr', port: svcRRPort, target: rrPort },
   ]);
-const dummyService = (i: number): StoredObject =>
+const dummyService = (i: number): DesiredObject =>
   service(`svc-${i}`, dummyIP(96, i), [{ name: 'connect', port: svcConnectPort, target: connectPort }]);
 
 /** Starts the connect target (node, in the server pod) and sockperf's TCP server. */
@@ -241,7 +241,7 @@ async function natPresent(netns: string): Promise<boolean> {
 /** Applies services through the agent API in batches; returns how long the calls took. */
 async function applyServices(
   lab: string,
-  objects: StoredObject[],
+  objects: DesiredObject[],
   log: (l: string) => void,
 ): Promise<number> {
   const t0 = performance.now();

@@ -35,6 +35,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# etcd (the Store of a cluster; tests run it inside a weir network namespace). Debian's
+# etcd-server package would start a system etcd on 127.0.0.1:2379 of the root namespace on
+# machines with an init system, so its binary is unpacked into .deps/ instead of installed.
+if ! command -v etcd >/dev/null 2>&1 && [ ! -x .deps/etcd/usr/bin/etcd ]; then
+  echo "weir: unpacking etcd-server into .deps/etcd"
+  tmp=$(mktemp -d)
+  ( cd "$tmp" && apt-get download -qq etcd-server 2>/dev/null ) || {
+    apt-get update -qq && ( cd "$tmp" && apt-get download -qq etcd-server )
+  }
+  mkdir -p .deps/etcd
+  dpkg -x "$tmp"/etcd-server_*.deb .deps/etcd
+  rm -rf "$tmp"
+fi
+
 # npm packages: reinstall when the lock file changed since the last install.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "weir: npm ci"

@@ -3,7 +3,7 @@
 // in-process, and the pure steps of the agent's regeneration timed one by one. Prints a table.
 // Run: node dist/bench/micro/engine.js [--runs 5]
 import { connectionsToRevoke } from '../../src/agent/ct-revalidate.js';
-import type { StoredObject } from '../../src/agent/store.js';
+import type { DesiredObject } from '../../src/cluster/objects.js';
 import { IdentityAllocator } from '../../src/identity/allocator.js';
 import { validatePolicy } from '../../src/policy/api/index.js';
 import type { Policy } from '../../src/policy/api/types.js';
@@ -35,7 +35,7 @@ function time<T>(fn: () => T): { ms: number; value: T } {
 }
 
 /** The scale bench's policy: idle pods into the target on one TCP port. */
-function targetPolicy(port: number): StoredObject {
+function targetPolicy(port: number): DesiredObject {
   const object = {
     apiVersion: 'cilium.io/v2',
     kind: 'CiliumNetworkPolicy',
@@ -81,7 +81,7 @@ function input(idle: number, policies: Policy[]): EngineInput {
   };
 }
 
-const validate = (objects: StoredObject[]) =>
+const validate = (objects: DesiredObject[]) =>
   objects.map((o) => validatePolicy(o.object, { file: '<bench>', object: o.name }));
 
 function measure(idle: number, peers: number): Row {

@@ -1,11 +1,13 @@
-// The per-node agent: owns the node's datapath. It turns the lab's pods (endpoints) and the policy
-// objects applied to it into kernel map contents, writing only what changed:
+// The per-node agent's datapath owner. The reconciler (reconcile.ts) hands it a view of the desired
+// state as it stands on the node — namespaces, the pods with their veths, policy and service
+// objects — and it turns that into kernel map contents, writing only what changed:
 //
-//   lab state (pods, namespaces) ─┐
-//   stored policy objects ────────┼─► engine (pure) ─► per-endpoint entries, ipcache ─► diff ─► maps
+//   pods of the node, namespaces ─┐
+//   policy objects ───────────────┼─► engine (pure) ─► per-endpoint entries, ipcache ─► diff ─► maps
 //   identity allocator (persisted)┘
+//   service objects + pods ──────────► lb model (pure) ─────────────────────────────► diff ─► lb maps
 //
-// State that must survive a restart (policies, identities, endpoint ids) is in the Store; the
+// What must survive a restart (identities, endpoint ids, lb ids) is in the Store (LocalState); the
 // maps are pinned, so a restarted agent reads back what the kernel holds and rewrites nothing that
 // is still right.
 import { existsSync } from 'node:fs';
@@ -13,11 +15,12 @@ import { join } from 'node:path';
 import type { Logger as Pino } from 'pino';
 import { macIn } from '../bpf/index.js';
 import { Datapath } from '../datapath/loader.js';
-import { namespaceProblems } from '../k8s/namespaces.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
 import type { LabelFilter } from '../identity/filter.js';
-import { ensureProxyRouting, type Lab, type LabState, type NodeState, type PodState } from '../lab/index.js';
+import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
+import type { PodPort } from '../k8s/core.js';
+import { ensureProxyRouting } from '../lab/index.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
@@ -30,13 +33,14 @@ import {
   type EndpointPolicy,
 } from '../policy/engine.js';
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
-import { ValidationError, WeirError } from '../shared/errors.js';
+import { WeirError } from '../shared/errors.js';
 import { isServiceKind } from '../service/api/index.js';
 import { connectionsToRevoke } from './ct-revalidate.js';
 import { ServiceLb, type LbSettings } from './lb.js';
 import { AgentMetrics } from './metrics.js';
+import { objectKey } from '../cluster/keys.js';
+import type { LocalState } from './local-state.js';
 import { parseLabelFilter } from './settings.js';
-import { objectKey, type Store, type StoredObject } from './store.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
 const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
@@ -46,6 +50,18 @@ export const HOST_DEVICE = 'weir_host';
 
 /** The pod's own interface (the lab's, and a CNI's default CNI_IFNAME). */
 const POD_IFNAME = 'eth0';
+
+/** A pod to attach: its host veth and cgroup; with its netns and addresses, host routing into it. */
+export interface AttachedPod {
+  namespace: string;
+  name: string;
+  hostIfname: string;
+  hostIfindex: number;
+  cgroupPath: string;
+  netns?: string;
+  ip?: string;
+  ip6?: string;
+}
 
 export interface AgentConfig extends LbSettings {
   lab: string;
@@ -81,9 +97,43 @@ export interface EndpointStatus {
   error?: string;
 }
 
-export interface ApplyOutcome {
-  object: string;
-  action: 'created' | 'configured' | 'unchanged' | 'deleted' | 'not found';
+/** A pod as the agent sees it: desired labels and ports, where it runs, whether it is ready. */
+export interface AgentPod {
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  ports: PodPort[];
+  node: string;
+  ip: string;
+  ip6?: string;
+  /** The host-side veth in the node's netns (pods of this node). */
+  hostIfname: string;
+  hostIfindex: number;
+  cgroupPath: string;
+  ready: boolean;
+  /** Annotated weir.dev/terminating: "true": a TERMINATING service backend. */
+  terminating?: true;
+  noWorkload?: true;
+}
+
+/** The node the agent runs on, as the datapath needs it. */
+export interface AgentNode {
+  name: string;
+  netns: string;
+  ip: string;
+  ip6?: string;
+  cgroupPath: string;
+  /** Devices facing externals (NodePort from outside) and the node's address on each. */
+  netdevs: { ifname: string; ip: string }[];
+}
+
+/** Everything a regeneration computes from. */
+export interface AgentView {
+  namespaces: NamespaceInfo[];
+  /** Every pod with an address (this node's and, later, other nodes'). */
+  pods: AgentPod[];
+  /** Policy and service objects. */
+  objects: DesiredObject[];
 }
 
 export interface RegenerationStats {
@@ -127,6 +177,8 @@ export function fromMapEntry(
   return entry;
 }
 
+const podKey = (p: { namespace: string; name: string }) => `${p.namespace}/${p.name}`;
+
 export class Agent {
   readonly allocator: IdentityAllocator;
   private readonly labelFilter: LabelFilter | undefined;
@@ -140,9 +192,9 @@ export class Agent {
   private readonly endpointRows = new Map<number, { endpointId: number; identity: number; flags: number }>();
   /** Validated policies by stored object: validation is not repeated for unchanged objects. */
   private readonly validated = new WeakMap<object, Policy>();
-  /** What the store held when last saved: unchanged, regeneration does not rewrite it. */
-  private saved: { generation: number; revision: number; objects: StoredObject[] } | undefined;
-  private labState: LabState | undefined;
+  /** The allocator generation last handed to the local state (its JSON is large). */
+  private savedGeneration = -1;
+  private view: AgentView = { namespaces: [], pods: [], objects: [] };
   readonly regen: RegenerationStats = { count: 0, lastMs: 0, lastUpserts: 0, lastDeletes: 0 };
   /** Endpoints whose programs this agent process attached (all of them after the first sync). */
   private readonly attached = new Set<number>();
@@ -161,15 +213,16 @@ export class Agent {
 
   constructor(
     readonly cfg: AgentConfig,
-    readonly store: Store,
-    readonly lab: Lab,
+    readonly node: AgentNode,
+    readonly local: LocalState,
     readonly datapath: Datapath,
     readonly log: Pino,
     readonly metrics: AgentMetrics = new AgentMetrics(),
   ) {
     this.labelFilter = cfg.identityLabels ? parseLabelFilter(cfg.identityLabels) : undefined;
-    const ids = this.store.state.identities as IdentityAllocatorState | undefined;
+    const ids = local.identities as IdentityAllocatorState | undefined;
     this.allocator = ids ? IdentityAllocator.fromJSON(ids) : new IdentityAllocator();
+    this.savedGeneration = this.allocator.generation;
     this.readBack();
     this.lb = new ServiceLb(cfg, datapath, log);
   }
@@ -196,7 +249,7 @@ export class Agent {
    * (its error names the map and the errno): taking it for empty would rewrite blindly.
    */
   private readBack(): void {
-    for (const id of Object.values(this.store.state.endpointIds)) {
+    for (const id of Object.values(this.local.endpoints.ids)) {
       const entries = this.datapath.readPolicy(id) ?? [];
       this.written.set(
         id,
@@ -206,7 +259,7 @@ export class Agent {
     this.writtenIpcache = new Map(this.datapath.ipcache.list().map((e) => [e.prefix, e.identity]));
   }
 
-  policies(objects: StoredObject[] = this.store.state.objects): Policy[] {
+  policies(objects: DesiredObject[] = this.view.objects): Policy[] {
     return objects
       .filter((o) => isPolicyKind(o.kind))
       .map((o) => {
@@ -223,73 +276,54 @@ export class Agent {
       });
   }
 
-  private node(): NodeState {
-    const node = this.labState?.node;
-    if (!node) throw new WeirError('ERR_LAB_NOT_UP', `lab ${this.cfg.lab} is not up`);
-    return node;
+  /** The pods of this node that have an endpoint. */
+  private localPods(): AgentPod[] {
+    return this.view.pods.filter((p) => p.node === this.node.name && this.local.endpoints.ids[podKey(p)]);
   }
 
-  /** Attaches new pods, detaches vanished ones, then regenerates. */
-  async sync(): Promise<void> {
-    this.labState = await this.lab.requireState();
-    const node = this.node();
-    const pods = Object.values(this.labState.pods).filter((p) => p.node === node.name);
-    const live = new Set(pods.map((p) => `${p.namespace}/${p.name}`));
-    for (const [key, id] of Object.entries(this.store.state.endpointIds)) {
-      if (live.has(key)) continue;
-      this.log.info({ endpoint: id, pod: key }, 'endpoint removed');
-      this.datapath.detachEndpoint({ netns: node.netns, endpointId: id });
-      this.endpointRows.clear();
-      this.written.delete(id);
-      this.attached.delete(id);
-      this.store.releaseEndpoint(key);
-      this.metrics.policyMapPressure.remove({ map_name: `weir_policy_${id}` });
-    }
+  /** The view regenerate() computes from (the reconciler sets it before each regeneration). */
+  setView(view: AgentView): void {
+    this.view = view;
+  }
+
+  /**
+   * The node's own attachments: the socket LB on the node's cgroup (its processes reach services
+   * too), weir_from_netdev on each device facing an external (NodePort from outside), and the
+   * node proxy's way in. Once per agent run each.
+   */
+  async syncNode(): Promise<void> {
     if (!this.nodeSockLb) {
-      // Processes of the node itself (its workload, `weir lab exec node`) reach services too.
-      this.sockLb(node.cgroupPath);
+      this.sockLb(this.node.cgroupPath);
       this.nodeSockLb = true;
     }
-    // North-south NodePort: weir_from_netdev at tc ingress of each device facing an external.
-    for (const e of this.labState.externals) {
-      if (this.netdevs.has(e.nodeIfname)) continue;
-      this.datapath.attachNetdev({ netns: node.netns, ifname: e.nodeIfname });
-      this.netdevs.add(e.nodeIfname);
+    for (const d of this.node.netdevs) {
+      if (this.netdevs.has(d.ifname)) continue;
+      this.datapath.attachNetdev({ netns: this.node.netns, ifname: d.ifname });
+      this.netdevs.add(d.ifname);
     }
     if (!this.proxyPath) {
       // The node proxy's way in (bpf/lib/proxy.h): delivery of redirected connections from tc
       // egress, and local delivery of what the datapath marked for it. Node namespace only.
-      this.datapath.attachHost({ netns: node.netns, ifname: HOST_DEVICE });
-      await ensureProxyRouting(node.netns, { ipv6: true });
+      this.datapath.attachHost({ netns: this.node.netns, ifname: HOST_DEVICE });
+      await ensureProxyRouting(this.node.netns, { ipv6: true });
       this.proxyPath = true;
     }
-    for (const pod of pods) this.ensureEndpoint(pod, node);
-    await this.regenerate();
   }
 
   /**
-   * CNI ADD: attach a new pod's veth before it carries traffic. Its policy map stays empty (every
-   * new connection drops) until the next regeneration computes its entries.
+   * Attaches the datapath to a pod's host veth unless this agent process already did (after a
+   * restart it replaces the programs atomically; maps and entries stay). A new endpoint's policy
+   * map is empty until regenerate() writes its entries: every new connection drops until then.
+   * Returns the endpoint id.
    */
-  async attachPod(pod: PodState): Promise<number> {
-    this.labState = await this.lab.requireState();
-    this.ensureEndpoint(pod, this.node());
-    this.store.save();
-    return this.store.state.endpointIds[`${pod.namespace}/${pod.name}`] as number;
-  }
-
-  /** Attaches the datapath to a pod's veth unless it already is (an agent restart keeps it). */
-  private ensureEndpoint(pod: PodState, node: NodeState): void {
-    const key = `${pod.namespace}/${pod.name}`;
-    const id = this.store.endpointId(key);
-    if (this.attached.has(id)) return;
+  attach(pod: AttachedPod): number {
+    const key = podKey(pod);
+    const id = this.local.endpointId(key);
+    if (this.attached.has(id)) return id;
     const have = this.datapath.endpoints.get(pod.hostIfindex);
-    // A new endpoint's map is empty until regenerate() writes its entries: new connections drop.
-    // An existing one (agent restart) keeps its maps and entries; its programs are replaced
-    // atomically by this run's, so a changed datapath or setting takes effect without a gap.
-    const local = this.localRoute(pod, node);
+    const local = this.localRoute(pod);
     this.datapath.attachEndpoint({
-      netns: node.netns,
+      netns: this.node.netns,
       ifindex: pod.hostIfindex,
       endpointId: id,
       identity: have?.identity ?? 0,
@@ -303,6 +337,21 @@ export class Agent {
     this.attached.add(id);
     this.written.set(id, this.written.get(id) ?? []);
     this.log.info({ endpoint: id, pod: key, ifname: pod.hostIfname }, 'endpoint attached');
+    return id;
+  }
+
+  /** Removes the endpoints of pods that are no longer on this node. */
+  prune(live: ReadonlySet<string>): void {
+    for (const [key, id] of Object.entries(this.local.endpoints.ids)) {
+      if (live.has(key)) continue;
+      this.log.info({ endpoint: id, pod: key }, 'endpoint removed');
+      this.datapath.detachEndpoint({ netns: this.node.netns, endpointId: id });
+      this.endpointRows.clear();
+      this.written.delete(id);
+      this.attached.delete(id);
+      this.local.releaseEndpoint(key);
+      this.metrics.policyMapPressure.remove({ map_name: `weir_policy_${id}` });
+    }
   }
 
   /**
@@ -310,16 +359,13 @@ export class Agent {
    * write (the pod's eth0 as destination, its host veth as source). Unreadable (the pod's netns is
    * going away): none, and packets for it take the node's stack, judged by its weir_to_container.
    */
-  private localRoute(
-    pod: PodState,
-    node: NodeState,
-  ): { ips: string[]; mac: string; hostMac: string } | undefined {
-    if (this.datapath.hostRouting !== 'bpf') return undefined;
+  private localRoute(pod: AttachedPod): { ips: string[]; mac: string; hostMac: string } | undefined {
+    if (this.datapath.hostRouting !== 'bpf' || !pod.netns || !pod.ip) return undefined;
     try {
       return {
         ips: [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])],
         mac: macIn(pod.netns, POD_IFNAME),
-        hostMac: macIn(node.netns, pod.hostIfname),
+        hostMac: macIn(this.node.netns, pod.hostIfname),
       };
     } catch (err) {
       this.log.warn(
@@ -331,33 +377,25 @@ export class Agent {
   }
 
   private engineInput(policies: Policy[]): EngineInput {
-    const state = this.labState;
-    if (!state) throw new WeirError('ERR_LAB_NOT_UP', `lab ${this.cfg.lab} is not up`);
-    const node = this.node();
-    const endpoints = Object.values(state.pods)
-      .filter((p) => p.node === node.name && this.store.state.endpointIds[`${p.namespace}/${p.name}`])
-      .map((p) => ({
-        id: this.store.state.endpointIds[`${p.namespace}/${p.name}`] as number,
-        namespace: p.namespace,
-        pod: p.name,
-        labels: p.labels,
-        ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
-        namedPorts: p.ports
-          .filter((port) => port.name)
-          .map((port) => ({ name: port.name as string, port: port.containerPort, protocol: port.protocol })),
-      }));
-    const nodeIPs = [
-      node.ip,
-      ...(node.ip6 ? [node.ip6] : []),
-      ...state.externals.map((e) => e.transitNodeIP),
-    ];
+    const node = this.node;
+    const endpoints = this.localPods().map((p) => ({
+      id: this.local.endpoints.ids[podKey(p)] as number,
+      namespace: p.namespace,
+      pod: p.name,
+      labels: p.labels,
+      ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
+      namedPorts: p.ports
+        .filter((port) => port.name)
+        .map((port) => ({ name: port.name as string, port: port.containerPort, protocol: port.protocol })),
+    }));
+    const nodeIPs = [node.ip, ...(node.ip6 ? [node.ip6] : []), ...node.netdevs.map((d) => d.ip)];
     const config: Partial<EngineConfig> = {
       policyMapMax: this.cfg.policyMapMax,
       ...(this.cfg.proxyPorts ? { proxyPorts: this.cfg.proxyPorts } : {}),
       ...(this.labelFilter ? { labelFilter: this.labelFilter } : {}),
     };
     return {
-      namespaces: Object.values(state.namespaces),
+      namespaces: this.view.namespaces,
       endpoints,
       nodeIPs,
       policies,
@@ -400,6 +438,7 @@ export class Agent {
     }
 
     const podsById = new Map(input.endpoints.map((e) => [e.id, e]));
+    const localByKey = new Map(this.localPods().map((p) => [podKey(p), p]));
     // Endpoints selected alike share their entry arrays, old and new: one diff per distinct pair.
     const diffs = new Map<PolicyMapEntry[], Map<PolicyMapEntry[], EntryDiff>>();
     const changed = new Set<number>();
@@ -409,7 +448,7 @@ export class Agent {
     };
     for (const [id, pol] of output.endpoints) {
       const pod = podsById.get(id);
-      const podState = pod && this.labState?.pods[`${pod.namespace}/${pod.pod}`];
+      const podState = pod && localByKey.get(`${pod.namespace}/${pod.pod}`);
       if (!podState) continue;
       const old = this.written.get(id) ?? [];
       let byNew = diffs.get(old);
@@ -459,15 +498,10 @@ export class Agent {
       }
     }
     const ipcacheChanged = ipcacheUpserts > 0 || ipcache.size !== this.writtenIpcache.size;
-    const state = this.labState as LabState;
-    const lbIds = this.store.state.lb ?? { backends: {}, revNat: {} };
-    const lb = this.lb.regenerate(this.store.state.objects, state, this.node(), lbIds);
+    const lb = this.lb.regenerate(this.view.objects, this.view.pods, this.node, this.local.lb);
     upserts += lb.stats.upserts;
     deletes += lb.stats.deletes;
-    if (JSON.stringify(lb.output.ids) !== JSON.stringify(lbIds)) {
-      this.store.state.lb = lb.output.ids;
-      this.saved = undefined;
-    }
+    this.local.lb = lb.output.ids;
     this.writtenIpcache = ipcache;
     this.held = output.held;
     // A changed ipcache can change any peer's identity: then every endpoint's connections count.
@@ -482,7 +516,10 @@ export class Agent {
       this.metrics.endpointState.inc({ endpoint_state: pol.failClosed ? 'fail-closed' : 'ready' });
     this.output = output;
     this.input = input;
-    this.saveStore();
+    if (this.allocator.generation !== this.savedGeneration) {
+      this.local.identities = this.allocator.toJSON();
+      this.savedGeneration = this.allocator.generation;
+    }
     const ms = performance.now() - t0;
     Object.assign(this.regen, {
       count: this.regen.count + 1,
@@ -493,19 +530,9 @@ export class Agent {
     this.log.info({ ms: Math.round(ms * 10) / 10, upserts, deletes }, 'regenerated');
   }
 
-  /** Saves the store when identities, objects or endpoint ids changed since the last save. */
-  private saveStore(): void {
-    const now = {
-      generation: this.allocator.generation,
-      revision: this.store.revision,
-      objects: this.store.state.objects,
-    };
-    const s = this.saved;
-    if (s && s.generation === now.generation && s.revision === now.revision && s.objects === now.objects)
-      return;
-    this.store.state.identities = this.allocator.toJSON();
-    this.store.save();
-    this.saved = now;
+  /** Writes what must survive a restart (identities, endpoint ids, lb ids) when it changed. */
+  async persist(): Promise<void> {
+    await this.local.save();
   }
 
   /** One write to a kernel map, counted by map, operation and outcome (a failure is rethrown). */
@@ -538,75 +565,12 @@ export class Agent {
       this.log.info({ connections: revoke.length }, 'revoked connections the policy no longer allows');
   }
 
-  /** Validates every object first; stores them and regenerates only if all are valid. */
-  async apply(objects: StoredObject[]): Promise<ApplyOutcome[]> {
-    const problems: WeirError[] = [];
-    const parsed: { o: StoredObject; p?: Policy }[] = [];
-    const allocate = this.lb.allocator(this.store.state.objects);
-    for (const given of objects) {
-      try {
-        if (isServiceKind(given.kind)) {
-          parsed.push({ o: allocate(given) });
-          continue;
-        }
-        const o = given;
-        parsed.push({
-          o,
-          p: validatePolicy(o.object, { file: o.file ?? '(request)', object: `${o.kind} ${objectKey(o)}` }),
-        });
-      } catch (err) {
-        if (err instanceof ValidationError) problems.push(...err.problems);
-        else if (err instanceof WeirError) problems.push(err);
-        else throw err;
-      }
-    }
-    // As the API server: a namespaced object needs its namespace (the lab's, as of the last sync).
-    problems.push(...namespaceProblems(objects, Object.keys(this.labState?.namespaces ?? {})));
-    if (problems.length > 0) throw new ValidationError(problems);
-    const byKey = new Map(this.store.state.objects.map((o) => [objectKey(o), o]));
-    const outcomes: ApplyOutcome[] = [];
-    for (const { o } of parsed) {
-      const key = objectKey(o);
-      const old = byKey.get(key);
-      const same = old && JSON.stringify(old.object) === JSON.stringify(o.object);
-      outcomes.push({ object: key, action: !old ? 'created' : same ? 'unchanged' : 'configured' });
-      byKey.set(key, o);
-    }
-    const next = [...byKey.values()];
-    // Compute with the new set before committing it: a failure leaves the old state in force.
-    for (const { o, p } of parsed)
-      if (p && o.object && typeof o.object === 'object') this.validated.set(o.object, p);
-    const policies = this.policies(next);
-    const before = this.store.state.objects;
-    this.store.state.objects = next;
-    try {
-      await this.regenerate(policies);
-    } catch (err) {
-      this.store.state.objects = before;
-      throw err;
-    }
-    return outcomes;
-  }
-
-  async delete(keys: { kind: string; namespace?: string; name: string }[]): Promise<ApplyOutcome[]> {
-    const wanted = new Set(keys.map(objectKey));
-    const outcomes = [...wanted].map((k) => ({
-      object: k,
-      action: this.store.state.objects.some((o) => objectKey(o) === k)
-        ? ('deleted' as const)
-        : ('not found' as const),
-    }));
-    this.store.state.objects = this.store.state.objects.filter((o) => !wanted.has(objectKey(o)));
-    await this.regenerate();
-    return outcomes;
-  }
-
   endpoints(): EndpointStatus[] {
     const out: EndpointStatus[] = [];
-    const state = this.labState;
-    if (!state || !this.output) return out;
-    for (const [key, id] of Object.entries(this.store.state.endpointIds)) {
-      const pod = state.pods[key];
+    if (!this.output) return out;
+    const pods = new Map(this.localPods().map((p) => [podKey(p), p]));
+    for (const [key, id] of Object.entries(this.local.endpoints.ids)) {
+      const pod = pods.get(key);
       const pol: EndpointPolicy | undefined = this.output.endpoints.get(id);
       if (!pod || !pol) continue;
       out.push({
@@ -647,8 +611,8 @@ export class Agent {
     for (const [id, pol] of view.output.endpoints) {
       const live = this.datapath.livePolicy(id);
       const entries = (live ?? []).map((e) => fromMapEntry(e.key, e.value));
-      const podKey = Object.entries(this.store.state.endpointIds).find(([, v]) => v === id)?.[0];
-      const pod = podKey ? this.labState?.pods[podKey] : undefined;
+      const key = Object.entries(this.local.endpoints.ids).find(([, v]) => v === id)?.[0];
+      const pod = key ? this.localPods().find((p) => podKey(p) === key) : undefined;
       const row = pod ? this.datapath.endpoints.get(pod.hostIfindex) : undefined;
       endpoints.set(id, {
         ...pol,
@@ -673,14 +637,14 @@ export class Agent {
     return this.allocator.list();
   }
 
-  /** The policy objects applied to this agent. */
-  objects(): StoredObject[] {
-    return this.store.state.objects.filter((o) => isPolicyKind(o.kind));
+  /** The policy objects in force. */
+  objects(): DesiredObject[] {
+    return this.view.objects.filter((o) => isPolicyKind(o.kind));
   }
 
   /** The Service and EndpointSlice objects, as stored (with allocated clusterIP and nodePorts). */
-  serviceObjects(): StoredObject[] {
-    return this.store.state.objects.filter((o) => isServiceKind(o.kind));
+  serviceObjects(): DesiredObject[] {
+    return this.view.objects.filter((o) => isServiceKind(o.kind));
   }
 
   static pinDirFor(lab: string, node: string, root: string): string {

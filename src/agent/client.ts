@@ -2,6 +2,7 @@
 // reports come back as WeirError with the agent's code and location.
 import { request } from 'node:http';
 import { errorFromWire as toError, WeirError, type WireError as ErrorJson } from '../shared/errors.js';
+import { agentSocket } from './paths.js';
 
 type Method = 'GET' | 'POST' | 'DELETE';
 
@@ -13,7 +14,8 @@ export class AgentClient {
 
   /** A JSON request; the answer's JSON body. */
   async call<T = unknown>(method: Method, path: string, body?: unknown): Promise<T> {
-    const text = await this.request(method, path, body);
+    const changes = method === 'POST' && (path === '/v1/apply' || path === '/v1/delete');
+    const text = await this.request(method, path, body, changes ? changeTimeoutMs : this.timeoutMs);
     try {
       return (text ? JSON.parse(text) : {}) as T;
     } catch {
@@ -26,7 +28,7 @@ export class AgentClient {
 
   /** A GET whose answer is text (e.g. /metrics in Prometheus' format). */
   text(path: string): Promise<string> {
-    return this.request('GET', path, undefined);
+    return this.request('GET', path, undefined, this.timeoutMs);
   }
 
   /**
@@ -75,7 +77,7 @@ export class AgentClient {
     });
   }
 
-  private request(method: Method, path: string, body: unknown): Promise<string> {
+  private request(method: Method, path: string, body: unknown, timeoutMs: number): Promise<string> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise<string>((resolve, reject) => {
       const req = request(
@@ -86,7 +88,7 @@ export class AgentClient {
           headers: payload
             ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
             : {},
-          timeout: this.timeoutMs,
+          timeout: timeoutMs,
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -130,4 +132,15 @@ export class AgentClient {
       req.end(payload);
     });
   }
+}
+
+/** The client of a lab's agent (its unix socket). */
+/**
+ * How long a client waits for /v1/apply and /v1/delete: the API bounds its own wait for the nodes
+ * (longer for more pods) and always answers, so only a hung agent makes this matter.
+ */
+export const changeTimeoutMs = 3_600_000;
+
+export function agentClient(lab: string, timeoutMs?: number): AgentClient {
+  return new AgentClient(agentSocket(lab), timeoutMs);
 }

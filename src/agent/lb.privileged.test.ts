@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Datapath } from '../datapath/loader.js';
-import type { LabState, NodeState, PodState } from '../lab/index.js';
+import type { DesiredObject } from '../cluster/objects.js';
+import type { AgentPod } from './agent.js';
 import { ServiceLb, type LbSettings } from './lb.js';
-import type { StoredObject } from './store.js';
 
 const settings: LbSettings = {
   lbAlgorithm: 'maglev',
@@ -16,9 +16,9 @@ const settings: LbSettings = {
   serviceCIDR: '10.96.0.0/16',
 };
 const log = pino({ level: 'silent' });
-const node = { name: 'node1', ip: '10.244.0.1' } as NodeState;
+const node = { name: 'node1', ip: '10.244.0.1' };
 
-const pod = (name: string, ip: string, extra: Partial<PodState> = {}): PodState =>
+const pod = (name: string, ip: string, extra: Partial<AgentPod> = {}): AgentPod =>
   ({
     namespace: 'x',
     name,
@@ -27,13 +27,13 @@ const pod = (name: string, ip: string, extra: Partial<PodState> = {}): PodState 
     node: 'node1',
     ip,
     noWorkload: true,
+    ready: true,
     ...extra,
-  }) as PodState;
+  }) as AgentPod;
 
-const lab = (...pods: PodState[]) =>
-  ({ pods: Object.fromEntries(pods.map((p) => [`x/${p.name}`, p])) }) as unknown as LabState;
+const lab = (...pods: AgentPod[]) => pods;
 
-const service: StoredObject = {
+const service: DesiredObject = {
   apiVersion: 'v1',
   kind: 'Service',
   namespace: 'x',

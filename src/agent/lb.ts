@@ -1,11 +1,11 @@
-// The agent's service load balancing: stored Service/EndpointSlice objects + the lab's pods ->
+// The agent's service load balancing: stored Service/EndpointSlice objects + the pods ->
 // src/service's pure model -> the lb maps (datapath.lb), writing only what changed. Write order
 // keeps every lookup consistent: backends before the services naming them, Maglev tables before
 // the frontends that select through them, removed services before the backends they named.
 import type { Logger as Pino } from 'pino';
 import type { Datapath } from '../datapath/loader.js';
 import type { ServiceEntry } from '../datapath/maps/lb/index.js';
-import { podReady, type LabState, type NodeState } from '../lab/index.js';
+import type { DesiredObject } from '../cluster/objects.js';
 import {
   allocateClusterIP,
   allocateNodePort,
@@ -36,7 +36,8 @@ import {
   type LbPod,
 } from '../service/model.js';
 import { WeirError } from '../shared/errors.js';
-import { objectKey, type StoredObject } from './store.js';
+import { objectKey } from '../cluster/keys.js';
+import type { AgentPod } from './agent.js';
 
 export interface LbSettings {
   lbAlgorithm: LbAlgorithm;
@@ -102,7 +103,7 @@ export class ServiceLb {
     }
   }
 
-  validate(o: StoredObject): Service | EndpointSlice {
+  validate(o: DesiredObject): Service | EndpointSlice {
     const key = o.object as object;
     let v = this.validated.get(key);
     if (!v) {
@@ -120,7 +121,7 @@ export class ServiceLb {
    * The addresses and ports in use are indexed once, and each allocation updates the index, so a
    * request of N services costs O(N), and addresses given out earlier in it count as taken.
    */
-  allocator(stored: StoredObject[]): (o: StoredObject) => StoredObject {
+  allocator(stored: DesiredObject[]): (o: DesiredObject) => DesiredObject {
     const services = new Map<string, Service>();
     const ipOwner = new Map<string, string>();
     const portOwner = new Map<string, string>();
@@ -228,17 +229,17 @@ export class ServiceLb {
     };
   }
 
-  /** Computes the LB state of `objects` and the lab's pods, and writes what differs from the maps. */
+  /** Computes the LB state of `objects` and the pods, and writes what differs from the maps. */
   regenerate(
-    objects: StoredObject[],
-    lab: LabState,
-    node: NodeState,
+    objects: DesiredObject[],
+    pods: AgentPod[],
+    node: { name: string; ip: string },
     ids: { backends: Record<string, number>; revNat: Record<string, number> },
   ): { output: LbOutput; stats: LbWriteStats } {
     const mine = objects.filter((o) => isServiceKind(o.kind)).map((o) => this.validate(o));
     const services = mine.filter((v): v is Service => 'type' in v);
     const slices = mine.filter((v): v is EndpointSlice => 'addressType' in v);
-    const pods: LbPod[] = Object.values(lab.pods).map((p) => ({
+    const lbPods: LbPod[] = pods.map((p) => ({
       namespace: p.namespace,
       name: p.name,
       labels: p.labels,
@@ -246,13 +247,13 @@ export class ServiceLb {
       ...(p.ip6 ? { ip6: p.ip6 } : {}),
       ports: p.ports,
       node: p.node,
-      ready: podReady(p),
+      ready: p.ready,
       terminating: p.terminating === true,
     }));
     const output = computeLb({
       services,
       slices,
-      pods,
+      pods: lbPods,
       ids,
       maglevCache: this.maglevCache,
       config: {
@@ -269,7 +270,7 @@ export class ServiceLb {
   }
 
   /** The services as stored, with what the model derived for them. */
-  summaries(objects: StoredObject[]): ServiceSummary[] {
+  summaries(objects: DesiredObject[]): ServiceSummary[] {
     const out = this.output;
     return objects
       .filter((o) => o.kind === 'Service')

@@ -1,21 +1,33 @@
-// `weir agent`: the per-node process. Wires the modules in dependency order, then serves the API.
+// `weir agent`: the per-node process. Wires the modules in dependency order — Store, node
+// registration, datapath, the desired-state watch and the node's reconciler, then the API — and
+// serves until SIGTERM/SIGINT.
 import { writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { ifindexIn } from '../bpf/index.js';
+import { DesiredView } from '../cluster/desired.js';
+import { Informer } from '../cluster/informer.js';
+import { desiredPrefix, nodeKey, statePrefix } from '../cluster/keys.js';
+import type { NodeRecord } from '../cluster/objects.js';
 import { Datapath } from '../datapath/loader.js';
-import { Lab } from '../lab/index.js';
+import { Lab, PodDriver, externalsOf, nodeOf } from '../lab/index.js';
 import { privateFileMode } from '../shared/private-fs.js';
+import { FileStore, type JsonObject, type Lease, type Store } from '../store/index.js';
 import { FlowObserver } from '../observe/stream.js';
 import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
 import { FlowPipeline } from './flows.js';
 import { Lifecycle } from './lifecycle.js';
-import { agentPidFile, agentSocket, agentStateFile, nodePinDir } from './paths.js';
+import { Intake } from './intake.js';
+import { LocalState } from './local-state.js';
+import { agentPidFile, agentSocket, agentStoreFile, nodePinDir } from './paths.js';
+import { Reconciler } from './reconcile.js';
 import { agentRoutes } from './routes.js';
 import { checkSettings, defaultValues, isPersisted, type AgentSettingValues } from './settings.js';
 import { ProxyManager, proxyPortsOf } from './proxy-manager.js';
-import { Store } from './store.js';
+
+/** The node's keys (its record, its reconciled revision) live as long as this lease (Cilium: 15 min). */
+const nodeLeaseSeconds = 900;
 
 /**
  * The lab, and any settings of settings.ts given as flags. Absent persisted settings are as the
@@ -29,21 +41,49 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const log = pino({ base: { lab: opts.lab } });
   const lc = new Lifecycle();
   const lab = await Lab.open(opts.lab);
-  const state = await lab.requireState();
-  const pinDir = nodePinDir(opts.lab, state.node.name);
-  const store = new Store(agentStateFile(opts.lab));
+  const labConfig = await lab.requireConfig();
+  const node = nodeOf(labConfig);
+  const externals = externalsOf(labConfig);
+  const pinDir = nodePinDir(opts.lab, node.name);
+  // The one node's Store: a root-only file only this process opens (etcd for a cluster: later).
+  const store: Store = await FileStore.open(agentStoreFile(opts.lab));
+  lc.append({ name: 'store', stop: () => store.close() });
+  const local = await LocalState.load(store, node.name);
   const given = Object.fromEntries(Object.entries(opts).filter(([k, v]) => v !== undefined && k !== 'lab'));
   const persisted = Object.fromEntries(Object.entries(given).filter(([k]) => isPersisted(k)));
-  const settings = store.settings({
+  const settings = local.mergeSettings({
     ...persisted,
     // A node without IPv6 cannot back an IPv6 ClusterIP: no IPv6 service CIDR unless asked for.
-    serviceCIDRv6: opts.serviceCIDRv6 ?? (state.node.ip6 ? undefined : ''),
+    serviceCIDRv6: opts.serviceCIDRv6 ?? (node.ip6 ? undefined : ''),
   });
   const run: AgentSettingValues = { ...defaultValues, ...given, ...settings };
   // Refuse bad settings (given now or stored by an earlier run) before anything starts.
   checkSettings(run);
   const proxyPorts = proxyPortsOf(settings.proxyPortRange);
-  store.save();
+  await local.save();
+
+  // The node registers itself under its lease: the API schedules pods on registered nodes.
+  let lease: Lease | undefined;
+  lc.append({
+    name: 'node',
+    start: async () => {
+      lease = await store.grantLease(nodeLeaseSeconds);
+      lease.onLost((err) => log.error({ err }, 'the node lease was lost'));
+      const rec: NodeRecord = {
+        name: node.name,
+        ip: node.ip,
+        ...(node.ip6 ? { ip6: node.ip6 } : {}),
+        podCIDR: node.podCIDR,
+        ...(node.podCIDRv6 ? { podCIDRv6: node.podCIDRv6 } : {}),
+        netns: node.netns,
+        agentPid: process.pid,
+        startedAt: new Date().toISOString(),
+      };
+      await store.put(nodeKey(node.name), rec as unknown as JsonObject, { lease: lease.id });
+    },
+    // The keys stay until the lease runs out: a restart within it finds the node registered.
+    stop: () => lease?.release(),
+  });
 
   let datapath: Datapath | undefined;
   lc.append({
@@ -58,7 +98,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         hostRouting: settings.hostRouting,
         eventsBufferBytes: run.eventsBufferBytes,
         // Where weir_to_container sends connections redirected to the node proxy.
-        hostIfindex: ifindexIn(state.node.netns, HOST_DEVICE),
+        hostIfindex: ifindexIn(node.netns, HOST_DEVICE),
       });
     },
     // Pins stay: the datapath keeps enforcing while no agent runs.
@@ -76,7 +116,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     start: async () => {
       proxy = new ProxyManager({
         lab: opts.lab,
-        nodeNetns: state.node.netns,
+        nodeNetns: node.netns,
         ipcachePin: join(pinDir, 'weir_ipcache'),
         ports: proxyPorts,
         log: log.child({ component: 'proxy-manager' }),
@@ -89,18 +129,52 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   });
 
   let agent: Agent | undefined;
+  const desired = new Informer(store, desiredPrefix, {
+    onError: (err) => log.warn({ err }, 'desired watch'),
+  });
+  const desiredView = new DesiredView(desired);
+  const clusterState = new Informer(store, statePrefix, {
+    onError: (err) => log.warn({ err }, 'state watch'),
+  });
+  let reconciler: Reconciler | undefined;
   lc.append({
     name: 'agent',
     start: async () => {
       agent = new Agent(
         { lab: opts.lab, pinDir, ...settings, proxyPorts },
-        store,
-        lab,
+        {
+          name: node.name,
+          netns: node.netns,
+          ip: node.ip,
+          ...(node.ip6 ? { ip6: node.ip6 } : {}),
+          cgroupPath: node.cgroupPath,
+          netdevs: externals.map((e) => ({ ifname: e.nodeIfname, ip: e.transitNodeIP })),
+        },
+        local,
         datapath as Datapath,
         log,
       );
       agent.proxy = proxy;
-      await agent.sync();
+      await clusterState.start();
+      await desired.start();
+      reconciler = new Reconciler({
+        store,
+        node,
+        driver: new PodDriver(labConfig, node),
+        agent,
+        desired,
+        view: desiredView,
+        state: clusterState,
+        lease: lease as Lease,
+        log,
+      });
+      // The first pass puts the stored desired state in force before the API answers.
+      await reconciler.start();
+    },
+    stop: async () => {
+      await reconciler?.stop();
+      await desired.stop();
+      await clusterState.stop();
     },
   });
   lc.append({
@@ -111,7 +185,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       a.metrics.sources.datapathCounters = () => dp.metrics.list();
       a.metrics.sources.lostEvents = () => observer.status().lost;
       a.metrics.sources.endpoints = () => a.endpoints().length;
-      flows = new FlowPipeline({ datapath: dp, agent: a, observer, nodeName: state.node.name, log });
+      flows = new FlowPipeline({ datapath: dp, agent: a, observer, nodeName: node.name, log });
       flows.start();
     },
     stop: () => flows?.stop(),
@@ -139,7 +213,20 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   lc.append({
     name: 'api',
     start: async () => {
-      server = await listenApi(agentSocket(opts.lab), agentRoutes(agent as Agent, observer, proxy));
+      const a = agent as Agent;
+      const intake = new Intake({
+        store,
+        lab: opts.lab,
+        desired,
+        view: desiredView,
+        state: clusterState,
+        allocateServices: (stored) => a.lb.allocator(stored),
+        log,
+      });
+      server = await listenApi(
+        agentSocket(opts.lab),
+        agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
+      );
       writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>

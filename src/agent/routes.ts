@@ -1,21 +1,36 @@
-// The agent API's routes: a table from method + path to a handler on the Agent.
+// The agent API's routes: a table from method + path to a handler. Desired state changes only
+// through /v1/apply and /v1/delete (the intake); reads come from the desired state, the pods'
+// statuses and the agent's datapath.
+import { isPolicyKind, isServiceKind } from '../cluster/kinds.js';
+import type { DesiredObject } from '../cluster/objects.js';
 import { WeirError } from '../shared/errors.js';
 import { trace, type TraceRequest } from '../policy/trace.js';
-import type { PodState } from '../lab/index.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { Agent } from './agent.js';
 import type { ProxyManager } from './proxy-manager.js';
 import type { Route } from './api-server.js';
 import { flowRoutes } from './flow-routes.js';
-import type { StoredObject } from './store.js';
+import type { DeleteRequest, Intake } from './intake.js';
+import type { Reconciler } from './reconcile.js';
 
-function objectsOf(body: unknown): StoredObject[] {
+function objectsOf(body: unknown): unknown[] {
   const objects = (body as { objects?: unknown } | undefined)?.objects;
   if (!Array.isArray(objects)) throw new WeirError('ERR_API_BAD_REQUEST', 'body must be {"objects": [...]}');
-  return objects as StoredObject[];
+  for (const [i, o] of objects.entries()) {
+    const x = o as { kind?: unknown; name?: unknown } | null;
+    if (!x || typeof x.kind !== 'string' || typeof x.name !== 'string')
+      throw new WeirError('ERR_API_BAD_REQUEST', `objects[${i}] must have a kind and a name`);
+  }
+  return objects;
 }
 
-export function agentRoutes(agent: Agent, observer?: FlowObserver, proxy?: ProxyManager): Route[] {
+export function agentRoutes(
+  agent: Agent,
+  intake: Intake,
+  reconciler: Reconciler,
+  observer?: FlowObserver,
+  proxy?: ProxyManager,
+): Route[] {
   return [
     ...(observer ? flowRoutes(observer) : []),
     {
@@ -40,42 +55,33 @@ export function agentRoutes(agent: Agent, observer?: FlowObserver, proxy?: Proxy
         services: agent.lb.frontends().length,
         lbAlgorithm: agent.cfg.lbAlgorithm,
         socketLB: agent.cfg.socketLB !== false,
+        node: agent.node.name,
+        reconcile: {
+          passes: reconciler.passes,
+          ...(reconciler.lastError ? { error: reconciler.lastError } : {}),
+        },
       }),
     },
     {
       method: 'POST',
-      pattern: '/v1/endpoints',
-      handler: (req) => {
-        const pod = (req.body as { pod?: PodState } | undefined)?.pod;
-        if (!pod?.namespace || !pod.name || !pod.hostIfindex)
-          throw new WeirError(
-            'ERR_API_BAD_REQUEST',
-            'body must be {"pod": {namespace, name, hostIfindex, ...}}',
-          );
-        return agent.serialize(async () => ({ endpointId: await agent.attachPod(pod) }));
-      },
-    },
-    {
-      method: 'POST',
-      pattern: '/v1/sync',
-      handler: () => agent.serialize(() => agent.sync()).then(() => ({})),
-    },
-    {
-      method: 'POST',
       pattern: '/v1/apply',
-      handler: (req) => {
-        const objects = objectsOf(req.body);
-        return agent.serialize(async () => ({ results: await agent.apply(objects) }));
-      },
+      handler: async (req) => ({ results: await intake.apply(objectsOf(req.body) as DesiredObject[]) }),
     },
     {
       method: 'POST',
       pattern: '/v1/delete',
-      handler: (req) => {
-        const objects = objectsOf(req.body);
-        return agent.serialize(async () => ({ results: await agent.delete(objects) }));
+      handler: async (req) => {
+        const ignoreNotFound = (req.body as { ignoreNotFound?: unknown }).ignoreNotFound === true;
+        return { results: await intake.delete(objectsOf(req.body) as DeleteRequest[], { ignoreNotFound }) };
       },
     },
+    {
+      method: 'GET',
+      pattern: '/v1/pods',
+      handler: (req) => ({ items: intake.pods(req.query.get('namespace') ?? undefined) }),
+    },
+    { method: 'GET', pattern: '/v1/namespaces', handler: () => ({ items: intake.namespaces() }) },
+    { method: 'GET', pattern: '/v1/nodes', handler: () => ({ items: [...intake.nodes().values()] }) },
     {
       method: 'GET',
       pattern: '/metrics',
@@ -86,7 +92,7 @@ export function agentRoutes(agent: Agent, observer?: FlowObserver, proxy?: Proxy
         res.end(text);
       },
     },
-    { method: 'GET', pattern: '/v1/policies', handler: () => ({ items: agent.objects() }) },
+    { method: 'GET', pattern: '/v1/policies', handler: () => ({ items: intake.objects(isPolicyKind) }) },
     {
       method: 'GET',
       pattern: '/v1/services',
@@ -94,7 +100,7 @@ export function agentRoutes(agent: Agent, observer?: FlowObserver, proxy?: Proxy
         agent.serialize(() => ({
           items: agent.lb.summaries(agent.serviceObjects()),
           frontends: agent.lb.frontends(),
-          objects: agent.serviceObjects(),
+          objects: intake.objects(isServiceKind),
           algorithm: agent.cfg.lbAlgorithm,
         })),
     },

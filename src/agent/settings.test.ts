@@ -17,7 +17,8 @@ import {
   settingsMarkdown,
   type Setting,
 } from './settings.js';
-import { Store } from './store.js';
+import { FileStore } from '../store/file.js';
+import { LocalState } from './local-state.js';
 
 const all = SETTINGS as readonly Setting[];
 
@@ -94,15 +95,19 @@ describe('agent settings', () => {
     });
   });
 
-  it('stores persisted settings only: given ones win, stored ones stay, the rest take their default', () => {
+  it('stores persisted settings only: given ones win, stored ones stay, the rest take their default', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'weir-settings-'));
     try {
-      const path = join(dir, 'state.json');
-      const first = new Store(path);
-      first.settings({ lbMode: 'dsr', policyMapMax: 1024 });
-      first.save();
-      const again = new Store(path);
-      const s = again.settings({ policyMapMax: 2048, ...({ flows: 10 } as object) });
+      const path = join(dir, 'store.json');
+      const store1 = await FileStore.open(path);
+      const first = await LocalState.load(store1, 'node1');
+      first.mergeSettings({ lbMode: 'dsr', policyMapMax: 1024 });
+      await first.save();
+      await store1.close();
+      const store2 = await FileStore.open(path);
+      const again = await LocalState.load(store2, 'node1');
+      const s = again.mergeSettings({ policyMapMax: 2048, ...({ flows: 10 } as object) });
+      await store2.close();
       assert.equal(s.lbMode, 'dsr', 'stored');
       assert.equal(s.policyMapMax, 2048, 'given');
       assert.equal(s.socketLB, true, 'default');

@@ -1,17 +1,18 @@
 // Datapath mode: each topology becomes a lab (node, pods and externals as network namespaces) with
 // its own agent, so every probe is a real connection between two workloads, judged by weir's
-// programs in the kernel. A case is put in force through the same paths `weir apply` takes: pod and
-// namespace labels through the lab (the agent follows), Services and policies through the agent's
-// API, whose answer comes once the maps are written. A probe through a Service dials the ClusterIP
+// programs in the kernel. A case is put in force the way `weir apply` does it: namespaces, pods,
+// Services and policies through the agent's API, whose answer comes once the node has reconciled
+// them (pods running, maps written). A probe through a Service dials the ClusterIP
 // the agent allocated from inside the source pod: the socket LB picks the backend at connect(), so
 // policy judges the pod -> backend flow, as upstream's probes through kube-proxy do.
 import { isIPv4 } from 'node:net';
-import { agentClient, agentHooks } from '../agent/link.js';
+import { agentClient } from '../agent/client.js';
 import { startAgent, stopAgent } from '../agent/spawn.js';
 import type { HostRouting } from '../datapath/loader.js';
-import { objectKey, type StoredObject } from '../agent/store.js';
+import { objectKey } from '../cluster/keys.js';
+import { toDesired, type DesiredObject, type PodInfo } from '../cluster/objects.js';
 import { parseManifests, type Manifest } from '../k8s/index.js';
-import { Lab, parseLabSpec, probe, type Logger } from '../lab/index.js';
+import { Lab, nodeOf, parseLabSpec, probe, type Logger } from '../lab/index.js';
 import { WeirError } from '../shared/errors.js';
 import type { ServiceSummary } from '../agent/lb.js';
 import type { Addresses, ServedPort, Topology, TopologyService } from './case.js';
@@ -53,23 +54,24 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
     openLabs.add(close);
     try {
       const started = Date.now();
-      await lab.up(labSpec(name, topology, extNames));
+      const cfg = await lab.up(labSpec(name, topology, extNames));
       await startAgent({
         lab: name,
-        nodeNetns: (await lab.requireState()).node.netns,
+        nodeNetns: nodeOf(cfg).netns,
         settings: {
           ...(opts.socketLB === false ? { socketLB: false } : {}),
           ...(opts.hostRouting ? { hostRouting: opts.hostRouting } : {}),
         },
       });
-      await applyLab(lab, topology, {
+      await applyLab(name, topology, {
         file: topology.key,
         namespaces: topology.namespaces,
         pods: topology.pods,
       });
+      const pods = (await agentClient(name).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
       const addresses: Addresses = {
-        nodeIP: (await lab.node()).ip,
-        pods: new Map((await lab.pods()).map((p) => [`${p.namespace}/${p.name}`, p.ip])),
+        nodeIP: nodeOf(cfg).ip,
+        pods: new Map(pods.map((p) => [`${p.namespace}/${p.name}`, p.ip])),
         externals: new Map(topology.externals.map((e) => [e.name, e.ip])),
       };
       const services = new Services(name);
@@ -97,7 +99,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         addresses,
         concurrency: opts.concurrency ?? 64,
         async apply(state: CaseState) {
-          await applyLab(lab, topology, state);
+          await applyLab(name, topology, state);
           await services.sync(state.services, state.file);
           await replacePolicies(name, state);
         },
@@ -174,7 +176,7 @@ function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
 
 /** Namespaces and pods with the labels in force; pods keep their topology ports. */
 async function applyLab(
-  lab: Lab,
+  lab: string,
   t: Topology,
   state: Pick<CaseState, 'file' | 'namespaces' | 'pods'>,
 ): Promise<void> {
@@ -208,9 +210,7 @@ async function applyLab(
     JSON.stringify({ apiVersion: 'v1', kind: 'List', items }),
     state.file,
   );
-  const link = agentHooks(lab.name);
-  await lab.apply(manifests, link.hooks);
-  await link.sync();
+  await agentClient(lab).call('POST', '/v1/apply', { objects: manifests.map(toDesired) });
 }
 
 /**
@@ -239,7 +239,7 @@ class Services {
 
   /** `file` names the case (or topology) the Services come from, in the agent's errors. */
   async sync(services: TopologyService[], file: string): Promise<void> {
-    const want = new Map<string, StoredObject>();
+    const want = new Map<string, DesiredObject>();
     for (const s of services) {
       // The socket LB translates TCP and UDP only; SCTP ports are declared but never probed.
       const ports = s.ports
@@ -290,7 +290,7 @@ class Services {
 /** The agent ends up holding exactly the case's policies; it answers once the maps are written. */
 async function replacePolicies(labName: string, state: CaseState): Promise<void> {
   const client = agentClient(labName);
-  const want: StoredObject[] = state.objects.map((o) => {
+  const want: DesiredObject[] = state.objects.map((o) => {
     const obj = o as { apiVersion?: string; kind?: string; metadata?: { name?: string; namespace?: string } };
     return {
       apiVersion: String(obj.apiVersion ?? ''),
@@ -302,7 +302,7 @@ async function replacePolicies(labName: string, state: CaseState): Promise<void>
     };
   });
   const wanted = new Set(want.map(objectKey));
-  const have = (await client.call<{ items: StoredObject[] }>('GET', '/v1/policies')).items;
+  const have = (await client.call<{ items: DesiredObject[] }>('GET', '/v1/policies')).items;
   const stale = have.filter((o) => !wanted.has(objectKey(o)));
   if (stale.length > 0) await client.call('POST', '/v1/delete', { objects: stale });
   if (want.length > 0) await client.call('POST', '/v1/apply', { objects: want });

@@ -36,6 +36,12 @@ async function procs(path: string): Promise<number[]> {
   return text.split('\n').filter(Boolean).map(Number);
 }
 
+/** cgroup.events says whether any task (zombies included) is still in the cgroup or below. */
+async function populated(path: string): Promise<boolean> {
+  const events = await readFile(join(path, 'cgroup.events'), 'utf8').catch(() => 'populated 0');
+  return /^populated 1$/m.test(events);
+}
+
 /** Kills every process in `path` and its children, then removes the cgroups (deepest first). */
 export async function removeCgroup(path: string): Promise<void> {
   if (!existsSync(path)) return;
@@ -44,7 +50,9 @@ export async function removeCgroup(path: string): Promise<void> {
   // cgroup.kill (5.14+) kills atomically, also processes forking meanwhile; the loop is the fallback.
   await writeFile(join(path, 'cgroup.kill'), '1').catch(() => undefined);
   for (const pid of await procs(path)) killQuietly(pid, 'SIGKILL');
-  await waitFor(async () => (await procs(path)).length === 0, 3000);
+  // Empty once every process is gone and reaped: a killed child of ours stays a zombie (and keeps
+  // the cgroup populated, so rmdir fails with EBUSY) until our event loop reaps it.
+  await waitFor(async () => (await procs(path)).length === 0 && !(await populated(path)), 3000);
   await rmdir(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
   });

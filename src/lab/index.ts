@@ -1,21 +1,11 @@
-// The lab: a one-machine stand-in for a Kubernetes node (network namespaces, veths, cgroups and a
-// built-in workload), used by the CLI, the agent's tests, conformance and the benchmarks.
-export {
-  Lab,
-  labDownAll,
-  defaultLabName,
-  vethName,
-  podNetns,
-  podReady,
-  type PodInfo,
-  type NodeInfo,
-  type ExternalInfo,
-  type ApplyOptions,
-  type DeleteOptions,
-  type ApplyResult,
-  type LabStatus,
-  type Logger,
-} from './lab.js';
+// The lab: a one-machine stand-in for Kubernetes nodes (network namespaces, veths, cgroups and a
+// built-in workload). `Lab` brings a node and its externals up and down; `PodDriver` is what the
+// node's agent creates, updates and removes pods with; probes and exec reach inside.
+export { Lab, labDownAll, defaultLabName, type LabStatus } from './lab.js';
+export { PodDriver, type PodSpec, type PodRuntime } from './pod.js';
+export { nodeOf, type NodeInfo, type Logger } from './node.js';
+export { externalsOf, type ExternalInfo } from './external.js';
+export { podRef } from './exec.js';
 export { probe, resolveTarget, type ProbeOptions, type ProbeResult, type ProbeTarget } from './probe.js';
 export {
   loadLabSpec,
@@ -27,5 +17,6 @@ export {
 } from './spec.js';
 export { findCgroup2 } from './cgroup.js';
 export { ensureProxyRouting } from './proxy-routing.js';
-export { listLabs } from './state.js';
-export type { LabState, PodState, NodeState, ExternalState, NamespaceState } from './state.js';
+export { listLabs, readConfig, type LabConfig } from './config.js';
+export { labDir, podNetns, vethName, podVeth, nodeNetns } from './names.js';
+export { host4, host6, parseCidr4, parseCidr6, size4 } from './cidr.js';

@@ -1,5 +1,6 @@
 // Probes: a real connection made from inside a lab netns (by that netns' workload) to an address.
 import { WeirError } from '../shared/errors.js';
+import { placeOf, podRef } from './exec.js';
 import { Lab } from './lab.js';
 import { request } from './workload/client.js';
 import type { ProbeResult, ProbeTarget } from './workload/protocol.js';
@@ -9,19 +10,6 @@ export type { ProbeResult, ProbeTarget } from './workload/protocol.js';
 export interface ProbeOptions {
   /** TCP only: send GET / and return the body in `result.body`. */
   http?: boolean;
-}
-
-/** The control socket of the workload of 'x/a', 'node' or 'ext:<name>'. */
-async function socketOf(lab: Lab, from: string): Promise<string> {
-  const s = await lab.requireState();
-  const w =
-    from === 'node'
-      ? s.node.workload
-      : from.startsWith('ext:')
-        ? s.externals.find((e) => e.name === from.slice(4))?.workload
-        : s.pods[from.includes('/') ? from : `default/${from}`]?.workload;
-  if (!w) throw new WeirError('ERR_LAB_PROBE_SOURCE', `no workload '${from}' in lab ${lab.name}`);
-  return w.socket;
 }
 
 /**
@@ -36,7 +24,14 @@ export async function probe(
   opts: ProbeOptions = {},
 ): Promise<ProbeResult> {
   const l = typeof lab === 'string' ? await Lab.open(lab) : lab;
-  const socket = await socketOf(l, from);
+  let socket: string;
+  try {
+    socket = (await placeOf(await l.requireConfig(), from)).socket;
+  } catch (err) {
+    if (err instanceof WeirError && err.code === 'ERR_LAB_POD_NOT_FOUND')
+      throw new WeirError('ERR_LAB_PROBE_SOURCE', `no workload '${from}' in lab ${l.name}`, { cause: err });
+    throw err;
+  }
   const reply = await request(
     socket,
     { op: 'probe', ...to, timeoutMs, ...(opts.http ? { http: true } : {}) },
@@ -62,5 +57,6 @@ export async function resolveTarget(lab: Lab, to: string): Promise<string> {
       throw new WeirError('ERR_LAB_EXTERNAL_NOT_FOUND', `no external ${to.slice(4)} in lab ${lab.name}`);
     return e.ip;
   }
-  return (await lab.pod(to)).ip;
+  const ref = podRef(to);
+  return (await lab.pod(`${ref.namespace}/${ref.name}`)).ip;
 }

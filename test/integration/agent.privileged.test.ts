@@ -188,8 +188,7 @@ describe('agent: live policy changes and restarts never break allowed connection
 
     // Restart: it resumes from its state and the pinned maps, rewriting nothing.
     const lab = await Lab.open(LAB);
-    const state = await lab.requireState();
-    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: state.node.netns });
+    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: (await lab.node()).netns });
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
       regenerations: { count: number; lastUpserts: number; lastDeletes: number };
       endpoints: number;

@@ -58,7 +58,7 @@ describe('eBPF host routing in a lab', { timeout: 240_000 }, () => {
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--no-agent'], LAB);
     const lab = await Lab.open(LAB);
-    netns = (await lab.requireState()).node.netns;
+    netns = (await lab.node()).netns;
     await startAgent({ lab: LAB, nodeNetns: netns, settings: { hostRouting: 'bpf' } });
     await ok(['apply', '-f', join(dir, 'app.yaml')], LAB);
     ips = Object.fromEntries((await lab.pods()).map((p) => [p.name, p.ip]));

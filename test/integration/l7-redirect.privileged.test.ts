@@ -398,8 +398,11 @@ describe('L7 on demand: the datapath redirects exactly the connections whose pol
     process.kill(agent, 'SIGKILL');
     await until('the agent is gone', async () => agentPid(LAB) === undefined);
     await conv.ping();
-    const state = await (await Lab.open(LAB)).requireState();
-    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: state.node.netns });
+    await startAgent({
+      ...hostRoutingAgent(),
+      lab: LAB,
+      nodeNetns: (await (await Lab.open(LAB)).node()).netns,
+    });
     const adopted = await proxyStatus();
     assert.equal(adopted.pid, s.pid, 'the restarted agent adopted the running proxy');
     assert.equal(adopted.restarts, 0);

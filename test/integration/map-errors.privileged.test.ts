@@ -142,8 +142,7 @@ describe('map read errors surface, naming the map and the errno', () => {
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up'], LAB);
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
-    const state = await (await Lab.open(LAB)).requireState();
-    pinDir = nodePinDir(LAB, state.node.name);
+    pinDir = nodePinDir(LAB, (await (await Lab.open(LAB)).node()).name);
     const eps = JSON.parse(await ok(['endpoint', 'list', '-o', 'json'], LAB)) as {
       id: number;
       pod: string;

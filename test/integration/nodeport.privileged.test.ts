@@ -96,9 +96,9 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
     await writeFile(join(dir, 'objects.yaml'), objects);
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--no-agent'], LAB);
-    const state = await (await Lab.open(LAB)).requireState();
-    nodeIP = state.node.ip;
-    nodeNetns = state.node.netns;
+    const node = await (await Lab.open(LAB)).node();
+    nodeIP = node.ip;
+    nodeNetns = node.netns;
     await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns });
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
     server = spawn(weir, ['lab', 'exec', 'np/web-a', '--', process.execPath, '-e', peerServer], {

@@ -69,13 +69,15 @@ describe('root-only run-time state', () => {
     const entries = walk(labDir);
     const names = entries.map((e) => e.path.slice(labDir.length + 1));
     for (const want of [
-      'state.json',
+      'lab.json',
       'logs',
       'logs/agent.log',
       'sockets',
       'agent',
       'agent/agent.sock',
-      'agent/state.json',
+      'agent/store.json',
+      'agent/store.json.log',
+      'agent/store.json.lock',
     ])
       assert.ok(names.includes(want), `${want} is among ${names.join(', ')}`);
     assert.ok(
@@ -93,7 +95,7 @@ describe('root-only run-time state', () => {
   });
 
   it('a non-root user cannot read the state or list the labs', async () => {
-    const state = await asNobody(['cat', join(runDir, 'labs', LAB, 'state.json')]);
+    const state = await asNobody(['cat', join(runDir, 'labs', LAB, 'agent', 'store.json')]);
     assert.notEqual(state.code, 0);
     assert.match(state.stderr, /Permission denied/);
     const ls = await asNobody(['ls', join(runDir, 'labs')]);
@@ -146,7 +148,8 @@ describe('root-only run-time state', () => {
       '--port',
       '8080/TCP',
       '-f',
-      join('examples', 'demo'),
+      join('examples', 'demo', '01-namespaces-pods.yaml'),
+      join('examples', 'demo', '02-policies.yaml'),
     ]);
     assert.equal(trace.code, 0, trace.stderr);
     assert.match(trace.stdout, /tools\/debug .* -> shop\/backend .* TCP\/8080: DENIED/);

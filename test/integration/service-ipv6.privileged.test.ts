@@ -269,11 +269,11 @@ spec: { ${spec}, ports: [{ port: 80 }] }
 
   it('without an IPv6 service CIDR refuses RequireDualStack and gives PreferDualStack IPv4 only', async () => {
     await stopAgent(LAB);
-    const state = await (await Lab.open(LAB)).requireState();
+    const node = await (await Lab.open(LAB)).node();
     await startAgent({
       ...hostRoutingAgent(),
       lab: LAB,
-      nodeNetns: state.node.netns,
+      nodeNetns: node.netns,
       agentArgs: ['--service-cidr-v6', 'none'],
     });
     // The IPv6 entries read back from the maps are what the model wants: the restart writes nothing.

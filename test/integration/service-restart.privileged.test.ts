@@ -194,7 +194,7 @@ describe('services keep their connections and backends across an agent kill -9 a
     await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--socket-lb', 'off'], LAB);
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
     lab = await Lab.open(LAB);
-    nodeIP = (await lab.requireState()).node.ip;
+    nodeIP = (await lab.node()).ip;
     const web = JSON.parse(await ok(['get', 'svc', 'web', '-n', 'rs', '-o', 'json'], LAB)) as {
       spec: { clusterIP: string };
     };
@@ -282,7 +282,7 @@ describe('services keep their connections and backends across an agent kill -9 a
 
     // The restarted agent loads the datapath again and replaces the programs of every veth and
     // of the external-facing device: from here on, newly loaded programs carry the packets.
-    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: (await lab.requireState()).node.netns });
+    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: (await lab.node()).netns });
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
       socketLB: boolean;
       regenerations: { lastUpserts: number; lastDeletes: number };

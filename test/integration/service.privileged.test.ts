@@ -351,7 +351,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
 
   it('serves a NodePort on the node IP through the socket hook, and hand-made EndpointSlices', async () => {
     await apply('np.yaml', nodePort);
-    const node = (await (await Lab.open(LAB)).requireState()).node.ip;
+    const node = (await (await Lab.open(LAB)).node()).ip;
     const np = await connect('svc/client', 'tcp', node, 30080, 4);
     assert.ok(
       np.every((t) => t.peer === `${node}:30080` && /^svc\/web-[ab]$/.test(t.body ?? '')),
@@ -423,11 +423,11 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
   it('builds Maglev tables after a restart with --lb-algorithm maglev', async () => {
     // Restart the agent with the maglev setting (persisted in its settings).
     await stopAgent(LAB);
-    const state = await (await Lab.open(LAB)).requireState();
+    const node = await (await Lab.open(LAB)).node();
     await startAgent({
       ...hostRoutingAgent(),
       lab: LAB,
-      nodeNetns: state.node.netns,
+      nodeNetns: node.netns,
       agentArgs: ['--lb-algorithm', 'maglev', '--lb-maglev-table-size', '251'],
     });
     const tables = JSON.parse(await ok(['bpf', 'lb', 'maglev', 'get', 'svc/web', '-o', 'json'], LAB)) as {
@@ -447,7 +447,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     }
     // A restart with the same settings finds the maps right and rewrites nothing.
     await stopAgent(LAB);
-    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: state.node.netns });
+    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: node.netns });
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
       lbAlgorithm: string;
       regenerations: { lastUpserts: number; lastDeletes: number };
@@ -463,7 +463,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
 
   it("--socket-lb off: no hook stays on the cgroups, the pods' tc programs translate instead", async () => {
     const lab = await Lab.open(LAB);
-    const state = await lab.requireState();
+    const node = await lab.node();
     const hooks = async (cgroup: string) =>
       (await run(['bpftool', 'cgroup', 'show', cgroup], { timeoutMs: 10_000 })).stdout;
     const friend = (await lab.pod('svc/friend')).cgroupPath;
@@ -472,12 +472,12 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     await startAgent({
       ...hostRoutingAgent(),
       lab: LAB,
-      nodeNetns: state.node.netns,
+      nodeNetns: node.netns,
       agentArgs: ['--socket-lb', 'off'],
     });
     try {
       assert.doesNotMatch(await hooks(friend), /inet4_connect|udp4_sendmsg/, 'detached from the pod');
-      assert.doesNotMatch(await hooks(state.node.cgroupPath), /inet4_connect/, 'and from the node');
+      assert.doesNotMatch(await hooks(node.cgroupPath), /inet4_connect/, 'and from the node');
       const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as { socketLB: boolean };
       assert.equal(status.socketLB, false);
       // The pod's own processes (its cgroup): TCP and UDP still reach the backends, the ClusterIP
@@ -500,7 +500,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
       await startAgent({
         ...hostRoutingAgent(),
         lab: LAB,
-        nodeNetns: state.node.netns,
+        nodeNetns: node.netns,
         agentArgs: ['--socket-lb', 'on'],
       });
     }

@@ -1,8 +1,7 @@
 // `weir agent`: runs a node's agent in the foreground (`weir lab up` starts it in the background).
 import { Command, Option } from 'commander';
-import { runAgent } from '../../agent/main.js';
 import { defaultLabName } from '../../lab/lab.js';
-import { agentClient } from '../../agent/link.js';
+import { agentClient } from '../../agent/client.js';
 import { SETTINGS, type AgentSettingValues, type Setting } from '../../agent/settings.js';
 import { parseOutput, printResult, type OutputFormat } from '../output.js';
 
@@ -47,6 +46,7 @@ export function agentCommand(): Command {
       const s = await agentClient(o.lab).call<AgentStatus>('GET', '/v1/status');
       const rows = [
         { k: 'lab', v: s.lab },
+        { k: 'node', v: s.node },
         { k: 'pid', v: String(s.pid) },
         { k: 'endpoints', v: String(s.endpoints) },
         { k: 'identities', v: String(s.identities) },
@@ -59,6 +59,10 @@ export function agentCommand(): Command {
         {
           k: 'regenerations',
           v: `${s.regenerations.count} (last ${s.regenerations.lastMs.toFixed(1)} ms, ${s.regenerations.lastUpserts} written, ${s.regenerations.lastDeletes} removed)`,
+        },
+        {
+          k: 'reconcile passes',
+          v: `${s.reconcile.passes}${s.reconcile.error ? ` (last failed: ${s.reconcile.error})` : ''}`,
         },
       ];
       printResult(o.output, s, rows, [
@@ -79,6 +83,8 @@ export function agentCommand(): Command {
       .description("run a lab node's agent in the foreground (weir lab up starts it for you)")
       .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName())),
   ).action(async (o: { lab: string } & Record<string, unknown>) => {
+    // Loaded here: no other command pays for the agent's modules.
+    const { runAgent } = await import('../../agent/main.js');
     await runAgent({ lab: o.lab, ...givenSettings(o) });
   });
   return agent;
@@ -86,6 +92,8 @@ export function agentCommand(): Command {
 
 interface AgentStatus {
   lab: string;
+  node: string;
+  reconcile: { passes: number; error?: string };
   pid: number;
   endpoints: number;
   identities: number;

@@ -75,24 +75,28 @@ function endpointMapCommand(): Command {
     'weir_endpoints: host veth -> endpoint id, identity, flags',
   );
   sub(cmd, 'list', 'list the endpoints the datapath knows, by host veth').action(async (o: Opts) => {
-    const rows = await withNodeMaps(o.lab, (m, state) => {
-      const podByIfindex = new Map(Object.values(state.pods).map((p) => [p.hostIfindex, p]));
-      return m
-        .endpoints()
-        .list()
-        .sort((a, b) => a.endpoint.endpointId - b.endpoint.endpointId)
-        .map(({ ifindex, endpoint }) => {
-          const pod = podByIfindex.get(ifindex);
-          return {
-            ifindex,
-            interface: pod?.hostIfname ?? '',
-            pod: pod ? `${pod.namespace}/${pod.name}` : '',
-            endpointId: endpoint.endpointId,
-            identity: endpoint.identity,
-            flags: flagNames(endpoint.flags),
-          };
-        });
-    });
+    const rows = await withNodeMaps(
+      o.lab,
+      (m, ctx) => {
+        const podByIfindex = new Map(ctx.pods.map((p) => [p.hostIfindex, p]));
+        return m
+          .endpoints()
+          .list()
+          .sort((a, b) => a.endpoint.endpointId - b.endpoint.endpointId)
+          .map(({ ifindex, endpoint }) => {
+            const pod = podByIfindex.get(ifindex);
+            return {
+              ifindex,
+              interface: pod?.hostIfname ?? '',
+              pod: pod ? `${pod.namespace}/${pod.name}` : '',
+              endpointId: endpoint.endpointId,
+              identity: endpoint.identity,
+              flags: flagNames(endpoint.flags),
+            };
+          });
+      },
+      { pods: true },
+    );
     printResult(o.output, rows, rows, [
       { header: 'endpoint id', get: (r) => r.endpointId },
       { header: 'ifindex', get: (r) => r.ifindex },
@@ -110,10 +114,14 @@ function policyCommand(): Command {
   sub(cmd, 'get', "list an endpoint's policy entries, port ranges merged back from their blocks")
     .argument('<endpoint>', "'ns/pod' or an endpoint id")
     .action(async (target: string, o: Opts) => {
-      const { endpointId, entries } = await withNodeMaps(o.lab, (m, state) => {
-        const id = resolveEndpointId(target, m, state);
-        return { endpointId: id, entries: m.policy(id).list() };
-      });
+      const { endpointId, entries } = await withNodeMaps(
+        o.lab,
+        (m, ctx) => {
+          const id = resolveEndpointId(target, m, ctx);
+          return { endpointId: id, entries: m.policy(id).list() };
+        },
+        { pods: !/^\d+$/.test(target) },
+      );
       const rows = policyRows(entries);
       const labels = await identityLabels(
         o.lab,

@@ -1,13 +1,11 @@
-// `weir delete -f`: remove what manifests describe: policies and services from the agent, Pods and
-// Namespaces from the lab.
+// `weir delete -f`: remove the objects of manifests through the agent's API (a namespace only when
+// no pod is left in it); it answers once the nodes have removed them.
 import { Command } from 'commander';
+import { agentClient } from '../../agent/client.js';
+import { type ChangeResult } from '../../cluster/objects.js';
 import { loadManifests } from '../../k8s/index.js';
-import { Lab } from '../../lab/index.js';
-import { agentResult, printChanges, toStored } from './apply.js';
-import { agentClient, agentHooks } from '../../agent/link.js';
-import { isAgentKind } from '../kinds.js';
-import type { ApplyResult } from '../../lab/index.js';
-import { labOption, outputOption, progress } from './lab.js';
+import { printChanges } from './apply.js';
+import { labOption, outputOption } from './lab.js';
 import type { OutputFormat } from '../output.js';
 
 export function deleteCommand(): Command {
@@ -24,28 +22,17 @@ export function deleteCommand(): Command {
     .action(
       async (o: { filename: string[]; ignoreNotFound?: boolean; lab: string; output: OutputFormat }) => {
         const manifests = await loadManifests(o.filename);
-        const results: ApplyResult[] = [];
-        const forAgent = manifests.filter((m) => isAgentKind(m.kind));
-        if (forAgent.length > 0) {
-          const answer = await agentClient(o.lab).call<{
-            results: { object: string; action: ApplyResult['action'] }[];
-          }>('POST', '/v1/delete', { objects: forAgent.map(toStored) });
-          results.push(...answer.results.map(agentResult));
-        }
-        const forLab = manifests.filter((m) => !isAgentKind(m.kind));
-        if (forLab.length > 0) {
-          const link = agentHooks(o.lab);
-          const lab = await Lab.open(o.lab);
-          results.push(
-            ...(await lab.delete(forLab, {
-              log: progress,
-              ignoreNotFound: o.ignoreNotFound === true,
-              ...link.hooks,
-            })),
-          );
-          await link.sync();
-        }
-        printChanges(o.output, results);
+        const answer = await agentClient(o.lab).call<{ results: ChangeResult[] }>('POST', '/v1/delete', {
+          objects: manifests.map((m) => ({
+            apiVersion: m.apiVersion,
+            kind: m.kind,
+            name: m.metadata.name,
+            ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
+            file: m.file,
+          })),
+          ignoreNotFound: o.ignoreNotFound === true,
+        });
+        printChanges(o.output, answer.results);
       },
     );
 }

@@ -1,11 +1,11 @@
-// `weir get pods|namespaces|services [NAME]`: kubectl-like listing of what runs in the lab. Tables
-// for people; -o json|yaml gives v1 objects (a `List`, or the object itself for one NAME), as
-// kubectl prints them.
+// `weir get pods|namespaces|services [NAME]`: kubectl-like listing of what runs, read through the
+// agent's API (desired state and the pods' statuses). Tables for people; -o json|yaml gives v1
+// objects (a `List`, or the object itself for one NAME), as kubectl prints them.
 import { Command } from 'commander';
+import { agentClient } from '../../agent/client.js';
+import type { NamespaceInfo, NodeRecord, PodInfo } from '../../cluster/objects.js';
 import { namespaceObject, podObject } from '../../k8s/index.js';
 import { WeirError } from '../../shared/errors.js';
-import { Lab, type PodInfo } from '../../lab/index.js';
-import type { NamespaceState } from '../../lab/index.js';
 import { labOption, outputOption } from './lab.js';
 import { notFound, pick, printResult, type Column, type OutputFormat } from '../output.js';
 import { getServices } from './service.js';
@@ -70,38 +70,50 @@ export function getCommand(): Command {
           'a resource cannot be retrieved by name across all namespaces (give -n NAMESPACE instead of -A)',
           { location: { field: '--all-namespaces' } },
         );
-      const lab = await Lab.open(o.lab);
-      const state = await lab.requireState();
+      const client = agentClient(o.lab);
+      const podsOf = async (ns?: string) =>
+        (
+          await client.call<{ items: PodInfo[] }>(
+            'GET',
+            `/v1/pods${ns === undefined ? '' : `?namespace=${encodeURIComponent(ns)}`}`,
+          )
+        ).items;
       const namespace = o.allNamespaces ? undefined : o.namespace;
       if (resource === 'namespaces') {
-        const pods = await lab.pods();
+        const pods = await podsOf();
         const { rows, data } = pick(
-          await lab.namespaces(),
+          (await client.call<{ items: NamespaceInfo[] }>('GET', '/v1/namespaces')).items,
           name,
           (n) => n.name,
           (n) => namespaceObject(n),
           () => notFound(resource, name ?? ''),
         );
         printResult(o.output, data, rows, [
-          { header: 'name', get: (n: NamespaceState) => n.name },
+          { header: 'name', get: (n: NamespaceInfo) => n.name },
           { header: 'status', get: () => 'Active' },
           { header: 'pods', get: (n) => pods.filter((p) => p.namespace === n.name).length },
           { header: 'labels', get: (n) => labelText(n.labels) },
         ]);
       } else if (resource === 'pods') {
-        const host = { ip: state.node.ip, ...(state.node.ip6 ? { ip6: state.node.ip6 } : {}) };
+        const nodes = new Map(
+          (await client.call<{ items: NodeRecord[] }>('GET', '/v1/nodes')).items.map((n) => [n.name, n]),
+        );
+        const hostOf = (p: PodInfo) => {
+          const n = nodes.get(p.node);
+          return n ? { ip: n.ip, ...(n.ip6 ? { ip6: n.ip6 } : {}) } : undefined;
+        };
         const { rows, data } = pick(
-          await lab.pods(namespace),
+          await podsOf(namespace),
           name,
           (p) => p.name,
-          (p) => podObject(p, host),
+          (p) => podObject(p, hostOf(p)),
           () => notFound(resource, name ?? '', namespace),
         );
         const cols: Column<PodInfo>[] = [
           ...(namespace === undefined ? [{ header: 'namespace', get: (p: PodInfo) => p.namespace }] : []),
           { header: 'name', get: (p) => p.name },
           { header: 'ready', get: (p) => (p.ready ? '1/1' : '0/1') },
-          { header: 'status', get: (p) => (p.ready ? 'Running' : 'Failed') },
+          { header: 'status', get: (p) => podPhase(p) },
           { header: 'ip', get: (p) => p.ip },
           { header: 'node', get: (p) => p.node },
           ...(o.output === 'wide'
@@ -121,4 +133,10 @@ export function getCommand(): Command {
         await getServices(o.lab, namespace, o.output, name);
       }
     });
+}
+
+/** kubectl's STATUS column: Running (and ready), Pending, or why not. */
+function podPhase(p: PodInfo): string {
+  if (p.phase === 'Running') return p.ready ? 'Running' : 'NotReady';
+  return p.phase;
 }

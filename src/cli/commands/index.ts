@@ -1,6 +1,6 @@
 // Every sub-command of `weir`, registered in one place so the CLI reads like a table of contents.
 import type { Command } from 'commander';
-import '../kinds.js';
+import '../../cluster/kinds.js';
 import { agentCommand } from './agent.js';
 import { applyCommand } from './apply.js';
 import { registerConformanceCommands } from './conformance.js';

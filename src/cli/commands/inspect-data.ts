@@ -1,8 +1,10 @@
-// Where the inspection commands get their data: the lab's agent (endpoints, identities) over its
-// API, and the node's pinned maps read directly, so `weir bpf ...` works while no agent runs.
+// Where the inspection commands get their data: the lab's agent (endpoints, identities, pods) over
+// its API, and the node's pinned maps read directly, so `weir bpf ...` works while no agent runs
+// (pods are then found in the kernel: each host veth's alias names its pod).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentClient } from '../../agent/client.js';
+import { AgentClient, agentClient } from '../../agent/client.js';
+import type { PodInfo } from '../../cluster/objects.js';
 import type { EndpointStatus } from '../../agent/agent.js';
 import { agentSocket, nodePinDir } from '../../agent/paths.js';
 import { BpfMap, TypedMap, u32 } from '../../bpf/index.js';
@@ -14,7 +16,7 @@ import { MetricsMap } from '../../datapath/maps/metrics/index.js';
 import { PolicyMap } from '../../datapath/maps/policy/index.js';
 import type { Identity } from '../../identity/allocator.js';
 import { IDENTITY_ANY, reservedIdentities, reservedLabels } from '../../identity/reserved.js';
-import { Lab, type LabState } from '../../lab/index.js';
+import { Lab, PodDriver, nodeOf, type NodeInfo } from '../../lab/index.js';
 import { WeirError } from '../../shared/errors.js';
 
 export type { EndpointStatus };
@@ -53,12 +55,42 @@ export async function identityLabels(lab: string, ids: Iterable<number>): Promis
   return out;
 }
 
-/** The state of the lab, which names its node (the pins live under the node's name). */
-export async function labState(lab: string): Promise<LabState & { node: NonNullable<LabState['node']> }> {
-  const state = await (await Lab.open(lab)).state();
-  if (!state?.node)
-    throw new WeirError('ERR_LAB_NOT_UP', `lab ${lab} has no node (run 'weir lab up --lab ${lab}')`);
-  return state as LabState & { node: NonNullable<LabState['node']> };
+/** The lab's node (the pins live under the node's name). */
+export async function labNode(lab: string): Promise<NodeInfo> {
+  const cfg = await (await Lab.open(lab)).config();
+  if (!cfg) throw new WeirError('ERR_LAB_NOT_UP', `lab ${lab} has no node (run 'weir lab up --lab ${lab}')`);
+  return nodeOf(cfg);
+}
+
+/** A pod and its host veth. */
+export interface PodRef {
+  namespace: string;
+  name: string;
+  hostIfname: string;
+  hostIfindex: number;
+}
+
+/**
+ * The node's pods with their host veths: from the agent when it answers, else from the kernel (the
+ * veths' aliases name their pods), so `weir bpf` needs no agent.
+ */
+export async function labPods(lab: string): Promise<PodRef[]> {
+  try {
+    const { items } = await agentClient(lab, 1000).call<{ items: PodInfo[] }>('GET', '/v1/pods');
+    return items.filter((p) => p.hostIfindex > 0);
+  } catch (err) {
+    if (!(err instanceof WeirError)) throw err;
+  }
+  const cfg = await (await Lab.open(lab)).config();
+  if (!cfg) return [];
+  return new PodDriver(cfg, nodeOf(cfg)).list();
+}
+
+/** What the inspection of one node knows besides its maps: the node and (when asked for) its pods. */
+export interface NodeContext {
+  lab: string;
+  node: NodeInfo;
+  pods: PodRef[];
 }
 
 /** The node's pinned datapath maps, opened read-write from their pins; close() releases them. */
@@ -70,9 +102,13 @@ export class NodeMaps {
     readonly pinDir: string,
   ) {}
 
-  static async forLab(lab: string): Promise<{ maps: NodeMaps; state: LabState }> {
-    const state = await labState(lab);
-    return { maps: new NodeMaps(lab, nodePinDir(lab, state.node.name)), state };
+  static async forLab(
+    lab: string,
+    opts: { pods?: boolean } = {},
+  ): Promise<{ maps: NodeMaps; ctx: NodeContext }> {
+    const node = await labNode(lab);
+    const pods = opts.pods ? await labPods(lab) : [];
+    return { maps: new NodeMaps(lab, nodePinDir(lab, node.name)), ctx: { lab, node, pods } };
   }
 
   /** The pin of a catalogue map, of the declared kind; ERR_CLI_NO_DATAPATH when it is absent. */
@@ -123,11 +159,15 @@ export class NodeMaps {
   }
 }
 
-/** Runs `fn` on the lab's pinned maps and closes them after. */
-export async function withNodeMaps<T>(lab: string, fn: (maps: NodeMaps, state: LabState) => T): Promise<T> {
-  const { maps, state } = await NodeMaps.forLab(lab);
+/** Runs `fn` on the lab's pinned maps and closes them after; `pods` looks the node's pods up first. */
+export async function withNodeMaps<T>(
+  lab: string,
+  fn: (maps: NodeMaps, ctx: NodeContext) => T,
+  opts: { pods?: boolean } = {},
+): Promise<T> {
+  const { maps, ctx } = await NodeMaps.forLab(lab, opts);
   try {
-    return fn(maps, state);
+    return fn(maps, ctx);
   } finally {
     maps.close();
   }
@@ -137,7 +177,7 @@ export async function withNodeMaps<T>(lab: string, fn: (maps: NodeMaps, state: L
  * An endpoint id from 'ns/pod' (the pod's host veth, looked up in weir_endpoints) or a number.
  * Reads the maps only, so it works without an agent.
  */
-export function resolveEndpointId(target: string, maps: NodeMaps, state: LabState): number {
+export function resolveEndpointId(target: string, maps: NodeMaps, ctx: NodeContext): number {
   if (/^\d+$/.test(target)) {
     const id = Number(target);
     if (id < 1 || id > 0xffff)
@@ -146,11 +186,12 @@ export function resolveEndpointId(target: string, maps: NodeMaps, state: LabStat
       });
     return id;
   }
-  const pod = state.pods[target];
+  const [namespace, name] = target.includes('/') ? target.split('/', 2) : ['default', target];
+  const pod = ctx.pods.find((p) => p.namespace === namespace && p.name === name);
   if (!pod)
     throw new WeirError(
       'ERR_CLI_NOT_FOUND',
-      `no pod '${target}' in lab ${state.name} (give ns/pod or an endpoint id)`,
+      `no pod '${target}' in lab ${ctx.lab} (give ns/pod or an endpoint id)`,
       { location: { object: `pod ${target}`, field: 'endpoint' } },
     );
   const ep = maps.endpoints().get(pod.hostIfindex);

@@ -1,8 +1,10 @@
 // The inspection commands against real pinned maps: the test loads the datapath with pins under
-// /sys/fs/bpf/weir/<lab>/<node>, writes known entries through the map wrappers, writes a lab state
-// naming that node into a temporary WEIR_RUN_DIR, and runs the CLI in a child process. The agent
-// API (labels, endpoints) is served on the lab's agent socket with fixed answers typed as the
-// agent's own, so the CLI is checked both with and without an agent.
+// /sys/fs/bpf/weir/<lab>/<node>, writes known entries through the map wrappers, writes a lab
+// configuration naming that node into a temporary WEIR_RUN_DIR, creates the node's netns with two
+// pod host veths (aliases naming their pods, /32 routes: how the kernel records a lab's pods) and
+// runs the CLI in a child process. The agent API (labels, endpoints) is served on the lab's agent
+// socket with fixed answers typed as the agent's own, so the CLI is checked both with and without
+// an agent.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, unlinkSync } from 'node:fs';
@@ -21,7 +23,8 @@ import { CtState } from '../../datapath/maps/ct/layout.js';
 import { EndpointFlags } from '../../datapath/maps/endpoints/layout.js';
 import { portRangePrefixes } from '../../shared/port-prefix.js';
 import type { Identity } from '../../identity/allocator.js';
-import type { LabState } from '../../lab/index.js';
+import { parseLabSpec, type LabConfig } from '../../lab/index.js';
+import { addNetns, deleteNetns, ifindexIn, ipBatch } from '../../lab/netns.js';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { pinRoot, repoRoot } from '../../shared/paths.js';
 import { metricsSlot } from '../../datapath/maps/metrics/layout.js';
@@ -64,38 +67,19 @@ function cells(text: string): string[][] {
   });
 }
 
-const state: LabState = {
-  version: 1,
+const config: LabConfig = {
+  version: 2,
   name: lab,
-  spec: { name: lab } as LabState['spec'],
+  spec: parseLabSpec({ name: lab, nodes: [{ name: node, podCIDR: '10.244.0.0/24' }] }),
   cgroupRoot: '/sys/fs/cgroup/unified',
-  cgroupPath: `/sys/fs/cgroup/unified/weir-${lab}`,
   createdAt: new Date().toISOString(),
-  node: { name: node, netns: `weir-${lab}-node`, ip: '10.0.0.1', podCIDR: '10.244.0.0/24', cgroupPath: '' },
-  externals: [],
-  namespaces: { default: { name: 'default', labels: {} } },
-  pods: Object.fromEntries(
-    [
-      ['web', '10.244.0.2', 'weir11111111', 1001],
-      ['client', '10.244.0.3', 'weir22222222', 1002],
-    ].map(([name, ip, hostIfname, hostIfindex]) => [
-      `default/${name}`,
-      {
-        namespace: 'default',
-        name: name as string,
-        labels: { app: name as string },
-        ports: [],
-        node,
-        ip: ip as string,
-        netns: `weir-${lab}-${name}`,
-        hostIfname: hostIfname as string,
-        hostIfindex: hostIfindex as number,
-        cgroupPath: '',
-        createdAt: new Date().toISOString(),
-      },
-    ]),
-  ),
 };
+const nodeNetns = `weir-${lab}-${node}`;
+/** The pods' host veths, as the lab creates them: name, alias, /32 route. */
+const pods = [
+  { name: 'web', ip: '10.244.0.2', veth: 'weir11111111', ifindex: 0 },
+  { name: 'client', ip: '10.244.0.3', veth: 'weir22222222', ifindex: 0 },
+];
 
 const identities: Identity[] = [
   { id: 256, labels: ['k8s:app=web', 'k8s:io.kubernetes.pod.namespace=default'] },
@@ -147,11 +131,25 @@ const stopAgentApi = () =>
     server = undefined;
   });
 
-const nowNs = monotonicNowNs();
+/** When the conntrack entries were written (their lifetimes count from here). */
+let nowNs = 0n;
 
 before(async () => {
   await mkdir(labDir, { recursive: true });
-  await writeFile(join(labDir, 'state.json'), JSON.stringify(state));
+  await writeFile(join(labDir, 'lab.json'), JSON.stringify(config));
+  await addNetns(nodeNetns);
+  for (const [i, p] of pods.entries()) {
+    await ipBatch(nodeNetns, [
+      ['link', 'add', p.veth, 'type', 'veth', 'peer', 'name', `weirpeer${i}`],
+      ['link', 'set', 'dev', p.veth, 'alias', `"weir pod default/${p.name}"`],
+      ['link', 'set', `weirpeer${i}`, 'up'],
+      ['link', 'set', p.veth, 'up'],
+      ['route', 'add', `${p.ip}/32`, 'dev', p.veth],
+    ]);
+    p.ifindex = await ifindexIn(nodeNetns, p.veth);
+    (endpoints[i] as EndpointStatus).ifindex = p.ifindex;
+  }
+  const [web, client] = pods.map((p) => p.ifindex) as [number, number];
   dp = Datapath.open({ pinDir, policyMapMax: 256, ctMax: 1024 });
 
   dp.ipcache.upsert('10.244.0.2/32', 256);
@@ -159,8 +157,8 @@ before(async () => {
   dp.ipcache.upsert('192.168.0.0/16', 16777217);
   dp.ipcache.upsert('fd00:10:244::2/128', 256);
 
-  dp.endpoints.set(1001, { endpointId: 11, identity: 256, flags: EndpointFlags.enforceIngress });
-  dp.endpoints.set(1002, {
+  dp.endpoints.set(web, { endpointId: 11, identity: 256, flags: EndpointFlags.enforceIngress });
+  dp.endpoints.set(client, {
     endpointId: 12,
     identity: 257,
     flags: EndpointFlags.enforceEgress | EndpointFlags.failClosed,
@@ -182,6 +180,7 @@ before(async () => {
   pol.upsert({ identity: 2, direction: 'egress', protocol: 6 }, { deny: true, cookie: 3 });
   dp.ensurePolicyMap(12);
 
+  nowNs = monotonicNowNs();
   const entry = {
     cookie: 0,
     srcIdentity: 0,
@@ -248,6 +247,7 @@ before(async () => {
 
 after(async () => {
   await stopAgentApi();
+  await deleteNetns(nodeNetns);
   dp?.destroy();
   rmSync(pinLabDir, { recursive: true, force: true });
   rmSync(runDir, { recursive: true, force: true });
@@ -273,8 +273,8 @@ describe('weir bpf (pinned maps, no agent)', () => {
   it('endpoint list shows each veth with its pod, endpoint id, identity and flags', async () => {
     assert.deepEqual(cells(await ok('bpf', 'endpoint', 'list')), [
       ['ENDPOINT ID', 'IFINDEX', 'INTERFACE', 'POD', 'IDENTITY', 'FLAGS'],
-      ['11', '1001', 'weir11111111', 'default/web', '256', 'enforceIngress'],
-      ['12', '1002', 'weir22222222', 'default/client', '257', 'enforceEgress,failClosed'],
+      ['11', String(pods[0]?.ifindex), 'weir11111111', 'default/web', '256', 'enforceIngress'],
+      ['12', String(pods[1]?.ifindex), 'weir22222222', 'default/client', '257', 'enforceEgress,failClosed'],
     ]);
   });
 

@@ -8,12 +8,15 @@ import {
   labDownAll,
   listLabs,
   loadLabSpec,
+  nodeOf,
   parseLabSpec,
   probe,
   resolveTarget,
 } from '../../lab/index.js';
 import { parseOutput, printResult, type OutputFormat } from '../output.js';
+import { agentClient } from '../../agent/client.js';
 import { startAgent, stopAgent } from '../../agent/spawn.js';
+import type { PodInfo } from '../../cluster/objects.js';
 import { stopProxy } from '../../agent/proxy-manager.js';
 import { addSettingOptions, givenSettings } from './agent.js';
 
@@ -32,7 +35,7 @@ export function outputOption(opts: { wide?: boolean } = {}): Option {
 
 export function labCommand(): Command {
   const lab = new Command('lab').description(
-    'the one-machine lab: nodes, pods and externals as network namespaces',
+    'the one-machine lab: a node, its pods and externals as network namespaces',
   );
 
   const up = lab
@@ -47,11 +50,12 @@ export function labCommand(): Command {
       const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
       const name = o.lab ?? (o.file ? spec.name : defaultLabName());
       const lab = await Lab.open(name);
-      await lab.up({ ...spec, name }, { log: progress });
+      const cfg = await lab.up({ ...spec, name }, { log: progress });
       if (o.agent === false) return;
-      const state = await lab.requireState();
-      const pid = await startAgent({ lab: name, nodeNetns: state.node.netns, settings: givenSettings(o) });
-      progress(`agent running (pid ${pid}), datapath attached to ${Object.keys(state.pods).length} pod(s)`);
+      // The agent opens the node's Store and puts what it holds in force (pods included).
+      const pid = await startAgent({ lab: name, nodeNetns: nodeOf(cfg).netns, settings: givenSettings(o) });
+      const pods = (await agentClient(name).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
+      progress(`agent running (pid ${pid}), ${pods.length} pod(s)`);
     },
   );
 
@@ -77,6 +81,14 @@ export function labCommand(): Command {
     .addOption(outputOption())
     .action(async (o: { lab: string; output: OutputFormat }) => {
       const s = await (await Lab.open(o.lab)).status();
+      // Pods are what the node's agent runs: asked through its API.
+      const pods = s.up
+        ? await agentClient(o.lab, 2000)
+            .call<{ items: PodInfo[] }>('GET', '/v1/pods')
+            .then((a) => a.items)
+            .catch(() => undefined)
+        : [];
+      const nss = new Set((pods ?? []).map((p) => p.namespace));
       const rows = [
         { k: 'lab', v: s.name },
         { k: 'up', v: String(s.up) },
@@ -90,14 +102,22 @@ export function labCommand(): Command {
           k: `external ${e.name}`,
           v: `${e.ip} (${e.netns})${e.ready ? '' : ' workload down'}`,
         })),
-        { k: 'namespaces', v: String(s.namespaces) },
-        { k: 'pods', v: `${s.podsReady}/${s.pods} ready` },
+        { k: 'namespaces with pods', v: pods ? String(nss.size) : 'unknown (no agent)' },
+        {
+          k: 'pods',
+          v: pods ? `${pods.filter((p) => p.ready).length}/${pods.length} ready` : 'unknown (no agent)',
+        },
         { k: 'state', v: s.stateDir },
       ];
-      printResult(o.output, s, rows, [
-        { header: 'field', get: (r) => r.k },
-        { header: 'value', get: (r) => r.v },
-      ]);
+      printResult(
+        o.output,
+        { ...s, pods: pods?.length, podsReady: pods?.filter((p) => p.ready).length },
+        rows,
+        [
+          { header: 'field', get: (r) => r.k },
+          { header: 'value', get: (r) => r.v },
+        ],
+      );
     });
 
   lab

@@ -1,7 +1,7 @@
 // `weir observe`: the agent's flows, filtered like `hubble observe` (src/observe/filters.ts), as
 // compact lines (default), a table or JSON (one Flow per line); -f follows until Ctrl-C.
 import { Command, Option } from 'commander';
-import { agentClient } from '../../agent/link.js';
+import { agentClient } from '../../agent/client.js';
 import { defaultLabName } from '../../lab/lab.js';
 import {
   compileFilter,

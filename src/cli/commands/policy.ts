@@ -9,7 +9,7 @@ import { formatRuleRef, type Policy } from '../../policy/api/types.js';
 import { computePolicy, type EngineInput } from '../../policy/engine.js';
 import { trace, type DirectionTrace, type TraceResult } from '../../policy/trace.js';
 import { WeirError } from '../../shared/errors.js';
-import { agentClient } from '../../agent/link.js';
+import { agentClient } from '../../agent/client.js';
 
 /** Policies, Namespaces and Pods from manifests (the shared loader validates them). Pods without
  * status.podIP get lab-style addresses (10.244.0.2, .3, … in file order). */

@@ -2,7 +2,7 @@
 // `run` is the process itself, started by the agent in the node's network namespace.
 import { Command, Option } from 'commander';
 import type { ProxyManagerStatus } from '../../agent/proxy-manager.js';
-import { agentClient } from '../../agent/link.js';
+import { agentClient } from '../../agent/client.js';
 import { runProxy } from '../../proxy/main.js';
 import { WeirError } from '../../shared/errors.js';
 import { defaultLabName } from '../../lab/lab.js';

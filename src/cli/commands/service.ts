@@ -3,9 +3,10 @@
 // maps hold, read from their pins) and `weir bpf lb maglev get <ns/name>` (table size, shares).
 import { Command } from 'commander';
 import type { FrontendView, MaglevView, ServiceSummary } from '../../agent/lb.js';
-import { agentClient } from '../../agent/link.js';
-import { agentStateFile } from '../../agent/paths.js';
-import { defaultSettings, Store, type StoredObject } from '../../agent/store.js';
+import { agentClient } from '../../agent/client.js';
+import { defaultSettings } from '../../agent/settings.js';
+import { BpfMap } from '../../bpf/index.js';
+import type { DesiredObject } from '../../cluster/objects.js';
 import { LbMaps } from '../../datapath/maps/lb/index.js';
 import { serviceObject, type V1Service } from '../../k8s/index.js';
 import { validateService } from '../../service/api/index.js';
@@ -18,7 +19,7 @@ interface ServicesAnswer {
   items: ServiceSummary[];
   frontends: FrontendView[];
   /** The stored Service and EndpointSlice objects, with allocated clusterIPs and nodePorts. */
-  objects: StoredObject[];
+  objects: DesiredObject[];
   algorithm: string;
 }
 
@@ -43,7 +44,7 @@ const selectorText = (s?: Record<string, string>) =>
     : '<none>';
 
 /** A stored Service (as the agent allocated it) as a v1 Service. */
-export function v1Service(o: StoredObject): V1Service {
+export function v1Service(o: DesiredObject): V1Service {
   const svc = validateService(o.object, {
     file: o.file ?? '(stored)',
     object: `Service ${o.namespace ?? 'default'}/${o.name}`,
@@ -78,7 +79,7 @@ export async function getServices(
     namespace ? answer.items.filter((s) => s.namespace === namespace) : answer.items,
     name,
     (s) => s.name,
-    (s) => v1Service(stored.get(`${s.namespace}/${s.name}`) as StoredObject),
+    (s) => v1Service(stored.get(`${s.namespace}/${s.name}`) as DesiredObject),
     () => notFound('services', name ?? '', namespace),
   );
   printResult(format, data, rows, [
@@ -135,20 +136,38 @@ export function serviceCommand(): Command {
   return cmd;
 }
 
-/** The lb maps from their pins (no agent needed); the table size is the agent's stored setting. */
+/**
+ * M of the Maglev tables in weir_lb_maglev: the value size of an installed table's inner map (4
+ * bytes per entry); without a table, nothing is read and M does not matter.
+ */
+function maglevSizeOf(outer: BpfMap): number {
+  for (const key of outer.rawKeys()) {
+    const id = outer.lookupRaw(key)?.readUInt32LE(0);
+    if (id === undefined) continue;
+    const inner = BpfMap.fromId(id);
+    try {
+      return inner.valueSize / 4;
+    } finally {
+      inner.close();
+    }
+  }
+  return defaultSettings.maglevTableSize;
+}
+
+/** The lb maps from their pins (no agent needed). */
 async function withLbMaps<T>(lab: string, fn: (lb: LbMaps) => T): Promise<T> {
   return withNodeMaps(lab, (maps) => {
-    const size = new Store(agentStateFile(lab)).state.settings?.maglevTableSize;
+    const maglev = maps.pin('weir_lb_maglev');
     const lb = new LbMaps(
       {
         services: maps.pin('weir_lb_services'),
         backends: maps.pin('weir_lb_backends'),
         revnat: maps.pin('weir_lb_revnat'),
-        maglev: maps.pin('weir_lb_maglev'),
+        maglev,
         affinity: maps.pin('weir_lb_affinity'),
         reverseSk: maps.pin('weir_lb_reverse_sk'),
       },
-      size ?? defaultSettings.maglevTableSize,
+      maglevSizeOf(maglev),
     );
     return fn(lb);
   });

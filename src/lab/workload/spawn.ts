@@ -1,15 +1,23 @@
 // Starts a workload inside a netns (nsenter keeps our mount namespace, so the workload can still
 // see the cgroup v2 mount and join its cgroup), detached, logging to the lab's state directory.
 import { openSync, closeSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { WeirError } from '../../shared/errors.js';
 import { repoRoot } from '../../shared/paths.js';
 import { privateFileMode } from '../../shared/private-fs.js';
 import { killQuietly, netnsPath, waitFor } from '../netns.js';
-import { pidAlive, type WorkloadState } from '../state.js';
+import { pidAlive } from '../config.js';
 import { ping } from './client.js';
 import type { WorkloadConfig } from './protocol.js';
+
+/** A running workload: its process, control socket and log. */
+export interface WorkloadState {
+  pid: number;
+  socket: string;
+  log: string;
+}
 
 export const workloadMain = join(repoRoot, 'dist', 'src', 'lab', 'workload', 'main.js');
 const readyTimeoutMs = 10_000;
@@ -67,4 +75,34 @@ export async function stopWorkload(w: WorkloadState | undefined): Promise<void> 
   if (!workloadAlive(w) || !w) return;
   killQuietly(w.pid, 'SIGTERM');
   if (!(await waitFor(() => !pidAlive(w.pid), 2000))) killQuietly(w.pid, 'SIGKILL');
+}
+
+/**
+ * The workload of `cfg` running in its cgroup (found from the cgroup's processes: no record of
+ * pids is needed), and whether it runs with exactly this configuration.
+ */
+export async function findWorkload(
+  cfg: WorkloadConfig,
+  logPath: string,
+): Promise<(WorkloadState & { current: boolean }) | undefined> {
+  if (!cfg.cgroup) return undefined;
+  const procs = await readFile(`${cfg.cgroup}/cgroup.procs`, 'utf8').catch(() => '');
+  for (const pid of procs.split('\n').filter(Boolean).map(Number)) {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (!cmdline.includes(workloadMain) || !cmdline.includes(cfg.socket)) continue;
+    return { pid, socket: cfg.socket, log: logPath, current: cmdline.includes(JSON.stringify(cfg)) };
+  }
+  return undefined;
+}
+
+/** Starts the workload unless it already runs with this configuration (a stale one is replaced). */
+export async function ensureWorkload(
+  netns: string,
+  cfg: WorkloadConfig,
+  logPath: string,
+): Promise<WorkloadState> {
+  const found = await findWorkload(cfg, logPath);
+  if (found?.current) return found;
+  if (found) await stopWorkload(found);
+  return startWorkload(netns, cfg, logPath);
 }

@@ -1,0 +1,456 @@
+// The node's reconciler: it watches the desired state in the Store and makes the node hold it.
+// Each pass compares the desired pods scheduled on this node with the pods it runs, and
+//
+//   1. removes pods no longer desired here (workload, cgroup, netns; endpoint; status),
+//   2. updates changed pods in place (labels: policy only; ports: the workload restarts),
+//   3. creates new pods through the lab's pod driver with addresses from the node's pod CIDR,
+//      attaching the datapath while the host veth is still down (fail closed),
+//   4. regenerates policy and services for the whole node,
+//   5. publishes the pods' statuses and the desired revision it has reconciled, in one write.
+//
+// Passes never overlap; a change arriving during a pass runs another pass after it. A restarted
+// agent starts from the statuses it published and what the kernel holds: pods that are still
+// right are only re-attached (programs replaced atomically, maps kept), so nothing is rewritten.
+import type { Logger as Pino } from 'pino';
+import type { DesiredPod, DesiredState, DesiredView } from '../cluster/desired.js';
+import type { Informer } from '../cluster/informer.js';
+import { podStatusKey, podStatusPrefix, reconciledKey } from '../cluster/keys.js';
+import type { PodStatus, ReconciledRecord } from '../cluster/objects.js';
+import { host4, host6, parseCidr4, parseCidr6, size4, type NodeInfo, type PodDriver } from '../lab/index.js';
+import type { JsonObject, Lease, Store, StoreOp } from '../store/index.js';
+import type { Agent, AgentPod } from './agent.js';
+
+const createConcurrency = 4;
+const retryMs = 5000;
+/** How often the pods' workloads are checked (a dead one is restarted, like a crashed container). */
+const verifyMs = 30_000;
+
+interface PodRecord {
+  status: PodStatus;
+  /** Desired fields as last put in force. */
+  labels: Record<string, string>;
+  ports: DesiredPod['ports'];
+  terminating: boolean;
+}
+
+export interface ReconcilerDeps {
+  store: Store;
+  node: NodeInfo;
+  driver: PodDriver;
+  agent: Agent;
+  desired: Informer;
+  /** The typed desired state the informer holds. */
+  view: DesiredView;
+  /** weir/state/… (other nodes' pod statuses, for service backends). */
+  state: Informer;
+  lease: Lease;
+  log: Pino;
+}
+
+export class Reconciler {
+  private readonly records = new Map<string, PodRecord>();
+  /** Status JSON as last published, per pod key, and the status object it was made from. */
+  private readonly published = new Map<string, string>();
+  private readonly publishedRef = new Map<string, PodStatus>();
+  private lastReconciled: string | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private first = true;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private verifyTimer: NodeJS.Timeout | undefined;
+  private verifyNext = false;
+  /** The desired revision the last completed pass put in force. */
+  private passRevision = -1;
+  private stopped = false;
+  /** The last pass's error (undefined after a good pass). */
+  lastError: string | undefined;
+  passes = 0;
+
+  constructor(private readonly d: ReconcilerDeps) {}
+
+  /** Loads the statuses this node published before (a restart) and runs the first pass. */
+  async start(): Promise<void> {
+    const { items } = await this.d.store.list(podStatusPrefix);
+    for (const kv of items) {
+      const st = kv.value as unknown as PodStatus;
+      if (st.node !== this.d.node.name) continue;
+      const key = `${st.namespace}/${st.name}`;
+      this.published.set(key, JSON.stringify(st));
+      this.records.set(key, { status: st, labels: {}, ports: [], terminating: false });
+    }
+    const rec = await this.d.store.get(reconciledKey(this.d.node.name));
+    // Written again under this run's lease by the first pass.
+    this.lastReconciled = rec && rec.lease === this.d.lease.id ? JSON.stringify(rec.value) : undefined;
+    this.d.desired.onChange(() => queueMicrotask(() => void this.kick()));
+    await this.kick();
+    this.verifyTimer = setInterval(() => {
+      this.verifyNext = true;
+      void this.kick();
+    }, verifyMs);
+    this.verifyTimer.unref();
+  }
+
+  /** Runs a pass now, or after the running one. Resolves when a pass that saw this call ends. */
+  kick(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.pass();
+      } while (this.again && !this.stopped);
+      this.running = undefined;
+    })();
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.verifyTimer);
+    await this.running;
+  }
+
+  private async pass(): Promise<void> {
+    const want = this.d.view.state;
+    const log = this.d.log;
+    const verify = this.verifyNext;
+    this.verifyNext = false;
+    // A periodic check with nothing new to put in force: only the workloads are looked at.
+    if (verify && want.revision === this.passRevision && !this.lastError && !(await this.restartDead()))
+      return;
+    let error: string | undefined;
+    try {
+      await this.reconcilePods(want);
+      await this.regenerate(want);
+      await this.d.agent.persist();
+      this.lastError = undefined;
+    } catch (err) {
+      error = (err as Error).message;
+      this.lastError = error;
+      log.error({ err, revision: want.revision }, 'reconcile failed; retrying');
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => void this.kick(), retryMs);
+      this.retryTimer.unref();
+    }
+    this.passes++;
+    this.first = false;
+    this.passRevision = want.revision;
+    await this.publish(want.revision, error);
+  }
+
+  /** Restarts the workloads that died; returns how many. */
+  private async restartDead(): Promise<number> {
+    let n = 0;
+    for (const [key, r] of this.records) {
+      if (r.status.phase !== 'Running' || r.status.noWorkload) continue;
+      if (await this.d.driver.ready(r.status, r.ports)) continue;
+      this.d.log.warn({ pod: key }, 'pod workload died; restarting it');
+      await this.runWorkload(r, key, r.ports);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Makes the pod's workload run with these ports (started, restarted, or left as it is); a
+   * workload that does not come up leaves the pod not ready with the reason, and the pass goes on.
+   */
+  private async runWorkload(r: PodRecord, key: string, ports: DesiredPod['ports']): Promise<void> {
+    try {
+      await this.d.driver.ensureWorkload(r.status, ports);
+      r.status = { ...r.status, ready: true, message: undefined };
+    } catch (err) {
+      this.d.log.error({ pod: key, err }, 'pod workload did not start');
+      r.status = { ...r.status, ready: false, message: (err as Error).message };
+    }
+  }
+
+  private async reconcilePods(want: DesiredState): Promise<void> {
+    const { driver, agent, node, log } = this.d;
+    const mine = new Map([...want.pods].filter(([, p]) => p.node === node.name));
+
+    // 1. Pods no longer desired here.
+    const gone = [...this.records.keys()].filter((k) => !mine.has(k));
+    await pool(gone, createConcurrency, async (key) => {
+      const [namespace, name] = key.split('/') as [string, string];
+      log.info({ pod: key }, 'pod removed');
+      await driver.destroy(namespace, name);
+      this.records.delete(key);
+    });
+    agent.prune(new Set(this.records.keys()));
+
+    // 2. Pods that exist: verified against the kernel on the first pass, updated when changed.
+    const create: DesiredPod[] = [];
+    const kernel = this.first
+      ? new Map((await driver.list()).map((x) => [`${x.namespace}/${x.name}`, x]))
+      : undefined;
+    // Pods the kernel holds that nobody wants (a crash between creating and recording one, or a
+    // lab from before the Store): removed.
+    for (const key of kernel?.keys() ?? []) {
+      if (mine.has(key) || this.records.has(key)) continue;
+      const [namespace, name] = key.split('/') as [string, string];
+      log.warn({ pod: key }, 'removing a pod nobody wants');
+      await driver.destroy(namespace, name);
+    }
+    for (const [key, p] of mine) {
+      const r = this.records.get(key);
+      if (
+        !r ||
+        r.status.phase === 'Pending' ||
+        (r.status.phase === 'Failed' && r.status.observedRevision !== p.revision)
+      ) {
+        create.push(p);
+        continue;
+      }
+      if (r.status.phase === 'Failed') continue; // failed at this revision: retried when it changes
+      if (kernel) {
+        const live = kernel.get(key);
+        if (!live || live.ip !== r.status.ip || live.hostIfindex !== r.status.hostIfindex) {
+          log.warn({ pod: key }, 'pod lost its netns or veth; creating it again');
+          create.push(p);
+          continue;
+        }
+        agent.attach(live);
+        if (!p.noWorkload) await this.runWorkload(r, key, p.ports);
+        else r.status = { ...r.status, ready: true };
+      } else if (r.status.observedRevision !== p.revision && !p.noWorkload) {
+        if (JSON.stringify(r.ports) !== JSON.stringify(p.ports)) {
+          log.info({ pod: key }, 'pod ports changed, restarting its workload');
+          await this.runWorkload(r, key, p.ports);
+        }
+      }
+      r.labels = p.labels;
+      r.ports = p.ports;
+      r.terminating = p.terminating;
+      if (r.status.observedRevision !== p.revision) r.status = { ...r.status, observedRevision: p.revision };
+    }
+
+    // 3. New pods: addresses first (published as Pending), then the pods, a few at a time.
+    if (create.length === 0) return;
+    const addrs = this.allocate(create);
+    const pending: StoreOp[] = [];
+    for (const p of create) {
+      const key = `${p.namespace}/${p.name}`;
+      const addr = addrs.get(key);
+      const names = driver.names(p.namespace, p.name);
+      const status: PodStatus = {
+        namespace: p.namespace,
+        name: p.name,
+        node: node.name,
+        phase: addr ? 'Pending' : 'Failed',
+        ...(addr ? {} : { message: `the pod CIDR ${node.podCIDR} has no free address` }),
+        ip: addr?.ip ?? '',
+        ...(addr?.ip6 ? { ip6: addr.ip6 } : {}),
+        ...names,
+        hostIfindex: 0,
+        ready: false,
+        ...(p.noWorkload ? { noWorkload: true as const } : {}),
+        observedRevision: p.revision,
+      };
+      this.records.set(key, { status, labels: p.labels, ports: p.ports, terminating: p.terminating });
+      const op = this.statusOp(key, status);
+      if (op) pending.push(op);
+    }
+    const ops = pending;
+    // Written before anything is created: a crash from here on leaves the addresses allocated.
+    if (ops.length > 0) await this.d.store.txn(ops);
+    const started: { key: string; pod: Awaited<ReturnType<PodDriver['create']>> }[] = [];
+    await pool(
+      create.filter((p) => this.records.get(`${p.namespace}/${p.name}`)?.status.phase === 'Pending'),
+      createConcurrency,
+      async (p) => {
+        const key = `${p.namespace}/${p.name}`;
+        const r = this.records.get(key) as PodRecord;
+        log.info({ pod: key, ip: r.status.ip }, 'creating pod');
+        try {
+          const pod = await driver.create(
+            {
+              namespace: p.namespace,
+              name: p.name,
+              ip: r.status.ip,
+              ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
+              ports: p.ports,
+              noWorkload: p.noWorkload,
+            },
+            (plumbed) => void agent.attach(plumbed),
+          );
+          r.status = { ...r.status, hostIfindex: pod.hostIfindex, phase: 'Running', ready: p.noWorkload };
+          started.push({ key, pod });
+        } catch (err) {
+          log.error({ pod: key, err }, 'pod creation failed');
+          r.status = { ...r.status, phase: 'Failed', message: (err as Error).message };
+        }
+      },
+    );
+    // A pod that failed after its endpoint was attached leaves no endpoint behind.
+    agent.prune(new Set([...this.records].filter(([, r]) => r.status.phase === 'Running').map(([k]) => k)));
+    await Promise.all(
+      started.map(async ({ key, pod }) => {
+        const r = this.records.get(key) as PodRecord;
+        try {
+          await driver.waitReady(pod);
+          r.status = { ...r.status, ready: true };
+        } catch (err) {
+          r.status = { ...r.status, message: (err as Error).message };
+        }
+      }),
+    );
+  }
+
+  /** Addresses for new pods: the same host number in the v4 and v6 pod CIDR, skipping .0 and the node's .1. */
+  private allocate(pods: DesiredPod[]): Map<string, { ip: string; ip6?: string }> {
+    const node = this.d.node;
+    const c4 = parseCidr4(node.podCIDR);
+    const c6 = node.podCIDRv6 ? parseCidr6(node.podCIDRv6) : undefined;
+    const out = new Map<string, { ip: string; ip6?: string }>();
+    if (!c4) return out;
+    const used = new Set<string>();
+    const keep = new Map<string, string>();
+    for (const [key, r] of this.records) {
+      if (!r.status.ip) continue;
+      used.add(r.status.ip);
+      keep.set(key, r.status.ip);
+    }
+    let i = 2;
+    for (const p of pods) {
+      const key = `${p.namespace}/${p.name}`;
+      const had = keep.get(key);
+      if (had) {
+        const n = ipNumber(had) - c4.base;
+        out.set(key, { ip: had, ...(c6 ? { ip6: host6(c6, n) } : {}) });
+        continue;
+      }
+      while (i < size4(c4) - 1 && used.has(host4(c4, i))) i++;
+      if (i >= size4(c4) - 1) continue;
+      const ip = host4(c4, i);
+      used.add(ip);
+      out.set(key, { ip, ...(c6 ? { ip6: host6(c6, i) } : {}) });
+    }
+    return out;
+  }
+
+  private async regenerate(want: DesiredState): Promise<void> {
+    const { agent, node } = this.d;
+    const pods: AgentPod[] = [];
+    for (const [key, r] of this.records) {
+      if (r.status.phase !== 'Running') continue;
+      const p = want.pods.get(key);
+      pods.push({
+        namespace: r.status.namespace,
+        name: r.status.name,
+        labels: p?.labels ?? r.labels,
+        ports: p?.ports ?? r.ports,
+        node: node.name,
+        ip: r.status.ip,
+        ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
+        hostIfname: r.status.hostIfname,
+        hostIfindex: r.status.hostIfindex,
+        cgroupPath: r.status.cgroupPath,
+        ready: r.status.ready,
+        ...(p?.terminating ? { terminating: true as const } : {}),
+        ...(r.status.noWorkload ? { noWorkload: true as const } : {}),
+      });
+    }
+    // Pods of other nodes (a cluster): service backends.
+    for (const { value: st } of this.d.state.values<PodStatus>(podStatusPrefix)) {
+      if (st.node === node.name || st.phase !== 'Running') continue;
+      const p = want.pods.get(`${st.namespace}/${st.name}`);
+      if (!p) continue;
+      pods.push({
+        namespace: st.namespace,
+        name: st.name,
+        labels: p.labels,
+        ports: p.ports,
+        node: st.node,
+        ip: st.ip,
+        ...(st.ip6 ? { ip6: st.ip6 } : {}),
+        hostIfname: st.hostIfname,
+        hostIfindex: st.hostIfindex,
+        cgroupPath: st.cgroupPath,
+        ready: st.ready,
+        ...(p.terminating ? { terminating: true as const } : {}),
+      });
+    }
+    await agent.syncNode();
+    agent.setView({ namespaces: [...want.namespaces.values()], pods, objects: want.objects });
+    await agent.regenerate();
+  }
+
+  /** The put (or delete) of a pod's status, unless the store already holds it. */
+  private statusOp(key: string, status: PodStatus | undefined): StoreOp | undefined {
+    const [namespace, name] = key.split('/') as [string, string];
+    if (!status) {
+      this.publishedRef.delete(key);
+      if (!this.published.has(key)) return undefined;
+      this.published.delete(key);
+      return { op: 'delete', key: podStatusKey(namespace, name) };
+    }
+    // Statuses are replaced, never changed in place: the same object was published already.
+    if (this.publishedRef.get(key) === status) return undefined;
+    const text = JSON.stringify(status);
+    this.publishedRef.set(key, status);
+    if (this.published.get(key) === text) return undefined;
+    this.published.set(key, text);
+    return { op: 'put', key: podStatusKey(namespace, name), value: status as unknown as JsonObject };
+  }
+
+  /** Pod statuses that changed and the reconciled revision, in one write. */
+  private async publish(revision: number, error: string | undefined): Promise<void> {
+    const ops: StoreOp[] = [];
+    for (const [key, r] of this.records) {
+      const op = this.statusOp(key, r.status);
+      if (op) ops.push(op);
+    }
+    for (const key of [...this.published.keys()])
+      if (!this.records.has(key)) {
+        const op = this.statusOp(key, undefined);
+        if (op) ops.push(op);
+      }
+    const rec: ReconciledRecord & { error?: string } = {
+      node: this.d.node.name,
+      revision,
+      ...(error ? { error } : {}),
+    };
+    const text = JSON.stringify(rec);
+    if (text !== this.lastReconciled)
+      ops.push({
+        op: 'put',
+        key: reconciledKey(this.d.node.name),
+        value: rec as unknown as JsonObject,
+        lease: this.d.lease.id,
+      });
+    if (ops.length === 0) return;
+    try {
+      await this.d.store.txn(ops);
+      this.lastReconciled = text;
+    } catch (err) {
+      // Nothing was written: forget what we thought was published, so the next pass writes it.
+      this.published.clear();
+      this.publishedRef.clear();
+      this.lastReconciled = undefined;
+      this.d.log.error({ err }, 'publishing pod statuses failed');
+    }
+  }
+
+  /** The node's pods with their statuses (for the API). */
+  statuses(): PodStatus[] {
+    return [...this.records.values()].map((r) => r.status);
+  }
+}
+
+function ipNumber(ip: string): number {
+  return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+/** Runs `fn` over `items`, at most `n` at a time. */
+async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  const worker = async () => {
+    for (let item = queue.shift(); item !== undefined; item = queue.shift()) await fn(item);
+  };
+  await Promise.all(Array.from({ length: Math.min(n, queue.length) }, worker));
+}

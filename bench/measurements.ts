@@ -23,10 +23,12 @@ export interface BenchContext {
   lab: Lab;
   serverIP: string;
   seconds: number;
+  /** Runs the client there instead of in pod bench/client (the raw veth pair, bench/raw-pair.ts). */
+  clientPrefix?: string[];
 }
 
 async function client(ctx: BenchContext, cmd: string[]): Promise<string> {
-  const argv = await ctx.lab.execArgv('bench/client', cmd);
+  const argv = ctx.clientPrefix ? [...ctx.clientPrefix, ...cmd] : await ctx.lab.execArgv('bench/client', cmd);
   return (await run(argv, { timeoutMs: (ctx.seconds + 20) * 1000 })).stdout;
 }
 

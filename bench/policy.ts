@@ -15,6 +15,9 @@ import { run } from '../src/shared/exec.js';
 import { repoRoot } from '../src/shared/paths.js';
 import { iperfPort, sockperfPort } from './measurements.js';
 
+/** nginx of the connection-rate section (bench/connrate.ts) in bench/server (+1: its h2c port). */
+export const connPort = 11120;
+
 /** A number reported beside a scenario's measurements (what it really set up, what it cost). */
 export interface Fact {
   metric: string;
@@ -65,6 +68,7 @@ export function serverPolicy(peers: number): DesiredObject {
           ports: [
             { port: String(iperfPort), protocol: 'TCP' },
             { port: String(sockperfPort), protocol: 'UDP' },
+            { port: String(connPort), protocol: 'TCP' },
           ],
         },
       ],
@@ -156,19 +160,20 @@ export function iptablesPolicy(lab: Lab, n: number) {
         rules.push(`-A FORWARD -s ${peerIP(i)}/32 -d ${server}/32 -p tcp --dport ${iperfPort} -j ACCEPT`);
       rules.push(`-A FORWARD -s ${client}/32 -d ${server}/32 -p tcp --dport ${iperfPort} -j ACCEPT`);
       rules.push(`-A FORWARD -s ${client}/32 -d ${server}/32 -p udp --dport ${sockperfPort} -j ACCEPT`);
+      rules.push(`-A FORWARD -s ${client}/32 -d ${server}/32 -p tcp --dport ${connPort} -j ACCEPT`);
       rules.push('-A FORWARD -j DROP', 'COMMIT', '');
       const t0 = performance.now();
       await iptablesIn(netns, ['iptables-restore'], rules.join('\n'));
       const loadMs = performance.now() - t0;
       const count = await forwardRules(netns);
-      if (count !== n + 3)
-        throw new WeirError('ERR_BENCH_IPTABLES', `expected ${n + 3} FORWARD rules, found ${count}`);
+      if (count !== n + 4)
+        throw new WeirError('ERR_BENCH_IPTABLES', `expected ${n + 4} FORWARD rules, found ${count}`);
       return [
         {
           metric: 'iptables FORWARD rules',
           value: count,
           unit: 'rules',
-          note: 'ct + peers + client×2 + DROP',
+          note: 'ct + peers + client×3 + DROP',
         },
         { metric: 'iptables-restore', value: Math.round(loadMs), unit: 'ms' },
       ];

@@ -33,6 +33,8 @@ import {
 import { measureObserve } from './micro/observe.js';
 import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
+import { connRateLegend, measureConnRate } from './connrate.js';
+import { startRawPair } from './raw-pair.js';
 
 export interface Scenario {
   name: string;
@@ -65,7 +67,10 @@ const serviceSizes = (process.env.WEIR_BENCH_SERVICE_SIZES ?? '10,1000,10000').s
 const serviceRounds = Number(process.env.WEIR_BENCH_SERVICE_ROUNDS ?? 3);
 const serviceConnects = Number(process.env.WEIR_BENCH_CONNECTS ?? 3000);
 const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
-const allSections = ['policy', 'services', 'scale', 'flow'] as const;
+const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
+const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
+const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
+const allSections = ['policy', 'connrate', 'services', 'scale', 'flow'] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -194,18 +199,22 @@ interface Row {
   baseline?: number;
   /** value / baseline (throughput: < 1 is slower; latency: > 1 is slower). */
   ratio?: number;
+  /** The same measurement on one raw veth pair (bench/raw-pair.ts), runs paired in time. */
+  rawPair?: number;
+  rawPairRatio?: number;
   note?: string;
 }
 
 function table(rows: Row[]): string {
   const lines = [
-    '| scenario | metric | value | unit | baseline | value / baseline | note |',
-    '| --- | --- | ---: | --- | ---: | ---: | --- |',
+    '| scenario | metric | value | unit | baseline | value / baseline | raw veth pair | value / raw pair | note |',
+    '| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |',
   ];
+  const ratio = (x: number | undefined) => (x === undefined ? '—' : x.toFixed(3));
   for (const r of rows)
     lines.push(
-      `| ${r.scenario} | ${r.metric} | ${r.value} | ${r.unit} | ${r.baseline ?? '—'} | ` +
-        `${r.ratio === undefined ? '—' : r.ratio.toFixed(3)} | ${r.note ?? ''} |`,
+      `| ${r.scenario} | ${r.metric} | ${r.value} | ${r.unit} | ${r.baseline ?? '—'} | ${ratio(r.ratio)} | ` +
+        `${r.rawPair ?? '—'} | ${ratio(r.rawPairRatio)} | ${r.note ?? ''} |`,
     );
   return lines.join('\n') + '\n';
 }
@@ -251,6 +260,8 @@ async function main(): Promise<void> {
       await detachWeir(lab);
     }
     const servers = sections.has('policy') ? await startServers(lab) : [];
+    const rawPair =
+      sections.has('policy') || sections.has('connrate') ? await startRawPair(labName) : undefined;
     try {
       for (const sc of sections.has('policy') ? scenarios : []) {
         if (sc.agent && (await agentStatus(labName).catch(() => undefined)) === undefined) {
@@ -274,8 +285,18 @@ async function main(): Promise<void> {
         try {
           const values: Record<string, number[]> = {};
           const rawValues: Record<string, number[]> = {};
+          const pairValues: Record<string, number[]> = {};
+          // The raw veth pair beside the routed baseline and every weir scenario, paired in time.
+          const pairCtx =
+            rawPair && (sc === scenarios[0] || sc.agent)
+              ? { ...ctx, serverIP: rawPair.serverIP, clientPrefix: rawPair.clientPrefix }
+              : undefined;
           for (const m of measurements)
             for (let i = 0; i < scRuns; i++) {
+              if (pairCtx) {
+                log(`  ${m.name}, run ${i + 1}/${scRuns}, raw veth pair`);
+                for (const [k, v] of Object.entries(await m.run(pairCtx))) (pairValues[k] ??= []).push(v);
+              }
               if (sw) {
                 await sw.raw();
                 log(`  ${m.name}, run ${i + 1}/${scRuns}, raw`);
@@ -291,6 +312,7 @@ async function main(): Promise<void> {
             const start = rows.find((r) => r.scenario === scenarios[0]?.name && r.metric === label);
             const base = raw ? round2(median(raw)) : start?.value;
             const value = round2(median(vs));
+            const pair = pairValues[key]?.length ? round2(median(pairValues[key])) : undefined;
             rows.push({
               scenario: sc.name,
               metric: label,
@@ -301,6 +323,7 @@ async function main(): Promise<void> {
                 ? `median of ${scRuns} × ${ctx.seconds} s; baseline = raw runs paired in time (same pods, nothing enforced)`
                 : `median of ${scRuns} × ${ctx.seconds} s`,
               ...(base !== undefined && sc !== scenarios[0] ? { baseline: base, ratio: value / base } : {}),
+              ...(pair ? { rawPair: pair, rawPairRatio: value / pair } : {}),
             });
           }
           for (const f of facts) fact(sc.name, f);
@@ -308,8 +331,24 @@ async function main(): Promise<void> {
           await sc.teardown(lab);
         }
       }
+      if (sections.has('connrate') && rawPair) {
+        await ensureAgent();
+        log(
+          `connection rate: short TCP connections per second, raw pair vs routed vs iptables ${connRules} vs weir ${connRules}`,
+        );
+        rows.push(
+          ...(await measureConnRate(
+            lab,
+            labName,
+            rawPair,
+            { rounds: connRounds, seconds: connSeconds, rules: connRules },
+            log,
+          )),
+        );
+      }
     } finally {
       for (const s of servers) s.kill('SIGKILL');
+      await rawPair?.stop();
     }
 
     if (sections.has('services')) {
@@ -399,6 +438,7 @@ async function main(): Promise<void> {
       latency: 'sockperf UDP ping-pong',
     },
     scenarios: scenarios.map((s) => ({ name: s.name, description: s.description })),
+    rawPair: 'one veth pair between two namespaces, nothing attached, no routing (bench/raw-pair.ts)',
     rows,
     finishedAt: new Date().toISOString(),
   };
@@ -409,6 +449,11 @@ async function main(): Promise<void> {
     `finished ${result.finishedAt}.\n\n` +
     (partial ? `sections: ${[...sections].join(', ')} (a partial run)\n\n` : '') +
     (sections.has('policy') ? scenarios.map((s) => `- **${s.name}**: ${s.description}\n`).join('') : '') +
+    (sections.has('policy')
+      ? '- **raw veth pair**: the same measurement between two namespaces joined by one veth pair ' +
+        '(no routing, nothing attached), run right before each run of the routed baseline and of every weir scenario\n'
+      : '') +
+    (sections.has('connrate') ? connRateLegend(connRounds, connSeconds, connRules) : '') +
     (sections.has('services') ? servicesLegend : '') +
     (sections.has('scale')
       ? `- **weir, N endpoints**: N pods attached (2 measured + workload-less ones); ${applies} policy ` +

@@ -3,6 +3,9 @@
  *
  *   weir_from_container  tc ingress of the host veth: packets the pod sends (its egress)
  *   weir_to_container    tc egress of the host veth: packets sent to the pod (its ingress)
+ *   weir_to_local        tail called by weir_from_container (eBPF host routing,
+ *                        lib/host_routing.h): the ingress of a destination pod of this node,
+ *                        which then receives the packet with bpf_redirect_peer
  *
  * Both run the same pipeline (__handle): endpoint -> parse -> fragments -> conntrack -> (new
  * connections only) fail-closed check, ipcache, policy, conntrack entry. The kernel routes what
@@ -58,6 +61,28 @@
 #include "lib/lb_nat.h"
 #include "lib/nodeport.h"
 #include "lib/proxy.h"
+#include "lib/host_routing.h"
+
+/* The parsed packet of the running program: a per-CPU scratch rather than the stack, which tail
+ * calls keep whole (the entry program and its subprograms must fit in 512 bytes together). A tc
+ * program runs to its end on its CPU before another starts there; weir_to_local, tail called by
+ * weir_from_container once it is done with it, parses afresh. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow);
+	__uint(max_entries, 1);
+} weir_flow_scratch SEC(".maps");
+
+static __always_inline struct flow *__flow_scratch(void)
+{
+	__u32 zero = 0;
+	struct flow *f = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
+
+	if (f)
+		__builtin_memset(f, 0, sizeof(*f));
+	return f;
+}
 
 /* Identities of the packet's sender and receiver: the endpoint's own for its side, the ipcache's
  * for the peer (the pod sends at DIR_EGRESS, receives at DIR_INGRESS). */
@@ -94,9 +119,13 @@ static __always_inline int __proxy_conn(struct __sk_buff *skb, const struct flow
 	return proxy_to_host(skb, port);
 }
 
-static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
+/* The pipeline of one endpoint and direction: the endpoint of host veth `ifindex` (the hook's own,
+ * or for weir_to_local the destination weir_from_container named), the packet parsed into `f`.
+ * Returns the tc verdict; *routable = 1 when it is the plain forward verdict (nothing redirected,
+ * assigned or bounced), which host routing may deliver itself (lib/host_routing.h). */
+static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifindex, struct flow *f, int *routable)
 {
-	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = dir };
+	struct event_meta m = { .ifindex = ifindex, .len = skb->len, .direction = dir };
 	struct policy_entry verdict = {};
 	struct policy_key key = {};
 	struct ct_entry *closed, *hit;
@@ -105,13 +134,12 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	__u8 ct_flags = 0;
 	__be16 proxy_port = 0;
 	__u16 rev_nat = 0;
-	struct flow f = {};
 	__u32 bytes = skb->len;
 	__u32 remote = IDENTITY_UNKNOWN, ep_id, ep_identity = IDENTITY_UNKNOWN;
 	__u64 now;
 	int reason;
 
-	ep = endpoint_lookup(skb->ifindex);
+	ep = endpoint_lookup(ifindex);
 	if (!ep) {
 		reason = DROP_EP_NOT_READY;
 		goto drop;
@@ -120,14 +148,16 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	ep_identity = ep->identity;
 	m.endpoint_id = ep_id;
 
-	reason = parse_packet(skb, &f);
-	if (reason == PARSE_PASS)
-		goto forward;
-	if (f.icmp_kind == ICMP_KIND_ERROR)
+	reason = parse_packet(skb, f);
+	if (reason == PARSE_PASS) {
+		metrics_count(REASON_FORWARDED, dir, bytes);
+		return TC_ACT_OK;
+	}
+	if (f->icmp_kind == ICMP_KIND_ERROR)
 		m.flags |= EVENT_F_RELATED;
 	if (reason)
 		goto drop;
-	reason = frag_track(&f);
+	reason = frag_track(f);
 	if (reason)
 		goto drop;
 	/* Sent by the node proxy's upstream socket: only the node's own stack sends into this hook
@@ -138,23 +168,25 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 			m.flags |= EVENT_F_FROM_PROXY;
 	}
 
-	now = bpf_ktime_get_ns();
+	/* Conntrack's clock: CLOCK_MONOTONIC at tick granularity (lifetimes are seconds, and lag up to
+	 * CT_LIFETIME_SLACK_NS anyway), a few ns rather than a clock-source read per packet. */
+	now = bpf_ktime_get_coarse_ns();
 	/* The pod answering its own connection through a Service (hairpin, lib/lb_nat.h): back into
 	 * the pod, from the frontend. */
-	if (dir == DIR_EGRESS && lb_nat_hairpin_reply(skb, &f, bytes, now) == 0) {
+	if (dir == DIR_EGRESS && lb_nat_hairpin_reply(skb, f, bytes, now) == 0) {
 		metrics_count(REASON_FORWARDED, dir, bytes);
 		return lb_nat_bounce(skb);
 	}
-	ct = ct_lookup_entry(&f, dir, from_proxy, bytes, now, &closed, &hit);
+	ct = ct_lookup_entry(f, dir, from_proxy, bytes, now, &closed, &hit);
 	/* A service frontend the socket hooks did not translate: translated here (lib/lb_nat.h), and
 	 * everything below sees the pod -> backend flow. */
-	if (ct == CT_NEW && dir == DIR_EGRESS && f.icmp_kind != ICMP_KIND_ERROR) {
-		switch (lb_nat_egress(skb, &f, &rev_nat, &reason)) {
+	if (ct == CT_NEW && dir == DIR_EGRESS && f->icmp_kind != ICMP_KIND_ERROR) {
+		switch (lb_nat_egress(skb, f, &rev_nat, &reason)) {
 		case LB_NAT_HAIRPIN:
 			hairpin = 1;
 			/* fall through */
 		case LB_NAT_DONE:
-			ct = ct_lookup_entry(&f, dir, from_proxy, bytes, now, &closed, &hit);
+			ct = ct_lookup_entry(f, dir, from_proxy, bytes, now, &closed, &hit);
 			break;
 		case LB_NAT_DROP:
 			goto no_service;
@@ -170,11 +202,11 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		/* Established packets emit nothing, except the one that closes the connection. */
 		if (closed) {
 			m.cookie = closed->cookie;
-			__event_identities(&m, ep_identity, __remote_identity(&f, dir));
-			send_trace(&m, &f, TRACE_CLOSE, closed);
+			__event_identities(&m, ep_identity, __remote_identity(f, dir));
+			send_trace(&m, f, TRACE_CLOSE, closed);
 		}
 		if (hit && (hit->flags & (CT_ENTRY_F_TO_PROXY | CT_ENTRY_F_PROXY_UPSTREAM))) {
-			ret = __proxy_conn(skb, &f, dir, ct, hit, &reason);
+			ret = __proxy_conn(skb, f, dir, ct, hit, &reason);
 			if (ret == TC_ACT_SHOT)
 				goto drop;
 			if (ret >= 0) {
@@ -184,10 +216,10 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		}
 		/* A reply of a connection translated at tc shows the frontend again. */
 		if (dir == DIR_INGRESS && (m.flags & EVENT_F_REPLY) && hit && hit->rev_nat_index)
-			lb_nat_reply(skb, &f, hit->rev_nat_index);
+			lb_nat_reply(skb, f, hit->rev_nat_index);
 		/* A NodePort reply leaves translated back (lib/nodeport.h). */
 		if (dir == DIR_EGRESS && (m.flags & EVENT_F_REPLY)) {
-			ret = nodeport_rev4(skb, &f);
+			ret = nodeport_rev4(skb, f);
 			if (ret == TC_ACT_SHOT) {
 				reason = DROP_INVALID;
 				goto drop;
@@ -205,20 +237,20 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	}
 
 	/* A new connection. ICMP errors never open one: they pass only as RELATED. */
-	if (f.icmp_kind == ICMP_KIND_ERROR) {
+	if (f->icmp_kind == ICMP_KIND_ERROR) {
 		reason = DROP_POLICY;
 		goto drop;
 	}
-	remote = __remote_identity(&f, dir);
+	remote = __remote_identity(f, dir);
 	__event_identities(&m, ep_identity, remote);
 	if (ep->flags & ENDPOINT_F_FAIL_CLOSED) {
 		reason = DROP_FAIL_CLOSED;
 	} else {
 		key.identity = remote;
 		key.direction = dir;
-		key.protocol = f.tuple.nexthdr;
-		if (f.tuple.nexthdr != IPPROTO_ICMP && f.tuple.nexthdr != IPPROTO_ICMPV6)
-			key.dport = f.tuple.dport;
+		key.protocol = f->tuple.nexthdr;
+		if (f->tuple.nexthdr != IPPROTO_ICMP && f->tuple.nexthdr != IPPROTO_ICMPV6)
+			key.dport = f->tuple.dport;
 		reason = policy_can_access(ep_id, &key, &verdict);
 		/* Hairpin traffic never passes weir_to_container: the pod's ingress judges it here, its
 		 * own identity as the peer (self traffic is policy-evaluated). */
@@ -230,7 +262,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	}
 	/* HTTP rules: the connection goes through the node proxy (TCP; an entry with a proxy port
 	 * matches TCP only), unless the ingress proxy itself opens it: it judged it already. */
-	if (!reason && verdict.proxy_port && f.tuple.nexthdr == IPPROTO_TCP && from_proxy != PROXY_FROM_INGRESS) {
+	if (!reason && verdict.proxy_port && f->tuple.nexthdr == IPPROTO_TCP && from_proxy != PROXY_FROM_INGRESS) {
 		proxy_port = verdict.proxy_port;
 		ct_flags |= CT_ENTRY_F_TO_PROXY;
 		m.flags |= EVENT_F_TO_PROXY;
@@ -240,24 +272,24 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		ct_flags |= CT_ENTRY_F_PROXY_UPSTREAM;
 	m.cookie = verdict.cookie;
 	m.reason = reason;
-	send_policy_verdict(&m, &f);
+	send_policy_verdict(&m, f);
 	if (reason)
 		goto drop_event;
 	/* No proxy listening (not started, restarting): fail closed, and record nothing. A hairpin
 	 * connection never passes a hook where it could be redirected: dropped as well. */
 	if (proxy_port) {
-		reason = hairpin ? DROP_PROXY_LOOKUP_FAILED : proxy_listener_ready(skb, &f, proxy_port);
+		reason = hairpin ? DROP_PROXY_LOOKUP_FAILED : proxy_listener_ready(skb, f, proxy_port);
 		if (reason)
 			goto drop;
 	}
-	reason = ct_create_proxy(&f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote,
+	reason = ct_create_proxy(f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote,
 				 rev_nat, ct_flags, proxy_port);
 	if (reason)
 		goto drop;
-	send_trace(&m, &f, TRACE_OPEN, 0);
+	send_trace(&m, f, TRACE_OPEN, 0);
 	if (proxy_port) {
 		if (dir == DIR_EGRESS) {
-			reason = proxy_assign(skb, &f, proxy_port);
+			reason = proxy_assign(skb, f, proxy_port);
 			if (reason)
 				goto drop;
 			ret = TC_ACT_OK;
@@ -274,25 +306,28 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 
 forward:
 	metrics_count(REASON_FORWARDED, dir, bytes);
-	return hairpin ? lb_nat_bounce(skb) : TC_ACT_OK;
+	if (hairpin)
+		return lb_nat_bounce(skb);
+	*routable = 1;
+	return TC_ACT_OK;
 drop:
 	/* Before policy the identities are not set yet: as known here (the peer's once parsed). */
 	if (!m.src_identity && !m.dst_identity)
 		__event_identities(&m, ep_identity,
-				   f.tuple.family ? __remote_identity(&f, dir) : IDENTITY_UNKNOWN);
+				   f->tuple.family ? __remote_identity(f, dir) : IDENTITY_UNKNOWN);
 drop_event:
 	m.reason = reason;
-	send_drop_event(&m, &f);
+	send_drop_event(&m, f);
 	metrics_count(reason, dir, bytes);
 	return TC_ACT_SHOT;
 no_service:
 	/* Refused at once: a service without backends answers (TCP: RST, UDP: ICMP port unreachable),
 	 * straight to the pod's side of the veth (bpf_redirect_peer: this is tc ingress). */
-	__event_identities(&m, ep_identity, __remote_identity(&f, dir));
+	__event_identities(&m, ep_identity, __remote_identity(f, dir));
 	m.reason = reason;
-	send_drop_event(&m, &f);
+	send_drop_event(&m, f);
 	metrics_count(reason, dir, bytes);
-	if (reason == DROP_NO_SERVICE && refuse_reply(skb, &f) == 0)
+	if (reason == DROP_NO_SERVICE && refuse_reply(skb, f) == 0)
 		return bpf_redirect_peer(skb->ifindex, 0);
 	return TC_ACT_SHOT;
 }
@@ -300,13 +335,40 @@ no_service:
 SEC("tc")
 int weir_from_container(struct __sk_buff *skb)
 {
-	return __handle(skb, DIR_EGRESS);
+	struct flow *f = __flow_scratch();
+	int routable = 0, ret;
+
+	if (!f)
+		return TC_ACT_SHOT;
+	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable);
+	return routable ? host_route(skb, f) : ret;
 }
 
 SEC("tc")
 int weir_to_container(struct __sk_buff *skb)
 {
-	return __handle(skb, DIR_INGRESS);
+	struct flow *f = __flow_scratch();
+	int routable = 0;
+
+	if (!f)
+		return TC_ACT_SHOT;
+	return __handle(skb, DIR_INGRESS, skb->ifindex, f, &routable);
+}
+
+/* Tail called by weir_from_container (weir_calls[CALL_TO_LOCAL], lib/host_routing.h), at tc
+ * ingress of the sender's host veth: the ingress stage of the local destination it named, which
+ * weir_to_container would otherwise run, then delivery straight into the destination pod. */
+SEC("tc")
+int weir_to_local(struct __sk_buff *skb)
+{
+	__u32 ifindex = host_routing_target(skb);
+	struct flow *f = __flow_scratch();
+	int routable = 0, ret;
+
+	if (!ifindex || !f)
+		return TC_ACT_SHOT;
+	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable);
+	return routable ? host_deliver_local(skb, f, ifindex) : ret;
 }
 
 SEC("tc")

@@ -5,13 +5,18 @@
 // the first packet of a connection (allowed: policy + conntrack entry + events; denied: policy +
 // drop event), and a connection through a ClusterIP that no socket hook translated (the tc path
 // rewrites every packet; BPF_PROG_TEST_RUN repeats on the same buffer, so those cases, and the
-// pod-IP case they compare with, run one packet per call). Needs root (loads lxc.o, makes a weir-dptest-* namespace, removed at the end).
+// pod-IP case they compare with, run one packet per call). With eBPF host routing (the default) a
+// packet to a pod of the node runs both stages in one call: the sender's egress, then the
+// destination's ingress (weir_to_local, a tail call) and bpf_redirect_peer; those cases run 60
+// packets per call on a fresh frame (each run takes one off the TTL), the legacy cases (destination
+// not in weir_lxc: the node's stack would route it) measure the sender's program alone, as before.
+// Needs root (loads lxc.o, makes a weir-dptest-* namespace, removed at the end).
 // Run: node dist/bench/micro/datapath.js [--runs 5] [--repeat 200000] [--object path/to/lxc.o]
 import { RingBufferReader, withNetns } from '../../src/bpf/index.js';
 import type { CtTuple } from '../../src/datapath/maps/ct/index.js';
 import { ethernet, ipv4, tcp } from '../../src/datapath/packet/index.js';
-import { PROGRAMS } from '../../src/datapath/loader.js';
-import { DatapathHarness, TC_ACT_OK, TC_ACT_SHOT } from '../../src/datapath/test-support.js';
+import { LOCAL_PROGRAM, PROGRAMS } from '../../src/datapath/loader.js';
+import { DatapathHarness, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from '../../src/datapath/test-support.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(name);
@@ -29,6 +34,11 @@ const objectPath = objectArg > 0 ? process.argv[objectArg + 1] : undefined;
 
 const A = { ip: '10.0.0.1', identity: 1001 };
 const B = { ip: '10.0.0.2', identity: 1002 };
+/** Local pods in weir_lxc: what eBPF host routing delivers into. */
+const C = { ip: '10.0.0.3', identity: 1003, mac: '02:aa:00:00:00:03', hostMac: '02:ee:00:00:00:03' };
+const D = { ip: '10.0.0.4', identity: 1004, mac: '02:aa:00:00:00:04', hostMac: '02:ee:00:00:00:04' };
+/** Packets per call of the host-routed cases: each run takes one off the TTL (64). */
+const ROUTED_BATCH = 60;
 const TCP = 6;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -41,7 +51,7 @@ interface Row {
 }
 
 async function main(): Promise<void> {
-  const h = await DatapathHarness.create({ devices: 2, ...(objectPath ? { objectPath } : {}) });
+  const h = await DatapathHarness.create({ devices: 4, ...(objectPath ? { objectPath } : {}) });
   // The ring is drained as a real agent would: a full ring would make new connections look cheap.
   const reader = new RingBufferReader(h.dp.events, () => undefined);
   try {
@@ -53,6 +63,23 @@ async function main(): Promise<void> {
     h.dp
       .policy(1)
       .upsert({ identity: B.identity, direction: 'egress', protocol: TCP, port: 80 }, { cookie: 7 });
+
+    // C may open TCP to D on port 80, D admits C on port 80: a pair of local pods, host-routed.
+    const c = h.addEndpoint(2, 3, C.identity);
+    const d = h.addEndpoint(3, 4, D.identity);
+    for (const [p, ep] of [
+      [C, c],
+      [D, d],
+    ] as const) {
+      h.dp.ipcache.upsert(p.ip, p.identity);
+      h.dp.lxc.set({ ip: p.ip, ifindex: ep.ifindex, mac: p.mac, hostMac: p.hostMac });
+    }
+    h.dp
+      .policy(3)
+      .upsert({ identity: D.identity, direction: 'egress', protocol: TCP, port: 80 }, { cookie: 8 });
+    h.dp
+      .policy(4)
+      .upsert({ identity: C.identity, direction: 'ingress', protocol: TCP, port: 80 }, { cookie: 9 });
 
     const fromA = h.dp.program(PROGRAMS.fromContainer);
     const toA = h.dp.program(PROGRAMS.toContainer);
@@ -74,9 +101,9 @@ async function main(): Promise<void> {
       direction: 'egress',
     };
 
-    const timed = (prog: typeof fromA, pkt: Buffer, n: number, want: number) =>
+    const timed = (prog: typeof fromA, pkt: Buffer, n: number, want: number, ifindex = a.ifindex) =>
       withNetns(h.netns, () => {
-        const r = prog.testRun({ data: pkt, ifindex: a.ifindex, repeat: n });
+        const r = prog.testRun({ data: pkt, ifindex, repeat: n });
         if (r.retval !== want) throw new Error(`verdict ${r.retval}, expected ${want}`);
         return r.durationNs;
       });
@@ -114,7 +141,49 @@ async function main(): Promise<void> {
       return total / newPackets;
     };
 
+    // Host-routed: C's data segment to D (both stages), D's ACK back to C (both stages).
+    const routedData = frame(C.ip, D.ip, 40200, 80, 'PA', 1448);
+    const routedAck = frame(D.ip, C.ip, 80, 40200, 'A');
+    /** ROUTED_BATCH packets per call, a fresh frame each call, averaged. */
+    const timedRouted = (pkt: Buffer, from: number) => {
+      const calls = Math.max(1, Math.floor(repeat / ROUTED_BATCH));
+      let total = 0;
+      for (let i = 0; i < calls; i++) total += timed(fromA, pkt, ROUTED_BATCH, TC_ACT_REDIRECT, from);
+      return total / calls;
+    };
+    const routedNew = () => {
+      const syn = frame(C.ip, D.ip, 40201, 80, 'S');
+      const key = { family: 4 as const, src: C.ip, dst: D.ip, sport: 40201, dport: 80, proto: TCP };
+      let total = 0;
+      for (let i = 0; i < newPackets; i++) {
+        h.dp.ct.delete({ ...key, direction: 'egress' });
+        h.dp.ct.delete({ ...key, direction: 'ingress' });
+        total += timed(fromA, syn, 1, TC_ACT_REDIRECT, c.ifindex);
+        if (i % 512 === 0) reader.drain();
+      }
+      reader.drain();
+      return total / newPackets;
+    };
+
     const cases: { name: string; program: string; bytes: number; measure: () => number }[] = [
+      {
+        name: `established, host routing to a local pod: data segment, egress + ingress stage (${ROUTED_BATCH} per call)`,
+        program: `${PROGRAMS.fromContainer} → ${LOCAL_PROGRAM}`,
+        bytes: routedData.length,
+        measure: () => timedRouted(routedData, c.ifindex),
+      },
+      {
+        name: `established, host routing to a local pod: ACK back, egress + ingress stage (${ROUTED_BATCH} per call)`,
+        program: `${PROGRAMS.fromContainer} → ${LOCAL_PROGRAM}`,
+        bytes: routedAck.length,
+        measure: () => timedRouted(routedAck, d.ifindex),
+      },
+      {
+        name: 'new connection, host routing to a local pod: SYN allowed by both (2 CT entries, 4 events)',
+        program: `${PROGRAMS.fromContainer} → ${LOCAL_PROGRAM}`,
+        bytes: 54,
+        measure: routedNew,
+      },
       {
         name: 'established: data segment the pod sends',
         program: PROGRAMS.fromContainer,
@@ -171,6 +240,8 @@ async function main(): Promise<void> {
     timed(toA, frame(B.ip, A.ip, 80, 40000, 'SA'), 1, TC_ACT_OK);
     timed(fromA, frame(A.ip, VIP, 40100, 80, 'S'), 1, TC_ACT_OK);
     timed(toA, frame(B.ip, A.ip, 80, 40100, 'SA'), 1, TC_ACT_OK);
+    timed(fromA, frame(C.ip, D.ip, 40200, 80, 'S'), 1, TC_ACT_REDIRECT, c.ifindex);
+    timed(fromA, frame(D.ip, C.ip, 80, 40200, 'SA'), 1, TC_ACT_REDIRECT, d.ifindex);
     reader.drain();
 
     const rows: Row[] = [];

@@ -59,6 +59,19 @@ struct endpoint_info {
 #define ENDPOINT_F_ENFORCE_EGRESS (1U << 1)
 #define ENDPOINT_F_FAIL_CLOSED (1U << 2) /* policy did not fit: drop everything new */
 
+/* ---- local endpoints by address (weir_lxc, lib/host_routing.h): where eBPF host routing delivers
+ * a packet for a pod of this node. One entry per pod address (IPv4 and IPv6). */
+struct lxc_key {
+	__u8 addr[16]; /* IPv4 in the first 4 bytes, network order */
+	__u8 family;   /* 4 or 6 */
+	__u8 pad[3];
+};
+struct lxc_info {
+	__u32 ifindex;     /* the pod's host-side veth (its weir_endpoints key) */
+	__u8 mac[6];       /* the pod's own interface (eth0): the frame's destination */
+	__u8 host_mac[6];  /* the host-side veth: the frame's source, as the node's routing writes it */
+};
+
 /* ---- policy: per endpoint LPM trie (Cilium's policy_key shape).
  * prefixlen covers identity (32) + direction (8) + protocol (8) + port bits (0..16):
  *   identity ANY is the key 0 and is looked up separately (two lookups per new flow);
@@ -103,7 +116,7 @@ struct ct_entry {
 	__u64 bytes_fwd;
 	__u64 packets_rev;
 	__u64 bytes_rev;
-	__u64 lifetime_ns; /* expires when bpf_ktime_get_ns() passes this */
+	__u64 lifetime_ns; /* expires when CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns()) passes this */
 	__u32 cookie;      /* policy rule that allowed the connection */
 	__u32 src_identity;
 	__u16 tcp_flags_fwd; /* TCP flags seen from the initiator */
@@ -135,13 +148,8 @@ struct frag_ports {
 	__be16 dport;
 };
 
-/* ---- metrics: per-CPU counters of forwards (reason 0) and drops (reason = drop code). */
-struct metrics_key {
-	__u8 reason;
-	__u8 direction;
-	__u16 pad1;
-	__u32 pad2;
-};
+/* ---- metrics: per-CPU counters of forwards (reason 0) and drops (reason = drop code), one array
+ * slot per {reason, direction}: reason << 2 | direction (lib/metrics.h). */
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;

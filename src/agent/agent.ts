@@ -13,6 +13,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger as Pino } from 'pino';
+import { macIn } from '../bpf/index.js';
 import { Datapath } from '../datapath/loader.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
@@ -46,6 +47,21 @@ const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
 
 /** The node's device holding its IP (the lab's dummy): where the node proxy is reached from tc egress. */
 export const HOST_DEVICE = 'weir_host';
+
+/** The pod's own interface (the lab's, and a CNI's default CNI_IFNAME). */
+const POD_IFNAME = 'eth0';
+
+/** A pod to attach: its host veth and cgroup; with its netns and addresses, host routing into it. */
+export interface AttachedPod {
+  namespace: string;
+  name: string;
+  hostIfname: string;
+  hostIfindex: number;
+  cgroupPath: string;
+  netns?: string;
+  ip?: string;
+  ip6?: string;
+}
 
 export interface AgentConfig extends LbSettings {
   lab: string;
@@ -300,23 +316,19 @@ export class Agent {
    * map is empty until regenerate() writes its entries: every new connection drops until then.
    * Returns the endpoint id.
    */
-  attach(pod: {
-    namespace: string;
-    name: string;
-    hostIfname: string;
-    hostIfindex: number;
-    cgroupPath: string;
-  }): number {
+  attach(pod: AttachedPod): number {
     const key = podKey(pod);
     const id = this.local.endpointId(key);
     if (this.attached.has(id)) return id;
     const have = this.datapath.endpoints.get(pod.hostIfindex);
+    const local = this.localRoute(pod);
     this.datapath.attachEndpoint({
       netns: this.node.netns,
       ifindex: pod.hostIfindex,
       endpointId: id,
       identity: have?.identity ?? 0,
       flags: have?.flags ?? 0,
+      ...(local ? { local } : {}),
     });
     // Socket LB: the pod's connect()/sendmsg() to a service address pick a backend before any
     // packet exists, so the tc programs (and policy) see pod -> backend.
@@ -339,6 +351,28 @@ export class Agent {
       this.attached.delete(id);
       this.local.releaseEndpoint(key);
       this.metrics.policyMapPressure.remove({ map_name: `weir_policy_${id}` });
+    }
+  }
+
+  /**
+   * eBPF host routing into the pod (weir_lxc): its addresses and the MACs the node's routing would
+   * write (the pod's eth0 as destination, its host veth as source). Unreadable (the pod's netns is
+   * going away): none, and packets for it take the node's stack, judged by its weir_to_container.
+   */
+  private localRoute(pod: AttachedPod): { ips: string[]; mac: string; hostMac: string } | undefined {
+    if (this.datapath.hostRouting !== 'bpf' || !pod.netns || !pod.ip) return undefined;
+    try {
+      return {
+        ips: [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])],
+        mac: macIn(pod.netns, POD_IFNAME),
+        hostMac: macIn(this.node.netns, pod.hostIfname),
+      };
+    } catch (err) {
+      this.log.warn(
+        { err, pod: `${pod.namespace}/${pod.name}` },
+        'no host routing into the pod: its MAC is unreadable',
+      );
+      return undefined;
     }
   }
 

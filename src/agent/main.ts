@@ -95,6 +95,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         events: settings.flowEvents,
         maglevTableSize: settings.maglevTableSize,
         lbMode: settings.lbMode,
+        hostRouting: settings.hostRouting,
         eventsBufferBytes: run.eventsBufferBytes,
         // Where weir_to_container sends connections redirected to the node proxy.
         hostIfindex: ifindexIn(node.netns, HOST_DEVICE),

@@ -32,6 +32,7 @@ describe('agent settings', () => {
       maglevTableSize: 16381,
       maglevSeed: 'JLfvgnHc2kaSUFaI',
       lbMode: 'snat',
+      hostRouting: 'bpf',
       socketLB: true,
       serviceCIDR: '10.96.0.0/16',
       serviceCIDRv6: 'fd00:10:96::/112',

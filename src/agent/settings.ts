@@ -7,7 +7,13 @@
 // Persisted settings are stored in the agent's state: a flag given once stays in force across
 // restarts until given again (the pinned maps were sized or filled with them). The others apply to
 // one run of the agent, with their default when not given.
-import { DATAPATH_DEFAULTS, LB_MODES, type LbMode } from '../datapath/loader.js';
+import {
+  DATAPATH_DEFAULTS,
+  HOST_ROUTING_MODES,
+  LB_MODES,
+  type HostRouting,
+  type LbMode,
+} from '../datapath/loader.js';
 import { LabelFilter } from '../identity/filter.js';
 import { DEFAULT_RING_CAPACITY } from '../observe/ring.js';
 import { DEFAULT_QUEUE_SIZE } from '../observe/stream.js';
@@ -213,6 +219,15 @@ export const SETTINGS = [
     LB_MODES,
     DATAPATH_DEFAULTS.lbMode,
     'NodePort from outside: the backend sees the node (snat) or the client (dsr)',
+  ),
+  oneOf<'hostRouting', HostRouting, true>(
+    'hostRouting',
+    '--host-routing',
+    '<mode>',
+    true,
+    HOST_ROUTING_MODES,
+    DATAPATH_DEFAULTS.hostRouting,
+    "how forwarded pod traffic is routed: bpf (Cilium's eBPF host routing: into a local pod with bpf_redirect_peer, its ingress policy applied by the sender's program; off the node with bpf_redirect_neigh; the node's IP stack is skipped) or legacy (the node's stack routes)",
   ),
   onOff(
     'socketLB',

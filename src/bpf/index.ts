@@ -35,4 +35,4 @@ export { attachTc, detachTc, queryTc, destroyClsact } from './tc.js';
 export type { TcDirection, TcTarget } from './tc.js';
 export { attachCgroup, detachCgroup, queryCgroup, CgroupAttachType } from './cgroup.js';
 export type { CgroupAttachTypeName, CgroupTarget } from './cgroup.js';
-export { withNetns, ifindexIn, netnsDir } from './netns.js';
+export { withNetns, ifindexIn, macIn, netnsDir } from './netns.js';

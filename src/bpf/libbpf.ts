@@ -190,6 +190,17 @@ export const libbpf = {
 export const libcFns = {
   setns: libc.func('int setns(int fd, int nstype)') as (fd: number, nstype: number) => number,
   if_nametoindex: libc.func('unsigned int if_nametoindex(const char *name)') as (name: string) => number,
+  socket: libc.func('int socket(int domain, int type, int protocol)') as (
+    domain: number,
+    type: number,
+    protocol: number,
+  ) => number,
+  ioctl: libc.func('int ioctl(int fd, unsigned long request, void *arg)') as (
+    fd: number,
+    request: number,
+    arg: Buffer,
+  ) => number,
+  close: libc.func('int close(int fd)') as (fd: number) => number,
   vsnprintf: libc.func('int vsnprintf(void *buf, size_t size, void *fmt, void *ap)') as (
     buf: Buffer,
     size: number,

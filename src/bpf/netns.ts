@@ -68,3 +68,35 @@ export function ifindexIn(nsName: string, ifname: string): number {
   }
   return idx;
 }
+
+const SIOCGIFHWADDR = 0x8927;
+const IFNAMSIZ = 16;
+
+/** The hardware (MAC) address of `ifname` inside network namespace `nsName`, aa:bb:cc:dd:ee:ff. */
+export function macIn(nsName: string, ifname: string): string {
+  if (Buffer.byteLength(ifname) >= IFNAMSIZ)
+    throw new BpfError(ERR_BPF_NOT_FOUND, `'${ifname}' is not an interface name`, {
+      location: { object: nsName, field: ifname },
+    });
+  const ifreq = Buffer.alloc(40); // struct ifreq: name[16], then struct sockaddr ifr_hwaddr
+  ifreq.write(ifname, 0, 'utf8');
+  const err = withNetns(nsName, () => {
+    const fd = libcFns.socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */, 0);
+    if (fd < 0) return lastErrno();
+    try {
+      return libcFns.ioctl(fd, SIOCGIFHWADDR, ifreq) < 0 ? lastErrno() : 0;
+    } finally {
+      libcFns.close(fd);
+    }
+  });
+  if (err) {
+    const e = bpfErrorFrom(err, `reading the MAC address of '${ifname}' in network namespace '${nsName}'`);
+    throw e.errnoName === 'ENODEV'
+      ? new BpfError(ERR_BPF_NOT_FOUND, `no interface '${ifname}' in network namespace '${nsName}'`, {
+          location: { object: nsName, field: ifname },
+          cause: e,
+        })
+      : e;
+  }
+  return [...ifreq.subarray(18, 24)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}

@@ -8,6 +8,7 @@
 import { isIPv4 } from 'node:net';
 import { agentClient } from '../agent/client.js';
 import { startAgent, stopAgent } from '../agent/spawn.js';
+import type { HostRouting } from '../datapath/loader.js';
 import { objectKey } from '../cluster/keys.js';
 import { toDesired, type DesiredObject, type PodInfo } from '../cluster/objects.js';
 import { parseManifests, type Manifest } from '../k8s/index.js';
@@ -24,6 +25,8 @@ export interface DatapathProberOptions {
   concurrency?: number;
   /** false: the agent runs with --socket-lb off, so Services are translated at tc only. */
   socketLB?: boolean;
+  /** The agent's --host-routing (default: the agent's, bpf). */
+  hostRouting?: HostRouting;
   log?: Logger;
 }
 
@@ -55,7 +58,10 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
       await startAgent({
         lab: name,
         nodeNetns: nodeOf(cfg).netns,
-        ...(opts.socketLB === false ? { agentArgs: ['--socket-lb', 'off'] } : {}),
+        settings: {
+          ...(opts.socketLB === false ? { socketLB: false } : {}),
+          ...(opts.hostRouting ? { hostRouting: opts.hostRouting } : {}),
+        },
       });
       await applyLab(name, topology, {
         file: topology.key,

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { queryTc } from '../bpf/index.js';
+import { BpfMap, MapType, ifindexIn, macIn, queryTc } from '../bpf/index.js';
 import { run } from '../shared/exec.js';
 import { pinRoot } from '../shared/paths.js';
 import { DropReason } from './drop-reasons.js';
@@ -126,6 +126,39 @@ describe('Datapath loader', () => {
     assert.ok(dp.ct.list().some((c) => c.src === ip.a && c.dst === ip.b && c.packetsRev >= 1n));
   });
 
+  it("routes pod to pod past the node's stack (eBPF host routing), B's ingress judged in A's program", async () => {
+    assert.ok(dp);
+    const forwarded = async () => {
+      const snmp = (await run(['ip', 'netns', 'exec', node, 'cat', '/proc/net/snmp'])).stdout.split('\n');
+      const [head, values] = snmp.filter((l) => l.startsWith('Ip: '));
+      const i = head?.split(' ').indexOf('ForwDatagrams') ?? -1;
+      return Number(values?.split(' ')[i]);
+    };
+    for (const [pod, id, identity] of [
+      ['a', 1, 1001],
+      ['b', 2, 1002],
+    ] as const) {
+      const local = { ips: [ip[pod]], mac: macIn(pods[pod], 'eth0'), hostMac: macIn(node, `weirdp${pod}`) };
+      dp.attachEndpoint({ netns: node, ifname: `weirdp${pod}`, endpointId: id, identity, local });
+      assert.deepEqual(dp.lxc.get(ip[pod]), {
+        ip: ip[pod],
+        ifindex: ifindexIn(node, `weirdp${pod}`),
+        mac: local.mac,
+        hostMac: local.hostMac,
+      });
+    }
+    const before = await forwarded();
+    assert.equal(await connect(), true, 'allowed both ways');
+    assert.equal(await forwarded(), before, "no packet went through the node's forwarding");
+    dp.policy(2).clear();
+    dp.ct.flush();
+    const drops = dp.metrics.get(DropReason.POLICY, 'ingress').packets;
+    assert.equal(await connect(), false, "B's ingress policy still decides");
+    assert.ok(dp.metrics.get(DropReason.POLICY, 'ingress').packets > drops);
+    assert.equal(await forwarded(), before, 'denied before the stack too');
+    dp.policy(2).upsert({ identity: 1001, direction: 'ingress', protocol: TCP, port: PORT }, {});
+  });
+
   it('keeps forwarding while the agent is gone, and finds its state again from the pins', async () => {
     assert.ok(dp);
     dp.close();
@@ -151,12 +184,40 @@ describe('Datapath loader', () => {
     );
   });
 
+  it('replaces a weir_metrics pinned as an earlier kind (per-CPU hash) instead of refusing it', () => {
+    const dir = `${pinDir}-metrics`;
+    const old = BpfMap.create({
+      type: 'percpu_hash',
+      name: 'weir_metrics',
+      keySize: 8,
+      valueSize: 16,
+      maxEntries: 1024,
+    });
+    try {
+      rmSync(dir, { recursive: true, force: true });
+      old.pin(join(dir, 'weir_metrics'));
+    } finally {
+      old.close();
+    }
+    const fresh = Datapath.open({ pinDir: dir, policyMapMax: 1024, ctMax: 65536 });
+    try {
+      const pinned = BpfMap.fromPin(join(dir, 'weir_metrics'));
+      assert.equal(pinned.type, MapType.percpu_array);
+      pinned.close();
+      assert.deepEqual(fresh.metrics.list(), []);
+    } finally {
+      fresh.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('detaches an endpoint completely, then destroy() removes every pin', async () => {
     assert.ok(dp);
     const ifB = dp.attachEndpoint({ netns: node, ifname: 'weirdpb', endpointId: 2, identity: 1002 });
     dp.detachEndpoint({ netns: node, ifname: 'weirdpb', endpointId: 2 });
     assert.equal(queryTc({ netns: node, ifindex: ifB, direction: 'egress' }), undefined);
     assert.equal(dp.endpoints.get(ifB), undefined);
+    assert.equal(dp.lxc.get(ip.b), undefined, 'its weir_lxc entries go with it');
     assert.equal(existsSync(join(pinDir, 'policy_2')), false);
     assert.throws(() => dp?.policy(2), { code: 'ERR_DATAPATH_NO_POLICY_MAP' });
     dp.destroy();

@@ -6,7 +6,9 @@
 // (maps/catalog.ts, also the table in docs/datapath.md). Pins, under pinDir (e.g.
 // /sys/fs/bpf/weir/<lab>/<node>): every map the catalogue marks pinned, by its name; the inner
 // policy maps as policy_<endpoint id>; the two tc programs weir_from_container and
-// weir_to_container. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
+// weir_to_container. weir_to_local (eBPF host routing's ingress stage of a local destination) is
+// never attached: the pinned program array weir_calls holds it, filled at every load before any
+// endpoint is attached. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
 // loaded after lxc.o with lxc.o's lb maps (reuseMap), pinned or not. Its programs are not
 // pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev and weir_to_proxy are
 // not pinned either (attachNetdev's and attachHost's filters hold them).
@@ -19,6 +21,7 @@ import {
   BpfObject,
   BpfProgram,
   ERR_BPF_NOT_FOUND,
+  MapType,
   TypedMap,
   attachCgroup,
   attachTc,
@@ -39,15 +42,18 @@ import { EndpointsMap } from './maps/endpoints/index.js';
 import { FragKey, FragPorts } from './maps/frag/layout.js';
 import { IpcacheMap } from './maps/ipcache/index.js';
 import { LbMaps } from './maps/lb/index.js';
+import { LxcMap } from './maps/lxc/index.js';
 import { MAGLEV_TABLE_SIZES } from './maps/lb/layout.js';
 import {
   checkKind,
+  mapDecl,
   openPinned,
   pinnedMaps,
   policyPinName,
   POLICY_PIN,
   reusedMaps,
   type ObjectMapName,
+  type PinnedMapName,
 } from './maps/catalog.js';
 import { MetricsMap } from './maps/metrics/index.js';
 import { PolicyMap, type PolicyMapEntry } from './maps/policy/index.js';
@@ -62,6 +68,16 @@ export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'we
 export const NETDEV_PROGRAM = 'weir_from_netdev';
 /** tc ingress of the node's weir_host device: delivery to the node proxy (bpf/lib/proxy.h). */
 export const HOST_PROGRAM = 'weir_to_proxy';
+/**
+ * Tail called by weir_from_container through weir_calls (bpf/lib/host_routing.h): the ingress stage
+ * of a local destination pod, before eBPF host routing delivers into it. Never attached.
+ */
+export const LOCAL_PROGRAM = 'weir_to_local';
+/** Slots of weir_calls (CALL_* in bpf/lib/host_routing.h). */
+export const CALLS = { toLocal: 0 } as const;
+/** How forwarded pod traffic is routed: eBPF host routing (default) or the node's stack. */
+export const HOST_ROUTING_MODES = ['bpf', 'legacy'] as const;
+export type HostRouting = (typeof HOST_ROUTING_MODES)[number];
 /** NodePort forwarding (Cilium's --bpf-lb-mode): snat (default) or dsr. */
 export const LB_MODES = ['snat', 'dsr'] as const;
 export type LbMode = (typeof LB_MODES)[number];
@@ -88,6 +104,7 @@ export const DATAPATH_DEFAULTS = {
   eventsBufferBytes: 4 << 20,
   maglevTableSize: 16381,
   lbMode: 'snat',
+  hostRouting: 'bpf',
 } as const satisfies Partial<Record<keyof DatapathOptions, unknown>>;
 
 /** Load-time configuration (bpf/lib/config.h), in seconds. */
@@ -140,6 +157,12 @@ export interface DatapathOptions {
   /** NodePort: the backend sees the node (snat, default) or the client (dsr). */
   lbMode?: LbMode;
   /**
+   * bpf (default): what a pod's policy forwards skips the node's IP stack, into a local pod
+   * (bpf_redirect_peer, its ingress policy applied by weir_to_local) or out of the device the FIB
+   * names (bpf_redirect_neigh); legacy: the node's stack routes it (bpf/lib/host_routing.h).
+   */
+  hostRouting?: HostRouting;
+  /**
    * ifindex of the node's weir_host device (in the node namespace): weir_to_container sends the
    * packets of connections redirected to the node proxy there (attachHost). 0/absent: none, such
    * connections drop (Proxy redirection not possible).
@@ -157,6 +180,11 @@ export interface EndpointAttachment {
   identity: number;
   /** ENDPOINT_F_* (EndpointFlags); default 0. */
   flags?: number;
+  /**
+   * Where eBPF host routing delivers to the pod (weir_lxc): its addresses, its interface's MAC and
+   * the host veth's. Absent: packets for it take the node's stack (and its weir_to_container).
+   */
+  local?: { ips: string[]; mac: string; hostMac: string };
 }
 
 const fail = (code: ErrorCode, message: string, field?: string) =>
@@ -165,6 +193,9 @@ const fail = (code: ErrorCode, message: string, field?: string) =>
 export class Datapath {
   readonly ipcache: IpcacheMap;
   readonly endpoints: EndpointsMap;
+  /** Local pods by address, for eBPF host routing (weir_lxc). */
+  readonly lxc: LxcMap;
+  readonly hostRouting: HostRouting;
   readonly ct: CtMap;
   readonly metrics: MetricsMap;
   readonly frag: TypedMap<ReturnType<typeof FragKey.decode>, ReturnType<typeof FragPorts.decode>>;
@@ -185,6 +216,7 @@ export class Datapath {
     readonly pinDir: string | undefined,
     policyMapMax: number,
     maglevTableSize: number,
+    hostRouting: HostRouting,
   ) {
     this.#obj = obj;
     this.#sock = sock;
@@ -203,6 +235,8 @@ export class Datapath {
     this.policyMapMax = policyMapMax;
     this.ipcache = new IpcacheMap(map('weir_ipcache'));
     this.endpoints = new EndpointsMap(map('weir_endpoints'));
+    this.lxc = new LxcMap(map('weir_lxc'));
+    this.hostRouting = hostRouting;
     this.ct = new CtMap(map('weir_ct'));
     this.metrics = new MetricsMap(map('weir_metrics'));
     this.frag = new TypedMap(map('weir_frag'), FragKey, FragPorts);
@@ -265,6 +299,14 @@ export class Datapath {
     if (!(LB_MODES as readonly string[]).includes(lbMode))
       throw fail('ERR_DATAPATH_CONFIG', `lbMode ${lbMode} is not one of ${LB_MODES.join(', ')}`, 'lbMode');
 
+    const hostRouting: HostRouting = opts.hostRouting ?? DATAPATH_DEFAULTS.hostRouting;
+    if (!(HOST_ROUTING_MODES as readonly string[]).includes(hostRouting))
+      throw fail(
+        'ERR_DATAPATH_CONFIG',
+        `hostRouting ${hostRouting} is not one of ${HOST_ROUTING_MODES.join(', ')}`,
+        'hostRouting',
+      );
+
     const hostIfindex = opts.hostIfindex ?? 0;
     if (!Number.isInteger(hostIfindex) || hostIfindex < 0)
       throw fail('ERR_DATAPATH_CONFIG', `hostIfindex ${hostIfindex} is not an ifindex`, 'hostIfindex');
@@ -276,11 +318,19 @@ export class Datapath {
         weir_lb_maglev_size: maglevTableSize,
         weir_lb_dsr: lbMode === 'dsr' ? 1 : 0,
         weir_host_ifindex: hostIfindex,
+        weir_host_routing: hostRouting === 'bpf' ? 1 : 0,
       });
       obj.setMapMaxEntries('weir_ct', ctMax);
       obj.setMapMaxEntries('weir_events', eventsBytes);
-      if (opts.pinDir) for (const name of PINNED_MAPS) obj.reuseOrPinMap(name, join(opts.pinDir, name));
+      if (opts.pinDir)
+        for (const name of PINNED_MAPS) {
+          replaceStalePin(opts.pinDir, name);
+          obj.reuseOrPinMap(name, join(opts.pinDir, name));
+        }
       obj.load();
+      // The stages first: entry programs attached below (or by a previous agent, which share the
+      // pinned weir_calls) tail call into them. Replacing a slot is atomic.
+      new TypedMap(obj.map('weir_calls'), u32(), u32()).update(CALLS.toLocal, obj.program(LOCAL_PROGRAM).fd);
       if (opts.pinDir) {
         // Replace the program pins: filters attached by a previous agent keep their programs,
         // which share these very maps; new attachments use the programs loaded now.
@@ -305,7 +355,7 @@ export class Datapath {
       obj.close();
       throw err;
     }
-    return new Datapath(obj, sock, opts.pinDir, policyMapMax, maglevTableSize);
+    return new Datapath(obj, sock, opts.pinDir, policyMapMax, maglevTableSize, hostRouting);
   }
 
   /**
@@ -394,7 +444,11 @@ export class Datapath {
   }
 
   program(
-    name: (typeof PROGRAMS)[keyof typeof PROGRAMS] | typeof NETDEV_PROGRAM | typeof HOST_PROGRAM,
+    name:
+      | (typeof PROGRAMS)[keyof typeof PROGRAMS]
+      | typeof NETDEV_PROGRAM
+      | typeof HOST_PROGRAM
+      | typeof LOCAL_PROGRAM,
   ): BpfProgram {
     return this.#obj.program(name);
   }
@@ -522,9 +576,17 @@ export class Datapath {
     const hadPolicy = this.#policies.has(a.endpointId) || this.#openPolicy(a.endpointId) !== undefined;
     const hadEndpoint = this.endpoints.get(ifindex) !== undefined;
     const attached: ('ingress' | 'egress')[] = [];
+    const local = a.local?.ips.map((ip) => ({
+      ip,
+      ifindex,
+      mac: a.local?.mac ?? '',
+      hostMac: a.local?.hostMac ?? '',
+    }));
+    const hadLocal = local?.map((l) => this.lxc.get(l.ip));
     try {
       this.ensurePolicyMap(a.endpointId);
       this.endpoints.set(ifindex, { endpointId: a.endpointId, identity: a.identity, flags: a.flags ?? 0 });
+      for (const l of local ?? []) this.lxc.set(l);
       for (const [direction, prog] of [
         ['ingress', PROGRAMS.fromContainer],
         ['egress', PROGRAMS.toContainer],
@@ -534,6 +596,11 @@ export class Datapath {
       }
     } catch (err) {
       for (const direction of attached) detachTc({ netns: a.netns, ifindex, direction });
+      local?.forEach((l, i) => {
+        const had = hadLocal?.[i];
+        if (had) this.lxc.set(had);
+        else this.lxc.delete(l.ip);
+      });
       if (!hadEndpoint) this.endpoints.delete(ifindex);
       if (!hadPolicy) this.#dropPolicy(a.endpointId);
       throw err;
@@ -543,7 +610,7 @@ export class Datapath {
 
   /**
    * Undoes attachEndpoint: the tc filters (if the veth still exists), the endpoint's
-   * weir_endpoints entries, its policy map and pin. Conntrack entries age out.
+   * weir_endpoints and weir_lxc entries, its policy map and pin. Conntrack entries age out.
    */
   detachEndpoint(a: Omit<EndpointAttachment, 'identity' | 'flags'>): void {
     let ifindex = a.ifindex;
@@ -556,9 +623,14 @@ export class Datapath {
       // The veth or its namespace is gone, and the filters with it.
       if (!isGone(err)) throw err;
     }
+    const gone = new Set<number>(ifindex === undefined ? [] : [ifindex]);
     for (const { ifindex: idx, endpoint } of this.endpoints.list()) {
-      if (endpoint.endpointId === a.endpointId) this.endpoints.delete(idx);
+      if (endpoint.endpointId === a.endpointId) {
+        this.endpoints.delete(idx);
+        gone.add(idx);
+      }
     }
+    for (const l of this.lxc.list()) if (gone.has(l.ifindex)) this.lxc.delete(l.ip);
     this.#dropPolicy(a.endpointId);
   }
 
@@ -588,6 +660,21 @@ export class Datapath {
     }
     if (readdirSync(dir).length === 0) rmdirSync(dir);
   }
+}
+
+/**
+ * A counters-only map (the catalogue's replaceOtherKind) pinned by an earlier weir as another kind
+ * of map: the pin goes, the load creates the map anew. Programs still attached keep the old map
+ * until they are replaced.
+ */
+function replaceStalePin(pinDir: string, name: PinnedMapName): void {
+  const decl = mapDecl(name);
+  const path = join(pinDir, name);
+  if (!decl?.replaceOtherKind || !existsSync(path)) return;
+  const pinned = BpfMap.fromPin(path);
+  const stale = pinned.type !== MapType[decl.kind];
+  pinned.close();
+  if (stale) unlinkSync(path);
 }
 
 /** The map's entries; a failure says whose policy map it was (the BpfError names map and errno). */

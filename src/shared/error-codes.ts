@@ -87,6 +87,7 @@ export const errorCodes = {
   ERR_DATAPATH_DIRECTION: { meaning: 'a datapath map holds an unknown traffic direction' },
   ERR_DATAPATH_ENDPOINT: { meaning: 'an endpoint id is outside 1..65535' },
   ERR_DATAPATH_EVENT: { meaning: 'a ring-buffer record is not a well-formed flow event' },
+  ERR_DATAPATH_MAC: { meaning: 'a MAC address given to the datapath (host routing) is malformed' },
   ERR_DATAPATH_MAP_KIND: {
     meaning: 'a pinned map is not of the kind the map catalogue declares (a stale or foreign pin)',
   },

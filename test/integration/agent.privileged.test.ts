@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { agentPid, startAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
+import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -187,7 +188,7 @@ describe('agent: live policy changes and restarts never break allowed connection
 
     // Restart: it resumes from its state and the pinned maps, rewriting nothing.
     const lab = await Lab.open(LAB);
-    await startAgent({ lab: LAB, nodeNetns: (await lab.node()).netns });
+    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: (await lab.node()).netns });
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
       regenerations: { count: number; lastUpserts: number; lastDeletes: number };
       endpoints: number;

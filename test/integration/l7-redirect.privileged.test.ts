@@ -20,6 +20,7 @@ import { agentPid, startAgent } from '../../src/agent/spawn.js';
 import { proxyPid } from '../../src/agent/proxy-manager.js';
 import type { ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
 import { Lab } from '../../src/lab/index.js';
+import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -397,7 +398,11 @@ describe('L7 on demand: the datapath redirects exactly the connections whose pol
     process.kill(agent, 'SIGKILL');
     await until('the agent is gone', async () => agentPid(LAB) === undefined);
     await conv.ping();
-    await startAgent({ lab: LAB, nodeNetns: (await (await Lab.open(LAB)).node()).netns });
+    await startAgent({
+      ...hostRoutingAgent(),
+      lab: LAB,
+      nodeNetns: (await (await Lab.open(LAB)).node()).netns,
+    });
     const adopted = await proxyStatus();
     assert.equal(adopted.pid, s.pid, 'the restarted agent adopted the running proxy');
     assert.equal(adopted.restarts, 0);

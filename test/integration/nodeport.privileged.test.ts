@@ -13,6 +13,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
+import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { connect as clientConnect, type Proto, servicePod, type Try } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
@@ -98,7 +99,7 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
     const node = await (await Lab.open(LAB)).node();
     nodeIP = node.ip;
     nodeNetns = node.netns;
-    await startAgent({ lab: LAB, nodeNetns });
+    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns });
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
     server = spawn(weir, ['lab', 'exec', 'np/web-a', '--', process.execPath, '-e', peerServer], {
       env: { ...process.env, WEIR_LAB: LAB },
@@ -161,7 +162,7 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
 
   it('dsr (--lb-mode dsr): the backend sees the external; the answer still comes from node IP:nodePort', async () => {
     await stopAgent(LAB);
-    await startAgent({ lab: LAB, nodeNetns, agentArgs: ['--lb-mode', 'dsr'] });
+    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns, agentArgs: ['--lb-mode', 'dsr'] });
     for (const proto of ['tcp', 'udp'] as const) {
       const nodePort = proto === 'tcp' ? 30090 : 30091;
       const tries = await connect(proto, nodeIP, nodePort, 3);

@@ -17,6 +17,7 @@ import { BpfMap } from '../../src/bpf/index.js';
 import { CtMap } from '../../src/datapath/maps/ct/index.js';
 import { Lab } from '../../src/lab/index.js';
 import type { Flow } from '../../src/observe/flow.js';
+import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -193,6 +194,7 @@ describe('weir observe', { timeout: 240_000 }, () => {
     // A small kernel ring (16 KiB, ~140 events) and follower queue (8 lines) for the burst test;
     // GC every second so expired connections close promptly.
     await startAgent({
+      ...hostRoutingAgent(),
       lab: LAB,
       nodeNetns: node.netns,
       agentArgs: ['--events-buffer', '16384', '--flow-queue', '8', '--ct-gc-interval', '1'],

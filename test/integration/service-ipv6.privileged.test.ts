@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import type { V1List, V1Pod, V1Service } from '../../src/k8s/index.js';
 import { Lab } from '../../src/lab/index.js';
+import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok } from '../support/cli.js';
 import {
   bodies,
@@ -269,7 +270,12 @@ spec: { ${spec}, ports: [{ port: 80 }] }
   it('without an IPv6 service CIDR refuses RequireDualStack and gives PreferDualStack IPv4 only', async () => {
     await stopAgent(LAB);
     const node = await (await Lab.open(LAB)).node();
-    await startAgent({ lab: LAB, nodeNetns: node.netns, agentArgs: ['--service-cidr-v6', 'none'] });
+    await startAgent({
+      ...hostRoutingAgent(),
+      lab: LAB,
+      nodeNetns: node.netns,
+      agentArgs: ['--service-cidr-v6', 'none'],
+    });
     // The IPv6 entries read back from the maps are what the model wants: the restart writes nothing.
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
       regenerations: { lastUpserts: number; lastDeletes: number };

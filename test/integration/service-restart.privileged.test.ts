@@ -20,6 +20,7 @@ import { after, before, describe, it } from 'node:test';
 import { agentPid, startAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
+import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
 import { servicePod } from '../support/service-client.js';
@@ -281,7 +282,7 @@ describe('services keep their connections and backends across an agent kill -9 a
 
     // The restarted agent loads the datapath again and replaces the programs of every veth and
     // of the external-facing device: from here on, newly loaded programs carry the packets.
-    await startAgent({ lab: LAB, nodeNetns: (await lab.node()).netns });
+    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: (await lab.node()).netns });
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
       socketLB: boolean;
       regenerations: { lastUpserts: number; lastDeletes: number };

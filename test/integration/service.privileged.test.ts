@@ -14,6 +14,7 @@ import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import type { V1List, V1Service } from '../../src/k8s/index.js';
 import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
+import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { bodies, connect as clientConnect, type Proto, servicePod } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
@@ -424,6 +425,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     await stopAgent(LAB);
     const node = await (await Lab.open(LAB)).node();
     await startAgent({
+      ...hostRoutingAgent(),
       lab: LAB,
       nodeNetns: node.netns,
       agentArgs: ['--lb-algorithm', 'maglev', '--lb-maglev-table-size', '251'],
@@ -445,7 +447,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     }
     // A restart with the same settings finds the maps right and rewrites nothing.
     await stopAgent(LAB);
-    await startAgent({ lab: LAB, nodeNetns: node.netns });
+    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: node.netns });
     const status = JSON.parse(await ok(['agent', 'status', '-o', 'json'], LAB)) as {
       lbAlgorithm: string;
       regenerations: { lastUpserts: number; lastDeletes: number };
@@ -467,7 +469,12 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
     const friend = (await lab.pod('svc/friend')).cgroupPath;
     assert.match(await hooks(friend), /inet4_connect/, 'the socket LB hooks are attached');
     await stopAgent(LAB);
-    await startAgent({ lab: LAB, nodeNetns: node.netns, agentArgs: ['--socket-lb', 'off'] });
+    await startAgent({
+      ...hostRoutingAgent(),
+      lab: LAB,
+      nodeNetns: node.netns,
+      agentArgs: ['--socket-lb', 'off'],
+    });
     try {
       assert.doesNotMatch(await hooks(friend), /inet4_connect|udp4_sendmsg/, 'detached from the pod');
       assert.doesNotMatch(await hooks(node.cgroupPath), /inet4_connect/, 'and from the node');
@@ -490,7 +497,12 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
       assert.equal(denied[0]?.error, 'timeout', 'client may not reach web: dropped by policy');
     } finally {
       await stopAgent(LAB);
-      await startAgent({ lab: LAB, nodeNetns: node.netns, agentArgs: ['--socket-lb', 'on'] });
+      await startAgent({
+        ...hostRoutingAgent(),
+        lab: LAB,
+        nodeNetns: node.netns,
+        agentArgs: ['--socket-lb', 'on'],
+      });
     }
     assert.match(await hooks(friend), /inet4_connect/, 'attached again');
   });

@@ -2,6 +2,7 @@
 // simulate mode (policy engine + datapath lookup twin) or datapath mode (the lab, real packets).
 import { Command, Option } from 'commander';
 import { closeDatapathSessions, datapathProberFactory } from '../../conformance/datapath.js';
+import { DATAPATH_DEFAULTS, HOST_ROUTING_MODES, type HostRouting } from '../../datapath/loader.js';
 import { runCases, type CaseReport, type ProberFactory, type RunReport } from '../../conformance/runner.js';
 import { simulateProberFactory } from '../../conformance/simulate.js';
 import { WeirError } from '../../shared/errors.js';
@@ -14,10 +15,17 @@ export function registerDatapathProber(factory: ProberFactory): void {
   registeredDatapathProber = factory;
 }
 
-function factoryFor(mode: string, timeoutMs: number, socketLB: boolean): ProberFactory {
+function factoryFor(
+  mode: string,
+  timeoutMs: number,
+  socketLB: boolean,
+  hostRouting: HostRouting,
+): ProberFactory {
   if (mode === 'simulate') return simulateProberFactory();
   if (mode === 'datapath')
-    return registeredDatapathProber ?? datapathProberFactory({ timeoutMs, socketLB, log: progress });
+    return (
+      registeredDatapathProber ?? datapathProberFactory({ timeoutMs, socketLB, hostRouting, log: progress })
+    );
   throw new WeirError('ERR_CLI_ARGUMENT', `unknown mode '${mode}' (simulate or datapath)`, {
     location: { field: '--mode' },
   });
@@ -106,10 +114,25 @@ export function conformanceCommand(): Command {
         .default('on'),
     )
     .addOption(
+      new Option(
+        '--host-routing <mode>',
+        "datapath: the agent's --host-routing, bpf (pod traffic skips the node's IP stack) or legacy",
+      )
+        .choices(HOST_ROUTING_MODES)
+        .default(DATAPATH_DEFAULTS.hostRouting),
+    )
+    .addOption(
       new Option('-o, --output <format>', 'text or json').choices(['text', 'json', 'table']).default('text'),
     )
     .action(
-      async (o: { cases: string; mode: string; output: string; probeTimeout: number; socketLb: string }) => {
+      async (o: {
+        cases: string;
+        mode: string;
+        output: string;
+        probeTimeout: number;
+        socketLb: string;
+        hostRouting: HostRouting;
+      }) => {
         // The labs of datapath mode are removed on the way out, also when interrupted.
         const onSignal = (signal: NodeJS.Signals) => {
           progress(`${signal}: removing the conformance labs`);
@@ -122,7 +145,7 @@ export function conformanceCommand(): Command {
           report = await runCases({
             casesDir: o.cases,
             mode: o.mode,
-            proberFactory: factoryFor(o.mode, o.probeTimeout, o.socketLb === 'on'),
+            proberFactory: factoryFor(o.mode, o.probeTimeout, o.socketLb === 'on', o.hostRouting),
           });
         } finally {
           process.off('SIGINT', onSignal);

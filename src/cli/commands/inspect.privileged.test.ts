@@ -27,6 +27,7 @@ import { parseLabSpec, type LabConfig } from '../../lab/index.js';
 import { addNetns, deleteNetns, ifindexIn, ipBatch } from '../../lab/netns.js';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { pinRoot, repoRoot } from '../../shared/paths.js';
+import { metricsSlot } from '../../datapath/maps/metrics/layout.js';
 
 const lab = `weirinsp-${process.pid}`;
 const node = 'node1';
@@ -240,8 +241,8 @@ before(async () => {
     Array.from({ length: numPossibleCpus() }, (_, i) =>
       i === 0 ? { packets, bytes } : { packets: 1n, bytes: 100n },
     );
-  dp.metrics.typed.update({ reason: 0, direction: 1 }, perCpu(10n, 1000n));
-  dp.metrics.typed.update({ reason: DropReason.POLICY, direction: 2 }, perCpu(4n, 240n));
+  dp.metrics.typed.update(metricsSlot(0, 1), perCpu(10n, 1000n));
+  dp.metrics.typed.update(metricsSlot(DropReason.POLICY, 2), perCpu(4n, 240n));
 });
 
 after(async () => {

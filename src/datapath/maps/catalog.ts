@@ -39,6 +39,11 @@ export interface MapDecl {
   readonly entry: string;
   /** One line: what it is for. */
   readonly purpose: string;
+  /**
+   * Counters only: a pin of another kind (an earlier weir's) is removed and the map created anew
+   * at load, instead of refusing it (ERR_BPF_MAP_INCOMPATIBLE).
+   */
+  readonly replaceOtherKind?: boolean;
 }
 
 /** A map lxc.o declares and creates (pinned unless `more` says otherwise). */
@@ -48,9 +53,10 @@ function lxc<N extends string, L extends MapDecl['lifetime'] = 'pinned'>(
   source: string,
   entry: string,
   purpose: string,
-  more: { lifetime?: L; reusedBy?: readonly ObjectName[] } = {},
+  more: { lifetime?: L; reusedBy?: readonly ObjectName[]; replaceOtherKind?: boolean } = {},
 ): MapDecl & { name: N; lifetime: L; owner: 'lxc' } {
   return {
+    ...(more.replaceOtherKind ? { replaceOtherKind: true } : {}),
     name,
     kind,
     lifetime: more.lifetime ?? ('pinned' as L),
@@ -78,6 +84,20 @@ export const MAPS = [
     'bpf/lib/endpoint.h',
     'host veth ifindex → {endpoint id, identity, flags}',
     'which endpoint a packet on a pod veth belongs to; ENDPOINT_F_FAIL_CLOSED',
+  ),
+  lxc(
+    'weir_lxc',
+    'hash',
+    'bpf/lib/host_routing.h',
+    'pod address → {host veth ifindex, pod MAC, host veth MAC}',
+    'eBPF host routing: which local pod an address is, to apply its ingress policy and deliver into it (`bpf_redirect_peer`)',
+  ),
+  lxc(
+    'weir_calls',
+    'prog_array',
+    'bpf/lib/host_routing.h',
+    'stage → program',
+    'tail calls: the ingress stage of a local destination (`weir_to_local`), filled before any pod program is attached',
   ),
   lxc(
     'weir_policy',
@@ -112,10 +132,11 @@ export const MAPS = [
   ),
   lxc(
     'weir_metrics',
-    'percpu_hash',
+    'percpu_array',
     'bpf/lib/metrics.h',
-    '{reason, direction} → {packets, bytes}',
-    'forwards and drops by reason and direction (`weir bpf metrics list`)',
+    'reason << 2 | direction → {packets, bytes}',
+    'forwards and drops by reason and direction (`weir bpf metrics list`); a pin of the earlier per-CPU hash is replaced at load (its counts restart)',
+    { replaceOtherKind: true },
   ),
   lxc(
     'weir_events',
@@ -202,6 +223,14 @@ export const MAPS = [
     'bpf/lib/nodeport.h',
     '{tuple, direction} → translated tuple, backend id',
     'NodePort connections from outside: DNAT/SNAT (or DSR) both ways',
+  ),
+  lxc(
+    'weir_flow_scratch',
+    'percpu_array',
+    'bpf/lxc.c',
+    '0 → parsed packet',
+    'the parsed packet of the running pod program (off the BPF stack, which tail calls keep whole)',
+    { lifetime: 'per-load' as const },
   ),
   lxc(
     'weir_refuse_scratch',

@@ -18,7 +18,8 @@ import {
   LbService,
   LbSkKey,
 } from './lb/layout.js';
-import { MetricsKey, MetricsValue } from './metrics/layout.js';
+import { LxcInfo, LxcKey } from './lxc/layout.js';
+import { MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';
 
 const lxc = bpfObject('lxc');
@@ -35,9 +36,10 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     CtEntry,
     FragKey,
     FragPorts,
-    MetricsKey,
     MetricsValue,
     FlowEventLayout,
+    LxcKey,
+    LxcInfo,
   ];
   for (const codec of codecs) {
     it(`struct ${codec.name}`, () => checkLayout(codec, lxc, codec.name));

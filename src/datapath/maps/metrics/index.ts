@@ -1,8 +1,8 @@
 // weir_metrics: packets and bytes forwarded (reason 0) and dropped (reason = drop code) per
-// direction, counted per CPU by the datapath and summed here.
+// direction, counted per CPU by the datapath in one array slot per {reason, direction}, summed here.
 import { TypedMap, perCpu, type BpfMap } from '../../../bpf/index.js';
 import { DIR, directionOf, type Direction } from '../../direction.js';
-import { MetricsKey, MetricsValue } from './layout.js';
+import { MetricsSlot, MetricsValue, metricsSlot } from './layout.js';
 
 export interface MetricsEntry {
   reason: number;
@@ -11,29 +11,41 @@ export interface MetricsEntry {
   bytes: bigint;
 }
 
+type Value = ReturnType<typeof MetricsValue.decode>;
+
 export class MetricsMap {
-  readonly typed: TypedMap<ReturnType<typeof MetricsKey.decode>, ReturnType<typeof MetricsValue.decode>[]>;
+  readonly typed: TypedMap<number, Value[]>;
 
   constructor(map: BpfMap) {
-    this.typed = new TypedMap(map, MetricsKey, perCpu(MetricsValue));
+    this.typed = new TypedMap(map, MetricsSlot, perCpu(MetricsValue));
   }
 
+  /** The {reason, direction} pairs counted so far (every slot exists; untouched ones are left out). */
   list(): MetricsEntry[] {
-    return this.typed.lookupBatch().map(([k, perCpuValues]) => ({
-      reason: k.reason,
-      direction: directionOf(k.direction),
+    return this.#counted().map(([slot, perCpuValues]) => ({
+      reason: slot >> 2,
+      direction: directionOf(slot & 3),
       ...sum(perCpuValues),
     }));
   }
 
   /** Totals for one reason and direction (zeros when never counted). */
   get(reason: number, direction: Direction): { packets: bigint; bytes: bigint } {
-    const v = this.typed.lookup({ reason, direction: DIR[direction] });
+    const v = this.typed.lookup(metricsSlot(reason, DIR[direction]));
     return v ? sum(v) : { packets: 0n, bytes: 0n };
   }
 
+  /** Zeroes every counted slot. */
   clear(): void {
-    this.typed.clear();
+    for (const [slot, values] of this.#counted())
+      this.typed.update(
+        slot,
+        values.map(() => ({ packets: 0n, bytes: 0n })),
+      );
+  }
+
+  #counted(): [number, Value[]][] {
+    return this.typed.lookupBatch().filter(([, values]) => values.some((v) => v.packets !== 0n));
   }
 }
 

@@ -1,14 +1,13 @@
-// Mirrors struct metrics_key and struct metrics_value (bpf/lib/common.h): weir_metrics (per-CPU).
-import { cstruct, pad, u64, u8 } from '../../../bpf/index.js';
+// Mirrors struct metrics_value (bpf/lib/common.h): weir_metrics (a per-CPU array), one slot per
+// {reason, direction}: reason << 2 | direction (METRICS_SLOT in bpf/lib/metrics.h).
+import { cstruct, u32, u64 } from '../../../bpf/index.js';
 
-export const MetricsKey = cstruct('metrics_key', {
-  reason: u8(),
-  direction: u8(),
-  pad1: pad(2),
-  pad2: pad(4),
-});
+export const MetricsSlot = u32();
 
 export const MetricsValue = cstruct('metrics_value', {
   packets: u64(),
   bytes: u64(),
 });
+
+/** METRICS_SLOT(reason, direction). */
+export const metricsSlot = (reason: number, direction: number) => ((reason & 0xff) << 2) | (direction & 3);

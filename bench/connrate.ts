@@ -1,0 +1,191 @@
+// Connection rate: new TCP connections per second between two pods, each a short HTTP exchange
+// that the server closes (wrk with `Connection: close`, 1 thread, `clients` connections in
+// parallel, against nginx in the server pod). Every connection is a new conntrack entry on both
+// sides, two policy verdicts and four traces: the per-connection cost of the datapath and of the
+// flow pipeline. Same run, rounds interleaved: the raw veth pair (bench/raw-pair.ts), the routed
+// path without weir, iptables with N rules in the node netns (weir detached), weir enforcing N
+// policy entries (the server's ingress, observability on). While weir runs, the events the agent
+// processed per second and the ones lost (kernel ring full or shed by the agent) are read from its
+// /metrics.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { agentClient } from '../src/agent/client.js';
+import type { Lab } from '../src/lab/index.js';
+import { WeirError } from '../src/shared/errors.js';
+import { run } from '../src/shared/exec.js';
+import { nginxServerConf, parseWrk, startPeer } from './http-peers.js';
+import { connPort, iptablesPolicy, weirPolicy, weirSwitch } from './policy.js';
+import type { RawPair } from './raw-pair.js';
+
+export interface ConnRateConfig {
+  rounds: number;
+  seconds: number;
+  /** Policy entries (weir) and rules (iptables). */
+  rules: number;
+  /** Parallel connections of the client (default 16). */
+  clients?: number;
+}
+
+export interface ConnRow {
+  scenario: string;
+  metric: string;
+  value: number;
+  unit: string;
+  runs?: number[];
+  baseline?: number;
+  ratio?: number;
+  rawPair?: number;
+  rawPairRatio?: number;
+  note?: string;
+}
+
+export const connRateLegend = (rounds: number, seconds: number, rules: number) =>
+  `- **connection rate**: new TCP connections per second, bench/client → nginx in bench/server, each ` +
+  `one HTTP request the server closes (wrk -t1 -c16, \`Connection: close\`), ${rounds} rounds × ${seconds} s; ` +
+  `in each round, in turn: the raw veth pair, the routed path without weir, iptables with ${rules} rules ` +
+  `(weir detached), weir with ${rules} policy entries (observability on). baseline = the routed path; ` +
+  `events/s: flow events the agent processed per second while weir ran (hubble_flows_processed_total), ` +
+  `lost: hubble_lost_events_total over those runs\n`;
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+const round = (x: number) => Math.round(x);
+
+/** Sum of every sample of a Prometheus counter in /metrics text. */
+export function counterSum(text: string, name: string): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Number.isFinite(v)) sum += v;
+  }
+  return sum;
+}
+
+async function connectionsPerSecond(prefix: string[], url: string, seconds: number, clients: number) {
+  const out = await run(
+    [...prefix, 'wrk', '-t1', `-c${clients}`, `-d${seconds}s`, '--latency', '-H', 'Connection: close', url],
+    { timeoutMs: (seconds + 30) * 1000 },
+  );
+  const r = parseWrk(out.stdout);
+  if (r.errors > 0)
+    throw new WeirError(
+      'ERR_BENCH_OUTPUT',
+      `wrk saw ${r.errors} errors against ${url}: ${out.stdout.slice(-400)}`,
+    );
+  return r.requestsPerSecond;
+}
+
+export async function measureConnRate(
+  lab: Lab,
+  labName: string,
+  pair: RawPair,
+  cfg: ConnRateConfig,
+  log: (l: string) => void,
+): Promise<ConnRow[]> {
+  const clients = cfg.clients ?? 16;
+  const dir = await mkdtemp(join(tmpdir(), 'weir-bench-conn-'));
+  const server = await lab.pod('bench/server');
+  const podClient = await lab.execArgv('bench/client', []);
+  const podUrl = `http://${server.ip}:${connPort}/`;
+  const pairUrl = `http://${pair.serverIP}:${connPort}/`;
+  const conf = (d: string) => nginxServerConf(d, connPort, connPort + 1);
+  const peers = [
+    await startPeer('conn-pod', dir, await lab.execArgv('bench/server', []), 'nginx', conf, {
+      prefix: podClient,
+      host: server.ip,
+      port: connPort,
+    }),
+    await startPeer('conn-raw', dir, pair.serverPrefix, 'nginx', conf, {
+      prefix: pair.clientPrefix,
+      host: pair.serverIP,
+      port: connPort,
+    }),
+  ];
+  const weirPol = weirPolicy(labName, cfg.rules);
+  const ipt = iptablesPolicy(lab, cfg.rules);
+  const sw = weirSwitch(lab, labName);
+  const agent = agentClient(labName);
+  const v = { pair: [] as number[], routed: [] as number[], iptables: [] as number[], weir: [] as number[] };
+  let events = 0;
+  let lost = 0;
+  let weirSeconds = 0;
+  try {
+    await weirPol.setup();
+    for (let r = 1; r <= cfg.rounds; r++) {
+      log(`  round ${r}/${cfg.rounds}: raw veth pair`);
+      v.pair.push(await connectionsPerSecond(pair.clientPrefix, pairUrl, cfg.seconds, clients));
+      await sw.raw();
+      log(`  round ${r}/${cfg.rounds}: routed, no weir`);
+      v.routed.push(await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients));
+      await ipt.setup();
+      try {
+        log(`  round ${r}/${cfg.rounds}: iptables ${cfg.rules}`);
+        v.iptables.push(await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients));
+      } finally {
+        await ipt.teardown();
+      }
+      await sw.enforce();
+      log(`  round ${r}/${cfg.rounds}: weir ${cfg.rules}`);
+      const m0 = await agent.text('/metrics');
+      const t0 = performance.now();
+      v.weir.push(await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients));
+      // Let the pipeline catch up with what the ring still holds before reading its counters.
+      await new Promise((res) => setTimeout(res, 1000));
+      const m1 = await agent.text('/metrics');
+      weirSeconds += (performance.now() - t0) / 1000;
+      events +=
+        counterSum(m1, 'hubble_flows_processed_total') - counterSum(m0, 'hubble_flows_processed_total');
+      lost += counterSum(m1, 'hubble_lost_events_total') - counterSum(m0, 'hubble_lost_events_total');
+    }
+  } finally {
+    await sw.enforce();
+    await weirPol.teardown();
+    for (const p of peers) await p.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+  const pairM = median(v.pair);
+  const routedM = median(v.routed);
+  const row = (scenario: string, xs: number[], note: string): ConnRow => {
+    const value = round(median(xs));
+    return {
+      scenario,
+      metric: 'new TCP connections',
+      value,
+      unit: 'conn/s',
+      runs: xs.map(round),
+      ...(scenario === 'connection rate, routed (no weir)'
+        ? {}
+        : { baseline: round(routedM), ratio: value / routedM }),
+      ...(scenario === 'connection rate, raw veth pair'
+        ? {}
+        : { rawPair: round(pairM), rawPairRatio: value / pairM }),
+      note,
+    };
+  };
+  const note = `median of ${cfg.rounds} × ${cfg.seconds} s, ${clients} parallel clients`;
+  return [
+    row('connection rate, raw veth pair', v.pair, note),
+    row('connection rate, routed (no weir)', v.routed, note),
+    row(`connection rate, iptables ${cfg.rules}`, v.iptables, note),
+    row(`connection rate, weir ${cfg.rules}`, v.weir, `${note}; target ≥ 0.9 × raw pair`),
+    {
+      scenario: `connection rate, weir ${cfg.rules}`,
+      metric: 'flow events processed by the agent',
+      value: round(events / weirSeconds),
+      unit: 'events/s',
+      note: `${events} events over the weir runs (hubble_flows_processed_total)`,
+    },
+    {
+      scenario: `connection rate, weir ${cfg.rules}`,
+      metric: 'flow events lost',
+      value: lost,
+      unit: 'events',
+      note: 'hubble_lost_events_total (kernel ring full or shed by the agent); goal 0',
+    },
+  ];
+}

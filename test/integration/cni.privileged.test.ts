@@ -8,7 +8,8 @@
 // and leaks nothing, and the retry works once the agent is back; CHECK, STATUS and GC run by the
 // plugin itself; `weir cni uninstall` takes the network away.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,6 +113,22 @@ const pods = async (): Promise<PodView[]> =>
   }));
 const attachments = () => json<CniAttachmentInfo[]>(['cni', 'attachments']);
 const pod = async (name: string) => (await pods()).find((p) => p.name === name);
+
+/** Whether `pid` is gone (or a zombie its new parent has yet to reap) within 3 s. */
+async function gone(pid: number): Promise<boolean> {
+  for (let i = 0; i < 150; i++) {
+    let state = '';
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    } catch {
+      return true;
+    }
+    if (state === 'Z' || state === 'X') return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
+}
 
 async function probe(from: string, ip: string, port: number): Promise<boolean> {
   const r = await cli(
@@ -366,5 +383,26 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
     const r = await host.run('weir-c5', rootfs, 'sleep 1');
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /weir/);
+  });
+
+  it("weir lab down sweeps a crashed run's containers, podman processes and state", async () => {
+    await ok(
+      ['cni', 'install', '--conf-dir', cniDirs.confDir, '--bin-dir', cniDirs.binDir, '--cni-version', '1.0.0'],
+      LAB,
+    );
+    const r = await host.run('weir-c6', rootfs, serve('weir-c6'));
+    assert.equal(r.code, 0, r.stderr);
+    const pid = Number((await host.podman(['inspect', '--format', '{{.State.Pid}}', 'weir-c6'])).stdout.trim());
+    assert.ok(pid > 0);
+    const cgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+    assert.match(cgroup, new RegExp(`/weir-${LAB}/weir-podman/`), 'the container runs under the lab cgroup');
+    // A crash: nobody removes the container or stops the runtime's holder.
+    await ok(['lab', 'down'], LAB);
+    assert.ok(await gone(pid), 'the container process is gone');
+    assert.equal(existsSync(join(labDir(LAB), 'podman')), false, "podman's state is gone");
+    const left = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(join(labDir(LAB), 'podman')));
+    assert.deepEqual(left, [], 'no conmon or podman process of the lab is left');
   });
 });

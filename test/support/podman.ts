@@ -170,9 +170,9 @@ export class PodmanHost {
 
   /** Removes every container and stops the holder (its mount namespace goes with it). */
   async stop(): Promise<void> {
-    if (!this.holder?.pid) return;
-    await this.podman(['rm', '-a', '-f', '-t', '0']);
     const h = this.holder;
+    if (!h?.pid) return;
+    if (h.exitCode === null && h.signalCode === null) await this.podman(['rm', '-a', '-f', '-t', '0']);
     await new Promise<void>((resolve) => {
       if (h.exitCode !== null || h.signalCode !== null) return resolve();
       h.once('exit', () => resolve());

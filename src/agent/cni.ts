@@ -222,7 +222,10 @@ export class CniService {
     const want = Array.isArray(ips) ? ips.map(String) : [];
     for (const ip of want)
       if (!ep.ips.includes(ip))
-        throw new WeirError('ERR_CNI_NOT_FOUND', `pod ${key} has ${ep.ips.join(', ')}, not ${ip} (prevResult)`);
+        throw new WeirError(
+          'ERR_CNI_NOT_FOUND',
+          `pod ${key} has ${ep.ips.join(', ')}, not ${ip} (prevResult)`,
+        );
     if (netnsPath) {
       const inside = await containerAddresses(netnsPath, ifname);
       for (const ip of ep.ips)

@@ -224,22 +224,19 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         allocateServices: (stored) => a.lb.allocator(stored),
         log,
       });
-      server = await listenApi(
-        agentSocket(opts.lab),
-        [
-          ...agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
-          ...cniRoutes(
-            new CniService({
-              agent: a,
-              intake,
-              reconciler: reconciler as Reconciler,
-              node,
-              state: clusterState,
-              desired: () => desiredView.state,
-            }),
-          ),
-        ],
-      );
+      server = await listenApi(agentSocket(opts.lab), [
+        ...agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
+        ...cniRoutes(
+          new CniService({
+            agent: a,
+            intake,
+            reconciler: reconciler as Reconciler,
+            node,
+            state: clusterState,
+            desired: () => desiredView.state,
+          }),
+        ),
+      ]);
       writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>

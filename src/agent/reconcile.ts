@@ -271,7 +271,12 @@ export class Reconciler {
         ready: false,
         ...(p.noWorkload ? { noWorkload: true as const } : {}),
         ...(p.attachment
-          ? { netns: p.attachment.netns, cgroupPath: '', runtime: 'cni' as const, containerId: p.attachment.containerId }
+          ? {
+              netns: p.attachment.netns,
+              cgroupPath: '',
+              runtime: 'cni' as const,
+              containerId: p.attachment.containerId,
+            }
           : {}),
         observedRevision: p.revision,
       };
@@ -306,16 +311,16 @@ export class Reconciler {
                 (plumbed) => void agent.attach(plumbed),
               )
             : await driver.create(
-            {
-              namespace: p.namespace,
-              name: p.name,
-              ip: r.status.ip,
-              ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
-              ports: p.ports,
-              noWorkload: p.noWorkload,
-            },
-            (plumbed) => void agent.attach(plumbed),
-          );
+                {
+                  namespace: p.namespace,
+                  name: p.name,
+                  ip: r.status.ip,
+                  ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
+                  ports: p.ports,
+                  noWorkload: p.noWorkload,
+                },
+                (plumbed) => void agent.attach(plumbed),
+              );
           if ('mac' in pod) r.status = { ...r.status, mac: pod.mac };
           r.status = { ...r.status, hostIfindex: pod.hostIfindex, phase: 'Running', ready: p.noWorkload };
           started.push({ key, pod });

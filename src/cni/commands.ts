@@ -76,7 +76,11 @@ async function add(env: CniEnv, conf: NetConf): Promise<string> {
   try {
     fd = openSync(env.netns, 'r');
   } catch (err) {
-    throw new CniError(CniCode.invalidEnvironment, `CNI_NETNS ${env.netns} cannot be opened`, (err as Error).message);
+    throw new CniError(
+      CniCode.invalidEnvironment,
+      `CNI_NETNS ${env.netns} cannot be opened`,
+      (err as Error).message,
+    );
   }
   try {
     const a = await client(conf)
@@ -111,7 +115,11 @@ async function check(env: CniEnv, conf: NetConf): Promise<void> {
   try {
     fd = openSync(env.netns, 'r');
   } catch (err) {
-    throw new CniError(CniCode.invalidEnvironment, `CNI_NETNS ${env.netns} cannot be opened`, (err as Error).message);
+    throw new CniError(
+      CniCode.invalidEnvironment,
+      `CNI_NETNS ${env.netns} cannot be opened`,
+      (err as Error).message,
+    );
   }
   try {
     await client(conf)

@@ -152,7 +152,12 @@ describe('weir-cni and the CNI spec', () => {
         interfaces: [{ name: 'eth0', mac: '0a:58:0a:f4:00:05', sandbox: netns }],
         ips: [
           { ...(v04 ? { version: '4' } : {}), address: '10.244.0.5/32', gateway: '10.244.0.1', interface: 0 },
-          { ...(v04 ? { version: '6' } : {}), address: 'fd00:10:244::5/128', gateway: 'fe80::1', interface: 0 },
+          {
+            ...(v04 ? { version: '6' } : {}),
+            address: 'fd00:10:244::5/128',
+            gateway: 'fe80::1',
+            interface: 0,
+          },
         ],
         routes: [
           { dst: '0.0.0.0/0', gw: '10.244.0.1' },
@@ -187,39 +192,62 @@ describe('weir-cni and the CNI spec', () => {
     });
 
     it(`CHECK (${v}) passes prevResult's addresses to the agent; a mismatch is error 101`, async () => {
-      const prevResult = { cniVersion: v, ips: [{ address: '10.244.0.5/32' }, { address: 'fd00:10:244::5/128' }] };
+      const prevResult = {
+        cniVersion: v,
+        ips: [{ address: '10.244.0.5/32' }, { address: 'fd00:10:244::5/128' }],
+      };
       const o = await runPlugin(env('CHECK'), conf(v, { prevResult }));
       assert.equal(o.code, 0, o.stdout);
       assert.equal(o.stdout, '');
       assert.deepEqual(got[0]?.body.ips, ['10.244.0.5', 'fd00:10:244::5']);
       answer['/v1/cni/check'] = () => {
-        throw new WeirError('ERR_CNI_NOT_FOUND', 'pod default/web-1 has 10.244.0.6, not 10.244.0.5 (prevResult)');
+        throw new WeirError(
+          'ERR_CNI_NOT_FOUND',
+          'pod default/web-1 has 10.244.0.6, not 10.244.0.5 (prevResult)',
+        );
       };
-      assertError(await runPlugin(env('CHECK'), conf(v, { prevResult })), 101, v, /ERR_CNI_NOT_FOUND: .*10\.244\.0\.5/);
+      assertError(
+        await runPlugin(env('CHECK'), conf(v, { prevResult })),
+        101,
+        v,
+        /ERR_CNI_NOT_FOUND: .*10\.244\.0\.5/,
+      );
       assertError(await runPlugin(env('CHECK'), conf(v)), 7, v, /prevResult/);
     });
 
     it(`configuration ${v}: errors carry its version`, async () => {
       assertError(await runPlugin(env('ADD', { CNI_CONTAINERID: '' }), conf(v)), 4, v);
-      assertError(await runPlugin(env('ADD', { CNI_ARGS: 'K8S_POD_NAME=web-1;COLOR=blue' }), conf(v)), 4, v, /COLOR/);
+      assertError(
+        await runPlugin(env('ADD', { CNI_ARGS: 'K8S_POD_NAME=web-1;COLOR=blue' }), conf(v)),
+        4,
+        v,
+        /COLOR/,
+      );
       assertError(await runPlugin(env('ADD', { CNI_ARGS: 'IgnoreUnknown=1' }), conf(v)), 4, v);
       assertError(await runPlugin(env('ADD'), conf(v, { name: '' })), 7, v, /name/);
     });
   }
 
-  it('the spec\'s error example shapes: undecodable stdin, unknown versions, an unknown command', async () => {
+  it("the spec's error example shapes: undecodable stdin, unknown versions, an unknown command", async () => {
     assertError(await runPlugin(env('ADD'), '{"cniVersion": '), 6, '1.1.0');
     assertError(await runPlugin(env('ADD'), conf('0.3.1')), 1, '0.3.1', /0\.4\.0, 1\.0\.0, 1\.1\.0/);
     assertError(await runPlugin(env('ADD'), conf('2.0.0')), 1, '2.0.0');
     assertError(await runPlugin(env('FROB'), conf('1.1.0')), 4, '1.1.0', /FROB/);
-    assertError(await runPlugin(env('ADD', { CNI_IFNAME: 'a-very-long-ifname0' }), conf('1.1.0')), 4, '1.1.0');
+    assertError(
+      await runPlugin(env('ADD', { CNI_IFNAME: 'a-very-long-ifname0' }), conf('1.1.0')),
+      4,
+      '1.1.0',
+    );
   });
 
   it('ADD: the agent down is error 11 (try again later), a failed attachment is 100', async () => {
     const down = conf('1.1.0', { agentSocket: join(dir, 'nobody', 'agent.sock') });
     assertError(await runPlugin(env('ADD'), down), 11, '1.1.0', /ERR_AGENT_UNREACHABLE/);
     answer['/v1/cni/add'] = () => {
-      throw new WeirError('ERR_CNI_ATTACHMENT_FAILED', 'node node1 could not attach: the pod CIDR has no free address');
+      throw new WeirError(
+        'ERR_CNI_ATTACHMENT_FAILED',
+        'node node1 could not attach: the pod CIDR has no free address',
+      );
     };
     assertError(await runPlugin(env('ADD'), conf('1.0.0')), 100, '1.0.0', /no free address/);
     assertError(await runPlugin(env('ADD', { CNI_NETNS: join(dir, 'missing') }), conf('1.1.0')), 4, '1.1.0');
@@ -252,7 +280,11 @@ describe('weir-cni and the CNI spec', () => {
       assert.equal(o.stdout, '');
       assert.deepEqual(got[0]?.body.valid, ['aaa', 'bbb']);
     }
-    assertError(await runPlugin({ CNI_COMMAND: 'GC' }, conf('1.1.0', { 'cni.dev/valid-attachments': 'x' })), 7, '1.1.0');
+    assertError(
+      await runPlugin({ CNI_COMMAND: 'GC' }, conf('1.1.0', { 'cni.dev/valid-attachments': 'x' })),
+      7,
+      '1.1.0',
+    );
     assertError(await runPlugin({ CNI_COMMAND: 'GC' }, conf('0.4.0')), 1, '0.4.0');
   });
 });

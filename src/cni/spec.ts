@@ -80,13 +80,18 @@ export function parseArgs(text: string): Map<string, string> {
   for (const part of text.split(';')) {
     if (part === '') continue;
     const i = part.indexOf('=');
-    if (i <= 0) throw new CniError(CniCode.invalidEnvironment, 'invalid CNI_ARGS', `'${part}' is not KEY=VALUE`);
+    if (i <= 0)
+      throw new CniError(CniCode.invalidEnvironment, 'invalid CNI_ARGS', `'${part}' is not KEY=VALUE`);
     out.set(part.slice(0, i), part.slice(i + 1));
   }
   const ignore = /^(1|true)$/i.test(out.get('IgnoreUnknown') ?? '');
   for (const k of out.keys())
     if (!knownArgs.has(k) && !ignore)
-      throw new CniError(CniCode.invalidEnvironment, 'invalid CNI_ARGS', `unknown argument ${k} (without IgnoreUnknown=1)`);
+      throw new CniError(
+        CniCode.invalidEnvironment,
+        'invalid CNI_ARGS',
+        `unknown argument ${k} (without IgnoreUnknown=1)`,
+      );
   return out;
 }
 
@@ -102,8 +107,15 @@ export function parseEnv(env: NodeJS.ProcessEnv): CniEnv {
   for (const name of required[cmd])
     if (!env[name]) throw new CniError(CniCode.invalidEnvironment, `${name} is required for ${cmd}`);
   const ifname = env.CNI_IFNAME ?? '';
-  if (ifname && (Buffer.byteLength(ifname) > 15 || /[/\s:]/.test(ifname) || ifname === '.' || ifname === '..'))
-    throw new CniError(CniCode.invalidEnvironment, 'invalid CNI_IFNAME', `'${ifname}' is not an interface name`);
+  if (
+    ifname &&
+    (Buffer.byteLength(ifname) > 15 || /[/\s:]/.test(ifname) || ifname === '.' || ifname === '..')
+  )
+    throw new CniError(
+      CniCode.invalidEnvironment,
+      'invalid CNI_IFNAME',
+      `'${ifname}' is not an interface name`,
+    );
   return {
     command: cmd,
     containerId: env.CNI_CONTAINERID ?? '',
@@ -150,14 +162,26 @@ export function parseConf(stdin: string, command: CniCommand): NetConf {
   try {
     raw = JSON.parse(stdin);
   } catch (err) {
-    throw new CniError(CniCode.decodeFailure, 'failed to decode the network configuration', (err as Error).message);
+    throw new CniError(
+      CniCode.decodeFailure,
+      'failed to decode the network configuration',
+      (err as Error).message,
+    );
   }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw))
-    throw new CniError(CniCode.decodeFailure, 'failed to decode the network configuration', 'not a JSON object');
+    throw new CniError(
+      CniCode.decodeFailure,
+      'failed to decode the network configuration',
+      'not a JSON object',
+    );
   const o = raw as Record<string, unknown>;
   const version = o.cniVersion;
   if (typeof version !== 'string' || !/^\d+\.\d+\.\d+$/.test(version))
-    throw new CniError(CniCode.invalidConfig, 'invalid network configuration', 'cniVersion must be a version like 1.1.0');
+    throw new CniError(
+      CniCode.invalidConfig,
+      'invalid network configuration',
+      'cniVersion must be a version like 1.1.0',
+    );
   if (!(supportedVersions as readonly string[]).includes(version))
     throw new CniError(
       CniCode.incompatibleVersion,
@@ -171,13 +195,29 @@ export function parseConf(stdin: string, command: CniCommand): NetConf {
       `${command} needs a configuration of version 1.1.0 or later, not ${version}`,
     );
   if (typeof o.name !== 'string' || o.name === '')
-    throw new CniError(CniCode.invalidConfig, 'invalid network configuration', 'name must be a non-empty string');
+    throw new CniError(
+      CniCode.invalidConfig,
+      'invalid network configuration',
+      'name must be a non-empty string',
+    );
   if (typeof o.type !== 'string' || o.type === '')
-    throw new CniError(CniCode.invalidConfig, 'invalid network configuration', 'type must be a non-empty string');
+    throw new CniError(
+      CniCode.invalidConfig,
+      'invalid network configuration',
+      'type must be a non-empty string',
+    );
   if (o.agentSocket !== undefined && (typeof o.agentSocket !== 'string' || !o.agentSocket.startsWith('/')))
-    throw new CniError(CniCode.invalidConfig, 'invalid network configuration', 'agentSocket must be an absolute path');
+    throw new CniError(
+      CniCode.invalidConfig,
+      'invalid network configuration',
+      'agentSocket must be an absolute path',
+    );
   if (o.timeoutMs !== undefined && (typeof o.timeoutMs !== 'number' || !(o.timeoutMs > 0)))
-    throw new CniError(CniCode.invalidConfig, 'invalid network configuration', 'timeoutMs must be a positive number');
+    throw new CniError(
+      CniCode.invalidConfig,
+      'invalid network configuration',
+      'timeoutMs must be a positive number',
+    );
   const conf: NetConf = {
     cniVersion: version as CniVersion,
     name: o.name,
@@ -187,7 +227,11 @@ export function parseConf(stdin: string, command: CniCommand): NetConf {
   };
   if (o.prevResult !== undefined) {
     if (!o.prevResult || typeof o.prevResult !== 'object')
-      throw new CniError(CniCode.invalidConfig, 'invalid network configuration', 'prevResult must be an object');
+      throw new CniError(
+        CniCode.invalidConfig,
+        'invalid network configuration',
+        'prevResult must be an object',
+      );
     conf.prevResult = o.prevResult as CniResult;
   }
   if (command === 'CHECK' && !conf.prevResult)
@@ -243,17 +287,21 @@ export function buildResult(
   const ips: CniIp[] = [
     { ...(v04 ? { version: '4' as const } : {}), address: `${a.ip}/32`, gateway: a.gateway, interface: 0 },
     ...(a.ip6
-      ? [{ ...(v04 ? { version: '6' as const } : {}), address: `${a.ip6}/128`, gateway: 'fe80::1', interface: 0 }]
+      ? [
+          {
+            ...(v04 ? { version: '6' as const } : {}),
+            address: `${a.ip6}/128`,
+            gateway: 'fe80::1',
+            interface: 0,
+          },
+        ]
       : []),
   ];
   return {
     cniVersion: version,
     interfaces: [{ name: a.ifname, ...(a.mac ? { mac: a.mac } : {}), sandbox: a.sandbox }],
     ips,
-    routes: [
-      { dst: '0.0.0.0/0', gw: a.gateway },
-      ...(a.ip6 ? [{ dst: '::/0', gw: 'fe80::1' }] : []),
-    ],
+    routes: [{ dst: '0.0.0.0/0', gw: a.gateway }, ...(a.ip6 ? [{ dst: '::/0', gw: 'fe80::1' }] : [])],
     dns: {},
   };
 }

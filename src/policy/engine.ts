@@ -146,16 +146,16 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     const labels = ep.init
       ? reservedLabels(IDENTITY_INIT)
       : podSecurityLabels(
-      {
-        namespace: ep.namespace,
-        labels: ep.labels,
-        namespaceLabels: nsLabels.get(ep.namespace) ?? {},
-        ...(ep.serviceAccount ? { serviceAccount: ep.serviceAccount } : {}),
-      },
-      cfg.labelFilter,
-    )
-      .map(formatLabel)
-      .sort();
+          {
+            namespace: ep.namespace,
+            labels: ep.labels,
+            namespaceLabels: nsLabels.get(ep.namespace) ?? {},
+            ...(ep.serviceAccount ? { serviceAccount: ep.serviceAccount } : {}),
+          },
+          cfg.labelFilter,
+        )
+          .map(formatLabel)
+          .sort();
     const id = take(labels);
     epIdentity.set(ep.id, { id, labels });
     const ips = ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`));

@@ -78,15 +78,21 @@ export const errorCodes = {
   ERR_CLI_OPTION: { meaning: 'a command-line option value is out of range or malformed' },
   ERR_CLI_OUTPUT: { meaning: 'an unknown -o output format' },
   ERR_CNI_ATTACHMENT_FAILED: {
-    meaning: "the node could not create a runtime's container endpoint (weir-cni ADD; the pod status says why)",
+    meaning:
+      "the node could not create a runtime's container endpoint (weir-cni ADD; the pod status says why)",
     http: 500,
   },
-  ERR_CNI_INSTALL: { meaning: 'weir cni install/uninstall could not write or remove the plugin or its config' },
+  ERR_CNI_INSTALL: {
+    meaning: 'weir cni install/uninstall could not write or remove the plugin or its config',
+  },
   ERR_CNI_NETNS: {
     meaning: "CNI_NETNS cannot be opened, or is the machine's or the node's own network namespace (refused)",
   },
-  ERR_CNI_NOT_FOUND: { meaning: 'no attachment of that container exists on this node (weir-cni CHECK)', http: 404 },
-  ERR_CNI_REQUEST: { meaning: "a weir-cni request to the agent lacks a field or names an invalid pod" },
+  ERR_CNI_NOT_FOUND: {
+    meaning: 'no attachment of that container exists on this node (weir-cni CHECK)',
+    http: 404,
+  },
+  ERR_CNI_REQUEST: { meaning: 'a weir-cni request to the agent lacks a field or names an invalid pod' },
   ERR_CONFORMANCE_CASE: { meaning: 'a conformance case file is malformed' },
   ERR_CONFORMANCE_NO_CASES: { meaning: 'no conformance case files were found where --cases points' },
   ERR_CONFORMANCE_PEER: { meaning: 'a conformance probe names a peer its topology does not have' },

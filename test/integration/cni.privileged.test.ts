@@ -179,7 +179,16 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
     await ok(['apply', '-f', join(dir, 'lab-pods.yaml')], LAB);
     // podman 4.3's libcni reads config lists up to 1.0.0.
     await ok(
-      ['cni', 'install', '--conf-dir', cniDirs.confDir, '--bin-dir', cniDirs.binDir, '--cni-version', '1.0.0'],
+      [
+        'cni',
+        'install',
+        '--conf-dir',
+        cniDirs.confDir,
+        '--bin-dir',
+        cniDirs.binDir,
+        '--cni-version',
+        '1.0.0',
+      ],
       LAB,
     );
     const podmanDir = join(labDir(LAB), 'podman');
@@ -277,7 +286,10 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
       'the denied egress to lp2, naming the deny rule',
     );
     assert.ok(
-      flows.some((f) => f.verdict === 'FORWARDED' && f.source.pod_name === 'lp2' && f.destination.pod_name === 'weir-c1'),
+      flows.some(
+        (f) =>
+          f.verdict === 'FORWARDED' && f.source.pod_name === 'lp2' && f.destination.pod_name === 'weir-c1',
+      ),
       'the allowed ingress from lp2',
     );
     await ok(['delete', '-f', join(dir, 'policies.yaml')], LAB);
@@ -292,7 +304,11 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
       name: 'weir',
       type: 'weir-cni',
       agentSocket: agentSocket(LAB),
-      prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: netns }], ips: [{ address: `${p.ip}/32`, interface: 0 }] },
+      prevResult: {
+        cniVersion: '1.0.0',
+        interfaces: [{ name: 'eth0', sandbox: netns }],
+        ips: [{ address: `${p.ip}/32`, interface: 0 }],
+      },
     };
     const env = {
       CNI_COMMAND: 'CHECK',
@@ -305,12 +321,18 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
     const good = await plugin(env, conf);
     assert.equal(good.code, 0, good.stdout + good.stderr);
     assert.equal(good.stdout, '');
-    const bad = await plugin(env, { ...conf, prevResult: { ...conf.prevResult, ips: [{ address: '10.244.0.250/32' }] } });
+    const bad = await plugin(env, {
+      ...conf,
+      prevResult: { ...conf.prevResult, ips: [{ address: '10.244.0.250/32' }] },
+    });
     assert.equal(bad.code, 1);
     const e = JSON.parse(bad.stdout) as { code: number; msg: string; details: string };
     assert.equal(e.code, 101);
     assert.match(e.details, /10\.244\.0\.250/);
-    const st = await plugin({ CNI_COMMAND: 'STATUS' }, { ...conf, cniVersion: '1.1.0', prevResult: undefined });
+    const st = await plugin(
+      { CNI_COMMAND: 'STATUS' },
+      { ...conf, cniVersion: '1.1.0', prevResult: undefined },
+    );
     assert.equal(st.code, 0, st.stdout);
   });
 
@@ -321,7 +343,10 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
     assert.equal(r.code, 0, r.stderr);
     const links = await ipIn(nodeNetns, ['-j', 'link', 'show']);
     assert.ok(!links.includes(podVeth('default', 'weir-c1')), 'the host veth is gone');
-    assert.equal((await endpoints()).find((e) => e.pod === 'weir-c1' || e.id === ep.id), undefined);
+    assert.equal(
+      (await endpoints()).find((e) => e.pod === 'weir-c1' || e.id === ep.id),
+      undefined,
+    );
     const ipcache = await ok(['bpf', 'ipcache', 'list'], LAB);
     assert.ok(!ipcache.includes(`${p.ip}/32`), ipcache);
     const ids = await ok(['identity', 'list'], LAB);
@@ -370,7 +395,10 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
       (await attachments()).map((a) => a.name),
       ['weir-c3'],
     );
-    assert.equal((await endpoints()).find((e) => e.pod === 'weir-c4'), undefined);
+    assert.equal(
+      (await endpoints()).find((e) => e.pod === 'weir-c4'),
+      undefined,
+    );
     // podman's own DEL afterwards finds nothing to remove (DEL is idempotent).
     const rmc = await host.podman(['rm', '-f', '-t', '0', 'weir-c4']);
     assert.equal(rmc.code, 0, rmc.stderr);
@@ -387,12 +415,23 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
 
   it("weir lab down sweeps a crashed run's containers, podman processes and state", async () => {
     await ok(
-      ['cni', 'install', '--conf-dir', cniDirs.confDir, '--bin-dir', cniDirs.binDir, '--cni-version', '1.0.0'],
+      [
+        'cni',
+        'install',
+        '--conf-dir',
+        cniDirs.confDir,
+        '--bin-dir',
+        cniDirs.binDir,
+        '--cni-version',
+        '1.0.0',
+      ],
       LAB,
     );
     const r = await host.run('weir-c6', rootfs, serve('weir-c6'));
     assert.equal(r.code, 0, r.stderr);
-    const pid = Number((await host.podman(['inspect', '--format', '{{.State.Pid}}', 'weir-c6'])).stdout.trim());
+    const pid = Number(
+      (await host.podman(['inspect', '--format', '{{.State.Pid}}', 'weir-c6'])).stdout.trim(),
+    );
     assert.ok(pid > 0);
     const cgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
     assert.match(cgroup, new RegExp(`/weir-${LAB}/weir-podman/`), 'the container runs under the lab cgroup');

@@ -19,7 +19,12 @@ export interface RuntimeResult {
   stderr: string;
 }
 
-function exec(argv: string[], env: NodeJS.ProcessEnv, input?: string, timeoutMs = 60_000): Promise<RuntimeResult> {
+function exec(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  input?: string,
+  timeoutMs = 60_000,
+): Promise<RuntimeResult> {
   return new Promise((resolve) => {
     const p = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -124,11 +129,15 @@ export class PodmanHost {
 
   /** Runs a command in the holder's mount and network namespaces. */
   inside(argv: string[], env: NodeJS.ProcessEnv = {}, input?: string): Promise<RuntimeResult> {
-    return exec(['nsenter', '-t', String(this.pid), '-m', '-n', ...argv], {
-      ...process.env,
-      CONTAINERS_CONF: this.conf,
-      ...env,
-    }, input);
+    return exec(
+      ['nsenter', '-t', String(this.pid), '-m', '-n', ...argv],
+      {
+        ...process.env,
+        CONTAINERS_CONF: this.conf,
+        ...env,
+      },
+      input,
+    );
   }
 
   podman(args: string[]): Promise<RuntimeResult> {

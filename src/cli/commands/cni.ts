@@ -77,9 +77,13 @@ export async function uninstallCni(o: Omit<InstallOptions, 'lab' | 'cniVersion'>
   if (existsSync(conf)) {
     const text = readFileSync(conf, 'utf8');
     if (!text.includes(`"${pluginName}"`))
-      throw new WeirError('ERR_CNI_INSTALL', `${conf} is not weir's network config (no ${pluginName} plugin): left alone`, {
-        location: { file: conf },
-      });
+      throw new WeirError(
+        'ERR_CNI_INSTALL',
+        `${conf} is not weir's network config (no ${pluginName} plugin): left alone`,
+        {
+          location: { file: conf },
+        },
+      );
     await rm(conf, { force: true });
     removed.push(conf);
   }
@@ -96,7 +100,9 @@ export async function uninstallCni(o: Omit<InstallOptions, 'lab' | 'cniVersion'>
 
 function pathOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--conf-dir <dir>', "the runtime's network config directory").default(defaultConfDir))
+    .addOption(
+      new Option('--conf-dir <dir>', "the runtime's network config directory").default(defaultConfDir),
+    )
     .addOption(new Option('--bin-dir <dir>', "the runtime's CNI plugin directory").default(defaultBinDir))
     .addOption(new Option('--network <name>', 'the network name containers are started on').default('weir'));
 }
@@ -106,7 +112,7 @@ export function cniCommand(): Command {
   pathOptions(
     cmd
       .command('install')
-      .description("writes the network config list and installs weir-cni where a runtime finds it")
+      .description('writes the network config list and installs weir-cni where a runtime finds it')
       .addOption(labOption())
       .addOption(
         new Option('--cni-version <version>', 'the config list version (a runtime on an older libcni: 1.0.0)')
@@ -121,7 +127,9 @@ export function cniCommand(): Command {
     cmd.command('uninstall').description('removes the network config list and the plugin that install wrote'),
   ).action(async (o: Omit<InstallOptions, 'lab' | 'cniVersion'>) => {
     const removed = await uninstallCni(o);
-    process.stdout.write(removed.length ? removed.map((f) => `removed ${f}\n`).join('') : 'nothing to remove\n');
+    process.stdout.write(
+      removed.length ? removed.map((f) => `removed ${f}\n`).join('') : 'nothing to remove\n',
+    );
   });
   cmd
     .command('attachments')

@@ -6,6 +6,7 @@
 // the host veth is down, the identity (its Pod's labels, or reserved:init until the Pod exists),
 // the policy. The answer waits until that pass has put it in force. DEL removes the attachment
 // (and so the endpoint, veth, ipcache entry and identity reference) the same way.
+import { statSync } from 'node:fs';
 import type { CniAttachment, DesiredState } from '../cluster/desired.js';
 import type { Informer } from '../cluster/informer.js';
 import { podStatusKey } from '../cluster/keys.js';
@@ -107,6 +108,17 @@ function podRef(body: unknown): CniPodRef {
   return { namespace, name, containerId: str(body, 'containerId') };
 }
 
+function inodeOf(path: string): number {
+  try {
+    return statSync(path).ino;
+  } catch (err) {
+    throw new WeirError('ERR_CNI_NETNS', `the container's network namespace ${path} cannot be opened`, {
+      location: { object: path, field: 'CNI_NETNS' },
+      cause: err,
+    });
+  }
+}
+
 export class CniService {
   constructor(private readonly d: CniDeps) {}
 
@@ -136,6 +148,7 @@ export class CniService {
       ifname: req.ifname,
       netns: req.netns,
       netnsPath: req.netnsPath,
+      netnsInode: inodeOf(req.netnsPath),
       node: this.d.node.name,
       createdAt: new Date().toISOString(),
     };

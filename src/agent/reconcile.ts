@@ -306,6 +306,7 @@ export class Reconciler {
                   ip: r.status.ip,
                   ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
                   netnsPath: att.netnsPath,
+                  netnsInode: att.netnsInode,
                   ifname: att.ifname,
                 },
                 (plumbed) => void agent.attach(plumbed),

@@ -54,6 +54,8 @@ export interface CniAttachment {
   netns: string;
   /** The same netns as the agent can open it while the ADD waits (the plugin's open descriptor). */
   netnsPath: string;
+  /** The netns's inode when the ADD came: a path that later names another namespace is refused. */
+  netnsInode: number;
   node: string;
   createdAt: string;
 }

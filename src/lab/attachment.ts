@@ -25,6 +25,8 @@ export interface AttachmentSpec {
   ip6?: string;
   /** The container's netns, as a path the agent can open. */
   netnsPath: string;
+  /** Its inode when the runtime gave it: the path must still name that namespace. */
+  netnsInode?: number;
   ifname: string;
 }
 
@@ -52,7 +54,7 @@ async function ipAtPath(path: string, args: string[]): Promise<string> {
  * The inode of a network namespace: the runtime's must be neither the machine's (pid 1's) nor the
  * node's own, or the veth would land where weir must never create anything.
  */
-function checkNetns(path: string, node: NodeInfo): void {
+function checkNetns(path: string, node: NodeInfo, inode?: number): void {
   let ino: number;
   try {
     ino = statSync(path).ino;
@@ -62,6 +64,12 @@ function checkNetns(path: string, node: NodeInfo): void {
       cause: err,
     });
   }
+  if (inode !== undefined && ino !== inode)
+    throw new WeirError(
+      'ERR_CNI_NETNS',
+      `the container's network namespace is gone (${path} names another one now): the runtime must ADD again`,
+      { location: { object: path, field: 'CNI_NETNS' } },
+    );
   const forbidden = [
     ['the machine', '/proc/1/ns/net'],
     [`node ${node.name}`, netnsPath(node.netns)],
@@ -94,7 +102,7 @@ export async function attachContainer(
   onPlumbed?: (pod: PodRuntime & { mac: string }) => void | Promise<void>,
 ): Promise<AttachedContainer> {
   const node = driver.node;
-  checkNetns(spec.netnsPath, node);
+  checkNetns(spec.netnsPath, node, spec.netnsInode);
   const n = driver.names(spec.namespace, spec.name);
   const pod: AttachedContainer = {
     namespace: spec.namespace,

@@ -37,7 +37,13 @@ import {
   type PodStatus,
   type ReconciledRecord,
 } from '../cluster/objects.js';
-import { podRunsWorkload, workloadAnnotation, type Pod } from '../k8s/core.js';
+import {
+  podByRuntime,
+  podRunsWorkload,
+  runtimeAnnotation,
+  workloadAnnotation,
+  type Pod,
+} from '../k8s/core.js';
 import { namespaceProblems } from '../k8s/namespaces.js';
 import { parseCidr4, podNetns, podVeth, size4 } from '../lab/index.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
@@ -252,6 +258,14 @@ export class Intake {
             'ERR_LAB_WORKLOAD_IMMUTABLE',
             `annotation ${workloadAnnotation} cannot change on an existing pod (delete and re-create it)`,
             { location: { ...loc, field: `metadata.annotations["${workloadAnnotation}"]` } },
+          ),
+        );
+      if (old && !!old.byRuntime !== podByRuntime(pod))
+        problems.push(
+          new WeirError(
+            'ERR_LAB_RUNTIME_IMMUTABLE',
+            `annotation ${runtimeAnnotation} cannot change on an existing pod (delete and re-create it)`,
+            { location: { ...loc, field: `metadata.annotations["${runtimeAnnotation}"]` } },
           ),
         );
       const given = pod.spec.nodeName;

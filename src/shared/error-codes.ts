@@ -147,6 +147,10 @@ export const errorCodes = {
   ERR_LAB_POD_NOT_FOUND: { meaning: 'the lab has no pod of this name' },
   ERR_LAB_PROBE_FAILED: { meaning: 'a probe connection failed or its workload gave no valid answer' },
   ERR_LAB_PROBE_SOURCE: { meaning: 'a probe source names no workload in the lab' },
+  ERR_LAB_RUNTIME_IMMUTABLE: {
+    meaning:
+      'annotation weir.dev/runtime cannot change on an existing pod (a lab pod or a runtime container)',
+  },
   ERR_LAB_SPEC_CHANGED: { meaning: 'the lab is up with another spec and has pods' },
   ERR_LAB_SPEC_INVALID: { meaning: 'a lab spec (lab.yaml) is invalid' },
   ERR_LAB_SPEC_READ: { meaning: 'a lab spec file cannot be read' },

@@ -35,6 +35,7 @@ import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
 import { connRateLegend, measureConnRate } from './connrate.js';
 import { startRawPair } from './raw-pair.js';
+import { cniLegend, measureCni } from './cni.js';
 
 export interface Scenario {
   name: string;
@@ -70,7 +71,8 @@ const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
 const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
 const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
 const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
-const allSections = ['policy', 'connrate', 'services', 'scale', 'flow'] as const;
+const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
+const allSections = ['policy', 'connrate', 'services', 'cni', 'scale', 'flow'] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -364,6 +366,12 @@ async function main(): Promise<void> {
       );
     }
 
+    if (sections.has('cni')) {
+      await ensureAgent();
+      log('cni: podman run/rm on network weir (weir-cni) vs network none');
+      rows.push(...(await measureCni(lab, labName, { rounds: cniRounds }, log)));
+    }
+
     if (sections.has('scale')) await ensureAgent();
     for (const total of sections.has('scale') ? endpointCounts : []) {
       log(`scale: ${total} endpoints`);
@@ -455,6 +463,7 @@ async function main(): Promise<void> {
       : '') +
     (sections.has('connrate') ? connRateLegend(connRounds, connSeconds, connRules) : '') +
     (sections.has('services') ? servicesLegend : '') +
+    (sections.has('cni') ? cniLegend(cniRounds) : '') +
     (sections.has('scale')
       ? `- **weir, N endpoints**: N pods attached (2 measured + workload-less ones); ${applies} policy ` +
         `changes to one endpoint, each timed from the API call until its new entry is in the pinned map\n`

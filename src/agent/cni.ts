@@ -168,11 +168,11 @@ export class CniService {
           );
       });
     } catch (err) {
-      if (err instanceof WeirError && err.code === 'ERR_API_POD_FAILED') {
-        // Nothing is left of a failed attachment: its desired state goes too.
-        await this.d.intake.detach(ref, req.containerId).catch(() => undefined);
+      // Nothing is left of a failed ADD (refused, failed on the node, timed out): its desired state
+      // goes too, unless it is another container's.
+      await this.d.intake.detach(ref, req.containerId).catch(() => undefined);
+      if (err instanceof WeirError && err.code === 'ERR_API_POD_FAILED')
         throw new WeirError('ERR_CNI_ATTACHMENT_FAILED', err.message, { cause: err });
-      }
       throw err;
     }
     const st = this.status(ref.namespace, ref.name);

@@ -235,7 +235,12 @@ export class Reconciler {
           create.push(p);
           continue;
         }
-        agent.attach(live);
+        // A runtime's container: its netns is the runtime's (not the lab's name), its MAC recorded.
+        agent.attach(
+          r.status.runtime === 'cni'
+            ? { ...live, netns: r.status.netns, ...(r.status.mac ? { mac: r.status.mac } : {}) }
+            : live,
+        );
         if (!p.noWorkload) await this.runWorkload(r, key, p.ports);
         else r.status = { ...r.status, ready: true };
       } else if (r.status.observedRevision !== p.revision && !p.noWorkload) {

@@ -359,6 +359,9 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
   });
 
   it('the agent down during ADD: a clear error, no network, nothing leaked; the retry works', async () => {
+    // A container attached before the agent goes keeps its endpoint across the restart.
+    const before = await host.run('weir-c2', rootfs, serve('weir-c2'));
+    assert.equal(before.code, 0, before.stderr);
     await stopAgent(LAB);
     const down = await host.run('weir-c3', rootfs, serve('weir-c3'));
     assert.notEqual(down.code, 0);
@@ -369,6 +372,12 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
     await host.podman(['rm', '-f', '-t', '0', 'weir-c3']);
     await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns });
     assert.equal(await pod('weir-c3'), undefined, 'nothing of the failed ADD is stored');
+    const c2 = await pod('weir-c2');
+    assert.equal(c2?.phase, 'Running', 'the restarted agent keeps the attached container');
+    assert.ok((await endpoints()).some((e) => e.pod === 'weir-c2' && e.state === 'ready'));
+    assert.equal(await probe('default/lp', c2?.ip as string, 8080), true);
+    assert.match(await fromContainer('weir-c2', (await pod('lp'))?.ip as string, 80), /^HTTP\/1\.1 200/);
+    assert.equal((await host.podman(['rm', '-f', '-t', '0', 'weir-c2'])).code, 0);
     const again = await host.run('weir-c3', rootfs, serve('weir-c3'));
     assert.equal(again.code, 0, again.stderr);
     const p = await pod('weir-c3');

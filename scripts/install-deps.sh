@@ -14,6 +14,10 @@ declare -A need=(
 )
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
+# The CNI test's containers run a busybox tree without libraries: the static build is needed.
+if [ -x /bin/busybox ] && [[ "$(LC_ALL=C ldd /bin/busybox 2>&1 || true)" != *'not a dynamic'* ]]; then
+  missing+=(busybox-static)
+fi
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libbpf.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libbpf.so.1 ] || missing+=(libbpf1)
 [ -f /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)

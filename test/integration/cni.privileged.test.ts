@@ -132,7 +132,7 @@ async function gone(pid: number): Promise<boolean> {
 
 async function probe(from: string, ip: string, port: number): Promise<boolean> {
   const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', ip, '--port', `${port}/TCP`, '--timeout', '800'],
+    ['lab', 'probe', '--from', from, '--to', ip, '--port', `${port}/TCP`, '--timeout', '1500'],
     LAB,
   );
   return r.code === 0;

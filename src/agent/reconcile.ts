@@ -223,7 +223,12 @@ export class Reconciler {
         continue;
       }
       if (p.attachment && p.attachment.containerId !== r.status.containerId) {
+        // A new sandbox of the pod (the runtime's DEL of the old one never came): the old veth and
+        // endpoint go first, so the new container gets a fresh endpoint attached to its own veth.
         log.info({ pod: key, container: p.attachment.containerId }, 'the runtime attached another container');
+        await driver.destroy(p.namespace, p.name);
+        this.records.delete(key);
+        agent.prune(new Set(this.records.keys()));
         create.push(p);
         continue;
       }

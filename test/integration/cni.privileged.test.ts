@@ -413,6 +413,55 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
     assert.equal(rmc.code, 0, rmc.stderr);
   });
 
+  it("a new sandbox of the same pod replaces the old one's attachment (as kubelet's restarts do)", async () => {
+    const r = await host.run('weir-c8', rootfs, serve('weir-c8'));
+    assert.equal(r.code, 0, r.stderr);
+    const old = (await attachments()).find((a) => a.name === 'weir-c8') as CniAttachmentInfo;
+    // Another sandbox netns for the pod, in the runtime's mount namespace (its /run/netns).
+    assert.equal((await host.inside(['ip', 'netns', 'add', 'weir-sandbox2'])).code, 0);
+    try {
+      const conf = { cniVersion: '1.0.0', name: 'weir', type: 'weir-cni', agentSocket: agentSocket(LAB) };
+      const env = {
+        CNI_CONTAINERID: 'f'.repeat(64),
+        CNI_NETNS: '/run/netns/weir-sandbox2',
+        CNI_IFNAME: 'eth0',
+        CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=weir-c8',
+        CNI_PATH: cniDirs.binDir,
+      };
+      const add = await plugin({ ...env, CNI_COMMAND: 'ADD' }, conf);
+      assert.equal(add.code, 0, add.stdout + add.stderr);
+      const result = JSON.parse(add.stdout) as { ips: { address: string }[] };
+      const now = (await attachments()).find((a) => a.name === 'weir-c8');
+      assert.equal(now?.containerId, 'f'.repeat(64));
+      assert.notEqual(now?.hostIfname, '');
+      // The endpoint is the new veth's, programs and all (CHECK looks at both tc hooks).
+      const check = await plugin({ ...env, CNI_COMMAND: 'CHECK' }, { ...conf, prevResult: result });
+      assert.equal(check.code, 0, check.stdout);
+      const ep = (await endpoints()).find((e) => e.pod === 'weir-c8');
+      const links = JSON.parse(await ipIn(nodeNetns, ['-j', 'link', 'show'])) as {
+        ifindex: number;
+        ifname: string;
+      }[];
+      assert.equal(links.find((l) => l.ifindex === ep?.ifindex)?.ifname, now?.hostIfname);
+      // podman's DEL of the old container removes nothing of the new one.
+      assert.equal((await host.podman(['rm', '-f', '-t', '0', 'weir-c8'])).code, 0);
+      assert.equal((await attachments()).find((a) => a.name === 'weir-c8')?.containerId, 'f'.repeat(64));
+      assert.notEqual(old.containerId, 'f'.repeat(64));
+      const del = await plugin({ ...env, CNI_COMMAND: 'DEL' }, conf);
+      assert.equal(del.code, 0, del.stdout);
+      assert.equal(
+        (await attachments()).find((a) => a.name === 'weir-c8'),
+        undefined,
+      );
+      assert.equal(
+        (await endpoints()).find((e) => e.pod === 'weir-c8'),
+        undefined,
+      );
+    } finally {
+      await host.inside(['ip', 'netns', 'del', 'weir-sandbox2']);
+    }
+  });
+
   it('weir cni uninstall takes the network away', async () => {
     await ok(['cni', 'uninstall', '--conf-dir', cniDirs.confDir, '--bin-dir', cniDirs.binDir], LAB);
     assert.equal(existsSync(join(cniDirs.confDir, '10-weir.conflist')), false);

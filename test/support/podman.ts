@@ -36,7 +36,10 @@ function exec(
       clearTimeout(timer);
       resolve({ code: code ?? 1, stdout, stderr });
     });
-    p.stdin.end(input ?? '');
+    // A command that reads no stdin may exit before it is written: that is no error.
+    p.stdin.on('error', () => undefined);
+    if (input === undefined) p.stdin.end();
+    else p.stdin.end(input);
   });
 }
 

@@ -356,6 +356,7 @@ describe('weir-cni with podman', { timeout: 240_000 }, () => {
     assert.deepEqual(await attachments(), []);
     // The Pod object stays: Pending until a runtime attaches a container again.
     assert.match(await ok(['get', 'pods', 'weir-c1'], LAB), /weir-c1\s+0\/1\s+Pending/);
+    assert.equal((await pod('weir-c1'))?.phase, 'Pending');
   });
 
   it('the agent down during ADD: a clear error, no network, nothing leaked; the retry works', async () => {

@@ -32,6 +32,7 @@ import {
   type EngineOutput,
   type EndpointPolicy,
 } from '../policy/engine.js';
+import type { DiffPod } from '../policy/verdict-diff.js';
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
 import { WeirError } from '../shared/errors.js';
 import { isServiceKind } from '../service/api/index.js';
@@ -597,6 +598,15 @@ export class Agent {
     if (!this.input || !this.output)
       throw new WeirError('ERR_AGENT_NOT_READY', 'the agent has not regenerated yet');
     return { input: this.input, output: this.output };
+  }
+
+  /** The node's pods with an endpoint: what `policy diff` enumerates (every declared port). */
+  diffPods(): DiffPod[] {
+    return this.localPods().map((p) => ({
+      name: podKey(p),
+      endpointId: this.local.endpoints.ids[podKey(p)] as number,
+      ports: p.ports.map((port) => ({ port: port.containerPort, protocol: port.protocol })),
+    }));
   }
 
   /**

@@ -68,6 +68,8 @@ interface Plan {
   nodes: Set<string> | undefined;
   /** Pods written ("ns/name"), whose statuses tell whether they run. */
   pods: { key: string; file?: string }[];
+  /** Every object of the request as it would be stored (validated, placed), unchanged ones too. */
+  objects: DesiredObject[];
 }
 
 const maxAttempts = 5;
@@ -96,6 +98,21 @@ export class Intake {
     return this.serial(() =>
       this.write((state) => this.planDelete(refs, state, opts.ignoreNotFound === true)),
     );
+  }
+
+  /**
+   * A dry run of an apply: validated exactly as apply() validates (one bad object: the same
+   * ValidationError, nothing returned), nothing written. The objects as they would be stored.
+   */
+  dryRunApply(objects: DesiredObject[]): DesiredObject[] {
+    return this.planApply(objects, this.d.view.state).objects;
+  }
+
+  /** A dry run of a delete: validated as delete() validates; the stored objects it would remove. */
+  dryRunDelete(refs: DeleteRequest[], opts: { ignoreNotFound?: boolean } = {}): DesiredObject[] {
+    const p = this.planDelete(refs, this.d.view.state, opts.ignoreNotFound === true);
+    const current = new Map(this.d.desired.values<DesiredObject>().map((i) => [i.key, i.value]));
+    return p.ops.flatMap((op) => current.get(op.key) ?? []);
   }
 
   /** Plans against the current desired state, writes the plan if the state did not move meanwhile, waits. */
@@ -255,7 +272,7 @@ export class Intake {
     }
     if (problems.length > 0) throw new ValidationError(problems);
 
-    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [] };
+    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [], objects: [...keyed.values()] };
     for (const [key, given] of keyed) {
       const old = current.get(key);
       // As the API server: a Pod or Namespace gets a uid and creation time when it is created,
@@ -313,7 +330,7 @@ export class Intake {
   private planDelete(refs: DeleteRequest[], state: DesiredState, ignoreNotFound: boolean): Plan {
     const problems: WeirError[] = [];
     const current = new Map(this.d.desired.values<DesiredObject>().map((i) => [i.key, i]));
-    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [] };
+    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [], objects: [] };
     const leaving = new Set(
       refs.filter((r) => r.kind === 'Pod').map((r) => `${r.namespace ?? 'default'}/${r.name}`),
     );

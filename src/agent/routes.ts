@@ -10,6 +10,7 @@ import type { Agent } from './agent.js';
 import type { ProxyManager } from './proxy-manager.js';
 import type { Route } from './api-server.js';
 import { flowRoutes } from './flow-routes.js';
+import { policyDiff } from './policy-diff.js';
 import type { DeleteRequest, Intake } from './intake.js';
 import type { Reconciler } from './reconcile.js';
 
@@ -114,6 +115,15 @@ export function agentRoutes(
     },
     { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
     { method: 'GET', pattern: '/v1/identities', handler: () => ({ items: agent.identities() }) },
+    {
+      method: 'POST',
+      pattern: '/v1/policy/diff',
+      handler: (req) => {
+        const body = req.body as { objects?: unknown } | undefined;
+        objectsOf(body);
+        return agent.serialize(() => policyDiff(agent, intake, body));
+      },
+    },
     {
       method: 'POST',
       pattern: '/v1/trace',

@@ -12,10 +12,12 @@ import { nsNameLabel, type DesiredState, type DesiredView } from '../cluster/des
 import type { Informer, InformerChange } from '../cluster/informer.js';
 import {
   desiredKey,
+  endpointConfigKey,
   intakeGuardKey,
   nodesPrefix,
   podStatusKey,
   reconciledPrefix,
+  type EndpointConfig,
   type ObjectRef,
 } from '../cluster/keys.js';
 import { lookupKind, namespacedKind } from '../cluster/kinds.js';
@@ -113,6 +115,44 @@ export class Intake {
     const p = this.planDelete(refs, this.d.view.state, opts.ignoreNotFound === true);
     const current = new Map(this.d.desired.values<DesiredObject>().map((i) => [i.key, i.value]));
     return p.ops.flatMap((op) => current.get(op.key) ?? []);
+  }
+
+  /**
+   * `weir endpoint config ns/pod Option=Value`: the pod must be desired; its endpoint options are
+   * written to the Store (endpointConfigKey) and the answer comes once its node has reconciled them.
+   */
+  configureEndpoint(namespace: string, pod: string, options: Omit<EndpointConfig, 'namespace' | 'pod'>) {
+    return this.serial(() =>
+      this.write((state) => {
+        const p = state.pods.get(`${namespace}/${pod}`);
+        if (!p)
+          throw new WeirError(
+            'ERR_LAB_NOT_FOUND',
+            `pod ${namespace}/${pod} does not exist in lab ${this.d.lab}`,
+            {
+              location: { object: `endpoint ${namespace}/${pod}`, field: 'endpoint' },
+            },
+          );
+        const key = endpointConfigKey(namespace, pod);
+        const old = this.d.desired.items.get(key);
+        const value: EndpointConfig = {
+          ...(old?.value as EndpointConfig | undefined),
+          ...options,
+          namespace,
+          pod,
+        };
+        const same = old !== undefined && JSON.stringify(old.value) === JSON.stringify(value);
+        return {
+          results: [{ object: `endpoint/${pod}`, namespace, action: same ? 'unchanged' : 'configured' }],
+          ops: same
+            ? []
+            : [{ op: 'put', key, value: value as unknown as JsonObject, ifRevision: old?.modRevision ?? 0 }],
+          nodes: new Set([p.node]),
+          pods: [],
+          objects: [],
+        };
+      }),
+    );
   }
 
   /** Plans against the current desired state, writes the plan if the state did not move meanwhile, waits. */

@@ -25,6 +25,34 @@ function objectsOf(body: unknown): unknown[] {
   return objects;
 }
 
+/** Endpoint options as `weir endpoint config` sends them: { PolicyAuditMode: Enabled|Disabled }. */
+export function endpointOptions(body: unknown): { policyAuditMode?: boolean } {
+  const b = (body ?? {}) as Record<string, unknown>;
+  const out: { policyAuditMode?: boolean } = {};
+  for (const [k, v] of Object.entries(b)) {
+    if (k !== 'PolicyAuditMode')
+      throw new WeirError(
+        'ERR_API_BAD_REQUEST',
+        `unknown endpoint option '${k}' (options: PolicyAuditMode)`,
+        {
+          location: { object: 'endpoint config', field: k },
+        },
+      );
+    if (v !== 'Enabled' && v !== 'Disabled')
+      throw new WeirError(
+        'ERR_API_BAD_REQUEST',
+        `PolicyAuditMode must be Enabled or Disabled, not '${String(v)}'`,
+        {
+          location: { object: 'endpoint config', field: k },
+        },
+      );
+    out.policyAuditMode = v === 'Enabled';
+  }
+  if (out.policyAuditMode === undefined)
+    throw new WeirError('ERR_API_BAD_REQUEST', 'no endpoint option given (e.g. PolicyAuditMode=Enabled)');
+  return out;
+}
+
 export function agentRoutes(
   agent: Agent,
   intake: Intake,
@@ -114,6 +142,17 @@ export function agentRoutes(
         })),
     },
     { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
+    {
+      method: 'POST',
+      pattern: '/v1/endpoints/:namespace/:name/config',
+      handler: async (req) => ({
+        results: await intake.configureEndpoint(
+          req.params.namespace as string,
+          req.params.name as string,
+          endpointOptions(req.body),
+        ),
+      }),
+    },
     { method: 'GET', pattern: '/v1/identities', handler: () => ({ items: agent.identities() }) },
     {
       method: 'POST',

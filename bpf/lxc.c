@@ -281,6 +281,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 	send_policy_verdict(&m, f);
 	if (m.flags & EVENT_F_AUDIT) {
 		m.flags &= ~EVENT_F_AUDIT;
+		m.reason = 0;
 		reason = 0;
 	}
 	if (reason)

@@ -39,7 +39,8 @@ const get = (id: string) => cases.get(id) as ConformanceCase;
 const pairs: [string, string][] = [
   ['001', '003'],
   ['003', '027'],
-  ['002', '014'],
+  ['002', '030'],
+  ['053', '035'],
 ];
 
 const key = (from: string, to: string, port: number, protocol: string) => `${from}>${to}>${port}/${protocol}`;

@@ -676,6 +676,11 @@ export class Agent {
     return this.allocator.list();
   }
 
+  /** A copy of the identity allocator, for what-if computations (policy diff). */
+  allocatorCopy(): IdentityAllocator {
+    return this.allocator.clone();
+  }
+
   /** The policy objects in force. */
   objects(): DesiredObject[] {
     return this.view.objects.filter((o) => isPolicyKind(o.kind));

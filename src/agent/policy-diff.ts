@@ -69,6 +69,8 @@ export function policyDiff(agent: Agent, intake: Intake, body: unknown): Verdict
       : intake.dryRunApply(b.objects as DesiredObject[]);
   const before = agent.engineView();
   const input = changedInput(agent, before.input, changed, mode);
-  const after = computePolicy(input);
+  // On a copy of the agent's allocator: the pods keep their identities, and label sets it holds
+  // (thousands of CIDRs) are found rather than allocated again.
+  const after = computePolicy(input, { allocator: agent.allocatorCopy() });
   return verdictDiff({ pods: agent.diffPods(), before: before.output, after, entities: b.entities === true });
 }

@@ -9,7 +9,7 @@
 import { IDENTITY_HOST, IDENTITY_WORLD } from '../identity/reserved.js';
 import type { EngineOutput } from './engine.js';
 import { protocolNumbers } from './entry.js';
-import { connectionVerdict, type VerdictPeer } from './verdict.js';
+import { connectionVerdict, EntryIndex, type VerdictPeer } from './verdict.js';
 
 export type DiffProtocol = 'TCP' | 'UDP' | 'SCTP';
 
@@ -85,6 +85,13 @@ export function verdictDiff(input: VerdictDiffInput): VerdictDiff {
     peers.push({ name: 'host', identity: IDENTITY_HOST, ports: all });
     peers.push({ name: 'world', identity: IDENTITY_WORLD, ports: all });
   }
+  // Only the identities asked about are indexed (pods, world, host), per output.
+  const indexFor = (out: EngineOutput) => {
+    const ids = new Set<number>(peers.map((p) => peerIn(out, p)?.identity ?? 0));
+    return new EntryIndex(ids);
+  };
+  const ixBefore = indexFor(input.before);
+  const ixAfter = indexFor(input.after);
   const changes: VerdictChange[] = [];
   let unchanged = 0;
   for (const from of peers) {
@@ -99,8 +106,8 @@ export function verdictDiff(input: VerdictDiffInput): VerdictDiff {
       if (!dstBefore || !dstAfter) continue;
       for (const { port, protocol } of to.ports) {
         const proto = protocolNumbers[protocol] as number;
-        const b = connectionVerdict(input.before, srcBefore, dstBefore, proto, port);
-        const a = connectionVerdict(input.after, srcAfter, dstAfter, proto, port);
+        const b = connectionVerdict(input.before, srcBefore, dstBefore, proto, port, ixBefore);
+        const a = connectionVerdict(input.after, srcAfter, dstAfter, proto, port, ixAfter);
         if (a.allowed === b.allowed) {
           unchanged++;
           continue;

@@ -35,22 +35,33 @@ export interface ConnectionVerdict {
   rule: string;
 }
 
-/** Entries by identity, built once per entry array (endpoints selected alike share one). */
-const indexes = new WeakMap<readonly PolicyMapEntry[], Map<number, PolicyMapEntry[]>>();
+/**
+ * Entries by identity, built once per entry array (endpoints selected alike share one). With
+ * `peers`, only the entries of those identities (and identity 0) are kept: a policy with thousands
+ * of CIDR peers is scanned once, not indexed, when only pods are asked about.
+ */
+export class EntryIndex {
+  readonly #byEntries = new WeakMap<readonly PolicyMapEntry[], Map<number, PolicyMapEntry[]>>();
+  constructor(private readonly peers?: ReadonlySet<number>) {}
 
-function byIdentity(entries: readonly PolicyMapEntry[]): Map<number, PolicyMapEntry[]> {
-  let idx = indexes.get(entries);
-  if (!idx) {
-    idx = new Map();
-    for (const e of entries) {
-      const list = idx.get(e.identity);
-      if (list) list.push(e);
-      else idx.set(e.identity, [e]);
+  of(entries: readonly PolicyMapEntry[]): Map<number, PolicyMapEntry[]> {
+    let idx = this.#byEntries.get(entries);
+    if (!idx) {
+      idx = new Map();
+      const peers = this.peers;
+      for (const e of entries) {
+        if (peers && e.identity !== 0 && !peers.has(e.identity)) continue;
+        const list = idx.get(e.identity);
+        if (list) list.push(e);
+        else idx.set(e.identity, [e]);
+      }
+      this.#byEntries.set(entries, idx);
     }
-    indexes.set(entries, idx);
+    return idx;
   }
-  return idx;
 }
+
+const anyPeer = new EntryIndex();
 
 const none: PolicyMapEntry[] = [];
 
@@ -62,10 +73,11 @@ export function sideVerdict(
   dir: Direction,
   proto: number,
   port: number,
+  index: EntryIndex = anyPeer,
 ): SideVerdict {
   const enforced = dir === DIR_INGRESS ? pol.ingressEnforced : pol.egressEnforced;
   if (pol.failClosed) return { allowed: false, enforced: true, failClosed: true };
-  const idx = byIdentity(pol.entries);
+  const idx = index.of(pol.entries);
   const mine = peer === 0 ? none : (idx.get(peer) ?? none);
   const any = idx.get(0) ?? none;
   const res = lookup(
@@ -97,12 +109,13 @@ export function connectionVerdict(
   dst: VerdictPeer,
   proto: number,
   port: number,
+  index?: EntryIndex,
 ): ConnectionVerdict {
   const srcPol = src.endpointId === undefined ? undefined : out.endpoints.get(src.endpointId);
   const dstPol = dst.endpointId === undefined ? undefined : out.endpoints.get(dst.endpointId);
-  const egress = srcPol && sideVerdict(srcPol, out.cookies, dst.identity, DIR_EGRESS, proto, port);
+  const egress = srcPol && sideVerdict(srcPol, out.cookies, dst.identity, DIR_EGRESS, proto, port, index);
   if (egress && !egress.allowed) return { allowed: false, egress, rule: sideText('egress', egress) };
-  const ingress = dstPol && sideVerdict(dstPol, out.cookies, src.identity, DIR_INGRESS, proto, port);
+  const ingress = dstPol && sideVerdict(dstPol, out.cookies, src.identity, DIR_INGRESS, proto, port, index);
   if (ingress && !ingress.allowed)
     return { allowed: false, ...(egress ? { egress } : {}), ingress, rule: sideText('ingress', ingress) };
   // Allowed: the rules of the sides that enforce (a side that does not names no rule).

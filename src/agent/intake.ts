@@ -13,6 +13,7 @@ import type { Informer, InformerChange } from '../cluster/informer.js';
 import {
   desiredKey,
   endpointConfigKey,
+  endpointConfigKind,
   intakeGuardKey,
   nodesPrefix,
   podStatusKey,
@@ -114,7 +115,10 @@ export class Intake {
   dryRunDelete(refs: DeleteRequest[], opts: { ignoreNotFound?: boolean } = {}): DesiredObject[] {
     const p = this.planDelete(refs, this.d.view.state, opts.ignoreNotFound === true);
     const current = new Map(this.d.desired.values<DesiredObject>().map((i) => [i.key, i.value]));
-    return p.ops.flatMap((op) => current.get(op.key) ?? []);
+    return p.ops.flatMap((op) => {
+      const o = current.get(op.key);
+      return o && o.kind !== endpointConfigKind ? [o] : [];
+    });
   }
 
   /**
@@ -413,8 +417,13 @@ export class Intake {
       });
       if (!old) continue;
       plan.ops.push({ op: 'delete', key, ifRevision: old.modRevision });
-      if (r.kind === 'Pod') plan.nodes?.add(state.pods.get(`${ref.namespace}/${r.name}`)?.node ?? '');
-      else plan.nodes = undefined;
+      if (r.kind === 'Pod') {
+        plan.nodes?.add(state.pods.get(`${ref.namespace}/${r.name}`)?.node ?? '');
+        // Its endpoint options go with it (as Cilium's endpoint configuration does).
+        const cfgKey = endpointConfigKey(ref.namespace ?? 'default', r.name);
+        const cfg = this.d.desired.items.get(cfgKey);
+        if (cfg) plan.ops.push({ op: 'delete', key: cfgKey, ifRevision: cfg.modRevision });
+      } else plan.nodes = undefined;
     }
     if (problems.length > 0) throw new ValidationError(problems);
     return plan;

@@ -25,6 +25,8 @@ import { datapathProberFactory } from '../../src/conformance/datapath.js';
 import { caseState, type ProberSession } from '../../src/conformance/runner.js';
 import type { Flow } from '../../src/observe/flow.js';
 import type { VerdictDiff } from '../../src/policy/verdict-diff.js';
+import { startAgent, stopAgent } from '../../src/agent/spawn.js';
+import { Lab } from '../../src/lab/index.js';
 import { conformanceDir } from '../../src/shared/paths.js';
 import { cli, ok } from '../support/cli.js';
 
@@ -235,5 +237,16 @@ describe('safe policy rollout (diff, dry run, audit mode) in a lab', { timeout: 
       );
     assert.ok(live('x/a', 'y/b', 'egress'), 'the allowed x/a -> y/b connection keeps its conntrack entry');
     assert.ok(!live('y/a', 'x/a', 'ingress'), 'the audited y/a -> x/a connection is revoked');
+
+    // The agent's --policy-audit-mode: every endpoint audits, but x/a's own option (Disabled) wins.
+    const nodeNetns = (await (await Lab.open(lab)).node()).netns;
+    await stopAgent(lab);
+    await startAgent({ lab, nodeNetns, settings: { policyAuditMode: true } });
+    assert.equal(await probe('y/a', 'x/b', 80, 'TCP'), true, 'x/b audits with the agent');
+    assert.equal(await probe('y/a', 'x/a', 80, 'TCP'), false, 'x/a: its own Disabled');
+    assert.match(await ok(['endpoint', 'get', 'x/b'], lab), /policy audit mode\s+Enabled/);
+    await stopAgent(lab);
+    await startAgent({ lab, nodeNetns, settings: { policyAuditMode: false } });
+    assert.equal(await probe('y/a', 'x/b', 80, 'TCP'), false, 'enforced again');
   });
 });

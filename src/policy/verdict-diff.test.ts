@@ -73,7 +73,7 @@ describe('verdictDiff', () => {
         ['app/server2', 'app/server', '80/TCP', 'allowed', 'denied', 'not enforced', 'ingress: default deny'],
       ],
     );
-    // 2 from client + 1 each from the servers to each other + 1 each to... : 4 connections, 2 unchanged.
+    // client -> server, server2 and the servers to each other (client declares no port): 2 unchanged.
     assert.equal(d.unchanged, 2);
     const back = verdictDiff({ pods, before: after, after: before });
     assert.deepEqual(

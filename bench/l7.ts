@@ -12,7 +12,7 @@
 // Then memory: N idle keep-alive connections (each after one request) through each proxy, the
 // resident memory they add per 1 000. Targets (issue 10): weir ≥ 0.6× nginx's requests/s and
 // p99 ≤ 2× nginx's; reported, not asserted.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,8 +69,8 @@ export const l7Legend = (c: L7BenchConfig) =>
   `keep-alive upstream; the node is allowed at L4) and **direct, L4 port beside the L7 port** (same pod, a ` +
   `port with an L4-only allow). Loads: wrk -t1 keep-alive with 32 and 256 connections; h2load ` +
   `-c${c.h2Clients} -m${c.h2Streams} (h2c). baseline = nginx reverse proxy; targets ≥ 0.6× its requests/s, ` +
-  `p99 ≤ 2× its p99. Memory: ${c.idle} idle keep-alive connections after one request each, the proxy's ` +
-  `resident memory (process tree) with them minus before, per 1 000 connections\n`;
+  `p99 ≤ 2× its p99. Memory: the proxy's resident memory (process tree) with ${2 * c.idle} idle keep-alive ` +
+  `connections (one request each) minus with ${c.idle}, each settled 3 s, per 1 000 connections\n`;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -135,13 +135,8 @@ for (let i = 0; i < n; i++) {
 setInterval(() => {}, 1 << 30);
 `;
 
-async function idleMemory(
-  lab: Lab,
-  target: { host: string; port: number },
-  pid: number,
-  n: number,
-): Promise<number> {
-  const before = await rssTreeKiB(pid);
+/** Starts a holder of `n` idle connections in the client pod; resolves once all answered. */
+async function holdIdle(lab: Lab, target: { host: string; port: number }, n: number): Promise<ChildProcess> {
   const argv = await lab.execArgv('bench/client', [
     process.execPath,
     '-e',
@@ -151,29 +146,52 @@ async function idleMemory(
     String(n),
   ]);
   const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let err = '';
-      const t = setTimeout(
-        () => reject(new WeirError('ERR_BENCH_OUTPUT', `idle connections not ready: ${err}`)),
-        60_000,
-      );
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.stdout.on('data', (d: Buffer) => {
-        if (d.toString().includes('ready')) {
-          clearTimeout(t);
-          resolve();
-        }
-      });
-      child.on('exit', (code) =>
-        reject(new WeirError('ERR_BENCH_OUTPUT', `idle client exited ${code}: ${err}`)),
-      );
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    const t = setTimeout(
+      () => reject(new WeirError('ERR_BENCH_OUTPUT', `idle connections not ready: ${err}`)),
+      60_000,
+    );
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout?.on('data', (d: Buffer) => {
+      if (d.toString().includes('ready')) {
+        clearTimeout(t);
+        resolve();
+      }
     });
-    await new Promise((r) => setTimeout(r, 2000));
-    const after = await rssTreeKiB(pid);
-    return ((after - before) / 1024) * (1000 / n);
-  } finally {
+    child.on('exit', (code) =>
+      reject(new WeirError('ERR_BENCH_OUTPUT', `idle client exited ${code}: ${err}`)),
+    );
+  }).catch((err: unknown) => {
     child.kill('SIGKILL');
+    throw err;
+  });
+  return child;
+}
+
+/**
+ * MiB per 1 000 idle connections: the process tree's resident memory with `n` connections held,
+ * then with `2n`, once each has settled (the difference leaves out what the earlier load left
+ * behind, whatever the garbage collector does with it meanwhile).
+ */
+async function idleMemory(
+  lab: Lab,
+  target: { host: string; port: number },
+  pid: number,
+  n: number,
+): Promise<number> {
+  const settle = () => new Promise((r) => setTimeout(r, 3000));
+  const holders: ChildProcess[] = [];
+  try {
+    holders.push(await holdIdle(lab, target, n));
+    await settle();
+    const first = await rssTreeKiB(pid);
+    holders.push(await holdIdle(lab, target, n));
+    await settle();
+    const second = await rssTreeKiB(pid);
+    return ((second - first) / 1024) * (1000 / n);
+  } finally {
+    for (const h of holders) h.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 1000));
   }
 }
@@ -406,7 +424,7 @@ export async function measureL7(
         metric: 'memory per 1 000 idle connections',
         value: r2(mib),
         unit: 'MiB',
-        note: `${cfg.idle} keep-alive connections after one request each; resident memory of the process tree, with minus before`,
+        note: `resident memory of the process tree with ${2 * cfg.idle} minus with ${cfg.idle} keep-alive connections (one request each), settled`,
       });
     }
   } finally {

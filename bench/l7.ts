@@ -70,7 +70,7 @@ export const l7Legend = (c: L7BenchConfig) =>
   `port with an L4-only allow). Loads: wrk -t1 keep-alive with 32 and 256 connections; h2load ` +
   `-c${c.h2Clients} -m${c.h2Streams} (h2c). baseline = nginx reverse proxy; targets ≥ 0.6× its requests/s, ` +
   `p99 ≤ 2× its p99. Memory: the proxy's resident memory (process tree) with ${2 * c.idle} idle keep-alive ` +
-  `connections (one request each) minus with ${c.idle}, each settled 3 s, per 1 000 connections\n`;
+  `connections (one request each) minus with ${c.idle}, each settled 3 s, per 1 000 connections, measured before any load\n`;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -253,6 +253,7 @@ export async function measureL7(
   const proxyStatus = async () =>
     (await agent.call<{ proxy?: ProxyStatus }>('GET', '/v1/proxy/status')).proxy;
   const rows: L7Row[] = [];
+  const memRows: L7Row[] = [];
   try {
     const check = (port: number) => ({ prefix: client, host: server.ip, port });
     peers.push(
@@ -299,6 +300,34 @@ export async function measureL7(
         },
       ),
     );
+    // Memory per 1 000 idle connections, first (the L7 policy in force): before any load, the
+    // proxy holds no garbage a collection could return while connections are being added.
+    const weirPid = proxyPid(labName);
+    const mem: [string, number | undefined, { host: string; port: number }][] = [
+      ['weir proxy, L7 policy', weirPid, { host: server.ip, port: l7Port }],
+      [
+        'nginx reverse proxy',
+        peers.find((p) => p.name === 'l7-nginx-rp')?.proc.pid,
+        { host: node.ip, port: nginxPort },
+      ],
+      [
+        'haproxy reverse proxy',
+        peers.find((p) => p.name === 'l7-haproxy')?.proc.pid,
+        { host: node.ip, port: haproxyPort },
+      ],
+    ];
+    for (const [name, pid, target] of mem) {
+      if (pid === undefined) continue;
+      log(`  memory: ${cfg.idle} idle connections through ${name}`);
+      const mib = await idleMemory(lab, target, pid, cfg.idle);
+      memRows.push({
+        scenario: `L7: ${name}`,
+        metric: 'memory per 1 000 idle connections',
+        value: r2(mib),
+        unit: 'MiB',
+        note: `resident memory of the process tree with ${2 * cfg.idle} minus with ${cfg.idle} keep-alive connections (one request each), settled`,
+      });
+    }
     for (let round = 1; round <= cfg.rounds; round++)
       for (const phase of ['l4', 'l7'] as const) {
         await agent.call('POST', '/v1/apply', { objects: policies(phase) });
@@ -400,33 +429,7 @@ export async function measureL7(
         note: `forwarded ${status.requests?.ingress.forwarded ?? 0}, denied ${status.requests?.ingress.denied ?? 0}, records sent ${status.records.sent}, lost ${status.records.lost}`,
       });
 
-    // Memory per 1 000 idle connections, the L7 policy still in force.
-    const weirPid = proxyPid(labName);
-    const mem: [string, number | undefined, { host: string; port: number }][] = [
-      ['weir proxy, L7 policy', weirPid, { host: server.ip, port: l7Port }],
-      [
-        'nginx reverse proxy',
-        peers.find((p) => p.name === 'l7-nginx-rp')?.proc.pid,
-        { host: node.ip, port: nginxPort },
-      ],
-      [
-        'haproxy reverse proxy',
-        peers.find((p) => p.name === 'l7-haproxy')?.proc.pid,
-        { host: node.ip, port: haproxyPort },
-      ],
-    ];
-    for (const [name, pid, target] of mem) {
-      if (pid === undefined) continue;
-      log(`  memory: ${cfg.idle} idle connections through ${name}`);
-      const mib = await idleMemory(lab, target, pid, cfg.idle);
-      rows.push({
-        scenario: `L7: ${name}`,
-        metric: 'memory per 1 000 idle connections',
-        value: r2(mib),
-        unit: 'MiB',
-        note: `resident memory of the process tree with ${2 * cfg.idle} minus with ${cfg.idle} keep-alive connections (one request each), settled`,
-      });
-    }
+    rows.push(...memRows);
   } finally {
     await agent
       .call('POST', '/v1/delete', {

@@ -120,6 +120,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
 
       return {
         addresses,
+        lab: name,
         concurrency: opts.concurrency ?? 64,
         kinds: new Set(['http'] as const),
         async apply(state: CaseState) {

@@ -107,6 +107,8 @@ export interface ProberSession extends Prober {
   readonly concurrency?: number;
   /** The L7 probe kinds this session runs (others are reported skipped); default none. */
   readonly kinds?: ReadonlySet<L7ProbeKind>;
+  /** The lab the session runs in (datapath mode), for a caller that talks to its agent too. */
+  readonly lab?: string;
   apply(state: CaseState): Promise<void>;
   close(): Promise<void>;
 }

@@ -12,7 +12,15 @@ export {
 export { nodeOf, type NodeInfo, type Logger } from './node.js';
 export { externalsOf, type ExternalInfo } from './external.js';
 export { podRef } from './exec.js';
-export { probe, resolveTarget, type ProbeOptions, type ProbeResult, type ProbeTarget } from './probe.js';
+export {
+  probe,
+  resolveTarget,
+  type HttpProbeRequest,
+  type ProbeOptions,
+  type ProbeResult,
+  type ProbeTarget,
+  type RequestEcho,
+} from './probe.js';
 export {
   loadLabSpec,
   parseLabSpec,

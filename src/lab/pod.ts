@@ -11,6 +11,8 @@ import {
   labCgroup,
   podAlias,
   podCgroup,
+  podHostCgroup,
+  podHostFile,
   podNetns,
   podOfAlias,
   podVeth,
@@ -20,13 +22,9 @@ import {
 } from './names.js';
 import { addNetns, deleteNetns, ifindexIn, ipBatch, ipIn, netnsExists, sysctlIn } from './netns.js';
 import type { NodeInfo } from './node.js';
-import {
-  ensureWorkload,
-  findWorkload,
-  startWorkload,
-  waitReady,
-  type WorkloadState,
-} from './workload/spawn.js';
+import { hostAdd, hostHas, hostRemove, type PodHostPlace } from './workload/host-client.js';
+import type { WorkloadState } from './workload/spawn.js';
+import { WeirError } from '../shared/errors.js';
 import type { WorkloadConfig } from './workload/protocol.js';
 
 /** What the agent asks for: a pod with these addresses and ports. */
@@ -69,6 +67,20 @@ export class PodDriver {
     readonly cfg: LabConfig,
     readonly node: NodeInfo,
   ) {}
+
+  /** The node's pod workload host: one process serving every pod's workload (workload/host.ts). */
+  get podHost(): PodHostPlace {
+    const file = podHostFile(this.node.name);
+    return {
+      nodeNetns: this.node.netns,
+      config: {
+        name: `pods of ${this.node.name}`,
+        socket: workloadSocket(this.cfg.name, file),
+        cgroup: podHostCgroup(labCgroup(this.cfg.cgroupRoot, this.cfg.name), this.node.name),
+      },
+      log: workloadLog(this.cfg.name, file),
+    };
+  }
 
   /** netns, host veth and cgroup of a pod of this node (whether it exists or not). */
   names(namespace: string, name: string) {
@@ -154,25 +166,26 @@ export class PodDriver {
       ]);
       if (spec.noWorkload) return pod;
       const w = this.workload(pod, spec.ports);
-      return { ...pod, workload: startWorkload(pod.netns, w.config, w.log) };
+      return { ...pod, workload: await hostAdd(this.podHost, pod.netns, w.config, w.log) };
     } catch (err) {
       await this.destroy(spec.namespace, spec.name);
       throw err;
     }
   }
 
-  /** Waits (bounded) until a started workload answers. */
+  /** Waits (bounded) until a started workload answers: the host served it before create returned. */
   async waitReady(pod: PodRuntime & { workload?: WorkloadState }): Promise<void> {
-    if (pod.workload) await waitReady(`${pod.namespace}/${pod.name}`, pod.workload);
+    if (pod.workload && !(await hostHas(this.podHost, `${pod.namespace}/${pod.name}`)))
+      throw new WeirError(
+        'ERR_LAB_WORKLOAD_START',
+        `the workload of ${pod.namespace}/${pod.name} is not served`,
+      );
   }
 
-  /** Runs the pod's workload with these ports (restarting one that serves others, or died). */
+  /** Runs the pod's workload with these ports (served anew when they changed, or after the host died). */
   async ensureWorkload(pod: PodRuntime, ports: PodPort[]): Promise<void> {
     const w = this.workload(pod, ports);
-    const before = await findWorkload(w.config, w.log);
-    if (before?.current) return;
-    const started = await ensureWorkload(pod.netns, w.config, w.log);
-    await waitReady(`${pod.namespace}/${pod.name}`, started);
+    await hostAdd(this.podHost, pod.netns, w.config, w.log);
   }
 
   /** Whether the pod's workload runs (a pod without one is ready once it exists). */
@@ -182,13 +195,14 @@ export class PodDriver {
     noWorkload?: boolean,
   ): Promise<boolean> {
     if (noWorkload) return netnsExists(this.names(pod.namespace, pod.name).netns);
-    const w = this.workload(pod, ports);
-    return (await findWorkload(w.config, w.log)) !== undefined;
+    return hostHas(this.podHost, this.workload(pod, ports).config.name);
   }
 
   /** Removes the pod: its processes (with its cgroup), netns (and so both veth ends), socket. */
   async destroy(namespace: string, name: string): Promise<void> {
     const n = this.names(namespace, name);
+    // The host first: it must never be inside the pod's cgroup when that is killed and removed.
+    await hostRemove(this.podHost, `${namespace}/${name}`);
     await removeCgroup(n.cgroupPath);
     await deleteNetns(n.netns);
     await ipIn(this.node.netns, ['link', 'del', n.hostIfname]).catch(() => undefined);

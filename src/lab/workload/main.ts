@@ -3,48 +3,23 @@
 // control requests (ping, probe) on a unix socket in the lab's state directory.
 import { writeFileSync, rmSync } from 'node:fs';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
+import { createServer, connect, isIPv6, type Server } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { ControlReply, ControlRequest, ProbeResult, WorkloadConfig } from './protocol.js';
+import { serveTcpConnection } from './serve.js';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as WorkloadConfig;
 const log = (msg: string) => process.stdout.write(`${new Date().toISOString()} ${cfg.name}: ${msg}\n`);
-const httpRequestLine = /^[A-Z]{3,7} \S+ HTTP\/1\.[01]\r?\n/;
 const maxProbeMs = 30_000;
 
 // Join the pod's cgroup first, so every socket below belongs to it.
 if (cfg.cgroup) writeFileSync(`${cfg.cgroup}/cgroup.procs`, String(process.pid));
 
-function serveTcpConnection(sock: Socket): void {
-  let head = Buffer.alloc(0);
-  let mode: 'sniff' | 'echo' | 'http' = 'sniff';
-  sock.on('error', () => sock.destroy());
-  sock.on('data', (chunk: Buffer) => {
-    if (mode === 'echo') return void sock.write(chunk);
-    if (mode === 'http') return;
-    head = Buffer.concat([head, chunk]);
-    const text = head.toString('latin1');
-    const firstLine = text.indexOf('\n');
-    if (firstLine < 0 && head.length < 64 && /^[A-Z]{0,7}( |$)/.test(text)) return; // wait for more
-    if (!httpRequestLine.test(text)) {
-      mode = 'echo';
-      return void sock.write(head);
-    }
-    if (!text.includes('\r\n\r\n') && !text.includes('\n\n')) return;
-    mode = 'http';
-    const body = `${cfg.name}\n`;
-    sock.end(
-      `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `Connection: close\r\n\r\n${body}`,
-    );
-  });
-}
-
 /** Listens on :: (dual stack), or 0.0.0.0 when the netns has IPv6 off. */
 function listenTcp(port: number): Promise<Server> {
   const attempt = (host: string) =>
     new Promise<Server>((resolve, reject) => {
-      const srv = createServer(serveTcpConnection);
+      const srv = createServer((sock) => serveTcpConnection(sock, cfg.name));
       srv.once('error', reject);
       srv.listen({ port, host, ipv6Only: false }, () => resolve(srv));
     });

@@ -31,6 +31,7 @@ import {
   type PairedSwitch,
 } from './policy.js';
 import { measureObserve } from './micro/observe.js';
+import { measurePods } from './pods.js';
 import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
 import { connRateLegend, measureConnRate } from './connrate.js';
@@ -62,6 +63,7 @@ const runs = Number(process.env.WEIR_BENCH_RUNS ?? 3);
 const policySeconds = Number(process.env.WEIR_BENCH_POLICY_SECONDS ?? 3);
 const policySizes = (process.env.WEIR_BENCH_SIZES ?? '1,1000,10000').split(',').map(Number);
 const endpointCounts = (process.env.WEIR_BENCH_ENDPOINTS ?? '100,1000').split(',').map(Number);
+const podCounts = (process.env.WEIR_BENCH_PODS ?? '100,1000').split(',').map(Number);
 const applies = Number(process.env.WEIR_BENCH_APPLIES ?? 30);
 const serviceSizes = (process.env.WEIR_BENCH_SERVICE_SIZES ?? '10,1000,10000').split(',').map(Number);
 const serviceRounds = Number(process.env.WEIR_BENCH_SERVICE_ROUNDS ?? 3);
@@ -70,7 +72,7 @@ const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
 const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
 const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
 const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
-const allSections = ['policy', 'connrate', 'services', 'scale', 'flow'] as const;
+const allSections = ['policy', 'connrate', 'services', 'pods', 'scale', 'flow'] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -364,6 +366,14 @@ async function main(): Promise<void> {
       );
     }
 
+    // Pods with workloads (before the scale section's workload-less ones; removed again after).
+    if (sections.has('pods')) {
+      await ensureAgent();
+      log(`pods with workloads: ${podCounts.join(', ')}`);
+      const r = await measurePods(lab, podCounts, log);
+      for (const f of r.facts) fact('lab pods with workloads', f);
+    }
+
     if (sections.has('scale')) await ensureAgent();
     for (const total of sections.has('scale') ? endpointCounts : []) {
       log(`scale: ${total} endpoints`);
@@ -442,6 +452,7 @@ async function main(): Promise<void> {
       policySecondsPerRun: policySeconds,
       policySizes,
       endpointCounts,
+      podCounts,
       applies,
       sections: [...sections],
       serviceSizes,

@@ -20,7 +20,8 @@ import {
   workloadLog,
   workloadSocket,
 } from './names.js';
-import { addNetns, deleteNetns, ifindexIn, ipBatch, ipIn, netnsExists, sysctlIn } from './netns.js';
+import { addNetns, deleteNetns, ipBatch, ipIn, netnsExists } from './netns.js';
+import { ifindexInSync, sysctlInSync } from './workload/sock.js';
 import type { NodeInfo } from './node.js';
 import { hostAdd, hostHas, hostRemove, type PodHostPlace } from './workload/host-client.js';
 import type { WorkloadState } from './workload/spawn.js';
@@ -135,8 +136,10 @@ export class PodDriver {
       // Leftovers of an interrupted earlier attempt would make `link add` fail.
       await this.destroy(spec.namespace, spec.name);
       await addNetns(pod.netns);
+      // sysctls and ifindexes by setns in this thread (no process each: pods are created by the
+      // thousand).
       if (pod.ip6)
-        await sysctlIn(pod.netns, {
+        sysctlInSync(pod.netns, {
           'net.ipv6.conf.all.accept_dad': 0,
           'net.ipv6.conf.default.accept_dad': 0,
         });
@@ -153,8 +156,9 @@ export class PodDriver {
         ['route', 'add', 'default', 'via', node.ip, 'dev', 'eth0'],
         ...(pod.ip6 ? [['route', 'add', '::/0', 'via', 'fe80::1', 'dev', 'eth0']] : []),
       ]);
-      await sysctlIn(node.netns, { [`net.ipv4.conf.${pod.hostIfname}.proxy_arp`]: 1 });
-      pod.hostIfindex = await ifindexIn(node.netns, pod.hostIfname);
+      sysctlInSync(node.netns, { [`net.ipv4.conf.${pod.hostIfname}.proxy_arp`]: 1 });
+      pod.hostIfindex = ifindexInSync(node.netns, pod.hostIfname);
+      if (!pod.hostIfindex) throw new Error(`no ${pod.hostIfname} in ${node.netns}`);
       // The cgroup exists before the agent attaches, so its socket hooks are in before any process.
       await ensureCgroup(pod.cgroupPath);
       await onPlumbed?.(pod);
@@ -204,8 +208,10 @@ export class PodDriver {
     // The host first: it must never be inside the pod's cgroup when that is killed and removed.
     await hostRemove(this.podHost, `${namespace}/${name}`);
     await removeCgroup(n.cgroupPath);
+    // Deleting the netns takes both veth ends; a host veth left without it is removed too.
     await deleteNetns(n.netns);
-    await ipIn(this.node.netns, ['link', 'del', n.hostIfname]).catch(() => undefined);
+    if (netnsExists(this.node.netns) && ifindexInSync(this.node.netns, n.hostIfname))
+      await ipIn(this.node.netns, ['link', 'del', n.hostIfname]).catch(() => undefined);
     await rm(this.workload({ namespace, name }, []).config.socket, { force: true });
   }
 

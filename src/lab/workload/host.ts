@@ -83,6 +83,23 @@ function inPod<T>(p: { nsFd: number; config: WorkloadConfig }, fn: () => T): T {
   }
 }
 
+/**
+ * koffi.node.poll, with the callback koffi really makes: (status, events) — its typings name only
+ * the events. A failed poll (status < 0) is reported as a disconnect.
+ */
+function watchFd(
+  fd: number,
+  opts: koffi.IKoffiPollOptions,
+  cb: (ev: koffi.IKoffiPollEvents) => void,
+): koffi.node.PollHandle {
+  return koffi.node.poll(fd, opts, wrapPoll(cb));
+}
+function wrapPoll(cb: (ev: koffi.IKoffiPollEvents) => void): (ev: koffi.IKoffiPollEvents) => void {
+  const real = (status: number, ev: koffi.IKoffiPollEvents | undefined) =>
+    cb(status < 0 || !ev ? { readable: false, writable: false, disconnect: true } : ev);
+  return real as unknown as (ev: koffi.IKoffiPollEvents) => void;
+}
+
 function elapsed(start: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - start) / 1e4) / 100;
 }
@@ -121,12 +138,12 @@ function exchange(
     const timer = setTimeout(() => finish({ ok: false, error: 'ETIMEDOUT' }), timeoutMs);
     let onEvent: (ev: koffi.IKoffiPollEvents) => void = () => undefined;
     const watch = (opts: koffi.IKoffiPollOptions) => {
-      if (!ended) poll?.start(opts, onEvent);
+      if (!ended) poll?.start(opts, wrapPoll(onEvent));
     };
     try {
       const b = body(fd, finish, watch);
       onEvent = b.onEvent;
-      if (!ended) poll = koffi.node.poll(fd, b.watch, onEvent);
+      if (!ended) poll = watchFd(fd, b.watch, onEvent);
     } catch (err) {
       finish({ ok: false, error: err instanceof SockError ? err.code : String(err) });
     }
@@ -271,7 +288,7 @@ function addPod(netns: string, config: WorkloadConfig, logPath: string): void {
     for (const { fd, protocol } of fds) {
       if (protocol === 'TCP')
         p.servers.push(createServer((s) => serveTcpConnection(s, config.name)).listen({ fd }));
-      else p.udp.push({ fd, poll: koffi.node.poll(fd, { readable: true }, () => echoDatagrams(fd, udpBuf)) });
+      else p.udp.push({ fd, poll: watchFd(fd, { readable: true }, () => echoDatagrams(fd, udpBuf)) });
     }
     p.control = serveLines<ControlRequest, ControlReply>(config.socket, (req) => handlePod(p, req));
   } catch (err) {

@@ -8,6 +8,7 @@
 // net.Server (listen({fd})); UDP echo, and the probes' connect/send/recv, run here on
 // non-blocking fds watched by libuv (koffi.node.poll).
 import koffi from 'koffi';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { isIPv4 } from 'node:net';
 
@@ -58,6 +59,7 @@ const fn = {
   ) as (fd: number, buf: Buffer, len: number, flags: number, addr: Buffer | null, alen: number) => number,
   close: libc.func('int close(int fd)') as (fd: number) => number,
   setns: libc.func('int setns(int fd, int nstype)') as (fd: number, type: number) => number,
+  if_nametoindex: libc.func('unsigned int if_nametoindex(const char *name)') as (name: string) => number,
 };
 
 const AF_INET = 2;
@@ -96,6 +98,42 @@ const fail = (op: string): never => {
 /** Moves the calling thread into the netns behind `fd` (an open /var/run/netns/<name>). */
 export function setns(fd: number): void {
   if (fn.setns(fd, CLONE_NEWNET) < 0) fail('setns');
+}
+
+/**
+ * Runs `fn` with the calling thread inside the named netns (/var/run/netns/<name>), synchronously,
+ * and comes back whatever happens: no await may happen inside.
+ */
+export function inNetns<T>(name: string, fn: () => T): T {
+  const home = openSync('/proc/thread-self/ns/net', 'r');
+  try {
+    const target = openSync(`/var/run/netns/${name}`, 'r');
+    try {
+      setns(target);
+    } finally {
+      closeSync(target);
+    }
+    try {
+      return fn();
+    } finally {
+      setns(home);
+    }
+  } finally {
+    closeSync(home);
+  }
+}
+
+/** Sets sysctls of the named netns by writing /proc/sys (which shows the writer's netns). */
+export function sysctlInSync(netns: string, settings: Record<string, string | number>): void {
+  inNetns(netns, () => {
+    for (const [k, v] of Object.entries(settings))
+      writeFileSync(`/proc/sys/${k.replaceAll('.', '/')}`, String(v));
+  });
+}
+
+/** The ifindex of a device of the named netns, 0 when there is none. */
+export function ifindexInSync(netns: string, ifname: string): number {
+  return inNetns(netns, () => fn.if_nametoindex(ifname));
 }
 
 function ip6Bytes(ip: string): Buffer {

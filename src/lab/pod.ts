@@ -3,6 +3,7 @@
 // addresses and routes, a cgroup, and the built-in workload serving its ports. The node's agent
 // calls this driver for the pods scheduled on its node; the kernel is the driver's only record
 // (names are derived, the host veth's alias names the pod, its /32 route holds the pod's IP).
+import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import type { PodPort } from '../k8s/core.js';
 import { ensureCgroup, removeCgroup } from './cgroup.js';
@@ -20,7 +21,7 @@ import {
   workloadLog,
   workloadSocket,
 } from './names.js';
-import { addNetns, deleteNetns, ipBatch, ipIn, netnsExists } from './netns.js';
+import { deleteNetns, ipBatch, ipBatchEach, ipIn, netnsExists, poolEach } from './netns.js';
 import { ifindexInSync, sysctlInSync } from './workload/sock.js';
 import type { NodeInfo } from './node.js';
 import { hostAdd, hostHas, hostRemove, type PodHostPlace } from './workload/host-client.js';
@@ -114,67 +115,135 @@ export class PodDriver {
   /**
    * Creates the pod. `onPlumbed` runs while the host veth exists but is still down (no traffic
    * can pass yet): the agent attaches the datapath there, so a pod is never reachable before its
-   * policy is enforced. The workload is started, not awaited (see ready()). A failure removes
-   * whatever this attempt created.
+   * policy is enforced. Its workload is served when this returns. A failure removes whatever this
+   * attempt created.
    */
   async create(
     spec: PodSpec,
     onPlumbed?: (pod: PodRuntime) => void | Promise<void>,
   ): Promise<PodRuntime & { workload?: WorkloadState }> {
+    const [r] = await this.createMany([spec], onPlumbed);
+    if (!r || 'error' in r) throw r?.error ?? new Error('no result');
+    return r.pod;
+  }
+
+  /**
+   * Creates many pods with a few processes in all: the namespaces in one `ip -batch`, the veth
+   * pairs in one, the pods' own addresses and routes one `ip` each, the host sides up and routed
+   * in one; sysctls and ifindexes by setns (no process). Every pod gets its own result, in order:
+   * one that fails is removed again and the others go on.
+   */
+  async createMany(
+    specs: PodSpec[],
+    onPlumbed?: (pod: PodRuntime) => void | Promise<void>,
+  ): Promise<({ pod: PodRuntime & { workload?: WorkloadState } } | { error: Error })[]> {
     const node = this.node;
-    const n = this.names(spec.namespace, spec.name);
-    const pod: PodRuntime = {
+    const pods: PodRuntime[] = specs.map((spec) => ({
       namespace: spec.namespace,
       name: spec.name,
       node: node.name,
-      ...n,
+      ...this.names(spec.namespace, spec.name),
       hostIfindex: 0,
       ip: spec.ip,
       ...(spec.ip6 ? { ip6: spec.ip6 } : {}),
+    }));
+    const errors = new Map<number, Error>();
+    const live = () => pods.map((_, i) => i).filter((i) => !errors.has(i));
+    const step = async (i: number, fn: () => unknown) => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.set(i, err instanceof Error ? err : new Error(String(err)));
+      }
     };
-    try {
-      // Leftovers of an interrupted earlier attempt would make `link add` fail.
-      await this.destroy(spec.namespace, spec.name);
-      await addNetns(pod.netns);
-      // sysctls and ifindexes by setns in this thread (no process each: pods are created by the
-      // thousand).
-      if (pod.ip6)
-        sysctlInSync(pod.netns, {
-          'net.ipv6.conf.all.accept_dad': 0,
-          'net.ipv6.conf.default.accept_dad': 0,
-        });
-      await ipBatch(node.netns, [
-        ['link', 'add', pod.hostIfname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.netns],
-        ['link', 'set', 'dev', pod.hostIfname, 'alias', `"${podAlias(spec.namespace, spec.name)}"`],
-      ]);
-      await ipBatch(pod.netns, [
-        ['link', 'set', 'lo', 'up'],
-        ['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0'],
-        ...(pod.ip6 ? [['addr', 'add', `${pod.ip6}/128`, 'dev', 'eth0', 'nodad']] : []),
-        ['link', 'set', 'eth0', 'up'],
-        ['route', 'add', node.ip, 'dev', 'eth0', 'scope', 'link'],
-        ['route', 'add', 'default', 'via', node.ip, 'dev', 'eth0'],
-        ...(pod.ip6 ? [['route', 'add', '::/0', 'via', 'fe80::1', 'dev', 'eth0']] : []),
-      ]);
-      sysctlInSync(node.netns, { [`net.ipv4.conf.${pod.hostIfname}.proxy_arp`]: 1 });
-      pod.hostIfindex = ifindexInSync(node.netns, pod.hostIfname);
-      if (!pod.hostIfindex) throw new Error(`no ${pod.hostIfname} in ${node.netns}`);
-      // The cgroup exists before the agent attaches, so its socket hooks are in before any process.
-      await ensureCgroup(pod.cgroupPath);
-      await onPlumbed?.(pod);
-      await ipBatch(node.netns, [
-        ['link', 'set', pod.hostIfname, 'up'],
-        ...(pod.ip6 ? [['addr', 'add', 'fe80::1/64', 'dev', pod.hostIfname, 'nodad']] : []),
-        ['route', 'replace', `${pod.ip}/32`, 'dev', pod.hostIfname, 'src', node.ip],
-        ...(pod.ip6 ? [['route', 'replace', `${pod.ip6}/128`, 'dev', pod.hostIfname]] : []),
-      ]);
-      if (spec.noWorkload) return pod;
-      const w = this.workload(pod, spec.ports);
-      return { ...pod, workload: await hostAdd(this.podHost, pod.netns, w.config, w.log) };
-    } catch (err) {
-      await this.destroy(spec.namespace, spec.name);
-      throw err;
+    // Leftovers of an interrupted earlier attempt would make `link add` fail.
+    for (const i of live()) {
+      const p = pods[i] as PodRuntime;
+      if (netnsExists(p.netns) || existsSync(p.cgroupPath))
+        await step(i, () => this.destroy(p.namespace, p.name));
     }
+    await ipBatchEach(
+      undefined,
+      live().map((i) => ({ i, cmd: ['netns', 'add', (pods[i] as PodRuntime).netns] })),
+      errors,
+    );
+    for (const i of live()) {
+      const p = pods[i] as PodRuntime;
+      if (p.ip6)
+        await step(i, () =>
+          sysctlInSync(p.netns, { 'net.ipv6.conf.all.accept_dad': 0, 'net.ipv6.conf.default.accept_dad': 0 }),
+        );
+    }
+    await ipBatchEach(
+      node.netns,
+      live().flatMap((i) => {
+        const p = pods[i] as PodRuntime;
+        return [
+          { i, cmd: ['link', 'add', p.hostIfname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p.netns] },
+          { i, cmd: ['link', 'set', 'dev', p.hostIfname, 'alias', `"${podAlias(p.namespace, p.name)}"`] },
+        ];
+      }),
+      errors,
+    );
+    await poolEach(live(), 4, (i) =>
+      step(i, () => {
+        const p = pods[i] as PodRuntime;
+        return ipBatch(p.netns, [
+          ['link', 'set', 'lo', 'up'],
+          ['addr', 'add', `${p.ip}/32`, 'dev', 'eth0'],
+          ...(p.ip6 ? [['addr', 'add', `${p.ip6}/128`, 'dev', 'eth0', 'nodad']] : []),
+          ['link', 'set', 'eth0', 'up'],
+          ['route', 'add', node.ip, 'dev', 'eth0', 'scope', 'link'],
+          ['route', 'add', 'default', 'via', node.ip, 'dev', 'eth0'],
+          ...(p.ip6 ? [['route', 'add', '::/0', 'via', 'fe80::1', 'dev', 'eth0']] : []),
+        ]);
+      }),
+    );
+    for (const i of live())
+      await step(i, async () => {
+        const p = pods[i] as PodRuntime;
+        sysctlInSync(node.netns, { [`net.ipv4.conf.${p.hostIfname}.proxy_arp`]: 1 });
+        p.hostIfindex = ifindexInSync(node.netns, p.hostIfname);
+        if (!p.hostIfindex) throw new Error(`no ${p.hostIfname} in ${node.netns}`);
+        // The cgroup exists before the agent attaches, so its socket hooks are in before any process.
+        await ensureCgroup(p.cgroupPath);
+        await onPlumbed?.(p);
+      });
+    await ipBatchEach(
+      node.netns,
+      live().flatMap((i) => {
+        const p = pods[i] as PodRuntime;
+        return [
+          { i, cmd: ['link', 'set', p.hostIfname, 'up'] },
+          ...(p.ip6 ? [{ i, cmd: ['addr', 'add', 'fe80::1/64', 'dev', p.hostIfname, 'nodad'] }] : []),
+          { i, cmd: ['route', 'replace', `${p.ip}/32`, 'dev', p.hostIfname, 'src', node.ip] },
+          ...(p.ip6 ? [{ i, cmd: ['route', 'replace', `${p.ip6}/128`, 'dev', p.hostIfname] }] : []),
+        ];
+      }),
+      errors,
+    );
+    const workloads = new Map<number, WorkloadState>();
+    await Promise.all(
+      live()
+        .filter((i) => !specs[i]?.noWorkload)
+        .map((i) =>
+          step(i, async () => {
+            const p = pods[i] as PodRuntime;
+            const w = this.workload(p, specs[i]?.ports ?? []);
+            workloads.set(i, await hostAdd(this.podHost, p.netns, w.config, w.log));
+          }),
+        ),
+    );
+    for (const i of errors.keys()) {
+      const p = pods[i] as PodRuntime;
+      await this.destroy(p.namespace, p.name).catch(() => undefined);
+    }
+    return pods.map((p, i) => {
+      const err = errors.get(i);
+      if (err) return { error: err };
+      const w = workloads.get(i);
+      return { pod: w ? { ...p, workload: w } : p };
+    });
   }
 
   /** Waits (bounded) until a started workload answers: the host served it before create returned. */

@@ -13,7 +13,7 @@
 // (serve a pod, or serve it anew when its config changed), {"op":"has","name"}, {"op":"remove","name"}. Started,
 // found and stopped by host-client.ts; it lives in its own cgroup under the lab's, so removing
 // the lab's cgroups ends it.
-import { appendFileSync, closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { createInterface } from 'node:readline';
 import koffi from 'koffi';
@@ -268,7 +268,8 @@ function removePod(name: string): void {
 
 /** Serves a pod (again, when its config changed). Sockets first: a pod answering ping takes traffic. */
 function addPod(netns: string, config: WorkloadConfig, logPath: string): void {
-  const key = JSON.stringify(config);
+  // A pod made anew under the same name is another netns: served anew even with the same config.
+  const key = `${statSync(`/var/run/netns/${netns}`).ino} ${JSON.stringify(config)}`;
   if (pods.get(config.name)?.key === key) return;
   removePod(config.name);
   const nsFd = openSync(`/var/run/netns/${netns}`, 'r');

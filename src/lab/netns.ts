@@ -56,15 +56,6 @@ export async function ipBatchEach(
       if (!errors.has(c.i)) errors.set(c.i, new Error(`ip -batch failed (${r.code}): ${r.stderr.trim()}`));
 }
 
-/** Runs `fn` over `items`, at most `n` at a time. */
-export async function poolEach<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
-  const queue = [...items];
-  const worker = async () => {
-    for (let item = queue.shift(); item !== undefined; item = queue.shift()) await fn(item);
-  };
-  await Promise.all(Array.from({ length: Math.min(n, queue.length) }, worker));
-}
-
 export async function addNetns(name: string): Promise<void> {
   if (!netnsExists(name)) await run(['ip', 'netns', 'add', name], { timeoutMs: ipTimeout });
 }

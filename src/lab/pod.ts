@@ -21,8 +21,8 @@ import {
   workloadLog,
   workloadSocket,
 } from './names.js';
-import { deleteNetns, ipBatch, ipBatchEach, ipIn, netnsExists, poolEach } from './netns.js';
-import { ifindexInSync, sysctlInSync } from './workload/sock.js';
+import { deleteNetns, ipBatchEach, ipIn, netnsExists } from './netns.js';
+import { Rtnl, ifindexInSync, inNetns, sysctlInSync } from './workload/sock.js';
 import type { NodeInfo } from './node.js';
 import { hostAdd, hostHas, hostRemove, type PodHostPlace } from './workload/host-client.js';
 import type { WorkloadState } from './workload/spawn.js';
@@ -185,20 +185,27 @@ export class PodDriver {
       }),
       errors,
     );
-    await poolEach(live(), 4, (i) =>
-      step(i, () => {
+    // Each pod's own side through rtnetlink from inside it (no process per pod).
+    for (const i of live())
+      await step(i, () => {
         const p = pods[i] as PodRuntime;
-        return ipBatch(p.netns, [
-          ['link', 'set', 'lo', 'up'],
-          ['addr', 'add', `${p.ip}/32`, 'dev', 'eth0'],
-          ...(p.ip6 ? [['addr', 'add', `${p.ip6}/128`, 'dev', 'eth0', 'nodad']] : []),
-          ['link', 'set', 'eth0', 'up'],
-          ['route', 'add', node.ip, 'dev', 'eth0', 'scope', 'link'],
-          ['route', 'add', 'default', 'via', node.ip, 'dev', 'eth0'],
-          ...(p.ip6 ? [['route', 'add', '::/0', 'via', 'fe80::1', 'dev', 'eth0']] : []),
-        ]);
-      }),
-    );
+        inNetns(p.netns, () => {
+          const nl = new Rtnl();
+          try {
+            const eth0 = nl.ifindex('eth0');
+            if (!eth0) throw new Error(`no eth0 in ${p.netns}`);
+            nl.linkUp(1);
+            nl.addrAdd(eth0, p.ip, 32);
+            if (p.ip6) nl.addrAdd(eth0, p.ip6, 128);
+            nl.linkUp(eth0);
+            nl.routeAdd(node.ip, 32, eth0, { scopeLink: true });
+            nl.routeAdd('0.0.0.0', 0, eth0, { via: node.ip });
+            if (p.ip6) nl.routeAdd('::', 0, eth0, { via: 'fe80::1' });
+          } finally {
+            nl.close();
+          }
+        });
+      });
     for (const i of live())
       await step(i, async () => {
         const p = pods[i] as PodRuntime;

@@ -248,3 +248,121 @@ export function echoDatagrams(fd: number, buf: Buffer): void {
 export function closeFd(fd: number): void {
   fn.close(fd);
 }
+
+// rtnetlink, for a pod's own side (lo and eth0 up, addresses, routes) without an `ip` process:
+// a NETLINK_ROUTE socket opened inside the pod's netns talks to that netns; the kernel answers
+// each request (an ack or -errno) before send() returns, so this is synchronous.
+const NLM_F_REQUEST = 0x1;
+const NLM_F_ACK = 0x4;
+const NLM_F_EXCL = 0x200;
+const NLM_F_CREATE = 0x400;
+const RTM_NEWLINK = 16;
+const RTM_NEWADDR = 20;
+const RTM_NEWROUTE = 24;
+const NLMSG_ERROR = 2;
+const IFF_UP = 0x1;
+
+function rtattr(type: number, data: Buffer): Buffer {
+  const len = 4 + data.length;
+  const b = Buffer.alloc((len + 3) & ~3);
+  b.writeUInt16LE(len, 0);
+  b.writeUInt16LE(type, 2);
+  data.copy(b, 4);
+  return b;
+}
+const u32attr = (type: number, v: number) => {
+  const d = Buffer.alloc(4);
+  d.writeUInt32LE(v);
+  return rtattr(type, d);
+};
+const ipRaw = (ip: string) => (isIPv4(ip) ? Buffer.from(ip.split('.').map(Number)) : ip6Bytes(ip));
+
+/** One rtnetlink conversation inside a netns (open it with inNetns; the socket keeps that netns). */
+export class Rtnl {
+  readonly #fd: number;
+  #seq = 1;
+  readonly #ack = Buffer.alloc(1024);
+
+  constructor() {
+    const fd = fn.socket(16 /* AF_NETLINK */, 3 /* SOCK_RAW */ | SOCK_CLOEXEC, 0 /* NETLINK_ROUTE */);
+    if (fd < 0) fail('netlink socket');
+    this.#fd = fd;
+  }
+
+  #request(type: number, flags: number, body: Buffer, what: string): void {
+    const hdr = Buffer.alloc(16);
+    const seq = this.#seq++;
+    hdr.writeUInt32LE(16 + body.length, 0);
+    hdr.writeUInt16LE(type, 4);
+    hdr.writeUInt16LE(NLM_F_REQUEST | NLM_F_ACK | flags, 6);
+    hdr.writeUInt32LE(seq, 8);
+    const msg = Buffer.concat([hdr, body]);
+    if (fn.sendto(this.#fd, msg, msg.length, 0, null, 0) < 0) fail(`netlink ${what}`);
+    for (;;) {
+      const n = fn.recvfrom(this.#fd, this.#ack, this.#ack.length, 0, null, null);
+      if (n < 0) fail(`netlink ${what}`);
+      if (n < 20) continue;
+      if (this.#ack.readUInt16LE(4) !== NLMSG_ERROR || this.#ack.readUInt32LE(8) !== seq) continue;
+      const err = this.#ack.readInt32LE(16);
+      if (err < 0) throw new SockError(errnoName(-err), `netlink ${what}`);
+      return;
+    }
+  }
+
+  linkUp(ifindex: number): void {
+    const m = Buffer.alloc(16);
+    m.writeInt32LE(ifindex, 4);
+    m.writeUInt32LE(IFF_UP, 8);
+    m.writeUInt32LE(IFF_UP, 12);
+    this.#request(RTM_NEWLINK, 0, m, `link ${ifindex} up`);
+  }
+
+  /** `ip addr add <ip>/<prefix> dev <ifindex>` (IPv6: nodad). */
+  addrAdd(ifindex: number, ip: string, prefix: number): void {
+    const v4 = isIPv4(ip);
+    const m = Buffer.alloc(8);
+    m.writeUInt8(v4 ? AF_INET : AF_INET6, 0);
+    m.writeUInt8(prefix, 1);
+    m.writeUInt8(v4 ? 0 : 0x02 /* IFA_F_NODAD */, 2);
+    m.writeUInt32LE(ifindex, 4);
+    const raw = ipRaw(ip);
+    const attrs = v4 ? [rtattr(2 /* IFA_LOCAL */, raw), rtattr(1 /* IFA_ADDRESS */, raw)] : [rtattr(1, raw)];
+    this.#request(
+      RTM_NEWADDR,
+      NLM_F_CREATE | NLM_F_EXCL,
+      Buffer.concat([m, ...attrs]),
+      `addr add ${ip}/${prefix}`,
+    );
+  }
+
+  /** `ip route add <dst>/<len> [via <gw>] dev <oif> [scope link]` in the main table. */
+  routeAdd(dst: string, len: number, oif: number, o: { via?: string; scopeLink?: boolean } = {}): void {
+    const v4 = isIPv4(dst);
+    const m = Buffer.alloc(12);
+    m.writeUInt8(v4 ? AF_INET : AF_INET6, 0);
+    m.writeUInt8(len, 1);
+    m.writeUInt8(254 /* RT_TABLE_MAIN */, 4);
+    m.writeUInt8(3 /* RTPROT_BOOT */, 5);
+    m.writeUInt8(o.scopeLink ? 253 : 0, 6);
+    m.writeUInt8(1 /* RTN_UNICAST */, 7);
+    const attrs = [
+      ...(len > 0 ? [rtattr(1 /* RTA_DST */, ipRaw(dst))] : []),
+      ...(o.via ? [rtattr(5 /* RTA_GATEWAY */, ipRaw(o.via))] : []),
+      u32attr(4 /* RTA_OIF */, oif),
+    ];
+    this.#request(
+      RTM_NEWROUTE,
+      NLM_F_CREATE | NLM_F_EXCL,
+      Buffer.concat([m, ...attrs]),
+      `route add ${dst}/${len}`,
+    );
+  }
+
+  ifindex(name: string): number {
+    return fn.if_nametoindex(name);
+  }
+
+  close(): void {
+    fn.close(this.#fd);
+  }
+}

@@ -4,7 +4,7 @@
 import { closeSync, openSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { WeirError } from '../../shared/errors.js';
+import { WeirError, isCode } from '../../shared/errors.js';
 import { repoRoot } from '../../shared/paths.js';
 import { privateFileMode } from '../../shared/private-fs.js';
 import { ensureCgroup } from '../cgroup.js';
@@ -76,12 +76,17 @@ export async function hostAdd(
   config: WorkloadConfig,
   log: string,
 ): Promise<WorkloadState> {
-  await ensureHost(h);
-  const r = await call<HostReply>(
-    h.config.socket,
-    { op: 'add', netns, config, log } as { op: string },
-    callTimeoutMs,
-  );
+  const add = () =>
+    call<HostReply>(h.config.socket, { op: 'add', netns, config, log } as { op: string }, callTimeoutMs);
+  let r: HostReply;
+  try {
+    r = await add();
+  } catch (err) {
+    // No host answers (none started yet, or it died): start one, then ask again.
+    if (!isCode(err, 'ERR_LAB_WORKLOAD_UNREACHABLE')) throw err;
+    await ensureHost(h);
+    r = await add();
+  }
   if (!r.ok)
     throw new WeirError(
       'ERR_LAB_WORKLOAD_START',

@@ -6,8 +6,10 @@
 //   - the pod's own control socket (the path a per-pod workload had, same protocol: ping, probe),
 //     and its probes are made from sockets opened the same way, so the datapath, the socket LB
 //     and policy see the pod's address, netns and cgroup, exactly as from a process of the pod.
-// Entering a pod is synchronous (cgroup.procs write, setns, socket(), setns, cgroup.procs write:
-// ~0.3 ms): no other code of this process runs meanwhile, so nothing else is created in a pod.
+// Entering a pod is synchronous (cgroup.procs write, setns, socket(), setns): no other code of this
+// process runs meanwhile, so nothing else is created in a pod's netns; the host stays in the last
+// pod's cgroup until the end of the event loop turn (see enterCgroup); the only inet sockets it
+// opens are the pods' own, each inside its pod (unix control sockets are no cgroup hook's concern).
 //
 // The host's own control socket takes JSON lines: {"op":"ping"}, {"op":"add","netns","config","log"}
 // (serve a pod, or serve it anew when its config changed), {"op":"has","name"}, {"op":"remove","name"}. Started,
@@ -70,17 +72,37 @@ const udpBuf = Buffer.alloc(65536);
 
 /** Runs `fn` in the pod's cgroup and netns (synchronously), then back home whatever happens. */
 function inPod<T>(p: { nsFd: number; config: WorkloadConfig }, fn: () => T): T {
-  if (p.config.cgroup) writeFileSync(`${p.config.cgroup}/cgroup.procs`, pid);
+  if (p.config.cgroup) enterCgroup(p.config.cgroup);
+  setns(p.nsFd);
   try {
-    setns(p.nsFd);
-    try {
-      return fn();
-    } finally {
-      setns(homeNetns);
-    }
+    return fn();
   } finally {
-    if (p.config.cgroup) writeFileSync(`${cfg.cgroup}/cgroup.procs`, pid);
+    setns(homeNetns);
   }
+}
+
+// Moving the process between cgroups is the costly part of entering a pod (the kernel waits for
+// an RCU grace period each time). The host goes from pod to pod as requests come and returns home
+// once, when the current turn of the event loop is over (setImmediate): many adds or probes
+// arriving together cost one move each plus one. It never waits inside a pod: a pod being
+// removed sends the host home at once (removePod), before the pod's cgroup can be killed.
+let inCgroup: string | undefined;
+let homeScheduled = false;
+function enterCgroup(cgroup: string): void {
+  if (inCgroup !== cgroup) {
+    writeFileSync(`${cgroup}/cgroup.procs`, pid);
+    inCgroup = cgroup;
+  }
+  if (!homeScheduled) {
+    homeScheduled = true;
+    setImmediate(goHome);
+  }
+}
+function goHome(): void {
+  homeScheduled = false;
+  if (inCgroup === undefined) return;
+  writeFileSync(`${cfg.cgroup}/cgroup.procs`, pid);
+  inCgroup = undefined;
 }
 
 /**
@@ -255,6 +277,7 @@ function serveLines<Q extends { id?: number }, R>(path: string, handle: (req: Q)
 function removePod(name: string): void {
   const p = pods.get(name);
   if (!p) return;
+  if (inCgroup === p.config.cgroup) goHome();
   pods.delete(name);
   for (const s of p.servers) s.close();
   for (const u of p.udp) {

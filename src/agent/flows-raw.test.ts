@@ -54,13 +54,14 @@ function records(): Buffer[] {
     { type: EventType.POLICY_VERDICT, subtype: 0, reason: DropReason.POLICY, flags: 0 },
     { type: EventType.POLICY_VERDICT, subtype: 0, reason: 0, flags: EventFlag.TO_PROXY },
     { type: EventType.POLICY_VERDICT, subtype: 0, reason: 0, flags: EventFlag.REPLY },
+    { type: EventType.POLICY_VERDICT, subtype: 0, reason: DropReason.POLICY, flags: EventFlag.AUDIT },
     { type: EventType.TRACE, subtype: TraceType.OPEN, reason: 0, flags: 0 },
     { type: EventType.TRACE, subtype: TraceType.CLOSE, reason: 0, flags: EventFlag.FROM_PROXY },
     { type: EventType.DROP, subtype: 0, reason: DropReason.POLICY, flags: 0 },
     { type: EventType.DROP, subtype: 0, reason: 203, flags: EventFlag.RELATED },
   ];
   const protos = [6, 17, 1, 58, 132, 0];
-  for (let i = 0; i < 96; i++) {
+  for (let i = 0; i < 99; i++) {
     const k = kinds[i % kinds.length] as (typeof kinds)[number];
     const buf = Buffer.alloc(FlowEventLayout.size);
     FlowEventLayout.encode(
@@ -152,7 +153,7 @@ describe('raw flow pipeline', () => {
     const all = { filter: () => true };
     const a = raw.observer.read(all);
     const b = obj.observer.read(all);
-    assert.equal(a.length, 64, 'the newest 64 of 96');
+    assert.equal(a.length, 64, 'the newest 64 of 99');
     assert.deepEqual(a.map(noUuid), b.map(noUuid));
     const ids = a.map((l) => ('flow' in l ? l.flow.uuid : ''));
     assert.equal(new Set(ids).size, 64, 'one uuid per flow');
@@ -163,7 +164,11 @@ describe('raw flow pipeline', () => {
     );
     const dropsOnly = { filter: (f: { verdict: string }) => f.verdict === 'DROPPED', last: 5 };
     assert.deepEqual(raw.observer.read(dropsOnly).map(noUuid), obj.observer.read(dropsOnly).map(noUuid));
-    assert.equal(raw.observer.status().seenFlows, 96);
+    assert.equal(raw.observer.status().seenFlows, 99);
+    assert.ok(
+      a.some((l) => 'flow' in l && l.flow.verdict === 'AUDIT'),
+      'audited verdicts among them',
+    );
   });
 
   it('counts the same Prometheus lines as the object path', async () => {

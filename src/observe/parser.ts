@@ -105,15 +105,17 @@ export class FlowParser {
     if (ev.endpointId && local === undefined) (packetEgress ? source : destination).ID = ev.endpointId;
     // Hubble's traffic_direction is the connection's: a reply travels against it.
     const connEgress = packetEgress !== ev.reply;
-    // Hubble: the verdict of a connection handed to the proxy is REDIRECTED (the catalogue).
+    // The verdict from the catalogue (verdicts.ts): REDIRECTED for a connection handed to the proxy;
+    // AUDIT for a policy verdict policy denies that passed (audit mode), which keeps its drop reason
+    // (what would have dropped it) and the denying rule, if any.
     const v = EVENT_VERDICTS[verdictIndex(EVENT_TYPE_CODE[ev.type], ev.reason, eventFlags(ev))];
-    const dropped = v?.dropped === true;
+    const denied = v?.denied === true;
     const l4 = l4Of(ev);
     const flow: Flow = {
       time: this.#o.clock.rfc3339(ev.ktimeNs),
       uuid: o.uuid ?? this.#o.uuid(),
       verdict: v?.verdict ?? 'FORWARDED',
-      ...(dropped ? { drop_reason: ev.reason, drop_reason_desc: dropReasonName(ev.reason) } : {}),
+      ...(denied ? { drop_reason: ev.reason, drop_reason_desc: dropReasonName(ev.reason) } : {}),
       ...(ev.family
         ? {
             IP: {

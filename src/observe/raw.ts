@@ -232,7 +232,7 @@ export class RawFlowCounters {
         ((data[off + RAW.cookie + 1] as number) << 8) |
         ((data[off + RAW.cookie + 2] as number) << 16) |
         ((data[off + RAW.cookie + 3] as number) << 24);
-      const match = cookie !== 0 && this.ruleKnown(cookie >>> 0) ? 0 : EVENT_VERDICTS[v]?.dropped ? 2 : 1;
+      const match = cookie !== 0 && this.ruleKnown(cookie >>> 0) ? 0 : EVENT_VERDICTS[v]?.denied ? 2 : 1;
       this.#verdictCounts[(connEgress * V + v) * MATCH_LABELS.length + match]! += 1;
     }
   }

@@ -3,34 +3,36 @@
 // weir_policy_verdict_total / hubble_flows_processed_total all come from this list, so adding a
 // verdict (e.g. AUDIT from an EVENT_F_* bit) is one line here.
 import { EventFlag, EventType } from '../datapath/maps/events/layout.js';
-import type { Verdict } from './flow.js';
+import { VERDICTS, type Verdict } from './flow.js';
 
 export interface EventVerdict {
   verdict: Verdict;
-  /** Label `action` of weir_policy_verdict_total. */
+  /** Label `action` of weir_policy_verdict_total (from flow.ts VERDICTS). */
   action: string;
-  /** Whether the event held the packet back (Hubble's "DROPPED"; match "none" without a rule). */
-  dropped: boolean;
+  /**
+   * Whether policy (or the datapath) denied the packet, dropped or only audited: the flow carries
+   * the drop reason, and a policy verdict without a deciding rule matched "none".
+   */
+  denied: boolean;
   /** flow_event type (EVENT_*), drop reason (0: none) and flags (EVENT_F_*). */
   when(type: number, reason: number, flags: number): boolean;
 }
 
 const verdictEvent = (t: number) => t === EventType.POLICY_VERDICT;
 
+const v = (verdict: Verdict, denied: boolean, when: EventVerdict['when']): EventVerdict => ({
+  verdict,
+  action: VERDICTS[verdict].action,
+  denied,
+  when,
+});
+
 export const EVENT_VERDICTS: readonly EventVerdict[] = [
-  {
-    verdict: 'DROPPED',
-    action: 'dropped',
-    dropped: true,
-    when: (t, r) => t === EventType.DROP || (verdictEvent(t) && r !== 0),
-  },
-  {
-    verdict: 'REDIRECTED',
-    action: 'redirected',
-    dropped: false,
-    when: (t, _r, f) => verdictEvent(t) && (f & EventFlag.TO_PROXY) !== 0,
-  },
-  { verdict: 'FORWARDED', action: 'forwarded', dropped: false, when: () => true },
+  // Policy denies it but the endpoint audits (EVENT_F_AUDIT): it passed.
+  v('AUDIT', true, (t, r, f) => verdictEvent(t) && r !== 0 && (f & EventFlag.AUDIT) !== 0),
+  v('DROPPED', true, (t, r) => t === EventType.DROP || (verdictEvent(t) && r !== 0)),
+  v('REDIRECTED', false, (t, _r, f) => verdictEvent(t) && (f & EventFlag.TO_PROXY) !== 0),
+  v('FORWARDED', false, () => true),
 ];
 
 // (type & 3) << 16 | reason << 8 | flags -> index into EVENT_VERDICTS + 1 (0: not computed yet).

@@ -11,6 +11,8 @@ export interface MetricSources {
   datapathCounters?: () => MetricsEntry[];
   lostEvents?: () => Record<string, number>;
   endpoints?: () => number;
+  /** Folds the flow pipeline's raw-record counts into the flow counters (RawFlowCounters). */
+  rawFlows?: () => void;
 }
 
 export class AgentMetrics {
@@ -73,18 +75,21 @@ export class AgentMetrics {
     help: 'Flows processed by the flow pipeline, by type, subtype and verdict',
     labelNames: ['type', 'subtype', 'verdict'] as const,
     registers: [this.registry],
+    collect: () => this.sources.rawFlows?.(),
   });
   readonly hubbleDrops = new Counter({
     name: 'hubble_drop_total',
     help: 'Dropped packets seen by the flow pipeline, by drop reason and protocol',
     labelNames: ['reason', 'protocol'] as const,
     registers: [this.registry],
+    collect: () => this.sources.rawFlows?.(),
   });
   readonly policyVerdicts = new Counter({
     name: 'weir_policy_verdict_total',
     help: 'Policy verdicts of new connections, by direction, action and match (policy: a rule decided; none: default)',
     labelNames: ['direction', 'action', 'match'] as const,
     registers: [this.registry],
+    collect: () => this.sources.rawFlows?.(),
   });
   // Hubble's `http` metrics (pkg/hubble/metrics/http, v1): requests from REQUEST flows, responses
   // and their latency from RESPONSE flows; reporter = client (egress proxy) or server (ingress).

@@ -35,9 +35,12 @@ export const labCgroup = (cgroupRoot: string, lab: string) => join(cgroupRoot, `
 export const podCgroup = (labCg: string, ns: string, name: string) => join(labCg, `weir-${ns}-${name}`);
 export const nodeCgroup = (labCg: string, node: string) => join(labCg, `weir-node.${node}`);
 export const externalCgroup = (labCg: string, name: string) => join(labCg, `weir-ext.${name}`);
+/** The cgroup of a node's pod workload host (workload/host.ts) when it is not inside a pod. */
+export const podHostCgroup = (labCg: string, node: string) => join(labCg, `weir-podhost.${node}`);
 
 /** A workload's control socket and log ("pod-<ns>-<name>", "node-<node>", "ext-<name>"). */
 export const workloadSocket = (lab: string, file: string) =>
   join(labDir(lab), 'sockets', `${vethName('', file)}.sock`);
 export const workloadLog = (lab: string, file: string) => join(labDir(lab), 'logs', `${file}.log`);
 export const podWorkloadFile = (ns: string, name: string) => `pod-${ns}-${name}`;
+export const podHostFile = (node: string) => `podhost-${node}`;

@@ -21,6 +21,7 @@ import type { LabelFilter } from '../identity/filter.js';
 import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
 import type { PodPort } from '../k8s/core.js';
 import { ensureProxyRouting } from '../lab/index.js';
+import type { ClusterDns } from './cluster-dns.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
@@ -210,6 +211,8 @@ export class Agent {
   private queue: Promise<unknown> = Promise.resolve();
   /** The node proxy, told the L7 policy before every map write (set by main). */
   proxy: L7PolicySink | undefined;
+  /** The lab's cluster DNS records, written after every regeneration (set by main). */
+  clusterDns: ClusterDns | undefined;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -528,6 +531,13 @@ export class Agent {
       lastDeletes: deletes,
     });
     this.log.info({ ms: Math.round(ms * 10) / 10, upserts, deletes }, 'regenerated');
+    await this.clusterDns
+      ?.write({
+        ...this.lb.lastServices,
+        pods: this.view.pods,
+        namespaces: this.view.namespaces.map((n) => n.name),
+      })
+      .catch((err: unknown) => this.log.error({ err }, 'cluster DNS records not written'));
   }
 
   /** Writes what must survive a restart (identities, endpoint ids, lb ids) when it changed. */

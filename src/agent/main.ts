@@ -17,6 +17,7 @@ import { FlowObserver } from '../observe/stream.js';
 import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
 import { FlowPipeline } from './flows.js';
+import { ClusterDns } from './cluster-dns.js';
 import { Lifecycle } from './lifecycle.js';
 import { Intake } from './intake.js';
 import { LocalState } from './local-state.js';
@@ -155,6 +156,11 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         log,
       );
       agent.proxy = proxy;
+      agent.clusterDns = new ClusterDns(opts.lab, {
+        ttl: labConfig.spec.dns.ttl,
+        records: labConfig.spec.dns.records,
+        externals: labConfig.spec.externals,
+      });
       await clusterState.start();
       await desired.start();
       reconciler = new Reconciler({

@@ -4,10 +4,12 @@
 // calls this driver for the pods scheduled on its node; the kernel is the driver's only record
 // (names are derived, the host veth's alias names the pod, its /32 route holds the pod's IP).
 import { rm } from 'node:fs/promises';
+import { clusterDnsPod } from '../dns/zone.js';
 import type { PodPort } from '../k8s/core.js';
 import { ensureCgroup, removeCgroup } from './cgroup.js';
 import type { LabConfig } from './config.js';
 import {
+  dnsZoneFile,
   labCgroup,
   podAlias,
   podCgroup,
@@ -93,6 +95,10 @@ export class PodDriver {
         ports: ports
           .filter((x) => x.protocol !== 'SCTP')
           .map((x) => ({ port: x.containerPort, protocol: x.protocol as 'TCP' | 'UDP' })),
+        // The lab's cluster DNS pod runs the DNS server (docs/dns.md).
+        ...(pod.namespace === clusterDnsPod.namespace && pod.name === clusterDnsPod.name
+          ? { dns: { zoneFile: dnsZoneFile(this.cfg.name) } }
+          : {}),
       },
       log: workloadLog(this.cfg.name, file),
     };

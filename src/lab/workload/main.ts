@@ -1,7 +1,10 @@
 // The built-in lab workload (one process per pod, node and external, started inside its netns):
 // serves every declared port (TCP: HTTP 200 naming the pod, or echo; UDP: echo) and answers
 // control requests (ping, probe) on a unix socket in the lab's state directory.
-import { writeFileSync, rmSync } from 'node:fs';
+import { readFileSync, watch, writeFileSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DnsServer } from '../../dns/server.js';
+import type { Zone } from '../../dns/zone.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -152,8 +155,29 @@ function serveControl(path: string): Promise<Server> {
   });
 }
 
+/** The cluster DNS server: the zone file is read now and again whenever it is replaced. */
+async function serveDns(zoneFile: string): Promise<void> {
+  const server = new DnsServer();
+  const load = () => {
+    try {
+      server.setZone(JSON.parse(readFileSync(zoneFile, 'utf8')) as Zone);
+    } catch (err) {
+      log(`zone ${zoneFile} not loaded: ${(err as Error).message}`);
+    }
+  };
+  load();
+  let timer: NodeJS.Timeout | undefined;
+  watch(dirname(zoneFile), () => {
+    clearTimeout(timer);
+    timer = setTimeout(load, 20);
+  });
+  await server.listen(53);
+}
+
+const dnsPort = (p: { port: number }) => cfg.dns !== undefined && p.port === 53;
+if (cfg.dns) await serveDns(cfg.dns.zoneFile);
 // Serve the ports first: a workload answering ping is ready to take traffic.
-for (const p of cfg.ports) {
+for (const p of cfg.ports.filter((x) => !dnsPort(x))) {
   if (p.protocol === 'TCP') await listenTcp(p.port);
   else if (p.protocol === 'UDP') await listenUdp(p.port);
 }

@@ -74,7 +74,7 @@ export interface AgentConfig extends LbSettings {
   /** East-west services at the socket; false: the pods' tc programs translate (and no hook stays attached). */
   socketLB?: boolean;
   /** The node proxy's listener ports (from --proxy-port-range); absent: the engine's defaults. */
-  proxyPorts?: { ingress: number; egress: number };
+  proxyPorts?: { ingress: number; egress: number; dns?: number };
 }
 
 /** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */

@@ -119,7 +119,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         lab: opts.lab,
         nodeNetns: node.netns,
         ipcachePin: join(pinDir, 'weir_ipcache'),
-        ports: proxyPorts,
+        ports: { ...proxyPorts, dnsRejectCode: settings.tofqdnsDnsRejectResponseCode },
         log: log.child({ component: 'proxy-manager' }),
         onRecord: (r) => flows?.ingestL7(r),
         onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),

@@ -260,6 +260,15 @@ export const SETTINGS = [
       if (v) parseServiceCIDR(v, 'IPv6');
     },
   }),
+  oneOf<'tofqdnsDnsRejectResponseCode', 'refused' | 'nameError', true>(
+    'tofqdnsDnsRejectResponseCode',
+    '--tofqdns-dns-reject-response-code',
+    '<code>',
+    true,
+    ['refused', 'nameError'],
+    'refused',
+    "what the DNS proxy answers a query no DNS rule allows: REFUSED or NXDOMAIN (Cilium's --tofqdns-dns-reject-response-code)",
+  ),
   setting({
     key: 'proxyPortRange',
     flag: '--proxy-port-range',
@@ -267,7 +276,7 @@ export const SETTINGS = [
     persisted: true,
     default: '10000-20000',
     description:
-      "the node proxy's ports (Cilium's proxy port range): its HTTP ingress listener on the first, its HTTP egress listener on the second",
+      "the node proxy's ports (Cilium's proxy port range): its HTTP ingress listener on the first, its HTTP egress listener on the second, its DNS proxy (UDP and TCP) on the third",
     parse: (v: string) => {
       proxyPortsOf(v);
       return v;

@@ -389,7 +389,7 @@ test('validation: what weir does not enforce is refused by name, with the field'
   assert.match(kafka.message, /Kafka/);
   const dns = problem(rules({ dns: [{ matchPattern: '*' }] }));
   assert.equal(dns.field, 'spec.ingress[0].toPorts[0].rules.dns');
-  assert.match(dns.message, /not supported by weir yet/);
+  assert.match(dns.message, /DNS rules apply to egress/);
   assert.equal(problem(rules({ l7proto: 'r2d2', l7: [{}] })).code, 'ERR_POLICY_L7_UNSUPPORTED');
   const secret = problem(
     rules({ http: [{ headerMatches: [{ name: 'X', secret: { name: 's', namespace: 'n' } }] }] }),

@@ -22,6 +22,7 @@ import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
 import type { PodPort } from '../k8s/core.js';
 import { ensureProxyRouting } from '../lab/index.js';
 import type { ClusterDns } from './cluster-dns.js';
+import { FqdnCache } from './fqdn-cache.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
@@ -75,6 +76,9 @@ export interface AgentConfig extends LbSettings {
   socketLB?: boolean;
   /** The node proxy's listener ports (from --proxy-port-range); absent: the engine's defaults. */
   proxyPorts?: { ingress: number; egress: number; dns?: number };
+  /** toFQDNs: the shortest life of a learned address (s) and the addresses per endpoint and name. */
+  tofqdnsMinTtl?: number;
+  tofqdnsEndpointMaxIpPerHostname?: number;
 }
 
 /** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */
@@ -228,6 +232,68 @@ export class Agent {
     this.savedGeneration = this.allocator.generation;
     this.readBack();
     this.lb = new ServiceLb(cfg, datapath, log);
+    this.fqdn = new FqdnCache({
+      minTtl: cfg.tofqdnsMinTtl ?? 0,
+      maxIpsPerName: cfg.tofqdnsEndpointMaxIpPerHostname ?? 50,
+    });
+  }
+
+  /** What the DNS proxy learned (toFQDNs selects from it). */
+  readonly fqdn: FqdnCache;
+  private fqdnTimer: NodeJS.Timeout | undefined;
+
+  /** Whether any policy has toFQDNs (else learning changes no map). */
+  selectsFqdns(): boolean {
+    return this.policies().some(
+      (p) => p.kind !== 'NetworkPolicy' && p.rules.some((r) => r.egress.some((e) => e.fqdns)),
+    );
+  }
+
+  /**
+   * An allowed DNS answer from the DNS proxy: recorded, and when it brings a name/address pair
+   * the node did not hold and a policy selects FQDNs, in force in the ipcache and policy maps
+   * before this returns (the proxy releases the answer after).
+   */
+  async learnFqdn(
+    endpointId: number,
+    name: string,
+    answers: { ip: string; ttl: number }[],
+  ): Promise<boolean> {
+    const { changed } = this.fqdn.learn(endpointId, name, answers);
+    if (!changed || !this.selectsFqdns()) return false;
+    await this.regenerate();
+    return true;
+  }
+
+  /** Removes learned names (all, or those matching a pattern) and regenerates. */
+  async cleanFqdn(pattern?: string): Promise<number> {
+    const n = this.fqdn.clean(pattern);
+    if (n > 0) await this.regenerate();
+    return n;
+  }
+
+  /** Expires learned addresses every `intervalMs`, keeping those with open connections. */
+  startFqdnGc(intervalMs = 1000): void {
+    this.fqdnTimer = setInterval(() => {
+      const next = this.fqdn.nextExpiry();
+      if (next === undefined || next > Date.now()) return;
+      let open: Set<string>;
+      try {
+        open = new Set(this.datapath.ct.list().flatMap((t) => [t.dst, t.src]));
+      } catch (err) {
+        this.log.error({ err }, 'FQDN GC: conntrack not readable; nothing expired');
+        return;
+      }
+      if (this.fqdn.gc((ip) => open.has(ip)) > 0)
+        void this.regenerate().catch((err: unknown) =>
+          this.log.error({ err }, 'FQDN GC regeneration failed'),
+        );
+    }, intervalMs);
+    this.fqdnTimer.unref();
+  }
+
+  stopFqdnGc(): void {
+    clearInterval(this.fqdnTimer);
   }
 
   /**
@@ -403,11 +469,23 @@ export class Agent {
       nodeIPs,
       policies,
       config,
+      fqdns: this.fqdn.view(),
     };
   }
 
-  /** Computes everything and writes the differences. Upserts go before deletes. */
-  async regenerate(policies: Policy[] = this.policies()): Promise<void> {
+  /**
+   * Computes everything and writes the differences. Upserts go before deletes. One at a time: the
+   * reconciler and the DNS proxy's answers (toFQDNs) both regenerate.
+   */
+  regenerate(policies?: Policy[]): Promise<void> {
+    const run = this.regenChain.then(() => this.regenerateTimed(policies ?? this.policies()));
+    this.regenChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private regenChain: Promise<unknown> = Promise.resolve();
+
+  private async regenerateTimed(policies: Policy[]): Promise<void> {
     const end = this.metrics.regenerationSeconds.startTimer();
     try {
       await this.regenerateNow(policies);

@@ -176,8 +176,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       });
       // The first pass puts the stored desired state in force before the API answers.
       await reconciler.start();
+      agent.startFqdnGc();
     },
     stop: async () => {
+      agent?.stopFqdnGc();
       await reconciler?.stop();
       await desired.stop();
       await clusterState.stop();

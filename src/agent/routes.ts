@@ -1,6 +1,7 @@
 // The agent API's routes: a table from method + path to a handler. Desired state changes only
 // through /v1/apply and /v1/delete (the intake); reads come from the desired state, the pods'
 // statuses and the agent's datapath.
+import { isIP } from 'node:net';
 import { isPolicyKind, isServiceKind } from '../cluster/kinds.js';
 import type { DesiredObject } from '../cluster/objects.js';
 import { WeirError } from '../shared/errors.js';
@@ -113,6 +114,54 @@ export function agentRoutes(
         })),
     },
     { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
+    {
+      // The DNS proxy, with an allowed answer: answered once its addresses are in force (toFQDNs).
+      method: 'POST',
+      pattern: '/v1/fqdn/learn',
+      handler: async (req) => {
+        const b = req.body as { endpointId?: unknown; name?: unknown; answers?: unknown };
+        const answers = Array.isArray(b.answers)
+          ? (b.answers as { ip?: unknown; ttl?: unknown }[])
+          : undefined;
+        if (
+          typeof b.endpointId !== 'number' ||
+          typeof b.name !== 'string' ||
+          !answers?.every(
+            (a) => typeof a.ip === 'string' && isIP(a.ip) && typeof a.ttl === 'number' && a.ttl >= 0,
+          )
+        )
+          throw new WeirError(
+            'ERR_API_BAD_REQUEST',
+            'body must be {"endpointId": n, "name": "...", "answers": [{"ip", "ttl"}]}',
+          );
+        const t0 = performance.now();
+        const regenerated = await agent.learnFqdn(
+          b.endpointId,
+          b.name,
+          answers as { ip: string; ttl: number }[],
+        );
+        return { regenerated, ms: performance.now() - t0 };
+      },
+    },
+    {
+      method: 'GET',
+      pattern: '/v1/fqdn/cache',
+      handler: () => ({
+        items: agent.fqdn.list(),
+        evicted: agent.fqdn.evicted,
+        expired: agent.fqdn.expired,
+      }),
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/fqdn/clean',
+      handler: async (req) => {
+        const pattern = (req.body as { matchPattern?: unknown } | undefined)?.matchPattern;
+        if (pattern !== undefined && typeof pattern !== 'string')
+          throw new WeirError('ERR_API_BAD_REQUEST', 'matchPattern must be a string');
+        return { removed: await agent.cleanFqdn(pattern) };
+      },
+    },
     { method: 'GET', pattern: '/v1/identities', handler: () => ({ items: agent.identities() }) },
     {
       method: 'POST',

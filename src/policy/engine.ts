@@ -80,6 +80,11 @@ export interface EngineInput {
   nodeIPs: string[];
   policies: Policy[];
   config?: Partial<EngineConfig>;
+  /**
+   * Names the DNS proxy learned (node-wide, unexpired) and their addresses: toFQDNs selects
+   * among them. Each address gets a CIDR identity (/32, /128) in the ipcache.
+   */
+  fqdns?: { name: string; ips: string[] }[];
 }
 
 export interface EndpointPolicy {
@@ -159,7 +164,8 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   // CIDR identities for every prefix a policy names; /0 is reserved:world itself. Distinct
   // prefixes never share a label set with each other or with a pod, so no need for `take`.
   const cidrIds: { prefix: Prefix; text: string; id: number }[] = [];
-  for (const { prefix, text } of collectPrefixes(input.policies, u)) {
+  u.fqdns = input.fqdns ?? [];
+  for (const { prefix, text } of collectPrefixes(input.policies, u, input.fqdns ?? [])) {
     if (prefix.len === 0) continue;
     const ident = allocator.allocate([`cidr:${text}`, 'reserved:world']);
     held.push(ident.id);
@@ -240,7 +246,11 @@ function mustHost(ip: string, what: string): Prefix {
 }
 
 /** Every prefix the policies name, once, sorted; `text` is its canonical form. */
-function collectPrefixes(policies: readonly Policy[], u: Universe): { prefix: Prefix; text: string }[] {
+function collectPrefixes(
+  policies: readonly Policy[],
+  u: Universe,
+  fqdns: readonly { ips: readonly string[] }[],
+): { prefix: Prefix; text: string }[] {
   const out = new Map<string, { prefix: Prefix; text: string }>();
   const add = (s: string) => {
     const prefix = u.prefix(s);
@@ -248,6 +258,12 @@ function collectPrefixes(policies: readonly Policy[], u: Universe): { prefix: Pr
     const text = formatPrefix(prefix);
     if (!out.has(text)) out.set(text, { prefix, text });
   };
+  // Learned addresses only matter to a policy with toFQDNs.
+  const selecting = policies.some(
+    (p) => p.kind !== 'NetworkPolicy' && p.rules.some((r) => r.egress.some((e) => e.fqdns)),
+  );
+  if (selecting)
+    for (const f of fqdns) for (const ip of f.ips) add(ip.includes(':') ? `${ip}/128` : `${ip}/32`);
   for (const p of policies) {
     if (p.kind === 'NetworkPolicy') {
       for (const r of [...p.ingress, ...p.egress])

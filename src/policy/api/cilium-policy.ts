@@ -126,12 +126,15 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
   const deny = section.endsWith('Deny');
   const d = ingress ? 'from' : 'to';
   const known = [`${d}Endpoints`, `${d}Entities`, `${d}CIDR`, `${d}CIDRSet`, 'toPorts'];
+  // toFQDNs: egress allows only (Cilium: deny policies do not support it).
+  if (!ingress && !deny) known.splice(4, 0, 'toFQDNs');
   const unsupported = [`${d}Requires`, `${d}Nodes`, `${d}Groups`, 'icmps'];
   if (!deny) unsupported.push('authentication');
-  if (!ingress) unsupported.push('toServices', 'toFQDNs');
+  if (!ingress) unsupported.push('toServices');
+  if (!ingress && deny) unsupported.push('toFQDNs');
   const obj = c.object(value ?? {}, path, known, { unsupported, what: `an ${section} rule` });
   if (!obj) return undefined;
-  const present = known.slice(0, 4).filter((k) => obj[k] !== undefined && obj[k] !== null);
+  const present = known.filter((k) => k !== 'toPorts' && obj[k] !== undefined && obj[k] !== null);
   if (present.length > 1) {
     c.fail(
       'ERR_POLICY_RULE_INVALID',
@@ -165,6 +168,15 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
         );
         ok = false;
       }
+    });
+  }
+  const fqdns = ingress || deny ? undefined : c.array(obj.toFQDNs, [...path, 'toFQDNs']);
+  if (fqdns) {
+    rule.fqdns = [];
+    fqdns.forEach((f, i) => {
+      const r = parseDnsRule(c, f ?? {}, [...path, 'toFQDNs', i]);
+      if (r) rule.fqdns?.push(r);
+      else ok = false;
     });
   }
   const cidrs = c.array(obj[`${d}CIDR`], [...path, `${d}CIDR`]);

@@ -90,6 +90,11 @@ export interface CiliumPeerRule {
   endpoints?: LabelSelector[];
   entities?: Entity[];
   cidrs?: CIDRMatch[];
+  /**
+   * toFQDNs (egress): the addresses the DNS proxy learned for names these selectors match
+   * (matchName / matchPattern, as DNS rules).
+   */
+  fqdns?: DnsRule[];
   /** Undefined = every port (no toPorts). */
   ports?: PortMatch[];
 }

@@ -58,6 +58,8 @@ export interface L7Record {
     /** Selected headers (never credentials: authorization, cookie, proxy-authorization are redacted). */
     headers: { key: string; value: string }[];
   };
+  /** The transport of the proxied traffic (absent: TCP). */
+  transport?: 'TCP' | 'UDP';
   /** DNS queries and answers (the DNS proxy): Hubble's Flow.l7.dns. */
   dns?: {
     /** The query name as asked, with the trailing dot. */

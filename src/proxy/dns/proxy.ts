@@ -202,6 +202,7 @@ export class DnsProxy {
       return { drop: 'unresolved' };
     }
     const base = {
+      transport: protocol,
       direction: 'egress' as const,
       endpointId: ep.endpointId,
       source: { ...src, identity: ep.identity },

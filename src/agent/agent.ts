@@ -279,7 +279,12 @@ export class Agent {
       if (next === undefined || next > Date.now()) return;
       let open: Set<string>;
       try {
-        open = new Set(this.datapath.ct.list().flatMap((t) => [t.dst, t.src]));
+        open = new Set(
+          this.datapath.ct
+            .list()
+            .filter((c) => !c.expired && c.state !== 'closing')
+            .flatMap((c) => [c.dst, c.src]),
+        );
       } catch (err) {
         this.log.error({ err }, 'FQDN GC: conntrack not readable; nothing expired');
         return;

@@ -35,6 +35,7 @@ import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
 import { connRateLegend, measureConnRate } from './connrate.js';
 import { startRawPair } from './raw-pair.js';
+import { dnsLegend, measureDns } from './dns.js';
 
 export interface Scenario {
   name: string;
@@ -70,7 +71,10 @@ const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
 const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
 const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
 const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
-const allSections = ['policy', 'connrate', 'services', 'scale', 'flow'] as const;
+const dnsSeconds = Number(process.env.WEIR_BENCH_DNS_SECONDS ?? 5);
+const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
+const dnsLearns = Number(process.env.WEIR_BENCH_DNS_LEARNS ?? 30);
+const allSections = ['policy', 'connrate', 'services', 'dns', 'scale', 'flow'] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -364,6 +368,19 @@ async function main(): Promise<void> {
       );
     }
 
+    if (sections.has('dns')) {
+      await ensureAgent();
+      log('dns: queries/s and latency through the DNS proxy vs straight to the server; answer-to-enforced');
+      rows.push(
+        ...(await measureDns(
+          lab,
+          labName,
+          { seconds: dnsSeconds, rounds: dnsRounds, learns: dnsLearns },
+          log,
+        )),
+      );
+    }
+
     if (sections.has('scale')) await ensureAgent();
     for (const total of sections.has('scale') ? endpointCounts : []) {
       log(`scale: ${total} endpoints`);
@@ -455,6 +472,7 @@ async function main(): Promise<void> {
       : '') +
     (sections.has('connrate') ? connRateLegend(connRounds, connSeconds, connRules) : '') +
     (sections.has('services') ? servicesLegend : '') +
+    (sections.has('dns') ? dnsLegend : '') +
     (sections.has('scale')
       ? `- **weir, N endpoints**: N pods attached (2 measured + workload-less ones); ${applies} policy ` +
         `changes to one endpoint, each timed from the API call until its new entry is in the pinned map\n`

@@ -30,7 +30,7 @@ const dnsPolicy = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: bench-dns, namespace: bench }
 spec:
-  endpointSelector: { matchLabels: { role: client } }
+  endpointSelector: { matchLabels: { app: client } }
   egress:
     - toEndpoints: [{ matchLabels: { k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns } }]
       toPorts:
@@ -150,6 +150,10 @@ export async function measureDns(
     const warm: number[] = [];
     try {
       await loop.time(); // the first lookup starts the process's resolver
+      // The lookups go through the proxy: the answer was learned.
+      const cache = await agentClient(labName).call<{ items: { name: string }[] }>('GET', '/v1/fqdn/cache');
+      if (!cache.items.some((e) => e.name === queryName))
+        throw new WeirError('ERR_BENCH_DNS', 'the lookup did not go through the DNS proxy (nothing learned)');
       for (let i = 0; i < cfg.learns; i++) {
         await agentClient(labName).call('POST', '/v1/fqdn/clean', {});
         cold.push(await loop.time());

@@ -2,6 +2,8 @@
 // CoreDNS): namespace kube-system, the DNS pod kube-system/coredns (label k8s-app=kube-dns; the
 // lab runs its DNS server there) and the Service kube-system/kube-dns (ClusterIP, 53/UDP and
 // 53/TCP) that pods' resolv.conf names.
+// The kinds the API takes (Service among them), registered with the manifest loader.
+import '../cluster/kinds.js';
 import { parseManifests } from '../k8s/manifest.js';
 import { toDesired, type DesiredObject } from '../cluster/objects.js';
 import { clusterDnsPod, clusterDnsService } from './zone.js';

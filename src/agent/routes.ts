@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { isPolicyKind, isServiceKind } from '../cluster/kinds.js';
 import type { DesiredObject } from '../cluster/objects.js';
 import { WeirError } from '../shared/errors.js';
-import { trace, type TraceRequest } from '../policy/trace.js';
+import { trace, type TraceRequest, type TraceResult } from '../policy/trace.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { Agent } from './agent.js';
 import type { ProxyManager } from './proxy-manager.js';
@@ -169,8 +169,22 @@ export function agentRoutes(
       handler: (req) => {
         const b = req.body as TraceRequest & { datapath?: boolean };
         return agent.serialize(() => {
-          const engine = trace(agent.engineView(), b);
-          return b.datapath ? { engine, datapath: trace(agent.datapathView(), b) } : { engine };
+          // toFQDNs: which lookup taught the destination's address, and until when.
+          const learned = agent.fqdn.list().filter((e) => e.ip === b.to);
+          const withExpiry = (r: TraceResult): TraceResult =>
+            r.fqdn
+              ? {
+                  ...r,
+                  fqdn: learned.map((e) => ({
+                    name: e.name,
+                    endpointId: e.endpointId,
+                    ttl: e.ttl,
+                    expiresAt: e.expiresAt,
+                  })),
+                }
+              : r;
+          const engine = withExpiry(trace(agent.engineView(), b));
+          return b.datapath ? { engine, datapath: withExpiry(trace(agent.datapathView(), b)) } : { engine };
         });
       },
     },

@@ -246,6 +246,17 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
     const entry = cache.items.find((e) => e.name === 'api.example.com' && e.ip === '192.0.2.10');
     assert.equal(entry?.ttl, 2);
     assert.ok((entry?.expiresAt ?? Infinity) < Date.now(), 'expired, kept for its open connection');
+    // policy trace explains the toFQDNs verdict: the rule, the name, the expiry.
+    const t = await ok(
+      ['policy', 'trace', '--from', 'app/client', '--to', '192.0.2.10', '--port', '80/TCP'],
+      LAB,
+    );
+    assert.match(t, /ALLOWED/);
+    assert.match(t, /client-dns egress\[1\]/);
+    assert.match(
+      t,
+      /fqdn: 192\.0\.2\.10 was learned for api\.example\.com\. from a DNS answer to endpoint \d+ \(TTL 2 s\), expires /,
+    );
     const r = await open;
     assert.equal(r.stdout.trim(), 'echoed twice', `the open connection outlived the 2 s TTL: ${r.stderr}`);
     // Closed: the GC (every second) lets the address go, and new connections drop.

@@ -5,9 +5,8 @@
 // traffic untouched) and is restarted; an agent kill -9 + restart and a policy update leave an
 // open proxied connection alone; `weir lab down` ends the proxy.
 //
-// Until the HTTP engine (src/proxy/http) is wired in, the proxy relays bytes for ports whose
-// rules let every request through (`http: [{}]`, Cilium's visibility rule) and resets the others
-// (fail closed) — so the policies here use `{}`; the HTTP semantics are tested with the engine.
+// The traffic is real HTTP (the proxy parses it); the rules are mostly `http: [{}]`, Cilium's
+// visibility rule, since the request semantics are tested with the engine and the L7 conformance.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -177,29 +176,42 @@ class InPod {
   }
 }
 
-/** One long-lived TCP connection from the client (echo on port 80): each ping must come back on it. */
+/**
+ * One long-lived HTTP/1.1 keep-alive connection from the client to the peer server (PEER_PORT):
+ * every ping is a request on it, answered through the proxy; the client's local port shows the
+ * connection is the same one throughout.
+ */
 class Conversation extends InPod {
   #n = 0;
+  #port = '';
 
   constructor(ip: string) {
     super(
       'app/client',
-      `const s = require('net').connect(80, ${JSON.stringify(ip)});
-       s.setNoDelay(true);
-       s.on('connect', () => console.log('connected'));
-       s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
-       s.on('close', () => { console.log('closed'); process.exit(1); });
-       let buf = '';
-       s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { console.log('echo ' + buf.slice(0, i)); buf = buf.slice(i + 1); } });
-       require('readline').createInterface({ input: process.stdin }).on('line', (l) => s.write(l + '\\n'));`,
+      `const http = require('http');
+       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+       console.log('ready');
+       require('readline').createInterface({ input: process.stdin }).on('line', (path) => {
+         const req = http.get({ host: ${JSON.stringify(ip)}, port: ${PEER_PORT}, path, agent }, (res) => {
+           let body = '';
+           res.on('data', (d) => (body += d));
+           res.on('end', () => console.log(res.statusCode + ' ' + req.socket.localPort + ' ' + body.trim()));
+         });
+         req.on('error', (e) => console.log('error ' + e.code));
+       });`,
     );
   }
 
   async ping(): Promise<void> {
-    const msg = `ping-${++this.#n}`;
-    this.send(msg);
-    assert.equal(await this.line(5000), `echo ${msg}`);
+    const path = `/ping-${++this.#n}`;
+    this.send(path);
+    const [status, port, ...body] = (await this.line(5000)).split(' ');
+    assert.equal(`${status} ${body.join(' ')}`, `200 peer ${this.clientIP} ${path}`);
+    if (!this.#port) this.#port = port ?? '';
+    assert.equal(port, this.#port, 'every ping rides the same connection');
   }
+
+  clientIP = '';
 }
 
 describe('L7 on demand: the datapath redirects exactly the connections whose policy needs L7', () => {
@@ -273,24 +285,28 @@ describe('L7 on demand: the datapath redirects exactly the connections whose pol
   });
 
   it('the destination sees the client itself as its peer (the upstream is transparent)', async () => {
+    // An HTTP server that answers with the peer address it sees (kept for the conversation below;
+    // keep-alive without an idle timeout, so an open connection outlives agent restarts).
     const server = new InPod(
       'app/server',
-      `require('net').createServer((s) => { s.end('peer ' + s.remoteAddress + '\\n'); })
-         .listen(${PEER_PORT}, '0.0.0.0', () => console.log('listening'));`,
+      `const srv = require('http').createServer((q, s) => s.end('peer ' + q.socket.remoteAddress + ' ' + q.url + '\\n'));
+       srv.keepAliveTimeout = 0;
+       srv.listen(${PEER_PORT}, '0.0.0.0', () => console.log('listening'));`,
     );
     procs.push(server);
     assert.equal(await server.line(20_000), 'listening');
     const before = await redirects();
     const client = new InPod(
       'app/client',
-      `const s = require('net').connect(${PEER_PORT}, ${JSON.stringify(serverIP)});
-       s.on('data', (d) => process.stdout.write(String(d)));
-       s.on('error', (e) => console.log('error ' + e.code));
-       s.on('connect', () => console.log('local ' + s.localAddress));`,
+      `const req = require('http').get({ host: ${JSON.stringify(serverIP)}, port: ${PEER_PORT}, path: '/who' }, (res) => {
+         res.on('data', (d) => process.stdout.write(String(d)));
+       });
+       req.on('error', (e) => console.log('error ' + e.code));
+       req.on('socket', (s) => s.on('connect', () => console.log('local ' + s.localAddress)));`,
     );
     procs.push(client);
     assert.equal(await client.line(), `local ${clientIP}`);
-    assert.equal(await client.line(), `peer ${clientIP}`);
+    assert.equal(await client.line(), `peer ${clientIP} /who`);
     assert.equal((await redirects()).ingress - before.ingress, 1, 'through the proxy');
   });
 
@@ -387,8 +403,9 @@ describe('L7 on demand: the datapath redirects exactly the connections whose pol
 
   it('agent kill -9 + restart and a policy update leave an open proxied connection alone', async () => {
     const conv = new Conversation(serverIP);
+    conv.clientIP = clientIP;
     procs.push(conv);
-    assert.equal(await conv.line(), 'connected');
+    assert.equal(await conv.line(), 'ready');
     await conv.ping();
     const s = await proxyStatus();
     assert.equal(s.proxy?.connections.ingress, 1, 'the conversation is a proxied connection');

@@ -125,16 +125,21 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
     // Until the first bytes tell the protocol: a client that sends nothing is dropped like a slow one.
     let seen: Buffer | undefined;
     const timer = setTimeout(() => socket.destroy(), limits.headersTimeoutMs);
+    // A client that closes its side before it said anything (a connect-and-close health check, a
+    // port probe) is done: its connection is released at once, not held until the header timeout.
+    const onEnd = () => socket.destroy();
     const onData = (chunk: Buffer) => {
       seen = seen ? Buffer.concat([seen, chunk]) : chunk;
       const n = Math.min(seen.length, PREFACE.length);
       // A prefix of the preface: wait for the rest of it.
       if (n < PREFACE.length && seen.compare(PREFACE, 0, n, 0, n) === 0) return;
       socket.removeListener('data', onData);
+      socket.removeListener('end', onEnd);
       clearTimeout(timer);
       start(socket, ctx, seen);
     };
     socket.on('data', onData);
+    socket.once('end', onEnd);
     socket.once('close', () => clearTimeout(timer));
   }
 

@@ -219,6 +219,23 @@ describe('sizes and slow clients', () => {
     );
   });
 
+  it('a client that connects and closes without a byte is released at once, not at the header timeout', async () => {
+    const px = await proxy({ ...limits, headersTimeoutMs: 60_000, requestTimeoutMs: 60_000 });
+    const before = px.handler.stats().connectionsTotal;
+    for (let i = 0; i < 5; i++) {
+      const s = net.connect(px.port, '127.0.0.1');
+      s.on('error', () => {});
+      await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+      s.end();
+    }
+    await eventually(() => px.handler.stats().connectionsTotal - before === 5, 2000, 'five accepted');
+    await eventually(
+      () => px.handler.stats().connectionsActive === 0,
+      2000,
+      'the connect-and-close clients to be released',
+    );
+  });
+
   it('a body trickled past the request timeout: 408, the upstream request is aborted', async () => {
     const px = await proxy(limits);
     const s = net.connect(px.port, '127.0.0.1');

@@ -9,9 +9,14 @@ import type { ProxiedConnection, UpstreamConnector } from '../types.js';
 import { H1Pool, whenConnected } from './h1-upstream.js';
 import type { HttpLimits } from './limits.js';
 
-/** The pool key of a connection: its client IP and original destination. */
+/**
+ * The pool key of a connection: its direction, client IP and original destination. The direction
+ * belongs to it because a pool's sockets carry the mark of the listener they serve: when both ends
+ * filter, the egress proxy's upstream must be redirected to the ingress proxy, and the ingress
+ * proxy's must not (one pool for both looped the ingress proxy into itself).
+ */
 export function poolKey(conn: ProxiedConnection): string {
-  return `${conn.src.ip}|${conn.dst.ip}|${conn.dst.port}`;
+  return `${conn.direction}|${conn.src.ip}|${conn.dst.ip}|${conn.dst.port}`;
 }
 
 function origin(conn: ProxiedConnection): string {

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { proxyPid } from '../../src/agent/proxy-manager.js';
-import { agentPid } from '../../src/agent/spawn.js';
+import { agentPid, stopAgent } from '../../src/agent/spawn.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -367,5 +367,18 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
       async () => (await dig('app/client', 'api.example.com')).status === 'NOERROR',
       60_000,
     );
+  });
+
+  it('--tofqdns-dns-reject-response-code nameError: denied queries get NXDOMAIN', async () => {
+    // The agent restarted with the setting; it adopts the running proxy and hands it the code.
+    await stopAgent(LAB);
+    await ok(['lab', 'up', '-f', file('lab.yaml'), '--tofqdns-dns-reject-response-code', 'nameError'], LAB);
+    await until('the proxy answers with the new code', async () => {
+      const d = await dig('app/client', 'nothere.example.org');
+      return d.status === 'NXDOMAIN';
+    });
+    assert.equal((await dig('app/client', 'api.example.com')).status, 'NOERROR');
+    const flows = await ok(['observe', '--type', 'l7', '--dns-query', 'nothere', '--last', '1'], LAB);
+    assert.match(flows, /RCode: NXDOMAIN/);
   });
 });

@@ -31,6 +31,7 @@ import {
   type PairedSwitch,
 } from './policy.js';
 import { measureObserve } from './micro/observe.js';
+import { diffCases, measureDiff } from './micro/policy-diff.js';
 import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
 import { connRateLegend, measureConnRate } from './connrate.js';
@@ -74,7 +75,7 @@ const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
 const dnsSeconds = Number(process.env.WEIR_BENCH_DNS_SECONDS ?? 5);
 const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
 const dnsLearns = Number(process.env.WEIR_BENCH_DNS_LEARNS ?? 30);
-const allSections = ['policy', 'connrate', 'services', 'dns', 'scale', 'flow'] as const;
+const allSections = ['policy', 'connrate', 'services', 'dns', 'scale', 'flow', 'diff'] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -436,6 +437,24 @@ async function main(): Promise<void> {
     });
   }
 
+  // `weir policy diff` (no lab needed): the engine on the changed policies plus every connection
+  // judged twice, beside one computation of the policy in force (what an apply costs the engine).
+  if (sections.has('diff')) {
+    log('policy diff: the 9-pod model with 1 to 10 000 policy entries, then more pods');
+    for (const [per, peers] of diffCases) {
+      const d = measureDiff(per, peers, runs);
+      rows.push({
+        scenario: `policy diff, ${d.pods} pods`,
+        metric: `diff answer, ${d.entries} entries/endpoint`,
+        value: d.totalMs,
+        unit: 'ms',
+        baseline: d.baselineMs,
+        ...(d.baselineMs > 0 ? { ratio: d.totalMs / d.baselineMs } : {}),
+        note: `${d.connections} connections (${d.changes} change): engine ${d.computeMs} ms + verdicts ${d.verdictsMs} ms; baseline: the engine recomputing the policy in force (bench/micro/policy-diff)`,
+      });
+    }
+  }
+
   const result = {
     startedAt: started.toISOString(),
     host: { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model, loadavgAtStart: loadAvgAtStart },
@@ -473,6 +492,12 @@ async function main(): Promise<void> {
     (sections.has('connrate') ? connRateLegend(connRounds, connSeconds, connRules) : '') +
     (sections.has('services') ? servicesLegend : '') +
     (sections.has('dns') ? dnsLegend : '') +
+    (sections.has('diff')
+      ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +
+        'changed policies (on a copy of the allocator, as the agent does) plus every connection (ordered pod ' +
+        'pairs x 6 declared ports) judged before and after; baseline: the engine recomputing the policy in force. ' +
+        'The engine part grows with the policy entries, the verdict part with pods^2 x ports (a few µs per connection)\n'
+      : '') +
     (sections.has('scale')
       ? `- **weir, N endpoints**: N pods attached (2 measured + workload-less ones); ${applies} policy ` +
         `changes to one endpoint, each timed from the API call until its new entry is in the pinned map\n`

@@ -15,6 +15,7 @@ import { Informer } from '../cluster/informer.js';
 import {
   desiredKey,
   desiredPrefix,
+  endpointConfigKey,
   nodeKey,
   podStatusKey,
   reconciledKey,
@@ -180,6 +181,51 @@ describe('intake', () => {
     assert.deepEqual(changed, [{ object: 'pod/a', namespace: 'x', action: 'configured' }]);
     const ports = (await stored('Pod', 'a', 'x'))?.object as { spec: { containers: { ports: unknown[] }[] } };
     assert.deepEqual(ports.spec.containers[0]?.ports, [{ containerPort: 80, protocol: 'TCP' }]);
+  });
+
+  it('dry runs validate as apply and delete do, and write nothing', async () => {
+    await intake.apply(objs(docs(ns('x'), pod('a'))));
+    const rev = await store.revision();
+    const np = `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {podSelector: {}}\n`;
+    const got = intake.dryRunApply(objs(docs(np, pod('a'))));
+    assert.deepEqual(
+      got.map((o) => `${o.kind}/${o.name}`),
+      ['NetworkPolicy/p', 'Pod/a'],
+    );
+    const bad = objs(np.replace('namespace: x', 'namespace: nowhere'), 'bad.yaml');
+    let applyErr = '';
+    await intake.apply(bad).catch((e: Error) => (applyErr = e.message));
+    assert.throws(
+      () => intake.dryRunApply(bad),
+      (e: Error) => e.message === applyErr && /namespaces "nowhere" not found/.test(e.message),
+    );
+    assert.deepEqual(
+      intake.dryRunDelete([{ kind: 'Pod', namespace: 'x', name: 'a' }]).map((o) => o.name),
+      ['a'],
+    );
+    assert.throws(
+      () => intake.dryRunDelete([{ kind: 'Pod', namespace: 'x', name: 'zz' }]),
+      (e: unknown) => e instanceof ValidationError && e.problems[0]?.code === 'ERR_LAB_NOT_FOUND',
+    );
+    assert.equal(await store.revision(), rev);
+  });
+
+  it('endpoint options: written for a desired pod, answered once reconciled, gone with the pod', async () => {
+    await intake.apply(objs(docs(ns('x'), pod('a'))));
+    const key = endpointConfigKey('x', 'a');
+    assert.deepEqual(await intake.configureEndpoint('x', 'a', { policyAuditMode: true }), [
+      { object: 'endpoint/a', namespace: 'x', action: 'configured' },
+    ]);
+    assert.equal(((await store.get(key))?.value as { policyAuditMode?: boolean }).policyAuditMode, true);
+    assert.deepEqual(
+      (await intake.configureEndpoint('x', 'a', { policyAuditMode: true })).map((r) => r.action),
+      ['unchanged'],
+    );
+    await assert.rejects(intake.configureEndpoint('x', 'nope', { policyAuditMode: true }), (e: unknown) =>
+      isCode(e, 'ERR_LAB_NOT_FOUND'),
+    );
+    await intake.delete([{ kind: 'Pod', namespace: 'x', name: 'a' }]);
+    assert.equal(await store.get(key), undefined);
   });
 
   it('refuses a whole apply for one bad object, naming file, object and field; writes nothing', async () => {

@@ -12,10 +12,13 @@ import { nsNameLabel, type DesiredState, type DesiredView } from '../cluster/des
 import type { Informer, InformerChange } from '../cluster/informer.js';
 import {
   desiredKey,
+  endpointConfigKey,
+  endpointConfigKind,
   intakeGuardKey,
   nodesPrefix,
   podStatusKey,
   reconciledPrefix,
+  type EndpointConfig,
   type ObjectRef,
 } from '../cluster/keys.js';
 import { lookupKind, namespacedKind } from '../cluster/kinds.js';
@@ -68,6 +71,8 @@ interface Plan {
   nodes: Set<string> | undefined;
   /** Pods written ("ns/name"), whose statuses tell whether they run. */
   pods: { key: string; file?: string }[];
+  /** Every object of the request as it would be stored (validated, placed), unchanged ones too. */
+  objects: DesiredObject[];
 }
 
 const maxAttempts = 5;
@@ -95,6 +100,62 @@ export class Intake {
   delete(refs: DeleteRequest[], opts: { ignoreNotFound?: boolean } = {}): Promise<ChangeResult[]> {
     return this.serial(() =>
       this.write((state) => this.planDelete(refs, state, opts.ignoreNotFound === true)),
+    );
+  }
+
+  /**
+   * A dry run of an apply: validated exactly as apply() validates (one bad object: the same
+   * ValidationError, nothing returned), nothing written. The objects as they would be stored.
+   */
+  dryRunApply(objects: DesiredObject[]): DesiredObject[] {
+    return this.planApply(objects, this.d.view.state).objects;
+  }
+
+  /** A dry run of a delete: validated as delete() validates; the stored objects it would remove. */
+  dryRunDelete(refs: DeleteRequest[], opts: { ignoreNotFound?: boolean } = {}): DesiredObject[] {
+    const p = this.planDelete(refs, this.d.view.state, opts.ignoreNotFound === true);
+    const current = new Map(this.d.desired.values<DesiredObject>().map((i) => [i.key, i.value]));
+    return p.ops.flatMap((op) => {
+      const o = current.get(op.key);
+      return o && o.kind !== endpointConfigKind ? [o] : [];
+    });
+  }
+
+  /**
+   * `weir endpoint config ns/pod Option=Value`: the pod must be desired; its endpoint options are
+   * written to the Store (endpointConfigKey) and the answer comes once its node has reconciled them.
+   */
+  configureEndpoint(namespace: string, pod: string, options: Omit<EndpointConfig, 'namespace' | 'pod'>) {
+    return this.serial(() =>
+      this.write((state) => {
+        const p = state.pods.get(`${namespace}/${pod}`);
+        if (!p)
+          throw new WeirError(
+            'ERR_LAB_NOT_FOUND',
+            `pod ${namespace}/${pod} does not exist in lab ${this.d.lab}`,
+            {
+              location: { object: `endpoint ${namespace}/${pod}`, field: 'endpoint' },
+            },
+          );
+        const key = endpointConfigKey(namespace, pod);
+        const old = this.d.desired.items.get(key);
+        const value: EndpointConfig = {
+          ...(old?.value as EndpointConfig | undefined),
+          ...options,
+          namespace,
+          pod,
+        };
+        const same = old !== undefined && JSON.stringify(old.value) === JSON.stringify(value);
+        return {
+          results: [{ object: `endpoint/${pod}`, namespace, action: same ? 'unchanged' : 'configured' }],
+          ops: same
+            ? []
+            : [{ op: 'put', key, value: value as unknown as JsonObject, ifRevision: old?.modRevision ?? 0 }],
+          nodes: new Set([p.node]),
+          pods: [],
+          objects: [],
+        };
+      }),
     );
   }
 
@@ -255,7 +316,7 @@ export class Intake {
     }
     if (problems.length > 0) throw new ValidationError(problems);
 
-    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [] };
+    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [], objects: [...keyed.values()] };
     for (const [key, given] of keyed) {
       const old = current.get(key);
       // As the API server: a Pod or Namespace gets a uid and creation time when it is created,
@@ -313,7 +374,7 @@ export class Intake {
   private planDelete(refs: DeleteRequest[], state: DesiredState, ignoreNotFound: boolean): Plan {
     const problems: WeirError[] = [];
     const current = new Map(this.d.desired.values<DesiredObject>().map((i) => [i.key, i]));
-    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [] };
+    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [], objects: [] };
     const leaving = new Set(
       refs.filter((r) => r.kind === 'Pod').map((r) => `${r.namespace ?? 'default'}/${r.name}`),
     );
@@ -356,8 +417,13 @@ export class Intake {
       });
       if (!old) continue;
       plan.ops.push({ op: 'delete', key, ifRevision: old.modRevision });
-      if (r.kind === 'Pod') plan.nodes?.add(state.pods.get(`${ref.namespace}/${r.name}`)?.node ?? '');
-      else plan.nodes = undefined;
+      if (r.kind === 'Pod') {
+        plan.nodes?.add(state.pods.get(`${ref.namespace}/${r.name}`)?.node ?? '');
+        // Its endpoint options go with it (as Cilium's endpoint configuration does).
+        const cfgKey = endpointConfigKey(ref.namespace ?? 'default', r.name);
+        const cfg = this.d.desired.items.get(cfgKey);
+        if (cfg) plan.ops.push({ op: 'delete', key: cfgKey, ifRevision: cfg.modRevision });
+      } else plan.nodes = undefined;
     }
     if (problems.length > 0) throw new ValidationError(problems);
     return plan;

@@ -14,7 +14,14 @@
 import type { Logger as Pino } from 'pino';
 import type { DesiredPod, DesiredState, DesiredView } from '../cluster/desired.js';
 import type { Informer } from '../cluster/informer.js';
-import { podStatusKey, podStatusPrefix, reconciledKey } from '../cluster/keys.js';
+import {
+  desiredKindPrefix,
+  endpointConfigKind,
+  podStatusKey,
+  podStatusPrefix,
+  reconciledKey,
+  type EndpointConfig,
+} from '../cluster/keys.js';
 import type { PodStatus, ReconciledRecord } from '../cluster/objects.js';
 import { host4, host6, parseCidr4, parseCidr6, size4, type NodeInfo, type PodDriver } from '../lab/index.js';
 import type { JsonObject, Lease, Store, StoreOp } from '../store/index.js';
@@ -376,7 +383,12 @@ export class Reconciler {
       });
     }
     await agent.syncNode();
-    agent.setView({ namespaces: [...want.namespaces.values()], pods, objects: want.objects });
+    const endpointConfig = new Map(
+      this.d.desired
+        .values<EndpointConfig>(desiredKindPrefix(endpointConfigKind))
+        .map((i) => [`${i.value.namespace}/${i.value.pod}`, i.value]),
+    );
+    agent.setView({ namespaces: [...want.namespaces.values()], pods, objects: want.objects, endpointConfig });
     await agent.regenerate();
   }
 

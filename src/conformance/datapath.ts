@@ -97,6 +97,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
 
       return {
         addresses,
+        lab: name,
         concurrency: opts.concurrency ?? 64,
         async apply(state: CaseState) {
           await applyLab(name, topology, state);

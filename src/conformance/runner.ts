@@ -59,6 +59,8 @@ export interface ProberSession extends Prober {
   readonly addresses: Addresses;
   /** How many probes of a case may be in flight at once (default 1). */
   readonly concurrency?: number;
+  /** The lab the session runs in (datapath mode), for a caller that talks to its agent too. */
+  readonly lab?: string;
   apply(state: CaseState): Promise<void>;
   close(): Promise<void>;
 }

@@ -135,13 +135,13 @@ export async function measureDns(
       await removePolicy(labName);
       const d = await dnsperf(lab, coredns.ip, dataFile, cfg.seconds);
       direct.qps.push(d.qps);
-      direct.lat.push(...d.lat);
+      for (const x of d.lat) direct.lat.push(x);
       direct.lost += d.lost;
       log(`dns: round ${i + 1}/${cfg.rounds}, through the DNS proxy`);
       await apply(labName, dnsPolicy);
       const p = await dnsperf(lab, coredns.ip, dataFile, cfg.seconds);
       proxied.qps.push(p.qps);
-      proxied.lat.push(...p.lat);
+      for (const x of p.lat) proxied.lat.push(x);
       proxied.lost += p.lost;
     }
     // Answer-to-enforced: cold lookups (the cache cleaned: the answer waits for the maps) vs warm.

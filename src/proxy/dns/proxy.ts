@@ -61,6 +61,10 @@ export interface AnswerContext {
 }
 
 type Outcome = { reply: Buffer } | { drop: string };
+interface Pending {
+  from: string;
+  done(buf: Buffer): void;
+}
 
 const UPSTREAM_TIMEOUT_MS = 5000;
 const MAX_INFLIGHT = 256;
@@ -133,6 +137,8 @@ export class DnsProxy {
     const w = this.#worker;
     this.#worker = undefined;
     if (w) await new Promise<void>((resolve) => (w.once('exit', () => resolve()), setTimeout(resolve, 2000)));
+    this.#upstream?.socket.close();
+    this.#upstream = undefined;
     if (this.#udpFd >= 0) closeUdp(this.#udpFd);
     this.#udpFd = -1;
     this.#port = 0;
@@ -309,25 +315,60 @@ export class DnsProxy {
     return { ...b, source: b.destination, destination: b.source };
   }
 
+  /**
+   * One upstream UDP socket for every query (one conntrack entry per DNS server, no socket per
+   * query): each query goes out under a proxy-chosen ID, and the answer gets the client's ID back.
+   */
   #forwardUdp(dst: Endpoint4, msg: Buffer): Promise<Buffer> {
+    const up = (this.#upstream ??= this.#openUpstream());
     return new Promise((resolve, reject) => {
-      const s = createSocket('udp4');
-      const done = (err: Error | undefined, buf?: Buffer) => {
-        clearTimeout(timer);
-        s.close();
-        if (err) reject(err);
-        else resolve(buf as Buffer);
-      };
-      const timer = setTimeout(
-        () => done(new Error(`no answer from ${dst.ip}:${dst.port}`)),
-        this.o.upstreamTimeoutMs ?? UPSTREAM_TIMEOUT_MS,
-      );
-      s.on('error', (err) => done(err));
-      s.on('message', (buf) => {
-        if (buf.length >= 2 && buf.readUInt16BE(0) === msg.readUInt16BE(0)) done(undefined, buf);
+      let id = 0;
+      for (let tries = 0; tries < 8; tries++) {
+        id = Math.floor(Math.random() * 65536);
+        if (!up.pending.has(id)) break;
+      }
+      if (up.pending.has(id)) return reject(new Error('no free upstream query ID'));
+      const clientId = msg.readUInt16BE(0);
+      const out = Buffer.from(msg);
+      out.writeUInt16BE(id, 0);
+      const timer = setTimeout(() => {
+        up.pending.delete(id);
+        reject(new Error(`no answer from ${dst.ip}:${dst.port}`));
+      }, this.o.upstreamTimeoutMs ?? UPSTREAM_TIMEOUT_MS);
+      up.pending.set(id, {
+        from: `${dst.ip}:${dst.port}`,
+        done: (buf) => {
+          clearTimeout(timer);
+          const answer = Buffer.from(buf);
+          answer.writeUInt16BE(clientId, 0);
+          resolve(answer);
+        },
       });
-      s.send(msg, dst.port, dst.ip);
+      up.socket.send(out, dst.port, dst.ip, (err) => {
+        if (!err) return;
+        clearTimeout(timer);
+        up.pending.delete(id);
+        reject(err);
+      });
     });
+  }
+
+  #upstream: { socket: ReturnType<typeof createSocket>; pending: Map<number, Pending> } | undefined;
+
+  #openUpstream(): { socket: ReturnType<typeof createSocket>; pending: Map<number, Pending> } {
+    const socket = createSocket('udp4');
+    const pending = new Map<number, Pending>();
+    socket.on('message', (buf, rinfo) => {
+      if (buf.length < 12) return;
+      const p = pending.get(buf.readUInt16BE(0));
+      // Only the server the query went to answers it.
+      if (!p || p.from !== `${rinfo.address}:${rinfo.port}`) return;
+      pending.delete(buf.readUInt16BE(0));
+      p.done(buf);
+    });
+    socket.on('error', (err) => this.o.log.warn({ err }, 'DNS upstream socket error'));
+    socket.unref();
+    return { socket, pending };
   }
 
   #forwardTcp(dst: Endpoint4, msg: Buffer): Promise<Buffer> {

@@ -158,8 +158,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       );
       agent.proxy = proxy;
       agent.clusterDns = new ClusterDns(opts.lab, {
-        ttl: labConfig.spec.dns.ttl,
-        records: labConfig.spec.dns.records,
+        ttl: labConfig.spec.dns?.ttl ?? 3600,
+        records: labConfig.spec.dns?.records ?? {},
         externals: labConfig.spec.externals,
       });
       await clusterState.start();

@@ -10,8 +10,8 @@ describe('lab spec', () => {
       name: 'lab',
       nodes: [{ name: 'node1', podCIDR: '10.244.0.0/24' }],
       externals: [],
-      dns: { ttl: 3600, records: {} },
     });
+    assert.deepEqual(parseLabSpec({ dns: {} }).dns, { ttl: 3600, records: {} });
     const s = parseLabSpec({ externals: [{ name: 'db', ip: '192.0.2.5', serves: [{ port: 5432 }] }] });
     assert.deepEqual(s.externals[0]?.serves, [{ port: 5432, protocol: 'TCP' }]);
     const n = parseLabSpec({ nodes: [{ serves: [{ port: 80 }, { port: 81, protocol: 'UDP' }] }] });

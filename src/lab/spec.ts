@@ -72,7 +72,11 @@ const labSpecSchema = z
       .max(1, 'only one node is supported for now (multi-node labs come later)')
       .default([{ name: 'node1', podCIDR: '10.244.0.0/24' }]),
     externals: z.array(externalSchema).max(64, 'at most 64 externals').default([]),
-    dns: dnsSchema.default({ ttl: 3600, records: {} }),
+    /**
+     * The cluster DNS: with this section (even `dns: {}`), `weir lab up` runs it (pod
+     * kube-system/coredns, Service kube-system/kube-dns) with these external names.
+     */
+    dns: dnsSchema.optional(),
   })
   .superRefine((spec, ctx) => {
     const node = spec.nodes[0];

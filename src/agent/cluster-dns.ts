@@ -4,7 +4,8 @@
 // namespace's resolv.conf (search path, the kube-dns ClusterIP) that pods' commands see. Files are
 // replaced atomically and only when their content changes.
 import { readFileSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
+import { privateDir, privateFileMode } from '../shared/private-fs.js';
 import type { EndpointSlice, Service } from '../service/api/types.js';
 import { clusterDnsService, computeZone, resolvConf, type Zone } from '../dns/zone.js';
 import { dnsDir, dnsZoneFile, resolvConfFile } from '../lab/names.js';
@@ -67,7 +68,7 @@ export class ClusterDns {
       externalTtl: this.spec.ttl,
     });
     this.zone = zone;
-    await mkdir(dnsDir(this.lab), { recursive: true, mode: 0o700 });
+    await privateDir(dnsDir(this.lab));
     await this.put(dnsZoneFile(this.lab), JSON.stringify(zone));
     const ns = ClusterDns.nameserver(input.services);
     if (!ns) return;
@@ -84,8 +85,8 @@ export class ClusterDns {
       }
     }
     const tmp = `${file}.tmp`;
-    // Readable by pods' commands (they are root in the lab, but resolvers may drop privileges).
-    await writeFile(tmp, text, { mode: 0o644 });
+    // Root's alone, like all of the lab's state (pods' commands run as root).
+    await writeFile(tmp, text, { mode: privateFileMode });
     await rename(tmp, file);
     this.written.set(file, text);
   }

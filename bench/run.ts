@@ -37,6 +37,7 @@ import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
 import { connRateLegend, measureConnRate } from './connrate.js';
 import { startRawPair } from './raw-pair.js';
+import { dnsLegend, measureDns } from './dns.js';
 import { cniLegend, measureCni } from './cni.js';
 import { l7Legend, measureL7 } from './l7.js';
 
@@ -75,6 +76,9 @@ const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
 const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
 const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
 const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
+const dnsSeconds = Number(process.env.WEIR_BENCH_DNS_SECONDS ?? 5);
+const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
+const dnsLearns = Number(process.env.WEIR_BENCH_DNS_LEARNS ?? 30);
 const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
 const l7Config = {
   rounds: Number(process.env.WEIR_BENCH_L7_ROUNDS ?? 3),
@@ -83,7 +87,18 @@ const l7Config = {
   h2Streams: Number(process.env.WEIR_BENCH_L7_H2_STREAMS ?? 10),
   idle: Number(process.env.WEIR_BENCH_L7_IDLE ?? 1000),
 };
-const allSections = ['policy', 'connrate', 'services', 'l7', 'cni', 'pods', 'scale', 'flow', 'diff'] as const;
+const allSections = [
+  'policy',
+  'connrate',
+  'services',
+  'l7',
+  'dns',
+  'cni',
+  'pods',
+  'scale',
+  'flow',
+  'diff',
+] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -377,6 +392,19 @@ async function main(): Promise<void> {
       );
     }
 
+    if (sections.has('dns')) {
+      await ensureAgent();
+      log('dns: queries/s and latency through the DNS proxy vs straight to the server; answer-to-enforced');
+      rows.push(
+        ...(await measureDns(
+          lab,
+          labName,
+          { seconds: dnsSeconds, rounds: dnsRounds, learns: dnsLearns },
+          log,
+        )),
+      );
+    }
+
     if (sections.has('cni')) {
       await ensureAgent();
       log('cni: podman run/rm on network weir (weir-cni) vs network none');
@@ -522,6 +550,7 @@ async function main(): Promise<void> {
       : '') +
     (sections.has('connrate') ? connRateLegend(connRounds, connSeconds, connRules) : '') +
     (sections.has('services') ? servicesLegend : '') +
+    (sections.has('dns') ? dnsLegend : '') +
     (sections.has('cni') ? cniLegend(cniRounds) : '') +
     (sections.has('l7') ? l7Legend(l7Config) : '') +
     (sections.has('diff')

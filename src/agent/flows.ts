@@ -162,6 +162,24 @@ export function countFlow(m: AgentMetrics, f: Flow): void {
       match: match === 'L3-L4' ? 'policy' : match,
     });
   }
+  const dns = f.l7?.dns;
+  if (f.weir.type === 'l7' && dns) {
+    const qtypes = dns.qtypes.join(',');
+    if (f.l7?.type === 'REQUEST') m.dnsQueries.inc({ rcode: '', qtypes, ips_returned: '' });
+    else {
+      const rcode =
+        [
+          'No Error',
+          'Format Error',
+          'Server Failure',
+          'Non-Existent Domain',
+          'Not Implemented',
+          'Query Refused',
+        ][dns.rcode] ?? String(dns.rcode);
+      m.dnsResponses.inc({ rcode, qtypes, ips_returned: String(dns.ips.length) });
+      for (const t of dns.rrtypes) m.dnsResponseTypes.inc({ type: t, qtypes });
+    }
+  }
   const http = f.l7?.http;
   if (f.weir.type === 'l7' && http) {
     const reporter = reporterOf(f);

@@ -77,6 +77,8 @@ export class ServiceLb {
   private validated = new WeakMap<object, Service | EndpointSlice>();
   private readonly maglevCache = new Map<string, Uint32Array>();
   output: LbOutput | undefined;
+  /** The services and every slice (derived and applied) of the last regeneration (cluster DNS). */
+  lastServices: { services: Service[]; slices: EndpointSlice[] } = { services: [], slices: [] };
 
   constructor(
     readonly settings: LbSettings,
@@ -266,6 +268,7 @@ export class ServiceLb {
     });
     const stats = this.write(output);
     this.output = output;
+    this.lastServices = { services, slices: [...output.derivedSlices, ...slices] };
     return { output, stats };
   }
 

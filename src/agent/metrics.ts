@@ -105,6 +105,26 @@ export class AgentMetrics {
     labelNames: ['method', 'protocol', 'status', 'reporter'] as const,
     registers: [this.registry],
   });
+  // Hubble's `dns` metrics (pkg/hubble/metrics/dns): queries from REQUEST flows, responses and
+  // their record types from RESPONSE flows of the DNS proxy.
+  readonly dnsQueries = new Counter({
+    name: 'hubble_dns_queries_total',
+    help: 'DNS queries the DNS proxy saw (L7 REQUEST flows), by rcode (empty), query types and addresses returned (empty)',
+    labelNames: ['rcode', 'qtypes', 'ips_returned'] as const,
+    registers: [this.registry],
+  });
+  readonly dnsResponses = new Counter({
+    name: 'hubble_dns_responses_total',
+    help: 'DNS answers the DNS proxy relayed or gave (L7 RESPONSE flows), by rcode, query types and addresses returned',
+    labelNames: ['rcode', 'qtypes', 'ips_returned'] as const,
+    registers: [this.registry],
+  });
+  readonly dnsResponseTypes = new Counter({
+    name: 'hubble_dns_response_types_total',
+    help: 'Records in DNS answers by type and query types',
+    labelNames: ['type', 'qtypes'] as const,
+    registers: [this.registry],
+  });
   readonly httpDuration = new Histogram({
     name: 'hubble_http_request_duration_seconds',
     help: "Time from a request's arrival at the node proxy to its response's headers, by method and reporter",

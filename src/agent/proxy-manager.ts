@@ -55,18 +55,18 @@ const BACKOFF_MAX_MS = 30_000;
 const HEALTHY_AFTER_MS = 30_000;
 const PUSH_TIMEOUT_MS = 10_000;
 
-/** The listener ports of a proxy port range "MIN-MAX": the first two (ERR_AGENT_CONFIG if invalid). */
+/** The listener ports of a proxy port range "MIN-MAX": the first three (ERR_AGENT_CONFIG if invalid). */
 export function proxyPortsOf(range: string): ListenerPorts {
   const m = /^(\d+)-(\d+)$/.exec(range);
   const min = Number(m?.[1]);
   const max = Number(m?.[2]);
-  if (!m || min < 1024 || max > 65535 || max - min < 1)
+  if (!m || min < 1024 || max > 65535 || max - min < 2)
     throw new WeirError(
       'ERR_AGENT_CONFIG',
-      `proxy port range '${range}' is not MIN-MAX with 1024 <= MIN < MAX <= 65535 (e.g. 10000-20000)`,
+      `proxy port range '${range}' is not MIN-MAX with 1024 <= MIN < MIN+2 <= MAX <= 65535 (e.g. 10000-20000)`,
       { location: { field: '--proxy-port-range' } },
     );
-  return { ingress: min, egress: min + 1 };
+  return { ingress: min, egress: min + 1, dns: min + 2 };
 }
 
 /** Whether a process runs (not a zombie). */

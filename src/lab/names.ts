@@ -44,3 +44,8 @@ export const workloadSocket = (lab: string, file: string) =>
 export const workloadLog = (lab: string, file: string) => join(labDir(lab), 'logs', `${file}.log`);
 export const podWorkloadFile = (ns: string, name: string) => `pod-${ns}-${name}`;
 export const podHostFile = (node: string) => `podhost-${node}`;
+
+/** The cluster DNS zone the node's agent writes and the DNS pod serves; pods' resolv.conf files. */
+export const dnsDir = (lab: string) => join(labDir(lab), 'dns');
+export const dnsZoneFile = (lab: string) => join(dnsDir(lab), 'zone.json');
+export const resolvConfFile = (lab: string, ns: string) => join(dnsDir(lab), `resolv.${ns}.conf`);

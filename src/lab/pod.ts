@@ -5,10 +5,12 @@
 // (names are derived, the host veth's alias names the pod, its /32 route holds the pod's IP).
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { clusterDnsPod } from '../dns/zone.js';
 import type { PodPort } from '../k8s/core.js';
 import { ensureCgroup, removeCgroup } from './cgroup.js';
 import type { LabConfig } from './config.js';
 import {
+  dnsZoneFile,
   labCgroup,
   podAlias,
   podCgroup,
@@ -107,6 +109,10 @@ export class PodDriver {
         ports: ports
           .filter((x) => x.protocol !== 'SCTP')
           .map((x) => ({ port: x.containerPort, protocol: x.protocol as 'TCP' | 'UDP' })),
+        // The lab's cluster DNS pod runs the DNS server (docs/dns.md).
+        ...(pod.namespace === clusterDnsPod.namespace && pod.name === clusterDnsPod.name
+          ? { dns: { zoneFile: dnsZoneFile(this.cfg.name) } }
+          : {}),
       },
       log: workloadLog(this.cfg.name, file),
     };

@@ -82,7 +82,20 @@ function portsOf(v: unknown): ListenerPorts {
     throw new WeirError('ERR_PROXY_LISTENERS', 'listeners must be {ingress, egress}: two different ports', {
       location: { field: 'listeners' },
     });
-  return { ingress: p.ingress as number, egress: p.egress as number };
+  if (p.dns !== undefined && (!ok(p.dns) || p.dns === p.ingress || p.dns === p.egress))
+    throw new WeirError('ERR_PROXY_LISTENERS', 'listeners.dns must be a port of its own', {
+      location: { field: 'listeners.dns' },
+    });
+  if (p.dnsRejectCode !== undefined && p.dnsRejectCode !== 'refused' && p.dnsRejectCode !== 'nameError')
+    throw new WeirError('ERR_PROXY_LISTENERS', "listeners.dnsRejectCode must be 'refused' or 'nameError'", {
+      location: { field: 'listeners.dnsRejectCode' },
+    });
+  return {
+    ingress: p.ingress as number,
+    egress: p.egress as number,
+    ...(p.dns !== undefined ? { dns: p.dns } : {}),
+    ...(p.dnsRejectCode !== undefined ? { dnsRejectCode: p.dnsRejectCode } : {}),
+  };
 }
 
 export async function status(c: AdminContext): Promise<ProxyStatus> {

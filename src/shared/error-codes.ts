@@ -50,6 +50,7 @@ export const errorCodes = {
   ERR_BENCH_BASELINE: {
     meaning: "a benchmark's no-policy baseline is not raw (tc filters or rules present)",
   },
+  ERR_BENCH_DNS: { meaning: 'dnsperf or a timed lookup of the DNS benchmark failed' },
   ERR_BENCH_IPTABLES: { meaning: 'the iptables comparison did not install the expected rules' },
   ERR_BENCH_OUTPUT: { meaning: 'a benchmark client reported fewer measurements than it was asked for' },
   ERR_BENCH_PEER: { meaning: 'a benchmark peer (nginx, haproxy …) exited or did not listen in time' },

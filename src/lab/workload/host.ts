@@ -19,6 +19,7 @@ import { appendFileSync, closeSync, openSync, rmSync, statSync, writeFileSync } 
 import { createServer, type Server } from 'node:net';
 import { createInterface } from 'node:readline';
 import koffi from 'koffi';
+import { DnsServer } from '../../dns/server.js';
 import { httpRequestBytes, readHttpAnswer } from './http-answer.js';
 import type {
   ControlReply,
@@ -33,6 +34,7 @@ import {
   SockError,
   clientSocket,
   closeFd,
+  answerDatagrams,
   echoDatagrams,
   errnoName,
   recv,
@@ -73,6 +75,8 @@ interface Hosted {
   servers: Server[];
   udp: { fd: number; poll: koffi.node.PollHandle }[];
   control: Server;
+  /** The cluster DNS pod's server (its zone file followed). */
+  dns?: DnsServer;
 }
 const pods = new Map<string, Hosted>();
 const udpBuf = Buffer.alloc(65536);
@@ -338,6 +342,7 @@ function removePod(name: string): void {
   if (!p) return;
   if (inCgroup === p.config.cgroup) goHome();
   pods.delete(name);
+  p.dns?.close();
   for (const s of p.servers) s.close();
   for (const u of p.udp) {
     u.poll.close();
@@ -368,13 +373,31 @@ function addPod(netns: string, config: WorkloadConfig, logPath: string): void {
       }
       return out;
     });
-    for (const { fd, protocol } of fds) {
+    // The lab's cluster DNS pod (config.dns) answers DNS on 53 from the agent's zone file.
+    const dns = config.dns ? new DnsServer() : undefined;
+    if (dns && config.dns) {
+      dns.followZoneFile(config.dns.zoneFile, (msg) =>
+        appendFileSync(logPath, `${new Date().toISOString()} ${config.name}: ${msg}\n`, { mode: 0o600 }),
+      );
+      p.dns = dns;
+    }
+    for (const [i, { fd, protocol }] of fds.entries()) {
+      const isDns = dns !== undefined && config.ports[i]?.port === 53;
       if (protocol === 'TCP')
-        p.servers.push(createServer((s) => serveTcpConnection(s, config.name)).listen({ fd }));
-      else p.udp.push({ fd, poll: watchFd(fd, { readable: true }, () => echoDatagrams(fd, udpBuf)) });
+        p.servers.push(
+          createServer((s) => (isDns ? dns.serveTcp(s) : serveTcpConnection(s, config.name))).listen({ fd }),
+        );
+      else
+        p.udp.push({
+          fd,
+          poll: watchFd(fd, { readable: true }, () =>
+            isDns ? answerDatagrams(fd, udpBuf, (m) => dns.datagram(m)) : echoDatagrams(fd, udpBuf),
+          ),
+        });
     }
     p.control = serveLines<ControlRequest, ControlReply>(config.socket, (req) => handlePod(p, req));
   } catch (err) {
+    p.dns?.close();
     for (const s of p.servers) s.close();
     for (const u of p.udp) {
       u.poll.close();

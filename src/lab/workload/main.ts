@@ -2,6 +2,7 @@
 // serves every declared port (TCP: HTTP 200 naming the pod, or echo; UDP: echo) and answers
 // control requests (ping, probe) on a unix socket in the lab's state directory.
 import { writeFileSync, rmSync } from 'node:fs';
+import { DnsServer } from '../../dns/server.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -171,8 +172,17 @@ function serveControl(path: string): Promise<Server> {
   });
 }
 
+/** The cluster DNS server, from the zone file the agent writes. */
+async function serveDns(zoneFile: string): Promise<void> {
+  const server = new DnsServer();
+  server.followZoneFile(zoneFile, log);
+  await server.listen(53);
+}
+
+const dnsPort = (p: { port: number }) => cfg.dns !== undefined && p.port === 53;
+if (cfg.dns) await serveDns(cfg.dns.zoneFile);
 // Serve the ports first: a workload answering ping is ready to take traffic.
-for (const p of cfg.ports) {
+for (const p of cfg.ports.filter((x) => !dnsPort(x))) {
   if (p.protocol === 'TCP') await listenTcp(p.port);
   else if (p.protocol === 'UDP') await listenUdp(p.port);
 }

@@ -245,6 +245,17 @@ export function echoDatagrams(fd: number, buf: Buffer): void {
   }
 }
 
+/** Answers every datagram waiting on a UDP socket with `reply` of it (undefined: no answer). */
+export function answerDatagrams(fd: number, buf: Buffer, reply: (msg: Buffer) => Buffer | undefined): void {
+  for (;;) {
+    const alen = [peer.length];
+    const n = fn.recvfrom(fd, buf, buf.length, MSG_DONTWAIT, peer, alen);
+    if (n < 0) return;
+    const out = reply(Buffer.from(buf.subarray(0, n)));
+    if (out) fn.sendto(fd, out, out.length, MSG_DONTWAIT, peer, alen[0] as number);
+  }
+}
+
 export function closeFd(fd: number): void {
   fn.close(fd);
 }

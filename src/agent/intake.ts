@@ -494,7 +494,15 @@ export class Intake {
  * Kinds that get a uid and creation time from the API: Pods and Namespaces as Kubernetes does, and
  * the Gateway API kinds, whose age decides between routes of equal precedence.
  */
-const identified = new Set(['Pod', 'Namespace', 'Gateway', 'GatewayClass', 'HTTPRoute', 'GRPCRoute', 'ReferenceGrant']);
+const identified = new Set([
+  'Pod',
+  'Namespace',
+  'Gateway',
+  'GatewayClass',
+  'HTTPRoute',
+  'GRPCRoute',
+  'ReferenceGrant',
+]);
 
 const addressOf = (o: DesiredObject | undefined) =>
   (o?.object as { status?: { addresses?: { value?: string }[] } } | undefined)?.status?.addresses?.[0]?.value;
@@ -519,9 +527,13 @@ function assignGatewayAddresses(
   for (const o of keyed.values())
     if (o.kind === 'Gateway' && !out.has(`${o.namespace}/${o.name}`))
       problems.push(
-        new WeirError('ERR_GATEWAY_ADDRESS_EXHAUSTED', 'no free address in 198.51.100.0/24 for this Gateway', {
-          location: { file: o.file ?? '(request)', object: refName(o) },
-        }),
+        new WeirError(
+          'ERR_GATEWAY_ADDRESS_EXHAUSTED',
+          'no free address in 198.51.100.0/24 for this Gateway',
+          {
+            location: { file: o.file ?? '(request)', object: refName(o) },
+          },
+        ),
       );
   return out;
 }

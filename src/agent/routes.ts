@@ -1,7 +1,8 @@
 // The agent API's routes: a table from method + path to a handler. Desired state changes only
 // through /v1/apply and /v1/delete (the intake); reads come from the desired state, the pods'
 // statuses and the agent's datapath.
-import { isPolicyKind, isServiceKind } from '../cluster/kinds.js';
+import { isGatewayKind, isPolicyKind, isServiceKind } from '../cluster/kinds.js';
+import { gatewayView } from '../gateway/stored.js';
 import type { DesiredObject } from '../cluster/objects.js';
 import { WeirError } from '../shared/errors.js';
 import { trace, type TraceRequest } from '../policy/trace.js';
@@ -93,6 +94,15 @@ export function agentRoutes(
       },
     },
     { method: 'GET', pattern: '/v1/policies', handler: () => ({ items: intake.objects(isPolicyKind) }) },
+    {
+      method: 'GET',
+      pattern: '/v1/gateway',
+      handler: () => {
+        const objects = intake.objects((k) => isGatewayKind(k) || k === 'Service');
+        const namespaces = new Map(intake.namespaces().map((n) => [n.name, n.labels]));
+        return gatewayView(objects, namespaces);
+      },
+    },
     {
       method: 'GET',
       pattern: '/v1/services',

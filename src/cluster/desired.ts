@@ -135,7 +135,9 @@ export class DesiredView {
     this.objects = new Map(
       this.informer
         .values<DesiredObject>()
-        .filter((i) => isPolicyKind(i.value.kind) || isServiceKind(i.value.kind) || isGatewayKind(i.value.kind))
+        .filter(
+          (i) => isPolicyKind(i.value.kind) || isServiceKind(i.value.kind) || isGatewayKind(i.value.kind),
+        )
         .map((i) => [i.key, i.value]),
     );
     return s;

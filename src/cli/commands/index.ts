@@ -5,6 +5,7 @@ import { agentCommand } from './agent.js';
 import { applyCommand } from './apply.js';
 import { registerConformanceCommands } from './conformance.js';
 import { deleteCommand } from './delete.js';
+import { gatewayCommand, routeCommand } from './gateway.js';
 import { getCommand } from './get.js';
 import { registerInspectCommands } from './inspect.js';
 import { labCommand } from './lab.js';
@@ -28,4 +29,6 @@ export function registerCommands(program: Command): void {
   program.addCommand(observeCommand());
   program.addCommand(uiCommand());
   program.addCommand(proxyCommand());
+  program.addCommand(gatewayCommand());
+  program.addCommand(routeCommand());
 }

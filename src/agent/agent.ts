@@ -20,7 +20,9 @@ import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allo
 import type { LabelFilter } from '../identity/filter.js';
 import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
 import type { PodPort } from '../k8s/core.js';
-import { ensureProxyRouting } from '../lab/index.js';
+import { ensureProxyRouting, syncGatewayAddresses } from '../lab/index.js';
+import { gatewaySnapshotOf } from './gateway.js';
+import type { GatewaySnapshot } from '../proxy/gateway/server.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
@@ -79,6 +81,8 @@ export interface AgentConfig extends LbSettings {
 /** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */
 export interface L7PolicySink {
   update(endpoints: EndpointL7Policy[]): Promise<void>;
+  /** The Gateway data plane's tables and endpoints (north-south listeners). */
+  updateGateway?(snapshot: Omit<GatewaySnapshot, 'version'>): Promise<void>;
 }
 
 export interface EndpointStatus {
@@ -279,6 +283,22 @@ export class Agent {
   /** The pods of this node that have an endpoint. */
   private localPods(): AgentPod[] {
     return this.view.pods.filter((p) => p.node === this.node.name && this.local.endpoints.ids[podKey(p)]);
+  }
+
+  private gatewayText = '';
+
+  /**
+   * Gateways: their addresses on the node (the lab driver) and the proxy's Gateway tables with the
+   * ready endpoints of every Service port a route names. Only when something changed.
+   */
+  private async syncGateway(): Promise<void> {
+    const snap = gatewaySnapshotOf(this.view.objects, this.view.namespaces, this.lb.frontends());
+    const text = JSON.stringify(snap);
+    if (text === this.gatewayText) return;
+    const addresses = [...new Set(snap.ports.map((p) => p.address).filter((a): a is string => !!a))];
+    await syncGatewayAddresses(this.node.netns, addresses);
+    await this.proxy?.updateGateway?.(snap);
+    this.gatewayText = text;
   }
 
   /** The view regenerate() computes from (the reconciler sets it before each regeneration). */
@@ -502,6 +522,7 @@ export class Agent {
     upserts += lb.stats.upserts;
     deletes += lb.stats.deletes;
     this.local.lb = lb.output.ids;
+    await this.syncGateway();
     this.writtenIpcache = ipcache;
     this.held = output.held;
     // A changed ipcache can change any peer's identity: then every endpoint's connections count.

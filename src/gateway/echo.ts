@@ -1,0 +1,44 @@
+// The echo backend of the Gateway API conformance contract (conformance/gateway-api/README.md,
+// a stand-in for echo-basic), as a script the lab runs in a pod (`weir lab exec ns/pod -- node -e`):
+// answers every request with JSON naming what it saw (path with query, Host, method, headers),
+// its namespace and pod; honours ?delay=, X-Echo-Set-Header, /status/NNN and the retry simulator
+// /retry?succeedAfter=N&uuid=U[&responseCode=C]; logs "Echoing back request made to <uri> to client".
+// Prints "ready" once it listens. Arguments: port, namespace, pod.
+export const echoServerScript = `
+const http = require('http');
+const [port, ns, pod] = process.argv.slice(1);
+const attempts = new Map();
+const ms = (d) => { const m = /^(\\d+)(ms|s|m)?$/.exec(d || ''); if (!m) return 0; return +m[1] * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60000 : 1000); };
+http.createServer((req, res) => {
+  const u = new URL(req.url, 'http://echo');
+  const go = () => {
+    if (u.pathname === '/health') { res.writeHead(200); return res.end('OK'); }
+    const st = /^\\/status\\/(\\d{3})$/.exec(u.pathname);
+    if (st) { res.writeHead(+st[1]); return res.end(); }
+    if (u.pathname.startsWith('/retry')) {
+      const id = u.searchParams.get('uuid') || '';
+      const n = (attempts.get(id) || 0) + 1;
+      attempts.set(id, n);
+      if (n <= +(u.searchParams.get('succeedAfter') || 0)) {
+        const code = u.searchParams.get('responseCode');
+        if (!code) return req.socket.resetAndDestroy();
+        res.writeHead(+code); return res.end();
+      }
+    }
+    const headers = {};
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      const k = req.rawHeaders[i].toLowerCase().replace(/(^|-)([a-z])/g, (_, a, b) => a + b.toUpperCase());
+      (headers[k] = headers[k] || []).push(req.rawHeaders[i + 1]);
+    }
+    const out = { 'content-type': 'application/json' };
+    for (const kv of (req.headers['x-echo-set-header'] || '').split(',').filter(Boolean)) {
+      const i = kv.indexOf(':'); out[kv.slice(0, i).trim()] = kv.slice(i + 1).trim();
+    }
+    console.log('Echoing back request made to ' + req.url + ' to client (' + req.socket.remoteAddress + ')');
+    res.writeHead(200, out);
+    res.end(JSON.stringify({ path: req.url, host: req.headers.host || '', method: req.method, proto: 'HTTP/' + req.httpVersion, headers, namespace: ns, pod, httpPort: String(port) }));
+  };
+  const d = ms(u.searchParams.get('delay'));
+  if (d) setTimeout(go, d); else go();
+}).listen(+port, () => console.log('ready'));
+`;

@@ -3,13 +3,15 @@
 // answers every request with JSON naming what it saw (path with query, Host, method, headers),
 // its namespace and pod; honours ?delay=, X-Echo-Set-Header, /status/NNN and the retry simulator
 // /retry?succeedAfter=N&uuid=U[&responseCode=C]; logs "Echoing back request made to <uri> to client".
-// Prints "ready" once it listens. Arguments: port, namespace, pod.
+// Serves HTTP/1.1 on the port and h2c (HTTP/2 cleartext only) on port + 1. Prints "ready" once
+// both listen. Arguments: port, namespace, pod.
 export const echoServerScript = `
 const http = require('http');
+const http2 = require('http2');
 const [port, ns, pod] = process.argv.slice(1);
 const attempts = new Map();
 const ms = (d) => { const m = /^(\\d+)(ms|s|m)?$/.exec(d || ''); if (!m) return 0; return +m[1] * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60000 : 1000); };
-http.createServer((req, res) => {
+const handler = (req, res) => {
   const u = new URL(req.url, 'http://echo');
   const go = () => {
     if (u.pathname === '/health') { res.writeHead(200); return res.end('OK'); }
@@ -21,12 +23,13 @@ http.createServer((req, res) => {
       attempts.set(id, n);
       if (n <= +(u.searchParams.get('succeedAfter') || 0)) {
         const code = u.searchParams.get('responseCode');
-        if (!code) return req.socket.resetAndDestroy();
+        if (!code) return req.stream ? req.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR) : req.socket.resetAndDestroy();
         res.writeHead(+code); return res.end();
       }
     }
     const headers = {};
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      if (req.rawHeaders[i].startsWith(':')) continue;
       const k = req.rawHeaders[i].toLowerCase().replace(/(^|-)([a-z])/g, (_, a, b) => a + b.toUpperCase());
       (headers[k] = headers[k] || []).push(req.rawHeaders[i + 1]);
     }
@@ -36,9 +39,11 @@ http.createServer((req, res) => {
     }
     console.log('Echoing back request made to ' + req.url + ' to client (' + req.socket.remoteAddress + ')');
     res.writeHead(200, out);
-    res.end(JSON.stringify({ path: req.url, host: req.headers.host || '', method: req.method, proto: 'HTTP/' + req.httpVersion, headers, namespace: ns, pod, httpPort: String(port) }));
+    res.end(JSON.stringify({ path: req.url, host: req.headers[':authority'] || req.headers.host || '', method: req.method, proto: 'HTTP/' + req.httpVersion, headers, namespace: ns, pod, httpPort: String(req.httpVersion === '2.0' ? +port + 1 : port) }));
   };
   const d = ms(u.searchParams.get('delay'));
   if (d) setTimeout(go, d); else go();
-}).listen(+port, () => console.log('ready'));
+};
+const h2 = http2.createServer(handler);
+http.createServer(handler).listen(+port, () => h2.listen(+port + 1, () => console.log('ready')));
 `;

@@ -7,6 +7,7 @@ import { runCases, type CaseReport, type ProberFactory, type RunReport } from '.
 import { simulateProberFactory } from '../../conformance/simulate.js';
 import { WeirError } from '../../shared/errors.js';
 import { progress } from './lab.js';
+import { runGatewayCommand } from './conformance-gateway.js';
 
 let registeredDatapathProber: ProberFactory | undefined;
 
@@ -124,8 +125,19 @@ export function conformanceCommand(): Command {
     .addOption(
       new Option('-o, --output <format>', 'text or json').choices(['text', 'json', 'table']).default('text'),
     )
+    .addOption(
+      new Option(
+        '--suite <suite>',
+        'policy (NetworkPolicy/CNP cases) or gateway-api (the Gateway API corpus)',
+      )
+        .choices(['policy', 'gateway-api'])
+        .default('policy'),
+    )
+    .option('--only <ids...>', 'gateway-api: only these case ids')
     .action(
       async (o: {
+        suite: string;
+        only?: string[];
         cases: string;
         mode: string;
         output: string;
@@ -133,6 +145,7 @@ export function conformanceCommand(): Command {
         socketLb: string;
         hostRouting: HostRouting;
       }) => {
+        if (o.suite === 'gateway-api') return runGatewayCommand(o);
         // The labs of datapath mode are removed on the way out, also when interrupted.
         const onSignal = (signal: NodeJS.Signals) => {
           progress(`${signal}: removing the conformance labs`);

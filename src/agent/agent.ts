@@ -21,7 +21,7 @@ import type { LabelFilter } from '../identity/filter.js';
 import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
 import type { PodPort } from '../k8s/core.js';
 import { ensureProxyRouting, syncGatewayAddresses } from '../lab/index.js';
-import { gatewaySnapshotOf } from './gateway.js';
+import { compileStored, gatewaySnapshotOf, meshRedirects, type MeshRedirects } from './gateway.js';
 import type { GatewaySnapshot } from '../proxy/gateway/server.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
@@ -291,8 +291,8 @@ export class Agent {
    * Gateways: their addresses on the node (the lab driver) and the proxy's Gateway tables with the
    * ready endpoints of every Service port a route names. Only when something changed.
    */
-  private async syncGateway(): Promise<void> {
-    const snap = gatewaySnapshotOf(this.view.objects, this.view.namespaces, this.lb.frontends());
+  private async syncGateway(compiled: ReturnType<typeof compileStored>, mesh: MeshRedirects): Promise<void> {
+    const snap = gatewaySnapshotOf(compiled, this.view.objects, this.view.pods, this.lb.frontends(), mesh);
     const text = JSON.stringify(snap);
     if (text === this.gatewayText) return;
     const addresses = [...new Set(snap.ports.map((p) => p.address).filter((a): a is string => !!a))];
@@ -518,11 +518,19 @@ export class Agent {
       }
     }
     const ipcacheChanged = ipcacheUpserts > 0 || ipcache.size !== this.writtenIpcache.size;
-    const lb = this.lb.regenerate(this.view.objects, this.view.pods, this.node, this.local.lb);
+    // Gateway API: compiled once; Services with mesh routes are redirected to the proxy.
+    const compiled = compileStored(this.view.objects, this.view.namespaces);
+    const mesh = meshRedirects(
+      compiled,
+      this.view.objects,
+      this.node.ip,
+      this.cfg.proxyPorts?.ingress ?? 10000,
+    );
+    const lb = this.lb.regenerate(this.view.objects, this.view.pods, this.node, this.local.lb, mesh);
     upserts += lb.stats.upserts;
     deletes += lb.stats.deletes;
     this.local.lb = lb.output.ids;
-    await this.syncGateway();
+    await this.syncGateway(compiled, mesh);
     this.writtenIpcache = ipcache;
     this.held = output.held;
     // A changed ipcache can change any peer's identity: then every endpoint's connections count.

@@ -139,7 +139,7 @@ export class ProxyManager {
   #chain: Promise<void> = Promise.resolve();
   #records: AbortController | undefined;
   #closed = false;
-  #gateway: Omit<GatewaySnapshot, 'version'> = { ports: [], endpoints: {} };
+  #gateway: Omit<GatewaySnapshot, 'version'> = { ports: [], mesh: [], endpoints: {}, pods: {} };
   #gatewayText = JSON.stringify(this.#gateway);
   #gatewayAcked: string | undefined;
   #gatewayVersion = 0;
@@ -194,7 +194,7 @@ export class ProxyManager {
   async updateGateway(snapshot: Omit<GatewaySnapshot, 'version'>): Promise<void> {
     this.#gateway = snapshot;
     this.#gatewayText = JSON.stringify(snapshot);
-    if (!this.#wanted && snapshot.ports.length === 0) return;
+    if (!this.#wanted && snapshot.ports.length === 0 && snapshot.mesh.length === 0) return;
     this.#wanted = true;
     await this.#sync();
   }

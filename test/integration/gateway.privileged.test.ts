@@ -86,6 +86,22 @@ spec:
     retry: { attempts: 2, codes: [500], backoff: 10ms }
     backendRefs: [{ name: svc-b, port: 8080 }]
 ---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: gw, labels: { app: client } }
+spec: { containers: [{ name: c }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: mesh-a, namespace: gw }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: svc-a, port: 8080 }]
+  rules:
+  - matches: [{ path: { type: PathPrefix, value: /to-b } }]
+    filters: [{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: x-mesh, value: "yes" }] } }]
+    backendRefs: [{ name: svc-b, port: 8080 }]
+  - backendRefs: [{ name: svc-a, port: 8080 }]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: { name: fallback, namespace: gw }
@@ -275,6 +291,41 @@ describe('Gateway API north-south: real requests from a lab external', () => {
       `/retry?succeedAfter=5&uuid=x${Date.now()}&responseCode=500`,
     );
     assert.equal(exhausted.code, 500);
+  });
+
+  it('mesh (GAMMA): pod traffic to a Service with routes goes through the proxy; others do not', async () => {
+    const svcs = JSON.parse(await ok(['get', 'svc', '-n', 'gw', '-o', 'json'], LAB)) as {
+      items: { metadata: { name: string }; spec: { clusterIP: string } }[];
+    };
+    const ip = (n: string) => svcs.items.find((s) => s.metadata.name === n)?.spec.clusterIP ?? '';
+    const curl = async (url: string) => {
+      const out = await ok(['lab', 'exec', 'gw/client', '--', 'curl', '-s', '--max-time', '10', url], LAB);
+      return JSON.parse(out) as { pod: string; path: string; headers: Record<string, string[]> };
+    };
+    const toB = await curl(`http://${ip('svc-a')}:8080/to-b`);
+    assert.equal(toB.pod, 'echo-b', 'the route sent /to-b of svc-a to svc-b');
+    assert.deepEqual(toB.headers['X-Mesh'], ['yes']);
+    const own = await curl(`http://${ip('svc-a')}:8080/x`);
+    assert.equal(own.pod, 'echo-a');
+    assert.equal(own.headers['X-Mesh'], undefined);
+    // svc-b has no route: its frontend still leads straight to its pod, not to the proxy.
+    const fronts = JSON.parse(await ok(['service', 'list', '-o', 'json'], LAB)) as {
+      service: string;
+      backends: { address: string }[];
+    }[];
+    const nodeIP = (await (await Lab.open(LAB)).node()).ip;
+    const backendsOf = (svc: string) =>
+      fronts.filter((f) => f.service === svc).flatMap((f) => f.backends.map((b) => b.address));
+    assert.ok(backendsOf('gw/svc-a').length > 0);
+    assert.ok(
+      backendsOf('gw/svc-a').every((a) => a.startsWith(`${nodeIP}:`)),
+      JSON.stringify(backendsOf('gw/svc-a')),
+    );
+    assert.ok(
+      backendsOf('gw/svc-b').every((a) => !a.startsWith(`${nodeIP}:`)),
+      JSON.stringify(backendsOf('gw/svc-b')),
+    );
+    assert.equal((await curl(`http://${ip('svc-b')}:8080/direct`)).pod, 'echo-b');
   });
 
   it('route trace names the rule and backend, live from the agent', async () => {

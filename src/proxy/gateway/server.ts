@@ -17,16 +17,31 @@ import http2, {
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { CompiledBackend, GatewayPortTable } from '../../gateway/compile.js';
-import { applyHeaderOps, routeGateway, type RouteDecision, type RouteRequest } from '../../gateway/route.js';
+import type { CompiledBackend, GatewayPortTable, MeshPortTable, TableEntry } from '../../gateway/compile.js';
+import {
+  applyHeaderOps,
+  routeGateway,
+  routeMesh,
+  type RouteDecision,
+  type RouteRequest,
+} from '../../gateway/route.js';
 import { WeirError } from '../../shared/errors.js';
 import type { L7Record } from '../types.js';
+
+/** A Service port redirected to the proxy (GAMMA): its routes, served on address:listenPort. */
+export interface MeshListener extends MeshPortTable {
+  address: string;
+  listenPort: number;
+}
 
 export interface GatewaySnapshot {
   version: number;
   ports: GatewayPortTable[];
+  mesh: MeshListener[];
   /** "ns/name:port" of a Service port → its ready endpoints "ip:port". */
   endpoints: Record<string, string[]>;
+  /** Pod IP → namespace: the client's namespace picks a mesh route's consumer routes. */
+  pods: Record<string, string>;
 }
 
 const snapshotSchema = z.object({
@@ -34,7 +49,16 @@ const snapshotSchema = z.object({
   ports: z.array(
     z.looseObject({ gateway: z.string(), port: z.number().int(), address: z.string().optional() }),
   ),
+  mesh: z.array(
+    z.looseObject({
+      service: z.string(),
+      port: z.number().int(),
+      address: z.string(),
+      listenPort: z.number().int(),
+    }),
+  ),
   endpoints: z.record(z.string(), z.array(z.string())),
+  pods: z.record(z.string(), z.string()),
 });
 
 export function parseGatewaySnapshot(body: unknown): GatewaySnapshot {
@@ -82,7 +106,7 @@ export interface GatewayServerOptions {
 }
 
 export class GatewayServer {
-  #snap: GatewaySnapshot = { version: 0, ports: [], endpoints: {} };
+  #snap: GatewaySnapshot = { version: 0, ports: [], mesh: [], endpoints: {}, pods: {} };
   readonly #servers = new Map<string, Server>();
   readonly #sockets = new Set<Socket>();
   readonly #h1: http.Server;
@@ -118,7 +142,10 @@ export class GatewayServer {
           details: { version: this.#snap.version },
         },
       );
-    const want = new Set(s.ports.filter((p) => p.address).map((p) => `${p.address}:${p.port}`));
+    const want = new Set([
+      ...s.ports.filter((p) => p.address).map((p) => `${p.address}:${p.port}`),
+      ...s.mesh.map((m) => `${m.address}:${m.listenPort}`),
+    ]);
     for (const k of want) {
       if (this.#servers.has(k)) continue;
       const [ip, port] = splitHostPort(k);
@@ -164,6 +191,11 @@ export class GatewayServer {
     return this.#snap.ports.find((p) => p.address === ip && p.port === localPort);
   }
 
+  #mesh(localAddress: string | undefined, localPort: number | undefined): MeshListener | undefined {
+    const ip = (localAddress ?? '').replace(/^::ffff:/, '');
+    return this.#snap.mesh.find((m) => m.address === ip && m.listenPort === localPort);
+  }
+
   async #serve(req: AnyReq, res: AnyRes, protocol: 'HTTP/1.1' | 'HTTP/2'): Promise<void> {
     const started = performance.now();
     this.stats.requests++;
@@ -184,9 +216,18 @@ export class GatewayServer {
       headers,
       scheme: 'http',
     };
+    const mesh = table ? undefined : this.#mesh(sock.localAddress, sock.localPort);
+    if (mesh) {
+      const ns = this.#snap.pods[(sock.remoteAddress ?? '').replace(/^::ffff:/, '')];
+      if (ns) rreq.fromNamespace = ns;
+    }
     const d: RouteDecision = table
       ? routeGateway(table, rreq)
-      : { kind: 'no-route', status: 404, reason: 'no gateway listens here' };
+      : mesh
+        ? mesh.entries.length > 0
+          ? routeMesh(mesh, rreq)
+          : passThrough(mesh, rreq)
+        : { kind: 'no-route', status: 404, reason: 'no gateway listens here' };
     const done = (code: number, backend?: CompiledBackend, detail?: string) => {
       this.stats.byCode[code] = (this.stats.byCode[code] ?? 0) + 1;
       this.o.onRecord?.(
@@ -527,15 +568,43 @@ export class GatewayServer {
   }
 }
 
+/** A port of a redirected Service that no route names: forwarded as it came, to the Service's pods. */
+function passThrough(m: MeshListener, r: RouteRequest): RouteDecision {
+  const [namespace = '', name = ''] = m.service.split('/');
+  const backend: CompiledBackend = { namespace, name, port: m.port, weight: 1, filters: [] };
+  const entry: TableEntry = {
+    route: { kind: 'HTTPRoute', namespace, name: '(no route: pass-through)' },
+    ruleIndex: 0,
+    matchIndex: 0,
+    hostnames: [],
+    match: { path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [] },
+    filters: [],
+    backends: [backend],
+    mirrors: [],
+    timeouts: {},
+  };
+  return {
+    kind: 'forward',
+    entry,
+    backend,
+    request: { method: r.method, path: r.path, host: r.host, headers: r.headers },
+    responseHeaders: [],
+    corsHeaders: [],
+    mirrors: [],
+  };
+}
+
 function splitHostPort(s: string): [string, number] {
   const i = s.lastIndexOf(':');
   return [s.slice(0, i).replace(/^\[|\]$/g, ''), Number(s.slice(i + 1))];
 }
 
-/** Header lists as node's writeHead takes them (set-cookie stays a list; HTTP/2 too). */
+/**
+ * Header lists as node's writeHead takes them: a header with several values is sent as several
+ * header lines (as Envoy appends them), one value as one line.
+ */
 function flatten(h: Record<string, string[]>, _res: AnyRes): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(h))
-    out[k] = v.length === 1 ? (v[0] as string) : k === 'set-cookie' ? v : v.join(', ');
+  for (const [k, v] of Object.entries(h)) out[k] = v.length === 1 ? (v[0] as string) : v;
   return out;
 }

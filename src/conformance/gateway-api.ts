@@ -96,8 +96,29 @@ const clientScript = `
 const http = require('http');
 const rl = require('readline').createInterface({ input: process.stdin });
 const agent = new http.Agent({ keepAlive: false });
+const http2 = require('http2');
+const sessions = new Map();
+function grpc(q) {
+  const k = q.ip + ':' + q.port;
+  let s = sessions.get(k);
+  if (!s || s.closed || s.destroyed) { s = http2.connect('http://' + k); s.on('error', () => sessions.delete(k)); sessions.set(k, s); }
+  const done = (r) => process.stdout.write(JSON.stringify({ id: q.id, ...r }) + '\\n');
+  let st;
+  try {
+    st = s.request({ ':method': 'POST', ':path': '/' + q.grpc.service + '/' + q.grpc.method, ':authority': q.host, 'content-type': 'application/grpc', te: 'trailers', ...q.headers });
+  } catch (e) { return done({ status: 0, headers: {}, body: '', error: e.message }); }
+  let status = 0, grpcStatus = '', chunks = [];
+  const timer = setTimeout(() => st.close(), 10000);
+  st.on('response', (h) => { status = h[':status']; if (h['grpc-status'] !== undefined) grpcStatus = String(h['grpc-status']); });
+  st.on('trailers', (t) => { if (t['grpc-status'] !== undefined) grpcStatus = String(t['grpc-status']); });
+  st.on('data', (c) => chunks.push(c));
+  st.on('error', (e) => { clearTimeout(timer); done({ status: 0, headers: {}, body: '', error: e.message }); });
+  st.on('end', () => { clearTimeout(timer); const b = Buffer.concat(chunks); done({ status, headers: { 'grpc-status': grpcStatus }, body: b.length > 5 ? b.subarray(5).toString() : '' }); });
+  st.end(Buffer.alloc(5));
+}
 rl.on('line', (line) => {
   const q = JSON.parse(line);
+  if (q.grpc) return grpc(q);
   const req = http.request({ host: q.ip, port: q.port, method: q.method, path: q.path, headers: { ...q.headers, host: q.host }, agent, timeout: 10000 }, (res) => {
     const chunks = [];
     res.on('data', (c) => chunks.push(c));
@@ -131,7 +152,15 @@ class Client {
     });
   }
 
-  send(q: { ip: string; port: number; host: string; method: string; path: string; headers: Record<string, string> }): Promise<HttpAnswer> {
+  send(q: {
+    ip: string;
+    port: number;
+    host: string;
+    method: string;
+    path: string;
+    headers: Record<string, string>;
+    grpc?: { service: string; method: string };
+  }): Promise<HttpAnswer> {
     const id = randomUUID();
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -192,8 +221,10 @@ async function runInLab(topo: Topology, cases: CorpusCase[], o: GatewayRunOption
     await startAgent({ lab: name, nodeNetns: nodeOf(cfg).netns });
     const api = agentClient(name);
     const file = join(o.dir, 'topology.json');
-    const echoRoles = new Set(['echo-basic-http']);
-    const base = [...topo.manifests.base].filter((m) => m.kind === 'Namespace' || m.kind === 'Service').map(fillClass);
+    const echoRoles = new Set(['echo-basic-http', 'mesh-echo', 'echo-basic-grpc']);
+    const base = [...topo.manifests.base, ...topo.manifests.mesh]
+      .filter((m) => m.kind === 'Namespace' || m.kind === 'Service')
+      .map(fillClass);
     const pods = topo.workloads
       .filter((w) => echoRoles.has(w.role))
       .map((w) => ({
@@ -205,18 +236,38 @@ async function runInLab(topo: Topology, cases: CorpusCase[], o: GatewayRunOption
           labels: w.podLabels,
           annotations: { 'weir.dev/workload': 'none' },
         },
-        spec: { containers: [{ name: 'echo', ports: [{ containerPort: 3000 }, { containerPort: 3001 }] }] },
+        spec: {
+          containers: [
+            {
+              name: 'echo',
+              ports:
+                w.role === 'mesh-echo'
+                  ? [{ containerPort: 8080 }, { containerPort: 8081 }, { containerPort: 7070 }]
+                  : [{ containerPort: 3000 }, { containerPort: 3001 }],
+            },
+          ],
+        },
+        port: w.role === 'mesh-echo' ? 8080 : 3000,
+        role: w.role,
       }));
     await api.call('POST', '/v1/apply', {
-      objects: [...base, ...pods, weirGatewayClass, ...topo.manifests.base.filter((m) => m.kind === 'Gateway').map(fillClass)].map((m) =>
+      objects: [...base, ...pods.map(({ port: _port, role: _role, ...p }) => p), weirGatewayClass, ...topo.manifests.base.filter((m) => m.kind === 'Gateway').map(fillClass)].map((m) =>
         toDesired(m as Record<string, unknown>, file),
       ),
     });
     for (const p of pods) {
       const dep = p.metadata.name.replace(/-0-weir$/, '');
-      const proc = spawnIn(name, `${p.metadata.namespace}/${p.metadata.name}`, echoServerScript, ['3000', p.metadata.namespace, p.metadata.name]);
+      const target = `${p.metadata.namespace}/${p.metadata.name}`;
+      const grpcPod = p.role === 'echo-basic-grpc';
+      const proc = spawnIn(name, target, echoServerScript, [String(p.port), p.metadata.namespace, p.metadata.name, ...(grpcPod ? ['grpc'] : [])]);
       procs.push(proc);
-      const lines: string[] = [];
+      if (p.role === 'mesh-echo') {
+        // The mesh echo app also serves gRPC on 7070.
+        const g = spawnIn(name, target, echoServerScript, ['7070', p.metadata.namespace, p.metadata.name, 'grpc']);
+        procs.push(g);
+        await firstLine(g, `gRPC echo server ${p.metadata.name}`);
+      }
+      const lines = logs.get(dep) ?? [];
       logs.set(dep, lines);
       await firstLine(proc, `echo server ${p.metadata.name}`);
       createInterface({ input: proc.stdout }).on('line', (l) => {
@@ -227,13 +278,26 @@ async function runInLab(topo: Topology, cases: CorpusCase[], o: GatewayRunOption
     const clientProc = spawnIn(name, 'ext:client', clientScript, []);
     procs.push(clientProc);
     await firstLine(clientProc, 'the probe client');
-    const client = new Client(clientProc);
+    const external = new Client(clientProc);
+    // Mesh probes come from inside a pod of the named Deployment: one client process per pod.
+    const inPod = new Map<string, Promise<Client>>();
+    const client = (from: string): Promise<Client> => {
+      if (from === 'client') return Promise.resolve(external);
+      let c = inPod.get(from);
+      if (!c) {
+        const proc = spawnIn(name, `${from}-0-weir`, clientScript, []);
+        procs.push(proc);
+        c = firstLine(proc, `the probe client in ${from}`).then(() => new Client(proc));
+        inPod.set(from, c);
+      }
+      return c;
+    };
     log(`lab ${name} up: ${pods.length} echo pods, client ready`);
 
     const out: GatewayCaseReport[] = [];
     for (const c of cases) {
       const started = Date.now();
-      const r = await runCase(name, topo, c, client, logs, o.probeBudgetMs ?? 30_000);
+      const r = await runCase(name, c, client, logs, o.probeBudgetMs ?? 30_000);
       out.push(r);
       log(`${r.pass ? 'PASS' : 'FAIL'} ${c.id} ${c.name} (${r.probes.filter((p) => p.pass).length}/${r.probes.length} probes, ${Date.now() - started} ms)`);
     }
@@ -247,20 +311,14 @@ async function runInLab(topo: Topology, cases: CorpusCase[], o: GatewayRunOption
 
 async function runCase(
   lab: string,
-  topo: Topology,
   c: CorpusCase,
-  client: Client,
+  client: (from: string) => Promise<Client>,
   logs: Map<string, string[]>,
   budgetMs: number,
 ): Promise<GatewayCaseReport> {
   const api = agentClient(lab);
   const manifests = c.manifests.map((m) => toDesired(fillClass(m), c.file));
   const report: GatewayCaseReport = { id: c.id, name: c.name, pass: false, probes: [] };
-  if (c.mode === 'mesh' || c.comparison === 'gateway-grpc') {
-    const why = c.mode === 'mesh' ? 'mesh (GAMMA) data plane not implemented in weir yet' : 'gRPC echo backend not provided by the runner';
-    report.probes = c.probes.map((p) => ({ id: p.id, pass: false, detail: why }));
-    return report;
-  }
   try {
     await api.call('POST', '/v1/apply', { objects: manifests });
   } catch (err) {
@@ -278,8 +336,23 @@ async function runCase(
       status = judgeStatus(c, view.compiled);
     }
     report.status = status;
-    const addressOf = (gw: string) => view.compiled.gateways.find((g) => `${g.namespace}/${g.name}` === gw)?.address ?? '';
-    for (const p of c.probes) report.probes.push(await runProbe(topo, c, p, client, addressOf, logs, budgetMs));
+    const svcs = (await api.call<{ objects: DesiredObject[] }>('GET', '/v1/services')).objects;
+    const podIPs = new Map(
+      (await api.call<{ items: { namespace: string; name: string; ip: string }[] }>('GET', '/v1/pods')).items.map((x) => [
+        `${x.namespace}/${x.name.replace(/-0-weir$/, '')}`,
+        x.ip,
+      ]),
+    );
+    const target = (p: CorpusProbe): string => {
+      if (p.to.gateway) return view.compiled.gateways.find((g) => `${g.namespace}/${g.name}` === p.to.gateway)?.address ?? '';
+      if (p.to.podIPOf) return podIPs.get(p.to.podIPOf) ?? '';
+      // A Service's DNS name, in the client's namespace unless qualified.
+      const [svc = '', ns = p.from.split('/')[0] ?? ''] = (p.to.host ?? '').split('.');
+      const o = svcs.find((x) => x.kind === 'Service' && x.namespace === ns && x.name === svc);
+      return (o?.object as { spec?: { clusterIP?: string } } | undefined)?.spec?.clusterIP ?? '';
+    };
+    for (const p of c.probes)
+      report.probes.push(await runProbe(p, await client(p.from), target(p), logs, budgetMs));
     report.pass = status.every((s) => s.pass) && report.probes.every((p) => p.pass);
   } finally {
     // Setup deletions and the case's own objects go; the topology stays.
@@ -297,19 +370,16 @@ async function runCase(
 const fill = (s: string, vars: Record<string, string>) => s.replace(/\{(requestId|uuid)\}/g, (_, k: string) => vars[k] ?? '');
 
 async function runProbe(
-  topo: Topology,
-  c: CorpusCase,
   p: CorpusProbe,
   client: Client,
-  addressOf: (gw: string) => string,
+  ip: string,
   logs: Map<string, string[]>,
   budgetMs: number,
 ): Promise<GatewayProbeReport> {
   const e = p.expect;
   if (p.request.protocol === 'websocket' || e.websocketUpgrade)
     return { id: p.id, pass: false, detail: 'WebSocket probes are not sent by the runner yet' };
-  const ip = addressOf(p.to.gateway ?? '');
-  if (!ip) return { id: p.id, pass: false, detail: `Gateway ${p.to.gateway} has no address` };
+  if (!ip) return { id: p.id, pass: false, detail: `no address for ${JSON.stringify(p.to)}` };
   const deadline = Date.now() + budgetMs;
   let streak = 0;
   let last = '';
@@ -317,26 +387,48 @@ async function runProbe(
     const vars = { requestId: randomUUID(), uuid: randomUUID() };
     const r = p.request;
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(r.headers ?? {})) headers[k] = fill(v, vars);
+    let host = r.host ?? ip;
+    for (const [k, v] of Object.entries(r.headers ?? {}))
+      if (k.toLowerCase() === 'host') host = v;
+      else headers[k] = fill(v, vars);
     const set = Object.entries(r.backendSetResponseHeaders ?? {});
     if (set.length > 0) headers['X-Echo-Set-Header'] = set.map(([k, v]) => `${k}:${v}`).join(',');
     const path = fill(String(r.path ?? '/'), vars);
-    const q = { ip, port: p.to.port, host: r.host ?? ip, method: r.method ?? 'GET', path, headers };
+    const isGrpc = r.protocol === 'grpc' || r.scheme === 'grpc';
+    if (isGrpc) {
+      host = r.authority ?? (r.host ?? ip);
+      for (const [k, v] of Object.entries(r.metadata ?? {})) headers[k.toLowerCase()] = v;
+    }
+    const q = {
+      ip,
+      port: p.to.port,
+      host,
+      method: r.method ?? 'GET',
+      path,
+      headers,
+      ...(isGrpc
+        ? {
+            grpc: {
+              service: r.service ?? 'gateway_api_conformance.echo_basic.grpcecho.GrpcEcho',
+              method: (r as { method?: string }).method ?? 'Echo',
+            },
+          }
+        : {}),
+    };
     let verdict: { pass: boolean; detail: string };
     if (e.weights) verdict = await judgeWeights(client, q, e.weights as Record<string, number>);
+    else if (e.mirrorDistribution) verdict = await judgeMirrorShare(client, q, e, logs);
     else {
       const a = await client.send(q);
-      verdict = judgeAnswer(p, a, vars);
+      verdict = q.grpc ? judgeGrpc(p, a) : judgeAnswer(p, a, vars);
       if (verdict.pass && Array.isArray(e.mirroredTo)) verdict = await judgeMirror(e.mirroredTo as { backend: string; requestURI: string }[], vars, logs);
     }
     last = verdict.detail;
     if (verdict.pass) {
-      if (++streak >= (e.weights ? 1 : 3)) return { id: p.id, pass: true, detail: verdict.detail };
+      if (++streak >= (e.weights || e.mirrorDistribution ? 1 : 3)) return { id: p.id, pass: true, detail: verdict.detail };
     } else streak = 0;
     await new Promise((res) => setTimeout(res, 100));
   }
-  void topo;
-  void c;
   return { id: p.id, pass: false, detail: last };
 }
 
@@ -356,6 +448,30 @@ async function judgeMirror(
   return { pass: true, detail: `mirrored to ${want.map((m) => m.backend).join(', ')}` };
 }
 
+/** A percentage mirror: 500 requests with one request id; the mirror's log lines within the range. */
+async function judgeMirrorShare(
+  client: Client,
+  q: Parameters<Client['send']>[0],
+  e: Record<string, unknown>,
+  logs: Map<string, string[]>,
+): Promise<{ pass: boolean; detail: string }> {
+  const d = e.mirrorDistribution as { requestsPerRound: number; acceptRange: [number, number] };
+  const m = (e.mirroredTo as { backend: string }[])[0];
+  if (!m) return { pass: false, detail: 'no mirror backend named' };
+  const lines = logs.get(m.backend) ?? [];
+  const line = `Echoing back request made to ${q.path} to client`;
+  const before = lines.filter((l) => l.startsWith(line)).length;
+  for (let i = 0; i < d.requestsPerRound; i += 10) {
+    const batch = await Promise.all(Array.from({ length: 10 }, () => client.send(q)));
+    const bad = batch.find((a) => a.status !== 200);
+    if (bad) return { pass: false, detail: `a mirrored request answered ${bad.status} ${bad.error ?? ''}` };
+  }
+  await new Promise((r) => setTimeout(r, 2000));
+  const n = lines.filter((l) => l.startsWith(line)).length - before;
+  const [lo, hi] = d.acceptRange;
+  return { pass: n >= lo && n <= hi, detail: `${n} of ${d.requestsPerRound} mirrored (accept ${lo}..${hi})` };
+}
+
 async function judgeWeights(
   client: Client,
   q: Parameters<Client['send']>[0],
@@ -366,7 +482,7 @@ async function judgeWeights(
   for (let i = 0; i < n; i += 10) {
     const batch = await Promise.all(Array.from({ length: 10 }, () => client.send(q)));
     for (const a of batch) {
-      let pod = `status ${a.status}`;
+      let pod = `status ${a.status}${a.headers['grpc-status'] ? ` grpc-status ${a.headers['grpc-status']}` : ''}`;
       try {
         pod = (JSON.parse(a.body) as { pod: string }).pod.replace(/-0-weir$/, '');
       } catch {
@@ -382,6 +498,28 @@ async function judgeWeights(
     if (w === 0 ? share > 0 : Math.abs(share - w) > 0.05) return { pass: false, detail: `${b} share ${share} vs ${w} (${shares})` };
   }
   return { pass: true, detail: shares };
+}
+
+const grpcCodes: Record<string, string> = { '0': 'OK', '12': 'UNIMPLEMENTED', '14': 'UNAVAILABLE', '13': 'INTERNAL' };
+
+/** utils/grpc: the gRPC status (HTTP 404 is UNIMPLEMENTED, as grpc-go maps it), then method, namespace, pod. */
+function judgeGrpc(p: CorpusProbe, a: HttpAnswer): { pass: boolean; detail: string } {
+  const e = p.expect;
+  if (a.error) return { pass: false, detail: `gRPC call failed: ${a.error}` };
+  const code = a.status === 404 ? 'UNIMPLEMENTED' : a.status === 200 ? (grpcCodes[a.headers['grpc-status'] ?? ''] ?? `grpc-status ${a.headers['grpc-status']}`) : `HTTP ${a.status}`;
+  const want = (e.grpcStatus as string | undefined) ?? (e.status === 200 ? 'OK' : String(e.status));
+  if (code !== want) return { pass: false, detail: `gRPC ${code}, want ${want}` };
+  if (code !== 'OK') return { pass: true, detail: code };
+  let m: { fullyQualifiedMethod: string; namespace: string; pod: string };
+  try {
+    m = JSON.parse(a.body) as typeof m;
+  } catch {
+    return { pass: false, detail: 'no echo message' };
+  }
+  if (e.fullyQualifiedMethod !== undefined && m.fullyQualifiedMethod !== e.fullyQualifiedMethod) return { pass: false, detail: `method ${m.fullyQualifiedMethod}` };
+  if (e.namespace !== undefined && m.namespace !== e.namespace) return { pass: false, detail: `namespace ${m.namespace}` };
+  if (e.backend !== undefined && !m.pod.startsWith(String(e.backend))) return { pass: false, detail: `served by ${m.pod}, want ${String(e.backend)}` };
+  return { pass: true, detail: `OK from ${m.pod}` };
 }
 
 const norm = (s: string, ws: boolean) => (ws ? s.replace(/\s+/g, '') : s);

@@ -3,8 +3,9 @@
 // answers every request with JSON naming what it saw (path with query, Host, method, headers),
 // its namespace and pod; honours ?delay=, X-Echo-Set-Header, /status/NNN and the retry simulator
 // /retry?succeedAfter=N&uuid=U[&responseCode=C]; logs "Echoing back request made to <uri> to client".
-// Serves HTTP/1.1 on the port and h2c (HTTP/2 cleartext only) on port + 1. Prints "ready" once
-// both listen. Arguments: port, namespace, pod.
+// Serves HTTP/1.1 on the port and h2c (HTTP/2 cleartext only) on port + 1, or with a 4th argument
+// 'grpc' the GrpcEcho service over h2c on the port. Prints "ready" once it listens. Arguments:
+// port, namespace, pod[, grpc].
 export const echoServerScript = `
 const http = require('http');
 const http2 = require('http2');
@@ -44,6 +45,29 @@ const handler = (req, res) => {
   const d = ms(u.searchParams.get('delay'));
   if (d) setTimeout(go, d); else go();
 };
-const h2 = http2.createServer(handler);
-http.createServer(handler).listen(+port, () => h2.listen(+port + 1, () => console.log('ready')));
+if (process.argv[4] === 'grpc') {
+  // gRPC (h2c) on the port: GrpcEcho's Echo and EchoTwo answer one message naming the method,
+  // the metadata, :authority, namespace and pod (JSON in the gRPC frame); EchoThree is UNIMPLEMENTED.
+  const g = http2.createServer();
+  g.on('stream', (stream, h) => {
+    const path = h[':path'] || '';
+    const md = {};
+    for (const [k, v] of Object.entries(h)) if (!k.startsWith(':')) md[k] = Array.isArray(v) ? v : [String(v)];
+    stream.on('data', () => undefined);
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': path.endsWith('/EchoThree') ? '12' : '0' }));
+      if (path.endsWith('/EchoThree')) return stream.end();
+      const msg = Buffer.from(JSON.stringify({ fullyQualifiedMethod: path, headers: md, authority: h[':authority'], namespace: ns, pod }));
+      const frame = Buffer.alloc(5 + msg.length);
+      frame.writeUInt32BE(msg.length, 1);
+      msg.copy(frame, 5);
+      stream.end(frame);
+    });
+  });
+  g.listen(+port, () => console.log('ready'));
+} else {
+  const h2 = http2.createServer(handler);
+  http.createServer(handler).listen(+port, () => h2.listen(+port + 1, () => console.log('ready')));
+}
 `;

@@ -31,10 +31,13 @@ import {
   type PairedSwitch,
 } from './policy.js';
 import { measureObserve } from './micro/observe.js';
+import { diffCases, measureDiff } from './micro/policy-diff.js';
 import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
 import { connRateLegend, measureConnRate } from './connrate.js';
 import { startRawPair } from './raw-pair.js';
+import { cniLegend, measureCni } from './cni.js';
+import { l7Legend, measureL7 } from './l7.js';
 
 export interface Scenario {
   name: string;
@@ -70,7 +73,15 @@ const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
 const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
 const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
 const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
-const allSections = ['policy', 'connrate', 'services', 'scale', 'flow'] as const;
+const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
+const l7Config = {
+  rounds: Number(process.env.WEIR_BENCH_L7_ROUNDS ?? 3),
+  seconds: Number(process.env.WEIR_BENCH_L7_SECONDS ?? 5),
+  h2Clients: Number(process.env.WEIR_BENCH_L7_H2_CLIENTS ?? 32),
+  h2Streams: Number(process.env.WEIR_BENCH_L7_H2_STREAMS ?? 10),
+  idle: Number(process.env.WEIR_BENCH_L7_IDLE ?? 1000),
+};
+const allSections = ['policy', 'connrate', 'services', 'l7', 'cni', 'scale', 'flow', 'diff'] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -364,6 +375,18 @@ async function main(): Promise<void> {
       );
     }
 
+    if (sections.has('cni')) {
+      await ensureAgent();
+      log('cni: podman run/rm on network weir (weir-cni) vs network none');
+      rows.push(...(await measureCni(lab, labName, { rounds: cniRounds }, log)));
+    }
+
+    if (sections.has('l7')) {
+      await ensureAgent();
+      log("L7: HTTP through weir's proxy vs direct (L4 policy) vs nginx and haproxy reverse proxies");
+      rows.push(...(await measureL7(lab, labName, l7Config, log)));
+    }
+
     if (sections.has('scale')) await ensureAgent();
     for (const total of sections.has('scale') ? endpointCounts : []) {
       log(`scale: ${total} endpoints`);
@@ -419,6 +442,24 @@ async function main(): Promise<void> {
     });
   }
 
+  // `weir policy diff` (no lab needed): the engine on the changed policies plus every connection
+  // judged twice, beside one computation of the policy in force (what an apply costs the engine).
+  if (sections.has('diff')) {
+    log('policy diff: the 9-pod model with 1 to 10 000 policy entries, then more pods');
+    for (const [per, peers] of diffCases) {
+      const d = measureDiff(per, peers, runs);
+      rows.push({
+        scenario: `policy diff, ${d.pods} pods`,
+        metric: `diff answer, ${d.entries} entries/endpoint`,
+        value: d.totalMs,
+        unit: 'ms',
+        baseline: d.baselineMs,
+        ...(d.baselineMs > 0 ? { ratio: d.totalMs / d.baselineMs } : {}),
+        note: `${d.connections} connections (${d.changes} change): engine ${d.computeMs} ms + verdicts ${d.verdictsMs} ms; baseline: the engine recomputing the policy in force (bench/micro/policy-diff)`,
+      });
+    }
+  }
+
   const result = {
     startedAt: started.toISOString(),
     host: { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model, loadavgAtStart: loadAvgAtStart },
@@ -434,6 +475,7 @@ async function main(): Promise<void> {
       serviceRounds,
       connectsPerRound: serviceConnects,
       rrSecondsPerRound: rrSeconds,
+      l7: l7Config,
       statistic: 'median',
       latency: 'sockperf UDP ping-pong',
     },
@@ -455,6 +497,14 @@ async function main(): Promise<void> {
       : '') +
     (sections.has('connrate') ? connRateLegend(connRounds, connSeconds, connRules) : '') +
     (sections.has('services') ? servicesLegend : '') +
+    (sections.has('cni') ? cniLegend(cniRounds) : '') +
+    (sections.has('l7') ? l7Legend(l7Config) : '') +
+    (sections.has('diff')
+      ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +
+        'changed policies (on a copy of the allocator, as the agent does) plus every connection (ordered pod ' +
+        'pairs x 6 declared ports) judged before and after; baseline: the engine recomputing the policy in force. ' +
+        'The engine part grows with the policy entries, the verdict part with pods^2 x ports (a few µs per connection)\n'
+      : '') +
     (sections.has('scale')
       ? `- **weir, N endpoints**: N pods attached (2 measured + workload-less ones); ${applies} policy ` +
         `changes to one endpoint, each timed from the API call until its new entry is in the pinned map\n`

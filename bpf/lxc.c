@@ -15,7 +15,8 @@
  * Flow events (lib/events.h, weir_events), per connection rather than per packet:
  *   every drop                         EVENT_DROP (cookie of the deny rule for DROP_POLICY_DENY)
  *   the policy decision of a new one   EVENT_POLICY_VERDICT (allowed: reason 0; denied: drop code;
- *                                      fail-closed endpoints and missing policy maps included)
+ *                                      fail-closed endpoints and missing policy maps included;
+ *                                      EVENT_F_AUDIT: denied, but the endpoint audits: it passes)
  *   its conntrack entry created        EVENT_TRACE/TRACE_OPEN (after the verdict)
  *   TCP close (FIN both ways, RST)     EVENT_TRACE/TRACE_CLOSE with the entry's counters
  * Established, reply and related packets emit nothing else. EVENT_F_REPLY marks replies,
@@ -270,9 +271,19 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 	}
 	if (from_proxy)
 		ct_flags |= CT_ENTRY_F_PROXY_UPSTREAM;
+	/* Policy audit mode (ENDPOINT_F_AUDIT): what policy denies is reported, flagged, with the
+	 * rule that would deny it (a deny entry's cookie; none for a default deny), and passes as an
+	 * allowed connection would (conntrack entry, traces). A fail-closed endpoint still drops. */
+	if ((reason == DROP_POLICY || reason == DROP_POLICY_DENY) && (ep->flags & ENDPOINT_F_AUDIT))
+		m.flags |= EVENT_F_AUDIT;
 	m.cookie = verdict.cookie;
 	m.reason = reason;
 	send_policy_verdict(&m, f);
+	if (m.flags & EVENT_F_AUDIT) {
+		m.flags &= ~EVENT_F_AUDIT;
+		m.reason = 0;
+		reason = 0;
+	}
 	if (reason)
 		goto drop_event;
 	/* No proxy listening (not started, restarting): fail closed, and record nothing. A hairpin

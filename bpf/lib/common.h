@@ -58,6 +58,8 @@ struct endpoint_info {
 #define ENDPOINT_F_ENFORCE_INGRESS (1U << 0) /* informative: entries decide, see policy.h */
 #define ENDPOINT_F_ENFORCE_EGRESS (1U << 1)
 #define ENDPOINT_F_FAIL_CLOSED (1U << 2) /* policy did not fit: drop everything new */
+#define ENDPOINT_F_AUDIT (1U << 3)       /* policy audit mode: a policy denial (DROP_POLICY, DROP_POLICY_DENY)
+					  * is reported (EVENT_F_AUDIT) and the connection passes */
 
 /* ---- local endpoints by address (weir_lxc, lib/host_routing.h): where eBPF host routing delivers
  * a packet for a pod of this node. One entry per pod address (IPv4 and IPv6). */
@@ -202,6 +204,8 @@ struct flow_event {
 #define EVENT_F_RELATED (1U << 1)    /* an ICMP error of a tracked connection */
 #define EVENT_F_TO_PROXY (1U << 2)   /* redirected to the node proxy (Hubble: REDIRECTED) */
 #define EVENT_F_FROM_PROXY (1U << 3) /* sent by the node proxy (its upstream connection) */
+#define EVENT_F_AUDIT (1U << 4)      /* EVENT_POLICY_VERDICT: policy denied it (reason), the endpoint
+				      * audits: it passed (Hubble: AUDIT) */
 
 /* ---- skb->mark between the datapath, the node's routing and the node proxy (lib/proxy.h; the
  * node proxy and the agent's policy routing use the same values, src/datapath/proxy-marks.ts).

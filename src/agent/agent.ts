@@ -16,6 +16,7 @@ import type { Logger as Pino } from 'pino';
 import { macIn } from '../bpf/index.js';
 import { Datapath } from '../datapath/loader.js';
 import type { PolicyMapKey } from '../datapath/maps/policy/index.js';
+import { EndpointFlags } from '../datapath/maps/endpoints/layout.js';
 import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allocator.js';
 import type { LabelFilter } from '../identity/filter.js';
 import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
@@ -34,18 +35,21 @@ import {
   type EngineOutput,
   type EndpointPolicy,
 } from '../policy/engine.js';
+import type { DiffPod } from '../policy/verdict-diff.js';
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
 import { WeirError } from '../shared/errors.js';
 import { isServiceKind } from '../service/api/index.js';
 import { connectionsToRevoke } from './ct-revalidate.js';
 import { ServiceLb, type LbSettings } from './lb.js';
 import { AgentMetrics } from './metrics.js';
-import { objectKey } from '../cluster/keys.js';
+import { objectKey, type EndpointConfig } from '../cluster/keys.js';
 import type { LocalState } from './local-state.js';
 import { parseLabelFilter } from './settings.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
-const ENDPOINT_F_FAIL_CLOSED = 1 << 2;
+const ENDPOINT_F_FAIL_CLOSED = EndpointFlags.failClosed;
+/** ENDPOINT_F_AUDIT: policy audit mode (policy denials pass, reported as AUDIT). */
+const ENDPOINT_F_AUDIT = EndpointFlags.audit;
 
 /** The node's device holding its IP (the lab's dummy): where the node proxy is reached from tc egress. */
 export const HOST_DEVICE = 'weir_host';
@@ -63,6 +67,8 @@ export interface AttachedPod {
   netns?: string;
   ip?: string;
   ip6?: string;
+  /** The MAC of the pod's interface when the caller knows it (a runtime's container, weir-cni). */
+  mac?: string;
 }
 
 export interface AgentConfig extends LbSettings {
@@ -76,6 +82,8 @@ export interface AgentConfig extends LbSettings {
   socketLB?: boolean;
   /** The node proxy's listener ports (from --proxy-port-range); absent: the engine's defaults. */
   proxyPorts?: { ingress: number; egress: number };
+  /** --policy-audit-mode: every endpoint audits (policy denials pass, reported as AUDIT). */
+  policyAuditMode?: boolean;
 }
 
 /** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */
@@ -98,6 +106,8 @@ export interface EndpointStatus {
   egressEnforced: boolean;
   policyEntries: number;
   state: 'ready' | 'fail-closed';
+  /** Policy audit mode: what policy denies passes, reported as AUDIT flows. */
+  policyAuditMode?: boolean;
   error?: string;
 }
 
@@ -118,6 +128,8 @@ export interface AgentPod {
   /** Annotated weir.dev/terminating: "true": a TERMINATING service backend. */
   terminating?: true;
   noWorkload?: true;
+  /** A runtime's container without its Pod object yet: Cilium's reserved:init identity. */
+  init?: true;
 }
 
 /** The node the agent runs on, as the datapath needs it. */
@@ -138,6 +150,8 @@ export interface AgentView {
   pods: AgentPod[];
   /** Policy and service objects. */
   objects: DesiredObject[];
+  /** Endpoint options (`weir endpoint config`) by "ns/pod". */
+  endpointConfig?: Map<string, EndpointConfig>;
 }
 
 export interface RegenerationStats {
@@ -195,6 +209,8 @@ export class Agent {
   /** weir_endpoints rows as this agent wrote or read them (a lookup per endpoint is a syscall). */
   private readonly endpointRows = new Map<number, { endpointId: number; identity: number; flags: number }>();
   /** Validated policies by stored object: validation is not repeated for unchanged objects. */
+  /** Endpoints whose row carries ENDPOINT_F_AUDIT, as last written. */
+  private auditing = new Set<number>();
   private readonly validated = new WeakMap<object, Policy>();
   /** The allocator generation last handed to the local state (its JSON is large). */
   private savedGeneration = -1;
@@ -384,7 +400,7 @@ export class Agent {
     try {
       return {
         ips: [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])],
-        mac: macIn(pod.netns, POD_IFNAME),
+        mac: pod.mac || macIn(pod.netns, POD_IFNAME),
         hostMac: macIn(this.node.netns, pod.hostIfname),
       };
     } catch (err) {
@@ -403,6 +419,7 @@ export class Agent {
       namespace: p.namespace,
       pod: p.name,
       labels: p.labels,
+      ...(p.init ? { init: true } : {}),
       ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
       namedPorts: p.ports
         .filter((port) => port.name)
@@ -462,6 +479,7 @@ export class Agent {
     // Endpoints selected alike share their entry arrays, old and new: one diff per distinct pair.
     const diffs = new Map<PolicyMapEntry[], Map<PolicyMapEntry[], EntryDiff>>();
     const changed = new Set<number>();
+    const auditing = new Set<number>();
     const setRow = (ifindex: number, row: { endpointId: number; identity: number; flags: number }) => {
       this.datapath.endpoints.set(ifindex, row);
       this.endpointRows.set(ifindex, row);
@@ -476,7 +494,9 @@ export class Agent {
       let d = byNew.get(pol.entries);
       if (!d) byNew.set(pol.entries, (d = diff(old, pol.entries)));
       if (d.upserts.length + d.deletes.length > 0) changed.add(id);
-      const flags = pol.failClosed ? ENDPOINT_F_FAIL_CLOSED : 0;
+      const audit = this.auditMode(pod.namespace, pod.pod);
+      if (audit) auditing.add(id);
+      const flags = (pol.failClosed ? ENDPOINT_F_FAIL_CLOSED : 0) | (audit ? ENDPOINT_F_AUDIT : 0);
       if (pol.failClosed) {
         // Fail closed before anything is removed: the endpoint drops every new connection.
         setRow(podState.hostIfindex, { endpointId: id, identity: pol.identity, flags });
@@ -533,6 +553,10 @@ export class Agent {
     await this.syncGateway(compiled, mesh);
     this.writtenIpcache = ipcache;
     this.held = output.held;
+    // Audit mode turned off (the endpoint rows enforce already): the connections it let through
+    // that policy denies are revoked now; those the policy allows keep their entries.
+    for (const id of this.auditing) if (!auditing.has(id)) changed.add(id);
+    this.auditing = auditing;
     // A changed ipcache can change any peer's identity: then every endpoint's connections count.
     if (ipcacheChanged || changed.size > 0)
       this.revokeConnections(input, output, ipcacheChanged ? undefined : changed);
@@ -584,6 +608,8 @@ export class Agent {
     const byIP = new Map<string, { entries: PolicyMapEntry[] }>();
     for (const ep of input.endpoints) {
       if (only && !only.has(ep.id)) continue;
+      // An auditing endpoint keeps what it let through (its denials pass anyway).
+      if (this.auditing.has(ep.id)) continue;
       const pol = output.endpoints.get(ep.id);
       const entries = { entries: pol?.entries ?? [] };
       for (const ip of ep.ips) byIP.set(ip, entries);
@@ -615,10 +641,19 @@ export class Agent {
         egressEnforced: pol.egressEnforced,
         policyEntries: pol.entries.length,
         state: pol.failClosed ? 'fail-closed' : 'ready',
+        policyAuditMode: this.auditMode(pod.namespace, pod.name),
         ...(pol.error ? { error: pol.error.message } : {}),
       });
     }
     return out.sort((a, b) => a.id - b.id);
+  }
+
+  /** Whether an endpoint audits: its own PolicyAuditMode, else the agent's --policy-audit-mode. */
+  auditMode(namespace: string, pod: string): boolean {
+    return (
+      this.view.endpointConfig?.get(`${namespace}/${pod}`)?.policyAuditMode ??
+      this.cfg.policyAuditMode === true
+    );
   }
 
   /** The engine's view (for `policy trace`), and the same shape read back from the live maps. */
@@ -626,6 +661,15 @@ export class Agent {
     if (!this.input || !this.output)
       throw new WeirError('ERR_AGENT_NOT_READY', 'the agent has not regenerated yet');
     return { input: this.input, output: this.output };
+  }
+
+  /** The node's pods with an endpoint: what `policy diff` enumerates (every declared port). */
+  diffPods(): DiffPod[] {
+    return this.localPods().map((p) => ({
+      name: podKey(p),
+      endpointId: this.local.endpoints.ids[podKey(p)] as number,
+      ports: p.ports.map((port) => ({ port: port.containerPort, protocol: port.protocol })),
+    }));
   }
 
   /**
@@ -664,6 +708,11 @@ export class Agent {
 
   identities() {
     return this.allocator.list();
+  }
+
+  /** A copy of the identity allocator, for what-if computations (policy diff). */
+  allocatorCopy(): IdentityAllocator {
+    return this.allocator.clone();
   }
 
   /** The policy objects in force. */

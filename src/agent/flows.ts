@@ -10,7 +10,7 @@ import type { CtConnection } from '../datapath/maps/ct/index.js';
 import { decodeFlowEvent, type FlowEvent } from '../datapath/maps/events/index.js';
 import type { EndpointMeta, EnrichmentSource } from '../observe/enrich.js';
 import { Enricher } from '../observe/enrich.js';
-import type { Flow } from '../observe/flow.js';
+import { VERDICTS, type Flow } from '../observe/flow.js';
 import { FlowParser } from '../observe/parser.js';
 import { l7Flow } from '../observe/l7.js';
 import type { L7Record } from '../proxy/types.js';
@@ -124,7 +124,7 @@ export function countFlow(m: AgentMetrics, f: Flow): void {
     const match = verdictMatch(f);
     m.policyVerdicts.inc({
       direction: f.traffic_direction.toLowerCase(),
-      action: f.verdict === 'DROPPED' ? 'dropped' : f.verdict === 'REDIRECTED' ? 'redirected' : 'forwarded',
+      action: VERDICTS[f.verdict].action,
       match: match === 'L3-L4' ? 'policy' : match,
     });
   }

@@ -15,6 +15,7 @@ import { Informer } from '../cluster/informer.js';
 import {
   desiredKey,
   desiredPrefix,
+  endpointConfigKey,
   nodeKey,
   podStatusKey,
   reconciledKey,
@@ -182,6 +183,51 @@ describe('intake', () => {
     assert.deepEqual(ports.spec.containers[0]?.ports, [{ containerPort: 80, protocol: 'TCP' }]);
   });
 
+  it('dry runs validate as apply and delete do, and write nothing', async () => {
+    await intake.apply(objs(docs(ns('x'), pod('a'))));
+    const rev = await store.revision();
+    const np = `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {podSelector: {}}\n`;
+    const got = intake.dryRunApply(objs(docs(np, pod('a'))));
+    assert.deepEqual(
+      got.map((o) => `${o.kind}/${o.name}`),
+      ['NetworkPolicy/p', 'Pod/a'],
+    );
+    const bad = objs(np.replace('namespace: x', 'namespace: nowhere'), 'bad.yaml');
+    let applyErr = '';
+    await intake.apply(bad).catch((e: Error) => (applyErr = e.message));
+    assert.throws(
+      () => intake.dryRunApply(bad),
+      (e: Error) => e.message === applyErr && /namespaces "nowhere" not found/.test(e.message),
+    );
+    assert.deepEqual(
+      intake.dryRunDelete([{ kind: 'Pod', namespace: 'x', name: 'a' }]).map((o) => o.name),
+      ['a'],
+    );
+    assert.throws(
+      () => intake.dryRunDelete([{ kind: 'Pod', namespace: 'x', name: 'zz' }]),
+      (e: unknown) => e instanceof ValidationError && e.problems[0]?.code === 'ERR_LAB_NOT_FOUND',
+    );
+    assert.equal(await store.revision(), rev);
+  });
+
+  it('endpoint options: written for a desired pod, answered once reconciled, gone with the pod', async () => {
+    await intake.apply(objs(docs(ns('x'), pod('a'))));
+    const key = endpointConfigKey('x', 'a');
+    assert.deepEqual(await intake.configureEndpoint('x', 'a', { policyAuditMode: true }), [
+      { object: 'endpoint/a', namespace: 'x', action: 'configured' },
+    ]);
+    assert.equal(((await store.get(key))?.value as { policyAuditMode?: boolean }).policyAuditMode, true);
+    assert.deepEqual(
+      (await intake.configureEndpoint('x', 'a', { policyAuditMode: true })).map((r) => r.action),
+      ['unchanged'],
+    );
+    await assert.rejects(intake.configureEndpoint('x', 'nope', { policyAuditMode: true }), (e: unknown) =>
+      isCode(e, 'ERR_LAB_NOT_FOUND'),
+    );
+    await intake.delete([{ kind: 'Pod', namespace: 'x', name: 'a' }]);
+    assert.equal(await store.get(key), undefined);
+  });
+
   it('refuses a whole apply for one bad object, naming file, object and field; writes nothing', async () => {
     await intake.apply(objs(ns('x')));
     const rev = await store.revision();
@@ -223,7 +269,7 @@ describe('intake', () => {
     assert.equal(await store.revision(), rev);
   });
 
-  it('keeps pods within their node: pod CIDR room, names, workload annotation and node are checked', async () => {
+  it('keeps pods within their node: pod CIDR room, names, workload and runtime annotations and node are checked', async () => {
     await intake.apply(objs(docs(ns('x'), ns('a'), ns('a-b'))));
     // A /29 has 5 pod addresses.
     await intake.apply(objs(docs(pod('p1'), pod('p2'), pod('p3'), pod('p4'))));
@@ -241,6 +287,14 @@ describe('intake', () => {
     await assert.rejects(
       intake.apply(objs(pod('p1', 'x', ', annotations: {weir.dev/workload: none}'), 'p1.yaml')),
       /p1\.yaml: Pod x\/p1: metadata\.annotations\["weir\.dev\/workload"\]: annotation weir\.dev\/workload cannot change/,
+    );
+    await assert.rejects(
+      intake.apply(objs(pod('p1', 'x', ', annotations: {weir.dev/runtime: cni}'), 'p1.yaml')),
+      /p1\.yaml: Pod x\/p1: metadata\.annotations\["weir\.dev\/runtime"\]: annotation weir\.dev\/runtime cannot change/,
+    );
+    assert.throws(
+      () => objs(pod('p1', 'x', ', annotations: {weir.dev/runtime: docker}'), 'p1.yaml'),
+      /metadata\.annotations\["weir\.dev\/runtime"\]: must be "cni"/,
     );
     await assert.rejects(
       intake.apply(objs(docs(pod('p1').replace('spec: {', 'spec: {nodeName: node2, ')))),

@@ -8,14 +8,23 @@
 // applied pod is running and enforced when `weir apply` returns.
 import { randomUUID } from 'node:crypto';
 import type { Logger as Pino } from 'pino';
-import { nsNameLabel, type DesiredState, type DesiredView } from '../cluster/desired.js';
+import {
+  attachmentKind,
+  nsNameLabel,
+  type CniAttachment,
+  type DesiredState,
+  type DesiredView,
+} from '../cluster/desired.js';
 import type { Informer, InformerChange } from '../cluster/informer.js';
 import {
   desiredKey,
+  endpointConfigKey,
+  endpointConfigKind,
   intakeGuardKey,
   nodesPrefix,
   podStatusKey,
   reconciledPrefix,
+  type EndpointConfig,
   type ObjectRef,
 } from '../cluster/keys.js';
 import { lookupKind, namespacedKind } from '../cluster/kinds.js';
@@ -31,7 +40,13 @@ import {
   type PodStatus,
   type ReconciledRecord,
 } from '../cluster/objects.js';
-import { podRunsWorkload, workloadAnnotation, type Pod } from '../k8s/core.js';
+import {
+  podByRuntime,
+  podRunsWorkload,
+  runtimeAnnotation,
+  workloadAnnotation,
+  type Pod,
+} from '../k8s/core.js';
 import { namespaceProblems } from '../k8s/namespaces.js';
 import { parseCidr4, podNetns, podVeth, size4 } from '../lab/index.js';
 import { assignAddresses } from '../gateway/world.js';
@@ -69,6 +84,8 @@ interface Plan {
   nodes: Set<string> | undefined;
   /** Pods written ("ns/name"), whose statuses tell whether they run. */
   pods: { key: string; file?: string }[];
+  /** Every object of the request as it would be stored (validated, placed), unchanged ones too. */
+  objects: DesiredObject[];
 }
 
 const maxAttempts = 5;
@@ -97,6 +114,120 @@ export class Intake {
     return this.serial(() =>
       this.write((state) => this.planDelete(refs, state, opts.ignoreNotFound === true)),
     );
+  }
+
+  /**
+   * A dry run of an apply: validated exactly as apply() validates (one bad object: the same
+   * ValidationError, nothing returned), nothing written. The objects as they would be stored.
+   */
+  dryRunApply(objects: DesiredObject[]): DesiredObject[] {
+    return this.planApply(objects, this.d.view.state).objects;
+  }
+
+  /** A dry run of a delete: validated as delete() validates; the stored objects it would remove. */
+  dryRunDelete(refs: DeleteRequest[], opts: { ignoreNotFound?: boolean } = {}): DesiredObject[] {
+    const p = this.planDelete(refs, this.d.view.state, opts.ignoreNotFound === true);
+    const current = new Map(this.d.desired.values<DesiredObject>().map((i) => [i.key, i.value]));
+    return p.ops.flatMap((op) => {
+      const o = current.get(op.key);
+      return o && o.kind !== endpointConfigKind ? [o] : [];
+    });
+  }
+
+  /**
+   * `weir endpoint config ns/pod Option=Value`: the pod must be desired; its endpoint options are
+   * written to the Store (endpointConfigKey) and the answer comes once its node has reconciled them.
+   */
+  configureEndpoint(namespace: string, pod: string, options: Omit<EndpointConfig, 'namespace' | 'pod'>) {
+    return this.serial(() =>
+      this.write((state) => {
+        const p = state.pods.get(`${namespace}/${pod}`);
+        if (!p)
+          throw new WeirError(
+            'ERR_LAB_NOT_FOUND',
+            `pod ${namespace}/${pod} does not exist in lab ${this.d.lab}`,
+            {
+              location: { object: `endpoint ${namespace}/${pod}`, field: 'endpoint' },
+            },
+          );
+        const key = endpointConfigKey(namespace, pod);
+        const old = this.d.desired.items.get(key);
+        const value: EndpointConfig = {
+          ...(old?.value as EndpointConfig | undefined),
+          ...options,
+          namespace,
+          pod,
+        };
+        const same = old !== undefined && JSON.stringify(old.value) === JSON.stringify(value);
+        return {
+          results: [{ object: `endpoint/${pod}`, namespace, action: same ? 'unchanged' : 'configured' }],
+          ops: same
+            ? []
+            : [{ op: 'put', key, value: value as unknown as JsonObject, ifRevision: old?.modRevision ?? 0 }],
+          nodes: new Set([p.node]),
+          pods: [],
+          objects: [],
+        };
+      }),
+    );
+  }
+
+  /**
+   * Stores a runtime's attachment (weir-cni ADD) for its node and waits until the node has
+   * reconciled it; the pod's status then tells how it went. `check` refuses it against the
+   * desired state (e.g. a lab pod of that name).
+   */
+  attach(
+    ref: { namespace: string; name: string },
+    att: CniAttachment,
+    check: (state: DesiredState) => void,
+  ): Promise<void> {
+    return this.serial(async () => {
+      await this.write((state) => {
+        check(state);
+        const key = desiredKey({ kind: attachmentKind, ...ref });
+        const old = this.d.desired.items.get(key);
+        const value: DesiredObject = {
+          apiVersion: 'weir.dev/v1',
+          kind: attachmentKind,
+          namespace: ref.namespace,
+          name: ref.name,
+          object: att as unknown as JsonObject,
+        };
+        return {
+          results: [],
+          ops: [{ op: 'put', key, value: value as unknown as JsonObject, ifRevision: old?.modRevision ?? 0 }],
+          nodes: new Set([att.node]),
+          pods: [{ key: `${ref.namespace}/${ref.name}`, file: '(weir-cni)' }],
+          objects: [],
+        };
+      });
+    });
+  }
+
+  /**
+   * Removes a runtime's attachment (weir-cni DEL; GC) unless it is another container's (a DEL for
+   * a container the pod no longer has must not remove its successor). Returns whether it removed one.
+   */
+  detach(ref: { namespace: string; name: string }, containerId?: string): Promise<boolean> {
+    return this.serial(async () => {
+      let removed = false;
+      await this.write(() => {
+        const key = desiredKey({ kind: attachmentKind, ...ref });
+        const old = this.d.desired.items.get(key);
+        const att = old?.value as DesiredObject | undefined;
+        const cur = att?.object as CniAttachment | undefined;
+        removed = !!old && (!containerId || cur?.containerId === containerId);
+        return {
+          results: [],
+          ops: removed && old ? [{ op: 'delete', key, ifRevision: old.modRevision }] : [],
+          nodes: new Set([cur?.node ?? '']),
+          pods: [],
+          objects: [],
+        };
+      });
+      return removed;
+    });
   }
 
   /** Plans against the current desired state, writes the plan if the state did not move meanwhile, waits. */
@@ -193,6 +324,14 @@ export class Intake {
             { location: { ...loc, field: `metadata.annotations["${workloadAnnotation}"]` } },
           ),
         );
+      if (old && !!old.byRuntime !== podByRuntime(pod))
+        problems.push(
+          new WeirError(
+            'ERR_LAB_RUNTIME_IMMUTABLE',
+            `annotation ${runtimeAnnotation} cannot change on an existing pod (delete and re-create it)`,
+            { location: { ...loc, field: `metadata.annotations["${runtimeAnnotation}"]` } },
+          ),
+        );
       const given = pod.spec.nodeName;
       if (old && given && given !== old.node) {
         problems.push(
@@ -260,7 +399,7 @@ export class Intake {
     const gatewayAddresses = assignGatewayAddresses(keyed, current, problems);
     if (problems.length > 0) throw new ValidationError(problems);
 
-    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [] };
+    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [], objects: [...keyed.values()] };
     for (const [key, given0] of keyed) {
       const given = given0.kind === 'Gateway' ? withAddress(given0, gatewayAddresses) : given0;
       const old = current.get(key);
@@ -319,7 +458,7 @@ export class Intake {
   private planDelete(refs: DeleteRequest[], state: DesiredState, ignoreNotFound: boolean): Plan {
     const problems: WeirError[] = [];
     const current = new Map(this.d.desired.values<DesiredObject>().map((i) => [i.key, i]));
-    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [] };
+    const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [], objects: [] };
     const leaving = new Set(
       refs.filter((r) => r.kind === 'Pod').map((r) => `${r.namespace ?? 'default'}/${r.name}`),
     );
@@ -362,8 +501,13 @@ export class Intake {
       });
       if (!old) continue;
       plan.ops.push({ op: 'delete', key, ifRevision: old.modRevision });
-      if (r.kind === 'Pod') plan.nodes?.add(state.pods.get(`${ref.namespace}/${r.name}`)?.node ?? '');
-      else plan.nodes = undefined;
+      if (r.kind === 'Pod') {
+        plan.nodes?.add(state.pods.get(`${ref.namespace}/${r.name}`)?.node ?? '');
+        // Its endpoint options go with it (as Cilium's endpoint configuration does).
+        const cfgKey = endpointConfigKey(ref.namespace ?? 'default', r.name);
+        const cfg = this.d.desired.items.get(cfgKey);
+        if (cfg) plan.ops.push({ op: 'delete', key: cfgKey, ifRevision: cfg.modRevision });
+      } else plan.nodes = undefined;
     }
     if (problems.length > 0) throw new ValidationError(problems);
     return plan;
@@ -446,7 +590,23 @@ export class Intake {
   pods(namespace?: string): PodInfo[] {
     const state = this.d.view.state;
     const out: PodInfo[] = [];
-    for (const [key, p] of state.pods) {
+    // A runtime's container whose Pod object does not exist (yet) is a pod all the same.
+    const pods = new Map(state.pods);
+    for (const [key, a] of state.attachments)
+      if (!pods.has(key))
+        pods.set(key, {
+          namespace: a.namespace,
+          name: a.name,
+          containers: [],
+          node: a.node,
+          labels: {},
+          ports: [],
+          noWorkload: true,
+          terminating: false,
+          byRuntime: true,
+          revision: a.revision,
+        });
+    for (const [key, p] of pods) {
       if (namespace !== undefined && p.namespace !== namespace) continue;
       const [ns, name] = key.split('/') as [string, string];
       const st = this.d.state.items.get(podStatusKey(ns, name))?.value as PodStatus | undefined;
@@ -466,6 +626,8 @@ export class Intake {
         cgroupPath: st?.cgroupPath ?? '',
         ...(p.noWorkload ? { noWorkload: true as const } : {}),
         ...(p.terminating ? { terminating: true as const } : {}),
+        ...(p.byRuntime ? { runtime: 'cni' as const } : {}),
+        ...(st?.containerId ? { containerId: st.containerId } : {}),
         ready: st?.phase === 'Running' && st.ready,
         ...(p.uid ? { uid: p.uid } : {}),
         ...(p.createdAt ? { createdAt: p.createdAt } : {}),

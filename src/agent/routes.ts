@@ -11,6 +11,7 @@ import type { Agent } from './agent.js';
 import type { ProxyManager } from './proxy-manager.js';
 import type { Route } from './api-server.js';
 import { flowRoutes } from './flow-routes.js';
+import { policyDiff } from './policy-diff.js';
 import type { DeleteRequest, Intake } from './intake.js';
 import type { Reconciler } from './reconcile.js';
 
@@ -23,6 +24,34 @@ function objectsOf(body: unknown): unknown[] {
       throw new WeirError('ERR_API_BAD_REQUEST', `objects[${i}] must have a kind and a name`);
   }
   return objects;
+}
+
+/** Endpoint options as `weir endpoint config` sends them: { PolicyAuditMode: Enabled|Disabled }. */
+export function endpointOptions(body: unknown): { policyAuditMode?: boolean } {
+  const b = (body ?? {}) as Record<string, unknown>;
+  const out: { policyAuditMode?: boolean } = {};
+  for (const [k, v] of Object.entries(b)) {
+    if (k !== 'PolicyAuditMode')
+      throw new WeirError(
+        'ERR_API_BAD_REQUEST',
+        `unknown endpoint option '${k}' (options: PolicyAuditMode)`,
+        {
+          location: { object: 'endpoint config', field: k },
+        },
+      );
+    if (v !== 'Enabled' && v !== 'Disabled')
+      throw new WeirError(
+        'ERR_API_BAD_REQUEST',
+        `PolicyAuditMode must be Enabled or Disabled, not '${String(v)}'`,
+        {
+          location: { object: 'endpoint config', field: k },
+        },
+      );
+    out.policyAuditMode = v === 'Enabled';
+  }
+  if (out.policyAuditMode === undefined)
+    throw new WeirError('ERR_API_BAD_REQUEST', 'no endpoint option given (e.g. PolicyAuditMode=Enabled)');
+  return out;
 }
 
 export function agentRoutes(
@@ -123,7 +152,27 @@ export function agentRoutes(
         })),
     },
     { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
+    {
+      method: 'POST',
+      pattern: '/v1/endpoints/:namespace/:name/config',
+      handler: async (req) => ({
+        results: await intake.configureEndpoint(
+          req.params.namespace as string,
+          req.params.name as string,
+          endpointOptions(req.body),
+        ),
+      }),
+    },
     { method: 'GET', pattern: '/v1/identities', handler: () => ({ items: agent.identities() }) },
+    {
+      method: 'POST',
+      pattern: '/v1/policy/diff',
+      handler: (req) => {
+        const body = req.body as { objects?: unknown } | undefined;
+        objectsOf(body);
+        return agent.serialize(() => policyDiff(agent, intake, body));
+      },
+    },
     {
       method: 'POST',
       pattern: '/v1/trace',

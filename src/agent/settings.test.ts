@@ -28,6 +28,7 @@ describe('agent settings', () => {
       policyMapMax: 16384,
       identityLabels: '',
       flowEvents: true,
+      policyAuditMode: false,
       lbAlgorithm: 'random',
       maglevTableSize: 16381,
       maglevSeed: 'JLfvgnHc2kaSUFaI',

@@ -181,6 +181,13 @@ export const SETTINGS = [
     },
   }),
   onOff('flowEvents', '--flow-events', true, true, 'observability: whether the datapath writes flow events'),
+  onOff(
+    'policyAuditMode',
+    '--policy-audit-mode',
+    true,
+    false,
+    "Cilium's policy audit mode for every endpoint of the node: what policy would deny passes and is reported as an AUDIT flow naming the rule (`weir endpoint config POD PolicyAuditMode=Enabled` does it per endpoint); off enforces at once",
+  ),
   oneOf<'lbAlgorithm', LbAlgorithm, true>(
     'lbAlgorithm',
     '--lb-algorithm',

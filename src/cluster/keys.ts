@@ -28,6 +28,22 @@ export interface ObjectRef {
 export const objectKey = (o: ObjectRef) => `${o.kind}/${o.namespace ? `${o.namespace}/` : ''}${o.name}`;
 
 export const desiredKey = (o: ObjectRef) => desiredPrefix + objectKey(o);
+
+/**
+ * weir/desired/v1/EndpointConfig/<ns>/<pod>: an endpoint's own options (`weir endpoint config`),
+ * { policyAuditMode }. Not a manifest kind: only the API's endpoint config route writes it, and
+ * the desired view skips it; the agent of the pod's node reads it when it reconciles.
+ */
+export const endpointConfigKind = 'EndpointConfig';
+export const endpointConfigKey = (namespace: string, pod: string) =>
+  desiredKey({ kind: endpointConfigKind, namespace, name: pod });
+
+export interface EndpointConfig {
+  namespace: string;
+  pod: string;
+  /** Policy audit mode: Enabled (true), Disabled (false), absent: the agent's --policy-audit-mode. */
+  policyAuditMode?: boolean;
+}
 export const desiredKindPrefix = (kind: string) => `${desiredPrefix}${kind}/`;
 export const nodeKey = (node: string) => nodesPrefix + node;
 export const reconciledKey = (node: string) => reconciledPrefix + node;

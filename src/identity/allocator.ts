@@ -81,6 +81,22 @@ export class IdentityAllocator {
     return { id: slot.id, labels: slot.labels };
   }
 
+  /**
+   * An independent copy (same ids, labels and references): what-if computations (`policy diff`)
+   * allocate on it and leave this one as it is. Label sets already held stay canonical lookups.
+   */
+  clone(): IdentityAllocator {
+    const c = new IdentityAllocator();
+    for (const [key, slot] of this.byKey) {
+      const copy = { ...slot };
+      c.byKey.set(key, copy);
+      c.byId.set(copy.id, copy);
+    }
+    c.nextCluster = this.nextCluster;
+    c.nextLocal = this.nextLocal;
+    return c;
+  }
+
   /** Identity already allocated for a label set, without taking a reference. */
   find(labels: readonly Label[] | readonly string[]): Identity | undefined {
     const sorted = normalize(labels);

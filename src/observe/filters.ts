@@ -18,7 +18,7 @@ import { RE2JS } from 're2js';
 import { parseIP, parsePrefix, prefixContains, type Prefix } from '../identity/cidr.js';
 import { reservedIdentities } from '../identity/reserved.js';
 import { WeirError } from '../shared/errors.js';
-import type { Flow, FlowEndpoint, FlowL4 } from './flow.js';
+import { verdictNames, type Flow, type FlowEndpoint, type FlowL4 } from './flow.js';
 
 /** Filter flags (and query parameter names): each may repeat. */
 export const FILTER_FLAGS = [
@@ -67,7 +67,7 @@ export const DEFAULT_LAST = 20;
 const bad = (field: string, message: string) =>
   new WeirError('ERR_OBSERVE_FILTER', message, { location: { object: 'flow filter', field } });
 
-const VERDICTS = ['FORWARDED', 'DROPPED', 'AUDIT', 'REDIRECTED', 'ERROR'];
+const VERDICTS: readonly string[] = verdictNames;
 const PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv4', 'icmpv6', 'http'];
 const NO_SPLIT = new Set<string>(['http-path', 'http-url', 'http-header']);
 const HTTP_FLAGS: readonly FilterFlag[] = [

@@ -1,8 +1,23 @@
 // The Flow record (JSON), mirroring Hubble's flow.Flow (api/v1/flow/flow.proto) field for field where
 // weir has the data, plus `weir` extras. Plain types only: the web UI bundles this file.
 
-/** REDIRECTED: a new connection sent to the node proxy (L7 rules); ERROR: the proxy failed a request. */
-export type Verdict = 'FORWARDED' | 'DROPPED' | 'AUDIT' | 'REDIRECTED' | 'ERROR';
+/**
+ * Every verdict a flow carries, declared once (Hubble's flow.Verdict names), with the `action`
+ * label of weir_policy_verdict_total and the word of a policy verdict's compact line. Filters,
+ * `weir observe --verdict`, metrics and the UI read this table.
+ *   REDIRECTED  a new connection sent to the node proxy (L7 rules)
+ *   AUDIT       policy denies it but the endpoint is in policy audit mode: it passed
+ *   ERROR       the proxy failed a request
+ */
+export const VERDICTS = {
+  FORWARDED: { action: 'forwarded', word: 'ALLOWED' },
+  DROPPED: { action: 'dropped', word: 'DENIED' },
+  AUDIT: { action: 'audit', word: 'AUDIT' },
+  REDIRECTED: { action: 'redirected', word: 'REDIRECTED' },
+  ERROR: { action: 'error', word: 'ERROR' },
+} as const;
+export type Verdict = keyof typeof VERDICTS;
+export const verdictNames = Object.keys(VERDICTS) as Verdict[];
 export type TrafficDirection = 'INGRESS' | 'EGRESS' | 'TRAFFIC_DIRECTION_UNKNOWN';
 export type ObservationPoint = 'FROM_ENDPOINT' | 'TO_ENDPOINT' | 'UNKNOWN_POINT';
 /** Hubble's `hubble observe --type` names of the event kinds weir emits. */

@@ -1,6 +1,6 @@
 // How flows print: `hubble observe`'s compact line and a table row. Pure (the web UI uses it too).
 import { hubbleDropText } from '../datapath/drop-reasons.js';
-import type { Flow, FlowEndpoint, FlowPolicy } from './flow.js';
+import { VERDICTS, type Flow, type FlowEndpoint, type FlowPolicy } from './flow.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const pad = (n: number, w = 2) => String(n).padStart(w, '0');
@@ -47,7 +47,7 @@ export function dropText(f: Flow): string {
  */
 export function verdictMatch(f: Flow): 'L3-L4' | 'all' | 'none' {
   if (decidingPolicies(f).length > 0) return 'L3-L4';
-  return f.verdict === 'DROPPED' ? 'none' : 'all';
+  return f.verdict === 'DROPPED' || f.verdict === 'AUDIT' ? 'none' : 'all';
 }
 
 /** "http-request", "http-response" (Hubble's name of an L7 flow's kind). */
@@ -62,8 +62,10 @@ export function eventText(f: Flow): string {
   switch (f.weir.type) {
     case 'policy-verdict': {
       const match = verdictMatch(f);
-      const word = f.verdict === 'DROPPED' ? 'DENIED' : f.verdict === 'REDIRECTED' ? 'REDIRECTED' : 'ALLOWED';
-      return `policy-verdict:${match} ${dir}${word}${f.proxy_port ? ` to proxy port ${f.proxy_port}` : ''}`;
+      const word = VERDICTS[f.verdict].word;
+      const audit =
+        f.verdict === 'AUDIT' ? ` (policy would deny: ${f.drop_reason_desc ?? 'POLICY_DENIED'})` : '';
+      return `policy-verdict:${match} ${dir}${word}${audit}${f.proxy_port ? ` to proxy port ${f.proxy_port}` : ''}`;
     }
     case 'l7':
       // Hubble's GetFlowType: "http-request" / "http-response", then the verdict (no direction).

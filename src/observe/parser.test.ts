@@ -162,6 +162,27 @@ describe('parser', () => {
     assert.equal(d.ingress_denied_by, undefined);
   });
 
+  it('an audited verdict (EVENT_F_AUDIT) is AUDIT, keeps what would have dropped it and the denying rule', () => {
+    const deny = parse({
+      direction: 1,
+      reason: 181,
+      cookie: 5,
+      ifindex: 8,
+      endpointId: 12,
+      flags: EventFlag.AUDIT,
+    });
+    assert.equal(deny.verdict, 'AUDIT');
+    assert.equal(deny.drop_reason_desc, 'POLICY_DENY');
+    assert.equal(deny.ingress_denied_by?.[0]?.name, 'deny-db');
+    assert.match(compactLine(deny), /policy-verdict:L3-L4 INGRESS AUDIT \(policy would deny: POLICY_DENY\)/);
+    const none = parse({ direction: 1, reason: 133, ifindex: 8, endpointId: 12, flags: EventFlag.AUDIT });
+    assert.equal(none.verdict, 'AUDIT');
+    assert.equal(none.drop_reason_desc, 'POLICY_DENIED');
+    assert.match(compactLine(none), /policy-verdict:none INGRESS AUDIT \(policy would deny: POLICY_DENIED\)/);
+    // The flag only matters on a denial.
+    assert.equal(parse({ cookie: 6, flags: EventFlag.AUDIT }).verdict, 'FORWARDED');
+  });
+
   it('records reserved and CIDR peers with their labels', () => {
     const world = parse({ dst: [8, 8, 8, 8], dstIdentity: 2 });
     assert.deepEqual(world.destination, { ID: 0, identity: 2, labels: ['reserved:world'] });

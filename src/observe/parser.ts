@@ -101,15 +101,18 @@ export class FlowParser {
     if (ev.endpointId && local === undefined) (packetEgress ? source : destination).ID = ev.endpointId;
     // Hubble's traffic_direction is the connection's: a reply travels against it.
     const connEgress = packetEgress !== ev.reply;
-    const dropped = ev.type === 'drop' || (ev.type === 'policy-verdict' && ev.reason !== 0);
+    // Audit mode: a policy verdict that policy denies but that passed (EVENT_F_AUDIT) is AUDIT; it
+    // keeps its drop reason (what would have dropped it) and the denying rule, if any.
+    const audit = ev.type === 'policy-verdict' && ev.reason !== 0 && ev.audit === true;
+    const dropped = !audit && (ev.type === 'drop' || (ev.type === 'policy-verdict' && ev.reason !== 0));
     // Hubble: the verdict of a connection handed to the proxy is REDIRECTED.
     const redirected = !dropped && ev.type === 'policy-verdict' && ev.toProxy === true;
     const l4 = l4Of(ev);
     const flow: Flow = {
       time: this.#o.clock.rfc3339(ev.ktimeNs),
       uuid: this.#o.uuid(),
-      verdict: dropped ? 'DROPPED' : redirected ? 'REDIRECTED' : 'FORWARDED',
-      ...(dropped ? { drop_reason: ev.reason, drop_reason_desc: dropReasonName(ev.reason) } : {}),
+      verdict: audit ? 'AUDIT' : dropped ? 'DROPPED' : redirected ? 'REDIRECTED' : 'FORWARDED',
+      ...(dropped || audit ? { drop_reason: ev.reason, drop_reason_desc: dropReasonName(ev.reason) } : {}),
       ...(ev.family
         ? {
             IP: {

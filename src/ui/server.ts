@@ -6,6 +6,8 @@
 //   GET /api/endpoints         the agent's endpoints (JSON)
 //   GET /api/info              which lab this is
 //   GET /metrics               the agent's Prometheus metrics (text)
+//   POST /api/policy-diff      {manifests: YAML/JSON text, mode: apply|replace|delete}: the agent's
+//                              `policy diff` of them (nothing applied), for the map's pending edges
 // Server-Sent Events rather than WebSocket: the push is one-way (the page changes filters by
 // reopening the stream, which re-asks the agent with the new filters), EventSource reconnects by
 // itself, and it needs no dependency.
@@ -14,6 +16,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { AgentClient } from '../agent/client.js';
+import { toDesired } from '../cluster/objects.js';
+import { parseManifests } from '../k8s/index.js';
 import { parseFlowQuery, toSearchParams } from '../observe/filters.js';
 import { WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
@@ -200,6 +204,61 @@ function serveFlows(req: IncomingMessage, res: ServerResponse, url: URL, o: UiOp
   req.on('close', () => stream.close());
 }
 
+/** Largest manifest text the page may send for a diff. */
+const maxDiffBody = 4 << 20;
+
+/**
+ * The pending diff of manifests the page sends: parsed here (the CLI's loader: file "pending
+ * change"), then the agent's POST /v1/policy/diff, which validates them as apply does and applies
+ * nothing. Only JSON bodies (a cross-site form cannot send one without the page's consent).
+ */
+function servePolicyDiff(req: IncomingMessage, res: ServerResponse, client: AgentClient): void {
+  if (!(req.headers['content-type'] ?? '').startsWith('application/json'))
+    return sendError(res, 415, new WeirError('ERR_UI_QUERY', 'the body must be application/json'));
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (c: Buffer) => {
+    size += c.length;
+    if (size > maxDiffBody) {
+      sendError(res, 413, new WeirError('ERR_UI_QUERY', `the manifests exceed ${maxDiffBody} bytes`));
+      req.destroy();
+    } else chunks.push(c);
+  });
+  req.on('end', () => {
+    if (res.headersSent) return;
+    void (async () => {
+      try {
+        let body: { manifests?: unknown; mode?: unknown };
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+        } catch {
+          throw new WeirError('ERR_UI_QUERY', 'the body is not JSON');
+        }
+        if (typeof body.manifests !== 'string')
+          throw new WeirError('ERR_UI_QUERY', 'manifests must be YAML or JSON text', {
+            location: { field: 'manifests' },
+          });
+        const mode = body.mode ?? 'apply';
+        const manifests = parseManifests(body.manifests, 'pending change');
+        const objects =
+          mode === 'delete'
+            ? manifests.map((m) => ({
+                apiVersion: m.apiVersion,
+                kind: m.kind,
+                name: m.metadata.name,
+                ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
+                file: m.file,
+              }))
+            : manifests.map(toDesired);
+        const diff = await client.call('POST', '/v1/policy/diff', { objects, mode });
+        send(res, 200, 'application/json', JSON.stringify(diff));
+      } catch (err) {
+        sendError(res, (err as WeirError).code === 'ERR_AGENT_UNREACHABLE' ? 502 : 400, err);
+      }
+    })();
+  });
+}
+
 export async function startUi(o: UiOptions): Promise<UiServer> {
   const client = new AgentClient(o.agentSocket, 10_000);
   let allowedHosts = new Set<string>();
@@ -211,9 +270,11 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
         421,
         new WeirError('ERR_UI_HOST', `unexpected Host header '${req.headers.host ?? ''}'`),
       );
+    const url = new URL(req.url ?? '/', 'http://ui.invalid');
+    if (req.method === 'POST' && url.pathname === '/api/policy-diff')
+      return servePolicyDiff(req, res, client);
     if (req.method !== 'GET' && req.method !== 'HEAD')
       return sendError(res, 405, new WeirError('ERR_UI_METHOD', `${req.method} is not served`));
-    const url = new URL(req.url ?? '/', 'http://ui.invalid');
     const route = staticRoute(url.pathname);
     if (route) return void serveFile(res, route.file, route.type);
     if (url.pathname === '/api/events') return serveEvents(req, res, url, o, client);

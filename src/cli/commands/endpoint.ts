@@ -1,6 +1,9 @@
 // `weir endpoint list|get`: the agent's endpoints (pods it manages), like `cilium endpoint list`.
 import { Command } from 'commander';
+import { agentClient } from '../../agent/client.js';
+import type { ChangeResult } from '../../cluster/objects.js';
 import { WeirError } from '../../shared/errors.js';
+import { printChanges } from './apply.js';
 import { printResult, type Column, type OutputFormat } from '../output.js';
 import { agentEndpoints, type EndpointStatus } from './inspect-data.js';
 import { labOption, outputOption } from './lab.js';
@@ -57,6 +60,7 @@ export function endpointCommand(): Command {
       const rows = [
         ...endpointColumns.map((c) => ({ k: c.header, v: String(c.get(ep) ?? '') })),
         { k: 'interface', v: `${ep.ifname}@${ep.ifindex}` },
+        { k: 'policy audit mode', v: enforcement(ep.policyAuditMode === true) },
         { k: 'labels', v: ep.labels.join(',') || '<none>' },
         { k: 'error', v: ep.error ?? '<none>' },
       ];
@@ -64,6 +68,42 @@ export function endpointCommand(): Command {
         { header: 'field', get: (r) => r.k },
         { header: 'value', get: (r) => r.v },
       ]);
+    });
+  cmd
+    .command('config')
+    .description(
+      "set an endpoint's options, as cilium endpoint config: PolicyAuditMode=Enabled lets what policy " +
+        'would deny through, reported as AUDIT flows naming the rule; Disabled enforces at once',
+    )
+    .argument('<endpoint>', "'ns/pod'")
+    .argument('<option=value...>', 'PolicyAuditMode=Enabled|Disabled')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(async (target: string, options: string[], o: { lab: string; output: OutputFormat }) => {
+      const m = /^([^/]+)\/([^/]+)$/.exec(target);
+      if (!m)
+        throw new WeirError('ERR_CLI_ARGUMENT', `'${target}' is not ns/pod`, {
+          location: { field: 'endpoint' },
+        });
+      const body: Record<string, string> = {};
+      for (const opt of options) {
+        const eq = opt.indexOf('=');
+        if (eq <= 0)
+          throw new WeirError(
+            'ERR_CLI_ARGUMENT',
+            `'${opt}' is not Option=Value (e.g. PolicyAuditMode=Enabled)`,
+            {
+              location: { field: 'option' },
+            },
+          );
+        body[opt.slice(0, eq)] = opt.slice(eq + 1);
+      }
+      const answer = await agentClient(o.lab).call<{ results: ChangeResult[] }>(
+        'POST',
+        `/v1/endpoints/${encodeURIComponent(m[1] as string)}/${encodeURIComponent(m[2] as string)}/config`,
+        body,
+      );
+      printChanges(o.output, answer.results);
     });
   return cmd;
 }

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import '../../cluster/kinds.js';
 import { agentCommand } from './agent.js';
 import { applyCommand } from './apply.js';
+import { cniCommand } from './cni.js';
 import { registerConformanceCommands } from './conformance.js';
 import { deleteCommand } from './delete.js';
 import { gatewayCommand, routeCommand } from './gateway.js';
@@ -31,4 +32,5 @@ export function registerCommands(program: Command): void {
   program.addCommand(proxyCommand());
   program.addCommand(gatewayCommand());
   program.addCommand(routeCommand());
+  program.addCommand(cniCommand());
 }

@@ -10,7 +10,7 @@ import {
   type FilterFlag,
   type FlowQuery,
 } from '../../observe/filters.js';
-import type { FlowsLine } from '../../observe/flow.js';
+import { verdictNames, type FlowsLine } from '../../observe/flow.js';
 import { compactLine, flowRow, type FlowRow } from '../../observe/format.js';
 import type { ObserverStatus } from '../../observe/stream.js';
 import { WeirError } from '../../shared/errors.js';
@@ -41,7 +41,7 @@ const FLAG_HELP: Record<FilterFlag, string> = {
   'from-port': 'flows from this L4 port',
   'to-port': 'flows to this L4 port',
   protocol: 'tcp, udp, sctp, icmp, icmpv4, icmpv6, or http (L7 flows)',
-  verdict: 'FORWARDED, DROPPED, REDIRECTED, ERROR, AUDIT',
+  verdict: verdictNames.join(', '),
   type: 'drop, policy-verdict, trace[:open|close], l7',
   'traffic-direction': 'ingress or egress',
   'http-status': 'L7 responses with this status code (403) or prefix (4+, 50+)',

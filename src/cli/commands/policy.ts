@@ -17,6 +17,9 @@ import {
 import type { HttpRule } from '../../policy/l7/types.js';
 import { WeirError } from '../../shared/errors.js';
 import { agentClient } from '../../agent/client.js';
+import type { OutputFormat } from '../output.js';
+import { labOption, outputOption } from './lab.js';
+import { fetchDiff, printDiff } from './policy-diff.js';
 
 /** Policies, Namespaces and Pods from manifests (the shared loader validates them). Pods without
  * status.podIP get lab-style addresses (10.244.0.2, .3, … in file order). */
@@ -212,7 +215,39 @@ export function policyCommand(): Command {
         }
       },
     );
+  cmd.addCommand(diffCommand());
   return cmd;
+}
+
+function diffCommand(): Command {
+  return new Command('diff')
+    .summary('which connections would change verdict if manifests were applied (nothing is applied)')
+    .description(
+      'which connections between the pods would change verdict (allowed <-> denied), with the rule ' +
+        'deciding before and after, if the files were applied (objects added or replaced by name), ' +
+        'replaced every policy (--replace), or were deleted (--delete); every ordered pair of pods x ' +
+        'every port the destination declares. Validated as apply validates; nothing is applied',
+    )
+    .requiredOption('-f, --filename <path...>', 'files or directories (.yaml, .yml, .json)')
+    .addOption(new Option('--replace', 'the files replace every policy in force').conflicts('delete'))
+    .addOption(new Option('--delete', 'the objects of the files are deleted').conflicts('replace'))
+    .option('--entities', 'also world and host as peers of every pod')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(
+      async (o: {
+        filename: string[];
+        replace?: boolean;
+        delete?: boolean;
+        entities?: boolean;
+        lab: string;
+        output: OutputFormat;
+      }) => {
+        const manifests = await loadManifests(o.filename);
+        const mode = o.replace ? 'replace' : o.delete ? 'delete' : 'apply';
+        printDiff(await fetchDiff(o.lab, manifests, mode, o.entities === true), o.output);
+      },
+    );
 }
 
 export function registerPolicyCommands(program: Command): void {

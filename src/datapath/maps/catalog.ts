@@ -83,7 +83,7 @@ export const MAPS = [
     'hash',
     'bpf/lib/endpoint.h',
     'host veth ifindex → {endpoint id, identity, flags}',
-    'which endpoint a packet on a pod veth belongs to; ENDPOINT_F_FAIL_CLOSED',
+    'which endpoint a packet on a pod veth belongs to; ENDPOINT_F_FAIL_CLOSED, ENDPOINT_F_AUDIT (policy audit mode)',
   ),
   lxc(
     'weir_lxc',

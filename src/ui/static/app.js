@@ -104,7 +104,8 @@ function addRow(flow) {
     if (col === 'verdict') {
       const span = document.createElement('span');
       span.className = `verdict verdict-${cls}`;
-      span.textContent = `${cls === 'forwarded' ? '\u2713' : cls === 'dropped' ? '\u2717' : '\u2022'} ${row.verdict}`;
+      const symbol = { forwarded: '\u2713', dropped: '\u2717', audit: '!' }[cls] ?? '\u2022';
+      span.textContent = `${symbol} ${row.verdict}`;
       td.append(span);
     } else {
       td.textContent = row[col];
@@ -178,6 +179,42 @@ form.addEventListener('submit', (e) => {
 form.addEventListener('reset', () => setTimeout(connect));
 // Menus apply at once; text fields on Enter (submit).
 form.addEventListener('change', (e) => e.target instanceof HTMLSelectElement && connect());
+
+// A pending policy change: the agent's diff of the manifests, drawn as added / removed edges.
+const pendingForm = $('pending-form');
+function pendingSummary(text, state) {
+  $('pending-summary').textContent = text;
+  $('pending-summary').dataset.state = state;
+}
+pendingForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const data = new FormData(pendingForm);
+  pendingSummary('computing…', 'busy');
+  try {
+    const r = await fetch('/api/policy-diff', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ manifests: String(data.get('manifests') ?? ''), mode: data.get('mode') }),
+    });
+    const body = await r.json();
+    if (!r.ok) throw new Error(`${body.error?.code}: ${body.error?.message}`);
+    map.setPending(body.changes);
+    const added = body.changes.filter((c) => c.after === 'allowed').length;
+    pendingSummary(
+      `${body.changes.length} connections would change: ${added} allowed (+), ${body.changes.length - added} denied (\u2212); ${body.unchanged} unchanged`,
+      'shown',
+    );
+  } catch (err) {
+    map.setPending([]);
+    pendingSummary(String(err.message ?? err), 'error');
+  }
+  drawMap();
+});
+pendingForm.addEventListener('reset', () => {
+  map.setPending([]);
+  pendingSummary('', 'cleared');
+  drawMap();
+});
 
 fetch('/api/info')
   .then((r) => r.json())

@@ -291,4 +291,49 @@ describe('ui: flow rows', () => {
     assert.equal(row.destination, '192.0.2.9 (world)');
     assert.equal(row.port, 'ICMPv4 8/0');
   });
+
+  it('draws a pending diff: added and removed edges per pair with their ports, apart from traffic', () => {
+    const m = new ServiceMap();
+    m.addPod('app', 'server');
+    m.addFlow(tcp(['app', 'client'], ['app', 'server'], 'FORWARDED'));
+    m.addFlow(tcp(['app', 'client'], ['app', 'server'], 'AUDIT'));
+    m.setPending([
+      { from: 'app/client', to: 'app/server', port: 80, protocol: 'TCP', before: 'allowed', after: 'denied' },
+      { from: 'app/client', to: 'app/server', port: 81, protocol: 'UDP', before: 'allowed', after: 'denied' },
+      { from: 'other/new', to: 'app/server', port: 80, protocol: 'TCP', before: 'denied', after: 'allowed' },
+      { from: 'world', to: 'app/server', port: 80, protocol: 'TCP', before: 'denied', after: 'allowed' },
+    ]);
+    const l = m.layout();
+    assert.deepEqual(
+      l.edges.map((e) => [e.from, e.to, e.cls, e.count, e.ports]),
+      [
+        ['app/client', 'app/server', 'audit', 1, ['80/TCP']],
+        ['app/client', 'app/server', 'forwarded', 1, ['80/TCP']],
+        ['app/client', 'app/server', 'removed', 2, ['80/TCP', '81/UDP']],
+        ['other/new', 'app/server', 'added', 1, ['80/TCP']],
+        ['world', 'app/server', 'added', 1, ['80/TCP']],
+      ],
+    );
+    assert.deepEqual(l.nodes.map((n) => n.peer.key).sort(), [
+      'app/client',
+      'app/server',
+      'other/new',
+      'world',
+    ]);
+    const svg = renderSvg(l);
+    assert.match(
+      svg,
+      /class="edge edge-added" data-from="other\/new" data-to="app\/server" data-verdict="added"/,
+    );
+    assert.match(svg, /pending change, 2 connections would be denied \(80\/TCP, 81\/UDP\)/);
+    assert.match(svg, /marker-end="url\(#arrow-removed\)"/);
+    // Clearing the traffic keeps the pending edges; an empty diff clears them.
+    m.clearFlows();
+    assert.deepEqual(
+      m.layout().edges.map((e) => e.cls),
+      ['removed', 'added', 'added'],
+    );
+    m.setPending([]);
+    assert.deepEqual(m.layout().edges, []);
+  });
 });

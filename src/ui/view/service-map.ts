@@ -15,11 +15,27 @@
 // Pure: the page calls it, unit tests call it, nothing here touches the DOM.
 import { httpKey, isDrop, peerOf, portProto, verdictOf, type Flow, type Peer } from './flow.js';
 
-export type EdgeClass = 'forwarded' | 'dropped' | 'other';
+/**
+ * How an edge is drawn: observed traffic (forwarded, dropped, audited: policy would deny it but
+ * the endpoint audits, other verdicts), or a pending policy change (`policy diff`): connections
+ * that would be allowed (added) or denied (removed) if the change were applied.
+ */
+export type EdgeClass = 'forwarded' | 'dropped' | 'audit' | 'added' | 'removed' | 'other';
 
 export function edgeClass(verdict: string): EdgeClass {
   if (verdict === 'FORWARDED' || verdict === 'REDIRECTED') return 'forwarded';
+  if (verdict === 'AUDIT') return 'audit';
   return isDrop(verdict) ? 'dropped' : 'other';
+}
+
+/** One connection of a pending diff (the agent's /v1/policy/diff, `weir policy diff -o json`). */
+export interface PendingChange {
+  from: string;
+  to: string;
+  port: number;
+  protocol: string;
+  before: 'allowed' | 'denied';
+  after: 'allowed' | 'denied';
 }
 
 interface EdgeAgg {
@@ -109,6 +125,35 @@ export class ServiceMap {
   private readonly edges = new Map<string, EdgeAgg>();
   private readonly drops = new Map<string, number>();
   private readonly flows = new Map<string, number>();
+  /** Edges of the pending diff, apart from the traffic (kept when the flows are cleared). */
+  private readonly pending = new Map<string, EdgeAgg>();
+
+  /**
+   * Shows a pending policy change: one edge per pair whose connections would change, added (they
+   * would be allowed) or removed (they would be denied), with the ports. Replaces the previous one;
+   * an empty list clears it. Peers the map does not show yet are added (world, host: outside).
+   */
+  setPending(changes: readonly PendingChange[]): void {
+    this.pending.clear();
+    const peer = (key: string): Peer => {
+      if (key === 'world' || key === 'host') return { key, label: key, namespace: '', kind: key };
+      const [ns = '', name = key] = key.split('/');
+      return { key, label: name, namespace: ns, kind: 'pod' };
+    };
+    for (const c of changes) {
+      for (const k of [c.from, c.to]) if (!this.peers.has(k)) this.peers.set(k, peer(k));
+      const cls: EdgeClass = c.after === 'allowed' ? 'added' : 'removed';
+      const id = `${c.from}\u0000${c.to}\u0000${cls}`;
+      let e = this.pending.get(id);
+      if (!e)
+        this.pending.set(
+          id,
+          (e = { from: c.from, to: c.to, cls, count: 0, ports: new Set(), l7: new Map() }),
+        );
+      e.count++;
+      e.ports.add(`${c.port}/${c.protocol}`);
+    }
+  }
 
   /** A pod known from the agent's endpoints, shown even before it has traffic. */
   addPod(namespace: string, pod: string): void {
@@ -207,7 +252,7 @@ export class ServiceMap {
       obstacles.push({ x: c.x + c.w / 2 - w / 2, y: 14, w, h: 22 });
     }
 
-    const aggs = [...this.edges.values()].sort(
+    const aggs = [...this.edges.values(), ...this.pending.values()].sort(
       (a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to) || a.cls.localeCompare(b.cls),
     );
     const routed: { e: EdgeAgg; pts: [number, number][] }[] = [];
@@ -278,7 +323,14 @@ export class ServiceMap {
   }
 }
 
-const CLASS_ORDER: Record<EdgeClass, number> = { dropped: 0, forwarded: 1, other: 2 };
+const CLASS_ORDER: Record<EdgeClass, number> = {
+  removed: 0,
+  added: 1,
+  dropped: 2,
+  audit: 3,
+  forwarded: 4,
+  other: 5,
+};
 
 function inflate(r: Rect, d: number): Rect {
   return { x: r.x - d, y: r.y - d, w: r.w + 2 * d, h: r.h + 2 * d };
@@ -444,11 +496,20 @@ function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-const SYMBOL: Record<EdgeClass, string> = { forwarded: '\u2713', dropped: '\u2717', other: '\u2022' };
+const SYMBOL: Record<EdgeClass, string> = {
+  forwarded: '\u2713',
+  dropped: '\u2717',
+  audit: '!',
+  added: '+',
+  removed: '\u2212',
+  other: '\u2022',
+};
 
 function edgeTitle(e: EdgeLine): string {
   const ports = e.ports.length ? ` (${e.ports.join(', ')})` : '';
   const http = e.l7.length ? `\nHTTP: ${l7Summary(e)}` : '';
+  if (e.cls === 'added' || e.cls === 'removed')
+    return `${e.from} \u2192 ${e.to}: pending change, ${e.count} connection${e.count === 1 ? '' : 's'} would be ${e.cls === 'added' ? 'allowed' : 'denied'}${ports}`;
   return `${e.from} \u2192 ${e.to}: ${e.count} flows ${e.cls}${ports}${http}`;
 }
 
@@ -459,7 +520,7 @@ export function renderSvg(m: MapLayout): string {
     `<svg xmlns="http://www.w3.org/2000/svg" class="service-map" role="img" aria-label="service map" ` +
       `width="${m.width}" height="${m.height}" viewBox="0 0 ${m.width} ${m.height}">`,
     '<defs>',
-    ...(['forwarded', 'dropped', 'other'] as const).map(
+    ...(['forwarded', 'dropped', 'audit', 'added', 'removed', 'other'] as const).map(
       (c) =>
         `<marker id="arrow-${c}" class="arrow-${c}" viewBox="0 0 10 10" refX="9" refY="5" ` +
         `markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z"/></marker>`,

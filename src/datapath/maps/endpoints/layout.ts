@@ -15,4 +15,6 @@ export const EndpointFlags = {
   enforceIngress: 1 << 0,
   enforceEgress: 1 << 1,
   failClosed: 1 << 2,
+  /** Policy audit mode: policy denials are reported (EVENT_F_AUDIT) and pass. */
+  audit: 1 << 3,
 } as const;

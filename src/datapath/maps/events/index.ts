@@ -37,6 +37,8 @@ export interface FlowEvent {
   proxyPort?: number;
   /** Sent by the node proxy, its upstream connection (EVENT_F_FROM_PROXY). */
   fromProxy?: true;
+  /** A policy verdict the policy denied (`reason`) that passed: the endpoint audits (EVENT_F_AUDIT). */
+  audit?: true;
   /** TCP flags of the packet (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10). */
   tcpFlags: number;
   ifindex: number;
@@ -105,6 +107,7 @@ export function decodeFlowEvent(buf: Buffer): FlowEvent {
     related: (r.flags & EventFlag.RELATED) !== 0,
     ...((r.flags & EventFlag.TO_PROXY) !== 0 ? { toProxy: true as const, proxyPort: r.proxyPort } : {}),
     ...((r.flags & EventFlag.FROM_PROXY) !== 0 ? { fromProxy: true as const } : {}),
+    ...((r.flags & EventFlag.AUDIT) !== 0 ? { audit: true as const } : {}),
     tcpFlags: r.tcpFlags,
     ifindex: r.ifindex,
     endpointId: r.endpointId,

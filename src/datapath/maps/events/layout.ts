@@ -35,4 +35,10 @@ export const EventType = { DROP: 1, POLICY_VERDICT: 2, TRACE: 3 } as const;
 /** TRACE_*: flow_event.subtype of EVENT_TRACE. */
 export const TraceType = { OPEN: 1, CLOSE: 2 } as const;
 /** EVENT_F_*: flow_event.flags. */
-export const EventFlag = { REPLY: 1 << 0, RELATED: 1 << 1, TO_PROXY: 1 << 2, FROM_PROXY: 1 << 3 } as const;
+export const EventFlag = {
+  REPLY: 1 << 0,
+  RELATED: 1 << 1,
+  TO_PROXY: 1 << 2,
+  FROM_PROXY: 1 << 3,
+  AUDIT: 1 << 4,
+} as const;

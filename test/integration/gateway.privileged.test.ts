@@ -328,6 +328,30 @@ describe('Gateway API north-south: real requests from a lab external', () => {
     assert.equal((await curl(`http://${ip('svc-b')}:8080/direct`)).pod, 'echo-b');
   });
 
+  it('L7 flows name the route rule and the backend', async () => {
+    await get('shop.example.com', '/a/flow-check');
+    let flows: {
+      l7?: { http?: { url: string; code: number } };
+      weir: { route?: { name: string; rule: number }; backend?: string };
+    }[] = [];
+    for (let i = 0; i < 20; i++) {
+      const out = await ok(['observe', '--type', 'l7', '--last', '200', '-o', 'json'], LAB);
+      flows = out
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as (typeof flows)[number]);
+      if (flows.some((f) => f.l7?.http?.url.endsWith('/a/flow-check'))) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const f = flows.find((x) => x.l7?.http?.url.endsWith('/a/flow-check'));
+    assert.ok(f, 'an L7 flow of the request');
+    assert.equal(f.l7?.http?.code, 200);
+    assert.equal(f.weir.route?.name, 'shop');
+    assert.equal(f.weir.route?.rule, 0);
+    assert.equal(f.weir.backend, 'gw/svc-a:8080');
+  });
+
   it('route trace names the rule and backend, live from the agent', async () => {
     const out = JSON.parse(
       await ok(

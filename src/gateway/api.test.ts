@@ -124,3 +124,34 @@ test('durations as GEP-2257 writes them', () => {
   assert.equal(parseDuration('1.5s'), undefined);
   assert.equal(parseDuration('10'), undefined);
 });
+
+test("BackendTrafficPolicy: what weir runs is accepted, Envoy Gateway's other fields refused by name", () => {
+  const btp = (spec: string) => `apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: p, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+${spec}`;
+  const [m] = parseManifests(
+    btp(`  rateLimit: {type: Local, local: {rules: [{limit: {requests: 10, unit: Second}}]}}
+  circuitBreaker: {maxParallelRequests: 5}
+`),
+    'p.yaml',
+  );
+  assert.equal(m?.kind, 'BackendTrafficPolicy');
+  assert.deepEqual(
+    problems(
+      btp(`  healthCheck: {passive: {consecutive5XxErrors: 3}}
+  circuitBreaker: {maxConnections: 5}
+  rateLimit: {type: Global, global: {rules: []}}
+`),
+    ).map((p) => [p.code, p.field]),
+    [
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.healthCheck'],
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.rateLimit.global'],
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.rateLimit.type'],
+      ['ERR_K8S_FIELD_MISSING', 'spec.rateLimit.local'],
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.circuitBreaker.maxConnections'],
+    ],
+  );
+});

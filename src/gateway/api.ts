@@ -840,8 +840,140 @@ export const gatewayKinds = [
   { apiVersion: v1, kind: 'GRPCRoute', namespaced: true, validate: validateGRPCRoute },
   { apiVersion: v1beta1, kind: 'ReferenceGrant', namespaced: true, validate: validateReferenceGrant },
   { apiVersion: v1, kind: 'ReferenceGrant', namespaced: true, validate: validateReferenceGrant },
+  {
+    apiVersion: 'gateway.envoyproxy.io/v1alpha1',
+    kind: 'BackendTrafficPolicy',
+    namespaced: true,
+    validate: (obj: unknown, loc: ObjectLocation) => validateBackendTrafficPolicy(obj, loc),
+  },
 ] as const;
 
 export function isGatewayKind(kind: unknown): boolean {
   return gatewayKinds.some((k) => k.kind === kind);
+}
+
+// ---- Envoy Gateway's BackendTrafficPolicy (gateway.envoyproxy.io/v1alpha1), the part weir runs ----
+
+export interface BackendTrafficPolicy {
+  namespace: string;
+  name: string;
+  createdAt: string;
+  targetRefs: {
+    group: string;
+    kind: 'Gateway' | 'HTTPRoute' | 'GRPCRoute';
+    name: string;
+    sectionName?: string;
+  }[];
+  /** Local rate limit: `requests` per `unitMs`, one bucket per policy and route rule. */
+  rateLimit?: { requests: number; unitMs: number };
+  /** Envoy's circuit breaker thresholds (per backend): overflow is answered 503. */
+  circuitBreaker?: { maxParallelRequests?: number };
+}
+
+const rateUnits: Record<string, number> = { Second: 1000, Minute: 60_000, Hour: 3_600_000, Day: 86_400_000 };
+
+export function validateBackendTrafficPolicy(obj: unknown, loc: ObjectLocation): BackendTrafficPolicy {
+  const c = new Checker(loc);
+  const o = top(c, obj, 'BackendTrafficPolicy');
+  const m = meta(c, o, true);
+  const spec = c.obj(o.spec, 'spec', true) ?? {};
+  c.keys(
+    spec,
+    'spec',
+    ['targetRefs', 'targetRef', 'rateLimit', 'circuitBreaker'],
+    [
+      'targetSelectors',
+      'mergeType',
+      'loadBalancer',
+      'retry',
+      'proxyProtocol',
+      'tcpKeepalive',
+      'healthCheck',
+      'faultInjection',
+      'timeout',
+      'connection',
+      'dns',
+      'http2',
+      'responseOverride',
+      'compression',
+      'useClientProtocol',
+      'requestBuffer',
+      'httpUpgrade',
+      'telemetry',
+    ],
+  );
+  const refs =
+    spec.targetRefs !== undefined
+      ? c.arr(spec.targetRefs, 'spec.targetRefs', 16)
+      : spec.targetRef !== undefined
+        ? [spec.targetRef]
+        : [];
+  if (refs.length === 0) c.bad('spec.targetRefs', 'required field is missing', 'ERR_K8S_FIELD_MISSING');
+  const targetRefs = refs.map((r, i) => {
+    const f = spec.targetRefs !== undefined ? `spec.targetRefs[${i}]` : 'spec.targetRef';
+    const ro = c.obj(r, f, true) ?? {};
+    c.keys(ro, f, ['group', 'kind', 'name', 'sectionName']);
+    const kind = c.oneOf(ro.kind, `${f}.kind`, ['Gateway', 'HTTPRoute', 'GRPCRoute'] as const) ?? 'Gateway';
+    const section = c.str(ro.sectionName, `${f}.sectionName`);
+    if (section !== undefined)
+      c.bad(`${f}.sectionName`, `${f}.sectionName is not supported by weir`, 'ERR_GATEWAY_UNSUPPORTED');
+    return {
+      group: c.str(ro.group, `${f}.group`) ?? gatewayGroup,
+      kind,
+      name: objectName(c, ro.name, `${f}.name`) ?? '',
+    };
+  });
+  let rateLimit: BackendTrafficPolicy['rateLimit'];
+  const rl = c.obj(spec.rateLimit, 'spec.rateLimit');
+  if (rl) {
+    c.keys(rl, 'spec.rateLimit', ['type', 'local'], ['global']);
+    if (rl.type !== undefined && rl.type !== 'Local')
+      c.bad(
+        'spec.rateLimit.type',
+        `rate limit type ${String(rl.type)} is not supported by weir (Local only)`,
+        'ERR_GATEWAY_UNSUPPORTED',
+      );
+    const local = c.obj(rl.local, 'spec.rateLimit.local', true);
+    const rules = local ? c.arr(local.rules, 'spec.rateLimit.local.rules', 1) : [];
+    if (local) c.keys(local, 'spec.rateLimit.local', ['rules']);
+    if (local && rules.length === 0)
+      c.bad('spec.rateLimit.local.rules', 'required field is missing', 'ERR_K8S_FIELD_MISSING');
+    if (rules.length > 0) {
+      const r0 = c.obj(rules[0], 'spec.rateLimit.local.rules[0]', true) ?? {};
+      c.keys(r0, 'spec.rateLimit.local.rules[0]', ['limit'], ['clientSelectors', 'cost', 'shared']);
+      const lim = c.obj(r0.limit, 'spec.rateLimit.local.rules[0].limit', true) ?? {};
+      c.keys(lim, 'spec.rateLimit.local.rules[0].limit', ['requests', 'unit']);
+      const requests =
+        c.int(lim.requests, 'spec.rateLimit.local.rules[0].limit.requests', 1, 1_000_000_000, true) ?? 1;
+      const unit =
+        c.oneOf(lim.unit, 'spec.rateLimit.local.rules[0].limit.unit', Object.keys(rateUnits)) ?? 'Second';
+      rateLimit = { requests, unitMs: rateUnits[unit] ?? 1000 };
+    }
+  }
+  let circuitBreaker: BackendTrafficPolicy['circuitBreaker'];
+  const cb = c.obj(spec.circuitBreaker, 'spec.circuitBreaker');
+  if (cb) {
+    c.keys(
+      cb,
+      'spec.circuitBreaker',
+      ['maxParallelRequests'],
+      [
+        'maxConnections',
+        'maxPendingRequests',
+        'maxParallelRetries',
+        'maxRequestsPerConnection',
+        'perEndpoint',
+      ],
+    );
+    const par = c.int(cb.maxParallelRequests, 'spec.circuitBreaker.maxParallelRequests', 0, 4_294_967_295);
+    circuitBreaker = { ...(par !== undefined ? { maxParallelRequests: par } : {}) };
+  }
+  return finish(c, {
+    namespace: m.namespace,
+    name: m.name,
+    createdAt: m.createdAt,
+    targetRefs,
+    ...(rateLimit ? { rateLimit } : {}),
+    ...(circuitBreaker ? { circuitBreaker } : {}),
+  });
 }

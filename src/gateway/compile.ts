@@ -7,6 +7,7 @@
 // (GAMMA), one per Service port that a route names as its parent. Rules are sorted once, here, by
 // the Gateway API's precedence (see `ruleOrder`), so the proxy takes the first entry that matches.
 import {
+  type BackendTrafficPolicy,
   gatewayGroup,
   weirController,
   type BackendRef,
@@ -46,6 +47,16 @@ export interface GatewayWorld {
   grants: ReferenceGrant[];
   /** Gateway "ns/name" → its address (allocated by the API). */
   addresses: Map<string, string>;
+  /** Envoy Gateway BackendTrafficPolicies. */
+  policies?: BackendTrafficPolicy[];
+}
+
+/** The BackendTrafficPolicy in force for a rule: the route's own, else its Gateway's. */
+export interface EntryPolicy {
+  /** "ns/name" of the policy; with the rule, the key of its rate-limit bucket. */
+  policy: string;
+  rateLimit?: BackendTrafficPolicy['rateLimit'];
+  circuitBreaker?: BackendTrafficPolicy['circuitBreaker'];
 }
 
 export interface Condition {
@@ -96,6 +107,8 @@ export interface TableEntry {
   retry?: RouteRule['retry'];
   /** Mesh: only requests from pods of this namespace (a consumer route). */
   fromNamespace?: string;
+  /** BackendTrafficPolicy: local rate limit and circuit breaker. */
+  policy?: EntryPolicy;
 }
 
 export interface ListenerTable {
@@ -556,6 +569,45 @@ export function compile(world: GatewayWorld): Compiled {
   }
   out.meshPorts = [...mesh.values()].sort((a, b) => a.service.localeCompare(b.service) || a.port - b.port);
   for (const t of out.meshPorts) t.entries.sort(order);
+
+  // BackendTrafficPolicies: a route's own (same namespace) before its Gateway's; the oldest wins.
+  const policies = [...(world.policies ?? [])].sort(
+    (a, b) =>
+      a.createdAt.localeCompare(b.createdAt) ||
+      key(a.namespace, a.name).localeCompare(key(b.namespace, b.name)),
+  );
+  const policyOf = (e: TableEntry, gateway?: string): EntryPolicy | undefined => {
+    const p =
+      policies.find(
+        (x) =>
+          x.namespace === e.route.namespace &&
+          x.targetRefs.some((t) => t.kind === e.route.kind && t.name === e.route.name),
+      ) ??
+      (gateway
+        ? policies.find((x) =>
+            x.targetRefs.some((t) => t.kind === 'Gateway' && key(x.namespace, t.name) === gateway),
+          )
+        : undefined);
+    if (!p) return undefined;
+    return {
+      policy: key(p.namespace, p.name),
+      ...(p.rateLimit ? { rateLimit: p.rateLimit } : {}),
+      ...(p.circuitBreaker ? { circuitBreaker: p.circuitBreaker } : {}),
+    };
+  };
+  if (policies.length > 0) {
+    for (const t of out.gatewayPorts)
+      for (const l of t.listeners)
+        l.entries = l.entries.map((e) => {
+          const p = policyOf(e, t.gateway);
+          return p ? { ...e, policy: p } : e;
+        });
+    for (const t of out.meshPorts)
+      t.entries = t.entries.map((e) => {
+        const p = policyOf(e);
+        return p ? { ...e, policy: p } : e;
+      });
+  }
   return out;
 }
 

@@ -8,6 +8,7 @@ import {
   validateGRPCRoute,
   validateHTTPRoute,
   validateReferenceGrant,
+  validateBackendTrafficPolicy,
 } from './api.js';
 import type { GatewayWorld, ServiceInfo } from './compile.js';
 
@@ -61,6 +62,7 @@ export function worldOf(
     routes: [],
     grants: [],
     addresses,
+    policies: [],
   };
   for (const o of objects) {
     const loc = {
@@ -78,6 +80,7 @@ export function worldOf(
     else if (o.kind === 'HTTPRoute') w.routes.push(validateHTTPRoute(o.object, loc));
     else if (o.kind === 'GRPCRoute') w.routes.push(validateGRPCRoute(o.object, loc));
     else if (o.kind === 'ReferenceGrant') w.grants.push(validateReferenceGrant(o.object, loc));
+    else if (o.kind === 'BackendTrafficPolicy') w.policies?.push(validateBackendTrafficPolicy(o.object, loc));
   }
   return w;
 }

@@ -74,6 +74,10 @@ export function parseGatewaySnapshot(body: unknown): GatewaySnapshot {
 
 export interface GatewayStats {
   requests: number;
+  /** Answered 429 by a BackendTrafficPolicy's local rate limit. */
+  rateLimited: number;
+  /** Answered 503 because a circuit breaker's maxParallelRequests was reached. */
+  circuitOpen: number;
   byCode: Record<string, number>;
   retries: number;
   upstreamErrors: number;
@@ -113,7 +117,19 @@ export class GatewayServer {
   readonly #h2: http2.Http2Server;
   readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   readonly #h2Sessions = new Map<string, ClientHttp2Session>();
-  readonly stats: GatewayStats = { requests: 0, byCode: {}, retries: 0, upstreamErrors: 0, timeouts: 0 };
+  readonly stats: GatewayStats = {
+    requests: 0,
+    rateLimited: 0,
+    circuitOpen: 0,
+    byCode: {},
+    retries: 0,
+    upstreamErrors: 0,
+    timeouts: 0,
+  };
+  /** Local rate-limit buckets by policy and rule (Envoy's token bucket, refilled each unit). */
+  readonly #buckets = new Map<string, { tokens: number; windowStart: number }>();
+  /** Requests in flight by policy and backend (the circuit breaker's parallel requests). */
+  readonly #inFlight = new Map<string, number>();
 
   constructor(private readonly o: GatewayServerOptions) {
     this.#h1 = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) =>
@@ -247,8 +263,56 @@ export class GatewayServer {
         res.writeHead(200, Object.fromEntries(d.headers.map(([k, v]) => [k, v])));
         res.end();
         return void done(200);
-      case 'forward':
-        return this.#forward(req, res, d, done);
+      case 'forward': {
+        const p = d.entry.policy;
+        const extra: Record<string, string> = {};
+        if (p?.rateLimit) {
+          const rl = p.rateLimit;
+          const k = `${p.policy}|${d.entry.route.namespace}/${d.entry.route.name}|${d.entry.ruleIndex}`;
+          const now = performance.now();
+          let b = this.#buckets.get(k);
+          if (!b) this.#buckets.set(k, (b = { tokens: rl.requests, windowStart: now }));
+          if (now - b.windowStart >= rl.unitMs) {
+            b.tokens = rl.requests;
+            b.windowStart = now - ((now - b.windowStart) % rl.unitMs);
+          }
+          const reset = String(Math.max(1, Math.ceil((b.windowStart + rl.unitMs - now) / 1000)));
+          extra['x-ratelimit-limit'] = String(rl.requests);
+          extra['x-ratelimit-reset'] = reset;
+          if (b.tokens <= 0) {
+            this.stats.rateLimited++;
+            extra['x-ratelimit-remaining'] = '0';
+            res.writeHead(429, { ...extra, 'content-type': 'text/plain', 'content-length': '19' });
+            res.end('local_rate_limited\n');
+            return void done(429, d.backend, 'local_rate_limited');
+          }
+          b.tokens--;
+          extra['x-ratelimit-remaining'] = String(b.tokens);
+        }
+        const max = p?.circuitBreaker?.maxParallelRequests;
+        const ck = p ? `${p.policy}|${d.backend.namespace}/${d.backend.name}:${d.backend.port}` : '';
+        if (max !== undefined) {
+          const n = this.#inFlight.get(ck) ?? 0;
+          if (n >= max) {
+            this.stats.circuitOpen++;
+            res.writeHead(503, {
+              'x-envoy-overloaded': 'true',
+              'content-type': 'text/plain',
+              'content-length': '17',
+            });
+            res.end('upstream overflow');
+            return void done(503, d.backend, 'upstream_overflow');
+          }
+          this.#inFlight.set(ck, n + 1);
+        }
+        try {
+          // The rate limit's headers go on the upstream's response too.
+          const withHeaders = { ...d, corsHeaders: [...d.corsHeaders, ...Object.entries(extra)] };
+          return await this.#forward(req, res, withHeaders, done);
+        } finally {
+          if (max !== undefined) this.#inFlight.set(ck, (this.#inFlight.get(ck) ?? 1) - 1);
+        }
+      }
     }
   }
 

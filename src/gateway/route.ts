@@ -140,6 +140,35 @@ export function pickListener(table: GatewayPortTable, host: string): ListenerTab
   return table.listeners.find((l) => hostMatches(l.hostname, bareHost(host)));
 }
 
+/**
+ * The entries of a listener that can take `host`, in their order: built once per table (a
+ * snapshot's arrays do not change) — for each exact hostname a route names, the entries whose
+ * hostnames match it or that have none; for any other host, the entries with a wildcard or no
+ * hostname. Entries left out could not match that host, so precedence is unchanged, and a request
+ * scans only its own host's routes (1 000 routes on distinct hosts: 1 entry, not 1 000).
+ */
+const hostIndex = new WeakMap<TableEntry[], { byHost: Map<string, TableEntry[]>; rest: TableEntry[] }>();
+
+function candidates(entries: TableEntry[], host: string): TableEntry[] {
+  let ix = hostIndex.get(entries);
+  if (!ix) {
+    const rest = entries.filter(
+      (e) => e.hostnames.length === 0 || e.hostnames.some((h) => h.startsWith('*.')),
+    );
+    const byHost = new Map<string, TableEntry[]>();
+    for (const e of entries)
+      for (const h of e.hostnames)
+        if (!h.startsWith('*.') && !byHost.has(h))
+          byHost.set(
+            h,
+            entries.filter((x) => x.hostnames.length === 0 || x.hostnames.some((y) => hostMatches(y, h))),
+          );
+    ix = { byHost, rest };
+    hostIndex.set(entries, ix);
+  }
+  return ix.byHost.get(host) ?? ix.rest;
+}
+
 /** Serves a request that came to a Gateway's port. */
 export function routeGateway(
   table: GatewayPortTable,
@@ -153,7 +182,10 @@ export function routeGateway(
       status: 404,
       reason: `no listener of ${table.gateway}:${table.port} takes host ${bareHost(req.host)}`,
     };
-  const d = routeEntries(l.entries, req, { listenerPort: table.port, random });
+  const d = routeEntries(candidates(l.entries, bareHost(req.host)), req, {
+    listenerPort: table.port,
+    random,
+  });
   return { ...d, listener: l.listener };
 }
 

@@ -21,9 +21,11 @@ import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allo
 import type { LabelFilter } from '../identity/filter.js';
 import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
 import type { PodPort } from '../k8s/core.js';
-import { ensureProxyRouting } from '../lab/index.js';
+import { ensureProxyRouting, syncGatewayAddresses } from '../lab/index.js';
 import type { ClusterDns } from './cluster-dns.js';
 import { FqdnCache } from './fqdn-cache.js';
+import { compileStored, gatewaySnapshotOf, meshRedirects, type MeshRedirects } from './gateway.js';
+import type { GatewaySnapshot } from '../proxy/gateway/server.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
@@ -92,6 +94,8 @@ export interface AgentConfig extends LbSettings {
 /** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */
 export interface L7PolicySink {
   update(endpoints: EndpointL7Policy[]): Promise<void>;
+  /** The Gateway data plane's tables and endpoints (north-south listeners). */
+  updateGateway?(snapshot: Omit<GatewaySnapshot, 'version'>): Promise<void>;
 }
 
 export interface EndpointStatus {
@@ -371,6 +375,22 @@ export class Agent {
     return this.view.pods.filter((p) => p.node === this.node.name && this.local.endpoints.ids[podKey(p)]);
   }
 
+  private gatewayText = '';
+
+  /**
+   * Gateways: their addresses on the node (the lab driver) and the proxy's Gateway tables with the
+   * ready endpoints of every Service port a route names. Only when something changed.
+   */
+  private async syncGateway(compiled: ReturnType<typeof compileStored>, mesh: MeshRedirects): Promise<void> {
+    const snap = gatewaySnapshotOf(compiled, this.view.objects, this.view.pods, this.lb.frontends(), mesh);
+    const text = JSON.stringify(snap);
+    if (text === this.gatewayText) return;
+    const addresses = [...new Set(snap.ports.map((p) => p.address).filter((a): a is string => !!a))];
+    await syncGatewayAddresses(this.node.netns, addresses);
+    await this.proxy?.updateGateway?.(snap);
+    this.gatewayText = text;
+  }
+
   /** The view regenerate() computes from (the reconciler sets it before each regeneration). */
   setView(view: AgentView): void {
     this.view = view;
@@ -604,10 +624,19 @@ export class Agent {
       }
     }
     const ipcacheChanged = ipcacheUpserts > 0 || ipcache.size !== this.writtenIpcache.size;
-    const lb = this.lb.regenerate(this.view.objects, this.view.pods, this.node, this.local.lb);
+    // Gateway API: compiled once; Services with mesh routes are redirected to the proxy.
+    const compiled = compileStored(this.view.objects, this.view.namespaces);
+    const mesh = meshRedirects(
+      compiled,
+      this.view.objects,
+      this.node.ip,
+      this.cfg.proxyPorts?.ingress ?? 10000,
+    );
+    const lb = this.lb.regenerate(this.view.objects, this.view.pods, this.node, this.local.lb, mesh);
     upserts += lb.stats.upserts;
     deletes += lb.stats.deletes;
     this.local.lb = lb.output.ids;
+    await this.syncGateway(compiled, mesh);
     this.writtenIpcache = ipcache;
     this.held = output.held;
     // Audit mode turned off (the endpoint rows enforce already): the connections it let through

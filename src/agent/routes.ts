@@ -2,7 +2,8 @@
 // through /v1/apply and /v1/delete (the intake); reads come from the desired state, the pods'
 // statuses and the agent's datapath.
 import { isIP } from 'node:net';
-import { isPolicyKind, isServiceKind } from '../cluster/kinds.js';
+import { isGatewayKind, isPolicyKind, isServiceKind } from '../cluster/kinds.js';
+import { gatewayView } from '../gateway/stored.js';
 import type { DesiredObject } from '../cluster/objects.js';
 import { WeirError } from '../shared/errors.js';
 import { trace, type TraceRequest, type TraceResult } from '../policy/trace.js';
@@ -123,6 +124,15 @@ export function agentRoutes(
       },
     },
     { method: 'GET', pattern: '/v1/policies', handler: () => ({ items: intake.objects(isPolicyKind) }) },
+    {
+      method: 'GET',
+      pattern: '/v1/gateway',
+      handler: () => {
+        const objects = intake.objects((k) => isGatewayKind(k) || k === 'Service');
+        const namespaces = new Map(intake.namespaces().map((n) => [n.name, n.labels]));
+        return gatewayView(objects, namespaces);
+      },
+    },
     {
       method: 'GET',
       pattern: '/v1/services',

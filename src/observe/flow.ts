@@ -133,6 +133,10 @@ export interface Flow {
     from_proxy?: boolean;
     /** L7: the reason the proxy gave for a denied or failed request ('l7_policy_denied', ...). */
     detail?: string;
+    /** L7 through a Gateway or a mesh route: the route rule that served the request. */
+    route?: { kind: string; namespace: string; name: string; rule: number; ruleName?: string };
+    /** L7 through a route: the backend chosen ("ns/name:port"). */
+    backend?: string;
   };
 }
 

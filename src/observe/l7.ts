@@ -111,7 +111,12 @@ export function l7Flow(r: L7Record, o: { nodeName: string; enricher: Enricher; u
           }
         : {}),
     },
-    weir: { type: 'l7', ...(r.detail ? { detail: r.detail } : {}) },
+    weir: {
+      type: 'l7',
+      ...(r.detail ? { detail: r.detail } : {}),
+      ...(r.route ? { route: r.route } : {}),
+      ...(r.backend ? { backend: r.backend } : {}),
+    },
   };
   flow.Summary = l7Summary(flow);
   const decided = r.policy ? o.enricher.policy(r.policy.cookie) : undefined;

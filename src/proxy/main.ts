@@ -16,6 +16,7 @@ import { ProxyMetrics } from './metrics.js';
 import { proxyAccessLogFile, proxyPidFile, proxySocket, proxyTitle } from './paths.js';
 import { RecordQueue } from './records.js';
 import { ProxyServer } from './server.js';
+import { GatewayServer } from './gateway/server.js';
 
 const IDENTITY_WORLD = 2;
 
@@ -87,6 +88,14 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
       await postJson(agentSocket(o.lab), '/v1/fqdn/learn', { endpointId, name, answers }, 5000);
     },
   });
+  const gateway = new GatewayServer({
+    log,
+    onRecord: (r) => {
+      metrics.records.inc();
+      metrics.countRecord(r);
+      records.push(r);
+    },
+  });
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
   metrics.sources.accessLog = () => accessLog.stats();
@@ -98,6 +107,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     metrics,
     records,
     accessLog,
+    gateway,
   });
   writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
   log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
@@ -114,6 +124,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   admin.closeAllConnections();
   admin.close();
   await server.close();
+  await gateway.close();
   accessLog.close();
   ipcacheMap.close();
   process.exit(0);

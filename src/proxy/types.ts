@@ -78,6 +78,10 @@ export interface L7Record {
   policy?: L7RuleOrigin;
   /** Why it was denied or failed, machine-readable ('l7_policy_denied', 'upstream_reset', ...). */
   detail?: string;
+  /** Gateway API: the route rule that served the request. */
+  route?: { kind: string; namespace: string; name: string; rule: number; ruleName?: string };
+  /** Gateway API: the backend chosen ("ns/name:port"). */
+  backend?: string;
 }
 
 /**

@@ -59,6 +59,8 @@ export interface Topology {
   services: TopologyService[];
   /** Every peer name, in order: pods, host, externals. */
   peers: string[];
+  /** L7 model: the cluster DNS's records for names outside the cluster (topology `dns`). */
+  dns?: { ttl?: number; records: Record<string, string[]> };
 }
 
 export interface CaseProbe {
@@ -94,6 +96,15 @@ export interface CaseExpect {
   probe?: string;
   result?: L7Result;
   upstreamSaw?: { headers?: Record<string, string>; absentHeaders?: string[] };
+  /** L7 corpus, DNS probes: the answer expected (rcode; the A records when listed). */
+  dns?: ExpectedDns;
+  /** L7 corpus, resolve-then-connect probes: what the lookup must give. */
+  resolve?: ExpectedDns & { result?: L7Result };
+}
+
+export interface ExpectedDns {
+  rcode?: string;
+  answers?: string[];
 }
 
 export interface ConformanceCase {
@@ -244,6 +255,16 @@ function parseTopology(raw: Json, key: string): Topology {
     ...(typeof raw.podCIDR === 'string' ? { podCIDR: raw.podCIDR } : {}),
     services,
     peers,
+    ...(() => {
+      const d = raw.dns as Json | undefined;
+      if (!d || typeof d.records !== 'object' || d.records === null) return {};
+      return {
+        dns: {
+          ...(typeof d.ttl === 'number' ? { ttl: d.ttl } : {}),
+          records: d.records as Record<string, string[]>,
+        },
+      };
+    })(),
   };
 }
 
@@ -301,6 +322,10 @@ export function loadCase(file: string): ConformanceCase {
             ...(typeof e.result === 'string' ? { result: e.result as L7Result } : {}),
             ...(e.upstreamSaw && typeof e.upstreamSaw === 'object'
               ? { upstreamSaw: e.upstreamSaw as NonNullable<CaseExpect['upstreamSaw']> }
+              : {}),
+            ...(e.dns && typeof e.dns === 'object' ? { dns: e.dns as ExpectedDns } : {}),
+            ...(e.resolve && typeof e.resolve === 'object'
+              ? { resolve: e.resolve as NonNullable<CaseExpect['resolve']> }
               : {}),
           })),
         }

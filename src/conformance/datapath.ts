@@ -18,6 +18,7 @@ import type { ServiceSummary } from '../agent/lb.js';
 import type { Addresses, ServedPort, Topology, TopologyService } from './case.js';
 import type {
   CaseState,
+  DnsObservation,
   HttpProbe,
   ProbeAnswer,
   ProbeRequest,
@@ -104,8 +105,11 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         return ip;
       };
 
-      const httpProbe = async (req: ProbeRequest, http: HttpProbe): Promise<ProbeAnswer> => {
-        const ip = address(req.to);
+      const httpProbe = async (
+        req: ProbeRequest,
+        http: HttpProbe,
+        ip = address(req.to),
+      ): Promise<ProbeAnswer> => {
         const r = await probe(lab, source(req.from), { ip, port: req.port, protocol: 'TCP' }, timeoutMs, {
           request: {
             method: http.method,
@@ -118,19 +122,71 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         return httpAnswer(r);
       };
 
+      /** One DNS query from inside `from`: an answer (any RCODE but REFUSED) is allowed. */
+      const dnsQuery = async (
+        from: string,
+        to: { ip: string; port: number; protocol: 'TCP' | 'UDP' },
+        query: { name: string; type: string },
+      ): Promise<ProbeAnswer & { dns?: DnsObservation }> => {
+        const r = await probe(lab, source(from), to, timeoutMs, { dns: query });
+        return dnsAnswer(r);
+      };
+
+      const fqdnProbe = async (req: ProbeRequest): Promise<ProbeAnswer> => {
+        const f = req.fqdn as NonNullable<ProbeRequest['fqdn']>;
+        let ip = address(req.to);
+        let resolve: ProbeAnswer['resolve'];
+        if (f.resolveFirst && f.resolver) {
+          const a = await dnsQuery(
+            req.from,
+            {
+              ip: address(f.resolver.server),
+              port: f.resolver.port,
+              protocol: f.resolver.protocol === 'TCP' ? 'TCP' : 'UDP',
+            },
+            { name: f.name, type: f.resolver.type },
+          );
+          resolve = { result: a.result ?? 'error', ...(a.dns ?? {}) };
+          // Connect to the answer; no address (refused, dropped): the topology's address of `to`.
+          const first = a.dns?.answers?.find((x) => isIPv4(x));
+          if (first) ip = first;
+        }
+        const answer = req.http
+          ? await httpProbe({ ...req, to: req.to }, req.http, ip)
+          : dialAnswer(await probe(lab, source(req.from), { ip, port: req.port, protocol: 'TCP' }, timeoutMs));
+        const note = [
+          resolve ? `resolved ${f.name} -> ${resolve.answers?.join(',') || resolve.rcode || resolve.result}` : '',
+          `connected to ${ip}`,
+          answer.note ?? '',
+        ]
+          .filter(Boolean)
+          .join('; ');
+        return { ...answer, ...(resolve ? { resolve } : {}), note };
+      };
+
       return {
         addresses,
         lab: name,
         concurrency: opts.concurrency ?? 64,
-        kinds: new Set(['http'] as const),
+        kinds: new Set(['http', 'dns', 'fqdn'] as const),
         async apply(state: CaseState) {
           await applyLab(name, topology, state);
           await services.sync(state.services, state.file);
           await replacePolicies(name, state);
+          // Every case starts with nothing learned (the corpus' fqdnStatePerCase), as
+          // `weir fqdn cache clean` does it.
+          await agentClient(name).call('POST', '/v1/fqdn/clean', {});
         },
         async probe(req: ProbeRequest) {
           // Node has no SCTP sockets: the port is declared on the pod but never served or probed.
           if (req.protocol === 'SCTP') return null;
+          if (req.kind === 'fqdn' && req.fqdn) return fqdnProbe(req);
+          if (req.kind === 'dns' && req.dns)
+            return dnsQuery(
+              req.from,
+              { ip: address(req.to), port: req.port, protocol: req.protocol === 'TCP' ? 'TCP' : 'UDP' },
+              { name: req.dns.query, type: req.dns.type },
+            );
           if (req.kind === 'http' && req.http) return httpProbe(req, req.http);
           if (req.service && req.servicePort !== undefined) {
             const ip = services.clusterIP(req.service);
@@ -187,6 +243,27 @@ export function httpAnswer(r: ProbeResult): ProbeAnswer {
   };
 }
 
+/**
+ * What a DNS probe observed: no answer = dropped; REFUSED (only the DNS proxy answers it, the lab's
+ * DNS server never does) = l7-denied; any other answer (NOERROR, NXDOMAIN) = allowed.
+ */
+export function dnsAnswer(r: ProbeResult): ProbeAnswer {
+  if (!r.ok)
+    return r.error === 'ETIMEDOUT'
+      ? { allowed: false, result: 'dropped', note: 'no answer (ETIMEDOUT)' }
+      : { allowed: false, result: 'error', note: `no answer (${r.error ?? 'failed'})` };
+  const dns = { ...(r.rcode ? { rcode: r.rcode } : {}), answers: r.answers ?? [] };
+  if (r.rcode === 'REFUSED') return { allowed: false, result: 'l7-denied', dns };
+  return { allowed: true, result: 'allowed', dns };
+}
+
+/** A bare TCP dial (a resolve-then-connect probe without a request): connected = allowed. */
+function dialAnswer(r: ProbeResult): ProbeAnswer {
+  return r.ok
+    ? { allowed: true, result: 'allowed' }
+    : { allowed: false, result: 'dropped', note: `no connection (${r.error ?? 'failed'})` };
+}
+
 /** Lab names for the externals ("world/ext1" -> "ext1"): DNS labels, unique. */
 function labExternalNames(t: Topology): Map<string, string> {
   const out = new Map<string, string>();
@@ -223,6 +300,8 @@ function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
         },
       ],
       externals: t.externals.map((e) => ({ name: extNames.get(e.name), ip: e.ip, serves: served(e.serves) })),
+      // The L7 model's zone: the lab's cluster DNS answers these names (outside the cluster).
+      ...(t.dns ? { dns: { ...(t.dns.ttl !== undefined ? { ttl: t.dns.ttl } : {}), records: t.dns.records } } : {}),
     },
     t.key,
   );

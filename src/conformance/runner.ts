@@ -16,6 +16,7 @@ import {
   type CaseExpect,
   type CaseProbe,
   type ConformanceCase,
+  type ExpectedDns,
   type L7Result,
   type ProbeProtocol,
   type Topology,
@@ -34,6 +35,25 @@ export interface ProbeRequest {
   /** L7 corpus: what kind of probe this is, and for `http` the request to send. */
   kind?: L7ProbeKind;
   http?: HttpProbe;
+  /** `dns`: the query to send to `to` on `port`/`protocol`. */
+  dns?: DnsProbe;
+  /** `fqdn`: the name to resolve first (or, resolveFirst false, only name for the control probe). */
+  fqdn?: FqdnProbe;
+}
+
+/** A DNS probe of the L7 corpus (topology.json probe.kinds.dns). */
+export interface DnsProbe {
+  query: string;
+  type: string;
+}
+
+/** A resolve-then-connect probe of the L7 corpus (topology.json probe.kinds.fqdn). */
+export interface FqdnProbe {
+  name: string;
+  /** false: the control probe, straight to the topology address of `to`, no DNS query at all. */
+  resolveFirst: boolean;
+  /** With resolveFirst: the DNS server pod ("ns/name"), its port and protocol, the query type. */
+  resolver?: { server: string; port: number; protocol: ProbeProtocol; type: string };
 }
 
 /** An HTTP probe of the L7 corpus (topology.json probe.kinds.http). */
@@ -52,16 +72,8 @@ export interface HttpProbe {
  * other kind is reported as skipped with this reason.
  */
 export const l7ProbeKinds = [
-  {
-    kind: 'fqdn',
-    field: 'fqdn',
-    skipped: 'resolve-then-connect probes are not sent by the conformance runner yet (issue 11: weir enforces toFQDNs)',
-  },
-  {
-    kind: 'dns',
-    field: 'dns',
-    skipped: 'DNS probes are not sent by the conformance runner yet (issue 11: weir enforces DNS rules)',
-  },
+  { kind: 'fqdn', field: 'fqdn', skipped: 'this mode sends no DNS queries (resolve-then-connect)' },
+  { kind: 'dns', field: 'dns', skipped: 'this mode sends no DNS queries' },
   { kind: 'http', field: 'http', skipped: 'this mode sends no HTTP requests' },
 ] as const;
 
@@ -77,6 +89,17 @@ export interface HttpObservation {
   upstreamSaw?: { method: string; path: string; host: string; headers: Record<string, string> };
 }
 
+/** A DNS answer as observed: its RCODE by name and the addresses of its A/AAAA records. */
+export interface DnsObservation {
+  rcode?: string;
+  answers?: string[];
+}
+
+/** The lookup of a resolve-then-connect probe, in the corpus' vocabulary. */
+export interface ResolveObservation extends DnsObservation {
+  result: ObservedResult;
+}
+
 /** An answer with a word on how the probe was made (e.g. the ClusterIP it dialled). */
 export interface ProbeAnswer {
   allowed: boolean | null;
@@ -84,6 +107,8 @@ export interface ProbeAnswer {
   /** L7 probes: what was observed (`allowed` is then true exactly for 'allowed'). */
   result?: ObservedResult;
   http?: HttpObservation;
+  dns?: DnsObservation;
+  resolve?: ResolveObservation;
 }
 
 export interface Prober {
@@ -138,6 +163,8 @@ export interface ProbeResult {
   result?: ObservedResult | 'skipped';
   expectedResult?: L7Result;
   http?: HttpObservation;
+  dns?: DnsObservation;
+  resolve?: ResolveObservation;
 }
 
 export interface CaseReport {
@@ -367,6 +394,50 @@ function httpProbe(c: ConformanceCase, p: CaseProbe): HttpProbe {
   };
 }
 
+function dnsProbe(c: ConformanceCase, p: CaseProbe): DnsProbe {
+  const d = p.raw?.dns as Record<string, unknown> | undefined;
+  if (!d || typeof d.query !== 'string' || d.query === '' || (d.type !== undefined && typeof d.type !== 'string'))
+    throw new WeirError(
+      'ERR_CONFORMANCE_CASE',
+      `${c.file}: probe ${p.id ?? '?'}: dns needs a string query (and type, default A)`,
+    );
+  return { query: d.query, type: (d.type as string | undefined) ?? 'A' };
+}
+
+function fqdnProbe(c: ConformanceCase, p: CaseProbe): FqdnProbe {
+  const raw = p.raw ?? {};
+  const where = `${c.file}: probe ${p.id ?? '?'}`;
+  if (typeof raw.fqdn !== 'string' || raw.fqdn === '')
+    throw new WeirError('ERR_CONFORMANCE_CASE', `${where}: fqdn must be a name`);
+  if (raw.resolveFirst !== true) return { name: raw.fqdn, resolveFirst: false };
+  const r = raw.resolver as Record<string, unknown> | undefined;
+  if (!r || typeof r.server !== 'string')
+    throw new WeirError('ERR_CONFORMANCE_CASE', `${where}: resolveFirst needs resolver.server`);
+  return {
+    name: raw.fqdn,
+    resolveFirst: true,
+    resolver: {
+      server: r.server,
+      port: typeof r.port === 'number' ? r.port : 53,
+      protocol: r.protocol === 'TCP' ? 'TCP' : 'UDP',
+      type: typeof r.type === 'string' ? r.type : 'A',
+    },
+  };
+}
+
+/** Why a DNS observation contradicts the expected answer, or undefined when it agrees. */
+function dnsMismatch(what: string, want: ExpectedDns | undefined, got: DnsObservation | undefined): string | undefined {
+  if (!want) return undefined;
+  if (want.rcode !== undefined && got?.rcode !== want.rcode)
+    return `${what} answered ${got?.rcode ?? 'nothing'}, expected ${want.rcode}`;
+  if (want.answers !== undefined) {
+    const a = [...(got?.answers ?? [])].sort().join(',');
+    const b = [...want.answers].sort().join(',');
+    if (a !== b) return `${what} gave [${a}], expected [${b}]`;
+  }
+  return undefined;
+}
+
 /** Why an observation contradicts `upstreamSaw`, or undefined when it agrees. */
 function upstreamMismatch(e: CaseExpect, seen: HttpObservation | undefined): string | undefined {
   if (!e.upstreamSaw) return undefined;
@@ -409,7 +480,11 @@ async function runL7(c: ConformanceCase, session: ProberSession, mode: string): 
         port: p.port,
         protocol: p.protocol,
         kind: kind.kind,
-        ...(kind.kind === 'http' ? { http: httpProbe(c, p) } : {}),
+        ...(kind.kind === 'http' || (kind.kind === 'fqdn' && p.raw?.http !== undefined)
+          ? { http: httpProbe(c, p) }
+          : {}),
+        ...(kind.kind === 'dns' ? { dns: dnsProbe(c, p) } : {}),
+        ...(kind.kind === 'fqdn' ? { fqdn: fqdnProbe(c, p) } : {}),
       };
       return { p, kind, req, run: session.kinds?.has(kind.kind) === true };
     });
@@ -434,6 +509,8 @@ async function runL7(c: ConformanceCase, session: ProberSession, mode: string): 
         probe: x.p.raw ?? {},
         result: a?.result ?? (a ? 'error' : 'skipped'),
         ...(a?.http ? { http: a.http } : {}),
+        ...(a?.dns ? { dns: a.dns } : {}),
+        ...(a?.resolve ? { resolve: a.resolve } : {}),
         ...(a?.note ? { note: a.note } : !a ? { note: x.kind.skipped } : {}),
       };
       report.counts.probes++;
@@ -447,7 +524,14 @@ async function runL7(c: ConformanceCase, session: ProberSession, mode: string): 
       }
       if (!e?.result) continue;
       report.counts.compared++;
-      const saw = r.result === e.result ? upstreamMismatch(e, r.http) : undefined;
+      const saw =
+        r.result === e.result
+          ? (upstreamMismatch(e, r.http) ??
+            dnsMismatch('the DNS server', e.dns, r.dns) ??
+            (e.resolve?.result !== undefined && r.resolve?.result !== e.resolve.result
+              ? `the lookup was ${r.resolve?.result ?? 'not made'}, expected ${e.resolve.result}`
+              : dnsMismatch('the lookup', e.resolve, r.resolve)))
+          : undefined;
       if (r.result === e.result && !saw) report.counts.matched++;
       else report.mismatches.push(saw ? { ...r, note: saw } : r);
     }

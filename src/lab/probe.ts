@@ -3,9 +3,15 @@ import { WeirError } from '../shared/errors.js';
 import { placeOf, podRef } from './exec.js';
 import { Lab } from './lab.js';
 import { request } from './workload/client.js';
-import type { HttpProbeRequest, ProbeResult, ProbeTarget } from './workload/protocol.js';
+import type { DnsProbeQuery, HttpProbeRequest, ProbeResult, ProbeTarget } from './workload/protocol.js';
 
-export type { HttpProbeRequest, ProbeResult, ProbeTarget, RequestEcho } from './workload/protocol.js';
+export type {
+  DnsProbeQuery,
+  HttpProbeRequest,
+  ProbeResult,
+  ProbeTarget,
+  RequestEcho,
+} from './workload/protocol.js';
 
 export interface ProbeOptions {
   /** TCP only: send GET / and return the body in `result.body`. */
@@ -15,6 +21,11 @@ export interface ProbeOptions {
    * of what it received); `connected` tells a connection that failed after its handshake.
    */
   request?: HttpProbeRequest;
+  /**
+   * Send this DNS query (UDP or TCP, as `to.protocol`) instead of a bare probe: `ok` once its
+   * answer comes, with `rcode` and the A/AAAA `answers`; no answer within `timeoutMs` = ETIMEDOUT.
+   */
+  dns?: DnsProbeQuery;
 }
 
 /**
@@ -39,13 +50,15 @@ export async function probe(
   }
   const reply = await request(
     socket,
-    {
-      op: 'probe',
-      ...to,
-      timeoutMs,
-      ...(opts.http ? { http: true } : {}),
-      ...(opts.request ? { request: opts.request } : {}),
-    },
+    opts.dns
+      ? { op: 'dns', ...to, timeoutMs, query: opts.dns }
+      : {
+          op: 'probe',
+          ...to,
+          timeoutMs,
+          ...(opts.http ? { http: true } : {}),
+          ...(opts.request ? { request: opts.request } : {}),
+        },
     timeoutMs + (opts.request ? (opts.request.responseTimeoutMs ?? 5000) : 0) + 5000,
   );
   if ('ms' in reply) {

@@ -3,7 +3,7 @@
 //   - the pod's declared ports, on sockets opened INSIDE the pod: the host enters the pod's
 //     cgroup and network namespace, calls socket() through libc (sock.ts), and goes back; TCP:
 //     HTTP 200 naming the pod, or echo; UDP: echo;
-//   - the pod's own control socket (the path a per-pod workload had, same protocol: ping, probe),
+//   - the pod's own control socket (the path a per-pod workload had, same protocol: ping, probe, dns),
 //     and its probes are made from sockets opened the same way, so the datapath, the socket LB
 //     and policy see the pod's address, netns and cgroup, exactly as from a process of the pod.
 // Entering a pod is synchronous (cgroup.procs write, setns, socket(), setns): no other code of this
@@ -20,10 +20,12 @@ import { createServer, type Server } from 'node:net';
 import { createInterface } from 'node:readline';
 import koffi from 'koffi';
 import { DnsServer } from '../../dns/server.js';
+import { dnsQueryBytes, dnsQueryId, readDnsAnswer } from './dns-probe.js';
 import { httpRequestBytes, readHttpAnswer } from './http-answer.js';
 import type {
   ControlReply,
   ControlRequest,
+  DnsProbeQuery,
   HttpProbeRequest,
   ProbeResult,
   WorkloadConfig,
@@ -293,8 +295,63 @@ function probeUdp(p: Hosted, ip: string, port: number, timeoutMs: number): Promi
   });
 }
 
+/**
+ * One DNS query from inside the pod (dns-probe.ts): UDP, a datagram on a connected socket; TCP, a
+ * new connection with the framed query. `ok` once the answer to this query's id comes (its rcode
+ * and addresses reported); a query with no answer is ETIMEDOUT, as a drop is.
+ */
+function probeDns(
+  p: Hosted,
+  ip: string,
+  port: number,
+  protocol: 'TCP' | 'UDP',
+  timeoutMs: number,
+  query: DnsProbeQuery,
+): Promise<ProbeResult> {
+  const id = dnsQueryId();
+  const tcp = protocol === 'TCP';
+  const bytes = dnsQueryBytes(query, id, tcp);
+  return exchange(p, ip, protocol, timeoutMs, (fd, finish, watch) => {
+    startConnect(fd, ip, port);
+    let connected = !tcp;
+    let buf = Buffer.alloc(0);
+    if (!tcp) {
+      const n = send(fd, bytes);
+      if (n < 0) finish({ ok: false, error: errnoName(-n) });
+    }
+    const onEvent = (ev: koffi.IKoffiPollEvents) => {
+      if (!connected) {
+        const err = socketError(fd);
+        if (err) return finish({ ok: false, error: err });
+        connected = true;
+        const n = send(fd, bytes);
+        if (n < 0) return finish({ ok: false, error: errnoName(-n) });
+        return watch({ readable: true });
+      }
+      if (!ev.readable && !ev.disconnect) return;
+      for (;;) {
+        const chunk = Buffer.alloc(65536);
+        const n = recv(fd, chunk);
+        if (n === -EAGAIN) return;
+        if (n < 0) return finish({ ok: false, error: errnoName(-n) });
+        if (n === 0 && tcp) return finish({ ok: false, error: 'ECONNRESET' });
+        // UDP: each datagram is a message of its own; TCP: the stream so far.
+        buf = tcp ? Buffer.concat([buf, chunk.subarray(0, n)]) : chunk.subarray(0, n);
+        const r = readDnsAnswer(buf, id, tcp);
+        if (r) return finish(r);
+      }
+    };
+    return { watch: tcp ? { writable: true } : { readable: true }, onEvent };
+  });
+}
+
 async function handlePod(p: Hosted, req: ControlRequest): Promise<ControlReply> {
   if (req.op === 'ping') return { id: req.id, ok: true, name: p.config.name, pid: process.pid };
+  if (req.op === 'dns') {
+    const timeoutMs = Math.min(Math.max(Number(req.timeoutMs ?? 1000), 1), maxProbeMs);
+    const r = await probeDns(p, req.ip, req.port, req.protocol, timeoutMs, req.query);
+    return { id: req.id, ...r };
+  }
   if (req.op === 'probe') {
     const timeoutMs = Math.min(Math.max(Number(req.timeoutMs ?? 1000), 1), maxProbeMs);
     const r =

@@ -1,15 +1,17 @@
 // The built-in lab workload (one process per pod, node and external, started inside its netns):
 // serves every declared port (TCP: HTTP 200 naming the pod, or echo; UDP: echo) and answers
-// control requests (ping, probe) on a unix socket in the lab's state directory.
+// control requests (ping, probe, dns) on a unix socket in the lab's state directory.
 import { writeFileSync, rmSync } from 'node:fs';
 import { DnsServer } from '../../dns/server.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server } from 'node:net';
 import { createInterface } from 'node:readline';
+import { dnsQueryBytes, dnsQueryId, readDnsAnswer } from './dns-probe.js';
 import { httpRequestBytes, readHttpAnswer } from './http-answer.js';
 import type {
   ControlReply,
   ControlRequest,
+  DnsProbeQuery,
   HttpProbeRequest,
   ProbeResult,
   WorkloadConfig,
@@ -37,7 +39,10 @@ function listenTcp(port: number): Promise<Server> {
 function listenUdp(port: number): Promise<UdpSocket> {
   const attempt = (type: 'udp6' | 'udp4', host: string) =>
     new Promise<UdpSocket>((resolve, reject) => {
-      const s = createSocket({ type, ipv6Only: false });
+      // SO_REUSEADDR, as the pod host's sockets (sock.ts): the node's DNS proxy answers a pod's
+      // query from the DNS server's address on a transparent socket bound to it, which a
+      // wildcard socket on the same port without it would refuse (EADDRINUSE).
+      const s = createSocket({ type, ipv6Only: false, reuseAddr: true });
       s.once('error', reject);
       s.on('message', (msg, rinfo) => s.send(msg, rinfo.port, rinfo.address));
       s.bind(port, host, () => resolve(s));
@@ -133,8 +138,60 @@ function probeUdp(ip: string, port: number, timeoutMs: number): Promise<ProbeRes
   });
 }
 
+/** One DNS query (dns-probe.ts) over UDP or a new TCP connection; no answer is ETIMEDOUT. */
+function probeDns(
+  ip: string,
+  port: number,
+  protocol: 'TCP' | 'UDP',
+  timeoutMs: number,
+  query: DnsProbeQuery,
+): Promise<ProbeResult> {
+  const start = process.hrtime.bigint();
+  const id = dnsQueryId();
+  const tcp = protocol === 'TCP';
+  const bytes = dnsQueryBytes(query, id, tcp);
+  return new Promise((resolve) => {
+    let settled = false;
+    let close = () => undefined as void;
+    const done = (r: Omit<ProbeResult, 'ms'>) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      close();
+      resolve({ ...r, ms: elapsed(start) });
+    };
+    const timer = setTimeout(() => done({ ok: false, error: 'ETIMEDOUT' }), timeoutMs);
+    if (tcp) {
+      let buf = Buffer.alloc(0);
+      const sock = connect({ host: ip, port });
+      close = () => sock.destroy();
+      sock.on('error', (err) => done({ ok: false, error: errCode(err) }));
+      sock.on('connect', () => sock.write(bytes));
+      sock.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        const r = readDnsAnswer(buf, id, true);
+        if (r) done(r);
+      });
+      sock.on('end', () => done({ ok: false, error: 'ECONNRESET' }));
+      return;
+    }
+    const s = createSocket(isIPv6(ip) ? 'udp6' : 'udp4');
+    close = () => s.close();
+    s.on('error', (err) => done({ ok: false, error: errCode(err) }));
+    s.on('message', (msg) => {
+      const r = readDnsAnswer(msg, id, false);
+      if (r) done(r);
+    });
+    s.connect(port, ip, () => s.send(bytes));
+  });
+}
+
 async function handle(req: ControlRequest): Promise<ControlReply> {
   if (req.op === 'ping') return { id: req.id, ok: true, name: cfg.name, pid: process.pid };
+  if (req.op === 'dns') {
+    const timeoutMs = Math.min(Math.max(Number(req.timeoutMs ?? 1000), 1), maxProbeMs);
+    return { id: req.id, ...(await probeDns(req.ip, req.port, req.protocol, timeoutMs, req.query)) };
+  }
   if (req.op === 'probe') {
     const timeoutMs = Math.min(Math.max(Number(req.timeoutMs ?? 1000), 1), maxProbeMs);
     const r =

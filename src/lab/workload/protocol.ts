@@ -34,8 +34,22 @@ export interface RequestEcho {
 /** The response header carrying the server's RequestEcho. */
 export const REQUEST_ECHO_HEADER = 'x-weir-request';
 
+/** One DNS query a `dns` probe sends (class IN, recursion desired). */
+export interface DnsProbeQuery {
+  name: string;
+  /** A, AAAA, SRV, ... */
+  type: string;
+}
+
 export type ControlRequest =
   | { id?: number; op: 'ping' }
+  | ({
+      id?: number;
+      op: 'dns';
+      timeoutMs?: number;
+      /** Sent over UDP (one datagram) or TCP (two-byte length framing) to the target. */
+      query: DnsProbeQuery;
+    } & ProbeTarget)
   | ({
       id?: number;
       op: 'probe';
@@ -65,6 +79,10 @@ export interface ProbeResult {
   status?: number;
   /** With `request`: what the lab's server says it received (absent: the answer was not its own). */
   echo?: RequestEcho;
+  /** `dns`: the answer's RCODE by name (NOERROR, NXDOMAIN, REFUSED, ...). */
+  rcode?: string;
+  /** `dns`: the addresses of the answer's A/AAAA records, in order. */
+  answers?: string[];
 }
 
 export type ControlReply =

@@ -280,7 +280,14 @@ export class Agent {
     answers: { ip: string; ttl: number }[],
   ): Promise<boolean> {
     const { changed } = this.fqdn.learn(endpointId, name, answers);
-    if (!changed || !this.selectsFqdns()) return false;
+    if (!this.selectsFqdns()) return false;
+    if (!changed) {
+      // Already known, maybe from a lookup whose regeneration is still running (two pods, or two
+      // lookups of one pod, resolving the same name at once): this answer too waits until the
+      // addresses are in force, or its client would connect before they are.
+      await this.regenChain;
+      return false;
+    }
     await this.regenerate();
     return true;
   }

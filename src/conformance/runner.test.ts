@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { runCases } from './runner.js';
+import { runCases, type ProbeAnswer, type ProbeRequest, type ProberFactory } from './runner.js';
 import { simulateProberFactory } from './simulate.js';
 
 const dirs: string[] = [];
@@ -170,7 +170,7 @@ test('an L7 case: each probe runs as written, reported with its object and resul
   assert.equal(p3?.result, 'dropped');
   assert.equal(d1?.result, 'skipped');
   assert.equal(d1?.allowed, null);
-  assert.match(d1?.note ?? '', /DNS probes are not sent by the conformance runner yet/);
+  assert.match(d1?.note ?? '', /this mode sends no DNS queries/);
 });
 
 test('an L7 case whose expectation contradicts the observation fails, naming the probe', async () => {
@@ -180,4 +180,98 @@ test('an L7 case whose expectation contradicts the observation fails, naming the
   assert.equal(c?.mismatches[0]?.probe?.id, 'p1');
   assert.equal(c?.mismatches[0]?.result, 'allowed');
   assert.equal(c?.mismatches[0]?.expectedResult, 'l7-denied');
+});
+
+/**
+ * DNS and resolve-then-connect probes are judged on more than their result: the answer's rcode and
+ * addresses, and the lookup's result, as the case expects them. The prober here stands in for the
+ * datapath one (the runner's judging is under test): it answers every query the same way.
+ */
+async function runDnsCase(answer: (req: ProbeRequest) => ProbeAnswer) {
+  const dir = await mkdtemp(join(tmpdir(), 'weir-conf-'));
+  dirs.push(dir);
+  const file = join(dir, '101.json');
+  const base = { step: 1, from: 'x/a', to: 'x/a', port: 53, protocol: 'UDP', target: 'ip' };
+  await writeFile(
+    file,
+    JSON.stringify({
+      id: '101',
+      topology,
+      policies: [],
+      probes: [
+        { id: 'd1', ...base, dns: { query: 'api.example.com', type: 'A' } },
+        {
+          id: 'f1',
+          ...base,
+          port: 80,
+          protocol: 'TCP',
+          fqdn: 'api.example.com',
+          resolveFirst: true,
+          resolver: { server: 'x/a', port: 53, protocol: 'UDP', type: 'A' },
+          http: { method: 'GET', path: '/' },
+        },
+      ],
+      expect: [
+        { probe: 'd1', result: 'allowed', allowed: true, dns: { rcode: 'NOERROR', answers: ['192.0.2.10'] } },
+        {
+          probe: 'f1',
+          result: 'allowed',
+          allowed: true,
+          resolve: { result: 'allowed', rcode: 'NOERROR', answers: ['192.0.2.10'] },
+        },
+      ],
+    }),
+  );
+  const seen: ProbeRequest[] = [];
+  const factory: ProberFactory = () =>
+    Promise.resolve({
+      addresses: { nodeIP: '10.0.0.1', pods: new Map([['x/a', '10.0.0.2']]), externals: new Map() },
+      kinds: new Set(['dns', 'fqdn', 'http'] as const),
+      apply: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+      probe: (req) => {
+        seen.push(req);
+        return Promise.resolve(answer(req));
+      },
+    });
+  const report = await runCases({ files: [file], mode: 'test', proberFactory: factory });
+  return { c: report.cases[0], seen };
+}
+
+test('an L7 case: DNS probes are judged on rcode and answers, resolve-then-connect on the lookup too', async () => {
+  const good = (req: ProbeRequest): ProbeAnswer =>
+    req.kind === 'dns'
+      ? { allowed: true, result: 'allowed', dns: { rcode: 'NOERROR', answers: ['192.0.2.10'] } }
+      : {
+          allowed: true,
+          result: 'allowed',
+          http: { status: 200 },
+          resolve: { result: 'allowed', rcode: 'NOERROR', answers: ['192.0.2.10'] },
+        };
+  const ok = await runDnsCase(good);
+  assert.equal(ok.c?.pass, true, ok.c?.error);
+  assert.deepEqual(ok.c?.counts, { probes: 2, compared: 2, matched: 2, skipped: 0 });
+  // The probes reach the prober as the case writes them.
+  assert.deepEqual(ok.seen.find((r) => r.kind === 'dns')?.dns, { query: 'api.example.com', type: 'A' });
+  assert.deepEqual(ok.seen.find((r) => r.kind === 'fqdn')?.fqdn, {
+    name: 'api.example.com',
+    resolveFirst: true,
+    resolver: { server: 'x/a', port: 53, protocol: 'UDP', type: 'A' },
+  });
+  assert.deepEqual(ok.c?.results[0]?.dns, { rcode: 'NOERROR', answers: ['192.0.2.10'] });
+
+  // Same results, other answers: both probes mismatch, saying why.
+  const bad = await runDnsCase((req) =>
+    req.kind === 'dns'
+      ? { allowed: true, result: 'allowed', dns: { rcode: 'NXDOMAIN', answers: [] } }
+      : { allowed: true, result: 'allowed', http: { status: 200 }, resolve: { result: 'dropped' } },
+  );
+  assert.equal(bad.c?.pass, false);
+  assert.deepEqual(
+    bad.c?.mismatches.map((m) => [m.probe?.id, m.note]),
+    [
+      ['d1', 'the DNS server answered NXDOMAIN, expected NOERROR'],
+      ['f1', 'the lookup was dropped, expected allowed'],
+    ],
+  );
 });

@@ -1,13 +1,12 @@
 // The L7 corpus (conformance/l7) in datapath mode, through the real CLI: a lab with its agent, the
-// node proxy started on demand, and every HTTP probe a real request sent from inside the source
-// pod (or external) on a new connection. Each result carries the probe object it ran and what was
-// observed: `allowed` (the lab server answered, with its echo of what it received), `l7-denied`
-// (the proxy's 403 "Access denied") or `dropped` (no handshake). Observations are judged here
-// against the case files themselves, not from the report's own verdict. weir takes DNS rules and
-// toFQDNs (issue 11; their own end-to-end test is test/integration/dns.privileged.test.ts), so
-// every case applies; the runner does not send DNS or resolve-then-connect probes yet (skipped,
-// saying so): a case made only of those judges nothing (pass null), the HTTP probes of the
-// others are judged like any.
+// node proxy started on demand, the lab's cluster DNS serving the topology's zone, and every probe
+// made from inside the source pod (or external): an HTTP probe is a real request on a new
+// connection, a DNS probe a real query (UDP or TCP) to the DNS server pod, a resolve-then-connect
+// probe a real lookup through the cluster DNS followed by the request to the answer. Each result
+// carries the probe object it ran and what was observed: `allowed` (the lab server answered, with
+// its echo of what it received; or the DNS server's answer), `l7-denied` (the proxy's 403 "Access
+// denied"; or the DNS proxy's REFUSED) or `dropped` (no handshake; no DNS answer). Observations
+// are judged here against the case files themselves, not from the report's own verdict.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -18,14 +17,21 @@ import { stopAgent } from '../../src/agent/spawn.js';
 import { conformanceDir, runDir } from '../../src/shared/paths.js';
 import { weir } from '../support/cli.js';
 
+interface ExpectedDns {
+  rcode?: string;
+  answers?: string[];
+}
+
 interface CaseFile {
   id: string;
   policies: unknown[];
-  probes: { id: string; http?: unknown; dns?: unknown; fqdn?: unknown }[];
+  probes: { id: string; http?: unknown; dns?: unknown; fqdn?: unknown; resolveFirst?: boolean }[];
   expect: {
     probe: string;
     result: string;
     upstreamSaw?: { headers?: Record<string, string>; absentHeaders?: string[] };
+    dns?: ExpectedDns;
+    resolve?: ExpectedDns & { result?: string };
   }[];
 }
 
@@ -38,6 +44,19 @@ interface Result {
   note?: string;
   probe?: { id?: string; http?: { method: string; path: string } };
   http?: { status?: number; bodyPrefix?: string; upstreamSaw?: { headers: Record<string, string> } };
+  dns?: ExpectedDns;
+  resolve?: ExpectedDns & { result: string };
+}
+
+/** The expected DNS answer contradicted (rcode, and the addresses when listed), or undefined. */
+function dnsProblem(want: ExpectedDns | undefined, got: ExpectedDns | undefined): string | undefined {
+  if (!want) return undefined;
+  if (want.rcode !== undefined && got?.rcode !== want.rcode)
+    return `rcode ${got?.rcode ?? '(none)'}, expected ${want.rcode}`;
+  const sorted = (a: string[] | undefined) => [...(a ?? [])].sort().join(',');
+  if (want.answers !== undefined && sorted(got?.answers) !== sorted(want.answers))
+    return `answers [${sorted(got?.answers)}], expected [${sorted(want.answers)}]`;
+  return undefined;
 }
 
 interface Report {
@@ -91,8 +110,8 @@ function needsDnsProxy(c: CaseFile): boolean {
   return text.includes('"dns"') || text.includes('"toFQDNs"');
 }
 
-describe('conformance run --suite l7 --mode datapath (real HTTP requests through the node proxy)', () => {
-  it('passes every case whose policies weir takes, probe by probe, and leaves no lab behind', async (t) => {
+describe('conformance run --suite l7 --mode datapath (real HTTP requests and DNS queries)', () => {
+  it('passes every case, probe by probe (HTTP, DNS, resolve-then-connect), and leaves no lab behind', async (t) => {
     const started = Date.now();
     const r = await run(['conformance', 'run', '--suite', 'l7', '--mode', 'datapath', '-o', 'json'], 600_000);
     pids.push(r.pid);
@@ -108,51 +127,63 @@ describe('conformance run --suite l7 --mode datapath (real HTTP requests through
     );
 
     const problems: string[] = [];
-    const seen: Record<string, number> = { allowed: 0, 'l7-denied': 0, dropped: 0, skipped: 0 };
-    let httpOnly = 0;
-    let waiting = 0;
+    const seen: Record<string, number> = { allowed: 0, 'l7-denied': 0, dropped: 0 };
+    const kinds: Record<string, number> = { http: 0, dns: 0, resolve: 0, control: 0 };
+    let dnsCases = 0;
     for (const rc of report.cases) {
       const c = cases.get(rc.id);
       assert.ok(c, `${rc.id}: no such case file`);
       assert.equal(rc.mode, 'datapath');
       assert.equal(rc.results.length, c.probes.length, `${rc.id}: one result per probe`);
-      if (needsDnsProxy(c)) waiting++;
-      if (c.probes.every((p) => p.http === undefined || p.fqdn !== undefined)) {
-        // Only DNS and resolve-then-connect probes: applied, nothing judged.
-        assert.equal(rc.pass, null, `${rc.id}: ${rc.error ?? ''}`);
-        assert.ok(
-          rc.results.every((x) => x.result === 'skipped' && x.allowed === null),
-          rc.id,
-        );
-        seen.skipped = (seen.skipped ?? 0) + rc.results.length;
-        continue;
-      }
-      if (c.probes.every((p) => p.http !== undefined && p.dns === undefined && p.fqdn === undefined))
-        httpOnly++;
+      if (needsDnsProxy(c)) dnsCases++;
       if (rc.pass !== true) problems.push(`${rc.id}: pass=${String(rc.pass)} ${rc.error ?? ''}`);
       rc.results.forEach((res, i) => {
         const probe = c.probes[i];
+        assert.ok(probe, `${rc.id}: result ${i}`);
         assert.deepEqual(res.probe, probe, `${rc.id}: the result carries the probe object it ran`);
-        const id = `${rc.id}/${probe?.id}`;
-        if (probe?.http === undefined || probe.fqdn !== undefined) {
-          assert.equal(res.result, 'skipped', id);
-          assert.match(res.note ?? '', /issue 11/, id);
-          seen.skipped = (seen.skipped ?? 0) + 1;
-          return;
-        }
-        assert.ok(['allowed', 'l7-denied', 'dropped'].includes(res.result ?? ''), `${id}: ${res.result}`);
+        const id = `${rc.id}/${probe.id}`;
+        const kind =
+          probe.fqdn !== undefined
+            ? probe.resolveFirst
+              ? 'resolve'
+              : 'control'
+            : probe.dns
+              ? 'dns'
+              : 'http';
+        kinds[kind] = (kinds[kind] ?? 0) + 1;
+        // Nothing is skipped any more: every probe ran and has one of the corpus' three results.
+        assert.ok(
+          ['allowed', 'l7-denied', 'dropped'].includes(res.result ?? ''),
+          `${id}: ${res.result} ${res.note ?? ''}`,
+        );
         assert.equal(res.allowed, res.result === 'allowed', `${id}: allowed only for 'allowed'`);
         seen[res.result as string] = (seen[res.result as string] ?? 0) + 1;
+        const e = c.expect.find((x) => x.probe === probe.id);
+        if (e && e.result !== res.result)
+          problems.push(
+            `${id} ${res.from} -> ${res.to}:${res.port}: expected ${e.result}, observed ${res.result} (${res.note ?? ''})`,
+          );
+        if (kind === 'dns') {
+          // The answer seen in the pod: REFUSED only from the DNS proxy, else the server's own.
+          if (res.result === 'l7-denied') assert.equal(res.dns?.rcode, 'REFUSED', id);
+          if (res.result === 'allowed') assert.notEqual(res.dns?.rcode, 'REFUSED', id);
+          if (res.result === 'dropped') assert.equal(res.dns, undefined, id);
+          const bad = e?.result === res.result ? dnsProblem(e?.dns, res.dns) : undefined;
+          if (bad) problems.push(`${id}: ${bad}`);
+          return;
+        }
+        if (kind === 'resolve') {
+          assert.ok(res.resolve, `${id}: the lookup is reported`);
+          if (e?.resolve?.result !== undefined && res.resolve?.result !== e.resolve.result)
+            problems.push(`${id}: lookup ${res.resolve?.result}, expected ${e.resolve.result}`);
+          const bad = dnsProblem(e?.resolve, res.resolve);
+          if (bad) problems.push(`${id}: lookup ${bad}`);
+        }
         if (res.result === 'l7-denied') {
           assert.equal(res.http?.status, 403, id);
           assert.ok(res.http?.bodyPrefix?.startsWith('Access denied'), id);
         }
         if (res.result === 'allowed') assert.equal(res.http?.status, 200, id);
-        const e = c.expect.find((x) => x.probe === probe.id);
-        if (e && e.result !== res.result)
-          problems.push(
-            `${id} ${res.from} -> ${res.to}:${res.port}: expected ${e.result}, observed ${res.result}`,
-          );
         for (const [name, value] of Object.entries(e?.upstreamSaw?.headers ?? {}))
           if (res.http?.upstreamSaw?.headers[name.toLowerCase()] !== value)
             problems.push(
@@ -164,17 +195,22 @@ describe('conformance run --suite l7 --mode datapath (real HTTP requests through
       });
     }
     t.diagnostic(
-      `l7: ${JSON.stringify(seen)}; ${httpOnly} HTTP-only cases, ${waiting} with DNS rules or toFQDNs`,
+      `l7: ${JSON.stringify(seen)}; probes ${JSON.stringify(kinds)}; ${dnsCases} cases with DNS rules or toFQDNs`,
     );
     assert.deepEqual(problems, []);
-    // Not vacuous: every HTTP-only case ran, and all three outcomes were observed many times.
-    assert.ok(httpOnly >= 16, `${httpOnly} HTTP-only cases`);
+    // Not vacuous: every kind of probe ran many times and all three outcomes were observed often.
+    assert.ok(
+      (kinds.http ?? 0) > 100 &&
+        (kinds.dns ?? 0) >= 30 &&
+        (kinds.resolve ?? 0) >= 25 &&
+        (kinds.control ?? 0) >= 5,
+      JSON.stringify(kinds),
+    );
     assert.ok(
       (seen.allowed ?? 0) > 30 && (seen['l7-denied'] ?? 0) > 30 && (seen.dropped ?? 0) > 20,
       JSON.stringify(seen),
     );
-    // Every case applies: the CLI succeeds.
-    assert.ok(waiting >= 10, `${waiting} cases with DNS rules or toFQDNs`);
+    assert.ok(dnsCases >= 10, `${dnsCases} cases with DNS rules or toFQDNs`);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(leftovers(r.pid), [], 'the run left labs behind');
   });

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { proxyPid } from '../../src/agent/proxy-manager.js';
 import { agentPid, stopAgent } from '../../src/agent/spawn.js';
+import { Lab, probe, resolveTarget } from '../../src/lab/index.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -200,6 +201,38 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
     assert.equal((await dig('app/free', 'nothere.example.org')).status, 'NXDOMAIN');
   });
 
+  it("the workloads' own DNS probe (the conformance runner's): from a pod and from the node, UDP and TCP", async () => {
+    // Pod sources are served by the pod workload host, the node by its own workload process:
+    // both send the query from their netns and report the answer's rcode and addresses.
+    const server = { ip: await resolveTarget(await Lab.open(LAB), 'kube-system/coredns'), port: 53 };
+    for (const protocol of ['UDP', 'TCP'] as const) {
+      const q = (from: string, name: string) =>
+        probe(LAB, from, { ...server, protocol }, 3000, { dns: { name, type: 'A' } });
+      const allowed = await q('app/client', 'API.example.com');
+      assert.deepEqual(
+        [allowed.ok, allowed.rcode, allowed.answers],
+        [true, 'NOERROR', ['192.0.2.10']],
+        protocol,
+      );
+      const refused = await q('app/client', 'nothere.example.org');
+      assert.deepEqual([refused.ok, refused.rcode, refused.answers], [true, 'REFUSED', []], protocol);
+      const free = await q('app/free', 'nothere.example.org');
+      assert.equal(free.rcode, 'NXDOMAIN', `${protocol}: not redirected`);
+      const node = await q('node', 'www.example.com');
+      assert.deepEqual(
+        [node.ok, node.rcode, node.answers],
+        [true, 'NOERROR', ['192.0.2.20']],
+        `${protocol} from the node`,
+      );
+      // A port nothing serves: no answer, reported as the timeout (UDP) or the refusal (TCP).
+      const none = await probe(LAB, 'app/free', { ...server, port: 54, protocol }, 500, {
+        dns: { name: 'api.example.com', type: 'A' },
+      });
+      assert.equal(none.ok, false, protocol);
+      assert.equal(none.rcode, undefined, protocol);
+    }
+  });
+
   it('toFQDNs: the address is reachable only after the lookup, and only for the selected name', async () => {
     await ok(['fqdn', 'cache', 'clean'], LAB);
     assert.equal((await curl('app/client', 'http://192.0.2.10/', 1)).ok, false, 'not learned yet');
@@ -222,6 +255,21 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
       await ok(['fqdn', 'cache', 'clean'], LAB);
       const r = await inPod('app/client', [process.execPath, '-e', script]);
       assert.equal(r.stdout.trim(), 'connected 192.0.2.10', `round ${i}: ${r.stdout}${r.stderr}`);
+    }
+    // Several lookups of one name at once: the answers after the first wait for the same
+    // regeneration, so every one of them connects.
+    const many = `let n = 0; const k = 4;
+      for (let j = 0; j < k; j++) require('dns').lookup('api.example.com', 4, (err, ip) => {
+        if (err) { console.log('lookup ' + err.code); process.exit(1); }
+        const s = require('net').connect(80, ip);
+        s.setTimeout(1500, () => { console.log('timeout'); process.exit(1); });
+        s.on('connect', () => { s.destroy(); if (++n === k) { console.log('connected ' + n); process.exit(0); } });
+        s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
+      });`;
+    for (let i = 0; i < 3; i++) {
+      await ok(['fqdn', 'cache', 'clean'], LAB);
+      const r = await inPod('app/client', [process.execPath, '-e', many]);
+      assert.equal(r.stdout.trim(), 'connected 4', `concurrent round ${i}: ${r.stdout}${r.stderr}`);
     }
   });
 

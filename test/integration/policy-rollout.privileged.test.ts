@@ -147,6 +147,16 @@ describe('safe policy rollout (diff, dry run, audit mode) in a lab', { timeout: 
           c.after === 'allowed',
           `${key(c.from, c.to, c.port, c.protocol)} after`,
         );
+      // --delete of B's policies, now the only ones in force: every pod allows everything again,
+      // so exactly the connections B denies are listed, as becoming allowed.
+      const del = JSON.parse(
+        await ok(['policy', 'diff', '-f', file, '--delete', '-o', 'json'], lab),
+      ) as VerdictDiff;
+      const delListed = new Map(del.changes.map((c) => [key(c.from, c.to, c.port, c.protocol), c]));
+      assert.ok(del.changes.every((c) => c.before === 'denied' && c.after === 'allowed'));
+      for (const [k, eb] of wantB)
+        if (eb) assert.equal(delListed.get(k), undefined, `${k}: allowed by ${b}, unchanged by its deletion`);
+        else assert.ok(delListed.get(k), `${k}: denied by ${b}, allowed once it is deleted`);
     });
 
   it('bad input: the error apply gives, no diff', async () => {

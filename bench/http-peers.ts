@@ -50,6 +50,7 @@ export function nginxProxyConf(d: string, listen: number, h2cListen: number, ups
   return [
     `pid ${d}/nginx.pid;`,
     'worker_processes 1;',
+    'worker_rlimit_nofile 20000;',
     'daemon off;',
     `error_log ${d}/error.log warn;`,
     'events { worker_connections 8192; }',

@@ -36,6 +36,8 @@ import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
 import { connRateLegend, measureConnRate } from './connrate.js';
 import { startRawPair } from './raw-pair.js';
+import { cniLegend, measureCni } from './cni.js';
+import { l7Legend, measureL7 } from './l7.js';
 
 export interface Scenario {
   name: string;
@@ -71,7 +73,15 @@ const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
 const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
 const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
 const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
-const allSections = ['policy', 'connrate', 'services', 'scale', 'flow', 'diff'] as const;
+const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
+const l7Config = {
+  rounds: Number(process.env.WEIR_BENCH_L7_ROUNDS ?? 3),
+  seconds: Number(process.env.WEIR_BENCH_L7_SECONDS ?? 5),
+  h2Clients: Number(process.env.WEIR_BENCH_L7_H2_CLIENTS ?? 32),
+  h2Streams: Number(process.env.WEIR_BENCH_L7_H2_STREAMS ?? 10),
+  idle: Number(process.env.WEIR_BENCH_L7_IDLE ?? 1000),
+};
+const allSections = ['policy', 'connrate', 'services', 'l7', 'cni', 'scale', 'flow', 'diff'] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -365,6 +375,18 @@ async function main(): Promise<void> {
       );
     }
 
+    if (sections.has('cni')) {
+      await ensureAgent();
+      log('cni: podman run/rm on network weir (weir-cni) vs network none');
+      rows.push(...(await measureCni(lab, labName, { rounds: cniRounds }, log)));
+    }
+
+    if (sections.has('l7')) {
+      await ensureAgent();
+      log("L7: HTTP through weir's proxy vs direct (L4 policy) vs nginx and haproxy reverse proxies");
+      rows.push(...(await measureL7(lab, labName, l7Config, log)));
+    }
+
     if (sections.has('scale')) await ensureAgent();
     for (const total of sections.has('scale') ? endpointCounts : []) {
       log(`scale: ${total} endpoints`);
@@ -453,6 +475,7 @@ async function main(): Promise<void> {
       serviceRounds,
       connectsPerRound: serviceConnects,
       rrSecondsPerRound: rrSeconds,
+      l7: l7Config,
       statistic: 'median',
       latency: 'sockperf UDP ping-pong',
     },
@@ -474,6 +497,8 @@ async function main(): Promise<void> {
       : '') +
     (sections.has('connrate') ? connRateLegend(connRounds, connSeconds, connRules) : '') +
     (sections.has('services') ? servicesLegend : '') +
+    (sections.has('cni') ? cniLegend(cniRounds) : '') +
+    (sections.has('l7') ? l7Legend(l7Config) : '') +
     (sections.has('diff')
       ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +
         'changed policies (on a copy of the allocator, as the agent does) plus every connection (ordered pod ' +

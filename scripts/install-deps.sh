@@ -10,9 +10,14 @@ declare -A need=(
   [iptables]=iptables [nft]=nftables [iperf3]=iperf3 [sockperf]=sockperf [nsenter]=util-linux
   [chromium]=chromium [wrk]=wrk [h2load]=nghttp2-client [nginx]=nginx-light [haproxy]=haproxy
   [dig]=bind9-dnsutils [dnsperf]=dnsperf [strace]=strace
+  [podman]=podman [busybox]=busybox-static
 )
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
+# The CNI test's containers run a busybox tree without libraries: the static build is needed.
+if [ -x /bin/busybox ] && [[ "$(LC_ALL=C ldd /bin/busybox 2>&1 || true)" != *'not a dynamic'* ]]; then
+  missing+=(busybox-static)
+fi
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libbpf.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libbpf.so.1 ] || missing+=(libbpf1)
 [ -f /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)

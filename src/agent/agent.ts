@@ -65,6 +65,8 @@ export interface AttachedPod {
   netns?: string;
   ip?: string;
   ip6?: string;
+  /** The MAC of the pod's interface when the caller knows it (a runtime's container, weir-cni). */
+  mac?: string;
 }
 
 export interface AgentConfig extends LbSettings {
@@ -122,6 +124,8 @@ export interface AgentPod {
   /** Annotated weir.dev/terminating: "true": a TERMINATING service backend. */
   terminating?: true;
   noWorkload?: true;
+  /** A runtime's container without its Pod object yet: Cilium's reserved:init identity. */
+  init?: true;
 }
 
 /** The node the agent runs on, as the datapath needs it. */
@@ -376,7 +380,7 @@ export class Agent {
     try {
       return {
         ips: [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])],
-        mac: macIn(pod.netns, POD_IFNAME),
+        mac: pod.mac || macIn(pod.netns, POD_IFNAME),
         hostMac: macIn(this.node.netns, pod.hostIfname),
       };
     } catch (err) {
@@ -395,6 +399,7 @@ export class Agent {
       namespace: p.namespace,
       pod: p.name,
       labels: p.labels,
+      ...(p.init ? { init: true } : {}),
       ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
       namedPorts: p.ports
         .filter((port) => port.name)

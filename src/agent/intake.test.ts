@@ -269,7 +269,7 @@ describe('intake', () => {
     assert.equal(await store.revision(), rev);
   });
 
-  it('keeps pods within their node: pod CIDR room, names, workload annotation and node are checked', async () => {
+  it('keeps pods within their node: pod CIDR room, names, workload and runtime annotations and node are checked', async () => {
     await intake.apply(objs(docs(ns('x'), ns('a'), ns('a-b'))));
     // A /29 has 5 pod addresses.
     await intake.apply(objs(docs(pod('p1'), pod('p2'), pod('p3'), pod('p4'))));
@@ -287,6 +287,14 @@ describe('intake', () => {
     await assert.rejects(
       intake.apply(objs(pod('p1', 'x', ', annotations: {weir.dev/workload: none}'), 'p1.yaml')),
       /p1\.yaml: Pod x\/p1: metadata\.annotations\["weir\.dev\/workload"\]: annotation weir\.dev\/workload cannot change/,
+    );
+    await assert.rejects(
+      intake.apply(objs(pod('p1', 'x', ', annotations: {weir.dev/runtime: cni}'), 'p1.yaml')),
+      /p1\.yaml: Pod x\/p1: metadata\.annotations\["weir\.dev\/runtime"\]: annotation weir\.dev\/runtime cannot change/,
+    );
+    assert.throws(
+      () => objs(pod('p1', 'x', ', annotations: {weir.dev/runtime: docker}'), 'p1.yaml'),
+      /metadata\.annotations\["weir\.dev\/runtime"\]: must be "cni"/,
     );
     await assert.rejects(
       intake.apply(objs(docs(pod('p1').replace('spec: {', 'spec: {nodeName: node2, ')))),

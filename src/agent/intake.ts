@@ -8,7 +8,13 @@
 // applied pod is running and enforced when `weir apply` returns.
 import { randomUUID } from 'node:crypto';
 import type { Logger as Pino } from 'pino';
-import { nsNameLabel, type DesiredState, type DesiredView } from '../cluster/desired.js';
+import {
+  attachmentKind,
+  nsNameLabel,
+  type CniAttachment,
+  type DesiredState,
+  type DesiredView,
+} from '../cluster/desired.js';
 import type { Informer, InformerChange } from '../cluster/informer.js';
 import {
   desiredKey,
@@ -34,7 +40,13 @@ import {
   type PodStatus,
   type ReconciledRecord,
 } from '../cluster/objects.js';
-import { podRunsWorkload, workloadAnnotation, type Pod } from '../k8s/core.js';
+import {
+  podByRuntime,
+  podRunsWorkload,
+  runtimeAnnotation,
+  workloadAnnotation,
+  type Pod,
+} from '../k8s/core.js';
 import { namespaceProblems } from '../k8s/namespaces.js';
 import { parseCidr4, podNetns, podVeth, size4 } from '../lab/index.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
@@ -159,6 +171,64 @@ export class Intake {
     );
   }
 
+  /**
+   * Stores a runtime's attachment (weir-cni ADD) for its node and waits until the node has
+   * reconciled it; the pod's status then tells how it went. `check` refuses it against the
+   * desired state (e.g. a lab pod of that name).
+   */
+  attach(
+    ref: { namespace: string; name: string },
+    att: CniAttachment,
+    check: (state: DesiredState) => void,
+  ): Promise<void> {
+    return this.serial(async () => {
+      await this.write((state) => {
+        check(state);
+        const key = desiredKey({ kind: attachmentKind, ...ref });
+        const old = this.d.desired.items.get(key);
+        const value: DesiredObject = {
+          apiVersion: 'weir.dev/v1',
+          kind: attachmentKind,
+          namespace: ref.namespace,
+          name: ref.name,
+          object: att as unknown as JsonObject,
+        };
+        return {
+          results: [],
+          ops: [{ op: 'put', key, value: value as unknown as JsonObject, ifRevision: old?.modRevision ?? 0 }],
+          nodes: new Set([att.node]),
+          pods: [{ key: `${ref.namespace}/${ref.name}`, file: '(weir-cni)' }],
+          objects: [],
+        };
+      });
+    });
+  }
+
+  /**
+   * Removes a runtime's attachment (weir-cni DEL; GC) unless it is another container's (a DEL for
+   * a container the pod no longer has must not remove its successor). Returns whether it removed one.
+   */
+  detach(ref: { namespace: string; name: string }, containerId?: string): Promise<boolean> {
+    return this.serial(async () => {
+      let removed = false;
+      await this.write(() => {
+        const key = desiredKey({ kind: attachmentKind, ...ref });
+        const old = this.d.desired.items.get(key);
+        const att = old?.value as DesiredObject | undefined;
+        const cur = att?.object as CniAttachment | undefined;
+        removed = !!old && (!containerId || cur?.containerId === containerId);
+        return {
+          results: [],
+          ops: removed && old ? [{ op: 'delete', key, ifRevision: old.modRevision }] : [],
+          nodes: new Set([cur?.node ?? '']),
+          pods: [],
+          objects: [],
+        };
+      });
+      return removed;
+    });
+  }
+
   /** Plans against the current desired state, writes the plan if the state did not move meanwhile, waits. */
   private async write(plan: (state: DesiredState) => Plan): Promise<ChangeResult[]> {
     const { store, desired } = this.d;
@@ -251,6 +321,14 @@ export class Intake {
             'ERR_LAB_WORKLOAD_IMMUTABLE',
             `annotation ${workloadAnnotation} cannot change on an existing pod (delete and re-create it)`,
             { location: { ...loc, field: `metadata.annotations["${workloadAnnotation}"]` } },
+          ),
+        );
+      if (old && !!old.byRuntime !== podByRuntime(pod))
+        problems.push(
+          new WeirError(
+            'ERR_LAB_RUNTIME_IMMUTABLE',
+            `annotation ${runtimeAnnotation} cannot change on an existing pod (delete and re-create it)`,
+            { location: { ...loc, field: `metadata.annotations["${runtimeAnnotation}"]` } },
           ),
         );
       const given = pod.spec.nodeName;
@@ -506,7 +584,23 @@ export class Intake {
   pods(namespace?: string): PodInfo[] {
     const state = this.d.view.state;
     const out: PodInfo[] = [];
-    for (const [key, p] of state.pods) {
+    // A runtime's container whose Pod object does not exist (yet) is a pod all the same.
+    const pods = new Map(state.pods);
+    for (const [key, a] of state.attachments)
+      if (!pods.has(key))
+        pods.set(key, {
+          namespace: a.namespace,
+          name: a.name,
+          containers: [],
+          node: a.node,
+          labels: {},
+          ports: [],
+          noWorkload: true,
+          terminating: false,
+          byRuntime: true,
+          revision: a.revision,
+        });
+    for (const [key, p] of pods) {
       if (namespace !== undefined && p.namespace !== namespace) continue;
       const [ns, name] = key.split('/') as [string, string];
       const st = this.d.state.items.get(podStatusKey(ns, name))?.value as PodStatus | undefined;
@@ -526,6 +620,8 @@ export class Intake {
         cgroupPath: st?.cgroupPath ?? '',
         ...(p.noWorkload ? { noWorkload: true as const } : {}),
         ...(p.terminating ? { terminating: true as const } : {}),
+        ...(p.byRuntime ? { runtime: 'cni' as const } : {}),
+        ...(st?.containerId ? { containerId: st.containerId } : {}),
         ready: st?.phase === 'Running' && st.ready,
         ...(p.uid ? { uid: p.uid } : {}),
         ...(p.createdAt ? { createdAt: p.createdAt } : {}),

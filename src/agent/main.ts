@@ -23,6 +23,7 @@ import { LocalState } from './local-state.js';
 import { agentPidFile, agentSocket, agentStoreFile, nodePinDir } from './paths.js';
 import { Reconciler } from './reconcile.js';
 import { agentRoutes } from './routes.js';
+import { CniService, cniRoutes } from './cni.js';
 import { checkSettings, defaultValues, isPersisted, type AgentSettingValues } from './settings.js';
 import { ProxyManager, proxyPortsOf } from './proxy-manager.js';
 
@@ -223,10 +224,19 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         allocateServices: (stored) => a.lb.allocator(stored),
         log,
       });
-      server = await listenApi(
-        agentSocket(opts.lab),
-        agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
-      );
+      server = await listenApi(agentSocket(opts.lab), [
+        ...agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
+        ...cniRoutes(
+          new CniService({
+            agent: a,
+            intake,
+            reconciler: reconciler as Reconciler,
+            node,
+            state: clusterState,
+            desired: () => desiredView.state,
+          }),
+        ),
+      ]);
       writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>

@@ -12,7 +12,7 @@
 // agent starts from the statuses it published and what the kernel holds: pods that are still
 // right are only re-attached (programs replaced atomically, maps kept), so nothing is rewritten.
 import type { Logger as Pino } from 'pino';
-import type { DesiredPod, DesiredState, DesiredView } from '../cluster/desired.js';
+import type { DesiredAttachment, DesiredPod, DesiredState, DesiredView } from '../cluster/desired.js';
 import type { Informer } from '../cluster/informer.js';
 import {
   desiredKindPrefix,
@@ -23,7 +23,16 @@ import {
   type EndpointConfig,
 } from '../cluster/keys.js';
 import type { PodStatus, ReconciledRecord } from '../cluster/objects.js';
-import { host4, host6, parseCidr4, parseCidr6, size4, type NodeInfo, type PodDriver } from '../lab/index.js';
+import {
+  attachContainer,
+  host4,
+  host6,
+  parseCidr4,
+  parseCidr6,
+  size4,
+  type NodeInfo,
+  type PodDriver,
+} from '../lab/index.js';
 import type { JsonObject, Lease, Store, StoreOp } from '../store/index.js';
 import type { Agent, AgentPod } from './agent.js';
 
@@ -31,6 +40,13 @@ const createConcurrency = 4;
 const retryMs = 5000;
 /** How often the pods' workloads are checked (a dead one is restarted, like a crashed container). */
 const verifyMs = 30_000;
+
+/**
+ * A pod this node should run: a lab pod, or a runtime's container (weir-cni) with its attachment,
+ * labelled by its Pod object (annotated weir.dev/runtime: cni) or, until that exists, of Cilium's
+ * reserved:init identity.
+ */
+type WantedPod = DesiredPod & { attachment?: DesiredAttachment; init?: true };
 
 interface PodRecord {
   status: PodStatus;
@@ -178,7 +194,7 @@ export class Reconciler {
 
   private async reconcilePods(want: DesiredState): Promise<void> {
     const { driver, agent, node, log } = this.d;
-    const mine = new Map([...want.pods].filter(([, p]) => p.node === node.name));
+    const mine = this.wanted(want);
 
     // 1. Pods no longer desired here.
     const gone = [...this.records.keys()].filter((k) => !mine.has(k));
@@ -191,7 +207,7 @@ export class Reconciler {
     agent.prune(new Set(this.records.keys()));
 
     // 2. Pods that exist: verified against the kernel on the first pass, updated when changed.
-    const create: DesiredPod[] = [];
+    const create: WantedPod[] = [];
     const kernel = this.first
       ? new Map((await driver.list()).map((x) => [`${x.namespace}/${x.name}`, x]))
       : undefined;
@@ -213,6 +229,16 @@ export class Reconciler {
         create.push(p);
         continue;
       }
+      if (p.attachment && p.attachment.containerId !== r.status.containerId) {
+        // A new sandbox of the pod (the runtime's DEL of the old one never came): the old veth and
+        // endpoint go first, so the new container gets a fresh endpoint attached to its own veth.
+        log.info({ pod: key, container: p.attachment.containerId }, 'the runtime attached another container');
+        await driver.destroy(p.namespace, p.name);
+        this.records.delete(key);
+        agent.prune(new Set(this.records.keys()));
+        create.push(p);
+        continue;
+      }
       if (r.status.phase === 'Failed') continue; // failed at this revision: retried when it changes
       if (kernel) {
         const live = kernel.get(key);
@@ -221,7 +247,12 @@ export class Reconciler {
           create.push(p);
           continue;
         }
-        agent.attach(live);
+        // A runtime's container: its netns is the runtime's (not the lab's name), its MAC recorded.
+        agent.attach(
+          r.status.runtime === 'cni'
+            ? { ...live, netns: r.status.netns, ...(r.status.mac ? { mac: r.status.mac } : {}) }
+            : live,
+        );
         if (!p.noWorkload) await this.runWorkload(r, key, p.ports);
         else r.status = { ...r.status, ready: true };
       } else if (r.status.observedRevision !== p.revision && !p.noWorkload) {
@@ -256,6 +287,14 @@ export class Reconciler {
         hostIfindex: 0,
         ready: false,
         ...(p.noWorkload ? { noWorkload: true as const } : {}),
+        ...(p.attachment
+          ? {
+              netns: p.attachment.netns,
+              cgroupPath: '',
+              runtime: 'cni' as const,
+              containerId: p.attachment.containerId,
+            }
+          : {}),
         observedRevision: p.revision,
       };
       this.records.set(key, { status, labels: p.labels, ports: p.ports, terminating: p.terminating });
@@ -274,17 +313,33 @@ export class Reconciler {
         const r = this.records.get(key) as PodRecord;
         log.info({ pod: key, ip: r.status.ip }, 'creating pod');
         try {
-          const pod = await driver.create(
-            {
-              namespace: p.namespace,
-              name: p.name,
-              ip: r.status.ip,
-              ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
-              ports: p.ports,
-              noWorkload: p.noWorkload,
-            },
-            (plumbed) => void agent.attach(plumbed),
-          );
+          const att = p.attachment;
+          const pod = att
+            ? await attachContainer(
+                driver,
+                {
+                  namespace: p.namespace,
+                  name: p.name,
+                  ip: r.status.ip,
+                  ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
+                  netnsPath: att.netnsPath,
+                  netnsInode: att.netnsInode,
+                  ifname: att.ifname,
+                },
+                (plumbed) => void agent.attach(plumbed),
+              )
+            : await driver.create(
+                {
+                  namespace: p.namespace,
+                  name: p.name,
+                  ip: r.status.ip,
+                  ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
+                  ports: p.ports,
+                  noWorkload: p.noWorkload,
+                },
+                (plumbed) => void agent.attach(plumbed),
+              );
+          if ('mac' in pod) r.status = { ...r.status, mac: pod.mac };
           r.status = { ...r.status, hostIfindex: pod.hostIfindex, phase: 'Running', ready: p.noWorkload };
           started.push({ key, pod });
         } catch (err) {
@@ -309,7 +364,7 @@ export class Reconciler {
   }
 
   /** Addresses for new pods: the same host number in the v4 and v6 pod CIDR, skipping .0 and the node's .1. */
-  private allocate(pods: DesiredPod[]): Map<string, { ip: string; ip6?: string }> {
+  private allocate(pods: WantedPod[]): Map<string, { ip: string; ip6?: string }> {
     const node = this.d.node;
     const c4 = parseCidr4(node.podCIDR);
     const c6 = node.podCIDRv6 ? parseCidr6(node.podCIDRv6) : undefined;
@@ -340,12 +395,41 @@ export class Reconciler {
     return out;
   }
 
+  /** The pods this node should run: its lab pods and the runtime's containers attached here. */
+  private wanted(want: DesiredState): Map<string, WantedPod> {
+    const node = this.d.node.name;
+    const out = new Map<string, WantedPod>();
+    for (const [key, p] of want.pods) if (p.node === node && !p.byRuntime) out.set(key, p);
+    for (const [key, a] of want.attachments) {
+      if (a.node !== node) continue;
+      const given = want.pods.get(key);
+      const pod = given?.byRuntime ? given : undefined;
+      out.set(key, {
+        namespace: a.namespace,
+        name: a.name,
+        ...(pod?.uid ? { uid: pod.uid } : {}),
+        containers: pod?.containers ?? [],
+        node,
+        labels: pod?.labels ?? {},
+        ports: pod?.ports ?? [],
+        noWorkload: true,
+        terminating: pod?.terminating ?? false,
+        byRuntime: true,
+        revision: Math.max(a.revision, pod?.revision ?? 0),
+        attachment: a,
+        ...(pod ? {} : { init: true as const }),
+      });
+    }
+    return out;
+  }
+
   private async regenerate(want: DesiredState): Promise<void> {
     const { agent, node } = this.d;
     const pods: AgentPod[] = [];
+    const wanted = this.wanted(want);
     for (const [key, r] of this.records) {
       if (r.status.phase !== 'Running') continue;
-      const p = want.pods.get(key);
+      const p = wanted.get(key);
       pods.push({
         namespace: r.status.namespace,
         name: r.status.name,
@@ -360,6 +444,7 @@ export class Reconciler {
         ready: r.status.ready,
         ...(p?.terminating ? { terminating: true as const } : {}),
         ...(r.status.noWorkload ? { noWorkload: true as const } : {}),
+        ...(p?.init ? { init: true as const } : {}),
       });
     }
     // Pods of other nodes (a cluster): service backends.

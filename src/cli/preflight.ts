@@ -26,6 +26,8 @@ export function needs(path: string, opts: Record<string, unknown>): Needs {
   if (offline) return { root: false, lab: false };
   // lab up creates the lab; lab down also removes leftovers of one whose state is gone.
   if (path === 'lab up' || path === 'lab down') return { root: true, lab: false };
+  // Removing the runtime's config and plugin works after the lab is gone.
+  if (path === 'cni uninstall') return { root: true, lab: false };
   return { root: true, lab: typeof opts.lab === 'string' };
 }
 

@@ -2,6 +2,7 @@
 // API validates against (Namespaces with their labels, Pods with their node, ports and
 // annotations, and the policy and service objects as stored).
 import {
+  podByRuntime,
   podContainers,
   podPorts,
   podRunsWorkload,
@@ -33,9 +34,39 @@ export interface DesiredPod {
   ports: PodPort[];
   noWorkload: boolean;
   terminating: boolean;
+  /** Annotated weir.dev/runtime: "cni": a container runtime creates it (through an attachment). */
+  byRuntime?: true;
   /** The modRevision of its desired object: a change of the object changes it. */
   revision: number;
   file?: string;
+}
+
+/**
+ * A container a runtime attached through weir-cni (ADD), kept as desired state under
+ * weir/desired/v1/CniAttachment/<namespace>/<name> (the pod's namespace and name from CNI_ARGS):
+ * the node named here creates its endpoint in the container's netns and removes it on DEL.
+ */
+export const attachmentKind = 'CniAttachment';
+export interface CniAttachment {
+  containerId: string;
+  ifname: string;
+  /** CNI_NETNS as the runtime gave it. */
+  netns: string;
+  /** The same netns as the agent can open it while the ADD waits (the plugin's open descriptor). */
+  netnsPath: string;
+  /** The netns's inode when the ADD came: a path that later names another namespace is refused. */
+  netnsInode: number;
+  node: string;
+  createdAt: string;
+}
+export interface DesiredAttachment extends CniAttachment {
+  namespace: string;
+  name: string;
+  revision: number;
+}
+
+function attachmentOf(o: DesiredObject, revision: number): DesiredAttachment {
+  return { ...(o.object as CniAttachment), namespace: o.namespace ?? 'default', name: o.name, revision };
 }
 
 export interface DesiredState {
@@ -46,6 +77,8 @@ export interface DesiredState {
   pods: Map<string, DesiredPod>;
   /** Policies, Services, EndpointSlices (and kinds added later that agents enforce). */
   objects: DesiredObject[];
+  /** "ns/name" -> the runtime's attachment (weir-cni). */
+  attachments: Map<string, DesiredAttachment>;
 }
 
 interface Item {
@@ -88,6 +121,7 @@ export function podOf(o: DesiredObject, revision: number): DesiredPod {
     ports: podPorts(pod),
     noWorkload: !podRunsWorkload(pod),
     terminating: podTerminating(pod),
+    ...(podByRuntime(pod) ? { byRuntime: true as const } : {}),
     revision,
     ...(o.file ? { file: o.file } : {}),
   };
@@ -100,12 +134,15 @@ export function desiredState(items: Iterable<Item>, revision: number): DesiredSt
     namespaces: new Map([[defaultNamespace.name, defaultNamespace]]),
     pods: new Map(),
     objects: [],
+    attachments: new Map(),
   };
   for (const { key, value, modRevision } of items) {
     if (!key.startsWith(desiredPrefix)) continue;
     const o = value as DesiredObject;
     if (o.kind === 'Namespace') out.namespaces.set(o.name, namespaceOf(o));
     else if (o.kind === 'Pod') out.pods.set(`${o.namespace ?? 'default'}/${o.name}`, podOf(o, modRevision));
+    else if (o.kind === attachmentKind)
+      out.attachments.set(`${o.namespace ?? 'default'}/${o.name}`, attachmentOf(o, modRevision));
     else if (isPolicyKind(o.kind) || isServiceKind(o.kind)) out.objects.push(o);
   }
   return out;
@@ -151,6 +188,7 @@ export class DesiredView {
       namespaces: cur.namespaces,
       pods: cur.pods,
       objects: cur.objects,
+      attachments: cur.attachments,
     };
     let objectsChanged = false;
     for (const e of c.events) {
@@ -166,6 +204,11 @@ export class DesiredView {
         const key = `${ref.namespace ?? 'default'}/${ref.name}`;
         if (o) next.pods.set(key, podOf(o, c.revision));
         else next.pods.delete(key);
+      } else if (ref.kind === attachmentKind) {
+        if (next.attachments === cur.attachments) next.attachments = new Map(cur.attachments);
+        const key = `${ref.namespace ?? 'default'}/${ref.name}`;
+        if (o) next.attachments.set(key, attachmentOf(o, c.revision));
+        else next.attachments.delete(key);
       } else if (isPolicyKind(ref.kind) || isServiceKind(ref.kind)) {
         objectsChanged = true;
         if (o) this.objects.set(e.key, o);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FileStore } from '../store/file.js';
 import { Informer, type InformerChange } from './informer.js';
-import { desiredState } from './desired.js';
+import { DesiredView, desiredState } from './desired.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'weir-informer-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -62,6 +62,56 @@ describe('Informer', () => {
       revision: rev.revision,
     });
     await assert.rejects(inf.waitRevision(rev.revision + 100, 100), /did not reach revision/);
+    await inf.stop();
+    await store.close();
+  });
+
+  it("keeps a runtime's attachments (weir-cni) apart from Pods, change by change", async () => {
+    const store = await FileStore.open(join(dir, 'b', 'store.json'));
+    const inf = new Informer(store, 'weir/desired/v1/');
+    const view = new DesiredView(inf);
+    await inf.start();
+    const att = {
+      apiVersion: 'weir.dev/v1',
+      kind: 'CniAttachment',
+      namespace: 'default',
+      name: 'web-1',
+      object: {
+        containerId: 'c0ffee',
+        ifname: 'eth0',
+        netns: '/run/netns/netns-1',
+        netnsPath: '/proc/1/fd/3',
+        netnsInode: 4026532000,
+        node: 'n1',
+        createdAt: '2026-01-01T00:00:00Z',
+      },
+    };
+    const put = await store.put('weir/desired/v1/CniAttachment/default/web-1', att);
+    await inf.waitRevision(put, 2000);
+    assert.deepEqual(view.state.pods.size, 0, 'an attachment is not a Pod object');
+    assert.deepEqual(view.state.attachments.get('default/web-1'), {
+      ...att.object,
+      namespace: 'default',
+      name: 'web-1',
+      revision: put,
+    });
+    // The Pod of a runtime's container (annotated weir.dev/runtime: cni) is marked as such.
+    const pod = await store.put('weir/desired/v1/Pod/default/web-1', {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      namespace: 'default',
+      name: 'web-1',
+      object: {
+        metadata: { labels: { app: 'web' }, annotations: { 'weir.dev/runtime': 'cni' } },
+        spec: { nodeName: 'n1', containers: [{ name: 'c' }] },
+      },
+    });
+    await inf.waitRevision(pod, 2000);
+    assert.equal(view.state.pods.get('default/web-1')?.byRuntime, true);
+    const del = await store.delete('weir/desired/v1/CniAttachment/default/web-1');
+    await inf.waitRevision(del.revision, 2000);
+    assert.equal(view.state.attachments.size, 0);
+    assert.deepEqual(desiredState(inf.values(), inf.revision).attachments.size, 0);
     await inf.stop();
     await store.close();
   });

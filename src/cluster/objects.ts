@@ -91,6 +91,10 @@ export interface PodStatus {
   cgroupPath: string;
   ready: boolean;
   noWorkload?: true;
+  /** A runtime's container (weir-cni): its id, and the MAC of its interface. */
+  runtime?: 'cni';
+  containerId?: string;
+  mac?: string;
   /** The modRevision of the desired Pod this status is for. */
   observedRevision: number;
 }
@@ -118,6 +122,9 @@ export interface PodInfo {
   cgroupPath: string;
   noWorkload?: true;
   terminating?: true;
+  /** Created by a container runtime through weir-cni, and the container attached. */
+  runtime?: 'cni';
+  containerId?: string;
   ready: boolean;
 }
 

@@ -67,7 +67,19 @@ export interface CaseProbe {
   target: string;
   service?: string;
   backendPort?: number;
+  /**
+   * L7 corpus (conformance/l7): a probe names its own id, step and peers and carries what it sends
+   * (`http`, `dns`, `fqdn` + `resolveFirst`); `raw` is the probe object as written in the case.
+   */
+  id?: string;
+  step?: number;
+  from?: string;
+  to?: string;
+  raw?: Record<string, unknown>;
 }
+
+/** L7 probe outcomes (conformance/l7/topology.json probe.results). */
+export type L7Result = 'allowed' | 'l7-denied' | 'dropped';
 
 export interface CaseExpect {
   from: string;
@@ -78,6 +90,10 @@ export interface CaseExpect {
   loopback?: boolean;
   backendPort?: number;
   service?: string;
+  /** L7 corpus: the probe id this expectation is for, its result and what the server must see. */
+  probe?: string;
+  result?: L7Result;
+  upstreamSaw?: { headers?: Record<string, string>; absentHeaders?: string[] };
 }
 
 export interface ConformanceCase {
@@ -188,6 +204,18 @@ function parseTopology(raw: Json, key: string): Topology {
       return { service: `${String(p.namespace)}/${String(svc.name)}` };
     })(),
   }));
+  // The L7 model's DNS server (dns.server) is a pod of its own namespace, selected by policies.
+  const dnsServer = (raw.dns as Json | undefined)?.server as Json | undefined;
+  if (dnsServer && typeof dnsServer.namespace === 'string' && typeof dnsServer.podName === 'string')
+    pods.push({
+      namespace: dnsServer.namespace,
+      name: dnsServer.podName,
+      labels: (dnsServer.labels as Record<string, string>) ?? {},
+      containers: ((dnsServer.serves as Json[]) ?? []).map((c) => ({
+        port: Number(c.port),
+        protocol: String(c.protocol ?? 'UDP') as ProbeProtocol,
+      })),
+    });
   const served = (v: unknown): ServedPort[] | undefined =>
     Array.isArray(v)
       ? (v as Json[]).map((s) => ({
@@ -253,6 +281,9 @@ export function loadCase(file: string): ConformanceCase {
       target: String(p.target ?? 'ip'),
       ...(typeof p.service === 'string' ? { service: p.service } : {}),
       ...(p.backendPort !== undefined ? { backendPort: Number(p.backendPort) } : {}),
+      ...(typeof p.id === 'string' && typeof p.from === 'string' && typeof p.to === 'string'
+        ? { id: p.id, step: Number(p.step ?? 1), from: p.from, to: p.to, raw: p }
+        : {}),
     })),
     ...(peers?.from && peers.to ? { peers: { from: peers.from, to: peers.to } } : {}),
     ...(Array.isArray(raw.expect)
@@ -266,6 +297,11 @@ export function loadCase(file: string): ConformanceCase {
             ...(e.loopback === true ? { loopback: true } : {}),
             ...(e.backendPort !== undefined ? { backendPort: Number(e.backendPort) } : {}),
             ...(typeof e.service === 'string' ? { service: e.service } : {}),
+            ...(typeof e.probe === 'string' ? { probe: e.probe } : {}),
+            ...(typeof e.result === 'string' ? { result: e.result as L7Result } : {}),
+            ...(e.upstreamSaw && typeof e.upstreamSaw === 'object'
+              ? { upstreamSaw: e.upstreamSaw as NonNullable<CaseExpect['upstreamSaw']> }
+              : {}),
           })),
         }
       : {}),

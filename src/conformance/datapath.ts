@@ -12,15 +12,24 @@ import type { HostRouting } from '../datapath/loader.js';
 import { objectKey } from '../cluster/keys.js';
 import { toDesired, type DesiredObject, type PodInfo } from '../cluster/objects.js';
 import { parseManifests, type Manifest } from '../k8s/index.js';
-import { Lab, nodeOf, parseLabSpec, probe, type Logger } from '../lab/index.js';
+import { Lab, nodeOf, parseLabSpec, probe, type Logger, type ProbeResult } from '../lab/index.js';
 import { WeirError } from '../shared/errors.js';
 import type { ServiceSummary } from '../agent/lb.js';
 import type { Addresses, ServedPort, Topology, TopologyService } from './case.js';
-import type { CaseState, ProbeRequest, ProberFactory, ProberSession } from './runner.js';
+import type {
+  CaseState,
+  HttpProbe,
+  ProbeAnswer,
+  ProbeRequest,
+  ProberFactory,
+  ProberSession,
+} from './runner.js';
 
 export interface DatapathProberOptions {
   /** Per probe: a connection not made within this is blocked (policy drops are silent). */
   timeoutMs?: number;
+  /** HTTP probes: how long the answer may take once connected (default 5000 ms). */
+  responseTimeoutMs?: number;
   /** Probes of one case in flight at once. */
   concurrency?: number;
   /** false: the agent runs with --socket-lb off, so Services are translated at tc only. */
@@ -95,10 +104,25 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         return ip;
       };
 
+      const httpProbe = async (req: ProbeRequest, http: HttpProbe): Promise<ProbeAnswer> => {
+        const ip = address(req.to);
+        const r = await probe(lab, source(req.from), { ip, port: req.port, protocol: 'TCP' }, timeoutMs, {
+          request: {
+            method: http.method,
+            path: http.path,
+            host: http.host ?? (req.port === 80 ? ip : `${ip}:${req.port}`),
+            headers: Object.entries(http.headers ?? {}),
+            responseTimeoutMs: opts.responseTimeoutMs ?? 5000,
+          },
+        });
+        return httpAnswer(r);
+      };
+
       return {
         addresses,
         lab: name,
         concurrency: opts.concurrency ?? 64,
+        kinds: new Set(['http'] as const),
         async apply(state: CaseState) {
           await applyLab(name, topology, state);
           await services.sync(state.services, state.file);
@@ -107,6 +131,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         async probe(req: ProbeRequest) {
           // Node has no SCTP sockets: the port is declared on the pod but never served or probed.
           if (req.protocol === 'SCTP') return null;
+          if (req.kind === 'http' && req.http) return httpProbe(req, req.http);
           if (req.service && req.servicePort !== undefined) {
             const ip = services.clusterIP(req.service);
             const r = await probe(
@@ -131,6 +156,34 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
       await close();
       throw err;
     }
+  };
+}
+
+/**
+ * What an HTTP probe observed: no handshake = dropped; the proxy's 403 "Access denied" =
+ * l7-denied; the lab server's own answer (200 with its echo of the request) = allowed; anything
+ * else (a reset after the handshake, another status) = error, said in the note.
+ */
+export function httpAnswer(r: ProbeResult): ProbeAnswer {
+  const http = {
+    ...(r.status !== undefined ? { status: r.status } : {}),
+    ...(r.body !== undefined ? { bodyPrefix: r.body.slice(0, 64) } : {}),
+    ...(r.echo ? { upstreamSaw: r.echo } : {}),
+  };
+  const withHttp = Object.keys(http).length ? { http } : {};
+  if (!r.connected)
+    return { allowed: false, result: 'dropped', note: `no connection (${r.error ?? 'failed'})`, ...withHttp };
+  if (r.status === 403 && (r.body ?? '').startsWith('Access denied'))
+    return { allowed: false, result: 'l7-denied', ...withHttp };
+  if (r.status === 200 && r.echo) return { allowed: true, result: 'allowed', ...withHttp };
+  return {
+    allowed: false,
+    result: 'error',
+    note:
+      r.status !== undefined
+        ? `HTTP ${r.status}${r.echo ? '' : ' not from the server'}`
+        : `connected, then ${r.error ?? 'no answer'}`,
+    ...withHttp,
   };
 }
 

@@ -97,3 +97,87 @@ test('a probe whose backendPort or Service contradicts the topology is a case er
   assert.equal(unknown?.errorCode, 'ERR_CONFORMANCE_CASE');
   assert.match(unknown?.error ?? '', /unknown Service 'x\/nope'/);
 });
+
+/** An L7 case (conformance/l7 format): probes with ids, steps and kinds; expectations by probe id. */
+async function runL7(expectP1: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'weir-conf-'));
+  dirs.push(dir);
+  const file = join(dir, '100.json');
+  const probe = (id: string, extra: Record<string, unknown>) => ({
+    id,
+    step: 1,
+    from: 'x/b',
+    to: 'x/a',
+    port: 80,
+    protocol: 'TCP',
+    target: 'ip',
+    ...extra,
+  });
+  await writeFile(
+    file,
+    JSON.stringify({
+      id: '100',
+      topology,
+      policies: [
+        {
+          apiVersion: 'cilium.io/v2',
+          kind: 'CiliumNetworkPolicy',
+          metadata: { name: 'a-l7', namespace: 'x' },
+          spec: {
+            endpointSelector: { matchLabels: { pod: 'a' } },
+            ingress: [
+              {
+                toPorts: [
+                  {
+                    ports: [{ port: '80', protocol: 'TCP' }],
+                    rules: { http: [{ method: 'GET', path: '/public' }] },
+                  },
+                ],
+              },
+            ],
+          },
+        },
+      ],
+      probes: [
+        probe('p1', { http: { method: 'GET', path: '/public' } }),
+        probe('p2', { step: 2, http: { method: 'GET', path: '/private', headers: { 'X-A': '1' } } }),
+        probe('p3', { port: 81, http: { method: 'GET', path: '/public' } }),
+        probe('d1', { port: 53, protocol: 'UDP', dns: { query: 'example.com', type: 'A' } }),
+      ],
+      expect: [
+        { probe: 'p1', result: expectP1, allowed: expectP1 === 'allowed' },
+        { probe: 'p2', result: 'l7-denied', allowed: false },
+        { probe: 'p3', result: 'dropped', allowed: false },
+        { probe: 'd1', result: 'allowed', allowed: true },
+      ],
+    }),
+  );
+  const report = await runCases({ files: [file], mode: 'simulate', proberFactory: simulateProberFactory() });
+  return report.cases[0];
+}
+
+test('an L7 case: each probe runs as written, reported with its object and result; DNS is skipped', async () => {
+  const c = await runL7('allowed');
+  assert.equal(c?.pass, true, c?.error);
+  assert.deepEqual(c?.counts, { probes: 4, compared: 3, matched: 3, skipped: 1 });
+  const [p1, p2, p3, d1] = c?.results ?? [];
+  assert.equal(p1?.result, 'allowed');
+  assert.equal(p1?.allowed, true);
+  assert.deepEqual(p1?.probe?.http, { method: 'GET', path: '/public' });
+  assert.equal(p1?.http?.upstreamSaw?.path, '/public');
+  assert.equal(p2?.result, 'l7-denied');
+  assert.equal(p2?.allowed, false);
+  assert.equal(p3?.result, 'dropped');
+  assert.equal(d1?.result, 'skipped');
+  assert.equal(d1?.allowed, null);
+  assert.match(d1?.note ?? '', /DNS probes need the DNS proxy/);
+});
+
+test('an L7 case whose expectation contradicts the observation fails, naming the probe', async () => {
+  const c = await runL7('l7-denied');
+  assert.equal(c?.pass, false);
+  assert.equal(c?.mismatches.length, 1);
+  assert.equal(c?.mismatches[0]?.probe?.id, 'p1');
+  assert.equal(c?.mismatches[0]?.result, 'allowed');
+  assert.equal(c?.mismatches[0]?.expectedResult, 'l7-denied');
+});

@@ -13,7 +13,10 @@ import {
   loadCase,
   substitutePlaceholders,
   type Addresses,
+  type CaseExpect,
+  type CaseProbe,
   type ConformanceCase,
+  type L7Result,
   type ProbeProtocol,
   type Topology,
   type TopologyService,
@@ -28,12 +31,55 @@ export interface ProbeRequest {
   /** Set when the case dials a Service ClusterIP ("ns/name") on `servicePort`. */
   service?: string;
   servicePort?: number;
+  /** L7 corpus: what kind of probe this is, and for `http` the request to send. */
+  kind?: L7ProbeKind;
+  http?: HttpProbe;
+}
+
+/** An HTTP probe of the L7 corpus (topology.json probe.kinds.http). */
+export interface HttpProbe {
+  method: string;
+  path: string;
+  /** The Host header as written; absent: '<ip>' on port 80, else '<ip>:<port>'. */
+  host?: string;
+  /** Sent verbatim, names exactly as written. */
+  headers?: Record<string, string>;
+}
+
+/**
+ * The kinds of probe of the L7 corpus, in the order a probe's kind is recognised (a resolve-then-
+ * connect probe carries `http` too). A session runs the kinds it lists in `kinds`; a probe of any
+ * other kind is reported as skipped with this reason.
+ */
+export const l7ProbeKinds = [
+  {
+    kind: 'fqdn',
+    field: 'fqdn',
+    skipped: 'resolve-then-connect probes need the DNS proxy and toFQDNs (issue 11): not run yet',
+  },
+  { kind: 'dns', field: 'dns', skipped: 'DNS probes need the DNS proxy (issue 11): not run yet' },
+  { kind: 'http', field: 'http', skipped: 'this mode sends no HTTP requests' },
+] as const;
+
+export type L7ProbeKind = (typeof l7ProbeKinds)[number]['kind'];
+
+/** What an L7 probe observed: the corpus' three results, or `error` for anything else. */
+export type ObservedResult = L7Result | 'error';
+
+/** An HTTP answer as observed (status, the start of the body, what the server says it received). */
+export interface HttpObservation {
+  status?: number;
+  bodyPrefix?: string;
+  upstreamSaw?: { method: string; path: string; host: string; headers: Record<string, string> };
 }
 
 /** An answer with a word on how the probe was made (e.g. the ClusterIP it dialled). */
 export interface ProbeAnswer {
   allowed: boolean | null;
   note?: string;
+  /** L7 probes: what was observed (`allowed` is then true exactly for 'allowed'). */
+  result?: ObservedResult;
+  http?: HttpObservation;
 }
 
 export interface Prober {
@@ -59,6 +105,8 @@ export interface ProberSession extends Prober {
   readonly addresses: Addresses;
   /** How many probes of a case may be in flight at once (default 1). */
   readonly concurrency?: number;
+  /** The L7 probe kinds this session runs (others are reported skipped); default none. */
+  readonly kinds?: ReadonlySet<L7ProbeKind>;
   /** The lab the session runs in (datapath mode), for a caller that talks to its agent too. */
   readonly lab?: string;
   apply(state: CaseState): Promise<void>;
@@ -80,6 +128,12 @@ export interface ProbeResult {
   /** With viaService: the port on `to` after translation. */
   backendPort?: number;
   note?: string;
+  /** L7 corpus: the probe object as the case writes it. */
+  probe?: Record<string, unknown>;
+  /** L7 corpus: what was observed ('skipped': the probe was not run, `note` says why). */
+  result?: ObservedResult | 'skipped';
+  expectedResult?: L7Result;
+  http?: HttpObservation;
 }
 
 export interface CaseReport {
@@ -231,7 +285,13 @@ function plan(c: ConformanceCase): PlannedProbe[] {
   return out;
 }
 
+/** A case of the L7 corpus: its probes name their own ids and peers (conformance/l7/README.md). */
+function isL7Case(c: ConformanceCase): boolean {
+  return c.probes.length > 0 && c.probes.every((p) => p.id !== undefined);
+}
+
 async function runOne(c: ConformanceCase, session: ProberSession, mode: string): Promise<CaseReport> {
+  if (isL7Case(c)) return runL7(c, session, mode);
   const report: CaseReport = {
     id: c.id,
     file: c.file,
@@ -279,6 +339,136 @@ async function runOne(c: ConformanceCase, session: ProberSession, mode: string):
     report.pass = c.expect ? false : null;
     report.error = err instanceof WeirError ? err.toString() : String(err);
     if (err instanceof WeirError) report.errorCode = err.code;
+  }
+  return report;
+}
+
+function l7Kind(p: CaseProbe): (typeof l7ProbeKinds)[number] | undefined {
+  return l7ProbeKinds.find((k) => p.raw?.[k.field] !== undefined);
+}
+
+function httpProbe(c: ConformanceCase, p: CaseProbe): HttpProbe {
+  const h = p.raw?.http as Record<string, unknown> | undefined;
+  const where = `${c.file}: probe ${p.id ?? '?'}: http`;
+  if (!h || typeof h.method !== 'string' || typeof h.path !== 'string')
+    throw new WeirError('ERR_CONFORMANCE_CASE', `${where} needs a string method and path`);
+  const headers = h.headers as Record<string, unknown> | undefined;
+  if (headers !== undefined && (typeof headers !== 'object' || Object.values(headers).some((v) => typeof v !== 'string')))
+    throw new WeirError('ERR_CONFORMANCE_CASE', `${where}.headers must map names to string values`);
+  return {
+    method: h.method,
+    path: h.path,
+    ...(typeof h.host === 'string' ? { host: h.host } : {}),
+    ...(headers ? { headers: headers as Record<string, string> } : {}),
+  };
+}
+
+/** Why an observation contradicts `upstreamSaw`, or undefined when it agrees. */
+function upstreamMismatch(e: CaseExpect, seen: HttpObservation | undefined): string | undefined {
+  if (!e.upstreamSaw) return undefined;
+  const got = seen?.upstreamSaw?.headers;
+  if (!got) return 'the server reported nothing it received';
+  for (const [name, value] of Object.entries(e.upstreamSaw.headers ?? {}))
+    if (got[name.toLowerCase()] !== value)
+      return `the server saw ${name}: ${got[name.toLowerCase()] ?? '(absent)'}, expected ${value}`;
+  for (const name of e.upstreamSaw.absentHeaders ?? [])
+    if (got[name.toLowerCase()] !== undefined)
+      return `the server saw ${name}: ${got[name.toLowerCase()]}, expected it absent`;
+  return undefined;
+}
+
+/**
+ * The L7 corpus: each probe of the case runs as written (its kind decides how), steps in
+ * ascending order, probes of one step concurrently. Results report the probe object and what was
+ * observed; the expectations (matched by probe id) are read only afterwards, to judge.
+ */
+async function runL7(c: ConformanceCase, session: ProberSession, mode: string): Promise<CaseReport> {
+  const report: CaseReport = {
+    id: c.id,
+    file: c.file,
+    name: c.name,
+    mode,
+    pass: c.expect ? false : null,
+    results: [],
+    mismatches: [],
+    loopbackMismatches: [],
+    counts: { probes: 0, compared: 0, matched: 0, skipped: 0 },
+  };
+  try {
+    const planned = c.probes.map((p) => {
+      const kind = l7Kind(p);
+      const where = `${c.file}: probe ${p.id ?? '?'}`;
+      if (!kind) throw new WeirError('ERR_CONFORMANCE_CASE', `${where} has none of http, dns, fqdn`);
+      const req: ProbeRequest = {
+        from: p.from as string,
+        to: p.to as string,
+        port: p.port,
+        protocol: p.protocol,
+        kind: kind.kind,
+        ...(kind.kind === 'http' ? { http: httpProbe(c, p) } : {}),
+      };
+      return { p, kind, req, run: session.kinds?.has(kind.kind) === true };
+    });
+    await session.apply(caseState(c, session.addresses));
+    const answers = new Map<(typeof planned)[number], ProbeAnswer>();
+    for (const step of [...new Set(planned.map((x) => x.p.step ?? 1))].sort((a, b) => a - b)) {
+      const now = planned.filter((x) => (x.p.step ?? 1) === step && x.run);
+      const got = await mapBounded(now, session.concurrency ?? 1, (x) => session.probe(x.req));
+      now.forEach((x, i) => {
+        const a = got[i];
+        answers.set(x, typeof a === 'object' && a !== null ? a : { allowed: a ?? null });
+      });
+    }
+    for (const x of planned) {
+      const a = answers.get(x);
+      const r: ProbeResult = {
+        from: x.req.from,
+        to: x.req.to,
+        port: x.req.port,
+        protocol: x.req.protocol,
+        allowed: a ? (a.result === undefined ? a.allowed : a.result === 'allowed') : null,
+        probe: x.p.raw ?? {},
+        result: a?.result ?? (a ? 'error' : 'skipped'),
+        ...(a?.http ? { http: a.http } : {}),
+        ...(a?.note ? { note: a.note } : !a ? { note: x.kind.skipped } : {}),
+      };
+      report.counts.probes++;
+      const e = c.expect?.find((ex) => ex.probe === x.p.id);
+      if (e?.result) r.expectedResult = e.result;
+      if (e) r.expected = e.allowed;
+      report.results.push(r);
+      if (r.result === 'skipped') {
+        report.counts.skipped++;
+        continue;
+      }
+      if (!e?.result) continue;
+      report.counts.compared++;
+      const saw = r.result === e.result ? upstreamMismatch(e, r.http) : undefined;
+      if (r.result === e.result && !saw) report.counts.matched++;
+      else report.mismatches.push(saw ? { ...r, note: saw } : r);
+    }
+    // Nothing judged (every probe skipped) is no pass.
+    if (c.expect) report.pass = report.counts.compared === 0 ? null : report.mismatches.length === 0;
+  } catch (err) {
+    report.pass = c.expect ? false : null;
+    report.error = err instanceof WeirError ? err.toString() : String(err);
+    if (err instanceof WeirError) report.errorCode = err.code;
+    // The probes still appear, each not run because of the error.
+    if (report.results.length === 0)
+      for (const p of c.probes) {
+        report.results.push({
+          from: p.from ?? '',
+          to: p.to ?? '',
+          port: p.port,
+          protocol: p.protocol,
+          allowed: null,
+          probe: p.raw ?? {},
+          result: 'skipped',
+          note: `not run: ${err instanceof WeirError ? err.code : 'the case failed'}`,
+        });
+        report.counts.probes++;
+        report.counts.skipped++;
+      }
   }
   return report;
 }

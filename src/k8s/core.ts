@@ -25,6 +25,13 @@ export const workloadAnnotation = 'weir.dev/workload';
  */
 export const terminatingAnnotation = 'weir.dev/terminating';
 
+/**
+ * Pod annotation "cni": a container runtime creates the pod and hands it to weir-cni (docs/cni.md);
+ * the lab creates neither its namespace nor a workload, and the pod's labels go to the endpoint
+ * the runtime's ADD made under the same namespace/name.
+ */
+export const runtimeAnnotation = 'weir.dev/runtime';
+
 export type Protocol = (typeof protocols)[number];
 
 const portSchema = z.looseObject({
@@ -65,6 +72,14 @@ const podSchema = z.looseObject({
             code: 'custom',
             path: [workloadAnnotation],
             message: `must be "none" (the pod runs no workload) or absent, not '${v}'`,
+            params: { weirCode: 'ERR_K8S_ANNOTATION_INVALID' } satisfies IssueParams,
+          });
+        const r = a[runtimeAnnotation];
+        if (r !== undefined && r !== 'cni')
+          ctx.addIssue({
+            code: 'custom',
+            path: [runtimeAnnotation],
+            message: `must be "cni" (a container runtime creates the pod through weir-cni) or absent, not '${r}'`,
             params: { weirCode: 'ERR_K8S_ANNOTATION_INVALID' } satisfies IssueParams,
           });
         const t = a[terminatingAnnotation];
@@ -149,6 +164,11 @@ export function podContainers(pod: Pod): { name: string; image?: string; ports: 
 /** True when the pod is marked terminating (annotation weir.dev/terminating: "true"). */
 export function podTerminating(pod: Pod): boolean {
   return pod.metadata.annotations?.[terminatingAnnotation] === 'true';
+}
+
+/** True when a container runtime creates the pod through weir-cni (annotation weir.dev/runtime: "cni"). */
+export function podByRuntime(pod: Pod): boolean {
+  return pod.metadata.annotations?.[runtimeAnnotation] === 'cni';
 }
 
 /** False when the pod asks for no workload process (annotation weir.dev/workload: "none"). */

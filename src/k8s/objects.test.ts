@@ -99,6 +99,19 @@ describe('v1 objects', () => {
     assert.deepEqual(p.metadata, { name: 'a', namespace: 'x' });
     assert.deepEqual(p.spec, { nodeName: 'node1' });
     assert.equal(p.status.phase, 'Failed');
+    // One still waiting (a runtime's Pod before its container's ADD) is Pending.
+    assert.equal(
+      podObject({
+        namespace: 'x',
+        name: 'b',
+        labels: {},
+        node: 'node1',
+        ip: '',
+        ready: false,
+        phase: 'Pending',
+      }).status.phase,
+      'Pending',
+    );
     assert.deepEqual(
       p.status.conditions.map((c) => [c.type, c.status]),
       [

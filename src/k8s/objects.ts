@@ -38,6 +38,8 @@ export interface PodRecord extends RecordMeta {
   ip6?: string;
   /** Its workload runs (or it has none to run). */
   ready: boolean;
+  /** Its node's phase: Pending while it waits (for its address, or for a runtime's weir-cni ADD). */
+  phase?: 'Pending' | 'Running' | 'Failed';
 }
 
 export type NamespaceRecord = RecordMeta;
@@ -88,7 +90,7 @@ export interface V1Pod {
     nodeName: string;
   };
   status: {
-    phase: 'Running' | 'Failed';
+    phase: 'Pending' | 'Running' | 'Failed';
     conditions: V1PodCondition[];
     hostIP?: string;
     hostIPs?: { ip: string }[];
@@ -201,7 +203,7 @@ export function podObject(p: PodRecord, host?: { ip: string; ip6?: string }): V1
       nodeName: p.node,
     },
     status: {
-      phase: p.ready ? 'Running' : 'Failed',
+      phase: p.ready ? 'Running' : p.phase === 'Pending' ? 'Pending' : 'Failed',
       conditions: [
         condition('Initialized', 'True', created),
         condition('Ready', state),

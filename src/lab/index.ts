@@ -3,10 +3,24 @@
 // node's agent creates, updates and removes pods with; probes and exec reach inside.
 export { Lab, labDownAll, defaultLabName, type LabStatus } from './lab.js';
 export { PodDriver, type PodSpec, type PodRuntime } from './pod.js';
+export {
+  attachContainer,
+  containerAddresses,
+  type AttachmentSpec,
+  type AttachedContainer,
+} from './attachment.js';
 export { nodeOf, type NodeInfo, type Logger } from './node.js';
 export { externalsOf, type ExternalInfo } from './external.js';
 export { podRef } from './exec.js';
-export { probe, resolveTarget, type ProbeOptions, type ProbeResult, type ProbeTarget } from './probe.js';
+export {
+  probe,
+  resolveTarget,
+  type HttpProbeRequest,
+  type ProbeOptions,
+  type ProbeResult,
+  type ProbeTarget,
+  type RequestEcho,
+} from './probe.js';
 export {
   loadLabSpec,
   parseLabSpec,

@@ -3,13 +3,18 @@ import { WeirError } from '../shared/errors.js';
 import { placeOf, podRef } from './exec.js';
 import { Lab } from './lab.js';
 import { request } from './workload/client.js';
-import type { ProbeResult, ProbeTarget } from './workload/protocol.js';
+import type { HttpProbeRequest, ProbeResult, ProbeTarget } from './workload/protocol.js';
 
-export type { ProbeResult, ProbeTarget } from './workload/protocol.js';
+export type { HttpProbeRequest, ProbeResult, ProbeTarget, RequestEcho } from './workload/protocol.js';
 
 export interface ProbeOptions {
   /** TCP only: send GET / and return the body in `result.body`. */
   http?: boolean;
+  /**
+   * TCP only: send this request and return the answer (`status`, `body`, the lab server's `echo`
+   * of what it received); `connected` tells a connection that failed after its handshake.
+   */
+  request?: HttpProbeRequest;
 }
 
 /**
@@ -34,8 +39,14 @@ export async function probe(
   }
   const reply = await request(
     socket,
-    { op: 'probe', ...to, timeoutMs, ...(opts.http ? { http: true } : {}) },
-    timeoutMs + 5000,
+    {
+      op: 'probe',
+      ...to,
+      timeoutMs,
+      ...(opts.http ? { http: true } : {}),
+      ...(opts.request ? { request: opts.request } : {}),
+    },
+    timeoutMs + (opts.request ? (opts.request.responseTimeoutMs ?? 5000) : 0) + 5000,
   );
   if ('ms' in reply) {
     const { id: _id, ...result } = reply;

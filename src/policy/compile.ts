@@ -165,10 +165,14 @@ function compileCilium(p: CiliumPolicy, u: Universe): Section[] {
   const ns = p.namespace ?? 'default';
   // A CNP applies to its own namespace only; a namespace named in its endpointSelector is
   // overwritten (Cilium logs a warning and does the same).
+  // As Cilium (k8s/apis/cilium.io/utils getEndpointSelector): a selector of reserved:init (an
+  // endpoint whose labels are not known yet, so no namespace label either) is not scoped.
   const scopeSubject = (sel: LabelSelector) =>
-    namespaced
-      ? andSelectors(nsIs(ns), { requirements: sel.requirements.filter((r) => r.key !== NAMESPACE_LABEL) })
-      : andSelectors(hasNs, sel);
+    sel.requirements.some((r) => r.source === 'reserved' && r.key === 'init')
+      ? sel
+      : namespaced
+        ? andSelectors(nsIs(ns), { requirements: sel.requirements.filter((r) => r.key !== NAMESPACE_LABEL) })
+        : andSelectors(hasNs, sel);
   // Peer selectors: CNP ones are namespace-local unless they name the namespace; an empty CCNP
   // one means "every pod" (not the host or world).
   const scopePeer = (sel: LabelSelector) => {

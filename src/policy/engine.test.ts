@@ -196,6 +196,42 @@ test('engine: output is deterministic and ipcache maps pods, node and CIDRs', ()
   assert.equal(lookup(a.entries, ids['192.0.2.10/32'] ?? 0, DIR_EGRESS, PROTO_TCP, 80).verdict, 'drop');
 });
 
+test('engine: an endpoint of unknown labels is reserved:init, selected by an unscoped init policy only', () => {
+  // A runtime's container before its Pod exists (weir-cni): Cilium's init identity. A namespaced
+  // CNP naming reserved:init selects it (not limited to its namespace: init has no namespace label).
+  const init = cnp('init', {
+    endpointSelector: { matchLabels: { 'reserved:init': '' } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { app: 'a' } }] }],
+  });
+  const base = world([init]);
+  const out = computePolicy({
+    ...base,
+    endpoints: [
+      ...base.endpoints,
+      {
+        id: 3,
+        namespace: 'y',
+        pod: 'c',
+        labels: { app: 'a' },
+        init: true,
+        ips: ['10.244.0.4'],
+        namedPorts: [],
+      },
+    ],
+  });
+  const c = out.endpoints.get(3);
+  assert.ok(c);
+  assert.equal(c.identity, 5);
+  assert.deepEqual(c.labels, ['reserved:init']);
+  assert.equal(c.ingressEnforced, true, 'the init policy selects it');
+  assert.equal(out.endpoints.get(1)?.ingressEnforced, false, 'not the pods with labels');
+  const a = out.endpoints.get(1)?.identity ?? 0;
+  const b = out.endpoints.get(2)?.identity ?? 0;
+  assert.equal(lookup(c.entries, a, DIR_INGRESS, PROTO_TCP, 80).verdict, 'allow');
+  assert.equal(lookup(c.entries, b, DIR_INGRESS, PROTO_TCP, 80).verdict, 'drop');
+  assert.equal(out.ipcache.find((e) => e.prefix === '10.244.0.4/32')?.identity, 5);
+});
+
 test('diff rewrites only changed entries', () => {
   const a = makeEntry(0, DIR_INGRESS, { protocol: 6, port: 80, prefixLen: 64 }, false, 1);
   const b = makeEntry(0, DIR_INGRESS, { protocol: 6, port: 81, prefixLen: 64 }, false, 1);

@@ -9,7 +9,13 @@ import { IdentityAllocator } from '../identity/allocator.js';
 import type { LabelFilter } from '../identity/filter.js';
 import { formatLabel } from '../identity/labels.js';
 import { podSecurityLabels } from '../identity/pod-labels.js';
-import { IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD } from '../identity/reserved.js';
+import {
+  IDENTITY_ANY,
+  IDENTITY_HOST,
+  IDENTITY_INIT,
+  IDENTITY_WORLD,
+  reservedLabels,
+} from '../identity/reserved.js';
 import { WeirError } from '../shared/errors.js';
 import { matchesSelector } from './api/selector.js';
 import type { Policy, PortMatch, RuleRef } from './api/types.js';
@@ -45,6 +51,8 @@ export interface EngineEndpoint {
   ips: string[];
   namedPorts: NamedPort[];
   serviceAccount?: string;
+  /** An endpoint whose labels are not known yet (a runtime's container before its Pod): reserved:init. */
+  init?: boolean;
 }
 
 export interface EngineConfig {
@@ -135,17 +143,19 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     if (seenIds.has(ep.id))
       throw new WeirError('ERR_POLICY_ENDPOINT_DUPLICATE', `endpoint id ${ep.id} appears twice`);
     seenIds.add(ep.id);
-    const labels = podSecurityLabels(
-      {
-        namespace: ep.namespace,
-        labels: ep.labels,
-        namespaceLabels: nsLabels.get(ep.namespace) ?? {},
-        ...(ep.serviceAccount ? { serviceAccount: ep.serviceAccount } : {}),
-      },
-      cfg.labelFilter,
-    )
-      .map(formatLabel)
-      .sort();
+    const labels = ep.init
+      ? reservedLabels(IDENTITY_INIT)
+      : podSecurityLabels(
+          {
+            namespace: ep.namespace,
+            labels: ep.labels,
+            namespaceLabels: nsLabels.get(ep.namespace) ?? {},
+            ...(ep.serviceAccount ? { serviceAccount: ep.serviceAccount } : {}),
+          },
+          cfg.labelFilter,
+        )
+          .map(formatLabel)
+          .sort();
     const id = take(labels);
     epIdentity.set(ep.id, { id, labels });
     const ips = ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`));

@@ -69,8 +69,10 @@ class Sink implements RecordSink {
   lines: unknown[] = [];
   full = false;
   #drain: (() => void) | undefined;
-  write(line: string): boolean {
-    this.lines.push(JSON.parse(line));
+  writes = 0;
+  write(text: string): boolean {
+    this.writes++;
+    for (const line of text.split('\n')) if (line !== '') this.lines.push(JSON.parse(line));
     return !this.full;
   }
   once(_: 'drain', cb: () => void): void {
@@ -110,18 +112,32 @@ describe('the record queue', () => {
     assert.equal(q.sent, 2);
   });
 
-  it('waits for a full reader to drain, never blocking the proxy', () => {
+  it('waits for a full reader to drain, never blocking the proxy', async () => {
     const q = new RecordQueue(10);
     const sink = new Sink();
     q.attach(sink);
     sink.full = true;
     q.push(record(1));
+    await new Promise((r) => setImmediate(r));
     q.push(record(2));
+    await new Promise((r) => setImmediate(r));
     assert.equal(sink.lines.length, 1);
     assert.equal(q.waiting, 1);
     sink.drain();
     assert.equal(sink.lines.length, 2);
     assert.equal(q.waiting, 0);
+  });
+
+  it('sends the records of one turn of the event loop in one write', async () => {
+    const q = new RecordQueue(100);
+    const sink = new Sink();
+    q.attach(sink);
+    for (let i = 0; i < 50; i++) q.push(record(i));
+    assert.equal(sink.writes, 0, 'nothing written synchronously');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(sink.writes, 1);
+    assert.equal(sink.lines.length, 50);
+    assert.equal(q.sent, 50);
   });
 });
 

@@ -77,6 +77,22 @@ export const errorCodes = {
   ERR_CLI_NO_DATAPATH: { meaning: 'the lab has no pinned datapath maps (its agent never loaded them)' },
   ERR_CLI_OPTION: { meaning: 'a command-line option value is out of range or malformed' },
   ERR_CLI_OUTPUT: { meaning: 'an unknown -o output format' },
+  ERR_CNI_ATTACHMENT_FAILED: {
+    meaning:
+      "the node could not create a runtime's container endpoint (weir-cni ADD; the pod status says why)",
+    http: 500,
+  },
+  ERR_CNI_INSTALL: {
+    meaning: 'weir cni install/uninstall could not write or remove the plugin or its config',
+  },
+  ERR_CNI_NETNS: {
+    meaning: "CNI_NETNS cannot be opened, or is the machine's or the node's own network namespace (refused)",
+  },
+  ERR_CNI_NOT_FOUND: {
+    meaning: 'no attachment of that container exists on this node (weir-cni CHECK)',
+    http: 404,
+  },
+  ERR_CNI_REQUEST: { meaning: 'a weir-cni request to the agent lacks a field or names an invalid pod' },
   ERR_CONFORMANCE_CASE: { meaning: 'a conformance case file is malformed' },
   ERR_CONFORMANCE_NO_CASES: { meaning: 'no conformance case files were found where --cases points' },
   ERR_CONFORMANCE_PEER: { meaning: 'a conformance probe names a peer its topology does not have' },
@@ -131,6 +147,10 @@ export const errorCodes = {
   ERR_LAB_POD_NOT_FOUND: { meaning: 'the lab has no pod of this name' },
   ERR_LAB_PROBE_FAILED: { meaning: 'a probe connection failed or its workload gave no valid answer' },
   ERR_LAB_PROBE_SOURCE: { meaning: 'a probe source names no workload in the lab' },
+  ERR_LAB_RUNTIME_IMMUTABLE: {
+    meaning:
+      'annotation weir.dev/runtime cannot change on an existing pod (a lab pod or a runtime container)',
+  },
   ERR_LAB_SPEC_CHANGED: { meaning: 'the lab is up with another spec and has pods' },
   ERR_LAB_SPEC_INVALID: { meaning: 'a lab spec (lab.yaml) is invalid' },
   ERR_LAB_SPEC_READ: { meaning: 'a lab spec file cannot be read' },

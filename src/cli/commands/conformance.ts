@@ -7,6 +7,11 @@ import { runCases, type CaseReport, type ProberFactory, type RunReport } from '.
 import { simulateProberFactory } from '../../conformance/simulate.js';
 import { WeirError } from '../../shared/errors.js';
 import { progress } from './lab.js';
+import { join } from 'node:path';
+import { conformanceDir } from '../../shared/paths.js';
+
+/** The corpora under conformance/ that `--suite` names. */
+export const conformanceSuites = ['netpol', 'cnp', 'l7'];
 
 let registeredDatapathProber: ProberFactory | undefined;
 
@@ -52,7 +57,8 @@ export function reportJson(r: RunReport): unknown {
 
 function caseLine(c: CaseReport): string {
   const viaService = c.results.filter((r) => r.viaService).length;
-  const verdict = c.pass === null ? 'NOEXP' : c.pass ? 'PASS ' : 'FAIL ';
+  const allSkipped = c.counts.probes > 0 && c.counts.skipped === c.counts.probes;
+  const verdict = c.pass === null ? (allSkipped ? 'SKIP ' : 'NOEXP') : c.pass ? 'PASS ' : 'FAIL ';
   const extra = [
     c.counts.skipped ? `${c.counts.skipped} skipped` : '',
     c.loopbackMismatches.length ? `${c.loopbackMismatches.length} loopback mismatches (not failing)` : '',
@@ -69,10 +75,20 @@ export function reportText(r: RunReport): string {
   for (const c of r.cases) {
     lines.push(caseLine(c));
     if (c.error) lines.push(`    error: ${c.error}`);
-    for (const m of c.mismatches)
+    for (const m of c.mismatches) {
+      if (m.result !== undefined) {
+        // L7: the probe's id and request, the results compared.
+        const http = m.probe?.http as { method?: string; path?: string } | undefined;
+        const what = http ? ` ${http.method ?? ''} ${http.path ?? ''}` : '';
+        lines.push(
+          `    ${String(m.probe?.id ?? '')} ${m.from} -> ${m.to} ${m.protocol}/${m.port}${what}: expected ${m.expectedResult ?? '?'}, observed ${m.result}${m.note ? ` (${m.note})` : ''}`,
+        );
+        continue;
+      }
       lines.push(
         `    ${m.from} -> ${m.to} ${m.protocol}/${m.port}: expected ${mark(m.expected ?? null)}, observed ${mark(m.allowed)}`,
       );
+    }
   }
   const failed = r.cases.filter((c) => c.pass === false).length;
   lines.push(
@@ -86,7 +102,13 @@ export function conformanceCommand(): Command {
   cmd
     .command('run')
     .description('run the case files of a directory and compare with their expectations')
-    .requiredOption('--cases <dir>', 'directory of case files (or a single case file)')
+    .option('--cases <dir>', 'directory of case files (or a single case file)')
+    .addOption(
+      new Option(
+        '--suite <name>',
+        "one of the repository's corpora (conformance/<name>) instead of --cases",
+      ).choices(conformanceSuites),
+    )
     .addOption(
       new Option('--mode <mode>', 'datapath (lab, real connections) or simulate (policy engine)')
         .choices(['datapath', 'simulate'])
@@ -126,7 +148,8 @@ export function conformanceCommand(): Command {
     )
     .action(
       async (o: {
-        cases: string;
+        cases?: string;
+        suite?: string;
         mode: string;
         output: string;
         probeTimeout: number;
@@ -140,10 +163,15 @@ export function conformanceCommand(): Command {
         };
         process.once('SIGINT', onSignal);
         process.once('SIGTERM', onSignal);
+        if ((o.cases === undefined) === (o.suite === undefined))
+          throw new WeirError('ERR_CLI_ARGUMENT', 'give one of --cases <dir> or --suite <name>', {
+            location: { field: '--cases' },
+          });
+        const casesDir = o.cases ?? join(conformanceDir, o.suite as string, 'cases');
         let report: RunReport;
         try {
           report = await runCases({
-            casesDir: o.cases,
+            casesDir,
             mode: o.mode,
             proberFactory: factoryFor(o.mode, o.probeTimeout, o.socketLb === 'on', o.hostRouting),
           });

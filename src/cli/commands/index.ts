@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import '../../cluster/kinds.js';
 import { agentCommand } from './agent.js';
 import { applyCommand } from './apply.js';
+import { cniCommand } from './cni.js';
 import { registerConformanceCommands } from './conformance.js';
 import { deleteCommand } from './delete.js';
 import { getCommand } from './get.js';
@@ -28,4 +29,5 @@ export function registerCommands(program: Command): void {
   program.addCommand(observeCommand());
   program.addCommand(uiCommand());
   program.addCommand(proxyCommand());
+  program.addCommand(cniCommand());
 }

@@ -5,7 +5,15 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
-import type { ControlReply, ControlRequest, ProbeResult, WorkloadConfig } from './protocol.js';
+import {
+  REQUEST_ECHO_HEADER,
+  type ControlReply,
+  type ControlRequest,
+  type HttpProbeRequest,
+  type ProbeResult,
+  type RequestEcho,
+  type WorkloadConfig,
+} from './protocol.js';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as WorkloadConfig;
 const log = (msg: string) => process.stdout.write(`${new Date().toISOString()} ${cfg.name}: ${msg}\n`);
@@ -33,11 +41,27 @@ function serveTcpConnection(sock: Socket): void {
     if (!text.includes('\r\n\r\n') && !text.includes('\n\n')) return;
     mode = 'http';
     const body = `${cfg.name}\n`;
+    const echo = Buffer.from(JSON.stringify(requestEcho(text))).toString('base64url');
     sock.end(
       `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `Connection: close\r\n\r\n${body}`,
+        `${REQUEST_ECHO_HEADER}: ${echo}\r\nConnection: close\r\n\r\n${body}`,
     );
   });
+}
+
+/** The request as this server received it (what L7 conformance calls `upstreamSaw`). */
+function requestEcho(head: string): RequestEcho {
+  const lines = head.slice(0, head.search(/\r?\n\r?\n/)).split(/\r?\n/);
+  const [method = '', path = ''] = (lines[0] ?? '').split(' ');
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const name = line.slice(0, colon).trim().toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  return { method, path, host: headers.host ?? '', headers };
 }
 
 /** Listens on :: (dual stack), or 0.0.0.0 when the netns has IPv6 off. */
@@ -95,6 +119,91 @@ function probeTcp(ip: string, port: number, timeoutMs: number, http: boolean): P
   });
 }
 
+/**
+ * One HTTP/1.1 request on a new connection, the answer read by its framing (Content-Length,
+ * chunked, or the end of the connection): a proxy answering 403 keeps the connection open.
+ */
+function probeHttp(ip: string, port: number, timeoutMs: number, req: HttpProbeRequest): Promise<ProbeResult> {
+  const start = process.hrtime.bigint();
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    let connected = false;
+    let settled = false;
+    const done = (r: Omit<ProbeResult, 'ms' | 'connected'>) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ ...r, connected, ms: elapsed(start) });
+    };
+    const sock = connect({ host: ip, port });
+    let timer = setTimeout(() => done({ ok: false, error: 'ETIMEDOUT' }), timeoutMs);
+    sock.on('error', (err) => done({ ok: false, error: errCode(err) }));
+    sock.on('connect', () => {
+      connected = true;
+      clearTimeout(timer);
+      timer = setTimeout(() => done({ ok: false, error: 'ERESPONSETIMEOUT' }), req.responseTimeoutMs ?? 5000);
+      const fields = [`Host: ${req.host}`, ...req.headers.map(([n, v]) => `${n}: ${v}`)];
+      sock.write(`${req.method} ${req.path} HTTP/1.1\r\n${fields.map((f) => f + '\r\n').join('')}\r\n`);
+    });
+    const parse = (ended: boolean) => {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return ended ? done({ ok: false, error: 'EBADRESPONSE' }) : undefined;
+      const head = buf.subarray(0, end).toString('latin1').split('\r\n');
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(head[0] ?? '');
+      if (!status) return done({ ok: false, error: 'EBADRESPONSE' });
+      const field = (name: string) =>
+        head
+          .slice(1)
+          .find((l) => l.toLowerCase().startsWith(name + ':'))
+          ?.slice(name.length + 1)
+          .trim();
+      let body: Buffer = buf.subarray(end + 4);
+      const length = field('content-length');
+      if (length !== undefined) {
+        if (body.length < Number(length)) return ended ? done({ ok: false, error: 'ETRUNCATED' }) : undefined;
+        body = body.subarray(0, Number(length));
+      } else if (/chunked/i.test(field('transfer-encoding') ?? '')) {
+        if (!body.includes('0\r\n\r\n')) return ended ? done({ ok: false, error: 'ETRUNCATED' }) : undefined;
+        body = dechunk(body);
+      } else if (!ended) return;
+      const echoField = field(REQUEST_ECHO_HEADER);
+      let echo: RequestEcho | undefined;
+      try {
+        echo = echoField
+          ? (JSON.parse(Buffer.from(echoField, 'base64url').toString()) as RequestEcho)
+          : undefined;
+      } catch {
+        echo = undefined;
+      }
+      done({
+        ok: true,
+        status: Number(status[1]),
+        body: body.subarray(0, 256).toString(),
+        ...(echo ? { echo } : {}),
+      });
+    };
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      parse(false);
+    });
+    sock.on('end', () => parse(true));
+  });
+}
+
+function dechunk(b: Buffer): Buffer {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (;;) {
+    const eol = b.indexOf('\r\n', at);
+    const size = eol < 0 ? 0 : parseInt(b.subarray(at, eol).toString('latin1'), 16);
+    if (!(size > 0)) break;
+    out.push(b.subarray(eol + 2, eol + 2 + size));
+    at = eol + 2 + size + 2;
+  }
+  return Buffer.concat(out);
+}
+
 function probeUdp(ip: string, port: number, timeoutMs: number): Promise<ProbeResult> {
   const start = process.hrtime.bigint();
   const payload = `weir-probe ${process.pid} ${start}`;
@@ -122,7 +231,9 @@ async function handle(req: ControlRequest): Promise<ControlReply> {
     const r =
       req.protocol === 'UDP'
         ? await probeUdp(req.ip, req.port, timeoutMs)
-        : await probeTcp(req.ip, req.port, timeoutMs, req.http === true);
+        : req.request
+          ? await probeHttp(req.ip, req.port, timeoutMs, req.request)
+          : await probeTcp(req.ip, req.port, timeoutMs, req.http === true);
     return { id: req.id, ...r };
   }
   return { id: (req as { id?: number }).id, ok: false, error: `unknown op ${(req as { op?: string }).op}` };

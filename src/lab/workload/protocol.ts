@@ -9,6 +9,31 @@ export interface ProbeTarget {
   protocol: ProbeProtocol;
 }
 
+/** One HTTP/1.1 request a TCP probe sends on its new connection (L7 conformance). */
+export interface HttpProbeRequest {
+  method: string;
+  /** The request target, sent as is. */
+  path: string;
+  /** The Host header, sent verbatim. */
+  host: string;
+  /** Further header fields in order, names exactly as written. */
+  headers: [string, string][];
+  /** How long the answer may take once connected (default 5000 ms). */
+  responseTimeoutMs?: number;
+}
+
+/** What the lab's HTTP server received, as it answers it (header `x-weir-request`, base64url JSON). */
+export interface RequestEcho {
+  method: string;
+  path: string;
+  host: string;
+  /** Lower-cased name -> value (repeated fields joined with ', '). */
+  headers: Record<string, string>;
+}
+
+/** The response header carrying the server's RequestEcho. */
+export const REQUEST_ECHO_HEADER = 'x-weir-request';
+
 export type ControlRequest =
   | { id?: number; op: 'ping' }
   | ({
@@ -16,6 +41,8 @@ export type ControlRequest =
       op: 'probe';
       timeoutMs?: number;
       /** TCP: send GET / and return the body. */ http?: boolean;
+      /** TCP: send this request instead and return the response (status, body, the server's echo). */
+      request?: HttpProbeRequest;
     } & ProbeTarget);
 
 export interface PingReply {
@@ -30,8 +57,14 @@ export interface ProbeResult {
   /** errno-style code of a failed probe: ETIMEDOUT, ECONNREFUSED, EHOSTUNREACH, ... */
   error?: string;
   ms: number;
-  /** With `http`: the response body. */
+  /** With `http`: the response body. With `request`: its first 256 bytes. */
   body?: string;
+  /** With `request`: true once the TCP handshake completed (a failure after it is not a drop). */
+  connected?: boolean;
+  /** With `request`: the response's status code. */
+  status?: number;
+  /** With `request`: what the lab's server says it received (absent: the answer was not its own). */
+  echo?: RequestEcho;
 }
 
 export type ControlReply =

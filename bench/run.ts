@@ -31,11 +31,13 @@ import {
   type PairedSwitch,
 } from './policy.js';
 import { measureObserve } from './micro/observe.js';
+import { measurePods } from './pods.js';
 import { diffCases, measureDiff } from './micro/policy-diff.js';
 import { growTo, percentile, timeEnforcement } from './scale.js';
 import { measureServices } from './services.js';
 import { connRateLegend, measureConnRate } from './connrate.js';
 import { startRawPair } from './raw-pair.js';
+import { dnsLegend, measureDns } from './dns.js';
 import { cniLegend, measureCni } from './cni.js';
 import { l7Legend, measureL7 } from './l7.js';
 
@@ -65,6 +67,7 @@ const runs = Number(process.env.WEIR_BENCH_RUNS ?? 3);
 const policySeconds = Number(process.env.WEIR_BENCH_POLICY_SECONDS ?? 3);
 const policySizes = (process.env.WEIR_BENCH_SIZES ?? '1,1000,10000').split(',').map(Number);
 const endpointCounts = (process.env.WEIR_BENCH_ENDPOINTS ?? '100,1000').split(',').map(Number);
+const podCounts = (process.env.WEIR_BENCH_PODS ?? '100,1000').split(',').map(Number);
 const applies = Number(process.env.WEIR_BENCH_APPLIES ?? 30);
 const serviceSizes = (process.env.WEIR_BENCH_SERVICE_SIZES ?? '10,1000,10000').split(',').map(Number);
 const serviceRounds = Number(process.env.WEIR_BENCH_SERVICE_ROUNDS ?? 3);
@@ -73,6 +76,9 @@ const rrSeconds = Number(process.env.WEIR_BENCH_RR_SECONDS ?? 4);
 const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
 const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
 const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
+const dnsSeconds = Number(process.env.WEIR_BENCH_DNS_SECONDS ?? 5);
+const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
+const dnsLearns = Number(process.env.WEIR_BENCH_DNS_LEARNS ?? 30);
 const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
 const l7Config = {
   rounds: Number(process.env.WEIR_BENCH_L7_ROUNDS ?? 3),
@@ -81,7 +87,18 @@ const l7Config = {
   h2Streams: Number(process.env.WEIR_BENCH_L7_H2_STREAMS ?? 10),
   idle: Number(process.env.WEIR_BENCH_L7_IDLE ?? 1000),
 };
-const allSections = ['policy', 'connrate', 'services', 'l7', 'cni', 'scale', 'flow', 'diff'] as const;
+const allSections = [
+  'policy',
+  'connrate',
+  'services',
+  'l7',
+  'dns',
+  'cni',
+  'pods',
+  'scale',
+  'flow',
+  'diff',
+] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
 for (const s of sections)
@@ -375,6 +392,19 @@ async function main(): Promise<void> {
       );
     }
 
+    if (sections.has('dns')) {
+      await ensureAgent();
+      log('dns: queries/s and latency through the DNS proxy vs straight to the server; answer-to-enforced');
+      rows.push(
+        ...(await measureDns(
+          lab,
+          labName,
+          { seconds: dnsSeconds, rounds: dnsRounds, learns: dnsLearns },
+          log,
+        )),
+      );
+    }
+
     if (sections.has('cni')) {
       await ensureAgent();
       log('cni: podman run/rm on network weir (weir-cni) vs network none');
@@ -385,6 +415,14 @@ async function main(): Promise<void> {
       await ensureAgent();
       log("L7: HTTP through weir's proxy vs direct (L4 policy) vs nginx and haproxy reverse proxies");
       rows.push(...(await measureL7(lab, labName, l7Config, log)));
+    }
+
+    // Pods with workloads (before the scale section's workload-less ones; removed again after).
+    if (sections.has('pods')) {
+      await ensureAgent();
+      log(`pods with workloads: ${podCounts.join(', ')}`);
+      const r = await measurePods(lab, podCounts, log);
+      for (const f of r.facts) fact('lab pods with workloads', f);
     }
 
     if (sections.has('scale')) await ensureAgent();
@@ -430,15 +468,29 @@ async function main(): Promise<void> {
     await teardown();
   }
 
-  // The flow pipeline on one core (no lab needed): decode, parse, enrich and store each event.
+  // The flow pipeline on one core (no lab needed), both ways in the same run: the agent's raw path
+  // (check, count, store the record's bytes; flows made when read) beside the earlier object path
+  // (decode, parse, enrich, store and count each event).
   if (sections.has('flow')) {
-    log('flow pipeline: events decoded and enriched per second (one core)');
-    const obs = measureObserve();
+    log('flow pipeline: events per second on one core (raw path and object path)');
+    const obs = measureObserve(2_000_000);
     fact('flow pipeline (1 core)', {
-      metric: 'events decoded + enriched + stored',
+      metric: 'events checked + counted + stored raw (agent path)',
+      value: obs.rawEventsPerSecond,
+      unit: 'events/s',
+      note: `${obs.events} events, ${obs.endpoints} endpoints; ${obs.rawNsPerEvent.toFixed(0)} ns/event; ${(obs.rawEventsPerSecond / obs.eventsPerSecond).toFixed(0)}× the object path; same flows both ways: ${obs.sameFlows} (bench/micro/observe)`,
+    });
+    fact('flow pipeline (1 core)', {
+      metric: 'events decoded + enriched + stored + counted (object path, before)',
       value: obs.eventsPerSecond,
       unit: 'events/s',
-      note: `${obs.events} events, ${obs.endpoints} endpoints; ${obs.usPerEvent.toFixed(2)} µs/event (bench/micro/observe)`,
+      note: `${obs.usPerEvent.toFixed(2)} µs/event`,
+    });
+    fact('flow pipeline (1 core)', {
+      metric: 'stored flows decoded + enriched when read',
+      value: obs.readFlowsPerSecond,
+      unit: 'flows/s',
+      note: 'a full ring of 4095 read at once',
     });
   }
 
@@ -469,6 +521,7 @@ async function main(): Promise<void> {
       policySecondsPerRun: policySeconds,
       policySizes,
       endpointCounts,
+      podCounts,
       applies,
       sections: [...sections],
       serviceSizes,
@@ -497,6 +550,7 @@ async function main(): Promise<void> {
       : '') +
     (sections.has('connrate') ? connRateLegend(connRounds, connSeconds, connRules) : '') +
     (sections.has('services') ? servicesLegend : '') +
+    (sections.has('dns') ? dnsLegend : '') +
     (sections.has('cni') ? cniLegend(cniRounds) : '') +
     (sections.has('l7') ? l7Legend(l7Config) : '') +
     (sections.has('diff')

@@ -261,9 +261,10 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			reason = policy_can_access(ep_id, &key, &verdict);
 		}
 	}
-	/* HTTP rules: the connection goes through the node proxy (TCP; an entry with a proxy port
-	 * matches TCP only), unless the ingress proxy itself opens it: it judged it already. */
-	if (!reason && verdict.proxy_port && f->tuple.nexthdr == IPPROTO_TCP && from_proxy != PROXY_FROM_INGRESS) {
+	/* L7 rules: the connection goes through the node proxy (HTTP: TCP; DNS: UDP and TCP, egress),
+	 * unless the ingress proxy itself opens it: it judged it already. */
+	if (!reason && verdict.proxy_port && (f->tuple.nexthdr == IPPROTO_TCP || f->tuple.nexthdr == IPPROTO_UDP) &&
+	    from_proxy != PROXY_FROM_INGRESS) {
 		proxy_port = verdict.proxy_port;
 		ct_flags |= CT_ENTRY_F_TO_PROXY;
 		m.flags |= EVENT_F_TO_PROXY;

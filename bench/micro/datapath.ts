@@ -12,7 +12,7 @@
 // not in weir_lxc: the node's stack would route it) measure the sender's program alone, as before.
 // Needs root (loads lxc.o, makes a weir-dptest-* namespace, removed at the end).
 // Run: node dist/bench/micro/datapath.js [--runs 5] [--repeat 200000] [--object path/to/lxc.o]
-import { RingBufferReader, withNetns } from '../../src/bpf/index.js';
+import { RingBufferConsumer, withNetns } from '../../src/bpf/index.js';
 import type { CtTuple } from '../../src/datapath/maps/ct/index.js';
 import { ethernet, ipv4, tcp } from '../../src/datapath/packet/index.js';
 import { LOCAL_PROGRAM, PROGRAMS } from '../../src/datapath/loader.js';
@@ -53,7 +53,7 @@ interface Row {
 async function main(): Promise<void> {
   const h = await DatapathHarness.create({ devices: 4, ...(objectPath ? { objectPath } : {}) });
   // The ring is drained as a real agent would: a full ring would make new connections look cheap.
-  const reader = new RingBufferReader(h.dp.events, () => undefined);
+  const reader = new RingBufferConsumer(h.dp.events, () => undefined);
   try {
     const a = h.addEndpoint(0, 1, A.identity);
     h.addEndpoint(1, 2, B.identity);

@@ -1,6 +1,10 @@
-// Micro-benchmark of the agent's flow pipeline on one core: ring-buffer records (the real
-// struct flow_event layout) decoded, parsed into Hubble-shaped flows, enriched with endpoints,
-// identities and rule names, and stored in the flow ring — what the agent does per event.
+// Micro-benchmark of the agent's flow pipeline on one core, both ways, same run:
+// - objects (the earlier path): each ring-buffer record (the real struct flow_event layout)
+//   decoded, parsed into a Hubble-shaped flow, enriched with endpoints, identities and rule
+//   names, stored in the flow ring and counted in the Prometheus counters;
+// - raw (the agent's path): each record checked, counted (RawFlowCounters) and stored as bytes
+//   (FlowObserver.ingestRaw), read from a buffer laid out as the kernel's ring (8-byte headers);
+//   the flows are made when read: `read` times decoding + enriching a full ring of 4095.
 // Run: node dist/bench/micro/observe.js [--events 200000]
 import { fileURLToPath } from 'node:url';
 import {
@@ -11,17 +15,27 @@ import {
 } from '../../src/datapath/maps/events/index.js';
 import { DropReason } from '../../src/datapath/drop-reasons.js';
 import { Enricher, type EndpointMeta, type EnrichmentSource } from '../../src/observe/enrich.js';
-import { FlowParser } from '../../src/observe/parser.js';
+import { FlowParser, KtimeClock } from '../../src/observe/parser.js';
 import { FlowObserver } from '../../src/observe/stream.js';
+import { RawFlowCounters, isRawFlowEvent } from '../../src/observe/raw.js';
+import { AgentMetrics } from '../../src/agent/metrics.js';
+import { countFlow } from '../../src/agent/flows.js';
 import type { RuleRef } from '../../src/policy/api/types.js';
 
 export interface ObserveFigures {
   events: number;
   endpoints: number;
-  /** Decoded + parsed + enriched + stored, per second, on one core. */
+  /** Objects: decoded + parsed + enriched + stored + counted, per second, on one core. */
   eventsPerSecond: number;
-  /** Microseconds per event. */
+  /** Microseconds per event (objects). */
   usPerEvent: number;
+  /** Raw: checked + counted + stored, per second, on one core. */
+  rawEventsPerSecond: number;
+  rawNsPerEvent: number;
+  /** Raw: flows decoded + enriched per second when a full ring is read. */
+  readFlowsPerSecond: number;
+  /** Whether the raw path's stored flows equal the objects path's (uuid aside): checked each run. */
+  sameFlows: boolean;
 }
 
 const ip4 = (n: number) => Buffer.from([10, 244, (n >> 8) & 255, n & 255, ...new Array<number>(12).fill(0)]);
@@ -107,29 +121,111 @@ function source(endpoints: number): EnrichmentSource {
   };
 }
 
+/** The records as the kernel's ring holds them: [u32 len][u32 pg_off][112 bytes], 8-aligned. */
+function ringImage(recs: Buffer[], count: number): { data: Uint8Array; offsets: Int32Array } {
+  const stride = 8 + FlowEventLayout.size;
+  const n = Math.min(count, 8192);
+  const data = new Uint8Array(n * stride);
+  const offsets = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = recs[i % recs.length] as Buffer;
+    new DataView(data.buffer).setUint32(i * stride, r.length, true);
+    data.set(r, i * stride + 8);
+    offsets[i] = i * stride + 8;
+  }
+  return { data, offsets };
+}
+
+// One clock for both paths: a flow's time is the same whichever way it was made.
+const clock = new KtimeClock();
+
+function objectsPath(recs: Buffer[], src: EnrichmentSource) {
+  const parser = new FlowParser({ nodeName: 'node1', enricher: new Enricher(src), clock });
+  const observer = new FlowObserver({ capacity: 4095 });
+  const metrics = new AgentMetrics();
+  observer.onFlow((f) => countFlow(metrics, f));
+  return { parser, observer, run: (r: Buffer) => observer.ingest(parser.parse(decodeFlowEvent(r))) };
+}
+
+function rawPath(src: EnrichmentSource) {
+  const parser = new FlowParser({ nodeName: 'node1', enricher: new Enricher(src), clock });
+  const observer = new FlowObserver({ capacity: 4095 });
+  observer.setDecoder((rec, uuid) => parser.parse(decodeFlowEvent(rec), { uuid }));
+  const counters = new RawFlowCounters((c) => src.rule(c) !== undefined);
+  let lost = 0;
+  return {
+    observer,
+    counters,
+    lost: () => lost,
+    run(data: Uint8Array, off: number, len: number): void {
+      if (!isRawFlowEvent(data, off, len)) {
+        lost++;
+        return;
+      }
+      counters.count(data, off);
+      observer.ingestRaw(data, off);
+    },
+  };
+}
+
+const strip = (l: object) => JSON.stringify(l, (k, v: unknown) => (k === 'uuid' ? undefined : v));
+
 export function measureObserve(events = 200_000, endpoints = 1000): ObserveFigures {
   const recs = records(events, endpoints);
-  const parser = new FlowParser({ nodeName: 'node1', enricher: new Enricher(source(endpoints)) });
-  const observer = new FlowObserver({ capacity: 4095 });
+  const src = source(endpoints);
+
+  const obj = objectsPath(recs, src);
   // Warm up the JIT on the same path, then time.
-  for (let i = 0; i < Math.min(20_000, events); i++)
-    observer.ingest(parser.parse(decodeFlowEvent(recs[i] as Buffer)));
+  for (let i = 0; i < Math.min(20_000, events); i++) obj.run(recs[i] as Buffer);
   const t0 = process.hrtime.bigint();
-  for (const r of recs) observer.ingest(parser.parse(decodeFlowEvent(r)));
+  for (const r of recs) obj.run(r);
   const ns = Number(process.hrtime.bigint() - t0);
+
+  const raw = rawPath(src);
+  const { data, offsets } = ringImage(recs, events);
+  const size = FlowEventLayout.size;
+  for (let i = 0; i < Math.min(200_000, events); i++)
+    raw.run(data, offsets[i % offsets.length] as number, size);
+  const t1 = process.hrtime.bigint();
+  for (let i = 0, n = offsets.length; i < events; i++) raw.run(data, offsets[i % n] as number, size);
+  const rawNs = Number(process.hrtime.bigint() - t1);
+
+  const t2 = process.hrtime.bigint();
+  const read = raw.observer.read({ filter: () => true });
+  const readNs = Number(process.hrtime.bigint() - t2);
+
+  // Same input, both ways: the stored flows must be the same (the raw ring's last 4095 records
+  // are the records at the same positions of the object run, when both saw `events` records).
+  const check = rawPath(src);
+  const ref = objectsPath(recs, src);
+  for (let i = 0; i < 5000; i++) {
+    check.run(data, offsets[i % offsets.length] as number, size);
+    ref.run(recs[i % offsets.length] as Buffer);
+  }
+  const a = check.observer.read({ filter: () => true }).map(strip);
+  const b = ref.observer.read({ filter: () => true }).map(strip);
+  const sameFlows = a.length === b.length && a.every((x, i) => x === b[i]) && raw.lost() === 0;
+
   return {
     events,
     endpoints,
     eventsPerSecond: Math.round((events / ns) * 1e9),
     usPerEvent: ns / events / 1000,
+    rawEventsPerSecond: Math.round((events / rawNs) * 1e9),
+    rawNsPerEvent: rawNs / events,
+    readFlowsPerSecond: Math.round((read.length / readNs) * 1e9),
+    sameFlows,
   };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const i = process.argv.indexOf('--events');
-  const f = measureObserve(i > 0 ? Number(process.argv[i + 1]) : 200_000);
+  const f = measureObserve(i > 0 ? Number(process.argv[i + 1]) : 2_000_000);
   process.stdout.write(
-    `| events | endpoints | events/s (1 core) | µs/event |\n| ---: | ---: | ---: | ---: |\n` +
-      `| ${f.events} | ${f.endpoints} | ${f.eventsPerSecond} | ${f.usPerEvent.toFixed(2)} |\n`,
+    `| path | events | endpoints | events/s (1 core) | per event |\n| --- | ---: | ---: | ---: | ---: |\n` +
+      `| objects (decode + enrich + store + count) | ${f.events} | ${f.endpoints} | ${f.eventsPerSecond} | ${f.usPerEvent.toFixed(2)} µs |\n` +
+      `| raw (check + count + store) | ${f.events} | ${f.endpoints} | ${f.rawEventsPerSecond} | ${f.rawNsPerEvent.toFixed(0)} ns |\n` +
+      `| raw, read (decode + enrich a full ring) | 4095 | ${f.endpoints} | ${f.readFlowsPerSecond} flows/s | — |\n` +
+      `\nsame flows both ways: ${f.sameFlows}\n`,
   );
 }

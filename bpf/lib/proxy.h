@@ -4,7 +4,9 @@
  * (bpf/lib/proxy.h there). Everything else never looks for a socket.
  *
  * The proxy owns transparent listening sockets (IP_TRANSPARENT / IPV6_TRANSPARENT) on 0.0.0.0:P and
- * [::]:P, one per direction. A packet is handed to one with bpf_sk_assign at a tc ingress hook and
+ * [::]:P, one per direction, and for DNS one TCP listener and one UDP socket on the DNS port (a UDP
+ * datagram always goes to that socket, which reads its original destination with
+ * IP_RECVORIGDSTADDR). A packet is handed to one with bpf_sk_assign at a tc ingress hook and
  * marked MARK_MAGIC_TO_PROXY: the node's policy routing (ip rule fwmark 0x200/0xf00 lookup 2004,
  * table 2004: local 0.0.0.0/0 and ::/0 dev lo; set up in the node namespace only) then delivers it
  * locally instead of forwarding it, and the accepted socket's local address is the original
@@ -72,10 +74,10 @@ static __always_inline __u32 proxy_mark(__be16 port)
 	return ((__u32)bpf_ntohs(port) << 16) | MARK_MAGIC_TO_PROXY;
 }
 
-/* The flow's tuple as a socket lookup wants it; returns its size (0: not TCP over IP). */
+/* The flow's tuple as a socket lookup wants it; returns its size (0: not TCP or UDP over IP). */
 static __always_inline __u32 __proxy_tuple(const struct flow *f, struct bpf_sock_tuple *t)
 {
-	if (f->tuple.nexthdr != IPPROTO_TCP)
+	if (f->tuple.nexthdr != IPPROTO_TCP && f->tuple.nexthdr != IPPROTO_UDP)
 		return 0;
 	if (f->tuple.family == 4) {
 		__builtin_memcpy(&t->ipv4.saddr, f->tuple.saddr, 4);
@@ -104,11 +106,16 @@ static __always_inline void __proxy_listener_tuple(struct bpf_sock_tuple *t, __u
 		t->ipv6.dport = port;
 }
 
-/* Looks up the socket of `t`; established: only a non-listening, non-TIME_WAIT one. */
+/* Looks up the socket of `t`; established: only a non-listening, non-TIME_WAIT one. UDP (the DNS
+ * proxy): the listener tuple only, whose socket takes every datagram of the port. */
 static __always_inline struct bpf_sock *__proxy_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 len,
-							int established)
+							int established, int udp)
 {
-	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, t, len, BPF_F_CURRENT_NETNS, 0);
+	struct bpf_sock *sk;
+
+	if (udp)
+		return established ? 0 : bpf_sk_lookup_udp(skb, t, len, BPF_F_CURRENT_NETNS, 0);
+	sk = bpf_skc_lookup_tcp(skb, t, len, BPF_F_CURRENT_NETNS, 0);
 
 	if (!sk)
 		return 0;
@@ -125,14 +132,15 @@ static __noinline int proxy_assign(struct __sk_buff *skb, const struct flow *f, 
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
 	__u32 len = __proxy_tuple(f, &t);
+	int udp = f->tuple.nexthdr == IPPROTO_UDP;
 	long err;
 
 	if (!len)
 		return DROP_PROXY_LOOKUP_FAILED;
-	sk = __proxy_lookup(skb, &t, len, 1);
+	sk = __proxy_lookup(skb, &t, len, 1, udp);
 	if (!sk && port) {
 		__proxy_listener_tuple(&t, f->tuple.family, port);
-		sk = __proxy_lookup(skb, &t, len, 0);
+		sk = __proxy_lookup(skb, &t, len, 0, udp);
 	}
 	if (!sk)
 		return DROP_PROXY_LOOKUP_FAILED;
@@ -152,7 +160,7 @@ static __noinline int proxy_listener_ready(struct __sk_buff *skb, const struct f
 	if (!len || !port)
 		return DROP_PROXY_LOOKUP_FAILED;
 	__proxy_listener_tuple(&t, f->tuple.family, port);
-	sk = __proxy_lookup(skb, &t, len, 0);
+	sk = __proxy_lookup(skb, &t, len, 0, f->tuple.nexthdr == IPPROTO_UDP);
 	if (!sk)
 		return DROP_PROXY_LOOKUP_FAILED;
 	bpf_sk_release(sk);
@@ -181,9 +189,9 @@ static __always_inline int proxy_netdev_reply(struct __sk_buff *skb, const struc
 	struct bpf_sock *sk;
 	__u32 len = __proxy_tuple(f, &t);
 
-	if (!len || f->frag == FRAG_LATER || !__proxy_pod_addr(f))
+	if (!len || f->tuple.nexthdr != IPPROTO_TCP || f->frag == FRAG_LATER || !__proxy_pod_addr(f))
 		return 0;
-	sk = __proxy_lookup(skb, &t, len, 1);
+	sk = __proxy_lookup(skb, &t, len, 1, 0);
 	if (!sk)
 		return 0;
 	skb->mark = proxy_mark(0);

@@ -21,7 +21,11 @@ import { IdentityAllocator, type IdentityAllocatorState } from '../identity/allo
 import type { LabelFilter } from '../identity/filter.js';
 import type { DesiredObject, NamespaceInfo } from '../cluster/objects.js';
 import type { PodPort } from '../k8s/core.js';
-import { ensureProxyRouting } from '../lab/index.js';
+import { ensureProxyRouting, syncGatewayAddresses } from '../lab/index.js';
+import type { ClusterDns } from './cluster-dns.js';
+import { FqdnCache } from './fqdn-cache.js';
+import { compileStored, gatewaySnapshotOf, meshRedirects, type MeshRedirects } from './gateway.js';
+import type { GatewaySnapshot } from '../proxy/gateway/server.js';
 import { isPolicyKind, validatePolicy } from '../policy/api/index.js';
 import type { Policy } from '../policy/api/types.js';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
@@ -79,7 +83,10 @@ export interface AgentConfig extends LbSettings {
   /** East-west services at the socket; false: the pods' tc programs translate (and no hook stays attached). */
   socketLB?: boolean;
   /** The node proxy's listener ports (from --proxy-port-range); absent: the engine's defaults. */
-  proxyPorts?: { ingress: number; egress: number };
+  proxyPorts?: { ingress: number; egress: number; dns?: number };
+  /** toFQDNs: the shortest life of a learned address (s) and the addresses per endpoint and name. */
+  tofqdnsMinTtl?: number;
+  tofqdnsEndpointMaxIpPerHostname?: number;
   /** --policy-audit-mode: every endpoint audits (policy denials pass, reported as AUDIT). */
   policyAuditMode?: boolean;
 }
@@ -87,6 +94,8 @@ export interface AgentConfig extends LbSettings {
 /** Where the L7 policy goes (the node proxy's manager): before the entries that redirect to it. */
 export interface L7PolicySink {
   update(endpoints: EndpointL7Policy[]): Promise<void>;
+  /** The Gateway data plane's tables and endpoints (north-south listeners). */
+  updateGateway?(snapshot: Omit<GatewaySnapshot, 'version'>): Promise<void>;
 }
 
 export interface EndpointStatus {
@@ -226,6 +235,8 @@ export class Agent {
   private queue: Promise<unknown> = Promise.resolve();
   /** The node proxy, told the L7 policy before every map write (set by main). */
   proxy: L7PolicySink | undefined;
+  /** The lab's cluster DNS records, written after every regeneration (set by main). */
+  clusterDns: ClusterDns | undefined;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -241,6 +252,73 @@ export class Agent {
     this.savedGeneration = this.allocator.generation;
     this.readBack();
     this.lb = new ServiceLb(cfg, datapath, log);
+    this.fqdn = new FqdnCache({
+      minTtl: cfg.tofqdnsMinTtl ?? 0,
+      maxIpsPerName: cfg.tofqdnsEndpointMaxIpPerHostname ?? 50,
+    });
+  }
+
+  /** What the DNS proxy learned (toFQDNs selects from it). */
+  readonly fqdn: FqdnCache;
+  private fqdnTimer: NodeJS.Timeout | undefined;
+
+  /** Whether any policy has toFQDNs (else learning changes no map). */
+  selectsFqdns(): boolean {
+    return this.policies().some(
+      (p) => p.kind !== 'NetworkPolicy' && p.rules.some((r) => r.egress.some((e) => e.fqdns)),
+    );
+  }
+
+  /**
+   * An allowed DNS answer from the DNS proxy: recorded, and when it brings a name/address pair
+   * the node did not hold and a policy selects FQDNs, in force in the ipcache and policy maps
+   * before this returns (the proxy releases the answer after).
+   */
+  async learnFqdn(
+    endpointId: number,
+    name: string,
+    answers: { ip: string; ttl: number }[],
+  ): Promise<boolean> {
+    const { changed } = this.fqdn.learn(endpointId, name, answers);
+    if (!changed || !this.selectsFqdns()) return false;
+    await this.regenerate();
+    return true;
+  }
+
+  /** Removes learned names (all, or those matching a pattern) and regenerates. */
+  async cleanFqdn(pattern?: string): Promise<number> {
+    const n = this.fqdn.clean(pattern);
+    if (n > 0) await this.regenerate();
+    return n;
+  }
+
+  /** Expires learned addresses every `intervalMs`, keeping those with open connections. */
+  startFqdnGc(intervalMs = 1000): void {
+    this.fqdnTimer = setInterval(() => {
+      const next = this.fqdn.nextExpiry();
+      if (next === undefined || next > Date.now()) return;
+      let open: Set<string>;
+      try {
+        open = new Set(
+          this.datapath.ct
+            .list()
+            .filter((c) => !c.expired && c.state !== 'closing')
+            .flatMap((c) => [c.dst, c.src]),
+        );
+      } catch (err) {
+        this.log.error({ err }, 'FQDN GC: conntrack not readable; nothing expired');
+        return;
+      }
+      if (this.fqdn.gc((ip) => open.has(ip)) > 0)
+        void this.regenerate().catch((err: unknown) =>
+          this.log.error({ err }, 'FQDN GC regeneration failed'),
+        );
+    }, intervalMs);
+    this.fqdnTimer.unref();
+  }
+
+  stopFqdnGc(): void {
+    clearInterval(this.fqdnTimer);
   }
 
   /**
@@ -295,6 +373,22 @@ export class Agent {
   /** The pods of this node that have an endpoint. */
   private localPods(): AgentPod[] {
     return this.view.pods.filter((p) => p.node === this.node.name && this.local.endpoints.ids[podKey(p)]);
+  }
+
+  private gatewayText = '';
+
+  /**
+   * Gateways: their addresses on the node (the lab driver) and the proxy's Gateway tables with the
+   * ready endpoints of every Service port a route names. Only when something changed.
+   */
+  private async syncGateway(compiled: ReturnType<typeof compileStored>, mesh: MeshRedirects): Promise<void> {
+    const snap = gatewaySnapshotOf(compiled, this.view.objects, this.view.pods, this.lb.frontends(), mesh);
+    const text = JSON.stringify(snap);
+    if (text === this.gatewayText) return;
+    const addresses = [...new Set(snap.ports.map((p) => p.address).filter((a): a is string => !!a))];
+    await syncGatewayAddresses(this.node.netns, addresses);
+    await this.proxy?.updateGateway?.(snap);
+    this.gatewayText = text;
   }
 
   /** The view regenerate() computes from (the reconciler sets it before each regeneration). */
@@ -417,11 +511,23 @@ export class Agent {
       nodeIPs,
       policies,
       config,
+      fqdns: this.fqdn.view(),
     };
   }
 
-  /** Computes everything and writes the differences. Upserts go before deletes. */
-  async regenerate(policies: Policy[] = this.policies()): Promise<void> {
+  /**
+   * Computes everything and writes the differences. Upserts go before deletes. One at a time: the
+   * reconciler and the DNS proxy's answers (toFQDNs) both regenerate.
+   */
+  regenerate(policies?: Policy[]): Promise<void> {
+    const run = this.regenChain.then(() => this.regenerateTimed(policies ?? this.policies()));
+    this.regenChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private regenChain: Promise<unknown> = Promise.resolve();
+
+  private async regenerateTimed(policies: Policy[]): Promise<void> {
     const end = this.metrics.regenerationSeconds.startTimer();
     try {
       await this.regenerateNow(policies);
@@ -524,10 +630,19 @@ export class Agent {
       }
     }
     const ipcacheChanged = ipcacheUpserts > 0 || ipcache.size !== this.writtenIpcache.size;
-    const lb = this.lb.regenerate(this.view.objects, this.view.pods, this.node, this.local.lb);
+    // Gateway API: compiled once; Services with mesh routes are redirected to the proxy.
+    const compiled = compileStored(this.view.objects, this.view.namespaces);
+    const mesh = meshRedirects(
+      compiled,
+      this.view.objects,
+      this.node.ip,
+      this.cfg.proxyPorts?.ingress ?? 10000,
+    );
+    const lb = this.lb.regenerate(this.view.objects, this.view.pods, this.node, this.local.lb, mesh);
     upserts += lb.stats.upserts;
     deletes += lb.stats.deletes;
     this.local.lb = lb.output.ids;
+    await this.syncGateway(compiled, mesh);
     this.writtenIpcache = ipcache;
     this.held = output.held;
     // Audit mode turned off (the endpoint rows enforce already): the connections it let through
@@ -557,6 +672,13 @@ export class Agent {
       lastDeletes: deletes,
     });
     this.log.info({ ms: Math.round(ms * 10) / 10, upserts, deletes }, 'regenerated');
+    await this.clusterDns
+      ?.write({
+        ...this.lb.lastServices,
+        pods: this.view.pods,
+        namespaces: this.view.namespaces.map((n) => n.name),
+      })
+      .catch((err: unknown) => this.log.error({ err }, 'cluster DNS records not written'));
   }
 
   /** Writes what must survive a restart (identities, endpoint ids, lb ids) when it changed. */

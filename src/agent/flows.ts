@@ -1,9 +1,11 @@
-// The agent's flow pipeline: weir_events ring buffer -> decode -> enrich -> ring + followers, and
-// conntrack GC -> close traces. Every record is handled on the event loop as it arrives
-// (RingBufferReader never blocks); followers are fed through bounded queues (src/observe/stream.ts).
+// The agent's flow pipeline: weir_events ring buffer (read by mmap, RingBufferConsumer) -> check ->
+// count (RawFlowCounters) -> store the raw record (FlowObserver.ingestRaw); decoding and enrichment
+// happen when flows are read or followed. Conntrack GC -> close traces, the proxy's L7 records ->
+// L7 flows (objects, counted by countFlow). Every record is handled on the event loop as it
+// arrives (the consumer never blocks); followers are fed through bounded queues (stream.ts).
 import { verdictMatch } from '../observe/format.js';
 import type { Logger as Pino } from 'pino';
-import { RingBufferReader } from '../bpf/index.js';
+import { RingBufferConsumer } from '../bpf/index.js';
 import { monotonicNowNs } from '../datapath/clock.js';
 import type { Datapath } from '../datapath/loader.js';
 import type { CtConnection } from '../datapath/maps/ct/index.js';
@@ -12,6 +14,7 @@ import type { EndpointMeta, EnrichmentSource } from '../observe/enrich.js';
 import { Enricher } from '../observe/enrich.js';
 import { VERDICTS, type Flow } from '../observe/flow.js';
 import { FlowParser } from '../observe/parser.js';
+import { HUBBLE_TYPE, RawFlowCounters, isRawFlowEvent } from '../observe/raw.js';
 import { l7Flow } from '../observe/l7.js';
 import type { L7Record } from '../proxy/types.js';
 import type { FlowObserver } from '../observe/stream.js';
@@ -20,17 +23,45 @@ import { isCode } from '../shared/errors.js';
 import type { Agent } from './agent.js';
 import type { AgentMetrics } from './metrics.js';
 
-/** The agent's endpoints, identities and policy cookies, re-read when the agent regenerated. */
+/** How many departed endpoints, identities and rules are still named (stored flows are read late). */
+export const DEPARTED_KEPT = 4096;
+
+/** Keeps what `prev` had and `next` lacks in `departed` (the newest DEPARTED_KEPT of them). */
+function retire<K, V>(prev: Map<K, V>, next: Map<K, V>, departed: Map<K, V>): void {
+  for (const [k, v] of prev)
+    if (!next.has(k)) {
+      departed.delete(k);
+      departed.set(k, v);
+    }
+  for (const k of next.keys()) departed.delete(k);
+  for (const k of departed.keys()) {
+    if (departed.size <= DEPARTED_KEPT) break;
+    departed.delete(k);
+  }
+}
+
+/**
+ * The agent's endpoints, identities and policy cookies, re-read when the agent regenerated. Flows
+ * are stored raw and named when read, so what went away since (a deleted pod, a removed rule)
+ * is still named from the departed tables; the present wins where both know a key.
+ */
 export function agentEnrichment(agent: Agent): EnrichmentSource {
   let seen = -1;
   let byIfindex = new Map<number, EndpointMeta>();
   let byIp = new Map<string, EndpointMeta>();
   let labels = new Map<number, string[]>();
   let cookies = new Map<number, RuleRef>();
+  const gone = {
+    byIfindex: new Map<number, EndpointMeta>(),
+    byIp: new Map<string, EndpointMeta>(),
+    labels: new Map<number, string[]>(),
+    cookies: new Map<number, RuleRef>(),
+  };
   const refresh = () => {
     if (agent.regen.count === seen) return;
     seen = agent.regen.count;
     const eps = agent.endpoints();
+    const prev = { byIfindex, byIp, labels, cookies };
     byIfindex = new Map();
     byIp = new Map();
     for (const e of eps) {
@@ -46,12 +77,16 @@ export function agentEnrichment(agent: Agent): EnrichmentSource {
       if (!isCode(err, 'ERR_AGENT_NOT_READY')) throw err;
       cookies = new Map();
     }
+    retire(prev.byIfindex, byIfindex, gone.byIfindex);
+    retire(prev.byIp, byIp, gone.byIp);
+    retire(prev.labels, labels, gone.labels);
+    retire(prev.cookies, cookies, gone.cookies);
   };
   return {
-    endpointByIfindex: (i) => (refresh(), byIfindex.get(i)),
-    endpointByIp: (ip) => (refresh(), byIp.get(ip)),
-    identityLabels: (id) => (refresh(), labels.get(id)),
-    rule: (c) => (refresh(), cookies.get(c)),
+    endpointByIfindex: (i) => (refresh(), byIfindex.get(i) ?? gone.byIfindex.get(i)),
+    endpointByIp: (ip) => (refresh(), byIp.get(ip) ?? gone.byIp.get(ip)),
+    identityLabels: (id) => (refresh(), labels.get(id) ?? gone.labels.get(id)),
+    rule: (c) => (refresh(), cookies.get(c) ?? gone.cookies.get(c)),
   };
 }
 
@@ -66,6 +101,7 @@ export function closeEventOf(c: CtConnection, nowNs: bigint = monotonicNowNs()):
     proto: c.proto,
     reply: false,
     related: false,
+    flags: 0,
     tcpFlags: c.tcpFlagsFwd | c.tcpFlagsRev,
     ifindex: 0,
     endpointId: 0,
@@ -84,8 +120,6 @@ export function closeEventOf(c: CtConnection, nowNs: bigint = monotonicNowNs()):
     bytesRev: c.bytesRev,
   };
 }
-
-const HUBBLE_TYPE = { drop: 'Drop', 'policy-verdict': 'PolicyVerdict', trace: 'Trace', l7: 'L7' } as const;
 
 function protocolOf(f: Flow): string {
   const l4 = f.l4;
@@ -111,7 +145,7 @@ function reporterOf(f: Flow): 'client' | 'server' | 'unknown' {
       : 'unknown';
 }
 
-/** Counts a flow in the Hubble-style metrics. */
+/** Counts a flow in the Hubble-style metrics (flows that are objects; raw records: RawFlowCounters). */
 export function countFlow(m: AgentMetrics, f: Flow): void {
   m.flowsProcessed.inc({
     type: HUBBLE_TYPE[f.weir.type],
@@ -127,6 +161,24 @@ export function countFlow(m: AgentMetrics, f: Flow): void {
       action: VERDICTS[f.verdict].action,
       match: match === 'L3-L4' ? 'policy' : match,
     });
+  }
+  const dns = f.l7?.dns;
+  if (f.weir.type === 'l7' && dns) {
+    const qtypes = dns.qtypes.join(',');
+    if (f.l7?.type === 'REQUEST') m.dnsQueries.inc({ rcode: '', qtypes, ips_returned: '' });
+    else {
+      const rcode =
+        [
+          'No Error',
+          'Format Error',
+          'Server Failure',
+          'Non-Existent Domain',
+          'Not Implemented',
+          'Query Refused',
+        ][dns.rcode] ?? String(dns.rcode);
+      m.dnsResponses.inc({ rcode, qtypes, ips_returned: String(dns.ips.length) });
+      for (const t of dns.rrtypes) m.dnsResponseTypes.inc({ type: t, qtypes });
+    }
   }
   const http = f.l7?.http;
   if (f.weir.type === 'l7' && http) {
@@ -157,8 +209,9 @@ export interface FlowPipelineOptions {
 
 export class FlowPipeline {
   readonly parser: FlowParser;
+  readonly counters: RawFlowCounters;
   readonly #enricher: Enricher;
-  readonly #reader: RingBufferReader;
+  readonly #reader: RingBufferConsumer;
   readonly #o: FlowPipelineOptions;
   #kernelLost = 0n;
   #timer: NodeJS.Timeout | undefined;
@@ -166,10 +219,17 @@ export class FlowPipeline {
 
   constructor(o: FlowPipelineOptions) {
     this.#o = o;
-    this.#enricher = new Enricher(agentEnrichment(o.agent));
+    const source = agentEnrichment(o.agent);
+    this.#enricher = new Enricher(source);
     this.parser = new FlowParser({ nodeName: o.nodeName, enricher: this.#enricher });
-    this.#reader = new RingBufferReader(o.datapath.events, (rec) => this.#onRecord(rec));
+    this.counters = new RawFlowCounters((cookie) => source.rule(cookie) !== undefined);
+    o.observer.setDecoder((rec, uuid) => this.parser.parse(decodeFlowEvent(rec), { uuid }));
+    this.#reader = new RingBufferConsumer(o.datapath.events, (data, off, len) =>
+      this.#onRecord(data, off, len),
+    );
     o.observer.onFlow((f) => countFlow(o.agent.metrics, f));
+    const m = o.agent.metrics;
+    m.sources.rawFlows = () => this.counters.flushInto(m.flowsProcessed, m.hubbleDrops, m.policyVerdicts);
     // Losses before this agent started are not this agent's to report.
     this.#kernelLost = o.datapath.eventsLost();
   }
@@ -195,18 +255,24 @@ export class FlowPipeline {
     this.#kernelLost = now;
   }
 
-  #onRecord(rec: Buffer): void {
-    let flow: Flow;
-    try {
-      flow = this.parser.parse(decodeFlowEvent(rec));
-    } catch (err) {
+  #onRecord(data: Uint8Array, off: number, len: number): void {
+    if (!isRawFlowEvent(data, off, len)) {
       // A bad record must not stop the reader: count it as shed and go on.
       this.decodeErrors++;
-      if (this.decodeErrors <= 10) this.#o.log.warn({ err }, 'undecodable flow event');
+      if (this.decodeErrors <= 10) {
+        let err: unknown;
+        try {
+          decodeFlowEvent(Buffer.from(data.subarray(off, off + len)));
+        } catch (e) {
+          err = e;
+        }
+        this.#o.log.warn({ err }, 'undecodable flow event');
+      }
       this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', 1);
       return;
     }
-    this.#o.observer.ingest(flow);
+    this.counters.count(data, off);
+    this.#o.observer.ingestRaw(data, off);
   }
 
   /** An L7 record of the node proxy, as a flow. */

@@ -49,6 +49,7 @@ import {
 } from '../k8s/core.js';
 import { namespaceProblems } from '../k8s/namespaces.js';
 import { parseCidr4, podNetns, podVeth, size4 } from '../lab/index.js';
+import { assignAddresses } from '../gateway/world.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import type { JsonObject, Store, StoreOp } from '../store/index.js';
 
@@ -394,12 +395,17 @@ export class Intake {
     }
     if (problems.length > 0) throw new ValidationError(problems);
 
+    // A Gateway gets its address from the API (like a LoadBalancer's), kept while it exists.
+    const gatewayAddresses = assignGatewayAddresses(keyed, current, problems);
+    if (problems.length > 0) throw new ValidationError(problems);
+
     const plan: Plan = { results: [], ops: [], nodes: new Set(), pods: [], objects: [...keyed.values()] };
-    for (const [key, given] of keyed) {
+    for (const [key, given0] of keyed) {
+      const given = given0.kind === 'Gateway' ? withAddress(given0, gatewayAddresses) : given0;
       const old = current.get(key);
       // As the API server: a Pod or Namespace gets a uid and creation time when it is created,
       // and keeps them when it is changed.
-      const o = given.kind === 'Pod' || given.kind === 'Namespace' ? withIdentity(given, old?.value) : given;
+      const o = identified.has(given.kind) ? withIdentity(given, old?.value) : given;
       const same = old !== undefined && JSON.stringify(old.value.object) === JSON.stringify(o.object);
       plan.results.push({
         object: resultName(o),
@@ -644,6 +650,62 @@ export class Intake {
     const state = this.d.view.state;
     return [...state.namespaces.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
+}
+
+/**
+ * Kinds that get a uid and creation time from the API: Pods and Namespaces as Kubernetes does, and
+ * the Gateway API kinds, whose age decides between routes of equal precedence.
+ */
+const identified = new Set([
+  'Pod',
+  'Namespace',
+  'Gateway',
+  'GatewayClass',
+  'HTTPRoute',
+  'GRPCRoute',
+  'ReferenceGrant',
+]);
+
+const addressOf = (o: DesiredObject | undefined) =>
+  (o?.object as { status?: { addresses?: { value?: string }[] } } | undefined)?.status?.addresses?.[0]?.value;
+
+/** Gateway "ns/name" → its address: the stored one, or the lowest free one of the gateway range. */
+function assignGatewayAddresses(
+  keyed: Map<string, DesiredObject>,
+  current: Map<string, { value: DesiredObject }>,
+  problems: WeirError[],
+): Map<string, string> {
+  const have = new Map<string, string>();
+  const all: string[] = [];
+  for (const { value } of current.values()) {
+    if (value.kind !== 'Gateway') continue;
+    const k = `${value.namespace}/${value.name}`;
+    all.push(k);
+    const a = addressOf(value);
+    if (a) have.set(k, a);
+  }
+  for (const o of keyed.values()) if (o.kind === 'Gateway') all.push(`${o.namespace}/${o.name}`);
+  const out = assignAddresses([...new Set(all)], have);
+  for (const o of keyed.values())
+    if (o.kind === 'Gateway' && !out.has(`${o.namespace}/${o.name}`))
+      problems.push(
+        new WeirError(
+          'ERR_GATEWAY_ADDRESS_EXHAUSTED',
+          'no free address in 198.51.100.0/24 for this Gateway',
+          {
+            location: { file: o.file ?? '(request)', object: refName(o) },
+          },
+        ),
+      );
+  return out;
+}
+
+/** The Gateway with status.addresses as the API assigned them. */
+function withAddress(o: DesiredObject, addresses: Map<string, string>): DesiredObject {
+  const a = addresses.get(`${o.namespace}/${o.name}`);
+  if (!a) return o;
+  const obj = o.object as Record<string, unknown>;
+  return { ...o, object: { ...obj, status: { addresses: [{ type: 'IPAddress', value: a }] } } };
 }
 
 /** `o` with metadata.uid and creationTimestamp: those of `old`, or new ones. */

@@ -77,6 +77,8 @@ export class ServiceLb {
   private validated = new WeakMap<object, Service | EndpointSlice>();
   private readonly maglevCache = new Map<string, Uint32Array>();
   output: LbOutput | undefined;
+  /** The services and every slice (derived and applied) of the last regeneration (cluster DNS). */
+  lastServices: { services: Service[]; slices: EndpointSlice[] } = { services: [], slices: [] };
 
   constructor(
     readonly settings: LbSettings,
@@ -235,10 +237,31 @@ export class ServiceLb {
     pods: AgentPod[],
     node: { name: string; ip: string },
     ids: { backends: Record<string, number>; revNat: Record<string, number> },
+    mesh?: { nodeIP: string; ports: Map<string, Map<number, number>> },
   ): { output: LbOutput; stats: LbWriteStats } {
     const mine = objects.filter((o) => isServiceKind(o.kind)).map((o) => this.validate(o));
-    const services = mine.filter((v): v is Service => 'type' in v);
+    let services = mine.filter((v): v is Service => 'type' in v);
     const slices = mine.filter((v): v is EndpointSlice => 'addressType' in v);
+    // Gateway API mesh: a Service with routes has the node proxy's listeners as its only backend.
+    if (mesh && mesh.ports.size > 0)
+      services = services.map((s) => {
+        const m = mesh.ports.get(`${s.namespace}/${s.name}`);
+        if (!m) return s;
+        slices.push({
+          namespace: s.namespace,
+          name: `${s.name}-weir-mesh`,
+          serviceName: s.name,
+          addressType: 'IPv4',
+          endpoints: [
+            { addresses: [mesh.nodeIP], conditions: { ready: true, serving: true, terminating: false } },
+          ],
+          ports: s.ports
+            .filter((p) => m.has(p.port))
+            .map((p) => ({ name: p.name, protocol: 'TCP' as const, port: m.get(p.port) as number })),
+        });
+        const { selector: _selector, ...rest } = s;
+        return rest;
+      });
     const lbPods: LbPod[] = pods.map((p) => ({
       namespace: p.namespace,
       name: p.name,
@@ -266,6 +289,7 @@ export class ServiceLb {
     });
     const stats = this.write(output);
     this.output = output;
+    this.lastServices = { services, slices: [...output.derivedSlices, ...slices] };
     return { output, stats };
   }
 

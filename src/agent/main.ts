@@ -17,6 +17,7 @@ import { FlowObserver } from '../observe/stream.js';
 import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
 import { FlowPipeline } from './flows.js';
+import { ClusterDns } from './cluster-dns.js';
 import { Lifecycle } from './lifecycle.js';
 import { Intake } from './intake.js';
 import { LocalState } from './local-state.js';
@@ -119,7 +120,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         lab: opts.lab,
         nodeNetns: node.netns,
         ipcachePin: join(pinDir, 'weir_ipcache'),
-        ports: proxyPorts,
+        ports: { ...proxyPorts, dnsRejectCode: settings.tofqdnsDnsRejectResponseCode },
         log: log.child({ component: 'proxy-manager' }),
         onRecord: (r) => flows?.ingestL7(r),
         onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
@@ -156,6 +157,11 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         log,
       );
       agent.proxy = proxy;
+      agent.clusterDns = new ClusterDns(opts.lab, {
+        ttl: labConfig.spec.dns?.ttl ?? 3600,
+        records: labConfig.spec.dns?.records ?? {},
+        externals: labConfig.spec.externals,
+      });
       await clusterState.start();
       await desired.start();
       reconciler = new Reconciler({
@@ -171,8 +177,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       });
       // The first pass puts the stored desired state in force before the API answers.
       await reconciler.start();
+      agent.startFqdnGc();
     },
     stop: async () => {
+      agent?.stopFqdnGc();
       await reconciler?.stop();
       await desired.stop();
       await clusterState.stop();

@@ -11,6 +11,8 @@ export interface MetricSources {
   datapathCounters?: () => MetricsEntry[];
   lostEvents?: () => Record<string, number>;
   endpoints?: () => number;
+  /** Folds the flow pipeline's raw-record counts into the flow counters (RawFlowCounters). */
+  rawFlows?: () => void;
 }
 
 export class AgentMetrics {
@@ -73,18 +75,21 @@ export class AgentMetrics {
     help: 'Flows processed by the flow pipeline, by type, subtype and verdict',
     labelNames: ['type', 'subtype', 'verdict'] as const,
     registers: [this.registry],
+    collect: () => this.sources.rawFlows?.(),
   });
   readonly hubbleDrops = new Counter({
     name: 'hubble_drop_total',
     help: 'Dropped packets seen by the flow pipeline, by drop reason and protocol',
     labelNames: ['reason', 'protocol'] as const,
     registers: [this.registry],
+    collect: () => this.sources.rawFlows?.(),
   });
   readonly policyVerdicts = new Counter({
     name: 'weir_policy_verdict_total',
     help: 'Policy verdicts of new connections, by direction, action and match (policy: a rule decided; none: default)',
     labelNames: ['direction', 'action', 'match'] as const,
     registers: [this.registry],
+    collect: () => this.sources.rawFlows?.(),
   });
   // Hubble's `http` metrics (pkg/hubble/metrics/http, v1): requests from REQUEST flows, responses
   // and their latency from RESPONSE flows; reporter = client (egress proxy) or server (ingress).
@@ -98,6 +103,26 @@ export class AgentMetrics {
     name: 'hubble_http_responses_total',
     help: 'HTTP responses the node proxy relayed or gave (L7 RESPONSE flows), by method, protocol, status and reporter',
     labelNames: ['method', 'protocol', 'status', 'reporter'] as const,
+    registers: [this.registry],
+  });
+  // Hubble's `dns` metrics (pkg/hubble/metrics/dns): queries from REQUEST flows, responses and
+  // their record types from RESPONSE flows of the DNS proxy.
+  readonly dnsQueries = new Counter({
+    name: 'hubble_dns_queries_total',
+    help: 'DNS queries the DNS proxy saw (L7 REQUEST flows), by rcode (empty), query types and addresses returned (empty)',
+    labelNames: ['rcode', 'qtypes', 'ips_returned'] as const,
+    registers: [this.registry],
+  });
+  readonly dnsResponses = new Counter({
+    name: 'hubble_dns_responses_total',
+    help: 'DNS answers the DNS proxy relayed or gave (L7 RESPONSE flows), by rcode, query types and addresses returned',
+    labelNames: ['rcode', 'qtypes', 'ips_returned'] as const,
+    registers: [this.registry],
+  });
+  readonly dnsResponseTypes = new Counter({
+    name: 'hubble_dns_response_types_total',
+    help: 'Records in DNS answers by type and query types',
+    labelNames: ['type', 'qtypes'] as const,
     registers: [this.registry],
   });
   readonly httpDuration = new Histogram({

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
 import type { ProxyStatus } from '../proxy/admin.js';
+import type { GatewaySnapshot } from '../proxy/gateway/server.js';
 import { ProxyClient } from '../proxy/client.js';
 import { proxyLogFile, proxyPidFile, proxySocket, proxyTitle } from '../proxy/paths.js';
 import type { ListenerPorts } from '../proxy/server.js';
@@ -55,18 +56,18 @@ const BACKOFF_MAX_MS = 30_000;
 const HEALTHY_AFTER_MS = 30_000;
 const PUSH_TIMEOUT_MS = 10_000;
 
-/** The listener ports of a proxy port range "MIN-MAX": the first two (ERR_AGENT_CONFIG if invalid). */
+/** The listener ports of a proxy port range "MIN-MAX": the first three (ERR_AGENT_CONFIG if invalid). */
 export function proxyPortsOf(range: string): ListenerPorts {
   const m = /^(\d+)-(\d+)$/.exec(range);
   const min = Number(m?.[1]);
   const max = Number(m?.[2]);
-  if (!m || min < 1024 || max > 65535 || max - min < 1)
+  if (!m || min < 1024 || max > 65535 || max - min < 2)
     throw new WeirError(
       'ERR_AGENT_CONFIG',
-      `proxy port range '${range}' is not MIN-MAX with 1024 <= MIN < MAX <= 65535 (e.g. 10000-20000)`,
+      `proxy port range '${range}' is not MIN-MAX with 1024 <= MIN < MIN+2 <= MAX <= 65535 (e.g. 10000-20000)`,
       { location: { field: '--proxy-port-range' } },
     );
-  return { ingress: min, egress: min + 1 };
+  return { ingress: min, egress: min + 1, dns: min + 2 };
 }
 
 /** Whether a process runs (not a zombie). */
@@ -138,6 +139,10 @@ export class ProxyManager {
   #chain: Promise<void> = Promise.resolve();
   #records: AbortController | undefined;
   #closed = false;
+  #gateway: Omit<GatewaySnapshot, 'version'> = { ports: [], mesh: [], endpoints: {}, pods: {} };
+  #gatewayText = JSON.stringify(this.#gateway);
+  #gatewayAcked: string | undefined;
+  #gatewayVersion = 0;
 
   constructor(o: ProxyManagerOptions) {
     this.#o = o;
@@ -182,12 +187,25 @@ export class ProxyManager {
     await this.#sync();
   }
 
+  /**
+   * The Gateway tables the proxy must serve from now on (north-south listeners on the Gateways'
+   * addresses). Starts the proxy the first time a Gateway needs it.
+   */
+  async updateGateway(snapshot: Omit<GatewaySnapshot, 'version'>): Promise<void> {
+    this.#gateway = snapshot;
+    this.#gatewayText = JSON.stringify(snapshot);
+    if (!this.#wanted && snapshot.ports.length === 0 && snapshot.mesh.length === 0) return;
+    this.#wanted = true;
+    await this.#sync();
+  }
+
   /** Brings the proxy to the desired snapshot (starting it if needed); one at a time. */
   #sync(): Promise<void> {
     const next = this.#chain.then(async () => {
       if (this.#closed) return;
       const running = this.#pid !== undefined && alive(this.#pid);
-      if (running && this.#ackedText === this.#desiredText) return;
+      if (running && this.#ackedText === this.#desiredText && this.#gatewayAcked === this.#gatewayText)
+        return;
       try {
         if (running) await this.#push();
         else await this.#start();
@@ -274,6 +292,7 @@ export class ProxyManager {
     this.#pid = child.pid;
     this.#startedAt = Date.now();
     this.#acked = undefined;
+    this.#gatewayAcked = undefined;
     this.#ackedText = undefined;
     child.once('exit', () => {
       if (this.#child === child) this.#check();
@@ -319,6 +338,7 @@ export class ProxyManager {
         this.#acked = acked;
         this.#ackedText = text;
         this.#o.log.info({ version: acked, endpoints: endpoints.length }, 'proxy runs the snapshot');
+        await this.#pushGateway();
         return;
       } catch (err) {
         // A proxy that ran a newer version (an earlier agent's): continue after it.
@@ -329,6 +349,18 @@ export class ProxyManager {
         throw err;
       }
     }
+  }
+
+  /** The Gateway tables, after the L7 snapshot; versions grow across agent restarts (wall clock). */
+  async #pushGateway(): Promise<void> {
+    const text = this.#gatewayText;
+    this.#gatewayVersion = Math.max(this.#gatewayVersion + 1, Date.now());
+    const r = await withTimeout(
+      this.client.pushGateway({ version: this.#gatewayVersion, ...this.#gateway }),
+      PUSH_TIMEOUT_MS,
+    );
+    this.#gatewayAcked = text;
+    this.#o.log.info({ version: r.version, listening: r.listening }, 'proxy runs the gateway tables');
   }
 
   /** Streams the proxy's L7 records into the agent until it stops; reconnects while it runs. */
@@ -371,6 +403,7 @@ export class ProxyManager {
     this.#o.log.warn({ pid: this.#pid, delayMs: delay }, 'the proxy is gone: restarting it');
     this.#pid = undefined;
     this.#acked = undefined;
+    this.#gatewayAcked = undefined;
     this.#ackedText = undefined;
     this.#restarting = true;
     setTimeout(() => {

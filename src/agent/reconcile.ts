@@ -36,7 +36,9 @@ import {
 import type { JsonObject, Lease, Store, StoreOp } from '../store/index.js';
 import type { Agent, AgentPod } from './agent.js';
 
-const createConcurrency = 4;
+/** Pods created together (one `ip -batch` for their namespaces, one for their veths, ...). */
+const createBatch = 64;
+const destroyConcurrency = 4;
 const retryMs = 5000;
 /** How often the pods' workloads are checked (a dead one is restarted, like a crashed container). */
 const verifyMs = 30_000;
@@ -198,7 +200,7 @@ export class Reconciler {
 
     // 1. Pods no longer desired here.
     const gone = [...this.records.keys()].filter((k) => !mine.has(k));
-    await pool(gone, createConcurrency, async (key) => {
+    await pool(gone, destroyConcurrency, async (key) => {
       const [namespace, name] = key.split('/') as [string, string];
       log.info({ pod: key }, 'pod removed');
       await driver.destroy(namespace, name);
@@ -305,49 +307,75 @@ export class Reconciler {
     // Written before anything is created: a crash from here on leaves the addresses allocated.
     if (ops.length > 0) await this.d.store.txn(ops);
     const started: { key: string; pod: Awaited<ReturnType<PodDriver['create']>> }[] = [];
-    await pool(
-      create.filter((p) => this.records.get(`${p.namespace}/${p.name}`)?.status.phase === 'Pending'),
-      createConcurrency,
-      async (p) => {
+    const todo = create.filter(
+      (p) => this.records.get(`${p.namespace}/${p.name}`)?.status.phase === 'Pending',
+    );
+    // Containers a runtime made (weir-cni): each attached into the runtime's netns on its own.
+    for (const p of todo) {
+      const att = p.attachment;
+      if (!att) continue;
+      const key = `${p.namespace}/${p.name}`;
+      const r = this.records.get(key) as PodRecord;
+      log.info({ pod: key, ip: r.status.ip }, 'attaching container');
+      try {
+        const pod = await attachContainer(
+          driver,
+          {
+            namespace: p.namespace,
+            name: p.name,
+            ip: r.status.ip,
+            ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
+            netnsPath: att.netnsPath,
+            netnsInode: att.netnsInode,
+            ifname: att.ifname,
+          },
+          (plumbed) => void agent.attach(plumbed),
+        );
+        if ('mac' in pod) r.status = { ...r.status, mac: pod.mac };
+        r.status = { ...r.status, hostIfindex: pod.hostIfindex, phase: 'Running', ready: p.noWorkload };
+        started.push({ key, pod });
+      } catch (err) {
+        log.error({ pod: key, err }, 'pod creation failed');
+        r.status = { ...r.status, phase: 'Failed', message: (err as Error).message };
+      }
+    }
+    // Lab pods in batches: the driver creates a batch's namespaces, veths and routes with a few processes.
+    const labPods = todo.filter((p) => !p.attachment);
+    for (let b = 0; b < labPods.length; b += createBatch) {
+      const chunk = labPods.slice(b, b + createBatch);
+      for (const p of chunk)
+        log.info(
+          { pod: `${p.namespace}/${p.name}`, ip: this.records.get(`${p.namespace}/${p.name}`)?.status.ip },
+          'creating pod',
+        );
+      const results = await driver.createMany(
+        chunk.map((p) => {
+          const r = this.records.get(`${p.namespace}/${p.name}`) as PodRecord;
+          return {
+            namespace: p.namespace,
+            name: p.name,
+            ip: r.status.ip,
+            ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
+            ports: p.ports,
+            noWorkload: p.noWorkload,
+          };
+        }),
+        (plumbed) => void agent.attach(plumbed),
+      );
+      chunk.forEach((p, k) => {
         const key = `${p.namespace}/${p.name}`;
         const r = this.records.get(key) as PodRecord;
-        log.info({ pod: key, ip: r.status.ip }, 'creating pod');
-        try {
-          const att = p.attachment;
-          const pod = att
-            ? await attachContainer(
-                driver,
-                {
-                  namespace: p.namespace,
-                  name: p.name,
-                  ip: r.status.ip,
-                  ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
-                  netnsPath: att.netnsPath,
-                  netnsInode: att.netnsInode,
-                  ifname: att.ifname,
-                },
-                (plumbed) => void agent.attach(plumbed),
-              )
-            : await driver.create(
-                {
-                  namespace: p.namespace,
-                  name: p.name,
-                  ip: r.status.ip,
-                  ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
-                  ports: p.ports,
-                  noWorkload: p.noWorkload,
-                },
-                (plumbed) => void agent.attach(plumbed),
-              );
-          if ('mac' in pod) r.status = { ...r.status, mac: pod.mac };
-          r.status = { ...r.status, hostIfindex: pod.hostIfindex, phase: 'Running', ready: p.noWorkload };
-          started.push({ key, pod });
-        } catch (err) {
+        const res = results[k];
+        if (res && 'pod' in res) {
+          r.status = { ...r.status, hostIfindex: res.pod.hostIfindex, phase: 'Running', ready: p.noWorkload };
+          started.push({ key, pod: res.pod });
+        } else {
+          const err = res?.error ?? new Error('not created');
           log.error({ pod: key, err }, 'pod creation failed');
-          r.status = { ...r.status, phase: 'Failed', message: (err as Error).message };
+          r.status = { ...r.status, phase: 'Failed', message: err.message };
         }
-      },
-    );
+      });
+    }
     // A pod that failed after its endpoint was attached leaves no endpoint behind.
     agent.prune(new Set([...this.records].filter(([, r]) => r.status.phase === 'Running').map(([k]) => k)));
     await Promise.all(

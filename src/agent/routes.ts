@@ -1,10 +1,12 @@
 // The agent API's routes: a table from method + path to a handler. Desired state changes only
 // through /v1/apply and /v1/delete (the intake); reads come from the desired state, the pods'
 // statuses and the agent's datapath.
-import { isPolicyKind, isServiceKind } from '../cluster/kinds.js';
+import { isIP } from 'node:net';
+import { isGatewayKind, isPolicyKind, isServiceKind } from '../cluster/kinds.js';
+import { gatewayView } from '../gateway/stored.js';
 import type { DesiredObject } from '../cluster/objects.js';
 import { WeirError } from '../shared/errors.js';
-import { trace, type TraceRequest } from '../policy/trace.js';
+import { trace, type TraceRequest, type TraceResult } from '../policy/trace.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { Agent } from './agent.js';
 import type { ProxyManager } from './proxy-manager.js';
@@ -124,6 +126,15 @@ export function agentRoutes(
     { method: 'GET', pattern: '/v1/policies', handler: () => ({ items: intake.objects(isPolicyKind) }) },
     {
       method: 'GET',
+      pattern: '/v1/gateway',
+      handler: () => {
+        const objects = intake.objects((k) => isGatewayKind(k) || k === 'Service');
+        const namespaces = new Map(intake.namespaces().map((n) => [n.name, n.labels]));
+        return gatewayView(objects, namespaces);
+      },
+    },
+    {
+      method: 'GET',
       pattern: '/v1/services',
       handler: () =>
         agent.serialize(() => ({
@@ -142,6 +153,54 @@ export function agentRoutes(
         })),
     },
     { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
+    {
+      // The DNS proxy, with an allowed answer: answered once its addresses are in force (toFQDNs).
+      method: 'POST',
+      pattern: '/v1/fqdn/learn',
+      handler: async (req) => {
+        const b = req.body as { endpointId?: unknown; name?: unknown; answers?: unknown };
+        const answers = Array.isArray(b.answers)
+          ? (b.answers as { ip?: unknown; ttl?: unknown }[])
+          : undefined;
+        if (
+          typeof b.endpointId !== 'number' ||
+          typeof b.name !== 'string' ||
+          !answers?.every(
+            (a) => typeof a.ip === 'string' && isIP(a.ip) && typeof a.ttl === 'number' && a.ttl >= 0,
+          )
+        )
+          throw new WeirError(
+            'ERR_API_BAD_REQUEST',
+            'body must be {"endpointId": n, "name": "...", "answers": [{"ip", "ttl"}]}',
+          );
+        const t0 = performance.now();
+        const regenerated = await agent.learnFqdn(
+          b.endpointId,
+          b.name,
+          answers as { ip: string; ttl: number }[],
+        );
+        return { regenerated, ms: performance.now() - t0 };
+      },
+    },
+    {
+      method: 'GET',
+      pattern: '/v1/fqdn/cache',
+      handler: () => ({
+        items: agent.fqdn.list(),
+        evicted: agent.fqdn.evicted,
+        expired: agent.fqdn.expired,
+      }),
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/fqdn/clean',
+      handler: async (req) => {
+        const pattern = (req.body as { matchPattern?: unknown } | undefined)?.matchPattern;
+        if (pattern !== undefined && typeof pattern !== 'string')
+          throw new WeirError('ERR_API_BAD_REQUEST', 'matchPattern must be a string');
+        return { removed: await agent.cleanFqdn(pattern) };
+      },
+    },
     {
       method: 'POST',
       pattern: '/v1/endpoints/:namespace/:name/config',
@@ -169,8 +228,22 @@ export function agentRoutes(
       handler: (req) => {
         const b = req.body as TraceRequest & { datapath?: boolean };
         return agent.serialize(() => {
-          const engine = trace(agent.engineView(), b);
-          return b.datapath ? { engine, datapath: trace(agent.datapathView(), b) } : { engine };
+          // toFQDNs: which lookup taught the destination's address, and until when.
+          const learned = agent.fqdn.list().filter((e) => e.ip === b.to);
+          const withExpiry = (r: TraceResult): TraceResult =>
+            r.fqdn
+              ? {
+                  ...r,
+                  fqdn: learned.map((e) => ({
+                    name: e.name,
+                    endpointId: e.endpointId,
+                    ttl: e.ttl,
+                    expiresAt: e.expiresAt,
+                  })),
+                }
+              : r;
+          const engine = withExpiry(trace(agent.engineView(), b));
+          return b.datapath ? { engine, datapath: withExpiry(trace(agent.datapathView(), b)) } : { engine };
         });
       },
     },

@@ -37,6 +37,7 @@ describe('agent settings', () => {
       socketLB: true,
       serviceCIDR: '10.96.0.0/16',
       serviceCIDRv6: 'fd00:10:96::/112',
+      tofqdnsDnsRejectResponseCode: 'refused',
       proxyPortRange: '10000-20000',
     });
     assert.deepEqual(

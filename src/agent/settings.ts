@@ -267,6 +267,15 @@ export const SETTINGS = [
       if (v) parseServiceCIDR(v, 'IPv6');
     },
   }),
+  oneOf<'tofqdnsDnsRejectResponseCode', 'refused' | 'nameError', true>(
+    'tofqdnsDnsRejectResponseCode',
+    '--tofqdns-dns-reject-response-code',
+    '<code>',
+    true,
+    ['refused', 'nameError'],
+    'refused',
+    "what the DNS proxy answers a query no DNS rule allows: REFUSED or NXDOMAIN (Cilium's --tofqdns-dns-reject-response-code)",
+  ),
   setting({
     key: 'proxyPortRange',
     flag: '--proxy-port-range',
@@ -274,13 +283,33 @@ export const SETTINGS = [
     persisted: true,
     default: '10000-20000',
     description:
-      "the node proxy's ports (Cilium's proxy port range): its HTTP ingress listener on the first, its HTTP egress listener on the second",
+      "the node proxy's ports (Cilium's proxy port range): its HTTP ingress listener on the first, its HTTP egress listener on the second, its DNS proxy (UDP and TCP) on the third",
     parse: (v: string) => {
       proxyPortsOf(v);
       return v;
     },
     check: (v: string) => void proxyPortsOf(v),
   }),
+  int(
+    'tofqdnsMinTtl',
+    '--tofqdns-min-ttl',
+    '<seconds>',
+    false,
+    0,
+    0,
+    86400,
+    "the shortest time an address learned from a DNS answer stays selectable by toFQDNs, whatever the record's TTL (Cilium's --tofqdns-min-ttl)",
+  ),
+  int(
+    'tofqdnsEndpointMaxIpPerHostname',
+    '--tofqdns-endpoint-max-ip-per-hostname',
+    '<n>',
+    false,
+    50,
+    1,
+    10000,
+    "addresses kept per endpoint and name; the oldest go first (Cilium's --tofqdns-endpoint-max-ip-per-hostname)",
+  ),
   int(
     'ctGcInterval',
     '--ct-gc-interval',

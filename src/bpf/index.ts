@@ -7,8 +7,8 @@
 //   Closing them is allowed and does nothing to the object.
 // - BpfMap.create/fromPin/fromId and BpfProgram.fromPin/fromId return handles that own their
 //   fd: call close() when done (a leaked fd keeps the kernel object alive until exit).
-// - TypedMap does not own its BpfMap; RingBufferReader does not own its map, but must be
-//   close()d itself (it holds libbpf's ring buffer and an event loop handle).
+// - TypedMap does not own its BpfMap; RingBufferConsumer/Reader do not own their map, but must
+//   be close()d themselves (they hold the ring's mapping and an event loop handle).
 // What outlives close():
 // - Pins: a map or program pinned under /sys/fs/bpf (weir uses /sys/fs/bpf/weir/...) lives until
 //   the pin is removed (unpin(), or rm). reuseOrPinMap() pins on load and never unpins.
@@ -30,7 +30,8 @@ export { BpfObject, ERR_BPF_MAP_INCOMPATIBLE } from './object.js';
 export type { ConfigValue, OpenOptions } from './object.js';
 export { BpfProgram, ProgType, skbContext, SKB_CONTEXT_OFFSETS, SKB_CONTEXT_SIZE } from './program.js';
 export type { SkbContext, TestRunOptions, TestRunResult } from './program.js';
-export { RingBufferReader } from './ringbuf.js';
+export { RingBufferConsumer, RingBufferReader } from './ringbuf.js';
+export type { RecordView } from './ringbuf.js';
 export { attachTc, detachTc, queryTc, destroyClsact } from './tc.js';
 export type { TcDirection, TcTarget } from './tc.js';
 export { attachCgroup, detachCgroup, queryCgroup, CgroupAttachType } from './cgroup.js';

@@ -201,6 +201,16 @@ export const libcFns = {
     arg: Buffer,
   ) => number,
   close: libc.func('int close(int fd)') as (fd: number) => number,
+  mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)') as (
+    addr: null,
+    length: number,
+    prot: number,
+    flags: number,
+    fd: number,
+    offset: number,
+  ) => Ptr | null,
+  munmap: libc.func('int munmap(void *addr, size_t length)') as (addr: Ptr, length: number) => number,
+  getpagesize: libc.func('int getpagesize(void)') as () => number,
   vsnprintf: libc.func('int vsnprintf(void *buf, size_t size, void *fmt, void *ap)') as (
     buf: Buffer,
     size: number,

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { isCode } from '../shared/errors.js';
 import { BpfObject } from './object.js';
-import { RingBufferReader } from './ringbuf.js';
+import { RingBufferConsumer, RingBufferReader } from './ringbuf.js';
 import { basicsObject, icmpEchoPacket } from './test-support.js';
 
 /** Resolves when `cond` holds, polling on timers (so it fails, not hangs, after `ms`). */
@@ -67,6 +67,43 @@ describe('RingBufferReader', () => {
       () => reader.start(),
       (e) => isCode(e, 'ERR_BPF_STATE'),
     );
+  });
+
+  it('consumes by mmap without copies, in order, across the end of the ring', () => {
+    // 24 bytes a record (8 of header): 2000 records a round fill 48 of the ring's 64 KiB, so
+    // three rounds wrap past its end twice.
+    const seqs: number[] = [];
+    const lens: number[] = [];
+    let views = new Set<Uint8Array>();
+    const consumer = new RingBufferConsumer(obj.map('events'), (data, offset, length) => {
+      views.add(data);
+      assert.equal(offset % 8, 0, 'records start 8-byte aligned');
+      lens.push(length);
+      seqs.push(
+        data[offset]! | (data[offset + 1]! << 8) | (data[offset + 2]! << 16) | (data[offset + 3]! << 24),
+      );
+    });
+    consumer.start();
+    try {
+      consumer.drain(); // what earlier tests left unread
+      seqs.length = 0;
+      lens.length = 0;
+      const prog = obj.program('weir_ringbuf_emit');
+      const pkt = icmpEchoPacket();
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 2000; i++) assert.equal(prog.testRun({ data: pkt }).retval, 0, 'reserved');
+        views = new Set();
+        assert.equal(consumer.drain(), 2000);
+        assert.equal(views.size, 1, 'one view over the mapping for the whole drain');
+      }
+      assert.equal(consumer.drain(), 0, 'nothing left');
+      assert.equal(seqs.length, 6000);
+      seqs.forEach((s, i) => assert.equal(s, (seqs[0] as number) + i, `record ${i} in order`));
+      assert.ok(lens.every((l) => l === 16));
+      assert.equal(consumer.records - 6000, consumer.bytes / 16 - 6000, 'bytes counted with records');
+    } finally {
+      consumer.close();
+    }
   });
 
   it('refuses maps that are not ring buffers', () => {

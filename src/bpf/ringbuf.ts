@@ -1,37 +1,71 @@
-// Reading a BPF_MAP_TYPE_RINGBUF map without ever blocking the event loop.
+// Reading a BPF_MAP_TYPE_RINGBUF map by mmap, without blocking the event loop and without an
+// allocation per record.
 //
-// How: libbpf's ring_buffer gives an epoll fd that becomes readable when records are waiting.
-// That fd is watched by libuv itself (koffi.node.poll, a uv_poll_t on the main loop), and when it
-// is readable ring_buffer__consume() runs on the main thread: it never waits, and calls our
-// sample callback synchronously for each record, which copies the record into a Buffer.
-// Why not a thread-pool epoll_wait(timeout) in a loop: it would hold one of libuv's four pool
-// threads forever (starving fs/dns work), add up to `timeout` latency to close(), and wake up
-// even when idle; the uv_poll handle costs nothing while the ring is empty and closes at once.
-// koffi.node.poll is young (koffi 2.15) and marked as subject to change; package-lock pins koffi.
+// The kernel's layout (kernel/bpf/ringbuf.c, what libbpf's ring_buffer__consume reads):
+//
+//   offset 0          one page, read-write: consumer_pos (u64)          <- we advance it
+//   offset page       one page, read-only:  producer_pos (u64)          <- the kernel advances it
+//   offset 2 * page   the data area, max_entries bytes, mapped TWICE in a row (read-only), so a
+//                     record that wraps past the end is still contiguous in our view
+//
+//   each record: [ u32 len | BUSY (1<<31) | DISCARD (1<<30) ][ u32 pg_off ][ len bytes ] pad to 8
+//
+//   data:  ... | rec n (done) | rec n+1 (BUSY: reserved, not yet submitted) | rec n+2 (done) | ...
+//                ^ consumer_pos                                  we stop at the first BUSY record
+//
+// Positions only grow; a position's offset in the area is `pos & (max_entries - 1)`. A drain reads
+// producer_pos once (acquire), hands each submitted record to the callback as an offset into one
+// Uint8Array over the mapping (no copy, no object), skips discarded ones, and stores consumer_pos
+// once at the end (release): the kernel reuses the space only then. Positions are u64; they are
+// read as bigint once per drain (not per record) and handled as numbers (exact up to 2^53 bytes).
+//
+// Wake-ups: the map fd is pollable (readable while producer_pos != consumer_pos). It is watched by
+// libuv itself (koffi.node.poll: a uv_poll_t on the main loop, level-triggered), so the reader costs
+// nothing while the ring is empty and closes at once. The kernel notifies only when the consumer
+// has caught up with the record it commits (adaptive wake-up); level triggering picks up records
+// committed while a drain ran. koffi.node.poll is young (koffi 2.15) and marked as subject to
+// change; package-lock pins koffi.
 import koffi from 'koffi';
 import { BpfError, ERR_BPF_CODEC, ERR_BPF_STATE, bpfErrorFrom } from './errors.js';
-import { RingBufferSampleFn, lastErrno, libbpf, readNative, type Ptr } from './libbpf.js';
+import { lastErrno, libcFns, type Ptr } from './libbpf.js';
 import { MapType, type BpfMap } from './map.js';
 
-export class RingBufferReader {
-  /** Records delivered so far. */
+const PROT_READ = 0x1;
+const PROT_WRITE = 0x2;
+const MAP_SHARED = 0x01;
+const BUSY_BIT = 0x80000000;
+const DISCARD_BIT = 0x40000000;
+const HEADER = 8;
+
+/**
+ * A record handler: `data` is a view over the mapped ring, the record's bytes are
+ * data[offset .. offset + length). The view is valid only during the call (copy what you keep);
+ * `offset` is 8-byte aligned.
+ */
+export type RecordView = (data: Uint8Array, offset: number, length: number) => void;
+
+let pageSize = 0;
+const mapFailed = (p: Ptr | null) => p === null || koffi.address(p) === 0xffffffffffffffffn;
+
+/** Zero-copy consumer of a ring buffer map (see the layout above). */
+export class RingBufferConsumer {
+  /** Records delivered so far (discarded ones are not counted). */
   records = 0;
   /** Payload bytes delivered so far. */
   bytes = 0;
   readonly #map: BpfMap;
-  readonly #onRecord: (record: Buffer) => void;
-  #rb: Ptr | null = null;
-  #callback: koffi.IKoffiRegisteredCallback | null = null;
+  readonly #onRecord: RecordView;
+  readonly #size: number;
+  #consumerPage: Ptr | null = null;
+  #producerPages: Ptr | null = null;
+  #consumerPos: BigUint64Array | null = null;
+  #producerPos: BigUint64Array | null = null;
+  #data: Uint8Array | null = null;
   #poll: koffi.node.PollHandle | null = null;
-  #failure: unknown;
   #closed = false;
 
-  /**
-   * Does not own `map` (keep it open while reading). `onRecord` gets a copy of each record, in
-   * ring order; if it throws, reading stops and the error is rethrown from the poll callback
-   * (an uncaught exception, as for any event handler).
-   */
-  constructor(map: BpfMap, onRecord: (record: Buffer) => void) {
+  /** Does not own `map` (keep it open while reading). */
+  constructor(map: BpfMap, onRecord: RecordView) {
     if (map.type !== MapType.ringbuf) {
       throw new BpfError(ERR_BPF_CODEC, `map '${map.name}' is not a ring buffer (type ${map.type})`, {
         location: { object: map.name },
@@ -39,65 +73,125 @@ export class RingBufferReader {
     }
     this.#map = map;
     this.#onRecord = onRecord;
+    this.#size = map.maxEntries;
   }
 
-  /** Starts watching the ring; records arrive from the event loop. */
+  /** Maps the ring and starts watching it; records arrive from the event loop. */
   start(): void {
     if (this.#closed)
       throw new BpfError(ERR_BPF_STATE, `ring buffer reader of '${this.#map.name}' is closed`);
-    if (this.#rb) return;
-    this.#callback = koffi.register(
-      (_ctx: unknown, data: unknown, size: number | bigint): number => this.#deliver(data, Number(size)),
-      koffi.pointer(RingBufferSampleFn),
-    );
-    const rb = libbpf.ring_buffer_new(this.#map.fd, this.#callback, null, null);
-    if (!rb) {
+    if (this.#data) return;
+    this.#mmap();
+    this.#poll = koffi.node.poll(this.#map.fd, { readable: true }, () => this.drain());
+  }
+
+  #mmap(): void {
+    if (pageSize === 0) pageSize = libcFns.getpagesize();
+    const where = { location: { object: this.#map.name } };
+    const cons = libcFns.mmap(null, pageSize, PROT_READ | PROT_WRITE, MAP_SHARED, this.#map.fd, 0);
+    if (mapFailed(cons))
+      throw bpfErrorFrom(lastErrno(), `mmap of ring buffer '${this.#map.name}' (consumer page)`, where);
+    const prodLen = pageSize + 2 * this.#size;
+    const prod = libcFns.mmap(null, prodLen, PROT_READ, MAP_SHARED, this.#map.fd, pageSize);
+    if (mapFailed(prod)) {
       const errno = lastErrno();
-      koffi.unregister(this.#callback);
-      this.#callback = null;
-      throw bpfErrorFrom(errno, `ring_buffer__new for map '${this.#map.name}'`, {
-        location: { object: this.#map.name },
-      });
+      libcFns.munmap(cons as Ptr, pageSize);
+      throw bpfErrorFrom(errno, `mmap of ring buffer '${this.#map.name}' (data pages)`, where);
     }
-    this.#rb = rb;
-    this.#poll = koffi.node.poll(libbpf.ring_buffer_epoll_fd(rb), { readable: true }, () => this.drain());
+    this.#consumerPage = cons;
+    this.#producerPages = prod;
+    this.#consumerPos = new BigUint64Array(koffi.view(cons, 8));
+    const all = koffi.view(prod, prodLen);
+    this.#producerPos = new BigUint64Array(all, 0, 1);
+    this.#data = new Uint8Array(all, pageSize, 2 * this.#size);
   }
 
-  /** Delivers every record waiting now, synchronously; returns how many. */
+  /** Delivers every record submitted now, synchronously; returns how many. */
   drain(): number {
-    if (!this.#rb) return 0;
-    const n = libbpf.ring_buffer_consume(this.#rb);
-    if (this.#failure !== undefined) {
-      const err = this.#failure;
-      this.#failure = undefined;
-      this.close();
-      throw err;
+    const data = this.#data;
+    const consPos = this.#consumerPos;
+    const prodPos = this.#producerPos;
+    if (!data || !consPos || !prodPos) return 0;
+    const mask = this.#size - 1;
+    const words = new Uint32Array(data.buffer, data.byteOffset, data.byteLength >>> 2);
+    let delivered = 0;
+    let cons = Number(Atomics.load(consPos, 0));
+    for (;;) {
+      const prod = Number(Atomics.load(prodPos, 0));
+      if (cons >= prod) break;
+      const start = cons;
+      while (cons < prod) {
+        const off = cons & mask;
+        const head = Atomics.load(words, off >>> 2);
+        if (head & BUSY_BIT) break;
+        const len = head & ~(BUSY_BIT | DISCARD_BIT);
+        cons += (len + HEADER + 7) & ~7;
+        if (head & DISCARD_BIT) continue;
+        delivered++;
+        this.records++;
+        this.bytes += len;
+        try {
+          this.#onRecord(data, off + HEADER, len);
+        } catch (err) {
+          // The failing record counts as consumed: it is not delivered twice.
+          Atomics.store(consPos, 0, BigInt(cons));
+          this.close();
+          throw err;
+        }
+      }
+      if (cons === start) break; // the next record is still being written
+      Atomics.store(consPos, 0, BigInt(cons));
     }
-    if (n < 0) throw bpfErrorFrom(n, `ring_buffer__consume for map '${this.#map.name}'`);
-    return n;
+    return delivered;
   }
 
-  #deliver(data: unknown, size: number): number {
-    try {
-      const record = readNative(data, size);
-      this.records++;
-      this.bytes += size;
-      this.#onRecord(record);
-      return 0;
-    } catch (err) {
-      this.#failure = err;
-      return -1; // stops ring_buffer__consume
-    }
-  }
-
-  /** Stops watching and frees libbpf's ring buffer. Idempotent; records not yet read stay in the map. */
+  /** Stops watching and unmaps the ring. Idempotent; records not yet read stay in the map. */
   close(): void {
     this.#closed = true;
     this.#poll?.close();
     this.#poll = null;
-    if (this.#rb) libbpf.ring_buffer_free(this.#rb);
-    this.#rb = null;
-    if (this.#callback) koffi.unregister(this.#callback);
-    this.#callback = null;
+    this.#data = null;
+    this.#consumerPos = null;
+    this.#producerPos = null;
+    if (this.#consumerPage) libcFns.munmap(this.#consumerPage, pageSize);
+    if (this.#producerPages) libcFns.munmap(this.#producerPages, pageSize + 2 * this.#size);
+    this.#consumerPage = null;
+    this.#producerPages = null;
+  }
+}
+
+/** A consumer that hands each record over as its own Buffer (a copy): simple, one allocation each. */
+export class RingBufferReader {
+  readonly #consumer: RingBufferConsumer;
+
+  /**
+   * Does not own `map` (keep it open while reading). `onRecord` gets a copy of each record, in
+   * ring order; if it throws, reading stops and the error is rethrown from the poll callback
+   * (an uncaught exception, as for any event handler).
+   */
+  constructor(map: BpfMap, onRecord: (record: Buffer) => void) {
+    this.#consumer = new RingBufferConsumer(map, (data, offset, length) =>
+      onRecord(Buffer.from(data.subarray(offset, offset + length))),
+    );
+  }
+
+  get records(): number {
+    return this.#consumer.records;
+  }
+
+  get bytes(): number {
+    return this.#consumer.bytes;
+  }
+
+  start(): void {
+    this.#consumer.start();
+  }
+
+  drain(): number {
+    return this.#consumer.drain();
+  }
+
+  close(): void {
+    this.#consumer.close();
   }
 }

@@ -21,7 +21,9 @@ export function commandPath(cmd: Command): string {
 
 export function needs(path: string, opts: Record<string, unknown>): Needs {
   const offline =
-    (path === 'policy trace' && Array.isArray(opts.filename) && opts.filename.length > 0) ||
+    ((path === 'policy trace' || path === 'route trace') &&
+      Array.isArray(opts.filename) &&
+      opts.filename.length > 0) ||
     (path === 'conformance run' && opts.mode === 'simulate');
   if (offline) return { root: false, lab: false };
   // lab up creates the lab; lab down also removes leftovers of one whose state is gone.

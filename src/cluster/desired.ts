@@ -12,6 +12,7 @@ import {
 } from '../k8s/core.js';
 import { isPolicyKind } from '../policy/api/index.js';
 import { isServiceKind } from '../service/api/index.js';
+import { isGatewayKind } from '../gateway/api.js';
 import type { Informer, InformerChange } from './informer.js';
 import { desiredPrefix, refOfDesiredKey } from './keys.js';
 import type { DesiredObject, NamespaceInfo } from './objects.js';
@@ -143,7 +144,7 @@ export function desiredState(items: Iterable<Item>, revision: number): DesiredSt
     else if (o.kind === 'Pod') out.pods.set(`${o.namespace ?? 'default'}/${o.name}`, podOf(o, modRevision));
     else if (o.kind === attachmentKind)
       out.attachments.set(`${o.namespace ?? 'default'}/${o.name}`, attachmentOf(o, modRevision));
-    else if (isPolicyKind(o.kind) || isServiceKind(o.kind)) out.objects.push(o);
+    else if (isPolicyKind(o.kind) || isServiceKind(o.kind) || isGatewayKind(o.kind)) out.objects.push(o);
   }
   return out;
 }
@@ -171,7 +172,9 @@ export class DesiredView {
     this.objects = new Map(
       this.informer
         .values<DesiredObject>()
-        .filter((i) => isPolicyKind(i.value.kind) || isServiceKind(i.value.kind))
+        .filter(
+          (i) => isPolicyKind(i.value.kind) || isServiceKind(i.value.kind) || isGatewayKind(i.value.kind),
+        )
         .map((i) => [i.key, i.value]),
     );
     return s;
@@ -209,7 +212,7 @@ export class DesiredView {
         const key = `${ref.namespace ?? 'default'}/${ref.name}`;
         if (o) next.attachments.set(key, attachmentOf(o, c.revision));
         else next.attachments.delete(key);
-      } else if (isPolicyKind(ref.kind) || isServiceKind(ref.kind)) {
+      } else if (isPolicyKind(ref.kind) || isServiceKind(ref.kind) || isGatewayKind(ref.kind)) {
         objectsChanged = true;
         if (o) this.objects.set(e.key, o);
         else this.objects.delete(e.key);

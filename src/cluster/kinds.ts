@@ -1,11 +1,12 @@
 // Every kind weir takes through its API, registered once with the manifest loader: core/v1
-// Namespace and Pod (registered by src/k8s), the policy kinds and the service kinds. Clients
+// Namespace and Pod (registered by src/k8s), the policy kinds, the service kinds and Gateway API. Clients
 // (CLI) and the API import this so both validate the same way.
 import { registerKind, lookupKind, registeredKinds } from '../k8s/index.js';
 import { isPolicyKind, policyKinds } from '../policy/api/index.js';
 import { isServiceKind, serviceKinds } from '../service/api/index.js';
+import { gatewayKinds, isGatewayKind } from '../gateway/api.js';
 
-for (const k of [...policyKinds, ...serviceKinds]) {
+for (const k of [...policyKinds, ...serviceKinds, ...gatewayKinds]) {
   if (!lookupKind(k.apiVersion, k.kind))
     registerKind<unknown>({
       apiVersion: k.apiVersion,
@@ -15,7 +16,7 @@ for (const k of [...policyKinds, ...serviceKinds]) {
     });
 }
 
-export { isPolicyKind, isServiceKind, lookupKind };
+export { isGatewayKind, isPolicyKind, isServiceKind, lookupKind };
 
 /** Whether objects of `kind` live in a namespace (undefined for a kind weir does not know). */
 export function namespacedKind(kind: string): boolean | undefined {

@@ -55,9 +55,13 @@ export const l7ProbeKinds = [
   {
     kind: 'fqdn',
     field: 'fqdn',
-    skipped: 'resolve-then-connect probes need the DNS proxy and toFQDNs (issue 11): not run yet',
+    skipped: 'resolve-then-connect probes are not sent by the conformance runner yet (issue 11: weir enforces toFQDNs)',
   },
-  { kind: 'dns', field: 'dns', skipped: 'DNS probes need the DNS proxy (issue 11): not run yet' },
+  {
+    kind: 'dns',
+    field: 'dns',
+    skipped: 'DNS probes are not sent by the conformance runner yet (issue 11: weir enforces DNS rules)',
+  },
   { kind: 'http', field: 'http', skipped: 'this mode sends no HTTP requests' },
 ] as const;
 

@@ -193,7 +193,14 @@ describe('L7 redirection to the node proxy', () => {
       assert.deepEqual([r.retval, r.reason, r.mark], [TC_ACT_OK, 0, 0], hook);
     }
     assert.ok(h.dp.ct.list().every((c) => c.proxyPort === 0));
-    // UDP never goes to the proxy, even on an entry with a proxy port (HTTP rules are TCP only).
+    // UDP without a proxy port never looks for a socket either.
+    h.dp
+      .policy(a.endpointId)
+      .upsert({ identity: B.identity, direction: 'egress', protocol: 17, port: 53 }, {});
+    const plain = h.runRaw('egress', a.ifindex, v4(A.v4, B.v4, udp({ sport: 5354, dport: 53 })));
+    assert.deepEqual([plain.retval, plain.mark], [TC_ACT_OK, 0]);
+    // UDP with a proxy port (DNS rules) goes to the DNS proxy's UDP socket on that port: there is
+    // only a TCP listener here, so the datagram drops (fail closed), never bypasses.
     h.dp
       .policy(a.endpointId)
       .upsert(
@@ -201,7 +208,7 @@ describe('L7 redirection to the node proxy', () => {
         { proxyPort: LISTENING },
       );
     const u = h.runRaw('egress', a.ifindex, v4(A.v4, B.v4, udp({ sport: 5353, dport: 53 })));
-    assert.deepEqual([u.retval, u.mark], [TC_ACT_OK, 0]);
+    assert.deepEqual([u.retval, u.reason], [TC_ACT_SHOT, DropReason.PROXY_LOOKUP_FAILED]);
   });
 
   it("the proxy's own upstream: judged, not redirected again by the ingress proxy; its replies go back to it", () => {

@@ -1,9 +1,11 @@
 // Running commands and probes inside a lab: a pod ('ns/pod'), the node ('node') or an external
 // ('ext:<name>'), found by their names in the kernel (this works while the node's agent is down).
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
 import type { LabConfig } from './config.js';
 import { externalOf, externalWorkload } from './external.js';
+import { resolvConfFile } from './names.js';
 import { nodeOf, nodeWorkload } from './node.js';
 import { netnsExists } from './netns.js';
 import { PodDriver } from './pod.js';
@@ -45,5 +47,15 @@ export async function placeOf(cfg: LabConfig, target: string): Promise<Place> {
 /** argv running `cmd` inside `target`: in its netns and its cgroup. */
 export async function execArgv(cfg: LabConfig, target: string, cmd: string[]): Promise<string[]> {
   const place = await placeOf(cfg, target);
-  return [process.execPath, join(import.meta.dirname, 'enter.js'), place.cgroupPath, place.netns, ...cmd];
+  // A pod's commands see the cluster DNS resolver (its namespace's search path) as /etc/resolv.conf.
+  const resolv =
+    target === 'node' || target.startsWith('ext:') ? '-' : resolvConfFile(cfg.name, podRef(target).namespace);
+  return [
+    process.execPath,
+    join(import.meta.dirname, 'enter.js'),
+    place.cgroupPath,
+    place.netns,
+    existsSync(resolv) ? resolv : '-',
+    ...cmd,
+  ];
 }

@@ -1,6 +1,7 @@
 // External hosts: network namespaces weir-<lab>-ext-<name> beside the node, each linked to it by a
 // veth pair on a /31 from TEST-NET-3 and holding its own address on lo, routed through the node
 // (clients and servers "outside the cluster" for NodePort, CIDR policies and the like).
+import { gatewayCidr } from './gateway.js';
 import { WeirError } from '../shared/errors.js';
 import { ensureCgroup, removeCgroup } from './cgroup.js';
 import { transitHost } from './cidr.js';
@@ -125,6 +126,8 @@ export async function ensureExternals(cfg: LabConfig, node: NodeInfo, log: Logge
         ['link', 'set', 'eth0', 'up'],
         ['route', 'add', node.podCIDR, 'via', ext.transitNodeIP, 'dev', 'eth0', 'src', ext.ip],
         ['route', 'add', `${node.ip}/32`, 'via', ext.transitNodeIP, 'dev', 'eth0', 'src', ext.ip],
+        // Gateways' addresses live on the node (src/lab/gateway.ts).
+        ['route', 'add', gatewayCidr, 'via', ext.transitNodeIP, 'dev', 'eth0', 'src', ext.ip],
       ]);
     }
     await ensureCgroup(ext.cgroupPath);

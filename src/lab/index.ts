@@ -31,6 +31,7 @@ export {
 } from './spec.js';
 export { findCgroup2 } from './cgroup.js';
 export { ensureProxyRouting } from './proxy-routing.js';
+export { syncGatewayAddresses, gatewayCidr } from './gateway.js';
 export { listLabs, readConfig, type LabConfig } from './config.js';
 export { labDir, podNetns, vethName, podVeth, nodeNetns } from './names.js';
 export { host4, host6, parseCidr4, parseCidr6, size4 } from './cidr.js';

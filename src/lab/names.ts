@@ -35,9 +35,17 @@ export const labCgroup = (cgroupRoot: string, lab: string) => join(cgroupRoot, `
 export const podCgroup = (labCg: string, ns: string, name: string) => join(labCg, `weir-${ns}-${name}`);
 export const nodeCgroup = (labCg: string, node: string) => join(labCg, `weir-node.${node}`);
 export const externalCgroup = (labCg: string, name: string) => join(labCg, `weir-ext.${name}`);
+/** The cgroup of a node's pod workload host (workload/host.ts) when it is not inside a pod. */
+export const podHostCgroup = (labCg: string, node: string) => join(labCg, `weir-podhost.${node}`);
 
 /** A workload's control socket and log ("pod-<ns>-<name>", "node-<node>", "ext-<name>"). */
 export const workloadSocket = (lab: string, file: string) =>
   join(labDir(lab), 'sockets', `${vethName('', file)}.sock`);
 export const workloadLog = (lab: string, file: string) => join(labDir(lab), 'logs', `${file}.log`);
 export const podWorkloadFile = (ns: string, name: string) => `pod-${ns}-${name}`;
+export const podHostFile = (node: string) => `podhost-${node}`;
+
+/** The cluster DNS zone the node's agent writes and the DNS pod serves; pods' resolv.conf files. */
+export const dnsDir = (lab: string) => join(labDir(lab), 'dns');
+export const dnsZoneFile = (lab: string) => join(dnsDir(lab), 'zone.json');
+export const resolvConfFile = (lab: string, ns: string) => join(dnsDir(lab), `resolv.${ns}.conf`);

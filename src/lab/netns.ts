@@ -24,6 +24,38 @@ export async function ipBatch(ns: string, commands: string[][]): Promise<void> {
   });
 }
 
+/**
+ * Many `ip` commands in one process, each owned by an item `i`, carrying on past failures
+ * (`-force`): the items whose commands failed get an error in `errors`. `ns` undefined: commands
+ * that name their netns themselves (`netns add`), never anything of the root netns.
+ */
+export async function ipBatchEach(
+  ns: string | undefined,
+  commands: { i: number; cmd: string[] }[],
+  errors: Map<number, Error>,
+): Promise<void> {
+  if (commands.length === 0) return;
+  const r = await run(['ip', ...(ns ? ['-n', ns] : []), '-force', '-batch', '-'], {
+    input: commands.map((c) => c.cmd.join(' ')).join('\n') + '\n',
+    timeoutMs: ipTimeout + commands.length * 50,
+    check: false,
+  });
+  if (r.code === 0) return;
+  // iproute2 reports each failed line: "Command failed -:<line>" after the command's own message.
+  const lines = r.stderr.split('\n');
+  let failed = 0;
+  lines.forEach((l, k) => {
+    const m = /^Command failed -:(\d+)$/.exec(l.trim());
+    const c = m ? commands[Number(m[1]) - 1] : undefined;
+    if (!c) return;
+    failed++;
+    if (!errors.has(c.i)) errors.set(c.i, new Error(`ip ${c.cmd.join(' ')}: ${lines[k - 1] ?? ''}`.trim()));
+  });
+  if (failed === 0)
+    for (const c of commands)
+      if (!errors.has(c.i)) errors.set(c.i, new Error(`ip -batch failed (${r.code}): ${r.stderr.trim()}`));
+}
+
 export async function addNetns(name: string): Promise<void> {
   if (!netnsExists(name)) await run(['ip', 'netns', 'add', name], { timeoutMs: ipTimeout });
 }

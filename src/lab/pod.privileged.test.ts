@@ -1,7 +1,8 @@
 // The pod driver: pods are real network namespaces and veths, found again from the kernel alone;
-// a pod created without workload (weir.dev/workload: "none") gets no process.
+// a pod created without workload (weir.dev/workload: "none") gets no process; a pod's workload is
+// served by the node's one pod host, on sockets inside the pod's netns and cgroup.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { Lab, probe } from './index.js';
 import { netnsExists } from './netns.js';
@@ -42,7 +43,22 @@ describe('lab: the pod driver', () => {
     await driver.waitReady(busy);
     assert.ok(netnsExists(idle.netns));
     assert.deepEqual(procs(idle.cgroupPath), []);
-    assert.equal(procs(busy.cgroupPath).length, 1);
+    // No process per pod: the busy pod's port is a socket of its own netns and cgroup.
+    assert.deepEqual(procs(busy.cgroupPath), []);
+    const { run } = await import('../shared/exec.js');
+    const ss = (await run(['ip', 'netns', 'exec', busy.netns, 'ss', '-Htln', '--cgroup', 'sport = :80']))
+      .stdout;
+    assert.match(ss, /LISTEN/, 'port 80 listens in the pod netns');
+    // ss names the socket's cgroup by path, or by id (the cgroup directory's inode, in hex) when it
+    // cannot walk to it from its cgroup2 mount.
+    const cg = /cgroup:(\S+)/.exec(ss)?.[1] ?? '';
+    const id = statSync(busy.cgroupPath).ino.toString(16);
+    assert.ok(
+      cg.endsWith(`:${id}`) || busy.cgroupPath.endsWith(cg),
+      `socket cgroup ${cg}, pod cgroup id ${id}`,
+    );
+    const idleSs = (await run(['ip', 'netns', 'exec', idle.netns, 'ss', '-Htln'])).stdout;
+    assert.equal(idleSs.trim(), '', 'nothing listens in the workload-less pod');
     assert.equal(await driver.ready(idle, ports, true), true);
     assert.equal(await driver.ready(busy, ports), true);
     // The busy pod reaches the idle one over both veths, and nothing listens there: refused, not

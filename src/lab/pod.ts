@@ -3,14 +3,19 @@
 // addresses and routes, a cgroup, and the built-in workload serving its ports. The node's agent
 // calls this driver for the pods scheduled on its node; the kernel is the driver's only record
 // (names are derived, the host veth's alias names the pod, its /32 route holds the pod's IP).
+import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { clusterDnsPod } from '../dns/zone.js';
 import type { PodPort } from '../k8s/core.js';
 import { ensureCgroup, removeCgroup } from './cgroup.js';
 import type { LabConfig } from './config.js';
 import {
+  dnsZoneFile,
   labCgroup,
   podAlias,
   podCgroup,
+  podHostCgroup,
+  podHostFile,
   podNetns,
   podOfAlias,
   podVeth,
@@ -18,15 +23,12 @@ import {
   workloadLog,
   workloadSocket,
 } from './names.js';
-import { addNetns, deleteNetns, ifindexIn, ipBatch, ipIn, netnsExists, sysctlIn } from './netns.js';
+import { deleteNetns, ipBatchEach, ipIn, netnsExists } from './netns.js';
+import { Rtnl, ifindexInSync, inNetns, sysctlInSync } from './workload/sock.js';
 import type { NodeInfo } from './node.js';
-import {
-  ensureWorkload,
-  findWorkload,
-  startWorkload,
-  waitReady,
-  type WorkloadState,
-} from './workload/spawn.js';
+import { hostAdd, hostHas, hostRemove, type PodHostPlace } from './workload/host-client.js';
+import type { WorkloadState } from './workload/spawn.js';
+import { WeirError } from '../shared/errors.js';
 import type { WorkloadConfig } from './workload/protocol.js';
 
 /** What the agent asks for: a pod with these addresses and ports. */
@@ -70,6 +72,20 @@ export class PodDriver {
     readonly node: NodeInfo,
   ) {}
 
+  /** The node's pod workload host: one process serving every pod's workload (workload/host.ts). */
+  get podHost(): PodHostPlace {
+    const file = podHostFile(this.node.name);
+    return {
+      nodeNetns: this.node.netns,
+      config: {
+        name: `pods of ${this.node.name}`,
+        socket: workloadSocket(this.cfg.name, file),
+        cgroup: podHostCgroup(labCgroup(this.cfg.cgroupRoot, this.cfg.name), this.node.name),
+      },
+      log: workloadLog(this.cfg.name, file),
+    };
+  }
+
   /** netns, host veth and cgroup of a pod of this node (whether it exists or not). */
   names(namespace: string, name: string) {
     return {
@@ -93,6 +109,10 @@ export class PodDriver {
         ports: ports
           .filter((x) => x.protocol !== 'SCTP')
           .map((x) => ({ port: x.containerPort, protocol: x.protocol as 'TCP' | 'UDP' })),
+        // The lab's cluster DNS pod runs the DNS server (docs/dns.md).
+        ...(pod.namespace === clusterDnsPod.namespace && pod.name === clusterDnsPod.name
+          ? { dns: { zoneFile: dnsZoneFile(this.cfg.name) } }
+          : {}),
       },
       log: workloadLog(this.cfg.name, file),
     };
@@ -101,78 +121,157 @@ export class PodDriver {
   /**
    * Creates the pod. `onPlumbed` runs while the host veth exists but is still down (no traffic
    * can pass yet): the agent attaches the datapath there, so a pod is never reachable before its
-   * policy is enforced. The workload is started, not awaited (see ready()). A failure removes
-   * whatever this attempt created.
+   * policy is enforced. Its workload is served when this returns. A failure removes whatever this
+   * attempt created.
    */
   async create(
     spec: PodSpec,
     onPlumbed?: (pod: PodRuntime) => void | Promise<void>,
   ): Promise<PodRuntime & { workload?: WorkloadState }> {
+    const [r] = await this.createMany([spec], onPlumbed);
+    if (!r || 'error' in r) throw r?.error ?? new Error('no result');
+    return r.pod;
+  }
+
+  /**
+   * Creates many pods with a few processes in all: the namespaces in one `ip -batch`, the veth
+   * pairs in one, the pods' own addresses and routes one `ip` each, the host sides up and routed
+   * in one; sysctls and ifindexes by setns (no process). Every pod gets its own result, in order:
+   * one that fails is removed again and the others go on.
+   */
+  async createMany(
+    specs: PodSpec[],
+    onPlumbed?: (pod: PodRuntime) => void | Promise<void>,
+  ): Promise<({ pod: PodRuntime & { workload?: WorkloadState } } | { error: Error })[]> {
     const node = this.node;
-    const n = this.names(spec.namespace, spec.name);
-    const pod: PodRuntime = {
+    const pods: PodRuntime[] = specs.map((spec) => ({
       namespace: spec.namespace,
       name: spec.name,
       node: node.name,
-      ...n,
+      ...this.names(spec.namespace, spec.name),
       hostIfindex: 0,
       ip: spec.ip,
       ...(spec.ip6 ? { ip6: spec.ip6 } : {}),
+    }));
+    const errors = new Map<number, Error>();
+    const live = () => pods.map((_, i) => i).filter((i) => !errors.has(i));
+    const step = async (i: number, fn: () => unknown) => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.set(i, err instanceof Error ? err : new Error(String(err)));
+      }
     };
-    try {
-      // Leftovers of an interrupted earlier attempt would make `link add` fail.
-      await this.destroy(spec.namespace, spec.name);
-      await addNetns(pod.netns);
-      if (pod.ip6)
-        await sysctlIn(pod.netns, {
-          'net.ipv6.conf.all.accept_dad': 0,
-          'net.ipv6.conf.default.accept_dad': 0,
-        });
-      await ipBatch(node.netns, [
-        ['link', 'add', pod.hostIfname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.netns],
-        ['link', 'set', 'dev', pod.hostIfname, 'alias', `"${podAlias(spec.namespace, spec.name)}"`],
-      ]);
-      await ipBatch(pod.netns, [
-        ['link', 'set', 'lo', 'up'],
-        ['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0'],
-        ...(pod.ip6 ? [['addr', 'add', `${pod.ip6}/128`, 'dev', 'eth0', 'nodad']] : []),
-        ['link', 'set', 'eth0', 'up'],
-        ['route', 'add', node.ip, 'dev', 'eth0', 'scope', 'link'],
-        ['route', 'add', 'default', 'via', node.ip, 'dev', 'eth0'],
-        ...(pod.ip6 ? [['route', 'add', '::/0', 'via', 'fe80::1', 'dev', 'eth0']] : []),
-      ]);
-      await sysctlIn(node.netns, { [`net.ipv4.conf.${pod.hostIfname}.proxy_arp`]: 1 });
-      pod.hostIfindex = await ifindexIn(node.netns, pod.hostIfname);
-      // The cgroup exists before the agent attaches, so its socket hooks are in before any process.
-      await ensureCgroup(pod.cgroupPath);
-      await onPlumbed?.(pod);
-      await ipBatch(node.netns, [
-        ['link', 'set', pod.hostIfname, 'up'],
-        ...(pod.ip6 ? [['addr', 'add', 'fe80::1/64', 'dev', pod.hostIfname, 'nodad']] : []),
-        ['route', 'replace', `${pod.ip}/32`, 'dev', pod.hostIfname, 'src', node.ip],
-        ...(pod.ip6 ? [['route', 'replace', `${pod.ip6}/128`, 'dev', pod.hostIfname]] : []),
-      ]);
-      if (spec.noWorkload) return pod;
-      const w = this.workload(pod, spec.ports);
-      return { ...pod, workload: startWorkload(pod.netns, w.config, w.log) };
-    } catch (err) {
-      await this.destroy(spec.namespace, spec.name);
-      throw err;
+    // Leftovers of an interrupted earlier attempt would make `link add` fail.
+    for (const i of live()) {
+      const p = pods[i] as PodRuntime;
+      if (netnsExists(p.netns) || existsSync(p.cgroupPath))
+        await step(i, () => this.destroy(p.namespace, p.name));
     }
+    await ipBatchEach(
+      undefined,
+      live().map((i) => ({ i, cmd: ['netns', 'add', (pods[i] as PodRuntime).netns] })),
+      errors,
+    );
+    for (const i of live()) {
+      const p = pods[i] as PodRuntime;
+      if (p.ip6)
+        await step(i, () =>
+          sysctlInSync(p.netns, { 'net.ipv6.conf.all.accept_dad': 0, 'net.ipv6.conf.default.accept_dad': 0 }),
+        );
+    }
+    await ipBatchEach(
+      node.netns,
+      live().flatMap((i) => {
+        const p = pods[i] as PodRuntime;
+        return [
+          { i, cmd: ['link', 'add', p.hostIfname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p.netns] },
+          { i, cmd: ['link', 'set', 'dev', p.hostIfname, 'alias', `"${podAlias(p.namespace, p.name)}"`] },
+        ];
+      }),
+      errors,
+    );
+    // Each pod's own side through rtnetlink from inside it (no process per pod).
+    for (const i of live())
+      await step(i, () => {
+        const p = pods[i] as PodRuntime;
+        inNetns(p.netns, () => {
+          const nl = new Rtnl();
+          try {
+            const eth0 = nl.ifindex('eth0');
+            if (!eth0) throw new Error(`no eth0 in ${p.netns}`);
+            nl.linkUp(1);
+            nl.addrAdd(eth0, p.ip, 32);
+            if (p.ip6) nl.addrAdd(eth0, p.ip6, 128);
+            nl.linkUp(eth0);
+            nl.routeAdd(node.ip, 32, eth0, { scopeLink: true });
+            nl.routeAdd('0.0.0.0', 0, eth0, { via: node.ip });
+            if (p.ip6) nl.routeAdd('::', 0, eth0, { via: 'fe80::1' });
+          } finally {
+            nl.close();
+          }
+        });
+      });
+    for (const i of live())
+      await step(i, async () => {
+        const p = pods[i] as PodRuntime;
+        sysctlInSync(node.netns, { [`net.ipv4.conf.${p.hostIfname}.proxy_arp`]: 1 });
+        p.hostIfindex = ifindexInSync(node.netns, p.hostIfname);
+        if (!p.hostIfindex) throw new Error(`no ${p.hostIfname} in ${node.netns}`);
+        // The cgroup exists before the agent attaches, so its socket hooks are in before any process.
+        await ensureCgroup(p.cgroupPath);
+        await onPlumbed?.(p);
+      });
+    await ipBatchEach(
+      node.netns,
+      live().flatMap((i) => {
+        const p = pods[i] as PodRuntime;
+        return [
+          { i, cmd: ['link', 'set', p.hostIfname, 'up'] },
+          ...(p.ip6 ? [{ i, cmd: ['addr', 'add', 'fe80::1/64', 'dev', p.hostIfname, 'nodad'] }] : []),
+          { i, cmd: ['route', 'replace', `${p.ip}/32`, 'dev', p.hostIfname, 'src', node.ip] },
+          ...(p.ip6 ? [{ i, cmd: ['route', 'replace', `${p.ip6}/128`, 'dev', p.hostIfname] }] : []),
+        ];
+      }),
+      errors,
+    );
+    const workloads = new Map<number, WorkloadState>();
+    await Promise.all(
+      live()
+        .filter((i) => !specs[i]?.noWorkload)
+        .map((i) =>
+          step(i, async () => {
+            const p = pods[i] as PodRuntime;
+            const w = this.workload(p, specs[i]?.ports ?? []);
+            workloads.set(i, await hostAdd(this.podHost, p.netns, w.config, w.log));
+          }),
+        ),
+    );
+    for (const i of errors.keys()) {
+      const p = pods[i] as PodRuntime;
+      await this.destroy(p.namespace, p.name).catch(() => undefined);
+    }
+    return pods.map((p, i) => {
+      const err = errors.get(i);
+      if (err) return { error: err };
+      const w = workloads.get(i);
+      return { pod: w ? { ...p, workload: w } : p };
+    });
   }
 
-  /** Waits (bounded) until a started workload answers. */
+  /** Waits (bounded) until a started workload answers: the host served it before create returned. */
   async waitReady(pod: PodRuntime & { workload?: WorkloadState }): Promise<void> {
-    if (pod.workload) await waitReady(`${pod.namespace}/${pod.name}`, pod.workload);
+    if (pod.workload && !(await hostHas(this.podHost, `${pod.namespace}/${pod.name}`)))
+      throw new WeirError(
+        'ERR_LAB_WORKLOAD_START',
+        `the workload of ${pod.namespace}/${pod.name} is not served`,
+      );
   }
 
-  /** Runs the pod's workload with these ports (restarting one that serves others, or died). */
+  /** Runs the pod's workload with these ports (served anew when they changed, or after the host died). */
   async ensureWorkload(pod: PodRuntime, ports: PodPort[]): Promise<void> {
     const w = this.workload(pod, ports);
-    const before = await findWorkload(w.config, w.log);
-    if (before?.current) return;
-    const started = await ensureWorkload(pod.netns, w.config, w.log);
-    await waitReady(`${pod.namespace}/${pod.name}`, started);
+    await hostAdd(this.podHost, pod.netns, w.config, w.log);
   }
 
   /** Whether the pod's workload runs (a pod without one is ready once it exists). */
@@ -182,16 +281,19 @@ export class PodDriver {
     noWorkload?: boolean,
   ): Promise<boolean> {
     if (noWorkload) return netnsExists(this.names(pod.namespace, pod.name).netns);
-    const w = this.workload(pod, ports);
-    return (await findWorkload(w.config, w.log)) !== undefined;
+    return hostHas(this.podHost, this.workload(pod, ports).config.name);
   }
 
   /** Removes the pod: its processes (with its cgroup), netns (and so both veth ends), socket. */
   async destroy(namespace: string, name: string): Promise<void> {
     const n = this.names(namespace, name);
+    // The host first: it must never be inside the pod's cgroup when that is killed and removed.
+    await hostRemove(this.podHost, `${namespace}/${name}`);
     await removeCgroup(n.cgroupPath);
+    // Deleting the netns takes both veth ends; a host veth left without it is removed too.
     await deleteNetns(n.netns);
-    await ipIn(this.node.netns, ['link', 'del', n.hostIfname]).catch(() => undefined);
+    if (netnsExists(this.node.netns) && ifindexInSync(this.node.netns, n.hostIfname))
+      await ipIn(this.node.netns, ['link', 'del', n.hostIfname]).catch(() => undefined);
     await rm(this.workload({ namespace, name }, []).config.socket, { force: true });
   }
 

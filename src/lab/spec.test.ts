@@ -11,6 +11,7 @@ describe('lab spec', () => {
       nodes: [{ name: 'node1', podCIDR: '10.244.0.0/24' }],
       externals: [],
     });
+    assert.deepEqual(parseLabSpec({ dns: {} }).dns, { ttl: 3600, records: {} });
     const s = parseLabSpec({ externals: [{ name: 'db', ip: '192.0.2.5', serves: [{ port: 5432 }] }] });
     assert.deepEqual(s.externals[0]?.serves, [{ port: 5432, protocol: 'TCP' }]);
     const n = parseLabSpec({ nodes: [{ serves: [{ port: 80 }, { port: 81, protocol: 'UDP' }] }] });

@@ -1,6 +1,6 @@
 // The lab spec (lab.yaml): its nodes (one for now) and the external hosts beside them.
 import { readFile } from 'node:fs/promises';
-import { isIPv4 } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { zodValidate } from '../k8s/registry.js';
@@ -40,10 +40,27 @@ const nodeSchema = z.object({
   serves: servesSchema.optional(),
 });
 
+const dnsName =
+  /^(?=.{1,253}\.?$)([a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9_])?\.)*[a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9_])?\.?$/;
+
 const externalSchema = z.object({
   name: dnsLabelSchema.max(20, 'must be at most 20 characters'),
   ip: z.string().refine(isIPv4, 'must be an IPv4 address'),
   serves: servesSchema.default([]),
+  /** Names the lab's cluster DNS answers with this external's address (A records). */
+  dnsNames: z.array(z.string().regex(dnsName, 'must be a DNS name')).default([]),
+});
+
+/** The cluster DNS's records for names outside the cluster (the L7 corpus topology's `dns`). */
+const dnsSchema = z.object({
+  /** Seconds, for the declared records. */
+  ttl: z.number().int().min(0).max(604800).default(3600),
+  records: z
+    .record(
+      z.string().regex(dnsName, 'must be a DNS name'),
+      z.array(z.string().refine(isIP, 'must be an IP address')).min(1, 'needs at least one address'),
+    )
+    .default({}),
 });
 
 const labSpecSchema = z
@@ -55,6 +72,11 @@ const labSpecSchema = z
       .max(1, 'only one node is supported for now (multi-node labs come later)')
       .default([{ name: 'node1', podCIDR: '10.244.0.0/24' }]),
     externals: z.array(externalSchema).max(64, 'at most 64 externals').default([]),
+    /**
+     * The cluster DNS: with this section (even `dns: {}`), `weir lab up` runs it (pod
+     * kube-system/coredns, Service kube-system/kube-dns) with these external names.
+     */
+    dns: dnsSchema.optional(),
   })
   .superRefine((spec, ctx) => {
     const node = spec.nodes[0];

@@ -49,6 +49,7 @@ export const FILTER_FLAGS = [
   'http-path',
   'http-url',
   'http-header',
+  'dns-query',
 ] as const;
 export type FilterFlag = (typeof FILTER_FLAGS)[number];
 
@@ -68,14 +69,15 @@ const bad = (field: string, message: string) =>
   new WeirError('ERR_OBSERVE_FILTER', message, { location: { object: 'flow filter', field } });
 
 const VERDICTS: readonly string[] = verdictNames;
-const PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv4', 'icmpv6', 'http'];
-const NO_SPLIT = new Set<string>(['http-path', 'http-url', 'http-header']);
+const PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv4', 'icmpv6', 'http', 'dns'];
+const NO_SPLIT = new Set<string>(['http-path', 'http-url', 'http-header', 'dns-query']);
 const HTTP_FLAGS: readonly FilterFlag[] = [
   'http-status',
   'http-method',
   'http-path',
   'http-url',
   'http-header',
+  'dns-query',
 ];
 const TYPES: Record<string, string[]> = {
   drop: [],
@@ -256,6 +258,7 @@ function protocolMatcher(field: string, value: string): Match {
     if (v === 'icmpv4') return !!l4?.ICMPv4;
     // Hubble: an L7 protocol matches the flows whose Layer7 record is of it.
     if (v === 'http') return !!f.l7?.http;
+    if (v === 'dns') return !!f.l7?.dns;
     return !!l4?.ICMPv4 || !!l4?.ICMPv6;
   };
 }
@@ -339,6 +342,15 @@ function httpPathMatcher(field: string, value: string): Match {
     if (url === '') return false;
     const path = urlPath(url);
     return path !== undefined && re.test(path);
+  };
+}
+
+/** Hubble's --dns-query: RE2, unanchored, against the query name (with its trailing dot). */
+function dnsQueryMatcher(field: string, value: string): Match {
+  const re = re2(field, value);
+  return (f) => {
+    const q = f.l7?.dns?.query;
+    return q !== undefined && re.test(q);
   };
 }
 
@@ -476,6 +488,7 @@ export function compileFilter(q: FlowQuery, now: number = Date.now()): (flow: Fl
     ['http-path', httpPathMatcher],
     ['http-url', httpUrlMatcher],
     ['http-header', httpHeaderMatcher],
+    ['dns-query', dnsQueryMatcher],
   ];
   // Hubble: HTTP filters need the type filter to let l7 events through.
   const types = vals('type');

@@ -62,6 +62,21 @@ export interface FlowL7 {
     protocol: string;
     headers: { key: string; value: string }[];
   };
+  /** Hubble's flow.DNS: a query the DNS proxy saw, or its answer. */
+  dns?: {
+    /** The name with its trailing dot. */
+    query: string;
+    /** Answers: the A/AAAA addresses. */
+    ips: string[];
+    /** Answers: the smallest TTL. */
+    ttl: number;
+    cnames: string[];
+    observation_source: 'proxy';
+    /** Answers: the DNS response code (0 NOERROR, 3 NXDOMAIN, 5 REFUSED, ...). */
+    rcode: number;
+    qtypes: string[];
+    rrtypes: string[];
+  };
 }
 
 /** A policy that allowed or denied the flow (Hubble's flow.Policy). */
@@ -118,6 +133,10 @@ export interface Flow {
     from_proxy?: boolean;
     /** L7: the reason the proxy gave for a denied or failed request ('l7_policy_denied', ...). */
     detail?: string;
+    /** L7 through a Gateway or a mesh route: the route rule that served the request. */
+    route?: { kind: string; namespace: string; name: string; rule: number; ruleName?: string };
+    /** L7 through a route: the backend chosen ("ns/name:port"). */
+    backend?: string;
   };
 }
 

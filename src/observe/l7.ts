@@ -27,9 +27,31 @@ function timeOf(ns: string): string {
   return new Date(Number(wall / 1_000_000n)).toISOString().replace(/\.\d{3}Z$/, `.${nanos}Z`);
 }
 
+const RCODES: Record<string, number> = {
+  NOERROR: 0,
+  FORMERR: 1,
+  SERVFAIL: 2,
+  NXDOMAIN: 3,
+  NOTIMP: 4,
+  REFUSED: 5,
+};
+const RCODE_NAMES = Object.fromEntries(Object.entries(RCODES).map(([k, v]) => [v, k])) as Record<
+  number,
+  string
+>;
+
 /** Hubble's summary of an L7 flow: "HTTP/1.1 GET http://x/y", "HTTP/1.1 200 3ms (GET http://x/y)". */
 export function l7Summary(f: Pick<Flow, 'l7'>): string {
   const l7 = f.l7;
+  const d = l7?.dns;
+  // Hubble's: "DNS Query api.example.com. A", "DNS Answer "192.0.2.10" TTL: 30 (Proxy api.example.com. A)".
+  if (l7 && d) {
+    const q = `${d.query} ${d.qtypes.join(',')}`;
+    if (l7.type === 'REQUEST') return `DNS Query ${q}`;
+    if (d.rcode !== 0)
+      return `DNS Answer RCode: ${RCODE_NAMES[d.rcode] ?? d.rcode} TTL: ${d.ttl} (Proxy ${q})`;
+    return `DNS Answer "${d.ips.join(',')}" TTL: ${d.ttl} (Proxy ${q})`;
+  }
   const h = l7?.http;
   if (!l7 || !h) return 'L7';
   if (l7.type === 'REQUEST') return `${h.protocol} ${h.method} ${h.url}`;
@@ -47,7 +69,10 @@ export function l7Flow(r: L7Record, o: { nodeName: string; enricher: Enricher; u
     uuid: (o.uuid ?? randomUUID)(),
     verdict: VERDICT[r.verdict] ?? 'ERROR',
     IP: { source: src.ip, destination: dst.ip, ipVersion: isIPv6(src.ip) ? 'IPv6' : 'IPv4' },
-    l4: { TCP: { source_port: src.port, destination_port: dst.port } },
+    l4:
+      r.transport === 'UDP'
+        ? { UDP: { source_port: src.port, destination_port: dst.port } }
+        : { TCP: { source_port: src.port, destination_port: dst.port } },
     source: o.enricher.endpoint(src.ip, src.identity),
     destination: o.enricher.endpoint(dst.ip, dst.identity),
     Type: 'L7',
@@ -71,8 +96,27 @@ export function l7Flow(r: L7Record, o: { nodeName: string; enricher: Enricher; u
             },
           }
         : {}),
+      ...(r.dns
+        ? {
+            dns: {
+              query: r.dns.query,
+              ips: r.dns.ips ?? [],
+              ttl: r.dns.ttl ?? 0,
+              cnames: [],
+              observation_source: 'proxy' as const,
+              rcode: RCODES[r.dns.rcode ?? 'NOERROR'] ?? 0,
+              qtypes: r.dns.qtypes,
+              rrtypes: r.dns.rrtypes ?? [],
+            },
+          }
+        : {}),
     },
-    weir: { type: 'l7', ...(r.detail ? { detail: r.detail } : {}) },
+    weir: {
+      type: 'l7',
+      ...(r.detail ? { detail: r.detail } : {}),
+      ...(r.route ? { route: r.route } : {}),
+      ...(r.backend ? { backend: r.backend } : {}),
+    },
   };
   flow.Summary = l7Summary(flow);
   const decided = r.policy ? o.enricher.policy(r.policy.cookie) : undefined;

@@ -3,9 +3,10 @@
 // Enricher.
 import { randomUUID } from 'node:crypto';
 import { hubbleDropReason, reasonText } from '../datapath/drop-reasons.js';
-import { TraceType, type FlowEvent } from '../datapath/maps/events/index.js';
+import { EVENT_TYPE_CODE, TraceType, eventFlags, type FlowEvent } from '../datapath/maps/events/index.js';
 import type { EndpointMeta, Enricher } from './enrich.js';
 import { EVENT_TYPE, type Flow, type FlowL4, type TcpFlags } from './flow.js';
+import { EVENT_VERDICTS, verdictIndex } from './verdicts.js';
 
 export type { FlowEvent } from '../datapath/maps/events/index.js';
 
@@ -88,8 +89,11 @@ export class FlowParser {
     this.#o = { clock: new KtimeClock(), uuid: randomUUID, ...o };
   }
 
-  /** `expired`: a close trace the agent made from a conntrack entry its GC removed. */
-  parse(ev: FlowEvent, o: { expired?: boolean } = {}): Flow {
+  /**
+   * `expired`: a close trace the agent made from a conntrack entry its GC removed; `uuid`: the
+   * flow's id when it has one already (a stored raw record keeps its id across reads).
+   */
+  parse(ev: FlowEvent, o: { expired?: boolean; uuid?: string } = {}): Flow {
     const { enricher } = this.#o;
     // The packet leaves the pod on egress (the pod is its source) and enters it on ingress.
     const packetEgress = ev.direction === 'egress';
@@ -101,18 +105,17 @@ export class FlowParser {
     if (ev.endpointId && local === undefined) (packetEgress ? source : destination).ID = ev.endpointId;
     // Hubble's traffic_direction is the connection's: a reply travels against it.
     const connEgress = packetEgress !== ev.reply;
-    // Audit mode: a policy verdict that policy denies but that passed (EVENT_F_AUDIT) is AUDIT; it
-    // keeps its drop reason (what would have dropped it) and the denying rule, if any.
-    const audit = ev.type === 'policy-verdict' && ev.reason !== 0 && ev.audit === true;
-    const dropped = !audit && (ev.type === 'drop' || (ev.type === 'policy-verdict' && ev.reason !== 0));
-    // Hubble: the verdict of a connection handed to the proxy is REDIRECTED.
-    const redirected = !dropped && ev.type === 'policy-verdict' && ev.toProxy === true;
+    // The verdict from the catalogue (verdicts.ts): REDIRECTED for a connection handed to the proxy;
+    // AUDIT for a policy verdict policy denies that passed (audit mode), which keeps its drop reason
+    // (what would have dropped it) and the denying rule, if any.
+    const v = EVENT_VERDICTS[verdictIndex(EVENT_TYPE_CODE[ev.type], ev.reason, eventFlags(ev))];
+    const denied = v?.denied === true;
     const l4 = l4Of(ev);
     const flow: Flow = {
       time: this.#o.clock.rfc3339(ev.ktimeNs),
-      uuid: this.#o.uuid(),
-      verdict: audit ? 'AUDIT' : dropped ? 'DROPPED' : redirected ? 'REDIRECTED' : 'FORWARDED',
-      ...(dropped || audit ? { drop_reason: ev.reason, drop_reason_desc: dropReasonName(ev.reason) } : {}),
+      uuid: o.uuid ?? this.#o.uuid(),
+      verdict: v?.verdict ?? 'FORWARDED',
+      ...(denied ? { drop_reason: ev.reason, drop_reason_desc: dropReasonName(ev.reason) } : {}),
       ...(ev.family
         ? {
             IP: {

@@ -5,16 +5,20 @@
 //   HUBBLE_RING_BUFFER      (Hubble: a reader overwritten in the ring; weir's readers copy, so 0)
 // Kernel and decode losses are stored in the ring as `lost_events` lines, so `--last` shows them
 // where they happened; a follower's own queue losses go to that follower only.
+//
+// Datapath events are stored raw (raw.ts: ingestRaw copies the record's bytes) and become Flow
+// objects only when read, or at once when a follower is waiting for them: what nobody reads costs
+// no object. Their uuid is derived from the slot's sequence number, so every read of a stored
+// flow gives the same one.
+import { randomUUID } from 'node:crypto';
 import type { Flow, FlowsLine, LostSource } from './flow.js';
-import { DEFAULT_RING_CAPACITY, Ring } from './ring.js';
+import { DEFAULT_RING_CAPACITY } from './ring.js';
+import { RawFlowRing } from './raw.js';
 
 export const DEFAULT_QUEUE_SIZE = 1024;
 
-interface Entry {
-  /** Epoch ms (for since/until of lost_events lines). */
-  t: number;
-  line: FlowsLine;
-}
+/** Turns a stored raw record into its Flow (the parser and enricher, bound by the pipeline). */
+export type RawFlowDecoder = (record: Buffer, uuid: string) => Flow;
 
 /** Where a follower's lines go: `write` returns false when the sink is full (wait for onDrain). */
 export interface FlowSink {
@@ -95,7 +99,7 @@ export interface ObserverStatus {
 }
 
 export class FlowObserver {
-  readonly ring: Ring<Entry>;
+  readonly ring: RawFlowRing;
   readonly queueSize: number;
   seen = 0;
   readonly lost: Record<LostSource, number> = {
@@ -105,10 +109,45 @@ export class FlowObserver {
   };
   readonly #followers = new Set<Follower>();
   readonly #listeners: ((flow: Flow) => void)[] = [];
+  // Random per observer (like Hubble's v4 uuids), then the sequence number: 8-4-4-4-12 hex.
+  readonly #uuidPrefix = randomUUID().slice(0, 24);
+  #decode: RawFlowDecoder | undefined;
 
   constructor(o: ObserverOptions = {}) {
-    this.ring = new Ring<Entry>(o.capacity ?? DEFAULT_RING_CAPACITY);
+    this.ring = new RawFlowRing(o.capacity ?? DEFAULT_RING_CAPACITY);
     this.queueSize = o.queueSize ?? DEFAULT_QUEUE_SIZE;
+  }
+
+  /** How stored raw records become flows (set before ingestRaw). */
+  setDecoder(decode: RawFlowDecoder): void {
+    this.#decode = decode;
+  }
+
+  #uuid(seq: number): string {
+    return this.#uuidPrefix + seq.toString(16).padStart(12, '0');
+  }
+
+  #decodeRaw(raw: Uint8Array, seq: number): Flow {
+    if (!this.#decode) throw new Error('FlowObserver: raw records stored without a decoder');
+    return this.#decode(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength), this.#uuid(seq));
+  }
+
+  /**
+   * Stores a well-formed datapath record (raw.ts isRawFlowEvent) from data[off]: its bytes are
+   * copied, nothing else is made unless a follower is waiting. Listeners (onFlow) are not called:
+   * raw records are counted by RawFlowCounters.
+   */
+  ingestRaw(data: Uint8Array, off: number): void {
+    this.seen++;
+    const seq = this.ring.pushRaw(data, off);
+    if (this.#followers.size === 0) return;
+    let line: FlowsLine;
+    try {
+      line = { flow: this.#decodeRaw(this.ring.record(seq), seq) };
+    } catch {
+      return; // stored; an enrichment failure only keeps it from the followers
+    }
+    for (const f of this.#followers) f.offer(line);
   }
 
   /** Called for every flow (metrics). */
@@ -130,21 +169,34 @@ export class FlowObserver {
   }
 
   #store(line: FlowsLine): void {
-    this.ring.push({ t: Date.now(), line });
+    this.ring.pushLine(line, Date.now());
     for (const f of this.#followers) f.offer(line);
   }
 
-  /** Stored lines matching the query, oldest first. */
+  /** Stored lines matching the query, oldest first (raw records are decoded here). */
   read(q: ReadQuery): FlowsLine[] {
-    return this.ring
-      .read({
-        filter: (e) =>
-          'flow' in e.line
-            ? q.filter(e.line.flow)
-            : (q.since === undefined || e.t >= q.since) && (q.until === undefined || e.t <= q.until),
-        ...(q.last !== undefined ? { last: q.last } : {}),
-      })
-      .map((e) => e.line);
+    const out: FlowsLine[] = [];
+    const want = q.last ?? Infinity;
+    this.ring.visitNewestFirst((s) => {
+      if (s.raw) {
+        let flow: Flow;
+        try {
+          flow = this.#decodeRaw(s.raw, s.seq);
+        } catch {
+          return true; // checked when stored; an enrichment failure leaves this one out
+        }
+        if (q.filter(flow)) out.push({ flow });
+      } else {
+        const { t, line } = s.obj;
+        const keep =
+          'flow' in line
+            ? q.filter(line.flow)
+            : (q.since === undefined || t >= q.since) && (q.until === undefined || t <= q.until);
+        if (keep) out.push(line);
+      }
+      return out.length < want;
+    });
+    return out.reverse();
   }
 
   /** Sends every new matching line to `sink` until the returned function is called. */

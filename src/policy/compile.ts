@@ -189,6 +189,7 @@ function compileCilium(p: CiliumPolicy, u: Universe): Section[] {
         ? 'any'
         : union(r.entities.map((e) => u.entity(e) as readonly number[]));
     if (r.cidrs) return union(r.cidrs.map((m) => u.cidr(m)));
+    if (r.fqdns) return union(r.fqdns.map((f) => u.fqdn(f)));
     // Only toPorts: no L3 restriction. Nothing at all: the rule selects nothing.
     return r.ports ? 'any' : [];
   };

@@ -20,7 +20,7 @@ import { WeirError } from '../shared/errors.js';
 import { matchesSelector } from './api/selector.js';
 import type { Policy, PortMatch, RuleRef } from './api/types.js';
 import { compilePolicies, CookieJar, LOCALHOST_REF, type CompiledRule, type Section } from './compile.js';
-import type { EndpointL7Policy, HttpRule, PortL7Policy } from './l7/types.js';
+import type { EndpointL7Policy, PortL7Policy } from './l7/types.js';
 import { l7PortPolicies, redirectDecisions, type L7Add } from './l7.js';
 import {
   compareEntries,
@@ -31,6 +31,8 @@ import {
   makeEntry,
   PREFIX_PORT_ANY,
   PREFIX_PROTO_ANY,
+  PROTO_TCP,
+  PROTO_UDP,
   protocolNumbers,
   type Direction,
   type L4Prefix,
@@ -66,11 +68,12 @@ export interface EngineConfig {
    * The node proxy's listener ports, per direction of the endpoint's policy (HTTP parser). Entries
    * of a port with HTTP rules carry the one of their direction as their proxy port.
    */
-  proxyPorts: { ingress: number; egress: number };
+  /** The proxy's listeners: HTTP ingress, HTTP egress, DNS (egress). */
+  proxyPorts: { ingress: number; egress: number; dns?: number };
 }
 
 /** The first two ports of the agent's default proxy port range (Cilium's 10000-20000). */
-export const defaultProxyPorts = { ingress: 10000, egress: 10001 } as const;
+export const defaultProxyPorts = { ingress: 10000, egress: 10001, dns: 10002 } as const;
 
 export const defaultEngineConfig: EngineConfig = {
   policyMapMax: 16384,
@@ -85,6 +88,11 @@ export interface EngineInput {
   nodeIPs: string[];
   policies: Policy[];
   config?: Partial<EngineConfig>;
+  /**
+   * Names the DNS proxy learned (node-wide, unexpired) and their addresses: toFQDNs selects
+   * among them. Each address gets a CIDR identity (/32, /128) in the ipcache.
+   */
+  fqdns?: { name: string; ips: string[] }[];
 }
 
 export interface EndpointPolicy {
@@ -166,7 +174,8 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   // CIDR identities for every prefix a policy names; /0 is reserved:world itself. Distinct
   // prefixes never share a label set with each other or with a pod, so no need for `take`.
   const cidrIds: { prefix: Prefix; text: string; id: number }[] = [];
-  for (const { prefix, text } of collectPrefixes(input.policies, u)) {
+  u.fqdns = input.fqdns ?? [];
+  for (const { prefix, text } of collectPrefixes(input.policies, u, input.fqdns ?? [])) {
     if (prefix.len === 0) continue;
     const ident = allocator.allocate([`cidr:${text}`, 'reserved:world']);
     held.push(ident.id);
@@ -247,7 +256,11 @@ function mustHost(ip: string, what: string): Prefix {
 }
 
 /** Every prefix the policies name, once, sorted; `text` is its canonical form. */
-function collectPrefixes(policies: readonly Policy[], u: Universe): { prefix: Prefix; text: string }[] {
+function collectPrefixes(
+  policies: readonly Policy[],
+  u: Universe,
+  fqdns: readonly { ips: readonly string[] }[],
+): { prefix: Prefix; text: string }[] {
   const out = new Map<string, { prefix: Prefix; text: string }>();
   const add = (s: string) => {
     const prefix = u.prefix(s);
@@ -255,6 +268,12 @@ function collectPrefixes(policies: readonly Policy[], u: Universe): { prefix: Pr
     const text = formatPrefix(prefix);
     if (!out.has(text)) out.set(text, { prefix, text });
   };
+  // Learned addresses only matter to a policy with toFQDNs.
+  const selecting = policies.some(
+    (p) => p.kind !== 'NetworkPolicy' && p.rules.some((r) => r.egress.some((e) => e.fqdns)),
+  );
+  if (selecting)
+    for (const f of fqdns) for (const ip of f.ips) add(ip.includes(':') ? `${ip}/128` : `${ip}/32`);
   for (const p of policies) {
     if (p.kind === 'NetworkPolicy') {
       for (const r of [...p.ingress, ...p.egress])
@@ -284,7 +303,10 @@ function endpointPolicy(
     enforced[dir] =
       cfg.enforcementMode === 'always' || (cfg.enforcementMode === 'default' && here.some((s) => s.isolates));
     const proxyPort = dir === DIR_INGRESS ? cfg.proxyPorts.ingress : cfg.proxyPorts.egress;
-    const hasL7 = here.some((s) => s.rules.some((r) => r.ports !== 'any' && r.ports.some((p) => p.http)));
+    const hasL7 = here.some((s) =>
+      s.rules.some((r) => r.ports !== 'any' && r.ports.some((p) => p.http || p.dns)),
+    );
+    const dnsPort = cfg.proxyPorts.dns ?? defaultProxyPorts.dns;
     if (!enforced[dir] && !hasL7) {
       entries.push(
         makeEntry(IDENTITY_ANY, dir, { protocol: 0, port: 0, prefixLen: PREFIX_PROTO_ANY }, false, 0),
@@ -296,13 +318,17 @@ function endpointPolicy(
     const orders = new Map<PolicyMapEntry, number>();
     // Every allow added, for the proxy's rule sets (only kept when the direction has L7 rules).
     const adds: L7Add[] = [];
-    const add: AddFn = (identity, l4, rule, http) => {
+    const add: AddFn = (identity, l4, rule, l7) => {
       let space = raw.get(identity);
       if (!space) raw.set(identity, (space = new Map()));
       const key = l4Num(l4.protocol, l4.port, l4.prefixLen);
       const have = space.get(key);
-      const port = http ? proxyPort : 0;
-      if (hasL7 && !rule.deny) adds.push({ identity, l4, rule, ...(http ? { http } : {}) });
+      const http = l7?.http;
+      // DNS rules redirect the port's UDP and TCP lookups to the DNS proxy's listener.
+      const dns = l7?.dns && (l4.protocol === PROTO_TCP || l4.protocol === PROTO_UDP) ? l7.dns : undefined;
+      const port = http ? proxyPort : dns ? dnsPort : 0;
+      if (hasL7 && !rule.deny)
+        adds.push({ identity, l4, rule, ...(http ? { http } : {}), ...(dns ? { dns } : {}) });
       // Same key twice: deny beats allow; between allows an L4-only one beats an L7 one (the port
       // is unfiltered for that peer); then the first rule in the sorted order names it.
       if (have) {
@@ -338,7 +364,11 @@ function endpointPolicy(
     if (hasL7) redirectDecisions(raw, (a) => a === base, l4Num);
     const resolved = resolveSpaces(raw);
     entries.push(...resolved);
-    if (hasL7) l7[directionName(dir)] = l7PortPolicies(resolved, adds, proxyPort);
+    if (hasL7)
+      l7[directionName(dir)] = [
+        ...l7PortPolicies(resolved, adds, proxyPort, 'http'),
+        ...l7PortPolicies(resolved, adds, dnsPort, 'dns'),
+      ];
   }
   entries.sort(compareEntries);
   const base = {
@@ -363,7 +393,7 @@ type AddFn = (
   identity: number,
   l4: L4Prefix,
   rule: { deny: boolean; cookie: number; order: number; ref?: RuleRef },
-  http?: HttpRule[],
+  l7?: Pick<PortMatch, 'http' | 'dns'>,
 ) => void;
 
 function addRule(
@@ -379,7 +409,7 @@ function addRule(
   for (const pm of ports) {
     if (typeof pm.port === 'number') {
       const l4s = l4Prefixes(protocolNumbers[pm.protocol] ?? 0, pm.port, pm.endPort);
-      for (const id of peers) for (const l4 of l4s) add(id, l4, r, pm.http);
+      for (const id of peers) for (const l4 of l4s) add(id, l4, r, pm);
       continue;
     }
     // Named ports are resolved against the destination pod: ourselves at ingress, the peer at egress.
@@ -388,14 +418,14 @@ function addRule(
     if (dir === DIR_INGRESS) {
       for (const n of resolve(ownPorts))
         for (const l4 of l4Prefixes(protocolNumbers[n.protocol] ?? 0, n.port))
-          for (const id of peers) add(id, l4, r, pm.http);
+          for (const id of peers) add(id, l4, r, pm);
       continue;
     }
     const targets = r.peers === 'any' ? u.podIdentities().map((i) => i.id) : peers;
     for (const id of targets)
       for (const pod of u.identities.get(id)?.pods ?? [])
         for (const n of resolve(pod.namedPorts))
-          for (const l4 of l4Prefixes(protocolNumbers[n.protocol] ?? 0, n.port)) add(id, l4, r, pm.http);
+          for (const l4 of l4Prefixes(protocolNumbers[n.protocol] ?? 0, n.port)) add(id, l4, r, pm);
   }
 }
 

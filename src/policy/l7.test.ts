@@ -389,7 +389,7 @@ test('validation: what weir does not enforce is refused by name, with the field'
   assert.match(kafka.message, /Kafka/);
   const dns = problem(rules({ dns: [{ matchPattern: '*' }] }));
   assert.equal(dns.field, 'spec.ingress[0].toPorts[0].rules.dns');
-  assert.match(dns.message, /not supported by weir yet/);
+  assert.match(dns.message, /DNS rules apply to egress/);
   assert.equal(problem(rules({ l7proto: 'r2d2', l7: [{}] })).code, 'ERR_POLICY_L7_UNSUPPORTED');
   const secret = problem(
     rules({ http: [{ headerMatches: [{ name: 'X', secret: { name: 's', namespace: 'n' } }] }] }),
@@ -424,4 +424,70 @@ test('validation: what weir does not enforce is refused by name, with the field'
     'spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch',
   );
   assert.equal(problem(rules({ http: [{ verb: 'GET' }] })).code, 'ERR_POLICY_FIELD_UNKNOWN');
+});
+
+test('DNS rules redirect the port over UDP and TCP to the DNS listener; the proxy gets per-protocol rules', () => {
+  const p = cnp('dns', {
+    endpointSelector: { matchLabels: { app: 'a' } },
+    egress: [
+      {
+        toEndpoints: from('b'),
+        toPorts: [
+          { ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*.example.com' }] } },
+        ],
+      },
+    ],
+  });
+  const input = world([p]);
+  input.config = { proxyPorts: { ingress: 15001, egress: 15002, dns: 15003 } };
+  const out = computePolicy(input);
+  const a = out.endpoints.get(1);
+  const b = out.endpoints.get(2);
+  assert.ok(a && b);
+  assert.equal(verdict(a.entries, b.identity, DIR_EGRESS, PROTO_UDP, 53), 'proxy:15003');
+  assert.equal(verdict(a.entries, b.identity, DIR_EGRESS, PROTO_TCP, 53), 'proxy:15003');
+  assert.equal(verdict(a.entries, b.identity, DIR_EGRESS, PROTO_TCP, 80), 'drop');
+  assert.deepEqual(
+    a.l7?.egress.map((x) => [x.protocol, x.port, x.parser, x.proxyPort, x.ruleSets[0]?.dns]),
+    [
+      ['TCP', 53, 'dns', 15003, [{ matchPattern: '*.example.com' }]],
+      ['UDP', 53, 'dns', 15003, [{ matchPattern: '*.example.com' }]],
+    ],
+  );
+});
+
+test('toFQDNs selects the CIDR identities of learned addresses of matching names, never pods', () => {
+  const p = cnp('fqdn', {
+    endpointSelector: { matchLabels: { app: 'a' } },
+    egress: [{ toFQDNs: [{ matchPattern: '*.example.com' }], toPorts: port80() }],
+  });
+  const input = world([p]);
+  input.fqdns = [
+    { name: 'api.example.com', ips: ['192.0.2.10', '10.244.0.3'] },
+    { name: 'other.org', ips: ['198.51.100.40'] },
+  ];
+  const out = computePolicy(input);
+  const a = out.endpoints.get(1);
+  assert.ok(a);
+  const learned = out.ipcache.find((e) => e.prefix === '192.0.2.10/32');
+  assert.ok(learned, 'the learned address has its own identity');
+  assert.equal(verdict(a.entries, learned.identity, DIR_EGRESS, PROTO_TCP, 80), 'allow');
+  assert.equal(verdict(a.entries, learned.identity, DIR_EGRESS, PROTO_TCP, 81), 'drop');
+  const other = out.ipcache.find((e) => e.prefix === '198.51.100.40/32');
+  assert.ok(other);
+  assert.equal(
+    verdict(a.entries, other.identity, DIR_EGRESS, PROTO_TCP, 80),
+    'drop',
+    'the name does not match',
+  );
+  const b = out.endpoints.get(2);
+  assert.ok(b);
+  assert.equal(
+    verdict(a.entries, b.identity, DIR_EGRESS, PROTO_TCP, 80),
+    'drop',
+    'a pod address is never selected',
+  );
+  // Without any learned address the rule selects nothing (and the egress is isolated).
+  const none = computePolicy(world([p])).endpoints.get(1);
+  assert.ok(none?.egressEnforced);
 });

@@ -7,8 +7,15 @@
 // port is L4 only, the port is unfiltered for that peer: its entry carries no proxy port, and it
 // is not redirected at all. Deny entries never redirect (deny wins before any proxy).
 import type { RuleRef } from './api/types.js';
-import { l4Contains, PREFIX_FULL, PROTO_TCP, type L4Prefix, type PolicyMapEntry } from './entry.js';
-import type { HttpRule, L7RuleSet, PortL7Policy } from './l7/types.js';
+import {
+  l4Contains,
+  PREFIX_FULL,
+  PROTO_TCP,
+  PROTO_UDP,
+  type L4Prefix,
+  type PolicyMapEntry,
+} from './entry.js';
+import type { DnsRule, HttpRule, L7RuleSet, PortL7Policy } from './l7/types.js';
 
 /** One allow the engine added for an endpoint and direction, with the HTTP rules of its port. */
 export interface L7Add {
@@ -16,6 +23,7 @@ export interface L7Add {
   l4: L4Prefix;
   rule: { order: number; cookie: number; ref?: RuleRef };
   http?: HttpRule[];
+  dns?: DnsRule[];
 }
 
 type Space = Map<number, PolicyMapEntry>;
@@ -79,32 +87,40 @@ export function l7PortPolicies(
   entries: readonly PolicyMapEntry[],
   adds: readonly L7Add[],
   proxyPort: number,
+  parser: 'http' | 'dns' = 'http',
 ): PortL7Policy[] {
-  const ports = new Set<number>();
-  for (const e of entries) if (e.proxyPort !== 0 && !e.deny) ports.add(e.port);
+  const keys = new Map<string, L4Prefix>();
+  for (const e of entries)
+    if (e.proxyPort === proxyPort && !e.deny) {
+      const protocol = parser === 'http' ? PROTO_TCP : e.protocol;
+      keys.set(`${protocol}/${e.port}`, { protocol, port: e.port, prefixLen: PREFIX_FULL });
+    }
   const out: PortL7Policy[] = [];
-  for (const port of [...ports].sort((a, b) => a - b)) {
-    const key: L4Prefix = { protocol: PROTO_TCP, port, prefixLen: PREFIX_FULL };
-    // rule order -> its HTTP rule list (undefined: L4 only) -> peer identities
-    const sets = new Map<number, Map<HttpRule[] | undefined, { add: L7Add; ids: Set<number> }>>();
+  const sorted = [...keys.values()].sort((a, b) => a.port - b.port || a.protocol - b.protocol);
+  for (const key of sorted) {
+    // rule order -> its L7 rule list (undefined: L4 only) -> peer identities
+    type Rules = HttpRule[] | DnsRule[] | undefined;
+    const sets = new Map<number, Map<Rules, { add: L7Add; ids: Set<number> }>>();
     for (const a of adds) {
       const ref = a.rule.ref;
       if (!ref || (ref.kind !== 'CiliumNetworkPolicy' && ref.kind !== 'CiliumClusterwideNetworkPolicy'))
         continue;
       if (!l4Contains(a.l4, key)) continue;
-      let byHttp = sets.get(a.rule.order);
-      if (!byHttp) sets.set(a.rule.order, (byHttp = new Map()));
-      let set = byHttp.get(a.http);
-      if (!set) byHttp.set(a.http, (set = { add: a, ids: new Set() }));
+      // An allow with rules of the other parser's kind does not filter this port.
+      const rules: Rules = parser === 'http' ? a.http : a.dns;
+      let byRules = sets.get(a.rule.order);
+      if (!byRules) sets.set(a.rule.order, (byRules = new Map()));
+      let set = byRules.get(rules);
+      if (!set) byRules.set(rules, (set = { add: a, ids: new Set() }));
       set.ids.add(a.identity);
     }
     const ruleSets: L7RuleSet[] = [];
-    for (const [, byHttp] of [...sets].sort((x, y) => x[0] - y[0]))
-      for (const { add, ids } of byHttp.values()) {
+    for (const [, byRules] of [...sets].sort((x, y) => x[0] - y[0]))
+      for (const [rules, { add, ids }] of byRules) {
         const ref = add.rule.ref as RuleRef;
         ruleSets.push({
           ...(ids.has(0) ? {} : { identities: [...ids].sort((x, y) => x - y) }),
-          ...(add.http ? { http: add.http } : {}),
+          ...(rules ? (parser === 'http' ? { http: rules as HttpRule[] } : { dns: rules as DnsRule[] }) : {}),
           origin: {
             kind: ref.kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy',
             ...(ref.namespace ? { namespace: ref.namespace } : {}),
@@ -113,7 +129,13 @@ export function l7PortPolicies(
           },
         });
       }
-    out.push({ protocol: 'TCP', port, parser: 'http', proxyPort, ruleSets });
+    out.push({
+      protocol: key.protocol === PROTO_UDP ? 'UDP' : 'TCP',
+      port: key.port,
+      parser,
+      proxyPort,
+      ruleSets,
+    });
   }
   return out;
 }

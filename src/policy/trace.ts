@@ -81,6 +81,11 @@ export interface TraceResult {
   protocol: string;
   egress: DirectionTrace;
   ingress: DirectionTrace;
+  /**
+   * toFQDNs: the names the DNS proxy learned the destination address for (what a toFQDNs rule
+   * selects it by); the agent adds when each entry expires and whose lookup taught it.
+   */
+  fqdn?: { name: string; endpointId?: number; expiresAt?: number; ttl?: number }[];
 }
 
 export interface TraceContext {
@@ -266,6 +271,7 @@ export function trace(ctx: TraceContext, req: TraceRequest): TraceResult {
   const ingress = side(ctx, to, from, DIR_INGRESS, proto, req.port, http);
   const ok = (d: DirectionTrace) =>
     (d.verdict === 'allowed' || d.verdict === 'not-enforced') && d.http?.verdict !== 'denied';
+  const names = (ctx.input.fqdns ?? []).filter((f) => f.ips.includes(req.to)).map((f) => ({ name: f.name }));
   return {
     allowed: ok(egress) && ok(ingress),
     from,
@@ -274,5 +280,6 @@ export function trace(ctx: TraceContext, req: TraceRequest): TraceResult {
     protocol: req.protocol,
     egress,
     ingress,
+    ...(names.length ? { fqdn: names } : {}),
   };
 }

@@ -1,6 +1,8 @@
 // Every identity the policy can name in one computation (reserved, pod, CIDR), with the
 // selector -> identity-set index the engine resolves peers through. Selectors are matched
 // once per distinct selector, not once per endpoint.
+import { nameMatches } from './l7/dns-match.js';
+import type { DnsRule } from './l7/types.js';
 import {
   comparePrefix,
   lastAddress,
@@ -275,6 +277,25 @@ export class Universe {
    * Identities a Cilium CIDR rule selects: CIDR identities inside cidr and outside every except,
    * plus reserved world for a /0. Never pods or the host (their /32s win in the ipcache).
    */
+  /** Names the DNS proxy learned (normalized) and their addresses: what toFQDNs selects from. */
+  fqdns: readonly { name: string; ips: readonly string[] }[] = [];
+
+  /**
+   * toFQDNs: the identities of the addresses learned for names the selector matches (their /32
+   * or /128 CIDR identities; the engine creates one per learned address). Never a pod.
+   */
+  fqdn(sel: DnsRule): number[] {
+    const ids = new Set<number>();
+    for (const f of this.fqdns)
+      if (nameMatches(sel, f.name))
+        for (const ip of f.ips) {
+          const p = this.prefix(ip.includes(':') ? `${ip}/128` : `${ip}/32`);
+          if (!p) continue;
+          for (const i of this.cidrsInside(p)) ids.add(i.id);
+        }
+    return [...ids].sort((a, b) => a - b);
+  }
+
   cidr(m: CIDRMatch): number[] {
     const key = m.except.length === 0 ? m.cidr : `${m.cidr} - ${m.except.join(',')}`;
     let hit = this.cidrCache.get(key);

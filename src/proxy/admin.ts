@@ -16,6 +16,7 @@ import type { ProxyMetrics } from './metrics.js';
 import type { RecordQueue } from './records.js';
 import type { ListenerPorts, ProxyServer } from './server.js';
 import { parseSnapshot } from './snapshot.js';
+import { parseGatewaySnapshot, type GatewayServer } from './gateway/server.js';
 
 export interface ProxyStatus {
   pid: number;
@@ -50,6 +51,8 @@ export interface AdminContext {
   metrics: ProxyMetrics;
   records: RecordQueue;
   accessLog?: { path: string; stats(): { lines: number; errors: number; rotations: number } };
+  /** The Gateway data plane (north-south listeners on the Gateways' addresses). */
+  gateway?: GatewayServer;
 }
 
 const maxBody = 64 << 20;
@@ -82,7 +85,20 @@ function portsOf(v: unknown): ListenerPorts {
     throw new WeirError('ERR_PROXY_LISTENERS', 'listeners must be {ingress, egress}: two different ports', {
       location: { field: 'listeners' },
     });
-  return { ingress: p.ingress as number, egress: p.egress as number };
+  if (p.dns !== undefined && (!ok(p.dns) || p.dns === p.ingress || p.dns === p.egress))
+    throw new WeirError('ERR_PROXY_LISTENERS', 'listeners.dns must be a port of its own', {
+      location: { field: 'listeners.dns' },
+    });
+  if (p.dnsRejectCode !== undefined && p.dnsRejectCode !== 'refused' && p.dnsRejectCode !== 'nameError')
+    throw new WeirError('ERR_PROXY_LISTENERS', "listeners.dnsRejectCode must be 'refused' or 'nameError'", {
+      location: { field: 'listeners.dnsRejectCode' },
+    });
+  return {
+    ingress: p.ingress as number,
+    egress: p.egress as number,
+    ...(p.dns !== undefined ? { dns: p.dns } : {}),
+    ...(p.dnsRejectCode !== undefined ? { dnsRejectCode: p.dnsRejectCode } : {}),
+  };
 }
 
 export async function status(c: AdminContext): Promise<ProxyStatus> {
@@ -142,6 +158,20 @@ async function route(c: AdminContext, req: IncomingMessage, res: ServerResponse)
     c.server.snapshots.apply(snapshot);
     await c.server.listen(listeners);
     return send(res, 200, { version: snapshot.version });
+  }
+  if (method === 'PUT' && path === '/v1/gateway') {
+    if (!c.gateway) throw new WeirError('ERR_PROXY_NOT_FOUND', 'this proxy runs no gateway');
+    const snapshot = parseGatewaySnapshot((await readJson(req)) as unknown);
+    await c.gateway.apply(snapshot);
+    return send(res, 200, { version: snapshot.version, listening: c.gateway.listening() });
+  }
+  if (method === 'GET' && path === '/v1/gateway') {
+    if (!c.gateway) throw new WeirError('ERR_PROXY_NOT_FOUND', 'this proxy runs no gateway');
+    return send(res, 200, {
+      version: c.gateway.version,
+      listening: c.gateway.listening(),
+      stats: c.gateway.stats,
+    });
   }
   if (method === 'GET' && path === '/v1/records') {
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });

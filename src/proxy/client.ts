@@ -4,6 +4,7 @@
 import { request } from 'node:http';
 import { isErrorCode } from '../shared/error-codes.js';
 import { WeirError } from '../shared/errors.js';
+import type { GatewaySnapshot } from './gateway/server.js';
 import type { ProxySnapshot } from '../policy/l7/types.js';
 import type { ProxyStatus } from './admin.js';
 import type { RecordLine } from './records.js';
@@ -29,6 +30,11 @@ export class ProxyClient {
   async push(snapshot: ProxySnapshot, listeners: ListenerPorts): Promise<number> {
     const r = await this.#json<{ version: number }>('PUT', '/v1/snapshot', { snapshot, listeners });
     return r.version;
+  }
+
+  /** Pushes the Gateway data plane's snapshot; resolves with the addresses it listens on. */
+  async pushGateway(snapshot: GatewaySnapshot): Promise<{ version: number; listening: string[] }> {
+    return this.#json<{ version: number; listening: string[] }>('PUT', '/v1/gateway', snapshot);
   }
 
   metrics(): Promise<string> {

@@ -3,7 +3,8 @@
 // agent adopts it through its pid file and admin socket. It listens only once the agent has sent
 // it the first L7 policy snapshot (until then redirected connections fail closed in the datapath).
 import { rmSync, writeFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { request, type Server } from 'node:http';
+import { agentSocket } from '../agent/paths.js';
 import { pino } from 'pino';
 import { BpfMap } from '../bpf/index.js';
 import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
@@ -15,8 +16,37 @@ import { ProxyMetrics } from './metrics.js';
 import { proxyAccessLogFile, proxyPidFile, proxySocket, proxyTitle } from './paths.js';
 import { RecordQueue } from './records.js';
 import { ProxyServer } from './server.js';
+import { GatewayServer } from './gateway/server.js';
 
 const IDENTITY_WORLD = 2;
+
+/** POST a JSON body to a unix-socket HTTP API; rejects on a non-2xx answer or after `timeoutMs`. */
+function postJson(socketPath: string, path: string, body: unknown, timeoutMs: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = request(
+      {
+        socketPath,
+        path,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        timeout: timeoutMs,
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => {
+          if ((res.statusCode ?? 500) >= 300) reject(new Error(`${path}: ${res.statusCode} ${text}`));
+          else resolve(text ? JSON.parse(text) : undefined);
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`${path}: no answer in ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
 
 export interface ProxyOptions {
   lab: string;
@@ -49,6 +79,22 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     records,
     log,
     onAccess: (a) => accessLog.write(a),
+    // toFQDNs: the agent puts an answer's addresses in force before the pod gets the answer.
+    beforeRelease: async ({ endpointId, name, answer }) => {
+      const answers = (answer.answers ?? [])
+        .filter((a) => a.type === 'A' || a.type === 'AAAA')
+        .map((a) => ({ ip: String((a as { data: unknown }).data), ttl: (a as { ttl?: number }).ttl ?? 0 }));
+      if (answers.length === 0) return;
+      await postJson(agentSocket(o.lab), '/v1/fqdn/learn', { endpointId, name, answers }, 5000);
+    },
+  });
+  const gateway = new GatewayServer({
+    log,
+    onRecord: (r) => {
+      metrics.records.inc();
+      metrics.countRecord(r);
+      records.push(r);
+    },
   });
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
@@ -61,6 +107,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     metrics,
     records,
     accessLog,
+    gateway,
   });
   writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
   log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
@@ -77,6 +124,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   admin.closeAllConnections();
   admin.close();
   await server.close();
+  await gateway.close();
   accessLog.close();
   ipcacheMap.close();
   process.exit(0);

@@ -67,6 +67,13 @@ export class ProxyMetrics {
       this.accessLogLines.inc({ outcome: 'rotated' }, a.rotations);
     },
   });
+  /** The DNS proxy's queries by outcome (received, forwarded, denied, malformed, overload, ...). */
+  readonly dns = new Counter({
+    name: 'weir_proxy_dns_queries_total',
+    help: "DNS proxy queries by outcome: received, forwarded, denied (REFUSED), malformed (FORMERR or dropped), unresolved (no endpoint or port: dropped), overload (the endpoint's in-flight cap: dropped), upstream_error (SERVFAIL), learn_error, reply_error",
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly records = new Counter({
     name: 'weir_proxy_l7_records_total',
     help: 'L7 records (requests, responses) the protocol handlers emitted',

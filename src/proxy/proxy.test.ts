@@ -215,9 +215,9 @@ describe('L7 records become flows', () => {
 });
 
 describe('the proxy port range', () => {
-  it('gives the first two ports; bad ranges are refused', () => {
-    assert.deepEqual(proxyPortsOf('10000-20000'), { ingress: 10000, egress: 10001 });
-    for (const bad of ['10000', '20000-10000', '80-90', '10000-10000', '10000-70000'])
+  it('gives the first three ports (HTTP ingress, HTTP egress, DNS); bad ranges are refused', () => {
+    assert.deepEqual(proxyPortsOf('10000-20000'), { ingress: 10000, egress: 10001, dns: 10002 });
+    for (const bad of ['10000', '20000-10000', '80-90', '10000-10000', '10000-10001', '10000-70000'])
       assert.throws(() => proxyPortsOf(bad), { code: 'ERR_AGENT_CONFIG' }, bad);
   });
 });

@@ -12,6 +12,7 @@ import { Socket, createServer, type Server } from 'node:net';
 import type { Logger } from 'pino';
 import { ProxyMark } from '../datapath/proxy-marks.js';
 import { WeirError } from '../shared/errors.js';
+import { DnsProxy, type DnsProxyOptions, type RejectCode } from './dns/proxy.js';
 import type { HandlerFactory, ProtocolHandler } from './handler.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { RecordQueue } from './records.js';
@@ -25,6 +26,10 @@ export type Direction = 'ingress' | 'egress';
 export interface ListenerPorts {
   ingress: number;
   egress: number;
+  /** The DNS proxy (UDP and TCP); absent: none. */
+  dns?: number;
+  /** What a denied DNS query is answered (Cilium's --tofqdns-dns-reject-response-code). */
+  dnsRejectCode?: RejectCode;
 }
 
 /** How long an upstream connection may take to connect (Envoy's cluster connect_timeout). */
@@ -40,6 +45,8 @@ export interface ProxyServerOptions {
   log: Logger;
   /** One entry per finished request (the access log). */
   onAccess?(a: AccessRecord): void;
+  /** toFQDNs: called with every allowed DNS answer before it is released (see dns/proxy.ts). */
+  beforeRelease?: DnsProxyOptions['beforeRelease'];
 }
 
 interface Listening {
@@ -55,9 +62,21 @@ export class ProxyServer {
   /** "ip|port" of every accepted connection's client: an upstream never takes one (see below). */
   readonly #clients = new Map<string, number>();
   readonly #active = { ingress: 0, egress: 0 };
+  readonly dns: DnsProxy;
 
   constructor(o: ProxyServerOptions) {
     this.#o = o;
+    this.dns = new DnsProxy({
+      snapshots: this.snapshots,
+      identityOf: o.identityOf,
+      metrics: o.metrics,
+      log: o.log,
+      onRecord: (r: L7Record) => {
+        o.metrics.records.inc();
+        o.records.push(r);
+      },
+      ...(o.beforeRelease ? { beforeRelease: o.beforeRelease } : {}),
+    });
     this.#handler = o.http({
       connector: (conn) => this.connect(conn),
       onRecord: (r: L7Record) => {
@@ -71,7 +90,10 @@ export class ProxyServer {
 
   /** Listener ports now, by direction. */
   ports(): Partial<ListenerPorts> {
-    return Object.fromEntries([...this.#listening].map(([d, l]) => [d, l.port]));
+    return {
+      ...Object.fromEntries([...this.#listening].map(([d, l]) => [d, l.port])),
+      ...(this.dns.port ? { dns: this.dns.port, dnsRejectCode: this.dns.rejectCode } : {}),
+    };
   }
 
   active(): { ingress: number; egress: number } {
@@ -92,6 +114,8 @@ export class ProxyServer {
       if (have) for (const s of have.servers) s.close();
       this.#o.log.info({ direction, port: want }, 'listening');
     }
+    if (ports.dnsRejectCode) this.dns.rejectCode = ports.dnsRejectCode;
+    if (ports.dns) await this.dns.listen(ports.dns);
   }
 
   async #open(direction: Direction, port: number): Promise<Server[]> {
@@ -215,6 +239,7 @@ export class ProxyServer {
   async close(): Promise<void> {
     for (const l of this.#listening.values()) for (const s of l.servers) s.close();
     this.#listening.clear();
+    await this.dns.close();
     await this.#handler.close();
   }
 }

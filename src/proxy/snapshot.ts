@@ -26,15 +26,20 @@ const httpRule = z
 const port = z.number().int().min(1).max(65535);
 const portPolicy = z
   .object({
-    protocol: z.literal('TCP'),
+    protocol: z.enum(['TCP', 'UDP']),
     port,
-    parser: z.literal('http'),
+    parser: z.enum(['http', 'dns']),
     proxyPort: port,
     ruleSets: z.array(
       z
         .object({
           identities: z.array(z.number().int().nonnegative()).optional(),
           http: z.array(httpRule).optional(),
+          dns: z
+            .array(
+              z.object({ matchName: z.string().optional(), matchPattern: z.string().optional() }).strict(),
+            )
+            .optional(),
           origin: z
             .object({
               kind: z.enum(['CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy']),
@@ -103,8 +108,8 @@ export class SnapshotStore {
     const ports = new Map<string, PortL7Policy>();
     for (const ep of s.endpoints) {
       for (const ip of ep.ips) byIp.set(ip, ep);
-      for (const p of ep.ingress) ports.set(`${ep.endpointId}/ingress/${p.port}`, p);
-      for (const p of ep.egress) ports.set(`${ep.endpointId}/egress/${p.port}`, p);
+      for (const p of ep.ingress) ports.set(`${ep.endpointId}/ingress/${p.protocol}/${p.port}`, p);
+      for (const p of ep.egress) ports.set(`${ep.endpointId}/egress/${p.protocol}/${p.port}`, p);
     }
     this.#snapshot = s;
     this.#byIp = byIp;
@@ -115,7 +120,12 @@ export class SnapshotStore {
     return this.#byIp.get(ip);
   }
 
-  portPolicy(endpointId: number, direction: 'ingress' | 'egress', port: number): PortL7Policy | undefined {
-    return this.#ports.get(`${endpointId}/${direction}/${port}`);
+  portPolicy(
+    endpointId: number,
+    direction: 'ingress' | 'egress',
+    port: number,
+    protocol: 'TCP' | 'UDP' = 'TCP',
+  ): PortL7Policy | undefined {
+    return this.#ports.get(`${endpointId}/${direction}/${protocol}/${port}`);
   }
 }

@@ -58,12 +58,30 @@ export interface L7Record {
     /** Selected headers (never credentials: authorization, cookie, proxy-authorization are redacted). */
     headers: { key: string; value: string }[];
   };
+  /** The transport of the proxied traffic (absent: TCP). */
+  transport?: 'TCP' | 'UDP';
+  /** DNS queries and answers (the DNS proxy): Hubble's Flow.l7.dns. */
+  dns?: {
+    /** The query name as asked, with the trailing dot. */
+    query: string;
+    qtypes: string[];
+    /** Responses. */
+    rcode?: string;
+    ips?: string[];
+    /** The smallest TTL of the answer's records. */
+    ttl?: number;
+    rrtypes?: string[];
+  };
   /** Responses: time from the request's first byte to the response's headers. */
   latencyNs?: number;
   /** The rule that allowed the request, or the port's policy that denied it. */
   policy?: L7RuleOrigin;
   /** Why it was denied or failed, machine-readable ('l7_policy_denied', 'upstream_reset', ...). */
   detail?: string;
+  /** Gateway API: the route rule that served the request. */
+  route?: { kind: string; namespace: string; name: string; rule: number; ruleName?: string };
+  /** Gateway API: the backend chosen ("ns/name:port"). */
+  backend?: string;
 }
 
 /**

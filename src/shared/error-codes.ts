@@ -50,6 +50,7 @@ export const errorCodes = {
   ERR_BENCH_BASELINE: {
     meaning: "a benchmark's no-policy baseline is not raw (tc filters or rules present)",
   },
+  ERR_BENCH_DNS: { meaning: 'dnsperf or a timed lookup of the DNS benchmark failed' },
   ERR_BENCH_IPTABLES: { meaning: 'the iptables comparison did not install the expected rules' },
   ERR_BENCH_OUTPUT: { meaning: 'a benchmark client reported fewer measurements than it was asked for' },
   ERR_BENCH_PEER: { meaning: 'a benchmark peer (nginx, haproxy …) exited or did not listen in time' },
@@ -116,6 +117,16 @@ export const errorCodes = {
   ERR_DOC_SECTION: { meaning: 'a generated section of a doc file is missing its begin/end markers' },
   ERR_EXEC_EMPTY: { meaning: 'an external command was run with an empty argv' },
   ERR_EXEC_FAILED: { meaning: 'an external command (ip, nsenter, mount …) failed or timed out', http: 500 },
+  ERR_GATEWAY_ADDRESS_EXHAUSTED: {
+    meaning: 'the gateway address range (198.51.100.0/24) has no free address',
+  },
+  ERR_GATEWAY_NOT_FOUND: {
+    meaning: 'weir route trace names a Gateway, listener port or Service that routes nothing',
+  },
+  ERR_GATEWAY_UNSUPPORTED: {
+    meaning:
+      "a Gateway API field or filter that weir's gateway controller does not implement (refused by name)",
+  },
   ERR_IDENTITY_EXHAUSTED: { meaning: 'no free numeric identity is left in its range' },
   ERR_IDENTITY_STATE: { meaning: "the identity allocator's persisted state has an unknown format" },
   ERR_IDENTITY_UNKNOWN: { meaning: 'an identity was released that is not allocated' },

@@ -259,7 +259,12 @@ describe('L7 on demand: the datapath redirects exactly the connections whose pol
     assert.equal(s.running, true);
     assert.ok(s.pid && proxyPid(LAB) === s.pid, 'the proxy runs under its pid file');
     assert.equal(s.ackedVersion, s.desiredVersion, 'the proxy acknowledged the version sent');
-    assert.deepEqual(s.proxy?.listeners, { ingress: 10000, egress: 10001 });
+    assert.deepEqual(s.proxy?.listeners, {
+      ingress: 10000,
+      egress: 10001,
+      dns: 10002,
+      dnsRejectCode: 'refused',
+    });
     assert.equal(s.endpoints, 1);
     const trace = await ok(
       ['policy', 'trace', '--from', 'app/client', '--to', 'app/server', '--port', '80/TCP', '--datapath'],

@@ -7,11 +7,12 @@ import { runCases, type CaseReport, type ProberFactory, type RunReport } from '.
 import { simulateProberFactory } from '../../conformance/simulate.js';
 import { WeirError } from '../../shared/errors.js';
 import { progress } from './lab.js';
+import { runGatewayCommand } from './conformance-gateway.js';
 import { join } from 'node:path';
 import { conformanceDir } from '../../shared/paths.js';
 
 /** The corpora under conformance/ that `--suite` names. */
-export const conformanceSuites = ['netpol', 'cnp', 'l7'];
+export const conformanceSuites = ['netpol', 'cnp', 'l7', 'gateway-api'];
 
 let registeredDatapathProber: ProberFactory | undefined;
 
@@ -146,8 +147,10 @@ export function conformanceCommand(): Command {
     .addOption(
       new Option('-o, --output <format>', 'text or json').choices(['text', 'json', 'table']).default('text'),
     )
+    .option('--only <ids...>', 'gateway-api: only these case ids')
     .action(
       async (o: {
+        only?: string[];
         cases?: string;
         suite?: string;
         mode: string;
@@ -156,6 +159,10 @@ export function conformanceCommand(): Command {
         socketLb: string;
         hostRouting: HostRouting;
       }) => {
+        // The Gateway API corpus has its own runner (a topology and an echo contract); --cases may
+        // point at a copy of it.
+        if (o.suite === 'gateway-api')
+          return runGatewayCommand({ ...o, cases: o.cases ?? join(conformanceDir, 'gateway-api') });
         // The labs of datapath mode are removed on the way out, also when interrupted.
         const onSignal = (signal: NodeJS.Signals) => {
           progress(`${signal}: removing the conformance labs`);

@@ -9,6 +9,7 @@ import { WeirError } from '../../shared/errors.js';
 import { labOption, outputOption } from './lab.js';
 import { notFound, pick, printResult, type Column, type OutputFormat } from '../output.js';
 import { getServices } from './service.js';
+import type { GatewayView } from '../../gateway/stored.js';
 
 const labelText = (l: Record<string, string>) =>
   Object.entries(l)
@@ -19,7 +20,19 @@ const resources = {
   pods: ['pods', 'pod', 'po'],
   namespaces: ['namespaces', 'namespace', 'ns'],
   services: ['services', 'service', 'svc'],
+  gatewayclasses: ['gatewayclasses', 'gatewayclass', 'gc'],
+  gateways: ['gateways', 'gateway', 'gtw'],
+  httproutes: ['httproutes', 'httproute'],
+  grpcroutes: ['grpcroutes', 'grpcroute'],
+  referencegrants: ['referencegrants', 'referencegrant', 'refgrant'],
 } as const;
+const gatewayKindOf: Partial<Record<Resource, string>> = {
+  gatewayclasses: 'GatewayClass',
+  gateways: 'Gateway',
+  httproutes: 'HTTPRoute',
+  grpcroutes: 'GRPCRoute',
+  referencegrants: 'ReferenceGrant',
+};
 type Resource = keyof typeof resources;
 
 /** 'po' -> 'pods'; kubectl's TYPE/NAME form gives the name too. */
@@ -31,7 +44,7 @@ export function parseResource(arg: string, name?: string): { resource: Resource;
   if (!resource || extra.length > 0 || inline === '')
     throw new WeirError(
       'ERR_CLI_ARGUMENT',
-      `unknown resource '${arg}' (pods, namespaces or services, optionally TYPE/NAME)`,
+      `unknown resource '${arg}' (pods, namespaces, services, gatewayclasses, gateways, httproutes, grpcroutes or referencegrants, optionally TYPE/NAME)`,
       { location: { field: 'resource' } },
     );
   if (inline !== undefined && name !== undefined)
@@ -71,6 +84,29 @@ export function getCommand(): Command {
           { location: { field: '--all-namespaces' } },
         );
       const client = agentClient(o.lab);
+      const gatewayKind = gatewayKindOf[resource];
+      if (gatewayKind) {
+        const v = await client.call<GatewayView>('GET', '/v1/gateway');
+        const ns = gatewayKind === 'GatewayClass' ? undefined : o.allNamespaces ? undefined : o.namespace;
+        const items = v.objects.filter(
+          (x) => x.kind === gatewayKind && (ns === undefined || x.namespace === ns),
+        );
+        const { rows, data } = pick(
+          items,
+          name,
+          (x) => x.name,
+          (x) => x.object,
+          () => notFound(resource, name ?? '', ns),
+        );
+        printResult(o.output, data, rows, [
+          ...(ns === undefined && gatewayKind !== 'GatewayClass'
+            ? [{ header: 'namespace', get: (x: (typeof items)[number]) => x.namespace }]
+            : []),
+          { header: 'name', get: (x) => x.name },
+          { header: 'status', get: (x) => gatewayStatusText(x.object) },
+        ]);
+        return;
+      }
       const podsOf = async (ns?: string) =>
         (
           await client.call<{ items: PodInfo[] }>(
@@ -133,6 +169,35 @@ export function getCommand(): Command {
         await getServices(o.lab, namespace, o.output, name);
       }
     });
+}
+
+/** A Gateway API object's status in a word: its Programmed/Accepted conditions, or its parents'. */
+function gatewayStatusText(o: unknown): string {
+  const st = (
+    o as {
+      status?: {
+        conditions?: { type: string; status: string }[];
+        parents?: { conditions: { type: string; status: string; reason: string }[] }[];
+        addresses?: { value: string }[];
+      };
+    }
+  ).status;
+  if (!st) return '';
+  if (st.parents)
+    return (
+      st.parents
+        .map(
+          (p) =>
+            p.conditions
+              .filter((c) => c.status !== 'True')
+              .map((c) => `${c.type}=${c.status}(${c.reason})`)
+              .join(',') || 'Accepted',
+        )
+        .join(' ') || '<no parent of weir>'
+    );
+  const prog =
+    st.conditions?.find((c) => c.type === 'Programmed') ?? st.conditions?.find((c) => c.type === 'Accepted');
+  return `${prog ? `${prog.type}=${prog.status}` : ''}${st.addresses?.[0] ? ` ${st.addresses[0].value}` : ''}`;
 }
 
 /** kubectl's STATUS column: Running (and ready), Pending, or why not. */

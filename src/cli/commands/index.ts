@@ -6,6 +6,7 @@ import { applyCommand } from './apply.js';
 import { cniCommand } from './cni.js';
 import { registerConformanceCommands } from './conformance.js';
 import { deleteCommand } from './delete.js';
+import { gatewayCommand, routeCommand } from './gateway.js';
 import { getCommand } from './get.js';
 import { registerInspectCommands } from './inspect.js';
 import { labCommand } from './lab.js';
@@ -29,5 +30,7 @@ export function registerCommands(program: Command): void {
   program.addCommand(observeCommand());
   program.addCommand(uiCommand());
   program.addCommand(proxyCommand());
+  program.addCommand(gatewayCommand());
+  program.addCommand(routeCommand());
   program.addCommand(cniCommand());
 }

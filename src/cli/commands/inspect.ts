@@ -3,10 +3,12 @@
 import type { Command } from 'commander';
 import { bpfCommand } from './bpf.js';
 import { endpointCommand } from './endpoint.js';
+import { fqdnCommand } from './fqdn.js';
 import { identityCommand } from './identity.js';
 
 export function registerInspectCommands(program: Command): void {
   program.addCommand(endpointCommand());
   program.addCommand(identityCommand());
+  program.addCommand(fqdnCommand());
   program.addCommand(bpfCommand());
 }

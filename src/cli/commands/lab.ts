@@ -19,6 +19,7 @@ import { startAgent, stopAgent } from '../../agent/spawn.js';
 import type { PodInfo } from '../../cluster/objects.js';
 import { stopProxy } from '../../agent/proxy-manager.js';
 import { addSettingOptions, givenSettings } from './agent.js';
+import { clusterDnsObjects } from '../../dns/addon.js';
 
 export const progress = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -43,10 +44,17 @@ export function labCommand(): Command {
     .description('create the lab (or complete it; running it twice is fine)')
     .option('-f, --file <lab.yaml>', 'lab spec (default: one node, 10.244.0.0/24, no externals)')
     .addOption(new Option('--lab <name>', 'lab name (default: the spec name, else env WEIR_LAB or lab)'))
-    .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)');
+    .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)')
+    .option(
+      '--cluster-dns',
+      'run the cluster DNS (pod kube-system/coredns, Service kube-dns); the default when the spec has a dns section',
+    )
+    .option('--no-cluster-dns', 'do not run the cluster DNS, even with a dns section in the spec');
   // Every `weir agent run` setting, handed to the agent it starts.
   addSettingOptions(up).action(
-    async (o: { file?: string; lab?: string; agent?: boolean } & Record<string, unknown>) => {
+    async (
+      o: { file?: string; lab?: string; agent?: boolean; clusterDns?: boolean } & Record<string, unknown>,
+    ) => {
       const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
       const name = o.lab ?? (o.file ? spec.name : defaultLabName());
       const lab = await Lab.open(name);
@@ -54,6 +62,9 @@ export function labCommand(): Command {
       if (o.agent === false) return;
       // The agent opens the node's Store and puts what it holds in force (pods included).
       const pid = await startAgent({ lab: name, nodeNetns: nodeOf(cfg).netns, settings: givenSettings(o) });
+      // The cluster DNS add-on, through the API like any other object (kept as is when present).
+      if (o.clusterDns ?? spec.dns !== undefined)
+        await agentClient(name).call('POST', '/v1/apply', { objects: clusterDnsObjects() });
       const pods = (await agentClient(name).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
       progress(`agent running (pid ${pid}), ${pods.length} pod(s)`);
     },

@@ -49,6 +49,7 @@ const FLAG_HELP: Record<FilterFlag, string> = {
   'http-path': "L7 flows whose URL path matches this regex (RE2, unanchored, e.g. '^/api/')",
   'http-url': 'L7 flows whose whole URL matches this regex',
   'http-header': 'L7 flows carrying this header, name:value',
+  'dns-query': 'DNS flows whose query name matches this RE2 regular expression (e.g. "example\\.com")',
 };
 const SHORT: Partial<Record<FilterFlag, string>> = { namespace: '-n', label: '-l', type: '-t' };
 

@@ -124,6 +124,14 @@ export function traceText(r: TraceResult, http?: TraceHttpRequest): string {
     else if (http && d.verdict === 'allowed' && !d.proxyPort)
       lines.push('          HTTP: not inspected here (no L7 rules on this port for this peer)');
   }
+  for (const f of r.fqdn ?? [])
+    lines.push(
+      `  fqdn: ${r.to.name} was learned for ${f.name}. from a DNS answer` +
+        (f.endpointId !== undefined ? ` to endpoint ${f.endpointId}` : '') +
+        (f.ttl !== undefined ? ` (TTL ${f.ttl} s)` : '') +
+        (f.expiresAt !== undefined ? `, expires ${new Date(f.expiresAt).toISOString()}` : '') +
+        ' (toFQDNs selects it by this name)',
+    );
   return lines.join('\n') + '\n';
 }
 

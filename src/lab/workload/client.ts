@@ -104,3 +104,8 @@ export async function ping(socketPath: string, timeoutMs = 1000): Promise<boolea
     return false;
   }
 }
+
+/** Sends any JSON-lines request (the pod host's ops) and returns its answer as `R`. */
+export async function call<R>(socketPath: string, req: { op: string }, timeoutMs: number): Promise<R> {
+  return (await request(socketPath, req as unknown as ControlRequest, timeoutMs)) as unknown as R;
+}

@@ -2,73 +2,32 @@
 // serves every declared port (TCP: HTTP 200 naming the pod, or echo; UDP: echo) and answers
 // control requests (ping, probe) on a unix socket in the lab's state directory.
 import { writeFileSync, rmSync } from 'node:fs';
+import { DnsServer } from '../../dns/server.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
+import { createServer, connect, isIPv6, type Server } from 'node:net';
 import { createInterface } from 'node:readline';
-import {
-  REQUEST_ECHO_HEADER,
-  type ControlReply,
-  type ControlRequest,
-  type HttpProbeRequest,
-  type ProbeResult,
-  type RequestEcho,
-  type WorkloadConfig,
+import { httpRequestBytes, readHttpAnswer } from './http-answer.js';
+import type {
+  ControlReply,
+  ControlRequest,
+  HttpProbeRequest,
+  ProbeResult,
+  WorkloadConfig,
 } from './protocol.js';
+import { serveTcpConnection } from './serve.js';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as WorkloadConfig;
 const log = (msg: string) => process.stdout.write(`${new Date().toISOString()} ${cfg.name}: ${msg}\n`);
-const httpRequestLine = /^[A-Z]{3,7} \S+ HTTP\/1\.[01]\r?\n/;
 const maxProbeMs = 30_000;
 
 // Join the pod's cgroup first, so every socket below belongs to it.
 if (cfg.cgroup) writeFileSync(`${cfg.cgroup}/cgroup.procs`, String(process.pid));
 
-function serveTcpConnection(sock: Socket): void {
-  let head = Buffer.alloc(0);
-  let mode: 'sniff' | 'echo' | 'http' = 'sniff';
-  sock.on('error', () => sock.destroy());
-  sock.on('data', (chunk: Buffer) => {
-    if (mode === 'echo') return void sock.write(chunk);
-    if (mode === 'http') return;
-    head = Buffer.concat([head, chunk]);
-    const text = head.toString('latin1');
-    const firstLine = text.indexOf('\n');
-    if (firstLine < 0 && head.length < 64 && /^[A-Z]{0,7}( |$)/.test(text)) return; // wait for more
-    if (!httpRequestLine.test(text)) {
-      mode = 'echo';
-      return void sock.write(head);
-    }
-    if (!text.includes('\r\n\r\n') && !text.includes('\n\n')) return;
-    mode = 'http';
-    const body = `${cfg.name}\n`;
-    const echo = Buffer.from(JSON.stringify(requestEcho(text))).toString('base64url');
-    sock.end(
-      `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `${REQUEST_ECHO_HEADER}: ${echo}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  });
-}
-
-/** The request as this server received it (what L7 conformance calls `upstreamSaw`). */
-function requestEcho(head: string): RequestEcho {
-  const lines = head.slice(0, head.search(/\r?\n\r?\n/)).split(/\r?\n/);
-  const [method = '', path = ''] = (lines[0] ?? '').split(' ');
-  const headers: Record<string, string> = {};
-  for (const line of lines.slice(1)) {
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    const value = line.slice(colon + 1).trim();
-    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
-  }
-  return { method, path, host: headers.host ?? '', headers };
-}
-
 /** Listens on :: (dual stack), or 0.0.0.0 when the netns has IPv6 off. */
 function listenTcp(port: number): Promise<Server> {
   const attempt = (host: string) =>
     new Promise<Server>((resolve, reject) => {
-      const srv = createServer(serveTcpConnection);
+      const srv = createServer((sock) => serveTcpConnection(sock, cfg.name));
       srv.once('error', reject);
       srv.listen({ port, host, ipv6Only: false }, () => resolve(srv));
     });
@@ -119,10 +78,7 @@ function probeTcp(ip: string, port: number, timeoutMs: number, http: boolean): P
   });
 }
 
-/**
- * One HTTP/1.1 request on a new connection, the answer read by its framing (Content-Length,
- * chunked, or the end of the connection): a proxy answering 403 keeps the connection open.
- */
+/** One HTTP/1.1 request on a new connection, the answer read by its framing (http-answer.ts). */
 function probeHttp(ip: string, port: number, timeoutMs: number, req: HttpProbeRequest): Promise<ProbeResult> {
   const start = process.hrtime.bigint();
   return new Promise((resolve) => {
@@ -143,45 +99,11 @@ function probeHttp(ip: string, port: number, timeoutMs: number, req: HttpProbeRe
       connected = true;
       clearTimeout(timer);
       timer = setTimeout(() => done({ ok: false, error: 'ERESPONSETIMEOUT' }), req.responseTimeoutMs ?? 5000);
-      const fields = [`Host: ${req.host}`, ...req.headers.map(([n, v]) => `${n}: ${v}`)];
-      sock.write(`${req.method} ${req.path} HTTP/1.1\r\n${fields.map((f) => f + '\r\n').join('')}\r\n`);
+      sock.write(httpRequestBytes(req));
     });
     const parse = (ended: boolean) => {
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return ended ? done({ ok: false, error: 'EBADRESPONSE' }) : undefined;
-      const head = buf.subarray(0, end).toString('latin1').split('\r\n');
-      const status = /^HTTP\/1\.[01] (\d{3})/.exec(head[0] ?? '');
-      if (!status) return done({ ok: false, error: 'EBADRESPONSE' });
-      const field = (name: string) =>
-        head
-          .slice(1)
-          .find((l) => l.toLowerCase().startsWith(name + ':'))
-          ?.slice(name.length + 1)
-          .trim();
-      let body: Buffer = buf.subarray(end + 4);
-      const length = field('content-length');
-      if (length !== undefined) {
-        if (body.length < Number(length)) return ended ? done({ ok: false, error: 'ETRUNCATED' }) : undefined;
-        body = body.subarray(0, Number(length));
-      } else if (/chunked/i.test(field('transfer-encoding') ?? '')) {
-        if (!body.includes('0\r\n\r\n')) return ended ? done({ ok: false, error: 'ETRUNCATED' }) : undefined;
-        body = dechunk(body);
-      } else if (!ended) return;
-      const echoField = field(REQUEST_ECHO_HEADER);
-      let echo: RequestEcho | undefined;
-      try {
-        echo = echoField
-          ? (JSON.parse(Buffer.from(echoField, 'base64url').toString()) as RequestEcho)
-          : undefined;
-      } catch {
-        echo = undefined;
-      }
-      done({
-        ok: true,
-        status: Number(status[1]),
-        body: body.subarray(0, 256).toString(),
-        ...(echo ? { echo } : {}),
-      });
+      const r = readHttpAnswer(buf, ended);
+      if (r) done(r);
     };
     sock.on('data', (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
@@ -189,19 +111,6 @@ function probeHttp(ip: string, port: number, timeoutMs: number, req: HttpProbeRe
     });
     sock.on('end', () => parse(true));
   });
-}
-
-function dechunk(b: Buffer): Buffer {
-  const out: Buffer[] = [];
-  let at = 0;
-  for (;;) {
-    const eol = b.indexOf('\r\n', at);
-    const size = eol < 0 ? 0 : parseInt(b.subarray(at, eol).toString('latin1'), 16);
-    if (!(size > 0)) break;
-    out.push(b.subarray(eol + 2, eol + 2 + size));
-    at = eol + 2 + size + 2;
-  }
-  return Buffer.concat(out);
 }
 
 function probeUdp(ip: string, port: number, timeoutMs: number): Promise<ProbeResult> {
@@ -263,8 +172,17 @@ function serveControl(path: string): Promise<Server> {
   });
 }
 
+/** The cluster DNS server, from the zone file the agent writes. */
+async function serveDns(zoneFile: string): Promise<void> {
+  const server = new DnsServer();
+  server.followZoneFile(zoneFile, log);
+  await server.listen(53);
+}
+
+const dnsPort = (p: { port: number }) => cfg.dns !== undefined && p.port === 53;
+if (cfg.dns) await serveDns(cfg.dns.zoneFile);
 // Serve the ports first: a workload answering ping is ready to take traffic.
-for (const p of cfg.ports) {
+for (const p of cfg.ports.filter((x) => !dnsPort(x))) {
   if (p.protocol === 'TCP') await listenTcp(p.port);
   else if (p.protocol === 'UDP') await listenUdp(p.port);
 }

@@ -78,4 +78,9 @@ export interface WorkloadConfig {
   /** cgroup v2 directory to join before opening any socket. */
   cgroup?: string;
   ports: { port: number; protocol: ProbeProtocol }[];
+  /**
+   * The lab's cluster DNS server (pod kube-system/coredns): serves DNS on 53/UDP and 53/TCP from
+   * the zone file the node's agent writes (reloaded when it changes) instead of echoing there.
+   */
+  dns?: { zoneFile: string };
 }

@@ -6,7 +6,7 @@ import { l7RegexProblem } from '../l7/regex.js';
 import { Checker, type Path, type PolicyLocation } from './check.js';
 import { parseCIDRMatch, parseMetadata, parsePort } from './common.js';
 import { parseSelector, type SelectorOptions } from './selector.js';
-import type { HeaderMatch, HttpRule } from '../l7/types.js';
+import type { DnsRule, HeaderMatch, HttpRule } from '../l7/types.js';
 import {
   entities,
   type CiliumPeerRule,
@@ -126,12 +126,15 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
   const deny = section.endsWith('Deny');
   const d = ingress ? 'from' : 'to';
   const known = [`${d}Endpoints`, `${d}Entities`, `${d}CIDR`, `${d}CIDRSet`, 'toPorts'];
+  // toFQDNs: egress allows only (Cilium: deny policies do not support it).
+  if (!ingress && !deny) known.splice(4, 0, 'toFQDNs');
   const unsupported = [`${d}Requires`, `${d}Nodes`, `${d}Groups`, 'icmps'];
   if (!deny) unsupported.push('authentication');
-  if (!ingress) unsupported.push('toServices', 'toFQDNs');
+  if (!ingress) unsupported.push('toServices');
+  if (!ingress && deny) unsupported.push('toFQDNs');
   const obj = c.object(value ?? {}, path, known, { unsupported, what: `an ${section} rule` });
   if (!obj) return undefined;
-  const present = known.slice(0, 4).filter((k) => obj[k] !== undefined && obj[k] !== null);
+  const present = known.filter((k) => k !== 'toPorts' && obj[k] !== undefined && obj[k] !== null);
   if (present.length > 1) {
     c.fail(
       'ERR_POLICY_RULE_INVALID',
@@ -167,6 +170,15 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
       }
     });
   }
+  const fqdns = ingress || deny ? undefined : c.array(obj.toFQDNs, [...path, 'toFQDNs']);
+  if (fqdns) {
+    rule.fqdns = [];
+    fqdns.forEach((f, i) => {
+      const r = parseDnsRule(c, f ?? {}, [...path, 'toFQDNs', i]);
+      if (r) rule.fqdns?.push(r);
+      else ok = false;
+    });
+  }
   const cidrs = c.array(obj[`${d}CIDR`], [...path, `${d}CIDR`]);
   if (cidrs) {
     rule.cidrs = [];
@@ -200,6 +212,7 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
         what: 'a port rule',
       });
       let http: HttpRule[] | undefined;
+      let dns: DnsRule[] | undefined;
       if (po?.rules !== undefined && po.rules !== null) {
         if (deny) {
           c.fail('ERR_POLICY_L7_UNSUPPORTED', [...p, 'rules'], 'deny rules cannot carry L7 rules');
@@ -207,17 +220,30 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
         } else {
           const parsed = parseL7Rules(c, po.rules, [...p, 'rules']);
           if (parsed === null) ok = false;
-          else http = parsed;
+          else {
+            http = parsed?.http;
+            dns = parsed?.dns;
+          }
+          if (dns && ingress) {
+            c.fail(
+              'ERR_POLICY_L7_UNSUPPORTED',
+              [...p, 'rules', 'dns'],
+              "DNS rules apply to egress (the DNS proxy sees the pod's own lookups); move them to egress",
+            );
+            ok = false;
+          }
         }
       }
       const list = c.array(po?.ports, [...p, 'ports']) ?? [];
       // A port rule without ports matches every port.
       if (list.length === 0) {
-        if (http) {
+        if (http || dns) {
           c.fail(
             'ERR_POLICY_L7_INVALID',
             [...p, 'ports'],
-            'HTTP rules need the port they apply to: list it in ports (TCP, an exact or named port)',
+            http
+              ? 'HTTP rules need the port they apply to: list it in ports (TCP, an exact or named port)'
+              : 'DNS rules need the port they apply to: list it in ports (53, UDP, TCP or ANY)',
           );
           ok = false;
         }
@@ -227,7 +253,8 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
         const m = parsePort(c, pp, [...p, 'ports', j], 'cilium');
         if (!m) ok = false;
         else if (http && !l7PortOk(c, m, [...p, 'ports', j])) ok = false;
-        else ports.push(http ? { ...m, http } : m);
+        else if (dns && !dnsPortOk(c, m, [...p, 'ports', j])) ok = false;
+        else ports.push(http ? { ...m, http } : dns ? { ...m, dns } : m);
       });
     });
     rule.ports = ports;
@@ -240,7 +267,11 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
  * not enforce (each refused by name, never ignored). An empty list, or rules without any kind, is
  * no L7 rule at all (Cilium's L7Rules.IsEmpty): undefined, the port rule stays L4 only.
  */
-function parseL7Rules(c: Checker, value: unknown, path: Path): HttpRule[] | undefined | null {
+function parseL7Rules(
+  c: Checker,
+  value: unknown,
+  path: Path,
+): { http?: HttpRule[]; dns?: DnsRule[] } | undefined | null {
   const before = c.problems.length;
   const obj = c.object(value, path, ['http', 'kafka', 'dns', 'l7proto', 'l7'], { what: 'L7 rules' });
   if (!obj) return null;
@@ -248,8 +279,6 @@ function parseL7Rules(c: Checker, value: unknown, path: Path): HttpRule[] | unde
     c.fail('ERR_POLICY_L7_UNSUPPORTED', [...path, field], message);
   if (obj.kafka !== undefined && obj.kafka !== null)
     refuse('kafka', 'Kafka rules are not supported by weir (Cilium deprecated its Kafka parser)');
-  if (obj.dns !== undefined && obj.dns !== null)
-    refuse('dns', 'DNS rules (the DNS proxy, toFQDNs) are not supported by weir yet');
   for (const f of ['l7proto', 'l7'])
     if (obj[f] !== undefined && obj[f] !== null)
       refuse(f, 'generic L7 rules (l7proto, l7) are not supported by weir yet');
@@ -259,8 +288,71 @@ function parseL7Rules(c: Checker, value: unknown, path: Path): HttpRule[] | unde
     const rule = parseHttpRule(c, r ?? {}, [...path, 'http', i]);
     if (rule) rules.push(rule);
   });
+  const dnsList = c.array(obj.dns, [...path, 'dns']);
+  const dns: DnsRule[] = [];
+  dnsList?.forEach((r, i) => {
+    const rule = parseDnsRule(c, r ?? {}, [...path, 'dns', i]);
+    if (rule) dns.push(rule);
+  });
+  if (rules.length > 0 && dns.length > 0)
+    c.fail(
+      'ERR_POLICY_L7_INVALID',
+      path,
+      'one port rule carries one kind of L7 rules: http or dns, not both',
+    );
   if (c.problems.length > before) return null;
-  return rules.length > 0 ? rules : undefined;
+  if (rules.length > 0) return { http: rules };
+  if (dns.length > 0) return { dns };
+  return undefined;
+}
+
+/** A DNS name or pattern: letters, digits, '-', '_', '.', and (patterns) '*'. */
+const dnsMatchName = /^[-a-zA-Z0-9_]+(\.[-a-zA-Z0-9_]+)*\.?$/;
+const dnsMatchPattern = /^(\*\*\.)?[-a-zA-Z0-9_*]+(\.[-a-zA-Z0-9_*]+)*\.?$|^\*$/;
+
+function parseDnsRule(c: Checker, value: unknown, path: Path): DnsRule | undefined {
+  const o = c.object(value, path, ['matchName', 'matchPattern'], { what: 'a DNS rule' });
+  if (!o) return undefined;
+  const name = o.matchName === undefined ? undefined : c.string(o.matchName, [...path, 'matchName']);
+  const pattern =
+    o.matchPattern === undefined ? undefined : c.string(o.matchPattern, [...path, 'matchPattern']);
+  if (!name && !pattern) {
+    c.fail('ERR_POLICY_L7_INVALID', path, 'a DNS rule needs matchName or matchPattern');
+    return undefined;
+  }
+  if (name && !dnsMatchName.test(name)) {
+    c.fail('ERR_POLICY_L7_INVALID', [...path, 'matchName'], `'${name}' is not a DNS name`);
+    return undefined;
+  }
+  if (pattern && !dnsMatchPattern.test(pattern)) {
+    c.fail(
+      'ERR_POLICY_L7_INVALID',
+      [...path, 'matchPattern'],
+      `'${pattern}' is not a DNS name pattern (letters, digits, '-', '_', '.', '*', a leading '**.')`,
+    );
+    return undefined;
+  }
+  return { ...(name ? { matchName: name } : {}), ...(pattern ? { matchPattern: pattern } : {}) };
+}
+
+function dnsPortOk(c: Checker, m: PortMatch, path: Path): boolean {
+  if (m.port === 0 || m.endPort !== undefined || typeof m.port !== 'number') {
+    c.fail(
+      'ERR_POLICY_L7_INVALID',
+      [...path, 'port'],
+      'DNS rules need one exact port number (usually 53), not a range, a name or every port',
+    );
+    return false;
+  }
+  if (m.protocol !== 'UDP' && m.protocol !== 'TCP' && m.protocol !== 'ANY') {
+    c.fail(
+      'ERR_POLICY_L7_INVALID',
+      [...path, 'protocol'],
+      `DNS rules apply to UDP and TCP, not ${m.protocol}`,
+    );
+    return false;
+  }
+  return true;
 }
 
 /** An HTTP header name (RFC 9110 token). */

@@ -1,6 +1,6 @@
 // The policy kinds weir enforces, after validation and defaulting. Validation (network-policy.ts,
 // cilium-policy.ts) turns manifests into these; the engine only ever sees these shapes.
-import type { HttpRule } from '../l7/types.js';
+import type { DnsRule, HttpRule } from '../l7/types.js';
 
 /** One requirement of a label selector. `source` 'any' matches labels of every source. */
 export interface SelectorRequirement {
@@ -28,6 +28,11 @@ export interface PortMatch {
    * port). Undefined: L4 only.
    */
   http?: HttpRule[];
+  /**
+   * CNP `toPorts[].rules.dns` (egress): the port's lookups go through the node's DNS proxy, which
+   * forwards the queries these rules match and answers the others REFUSED. Undefined: L4 only.
+   */
+  dns?: DnsRule[];
 }
 
 export interface CIDRMatch {
@@ -85,6 +90,11 @@ export interface CiliumPeerRule {
   endpoints?: LabelSelector[];
   entities?: Entity[];
   cidrs?: CIDRMatch[];
+  /**
+   * toFQDNs (egress): the addresses the DNS proxy learned for names these selectors match
+   * (matchName / matchPattern, as DNS rules).
+   */
+  fqdns?: DnsRule[];
   /** Undefined = every port (no toPorts). */
   ports?: PortMatch[];
 }

@@ -67,21 +67,23 @@ test('unknown field: code, file, object and field path', () => {
 });
 
 test('real but unsupported fields are rejected by name, never ignored', () => {
-  assert.equal(
-    problem(cnp({ endpointSelector: {}, egress: [{ toFQDNs: [{ matchName: 'a.b' }] }] })).field,
-    'spec.egress[0].toFQDNs',
+  // toFQDNs: egress allows only (deny rules do not support it, as in Cilium).
+  const fqdnDeny = problem(cnp({ endpointSelector: {}, egressDeny: [{ toFQDNs: [{ matchName: 'a.b' }] }] }));
+  assert.equal(fqdnDeny.field, 'spec.egressDeny[0].toFQDNs');
+  assert.equal(fqdnDeny.code, 'ERR_POLICY_FIELD_UNSUPPORTED');
+  const mixed = problem(
+    cnp({ endpointSelector: {}, egress: [{ toFQDNs: [{ matchName: 'a.b' }], toEntities: ['world'] }] }),
   );
-  assert.equal(
-    problem(cnp({ endpointSelector: {}, egress: [{ toFQDNs: [{ matchName: 'a.b' }] }] })).code,
-    'ERR_POLICY_FIELD_UNSUPPORTED',
-  );
+  assert.equal(mixed.code, 'ERR_POLICY_RULE_INVALID');
+  const badName = problem(cnp({ endpointSelector: {}, egress: [{ toFQDNs: [{ matchName: 'a b' }] }] }));
+  assert.equal(badName.field, 'spec.egress[0].toFQDNs[0].matchName');
   const l7 = problem(
     cnp({
       endpointSelector: {},
       ingress: [{ toPorts: [{ ports: [{ port: '53' }], rules: { dns: [{ matchName: 'a.b' }] } }] }],
     }),
   );
-  assert.equal(l7.code, 'ERR_POLICY_L7_UNSUPPORTED');
+  assert.equal(l7.code, 'ERR_POLICY_L7_UNSUPPORTED', 'DNS rules are egress only');
   assert.equal(l7.field, 'spec.ingress[0].toPorts[0].rules.dns');
   const ns = problem({
     ...cnp(undefined),

@@ -33,6 +33,17 @@ export interface HeaderMatch {
   mismatch?: 'LOG' | 'ADD' | 'DELETE' | 'REPLACE';
 }
 
+/**
+ * toPorts[].rules.dns[] of a CiliumNetworkPolicy (egress), as written (validated): the query name
+ * must match `matchName` exactly or `matchPattern` (Cilium's wildcards: `*` alone = every name, a
+ * leading `**.` = one or more labels, any other `*` = zero or more of [-a-z0-9_] within a label),
+ * case-insensitively, the trailing dot implied on both sides (src/policy/l7/dns-match.ts).
+ */
+export interface DnsRule {
+  matchName?: string;
+  matchPattern?: string;
+}
+
 /** Which policy rule produced a rule set (shown in flows: "allowed by CNP ns/name ingress[0]"). */
 export interface L7RuleOrigin {
   kind: 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy';
@@ -48,15 +59,18 @@ export interface L7RuleSet {
   identities?: number[];
   /** Undefined: an L4-only allow for these peers (every request allowed). */
   http?: HttpRule[];
+  /** DNS ports (parser 'dns'): undefined = an L4-only allow (every query allowed). */
+  dns?: DnsRule[];
   origin: L7RuleOrigin;
 }
 
 /** One port of one endpoint in one direction whose traffic goes through the proxy. */
 export interface PortL7Policy {
-  protocol: 'TCP';
+  /** HTTP: TCP; DNS: UDP or TCP (one policy per protocol). */
+  protocol: 'TCP' | 'UDP';
   port: number;
-  /** The parser the proxy runs on it. */
-  parser: 'http';
+  /** The parser the proxy runs on it: HTTP (the HTTP engine) or DNS (the DNS proxy). */
+  parser: 'http' | 'dns';
   /** The proxy listener (policy-map entries of this port carry it as their proxy port). */
   proxyPort: number;
   ruleSets: L7RuleSet[];

@@ -76,6 +76,7 @@ describe('flow events', () => {
       proto: 6,
       reply: true,
       related: false,
+      flags: EventFlag.REPLY,
       tcpFlags: 0x11,
       ifindex: 7,
       endpointId: 3,

@@ -32,6 +32,8 @@ export interface FlowEvent {
   reply: boolean;
   /** An ICMP error (EVENT_F_RELATED). */
   related: boolean;
+  /** The record's EVENT_F_* bits as sent (the booleans here are read from them); absent: from the booleans. */
+  flags?: number;
   /** Redirected to the node proxy (EVENT_F_TO_PROXY), on its listener `proxyPort`. */
   toProxy?: true;
   proxyPort?: number;
@@ -76,6 +78,24 @@ const TRACE_NAMES: Record<number, TraceKind> = { [TraceType.OPEN]: 'open', [Trac
 const bad = (message: string, field: string) =>
   new WeirError('ERR_DATAPATH_EVENT', message, { location: { object: 'weir_events', field } });
 
+/** The EVENT_F_* bits of an event (its `flags`, else rebuilt from its booleans). */
+export function eventFlags(ev: FlowEvent): number {
+  if (ev.flags !== undefined) return ev.flags;
+  return (
+    (ev.reply ? EventFlag.REPLY : 0) |
+    (ev.related ? EventFlag.RELATED : 0) |
+    (ev.toProxy ? EventFlag.TO_PROXY : 0) |
+    (ev.fromProxy ? EventFlag.FROM_PROXY : 0) |
+    (ev.audit ? EventFlag.AUDIT : 0)
+  );
+}
+
+export const EVENT_TYPE_CODE: Record<FlowEventType, number> = {
+  drop: EventType.DROP,
+  'policy-verdict': EventType.POLICY_VERDICT,
+  trace: EventType.TRACE,
+};
+
 /** Decodes one ring buffer record; ERR_DATAPATH_EVENT when it is not a well-formed flow_event. */
 export function decodeFlowEvent(buf: Buffer): FlowEvent {
   if (buf.length < FlowEventLayout.size)
@@ -105,6 +125,7 @@ export function decodeFlowEvent(buf: Buffer): FlowEvent {
     proto: r.nexthdr,
     reply: (r.flags & EventFlag.REPLY) !== 0,
     related: (r.flags & EventFlag.RELATED) !== 0,
+    flags: r.flags,
     ...((r.flags & EventFlag.TO_PROXY) !== 0 ? { toProxy: true as const, proxyPort: r.proxyPort } : {}),
     ...((r.flags & EventFlag.FROM_PROXY) !== 0 ? { fromProxy: true as const } : {}),
     ...((r.flags & EventFlag.AUDIT) !== 0 ? { audit: true as const } : {}),

@@ -1,0 +1,157 @@
+// Gateway API manifests through the shared loader: accepted as written, every problem named by
+// file, object and field; fields weir does not implement refused by name (ERR_GATEWAY_UNSUPPORTED).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import '../cluster/kinds.js';
+import { parseManifests } from '../k8s/index.js';
+import { ValidationError } from '../shared/errors.js';
+import { parseDuration } from './api.js';
+
+function problems(text: string) {
+  try {
+    parseManifests(text, 'routes.yaml');
+  } catch (err) {
+    assert.ok(err instanceof ValidationError, String(err));
+    return err.problems.map((p) => ({ code: p.code, ...p.location, message: p.message }));
+  }
+  return assert.fail('expected a ValidationError');
+}
+
+const route = (rule: string) => `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+  - ${rule}
+`;
+
+test('every kind is accepted as written', () => {
+  const ms = parseManifests(
+    `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: "*.example.com", allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: a}}}}}
+---
+${route(`{matches: [{path: {type: Exact, value: /a}, headers: [{name: x-v, value: "1"}], queryParams: [{type: RegularExpression, name: q, value: "[0-9]+"}], method: GET}], filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: a, value: b}], remove: [c]}}], backendRefs: [{name: web, port: 8080, weight: 3}], timeouts: {request: 10s, backendRequest: 500ms}, retry: {attempts: 2, codes: [503], backoff: 100ms}}`)}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  rules: [{matches: [{method: {service: pkg.Svc, method: Get}}], backendRefs: [{name: grpc, port: 9000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: rg, namespace: other}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]
+  to: [{group: "", kind: Service}]
+`,
+    'routes.yaml',
+  );
+  assert.deepEqual(
+    ms.map((m) => m.kind),
+    ['GatewayClass', 'Gateway', 'HTTPRoute', 'GRPCRoute', 'ReferenceGrant'],
+  );
+});
+
+test('unsupported fields are refused by name', () => {
+  assert.deepEqual(
+    problems(route('{sessionPersistence: {sessionName: s}, backendRefs: [{name: web, port: 80}]}')).map(
+      (p) => [p.code, p.object, p.field],
+    ),
+    [['ERR_GATEWAY_UNSUPPORTED', 'HTTPRoute shop/r', 'spec.rules[0].sessionPersistence']],
+  );
+  assert.deepEqual(
+    problems(route('{filters: [{type: ExtensionRef, extensionRef: {group: x, kind: y, name: z}}]}')).map(
+      (p) => [p.code, p.field],
+    ),
+    [['ERR_GATEWAY_UNSUPPORTED', 'spec.rules[0].filters[0].type']],
+  );
+  const gw = problems(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: weir
+  addresses: [{value: 10.0.0.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`);
+  assert.deepEqual(
+    gw.map((p) => [p.code, p.file, p.object, p.field]),
+    [['ERR_GATEWAY_UNSUPPORTED', 'routes.yaml', 'Gateway shop/edge', 'spec.addresses']],
+  );
+});
+
+test('bad values name their field', () => {
+  const ps = problems(
+    route(
+      '{matches: [{path: {type: Prefix, value: a}, headers: [{name: "bad header", value: x}]}], filters: [{type: RequestRedirect, requestRedirect: {statusCode: 305}}, {type: URLRewrite, urlRewrite: {}}], backendRefs: [{name: web, port: 70000}], timeouts: {request: soon}}',
+    ),
+  );
+  assert.deepEqual(
+    ps.map((p) => [p.code, p.field]),
+    [
+      ['ERR_K8S_FIELD_INVALID', 'spec.rules[0].matches[0].path.type'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rules[0].matches[0].path.value'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rules[0].matches[0].headers[0].name'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rules[0].timeouts.request'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rules[0].filters[0].requestRedirect.statusCode'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rules[0].filters'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rules[0].backendRefs[0].port'],
+    ],
+  );
+  assert.deepEqual(
+    problems(route('{bogus: 1}')).map((p) => [p.code, p.field, p.message]),
+    [['ERR_K8S_FIELD_INVALID', 'spec.rules[0].bogus', "unknown field 'bogus'"]],
+  );
+});
+
+test('durations as GEP-2257 writes them', () => {
+  assert.equal(parseDuration('1h'), 3_600_000);
+  assert.equal(parseDuration('1m30s'), 90_000);
+  assert.equal(parseDuration('500ms'), 500);
+  assert.equal(parseDuration('0s'), 0);
+  assert.equal(parseDuration('1.5s'), undefined);
+  assert.equal(parseDuration('10'), undefined);
+});
+
+test("BackendTrafficPolicy: what weir runs is accepted, Envoy Gateway's other fields refused by name", () => {
+  const btp = (spec: string) => `apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: p, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+${spec}`;
+  const [m] = parseManifests(
+    btp(`  rateLimit: {type: Local, local: {rules: [{limit: {requests: 10, unit: Second}}]}}
+  circuitBreaker: {maxParallelRequests: 5}
+`),
+    'p.yaml',
+  );
+  assert.equal(m?.kind, 'BackendTrafficPolicy');
+  assert.deepEqual(
+    problems(
+      btp(`  healthCheck: {passive: {consecutive5XxErrors: 3}}
+  circuitBreaker: {maxConnections: 5}
+  rateLimit: {type: Global, global: {rules: []}}
+`),
+    ).map((p) => [p.code, p.field]),
+    [
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.healthCheck'],
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.rateLimit.global'],
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.rateLimit.type'],
+      ['ERR_K8S_FIELD_MISSING', 'spec.rateLimit.local'],
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.circuitBreaker.maxConnections'],
+    ],
+  );
+});

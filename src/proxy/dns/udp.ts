@@ -1,0 +1,184 @@
+// The DNS proxy's UDP sockets, through libc (koffi): Node's dgram can neither set IP_TRANSPARENT
+// nor read a datagram's original destination (IP_RECVORIGDSTADDR), and both are needed.
+//
+//   udpListener(port)            0.0.0.0:port, IP_TRANSPARENT + IP_RECVORIGDSTADDR, blocking with a
+//                                receive timeout: the datapath assigns a pod's DNS datagrams to it
+//                                (bpf/lib/proxy.h); a worker thread (udp-worker.ts) reads it.
+//   recvFrom(fd, buf)            one datagram: its bytes, the client and the original destination.
+//   sendFrom(src, dst, payload)  a reply that leaves from the original destination (the DNS
+//                                server's address and port), as if the server had sent it: a
+//                                transparent socket bound there for the one send.
+import koffi from 'koffi';
+import { errnoName } from '../../bpf/index.js';
+import { WeirError } from '../../shared/errors.js';
+import { sockaddr } from '../transparent.js';
+
+const libc = koffi.load('libc.so.6');
+const iovec = koffi.struct('weir_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+const msghdr = koffi.struct('weir_msghdr', {
+  msg_name: 'void *',
+  msg_namelen: 'uint32_t',
+  msg_iov: koffi.pointer(iovec),
+  msg_iovlen: 'size_t',
+  msg_control: 'void *',
+  msg_controllen: 'size_t',
+  msg_flags: 'int',
+});
+const c = {
+  socket: libc.func('int socket(int domain, int type, int protocol)') as (
+    d: number,
+    t: number,
+    p: number,
+  ) => number,
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)') as (
+    fd: number,
+    level: number,
+    name: number,
+    value: Buffer,
+    len: number,
+  ) => number,
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)') as (
+    fd: number,
+    a: Buffer,
+    l: number,
+  ) => number,
+  sendto: libc.func(
+    'intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t alen)',
+  ) as (fd: number, b: Buffer, l: number, f: number, a: Buffer, al: number) => number,
+  recvmsg: libc.func('recvmsg', 'intptr_t', ['int', koffi.inout(koffi.pointer(msghdr)), 'int']) as (
+    fd: number,
+    msg: Record<string, unknown>,
+    flags: number,
+  ) => number,
+  close: libc.func('int close(int fd)') as (fd: number) => number,
+};
+
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
+const SO_RCVBUF = 8;
+const SO_RCVTIMEO = 20;
+const SOL_IP = 0;
+const IP_TRANSPARENT = 19;
+const IP_RECVORIGDSTADDR = 20;
+const IP_ORIGDSTADDR = 20;
+export const EAGAIN = 11;
+export const EINTR = 4;
+
+function fail(what: string): WeirError {
+  const errno = koffi.errno();
+  return new WeirError('ERR_PROXY_SOCKET', `${what}: ${errnoName(errno)}`, { details: { errno } });
+}
+
+function setopt(fd: number, level: number, name: number, value: Buffer, what: string): void {
+  if (c.setsockopt(fd, level, name, value, value.length) < 0) throw fail(what);
+}
+
+const int = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(v);
+  return b;
+};
+
+/** The DNS proxy's UDP socket on 0.0.0.0:port (blocking; receives time out after `timeoutMs`). */
+export function udpListener(port: number, timeoutMs = 500): number {
+  const fd = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw fail('socket');
+  try {
+    setopt(fd, SOL_SOCKET, SO_REUSEADDR, int(1), 'setsockopt SO_REUSEADDR');
+    setopt(fd, SOL_IP, IP_TRANSPARENT, int(1), 'setsockopt IP_TRANSPARENT');
+    setopt(fd, SOL_IP, IP_RECVORIGDSTADDR, int(1), 'setsockopt IP_RECVORIGDSTADDR');
+    setopt(fd, SOL_SOCKET, SO_RCVBUF, int(4 << 20), 'setsockopt SO_RCVBUF');
+    const tv = Buffer.alloc(16);
+    tv.writeBigInt64LE(BigInt(Math.floor(timeoutMs / 1000)), 0);
+    tv.writeBigInt64LE(BigInt((timeoutMs % 1000) * 1000), 8);
+    setopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 'setsockopt SO_RCVTIMEO');
+    const addr = sockaddr('0.0.0.0', port);
+    if (c.bind(fd, addr, addr.length) < 0) throw fail(`bind 0.0.0.0:${port}/udp`);
+    return fd;
+  } catch (err) {
+    c.close(fd);
+    throw err;
+  }
+}
+
+export interface Endpoint4 {
+  ip: string;
+  port: number;
+}
+
+export interface Datagram {
+  data: Buffer;
+  src: Endpoint4;
+  /** The original destination (the DNS server the pod asked). */
+  dst: Endpoint4;
+}
+
+function endpointOf(b: Buffer, off = 0): Endpoint4 {
+  return { ip: `${b[off + 4]}.${b[off + 5]}.${b[off + 6]}.${b[off + 7]}`, port: b.readUInt16BE(off + 2) };
+}
+
+/** Per-thread receive buffers (native memory, reused). */
+export class Receiver {
+  private readonly data = koffi.alloc('uint8_t', 65536);
+  private readonly name = koffi.alloc('uint8_t', 16);
+  private readonly control = koffi.alloc('uint8_t', 256);
+  private readonly iov = koffi.alloc(iovec, 1);
+
+  constructor(private readonly fd: number) {
+    koffi.encode(this.iov, iovec, { iov_base: this.data, iov_len: 65536 });
+  }
+
+  /** One datagram, or a negative errno (EAGAIN on the receive timeout). */
+  receive(): Datagram | number {
+    const msg = {
+      msg_name: this.name,
+      msg_namelen: 16,
+      msg_iov: this.iov,
+      msg_iovlen: 1,
+      msg_control: this.control,
+      msg_controllen: 256,
+      msg_flags: 0,
+    };
+    const n = c.recvmsg(this.fd, msg, 0);
+    if (n < 0) return -koffi.errno();
+    const data = Buffer.from(koffi.view(this.data, n)).subarray(0, n);
+    const name = Buffer.from(koffi.view(this.name, 16));
+    const clen = Number(msg.msg_controllen);
+    const control = Buffer.from(koffi.view(this.control, Math.min(clen, 256)));
+    let dst: Endpoint4 | undefined;
+    // struct cmsghdr { size_t len; int level; int type; } then the data, 8-byte aligned.
+    for (let off = 0; off + 16 <= control.length;) {
+      const len = Number(control.readBigUInt64LE(off));
+      if (len < 16) break;
+      if (control.readInt32LE(off + 8) === SOL_IP && control.readInt32LE(off + 12) === IP_ORIGDSTADDR)
+        dst = endpointOf(control, off + 16);
+      off += (len + 7) & ~7;
+    }
+    return { data: Buffer.from(data), src: endpointOf(name), dst: dst ?? { ip: '0.0.0.0', port: 0 } };
+  }
+}
+
+/** Sends `payload` to `dst` from `src` (any address: IP_TRANSPARENT), then closes the socket. */
+export function sendFrom(src: Endpoint4, dst: Endpoint4, payload: Buffer): void {
+  const fd = c.socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw fail('socket');
+  try {
+    setopt(fd, SOL_SOCKET, SO_REUSEADDR, int(1), 'setsockopt SO_REUSEADDR');
+    setopt(fd, SOL_IP, IP_TRANSPARENT, int(1), 'setsockopt IP_TRANSPARENT');
+    const from = sockaddr(src.ip, src.port);
+    if (c.bind(fd, from, from.length) < 0) throw fail(`bind ${src.ip}:${src.port}/udp`);
+    const to = sockaddr(dst.ip, dst.port);
+    if (c.sendto(fd, payload, payload.length, 0, to, to.length) < 0)
+      throw fail(`sendto ${dst.ip}:${dst.port}`);
+  } finally {
+    c.close(fd);
+  }
+}
+
+export function closeUdp(fd: number): void {
+  c.close(fd);
+}

@@ -1,0 +1,144 @@
+// BackendTrafficPolicy on the gateway data plane, with real sockets on loopback: a local rate limit
+// of N per unit lets N through and answers 429 with x-ratelimit-* headers; a circuit breaker's
+// maxParallelRequests answers the overflow 503 and lets requests through again once they finish.
+import assert from 'node:assert/strict';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { compile } from '../../gateway/compile.js';
+import { worldOf } from '../../gateway/world.js';
+import { parseManifests } from '../../k8s/index.js';
+import '../../cluster/kinds.js';
+import { GatewayServer, parseGatewaySnapshot } from './server.js';
+
+const manifests = (port: number) => `
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: { name: weir }
+spec: { controllerName: weir.dev/gateway-controller }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: gw, namespace: ns }
+spec: { gatewayClassName: weir, listeners: [{ name: http, port: ${port}, protocol: HTTP }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: svc, namespace: ns }
+spec: { ports: [{ port: 80 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: limited, namespace: ns }
+spec:
+  parentRefs: [{ name: gw }]
+  rules: [{ matches: [{ path: { type: PathPrefix, value: /limited } }], backendRefs: [{ name: svc, port: 80 }] }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: slow, namespace: ns }
+spec:
+  parentRefs: [{ name: gw }]
+  rules: [{ matches: [{ path: { type: PathPrefix, value: /slow } }], backendRefs: [{ name: svc, port: 80 }] }]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: { name: rl, namespace: ns }
+spec:
+  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: limited }]
+  rateLimit: { type: Local, local: { rules: [{ limit: { requests: 3, unit: Hour } }] } }
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: { name: cb, namespace: ns }
+spec:
+  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: slow }]
+  circuitBreaker: { maxParallelRequests: 2 }
+`;
+
+function get(port: number, path: string) {
+  return new Promise<{ status: number; headers: Record<string, string | string[] | undefined> }>(
+    (resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path, headers: { host: 'example.com' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+      });
+      req.on('error', reject);
+      req.end();
+    },
+  );
+}
+
+describe('BackendTrafficPolicy on the gateway data plane', () => {
+  let upstream: Server;
+  let gw: GatewayServer;
+  let port = 0;
+
+  before(async () => {
+    upstream = createServer((req, res) =>
+      setTimeout(() => res.end('ok'), req.url?.startsWith('/slow') ? 300 : 0),
+    );
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    const up = (upstream.address() as AddressInfo).port;
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    port = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const objects = parseManifests(manifests(port), 'policy.yaml').map((m) => ({
+      kind: m.kind,
+      name: m.metadata.name,
+      ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
+      object: m.raw,
+    }));
+    const compiled = compile(worldOf(objects, new Map([['ns', {}]]), new Map([['ns/gw', '127.0.0.1']])));
+    gw = new GatewayServer({ log: pino({ level: 'silent' }) });
+    await gw.apply(
+      parseGatewaySnapshot(
+        JSON.parse(
+          JSON.stringify({
+            version: 1,
+            ports: compiled.gatewayPorts,
+            mesh: [],
+            endpoints: { 'ns/svc:80': [`127.0.0.1:${up}`] },
+            pods: {},
+          }),
+        ),
+      ),
+    );
+  });
+
+  after(async () => {
+    await gw.close();
+    await new Promise((r) => upstream.close(r));
+  });
+
+  it('a local rate limit of 3 per hour: 3 pass, the rest 429 with x-ratelimit headers', async () => {
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await get(port, '/limited'));
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [200, 200, 200, 429, 429],
+    );
+    assert.deepEqual(
+      answers.map((a) => a.headers['x-ratelimit-remaining']),
+      ['2', '1', '0', '0', '0'],
+    );
+    assert.equal(answers[3]?.headers['x-ratelimit-limit'], '3');
+    assert.ok(Number(answers[3]?.headers['x-ratelimit-reset']) > 0);
+    assert.equal(gw.stats.rateLimited, 2);
+    // Another route is not limited.
+    assert.equal((await get(port, '/slow')).status, 200);
+  });
+
+  it('a circuit breaker of 2 parallel requests: the overflow is 503, then it closes again', async () => {
+    const answers = await Promise.all(Array.from({ length: 5 }, () => get(port, '/slow')));
+    const codes = answers.map((a) => a.status).sort();
+    assert.deepEqual(codes, [200, 200, 503, 503, 503]);
+    assert.ok(
+      answers.filter((a) => a.status === 503).every((a) => a.headers['x-envoy-overloaded'] === 'true'),
+    );
+    assert.equal(gw.stats.circuitOpen, 3);
+    assert.equal((await get(port, '/slow')).status, 200, 'closed again once the requests finished');
+  });
+});

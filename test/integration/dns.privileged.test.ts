@@ -1,0 +1,384 @@
+// Cluster DNS, the DNS proxy and toFQDNs, end to end with real clients: `dig` (bind9-dnsutils)
+// and the pods' own resolver (getent / curl / node's getaddrinfo through the /etc/resolv.conf the
+// pod sees), real lookups through the datapath's redirect, real connections to externals.
+//
+//   - `weir lab up` runs kube-system/coredns behind kube-system/kube-dns: Services, headless
+//     endpoints, SRV, pods, the spec's external names; NXDOMAIN otherwise; the search path works.
+//   - DNS rules: allowed names answered, others REFUSED, over UDP and TCP; other egress dropped.
+//   - The proxy down (its agent paused so nothing restarts it): those pods' DNS fails closed.
+//   - toFQDNs: nothing before the lookup, the learned address after it, other names not; a pod
+//     that connects the instant it has the answer is never dropped (the ordering guarantee);
+//     expiry (TTL 2 s here) closes new connections while an open one survives.
+//   - Visibility: DNS L7 flows with Hubble's fields, --dns-query, hubble_dns_* metrics.
+//   - Bad input: malformed datagrams, a compression loop, an oversize answer (TC, TCP retry), a
+//     burst of queries — answered or dropped, counted, and the proxy still answers after.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { proxyPid } from '../../src/agent/proxy-manager.js';
+import { agentPid, stopAgent } from '../../src/agent/spawn.js';
+import { cli, ok } from '../support/cli.js';
+import { testLab } from '../support/lab-name.js';
+
+const LAB = testLab('t-dns');
+const many = Array.from({ length: 60 }, (_, i) => `198.18.0.${i + 1}`);
+
+const labSpec = `name: ${LAB}
+nodes: [{ name: node1, podCIDR: 10.244.0.0/24 }]
+externals:
+  - { name: api, ip: 192.0.2.10, serves: [{ port: 80 }], dnsNames: [api.example.com] }
+  - { name: www, ip: 192.0.2.20, serves: [{ port: 80 }], dnsNames: [www.example.com] }
+dns:
+  ttl: 2
+  records:
+    many.example.com: [${many.join(', ')}]
+`;
+
+const pods = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: app }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: app, labels: { role: client } }
+spec: { containers: [{ name: c }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: free, namespace: app, labels: { role: free } }
+spec: { containers: [{ name: c }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: echo-0, namespace: app, labels: { role: echo } }
+spec: { containers: [{ name: c, ports: [{ name: http, containerPort: 80 }] }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: echo, namespace: app }
+spec: { selector: { role: echo }, ports: [{ name: http, port: 80, targetPort: 80 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: echo-hl, namespace: app }
+spec: { clusterIP: None, selector: { role: echo }, ports: [{ name: http, port: 80, targetPort: 80 }] }
+`;
+
+const dnsPolicy = `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: client-dns, namespace: app }
+spec:
+  endpointSelector: { matchLabels: { role: client } }
+  egress:
+    - toEndpoints: [{ matchLabels: { k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns } }]
+      toPorts:
+        - ports: [{ port: "53", protocol: ANY }]
+          rules:
+            dns: [{ matchPattern: "*.example.com" }, { matchName: "echo.app.svc.cluster.local" }]
+    - toFQDNs: [{ matchName: api.example.com }]
+      toPorts: [{ ports: [{ port: "80", protocol: TCP }] }]
+`;
+
+let dir = '';
+const file = (n: string) => join(dir, n);
+
+/** A command inside a pod (its resolver is the cluster DNS). */
+async function inPod(pod: string, cmd: string[], timeoutMs = 30_000) {
+  return cli(['lab', 'exec', pod, '--', ...cmd], LAB, timeoutMs);
+}
+
+async function dig(
+  pod: string,
+  ...args: string[]
+): Promise<{ status: string; answers: string[]; flags: string; text: string }> {
+  const r = await inPod(pod, ['dig', '+tries=1', '+time=2', ...args]);
+  const text = r.stdout + r.stderr;
+  const status = /status: (\w+)/.exec(text)?.[1] ?? 'NONE';
+  const flags = /;; flags: ([^;]*);/.exec(text)?.[1] ?? '';
+  const answerSection = text.split(';; ANSWER SECTION:\n')[1]?.split('\n\n')[0] ?? '';
+  const answers = answerSection
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(/\s+/).slice(3).join(' '));
+  return { status, answers, flags, text };
+}
+
+async function curl(pod: string, url: string, timeoutS = 2): Promise<{ ok: boolean; body: string }> {
+  const r = await inPod(pod, ['curl', '-s', '-m', String(timeoutS), url]);
+  return { ok: r.code === 0, body: r.stdout };
+}
+
+async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await ok(['agent', 'metrics'], LAB).catch(() => '');
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    sum += Number(line.split(' ').pop());
+  }
+  return sum;
+}
+
+async function until(what: string, cond: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.fail(`timed out waiting for: ${what}`);
+}
+
+describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weir-dns-test-'));
+    await writeFile(file('lab.yaml'), labSpec);
+    await writeFile(file('pods.yaml'), pods);
+    await writeFile(file('dns.yaml'), dnsPolicy);
+    await cli(['lab', 'down'], LAB);
+    await ok(['lab', 'up', '-f', file('lab.yaml')], LAB);
+    await ok(['apply', '-f', file('pods.yaml')], LAB);
+  });
+
+  after(async () => {
+    await cli(['lab', 'down'], LAB);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('lab up runs the cluster DNS: kube-system/coredns behind the kube-dns Service', async () => {
+    const pods = JSON.parse(await ok(['get', 'pods', '-n', 'kube-system', '-o', 'json'], LAB)) as {
+      items: { metadata: { name: string; labels?: Record<string, string> } }[];
+    };
+    const coredns = pods.items.find((p) => p.metadata.name === 'coredns');
+    assert.equal(coredns?.metadata.labels?.['k8s-app'], 'kube-dns');
+    const svc = JSON.parse(
+      await ok(['get', 'service', 'kube-dns', '-n', 'kube-system', '-o', 'json'], LAB),
+    ) as {
+      spec: { clusterIP: string; ports: { port: number; protocol: string }[] };
+    };
+    assert.deepEqual(svc.spec.ports.map((p) => `${p.port}/${p.protocol}`).sort(), ['53/TCP', '53/UDP']);
+    const resolv = await inPod('app/client', ['cat', '/etc/resolv.conf']);
+    assert.match(resolv.stdout, new RegExp(`^nameserver ${svc.spec.clusterIP.replace(/\./g, '\\.')}$`, 'm'));
+    assert.match(resolv.stdout, /^search app\.svc\.cluster\.local svc\.cluster\.local cluster\.local$/m);
+  });
+
+  it("answers the lab's Kubernetes records and declared externals; the pods' resolver uses the search path", async () => {
+    const svc = await dig('app/free', 'echo.app.svc.cluster.local');
+    assert.equal(svc.status, 'NOERROR');
+    assert.match(svc.answers[0] ?? '', /^A 10\.96\./);
+    // The pod's own resolver, by short name (search path), then HTTP to it.
+    const short = await inPod('app/free', ['getent', 'hosts', 'echo']);
+    assert.match(short.stdout, /^10\.96\.\S+\s+echo\.app\.svc\.cluster\.local/);
+    const http = await curl('app/free', 'http://echo.app.svc.cluster.local/');
+    assert.equal(http.body.trim(), 'app/echo-0');
+    const srv = await dig('app/free', 'SRV', '_http._tcp.echo-hl.app.svc.cluster.local');
+    assert.equal(srv.status, 'NOERROR');
+    assert.match(srv.answers[0] ?? '', /^SRV 0 100 80 10-244-0-\d+\.echo-hl\.app\.svc\.cluster\.local\.$/);
+    const ext = await dig('app/free', 'API.example.com');
+    assert.deepEqual(ext.answers, ['A 192.0.2.10']);
+    assert.equal((await dig('app/free', 'nothere.example.org')).status, 'NXDOMAIN');
+    assert.equal((await dig('app/free', '+tcp', 'www.example.com')).answers[0], 'A 192.0.2.20');
+  });
+
+  it('DNS rules: allowed names are answered, others REFUSED, over UDP and TCP; other egress drops', async () => {
+    await ok(['apply', '-f', file('dns.yaml')], LAB);
+    for (const transport of ['+notcp', '+tcp']) {
+      const allowed = await dig('app/client', transport, 'api.example.com');
+      assert.equal(allowed.status, 'NOERROR', allowed.text);
+      assert.deepEqual(allowed.answers, ['A 192.0.2.10']);
+      assert.equal((await dig('app/client', transport, 'echo.app.svc.cluster.local')).status, 'NOERROR');
+      const denied = await dig('app/client', transport, 'nothere.example.org');
+      assert.equal(denied.status, 'REFUSED', 'answered by the proxy (the server says NXDOMAIN)');
+      assert.equal((await dig('app/client', transport, 'example.com')).status, 'REFUSED', '*. needs a label');
+    }
+    // The pod's egress is isolated: the Service it may resolve is still not reachable.
+    assert.equal((await curl('app/client', 'http://echo.app.svc.cluster.local/', 1)).ok, false);
+    // A pod without the policy is not redirected at all.
+    assert.equal((await dig('app/free', 'nothere.example.org')).status, 'NXDOMAIN');
+  });
+
+  it('toFQDNs: the address is reachable only after the lookup, and only for the selected name', async () => {
+    await ok(['fqdn', 'cache', 'clean'], LAB);
+    assert.equal((await curl('app/client', 'http://192.0.2.10/', 1)).ok, false, 'not learned yet');
+    const r = await curl('app/client', 'http://api.example.com/');
+    assert.equal(r.ok, true);
+    assert.equal(r.body.trim(), 'ext:api');
+    // Allowed by the DNS rule, but no toFQDNs selects it.
+    assert.equal((await curl('app/client', 'http://www.example.com/', 1)).ok, false);
+  });
+
+  it('ordering: a pod connecting the instant it has the answer is never dropped', async () => {
+    const script = `require('dns').lookup('api.example.com', 4, (err, ip) => {
+      if (err) { console.log('lookup ' + err.code); process.exit(1); }
+      const s = require('net').connect(80, ip);
+      s.setTimeout(1500, () => { console.log('timeout'); process.exit(1); });
+      s.on('connect', () => { console.log('connected ' + ip); process.exit(0); });
+      s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
+    });`;
+    for (let i = 0; i < 5; i++) {
+      await ok(['fqdn', 'cache', 'clean'], LAB);
+      const r = await inPod('app/client', [process.execPath, '-e', script]);
+      assert.equal(r.stdout.trim(), 'connected 192.0.2.10', `round ${i}: ${r.stdout}${r.stderr}`);
+    }
+  });
+
+  it('expiry: an open connection outlives the TTL; once it closes the address expires', async () => {
+    await ok(['fqdn', 'cache', 'clean'], LAB);
+    // One long-lived connection (the external echoes what is not HTTP), used again after the TTL.
+    const script = `require('dns').lookup('api.example.com', 4, (err, ip) => {
+      const s = require('net').connect(80, ip);
+      let n = 0;
+      s.on('connect', () => s.write('ping\\n'));
+      s.on('data', () => { n++; if (n === 1) setTimeout(() => s.write('again\\n'), 5000); else { console.log('echoed twice'); s.end(); } });
+      s.on('close', () => process.exit(0));
+      s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
+      setTimeout(() => { console.log('timeout ' + n); process.exit(1); }, 12000);
+    });`;
+    const open = inPod('app/client', [process.execPath, '-e', script]);
+    // Past the TTL, the entry stays while its connection is open.
+    await new Promise((res) => setTimeout(res, 3500));
+    const cache = JSON.parse(await ok(['fqdn', 'cache', 'list', '-o', 'json'], LAB)) as {
+      items: { name: string; ip: string; ttl: number; expiresAt: number }[];
+    };
+    const entry = cache.items.find((e) => e.name === 'api.example.com' && e.ip === '192.0.2.10');
+    assert.equal(entry?.ttl, 2);
+    assert.ok((entry?.expiresAt ?? Infinity) < Date.now(), 'expired, kept for its open connection');
+    // policy trace explains the toFQDNs verdict: the rule, the name, the expiry.
+    const t = await ok(
+      ['policy', 'trace', '--from', 'app/client', '--to', '192.0.2.10', '--port', '80/TCP'],
+      LAB,
+    );
+    assert.match(t, /ALLOWED/);
+    assert.match(t, /client-dns egress\[1\]/);
+    assert.match(
+      t,
+      /fqdn: 192\.0\.2\.10 was learned for api\.example\.com\. from a DNS answer to endpoint \d+ \(TTL 2 s\), expires /,
+    );
+    const r = await open;
+    assert.equal(r.stdout.trim(), 'echoed twice', `the open connection outlived the 2 s TTL: ${r.stderr}`);
+    // Closed: the GC (every second) lets the address go, and new connections drop.
+    await until('the learned address expires', async () => {
+      const cache = JSON.parse(await ok(['fqdn', 'cache', 'list', '-o', 'json'], LAB)) as {
+        items: { ip: string }[];
+      };
+      return !cache.items.some((e) => e.ip === '192.0.2.10');
+    });
+    assert.equal(
+      (await curl('app/client', 'http://192.0.2.10/', 1)).ok,
+      false,
+      'expired: new connections drop',
+    );
+  });
+
+  it('visibility: DNS flows with Hubble fields, --dns-query, and hubble_dns_* metrics', async () => {
+    const before = await metric('hubble_dns_responses_total', { rcode: 'Query Refused' });
+    await dig('app/client', 'denied.example.org');
+    await until(
+      'the refused answer in the metrics',
+      async () => (await metric('hubble_dns_responses_total', { rcode: 'Query Refused' })) > before,
+    );
+    const flows = (
+      await ok(
+        ['observe', '--type', 'l7', '--dns-query', 'denied\\.example', '-o', 'json', '--last', '10'],
+        LAB,
+      )
+    )
+      .split('\n')
+      .filter(Boolean)
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            l7: { type: string; dns?: { query: string; rcode: number; qtypes: string[] } };
+            verdict: string;
+          },
+      );
+    const answer = flows.find((f) => f.l7.type === 'RESPONSE');
+    assert.deepEqual(
+      {
+        query: answer?.l7.dns?.query,
+        rcode: answer?.l7.dns?.rcode,
+        qtypes: answer?.l7.dns?.qtypes,
+        verdict: answer?.verdict,
+      },
+      { query: 'denied.example.org.', rcode: 5, qtypes: ['A'], verdict: 'DROPPED' },
+    );
+    assert.ok(flows.some((f) => f.l7.type === 'REQUEST'));
+    assert.ok((await metric('hubble_dns_queries_total', { qtypes: 'A' })) > 0);
+    assert.ok((await metric('hubble_dns_response_types_total', { type: 'A' })) > 0);
+  });
+
+  it('bad input: malformed, compression loop, oversize and a burst are handled and counted; the proxy stays up', async () => {
+    const pid = proxyPid(LAB);
+    const malformedBefore = await metric('weir_proxy_dns_queries_total', { outcome: 'malformed' });
+    const svcIP = (
+      await inPod('app/client', ['sh', '-c', "awk '/^nameserver/{print $2}' /etc/resolv.conf"])
+    ).stdout.trim();
+    // A truncated header, a name running off the end, a compression pointer to itself.
+    const script = `const s = require('dgram').createSocket('udp4');
+      const msgs = [Buffer.from('0102', 'hex'),
+        Buffer.from('abcd0100000100000000000003777777', 'hex'),
+        Buffer.from('abcd01000001000000000000c00c00010001', 'hex')];
+      let got = 0;
+      s.on('message', (m) => { got++; console.log('reply rcode ' + (m[3] & 15)); });
+      for (const m of msgs) s.send(m, 53, ${JSON.stringify(svcIP)});
+      setTimeout(() => { console.log('replies ' + got); process.exit(0); }, 1500);`;
+    const r = await inPod('app/client', [process.execPath, '-e', script]);
+    assert.match(r.stdout, /reply rcode 1/, 'FORMERR for what has a header');
+    assert.ok(
+      (await metric('weir_proxy_dns_queries_total', { outcome: 'malformed' })) >= malformedBefore + 3,
+    );
+    // Oversize for UDP: the server truncates (TC), dig retries over TCP through the proxy.
+    const udpOnly = await dig('app/client', '+ignore', 'many.example.com');
+    assert.match(udpOnly.flags, /\btc\b/, udpOnly.text);
+    const full = await dig('app/client', 'many.example.com');
+    assert.equal(full.answers.length, many.length, full.text);
+    // A burst of 2000 queries from one pod, without waiting for answers.
+    const burst = `const s = require('dgram').createSocket('udp4');
+      const q = (i) => { const b = Buffer.from('0000010000010000000000000361706907657861' + '6d706c6503636f6d0000010001', 'hex'); b.writeUInt16BE(i & 0xffff, 0); return b; };
+      let got = 0; s.on('message', () => got++);
+      for (let i = 0; i < 2000; i++) s.send(q(i), 53, ${JSON.stringify(svcIP)});
+      setTimeout(() => { console.log('answers ' + got); process.exit(0); }, 4000);`;
+    const b = await inPod('app/client', [process.execPath, '-e', burst]);
+    assert.match(b.stdout, /answers \d+/);
+    assert.equal(proxyPid(LAB), pid, 'the proxy did not restart');
+    assert.equal((await dig('app/client', 'api.example.com')).status, 'NOERROR', 'and still answers');
+  });
+
+  it('the proxy down: DNS of the pods with DNS rules fails closed, others are untouched', async () => {
+    const agent = agentPid(LAB);
+    const proxy = proxyPid(LAB);
+    assert.ok(agent && proxy);
+    // Pause the agent (it would restart the proxy), then end the proxy.
+    process.kill(agent, 'SIGSTOP');
+    try {
+      process.kill(proxy, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 300));
+      const d = await dig('app/client', 'api.example.com');
+      assert.equal(d.status, 'NONE', `no answer at all: ${d.text}`);
+      assert.equal((await dig('app/free', 'api.example.com')).status, 'NOERROR', 'unfiltered pods resolve');
+    } finally {
+      process.kill(agent, 'SIGCONT');
+    }
+    await until(
+      'the agent restarts the proxy',
+      async () => (await dig('app/client', 'api.example.com')).status === 'NOERROR',
+      60_000,
+    );
+  });
+
+  it('--tofqdns-dns-reject-response-code nameError: denied queries get NXDOMAIN', async () => {
+    // The agent restarted with the setting; it adopts the running proxy and hands it the code.
+    await stopAgent(LAB);
+    await ok(['lab', 'up', '-f', file('lab.yaml'), '--tofqdns-dns-reject-response-code', 'nameError'], LAB);
+    await until('the proxy answers with the new code', async () => {
+      const d = await dig('app/client', 'nothere.example.org');
+      return d.status === 'NXDOMAIN';
+    });
+    assert.equal((await dig('app/client', 'api.example.com')).status, 'NOERROR');
+    const flows = await ok(['observe', '--type', 'l7', '--dns-query', 'nothere', '--last', '1'], LAB);
+    assert.match(flows, /RCode: NXDOMAIN/);
+  });
+});

@@ -38,6 +38,8 @@ describe('bench gateway', () => {
     const conf = nginxRoutesConf('/tmp/weir-x', 11175, '10.244.0.2:11170', 1000);
     assert.equal(conf.match(/server_name /g)?.length, 1000);
     assert.equal(conf.match(/location \/ /g)?.length, 1000);
+    // nginx accepts a listen option once per address:port.
+    assert.equal(conf.match(/backlog=/g)?.length, 1);
     assert.ok(conf.includes(`server_name ${routeHost(999)};`));
     assert.ok(conf.includes('upstream backend { server 10.244.0.2:11170;'));
     assert.throws(() => nginxRoutesConf('/tmp/weir-x', 1, 'a:1', 0), { code: 'ERR_BENCH_PEER' });

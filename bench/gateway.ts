@@ -134,7 +134,7 @@ export function nginxRoutesConf(d: string, listen: number, upstream: string, rou
   const servers = Array.from(
     { length: routes },
     (_, i) =>
-      `  server { listen ${listen} backlog=4096; server_name ${routeHost(i)};\n` +
+      `  server { listen ${listen}${i === 0 ? ' backlog=4096' : ''}; server_name ${routeHost(i)};\n` +
       '    location / { proxy_pass http://backend; proxy_http_version 1.1;\n' +
       '      proxy_set_header Connection ""; proxy_buffering off; } }',
   );

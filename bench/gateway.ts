@@ -284,7 +284,7 @@ export async function measureGateway(
       const nginxUrl = `http://${node.ip}:${nginxPort}/`;
       await waitServing(client, nginxUrl, host);
       rows.push({
-        scenario: `gateway, ${n} HTTPRoutes`,
+        scenario: `gateway, ${n} HTTPRoute${n === 1 ? '' : 's'}`,
         metric: 'apply → last route serving',
         value: Math.round(readyMs),
         unit: 'ms',
@@ -317,7 +317,7 @@ export async function measureGateway(
         const p50 = r2(median(rs.map((r) => r.p50Ms)));
         const p99 = r2(median(rs.map((r) => r.p99Ms)));
         const vs = (v: number, b: number) => (key === 'nginx' || !b ? {} : { baseline: r2(b), ratio: v / b });
-        const scenario = `gateway: ${names[key]}, ${n} routes`;
+        const scenario = `gateway: ${names[key]}, ${n} route${n === 1 ? '' : 's'}`;
         rows.push(
           {
             scenario,
@@ -326,7 +326,7 @@ export async function measureGateway(
             unit: 'req/s',
             runs: rs.map((r) => r2(r.requestsPerSecond)),
             ...vs(rps, median(base.map((r) => r.requestsPerSecond))),
-            note: `${note}; baseline = nginx with ${n} server blocks`,
+            note: `${note}; baseline = nginx with ${n} server block${n === 1 ? '' : 's'}`,
           },
           {
             scenario,

@@ -189,16 +189,21 @@ export function parseH2load(out: string, log: string): LoadResult {
   return { requestsPerSecond: Number(rps[1]), p50Ms: at(50), p99Ms: at(99), errors };
 }
 
-/** wrk with one thread, `connections` keep-alive connections, for `seconds`. */
+/** wrk with one thread, `connections` keep-alive connections, for `seconds` (`headers`: "Name: value"). */
 export async function wrk(
   prefix: string[],
   url: string,
   connections: number,
   seconds: number,
+  headers: string[] = [],
 ): Promise<LoadResult> {
-  const out = await run([...prefix, 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url], {
-    timeoutMs: (seconds + 30) * 1000,
-  });
+  const h = headers.flatMap((x) => ['-H', x]);
+  const out = await run(
+    [...prefix, 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...h, url],
+    {
+      timeoutMs: (seconds + 30) * 1000,
+    },
+  );
   return parseWrk(out.stdout);
 }
 

@@ -40,6 +40,7 @@ import { startRawPair } from './raw-pair.js';
 import { dnsLegend, measureDns } from './dns.js';
 import { cniLegend, measureCni } from './cni.js';
 import { l7Legend, measureL7 } from './l7.js';
+import { gatewayLegend, measureGateway } from './gateway.js';
 
 export interface Scenario {
   name: string;
@@ -87,11 +88,18 @@ const l7Config = {
   h2Streams: Number(process.env.WEIR_BENCH_L7_H2_STREAMS ?? 10),
   idle: Number(process.env.WEIR_BENCH_L7_IDLE ?? 1000),
 };
+const gatewayConfig = {
+  sizes: (process.env.WEIR_BENCH_GATEWAY_ROUTES ?? '1,100,1000').split(',').map(Number),
+  rounds: Number(process.env.WEIR_BENCH_GATEWAY_ROUNDS ?? 3),
+  seconds: Number(process.env.WEIR_BENCH_GATEWAY_SECONDS ?? 5),
+  connections: Number(process.env.WEIR_BENCH_GATEWAY_CONNECTIONS ?? 32),
+};
 const allSections = [
   'policy',
   'connrate',
   'services',
   'l7',
+  'gateway',
   'dns',
   'cni',
   'pods',
@@ -417,6 +425,14 @@ async function main(): Promise<void> {
       rows.push(...(await measureL7(lab, labName, l7Config, log)));
     }
 
+    if (sections.has('gateway')) {
+      await ensureAgent();
+      log(
+        `gateway: HTTP through a Gateway with ${gatewayConfig.sizes.join(', ')} HTTPRoutes vs nginx with as many server blocks`,
+      );
+      rows.push(...(await measureGateway(lab, labName, gatewayConfig, log)));
+    }
+
     // Pods with workloads (before the scale section's workload-less ones; removed again after).
     if (sections.has('pods')) {
       await ensureAgent();
@@ -529,6 +545,7 @@ async function main(): Promise<void> {
       connectsPerRound: serviceConnects,
       rrSecondsPerRound: rrSeconds,
       l7: l7Config,
+      gateway: gatewayConfig,
       statistic: 'median',
       latency: 'sockperf UDP ping-pong',
     },
@@ -553,6 +570,7 @@ async function main(): Promise<void> {
     (sections.has('dns') ? dnsLegend : '') +
     (sections.has('cni') ? cniLegend(cniRounds) : '') +
     (sections.has('l7') ? l7Legend(l7Config) : '') +
+    (sections.has('gateway') ? gatewayLegend(gatewayConfig) : '') +
     (sections.has('diff')
       ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +
         'changed policies (on a copy of the allocator, as the agent does) plus every connection (ordered pod ' +

@@ -589,6 +589,12 @@ export class Agent {
       if (d.upserts.length + d.deletes.length > 0) changed.add(id);
       const audit = this.auditMode(pod.namespace, pod.pod);
       if (audit) auditing.add(id);
+      // Audit mode turned off — since the last pass, or while the agent was down (the row in the
+      // kernel still has the flag): the connections it let through are revalidated below.
+      const prevRow =
+        this.endpointRows.get(podState.hostIfindex) ?? this.datapath.endpoints.get(podState.hostIfindex);
+      if (!audit && (this.auditing.has(id) || ((prevRow?.flags ?? 0) & ENDPOINT_F_AUDIT) !== 0))
+        changed.add(id);
       const flags = (pol.failClosed ? ENDPOINT_F_FAIL_CLOSED : 0) | (audit ? ENDPOINT_F_AUDIT : 0);
       if (pol.failClosed) {
         // Fail closed before anything is removed: the endpoint drops every new connection.
@@ -648,7 +654,6 @@ export class Agent {
     this.held = output.held;
     // Audit mode turned off (the endpoint rows enforce already): the connections it let through
     // that policy denies are revoked now; those the policy allows keep their entries.
-    for (const id of this.auditing) if (!auditing.has(id)) changed.add(id);
     this.auditing = auditing;
     // A changed ipcache can change any peer's identity: then every endpoint's connections count.
     if (ipcacheChanged || changed.size > 0)

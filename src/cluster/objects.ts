@@ -30,6 +30,17 @@ export function toDesired(m: Manifest): DesiredObject {
   };
 }
 
+/** What a manifest is sent to the API as to delete it: its reference, without the object. */
+export function toDeleteRef(m: Manifest): Omit<DesiredObject, 'object'> {
+  return {
+    apiVersion: m.apiVersion,
+    kind: m.kind,
+    name: m.metadata.name,
+    ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
+    file: m.file,
+  };
+}
+
 /** "Pod x/a" or "Namespace x": how errors name an object. */
 export const refName = (o: ObjectRef) =>
   o.namespace ? `${o.kind} ${o.namespace}/${o.name}` : `${o.kind} ${o.name}`;

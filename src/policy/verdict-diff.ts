@@ -9,7 +9,7 @@
 import { IDENTITY_HOST, IDENTITY_WORLD } from '../identity/reserved.js';
 import type { EngineOutput } from './engine.js';
 import { protocolNumbers } from './entry.js';
-import { connectionVerdict, EntryIndex, type VerdictPeer } from './verdict.js';
+import { connectionVerdict, EntryIndex, verdictRule, type VerdictPeer } from './verdict.js';
 
 export type DiffProtocol = 'TCP' | 'UDP' | 'SCTP';
 
@@ -119,8 +119,8 @@ export function verdictDiff(input: VerdictDiffInput): VerdictDiff {
           protocol,
           before: b.allowed ? 'allowed' : 'denied',
           after: a.allowed ? 'allowed' : 'denied',
-          beforeRule: b.rule,
-          afterRule: a.rule,
+          beforeRule: verdictRule(b),
+          afterRule: verdictRule(a),
         });
       }
     }

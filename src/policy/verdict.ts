@@ -6,8 +6,7 @@
 // match), and the answer is small: allowed or denied, and the rule that decides.
 import { formatRuleRef, type RuleRef } from './api/types.js';
 import type { EndpointPolicy, EngineOutput } from './engine.js';
-import { DIR_EGRESS, DIR_INGRESS, type Direction, type PolicyMapEntry } from './entry.js';
-import { lookup } from './lookup.js';
+import { DIR_EGRESS, DIR_INGRESS, entryMatches, type Direction, type PolicyMapEntry } from './entry.js';
 
 /** A connection's end: a local endpoint (its id) or a peer that enforces nothing (world, host). */
 export interface VerdictPeer {
@@ -31,8 +30,6 @@ export interface ConnectionVerdict {
   allowed: boolean;
   egress?: SideVerdict;
   ingress?: SideVerdict;
-  /** The deciding rule in words: the denying side's, or the allowing rules of enforced sides. */
-  rule: string;
 }
 
 /**
@@ -78,22 +75,53 @@ export function sideVerdict(
   const enforced = dir === DIR_INGRESS ? pol.ingressEnforced : pol.egressEnforced;
   if (pol.failClosed) return { allowed: false, enforced: true, failClosed: true };
   const idx = index.of(pol.entries);
-  const mine = peer === 0 ? none : (idx.get(peer) ?? none);
-  const any = idx.get(0) ?? none;
-  const res = lookup(
-    mine.length === 0 ? any : any.length === 0 ? mine : [...mine, ...any],
+  // lookup() over this identity's entries and identity 0's, without joining the two lists.
+  const res = lookupSplit(
+    peer === 0 ? none : (idx.get(peer) ?? none),
+    idx.get(0) ?? none,
     peer,
     dir,
     proto,
     port,
   );
   const rule = res.entry ? cookies.get(res.entry.cookie) : undefined;
-  return {
-    allowed: res.verdict === 'allow',
-    enforced,
-    ...(rule ? { rule } : {}),
-    ...(res.verdict === 'allow' && res.entry?.proxyPort ? { proxy: true } : {}),
-  };
+  const out: SideVerdict = { allowed: res.allowed, enforced };
+  if (rule) out.rule = rule;
+  if (res.allowed && res.entry?.proxyPort) out.proxy = true;
+  return out;
+}
+
+function longestIn(
+  list: readonly PolicyMapEntry[],
+  identity: number,
+  dir: Direction,
+  proto: number,
+  port: number,
+): PolicyMapEntry | undefined {
+  let best: PolicyMapEntry | undefined;
+  for (const e of list)
+    if (entryMatches(e, identity, dir, proto, port) && (!best || e.prefixLen > best.prefixLen)) best = e;
+  return best;
+}
+
+/** lookup()'s precedence (lookup.ts, bpf/lib/policy.h) over L1 = `mine`, L2 = `any`. */
+function lookupSplit(
+  mine: readonly PolicyMapEntry[],
+  any: readonly PolicyMapEntry[],
+  peer: number,
+  dir: Direction,
+  proto: number,
+  port: number,
+): { allowed: boolean; entry?: PolicyMapEntry } {
+  const l1 = peer === 0 ? undefined : longestIn(mine, peer, dir, proto, port);
+  const l2 = longestIn(any, 0, dir, proto, port);
+  const pick = (a?: PolicyMapEntry, b?: PolicyMapEntry) => (a && (!b || a.l4Prefix >= b.l4Prefix) ? a : b);
+  if (l1?.deny || l2?.deny) {
+    const entry = l1?.deny && l2?.deny ? pick(l1, l2) : l1?.deny ? l1 : l2;
+    return entry ? { allowed: false, entry } : { allowed: false };
+  }
+  const entry = pick(l1, l2);
+  return entry ? { allowed: true, entry } : { allowed: false };
 }
 
 function sideText(dir: 'egress' | 'ingress', s: SideVerdict): string {
@@ -113,19 +141,30 @@ export function connectionVerdict(
 ): ConnectionVerdict {
   const srcPol = src.endpointId === undefined ? undefined : out.endpoints.get(src.endpointId);
   const dstPol = dst.endpointId === undefined ? undefined : out.endpoints.get(dst.endpointId);
-  const egress = srcPol && sideVerdict(srcPol, out.cookies, dst.identity, DIR_EGRESS, proto, port, index);
-  if (egress && !egress.allowed) return { allowed: false, egress, rule: sideText('egress', egress) };
-  const ingress = dstPol && sideVerdict(dstPol, out.cookies, src.identity, DIR_INGRESS, proto, port, index);
-  if (ingress && !ingress.allowed)
-    return { allowed: false, ...(egress ? { egress } : {}), ingress, rule: sideText('ingress', ingress) };
-  // Allowed: the rules of the sides that enforce (a side that does not names no rule).
+  const v: ConnectionVerdict = { allowed: true };
+  if (srcPol) {
+    v.egress = sideVerdict(srcPol, out.cookies, dst.identity, DIR_EGRESS, proto, port, index);
+    if (!v.egress.allowed) {
+      v.allowed = false;
+      return v;
+    }
+  }
+  if (dstPol) {
+    v.ingress = sideVerdict(dstPol, out.cookies, src.identity, DIR_INGRESS, proto, port, index);
+    if (!v.ingress.allowed) v.allowed = false;
+  }
+  return v;
+}
+
+/**
+ * The deciding rule in words: the denying side's (egress is judged first), or for an allowed
+ * connection the rules of the sides that enforce ("… + …"), or "not enforced".
+ */
+export function verdictRule(v: ConnectionVerdict): string {
+  if (v.egress && !v.egress.allowed) return sideText('egress', v.egress);
+  if (v.ingress && !v.ingress.allowed) return sideText('ingress', v.ingress);
   const parts: string[] = [];
-  if (egress?.enforced) parts.push(sideText('egress', egress));
-  if (ingress?.enforced) parts.push(sideText('ingress', ingress));
-  return {
-    allowed: true,
-    ...(egress ? { egress } : {}),
-    ...(ingress ? { ingress } : {}),
-    rule: parts.length > 0 ? parts.join(' + ') : 'not enforced',
-  };
+  if (v.egress?.enforced) parts.push(sideText('egress', v.egress));
+  if (v.ingress?.enforced) parts.push(sideText('ingress', v.ingress));
+  return parts.length > 0 ? parts.join(' + ') : 'not enforced';
 }

@@ -16,7 +16,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { AgentClient } from '../agent/client.js';
-import { toDesired } from '../cluster/objects.js';
+import { toDeleteRef, toDesired } from '../cluster/objects.js';
 import { parseManifests } from '../k8s/index.js';
 import { parseFlowQuery, toSearchParams } from '../observe/filters.js';
 import { WeirError } from '../shared/errors.js';
@@ -240,16 +240,7 @@ function servePolicyDiff(req: IncomingMessage, res: ServerResponse, client: Agen
           });
         const mode = body.mode ?? 'apply';
         const manifests = parseManifests(body.manifests, 'pending change');
-        const objects =
-          mode === 'delete'
-            ? manifests.map((m) => ({
-                apiVersion: m.apiVersion,
-                kind: m.kind,
-                name: m.metadata.name,
-                ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
-                file: m.file,
-              }))
-            : manifests.map(toDesired);
+        const objects = manifests.map(mode === 'delete' ? toDeleteRef : toDesired);
         const diff = await client.call('POST', '/v1/policy/diff', { objects, mode });
         send(res, 200, 'application/json', JSON.stringify(diff));
       } catch (err) {

@@ -195,9 +195,11 @@ describe('ui: a pending policy diff on the service map', { timeout: 180_000 }, (
       async () => (await page.locator('#pending-summary').getAttribute('data-state')) === 'error',
     );
     assert.match((await page.locator('#pending-summary').textContent()) ?? '', /nowhere/);
-    assert.equal(
-      await page.locator('g.edge[data-verdict="added"], g.edge[data-verdict="removed"]').count(),
-      0,
+    // The map is redrawn on the next animation frame.
+    await until(
+      'no pending edges after the error',
+      async () =>
+        (await page.locator('g.edge[data-verdict="added"], g.edge[data-verdict="removed"]').count()) === 0,
     );
 
     // Clear.

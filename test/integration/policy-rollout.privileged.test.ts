@@ -147,6 +147,16 @@ describe('safe policy rollout (diff, dry run, audit mode) in a lab', { timeout: 
           c.after === 'allowed',
           `${key(c.from, c.to, c.port, c.protocol)} after`,
         );
+      // --delete of B's policies, now the only ones in force: every pod allows everything again,
+      // so exactly the connections B denies are listed, as becoming allowed.
+      const del = JSON.parse(
+        await ok(['policy', 'diff', '-f', file, '--delete', '-o', 'json'], lab),
+      ) as VerdictDiff;
+      const delListed = new Map(del.changes.map((c) => [key(c.from, c.to, c.port, c.protocol), c]));
+      assert.ok(del.changes.every((c) => c.before === 'denied' && c.after === 'allowed'));
+      for (const [k, eb] of wantB)
+        if (eb) assert.equal(delListed.get(k), undefined, `${k}: allowed by ${b}, unchanged by its deletion`);
+        else assert.ok(delListed.get(k), `${k}: denied by ${b}, allowed once it is deleted`);
     });
 
   it('bad input: the error apply gives, no diff', async () => {
@@ -245,8 +255,31 @@ describe('safe policy rollout (diff, dry run, audit mode) in a lab', { timeout: 
     assert.equal(await probe('y/a', 'x/b', 80, 'TCP'), true, 'x/b audits with the agent');
     assert.equal(await probe('y/a', 'x/a', 80, 'TCP'), false, 'x/a: its own Disabled');
     assert.match(await ok(['endpoint', 'get', 'x/b'], lab), /policy audit mode\s+Enabled/);
+    assert.equal(await probe('y/a', 'x/b', 81, 'UDP'), true, 'x/b audits: a UDP connection is tracked');
+    const tracked = async () =>
+      (
+        JSON.parse(await ok(['bpf', 'ct', 'list', '-o', 'json'], lab)) as {
+          protocol: string;
+          src: string;
+          dst: string;
+          dport: number;
+          direction: string;
+          expired: boolean;
+        }[]
+      ).some(
+        (c) =>
+          c.protocol === 'UDP' &&
+          c.src === ip('y/a') &&
+          c.dst === ip('x/b') &&
+          c.dport === 81 &&
+          c.direction === 'ingress' &&
+          !c.expired,
+      );
+    assert.ok(await tracked(), 'the audited connection is tracked');
     await stopAgent(lab);
+    // Off while the agent was down: the restarted agent finds the flag in the kernel's row.
     await startAgent({ lab, nodeNetns, settings: { policyAuditMode: false } });
+    assert.ok(!(await tracked()), 'the audited connection is revoked after the restart');
     assert.equal(await probe('y/a', 'x/b', 80, 'TCP'), false, 'enforced again');
   });
 });

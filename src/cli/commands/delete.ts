@@ -2,7 +2,7 @@
 // no pod is left in it); it answers once the nodes have removed them.
 import { Command } from 'commander';
 import { agentClient } from '../../agent/client.js';
-import { type ChangeResult } from '../../cluster/objects.js';
+import { toDeleteRef, type ChangeResult } from '../../cluster/objects.js';
 import { loadManifests } from '../../k8s/index.js';
 import { printChanges } from './apply.js';
 import { labOption, outputOption } from './lab.js';
@@ -23,13 +23,7 @@ export function deleteCommand(): Command {
       async (o: { filename: string[]; ignoreNotFound?: boolean; lab: string; output: OutputFormat }) => {
         const manifests = await loadManifests(o.filename);
         const answer = await agentClient(o.lab).call<{ results: ChangeResult[] }>('POST', '/v1/delete', {
-          objects: manifests.map((m) => ({
-            apiVersion: m.apiVersion,
-            kind: m.kind,
-            name: m.metadata.name,
-            ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
-            file: m.file,
-          })),
+          objects: manifests.map(toDeleteRef),
           ignoreNotFound: o.ignoreNotFound === true,
         });
         printChanges(o.output, answer.results);

@@ -3,12 +3,11 @@
 // name: the default), replaced every policy, or were deleted. The agent computes it (its API
 // validates the files as apply does: bad input is the same error, and no diff), nothing changes.
 import { agentClient } from '../../agent/client.js';
-import { toDesired } from '../../cluster/objects.js';
+import type { DiffMode } from '../../agent/policy-diff.js';
+import { toDeleteRef, toDesired } from '../../cluster/objects.js';
 import type { Manifest } from '../../k8s/index.js';
 import type { VerdictDiff } from '../../policy/verdict-diff.js';
 import { formatTable, printResult, type OutputFormat } from '../output.js';
-
-export type DiffMode = 'apply' | 'replace' | 'delete';
 
 /** Asks the agent of `lab` for the diff of `manifests` under `mode`. */
 export async function fetchDiff(
@@ -17,16 +16,7 @@ export async function fetchDiff(
   mode: DiffMode,
   entities: boolean,
 ): Promise<VerdictDiff> {
-  const objects =
-    mode === 'delete'
-      ? manifests.map((m) => ({
-          apiVersion: m.apiVersion,
-          kind: m.kind,
-          name: m.metadata.name,
-          ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
-          file: m.file,
-        }))
-      : manifests.map(toDesired);
+  const objects = manifests.map(mode === 'delete' ? toDeleteRef : toDesired);
   return agentClient(lab).call<VerdictDiff>('POST', '/v1/policy/diff', { objects, mode, entities });
 }
 

@@ -310,8 +310,10 @@ describe('services keep their connections and backends across an agent kill -9 a
         `connection ${i}'s backend socket received the bytes sent after the restart`,
       );
     });
+    // SNAT may give two connections to different backends the same node port (their tuples differ
+    // by the backend): a socket is the pair of backend and peer.
     for (const b of northBefore) {
-      const now = after.find((s) => s.peer === b.peer);
+      const now = after.find((s) => s.peer === b.peer && s.backend === b.backend);
       assert.equal(now?.backend, b.backend);
       assert.ok(
         (now?.bytesReceived ?? 0) > b.bytesReceived + 100_000,

@@ -1,6 +1,6 @@
 // A real container runtime for tests: Debian's podman (4.3, CNI network backend) run inside a lab
 // node's network namespace, so the host side of every container veth lands in the node and never
-// in the machine's namespace. Facts this rests on (shared/docs/cluster-facts.md, CNI):
+// in the machine's namespace. Facts this rests on (docs/cni.md, "Testing with podman"):
 //   - podman runs in a private mount namespace with cgroup2 at /sys/fs/cgroup (the machine has
 //     hybrid cgroups) and a tmpfs of its own at /run/netns (the container netns bind mounts stay
 //     inside it: nothing of podman's appears in the machine's /run/netns). One long-lived holder

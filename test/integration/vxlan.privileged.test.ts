@@ -1,0 +1,234 @@
+// Tunnel mode without a lab (bpf/lib/overlay.h): two node namespaces joined by a veth underlay, a
+// VXLAN device in external mode in each (src/lab/vxlan.ts), one pod per node, each node's own
+// datapath attached through the loader's API and its maps written directly. Real TCP between the
+// pods crosses the tunnel; the receiving node judges it with the identity the VNI carried (its
+// ipcache knows the sender's address only as "world" behind the tunnel endpoint), under eBPF host
+// routing and legacy routing; a third namespace on the underlay, a plain UDP socket on port 8472,
+// receives what the tunnel sends it and shows the VNI is the sender's identity.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { RingBufferReader, macIn } from '../../src/bpf/index.js';
+import { DropReason } from '../../src/datapath/drop-reasons.js';
+import { Datapath, type HostRouting } from '../../src/datapath/loader.js';
+import { decodeFlowEvent, type FlowEvent } from '../../src/datapath/maps/events/index.js';
+import { ensureVxlan, VXLAN_OVERHEAD, VXLAN_PORT, vxlanDevice } from '../../src/lab/index.js';
+import { run } from '../../src/shared/exec.js';
+import { testLab } from '../support/lab-name.js';
+
+const TCP = 6;
+const PORT = 8080;
+const WORLD = 2;
+const base = `weir-${testLab('tun')}`;
+const sniffNs = `${base}-sniff`;
+const NODES = [
+  { ns: `${base}-n1`, underlay: '192.168.250.1', podCidr: '10.244.1.0/24', gw: '10.244.1.1' },
+  { ns: `${base}-n2`, underlay: '192.168.250.2', podCidr: '10.244.2.0/24', gw: '10.244.2.1' },
+] as const;
+const PODS = [
+  { ns: `${base}-n1-a`, ip: '10.244.1.2', identity: 1001, endpointId: 1, host: 'weirtpa' },
+  { ns: `${base}-n2-b`, ip: '10.244.2.2', identity: 1002, endpointId: 2, host: 'weirtpb' },
+] as const;
+/** A pod address of a "node" that is only a UDP socket (the sniffer): what the tunnel sends it. */
+const SNIFFED = { ip: '10.244.3.2', underlay: '192.168.251.2' };
+
+const serverJs = `require('net').createServer((s) => s.end('weir-ok')).listen(${PORT}, '0.0.0.0')`;
+const clientJs = (host: string) =>
+  `const s = require('net').connect(${PORT}, '${host}'); let d = '';` +
+  `s.setTimeout(1500, () => process.exit(2)); s.on('data', (c) => (d += c));` +
+  `s.on('end', () => process.exit(d === 'weir-ok' ? 0 : 3)); s.on('error', () => process.exit(4));`;
+// Prints the first datagram on the VXLAN port as hex, then exits.
+const sniffJs =
+  `const s = require('dgram').createSocket('udp4'); s.on('message', (m) => { console.log(m.toString('hex'));` +
+  ` process.exit(0); }); s.bind(${VXLAN_PORT}, () => console.log('ready'));`;
+
+const ip = (ns: string, ...args: string[]) => run(['ip', '-n', ns, ...args]);
+
+describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the identity', () => {
+  const dps: Datapath[] = [];
+  const events: FlowEvent[] = [];
+  let reader: RingBufferReader | undefined;
+  let server: ChildProcess | undefined;
+
+  before(async () => {
+    for (const ns of [...NODES.map((n) => n.ns), ...PODS.map((p) => p.ns), sniffNs])
+      await run(['ip', 'netns', 'add', ns]);
+    // The underlay: a veth between the nodes, and one from node 1 to the sniffer.
+    await ip(
+      NODES[0].ns,
+      'link',
+      'add',
+      'weirul',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'weirul',
+      'netns',
+      NODES[1].ns,
+    );
+    await ip(NODES[0].ns, 'link', 'add', 'weirsn', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', sniffNs);
+    await ip(NODES[0].ns, 'addr', 'add', '192.168.251.1/24', 'dev', 'weirsn');
+    await ip(NODES[0].ns, 'link', 'set', 'weirsn', 'up');
+    await ip(sniffNs, 'addr', 'add', `${SNIFFED.underlay}/24`, 'dev', 'eth0');
+    await ip(sniffNs, 'link', 'set', 'eth0', 'up');
+    await ip(sniffNs, 'link', 'set', 'lo', 'up');
+    for (const [i, n] of NODES.entries()) {
+      const pod = PODS[i];
+      assert.ok(pod);
+      await run(['ip', 'netns', 'exec', n.ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+      await ip(n.ns, 'addr', 'add', `${n.underlay}/24`, 'dev', 'weirul');
+      await ip(n.ns, 'link', 'set', 'weirul', 'up');
+      await ip(n.ns, 'link', 'set', 'lo', 'up');
+      await ensureVxlan(n.ns);
+      await ip(n.ns, 'link', 'add', pod.host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.ns);
+      await ip(n.ns, 'addr', 'add', `${n.gw}/24`, 'dev', pod.host);
+      await ip(n.ns, 'link', 'set', pod.host, 'up');
+      // Cilium's pod MTU in tunnel mode: the underlay's minus the encapsulation.
+      await ip(pod.ns, 'link', 'set', 'eth0', 'mtu', String(1500 - VXLAN_OVERHEAD));
+      await ip(pod.ns, 'addr', 'add', `${pod.ip}/24`, 'dev', 'eth0');
+      await ip(pod.ns, 'link', 'set', 'eth0', 'up');
+      await ip(pod.ns, 'link', 'set', 'lo', 'up');
+      await ip(pod.ns, 'route', 'add', 'default', 'via', n.gw);
+    }
+    server = spawn('ip', ['netns', 'exec', PODS[1].ns, process.execPath, '-e', serverJs], {
+      stdio: 'ignore',
+    });
+    for (let i = 0; ; i++) {
+      const r = await run(
+        ['ip', 'netns', 'exec', PODS[1].ns, process.execPath, '-e', clientJs('127.0.0.1')],
+        {
+          check: false,
+          timeoutMs: 5000,
+        },
+      );
+      if (r.code === 0) break;
+      if (i === 50) throw new Error('test server in pod B did not start');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+
+  after(async () => {
+    reader?.close();
+    for (const dp of dps) dp.close();
+    server?.kill('SIGKILL');
+    for (const ns of [...PODS.map((p) => p.ns), ...NODES.map((n) => n.ns), sniffNs])
+      await run(['ip', 'netns', 'del', ns], { check: false });
+  });
+
+  /** Each node's datapath in `mode`, attached through the loader's API; the maps written directly. */
+  const attach = (mode: HostRouting) => {
+    reader?.close();
+    while (dps.length) dps.pop()?.close();
+    for (const [i, n] of NODES.entries()) {
+      const pod = PODS[i];
+      const peer = PODS[1 - i];
+      const peerNode = NODES[1 - i];
+      assert.ok(pod && peer && peerNode);
+      const dp = Datapath.open({ hostRouting: mode });
+      dps.push(dp);
+      dp.ipcache.upsert(pod.ip, pod.identity);
+      // The other node's pods: only "world" behind its tunnel endpoint, so that a verdict for the
+      // peer's own identity can only come from the VNI.
+      dp.ipcache.upsert(peerNode.podCidr, WORLD, { tunnelEndpoint: peerNode.underlay });
+      dp.ipcache.upsert(`${SNIFFED.ip}/32`, WORLD, { tunnelEndpoint: SNIFFED.underlay });
+      dp.attachEndpoint({
+        netns: n.ns,
+        ifname: pod.host,
+        endpointId: pod.endpointId,
+        identity: pod.identity,
+        local: { ips: [pod.ip], mac: macIn(pod.ns, 'eth0'), hostMac: macIn(n.ns, pod.host) },
+      });
+      // Egress: anything; ingress: set per test.
+      dp.policy(pod.endpointId).upsert({ identity: 0, direction: 'egress', protocol: 0 }, {});
+      assert.ok(dp.attachOverlay({ netns: n.ns, ifname: vxlanDevice }) > 0);
+      assert.equal(dp.tunnelIfindex() > 0, true);
+    }
+    reader = new RingBufferReader(node2().events, (r) => events.push(decodeFlowEvent(r)));
+    reader.start();
+  };
+  const node2 = () => {
+    const dp = dps[1];
+    assert.ok(dp);
+    return dp;
+  };
+  /** Node 2's pod B admits only `identity` on TCP 8080; conntrack and events start afresh. */
+  const admit = (identity: number) => {
+    const dp = node2();
+    dp.policy(PODS[1].endpointId).clear();
+    dp.policy(PODS[1].endpointId).upsert({ identity, direction: 'ingress', protocol: TCP, port: PORT }, {});
+    for (const d of dps) d.ct.flush();
+    reader?.drain();
+    events.length = 0;
+  };
+  const connect = async () =>
+    (
+      await run(['ip', 'netns', 'exec', PODS[0].ns, process.execPath, '-e', clientJs(PODS[1].ip)], {
+        check: false,
+        timeoutMs: 5000,
+      })
+    ).code === 0;
+
+  for (const mode of ['bpf', 'legacy'] as const) {
+    it(`--host-routing ${mode}: B's node judges A's connection with the identity from the VNI`, async () => {
+      attach(mode);
+      admit(PODS[0].identity);
+      assert.equal(await connect(), true, 'B admits A by the identity the tunnel carried');
+      const ct = node2().ct.list();
+      assert.ok(
+        ct.some((c) => c.src === PODS[0].ip && c.dst === PODS[1].ip && c.packetsRev >= 1n),
+        'B’s node tracked the connection, replies included',
+      );
+      reader?.drain();
+      const verdict = events.find((e) => e.type === 'policy-verdict' && e.reason === 0);
+      assert.equal(verdict?.srcIdentity, PODS[0].identity, 'the flow shows the sender’s identity');
+      assert.equal(verdict?.dstIdentity, PODS[1].identity);
+
+      admit(1003);
+      const drops = node2().metrics.get(DropReason.POLICY, 'ingress').packets;
+      assert.equal(await connect(), false, 'a policy admitting another identity drops it');
+      assert.ok(node2().metrics.get(DropReason.POLICY, 'ingress').packets > drops);
+      reader?.drain();
+      const denied = events.find((e) => e.type === 'drop' && e.reason === DropReason.POLICY);
+      assert.equal(denied?.srcIdentity, PODS[0].identity);
+    });
+  }
+
+  it('attaches both overlay programs and detaches them again', async () => {
+    const dp = node2();
+    const ifindex = dp.tunnelIfindex();
+    dp.detachOverlay({ netns: NODES[1].ns, ifname: vxlanDevice });
+    assert.equal(dp.tunnelIfindex(), 0);
+    assert.equal(await connect(), false, 'no tunnel on B’s node: its replies do not go back');
+    assert.equal(dp.attachOverlay({ netns: NODES[1].ns, ifname: vxlanDevice }), ifindex);
+    admit(PODS[0].identity);
+    assert.equal(await connect(), true);
+  });
+
+  it('sends the VNI = the sender’s identity to the endpoint the ipcache names', async () => {
+    const sniffer = spawn('ip', ['netns', 'exec', sniffNs, process.execPath, '-e', sniffJs]);
+    let out = '';
+    sniffer.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const done = new Promise<void>((resolve) => sniffer.on('exit', () => resolve()));
+    try {
+      for (let i = 0; i < 50 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(out.includes('ready'), 'the sniffer listens');
+      await run(['ip', 'netns', 'exec', PODS[0].ns, process.execPath, '-e', clientJs(SNIFFED.ip)], {
+        check: false,
+        timeoutMs: 5000,
+      });
+      await Promise.race([done, new Promise((r) => setTimeout(r, 3000))]);
+      const hex = out.split('\n').find((l) => /^[0-9a-f]{40,}$/.test(l));
+      assert.ok(hex, `a VXLAN datagram arrived (got: ${out})`);
+      const pkt = Buffer.from(hex, 'hex');
+      assert.equal(pkt[0], 0x08, 'VXLAN flags: the VNI is valid');
+      assert.equal(pkt.readUIntBE(4, 3), PODS[0].identity, 'VNI = the sender’s security identity');
+      // The inner frame: Ethernet (14) then A's IPv4 packet to the sniffed address.
+      const inner = pkt.subarray(8 + 14);
+      assert.equal(inner.subarray(12, 16).join('.'), PODS[0].ip);
+      assert.equal(inner.subarray(16, 20).join('.'), SNIFFED.ip);
+    } finally {
+      sniffer.kill('SIGKILL');
+    }
+  });
+});

@@ -50,10 +50,23 @@ export async function removeVxlan(netns: string, name = vxlanDevice): Promise<vo
 
 /**
  * The node's own packets for a remote pod CIDR go into the tunnel (the device's tc egress program
- * gives them their key, identity remote-node): `ip route replace <cidr> dev <name>`.
+ * gives them their key, identity remote-node): `ip route replace <cidr> dev <name> [src <src>]`.
+ * `src`: the node's address within its own pod CIDR (Cilium's cilium_host address), so that the
+ * answers come back through the tunnel too.
  */
-export async function addTunnelRoute(netns: string, cidr: string, name = vxlanDevice): Promise<void> {
-  await ipIn(netns, ['route', 'replace', cidr, 'dev', name]);
+export async function addTunnelRoute(
+  netns: string,
+  cidr: string,
+  opts: { src?: string; name?: string } = {},
+): Promise<void> {
+  await ipIn(netns, [
+    'route',
+    'replace',
+    cidr,
+    'dev',
+    opts.name ?? vxlanDevice,
+    ...(opts.src ? ['src', opts.src] : []),
+  ]);
 }
 
 async function vxlanInfo(

@@ -3,7 +3,7 @@
 // datapath attached through the loader's API and its maps written directly. Real TCP between the
 // pods crosses the tunnel; the receiving node judges it with the identity the VNI carried (its
 // ipcache knows the sender's address only as "world" behind the tunnel endpoint), under eBPF host
-// routing and legacy routing; a third namespace on the underlay, a plain UDP socket on port 8472,
+// routing and legacy routing; the node's own packets arrive as the remote node's; a third namespace on the underlay, a plain UDP socket on port 8472,
 // receives what the tunnel sends it and shows the VNI is the sender's identity.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,13 +12,14 @@ import { RingBufferReader, macIn } from '../../src/bpf/index.js';
 import { DropReason } from '../../src/datapath/drop-reasons.js';
 import { Datapath, type HostRouting } from '../../src/datapath/loader.js';
 import { decodeFlowEvent, type FlowEvent } from '../../src/datapath/maps/events/index.js';
-import { ensureVxlan, VXLAN_OVERHEAD, VXLAN_PORT, vxlanDevice } from '../../src/lab/index.js';
+import { addTunnelRoute, ensureVxlan, VXLAN_OVERHEAD, VXLAN_PORT, vxlanDevice } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { testLab } from '../support/lab-name.js';
 
 const TCP = 6;
 const PORT = 8080;
 const WORLD = 2;
+const REMOTE_NODE = 6;
 const base = `weir-${testLab('tun')}`;
 const sniffNs = `${base}-sniff`;
 const NODES = [
@@ -203,6 +204,25 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
     assert.equal(dp.attachOverlay({ netns: NODES[1].ns, ifname: vxlanDevice }), ifindex);
     admit(PODS[0].identity);
     assert.equal(await connect(), true);
+  });
+
+  it("carries the node's own packets to a remote pod as the remote node's (identity 6)", async () => {
+    attach('bpf');
+    await addTunnelRoute(NODES[0].ns, NODES[1].podCidr, { src: NODES[0].gw });
+    const fromNode = async () =>
+      (
+        await run(['ip', 'netns', 'exec', NODES[0].ns, process.execPath, '-e', clientJs(PODS[1].ip)], {
+          check: false,
+          timeoutMs: 5000,
+        })
+      ).code === 0;
+    admit(REMOTE_NODE);
+    assert.equal(await fromNode(), true, 'B admits the remote node');
+    reader?.drain();
+    const verdict = events.find((e) => e.type === 'policy-verdict' && e.reason === 0);
+    assert.equal(verdict?.srcIdentity, REMOTE_NODE);
+    admit(PODS[0].identity);
+    assert.equal(await fromNode(), false, "a pod's identity is not the node's");
   });
 
   it('sends the VNI = the sender’s identity to the endpoint the ipcache names', async () => {

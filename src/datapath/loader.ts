@@ -10,8 +10,9 @@
 // never attached: the pinned program array weir_calls holds it, filled at every load before any
 // endpoint is attached. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
 // loaded after lxc.o with lxc.o's lb maps (reuseMap), pinned or not. Its programs are not
-// pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev and weir_to_proxy are
-// not pinned either (attachNetdev's and attachHost's filters hold them).
+// pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev, weir_to_proxy and the
+// tunnel device's weir_from_overlay / weir_to_overlay are not pinned either (attachNetdev's,
+// attachHost's and attachOverlay's filters hold them).
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
 import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';

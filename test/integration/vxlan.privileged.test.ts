@@ -3,8 +3,9 @@
 // datapath attached through the loader's API and its maps written directly. Real TCP between the
 // pods crosses the tunnel; the receiving node judges it with the identity the VNI carried (its
 // ipcache knows the sender's address only as "world" behind the tunnel endpoint), under eBPF host
-// routing and legacy routing; the node's own packets arrive as the remote node's; a third namespace on the underlay, a plain UDP socket on port 8472,
-// receives what the tunnel sends it and shows the VNI is the sender's identity.
+// routing and legacy routing; the node's own packets arrive as the remote node's; a third
+// namespace on the underlay, a plain UDP socket on port 8472, receives what the tunnel sends it
+// and shows the VNI is the sender's identity. The topology: test/support/two-nodes.ts.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
@@ -12,9 +13,10 @@ import { RingBufferReader, macIn } from '../../src/bpf/index.js';
 import { DropReason } from '../../src/datapath/drop-reasons.js';
 import { Datapath, type HostRouting } from '../../src/datapath/loader.js';
 import { decodeFlowEvent, type FlowEvent } from '../../src/datapath/maps/events/index.js';
-import { addTunnelRoute, ensureVxlan, VXLAN_OVERHEAD, VXLAN_PORT, vxlanDevice } from '../../src/lab/index.js';
+import { addTunnelRoute, VXLAN_PORT, vxlanDevice } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { testLab } from '../support/lab-name.js';
+import { ipIn, TwoNodes } from '../support/two-nodes.js';
 
 const TCP = 6;
 const PORT = 8080;
@@ -22,14 +24,6 @@ const WORLD = 2;
 const REMOTE_NODE = 6;
 const base = `weir-${testLab('tun')}`;
 const sniffNs = `${base}-sniff`;
-const NODES = [
-  { ns: `${base}-n1`, underlay: '192.168.250.1', podCidr: '10.244.1.0/24', gw: '10.244.1.1' },
-  { ns: `${base}-n2`, underlay: '192.168.250.2', podCidr: '10.244.2.0/24', gw: '10.244.2.1' },
-] as const;
-const PODS = [
-  { ns: `${base}-n1-a`, ip: '10.244.1.2', identity: 1001, endpointId: 1, host: 'weirtpa' },
-  { ns: `${base}-n2-b`, ip: '10.244.2.2', identity: 1002, endpointId: 2, host: 'weirtpb' },
-] as const;
 /** A pod address of a "node" that is only a UDP socket (the sniffer): what the tunnel sends it. */
 const SNIFFED = { ip: '10.244.3.2', underlay: '192.168.251.2' };
 
@@ -43,55 +37,37 @@ const sniffJs =
   `const s = require('dgram').createSocket('udp4'); s.on('message', (m) => { console.log(m.toString('hex'));` +
   ` process.exit(0); }); s.bind(${VXLAN_PORT}, () => console.log('ready'));`;
 
-const ip = (ns: string, ...args: string[]) => run(['ip', '-n', ns, ...args]);
-
 describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the identity', () => {
   const dps: Datapath[] = [];
   const events: FlowEvent[] = [];
   let reader: RingBufferReader | undefined;
   let server: ChildProcess | undefined;
+  let t: TwoNodes | undefined;
+  let NODES: TwoNodes['nodes'];
+  let PODS: TwoNodes['pods'];
 
   before(async () => {
-    for (const ns of [...NODES.map((n) => n.ns), ...PODS.map((p) => p.ns), sniffNs])
-      await run(['ip', 'netns', 'add', ns]);
-    // The underlay: a veth between the nodes, and one from node 1 to the sniffer.
-    await ip(
+    t = await TwoNodes.create(base);
+    ({ nodes: NODES, pods: PODS } = t);
+    // A third namespace on node 1's underlay: the sniffer.
+    await run(['ip', 'netns', 'add', sniffNs]);
+    await ipIn(
       NODES[0].ns,
       'link',
       'add',
-      'weirul',
+      'weirsn',
       'type',
       'veth',
       'peer',
       'name',
-      'weirul',
+      'eth0',
       'netns',
-      NODES[1].ns,
+      sniffNs,
     );
-    await ip(NODES[0].ns, 'link', 'add', 'weirsn', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', sniffNs);
-    await ip(NODES[0].ns, 'addr', 'add', '192.168.251.1/24', 'dev', 'weirsn');
-    await ip(NODES[0].ns, 'link', 'set', 'weirsn', 'up');
-    await ip(sniffNs, 'addr', 'add', `${SNIFFED.underlay}/24`, 'dev', 'eth0');
-    await ip(sniffNs, 'link', 'set', 'eth0', 'up');
-    await ip(sniffNs, 'link', 'set', 'lo', 'up');
-    for (const [i, n] of NODES.entries()) {
-      const pod = PODS[i];
-      assert.ok(pod);
-      await run(['ip', 'netns', 'exec', n.ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-      await ip(n.ns, 'addr', 'add', `${n.underlay}/24`, 'dev', 'weirul');
-      await ip(n.ns, 'link', 'set', 'weirul', 'up');
-      await ip(n.ns, 'link', 'set', 'lo', 'up');
-      await ensureVxlan(n.ns);
-      await ip(n.ns, 'link', 'add', pod.host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.ns);
-      await ip(n.ns, 'addr', 'add', `${n.gw}/24`, 'dev', pod.host);
-      await ip(n.ns, 'link', 'set', pod.host, 'up');
-      // Cilium's pod MTU in tunnel mode: the underlay's minus the encapsulation.
-      await ip(pod.ns, 'link', 'set', 'eth0', 'mtu', String(1500 - VXLAN_OVERHEAD));
-      await ip(pod.ns, 'addr', 'add', `${pod.ip}/24`, 'dev', 'eth0');
-      await ip(pod.ns, 'link', 'set', 'eth0', 'up');
-      await ip(pod.ns, 'link', 'set', 'lo', 'up');
-      await ip(pod.ns, 'route', 'add', 'default', 'via', n.gw);
-    }
+    await ipIn(NODES[0].ns, 'addr', 'add', '192.168.251.1/24', 'dev', 'weirsn');
+    await ipIn(NODES[0].ns, 'link', 'set', 'weirsn', 'up');
+    await ipIn(sniffNs, 'addr', 'add', `${SNIFFED.underlay}/24`, 'dev', 'eth0');
+    await ipIn(sniffNs, 'link', 'set', 'eth0', 'up');
     server = spawn('ip', ['netns', 'exec', PODS[1].ns, process.execPath, '-e', serverJs], {
       stdio: 'ignore',
     });
@@ -113,8 +89,8 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
     reader?.close();
     for (const dp of dps) dp.close();
     server?.kill('SIGKILL');
-    for (const ns of [...PODS.map((p) => p.ns), ...NODES.map((n) => n.ns), sniffNs])
-      await run(['ip', 'netns', 'del', ns], { check: false });
+    await run(['ip', 'netns', 'del', sniffNs], { check: false });
+    await t?.destroy();
   });
 
   /** Each node's datapath in `mode`, attached through the loader's API; the maps written directly. */

@@ -27,7 +27,7 @@ const sniffNs = `${base}-sniff`;
 /** A pod address of a "node" that is only a UDP socket (the sniffer): what the tunnel sends it. */
 const SNIFFED = { ip: '10.244.3.2', underlay: '192.168.251.2' };
 
-const serverJs = `require('net').createServer((s) => s.end('weir-ok')).listen(${PORT}, '0.0.0.0')`;
+const serverJs = `require('net').createServer((s) => s.end('weir-ok')).listen(${PORT}, '::')`;
 const clientJs = (host: string) =>
   `const s = require('net').connect(${PORT}, '${host}'); let d = '';` +
   `s.setTimeout(1500, () => process.exit(2)); s.on('data', (c) => (d += c));` +
@@ -105,16 +105,18 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
       const dp = Datapath.open({ hostRouting: mode });
       dps.push(dp);
       dp.ipcache.upsert(pod.ip, pod.identity);
+      dp.ipcache.upsert(pod.ip6, pod.identity);
       // The other node's pods: only "world" behind its tunnel endpoint, so that a verdict for the
       // peer's own identity can only come from the VNI.
       dp.ipcache.upsert(peerNode.podCidr, WORLD, { tunnelEndpoint: peerNode.underlay });
+      dp.ipcache.upsert(peerNode.podCidr6, WORLD, { tunnelEndpoint: peerNode.underlay });
       dp.ipcache.upsert(`${SNIFFED.ip}/32`, WORLD, { tunnelEndpoint: SNIFFED.underlay });
       dp.attachEndpoint({
         netns: n.ns,
         ifname: pod.host,
         endpointId: pod.endpointId,
         identity: pod.identity,
-        local: { ips: [pod.ip], mac: macIn(pod.ns, 'eth0'), hostMac: macIn(n.ns, pod.host) },
+        local: { ips: [pod.ip, pod.ip6], mac: macIn(pod.ns, 'eth0'), hostMac: macIn(n.ns, pod.host) },
       });
       // Egress: anything; ingress: set per test.
       dp.policy(pod.endpointId).upsert({ identity: 0, direction: 'egress', protocol: 0 }, {});
@@ -138,9 +140,9 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
     reader?.drain();
     events.length = 0;
   };
-  const connect = async () =>
+  const connect = async (to = PODS[1].ip) =>
     (
-      await run(['ip', 'netns', 'exec', PODS[0].ns, process.execPath, '-e', clientJs(PODS[1].ip)], {
+      await run(['ip', 'netns', 'exec', PODS[0].ns, process.execPath, '-e', clientJs(to)], {
         check: false,
         timeoutMs: 5000,
       })
@@ -170,6 +172,19 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
       assert.equal(denied?.srcIdentity, PODS[0].identity);
     });
   }
+
+  it('carries IPv6 pods over the IPv4 underlay the same way', async () => {
+    attach('bpf');
+    admit(PODS[0].identity);
+    assert.equal(await connect(PODS[1].ip6), true, 'B admits A over IPv6 by the VNI');
+    assert.ok(
+      node2()
+        .ct.list()
+        .some((c) => c.src === PODS[0].ip6 && c.packetsRev >= 1n),
+    );
+    admit(1003);
+    assert.equal(await connect(PODS[1].ip6), false);
+  });
 
   it('attaches both overlay programs and detaches them again', async () => {
     const dp = node2();

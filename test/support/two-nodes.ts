@@ -1,7 +1,7 @@
 // Two "nodes" without a lab, for tunnel mode (test/integration/vxlan.privileged.test.ts,
 // bench/vxlan.ts): node namespaces joined by a veth underlay (weirul, 192.168.250.0/24), each with
 // the lab's VXLAN device (src/lab/vxlan.ts) and one pod (its own namespace, a veth whose host side
-// holds the pod CIDR's .1, the pod's MTU the underlay's minus the encapsulation). Every name starts
+// holds the pod CIDRs' .1 and ::1 (the pod has IPv4 and IPv6), the pod's MTU the underlay's minus the encapsulation). Every name starts
 // with `base` (weir-<test lab name>), so parallel checkouts keep theirs apart.
 import { ensureVxlan, VXLAN_OVERHEAD } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
@@ -10,12 +10,15 @@ export interface TwoNodesNode {
   ns: string;
   underlay: string;
   podCidr: string;
+  podCidr6: string;
   /** The node's address in its pod CIDR (the pod's default gateway, on the host veth). */
   gw: string;
+  gw6: string;
 }
 export interface TwoNodesPod {
   ns: string;
   ip: string;
+  ip6: string;
   identity: number;
   endpointId: number;
   /** The host-side veth, in the node's namespace. */
@@ -30,12 +33,40 @@ export class TwoNodes {
 
   private constructor(base: string) {
     this.nodes = [
-      { ns: `${base}-n1`, underlay: '192.168.250.1', podCidr: '10.244.1.0/24', gw: '10.244.1.1' },
-      { ns: `${base}-n2`, underlay: '192.168.250.2', podCidr: '10.244.2.0/24', gw: '10.244.2.1' },
+      {
+        ns: `${base}-n1`,
+        underlay: '192.168.250.1',
+        podCidr: '10.244.1.0/24',
+        podCidr6: 'fd00:10:244:1::/64',
+        gw: '10.244.1.1',
+        gw6: 'fd00:10:244:1::1',
+      },
+      {
+        ns: `${base}-n2`,
+        underlay: '192.168.250.2',
+        podCidr: '10.244.2.0/24',
+        podCidr6: 'fd00:10:244:2::/64',
+        gw: '10.244.2.1',
+        gw6: 'fd00:10:244:2::1',
+      },
     ];
     this.pods = [
-      { ns: `${base}-n1-a`, ip: '10.244.1.2', identity: 1001, endpointId: 1, host: 'weirtpa' },
-      { ns: `${base}-n2-b`, ip: '10.244.2.2', identity: 1002, endpointId: 2, host: 'weirtpb' },
+      {
+        ns: `${base}-n1-a`,
+        ip: '10.244.1.2',
+        ip6: 'fd00:10:244:1::2',
+        identity: 1001,
+        endpointId: 1,
+        host: 'weirtpa',
+      },
+      {
+        ns: `${base}-n2-b`,
+        ip: '10.244.2.2',
+        ip6: 'fd00:10:244:2::2',
+        identity: 1002,
+        endpointId: 2,
+        host: 'weirtpb',
+      },
     ];
   }
 
@@ -67,13 +98,16 @@ export class TwoNodes {
       await ensureVxlan(n.ns);
       await ipIn(n.ns, 'link', 'add', pod.host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.ns);
       await ipIn(n.ns, 'addr', 'add', `${n.gw}/24`, 'dev', pod.host);
+      await ipIn(n.ns, 'addr', 'add', `${n.gw6}/64`, 'dev', pod.host, 'nodad');
       await ipIn(n.ns, 'link', 'set', pod.host, 'up');
       // Cilium's pod MTU in tunnel mode: the underlay's minus the encapsulation.
       await ipIn(pod.ns, 'link', 'set', 'eth0', 'mtu', String(1500 - VXLAN_OVERHEAD));
       await ipIn(pod.ns, 'addr', 'add', `${pod.ip}/24`, 'dev', 'eth0');
+      await ipIn(pod.ns, 'addr', 'add', `${pod.ip6}/64`, 'dev', 'eth0', 'nodad');
       await ipIn(pod.ns, 'link', 'set', 'eth0', 'up');
       await ipIn(pod.ns, 'link', 'set', 'lo', 'up');
       await ipIn(pod.ns, 'route', 'add', 'default', 'via', n.gw);
+      await ipIn(pod.ns, '-6', 'route', 'add', 'default', 'via', n.gw6);
     }
   }
 

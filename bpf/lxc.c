@@ -494,7 +494,11 @@ int weir_from_overlay(struct __sk_buff *skb)
 	skb->cb[2] = macs[1];
 	skb->cb[3] = macs[2];
 	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, identity);
-	return routable ? host_deliver_local(skb, f, ifindex) : ret;
+	if (!routable)
+		return ret;
+	ret = host_deliver_local(skb, f, ifindex);
+	/* Not delivered (a TTL that expires): the stack answers, and must take the frame as its own. */
+	return ret == TC_ACT_OK ? overlay_to_stack(skb, identity) : ret;
 drop:
 	if (parse_packet(skb, f) == PARSE_OK)
 		m.dst_identity = ipcache_identity(f->tuple.family, f->tuple.daddr);

@@ -5,7 +5,8 @@
 // ipcache knows the sender's address only as "world" behind the tunnel endpoint), under eBPF host
 // routing and legacy routing; the node's own packets arrive as the remote node's; a third
 // namespace on the underlay, a plain UDP socket on port 8472, receives what the tunnel sends it
-// and shows the VNI is the sender's identity. The topology: test/support/two-nodes.ts.
+// and shows the VNI is the sender's identity. Native routing (no tunnel, underlay routes, the
+// identity from the ipcache) works with the same programs. The topology: test/support/two-nodes.ts.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
@@ -217,6 +218,7 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
   });
 
   it('sends the VNI = the sender’s identity to the endpoint the ipcache names', async () => {
+    attach('bpf');
     const sniffer = spawn('ip', ['netns', 'exec', sniffNs, process.execPath, '-e', sniffJs]);
     let out = '';
     sniffer.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -241,5 +243,24 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
     } finally {
       sniffer.kill('SIGKILL');
     }
+  });
+
+  it('native routing: no tunnel, the underlay routes, the identity from the ipcache', async () => {
+    attach('bpf');
+    await t?.nativeRoutes();
+    for (const [i, n] of NODES.entries()) {
+      const dp = dps[i];
+      const peer = PODS[1 - i];
+      assert.ok(dp && peer);
+      dp.detachOverlay({ netns: n.ns, ifname: vxlanDevice });
+      dp.ipcache.upsert(peer.ip, peer.identity);
+    }
+    admit(PODS[0].identity);
+    assert.equal(await connect(), true, 'B admits A by its ipcache identity');
+    reader?.drain();
+    const verdict = events.find((e) => e.type === 'policy-verdict' && e.reason === 0);
+    assert.equal(verdict?.srcIdentity, PODS[0].identity);
+    admit(1003);
+    assert.equal(await connect(), false);
   });
 });

@@ -140,6 +140,14 @@ export class TwoNodes {
     }
   }
 
+  /** Native routing (no tunnel): each node routes the other's pod CIDR to it over the underlay. */
+  async nativeRoutes(): Promise<void> {
+    for (const [i, n] of this.nodes.entries()) {
+      const peer = this.nodes[1 - i] as TwoNodesNode;
+      await ipIn(n.ns, 'route', 'replace', peer.podCidr, 'via', peer.underlay, 'dev', 'weirul');
+    }
+  }
+
   async destroy(): Promise<void> {
     for (const ns of this.namespaces) await run(['ip', 'netns', 'del', ns], { check: false });
   }

@@ -32,6 +32,7 @@ import type { EndpointL7Policy } from '../policy/l7/types.js';
 import { diff, type EntryDiff } from '../policy/diff.js';
 import {
   computePolicy,
+  endpointLabels,
   type EngineConfig,
   type EngineInput,
   type EngineOutput,
@@ -46,6 +47,7 @@ import { ServiceLb, type LbSettings } from './lb.js';
 import { AgentMetrics } from './metrics.js';
 import { objectKey, type EndpointConfig } from '../cluster/keys.js';
 import type { LocalState } from './local-state.js';
+import type { ClusterIdentities } from '../cluster/identities.js';
 import { parseLabelFilter } from './settings.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
@@ -157,6 +159,8 @@ export interface AgentView {
   objects: DesiredObject[];
   /** Endpoint options (`weir endpoint config`) by "ns/pod". */
   endpointConfig?: Map<string, EndpointConfig>;
+  /** The other nodes' addresses (a cluster): reserved:remote-node in the ipcache. */
+  remoteNodeIPs?: string[];
 }
 
 export interface RegenerationStats {
@@ -237,6 +241,11 @@ export class Agent {
   proxy: L7PolicySink | undefined;
   /** The lab's cluster DNS records, written after every regeneration (set by main). */
   clusterDns: ClusterDns | undefined;
+  /**
+   * Identities allocated in the Store for the whole cluster (set by main): before each
+   * regeneration the node's label sets get their cluster ids, which the allocator then takes.
+   */
+  clusterIds: ClusterIdentities | undefined;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -507,6 +516,17 @@ export class Agent {
         .map((port) => ({ name: port.name as string, port: port.containerPort, protocol: port.protocol })),
     }));
     const nodeIPs = [node.ip, ...(node.ip6 ? [node.ip6] : []), ...node.netdevs.map((d) => d.ip)];
+    const remoteEndpoints = this.view.pods
+      .filter((p) => p.node !== node.name && p.ip)
+      .map((p) => ({
+        namespace: p.namespace,
+        pod: p.name,
+        labels: p.labels,
+        ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
+        namedPorts: p.ports
+          .filter((port) => port.name)
+          .map((port) => ({ name: port.name as string, port: port.containerPort, protocol: port.protocol })),
+      }));
     const config: Partial<EngineConfig> = {
       policyMapMax: this.cfg.policyMapMax,
       ...(this.cfg.proxyPorts ? { proxyPorts: this.cfg.proxyPorts } : {}),
@@ -519,7 +539,27 @@ export class Agent {
       policies,
       config,
       fqdns: this.fqdn.view(),
+      ...(remoteEndpoints.length ? { remoteEndpoints } : {}),
+      ...(this.view.remoteNodeIPs?.length ? { remoteNodeIPs: this.view.remoteNodeIPs } : {}),
     };
+  }
+
+  /**
+   * Gives every pod label set of the input (this node's pods and the other nodes') its cluster
+   * id, and makes the allocator take those ids.
+   */
+  private async syncClusterIds(input: EngineInput): Promise<void> {
+    const ids = this.clusterIds;
+    if (!ids) return;
+    const nsLabels = new Map(input.namespaces.map((n) => [n.name, n.labels]));
+    const sets = new Map<string, string[]>();
+    for (const ep of [...input.endpoints, ...(input.remoteEndpoints ?? [])]) {
+      if (ep.init) continue;
+      const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, this.labelFilter);
+      sets.set(labels.join('\n'), labels);
+    }
+    await ids.sync([...sets.values()]);
+    this.allocator.clusterIds = ids.lookup();
   }
 
   /**
@@ -550,6 +590,7 @@ export class Agent {
   private async regenerateNow(policies: Policy[]): Promise<void> {
     const t0 = performance.now();
     const input = this.engineInput(policies);
+    await this.syncClusterIds(input);
     const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
     // The node proxy gets the L7 policy before any entry redirects to it, so a connection it
     // accepts finds its port's rules (it never blocks the maps: a proxy that is down or slow

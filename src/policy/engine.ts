@@ -13,6 +13,7 @@ import {
   IDENTITY_ANY,
   IDENTITY_HOST,
   IDENTITY_INIT,
+  IDENTITY_REMOTE_NODE,
   IDENTITY_WORLD,
   reservedLabels,
 } from '../identity/reserved.js';
@@ -93,6 +94,34 @@ export interface EngineInput {
    * among them. Each address gets a CIDR identity (/32, /128) in the ipcache.
    */
   fqdns?: { name: string; ips: string[] }[];
+  /**
+   * Pods of other nodes (a cluster): their identities (the same label sets as on their nodes,
+   * so the same cluster ids) are peers policies select, and their addresses are in the ipcache.
+   * They get no policy of their own here.
+   */
+  remoteEndpoints?: Omit<EngineEndpoint, 'id'>[];
+  /** Other nodes' addresses: reserved:remote-node in the ipcache. */
+  remoteNodeIPs?: string[];
+}
+
+/** The sorted security label strings of an endpoint (what its identity is allocated for). */
+export function endpointLabels(
+  ep: Pick<EngineEndpoint, 'namespace' | 'labels' | 'serviceAccount' | 'init'>,
+  namespaceLabels: Record<string, string>,
+  labelFilter?: LabelFilter,
+): string[] {
+  if (ep.init) return reservedLabels(IDENTITY_INIT);
+  return podSecurityLabels(
+    {
+      namespace: ep.namespace,
+      labels: ep.labels,
+      namespaceLabels,
+      ...(ep.serviceAccount ? { serviceAccount: ep.serviceAccount } : {}),
+    },
+    labelFilter,
+  )
+    .map(formatLabel)
+    .sort();
 }
 
 export interface EndpointPolicy {
@@ -151,23 +180,21 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     if (seenIds.has(ep.id))
       throw new WeirError('ERR_POLICY_ENDPOINT_DUPLICATE', `endpoint id ${ep.id} appears twice`);
     seenIds.add(ep.id);
-    const labels = ep.init
-      ? reservedLabels(IDENTITY_INIT)
-      : podSecurityLabels(
-          {
-            namespace: ep.namespace,
-            labels: ep.labels,
-            namespaceLabels: nsLabels.get(ep.namespace) ?? {},
-            ...(ep.serviceAccount ? { serviceAccount: ep.serviceAccount } : {}),
-          },
-          cfg.labelFilter,
-        )
-          .map(formatLabel)
-          .sort();
+    const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, cfg.labelFilter);
     const id = take(labels);
     epIdentity.set(ep.id, { id, labels });
     const ips = ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`));
     epIPs.set(ep.id, ips);
+    u.addPod(id, labels, ips, ep.namedPorts);
+  }
+
+  // Pods of other nodes: peers with their cluster identities.
+  const remoteIPs: { prefix: Prefix; identity: number }[] = [];
+  for (const ep of input.remoteEndpoints ?? []) {
+    const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, cfg.labelFilter);
+    const id = take(labels);
+    const ips = ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`));
+    for (const ip of ips) remoteIPs.push({ prefix: ip, identity: id });
     u.addPod(id, labels, ips, ep.namedPorts);
   }
 
@@ -216,6 +243,9 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     for (const ip of epIPs.get(ep.id) ?? []) ipcache.push({ prefix: ip, identity: id });
   }
   for (const ip of nodeIPs) ipcache.push({ prefix: ip, identity: IDENTITY_HOST });
+  ipcache.push(...remoteIPs);
+  for (const ip of input.remoteNodeIPs ?? [])
+    ipcache.push({ prefix: mustHost(ip, 'remote node IP'), identity: IDENTITY_REMOTE_NODE });
   for (const c of cidrIds) ipcache.push({ prefix: c.prefix, text: c.text, identity: c.id });
   ipcache.push({ prefix: { family: 4, addr: 0n, len: 0 }, identity: IDENTITY_WORLD });
   ipcache.push({ prefix: { family: 6, addr: 0n, len: 0 }, identity: IDENTITY_WORLD });

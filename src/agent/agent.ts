@@ -794,6 +794,27 @@ export class Agent {
     return out.sort((a, b) => a.id - b.id);
   }
 
+  /**
+   * The other nodes' pods (a cluster) with the identities this node's ipcache gives them: flows
+   * name them like Hubble names remote endpoints (ID 0, namespace and pod set).
+   */
+  remoteEndpoints(): { namespace: string; pod: string; ips: string[]; identity: number; labels: string[] }[] {
+    if (!this.output) return [];
+    const ipcache = new Map(this.output.ipcache.map((e) => [e.prefix, e.identity]));
+    return this.view.pods
+      .filter((p) => p.node !== this.node.name && p.ip)
+      .map((p) => {
+        const identity = ipcache.get(`${p.ip}/32`) ?? 0;
+        return {
+          namespace: p.namespace,
+          pod: p.name,
+          ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
+          identity,
+          labels: this.allocator.get(identity)?.labels ?? [],
+        };
+      });
+  }
+
   /** Whether an endpoint audits: its own PolicyAuditMode, else the agent's --policy-audit-mode. */
   auditMode(namespace: string, pod: string): boolean {
     return (

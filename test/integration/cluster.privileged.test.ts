@@ -213,16 +213,25 @@ describe('a lab of several nodes', () => {
       clientId.identity,
       "node2's ipcache has node1's client with its identity",
     );
-    // node2 observed the denial of other's SYN, with other's identity.
+    // node2 observed the denial of other's SYN, naming other (a remote endpoint: ID 0) and its identity.
     const flows = (await onNode('node2', ['observe', '--verdict', 'DROPPED', '-o', 'json']))
       .split('\n')
       .filter(Boolean)
       .map(
-        (l) => JSON.parse(l) as { drop_reason_desc?: string; source?: { labels?: string[] }; l4?: unknown },
+        (l) =>
+          JSON.parse(l) as {
+            drop_reason_desc?: string;
+            source?: { ID?: number; pod_name?: string; namespace?: string; labels?: string[] };
+          },
       );
     assert.ok(
       flows.some(
-        (f) => f.drop_reason_desc === 'POLICY_DENIED' && f.source?.labels?.includes('k8s:app=other'),
+        (f) =>
+          f.drop_reason_desc === 'POLICY_DENIED' &&
+          f.source?.labels?.includes('k8s:app=other') &&
+          f.source.pod_name === 'other' &&
+          f.source.namespace === 'default' &&
+          f.source.ID === 0,
       ),
       'node2 shows the POLICY_DENIED drop from default/other',
     );

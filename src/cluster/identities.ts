@@ -177,19 +177,35 @@ export class ClusterIdentities {
    * with the cache complete up to the lock's revision: every earlier holder's writes are in it.
    */
   private async locked(fn: () => Promise<void>): Promise<void> {
-    this.lockLease ??= await this.store.grantLease(lockLeaseSeconds);
     const deadline = Date.now() + lockTimeoutMs;
     let delay = 5;
-    for (;;) {
-      const r = await this.store.txn([
-        {
-          op: 'put',
-          key: identityLockKey,
-          value: { node: this.node, at: new Date().toISOString() },
-          ifRevision: 0,
-          lease: this.lockLease.id,
-        },
-      ]);
+    for (let attempt = 1; ; attempt++) {
+      if (!this.lockLease) {
+        const lease = await this.store.grantLease(lockLeaseSeconds);
+        // Lost (the store was away longer than its TTL): the next lock takes a new one.
+        lease.onLost(() => {
+          if (this.lockLease === lease) this.lockLease = undefined;
+        });
+        this.lockLease = lease;
+      }
+      let r;
+      try {
+        r = await this.store.txn([
+          {
+            op: 'put',
+            key: identityLockKey,
+            value: { node: this.node, at: new Date().toISOString() },
+            ifRevision: 0,
+            lease: this.lockLease.id,
+          },
+        ]);
+      } catch (err) {
+        // A lease the store no longer knows: once with a new one.
+        if (attempt > 1) throw err;
+        this.lockLease.release();
+        this.lockLease = undefined;
+        continue;
+      }
       if (r.ok) {
         await this.cache.waitRevision(r.revision);
         break;

@@ -48,6 +48,8 @@ export interface LabStatus {
   up: boolean;
   stateDir: string;
   node?: NodeInfo & { ready: boolean };
+  /** Every node, in a lab of several. */
+  nodes?: (NodeInfo & { ready: boolean })[];
   externals: (ExternalInfo & { ready: boolean })[];
 }
 
@@ -231,6 +233,7 @@ export class Lab {
       up,
       stateDir: this.stateDir,
       ...(up ? { node: await this.node() } : {}),
+      ...(up && cfg.spec.nodes.length > 1 ? { nodes: await this.nodes() } : {}),
       externals: await this.externals(),
     };
   }

@@ -99,7 +99,10 @@ export interface EngineInput {
    * so the same cluster ids) are peers policies select, and their addresses are in the ipcache.
    * They get no policy of their own here.
    */
-  remoteEndpoints?: Omit<EngineEndpoint, 'id'>[];
+  remoteEndpoints?: (Omit<EngineEndpoint, 'id'> & {
+    /** Tunnel mode: the underlay address of the pod's node (its ipcache entries carry it). */
+    tunnelEndpoint?: string;
+  })[];
   /** Other nodes' addresses: reserved:remote-node in the ipcache. */
   remoteNodeIPs?: string[];
 }
@@ -140,7 +143,8 @@ export interface EndpointPolicy {
 
 export interface EngineOutput {
   endpoints: Map<number, EndpointPolicy>;
-  ipcache: { prefix: string; identity: number }[];
+  /** `tunnelEndpoint`: tunnel mode, the node a remote pod's address lives on. */
+  ipcache: { prefix: string; identity: number; tunnelEndpoint?: string }[];
   cookies: Map<number, RuleRef>;
   /** What the node proxy enforces: the endpoints with redirected ports, by endpoint id. */
   l7: EndpointL7Policy[];
@@ -189,12 +193,17 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   }
 
   // Pods of other nodes: peers with their cluster identities.
-  const remoteIPs: { prefix: Prefix; identity: number }[] = [];
+  const remoteIPs: { prefix: Prefix; identity: number; tunnelEndpoint?: string }[] = [];
   for (const ep of input.remoteEndpoints ?? []) {
     const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, cfg.labelFilter);
     const id = take(labels);
     const ips = ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`));
-    for (const ip of ips) remoteIPs.push({ prefix: ip, identity: id });
+    for (const ip of ips)
+      remoteIPs.push({
+        prefix: ip,
+        identity: id,
+        ...(ep.tunnelEndpoint ? { tunnelEndpoint: ep.tunnelEndpoint } : {}),
+      });
     u.addPod(id, labels, ips, ep.namedPorts);
   }
 
@@ -237,7 +246,7 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     endpoints.set(ep.id, { identity: ident.id, labels: ident.labels, ...result });
   }
 
-  const ipcache: { prefix: Prefix; text?: string; identity: number }[] = [];
+  const ipcache: { prefix: Prefix; text?: string; identity: number; tunnelEndpoint?: string }[] = [];
   for (const ep of input.endpoints) {
     const id = epIdentity.get(ep.id)?.id ?? 0;
     for (const ip of epIPs.get(ep.id) ?? []) ipcache.push({ prefix: ip, identity: id });
@@ -273,7 +282,11 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   return {
     endpoints,
     l7,
-    ipcache: dedup.map((e) => ({ prefix: e.text ?? formatPrefix(e.prefix), identity: e.identity })),
+    ipcache: dedup.map((e) => ({
+      prefix: e.text ?? formatPrefix(e.prefix),
+      identity: e.identity,
+      ...(e.tunnelEndpoint ? { tunnelEndpoint: e.tunnelEndpoint } : {}),
+    })),
     cookies: new Map([...jar.byCookie].sort((a, b) => a[0] - b[0])),
     held,
   };

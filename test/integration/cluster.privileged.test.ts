@@ -46,6 +46,13 @@ spec: { containers: [{ name: c, ports: [{ containerPort: 80 }] }] }
 `,
 ).join('---\n');
 
+const late = `
+apiVersion: v1
+kind: Pod
+metadata: { name: late, labels: { app: late } }
+spec: { nodeName: node3, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
+`;
+
 const cnp = `
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -91,6 +98,15 @@ function etcdKeys(prefix: string): string[] {
   );
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout) as string[];
+}
+
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/\) [ZX] /.test(stat);
+  } catch {
+    return false;
+  }
 }
 
 async function probe(from: string, to: string): Promise<boolean> {
@@ -235,6 +251,41 @@ describe('a lab of several nodes', () => {
       ),
       'node2 shows the POLICY_DENIED drop from default/other',
     );
+  });
+
+  it('agent kill -9 on node2: its pods keep their verdicts; lab up starts it again', async () => {
+    const pid = Number(readFileSync(`/run/weir/labs/${LAB}/agent-node2/agent.pid`, 'utf8'));
+    process.kill(pid, 'SIGKILL');
+    while (alive(pid)) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(await probe('default/client', 'default/server'), 'client -> server still allowed');
+    assert.ok(!(await probe('default/other', 'default/server')), 'other -> server still denied');
+    await ok(['lab', 'up', '--nodes', '3'], LAB, 240_000);
+    assert.notEqual(Number(readFileSync(`/run/weir/labs/${LAB}/agent-node2/agent.pid`, 'utf8')), pid);
+    assert.ok(await probe('default/client', 'default/server'));
+    assert.ok(!(await probe('default/other', 'default/server')));
+  });
+
+  it('etcd stopped: verdicts stay, agents answer from their caches; etcd back, the watches resume', async () => {
+    const pid = Number(readFileSync(`/run/weir/labs/${LAB}/etcd.pid`, 'utf8'));
+    process.kill(pid, 'SIGKILL');
+    while (alive(pid)) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(await probe('default/client', 'default/server'), 'client -> server still allowed');
+    assert.ok(!(await probe('default/other', 'default/server')), 'other -> server still denied');
+    const cached = await onNode('node2', ['get', 'pods']);
+    assert.match(cached, /server\s+1\/1\s+Running/, "node2's API answers from its cache");
+    // `lab up` again starts etcd on its data; the agents' watches resume from their revisions.
+    await ok(['lab', 'up', '--nodes', '3'], LAB, 240_000);
+    await writeFile(join(dir, 'late.yaml'), late);
+    await ok(['apply', '-f', join(dir, 'late.yaml')], LAB, 180_000);
+    assert.ok(await probe('default/client', 'default/late'), 'a pod created after the outage is reachable');
+    const lists = await Promise.all(
+      ['node1', 'node3'].map(async (n) =>
+        (JSON.parse(await onNode(n, ['identity', 'list', '-o', 'json'])) as Ident[]).filter(
+          (i) => i.id >= 256,
+        ),
+      ),
+    );
+    assert.deepEqual(lists[1], lists[0], 'the nodes still agree on every identity');
   });
 
   it('frees an identity when no node uses it any more', async () => {

@@ -151,12 +151,12 @@ export function labCommand(): Command {
       const rows = [
         { k: 'lab', v: s.name },
         { k: 'up', v: String(s.up) },
-        {
-          k: 'node',
-          v: s.node
-            ? `${s.node.name} ${s.node.ip}${s.node.ip6 ? ` ${s.node.ip6}` : ''} (${s.node.netns})${s.node.ready ? '' : ' workload down'}`
+        ...(s.nodes ?? [s.node]).map((n) => ({
+          k: s.nodes ? `node ${n?.name ?? ''}` : 'node',
+          v: n
+            ? `${n.name} ${n.ip}${n.ip6 ? ` ${n.ip6}` : ''}${n.underlayIP ? ` underlay ${n.underlayIP}` : ''} (${n.netns})${n.ready ? '' : ' workload down'}`
             : '-',
-        },
+        })),
         ...s.externals.map((e) => ({
           k: `external ${e.name}`,
           v: `${e.ip} (${e.netns})${e.ready ? '' : ' workload down'}`,

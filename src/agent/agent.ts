@@ -41,6 +41,7 @@ import {
 import type { DiffPod } from '../policy/verdict-diff.js';
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
 import { WeirError } from '../shared/errors.js';
+import { IDENTITY_REMOTE_NODE, IDENTITY_WORLD } from '../identity/reserved.js';
 import { isServiceKind } from '../service/api/index.js';
 import { connectionsToRevoke } from './ct-revalidate.js';
 import { ServiceLb, type LbSettings } from './lb.js';
@@ -148,6 +149,8 @@ export interface AgentNode {
   cgroupPath: string;
   /** Devices facing externals (NodePort from outside) and the node's address on each. */
   netdevs: { ifname: string; ip: string }[];
+  /** Tunnel mode: the node's VXLAN device (external), where pods' traffic to other nodes goes. */
+  tunnelDevice?: string;
 }
 
 /** Everything a regeneration computes from. */
@@ -161,6 +164,8 @@ export interface AgentView {
   endpointConfig?: Map<string, EndpointConfig>;
   /** The other nodes' addresses (a cluster): reserved:remote-node in the ipcache. */
   remoteNodeIPs?: string[];
+  /** The other nodes (a cluster): their pod CIDRs, node address and underlay address. */
+  remoteNodes?: { name: string; ip: string; podCIDR: string; underlayIP?: string }[];
 }
 
 export interface RegenerationStats {
@@ -205,13 +210,16 @@ export function fromMapEntry(
 }
 
 const podKey = (p: { namespace: string; name: string }) => `${p.namespace}/${p.name}`;
+const ipcacheText = (e: { identity: number; tunnelEndpoint?: string }) =>
+  e.tunnelEndpoint ? `${e.identity}@${e.tunnelEndpoint}` : String(e.identity);
 
 export class Agent {
   readonly allocator: IdentityAllocator;
   private readonly labelFilter: LabelFilter | undefined;
   /** What each endpoint's policy map holds, as last written or read back. */
   private readonly written = new Map<number, PolicyMapEntry[]>();
-  private writtenIpcache = new Map<string, number>();
+  /** prefix -> "identity" or "identity@tunnelEndpoint", as last written or read back. */
+  private writtenIpcache = new Map<string, string>();
   private output: EngineOutput | undefined;
   private input: EngineInput | undefined;
   private held: number[] = [];
@@ -235,6 +243,8 @@ export class Agent {
   private readonly netdevs = new Set<string>();
   /** weir_to_proxy on weir_host and the node's policy routing for the proxy (once per agent run). */
   private proxyPath = false;
+  /** The overlay programs on the node's VXLAN device (tunnel mode; once per agent run). */
+  private overlay = false;
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
   /** The node proxy, told the L7 policy before every map write (set by main). */
@@ -366,7 +376,7 @@ export class Agent {
         entries.map((e) => fromMapEntry(e.key, e.value)),
       );
     }
-    this.writtenIpcache = new Map(this.datapath.ipcache.list().map((e) => [e.prefix, e.identity]));
+    this.writtenIpcache = new Map(this.datapath.ipcache.list().map((e) => [e.prefix, ipcacheText(e)]));
   }
 
   policies(objects: DesiredObject[] = this.view.objects): Policy[] {
@@ -426,6 +436,12 @@ export class Agent {
       if (this.netdevs.has(d.ifname)) continue;
       this.datapath.attachNetdev({ netns: this.node.netns, ifname: d.ifname });
       this.netdevs.add(d.ifname);
+    }
+    if (this.node.tunnelDevice && !this.overlay) {
+      // Tunnel mode: pods' traffic to other nodes is encapsulated into the node's VXLAN device
+      // (the VNI the sender's identity) and what arrives on it is judged with that identity.
+      this.datapath.attachOverlay({ netns: this.node.netns, ifname: this.node.tunnelDevice });
+      this.overlay = true;
     }
     if (!this.proxyPath) {
       // The node proxy's way in (bpf/lib/proxy.h): delivery of redirected connections from tc
@@ -516,12 +532,15 @@ export class Agent {
         .map((port) => ({ name: port.name as string, port: port.containerPort, protocol: port.protocol })),
     }));
     const nodeIPs = [node.ip, ...(node.ip6 ? [node.ip6] : []), ...node.netdevs.map((d) => d.ip)];
+    const tunnel = node.tunnelDevice !== undefined;
+    const underlayOf = new Map((this.view.remoteNodes ?? []).map((n) => [n.name, n.underlayIP]));
     const remoteEndpoints = this.view.pods
       .filter((p) => p.node !== node.name && p.ip)
       .map((p) => ({
         namespace: p.namespace,
         pod: p.name,
         labels: p.labels,
+        ...(tunnel && underlayOf.get(p.node) ? { tunnelEndpoint: underlayOf.get(p.node) as string } : {}),
         ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
         namedPorts: p.ports
           .filter((port) => port.name)
@@ -541,6 +560,18 @@ export class Agent {
       fqdns: this.fqdn.view(),
       ...(remoteEndpoints.length ? { remoteEndpoints } : {}),
       ...(this.view.remoteNodeIPs?.length ? { remoteNodeIPs: this.view.remoteNodeIPs } : {}),
+      ...(tunnel
+        ? {
+            tunnelPrefixes: (this.view.remoteNodes ?? []).flatMap((n) =>
+              n.underlayIP
+                ? [
+                    { prefix: n.podCIDR, identity: IDENTITY_WORLD, tunnelEndpoint: n.underlayIP },
+                    { prefix: n.ip, identity: IDENTITY_REMOTE_NODE, tunnelEndpoint: n.underlayIP },
+                  ]
+                : [],
+            ),
+          }
+        : {}),
     };
   }
 
@@ -600,10 +631,16 @@ export class Agent {
     let deletes = 0;
 
     // ipcache first: new identities must resolve before entries that name them apply.
-    const ipcache = new Map(output.ipcache.map((e) => [e.prefix, e.identity]));
-    for (const [prefix, identity] of ipcache) {
-      if (this.writtenIpcache.get(prefix) !== identity) {
-        this.mapOp('weir_ipcache', 'update', () => this.datapath.ipcache.upsert(prefix, identity));
+    const ipcache = new Map(output.ipcache.map((e) => [e.prefix, ipcacheText(e)]));
+    for (const e of output.ipcache) {
+      if (this.writtenIpcache.get(e.prefix) !== ipcacheText(e)) {
+        this.mapOp('weir_ipcache', 'update', () =>
+          this.datapath.ipcache.upsert(
+            e.prefix,
+            e.identity,
+            e.tunnelEndpoint ? { tunnelEndpoint: e.tunnelEndpoint } : {},
+          ),
+        );
         upserts++;
       }
     }

@@ -11,7 +11,7 @@ import { Informer } from '../cluster/informer.js';
 import { desiredPrefix, nodeKey, statePrefix } from '../cluster/keys.js';
 import type { NodeRecord } from '../cluster/objects.js';
 import { Datapath } from '../datapath/loader.js';
-import { Lab, PodDriver, externalsOf, nodeNamed, nodeOf } from '../lab/index.js';
+import { Lab, PodDriver, externalsOf, nodeNamed, nodeOf, routingOf, vxlanDevice } from '../lab/index.js';
 import { privateFileMode } from '../shared/private-fs.js';
 import { FileStore, type JsonObject, type Lease, type Store } from '../store/index.js';
 import { FlowObserver } from '../observe/stream.js';
@@ -167,6 +167,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           ...(node.ip6 ? { ip6: node.ip6 } : {}),
           cgroupPath: node.cgroupPath,
           netdevs: externals.map((e) => ({ ifname: e.nodeIfname, ip: e.transitNodeIP })),
+          ...(routingOf(labConfig) === 'tunnel' ? { tunnelDevice: vxlanDevice } : {}),
         },
         local,
         datapath as Datapath,

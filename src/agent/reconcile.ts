@@ -516,16 +516,23 @@ export class Reconciler {
         .values<EndpointConfig>(desiredKindPrefix(endpointConfigKind))
         .map((i) => [`${i.value.namespace}/${i.value.pod}`, i.value]),
     );
-    const remoteNodeIPs = this.d.state
+    const remoteNodes = this.d.state
       .values<NodeRecord>(nodesPrefix)
-      .filter((n) => n.value.name !== node.name)
-      .flatMap((n) => [n.value.ip, ...(n.value.underlayIP ? [n.value.underlayIP] : [])]);
+      .map((n) => n.value)
+      .filter((n) => n.name !== node.name);
+    const remoteNodeIPs = remoteNodes.flatMap((n) => [n.ip, ...(n.underlayIP ? [n.underlayIP] : [])]);
     agent.setView({
       namespaces: [...want.namespaces.values()],
       pods,
       objects: want.objects,
       endpointConfig,
       remoteNodeIPs,
+      remoteNodes: remoteNodes.map((n) => ({
+        name: n.name,
+        ip: n.ip,
+        podCIDR: n.podCIDR,
+        ...(n.underlayIP ? { underlayIP: n.underlayIP } : {}),
+      })),
     });
     await agent.regenerate();
   }

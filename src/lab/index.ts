@@ -9,7 +9,7 @@ export {
   type AttachmentSpec,
   type AttachedContainer,
 } from './attachment.js';
-export { isCluster, nodeNamed, nodeOf, nodesOf, type NodeInfo, type Logger } from './node.js';
+export { isCluster, nodeNamed, nodeOf, nodesOf, routingOf, type NodeInfo, type Logger } from './node.js';
 export { underlayDevice, underlayAddress, underlayGateway } from './underlay.js';
 export { externalsOf, type ExternalInfo } from './external.js';
 export { podRef } from './exec.js';

@@ -29,13 +29,14 @@ import {
   nodeOf,
   nodesOf,
   nodeReady,
+  routingOf,
   nodeWorkload,
   type Logger,
   type NodeInfo,
 } from './node.js';
 import { PodDriver, type PodRuntime } from './pod.js';
 import { parseLabSpec, type LabSpec } from './spec.js';
-import { ensureNativeRoutes, ensureUnderlay, etcdPort, underlayGateway } from './underlay.js';
+import { ensureNativeRoutes, ensureTunnel, ensureUnderlay, etcdPort, underlayGateway } from './underlay.js';
 import { findWorkload, waitReady } from './workload/spawn.js';
 import { startEtcd } from '../store/etcd-server.js';
 import { pidAlive } from './config.js';
@@ -143,7 +144,8 @@ export class Lab {
       await ensureExternals(cfg, node, log);
       if (isCluster(cfg)) {
         await ensureUnderlay(this.name, nodes, log);
-        await ensureNativeRoutes(nodes, log);
+        if (routingOf(cfg) === 'native') await ensureNativeRoutes(nodes, log);
+        else await ensureTunnel(nodes, log);
         if (cfg.kvstore?.managed) await this.ensureEtcd(log);
       }
       const workloads = [

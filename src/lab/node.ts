@@ -35,6 +35,14 @@ export interface NodeInfo {
 /** Whether the lab's nodes share a cluster Store (etcd) and an underlay. */
 export const isCluster = (cfg: LabConfig) => cfg.spec.nodes.length > 1 || cfg.kvstore !== undefined;
 
+/**
+ * How pods of different nodes reach each other: 'tunnel' (VXLAN, the default, as Cilium's) or
+ * 'native' (routes on the underlay); undefined for a lab of one node without a cluster Store.
+ */
+export function routingOf(cfg: LabConfig): 'tunnel' | 'native' | undefined {
+  return isCluster(cfg) ? (cfg.spec.routing ?? 'tunnel') : undefined;
+}
+
 /** Every node of the lab, in spec order. */
 export function nodesOf(cfg: LabConfig): NodeInfo[] {
   return cfg.spec.nodes.map((n) => nodeOf(cfg, n));

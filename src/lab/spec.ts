@@ -90,10 +90,11 @@ const labSpecSchema = z
         })),
       ),
     /**
-     * How pods of different nodes reach each other: 'native' (routes on the underlay, the
-     * receiver takes the sender's identity from its ipcache). Only with more than one node.
+     * How pods of different nodes reach each other: 'tunnel' (the default: VXLAN, the sender's
+     * identity in the VNI) or 'native' (routes on the underlay, the receiver takes the sender's
+     * identity from its ipcache). Only with more than one node.
      */
-    routing: z.enum(['native']).optional(),
+    routing: z.enum(['tunnel', 'native']).optional(),
     externals: z.array(externalSchema).max(64, 'at most 64 externals').default([]),
     /**
      * The cluster DNS: with this section (even `dns: {}`), `weir lab up` runs it (pod

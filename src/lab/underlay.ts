@@ -2,10 +2,14 @@
 // lab's own namespace weir-<lab>-underlay holding the underlay's first address; each node joins it
 // with a veth (weir_ul in the node's namespace, weirul<hash> on the bridge) carrying the node's
 // underlay address. With native routing each node routes the other nodes' pod CIDRs via their
-// underlay addresses. The lab's etcd (a cluster's Store) listens on the bridge's address.
+// underlay addresses; with tunnel mode each node has a VXLAN device (external) into which its pods'
+// traffic to other nodes is encapsulated, and routes the other nodes' pod CIDRs into it for its
+// own packets. The underlay's MTU (9000) leaves room for the encapsulation of 1500-byte packets.
+// The lab's etcd (a cluster's Store) listens on the bridge's address.
 import { host4, parseCidr4 } from './cidr.js';
 import { underlayNetns, vethName } from './names.js';
 import { addNetns, ipBatch, ipIn, sysctlIn } from './netns.js';
+import { addTunnelRoute, ensureVxlan, vxlanDevice } from './vxlan.js';
 import type { Logger, NodeInfo } from './node.js';
 import { underlayCidr } from './spec.js';
 
@@ -14,6 +18,7 @@ export const underlayDevice = 'weir_ul';
 const bridge = 'weir_ul';
 const cidr = parseCidr4(underlayCidr) as { base: number; prefix: number };
 const prefixLen = cidr.prefix;
+const underlayMtu = 9000;
 
 /** The bridge's address (the lab's etcd listens there). */
 export const underlayGateway = host4(cidr, 1);
@@ -33,7 +38,7 @@ export async function ensureUnderlay(lab: string, nodes: NodeInfo[], log: Logger
     ['link', 'set', 'lo', 'up'],
     ...(have.has(bridge) ? [] : [['link', 'add', bridge, 'type', 'bridge']]),
     ['addr', 'replace', `${underlayGateway}/${prefixLen}`, 'dev', bridge],
-    ['link', 'set', bridge, 'up'],
+    ['link', 'set', bridge, 'mtu', String(underlayMtu), 'up'],
   ]);
   for (const n of nodes) {
     if (!n.underlayIP) continue;
@@ -44,13 +49,29 @@ export async function ensureUnderlay(lab: string, nodes: NodeInfo[], log: Logger
       await ipIn(n.netns, ['link', 'add', underlayDevice, 'type', 'veth', 'peer', 'name', peer, 'netns', ns]);
     }
     await ipBatch(ns, [
+      ['link', 'set', peer, 'mtu', String(underlayMtu)],
       ['link', 'set', peer, 'master', bridge],
       ['link', 'set', peer, 'up'],
     ]);
     await ipBatch(n.netns, [
       ['addr', 'replace', `${n.underlayIP}/${prefixLen}`, 'dev', underlayDevice],
-      ['link', 'set', underlayDevice, 'up'],
+      ['link', 'set', underlayDevice, 'mtu', String(underlayMtu), 'up'],
     ]);
+  }
+}
+
+/**
+ * Tunnel mode: each node's VXLAN device (MTU 1500: the underlay carries the 50 bytes more), and
+ * routes for the other nodes' pod CIDRs into it with the node's own address as source (its
+ * packets get their tunnel key from the device's program; answers come back through the tunnel).
+ */
+export async function ensureTunnel(nodes: NodeInfo[], log: Logger): Promise<void> {
+  for (const n of nodes) {
+    if (!n.underlayIP) continue;
+    await ensureVxlan(n.netns, { mtu: 1500 });
+    const others = nodes.filter((o) => o !== n && o.underlayIP);
+    log(`node ${n.name}: ${vxlanDevice}, routes to ${others.map((o) => o.podCIDR).join(', ') || 'none'}`);
+    for (const o of others) await addTunnelRoute(n.netns, o.podCIDR, { src: n.ip });
   }
 }
 

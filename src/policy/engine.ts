@@ -4,7 +4,7 @@
 // port: the datapath redirects those connections, l7.ts). Pure: no kernel calls. The agent writes
 // the entries, `policy trace` and conformance simulation look them up with lookup.ts, and bpf/
 // reaches the same verdicts from the same entries.
-import { comparePrefix, formatPrefix, hostPrefix, type Prefix } from '../identity/cidr.js';
+import { comparePrefix, formatPrefix, hostPrefix, parsePrefix, type Prefix } from '../identity/cidr.js';
 import { IdentityAllocator } from '../identity/allocator.js';
 import type { LabelFilter } from '../identity/filter.js';
 import { formatLabel } from '../identity/labels.js';
@@ -105,6 +105,11 @@ export interface EngineInput {
   })[];
   /** Other nodes' addresses: reserved:remote-node in the ipcache. */
   remoteNodeIPs?: string[];
+  /**
+   * Tunnel mode: other nodes' pod CIDRs (world, like Cilium's) and addresses inside them, with
+   * the underlay address of their node: traffic to them is encapsulated towards it.
+   */
+  tunnelPrefixes?: { prefix: string; identity: number; tunnelEndpoint: string }[];
 }
 
 /** The sorted security label strings of an endpoint (what its identity is allocated for). */
@@ -253,6 +258,12 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   }
   for (const ip of nodeIPs) ipcache.push({ prefix: ip, identity: IDENTITY_HOST });
   ipcache.push(...remoteIPs);
+  // Tunnel prefixes first: a remote node's own address inside its pod CIDR keeps its tunnel
+  // endpoint and takes the remote-node identity below (the first of equal prefixes stays).
+  for (const t of input.tunnelPrefixes ?? []) {
+    const prefix = parsePrefix(t.prefix, { allowBareIP: true });
+    if (prefix) ipcache.push({ prefix, identity: t.identity, tunnelEndpoint: t.tunnelEndpoint });
+  }
   for (const ip of input.remoteNodeIPs ?? [])
     ipcache.push({ prefix: mustHost(ip, 'remote node IP'), identity: IDENTITY_REMOTE_NODE });
   for (const c of cidrIds) ipcache.push({ prefix: c.prefix, text: c.text, identity: c.id });

@@ -56,7 +56,10 @@ export function labCommand(): Command {
       "an existing etcd (comma-separated client URLs reachable from the nodes' namespaces) instead of the lab's own",
     )
     .addOption(
-      new Option('--routing <mode>', 'between nodes: native (routes on the underlay)').choices(['native']),
+      new Option(
+        '--routing <mode>',
+        "between nodes: tunnel (VXLAN, the sender's identity in the VNI; the default) or native (routes on the underlay)",
+      ).choices(['tunnel', 'native']),
     )
     .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)')
     .option(
@@ -74,7 +77,7 @@ export function labCommand(): Command {
         clusterDns?: boolean;
         nodes?: string;
         kvstoreEndpoints?: string;
-        routing?: 'native';
+        routing?: 'tunnel' | 'native';
       } & Record<string, unknown>,
     ) => {
       let spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});

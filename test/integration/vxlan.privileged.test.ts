@@ -16,6 +16,7 @@ import { Datapath, type HostRouting } from '../../src/datapath/loader.js';
 import { decodeFlowEvent, type FlowEvent } from '../../src/datapath/maps/events/index.js';
 import { addTunnelRoute, VXLAN_PORT, vxlanDevice } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
+import { ethernet, ipv4, tcp } from '../../src/datapath/packet/index.js';
 import { testLab } from '../support/lab-name.js';
 import { ipIn, TwoNodes } from '../support/two-nodes.js';
 
@@ -37,6 +38,12 @@ const clientJs = (host: string) =>
 const sniffJs =
   `const s = require('dgram').createSocket('udp4'); s.on('message', (m) => { console.log(m.toString('hex'));` +
   ` process.exit(0); }); s.bind(${VXLAN_PORT}, () => console.log('ready'));`;
+
+/** Polls `ok` (every 50 ms, at most 3 s): counters of packets sent by another process. */
+async function waitFor(ok: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 60 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(ok(), what);
+}
 
 describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the identity', () => {
   const dps: Datapath[] = [];
@@ -243,6 +250,45 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
     } finally {
       sniffer.kill('SIGKILL');
     }
+  });
+
+  it('judges what arrives on the wire by its VNI: 0 is an invalid identity, others meet policy', async () => {
+    attach('bpf');
+    const n1 = dps[0];
+    assert.ok(n1);
+    // Crafted VXLAN datagrams from the sniffer's namespace to node 1: a SYN from B's address to A.
+    const inner = ethernet({
+      payload: ipv4({
+        src: PODS[1].ip,
+        dst: PODS[0].ip,
+        payload: tcp({ sport: 40000, dport: PORT, flags: 'S' }),
+      }),
+    });
+    const datagram = (vni: number) => {
+      const hdr = Buffer.alloc(8);
+      hdr[0] = 0x08;
+      hdr.writeUIntBE(vni, 4, 3);
+      return Buffer.concat([hdr, inner]).toString('hex');
+    };
+    const send = (vni: number) =>
+      run([
+        'ip',
+        'netns',
+        'exec',
+        sniffNs,
+        process.execPath,
+        '-e',
+        `const s = require('dgram').createSocket('udp4'); s.send(Buffer.from('${datagram(vni)}', 'hex'), ` +
+          `${VXLAN_PORT}, '192.168.251.1', () => s.close());`,
+      ]);
+    const count = (reason: number) => n1.metrics.get(reason, 'ingress').packets;
+    const invalid = count(DropReason.UNKNOWN_SENDER);
+    await send(0);
+    await waitFor(() => count(DropReason.UNKNOWN_SENDER) > invalid, 'VNI 0 dropped as an invalid identity');
+    // A's ingress admits nobody: a valid VNI reaches its policy, and is denied there.
+    const denied = count(DropReason.POLICY);
+    await send(PODS[1].identity);
+    await waitFor(() => count(DropReason.POLICY) > denied, "a valid VNI is judged by A's ingress policy");
   });
 
   it('native routing: no tunnel, the underlay routes, the identity from the ipcache', async () => {

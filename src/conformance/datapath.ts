@@ -12,7 +12,7 @@ import type { HostRouting } from '../datapath/loader.js';
 import { objectKey } from '../cluster/keys.js';
 import { toDesired, type DesiredObject, type PodInfo } from '../cluster/objects.js';
 import { parseManifests, type Manifest } from '../k8s/index.js';
-import { Lab, nodeOf, parseLabSpec, probe, type Logger, type ProbeResult } from '../lab/index.js';
+import { Lab, nodeOf, nodesOf, parseLabSpec, probe, withNodeCount, type Logger, type ProbeResult } from '../lab/index.js';
 import { WeirError } from '../shared/errors.js';
 import type { ServiceSummary } from '../agent/lb.js';
 import type { Addresses, ServedPort, Topology, TopologyService } from './case.js';
@@ -37,6 +37,11 @@ export interface DatapathProberOptions {
   socketLB?: boolean;
   /** The agent's --host-routing (default: the agent's, bpf). */
   hostRouting?: HostRouting;
+  /**
+   * Nodes of each case's lab (default 1): more spread the topology's pods round-robin in file order
+   * (pod i on node (i mod n) + 1), with an agent per node, etcd and the lab's default routing.
+   */
+  nodes?: number;
   log?: Logger;
 }
 
@@ -56,24 +61,28 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
     const name = `conf-${process.pid}-${++labCount}`;
     const extNames = labExternalNames(topology);
     const lab = await Lab.open(name);
+    const nodeCount = opts.nodes ?? 1;
     const close = async () => {
       if (!openLabs.delete(close)) return;
+      for (let k = nodeCount; k >= 2; k--) await stopAgent(name, undefined, `node${k}`);
       await stopAgent(name);
       await lab.down();
     };
     openLabs.add(close);
     try {
       const started = Date.now();
-      const cfg = await lab.up(labSpec(name, topology, extNames));
-      await startAgent({
-        lab: name,
-        nodeNetns: nodeOf(cfg).netns,
-        settings: {
-          ...(opts.socketLB === false ? { socketLB: false } : {}),
-          ...(opts.hostRouting ? { hostRouting: opts.hostRouting } : {}),
-        },
-      });
-      await applyLab(name, topology, {
+      const cfg = await lab.up(withNodeCount(labSpec(name, topology, extNames), nodeCount));
+      for (const [i, n] of nodesOf(cfg).entries())
+        await startAgent({
+          lab: name,
+          ...(i > 0 ? { node: n.name } : {}),
+          nodeNetns: n.netns,
+          settings: {
+            ...(opts.socketLB === false ? { socketLB: false } : {}),
+            ...(opts.hostRouting ? { hostRouting: opts.hostRouting } : {}),
+          },
+        });
+      await applyLab(name, topology, nodeCount, {
         file: topology.key,
         namespaces: topology.namespaces,
         pods: topology.pods,
@@ -87,7 +96,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
       const services = new Services(name);
       await services.sync(topology.services, topology.key);
       log(
-        `lab ${name} up with its agent: ${addresses.pods.size} pods, ${services.count} services (${Date.now() - started} ms)`,
+        `lab ${name} up with ${nodeCount > 1 ? `${nodeCount} nodes and their agents` : 'its agent'}: ${addresses.pods.size} pods, ${services.count} services (${Date.now() - started} ms)`,
       );
 
       const source = (peer: string): string => {
@@ -170,7 +179,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         concurrency: opts.concurrency ?? 64,
         kinds: new Set(['http', 'dns', 'fqdn'] as const),
         async apply(state: CaseState) {
-          await applyLab(name, topology, state);
+          await applyLab(name, topology, nodeCount, state);
           await services.sync(state.services, state.file);
           await replacePolicies(name, state);
           // Every case starts with nothing learned (the corpus' fqdnStatePerCase), as
@@ -311,6 +320,7 @@ function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
 async function applyLab(
   lab: string,
   t: Topology,
+  nodeCount: number,
   state: Pick<CaseState, 'file' | 'namespaces' | 'pods'>,
 ): Promise<void> {
   const podLabels = new Map(state.pods.map((p) => [`${p.namespace}/${p.name}`, p.labels]));
@@ -321,7 +331,7 @@ async function applyLab(
       kind: 'Namespace',
       metadata: { name: n.name, labels: nsLabels.get(n.name) ?? n.labels },
     })),
-    ...t.pods.map((p) => {
+    ...t.pods.map((p, i) => {
       const ports = p.containers.map((c) => ({
         containerPort: c.port,
         protocol: c.protocol,
@@ -335,7 +345,10 @@ async function applyLab(
           name: p.name,
           labels: podLabels.get(`${p.namespace}/${p.name}`) ?? p.labels,
         },
-        spec: { containers: [{ name: 'workload', ...(ports.length ? { ports } : {}) }] },
+        spec: {
+          ...(nodeCount > 1 ? { nodeName: `node${(i % nodeCount) + 1}` } : {}),
+          containers: [{ name: 'workload', ...(ports.length ? { ports } : {}) }],
+        },
       };
     }),
   ];

@@ -12,7 +12,7 @@ import type { HostRouting } from '../datapath/loader.js';
 import { objectKey } from '../cluster/keys.js';
 import { toDesired, type DesiredObject, type PodInfo } from '../cluster/objects.js';
 import { parseManifests, type Manifest } from '../k8s/index.js';
-import { Lab, nodeOf, nodesOf, parseLabSpec, probe, withNodeCount, type Logger, type ProbeResult } from '../lab/index.js';
+import { Lab, nodeOf, nodesOf, parseLabSpec, probe, type Logger, type ProbeResult } from '../lab/index.js';
 import { WeirError } from '../shared/errors.js';
 import type { ServiceSummary } from '../agent/lb.js';
 import type { Addresses, ServedPort, Topology, TopologyService } from './case.js';
@@ -71,7 +71,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
     openLabs.add(close);
     try {
       const started = Date.now();
-      const cfg = await lab.up(withNodeCount(labSpec(name, topology, extNames), nodeCount));
+      const cfg = await lab.up(labSpec(name, topology, extNames, nodeCount));
       for (const [i, n] of nodesOf(cfg).entries())
         await startAgent({
           lab: name,
@@ -99,17 +99,25 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         `lab ${name} up with ${nodeCount > 1 ? `${nodeCount} nodes and their agents` : 'its agent'}: ${addresses.pods.size} pods, ${services.count} services (${Date.now() - started} ms)`,
       );
 
-      const source = (peer: string): string => {
+      // The host peer is "the node that runs the pods": with several nodes, the node of the pod at
+      // the other end (its local host, as on one node), else node1.
+      const nodes = nodesOf(cfg);
+      const podNode = new Map(topology.pods.map((p, i) => [`${p.namespace}/${p.name}`, i % nodeCount]));
+      const hostOf = (other?: string) => nodes[(other && podNode.get(other)) || 0] ?? nodeOf(cfg);
+      const source = (peer: string, other?: string): string => {
         if (addresses.pods.has(peer)) return peer;
-        if (peer === topology.host) return 'node';
+        if (peer === topology.host) {
+          const n = hostOf(other);
+          return n.name === nodes[0]?.name ? 'node' : `node:${n.name}`;
+        }
         const ext = extNames.get(peer);
         if (ext) return `ext:${ext}`;
         throw new WeirError('ERR_CONFORMANCE_PEER', `unknown peer '${peer}'`);
       };
-      const address = (peer: string): string => {
+      const address = (peer: string, other?: string): string => {
         const ip =
           addresses.pods.get(peer) ??
-          (peer === topology.host ? addresses.nodeIP : addresses.externals.get(peer));
+          (peer === topology.host ? hostOf(other).ip : addresses.externals.get(peer));
         if (!ip) throw new WeirError('ERR_CONFORMANCE_PEER', `unknown peer '${peer}'`);
         return ip;
       };
@@ -201,7 +209,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
             const ip = services.clusterIP(req.service);
             const r = await probe(
               lab,
-              source(req.from),
+              source(req.from, req.to),
               { ip, port: req.servicePort, protocol: req.protocol },
               timeoutMs,
             );
@@ -209,8 +217,8 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
           }
           const r = await probe(
             lab,
-            source(req.from),
-            { ip: address(req.to), port: req.port, protocol: req.protocol },
+            source(req.from, req.to),
+            { ip: address(req.to, req.from), port: req.port, protocol: req.protocol },
             timeoutMs,
           );
           return r.ok;
@@ -290,7 +298,7 @@ function labExternalNames(t: Topology): Map<string, string> {
   return out;
 }
 
-function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
+function labSpec(name: string, t: Topology, extNames: Map<string, string>, nodeCount: number) {
   // A peer that lists nothing serves every TCP/UDP port some pod serves.
   const podPorts = new Map<string, ServedPort>();
   for (const p of t.pods) for (const c of p.containers) podPorts.set(`${c.port}/${c.protocol}`, c);
@@ -301,13 +309,12 @@ function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
   return parseLabSpec(
     {
       name,
-      nodes: [
-        {
-          name: 'node1',
-          ...(t.podCIDR ? { podCIDR: t.podCIDR } : {}),
-          ...(t.host ? { serves: served(t.hostServes) } : {}),
-        },
-      ],
+      // Every node serves the host peer's ports: each is the host of its own pods.
+      nodes: Array.from({ length: nodeCount }, (_, i) => ({
+        name: `node${i + 1}`,
+        ...(t.podCIDR && i === 0 ? { podCIDR: t.podCIDR } : {}),
+        ...(t.host ? { serves: served(t.hostServes) } : {}),
+      })),
       externals: t.externals.map((e) => ({ name: extNames.get(e.name), ip: e.ip, serves: served(e.serves) })),
       // The L7 model's zone: the lab's cluster DNS answers these names (outside the cluster).
       ...(t.dns ? { dns: { ...(t.dns.ttl !== undefined ? { ttl: t.dns.ttl } : {}), records: t.dns.records } } : {}),

@@ -42,6 +42,7 @@ import { EndpointsMap } from './maps/endpoints/index.js';
 import { FragKey, FragPorts } from './maps/frag/layout.js';
 import { IpcacheMap } from './maps/ipcache/index.js';
 import { LbMaps } from './maps/lb/index.js';
+import { AuthMap } from './maps/auth/index.js';
 import { LxcMap } from './maps/lxc/index.js';
 import { MAGLEV_TABLE_SIZES } from './maps/lb/layout.js';
 import {
@@ -195,6 +196,8 @@ export class Datapath {
   readonly endpoints: EndpointsMap;
   /** Local pods by address, for eBPF host routing (weir_lxc). */
   readonly lxc: LxcMap;
+  /** Authenticated identity pairs (weir_auth, `authentication.mode: required`). */
+  readonly auth: AuthMap;
   readonly hostRouting: HostRouting;
   readonly ct: CtMap;
   readonly metrics: MetricsMap;
@@ -236,6 +239,7 @@ export class Datapath {
     this.ipcache = new IpcacheMap(map('weir_ipcache'));
     this.endpoints = new EndpointsMap(map('weir_endpoints'));
     this.lxc = new LxcMap(map('weir_lxc'));
+    this.auth = new AuthMap(map('weir_auth'));
     this.hostRouting = hostRouting;
     this.ct = new CtMap(map('weir_ct'));
     this.metrics = new MetricsMap(map('weir_metrics'));

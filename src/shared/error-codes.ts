@@ -100,6 +100,7 @@ export const errorCodes = {
   ERR_CONFORMANCE_SERVICE: { meaning: 'a conformance probe targets a Service that has no ClusterIP' },
   ERR_CONFORMANCE_STATE: { meaning: 'the simulate prober was asked to probe before anything was applied' },
   ERR_DATAPATH_ADDRESS: { meaning: 'a value written to a datapath map is not an IPv4 or IPv6 address' },
+  ERR_DATAPATH_AUTH_KEY: { meaning: 'a weir_auth key is malformed (identity or node id out of range)' },
   ERR_DATAPATH_CONFIG: { meaning: 'a datapath setting (map sizes, modes) is out of range' },
   ERR_DATAPATH_DIRECTION: { meaning: 'a datapath map holds an unknown traffic direction' },
   ERR_DATAPATH_ENDPOINT: { meaning: 'an endpoint id is outside 1..65535' },

@@ -117,6 +117,13 @@ export const MAPS = [
     purpose: "one endpoint's policy entries (kernel name `weir_pol_<id>`), inside weir_policy",
   },
   lxc(
+    'weir_auth',
+    'hash',
+    'bpf/lib/auth.h',
+    '{source identity, destination identity, remote node (0: this node), auth type} → expiry',
+    "mutual authentication (Cilium's cilium_auth_map): pairs an mTLS handshake with their SVIDs authenticated, until the earlier certificate expires; read for entries of `authentication: {mode: required}` rules",
+  ),
+  lxc(
     'weir_ct',
     'lru_hash',
     'bpf/lib/conntrack.h',

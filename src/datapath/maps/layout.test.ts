@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkLayout, cstruct, pad, u32 } from '../../bpf/index.js';
 import { bpfObject } from '../../shared/paths.js';
+import { AuthInfo, AuthKey } from './auth/layout.js';
 import { CtEntry, CtKey } from './ct/layout.js';
 import { EndpointInfo } from './endpoints/layout.js';
 import { FlowEventLayout } from './events/layout.js';
@@ -40,6 +41,8 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     FlowEventLayout,
     LxcKey,
     LxcInfo,
+    AuthKey,
+    AuthInfo,
   ];
   for (const codec of codecs) {
     it(`struct ${codec.name}`, () => checkLayout(codec, lxc, codec.name));

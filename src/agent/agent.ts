@@ -183,7 +183,7 @@ export function toMapKey(e: PolicyMapEntry): PolicyMapKey {
 /** Datapath entry -> engine entry, for reading back what a previous agent wrote. */
 export function fromMapEntry(
   k: Required<PolicyMapKey>,
-  v: { deny: boolean; proxyPort: number; cookie: number },
+  v: { deny: boolean; auth?: boolean; proxyPort: number; cookie: number },
 ) {
   const prefixLen = k.protocol === 0 ? PREFIX_PROTO_ANY : PREFIX_PORT_ANY + k.portPrefixLen;
   const entry: PolicyMapEntry = {
@@ -193,6 +193,7 @@ export function fromMapEntry(
     port: k.protocol === 0 || k.portPrefixLen === 0 ? 0 : k.port,
     prefixLen,
     deny: v.deny,
+    ...(v.auth ? { auth: true as const } : {}),
     proxyPort: v.proxyPort,
     cookie: v.cookie,
     l4Prefix: prefixLen - PREFIX_PROTO_ANY,
@@ -613,7 +614,12 @@ export class Agent {
         const pm = this.datapath.policy(id);
         for (const e of d.upserts)
           this.mapOp('weir_policy', 'update', () =>
-            pm.upsert(toMapKey(e), { deny: e.deny, proxyPort: e.proxyPort, cookie: e.cookie }),
+            pm.upsert(toMapKey(e), {
+              deny: e.deny,
+              auth: e.auth === true,
+              proxyPort: e.proxyPort,
+              cookie: e.cookie,
+            }),
           );
         for (const e of d.deletes) this.mapOp('weir_policy', 'delete', () => pm.delete(toMapKey(e)));
       }

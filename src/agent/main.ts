@@ -16,12 +16,15 @@ import { FileStore, type JsonObject, type Lease, type Store } from '../store/ind
 import { FlowObserver } from '../observe/stream.js';
 import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
+import { CertificateAuthority } from '../auth/ca.js';
+import { AuthManager } from './auth.js';
+import { authRoutes } from './auth-routes.js';
 import { FlowPipeline } from './flows.js';
 import { ClusterDns } from './cluster-dns.js';
 import { Lifecycle } from './lifecycle.js';
 import { Intake } from './intake.js';
 import { LocalState } from './local-state.js';
-import { agentPidFile, agentSocket, agentStoreFile, nodePinDir } from './paths.js';
+import { agentDir, agentPidFile, agentSocket, agentStoreFile, nodePinDir } from './paths.js';
 import { Reconciler } from './reconcile.js';
 import { agentRoutes } from './routes.js';
 import { CniService, cniRoutes } from './cni.js';
@@ -194,10 +197,38 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       a.metrics.sources.datapathCounters = () => dp.metrics.list();
       a.metrics.sources.lostEvents = () => observer.status().lost;
       a.metrics.sources.endpoints = () => a.endpoints().length;
-      flows = new FlowPipeline({ datapath: dp, agent: a, observer, nodeName: node.name, log });
+      flows = new FlowPipeline({
+        datapath: dp,
+        agent: a,
+        observer,
+        nodeName: node.name,
+        log,
+        onAuthRequired: (pair) => void auth?.required(pair),
+      });
       flows.start();
     },
     stop: () => flows?.stop(),
+  });
+
+  // Mutual authentication: the lab CA (its key stays in this node's state dir), SVIDs for the
+  // identities in use, the auth listener, handshakes for 189 drops (src/agent/auth.ts).
+  let auth: AuthManager | undefined;
+  lc.append({
+    name: 'auth',
+    start: async () => {
+      const a = agent as Agent;
+      auth = new AuthManager({
+        ca: await CertificateAuthority.open(join(agentDir(opts.lab), 'ca')),
+        trustDomain: run.trustDomain,
+        svidTtl: run.svidTtl,
+        listen: { host: node.ip, port: run.authListenerPort },
+        map: (datapath as Datapath).auth,
+        identities: () => a.identities(),
+        log: log.child({ component: 'auth' }),
+      });
+      await auth.start();
+    },
+    stop: () => auth?.stop(),
   });
 
   let gcTimer: NodeJS.Timeout | undefined;
@@ -234,6 +265,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       });
       server = await listenApi(agentSocket(opts.lab), [
         ...agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
+        ...authRoutes(() => auth),
         ...cniRoutes(
           new CniService({
             agent: a,

@@ -47,9 +47,13 @@ export const errorCodes = {
     meaning: 'a change was stored but a node did not put it in force in time (its agent may be down)',
     http: 504,
   },
-  ERR_AUTH_CA: { meaning: "the lab's CA (its certificate or key under the agent's ca/ directory) cannot be used" },
+  ERR_AUTH_CA: {
+    meaning: "the lab's CA (its certificate or key under the agent's ca/ directory) cannot be used",
+  },
   ERR_AUTH_NO_SVID: { meaning: 'the identity has no SVID on this node (not in use, or released)', http: 404 },
-  ERR_AUTH_TRUST_DOMAIN: { meaning: 'the trust domain is not a SPIFFE trust domain (a-z 0-9 . - _, at most 255)' },
+  ERR_AUTH_TRUST_DOMAIN: {
+    meaning: 'the trust domain is not a SPIFFE trust domain (a-z 0-9 . - _, at most 255)',
+  },
   ERR_BENCH_BASELINE: {
     meaning: "a benchmark's no-policy baseline is not raw (tc filters or rules present)",
   },

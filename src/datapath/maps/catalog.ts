@@ -113,7 +113,7 @@ export const MAPS = [
     owner: 'loader',
     reusedBy: [],
     source: 'src/datapath/loader.ts',
-    entry: '{identity, direction, protocol, port} prefix → {deny, proxy port, rule cookie}',
+    entry: '{identity, direction, protocol, port} prefix → {deny, auth, proxy port, rule cookie}',
     purpose: "one endpoint's policy entries (kernel name `weir_pol_<id>`), inside weir_policy",
   },
   lxc(

@@ -7,6 +7,7 @@ import { validatePolicy } from './api/index.js';
 import { computePolicy, type EngineInput } from './engine.js';
 import { DIR_EGRESS, DIR_INGRESS, PROTO_TCP } from './entry.js';
 import { lookup } from './lookup.js';
+import { trace } from './trace.js';
 
 const loc = { file: 'auth.yaml', object: 'CiliumNetworkPolicy x/p' };
 const cnp = (name: string, spec: unknown) =>
@@ -104,6 +105,15 @@ test('entries of a rule with authentication required carry the auth flag; others
   const r81 = lookup(b.entries, a.identity, DIR_INGRESS, PROTO_TCP, 81);
   assert.equal(r81.verdict, 'allow');
   assert.equal(r81.entry?.auth, undefined);
+  // policy trace says so.
+  const input = world([]); // trace reads pods and namespaces from the input, entries from the output
+  const t = trace({ input, output: out }, { from: 'x/a', to: 'x/b', port: 80, protocol: 'TCP' });
+  assert.equal(t.ingress.verdict, 'allowed');
+  assert.equal(t.ingress.authRequired, true);
+  assert.equal(
+    trace({ input, output: out }, { from: 'x/a', to: 'x/b', port: 81, protocol: 'TCP' }).ingress.authRequired,
+    undefined,
+  );
   // The egress side of a is not enforced: nothing requires authentication there.
   assert.equal(
     a.entries.some((e) => e.auth),

@@ -216,6 +216,11 @@ export class AuthManager {
     }
   }
 
+  /** The counters, for the agent's metrics. */
+  counts() {
+    return { handshakes: { ...this.handshakes }, ...structuredClone(this.listener.counters) };
+  }
+
   status(): AuthStatus {
     return {
       trustDomain: this.#o.trustDomain,

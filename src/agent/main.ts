@@ -227,6 +227,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         log: log.child({ component: 'auth' }),
       });
       await auth.start();
+      a.metrics.sources.auth = () => auth?.counts();
     },
     stop: () => auth?.stop(),
   });

@@ -22,6 +22,7 @@ import {
 import { LxcInfo, LxcKey } from './lxc/layout.js';
 import { MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';
+import { TunnelConfig } from './tunnel/layout.js';
 
 const lxc = bpfObject('lxc');
 const sock = bpfObject('sock');
@@ -43,6 +44,7 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     LxcInfo,
     AuthKey,
     AuthInfo,
+    TunnelConfig,
   ];
   for (const codec of codecs) {
     it(`struct ${codec.name}`, () => checkLayout(codec, lxc, codec.name));

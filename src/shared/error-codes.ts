@@ -139,8 +139,8 @@ export const errorCodes = {
     meaning:
       'a cluster identity id was taken by a writer that ignored the allocator lock (nothing was written)',
   },
-  ERR_IDENTITY_LOCKED: { meaning: "the cluster's identity allocator lock stayed taken for 30 s" },
   ERR_IDENTITY_EXHAUSTED: { meaning: 'no free numeric identity is left in its range' },
+  ERR_IDENTITY_LOCKED: { meaning: "the cluster's identity allocator lock stayed taken for 30 s" },
   ERR_IDENTITY_STATE: { meaning: "the identity allocator's persisted state has an unknown format" },
   ERR_IDENTITY_UNKNOWN: { meaning: 'an identity was released that is not allocated' },
   ERR_INPUT_INVALID: { meaning: 'input errors were found (a list with no code of its own)' },

@@ -46,6 +46,16 @@ describe('CA and SVIDs', () => {
     }
   });
 
+  it('agents opening the CA together get one CA', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weir-ca-'));
+    try {
+      const cas = await Promise.all([1, 2, 3, 4].map(() => CertificateAuthority.open(join(dir, 'ca'))));
+      assert.equal(new Set(cas.map((c) => c.certPem)).size, 1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('trust domains and SPIFFE IDs', () => {
     assert.equal(checkTrustDomain('weir.local'), 'weir.local');
     assert.throws(() => checkTrustDomain('Bad Domain'), { code: 'ERR_AUTH_TRUST_DOMAIN' });

@@ -14,11 +14,11 @@
 // memory only.
 import 'reflect-metadata';
 import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { WeirError } from '../shared/errors.js';
-import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
+import { privateDirMode, privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import { identitySpiffeId } from './spiffe.js';
 
 type CryptoKey = webcrypto.CryptoKey;
@@ -90,10 +90,35 @@ export class CertificateAuthority {
     const keyFile = join(dir, 'ca.key');
     privateDirSync(dir);
     if (!existsSync(certFile) || !existsSync(keyFile)) {
-      const { ca, keyPem } = await CertificateAuthority.create();
-      writeFileSync(keyFile, keyPem, { mode: privateFileMode });
-      writeFileSync(certFile, ca.certPem, { mode: privateFileMode });
-      return ca;
+      // Agents of several nodes of one lab may start together: one creates (the lock directory
+      // is made atomically), the others wait for its files.
+      const lock = join(dir, '.creating');
+      let mine = false;
+      try {
+        mkdirSync(lock, { mode: privateDirMode });
+        mine = true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      if (mine) {
+        try {
+          const { ca, keyPem } = await CertificateAuthority.create();
+          writeFileSync(keyFile, keyPem, { mode: privateFileMode });
+          writeFileSync(certFile, ca.certPem, { mode: privateFileMode });
+          return ca;
+        } finally {
+          rmSync(lock, { recursive: true, force: true });
+        }
+      }
+      for (let i = 0; i < 200 && existsSync(lock); i++) await new Promise((r) => setTimeout(r, 50));
+      if (!existsSync(certFile) || !existsSync(keyFile))
+        throw new WeirError(
+          'ERR_AUTH_CA',
+          `no CA in ${dir}: another agent was creating it and did not finish`,
+          {
+            location: { file: dir },
+          },
+        );
     }
     const certPem = readFileSync(certFile, 'utf8');
     const cert = new x509.X509Certificate(certPem);

@@ -91,6 +91,9 @@ export class AuthManager {
   async start(): Promise<void> {
     await this.listener.listen(this.#o.listen.host, this.#o.listen.port);
     await this.tick();
+    // weir_auth is pinned: pairs a previous agent authenticated stay in force (they expire with
+    // that agent's certificates); they are handshaken again with this agent's SVIDs at once.
+    for (const e of this.#o.map.list()) void this.required(e);
     this.#timer = setInterval(() => void this.tick(), TICK_MS);
     this.#timer.unref();
   }

@@ -284,4 +284,33 @@ describe('mutual authentication (authentication.mode: required)', { timeout: 300
     const r = await cli(['identity', 'cert', 'get', String(ids.client)], LAB);
     assert.match(r.stderr, /ERR_AUTH_NO_SVID/);
   });
+
+  it('an agent restart keeps the pair (pinned) and authenticates it again with new SVIDs', async () => {
+    // The pods again (the previous test deleted them), and their pair authenticated.
+    await ok(['apply', '-f', join(dir, 'pods.yaml')], LAB);
+    const eps = JSON.parse(await ok(['endpoint', 'list', '-o', 'json'], LAB)) as {
+      pod: string;
+      identity: number;
+    }[];
+    ids = Object.fromEntries(eps.map((e) => [e.pod, e.identity]));
+    let connected = false;
+    for (let i = 0; i < 20 && !connected; i++) connected = await probe('app/client', 'app/server', '80/TCP');
+    assert.ok(connected);
+    const node = await (await Lab.open(LAB)).node();
+    await stopAgent(LAB);
+    await startAgent({
+      ...hostRoutingAgent(),
+      lab: LAB,
+      nodeNetns: node.netns,
+      agentArgs: ['--svid-ttl', String(TTL)],
+    });
+    let s = await authStatus();
+    for (let i = 0; i < 20 && s.handshakes.ok < 1; i++) {
+      await sleep(250);
+      s = await authStatus();
+    }
+    assert.ok(s.pairs.some((p) => p.srcIdentity === ids.client && p.dstIdentity === ids.server && p.valid));
+    assert.ok(s.handshakes.ok >= 1, 'handshaken again by the new agent');
+    assert.equal(await probe('app/client', 'app/server', '80/TCP'), true);
+  });
 });

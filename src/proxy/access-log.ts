@@ -107,6 +107,19 @@ interface Destination {
   on(e: 'error', cb: (err: Error) => void): unknown;
 }
 
+/** A logger rendering access-log lines (AccessLog's format, accessLine's fields) into `sink`. */
+export function accessLogger(sink: { write(line: string): void }): Logger {
+  return pino(
+    {
+      // pino's own fields: "level":"info" and "time", when the line was written (the request's end).
+      base: null,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    sink,
+  );
+}
+
 export class AccessLog {
   readonly path: string;
   readonly #maxBytes: number;
@@ -138,28 +151,20 @@ export class AccessLog {
       this.errors++;
     });
     this.#dest = sonic;
-    // Counts bytes as pino hands each line over; rotates once past the bound.
-    const counting = {
-      write: (s: string) => {
-        this.#bytes += Buffer.byteLength(s);
-        this.lines++;
-        try {
-          sonic.write(s);
-        } catch {
-          this.errors++;
-        }
-        if (this.#bytes >= this.#maxBytes) this.#rotate();
-      },
-    };
-    this.#log = pino(
-      {
-        // pino's own fields: "level":"info" and "time", when the line was written (the request's end).
-        base: null,
-        timestamp: pino.stdTimeFunctions.isoTime,
-        formatters: { level: (label) => ({ level: label }) },
-      },
-      counting,
-    );
+    this.#log = accessLogger({ write: (line) => this.writeLine(line) });
+  }
+
+  /** Writes one line already rendered (by accessLogger, in a proxy worker: workers.ts). */
+  writeLine(s: string): void {
+    // Counts bytes as lines are handed over; rotates once past the bound.
+    this.#bytes += Buffer.byteLength(s);
+    this.lines++;
+    try {
+      this.#dest.write(s);
+    } catch {
+      this.errors++;
+    }
+    if (this.#bytes >= this.#maxBytes) this.#rotate();
   }
 
   write(a: AccessRecord): void {

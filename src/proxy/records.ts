@@ -13,6 +13,11 @@ const BATCH_LINES = 256;
 /** One NDJSON line of the records stream. */
 export type RecordLine = { record: L7Record } | { lost: number };
 
+/** A record as one line of the stream (without its newline). */
+export function recordLine(r: L7Record): string {
+  return JSON.stringify({ record: r } satisfies RecordLine);
+}
+
 export interface RecordSink {
   /** false: the sink is full, wait for drain. */
   write(line: string): boolean;
@@ -20,7 +25,8 @@ export interface RecordSink {
 }
 
 export class RecordQueue {
-  readonly #queue: L7Record[] = [];
+  /** Lines waiting, each `{"record":…}` without its newline. */
+  readonly #queue: string[] = [];
   #sink: RecordSink | undefined;
   #blocked = false;
   #scheduled = false;
@@ -41,7 +47,17 @@ export class RecordQueue {
       this.#unreported++;
       return;
     }
-    this.#queue.push(r);
+    this.pushLine(recordLine(r));
+  }
+
+  /** A record already rendered by recordLine (in a proxy worker: workers.ts). */
+  pushLine(line: string): void {
+    if (this.#queue.length >= this.max) {
+      this.lost++;
+      this.#unreported++;
+      return;
+    }
+    this.#queue.push(line);
     if (this.#scheduled || !this.#sink || this.#blocked) return;
     this.#scheduled = true;
     setImmediate(() => {
@@ -71,9 +87,9 @@ export class RecordQueue {
         lines++;
       }
       while (lines < BATCH_LINES) {
-        const r = this.#queue.shift();
-        if (!r) break;
-        batch += JSON.stringify({ record: r } satisfies RecordLine) + '\n';
+        const line = this.#queue.shift();
+        if (line === undefined) break;
+        batch += line + '\n';
         this.sent++;
         lines++;
       }

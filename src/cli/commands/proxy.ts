@@ -96,11 +96,20 @@ export function proxyCommand(): Command {
         },
       ),
     )
-    .action(async (o: { lab: string; ipcache: string; recordQueue?: number }) => {
+    .addOption(
+      new Option('--workers <n>', 'threads serving HTTP (0: one per CPU)').argParser((v) => {
+        const n = Number(v);
+        if (!/^\d+$/.test(v) || n > 256)
+          throw new WeirError('ERR_CLI_OPTION', `--workers must be an integer within 0..256, not '${v}'`);
+        return n;
+      }),
+    )
+    .action(async (o: { lab: string; ipcache: string; recordQueue?: number; workers?: number }) => {
       await runProxy({
         lab: o.lab,
         ipcachePin: o.ipcache,
         ...(o.recordQueue ? { recordQueue: o.recordQueue } : {}),
+        ...(o.workers !== undefined ? { workers: o.workers } : {}),
       });
     });
   return cmd;

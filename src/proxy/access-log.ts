@@ -1,4 +1,4 @@
-// The node proxy's access log: one JSON line per finished request (pino), with Envoy's access-log
+// The node proxy's access log: one JSON line per finished request (pino's format), with Envoy's access-log
 // fields, in the lab's log directory (root-only: directory 0700, files 0600). Size-bounded: when the
 // file passes `maxBytes` it is renamed to `<file>.1` (older ones shift to .2 … .`keep`, the oldest
 // is removed) and a new file is started, so the log never holds more than (keep + 1) × maxBytes.
@@ -6,7 +6,7 @@
 // counted, never fatal.
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { pino, type Logger } from 'pino';
+import { pino } from 'pino';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import type { AccessRecord } from './types.js';
 import type { L7RuleOrigin } from '../policy/l7/types.js';
@@ -107,17 +107,12 @@ interface Destination {
   on(e: 'error', cb: (err: Error) => void): unknown;
 }
 
-/** A logger rendering access-log lines (AccessLog's format, accessLine's fields) into `sink`. */
-export function accessLogger(sink: { write(line: string): void }): Logger {
-  return pino(
-    {
-      // pino's own fields: "level":"info" and "time", when the line was written (the request's end).
-      base: null,
-      timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-    },
-    sink,
-  );
+/**
+ * One access-log line, newline included: `{"level":"info","time":<now>,…accessLine(a)}` (pino's
+ * format, which the log had when pino wrote it; built here without pino's per-line machinery).
+ */
+export function renderAccess(a: AccessRecord): string {
+  return `{"level":"info","time":"${new Date().toISOString()}",${JSON.stringify(accessLine(a)).slice(1)}\n`;
 }
 
 export class AccessLog {
@@ -125,7 +120,6 @@ export class AccessLog {
   readonly #maxBytes: number;
   readonly #keep: number;
   readonly #dest: Destination;
-  readonly #log: Logger;
   #bytes = 0;
   lines = 0;
   errors = 0;
@@ -151,14 +145,13 @@ export class AccessLog {
       this.errors++;
     });
     this.#dest = sonic;
-    this.#log = accessLogger({ write: (line) => this.writeLine(line) });
   }
 
-  /** Writes one line already rendered (by accessLogger, in a proxy worker: workers.ts). */
-  writeLine(s: string): void {
+  /** Writes `n` lines already rendered by renderAccess (from a proxy worker: workers.ts). */
+  writeLines(s: string, n: number): void {
     // Counts bytes as lines are handed over; rotates once past the bound.
     this.#bytes += Buffer.byteLength(s);
-    this.lines++;
+    this.lines += n;
     try {
       this.#dest.write(s);
     } catch {
@@ -168,7 +161,7 @@ export class AccessLog {
   }
 
   write(a: AccessRecord): void {
-    this.#log.info(accessLine(a));
+    this.writeLines(renderAccess(a), 1);
   }
 
   stats(): { lines: number; errors: number; rotations: number } {

@@ -25,8 +25,10 @@ export interface RecordSink {
 }
 
 export class RecordQueue {
-  /** Lines waiting, each `{"record":…}` without its newline. */
-  readonly #queue: string[] = [];
+  /** Chunks waiting: whole lines, each ending in a newline, and how many lines each holds. */
+  readonly #chunks: string[] = [];
+  readonly #lines: number[] = [];
+  #waiting = 0;
   #sink: RecordSink | undefined;
   #blocked = false;
   #scheduled = false;
@@ -38,26 +40,32 @@ export class RecordQueue {
   constructor(readonly max = DEFAULT_RECORD_QUEUE) {}
 
   get waiting(): number {
-    return this.#queue.length;
+    return this.#waiting;
   }
 
   push(r: L7Record): void {
-    if (this.#queue.length >= this.max) {
+    if (this.#waiting >= this.max) {
       this.lost++;
       this.#unreported++;
       return;
     }
-    this.pushLine(recordLine(r));
+    this.pushLines(recordLine(r) + '\n', 1);
   }
 
-  /** A record already rendered by recordLine (in a proxy worker: workers.ts). */
-  pushLine(line: string): void {
-    if (this.#queue.length >= this.max) {
-      this.lost++;
-      this.#unreported++;
+  /**
+   * `n` records already rendered by recordLine, each followed by a newline (from a proxy worker:
+   * workers.ts). All are kept, or, beyond the bound, all shed.
+   */
+  pushLines(text: string, n: number): void {
+    if (n <= 0) return;
+    if (this.#waiting + n > this.max) {
+      this.lost += n;
+      this.#unreported += n;
       return;
     }
-    this.#queue.push(line);
+    this.#chunks.push(text);
+    this.#lines.push(n);
+    this.#waiting += n;
     if (this.#scheduled || !this.#sink || this.#blocked) return;
     this.#scheduled = true;
     setImmediate(() => {
@@ -86,12 +94,12 @@ export class RecordQueue {
         this.#unreported = 0;
         lines++;
       }
-      while (lines < BATCH_LINES) {
-        const line = this.#queue.shift();
-        if (line === undefined) break;
-        batch += line + '\n';
-        this.sent++;
-        lines++;
+      while (lines < BATCH_LINES && this.#chunks.length > 0) {
+        const n = this.#lines.shift() as number;
+        batch += this.#chunks.shift() as string;
+        this.#waiting -= n;
+        this.sent += n;
+        lines += n;
       }
       if (lines === 0) return;
       if (!sink.write(batch)) {

@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { BpfMap } from '../bpf/index.js';
 import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
 import { WeirError } from '../shared/errors.js';
-import { accessLine, accessLogger } from './access-log.js';
+import { renderAccess } from './access-log.js';
 import { SharedClientPorts } from './client-ports.js';
 import { createHttpHandler } from './http/handler.js';
 import { ProxyMetrics } from './metrics.js';
@@ -21,24 +21,35 @@ const port = parentPort;
 if (!port) throw new Error('src/proxy/worker.ts runs as a worker thread of `weir proxy run`');
 const init = workerData as WorkerInit;
 
-/** What goes to the main thread at the end of this turn. */
-let records: string[] = [];
-let access: string[] = [];
+/** What goes to the main thread at the end of this turn: lines (each with its newline) and counts. */
+let records = '';
+let recordCount = 0;
+let access = '';
+let accessCount = 0;
 const counts = new Map<string, number>();
 let scheduled = false;
 
 function flush(): void {
   scheduled = false;
-  if (records.length === 0 && access.length === 0 && counts.size === 0) return;
+  if (recordCount === 0 && accessCount === 0 && counts.size === 0) return;
   const batch: Count[] = [];
   for (const [key, n] of counts) {
     const i = key.indexOf('\0');
     batch.push([key.slice(0, i), key.slice(i + 1), n]);
   }
   counts.clear();
-  port!.postMessage({ type: 'batch', records, access, counts: batch } satisfies FromWorker);
-  records = [];
-  access = [];
+  port!.postMessage({
+    type: 'batch',
+    records,
+    recordCount,
+    access,
+    accessCount,
+    counts: batch,
+  } satisfies FromWorker);
+  records = '';
+  recordCount = 0;
+  access = '';
+  accessCount = 0;
 }
 
 function later(): void {
@@ -80,24 +91,23 @@ const sent = {
 const log = pino({ base: { lab: init.lab, component: 'proxy', worker: init.index } });
 const ipcacheMap = BpfMap.fromPin(init.ipcachePin, { readOnly: true });
 const ipcache = new IpcacheMap(ipcacheMap);
-const accessLog = accessLogger({
-  write: (line) => {
-    access.push(line);
-    later();
-  },
-});
 const server = new ProxyServer({
   identityOf: (ip) => ipcache.get(ip) ?? IDENTITY_WORLD,
   http: createHttpHandler,
   metrics: sent as unknown as ProxyMetrics,
   records: {
     push: (r: L7Record) => {
-      records.push(recordLine(r));
+      records += recordLine(r) + '\n';
+      recordCount++;
       later();
     },
   },
   log,
-  onAccess: (a) => accessLog.info(accessLine(a)),
+  onAccess: (a) => {
+    access += renderAccess(a);
+    accessCount++;
+    later();
+  },
   reusePort: true,
   clientPorts: new SharedClientPorts(init.clientPorts),
 });

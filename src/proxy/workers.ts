@@ -55,7 +55,16 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'done'; id: number; error?: { code: string; message: string; details?: Record<string, unknown> } }
-  | { type: 'batch'; records: string[]; access: string[]; counts: Count[] };
+  | {
+      type: 'batch';
+      /** recordCount records rendered by recordLine, each followed by a newline. */
+      records: string;
+      recordCount: number;
+      /** accessCount access-log lines rendered by renderAccess. */
+      access: string;
+      accessCount: number;
+      counts: Count[];
+    };
 
 /** Counters a worker may send (the ones ProxyServer and its records touch). */
 const COUNTED = new Set([
@@ -144,8 +153,8 @@ export class ProxyWorkers {
 
   #onMessage(t: Thread, m: FromWorker): void {
     if (m.type === 'batch') {
-      for (const line of m.records) this.#o.records.pushLine(line);
-      for (const line of m.access) this.#o.accessLog.writeLine(line);
+      if (m.recordCount > 0) this.#o.records.pushLines(m.records, m.recordCount);
+      if (m.accessCount > 0) this.#o.accessLog.writeLines(m.access, m.accessCount);
       for (const [metric, labelsText, n] of m.counts) this.#count(t, metric, labelsText, n);
       return;
     }

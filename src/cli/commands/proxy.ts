@@ -34,6 +34,14 @@ export function statusRows(s: ProxyManagerStatus): { k: string; v: string }[] {
         ? `http ingress :${p.listeners.ingress}, http egress :${p.listeners.egress ?? '-'} (${p.handler})`
         : `none yet (ports ${s.ports.ingress}, ${s.ports.egress})`,
     },
+    {
+      k: 'threads',
+      v: p
+        ? p.threads
+          ? `${p.threads.redirects.length} (connections accepted by each: ${p.threads.redirects.join(', ')})`
+          : '1'
+        : '-',
+    },
     { k: 'connections', v: p ? both(p.connections) : '-' },
     { k: 'redirects', v: p ? both(p.redirects) : '-' },
     { k: 'unresolved (reset)', v: p ? both(p.unresolved) : '-' },

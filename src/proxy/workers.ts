@@ -3,9 +3,10 @@
 // L7 record stream to the agent, the access log and the metrics. Each extra thread (worker.ts)
 // runs its own ProxyServer with its own HTTP listeners on the same ports: every listener of a
 // port is in one SO_REUSEPORT group, and the kernel picks a member for each new connection the
-// datapath assigns to the group (since Linux 6.5 bpf_sk_assign of a reuseport listener is
-// followed by the group's selection, by the hash of the packet's 4-tuple; an older kernel keeps
-// the listener the datapath found, the main thread's, and the other threads stay idle).
+// datapath assigns to the group (bpf_sk_assign of a reuseport listener is followed by the group's
+// selection, by the hash of the packet's 4-tuple, on kernels since the 2023 change "bpf, net:
+// Support SO_REUSEPORT sockets with bpf_sk_assign"; an older one keeps the listener the datapath
+// found and the other threads stay idle).
 //
 // To the agent it is still one process (one pid, one admin socket, one failure domain): a thread
 // that fails ends the process (its listeners go with it, redirected connections fail closed in

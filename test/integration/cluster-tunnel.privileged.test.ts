@@ -31,6 +31,11 @@ kind: Pod
 metadata: { name: server, labels: { app: server } }
 spec: { nodeName: node2, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
 ---
+apiVersion: v1
+kind: Service
+metadata: { name: server, namespace: default }
+spec: { selector: { app: server }, ports: [{ port: 80, targetPort: 8080, protocol: TCP }] }
+---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: server-from-client }
@@ -110,6 +115,32 @@ describe('tunnel mode between nodes', () => {
           f.source.labels?.includes('k8s:app=other'),
       ),
       'node2 shows the POLICY_DENIED drop of default/other',
+    );
+  });
+
+  it('a ClusterIP on node1 reaches its backend on node2 through the tunnel', async () => {
+    const svc = JSON.parse(await ok(['get', 'svc', 'server', '-o', 'json'], LAB)) as {
+      spec: { clusterIP: string };
+    };
+    const r = await cli(
+      [
+        'lab',
+        'probe',
+        '--from',
+        'default/client',
+        '--to',
+        svc.spec.clusterIP,
+        '--port',
+        '80/TCP',
+        '--timeout',
+        '1500',
+      ],
+      LAB,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      await onNode('node1', ['service', 'list']),
+      /default\/server\s+1 => 10\.244\.1\.2:8080\/TCP/,
     );
   });
 

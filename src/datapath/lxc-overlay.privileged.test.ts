@@ -7,7 +7,11 @@
 // test/integration/vxlan.privileged.test.ts.
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { pinRoot } from '../shared/paths.js';
 import { DropReason } from './drop-reasons.js';
+import { Datapath } from './loader.js';
 import { ethernet, ipv4, ipv6, tcp } from './packet/index.js';
 import {
   DatapathHarness,
@@ -124,5 +128,23 @@ describe('tunnel mode (BPF_PROG_TEST_RUN)', () => {
     const out = h.runRaw('ingress', b.ifindex, frame, markOf(A.identity));
     assert.equal(out.retval, TC_ACT_OK);
     assert.equal(out.reason, 0, 'admitted as A');
+  });
+
+  it('keeps the tunnel device across a restart (weir_tunnel is pinned)', () => {
+    const pinDir = join(pinRoot, `dptest-${randomBytes(3).toString('hex')}`);
+    const first = Datapath.open({ pinDir });
+    let ifindex: number;
+    try {
+      ifindex = first.attachOverlay({ netns: h.netns, ifindex: h.ifindex(vxlan) });
+    } finally {
+      first.close();
+    }
+    const again = Datapath.open({ pinDir });
+    try {
+      assert.equal(again.tunnelIfindex(), ifindex, 'a restarted agent finds it');
+      again.detachOverlay({ netns: h.netns, ifindex: h.ifindex(vxlan) });
+    } finally {
+      again.destroy();
+    }
   });
 });

@@ -1,5 +1,5 @@
 // Tunnel mode between the nodes of a lab (the default of `weir lab up --nodes N`, as Cilium's):
-// each node's VXLAN device (external) carries its pods' traffic to the other nodes with the
+// each node's VXLAN device (external) carries its pods' IPv4 and IPv6 traffic to the other nodes with the
 // sender's identity in the VNI; the receiving node judges it with that identity, as a
 // CiliumNetworkPolicy selecting by labels says. The packets are seen going through the devices,
 // each node's ipcache names the other nodes' pods with their node's underlay address, and
@@ -78,7 +78,12 @@ describe('tunnel mode between nodes', () => {
     dir = await mkdtemp(join(tmpdir(), 'weir-tunnel-test-'));
     await writeFile(join(dir, 'all.yaml'), manifests);
     await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up', '--nodes', '2'], LAB, 240_000);
+    // Two nodes (node k: 10.244.<k-1>.0/24), dual-stack.
+    await writeFile(
+      join(dir, 'lab.yaml'),
+      `nodes:\n  - { podCIDRv6: "fd00:10:244:0::/64" }\n  - { podCIDRv6: "fd00:10:244:1::/64" }\n`,
+    );
+    await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--lab', LAB], LAB, 240_000);
     await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
   });
   after(async () => {
@@ -99,6 +104,9 @@ describe('tunnel mode between nodes', () => {
     assert.ok(after2.rx - before2.rx >= 3, `node2 received it from its tunnel (${after2.rx - before2.rx})`);
     assert.ok(after2.tx - before2.tx >= 2, 'the answers went back through the tunnel');
     assert.ok(!(await probe('default/other', 'default/server')), 'other -> server is denied');
+    // IPv6 pods over the IPv4 underlay, judged alike.
+    assert.ok(await probe('default/client', 'fd00:10:244:1::2'), 'client -> server over IPv6 is allowed');
+    assert.ok(!(await probe('default/other', 'fd00:10:244:1::2')), 'other -> server over IPv6 is denied');
 
     const flows = (await onNode('node2', ['observe', '--verdict', 'DROPPED', '-o', 'json']))
       .split('\n')

@@ -50,7 +50,7 @@ docs: build
 demo: build
 	./scripts/demo.sh
 
-# The demo's pods on three nodes (etcd, an agent per node, VXLAN between them).
+# The same shop on three nodes: etcd, one agent per node, VXLAN carrying identities between them.
 demo-cluster: build
 	./scripts/demo-cluster.sh
 

@@ -319,7 +319,7 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('circuit breaker: maxConnections + maxPendingRequests trip with 503 x-envoy-overloaded, then recover', async () => {
+  it('circuit breaker: maxConnections + maxPendingRequests trip with 503 x-envoy-overloaded, then recover', async (t) => {
     // 2 connections busy for 1.5 s, 1 request waits as pending, the other 3 overflow at once.
     const first = await send(burst('/cb/x?delay=1500ms', 6));
     assert.deepEqual(codes(first), { 200: 3, 503: 3 }, JSON.stringify(first));
@@ -341,6 +341,12 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     );
     assert.ok((await metric('weir_gateway_upstream_cx_overflow_total', { backend: `${NS}/solo:8080` })) >= 4);
     // Recovered: within the limits every request is served.
+    t.diagnostic(
+      `maxConnections 2 + maxPendingRequests 1, 6 × 1.5 s requests: 200 after ${ok200.map((x) => x.ms.toFixed(0)).join(', ')} ms; 503 after ${first
+        .filter((x) => x.code === 503)
+        .map((x) => x.ms.toFixed(0))
+        .join(', ')} ms; backend saw ${seen.maxOpen} connections at most`,
+    );
     const again = await send(burst('/cb/y?delay=200ms', 3));
     assert.deepEqual(codes(again), { 200: 3 }, JSON.stringify(again));
   });
@@ -353,7 +359,7 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     assert.deepEqual(codes(await send(burst('/par/y?delay=100ms', 2))), { 200: 2 });
   });
 
-  it('outlier detection: a 5xx endpoint is ejected, returns after baseEjectionTime, then for twice as long', async () => {
+  it('outlier detection: a 5xx endpoint is ejected, returns after baseEjectionTime, then for twice as long', async (t) => {
     const out = JSON.parse(
       await ok(
         [
@@ -383,6 +389,7 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
       b2 - e2 >= 3950 && b2 - e2 <= 4600,
       `echo-1 came back ${b2 - e2} ms after its second ejection (4 s)`,
     );
+    t.diagnostic(`ejected → back: ${b1 - e1} ms (base 2 s), then ${b2 - e2} ms (2 × 2 s)`);
     assert.equal(
       await metric('weir_gateway_outlier_ejections_total', {
         backend: `${NS}/pair:8080`,
@@ -392,7 +399,7 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     );
   });
 
-  it('local rate limit: 5 per second under bursts, 429 with x-ratelimit-* headers for the rest', async () => {
+  it('local rate limit: 5 per second under bursts, 429 with x-ratelimit-* headers for the rest', async (t) => {
     // One run: the first request starts the bucket's second; bursts of 15 land 500 ms into the
     // first three seconds.
     const all = await send([{ path: '/rl/x' }, ...[500, 1500, 2500].flatMap((at) => burst('/rl/y', 15, at))]);
@@ -404,12 +411,15 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     assert.deepEqual(codes(rounds[0] ?? []), { 200: 4, 429: 11 }, JSON.stringify(rounds[0]));
     assert.deepEqual(codes(rounds[1] ?? []), { 200: 5, 429: 10 }, JSON.stringify(rounds[1]));
     assert.deepEqual(codes(rounds[2] ?? []), { 200: 5, 429: 10 }, JSON.stringify(rounds[2]));
+    t.diagnostic(
+      `5/s, bursts of 15 at 0.5, 1.5, 2.5 s: ${rounds.map((r) => JSON.stringify(codes(r))).join(' ')}`,
+    );
     const limited = rounds.flat().filter((a) => a.code === 429);
     assert.ok(limited.every((a) => a.limit === '5' && a.remaining === '0'));
     assert.equal(await metric('weir_gateway_rate_limited_total', { route: `${NS}/rl` }), 31);
   });
 
-  it('retries: numRetries, and never more outstanding than the retry budget', async () => {
+  it('retries: numRetries, and never more outstanding than the retry budget', async (t) => {
     await control('echo-3', 'reset');
     await control('echo-3', 'fail?code=503');
     // Alone, a failing request is tried 1 + 3 times (the budget's minimum allows one retry at once).
@@ -429,6 +439,9 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
       `${seen.maxRetriesInFlight} retries were in flight at once (budget 2)`,
     );
     assert.ok(seen.retries < 30, 'the budget refused some of the 30 retries asked for');
+    t.diagnostic(
+      `10 failing requests × numRetries 3, budget 20 %/min 1: ${seen.retries} retries reached the backend, at most ${seen.maxRetriesInFlight} at once`,
+    );
     assert.ok(
       (await metric('weir_gateway_upstream_overflow_total', {
         backend: `${NS}/solo:8080`,
@@ -438,7 +451,7 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     assert.ok((await metric('weir_gateway_upstream_rq_retry_total', { route: `${NS}/rb` })) >= 5);
   });
 
-  it('timeouts: request and per-try timeouts fire within 10 % of their setting', async () => {
+  it('timeouts: request and per-try timeouts fire within 10 % of their setting', async (t) => {
     const rt = await send(burst('/rt/x?delay=3s', 3));
     for (const a of rt) {
       assert.equal(a.code, 504, JSON.stringify(a));
@@ -450,13 +463,16 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     // Three attempts of 400 ms each (1 ms back-off).
     assert.ok(pt && pt.ms >= 1200 && pt.ms <= 1320, `3 × perRetry.timeout 400ms answered after ${pt?.ms} ms`);
     assert.equal((await control('echo-3', 'stats')).requests, 3);
+    t.diagnostic(
+      `requestTimeout 1s: 504 after ${rt.map((a) => a.ms.toFixed(0)).join(', ')} ms; 3 × perRetry.timeout 400ms: 504 after ${pt.ms.toFixed(0)} ms`,
+    );
     assert.equal(
       await metric('weir_gateway_upstream_timeouts_total', { backend: `${NS}/solo:8080`, kind: 'per_try' }),
       3,
     );
   });
 
-  it('timeouts: connectionIdleTimeout and maxConnectionDuration close upstream connections on time', async () => {
+  it('timeouts: connectionIdleTimeout and maxConnectionDuration close upstream connections on time', async (t) => {
     await new Promise((r) => setTimeout(r, 1500));
     await control('echo-4', 'reset');
     await send([{ path: '/idle/x' }]);
@@ -470,13 +486,16 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     await send(Array.from({ length: 12 }, (_, k) => ({ path: '/life/x', at: k * 200 })));
     seen = await control('echo-4', 'stats');
     const life = seen.closed[0]?.lifeMs ?? 0;
+    t.diagnostic(
+      `connectionIdleTimeout 1s: closed after ${idle} ms idle; maxConnectionDuration 1500ms: after ${life} ms`,
+    );
     assert.ok(
       Math.abs(life - 1500) <= 150,
       `a connection was closed after ${life} ms (1.5s): ${JSON.stringify(seen)}`,
     );
   });
 
-  it('timeouts: tcp connectTimeout answers 503 within 10 %', async () => {
+  it('timeouts: tcp connectTimeout answers 503 within 10 %', async (t) => {
     // The endpoint's SYNs are dropped in its own namespace: connect attempts hang.
     await ok(
       [
@@ -502,6 +521,7 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
       assert.equal(a.code, 503, JSON.stringify(a));
       assert.ok(a.ms >= 700 && a.ms <= 770, `connectTimeout 700ms answered after ${a.ms.toFixed(0)} ms`);
     }
+    t.diagnostic(`connectTimeout 700ms: 503 after ${as.map((a) => a.ms.toFixed(0)).join(', ')} ms`);
     assert.ok(
       (await metric('weir_gateway_upstream_timeouts_total', {
         backend: `${NS}/conn:8080`,

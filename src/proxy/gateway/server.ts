@@ -818,8 +818,10 @@ export class GatewayServer {
         stream.pipe(res as NodeJS.WritableStream);
         settle({ kind: 'sent', code });
       });
-      if (body) stream.end(body);
-      else (req as NodeJS.ReadableStream).pipe(stream);
+      // node:http2 ends a GET/HEAD/DELETE stream at once (no payload): nothing more to write.
+      if (body) {
+        if (!stream.writableEnded) stream.end(body);
+      } else (req as NodeJS.ReadableStream).pipe(stream);
     });
   }
   #mirror(

@@ -534,5 +534,27 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     assert.ok(f, 'an L7 flow of an overflowed request');
     assert.equal(f.weir.route?.name, 'par');
     assert.equal(f.weir.backend, `${NS}/solo:8080`);
+    // route trace names the policy in force and what it sets.
+    const trace = JSON.parse(
+      await ok(
+        [
+          'route',
+          'trace',
+          '--gateway',
+          `${NS}/edge`,
+          '--host',
+          'resil.example',
+          '--path',
+          '/cb/x',
+          '-o',
+          'json',
+        ],
+        LAB,
+      ),
+    ) as { policy?: string };
+    assert.match(
+      trace.policy ?? '',
+      /^rs\/cb: circuit breaker connections 2, pending 1, requests 1024, retries 1024$/,
+    );
   });
 });

@@ -9,6 +9,7 @@ import { dnsLabelSchema } from '../k8s/labels.js';
 import type { ErrorCode } from '../shared/error-codes.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { l7RegexProblem } from '../policy/l7/regex.js';
+import { parseCidr4 } from '../lab/cidr.js';
 
 export const gatewayGroup = 'gateway.networking.k8s.io';
 /** The controllerName of weir's GatewayClasses. */
@@ -864,14 +865,32 @@ export interface BackendTrafficPolicy {
     name: string;
     sectionName?: string;
   }[];
-  /** Local rate limit: `requests` per `unitMs`, one bucket per policy and route rule. */
-  rateLimit?: { requests: number; unitMs: number };
+  /** Local rate limit: buckets per policy and route rule (Envoy's local rate limit descriptors). */
+  rateLimit?: LocalRateLimit;
   /** Envoy's circuit breaker thresholds per backend (Envoy Gateway's defaults: 1024 each). */
   circuitBreaker?: CircuitBreaker;
   /** Outlier detection (Envoy Gateway's healthCheck.passive). */
   passiveHealthCheck?: PassiveHealthCheck;
   retry?: BackendRetry;
   timeout?: BackendTimeout;
+}
+
+export interface LocalRateLimit {
+  /** The rule without clientSelectors: requests matching no selector rule count here. */
+  default?: { requests: number; unitMs: number };
+  /** Rules with clientSelectors, ORed: a request counts in every rule it matches (each selector's conditions ANDed). */
+  selectors: RateLimitSelectorRule[];
+}
+
+export interface RateLimitSelectorRule {
+  requests: number;
+  unitMs: number;
+  /** Any of these matches (Envoy Gateway's clientSelectors list). */
+  clientSelectors: {
+    headers: { name: string; type: 'Exact' | 'RegularExpression' | 'Distinct'; value?: string }[];
+    /** Distinct: a bucket per client address inside the CIDR. */
+    sourceCIDR?: { type: 'Exact' | 'Distinct'; value: string };
+  }[];
 }
 
 export interface CircuitBreaker {
@@ -1012,21 +1031,68 @@ export function validateBackendTrafficPolicy(obj: unknown, loc: ObjectLocation):
         'ERR_GATEWAY_UNSUPPORTED',
       );
     const local = c.obj(rl.local, 'spec.rateLimit.local', true);
-    const rules = local ? c.arr(local.rules, 'spec.rateLimit.local.rules', 1) : [];
+    const rules = local ? c.arr(local.rules, 'spec.rateLimit.local.rules', 64) : [];
     if (local) c.keys(local, 'spec.rateLimit.local', ['rules']);
     if (local && rules.length === 0)
       c.bad('spec.rateLimit.local.rules', 'required field is missing', 'ERR_K8S_FIELD_MISSING');
-    if (rules.length > 0) {
-      const r0 = c.obj(rules[0], 'spec.rateLimit.local.rules[0]', true) ?? {};
-      c.keys(r0, 'spec.rateLimit.local.rules[0]', ['limit'], ['clientSelectors', 'cost', 'shared']);
-      const lim = c.obj(r0.limit, 'spec.rateLimit.local.rules[0].limit', true) ?? {};
-      c.keys(lim, 'spec.rateLimit.local.rules[0].limit', ['requests', 'unit']);
-      const requests =
-        c.int(lim.requests, 'spec.rateLimit.local.rules[0].limit.requests', 1, 1_000_000_000, true) ?? 1;
-      const unit =
-        c.oneOf(lim.unit, 'spec.rateLimit.local.rules[0].limit.unit', Object.keys(rateUnits)) ?? 'Second';
-      rateLimit = { requests, unitMs: rateUnits[unit] ?? 1000 };
-    }
+    const out: LocalRateLimit = { selectors: [] };
+    rules.forEach((r, ri) => {
+      const f = `spec.rateLimit.local.rules[${ri}]`;
+      const ro = c.obj(r, f, true) ?? {};
+      c.keys(ro, f, ['limit', 'clientSelectors'], ['cost', 'shared', 'shadowMode']);
+      const lim = c.obj(ro.limit, `${f}.limit`, true) ?? {};
+      c.keys(lim, `${f}.limit`, ['requests', 'unit']);
+      const requests = c.int(lim.requests, `${f}.limit.requests`, 1, 1_000_000_000, true) ?? 1;
+      const unit = c.oneOf(lim.unit, `${f}.limit.unit`, Object.keys(rateUnits)) ?? 'Second';
+      const unitMs = rateUnits[unit] ?? 1000;
+      const sels = c.arr(ro.clientSelectors, `${f}.clientSelectors`, 8);
+      if (sels.length === 0) {
+        if (out.default) c.bad(f, 'only one rule may go without clientSelectors');
+        out.default = { requests, unitMs };
+        return;
+      }
+      const clientSelectors = sels.map((sel, si) => {
+        const sf = `${f}.clientSelectors[${si}]`;
+        const so = c.obj(sel, sf, true) ?? {};
+        c.keys(so, sf, ['headers', 'sourceCIDR'], ['methods', 'path', 'queryParams']);
+        const headers = c.arr(so.headers, `${sf}.headers`, 16).map((h, hi) => {
+          const hf = `${sf}.headers[${hi}]`;
+          const ho = c.obj(h, hf, true) ?? {};
+          c.keys(ho, hf, ['name', 'type', 'value'], ['invert']);
+          const type =
+            c.oneOf(ho.type, `${hf}.type`, ['Exact', 'RegularExpression', 'Distinct'] as const, 'Exact') ??
+            'Exact';
+          const value = c.str(ho.value, `${hf}.value`, type !== 'Distinct');
+          if (type === 'Distinct' && value !== undefined)
+            c.bad(`${hf}.value`, 'a Distinct header match takes no value');
+          if (type === 'RegularExpression' && value !== undefined) {
+            const problem = l7RegexProblem(value);
+            if (problem) c.bad(`${hf}.value`, problem);
+          }
+          return {
+            name: (c.str(ho.name, `${hf}.name`, true) ?? '').toLowerCase(),
+            type,
+            ...(value !== undefined && type !== 'Distinct' ? { value } : {}),
+          };
+        });
+        let sourceCIDR: RateLimitSelectorRule['clientSelectors'][number]['sourceCIDR'];
+        const cidr = c.obj(so.sourceCIDR, `${sf}.sourceCIDR`);
+        if (cidr) {
+          c.keys(cidr, `${sf}.sourceCIDR`, ['type', 'value']);
+          const value = c.str(cidr.value, `${sf}.sourceCIDR.value`, true) ?? '';
+          if (value && !parseCidr4(value)) c.bad(`${sf}.sourceCIDR.value`, `'${value}' is not an IPv4 CIDR`);
+          sourceCIDR = {
+            type:
+              c.oneOf(cidr.type, `${sf}.sourceCIDR.type`, ['Exact', 'Distinct'] as const, 'Exact') ?? 'Exact',
+            value,
+          };
+        }
+        if (headers.length === 0 && !sourceCIDR) c.bad(sf, 'a client selector needs headers or sourceCIDR');
+        return { headers, ...(sourceCIDR ? { sourceCIDR } : {}) };
+      });
+      out.selectors.push({ requests, unitMs, clientSelectors });
+    });
+    rateLimit = out;
   }
   let circuitBreaker: CircuitBreaker | undefined;
   const cb = c.obj(spec.circuitBreaker, 'spec.circuitBreaker');

@@ -299,7 +299,10 @@ function describe(d: RouteDecision, request: RouteRequest, target: string): Trac
 export function policyText(p: EntryPolicy): string {
   const ms = (n: number) => (n % 1000 === 0 ? `${n / 1000}s` : `${n}ms`);
   const parts: string[] = [];
-  if (p.rateLimit) parts.push(`rate limit ${p.rateLimit.requests}/${ms(p.rateLimit.unitMs)}`);
+  const rl = p.rateLimit;
+  if (rl?.default) parts.push(`rate limit ${rl.default.requests}/${ms(rl.default.unitMs)}`);
+  for (const r of rl?.selectors ?? [])
+    parts.push(`rate limit ${r.requests}/${ms(r.unitMs)} for ${r.clientSelectors.length} client selector(s)`);
   const cb = p.circuitBreaker;
   if (cb)
     parts.push(

@@ -36,6 +36,7 @@ import { WeirError } from '../../shared/errors.js';
 import type { L7Record } from '../types.js';
 import { Cluster, type ClusterConfig } from './cluster.js';
 import { GatewayMetrics } from './metrics.js';
+import { LocalRateLimiter } from './ratelimit.js';
 
 /** A Service port redirected to the proxy (GAMMA): its routes, served on address:listenPort. */
 export interface MeshListener extends MeshPortTable {
@@ -204,8 +205,8 @@ export class GatewayServer {
     upstreamErrors: 0,
     timeouts: 0,
   };
-  /** Local rate-limit buckets by policy and rule (Envoy's token bucket, refilled each unit). */
-  readonly #buckets = new Map<string, { tokens: number; windowStart: number }>();
+  /** Local rate-limit buckets by policy, route rule and selector (Envoy's token buckets). */
+  readonly #rateLimiter = new LocalRateLimiter();
   /** Backends of BackendTrafficPolicies (Envoy's clusters) by policy and backend. */
   readonly #clusters = new Map<string, Cluster>();
   /** Attempts made so far per downstream request (x-envoy-attempt-count). */
@@ -374,29 +375,25 @@ export class GatewayServer {
       case 'forward': {
         const p = d.entry.policy;
         const extra: Record<string, string> = {};
-        if (p?.rateLimit) {
-          const rl = p.rateLimit;
-          const k = `${p.policy}|${d.entry.route.namespace}/${d.entry.route.name}|${d.entry.ruleIndex}`;
-          const now = performance.now();
-          let b = this.#buckets.get(k);
-          if (!b) this.#buckets.set(k, (b = { tokens: rl.requests, windowStart: now }));
-          if (now - b.windowStart >= rl.unitMs) {
-            b.tokens = rl.requests;
-            b.windowStart = now - ((now - b.windowStart) % rl.unitMs);
-          }
-          const reset = String(Math.max(1, Math.ceil((b.windowStart + rl.unitMs - now) / 1000)));
-          extra['x-ratelimit-limit'] = String(rl.requests);
-          extra['x-ratelimit-reset'] = reset;
-          if (b.tokens <= 0) {
+        const rv = p?.rateLimit
+          ? this.#rateLimiter.take(
+              `${p.policy}|${d.entry.route.namespace}/${d.entry.route.name}|${d.entry.ruleIndex}`,
+              p.rateLimit,
+              rreq.headers,
+              (sock.remoteAddress ?? '').replace(/^::ffff:/, ''),
+            )
+          : undefined;
+        if (rv) {
+          extra['x-ratelimit-limit'] = String(rv.limit);
+          extra['x-ratelimit-remaining'] = String(rv.remaining);
+          extra['x-ratelimit-reset'] = String(rv.resetSeconds);
+          if (!rv.allowed) {
             this.stats.rateLimited++;
             this.metrics.rateLimited.inc({ route: `${d.entry.route.namespace}/${d.entry.route.name}` });
-            extra['x-ratelimit-remaining'] = '0';
             res.writeHead(429, { ...extra, 'content-type': 'text/plain', 'content-length': '19' });
             res.end('local_rate_limited\n');
             return void done(429, d.backend, 'local_rate_limited');
           }
-          b.tokens--;
-          extra['x-ratelimit-remaining'] = String(b.tokens);
         }
         const cl = p && !d.backend.invalid ? this.#cluster(p, d.backend) : undefined;
         if (cl) {

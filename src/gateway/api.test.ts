@@ -248,3 +248,69 @@ ${spec}`;
   );
   assert.match(got.find((x) => x.field === 'spec.retry.retryOn.triggers[0]')?.message ?? '', /unavailable/);
 });
+
+test('BackendTrafficPolicy local rate limit: client selectors as Envoy Gateway writes them', () => {
+  const btp = (rules: string) => `apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: p, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  rateLimit:
+    type: Local
+    local:
+      rules:
+${rules}`;
+  const [m] = parseManifests(
+    btp(`      - clientSelectors: [{headers: [{name: X-User-Id, type: Distinct}, {name: x-org, value: "a.*", type: RegularExpression}]}]
+        limit: {requests: 2, unit: Minute}
+      - clientSelectors: [{sourceCIDR: {type: Distinct, value: 10.0.0.0/8}}, {headers: [{name: x-vip, value: "yes"}]}]
+        limit: {requests: 9, unit: Second}
+      - limit: {requests: 100, unit: Second}
+`),
+    'p.yaml',
+  );
+  assert.deepEqual((m?.object as BackendTrafficPolicy).rateLimit, {
+    default: { requests: 100, unitMs: 1000 },
+    selectors: [
+      {
+        requests: 2,
+        unitMs: 60_000,
+        clientSelectors: [
+          {
+            headers: [
+              { name: 'x-user-id', type: 'Distinct' },
+              { name: 'x-org', type: 'RegularExpression', value: 'a.*' },
+            ],
+          },
+        ],
+      },
+      {
+        requests: 9,
+        unitMs: 1000,
+        clientSelectors: [
+          { headers: [], sourceCIDR: { type: 'Distinct', value: '10.0.0.0/8' } },
+          { headers: [{ name: 'x-vip', type: 'Exact', value: 'yes' }] },
+        ],
+      },
+    ],
+  });
+  assert.deepEqual(
+    problems(
+      btp(`      - clientSelectors: [{headers: [{name: a, type: Distinct, value: x}, {name: b, value: y, invert: true}], methods: [GET]}]
+        limit: {requests: 1, unit: Second}
+      - clientSelectors: [{sourceCIDR: {value: 10.0.0.0/33}}, {}]
+        limit: {requests: 1, unit: Second}
+      - limit: {requests: 1, unit: Second}
+      - limit: {requests: 2, unit: Second}
+`),
+    ).map((x) => [x.code, x.field]),
+    [
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.rateLimit.local.rules[0].clientSelectors[0].methods'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rateLimit.local.rules[0].clientSelectors[0].headers[0].value'],
+      ['ERR_GATEWAY_UNSUPPORTED', 'spec.rateLimit.local.rules[0].clientSelectors[0].headers[1].invert'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rateLimit.local.rules[1].clientSelectors[0].sourceCIDR.value'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rateLimit.local.rules[1].clientSelectors[1]'],
+      ['ERR_K8S_FIELD_INVALID', 'spec.rateLimit.local.rules[3]'],
+    ],
+  );
+});

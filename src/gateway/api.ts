@@ -861,7 +861,7 @@ export interface BackendTrafficPolicy {
   createdAt: string;
   targetRefs: {
     group: string;
-    kind: 'Gateway' | 'HTTPRoute' | 'GRPCRoute';
+    kind: 'Gateway' | 'HTTPRoute' | 'GRPCRoute' | 'Service';
     name: string;
     sectionName?: string;
   }[];
@@ -1010,12 +1010,21 @@ export function validateBackendTrafficPolicy(obj: unknown, loc: ObjectLocation):
     const f = spec.targetRefs !== undefined ? `spec.targetRefs[${i}]` : 'spec.targetRef';
     const ro = c.obj(r, f, true) ?? {};
     c.keys(ro, f, ['group', 'kind', 'name', 'sectionName']);
-    const kind = c.oneOf(ro.kind, `${f}.kind`, ['Gateway', 'HTTPRoute', 'GRPCRoute'] as const) ?? 'Gateway';
+    const kind =
+      c.oneOf(ro.kind, `${f}.kind`, ['Gateway', 'HTTPRoute', 'GRPCRoute', 'Service'] as const) ?? 'Gateway';
     const section = c.str(ro.sectionName, `${f}.sectionName`);
     if (section !== undefined)
       c.bad(`${f}.sectionName`, `${f}.sectionName is not supported by weir`, 'ERR_GATEWAY_UNSUPPORTED');
+    // A Service is a core object (group ""); the others are Gateway API's.
+    const group = c.str(ro.group, `${f}.group`) ?? (kind === 'Service' ? '' : gatewayGroup);
+    if (group !== (kind === 'Service' ? '' : gatewayGroup))
+      c.bad(
+        `${f}.group`,
+        `group ${JSON.stringify(group)} does not hold kind ${kind}`,
+        'ERR_GATEWAY_UNSUPPORTED',
+      );
     return {
-      group: c.str(ro.group, `${f}.group`) ?? gatewayGroup,
+      group,
       kind,
       name: objectName(c, ro.name, `${f}.name`) ?? '',
     };

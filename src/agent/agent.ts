@@ -428,6 +428,16 @@ export class Agent {
   }
 
   /**
+   * Endpoint ids and policy maps for pods about to be attached, made for all of them at once (one
+   * link into weir_policy: Datapath.ensurePolicyMaps); attach() then finds their maps ready.
+   * Endpoints of pods that never become Running are removed by prune().
+   */
+  prepare(pods: readonly { namespace: string; name: string }[]): void {
+    const ids = pods.map((p) => this.local.endpointId(podKey(p)));
+    this.datapath.ensurePolicyMaps(ids.filter((id) => !this.attached.has(id)));
+  }
+
+  /**
    * Attaches the datapath to a pod's host veth unless this agent process already did (after a
    * restart it replaces the programs atomically; maps and entries stay). A new endpoint's policy
    * map is empty until regenerate() writes its entries: every new connection drops until then.

@@ -469,11 +469,13 @@ export class Agent {
 
   /** Removes the endpoints of pods that are no longer on this node. */
   prune(live: ReadonlySet<string>): void {
-    for (const [key, id] of Object.entries(this.local.endpoints.ids)) {
-      if (live.has(key)) continue;
+    const gone = Object.entries(this.local.endpoints.ids).filter(([key]) => !live.has(key));
+    if (gone.length === 0) return;
+    // All at once: one pass over the node's maps, one unlink from weir_policy.
+    this.datapath.detachEndpoints(gone.map(([, id]) => ({ netns: this.node.netns, endpointId: id })));
+    this.endpointRows.clear();
+    for (const [key, id] of gone) {
       this.log.info({ endpoint: id, pod: key }, 'endpoint removed');
-      this.datapath.detachEndpoint({ netns: this.node.netns, endpointId: id });
-      this.endpointRows.clear();
       this.written.delete(id);
       this.attached.delete(id);
       this.local.releaseEndpoint(key);

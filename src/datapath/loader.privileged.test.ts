@@ -173,7 +173,7 @@ describe('Datapath loader', () => {
     assert.equal(await connect(), false, 'the reopened maps are the ones the attached programs use');
   });
 
-  it("makes many endpoints' policy maps at once: pinned, linked in weir_policy, kept when asked again", () => {
+  it("makes many endpoints' policy maps at once (pinned, linked in weir_policy, kept when asked again) and removes them at once", () => {
     assert.ok(dp);
     assert.throws(() => dp?.ensurePolicyMaps([5, 0]), { code: 'ERR_DATAPATH_ENDPOINT' });
     assert.equal(existsSync(join(pinDir, 'policy_5')), false, 'nothing made before every id is checked');
@@ -190,8 +190,12 @@ describe('Datapath loader', () => {
       again.map((m) => m.map.id),
       [...maps, dp.policy(2)].map((m) => m?.map.id),
     );
-    for (const id of ids) dp.detachEndpoint({ netns: node, endpointId: id });
-    assert.equal(dp.livePolicy(10), undefined);
+    dp.detachEndpoints(ids.map((endpointId) => ({ netns: node, endpointId })));
+    for (const id of ids) {
+      assert.equal(dp.livePolicy(id), undefined, 'unlinked from weir_policy');
+      assert.equal(existsSync(join(pinDir, `policy_${id}`)), false);
+    }
+    assert.notEqual(dp.livePolicy(2), undefined, 'the others stay linked');
   });
 
   it('refuses a pinned map of another size', () => {

@@ -627,25 +627,38 @@ export class Datapath {
    * weir_endpoints and weir_lxc entries, its policy map and pin. Conntrack entries age out.
    */
   detachEndpoint(a: Omit<EndpointAttachment, 'identity' | 'flags'>): void {
-    let ifindex = a.ifindex;
-    try {
-      if (ifindex === undefined && a.ifname) ifindex = ifindexIn(a.netns, a.ifname);
-      for (const direction of ['ingress', 'egress'] as const) {
-        if (ifindex !== undefined) detachTc({ netns: a.netns, ifindex, direction });
+    this.detachEndpoints([a]);
+  }
+
+  /**
+   * detachEndpoint for many endpoints: one pass over weir_endpoints and weir_lxc, and their policy
+   * maps unlinked from weir_policy in one batch delete (one RCU grace period, not one each).
+   */
+  detachEndpoints(list: readonly Omit<EndpointAttachment, 'identity' | 'flags'>[]): void {
+    const gone = new Set<number>();
+    for (const a of list) {
+      let ifindex = a.ifindex;
+      try {
+        if (ifindex === undefined && a.ifname) ifindex = ifindexIn(a.netns, a.ifname);
+        for (const direction of ['ingress', 'egress'] as const) {
+          if (ifindex !== undefined) detachTc({ netns: a.netns, ifindex, direction });
+        }
+      } catch (err) {
+        // The veth or its namespace is gone, and the filters with it.
+        if (!isGone(err)) throw err;
       }
-    } catch (err) {
-      // The veth or its namespace is gone, and the filters with it.
-      if (!isGone(err)) throw err;
+      if (ifindex !== undefined) gone.add(ifindex);
     }
-    const gone = new Set<number>(ifindex === undefined ? [] : [ifindex]);
+    const ids = new Set(list.map((a) => a.endpointId));
     for (const { ifindex: idx, endpoint } of this.endpoints.list()) {
-      if (endpoint.endpointId === a.endpointId) {
+      if (ids.has(endpoint.endpointId)) {
         this.endpoints.delete(idx);
         gone.add(idx);
       }
     }
     for (const l of this.lxc.list()) if (gone.has(l.ifindex)) this.lxc.delete(l.ip);
-    this.#dropPolicy(a.endpointId);
+    this.#outer.deleteBatch(ids);
+    for (const id of ids) this.#dropPolicy(id);
   }
 
   #dropPolicy(endpointId: number): void {

@@ -731,7 +731,7 @@ export class Agent {
       const entries = { entries: pol?.entries ?? [] };
       for (const ip of ep.ips) byIP.set(ip, entries);
     }
-    const revoke = connectionsToRevoke(this.datapath.ct.list(), byIP, output.ipcache);
+    const revoke = connectionsToRevoke(this.datapath.ct.liveTuples(), byIP, output.ipcache);
     for (const t of revoke) this.mapOp('weir_ct', 'delete', () => this.datapath.ct.delete(t));
     if (revoke.length > 0)
       this.log.info({ connections: revoke.length }, 'revoked connections the policy no longer allows');

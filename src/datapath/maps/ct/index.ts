@@ -59,6 +59,43 @@ export class CtMap {
     return this.typed.lookupBatch().map(([k, v]) => connectionOf(k, v, nowNs));
   }
 
+  /**
+   * The tuples of the entries not expired at `nowNs`, read in place from one batch read (nothing
+   * else decoded): what policy revalidation needs, cheap enough for 100 000 connections.
+   */
+  liveTuples(nowNs: bigint = monotonicNowNs()): CtTuple[] {
+    const map = this.typed.map;
+    const all = map.batchLookupRaw();
+    if (!all) return this.list(nowNs).filter((c) => !c.expired);
+    const ks = CtKey.size;
+    const vs = map.valueBufferSize;
+    const o = CtKey.offsets;
+    const lifetime = CtEntry.offsets.lifetimeNs;
+    const k = all.keys;
+    const out: CtTuple[] = [];
+    for (let i = 0; i < all.count; i++) {
+      if (nowNs > all.values.readBigUInt64LE(i * vs + lifetime)) continue;
+      const b = i * ks;
+      const family = k[b + o.family] === 6 ? 6 : 4;
+      const flags = k[b + o.flags] ?? 0;
+      const addr = (at: number) =>
+        family === 4
+          ? `${k[at]}.${k[at + 1]}.${k[at + 2]}.${k[at + 3]}`
+          : addrText(k.subarray(at, at + 16), 6);
+      out.push({
+        family,
+        src: addr(b + o.saddr),
+        dst: addr(b + o.daddr),
+        sport: k.readUInt16BE(b + o.sport),
+        dport: k.readUInt16BE(b + o.dport),
+        proto: k[b + o.nexthdr] ?? 0,
+        direction: directionOf(flags & ~CT_F_PROXY),
+        ...(flags & CT_F_PROXY ? { fromProxy: true } : {}),
+      });
+    }
+    return out;
+  }
+
   get(t: CtTuple): CtRawEntry | undefined {
     return this.typed.lookup(rawKey(t));
   }

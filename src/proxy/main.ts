@@ -107,6 +107,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   });
   const gateway = new GatewayServer({
     log,
+    registry: metrics.registry,
     onRecord: (r) => {
       metrics.records.inc();
       metrics.countRecord(r);

@@ -461,6 +461,16 @@ export class Agent {
   }
 
   /**
+   * Endpoint ids and policy maps for pods about to be attached, made for all of them at once (one
+   * link into weir_policy: Datapath.ensurePolicyMaps); attach() then finds their maps ready.
+   * Endpoints of pods that never become Running are removed by prune().
+   */
+  prepare(pods: readonly { namespace: string; name: string }[]): void {
+    const ids = pods.map((p) => this.local.endpointId(podKey(p)));
+    this.datapath.ensurePolicyMaps(ids.filter((id) => !this.attached.has(id)));
+  }
+
+  /**
    * Attaches the datapath to a pod's host veth unless this agent process already did (after a
    * restart it replaces the programs atomically; maps and entries stay). A new endpoint's policy
    * map is empty until regenerate() writes its entries: every new connection drops until then.
@@ -492,11 +502,13 @@ export class Agent {
 
   /** Removes the endpoints of pods that are no longer on this node. */
   prune(live: ReadonlySet<string>): void {
-    for (const [key, id] of Object.entries(this.local.endpoints.ids)) {
-      if (live.has(key)) continue;
+    const gone = Object.entries(this.local.endpoints.ids).filter(([key]) => !live.has(key));
+    if (gone.length === 0) return;
+    // All at once: one pass over the node's maps, one unlink from weir_policy.
+    this.datapath.detachEndpoints(gone.map(([, id]) => ({ netns: this.node.netns, endpointId: id })));
+    this.endpointRows.clear();
+    for (const [key, id] of gone) {
       this.log.info({ endpoint: id, pod: key }, 'endpoint removed');
-      this.datapath.detachEndpoint({ netns: this.node.netns, endpointId: id });
-      this.endpointRows.clear();
       this.written.delete(id);
       this.attached.delete(id);
       this.local.releaseEndpoint(key);
@@ -816,7 +828,7 @@ export class Agent {
       const entries = { entries: pol?.entries ?? [] };
       for (const ip of ep.ips) byIP.set(ip, entries);
     }
-    const revoke = connectionsToRevoke(this.datapath.ct.list(), byIP, output.ipcache);
+    const revoke = connectionsToRevoke(this.datapath.ct.liveTuples(), byIP, output.ipcache);
     for (const t of revoke) this.mapOp('weir_ct', 'delete', () => this.datapath.ct.delete(t));
     if (revoke.length > 0)
       this.log.info({ connections: revoke.length }, 'revoked connections the policy no longer allows');

@@ -258,9 +258,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     start: () => {
       gcTimer = setInterval(() => {
         try {
-          const removed = datapath?.ct.collect() ?? [];
-          if (removed.length > 0) log.info({ removed: removed.length }, 'conntrack gc');
-          flows?.closeExpired(removed);
+          const gc = datapath?.ct.collectUnclosed();
+          if (gc && gc.removed > 0) log.info({ removed: gc.removed }, 'conntrack gc');
+          flows?.closeExpired(gc?.unclosed ?? []);
         } catch (err) {
           log.error({ err }, 'conntrack gc failed');
         }

@@ -363,6 +363,12 @@ export class Reconciler {
           { pod: `${p.namespace}/${p.name}`, ip: this.records.get(`${p.namespace}/${p.name}`)?.status.ip },
           'creating pod',
         );
+      try {
+        agent.prepare(chunk);
+      } catch (err) {
+        // Each attach makes its own endpoint's map then (one at a time).
+        log.warn({ err }, 'preparing the endpoints of a batch failed');
+      }
       const results = await driver.createMany(
         chunk.map((p) => {
           const r = this.records.get(`${p.namespace}/${p.name}`) as PodRecord;

@@ -125,7 +125,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         onRecord: (r) => flows?.ingestL7(r),
         onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
       });
-      await proxy.adopt();
+      // A proxy the previous agent left knows what that agent's FQDN cache held; this one holds
+      // what was saved, maybe less: the proxy asks again from now on.
+      if (await proxy.adopt()) await proxy.forgetFqdn();
     },
     stop: () => proxy?.close(),
   });

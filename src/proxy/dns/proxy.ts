@@ -304,6 +304,9 @@ export class DnsProxy {
         ips,
         ttl: ttls.length ? Math.min(...ttls) : 0,
         rrtypes: (a.packet.answers ?? []).map((x) => String(x.type)),
+        cnames: (a.packet.answers ?? [])
+          .filter((x) => x.type === 'CNAME')
+          .map((x) => String((x as { data: unknown }).data).replace(/\.?$/, '.')),
       },
       ...(verdict.origin ? { policy: verdict.origin } : {}),
       latencyNs: Number(process.hrtime.bigint() - t0),

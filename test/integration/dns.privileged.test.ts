@@ -499,6 +499,17 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
       before.map((e) => e.name),
       ['api.example.com'],
     );
+    // The same answer again brings nothing new: the proxy releases it without asking the agent.
+    const fqdnStats = async () =>
+      (
+        JSON.parse(await ok(['proxy', 'status', '-o', 'json'], LAB)) as {
+          proxy?: { fqdn?: { skipped: number; waited: number; known: number } };
+        }
+      ).proxy?.fqdn;
+    const s0 = await fqdnStats();
+    assert.deepEqual((await dig('app/client', 'api.example.com')).answers, ['A 192.0.2.10']);
+    const s1 = await fqdnStats();
+    assert.deepEqual([(s1?.skipped ?? 0) - (s0?.skipped ?? 0), s1?.waited], [1, s0?.waited], 'skipped');
     // A connection open across the restart (the external echoes what is not HTTP).
     const script = `const s = require('net').connect(80, '192.0.2.10');
       let n = 0;
@@ -533,6 +544,9 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
     const r = await open;
     assert.equal(r.stdout.trim(), 'echoed twice', `the connection across the restart: ${r.stderr}`);
     // The proxy forgot what it knew the old agent held: the next answer goes to the new agent.
+    assert.equal((await fqdnStats())?.known, 0);
+    const s2 = await fqdnStats();
     assert.equal((await curl('app/client', 'http://api.example.com/')).body.trim(), 'ext:api');
+    assert.equal((await fqdnStats())?.waited, (s2?.waited ?? 0) + 1, 'asked the new agent');
   });
 });

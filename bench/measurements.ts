@@ -20,7 +20,8 @@ export interface Measurement {
 }
 
 export interface BenchContext {
-  lab: Lab;
+  /** The bench lab, whose pod bench/client runs the clients; absent: clientPrefix says where. */
+  lab?: Lab;
   serverIP: string;
   seconds: number;
   /** Runs the client there instead of in pod bench/client (the raw veth pair, bench/raw-pair.ts). */
@@ -28,7 +29,11 @@ export interface BenchContext {
 }
 
 async function client(ctx: BenchContext, cmd: string[]): Promise<string> {
-  const argv = ctx.clientPrefix ? [...ctx.clientPrefix, ...cmd] : await ctx.lab.execArgv('bench/client', cmd);
+  if (!ctx.clientPrefix && !ctx.lab)
+    throw new WeirError('ERR_BENCH_OUTPUT', 'a benchmark client needs the lab or a clientPrefix');
+  const argv = ctx.clientPrefix
+    ? [...ctx.clientPrefix, ...cmd]
+    : await (ctx.lab as Lab).execArgv('bench/client', cmd);
   return (await run(argv, { timeoutMs: (ctx.seconds + 20) * 1000 })).stdout;
 }
 

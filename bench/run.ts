@@ -41,6 +41,7 @@ import { dnsLegend, measureDns } from './dns.js';
 import { cniLegend, measureCni } from './cni.js';
 import { l7Legend, measureL7 } from './l7.js';
 import { gatewayLegend, measureGateway } from './gateway.js';
+import { measureVxlan, vxlanLegend } from './vxlan.js';
 
 export interface Scenario {
   name: string;
@@ -78,6 +79,8 @@ const connSeconds = Number(process.env.WEIR_BENCH_CONN_SECONDS ?? 5);
 const connRounds = Number(process.env.WEIR_BENCH_CONN_ROUNDS ?? 3);
 const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
 const dnsSeconds = Number(process.env.WEIR_BENCH_DNS_SECONDS ?? 5);
+const vxlanRounds = Number(process.env.WEIR_BENCH_VXLAN_ROUNDS ?? 3);
+const vxlanSeconds = Number(process.env.WEIR_BENCH_VXLAN_SECONDS ?? 3);
 const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
 const dnsLearns = Number(process.env.WEIR_BENCH_DNS_LEARNS ?? 30);
 const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
@@ -106,6 +109,7 @@ const allSections = [
   'scale',
   'flow',
   'diff',
+  'vxlan',
 ] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
@@ -528,6 +532,15 @@ async function main(): Promise<void> {
     }
   }
 
+  // Tunnel mode (no lab: two node namespaces of its own): pods across nodes through weir's VXLAN
+  // datapath vs a plain VXLAN pair between the same namespaces.
+  if (sections.has('vxlan')) {
+    log('vxlan: pod to pod across two nodes, weir tunnel mode vs a plain VXLAN pair');
+    rows.push(
+      ...(await measureVxlan(`weir-${labName}-vx`, { rounds: vxlanRounds, seconds: vxlanSeconds }, log)),
+    );
+  }
+
   const result = {
     startedAt: started.toISOString(),
     host: { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model, loadavgAtStart: loadAvgAtStart },
@@ -571,6 +584,7 @@ async function main(): Promise<void> {
     (sections.has('cni') ? cniLegend(cniRounds) : '') +
     (sections.has('l7') ? l7Legend(l7Config) : '') +
     (sections.has('gateway') ? gatewayLegend(gatewayConfig) : '') +
+    (sections.has('vxlan') ? vxlanLegend(vxlanRounds, vxlanSeconds) : '') +
     (sections.has('diff')
       ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +
         'changed policies (on a copy of the allocator, as the agent does) plus every connection (ordered pod ' +

@@ -63,6 +63,7 @@
 #include "lib/nodeport.h"
 #include "lib/proxy.h"
 #include "lib/host_routing.h"
+#include "lib/overlay.h"
 
 /* The parsed packet of the running program: a per-CPU scratch rather than the stack, which tail
  * calls keep whole (the entry program and its subprograms must fit in 512 bytes together). A tc
@@ -93,8 +94,12 @@ static __always_inline void __event_identities(struct event_meta *m, __u32 ep_id
 	m->dst_identity = m->direction == DIR_EGRESS ? remote : ep_identity;
 }
 
-static __always_inline __u32 __remote_identity(const struct flow *f, __u8 dir)
+/* The peer's identity: `peer` when the packet brought its own (a tunnel's VNI, lib/overlay.h), else
+ * the ipcache's. */
+static __always_inline __u32 __remote_identity(const struct flow *f, __u8 dir, __u32 peer)
 {
+	if (peer)
+		return peer;
 	return ipcache_identity(f->tuple.family, dir == DIR_EGRESS ? f->tuple.daddr : f->tuple.saddr);
 }
 
@@ -121,10 +126,12 @@ static __always_inline int __proxy_conn(struct __sk_buff *skb, const struct flow
 }
 
 /* The pipeline of one endpoint and direction: the endpoint of host veth `ifindex` (the hook's own,
- * or for weir_to_local the destination weir_from_container named), the packet parsed into `f`.
+ * or for weir_to_local the destination weir_from_container named), the packet parsed into `f`;
+ * `peer` the sender's identity when the packet carries it (tunnel mode), 0: the ipcache's.
  * Returns the tc verdict; *routable = 1 when it is the plain forward verdict (nothing redirected,
  * assigned or bounced), which host routing may deliver itself (lib/host_routing.h). */
-static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifindex, struct flow *f, int *routable)
+static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifindex, struct flow *f, int *routable,
+				    __u32 peer)
 {
 	struct event_meta m = { .ifindex = ifindex, .len = skb->len, .direction = dir };
 	struct policy_entry verdict = {};
@@ -203,7 +210,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 		/* Established packets emit nothing, except the one that closes the connection. */
 		if (closed) {
 			m.cookie = closed->cookie;
-			__event_identities(&m, ep_identity, __remote_identity(f, dir));
+			__event_identities(&m, ep_identity, __remote_identity(f, dir, peer));
 			send_trace(&m, f, TRACE_CLOSE, closed);
 		}
 		if (hit && (hit->flags & (CT_ENTRY_F_TO_PROXY | CT_ENTRY_F_PROXY_UPSTREAM))) {
@@ -242,7 +249,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 		reason = DROP_POLICY;
 		goto drop;
 	}
-	remote = __remote_identity(f, dir);
+	remote = __remote_identity(f, dir, peer);
 	__event_identities(&m, ep_identity, remote);
 	if (ep->flags & ENDPOINT_F_FAIL_CLOSED) {
 		reason = DROP_FAIL_CLOSED;
@@ -326,7 +333,7 @@ drop:
 	/* Before policy the identities are not set yet: as known here (the peer's once parsed). */
 	if (!m.src_identity && !m.dst_identity)
 		__event_identities(&m, ep_identity,
-				   f->tuple.family ? __remote_identity(f, dir) : IDENTITY_UNKNOWN);
+				   f->tuple.family ? __remote_identity(f, dir, peer) : IDENTITY_UNKNOWN);
 drop_event:
 	m.reason = reason;
 	send_drop_event(&m, f);
@@ -335,13 +342,28 @@ drop_event:
 no_service:
 	/* Refused at once: a service without backends answers (TCP: RST, UDP: ICMP port unreachable),
 	 * straight to the pod's side of the veth (bpf_redirect_peer: this is tc ingress). */
-	__event_identities(&m, ep_identity, __remote_identity(f, dir));
+	__event_identities(&m, ep_identity, __remote_identity(f, dir, peer));
 	m.reason = reason;
 	send_drop_event(&m, f);
 	metrics_count(reason, dir, bytes);
 	if (reason == DROP_NO_SERVICE && refuse_reply(skb, f) == 0)
 		return bpf_redirect_peer(skb->ifindex, 0);
 	return TC_ACT_SHOT;
+}
+
+/* After the sender's forward verdict: into the tunnel when the destination lives on another node,
+ * the VNI carrying the sender's identity; -1: not for the tunnel. */
+static __always_inline int __encap(struct __sk_buff *skb, const struct flow *f)
+{
+	struct endpoint_info *ep = endpoint_lookup(skb->ifindex);
+	int reason = 0, ret;
+
+	if (!ep)
+		return -1;
+	ret = overlay_encap(skb, f, ep->identity, &reason);
+	if (ret == TC_ACT_SHOT)
+		metrics_count(reason, DIR_EGRESS, skb->len);
+	return ret;
 }
 
 SEC("tc")
@@ -352,8 +374,12 @@ int weir_from_container(struct __sk_buff *skb)
 
 	if (!f)
 		return TC_ACT_SHOT;
-	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable);
-	return routable ? host_route(skb, f) : ret;
+	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable, 0);
+	if (!routable)
+		return ret;
+	/* A pod of another node behind the tunnel (lib/overlay.h), with this pod's identity. */
+	ret = __encap(skb, f);
+	return ret >= 0 ? ret : host_route(skb, f);
 }
 
 SEC("tc")
@@ -364,7 +390,9 @@ int weir_to_container(struct __sk_buff *skb)
 
 	if (!f)
 		return TC_ACT_SHOT;
-	return __handle(skb, DIR_INGRESS, skb->ifindex, f, &routable);
+	/* From the tunnel through the node's stack (--host-routing legacy): the sender's identity came
+	 * in the mark (lib/overlay.h). */
+	return __handle(skb, DIR_INGRESS, skb->ifindex, f, &routable, identity_from_mark(skb->mark));
 }
 
 /* Tail called by weir_from_container (weir_calls[CALL_TO_LOCAL], lib/host_routing.h), at tc
@@ -379,7 +407,7 @@ int weir_to_local(struct __sk_buff *skb)
 
 	if (!ifindex || !f)
 		return TC_ACT_SHOT;
-	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable);
+	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, 0);
 	return routable ? host_deliver_local(skb, f, ifindex) : ret;
 }
 
@@ -434,6 +462,64 @@ int weir_to_proxy(struct __sk_buff *skb)
 	send_drop_event(&m, &f);
 	metrics_count(reason, DIR_INGRESS, bytes);
 	return TC_ACT_SHOT;
+}
+
+/* tc ingress of the node's VXLAN device (lib/overlay.h): a packet from a pod of another node. Its
+ * sender's identity is the tunnel key's VNI; a local destination pod gets its ingress stage with
+ * that identity as the peer (not the ipcache's), then bpf_redirect_peer, as weir_to_local does.
+ * --host-routing legacy, or no local pod: the node's stack takes it, the identity in its mark,
+ * and the destination's weir_to_container judges it. */
+SEC("tc")
+int weir_from_overlay(struct __sk_buff *skb)
+{
+	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = DIR_INGRESS };
+	struct flow *f = __flow_scratch();
+	struct lxc_info *to = NULL;
+	const __u32 *macs;
+	__u32 identity = 0, ifindex;
+	int routable = 0, ret, reason;
+
+	if (!f)
+		return TC_ACT_SHOT;
+	reason = overlay_source(skb, &identity);
+	if (reason)
+		goto drop;
+	if (weir_host_routing)
+		to = overlay_destination(skb);
+	if (!to)
+		return overlay_to_stack(skb, identity);
+	ifindex = to->ifindex;
+	macs = (const __u32 *)to->mac;
+	skb->cb[1] = macs[0];
+	skb->cb[2] = macs[1];
+	skb->cb[3] = macs[2];
+	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, identity);
+	if (!routable)
+		return ret;
+	ret = host_deliver_local(skb, f, ifindex);
+	/* Not delivered (a TTL that expires): the stack answers, and must take the frame as its own. */
+	return ret == TC_ACT_OK ? overlay_to_stack(skb, identity) : ret;
+drop:
+	if (parse_packet(skb, f) == PARSE_OK)
+		m.dst_identity = ipcache_identity(f->tuple.family, f->tuple.daddr);
+	m.src_identity = identity;
+	m.reason = reason;
+	send_drop_event(&m, f);
+	metrics_count(reason, DIR_INGRESS, skb->len);
+	return TC_ACT_SHOT;
+}
+
+/* tc egress of the node's VXLAN device (lib/overlay.h): what weir_from_container encapsulated
+ * passes; the node's own packets routed into the device get their key here. */
+SEC("tc")
+int weir_to_overlay(struct __sk_buff *skb)
+{
+	__u32 bytes = skb->len;
+	int reason, ret = overlay_host_encap(skb, &reason);
+
+	if (reason)
+		metrics_count(reason, DIR_EGRESS, bytes);
+	return ret;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -45,7 +45,8 @@ struct ipcache_key {
 
 struct ipcache_value {
 	__u32 identity;
-	__u32 flags; /* reserved */
+	__be32 tunnel_endpoint; /* tunnel mode (lib/overlay.h): the IPv4 underlay address of the node
+				 * the prefix lives on; 0 = this node, or not behind a tunnel */
 };
 
 /* ---- endpoints: one entry per pod, keyed by the ifindex of its host-side veth. */
@@ -215,6 +216,14 @@ struct flow_event {
 #define MARK_MAGIC_PROXY_INGRESS 0x0A00 /* SO_MARK of the proxy's upstream sockets, ingress listener */
 #define MARK_MAGIC_PROXY_EGRESS 0x0B00  /* ... egress listener */
 #define PROXY_ROUTE_TABLE 2004          /* fwmark MARK_MAGIC_TO_PROXY/MARK_MAGIC_MASK -> local delivery */
+#define MARK_MAGIC_IDENTITY 0x0F00      /* a tunnel's source identity, for weir_to_container (lib/overlay.h):
+					 * identity bits 0-15 in the mark's bits 16-31, bits 16-23 in 0-7 */
+
+/* ---- tunnel mode (lib/overlay.h): weir_tunnel[0], written by the loader (attachOverlay). */
+struct tunnel_config {
+	__u32 ifindex; /* the node's VXLAN device (external / collect_md); 0 = no tunnel */
+	__u32 flags;   /* reserved */
+};
 
 /* ---- service load balancing (Cilium's lb maps: bpf/lib/lb.h). One set for IPv4 and IPv6.
  *   weir_lb_services  HASH  lb_key -> lb_service. Slot 0 of a frontend holds its metadata (count of

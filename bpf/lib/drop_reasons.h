@@ -14,12 +14,14 @@
 #define DROP_CT_INVALID_HDR 135    /* CT_TRUNCATED_OR_INVALID_HEADER "CT: Invalid header" */
 #define DROP_CT_MISSING_ACK 136    /* CT_MISSING_TCP_ACK_FLAG "CT: Missing TCP ACK flag" */
 #define DROP_UNKNOWN_L4 137        /* CT_UNKNOWN_L4_PROTOCOL "Unknown L4 protocol" */
+#define DROP_WRITE_ERROR 141       /* ERROR_WRITING_TO_PACKET "Error writing to packet": e.g. the tunnel key (lib/overlay.h) */
 #define DROP_UNKNOWN_L3 139        /* UNKNOWN_L3_TARGET_ADDRESS "Unknown L3 target address" */
 #define DROP_UNSUPPORTED_L3 143    /* UNSUPPORTED_L3_PROTOCOL "Unsupported L3 protocol" */
 #define DROP_CT_CREATE_FAILED 155  /* CT_MAP_INSERTION_FAILED "CT: Map insertion failed" */
 #define DROP_FRAG_NOSUPPORT 157    /* IP_FRAGMENTATION_NOT_SUPPORTED "Fragmentation needed": untracked fragment */
+#define DROP_NO_TUNNEL_ENDPOINT 160 /* NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT "No tunnel/encapsulation endpoint (datapath BUG!)": a tunnel packet without key, or one for the tunnel with no endpoint (lib/overlay.h) */
 #define DROP_NO_SERVICE 158        /* SERVICE_BACKEND_NOT_FOUND "Service backend not found" */
-#define DROP_UNKNOWN_SENDER 171    /* INVALID_IDENTITY "Invalid identity" */
+#define DROP_UNKNOWN_SENDER 171    /* INVALID_IDENTITY "Invalid identity": also a tunnel's VNI 0 or an identity above 2^24 - 1 */
 #define DROP_PROXY_LOOKUP_FAILED 178 /* SOCKET_LOOKUP_FAILED "Proxy redirection not possible": no proxy socket, fail closed */
 #define DROP_PROXY_SET_FAILED 179  /* SOCKET_ASSIGN_FAILED "Proxy socket assignment failed" */
 #define DROP_POLICY_DENY 181       /* POLICY_DENY "Policy denied by denylist" */

@@ -4,6 +4,7 @@
  *   ipcache_identity(family, addr) -> identity
  *     family  4 or 6
  *     addr    16 bytes, IPv4 in the first 4 (network order)
+ *   ipcache_lookup(family, addr) -> struct ipcache_value * or NULL (no matching prefix)
  *   No matching prefix is IDENTITY_WORLD (2): anything weir does not know is outside the cluster.
  *   (Single-stack semantics: world-ipv4/world-ipv6 are not split here; the agent may still insert
  *   0.0.0.0/0 or ::/0 with its own identity.)
@@ -26,14 +27,19 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } weir_ipcache SEC(".maps");
 
-static __always_inline __u32 ipcache_identity(__u8 family, const __u8 *addr)
+static __always_inline struct ipcache_value *ipcache_lookup(__u8 family, const __u8 *addr)
 {
 	struct ipcache_key key = { .family = family };
-	struct ipcache_value *val;
 
 	key.prefixlen = IPCACHE_STATIC_PREFIX + (family == 4 ? 32 : 128);
 	__builtin_memcpy(key.addr, addr, 16);
-	val = bpf_map_lookup_elem(&weir_ipcache, &key);
+	return bpf_map_lookup_elem(&weir_ipcache, &key);
+}
+
+static __always_inline __u32 ipcache_identity(__u8 family, const __u8 *addr)
+{
+	struct ipcache_value *val = ipcache_lookup(family, addr);
+
 	return val ? val->identity : IDENTITY_WORLD;
 }
 

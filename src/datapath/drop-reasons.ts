@@ -24,6 +24,7 @@ export const DROP_REASONS = [
   { name: 'CT_INVALID_HDR', code: 135, hubble: 'CT_TRUNCATED_OR_INVALID_HEADER', text: 'CT: Invalid header' },
   { name: 'CT_MISSING_ACK', code: 136, hubble: 'CT_MISSING_TCP_ACK_FLAG', text: 'CT: Missing TCP ACK flag' },
   { name: 'UNKNOWN_L4', code: 137, hubble: 'CT_UNKNOWN_L4_PROTOCOL', text: 'Unknown L4 protocol' },
+  { name: 'WRITE_ERROR', code: 141, hubble: 'ERROR_WRITING_TO_PACKET', text: 'Error writing to packet' },
   { name: 'UNKNOWN_L3', code: 139, hubble: 'UNKNOWN_L3_TARGET_ADDRESS', text: 'Unknown L3 target address' },
   { name: 'UNSUPPORTED_L3', code: 143, hubble: 'UNSUPPORTED_L3_PROTOCOL', text: 'Unsupported L3 protocol' },
   {
@@ -37,6 +38,12 @@ export const DROP_REASONS = [
     code: 157,
     hubble: 'IP_FRAGMENTATION_NOT_SUPPORTED',
     text: 'Fragmentation needed',
+  },
+  {
+    name: 'NO_TUNNEL_ENDPOINT',
+    code: 160,
+    hubble: 'NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT',
+    text: 'No tunnel/encapsulation endpoint (datapath BUG!)',
   },
   { name: 'NO_SERVICE', code: 158, hubble: 'SERVICE_BACKEND_NOT_FOUND', text: 'Service backend not found' },
   { name: 'UNKNOWN_SENDER', code: 171, hubble: 'INVALID_IDENTITY', text: 'Invalid identity' },

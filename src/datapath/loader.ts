@@ -10,8 +10,9 @@
 // never attached: the pinned program array weir_calls holds it, filled at every load before any
 // endpoint is attached. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
 // loaded after lxc.o with lxc.o's lb maps (reuseMap), pinned or not. Its programs are not
-// pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev and weir_to_proxy are
-// not pinned either (attachNetdev's and attachHost's filters hold them).
+// pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev, weir_to_proxy and the
+// tunnel device's weir_from_overlay / weir_to_overlay are not pinned either (attachNetdev's,
+// attachHost's and attachOverlay's filters hold them).
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
 import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -58,6 +59,7 @@ import {
 import { MetricsMap } from './maps/metrics/index.js';
 import { PolicyMap, type PolicyMapEntry } from './maps/policy/index.js';
 import { PolicyEntry, PolicyKey } from './maps/policy/layout.js';
+import { TunnelConfig } from './maps/tunnel/layout.js';
 
 /** lxc.o's maps that every load reuses from their pins (the catalogue's pinned lxc.o maps). */
 export const PINNED_MAPS = pinnedMaps('lxc');
@@ -66,6 +68,12 @@ export const SOCK_REUSED_MAPS = reusedMaps('sock');
 export const PROGRAMS = { fromContainer: 'weir_from_container', toContainer: 'weir_to_container' } as const;
 /** tc ingress of the node's external-facing devices: NodePort (bpf/lib/nodeport.h). */
 export const NETDEV_PROGRAM = 'weir_from_netdev';
+/**
+ * Tunnel mode (bpf/lib/overlay.h), on the node's VXLAN device (external / collect_md): tc ingress
+ * judges what pods of other nodes send (their identity in the VNI), tc egress gives the node's own
+ * packets routed into the device a tunnel key. Attached by attachOverlay.
+ */
+export const OVERLAY_PROGRAMS = { fromOverlay: 'weir_from_overlay', toOverlay: 'weir_to_overlay' } as const;
 /** tc ingress of the node's weir_host device: delivery to the node proxy (bpf/lib/proxy.h). */
 export const HOST_PROGRAM = 'weir_to_proxy';
 /**
@@ -208,6 +216,7 @@ export class Datapath {
   readonly #obj: BpfObject;
   readonly #sock: BpfObject;
   readonly #outer: TypedMap<number, number>;
+  readonly #tunnel: TypedMap<number, ReturnType<typeof TunnelConfig.decode>>;
   readonly #policies = new Map<number, PolicyMap>();
 
   private constructor(
@@ -241,6 +250,7 @@ export class Datapath {
     this.metrics = new MetricsMap(map('weir_metrics'));
     this.frag = new TypedMap(map('weir_frag'), FragKey, FragPorts);
     this.#outer = new TypedMap(map('weir_policy'), u32(), u32());
+    this.#tunnel = new TypedMap(map('weir_tunnel'), u32(), TunnelConfig);
     this.events = map('weir_events');
     this.#eventsLost = new TypedMap(map('weir_events_lost'), u32(), perCpu(u64()));
   }
@@ -443,12 +453,52 @@ export class Datapath {
     return ifindex;
   }
 
+  /**
+   * Tunnel mode (bpf/lib/overlay.h): makes the VXLAN device `d` (external / collect_md, in the
+   * node's `netns`; src/lab creates it) the node's tunnel: weir_from_overlay at its tc ingress,
+   * weir_to_overlay at its tc egress, then its ifindex in weir_tunnel, from which moment pods'
+   * traffic to addresses whose ipcache entry names a tunnel endpoint is encapsulated into it (the
+   * VNI the sender's identity). Re-attaching replaces the programs. Returns the device's ifindex.
+   */
+  attachOverlay(d: { netns: string; ifname?: string; ifindex?: number }): number {
+    const ifindex = resolveIfindex(d);
+    for (const [direction, prog] of [
+      ['ingress', OVERLAY_PROGRAMS.fromOverlay],
+      ['egress', OVERLAY_PROGRAMS.toOverlay],
+    ] as const)
+      attachTc({ netns: d.netns, ifindex, direction, program: this.program(prog) });
+    this.#tunnel.update(0, { ifindex, flags: 0 });
+    return ifindex;
+  }
+
+  /**
+   * Undoes attachOverlay: no tunnel in weir_tunnel first (pods' traffic to other nodes then follows
+   * the node's routing), then the device's filters (a device or namespace that is gone is not an
+   * error).
+   */
+  detachOverlay(d: { netns: string; ifname?: string; ifindex?: number }): void {
+    this.#tunnel.update(0, { ifindex: 0, flags: 0 });
+    try {
+      const ifindex = resolveIfindex(d);
+      for (const direction of ['ingress', 'egress'] as const)
+        detachTc({ netns: d.netns, ifindex, direction });
+    } catch (err) {
+      if (!isGone(err)) throw err;
+    }
+  }
+
+  /** The VXLAN device's ifindex pods' traffic is encapsulated into (weir_tunnel); 0: none. */
+  tunnelIfindex(): number {
+    return this.#tunnel.lookup(0)?.ifindex ?? 0;
+  }
+
   program(
     name:
       | (typeof PROGRAMS)[keyof typeof PROGRAMS]
       | typeof NETDEV_PROGRAM
       | typeof HOST_PROGRAM
-      | typeof LOCAL_PROGRAM,
+      | typeof LOCAL_PROGRAM
+      | (typeof OVERLAY_PROGRAMS)[keyof typeof OVERLAY_PROGRAMS],
   ): BpfProgram {
     return this.#obj.program(name);
   }

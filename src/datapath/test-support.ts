@@ -10,7 +10,14 @@
 import { randomBytes } from 'node:crypto';
 import { ifindexIn, skbContext, SKB_CONTEXT_OFFSETS, withNetns } from '../bpf/index.js';
 import { run } from '../shared/exec.js';
-import { Datapath, HOST_PROGRAM, NETDEV_PROGRAM, PROGRAMS, type DatapathOptions } from './loader.js';
+import {
+  Datapath,
+  HOST_PROGRAM,
+  NETDEV_PROGRAM,
+  OVERLAY_PROGRAMS,
+  PROGRAMS,
+  type DatapathOptions,
+} from './loader.js';
 import type { Direction } from './direction.js';
 
 export const TC_ACT_OK = 0;
@@ -126,23 +133,26 @@ export class DatapathHarness {
   }
 
   /**
-   * Runs `frame` through `prog` (a pod hook, weir_to_proxy or weir_from_netdev) on device
+   * Runs `frame` through `prog` (a pod hook, weir_to_proxy, weir_from_netdev, or the VXLAN device's
+   * weir_from_overlay / weir_to_overlay) on device
    * `ifindex` with skb->mark `mark`; any verdict is returned as it is (also TC_ACT_REDIRECT).
    */
   runRaw(
-    prog: 'egress' | 'ingress' | 'to-proxy' | 'netdev',
+    prog: 'egress' | 'ingress' | 'to-proxy' | 'netdev' | 'from-overlay' | 'to-overlay',
     ifindex: number,
     frame: Buffer,
     mark = 0,
   ): RawRunResult {
-    const name =
-      prog === 'egress'
-        ? PROGRAMS.fromContainer
-        : prog === 'ingress'
-          ? PROGRAMS.toContainer
-          : prog === 'to-proxy'
-            ? HOST_PROGRAM
-            : NETDEV_PROGRAM;
+    const name = (
+      {
+        egress: PROGRAMS.fromContainer,
+        ingress: PROGRAMS.toContainer,
+        'to-proxy': HOST_PROGRAM,
+        netdev: NETDEV_PROGRAM,
+        'from-overlay': OVERLAY_PROGRAMS.fromOverlay,
+        'to-overlay': OVERLAY_PROGRAMS.toOverlay,
+      } as const
+    )[prog];
     this.dp.metrics.clear();
     const res = withNetns(this.netns, () =>
       this.dp.program(name).testRun({ data: frame, ctxIn: skbContext({ ifindex, mark }) }),

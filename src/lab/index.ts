@@ -35,3 +35,11 @@ export { syncGatewayAddresses, gatewayCidr } from './gateway.js';
 export { listLabs, readConfig, type LabConfig } from './config.js';
 export { labDir, podNetns, vethName, podVeth, nodeNetns } from './names.js';
 export { host4, host6, parseCidr4, parseCidr6, size4 } from './cidr.js';
+export {
+  ensureVxlan,
+  removeVxlan,
+  addTunnelRoute,
+  vxlanDevice,
+  VXLAN_PORT,
+  VXLAN_OVERHEAD,
+} from './vxlan.js';

@@ -60,11 +60,20 @@ function ipcacheCommand(): Command {
       o.lab,
       entries.map((e) => e.identity),
     );
-    const rows = entries.map((e) => ({ prefix: e.prefix, ...withLabels(e.identity, labels) }));
+    const rows = entries.map((e) => ({
+      prefix: e.prefix,
+      ...withLabels(e.identity, labels),
+      ...(e.tunnelEndpoint ? { tunnelEndpoint: e.tunnelEndpoint } : {}),
+    }));
+    // Tunnel mode: the node each remote prefix lives on (a column only when any entry has one).
+    const tunnel = rows.some((r) => r.tunnelEndpoint)
+      ? [{ header: 'tunnel endpoint', get: (r: (typeof rows)[number]) => r.tunnelEndpoint ?? '' }]
+      : [];
     printResult(o.output, rows, rows, [
       { header: 'ip prefix', get: (r) => r.prefix },
       { header: 'identity', get: (r) => r.identity },
       { header: 'labels', get: (r) => (r.labels ? shortLabels(r.labels) : '') },
+      ...tunnel,
     ]);
   });
   return cmd;

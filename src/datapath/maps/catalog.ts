@@ -75,8 +75,8 @@ export const MAPS = [
     'weir_ipcache',
     'lpm_trie',
     'bpf/lib/ipcache.h',
-    'IP prefix → identity',
-    'the peer identity of an address: pods /32 /128, node addresses → host (1), CIDR rules → CIDR identities',
+    'IP prefix → {identity, tunnel endpoint}',
+    'the peer identity of an address: pods /32 /128, node addresses → host (1), CIDR rules → CIDR identities; tunnel mode: the underlay address of the node a remote prefix lives on',
   ),
   lxc(
     'weir_endpoints',
@@ -91,6 +91,13 @@ export const MAPS = [
     'bpf/lib/host_routing.h',
     'pod address → {host veth ifindex, pod MAC, host veth MAC}',
     'eBPF host routing: which local pod an address is, to apply its ingress policy and deliver into it (`bpf_redirect_peer`)',
+  ),
+  lxc(
+    'weir_tunnel',
+    'array',
+    'bpf/lib/overlay.h',
+    '0 → {VXLAN device ifindex}',
+    "tunnel mode: the node's VXLAN device (external, collect_md) that pods' traffic to other nodes is redirected into; 0 = no tunnel (written by attachOverlay)",
   ),
   lxc(
     'weir_calls',

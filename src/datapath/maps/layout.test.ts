@@ -21,6 +21,7 @@ import {
 import { LxcInfo, LxcKey } from './lxc/layout.js';
 import { MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';
+import { TunnelConfig } from './tunnel/layout.js';
 
 const lxc = bpfObject('lxc');
 const sock = bpfObject('sock');
@@ -40,6 +41,7 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     FlowEventLayout,
     LxcKey,
     LxcInfo,
+    TunnelConfig,
   ];
   for (const codec of codecs) {
     it(`struct ${codec.name}`, () => checkLayout(codec, lxc, codec.name));

@@ -1,0 +1,8 @@
+// Mirrors struct tunnel_config (bpf/lib/common.h): weir_tunnel[0], tunnel mode (bpf/lib/overlay.h).
+import { cstruct, u32 } from '../../../bpf/index.js';
+
+export const TunnelConfig = cstruct('tunnel_config', {
+  /** The node's VXLAN device (external / collect_md); 0 = no tunnel. */
+  ifindex: u32(),
+  flags: u32(),
+});

@@ -145,7 +145,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     name: 'agent',
     start: async () => {
       agent = new Agent(
-        { lab: opts.lab, pinDir, ...settings, proxyPorts },
+        // Every setting in force: stored, given now (--tofqdns-min-ttl is not stored), or default.
+        { lab: opts.lab, pinDir, ...run, proxyPorts },
         {
           name: node.name,
           netns: node.netns,

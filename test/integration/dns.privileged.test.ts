@@ -290,40 +290,6 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
     }
   });
 
-  it('CNAME chains: the addresses are learned for the queried name and every name of the chain', async () => {
-    const chain = await dig('app/client', 'front.example.com');
-    assert.deepEqual(chain.answers, ['CNAME web.example.com.', 'CNAME www.example.com.', 'A 192.0.2.20']);
-    const names = async () =>
-      (
-        JSON.parse(await ok(['fqdn', 'cache', 'list', '-o', 'json'], LAB)) as {
-          items: { name: string; ip: string }[];
-        }
-      ).items
-        .filter((e) => e.ip === '192.0.2.20')
-        .map((e) => e.name)
-        .sort();
-    // The rule names the queried alias, then the end of the chain: a lookup of the alias opens both.
-    for (const name of ['front.example.com', 'www.example.com']) {
-      await writeFile(file('cname.yaml'), cnamePolicy(name));
-      await ok(['apply', '-f', file('cname.yaml')], LAB);
-      await ok(['fqdn', 'cache', 'clean'], LAB);
-      assert.equal((await curl('app/client', 'http://192.0.2.20/', 1)).ok, false, `${name}: not learned yet`);
-      const r = await curl('app/client', 'http://front.example.com/');
-      assert.equal(r.body.trim(), 'ext:www', `toFQDNs ${name}, lookup of front.example.com`);
-      assert.deepEqual(await names(), ['front.example.com', 'web.example.com', 'www.example.com']);
-    }
-    // The flow names the chain (Hubble's cnames).
-    const flows = (
-      await ok(['observe', '--type', 'l7', '--dns-query', '^front\\.', '-o', 'json', '--last', '20'], LAB)
-    )
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { l7: { type: string; dns?: { cnames: string[]; ips: string[] } } });
-    const answer = flows.find((f) => f.l7.type === 'RESPONSE' && (f.l7.dns?.ips.length ?? 0) > 0);
-    assert.deepEqual(answer?.l7.dns?.cnames, ['web.example.com.', 'www.example.com.']);
-    await ok(['delete', '-f', file('cname.yaml')], LAB);
-  });
-
   it('expiry: an open connection outlives the TTL; once it closes the address expires', async () => {
     await ok(['fqdn', 'cache', 'clean'], LAB);
     // One long-lived connection (the external echoes what is not HTTP), used again after the TTL.
@@ -524,7 +490,7 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
     assert.ok(agent);
     process.kill(agent, 'SIGKILL');
     await until('the agent is gone', async () => agentPid(LAB) === undefined);
-    await ok(['lab', 'up', '-f', file('lab.yaml')], LAB);
+    await ok(['lab', 'up', '-f', file('lab.yaml'), '--tofqdns-min-ttl', '3600'], LAB);
     assert.notEqual(agentPid(LAB), agent);
     // The restarted agent holds what the old one learned, and its maps still allow it.
     const after = await learned();
@@ -548,5 +514,40 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
     const s2 = await fqdnStats();
     assert.equal((await curl('app/client', 'http://api.example.com/')).body.trim(), 'ext:api');
     assert.equal((await fqdnStats())?.waited, (s2?.waited ?? 0) + 1, 'asked the new agent');
+  });
+
+  // After the restart above: the agent runs with --tofqdns-min-ttl 3600 (the lab's records live 2 s).
+  it('CNAME chains: the addresses are learned for the queried name and every name of the chain', async () => {
+    const chain = await dig('app/client', 'front.example.com');
+    assert.deepEqual(chain.answers, ['CNAME web.example.com.', 'CNAME www.example.com.', 'A 192.0.2.20']);
+    const names = async () =>
+      (
+        JSON.parse(await ok(['fqdn', 'cache', 'list', '-o', 'json'], LAB)) as {
+          items: { name: string; ip: string }[];
+        }
+      ).items
+        .filter((e) => e.ip === '192.0.2.20')
+        .map((e) => e.name)
+        .sort();
+    // The rule names the queried alias, then the end of the chain: a lookup of the alias opens both.
+    for (const name of ['front.example.com', 'www.example.com']) {
+      await writeFile(file('cname.yaml'), cnamePolicy(name));
+      await ok(['apply', '-f', file('cname.yaml')], LAB);
+      await ok(['fqdn', 'cache', 'clean'], LAB);
+      assert.equal((await curl('app/client', 'http://192.0.2.20/', 1)).ok, false, `${name}: not learned yet`);
+      const r = await curl('app/client', 'http://front.example.com/');
+      assert.equal(r.body.trim(), 'ext:www', `toFQDNs ${name}, lookup of front.example.com`);
+      assert.deepEqual(await names(), ['front.example.com', 'web.example.com', 'www.example.com']);
+    }
+    // The flow names the chain (Hubble's cnames).
+    const flows = (
+      await ok(['observe', '--type', 'l7', '--dns-query', '^front\\.', '-o', 'json', '--last', '20'], LAB)
+    )
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { l7: { type: string; dns?: { cnames: string[]; ips: string[] } } });
+    const answer = flows.find((f) => f.l7.type === 'RESPONSE' && (f.l7.dns?.ips.length ?? 0) > 0);
+    assert.deepEqual(answer?.l7.dns?.cnames, ['web.example.com.', 'www.example.com.']);
+    await ok(['delete', '-f', file('cname.yaml')], LAB);
   });
 });

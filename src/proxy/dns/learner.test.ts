@@ -130,4 +130,21 @@ describe('FQDN learner (DNS proxy)', () => {
     assert.equal(ag.requests.length, 5);
     l.close();
   });
+
+  it('stays bounded: past 4096 names, those whose addresses all expired at the agent are swept', async () => {
+    let now = 1_000_000;
+    const ag = agent(() => now);
+    const l = new FqdnLearner({ send: ag.send, now: () => now, renewAfterMs: 100_000 });
+    await Promise.all(
+      Array.from({ length: 4100 }, (_, i) =>
+        l.learn({ endpointId: 1, name: `n${i}.example.com`, answers: [a('192.0.2.1', 10)] }),
+      ),
+    );
+    await l.learn({ endpointId: 1, name: 'long.example.com', answers: [a('192.0.2.2', 3600)] });
+    assert.equal(l.size(), 4101);
+    now += 20_000;
+    await l.learn({ endpointId: 1, name: 'long.example.com', answers: [a('192.0.2.2', 3600)] });
+    assert.equal(l.size(), 1, 'only the name with life left');
+    l.close();
+  });
 });

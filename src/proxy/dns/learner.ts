@@ -71,6 +71,8 @@ export function learnItemsOf(endpointId: number, qname: string, answer: Packet):
   return chain.map((name) => ({ endpointId, name, answers }));
 }
 
+/** Names known held beyond which the expired ones are swept (the map stays bounded). */
+const SWEEP_ABOVE = 4096;
 const MARGIN_MS = 5000;
 const RENEW_AFTER_MS = 200;
 /** Items per request to the agent. */
@@ -116,6 +118,7 @@ export class FqdnLearner {
       this.stats.waited++;
       waits.push(new Promise<void>((resolve, reject) => this.#waiting.push({ item, resolve, reject })));
     }
+    if (this.#known.size > SWEEP_ABOVE) this.#sweep();
     if (waits.length === 0) return Promise.resolve();
     this.#flush();
     return Promise.all(waits).then(() => undefined);
@@ -179,6 +182,12 @@ export class FqdnLearner {
         if (this.#waiting.length > 0) this.#flush();
         else if (this.#renew.size > 0) this.#later();
       });
+  }
+
+  /** Forgets the names whose every address expired at the agent. */
+  #sweep(): void {
+    const now = this.#now();
+    for (const [key, m] of this.#known) if (![...m.values()].some((t) => t > now)) this.#known.delete(key);
   }
 
   /** Renewals go out within renewAfterMs. */

@@ -32,6 +32,7 @@ import type { EndpointL7Policy } from '../policy/l7/types.js';
 import { diff, type EntryDiff } from '../policy/diff.js';
 import {
   computePolicy,
+  endpointLabels,
   type EngineConfig,
   type EngineInput,
   type EngineOutput,
@@ -40,12 +41,14 @@ import {
 import type { DiffPod } from '../policy/verdict-diff.js';
 import { DIR_INGRESS, PREFIX_PORT_ANY, PREFIX_PROTO_ANY, type PolicyMapEntry } from '../policy/entry.js';
 import { WeirError } from '../shared/errors.js';
+import { IDENTITY_REMOTE_NODE, IDENTITY_WORLD } from '../identity/reserved.js';
 import { isServiceKind } from '../service/api/index.js';
 import { connectionsToRevoke } from './ct-revalidate.js';
 import { ServiceLb, type LbSettings } from './lb.js';
 import { AgentMetrics } from './metrics.js';
 import { objectKey, type EndpointConfig } from '../cluster/keys.js';
 import type { LocalState } from './local-state.js';
+import type { ClusterIdentities } from '../cluster/identities.js';
 import { parseLabelFilter } from './settings.js';
 
 /** ENDPOINT_F_FAIL_CLOSED (bpf/lib/common.h): the endpoint's policy did not fit its map. */
@@ -148,6 +151,8 @@ export interface AgentNode {
   cgroupPath: string;
   /** Devices facing externals (NodePort from outside) and the node's address on each. */
   netdevs: { ifname: string; ip: string }[];
+  /** Tunnel mode: the node's VXLAN device (external), where pods' traffic to other nodes goes. */
+  tunnelDevice?: string;
 }
 
 /** Everything a regeneration computes from. */
@@ -159,6 +164,17 @@ export interface AgentView {
   objects: DesiredObject[];
   /** Endpoint options (`weir endpoint config`) by "ns/pod". */
   endpointConfig?: Map<string, EndpointConfig>;
+  /** The other nodes' addresses (a cluster): reserved:remote-node in the ipcache. */
+  remoteNodeIPs?: string[];
+  /** The other nodes (a cluster): their pod CIDRs, node address and underlay address. */
+  remoteNodes?: {
+    name: string;
+    ip: string;
+    ip6?: string;
+    podCIDR: string;
+    podCIDRv6?: string;
+    underlayIP?: string;
+  }[];
 }
 
 export interface RegenerationStats {
@@ -203,13 +219,16 @@ export function fromMapEntry(
 }
 
 const podKey = (p: { namespace: string; name: string }) => `${p.namespace}/${p.name}`;
+const ipcacheText = (e: { identity: number; tunnelEndpoint?: string }) =>
+  e.tunnelEndpoint ? `${e.identity}@${e.tunnelEndpoint}` : String(e.identity);
 
 export class Agent {
   readonly allocator: IdentityAllocator;
   private readonly labelFilter: LabelFilter | undefined;
   /** What each endpoint's policy map holds, as last written or read back. */
   private readonly written = new Map<number, PolicyMapEntry[]>();
-  private writtenIpcache = new Map<string, number>();
+  /** prefix -> "identity" or "identity@tunnelEndpoint", as last written or read back. */
+  private writtenIpcache = new Map<string, string>();
   private output: EngineOutput | undefined;
   private input: EngineInput | undefined;
   private held: number[] = [];
@@ -233,12 +252,19 @@ export class Agent {
   private readonly netdevs = new Set<string>();
   /** weir_to_proxy on weir_host and the node's policy routing for the proxy (once per agent run). */
   private proxyPath = false;
+  /** The overlay programs on the node's VXLAN device (tunnel mode; once per agent run). */
+  private overlay = false;
   /** One change at a time: API calls are serialised through this chain. */
   private queue: Promise<unknown> = Promise.resolve();
   /** The node proxy, told the L7 policy before every map write (set by main). */
   proxy: L7PolicySink | undefined;
   /** The lab's cluster DNS records, written after every regeneration (set by main). */
   clusterDns: ClusterDns | undefined;
+  /**
+   * Identities allocated in the Store for the whole cluster (set by main): before each
+   * regeneration the node's label sets get their cluster ids, which the allocator then takes.
+   */
+  clusterIds: ClusterIdentities | undefined;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -392,7 +418,7 @@ export class Agent {
         entries.map((e) => fromMapEntry(e.key, e.value)),
       );
     }
-    this.writtenIpcache = new Map(this.datapath.ipcache.list().map((e) => [e.prefix, e.identity]));
+    this.writtenIpcache = new Map(this.datapath.ipcache.list().map((e) => [e.prefix, ipcacheText(e)]));
   }
 
   policies(objects: DesiredObject[] = this.view.objects): Policy[] {
@@ -452,6 +478,12 @@ export class Agent {
       if (this.netdevs.has(d.ifname)) continue;
       this.datapath.attachNetdev({ netns: this.node.netns, ifname: d.ifname });
       this.netdevs.add(d.ifname);
+    }
+    if (this.node.tunnelDevice && !this.overlay) {
+      // Tunnel mode: pods' traffic to other nodes is encapsulated into the node's VXLAN device
+      // (the VNI the sender's identity) and what arrives on it is judged with that identity.
+      this.datapath.attachOverlay({ netns: this.node.netns, ifname: this.node.tunnelDevice });
+      this.overlay = true;
     }
     if (!this.proxyPath) {
       // The node proxy's way in (bpf/lib/proxy.h): delivery of redirected connections from tc
@@ -542,6 +574,20 @@ export class Agent {
         .map((port) => ({ name: port.name as string, port: port.containerPort, protocol: port.protocol })),
     }));
     const nodeIPs = [node.ip, ...(node.ip6 ? [node.ip6] : []), ...node.netdevs.map((d) => d.ip)];
+    const tunnel = node.tunnelDevice !== undefined;
+    const underlayOf = new Map((this.view.remoteNodes ?? []).map((n) => [n.name, n.underlayIP]));
+    const remoteEndpoints = this.view.pods
+      .filter((p) => p.node !== node.name && p.ip)
+      .map((p) => ({
+        namespace: p.namespace,
+        pod: p.name,
+        labels: p.labels,
+        ...(tunnel && underlayOf.get(p.node) ? { tunnelEndpoint: underlayOf.get(p.node) as string } : {}),
+        ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
+        namedPorts: p.ports
+          .filter((port) => port.name)
+          .map((port) => ({ name: port.name as string, port: port.containerPort, protocol: port.protocol })),
+      }));
     const config: Partial<EngineConfig> = {
       policyMapMax: this.cfg.policyMapMax,
       ...(this.cfg.proxyPorts ? { proxyPorts: this.cfg.proxyPorts } : {}),
@@ -554,7 +600,45 @@ export class Agent {
       policies,
       config,
       fqdns: this.fqdn.view(),
+      ...(remoteEndpoints.length ? { remoteEndpoints } : {}),
+      ...(this.view.remoteNodeIPs?.length ? { remoteNodeIPs: this.view.remoteNodeIPs } : {}),
+      ...(tunnel
+        ? {
+            tunnelPrefixes: (this.view.remoteNodes ?? []).flatMap((n) =>
+              n.underlayIP
+                ? [
+                    { prefix: n.podCIDR, identity: IDENTITY_WORLD, tunnelEndpoint: n.underlayIP },
+                    { prefix: n.ip, identity: IDENTITY_REMOTE_NODE, tunnelEndpoint: n.underlayIP },
+                    ...(n.podCIDRv6
+                      ? [{ prefix: n.podCIDRv6, identity: IDENTITY_WORLD, tunnelEndpoint: n.underlayIP }]
+                      : []),
+                    ...(n.ip6
+                      ? [{ prefix: n.ip6, identity: IDENTITY_REMOTE_NODE, tunnelEndpoint: n.underlayIP }]
+                      : []),
+                  ]
+                : [],
+            ),
+          }
+        : {}),
     };
+  }
+
+  /**
+   * Gives every pod label set of the input (this node's pods and the other nodes') its cluster
+   * id, and makes the allocator take those ids.
+   */
+  private async syncClusterIds(input: EngineInput): Promise<void> {
+    const ids = this.clusterIds;
+    if (!ids) return;
+    const nsLabels = new Map(input.namespaces.map((n) => [n.name, n.labels]));
+    const sets = new Map<string, string[]>();
+    for (const ep of [...input.endpoints, ...(input.remoteEndpoints ?? [])]) {
+      if (ep.init) continue;
+      const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, this.labelFilter);
+      sets.set(labels.join('\n'), labels);
+    }
+    await ids.sync([...sets.values()]);
+    this.allocator.clusterIds = ids.lookup();
   }
 
   /**
@@ -585,6 +669,7 @@ export class Agent {
   private async regenerateNow(policies: Policy[]): Promise<void> {
     const t0 = performance.now();
     const input = this.engineInput(policies);
+    await this.syncClusterIds(input);
     const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
     // The node proxy gets the L7 policy before any entry redirects to it, so a connection it
     // accepts finds its port's rules (it never blocks the maps: a proxy that is down or slow
@@ -594,10 +679,16 @@ export class Agent {
     let deletes = 0;
 
     // ipcache first: new identities must resolve before entries that name them apply.
-    const ipcache = new Map(output.ipcache.map((e) => [e.prefix, e.identity]));
-    for (const [prefix, identity] of ipcache) {
-      if (this.writtenIpcache.get(prefix) !== identity) {
-        this.mapOp('weir_ipcache', 'update', () => this.datapath.ipcache.upsert(prefix, identity));
+    const ipcache = new Map(output.ipcache.map((e) => [e.prefix, ipcacheText(e)]));
+    for (const e of output.ipcache) {
+      if (this.writtenIpcache.get(e.prefix) !== ipcacheText(e)) {
+        this.mapOp('weir_ipcache', 'update', () =>
+          this.datapath.ipcache.upsert(
+            e.prefix,
+            e.identity,
+            e.tunnelEndpoint ? { tunnelEndpoint: e.tunnelEndpoint } : {},
+          ),
+        );
         upserts++;
       }
     }
@@ -786,6 +877,27 @@ export class Agent {
       });
     }
     return out.sort((a, b) => a.id - b.id);
+  }
+
+  /**
+   * The other nodes' pods (a cluster) with the identities this node's ipcache gives them: flows
+   * name them like Hubble names remote endpoints (ID 0, namespace and pod set).
+   */
+  remoteEndpoints(): { namespace: string; pod: string; ips: string[]; identity: number; labels: string[] }[] {
+    if (!this.output) return [];
+    const ipcache = new Map(this.output.ipcache.map((e) => [e.prefix, e.identity]));
+    return this.view.pods
+      .filter((p) => p.node !== this.node.name && p.ip)
+      .map((p) => {
+        const identity = ipcache.get(`${p.ip}/32`) ?? 0;
+        return {
+          namespace: p.namespace,
+          pod: p.name,
+          ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
+          identity,
+          labels: this.allocator.get(identity)?.labels ?? [],
+        };
+      });
   }
 
   /** Whether an endpoint audits: its own PolicyAuditMode, else the agent's --policy-audit-mode. */

@@ -2,7 +2,9 @@
 // reports come back as WeirError with the agent's code and location.
 import { request } from 'node:http';
 import { errorFromWire as toError, WeirError, type WireError as ErrorJson } from '../shared/errors.js';
-import { agentSocket } from './paths.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { agentDir, agentSocket } from './paths.js';
 
 type Method = 'GET' | 'POST' | 'DELETE';
 
@@ -141,6 +143,31 @@ export class AgentClient {
  */
 export const changeTimeoutMs = 3_600_000;
 
-export function agentClient(lab: string, timeoutMs?: number): AgentClient {
-  return new AgentClient(agentSocket(lab), timeoutMs);
+/**
+ * The client of the agent of a lab's node: the first node's unless `node` (or env WEIR_NODE) names
+ * another. Any node's API serves the whole cluster's desired state; flows, endpoints and the
+ * datapath are the node's own.
+ */
+export function agentClient(lab: string, timeoutMs?: number, node = process.env.WEIR_NODE): AgentClient {
+  return new AgentClient(agentSocketOf(lab, node), timeoutMs);
+}
+
+/** The socket of the agent of `node` (undefined: the lab's first node). */
+export function agentSocketOf(lab: string, node: string | undefined): string {
+  if (!node || existsSync(agentDir(lab, node))) return agentSocket(lab, node);
+  let nodes: string[] = [];
+  try {
+    const cfg = JSON.parse(readFileSync(join(agentDir(lab), '..', 'lab.json'), 'utf8')) as {
+      spec: { nodes: { name: string }[] };
+    };
+    nodes = cfg.spec.nodes.map((n) => n.name);
+  } catch {
+    // no lab configuration: the node is unknown
+  }
+  if (nodes[0] === node) return agentSocket(lab);
+  throw new WeirError(
+    'ERR_LAB_NODE_NOT_FOUND',
+    `lab ${lab} has no node '${node}' with an agent${nodes.length ? ` (nodes: ${nodes.join(', ')})` : ''}`,
+    { location: { field: '--node' } },
+  );
 }

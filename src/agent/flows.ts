@@ -69,6 +69,11 @@ export function agentEnrichment(agent: Agent): EnrichmentSource {
       byIfindex.set(e.ifindex, meta);
       for (const ip of e.ips) byIp.set(ip, meta);
     }
+    // Pods of other nodes (a cluster): named, with endpoint id 0 as Hubble shows remote endpoints.
+    for (const r of agent.remoteEndpoints()) {
+      const meta = { id: 0, namespace: r.namespace, pod: r.pod, identity: r.identity, labels: r.labels };
+      for (const ip of r.ips) if (!byIp.has(ip)) byIp.set(ip, meta);
+    }
     labels = new Map(agent.identities().map((i) => [i.id, i.labels]));
     try {
       cookies = agent.engineView().output.cookies;

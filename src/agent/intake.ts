@@ -106,6 +106,33 @@ export class Intake {
     return new Map(this.d.state.values<NodeRecord>(nodesPrefix).map((n) => [n.value.name, n.value]));
   }
 
+  /**
+   * The registered nodes with what they reconciled: Ready when the node's agent holds its lease
+   * (its record exists) and its last pass put the desired state in force.
+   */
+  nodeStatuses(): (NodeRecord & {
+    status: 'Ready' | 'NotReady';
+    reconciledRevision?: number;
+    error?: string;
+  })[] {
+    const reconciled = new Map(
+      this.d.state
+        .values<ReconciledRecord & { error?: string }>(reconciledPrefix)
+        .map((r) => [r.value.node, r.value]),
+    );
+    return [...this.nodes().values()]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((n) => {
+        const r = reconciled.get(n.name);
+        return {
+          ...n,
+          status: r && !r.error ? ('Ready' as const) : ('NotReady' as const),
+          ...(r ? { reconciledRevision: r.revision } : {}),
+          ...(r?.error ? { error: r.error } : {}),
+        };
+      });
+  }
+
   apply(objects: DesiredObject[]): Promise<ChangeResult[]> {
     return this.serial(() => this.write((state) => this.planApply(objects, state)));
   }

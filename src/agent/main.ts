@@ -6,11 +6,12 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { ifindexIn } from '../bpf/index.js';
 import { DesiredView } from '../cluster/desired.js';
+import { ClusterIdentities } from '../cluster/identities.js';
 import { Informer } from '../cluster/informer.js';
 import { desiredPrefix, nodeKey, statePrefix } from '../cluster/keys.js';
 import type { NodeRecord } from '../cluster/objects.js';
 import { Datapath } from '../datapath/loader.js';
-import { Lab, PodDriver, externalsOf, nodeOf } from '../lab/index.js';
+import { Lab, PodDriver, externalsOf, nodeNamed, nodeOf, routingOf, vxlanDevice } from '../lab/index.js';
 import { privateFileMode } from '../shared/private-fs.js';
 import { FileStore, type JsonObject, type Lease, type Store } from '../store/index.js';
 import { FlowObserver } from '../observe/stream.js';
@@ -37,21 +38,32 @@ const nodeLeaseSeconds = 900;
  */
 export interface AgentOptions extends Partial<AgentSettingValues> {
   lab: string;
+  /** The node of the lab this agent runs (default: the first). */
+  node?: string;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
-  const log = pino({ base: { lab: opts.lab } });
   const lc = new Lifecycle();
   const lab = await Lab.open(opts.lab);
   const labConfig = await lab.requireConfig();
-  const node = nodeOf(labConfig);
-  const externals = externalsOf(labConfig);
+  const node = nodeNamed(labConfig, opts.node);
+  const log = pino({ base: { lab: opts.lab, node: node.name } });
+  // The first node's agent keeps the lab's paths (a lab of one node: the only agent).
+  const first = node.name === nodeOf(labConfig).name;
+  const dirNode = first ? undefined : node.name;
+  // Externals hang off the first node.
+  const externals = first ? externalsOf(labConfig) : [];
   const pinDir = nodePinDir(opts.lab, node.name);
-  // The one node's Store: a root-only file only this process opens (etcd for a cluster: later).
-  const store: Store = await FileStore.open(agentStoreFile(opts.lab));
+  // One node: a root-only file only this process opens. A cluster: the lab's etcd, shared by
+  // every node's agent.
+  const store: Store = labConfig.kvstore
+    ? await (await import('../store/etcd.js')).EtcdStore.connect({ endpoints: labConfig.kvstore.endpoints })
+    : await FileStore.open(agentStoreFile(opts.lab));
   lc.append({ name: 'store', stop: () => store.close() });
   const local = await LocalState.load(store, node.name);
-  const given = Object.fromEntries(Object.entries(opts).filter(([k, v]) => v !== undefined && k !== 'lab'));
+  const given = Object.fromEntries(
+    Object.entries(opts).filter(([k, v]) => v !== undefined && k !== 'lab' && k !== 'node'),
+  );
   const persisted = Object.fromEntries(Object.entries(given).filter(([k]) => isPersisted(k)));
   const settings = local.mergeSettings({
     ...persisted,
@@ -77,6 +89,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         ...(node.ip6 ? { ip6: node.ip6 } : {}),
         podCIDR: node.podCIDR,
         ...(node.podCIDRv6 ? { podCIDRv6: node.podCIDRv6 } : {}),
+        ...(node.underlayIP ? { underlayIP: node.underlayIP } : {}),
         netns: node.netns,
         agentPid: process.pid,
         startedAt: new Date().toISOString(),
@@ -111,16 +124,19 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   let flows: FlowPipeline | undefined;
 
   // The node proxy (L7): adopted when a previous agent left one running, else started the first
-  // time a policy needs it. Never stopped here: it outlives the agent.
+  // time a policy needs it. Never stopped here: it outlives the agent. One per lab for now: the
+  // first node's (the other nodes of a lab run none; their L7 redirects fail closed).
   let proxy: ProxyManager | undefined;
   lc.append({
     name: 'proxy',
     start: async () => {
+      if (!first) return;
       proxy = new ProxyManager({
         lab: opts.lab,
         nodeNetns: node.netns,
         ipcachePin: join(pinDir, 'weir_ipcache'),
         ports: { ...proxyPorts, dnsRejectCode: settings.tofqdnsDnsRejectResponseCode },
+        workers: run.proxyWorkers,
         log: log.child({ component: 'proxy-manager' }),
         onRecord: (r) => flows?.ingestL7(r),
         onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
@@ -140,6 +156,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const clusterState = new Informer(store, statePrefix, {
     onError: (err) => log.warn({ err }, 'state watch'),
   });
+  const clusterIds = new ClusterIdentities(store, clusterState, node.name, () => lease);
   let reconciler: Reconciler | undefined;
   lc.append({
     name: 'agent',
@@ -154,12 +171,14 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           ...(node.ip6 ? { ip6: node.ip6 } : {}),
           cgroupPath: node.cgroupPath,
           netdevs: externals.map((e) => ({ ifname: e.nodeIfname, ip: e.transitNodeIP })),
+          ...(routingOf(labConfig) === 'tunnel' ? { tunnelDevice: vxlanDevice } : {}),
         },
         local,
         datapath as Datapath,
         log,
       );
       agent.proxy = proxy;
+      agent.clusterIds = clusterIds;
       agent.clusterDns = new ClusterDns(opts.lab, {
         ttl: labConfig.spec.dns?.ttl ?? 3600,
         records: labConfig.spec.dns?.records ?? {},
@@ -184,6 +203,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     },
     stop: async () => {
       agent?.stopFqdnGc();
+      clusterIds.close();
       await reconciler?.stop();
       await desired.stop();
       await clusterState.stop();
@@ -235,7 +255,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         allocateServices: (stored) => a.lb.allocator(stored),
         log,
       });
-      server = await listenApi(agentSocket(opts.lab), [
+      server = await listenApi(agentSocket(opts.lab, dirNode), [
         ...agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
         ...cniRoutes(
           new CniService({
@@ -248,18 +268,21 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           }),
         ),
       ]);
-      writeFileSync(agentPidFile(opts.lab), String(process.pid), { mode: privateFileMode });
+      writeFileSync(agentPidFile(opts.lab, dirNode), String(process.pid), { mode: privateFileMode });
     },
     stop: () =>
       new Promise<void>((resolve) => {
-        rmSync(agentPidFile(opts.lab), { force: true });
+        rmSync(agentPidFile(opts.lab, dirNode), { force: true });
         server?.closeAllConnections();
         server?.close(() => resolve());
       }),
   });
 
   await lc.start();
-  log.info({ pid: process.pid, pinDir, socket: agentSocket(opts.lab) }, 'agent ready');
+  log.info(
+    { pid: process.pid, pinDir, socket: agentSocket(opts.lab, dirNode), store: store.backend },
+    'agent ready',
+  );
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {

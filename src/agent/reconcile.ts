@@ -17,12 +17,14 @@ import type { Informer } from '../cluster/informer.js';
 import {
   desiredKindPrefix,
   endpointConfigKind,
+  nodeKey,
+  nodesPrefix,
   podStatusKey,
   podStatusPrefix,
   reconciledKey,
   type EndpointConfig,
 } from '../cluster/keys.js';
-import type { PodStatus, ReconciledRecord } from '../cluster/objects.js';
+import type { NodeRecord, PodStatus, ReconciledRecord } from '../cluster/objects.js';
 import {
   attachContainer,
   host4,
@@ -107,12 +109,25 @@ export class Reconciler {
     // Written again under this run's lease by the first pass.
     this.lastReconciled = rec && rec.lease === this.d.lease.id ? JSON.stringify(rec.value) : undefined;
     this.d.desired.onChange(() => queueMicrotask(() => void this.kick()));
+    // Other nodes' pods and nodes (a cluster): their addresses and identities go in this node's
+    // ipcache, so a change there is a pass here. This node's own writes are not.
+    this.d.state.onChange((c) => {
+      if (c.resync || c.events.some((e) => this.isRemote(e))) queueMicrotask(() => void this.kick());
+    });
     await this.kick();
     this.verifyTimer = setInterval(() => {
       this.verifyNext = true;
       void this.kick();
     }, verifyMs);
     this.verifyTimer.unref();
+  }
+
+  /** Whether a change of weir/state/ is another node's pod or node record. */
+  private isRemote(e: { type: 'put' | 'delete'; key: string; value?: unknown }): boolean {
+    if (e.key.startsWith(nodesPrefix)) return e.key !== nodeKey(this.d.node.name);
+    if (!e.key.startsWith(podStatusPrefix)) return false;
+    if (e.type === 'delete') return !this.records.has(e.key.slice(podStatusPrefix.length));
+    return (e.value as PodStatus | undefined)?.node !== this.d.node.name;
   }
 
   /** Runs a pass now, or after the running one. Resolves when a pass that saw this call ends. */
@@ -501,7 +516,30 @@ export class Reconciler {
         .values<EndpointConfig>(desiredKindPrefix(endpointConfigKind))
         .map((i) => [`${i.value.namespace}/${i.value.pod}`, i.value]),
     );
-    agent.setView({ namespaces: [...want.namespaces.values()], pods, objects: want.objects, endpointConfig });
+    const remoteNodes = this.d.state
+      .values<NodeRecord>(nodesPrefix)
+      .map((n) => n.value)
+      .filter((n) => n.name !== node.name);
+    const remoteNodeIPs = remoteNodes.flatMap((n) => [
+      n.ip,
+      ...(n.ip6 ? [n.ip6] : []),
+      ...(n.underlayIP ? [n.underlayIP] : []),
+    ]);
+    agent.setView({
+      namespaces: [...want.namespaces.values()],
+      pods,
+      objects: want.objects,
+      endpointConfig,
+      remoteNodeIPs,
+      remoteNodes: remoteNodes.map((n) => ({
+        name: n.name,
+        ip: n.ip,
+        ...(n.ip6 ? { ip6: n.ip6 } : {}),
+        podCIDR: n.podCIDR,
+        ...(n.podCIDRv6 ? { podCIDRv6: n.podCIDRv6 } : {}),
+        ...(n.underlayIP ? { underlayIP: n.underlayIP } : {}),
+      })),
+    });
     await agent.regenerate();
   }
 

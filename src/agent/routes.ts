@@ -112,7 +112,7 @@ export function agentRoutes(
       handler: (req) => ({ items: intake.pods(req.query.get('namespace') ?? undefined) }),
     },
     { method: 'GET', pattern: '/v1/namespaces', handler: () => ({ items: intake.namespaces() }) },
-    { method: 'GET', pattern: '/v1/nodes', handler: () => ({ items: [...intake.nodes().values()] }) },
+    { method: 'GET', pattern: '/v1/nodes', handler: () => ({ items: intake.nodeStatuses() }) },
     {
       method: 'GET',
       pattern: '/metrics',

@@ -13,6 +13,8 @@ import { agentDir, agentLogFile, agentPidFile, agentSocket } from './paths.js';
 
 export interface StartAgentOptions {
   lab: string;
+  /** A node other than the lab's first (its agent has its own directory, socket and log). */
+  node?: string;
   nodeNetns: string;
   /** Agent settings (settings.ts), passed on as `weir agent run` flags. */
   settings?: Partial<AgentSettingValues>;
@@ -32,10 +34,10 @@ function alive(pid: number): boolean {
   }
 }
 
-export function agentPid(lab: string): number | undefined {
+export function agentPid(lab: string, node?: string): number | undefined {
   let pid: number;
   try {
-    pid = Number(readFileSync(agentPidFile(lab), 'utf8'));
+    pid = Number(readFileSync(agentPidFile(lab, node), 'utf8'));
   } catch {
     return undefined;
   }
@@ -43,10 +45,10 @@ export function agentPid(lab: string): number | undefined {
 }
 
 /** The last `Error: …` line the CLI wrote to the agent's log after byte `from` (its fatal error). */
-function lastError(lab: string, from: number): string | undefined {
+function lastError(lab: string, node: string | undefined, from: number): string | undefined {
   let text: string;
   try {
-    text = readFileSync(agentLogFile(lab)).subarray(from).toString('utf8');
+    text = readFileSync(agentLogFile(lab, node)).subarray(from).toString('utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // no log (yet)
     throw err;
@@ -58,15 +60,21 @@ function lastError(lab: string, from: number): string | undefined {
     ?.slice('Error: '.length);
 }
 
-async function waitReady(lab: string, pid: number, timeoutMs: number, logFrom: number): Promise<void> {
-  const client = new AgentClient(agentSocket(lab), 2000);
+async function waitReady(
+  lab: string,
+  node: string | undefined,
+  pid: number,
+  timeoutMs: number,
+  logFrom: number,
+): Promise<void> {
+  const client = new AgentClient(agentSocket(lab, node), 2000);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!alive(pid)) {
-      const why = lastError(lab, logFrom);
+      const why = lastError(lab, node, logFrom);
       throw new WeirError(
         'ERR_AGENT_START',
-        `the agent exited during start${why ? `: ${why}` : ''}; see ${agentLogFile(lab)}`,
+        `the agent exited during start${why ? `: ${why}` : ''}; see ${agentLogFile(lab, node)}`,
       );
     }
     try {
@@ -78,17 +86,17 @@ async function waitReady(lab: string, pid: number, timeoutMs: number, logFrom: n
   }
   throw new WeirError(
     'ERR_AGENT_START',
-    `the agent did not answer within ${timeoutMs} ms; see ${agentLogFile(lab)}`,
+    `the agent did not answer within ${timeoutMs} ms; see ${agentLogFile(lab, node)}`,
   );
 }
 
 /** Starts the lab's agent unless one is running; resolves when it answers. */
 export async function startAgent(opts: StartAgentOptions): Promise<number> {
-  const running = agentPid(opts.lab);
+  const running = agentPid(opts.lab, opts.node);
   if (running !== undefined) return running;
-  privateDirSync(agentDir(opts.lab));
-  privateDirSync(dirname(agentLogFile(opts.lab)));
-  const out = openSync(agentLogFile(opts.lab), 'a', privateFileMode);
+  privateDirSync(agentDir(opts.lab, opts.node));
+  privateDirSync(dirname(agentLogFile(opts.lab, opts.node)));
+  const out = openSync(agentLogFile(opts.lab, opts.node), 'a', privateFileMode);
   const logFrom = fstatSync(out).size;
   const netnsPath = join('/var/run/netns', opts.nodeNetns);
   if (!existsSync(netnsPath))
@@ -101,6 +109,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<number> {
     'run',
     '--lab',
     opts.lab,
+    ...(opts.node ? ['--node', opts.node] : []),
     ...settingsArgv(opts.settings ?? {}),
     ...(opts.agentArgs ?? []),
   ];
@@ -109,13 +118,13 @@ export async function startAgent(opts: StartAgentOptions): Promise<number> {
   child.unref();
   const pid = child.pid;
   if (pid === undefined) throw new WeirError('ERR_AGENT_START', 'could not spawn the agent');
-  await waitReady(opts.lab, pid, opts.readyTimeoutMs ?? 20_000, logFrom);
+  await waitReady(opts.lab, opts.node, pid, opts.readyTimeoutMs ?? 20_000, logFrom);
   return pid;
 }
 
 /** Stops the lab's agent (SIGTERM, then SIGKILL after a grace period). Pins and maps stay. */
-export async function stopAgent(lab: string, graceMs = 5000): Promise<void> {
-  const pid = agentPid(lab);
+export async function stopAgent(lab: string, graceMs = 5000, node?: string): Promise<void> {
+  const pid = agentPid(lab, node);
   if (pid === undefined) return;
   process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;

@@ -62,6 +62,8 @@ export interface NodeRecord {
   ip6?: string;
   podCIDR: string;
   podCIDRv6?: string;
+  /** Its address on the cluster's underlay (what other nodes reach it at). */
+  underlayIP?: string;
   /** The node's network namespace (lab) on its machine. */
   netns: string;
   agentPid: number;

@@ -57,6 +57,9 @@ export interface EntryPolicy {
   policy: string;
   rateLimit?: BackendTrafficPolicy['rateLimit'];
   circuitBreaker?: BackendTrafficPolicy['circuitBreaker'];
+  passiveHealthCheck?: BackendTrafficPolicy['passiveHealthCheck'];
+  retry?: BackendTrafficPolicy['retry'];
+  timeout?: BackendTrafficPolicy['timeout'];
 }
 
 export interface Condition {
@@ -107,7 +110,7 @@ export interface TableEntry {
   retry?: RouteRule['retry'];
   /** Mesh: only requests from pods of this namespace (a consumer route). */
   fromNamespace?: string;
-  /** BackendTrafficPolicy: local rate limit and circuit breaker. */
+  /** BackendTrafficPolicy: rate limit, circuit breaker, outlier detection, retry, timeouts. */
   policy?: EntryPolicy;
 }
 
@@ -593,6 +596,9 @@ export function compile(world: GatewayWorld): Compiled {
       policy: key(p.namespace, p.name),
       ...(p.rateLimit ? { rateLimit: p.rateLimit } : {}),
       ...(p.circuitBreaker ? { circuitBreaker: p.circuitBreaker } : {}),
+      ...(p.passiveHealthCheck ? { passiveHealthCheck: p.passiveHealthCheck } : {}),
+      ...(p.retry ? { retry: p.retry } : {}),
+      ...(p.timeout ? { timeout: p.timeout } : {}),
     };
   };
   if (policies.length > 0) {

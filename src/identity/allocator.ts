@@ -45,6 +45,11 @@ export class IdentityAllocator {
   private nextCluster = CLUSTER_IDENTITY_MIN;
   private nextLocal = LOCAL_IDENTITY_MIN;
   #generation = 0;
+  /**
+   * The cluster's id of a pod label set (labels joined by newlines), when ids are allocated
+   * cluster-wide (src/cluster/identities.ts): a new slot takes it instead of the next local one.
+   */
+  clusterIds: ((key: string) => number | undefined) | undefined;
 
   /** Advances whenever an id is allocated or freed: the persisted state changes only then. */
   get generation(): number {
@@ -72,7 +77,14 @@ export class IdentityAllocator {
     let slot = this.byKey.get(key);
     if (!slot) {
       const local = sorted.some((l) => l.startsWith('cidr:'));
-      slot = { id: local ? this.nextFree('local') : this.nextFree('cluster'), labels: sorted, refs: 0 };
+      const given = local ? undefined : this.clusterIds?.(key);
+      const id =
+        given !== undefined && !this.byId.has(given)
+          ? given
+          : local
+            ? this.nextFree('local')
+            : this.nextFree('cluster');
+      slot = { id, labels: sorted, refs: 0 };
       this.byKey.set(key, slot);
       this.byId.set(slot.id, slot);
       this.#generation++;
@@ -94,6 +106,7 @@ export class IdentityAllocator {
     }
     c.nextCluster = this.nextCluster;
     c.nextLocal = this.nextLocal;
+    c.clusterIds = this.clusterIds;
     return c;
   }
 

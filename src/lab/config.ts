@@ -16,6 +16,11 @@ export interface LabConfig {
   spec: LabSpec;
   cgroupRoot: string;
   createdAt: string;
+  /**
+   * The cluster Store of a lab of several nodes (or one given --kvstore-endpoints): etcd's client
+   * URLs, reachable from the node namespaces; `managed`: the lab runs it (in its underlay namespace).
+   */
+  kvstore?: { endpoints: string[]; managed: boolean };
 }
 
 export const configPath = (lab: string) => join(labDir(lab), 'lab.json');

@@ -1,12 +1,13 @@
-// Running commands and probes inside a lab: a pod ('ns/pod'), the node ('node') or an external
-// ('ext:<name>'), found by their names in the kernel (this works while the node's agent is down).
+// Running commands and probes inside a lab: a pod ('ns/pod'), a node ('node' the first,
+// 'node:<name>' any) or an external ('ext:<name>'), found by their names in the kernel (this works
+// while the nodes' agents are down).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
 import type { LabConfig } from './config.js';
 import { externalOf, externalWorkload } from './external.js';
 import { resolvConfFile } from './names.js';
-import { nodeOf, nodeWorkload } from './node.js';
+import { nodeNamed, nodeOf, nodesOf, nodeWorkload } from './node.js';
 import { netnsExists } from './netns.js';
 import { PodDriver } from './pod.js';
 
@@ -26,8 +27,8 @@ export function podRef(target: string): { namespace: string; name: string } {
 
 /** Where `target` runs: its netns, cgroup and workload socket. */
 export async function placeOf(cfg: LabConfig, target: string): Promise<Place> {
-  const node = nodeOf(cfg);
-  if (target === 'node') {
+  if (target === 'node' || target.startsWith('node:')) {
+    const node = nodeNamed(cfg, target === 'node' ? undefined : target.slice(5));
     const w = nodeWorkload(cfg, node);
     return { netns: node.netns, cgroupPath: node.cgroupPath, socket: w.config.socket };
   }
@@ -37,11 +38,13 @@ export async function placeOf(cfg: LabConfig, target: string): Promise<Place> {
   }
   // A pod's places follow from its name: no kernel lookup (probes are frequent).
   const ref = podRef(target);
-  const driver = new PodDriver(cfg, node);
-  const n = driver.names(ref.namespace, ref.name);
-  if (!netnsExists(n.netns))
-    throw new WeirError('ERR_LAB_POD_NOT_FOUND', `no pod ${ref.namespace}/${ref.name} in lab ${cfg.name}`);
-  return { netns: n.netns, cgroupPath: n.cgroupPath, socket: driver.workload(ref, []).config.socket };
+  for (const node of cfg.spec.nodes.length > 1 ? nodesOf(cfg) : [nodeOf(cfg)]) {
+    const driver = new PodDriver(cfg, node);
+    const n = driver.names(ref.namespace, ref.name);
+    if (netnsExists(n.netns))
+      return { netns: n.netns, cgroupPath: n.cgroupPath, socket: driver.workload(ref, []).config.socket };
+  }
+  throw new WeirError('ERR_LAB_POD_NOT_FOUND', `no pod ${ref.namespace}/${ref.name} in lab ${cfg.name}`);
 }
 
 /** argv running `cmd` inside `target`: in its netns and its cgroup. */
@@ -49,7 +52,9 @@ export async function execArgv(cfg: LabConfig, target: string, cmd: string[]): P
   const place = await placeOf(cfg, target);
   // A pod's commands see the cluster DNS resolver (its namespace's search path) as /etc/resolv.conf.
   const resolv =
-    target === 'node' || target.startsWith('ext:') ? '-' : resolvConfFile(cfg.name, podRef(target).namespace);
+    target === 'node' || target.startsWith('node:') || target.startsWith('ext:')
+      ? '-'
+      : resolvConfFile(cfg.name, podRef(target).namespace);
   return [
     process.execPath,
     join(import.meta.dirname, 'enter.js'),

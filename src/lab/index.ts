@@ -9,7 +9,8 @@ export {
   type AttachmentSpec,
   type AttachedContainer,
 } from './attachment.js';
-export { nodeOf, type NodeInfo, type Logger } from './node.js';
+export { isCluster, nodeNamed, nodeOf, nodesOf, routingOf, type NodeInfo, type Logger } from './node.js';
+export { underlayDevice, underlayAddress, underlayGateway } from './underlay.js';
 export { externalsOf, type ExternalInfo } from './external.js';
 export { podRef } from './exec.js';
 export {
@@ -24,6 +25,9 @@ export {
 export {
   loadLabSpec,
   parseLabSpec,
+  withNodeCount,
+  maxNodes,
+  underlayCidr,
   transitCidr,
   type LabSpec,
   type NodeSpec,
@@ -33,7 +37,7 @@ export { findCgroup2 } from './cgroup.js';
 export { ensureProxyRouting } from './proxy-routing.js';
 export { syncGatewayAddresses, gatewayCidr } from './gateway.js';
 export { listLabs, readConfig, type LabConfig } from './config.js';
-export { labDir, podNetns, vethName, podVeth, nodeNetns } from './names.js';
+export { labDir, podNetns, vethName, podVeth, nodeNetns, underlayNetns } from './names.js';
 export { host4, host6, parseCidr4, parseCidr6, size4 } from './cidr.js';
 export {
   ensureVxlan,

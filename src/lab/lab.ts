@@ -1,5 +1,6 @@
-// The lab: one machine playing a Kubernetes node. `up` creates the node (network namespace, host
-// device, externals, their workloads) from a spec; pods are created by the node's agent through
+// The lab: one machine playing Kubernetes nodes. `up` creates the nodes (network namespace, host
+// device, their workloads), the externals beside the first node and, with several nodes, the
+// underlay joining them and the etcd they share; pods are created by each node's agent through
 // the pod driver (pod.ts) for the pods scheduled on it; `down` removes everything, also what a
 // crashed run left. Nothing here records what runs: names are derived, the kernel is looked at.
 import { existsSync } from 'node:fs';
@@ -18,20 +19,28 @@ import {
   externalWorkload,
   type ExternalInfo,
 } from './external.js';
-import { labDir, labsDir, nodeNetns } from './names.js';
+import { labDir, labsDir, nodeNetns, underlayNetns } from './names.js';
 import { deleteNetns, listNetns, netnsExists } from './netns.js';
 import {
   ensureBpffs,
   ensureNode,
+  isCluster,
+  nodeNamed,
   nodeOf,
+  nodesOf,
   nodeReady,
+  routingOf,
   nodeWorkload,
   type Logger,
   type NodeInfo,
 } from './node.js';
 import { PodDriver, type PodRuntime } from './pod.js';
 import { parseLabSpec, type LabSpec } from './spec.js';
+import { ensureNativeRoutes, ensureTunnel, ensureUnderlay, etcdPort, underlayGateway } from './underlay.js';
 import { findWorkload, waitReady } from './workload/spawn.js';
+import { startEtcd } from '../store/etcd-server.js';
+import { pidAlive } from './config.js';
+import { readFile, writeFile } from 'node:fs/promises';
 
 export const defaultLabName = () => process.env.WEIR_LAB || 'lab';
 
@@ -40,6 +49,8 @@ export interface LabStatus {
   up: boolean;
   stateDir: string;
   node?: NodeInfo & { ready: boolean };
+  /** Every node, in a lab of several. */
+  nodes?: (NodeInfo & { ready: boolean })[];
   externals: (ExternalInfo & { ready: boolean })[];
 }
 
@@ -90,7 +101,7 @@ export class Lab {
   /** Creates (or completes, or checks) the node and externals, with their workloads. Idempotent. */
   async up(
     specIn: LabSpec = parseLabSpec({ name: this.name }),
-    opts: { log?: Logger } = {},
+    opts: { log?: Logger; kvstoreEndpoints?: string[] } = {},
   ): Promise<LabConfig> {
     const spec: LabSpec = { ...specIn, name: this.name };
     const log = opts.log ?? (() => undefined);
@@ -105,22 +116,42 @@ export class Lab {
             `lab ${this.name} is up with another spec and has pods; run 'weir lab down --lab ${this.name}' first`,
           );
       }
+      const given =
+        opts.kvstoreEndpoints ?? (old?.kvstore?.managed === false ? old.kvstore.endpoints : undefined);
+      const cluster = spec.nodes.length > 1 || given !== undefined;
       const cfg: LabConfig = {
         version: 2,
         name: this.name,
         spec,
         cgroupRoot: old?.cgroupRoot ?? (await ensureCgroup2()),
         createdAt: old?.createdAt ?? new Date().toISOString(),
+        ...(cluster
+          ? {
+              kvstore: given
+                ? { endpoints: given, managed: false }
+                : { endpoints: [`http://${underlayGateway}:${etcdPort}`], managed: true },
+            }
+          : {}),
       };
       // Root's alone: logs name pods and addresses, sockets drive workloads.
       await privateDir(join(this.stateDir, 'logs'));
       await privateDir(join(this.stateDir, 'sockets'));
       // Write ahead: a `lab up` killed from here on leaves a configuration naming what it was creating.
       await writeConfig(cfg);
+      const nodes = nodesOf(cfg);
       const node = nodeOf(cfg);
-      await ensureNode(cfg, node, log);
+      for (const n of nodes) await ensureNode(cfg, n, log);
       await ensureExternals(cfg, node, log);
-      const workloads = [nodeWorkload(cfg, node), ...externalsOf(cfg).map((e) => externalWorkload(cfg, e))];
+      if (isCluster(cfg)) {
+        await ensureUnderlay(this.name, nodes, log);
+        if (routingOf(cfg) === 'native') await ensureNativeRoutes(nodes, log);
+        else await ensureTunnel(nodes, log);
+        if (cfg.kvstore?.managed) await this.ensureEtcd(log);
+      }
+      const workloads = [
+        ...nodes.map((n) => nodeWorkload(cfg, n)),
+        ...externalsOf(cfg).map((e) => externalWorkload(cfg, e)),
+      ];
       await Promise.all(
         workloads.map(async (w) => {
           const found = await findWorkload(w.config, w.log);
@@ -132,11 +163,39 @@ export class Lab {
     });
   }
 
-  /** The node (its workload's state with it). */
-  async node(): Promise<NodeInfo & { ready: boolean }> {
+  /**
+   * The lab's etcd (a cluster's Store) in the underlay namespace, listening on the underlay's
+   * gateway address, its data under the lab's state directory; started unless it runs.
+   */
+  private async ensureEtcd(log: Logger): Promise<void> {
+    const pidFile = join(this.stateDir, 'etcd.pid');
+    const pid = Number(await readFile(pidFile, 'utf8').catch(() => ''));
+    if (pid > 0 && pidAlive(pid)) return;
+    const dataDir = join(this.stateDir, 'etcd', 'data');
+    await privateDir(dataDir);
+    const etcd = await startEtcd({
+      name: `weir-${this.name}-etcd`,
+      netns: underlayNetns(this.name),
+      dataDir,
+      host: underlayGateway,
+      clientPort: etcdPort,
+      detached: true,
+    });
+    await writeFile(pidFile, String(etcd.pid), { mode: 0o600 });
+    log(`etcd ${etcd.url} (pid ${etcd.pid}, log ${etcd.log})`);
+  }
+
+  /** The node (its workload's state with it): the first, or the one named. */
+  async node(name?: string): Promise<NodeInfo & { ready: boolean }> {
     const cfg = await this.requireConfig();
-    const node = nodeOf(cfg);
+    const node = nodeNamed(cfg, name);
     return { ...node, ready: await nodeReady(cfg, node) };
+  }
+
+  /** Every node of the lab (their workloads' state with them). */
+  async nodes(): Promise<(NodeInfo & { ready: boolean })[]> {
+    const cfg = await this.requireConfig();
+    return Promise.all(nodesOf(cfg).map(async (n) => ({ ...n, ready: await nodeReady(cfg, n) })));
   }
 
   async externals(): Promise<(ExternalInfo & { ready: boolean })[]> {
@@ -145,23 +204,27 @@ export class Lab {
     return Promise.all(externalsOf(cfg).map(async (e) => ({ ...e, ready: await externalReady(cfg, e) })));
   }
 
-  /** The pod driver of the lab's node (what the node's agent creates pods with). */
-  async driver(): Promise<PodDriver> {
+  /** The pod driver of a node of the lab (the first unless named): what its agent creates pods with. */
+  async driver(node?: string): Promise<PodDriver> {
     const cfg = await this.requireConfig();
-    return new PodDriver(cfg, nodeOf(cfg));
+    return new PodDriver(cfg, nodeNamed(cfg, node));
   }
 
   /** A pod ('x/a', or 'a' in default) as the kernel holds it. */
   async pod(key: string): Promise<PodRuntime> {
     const [namespace, name] = key.includes('/') ? key.split('/', 2) : ['default', key];
-    const pod = await (await this.driver()).inspect(namespace as string, name as string);
-    if (!pod) throw new WeirError('ERR_LAB_POD_NOT_FOUND', `no pod ${namespace}/${name} in lab ${this.name}`);
-    return pod;
+    const cfg = await this.requireConfig();
+    for (const n of nodesOf(cfg)) {
+      const pod = await new PodDriver(cfg, n).inspect(namespace as string, name as string);
+      if (pod) return pod;
+    }
+    throw new WeirError('ERR_LAB_POD_NOT_FOUND', `no pod ${namespace}/${name} in lab ${this.name}`);
   }
 
-  /** Every pod the kernel holds on the lab's node. */
+  /** Every pod the kernel holds on the lab's nodes. */
   async pods(): Promise<PodRuntime[]> {
-    return (await this.driver()).list();
+    const cfg = await this.requireConfig();
+    return (await Promise.all(nodesOf(cfg).map((n) => new PodDriver(cfg, n).list()))).flat();
   }
 
   async status(): Promise<LabStatus> {
@@ -172,6 +235,7 @@ export class Lab {
       up,
       stateDir: this.stateDir,
       ...(up ? { node: await this.node() } : {}),
+      ...(up && cfg.spec.nodes.length > 1 ? { nodes: await this.nodes() } : {}),
       externals: await this.externals(),
     };
   }

@@ -12,6 +12,8 @@ export const nodeNetns = (lab: string, node: string) => `weir-${lab}-${node}`;
 export const podNetns = (lab: string, node: string, ns: string, name: string) =>
   `weir-${lab}-${node}-${ns}-${name}`;
 export const externalNetns = (lab: string, name: string) => `weir-${lab}-ext-${name}`;
+/** The lab's underlay: a bridge joining the nodes (and where the lab's etcd listens). */
+export const underlayNetns = (lab: string) => `weir-${lab}-underlay`;
 
 /** Host-side veth name (≤ 15 chars): the prefix + 8 hex digits of a hash of `key`. */
 export function vethName(prefix: string, key: string): string {

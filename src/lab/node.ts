@@ -12,6 +12,7 @@ import { labCgroup, nodeCgroup, nodeNetns, workloadLog, workloadSocket } from '.
 import { addNetns, ipBatch, sysctlIn } from './netns.js';
 import type { NodeSpec } from './spec.js';
 import { ensureWorkload, findWorkload } from './workload/spawn.js';
+import { underlayAddress } from './underlay.js';
 import type { WorkloadConfig } from './workload/protocol.js';
 
 export const hostDevice = 'weir_host';
@@ -27,11 +28,42 @@ export interface NodeInfo {
   podCIDRv6?: string;
   /** The node's own processes (its workload, `weir lab exec node`). */
   cgroupPath: string;
+  /** Its address on the lab's underlay (labs of several nodes, or with an outside etcd). */
+  underlayIP?: string;
 }
 
-/** The node of a lab configuration (the first of its spec; one node per lab for now). */
+/** Whether the lab's nodes share a cluster Store (etcd) and an underlay. */
+export const isCluster = (cfg: LabConfig) => cfg.spec.nodes.length > 1 || cfg.kvstore !== undefined;
+
+/**
+ * How pods of different nodes reach each other: 'tunnel' (VXLAN, the default, as Cilium's) or
+ * 'native' (routes on the underlay); undefined for a lab of one node without a cluster Store.
+ */
+export function routingOf(cfg: LabConfig): 'tunnel' | 'native' | undefined {
+  return isCluster(cfg) ? (cfg.spec.routing ?? 'tunnel') : undefined;
+}
+
+/** Every node of the lab, in spec order. */
+export function nodesOf(cfg: LabConfig): NodeInfo[] {
+  return cfg.spec.nodes.map((n) => nodeOf(cfg, n));
+}
+
+/** The node named `name` (undefined: the first); ERR_LAB_NODE_NOT_FOUND naming the nodes if none. */
+export function nodeNamed(cfg: LabConfig, name: string | undefined): NodeInfo {
+  if (name === undefined) return nodeOf(cfg);
+  const spec = cfg.spec.nodes.find((n) => n.name === name);
+  if (!spec)
+    throw new WeirError(
+      'ERR_LAB_NODE_NOT_FOUND',
+      `lab ${cfg.name} has no node '${name}' (nodes: ${cfg.spec.nodes.map((n) => n.name).join(', ')})`,
+    );
+  return nodeOf(cfg, spec);
+}
+
+/** The node of a lab configuration (the first of its spec unless another is given). */
 export function nodeOf(cfg: LabConfig, spec: NodeSpec | undefined = cfg.spec.nodes[0]): NodeInfo {
   if (!spec) throw new WeirError('ERR_LAB_SPEC_INVALID', 'a lab needs one node');
+  const index = cfg.spec.nodes.indexOf(spec);
   const pods = parseCidr4(spec.podCIDR);
   if (!pods) throw new WeirError('ERR_LAB_SPEC_INVALID', `bad podCIDR ${spec.podCIDR}`);
   const pods6 = spec.podCIDRv6 === undefined ? undefined : parseCidr6(spec.podCIDRv6);
@@ -42,6 +74,7 @@ export function nodeOf(cfg: LabConfig, spec: NodeSpec | undefined = cfg.spec.nod
     ...(pods6 ? { ip6: host6(pods6, 1), podCIDRv6: spec.podCIDRv6 } : {}),
     podCIDR: spec.podCIDR,
     cgroupPath: nodeCgroup(labCgroup(cfg.cgroupRoot, cfg.name), spec.name),
+    ...(isCluster(cfg) && index >= 0 ? { underlayIP: underlayAddress(index) } : {}),
   };
 }
 

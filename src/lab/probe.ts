@@ -73,8 +73,10 @@ export async function probe(
 
 /** Resolves 'y/b', 'node', 'ext:<name>' or an IP literal to an address of the lab. */
 export async function resolveTarget(lab: Lab, to: string): Promise<string> {
-  if (/^[\d.]+$/.test(to) || (to.includes(':') && !to.startsWith('ext:'))) return to;
+  if (/^[\d.]+$/.test(to) || (to.includes(':') && !to.startsWith('ext:') && !to.startsWith('node:')))
+    return to;
   if (to === 'node') return (await lab.node()).ip;
+  if (to.startsWith('node:')) return (await lab.node(to.slice(5))).ip;
   if (to.startsWith('ext:')) {
     const e = (await lab.externals()).find((x) => x.name === to.slice(4));
     if (!e)

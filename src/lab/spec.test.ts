@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ValidationError } from '../shared/errors.js';
 import { bigToIp6, host4, host6, parseCidr4, parseCidr6 } from './cidr.js';
-import { parseLabSpec } from './spec.js';
+import { parseLabSpec, withNodeCount } from './spec.js';
 
 describe('lab spec', () => {
   it('fills in the defaults', () => {
@@ -32,12 +32,25 @@ describe('lab spec', () => {
     ]);
   });
 
+  it('gives node k the name node<k> and the pod CIDR 10.244.<k-1>.0/24', () => {
+    assert.deepEqual(parseLabSpec({ nodes: [{}, { name: 'b' }, { podCIDR: '10.96.0.0/24' }] }).nodes, [
+      { name: 'node1', podCIDR: '10.244.0.0/24' },
+      { name: 'b', podCIDR: '10.244.1.0/24' },
+      { name: 'node3', podCIDR: '10.96.0.0/24' },
+    ]);
+    assert.deepEqual(
+      withNodeCount(parseLabSpec({}), 3).nodes.map((n) => `${n.name} ${n.podCIDR}`),
+      ['node1 10.244.0.0/24', 'node2 10.244.1.0/24', 'node3 10.244.2.0/24'],
+    );
+    assert.throws(() => withNodeCount(parseLabSpec({}), 9), /--nodes must be 1..8/);
+  });
+
   it('names file and field of every problem', () => {
     try {
       parseLabSpec(
         {
           name: 'Bad_Name',
-          nodes: [{ podCIDR: '10.244.0.0/33' }, { name: 'node2' }],
+          nodes: Array.from({ length: 9 }, () => ({})),
           externals: [{ name: 'e', ip: '10.244.0.7' }],
         },
         'lab.yaml',
@@ -52,8 +65,18 @@ describe('lab spec', () => {
           ['ERR_LAB_SPEC_INVALID', 'lab.yaml', 'nodes'],
         ],
       );
-      assert.match(err.problems[1]?.message ?? '', /only one node/);
+      assert.match(err.problems[1]?.message ?? '', /at most 8 nodes/);
     }
+    assert.throws(
+      () => parseLabSpec({ nodes: [{ name: 'a' }, { name: 'a', podCIDR: '10.244.0.128/25' }] }),
+      (e: ValidationError) =>
+        e.problems.map((p) => `${p.location.field}: ${p.message}`).join('\n') ===
+        'nodes[1].name: used twice\nnodes[1].podCIDR: overlaps the pod CIDR of node a',
+    );
+    assert.throws(
+      () => parseLabSpec({ nodes: [{}, {}], externals: [{ name: 'e', ip: '10.244.1.9' }] }),
+      (e: ValidationError) => e.problems[0]?.location.field === 'externals[0].ip',
+    );
     assert.throws(
       () => parseLabSpec({ nodes: [{ podCIDR: '10.244.0.0/33' }] }),
       (e: ValidationError) => e.problems[0]?.location.field === 'nodes[0].podCIDR',

@@ -1,4 +1,5 @@
-// The lab spec (lab.yaml): its nodes (one for now) and the external hosts beside them.
+// The lab spec (lab.yaml): its nodes (up to 8, joined by the lab's underlay) and the external
+// hosts beside the first node.
 import { readFile } from 'node:fs/promises';
 import { isIP, isIPv4 } from 'node:net';
 import { parse } from 'yaml';
@@ -20,15 +21,24 @@ const servesSchema = z.array(
   z.object({ port: z.number().int().min(1).max(65535), protocol: z.enum(['TCP', 'UDP']).default('TCP') }),
 );
 
+/** The most nodes a lab has (each its own namespace, agent and /24 of 10.244.0.0/16). */
+export const maxNodes = 8;
+
+/** The lab's underlay (RFC 2544 benchmarking range): the bridge has .1, node k has .(10+k). */
+export const underlayCidr = '198.18.0.0/24';
+
 const nodeSchema = z.object({
-  name: dnsLabelSchema.refine((n) => n !== 'ext', "'ext' is reserved for externals").default('node1'),
+  name: dnsLabelSchema
+    .max(20, 'must be at most 20 characters')
+    .refine((n) => n !== 'ext' && n !== 'underlay', "'ext' and 'underlay' are reserved")
+    .optional(),
   podCIDR: z
     .string()
     .refine((c) => {
       const p = parseCidr4(c);
       return p !== undefined && p.prefix >= 8 && p.prefix <= 29;
     }, 'must be an IPv4 CIDR with a prefix between /8 and /29')
-    .default('10.244.0.0/24'),
+    .optional(),
   podCIDRv6: z
     .string()
     .refine((c) => {
@@ -81,8 +91,22 @@ const labSpecSchema = z
     nodes: z
       .array(nodeSchema)
       .min(1, 'a lab needs one node')
-      .max(1, 'only one node is supported for now (multi-node labs come later)')
-      .default([{ name: 'node1', podCIDR: '10.244.0.0/24' }]),
+      .max(maxNodes, `at most ${maxNodes} nodes`)
+      .default([{}])
+      // Node k (from 1) is node<k> with 10.244.<k-1>.0/24 unless named otherwise.
+      .transform((nodes) =>
+        nodes.map((n, i) => ({
+          ...n,
+          name: n.name ?? `node${i + 1}`,
+          podCIDR: n.podCIDR ?? `10.244.${i}.0/24`,
+        })),
+      ),
+    /**
+     * How pods of different nodes reach each other: 'tunnel' (the default: VXLAN, the sender's
+     * identity in the VNI) or 'native' (routes on the underlay, the receiver takes the sender's
+     * identity from its ipcache). Only with more than one node.
+     */
+    routing: z.enum(['tunnel', 'native']).optional(),
     externals: z.array(externalSchema).max(64, 'at most 64 externals').default([]),
     /** The names the cluster DNS (pod kube-system/coredns) serves for the externals. */
     dns: dnsSchema.optional(),
@@ -91,19 +115,76 @@ const labSpecSchema = z
     const node = spec.nodes[0];
     const pods = node && parseCidr4(node.podCIDR);
     const transit = parseCidr4(transitCidr);
+    const underlay = parseCidr4(underlayCidr);
+    const names = new Set<string>();
+    const cidrs: { i: number; c: NonNullable<ReturnType<typeof parseCidr4>> }[] = [];
+    spec.nodes.forEach((n, i) => {
+      if (names.has(n.name))
+        ctx.addIssue({ code: 'custom', path: ['nodes', i, 'name'], message: 'used twice' });
+      names.add(n.name);
+      const c = parseCidr4(n.podCIDR);
+      if (!c) return;
+      const other = cidrs.find((o) => overlaps(o.c, c));
+      if (other)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['nodes', i, 'podCIDR'],
+          message: `overlaps the pod CIDR of node ${spec.nodes[other.i]?.name ?? other.i}`,
+        });
+      if ((transit && overlaps(transit, c)) || (underlay && overlaps(underlay, c)))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['nodes', i, 'podCIDR'],
+          message: `must lie outside the transit range ${transitCidr} and the underlay ${underlayCidr}`,
+        });
+      cidrs.push({ i, c });
+    });
     const seen = new Set<string>();
     spec.externals.forEach((e, i) => {
       if (seen.has(e.name))
         ctx.addIssue({ code: 'custom', path: ['externals', i, 'name'], message: 'used twice' });
       seen.add(e.name);
-      if ((pods && contains4(pods, e.ip)) || (transit && contains4(transit, e.ip)))
+      if (
+        (pods && contains4(pods, e.ip)) ||
+        cidrs.some((o) => contains4(o.c, e.ip)) ||
+        (transit && contains4(transit, e.ip)) ||
+        (underlay && contains4(underlay, e.ip))
+      )
         ctx.addIssue({
           code: 'custom',
           path: ['externals', i, 'ip'],
-          message: `must lie outside the pod CIDR and the transit range ${transitCidr}`,
+          message: `must lie outside the pod CIDRs, the transit range ${transitCidr} and the underlay ${underlayCidr}`,
         });
     });
   });
+
+function overlaps(a: { base: number; prefix: number }, b: { base: number; prefix: number }): boolean {
+  const p = Math.min(a.prefix, b.prefix);
+  const mask = p === 0 ? 0 : (0xffffffff << (32 - p)) >>> 0;
+  return (a.base & mask) >>> 0 === (b.base & mask) >>> 0;
+}
+
+/** A spec of `n` nodes node1..node<n> (10.244.<k-1>.0/24 each), else as given. */
+export function withNodeCount(spec: LabSpec, n: number): LabSpec {
+  if (!Number.isInteger(n) || n < 1 || n > maxNodes)
+    throw new WeirError('ERR_LAB_SPEC_INVALID', `--nodes must be 1..${maxNodes}`, {
+      location: { field: '--nodes' },
+    });
+  if (spec.nodes.length === n) return spec;
+  if (spec.nodes.length > 1)
+    throw new WeirError(
+      'ERR_LAB_SPEC_INVALID',
+      `--nodes ${n} contradicts the spec's ${spec.nodes.length} nodes`,
+      {
+        location: { field: '--nodes' },
+      },
+    );
+  const first = spec.nodes[0];
+  return parseLabSpec({
+    ...spec,
+    nodes: Array.from({ length: n }, (_, i) => (i === 0 && first ? first : {})),
+  });
+}
 
 export type LabSpec = z.output<typeof labSpecSchema>;
 export type NodeSpec = LabSpec['nodes'][number];

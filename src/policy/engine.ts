@@ -4,7 +4,7 @@
 // port: the datapath redirects those connections, l7.ts). Pure: no kernel calls. The agent writes
 // the entries, `policy trace` and conformance simulation look them up with lookup.ts, and bpf/
 // reaches the same verdicts from the same entries.
-import { comparePrefix, formatPrefix, hostPrefix, type Prefix } from '../identity/cidr.js';
+import { comparePrefix, formatPrefix, hostPrefix, parsePrefix, type Prefix } from '../identity/cidr.js';
 import { IdentityAllocator } from '../identity/allocator.js';
 import type { LabelFilter } from '../identity/filter.js';
 import { formatLabel } from '../identity/labels.js';
@@ -13,6 +13,7 @@ import {
   IDENTITY_ANY,
   IDENTITY_HOST,
   IDENTITY_INIT,
+  IDENTITY_REMOTE_NODE,
   IDENTITY_WORLD,
   reservedLabels,
 } from '../identity/reserved.js';
@@ -93,6 +94,42 @@ export interface EngineInput {
    * among them. Each address gets a CIDR identity (/32, /128) in the ipcache.
    */
   fqdns?: { name: string; ips: string[] }[];
+  /**
+   * Pods of other nodes (a cluster): their identities (the same label sets as on their nodes,
+   * so the same cluster ids) are peers policies select, and their addresses are in the ipcache.
+   * They get no policy of their own here.
+   */
+  remoteEndpoints?: (Omit<EngineEndpoint, 'id'> & {
+    /** Tunnel mode: the underlay address of the pod's node (its ipcache entries carry it). */
+    tunnelEndpoint?: string;
+  })[];
+  /** Other nodes' addresses: reserved:remote-node in the ipcache. */
+  remoteNodeIPs?: string[];
+  /**
+   * Tunnel mode: other nodes' pod CIDRs (world, like Cilium's) and addresses inside them, with
+   * the underlay address of their node: traffic to them is encapsulated towards it.
+   */
+  tunnelPrefixes?: { prefix: string; identity: number; tunnelEndpoint: string }[];
+}
+
+/** The sorted security label strings of an endpoint (what its identity is allocated for). */
+export function endpointLabels(
+  ep: Pick<EngineEndpoint, 'namespace' | 'labels' | 'serviceAccount' | 'init'>,
+  namespaceLabels: Record<string, string>,
+  labelFilter?: LabelFilter,
+): string[] {
+  if (ep.init) return reservedLabels(IDENTITY_INIT);
+  return podSecurityLabels(
+    {
+      namespace: ep.namespace,
+      labels: ep.labels,
+      namespaceLabels,
+      ...(ep.serviceAccount ? { serviceAccount: ep.serviceAccount } : {}),
+    },
+    labelFilter,
+  )
+    .map(formatLabel)
+    .sort();
 }
 
 export interface EndpointPolicy {
@@ -111,7 +148,8 @@ export interface EndpointPolicy {
 
 export interface EngineOutput {
   endpoints: Map<number, EndpointPolicy>;
-  ipcache: { prefix: string; identity: number }[];
+  /** `tunnelEndpoint`: tunnel mode, the node a remote pod's address lives on. */
+  ipcache: { prefix: string; identity: number; tunnelEndpoint?: string }[];
   cookies: Map<number, RuleRef>;
   /** What the node proxy enforces: the endpoints with redirected ports, by endpoint id. */
   l7: EndpointL7Policy[];
@@ -151,23 +189,26 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     if (seenIds.has(ep.id))
       throw new WeirError('ERR_POLICY_ENDPOINT_DUPLICATE', `endpoint id ${ep.id} appears twice`);
     seenIds.add(ep.id);
-    const labels = ep.init
-      ? reservedLabels(IDENTITY_INIT)
-      : podSecurityLabels(
-          {
-            namespace: ep.namespace,
-            labels: ep.labels,
-            namespaceLabels: nsLabels.get(ep.namespace) ?? {},
-            ...(ep.serviceAccount ? { serviceAccount: ep.serviceAccount } : {}),
-          },
-          cfg.labelFilter,
-        )
-          .map(formatLabel)
-          .sort();
+    const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, cfg.labelFilter);
     const id = take(labels);
     epIdentity.set(ep.id, { id, labels });
     const ips = ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`));
     epIPs.set(ep.id, ips);
+    u.addPod(id, labels, ips, ep.namedPorts);
+  }
+
+  // Pods of other nodes: peers with their cluster identities.
+  const remoteIPs: { prefix: Prefix; identity: number; tunnelEndpoint?: string }[] = [];
+  for (const ep of input.remoteEndpoints ?? []) {
+    const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, cfg.labelFilter);
+    const id = take(labels);
+    const ips = ep.ips.map((ip) => mustHost(ip, `IP of ${ep.namespace}/${ep.pod}`));
+    for (const ip of ips)
+      remoteIPs.push({
+        prefix: ip,
+        identity: id,
+        ...(ep.tunnelEndpoint ? { tunnelEndpoint: ep.tunnelEndpoint } : {}),
+      });
     u.addPod(id, labels, ips, ep.namedPorts);
   }
 
@@ -210,12 +251,21 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
     endpoints.set(ep.id, { identity: ident.id, labels: ident.labels, ...result });
   }
 
-  const ipcache: { prefix: Prefix; text?: string; identity: number }[] = [];
+  const ipcache: { prefix: Prefix; text?: string; identity: number; tunnelEndpoint?: string }[] = [];
   for (const ep of input.endpoints) {
     const id = epIdentity.get(ep.id)?.id ?? 0;
     for (const ip of epIPs.get(ep.id) ?? []) ipcache.push({ prefix: ip, identity: id });
   }
   for (const ip of nodeIPs) ipcache.push({ prefix: ip, identity: IDENTITY_HOST });
+  ipcache.push(...remoteIPs);
+  // Tunnel prefixes first: a remote node's own address inside its pod CIDR keeps its tunnel
+  // endpoint and takes the remote-node identity below (the first of equal prefixes stays).
+  for (const t of input.tunnelPrefixes ?? []) {
+    const prefix = parsePrefix(t.prefix, { allowBareIP: true });
+    if (prefix) ipcache.push({ prefix, identity: t.identity, tunnelEndpoint: t.tunnelEndpoint });
+  }
+  for (const ip of input.remoteNodeIPs ?? [])
+    ipcache.push({ prefix: mustHost(ip, 'remote node IP'), identity: IDENTITY_REMOTE_NODE });
   for (const c of cidrIds) ipcache.push({ prefix: c.prefix, text: c.text, identity: c.id });
   ipcache.push({ prefix: { family: 4, addr: 0n, len: 0 }, identity: IDENTITY_WORLD });
   ipcache.push({ prefix: { family: 6, addr: 0n, len: 0 }, identity: IDENTITY_WORLD });
@@ -243,7 +293,11 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   return {
     endpoints,
     l7,
-    ipcache: dedup.map((e) => ({ prefix: e.text ?? formatPrefix(e.prefix), identity: e.identity })),
+    ipcache: dedup.map((e) => ({
+      prefix: e.text ?? formatPrefix(e.prefix),
+      identity: e.identity,
+      ...(e.tunnelEndpoint ? { tunnelEndpoint: e.tunnelEndpoint } : {}),
+    })),
     cookies: new Map([...jar.byCookie].sort((a, b) => a[0] - b[0])),
     held,
   };

@@ -18,8 +18,8 @@ import { RecordQueue } from './records.js';
 import { ProxyServer } from './server.js';
 import { GatewayServer } from './gateway/server.js';
 import { FqdnLearner, learnItemsOf, type Held } from './dns/learner.js';
-
-const IDENTITY_WORLD = 2;
+import { SharedClientPorts } from './client-ports.js';
+import { IDENTITY_WORLD, ProxyWorkers, defaultWorkers } from './workers.js';
 
 /** The connection to the agent's API, kept open between requests. */
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 4 });
@@ -61,6 +61,8 @@ export interface ProxyOptions {
   recordQueue?: number;
   /** The access log's file size before it is rotated (bytes). */
   accessLogMaxBytes?: number;
+  /** Proxy threads serving HTTP (workers.ts); 0 or absent: one per CPU. */
+  workers?: number;
 }
 
 export async function runProxy(o: ProxyOptions): Promise<void> {
@@ -80,7 +82,22 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
       (await postJson<{ held: Held[] }>(agentSocket(o.lab), '/v1/fqdn/learn', { items }, 5000)).held,
     onError: (err, items) => log.error({ err, items }, 'FQDN learn failed: answers withheld'),
   });
+  const threads = o.workers || defaultWorkers();
+  const clientPorts = threads > 1 ? SharedClientPorts.buffer() : undefined;
+  const workers = clientPorts
+    ? new ProxyWorkers({
+        count: threads - 1,
+        lab: o.lab,
+        ipcachePin: o.ipcachePin,
+        clientPorts,
+        metrics,
+        records,
+        accessLog,
+        log,
+      })
+    : undefined;
   const server = new ProxyServer({
+    ...(clientPorts ? { reusePort: true, clientPorts: new SharedClientPorts(clientPorts) } : {}),
     // No ipcache entry: the world (as the datapath decides). A failed read throws: the connection
     // is reset (fail closed), never judged as some other peer.
     identityOf: (ip) => ipcache.get(ip) ?? IDENTITY_WORLD,
@@ -94,12 +111,14 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   });
   const gateway = new GatewayServer({
     log,
+    registry: metrics.registry,
     onRecord: (r) => {
       metrics.records.inc();
       metrics.countRecord(r);
       records.push(r);
     },
   });
+  await workers?.start();
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
   metrics.sources.accessLog = () => accessLog.stats();
@@ -113,9 +132,13 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     accessLog,
     gateway,
     fqdn: learner,
+    ...(workers ? { workers } : {}),
   });
   writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
-  log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
+  log.info(
+    { pid: process.pid, socket: proxySocket(o.lab), handler, threads },
+    'proxy ready, waiting for a snapshot',
+  );
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
@@ -129,7 +152,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   admin.closeAllConnections();
   admin.close();
   learner.close();
-  await server.close();
+  await Promise.all([server.close(), workers?.close()]);
   await gateway.close();
   accessLog.close();
   ipcacheMap.close();

@@ -127,6 +127,11 @@ export const errorCodes = {
     meaning:
       "a Gateway API field or filter that weir's gateway controller does not implement (refused by name)",
   },
+  ERR_IDENTITY_CONFLICT: {
+    meaning:
+      'a cluster identity id was taken by a writer that ignored the allocator lock (nothing was written)',
+  },
+  ERR_IDENTITY_LOCKED: { meaning: "the cluster's identity allocator lock stayed taken for 30 s" },
   ERR_IDENTITY_EXHAUSTED: { meaning: 'no free numeric identity is left in its range' },
   ERR_IDENTITY_STATE: { meaning: "the identity allocator's persisted state has an unknown format" },
   ERR_IDENTITY_UNKNOWN: { meaning: 'an identity was released that is not allocated' },
@@ -153,6 +158,7 @@ export const errorCodes = {
   ERR_LAB_NAMESPACE_PROTECTED: { meaning: 'the default namespace cannot be deleted' },
   ERR_LAB_NAME_COLLISION: { meaning: "a pod's netns or veth name would clash with another pod's" },
   ERR_LAB_NAME_INVALID: { meaning: 'a lab name is not ≤ 24 lowercase alphanumerics and -' },
+  ERR_LAB_NODE_NOT_FOUND: { meaning: 'the lab has no node of this name (`weir node list` shows them)' },
   ERR_LAB_NOT_FOUND: { meaning: 'an object to delete does not exist (checked by the API)', http: 404 },
   ERR_LAB_NOT_UP: { meaning: 'the lab does not exist or is not up (weir lab up creates it)' },
   ERR_LAB_POD_NOT_FOUND: { meaning: 'the lab has no pod of this name' },

@@ -1,6 +1,7 @@
 // Running etcd for weir: a single-member etcd inside a network namespace weir created, listening on
-// 127.0.0.1 of that namespace only (never in the machine's root namespace), named weir-…, with its
-// data in a directory the caller owns. Stopping it (or deleting its namespace) ends it.
+// 127.0.0.1 of that namespace (and on one more address of it when asked: a lab's underlay), never
+// in the machine's root namespace, named weir-…, with its data in a directory the caller owns.
+// Stopping it (or deleting its namespace) ends it.
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +32,10 @@ export interface EtcdServerOptions {
   dataDir: string;
   clientPort?: number;
   peerPort?: number;
+  /** Another address of the namespace to serve clients on (the client URL names it). */
+  host?: string;
+  /** Outlive this process (a lab's etcd, ended with its namespace). */
+  detached?: boolean;
   readyTimeoutMs?: number;
 }
 
@@ -48,7 +53,9 @@ export async function startEtcd(o: EtcdServerOptions): Promise<EtcdServer> {
   const netnsPath = `/var/run/netns/${o.netns}`;
   if (!existsSync(netnsPath))
     throw new WeirError('ERR_STORE_ETCD_NETNS', `network namespace ${o.netns} does not exist`);
-  const client = `http://127.0.0.1:${o.clientPort ?? 2379}`;
+  const port = o.clientPort ?? 2379;
+  const client = `http://${o.host ?? '127.0.0.1'}:${port}`;
+  const listen = o.host ? `http://127.0.0.1:${port},${client}` : client;
   const peer = `http://127.0.0.1:${o.peerPort ?? 2380}`;
   const log = join(o.dataDir, '..', `${o.name}.log`);
   const fd = openSync(log, 'w');
@@ -60,7 +67,7 @@ export async function startEtcd(o: EtcdServerOptions): Promise<EtcdServer> {
       etcdBinary(),
       `--name=${o.name}`,
       `--data-dir=${o.dataDir}`,
-      `--listen-client-urls=${client}`,
+      `--listen-client-urls=${listen}`,
       `--advertise-client-urls=${client}`,
       `--listen-peer-urls=${peer}`,
       `--initial-advertise-peer-urls=${peer}`,
@@ -72,9 +79,10 @@ export async function startEtcd(o: EtcdServerOptions): Promise<EtcdServer> {
       '--logger=zap',
       '--log-outputs=stderr',
     ],
-    { stdio: ['ignore', fd, fd] },
+    { stdio: ['ignore', fd, fd], detached: o.detached === true },
   );
   closeSync(fd);
+  if (o.detached) child.unref();
   const pid = child.pid;
   if (pid === undefined) throw new WeirError('ERR_STORE_ETCD_START', 'could not start etcd');
   let exited = false;

@@ -81,11 +81,12 @@ export function agentCommand(): Command {
     agent
       .command('run')
       .description("run a lab node's agent in the foreground (weir lab up starts it for you)")
-      .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName())),
-  ).action(async (o: { lab: string } & Record<string, unknown>) => {
+      .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName()))
+      .option('--node <name>', "the lab's node to run (default: its first)"),
+  ).action(async (o: { lab: string; node?: string } & Record<string, unknown>) => {
     // Loaded here: no other command pays for the agent's modules.
     const { runAgent } = await import('../../agent/main.js');
-    await runAgent({ lab: o.lab, ...givenSettings(o) });
+    await runAgent({ lab: o.lab, ...(o.node ? { node: o.node } : {}), ...givenSettings(o) });
   });
   return agent;
 }

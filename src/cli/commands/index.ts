@@ -10,6 +10,7 @@ import { gatewayCommand, routeCommand } from './gateway.js';
 import { getCommand } from './get.js';
 import { registerInspectCommands } from './inspect.js';
 import { labCommand } from './lab.js';
+import { nodeCommand } from './node.js';
 import { observeCommand } from './observe.js';
 import { registerPolicyCommands } from './policy.js';
 import { proxyCommand } from './proxy.js';
@@ -19,6 +20,7 @@ import { uiCommand } from './ui.js';
 export function registerCommands(program: Command): void {
   program.addCommand(labCommand());
   program.addCommand(agentCommand());
+  program.addCommand(nodeCommand());
   program.addCommand(applyCommand());
   program.addCommand(deleteCommand());
   program.addCommand(getCommand());

@@ -3,10 +3,10 @@
 // (pods are then found in the kernel: each host veth's alias names its pod).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentClient, agentClient } from '../../agent/client.js';
+import { agentClient } from '../../agent/client.js';
 import type { PodInfo } from '../../cluster/objects.js';
 import type { EndpointStatus } from '../../agent/agent.js';
-import { agentSocket, nodePinDir } from '../../agent/paths.js';
+import { nodePinDir } from '../../agent/paths.js';
 import { BpfMap, TypedMap, u32 } from '../../bpf/index.js';
 import { checkKind, openPinned, policyPinName, type PinnedMapName } from '../../datapath/maps/catalog.js';
 import { CtMap } from '../../datapath/maps/ct/index.js';
@@ -16,12 +16,12 @@ import { MetricsMap } from '../../datapath/maps/metrics/index.js';
 import { PolicyMap } from '../../datapath/maps/policy/index.js';
 import type { Identity } from '../../identity/allocator.js';
 import { IDENTITY_ANY, reservedIdentities, reservedLabels } from '../../identity/reserved.js';
-import { Lab, PodDriver, nodeOf, type NodeInfo } from '../../lab/index.js';
+import { Lab, PodDriver, nodeNamed, type NodeInfo } from '../../lab/index.js';
 import { WeirError } from '../../shared/errors.js';
 
 export type { EndpointStatus };
 
-const agent = (lab: string, timeoutMs?: number) => new AgentClient(agentSocket(lab), timeoutMs);
+const agent = (lab: string, timeoutMs?: number) => agentClient(lab, timeoutMs);
 
 export async function agentEndpoints(lab: string): Promise<EndpointStatus[]> {
   return (await agent(lab).call<{ items: EndpointStatus[] }>('GET', '/v1/endpoints')).items;
@@ -55,11 +55,11 @@ export async function identityLabels(lab: string, ids: Iterable<number>): Promis
   return out;
 }
 
-/** The lab's node (the pins live under the node's name). */
+/** The lab's node (the pins live under the node's name): the first, or env WEIR_NODE's. */
 export async function labNode(lab: string): Promise<NodeInfo> {
   const cfg = await (await Lab.open(lab)).config();
   if (!cfg) throw new WeirError('ERR_LAB_NOT_UP', `lab ${lab} has no node (run 'weir lab up --lab ${lab}')`);
-  return nodeOf(cfg);
+  return nodeNamed(cfg, process.env.WEIR_NODE || undefined);
 }
 
 /** A pod and its host veth. */
@@ -76,14 +76,15 @@ export interface PodRef {
  */
 export async function labPods(lab: string): Promise<PodRef[]> {
   try {
+    const node = (await labNode(lab)).name;
     const { items } = await agentClient(lab, 1000).call<{ items: PodInfo[] }>('GET', '/v1/pods');
-    return items.filter((p) => p.hostIfindex > 0);
+    return items.filter((p) => p.hostIfindex > 0 && p.node === node);
   } catch (err) {
     if (!(err instanceof WeirError)) throw err;
   }
   const cfg = await (await Lab.open(lab)).config();
   if (!cfg) return [];
-  return new PodDriver(cfg, nodeOf(cfg)).list();
+  return new PodDriver(cfg, nodeNamed(cfg, process.env.WEIR_NODE || undefined)).list();
 }
 
 /** What the inspection of one node knows besides its maps: the node and (when asked for) its pods. */

@@ -8,8 +8,12 @@ import {
   labDownAll,
   listLabs,
   loadLabSpec,
-  nodeOf,
+  nodesOf,
+  routingOf,
   parseLabSpec,
+  readConfig,
+  withNodeCount,
+  maxNodes,
   probe,
   resolveTarget,
 } from '../../lab/index.js';
@@ -44,6 +48,20 @@ export function labCommand(): Command {
     .description('create the lab (or complete it; running it twice is fine)')
     .option('-f, --file <lab.yaml>', 'lab spec (default: one node, 10.244.0.0/24, no externals)')
     .addOption(new Option('--lab <name>', 'lab name (default: the spec name, else env WEIR_LAB or lab)'))
+    .option(
+      '--nodes <n>',
+      `nodes node1..node<n> (1..${maxNodes}; node k gets 10.244.<k-1>.0/24); more than one: an underlay and etcd`,
+    )
+    .option(
+      '--kvstore-endpoints <urls>',
+      "an existing etcd (comma-separated client URLs reachable from the nodes' namespaces) instead of the lab's own",
+    )
+    .addOption(
+      new Option(
+        '--routing <mode>',
+        "between nodes: tunnel (VXLAN, the sender's identity in the VNI; the default) or native (routes on the underlay)",
+      ).choices(['tunnel', 'native']),
+    )
     .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)')
     .option(
       '--no-cluster-dns',
@@ -52,20 +70,57 @@ export function labCommand(): Command {
   // Every `weir agent run` setting, handed to the agent it starts.
   addSettingOptions(up).action(
     async (
-      o: { file?: string; lab?: string; agent?: boolean; clusterDns?: boolean } & Record<string, unknown>,
+      o: {
+        file?: string;
+        lab?: string;
+        agent?: boolean;
+        clusterDns?: boolean;
+        nodes?: string;
+        kvstoreEndpoints?: string;
+        routing?: 'tunnel' | 'native';
+      } & Record<string, unknown>,
     ) => {
-      const spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
+      let spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
+      if (o.nodes !== undefined) spec = withNodeCount(spec, Number(o.nodes));
+      if (o.routing) spec = { ...spec, routing: o.routing };
       const name = o.lab ?? (o.file ? spec.name : defaultLabName());
       const lab = await Lab.open(name);
-      const cfg = await lab.up({ ...spec, name }, { log: progress });
+      const kvstoreEndpoints = o.kvstoreEndpoints?.split(',').map((u) => u.trim());
+      const before = await lab.config().catch(() => undefined);
+      const cfg = await lab.up(
+        { ...spec, name },
+        { log: progress, ...(kvstoreEndpoints ? { kvstoreEndpoints } : {}) },
+      );
+      // Agents of another Store or routing (a lab grown to several nodes, --routing changed) stop
+      // first: each starts again below on what the lab is now.
+      const shape = (c: typeof cfg | undefined) =>
+        JSON.stringify({ kvstore: c?.kvstore, routing: c && routingOf(c) });
+      if (before && shape(before) !== shape(cfg))
+        await Promise.all(
+          before.spec.nodes.map((n, i) => stopAgent(name, 5000, i === 0 ? undefined : n.name)),
+        );
       if (o.agent === false) return;
-      // The agent opens the node's Store and puts what it holds in force (pods included).
-      const pid = await startAgent({ lab: name, nodeNetns: nodeOf(cfg).netns, settings: givenSettings(o) });
+      // Each node's agent opens the Store (the lab's etcd for several nodes) and puts what it
+      // holds for its node in force (pods included).
+      const nodes = nodesOf(cfg);
+      const pids = [];
+      for (const [i, n] of nodes.entries())
+        pids.push(
+          await startAgent({
+            lab: name,
+            ...(i > 0 ? { node: n.name } : {}),
+            nodeNetns: n.netns,
+            settings: givenSettings(o),
+          }),
+        );
+      const pid = pids.join(', ');
       // The cluster DNS add-on, through the API like any other object (kept as is when present).
       if (o.clusterDns !== false)
         await agentClient(name).call('POST', '/v1/apply', { objects: clusterDnsObjects() });
       const pods = (await agentClient(name).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
-      progress(`agent running (pid ${pid}), ${pods.length} pod(s)`);
+      progress(
+        `${nodes.length > 1 ? `${nodes.length} agents` : 'agent'} running (pid ${pid}), ${pods.length} pod(s)`,
+      );
     },
   );
 
@@ -78,7 +133,13 @@ export function labCommand(): Command {
       // The agent first, gracefully: it closes its maps; the pins go with the lab. Then the node
       // proxy, which outlives agent restarts but not its lab.
       const labs = o.all ? await listLabs() : [o.lab];
-      await Promise.all(labs.map((l) => stopAgent(l)));
+      await Promise.all(
+        labs.map(async (l) => {
+          const cfg = await readConfig(l).catch(() => undefined);
+          const others = (cfg?.spec.nodes ?? []).slice(1).map((n) => n.name);
+          await Promise.all([stopAgent(l), ...others.map((n) => stopAgent(l, 5000, n))]);
+        }),
+      );
       await Promise.all(labs.map((l) => stopProxy(l)));
       if (o.all) await labDownAll({ log: progress });
       else await (await Lab.open(o.lab)).down({ log: progress });
@@ -102,12 +163,12 @@ export function labCommand(): Command {
       const rows = [
         { k: 'lab', v: s.name },
         { k: 'up', v: String(s.up) },
-        {
-          k: 'node',
-          v: s.node
-            ? `${s.node.name} ${s.node.ip}${s.node.ip6 ? ` ${s.node.ip6}` : ''} (${s.node.netns})${s.node.ready ? '' : ' workload down'}`
+        ...(s.nodes ?? [s.node]).map((n) => ({
+          k: s.nodes ? `node ${n?.name ?? ''}` : 'node',
+          v: n
+            ? `${n.name} ${n.ip}${n.ip6 ? ` ${n.ip6}` : ''}${n.underlayIP ? ` underlay ${n.underlayIP}` : ''} (${n.netns})${n.ready ? '' : ' workload down'}`
             : '-',
-        },
+        })),
         ...s.externals.map((e) => ({
           k: `external ${e.name}`,
           v: `${e.ip} (${e.netns})${e.ready ? '' : ' workload down'}`,

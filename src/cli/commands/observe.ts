@@ -100,6 +100,7 @@ export function observeCommand(): Command {
         .argParser(parseObserveOutput),
     )
     .addOption(new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName()))
+    .option('--node <name>', "the flows of this node of the lab (default: the first node's)")
     .action(async (o: Record<string, unknown>) => {
       const output = o.output as ObserveOutput;
       if (output === 'table' && o.follow)
@@ -124,7 +125,7 @@ export function observeCommand(): Command {
       });
       const rows: FlowRow[] = [];
       try {
-        await agentClient(o.lab as string).stream(
+        await agentClient(o.lab as string, undefined, o.node as string | undefined).stream(
           `/v1/flows?${toSearchParams(q).toString()}`,
           (text) => {
             const line = JSON.parse(text) as FlowsLine;

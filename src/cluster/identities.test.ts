@@ -1,0 +1,78 @@
+// Cluster-wide identities over a real file Store (the same code runs on etcd): several "nodes",
+// each with its own cache and lease, allocating overlapping label sets at once never give one id
+// to two label sets nor two ids to one; references live under each node's lease; an id goes
+// with its last reference.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { FileStore } from '../store/file.js';
+import { ClusterIdentities, identitiesPrefix, identityValueKey } from './identities.js';
+import { Informer } from './informer.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'weir-identities-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const set = (app: string) => [`k8s:app=${app}`, 'k8s:io.kubernetes.pod.namespace=default'];
+
+describe('ClusterIdentities', () => {
+  it('nodes allocating at once agree on one id per label set; ids go with their last reference', async () => {
+    const store = await FileStore.open(join(dir, 'store.json'));
+    const nodes = await Promise.all(
+      ['n1', 'n2', 'n3'].map(async (name) => {
+        const cache = new Informer(store, 'weir/state/');
+        await cache.start();
+        const lease = await store.grantLease(60);
+        return { name, cache, lease, ids: new ClusterIdentities(store, cache, name, () => lease) };
+      }),
+    );
+    // Overlapping label sets, all at once.
+    const wants: Record<string, string[][]> = {
+      n1: [set('a'), set('b'), set('c')],
+      n2: [set('c'), set('b'), set('d')],
+      n3: [set('d'), set('a'), set('e')],
+    };
+    await Promise.all(nodes.map((n) => n.ids.sync(wants[n.name] ?? [])));
+    for (const n of nodes) await n.cache.waitRevision(await store.revision());
+    const lists = nodes.map((n) => n.ids.list());
+    assert.equal(lists[0]?.length, 5, 'five label sets, five ids');
+    assert.deepEqual(lists[1], lists[0]);
+    assert.deepEqual(lists[2], lists[0]);
+    const ids = (lists[0] ?? []).map((i) => i.id);
+    assert.equal(new Set(ids).size, 5);
+    assert.ok(ids.every((id) => id >= 256));
+    const lookup = nodes[0]?.ids.lookup();
+    assert.equal(lookup?.(set('c').join('\n')), lists[0]?.find((i) => i.labels.includes('k8s:app=c'))?.id);
+    // Each node's references, under its lease.
+    const ref = await store.get(identityValueKey(set('a'), 'n3'));
+    assert.equal(ref?.lease, nodes[2]?.lease.id);
+    assert.equal(ref?.value.id, lookup?.(set('a').join('\n')));
+
+    // n1 drops a (n3 still uses it) and c (n2 still uses it): both ids stay.
+    await nodes[0]?.ids.sync([set('b')]);
+    assert.equal((await store.list(`${identitiesPrefix}id/`)).items.length, 5);
+    // n2 drops c too: c's id is gone with its last reference; the others keep theirs.
+    await nodes[1]?.ids.sync([set('b'), set('d')]);
+    const left = (await store.list(`${identitiesPrefix}id/`)).items.map((kv) => kv.value.labels as string[]);
+    assert.equal(left.length, 4);
+    assert.ok(!left.some((l) => l.includes('k8s:app=c')));
+    // A node whose lease ends takes its references with it; collect() frees what nobody uses.
+    await nodes[2]?.lease.revoke();
+    for (const n of nodes) await n.cache.waitRevision(await store.revision());
+    assert.equal(await nodes[0]?.ids.collect(), 2, "e and a were n3's alone");
+    const final = (await store.list(`${identitiesPrefix}id/`)).items.map(
+      (kv) => (kv.value.labels as string[])[0],
+    );
+    assert.deepEqual(final.sort(), ['k8s:app=b', 'k8s:app=d']);
+    // Nothing is written when nothing changed.
+    const rev = await store.revision();
+    await nodes[0]?.ids.sync([set('b')]);
+    assert.equal(await store.revision(), rev);
+    for (const n of nodes) {
+      n.ids.close();
+      await n.cache.stop();
+    }
+    await store.close();
+  });
+});

@@ -99,6 +99,8 @@ export interface L7PolicySink {
   update(endpoints: EndpointL7Policy[]): Promise<void>;
   /** The Gateway data plane's tables and endpoints (north-south listeners). */
   updateGateway?(snapshot: Omit<GatewaySnapshot, 'version'>): Promise<void>;
+  /** The DNS proxy forgets what it knew the FQDN cache holds (the cache lost entries). */
+  forgetFqdn?(): Promise<void>;
 }
 
 export interface EndpointStatus {
@@ -283,6 +285,8 @@ export class Agent {
       minTtl: cfg.tofqdnsMinTtl ?? 0,
       maxIpsPerName: cfg.tofqdnsEndpointMaxIpPerHostname ?? 50,
     });
+    // What an earlier run learned: the first regeneration selects it as that run did.
+    if (local.fqdn) this.fqdn.restore(local.fqdn);
   }
 
   /** What the DNS proxy learned (toFQDNs selects from it). */
@@ -297,32 +301,61 @@ export class Agent {
   }
 
   /**
-   * An allowed DNS answer from the DNS proxy: recorded, and when it brings a name/address pair
-   * the node did not hold and a policy selects FQDNs, in force in the ipcache and policy maps
-   * before this returns (the proxy releases the answer after).
+   * Allowed DNS answers from the DNS proxy (a batch): recorded, and when they bring a name/address
+   * pair the node did not hold and a policy selects FQDNs, in force in the ipcache and policy maps
+   * before this returns (the proxy releases the answers after). Returns what the node now holds
+   * for each item's endpoint and name (the proxy skips the agent for answers it already holds).
    */
   async learnFqdn(
-    endpointId: number,
-    name: string,
-    answers: { ip: string; ttl: number }[],
-  ): Promise<boolean> {
-    const { changed } = this.fqdn.learn(endpointId, name, answers);
-    if (!this.selectsFqdns()) return false;
+    items: { endpointId: number; name: string; answers: { ip: string; ttl: number }[] }[],
+  ): Promise<{ regenerated: boolean; held: { ip: string; expiresAt: number }[][] }> {
+    let changed = false;
+    for (const it of items) changed = this.fqdn.learn(it.endpointId, it.name, it.answers).changed || changed;
+    const held = () => items.map((it) => this.fqdn.held(it.endpointId, it.name));
+    // A new pair is saved before the answer goes (a restart keeps what a pod was told); renewals
+    // only move expiries: saved within a second.
+    const saved = changed ? this.saveFqdn() : (this.saveFqdnSoon(), Promise.resolve());
+    if (!this.selectsFqdns()) {
+      await saved;
+      return { regenerated: false, held: held() };
+    }
     if (!changed) {
       // Already known, maybe from a lookup whose regeneration is still running (two pods, or two
       // lookups of one pod, resolving the same name at once): this answer too waits until the
       // addresses are in force, or its client would connect before they are.
       await this.regenChain;
-      return false;
+      return { regenerated: false, held: held() };
     }
-    await this.regenerate();
-    return true;
+    await Promise.all([this.regenerate(), saved]);
+    return { regenerated: true, held: held() };
+  }
+
+  private fqdnSaveTimer: NodeJS.Timeout | undefined;
+
+  /** Writes the FQDN cache to the node's local state now. */
+  async saveFqdn(): Promise<void> {
+    clearTimeout(this.fqdnSaveTimer);
+    this.fqdnSaveTimer = undefined;
+    this.local.fqdn = this.fqdn.list();
+    await this.local.save();
+  }
+
+  /** Writes the FQDN cache within a second (renewals, expiry). */
+  private saveFqdnSoon(): void {
+    if (this.fqdnSaveTimer) return;
+    this.fqdnSaveTimer = setTimeout(() => {
+      this.fqdnSaveTimer = undefined;
+      void this.saveFqdn().catch((err: unknown) => this.log.error({ err }, 'FQDN cache not saved'));
+    }, 1000);
+    this.fqdnSaveTimer.unref();
   }
 
   /** Removes learned names (all, or those matching a pattern) and regenerates. */
   async cleanFqdn(pattern?: string): Promise<number> {
     const n = this.fqdn.clean(pattern);
-    if (n > 0) await this.regenerate();
+    // The DNS proxy stops skipping the agent for what it knew was held, before this answers.
+    await this.proxy?.forgetFqdn?.();
+    if (n > 0) await Promise.all([this.regenerate(), this.saveFqdn()]);
     return n;
   }
 
@@ -343,10 +376,12 @@ export class Agent {
         this.log.error({ err }, 'FQDN GC: conntrack not readable; nothing expired');
         return;
       }
-      if (this.fqdn.gc((ip) => open.has(ip)) > 0)
+      if (this.fqdn.gc((ip) => open.has(ip)) > 0) {
+        this.saveFqdnSoon();
         void this.regenerate().catch((err: unknown) =>
           this.log.error({ err }, 'FQDN GC regeneration failed'),
         );
+      }
     }, intervalMs);
     this.fqdnTimer.unref();
   }

@@ -144,7 +144,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         onRecord: (r) => flows?.ingestL7(r),
         onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
       });
-      await proxy.adopt();
+      // A proxy the previous agent left knows what that agent's FQDN cache held; this one holds
+      // what was saved, maybe less: the proxy asks again from now on.
+      if (await proxy.adopt()) await proxy.forgetFqdn();
     },
     stop: () => proxy?.close(),
   });
@@ -163,7 +165,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     name: 'agent',
     start: async () => {
       agent = new Agent(
-        { lab: opts.lab, pinDir, ...settings, proxyPorts },
+        // Every setting in force: stored, given now (--tofqdns-min-ttl is not stored), or default.
+        { lab: opts.lab, pinDir, ...run, proxyPorts },
         {
           name: node.name,
           netns: node.netns,

@@ -6,6 +6,8 @@
 //   GET /v1/status    pid, version, listeners, connections and counters (ProxyStatus)
 //   GET /metrics      Prometheus text
 //   GET /v1/records   NDJSON stream of L7 records ({record} | {lost}); one reader at a time
+//   POST /v1/fqdn/forget  the DNS proxy forgets what it knew the agent's FQDN cache holds (the
+//                     agent lost entries: cache clean, restart) -> {forgotten}
 import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
@@ -42,6 +44,11 @@ export interface ProxyStatus {
   records: { sent: number; lost: number; waiting: number };
   /** The access log (one JSON line per request). */
   accessLog?: { path: string; lines: number; errors: number; rotations: number };
+  /**
+   * toFQDNs learning: addresses known held by the agent; answers released without asking it
+   * (skipped) or after it (waited); requests (batches) and renewals sent; entries forgotten.
+   */
+  fqdn?: { known: number } & Record<string, number>;
   /** Connections each proxy thread accepted since start (main thread first; workers.ts). */
   threads?: { redirects: number[] };
 }
@@ -56,6 +63,8 @@ export interface AdminContext {
   accessLog?: { path: string; stats(): { lines: number; errors: number; rotations: number } };
   /** The Gateway data plane (north-south listeners on the Gateways' addresses). */
   gateway?: GatewayServer;
+  /** The DNS proxy's record of what the agent's FQDN cache holds. */
+  fqdn?: { forget(): number; size(): number; stats: Record<string, number> };
   /** The extra proxy threads (workers.ts), when there are some. */
   workers?: ProxyWorkers;
 }
@@ -133,6 +142,7 @@ export async function status(c: AdminContext): Promise<ProxyStatus> {
     },
     records: { sent: c.records.sent, lost: c.records.lost, waiting: c.records.waiting },
     ...(c.accessLog ? { accessLog: { path: c.accessLog.path, ...c.accessLog.stats() } } : {}),
+    ...(c.fqdn ? { fqdn: { known: c.fqdn.size(), ...c.fqdn.stats } } : {}),
     ...(c.workers ? { threads: { redirects: await threadRedirects(c, c.workers) } } : {}),
   };
 }
@@ -195,6 +205,8 @@ async function route(c: AdminContext, req: IncomingMessage, res: ServerResponse)
       stats: c.gateway.stats,
     });
   }
+  if (method === 'POST' && path === '/v1/fqdn/forget')
+    return send(res, 200, { forgotten: c.fqdn?.forget() ?? 0 });
   if (method === 'GET' && path === '/v1/records') {
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
     res.flushHeaders();

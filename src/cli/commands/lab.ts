@@ -64,10 +64,9 @@ export function labCommand(): Command {
     )
     .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)')
     .option(
-      '--cluster-dns',
-      'run the cluster DNS (pod kube-system/coredns, Service kube-dns); the default when the spec has a dns section',
-    )
-    .option('--no-cluster-dns', 'do not run the cluster DNS, even with a dns section in the spec');
+      '--no-cluster-dns',
+      'do not run the cluster DNS (pod kube-system/coredns behind the Service kube-system/kube-dns)',
+    );
   // Every `weir agent run` setting, handed to the agent it starts.
   addSettingOptions(up).action(
     async (
@@ -116,7 +115,7 @@ export function labCommand(): Command {
         );
       const pid = pids.join(', ');
       // The cluster DNS add-on, through the API like any other object (kept as is when present).
-      if (o.clusterDns ?? spec.dns !== undefined)
+      if (o.clusterDns !== false)
         await agentClient(name).call('POST', '/v1/apply', { objects: clusterDnsObjects() });
       const pods = (await agentClient(name).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
       progress(

@@ -65,6 +65,12 @@ export function statusRows(s: ProxyManagerStatus): { k: string; v: string }[] {
         ? `${p.accessLog.path} (${p.accessLog.lines} lines, ${p.accessLog.rotations} rotations${p.accessLog.errors ? `, ${p.accessLog.errors} failed writes` : ''})`
         : '-',
     },
+    {
+      k: 'toFQDNs answers',
+      v: p?.fqdn
+        ? `${p.fqdn.skipped ?? 0} released at once, ${p.fqdn.waited ?? 0} after the agent (${p.fqdn.batches ?? 0} requests, ${p.fqdn.renewals ?? 0} renewals); ${p.fqdn.known} addresses known held`
+        : '-',
+    },
     { k: 'restarts', v: String(s.restarts) },
     ...(s.lastError ? [{ k: 'last error', v: s.lastError }] : []),
   ];

@@ -282,6 +282,7 @@ static __always_inline int nodeport_rev4(struct __sk_buff *skb, const struct flo
 {
 	struct lb_nat_key rk = {};
 	struct lb_nat_entry *rev, to;
+	int reason, ret;
 
 	if (__nat_key4(f, &rk, NAT_DIR_REV) < 0)
 		return -1;
@@ -291,6 +292,11 @@ static __always_inline int nodeport_rev4(struct __sk_buff *skb, const struct flo
 	to = *rev;
 	if (__nat_rewrite4(skb, &rk, &to) < 0)
 		return TC_ACT_SHOT;
+	/* A client that is a pod of another node: back through the tunnel (the packet may still carry
+	 * the key it arrived with, which the VXLAN device would not send). */
+	ret = __nat_tunnel4(skb, &to, &reason);
+	if (ret >= 0)
+		return ret;
 	return __nat_redirect4(skb, &to, rk.proto);
 }
 

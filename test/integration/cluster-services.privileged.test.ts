@@ -4,7 +4,8 @@
 // reaches node1's NodePort and node1 forwards to node2's backend through the tunnel, the replies
 // coming back through it; a pod of node1 reaches node2's NodePort and a pod of node2 node1's. When
 // node2 goes (its agent killed, its lease gone as when it runs out), its backends leave the
-// services of node1: the same connections are refused.
+// services of node1: the same connections are refused. (The Service names no namespace: it is the
+// default one's.)
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -46,7 +47,7 @@ ${pod('c2', 'node2', 'app: client')}
 ${pod('web', 'node2', 'app: web')}
 apiVersion: v1
 kind: Service
-metadata: { name: web, namespace: default }
+metadata: { name: web }
 spec:
   type: NodePort
   selector: { app: web }

@@ -65,6 +65,10 @@ export interface Scenario {
 
 /** WEIR_BENCH_LAB names the lab, so benches of parallel checkouts do not remove each other's. */
 const labName = process.env.WEIR_BENCH_LAB || 'weirbench';
+/** WEIR_BENCH_PROXY_WORKERS=n: the agent's --proxy-workers (default: one proxy thread per CPU). */
+const proxyWorkerArgs = process.env.WEIR_BENCH_PROXY_WORKERS
+  ? ['--proxy-workers', process.env.WEIR_BENCH_PROXY_WORKERS]
+  : [];
 const seconds = Number(process.env.WEIR_BENCH_SECONDS ?? 5);
 const runs = Number(process.env.WEIR_BENCH_RUNS ?? 3);
 const policySeconds = Number(process.env.WEIR_BENCH_POLICY_SECONDS ?? 3);
@@ -198,7 +202,7 @@ async function restartAgent(lab: Lab, events: 'on' | 'off'): Promise<void> {
   await startAgent({
     lab: labName,
     nodeNetns: (await lab.node()).netns,
-    agentArgs: ['--flow-events', events],
+    agentArgs: ['--flow-events', events, ...proxyWorkerArgs],
   });
 }
 
@@ -281,7 +285,7 @@ async function main(): Promise<void> {
   // Every section that needs the agent starts it if no earlier section did (each runs alone too).
   const ensureAgent = async () => {
     if ((await agentStatus(labName).catch(() => undefined)) === undefined)
-      await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+      await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns, agentArgs: proxyWorkerArgs });
   };
   try {
     // A /21: room for the 1 000 scale endpoints beside the two measured pods.
@@ -289,7 +293,7 @@ async function main(): Promise<void> {
       log,
     });
     // Pods are created by the node's agent, through its API.
-    await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+    await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns, agentArgs: proxyWorkerArgs });
     await agentClient(labName).call('POST', '/v1/apply', {
       objects: [
         ...parseManifests('apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n', '<bench>'),
@@ -310,7 +314,7 @@ async function main(): Promise<void> {
       for (const sc of sections.has('policy') ? scenarios : []) {
         if (sc.agent && (await agentStatus(labName).catch(() => undefined)) === undefined) {
           log('starting the agent (it attaches the datapath to every pod)');
-          await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+          await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns, agentArgs: proxyWorkerArgs });
           fact('weir 0 (agent, no policy)', {
             metric: 'agent VmRSS',
             value: rssMiB((await agentStatus(labName)).pid),

@@ -165,7 +165,14 @@ export interface AgentView {
   /** The other nodes' addresses (a cluster): reserved:remote-node in the ipcache. */
   remoteNodeIPs?: string[];
   /** The other nodes (a cluster): their pod CIDRs, node address and underlay address. */
-  remoteNodes?: { name: string; ip: string; podCIDR: string; underlayIP?: string }[];
+  remoteNodes?: {
+    name: string;
+    ip: string;
+    ip6?: string;
+    podCIDR: string;
+    podCIDRv6?: string;
+    underlayIP?: string;
+  }[];
 }
 
 export interface RegenerationStats {
@@ -567,6 +574,12 @@ export class Agent {
                 ? [
                     { prefix: n.podCIDR, identity: IDENTITY_WORLD, tunnelEndpoint: n.underlayIP },
                     { prefix: n.ip, identity: IDENTITY_REMOTE_NODE, tunnelEndpoint: n.underlayIP },
+                    ...(n.podCIDRv6
+                      ? [{ prefix: n.podCIDRv6, identity: IDENTITY_WORLD, tunnelEndpoint: n.underlayIP }]
+                      : []),
+                    ...(n.ip6
+                      ? [{ prefix: n.ip6, identity: IDENTITY_REMOTE_NODE, tunnelEndpoint: n.underlayIP }]
+                      : []),
                   ]
                 : [],
             ),

@@ -136,6 +136,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         nodeNetns: node.netns,
         ipcachePin: join(pinDir, 'weir_ipcache'),
         ports: { ...proxyPorts, dnsRejectCode: settings.tofqdnsDnsRejectResponseCode },
+        workers: run.proxyWorkers,
         log: log.child({ component: 'proxy-manager' }),
         onRecord: (r) => flows?.ingestL7(r),
         onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),

@@ -29,6 +29,8 @@ export interface ProxyManagerOptions {
   log: Logger;
   onRecord(r: L7Record): void;
   onLost(n: number): void;
+  /** Proxy threads serving HTTP (0 or absent: one per CPU). */
+  workers?: number;
   /** How long a start may take until the proxy answers (default 15 s). */
   startTimeoutMs?: number;
 }
@@ -280,6 +282,7 @@ export class ProxyManager {
           o.lab,
           '--ipcache',
           o.ipcachePin,
+          ...(o.workers ? ['--workers', String(o.workers)] : []),
         ],
         { detached: true, stdio: ['ignore', out, out] },
       );

@@ -522,7 +522,11 @@ export class Reconciler {
       .values<NodeRecord>(nodesPrefix)
       .map((n) => n.value)
       .filter((n) => n.name !== node.name);
-    const remoteNodeIPs = remoteNodes.flatMap((n) => [n.ip, ...(n.underlayIP ? [n.underlayIP] : [])]);
+    const remoteNodeIPs = remoteNodes.flatMap((n) => [
+      n.ip,
+      ...(n.ip6 ? [n.ip6] : []),
+      ...(n.underlayIP ? [n.underlayIP] : []),
+    ]);
     agent.setView({
       namespaces: [...want.namespaces.values()],
       pods,
@@ -532,7 +536,9 @@ export class Reconciler {
       remoteNodes: remoteNodes.map((n) => ({
         name: n.name,
         ip: n.ip,
+        ...(n.ip6 ? { ip6: n.ip6 } : {}),
         podCIDR: n.podCIDR,
+        ...(n.podCIDRv6 ? { podCIDRv6: n.podCIDRv6 } : {}),
         ...(n.underlayIP ? { underlayIP: n.underlayIP } : {}),
       })),
     });

@@ -291,6 +291,17 @@ export const SETTINGS = [
     check: (v: string) => void proxyPortsOf(v),
   }),
   int(
+    'proxyWorkers',
+    '--proxy-workers',
+    '<n>',
+    false,
+    0,
+    0,
+    256,
+    'threads of the node proxy serving HTTP, each with its own listeners in one SO_REUSEPORT group (0: one per CPU); they are one process, restarted as one',
+    { defaultText: '0 (one per CPU)' },
+  ),
+  int(
     'tofqdnsMinTtl',
     '--tofqdns-min-ttl',
     '<seconds>',

@@ -17,8 +17,8 @@ import { proxyAccessLogFile, proxyPidFile, proxySocket, proxyTitle } from './pat
 import { RecordQueue } from './records.js';
 import { ProxyServer } from './server.js';
 import { GatewayServer } from './gateway/server.js';
-
-const IDENTITY_WORLD = 2;
+import { SharedClientPorts } from './client-ports.js';
+import { IDENTITY_WORLD, ProxyWorkers, defaultWorkers } from './workers.js';
 
 /** POST a JSON body to a unix-socket HTTP API; rejects on a non-2xx answer or after `timeoutMs`. */
 function postJson(socketPath: string, path: string, body: unknown, timeoutMs: number): Promise<unknown> {
@@ -56,6 +56,8 @@ export interface ProxyOptions {
   recordQueue?: number;
   /** The access log's file size before it is rotated (bytes). */
   accessLogMaxBytes?: number;
+  /** Proxy threads serving HTTP (workers.ts); 0 or absent: one per CPU. */
+  workers?: number;
 }
 
 export async function runProxy(o: ProxyOptions): Promise<void> {
@@ -70,7 +72,22 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     ...(o.accessLogMaxBytes ? { maxBytes: o.accessLogMaxBytes } : {}),
   });
   const handler = 'http';
+  const threads = o.workers || defaultWorkers();
+  const clientPorts = threads > 1 ? SharedClientPorts.buffer() : undefined;
+  const workers = clientPorts
+    ? new ProxyWorkers({
+        count: threads - 1,
+        lab: o.lab,
+        ipcachePin: o.ipcachePin,
+        clientPorts,
+        metrics,
+        records,
+        accessLog,
+        log,
+      })
+    : undefined;
   const server = new ProxyServer({
+    ...(clientPorts ? { reusePort: true, clientPorts: new SharedClientPorts(clientPorts) } : {}),
     // No ipcache entry: the world (as the datapath decides). A failed read throws: the connection
     // is reset (fail closed), never judged as some other peer.
     identityOf: (ip) => ipcache.get(ip) ?? IDENTITY_WORLD,
@@ -90,12 +107,14 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   });
   const gateway = new GatewayServer({
     log,
+    registry: metrics.registry,
     onRecord: (r) => {
       metrics.records.inc();
       metrics.countRecord(r);
       records.push(r);
     },
   });
+  await workers?.start();
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
   metrics.sources.accessLog = () => accessLog.stats();
@@ -108,9 +127,13 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     records,
     accessLog,
     gateway,
+    ...(workers ? { workers } : {}),
   });
   writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
-  log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
+  log.info(
+    { pid: process.pid, socket: proxySocket(o.lab), handler, threads },
+    'proxy ready, waiting for a snapshot',
+  );
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
@@ -123,7 +146,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   rmSync(proxyPidFile(o.lab), { force: true });
   admin.closeAllConnections();
   admin.close();
-  await server.close();
+  await Promise.all([server.close(), workers?.close()]);
   await gateway.close();
   accessLog.close();
   ipcacheMap.close();

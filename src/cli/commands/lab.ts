@@ -9,6 +9,7 @@ import {
   listLabs,
   loadLabSpec,
   nodesOf,
+  routingOf,
   parseLabSpec,
   readConfig,
   withNodeCount,
@@ -86,10 +87,19 @@ export function labCommand(): Command {
       const name = o.lab ?? (o.file ? spec.name : defaultLabName());
       const lab = await Lab.open(name);
       const kvstoreEndpoints = o.kvstoreEndpoints?.split(',').map((u) => u.trim());
+      const before = await lab.config().catch(() => undefined);
       const cfg = await lab.up(
         { ...spec, name },
         { log: progress, ...(kvstoreEndpoints ? { kvstoreEndpoints } : {}) },
       );
+      // Agents of another Store or routing (a lab grown to several nodes, --routing changed) stop
+      // first: each starts again below on what the lab is now.
+      const shape = (c: typeof cfg | undefined) =>
+        JSON.stringify({ kvstore: c?.kvstore, routing: c && routingOf(c) });
+      if (before && shape(before) !== shape(cfg))
+        await Promise.all(
+          before.spec.nodes.map((n, i) => stopAgent(name, 5000, i === 0 ? undefined : n.name)),
+        );
       if (o.agent === false) return;
       // Each node's agent opens the Store (the lab's etcd for several nodes) and puts what it
       // holds for its node in force (pods included).

@@ -42,6 +42,7 @@ import { cniLegend, measureCni } from './cni.js';
 import { l7Legend, measureL7 } from './l7.js';
 import { gatewayLegend, measureGateway } from './gateway.js';
 import { measureVxlan, vxlanLegend } from './vxlan.js';
+import { clusterLegend, measureCluster } from './cluster.js';
 
 export interface Scenario {
   name: string;
@@ -85,6 +86,8 @@ const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
 const dnsSeconds = Number(process.env.WEIR_BENCH_DNS_SECONDS ?? 5);
 const vxlanRounds = Number(process.env.WEIR_BENCH_VXLAN_ROUNDS ?? 3);
 const vxlanSeconds = Number(process.env.WEIR_BENCH_VXLAN_SECONDS ?? 3);
+/** Pods on node1 at which the cluster section times convergence (a node's /24 holds 253 pods). */
+const clusterPods = (process.env.WEIR_BENCH_CLUSTER_PODS ?? '100,200').split(',').map(Number);
 const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
 const dnsLearns = Number(process.env.WEIR_BENCH_DNS_LEARNS ?? 30);
 const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
@@ -114,6 +117,7 @@ const allSections = [
   'flow',
   'diff',
   'vxlan',
+  'cluster',
 ] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
@@ -545,6 +549,13 @@ async function main(): Promise<void> {
     );
   }
 
+  // A lab of two nodes on etcd of its own: convergence across nodes, etcd writes per pod change.
+  if (sections.has('cluster')) {
+    log(`cluster: two nodes on etcd, convergence at ${clusterPods.join(', ')} pods`);
+    for (const r of await measureCluster(`${labName}-cl`, clusterPods, log))
+      rows.push({ scenario: `cluster, ${r.pods} pod(s)`, metric: r.metric, value: r.value, unit: r.unit });
+  }
+
   const result = {
     startedAt: started.toISOString(),
     host: { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model, loadavgAtStart: loadAvgAtStart },
@@ -589,6 +600,7 @@ async function main(): Promise<void> {
     (sections.has('l7') ? l7Legend(l7Config) : '') +
     (sections.has('gateway') ? gatewayLegend(gatewayConfig) : '') +
     (sections.has('vxlan') ? vxlanLegend(vxlanRounds, vxlanSeconds) : '') +
+    (sections.has('cluster') ? clusterLegend : '') +
     (sections.has('diff')
       ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +
         'changed policies (on a copy of the allocator, as the agent does) plus every connection (ordered pod ' +

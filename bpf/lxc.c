@@ -490,6 +490,22 @@ int weir_from_overlay(struct __sk_buff *skb)
 	reason = overlay_source(skb, &identity);
 	if (reason)
 		goto drop;
+	/* NodePort across nodes (lib/nodeport.h, snat): the reply of a connection this node sent to a
+	 * backend on the sender's node is translated back to node IP:nodePort -> client and sent on;
+	 * a packet of another node's pod to this node's NodePort is load-balanced here, as
+	 * weir_from_netdev does for a client outside. */
+	if (parse_packet(skb, f) == PARSE_OK) {
+		ret = nodeport_rev4(skb, f);
+		if (ret == TC_ACT_SHOT)
+			reason = DROP_INVALID;
+		else if (ret < 0)
+			ret = nodeport_lb4(skb, f, &reason);
+		if (ret >= 0) {
+			metrics_count(reason ? reason : REASON_FORWARDED, DIR_INGRESS, m.len);
+			return ret;
+		}
+		reason = 0;
+	}
 	if (weir_host_routing)
 		to = overlay_destination(skb);
 	if (!to)

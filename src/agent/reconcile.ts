@@ -496,9 +496,11 @@ export class Reconciler {
         ...(p?.init ? { init: true as const } : {}),
       });
     }
-    // Pods of other nodes (a cluster): service backends.
+    // Pods of other nodes (a cluster): service backends, while their node is registered (its
+    // record lives under its lease: a node that went away takes its backends out of every service).
+    const registered = new Set(this.d.state.values<NodeRecord>(nodesPrefix).map((n) => n.value.name));
     for (const { value: st } of this.d.state.values<PodStatus>(podStatusPrefix)) {
-      if (st.node === node.name || st.phase !== 'Running') continue;
+      if (st.node === node.name || st.phase !== 'Running' || !registered.has(st.node)) continue;
       const p = want.pods.get(`${st.namespace}/${st.name}`);
       if (!p) continue;
       pods.push({

@@ -10,7 +10,7 @@ BPF_HDR := $(wildcard bpf/include/*.h bpf/lib/*.h)
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 PREFIX ?= /usr/local
 
-.PHONY: all deps build bpf ts test lint docs demo bench install clean
+.PHONY: all deps build bpf ts test lint docs demo demo-cluster bench install clean
 all: build
 
 deps:
@@ -49,6 +49,10 @@ docs: build
 
 demo: build
 	./scripts/demo.sh
+
+# The same shop on three nodes: etcd, one agent per node, VXLAN carrying identities between them.
+demo-cluster: build
+	./scripts/demo-cluster.sh
 
 bench: build
 	node dist/bench/run.js

@@ -426,7 +426,7 @@ export async function measureL7(
         metric: 'requests judged by the proxy (whole section)',
         value: (status.requests?.ingress.received ?? 0) + (status.requests?.egress.received ?? 0),
         unit: 'requests',
-        note: `forwarded ${status.requests?.ingress.forwarded ?? 0}, denied ${status.requests?.ingress.denied ?? 0}, records sent ${status.records.sent}, lost ${status.records.lost}`,
+        note: `forwarded ${status.requests?.ingress.forwarded ?? 0}, denied ${status.requests?.ingress.denied ?? 0}, records sent ${status.records.sent}, lost ${status.records.lost}; proxy threads ${status.threads?.redirects.length ?? 1} (connections accepted by each: ${status.threads?.redirects.join(', ') ?? 'all'})`,
       });
 
     rows.push(...memRows);

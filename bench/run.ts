@@ -42,6 +42,7 @@ import { cniLegend, measureCni } from './cni.js';
 import { l7Legend, measureL7 } from './l7.js';
 import { gatewayLegend, measureGateway } from './gateway.js';
 import { measureVxlan, vxlanLegend } from './vxlan.js';
+import { clusterLegend, measureCluster } from './cluster.js';
 
 export interface Scenario {
   name: string;
@@ -64,6 +65,10 @@ export interface Scenario {
 
 /** WEIR_BENCH_LAB names the lab, so benches of parallel checkouts do not remove each other's. */
 const labName = process.env.WEIR_BENCH_LAB || 'weirbench';
+/** WEIR_BENCH_PROXY_WORKERS=n: the agent's --proxy-workers (default: one proxy thread per CPU). */
+const proxyWorkerArgs = process.env.WEIR_BENCH_PROXY_WORKERS
+  ? ['--proxy-workers', process.env.WEIR_BENCH_PROXY_WORKERS]
+  : [];
 const seconds = Number(process.env.WEIR_BENCH_SECONDS ?? 5);
 const runs = Number(process.env.WEIR_BENCH_RUNS ?? 3);
 const policySeconds = Number(process.env.WEIR_BENCH_POLICY_SECONDS ?? 3);
@@ -81,6 +86,8 @@ const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
 const dnsSeconds = Number(process.env.WEIR_BENCH_DNS_SECONDS ?? 5);
 const vxlanRounds = Number(process.env.WEIR_BENCH_VXLAN_ROUNDS ?? 3);
 const vxlanSeconds = Number(process.env.WEIR_BENCH_VXLAN_SECONDS ?? 3);
+/** Pods on node1 at which the cluster section times convergence (a node's /24 holds 253 pods). */
+const clusterPods = (process.env.WEIR_BENCH_CLUSTER_PODS ?? '100,200').split(',').map(Number);
 const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
 const dnsLearns = Number(process.env.WEIR_BENCH_DNS_LEARNS ?? 30);
 const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
@@ -110,6 +117,7 @@ const allSections = [
   'flow',
   'diff',
   'vxlan',
+  'cluster',
 ] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
@@ -194,7 +202,7 @@ async function restartAgent(lab: Lab, events: 'on' | 'off'): Promise<void> {
   await startAgent({
     lab: labName,
     nodeNetns: (await lab.node()).netns,
-    agentArgs: ['--flow-events', events],
+    agentArgs: ['--flow-events', events, ...proxyWorkerArgs],
   });
 }
 
@@ -277,7 +285,7 @@ async function main(): Promise<void> {
   // Every section that needs the agent starts it if no earlier section did (each runs alone too).
   const ensureAgent = async () => {
     if ((await agentStatus(labName).catch(() => undefined)) === undefined)
-      await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+      await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns, agentArgs: proxyWorkerArgs });
   };
   try {
     // A /21: room for the 1 000 scale endpoints beside the two measured pods.
@@ -285,7 +293,7 @@ async function main(): Promise<void> {
       log,
     });
     // Pods are created by the node's agent, through its API.
-    await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+    await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns, agentArgs: proxyWorkerArgs });
     await agentClient(labName).call('POST', '/v1/apply', {
       objects: [
         ...parseManifests('apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n', '<bench>'),
@@ -306,7 +314,7 @@ async function main(): Promise<void> {
       for (const sc of sections.has('policy') ? scenarios : []) {
         if (sc.agent && (await agentStatus(labName).catch(() => undefined)) === undefined) {
           log('starting the agent (it attaches the datapath to every pod)');
-          await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns });
+          await startAgent({ lab: labName, nodeNetns: (await lab.node()).netns, agentArgs: proxyWorkerArgs });
           fact('weir 0 (agent, no policy)', {
             metric: 'agent VmRSS',
             value: rssMiB((await agentStatus(labName)).pid),
@@ -541,6 +549,13 @@ async function main(): Promise<void> {
     );
   }
 
+  // A lab of two nodes on etcd of its own: convergence across nodes, etcd writes per pod change.
+  if (sections.has('cluster')) {
+    log(`cluster: two nodes on etcd, convergence at ${clusterPods.join(', ')} pods`);
+    for (const r of await measureCluster(`${labName}-cl`, clusterPods, log))
+      rows.push({ scenario: `cluster, ${r.pods} pod(s)`, metric: r.metric, value: r.value, unit: r.unit });
+  }
+
   const result = {
     startedAt: started.toISOString(),
     host: { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model, loadavgAtStart: loadAvgAtStart },
@@ -585,6 +600,7 @@ async function main(): Promise<void> {
     (sections.has('l7') ? l7Legend(l7Config) : '') +
     (sections.has('gateway') ? gatewayLegend(gatewayConfig) : '') +
     (sections.has('vxlan') ? vxlanLegend(vxlanRounds, vxlanSeconds) : '') +
+    (sections.has('cluster') ? clusterLegend : '') +
     (sections.has('diff')
       ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +
         'changed policies (on a copy of the allocator, as the agent does) plus every connection (ordered pod ' +

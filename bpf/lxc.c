@@ -13,7 +13,8 @@
  * the single exit at the end.
  *
  * Flow events (lib/events.h, weir_events), per connection rather than per packet:
- *   every drop                         EVENT_DROP (cookie of the deny rule for DROP_POLICY_DENY)
+ *   every drop                         EVENT_DROP (cookie of the deny rule for DROP_POLICY_DENY, of the
+ *                                      allow rule requiring authentication for 189)
  *   the policy decision of a new one   EVENT_POLICY_VERDICT (allowed: reason 0; denied: drop code;
  *                                      fail-closed endpoints and missing policy maps included;
  *                                      EVENT_F_AUDIT: denied, but the endpoint audits: it passes)
@@ -57,6 +58,7 @@
 #include "lib/frag.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/auth.h"
 #include "lib/events.h"
 #include "lib/refuse.h"
 #include "lib/lb_nat.h"
@@ -267,6 +269,10 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			key.direction = DIR_INGRESS;
 			reason = policy_can_access(ep_id, &key, &verdict);
 		}
+		/* `authentication: {mode: required}`: allowed once the pair authenticated (lib/auth.h). */
+		if (!reason && (verdict.flags & POLICY_F_AUTH))
+			reason = auth_check(dir == DIR_EGRESS ? ep_identity : remote,
+					    dir == DIR_EGRESS ? remote : ep_identity, 0, now);
 	}
 	/* L7 rules: the connection goes through the node proxy (HTTP: TCP; DNS: UDP and TCP, egress),
 	 * unless the ingress proxy itself opens it: it judged it already. */
@@ -484,6 +490,22 @@ int weir_from_overlay(struct __sk_buff *skb)
 	reason = overlay_source(skb, &identity);
 	if (reason)
 		goto drop;
+	/* NodePort across nodes (lib/nodeport.h, snat): the reply of a connection this node sent to a
+	 * backend on the sender's node is translated back to node IP:nodePort -> client and sent on;
+	 * a packet of another node's pod to this node's NodePort is load-balanced here, as
+	 * weir_from_netdev does for a client outside. */
+	if (parse_packet(skb, f) == PARSE_OK) {
+		ret = nodeport_rev4(skb, f);
+		if (ret == TC_ACT_SHOT)
+			reason = DROP_INVALID;
+		else if (ret < 0)
+			ret = nodeport_lb4(skb, f, &reason);
+		if (ret >= 0) {
+			metrics_count(reason ? reason : REASON_FORWARDED, DIR_INGRESS, m.len);
+			return ret;
+		}
+		reason = 0;
+	}
 	if (weir_host_routing)
 		to = overlay_destination(skb);
 	if (!to)

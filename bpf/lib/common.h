@@ -97,6 +97,21 @@ struct policy_entry {
 	__u32 cookie;      /* rule that produced this entry (agent maps it to namespace/name/rule) */
 };
 #define POLICY_F_DENY (1U << 0)
+#define POLICY_F_AUTH (1U << 1) /* allow only once the two identities authenticated (lib/auth.h) */
+
+/* ---- mutual authentication (weir_auth, lib/auth.h; Cilium's cilium_auth_map): a pair of
+ * identities the agent has authenticated by an mTLS handshake with their SVIDs, per remote node. */
+struct auth_key {
+	__u32 src_identity;   /* the connection's initiator */
+	__u32 dst_identity;
+	__u16 remote_node_id; /* the peer's node; 0: this node */
+	__u8 auth_type;       /* AUTH_TYPE_* */
+	__u8 pad;
+};
+#define AUTH_TYPE_MTLS 1 /* an mTLS handshake with X.509 SVIDs (Hubble: SPIRE) */
+struct auth_info {
+	__u64 expires_ns; /* CLOCK_MONOTONIC: the earlier notAfter of the two certificates */
+};
 
 /* ---- conntrack. One map for both families and both directions; the tuple is stored as the
  * first packet of the connection saw it (saddr = initiator), `flags` tells the direction. */

@@ -25,6 +25,7 @@
 #define DROP_PROXY_LOOKUP_FAILED 178 /* SOCKET_LOOKUP_FAILED "Proxy redirection not possible": no proxy socket, fail closed */
 #define DROP_PROXY_SET_FAILED 179  /* SOCKET_ASSIGN_FAILED "Proxy socket assignment failed" */
 #define DROP_POLICY_DENY 181       /* POLICY_DENY "Policy denied by denylist" */
+#define DROP_POLICY_AUTH_REQUIRED 189 /* AUTH_REQUIRED "Authentication required": no valid weir_auth entry */
 #define DROP_FAIL_CLOSED 240       /* POLICY_FAIL_CLOSED "Policy did not fit the endpoint policy map (fail closed)": weir-only */
 #define DROP_EP_NOT_READY 203      /* ENDPOINT_NOT_READY "Endpoint not ready" */
 

@@ -42,6 +42,7 @@
 #include "lib/drop_reasons.h"
 #include "lib/refuse.h"
 #include "lib/lb.h"
+#include "lib/overlay.h"
 #include "lib/parse.h"
 
 #define WEIR_LB_NAT_MAX 262144
@@ -150,6 +151,25 @@ static __always_inline int __nat_redirect4(struct __sk_buff *skb, const struct l
 	return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
 }
 
+/* A backend on another node behind the tunnel (lib/overlay.h): the translated packet goes into the
+ * node's VXLAN device towards that node, the VNI carrying the identity the backend's node judges
+ * it with: the sending node's (remote-node) in snat, as Cilium; -1: not for the tunnel. */
+static __always_inline int __nat_tunnel4(struct __sk_buff *skb, const struct lb_nat_entry *to, int *reason)
+{
+	struct ipcache_value *dst;
+	__u32 ifindex = overlay_ifindex();
+	__u8 addr[16] = {};
+
+	if (!ifindex)
+		return -1;
+	__builtin_memcpy(addr, &to->daddr, 4);
+	dst = ipcache_lookup(4, addr);
+	if (!dst || !dst->tunnel_endpoint)
+		return -1;
+	*reason = __overlay_set_key(skb, dst->tunnel_endpoint, IDENTITY_REMOTE_NODE);
+	return *reason ? TC_ACT_SHOT : bpf_redirect(ifindex, 0);
+}
+
 static __always_inline int __nat_key4(const struct flow *f, struct lb_nat_key *k, __u8 dir)
 {
 	if (f->tuple.family != 4 || f->frag != FRAG_NONE ||
@@ -246,6 +266,14 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, const struct flow
 		*reason = DROP_INVALID;
 		return TC_ACT_SHOT;
 	}
+	/* snat only: in dsr the backend's node would answer the client itself, and nothing tells it
+	 * the frontend to answer from (Cilium carries it in an IP option or a Geneve option). */
+	if (!weir_lb_dsr) {
+		int ret = __nat_tunnel4(skb, &fwd, reason);
+
+		if (ret >= 0)
+			return ret;
+	}
 	return __nat_redirect4(skb, &fwd, fk.proto);
 }
 
@@ -254,6 +282,7 @@ static __always_inline int nodeport_rev4(struct __sk_buff *skb, const struct flo
 {
 	struct lb_nat_key rk = {};
 	struct lb_nat_entry *rev, to;
+	int reason, ret;
 
 	if (__nat_key4(f, &rk, NAT_DIR_REV) < 0)
 		return -1;
@@ -263,6 +292,11 @@ static __always_inline int nodeport_rev4(struct __sk_buff *skb, const struct flo
 	to = *rev;
 	if (__nat_rewrite4(skb, &rk, &to) < 0)
 		return TC_ACT_SHOT;
+	/* A client that is a pod of another node: back through the tunnel (the packet may still carry
+	 * the key it arrived with, which the VXLAN device would not send). */
+	ret = __nat_tunnel4(skb, &to, &reason);
+	if (ret >= 0)
+		return ret;
 	return __nat_redirect4(skb, &to, rk.proto);
 }
 

@@ -99,6 +99,8 @@ export interface L7PolicySink {
   update(endpoints: EndpointL7Policy[]): Promise<void>;
   /** The Gateway data plane's tables and endpoints (north-south listeners). */
   updateGateway?(snapshot: Omit<GatewaySnapshot, 'version'>): Promise<void>;
+  /** The DNS proxy forgets what it knew the FQDN cache holds (the cache lost entries). */
+  forgetFqdn?(): Promise<void>;
 }
 
 export interface EndpointStatus {
@@ -165,7 +167,14 @@ export interface AgentView {
   /** The other nodes' addresses (a cluster): reserved:remote-node in the ipcache. */
   remoteNodeIPs?: string[];
   /** The other nodes (a cluster): their pod CIDRs, node address and underlay address. */
-  remoteNodes?: { name: string; ip: string; podCIDR: string; underlayIP?: string }[];
+  remoteNodes?: {
+    name: string;
+    ip: string;
+    ip6?: string;
+    podCIDR: string;
+    podCIDRv6?: string;
+    underlayIP?: string;
+  }[];
 }
 
 export interface RegenerationStats {
@@ -192,7 +201,7 @@ export function toMapKey(e: PolicyMapEntry): PolicyMapKey {
 /** Datapath entry -> engine entry, for reading back what a previous agent wrote. */
 export function fromMapEntry(
   k: Required<PolicyMapKey>,
-  v: { deny: boolean; proxyPort: number; cookie: number },
+  v: { deny: boolean; auth?: boolean; proxyPort: number; cookie: number },
 ) {
   const prefixLen = k.protocol === 0 ? PREFIX_PROTO_ANY : PREFIX_PORT_ANY + k.portPrefixLen;
   const entry: PolicyMapEntry = {
@@ -202,6 +211,7 @@ export function fromMapEntry(
     port: k.protocol === 0 || k.portPrefixLen === 0 ? 0 : k.port,
     prefixLen,
     deny: v.deny,
+    ...(v.auth ? { auth: true as const } : {}),
     proxyPort: v.proxyPort,
     cookie: v.cookie,
     l4Prefix: prefixLen - PREFIX_PROTO_ANY,
@@ -275,6 +285,8 @@ export class Agent {
       minTtl: cfg.tofqdnsMinTtl ?? 0,
       maxIpsPerName: cfg.tofqdnsEndpointMaxIpPerHostname ?? 50,
     });
+    // What an earlier run learned: the first regeneration selects it as that run did.
+    if (local.fqdn) this.fqdn.restore(local.fqdn);
   }
 
   /** What the DNS proxy learned (toFQDNs selects from it). */
@@ -289,32 +301,61 @@ export class Agent {
   }
 
   /**
-   * An allowed DNS answer from the DNS proxy: recorded, and when it brings a name/address pair
-   * the node did not hold and a policy selects FQDNs, in force in the ipcache and policy maps
-   * before this returns (the proxy releases the answer after).
+   * Allowed DNS answers from the DNS proxy (a batch): recorded, and when they bring a name/address
+   * pair the node did not hold and a policy selects FQDNs, in force in the ipcache and policy maps
+   * before this returns (the proxy releases the answers after). Returns what the node now holds
+   * for each item's endpoint and name (the proxy skips the agent for answers it already holds).
    */
   async learnFqdn(
-    endpointId: number,
-    name: string,
-    answers: { ip: string; ttl: number }[],
-  ): Promise<boolean> {
-    const { changed } = this.fqdn.learn(endpointId, name, answers);
-    if (!this.selectsFqdns()) return false;
+    items: { endpointId: number; name: string; answers: { ip: string; ttl: number }[] }[],
+  ): Promise<{ regenerated: boolean; held: { ip: string; expiresAt: number }[][] }> {
+    let changed = false;
+    for (const it of items) changed = this.fqdn.learn(it.endpointId, it.name, it.answers).changed || changed;
+    const held = () => items.map((it) => this.fqdn.held(it.endpointId, it.name));
+    // A new pair is saved before the answer goes (a restart keeps what a pod was told); renewals
+    // only move expiries: saved within a second.
+    const saved = changed ? this.saveFqdn() : (this.saveFqdnSoon(), Promise.resolve());
+    if (!this.selectsFqdns()) {
+      await saved;
+      return { regenerated: false, held: held() };
+    }
     if (!changed) {
       // Already known, maybe from a lookup whose regeneration is still running (two pods, or two
       // lookups of one pod, resolving the same name at once): this answer too waits until the
       // addresses are in force, or its client would connect before they are.
       await this.regenChain;
-      return false;
+      return { regenerated: false, held: held() };
     }
-    await this.regenerate();
-    return true;
+    await Promise.all([this.regenerate(), saved]);
+    return { regenerated: true, held: held() };
+  }
+
+  private fqdnSaveTimer: NodeJS.Timeout | undefined;
+
+  /** Writes the FQDN cache to the node's local state now. */
+  async saveFqdn(): Promise<void> {
+    clearTimeout(this.fqdnSaveTimer);
+    this.fqdnSaveTimer = undefined;
+    this.local.fqdn = this.fqdn.list();
+    await this.local.save();
+  }
+
+  /** Writes the FQDN cache within a second (renewals, expiry). */
+  private saveFqdnSoon(): void {
+    if (this.fqdnSaveTimer) return;
+    this.fqdnSaveTimer = setTimeout(() => {
+      this.fqdnSaveTimer = undefined;
+      void this.saveFqdn().catch((err: unknown) => this.log.error({ err }, 'FQDN cache not saved'));
+    }, 1000);
+    this.fqdnSaveTimer.unref();
   }
 
   /** Removes learned names (all, or those matching a pattern) and regenerates. */
   async cleanFqdn(pattern?: string): Promise<number> {
     const n = this.fqdn.clean(pattern);
-    if (n > 0) await this.regenerate();
+    // The DNS proxy stops skipping the agent for what it knew was held, before this answers.
+    await this.proxy?.forgetFqdn?.();
+    if (n > 0) await Promise.all([this.regenerate(), this.saveFqdn()]);
     return n;
   }
 
@@ -335,10 +376,12 @@ export class Agent {
         this.log.error({ err }, 'FQDN GC: conntrack not readable; nothing expired');
         return;
       }
-      if (this.fqdn.gc((ip) => open.has(ip)) > 0)
+      if (this.fqdn.gc((ip) => open.has(ip)) > 0) {
+        this.saveFqdnSoon();
         void this.regenerate().catch((err: unknown) =>
           this.log.error({ err }, 'FQDN GC regeneration failed'),
         );
+      }
     }, intervalMs);
     this.fqdnTimer.unref();
   }
@@ -453,6 +496,16 @@ export class Agent {
   }
 
   /**
+   * Endpoint ids and policy maps for pods about to be attached, made for all of them at once (one
+   * link into weir_policy: Datapath.ensurePolicyMaps); attach() then finds their maps ready.
+   * Endpoints of pods that never become Running are removed by prune().
+   */
+  prepare(pods: readonly { namespace: string; name: string }[]): void {
+    const ids = pods.map((p) => this.local.endpointId(podKey(p)));
+    this.datapath.ensurePolicyMaps(ids.filter((id) => !this.attached.has(id)));
+  }
+
+  /**
    * Attaches the datapath to a pod's host veth unless this agent process already did (after a
    * restart it replaces the programs atomically; maps and entries stay). A new endpoint's policy
    * map is empty until regenerate() writes its entries: every new connection drops until then.
@@ -484,11 +537,13 @@ export class Agent {
 
   /** Removes the endpoints of pods that are no longer on this node. */
   prune(live: ReadonlySet<string>): void {
-    for (const [key, id] of Object.entries(this.local.endpoints.ids)) {
-      if (live.has(key)) continue;
+    const gone = Object.entries(this.local.endpoints.ids).filter(([key]) => !live.has(key));
+    if (gone.length === 0) return;
+    // All at once: one pass over the node's maps, one unlink from weir_policy.
+    this.datapath.detachEndpoints(gone.map(([, id]) => ({ netns: this.node.netns, endpointId: id })));
+    this.endpointRows.clear();
+    for (const [key, id] of gone) {
       this.log.info({ endpoint: id, pod: key }, 'endpoint removed');
-      this.datapath.detachEndpoint({ netns: this.node.netns, endpointId: id });
-      this.endpointRows.clear();
       this.written.delete(id);
       this.attached.delete(id);
       this.local.releaseEndpoint(key);
@@ -567,6 +622,12 @@ export class Agent {
                 ? [
                     { prefix: n.podCIDR, identity: IDENTITY_WORLD, tunnelEndpoint: n.underlayIP },
                     { prefix: n.ip, identity: IDENTITY_REMOTE_NODE, tunnelEndpoint: n.underlayIP },
+                    ...(n.podCIDRv6
+                      ? [{ prefix: n.podCIDRv6, identity: IDENTITY_WORLD, tunnelEndpoint: n.underlayIP }]
+                      : []),
+                    ...(n.ip6
+                      ? [{ prefix: n.ip6, identity: IDENTITY_REMOTE_NODE, tunnelEndpoint: n.underlayIP }]
+                      : []),
                   ]
                 : [],
             ),
@@ -691,7 +752,12 @@ export class Agent {
         const pm = this.datapath.policy(id);
         for (const e of d.upserts)
           this.mapOp('weir_policy', 'update', () =>
-            pm.upsert(toMapKey(e), { deny: e.deny, proxyPort: e.proxyPort, cookie: e.cookie }),
+            pm.upsert(toMapKey(e), {
+              deny: e.deny,
+              auth: e.auth === true,
+              proxyPort: e.proxyPort,
+              cookie: e.cookie,
+            }),
           );
         for (const e of d.deletes) this.mapOp('weir_policy', 'delete', () => pm.delete(toMapKey(e)));
       }
@@ -797,7 +863,7 @@ export class Agent {
       const entries = { entries: pol?.entries ?? [] };
       for (const ip of ep.ips) byIP.set(ip, entries);
     }
-    const revoke = connectionsToRevoke(this.datapath.ct.list(), byIP, output.ipcache);
+    const revoke = connectionsToRevoke(this.datapath.ct.liveTuples(), byIP, output.ipcache);
     for (const t of revoke) this.mapOp('weir_ct', 'delete', () => this.datapath.ct.delete(t));
     if (revoke.length > 0)
       this.log.info({ connections: revoke.length }, 'revoked connections the policy no longer allows');

@@ -19,7 +19,8 @@ export interface ClusterDnsInput {
 
 export interface LabDnsSpec {
   ttl: number;
-  records: Record<string, string[]>;
+  /** Addresses, or an alias (`{cname}`). */
+  records: Record<string, string[] | { cname: string }>;
   externals: { ip: string; dnsNames: string[] }[];
 }
 
@@ -35,9 +36,17 @@ export class ClusterDns {
   /** The declared external names -> addresses. */
   externals(): Record<string, string[]> {
     const out: Record<string, string[]> = {};
-    for (const [name, ips] of Object.entries(this.spec.records)) (out[name] ??= []).push(...ips);
+    for (const [name, ips] of Object.entries(this.spec.records))
+      if (Array.isArray(ips)) (out[name] ??= []).push(...ips);
     for (const e of this.spec.externals) for (const n of e.dnsNames) (out[n] ??= []).push(e.ip);
     return out;
+  }
+
+  /** The declared aliases: name -> target (CNAME). */
+  cnames(): Record<string, string> {
+    return Object.fromEntries(
+      Object.entries(this.spec.records).flatMap(([name, r]) => (Array.isArray(r) ? [] : [[name, r.cname]])),
+    );
   }
 
   /** The kube-dns ClusterIP when the Service exists. */
@@ -65,6 +74,7 @@ export class ClusterDns {
       })),
       pods: input.pods,
       externals: this.externals(),
+      cnames: this.cnames(),
       externalTtl: this.spec.ttl,
     });
     this.zone = zone;

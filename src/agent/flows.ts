@@ -9,12 +9,14 @@ import { RingBufferConsumer } from '../bpf/index.js';
 import { monotonicNowNs } from '../datapath/clock.js';
 import type { Datapath } from '../datapath/loader.js';
 import type { CtConnection } from '../datapath/maps/ct/index.js';
+import { DropReason } from '../datapath/drop-reasons.js';
 import { decodeFlowEvent, type FlowEvent } from '../datapath/maps/events/index.js';
+import { EventType, FlowEventLayout } from '../datapath/maps/events/layout.js';
 import type { EndpointMeta, EnrichmentSource } from '../observe/enrich.js';
 import { Enricher } from '../observe/enrich.js';
 import { VERDICTS, type Flow } from '../observe/flow.js';
 import { FlowParser } from '../observe/parser.js';
-import { HUBBLE_TYPE, RawFlowCounters, isRawFlowEvent } from '../observe/raw.js';
+import { HUBBLE_TYPE, RAW, RAW_EVENT_SIZE, RawFlowCounters, isRawFlowEvent } from '../observe/raw.js';
 import { l7Flow } from '../observe/l7.js';
 import type { L7Record } from '../proxy/types.js';
 import type { FlowObserver } from '../observe/stream.js';
@@ -210,6 +212,8 @@ export interface FlowPipelineOptions {
   log: Pino;
   /** How often weir_events_lost is read (ms). */
   lostPollMs?: number;
+  /** A drop for want of authentication (189): the pair to authenticate (node 0: this node). */
+  onAuthRequired?: (pair: { srcIdentity: number; dstIdentity: number; remoteNodeId: number }) => void;
 }
 
 export class FlowPipeline {
@@ -278,6 +282,17 @@ export class FlowPipeline {
     }
     this.counters.count(data, off);
     this.#o.observer.ingestRaw(data, off);
+    if (data[off + RAW.type] === EventType.DROP && data[off + RAW.reason] === DropReason.POLICY_AUTH_REQUIRED)
+      this.#authRequired(data, off);
+  }
+
+  #authRequired(data: Uint8Array, off: number): void {
+    const view = new DataView(data.buffer, data.byteOffset + off, RAW_EVENT_SIZE);
+    this.#o.onAuthRequired?.({
+      srcIdentity: view.getUint32(FlowEventLayout.offsets.srcIdentity, true),
+      dstIdentity: view.getUint32(FlowEventLayout.offsets.dstIdentity, true),
+      remoteNodeId: 0,
+    });
   }
 
   /** An L7 record of the node proxy, as a flow. */

@@ -64,3 +64,33 @@ describe('FQDN cache', () => {
     assert.deepEqual(c.view(), []);
   });
 });
+
+describe('FQDN cache across a restart', () => {
+  it('held() is what one endpoint holds for one name; restore() puts a saved list back as it was', () => {
+    let now = 1000;
+    const c = new FqdnCache({ minTtl: 0, maxIpsPerName: 2, now: () => now });
+    c.learn(1, 'a.example.com', [{ ip: '192.0.2.1', ttl: 10 }]);
+    now = 2000;
+    c.learn(1, 'A.example.com.', [{ ip: '192.0.2.2', ttl: 10 }]);
+    c.learn(2, 'a.example.com', [{ ip: '192.0.2.3', ttl: 10 }]);
+    assert.deepEqual(c.held(1, 'a.example.com.'), [
+      { ip: '192.0.2.1', expiresAt: 11_000 },
+      { ip: '192.0.2.2', expiresAt: 12_000 },
+    ]);
+    assert.deepEqual(c.held(3, 'a.example.com'), []);
+    // JSON round trip, as the agent's local state stores it.
+    const saved = JSON.parse(JSON.stringify(c.list())) as ReturnType<FqdnCache['list']>;
+    const r = new FqdnCache({ minTtl: 0, maxIpsPerName: 2, now: () => now });
+    r.restore(saved);
+    assert.deepEqual(r.list(), c.list());
+    assert.deepEqual(r.view(), c.view());
+    // The oldest still goes first after the restore.
+    now = 3000;
+    r.learn(1, 'a.example.com', [{ ip: '192.0.2.9', ttl: 10 }]);
+    assert.deepEqual(
+      r.held(1, 'a.example.com').map((h) => h.ip),
+      ['192.0.2.2', '192.0.2.9'],
+    );
+    assert.equal(r.evicted, 1);
+  });
+});

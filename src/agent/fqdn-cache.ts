@@ -104,6 +104,32 @@ export class FqdnCache {
     return n;
   }
 
+  /** What one endpoint holds for one name: each address and when it expires (ms since the epoch). */
+  held(endpointId: number, qname: string): { ip: string; expiresAt: number }[] {
+    const m = this.byKey.get(`${endpointId}|${normalizeName(qname)}`);
+    return m ? [...m.values()].map((e) => ({ ip: e.ip, expiresAt: e.expiresAt })) : [];
+  }
+
+  /**
+   * Puts back entries a previous run saved (list()), oldest first per endpoint and name, as they
+   * were: expired ones too (the GC keeps those with an open connection, drops the others).
+   */
+  restore(entries: readonly FqdnEntry[]): void {
+    const sorted = [...entries].sort((a, b) => a.learnedAt - b.learnedAt);
+    for (const e of sorted) {
+      const name = normalizeName(e.name);
+      const key = `${e.endpointId}|${name}`;
+      let m = this.byKey.get(key);
+      if (!m) this.byKey.set(key, (m = new Map()));
+      m.delete(e.ip);
+      m.set(e.ip, { ...e, name });
+      while (m.size > this.o.maxIpsPerName) {
+        m.delete(m.keys().next().value as string);
+        this.evicted++;
+      }
+    }
+  }
+
   /** Every entry, by endpoint, name, address. */
   list(): FqdnEntry[] {
     return [...this.byKey.values()]

@@ -5,7 +5,7 @@
 import type { Logger as Pino } from 'pino';
 import type { Datapath } from '../datapath/loader.js';
 import type { ServiceEntry } from '../datapath/maps/lb/index.js';
-import type { DesiredObject } from '../cluster/objects.js';
+import { refName, type DesiredObject } from '../cluster/objects.js';
 import {
   allocateClusterIP,
   allocateNodePort,
@@ -109,7 +109,8 @@ export class ServiceLb {
     const key = o.object as object;
     let v = this.validated.get(key);
     if (!v) {
-      const loc = { file: o.file ?? '(agent store)', object: `${o.kind} ${objectKey(o)}` };
+      // "Service ns/name": a Service without metadata.namespace is in the namespace named here.
+      const loc = { file: o.file ?? '(agent store)', object: refName(o) };
       v = o.kind === 'Service' ? validateService(o.object, loc) : validateEndpointSlice(o.object, loc);
       if (key && typeof key === 'object') this.validated.set(key, v);
     }

@@ -1,7 +1,8 @@
 // What a node's agent keeps for itself, in the same Store as everything else (weir/local/v1/<node>/…):
-// its settings, the identity allocator's state, the endpoint ids it handed out and the service
-// load balancer's stable ids. A restarted agent resumes with the same identities and endpoint ids
-// and so rewrites nothing in the kernel. (Cluster-wide identity allocation is later work: then
+// its settings, the identity allocator's state, the endpoint ids it handed out, the service load
+// balancer's stable ids and the FQDN cache (what the DNS proxy learned). A restarted agent resumes
+// with the same identities, endpoint ids and toFQDNs selections and so rewrites nothing in the
+// kernel. (Cluster-wide identity allocation is later work: then
 // identities move to weir/state/identities/v1/….)
 import { localKey } from '../cluster/keys.js';
 import type { JsonObject, Store } from '../store/index.js';
@@ -18,13 +19,25 @@ export interface LbIds {
   revNat: Record<string, number>;
 }
 
-type Part = 'settings' | 'identities' | 'endpoints' | 'lb';
+type Part = 'settings' | 'identities' | 'endpoints' | 'lb' | 'fqdn';
+
+/** The FQDN cache (agent/fqdn-cache.ts FqdnEntry): toFQDNs selections survive a restart. */
+export interface FqdnEntryState {
+  endpointId: number;
+  name: string;
+  ip: string;
+  ttl: number;
+  learnedAt: number;
+  expiresAt: number;
+}
 
 export class LocalState {
   settings: AgentSettings | undefined;
   identities: unknown;
   endpoints: EndpointIds = { ids: {}, next: 1 };
   lb: LbIds = { backends: {}, revNat: {} };
+  /** What the DNS proxy learned (undefined: never saved). */
+  fqdn: FqdnEntryState[] | undefined;
   /** The JSON last written (or read) per part: unchanged parts are not written again. */
   private readonly written = new Map<Part, string>();
 
@@ -46,6 +59,8 @@ export class LocalState {
     if (eps) s.endpoints = eps;
     const lb = (await get('lb')) as LbIds | undefined;
     if (lb) s.lb = lb;
+    const fqdn = (await get('fqdn')) as { entries?: FqdnEntryState[] } | undefined;
+    if (Array.isArray(fqdn?.entries)) s.fqdn = fqdn.entries;
     return s;
   }
 
@@ -81,6 +96,7 @@ export class LocalState {
       ['identities', this.identities === undefined ? undefined : { state: this.identities }],
       ['endpoints', this.endpoints as unknown as JsonObject],
       ['lb', this.lb as unknown as JsonObject],
+      ['fqdn', this.fqdn === undefined ? undefined : ({ entries: this.fqdn } as unknown as JsonObject)],
     ];
     const ops = [];
     const texts = new Map<Part, string>();

@@ -18,12 +18,15 @@ import { FileStore, type JsonObject, type Lease, type Store } from '../store/ind
 import { FlowObserver } from '../observe/stream.js';
 import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
+import { CertificateAuthority } from '../auth/ca.js';
+import { AuthManager } from './auth.js';
+import { authRoutes } from './auth-routes.js';
 import { FlowPipeline } from './flows.js';
 import { ClusterDns } from './cluster-dns.js';
 import { Lifecycle } from './lifecycle.js';
 import { Intake } from './intake.js';
 import { LocalState } from './local-state.js';
-import { agentPidFile, agentSocket, agentStoreFile, nodePinDir } from './paths.js';
+import { agentDir, agentPidFile, agentSocket, agentStoreFile, nodePinDir } from './paths.js';
 import { Reconciler } from './reconcile.js';
 import { agentRoutes } from './routes.js';
 import { CniService, cniRoutes } from './cni.js';
@@ -144,11 +147,14 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         nodeNetns: node.netns,
         ipcachePin: join(pinDir, 'weir_ipcache'),
         ports: { ...proxyPorts, dnsRejectCode: settings.tofqdnsDnsRejectResponseCode },
+        workers: run.proxyWorkers,
         log: log.child({ component: 'proxy-manager' }),
         onRecord: (r) => flows?.ingestL7(r),
         onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
       });
-      await proxy.adopt();
+      // A proxy the previous agent left knows what that agent's FQDN cache held; this one holds
+      // what was saved, maybe less: the proxy asks again from now on.
+      if (await proxy.adopt()) await proxy.forgetFqdn();
     },
     stop: () => proxy?.close(),
   });
@@ -167,7 +173,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     name: 'agent',
     start: async () => {
       agent = new Agent(
-        { lab: opts.lab, pinDir, ...settings, proxyPorts },
+        // Every setting in force: stored, given now (--tofqdns-min-ttl is not stored), or default.
+        { lab: opts.lab, pinDir, ...run, proxyPorts },
         {
           name: node.name,
           netns: node.netns,
@@ -221,10 +228,39 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       a.metrics.sources.datapathCounters = () => dp.metrics.list();
       a.metrics.sources.lostEvents = () => observer.status().lost;
       a.metrics.sources.endpoints = () => a.endpoints().length;
-      flows = new FlowPipeline({ datapath: dp, agent: a, observer, nodeName: node.name, log });
+      flows = new FlowPipeline({
+        datapath: dp,
+        agent: a,
+        observer,
+        nodeName: node.name,
+        log,
+        onAuthRequired: (pair) => void auth?.required(pair),
+      });
       flows.start();
     },
     stop: () => flows?.stop(),
+  });
+
+  // Mutual authentication: the lab CA (its key stays in this node's state dir), SVIDs for the
+  // identities in use, the auth listener, handshakes for 189 drops (src/agent/auth.ts).
+  let auth: AuthManager | undefined;
+  lc.append({
+    name: 'auth',
+    start: async () => {
+      const a = agent as Agent;
+      auth = new AuthManager({
+        ca: await CertificateAuthority.open(join(agentDir(opts.lab), 'ca')),
+        trustDomain: run.trustDomain,
+        svidTtl: run.svidTtl,
+        listen: { host: node.ip, port: run.authListenerPort },
+        map: (datapath as Datapath).auth,
+        identities: () => a.identities(),
+        log: log.child({ component: 'auth' }),
+      });
+      await auth.start();
+      a.metrics.sources.auth = () => auth?.counts();
+    },
+    stop: () => auth?.stop(),
   });
 
   let gcTimer: NodeJS.Timeout | undefined;
@@ -233,9 +269,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     start: () => {
       gcTimer = setInterval(() => {
         try {
-          const removed = datapath?.ct.collect() ?? [];
-          if (removed.length > 0) log.info({ removed: removed.length }, 'conntrack gc');
-          flows?.closeExpired(removed);
+          const gc = datapath?.ct.collectUnclosed();
+          if (gc && gc.removed > 0) log.info({ removed: gc.removed }, 'conntrack gc');
+          flows?.closeExpired(gc?.unclosed ?? []);
         } catch (err) {
           log.error({ err }, 'conntrack gc failed');
         }
@@ -261,6 +297,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       });
       server = await listenApi(agentSocket(opts.lab, dirNode), [
         ...agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
+        ...authRoutes(() => auth),
         ...cniRoutes(
           new CniService({
             agent: a,

@@ -13,6 +13,10 @@ export interface MetricSources {
   endpoints?: () => number;
   /** Folds the flow pipeline's raw-record counts into the flow counters (RawFlowCounters). */
   rawFlows?: () => void;
+  /** Mutual authentication: handshakes made, and the auth listener's accepted/refused connections. */
+  auth?: () =>
+    | { handshakes: { ok: number; failed: number }; accepted: number; refused: Record<string, number> }
+    | undefined;
 }
 
 export class AgentMetrics {
@@ -167,6 +171,34 @@ export class AgentMetrics {
     'Bytes forwarded by the datapath',
     false,
     'bytes',
+  );
+  readonly authHandshakes = this.#scraped(
+    new Counter({
+      name: 'weir_auth_handshakes_total',
+      help: 'mTLS handshakes this agent made for identity pairs a policy requires authentication of, by outcome',
+      labelNames: ['outcome'] as const,
+      registers: [this.registry],
+    }),
+    (c) => {
+      const a = this.sources.auth?.();
+      if (!a) return;
+      c.inc({ outcome: 'ok' }, a.handshakes.ok);
+      c.inc({ outcome: 'failed' }, a.handshakes.failed);
+    },
+  );
+  readonly authListener = this.#scraped(
+    new Counter({
+      name: 'weir_auth_listener_connections_total',
+      help: "Connections to the node's auth listener: accepted, or refused by reason (untrusted, wrong-identity, revoked, …)",
+      labelNames: ['result'] as const,
+      registers: [this.registry],
+    }),
+    (c) => {
+      const a = this.sources.auth?.();
+      if (!a) return;
+      c.inc({ result: 'accepted' }, a.accepted);
+      for (const [reason, n] of Object.entries(a.refused)) c.inc({ result: reason }, n);
+    },
   );
   readonly endpoints = new Gauge({
     name: 'weir_endpoint',

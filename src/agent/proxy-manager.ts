@@ -29,6 +29,8 @@ export interface ProxyManagerOptions {
   log: Logger;
   onRecord(r: L7Record): void;
   onLost(n: number): void;
+  /** Proxy threads serving HTTP (0 or absent: one per CPU). */
+  workers?: number;
   /** How long a start may take until the proxy answers (default 15 s). */
   startTimeoutMs?: number;
 }
@@ -242,6 +244,20 @@ export class ProxyManager {
     };
   }
 
+  /**
+   * The DNS proxy forgets what it knew the FQDN cache holds (entries went before their expiry:
+   * a clean, an agent restart). A proxy that does not run knows nothing; one that does not answer
+   * is logged (it restarts empty when replaced).
+   */
+  async forgetFqdn(): Promise<void> {
+    if (this.#pid === undefined || !alive(this.#pid)) return;
+    try {
+      await this.client.forgetFqdn();
+    } catch (err) {
+      this.#o.log.error({ err }, 'the DNS proxy did not forget the FQDN cache');
+    }
+  }
+
   /** The proxy's metrics (Prometheus text), or '' when it does not run or answer. */
   async metricsText(): Promise<string> {
     if (this.#pid === undefined || !alive(this.#pid)) return '';
@@ -280,6 +296,7 @@ export class ProxyManager {
           o.lab,
           '--ipcache',
           o.ipcachePin,
+          ...(o.workers ? ['--workers', String(o.workers)] : []),
         ],
         { detached: true, stdio: ['ignore', out, out] },
       );

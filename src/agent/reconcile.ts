@@ -363,6 +363,12 @@ export class Reconciler {
           { pod: `${p.namespace}/${p.name}`, ip: this.records.get(`${p.namespace}/${p.name}`)?.status.ip },
           'creating pod',
         );
+      try {
+        agent.prepare(chunk);
+      } catch (err) {
+        // Each attach makes its own endpoint's map then (one at a time).
+        log.warn({ err }, 'preparing the endpoints of a batch failed');
+      }
       const results = await driver.createMany(
         chunk.map((p) => {
           const r = this.records.get(`${p.namespace}/${p.name}`) as PodRecord;
@@ -490,9 +496,11 @@ export class Reconciler {
         ...(p?.init ? { init: true as const } : {}),
       });
     }
-    // Pods of other nodes (a cluster): service backends.
+    // Pods of other nodes (a cluster): service backends, while their node is registered (its
+    // record lives under its lease: a node that went away takes its backends out of every service).
+    const registered = new Set(this.d.state.values<NodeRecord>(nodesPrefix).map((n) => n.value.name));
     for (const { value: st } of this.d.state.values<PodStatus>(podStatusPrefix)) {
-      if (st.node === node.name || st.phase !== 'Running') continue;
+      if (st.node === node.name || st.phase !== 'Running' || !registered.has(st.node)) continue;
       const p = want.pods.get(`${st.namespace}/${st.name}`);
       if (!p) continue;
       pods.push({
@@ -520,7 +528,11 @@ export class Reconciler {
       .values<NodeRecord>(nodesPrefix)
       .map((n) => n.value)
       .filter((n) => n.name !== node.name);
-    const remoteNodeIPs = remoteNodes.flatMap((n) => [n.ip, ...(n.underlayIP ? [n.underlayIP] : [])]);
+    const remoteNodeIPs = remoteNodes.flatMap((n) => [
+      n.ip,
+      ...(n.ip6 ? [n.ip6] : []),
+      ...(n.underlayIP ? [n.underlayIP] : []),
+    ]);
     agent.setView({
       namespaces: [...want.namespaces.values()],
       pods,
@@ -530,7 +542,9 @@ export class Reconciler {
       remoteNodes: remoteNodes.map((n) => ({
         name: n.name,
         ip: n.ip,
+        ...(n.ip6 ? { ip6: n.ip6 } : {}),
         podCIDR: n.podCIDR,
+        ...(n.podCIDRv6 ? { podCIDRv6: n.podCIDRv6 } : {}),
         ...(n.underlayIP ? { underlayIP: n.underlayIP } : {}),
       })),
     });

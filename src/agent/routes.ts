@@ -154,32 +154,35 @@ export function agentRoutes(
     },
     { method: 'GET', pattern: '/v1/endpoints', handler: () => ({ items: agent.endpoints() }) },
     {
-      // The DNS proxy, with an allowed answer: answered once its addresses are in force (toFQDNs).
+      // The DNS proxy, with allowed answers (a batch): answered once their addresses are in force
+      // (toFQDNs), with what the node holds for each endpoint and name.
       method: 'POST',
       pattern: '/v1/fqdn/learn',
       handler: async (req) => {
-        const b = req.body as { endpointId?: unknown; name?: unknown; answers?: unknown };
-        const answers = Array.isArray(b.answers)
-          ? (b.answers as { ip?: unknown; ttl?: unknown }[])
-          : undefined;
-        if (
-          typeof b.endpointId !== 'number' ||
-          typeof b.name !== 'string' ||
-          !answers?.every(
-            (a) => typeof a.ip === 'string' && isIP(a.ip) && typeof a.ttl === 'number' && a.ttl >= 0,
-          )
-        )
+        const items = (req.body as { items?: unknown } | undefined)?.items;
+        const good = (x: unknown) => {
+          const b = x as { endpointId?: unknown; name?: unknown; answers?: unknown };
+          return (
+            typeof b === 'object' &&
+            b !== null &&
+            typeof b.endpointId === 'number' &&
+            typeof b.name === 'string' &&
+            Array.isArray(b.answers) &&
+            (b.answers as { ip?: unknown; ttl?: unknown }[]).every(
+              (a) => typeof a.ip === 'string' && isIP(a.ip) && typeof a.ttl === 'number' && a.ttl >= 0,
+            )
+          );
+        };
+        if (!Array.isArray(items) || !items.every(good))
           throw new WeirError(
             'ERR_API_BAD_REQUEST',
-            'body must be {"endpointId": n, "name": "...", "answers": [{"ip", "ttl"}]}',
+            'body must be {"items": [{"endpointId": n, "name": "...", "answers": [{"ip", "ttl"}]}]}',
           );
         const t0 = performance.now();
-        const regenerated = await agent.learnFqdn(
-          b.endpointId,
-          b.name,
-          answers as { ip: string; ttl: number }[],
+        const r = await agent.learnFqdn(
+          items as { endpointId: number; name: string; answers: { ip: string; ttl: number }[] }[],
         );
-        return { regenerated, ms: performance.now() - t0 };
+        return { ...r, ms: performance.now() - t0 };
       },
     },
     {

@@ -39,6 +39,7 @@ describe('agent settings', () => {
       serviceCIDRv6: 'fd00:10:96::/112',
       tofqdnsDnsRejectResponseCode: 'refused',
       proxyPortRange: '10000-20000',
+      trustDomain: 'cluster.local',
     });
     assert.deepEqual(
       [

@@ -20,6 +20,7 @@ import { DEFAULT_QUEUE_SIZE } from '../observe/stream.js';
 import { defaultServiceCIDR, defaultServiceCIDRv6, parseServiceCIDR } from '../service/allocate.js';
 import { checkMaglevSize, defaultMaglevSeed, maglevSeed, maglevSizes } from '../service/maglev.js';
 import type { LbAlgorithm } from '../service/model.js';
+import { checkTrustDomain } from '../auth/spiffe.js';
 import { WeirError } from '../shared/errors.js';
 import { proxyPortsOf } from './proxy-manager.js';
 
@@ -301,6 +302,17 @@ export const SETTINGS = [
     check: (v: string) => void proxyPortsOf(v),
   }),
   int(
+    'proxyWorkers',
+    '--proxy-workers',
+    '<n>',
+    false,
+    0,
+    0,
+    256,
+    'threads of the node proxy serving HTTP, each with its own listeners in one SO_REUSEPORT group (0: one per CPU); they are one process, restarted as one',
+    { defaultText: '0 (one per CPU)' },
+  ),
+  int(
     'tofqdnsMinTtl',
     '--tofqdns-min-ttl',
     '<seconds>',
@@ -319,6 +331,37 @@ export const SETTINGS = [
     1,
     10000,
     "addresses kept per endpoint and name; the oldest go first (Cilium's --tofqdns-endpoint-max-ip-per-hostname)",
+  ),
+  setting({
+    key: 'trustDomain',
+    flag: '--trust-domain',
+    arg: '<domain>',
+    persisted: true,
+    default: 'cluster.local',
+    description:
+      "the SPIFFE trust domain of the identities' certificates (SVIDs: spiffe://<domain>/identity/<id>; Istio's TRUST_DOMAIN default)",
+    parse: (v: string) => checkTrustDomain(v),
+    check: (v: string) => void checkTrustDomain(v),
+  }),
+  int(
+    'svidTtl',
+    '--svid-ttl',
+    '<seconds>',
+    false,
+    3600,
+    20,
+    90 * 86400,
+    'lifetime of the SVIDs the agent issues for the identities in use; each is renewed at half its life, and an authenticated pair (weir auth list) expires with the earlier of its two certificates',
+  ),
+  int(
+    'authListenerPort',
+    '--auth-listener-port',
+    '<port>',
+    false,
+    4250,
+    1,
+    65535,
+    "the node's mutual-authentication listener (TLS 1.3, on the node IP; Cilium's --mesh-auth-mutual-listener-port)",
   ),
   int(
     'ctGcInterval',

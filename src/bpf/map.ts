@@ -322,8 +322,11 @@ export class BpfMap {
     throw this.#err(r, `update_batch (after ${c[0]} of ${count})`);
   }
 
-  /** Deletes keys in batches; returns how many existed, or undefined when unsupported. */
-  batchDeleteRaw(keys: Buffer, count: number): number | undefined {
+  /**
+   * Deletes keys in batches; returns how many existed, or undefined when unsupported. `missing`
+   * hears the index of each key that did not exist.
+   */
+  batchDeleteRaw(keys: Buffer, count: number, missing?: (index: number) => void): number | undefined {
     const ks = this.keySize;
     let deleted = 0;
     for (let i = 0; i < count;) {
@@ -337,6 +340,7 @@ export class BpfMap {
       }
       // The kernel stops at the first missing key: skip it and go on.
       if (name !== 'ENOENT') throw this.#err(r, 'delete_batch');
+      missing?.(i + c[0]);
       i += c[0] + 1;
     }
     return deleted;

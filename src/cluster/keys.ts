@@ -49,7 +49,7 @@ export const nodeKey = (node: string) => nodesPrefix + node;
 export const reconciledKey = (node: string) => reconciledPrefix + node;
 export const podStatusKey = (namespace: string, name: string) => `${podStatusPrefix}${namespace}/${name}`;
 export const localPrefix = (node: string) => `weir/local/v1/${node}/`;
-export const localKey = (node: string, what: 'settings' | 'identities' | 'endpoints' | 'lb') =>
+export const localKey = (node: string, what: 'settings' | 'identities' | 'endpoints' | 'lb' | 'fqdn') =>
   localPrefix(node) + what;
 
 /** The object a desired key names, or undefined for a key outside weir/desired/v1/. */

@@ -60,7 +60,7 @@ export interface Topology {
   /** Every peer name, in order: pods, host, externals. */
   peers: string[];
   /** L7 model: the cluster DNS's records for names outside the cluster (topology `dns`). */
-  dns?: { ttl?: number; records: Record<string, string[]> };
+  dns?: { ttl?: number; records: Record<string, string[]>; server?: string };
 }
 
 export interface CaseProbe {
@@ -262,6 +262,10 @@ function parseTopology(raw: Json, key: string): Topology {
         dns: {
           ...(typeof d.ttl === 'number' ? { ttl: d.ttl } : {}),
           records: d.records as Record<string, string[]>,
+          // The pod that answers DNS ("ns/name"), added to the pods above.
+          ...(dnsServer && typeof dnsServer.namespace === 'string' && typeof dnsServer.podName === 'string'
+            ? { server: `${dnsServer.namespace}/${dnsServer.podName}` }
+            : {}),
         },
       };
     })(),

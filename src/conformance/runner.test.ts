@@ -148,7 +148,7 @@ async function runL7(expectP1: string) {
         { probe: 'p1', result: expectP1, allowed: expectP1 === 'allowed' },
         { probe: 'p2', result: 'l7-denied', allowed: false },
         { probe: 'p3', result: 'dropped', allowed: false },
-        { probe: 'd1', result: 'allowed', allowed: true },
+        { probe: 'd1', result: 'dropped', allowed: false },
       ],
     }),
   );
@@ -156,10 +156,10 @@ async function runL7(expectP1: string) {
   return report.cases[0];
 }
 
-test('an L7 case: each probe runs as written, reported with its object and result; DNS is skipped', async () => {
+test('an L7 case: each probe runs as written, reported with its object and result; DNS is judged', async () => {
   const c = await runL7('allowed');
   assert.equal(c?.pass, true, c?.error);
-  assert.deepEqual(c?.counts, { probes: 4, compared: 3, matched: 3, skipped: 1 });
+  assert.deepEqual(c?.counts, { probes: 4, compared: 4, matched: 4, skipped: 0 });
   const [p1, p2, p3, d1] = c?.results ?? [];
   assert.equal(p1?.result, 'allowed');
   assert.equal(p1?.allowed, true);
@@ -168,9 +168,9 @@ test('an L7 case: each probe runs as written, reported with its object and resul
   assert.equal(p2?.result, 'l7-denied');
   assert.equal(p2?.allowed, false);
   assert.equal(p3?.result, 'dropped');
-  assert.equal(d1?.result, 'skipped');
-  assert.equal(d1?.allowed, null);
-  assert.match(d1?.note ?? '', /this mode sends no DNS queries/);
+  // x/a is no DNS server (and its ingress now admits 80/TCP only): the query gets no answer.
+  assert.equal(d1?.result, 'dropped');
+  assert.equal(d1?.allowed, false);
 });
 
 test('an L7 case whose expectation contradicts the observation fails, naming the probe', async () => {

@@ -60,6 +60,7 @@ export const DROP_REASONS = [
     text: 'Proxy socket assignment failed',
   },
   { name: 'POLICY_DENY', code: 181, hubble: 'POLICY_DENY', text: 'Policy denied by denylist' },
+  { name: 'POLICY_AUTH_REQUIRED', code: 189, hubble: 'AUTH_REQUIRED', text: 'Authentication required' },
   { name: 'EP_NOT_READY', code: 203, hubble: 'ENDPOINT_NOT_READY', text: 'Endpoint not ready' },
   {
     name: 'FAIL_CLOSED',

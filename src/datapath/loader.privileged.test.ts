@@ -173,6 +173,31 @@ describe('Datapath loader', () => {
     assert.equal(await connect(), false, 'the reopened maps are the ones the attached programs use');
   });
 
+  it("makes many endpoints' policy maps at once (pinned, linked in weir_policy, kept when asked again) and removes them at once", () => {
+    assert.ok(dp);
+    assert.throws(() => dp?.ensurePolicyMaps([5, 0]), { code: 'ERR_DATAPATH_ENDPOINT' });
+    assert.equal(existsSync(join(pinDir, 'policy_5')), false, 'nothing made before every id is checked');
+    const ids = [10, 11, 12];
+    const maps = dp.ensurePolicyMaps(ids);
+    for (const [i, id] of ids.entries()) {
+      assert.ok(existsSync(join(pinDir, `policy_${id}`)));
+      assert.deepEqual(dp.livePolicy(id), [], 'linked: the datapath finds an empty map');
+      maps[i]?.upsert({ identity: 1001 + i, direction: 'ingress', protocol: TCP, port: PORT }, {});
+      assert.equal(dp.livePolicy(id)?.[0]?.key.identity, 1001 + i, 'the very map the datapath reads');
+    }
+    const again = dp.ensurePolicyMaps([...ids, 2]);
+    assert.deepEqual(
+      again.map((m) => m.map.id),
+      [...maps, dp.policy(2)].map((m) => m?.map.id),
+    );
+    dp.detachEndpoints(ids.map((endpointId) => ({ netns: node, endpointId })));
+    for (const id of ids) {
+      assert.equal(dp.livePolicy(id), undefined, 'unlinked from weir_policy');
+      assert.equal(existsSync(join(pinDir, `policy_${id}`)), false);
+    }
+    assert.notEqual(dp.livePolicy(2), undefined, 'the others stay linked');
+  });
+
   it('refuses a pinned map of another size', () => {
     assert.throws(() => Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 131072 }), {
       code: 'ERR_BPF_MAP_INCOMPATIBLE',

@@ -43,6 +43,7 @@ import { EndpointsMap } from './maps/endpoints/index.js';
 import { FragKey, FragPorts } from './maps/frag/layout.js';
 import { IpcacheMap } from './maps/ipcache/index.js';
 import { LbMaps } from './maps/lb/index.js';
+import { AuthMap } from './maps/auth/index.js';
 import { LxcMap } from './maps/lxc/index.js';
 import { MAGLEV_TABLE_SIZES } from './maps/lb/layout.js';
 import {
@@ -203,6 +204,8 @@ export class Datapath {
   readonly endpoints: EndpointsMap;
   /** Local pods by address, for eBPF host routing (weir_lxc). */
   readonly lxc: LxcMap;
+  /** Authenticated identity pairs (weir_auth, `authentication.mode: required`). */
+  readonly auth: AuthMap;
   readonly hostRouting: HostRouting;
   readonly ct: CtMap;
   readonly metrics: MetricsMap;
@@ -245,6 +248,7 @@ export class Datapath {
     this.ipcache = new IpcacheMap(map('weir_ipcache'));
     this.endpoints = new EndpointsMap(map('weir_endpoints'));
     this.lxc = new LxcMap(map('weir_lxc'));
+    this.auth = new AuthMap(map('weir_auth'));
     this.hostRouting = hostRouting;
     this.ct = new CtMap(map('weir_ct'));
     this.metrics = new MetricsMap(map('weir_metrics'));
@@ -512,31 +516,45 @@ export class Datapath {
    * Until it exists the datapath drops the endpoint's new connections (DROP_EP_NOT_READY).
    */
   ensurePolicyMap(endpointId: number): PolicyMap {
-    checkEndpointId(endpointId);
-    const known = this.#policies.get(endpointId) ?? this.#openPolicy(endpointId);
-    if (known) {
-      this.#outer.update(endpointId, known.map.fd);
-      return known;
-    }
-    const inner = BpfMap.create({
-      type: 'lpm_trie',
-      name: `weir_pol_${endpointId}`,
-      keySize: PolicyKey.size,
-      valueSize: PolicyEntry.size,
-      maxEntries: this.policyMapMax,
-    });
+    return this.ensurePolicyMaps([endpointId])[0] as PolicyMap;
+  }
+
+  /**
+   * ensurePolicyMap for many endpoints, linking into weir_policy only the maps it does not point
+   * to yet, with one batch update: the kernel waits for an RCU grace period (~10 ms) after each
+   * change of a map of maps, once per syscall, so a batch of new endpoints waits once. On failure
+   * the maps this call created are removed again.
+   */
+  ensurePolicyMaps(endpointIds: readonly number[]): PolicyMap[] {
+    for (const id of endpointIds) checkEndpointId(id);
+    const created: number[] = [];
     try {
-      const pin = this.#policyPin(endpointId);
-      if (pin) inner.pin(pin);
-      this.#outer.update(endpointId, inner.fd);
+      const maps = endpointIds.map((id) => {
+        const known = this.#policies.get(id) ?? this.#openPolicy(id);
+        if (known) return known;
+        const inner = BpfMap.create({
+          type: 'lpm_trie',
+          name: `weir_pol_${id}`,
+          keySize: PolicyKey.size,
+          valueSize: PolicyEntry.size,
+          maxEntries: this.policyMapMax,
+        });
+        const pm = new PolicyMap(inner, id);
+        this.#policies.set(id, pm);
+        created.push(id);
+        const pin = this.#policyPin(id);
+        if (pin) inner.pin(pin);
+        return pm;
+      });
+      const unlinked = maps.filter(
+        (pm) => created.includes(pm.endpointId) || this.#outer.lookup(pm.endpointId) !== pm.map.id,
+      );
+      this.#outer.updateBatch(unlinked.map((pm) => [pm.endpointId, pm.map.fd]));
+      return maps;
     } catch (err) {
-      inner.close();
-      this.#unpinPolicy(endpointId);
+      for (const id of created) this.#dropPolicy(id);
       throw err;
     }
-    const pm = new PolicyMap(inner, endpointId);
-    this.#policies.set(endpointId, pm);
-    return pm;
   }
 
   /** The endpoint's policy map; ERR_DATAPATH_NO_POLICY_MAP when it has none. */
@@ -663,25 +681,38 @@ export class Datapath {
    * weir_endpoints and weir_lxc entries, its policy map and pin. Conntrack entries age out.
    */
   detachEndpoint(a: Omit<EndpointAttachment, 'identity' | 'flags'>): void {
-    let ifindex = a.ifindex;
-    try {
-      if (ifindex === undefined && a.ifname) ifindex = ifindexIn(a.netns, a.ifname);
-      for (const direction of ['ingress', 'egress'] as const) {
-        if (ifindex !== undefined) detachTc({ netns: a.netns, ifindex, direction });
+    this.detachEndpoints([a]);
+  }
+
+  /**
+   * detachEndpoint for many endpoints: one pass over weir_endpoints and weir_lxc, and their policy
+   * maps unlinked from weir_policy in one batch delete (one RCU grace period, not one each).
+   */
+  detachEndpoints(list: readonly Omit<EndpointAttachment, 'identity' | 'flags'>[]): void {
+    const gone = new Set<number>();
+    for (const a of list) {
+      let ifindex = a.ifindex;
+      try {
+        if (ifindex === undefined && a.ifname) ifindex = ifindexIn(a.netns, a.ifname);
+        for (const direction of ['ingress', 'egress'] as const) {
+          if (ifindex !== undefined) detachTc({ netns: a.netns, ifindex, direction });
+        }
+      } catch (err) {
+        // The veth or its namespace is gone, and the filters with it.
+        if (!isGone(err)) throw err;
       }
-    } catch (err) {
-      // The veth or its namespace is gone, and the filters with it.
-      if (!isGone(err)) throw err;
+      if (ifindex !== undefined) gone.add(ifindex);
     }
-    const gone = new Set<number>(ifindex === undefined ? [] : [ifindex]);
+    const ids = new Set(list.map((a) => a.endpointId));
     for (const { ifindex: idx, endpoint } of this.endpoints.list()) {
-      if (endpoint.endpointId === a.endpointId) {
+      if (ids.has(endpoint.endpointId)) {
         this.endpoints.delete(idx);
         gone.add(idx);
       }
     }
     for (const l of this.lxc.list()) if (gone.has(l.ifindex)) this.lxc.delete(l.ip);
-    this.#dropPolicy(a.endpointId);
+    this.#outer.deleteBatch(ids);
+    for (const id of ids) this.#dropPolicy(id);
   }
 
   #dropPolicy(endpointId: number): void {

@@ -309,4 +309,53 @@ describe('conntrack', () => {
     );
     assert.deepEqual(h.dp.ct.collect(), []);
   });
+
+  it('collectUnclosed deletes every expired entry and returns only those not seen closing', () => {
+    allowAtoB();
+    for (const sport of [5, 6, 7]) h.run('egress', a.ifindex, v4(A.v4, B.v4, udp({ sport, dport: 53 })));
+    for (const [sport, state] of [
+      [5, 3],
+      [6, 2],
+    ] as const) {
+      const t = tupleAB(sport, 53, UDP);
+      const e = h.dp.ct.get(t);
+      assert.ok(e);
+      h.dp.ct.set(t, { ...e, state, lifetimeNs: 1n });
+    }
+    const r = h.dp.ct.collectUnclosed();
+    assert.equal(r.removed, 2);
+    assert.deepEqual(
+      r.unclosed.map((c) => [c.sport, c.state, c.expired]),
+      [[6, 'established', true]],
+    );
+    assert.deepEqual(
+      h.dp.ct.list().map((c) => c.sport),
+      [7],
+    );
+    assert.deepEqual(h.dp.ct.collectUnclosed(), { removed: 0, unclosed: [] });
+  });
+
+  it('liveTuples: the tuples of the entries not expired, as list() reads them', () => {
+    allowAtoB();
+    for (const sport of [8, 9]) h.run('egress', a.ifindex, v4(A.v4, B.v4, udp({ sport, dport: 53 })));
+    const old = tupleAB(8, 53, UDP);
+    const e = h.dp.ct.get(old);
+    assert.ok(e);
+    h.dp.ct.set(old, { ...e, lifetimeNs: 1n });
+    const live = h.dp.ct.list().filter((c) => !c.expired);
+    assert.ok(live.some((c) => c.sport === 9));
+    assert.deepEqual(
+      h.dp.ct.liveTuples(),
+      live.map((c) => ({
+        family: c.family,
+        src: c.src,
+        dst: c.dst,
+        sport: c.sport,
+        dport: c.dport,
+        proto: c.proto,
+        direction: c.direction,
+        ...(c.fromProxy ? { fromProxy: true } : {}),
+      })),
+    );
+  });
 });

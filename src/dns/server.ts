@@ -31,7 +31,7 @@ export function respond(zone: Zone, query: Buffer): { packet: Packet } | { raw: 
     const exists = Object.keys(zone.names).some((n) => n.endsWith(suffix));
     return { packet: { ...base, flags: withRcode(flags, exists ? 'NOERROR' : 'NXDOMAIN') } };
   }
-  const answers = recordsOf(zone, question.name, entry, String(question.type));
+  const answers = answersOf(zone, question.name, entry, String(question.type));
   const additionals: Answer[] = [];
   for (const a of answers)
     if (a.type === 'SRV') {
@@ -43,6 +43,27 @@ export function respond(zone: Zone, query: Buffer): { packet: Packet } | { raw: 
         );
     }
   return { packet: { ...base, flags, answers, additionals } };
+}
+
+/** Longest CNAME chain followed in one answer (a loop ends there too). */
+const MAX_CHAIN = 8;
+
+/**
+ * The records of a name; an alias answers its CNAME and then the records of the target, followed
+ * through the chain inside the zone (a target outside it: the CNAME alone, the client resolves on).
+ */
+function answersOf(zone: Zone, asked: string, e: ZoneEntry, type: string): Answer[] {
+  const out: Answer[] = [];
+  let name = asked;
+  let entry: ZoneEntry | undefined = e;
+  for (let hop = 0; entry?.cname !== undefined && hop < MAX_CHAIN; hop++) {
+    out.push({ name, type: 'CNAME', ttl: entry.ttl ?? zone.ttl, data: entry.cname });
+    if (type === 'CNAME') return out;
+    name = entry.cname;
+    entry = zone.names[name];
+  }
+  if (entry && entry.cname === undefined) out.push(...recordsOf(zone, name, entry, type));
+  return out;
 }
 
 function recordsOf(zone: Zone, asked: string, e: ZoneEntry, type: string): Answer[] {

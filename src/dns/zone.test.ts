@@ -29,12 +29,19 @@ const zone = computeZone({
   ],
   pods: [{ namespace: 'x', ip: '10.244.0.7' }],
   externals: { 'API.example.com.': ['192.0.2.10'] },
+  cnames: {
+    'www.example.com': 'edge.example.com',
+    'edge.example.com': 'api.example.com',
+    'loop1.example.com': 'loop2.example.com',
+    'loop2.example.com': 'loop1.example.com',
+    'out.example.com': 'elsewhere.example.org',
+  },
   externalTtl: 3600,
 });
 
 const dataOf = (a: unknown) => (a as { data: unknown }).data;
 
-function ask(name: string, type: 'A' | 'AAAA' | 'SRV' = 'A') {
+function ask(name: string, type: 'A' | 'AAAA' | 'SRV' | 'CNAME' = 'A') {
   const q = dnsPacket.encode({
     id: 7,
     type: 'query',
@@ -130,5 +137,20 @@ describe('cluster DNS zone', () => {
       /^search x\.svc\.cluster\.local svc\.cluster\.local cluster\.local$/m,
     );
     assert.match(resolvConf('x', '10.96.0.10'), /^nameserver 10\.96\.0\.10$/m);
+  });
+
+  it("follows declared aliases: the CNAME chain, then the target's records", () => {
+    const rr = (name: string, type: 'A' | 'CNAME' = 'A') =>
+      ask(name, type).answers?.map((a) => `${a.name} ${a.type} ${String(dataOf(a))}`);
+    assert.deepEqual(rr('WWW.example.com'), [
+      'WWW.example.com CNAME edge.example.com',
+      'edge.example.com CNAME api.example.com',
+      'api.example.com A 192.0.2.10',
+    ]);
+    assert.deepEqual(rr('www.example.com', 'CNAME'), ['www.example.com CNAME edge.example.com']);
+    // A target outside the zone: the CNAME alone; a loop ends after 8 links.
+    assert.deepEqual(rr('out.example.com'), ['out.example.com CNAME elsewhere.example.org']);
+    assert.equal(rr('loop1.example.com')?.length, 8);
+    assert.equal(rcodeOf(ask('out.example.com')), 'NOERROR');
   });
 });

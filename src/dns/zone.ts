@@ -7,7 +7,7 @@
 //   <a-b-c-d>.<svc>.<ns>.svc.<domain>       headless: one name per ready endpoint (dashed address)
 //   _<port>._<proto>.<svc>.<ns>.svc.<domain> SRV per named port (headless: one per endpoint)
 //   <a-b-c-d>.<ns>.pod.<domain>             A: the pod's address
-//   declared external names                 A: as declared
+//   declared external names                 A: as declared; an alias: CNAME to its target
 import { isIPv4, isIPv6 } from 'node:net';
 
 export const clusterDomain = 'cluster.local';
@@ -27,6 +27,8 @@ export interface ZoneEntry {
   a: string[];
   aaaa: string[];
   srv: SrvTarget[];
+  /** An alias: the canonical name (no other records then). */
+  cname?: string;
   /** Seconds; the zone's TTL when absent. */
   ttl?: number;
 }
@@ -61,6 +63,8 @@ export interface ZoneInput {
   pods: { namespace: string; ip: string; ip6?: string }[];
   /** Declared external names -> addresses (the lab spec's `dns.records` and externals' dnsNames). */
   externals: Record<string, string[]>;
+  /** Declared aliases (the lab spec's `dns.records` with `{cname}`): name -> target. */
+  cnames?: Record<string, string>;
   ttl?: number;
   externalTtl?: number;
 }
@@ -129,6 +133,12 @@ export function computeZone(input: ZoneInput): Zone {
     const e = entry(name);
     if (input.externalTtl !== undefined) e.ttl = input.externalTtl;
     for (const ip of ips) addAddr(name, ip);
+  }
+  for (const [name, target] of Object.entries(input.cnames ?? {})) {
+    // An alias has no records of its own (RFC 1034 3.6.2): addresses declared for it are dropped.
+    const e: ZoneEntry = { a: [], aaaa: [], srv: [], cname: canonicalName(target) };
+    names[canonicalName(name)] = e;
+    if (input.externalTtl !== undefined) e.ttl = input.externalTtl;
   }
   for (const e of Object.values(names)) {
     e.a.sort();

@@ -9,6 +9,7 @@ import { dnsLabelSchema } from '../k8s/labels.js';
 import type { ErrorCode } from '../shared/error-codes.js';
 import { ValidationError, WeirError } from '../shared/errors.js';
 import { l7RegexProblem } from '../policy/l7/regex.js';
+import { parseCidr4 } from '../lab/cidr.js';
 
 export const gatewayGroup = 'gateway.networking.k8s.io';
 /** The controllerName of weir's GatewayClasses. */
@@ -860,17 +861,116 @@ export interface BackendTrafficPolicy {
   createdAt: string;
   targetRefs: {
     group: string;
-    kind: 'Gateway' | 'HTTPRoute' | 'GRPCRoute';
+    kind: 'Gateway' | 'HTTPRoute' | 'GRPCRoute' | 'Service';
     name: string;
     sectionName?: string;
   }[];
-  /** Local rate limit: `requests` per `unitMs`, one bucket per policy and route rule. */
-  rateLimit?: { requests: number; unitMs: number };
-  /** Envoy's circuit breaker thresholds (per backend): overflow is answered 503. */
-  circuitBreaker?: { maxParallelRequests?: number };
+  /** Local rate limit: buckets per policy and route rule (Envoy's local rate limit descriptors). */
+  rateLimit?: LocalRateLimit;
+  /** Envoy's circuit breaker thresholds per backend (Envoy Gateway's defaults: 1024 each). */
+  circuitBreaker?: CircuitBreaker;
+  /** Outlier detection (Envoy Gateway's healthCheck.passive). */
+  passiveHealthCheck?: PassiveHealthCheck;
+  retry?: BackendRetry;
+  timeout?: BackendTimeout;
+}
+
+export interface LocalRateLimit {
+  /** The rule without clientSelectors: requests matching no selector rule count here. */
+  default?: { requests: number; unitMs: number };
+  /** Rules with clientSelectors, ORed: a request counts in every rule it matches (each selector's conditions ANDed). */
+  selectors: RateLimitSelectorRule[];
+}
+
+export interface RateLimitSelectorRule {
+  requests: number;
+  unitMs: number;
+  /** Any of these matches (Envoy Gateway's clientSelectors list). */
+  clientSelectors: {
+    headers: { name: string; type: 'Exact' | 'RegularExpression' | 'Distinct'; value?: string }[];
+    /** Distinct: a bucket per client address inside the CIDR. */
+    sourceCIDR?: { type: 'Exact' | 'Distinct'; value: string };
+  }[];
+}
+
+export interface CircuitBreaker {
+  maxConnections: number;
+  maxPendingRequests: number;
+  maxParallelRequests: number;
+  maxParallelRetries: number;
+}
+
+export interface PassiveHealthCheck {
+  /** 0 = off. */
+  consecutive5xx: number;
+  /** 0 = off (Envoy Gateway's default). */
+  consecutiveGateway: number;
+  intervalMs: number;
+  baseEjectionMs: number;
+  maxEjectionPercent: number;
+}
+
+/** The HTTP retry triggers of Envoy (x-envoy-retry-on) that weir runs. */
+export const retryTriggers = [
+  '5xx',
+  'gateway-error',
+  'reset',
+  'connect-failure',
+  'retriable-4xx',
+  'refused-stream',
+  'retriable-status-codes',
+] as const;
+export type RetryTrigger = (typeof retryTriggers)[number];
+
+export interface BackendRetry {
+  numRetries: number;
+  triggers: RetryTrigger[];
+  statusCodes: number[];
+  /** Each attempt's own deadline (Envoy's per_try_timeout). */
+  perTryTimeoutMs?: number;
+  /** Fully jittered exponential back-off: retry n waits uniform [0, min(max, base·(2^n − 1))). */
+  baseIntervalMs: number;
+  maxIntervalMs: number;
+  /** Envoy's retry_budget: outstanding retries ≤ max(minRetryConcurrency, percent % of active requests). */
+  budget?: { percent: number; minRetryConcurrency: number };
+}
+
+export interface BackendTimeout {
+  connectMs?: number;
+  requestMs?: number;
+  idleMs?: number;
+  maxConnectionDurationMs?: number;
 }
 
 const rateUnits: Record<string, number> = { Second: 1000, Minute: 60_000, Hour: 3_600_000, Day: 86_400_000 };
+const u32 = 4_294_967_295;
+
+/** metav1.Duration as Envoy Gateway takes it (Go's time.ParseDuration: 1.5s, 300ms, 1h2m). */
+export function parseGoDuration(s: string): number | undefined {
+  if (!/^([0-9]+(\.[0-9]+)?(h|m|s|ms|us|µs|ns))+$/.test(s)) return undefined;
+  const unit: Record<string, number> = {
+    h: 3_600_000,
+    m: 60_000,
+    s: 1000,
+    ms: 1,
+    us: 1e-3,
+    µs: 1e-3,
+    ns: 1e-6,
+  };
+  let ms = 0;
+  for (const [, n, u] of s.matchAll(/([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|µs|ns)/g))
+    ms += Number(n) * (unit[u ?? ''] ?? 0);
+  return ms;
+}
+
+function duration(c: Checker, v: unknown, field: string, min = 0): number | undefined {
+  const s = c.str(v, field);
+  if (s === undefined) return undefined;
+  const ms = parseGoDuration(s);
+  if (ms === undefined) return c.bad(field, `'${s}' is not a duration (e.g. 500ms, 1.5s, 1m)`);
+  if (ms < min) return c.bad(field, `must be at least ${min}ms`);
+  return ms;
+}
 
 export function validateBackendTrafficPolicy(obj: unknown, loc: ObjectLocation): BackendTrafficPolicy {
   const c = new Checker(loc);
@@ -880,17 +980,14 @@ export function validateBackendTrafficPolicy(obj: unknown, loc: ObjectLocation):
   c.keys(
     spec,
     'spec',
-    ['targetRefs', 'targetRef', 'rateLimit', 'circuitBreaker'],
+    ['targetRefs', 'targetRef', 'rateLimit', 'circuitBreaker', 'healthCheck', 'retry', 'timeout'],
     [
       'targetSelectors',
       'mergeType',
       'loadBalancer',
-      'retry',
       'proxyProtocol',
       'tcpKeepalive',
-      'healthCheck',
       'faultInjection',
-      'timeout',
       'connection',
       'dns',
       'http2',
@@ -913,12 +1010,21 @@ export function validateBackendTrafficPolicy(obj: unknown, loc: ObjectLocation):
     const f = spec.targetRefs !== undefined ? `spec.targetRefs[${i}]` : 'spec.targetRef';
     const ro = c.obj(r, f, true) ?? {};
     c.keys(ro, f, ['group', 'kind', 'name', 'sectionName']);
-    const kind = c.oneOf(ro.kind, `${f}.kind`, ['Gateway', 'HTTPRoute', 'GRPCRoute'] as const) ?? 'Gateway';
+    const kind =
+      c.oneOf(ro.kind, `${f}.kind`, ['Gateway', 'HTTPRoute', 'GRPCRoute', 'Service'] as const) ?? 'Gateway';
     const section = c.str(ro.sectionName, `${f}.sectionName`);
     if (section !== undefined)
       c.bad(`${f}.sectionName`, `${f}.sectionName is not supported by weir`, 'ERR_GATEWAY_UNSUPPORTED');
+    // A Service is a core object (group ""); the others are Gateway API's.
+    const group = c.str(ro.group, `${f}.group`) ?? (kind === 'Service' ? '' : gatewayGroup);
+    if (group !== (kind === 'Service' ? '' : gatewayGroup))
+      c.bad(
+        `${f}.group`,
+        `group ${JSON.stringify(group)} does not hold kind ${kind}`,
+        'ERR_GATEWAY_UNSUPPORTED',
+      );
     return {
-      group: c.str(ro.group, `${f}.group`) ?? gatewayGroup,
+      group,
       kind,
       name: objectName(c, ro.name, `${f}.name`) ?? '',
     };
@@ -934,39 +1040,207 @@ export function validateBackendTrafficPolicy(obj: unknown, loc: ObjectLocation):
         'ERR_GATEWAY_UNSUPPORTED',
       );
     const local = c.obj(rl.local, 'spec.rateLimit.local', true);
-    const rules = local ? c.arr(local.rules, 'spec.rateLimit.local.rules', 1) : [];
+    const rules = local ? c.arr(local.rules, 'spec.rateLimit.local.rules', 64) : [];
     if (local) c.keys(local, 'spec.rateLimit.local', ['rules']);
     if (local && rules.length === 0)
       c.bad('spec.rateLimit.local.rules', 'required field is missing', 'ERR_K8S_FIELD_MISSING');
-    if (rules.length > 0) {
-      const r0 = c.obj(rules[0], 'spec.rateLimit.local.rules[0]', true) ?? {};
-      c.keys(r0, 'spec.rateLimit.local.rules[0]', ['limit'], ['clientSelectors', 'cost', 'shared']);
-      const lim = c.obj(r0.limit, 'spec.rateLimit.local.rules[0].limit', true) ?? {};
-      c.keys(lim, 'spec.rateLimit.local.rules[0].limit', ['requests', 'unit']);
-      const requests =
-        c.int(lim.requests, 'spec.rateLimit.local.rules[0].limit.requests', 1, 1_000_000_000, true) ?? 1;
-      const unit =
-        c.oneOf(lim.unit, 'spec.rateLimit.local.rules[0].limit.unit', Object.keys(rateUnits)) ?? 'Second';
-      rateLimit = { requests, unitMs: rateUnits[unit] ?? 1000 };
-    }
+    const out: LocalRateLimit = { selectors: [] };
+    rules.forEach((r, ri) => {
+      const f = `spec.rateLimit.local.rules[${ri}]`;
+      const ro = c.obj(r, f, true) ?? {};
+      c.keys(ro, f, ['limit', 'clientSelectors'], ['cost', 'shared', 'shadowMode']);
+      const lim = c.obj(ro.limit, `${f}.limit`, true) ?? {};
+      c.keys(lim, `${f}.limit`, ['requests', 'unit']);
+      const requests = c.int(lim.requests, `${f}.limit.requests`, 1, 1_000_000_000, true) ?? 1;
+      const unit = c.oneOf(lim.unit, `${f}.limit.unit`, Object.keys(rateUnits)) ?? 'Second';
+      const unitMs = rateUnits[unit] ?? 1000;
+      const sels = c.arr(ro.clientSelectors, `${f}.clientSelectors`, 8);
+      if (sels.length === 0) {
+        if (out.default) c.bad(f, 'only one rule may go without clientSelectors');
+        out.default = { requests, unitMs };
+        return;
+      }
+      const clientSelectors = sels.map((sel, si) => {
+        const sf = `${f}.clientSelectors[${si}]`;
+        const so = c.obj(sel, sf, true) ?? {};
+        c.keys(so, sf, ['headers', 'sourceCIDR'], ['methods', 'path', 'queryParams']);
+        const headers = c.arr(so.headers, `${sf}.headers`, 16).map((h, hi) => {
+          const hf = `${sf}.headers[${hi}]`;
+          const ho = c.obj(h, hf, true) ?? {};
+          c.keys(ho, hf, ['name', 'type', 'value'], ['invert']);
+          const type =
+            c.oneOf(ho.type, `${hf}.type`, ['Exact', 'RegularExpression', 'Distinct'] as const, 'Exact') ??
+            'Exact';
+          const value = c.str(ho.value, `${hf}.value`, type !== 'Distinct');
+          if (type === 'Distinct' && value !== undefined)
+            c.bad(`${hf}.value`, 'a Distinct header match takes no value');
+          if (type === 'RegularExpression' && value !== undefined) {
+            const problem = l7RegexProblem(value);
+            if (problem) c.bad(`${hf}.value`, problem);
+          }
+          return {
+            name: (c.str(ho.name, `${hf}.name`, true) ?? '').toLowerCase(),
+            type,
+            ...(value !== undefined && type !== 'Distinct' ? { value } : {}),
+          };
+        });
+        let sourceCIDR: RateLimitSelectorRule['clientSelectors'][number]['sourceCIDR'];
+        const cidr = c.obj(so.sourceCIDR, `${sf}.sourceCIDR`);
+        if (cidr) {
+          c.keys(cidr, `${sf}.sourceCIDR`, ['type', 'value']);
+          const value = c.str(cidr.value, `${sf}.sourceCIDR.value`, true) ?? '';
+          if (value && !parseCidr4(value)) c.bad(`${sf}.sourceCIDR.value`, `'${value}' is not an IPv4 CIDR`);
+          sourceCIDR = {
+            type:
+              c.oneOf(cidr.type, `${sf}.sourceCIDR.type`, ['Exact', 'Distinct'] as const, 'Exact') ?? 'Exact',
+            value,
+          };
+        }
+        if (headers.length === 0 && !sourceCIDR) c.bad(sf, 'a client selector needs headers or sourceCIDR');
+        return { headers, ...(sourceCIDR ? { sourceCIDR } : {}) };
+      });
+      out.selectors.push({ requests, unitMs, clientSelectors });
+    });
+    rateLimit = out;
   }
-  let circuitBreaker: BackendTrafficPolicy['circuitBreaker'];
+  let circuitBreaker: CircuitBreaker | undefined;
   const cb = c.obj(spec.circuitBreaker, 'spec.circuitBreaker');
   if (cb) {
+    const f = 'spec.circuitBreaker';
     c.keys(
       cb,
-      'spec.circuitBreaker',
-      ['maxParallelRequests'],
-      [
-        'maxConnections',
-        'maxPendingRequests',
-        'maxParallelRetries',
-        'maxRequestsPerConnection',
-        'perEndpoint',
-      ],
+      f,
+      ['maxConnections', 'maxPendingRequests', 'maxParallelRequests', 'maxParallelRetries'],
+      ['maxRequestsPerConnection', 'perEndpoint'],
     );
-    const par = c.int(cb.maxParallelRequests, 'spec.circuitBreaker.maxParallelRequests', 0, 4_294_967_295);
-    circuitBreaker = { ...(par !== undefined ? { maxParallelRequests: par } : {}) };
+    const n = (k: string) => c.int(cb[k], `${f}.${k}`, 0, u32) ?? 1024;
+    circuitBreaker = {
+      maxConnections: n('maxConnections'),
+      maxPendingRequests: n('maxPendingRequests'),
+      maxParallelRequests: n('maxParallelRequests'),
+      maxParallelRetries: n('maxParallelRetries'),
+    };
+  }
+  let passiveHealthCheck: PassiveHealthCheck | undefined;
+  const hc = c.obj(spec.healthCheck, 'spec.healthCheck');
+  if (hc) {
+    c.keys(hc, 'spec.healthCheck', ['passive'], ['active', 'panicThreshold']);
+    const pa = c.obj(hc.passive, 'spec.healthCheck.passive');
+    if (pa) {
+      const f = 'spec.healthCheck.passive';
+      c.keys(
+        pa,
+        f,
+        [
+          'interval',
+          'consecutive5XxErrors',
+          'consecutiveGatewayErrors',
+          'baseEjectionTime',
+          'maxEjectionPercent',
+          'splitExternalLocalOriginErrors',
+        ],
+        ['consecutiveLocalOriginFailures', 'failurePercentageThreshold'],
+      );
+      if (pa.splitExternalLocalOriginErrors === true)
+        c.bad(
+          `${f}.splitExternalLocalOriginErrors`,
+          `${f}.splitExternalLocalOriginErrors: true is not supported by weir (local-origin errors count as 5xx)`,
+          'ERR_GATEWAY_UNSUPPORTED',
+        );
+      else if (pa.splitExternalLocalOriginErrors !== undefined && pa.splitExternalLocalOriginErrors !== false)
+        c.bad(`${f}.splitExternalLocalOriginErrors`, 'must be a boolean');
+      passiveHealthCheck = {
+        consecutive5xx: c.int(pa.consecutive5XxErrors, `${f}.consecutive5XxErrors`, 0, u32) ?? 5,
+        consecutiveGateway: c.int(pa.consecutiveGatewayErrors, `${f}.consecutiveGatewayErrors`, 0, u32) ?? 0,
+        intervalMs: duration(c, pa.interval, `${f}.interval`, 1) ?? 3000,
+        baseEjectionMs: duration(c, pa.baseEjectionTime, `${f}.baseEjectionTime`, 1) ?? 30_000,
+        maxEjectionPercent: c.int(pa.maxEjectionPercent, `${f}.maxEjectionPercent`, 0, 100) ?? 10,
+      };
+    }
+  }
+  let retry: BackendRetry | undefined;
+  const re = c.obj(spec.retry, 'spec.retry');
+  if (re) {
+    const f = 'spec.retry';
+    // `budget` is weir's: Envoy's retry_budget, which Envoy Gateway's CRD does not expose.
+    c.keys(re, f, ['numRetries', 'retryOn', 'perRetry', 'budget'], ['numAttemptsPerPriority']);
+    const on = c.obj(re.retryOn, `${f}.retryOn`);
+    let triggers: RetryTrigger[] = ['connect-failure', 'refused-stream', 'retriable-status-codes'];
+    let statusCodes = [503];
+    if (on) {
+      c.keys(on, `${f}.retryOn`, ['triggers', 'httpStatusCodes']);
+      triggers = [];
+      c.arr(on.triggers, `${f}.retryOn.triggers`, 16).forEach((t, i) => {
+        const tf = `${f}.retryOn.triggers[${i}]`;
+        if (
+          ['cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable'].includes(
+            String(t),
+          )
+        )
+          c.bad(tf, `gRPC retry trigger '${String(t)}' is not supported by weir`, 'ERR_GATEWAY_UNSUPPORTED');
+        else {
+          const v = c.oneOf(t, tf, retryTriggers);
+          if (v) triggers.push(v);
+        }
+      });
+      statusCodes = c
+        .arr(on.httpStatusCodes, `${f}.retryOn.httpStatusCodes`, 64)
+        .map((x, i) => c.int(x, `${f}.retryOn.httpStatusCodes[${i}]`, 100, 599) ?? 0);
+      if (statusCodes.length > 0 && !triggers.includes('retriable-status-codes'))
+        c.bad(
+          `${f}.retryOn.httpStatusCodes`,
+          "needs the 'retriable-status-codes' trigger (as Envoy: the codes alone retry nothing)",
+        );
+    }
+    const per = c.obj(re.perRetry, `${f}.perRetry`);
+    if (per) c.keys(per, `${f}.perRetry`, ['timeout', 'backOff']);
+    const bo = c.obj(per?.backOff, `${f}.perRetry.backOff`);
+    if (bo) c.keys(bo, `${f}.perRetry.backOff`, ['baseInterval', 'maxInterval']);
+    const baseIntervalMs = duration(c, bo?.baseInterval, `${f}.perRetry.backOff.baseInterval`, 1) ?? 25;
+    const maxIntervalMs =
+      duration(c, bo?.maxInterval, `${f}.perRetry.backOff.maxInterval`, 1) ?? 10 * baseIntervalMs;
+    if (maxIntervalMs < baseIntervalMs)
+      c.bad(`${f}.perRetry.backOff.maxInterval`, 'must not be shorter than baseInterval');
+    const perTryTimeoutMs = duration(c, per?.timeout, `${f}.perRetry.timeout`, 1);
+    let budget: BackendRetry['budget'];
+    const bu = c.obj(re.budget, `${f}.budget`);
+    if (bu) {
+      c.keys(bu, `${f}.budget`, ['budgetPercent', 'minRetryConcurrency']);
+      budget = {
+        percent: c.int(bu.budgetPercent, `${f}.budget.budgetPercent`, 0, 100) ?? 20,
+        minRetryConcurrency: c.int(bu.minRetryConcurrency, `${f}.budget.minRetryConcurrency`, 0, u32) ?? 3,
+      };
+    }
+    retry = {
+      numRetries: c.int(re.numRetries, `${f}.numRetries`, 0, 100) ?? 2,
+      triggers,
+      statusCodes,
+      ...(perTryTimeoutMs !== undefined ? { perTryTimeoutMs } : {}),
+      baseIntervalMs,
+      maxIntervalMs,
+      ...(budget ? { budget } : {}),
+    };
+  }
+  let timeout: BackendTimeout | undefined;
+  const to = c.obj(spec.timeout, 'spec.timeout');
+  if (to) {
+    c.keys(to, 'spec.timeout', ['tcp', 'http']);
+    const tcp = c.obj(to.tcp, 'spec.timeout.tcp');
+    if (tcp) c.keys(tcp, 'spec.timeout.tcp', ['connectTimeout']);
+    const ht = c.obj(to.http, 'spec.timeout.http');
+    if (ht)
+      c.keys(ht, 'spec.timeout.http', ['requestTimeout', 'connectionIdleTimeout', 'maxConnectionDuration']);
+    const t: BackendTimeout = {};
+    const connectMs = duration(c, tcp?.connectTimeout, 'spec.timeout.tcp.connectTimeout', 1);
+    const requestMs = duration(c, ht?.requestTimeout, 'spec.timeout.http.requestTimeout');
+    const idleMs = duration(c, ht?.connectionIdleTimeout, 'spec.timeout.http.connectionIdleTimeout');
+    const maxMs = duration(c, ht?.maxConnectionDuration, 'spec.timeout.http.maxConnectionDuration');
+    // 0 = no limit, as in Envoy.
+    if (connectMs) t.connectMs = connectMs;
+    if (requestMs) t.requestMs = requestMs;
+    if (idleMs) t.idleMs = idleMs;
+    if (maxMs) t.maxConnectionDurationMs = maxMs;
+    timeout = t;
   }
   return finish(c, {
     namespace: m.namespace,
@@ -975,5 +1249,8 @@ export function validateBackendTrafficPolicy(obj: unknown, loc: ObjectLocation):
     targetRefs,
     ...(rateLimit ? { rateLimit } : {}),
     ...(circuitBreaker ? { circuitBreaker } : {}),
+    ...(passiveHealthCheck ? { passiveHealthCheck } : {}),
+    ...(retry ? { retry } : {}),
+    ...(timeout ? { timeout } : {}),
   });
 }

@@ -57,6 +57,9 @@ export interface EntryPolicy {
   policy: string;
   rateLimit?: BackendTrafficPolicy['rateLimit'];
   circuitBreaker?: BackendTrafficPolicy['circuitBreaker'];
+  passiveHealthCheck?: BackendTrafficPolicy['passiveHealthCheck'];
+  retry?: BackendTrafficPolicy['retry'];
+  timeout?: BackendTrafficPolicy['timeout'];
 }
 
 export interface Condition {
@@ -107,7 +110,7 @@ export interface TableEntry {
   retry?: RouteRule['retry'];
   /** Mesh: only requests from pods of this namespace (a consumer route). */
   fromNamespace?: string;
-  /** BackendTrafficPolicy: local rate limit and circuit breaker. */
+  /** BackendTrafficPolicy: rate limit, circuit breaker, outlier detection, retry, timeouts. */
   policy?: EntryPolicy;
 }
 
@@ -570,19 +573,28 @@ export function compile(world: GatewayWorld): Compiled {
   out.meshPorts = [...mesh.values()].sort((a, b) => a.service.localeCompare(b.service) || a.port - b.port);
   for (const t of out.meshPorts) t.entries.sort(order);
 
-  // BackendTrafficPolicies: a route's own (same namespace) before its Gateway's; the oldest wins.
+  // BackendTrafficPolicies, the most specific target first: the route's own (same namespace), then
+  // a Service's — the mesh parent the route is attached to, or a backend of the rule — then the
+  // Gateway's; among policies of one kind of target the oldest wins.
   const policies = [...(world.policies ?? [])].sort(
     (a, b) =>
       a.createdAt.localeCompare(b.createdAt) ||
       key(a.namespace, a.name).localeCompare(key(b.namespace, b.name)),
   );
-  const policyOf = (e: TableEntry, gateway?: string): EntryPolicy | undefined => {
+  const targetsService = (x: BackendTrafficPolicy, service: string) =>
+    x.targetRefs.some((t) => t.kind === 'Service' && key(x.namespace, t.name) === service);
+  const policyOf = (e: TableEntry, gateway?: string, meshService?: string): EntryPolicy | undefined => {
+    const services = [
+      ...(meshService ? [meshService] : []),
+      ...e.backends.filter((b) => !b.invalid).map((b) => key(b.namespace, b.name)),
+    ];
     const p =
       policies.find(
         (x) =>
           x.namespace === e.route.namespace &&
           x.targetRefs.some((t) => t.kind === e.route.kind && t.name === e.route.name),
       ) ??
+      policies.find((x) => services.some((s) => targetsService(x, s))) ??
       (gateway
         ? policies.find((x) =>
             x.targetRefs.some((t) => t.kind === 'Gateway' && key(x.namespace, t.name) === gateway),
@@ -593,6 +605,9 @@ export function compile(world: GatewayWorld): Compiled {
       policy: key(p.namespace, p.name),
       ...(p.rateLimit ? { rateLimit: p.rateLimit } : {}),
       ...(p.circuitBreaker ? { circuitBreaker: p.circuitBreaker } : {}),
+      ...(p.passiveHealthCheck ? { passiveHealthCheck: p.passiveHealthCheck } : {}),
+      ...(p.retry ? { retry: p.retry } : {}),
+      ...(p.timeout ? { timeout: p.timeout } : {}),
     };
   };
   if (policies.length > 0) {
@@ -604,7 +619,7 @@ export function compile(world: GatewayWorld): Compiled {
         });
     for (const t of out.meshPorts)
       t.entries = t.entries.map((e) => {
-        const p = policyOf(e);
+        const p = policyOf(e, undefined, t.service);
         return p ? { ...e, policy: p } : e;
       });
   }

@@ -6,15 +6,37 @@
 // Serves HTTP/1.1 on the port and h2c (HTTP/2 cleartext only) on port + 1, or with a 4th argument
 // 'grpc' the GrpcEcho service over h2c on the port. Prints "ready" once it listens. Arguments:
 // port, namespace, pod[, grpc].
+// weir's resilience tests add a control surface (not part of the conformance contract), sent to
+// the pod directly: /control/fail?code=N answers every other request N (0: back to normal),
+// /control/stats the requests seen, the most in flight at once, and the same for retries (requests
+// with x-envoy-attempt-count > 1), the connections open at once (most) and the last ones closed
+// (lifeMs: open to close, idleMs: last response to close), loopback (control) ones aside; /control/reset answers them and zeroes them.
 export const echoServerScript = `
 const http = require('http');
 const http2 = require('http2');
 const [port, ns, pod] = process.argv.slice(1);
 const attempts = new Map();
+let failCode = 0;
+let open = 0;
+const st0 = () => ({ requests: 0, inFlight: 0, maxInFlight: 0, retries: 0, retriesInFlight: 0, maxRetriesInFlight: 0, connections: 0, maxOpen: open, closed: [] });
+let st = st0();
 const ms = (d) => { const m = /^(\\d+)(ms|s|m)?$/.exec(d || ''); if (!m) return 0; return +m[1] * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60000 : 1000); };
 const handler = (req, res) => {
   const u = new URL(req.url, 'http://echo');
+  if (u.pathname.startsWith('/control/')) {
+    if (u.pathname === '/control/fail') failCode = +(u.searchParams.get('code') || 0);
+    const seen = JSON.stringify({ ...st, failCode });
+    if (u.pathname === '/control/reset') st = st0();
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return res.end(seen);
+  }
+  const retry = +(req.headers['x-envoy-attempt-count'] || 1) > 1;
+  const s = st;
+  s.requests++; s.inFlight++; s.maxInFlight = Math.max(s.maxInFlight, s.inFlight);
+  if (retry) { s.retries++; s.retriesInFlight++; s.maxRetriesInFlight = Math.max(s.maxRetriesInFlight, s.retriesInFlight); }
+  res.once('close', () => { s.inFlight--; if (retry) s.retriesInFlight--; req.socket.lastDone = Date.now(); });
   const go = () => {
+    if (failCode) { res.writeHead(failCode); return res.end(); }
     if (u.pathname === '/health') { res.writeHead(200); return res.end('OK'); }
     const st = /^\\/status\\/(\\d{3})$/.exec(u.pathname);
     if (st) { res.writeHead(+st[1]); return res.end(); }
@@ -68,6 +90,18 @@ if (process.argv[4] === 'grpc') {
   g.listen(+port, () => console.log('ready'));
 } else {
   const h2 = http2.createServer(handler);
-  http.createServer(handler).listen(+port, () => h2.listen(+port + 1, () => console.log('ready')));
+  const h1 = http.createServer(handler);
+  h1.on('connection', (sock) => {
+    if (/127\\.0\\.0\\.1$/.test(sock.remoteAddress || '')) return; // the control surface's own
+    const at = Date.now();
+    open++; st.connections++; st.maxOpen = Math.max(st.maxOpen, open);
+    sock.on('close', () => {
+      open--;
+      const now = Date.now();
+      st.closed.push({ lifeMs: now - at, idleMs: now - (sock.lastDone || at) });
+      if (st.closed.length > 50) st.closed.shift();
+    });
+  });
+  h1.listen(+port, () => h2.listen(+port + 1, () => console.log('ready')));
 }
 `;

@@ -12,6 +12,17 @@ describe('lab spec', () => {
       externals: [],
     });
     assert.deepEqual(parseLabSpec({ dns: {} }).dns, { ttl: 3600, records: {} });
+    // A declared name: addresses, or an alias (CNAME).
+    const records = { 'api.example.com': ['192.0.2.10'], 'www.example.com': { cname: 'api.example.com' } };
+    assert.deepEqual(parseLabSpec({ dns: { records } }).dns?.records, records);
+    assert.throws(
+      () => parseLabSpec({ dns: { records: { 'www.example.com': { cname: 'not a name' } } } }, 'lab.yaml'),
+      /lab\.yaml: Lab: dns\.records\["www\.example\.com"\]\.cname: must be a list of addresses or \{cname: <name>\}: must be a DNS name/,
+    );
+    assert.throws(
+      () => parseLabSpec({ dns: { records: { 'www.example.com': ['192.0.2.300'] } } }),
+      /dns\.records\["www\.example\.com"\]\[0\]: must be an IP address/,
+    );
     const s = parseLabSpec({ externals: [{ name: 'db', ip: '192.0.2.5', serves: [{ port: 5432 }] }] });
     assert.deepEqual(s.externals[0]?.serves, [{ port: 5432, protocol: 'TCP' }]);
     const n = parseLabSpec({ nodes: [{ serves: [{ port: 80 }, { port: 81, protocol: 'UDP' }] }] });

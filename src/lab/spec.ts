@@ -61,16 +61,28 @@ const externalSchema = z.object({
   dnsNames: z.array(z.string().regex(dnsName, 'must be a DNS name')).default([]),
 });
 
+/** A declared name's addresses, or `{cname: target}`: an alias (the answer follows it). */
+const addressesSchema = z
+  .array(z.string().refine(isIP, 'must be an IP address'))
+  .min(1, 'needs at least one address');
+const cnameSchema = z.strictObject({ cname: z.string().regex(dnsName, 'must be a DNS name') });
+const recordSchema = z.unknown().transform((v, ctx): string[] | { cname: string } => {
+  const r = Array.isArray(v) ? addressesSchema.safeParse(v) : cnameSchema.safeParse(v);
+  if (r.success) return r.data;
+  for (const i of r.error.issues)
+    ctx.addIssue({
+      code: 'custom',
+      path: i.path,
+      message: Array.isArray(v) ? i.message : `must be a list of addresses or {cname: <name>}: ${i.message}`,
+    });
+  return z.NEVER;
+});
+
 /** The cluster DNS's records for names outside the cluster (the L7 corpus topology's `dns`). */
 const dnsSchema = z.object({
   /** Seconds, for the declared records. */
   ttl: z.number().int().min(0).max(604800).default(3600),
-  records: z
-    .record(
-      z.string().regex(dnsName, 'must be a DNS name'),
-      z.array(z.string().refine(isIP, 'must be an IP address')).min(1, 'needs at least one address'),
-    )
-    .default({}),
+  records: z.record(z.string().regex(dnsName, 'must be a DNS name'), recordSchema).default({}),
 });
 
 const labSpecSchema = z
@@ -96,10 +108,7 @@ const labSpecSchema = z
      */
     routing: z.enum(['tunnel', 'native']).optional(),
     externals: z.array(externalSchema).max(64, 'at most 64 externals').default([]),
-    /**
-     * The cluster DNS: with this section (even `dns: {}`), `weir lab up` runs it (pod
-     * kube-system/coredns, Service kube-system/kube-dns) with these external names.
-     */
+    /** The names the cluster DNS (pod kube-system/coredns) serves for the externals. */
     dns: dnsSchema.optional(),
   })
   .superRefine((spec, ctx) => {

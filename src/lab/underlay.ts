@@ -71,7 +71,10 @@ export async function ensureTunnel(nodes: NodeInfo[], log: Logger): Promise<void
     await ensureVxlan(n.netns, { mtu: 1500 });
     const others = nodes.filter((o) => o !== n && o.underlayIP);
     log(`node ${n.name}: ${vxlanDevice}, routes to ${others.map((o) => o.podCIDR).join(', ') || 'none'}`);
-    for (const o of others) await addTunnelRoute(n.netns, o.podCIDR, { src: n.ip });
+    for (const o of others) {
+      await addTunnelRoute(n.netns, o.podCIDR, { src: n.ip });
+      if (o.podCIDRv6 && n.ip6) await addTunnelRoute(n.netns, o.podCIDRv6, { src: n.ip6 });
+    }
   }
 }
 

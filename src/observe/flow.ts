@@ -116,6 +116,11 @@ export interface Flow {
   egress_allowed_by?: FlowPolicy[];
   ingress_denied_by?: FlowPolicy[];
   egress_denied_by?: FlowPolicy[];
+  /**
+   * Hubble's auth_type: the mutual authentication a dropped connection lacked (189). Hubble names
+   * its SPIFFE-certificate handshake SPIRE; weir's is the same kind with its own CA.
+   */
+  auth_type?: 'SPIRE';
   interface?: { index: number };
   weir: {
     type: FlowKind;

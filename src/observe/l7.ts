@@ -102,7 +102,7 @@ export function l7Flow(r: L7Record, o: { nodeName: string; enricher: Enricher; u
               query: r.dns.query,
               ips: r.dns.ips ?? [],
               ttl: r.dns.ttl ?? 0,
-              cnames: [],
+              cnames: r.dns.cnames ?? [],
               observation_source: 'proxy' as const,
               rcode: RCODES[r.dns.rcode ?? 'NOERROR'] ?? 0,
               qtypes: r.dns.qtypes,

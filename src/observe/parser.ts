@@ -2,7 +2,7 @@
 // shape). Dispatches on the event type like Hubble's parser; the numbers get their names from the
 // Enricher.
 import { randomUUID } from 'node:crypto';
-import { hubbleDropReason, reasonText } from '../datapath/drop-reasons.js';
+import { DropReason, hubbleDropReason, reasonText } from '../datapath/drop-reasons.js';
 import { EVENT_TYPE_CODE, TraceType, eventFlags, type FlowEvent } from '../datapath/maps/events/index.js';
 import type { EndpointMeta, Enricher } from './enrich.js';
 import { EVENT_TYPE, type Flow, type FlowL4, type TcpFlags } from './flow.js';
@@ -150,10 +150,14 @@ export class FlowParser {
       weir: { type: ev.type, ...(ev.fromProxy ? { from_proxy: true } : {}) },
     };
     const decided = enricher.policy(ev.cookie);
+    // 189: the allow rule whose `authentication: {mode: required}` the pair has not met denied it.
+    const authRequired = ev.reason === DropReason.POLICY_AUTH_REQUIRED;
     if (decided) {
-      const key = `${decided.ref.direction}_${decided.ref.deny ? 'denied' : 'allowed'}_by` as const;
+      const denied = decided.ref.deny || authRequired;
+      const key = `${decided.ref.direction}_${denied ? 'denied' : 'allowed'}_by` as const;
       flow[key] = [decided.policy];
     }
+    if (authRequired) flow.auth_type = 'SPIRE';
     if (ev.type === 'trace') {
       flow.weir.trace_subtype = ev.trace ?? 'open';
       flow.weir.packets_fwd = Number(ev.packetsFwd);

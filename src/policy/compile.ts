@@ -22,6 +22,8 @@ export interface CompiledRule {
   /** Position in the sorted rule list: breaks ties between rules deterministically. */
   order: number;
   deny: boolean;
+  /** `authentication: {mode: required}`: its entries carry the auth flag (POLICY_F_AUTH). */
+  auth?: boolean;
   peers: PeerSet;
   /** 'any' = every port of every protocol. */
   ports: 'any' | PortMatch[];
@@ -214,6 +216,7 @@ function compileCilium(p: CiliumPolicy, u: Universe): Section[] {
         cookie: 0,
         order: 0,
         deny: isDeny,
+        ...(r.auth === 'required' && !isDeny ? { auth: true } : {}),
         peers: peersOf(r),
         ports: r.ports ?? 'any',
       });

@@ -8,7 +8,11 @@ export interface EntryDiff {
 }
 
 const sameValue = (a: PolicyMapEntry, b: PolicyMapEntry) =>
-  a.deny === b.deny && a.proxyPort === b.proxyPort && a.cookie === b.cookie && a.l4Prefix === b.l4Prefix;
+  a.deny === b.deny &&
+  !a.auth === !b.auth &&
+  a.proxyPort === b.proxyPort &&
+  a.cookie === b.cookie &&
+  a.l4Prefix === b.l4Prefix;
 
 /** The map key without the identity, as one number (direction, protocol, port, prefix length). */
 const l4Key = (e: PolicyMapEntry) =>

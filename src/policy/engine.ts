@@ -385,15 +385,27 @@ function endpointPolicy(
         adds.push({ identity, l4, rule, ...(http ? { http } : {}), ...(dns ? { dns } : {}) });
       // Same key twice: deny beats allow; between allows an L4-only one beats an L7 one (the port
       // is unfiltered for that peer); then the first rule in the sorted order names it.
+      // Two allows of one key: authentication required by either is required (Cilium's merge).
+      const auth = !rule.deny && (rule.auth || (have && !have.deny && have.auth));
       if (have) {
         const order = orders.get(have) ?? 0;
+        const keep = () => {
+          if (!auth || have.auth) return;
+          const c = withAuth(have);
+          orders.set(c, order);
+          space.set(key, c);
+        };
         if (have.deny !== rule.deny) {
           if (have.deny) return;
         } else if (!rule.deny && have.proxyPort !== port) {
-          if (have.proxyPort === 0) return;
-        } else if (order <= rule.order) return;
+          if (have.proxyPort === 0) return keep();
+        } else if (order <= rule.order) return keep();
       }
-      const e = { ...makeEntry(identity, dir, l4, rule.deny, rule.cookie), proxyPort: rule.deny ? 0 : port };
+      const made = {
+        ...makeEntry(identity, dir, l4, rule.deny, rule.cookie),
+        proxyPort: rule.deny ? 0 : port,
+      };
+      const e = auth ? withAuth(made) : made;
       orders.set(e, rule.order);
       space.set(key, e);
     };
@@ -443,10 +455,38 @@ function endpointPolicy(
   return { ...base, entries };
 }
 
+/** The entry with the auth flag (a copy: entries are shared). */
+const withAuth = (e: PolicyMapEntry): PolicyMapEntry => ({ ...e, auth: true });
+function withoutAuth(e: PolicyMapEntry): PolicyMapEntry {
+  const { auth: _, ...rest } = e;
+  return rest;
+}
+/** Two allows with the same effect: the same proxy port and authentication. */
+const sameAllow = (a: PolicyMapEntry, b: PolicyMapEntry) =>
+  a.proxyPort === b.proxyPort && !a.auth === !b.auth;
+
+/**
+ * Authentication is inherited by more specific allows (Cilium's mapstate propagates a covering
+ * entry's auth type to entries without one of their own): an allow inside an allow of the same
+ * identity, or of identity 0, that requires authentication requires it too, else the LPM lookup
+ * would pick the more specific entry and skip the authentication the broader rule asks for.
+ */
+function inheritAuth(spaces: Map<number, Space>, any: Space | undefined): void {
+  const needs = (a: PolicyMapEntry) => !a.deny && a.auth === true;
+  if (![...spaces.values()].some((s) => [...s.byKey.values()].some(needs))) return;
+  for (const [id, s] of spaces)
+    for (const [k, e] of [...s.byKey].sort((a, b) => a[1].prefixLen - b[1].prefixLen)) {
+      if (e.deny || e.auth) continue;
+      const up = nearest(s, e, true, (a) => !a.deny);
+      const z = id !== IDENTITY_ANY && any ? nearest(any, e, false, (a) => !a.deny) : undefined;
+      if ((up && needs(up)) || (z && needs(z))) s.byKey.set(k, withAuth(e));
+    }
+}
+
 type AddFn = (
   identity: number,
   l4: L4Prefix,
-  rule: { deny: boolean; cookie: number; order: number; ref?: RuleRef },
+  rule: { deny: boolean; auth?: boolean; cookie: number; order: number; ref?: RuleRef },
   l7?: Pick<PortMatch, 'http' | 'dns'>,
 ) => void;
 
@@ -556,17 +596,18 @@ function resolveSpaces(raw: Map<number, Map<number, PolicyMapEntry>>): PolicyMap
       for (const [k, e] of s.byKey) {
         if (e.deny) continue;
         const deny = nearest(s, e, true, (a) => a.deny);
-        if (deny) s.byKey.set(k, { ...e, deny: true, cookie: deny.cookie, proxyPort: 0 });
+        if (deny) s.byKey.set(k, { ...withoutAuth(e), deny: true, cookie: deny.cookie, proxyPort: 0 });
       }
     spaces.set(id, s);
   }
   const any = spaces.get(IDENTITY_ANY);
+  inheritAuth(spaces, any);
   const out: PolicyMapEntry[] = [];
   for (const [id, s] of spaces)
     for (const e of s.byKey.values()) {
       const up = s.lens.length > 1 ? nearest(s, e, true) : undefined;
       if (id === IDENTITY_ANY || !any) {
-        if (up && up.deny === e.deny && (e.deny || up.proxyPort === e.proxyPort)) continue;
+        if (up && up.deny === e.deny && (e.deny || sameAllow(up, e))) continue;
         out.push(e);
         continue;
       }
@@ -581,7 +622,7 @@ function resolveSpaces(raw: Map<number, Map<number, PolicyMapEntry>>): PolicyMap
       // winner allows with the same proxy port.
       const z = nearest(any, e, false);
       const d = up && (!z || up.prefixLen >= z.prefixLen) ? up : z;
-      if (d && !d.deny && d.proxyPort === e.proxyPort) continue;
+      if (d && !d.deny && sameAllow(d, e)) continue;
       out.push(e);
     }
   return out;

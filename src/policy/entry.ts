@@ -26,6 +26,11 @@ export interface PolicyMapEntry {
   /** 40 (any protocol), 48 (any port), 49..64 (port prefix). */
   prefixLen: number;
   deny: boolean;
+  /**
+   * Allowed only once the two identities authenticated (`authentication.mode: required`; the
+   * datapath's POLICY_F_AUTH and weir_auth). Absent: no authentication.
+   */
+  auth?: true;
   proxyPort: number;
   /** Id of the rule that produced the entry (see EngineOutput.cookies). */
   cookie: number;

@@ -68,6 +68,11 @@ export interface DirectionTrace {
   dropCode?: number;
   /** Allowed through the node proxy: the listener the connection is redirected to (L7 rules). */
   proxyPort?: number;
+  /**
+   * Allowed by a rule with `authentication: {mode: required}`: the datapath lets it through only
+   * once the two identities authenticated (weir_auth), else it drops with 189.
+   */
+  authRequired?: true;
   /** With an HTTP request and a redirected connection: the proxy's verdict on the request. */
   http?: HttpTrace;
   note?: string;
@@ -235,7 +240,10 @@ function side(
   const rule = res.entry ? ctx.output.cookies.get(res.entry.cookie) : undefined;
   if (res.verdict === 'deny')
     return { enforced, verdict: 'denied', dropCode: res.code, ...entry, ...(rule ? { rule } : {}) };
-  const proxy = res.entry?.proxyPort ? { proxyPort: res.entry.proxyPort } : {};
+  const proxy = {
+    ...(res.entry?.proxyPort ? { proxyPort: res.entry.proxyPort } : {}),
+    ...(res.entry?.auth ? { authRequired: true as const } : {}),
+  };
   const l7 =
     http && res.entry?.proxyPort ? { http: judgeSide(ctx, ep.endpointId, peer, dir, port, http) } : {};
   if (!enforced)

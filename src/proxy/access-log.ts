@@ -1,4 +1,4 @@
-// The node proxy's access log: one JSON line per finished request (pino), with Envoy's access-log
+// The node proxy's access log: one JSON line per finished request (pino's format), with Envoy's access-log
 // fields, in the lab's log directory (root-only: directory 0700, files 0600). Size-bounded: when the
 // file passes `maxBytes` it is renamed to `<file>.1` (older ones shift to .2 … .`keep`, the oldest
 // is removed) and a new file is started, so the log never holds more than (keep + 1) × maxBytes.
@@ -6,7 +6,7 @@
 // counted, never fatal.
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { pino, type Logger } from 'pino';
+import { pino } from 'pino';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import type { AccessRecord } from './types.js';
 import type { L7RuleOrigin } from '../policy/l7/types.js';
@@ -107,12 +107,19 @@ interface Destination {
   on(e: 'error', cb: (err: Error) => void): unknown;
 }
 
+/**
+ * One access-log line, newline included: `{"level":"info","time":<now>,…accessLine(a)}` (pino's
+ * format, which the log had when pino wrote it; built here without pino's per-line machinery).
+ */
+export function renderAccess(a: AccessRecord): string {
+  return `{"level":"info","time":"${new Date().toISOString()}",${JSON.stringify(accessLine(a)).slice(1)}\n`;
+}
+
 export class AccessLog {
   readonly path: string;
   readonly #maxBytes: number;
   readonly #keep: number;
   readonly #dest: Destination;
-  readonly #log: Logger;
   #bytes = 0;
   lines = 0;
   errors = 0;
@@ -138,32 +145,23 @@ export class AccessLog {
       this.errors++;
     });
     this.#dest = sonic;
-    // Counts bytes as pino hands each line over; rotates once past the bound.
-    const counting = {
-      write: (s: string) => {
-        this.#bytes += Buffer.byteLength(s);
-        this.lines++;
-        try {
-          sonic.write(s);
-        } catch {
-          this.errors++;
-        }
-        if (this.#bytes >= this.#maxBytes) this.#rotate();
-      },
-    };
-    this.#log = pino(
-      {
-        // pino's own fields: "level":"info" and "time", when the line was written (the request's end).
-        base: null,
-        timestamp: pino.stdTimeFunctions.isoTime,
-        formatters: { level: (label) => ({ level: label }) },
-      },
-      counting,
-    );
+  }
+
+  /** Writes `n` lines already rendered by renderAccess (from a proxy worker: workers.ts). */
+  writeLines(s: string, n: number): void {
+    // Counts bytes as lines are handed over; rotates once past the bound.
+    this.#bytes += Buffer.byteLength(s);
+    this.lines += n;
+    try {
+      this.#dest.write(s);
+    } catch {
+      this.errors++;
+    }
+    if (this.#bytes >= this.#maxBytes) this.#rotate();
   }
 
   write(a: AccessRecord): void {
-    this.#log.info(accessLine(a));
+    this.writeLines(renderAccess(a), 1);
   }
 
   stats(): { lines: number; errors: number; rotations: number } {

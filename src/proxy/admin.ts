@@ -6,6 +6,8 @@
 //   GET /v1/status    pid, version, listeners, connections and counters (ProxyStatus)
 //   GET /metrics      Prometheus text
 //   GET /v1/records   NDJSON stream of L7 records ({record} | {lost}); one reader at a time
+//   POST /v1/fqdn/forget  the DNS proxy forgets what it knew the agent's FQDN cache holds (the
+//                     agent lost entries: cache clean, restart) -> {forgotten}
 import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
@@ -17,6 +19,7 @@ import type { RecordQueue } from './records.js';
 import type { ListenerPorts, ProxyServer } from './server.js';
 import { parseSnapshot } from './snapshot.js';
 import { parseGatewaySnapshot, type GatewayServer } from './gateway/server.js';
+import type { ProxyWorkers } from './workers.js';
 
 export interface ProxyStatus {
   pid: number;
@@ -41,6 +44,13 @@ export interface ProxyStatus {
   records: { sent: number; lost: number; waiting: number };
   /** The access log (one JSON line per request). */
   accessLog?: { path: string; lines: number; errors: number; rotations: number };
+  /**
+   * toFQDNs learning: addresses known held by the agent; answers released without asking it
+   * (skipped) or after it (waited); requests (batches) and renewals sent; entries forgotten.
+   */
+  fqdn?: { known: number } & Record<string, number>;
+  /** Connections each proxy thread accepted since start (main thread first; workers.ts). */
+  threads?: { redirects: number[] };
 }
 
 export interface AdminContext {
@@ -53,6 +63,10 @@ export interface AdminContext {
   accessLog?: { path: string; stats(): { lines: number; errors: number; rotations: number } };
   /** The Gateway data plane (north-south listeners on the Gateways' addresses). */
   gateway?: GatewayServer;
+  /** The DNS proxy's record of what the agent's FQDN cache holds. */
+  fqdn?: { forget(): number; size(): number; stats: Record<string, number> };
+  /** The extra proxy threads (workers.ts), when there are some. */
+  workers?: ProxyWorkers;
 }
 
 const maxBody = 64 << 20;
@@ -102,6 +116,7 @@ function portsOf(v: unknown): ListenerPorts {
 }
 
 export async function status(c: AdminContext): Promise<ProxyStatus> {
+  await c.workers?.flush();
   const byDir = async (m: Parameters<ProxyMetrics['value']>[0]) => ({
     ingress: await c.metrics.value(m, 'ingress'),
     egress: await c.metrics.value(m, 'egress'),
@@ -113,7 +128,7 @@ export async function status(c: AdminContext): Promise<ProxyStatus> {
     startedAt: c.startedAt,
     version: c.server.snapshots.version ?? null,
     listeners: c.server.ports(),
-    connections: c.server.active(),
+    connections: sumDirections(c.server.active(), c.workers?.active()),
     redirects: await byDir(c.metrics.redirects),
     unresolved: await byDir(c.metrics.unresolved),
     upstreamConnectErrors: await byDir(c.metrics.upstreamErrors),
@@ -127,7 +142,22 @@ export async function status(c: AdminContext): Promise<ProxyStatus> {
     },
     records: { sent: c.records.sent, lost: c.records.lost, waiting: c.records.waiting },
     ...(c.accessLog ? { accessLog: { path: c.accessLog.path, ...c.accessLog.stats() } } : {}),
+    ...(c.fqdn ? { fqdn: { known: c.fqdn.size(), ...c.fqdn.stats } } : {}),
+    ...(c.workers ? { threads: { redirects: await threadRedirects(c, c.workers) } } : {}),
   };
+}
+
+function sumDirections(
+  a: { ingress: number; egress: number },
+  b: { ingress: number; egress: number } | undefined,
+): { ingress: number; egress: number } {
+  return b ? { ingress: a.ingress + b.ingress, egress: a.egress + b.egress } : a;
+}
+
+async function threadRedirects(c: AdminContext, w: ProxyWorkers): Promise<number[]> {
+  const all = await c.metrics.sum(c.metrics.redirects, {});
+  const workers = w.redirects();
+  return [all - workers.reduce((a, b) => a + b, 0), ...workers];
 }
 
 async function requestsOf(m: ProxyMetrics, direction: string) {
@@ -145,6 +175,7 @@ async function route(c: AdminContext, req: IncomingMessage, res: ServerResponse)
   const method = req.method ?? 'GET';
   if (method === 'GET' && path === '/v1/status') return send(res, 200, await status(c));
   if (method === 'GET' && path === '/metrics') {
+    await c.workers?.flush();
     const text = await c.metrics.registry.metrics();
     res.writeHead(200, { 'content-type': c.metrics.registry.contentType });
     res.end(text);
@@ -157,6 +188,7 @@ async function route(c: AdminContext, req: IncomingMessage, res: ServerResponse)
     // Policy first: a connection the new listeners accept must find it.
     c.server.snapshots.apply(snapshot);
     await c.server.listen(listeners);
+    await c.workers?.apply(snapshot, listeners);
     return send(res, 200, { version: snapshot.version });
   }
   if (method === 'PUT' && path === '/v1/gateway') {
@@ -173,6 +205,8 @@ async function route(c: AdminContext, req: IncomingMessage, res: ServerResponse)
       stats: c.gateway.stats,
     });
   }
+  if (method === 'POST' && path === '/v1/fqdn/forget')
+    return send(res, 200, { forgotten: c.fqdn?.forget() ?? 0 });
   if (method === 'GET' && path === '/v1/records') {
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
     res.flushHeaders();

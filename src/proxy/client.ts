@@ -37,6 +37,11 @@ export class ProxyClient {
     return this.#json<{ version: number; listening: string[] }>('PUT', '/v1/gateway', snapshot);
   }
 
+  /** The DNS proxy forgets what it knew the agent's FQDN cache holds; resolves with how much. */
+  async forgetFqdn(): Promise<number> {
+    return (await this.#json<{ forgotten: number }>('POST', '/v1/fqdn/forget', {})).forgotten;
+  }
+
   metrics(): Promise<string> {
     return this.#request('GET', '/metrics', undefined);
   }

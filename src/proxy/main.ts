@@ -3,7 +3,7 @@
 // agent adopts it through its pid file and admin socket. It listens only once the agent has sent
 // it the first L7 policy snapshot (until then redirected connections fail closed in the datapath).
 import { rmSync, writeFileSync } from 'node:fs';
-import { request, type Server } from 'node:http';
+import { Agent, request, type Server } from 'node:http';
 import { agentSocket } from '../agent/paths.js';
 import { pino } from 'pino';
 import { BpfMap } from '../bpf/index.js';
@@ -17,11 +17,15 @@ import { proxyAccessLogFile, proxyPidFile, proxySocket, proxyTitle } from './pat
 import { RecordQueue } from './records.js';
 import { ProxyServer } from './server.js';
 import { GatewayServer } from './gateway/server.js';
+import { FqdnLearner, learnItemsOf, type Held } from './dns/learner.js';
+import { SharedClientPorts } from './client-ports.js';
+import { IDENTITY_WORLD, ProxyWorkers, defaultWorkers } from './workers.js';
 
-const IDENTITY_WORLD = 2;
+/** The connection to the agent's API, kept open between requests. */
+const keepAlive = new Agent({ keepAlive: true, maxSockets: 4 });
 
 /** POST a JSON body to a unix-socket HTTP API; rejects on a non-2xx answer or after `timeoutMs`. */
-function postJson(socketPath: string, path: string, body: unknown, timeoutMs: number): Promise<unknown> {
+function postJson<T>(socketPath: string, path: string, body: unknown, timeoutMs: number): Promise<T> {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
     const req = request(
@@ -29,8 +33,9 @@ function postJson(socketPath: string, path: string, body: unknown, timeoutMs: nu
         socketPath,
         path,
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
         timeout: timeoutMs,
+        agent: keepAlive,
       },
       (res) => {
         let text = '';
@@ -38,7 +43,7 @@ function postJson(socketPath: string, path: string, body: unknown, timeoutMs: nu
         res.on('data', (c: string) => (text += c));
         res.on('end', () => {
           if ((res.statusCode ?? 500) >= 300) reject(new Error(`${path}: ${res.statusCode} ${text}`));
-          else resolve(text ? JSON.parse(text) : undefined);
+          else resolve((text ? JSON.parse(text) : undefined) as T);
         });
       },
     );
@@ -56,6 +61,8 @@ export interface ProxyOptions {
   recordQueue?: number;
   /** The access log's file size before it is rotated (bytes). */
   accessLogMaxBytes?: number;
+  /** Proxy threads serving HTTP (workers.ts); 0 or absent: one per CPU. */
+  workers?: number;
 }
 
 export async function runProxy(o: ProxyOptions): Promise<void> {
@@ -70,7 +77,27 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     ...(o.accessLogMaxBytes ? { maxBytes: o.accessLogMaxBytes } : {}),
   });
   const handler = 'http';
+  const learner = new FqdnLearner({
+    send: async (items) =>
+      (await postJson<{ held: Held[] }>(agentSocket(o.lab), '/v1/fqdn/learn', { items }, 5000)).held,
+    onError: (err, items) => log.error({ err, items }, 'FQDN learn failed: answers withheld'),
+  });
+  const threads = o.workers || defaultWorkers();
+  const clientPorts = threads > 1 ? SharedClientPorts.buffer() : undefined;
+  const workers = clientPorts
+    ? new ProxyWorkers({
+        count: threads - 1,
+        lab: o.lab,
+        ipcachePin: o.ipcachePin,
+        clientPorts,
+        metrics,
+        records,
+        accessLog,
+        log,
+      })
+    : undefined;
   const server = new ProxyServer({
+    ...(clientPorts ? { reusePort: true, clientPorts: new SharedClientPorts(clientPorts) } : {}),
     // No ipcache entry: the world (as the datapath decides). A failed read throws: the connection
     // is reset (fail closed), never judged as some other peer.
     identityOf: (ip) => ipcache.get(ip) ?? IDENTITY_WORLD,
@@ -79,23 +106,19 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     records,
     log,
     onAccess: (a) => accessLog.write(a),
-    // toFQDNs: the agent puts an answer's addresses in force before the pod gets the answer.
-    beforeRelease: async ({ endpointId, name, answer }) => {
-      const answers = (answer.answers ?? [])
-        .filter((a) => a.type === 'A' || a.type === 'AAAA')
-        .map((a) => ({ ip: String((a as { data: unknown }).data), ttl: (a as { ttl?: number }).ttl ?? 0 }));
-      if (answers.length === 0) return;
-      await postJson(agentSocket(o.lab), '/v1/fqdn/learn', { endpointId, name, answers }, 5000);
-    },
+    // toFQDNs: the agent puts an answer's new addresses in force before the pod gets the answer.
+    beforeRelease: ({ endpointId, name, answer }) => learner.learn(...learnItemsOf(endpointId, name, answer)),
   });
   const gateway = new GatewayServer({
     log,
+    registry: metrics.registry,
     onRecord: (r) => {
       metrics.records.inc();
       metrics.countRecord(r);
       records.push(r);
     },
   });
+  await workers?.start();
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
   metrics.sources.accessLog = () => accessLog.stats();
@@ -108,9 +131,14 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     records,
     accessLog,
     gateway,
+    fqdn: learner,
+    ...(workers ? { workers } : {}),
   });
   writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
-  log.info({ pid: process.pid, socket: proxySocket(o.lab), handler }, 'proxy ready, waiting for a snapshot');
+  log.info(
+    { pid: process.pid, socket: proxySocket(o.lab), handler, threads },
+    'proxy ready, waiting for a snapshot',
+  );
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
@@ -123,7 +151,8 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   rmSync(proxyPidFile(o.lab), { force: true });
   admin.closeAllConnections();
   admin.close();
-  await server.close();
+  learner.close();
+  await Promise.all([server.close(), workers?.close()]);
   await gateway.close();
   accessLog.close();
   ipcacheMap.close();

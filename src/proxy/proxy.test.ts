@@ -1,5 +1,6 @@
 // The node proxy's pure parts: snapshot validation and versions, the record queue (bounded, losses
-// reported in-band), the interim relay's fail-closed decision, and L7 records as flows.
+// reported in-band; records rendered by a worker thread), the client ports shared between the
+// proxy's threads, the interim relay's fail-closed decision, and L7 records as flows.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { proxyPortsOf } from '../agent/proxy-manager.js';
@@ -7,7 +8,9 @@ import { Enricher } from '../observe/enrich.js';
 import { compactLine } from '../observe/format.js';
 import { l7Flow } from '../observe/l7.js';
 import type { PortL7Policy, ProxySnapshot } from '../policy/l7/types.js';
-import { RecordQueue, type RecordSink } from './records.js';
+import { Worker } from 'node:worker_threads';
+import { LocalClientPorts, SharedClientPorts } from './client-ports.js';
+import { RecordQueue, recordLine, type RecordSink } from './records.js';
 import { parseSnapshot, SnapshotStore } from './snapshot.js';
 import type { L7Record } from './types.js';
 
@@ -138,6 +141,61 @@ describe('the record queue', () => {
     assert.equal(sink.writes, 1);
     assert.equal(sink.lines.length, 50);
     assert.equal(q.sent, 50);
+  });
+});
+
+describe('records from a proxy worker (rendered lines, several at once)', () => {
+  it('are kept or shed whole, counted per record, and reach the reader as lines', () => {
+    const q = new RecordQueue(4);
+    const chunk = (a: number, n: number) =>
+      Array.from({ length: n }, (_, i) => recordLine(record(a + i)) + '\n').join('');
+    q.pushLines(chunk(0, 3), 3);
+    q.pushLines(chunk(3, 2), 2); // 3 + 2 > 4: shed, both counted
+    q.push(record(5));
+    assert.deepEqual([q.waiting, q.lost], [4, 2]);
+    const sink = new Sink();
+    q.attach(sink);
+    assert.deepEqual(
+      sink.lines.map((l) =>
+        'lost' in (l as object)
+          ? `lost ${(l as { lost: number }).lost}`
+          : String((l as { record: L7Record }).record.source.port - 40000),
+      ),
+      ['lost 2', '0', '1', '2', '5'],
+    );
+    assert.equal(q.sent, 4);
+  });
+});
+
+describe('client ports the upstream connector avoids', () => {
+  it('one thread: by address and port', () => {
+    const c = new LocalClientPorts();
+    c.add('10.0.0.1', 25000);
+    c.add('10.0.0.1', 25000);
+    c.remove('10.0.0.1', 25000);
+    assert.equal(c.has('10.0.0.1', 25000), true);
+    assert.equal(c.has('10.0.0.2', 25000), false);
+    c.remove('10.0.0.1', 25000);
+    assert.equal(c.has('10.0.0.1', 25000), false);
+  });
+
+  it('several threads: a port one thread holds is avoided by every thread', async () => {
+    const buffer = SharedClientPorts.buffer();
+    const here = new SharedClientPorts(buffer);
+    // A real second thread adds port 25001 on the shared table (as its ProxyServer would).
+    const w = new Worker(
+      `const { workerData, parentPort } = require('node:worker_threads');
+       import(workerData.url).then((m) => {
+         new m.SharedClientPorts(workerData.buffer).add('10.0.0.1', 25001);
+         parentPort.postMessage('added');
+       });`,
+      { eval: true, workerData: { buffer, url: new URL('./client-ports.js', import.meta.url).href } },
+    );
+    await new Promise((resolve) => w.once('message', resolve));
+    await w.terminate();
+    assert.equal(here.has('10.0.0.9', 25001), true, 'seen by this thread, whatever the address');
+    here.remove('10.0.0.1', 25001);
+    assert.equal(here.has('10.0.0.9', 25001), false);
   });
 });
 

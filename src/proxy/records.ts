@@ -13,6 +13,11 @@ const BATCH_LINES = 256;
 /** One NDJSON line of the records stream. */
 export type RecordLine = { record: L7Record } | { lost: number };
 
+/** A record as one line of the stream (without its newline). */
+export function recordLine(r: L7Record): string {
+  return JSON.stringify({ record: r } satisfies RecordLine);
+}
+
 export interface RecordSink {
   /** false: the sink is full, wait for drain. */
   write(line: string): boolean;
@@ -20,7 +25,10 @@ export interface RecordSink {
 }
 
 export class RecordQueue {
-  readonly #queue: L7Record[] = [];
+  /** Chunks waiting: whole lines, each ending in a newline, and how many lines each holds. */
+  readonly #chunks: string[] = [];
+  readonly #lines: number[] = [];
+  #waiting = 0;
   #sink: RecordSink | undefined;
   #blocked = false;
   #scheduled = false;
@@ -32,16 +40,32 @@ export class RecordQueue {
   constructor(readonly max = DEFAULT_RECORD_QUEUE) {}
 
   get waiting(): number {
-    return this.#queue.length;
+    return this.#waiting;
   }
 
   push(r: L7Record): void {
-    if (this.#queue.length >= this.max) {
+    if (this.#waiting >= this.max) {
       this.lost++;
       this.#unreported++;
       return;
     }
-    this.#queue.push(r);
+    this.pushLines(recordLine(r) + '\n', 1);
+  }
+
+  /**
+   * `n` records already rendered by recordLine, each followed by a newline (from a proxy worker:
+   * workers.ts). All are kept, or, beyond the bound, all shed.
+   */
+  pushLines(text: string, n: number): void {
+    if (n <= 0) return;
+    if (this.#waiting + n > this.max) {
+      this.lost += n;
+      this.#unreported += n;
+      return;
+    }
+    this.#chunks.push(text);
+    this.#lines.push(n);
+    this.#waiting += n;
     if (this.#scheduled || !this.#sink || this.#blocked) return;
     this.#scheduled = true;
     setImmediate(() => {
@@ -70,12 +94,12 @@ export class RecordQueue {
         this.#unreported = 0;
         lines++;
       }
-      while (lines < BATCH_LINES) {
-        const r = this.#queue.shift();
-        if (!r) break;
-        batch += JSON.stringify({ record: r } satisfies RecordLine) + '\n';
-        this.sent++;
-        lines++;
+      while (lines < BATCH_LINES && this.#chunks.length > 0) {
+        const n = this.#lines.shift() as number;
+        batch += this.#chunks.shift() as string;
+        this.#waiting -= n;
+        this.sent += n;
+        lines += n;
       }
       if (lines === 0) return;
       if (!sink.write(batch)) {

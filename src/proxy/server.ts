@@ -19,6 +19,7 @@ import type { RecordQueue } from './records.js';
 import { SnapshotStore } from './snapshot.js';
 import { closeFd, listener, upstream } from './transparent.js';
 import type { AccessRecord, L7Record, ProxiedConnection } from './types.js';
+import { LocalClientPorts, type ClientPorts } from './client-ports.js';
 
 export type Direction = 'ingress' | 'egress';
 
@@ -41,12 +42,16 @@ export interface ProxyServerOptions {
   /** The protocol handler of the HTTP parser. */
   http: HandlerFactory;
   metrics: ProxyMetrics;
-  records: RecordQueue;
+  records: Pick<RecordQueue, 'push'>;
   log: Logger;
   /** One entry per finished request (the access log). */
   onAccess?(a: AccessRecord): void;
   /** toFQDNs: called with every allowed DNS answer before it is released (see dns/proxy.ts). */
   beforeRelease?: DnsProxyOptions['beforeRelease'];
+  /** HTTP listeners with SO_REUSEPORT: one of several proxy workers (workers.ts). */
+  reusePort?: boolean;
+  /** The client ports of every worker (workers.ts); default: this server's own. */
+  clientPorts?: ClientPorts;
 }
 
 interface Listening {
@@ -59,13 +64,14 @@ export class ProxyServer {
   readonly #o: ProxyServerOptions;
   readonly #listening = new Map<Direction, Listening>();
   readonly #handler: ProtocolHandler;
-  /** "ip|port" of every accepted connection's client: an upstream never takes one (see below). */
-  readonly #clients = new Map<string, number>();
+  /** Every accepted connection's client address: an upstream never takes one (see below). */
+  readonly #clients: ClientPorts;
   readonly #active = { ingress: 0, egress: 0 };
   readonly dns: DnsProxy;
 
   constructor(o: ProxyServerOptions) {
     this.#o = o;
+    this.#clients = o.clientPorts ?? new LocalClientPorts();
     this.dns = new DnsProxy({
       snapshots: this.snapshots,
       identityOf: o.identityOf,
@@ -122,7 +128,8 @@ export class ProxyServer {
     const fds: number[] = [];
     const servers: Server[] = [];
     try {
-      for (const family of [4, 6] as const) fds.push(listener({ family, port }));
+      for (const family of [4, 6] as const)
+        fds.push(listener({ family, port, reusePort: this.#o.reusePort ?? false }));
       for (const fd of fds.splice(0)) {
         const server = createServer({ allowHalfOpen: true }, (s) => this.#accept(direction, s));
         server.on('error', (err) => this.#o.log.error({ err, direction, port }, 'listener error'));
@@ -176,14 +183,11 @@ export class ProxyServer {
       dst,
       policy: () => this.snapshots.portPolicy(ep.endpointId, direction, dst.port),
     };
-    const key = `${src.ip}|${src.port}`;
-    this.#clients.set(key, (this.#clients.get(key) ?? 0) + 1);
+    this.#clients.add(src.ip, src.port);
     this.#active[direction]++;
     m.active.inc({ direction });
     socket.once('close', () => {
-      const n = (this.#clients.get(key) ?? 1) - 1;
-      if (n > 0) this.#clients.set(key, n);
-      else this.#clients.delete(key);
+      this.#clients.remove(src.ip, src.port);
       this.#active[direction]--;
       m.active.dec({ direction });
     });
@@ -206,7 +210,7 @@ export class ProxyServer {
       const fd = upstream({
         src: conn.src.ip,
         mark: direction === 'ingress' ? ProxyMark.PROXY_INGRESS : ProxyMark.PROXY_EGRESS,
-        avoid: (port) => this.#clients.has(`${conn.src.ip}|${port}`),
+        avoid: (port) => this.#clients.has(conn.src.ip, port),
       });
       sock = new Socket({ fd, allowHalfOpen: true });
     } catch (err) {

@@ -2,9 +2,13 @@
 // IP_TRANSPARENT, IPV6_TRANSPARENT or SO_MARK itself. The fds are handed to Node
 // (net.Server.listen({ fd }), new net.Socket({ fd })), which owns them from then on.
 //
-//   listener({ family, port })    0.0.0.0:port or [::]:port (v6 only), IP(V6)_TRANSPARENT, listening:
+//   listener({ family, port, reusePort })
+//                                 0.0.0.0:port or [::]:port (v6 only), IP(V6)_TRANSPARENT, listening:
 //                                 the target of bpf_sk_assign (bpf/lib/proxy.h); an accepted
 //                                 socket's local address is the connection's original destination.
+//                                 reusePort: SO_REUSEPORT, one listener per proxy worker in one
+//                                 group (the kernel picks a group member per connection, see
+//                                 workers.ts).
 //   upstream({ src, mark, avoid }) bound to src:<a port of UPSTREAM_PORTS> with IP(V6)_TRANSPARENT
 //                                 (src is the original client, not an address of this node) and
 //                                 SO_MARK `mark` (the datapath tells the proxy's own traffic by
@@ -51,6 +55,7 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
+const SO_REUSEPORT = 15;
 const SO_MARK = 36;
 const SOL_IP = 0;
 const IP_TRANSPARENT = 19;
@@ -134,10 +139,11 @@ export function closeFd(fd: number): void {
 }
 
 /** A transparent listening socket on every address of `family`, `port`. */
-export function listener(o: { family: 4 | 6; port: number; backlog?: number }): number {
+export function listener(o: { family: 4 | 6; port: number; backlog?: number; reusePort?: boolean }): number {
   const fd = newSocket(o.family);
   try {
     setopt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'setsockopt SO_REUSEADDR');
+    if (o.reusePort) setopt(fd, SOL_SOCKET, SO_REUSEPORT, 1, 'setsockopt SO_REUSEPORT');
     transparent(fd, o.family);
     if (o.family === 6) setopt(fd, SOL_IPV6, IPV6_V6ONLY, 1, 'setsockopt IPV6_V6ONLY');
     const addr = sockaddr(o.family === 4 ? '0.0.0.0' : '::', o.port);

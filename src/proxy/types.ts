@@ -71,6 +71,8 @@ export interface L7Record {
     /** The smallest TTL of the answer's records. */
     ttl?: number;
     rrtypes?: string[];
+    /** The CNAME targets of the answer (with their trailing dot). */
+    cnames?: string[];
   };
   /** Responses: time from the request's first byte to the response's headers. */
   latencyNs?: number;

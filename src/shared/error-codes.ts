@@ -50,6 +50,13 @@ export const errorCodes = {
     meaning: 'a change was stored but a node did not put it in force in time (its agent may be down)',
     http: 504,
   },
+  ERR_AUTH_CA: {
+    meaning: "the lab's CA (its certificate or key under the agent's ca/ directory) cannot be used",
+  },
+  ERR_AUTH_NO_SVID: { meaning: 'the identity has no SVID on this node (not in use, or released)', http: 404 },
+  ERR_AUTH_TRUST_DOMAIN: {
+    meaning: 'the trust domain is not a SPIFFE trust domain (a-z 0-9 . - _, at most 255)',
+  },
   ERR_BENCH_BASELINE: {
     meaning: "a benchmark's no-policy baseline is not raw (tc filters or rules present)",
   },
@@ -103,6 +110,7 @@ export const errorCodes = {
   ERR_CONFORMANCE_SERVICE: { meaning: 'a conformance probe targets a Service that has no ClusterIP' },
   ERR_CONFORMANCE_STATE: { meaning: 'the simulate prober was asked to probe before anything was applied' },
   ERR_DATAPATH_ADDRESS: { meaning: 'a value written to a datapath map is not an IPv4 or IPv6 address' },
+  ERR_DATAPATH_AUTH_KEY: { meaning: 'a weir_auth key is malformed (identity or node id out of range)' },
   ERR_DATAPATH_CONFIG: { meaning: 'a datapath setting (map sizes, modes) is out of range' },
   ERR_DATAPATH_DIRECTION: { meaning: 'a datapath map holds an unknown traffic direction' },
   ERR_DATAPATH_ENDPOINT: { meaning: 'an endpoint id is outside 1..65535' },

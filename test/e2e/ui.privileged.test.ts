@@ -323,7 +323,12 @@ describe('ui: live service map and flow table in Chromium', { timeout: 180_000 }
     assert.ok(Number(badge) > 0, 'the intruder carries a drop badge');
     assert.equal(await page.locator('g.node[data-node="app/client"] .drop-badge').count(), 0);
     const columns = await page.$$eval('g.column', (gs) => gs.map((g) => g.getAttribute('data-namespace')));
-    assert.deepEqual(columns.slice(0, 3), ['app', 'data', 'other'], 'namespaces as columns, in name order');
+    // kube-system: the cluster DNS `lab up` runs (kube-system/coredns).
+    assert.deepEqual(
+      columns.slice(0, 4),
+      ['app', 'data', 'kube-system', 'other'],
+      'namespaces as columns, in name order',
+    );
     // L7 edges: what went through the proxy, summarised by method, path and status.
     const l7ok = edge(page, 'app/client', 'app/web', 'forwarded');
     const l7no = edge(page, 'other/visitor', 'app/web', 'dropped');

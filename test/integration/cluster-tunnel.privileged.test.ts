@@ -1,5 +1,5 @@
 // Tunnel mode between the nodes of a lab (the default of `weir lab up --nodes N`, as Cilium's):
-// each node's VXLAN device (external) carries its pods' traffic to the other nodes with the
+// each node's VXLAN device (external) carries its pods' IPv4 and IPv6 traffic to the other nodes with the
 // sender's identity in the VNI; the receiving node judges it with that identity, as a
 // CiliumNetworkPolicy selecting by labels says. The packets are seen going through the devices,
 // each node's ipcache names the other nodes' pods with their node's underlay address, and
@@ -30,6 +30,11 @@ apiVersion: v1
 kind: Pod
 metadata: { name: server, labels: { app: server } }
 spec: { nodeName: node2, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: server, namespace: default }
+spec: { selector: { app: server }, ports: [{ port: 80, targetPort: 8080, protocol: TCP }] }
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -73,7 +78,12 @@ describe('tunnel mode between nodes', () => {
     dir = await mkdtemp(join(tmpdir(), 'weir-tunnel-test-'));
     await writeFile(join(dir, 'all.yaml'), manifests);
     await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up', '--nodes', '2'], LAB, 240_000);
+    // Two nodes (node k: 10.244.<k-1>.0/24), dual-stack.
+    await writeFile(
+      join(dir, 'lab.yaml'),
+      `nodes:\n  - { podCIDRv6: "fd00:10:244:0::/64" }\n  - { podCIDRv6: "fd00:10:244:1::/64" }\n`,
+    );
+    await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--lab', LAB], LAB, 240_000);
     await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
   });
   after(async () => {
@@ -94,6 +104,9 @@ describe('tunnel mode between nodes', () => {
     assert.ok(after2.rx - before2.rx >= 3, `node2 received it from its tunnel (${after2.rx - before2.rx})`);
     assert.ok(after2.tx - before2.tx >= 2, 'the answers went back through the tunnel');
     assert.ok(!(await probe('default/other', 'default/server')), 'other -> server is denied');
+    // IPv6 pods over the IPv4 underlay, judged alike.
+    assert.ok(await probe('default/client', 'fd00:10:244:1::2'), 'client -> server over IPv6 is allowed');
+    assert.ok(!(await probe('default/other', 'fd00:10:244:1::2')), 'other -> server over IPv6 is denied');
 
     const flows = (await onNode('node2', ['observe', '--verdict', 'DROPPED', '-o', 'json']))
       .split('\n')
@@ -110,6 +123,32 @@ describe('tunnel mode between nodes', () => {
           f.source.labels?.includes('k8s:app=other'),
       ),
       'node2 shows the POLICY_DENIED drop of default/other',
+    );
+  });
+
+  it('a ClusterIP on node1 reaches its backend on node2 through the tunnel', async () => {
+    const svc = JSON.parse(await ok(['get', 'svc', 'server', '-o', 'json'], LAB)) as {
+      spec: { clusterIP: string };
+    };
+    const r = await cli(
+      [
+        'lab',
+        'probe',
+        '--from',
+        'default/client',
+        '--to',
+        svc.spec.clusterIP,
+        '--port',
+        '80/TCP',
+        '--timeout',
+        '1500',
+      ],
+      LAB,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      await onNode('node1', ['service', 'list']),
+      /default\/server\s+1 => 10\.244\.1\.2:8080\/TCP/,
     );
   });
 

@@ -132,8 +132,9 @@ describe('a lab of several nodes', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  // Without the cluster DNS: the pod counts and spreading below are of this test's pods only.
   it('lab up --nodes 3: nodes on an underlay, etcd, one agent each, all Ready', async () => {
-    await ok(['lab', 'up', '--nodes', '3', '--routing', 'native'], LAB, 240_000);
+    await ok(['lab', 'up', '--nodes', '3', '--routing', 'native', '--no-cluster-dns'], LAB, 240_000);
     const { items } = JSON.parse(await ok(['node', 'list', '-o', 'json'], LAB)) as {
       items: { name: string; status: string; underlayIP: string; podCIDR: string; netns: string }[];
     };
@@ -259,7 +260,7 @@ describe('a lab of several nodes', () => {
     while (alive(pid)) await new Promise((r) => setTimeout(r, 50));
     assert.ok(await probe('default/client', 'default/server'), 'client -> server still allowed');
     assert.ok(!(await probe('default/other', 'default/server')), 'other -> server still denied');
-    await ok(['lab', 'up', '--nodes', '3', '--routing', 'native'], LAB, 240_000);
+    await ok(['lab', 'up', '--nodes', '3', '--routing', 'native', '--no-cluster-dns'], LAB, 240_000);
     assert.notEqual(Number(readFileSync(`/run/weir/labs/${LAB}/agent-node2/agent.pid`, 'utf8')), pid);
     assert.ok(await probe('default/client', 'default/server'));
     assert.ok(!(await probe('default/other', 'default/server')));
@@ -274,7 +275,7 @@ describe('a lab of several nodes', () => {
     const cached = await onNode('node2', ['get', 'pods']);
     assert.match(cached, /server\s+1\/1\s+Running/, "node2's API answers from its cache");
     // `lab up` again starts etcd on its data; the agents' watches resume from their revisions.
-    await ok(['lab', 'up', '--nodes', '3', '--routing', 'native'], LAB, 240_000);
+    await ok(['lab', 'up', '--nodes', '3', '--routing', 'native', '--no-cluster-dns'], LAB, 240_000);
     await writeFile(join(dir, 'late.yaml'), late);
     await ok(['apply', '-f', join(dir, 'late.yaml')], LAB, 180_000);
     assert.ok(await probe('default/client', 'default/late'), 'a pod created after the outage is reachable');

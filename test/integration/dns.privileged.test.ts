@@ -10,8 +10,10 @@
 //     that connects the instant it has the answer is never dropped (the ordering guarantee);
 //     expiry (TTL 2 s here) closes new connections while an open one survives.
 //   - Visibility: DNS L7 flows with Hubble's fields, --dns-query, hubble_dns_* metrics.
+//   - CNAME chains (declared aliases): addresses learned for every name of the chain.
 //   - Bad input: malformed datagrams, a compression loop, an oversize answer (TC, TCP retry), a
 //     burst of queries — answered or dropped, counted, and the proxy still answers after.
+//   - The FQDN cache survives kill -9 of the agent (saved in its node-local state).
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -35,6 +37,8 @@ dns:
   ttl: 2
   records:
     many.example.com: [${many.join(', ')}]
+    front.example.com: { cname: web.example.com }
+    web.example.com: { cname: www.example.com }
 `;
 
 const pods = `
@@ -81,6 +85,18 @@ spec:
           rules:
             dns: [{ matchPattern: "*.example.com" }, { matchName: "echo.app.svc.cluster.local" }]
     - toFQDNs: [{ matchName: api.example.com }]
+      toPorts: [{ ports: [{ port: "80", protocol: TCP }] }]
+`;
+
+/** toFQDNs through an alias: `front` -> `web` -> `www` (192.0.2.20); the rule names one of them. */
+const cnamePolicy = (name: string) => `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: client-cname, namespace: app }
+spec:
+  endpointSelector: { matchLabels: { role: client } }
+  egress:
+    - toFQDNs: [{ matchName: ${name} }]
       toPorts: [{ ports: [{ port: "80", protocol: TCP }] }]
 `;
 
@@ -429,5 +445,109 @@ describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
     assert.equal((await dig('app/client', 'api.example.com')).status, 'NOERROR');
     const flows = await ok(['observe', '--type', 'l7', '--dns-query', 'nothere', '--last', '1'], LAB);
     assert.match(flows, /RCode: NXDOMAIN/);
+  });
+
+  it('the FQDN cache survives kill -9 of the agent: learned addresses stay selected, connections keep working', async () => {
+    // A minimum TTL longer than the restart (the lab's records live 2 s).
+    await stopAgent(LAB);
+    await ok(['lab', 'up', '-f', file('lab.yaml'), '--tofqdns-min-ttl', '3600'], LAB);
+    await ok(['fqdn', 'cache', 'clean'], LAB);
+    assert.equal((await curl('app/client', 'http://192.0.2.10/', 1)).ok, false, 'not learned yet');
+    assert.equal((await curl('app/client', 'http://api.example.com/')).body.trim(), 'ext:api');
+    const learned = async () =>
+      (
+        JSON.parse(await ok(['fqdn', 'cache', 'list', '-o', 'json'], LAB)) as {
+          items: { name: string; ip: string; expiresAt: number }[];
+        }
+      ).items.filter((e) => e.ip === '192.0.2.10');
+    const before = await learned();
+    assert.deepEqual(
+      before.map((e) => e.name),
+      ['api.example.com'],
+    );
+    // The same answer again brings nothing new: the proxy releases it without asking the agent.
+    const fqdnStats = async () =>
+      (
+        JSON.parse(await ok(['proxy', 'status', '-o', 'json'], LAB)) as {
+          proxy?: { fqdn?: { skipped: number; waited: number; known: number } };
+        }
+      ).proxy?.fqdn;
+    const s0 = await fqdnStats();
+    assert.deepEqual((await dig('app/client', 'api.example.com')).answers, ['A 192.0.2.10']);
+    const s1 = await fqdnStats();
+    assert.deepEqual([(s1?.skipped ?? 0) - (s0?.skipped ?? 0), s1?.waited], [1, s0?.waited], 'skipped');
+    // A connection open across the restart (the external echoes what is not HTTP).
+    const script = `const s = require('net').connect(80, '192.0.2.10');
+      let n = 0;
+      s.on('connect', () => s.write('ping\\n'));
+      s.on('data', () => { n++; if (n === 1) setTimeout(() => s.write('again\\n'), 8000); else { console.log('echoed twice'); s.end(); } });
+      s.on('close', () => process.exit(0));
+      s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
+      setTimeout(() => { console.log('timeout ' + n); process.exit(1); }, 30000);`;
+    const open = inPod('app/client', [process.execPath, '-e', script], 60_000);
+    await new Promise((r) => setTimeout(r, 1000));
+    const agent = agentPid(LAB);
+    assert.ok(agent);
+    process.kill(agent, 'SIGKILL');
+    await until('the agent is gone', async () => agentPid(LAB) === undefined);
+    await ok(['lab', 'up', '-f', file('lab.yaml'), '--tofqdns-min-ttl', '3600'], LAB);
+    assert.notEqual(agentPid(LAB), agent);
+    // The restarted agent holds what the old one learned, and its maps still allow it.
+    const after = await learned();
+    assert.deepEqual(
+      after.map((e) => e.name),
+      ['api.example.com'],
+    );
+    assert.ok((after[0]?.expiresAt ?? 0) >= (before[0]?.expiresAt ?? Infinity), 'its expiry kept');
+    const t = await ok(
+      ['policy', 'trace', '--from', 'app/client', '--to', '192.0.2.10', '--port', '80/TCP'],
+      LAB,
+    );
+    assert.match(t, /ALLOWED/);
+    assert.match(t, /fqdn: 192\.0\.2\.10 was learned for api\.example\.com\./);
+    // A new connection to the learned address, without a new lookup, and the open one.
+    assert.equal((await curl('app/client', 'http://192.0.2.10/')).body.trim(), 'ext:api');
+    const r = await open;
+    assert.equal(r.stdout.trim(), 'echoed twice', `the connection across the restart: ${r.stderr}`);
+    // The proxy forgot what it knew the old agent held: the next answer goes to the new agent.
+    assert.equal((await fqdnStats())?.known, 0);
+    const s2 = await fqdnStats();
+    assert.equal((await curl('app/client', 'http://api.example.com/')).body.trim(), 'ext:api');
+    assert.equal((await fqdnStats())?.waited, (s2?.waited ?? 0) + 1, 'asked the new agent');
+  });
+
+  // After the restart above: the agent runs with --tofqdns-min-ttl 3600 (the lab's records live 2 s).
+  it('CNAME chains: the addresses are learned for the queried name and every name of the chain', async () => {
+    const chain = await dig('app/client', 'front.example.com');
+    assert.deepEqual(chain.answers, ['CNAME web.example.com.', 'CNAME www.example.com.', 'A 192.0.2.20']);
+    const names = async () =>
+      (
+        JSON.parse(await ok(['fqdn', 'cache', 'list', '-o', 'json'], LAB)) as {
+          items: { name: string; ip: string }[];
+        }
+      ).items
+        .filter((e) => e.ip === '192.0.2.20')
+        .map((e) => e.name)
+        .sort();
+    // The rule names the queried alias, then the end of the chain: a lookup of the alias opens both.
+    for (const name of ['front.example.com', 'www.example.com']) {
+      await writeFile(file('cname.yaml'), cnamePolicy(name));
+      await ok(['apply', '-f', file('cname.yaml')], LAB);
+      await ok(['fqdn', 'cache', 'clean'], LAB);
+      assert.equal((await curl('app/client', 'http://192.0.2.20/', 1)).ok, false, `${name}: not learned yet`);
+      const r = await curl('app/client', 'http://front.example.com/');
+      assert.equal(r.body.trim(), 'ext:www', `toFQDNs ${name}, lookup of front.example.com`);
+      assert.deepEqual(await names(), ['front.example.com', 'web.example.com', 'www.example.com']);
+    }
+    // The flow names the chain (Hubble's cnames).
+    const flows = (
+      await ok(['observe', '--type', 'l7', '--dns-query', '^front\\.', '-o', 'json', '--last', '20'], LAB)
+    )
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { l7: { type: string; dns?: { cnames: string[]; ips: string[] } } });
+    const answer = flows.find((f) => f.l7.type === 'RESPONSE' && (f.l7.dns?.ips.length ?? 0) > 0);
+    assert.deepEqual(answer?.l7.dns?.cnames, ['web.example.com.', 'www.example.com.']);
+    await ok(['delete', '-f', file('cname.yaml')], LAB);
   });
 });

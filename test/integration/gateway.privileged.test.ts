@@ -5,17 +5,16 @@
 // weights, 404 without a route, 500 for an invalid backendRef, a request timeout, a retry; the
 // statuses with `weir get … -o json`, `weir gateway list`, `weir route list`, `weir route trace`.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { startAgent } from '../../src/agent/spawn.js';
-import { echoServerScript } from '../../src/gateway/echo.js';
 import { Lab } from '../../src/lab/index.js';
 import { hostRoutingAgent } from '../support/host-routing.js';
-import { cli, ok, weir } from '../support/cli.js';
+import { cli, ok } from '../support/cli.js';
+import { startEchoPods } from '../support/echo-pods.js';
 import { testLab } from '../support/lab-name.js';
 
 const LAB = testLab('t-gateway');
@@ -165,25 +164,7 @@ describe('Gateway API north-south: real requests from a lab external', () => {
     const node = await (await Lab.open(LAB)).node();
     await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: node.netns });
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
-    for (const pod of ['echo-a', 'echo-b']) {
-      const s = spawn(
-        weir,
-        ['lab', 'exec', `gw/${pod}`, '--', process.execPath, '-e', echoServerScript, '3000', 'gw', pod],
-        {
-          env: { ...process.env, WEIR_LAB: LAB },
-        },
-      );
-      servers.push(s);
-      const lines = createInterface({ input: s.stdout })[Symbol.asyncIterator]();
-      let timer: NodeJS.Timeout | undefined;
-      const ready = await Promise.race([
-        lines.next(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`echo server in ${pod} not ready in 15 s`)), 15_000);
-        }),
-      ]).finally(() => clearTimeout(timer));
-      assert.equal(ready.value, 'ready');
-    }
+    servers.push(...(await startEchoPods(LAB, 'gw', ['echo-a', 'echo-b'])));
     const gw = JSON.parse(await ok(['get', 'gateways', 'edge', '-n', 'gw', '-o', 'json'], LAB)) as {
       status: { addresses: { value: string }[]; conditions: { type: string; status: string }[] };
     };

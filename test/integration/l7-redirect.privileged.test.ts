@@ -230,7 +230,8 @@ describe('L7 on demand: the datapath redirects exactly the connections whose pol
     await writeFile(file('server2.yaml'), serverPolicy(true));
     await writeFile(file('client.yaml'), clientPolicy);
     await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up', '-f', file('lab.yaml')], LAB);
+    // Two proxy threads whatever the machine's CPUs: the SO_REUSEPORT group is tested below.
+    await ok(['lab', 'up', '-f', file('lab.yaml'), '--proxy-workers', '2'], LAB);
     await ok(['apply', '-f', file('pods.yaml')], LAB);
     const lab = await Lab.open(LAB);
     const server = await lab.pod('app/server');
@@ -287,6 +288,26 @@ describe('L7 on demand: the datapath redirects exactly the connections whose pol
     const after = await redirects();
     assert.equal(after.ingress - before.ingress, 2, 'both connections were accepted by the ingress listener');
     assert.equal(after.egress, before.egress);
+  });
+
+  it("the proxy's threads share the connections: each listener of the SO_REUSEPORT group gets some", async () => {
+    const before = (await proxyStatus()).proxy?.threads?.redirects ?? [];
+    const n = 20;
+    for (let i = 0; i < n; i++) assert.equal((await probe('app/server', 80)).ok, true);
+    const after = (await proxyStatus()).proxy?.threads?.redirects ?? [];
+    assert.equal(after.length, 2, 'the main thread and one worker');
+    const got = after.map((v, i) => v - (before[i] ?? 0));
+    assert.equal(
+      got.reduce((a, b) => a + b, 0),
+      n,
+      `every connection counted once: ${got.join(', ')}`,
+    );
+    // The kernel picks a group member by the hash of each connection's 4-tuple (new client
+    // ports each time): all 20 on one thread would be a 1-in-500 000 event.
+    assert.ok(
+      got.every((v) => v > 0),
+      `connections by thread: ${got.join(', ')}`,
+    );
   });
 
   it('the destination sees the client itself as its peer (the upstream is transparent)', async () => {

@@ -31,6 +31,9 @@ const topology = JSON.parse(readFileSync(join(conformanceDir, 'netpol', 'topolog
   }[];
 };
 
+/** A pod of the netpol model (not the cluster DNS `lab up` adds in kube-system). */
+const inModel = (namespace: string) => topology.namespaces.some((n) => n.name === namespace);
+
 interface CliResult {
   code: number;
   stdout: string;
@@ -155,7 +158,13 @@ describe('lab', () => {
     const out = await ok(['apply', '-f', join(dir, 'model')]);
     assert.match(out, /namespace\/x created/);
     assert.match(out, /pod\/c created/);
-    pods = (await agentClient(LAB).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
+    const all = (await agentClient(LAB).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
+    // The model's 9 pods, and the cluster DNS that `lab up` runs (kube-system/coredns).
+    assert.deepEqual(
+      all.filter((p) => !inModel(p.namespace)).map((p) => `${p.namespace}/${p.name}`),
+      ['kube-system/coredns'],
+    );
+    pods = all.filter((p) => inModel(p.namespace));
     assert.equal(pods.length, 9);
     const ips = new Set(pods.map((p) => p.ip));
     assert.equal(ips.size, 9);
@@ -171,8 +180,8 @@ describe('lab', () => {
     // -o json: a v1 List of v1 Pods, as kubectl prints it.
     const list = JSON.parse(await ok(['get', 'pods', '-A', '-o', 'json'])) as V1List<V1Pod>;
     assert.deepEqual([list.apiVersion, list.kind, list.metadata], ['v1', 'List', { resourceVersion: '' }]);
-    assert.equal(list.items.length, 9);
-    for (const item of list.items) {
+    assert.equal(list.items.length, 10);
+    for (const item of list.items.filter((i) => inModel(i.metadata.namespace ?? ''))) {
       const p = pods.find((x) => x.namespace === item.metadata.namespace && x.name === item.metadata.name);
       assert.ok(p, `${item.metadata.namespace}/${item.metadata.name} is a lab pod`);
       const model = topology.pods.find((x) => x.namespace === p.namespace && x.name === p.name);
@@ -327,7 +336,7 @@ describe('lab', () => {
     assert.equal(r2.code, 1);
     assert.match(r2.stderr, /Pod x\/p: spec\.containers\[0\]\.ports\[0\]\.containerPort/);
     assert.deepEqual(await netnsOf(LAB), before);
-    assert.equal((JSON.parse(await ok(['get', 'po', '-A', '-o', 'json'])) as V1List<V1Pod>).items.length, 9);
+    assert.equal((JSON.parse(await ok(['get', 'po', '-A', '-o', 'json'])) as V1List<V1Pod>).items.length, 10);
   });
 
   it('refuses namespaced objects of any kind in a namespace that does not exist, applying nothing', async () => {

@@ -147,6 +147,7 @@ function policyCommand(): Command {
         { header: 'identity', get: (r) => identityText(r.identity, labels) },
         { header: 'port/proto', get: (r) => portProtoText(r) },
         { header: 'proxy port', get: (r) => (r.proxyPort === 0 ? 'NONE' : r.proxyPort) },
+        { header: 'auth type', get: (r) => r.authType },
         { header: 'cookie', get: (r) => r.cookie },
       ]);
     });

@@ -4,7 +4,7 @@
 // agent or offline from manifests (-f), with the same compiler and router the proxy uses.
 import { Command } from 'commander';
 import { agentClient } from '../../agent/client.js';
-import type { Compiled, Condition, TableEntry } from '../../gateway/compile.js';
+import type { Compiled, Condition, EntryPolicy, TableEntry } from '../../gateway/compile.js';
 import { routeGateway, routeMesh, type RouteDecision, type RouteRequest } from '../../gateway/route.js';
 import { gatewayView, type GatewayView } from '../../gateway/stored.js';
 import { fillClass, weirGatewayClass } from '../../gateway/corpus.js';
@@ -163,6 +163,8 @@ export interface TraceResult {
   route?: string;
   rule?: string;
   backend?: string;
+  /** The BackendTrafficPolicy in force for the rule and what it sets (forward only). */
+  policy?: string;
   detail: string;
   /** The request as the backend would see it (forward only). */
   upstream?: { method: string; path: string; host: string; headers: Record<string, string[]> };
@@ -285,11 +287,48 @@ function describe(d: RouteDecision, request: RouteRequest, target: string): Trac
         route: entryName(d.entry),
         rule: ruleName(d.entry),
         backend: `${d.backend.namespace}/${d.backend.name}:${d.backend.port}`,
+        ...(d.entry.policy ? { policy: policyText(d.entry.policy) } : {}),
         detail: `matched ${matchText(d.entry)}; backends ${weights}`,
         upstream: d.request,
       };
     }
   }
+}
+
+/** What a BackendTrafficPolicy sets, in a line: `ns/name: rate limit 5/s; circuit breaker …`. */
+export function policyText(p: EntryPolicy): string {
+  const ms = (n: number) => (n % 1000 === 0 ? `${n / 1000}s` : `${n}ms`);
+  const parts: string[] = [];
+  const rl = p.rateLimit;
+  if (rl?.default) parts.push(`rate limit ${rl.default.requests}/${ms(rl.default.unitMs)}`);
+  for (const r of rl?.selectors ?? [])
+    parts.push(`rate limit ${r.requests}/${ms(r.unitMs)} for ${r.clientSelectors.length} client selector(s)`);
+  const cb = p.circuitBreaker;
+  if (cb)
+    parts.push(
+      `circuit breaker connections ${cb.maxConnections}, pending ${cb.maxPendingRequests}, requests ${cb.maxParallelRequests}, retries ${cb.maxParallelRetries}`,
+    );
+  const hc = p.passiveHealthCheck;
+  if (hc)
+    parts.push(
+      `outlier detection 5xx×${hc.consecutive5xx}, gateway errors×${hc.consecutiveGateway}, ejection ${ms(hc.baseEjectionMs)} × ejections, max ${hc.maxEjectionPercent}%`,
+    );
+  const r = p.retry;
+  if (r)
+    parts.push(
+      `retry ${r.numRetries} on ${r.triggers.join(',')}${r.statusCodes.length ? ` ${r.statusCodes.join(',')}` : ''}${r.perTryTimeoutMs ? `, per try ${ms(r.perTryTimeoutMs)}` : ''}${r.budget ? `, budget ${r.budget.percent}% min ${r.budget.minRetryConcurrency}` : ''}`,
+    );
+  const t = p.timeout;
+  if (t) {
+    const ts = [
+      t.connectMs ? `connect ${ms(t.connectMs)}` : '',
+      t.requestMs ? `request ${ms(t.requestMs)}` : '',
+      t.idleMs ? `idle ${ms(t.idleMs)}` : '',
+      t.maxConnectionDurationMs ? `max connection ${ms(t.maxConnectionDurationMs)}` : '',
+    ].filter(Boolean);
+    if (ts.length) parts.push(`timeout ${ts.join(', ')}`);
+  }
+  return `${p.policy}: ${parts.join('; ') || 'nothing weir runs'}`;
 }
 
 function traceText(r: TraceResult): string {
@@ -299,6 +338,7 @@ function traceText(r: TraceResult): string {
   ];
   if (r.route) lines.push(`  route:   ${r.route}, ${r.rule}`);
   if (r.backend) lines.push(`  backend: ${r.backend}`);
+  if (r.policy) lines.push(`  policy:  ${r.policy}`);
   lines.push(`  why:     ${r.detail}`);
   if (r.upstream) lines.push(`  sent as: ${r.upstream.method} ${r.upstream.host}${r.upstream.path}`);
   return lines.join('\n') + '\n';

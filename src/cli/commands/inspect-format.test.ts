@@ -16,7 +16,7 @@ const entry = (
   value: Partial<PolicyMapEntry['value']> = {},
 ): PolicyMapEntry => ({
   key: { identity: 256, direction: 'ingress', protocol: 6, port: 0, portPrefixLen: 0, ...key },
-  value: { deny: false, proxyPort: 0, cookie: 1, ...value },
+  value: { deny: false, auth: false, proxyPort: 0, cookie: 1, ...value },
 });
 
 describe('inspect formatting', () => {

@@ -32,6 +32,8 @@ export interface PolicyRow {
   port?: number;
   endPort?: number;
   proxyPort: number;
+  /** Cilium's AUTH TYPE column: 'mtls' for entries of `authentication: {mode: required}` rules. */
+  authType: 'disabled' | 'mtls';
   cookie: number;
 }
 
@@ -59,6 +61,7 @@ export function policyRows(entries: PolicyMapEntry[]): PolicyRow[] {
     protocol: key.protocol,
     ...(key.protocol !== 0 && key.portPrefixLen > 0 ? blockRange(key.port, key.portPrefixLen) : {}),
     proxyPort: value.proxyPort,
+    authType: value.auth ? 'mtls' : 'disabled',
     cookie: value.cookie,
   }));
   rows.sort(
@@ -81,6 +84,7 @@ export function policyRows(entries: PolicyMapEntry[]): PolicyRow[] {
       last.protocol === r.protocol &&
       last.policy === r.policy &&
       last.proxyPort === r.proxyPort &&
+      last.authType === r.authType &&
       last.cookie === r.cookie
     )
       last.endPort = r.endPort;

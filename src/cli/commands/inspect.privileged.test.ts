@@ -165,7 +165,7 @@ before(async () => {
   });
 
   const pol = dp.ensurePolicyMap(11);
-  pol.upsert({ identity: 257, direction: 'ingress', protocol: 6, port: 80 }, { cookie: 7 });
+  pol.upsert({ identity: 257, direction: 'ingress', protocol: 6, port: 80 }, { cookie: 7, auth: true });
   pol.upsert(
     { identity: 257, direction: 'ingress', protocol: 6, port: 8080, portPrefixLen: 15 },
     { cookie: 8 },
@@ -280,13 +280,13 @@ describe('weir bpf (pinned maps, no agent)', () => {
 
   it('policy get shows the entries, ranges merged, reserved identities by label', async () => {
     const expected = [
-      ['POLICY', 'DIRECTION', 'IDENTITY', 'PORT/PROTO', 'PROXY PORT', 'COOKIE'],
-      ['Allow', 'Ingress', '1 reserved:host', 'ANY', 'NONE', '0'],
-      ['Allow', 'Ingress', '257', '80/TCP', 'NONE', '7'],
-      ['Allow', 'Ingress', '257', '8080-8081/TCP', 'NONE', '8'],
-      ['Allow', 'Ingress', '257', '53/UDP', '15001', '10'],
-      ['Allow', 'Ingress', '257', '1000-1999/UDP', 'NONE', '9'],
-      ['Deny', 'Egress', '2 reserved:world', 'ANY/TCP', 'NONE', '3'],
+      ['POLICY', 'DIRECTION', 'IDENTITY', 'PORT/PROTO', 'PROXY PORT', 'AUTH TYPE', 'COOKIE'],
+      ['Allow', 'Ingress', '1 reserved:host', 'ANY', 'NONE', 'disabled', '0'],
+      ['Allow', 'Ingress', '257', '80/TCP', 'NONE', 'mtls', '7'],
+      ['Allow', 'Ingress', '257', '8080-8081/TCP', 'NONE', 'disabled', '8'],
+      ['Allow', 'Ingress', '257', '53/UDP', '15001', 'disabled', '10'],
+      ['Allow', 'Ingress', '257', '1000-1999/UDP', 'NONE', 'disabled', '9'],
+      ['Deny', 'Egress', '2 reserved:world', 'ANY/TCP', 'NONE', 'disabled', '3'],
     ];
     assert.deepEqual(cells(await ok('bpf', 'policy', 'get', 'default/web')), expected);
     assert.deepEqual(cells(await ok('bpf', 'policy', 'get', '11')), expected);
@@ -300,6 +300,7 @@ describe('weir bpf (pinned maps, no agent)', () => {
       port: 8080,
       endPort: 8081,
       proxyPort: 0,
+      authType: 'disabled',
       cookie: 8,
     });
     assert.deepEqual(json.entries[0].labels, ['reserved:host']);
@@ -484,6 +485,7 @@ describe('weir endpoint|identity and labels (agent answering)', () => {
       '257 k8s:app=client,k8s:io.kubernetes.pod.namespace=default',
       '80/TCP',
       'NONE',
+      'mtls',
       '7',
     ]);
     const ipcache = JSON.parse(await ok('bpf', 'ipcache', 'list', '-o', 'json'));

@@ -9,6 +9,7 @@ import {
   listLabs,
   loadLabSpec,
   nodesOf,
+  routingOf,
   parseLabSpec,
   readConfig,
   withNodeCount,
@@ -63,10 +64,9 @@ export function labCommand(): Command {
     )
     .option('--no-agent', 'do not start the agent (no datapath: traffic is not enforced)')
     .option(
-      '--cluster-dns',
-      'run the cluster DNS (pod kube-system/coredns, Service kube-dns); the default when the spec has a dns section',
-    )
-    .option('--no-cluster-dns', 'do not run the cluster DNS, even with a dns section in the spec');
+      '--no-cluster-dns',
+      'do not run the cluster DNS (pod kube-system/coredns behind the Service kube-system/kube-dns)',
+    );
   // Every `weir agent run` setting, handed to the agent it starts.
   addSettingOptions(up).action(
     async (
@@ -86,10 +86,19 @@ export function labCommand(): Command {
       const name = o.lab ?? (o.file ? spec.name : defaultLabName());
       const lab = await Lab.open(name);
       const kvstoreEndpoints = o.kvstoreEndpoints?.split(',').map((u) => u.trim());
+      const before = await lab.config().catch(() => undefined);
       const cfg = await lab.up(
         { ...spec, name },
         { log: progress, ...(kvstoreEndpoints ? { kvstoreEndpoints } : {}) },
       );
+      // Agents of another Store or routing (a lab grown to several nodes, --routing changed) stop
+      // first: each starts again below on what the lab is now.
+      const shape = (c: typeof cfg | undefined) =>
+        JSON.stringify({ kvstore: c?.kvstore, routing: c && routingOf(c) });
+      if (before && shape(before) !== shape(cfg))
+        await Promise.all(
+          before.spec.nodes.map((n, i) => stopAgent(name, 5000, i === 0 ? undefined : n.name)),
+        );
       if (o.agent === false) return;
       // Each node's agent opens the Store (the lab's etcd for several nodes) and puts what it
       // holds for its node in force (pods included).
@@ -106,7 +115,7 @@ export function labCommand(): Command {
         );
       const pid = pids.join(', ');
       // The cluster DNS add-on, through the API like any other object (kept as is when present).
-      if (o.clusterDns ?? spec.dns !== undefined)
+      if (o.clusterDns !== false)
         await agentClient(name).call('POST', '/v1/apply', { objects: clusterDnsObjects() });
       const pods = (await agentClient(name).call<{ items: PodInfo[] }>('GET', '/v1/pods')).items;
       progress(

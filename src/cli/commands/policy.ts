@@ -72,7 +72,9 @@ function sideText(dir: string, who: string, d: DirectionTrace): string {
         ? 'default-deny: no rule allows it'
         : 'not enforced';
   const code = d.dropCode ? ` (drop ${d.dropCode})` : '';
-  const proxy = d.proxyPort ? `, redirected to proxy port ${d.proxyPort} (L7 rules decide each request)` : '';
+  const proxy =
+    (d.proxyPort ? `, redirected to proxy port ${d.proxyPort} (L7 rules decide each request)` : '') +
+    (d.authRequired ? ', once the two identities authenticated (authentication: required; else 189)' : '');
   return `  ${dir.padEnd(7)} ${who}: ${why}${code}${proxy}${d.note ? ` [${d.note}]` : ''}`;
 }
 

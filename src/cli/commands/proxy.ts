@@ -34,6 +34,14 @@ export function statusRows(s: ProxyManagerStatus): { k: string; v: string }[] {
         ? `http ingress :${p.listeners.ingress}, http egress :${p.listeners.egress ?? '-'} (${p.handler})`
         : `none yet (ports ${s.ports.ingress}, ${s.ports.egress})`,
     },
+    {
+      k: 'threads',
+      v: p
+        ? p.threads
+          ? `${p.threads.redirects.length} (connections accepted by each: ${p.threads.redirects.join(', ')})`
+          : '1'
+        : '-',
+    },
     { k: 'connections', v: p ? both(p.connections) : '-' },
     { k: 'redirects', v: p ? both(p.redirects) : '-' },
     { k: 'unresolved (reset)', v: p ? both(p.unresolved) : '-' },
@@ -55,6 +63,12 @@ export function statusRows(s: ProxyManagerStatus): { k: string; v: string }[] {
       k: 'access log',
       v: p?.accessLog
         ? `${p.accessLog.path} (${p.accessLog.lines} lines, ${p.accessLog.rotations} rotations${p.accessLog.errors ? `, ${p.accessLog.errors} failed writes` : ''})`
+        : '-',
+    },
+    {
+      k: 'toFQDNs answers',
+      v: p?.fqdn
+        ? `${p.fqdn.skipped ?? 0} released at once, ${p.fqdn.waited ?? 0} after the agent (${p.fqdn.batches ?? 0} requests, ${p.fqdn.renewals ?? 0} renewals); ${p.fqdn.known} addresses known held`
         : '-',
     },
     { k: 'restarts', v: String(s.restarts) },
@@ -96,11 +110,20 @@ export function proxyCommand(): Command {
         },
       ),
     )
-    .action(async (o: { lab: string; ipcache: string; recordQueue?: number }) => {
+    .addOption(
+      new Option('--workers <n>', 'threads serving HTTP (0: one per CPU)').argParser((v) => {
+        const n = Number(v);
+        if (!/^\d+$/.test(v) || n > 256)
+          throw new WeirError('ERR_CLI_OPTION', `--workers must be an integer within 0..256, not '${v}'`);
+        return n;
+      }),
+    )
+    .action(async (o: { lab: string; ipcache: string; recordQueue?: number; workers?: number }) => {
       await runProxy({
         lab: o.lab,
         ipcachePin: o.ipcache,
         ...(o.recordQueue ? { recordQueue: o.recordQueue } : {}),
+        ...(o.workers !== undefined ? { workers: o.workers } : {}),
       });
     });
   return cmd;

@@ -120,9 +120,16 @@ export const MAPS = [
     owner: 'loader',
     reusedBy: [],
     source: 'src/datapath/loader.ts',
-    entry: '{identity, direction, protocol, port} prefix → {deny, proxy port, rule cookie}',
+    entry: '{identity, direction, protocol, port} prefix → {deny, auth, proxy port, rule cookie}',
     purpose: "one endpoint's policy entries (kernel name `weir_pol_<id>`), inside weir_policy",
   },
+  lxc(
+    'weir_auth',
+    'hash',
+    'bpf/lib/auth.h',
+    '{source identity, destination identity, remote node (0: this node), auth type} → expiry',
+    "mutual authentication (Cilium's cilium_auth_map): pairs an mTLS handshake with their SVIDs authenticated, until the earlier certificate expires; read for entries of `authentication: {mode: required}` rules",
+  ),
   lxc(
     'weir_ct',
     'lru_hash',

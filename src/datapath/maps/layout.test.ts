@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkLayout, cstruct, pad, u32 } from '../../bpf/index.js';
 import { bpfObject } from '../../shared/paths.js';
+import { AuthInfo, AuthKey } from './auth/layout.js';
 import { CtEntry, CtKey } from './ct/layout.js';
 import { EndpointInfo } from './endpoints/layout.js';
 import { FlowEventLayout } from './events/layout.js';
@@ -41,6 +42,8 @@ describe('map layouts match dist/bpf/lxc.o', () => {
     FlowEventLayout,
     LxcKey,
     LxcInfo,
+    AuthKey,
+    AuthInfo,
     TunnelConfig,
   ];
   for (const codec of codecs) {

@@ -121,6 +121,24 @@ function parseRule(c: Checker, value: unknown, path: Path, kind: Kind): CiliumRu
   };
 }
 
+/**
+ * `authentication: {mode}` (Cilium's mutual authentication): 'required' or 'disabled' (the
+ * default); null when invalid. Cilium's 'test-always-fail' (a test hook of its own) is refused.
+ */
+function parseAuthentication(c: Checker, value: unknown, path: Path): 'required' | 'disabled' | null {
+  const o = c.object(value, path, ['mode']);
+  if (!o) return null;
+  if (o.mode === 'required' || o.mode === 'disabled') return o.mode;
+  c.fail(
+    'ERR_POLICY_RULE_INVALID',
+    [...path, 'mode'],
+    o.mode === undefined
+      ? "authentication needs a mode: 'required' or 'disabled'"
+      : `authentication mode '${String(o.mode)}' is not 'required' or 'disabled'`,
+  );
+  return null;
+}
+
 function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section): CiliumPeerRule | undefined {
   const ingress = section.startsWith('ingress');
   const deny = section.endsWith('Deny');
@@ -129,10 +147,10 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
   // toFQDNs: egress allows only (Cilium: deny policies do not support it).
   if (!ingress && !deny) known.splice(4, 0, 'toFQDNs');
   const unsupported = [`${d}Requires`, `${d}Nodes`, `${d}Groups`, 'icmps'];
-  if (!deny) unsupported.push('authentication');
   if (!ingress) unsupported.push('toServices');
   if (!ingress && deny) unsupported.push('toFQDNs');
-  const obj = c.object(value ?? {}, path, known, { unsupported, what: `an ${section} rule` });
+  const fields = deny ? known : [...known, 'authentication'];
+  const obj = c.object(value ?? {}, path, fields, { unsupported, what: `an ${section} rule` });
   if (!obj) return undefined;
   const present = known.filter((k) => k !== 'toPorts' && obj[k] !== undefined && obj[k] !== null);
   if (present.length > 1) {
@@ -145,6 +163,11 @@ function parsePeerRule(c: Checker, value: unknown, path: Path, section: Section)
   }
   const rule: CiliumPeerRule = {};
   let ok = true;
+  if (!deny && obj.authentication !== undefined && obj.authentication !== null) {
+    const auth = parseAuthentication(c, obj.authentication, [...path, 'authentication']);
+    if (auth === null) ok = false;
+    else if (auth === 'required') rule.auth = 'required';
+  }
   const eps = c.array(obj[`${d}Endpoints`], [...path, `${d}Endpoints`]);
   if (eps) {
     rule.endpoints = [];

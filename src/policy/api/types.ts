@@ -97,6 +97,11 @@ export interface CiliumPeerRule {
   fqdns?: DnsRule[];
   /** Undefined = every port (no toPorts). */
   ports?: PortMatch[];
+  /**
+   * `authentication: {mode: required}` (allow rules): what the rule allows passes only once the
+   * two identities authenticated each other (mTLS with their SVIDs; the datapath's weir_auth).
+   */
+  auth?: 'required';
 }
 
 export interface CiliumRule {

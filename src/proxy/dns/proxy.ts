@@ -33,7 +33,7 @@ import type { ProxyMetrics } from '../metrics.js';
 import type { SnapshotStore } from '../snapshot.js';
 import { closeFd, listener } from '../transparent.js';
 import type { L7Record } from '../types.js';
-import { closeUdp, sendFrom, udpListener, type Datagram, type Endpoint4 } from './udp.js';
+import { closeReplySockets, closeUdp, sendFrom, udpListener, type Datagram, type Endpoint4 } from './udp.js';
 
 export type RejectCode = 'refused' | 'nameError';
 
@@ -140,6 +140,7 @@ export class DnsProxy {
     this.#upstream?.socket.close();
     this.#upstream = undefined;
     if (this.#udpFd >= 0) closeUdp(this.#udpFd);
+    closeReplySockets();
     this.#udpFd = -1;
     this.#port = 0;
   }
@@ -304,6 +305,9 @@ export class DnsProxy {
         ips,
         ttl: ttls.length ? Math.min(...ttls) : 0,
         rrtypes: (a.packet.answers ?? []).map((x) => String(x.type)),
+        cnames: (a.packet.answers ?? [])
+          .filter((x) => x.type === 'CNAME')
+          .map((x) => String((x as { data: unknown }).data).replace(/\.?$/, '.')),
       },
       ...(verdict.origin ? { policy: verdict.origin } : {}),
       latencyNs: Number(process.hrtime.bigint() - t0),

@@ -7,7 +7,7 @@
 //   recvFrom(fd, buf)            one datagram: its bytes, the client and the original destination.
 //   sendFrom(src, dst, payload)  a reply that leaves from the original destination (the DNS
 //                                server's address and port), as if the server had sent it: a
-//                                transparent socket bound there for the one send.
+//                                transparent socket bound there, kept for the next replies.
 import koffi from 'koffi';
 import { errnoName } from '../../bpf/index.js';
 import { WeirError } from '../../shared/errors.js';
@@ -162,8 +162,14 @@ export class Receiver {
   }
 }
 
-/** Sends `payload` to `dst` from `src` (any address: IP_TRANSPARENT), then closes the socket. */
-export function sendFrom(src: Endpoint4, dst: Endpoint4, payload: Buffer): void {
+/** Reply sockets kept per source address (the DNS servers the pods ask): few, reused. */
+const replySockets = new Map<string, { fd: number; used: number }>();
+const MAX_REPLY_SOCKETS = 64;
+/** A reply socket unused this long is closed (it holds the server's address and port bound). */
+const REPLY_IDLE_MS = 10_000;
+let lastSweep = 0;
+
+function openReplySocket(src: Endpoint4): number {
   const fd = c.socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw fail('socket');
   try {
@@ -171,12 +177,53 @@ export function sendFrom(src: Endpoint4, dst: Endpoint4, payload: Buffer): void 
     setopt(fd, SOL_IP, IP_TRANSPARENT, int(1), 'setsockopt IP_TRANSPARENT');
     const from = sockaddr(src.ip, src.port);
     if (c.bind(fd, from, from.length) < 0) throw fail(`bind ${src.ip}:${src.port}/udp`);
-    const to = sockaddr(dst.ip, dst.port);
-    if (c.sendto(fd, payload, payload.length, 0, to, to.length) < 0)
-      throw fail(`sendto ${dst.ip}:${dst.port}`);
-  } finally {
+    return fd;
+  } catch (err) {
     c.close(fd);
+    throw err;
   }
+}
+
+/**
+ * Sends `payload` to `dst` from `src` (any address: IP_TRANSPARENT), on a socket bound there and
+ * kept for the next reply from the same address (closed after 10 s unused, at most 64 kept).
+ */
+export function sendFrom(src: Endpoint4, dst: Endpoint4, payload: Buffer): void {
+  const now = Date.now();
+  if (now - lastSweep > REPLY_IDLE_MS / 2) {
+    lastSweep = now;
+    for (const [k, v] of replySockets)
+      if (now - v.used > REPLY_IDLE_MS) {
+        c.close(v.fd);
+        replySockets.delete(k);
+      }
+  }
+  const key = `${src.ip}:${src.port}`;
+  let s = replySockets.get(key);
+  if (!s) {
+    s = { fd: openReplySocket(src), used: now };
+    replySockets.set(key, s);
+    if (replySockets.size > MAX_REPLY_SOCKETS) {
+      const [oldest, o] = replySockets.entries().next().value as [string, { fd: number }];
+      c.close(o.fd);
+      replySockets.delete(oldest);
+    }
+  }
+  s.used = now;
+  const to = sockaddr(dst.ip, dst.port);
+  if (c.sendto(s.fd, payload, payload.length, 0, to, to.length) < 0) {
+    const err = fail(`sendto ${dst.ip}:${dst.port}`);
+    // Not kept after a failure: the next reply opens a fresh one.
+    c.close(s.fd);
+    replySockets.delete(key);
+    throw err;
+  }
+}
+
+/** Closes the kept reply sockets (the proxy's listeners close). */
+export function closeReplySockets(): void {
+  for (const v of replySockets.values()) c.close(v.fd);
+  replySockets.clear();
 }
 
 export function closeUdp(fd: number): void {

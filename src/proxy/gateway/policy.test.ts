@@ -49,6 +49,28 @@ spec:
   targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: limited }]
   rateLimit: { type: Local, local: { rules: [{ limit: { requests: 3, unit: Hour } }] } }
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: users, namespace: ns }
+spec:
+  parentRefs: [{ name: gw }]
+  rules: [{ matches: [{ path: { type: PathPrefix, value: /users } }], backendRefs: [{ name: svc, port: 80 }] }]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: { name: per-user, namespace: ns }
+spec:
+  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: users }]
+  rateLimit:
+    type: Local
+    local:
+      rules:
+      - clientSelectors: [{ headers: [{ name: x-user-id, type: Distinct }] }]
+        limit: { requests: 2, unit: Hour }
+      - clientSelectors: [{ headers: [{ name: x-user-id, value: vip }] }, { sourceCIDR: { value: 10.0.0.0/8 } }]
+        limit: { requests: 3, unit: Hour }
+      - limit: { requests: 1, unit: Hour }
+---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: BackendTrafficPolicy
 metadata: { name: cb, namespace: ns }
@@ -57,13 +79,16 @@ spec:
   circuitBreaker: { maxParallelRequests: 2 }
 `;
 
-function get(port: number, path: string) {
+function get(port: number, path: string, extra: Record<string, string> = {}) {
   return new Promise<{ status: number; headers: Record<string, string | string[] | undefined> }>(
     (resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, headers: { host: 'example.com' } }, (res) => {
-        res.resume();
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
-      });
+      const req = request(
+        { host: '127.0.0.1', port, path, headers: { host: 'example.com', ...extra } },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+        },
+      );
       req.on('error', reject);
       req.end();
     },
@@ -129,6 +154,22 @@ describe('BackendTrafficPolicy on the gateway data plane', () => {
     assert.equal(gw.stats.rateLimited, 2);
     // Another route is not limited.
     assert.equal((await get(port, '/slow')).status, 200);
+  });
+
+  it('client selectors: a bucket per distinct x-user-id, requests matching no selector in the default bucket', async () => {
+    const codes = async (n: number, h: Record<string, string>) => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) out.push((await get(port, '/users', h)).status);
+      return out;
+    };
+    assert.deepEqual(await codes(3, { 'x-user-id': 'a' }), [200, 200, 429]);
+    assert.deepEqual(await codes(3, { 'x-user-id': 'b' }), [200, 200, 429]);
+    // vip counts in its own distinct bucket (2) and the vip rule's (3): the emptier decides.
+    const vip = await get(port, '/users', { 'x-user-id': 'vip' });
+    assert.equal(vip.headers['x-ratelimit-limit'], '2');
+    assert.deepEqual(await codes(2, { 'x-user-id': 'vip' }), [200, 429]);
+    // No x-user-id, from 127.0.0.1 (outside 10.0.0.0/8): the default rule, 1 per hour.
+    assert.deepEqual(await codes(2, {}), [200, 429]);
   });
 
   it('a circuit breaker of 2 parallel requests: the overflow is 503, then it closes again', async () => {

@@ -16,8 +16,15 @@ import http2, {
 } from 'node:http2';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { z } from 'zod';
-import type { CompiledBackend, GatewayPortTable, MeshPortTable, TableEntry } from '../../gateway/compile.js';
+import type {
+  CompiledBackend,
+  EntryPolicy,
+  GatewayPortTable,
+  MeshPortTable,
+  TableEntry,
+} from '../../gateway/compile.js';
 import {
   applyHeaderOps,
   routeGateway,
@@ -27,6 +34,9 @@ import {
 } from '../../gateway/route.js';
 import { WeirError } from '../../shared/errors.js';
 import type { L7Record } from '../types.js';
+import { Cluster, type ClusterConfig } from './cluster.js';
+import { GatewayMetrics } from './metrics.js';
+import { LocalRateLimiter } from './ratelimit.js';
 
 /** A Service port redirected to the proxy (GAMMA): its routes, served on address:listenPort. */
 export interface MeshListener extends MeshPortTable {
@@ -107,6 +117,75 @@ const hopByHop = new Set([
 export interface GatewayServerOptions {
   log: Logger;
   onRecord?(r: L7Record): void;
+  /** Where the weir_gateway_* metrics are registered (the proxy's registry); a private one if unset. */
+  registry?: Registry;
+}
+
+/** Why an attempt got no response. */
+type FailureCause = 'connect-failure' | 'reset' | 'refused-stream' | 'timeout';
+type Failure = { code: number } | { cause: FailureCause };
+type AttemptResult =
+  | { kind: 'sent'; code: number }
+  | { kind: 'retry'; code: number; detail: string }
+  | { kind: 'failure'; cause: FailureCause; code: number; detail: string };
+
+interface RetryPlan {
+  /** Retries at most. */
+  max: number;
+  retriable(f: Failure): boolean;
+  /** The wait before retry n (1-based). */
+  backoff(n: number): number;
+}
+
+/**
+ * The retry policy of a rule: the HTTPRoute's own `retry` (Gateway API: its codes and connection
+ * errors, doubling back-off) wins over a BackendTrafficPolicy's (Envoy's retry_on triggers, fully
+ * jittered exponential back-off), as in Envoy Gateway.
+ */
+function retryPlan(e: TableEntry): RetryPlan {
+  if (e.retry) {
+    const r = e.retry;
+    const base = r.backoffMs ?? DEFAULT_BACKOFF_MS;
+    return {
+      max: r.attempts,
+      retriable: (f) => ('code' in f ? r.codes.includes(f.code) : f.cause !== 'timeout'),
+      backoff: (n) => Math.min(base * 2 ** (n - 1), 10 * base),
+    };
+  }
+  const r = e.policy?.retry;
+  if (!r) return { max: 0, retriable: () => false, backoff: () => 0 };
+  const on = new Set(r.triggers);
+  const any = (...t: string[]) => t.some((x) => on.has(x as never));
+  return {
+    max: r.numRetries,
+    retriable: (f) => {
+      if ('code' in f)
+        return (
+          (f.code >= 500 && any('5xx')) ||
+          ([502, 503, 504].includes(f.code) && any('gateway-error')) ||
+          (f.code === 409 && any('retriable-4xx')) ||
+          (r.statusCodes.includes(f.code) && any('retriable-status-codes'))
+        );
+      switch (f.cause) {
+        case 'connect-failure':
+          return any('5xx', 'gateway-error', 'reset', 'connect-failure');
+        case 'refused-stream':
+          return any('5xx', 'gateway-error', 'reset', 'refused-stream');
+        default:
+          return any('5xx', 'gateway-error', 'reset');
+      }
+    },
+    backoff: (n) => Math.random() * Math.min(r.maxIntervalMs, r.baseIntervalMs * (2 ** n - 1)),
+  };
+}
+
+function clusterConfig(p: EntryPolicy): ClusterConfig {
+  return {
+    ...(p.circuitBreaker ? { circuitBreaker: p.circuitBreaker } : {}),
+    ...(p.passiveHealthCheck ? { passiveHealthCheck: p.passiveHealthCheck } : {}),
+    ...(p.retry ? { retry: p.retry } : {}),
+    ...(p.timeout ? { timeout: p.timeout } : {}),
+  };
 }
 
 export class GatewayServer {
@@ -126,12 +205,16 @@ export class GatewayServer {
     upstreamErrors: 0,
     timeouts: 0,
   };
-  /** Local rate-limit buckets by policy and rule (Envoy's token bucket, refilled each unit). */
-  readonly #buckets = new Map<string, { tokens: number; windowStart: number }>();
-  /** Requests in flight by policy and backend (the circuit breaker's parallel requests). */
-  readonly #inFlight = new Map<string, number>();
+  /** Local rate-limit buckets by policy, route rule and selector (Envoy's token buckets). */
+  readonly #rateLimiter = new LocalRateLimiter();
+  /** Backends of BackendTrafficPolicies (Envoy's clusters) by policy and backend. */
+  readonly #clusters = new Map<string, Cluster>();
+  /** Attempts made so far per downstream request (x-envoy-attempt-count). */
+  readonly #attempts = new WeakMap<AnyReq, number>();
+  readonly metrics: GatewayMetrics;
 
   constructor(private readonly o: GatewayServerOptions) {
+    this.metrics = new GatewayMetrics(o.registry);
     this.#h1 = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) =>
       this.#serve(req, res, 'HTTP/1.1'),
     );
@@ -180,6 +263,20 @@ export class GatewayServer {
       this.o.log.info({ listen: k }, 'gateway listening');
     }
     this.#snap = s;
+    // Clusters follow their policy's new settings; a policy gone takes its clusters with it.
+    const policies = new Map<string, EntryPolicy>();
+    for (const t of s.ports)
+      for (const l of t.listeners)
+        for (const e of l.entries) if (e.policy) policies.set(e.policy.policy, e.policy);
+    for (const m of s.mesh) for (const e of m.entries) if (e.policy) policies.set(e.policy.policy, e.policy);
+    for (const [k, c] of this.#clusters) {
+      const p = policies.get(k.slice(0, k.indexOf('|')));
+      if (p) c.config = clusterConfig(p);
+      else {
+        c.close();
+        this.#clusters.delete(k);
+      }
+    }
     for (const [k, server] of this.#servers)
       if (!want.has(k)) {
         server.close();
@@ -246,6 +343,18 @@ export class GatewayServer {
         : { kind: 'no-route', status: 404, reason: 'no gateway listens here' };
     const done = (code: number, backend?: CompiledBackend, detail?: string) => {
       this.stats.byCode[code] = (this.stats.byCode[code] ?? 0) + 1;
+      const entry = 'entry' in d ? d.entry : undefined;
+      const gateway = table ? table.gateway : mesh ? `mesh:${mesh.service}` : '';
+      const route = entry ? `${entry.route.namespace}/${entry.route.name}` : '';
+      const b = backend ? `${backend.namespace}/${backend.name}:${backend.port}` : '';
+      this.metrics.requests.inc({
+        gateway,
+        route,
+        rule: entry ? String(entry.ruleIndex) : '',
+        backend: b,
+        code,
+      });
+      this.metrics.duration.observe({ gateway, route, backend: b }, (performance.now() - started) / 1000);
       this.o.onRecord?.(
         this.#record(req, rreq, protocol, code, d, backend, performance.now() - started, detail),
       );
@@ -266,54 +375,70 @@ export class GatewayServer {
       case 'forward': {
         const p = d.entry.policy;
         const extra: Record<string, string> = {};
-        if (p?.rateLimit) {
-          const rl = p.rateLimit;
-          const k = `${p.policy}|${d.entry.route.namespace}/${d.entry.route.name}|${d.entry.ruleIndex}`;
-          const now = performance.now();
-          let b = this.#buckets.get(k);
-          if (!b) this.#buckets.set(k, (b = { tokens: rl.requests, windowStart: now }));
-          if (now - b.windowStart >= rl.unitMs) {
-            b.tokens = rl.requests;
-            b.windowStart = now - ((now - b.windowStart) % rl.unitMs);
-          }
-          const reset = String(Math.max(1, Math.ceil((b.windowStart + rl.unitMs - now) / 1000)));
-          extra['x-ratelimit-limit'] = String(rl.requests);
-          extra['x-ratelimit-reset'] = reset;
-          if (b.tokens <= 0) {
+        const rv = p?.rateLimit
+          ? this.#rateLimiter.take(
+              `${p.policy}|${d.entry.route.namespace}/${d.entry.route.name}|${d.entry.ruleIndex}`,
+              p.rateLimit,
+              rreq.headers,
+              (sock.remoteAddress ?? '').replace(/^::ffff:/, ''),
+            )
+          : undefined;
+        if (rv) {
+          extra['x-ratelimit-limit'] = String(rv.limit);
+          extra['x-ratelimit-remaining'] = String(rv.remaining);
+          extra['x-ratelimit-reset'] = String(rv.resetSeconds);
+          if (!rv.allowed) {
             this.stats.rateLimited++;
-            extra['x-ratelimit-remaining'] = '0';
+            this.metrics.rateLimited.inc({ route: `${d.entry.route.namespace}/${d.entry.route.name}` });
             res.writeHead(429, { ...extra, 'content-type': 'text/plain', 'content-length': '19' });
             res.end('local_rate_limited\n');
             return void done(429, d.backend, 'local_rate_limited');
           }
-          b.tokens--;
-          extra['x-ratelimit-remaining'] = String(b.tokens);
         }
-        const max = p?.circuitBreaker?.maxParallelRequests;
-        const ck = p ? `${p.policy}|${d.backend.namespace}/${d.backend.name}:${d.backend.port}` : '';
-        if (max !== undefined) {
-          const n = this.#inFlight.get(ck) ?? 0;
-          if (n >= max) {
-            this.stats.circuitOpen++;
-            res.writeHead(503, {
-              'x-envoy-overloaded': 'true',
-              'content-type': 'text/plain',
-              'content-length': '17',
-            });
-            res.end('upstream overflow');
-            return void done(503, d.backend, 'upstream_overflow');
-          }
-          this.#inFlight.set(ck, n + 1);
+        const cl = p && !d.backend.invalid ? this.#cluster(p, d.backend) : undefined;
+        if (cl) {
+          if (!cl.admit()) return void this.#overflow(res, d.backend, done);
+          let left = false;
+          const leave = () => {
+            if (left) return;
+            left = true;
+            cl.leave();
+          };
+          res.once('close', leave);
+          res.once('finish', leave);
         }
-        try {
-          // The rate limit's headers go on the upstream's response too.
-          const withHeaders = { ...d, corsHeaders: [...d.corsHeaders, ...Object.entries(extra)] };
-          return await this.#forward(req, res, withHeaders, done);
-        } finally {
-          if (max !== undefined) this.#inFlight.set(ck, (this.#inFlight.get(ck) ?? 1) - 1);
-        }
+        // The rate limit's headers go on the upstream's response too.
+        const withHeaders = { ...d, corsHeaders: [...d.corsHeaders, ...Object.entries(extra)] };
+        return await this.#forward(req, res, withHeaders, done, cl);
       }
     }
+  }
+
+  /** The circuit breaker's answer to an overflow (Envoy: 503, x-envoy-overloaded, flag UO). */
+  #overflow(
+    res: AnyRes,
+    backend: CompiledBackend,
+    done: (c: number, b?: CompiledBackend, detail?: string) => void,
+  ) {
+    this.stats.circuitOpen++;
+    if (!res.headersSent) {
+      res.writeHead(503, {
+        'x-envoy-overloaded': 'true',
+        'content-type': 'text/plain',
+        'content-length': '17',
+      });
+      res.end('upstream overflow');
+    } else res.destroy();
+    done(503, backend, 'upstream_overflow');
+  }
+
+  /** The cluster of a policy's backend (Envoy's upstream cluster), made on first use. */
+  #cluster(p: EntryPolicy, b: CompiledBackend): Cluster {
+    const backend = `${b.namespace}/${b.name}:${b.port}`;
+    const k = `${p.policy}|${backend}`;
+    let c = this.#clusters.get(k);
+    if (!c) this.#clusters.set(k, (c = new Cluster(backend, clusterConfig(p), this.metrics)));
+    return c;
   }
 
   #local(
@@ -339,16 +464,18 @@ export class GatewayServer {
     res: AnyRes,
     d: Extract<RouteDecision, { kind: 'forward' }>,
     done: (c: number, b?: CompiledBackend, detail?: string) => void,
+    cl?: Cluster,
   ) {
     const e = d.entry;
     const isGrpc =
       e.route.kind === 'GRPCRoute' || (req.headers['content-type'] ?? '').startsWith('application/grpc');
     const h2c = isGrpc || d.backend.appProtocol === 'kubernetes.io/h2c';
+    const plan = retryPlan(e);
     // The body, buffered when small enough to be sent again (retries, mirrors).
     const chunks: Buffer[] = [];
     let size = 0;
     let streamed = false;
-    const canRetry = !!e.retry || d.mirrors.length > 0;
+    const canRetry = plan.max > 0 || d.mirrors.length > 0;
     if (canRetry && !isGrpc) {
       for await (const c of req as AsyncIterable<Buffer>) {
         size += c.length;
@@ -363,41 +490,111 @@ export class GatewayServer {
       const ep = this.#pick(`${m.namespace}/${m.name}:${m.port}`);
       if (ep) this.#mirror(ep, d.request, body);
     }
-    const attempts = 1 + (e.retry?.attempts ?? 0);
-    const deadline = e.timeouts.request !== undefined ? performance.now() + e.timeouts.request : Infinity;
+    const backendKey = `${d.backend.namespace}/${d.backend.name}:${d.backend.port}`;
+    const requestMs = e.timeouts.request ?? e.policy?.timeout?.requestMs;
+    const perTryMs = e.timeouts.backendRequest ?? (e.retry ? undefined : e.policy?.retry?.perTryTimeoutMs);
+    const deadline = requestMs !== undefined ? performance.now() + requestMs : Infinity;
+    const attempts = 1 + plan.max;
     let lastCode = 503;
     let lastDetail = 'no ready endpoint';
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      if (attempt > 0) {
-        this.stats.retries++;
-        const backoff = e.retry?.backoffMs ?? DEFAULT_BACKOFF_MS;
-        await new Promise((r) => setTimeout(r, Math.min(backoff * 2 ** (attempt - 1), 10 * backoff)));
+    // A retry holds a slot of the cluster's retry limit from the decision through its back-off and
+    // attempt (Envoy's outstanding retries); the slot of a finished attempt is given back first.
+    const budgeted = !!cl && !!e.policy?.retry && !e.retry;
+    let holding = false;
+    const releaseSlot = () => {
+      if (holding) cl?.retryDone();
+      holding = false;
+    };
+    /** A retry may follow: attempts left, the trigger matches, and the breaker or budget allow it. */
+    const mayRetry = (attempt: number, f: Failure): boolean => {
+      releaseSlot();
+      if (streamed || attempt >= attempts - 1 || !plan.retriable(f)) return false;
+      if (performance.now() >= deadline) return false;
+      if (budgeted && cl) {
+        if (!cl.retryAllowed()) return false;
+        holding = true;
       }
-      const ep = this.#pick(`${d.backend.namespace}/${d.backend.name}:${d.backend.port}`);
-      if (!ep) break;
-      const left = deadline - performance.now();
-      if (left <= 0) {
-        lastCode = 504;
-        lastDetail = 'request timeout';
-        break;
+      return true;
+    };
+    try {
+      for (let attempt = 0; attempt < attempts; attempt++) {
+        if (attempt > 0) {
+          this.stats.retries++;
+          this.metrics.retries.inc({ route: `${e.route.namespace}/${e.route.name}`, backend: backendKey });
+          const wait = Math.min(plan.backoff(attempt), Math.max(0, deadline - performance.now()));
+          await new Promise((r) => setTimeout(r, wait));
+        }
+        const eps = this.#snap.endpoints[backendKey] ?? [];
+        const ep = this.#pick(backendKey, cl);
+        if (!ep) break;
+        const left = deadline - performance.now();
+        if (left <= 0) {
+          lastCode = 504;
+          lastDetail = 'request timeout';
+          break;
+        }
+        let release: (() => void) | undefined;
+        if (cl && !h2c) {
+          const got = await cl.connection(left);
+          if (got === 'timeout') {
+            lastCode = 504;
+            lastDetail = 'request timeout';
+            break;
+          }
+          if (!got) {
+            releaseSlot();
+            return void this.#overflow(res, d.backend, done);
+          }
+          release = () => cl.release();
+        }
+        const perTry = Math.min(deadline - performance.now(), perTryMs ?? Infinity);
+        const perTryIsRequest = perTryMs === undefined || deadline - performance.now() <= perTryMs;
+        const retryCode = (code: number) => mayRetry(attempt, { code });
+        const r = await (h2c
+          ? this.#h2Attempt(ep, d, req, res, streamed ? undefined : body, perTry, retryCode, cl)
+          : this.#h1Attempt(ep, d, req, res, streamed ? undefined : body, perTry, retryCode, cl, release));
+        if (r.kind === 'sent') releaseSlot();
+        const epKey = `${ep.ip}:${ep.port}`;
+        cl?.outcome(
+          epKey,
+          eps,
+          r.kind === 'failure'
+            ? {
+                local:
+                  r.cause === 'connect-failure'
+                    ? 'connect-failure'
+                    : r.cause === 'timeout'
+                      ? 'timeout'
+                      : 'reset',
+              }
+            : { code: r.code },
+        );
+        if (r.kind === 'sent') return void done(r.code, d.backend);
+        lastCode = r.code;
+        lastDetail = r.detail;
+        if (r.kind === 'failure') {
+          if (r.cause === 'timeout') {
+            const kind = perTryIsRequest ? 'request' : 'per_try';
+            if (kind === 'request') break;
+            this.metrics.timeouts.inc({ backend: backendKey, kind });
+          }
+          if (!mayRetry(attempt, { cause: r.cause })) break;
+        }
       }
-      const perTry = Math.min(left, e.timeouts.backendRequest ?? Infinity);
-      const r = await (h2c
-        ? this.#h2Attempt(ep, d, req, res, streamed ? undefined : body, perTry, attempt === attempts - 1)
-        : this.#h1Attempt(ep, d, req, res, streamed ? undefined : body, perTry, attempt === attempts - 1));
-      if (r.kind === 'sent') return void done(r.code, d.backend);
-      lastCode = r.code;
-      lastDetail = r.detail;
-      if (streamed) break;
-      if (r.kind === 'timeout') break;
+    } finally {
+      releaseSlot();
     }
-    if (lastCode === 504) this.stats.timeouts++;
-    else this.stats.upstreamErrors++;
+    if (lastCode === 504) {
+      this.stats.timeouts++;
+      if (performance.now() >= deadline - 1)
+        this.metrics.timeouts.inc({ backend: backendKey, kind: 'request' });
+    } else this.stats.upstreamErrors++;
     this.#local(res, lastCode, lastDetail, done, d.backend);
   }
 
-  #pick(key: string): { ip: string; port: number } | undefined {
-    const eps = this.#snap.endpoints[key] ?? [];
+  #pick(key: string, cl?: Cluster): { ip: string; port: number } | undefined {
+    const all = this.#snap.endpoints[key] ?? [];
+    const eps = cl ? cl.healthy(all) : all;
     if (eps.length === 0) return undefined;
     const [ip, port] = splitHostPort(eps[Math.floor(Math.random() * eps.length)] ?? '');
     return { ip, port };
@@ -412,7 +609,11 @@ export class GatewayServer {
     return out;
   }
 
-  /** One HTTP/1.1 attempt. 'sent': the response went to the client; otherwise it may be retried. */
+  /**
+   * One HTTP/1.1 attempt. 'sent': the response went to the client; 'retry': a status the caller
+   * retries (retryCode said so, holding a retry slot); 'failure': no response (connect failure,
+   * reset, timeout), nothing sent yet.
+   */
   #h1Attempt(
     ep: { ip: string; port: number },
     d: Extract<RouteDecision, { kind: 'forward' }>,
@@ -420,37 +621,65 @@ export class GatewayServer {
     res: AnyRes,
     body: Buffer | undefined,
     timeoutMs: number,
-    last: boolean,
-  ): Promise<{ kind: 'sent' | 'retry' | 'timeout'; code: number; detail: string }> {
+    retryCode: (code: number) => boolean,
+    cl?: Cluster,
+    release?: () => void,
+  ): Promise<AttemptResult> {
     return new Promise((resolve) => {
-      const headers = { ...this.#upstreamHeaders(d, req), host: d.request.host };
+      const headers: Record<string, string> = { ...this.#upstreamHeaders(d, req), host: d.request.host };
+      if (cl) headers['x-envoy-attempt-count'] = String(1 + (this.#attempts.get(req) ?? 0));
+      if (cl) this.#attempts.set(req, 1 + (this.#attempts.get(req) ?? 0));
       const up = http.request({
         host: ep.ip,
         port: ep.port,
         method: d.request.method,
         path: d.request.path,
         headers,
-        agent: this.#agent,
+        agent: cl ? cl.agent : this.#agent,
       });
+      let released = false;
+      up.once('close', () => {
+        if (released) return;
+        released = true;
+        release?.();
+      });
+      let connected = false;
+      let connectTimedOut = false;
+      up.once('socket', (s) => {
+        if (!s.connecting) connected = true;
+        else s.once('connect', () => (connected = true));
+      });
+      if (cl) cl.track(up, `${ep.ip}:${ep.port}`, () => (connectTimedOut = true));
       let timer: NodeJS.Timeout | undefined;
       if (Number.isFinite(timeoutMs))
         timer = setTimeout(() => {
           up.destroy();
-          settle({ kind: 'timeout', code: 504, detail: 'upstream request timeout' });
+          settle({ kind: 'failure', cause: 'timeout', code: 504, detail: 'upstream request timeout' });
         }, timeoutMs);
       let settled = false;
-      const settle = (r: { kind: 'sent' | 'retry' | 'timeout'; code: number; detail: string }) => {
+      const settle = (r: AttemptResult) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         resolve(r);
       };
       up.on('error', (err) =>
-        settle({ kind: 'retry', code: 503, detail: `upstream connect error or reset: ${err.message}` }),
+        settle(
+          connected
+            ? { kind: 'failure', cause: 'reset', code: 503, detail: `upstream reset: ${err.message}` }
+            : {
+                kind: 'failure',
+                cause: 'connect-failure',
+                code: 503,
+                detail: connectTimedOut
+                  ? 'upstream connect error: connection timeout'
+                  : `upstream connect error: ${err.message}`,
+              },
+        ),
       );
       up.on('response', (ur) => {
         const code = ur.statusCode ?? 502;
-        if (!last && d.entry.retry?.codes.includes(code)) {
+        if (retryCode(code)) {
           ur.resume();
           return settle({ kind: 'retry', code, detail: `upstream answered ${code}` });
         }
@@ -466,23 +695,33 @@ export class GatewayServer {
         res.writeHead(code, flatten(h, res));
         ur.pipe(res as NodeJS.WritableStream);
         ur.on('error', () => res.destroy());
-        settle({ kind: 'sent', code, detail: '' });
+        settle({ kind: 'sent', code });
       });
       if (body) up.end(body);
       else (req as NodeJS.ReadableStream).pipe(up);
     });
   }
 
-  #session(ep: { ip: string; port: number }): ClientHttp2Session {
+  #session(ep: { ip: string; port: number }, connectMs?: number): ClientHttp2Session {
     const k = `${ep.ip}:${ep.port}`;
     let s = this.#h2Sessions.get(k);
     if (!s || s.closed || s.destroyed) {
-      s = http2.connect(`http://${k.includes(':') && ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : k}`);
-      s.on('error', () => undefined);
-      s.once('close', () => {
-        if (this.#h2Sessions.get(k) === s) this.#h2Sessions.delete(k);
+      const session = http2.connect(
+        `http://${k.includes(':') && ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : k}`,
+      );
+      s = session;
+      session.on('error', () => undefined);
+      session.once('close', () => {
+        if (this.#h2Sessions.get(k) === session) this.#h2Sessions.delete(k);
       });
-      this.#h2Sessions.set(k, s);
+      if (connectMs) {
+        const timer = setTimeout(() => {
+          if (session.connecting) session.destroy(new Error('connect timeout'));
+        }, connectMs);
+        session.once('connect', () => clearTimeout(timer));
+        session.once('close', () => clearTimeout(timer));
+      }
+      this.#h2Sessions.set(k, session);
     }
     return s;
   }
@@ -495,20 +734,23 @@ export class GatewayServer {
     res: AnyRes,
     body: Buffer | undefined,
     timeoutMs: number,
-    last: boolean,
-  ): Promise<{ kind: 'sent' | 'retry' | 'timeout'; code: number; detail: string }> {
+    retryCode: (code: number) => boolean,
+    cl?: Cluster,
+  ): Promise<AttemptResult> {
     return new Promise((resolve) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
-      const settle = (r: { kind: 'sent' | 'retry' | 'timeout'; code: number; detail: string }) => {
+      const settle = (r: AttemptResult) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         resolve(r);
       };
       let stream: http2.ClientHttp2Stream;
+      let session: ClientHttp2Session;
       try {
-        stream = this.#session(ep).request({
+        session = this.#session(ep, cl?.config.timeout?.connectMs);
+        stream = session.request({
           ...this.#upstreamHeaders(d, req),
           ':method': d.request.method,
           ':path': d.request.path,
@@ -516,20 +758,42 @@ export class GatewayServer {
           ':scheme': 'http',
         });
       } catch (err) {
-        return settle({ kind: 'retry', code: 503, detail: `upstream h2c error: ${(err as Error).message}` });
+        return settle({
+          kind: 'failure',
+          cause: 'connect-failure',
+          code: 503,
+          detail: `upstream h2c error: ${(err as Error).message}`,
+        });
       }
+      let connected = !session.connecting;
+      if (!connected) session.once('connect', () => (connected = true));
       if (Number.isFinite(timeoutMs))
         timer = setTimeout(() => {
           stream.close(http2.constants.NGHTTP2_CANCEL);
-          settle({ kind: 'timeout', code: 504, detail: 'upstream request timeout' });
+          settle({ kind: 'failure', cause: 'timeout', code: 504, detail: 'upstream request timeout' });
         }, timeoutMs);
       stream.on('error', (err) => {
-        if (!settled) settle({ kind: 'retry', code: 503, detail: `upstream h2c reset: ${err.message}` });
-        else res.destroy();
+        if (settled) return void res.destroy();
+        const refused = stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+        settle({
+          kind: 'failure',
+          cause: refused ? 'refused-stream' : connected ? 'reset' : 'connect-failure',
+          code: 503,
+          detail: `upstream h2c reset: ${err.message}`,
+        });
+      });
+      stream.on('close', () => {
+        if (!settled)
+          settle({
+            kind: 'failure',
+            cause: stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? 'refused-stream' : 'reset',
+            code: 503,
+            detail: `upstream h2c stream closed (${stream.rstCode})`,
+          });
       });
       stream.on('response', (uh) => {
         const code = Number(uh[':status'] ?? 502);
-        if (!last && d.entry.retry?.codes.includes(code)) {
+        if (retryCode(code)) {
           stream.resume();
           return settle({ kind: 'retry', code, detail: `upstream answered ${code}` });
         }
@@ -549,13 +813,14 @@ export class GatewayServer {
           if ('addTrailers' in res) res.addTrailers(tr);
         });
         stream.pipe(res as NodeJS.WritableStream);
-        settle({ kind: 'sent', code, detail: '' });
+        settle({ kind: 'sent', code });
       });
-      if (body) stream.end(body);
-      else (req as NodeJS.ReadableStream).pipe(stream);
+      // node:http2 ends a GET/HEAD/DELETE stream at once (no payload): nothing more to write.
+      if (body) {
+        if (!stream.writableEnded) stream.end(body);
+      } else (req as NodeJS.ReadableStream).pipe(stream);
     });
   }
-
   #mirror(
     ep: { ip: string; port: number },
     r: { method: string; path: string; host: string; headers: Record<string, string[]> },
@@ -628,6 +893,7 @@ export class GatewayServer {
     this.#servers.clear();
     for (const s of this.#sockets) s.destroy();
     for (const s of this.#h2Sessions.values()) s.destroy();
+    for (const c of this.#clusters.values()) c.close();
     this.#agent.destroy();
   }
 }

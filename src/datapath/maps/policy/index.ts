@@ -4,7 +4,7 @@
 import { TypedMap, type BpfMap } from '../../../bpf/index.js';
 import { WeirError } from '../../../shared/errors.js';
 import { DIR, directionOf, type Direction } from '../../direction.js';
-import { POLICY_F_DENY, POLICY_STATIC_PREFIX, PolicyEntry, PolicyKey } from './layout.js';
+import { POLICY_F_AUTH, POLICY_F_DENY, POLICY_STATIC_PREFIX, PolicyEntry, PolicyKey } from './layout.js';
 
 export interface PolicyMapKey {
   /** Remote security identity; 0 = any identity. */
@@ -20,6 +20,8 @@ export interface PolicyMapKey {
 
 export interface PolicyMapValue {
   deny?: boolean;
+  /** Allowed only once the two identities authenticated (weir_auth; `authentication.mode: required`). */
+  auth?: boolean;
   /** Redirect to the L7 proxy on this port (0 or absent: forward). */
   proxyPort?: number;
   /** The rule that produced the entry. */
@@ -47,7 +49,7 @@ export class PolicyMap {
     const { raw, l4Prefix } = encodeKey(key, this.endpointId);
     this.typed.update(raw, {
       proxyPort: value.proxyPort ?? 0,
-      flags: value.deny ? POLICY_F_DENY : 0,
+      flags: (value.deny ? POLICY_F_DENY : 0) | (value.auth ? POLICY_F_AUTH : 0),
       l4Prefix,
       cookie: value.cookie ?? 0,
     });
@@ -69,7 +71,12 @@ export class PolicyMap {
           port: k.dport,
           portPrefixLen: Math.max(0, l4Bits - 8),
         },
-        value: { deny: (v.flags & POLICY_F_DENY) !== 0, proxyPort: v.proxyPort, cookie: v.cookie },
+        value: {
+          deny: (v.flags & POLICY_F_DENY) !== 0,
+          auth: (v.flags & POLICY_F_AUTH) !== 0,
+          proxyPort: v.proxyPort,
+          cookie: v.cookie,
+        },
       };
     });
   }

@@ -22,3 +22,4 @@ export const POLICY_STATIC_PREFIX = 40;
 export const POLICY_FULL_PREFIX = 64;
 /** POLICY_F_* */
 export const POLICY_F_DENY = 1 << 0;
+export const POLICY_F_AUTH = 1 << 1;

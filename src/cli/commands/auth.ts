@@ -1,0 +1,85 @@
+// `weir auth list` (the identity pairs mutual authentication let through, as weir_auth holds them,
+// with the auth listener's counters) and `weir identity cert get <id>` (an identity's SVID).
+import { Command } from 'commander';
+import { AgentClient } from '../../agent/client.js';
+import { agentSocket } from '../../agent/paths.js';
+import type { AuthPairRow, AuthStatus, IdentityCert } from '../../agent/auth.js';
+import { WeirError } from '../../shared/errors.js';
+import { printResult, type OutputFormat } from '../output.js';
+import { labOption, outputOption } from './lab.js';
+
+const agent = (lab: string) => new AgentClient(agentSocket(lab));
+
+export function authCommand(): Command {
+  const cmd = new Command('auth').description(
+    'mutual authentication: identity pairs authenticated by an mTLS handshake (weir_auth)',
+  );
+  cmd
+    .command('list')
+    .alias('ls')
+    .description(
+      'authenticated pairs (source identity, destination identity, node, expiry) and the listener counters',
+    )
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(async (o: { lab: string; output: OutputFormat }) => {
+      const s = await agent(o.lab).call<AuthStatus>('GET', '/v1/auth');
+      printResult<AuthPairRow>(o.output, s, s.pairs, [
+        { header: 'src identity', get: (r) => r.srcIdentity },
+        { header: 'dst identity', get: (r) => r.dstIdentity },
+        { header: 'node', get: (r) => (r.remoteNodeId === 0 ? 'local' : r.remoteNodeId) },
+        { header: 'expires', get: (r) => (r.valid ? r.expires : `${r.expires} (expired)`) },
+      ]);
+      if (o.output !== 'json' && o.output !== 'yaml') {
+        const refused = Object.entries(s.counters.refused)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ');
+        process.stdout.write(
+          `\nlistener ${s.listener} (trust domain ${s.trustDomain}, ${s.svids} SVIDs): accepted ${s.counters.accepted}; refused: ${refused}\n` +
+            `handshakes: ${s.handshakes.ok} ok, ${s.handshakes.failed} failed\n`,
+        );
+      }
+    });
+  return cmd;
+}
+
+/** `weir identity cert`: added to `weir identity`. */
+export function identityCertCommand(): Command {
+  const cmd = new Command('cert').description("identities' X.509-SVIDs (issued by the lab's CA)");
+  cmd
+    .command('get')
+    .description("an identity's SVID: PEM and a summary (-o json: both, and the CA's PEM)")
+    .argument('<id>', 'numeric identity (a pod identity in use)')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(async (id: string, o: { lab: string; output: OutputFormat }) => {
+      if (!/^\d+$/.test(id))
+        throw new WeirError('ERR_CLI_ARGUMENT', `identity '${id}' is not a number`, {
+          location: { field: 'id' },
+        });
+      const c = await agent(o.lab).call<IdentityCert>('GET', `/v1/identities/${id}/cert`);
+      if (o.output === 'json' || o.output === 'yaml') return printResult(o.output, c, [], []);
+      const s = c.summary;
+      const lines = [
+        `Identity:      ${c.identity}`,
+        `SPIFFE ID:     ${c.spiffeId}`,
+        ...c.serviceAccountIds.map(
+          (x, i) =>
+            `${i === 0 ? 'Pods (SA):     ' : '               '}${x}  (not in the certificate: one URI SAN)`,
+        ),
+        `Serial:        ${s.serial}`,
+        `Issuer:        ${s.issuer}`,
+        `Subject:       ${s.subject}`,
+        `Key:           ${s.keyAlgorithm}`,
+        `Not before:    ${s.notBefore}`,
+        `Not after:     ${s.notAfter}`,
+        `Renewal at:    ${c.renewAt}`,
+        `SHA-256:       ${s.fingerprint}`,
+        '',
+        c.certPem.trimEnd(),
+        '',
+      ];
+      process.stdout.write(lines.join('\n'));
+    });
+  return cmd;
+}

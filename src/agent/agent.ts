@@ -278,6 +278,10 @@ export class Agent {
     this.labelFilter = cfg.identityLabels ? parseLabelFilter(cfg.identityLabels) : undefined;
     const ids = local.identities as IdentityAllocatorState | undefined;
     this.allocator = ids ? IdentityAllocator.fromJSON(ids) : new IdentityAllocator();
+    // The restored references are those the last computation of the previous run held: this
+    // run's first computation takes its own and releases them, so an identity no pod uses any
+    // more is freed (and its SVID revoked) rather than kept by a reference nobody owns.
+    this.held = this.allocator.list().flatMap((i) => Array<number>(this.allocator.refs(i.id)).fill(i.id));
     this.savedGeneration = this.allocator.generation;
     this.readBack();
     this.lb = new ServiceLb(cfg, datapath, log);

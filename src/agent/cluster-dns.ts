@@ -94,7 +94,9 @@ export class ClusterDns {
         // not there yet
       }
     }
-    const tmp = `${file}.tmp`;
+    // Every node's agent of a lab writes these files (the same content once they have all
+    // reconciled): a temporary file of this process's own, so renames never race.
+    const tmp = `${file}.${process.pid}.tmp`;
     // Root's alone, like all of the lab's state (pods' commands run as root).
     await writeFile(tmp, text, { mode: privateFileMode });
     await rename(tmp, file);

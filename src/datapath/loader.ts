@@ -15,6 +15,7 @@
 // attachHost's and attachOverlay's filters hold them).
 // Without pinDir nothing is pinned (datapath tests): maps live as long as this process holds them.
 import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import {
   BpfError,
@@ -325,47 +326,60 @@ export class Datapath {
     if (!Number.isInteger(hostIfindex) || hostIfindex < 0)
       throw fail('ERR_DATAPATH_CONFIG', `hostIfindex ${hostIfindex} is not an ifindex`, 'hostIfindex');
 
-    const obj = BpfObject.open(opts.objectPath ?? bpfObject('lxc'));
-    try {
-      obj.setConfig({
-        ...vars,
-        weir_lb_maglev_size: maglevTableSize,
-        weir_lb_dsr: lbMode === 'dsr' ? 1 : 0,
-        weir_host_ifindex: hostIfindex,
-        weir_host_routing: hostRouting === 'bpf' ? 1 : 0,
-      });
-      obj.setMapMaxEntries('weir_ct', ctMax);
-      obj.setMapMaxEntries('weir_events', eventsBytes);
-      if (opts.pinDir)
-        for (const name of PINNED_MAPS) {
-          replaceStalePin(opts.pinDir, name);
-          obj.reuseOrPinMap(name, join(opts.pinDir, name));
+    const obj = loadRetrying(() => {
+      const obj = BpfObject.open(opts.objectPath ?? bpfObject('lxc'));
+      try {
+        obj.setConfig({
+          ...vars,
+          weir_lb_maglev_size: maglevTableSize,
+          weir_lb_dsr: lbMode === 'dsr' ? 1 : 0,
+          weir_host_ifindex: hostIfindex,
+          weir_host_routing: hostRouting === 'bpf' ? 1 : 0,
+        });
+        obj.setMapMaxEntries('weir_ct', ctMax);
+        obj.setMapMaxEntries('weir_events', eventsBytes);
+        if (opts.pinDir)
+          for (const name of PINNED_MAPS) {
+            replaceStalePin(opts.pinDir, name);
+            obj.reuseOrPinMap(name, join(opts.pinDir, name));
+          }
+        obj.load();
+        // The stages first: entry programs attached below (or by a previous agent, which share the
+        // pinned weir_calls) tail call into them. Replacing a slot is atomic.
+        new TypedMap(obj.map('weir_calls'), u32(), u32()).update(
+          CALLS.toLocal,
+          obj.program(LOCAL_PROGRAM).fd,
+        );
+        if (opts.pinDir) {
+          // Replace the program pins: filters attached by a previous agent keep their programs,
+          // which share these very maps; new attachments use the programs loaded now.
+          for (const name of Object.values(PROGRAMS)) {
+            const path = join(opts.pinDir, name);
+            if (existsSync(path)) unlinkSync(path);
+            obj.program(name).pin(path);
+          }
         }
-      obj.load();
-      // The stages first: entry programs attached below (or by a previous agent, which share the
-      // pinned weir_calls) tail call into them. Replacing a slot is atomic.
-      new TypedMap(obj.map('weir_calls'), u32(), u32()).update(CALLS.toLocal, obj.program(LOCAL_PROGRAM).fd);
-      if (opts.pinDir) {
-        // Replace the program pins: filters attached by a previous agent keep their programs,
-        // which share these very maps; new attachments use the programs loaded now.
-        for (const name of Object.values(PROGRAMS)) {
-          const path = join(opts.pinDir, name);
-          if (existsSync(path)) unlinkSync(path);
-          obj.program(name).pin(path);
-        }
+      } catch (err) {
+        obj.close();
+        throw err;
       }
-    } catch (err) {
-      obj.close();
-      throw err;
-    }
-    let sock: BpfObject | undefined;
+      return obj;
+    });
+    let sock: BpfObject;
     try {
-      sock = BpfObject.open(opts.sockObjectPath ?? bpfObject('sock'));
-      sock.setConfig({ weir_lb_maglev_size: maglevTableSize });
-      for (const name of SOCK_REUSED_MAPS) sock.reuseMap(name, obj.map(name));
-      sock.load();
+      sock = loadRetrying(() => {
+        const sock = BpfObject.open(opts.sockObjectPath ?? bpfObject('sock'));
+        try {
+          sock.setConfig({ weir_lb_maglev_size: maglevTableSize });
+          for (const name of SOCK_REUSED_MAPS) sock.reuseMap(name, obj.map(name));
+          sock.load();
+        } catch (err) {
+          sock.close();
+          throw err;
+        }
+        return sock;
+      });
     } catch (err) {
-      sock?.close();
       obj.close();
       throw err;
     }
@@ -793,4 +807,19 @@ function resolveIfindex(a: { netns: string; ifname?: string; ifindex?: number })
   }
   if (!a.ifname) throw fail('ERR_DATAPATH_ENDPOINT', 'an endpoint needs ifname or ifindex', 'ifname');
   return ifindexIn(a.netns, a.ifname);
+}
+
+/**
+ * Opens and loads a BPF object, again (at most 3 tries) when the kernel answered EAGAIN: a
+ * verification cut short (a signal arriving while the verifier runs, seen under load and with
+ * `node --cpu-prof`) is worth repeating; any other failure is final.
+ */
+function loadRetrying<T>(load: () => T): T {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return load();
+    } catch (err) {
+      if (attempt >= 3 || !(err instanceof BpfError) || err.errno !== constants.errno.EAGAIN) throw err;
+    }
+  }
 }

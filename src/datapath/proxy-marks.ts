@@ -11,6 +11,11 @@ export const ProxyMark = {
   PROXY_INGRESS: 0x0a00,
   /** SO_MARK of the proxy's upstream sockets of its egress listener. */
   PROXY_EGRESS: 0x0b00,
+  /**
+   * Set by weir_from_overlay on a tunnelled packet it hands to the node's stack: the source
+   * identity (bits 0-15 in the mark's bits 16-31, bits 16-23 in 0-7) for weir_to_container.
+   */
+  IDENTITY: 0x0f00,
 } as const;
 
 /** The routing table the fwmark rule points at: `local 0.0.0.0/0 dev lo` and `local ::/0 dev lo`. */

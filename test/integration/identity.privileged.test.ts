@@ -5,6 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { agentPid } from '../../src/agent/spawn.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -74,6 +75,25 @@ describe('identities', () => {
       list.some((i) => i.id === 2 && i.labels.includes('reserved:world')),
       'reserved identities listed',
     );
+  });
+
+  it('after an agent kill -9 and restart, an identity is released with its last pod', async () => {
+    const ids = await identities();
+    const pid = agentPid(LAB);
+    assert.ok(pid, 'the agent runs');
+    process.kill(pid, 'SIGKILL');
+    await ok(['lab', 'up'], LAB);
+    assert.deepEqual(await identities(), ids, 'the restarted agent keeps every identity');
+    const listed = async () =>
+      (JSON.parse(await ok(['identity', 'list', '-o', 'json'], LAB)) as { id: number }[]).map((i) => i.id);
+    assert.ok((await listed()).includes(ids['web/c'] ?? -1));
+    await writeFile(
+      join(dir, 'c.yaml'),
+      'apiVersion: v1\nkind: Pod\nmetadata: { name: c, namespace: web }\nspec: { containers: [{ name: c }] }\n',
+    );
+    await ok(['delete', '-f', join(dir, 'c.yaml')], LAB);
+    assert.ok(!(await listed()).includes(ids['web/c'] ?? -1), 'web/c was the last pod of its identity');
+    assert.ok((await listed()).includes(ids['web/a'] ?? -1), 'web/a and web/b still hold theirs');
   });
 
   it('a configured filter decides which labels count; a bad one is refused', async () => {

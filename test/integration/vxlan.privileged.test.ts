@@ -24,6 +24,7 @@ const TCP = 6;
 const PORT = 8080;
 const WORLD = 2;
 const REMOTE_NODE = 6;
+const HOST = 1;
 const base = `weir-${testLab('tun')}`;
 const sniffNs = `${base}-sniff`;
 /** A pod address of a "node" that is only a UDP socket (the sniffer): what the tunnel sends it. */
@@ -114,6 +115,9 @@ describe('tunnel mode: pods of two nodes through VXLAN, the VNI carrying the ide
       dps.push(dp);
       dp.ipcache.upsert(pod.ip, pod.identity);
       dp.ipcache.upsert(pod.ip6, pod.identity);
+      // The node's own address, as the agent writes it: what the node sends into the tunnel from
+      // it is the node's own traffic (remote-node on the receiver), not a forwarded world source.
+      dp.ipcache.upsert(n.gw, HOST);
       // The other node's pods: only "world" behind its tunnel endpoint, so that a verdict for the
       // peer's own identity can only come from the VNI.
       dp.ipcache.upsert(peerNode.podCidr, WORLD, { tunnelEndpoint: peerNode.underlay });

@@ -1,0 +1,205 @@
+// One node proxy per node (as Cilium's per-node Envoy), on a lab of two nodes in tunnel mode: an
+// HTTP policy (GET /allowed only) on a server pod of node2 is enforced by node2's proxy for a
+// client on node1 (through the tunnel) and a client on node2 alike — real curl requests, 200 from
+// the server for the allowed path, 403 from the proxy for the other; node2's flows have the L7
+// records, `weir proxy status --node` shows each node's own proxy (node1's runs too: an egress
+// visibility rule of the node1 client), and `weir lab down` ends both processes.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { labProxyPids, proxyPid, type ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
+import { Lab } from '../../src/lab/index.js';
+import type { Flow } from '../../src/observe/flow.js';
+import { cli, ok } from '../support/cli.js';
+import { testLab } from '../support/lab-name.js';
+
+const LAB = testLab('t-cl7');
+const RULE = 'CiliumNetworkPolicy app/server-l7 ingress[0]';
+
+const manifests = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: app }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client1, namespace: app, labels: { role: client, at: node1 } }
+spec: { nodeName: node1, containers: [{ name: c }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client2, namespace: app, labels: { role: client, at: node2 } }
+spec: { nodeName: node2, containers: [{ name: c }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: server, namespace: app, labels: { role: server } }
+spec: { nodeName: node2, containers: [{ name: s, ports: [{ containerPort: 80 }] }] }
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: server-l7, namespace: app }
+spec:
+  endpointSelector: { matchLabels: { role: server } }
+  ingress:
+    - fromEndpoints: [{ matchLabels: { role: client } }]
+      toPorts:
+        - ports: [{ port: "80", protocol: TCP }]
+          rules: { http: [{ method: GET, path: /allowed }] }
+`;
+
+/** client1's egress to the server through node1's proxy (a visibility rule: every request passes). */
+const egressPolicy = `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: client1-l7, namespace: app }
+spec:
+  endpointSelector: { matchLabels: { at: node1 } }
+  egress:
+    - toEndpoints: [{ matchLabels: { role: server } }]
+      toPorts:
+        - ports: [{ port: "80", protocol: TCP }]
+          rules: { http: [{}] }
+`;
+
+const PATHS = ['/allowed', '/denied', '/allowed'];
+
+async function until<T>(
+  what: string,
+  get: () => Promise<T>,
+  done: (v: T) => boolean,
+  ms = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await get();
+    if (done(v)) return v;
+    if (Date.now() > deadline)
+      assert.fail(`timed out waiting for ${what}: ${JSON.stringify(v).slice(0, 2000)}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/** The HTTP status codes of GETs of PATHS from a client pod (curl, a connection each). */
+async function get(client: string, serverIP: string, tag: string): Promise<string[]> {
+  const script = PATHS.map(
+    (p, i) =>
+      `curl -s -o /dev/null -m 10 -w '%{http_code}\\n' -H 'X-Request-Id: ${tag}-${i}' http://${serverIP}${p}`,
+  ).join('; ');
+  return (await ok(['lab', 'exec', `app/${client}`, '--', 'sh', '-c', script], LAB)).trim().split('\n');
+}
+
+async function proxyStatus(node: string): Promise<ProxyManagerStatus> {
+  return JSON.parse(await ok(['proxy', 'status', '--node', node, '-o', 'json'], LAB)) as ProxyManagerStatus;
+}
+
+async function l7Flows(node: string): Promise<Flow[]> {
+  process.env.WEIR_NODE = node;
+  try {
+    const out = await ok(['observe', '--type', 'l7', '--last', '1000', '-o', 'json'], LAB);
+    return out
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => JSON.parse(l) as Flow);
+  } finally {
+    delete process.env.WEIR_NODE;
+  }
+}
+
+describe('one node proxy per node (two nodes, tunnel mode)', () => {
+  let dir: string;
+  let serverIP = '';
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weir-cl7-test-'));
+    await writeFile(join(dir, 'all.yaml'), manifests);
+    await writeFile(join(dir, 'egress.yaml'), egressPolicy);
+    await cli(['lab', 'down'], LAB);
+    await ok(['lab', 'up', '--nodes', '2', '--no-cluster-dns'], LAB, 240_000);
+    await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
+    serverIP = (await (await Lab.open(LAB)).pod('app/server')).ip;
+  });
+  after(async () => {
+    await cli(['lab', 'down'], LAB);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("node2's proxy judges the requests of a client on node2 and of one on node1", async () => {
+    assert.deepEqual(await get('client2', serverIP, 'c2'), ['200', '403', '200'], 'client2 (node2)');
+    assert.deepEqual(await get('client1', serverIP, 'c1'), ['200', '403', '200'], 'client1 (node1)');
+
+    const s2 = await proxyStatus('node2');
+    assert.equal(s2.running, true, JSON.stringify(s2));
+    assert.ok(s2.pid && proxyPid(LAB, 'node2') === s2.pid, "node2's proxy runs under its own pid file");
+    assert.equal(s2.endpoints, 1, 'the server');
+    assert.equal(s2.proxy?.redirects.ingress, 6, 'one connection per request, both clients');
+    assert.deepEqual([s2.proxy?.requests?.ingress?.received, s2.proxy?.requests?.ingress?.denied], [6, 2]);
+    const s1 = await proxyStatus('node1');
+    assert.equal(s1.running, false, "node1's pods have no L7 policy: node1's proxy is not started");
+    assert.equal(s1.wanted, false);
+    assert.equal(proxyPid(LAB), undefined);
+  });
+
+  it("node2's flows have the L7 records of both clients, by the rule", async () => {
+    const flows = await until(
+      '12 L7 flows on node2',
+      () => l7Flows('node2'),
+      (f) => f.length >= 12,
+    );
+    const requests = flows.filter((f) => f.l7?.type === 'REQUEST');
+    assert.equal(requests.length, 6);
+    for (const client of ['client1', 'client2'])
+      assert.deepEqual(
+        requests
+          .filter((f) => f.source.pod_name === client)
+          .map((f) => [f.l7?.http?.url, f.verdict, f.traffic_direction]),
+        PATHS.map((p) => [`http://${serverIP}${p}`, p === '/allowed' ? 'FORWARDED' : 'DROPPED', 'INGRESS']),
+        client,
+      );
+    for (const f of requests) {
+      assert.equal(f.destination.pod_name, 'server');
+      assert.equal(f.node_name, 'node2');
+      const by = f.verdict === 'FORWARDED' ? f.ingress_allowed_by : f.ingress_denied_by;
+      assert.equal(by?.[0]?.rule, RULE);
+    }
+    const codes = flows.filter((f) => f.l7?.type === 'RESPONSE').map((f) => f.l7?.http?.code);
+    assert.deepEqual(
+      codes.sort(),
+      [200, 200, 200, 200, 403, 403],
+      '403s from the proxy, 200s from the server',
+    );
+    assert.equal((await l7Flows('node1')).length, 0, 'node1 proxied nothing');
+  });
+
+  it("with an egress L7 rule on node1, node1's own proxy runs and passes requests to node2's", async () => {
+    await ok(['apply', '-f', join(dir, 'egress.yaml')], LAB);
+    assert.deepEqual(await get('client1', serverIP, 'e1'), ['200', '403', '200']);
+    const s1 = await proxyStatus('node1');
+    const s2 = await proxyStatus('node2');
+    assert.equal(s1.running, true, JSON.stringify(s1));
+    assert.ok(s1.pid && s1.pid !== s2.pid, 'two proxy processes');
+    assert.equal(proxyPid(LAB), s1.pid, "node1's proxy keeps the lab's paths");
+    assert.equal(s1.proxy?.redirects.egress, 3, "client1's connections leave through node1's proxy");
+    assert.equal(s2.proxy?.redirects.ingress, 9, "and enter through node2's");
+    const egress = await until(
+      "node1's egress L7 requests",
+      async () => (await l7Flows('node1')).filter((f) => f.l7?.type === 'REQUEST'),
+      (f) => f.length >= 3,
+    );
+    assert.deepEqual(
+      egress.map((f) => [f.source.pod_name, f.traffic_direction, f.verdict]),
+      PATHS.map(() => ['client1', 'EGRESS', 'FORWARDED']),
+    );
+    assert.deepEqual(labProxyPids(LAB).sort(), [s1.pid, s2.pid].sort(), "the lab's proxies, found by title");
+  });
+
+  it('lab down ends every node proxy', async () => {
+    const pids = labProxyPids(LAB);
+    assert.equal(pids.length, 2);
+    await ok(['lab', 'down'], LAB);
+    assert.deepEqual(labProxyPids(LAB), []);
+    for (const pid of pids) assert.throws(() => process.kill(pid, 0), 'the process is gone');
+  });
+});

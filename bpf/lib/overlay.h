@@ -28,7 +28,9 @@
  *     At tc egress of the VXLAN device: what already carries a key (overlay_encap's) passes; the
  *     node's own packets routed into the device get a key from the ipcache with
  *     IDENTITY_REMOTE_NODE as their identity (Cilium: the host's traffic is the remote node's
- *     on the receiver). No tunnel endpoint: DROP_NO_TUNNEL_ENDPOINT.
+ *     on the receiver), except the node proxy's egress upstream connections, which carry their
+ *     client's identity in their mark (Cilium's MARK_MAGIC_EGRESS). No tunnel endpoint:
+ *     DROP_NO_TUNNEL_ENDPOINT.
  */
 #ifndef WEIR_OVERLAY_H
 #define WEIR_OVERLAY_H
@@ -146,6 +148,19 @@ static __always_inline int overlay_to_stack(struct __sk_buff *skb, __u32 identit
 	return TC_ACT_OK;
 }
 
+/* The identity the node's own packet travels with: the client's, for an upstream connection of the
+ * node proxy's egress listener (SO_MARK MARK_MAGIC_PROXY_EGRESS with the identity laid out as in
+ * identity_mark: the receiving node judges the client, as without the proxy); else the node's. */
+static __always_inline __u32 __overlay_host_identity(__u32 mark)
+{
+	__u32 identity;
+
+	if ((mark & MARK_MAGIC_MASK) != MARK_MAGIC_PROXY_EGRESS)
+		return IDENTITY_REMOTE_NODE;
+	identity = (mark >> 16) | ((mark & 0xFF) << 16);
+	return identity ? identity : IDENTITY_REMOTE_NODE;
+}
+
 static __always_inline int overlay_host_encap(struct __sk_buff *skb, int *reason)
 {
 	struct bpf_tunnel_key key = {};
@@ -162,7 +177,7 @@ static __always_inline int overlay_host_encap(struct __sk_buff *skb, int *reason
 		*reason = DROP_NO_TUNNEL_ENDPOINT;
 		return TC_ACT_SHOT;
 	}
-	*reason = __overlay_set_key(skb, dst->tunnel_endpoint, IDENTITY_REMOTE_NODE);
+	*reason = __overlay_set_key(skb, dst->tunnel_endpoint, __overlay_host_identity(skb->mark));
 	return *reason ? TC_ACT_SHOT : TC_ACT_OK;
 }
 

@@ -3,7 +3,9 @@
 // client on node1 (through the tunnel) and a client on node2 alike — real curl requests, 200 from
 // the server for the allowed path, 403 from the proxy for the other; node2's flows have the L7
 // records, `weir proxy status --node` shows each node's own proxy (node1's starts once a pod of
-// node1 has the policy too), and `weir lab down` ends both processes.
+// node1 has the policy too), each node's agent restarts and adopts its own proxy, an egress L7
+// rule of node1's client towards node2's server goes through both proxies (the upstream carries
+// the client's identity through the tunnel), and `weir lab down` ends both processes.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -60,6 +62,20 @@ metadata: { name: server1, namespace: app, labels: { role: server } }
 spec: { nodeName: node1, containers: [{ name: s, ports: [{ containerPort: 80 }] }] }
 `;
 
+/** client1's egress to the servers through node1's proxy (a visibility rule: every request passes). */
+const egressPolicy = `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: client1-l7, namespace: app }
+spec:
+  endpointSelector: { matchLabels: { at: node1 } }
+  egress:
+    - toEndpoints: [{ matchLabels: { role: server } }]
+      toPorts:
+        - ports: [{ port: "80", protocol: TCP }]
+          rules: { http: [{}] }
+`;
+
 const PATHS = ['/allowed', '/denied', '/allowed'];
 
 async function until<T>(
@@ -112,6 +128,7 @@ describe('one node proxy per node (two nodes, tunnel mode)', () => {
     dir = await mkdtemp(join(tmpdir(), 'weir-cl7-test-'));
     await writeFile(join(dir, 'all.yaml'), manifests);
     await writeFile(join(dir, 'server1.yaml'), server1);
+    await writeFile(join(dir, 'egress.yaml'), egressPolicy);
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up', '--nodes', '2', '--no-cluster-dns'], LAB, 240_000);
     await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
@@ -239,6 +256,38 @@ describe('one node proxy per node (two nodes, tunnel mode)', () => {
       labProxyPids(LAB).sort(),
       [s1.pid, s2.pid].sort(),
       "the lab's proxies, found by their titles",
+    );
+  });
+
+  it("an egress L7 rule towards node2's pod: node1's proxy, then node2's, both judge", async () => {
+    await ok(['apply', '-f', join(dir, 'egress.yaml')], LAB);
+    const before1 = (await proxyStatus('node1')).proxy?.redirects.egress ?? 0;
+    const before2 = (await proxyStatus('node2')).proxy?.requests?.ingress;
+    // The upstream connection of node1's egress proxy carries client1's identity through the
+    // tunnel (node2's policy allows client1, not node1), and its replies come back to it.
+    assert.deepEqual(await get('client1', serverIP, 'e1'), ['200', '403', '200']);
+    const s1 = await proxyStatus('node1');
+    const s2 = await proxyStatus('node2');
+    assert.equal(
+      s1.proxy?.redirects.egress,
+      before1 + 3,
+      "client1's connections leave through node1's proxy",
+    );
+    // node1's proxy keeps its upstream connection open: the three requests may share it.
+    assert.deepEqual(
+      [s2.proxy?.requests?.ingress?.received, s2.proxy?.requests?.ingress?.denied],
+      [(before2?.received ?? 0) + 3, (before2?.denied ?? 0) + 1],
+      "and node2's proxy judges them",
+    );
+    const egress = await until(
+      "node1's egress L7 requests",
+      async () =>
+        (await l7Flows('node1')).filter((f) => f.l7?.type === 'REQUEST' && f.traffic_direction === 'EGRESS'),
+      (f) => f.length >= 3,
+    );
+    assert.deepEqual(
+      egress.map((f) => [f.source.pod_name, f.destination.pod_name, f.verdict]),
+      PATHS.map(() => ['client1', 'server', 'FORWARDED']),
     );
   });
 

@@ -119,6 +119,23 @@ static __always_inline int overlay_source(struct __sk_buff *skb, __u32 *identity
 	*identity = key.tunnel_id;
 	if (!key.tunnel_id || key.tunnel_id > OVERLAY_IDENTITY_MAX)
 		return DROP_UNKNOWN_SENDER;
+	/* A source outside the cluster another node forwarded: this node's ipcache names it (its own
+	 * CIDR identities, which are node-local). */
+	if (key.tunnel_id == IDENTITY_WORLD) {
+		__u8 saddr[16] = {};
+		__u8 family = 0;
+
+		if (skb->protocol == bpf_htons(ETH_P_IP))
+			family = bpf_skb_load_bytes(skb, ETH_HLEN + 12, saddr, 4) < 0 ? 0 : 4;
+		else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+			family = bpf_skb_load_bytes(skb, ETH_HLEN + 8, saddr, 16) < 0 ? 0 : 6;
+		if (family) {
+			__u32 sid = ipcache_identity(family, saddr);
+
+			if (sid == IDENTITY_WORLD_IPV4 || sid > OVERLAY_IDENTITY_MAX)
+				*identity = sid;
+		}
+	}
 	return 0;
 }
 
@@ -148,17 +165,32 @@ static __always_inline int overlay_to_stack(struct __sk_buff *skb, __u32 identit
 	return TC_ACT_OK;
 }
 
-/* The identity the node's own packet travels with: the client's, for an upstream connection of the
- * node proxy's egress listener (SO_MARK MARK_MAGIC_PROXY_EGRESS with the identity laid out as in
- * identity_mark: the receiving node judges the client, as without the proxy); else the node's. */
-static __always_inline __u32 __overlay_host_identity(__u32 mark)
+/* The identity a packet the node's stack routes into the tunnel carries: an upstream connection of
+ * the node proxy's egress listener carries its client's (SO_MARK MARK_MAGIC_PROXY_EGRESS with the
+ * identity laid out as in identity_mark: the receiving node judges the client, as without the
+ * proxy); a source outside the cluster (world, or a node-local CIDR identity) forwarded by this
+ * node is IDENTITY_WORLD, which the receiver resolves through its own ipcache (overlay_source);
+ * anything else is the node's own traffic, IDENTITY_REMOTE_NODE on the receiver. */
+static __always_inline __u32 __overlay_host_identity(struct __sk_buff *skb, __u8 family)
 {
-	__u32 identity;
+	__u8 saddr[16] = {};
+	__u32 sid;
 
-	if ((mark & MARK_MAGIC_MASK) != MARK_MAGIC_PROXY_EGRESS)
+	if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_EGRESS) {
+		sid = (skb->mark >> 16) | ((skb->mark & 0xFF) << 16);
+		if (sid)
+			return sid;
+	}
+	if (family == 4) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 12, saddr, 4) < 0)
+			return IDENTITY_REMOTE_NODE;
+	} else if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, saddr, 16) < 0) {
 		return IDENTITY_REMOTE_NODE;
-	identity = (mark >> 16) | ((mark & 0xFF) << 16);
-	return identity ? identity : IDENTITY_REMOTE_NODE;
+	}
+	sid = ipcache_identity(family, saddr);
+	if (sid == IDENTITY_WORLD || sid == IDENTITY_WORLD_IPV4 || sid > OVERLAY_IDENTITY_MAX)
+		return IDENTITY_WORLD;
+	return IDENTITY_REMOTE_NODE;
 }
 
 static __always_inline int overlay_host_encap(struct __sk_buff *skb, int *reason)
@@ -177,7 +209,7 @@ static __always_inline int overlay_host_encap(struct __sk_buff *skb, int *reason
 		*reason = DROP_NO_TUNNEL_ENDPOINT;
 		return TC_ACT_SHOT;
 	}
-	*reason = __overlay_set_key(skb, dst->tunnel_endpoint, __overlay_host_identity(skb->mark));
+	*reason = __overlay_set_key(skb, dst->tunnel_endpoint, __overlay_host_identity(skb, family));
 	return *reason ? TC_ACT_SHOT : TC_ACT_OK;
 }
 

@@ -1,6 +1,7 @@
 // `weir agent`: the per-node process. Wires the modules in dependency order — Store, node
 // registration, datapath, the desired-state watch and the node's reconciler, then the API — and
 // serves until SIGTERM/SIGINT.
+import type { Server } from 'node:http';
 import { writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -29,7 +30,14 @@ import { agentDir, agentPidFile, agentSocket, agentStoreFile, nodePinDir } from 
 import { Reconciler } from './reconcile.js';
 import { agentRoutes } from './routes.js';
 import { CniService, cniRoutes } from './cni.js';
-import { checkSettings, defaultValues, isPersisted, type AgentSettingValues } from './settings.js';
+import {
+  checkSettings,
+  defaultValues,
+  isPersisted,
+  parseServeAddr,
+  type AgentSettingValues,
+} from './settings.js';
+import { listenMetrics } from './metrics-server.js';
 import { ProxyManager, proxyPortsOf } from './proxy-manager.js';
 
 /** The node's keys (its record, its reconciled revision) live as long as this lease (Cilium: 15 min). */
@@ -312,6 +320,25 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         server?.close(() => resolve());
       }),
   });
+
+  const metricsAddr = parseServeAddr(run.prometheusServeAddr);
+  let metricsServer: Server | undefined;
+  if (metricsAddr)
+    lc.append({
+      name: 'metrics',
+      start: async () => {
+        const a = agent as Agent;
+        metricsServer = await listenMetrics(metricsAddr, async () => ({
+          contentType: a.metrics.registry.contentType,
+          text: (await a.metrics.registry.metrics()) + ((await proxy?.metricsText()) ?? ''),
+        }));
+      },
+      stop: () =>
+        new Promise<void>((resolve) => {
+          metricsServer?.closeAllConnections();
+          metricsServer?.close(() => resolve());
+        }),
+    });
 
   await lc.start();
   log.info(

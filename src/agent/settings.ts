@@ -60,6 +60,16 @@ export function parseLabelFilter(spec: string): LabelFilter {
 const badOption = (flag: string, why: string) =>
   new WeirError('ERR_CLI_OPTION', why, { location: { field: flag } });
 
+/** `[host]:port` -> host ('' = every address) and port; '' = off (undefined). */
+export function parseServeAddr(v: string): { host: string; port: number } | undefined {
+  if (v === '') return undefined;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]*)):(\d{1,5})$/.exec(v);
+  const port = Number(m?.[3]);
+  if (!m || port < 1 || port > 65535)
+    throw badOption('--prometheus-serve-addr', `must be [host]:port (e.g. :9962), not '${v}'`);
+  return { host: m[1] ?? m[2] ?? '', port };
+}
+
 /** A setting; `const` keeps its key and persisted flag literal for the derived types. */
 function setting<const K extends string, T, const P extends boolean>(
   s: Omit<Setting<K, T, P>, 'format' | 'check' | 'defaultText'> &
@@ -383,6 +393,21 @@ export const SETTINGS = [
     1 << 20,
     'lines a following observer may have waiting before new ones are shed',
   ),
+  setting({
+    key: 'prometheusServeAddr',
+    flag: '--prometheus-serve-addr',
+    arg: '<[host]:port>',
+    persisted: false,
+    default: '',
+    defaultText: "'' (off)",
+    description:
+      "also serve the agent's Prometheus metrics (GET /metrics) over TCP on this address of the node's network namespace, e.g. :9962 for all its addresses (Cilium's --prometheus-serve-addr)",
+    parse: (v: string) => {
+      parseServeAddr(v);
+      return v;
+    },
+    check: (v: string) => void parseServeAddr(v),
+  }),
   int(
     'eventsBufferBytes',
     '--events-buffer',

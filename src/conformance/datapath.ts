@@ -12,7 +12,7 @@ import type { HostRouting } from '../datapath/loader.js';
 import { objectKey } from '../cluster/keys.js';
 import { toDesired, type DesiredObject, type PodInfo } from '../cluster/objects.js';
 import { parseManifests, type Manifest } from '../k8s/index.js';
-import { Lab, nodeOf, parseLabSpec, probe, type Logger, type ProbeResult } from '../lab/index.js';
+import { Lab, nodeOf, nodesOf, parseLabSpec, probe, type Logger, type ProbeResult } from '../lab/index.js';
 import { WeirError } from '../shared/errors.js';
 import type { ServiceSummary } from '../agent/lb.js';
 import type { Addresses, ServedPort, Topology, TopologyService } from './case.js';
@@ -37,6 +37,11 @@ export interface DatapathProberOptions {
   socketLB?: boolean;
   /** The agent's --host-routing (default: the agent's, bpf). */
   hostRouting?: HostRouting;
+  /**
+   * Nodes of each case's lab (default 1): more spread the topology's pods round-robin in file order
+   * (pod i on node (i mod n) + 1), with an agent per node, etcd and the lab's default routing.
+   */
+  nodes?: number;
   log?: Logger;
 }
 
@@ -56,24 +61,28 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
     const name = `conf-${process.pid}-${++labCount}`;
     const extNames = labExternalNames(topology);
     const lab = await Lab.open(name);
+    const nodeCount = opts.nodes ?? 1;
     const close = async () => {
       if (!openLabs.delete(close)) return;
+      for (let k = nodeCount; k >= 2; k--) await stopAgent(name, undefined, `node${k}`);
       await stopAgent(name);
       await lab.down();
     };
     openLabs.add(close);
     try {
       const started = Date.now();
-      const cfg = await lab.up(labSpec(name, topology, extNames));
-      await startAgent({
-        lab: name,
-        nodeNetns: nodeOf(cfg).netns,
-        settings: {
-          ...(opts.socketLB === false ? { socketLB: false } : {}),
-          ...(opts.hostRouting ? { hostRouting: opts.hostRouting } : {}),
-        },
-      });
-      await applyLab(name, topology, {
+      const cfg = await lab.up(labSpec(name, topology, extNames, nodeCount));
+      for (const [i, n] of nodesOf(cfg).entries())
+        await startAgent({
+          lab: name,
+          ...(i > 0 ? { node: n.name } : {}),
+          nodeNetns: n.netns,
+          settings: {
+            ...(opts.socketLB === false ? { socketLB: false } : {}),
+            ...(opts.hostRouting ? { hostRouting: opts.hostRouting } : {}),
+          },
+        });
+      await applyLab(name, topology, nodeCount, {
         file: topology.key,
         namespaces: topology.namespaces,
         pods: topology.pods,
@@ -87,20 +96,28 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
       const services = new Services(name);
       await services.sync(topology.services, topology.key);
       log(
-        `lab ${name} up with its agent: ${addresses.pods.size} pods, ${services.count} services (${Date.now() - started} ms)`,
+        `lab ${name} up with ${nodeCount > 1 ? `${nodeCount} nodes and their agents` : 'its agent'}: ${addresses.pods.size} pods, ${services.count} services (${Date.now() - started} ms)`,
       );
 
-      const source = (peer: string): string => {
+      // The host peer is "the node that runs the pods": with several nodes, the node of the pod at
+      // the other end (its local host, as on one node), else node1.
+      const nodes = nodesOf(cfg);
+      const podNode = new Map(topology.pods.map((p, i) => [`${p.namespace}/${p.name}`, i % nodeCount]));
+      const hostOf = (other?: string) => nodes[(other && podNode.get(other)) || 0] ?? nodeOf(cfg);
+      const source = (peer: string, other?: string): string => {
         if (addresses.pods.has(peer)) return peer;
-        if (peer === topology.host) return 'node';
+        if (peer === topology.host) {
+          const n = hostOf(other);
+          return n.name === nodes[0]?.name ? 'node' : `node:${n.name}`;
+        }
         const ext = extNames.get(peer);
         if (ext) return `ext:${ext}`;
         throw new WeirError('ERR_CONFORMANCE_PEER', `unknown peer '${peer}'`);
       };
-      const address = (peer: string): string => {
+      const address = (peer: string, other?: string): string => {
         const ip =
           addresses.pods.get(peer) ??
-          (peer === topology.host ? addresses.nodeIP : addresses.externals.get(peer));
+          (peer === topology.host ? hostOf(other).ip : addresses.externals.get(peer));
         if (!ip) throw new WeirError('ERR_CONFORMANCE_PEER', `unknown peer '${peer}'`);
         return ip;
       };
@@ -170,7 +187,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
         concurrency: opts.concurrency ?? 64,
         kinds: new Set(['http', 'dns', 'fqdn'] as const),
         async apply(state: CaseState) {
-          await applyLab(name, topology, state);
+          await applyLab(name, topology, nodeCount, state);
           await services.sync(state.services, state.file);
           await replacePolicies(name, state);
           // Every case starts with nothing learned (the corpus' fqdnStatePerCase), as
@@ -192,7 +209,7 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
             const ip = services.clusterIP(req.service);
             const r = await probe(
               lab,
-              source(req.from),
+              source(req.from, req.to),
               { ip, port: req.servicePort, protocol: req.protocol },
               timeoutMs,
             );
@@ -200,8 +217,8 @@ export function datapathProberFactory(opts: DatapathProberOptions = {}): ProberF
           }
           const r = await probe(
             lab,
-            source(req.from),
-            { ip: address(req.to), port: req.port, protocol: req.protocol },
+            source(req.from, req.to),
+            { ip: address(req.to, req.from), port: req.port, protocol: req.protocol },
             timeoutMs,
           );
           return r.ok;
@@ -281,7 +298,7 @@ function labExternalNames(t: Topology): Map<string, string> {
   return out;
 }
 
-function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
+function labSpec(name: string, t: Topology, extNames: Map<string, string>, nodeCount: number) {
   // A peer that lists nothing serves every TCP/UDP port some pod serves.
   const podPorts = new Map<string, ServedPort>();
   for (const p of t.pods) for (const c of p.containers) podPorts.set(`${c.port}/${c.protocol}`, c);
@@ -292,13 +309,12 @@ function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
   return parseLabSpec(
     {
       name,
-      nodes: [
-        {
-          name: 'node1',
-          ...(t.podCIDR ? { podCIDR: t.podCIDR } : {}),
-          ...(t.host ? { serves: served(t.hostServes) } : {}),
-        },
-      ],
+      // Every node serves the host peer's ports: each is the host of its own pods.
+      nodes: Array.from({ length: nodeCount }, (_, i) => ({
+        name: `node${i + 1}`,
+        ...(t.podCIDR && i === 0 ? { podCIDR: t.podCIDR } : {}),
+        ...(t.host ? { serves: served(t.hostServes) } : {}),
+      })),
       externals: t.externals.map((e) => ({ name: extNames.get(e.name), ip: e.ip, serves: served(e.serves) })),
       // The L7 model's zone: the lab's cluster DNS answers these names (outside the cluster).
       ...(t.dns ? { dns: { ...(t.dns.ttl !== undefined ? { ttl: t.dns.ttl } : {}), records: t.dns.records } } : {}),
@@ -311,6 +327,7 @@ function labSpec(name: string, t: Topology, extNames: Map<string, string>) {
 async function applyLab(
   lab: string,
   t: Topology,
+  nodeCount: number,
   state: Pick<CaseState, 'file' | 'namespaces' | 'pods'>,
 ): Promise<void> {
   const podLabels = new Map(state.pods.map((p) => [`${p.namespace}/${p.name}`, p.labels]));
@@ -321,7 +338,7 @@ async function applyLab(
       kind: 'Namespace',
       metadata: { name: n.name, labels: nsLabels.get(n.name) ?? n.labels },
     })),
-    ...t.pods.map((p) => {
+    ...t.pods.map((p, i) => {
       const ports = p.containers.map((c) => ({
         containerPort: c.port,
         protocol: c.protocol,
@@ -335,7 +352,10 @@ async function applyLab(
           name: p.name,
           labels: podLabels.get(`${p.namespace}/${p.name}`) ?? p.labels,
         },
-        spec: { containers: [{ name: 'workload', ...(ports.length ? { ports } : {}) }] },
+        spec: {
+          ...(nodeCount > 1 ? { nodeName: `node${(i % nodeCount) + 1}` } : {}),
+          containers: [{ name: 'workload', ...(ports.length ? { ports } : {}) }],
+        },
       };
     }),
   ];

@@ -140,3 +140,30 @@ export async function externalReady(cfg: LabConfig, e: ExternalInfo): Promise<bo
   const w = externalWorkload(cfg, e);
   return (await findWorkload(w.config, w.log)) !== undefined;
 }
+
+/**
+ * Several nodes: the externals hang off the first node, so they route every other node's pod CIDR
+ * via it too, and the other nodes reach the externals via the first node's underlay address.
+ */
+export async function ensureExternalRoutes(cfg: LabConfig, nodes: NodeInfo[], device: string): Promise<void> {
+  const [first, ...others] = nodes;
+  if (!first?.underlayIP) return;
+  for (const ext of externalsOf(cfg)) {
+    await ipBatch(
+      ext.netns,
+      others.map((n) => [
+        'route',
+        'replace',
+        n.podCIDR,
+        'via',
+        ext.transitNodeIP,
+        'dev',
+        'eth0',
+        'src',
+        ext.ip,
+      ]),
+    );
+    for (const n of others)
+      await ipIn(n.netns, ['route', 'replace', `${ext.ip}/32`, 'via', first.underlayIP, 'dev', device]);
+  }
+}

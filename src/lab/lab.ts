@@ -13,6 +13,7 @@ import { ensureCgroup2, findCgroup2, removeCgroup } from './cgroup.js';
 import { listLabs, readConfig, withLabLock, writeConfig, type LabConfig } from './config.js';
 import { execArgv } from './exec.js';
 import {
+  ensureExternalRoutes,
   ensureExternals,
   externalReady,
   externalsOf,
@@ -36,7 +37,14 @@ import {
 } from './node.js';
 import { PodDriver, type PodRuntime } from './pod.js';
 import { parseLabSpec, type LabSpec } from './spec.js';
-import { ensureNativeRoutes, ensureTunnel, ensureUnderlay, etcdPort, underlayGateway } from './underlay.js';
+import {
+  ensureNativeRoutes,
+  ensureTunnel,
+  ensureUnderlay,
+  etcdPort,
+  underlayDevice,
+  underlayGateway,
+} from './underlay.js';
 import { findWorkload, waitReady } from './workload/spawn.js';
 import { startEtcd } from '../store/etcd-server.js';
 import { pidAlive } from './config.js';
@@ -146,6 +154,7 @@ export class Lab {
         await ensureUnderlay(this.name, nodes, log);
         if (routingOf(cfg) === 'native') await ensureNativeRoutes(nodes, log);
         else await ensureTunnel(nodes, log);
+        await ensureExternalRoutes(cfg, nodes, underlayDevice);
         if (cfg.kvstore?.managed) await this.ensureEtcd(log);
       }
       const workloads = [

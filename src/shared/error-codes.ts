@@ -15,6 +15,9 @@ export interface ErrorCodeSpec {
 export const errorCodes = {
   ERR_AGENT_BAD_ANSWER: { meaning: "the agent's answer was not the JSON (or NDJSON) the client expected" },
   ERR_AGENT_CONFIG: { meaning: 'an agent setting is invalid (e.g. an --identity-labels pattern)' },
+  ERR_AGENT_METRICS_LISTEN: {
+    meaning: 'the agent cannot listen on its --prometheus-serve-addr (address in use or not on the node)',
+  },
   ERR_AGENT_NOT_READY: { meaning: 'the agent has not computed its first policy state yet', http: 503 },
   ERR_AGENT_NO_PROXY: { meaning: 'this agent manages no node proxy (weir proxy status)', http: 404 },
   ERR_AGENT_START: { meaning: 'the agent exited or did not answer while starting (see its log)' },

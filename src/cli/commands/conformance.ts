@@ -26,11 +26,13 @@ function factoryFor(
   timeoutMs: number,
   socketLB: boolean,
   hostRouting: HostRouting,
+  nodes = 1,
 ): ProberFactory {
   if (mode === 'simulate') return simulateProberFactory();
   if (mode === 'datapath')
     return (
-      registeredDatapathProber ?? datapathProberFactory({ timeoutMs, socketLB, hostRouting, log: progress })
+      registeredDatapathProber ??
+      datapathProberFactory({ timeoutMs, socketLB, hostRouting, nodes, log: progress })
     );
   throw new WeirError('ERR_CLI_ARGUMENT', `unknown mode '${mode}' (simulate or datapath)`, {
     location: { field: '--mode' },
@@ -147,6 +149,19 @@ export function conformanceCommand(): Command {
     .addOption(
       new Option('-o, --output <format>', 'text or json').choices(['text', 'json', 'table']).default('text'),
     )
+    .addOption(
+      new Option(
+        '--nodes <n>',
+        "datapath: nodes per case's lab; the topology's pods go round-robin in file order (pod i on node (i mod n)+1)",
+      )
+        .default(1)
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1 || n > 8)
+            throw new WeirError('ERR_CLI_OPTION', `--nodes must be an integer within 1..8, not '${v}'`);
+          return n;
+        }),
+    )
     .option('--only <ids...>', 'gateway-api: only these case ids')
     .action(
       async (o: {
@@ -158,6 +173,7 @@ export function conformanceCommand(): Command {
         probeTimeout: number;
         socketLb: string;
         hostRouting: HostRouting;
+        nodes: number;
       }) => {
         // The Gateway API corpus has its own runner (a topology and an echo contract); --cases may
         // point at a copy of it.
@@ -180,7 +196,7 @@ export function conformanceCommand(): Command {
           report = await runCases({
             casesDir,
             mode: o.mode,
-            proberFactory: factoryFor(o.mode, o.probeTimeout, o.socketLb === 'on', o.hostRouting),
+            proberFactory: factoryFor(o.mode, o.probeTimeout, o.socketLb === 'on', o.hostRouting, o.nodes),
           });
         } finally {
           process.off('SIGINT', onSignal);

@@ -1,16 +1,21 @@
-// `weir observe`: the agent's flows, filtered like `hubble observe` (src/observe/filters.ts), as
-// compact lines (default), a table or JSON (one Flow per line); -f follows until Ctrl-C.
+// `weir observe`: the cluster's flows, filtered like `hubble observe` (src/observe/filters.ts), as
+// compact lines (default), a table or JSON (one Flow per line); -f follows until Ctrl-C. Without
+// --node (or env WEIR_NODE) every node's agent is asked and their flows merged in time order, as
+// Hubble Relay does; a node that cannot answer is named on stderr and the others still shown.
 import { Command, Option } from 'commander';
 import { agentClient } from '../../agent/client.js';
 import { defaultLabName } from '../../lab/lab.js';
 import {
   compileFilter,
+  DEFAULT_LAST,
   FILTER_FLAGS,
   toSearchParams,
   type FilterFlag,
   type FlowQuery,
 } from '../../observe/filters.js';
-import { verdictNames, type FlowsLine } from '../../observe/flow.js';
+import { verdictNames, type Flow, type FlowsLine } from '../../observe/flow.js';
+import { FlowMerger, mergeFlows } from '../../observe/merge.js';
+import type { NodeListItem } from './node.js';
 import { compactLine, flowRow, type FlowRow } from '../../observe/format.js';
 import type { ObserverStatus } from '../../observe/stream.js';
 import { WeirError } from '../../shared/errors.js';
@@ -100,7 +105,7 @@ export function observeCommand(): Command {
         .argParser(parseObserveOutput),
     )
     .addOption(new Option('--lab <name>', 'lab name (env WEIR_LAB)').default(defaultLabName()))
-    .option('--node <name>', "the flows of this node of the lab (default: the first node's)")
+    .option('--node <name>', "only this node's flows (default: every node's, merged in time order)")
     .action(async (o: Record<string, unknown>) => {
       const output = o.output as ObserveOutput;
       if (output === 'table' && o.follow)
@@ -124,23 +129,47 @@ export function observeCommand(): Command {
         else throw err;
       });
       const rows: FlowRow[] = [];
-      try {
-        await agentClient(o.lab as string, undefined, o.node as string | undefined).stream(
-          `/v1/flows?${toSearchParams(q).toString()}`,
-          (text) => {
-            const line = JSON.parse(text) as FlowsLine;
-            if ('lost_events' in line) {
-              process.stderr.write(
-                `EVENTS LOST: ${line.lost_events.source} ${line.lost_events.num_events_lost}\n`,
-              );
-              return;
-            }
-            if (output === 'json') process.stdout.write(JSON.stringify(line.flow) + '\n');
-            else if (output === 'table') rows.push(flowRow(line.flow));
-            else process.stdout.write(compactLine(line.flow) + '\n');
-          },
-          abort.signal,
+      const print = (flow: Flow) => {
+        if (output === 'json') process.stdout.write(JSON.stringify(flow) + '\n');
+        else if (output === 'table') rows.push(flowRow(flow));
+        else process.stdout.write(compactLine(flow) + '\n');
+      };
+      const lab = o.lab as string;
+      const only = (o.node as string | undefined) || process.env.WEIR_NODE || undefined;
+      const nodes = only ? [only] : await clusterNodes(lab);
+      const path = `/v1/flows?${toSearchParams(q).toString()}`;
+      const lost = (line: FlowsLine, node: string) => {
+        if (!('lost_events' in line)) return false;
+        const from = nodes.length > 1 ? ` (${node})` : '';
+        process.stderr.write(
+          `EVENTS LOST: ${line.lost_events.source} ${line.lost_events.num_events_lost}${from}\n`,
         );
+        return true;
+      };
+      try {
+        if (nodes.length === 1) {
+          await agentClient(lab, undefined, nodes[0]).stream(
+            path,
+            (text) => {
+              const line = JSON.parse(text) as FlowsLine;
+              if (!lost(line, nodes[0] ?? '') && 'flow' in line) print(line.flow);
+            },
+            abort.signal,
+          );
+        } else if (q.follow) {
+          const merger = new FlowMerger(print);
+          await eachNode(lab, nodes, path, abort.signal, (line, node) => {
+            if (!lost(line, node) && 'flow' in line) merger.push(line.flow);
+          });
+          merger.flush();
+        } else {
+          const perNode = new Map<string, Flow[]>(nodes.map((n) => [n ?? '', []]));
+          await eachNode(lab, nodes, path, abort.signal, (line, node) => {
+            if (!lost(line, node) && 'flow' in line) perNode.get(node)?.push(line.flow);
+          });
+          const last = q.last ?? (q.since === undefined ? DEFAULT_LAST : undefined);
+          for (const flow of mergeFlows([...perNode.values()], last)) print(flow);
+        }
       } finally {
         process.off('SIGINT', onSigint);
       }
@@ -167,4 +196,38 @@ export function observeCommand(): Command {
       ]);
     });
   return cmd;
+}
+
+/** The lab's nodes as the API lists them (one: a node without the cluster API answers for itself). */
+async function clusterNodes(lab: string): Promise<(string | undefined)[]> {
+  const { items } = await agentClient(lab, 10_000, undefined).call<{ items: NodeListItem[] }>(
+    'GET',
+    '/v1/nodes',
+  );
+  return items.length > 1 ? items.map((n) => n.name) : [undefined];
+}
+
+/** Streams `path` from every node's agent at once; a node that fails is named on stderr. */
+async function eachNode(
+  lab: string,
+  nodes: (string | undefined)[],
+  path: string,
+  signal: AbortSignal,
+  onLine: (line: FlowsLine, node: string) => void,
+): Promise<void> {
+  const results = await Promise.allSettled(
+    nodes.map((node) =>
+      agentClient(lab, undefined, node).stream(
+        path,
+        (text) => onLine(JSON.parse(text) as FlowsLine, node ?? ''),
+        signal,
+      ),
+    ),
+  );
+  const failed = results.flatMap((r, i) =>
+    r.status === 'rejected' ? [{ node: nodes[i], err: r.reason }] : [],
+  );
+  for (const f of failed)
+    process.stderr.write(`warning: node ${f.node} unavailable: ${(f.err as Error).message}\n`);
+  if (failed.length === nodes.length) throw failed[0]?.err;
 }

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { agentPid, startAgent } from '../../src/agent/spawn.js';
+import { run } from '../../src/shared/exec.js';
 import { labProxyPids, proxyPid, type ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
 import { Lab } from '../../src/lab/index.js';
 import type { Flow } from '../../src/observe/flow.js';
@@ -75,6 +76,47 @@ spec:
         - ports: [{ port: "80", protocol: TCP }]
           rules: { http: [{}] }
 `;
+
+/** A Gateway (north-south) in front of the server: node1 holds its address and listener. */
+const gateway = `
+apiVersion: v1
+kind: Service
+metadata: { name: server, namespace: app }
+spec: { selector: { role: server }, ports: [{ port: 80, targetPort: 80, protocol: TCP }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: { name: weir }
+spec: { controllerName: weir.dev/gateway-controller }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: edge, namespace: app }
+spec: { gatewayClassName: weir, listeners: [{ name: web, port: 80, protocol: HTTP }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: app }
+spec:
+  parentRefs: [{ name: edge }]
+  rules: [{ backendRefs: [{ name: server, port: 80 }] }]
+`;
+
+/** The node's gateway-range addresses on weir_host and its TCP listeners on them. */
+async function gatewayPlane(node: string): Promise<{ addresses: string[]; listeners: string[] }> {
+  const ns = `weir-${LAB}-${node}`;
+  const addr = JSON.parse((await run(['ip', '-n', ns, '-j', 'addr', 'show', 'dev', 'weir_host'])).stdout) as {
+    addr_info?: { local: string }[];
+  }[];
+  const ss = (await run(['ip', 'netns', 'exec', ns, 'ss', '-Hltn'])).stdout;
+  return {
+    addresses: (addr[0]?.addr_info ?? []).map((a) => a.local).filter((a) => a.startsWith('198.51.100.')),
+    listeners: ss
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/)[3] ?? '')
+      .filter((l) => l.startsWith('198.51.100.')),
+  };
+}
 
 const PATHS = ['/allowed', '/denied', '/allowed'];
 
@@ -289,6 +331,24 @@ describe('one node proxy per node (two nodes, tunnel mode)', () => {
       egress.map((f) => [f.source.pod_name, f.destination.pod_name, f.verdict]),
       PATHS.map(() => ['client1', 'server', 'FORWARDED']),
     );
+  });
+
+  it("a Gateway's address and listener are node1's only; node2's proxy gets no gateway port", async () => {
+    await writeFile(join(dir, 'gateway.yaml'), gateway);
+    await ok(['apply', '-f', join(dir, 'gateway.yaml')], LAB);
+    const gw = JSON.parse(await ok(['get', 'gateway', 'edge', '-n', 'app', '-o', 'json'], LAB)) as {
+      status: { addresses: { value: string }[] };
+    };
+    const address = gw.status.addresses[0]?.value ?? '';
+    assert.match(address, /^198\.51\.100\.\d+$/);
+    const node1 = await until(
+      "node1's gateway listener",
+      () => gatewayPlane('node1'),
+      (p) => p.listeners.length > 0,
+    );
+    assert.deepEqual(node1, { addresses: [address], listeners: [`${address}:80`] });
+    assert.deepEqual(await gatewayPlane('node2'), { addresses: [], listeners: [] });
+    assert.equal((await proxyStatus('node2')).running, true, "node2's proxy still runs its L7 policy");
   });
 
   it('lab down ends every node proxy', async () => {

@@ -7,7 +7,7 @@
 // rule of node1's client towards node2's server goes through both proxies (the upstream carries
 // the client's identity through the tunnel), and `weir lab down` ends both processes.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { agentPid, startAgent } from '../../src/agent/spawn.js';
 import { run } from '../../src/shared/exec.js';
 import { labProxyPids, proxyPid, type ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
 import { Lab } from '../../src/lab/index.js';
+import { proxyPidFile } from '../../src/proxy/paths.js';
 import type { Flow } from '../../src/observe/flow.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
@@ -351,9 +352,12 @@ describe('one node proxy per node (two nodes, tunnel mode)', () => {
     assert.equal((await proxyStatus('node2')).running, true, "node2's proxy still runs its L7 policy");
   });
 
-  it('lab down ends every node proxy', async () => {
+  it('lab down ends every node proxy, one without its pid file too', async () => {
     const pids = labProxyPids(LAB);
     assert.equal(pids.length, 2);
+    // As a crashed run may leave it: node2's proxy without its pid file (found by its title).
+    rmSync(proxyPidFile(LAB, 'node2'));
+    assert.equal(proxyPid(LAB, 'node2'), undefined);
     await ok(['lab', 'down'], LAB);
     assert.deepEqual(labProxyPids(LAB), []);
     // Gone (or a zombie its new parent has yet to reap).

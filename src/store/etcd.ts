@@ -2,7 +2,15 @@
 // the etcd3 client (gRPC). Values are JSON text; revisions, conditions, watches and leases are
 // etcd's own. Writes of one txn are one etcd transaction: etcd limits a transaction to
 // --max-txn-ops operations (128 by default; the etcd weir runs allows more).
-import { Etcd3, type IKeyValue, type IRequestOp, type IWatchResponse } from 'etcd3';
+import {
+  BrokenCircuitError,
+  ConsecutiveBreaker,
+  ExponentialBackoff,
+  circuitBreaker,
+  handleWhen,
+  retry,
+} from 'cockatiel';
+import { Etcd3, isRecoverableError, type IKeyValue, type IRequestOp, type IWatchResponse } from 'etcd3';
 import { WeirError } from '../shared/errors.js';
 import {
   ERR_STORE_CLOSED,
@@ -72,6 +80,20 @@ export class EtcdStore implements Store {
       dialTimeout: this.timeoutMs,
       // Streams (watches, lease keep-alives) run for as long as they are needed.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
+      faultHandling: {
+        // etcd3's default breaker stays open 5 s after three failures, so the first calls after
+        // etcd came back failed at once: probe again after 500 ms instead, and let a call that
+        // meets an open breaker or a failed connection try again with back-off (bounded).
+        host: () =>
+          circuitBreaker(handleWhen(isRecoverableError), {
+            halfOpenAfter: 500,
+            breaker: new ConsecutiveBreaker(3),
+          }),
+        global: retry(
+          handleWhen((e) => isRecoverableError(e) || e instanceof BrokenCircuitError),
+          { maxAttempts: 6, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) },
+        ),
+      },
     });
   }
 

@@ -123,7 +123,12 @@ function probeUdp(ip: string, port: number, timeoutMs: number): Promise<ProbeRes
   const payload = `weir-probe ${process.pid} ${start}`;
   return new Promise((resolve) => {
     const s = createSocket(isIPv6(ip) ? 'udp6' : 'udp4');
+    // Settled once: an error, the timer and a late connect callback may all come; the socket is
+    // closed once and never used after.
+    let settled = false;
     const done = (r: Omit<ProbeResult, 'ms'>) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       s.close();
       resolve({ ...r, ms: elapsed(start) });
@@ -134,7 +139,9 @@ function probeUdp(ip: string, port: number, timeoutMs: number): Promise<ProbeRes
       if (msg.toString() === payload) done({ ok: true });
     });
     // A connected socket sees ICMP port-unreachable as ECONNREFUSED instead of a timeout.
-    s.connect(port, ip, () => s.send(payload));
+    s.connect(port, ip, () => {
+      if (!settled) s.send(payload, (err) => err && done({ ok: false, error: errCode(err) }));
+    });
   });
 }
 
@@ -182,7 +189,9 @@ function probeDns(
       const r = readDnsAnswer(msg, id, false);
       if (r) done(r);
     });
-    s.connect(port, ip, () => s.send(bytes));
+    s.connect(port, ip, () => {
+      if (!settled) s.send(bytes, (err) => err && done({ ok: false, error: errCode(err) }));
+    });
   });
 }
 

@@ -495,6 +495,13 @@ int weir_from_overlay(struct __sk_buff *skb)
 	 * a packet of another node's pod to this node's NodePort is load-balanced here, as
 	 * weir_from_netdev does for a client outside. */
 	if (parse_packet(skb, f) == PARSE_OK) {
+		/* A reply of another node to one of this node's proxy upstream connections (an egress
+		 * L7 rule towards a pod of that node): to the proxy's socket. */
+		if (proxy_netdev_reply(skb, f)) {
+			bpf_skb_change_type(skb, PACKET_HOST);
+			metrics_count(REASON_FORWARDED, DIR_INGRESS, m.len);
+			return TC_ACT_OK;
+		}
 		ret = nodeport_rev4(skb, f);
 		if (ret == TC_ACT_SHOT)
 			reason = DROP_INVALID;

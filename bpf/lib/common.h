@@ -229,7 +229,7 @@ struct flow_event {
 #define MARK_MAGIC_MASK 0x0F00
 #define MARK_MAGIC_TO_PROXY 0x0200      /* deliver locally to a proxy socket; port (host order) << 16 */
 #define MARK_MAGIC_PROXY_INGRESS 0x0A00 /* SO_MARK of the proxy's upstream sockets, ingress listener */
-#define MARK_MAGIC_PROXY_EGRESS 0x0B00  /* ... egress listener */
+#define MARK_MAGIC_PROXY_EGRESS 0x0B00  /* ... egress listener; the client's identity as MARK_MAGIC_IDENTITY's */
 #define PROXY_ROUTE_TABLE 2004          /* fwmark MARK_MAGIC_TO_PROXY/MARK_MAGIC_MASK -> local delivery */
 #define MARK_MAGIC_IDENTITY 0x0F00      /* a tunnel's source identity, for weir_to_container (lib/overlay.h):
 					 * identity bits 0-15 in the mark's bits 16-31, bits 16-23 in 0-7 */

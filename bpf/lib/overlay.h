@@ -28,7 +28,9 @@
  *     At tc egress of the VXLAN device: what already carries a key (overlay_encap's) passes; the
  *     node's own packets routed into the device get a key from the ipcache with
  *     IDENTITY_REMOTE_NODE as their identity (Cilium: the host's traffic is the remote node's
- *     on the receiver). No tunnel endpoint: DROP_NO_TUNNEL_ENDPOINT.
+ *     on the receiver), except the node proxy's egress upstream connections, which carry their
+ *     client's identity in their mark (Cilium's MARK_MAGIC_EGRESS). No tunnel endpoint:
+ *     DROP_NO_TUNNEL_ENDPOINT.
  */
 #ifndef WEIR_OVERLAY_H
 #define WEIR_OVERLAY_H
@@ -163,15 +165,22 @@ static __always_inline int overlay_to_stack(struct __sk_buff *skb, __u32 identit
 	return TC_ACT_OK;
 }
 
-/* The identity a packet the node's stack routes into the tunnel carries: a source outside the
- * cluster (world, or a node-local CIDR identity) forwarded by this node is IDENTITY_WORLD, which the
- * receiver resolves through its own ipcache (overlay_source); anything else is the node's own
- * traffic, IDENTITY_REMOTE_NODE on the receiver. */
+/* The identity a packet the node's stack routes into the tunnel carries: an upstream connection of
+ * the node proxy's egress listener carries its client's (SO_MARK MARK_MAGIC_PROXY_EGRESS with the
+ * identity laid out as in identity_mark: the receiving node judges the client, as without the
+ * proxy); a source outside the cluster (world, or a node-local CIDR identity) forwarded by this
+ * node is IDENTITY_WORLD, which the receiver resolves through its own ipcache (overlay_source);
+ * anything else is the node's own traffic, IDENTITY_REMOTE_NODE on the receiver. */
 static __always_inline __u32 __overlay_host_identity(struct __sk_buff *skb, __u8 family)
 {
 	__u8 saddr[16] = {};
 	__u32 sid;
 
+	if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_EGRESS) {
+		sid = (skb->mark >> 16) | ((skb->mark & 0xFF) << 16);
+		if (sid)
+			return sid;
+	}
 	if (family == 4) {
 		if (bpf_skb_load_bytes(skb, ETH_HLEN + 12, saddr, 4) < 0)
 			return IDENTITY_REMOTE_NODE;

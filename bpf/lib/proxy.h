@@ -31,7 +31,8 @@
  *     MARK_MAGIC_PROXY_INGRESS / _EGRESS (nothing outside the node namespace can set a mark that
  *     survives into it).
  *   proxy_netdev_reply(skb, flow) -> 1 when assigned, else 0
- *     At an external-facing device: a TCP packet to a pod address whose tuple is one of the
+ *     At an external-facing device or the VXLAN device (an upstream towards another node's pod):
+ *     a TCP packet to a pod address whose tuple is one of the
  *     proxy's established upstream sockets (a reply from outside to the proxy's transparent
  *     connection) is assigned to it; anything else is untouched.
  */

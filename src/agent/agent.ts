@@ -153,6 +153,12 @@ export interface AgentNode {
   netdevs: { ifname: string; ip: string }[];
   /** Tunnel mode: the node's VXLAN device (external), where pods' traffic to other nodes goes. */
   tunnelDevice?: string;
+  /**
+   * A node other than a lab's first: it holds no Gateway address and its proxy gets no Gateway
+   * listeners (north-south stays on the first node, where the externals are), only the mesh
+   * tables and L7 policy of its own pods.
+   */
+  meshOnly?: boolean;
 }
 
 /** Everything a regeneration computes from. */
@@ -452,10 +458,17 @@ export class Agent {
 
   /**
    * Gateways: their addresses on the node (the lab driver) and the proxy's Gateway tables with the
-   * ready endpoints of every Service port a route names. Only when something changed.
+   * ready endpoints of every Service port a route names (a mesh-only node: the mesh tables alone).
+   * Only when something changed.
    */
   private async syncGateway(compiled: ReturnType<typeof compileStored>, mesh: MeshRedirects): Promise<void> {
-    const snap = gatewaySnapshotOf(compiled, this.view.objects, this.view.pods, this.lb.frontends(), mesh);
+    const snap = gatewaySnapshotOf(
+      this.node.meshOnly ? { ...compiled, gatewayPorts: [] } : compiled,
+      this.view.objects,
+      this.view.pods,
+      this.lb.frontends(),
+      mesh,
+    );
     const text = JSON.stringify(snap);
     if (text === this.gatewayText) return;
     const addresses = [...new Set(snap.ports.map((p) => p.address).filter((a): a is string => !!a))];

@@ -134,16 +134,16 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const observer = new FlowObserver({ capacity: run.flows, queueSize: run.flowQueue });
   let flows: FlowPipeline | undefined;
 
-  // The node proxy (L7): adopted when a previous agent left one running, else started the first
-  // time a policy needs it. Never stopped here: it outlives the agent. One per lab for now: the
-  // first node's (the other nodes of a lab run none; their L7 redirects fail closed).
+  // The node proxy (L7), one per node in the node's namespace: adopted when a previous agent left
+  // one running, else started the first time a policy needs it. Never stopped here: it outlives
+  // the agent.
   let proxy: ProxyManager | undefined;
   lc.append({
     name: 'proxy',
     start: async () => {
-      if (!first) return;
       proxy = new ProxyManager({
         lab: opts.lab,
+        ...(dirNode ? { node: dirNode } : {}),
         nodeNetns: node.netns,
         ipcachePin: join(pinDir, 'weir_ipcache'),
         ports: { ...proxyPorts, dnsRejectCode: settings.tofqdnsDnsRejectResponseCode },
@@ -183,6 +183,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           cgroupPath: node.cgroupPath,
           netdevs: externals.map((e) => ({ ifname: e.nodeIfname, ip: e.transitNodeIP })),
           ...(routingOf(labConfig) === 'tunnel' ? { tunnelDevice: vxlanDevice } : {}),
+          // Gateway addresses and listeners (north-south) are the first node's, as the externals.
+          ...(first ? {} : { meshOnly: true }),
         },
         local,
         datapath as Datapath,

@@ -1,11 +1,12 @@
-// The agent's side of the node proxy (`weir proxy`, src/proxy): started on demand (the first time
-// a policy needs L7), supervised, restarted with a bounded backoff when it dies (and given the
-// current snapshot again before it listens), adopted by a restarted agent (pid file + admin
-// socket) instead of being replaced, never stopped by the agent itself: it outlives the agent, and
-// `weir lab down` ends it. Snapshots are versioned; the proxy acknowledges the version it runs.
-// Its L7 records stream back into the agent's flows.
+// The agent's side of its node's proxy (`weir proxy`, src/proxy): one per node, as Cilium's, in the
+// node's network namespace. Started on demand (the first time a policy needs L7), supervised,
+// restarted with a bounded backoff when it dies (and given the current snapshot again before it
+// listens), adopted by a restarted agent (pid file + admin socket) instead of being replaced, never
+// stopped by the agent itself: it outlives the agent, and `weir lab down` ends it. Snapshots are
+// versioned; the proxy acknowledges the version it runs. Its L7 records stream back into the
+// agent's flows.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { EndpointL7Policy } from '../policy/l7/types.js';
@@ -21,6 +22,8 @@ import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 
 export interface ProxyManagerOptions {
   lab: string;
+  /** The lab's node when it is not the first (its own paths and title); absent: the first node. */
+  node?: string;
   /** The node's network namespace: the proxy runs there (never in the root namespace). */
   nodeNetns: string;
   /** The pinned weir_ipcache the proxy reads identities from. */
@@ -83,27 +86,56 @@ function alive(pid: number): boolean {
   }
 }
 
-/** The pid of this lab's proxy, if one runs (its title names the lab). */
-export function proxyPid(lab: string): number | undefined {
-  let pid: number;
+/** The title in a process's command line (process.title, then NULs), or undefined. */
+function titleOf(pid: number): string | undefined {
   try {
-    pid = Number(readFileSync(proxyPidFile(lab), 'utf8'));
-  } catch {
-    return undefined;
-  }
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
-  try {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return cmd.startsWith(proxyTitle(lab)) ? pid : undefined;
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0];
   } catch {
     return undefined;
   }
 }
 
-/** Ends this lab's proxy (SIGTERM, then SIGKILL after `graceMs`). For `weir lab down`. */
-export async function stopProxy(lab: string, graceMs = 3000): Promise<void> {
-  const pid = proxyPid(lab);
-  if (pid === undefined) return;
+/** The pid of the proxy of a lab's node (`node` undefined: the first node's), if one runs. */
+export function proxyPid(lab: string, node?: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(proxyPidFile(lab, node), 'utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
+  // Its title names the lab and node (a pid file outlives its process; pids are reused).
+  return titleOf(pid) === proxyTitle(lab, node) ? pid : undefined;
+}
+
+/**
+ * Every running proxy of a lab, whichever node's: the processes whose title is the lab's proxy
+ * title (the first node's) or it followed by a node name, found in /proc, so that a proxy whose
+ * pid file or lab configuration is gone (a crashed run) is found too.
+ */
+export function labProxyPids(lab: string): number[] {
+  const title = proxyTitle(lab);
+  const pids: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    const t = titleOf(pid);
+    if (
+      t === undefined ||
+      !(t === title || (t.startsWith(`${title} `) && !t.slice(title.length + 1).includes(' ')))
+    )
+      continue;
+    if (alive(pid)) pids.push(pid);
+  }
+  return pids;
+}
+
+/** Ends every proxy of a lab, all nodes' (SIGTERM, then SIGKILL after `graceMs`). For `weir lab down`. */
+export async function stopProxies(lab: string, graceMs = 3000): Promise<void> {
+  await Promise.all(labProxyPids(lab).map((pid) => stopPid(pid, graceMs)));
+}
+
+async function stopPid(pid: number, graceMs: number): Promise<void> {
   try {
     process.kill(pid, 'SIGTERM');
   } catch {
@@ -148,12 +180,12 @@ export class ProxyManager {
 
   constructor(o: ProxyManagerOptions) {
     this.#o = o;
-    this.client = new ProxyClient(proxySocket(o.lab));
+    this.client = new ProxyClient(proxySocket(o.lab, o.node));
   }
 
   /** At agent start: takes over a proxy a previous agent started, if one runs and answers. */
   async adopt(): Promise<boolean> {
-    const pid = proxyPid(this.#o.lab);
+    const pid = proxyPid(this.#o.lab, this.#o.node);
     if (pid === undefined) return false;
     try {
       const s = await this.client.status();
@@ -280,8 +312,8 @@ export class ProxyManager {
     const netnsPath = join('/var/run/netns', o.nodeNetns);
     if (!existsSync(netnsPath))
       throw new WeirError('ERR_PROXY_START', `node namespace ${o.nodeNetns} is missing`);
-    privateDirSync(dirname(proxyLogFile(o.lab)));
-    const out = openSync(proxyLogFile(o.lab), 'a', privateFileMode);
+    privateDirSync(dirname(proxyLogFile(o.lab, o.node)));
+    const out = openSync(proxyLogFile(o.lab, o.node), 'a', privateFileMode);
     let child: ChildProcess;
     try {
       child = spawn(
@@ -294,6 +326,7 @@ export class ProxyManager {
           'run',
           '--lab',
           o.lab,
+          ...(o.node ? ['--node', o.node] : []),
           '--ipcache',
           o.ipcachePin,
           ...(o.workers ? ['--workers', String(o.workers)] : []),
@@ -327,7 +360,7 @@ export class ProxyManager {
       if (!alive(pid))
         throw new WeirError(
           'ERR_PROXY_START',
-          `the proxy exited during start; see ${proxyLogFile(this.#o.lab)}`,
+          `the proxy exited during start; see ${proxyLogFile(this.#o.lab, this.#o.node)}`,
         );
       try {
         await this.client.status();
@@ -338,7 +371,7 @@ export class ProxyManager {
     }
     throw new WeirError(
       'ERR_PROXY_START',
-      `the proxy did not answer within ${timeoutMs} ms; see ${proxyLogFile(this.#o.lab)}`,
+      `the proxy did not answer within ${timeoutMs} ms; see ${proxyLogFile(this.#o.lab, this.#o.node)}`,
     );
   }
 

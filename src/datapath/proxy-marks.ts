@@ -18,6 +18,15 @@ export const ProxyMark = {
   IDENTITY: 0x0f00,
 } as const;
 
+/**
+ * SO_MARK of an upstream socket of the egress listener: PROXY_EGRESS with the client's identity laid
+ * out as IDENTITY's (Cilium's MARK_MAGIC_EGRESS), so that its packets through the tunnel carry the
+ * client's identity to the other node (bpf/lib/overlay.h), not the node's.
+ */
+export function proxyEgressMark(identity: number): number {
+  return (ProxyMark.PROXY_EGRESS | ((identity & 0xffff) << 16) | ((identity >>> 16) & 0xff)) >>> 0;
+}
+
 /** The routing table the fwmark rule points at: `local 0.0.0.0/0 dev lo` and `local ::/0 dev lo`. */
 export const PROXY_ROUTE_TABLE = 2004;
 

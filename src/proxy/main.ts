@@ -55,6 +55,8 @@ function postJson<T>(socketPath: string, path: string, body: unknown, timeoutMs:
 
 export interface ProxyOptions {
   lab: string;
+  /** The lab's node this proxy serves (its agent, paths and title); absent: the first node. */
+  node?: string;
   /** The pinned weir_ipcache of the node (opened read only). */
   ipcachePin: string;
   /** L7 records kept for the agent while it does not read them. */
@@ -66,20 +68,20 @@ export interface ProxyOptions {
 }
 
 export async function runProxy(o: ProxyOptions): Promise<void> {
-  process.title = proxyTitle(o.lab);
-  const log = pino({ base: { lab: o.lab, component: 'proxy' } });
+  process.title = proxyTitle(o.lab, o.node);
+  const log = pino({ base: { lab: o.lab, ...(o.node ? { node: o.node } : {}), component: 'proxy' } });
   const ipcacheMap = BpfMap.fromPin(o.ipcachePin, { readOnly: true });
   const ipcache = new IpcacheMap(ipcacheMap);
   const metrics = new ProxyMetrics();
   const records = new RecordQueue(o.recordQueue);
   const accessLog = new AccessLog({
-    path: proxyAccessLogFile(o.lab),
+    path: proxyAccessLogFile(o.lab, o.node),
     ...(o.accessLogMaxBytes ? { maxBytes: o.accessLogMaxBytes } : {}),
   });
   const handler = 'http';
   const learner = new FqdnLearner({
     send: async (items) =>
-      (await postJson<{ held: Held[] }>(agentSocket(o.lab), '/v1/fqdn/learn', { items }, 5000)).held,
+      (await postJson<{ held: Held[] }>(agentSocket(o.lab, o.node), '/v1/fqdn/learn', { items }, 5000)).held,
     onError: (err, items) => log.error({ err, items }, 'FQDN learn failed: answers withheld'),
   });
   const threads = o.workers || defaultWorkers();
@@ -122,7 +124,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
   metrics.sources.accessLog = () => accessLog.stats();
-  const admin: Server = await listenAdmin(proxySocket(o.lab), {
+  const admin: Server = await listenAdmin(proxySocket(o.lab, o.node), {
     lab: o.lab,
     handler,
     startedAt: new Date().toISOString(),
@@ -134,9 +136,9 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     fqdn: learner,
     ...(workers ? { workers } : {}),
   });
-  writeFileSync(proxyPidFile(o.lab), String(process.pid), { mode: privateFileMode });
+  writeFileSync(proxyPidFile(o.lab, o.node), String(process.pid), { mode: privateFileMode });
   log.info(
-    { pid: process.pid, socket: proxySocket(o.lab), handler, threads },
+    { pid: process.pid, socket: proxySocket(o.lab, o.node), handler, threads },
     'proxy ready, waiting for a snapshot',
   );
 
@@ -148,7 +150,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  rmSync(proxyPidFile(o.lab), { force: true });
+  rmSync(proxyPidFile(o.lab, o.node), { force: true });
   admin.closeAllConnections();
   admin.close();
   learner.close();

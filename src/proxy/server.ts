@@ -10,7 +10,7 @@
 // connection that cannot be identified is reset: fail closed.
 import { Socket, createServer, type Server } from 'node:net';
 import type { Logger } from 'pino';
-import { ProxyMark } from '../datapath/proxy-marks.js';
+import { ProxyMark, proxyEgressMark } from '../datapath/proxy-marks.js';
 import { WeirError } from '../shared/errors.js';
 import { DnsProxy, type DnsProxyOptions, type RejectCode } from './dns/proxy.js';
 import type { HandlerFactory, ProtocolHandler } from './handler.js';
@@ -209,7 +209,7 @@ export class ProxyServer {
     try {
       const fd = upstream({
         src: conn.src.ip,
-        mark: direction === 'ingress' ? ProxyMark.PROXY_INGRESS : ProxyMark.PROXY_EGRESS,
+        mark: direction === 'ingress' ? ProxyMark.PROXY_INGRESS : proxyEgressMark(conn.endpoint.identity),
         avoid: (port) => this.#clients.has(conn.src.ip, port),
       });
       sock = new Socket({ fd, allowHalfOpen: true });

@@ -21,7 +21,7 @@ import { parseOutput, printResult, type OutputFormat } from '../output.js';
 import { agentClient } from '../../agent/client.js';
 import { startAgent, stopAgent } from '../../agent/spawn.js';
 import type { PodInfo } from '../../cluster/objects.js';
-import { stopProxy } from '../../agent/proxy-manager.js';
+import { stopProxies } from '../../agent/proxy-manager.js';
 import { addSettingOptions, givenSettings } from './agent.js';
 import { clusterDnsObjects } from '../../dns/addon.js';
 
@@ -130,8 +130,8 @@ export function labCommand(): Command {
     .addOption(labOption())
     .option('--all', 'remove every lab and every leftover weir netns, cgroup and pin')
     .action(async (o: { lab: string; all?: boolean }) => {
-      // The agent first, gracefully: it closes its maps; the pins go with the lab. Then the node
-      // proxy, which outlives agent restarts but not its lab.
+      // The agents first, gracefully: they close their maps; the pins go with the lab. Then every
+      // node's proxy (those a crashed run left too), which outlive agent restarts but not the lab.
       const labs = o.all ? await listLabs() : [o.lab];
       await Promise.all(
         labs.map(async (l) => {
@@ -140,7 +140,7 @@ export function labCommand(): Command {
           await Promise.all([stopAgent(l), ...others.map((n) => stopAgent(l, 5000, n))]);
         }),
       );
-      await Promise.all(labs.map((l) => stopProxy(l)));
+      await Promise.all(labs.map((l) => stopProxies(l)));
       if (o.all) await labDownAll({ log: progress });
       else await (await Lab.open(o.lab)).down({ log: progress });
     });

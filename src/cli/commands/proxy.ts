@@ -84,9 +84,14 @@ export function proxyCommand(): Command {
     .command('status')
     .description('whether the proxy runs, the snapshot version it acknowledged, its listeners and counters')
     .addOption(labOption())
+    .option('--node <name>', "the proxy of this node of the lab (env WEIR_NODE; default: the first node's)")
     .addOption(outputOption())
-    .action(async (o: { lab: string; output: OutputFormat }) => {
-      const s = await agentClient(o.lab).call<ProxyManagerStatus>('GET', '/v1/proxy/status');
+    .action(async (o: { lab: string; node?: string; output: OutputFormat }) => {
+      // Each node's agent runs its node's proxy.
+      const s = await agentClient(o.lab, undefined, o.node).call<ProxyManagerStatus>(
+        'GET',
+        '/v1/proxy/status',
+      );
       printResult(o.output, s, statusRows(s), [
         { header: 'field', get: (r) => r.k },
         { header: 'value', get: (r) => r.v },
@@ -96,6 +101,7 @@ export function proxyCommand(): Command {
     .command('run', { hidden: true })
     .description("run a lab node's proxy in the foreground (the agent starts it)")
     .addOption(new Option('--lab <name>', 'lab name').default(defaultLabName()))
+    .option('--node <name>', "the lab's node (other than the first) whose proxy this is")
     .requiredOption('--ipcache <pin>', "the node's pinned weir_ipcache (read only)")
     .addOption(
       new Option('--record-queue <n>', 'L7 records kept while the agent does not read them').argParser(
@@ -118,13 +124,16 @@ export function proxyCommand(): Command {
         return n;
       }),
     )
-    .action(async (o: { lab: string; ipcache: string; recordQueue?: number; workers?: number }) => {
-      await runProxy({
-        lab: o.lab,
-        ipcachePin: o.ipcache,
-        ...(o.recordQueue ? { recordQueue: o.recordQueue } : {}),
-        ...(o.workers !== undefined ? { workers: o.workers } : {}),
-      });
-    });
+    .action(
+      async (o: { lab: string; node?: string; ipcache: string; recordQueue?: number; workers?: number }) => {
+        await runProxy({
+          lab: o.lab,
+          ...(o.node ? { node: o.node } : {}),
+          ipcachePin: o.ipcache,
+          ...(o.recordQueue ? { recordQueue: o.recordQueue } : {}),
+          ...(o.workers !== undefined ? { workers: o.workers } : {}),
+        });
+      },
+    );
   return cmd;
 }

@@ -147,7 +147,20 @@ export function observeCommand(): Command {
         return true;
       };
       try {
-        if (nodes.length === 1) {
+        if (nodes.length === 1 && !q.follow) {
+          // In time order: the proxy's threads hand their L7 records over in batches, so a node's
+          // own flows may arrive a few milliseconds out of order.
+          const flows: Flow[] = [];
+          await agentClient(lab, undefined, nodes[0]).stream(
+            path,
+            (text) => {
+              const line = JSON.parse(text) as FlowsLine;
+              if (!lost(line, nodes[0] ?? '') && 'flow' in line) flows.push(line.flow);
+            },
+            abort.signal,
+          );
+          for (const flow of mergeFlows([flows])) print(flow);
+        } else if (nodes.length === 1) {
           await agentClient(lab, undefined, nodes[0]).stream(
             path,
             (text) => {

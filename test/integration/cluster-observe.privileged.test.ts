@@ -14,25 +14,11 @@ import { repoRoot } from '../../src/shared/paths.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { crossNodePods } from '../support/cluster-pods.js';
 
 const LAB = testLab('t-relay');
 
-const manifests = `
-apiVersion: v1
-kind: Pod
-metadata: { name: client, labels: { app: client } }
-spec: { nodeName: node1, containers: [{ name: c }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: other, labels: { app: other } }
-spec: { nodeName: node1, containers: [{ name: c }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, labels: { app: server } }
-spec: { nodeName: node2, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
----
+const manifests = `${crossNodePods}---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: server-from-client }

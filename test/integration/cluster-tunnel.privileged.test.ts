@@ -12,25 +12,11 @@ import { after, before, describe, it } from 'node:test';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { crossNodePods } from '../support/cluster-pods.js';
 
 const LAB = testLab('t-tunnel');
 
-const manifests = `
-apiVersion: v1
-kind: Pod
-metadata: { name: client, labels: { app: client } }
-spec: { nodeName: node1, containers: [{ name: c }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: other, labels: { app: other } }
-spec: { nodeName: node1, containers: [{ name: c }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, labels: { app: server } }
-spec: { nodeName: node2, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
----
+const manifests = `${crossNodePods}---
 apiVersion: v1
 kind: Service
 metadata: { name: server, namespace: default }

@@ -15,25 +15,11 @@ import { after, before, describe, it } from 'node:test';
 import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { crossNodePods } from '../support/cluster-pods.js';
 
 const LAB = testLab('t-cluster');
 
-const pods = `
-apiVersion: v1
-kind: Pod
-metadata: { name: client, labels: { app: client } }
-spec: { nodeName: node1, containers: [{ name: c }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: other, labels: { app: other } }
-spec: { nodeName: node1, containers: [{ name: c }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, labels: { app: server } }
-spec: { nodeName: node2, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
-`;
+const pods = crossNodePods;
 
 /** Pods without a node, each its own label set: the API spreads them, every node allocates. */
 const spread = Array.from(

@@ -1,0 +1,18 @@
+// The pods the multi-node lab tests share: client and other on node1, server (port 8080) on node2,
+// so every client → server connection crosses between the nodes.
+export const crossNodePods = `
+apiVersion: v1
+kind: Pod
+metadata: { name: client, labels: { app: client } }
+spec: { nodeName: node1, containers: [{ name: c }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: other, labels: { app: other } }
+spec: { nodeName: node1, containers: [{ name: c }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: server, labels: { app: server } }
+spec: { nodeName: node2, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
+`;

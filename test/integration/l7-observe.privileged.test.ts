@@ -258,8 +258,11 @@ describe('L7 visibility: flows, filters, metrics, access log and trace of real H
       (l) => l.length >= 5,
     );
     assert.equal(statSync(file).mode & 0o777, 0o600);
+    // The proxy's threads hand their lines to one writer in batches: one line per request, in the order
+    // the threads finished them (as Envoy's workers), so they are compared by request id.
+    const byId = [...lines].sort((a, b) => String(a.request_id).localeCompare(String(b.request_id)));
     assert.deepEqual(
-      lines.map((l) => [l.request_id, l.path, l.response_code, l.verdict]),
+      byId.map((l) => [l.request_id, l.path, l.response_code, l.verdict]),
       PATHS.map((p, i) => [
         `l7obs-${i}`,
         p,

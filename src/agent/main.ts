@@ -12,7 +12,16 @@ import { Informer } from '../cluster/informer.js';
 import { desiredPrefix, nodeKey, statePrefix } from '../cluster/keys.js';
 import type { NodeRecord } from '../cluster/objects.js';
 import { Datapath } from '../datapath/loader.js';
-import { Lab, PodDriver, externalsOf, nodeNamed, nodeOf, routingOf, vxlanDevice } from '../lab/index.js';
+import {
+  Lab,
+  PodDriver,
+  externalsOf,
+  nodeNamed,
+  nodeOf,
+  routingOf,
+  underlayDevice,
+  vxlanDevice,
+} from '../lab/index.js';
 import { privateFileMode } from '../shared/private-fs.js';
 import { FileStore, type JsonObject, type Lease, type Store } from '../store/index.js';
 import { FlowObserver } from '../observe/stream.js';
@@ -181,7 +190,15 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           ip: node.ip,
           ...(node.ip6 ? { ip6: node.ip6 } : {}),
           cgroupPath: node.cgroupPath,
-          netdevs: externals.map((e) => ({ ifname: e.nodeIfname, ip: e.transitNodeIP })),
+          netdevs: [
+            ...externals.map((e) => ({ ifname: e.nodeIfname, ip: e.transitNodeIP })),
+            // Native routing: what other nodes send arrives on the underlay device (NodePort
+            // replies from a backend there, DSR connections to a backend here, replies to the
+            // node proxy's upstream connections), as Cilium's cil_from_netdev on its --devices.
+            ...(routingOf(labConfig) === 'native' && node.underlayIP
+              ? [{ ifname: underlayDevice, ip: node.underlayIP }]
+              : []),
+          ],
           ...(routingOf(labConfig) === 'tunnel' ? { tunnelDevice: vxlanDevice } : {}),
           // Gateway addresses and listeners (north-south) are the first node's, as the externals.
           ...(first ? {} : { meshOnly: true }),

@@ -408,6 +408,11 @@ describe('lab', () => {
       await ok(['delete', 'cnp/p', 'ns/later', '-n', 'later', '--dry-run', 'client']),
       'CiliumNetworkPolicy later/p would be deleted (dry run: nothing sent)\nNamespace later would be deleted (dry run: nothing sent)\n',
     );
+    // The policy selects pods of namespace later only, which has none: no connection changes.
+    assert.match(
+      await ok(['delete', 'cnp', 'p', '-n', 'later', '--dry-run', 'server']),
+      /^0 of \d+ connections change verdict/,
+    );
     assert.equal(await policies(), before.policies + 1);
     const gone = await ok(['delete', 'cnp/p', 'ns/later', '-n', 'later']);
     assert.match(gone, /ciliumnetworkpolicy\/p deleted/);

@@ -80,7 +80,7 @@ export function uiFlowQuery(
   const params = new URLSearchParams(search);
   const node = params.get('node') || undefined;
   params.delete('node');
-  if (params.has('follow')) params.delete('follow');
+  params.delete('follow');
   const q = parseFlowQuery(params);
   const last = q.last ?? defaultLast;
   if (last > maxLast)

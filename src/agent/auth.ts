@@ -33,6 +33,8 @@ import { WeirError } from '../shared/errors.js';
 /** Identities that get SVIDs: Cilium's cluster range (pods), not reserved or CIDR identities. */
 const isWorkload = (id: number) => id >= 256 && id <= 0xffff;
 const TICK_MS = 1000;
+/** After a CA rotation, pairs are handshaken again this much later (the peers' bundle poll). */
+const REHANDSHAKE_DELAY_MS = 3 * TICK_MS;
 /** Revoked serials kept (an SVID lives --svid-ttl at most; these outlive any of them in practice). */
 const REVOKED_KEPT = 65536;
 
@@ -196,7 +198,11 @@ export class AuthManager {
         this.#signer = this.issuer.signer();
         this.#o.log.info({ signer: this.#signer }, 'auth: a new CA signs: re-issuing SVIDs');
         for (const id of this.#svids.keys()) if (inUse.has(id)) await this.#issue(id);
-        for (const e of this.#o.map.list()) void this.required(e);
+        // The pairs a little later: the other nodes poll the bundle every second, and must trust
+        // the new CA before they are shown one of its SVIDs.
+        setTimeout(() => {
+          for (const e of this.#o.map.list()) void this.required(e);
+        }, REHANDSHAKE_DELAY_MS).unref();
       }
       for (const [id, { svid }] of this.#svids)
         if (!inUse.has(id)) {

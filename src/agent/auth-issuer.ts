@@ -38,6 +38,36 @@ export function caNodeIssuer(store: CaStore): SvidIssuer {
   };
 }
 
+/**
+ * The remote issuer, not waiting for the CA node: until its API answered, the bundle is empty (the
+ * listener refuses everyone, no handshake is tried: fail closed) and issuing fails.
+ */
+export function lazyRemoteIssuer(client: AgentClient, node: string): SvidIssuer {
+  let ca: CaAnswer | undefined;
+  const refresh = async () => {
+    ca = await client.call<CaAnswer>('GET', '/v1/auth/ca');
+  };
+  return {
+    bundle: () => ca?.bundlePem ?? '',
+    signer: () => ca?.signer ?? '',
+    async issue(td, identity, ttlSeconds) {
+      if (!ca) await refresh();
+      const known = ca as CaAnswer;
+      if (td !== known.trustDomain)
+        throw new WeirError(
+          'ERR_AUTH_TRUST_DOMAIN',
+          `this node's trust domain '${td}' is not the CA node's '${known.trustDomain}'`,
+          { location: { field: 'trustDomain' } },
+        );
+      const { csrPem, keyPem } = await makeCsr(td, identity);
+      const body: SvidRequest = { node, identity, csrPem, ttlSeconds };
+      const ans = await client.call<{ certPem: string }>('POST', '/v1/auth/svids', body);
+      return svidOf(identity, ans.certPem, keyPem);
+    },
+    refresh,
+  };
+}
+
 /** The remote issuer, its bundle fetched once before it is returned. */
 export async function remoteIssuer(client: AgentClient, node: string): Promise<SvidIssuer> {
   let ca = await client.call<CaAnswer>('GET', '/v1/auth/ca');

@@ -127,6 +127,7 @@ export class AuthManager {
   readonly #issuing = new Map<number, Promise<Svid>>();
   readonly #o: AuthManagerOptions;
   #timer: NodeJS.Timeout | undefined;
+  #refreshFailed = false;
   #busy = false;
 
   constructor(o: AuthManagerOptions) {
@@ -187,7 +188,15 @@ export class AuthManager {
     if (this.#busy) return;
     this.#busy = true;
     try {
-      await this.issuer.refresh?.();
+      try {
+        await this.issuer.refresh?.();
+        if (this.#refreshFailed) this.#o.log.info('auth: the CA node answers again');
+        this.#refreshFailed = false;
+      } catch (err) {
+        if (!this.#refreshFailed)
+          this.#o.log.warn({ err }, 'auth: the CA node does not answer (retrying every second)');
+        this.#refreshFailed = true;
+      }
       this.listener.refreshTrust();
       const inUse = this.#localSet();
       const all = new Set(this.#o.identities().map((i) => i.id));
@@ -195,8 +204,12 @@ export class AuthManager {
       if (rotated) {
         // A new signing CA: every SVID again from it, then every pair handshaken again (both CAs
         // are trusted meanwhile, so nothing in force lapses).
+        const was = this.#signer;
         this.#signer = this.issuer.signer();
-        this.#o.log.info({ signer: this.#signer }, 'auth: a new CA signs: re-issuing SVIDs');
+        this.#o.log.info(
+          { signer: this.#signer },
+          was ? 'auth: a new CA signs: re-issuing SVIDs' : 'auth: the CA node gave its trust bundle',
+        );
         for (const id of this.#svids.keys()) if (inUse.has(id)) await this.#issue(id);
         // The pairs a little later: the other nodes poll the bundle every second, and must trust
         // the new CA before they are shown one of its SVIDs.

@@ -20,7 +20,7 @@ import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
 import { CaStore } from '../auth/ca-store.js';
 import { AuthManager, type SvidIssuer } from './auth.js';
-import { caNodeIssuer, remoteIssuer } from './auth-issuer.js';
+import { caNodeIssuer, lazyRemoteIssuer } from './auth-issuer.js';
 import { authRoutes, type CaRoutesContext } from './auth-routes.js';
 import { AgentClient } from './client.js';
 import { nodesPrefix } from '../cluster/keys.js';
@@ -273,21 +273,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           identities: () => a.identities().map((i) => i.id),
         };
       } else {
-        // The first node's agent runs the CA: its API signs this node's CSRs (it may still be
-        // starting: wait for it).
-        const client = new AgentClient(agentSocket(opts.lab), 10_000);
-        let err: unknown;
-        let got: SvidIssuer | undefined;
-        for (let i = 0; i < 120 && !got; i++) {
-          try {
-            got = await remoteIssuer(client, node.name);
-          } catch (e) {
-            err = e;
-            await new Promise((r) => setTimeout(r, 500));
-          }
-        }
-        if (!got) throw err;
-        issuer = got;
+        // The first node's agent runs the CA: its API signs this node's CSRs. It may still be
+        // starting (or be down): this agent does not wait for it; until it answers, this node
+        // trusts nothing and authenticates no pair (fail closed).
+        issuer = lazyRemoteIssuer(new AgentClient(agentSocket(opts.lab), 10_000), node.name);
       }
       auth = new AuthManager({
         issuer,

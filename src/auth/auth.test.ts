@@ -277,6 +277,26 @@ describe('several nodes: CSRs, the destination side dialling, expiry, CA rotatio
     }
   });
 
+  it('without a trust bundle (the CA node not reached yet) the listener accepts nobody and nobody dials', async () => {
+    const { ca } = await CertificateAuthority.create();
+    const client = await ca.issue(TD, 500, 600);
+    const server = await ca.issue(TD, 600, 600);
+    const l = new AuthListener({ trustDomain: () => TD, caPem: '', bundle: () => '', svid: () => server });
+    const { port } = await l.listen('127.0.0.1', 0);
+    try {
+      await assert.rejects(
+        authenticate({ host: '127.0.0.1', port, trustDomain: TD, caPem: ca.certPem, src: client, dst: 600 }),
+      );
+      assert.equal(l.counters.accepted, 0);
+      await assert.rejects(
+        authenticate({ host: '127.0.0.1', port, trustDomain: TD, caPem: '', src: client, dst: 600 }),
+        /no trust bundle/,
+      );
+    } finally {
+      await l.close();
+    }
+  });
+
   it('node ids: the low 16 bits of the underlay address; shared ids are ambiguous', () => {
     assert.equal(authNodeId('198.18.0.11'), 11);
     assert.equal(authNodeId('10.1.0.0'), 0xffff);

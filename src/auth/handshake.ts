@@ -97,10 +97,11 @@ export class AuthListener {
         requestCert: true,
         // Refusals are decided (and counted) after the handshake, each with its reason.
         rejectUnauthorized: false,
-        ca: trust(o.bundle?.() ?? o.caPem),
+        ...(o.bundle?.() || o.caPem ? { ca: trust(o.bundle?.() || o.caPem) } : {}),
         SNICallback: (name, cb) => {
           const m = SNI.exec(name);
-          const svid = m ? o.svid(rolesOf(m).listener) : undefined;
+          // No trust bundle yet (the CA node not reached): nobody is accepted.
+          const svid = m && this.#bundle() ? o.svid(rolesOf(m).listener) : undefined;
           if (!svid) {
             this.counters.refused[m ? 'unknown-identity' : 'bad-request']++;
             cb(new Error(`no SVID for '${name}'`));
@@ -139,6 +140,7 @@ export class AuthListener {
     const ca = this.#bundle();
     if (ca === this.#trusted) return;
     this.#trusted = ca;
+    if (!ca) return;
     this.#server.setSecureContext({ ca: trust(ca), minVersion: 'TLSv1.3' });
     this.#contexts.clear();
   }
@@ -153,6 +155,7 @@ export class AuthListener {
     if (!m) return refuse('bad-request', 'no SNI naming the pair');
     const roles = rolesOf(m);
     const src = roles.client;
+    if (!this.#bundle()) return refuse('untrusted', 'this node has no trust bundle yet');
     if (!sock.authorized) {
       const why = String(sock.authorizationError ?? 'no client certificate');
       return refuse(why === 'CERT_HAS_EXPIRED' ? 'expired' : 'untrusted', why);
@@ -221,6 +224,8 @@ export interface HandshakeResult {
 
 /** One handshake; rejects with an Error saying why it failed (refused, untrusted, timeout). */
 export function authenticate(o: HandshakeOptions): Promise<HandshakeResult> {
+  if (!o.caPem.trim())
+    return Promise.reject(new Error('no trust bundle: nothing to verify the listener with'));
   const want = identitySpiffeId(o.trustDomain, o.dst);
   return new Promise((resolve, reject) => {
     let text = '';

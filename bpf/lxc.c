@@ -270,9 +270,12 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			reason = policy_can_access(ep_id, &key, &verdict);
 		}
 		/* `authentication: {mode: required}`: allowed once the pair authenticated (lib/auth.h). */
-		if (!reason && (verdict.flags & POLICY_F_AUTH))
+		if (!reason && (verdict.flags & POLICY_F_AUTH)) {
+			m.remote_node_id = auth_remote_node(f->tuple.family,
+							    dir == DIR_EGRESS ? f->tuple.daddr : f->tuple.saddr);
 			reason = auth_check(dir == DIR_EGRESS ? ep_identity : remote,
-					    dir == DIR_EGRESS ? remote : ep_identity, 0, now);
+					    dir == DIR_EGRESS ? remote : ep_identity, m.remote_node_id, now);
+		}
 	}
 	/* L7 rules: the connection goes through the node proxy (HTTP: TCP; DNS: UDP and TCP, egress),
 	 * unless the ingress proxy itself opens it: it judged it already. */

@@ -60,7 +60,7 @@ struct event_meta {
 	__u8 flags;
 	__u8 pad;
 	__be16 proxy_port; /* EVENT_F_TO_PROXY */
-	__u16 pad2;
+	__u16 remote_node_id; /* 189 drops: the peer's node (lib/auth.h) */
 };
 
 static __noinline void __send_event(const struct event_meta *m, const struct flow *f, __u8 type, __u8 subtype,
@@ -96,7 +96,7 @@ static __noinline void __send_event(const struct event_meta *m, const struct flo
 	ev->sport = f->tuple.sport;
 	ev->dport = f->tuple.dport;
 	ev->proxy_port = m->proxy_port;
-	ev->pad = 0;
+	ev->remote_node_id = m->remote_node_id;
 	ev->ktime_ns = bpf_ktime_get_ns();
 	if (e) {
 		ev->packets_fwd = e->packets_fwd;

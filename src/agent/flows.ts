@@ -291,7 +291,7 @@ export class FlowPipeline {
     this.#o.onAuthRequired?.({
       srcIdentity: view.getUint32(FlowEventLayout.offsets.srcIdentity, true),
       dstIdentity: view.getUint32(FlowEventLayout.offsets.dstIdentity, true),
-      remoteNodeId: 0,
+      remoteNodeId: view.getUint16(FlowEventLayout.offsets.remoteNodeId, true),
     });
   }
 

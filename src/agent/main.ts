@@ -27,9 +27,12 @@ import { FileStore, type JsonObject, type Lease, type Store } from '../store/ind
 import { FlowObserver } from '../observe/stream.js';
 import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
-import { CertificateAuthority } from '../auth/ca.js';
-import { AuthManager } from './auth.js';
-import { authRoutes } from './auth-routes.js';
+import { CaStore } from '../auth/ca-store.js';
+import { AuthManager, type SvidIssuer } from './auth.js';
+import { caNodeIssuer, lazyRemoteIssuer } from './auth-issuer.js';
+import { authRoutes, type CaRoutesContext } from './auth-routes.js';
+import { AgentClient } from './client.js';
+import { nodesPrefix } from '../cluster/keys.js';
 import { FlowPipeline } from './flows.js';
 import { ClusterDns } from './cluster-dns.js';
 import { Lifecycle } from './lifecycle.js';
@@ -260,15 +263,47 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     stop: () => flows?.stop(),
   });
 
-  // Mutual authentication: the lab CA (its key stays in this node's state dir), SVIDs for the
-  // identities in use, the auth listener, handshakes for 189 drops (src/agent/auth.ts).
+  // Mutual authentication: the lab CA on the first node only (its key stays in that node's state
+  // dir; the other nodes' agents send it CSRs through its API), SVIDs for the identities in use,
+  // the auth listener, handshakes for 189 drops (src/agent/auth.ts, docs/mtls.md).
   let auth: AuthManager | undefined;
+  let caContext: CaRoutesContext | undefined;
+  const several = labConfig.spec.nodes.length > 1;
   lc.append({
     name: 'auth',
     start: async () => {
       const a = agent as Agent;
+      const otherNodes = () =>
+        clusterState
+          .values<NodeRecord>(nodesPrefix)
+          .map((n) => n.value)
+          .filter((n) => n.name !== node.name);
+      let issuer: SvidIssuer;
+      if (first) {
+        const caStore = await CaStore.open(join(agentDir(opts.lab), 'ca'));
+        issuer = caNodeIssuer(caStore);
+        caContext = {
+          store: caStore,
+          trustDomain: run.trustDomain,
+          maxTtl: run.svidTtl,
+          nodes: () => clusterState.values<NodeRecord>(nodesPrefix).map((n) => n.value.name),
+          identities: () => a.identities().map((i) => i.id),
+        };
+      } else {
+        // The first node's agent runs the CA: its API signs this node's CSRs. It may still be
+        // starting (or be down): this agent does not wait for it; until it answers, this node
+        // trusts nothing and authenticates no pair (fail closed).
+        issuer = lazyRemoteIssuer(new AgentClient(agentSocket(opts.lab), 10_000), node.name);
+      }
       auth = new AuthManager({
-        ca: await CertificateAuthority.open(join(agentDir(opts.lab), 'ca')),
+        issuer,
+        ...(several
+          ? {
+              nodes: otherNodes,
+              localIdentities: () => a.endpoints().map((e) => e.identity),
+              bindHost: '0.0.0.0',
+            }
+          : {}),
         trustDomain: run.trustDomain,
         svidTtl: run.svidTtl,
         listen: { host: node.ip, port: run.authListenerPort },
@@ -316,7 +351,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       });
       server = await listenApi(agentSocket(opts.lab, dirNode), [
         ...agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
-        ...authRoutes(() => auth),
+        ...authRoutes(
+          () => auth,
+          () => caContext,
+        ),
         ...cniRoutes(
           new CniService({
             agent: a,

@@ -137,10 +137,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       try {
         l = await grant();
         // The watch delivers the lost keys' deletions first (the old record's among them, all in
-        // one revision). Then a pass writes this node's keys
-        // again under the new lease — its identity references, taking back the ids its pods hold
-        // when nobody took them meanwhile — and only then the node's record: the other nodes see
-        // its pods again with the ids they had.
+        // one revision). Then a pass writes this node's keys again under the new lease — its
+        // identity references, taking back the ids its pods hold when nobody took them meanwhile —
+        // and only then the node's record: the other nodes see its pods again with the ids they had.
         const end = Date.now() + 30_000;
         while (clusterState.items.has(nodeKey(node.name)) && Date.now() < end)
           await new Promise((r) => setTimeout(r, 100));

@@ -99,7 +99,7 @@ function identityAllocations(lab: string, n: number): number {
     await ids.sync([]);
     await ids.collect();
     await lease.release();
-    ids.close();
+    await ids.close();
     await cache.stop();
     await store.close();
     console.log(JSON.stringify({ ms }));

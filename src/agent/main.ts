@@ -22,6 +22,7 @@ import {
   underlayDevice,
   vxlanDevice,
 } from '../lab/index.js';
+import { WeirError } from '../shared/errors.js';
 import { privateFileMode } from '../shared/private-fs.js';
 import { FileStore, type JsonObject, type Lease, type Store } from '../store/index.js';
 import { FlowObserver } from '../observe/stream.js';
@@ -52,9 +53,6 @@ import {
 import { listenMetrics } from './metrics-server.js';
 import { ProxyManager, proxyPortsOf } from './proxy-manager.js';
 
-/** The node's keys (its record, its reconciled revision) live as long as this lease (Cilium: 15 min). */
-const nodeLeaseSeconds = 900;
-
 /**
  * The lab, and any settings of settings.ts given as flags. Absent persisted settings are as the
  * previous run stored them (else their default); absent others have their default.
@@ -63,6 +61,21 @@ export interface AgentOptions extends Partial<AgentSettingValues> {
   lab: string;
   /** The node of the lab this agent runs (default: the first). */
   node?: string;
+}
+
+/** The cluster's etcd, or a clear error naming it and where it was tried from. */
+async function connectEtcd(endpoints: string[], node: string, netns: string): Promise<Store> {
+  const { EtcdStore } = await import('../store/etcd.js');
+  try {
+    return await EtcdStore.connect({ endpoints, connectTimeoutMs: 10_000 });
+  } catch (err) {
+    throw new WeirError(
+      'ERR_STORE_UNREACHABLE',
+      `the lab's etcd ${endpoints.join(',')} is not reachable from node ${node} (namespace ${netns}): ` +
+        `${(err as Error).message}; an etcd given by --kvstore-endpoints must be reachable from every node's namespace`,
+      { cause: err },
+    );
+  }
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -80,7 +93,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   // One node: a root-only file only this process opens. A cluster: the lab's etcd, shared by
   // every node's agent.
   const store: Store = labConfig.kvstore
-    ? await (await import('../store/etcd.js')).EtcdStore.connect({ endpoints: labConfig.kvstore.endpoints })
+    ? await connectEtcd(labConfig.kvstore.endpoints, node.name, node.netns)
     : await FileStore.open(agentStoreFile(opts.lab));
   lc.append({ name: 'store', stop: () => store.close() });
   const local = await LocalState.load(store, node.name);
@@ -99,28 +112,75 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const proxyPorts = proxyPortsOf(settings.proxyPortRange);
   await local.save();
 
-  // The node registers itself under its lease: the API schedules pods on registered nodes.
+  // The node registers itself under its lease (--kvstore-lease-ttl; Cilium: 15 min): the API
+  // schedules pods on registered nodes, the other nodes take its pods as peers and backends while
+  // its record lives. A lease that ran out (etcd unreachable for longer than its TTL: its keys are
+  // gone from the cluster) is replaced as soon as etcd answers again: the record is written again,
+  // and the reconciler and the identity allocator write their keys again under the new lease.
   let lease: Lease | undefined;
+  let stopping = false;
+  let reRegistering: Promise<void> | undefined;
+  const grant = async () => {
+    const l = await store.grantLease(run.kvstoreLeaseTtl);
+    l.onLost((err) => {
+      if (stopping || lease !== l) return;
+      log.error({ err }, 'the node lease was lost: registering the node again');
+      reRegistering ??= reRegister().finally(() => (reRegistering = undefined));
+    });
+    return l;
+  };
+  const putRecord = async (l: Lease) => {
+    const rec: NodeRecord = {
+      name: node.name,
+      ip: node.ip,
+      ...(node.ip6 ? { ip6: node.ip6 } : {}),
+      podCIDR: node.podCIDR,
+      ...(node.podCIDRv6 ? { podCIDRv6: node.podCIDRv6 } : {}),
+      ...(node.underlayIP ? { underlayIP: node.underlayIP } : {}),
+      netns: node.netns,
+      agentPid: process.pid,
+      startedAt: new Date().toISOString(),
+    };
+    await store.put(nodeKey(node.name), rec as unknown as JsonObject, { lease: l.id });
+  };
+  const reRegister = async () => {
+    for (let delay = 500; !stopping; delay = Math.min(delay * 2, 5000)) {
+      let l: Lease | undefined;
+      try {
+        l = await grant();
+        // The watch delivers the lost keys' deletions first (the old record's among them, all in
+        // one revision). Then a pass writes this node's keys again under the new lease — its
+        // identity references, taking back the ids its pods hold when nobody took them meanwhile —
+        // and only then the node's record: the other nodes see its pods again with the ids they had.
+        const end = Date.now() + 30_000;
+        while (clusterState.items.has(nodeKey(node.name)) && Date.now() < end)
+          await new Promise((r) => setTimeout(r, 100));
+        lease = l;
+        await reconciler?.leaseChanged();
+        await putRecord(l);
+        log.info({ lease: l.id }, 'node registered again under a new lease');
+        return;
+      } catch (err) {
+        l?.release();
+        log.warn({ err }, 'registering the node again failed; retrying');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  };
+  const register = async () => {
+    const l = await grant();
+    await putRecord(l);
+    lease = l;
+  };
   lc.append({
     name: 'node',
-    start: async () => {
-      lease = await store.grantLease(nodeLeaseSeconds);
-      lease.onLost((err) => log.error({ err }, 'the node lease was lost'));
-      const rec: NodeRecord = {
-        name: node.name,
-        ip: node.ip,
-        ...(node.ip6 ? { ip6: node.ip6 } : {}),
-        podCIDR: node.podCIDR,
-        ...(node.podCIDRv6 ? { podCIDRv6: node.podCIDRv6 } : {}),
-        ...(node.underlayIP ? { underlayIP: node.underlayIP } : {}),
-        netns: node.netns,
-        agentPid: process.pid,
-        startedAt: new Date().toISOString(),
-      };
-      await store.put(nodeKey(node.name), rec as unknown as JsonObject, { lease: lease.id });
-    },
+    start: register,
     // The keys stay until the lease runs out: a restart within it finds the node registered.
-    stop: () => lease?.release(),
+    stop: async () => {
+      stopping = true;
+      lease?.release();
+      await reRegistering;
+    },
   });
 
   let datapath: Datapath | undefined;
@@ -227,7 +287,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         desired,
         view: desiredView,
         state: clusterState,
-        lease: lease as Lease,
+        lease: () => lease as Lease,
         log,
       });
       // The first pass puts the stored desired state in force before the API answers.
@@ -236,8 +296,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     },
     stop: async () => {
       agent?.stopFqdnGc();
-      clusterIds.close();
       await reconciler?.stop();
+      await clusterIds.close();
       await desired.stop();
       await clusterState.stop();
     },

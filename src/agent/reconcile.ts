@@ -70,7 +70,8 @@ export interface ReconcilerDeps {
   view: DesiredView;
   /** weir/state/… (other nodes' pod statuses, for service backends). */
   state: Informer;
-  lease: Lease;
+  /** The node's lease now (a lost one is replaced: see leaseChanged). */
+  lease: () => Lease;
   log: Pino;
 }
 
@@ -107,7 +108,7 @@ export class Reconciler {
     }
     const rec = await this.d.store.get(reconciledKey(this.d.node.name));
     // Written again under this run's lease by the first pass.
-    this.lastReconciled = rec && rec.lease === this.d.lease.id ? JSON.stringify(rec.value) : undefined;
+    this.lastReconciled = rec && rec.lease === this.d.lease().id ? JSON.stringify(rec.value) : undefined;
     this.d.desired.onChange(() => queueMicrotask(() => void this.kick()));
     // Other nodes' pods and nodes (a cluster): their addresses and identities go in this node's
     // ipcache, so a change there is a pass here. This node's own writes are not.
@@ -120,6 +121,15 @@ export class Reconciler {
       void this.kick();
     }, verifyMs);
     this.verifyTimer.unref();
+  }
+
+  /**
+   * The node's lease was replaced (the old one ran out, taking its keys): the next pass writes the
+   * reconciled revision again, and the identity references (regeneration syncs them from the cache).
+   */
+  leaseChanged(): Promise<void> {
+    this.lastReconciled = undefined;
+    return this.kick();
   }
 
   /** Whether a change of weir/state/ is another node's pod or node record. */
@@ -592,7 +602,7 @@ export class Reconciler {
         op: 'put',
         key: reconciledKey(this.d.node.name),
         value: rec as unknown as JsonObject,
-        lease: this.d.lease.id,
+        lease: this.d.lease().id,
       });
     if (ops.length === 0) return;
     try {

@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import { FileStore } from '../store/file.js';
 import { ClusterIdentities, identitiesPrefix, identityValueKey } from './identities.js';
 import { Informer } from './informer.js';
+import { IdentityAllocator } from '../identity/allocator.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'weir-identities-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -70,9 +71,46 @@ describe('ClusterIdentities', () => {
     await nodes[0]?.ids.sync([set('b')]);
     assert.equal(await store.revision(), rev);
     for (const n of nodes) {
-      n.ids.close();
+      await n.ids.close();
       await n.cache.stop();
     }
+    await store.close();
+  });
+
+  it('a node back after its lease ran out takes its ids again when free, else follows the cluster', async () => {
+    const store = await FileStore.open(join(dir, 'back.json'));
+    const cache = new Informer(store, 'weir/state/');
+    await cache.start();
+    let lease = await store.grantLease(60);
+    const ids = new ClusterIdentities(store, cache, 'n2', () => lease);
+    await ids.sync([set('x'), set('y')]);
+    const local = new IdentityAllocator();
+    local.clusterIds = ids.lookup();
+    const x = local.allocate(set('x')).id;
+    const y = local.allocate(set('y')).id;
+    // Its lease runs out: its references go; with nobody else using them, so do the ids.
+    await lease.revoke();
+    await cache.waitRevision(await store.revision());
+    assert.equal(await ids.collect(), 2);
+    // Meanwhile another node takes y's id for another label set.
+    await store.put(`${identitiesPrefix}id/${y}`, { labels: set('z') }, { ifRevision: 0 });
+    await cache.waitRevision(await store.revision());
+    // Back under a new lease: x gets its old id again; y cannot, it gets a new one.
+    lease = await store.grantLease(60);
+    await ids.sync([set('x'), set('y')], (labels) => local.find(labels)?.id);
+    const lookup = ids.lookup();
+    assert.equal(lookup(set('x').join('\n')), x);
+    const y2 = lookup(set('y').join('\n'));
+    assert.ok(y2 !== undefined && y2 !== y);
+    // The node's allocator follows: y moves to the cluster's id, x stays.
+    local.clusterIds = lookup;
+    assert.deepEqual([...local.adoptClusterIds()], [[y, y2]]);
+    assert.equal(local.find(set('y'))?.id, y2);
+    assert.equal(local.find(set('x'))?.id, x);
+    local.release(y2);
+    assert.equal(local.find(set('y')), undefined);
+    await ids.close();
+    await cache.stop();
     await store.close();
   });
 });

@@ -89,7 +89,11 @@ export class ClusterIdentities {
    * that have none, references new ones under the node's lease, drops references no longer
    * used and frees the ids nobody refers to any more. Nothing is written when nothing changed.
    */
-  async sync(used: readonly (readonly string[])[]): Promise<void> {
+  async sync(
+    used: readonly (readonly string[])[],
+    /** The id this node holds a label set under: taken again when free (a lost lease's ids). */
+    preferred?: (labels: readonly string[]) => number | undefined,
+  ): Promise<void> {
     const want = new Map(used.map((l) => [keyOf(l), [...l]]));
     const have = this.mine();
     const known = this.byKey();
@@ -105,6 +109,19 @@ export class ClusterIdentities {
       let next = Math.max(CLUSTER_IDENTITY_MIN - 1, ...taken) + 1;
       for (const [k, labels] of missing) {
         if (ids.has(k)) continue;
+        const mine = preferred?.(labels);
+        if (
+          mine !== undefined &&
+          mine >= CLUSTER_IDENTITY_MIN &&
+          mine <= CLUSTER_IDENTITY_MAX &&
+          !taken.has(mine)
+        ) {
+          taken.add(mine);
+          ids.set(k, mine);
+          ops.push({ op: 'put', key: identityIdKey(mine), value: { labels }, ifRevision: 0 });
+          this.allocations++;
+          continue;
+        }
         next = this.nextFree(next, taken);
         taken.add(next);
         ids.set(k, next);
@@ -225,8 +242,18 @@ export class ClusterIdentities {
     }
   }
 
-  /** Stops renewing the lock's lease (it runs out on its own). */
-  close(): void {
-    this.lockLease?.release();
+  /** Revokes the lock's lease (held for the next lock; it holds no key between locks). */
+  async close(): Promise<void> {
+    const l = this.lockLease;
+    this.lockLease = undefined;
+    if (!l) return;
+    l.release();
+    // Best effort, bounded: an unreachable etcd lets it run out on its own (25 s).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      l.revoke().catch(() => undefined),
+      new Promise((r) => (timer = setTimeout(r, 2000))),
+    ]);
+    clearTimeout(timer);
   }
 }

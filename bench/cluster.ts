@@ -164,12 +164,40 @@ function identityAllocations(lab: string, n: number): number {
   return (n * 1000) / ms;
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A call to a node's agent API, tried again (up to 3 times, 1 s apart) when its socket refused or
+ * dropped the connection: under the machine's load an agent's socket has answered EPIPE. Applies
+ * and reads are idempotent; a retried call's time counts in what it measures.
+ */
+async function api<T>(
+  lab: string,
+  node: string,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await agentClient(lab, 600_000, node).call<T>(method, path, body);
+    } catch (err) {
+      if (!(err instanceof WeirError) || err.code !== 'ERR_AGENT_UNREACHABLE' || attempt >= 3) throw err;
+      await sleep(1000);
+    }
+  }
+}
+
 /** Reconciled revision of every node ≥ `revision` (all caught up). */
 async function settled(lab: string, revision: number, timeoutMs = 300_000): Promise<void> {
   const end = Date.now() + timeoutMs;
-  const client = agentClient(lab, 30_000, 'node1');
   for (;;) {
-    const { items } = await client.call<{ items: { reconciledRevision?: number }[] }>('GET', '/v1/nodes');
+    const { items } = await api<{ items: { reconciledRevision?: number }[] }>(
+      lab,
+      'node1',
+      'GET',
+      '/v1/nodes',
+    );
     if (items.every((n) => (n.reconciledRevision ?? 0) >= revision)) return;
     if (Date.now() > end) throw new WeirError('ERR_BENCH_SERVER', `lab ${lab}: nodes not settled`);
     await new Promise((r) => setTimeout(r, 100));
@@ -179,11 +207,9 @@ async function settled(lab: string, revision: number, timeoutMs = 300_000): Prom
 /** Applies through node1's API and waits until every node reconciled the change. */
 async function applySettled(lab: string, objects: unknown[], path = '/v1/apply'): Promise<void> {
   const r = etcdRevision(lab);
-  await agentClient(lab, 600_000, 'node1').call('POST', path, { objects });
+  await api(lab, 'node1', 'POST', path, { objects });
   await settled(lab, r + 1);
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The pinned maps the bench reads: node1's ipcache, node2's ipcache and the target's policy map. */
 class Maps {
@@ -244,15 +270,13 @@ interface Timed {
  * the target's policy with its identity; then a real connection from it to the target.
  */
 async function timeOne(lab: string, maps: Maps, name: string, targetIp: string): Promise<Timed> {
-  const client = agentClient(lab, 600_000, 'node1');
   const before = new Set(maps.node1Pods().keys());
   const t0 = performance.now();
   let done = false;
   let failed: unknown;
-  const apply = client
-    .call('POST', '/v1/apply', {
-      objects: manifests([{ name, node: 'node1', labels: { role: 'client', app: name }, workload: true }]),
-    })
+  const apply = api(lab, 'node1', 'POST', '/v1/apply', {
+    objects: manifests([{ name, node: 'node1', labels: { role: 'client', app: name }, workload: true }]),
+  })
     .catch((err: unknown) => (failed = err))
     .finally(() => (done = true));
   let prefix: string | undefined;
@@ -293,7 +317,7 @@ async function timeOne(lab: string, maps: Maps, name: string, targetIp: string):
 async function agentsRss(lab: string, nodes: string[]): Promise<number> {
   let sum = 0;
   for (const n of nodes) {
-    const st = await agentClient(lab, 30_000, n).call<AgentStatus>('GET', '/v1/status');
+    const st = await api<AgentStatus>(lab, n, 'GET', '/v1/status');
     sum += rssMiB(st.pid);
   }
   return Math.round(sum);
@@ -328,7 +352,6 @@ export async function measureCluster(
       note: '200, one at a time',
     });
     log(`cluster: ${perSecond.toFixed(0)} identity allocations/s (etcd)`);
-    const client = agentClient(lab, 600_000, 'node1');
     // etcd writes for one pod added and removed (the desired object, status, identity refs, …).
     const one = manifests([{ name: 'w', node: 'node1', labels: { app: 'w' }, workload: false }]);
     await applySettled(lab, one.slice(0, 1));
@@ -356,14 +379,20 @@ export async function measureCluster(
         targetPolicy,
       ),
     );
-    const eps = await agentClient(lab, 30_000, 'node2').call<{
-      items: { id: number; namespace: string; pod: string; ips?: string[] }[];
-    }>('GET', '/v1/endpoints');
+    const eps = await api<{ items: { id: number; namespace: string; pod: string }[] }>(
+      lab,
+      'node2',
+      'GET',
+      '/v1/endpoints',
+    );
     const target = eps.items.find((e) => e.namespace === ns && e.pod === 'conv-target');
     if (!target) throw new WeirError('ERR_BENCH_SERVER', 'cluster: no endpoint for the target on node2');
-    const { items: podList } = await client.call<{
-      items: { namespace: string; name: string; ip: string }[];
-    }>('GET', '/v1/pods');
+    const { items: podList } = await api<{ items: { namespace: string; name: string; ip: string }[] }>(
+      lab,
+      'node1',
+      'GET',
+      '/v1/pods',
+    );
     const targetIp = podList.find((p) => p.namespace === ns && p.name === 'conv-target')?.ip;
     if (!targetIp) throw new WeirError('ERR_BENCH_SERVER', 'cluster: the target has no address');
     const refused = await probe(lab, `${ns}/conv-outsider`, { ip: targetIp, port, protocol: 'TCP' }, 1500);
@@ -387,7 +416,7 @@ export async function measureCluster(
         const want = maps.allowed().size + batch;
         const t0 = performance.now();
         for (let i = 0; i < specs.length; i += 250)
-          await client.call('POST', '/v1/apply', { objects: manifests(specs.slice(i, i + 250)) });
+          await api(lab, 'node1', 'POST', '/v1/apply', { objects: manifests(specs.slice(i, i + 250)) });
         const applied = performance.now() - t0;
         const end = Date.now() + 600_000;
         while (maps.allowed().size < want) {
@@ -407,11 +436,11 @@ export async function measureCluster(
           `cluster: +${batch} pods over ${k} nodes: applied ${Math.round(applied)} ms, node2 enforces all ${Math.round(ms)} ms`,
         );
       }
-      const api: number[] = [];
+      const fromApi: number[] = [];
       const node: number[] = [];
       for (let i = 0; i < singles; i++) {
         const t = await timeOne(lab, maps, `s${total}x${i}`, targetIp);
-        api.push(t.apiMs);
+        fromApi.push(t.apiMs);
         node.push(t.nodeMs);
       }
       have = total;
@@ -420,14 +449,14 @@ export async function measureCluster(
         {
           metric: 'convergence p50 (API → node2 enforces)',
           pods: total,
-          value: percentile(api, 50),
+          value: percentile(fromApi, 50),
           unit: 'ms',
           note: n,
         },
         {
           metric: 'convergence p99 (API → node2 enforces)',
           pods: total,
-          value: percentile(api, 99),
+          value: percentile(fromApi, 99),
           unit: 'ms',
           note: n,
         },
@@ -456,7 +485,7 @@ export async function measureCluster(
         },
       );
       log(
-        `cluster: ${total} pods: API → node2 p50 ${percentile(api, 50).toFixed(0)} / p99 ${percentile(api, 99).toFixed(0)} ms; ` +
+        `cluster: ${total} pods: API → node2 p50 ${percentile(fromApi, 50).toFixed(0)} / p99 ${percentile(fromApi, 99).toFixed(0)} ms; ` +
           `node1 → node2 p50 ${percentile(node, 50).toFixed(0)} / p99 ${percentile(node, 99).toFixed(0)} ms; agents ${rss} MiB`,
       );
     }

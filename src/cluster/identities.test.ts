@@ -113,4 +113,42 @@ describe('ClusterIdentities', () => {
     await cache.stop();
     await store.close();
   });
+
+  it('a reference taken without the lock and the free of its id never both succeed', async () => {
+    const store = await FileStore.open(join(dir, 'race.json'));
+    const [a, b] = await Promise.all(
+      ['n1', 'n2'].map(async (name) => {
+        const cache = new Informer(store, 'weir/state/');
+        await cache.start();
+        const lease = await store.grantLease(60);
+        return { cache, ids: new ClusterIdentities(store, cache, name, () => lease) };
+      }),
+    );
+    assert.ok(a && b);
+    for (let i = 0; i < 20; i++) {
+      const x = set(`race-${i}`);
+      await a.ids.sync([x]);
+      await b.cache.waitRevision(await store.revision());
+      // n2 references x's id (no lock: the id exists) while n1 drops its reference (the last
+      // one n1 sees), under the lock; n2 starts a little later each round, so some rounds land
+      // its reference between n1 taking the lock and n1 freeing the id.
+      const writes = await store.revision();
+      const free = a.ids.sync([]);
+      await new Promise((r) => setTimeout(r, i % 5));
+      await Promise.all([b.ids.sync([x]), free]);
+      await a.cache.waitRevision(await store.revision());
+      await b.cache.waitRevision(await store.revision());
+      const ref = await store.get(identityValueKey(x, 'n2'));
+      assert.ok(ref, `n2 refers to race-${i}`);
+      const id = await store.get(`${identitiesPrefix}id/${String(ref.value.id)}`);
+      assert.deepEqual(id?.value.labels, x, `race-${i}: n2's id ${String(ref.value.id)} names its label set`);
+      assert.ok((await store.revision()) > writes);
+      await b.ids.sync([]);
+    }
+    for (const n of [a, b]) {
+      n.ids.close();
+      await n.cache.stop();
+    }
+    await store.close();
+  });
 });

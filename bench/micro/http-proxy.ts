@@ -81,6 +81,8 @@ interface Upstream {
   h1: number;
   h2: number | undefined;
   name: string;
+  /** The server's process (taskset execs it: the same pid), when it is one. */
+  pid?: number | undefined;
   stop(): void;
 }
 
@@ -112,6 +114,7 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
     h1,
     h2: upH2 !== undefined ? h2 : undefined,
     name: 'nginx proxy',
+    pid: p.pid,
     stop: () => {
       p.kill('SIGTERM');
       rmSync(dir, { recursive: true, force: true });
@@ -248,12 +251,8 @@ async function main(): Promise<void> {
   const pipe = await child('pipe', up.h1, cpu0);
   const proxy2 = up.h2 !== undefined ? await child('proxy', up.h2, cpu0) : undefined;
   const ngx = have('nginx') ? await startNginxProxy(up.h1, up.h2, cpu0) : undefined;
-  const ngxPid = () =>
-    Number(
-      spawnSync('sh', ['-c', `pgrep -f 'weir-bench-nginx-proxy' | head -1`], {
-        encoding: 'utf8',
-      }).stdout.trim(),
-    ) || undefined;
+  // Its own pid (a pgrep for its command line could find another process, even its own shell).
+  const ngxPid = () => ngx?.pid;
   const rows: Record<string, Run[]> = {};
   const add = (k: string, r: Run) => (rows[k] ??= []).push(r);
   try {

@@ -112,6 +112,28 @@ export interface EngineInput {
   tunnelPrefixes?: { prefix: string; identity: number; tunnelEndpoint: string }[];
 }
 
+/**
+ * Label sets computed before, by their inputs (namespace, service account, pod and namespace
+ * labels, per label filter): a regeneration recomputes the labels of every pod of the cluster,
+ * and nearly all are the same as in the last one. The arrays are frozen and shared, so the
+ * selector index can keep what it derives from each (universe.ts) across computations too.
+ * Bounded: emptied when it outgrows the label sets a large cluster holds.
+ */
+const labelMemo = new WeakMap<LabelFilter | typeof noFilter, Map<string, readonly string[]>>();
+const noFilter = {};
+const labelMemoMax = 65_536;
+
+function labelsKey(
+  ep: Pick<EngineEndpoint, 'namespace' | 'labels' | 'serviceAccount'>,
+  namespaceLabels: Record<string, string>,
+): string {
+  let k = `${ep.namespace}\u0001${ep.serviceAccount ?? ''}\u0001`;
+  for (const name in ep.labels) k += `${name}\u0000${ep.labels[name]}\u0000`;
+  k += '\u0001';
+  for (const name in namespaceLabels) k += `${name}\u0000${namespaceLabels[name]}\u0000`;
+  return k;
+}
+
 /** The sorted security label strings of an endpoint (what its identity is allocated for). */
 export function endpointLabels(
   ep: Pick<EngineEndpoint, 'namespace' | 'labels' | 'serviceAccount' | 'init'>,
@@ -119,6 +141,24 @@ export function endpointLabels(
   labelFilter?: LabelFilter,
 ): string[] {
   if (ep.init) return reservedLabels(IDENTITY_INIT);
+  const f = labelFilter ?? noFilter;
+  let memo = labelMemo.get(f);
+  if (!memo) labelMemo.set(f, (memo = new Map()));
+  const key = labelsKey(ep, namespaceLabels);
+  const have = memo.get(key);
+  // Frozen: a caller changing it would change every later computation's labels.
+  if (have) return have as string[];
+  const labels = Object.freeze(computeEndpointLabels(ep, namespaceLabels, labelFilter));
+  if (memo.size >= labelMemoMax) memo.clear();
+  memo.set(key, labels);
+  return labels as string[];
+}
+
+function computeEndpointLabels(
+  ep: Pick<EngineEndpoint, 'namespace' | 'labels' | 'serviceAccount'>,
+  namespaceLabels: Record<string, string>,
+  labelFilter?: LabelFilter,
+): string[] {
   return podSecurityLabels(
     {
       namespace: ep.namespace,

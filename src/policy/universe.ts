@@ -203,13 +203,9 @@ export class Universe {
         continue;
       }
       idx.others.push(i);
-      for (const l of i.labels) {
-        const { source, key, value } = parseLabel(l);
-        put(idx.byValue, `${source} ${key}=${value}`, i);
-        put(idx.byValue, `* ${key}=${value}`, i);
-        put(idx.byKey, `${source} ${key}`, i);
-        put(idx.byKey, `* ${key}`, i);
-      }
+      const keys = indexKeys(i.labels);
+      for (const k of keys.byValue) put(idx.byValue, k, i);
+      for (const k of keys.byKey) put(idx.byKey, k, i);
     }
     this.selectorIndex = idx;
     return idx;
@@ -346,9 +342,43 @@ class LazyIdentity implements UniverseIdentity {
   ) {}
 
   get index(): LabelIndex {
-    this.#index ??= new LabelIndex(this.labels.map((l) => parseLabel(l)));
+    this.#index ??= labelIndex(this.labels);
     return this.#index;
   }
+}
+
+/**
+ * What the selector index derives from a label set, kept per label array across computations:
+ * the engine passes the same (frozen) array for the same label set every time (engine.ts
+ * endpointLabels, the allocator's slots), so a regeneration parses only new label sets.
+ */
+interface Derived {
+  byValue: string[];
+  byKey: string[];
+  index?: LabelIndex;
+}
+const derived = new WeakMap<readonly string[], Derived>();
+
+function derive(labels: readonly string[]): Derived {
+  let d = derived.get(labels);
+  if (d) return d;
+  d = { byValue: [], byKey: [] };
+  for (const l of labels) {
+    const { source, key, value } = parseLabel(l);
+    d.byValue.push(`${source} ${key}=${value}`, `* ${key}=${value}`);
+    d.byKey.push(`${source} ${key}`, `* ${key}`);
+  }
+  // Only arrays nobody changes may be remembered (a changed one would keep stale keys).
+  if (Object.isFrozen(labels)) derived.set(labels, d);
+  return d;
+}
+
+const indexKeys = (labels: readonly string[]): Derived => derive(labels);
+
+function labelIndex(labels: readonly string[]): LabelIndex {
+  const d = derive(labels);
+  d.index ??= new LabelIndex(labels.map((l) => parseLabel(l)));
+  return d.index;
 }
 
 function makeIdentity(

@@ -655,11 +655,15 @@ export class Agent {
 
   /**
    * Gives every pod label set of the input (this node's pods and the other nodes') its cluster
-   * id, and makes the allocator take those ids.
+   * id, and makes the allocator take those ids. When every label set has its id already (the
+   * common change: another node's new pod, whose node allocated and references it), only this
+   * node's references remain to be written: they are returned, still being written, for the
+   * regeneration to await after it wrote the maps, so an etcd round trip (a transaction and its
+   * watch event) no longer stands between another node's pod and this node's policy.
    */
-  private async syncClusterIds(input: EngineInput): Promise<void> {
+  private async syncClusterIds(input: EngineInput): Promise<Promise<void> | undefined> {
     const ids = this.clusterIds;
-    if (!ids) return;
+    if (!ids) return undefined;
     const nsLabels = new Map(input.namespaces.map((n) => [n.name, n.labels]));
     const sets = new Map<string, string[]>();
     for (const ep of [...input.endpoints, ...(input.remoteEndpoints ?? [])]) {
@@ -667,13 +671,21 @@ export class Agent {
       const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, this.labelFilter);
       sets.set(labels.join('\n'), labels);
     }
-    await ids.sync([...sets.values()], (labels) => this.allocator.find(labels)?.id);
+    const used = [...sets.values()];
+    const preferred = (labels: readonly string[]) => this.allocator.find(labels)?.id;
+    let references: Promise<void> | undefined;
+    if (ids.allKnown(used)) {
+      references = ids.sync(used, preferred);
+      // Awaited by regenerateNow; a pass that fails before that retries anyway.
+      references.catch(() => undefined);
+    } else await ids.sync(used, preferred);
     this.allocator.clusterIds = ids.lookup();
     const moved = this.allocator.adoptClusterIds();
     if (moved.size) {
       this.held = this.held.map((id) => moved.get(id) ?? id);
       this.log.warn({ moved: [...moved] }, 'identities moved to the ids the cluster gave their label sets');
     }
+    return references;
   }
 
   /**
@@ -704,7 +716,7 @@ export class Agent {
   private async regenerateNow(policies: Policy[]): Promise<void> {
     const t0 = performance.now();
     const input = this.engineInput(policies);
-    await this.syncClusterIds(input);
+    const references = await this.syncClusterIds(input);
     const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
     // The node proxy gets the L7 policy before any entry redirects to it, so a connection it
     // accepts finds its port's rules (it never blocks the maps: a proxy that is down or slow
@@ -837,6 +849,8 @@ export class Agent {
       this.local.identities = this.allocator.toJSON();
       this.savedGeneration = this.allocator.generation;
     }
+    // The node's identity references (when they were not needed first): the pass ends with them.
+    await references;
     const ms = performance.now() - t0;
     Object.assign(this.regen, {
       count: this.regen.count + 1,

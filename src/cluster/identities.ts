@@ -65,6 +65,12 @@ export class ClusterIdentities {
     return new Map(this.list().map((i) => [keyOf(i.labels), i.id]));
   }
 
+  /** Whether every label set has a cluster id in the cache (sync() then allocates nothing). */
+  allKnown(used: readonly (readonly string[])[]): boolean {
+    const known = this.byKey();
+    return used.every((l) => known.has(keyOf(l)));
+  }
+
   /** The cluster id of a label set (labels sorted, joined by newlines), if allocated. */
   lookup(): (key: string) => number | undefined {
     const m = this.byKey();

@@ -44,25 +44,52 @@ export class ClusterIdentities {
   allocations = 0;
   frees = 0;
 
+  /**
+   * What list(), byKey() and mine() derive from the cache, until the cache's identities change:
+   * a regeneration asks for them several times, and the cache of weir/state/ holds every node's
+   * references (nodes x label sets), scanned and sorted on each call before.
+   */
+  private derived:
+    | {
+        list?: ClusterIdentity[];
+        byKey?: Map<string, number>;
+        mine?: Map<string, { key: string; labels: string[]; id: number }>;
+      }
+    | undefined;
+
   constructor(
     private readonly store: Store,
     /** The node's cache of weir/state/ (or of identitiesPrefix). */
     private readonly cache: Informer,
     private readonly node: string,
     private readonly nodeLease: () => Lease | undefined,
-  ) {}
+  ) {
+    cache.onChange((c) => {
+      if (c.resync || c.events.some((e) => e.key.startsWith(identitiesPrefix))) this.derived = undefined;
+    });
+  }
+
+  private get memo(): NonNullable<ClusterIdentities['derived']> {
+    this.derived ??= {};
+    return this.derived;
+  }
 
   /** Every allocated identity, from the cache. */
   list(): ClusterIdentity[] {
-    return this.cache
+    const m = this.memo;
+    m.list ??= this.cache
       .values<{ labels: string[] }>(idPrefix)
       .map((i) => ({ id: Number(i.key.slice(idPrefix.length)), labels: i.value.labels }))
       .filter((i) => Number.isInteger(i.id))
       .sort((a, b) => a.id - b.id);
+    return [...m.list];
   }
 
-  private byKey(): Map<string, number> {
-    return new Map(this.list().map((i) => [keyOf(i.labels), i.id]));
+  /** Label-set key -> id (shared: callers copy before changing it). */
+  private byKey(): ReadonlyMap<string, number> {
+    const m = this.memo;
+    m.byKey ??= new Map(this.list().map((i) => [keyOf(i.labels), i.id]));
+    return m.byKey;
   }
 
   /** Whether every label set has a cluster id in the cache (sync() then allocates nothing). */
@@ -78,7 +105,13 @@ export class ClusterIdentities {
   }
 
   /** This node's references: label-set key -> {labels, id}. */
-  private mine(): Map<string, { key: string; labels: string[]; id: number }> {
+  private mine(): ReadonlyMap<string, { key: string; labels: string[]; id: number }> {
+    const m = this.memo;
+    m.mine ??= this.computeMine();
+    return m.mine;
+  }
+
+  private computeMine(): Map<string, { key: string; labels: string[]; id: number }> {
     const out = new Map<string, { key: string; labels: string[]; id: number }>();
     const suffix = `/${this.node}`;
     const ids = new Map(this.list().map((i) => [i.id, i.labels]));
@@ -156,7 +189,7 @@ export class ClusterIdentities {
     }
     let ok = true;
     await this.locked(async () => {
-      const ids = this.byKey();
+      const ids = new Map(this.byKey());
       const taken = new Set(ids.values());
       const ops: StoreOp[] = [];
       let next = Math.max(CLUSTER_IDENTITY_MIN - 1, ...taken) + 1;

@@ -32,6 +32,7 @@ import type { EndpointL7Policy } from '../policy/l7/types.js';
 import { diff, type EntryDiff } from '../policy/diff.js';
 import {
   computePolicy,
+  SelectorCache,
   endpointLabels,
   type EngineConfig,
   type EngineInput,
@@ -699,6 +700,8 @@ export class Agent {
   }
 
   private regenChain: Promise<unknown> = Promise.resolve();
+  /** Selector results across regenerations (the engine updates them with the identities that changed). */
+  private readonly selectorCache = new SelectorCache();
 
   private async regenerateTimed(policies: Policy[]): Promise<void> {
     const end = this.metrics.regenerationSeconds.startTimer();
@@ -717,7 +720,11 @@ export class Agent {
     const t0 = performance.now();
     const input = this.engineInput(policies);
     const references = await this.syncClusterIds(input);
-    const output = computePolicy(input, { allocator: this.allocator, previousHeld: this.held });
+    const output = computePolicy(input, {
+      allocator: this.allocator,
+      previousHeld: this.held,
+      selectorCache: this.selectorCache,
+    });
     // The node proxy gets the L7 policy before any entry redirects to it, so a connection it
     // accepts finds its port's rules (it never blocks the maps: a proxy that is down or slow
     // leaves redirected connections failing closed until it runs this snapshot).

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { validatePolicy } from './api/index.js';
 import { diff } from './diff.js';
-import { computePolicy, type EngineInput } from './engine.js';
+import { computePolicy, SelectorCache, type EngineInput } from './engine.js';
+import { IdentityAllocator } from '../identity/allocator.js';
 import {
   DIR_EGRESS,
   DIR_INGRESS,
@@ -283,4 +284,92 @@ test('trace names the policy, direction and rule that decide', () => {
   const h = trace({ input, output }, { from: 'host', to: 'x/a', port: 22, protocol: 'UDP' });
   assert.equal(h.allowed, true);
   assert.equal(h.ingress.rule?.name, 'allow-localhost');
+});
+
+test('a selector cache kept across computations gives what fresh computations give', () => {
+  const policies = [
+    cnp('clients', {
+      endpointSelector: { matchLabels: { app: 'target' } },
+      ingress: [
+        {
+          fromEndpoints: [{ matchLabels: { role: 'client' } }],
+          toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }],
+        },
+        { fromEndpoints: [{ matchExpressions: [{ key: 'tier', operator: 'NotIn', values: ['db'] }] }] },
+        { fromCIDR: ['192.0.2.0/24'] },
+        { fromEntities: ['host', 'cluster'] },
+      ],
+      egress: [
+        { toEndpoints: [{ matchExpressions: [{ key: 'role', operator: 'DoesNotExist' }] }] },
+        { toCIDRSet: [{ cidr: '198.51.100.0/24', except: ['198.51.100.8/29'] }] },
+      ],
+    }),
+    cnp('db', {
+      endpointSelector: { matchLabels: { tier: 'db' } },
+      ingress: [{ fromEndpoints: [{ matchLabels: { 'k8s:role': 'client', tier: 'web' } }] }],
+      egressDeny: [{ toEntities: ['world'] }],
+    }),
+  ];
+  const other = [policies[0] as ReturnType<typeof cnp>];
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const roles = ['client', 'server', undefined];
+  const tiers = ['web', 'db', undefined];
+  const labelsOf = (i: number) => {
+    const l: Record<string, string> = { app: i % 7 === 0 ? 'target' : `p${i % 11}` };
+    const role = roles[rand(3)];
+    const tier = tiers[rand(3)];
+    if (role) l.role = role;
+    if (tier) l.tier = tier;
+    return l;
+  };
+  const local = new Map<number, ReturnType<typeof labelsOf>>();
+  const remote = new Map<number, ReturnType<typeof labelsOf>>();
+  const cache = new SelectorCache();
+  const withCache = { allocator: new IdentityAllocator(), held: [] as number[] };
+  const fresh = { allocator: new IdentityAllocator(), held: [] as number[] };
+  for (let step = 0; step < 30; step++) {
+    // Pods come, go and change labels; the policies and learned names change now and then.
+    for (let k = 0; k < 4; k++) {
+      const i = rand(40);
+      const m = i % 2 ? remote : local;
+      if (m.has(i) && rand(3) === 0) m.delete(i);
+      else m.set(i, labelsOf(i));
+    }
+    const input: EngineInput = {
+      namespaces: [{ name: 'x', labels: {} }],
+      endpoints: [...local].map(([i, labels]) => ({
+        id: i + 1,
+        namespace: 'x',
+        pod: `l${i}`,
+        labels,
+        ips: [`10.244.0.${i + 2}`],
+        namedPorts: [],
+      })),
+      remoteEndpoints: [...remote].map(([i, labels]) => ({
+        namespace: 'x',
+        pod: `r${i}`,
+        labels,
+        ips: [`10.244.1.${i + 2}`],
+        namedPorts: [],
+      })),
+      nodeIPs: ['10.244.0.1'],
+      policies: step % 9 === 8 ? other : policies,
+      fqdns: step % 5 === 0 ? [] : [{ name: 'a.example', ips: [`203.0.113.${step}`] }],
+    };
+    const a = computePolicy(input, {
+      allocator: withCache.allocator,
+      previousHeld: withCache.held,
+      selectorCache: cache,
+    });
+    const b = computePolicy(input, { allocator: fresh.allocator, previousHeld: fresh.held });
+    withCache.held = a.held;
+    fresh.held = b.held;
+    assert.deepEqual([...a.endpoints], [...b.endpoints], `step ${step}`);
+    assert.deepEqual(a.ipcache, b.ipcache, `step ${step}`);
+    assert.deepEqual([...a.cookies], [...b.cookies], `step ${step}`);
+  }
 });

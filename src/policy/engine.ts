@@ -39,7 +39,9 @@ import {
   type L4Prefix,
   type PolicyMapEntry,
 } from './entry.js';
-import { Universe, type NamedPort } from './universe.js';
+import { Universe, type NamedPort, type SelectorCache } from './universe.js';
+
+export { SelectorCache } from './universe.js';
 
 export interface EngineNamespace {
   name: string;
@@ -201,6 +203,11 @@ export interface EngineOptions {
   allocator?: IdentityAllocator;
   /** `held` of the previous computation with the same allocator: released after this one. */
   previousHeld?: readonly number[];
+  /**
+   * Selector results kept across computations (the caller keeps it, like the allocator): each
+   * computation brings it up to date with the identities that changed. The output is the same.
+   */
+  selectorCache?: SelectorCache;
 }
 
 export function computePolicy(input: EngineInput, opts: EngineOptions = {}): EngineOutput {
@@ -208,7 +215,7 @@ export function computePolicy(input: EngineInput, opts: EngineOptions = {}): Eng
   const allocator = opts.allocator ?? new IdentityAllocator();
   const held: number[] = [];
   const nodeIPs = input.nodeIPs.map((ip) => mustHost(ip, 'node IP'));
-  const u = new Universe(nodeIPs);
+  const u = new Universe(nodeIPs, opts.selectorCache);
   const nsLabels = new Map(input.namespaces.map((n) => [n.name, n.labels]));
 
   // Pod identities.

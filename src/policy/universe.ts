@@ -78,7 +78,11 @@ export class Universe {
   private selectorIndex: SelectorIndex | undefined;
   private pods: UniverseIdentity[] | undefined;
 
-  constructor(readonly nodeIPs: Prefix[]) {
+  constructor(
+    readonly nodeIPs: Prefix[],
+    /** Kept by the caller across computations: selector results updated by identity changes. */
+    private readonly shared?: SelectorCache,
+  ) {
     for (const id of reservedIdentities.keys())
       this.identities.set(id, makeIdentity(id, 'reserved', reservedLabels(id).sort()));
   }
@@ -166,10 +170,17 @@ export class Universe {
     const key = selectorKey(sel);
     let hit = this.selectorCache.get(key);
     if (!hit) {
-      hit = this.candidates(sel)
-        .filter((i) => matchesSelector(sel, i.index))
-        .map((i) => i.id)
-        .sort((a, b) => a - b);
+      if (this.shared) {
+        if (!this.selectorIndex) {
+          this.shared.sync(this.identities);
+          this.selectorIndex = this.shared.index;
+        }
+        hit = this.shared.select(key, sel);
+      } else
+        hit = candidates(this.index(), sel)
+          .filter((i) => matchesSelector(sel, i.index))
+          .map((i) => i.id)
+          .sort((a, b) => a - b);
       this.selectorCache.set(key, hit);
     }
     return hit;
@@ -177,65 +188,10 @@ export class Universe {
 
   private index(): SelectorIndex {
     if (this.selectorIndex) return this.selectorIndex;
-    const idx: SelectorIndex = {
-      byValue: new Map(),
-      byKey: new Map(),
-      others: [],
-      cidrs: [],
-      cidrByKey: new Map(),
-    };
-    const put = (m: Map<string, UniverseIdentity[]>, k: string, i: UniverseIdentity) => {
-      const list = m.get(k);
-      if (!list) m.set(k, [i]);
-      else if (list[list.length - 1] !== i) list.push(i);
-    };
-    for (const i of this.identities.values()) {
-      const [cidr, world] = i.labels;
-      if (
-        i.kind === 'cidr' &&
-        i.labels.length === 2 &&
-        world === CIDR_WORLD_LABEL &&
-        cidr?.startsWith(CIDR_LABEL_PREFIX) &&
-        !cidr.includes('=')
-      ) {
-        idx.cidrs.push(i);
-        idx.cidrByKey.set(cidr.slice(CIDR_LABEL_PREFIX.length), i);
-        continue;
-      }
-      idx.others.push(i);
-      const keys = indexKeys(i.labels);
-      for (const k of keys.byValue) put(idx.byValue, k, i);
-      for (const k of keys.byKey) put(idx.byKey, k, i);
-    }
+    const idx = emptyIndex();
+    for (const i of this.identities.values()) indexAdd(idx, i);
     this.selectorIndex = idx;
     return idx;
-  }
-
-  /**
-   * Identities that can match (a superset; matchesSelector decides). Other identities: those
-   * carrying the value of an In requirement or the key of an Exists one (the shortest such list),
-   * else all. Plain CIDR identities: the one a requirement on its cidr: key names; none when a
-   * requirement needs a label they lack; else all.
-   */
-  private candidates(sel: LabelSelector): UniverseIdentity[] {
-    const idx = this.index();
-    const src = (s: string) => (s === 'any' ? '*' : s);
-    let others: UniverseIdentity[] = idx.others;
-    let cidrs: UniverseIdentity[] = idx.cidrs;
-    for (const r of sel.requirements) {
-      if (r.operator !== 'In' && r.operator !== 'Exists') continue;
-      let found: UniverseIdentity[];
-      if (r.operator === 'In') {
-        const lists = r.values.map((v) => idx.byValue.get(`${src(r.source)} ${r.key}=${v}`) ?? []);
-        found = lists.length === 1 ? (lists[0] as UniverseIdentity[]) : [...new Set(lists.flat())];
-      } else found = idx.byKey.get(`${src(r.source)} ${r.key}`) ?? [];
-      if (found.length < others.length) others = found;
-      const any = r.source === 'any';
-      if ((any || r.source === 'reserved') && r.key === 'world') continue;
-      const one = any || r.source === 'cidr' ? idx.cidrByKey.get(r.key) : undefined;
-      cidrs = one && cidrs.includes(one) ? [one] : [];
-    }
-    return cidrs.length === 0 ? others : [...others, ...cidrs];
   }
 
   entity(e: Entity): PeerSet {
@@ -384,8 +340,160 @@ function labelIndex(labels: readonly string[]): LabelIndex {
 function makeIdentity(
   id: number,
   kind: UniverseIdentity['kind'],
-  labels: string[],
+  labels: readonly string[],
   prefix?: Prefix,
 ): UniverseIdentity {
-  return new LazyIdentity(id, kind, labels, prefix);
+  return new LazyIdentity(id, kind, labels as string[], prefix);
+}
+
+/**
+ * Identities that can match (a superset; matchesSelector decides). Other identities: those
+ * carrying the value of an In requirement or the key of an Exists one (the shortest such list),
+ * else all. Plain CIDR identities: the one a requirement on its cidr: key names; none when a
+ * requirement needs a label they lack; else all.
+ */
+function candidates(idx: SelectorIndex, sel: LabelSelector): UniverseIdentity[] {
+  const src = (s: string) => (s === 'any' ? '*' : s);
+  let others: UniverseIdentity[] = idx.others;
+  let cidrs: UniverseIdentity[] = idx.cidrs;
+  for (const r of sel.requirements) {
+    if (r.operator !== 'In' && r.operator !== 'Exists') continue;
+    let found: UniverseIdentity[];
+    if (r.operator === 'In') {
+      const lists = r.values.map((v) => idx.byValue.get(`${src(r.source)} ${r.key}=${v}`) ?? []);
+      found = lists.length === 1 ? (lists[0] as UniverseIdentity[]) : [...new Set(lists.flat())];
+    } else found = idx.byKey.get(`${src(r.source)} ${r.key}`) ?? [];
+    if (found.length < others.length) others = found;
+    const any = r.source === 'any';
+    if ((any || r.source === 'reserved') && r.key === 'world') continue;
+    const one = any || r.source === 'cidr' ? idx.cidrByKey.get(r.key) : undefined;
+    cidrs = one && cidrs.includes(one) ? [one] : [];
+  }
+  return cidrs.length === 0 ? others : [...others, ...cidrs];
+}
+
+function emptyIndex(): SelectorIndex {
+  return { byValue: new Map(), byKey: new Map(), others: [], cidrs: [], cidrByKey: new Map() };
+}
+
+/** The key of a plain CIDR identity (labels exactly cidr:<prefix>, reserved:world), else undefined. */
+function plainCidrKey(i: UniverseIdentity): string | undefined {
+  const [cidr, world] = i.labels;
+  return i.kind === 'cidr' &&
+    i.labels.length === 2 &&
+    world === CIDR_WORLD_LABEL &&
+    cidr?.startsWith(CIDR_LABEL_PREFIX) &&
+    !cidr.includes('=')
+    ? cidr.slice(CIDR_LABEL_PREFIX.length)
+    : undefined;
+}
+
+function indexAdd(idx: SelectorIndex, i: UniverseIdentity): void {
+  const put = (m: Map<string, UniverseIdentity[]>, k: string) => {
+    const list = m.get(k);
+    if (!list) m.set(k, [i]);
+    else if (list[list.length - 1] !== i) list.push(i);
+  };
+  const cidr = plainCidrKey(i);
+  if (cidr !== undefined) {
+    idx.cidrs.push(i);
+    idx.cidrByKey.set(cidr, i);
+    return;
+  }
+  idx.others.push(i);
+  const keys = indexKeys(i.labels);
+  for (const k of keys.byValue) put(idx.byValue, k);
+  for (const k of keys.byKey) put(idx.byKey, k);
+}
+
+function indexRemove(idx: SelectorIndex, gone: ReadonlySet<UniverseIdentity>): void {
+  const keep = (list: UniverseIdentity[]) => list.filter((i) => !gone.has(i));
+  idx.others = keep(idx.others);
+  idx.cidrs = keep(idx.cidrs);
+  for (const m of [idx.byValue, idx.byKey])
+    for (const [k, list] of m) {
+      if (!list.some((i) => gone.has(i))) continue;
+      const left = keep(list);
+      if (left.length) m.set(k, left);
+      else m.delete(k);
+    }
+  for (const [k, i] of idx.cidrByKey) if (gone.has(i)) idx.cidrByKey.delete(k);
+}
+
+/**
+ * Whether `sel` can select a plain CIDR identity at all, as candidates() decides for them: every
+ * In or Exists requirement (but those on world) must name its cidr: key.
+ */
+function cidrCandidate(sel: LabelSelector, key: string): boolean {
+  for (const r of sel.requirements) {
+    if (r.operator !== 'In' && r.operator !== 'Exists') continue;
+    const any = r.source === 'any';
+    if ((any || r.source === 'reserved') && r.key === 'world') continue;
+    if (!((any || r.source === 'cidr') && r.key === key)) return false;
+  }
+  return true;
+}
+
+const sameLabels = (a: readonly string[], b: readonly string[]) =>
+  a === b || (a.length === b.length && a.every((l, k) => l === b[k]));
+
+/** Selector results kept at most (a policy change leaves the old selectors' behind). */
+const selectorResultsMax = 8192;
+
+/**
+ * Cilium's selector cache: the selector index and each selector's identities, kept across
+ * computations by their caller (the agent) and brought up to date with the identities that
+ * appeared or went since the last one. One new pod of the cluster then costs a look-up per
+ * identity and a match per cached selector, not a rebuilt index and a re-run of every selector.
+ * The results are those a fresh computation gives (the same candidates and matches).
+ */
+export class SelectorCache {
+  index: SelectorIndex = emptyIndex();
+  private readonly members = new Map<number, UniverseIdentity>();
+  private readonly results = new Map<string, { sel: LabelSelector; ids: Set<number>; sorted?: number[] }>();
+
+  /** Makes the index hold exactly these identities (their labels; their pods do not matter). */
+  sync(identities: ReadonlyMap<number, UniverseIdentity>): void {
+    const added: UniverseIdentity[] = [];
+    const removed = new Set<UniverseIdentity>();
+    for (const [id, i] of identities) {
+      const have = this.members.get(id);
+      if (have && have.kind === i.kind && sameLabels(have.labels, i.labels)) continue;
+      if (have) removed.add(have);
+      added.push(makeIdentity(id, i.kind, i.labels, i.prefix));
+    }
+    for (const [id, m] of this.members) if (!identities.has(id)) removed.add(m);
+    if (removed.size > 0) {
+      indexRemove(this.index, removed);
+      for (const m of removed) {
+        this.members.delete(m.id);
+        for (const r of this.results.values()) if (r.ids.delete(m.id)) r.sorted = undefined;
+      }
+    }
+    for (const m of added) {
+      this.members.set(m.id, m);
+      indexAdd(this.index, m);
+      const cidr = plainCidrKey(m);
+      for (const r of this.results.values())
+        if ((cidr === undefined || cidrCandidate(r.sel, cidr)) && matchesSelector(r.sel, m.index)) {
+          r.ids.add(m.id);
+          r.sorted = undefined;
+        }
+    }
+  }
+
+  /** The identities `sel` selects, sorted (the index is current: sync() ran). */
+  select(key: string, sel: LabelSelector): number[] {
+    let r = this.results.get(key);
+    if (!r) {
+      if (this.results.size >= selectorResultsMax) this.results.clear();
+      const ids = candidates(this.index, sel)
+        .filter((i) => matchesSelector(sel, i.index))
+        .map((i) => i.id);
+      r = { sel, ids: new Set(ids) };
+      this.results.set(key, r);
+    }
+    r.sorted ??= [...r.ids].sort((a, b) => a - b);
+    return r.sorted;
+  }
 }

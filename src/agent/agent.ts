@@ -456,6 +456,8 @@ export class Agent {
   }
 
   private gatewayText = '';
+  /** The Gateway addresses the node's weir_host was last made to hold (sorted, JSON). */
+  private gatewayAddresses: string | undefined;
 
   /**
    * Gateways: their addresses on the node (the lab driver) and the proxy's Gateway tables with the
@@ -473,7 +475,13 @@ export class Agent {
     const text = JSON.stringify(snap);
     if (text === this.gatewayText) return;
     const addresses = [...new Set(snap.ports.map((p) => p.address).filter((a): a is string => !!a))];
-    await syncGatewayAddresses(this.node.netns, addresses);
+    // The snapshot names the pods (backends), so it changes with every pod of the cluster; the
+    // node's addresses (an `ip` process to read them) only when the Gateways' addresses do.
+    const addressText = JSON.stringify([...addresses].sort());
+    if (addressText !== this.gatewayAddresses) {
+      await syncGatewayAddresses(this.node.netns, addresses);
+      this.gatewayAddresses = addressText;
+    }
     await this.proxy?.updateGateway?.(snap);
     this.gatewayText = text;
   }

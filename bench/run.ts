@@ -282,8 +282,9 @@ async function main(): Promise<void> {
     await stopAgent(labName);
     await lab.down({ log });
   };
-  // Ctrl-C still removes the lab and its agent (the finally below does not run on a signal).
+  // Ctrl-C or a kill still removes the lab and its agent (the finally below does not run on a signal).
   process.once('SIGINT', () => void teardown().finally(() => process.exit(130)));
+  process.once('SIGTERM', () => void teardown().finally(() => process.exit(143)));
   await teardown();
   const fact = (scenario: string, f: Fact) => rows.push({ scenario, ...f });
   // Every section that needs the agent starts it if no earlier section did (each runs alone too).

@@ -7,10 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export WEIR_LAB=${WEIR_LAB:-democ}
 weir=bin/weir
-bold=$(tput bold 2>/dev/null || true) norm=$(tput sgr0 2>/dev/null || true)
-green=$(tput setaf 2 2>/dev/null || true) red=$(tput setaf 1 2>/dev/null || true)
-say() { printf '\n%s== %s%s\n' "$bold" "$*" "$norm"; }
-run() { printf '%s$ weir %s%s\n' "$bold" "$*" "$norm"; $weir "$@"; }
+# shellcheck source=scripts/demo-common.sh
+source scripts/demo-common.sh
 
 flows=(
   "shop/frontend shop/backend 8080/TCP"
@@ -22,17 +20,7 @@ flows=(
 # Each probe line names the nodes of both ends: the connection crosses the tunnel when they differ.
 node_of() { $weir get pod "${1#*/}" -n "${1%%/*}" -o json | node -e 'let s = "";
   process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).spec.nodeName))'; }
-probe_all() {
-  for f in "${flows[@]}"; do
-    read -r from to port <<<"$f"
-    where="$(node_of "$from") -> $(node_of "$to")"
-    if $weir lab probe --from "$from" --to "$to" --port "$port" --timeout 700 >/dev/null 2>&1; then
-      printf '  %-14s -> %-14s %-9s %-15s %sALLOWED%s\n' "$from" "$to" "$port" "($where)" "$green" "$norm"
-    else
-      printf '  %-14s -> %-14s %-9s %-15s %sDENIED%s\n' "$from" "$to" "$port" "($where)" "$red" "$norm"
-    fi
-  done
-}
+where() { echo "$(node_of "$1") -> $(node_of "$2")"; }
 
 say "0. Cleaning up any earlier cluster demo lab"
 $weir lab down >/dev/null 2>&1 || true

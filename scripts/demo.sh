@@ -7,10 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export WEIR_LAB=${WEIR_LAB:-demo}
 weir=bin/weir
-bold=$(tput bold 2>/dev/null || true) norm=$(tput sgr0 2>/dev/null || true)
-green=$(tput setaf 2 2>/dev/null || true) red=$(tput setaf 1 2>/dev/null || true)
-say() { printf '\n%s== %s%s\n' "$bold" "$*" "$norm"; }
-run() { printf '%s$ weir %s%s\n' "$bold" "$*" "$norm"; $weir "$@"; }
+# shellcheck source=scripts/demo-common.sh
+source scripts/demo-common.sh
 
 flows=(
   "shop/frontend shop/backend 8080/TCP"
@@ -21,17 +19,6 @@ flows=(
   "shop/backend  data/db      53/UDP"
   "tools/debug   shop/frontend 80/TCP"
 )
-probe_all() {
-  for f in "${flows[@]}"; do
-    read -r from to port <<<"$f"
-    if $weir lab probe --from "$from" --to "$to" --port "$port" --timeout 700 >/dev/null 2>&1; then
-      printf '  %-14s -> %-14s %-9s %sALLOWED%s\n' "$from" "$to" "$port" "$green" "$norm"
-    else
-      printf '  %-14s -> %-14s %-9s %sDENIED%s\n' "$from" "$to" "$port" "$red" "$norm"
-    fi
-  done
-}
-
 say "0. Cleaning up any earlier demo lab"
 $weir lab down >/dev/null 2>&1 || true
 

@@ -376,6 +376,13 @@ const anyOf =
   (x: T) =>
     ms.some((m) => m(x));
 
+/** A matcher of one endpoint as a matcher of a flow's source or destination. */
+const onEndpoint =
+  (matcher: (field: string, v: string) => (ep: FlowEndpoint) => boolean) => (field: string, v: string) => {
+    const m = matcher(field, v);
+    return (fl: Flow, side: Side) => m(fl[side]);
+  };
+
 /**
  * The predicate of a query (filters and since/until; `last` and `follow` are for the reader).
  * Throws ERR_OBSERVE_FILTER naming the flag of a bad value.
@@ -399,38 +406,11 @@ export function compileFilter(q: FlowQuery, now: number = Date.now()): (flow: Fl
       both: 'pod',
       from: 'from-pod',
       to: 'to-pod',
-      make: (field, v) => {
-        const m = podMatcher(field, v, defaultNs);
-        return (fl, side) => m(fl[side]);
-      },
+      make: onEndpoint((fd, v) => podMatcher(fd, v, defaultNs)),
     },
-    {
-      both: 'namespace',
-      from: 'from-namespace',
-      to: 'to-namespace',
-      make: (field, v) => {
-        const m = namespaceMatcher(field, v);
-        return (fl, side) => m(fl[side]);
-      },
-    },
-    {
-      both: 'label',
-      from: 'from-label',
-      to: 'to-label',
-      make: (field, v) => {
-        const m = labelMatcher(field, v);
-        return (fl, side) => m(fl[side]);
-      },
-    },
-    {
-      both: 'identity',
-      from: 'from-identity',
-      to: 'to-identity',
-      make: (field, v) => {
-        const m = identityMatcher(field, v);
-        return (fl, side) => m(fl[side]);
-      },
-    },
+    { both: 'namespace', from: 'from-namespace', to: 'to-namespace', make: onEndpoint(namespaceMatcher) },
+    { both: 'label', from: 'from-label', to: 'to-label', make: onEndpoint(labelMatcher) },
+    { both: 'identity', from: 'from-identity', to: 'to-identity', make: onEndpoint(identityMatcher) },
     {
       both: 'ip',
       from: 'from-ip',

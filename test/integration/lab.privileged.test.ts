@@ -403,7 +403,28 @@ describe('lab', () => {
     assert.match(out, /namespace\/later created/);
     assert.match(out, /ciliumnetworkpolicy\/p created/);
     assert.equal(await policies(), before.policies + 1);
-    await ok(['delete', '-f', good]);
+    // kubectl's named form: TYPE/NAME, the namespace from -n for namespaced kinds.
+    assert.equal(
+      await ok(['delete', 'cnp/p', 'ns/later', '-n', 'later', '--dry-run', 'client']),
+      'CiliumNetworkPolicy later/p would be deleted (dry run: nothing sent)\nNamespace later would be deleted (dry run: nothing sent)\n',
+    );
+    // The policy selects pods of namespace later only, which has none: no connection changes.
+    assert.match(
+      await ok(['delete', 'cnp', 'p', '-n', 'later', '--dry-run', 'server']),
+      /^0 of \d+ connections change verdict/,
+    );
+    assert.equal(await policies(), before.policies + 1);
+    const gone = await ok(['delete', 'cnp/p', 'ns/later', '-n', 'later']);
+    assert.match(gone, /ciliumnetworkpolicy\/p deleted/);
+    assert.match(gone, /namespace\/later deleted/);
+    assert.equal(await policies(), before.policies);
+    const missing = await cli(['delete', 'networkpolicies', 'p', '-n', 'later']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /NetworkPolicy later\/p does not exist/);
+    assert.match(
+      await ok(['delete', 'netpol', 'p', '-n', 'later', '--ignore-not-found']),
+      /networkpolicy\/p not found/,
+    );
   });
 
   it('relabels a pod in place and removes a deleted pod completely', async () => {
@@ -449,7 +470,7 @@ describe('lab', () => {
     const refused = await cli(['delete', '-f', nsx]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /Namespace x: metadata\.name: namespace still has pods/);
-    assert.match(await ok(['delete', '-f', f]), /pod\/a deleted/);
+    assert.match(await ok(['delete', 'pod', 'a', '-n', 'x']), /pod\/a deleted/);
     assert.equal(existsSync(`/var/run/netns/${a.netns}`), false);
     assert.equal(existsSync(a.cgroupPath), false);
     assert.equal((await probe(lab, 'y/a', { ip: a.ip, port: 80, protocol: 'TCP' }, 500)).ok, false);

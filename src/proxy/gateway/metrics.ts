@@ -23,72 +23,65 @@ export class GatewayMetrics {
 
   constructor(readonly registry: Registry = new Registry()) {
     const registers = [registry];
-    this.requests = new Counter({
-      name: 'weir_gateway_requests_total',
-      help: 'Requests the gateway answered, by Gateway (or mesh Service), route, rule, backend and status code (the final response, as Envoy’s upstream_rq_<code>)',
-      labelNames: ['gateway', 'route', 'rule', 'backend', 'code'] as const,
-      registers,
-    });
+    const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
+      new Counter<L>({ name, help, labelNames, registers });
+    this.requests = counter(
+      'weir_gateway_requests_total',
+      'Requests the gateway answered, by Gateway (or mesh Service), route, rule, backend and status code (the final response, as Envoy’s upstream_rq_<code>)',
+      ['gateway', 'route', 'rule', 'backend', 'code'],
+    );
     this.duration = new Histogram({
       name: 'weir_gateway_request_duration_seconds',
       help: 'Time from the request’s arrival to its answer (retries and back-off included)',
-      labelNames: ['gateway', 'route', 'backend'] as const,
+      labelNames: ['gateway', 'route', 'backend'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
-    this.retries = new Counter({
-      name: 'weir_gateway_upstream_rq_retry_total',
-      help: 'Retries sent to a backend (Envoy: upstream_rq_retry)',
-      labelNames: ['route', 'backend'] as const,
-      registers,
-    });
-    this.overflow = new Counter({
-      name: 'weir_gateway_upstream_overflow_total',
-      help: 'Circuit breaker overflows by limit: requests (maxParallelRequests, answered 503), pending (maxPendingRequests, answered 503), retries (maxParallelRetries or the retry budget: the retry is not made)',
-      labelNames: ['backend', 'limit'] as const,
-      registers,
-    });
-    this.cxOverflow = new Counter({
-      name: 'weir_gateway_upstream_cx_overflow_total',
-      help: 'Requests that wanted a new upstream connection at maxConnections and waited as pending (Envoy: upstream_cx_overflow)',
-      labelNames: ['backend'] as const,
-      registers,
-    });
-    this.rateLimited = new Counter({
-      name: 'weir_gateway_rate_limited_total',
-      help: 'Requests answered 429 by a local rate limit',
-      labelNames: ['route'] as const,
-      registers,
-    });
-    this.timeouts = new Counter({
-      name: 'weir_gateway_upstream_timeouts_total',
-      help: 'Timeouts by kind: request (504 to the client), per_try (an attempt), connect (tcp connectTimeout), idle (an idle upstream connection closed), max_duration (a connection closed at maxConnectionDuration)',
-      labelNames: ['backend', 'kind'] as const,
-      registers,
-    });
-    this.ejections = new Counter({
-      name: 'weir_gateway_outlier_ejections_total',
-      help: 'Endpoints ejected by outlier detection, by reason (Envoy: ejections_enforced_*)',
-      labelNames: ['backend', 'reason'] as const,
-      registers,
-    });
-    this.ejectionsOverflow = new Counter({
-      name: 'weir_gateway_outlier_ejections_overflow_total',
-      help: 'Ejections not made because maxEjectionPercent was reached',
-      labelNames: ['backend'] as const,
-      registers,
-    });
+    this.retries = counter(
+      'weir_gateway_upstream_rq_retry_total',
+      'Retries sent to a backend (Envoy: upstream_rq_retry)',
+      ['route', 'backend'],
+    );
+    this.overflow = counter(
+      'weir_gateway_upstream_overflow_total',
+      'Circuit breaker overflows by limit: requests (maxParallelRequests, answered 503), pending (maxPendingRequests, answered 503), retries (maxParallelRetries or the retry budget: the retry is not made)',
+      ['backend', 'limit'],
+    );
+    this.cxOverflow = counter(
+      'weir_gateway_upstream_cx_overflow_total',
+      'Requests that wanted a new upstream connection at maxConnections and waited as pending (Envoy: upstream_cx_overflow)',
+      ['backend'],
+    );
+    this.rateLimited = counter(
+      'weir_gateway_rate_limited_total',
+      'Requests answered 429 by a local rate limit',
+      ['route'],
+    );
+    this.timeouts = counter(
+      'weir_gateway_upstream_timeouts_total',
+      'Timeouts by kind: request (504 to the client), per_try (an attempt), connect (tcp connectTimeout), idle (an idle upstream connection closed), max_duration (a connection closed at maxConnectionDuration)',
+      ['backend', 'kind'],
+    );
+    this.ejections = counter(
+      'weir_gateway_outlier_ejections_total',
+      'Endpoints ejected by outlier detection, by reason (Envoy: ejections_enforced_*)',
+      ['backend', 'reason'],
+    );
+    this.ejectionsOverflow = counter(
+      'weir_gateway_outlier_ejections_overflow_total',
+      'Ejections not made because maxEjectionPercent was reached',
+      ['backend'],
+    );
     this.ejectionsActive = new Gauge({
       name: 'weir_gateway_outlier_ejections_active',
       help: 'Endpoints ejected now',
-      labelNames: ['backend'] as const,
+      labelNames: ['backend'],
       registers,
     });
-    this.cxTotal = new Counter({
-      name: 'weir_gateway_upstream_cx_total',
-      help: 'Upstream connections opened to a backend with a BackendTrafficPolicy',
-      labelNames: ['backend'] as const,
-      registers,
-    });
+    this.cxTotal = counter(
+      'weir_gateway_upstream_cx_total',
+      'Upstream connections opened to a backend with a BackendTrafficPolicy',
+      ['backend'],
+    );
   }
 }

@@ -2,15 +2,11 @@
 // of N per unit lets N through and answers 429 with x-ratelimit-* headers; a circuit breaker's
 // maxParallelRequests answers the overflow 503 and lets requests through again once they finish.
 import assert from 'node:assert/strict';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
-import { compile } from '../../gateway/compile.js';
-import { worldOf } from '../../gateway/world.js';
-import { parseManifests } from '../../k8s/index.js';
-import '../../cluster/kinds.js';
-import { GatewayServer, parseGatewaySnapshot } from './server.js';
+import { freePort, gatewayPlane, get } from '../../../test/support/gateway-plane.js';
+import type { GatewayServer } from './server.js';
 
 const manifests = (port: number) => `
 apiVersion: gateway.networking.k8s.io/v1
@@ -79,22 +75,6 @@ spec:
   circuitBreaker: { maxParallelRequests: 2 }
 `;
 
-function get(port: number, path: string, extra: Record<string, string> = {}) {
-  return new Promise<{ status: number; headers: Record<string, string | string[] | undefined> }>(
-    (resolve, reject) => {
-      const req = request(
-        { host: '127.0.0.1', port, path, headers: { host: 'example.com', ...extra } },
-        (res) => {
-          res.resume();
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    },
-  );
-}
-
 describe('BackendTrafficPolicy on the gateway data plane', () => {
   let upstream: Server;
   let gw: GatewayServer;
@@ -106,31 +86,8 @@ describe('BackendTrafficPolicy on the gateway data plane', () => {
     );
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
     const up = (upstream.address() as AddressInfo).port;
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    port = (probe.address() as AddressInfo).port;
-    await new Promise((r) => probe.close(r));
-    const objects = parseManifests(manifests(port), 'policy.yaml').map((m) => ({
-      kind: m.kind,
-      name: m.metadata.name,
-      ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
-      object: m.raw,
-    }));
-    const compiled = compile(worldOf(objects, new Map([['ns', {}]]), new Map([['ns/gw', '127.0.0.1']])));
-    gw = new GatewayServer({ log: pino({ level: 'silent' }) });
-    await gw.apply(
-      parseGatewaySnapshot(
-        JSON.parse(
-          JSON.stringify({
-            version: 1,
-            ports: compiled.gatewayPorts,
-            mesh: [],
-            endpoints: { 'ns/svc:80': [`127.0.0.1:${up}`] },
-            pods: {},
-          }),
-        ),
-      ),
-    );
+    port = await freePort();
+    gw = await gatewayPlane(manifests(port), { 'ns/svc:80': [`127.0.0.1:${up}`] }, 'policy.yaml');
   });
 
   after(async () => {

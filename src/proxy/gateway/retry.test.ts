@@ -2,16 +2,17 @@
 // codes retried up to numRetries (x-envoy-attempt-count counts the attempts), connect failures
 // retried and their endpoint ejected by outlier detection, and the same over h2c.
 import assert from 'node:assert/strict';
-import { createServer, request, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
-import { compile } from '../../gateway/compile.js';
-import { worldOf } from '../../gateway/world.js';
-import { parseManifests } from '../../k8s/index.js';
-import '../../cluster/kinds.js';
-import { GatewayServer, parseGatewaySnapshot } from './server.js';
+import { freePort, gatewayPlane, get as getAnswer } from '../../../test/support/gateway-plane.js';
+import type { GatewayServer } from './server.js';
+
+const get = async (port: number, path: string) => {
+  const { status, body } = await getAnswer(port, path);
+  return { status, body };
+};
 
 const manifests = (port: number) => `
 apiVersion: gateway.networking.k8s.io/v1
@@ -60,18 +61,6 @@ spec:
     passive: { consecutive5XxErrors: 1, baseEjectionTime: 10s, maxEjectionPercent: 50 }
 `;
 
-function get(port: number, path: string) {
-  return new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, headers: { host: 'example.com' } }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 describe('BackendTrafficPolicy retries on the gateway data plane', () => {
   let h1: Server;
   let h2: http2.Http2Server;
@@ -99,42 +88,19 @@ describe('BackendTrafficPolicy retries on the gateway data plane', () => {
     await new Promise<void>((r) => h1.listen(0, '127.0.0.1', r));
     h2 = http2.createServer(handler);
     await new Promise<void>((r) => h2.listen(0, '127.0.0.1', r));
-    const free = async () => {
-      const s = createServer();
-      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-      const p = (s.address() as AddressInfo).port;
-      await new Promise((r) => s.close(r));
-      return p;
-    };
-    port = await free();
-    closedPort = await free();
-    const objects = parseManifests(manifests(port), 'retry.yaml').map((m) => ({
-      kind: m.kind,
-      name: m.metadata.name,
-      ...(m.metadata.namespace ? { namespace: m.metadata.namespace } : {}),
-      object: m.raw,
-    }));
-    const compiled = compile(worldOf(objects, new Map([['ns', {}]]), new Map([['ns/gw', '127.0.0.1']])));
-    gw = new GatewayServer({ log: pino({ level: 'silent' }) });
+    port = await freePort();
+    closedPort = await freePort();
     const up1 = (h1.address() as AddressInfo).port;
     const up2 = (h2.address() as AddressInfo).port;
-    await gw.apply(
-      parseGatewaySnapshot(
-        JSON.parse(
-          JSON.stringify({
-            version: 1,
-            ports: compiled.gatewayPorts,
-            mesh: [],
-            endpoints: {
-              'ns/svc:80': [`127.0.0.1:${up1}`],
-              'ns/svc:81': [`127.0.0.1:${up2}`],
-              // One endpoint refuses connections.
-              'ns/two:80': [`127.0.0.1:${closedPort}`, `127.0.0.1:${up1}`],
-            },
-            pods: {},
-          }),
-        ),
-      ),
+    gw = await gatewayPlane(
+      manifests(port),
+      {
+        'ns/svc:80': [`127.0.0.1:${up1}`],
+        'ns/svc:81': [`127.0.0.1:${up2}`],
+        // One endpoint refuses connections.
+        'ns/two:80': [`127.0.0.1:${closedPort}`, `127.0.0.1:${up1}`],
+      },
+      'retry.yaml',
     );
   });
 

@@ -3,12 +3,13 @@
 // redirect, 404, 500 for an invalid ref, a backend timeout — and the snapshot's parse keeping every
 // part (mesh listeners and pods included).
 import assert from 'node:assert/strict';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { compile } from '../../gateway/compile.js';
 import { worldOf } from '../../gateway/world.js';
+import { freePort, get } from '../../../test/support/gateway-plane.js';
 import { GatewayServer, parseGatewaySnapshot } from './server.js';
 
 const objects = (port: number) =>
@@ -86,26 +87,6 @@ const objects = (port: number) =>
     new Map([['ns/gw', '127.0.0.1']]),
   );
 
-function get(port: number, path: string, headers: Record<string, string> = {}) {
-  return new Promise<{
-    status: number;
-    headers: Record<string, string | string[] | undefined>;
-    body: string;
-  }>((resolve, reject) => {
-    const req = request(
-      { host: '127.0.0.1', port, path, headers: { host: 'example.com', ...headers } },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 describe('the gateway data plane', () => {
   let upstream: Server;
   let gw: GatewayServer;
@@ -121,11 +102,7 @@ describe('the gateway data plane', () => {
     });
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
     const up = (upstream.address() as AddressInfo).port;
-    // A free port for the listener: ask the kernel, then give it back.
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    port = (probe.address() as AddressInfo).port;
-    await new Promise((r) => probe.close(r));
+    port = await freePort();
     gw = new GatewayServer({ log: pino({ level: 'silent' }) });
     const compiled = compile(objects(port));
     await gw.apply(

@@ -37,7 +37,7 @@ import { svidId } from '../auth/ca.js';
 import { identityOfSpiffeId, identitySpiffeId } from '../auth/spiffe.js';
 import { proxyTunnelMark } from '../datapath/proxy-marks.js';
 import { WeirError } from '../shared/errors.js';
-import { closeFd, listener, upstream } from './transparent.js';
+import { closeFd, lingerZero, listener, upstream } from './transparent.js';
 
 /** ztunnel's ports: 15001 outbound capture, 15008 inbound HBONE. */
 export const TUNNEL_OUTBOUND_PORT = 15001;
@@ -231,6 +231,9 @@ export class TunnelProxy {
 
   #outboundConn(socket: Socket): void {
     socket.on('error', () => undefined);
+    // No Nagle anywhere on the path: HTTP/2 writes a frame header and its data separately, and a
+    // held second write waits for the peer's delayed ACK (tens of ms per exchange).
+    socket.setNoDelay(true);
     const src = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
     const dst = { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 };
     const fail = (why: string, err?: unknown) => {
@@ -291,6 +294,15 @@ export class TunnelProxy {
         return;
       }
       this.#mStreams.inc({ side: 'outbound', outcome: 'ok' });
+      // The pod's connection was assigned to the listener (bpf_sk_assign), which bypasses the
+      // stack's TIME_WAIT handling: a TIME_WAIT socket of this tuple here makes the kernel refuse
+      // the next SYN of the tuple (its request socket a duplicate) until the pod retransmits, and
+      // pods reuse ports freely. When this side closed first (its FIN queued after all data) and
+      // the pod's FIN came back, the close sends an RST instead of entering TIME_WAIT.
+      socket.once('end', () => {
+        const fd = (socket as Socket & { _handle?: { fd?: number } })._handle?.fd;
+        if (socket.writableEnded && fd !== undefined && fd >= 0) lingerZero(fd);
+      });
       this.#pipe(socket, stream, 'outbound');
     });
   }
@@ -319,8 +331,8 @@ export class TunnelProxy {
     if (have && !have.session.closed && !have.session.destroyed) return have.session;
     const want = identitySpiffeId(cfg.trustDomain, dst);
     const session = h2connect(`https://${hostPort(peer, cfg.inboundPort)}`, {
-      createConnection: () =>
-        tlsConnect({
+      createConnection: () => {
+        const tls = tlsConnect({
           host: peer,
           port: cfg.inboundPort,
           servername: sniOfTunnel(src, dst),
@@ -336,7 +348,10 @@ export class TunnelProxy {
             if (id.id !== want) return new Error(`the peer presented ${id.id}, not ${want}`);
             return undefined;
           },
-        }),
+        });
+        tls.setNoDelay(true);
+        return tls;
+      },
       settings: { initialWindowSize: 4 << 20 },
     });
     session.on('connect', () => session.setLocalWindowSize?.(8 << 20));
@@ -399,7 +414,10 @@ export class TunnelProxy {
       if (/no SVID for/.test(err.message)) return; // counted in SNICallback
       this.#refuse('untrusted', { code: err.code, error: err.message, peer: sock.remoteAddress });
     });
-    server.on('secureConnection', (sock: TLSSocket) => this.#judge(sock));
+    server.on('secureConnection', (sock: TLSSocket) => {
+      sock.setNoDelay(true);
+      this.#judge(sock);
+    });
     server.on('stream', (stream, headers) => this.#inboundStream(stream, headers));
     server.on('sessionError', () => undefined);
     server.on('session', (session) => {
@@ -471,8 +489,11 @@ export class TunnelProxy {
       return refuse('spoofed-source', 403, `${src.ip} is not of identity ${pair.src} on ${peerAddr}`);
     let up: Socket;
     try {
-      const fd = upstream({ src: src.ip, mark: proxyTunnelMark(pair.src) });
+      // From the client's own address and port: a random port would soon meet the server's
+      // TIME_WAIT of an earlier connection of that tuple (the server closes first) and stall.
+      const fd = upstream({ src: src.ip, prefer: src.port, mark: proxyTunnelMark(pair.src) });
       up = new Socket({ fd, allowHalfOpen: true });
+      up.setNoDelay(true);
     } catch (err) {
       return refuse('upstream-failed', 503, (err as Error).message);
     }

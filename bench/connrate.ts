@@ -4,18 +4,22 @@
 // sides, two policy verdicts and four traces: the per-connection cost of the datapath and of the
 // flow pipeline. Same run, rounds interleaved: the raw veth pair (bench/raw-pair.ts), the routed
 // path without weir, iptables with N rules in the node netns (weir detached), weir enforcing N
-// policy entries (the server's ingress, observability on). While weir runs, the events the agent
-// processed per second and the ones lost (kernel ring full or shed by the agent) are read from its
-// /metrics.
+// policy entries (the server's ingress, observability on). Each round starts one scenario later
+// than the one before (round 1: pair, routed, iptables, weir; round 2: routed, iptables, weir,
+// pair; ...), so that no scenario always runs first or always right after the iptables one. While
+// weir runs, the events the agent processed per second and the ones lost (kernel ring full or shed
+// by the agent) are read from its /metrics, and its CPU time from /proc. The load average is
+// recorded with each run: the machine is shared, compare the ratios of one run.
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { agentClient } from '../src/agent/client.js';
 import type { Lab } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
 import { run } from '../src/shared/exec.js';
 import { nginxServerConf, parseWrk, startPeer } from './http-peers.js';
-import { connPort, iptablesPolicy, weirPolicy, weirSwitch } from './policy.js';
+import { agentStatus, connPort, iptablesPolicy, weirPolicy, weirSwitch } from './policy.js';
 import type { RawPair } from './raw-pair.js';
 
 export interface ConnRateConfig {
@@ -44,9 +48,12 @@ export const connRateLegend = (rounds: number, seconds: number, rules: number) =
   `- **connection rate**: new TCP connections per second, bench/client → nginx in bench/server, each ` +
   `one HTTP request the server closes (wrk -t1 -c16, \`Connection: close\`), ${rounds} rounds × ${seconds} s; ` +
   `in each round, in turn: the raw veth pair, the routed path without weir, iptables with ${rules} rules ` +
-  `(weir detached), weir with ${rules} policy entries (observability on). baseline = the routed path; ` +
+  `(weir detached), weir with ${rules} policy entries (observability on), each round starting one scenario ` +
+  `later. The pods' client and server run in the pods' cgroups (weir's socket hooks attached in every ` +
+  `scenario), the raw pair's outside. baseline = the routed path; ` +
   `events/s: flow events the agent processed per second while weir ran (hubble_flows_processed_total), ` +
-  `lost: hubble_lost_events_total over those runs\n`;
+  `lost: hubble_lost_events_total over those runs; agent CPU: its user + system time over the weir runs; ` +
+  `load: the 1-minute load average after each run (2 CPUs)\n`;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -54,6 +61,13 @@ const median = (xs: number[]) => {
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 };
 const round = (x: number) => Math.round(x);
+
+/** User + system CPU seconds of a process (all its threads), from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ (100)
+}
 
 /** Sum of every sample of a Prometheus counter in /metrics text. */
 export function counterSum(text: string, name: string): number {
@@ -111,37 +125,80 @@ export async function measureConnRate(
   const sw = weirSwitch(lab, labName);
   const agent = agentClient(labName);
   const v = { pair: [] as number[], routed: [] as number[], iptables: [] as number[], weir: [] as number[] };
+  const loads = {
+    pair: [] as number[],
+    routed: [] as number[],
+    iptables: [] as number[],
+    weir: [] as number[],
+  };
   let events = 0;
   let lost = 0;
   let weirSeconds = 0;
+  let agentCpu = 0;
+  const load1 = () => Math.round((loadavg()[0] ?? 0) * 10) / 10;
+  // Every scenario leaves weir attached (enforcing) and no iptables rule behind it.
+  const scenarios: { key: keyof typeof v; label: string; measure: () => Promise<number> }[] = [
+    {
+      key: 'pair',
+      label: 'raw veth pair',
+      measure: () => connectionsPerSecond(pair.clientPrefix, pairUrl, cfg.seconds, clients),
+    },
+    {
+      key: 'routed',
+      label: 'routed, no weir',
+      measure: async () => {
+        await sw.raw();
+        try {
+          return await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients);
+        } finally {
+          await sw.enforce();
+        }
+      },
+    },
+    {
+      key: 'iptables',
+      label: `iptables ${cfg.rules}`,
+      measure: async () => {
+        await sw.raw();
+        await ipt.setup();
+        try {
+          return await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients);
+        } finally {
+          await ipt.teardown();
+          await sw.enforce();
+        }
+      },
+    },
+    {
+      key: 'weir',
+      label: `weir ${cfg.rules}`,
+      measure: async () => {
+        const pid = (await agentStatus(labName)).pid;
+        const m0 = await agent.text('/metrics');
+        const c0 = cpuSeconds(pid);
+        const t0 = performance.now();
+        const rate = await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients);
+        // Let the pipeline catch up with what the ring still holds before reading its counters.
+        await new Promise((res) => setTimeout(res, 1000));
+        const m1 = await agent.text('/metrics');
+        agentCpu += cpuSeconds(pid) - c0;
+        weirSeconds += (performance.now() - t0) / 1000;
+        events +=
+          counterSum(m1, 'hubble_flows_processed_total') - counterSum(m0, 'hubble_flows_processed_total');
+        lost += counterSum(m1, 'hubble_lost_events_total') - counterSum(m0, 'hubble_lost_events_total');
+        return rate;
+      },
+    },
+  ];
   try {
     await weirPol.setup();
-    for (let r = 1; r <= cfg.rounds; r++) {
-      log(`  round ${r}/${cfg.rounds}: raw veth pair`);
-      v.pair.push(await connectionsPerSecond(pair.clientPrefix, pairUrl, cfg.seconds, clients));
-      await sw.raw();
-      log(`  round ${r}/${cfg.rounds}: routed, no weir`);
-      v.routed.push(await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients));
-      await ipt.setup();
-      try {
-        log(`  round ${r}/${cfg.rounds}: iptables ${cfg.rules}`);
-        v.iptables.push(await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients));
-      } finally {
-        await ipt.teardown();
+    for (let r = 1; r <= cfg.rounds; r++)
+      for (let i = 0; i < scenarios.length; i++) {
+        const sc = scenarios[(r - 1 + i) % scenarios.length] as (typeof scenarios)[number];
+        log(`  round ${r}/${cfg.rounds}: ${sc.label}`);
+        v[sc.key].push(await sc.measure());
+        loads[sc.key].push(load1());
       }
-      await sw.enforce();
-      log(`  round ${r}/${cfg.rounds}: weir ${cfg.rules}`);
-      const m0 = await agent.text('/metrics');
-      const t0 = performance.now();
-      v.weir.push(await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients));
-      // Let the pipeline catch up with what the ring still holds before reading its counters.
-      await new Promise((res) => setTimeout(res, 1000));
-      const m1 = await agent.text('/metrics');
-      weirSeconds += (performance.now() - t0) / 1000;
-      events +=
-        counterSum(m1, 'hubble_flows_processed_total') - counterSum(m0, 'hubble_flows_processed_total');
-      lost += counterSum(m1, 'hubble_lost_events_total') - counterSum(m0, 'hubble_lost_events_total');
-    }
   } finally {
     await sw.enforce();
     await weirPol.teardown();
@@ -150,7 +207,7 @@ export async function measureConnRate(
   }
   const pairM = median(v.pair);
   const routedM = median(v.routed);
-  const row = (scenario: string, xs: number[], note: string): ConnRow => {
+  const row = (scenario: string, xs: number[], note: string, load: number[]): ConnRow => {
     const value = round(median(xs));
     return {
       scenario,
@@ -164,21 +221,28 @@ export async function measureConnRate(
       ...(scenario === 'connection rate, raw veth pair'
         ? {}
         : { rawPair: round(pairM), rawPairRatio: value / pairM }),
-      note,
+      note: `${note}; load ${load.join(' / ')}`,
     };
   };
   const note = `median of ${cfg.rounds} × ${cfg.seconds} s, ${clients} parallel clients`;
   return [
-    row('connection rate, raw veth pair', v.pair, note),
-    row('connection rate, routed (no weir)', v.routed, note),
-    row(`connection rate, iptables ${cfg.rules}`, v.iptables, note),
-    row(`connection rate, weir ${cfg.rules}`, v.weir, `${note}; target ≥ 0.9 × raw pair`),
+    row('connection rate, raw veth pair', v.pair, note, loads.pair),
+    row('connection rate, routed (no weir)', v.routed, note, loads.routed),
+    row(`connection rate, iptables ${cfg.rules}`, v.iptables, note, loads.iptables),
+    row(`connection rate, weir ${cfg.rules}`, v.weir, `${note}; target ≥ 0.9 × raw pair`, loads.weir),
     {
       scenario: `connection rate, weir ${cfg.rules}`,
       metric: 'flow events processed by the agent',
       value: round(events / weirSeconds),
       unit: 'events/s',
       note: `${events} events over the weir runs (hubble_flows_processed_total)`,
+    },
+    {
+      scenario: `connection rate, weir ${cfg.rules}`,
+      metric: 'agent CPU while weir ran',
+      value: Math.round((agentCpu / weirSeconds) * 1000) / 10,
+      unit: '% of one CPU',
+      note: `${agentCpu.toFixed(2)} s user + system over ${weirSeconds.toFixed(1)} s (reading the ring, counting, storing)`,
     },
     {
       scenario: `connection rate, weir ${cfg.rules}`,

@@ -89,8 +89,8 @@ const vxlanRounds = Number(process.env.WEIR_BENCH_VXLAN_ROUNDS ?? 3);
 const vxlanSeconds = Number(process.env.WEIR_BENCH_VXLAN_SECONDS ?? 3);
 const encRounds = Number(process.env.WEIR_BENCH_ENC_ROUNDS ?? 3);
 const encSeconds = Number(process.env.WEIR_BENCH_ENC_SECONDS ?? 3);
-/** Pods on node1 at which the cluster section times convergence (a node's /24 holds 253 pods). */
-const clusterPods = (process.env.WEIR_BENCH_CLUSTER_PODS ?? '100,200').split(',').map(Number);
+/** Pods in the cluster at which the cluster section times convergence (200 per node: 5 nodes for 1 000). */
+const clusterPods = (process.env.WEIR_BENCH_CLUSTER_PODS ?? '100,1000').split(',').map(Number);
 const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
 const dnsLearns = Number(process.env.WEIR_BENCH_DNS_LEARNS ?? 30);
 const cniRounds = Number(process.env.WEIR_BENCH_CNI_ROUNDS ?? 10);
@@ -560,11 +560,17 @@ async function main(): Promise<void> {
     rows.push(...(await measureEncryption(`${labName}-en`, { rounds: encRounds, seconds: encSeconds }, log)));
   }
 
-  // A lab of two nodes on etcd of its own: convergence across nodes, etcd writes per pod change.
+  // A lab of several nodes on etcd of its own: convergence across nodes, etcd writes per pod change.
   if (sections.has('cluster')) {
-    log(`cluster: two nodes on etcd, convergence at ${clusterPods.join(', ')} pods`);
+    log(`cluster: nodes on etcd, convergence at ${clusterPods.join(', ')} pods`);
     for (const r of await measureCluster(`${labName}-cl`, clusterPods, log))
-      rows.push({ scenario: `cluster, ${r.pods} pod(s)`, metric: r.metric, value: r.value, unit: r.unit });
+      rows.push({
+        scenario: `cluster, ${r.pods} pod(s)`,
+        metric: r.metric,
+        value: r.value,
+        unit: r.unit,
+        ...(r.note ? { note: r.note } : {}),
+      });
   }
 
   const result = {
@@ -611,7 +617,7 @@ async function main(): Promise<void> {
     (sections.has('l7') ? l7Legend(l7Config) : '') +
     (sections.has('gateway') ? gatewayLegend(gatewayConfig) : '') +
     (sections.has('vxlan') ? vxlanLegend(vxlanRounds, vxlanSeconds) : '') +
-    (sections.has('cluster') ? clusterLegend : '') +
+    (sections.has('cluster') ? clusterLegend(clusterPods) : '') +
     (sections.has('encryption') ? encryptionLegend(encRounds, encSeconds) : '') +
     (sections.has('diff')
       ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +

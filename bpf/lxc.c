@@ -272,9 +272,12 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			reason = policy_can_access(ep_id, &key, &verdict);
 		}
 		/* `authentication: {mode: required}`: allowed once the pair authenticated (lib/auth.h). */
-		if (!reason && (verdict.flags & POLICY_F_AUTH))
+		if (!reason && (verdict.flags & POLICY_F_AUTH)) {
+			m.remote_node_id = auth_remote_node(f->tuple.family,
+							    dir == DIR_EGRESS ? f->tuple.daddr : f->tuple.saddr);
 			reason = auth_check(dir == DIR_EGRESS ? ep_identity : remote,
-					    dir == DIR_EGRESS ? remote : ep_identity, 0, now);
+					    dir == DIR_EGRESS ? remote : ep_identity, m.remote_node_id, now);
+		}
 	}
 	/* L7 rules: the connection goes through the node proxy (HTTP: TCP; DNS: UDP and TCP, egress),
 	 * unless the ingress proxy itself opens it: it judged it already. */
@@ -439,6 +442,15 @@ int weir_from_netdev(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &f) != PARSE_OK)
 		return TC_ACT_OK;
+	/* Native routing (the node's underlay device): a DSR connection another node load-balanced to
+	 * a backend here tells its frontend (lib/nodeport.h); the reply of a NodePort connection this
+	 * node sent to a backend on another node comes back addressed to its NAT port. */
+	nodeport_dsr_record4(skb, &f);
+	ret = nodeport_rev4(skb, &f);
+	if (ret >= 0) {
+		metrics_count(ret == TC_ACT_SHOT ? DROP_INVALID : REASON_FORWARDED, DIR_INGRESS, bytes);
+		return ret;
+	}
 	ret = nodeport_lb4(skb, &f, &reason);
 	if (ret < 0) {
 		/* A reply from outside to one of the node proxy's transparent upstream connections. */
@@ -508,6 +520,8 @@ int weir_from_overlay(struct __sk_buff *skb)
 	 * a packet of another node's pod to this node's NodePort is load-balanced here, as
 	 * weir_from_netdev does for a client outside. */
 	if (parse_packet(skb, f) == PARSE_OK) {
+		/* A DSR connection another node load-balanced to a backend here: its frontend. */
+		nodeport_dsr_record4(skb, f);
 		/* A reply of another node to one of this node's proxy upstream connections (an egress
 		 * L7 rule towards a pod of that node): to the proxy's socket. */
 		if (proxy_netdev_reply(skb, f)) {

@@ -254,6 +254,34 @@ async function main(): Promise<void> {
         if (h.dp.ct.get(tuple) === undefined) throw new Error('the established connection is gone');
       }
     }
+    // The policy size: D's ingress admits C plus N−1 CIDR identities (/32s of 100.64.0.0/10 in the
+    // ipcache), as the bench's "weir N" scenarios; the host-routed cases again at each size.
+    // Established packets look nothing up by policy; a new connection does two LPM lookups in the
+    // policy map and one in the ipcache (per stage).
+    const sized = cases.filter((c) => c.program.includes(LOCAL_PROGRAM));
+    let entries = 1;
+    for (const n of [1000, 10_000]) {
+      for (; entries < n; entries++) {
+        const ip = `100.${64 + (entries >> 16)}.${(entries >> 8) & 255}.${entries & 255}`;
+        h.dp.ipcache.upsert(`${ip}/32`, 100_000 + entries);
+        h.dp
+          .policy(4)
+          .upsert(
+            { identity: 100_000 + entries, direction: 'ingress', protocol: TCP, port: 80 },
+            { cookie: 10 },
+          );
+      }
+      for (const c of sized) {
+        c.measure();
+        const samples = Array.from({ length: runs }, () => c.measure());
+        rows.push({
+          case: `${c.name}; ${n} policy entries, ${n - 1} CIDR prefixes`,
+          program: c.program,
+          bytes: c.bytes,
+          nsPerPacket: median(samples),
+        });
+      }
+    }
     // ... and every packet to the ClusterIP was one of the translated connection.
     const svc = h.dp.ct.list().find((e) => e.sport === 40100 && e.dst === B.ip);
     if (!svc?.revNatIndex || svc.packetsFwd <= BigInt(newPackets))

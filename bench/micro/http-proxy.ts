@@ -1,7 +1,7 @@
 // Micro-benchmark of the node proxy's HTTP engine on loopback, for the record (the full bench with
 // wrk/h2load/nginx in the lab comes later): requests/s straight to an upstream, through a plain L4
 // pipe (reference: no parsing), and through createHttpHandler (every request judged against an L7
-// rule and recorded), for HTTP/1.1 (wrk, 50 keep-alive connections) and HTTP/2 cleartext (h2load).
+// rule, its records and access-log line rendered as a proxy thread renders them), for HTTP/1.1 (wrk, 50 keep-alive connections) and HTTP/2 cleartext (h2load).
 // The upstream is nginx when installed (else a node:http server); the pipe and the proxy run in
 // child processes whose CPU time gives CPU µs per request (the steadiest figure on a shared box).
 // With taskset, the proxy or pipe gets CPU 0, the load generator and the upstream CPU 1.
@@ -14,7 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PortL7Policy } from '../../src/policy/l7/types.js';
+import { renderAccess } from '../../src/proxy/access-log.js';
 import { createHttpHandler } from '../../src/proxy/http/handler.js';
+import { recordLine } from '../../src/proxy/records.js';
 import type { ProxiedConnection } from '../../src/proxy/types.js';
 
 const arg = (name: string, def: number) => {
@@ -42,10 +44,12 @@ const POLICY: PortL7Policy = {
 
 /** Child mode: serve the proxy (or an L4 pipe) towards an upstream port; print the listening port. */
 async function serve(kind: 'proxy' | 'pipe', upPort: number): Promise<void> {
-  let records = 0;
+  // Records and access-log lines are rendered as a proxy thread does (worker.ts), then dropped.
+  let rendered = 0;
   const handler = createHttpHandler({
     connector: (conn) => net.connect({ host: conn.dst.ip, port: conn.dst.port }),
-    onRecord: () => void records++,
+    onRecord: (r) => void (rendered += recordLine(r).length),
+    onAccess: (a) => void (rendered += renderAccess(a).length),
   });
   const server = net.createServer((socket) => {
     if (kind === 'pipe') {
@@ -77,6 +81,8 @@ interface Upstream {
   h1: number;
   h2: number | undefined;
   name: string;
+  /** The server's process (taskset execs it: the same pid), when it is one. */
+  pid?: number | undefined;
   stop(): void;
 }
 
@@ -108,6 +114,7 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
     h1,
     h2: upH2 !== undefined ? h2 : undefined,
     name: 'nginx proxy',
+    pid: p.pid,
     stop: () => {
       p.kill('SIGTERM');
       rmSync(dir, { recursive: true, force: true });
@@ -244,12 +251,8 @@ async function main(): Promise<void> {
   const pipe = await child('pipe', up.h1, cpu0);
   const proxy2 = up.h2 !== undefined ? await child('proxy', up.h2, cpu0) : undefined;
   const ngx = have('nginx') ? await startNginxProxy(up.h1, up.h2, cpu0) : undefined;
-  const ngxPid = () =>
-    Number(
-      spawnSync('sh', ['-c', `pgrep -f 'weir-bench-nginx-proxy' | head -1`], {
-        encoding: 'utf8',
-      }).stdout.trim(),
-    ) || undefined;
+  // Its own pid (a pgrep for its command line could find another process, even its own shell).
+  const ngxPid = () => ngx?.pid;
   const rows: Record<string, Run[]> = {};
   const add = (k: string, r: Run) => (rows[k] ??= []).push(r);
   try {

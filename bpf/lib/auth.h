@@ -4,8 +4,12 @@
  *   auth_check(src, dst, remote_node, now) -> 0 | DROP_POLICY_AUTH_REQUIRED
  *     src, dst     the connection's initiator and receiver identities (egress: the endpoint and
  *                  the ipcache's peer; ingress: the reverse)
- *     remote_node  the node the peer runs on, 0 for this node (the only value on one node; with
- *                  tunnels the peer's node id comes from the ipcache)
+ *     remote_node  the node the peer runs on, 0 for this node: auth_remote_node() of the peer's
+ *                  address — in tunnel mode the ipcache's tunnel endpoint of the peer (the
+ *                  underlay address of its node) gives the node id, its low 16 bits (0 → 0xffff);
+ *                  the agent derives the same id from the node records (src/auth/node-id.ts) and
+ *                  refuses ids two nodes would share. No tunnel endpoint (this node, or native
+ *                  routing): 0.
  *     now          bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC)
  *
  * Called for a new connection whose allowing policy entry carries POLICY_F_AUTH
@@ -24,6 +28,7 @@
 
 #include "lib/common.h"
 #include "lib/drop_reasons.h"
+#include "lib/ipcache.h"
 
 #define WEIR_AUTH_MAX 65536
 
@@ -48,6 +53,18 @@ static __always_inline int auth_check(__u32 src, __u32 dst, __u16 remote_node, _
 	if (info && now < info->expires_ns)
 		return 0;
 	return DROP_POLICY_AUTH_REQUIRED;
+}
+
+/* The node id of the peer at `addr` (the ipcache's tunnel endpoint), 0 for this node. */
+static __always_inline __u16 auth_remote_node(__u8 family, const __u8 *addr)
+{
+	struct ipcache_value *val = ipcache_lookup(family, addr);
+	__u16 id;
+
+	if (!val || !val->tunnel_endpoint)
+		return 0;
+	id = (__u16)(bpf_ntohl(val->tunnel_endpoint) & 0xffff);
+	return id ? id : 0xffff;
 }
 
 #endif /* WEIR_AUTH_H */

@@ -204,7 +204,8 @@ struct flow_event {
 	__be16 sport;   /* ICMP: type/code and id are not split out; 0 */
 	__be16 dport;
 	__be16 proxy_port; /* EVENT_F_TO_PROXY: the proxy listener it was redirected to */
-	__u16 pad;
+	__u16 remote_node_id; /* a drop for want of authentication (189): the peer's node (lib/auth.h,
+			       * auth_remote_node); 0: this node */
 	__u64 ktime_ns; /* bpf_ktime_get_ns() */
 	__u64 packets_fwd; /* EVENT_TRACE: conntrack counters of the connection */
 	__u64 bytes_fwd;

@@ -10,6 +10,7 @@
  *   weir_ct_timeout_close  seconds a TCP connection lives after FIN both ways or an RST
  *   weir_ct_timeout_any    seconds a non-TCP flow (UDP, ICMP, SCTP, ...) lives after its last packet
  *   weir_events_enabled    1: write flow events (lib/events.h); 0: observability off, no events
+ *   weir_events_wakeup_ns  at most one reader wake-up per CPU per this many ns (lib/events.h)
  */
 #ifndef WEIR_CONFIG_H
 #define WEIR_CONFIG_H
@@ -21,6 +22,7 @@ volatile const __u32 weir_ct_timeout_tcp = 21600;
 volatile const __u32 weir_ct_timeout_close = 10;
 volatile const __u32 weir_ct_timeout_any = 60;
 volatile const __u32 weir_events_enabled = 1;
+volatile const __u64 weir_events_wakeup_ns = 5000000; /* 5 ms: half the reader's flush window */
 
 #define NSEC_PER_SEC 1000000000ULL
 

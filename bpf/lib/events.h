@@ -16,6 +16,18 @@
  * CPU; user space sums). Records are written in place (bpf_ringbuf_reserve/submit), never copied
  * from the stack. The helper is a subprogram (__noinline): its body is emitted once per program
  * rather than at each of the ~10 call sites.
+ *
+ * Wake-ups: a submit that wakes the reader costs an irq_work (a self-IPI: an APIC write, a VM exit
+ * under a hypervisor) and a context switch; the kernel's default (adaptive) wakes whenever the
+ * reader has caught up, i.e. for nearly every event of a busy node whose reader keeps up (it was
+ * ~15 % of the client's CPU in the connection-rate bench). So a record wakes the reader
+ * (BPF_RB_FORCE_WAKEUP) only when this CPU last woke it weir_events_wakeup_ns (5 ms) ago or more,
+ * else it is submitted without (BPF_RB_NO_WAKEUP): the first event after a quiet spell is
+ * delivered at once and a stream costs at most one wake-up per CPU and interval. The reader keeps
+ * draining for 10 ms after each drain that found records (src/bpf/ringbuf.ts flushMs, the agent's
+ * EVENTS_FLUSH_MS: twice the interval), so a record submitted without a wake-up, less than 5 ms
+ * after one of its CPU that woke the reader, is read at most ~10 ms later. Nothing is lost by it:
+ * records stay in the ring until read.
  */
 #ifndef WEIR_EVENTS_H
 #define WEIR_EVENTS_H
@@ -47,6 +59,14 @@ struct {
 	__uint(max_entries, 1);
 } weir_events_lost SEC(".maps");
 
+/* When this CPU last woke the reader (bpf_ktime_get_ns), see "Wake-ups" above. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} weir_events_wake SEC(".maps");
+
 /* The caller's side of an event (the packet's side comes from struct flow). */
 struct event_meta {
 	__u32 ifindex;
@@ -60,7 +80,7 @@ struct event_meta {
 	__u8 flags;
 	__u8 pad;
 	__be16 proxy_port; /* EVENT_F_TO_PROXY */
-	__u16 pad2;
+	__u16 remote_node_id; /* 189 drops: the peer's node (lib/auth.h) */
 };
 
 static __noinline void __send_event(const struct event_meta *m, const struct flow *f, __u8 type, __u8 subtype,
@@ -68,7 +88,8 @@ static __noinline void __send_event(const struct event_meta *m, const struct flo
 {
 	struct flow_event *ev;
 	__u32 zero = 0;
-	__u64 *lost;
+	__u64 *lost, *woke, now;
+	__u64 wakeup = BPF_RB_NO_WAKEUP;
 
 	ev = bpf_ringbuf_reserve(&weir_events, sizeof(*ev), 0);
 	if (!ev) {
@@ -96,8 +117,9 @@ static __noinline void __send_event(const struct event_meta *m, const struct flo
 	ev->sport = f->tuple.sport;
 	ev->dport = f->tuple.dport;
 	ev->proxy_port = m->proxy_port;
-	ev->pad = 0;
-	ev->ktime_ns = bpf_ktime_get_ns();
+	ev->remote_node_id = m->remote_node_id;
+	now = bpf_ktime_get_ns();
+	ev->ktime_ns = now;
 	if (e) {
 		ev->packets_fwd = e->packets_fwd;
 		ev->bytes_fwd = e->bytes_fwd;
@@ -114,7 +136,13 @@ static __noinline void __send_event(const struct event_meta *m, const struct flo
 		ev->packets_rev = 0;
 		ev->bytes_rev = 0;
 	}
-	bpf_ringbuf_submit(ev, 0);
+	woke = bpf_map_lookup_elem(&weir_events_wake, &zero);
+	if (!woke || now - *woke >= weir_events_wakeup_ns) {
+		wakeup = BPF_RB_FORCE_WAKEUP;
+		if (woke)
+			*woke = now; /* per-CPU value: no other writer */
+	}
+	bpf_ringbuf_submit(ev, wakeup);
 }
 
 static __always_inline void send_drop_event(const struct event_meta *m, const struct flow *f)

@@ -13,9 +13,17 @@
  *       snat (default)  dst -> backend, src -> node IP : a port of NAT_PORT_MIN..MAX (outside
  *                       Linux's ephemeral range, so the node's own sockets never collide)
  *       dsr             dst -> backend only: the backend sees the client
+ *     A backend on another node: into the tunnel (snat: VNI remote-node; dsr: the client's
+ *     identity, and the frontend in an IPv4 option, below), or with native routing out of the
+ *     device the FIB names (dsr: with the option too).
  *   nodeport_rev4(skb, flow) -> tc verdict, or -1 when the packet is no NodePort reply
  *     At weir_from_container, for replies (conntrack CT_REPLY): the NAT_DIR_REV entry turns
  *     backend -> node:natport (snat) or backend -> client (dsr) into node IP:nodePort -> client.
+ *     Also at weir_from_overlay and weir_from_netdev: an snat reply from a backend on another node.
+ *   nodeport_dsr_record4(skb, flow)
+ *     At weir_from_overlay and weir_from_netdev of the backend's node: a packet with the DSR option
+ *     records the NAT_DIR_REV entry its backend's replies leave by (from the frontend, to the
+ *     client directly).
  * After translation the packet is sent on with bpf_redirect_neigh to the device the FIB names
  * (the kernel's own forwarding would drop it: its source is, or comes from, a local address, a
  * martian on input). Redirected to a pod, it leaves through the pod's host veth, where
@@ -131,9 +139,125 @@ static __always_inline int __nat_rewrite4(struct __sk_buff *skb, const struct lb
 	return 0;
 }
 
+/* DSR across nodes (Cilium's "opt" dispatch, dsr_set_opt4 / handle_dsr_v4): the node that
+ * load-balances a connection to a backend on another node tells that node the frontend in an IPv4
+ * option of the (inner) packet: type DSR_OPT4_TYPE (IPOPT_COPY | 26, Cilium's), 8 bytes, the
+ * frontend's port and address in network order. TCP carries it in the SYN only, UDP in every
+ * datagram. The receiver (nodeport_dsr_record4) keeps it as the reply's translation in
+ * weir_lb_nat (NAT_DIR_REV: backend -> client becomes frontend -> client), which nodeport_rev4
+ * applies where the backend's answer leaves it: straight to the client, never back through the
+ * frontend's node. The option stays in the packet; Linux ignores an IP option it does not know on
+ * input, as for Cilium. A packet that already has options cannot take it: dropped (DROP_INVALID). */
+#define DSR_OPT4_TYPE 0x9a
+#define DSR_OPT4_LEN 8
+
+struct dsr_opt4 {
+	__u8 type;
+	__u8 len;
+	__be16 port;
+	__be32 addr;
+};
+
+struct dsr_hdr4 {
+	struct iphdr ip;
+	struct dsr_opt4 opt;
+};
+
+/* Inserts `opt` after the IPv4 header (which must have none), fixing IHL, total length and the
+ * header checksum; the L4 checksum does not cover it. */
+static __always_inline int __dsr_opt_add4(struct __sk_buff *skb, const struct dsr_opt4 *opt)
+{
+	struct dsr_hdr4 h;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &h.ip, sizeof(h.ip)) < 0 || h.ip.ihl != 5)
+		return -1;
+	if (bpf_skb_adjust_room(skb, sizeof(*opt), BPF_ADJ_ROOM_NET, 0) < 0)
+		return -1;
+	h.ip.ihl = (sizeof(h)) / 4;
+	h.ip.tot_len = bpf_htons(bpf_ntohs(h.ip.tot_len) + sizeof(*opt));
+	h.ip.check = 0;
+	h.opt = *opt;
+	h.ip.check = __csum_fold(bpf_csum_diff(0, 0, (__be32 *)&h, sizeof(h), 0));
+	return bpf_skb_store_bytes(skb, ETH_HLEN, &h, sizeof(h), 0) < 0 ? -1 : 0;
+}
+
+/* The identity a DSR packet carries into the tunnel: its client's as this node knows it (a pod of
+ * the cluster), else IDENTITY_WORLD, which the receiver resolves through its own ipcache
+ * (lib/overlay.h, overlay_source); this node itself is the receiver's remote node. */
+static __always_inline __u32 __dsr_identity(__be32 client)
+{
+	__u8 addr[16] = {};
+	__u32 sid;
+
+	__builtin_memcpy(addr, &client, 4);
+	sid = ipcache_identity(4, addr);
+	if (sid == IDENTITY_HOST)
+		return IDENTITY_REMOTE_NODE;
+	if (sid == IDENTITY_WORLD || sid == IDENTITY_WORLD_IPV4 || sid > OVERLAY_IDENTITY_MAX)
+		return IDENTITY_WORLD;
+	return sid;
+}
+
+/* At the backend's node (weir_from_overlay, weir_from_netdev): a packet carrying the DSR option
+ * records how the backend's replies leave (weir_lb_nat, NAT_DIR_REV). */
+static __always_inline void nodeport_dsr_record4(struct __sk_buff *skb, const struct flow *f)
+{
+	struct lb_nat_key rk = { .proto = f->tuple.nexthdr, .dir = NAT_DIR_REV };
+	struct lb_nat_entry rev = {};
+	struct dsr_opt4 opt;
+	__u8 vihl;
+
+	if (f->tuple.family != 4 || f->frag != FRAG_NONE ||
+	    (f->tuple.nexthdr != IPPROTO_TCP && f->tuple.nexthdr != IPPROTO_UDP))
+		return;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &vihl, 1) < 0 || (vihl & 0xf) < 7 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &opt, sizeof(opt)) < 0 ||
+	    opt.type != DSR_OPT4_TYPE || opt.len != DSR_OPT4_LEN)
+		return;
+	/* The reply as it leaves the backend: backend -> client. */
+	__builtin_memcpy(&rk.saddr, f->tuple.daddr, 4);
+	__builtin_memcpy(&rk.daddr, f->tuple.saddr, 4);
+	rk.sport = f->tuple.dport;
+	rk.dport = f->tuple.sport;
+	rev.saddr = opt.addr;
+	rev.sport = opt.port;
+	rev.daddr = rk.daddr;
+	rev.dport = rk.dport;
+	bpf_map_update_elem(&weir_lb_nat, &rk, &rev, BPF_ANY);
+}
+
+/* A backend on another node behind the tunnel (lib/overlay.h): the translated packet goes into the
+ * node's VXLAN device towards that node, the VNI carrying the identity the backend's node judges
+ * it with: the sending node's (remote-node) in snat, as Cilium, the client's in dsr; `opt`: the DSR
+ * option to add first (NULL: none). -1: not for the tunnel. */
+static __always_inline int __nat_tunnel4(struct __sk_buff *skb, const struct lb_nat_entry *to, __u32 identity,
+					 const struct dsr_opt4 *opt, int *reason)
+{
+	struct ipcache_value *dst;
+	__u32 ifindex = overlay_ifindex();
+	__u8 addr[16] = {};
+	__be32 endpoint;
+
+	if (!ifindex)
+		return -1;
+	__builtin_memcpy(addr, &to->daddr, 4);
+	dst = ipcache_lookup(4, addr);
+	if (!dst || !dst->tunnel_endpoint)
+		return -1;
+	endpoint = dst->tunnel_endpoint;
+	if (opt && __dsr_opt_add4(skb, opt) < 0) {
+		*reason = DROP_INVALID;
+		return TC_ACT_SHOT;
+	}
+	*reason = __overlay_set_key(skb, endpoint, identity);
+	return *reason ? TC_ACT_SHOT : bpf_redirect(ifindex, 0);
+}
+
 /* Sends the translated packet out of the device the FIB names for it. Without a route (e.g. a
- * test run in an empty namespace) it is left to the kernel. */
-static __always_inline int __nat_redirect4(struct __sk_buff *skb, const struct lb_nat_entry *to, __u8 proto)
+ * test run in an empty namespace) it is left to the kernel. `opt` (DSR): added when the device is
+ * not a local pod's (native routing: the backend lives on another node). */
+static __always_inline int __nat_redirect4(struct __sk_buff *skb, const struct lb_nat_entry *to, __u8 proto,
+					   const struct dsr_opt4 *opt, int *reason)
 {
 	struct bpf_fib_lookup p = {
 		.family = AF_INET,
@@ -147,27 +271,12 @@ static __always_inline int __nat_redirect4(struct __sk_buff *skb, const struct l
 
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK;
+	if (opt && !endpoint_lookup(p.ifindex) && __dsr_opt_add4(skb, opt) < 0) {
+		*reason = DROP_INVALID;
+		return TC_ACT_SHOT;
+	}
 	nh.ipv4_nh = p.ipv4_dst; /* the gateway, or the destination itself */
 	return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
-}
-
-/* A backend on another node behind the tunnel (lib/overlay.h): the translated packet goes into the
- * node's VXLAN device towards that node, the VNI carrying the identity the backend's node judges
- * it with: the sending node's (remote-node) in snat, as Cilium; -1: not for the tunnel. */
-static __always_inline int __nat_tunnel4(struct __sk_buff *skb, const struct lb_nat_entry *to, int *reason)
-{
-	struct ipcache_value *dst;
-	__u32 ifindex = overlay_ifindex();
-	__u8 addr[16] = {};
-
-	if (!ifindex)
-		return -1;
-	__builtin_memcpy(addr, &to->daddr, 4);
-	dst = ipcache_lookup(4, addr);
-	if (!dst || !dst->tunnel_endpoint)
-		return -1;
-	*reason = __overlay_set_key(skb, dst->tunnel_endpoint, IDENTITY_REMOTE_NODE);
-	return *reason ? TC_ACT_SHOT : bpf_redirect(ifindex, 0);
 }
 
 static __always_inline int __nat_key4(const struct flow *f, struct lb_nat_key *k, __u8 dir)
@@ -266,15 +375,23 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, const struct flow
 		*reason = DROP_INVALID;
 		return TC_ACT_SHOT;
 	}
-	/* snat only: in dsr the backend's node would answer the client itself, and nothing tells it
-	 * the frontend to answer from (Cilium carries it in an IP option or a Geneve option). */
-	if (!weir_lb_dsr) {
-		int ret = __nat_tunnel4(skb, &fwd, reason);
+	/* dsr: the backend's node answers the client itself, from the frontend the option tells it
+	 * (TCP: in the SYN; UDP: every datagram); the tunnel carries the client's identity. */
+	if (weir_lb_dsr) {
+		struct dsr_opt4 opt = { .type = DSR_OPT4_TYPE, .len = DSR_OPT4_LEN, .port = fk.dport, .addr = fk.daddr };
+		int with = fk.proto == IPPROTO_UDP || (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+		int ret = __nat_tunnel4(skb, &fwd, __dsr_identity(fk.saddr), with ? &opt : 0, reason);
+
+		if (ret >= 0)
+			return ret;
+		return __nat_redirect4(skb, &fwd, fk.proto, with ? &opt : 0, reason);
+	} else {
+		int ret = __nat_tunnel4(skb, &fwd, IDENTITY_REMOTE_NODE, 0, reason);
 
 		if (ret >= 0)
 			return ret;
 	}
-	return __nat_redirect4(skb, &fwd, fk.proto);
+	return __nat_redirect4(skb, &fwd, fk.proto, 0, reason);
 }
 
 /* Returns -1 when the packet is no reply of a NodePort connection, a tc verdict otherwise. */
@@ -294,10 +411,10 @@ static __always_inline int nodeport_rev4(struct __sk_buff *skb, const struct flo
 		return TC_ACT_SHOT;
 	/* A client that is a pod of another node: back through the tunnel (the packet may still carry
 	 * the key it arrived with, which the VXLAN device would not send). */
-	ret = __nat_tunnel4(skb, &to, &reason);
+	ret = __nat_tunnel4(skb, &to, IDENTITY_REMOTE_NODE, 0, &reason);
 	if (ret >= 0)
 		return ret;
-	return __nat_redirect4(skb, &to, rk.proto);
+	return __nat_redirect4(skb, &to, rk.proto, 0, &reason);
 }
 
 #endif /* WEIR_NODEPORT_H */

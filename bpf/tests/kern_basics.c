@@ -3,7 +3,8 @@
  *
  *   weir_tc_count     tc: counts packets (and IPv4 ICMP echo requests, UDP) into maps; verdict and an
  *                     optional IPv4 TOS rewrite come from load-time config (volatile const).
- *   weir_ringbuf_emit tc: writes one record {seq, len, first 8 packet bytes} per run to `events`.
+ *   weir_ringbuf_emit tc: writes one record {seq, len, first 8 packet bytes} per run to `events`,
+ *                     submitted with the flags in ringbuf_flags (.bss).
  *   weir_connect4     cgroup/connect4: counts connects, refuses those to port cfg_deny_port.
  *   lpm_outer         HASH_OF_MAPS whose inner maps are LPM tries (checks libbpf's __array).
  *   struct layout_probe  a struct with implicit padding, for checkLayout().
@@ -25,6 +26,7 @@ volatile const __u16 cfg_deny_port = 0;
 __u32 last_len = 0;
 __u64 data_marker = 0x1122334455667788ULL;
 __u32 ringbuf_seq = 0;
+__u64 ringbuf_flags = 0; /* bpf_ringbuf_submit flags of weir_ringbuf_emit (BPF_RB_NO_WAKEUP: 1) */
 
 struct layout_probe {
 	__u8 a;
@@ -168,7 +170,7 @@ int weir_ringbuf_emit(struct __sk_buff *skb)
 		__builtin_memcpy(e->head, data, 8);
 	else
 		__builtin_memset(e->head, 0, 8);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_flags);
 	return TC_ACT_OK;
 }
 

@@ -667,8 +667,13 @@ export class Agent {
       const labels = endpointLabels(ep, nsLabels.get(ep.namespace) ?? {}, this.labelFilter);
       sets.set(labels.join('\n'), labels);
     }
-    await ids.sync([...sets.values()]);
+    await ids.sync([...sets.values()], (labels) => this.allocator.find(labels)?.id);
     this.allocator.clusterIds = ids.lookup();
+    const moved = this.allocator.adoptClusterIds();
+    if (moved.size) {
+      this.held = this.held.map((id) => moved.get(id) ?? id);
+      this.log.warn({ moved: [...moved] }, 'identities moved to the ids the cluster gave their label sets');
+    }
   }
 
   /**

@@ -1,13 +1,40 @@
-// The agent API of mutual authentication: `weir auth list` and `weir identity cert get`.
+// The agent API of mutual authentication: `weir auth list`, `weir identity cert get`, and on the
+// node that runs the CA: its bundle (GET /v1/auth/ca), SVIDs for other nodes' CSRs
+// (POST /v1/auth/svids) and `weir identity ca rotate` (POST /v1/auth/ca/rotate).
+import type { CaStore } from '../auth/ca-store.js';
 import { WeirError } from '../shared/errors.js';
 import type { Route } from './api-server.js';
 import type { AuthManager } from './auth.js';
+import type { CaAnswer, SvidRequest } from './auth-issuer.js';
 
-export function authRoutes(auth: () => AuthManager | undefined): Route[] {
+/** What the CA node's routes need besides the manager. */
+export interface CaRoutesContext {
+  store: CaStore;
+  trustDomain: string;
+  /** Largest SVID lifetime a CSR may ask for (this node's --svid-ttl). */
+  maxTtl: number;
+  /** Registered nodes, and the identities allocated in the cluster. */
+  nodes(): readonly string[];
+  identities(): readonly number[];
+}
+
+const bad = (field: string, msg: string) =>
+  new WeirError('ERR_AUTH_CSR', msg, { location: { object: 'SVID request', field } });
+
+export function authRoutes(
+  auth: () => AuthManager | undefined,
+  ca?: () => CaRoutesContext | undefined,
+): Route[] {
   const need = () => {
     const a = auth();
     if (!a) throw new WeirError('ERR_AGENT_NOT_READY', 'mutual authentication has not started yet');
     return a;
+  };
+  const needCa = () => {
+    const c = ca?.();
+    if (!c)
+      throw new WeirError('ERR_AUTH_NO_CA', "this node's agent does not run the CA: ask the first node's");
+    return c;
   };
   return [
     { method: 'GET', pattern: '/v1/auth', handler: () => need().status() },
@@ -21,6 +48,67 @@ export function authRoutes(auth: () => AuthManager | undefined): Route[] {
             location: { field: 'id' },
           });
         return need().cert(Number(id));
+      },
+    },
+    {
+      method: 'GET',
+      pattern: '/v1/auth/ca',
+      handler: (): CaAnswer & { status: ReturnType<CaStore['status']> } => {
+        const c = needCa();
+        return {
+          trustDomain: c.trustDomain,
+          bundlePem: c.store.bundlePem(),
+          signer: c.store.current.fingerprint,
+          status: c.store.status(),
+        };
+      },
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/auth/svids',
+      handler: async (req) => {
+        const c = needCa();
+        const b = (req.body ?? {}) as Partial<SvidRequest>;
+        if (typeof b.node !== 'string' || !c.nodes().includes(b.node))
+          throw bad('node', `node '${String(b.node)}' is not a registered node`);
+        if (
+          typeof b.identity !== 'number' ||
+          !Number.isInteger(b.identity) ||
+          b.identity < 256 ||
+          b.identity > 0xffff
+        )
+          throw bad('identity', `identity '${String(b.identity)}' is not a pod identity (256..65535)`);
+        if (!c.identities().includes(b.identity))
+          throw bad('identity', `identity ${b.identity} is not allocated in the cluster`);
+        if (typeof b.csrPem !== 'string' || b.csrPem.length > 8192)
+          throw bad('csrPem', 'csrPem is not a PEM request');
+        const ttl =
+          typeof b.ttlSeconds === 'number' && Number.isInteger(b.ttlSeconds) ? b.ttlSeconds : c.maxTtl;
+        if (ttl < 1) throw bad('ttlSeconds', `ttlSeconds ${ttl} is not positive`);
+        const svid = await c.store.current.signCsr(
+          c.trustDomain,
+          b.identity,
+          Math.min(ttl, c.maxTtl),
+          b.csrPem,
+        );
+        return { certPem: svid.certPem, bundlePem: c.store.bundlePem() };
+      },
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/auth/ca/rotate',
+      handler: async (req) => {
+        const c = needCa();
+        const o = (req.body ?? {}) as { overlapSeconds?: unknown };
+        const overlap = o.overlapSeconds === undefined ? 300 : o.overlapSeconds;
+        if (typeof overlap !== 'number')
+          throw new WeirError('ERR_AUTH_CA_ROTATE', 'overlapSeconds is not a number', {
+            location: { field: 'overlapSeconds' },
+          });
+        const status = await c.store.rotate(overlap);
+        // This node's SVIDs and pairs move to the new CA now (the others' at their next poll).
+        void auth()?.tick();
+        return status;
       },
     },
   ];

@@ -12,9 +12,19 @@
 //             the earlier notAfter of the two certificates. A renewal handshakes the pairs of that
 //             identity again, so an authenticated pair never lapses while both are in use.
 //   expiry    entries past their expiry, or of an identity without an SVID, are deleted.
+//   nodes     with several nodes (`issuer`, `nodes`, `localIdentities` given): SVIDs only for the
+//             identities of this node's pods, issued by the CA node's API from a CSR made here
+//             (the key never leaves this node); a 189 drop names the peer's node id (the
+//             ipcache's tunnel endpoint), the agent dials that node's listener at its underlay
+//             address with the SVID of its own side of the pair, and the listener, having
+//             verified it, writes its own entry for the pair with the dialler's node id.
+//   rotation  the issuer's bundle changes (a CA rotation): the listener trusts the new bundle
+//             at once; a new signing CA re-issues every SVID and handshakes every pair again.
 import type { Logger as Pino } from 'pino';
 import { CertificateAuthority, summarize, type Svid, type SvidSummary } from '../auth/ca.js';
+import type { CaStatus } from '../auth/ca-store.js';
 import { AuthListener, authenticate, type AuthListenerCounters } from '../auth/handshake.js';
+import { authNodeId, authNodes, type AuthNode } from '../auth/node-id.js';
 import { serviceAccountSpiffeId } from '../auth/spiffe.js';
 import type { AuthMap, AuthPair } from '../datapath/maps/auth/index.js';
 import { NAMESPACE_LABEL, SERVICE_ACCOUNT_LABEL } from '../identity/pod-labels.js';
@@ -23,15 +33,47 @@ import { WeirError } from '../shared/errors.js';
 /** Identities that get SVIDs: Cilium's cluster range (pods), not reserved or CIDR identities. */
 const isWorkload = (id: number) => id >= 256 && id <= 0xffff;
 const TICK_MS = 1000;
+/** After a CA rotation, pairs are handshaken again this much later (the peers' bundle poll). */
+const REHANDSHAKE_DELAY_MS = 3 * TICK_MS;
 /** Revoked serials kept (an SVID lives --svid-ttl at most; these outlive any of them in practice). */
 const REVOKED_KEPT = 65536;
 
+/** Where SVIDs come from: the CA on this node, or the CA node's API (a CSR per identity). */
+export interface SvidIssuer {
+  /** The trust bundle (PEM; both CAs during a rotation's overlap). */
+  bundle(): string;
+  /** Fingerprint of the CA that signs new SVIDs. */
+  signer(): string;
+  issue(td: string, identity: number, ttlSeconds: number): Promise<Svid>;
+  /** Brings bundle and signer up to date (a CA rotation); called every second. */
+  refresh?(): Promise<void>;
+  /** The CA's rotation state (the CA node only). */
+  caStatus?(): CaStatus;
+}
+
+/** An issuer over a CA of this process (one node, tests). */
+export function localIssuer(ca: CertificateAuthority): SvidIssuer {
+  return {
+    bundle: () => ca.certPem,
+    signer: () => ca.fingerprint,
+    issue: (td, id, ttl) => ca.issue(td, id, ttl),
+  };
+}
+
 export interface AuthManagerOptions {
-  ca: CertificateAuthority;
+  /** The CA (one node); `issuer` instead for a CA of several nodes or one that rotates. */
+  ca?: CertificateAuthority;
+  issuer?: SvidIssuer;
+  /** The cluster's other nodes (their records): whose listener a remote node id dials. */
+  nodes?: () => readonly { name: string; underlayIP?: string }[];
+  /** The identities of this node's pods: given, SVIDs are issued for these only. */
+  localIdentities?: () => readonly number[];
   trustDomain: string;
   svidTtl: number;
   /** The node IP and port of this node's listener (also what node 0 is dialled at). */
   listen: { host: string; port: number };
+  /** The address the listener binds (default listen.host): all of the node's, with other nodes. */
+  bindHost?: string;
   map: AuthMap;
   /** The identities in use, with their labels. */
   identities(): { id: number; labels: string[] }[];
@@ -41,6 +83,8 @@ export interface AuthManagerOptions {
 export interface AuthPairRow extends AuthPair {
   expires: string;
   valid: boolean;
+  /** The peer's node: its name, 'local' (node 0), or the id when no node record has it. */
+  node?: string;
 }
 
 export interface AuthStatus {
@@ -50,6 +94,11 @@ export interface AuthStatus {
   handshakes: { ok: number; failed: number };
   counters: AuthListenerCounters;
   pairs: AuthPairRow[];
+  /** Fingerprint of the CA signing this node's SVIDs, and the CAs trusted. */
+  signer?: string;
+  trusted?: number;
+  /** The CA node: its CAs and a rotation's retirement time. */
+  ca?: CaStatus;
 }
 
 export interface IdentityCert {
@@ -70,26 +119,57 @@ const pairKey = (p: AuthPair) => `${p.srcIdentity}/${p.dstIdentity}/${p.remoteNo
 export class AuthManager {
   readonly listener: AuthListener;
   readonly handshakes = { ok: 0, failed: 0 };
+  readonly issuer: SvidIssuer;
+  #signer = '';
   readonly #svids = new Map<number, { svid: Svid; renewAt: number }>();
   readonly #revoked = new Set<string>();
   readonly #pending = new Map<string, Promise<boolean>>();
   readonly #issuing = new Map<number, Promise<Svid>>();
   readonly #o: AuthManagerOptions;
   #timer: NodeJS.Timeout | undefined;
+  #refreshFailed = false;
   #busy = false;
 
   constructor(o: AuthManagerOptions) {
     this.#o = o;
+    const issuer = o.issuer ?? (o.ca ? localIssuer(o.ca) : undefined);
+    if (!issuer) throw new WeirError('ERR_AUTH_CA', 'the auth manager needs a CA or an issuer');
+    this.issuer = issuer;
+    this.#signer = issuer.signer();
     this.listener = new AuthListener({
       trustDomain: () => o.trustDomain,
-      caPem: o.ca.certPem,
+      caPem: issuer.bundle(),
+      bundle: () => this.issuer.bundle(),
       svid: (id) => this.#svids.get(id)?.svid,
       revoked: (serial) => this.#revoked.has(serial),
+      accepted: (a) => this.#accepted(a),
     });
   }
 
+  /** The nodes by weir_auth id (the datapath's auth_remote_node). */
+  #nodes(): Map<number, AuthNode | undefined> {
+    return authNodes(this.#o.nodes?.() ?? []);
+  }
+
+  /** This node's listener accepted a client of another node: the pair's entry with its node id here too. */
+  #accepted(a: { src: number; dst: number; peerAddress: string; notAfter: Date }): void {
+    const addr = a.peerAddress.replace(/^::ffff:/, '');
+    const id = authNodeId(addr);
+    if (id === undefined) return; // this node's own client (node 0): it writes the entry
+    const node = this.#nodes().get(id);
+    if (!node || node.address !== addr) return;
+    const local = this.#localSet();
+    if (!local.has(a.src) && !local.has(a.dst)) return;
+    this.#o.map.set({ srcIdentity: a.src, dstIdentity: a.dst, remoteNodeId: id }, a.notAfter);
+  }
+
+  #localSet(): Set<number> {
+    const ids = this.#o.localIdentities?.() ?? this.#o.identities().map((i) => i.id);
+    return new Set(ids.filter(isWorkload));
+  }
+
   async start(): Promise<void> {
-    await this.listener.listen(this.#o.listen.host, this.#o.listen.port);
+    await this.listener.listen(this.#o.bindHost ?? this.#o.listen.host, this.#o.listen.port);
     await this.tick();
     // weir_auth is pinned: pairs a previous agent authenticated stay in force (they expire with
     // that agent's certificates); they are handshaken again with this agent's SVIDs at once.
@@ -108,12 +188,35 @@ export class AuthManager {
     if (this.#busy) return;
     this.#busy = true;
     try {
-      const inUse = new Set(
-        this.#o
-          .identities()
-          .map((i) => i.id)
-          .filter(isWorkload),
-      );
+      try {
+        await this.issuer.refresh?.();
+        if (this.#refreshFailed) this.#o.log.info('auth: the CA node answers again');
+        this.#refreshFailed = false;
+      } catch (err) {
+        if (!this.#refreshFailed)
+          this.#o.log.warn({ err }, 'auth: the CA node does not answer (retrying every second)');
+        this.#refreshFailed = true;
+      }
+      this.listener.refreshTrust();
+      const inUse = this.#localSet();
+      const all = new Set(this.#o.identities().map((i) => i.id));
+      const rotated = this.issuer.signer() !== this.#signer;
+      if (rotated) {
+        // A new signing CA: every SVID again from it, then every pair handshaken again (both CAs
+        // are trusted meanwhile, so nothing in force lapses).
+        const was = this.#signer;
+        this.#signer = this.issuer.signer();
+        this.#o.log.info(
+          { signer: this.#signer },
+          was ? 'auth: a new CA signs: re-issuing SVIDs' : 'auth: the CA node gave its trust bundle',
+        );
+        for (const id of this.#svids.keys()) if (inUse.has(id)) await this.#issue(id);
+        // The pairs a little later: the other nodes poll the bundle every second, and must trust
+        // the new CA before they are shown one of its SVIDs.
+        setTimeout(() => {
+          for (const e of this.#o.map.list()) void this.required(e);
+        }, REHANDSHAKE_DELAY_MS).unref();
+      }
       for (const [id, { svid }] of this.#svids)
         if (!inUse.has(id)) {
           this.#revoke(id, svid);
@@ -126,9 +229,15 @@ export class AuthManager {
           await this.#renew(id);
         }
       }
-      for (const e of this.#o.map.list())
-        if (!e.valid || !this.#svids.has(e.srcIdentity) || !this.#svids.has(e.dstIdentity))
-          this.#o.map.delete(e);
+      for (const e of this.#o.map.list()) {
+        const gone = !all.has(e.srcIdentity) || !all.has(e.dstIdentity);
+        // This node's side of the pair must hold an SVID (both sides for node 0).
+        const mine =
+          e.remoteNodeId === 0
+            ? this.#svids.has(e.srcIdentity) && this.#svids.has(e.dstIdentity)
+            : this.#svids.has(e.srcIdentity) || this.#svids.has(e.dstIdentity);
+        if (!e.valid || gone || !mine) this.#o.map.delete(e);
+      }
     } catch (err) {
       this.#o.log.error({ err }, 'auth: SVID maintenance failed');
     } finally {
@@ -147,7 +256,7 @@ export class AuthManager {
   }
 
   async #issue(id: number): Promise<Svid> {
-    const svid = await this.#o.ca.issue(this.#o.trustDomain, id, this.#o.svidTtl);
+    const svid = await this.issuer.issue(this.#o.trustDomain, id, this.#o.svidTtl);
     const life = svid.notAfter.getTime() - Date.now();
     const jitter = (Math.random() * 2 - 1) * 0.01 * life;
     this.#svids.set(id, { svid, renewAt: Date.now() + life / 2 + jitter });
@@ -193,21 +302,32 @@ export class AuthManager {
     const inUse = new Set(this.#o.identities().map((i) => i.id));
     if (!isWorkload(pair.srcIdentity) || !isWorkload(pair.dstIdentity)) return false;
     if (!inUse.has(pair.srcIdentity) || !inUse.has(pair.dstIdentity)) return false;
+    const local = this.#localSet();
+    let host = this.#o.listen.host;
+    let side: 'src' | 'dst' = 'src';
     if (pair.remoteNodeId !== 0) {
-      // Other nodes' listeners (and their node ids) come with the cluster: nothing to dial yet.
-      this.#o.log.warn({ pair }, 'auth: a remote node id, but this node knows no other node');
-      return false;
-    }
+      const node = this.#nodes().get(pair.remoteNodeId);
+      if (!node) {
+        this.handshakes.failed++;
+        this.#o.log.warn({ pair }, 'auth: no single node record has this node id: not authenticated');
+        return false;
+      }
+      host = node.address;
+      if (local.has(pair.srcIdentity)) side = 'src';
+      else if (local.has(pair.dstIdentity)) side = 'dst';
+      else return false;
+    } else if (!local.has(pair.srcIdentity) || !local.has(pair.dstIdentity)) return false;
     try {
-      const src = await this.#ensure(pair.srcIdentity);
-      await this.#ensure(pair.dstIdentity);
+      const mine = await this.#ensure(side === 'src' ? pair.srcIdentity : pair.dstIdentity);
+      if (pair.remoteNodeId === 0) await this.#ensure(pair.dstIdentity);
       const res = await authenticate({
-        host: this.#o.listen.host,
+        host,
         port: this.#o.listen.port,
         trustDomain: this.#o.trustDomain,
-        caPem: this.#o.ca.certPem,
-        src,
-        dst: pair.dstIdentity,
+        caPem: this.issuer.bundle(),
+        src: mine,
+        dst: side === 'src' ? pair.dstIdentity : pair.srcIdentity,
+        side,
       });
       this.#o.map.set(pair, res.notAfter);
       this.handshakes.ok++;
@@ -219,9 +339,9 @@ export class AuthManager {
     }
   }
 
-  /** The lab CA's certificate (the trust bundle of the nodes' mTLS tunnels). */
+  /** The trust bundle (both CAs during a rotation's overlap): the nodes' mTLS tunnels trust it. */
   get caPem(): string {
-    return this.#o.ca.certPem;
+    return this.issuer.bundle();
   }
 
   /**
@@ -248,7 +368,12 @@ export class AuthManager {
   }
 
   status(): AuthStatus {
+    const nodes = this.#nodes();
+    const ca = this.issuer.caStatus?.();
     return {
+      signer: this.issuer.signer(),
+      trusted: (this.issuer.bundle().match(/BEGIN CERTIFICATE/g) ?? []).length,
+      ...(ca ? { ca } : {}),
       trustDomain: this.#o.trustDomain,
       listener: `${this.#o.listen.host}:${this.#o.listen.port}`,
       svids: this.#svids.size,
@@ -263,6 +388,7 @@ export class AuthManager {
           remoteNodeId: e.remoteNodeId,
           expires: e.expires.toISOString(),
           valid: e.valid,
+          node: e.remoteNodeId === 0 ? 'local' : (nodes.get(e.remoteNodeId)?.name ?? String(e.remoteNodeId)),
         })),
     };
   }
@@ -270,10 +396,10 @@ export class AuthManager {
   /** The SVID of an identity in use (issued now if it has none yet). */
   async cert(identity: number): Promise<IdentityCert> {
     const ident = this.#o.identities().find((i) => i.id === identity);
-    if (!ident || !isWorkload(identity))
+    if (!ident || !isWorkload(identity) || !this.#localSet().has(identity))
       throw new WeirError(
         'ERR_AUTH_NO_SVID',
-        `identity ${identity} has no SVID: SVIDs are issued for the pod identities in use (256..65535)`,
+        `identity ${identity} has no SVID on this node: SVIDs are issued for the identities of the node's pods in use (256..65535)`,
         { location: { object: `identity ${identity}` } },
       );
     const svid = await this.#ensure(identity);
@@ -285,7 +411,7 @@ export class AuthManager {
       summary: summarize(svid.certPem),
       renewAt: new Date(renewAt).toISOString(),
       certPem: svid.certPem,
-      caPem: this.#o.ca.certPem,
+      caPem: this.issuer.bundle(),
     };
   }
 }

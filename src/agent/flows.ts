@@ -25,6 +25,9 @@ import { isCode } from '../shared/errors.js';
 import type { Agent } from './agent.js';
 import type { AgentMetrics } from './metrics.js';
 
+/** How soon records the datapath submitted without waking the reader are drained (ms). */
+export const EVENTS_FLUSH_MS = 10;
+
 /** How many departed endpoints, identities and rules are still named (stored flows are read late). */
 export const DEPARTED_KEPT = 4096;
 
@@ -233,8 +236,12 @@ export class FlowPipeline {
     this.parser = new FlowParser({ nodeName: o.nodeName, enricher: this.#enricher });
     this.counters = new RawFlowCounters((cookie) => source.rule(cookie) !== undefined);
     o.observer.setDecoder((rec, uuid) => this.parser.parse(decodeFlowEvent(rec), { uuid }));
-    this.#reader = new RingBufferConsumer(o.datapath.events, (data, off, len) =>
-      this.#onRecord(data, off, len),
+    // The datapath wakes the reader at most once per CPU and 10 ms (bpf/lib/events.h): what it
+    // submitted without a wake-up is drained within EVENTS_FLUSH_MS while records keep coming.
+    this.#reader = new RingBufferConsumer(
+      o.datapath.events,
+      (data, off, len) => this.#onRecord(data, off, len),
+      { flushMs: EVENTS_FLUSH_MS },
     );
     o.observer.onFlow((f) => countFlow(o.agent.metrics, f));
     const m = o.agent.metrics;
@@ -291,7 +298,7 @@ export class FlowPipeline {
     this.#o.onAuthRequired?.({
       srcIdentity: view.getUint32(FlowEventLayout.offsets.srcIdentity, true),
       dstIdentity: view.getUint32(FlowEventLayout.offsets.dstIdentity, true),
-      remoteNodeId: 0,
+      remoteNodeId: view.getUint16(FlowEventLayout.offsets.remoteNodeId, true),
     });
   }
 

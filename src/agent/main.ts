@@ -12,16 +12,29 @@ import { Informer } from '../cluster/informer.js';
 import { desiredPrefix, nodeKey, statePrefix } from '../cluster/keys.js';
 import type { NodeRecord } from '../cluster/objects.js';
 import { Datapath } from '../datapath/loader.js';
-import { Lab, PodDriver, externalsOf, nodeNamed, nodeOf, routingOf, vxlanDevice } from '../lab/index.js';
+import {
+  Lab,
+  PodDriver,
+  externalsOf,
+  nodeNamed,
+  nodeOf,
+  routingOf,
+  underlayDevice,
+  vxlanDevice,
+} from '../lab/index.js';
+import { WeirError } from '../shared/errors.js';
 import { privateFileMode } from '../shared/private-fs.js';
 import { FileStore, type JsonObject, type Lease, type Store } from '../store/index.js';
 import { FlowObserver } from '../observe/stream.js';
 import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
-import { CertificateAuthority } from '../auth/ca.js';
 import { TUNNEL_INBOUND_PORT, TUNNEL_OUTBOUND_PORT } from '../proxy/tunnel.js';
-import { AuthManager } from './auth.js';
-import { authRoutes } from './auth-routes.js';
+import { CaStore } from '../auth/ca-store.js';
+import { AuthManager, type SvidIssuer } from './auth.js';
+import { caNodeIssuer, lazyRemoteIssuer } from './auth-issuer.js';
+import { authRoutes, type CaRoutesContext } from './auth-routes.js';
+import { AgentClient } from './client.js';
+import { nodesPrefix } from '../cluster/keys.js';
 import { FlowPipeline } from './flows.js';
 import { ClusterDns } from './cluster-dns.js';
 import { Lifecycle } from './lifecycle.js';
@@ -41,9 +54,6 @@ import {
 import { listenMetrics } from './metrics-server.js';
 import { ProxyManager, proxyPortsOf } from './proxy-manager.js';
 
-/** The node's keys (its record, its reconciled revision) live as long as this lease (Cilium: 15 min). */
-const nodeLeaseSeconds = 900;
-
 /**
  * The lab, and any settings of settings.ts given as flags. Absent persisted settings are as the
  * previous run stored them (else their default); absent others have their default.
@@ -52,6 +62,21 @@ export interface AgentOptions extends Partial<AgentSettingValues> {
   lab: string;
   /** The node of the lab this agent runs (default: the first). */
   node?: string;
+}
+
+/** The cluster's etcd, or a clear error naming it and where it was tried from. */
+async function connectEtcd(endpoints: string[], node: string, netns: string): Promise<Store> {
+  const { EtcdStore } = await import('../store/etcd.js');
+  try {
+    return await EtcdStore.connect({ endpoints, connectTimeoutMs: 10_000 });
+  } catch (err) {
+    throw new WeirError(
+      'ERR_STORE_UNREACHABLE',
+      `the lab's etcd ${endpoints.join(',')} is not reachable from node ${node} (namespace ${netns}): ` +
+        `${(err as Error).message}; an etcd given by --kvstore-endpoints must be reachable from every node's namespace`,
+      { cause: err },
+    );
+  }
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -69,7 +94,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   // One node: a root-only file only this process opens. A cluster: the lab's etcd, shared by
   // every node's agent.
   const store: Store = labConfig.kvstore
-    ? await (await import('../store/etcd.js')).EtcdStore.connect({ endpoints: labConfig.kvstore.endpoints })
+    ? await connectEtcd(labConfig.kvstore.endpoints, node.name, node.netns)
     : await FileStore.open(agentStoreFile(opts.lab));
   lc.append({ name: 'store', stop: () => store.close() });
   const local = await LocalState.load(store, node.name);
@@ -88,28 +113,75 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const proxyPorts = proxyPortsOf(settings.proxyPortRange);
   await local.save();
 
-  // The node registers itself under its lease: the API schedules pods on registered nodes.
+  // The node registers itself under its lease (--kvstore-lease-ttl; Cilium: 15 min): the API
+  // schedules pods on registered nodes, the other nodes take its pods as peers and backends while
+  // its record lives. A lease that ran out (etcd unreachable for longer than its TTL: its keys are
+  // gone from the cluster) is replaced as soon as etcd answers again: the record is written again,
+  // and the reconciler and the identity allocator write their keys again under the new lease.
   let lease: Lease | undefined;
+  let stopping = false;
+  let reRegistering: Promise<void> | undefined;
+  const grant = async () => {
+    const l = await store.grantLease(run.kvstoreLeaseTtl);
+    l.onLost((err) => {
+      if (stopping || lease !== l) return;
+      log.error({ err }, 'the node lease was lost: registering the node again');
+      reRegistering ??= reRegister().finally(() => (reRegistering = undefined));
+    });
+    return l;
+  };
+  const putRecord = async (l: Lease) => {
+    const rec: NodeRecord = {
+      name: node.name,
+      ip: node.ip,
+      ...(node.ip6 ? { ip6: node.ip6 } : {}),
+      podCIDR: node.podCIDR,
+      ...(node.podCIDRv6 ? { podCIDRv6: node.podCIDRv6 } : {}),
+      ...(node.underlayIP ? { underlayIP: node.underlayIP } : {}),
+      netns: node.netns,
+      agentPid: process.pid,
+      startedAt: new Date().toISOString(),
+    };
+    await store.put(nodeKey(node.name), rec as unknown as JsonObject, { lease: l.id });
+  };
+  const reRegister = async () => {
+    for (let delay = 500; !stopping; delay = Math.min(delay * 2, 5000)) {
+      let l: Lease | undefined;
+      try {
+        l = await grant();
+        // The watch delivers the lost keys' deletions first (the old record's among them, all in
+        // one revision). Then a pass writes this node's keys again under the new lease — its
+        // identity references, taking back the ids its pods hold when nobody took them meanwhile —
+        // and only then the node's record: the other nodes see its pods again with the ids they had.
+        const end = Date.now() + 30_000;
+        while (clusterState.items.has(nodeKey(node.name)) && Date.now() < end)
+          await new Promise((r) => setTimeout(r, 100));
+        lease = l;
+        await reconciler?.leaseChanged();
+        await putRecord(l);
+        log.info({ lease: l.id }, 'node registered again under a new lease');
+        return;
+      } catch (err) {
+        l?.release();
+        log.warn({ err }, 'registering the node again failed; retrying');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  };
+  const register = async () => {
+    const l = await grant();
+    await putRecord(l);
+    lease = l;
+  };
   lc.append({
     name: 'node',
-    start: async () => {
-      lease = await store.grantLease(nodeLeaseSeconds);
-      lease.onLost((err) => log.error({ err }, 'the node lease was lost'));
-      const rec: NodeRecord = {
-        name: node.name,
-        ip: node.ip,
-        ...(node.ip6 ? { ip6: node.ip6 } : {}),
-        podCIDR: node.podCIDR,
-        ...(node.podCIDRv6 ? { podCIDRv6: node.podCIDRv6 } : {}),
-        ...(node.underlayIP ? { underlayIP: node.underlayIP } : {}),
-        netns: node.netns,
-        agentPid: process.pid,
-        startedAt: new Date().toISOString(),
-      };
-      await store.put(nodeKey(node.name), rec as unknown as JsonObject, { lease: lease.id });
-    },
+    start: register,
     // The keys stay until the lease runs out: a restart within it finds the node registered.
-    stop: () => lease?.release(),
+    stop: async () => {
+      stopping = true;
+      lease?.release();
+      await reRegistering;
+    },
   });
 
   let datapath: Datapath | undefined;
@@ -185,7 +257,15 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           ip: node.ip,
           ...(node.ip6 ? { ip6: node.ip6 } : {}),
           cgroupPath: node.cgroupPath,
-          netdevs: externals.map((e) => ({ ifname: e.nodeIfname, ip: e.transitNodeIP })),
+          netdevs: [
+            ...externals.map((e) => ({ ifname: e.nodeIfname, ip: e.transitNodeIP })),
+            // Native routing: what other nodes send arrives on the underlay device (NodePort
+            // replies from a backend there, DSR connections to a backend here, replies to the
+            // node proxy's upstream connections), as Cilium's cil_from_netdev on its --devices.
+            ...(routingOf(labConfig) === 'native' && node.underlayIP
+              ? [{ ifname: underlayDevice, ip: node.underlayIP }]
+              : []),
+          ],
           ...(routingOf(labConfig) === 'tunnel' ? { tunnelDevice: vxlanDevice } : {}),
           // Gateway addresses and listeners (north-south) are the first node's, as the externals.
           ...(first ? {} : { meshOnly: true }),
@@ -211,7 +291,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         desired,
         view: desiredView,
         state: clusterState,
-        lease: lease as Lease,
+        lease: () => lease as Lease,
         log,
       });
       // The first pass puts the stored desired state in force before the API answers.
@@ -220,8 +300,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     },
     stop: async () => {
       agent?.stopFqdnGc();
-      clusterIds.close();
       await reconciler?.stop();
+      await clusterIds.close();
       await desired.stop();
       await clusterState.stop();
     },
@@ -247,15 +327,47 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     stop: () => flows?.stop(),
   });
 
-  // Mutual authentication: the lab CA (its key stays in this node's state dir), SVIDs for the
-  // identities in use, the auth listener, handshakes for 189 drops (src/agent/auth.ts).
+  // Mutual authentication: the lab CA on the first node only (its key stays in that node's state
+  // dir; the other nodes' agents send it CSRs through its API), SVIDs for the identities in use,
+  // the auth listener, handshakes for 189 drops (src/agent/auth.ts, docs/mtls.md).
   let auth: AuthManager | undefined;
+  let caContext: CaRoutesContext | undefined;
+  const several = labConfig.spec.nodes.length > 1;
   lc.append({
     name: 'auth',
     start: async () => {
       const a = agent as Agent;
+      const otherNodes = () =>
+        clusterState
+          .values<NodeRecord>(nodesPrefix)
+          .map((n) => n.value)
+          .filter((n) => n.name !== node.name);
+      let issuer: SvidIssuer;
+      if (first) {
+        const caStore = await CaStore.open(join(agentDir(opts.lab), 'ca'));
+        issuer = caNodeIssuer(caStore);
+        caContext = {
+          store: caStore,
+          trustDomain: run.trustDomain,
+          maxTtl: run.svidTtl,
+          nodes: () => clusterState.values<NodeRecord>(nodesPrefix).map((n) => n.value.name),
+          identities: () => a.identities().map((i) => i.id),
+        };
+      } else {
+        // The first node's agent runs the CA: its API signs this node's CSRs. It may still be
+        // starting (or be down): this agent does not wait for it; until it answers, this node
+        // trusts nothing and authenticates no pair (fail closed).
+        issuer = lazyRemoteIssuer(new AgentClient(agentSocket(opts.lab), 10_000), node.name);
+      }
       auth = new AuthManager({
-        ca: await CertificateAuthority.open(join(agentDir(opts.lab), 'ca')),
+        issuer,
+        ...(several
+          ? {
+              nodes: otherNodes,
+              localIdentities: () => a.endpoints().map((e) => e.identity),
+              bindHost: '0.0.0.0',
+            }
+          : {}),
         trustDomain: run.trustDomain,
         svidTtl: run.svidTtl,
         listen: { host: node.ip, port: run.authListenerPort },
@@ -339,7 +451,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       });
       server = await listenApi(agentSocket(opts.lab, dirNode), [
         ...agentRoutes(a, intake, reconciler as Reconciler, observer, proxy),
-        ...authRoutes(() => auth),
+        ...authRoutes(
+          () => auth,
+          () => caContext,
+        ),
         ...cniRoutes(
           new CniService({
             agent: a,

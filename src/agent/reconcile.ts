@@ -22,6 +22,7 @@ import {
   podStatusKey,
   podStatusPrefix,
   reconciledKey,
+  refOfDesiredKey,
   type EndpointConfig,
 } from '../cluster/keys.js';
 import type { NodeRecord, PodStatus, ReconciledRecord } from '../cluster/objects.js';
@@ -70,7 +71,8 @@ export interface ReconcilerDeps {
   view: DesiredView;
   /** weir/state/… (other nodes' pod statuses, for service backends). */
   state: Informer;
-  lease: Lease;
+  /** The node's lease now (a lost one is replaced: see leaseChanged). */
+  lease: () => Lease;
   log: Pino;
 }
 
@@ -89,6 +91,17 @@ export class Reconciler {
   /** The desired revision the last completed pass put in force. */
   private passRevision = -1;
   private stopped = false;
+  /**
+   * A change since the last pass may alter what this node runs or enforces. Changes that cannot
+   * (another node's pod before it runs, a status that only moved between phases this node
+   * ignores) make a light pass: the reconciled revision advances, nothing is recomputed.
+   */
+  private dirty = true;
+  /** Per pod of another node: what this node's view of it depends on ('' = not in the view). */
+  private readonly remoteSeen = new Map<string, string>();
+  /** Passes that recomputed (full) and that only advanced the reconciled revision (light). */
+  fullPasses = 0;
+  lightPasses = 0;
   /** The last pass's error (undefined after a good pass). */
   lastError: string | undefined;
   passes = 0;
@@ -107,12 +120,22 @@ export class Reconciler {
     }
     const rec = await this.d.store.get(reconciledKey(this.d.node.name));
     // Written again under this run's lease by the first pass.
-    this.lastReconciled = rec && rec.lease === this.d.lease.id ? JSON.stringify(rec.value) : undefined;
-    this.d.desired.onChange(() => queueMicrotask(() => void this.kick()));
+    this.lastReconciled = rec && rec.lease === this.d.lease().id ? JSON.stringify(rec.value) : undefined;
+    this.seedRemote();
+    this.d.desired.onChange((c) => {
+      if (c.resync || c.events.some((e) => this.desiredMatters(e.key))) this.dirty = true;
+      queueMicrotask(() => void this.kick());
+    });
     // Other nodes' pods and nodes (a cluster): their addresses and identities go in this node's
     // ipcache, so a change there is a pass here. This node's own writes are not.
     this.d.state.onChange((c) => {
-      if (c.resync || c.events.some((e) => this.isRemote(e))) queueMicrotask(() => void this.kick());
+      if (c.resync) this.seedRemote();
+      // Every event is looked at: each updates what this node saw of that pod.
+      const remote = c.events.map((e) => this.isRemote(e)).some(Boolean);
+      if (c.resync || remote) {
+        this.dirty = true;
+        queueMicrotask(() => void this.kick());
+      }
     });
     await this.kick();
     this.verifyTimer = setInterval(() => {
@@ -122,12 +145,58 @@ export class Reconciler {
     this.verifyTimer.unref();
   }
 
-  /** Whether a change of weir/state/ is another node's pod or node record. */
+  /**
+   * The node's lease was replaced (the old one ran out, taking its keys): the next pass writes the
+   * reconciled revision again, and the identity references (regeneration syncs them from the cache).
+   */
+  leaseChanged(): Promise<void> {
+    this.lastReconciled = undefined;
+    this.dirty = true;
+    return this.kick();
+  }
+
+  /** What this node sees of the other nodes' pods, from the cache (start, and after a relist). */
+  private seedRemote(): void {
+    this.remoteSeen.clear();
+    for (const { key } of this.d.state.values(podStatusPrefix)) {
+      const kv = this.d.state.items.get(key);
+      if (kv) this.isRemote({ type: 'put', key, value: kv.value });
+    }
+  }
+
+  /**
+   * Whether a change of weir/state/ changes what this node sees of the other nodes: their node
+   * records, or their pods as regenerate() reads them (running pods only: a pod of another node
+   * that is Pending, Failed or gone is not in this node's view, so its moves between those are not).
+   */
   private isRemote(e: { type: 'put' | 'delete'; key: string; value?: unknown }): boolean {
     if (e.key.startsWith(nodesPrefix)) return e.key !== nodeKey(this.d.node.name);
     if (!e.key.startsWith(podStatusPrefix)) return false;
-    if (e.type === 'delete') return !this.records.has(e.key.slice(podStatusPrefix.length));
-    return (e.value as PodStatus | undefined)?.node !== this.d.node.name;
+    const key = e.key.slice(podStatusPrefix.length);
+    const st = e.type === 'put' ? (e.value as PodStatus | undefined) : undefined;
+    if (st?.node === this.d.node.name || (!st && this.records.has(key))) return false;
+    const seen =
+      st?.phase === 'Running'
+        ? JSON.stringify([st.node, st.ip, st.ip6, st.ready, st.hostIfname, st.hostIfindex, st.cgroupPath])
+        : '';
+    if ((this.remoteSeen.get(key) ?? '') === seen) return false;
+    if (seen) this.remoteSeen.set(key, seen);
+    else this.remoteSeen.delete(key);
+    return true;
+  }
+
+  /**
+   * Whether a change of a desired object can change this node: anything but a Pod of another
+   * node that this node does not see yet (not running there). A Pod runs where the view schedules
+   * it (the view takes the change before this listener).
+   */
+  private desiredMatters(key: string): boolean {
+    const ref = refOfDesiredKey(key);
+    if (ref?.kind !== 'Pod') return true;
+    const podKey = `${ref.namespace ?? 'default'}/${ref.name}`;
+    if (this.records.has(podKey) || this.remoteSeen.has(podKey)) return true;
+    const p = this.d.view.state.pods.get(podKey);
+    return p !== undefined && (p.node === this.d.node.name || p.byRuntime === true);
   }
 
   /** Runs a pass now, or after the running one. Resolves when a pass that saw this call ends. */
@@ -162,6 +231,15 @@ export class Reconciler {
     // A periodic check with nothing new to put in force: only the workloads are looked at.
     if (verify && want.revision === this.passRevision && !this.lastError && !(await this.restartDead()))
       return;
+    // Nothing this node runs or enforces changed: only the reconciled revision moves.
+    if (!this.dirty && !this.first && !verify && !this.lastError) {
+      this.lightPasses++;
+      this.passRevision = want.revision;
+      await this.publish(want.revision, undefined);
+      return;
+    }
+    this.dirty = false;
+    this.fullPasses++;
     let error: string | undefined;
     try {
       await this.reconcilePods(want);
@@ -592,7 +670,7 @@ export class Reconciler {
         op: 'put',
         key: reconciledKey(this.d.node.name),
         value: rec as unknown as JsonObject,
-        lease: this.d.lease.id,
+        lease: this.d.lease().id,
       });
     if (ops.length === 0) return;
     try {

@@ -373,6 +373,16 @@ export const SETTINGS = [
     "the node's mutual-authentication listener (TLS 1.3, on the node IP; Cilium's --mesh-auth-mutual-listener-port)",
   ),
   int(
+    'kvstoreLeaseTtl',
+    '--kvstore-lease-ttl',
+    '<seconds>',
+    false,
+    900,
+    5,
+    86400,
+    "a cluster's node lease: the node's record, its reconciled revision and its identity references live this long without a renewal (Cilium's --kvstore-lease-ttl, 15 min); an agent whose lease ran out (etcd unreachable longer) registers again when it reaches etcd",
+  ),
+  int(
     'ctGcInterval',
     '--ct-gc-interval',
     '<seconds>',

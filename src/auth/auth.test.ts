@@ -7,7 +7,9 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CertificateAuthority, summarize, svidId, type Svid } from './ca.js';
+import { CertificateAuthority, makeCsr, splitBundle, summarize, svidId, svidOf, type Svid } from './ca.js';
+import { CaStore } from './ca-store.js';
+import { authNodeId, authNodes } from './node-id.js';
 import { AuthListener, authenticate } from './handshake.js';
 import { checkTrustDomain, identityOfSpiffeId, identitySpiffeId } from './spiffe.js';
 
@@ -154,5 +156,158 @@ describe('mTLS handshake with the auth listener', () => {
     const a = svids.get(1001) as Svid;
     svids.set(1001, await ca.issue(TD, 1001, 3600));
     await hs(a, 1002);
+  });
+});
+
+describe('several nodes: CSRs, the destination side dialling, expiry, CA rotation', () => {
+  it('signs a CSR for the identity the CA decides; the key stays with the requester', async () => {
+    const { ca } = await CertificateAuthority.create();
+    const { csrPem, keyPem } = await makeCsr(TD, 777);
+    const signed = await ca.signCsr(TD, 777, 600, csrPem);
+    assert.equal('keyPem' in signed, false);
+    const svid = svidOf(777, signed.certPem, keyPem);
+    assert.equal(svid.spiffeId, identitySpiffeId(TD, 777));
+    assert.equal(svid.serial, signed.serial);
+    // The certificate's key is the CSR's.
+    const pub = new X509Certificate(svid.certPem).publicKey;
+    const { createPrivateKey, createPublicKey } = await import('node:crypto');
+    assert.equal(
+      createPublicKey(createPrivateKey(keyPem)).export({ type: 'spki', format: 'pem' }),
+      pub.export({ type: 'spki', format: 'pem' }),
+    );
+    await assert.rejects(ca.signCsr(TD, 777, 600, 'not a csr'), /ERR_AUTH_CSR|PKCS#10/);
+    // One byte of the request's subject changed: its signature no longer verifies.
+    const der = Buffer.from(csrPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    const at = der.indexOf(Buffer.from('weir'));
+    der[at + 3] = 0x73; // weir -> weis
+    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    await assert.rejects(ca.signCsr(TD, 777, 600, tampered), /does not verify/);
+  });
+
+  it('the destination side dials (as-dst), an expired SVID is refused as expired, the listener reports the pair', async () => {
+    const { ca } = await CertificateAuthority.create();
+    const client = await ca.issue(TD, 500, 600);
+    const server = await ca.issue(TD, 600, 600);
+    const seen: { src: number; dst: number }[] = [];
+    const l = new AuthListener({
+      trustDomain: () => TD,
+      caPem: ca.certPem,
+      svid: (id) => (id === 500 ? client : undefined),
+      accepted: (a) => seen.push({ src: a.src, dst: a.dst }),
+    });
+    const { port } = await l.listen('127.0.0.1', 0);
+    try {
+      // The pair 500 → 600, dialled by 600's node: it presents 600's SVID, the listener 500's.
+      await authenticate({
+        host: '127.0.0.1',
+        port,
+        trustDomain: TD,
+        caPem: ca.certPem,
+        src: server,
+        dst: 500,
+        side: 'dst',
+      });
+      assert.deepEqual(seen, [{ src: 500, dst: 600 }]);
+      const expired = await ca.issue(TD, 600, -5);
+      await assert.rejects(
+        authenticate({
+          host: '127.0.0.1',
+          port,
+          trustDomain: TD,
+          caPem: ca.certPem,
+          src: expired,
+          dst: 500,
+          side: 'dst',
+        }),
+        /refused: expired/,
+      );
+      assert.equal(l.counters.refused.expired, 1);
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('CA rotation: both CAs trusted during the overlap, the old one retired after it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weir-ca-'));
+    try {
+      const store = await CaStore.open(join(dir, 'ca'));
+      const old = store.current;
+      const oldSvid = await old.issue(TD, 500, 600);
+      let bundle = store.bundlePem();
+      const l = new AuthListener({
+        trustDomain: () => TD,
+        caPem: bundle,
+        bundle: () => bundle,
+        svid: (id) => (id === 600 ? serverSvid : undefined),
+      });
+      let serverSvid = await old.issue(TD, 600, 600);
+      const { port } = await l.listen('127.0.0.1', 0);
+      try {
+        const hs = (src: Svid) =>
+          authenticate({ host: '127.0.0.1', port, trustDomain: TD, caPem: bundle, src, dst: 600 });
+        await hs(oldSvid);
+        const s = await store.rotate(5);
+        assert.deepEqual(
+          s.cas.map((c) => c.role),
+          ['signing', 'retiring'],
+        );
+        await assert.rejects(store.rotate(5), /in progress/);
+        bundle = store.bundlePem();
+        assert.equal(splitBundle(bundle).length, 2);
+        l.refreshTrust();
+        const newSvid = await store.current.issue(TD, 500, 600);
+        // Overlap: an old-CA SVID and a new-CA SVID both pass, either way round.
+        await hs(oldSvid);
+        await hs(newSvid);
+        serverSvid = await store.current.issue(TD, 600, 600);
+        await hs(oldSvid);
+        // Reopened, the store still has the rotation.
+        assert.equal((await CaStore.open(join(dir, 'ca'))).bundlePem(), bundle);
+        assert.equal(store.tick(Date.now() + 6000), true);
+        bundle = store.bundlePem();
+        assert.equal(splitBundle(bundle).length, 1);
+        l.refreshTrust();
+        await assert.rejects(hs(oldSvid), /refused: untrusted/);
+        await hs(newSvid);
+      } finally {
+        await l.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('without a trust bundle (the CA node not reached yet) the listener accepts nobody and nobody dials', async () => {
+    const { ca } = await CertificateAuthority.create();
+    const client = await ca.issue(TD, 500, 600);
+    const server = await ca.issue(TD, 600, 600);
+    const l = new AuthListener({ trustDomain: () => TD, caPem: '', bundle: () => '', svid: () => server });
+    const { port } = await l.listen('127.0.0.1', 0);
+    try {
+      await assert.rejects(
+        authenticate({ host: '127.0.0.1', port, trustDomain: TD, caPem: ca.certPem, src: client, dst: 600 }),
+      );
+      assert.equal(l.counters.accepted, 0);
+      await assert.rejects(
+        authenticate({ host: '127.0.0.1', port, trustDomain: TD, caPem: '', src: client, dst: 600 }),
+        /no trust bundle/,
+      );
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('node ids: the low 16 bits of the underlay address; shared ids are ambiguous', () => {
+    assert.equal(authNodeId('198.18.0.11'), 11);
+    assert.equal(authNodeId('10.1.0.0'), 0xffff);
+    assert.equal(authNodeId(undefined), undefined);
+    const m = authNodes([
+      { name: 'a', underlayIP: '198.18.0.11' },
+      { name: 'b', underlayIP: '198.18.0.12' },
+      { name: 'c', underlayIP: '10.0.0.12' },
+    ]);
+    assert.equal(m.get(11)?.name, 'a');
+    assert.equal(m.get(12), undefined);
+    assert.equal(m.has(12), true);
   });
 });

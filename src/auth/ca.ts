@@ -141,6 +141,59 @@ export class CertificateAuthority {
   /** An X.509-SVID for `identity` in trust domain `td`, valid for `ttlSeconds`. */
   async issue(td: string, identity: number, ttlSeconds: number): Promise<Svid> {
     const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const cert = await this.#sign(td, identity, ttlSeconds, keys.publicKey);
+    return {
+      ...cert,
+      keyPem: pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),
+    };
+  }
+
+  /**
+   * The SVID of a certificate signing request (PKCS#10) another node made for `identity`, as
+   * istiod signs ztunnel's: the request's signature must verify (its maker holds the key) and its
+   * key must be P-256; what the request names is ignored — the CA puts `identity`'s SPIFFE ID in
+   * the certificate. The key never reaches this node: the answer has no keyPem.
+   */
+  async signCsr(
+    td: string,
+    identity: number,
+    ttlSeconds: number,
+    csrPem: string,
+  ): Promise<Omit<Svid, 'keyPem'>> {
+    let csr: x509.Pkcs10CertificateRequest;
+    try {
+      csr = new x509.Pkcs10CertificateRequest(csrPem);
+    } catch (err) {
+      throw new WeirError(
+        'ERR_AUTH_CSR',
+        `the certificate request is not PKCS#10 PEM: ${(err as Error).message}`,
+        {
+          location: { field: 'csr' },
+        },
+      );
+    }
+    const alg = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
+    if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256')
+      throw new WeirError(
+        'ERR_AUTH_CSR',
+        `the certificate request's key is ${alg.name} ${alg.namedCurve ?? ''}, not ECDSA P-256`,
+        {
+          location: { field: 'csr' },
+        },
+      );
+    if (!(await csr.verify()))
+      throw new WeirError('ERR_AUTH_CSR', "the certificate request's signature does not verify", {
+        location: { field: 'csr' },
+      });
+    return this.#sign(td, identity, ttlSeconds, await csr.publicKey.export(EC, ['verify']));
+  }
+
+  async #sign(
+    td: string,
+    identity: number,
+    ttlSeconds: number,
+    publicKey: CryptoKey,
+  ): Promise<Omit<Svid, 'keyPem'>> {
     const now = Date.now();
     const spiffeId = identitySpiffeId(td, identity);
     const serial = randomSerial();
@@ -153,7 +206,7 @@ export class CertificateAuthority {
       notBefore,
       notAfter,
       signingAlgorithm: SIGN,
-      publicKey: keys.publicKey,
+      publicKey,
       signingKey: this.key,
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
@@ -166,16 +219,52 @@ export class CertificateAuthority {
         await x509.AuthorityKeyIdentifierExtension.create(this.cert),
       ],
     });
-    return {
-      identity,
-      spiffeId,
-      certPem: cert.toString('pem'),
-      keyPem: pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),
-      serial,
-      notBefore,
-      notAfter,
-    };
+    return { identity, spiffeId, certPem: cert.toString('pem'), serial, notBefore, notAfter };
   }
+
+  /** SHA-256 fingerprint of the CA certificate (names a CA in a bundle). */
+  get fingerprint(): string {
+    return new NodeX509(this.certPem).fingerprint256;
+  }
+}
+
+/**
+ * A key pair and a PKCS#10 request for an SVID, made on the node that will hold the key (the
+ * request names the SPIFFE ID it asks for; the CA decides). The key stays with the caller.
+ */
+export async function makeCsr(td: string, identity: number): Promise<{ csrPem: string; keyPem: string }> {
+  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `O=weir, OU=identity ${identity}`,
+    keys,
+    signingAlgorithm: SIGN,
+    extensions: [
+      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: identitySpiffeId(td, identity) }]),
+    ],
+  });
+  return {
+    csrPem: csr.toString('pem'),
+    keyPem: pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),
+  };
+}
+
+/** The Svid of a certificate the CA signed for a key made here (makeCsr). */
+export function svidOf(identity: number, certPem: string, keyPem: string): Svid {
+  const cert = new x509.X509Certificate(certPem);
+  return {
+    identity,
+    spiffeId: uriSans(cert)[0] ?? '',
+    certPem,
+    keyPem,
+    serial: cert.serialNumber.toLowerCase(),
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+  };
+}
+
+/** The certificates of a PEM bundle, one PEM each. */
+export function splitBundle(bundlePem: string): string[] {
+  return bundlePem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g) ?? [];
 }
 
 export interface SvidSummary {

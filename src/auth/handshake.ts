@@ -11,9 +11,13 @@
 //     {"ok":true,"notAfter":…} or {"ok":false,"reason":…}
 //
 // The client writes the weir_auth entry only on {"ok":true}, with the earlier notAfter of the two
-// certificates. Every refusal is counted by reason (AuthListener.counters). The listener and the
-// client are node-agnostic: on one node the agent handshakes with its own listener; with more
-// nodes the client dials the peer node's listener and the same exchange applies.
+// certificates; the listener, having verified the client, writes its own node's entry for the
+// pair (AuthListenerOptions.accepted). Every refusal is counted by reason (AuthListener.counters).
+// On one node the agent handshakes with its own listener; with more nodes the client dials the
+// peer node's listener. The node that dials holds the SVID of its own side of the pair: the
+// source's (SNI as above), or, when the drop happened at the destination's node, the
+// destination's — SNI "dst-<dst>.src-<src>.as-dst.weir-auth", the client presenting <dst>'s SVID
+// and the listener <src>'s.
 import { once } from 'node:events';
 import {
   createSecureContext,
@@ -24,7 +28,13 @@ import {
   type TLSSocket,
 } from 'node:tls';
 import type { Svid } from './ca.js';
-import { svidId } from './ca.js';
+import { splitBundle, svidId } from './ca.js';
+
+/** Node's `ca` takes one certificate per PEM string: a bundle as a list. */
+const trust = (pem: string) => {
+  const certs = splitBundle(pem);
+  return certs.length ? certs : pem;
+};
 import { identitySpiffeId } from './spiffe.js';
 
 export const REFUSALS = [
@@ -34,6 +44,7 @@ export const REFUSALS = [
   'revoked',
   'unknown-identity',
   'bad-request',
+  'expired',
 ] as const;
 export type Refusal = (typeof REFUSALS)[number];
 
@@ -50,11 +61,24 @@ export interface AuthListenerOptions {
   svid(identity: number): Svid | undefined;
   /** A serial whose SVID was revoked (its identity released). */
   revoked?(serial: string): boolean;
+  /** The trust bundle now (CA rotation: both CAs during the overlap); overrides caPem. */
+  bundle?(): string;
+  /** A client was accepted for the pair src → dst (the initiator and receiver identities). */
+  accepted?(a: { src: number; dst: number; peerAddress: string; notAfter: Date }): void;
 }
 
-const SNI = /^dst-(\d{1,10})\.src-(\d{1,10})\.weir-auth$/;
+const SNI = /^dst-(\d{1,10})\.src-(\d{1,10})(\.as-dst)?\.weir-auth$/;
 
 export const sniOf = (src: number, dst: number) => `dst-${dst}.src-${src}.weir-auth`;
+/** The SNI of a pair whose destination's node dials (it presents dst's SVID, expects src's). */
+export const sniAsDst = (src: number, dst: number) => `dst-${dst}.src-${src}.as-dst.weir-auth`;
+
+/** The identity the listener presents and the one the client must present, by SNI. */
+function rolesOf(m: RegExpExecArray): { src: number; dst: number; listener: number; client: number } {
+  const dst = Number(m[1]);
+  const src = Number(m[2]);
+  return m[3] ? { src, dst, listener: src, client: dst } : { src, dst, listener: dst, client: src };
+}
 
 export class AuthListener {
   readonly counters: AuthListenerCounters = {
@@ -73,24 +97,27 @@ export class AuthListener {
         requestCert: true,
         // Refusals are decided (and counted) after the handshake, each with its reason.
         rejectUnauthorized: false,
-        ca: o.caPem,
+        ...(o.bundle?.() || o.caPem ? { ca: trust(o.bundle?.() || o.caPem) } : {}),
         SNICallback: (name, cb) => {
           const m = SNI.exec(name);
-          const svid = m ? o.svid(Number(m[1])) : undefined;
+          // No trust bundle yet (the CA node not reached): nobody is accepted.
+          const svid = m && this.#bundle() ? o.svid(rolesOf(m).listener) : undefined;
           if (!svid) {
             this.counters.refused[m ? 'unknown-identity' : 'bad-request']++;
             cb(new Error(`no SVID for '${name}'`));
             return;
           }
-          let ctx = this.#contexts.get(svid.serial);
+          const ca = this.#bundle();
+          const key = `${svid.serial}/${ca.length}/${ca.slice(-64)}`;
+          let ctx = this.#contexts.get(key);
           if (!ctx) {
             ctx = createSecureContext({
               cert: svid.certPem,
               key: svid.keyPem,
-              ca: o.caPem,
+              ca: trust(ca),
               minVersion: 'TLSv1.3',
             });
-            this.#contexts.set(svid.serial, ctx);
+            this.#contexts.set(key, ctx);
             // Contexts of rotated SVIDs go: new handshakes use the current one.
             for (const k of this.#contexts.keys()) if (this.#contexts.size > 256) this.#contexts.delete(k);
           }
@@ -100,6 +127,22 @@ export class AuthListener {
       (sock) => this.#judge(sock),
     );
     this.#server.on('tlsClientError', () => undefined);
+    this.#trusted = this.#bundle();
+  }
+
+  #trusted = '';
+  #bundle(): string {
+    return this.#o.bundle?.() ?? this.#o.caPem;
+  }
+
+  /** Takes a changed trust bundle (CA rotation) into the listener's verification of clients. */
+  refreshTrust(): void {
+    const ca = this.#bundle();
+    if (ca === this.#trusted) return;
+    this.#trusted = ca;
+    if (!ca) return;
+    this.#server.setSecureContext({ ca: trust(ca), minVersion: 'TLSv1.3' });
+    this.#contexts.clear();
   }
 
   #judge(sock: TLSSocket): void {
@@ -110,9 +153,13 @@ export class AuthListener {
     sock.on('error', () => undefined);
     const m = SNI.exec((sock as TLSSocket & { servername?: string }).servername || '');
     if (!m) return refuse('bad-request', 'no SNI naming the pair');
-    const src = Number(m[2]);
-    if (!sock.authorized)
-      return refuse('untrusted', String(sock.authorizationError ?? 'no client certificate'));
+    const roles = rolesOf(m);
+    const src = roles.client;
+    if (!this.#bundle()) return refuse('untrusted', 'this node has no trust bundle yet');
+    if (!sock.authorized) {
+      const why = String(sock.authorizationError ?? 'no client certificate');
+      return refuse(why === 'CERT_HAS_EXPIRED' ? 'expired' : 'untrusted', why);
+    }
     const peer = sock.getPeerX509Certificate();
     if (!peer) return refuse('untrusted', 'no client certificate');
     const id = svidId(peer.raw);
@@ -127,6 +174,16 @@ export class AuthListener {
       own ? new Date(own.validTo).getTime() : Infinity,
     );
     this.counters.accepted++;
+    try {
+      this.#o.accepted?.({
+        src: roles.src,
+        dst: roles.dst,
+        peerAddress: sock.remoteAddress ?? '',
+        notAfter: new Date(notAfter),
+      });
+    } catch {
+      // The listener's own bookkeeping: the client's answer stands.
+    }
     sock.end(`${JSON.stringify({ ok: true, notAfter: new Date(notAfter).toISOString() })}\n`);
   }
 
@@ -152,6 +209,11 @@ export interface HandshakeOptions {
   /** The identity the listener must prove. */
   dst: number;
   timeoutMs?: number;
+  /**
+   * 'dst': the dialling node holds the pair's destination — `src` is the destination's SVID and
+   * `dst` the pair's source, which the listener proves (SNI sniAsDst). Default 'src'.
+   */
+  side?: 'src' | 'dst';
 }
 
 export interface HandshakeResult {
@@ -162,6 +224,8 @@ export interface HandshakeResult {
 
 /** One handshake; rejects with an Error saying why it failed (refused, untrusted, timeout). */
 export function authenticate(o: HandshakeOptions): Promise<HandshakeResult> {
+  if (!o.caPem.trim())
+    return Promise.reject(new Error('no trust bundle: nothing to verify the listener with'));
   const want = identitySpiffeId(o.trustDomain, o.dst);
   return new Promise((resolve, reject) => {
     let text = '';
@@ -170,10 +234,10 @@ export function authenticate(o: HandshakeOptions): Promise<HandshakeResult> {
     const sock = connect({
       host: o.host,
       port: o.port,
-      servername: sniOf(o.src.identity, o.dst),
+      servername: o.side === 'dst' ? sniAsDst(o.dst, o.src.identity) : sniOf(o.src.identity, o.dst),
       cert: o.src.certPem,
       key: o.src.keyPem,
-      ca: o.caPem,
+      ca: trust(o.caPem),
       minVersion: 'TLSv1.3',
       maxVersion: 'TLSv1.3',
       checkServerIdentity: (_host, cert) => {

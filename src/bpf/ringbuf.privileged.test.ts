@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { isCode } from '../shared/errors.js';
+import { bytes, u32 } from './codec.js';
+import { TypedMap } from './map.js';
 import { BpfObject } from './object.js';
 import { RingBufferConsumer, RingBufferReader } from './ringbuf.js';
 import { basicsObject, icmpEchoPacket } from './test-support.js';
@@ -103,6 +105,56 @@ describe('RingBufferReader', () => {
       assert.equal(consumer.records - 6000, consumer.bytes / 16 - 6000, 'bytes counted with records');
     } finally {
       consumer.close();
+    }
+  });
+
+  it('with flushMs, reads what was submitted without a wake-up after one that woke it', async () => {
+    const flags = obj.variable('ringbuf_flags');
+    const bss = new TypedMap(flags.map, u32(), bytes(flags.map.valueSize));
+    const setFlags = (v: bigint) => {
+      const img = bss.lookup(0) as Buffer;
+      img.writeBigUInt64LE(v, flags.offset);
+      bss.update(0, img);
+    };
+    const BPF_RB_NO_WAKEUP = 1n;
+    const prog = obj.program('weir_ringbuf_emit');
+    const pkt = icmpEchoPacket();
+    const counts = { plain: 0, flushed: 0 };
+    const plain = new RingBufferConsumer(obj.map('events'), () => void counts.plain++);
+    const flushed = new RingBufferConsumer(obj.map('events'), () => void counts.flushed++, { flushMs: 40 });
+    try {
+      plain.drain(); // what earlier tests left unread
+      // Without flushMs: records submitted without a wake-up wait for the next wake-up.
+      plain.start();
+      await sleep(50); // libuv registers the fd with epoll on its next turn (with the ring empty)
+      setFlags(BPF_RB_NO_WAKEUP);
+      for (let i = 0; i < 5; i++) prog.testRun({ data: pkt });
+      await sleep(150);
+      assert.equal(counts.plain, 0, 'no wake-up, no read');
+      setFlags(0n);
+      prog.testRun({ data: pkt }); // the ring is not caught up: the adaptive wake-up stays silent
+      await sleep(150);
+      assert.equal(counts.plain, 0);
+      assert.equal(plain.drain(), 6, 'all still in the ring');
+      plain.close();
+
+      // With flushMs: one record that wakes the reader, then quiet ones within the window.
+      flushed.start();
+      await sleep(50);
+      prog.testRun({ data: pkt });
+      setFlags(BPF_RB_NO_WAKEUP);
+      for (let i = 0; i < 10; i++) {
+        prog.testRun({ data: pkt });
+        await sleep(5);
+      }
+      await waitFor(() => counts.flushed === 11, 2000);
+      await sleep(150);
+      assert.equal(counts.flushed, 11, 'each record once');
+      assert.equal(flushed.drain(), 0, 'nothing left');
+    } finally {
+      setFlags(0n);
+      plain.close();
+      flushed.close();
     }
   });
 

@@ -21,10 +21,14 @@
 //
 // Wake-ups: the map fd is pollable (readable while producer_pos != consumer_pos). It is watched by
 // libuv itself (koffi.node.poll: a uv_poll_t on the main loop, level-triggered), so the reader costs
-// nothing while the ring is empty and closes at once. The kernel notifies only when the consumer
-// has caught up with the record it commits (adaptive wake-up); level triggering picks up records
-// committed while a drain ran. koffi.node.poll is young (koffi 2.15) and marked as subject to
-// change; package-lock pins koffi.
+// nothing while the ring is empty and closes at once. The kernel notifies when a record is
+// submitted with BPF_RB_FORCE_WAKEUP, or (flags 0, adaptive) when the consumer has caught up with
+// the record it commits; level triggering picks up records committed while a drain ran. A producer
+// may submit with BPF_RB_NO_WAKEUP to spare the wake-ups of a busy stream (weir's datapath does,
+// bpf/lib/events.h): with `flushMs` the reader keeps draining until flushMs after the last drain
+// that found records, so a record submitted without a wake-up less than flushMs after one that woke
+// the reader is read within flushMs, and an idle reader has no timer. koffi.node.poll is young (koffi 2.15) and marked as
+// subject to change; package-lock pins koffi.
 import koffi from 'koffi';
 import { BpfError, ERR_BPF_CODEC, ERR_BPF_STATE, bpfErrorFrom } from './errors.js';
 import { lastErrno, libcFns, type Ptr } from './libbpf.js';
@@ -62,10 +66,16 @@ export class RingBufferConsumer {
   #producerPos: BigUint64Array | null = null;
   #data: Uint8Array | null = null;
   #poll: koffi.node.PollHandle | null = null;
+  #flush: NodeJS.Timeout | null = null;
+  readonly #flushMs: number;
+  #lastFound = -Infinity;
   #closed = false;
 
-  /** Does not own `map` (keep it open while reading). */
-  constructor(map: BpfMap, onRecord: RecordView) {
+  /**
+   * Does not own `map` (keep it open while reading). `flushMs` (> 0): keep draining until that many
+   * ms after the last drain that found records (for producers that submit without a wake-up).
+   */
+  constructor(map: BpfMap, onRecord: RecordView, opts: { flushMs?: number } = {}) {
     if (map.type !== MapType.ringbuf) {
       throw new BpfError(ERR_BPF_CODEC, `map '${map.name}' is not a ring buffer (type ${map.type})`, {
         location: { object: map.name },
@@ -74,6 +84,7 @@ export class RingBufferConsumer {
     this.#map = map;
     this.#onRecord = onRecord;
     this.#size = map.maxEntries;
+    this.#flushMs = opts.flushMs ?? 0;
   }
 
   /** Maps the ring and starts watching it; records arrive from the event loop. */
@@ -82,7 +93,20 @@ export class RingBufferConsumer {
       throw new BpfError(ERR_BPF_STATE, `ring buffer reader of '${this.#map.name}' is closed`);
     if (this.#data) return;
     this.#mmap();
-    this.#poll = koffi.node.poll(this.#map.fd, { readable: true }, () => this.drain());
+    this.#poll = koffi.node.poll(this.#map.fd, { readable: true }, () => this.#drainAndFlush());
+  }
+
+  /** Drains, and keeps draining until flushMs after the last drain that found records. */
+  #drainAndFlush(): void {
+    if (this.drain() > 0) this.#lastFound = performance.now();
+    if (this.#flushMs <= 0 || this.#flush || this.#closed) return;
+    const wait = this.#lastFound + this.#flushMs - performance.now();
+    if (wait <= 0) return;
+    this.#flush = setTimeout(() => {
+      this.#flush = null;
+      this.#drainAndFlush();
+    }, Math.ceil(wait));
+    this.#flush.unref();
   }
 
   #mmap(): void {
@@ -148,6 +172,8 @@ export class RingBufferConsumer {
   /** Stops watching and unmaps the ring. Idempotent; records not yet read stay in the map. */
   close(): void {
     this.#closed = true;
+    if (this.#flush) clearTimeout(this.#flush);
+    this.#flush = null;
     this.#poll?.close();
     this.#poll = null;
     this.#data = null;

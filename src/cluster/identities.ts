@@ -88,56 +88,119 @@ export class ClusterIdentities {
    * Makes the node's references exactly `used` (sorted label sets): allocates ids for label sets
    * that have none, references new ones under the node's lease, drops references no longer
    * used and frees the ids nobody refers to any more. Nothing is written when nothing changed.
+   *
+   * Only referencing ids that exist (the common case: another node's new pod) takes no lock: one
+   * transaction writes the references and puts each id key again unchanged, on condition that
+   * its revision is the one in the cache. A free (under the lock) is conditioned on the id key's
+   * revision too, so a reference and the free of its id never both succeed: the loser tries
+   * again, under the lock.
    */
-  async sync(used: readonly (readonly string[])[]): Promise<void> {
+  async sync(
+    used: readonly (readonly string[])[],
+    /** The id this node holds a label set under: taken again when free (a lost lease's ids). */
+    preferred?: (labels: readonly string[]) => number | undefined,
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      if (await this.trySync(used, attempt > 1, preferred)) return;
+      if (attempt >= 5)
+        throw new WeirError(
+          'ERR_IDENTITY_CONFLICT',
+          'the identities kept changing while this node referenced or freed them (5 attempts)',
+        );
+    }
+  }
+
+  /** One attempt of sync(); false when a condition failed (nothing was written). */
+  private async trySync(
+    used: readonly (readonly string[])[],
+    lockedOnly: boolean,
+    preferred: ((labels: readonly string[]) => number | undefined) | undefined,
+  ): Promise<boolean> {
     const want = new Map(used.map((l) => [keyOf(l), [...l]]));
     const have = this.mine();
     const known = this.byKey();
     const missing = [...want].filter(([k]) => !known.has(k));
     const add = [...want].filter(([k]) => !have.has(k));
     const drop = [...have].filter(([k]) => !want.has(k));
-    if (missing.length === 0 && add.length === 0 && drop.length === 0) return;
+    if (missing.length === 0 && add.length === 0 && drop.length === 0) return true;
     const lease = this.nodeLease();
+    const reference = (labels: string[], id: number): StoreOp => ({
+      op: 'put',
+      key: identityValueKey(labels, this.node),
+      value: { id },
+      ...(lease ? { lease: lease.id } : {}),
+    });
+    if (!lockedOnly && missing.length === 0 && drop.length === 0) {
+      const ops: StoreOp[] = [];
+      for (const [k, labels] of add) {
+        const id = known.get(k) as number;
+        const idKv = this.cache.items.get(identityIdKey(id));
+        if (!idKv) return false;
+        ops.push(reference(labels, id), {
+          op: 'put',
+          key: identityIdKey(id),
+          value: idKv.value,
+          ifRevision: idKv.modRevision,
+        });
+      }
+      const res = await this.store.txn(ops);
+      if (!res.ok) return false;
+      await this.cache.waitRevision(res.revision);
+      return true;
+    }
+    let ok = true;
     await this.locked(async () => {
       const ids = this.byKey();
       const taken = new Set(ids.values());
       const ops: StoreOp[] = [];
       let next = Math.max(CLUSTER_IDENTITY_MIN - 1, ...taken) + 1;
-      for (const [k, labels] of missing) {
+      // Missing as the cache holds them under the lock (an id may have been freed since).
+      for (const [k, labels] of want) {
         if (ids.has(k)) continue;
+        const mine = preferred?.(labels);
+        if (
+          mine !== undefined &&
+          mine >= CLUSTER_IDENTITY_MIN &&
+          mine <= CLUSTER_IDENTITY_MAX &&
+          !taken.has(mine)
+        ) {
+          taken.add(mine);
+          ids.set(k, mine);
+          ops.push({ op: 'put', key: identityIdKey(mine), value: { labels }, ifRevision: 0 });
+          continue;
+        }
         next = this.nextFree(next, taken);
         taken.add(next);
         ids.set(k, next);
         ops.push({ op: 'put', key: identityIdKey(next), value: { labels }, ifRevision: 0 });
-        this.allocations++;
         next++;
       }
-      for (const [k, labels] of add)
-        ops.push({
-          op: 'put',
-          key: identityValueKey(labels, this.node),
-          value: { id: ids.get(k) as number },
-          ...(lease ? { lease: lease.id } : {}),
-        });
+      const allocated = ops.length;
+      for (const [k, labels] of add) ops.push(reference(labels, ids.get(k) as number));
       for (const [, r] of drop) ops.push({ op: 'delete', key: r.key });
-      // Ids whose last reference this drops: freed in the same transaction.
+      // Ids whose last reference this drops: freed in the same transaction, if no reference
+      // taken without the lock touched them since the cache saw them.
       const refs = this.cache.values<{ id: number }>(valuePrefix);
+      let freed = 0;
       for (const [, r] of drop) {
         const others = refs.some((v) => v.value.id === r.id && v.key !== r.key);
-        if (!others) {
-          ops.push({ op: 'delete', key: identityIdKey(r.id) });
-          this.frees++;
+        const idKv = this.cache.items.get(identityIdKey(r.id));
+        if (!others && idKv) {
+          ops.push({ op: 'delete', key: identityIdKey(r.id), ifRevision: idKv.modRevision });
+          freed++;
         }
       }
       if (ops.length === 0) return;
       const res = await this.store.txn(ops);
-      if (!res.ok)
-        throw new WeirError(
-          'ERR_IDENTITY_CONFLICT',
-          'an identity id was taken while the allocator lock was held (another writer ignores the lock)',
-        );
+      if (!res.ok) {
+        ok = false;
+        return;
+      }
+      this.allocations += allocated;
+      this.frees += freed;
       await this.cache.waitRevision(res.revision);
     });
+    return ok;
   }
 
   /** Frees the ids nobody refers to (after nodes went away with their leases). */
@@ -148,11 +211,18 @@ export class ClusterIdentities {
     let n = 0;
     await this.locked(async () => {
       const live = new Set(this.cache.values<{ id: number }>(valuePrefix).map((v) => v.value.id));
+      // Conditioned on the id keys' revisions: a reference taken without the lock meanwhile
+      // keeps its id (nothing is freed this time; the next collect sees it).
       const ops: StoreOp[] = this.list()
         .filter((i) => !live.has(i.id))
-        .map((i) => ({ op: 'delete' as const, key: identityIdKey(i.id) }));
+        .map((i) => ({
+          op: 'delete' as const,
+          key: identityIdKey(i.id),
+          ifRevision: this.cache.items.get(identityIdKey(i.id))?.modRevision ?? 0,
+        }));
       if (ops.length === 0) return;
       const res = await this.store.txn(ops);
+      if (!res.ok) return;
       n = ops.length;
       this.frees += n;
       await this.cache.waitRevision(res.revision);
@@ -225,8 +295,18 @@ export class ClusterIdentities {
     }
   }
 
-  /** Stops renewing the lock's lease (it runs out on its own). */
-  close(): void {
-    this.lockLease?.release();
+  /** Revokes the lock's lease (held for the next lock; it holds no key between locks). */
+  async close(): Promise<void> {
+    const l = this.lockLease;
+    this.lockLease = undefined;
+    if (!l) return;
+    l.release();
+    // Best effort, bounded: an unreachable etcd lets it run out on its own (25 s).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      l.revoke().catch(() => undefined),
+      new Promise((r) => (timer = setTimeout(r, 2000))),
+    ]);
+    clearTimeout(timer);
   }
 }

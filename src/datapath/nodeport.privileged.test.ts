@@ -2,7 +2,10 @@
 // weir_from_netdev translates a packet from outside to <node IP>:<nodePort> (snat: source to
 // the node and a NAT port; dsr: destination only), with valid IP and L4 checksums, keeps a
 // connection on its translation, drops without an ACTIVE backend, passes the rest untouched;
-// weir_from_container translates the backend's reply back to node IP:nodePort -> client.
+// weir_from_container translates the backend's reply back to node IP:nodePort -> client. dsr with
+// a backend behind the tunnel: the frontend travels in an IPv4 option (TCP SYN, every UDP
+// datagram; checksums valid), a packet with options of its own is dropped, and the backend's node
+// records an arriving option so that its backend's reply leaves from that frontend.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { queryTc, withNetns } from '../bpf/index.js';
@@ -266,6 +269,115 @@ describe('NodePort at weir_from_netdev, dsr mode', () => {
       [CLIENT, BACKEND.ip, TARGET],
     );
     checksumsOk(first);
+  });
+});
+
+describe("NodePort dsr across nodes: the frontend in an IPv4 option (Cilium's DSR opt dispatch)", () => {
+  const REMOTE = { ip: '10.244.2.7', node: '198.18.0.12' };
+  const FRONTEND = '192.0.2.99'; // another node's address, as the option names it
+  const vxlan = 2; // device slot standing in for the VXLAN device
+  let h: DatapathHarness;
+  let backend: TestEndpoint;
+
+  before(async () => {
+    h = await DatapathHarness.create({ devices: 3, lbMode: 'dsr' });
+    backend = h.addEndpoint(0, 2, BACKEND.identity);
+    h.dp.ipcache.upsert(BACKEND.ip, BACKEND.identity);
+    h.dp.ipcache.upsert(`${REMOTE.ip}/32`, 3001, { tunnelEndpoint: REMOTE.node });
+    for (const protocol of [6, 17])
+      h.dp.policy(2).upsert({ identity: 0, direction: 'ingress', protocol, port: TARGET }, {});
+    for (const proto of ['tcp', 'udp'] as const) {
+      const id = proto === 'tcp' ? 11 : 12;
+      h.dp.lb.upsertBackend(id, { address: REMOTE.ip, port: TARGET, proto });
+      h.dp.lb.upsertService(
+        { address: NODE, port: NODE_PORT, proto },
+        { revNatIndex: id, flags: ServiceFlags.nodePort },
+        [id],
+      );
+    }
+    h.dp.attachOverlay({ netns: h.netns, ifindex: h.ifindex(vxlan) });
+  });
+  after(async () => h?.destroy());
+
+  const fromOutside = (data: Buffer) => {
+    const res = withNetns(h.netns, () =>
+      h.dp.program(NETDEV_PROGRAM).testRun({ data, ifindex: h.ifindex(1) }),
+    );
+    return { retval: res.retval, data: res.data, out: parseFrame(res.data) };
+  };
+  /** The option bytes after the 20-byte IPv4 header of a frame, if its IHL says there are some. */
+  const optionOf = (data: Buffer) => (((data[14] ?? 0) & 0x0f) > 5 ? data.subarray(34, 42) : undefined);
+  const expected = (port: number, addr: string) =>
+    Buffer.from([0x9a, 8, port >> 8, port & 0xff, ...addr.split('.').map(Number)]);
+
+  it('tcp: the SYN goes into the tunnel destination-translated, the frontend in the option; later segments without', () => {
+    const syn = fromOutside(frame(CLIENT, NODE, tcp({ sport: 44000, dport: NODE_PORT, flags: 'S' })));
+    assert.equal(syn.retval, TC_ACT_REDIRECT, 'into the tunnel device');
+    assert.deepEqual([syn.out.ip?.src, syn.out.ip?.dst, syn.out.l4?.dport], [CLIENT, REMOTE.ip, TARGET]);
+    assert.deepEqual(optionOf(syn.data), expected(NODE_PORT, NODE));
+    assert.equal(syn.out.ip?.headerLength, 28);
+    checksumsOk({ retval: syn.retval, out: syn.out, counted: new Map() });
+    const ack = fromOutside(
+      frame(CLIENT, NODE, tcp({ sport: 44000, dport: NODE_PORT, flags: 'A', payload: Buffer.from('x') })),
+    );
+    assert.equal(ack.retval, TC_ACT_REDIRECT);
+    assert.equal(optionOf(ack.data), undefined, 'only the SYN carries it');
+    assert.equal(ack.out.ip?.dst, REMOTE.ip);
+    checksumsOk({ retval: ack.retval, out: ack.out, counted: new Map() });
+  });
+
+  it('udp: every datagram carries it', () => {
+    for (const payload of ['a', 'b']) {
+      const d = fromOutside(
+        frame(CLIENT, NODE, udp({ sport: 44001, dport: NODE_PORT, payload: Buffer.from(payload) })),
+      );
+      assert.equal(d.retval, TC_ACT_REDIRECT);
+      assert.deepEqual(optionOf(d.data), expected(NODE_PORT, NODE));
+      assert.equal(d.out.l4?.payload.toString(), payload);
+      checksumsOk({ retval: d.retval, out: d.out, counted: new Map() });
+    }
+  });
+
+  it('a client packet that already has IP options is dropped, not sent without the frontend', () => {
+    const data = ethernet({
+      payload: ipv4({
+        src: CLIENT,
+        dst: NODE,
+        options: Buffer.from([0x01, 0x01, 0x01, 0x01]),
+        payload: tcp({ sport: 44002, dport: NODE_PORT, flags: 'S' }),
+      }),
+    });
+    assert.equal(fromOutside(data).retval, TC_ACT_SHOT);
+  });
+
+  it("the backend's node records the option: the reply leaves from the frontend to the client", () => {
+    const opt = expected(NODE_PORT, FRONTEND);
+    for (const proto of ['tcp', 'udp'] as const) {
+      const sport = proto === 'tcp' ? 45000 : 45001;
+      const l4 = (s: number, d: number, flags: string) =>
+        proto === 'tcp'
+          ? tcp({ sport: s, dport: d, flags, payload: Buffer.from('q') })
+          : udp({ sport: s, dport: d, payload: Buffer.from('q') });
+      const arriving = ethernet({
+        payload: ipv4({ src: CLIENT, dst: BACKEND.ip, options: opt, payload: l4(sport, TARGET, 'S') }),
+      });
+      // Not this node's NodePort: passes on to the backend (the node's stack), recorded.
+      assert.equal(fromOutside(arriving).retval, TC_ACT_OK);
+      assert.equal(h.run('ingress', backend.ifindex, arriving).verdict, 'forward');
+      const reply = withNetns(h.netns, () =>
+        h.dp.program(PROGRAMS.fromContainer).testRun({
+          data: frame(BACKEND.ip, CLIENT, l4(TARGET, sport, 'SA')),
+          ifindex: backend.ifindex,
+        }),
+      );
+      const out = parseFrame(reply.data);
+      assert.deepEqual(
+        [out.ip?.src, out.l4?.sport, out.ip?.dst, out.l4?.dport],
+        [FRONTEND, NODE_PORT, CLIENT, sport],
+        `${proto}: from the frontend the option named`,
+      );
+      checksumsOk({ retval: reply.retval, out, counted: new Map() });
+    }
   });
 });
 

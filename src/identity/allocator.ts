@@ -110,6 +110,30 @@ export class IdentityAllocator {
     return c;
   }
 
+  /**
+   * Moves every pod label set whose cluster id (clusterIds) differs from the id it holds here to
+   * the cluster's id (when no other slot holds it): after the cluster gave the label set another id
+   * while this node was cut off (its references gone with its lease), the node follows the cluster
+   * rather than judging and sending with an id the other nodes no longer know. Returns the moves
+   * (old id -> new id): references held under an old id are now the new id's.
+   */
+  adoptClusterIds(): Map<number, number> {
+    const moved = new Map<number, number>();
+    const ids = this.clusterIds;
+    if (!ids) return moved;
+    for (const [key, slot] of this.byKey) {
+      if (slot.id < CLUSTER_IDENTITY_MIN || slot.id > CLUSTER_IDENTITY_MAX) continue;
+      const given = ids(key);
+      if (given === undefined || given === slot.id || this.byId.has(given)) continue;
+      moved.set(slot.id, given);
+      this.byId.delete(slot.id);
+      slot.id = given;
+      this.byId.set(given, slot);
+    }
+    if (moved.size) this.#generation++;
+    return moved;
+  }
+
   /** Identity already allocated for a label set, without taking a reference. */
   find(labels: readonly Label[] | readonly string[]): Identity | undefined {
     const sorted = normalize(labels);

@@ -4,19 +4,21 @@
 import { gatewayCidr } from './gateway.js';
 import { WeirError } from '../shared/errors.js';
 import { ensureCgroup, removeCgroup } from './cgroup.js';
-import { transitHost } from './cidr.js';
+import { type Cidr4, host4, parseCidr4, transitHost } from './cidr.js';
 import type { LabConfig } from './config.js';
 import {
   externalCgroup,
   externalNetns,
   externalVeth,
   labCgroup,
+  underlayNetns,
+  vethName,
   workloadLog,
   workloadSocket,
 } from './names.js';
-import { addNetns, deleteNetns, ipBatch, ipIn, listNetns, netnsExists } from './netns.js';
+import { addNetns, deleteNetns, ipBatch, ipIn, listNetns, netnsExists, sysctlIn } from './netns.js';
 import type { Logger, NodeInfo } from './node.js';
-import { transitCidr } from './spec.js';
+import { transitCidr, underlayCidr } from './spec.js';
 import { ensureWorkload, findWorkload } from './workload/spawn.js';
 import type { WorkloadConfig } from './workload/protocol.js';
 
@@ -30,7 +32,13 @@ export interface ExternalInfo {
   transitExtIP: string;
   serves: { port: number; protocol: 'TCP' | 'UDP' }[];
   cgroupPath: string;
+  /** On the nodes' underlay too (several nodes): its address there. */
+  underlayIP?: string;
 }
+
+/** An external's device on the underlay (in its namespace), and its address there. */
+export const externalUnderlayDevice = 'weir_ul';
+export const externalUnderlayAddress = (i: number) => host4(parseCidr4(underlayCidr) as Cidr4, 128 + i);
 
 /** The externals of a lab configuration, in spec order (their /31s follow that order). */
 export function externalsOf(cfg: LabConfig): ExternalInfo[] {
@@ -44,6 +52,7 @@ export function externalsOf(cfg: LabConfig): ExternalInfo[] {
     transitExtIP: transitHost(transitCidr, 2 * i + 1),
     serves: e.serves,
     cgroupPath: externalCgroup(cg, e.name),
+    ...(e.underlay && cfg.spec.nodes.length > 1 ? { underlayIP: externalUnderlayAddress(i) } : {}),
   }));
 }
 
@@ -163,7 +172,58 @@ export async function ensureExternalRoutes(cfg: LabConfig, nodes: NodeInfo[], de
         ext.ip,
       ]),
     );
+    if (ext.underlayIP) await ensureExternalUnderlay(cfg, ext);
     for (const n of others)
-      await ipIn(n.netns, ['route', 'replace', `${ext.ip}/32`, 'via', first.underlayIP, 'dev', device]);
+      await ipIn(n.netns, [
+        'route',
+        'replace',
+        `${ext.ip}/32`,
+        'via',
+        ext.underlayIP ?? first.underlayIP,
+        'dev',
+        device,
+      ]);
   }
+}
+
+/**
+ * An external on the underlay: a veth from its namespace (weir_ul) to the underlay's bridge, its
+ * address there. Packets to it from the other nodes arrive on that device while its own still
+ * leave through the first node, so its reverse-path filter is off. Idempotent.
+ */
+async function ensureExternalUnderlay(cfg: LabConfig, ext: ExternalInfo): Promise<void> {
+  const ns = underlayNetns(cfg.name);
+  const peer = vethName('weirue', ext.name);
+  const links = JSON.parse(await ipIn(ns, ['-j', 'link', 'show'])) as { ifname: string }[];
+  if (!links.some((l) => l.ifname === peer)) {
+    await ipIn(ext.netns, ['link', 'del', externalUnderlayDevice]).catch(() => undefined);
+    await ipIn(ext.netns, [
+      'link',
+      'add',
+      externalUnderlayDevice,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      peer,
+      'netns',
+      ns,
+    ]);
+  }
+  await ipBatch(ns, [
+    ['link', 'set', peer, 'master', 'weir_ul'],
+    ['link', 'set', peer, 'up'],
+  ]);
+  await sysctlIn(ext.netns, { 'net.ipv4.conf.all.rp_filter': 0, 'net.ipv4.conf.default.rp_filter': 0 });
+  await ipBatch(ext.netns, [
+    [
+      'addr',
+      'replace',
+      `${ext.underlayIP as string}/${(parseCidr4(underlayCidr) as Cidr4).prefix}`,
+      'dev',
+      externalUnderlayDevice,
+    ],
+    ['link', 'set', externalUnderlayDevice, 'up'],
+  ]);
+  await sysctlIn(ext.netns, { [`net.ipv4.conf.${externalUnderlayDevice}.rp_filter`]: 0 });
 }

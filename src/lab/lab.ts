@@ -7,7 +7,8 @@ import { existsSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
-import { pinRoot } from '../shared/paths.js';
+import { run } from '../shared/exec.js';
+import { pinRoot, repoRoot } from '../shared/paths.js';
 import { privateDir } from '../shared/private-fs.js';
 import { ensureCgroup2, findCgroup2, removeCgroup } from './cgroup.js';
 import { listLabs, readConfig, withLabLock, writeConfig, type LabConfig } from './config.js';
@@ -116,8 +117,18 @@ export class Lab {
     return withLabLock(this.name, async () => {
       await ensureBpffs(log);
       const old = await this.config();
-      if (old && JSON.stringify(old.spec) !== JSON.stringify(spec)) {
+      const grows = !!old && !old.kvstore && (spec.nodes.length > 1 || opts.kvstoreEndpoints !== undefined);
+      if (old && (grows || JSON.stringify(old.spec) !== JSON.stringify(spec))) {
         const pods = netnsExists(nodeOf(old).netns) ? await new PodDriver(old, nodeOf(old)).list() : [];
+        if (pods.length > 0 && grows)
+          // One node's state lives in its agent's file Store, a cluster's in etcd: nothing copies it.
+          throw new WeirError(
+            'ERR_LAB_SPEC_CHANGED',
+            `lab ${this.name} runs one node with ${pods.length} pod(s), its state in the agent's file Store; ` +
+              `${spec.nodes.length > 1 ? `growing it to ${spec.nodes.length} nodes` : 'moving it onto etcd'} ` +
+              `would need that state copied into etcd, which weir does not do: run 'weir lab down --lab ${this.name}' ` +
+              `first (its pods go), then 'weir lab up' with the nodes and apply the manifests again`,
+          );
         if (pods.length > 0)
           throw new WeirError(
             'ERR_LAB_SPEC_CHANGED',
@@ -192,6 +203,31 @@ export class Lab {
     });
     await writeFile(pidFile, String(etcd.pid), { mode: 0o600 });
     log(`etcd ${etcd.url} (pid ${etcd.pid}, log ${etcd.log})`);
+  }
+
+  /** Removes weir's keys and their leases from the etcd given by --kvstore-endpoints; warns on failure. */
+  private async purgeKvstore(cfg: LabConfig, log: Logger): Promise<void> {
+    const endpoints = cfg.kvstore?.endpoints.join(',') ?? '';
+    const netns = nodeOf(cfg).netns;
+    const fail = (why: string) =>
+      log(`warning: weir's keys in etcd ${endpoints} were not removed (${why}); they are under weir/`);
+    if (!netnsExists(netns)) return fail(`node namespace ${netns} is gone`);
+    const r = await run(
+      [
+        'nsenter',
+        `--net=/var/run/netns/${netns}`,
+        process.execPath,
+        join(repoRoot, 'dist', 'src', 'store', 'etcd-purge-run.js'),
+        endpoints,
+        'weir/',
+      ],
+      { check: false, timeoutMs: 60_000 },
+    );
+    if (r.code !== 0) return fail(r.stderr.trim() || `exit ${r.code}`);
+    const { keys, leases } = JSON.parse(r.stdout) as { keys: number; leases: number };
+    log(
+      `etcd ${endpoints}: removed ${keys} key(s) under weir/ and ${leases} lease(s); etcd itself keeps running`,
+    );
   }
 
   /** The node (its workload's state with it): the first, or the one named. */
@@ -271,6 +307,9 @@ export class Lab {
       const netnses = (await listNetns(`weir-${this.name}-`)).filter(
         (n) => !others.some((o) => n.startsWith(`weir-${o}-`)),
       );
+      // An etcd the lab does not run stays; weir's keys and leases in it go (from the first node's
+      // namespace, where it is reachable), so a later lab starts on an empty state.
+      if (cfg?.kvstore && !cfg.kvstore.managed) await this.purgeKvstore(cfg, log);
       if (netnses.length) log(`removing ${netnses.length} netns of lab ${this.name}`);
       // Deleting a netns kills what runs in it (workloads; a node's agent, if still running).
       // Pods and externals before the node (their veth peers live in it).

@@ -59,6 +59,12 @@ const externalSchema = z.object({
   serves: servesSchema.default([]),
   /** Names the lab's cluster DNS answers with this external's address (A records). */
   dnsNames: z.array(z.string().regex(dnsName, 'must be a DNS name')).default([]),
+  /**
+   * Several nodes: the external also sits on the nodes' underlay (a client on their LAN, at
+   * 198.18.0.(128+i)), and the other nodes reach it there rather than through the first node: what
+   * a backend's node answering a client directly (NodePort in DSR mode) needs.
+   */
+  underlay: z.boolean().default(false),
 });
 
 /** A declared name's addresses, or `{cname: target}`: an alias (the answer follows it). */

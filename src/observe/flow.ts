@@ -152,7 +152,11 @@ export interface Flow {
 export type LostSource = 'PERF_EVENT_RING_BUFFER' | 'OBSERVER_EVENTS_QUEUE' | 'HUBBLE_RING_BUFFER';
 
 /** One line of GET /v1/flows (Hubble's GetFlowsResponse oneof). */
-export type FlowsLine = { flow: Flow } | { lost_events: { source: LostSource; num_events_lost: number } };
+export interface LostEvents {
+  source: LostSource;
+  num_events_lost: number;
+}
+export type FlowsLine = { flow: Flow } | { lost_events: LostEvents };
 
 /** Monitor message types (Cilium's pkg/monitor/api) used in event_type.type (129: access log, L7). */
 export const EVENT_TYPE = { drop: 1, trace: 4, 'policy-verdict': 9, l7: 129 } as const;

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { AccessLog, accessLine } from './access-log.js';
+import { AccessLog, accessLine, renderAccess } from './access-log.js';
 import type { AccessRecord } from './types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'weir-access-log-'));
@@ -72,6 +72,52 @@ describe('access log', () => {
     assert.equal(denied.downstream_remote_address, '[fd00::2]:5');
     assert.equal(denied.response_code_details, 'l7_policy_denied');
     assert.equal('http_rule' in denied, false);
+  });
+
+  it("a rendered line is pino's: level, time, then the fields of accessLine in order, byte for byte", () => {
+    const odd = 'q="a\\b"\t\u0001\u00e9\u{1f600}\ud800x';
+    const entries = [
+      entry(1),
+      entry(2, {
+        userAgent: odd,
+        requestId: 'r-1',
+        flags: ['UF'],
+        detail: 'upstream_reset',
+        upstream: undefined,
+      }),
+      entry(3, {
+        method: '',
+        path: '',
+        authority: '',
+        policy: undefined,
+        httpRule: undefined,
+        source: { ip: 'fd00::2', port: 1, identity: 2 },
+        startNs: 'not-a-number',
+        durationNs: Number.NaN,
+      }),
+      entry(4, {
+        path: `/${odd}`,
+        authority: odd,
+        policy: { kind: 'CiliumClusterwideNetworkPolicy', name: 'x', cookie: 1 },
+      }),
+      entry(5, { startNs: '999' }),
+    ];
+    for (const e of entries) {
+      const before = Date.now();
+      const line = renderAccess(e);
+      assert.ok(line.endsWith('}\n'));
+      const m = /^\{"level":"info","time":"([^"]+)",(.*)\n$/s.exec(line);
+      assert.ok(m, line);
+      const time = Date.parse(m[1] as string);
+      assert.ok(time >= before - 1 && time <= Date.now() + 1, m[1]);
+      const expected = accessLine(e);
+      if (e.startNs === 'not-a-number') {
+        // An unreadable start time is shown as the time of writing.
+        expected.start_time = (JSON.parse(`{${m[2]}`) as { start_time: string }).start_time;
+        assert.ok(Math.abs(Date.parse(expected.start_time) - time) < 1000);
+      }
+      assert.equal(`{${m[2]}`, JSON.stringify(expected));
+    }
   });
 
   it('writes JSON lines to a root-only file', async () => {

@@ -8,6 +8,7 @@ import { existsSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { pino } from 'pino';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
+import { IsoClock, jsonNumber, jsonString } from './json.js';
 import type { AccessRecord } from './types.js';
 import type { L7RuleOrigin } from '../policy/l7/types.js';
 
@@ -61,8 +62,14 @@ const policyText = (o: L7RuleOrigin | undefined) =>
 const addr = (a: { ip: string; port: number }) =>
   a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
 
+const startClock = new IsoClock();
+const nowClock = new IsoClock();
+const DIGITS = /^[0-9]{7,21}$/;
+
 /** RFC 3339 with milliseconds from ns since the epoch. */
 function isoOf(ns: string): string {
+  // Decimal ns: the milliseconds are all digits but the last six (exact, without BigInt).
+  if (DIGITS.test(ns)) return startClock.iso(Number(ns.slice(0, -6)));
   try {
     return new Date(Number(BigInt(ns) / 1_000_000n)).toISOString();
   } catch {
@@ -112,7 +119,27 @@ interface Destination {
  * format, which the log had when pino wrote it; built here without pino's per-line machinery).
  */
 export function renderAccess(a: AccessRecord): string {
-  return `{"level":"info","time":"${new Date().toISOString()}",${JSON.stringify(accessLine(a)).slice(1)}\n`;
+  // Field by field, in accessLine's order: the same text as JSON.stringify(accessLine(a)).
+  let s =
+    `{"level":"info","time":"${nowClock.iso(Date.now())}","start_time":"${isoOf(a.startNs)}",` +
+    `"direction":${jsonString(a.direction)},` +
+    `"endpoint":${jsonString(`${a.endpoint.namespace}/${a.endpoint.pod}`)},` +
+    `"method":${jsonString(a.method || '-')},"path":${jsonString(a.path || '-')},` +
+    `"authority":${jsonString(a.authority || '-')},"protocol":${jsonString(a.protocol)},` +
+    `"response_code":${jsonNumber(a.code)},` +
+    `"response_flags":${jsonString(a.flags.length > 0 ? a.flags.join(',') : '-')},` +
+    `"response_code_details":${jsonString(a.detail ?? '-')},` +
+    `"bytes_received":${jsonNumber(a.bytesReceived)},"bytes_sent":${jsonNumber(a.bytesSent)},` +
+    `"duration_ms":${jsonNumber(Math.round(a.durationNs / 1000) / 1000)},` +
+    `"upstream_host":${jsonString(a.upstream ? addr(a.upstream) : '-')},` +
+    `"downstream_remote_address":${jsonString(addr(a.source))},` +
+    `"source_identity":${jsonNumber(a.source.identity)},` +
+    `"destination_identity":${jsonNumber(a.destination.identity)},` +
+    `"verdict":${jsonString(a.verdict)},"policy":${jsonString(policyText(a.policy))}`;
+  if (a.httpRule !== undefined) s += `,"http_rule":${jsonNumber(a.httpRule)}`;
+  if (a.userAgent !== undefined) s += `,"user_agent":${jsonString(a.userAgent)}`;
+  if (a.requestId !== undefined) s += `,"request_id":${jsonString(a.requestId)}`;
+  return s + '}\n';
 }
 
 export class AccessLog {

@@ -10,6 +10,13 @@ import { l7Flow } from '../observe/l7.js';
 import type { PortL7Policy, ProxySnapshot } from '../policy/l7/types.js';
 import { Worker } from 'node:worker_threads';
 import { LocalClientPorts, SharedClientPorts } from './client-ports.js';
+import {
+  protocolErrorRecord,
+  recordEnds,
+  requestFacts,
+  requestRecord,
+  responseRecord,
+} from './http/records.js';
 import { RecordQueue, recordLine, type RecordSink } from './records.js';
 import { parseSnapshot, SnapshotStore } from './snapshot.js';
 import type { L7Record } from './types.js';
@@ -277,5 +284,49 @@ describe('the proxy port range', () => {
     assert.deepEqual(proxyPortsOf('10000-20000'), { ingress: 10000, egress: 10001, dns: 10002 });
     for (const bad of ['10000', '20000-10000', '80-90', '10000-10000', '10000-10001', '10000-70000'])
       assert.throws(() => proxyPortsOf(bad), { code: 'ERR_AGENT_CONFIG' }, bad);
+  });
+});
+
+describe('record lines', () => {
+  it('are the JSON of {record}, byte for byte, for every record the HTTP engine makes, whatever its text', () => {
+    const conn = {
+      direction: 'egress' as const,
+      endpoint: { id: 7, identity: 300, namespace: 'app', pod: 'client' },
+      remoteIdentity: 2,
+      src: { ip: 'fd00::2', port: 41000 },
+      dst: { ip: 'fd00::3', port: 8080 },
+      policy: () => undefined,
+    };
+    const ends = recordEnds(conn);
+    const odd = 'q="a\\b"\t\u0001\u00e9\u{1f600}\ud800x';
+    const f = requestFacts(conn, ends, {
+      method: 'PO"ST',
+      scheme: 'http',
+      target: `/p?${odd}`,
+      authority: 'h\u00e9st',
+      protocol: 'HTTP/2',
+      headers: [
+        { key: 'user-agent', value: odd },
+        { key: 'x', value: '' },
+      ],
+    });
+    const clusterwide = { kind: 'CiliumClusterwideNetworkPolicy' as const, name: 'all', cookie: 9 };
+    const records: L7Record[] = [
+      record(1),
+      requestRecord(f, 'FORWARDED', origin, undefined, 2),
+      requestRecord(f, 'DENIED', clusterwide, `l7_policy_denied:${odd}`),
+      responseRecord(f, 'FORWARDED', 200, origin, undefined, [{ key: 'content-type', value: odd }]),
+      responseRecord(f, 'ERROR', 502, undefined, 'upstream_reset'),
+      protocolErrorRecord(conn, ends, 'HTTP/1.1', 400, 'downstream_protocol_error:HPE_INVALID_METHOD'),
+      Object.assign(responseRecord(f, 'FORWARDED', 204, origin, undefined), { latencyNs: Number.NaN }),
+      // Other shapes (DNS, Gateway) go through JSON.stringify.
+      { ...record(3), http: undefined, transport: 'UDP', dns: { query: 'a.example.', qtypes: ['A'] } },
+      {
+        ...record(4),
+        route: { kind: 'HTTPRoute', namespace: 'app', name: 'r', rule: 0 },
+        backend: 'app/s:80',
+      },
+    ];
+    for (const r of records) assert.equal(recordLine(r), JSON.stringify({ record: r }));
   });
 });

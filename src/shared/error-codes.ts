@@ -53,6 +53,20 @@ export const errorCodes = {
   ERR_AUTH_CA: {
     meaning: "the lab's CA (its certificate or key under the agent's ca/ directory) cannot be used",
   },
+  ERR_AUTH_CA_ROTATE: {
+    meaning:
+      'a CA rotation was refused (an overlap out of range, or an earlier rotation still in its overlap)',
+    http: 409,
+  },
+  ERR_AUTH_CSR: {
+    meaning:
+      'a certificate signing request for an SVID was refused (not PKCS#10, not P-256, bad signature, an identity not in use)',
+    http: 400,
+  },
+  ERR_AUTH_NO_CA: {
+    meaning: "this node's agent does not run the CA (the CA and its key live on the first node)",
+    http: 400,
+  },
   ERR_AUTH_NO_SVID: { meaning: 'the identity has no SVID on this node (not in use, or released)', http: 404 },
   ERR_AUTH_TRUST_DOMAIN: {
     meaning: 'the trust domain is not a SPIFFE trust domain (a-z 0-9 . - _, at most 255)',

@@ -41,6 +41,8 @@ export interface EtcdStoreOptions {
   endpoints: string[];
   /** Per request (default 10 s). */
   timeoutMs?: number;
+  /** connect(): how long etcd may take to answer the first request, retries included (default: unbounded). */
+  connectTimeoutMs?: number;
 }
 
 const text = (b: Buffer | undefined) => (b ? b.toString('utf8') : '');
@@ -100,7 +102,32 @@ export class EtcdStore implements Store {
   /** Connects and checks that etcd answers. */
   static async connect(opts: EtcdStoreOptions): Promise<EtcdStore> {
     const s = new EtcdStore(opts);
-    await s.revision();
+    const limit = opts.connectTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await (limit === undefined
+        ? s.revision()
+        : Promise.race([
+            s.revision(),
+            new Promise<never>((_, reject) => {
+              timer = setTimeout(
+                () =>
+                  reject(
+                    new WeirError(
+                      ERR_STORE_UNREACHABLE,
+                      `etcd ${opts.endpoints.join(',')} did not answer within ${limit} ms`,
+                    ),
+                  ),
+                limit,
+              );
+            }),
+          ]));
+    } catch (err) {
+      await s.close();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
     return s;
   }
 
@@ -285,6 +312,26 @@ export class EtcdStore implements Store {
         }),
       release: () => lease.release(),
     };
+  }
+
+  /**
+   * Removes every key under `prefix` and the leases they were written under (revoked: keys of
+   * other prefixes under those leases go too, which weir never writes). What `weir lab down` does
+   * to an etcd it does not run. Returns what it removed.
+   */
+  async purge(prefix: string): Promise<{ keys: number; leases: number }> {
+    checkKey(prefix);
+    const r = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).exec());
+    const leases = [...new Set(r.kvs.map((kv) => String(kv.lease)).filter((l) => l !== '0'))];
+    for (const id of leases)
+      await this.call(`lease ${id} revoke`, () =>
+        this.client.leaseClient.leaseRevoke({ ID: id }).catch((err: Error) => {
+          // Expired meanwhile: its keys are gone already.
+          if (!/lease not found/i.test(err.message)) throw err;
+        }),
+      );
+    await this.call(`delete ${prefix}`, () => this.client.delete().prefix(prefix).exec());
+    return { keys: r.kvs.length, leases: leases.length };
   }
 
   async close(): Promise<void> {

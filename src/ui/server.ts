@@ -1,9 +1,12 @@
 // `weir ui`'s HTTP server, in the root namespace on loopback: the page's static files, and the
-// lab agent's data (which sits behind a root-only unix socket) for the browser:
-//   GET /api/flows?<filters>   the agent's NDJSON flow stream, passed through (curl-friendly)
-//   GET /api/events?<filters>  the same flows pushed to the page as Server-Sent Events, plus the
-//                              agent's endpoints whenever they change
-//   GET /api/endpoints         the agent's endpoints (JSON)
+// lab agents' data (behind root-only unix sockets) for the browser. Flows are the cluster's, relayed
+// as `weir observe` relays them (src/observe/relay.ts: every node's, merged in time order, each
+// naming its node); `node=NAME` narrows them to one node, as `weir observe --node`:
+//   GET /api/flows?<filters>   the flows as NDJSON, {"flow":…} per line (curl-friendly)
+//   GET /api/events?<filters>  the same flows pushed to the page as Server-Sent Events, plus every
+//                              node's endpoints (each with its node) whenever they change
+//   GET /api/endpoints         every node's endpoints (JSON, each with its node in a cluster)
+//   GET /api/nodes             the lab's nodes (GET /v1/nodes)
 //   GET /api/info              which lab this is
 //   GET /metrics               the agent's Prometheus metrics (text)
 //   POST /api/policy-diff      {manifests: YAML/JSON text, mode: apply|replace|delete}: the agent's
@@ -15,19 +18,17 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { AgentClient } from '../agent/client.js';
+import type { AgentClient } from '../agent/client.js';
 import { toDeleteRef, toDesired } from '../cluster/objects.js';
 import { parseManifests } from '../k8s/index.js';
-import { parseFlowQuery, toSearchParams } from '../observe/filters.js';
+import { parseFlowQuery, type FlowQuery } from '../observe/filters.js';
+import { askEveryNode, nodeClient, relayFlows } from '../observe/relay.js';
 import { WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
-import { streamAgent, type AgentStream } from './agent-stream.js';
 import type { ListenAddress } from './listen.js';
 
 export interface UiOptions {
   lab: string;
-  /** The agent's API socket. */
-  agentSocket: string;
   listen: ListenAddress;
   /** How often the page's endpoint list is refreshed from the agent (ms). */
   endpointsEveryMs?: number;
@@ -67,17 +68,36 @@ function sendError(res: ServerResponse, status: number, err: unknown): void {
 }
 
 /**
- * The agent's flow query for the page's filters (`weir observe`'s, checked here so a bad one is
- * answered with its ERR_OBSERVE_FILTER before the agent is asked); the window is the UI's.
+ * The flow query for the page's filters (`weir observe`'s, checked here so a bad one is answered
+ * with its ERR_OBSERVE_FILTER before any agent is asked; the window is the UI's) and the node it is
+ * narrowed to (`node`, as `weir observe --node`; an unknown node: ERR_LAB_NODE_NOT_FOUND).
  */
-export function agentFlowPath(search: URLSearchParams, follow: boolean): string {
-  const q = parseFlowQuery(search);
+export function uiFlowQuery(
+  lab: string,
+  search: URLSearchParams,
+  follow: boolean,
+): { query: FlowQuery; node?: string } {
+  const params = new URLSearchParams(search);
+  const node = params.get('node') || undefined;
+  params.delete('node');
+  params.delete('follow');
+  const q = parseFlowQuery(params);
   const last = q.last ?? defaultLast;
   if (last > maxLast)
     throw new WeirError('ERR_UI_QUERY', `last must be within 0..${maxLast}, not ${last}`, {
       location: { field: 'last' },
     });
-  return `/v1/flows?${toSearchParams({ ...q, last, follow })}`;
+  if (node) nodeClient(lab, node); // names the lab's nodes when it has no such node
+  return { query: { ...q, last, ...(follow ? { follow } : {}) }, ...(node ? { node } : {}) };
+}
+
+/** Every node's endpoints, each with its node (a lab of one node: as its agent lists them). */
+async function clusterEndpoints(lab: string): Promise<{ items: unknown[]; problems: string[] }> {
+  const { answers, failed } = await askEveryNode<{ items: Record<string, unknown>[] }>(lab, '/v1/endpoints');
+  const items = answers.flatMap((a) =>
+    (a.body.items ?? []).map((ep) => (a.node ? { ...ep, node: a.node } : ep)),
+  );
+  return { items, problems: failed.map((f) => `node ${f.node} unavailable: ${f.err.message}`) };
 }
 
 async function serveFile(res: ServerResponse, file: string, type: string): Promise<void> {
@@ -100,17 +120,11 @@ function staticRoute(path: string): { file: string; type: string } | undefined {
   return undefined;
 }
 
-/** Streams the agent's flows as Server-Sent Events, with endpoint snapshots when they change. */
-function serveEvents(
-  req: IncomingMessage,
-  res: ServerResponse,
-  url: URL,
-  o: UiOptions,
-  client: AgentClient,
-): void {
-  let path: string;
+/** Streams the cluster's flows as Server-Sent Events, with endpoint snapshots when they change. */
+function serveEvents(req: IncomingMessage, res: ServerResponse, url: URL, o: UiOptions): void {
+  let flows: ReturnType<typeof uiFlowQuery>;
   try {
-    path = agentFlowPath(url.searchParams, true);
+    flows = uiFlowQuery(o.lab, url.searchParams, true);
   } catch (err) {
     return sendError(res, 400, err);
   }
@@ -127,9 +141,11 @@ function serveEvents(
     if (done) return;
     res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
   };
+  const problem = (err: unknown) =>
+    event('problem', { code: (err as WeirError).code ?? 'ERR_UI_AGENT', message: (err as Error).message });
   // A page that reads slower than flows arrive loses flows here once a bounded backlog is queued
   // for it, and is told so (as soon as it catches up) like any other loss.
-  const flowLine = (line: string) => {
+  const line = (data: unknown) => {
     if (done) return;
     if (res.writableLength > maxBacklog) {
       if (behind++ === 0)
@@ -139,69 +155,99 @@ function serveEvents(
         });
       return;
     }
-    res.write(`data: ${line}\n\n`);
+    res.write(`data: ${JSON.stringify(data)}\n\n`);
   };
   let lastEndpoints = '';
   const pollEndpoints = async () => {
     try {
-      const body = await client.text('/v1/endpoints');
+      const { items, problems } = await clusterEndpoints(o.lab);
+      const body = JSON.stringify({ items });
       if (body !== lastEndpoints) {
         lastEndpoints = body;
-        event('endpoints', JSON.parse(body));
+        event('endpoints', { items });
       }
+      for (const p of problems) problem(new WeirError('ERR_UI_AGENT', p));
     } catch (err) {
-      event('problem', { code: (err as WeirError).code ?? 'ERR_UI_AGENT', message: (err as Error).message });
+      problem(err);
     }
   };
   void pollEndpoints();
   const poll = setInterval(() => void pollEndpoints(), o.endpointsEveryMs ?? 2000);
   const keepAlive = setInterval(() => !done && res.write(': keep-alive\n\n'), 15_000);
+  const abort = new AbortController();
   const stop = () => {
     done = true;
     clearInterval(poll);
     clearInterval(keepAlive);
-    stream.close();
+    abort.abort();
   };
-  // onEnd runs asynchronously, after `stream` is set.
-  const stream: AgentStream = streamAgent(o.agentSocket, path, {
-    onLine: flowLine,
-    onEnd: (err) => {
+  req.on('close', stop);
+  relayFlows({
+    lab: o.lab,
+    ...(flows.node ? { node: flows.node } : {}),
+    query: flows.query,
+    signal: abort.signal,
+    onFlow: (flow) => line({ flow }),
+    onLost: (lost, node) =>
+      line({ lost_events: node ? { ...lost, source: `${lost.source} (${node})` } : lost }),
+    onNodeError: (node, err) =>
+      problem(new WeirError('ERR_UI_AGENT', `node ${node} unavailable: ${err.message}`)),
+  }).then(
+    () => {
       if (done) return;
-      event(
-        'problem',
-        err
-          ? { code: err.code, message: err.message }
-          : { code: 'ERR_UI_STREAM_ENDED', message: 'the agent ended the flow stream' },
-      );
+      problem(new WeirError('ERR_UI_STREAM_ENDED', 'the agent ended the flow stream'));
       stop();
       res.end();
     },
-  });
-  req.on('close', stop);
+    (err: unknown) => {
+      if (done) return;
+      problem(err);
+      stop();
+      res.end();
+    },
+  );
 }
 
-/** The agent's NDJSON flow stream, passed through as it is. */
+/** The cluster's flows as NDJSON ({"flow":…} or {"lost_events":…} per line). */
 function serveFlows(req: IncomingMessage, res: ServerResponse, url: URL, o: UiOptions): void {
-  let path: string;
+  let flows: ReturnType<typeof uiFlowQuery>;
   try {
-    path = agentFlowPath(url.searchParams, url.searchParams.get('follow') === '1');
+    flows = uiFlowQuery(o.lab, url.searchParams, url.searchParams.get('follow') === '1');
   } catch (err) {
     return sendError(res, 400, err);
   }
-  const stream = streamAgent(o.agentSocket, path, {
-    onOpen: () =>
-      res.writeHead(200, {
-        ...securityHeaders,
-        'content-type': 'application/x-ndjson',
-        'cache-control': 'no-store',
-      }),
-    onLine: (line) => res.write(line + '\n'),
-    onEnd: (err) => {
-      if (err && !res.headersSent) sendError(res, err.code === 'ERR_AGENT_UNREACHABLE' ? 502 : 400, err);
+  const abort = new AbortController();
+  req.on('close', () => abort.abort());
+  const head = () =>
+    res.headersSent ||
+    res.writeHead(200, {
+      ...securityHeaders,
+      'content-type': 'application/x-ndjson',
+      'cache-control': 'no-store',
+    });
+  const write = (data: unknown) => {
+    head();
+    res.write(JSON.stringify(data) + '\n');
+  };
+  relayFlows({
+    lab: o.lab,
+    ...(flows.node ? { node: flows.node } : {}),
+    query: flows.query,
+    signal: abort.signal,
+    onFlow: (flow) => write({ flow }),
+    onLost: (lost, node) =>
+      write({ lost_events: node ? { ...lost, source: `${lost.source} (${node})` } : lost }),
+  }).then(
+    () => {
+      head();
+      res.end();
+    },
+    (err: unknown) => {
+      if (!res.headersSent)
+        sendError(res, (err as WeirError).code === 'ERR_AGENT_UNREACHABLE' ? 502 : 400, err);
       else res.end();
     },
-  });
-  req.on('close', () => stream.close());
+  );
 }
 
 /** Largest manifest text the page may send for a diff. */
@@ -251,7 +297,9 @@ function servePolicyDiff(req: IncomingMessage, res: ServerResponse, client: Agen
 }
 
 export async function startUi(o: UiOptions): Promise<UiServer> {
-  const client = new AgentClient(o.agentSocket, 10_000);
+  // The policy diff and the metrics: the lab's first node (any node's API serves the cluster's
+  // desired state).
+  const client: AgentClient = nodeClient(o.lab, undefined, 10_000);
   let allowedHosts = new Set<string>();
   const server: Server = createServer((req, res) => {
     // Browsers reach loopback from any web page (DNS rebinding); only our own host names are served.
@@ -268,13 +316,18 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
       return sendError(res, 405, new WeirError('ERR_UI_METHOD', `${req.method} is not served`));
     const route = staticRoute(url.pathname);
     if (route) return void serveFile(res, route.file, route.type);
-    if (url.pathname === '/api/events') return serveEvents(req, res, url, o, client);
+    if (url.pathname === '/api/events') return serveEvents(req, res, url, o);
     if (url.pathname === '/api/flows') return serveFlows(req, res, url, o);
     if (url.pathname === '/favicon.ico') return void res.writeHead(204, securityHeaders).end();
     if (url.pathname === '/api/info')
       return send(res, 200, 'application/json', JSON.stringify({ lab: o.lab }));
     if (url.pathname === '/api/endpoints')
-      return void client.text('/v1/endpoints').then(
+      return void clusterEndpoints(o.lab).then(
+        ({ items }) => send(res, 200, 'application/json', JSON.stringify({ items })),
+        (err: unknown) => sendError(res, 502, err),
+      );
+    if (url.pathname === '/api/nodes')
+      return void client.text('/v1/nodes').then(
         (body) => send(res, 200, 'application/json', body),
         (err: unknown) => sendError(res, 502, err),
       );

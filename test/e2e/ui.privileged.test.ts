@@ -195,18 +195,18 @@ interface Row {
 function rows(page: Page): Promise<Row[]> {
   return page.$$eval('#flows tbody tr', (trs) =>
     trs.map((tr) => {
-      const c = [...tr.querySelectorAll('td')].map((td) => (td.textContent ?? '').trim());
+      const c = (cls: string) => (tr.querySelector(`td.${cls}`)?.textContent ?? '').trim();
       return {
-        time: c[0] ?? '',
-        source: c[1] ?? '',
-        destination: c[2] ?? '',
-        port: c[3] ?? '',
-        verdict: (c[4] ?? '').replace(/^\S+\s/, ''),
-        reason: c[5] ?? '',
-        policy: c[6] ?? '',
-        direction: c[7] ?? '',
-        type: c[8] ?? '',
-        summary: c[9] ?? '',
+        time: c('time'),
+        source: c('source'),
+        destination: c('destination'),
+        port: c('port'),
+        verdict: c('verdict').replace(/^\S+\s/, ''),
+        reason: c('reason'),
+        policy: c('policy'),
+        direction: c('direction'),
+        type: c('type'),
+        summary: c('summary'),
       };
     }),
   );

@@ -5,7 +5,7 @@
 // of another CA (or of another identity, or for a source it does not own) is refused and counted;
 // a proxy restart lets nothing through unauthenticated and the tunnels come back.
 //
-// The underlay is watched with a raw AF_PACKET socket in its namespace (test/support/capture.ts):
+// The underlay is watched with a raw AF_PACKET socket in its namespace (test/support/underlay-capture.ts):
 // a marker in an HTTP request path and in a 4 MiB echoed stream must never appear in a frame,
 // while a UDP datagram carrying it (UDP keeps plain VXLAN) shows the capture would see it.
 import assert from 'node:assert/strict';
@@ -23,7 +23,7 @@ import type { TunnelStatus } from '../../src/proxy/tunnel.js';
 import { run } from '../../src/shared/exec.js';
 import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok } from '../support/cli.js';
-import type { CaptureResult } from '../support/capture.js';
+import type { CaptureResult } from '../support/underlay-capture.js';
 import { crossNodePods } from '../support/cluster-pods.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -157,7 +157,7 @@ async function capture(): Promise<{ stop(): Promise<CaptureResult> }> {
       'exec',
       `weir-${LAB}-underlay`,
       process.execPath,
-      join(repoRoot, 'dist', 'test', 'support', 'capture.js'),
+      join(repoRoot, 'dist', 'test', 'support', 'underlay-capture.js'),
       '600',
       MARKER,
     ],

@@ -200,20 +200,19 @@ describe('weir observe across nodes', () => {
       );
       // Each node's scraped families: a query of a family the node has must answer for the node.
       const answered: Record<string, number> = {};
+      const familiesOf: Record<string, Set<string>> = {};
+      const familyOf = (expr: string) => /([a-z_]+)\{instance/.exec(expr)?.[1] ?? '';
+      const has = (names: Set<string>, family: string) =>
+        [family, family.replace(/_(bucket|total)$/, '')].some((f) => names.has(f) || names.has(`${f}_total`));
       for (const [node, addr] of Object.entries(nodes)) {
         const names = new Set(
           ((await api('/api/v1/label/__name__/values', { 'match[]': `{node="${node}"}` })) as
             string[] | undefined) ?? [],
         );
         assert.ok(names.has('weir_endpoint') && names.has('weir_identity'), `${node}'s series are stored`);
+        familiesOf[node] = names;
         for (const { title, expr } of exprs) {
-          const family = /([a-z_]+)\{instance/.exec(expr)?.[1] ?? '';
-          if (
-            ![family, family.replace(/_(bucket|total)$/, '')].some(
-              (f) => names.has(f) || names.has(`${f}_total`),
-            )
-          )
-            continue;
+          if (!has(names, familyOf(expr))) continue;
           const q = expr
             .replaceAll('$instance', addr.replaceAll('.', '\\\\.'))
             .replaceAll('$__rate_interval', '10s');
@@ -226,6 +225,19 @@ describe('weir observe across nodes', () => {
       // policy verdicts, map pressure, regenerations, map operations.
       for (const node of Object.keys(nodes))
         assert.ok((answered[node] ?? 0) >= 10, `${node}: ${answered[node]} queries`);
+      // Every agent selected ($instance = All, .*): each query keeps the nodes apart, one series
+      // (or set of series) per node, not one sum over the cluster.
+      let apart = 0;
+      for (const { title, expr } of exprs) {
+        const family = familyOf(expr);
+        const both = Object.keys(nodes).filter((n) => has(familiesOf[n] ?? new Set(), family));
+        if (both.length < 2) continue;
+        const q = expr.replaceAll('$instance', '.*').replaceAll('$__rate_interval', '10s');
+        const instances = new Set((await query(q)).map((r) => r.metric.instance));
+        assert.deepEqual([...instances].sort(), Object.values(nodes).sort(), `"${title}" per node (${q})`);
+        apart++;
+      }
+      assert.ok(apart >= 10, `${apart} queries answer per node with every agent selected`);
       t.diagnostic(`dashboard queries answering per node: ${JSON.stringify(answered)} of ${exprs.length}`);
     } finally {
       prom.kill('SIGTERM');

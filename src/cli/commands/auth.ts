@@ -1,14 +1,16 @@
 // `weir auth list` (the identity pairs mutual authentication let through, as weir_auth holds them,
 // with the auth listener's counters) and `weir identity cert get <id>` (an identity's SVID).
 import { Command } from 'commander';
-import { AgentClient } from '../../agent/client.js';
-import { agentSocket } from '../../agent/paths.js';
+import { agentClient } from '../../agent/client.js';
 import type { AuthPairRow, AuthStatus, IdentityCert } from '../../agent/auth.js';
+import type { CaStatus } from '../../auth/ca-store.js';
 import { WeirError } from '../../shared/errors.js';
 import { printResult, type OutputFormat } from '../output.js';
 import { labOption, outputOption } from './lab.js';
 
-const agent = (lab: string) => new AgentClient(agentSocket(lab));
+// The node's agent (env WEIR_NODE; default the first node's, which also runs the CA).
+const agent = (lab: string) => agentClient(lab);
+const caAgent = (lab: string) => agentClient(lab, undefined, '');
 
 export function authCommand(): Command {
   const cmd = new Command('auth').description(
@@ -27,7 +29,10 @@ export function authCommand(): Command {
       printResult<AuthPairRow>(o.output, s, s.pairs, [
         { header: 'src identity', get: (r) => r.srcIdentity },
         { header: 'dst identity', get: (r) => r.dstIdentity },
-        { header: 'node', get: (r) => (r.remoteNodeId === 0 ? 'local' : r.remoteNodeId) },
+        {
+          header: 'node',
+          get: (r) => r.node ?? (r.remoteNodeId === 0 ? 'local' : r.remoteNodeId),
+        },
         { header: 'expires', get: (r) => (r.valid ? r.expires : `${r.expires} (expired)`) },
       ]);
       if (o.output !== 'json' && o.output !== 'yaml') {
@@ -39,6 +44,49 @@ export function authCommand(): Command {
             `handshakes: ${s.handshakes.ok} ok, ${s.handshakes.failed} failed\n`,
         );
       }
+    });
+  return cmd;
+}
+
+/** `weir identity ca`: added to `weir identity` (the CA runs on the lab's first node). */
+export function identityCaCommand(): Command {
+  const cmd = new Command('ca').description("the lab's CA (on the first node): its CAs, and rotation");
+  const show = (o: OutputFormat, s: CaStatus) => {
+    printResult(o, s, s.cas, [
+      { header: 'role', get: (r) => r.role },
+      { header: 'subject', get: (r) => r.subject },
+      { header: 'not after', get: (r) => r.notAfter },
+      { header: 'sha-256', get: (r) => r.fingerprint },
+    ]);
+    if (s.retireAt && o !== 'json' && o !== 'yaml')
+      process.stdout.write(`\nthe retiring CA leaves the trust bundle at ${s.retireAt}\n`);
+  };
+  cmd
+    .command('get')
+    .description('the CAs in the trust bundle: the signing one, and a retiring one during a rotation')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(async (o: { lab: string; output: OutputFormat }) => {
+      const a = await caAgent(o.lab).call<{ status: CaStatus }>('GET', '/v1/auth/ca');
+      show(o.output, a.status);
+    });
+  cmd
+    .command('rotate')
+    .description(
+      'a new CA signs from now on; the old one stays trusted for --overlap seconds while every node re-issues its SVIDs and handshakes its pairs again',
+    )
+    .option('--overlap <seconds>', 'how long the old CA stays trusted (5..2592000)', '300')
+    .addOption(labOption())
+    .addOption(outputOption())
+    .action(async (o: { lab: string; output: OutputFormat; overlap: string }) => {
+      if (!/^\d+$/.test(o.overlap))
+        throw new WeirError('ERR_CLI_ARGUMENT', `--overlap '${o.overlap}' is not a number of seconds`, {
+          location: { field: '--overlap' },
+        });
+      const s = await caAgent(o.lab).call<CaStatus>('POST', '/v1/auth/ca/rotate', {
+        overlapSeconds: Number(o.overlap),
+      });
+      show(o.output, s);
     });
   return cmd;
 }

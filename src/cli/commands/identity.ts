@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import { WeirError } from '../../shared/errors.js';
 import { printResult, type Column, type OutputFormat } from '../output.js';
-import { identityCertCommand } from './auth.js';
+import { identityCaCommand, identityCertCommand } from './auth.js';
 import { agentIdentities } from './inspect-data.js';
 import { labOption, outputOption } from './lab.js';
 import type { Identity } from '../../identity/allocator.js';
@@ -46,5 +46,6 @@ export function identityCommand(): Command {
       printResult(o.output, found, [found], columns);
     });
   cmd.addCommand(identityCertCommand());
+  cmd.addCommand(identityCaCommand());
   return cmd;
 }

@@ -5,17 +5,9 @@
 import { Command, Option } from 'commander';
 import { agentClient } from '../../agent/client.js';
 import { defaultLabName } from '../../lab/lab.js';
-import {
-  compileFilter,
-  DEFAULT_LAST,
-  FILTER_FLAGS,
-  toSearchParams,
-  type FilterFlag,
-  type FlowQuery,
-} from '../../observe/filters.js';
-import { verdictNames, type Flow, type FlowsLine } from '../../observe/flow.js';
-import { FlowMerger, mergeFlows } from '../../observe/merge.js';
-import type { NodeListItem } from './node.js';
+import { compileFilter, FILTER_FLAGS, type FilterFlag, type FlowQuery } from '../../observe/filters.js';
+import { verdictNames, type Flow } from '../../observe/flow.js';
+import { relayFlows } from '../../observe/relay.js';
 import { compactLine, flowRow, type FlowRow } from '../../observe/format.js';
 import type { ObserverStatus } from '../../observe/stream.js';
 import { WeirError } from '../../shared/errors.js';
@@ -134,55 +126,21 @@ export function observeCommand(): Command {
         else if (output === 'table') rows.push(flowRow(flow));
         else process.stdout.write(compactLine(flow) + '\n');
       };
-      const lab = o.lab as string;
       const only = (o.node as string | undefined) || process.env.WEIR_NODE || undefined;
-      const nodes = only ? [only] : await clusterNodes(lab);
-      const path = `/v1/flows?${toSearchParams(q).toString()}`;
-      const lost = (line: FlowsLine, node: string) => {
-        if (!('lost_events' in line)) return false;
-        const from = nodes.length > 1 ? ` (${node})` : '';
-        process.stderr.write(
-          `EVENTS LOST: ${line.lost_events.source} ${line.lost_events.num_events_lost}${from}\n`,
-        );
-        return true;
-      };
       try {
-        if (nodes.length === 1 && !q.follow) {
-          // In time order: the proxy's threads hand their L7 records over in batches, so a node's
-          // own flows may arrive a few milliseconds out of order.
-          const flows: Flow[] = [];
-          await agentClient(lab, undefined, nodes[0]).stream(
-            path,
-            (text) => {
-              const line = JSON.parse(text) as FlowsLine;
-              if (!lost(line, nodes[0] ?? '') && 'flow' in line) flows.push(line.flow);
-            },
-            abort.signal,
-          );
-          for (const flow of mergeFlows([flows])) print(flow);
-        } else if (nodes.length === 1) {
-          await agentClient(lab, undefined, nodes[0]).stream(
-            path,
-            (text) => {
-              const line = JSON.parse(text) as FlowsLine;
-              if (!lost(line, nodes[0] ?? '') && 'flow' in line) print(line.flow);
-            },
-            abort.signal,
-          );
-        } else if (q.follow) {
-          const merger = new FlowMerger(print);
-          await eachNode(lab, nodes, path, abort.signal, (line, node) => {
-            if (!lost(line, node) && 'flow' in line) merger.push(line.flow);
-          });
-          merger.flush();
-        } else {
-          const perNode = new Map<string, Flow[]>(nodes.map((n) => [n ?? '', []]));
-          await eachNode(lab, nodes, path, abort.signal, (line, node) => {
-            if (!lost(line, node) && 'flow' in line) perNode.get(node)?.push(line.flow);
-          });
-          const last = q.last ?? (q.since === undefined ? DEFAULT_LAST : undefined);
-          for (const flow of mergeFlows([...perNode.values()], last)) print(flow);
-        }
+        await relayFlows({
+          lab: o.lab as string,
+          ...(only ? { node: only } : {}),
+          query: q,
+          signal: abort.signal,
+          onFlow: print,
+          onLost: (lost, node) =>
+            process.stderr.write(
+              `EVENTS LOST: ${lost.source} ${lost.num_events_lost}${node ? ` (${node})` : ''}\n`,
+            ),
+          onNodeError: (node, err) =>
+            process.stderr.write(`warning: node ${node} unavailable: ${err.message}\n`),
+        });
       } finally {
         process.off('SIGINT', onSigint);
       }
@@ -209,38 +167,4 @@ export function observeCommand(): Command {
       ]);
     });
   return cmd;
-}
-
-/** The lab's nodes as the API lists them (one: a node without the cluster API answers for itself). */
-async function clusterNodes(lab: string): Promise<(string | undefined)[]> {
-  const { items } = await agentClient(lab, 10_000, undefined).call<{ items: NodeListItem[] }>(
-    'GET',
-    '/v1/nodes',
-  );
-  return items.length > 1 ? items.map((n) => n.name) : [undefined];
-}
-
-/** Streams `path` from every node's agent at once; a node that fails is named on stderr. */
-async function eachNode(
-  lab: string,
-  nodes: (string | undefined)[],
-  path: string,
-  signal: AbortSignal,
-  onLine: (line: FlowsLine, node: string) => void,
-): Promise<void> {
-  const results = await Promise.allSettled(
-    nodes.map((node) =>
-      agentClient(lab, undefined, node).stream(
-        path,
-        (text) => onLine(JSON.parse(text) as FlowsLine, node ?? ''),
-        signal,
-      ),
-    ),
-  );
-  const failed = results.flatMap((r, i) =>
-    r.status === 'rejected' ? [{ node: nodes[i], err: r.reason }] : [],
-  );
-  for (const f of failed)
-    process.stderr.write(`warning: node ${f.node} unavailable: ${(f.err as Error).message}\n`);
-  if (failed.length === nodes.length) throw failed[0]?.err;
 }

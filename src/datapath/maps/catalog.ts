@@ -167,6 +167,14 @@ export const MAPS = [
     'flow events that found no room in weir_events',
   ),
   lxc(
+    'weir_events_wake',
+    'percpu_array',
+    'bpf/lib/events.h',
+    '0 → time of the last reader wake-up',
+    'at most one wake-up of the events reader per CPU and 5 ms (the others are submitted without one, read by its flush)',
+    { lifetime: 'per-load' as const },
+  ),
+  lxc(
     'weir_lb_services',
     'hash',
     'bpf/lib/lb.h',

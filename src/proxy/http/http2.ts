@@ -6,6 +6,7 @@
 // answers, streaming in both directions).
 import http2, {
   type ClientHttp2Stream,
+  type Http2Stream,
   type IncomingHttpHeaders,
   type OutgoingHttpHeaders,
   type ServerHttp2Session,
@@ -119,14 +120,13 @@ export function createHttp2Server(engine: Engine): Http2Side {
     'stream',
     (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, raw: string[]) => {
       const ctx = stream.session ? sessionCtx.get(stream.session as ServerHttp2Session) : undefined;
-      stream.on('error', () => {});
+      stream.on('error', ignore);
       if (!ctx) {
         stream.close(NGHTTP2_INTERNAL_ERROR);
         return;
       }
       stats.requestsTotal++;
       stats.requestsActive++;
-      stream.once('close', () => stats.requestsActive--);
       const method = first(headers[':method']) ?? '';
       const scheme = first(headers[':scheme']) ?? 'http';
       const authority = first(headers[':authority']) ?? first(headers.host) ?? '';
@@ -139,10 +139,14 @@ export function createHttp2Server(engine: Engine): Http2Side {
         protocol: 'HTTP/2',
         headers: recordHeaders(raw),
       });
-      // The stream's end is the request's: a reset by the client before the response ended is DC.
+      // One close listener per stream: the gauge, the access-log entry (a reset by the client
+      // before the response ended is DC), then the upstream side's cleanup (forward()).
+      const s = stream as ServerHttp2Stream & { [kOnClose]?: () => void };
       stream.once('close', () => {
+        stats.requestsActive--;
         const reset = stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR;
         finishAccess(engine, f, reset && f.flags.length === 0 ? { flag: 'DC' } : {});
+        s[kOnClose]?.();
       });
       // A Host field naming another authority than :authority is malformed (RFC 9113 §8.3.1): the
       // policy and the upstream must not see two different hosts.
@@ -178,7 +182,7 @@ export function createHttp2Server(engine: Engine): Http2Side {
         return;
       }
       stats.forwarded++;
-      forward(engine, ctx, stream, raw, (flags & END_STREAM) !== 0, f, v);
+      forward(engine, ctx, s, raw, (flags & END_STREAM) !== 0, f, v);
     },
   );
   return {
@@ -197,10 +201,39 @@ export function createHttp2Server(engine: Engine): Http2Side {
 /** The context of each server session (set when the connection is handed over). */
 const sessionCtx = new WeakMap<ServerHttp2Session, ConnCtx>();
 
+/** forward()'s part of a client stream's close (called by the stream's one close listener). */
+const kOnClose = Symbol('weir.proxy.h2.onClose');
+
+const ignore = (): void => {};
+
+/**
+ * Relays the DATA of one stream to another with backpressure (what pipe() does, without its
+ * per-stream listeners and unpipe bookkeeping): `count` sees every chunk; `from`'s end ends `to`.
+ */
+function relay(from: Http2Stream, to: Http2Stream, count: (n: number) => void): void {
+  let waiting = false;
+  const resume = () => {
+    waiting = false;
+    from.resume();
+  };
+  from.on('data', (c: Buffer) => {
+    count(c.length);
+    if (to.destroyed) return;
+    if (!to.write(c) && !waiting) {
+      waiting = true;
+      from.pause();
+      to.once('drain', resume);
+    }
+  });
+  from.once('end', () => {
+    if (!to.destroyed && !to.writableEnded) to.end();
+  });
+}
+
 function forward(
   engine: Engine,
   ctx: ConnCtx,
-  stream: ServerHttp2Stream,
+  stream: ServerHttp2Stream & { [kOnClose]?: () => void },
   raw: string[],
   ended: boolean,
   f: RequestFacts,
@@ -272,26 +305,25 @@ function forward(
     }
     engine.emit(responseRecord(f, 'FORWARDED', status, v.origin, undefined, recHeaders));
     if (!endStream) {
-      up.on('data', (c: Buffer) => {
-        f.tx += c.length;
+      up.once('trailers', (t: IncomingHttpHeaders) => {
+        upTrailers = t;
       });
-      up.pipe(stream);
+      stream.once('wantTrailers', () => {
+        const t: OutgoingHttpHeaders = {};
+        if (upTrailers) for (const k of Object.keys(upTrailers)) if (k[0] !== ':') t[k] = upTrailers[k];
+        stream.sendTrailers(t);
+      });
+      relay(up, stream, (n) => {
+        f.tx += n;
+      });
     }
   });
-  up.on('trailers', (t: IncomingHttpHeaders) => {
-    upTrailers = t;
-  });
-  stream.on('wantTrailers', () => {
-    const t: OutgoingHttpHeaders = {};
-    if (upTrailers) for (const k of Object.keys(upTrailers)) if (k[0] !== ':') t[k] = upTrailers[k];
-    stream.sendTrailers(t);
-  });
-  up.on('end', () => {
+  up.once('end', () => {
     if (!responded) return;
     finished = true;
   });
   up.on('error', (err) => fail(err));
-  up.on('close', () => {
+  up.once('close', () => {
     u.active--;
     clearTimeout(timer);
     if (finished) return;
@@ -306,22 +338,21 @@ function forward(
 
   // Request body and trailers, with the streams' flow control.
   if (!ended) {
-    stream.on('trailers', (t: IncomingHttpHeaders) => {
+    stream.once('trailers', (t: IncomingHttpHeaders) => {
       clientTrailers = t;
     });
-    up.on('wantTrailers', () => {
+    up.once('wantTrailers', () => {
       const t: OutgoingHttpHeaders = {};
       if (clientTrailers)
         for (const k of Object.keys(clientTrailers)) if (k[0] !== ':') t[k] = clientTrailers[k];
       up.sendTrailers(t);
     });
-    stream.on('data', (c: Buffer) => {
-      f.rx += c.length;
+    relay(stream, up, (n) => {
+      f.rx += n;
     });
-    stream.pipe(up);
   }
   // The client went away (or reset the stream): cancel the upstream stream.
-  stream.once('close', () => {
+  stream[kOnClose] = () => {
     if (finished && up.closed) return;
     if (!finished) {
       finished = true;
@@ -329,7 +360,7 @@ function forward(
       stats.cancelled++;
     }
     if (!up.closed) up.close(NGHTTP2_CANCEL);
-  });
+  };
 }
 
 /** A session-level failure (bad preface, malformed frames): recorded, the session is gone. */

@@ -5,6 +5,7 @@ import { ServiceMap, edgeClass, renderSvg } from '/view/service-map.js';
 
 const MAX_ROWS = 500;
 const FILTERS = [
+  'node',
   'namespace',
   'pod',
   'from-pod',
@@ -20,6 +21,7 @@ const FILTERS = [
 ];
 const COLUMNS = [
   'time',
+  'node',
   'source',
   'destination',
   'port',
@@ -149,6 +151,8 @@ function connect() {
   const q = filtersFromForm();
   history.replaceState(null, '', q.size ? `?${q}` : location.pathname);
   source = new EventSource(`/api/events?${q}`);
+  // One node's flows: a pod's egress to another node's pod is not judged again in the stream.
+  map.setEveryNode(!q.get('node'));
   source.onopen = () => {
     // Every (re)connection replays the agent's recent flows: start the view over.
     map.clearFlows();
@@ -162,7 +166,7 @@ function connect() {
   };
   source.onmessage = (e) => onLine(JSON.parse(e.data));
   source.addEventListener('endpoints', (e) => {
-    for (const ep of JSON.parse(e.data).items ?? []) map.addPod(ep.namespace, ep.pod);
+    for (const ep of JSON.parse(e.data).items ?? []) map.addPod(ep.namespace, ep.pod, ep.node);
     drawMap();
   });
   source.addEventListener('problem', (e) => {
@@ -220,5 +224,18 @@ fetch('/api/info')
   .then((r) => r.json())
   .then((info) => ($('lab').textContent = `lab ${info.lab}`))
   .catch(() => {});
-formFromUrl();
-connect();
+// The node menu lists the lab's nodes (a lab of one node: just it); then the stream opens.
+fetch('/api/nodes')
+  .then((r) => r.json())
+  .then((body) => {
+    const names = (body.items ?? []).map((n) => n.name).filter(Boolean);
+    for (const name of names) form.elements.node.append(new Option(name, name));
+    $('node-filter').hidden = names.length < 2;
+    $('key-node').hidden = names.length < 2;
+    document.body.dataset.nodes = String(names.length);
+  })
+  .catch(() => {})
+  .finally(() => {
+    formFromUrl();
+    connect();
+  });

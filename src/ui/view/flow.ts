@@ -106,6 +106,8 @@ export function directionOf(f: Flow): string {
 /** A table row: every cell as text, so the page and tests read the same strings. */
 export interface FlowRow {
   time: string;
+  /** The node that observed the flow (node_name). */
+  node: string;
   source: string;
   destination: string;
   port: string;
@@ -148,6 +150,7 @@ export function flowRow(f: Flow): FlowRow {
   );
   return {
     time: timeOf(f),
+    node: f.node_name ?? '',
     source: sideText(f.source, f.IP?.source),
     destination: sideText(f.destination, f.IP?.destination),
     port: portProto(f),

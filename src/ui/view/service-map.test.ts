@@ -54,6 +54,68 @@ describe('ui: service map', () => {
     );
   });
 
+  it("names each pod's node and marks edges between nodes (a lab of several nodes)", () => {
+    const remote = (verdict: Verdict, dir: 'EGRESS' | 'INGRESS', node: string, id: number) =>
+      tcp(['default', 'other'], ['default', 'server'], verdict, {
+        node_name: node,
+        traffic_direction: dir,
+        destination: { ID: id, namespace: 'default', pod_name: 'server', labels: [] },
+      });
+    const cluster = () => {
+      const m = new ServiceMap();
+      m.addPod('default', 'client', 'node1');
+      m.addPod('default', 'other', 'node1');
+      m.addPod('default', 'server', 'node2');
+      // node1 lets other's packet leave (the server is a remote endpoint: ID 0), node2 drops it.
+      m.addFlow(remote('FORWARDED', 'EGRESS', 'node1', 0));
+      m.addFlow(remote('DROPPED', 'INGRESS', 'node2', 7));
+      m.addFlow(tcp(['default', 'client'], ['default', 'server'], 'FORWARDED', { node_name: 'node2' }));
+      return m;
+    };
+    const m = cluster();
+    const l = m.layout();
+    assert.deepEqual(
+      l.edges.map((e) => [e.from, e.to, e.cls, e.fromNode, e.toNode]),
+      [
+        ['default/client', 'default/server', 'forwarded', 'node1', 'node2'],
+        // Every node's flows: the drop at node2's ingress decides, no green edge from node1's egress.
+        ['default/other', 'default/server', 'dropped', 'node1', 'node2'],
+      ],
+    );
+    assert.deepEqual(
+      l.nodes.map((n) => [n.peer.key, n.nodeName, n.nodeIndex]),
+      [
+        ['default/client', 'node1', 0],
+        ['default/other', 'node1', 0],
+        ['default/server', 'node2', 1],
+      ],
+    );
+    const svg = renderSvg(l);
+    assert.match(
+      svg,
+      /<g class="edge edge-forwarded cross-node" data-from="default\/client" data-to="default\/server"[^>]* data-from-node="node1" data-to-node="node2">/,
+    );
+    assert.match(svg, /data-k8s-node="node2" data-node="default\/server"/);
+    assert.match(svg, /<text class="node-name"[^>]*>node2<\/text>/);
+    // One node's flows (node1's): its forwarded egress is all the stream says about other → server.
+    const one = new ServiceMap();
+    one.setEveryNode(false);
+    one.addPod('default', 'server', 'node2');
+    one.addPod('default', 'other', 'node1');
+    one.addFlow(remote('FORWARDED', 'EGRESS', 'node1', 0));
+    assert.deepEqual(
+      one.layout().edges.map((e) => [e.from, e.to, e.cls]),
+      [['default/other', 'default/server', 'forwarded']],
+    );
+    // A lab of one node: no node names drawn.
+    const single = new ServiceMap();
+    single.addPod('app', 'a', 'node1');
+    single.addPod('app', 'b', 'node1');
+    assert.ok(single.layout().nodes.every((n) => n.nodeName === undefined));
+    assert.doesNotMatch(renderSvg(single.layout()), /node-name|data-k8s-node/);
+    assert.equal(flowRow(remote('DROPPED', 'INGRESS', 'node2', 7)).node, 'node2');
+  });
+
   it('lays out the same way whatever order flows come in', () => {
     const flows = [
       tcp(['b', 'y'], ['a', 'x'], 'FORWARDED'),

@@ -2,7 +2,9 @@
 // into edges per (source, destination, verdict class), laid out deterministically (namespaces as
 // columns in name order, pods in name order, outside peers in a last column) and drawn as SVG text.
 // L7 flows (HTTP through the node proxy) fold into the same edges, which then also count their
-// exchanges by method, path and status ("GET /public 200 ×5").
+// exchanges by method, path and status ("GET /public 200 ×5"). In a lab of several nodes each pod's
+// box names the node it runs on (a second line and a stripe in that node's colour), and an edge
+// between pods of different nodes says so (data-from-node / data-to-node, class cross-node).
 //
 // Labels are placed, never just drawn: each edge's label is tried at spots along its own path
 // (the middle of its longest segment first; above or below a segment that runs across, beside one
@@ -50,6 +52,9 @@ interface EdgeAgg {
 
 export interface NodeBox {
   peer: Peer;
+  /** The node the pod runs on (a lab of several nodes), and that node's place in name order. */
+  nodeName?: string;
+  nodeIndex?: number;
   x: number;
   y: number;
   w: number;
@@ -79,6 +84,9 @@ export interface EdgeLine {
   ports: string[];
   /** HTTP exchanges, most frequent first: [method path status, count]. */
   l7: [string, number][];
+  /** The nodes of the two pods, when both are known. */
+  fromNode?: string;
+  toNode?: string;
   /** SVG path data. */
   d: string;
   label: EdgeLabel;
@@ -127,6 +135,10 @@ export class ServiceMap {
   private readonly flows = new Map<string, number>();
   /** Edges of the pending diff, apart from the traffic (kept when the flows are cleared). */
   private readonly pending = new Map<string, EdgeAgg>();
+  /** The node each pod runs on (from the agents' endpoints). */
+  private readonly podNodes = new Map<string, string>();
+  /** Whether the flows are every node's (else one node's: `node` narrows the stream). */
+  private everyNode = true;
 
   /**
    * Shows a pending policy change: one edge per pair whose connections would change, added (they
@@ -155,10 +167,20 @@ export class ServiceMap {
     }
   }
 
-  /** A pod known from the agent's endpoints, shown even before it has traffic. */
-  addPod(namespace: string, pod: string): void {
+  /** A pod known from an agent's endpoints, shown even before it has traffic; `node`: where it runs. */
+  addPod(namespace: string, pod: string, node?: string): void {
     const key = `${namespace}/${pod}`;
     if (!this.peers.has(key)) this.peers.set(key, { key, label: pod, namespace, kind: 'pod' });
+    if (node) this.podNodes.set(key, node);
+  }
+
+  /**
+   * Whether the flows folded in are every node's (the default) or one node's only. With every
+   * node's, a pod's packet to a pod of another node is judged by that node's ingress, whose event
+   * is in the stream too, so the sender's forwarded egress is left to it as for a local pod.
+   */
+  setEveryNode(every: boolean): void {
+    this.everyNode = every;
   }
 
   /**
@@ -171,8 +193,8 @@ export class ServiceMap {
    */
   addFlow(f: Flow): void {
     const l7 = f.Type === 'L7' || f.weir?.type === 'l7';
-    if (!l7 && f.traffic_direction === 'EGRESS' && f.verdict === 'FORWARDED' && (f.destination?.ID ?? 0) > 0)
-      return;
+    const judgedAtIngress = (f.destination?.ID ?? 0) > 0 || (this.everyNode && !!f.destination?.pod_name);
+    if (!l7 && f.traffic_direction === 'EGRESS' && f.verdict === 'FORWARDED' && judgedAtIngress) return;
     let src = peerOf(f.source, f.IP?.source);
     let dst = peerOf(f.destination, f.IP?.destination);
     if (f.is_reply === true) [src, dst] = [dst, src];
@@ -220,6 +242,9 @@ export class ServiceMap {
     }));
     const nodes: NodeBox[] = [];
     const at = new Map<string, NodeBox>();
+    const nodeNames = [...new Set(this.podNodes.values())].sort();
+    // One node: nothing to tell apart.
+    const nodeOf = (key: string) => (nodeNames.length > 1 ? this.podNodes.get(key) : undefined);
     let rows = 0;
     titles.forEach((title, i) => {
       const peers = (byColumn.get(title) ?? []).sort((a, b) => a.label.localeCompare(b.label));
@@ -234,6 +259,8 @@ export class ServiceMap {
           drops: this.drops.get(peer.key) ?? 0,
           flows: this.flows.get(peer.key) ?? 0,
         };
+        const nodeName = nodeOf(peer.key);
+        if (nodeName) Object.assign(box, { nodeName, nodeIndex: nodeNames.indexOf(nodeName) });
         nodes.push(box);
         at.set(peer.key, box);
       });
@@ -307,11 +334,16 @@ export class ServiceMap {
       bottom += LABEL_H + 4;
       maxX = Math.max(maxX, MARGIN + w + MARGIN);
     }
-    const edges: EdgeLine[] = routed.map(({ e, pts }) => ({
-      ...pick(e),
-      d: roundedPath(pts),
-      label: placed.get(e) as EdgeLabel,
-    }));
+    const edges: EdgeLine[] = routed.map(({ e, pts }) => {
+      const fromNode = nodeOf(e.from);
+      const toNode = nodeOf(e.to);
+      return {
+        ...pick(e),
+        ...(fromNode && toNode ? { fromNode, toNode } : {}),
+        d: roundedPath(pts),
+        label: placed.get(e) as EdgeLabel,
+      };
+    });
     return {
       width: Math.ceil(maxX),
       height: overflow.length > 0 ? bottom + MARGIN : height,
@@ -510,7 +542,8 @@ function edgeTitle(e: EdgeLine): string {
   const http = e.l7.length ? `\nHTTP: ${l7Summary(e)}` : '';
   if (e.cls === 'added' || e.cls === 'removed')
     return `${e.from} \u2192 ${e.to}: pending change, ${e.count} connection${e.count === 1 ? '' : 's'} would be ${e.cls === 'added' ? 'allowed' : 'denied'}${ports}`;
-  return `${e.from} \u2192 ${e.to}: ${e.count} flows ${e.cls}${ports}${http}`;
+  const nodes = e.fromNode && e.toNode ? ` (${e.fromNode} \u2192 ${e.toNode})` : '';
+  return `${e.from} \u2192 ${e.to}${nodes}: ${e.count} flows ${e.cls}${ports}${http}`;
 }
 
 /** The map as an SVG document fragment (data-* attributes name what each shape stands for). */
@@ -535,21 +568,34 @@ export function renderSvg(m: MapLayout): string {
     );
   const attrs = (e: EdgeLine) =>
     `data-from="${esc(e.from)}" data-to="${esc(e.to)}" data-verdict="${e.cls}" data-count="${e.count}"` +
-    (e.l7.length ? ` data-l7="${esc(l7Summary(e))}"` : '');
+    (e.l7.length ? ` data-l7="${esc(l7Summary(e))}"` : '') +
+    (e.fromNode && e.toNode ? ` data-from-node="${esc(e.fromNode)}" data-to-node="${esc(e.toNode)}"` : '');
+  const cross = (e: EdgeLine) => (e.fromNode && e.toNode && e.fromNode !== e.toNode ? ' cross-node' : '');
   for (const e of m.edges)
     out.push(
-      `<g class="edge edge-${e.cls}${e.l7.length ? ' edge-l7' : ''}" ${attrs(e)}>` +
+      `<g class="edge edge-${e.cls}${e.l7.length ? ' edge-l7' : ''}${cross(e)}" ${attrs(e)}>` +
         `<title>${esc(edgeTitle(e))}</title>` +
         `<path d="${e.d}" marker-end="url(#arrow-${e.cls})"/></g>`,
     );
   for (const n of m.nodes) {
     const cls = `node node-${n.peer.kind}${n.drops > 0 ? ' has-drops' : ''}`;
+    const on = n.nodeName ? ` on ${n.nodeName}` : '';
     out.push(
-      `<g class="${cls}" data-node="${esc(n.peer.key)}" data-drops="${n.drops}">` +
-        `<title>${esc(`${n.peer.key}: ${n.flows} flows, ${n.drops} dropped`)}</title>` +
-        `<rect x="${n.x}" y="${n.y}" width="${n.w}" height="${n.h}" rx="6"/>` +
-        `<text x="${n.x + n.w / 2}" y="${n.y + n.h / 2}" text-anchor="middle" dy="0.35em">${esc(n.peer.label)}</text>`,
+      `<g class="${cls}"${n.nodeName ? ` data-k8s-node="${esc(n.nodeName)}"` : ''} data-node="${esc(n.peer.key)}" data-drops="${n.drops}">` +
+        `<title>${esc(`${n.peer.key}${on}: ${n.flows} flows, ${n.drops} dropped`)}</title>` +
+        `<rect x="${n.x}" y="${n.y}" width="${n.w}" height="${n.h}" rx="6"/>`,
     );
+    if (n.nodeName)
+      // The pod's node: a stripe in the node's colour along the box's left side, and its name.
+      out.push(
+        `<rect class="node-stripe node-color-${(n.nodeIndex ?? 0) % 8}" x="${n.x + 1}" y="${n.y + 1}" width="5" height="${n.h - 2}" rx="2"/>` +
+          `<text x="${n.x + n.w / 2}" y="${n.y + n.h / 2 - 6}" text-anchor="middle" dy="0.35em">${esc(n.peer.label)}</text>` +
+          `<text class="node-name" x="${n.x + n.w / 2}" y="${n.y + n.h / 2 + 9}" text-anchor="middle" dy="0.35em">${esc(n.nodeName)}</text>`,
+      );
+    else
+      out.push(
+        `<text x="${n.x + n.w / 2}" y="${n.y + n.h / 2}" text-anchor="middle" dy="0.35em">${esc(n.peer.label)}</text>`,
+      );
     if (n.drops > 0)
       out.push(
         `<g class="drop-badge"><circle cx="${n.x + n.w}" cy="${n.y}" r="11"/>` +

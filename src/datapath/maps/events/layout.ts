@@ -22,7 +22,9 @@ export const FlowEventLayout = cstruct('flow_event', {
   sport: be16(),
   dport: be16(),
   proxyPort: be16(),
-  pad: pad(2),
+  /** 189 drops: the peer's node (bpf/lib/auth.h auth_remote_node); 0: this node. A u16 the flow
+   * pipeline reads at its offset (src/agent/flows.ts); left out of decoded events. */
+  remoteNodeId: pad(2),
   ktimeNs: u64(),
   packetsFwd: u64(),
   bytesFwd: u64(),

@@ -1,0 +1,187 @@
+// NodePort in DSR mode across nodes (a lab of two nodes, every agent --lb-mode dsr; tunnel
+// routing, then native): a lab external that also sits on the nodes' underlay (a client on their
+// LAN) connects to node1's NodePort; the only backend runs on node2. node1 translates the
+// destination only and sends the packet on (through the tunnel, or over the underlay) with the
+// frontend in an IPv4 option (Cilium's DSR "opt" dispatch); node2 records it, and its backend's
+// replies leave node2 from node1 IP:nodePort straight to the client over the underlay: a capture
+// at the external sees them arrive from node2's underlay device and none on its link to node1;
+// nothing for the client reaches node1 (its tunnel receives nothing; natively, a capture on its
+// underlay device sees nothing). The backend sees the client's own address (TCP and UDP).
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { run } from '../../src/shared/exec.js';
+import { capture } from '../support/capture.js';
+import { createInterface } from 'node:readline';
+import { cli, ok, weir } from '../support/cli.js';
+import { connect } from '../support/service-client.js';
+import { testLab } from '../support/lab-name.js';
+
+const LAB = testLab('t-cdsr');
+const EXT_IP = '192.0.2.60';
+const EXT_NS = `weir-${LAB}-ext-client`;
+
+const labSpec = (routing: string) => `
+name: ${LAB}
+routing: ${routing}
+nodes: [{ name: node1 }, { name: node2 }]
+externals:
+  - { name: client, ip: ${EXT_IP}, underlay: true }
+`;
+
+const objects = `
+apiVersion: v1
+kind: Pod
+metadata: { name: web, namespace: default, labels: { app: web } }
+spec:
+  nodeName: node2
+  containers:
+  - name: c
+    ports:
+    - { name: http, containerPort: 8080 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web }
+spec:
+  type: NodePort
+  selector: { app: web }
+  ports:
+  - { name: http, port: 80, targetPort: http, nodePort: 30080 }
+  - { name: tcp, port: 9090, nodePort: 30090 }
+  - { name: udp, port: 9091, protocol: UDP, nodePort: 30091 }
+`;
+
+/** Runs in the backend: answers each TCP connection and UDP datagram with the peer it came from. */
+const peerServer = `
+const net = require('net'), dgram = require('dgram');
+const peer = (addr, port) => addr.replace(/^::ffff:/, '') + ':' + port + '\\n';
+const t = net.createServer((s) => s.end(peer(s.remoteAddress, s.remotePort))).listen(9090);
+const u = dgram.createSocket('udp4');
+u.on('message', (m, r) => u.send(peer(r.address, r.port), r.port, r.address));
+u.bind(9091, () => t.listening ? console.log('ready') : t.on('listening', () => console.log('ready')));
+`;
+
+interface Node {
+  name: string;
+  ip: string;
+}
+
+const nodeNs = (node: string) => `weir-${LAB}-${node}`;
+
+async function link(ns: string, dev: string): Promise<{ mac: string; tx: number; rx: number }> {
+  const out = await run(['ip', '-n', ns, '-s', '-j', 'link', 'show', dev]);
+  const l = (
+    JSON.parse(out.stdout) as {
+      address: string;
+      stats64: { rx: { packets: number }; tx: { packets: number } };
+    }[]
+  )[0];
+  return { mac: l?.address ?? '', tx: l?.stats64.tx.packets ?? 0, rx: l?.stats64.rx.packets ?? 0 };
+}
+
+async function until(what: string, fn: () => Promise<boolean>, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+for (const routing of ['tunnel', 'native'] as const)
+  describe(`NodePort in DSR mode across nodes (${routing} routing)`, () => {
+    let dir: string;
+    let node1 = '';
+    let server: ChildProcessWithoutNullStreams | undefined;
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'weir-cdsr-'));
+      await writeFile(join(dir, 'lab.yaml'), labSpec(routing));
+      await writeFile(join(dir, 'objects.yaml'), objects);
+      await cli(['lab', 'down'], LAB);
+      await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--lb-mode', 'dsr'], LAB, 240_000);
+      await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB, 120_000);
+      const nodes = (JSON.parse(await ok(['node', 'list', '-o', 'json'], LAB)) as { items: Node[] }).items;
+      node1 = nodes.find((n) => n.name === 'node1')?.ip ?? '';
+      // node1 answers its NodePort once node2 published the backend.
+      await until('node1 forwards to the backend on node2', async () => {
+        const [t] = await connect(LAB, 'ext:client', 'tcp', node1, 30080, 1, { timeoutMs: 2000 });
+        return /default\/web/.test(t?.body ?? '');
+      });
+      server = spawn(weir, ['lab', 'exec', 'default/web', '--', process.execPath, '-e', peerServer], {
+        env: { ...process.env, WEIR_LAB: LAB },
+      });
+      const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
+      let timer: NodeJS.Timeout | undefined;
+      const ready = await Promise.race([
+        lines.next(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('peer server not ready in 30 s')), 30_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      assert.equal(ready.value, 'ready');
+    });
+    after(async () => {
+      server?.kill('SIGKILL');
+      await cli(['lab', 'down'], LAB);
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it("node2 answers the client directly, from node1's NodePort, and its backend sees the client", async () => {
+      const ul2 = await link(nodeNs('node2'), 'weir_ul');
+      const tunnel1 = routing === 'tunnel' ? await link(nodeNs('node1'), 'weir_vxlan') : undefined;
+      // Native routing: whatever came back to node1 would arrive on its underlay device.
+      const onNode1 = routing === 'native' ? await capture(nodeNs('node1'), 'weir_ul') : undefined;
+      const onUnderlay = await capture(EXT_NS, 'weir_ul');
+      const onLink = await capture(EXT_NS, 'eth0');
+      const http = await connect(LAB, 'ext:client', 'tcp', node1, 30080, 3, { timeoutMs: 5000 });
+      const tcp = await connect(LAB, 'ext:client', 'tcp', node1, 30090, 3, { timeoutMs: 5000 });
+      const udp = await connect(LAB, 'ext:client', 'udp', node1, 30091, 3, { timeoutMs: 5000 });
+      const seenUnderlay = await onUnderlay.stop();
+      const seenLink = await onLink.stop();
+      const seenNode1 = (await onNode1?.stop()) ?? [];
+      const tunnel1After = routing === 'tunnel' ? await link(nodeNs('node1'), 'weir_vxlan') : undefined;
+
+      // Bytes came back, from the address the client dialled.
+      for (const t of http) {
+        assert.equal(t.peer, `${node1}:30080`, JSON.stringify(t));
+        assert.match(t.body ?? '', /default\/web/, JSON.stringify(t));
+      }
+      // DSR: the backend's peer is the client itself (TCP and UDP).
+      for (const t of [...tcp, ...udp]) {
+        assert.ok(t.peer === `${node1}:30090` || t.peer === `${node1}:30091`, JSON.stringify(t));
+        assert.equal(t.body?.split(':')[0], EXT_IP, JSON.stringify(t));
+      }
+      // The replies arrived on the external's underlay device, sent by node2's underlay device...
+      const replies = seenUnderlay.filter((p) => p.src === node1 && p.dst === EXT_IP);
+      for (const port of [30080, 30090, 30091])
+        assert.ok(
+          replies.some((p) => p.sport === port),
+          `replies from ${node1}:${port} on the underlay: ${JSON.stringify(seenUnderlay.slice(0, 20))}`,
+        );
+      assert.ok(
+        replies.every((p) => p.mac === ul2.mac),
+        `sent by node2 (${ul2.mac}): ${JSON.stringify(replies.slice(0, 10))}`,
+      );
+      // ...and none came back over the external's link to node1.
+      const back = seenLink.filter((p) => p.src === node1 && p.dst === EXT_IP);
+      assert.deepEqual(back, [], 'nothing from node1 on the link to node1');
+      const ul2After = await link(nodeNs('node2'), 'weir_ul');
+      assert.ok(ul2After.tx - ul2.tx >= replies.length, 'node2 sent the replies on its underlay device');
+      if (tunnel1 && tunnel1After) {
+        // node1's tunnel carried the requests out, and nothing back.
+        const out = tunnel1After.tx - tunnel1.tx;
+        assert.ok(out >= 9, `node1 sent into the tunnel (${out})`);
+        assert.equal(tunnel1After.rx - tunnel1.rx, 0, 'nothing came back to node1 through the tunnel');
+      } else {
+        assert.deepEqual(
+          seenNode1.filter((p) => p.dst === EXT_IP),
+          [],
+          "nothing for the client arrived on node1's underlay device",
+        );
+      }
+    });
+  });

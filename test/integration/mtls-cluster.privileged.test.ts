@@ -1,0 +1,306 @@
+// Mutual authentication between two nodes of a lab (tunnel mode), with real TCP, real TLS between
+// the nodes' agents and the real CLI:
+//   - `authentication: {mode: required}` on node2's server drops client (node1) → server until
+//     node2's agent has handshaken with node1's listener; then the connection passes; each node's
+//     `weir auth list` names the other node, and the map key carries that node's id;
+//   - node2's SVIDs come from the CA on node1 through its API (issuer: the lab CA; node2 has no
+//     CA directory of its own);
+//   - node2's listener, dialled from node1's namespace over the underlay, refuses a rogue CA's
+//     certificate, an expired SVID of the real CA and another identity's SVID, and counts each;
+//   - `weir identity ca rotate`: node2 re-issues its SVID from the new CA, the pair is handshaken
+//     again, the old CA is retired, and a long-lived connection and new connections made all
+//     along never fail.
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { AuthStatus, IdentityCert } from '../../src/agent/auth.js';
+import { agentDir } from '../../src/agent/paths.js';
+import type { CaStatus } from '../../src/auth/ca-store.js';
+import { authNodeId } from '../../src/auth/node-id.js';
+import { repoRoot } from '../../src/shared/paths.js';
+import { run } from '../../src/shared/exec.js';
+import { cli, ok } from '../support/cli.js';
+import { crossNodePods } from '../support/cluster-pods.js';
+import { testLab } from '../support/lab-name.js';
+
+const LAB = testLab('t-mtlsc');
+const NODE1_UL = '198.18.0.11';
+const NODE2_UL = '198.18.0.12';
+
+const policy = `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: server-auth }
+spec:
+  endpointSelector: { matchLabels: { app: server } }
+  ingress:
+    - fromEndpoints: [{ matchLabels: { app: client } }]
+      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
+      authentication: { mode: required }
+`;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const onNode = async (node: string, args: string[]) => {
+  process.env.WEIR_NODE = node;
+  try {
+    return await ok(args, LAB);
+  } finally {
+    delete process.env.WEIR_NODE;
+  }
+};
+const authOf = async (node: string) =>
+  JSON.parse(await onNode(node, ['auth', 'list', '-o', 'json'])) as AuthStatus;
+
+async function probe(from: string, to: string): Promise<boolean> {
+  const r = await cli(
+    ['lab', 'probe', '--from', from, '--to', to, '--port', '8080/TCP', '--timeout', '800'],
+    LAB,
+  );
+  return r.code === 0;
+}
+
+// Run in node1's namespace: dials node2's listener over the underlay as a rogue node would.
+const rogueScript = (ids: { client: number; server: number; other: number }) => `
+import { CertificateAuthority } from '${repoRoot}/dist/src/auth/ca.js';
+import { authenticate } from '${repoRoot}/dist/src/auth/handshake.js';
+// The test (root) forges with the real CA's key; no agent of another node ever reads it.
+const real = await CertificateAuthority.open('${join(agentDir(LAB), 'ca')}');
+const rogue = (await CertificateAuthority.create('rogue')).ca;
+const hs = (src) => authenticate({ host: '${NODE2_UL}', port: 4250, trustDomain: 'cluster.local', caPem: real.certPem, src, dst: ${ids.server} })
+  .then(() => 'accepted', (e) => e.message);
+const out = {};
+out.rogueCa = await hs(await rogue.issue('cluster.local', ${ids.client}, 600));
+out.expired = await hs(await real.issue('cluster.local', ${ids.client}, -5));
+out.otherIdentity = await hs({ ...(await real.issue('cluster.local', ${ids.other}, 600)), identity: ${ids.client} });
+console.log(JSON.stringify(out));
+`;
+
+// Run in the client pod: one long-lived connection echoing a line every 200 ms, and a new
+// connection every 250 ms, for \`seconds\`; every failure counted.
+const trafficScript = (server: string, seconds: number) => `
+import { connect } from 'node:net';
+const end = Date.now() + ${seconds * 1000};
+const res = { longLived: 0, longFailed: 0, fresh: 0, freshFailed: 0, errors: [] };
+const once = () => new Promise((resolve) => {
+  const s = connect({ host: '${server}', port: 8080 });
+  let got = '';
+  const t = setTimeout(() => { s.destroy(); resolve(false); }, 1500);
+  s.on('connect', () => s.write('hello\\n'));
+  s.on('data', (d) => { got += d; if (got.includes('hello')) { clearTimeout(t); s.end(); resolve(true); } });
+  s.on('error', () => { clearTimeout(t); resolve(false); });
+});
+const long = connect({ host: '${server}', port: 8080 });
+let pending = 0;
+long.on('data', (d) => { const n = String(d).split('ping').length - 1; res.longLived += n; pending -= n; });
+long.on('error', (e) => res.errors.push(String(e)));
+await new Promise((r) => long.once('connect', r));
+const ticker = setInterval(() => {
+  if (pending > 5) res.longFailed++;
+  pending++;
+  long.write('ping\\n');
+}, 200);
+while (Date.now() < end) {
+  if (await once()) res.fresh++; else res.freshFailed++;
+  await new Promise((r) => setTimeout(r, 250));
+}
+clearInterval(ticker);
+await new Promise((r) => setTimeout(r, 500));
+if (long.destroyed) res.errors.push('the long-lived connection closed');
+long.destroy();
+console.log(JSON.stringify(res));
+`;
+
+describe('mutual authentication between two nodes', { timeout: 600_000 }, () => {
+  let dir = '';
+  const ids: Record<string, number> = {};
+  let serverIp = '';
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weir-mtlsc-'));
+    await writeFile(join(dir, 'pods.yaml'), crossNodePods);
+    await writeFile(join(dir, 'policy.yaml'), policy);
+    await cli(['lab', 'down'], LAB);
+    await ok(['lab', 'up', '--nodes', '2', '--no-cluster-dns'], LAB, 240_000);
+    await ok(['apply', '-f', join(dir, 'pods.yaml')], LAB);
+    await ok(['apply', '-f', join(dir, 'policy.yaml')], LAB);
+    for (const node of ['node1', 'node2']) {
+      const eps = JSON.parse(await onNode(node, ['endpoint', 'list', '-o', 'json'])) as {
+        pod: string;
+        identity: number;
+        ips: string[];
+      }[];
+      for (const e of eps) {
+        ids[e.pod] = e.identity;
+        if (e.pod === 'server') serverIp = e.ips[0] ?? '';
+      }
+    }
+    assert.ok(ids.client && ids.server && ids.other && serverIp, JSON.stringify(ids));
+  });
+
+  after(async () => {
+    await cli(['lab', 'down'], LAB);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('drops client (node1) → server (node2) until the nodes handshook, then allows; both nodes list the pair with the other node', async (t) => {
+    const t0 = Date.now();
+    assert.equal(await probe('default/client', 'default/server'), false, 'the first attempt is dropped');
+    let tries = 1;
+    let connected = false;
+    while (!connected && tries < 30) {
+      await sleep(250);
+      tries++;
+      connected = await probe('default/client', 'default/server');
+    }
+    assert.ok(connected, `connected after ${tries} attempts`);
+    t.diagnostic(`connected at attempt ${tries}, ${Date.now() - t0} ms after the first SYN`);
+
+    const s2 = await authOf('node2');
+    const p2 = s2.pairs.find((p) => p.srcIdentity === ids.client && p.dstIdentity === ids.server);
+    assert.ok(p2, `node2's pairs: ${JSON.stringify(s2.pairs)}`);
+    assert.equal(p2.remoteNodeId, authNodeId(NODE1_UL));
+    assert.equal(p2.node, 'node1');
+    assert.ok(s2.handshakes.ok >= 1, 'node2 dialled');
+    const s1 = await authOf('node1');
+    const p1 = s1.pairs.find((p) => p.srcIdentity === ids.client && p.dstIdentity === ids.server);
+    assert.ok(p1, `node1's pairs: ${JSON.stringify(s1.pairs)}`);
+    assert.equal(p1.remoteNodeId, authNodeId(NODE2_UL));
+    assert.equal(p1.node, 'node2');
+    assert.ok(s1.counters.accepted >= 1, "node1's listener accepted node2");
+    assert.match(
+      await onNode('node1', ['auth', 'list']),
+      new RegExp(`${ids.client}\\s+${ids.server}\\s+node2`),
+    );
+    assert.match(
+      await onNode('node2', ['auth', 'list']),
+      new RegExp(`${ids.client}\\s+${ids.server}\\s+node1`),
+    );
+    // Other traffic of the client is not affected; `other` has no rule at all.
+    assert.equal(await probe('default/other', 'default/server'), false);
+  });
+
+  it("node2's SVIDs come from node1's CA through its API; node2 holds SVIDs of its own pods only", async () => {
+    assert.equal(existsSync(join(agentDir(LAB, 'node2'), 'ca')), false, 'node2 has no CA directory');
+    const ca = JSON.parse(await ok(['identity', 'ca', 'get', '-o', 'json'], LAB)) as CaStatus;
+    const c = JSON.parse(
+      await onNode('node2', ['identity', 'cert', 'get', String(ids.server), '-o', 'json']),
+    ) as IdentityCert;
+    assert.equal(c.spiffeId, `spiffe://cluster.local/identity/${ids.server}`);
+    // Signed by node1's CA (the bundle node2 was given is that CA).
+    const caCert = new X509Certificate(c.caPem);
+    assert.equal(caCert.fingerprint256, ca.cas[0]?.fingerprint);
+    assert.ok(new X509Certificate(c.certPem).verify(caCert.publicKey));
+    // client is node1's pod: node2 has no SVID for it.
+    const r = await cli(['identity', 'cert', 'get', String(ids.client)], LAB);
+    assert.equal(r.code, 0, 'node1 has it');
+    process.env.WEIR_NODE = 'node2';
+    try {
+      const r2 = await cli(['identity', 'cert', 'get', String(ids.client)], LAB);
+      assert.match(r2.stderr, /ERR_AUTH_NO_SVID/);
+    } finally {
+      delete process.env.WEIR_NODE;
+    }
+  });
+
+  it("node2's listener refuses a rogue CA, an expired SVID and another identity's SVID, and counts each", async () => {
+    const script = join(dir, 'rogue.mjs');
+    await writeFile(script, rogueScript(ids as never));
+    const before = (await authOf('node2')).counters.refused;
+    const out = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, process.execPath, script]);
+    const res = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string>;
+    assert.match(res.rogueCa ?? '', /refused: untrusted/);
+    assert.match(res.expired ?? '', /refused: expired/);
+    assert.match(res.otherIdentity ?? '', /refused: wrong-identity/);
+    const s = await authOf('node2');
+    assert.equal(s.counters.refused.untrusted, before.untrusted + 1);
+    assert.equal(s.counters.refused.expired, before.expired + 1);
+    assert.equal(s.counters.refused['wrong-identity'], before['wrong-identity'] + 1);
+    const prom = await onNode('node2', ['agent', 'metrics']);
+    for (const [reason, n] of [
+      ['untrusted', s.counters.refused.untrusted],
+      ['expired', s.counters.refused.expired],
+      ['wrong-identity', s.counters.refused['wrong-identity']],
+    ] as const)
+      assert.match(prom, new RegExp(`weir_auth_listener_connections_total\\{result="${reason}"\\} ${n}`));
+  });
+
+  it('CA rotation: SVIDs re-issued from the new CA, pairs handshaken again, the old CA retired, no connection fails', async (t) => {
+    const OVERLAP = 20;
+    const cert = async () =>
+      JSON.parse(
+        await onNode('node2', ['identity', 'cert', 'get', String(ids.server), '-o', 'json']),
+      ) as IdentityCert;
+    const before = await cert();
+    const statusBefore = await authOf('node2');
+    const pairBefore = statusBefore.pairs.find((p) => p.srcIdentity === ids.client);
+    assert.ok(pairBefore);
+    const failedBefore = {
+      node1: (await authOf('node1')).handshakes.failed,
+      node2: statusBefore.handshakes.failed,
+    };
+    const script = join(dir, 'traffic.mjs');
+    await writeFile(script, trafficScript(serverIp, OVERLAP + 14));
+    const traffic = ok(['lab', 'exec', 'default/client', '--', process.execPath, script], LAB, 120_000);
+    await sleep(3000);
+    const rotated = JSON.parse(
+      await ok(['identity', 'ca', 'rotate', '--overlap', String(OVERLAP), '-o', 'json'], LAB),
+    ) as CaStatus;
+    assert.deepEqual(
+      rotated.cas.map((c) => c.role),
+      ['signing', 'retiring'],
+    );
+    const r = await cli(['identity', 'ca', 'rotate', '--overlap', '10'], LAB);
+    assert.match(r.stderr, /ERR_AUTH_CA_ROTATE/);
+    // node2 polls the bundle: it trusts both, then re-issues its SVID from the new CA.
+    let now = await cert();
+    for (let i = 0; i < 30 && now.summary.issuer === before.summary.issuer; i++) {
+      await sleep(500);
+      now = await cert();
+    }
+    assert.notEqual(now.summary.issuer, before.summary.issuer, 'node2 re-issued from the new CA');
+    assert.equal((await authOf('node2')).trusted, 2, 'both CAs trusted during the overlap');
+    // The pair is handshaken again with new-CA certificates (its expiry moves) before retirement.
+    const moved = async () =>
+      (await authOf('node2')).pairs.find(
+        (p) =>
+          p.srcIdentity === ids.client &&
+          new Date(p.expires).getTime() > new Date(pairBefore.expires).getTime(),
+      );
+    let m = await moved();
+    for (let i = 0; i < 30 && !m; i++) {
+      await sleep(500);
+      m = await moved();
+    }
+    assert.ok(m, 'the pair was handshaken again');
+    assert.ok(Date.now() < new Date(rotated.retireAt ?? 0).getTime(), 'before the old CA retired');
+    // After the overlap: one CA on both nodes.
+    while (Date.now() < new Date(rotated.retireAt ?? 0).getTime() + 2500) await sleep(500);
+    const ca = JSON.parse(await ok(['identity', 'ca', 'get', '-o', 'json'], LAB)) as CaStatus;
+    assert.equal(ca.cas.length, 1);
+    assert.equal((await authOf('node1')).trusted, 1);
+    assert.equal((await authOf('node2')).trusted, 1);
+    const res = JSON.parse((await traffic).trim().split('\n').pop() ?? '{}') as {
+      longLived: number;
+      longFailed: number;
+      fresh: number;
+      freshFailed: number;
+      errors: string[];
+    };
+    t.diagnostic(JSON.stringify(res));
+    assert.deepEqual(res.errors, []);
+    assert.equal(res.freshFailed, 0, 'no new connection failed');
+    assert.ok(res.fresh >= 20, `${res.fresh} new connections`);
+    assert.equal(res.longFailed, 0);
+    assert.ok(res.longLived >= 100, `${res.longLived} lines echoed on the long-lived connection`);
+    // No handshake failed on either node along the rotation (the re-handshakes came after every
+    // node trusted the new CA), and the pair holds after the retirement.
+    assert.equal((await authOf('node1')).handshakes.failed, failedBefore.node1);
+    assert.equal((await authOf('node2')).handshakes.failed, failedBefore.node2);
+    assert.equal(await probe('default/client', 'default/server'), true);
+  });
+});

@@ -19,47 +19,22 @@ import koffi from 'koffi';
 import { isIPv6 } from 'node:net';
 import { errnoName } from '../bpf/index.js';
 import { WeirError } from '../shared/errors.js';
+import {
+  libc as c,
+  AF_INET,
+  AF_INET6,
+  SOCK_STREAM,
+  SOCK_NONBLOCK,
+  SOCK_CLOEXEC,
+  SOL_SOCKET,
+  SOL_IP,
+  SOL_IPV6,
+} from '../shared/libc.js';
 
-const libc = koffi.load('libc.so.6');
-const c = {
-  socket: libc.func('int socket(int domain, int type, int protocol)') as (
-    d: number,
-    t: number,
-    p: number,
-  ) => number,
-  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)') as (
-    fd: number,
-    level: number,
-    name: number,
-    value: Buffer,
-    len: number,
-  ) => number,
-  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)') as (
-    fd: number,
-    a: Buffer,
-    l: number,
-  ) => number,
-  listen: libc.func('int listen(int fd, int backlog)') as (fd: number, backlog: number) => number,
-  getsockname: libc.func('int getsockname(int fd, void *addr, _Inout_ uint32_t *len)') as (
-    fd: number,
-    a: Buffer,
-    l: [number],
-  ) => number,
-  close: libc.func('int close(int fd)') as (fd: number) => number,
-};
-
-const AF_INET = 2;
-const AF_INET6 = 10;
-const SOCK_STREAM = 1;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_REUSEPORT = 15;
 const SO_MARK = 36;
-const SOL_IP = 0;
 const IP_TRANSPARENT = 19;
-const SOL_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const IPV6_TRANSPARENT = 75;
 

@@ -9,27 +9,9 @@
 // The frames a port of a bridge forwards are seen on the port devices (not on the bridge device),
 // hence no binding to a device.
 import koffi from 'koffi';
+import { AF_PACKET, SOCK_RAW, SOL_SOCKET, libc } from '../../src/shared/libc.js';
 
-const libc = koffi.load('libc.so.6');
-const socket = libc.func('int socket(int domain, int type, int protocol)') as (
-  d: number,
-  t: number,
-  p: number,
-) => number;
-const setsockopt = libc.func(
-  'int setsockopt(int fd, int level, int name, const void *value, uint32_t len)',
-) as (fd: number, level: number, name: number, value: Buffer, len: number) => number;
-const recv = libc.func('long recv(int fd, _Out_ void *buf, size_t len, int flags)') as (
-  fd: number,
-  b: Buffer,
-  l: number,
-  f: number,
-) => number;
-
-const AF_PACKET = 17;
-const SOCK_RAW = 3;
 const ETH_P_ALL_BE = 0x0300; // htons(0x0003)
-const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
 const SO_RCVBUF = 8;
 
@@ -54,15 +36,15 @@ function ports(f: Buffer, n: number): { proto: number; sport: number; dport: num
 function main(): void {
   const seconds = Number(process.argv[2] ?? 30);
   const marker = Buffer.from(process.argv[3] ?? '');
-  const fd = socket(AF_PACKET, SOCK_RAW, ETH_P_ALL_BE);
+  const fd = libc.socket(AF_PACKET, SOCK_RAW, ETH_P_ALL_BE);
   if (fd < 0) throw new Error(`socket(AF_PACKET) failed (errno ${koffi.errno()})`);
   const tv = Buffer.alloc(16);
   tv.writeBigInt64LE(0n, 0);
   tv.writeBigInt64LE(100_000n, 8); // 100 ms: the loop checks stdin and the clock
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);
+  libc.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);
   const sz = Buffer.alloc(4);
   sz.writeInt32LE(8 << 20);
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, sz, 4);
+  libc.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, sz, 4);
   const r: CaptureResult = { frames: 0, bytes: 0, markerFrames: 0, vxlanFrames: 0, tunnelFrames: 0 };
   let stop = false;
   process.stdin.on('end', () => (stop = true));
@@ -74,7 +56,7 @@ function main(): void {
   const loop = () => {
     const until = Date.now() + 50;
     while (Date.now() < until) {
-      const n = recv(fd, buf, buf.length, 0);
+      const n = libc.recv(fd, buf, buf.length, 0);
       if (n <= 0) break;
       r.frames++;
       r.bytes += n;

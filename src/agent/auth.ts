@@ -339,6 +339,29 @@ export class AuthManager {
     }
   }
 
+  /** The trust bundle (both CAs during a rotation's overlap): the nodes' mTLS tunnels trust it. */
+  get caPem(): string {
+    return this.issuer.bundle();
+  }
+
+  /**
+   * The current SVIDs of `ids` (issued now for those in use without one), for the node proxy's
+   * mTLS tunnels (--encryption mtls); identities that get none are left out.
+   */
+  async svidsOf(ids: Iterable<number>): Promise<Svid[]> {
+    const inUse = new Set(this.#o.identities().map((i) => i.id));
+    const out: Svid[] = [];
+    for (const id of new Set(ids))
+      if (isWorkload(id) && inUse.has(id)) {
+        try {
+          out.push(await this.#ensure(id));
+        } catch (err) {
+          this.#o.log.error({ err, identity: id }, 'auth: no SVID for the tunnel');
+        }
+      }
+    return out;
+  }
+
   /** The counters, for the agent's metrics. */
   counts() {
     return { handshakes: { ...this.handshakes }, ...structuredClone(this.listener.counters) };

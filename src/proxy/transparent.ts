@@ -78,6 +78,19 @@ function setopt(fd: number, level: number, name: number, value: number, what: st
   if (c.setsockopt(fd, level, name, int(value), 4) < 0) throw fail(what);
 }
 
+const SO_LINGER = 13;
+
+/**
+ * SO_LINGER {on, 0}: the socket's close() ends the connection with an RST instead of leaving it in
+ * TIME_WAIT. For accepted sockets that closed first (see tunnel.ts); errors are ignored.
+ */
+export function lingerZero(fd: number): void {
+  const l = Buffer.alloc(8);
+  l.writeInt32LE(1, 0);
+  l.writeInt32LE(0, 4);
+  c.setsockopt(fd, SOL_SOCKET, SO_LINGER, l, 8);
+}
+
 /** struct sockaddr_in / sockaddr_in6 for `ip` (v4 dotted or v6 text) and `port`. */
 export function sockaddr(ip: string, port: number): Buffer {
   if (!isIPv6(ip)) {
@@ -174,12 +187,22 @@ const EADDRINUSE = 98;
  * one of `avoid` (the kernel's choice if none is free within a few tries), marked with SO_MARK
  * `mark`, ready for connect().
  */
-export function upstream(o: { src: string; mark: number; avoid?: (port: number) => boolean }): number {
+export function upstream(o: {
+  src: string;
+  mark: number;
+  avoid?: (port: number) => boolean;
+  /** A port tried first (the mTLS tunnel's: the client's own, so the tuple is the client's). */
+  prefer?: number;
+}): number {
   const family = isIPv6(o.src) ? 6 : 4;
   const fd = newSocket(family);
   try {
     transparent(fd, family);
     setopt(fd, SOL_SOCKET, SO_MARK, o.mark, 'setsockopt SO_MARK');
+    if (o.prefer) {
+      const addr = sockaddr(o.src, o.prefer);
+      if (c.bind(fd, addr, addr.length) === 0) return fd;
+    }
     for (let i = 0; i <= UPSTREAM_PORT_TRIES; i++) {
       const last = i === UPSTREAM_PORT_TRIES;
       const port = last

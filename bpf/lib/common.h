@@ -45,8 +45,10 @@ struct ipcache_key {
 
 struct ipcache_value {
 	__u32 identity;
-	__be32 tunnel_endpoint; /* tunnel mode (lib/overlay.h): the IPv4 underlay address of the node
-				 * the prefix lives on; 0 = this node, or not behind a tunnel */
+	__be32 tunnel_endpoint; /* the IPv4 underlay address of the node a remote pod lives on, in both
+				 * routing modes (lib/auth.h's node id); tunnel mode also encapsulates
+				 * towards it (lib/overlay.h, only with a device in weir_tunnel);
+				 * 0 = this node, or no node */
 };
 
 /* ---- endpoints: one entry per pod, keyed by the ifindex of its host-side veth. */

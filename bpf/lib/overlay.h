@@ -7,6 +7,10 @@
  *   weir_tunnel[0]        struct tunnel_config: the VXLAN device's ifindex (0 = no tunnel), written
  *                         by the loader (Datapath.attachOverlay)
  *   weir_ipcache values   tunnel_endpoint: the IPv4 underlay address of the node a prefix lives on
+ *                         (written in native routing too, for lib/auth.h's node id: as Cilium,
+ *                         only the routing mode decides to tunnel, here a device in weir_tunnel;
+ *                         every encapsulation below and in lib/nodeport.h, and the encryption
+ *                         redirect, check it first)
  *
  *   overlay_encap(skb, flow, src_identity, *reason) -> -1 | tc verdict
  *     After a forward verdict at weir_from_container: when the destination's ipcache entry names a

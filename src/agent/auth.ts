@@ -15,7 +15,7 @@
 //   nodes     with several nodes (`issuer`, `nodes`, `localIdentities` given): SVIDs only for the
 //             identities of this node's pods, issued by the CA node's API from a CSR made here
 //             (the key never leaves this node); a 189 drop names the peer's node id (the
-//             ipcache's tunnel endpoint), the agent dials that node's listener at its underlay
+//             ipcache's tunnel endpoint, tunnel or native routing), the agent dials that node's listener at its underlay
 //             address with the SVID of its own side of the pair, and the listener, having
 //             verified it, writes its own entry for the pair with the dialler's node id.
 //   rotation  the issuer's bundle changes (a CA rotation): the listener trusts the new bundle

@@ -42,6 +42,7 @@ import { cniLegend, measureCni } from './cni.js';
 import { l7Legend, measureL7 } from './l7.js';
 import { gatewayLegend, measureGateway } from './gateway.js';
 import { measureVxlan, vxlanLegend } from './vxlan.js';
+import { encryptionLegend, measureEncryption } from './encryption.js';
 import { clusterLegend, measureCluster } from './cluster.js';
 
 export interface Scenario {
@@ -86,6 +87,8 @@ const connRules = Number(process.env.WEIR_BENCH_CONN_RULES ?? 10_000);
 const dnsSeconds = Number(process.env.WEIR_BENCH_DNS_SECONDS ?? 5);
 const vxlanRounds = Number(process.env.WEIR_BENCH_VXLAN_ROUNDS ?? 3);
 const vxlanSeconds = Number(process.env.WEIR_BENCH_VXLAN_SECONDS ?? 3);
+const encRounds = Number(process.env.WEIR_BENCH_ENC_ROUNDS ?? 3);
+const encSeconds = Number(process.env.WEIR_BENCH_ENC_SECONDS ?? 3);
 /** Pods in the cluster at which the cluster section times convergence (200 per node: 5 nodes for 1 000). */
 const clusterPods = (process.env.WEIR_BENCH_CLUSTER_PODS ?? '100,1000').split(',').map(Number);
 const dnsRounds = Number(process.env.WEIR_BENCH_DNS_ROUNDS ?? 3);
@@ -118,6 +121,7 @@ const allSections = [
   'diff',
   'vxlan',
   'cluster',
+  'encryption',
 ] as const;
 /** WEIR_BENCH_SECTIONS=services,flow runs only those; a partial run writes latest.<sections>.*. */
 const sections = new Set((process.env.WEIR_BENCH_SECTIONS ?? allSections.join(',')).split(','));
@@ -550,6 +554,12 @@ async function main(): Promise<void> {
     );
   }
 
+  // Two labs of two nodes: pods across nodes in plain VXLAN vs inside the proxies' mTLS tunnels.
+  if (sections.has('encryption')) {
+    log('encryption: pod to pod across two nodes, plain VXLAN vs --encryption mtls');
+    rows.push(...(await measureEncryption(`${labName}-en`, { rounds: encRounds, seconds: encSeconds }, log)));
+  }
+
   // A lab of several nodes on etcd of its own: convergence across nodes, etcd writes per pod change.
   if (sections.has('cluster')) {
     log(`cluster: nodes on etcd, convergence at ${clusterPods.join(', ')} pods`);
@@ -608,6 +618,7 @@ async function main(): Promise<void> {
     (sections.has('gateway') ? gatewayLegend(gatewayConfig) : '') +
     (sections.has('vxlan') ? vxlanLegend(vxlanRounds, vxlanSeconds) : '') +
     (sections.has('cluster') ? clusterLegend(clusterPods) : '') +
+    (sections.has('encryption') ? encryptionLegend(encRounds, encSeconds) : '') +
     (sections.has('diff')
       ? '- **policy diff, N pods**: `weir policy diff` without a lab (bench/micro/policy-diff.ts): the engine on the ' +
         'changed policies (on a copy of the allocator, as the agent does) plus every connection (ordered pod ' +

@@ -176,6 +176,8 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 		from_proxy = proxy_origin(skb->mark);
 		if (from_proxy)
 			m.flags |= EVENT_F_FROM_PROXY;
+		if (from_proxy == PROXY_FROM_TUNNEL)
+			m.flags |= EVENT_F_ENCRYPTED;
 	}
 
 	/* Conntrack's clock: CLOCK_MONOTONIC at tick granularity (lifetimes are seconds, and lag up to
@@ -285,6 +287,17 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 		ct_flags |= CT_ENTRY_F_TO_PROXY;
 		m.flags |= EVENT_F_TO_PROXY;
 		m.proxy_port = proxy_port;
+	}
+	/* --encryption mtls (lib/overlay.h): an allowed TCP connection to another node's pod goes to the
+	 * node proxy's outbound tunnel listener, which carries it to the other node's proxy in an mTLS
+	 * tunnel; never plain into the VXLAN device (no listener: dropped below, fail closed). */
+	if (!reason && !proxy_port && dir == DIR_EGRESS && !hairpin) {
+		proxy_port = overlay_encrypt_port(f);
+		if (proxy_port) {
+			ct_flags |= CT_ENTRY_F_TO_PROXY;
+			m.flags |= EVENT_F_ENCRYPTED;
+			m.proxy_port = proxy_port;
+		}
 	}
 	if (from_proxy)
 		ct_flags |= CT_ENTRY_F_PROXY_UPSTREAM;

@@ -5,11 +5,11 @@
  *     src, dst     the connection's initiator and receiver identities (egress: the endpoint and
  *                  the ipcache's peer; ingress: the reverse)
  *     remote_node  the node the peer runs on, 0 for this node: auth_remote_node() of the peer's
- *                  address — in tunnel mode the ipcache's tunnel endpoint of the peer (the
- *                  underlay address of its node) gives the node id, its low 16 bits (0 → 0xffff);
- *                  the agent derives the same id from the node records (src/auth/node-id.ts) and
- *                  refuses ids two nodes would share. No tunnel endpoint (this node, or native
- *                  routing): 0.
+ *                  address — the ipcache's tunnel endpoint of the peer (the underlay address of
+ *                  its node, written in tunnel and native routing alike) gives the node id, its
+ *                  low 16 bits (0 → 0xffff); the agent derives the same id from the node records
+ *                  (src/auth/node-id.ts) and refuses ids two nodes would share. No tunnel
+ *                  endpoint (this node): 0.
  *     now          bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC)
  *
  * Called for a new connection whose allowing policy entry carries POLICY_F_AUTH

@@ -45,8 +45,10 @@ struct ipcache_key {
 
 struct ipcache_value {
 	__u32 identity;
-	__be32 tunnel_endpoint; /* tunnel mode (lib/overlay.h): the IPv4 underlay address of the node
-				 * the prefix lives on; 0 = this node, or not behind a tunnel */
+	__be32 tunnel_endpoint; /* the IPv4 underlay address of the node a remote pod lives on, in both
+				 * routing modes (lib/auth.h's node id); tunnel mode also encapsulates
+				 * towards it (lib/overlay.h, only with a device in weir_tunnel);
+				 * 0 = this node, or no node */
 };
 
 /* ---- endpoints: one entry per pod, keyed by the ifindex of its host-side veth. */
@@ -221,6 +223,8 @@ struct flow_event {
 #define EVENT_F_RELATED (1U << 1)    /* an ICMP error of a tracked connection */
 #define EVENT_F_TO_PROXY (1U << 2)   /* redirected to the node proxy (Hubble: REDIRECTED) */
 #define EVENT_F_FROM_PROXY (1U << 3) /* sent by the node proxy (its upstream connection) */
+#define EVENT_F_ENCRYPTED (1U << 5)  /* the connection travels in the node proxies' mTLS tunnel (--encryption
+				      * mtls): the sender's verdict, and the receiver's (its upstream) */
 #define EVENT_F_AUDIT (1U << 4)      /* EVENT_POLICY_VERDICT: policy denied it (reason), the endpoint
 				      * audits: it passed (Hubble: AUDIT) */
 
@@ -232,13 +236,18 @@ struct flow_event {
 #define MARK_MAGIC_PROXY_INGRESS 0x0A00 /* SO_MARK of the proxy's upstream sockets, ingress listener */
 #define MARK_MAGIC_PROXY_EGRESS 0x0B00  /* ... egress listener; the client's identity as MARK_MAGIC_IDENTITY's */
 #define PROXY_ROUTE_TABLE 2004          /* fwmark MARK_MAGIC_TO_PROXY/MARK_MAGIC_MASK -> local delivery */
+#define MARK_MAGIC_PROXY_TUNNEL 0x0C00  /* ... the mTLS tunnel's (HBONE) inbound side: the identity the peer's
+					 * certificate proves, laid out as MARK_MAGIC_IDENTITY's (lib/overlay.h) */
 #define MARK_MAGIC_IDENTITY 0x0F00      /* a tunnel's source identity, for weir_to_container (lib/overlay.h):
 					 * identity bits 0-15 in the mark's bits 16-31, bits 16-23 in 0-7 */
 
 /* ---- tunnel mode (lib/overlay.h): weir_tunnel[0], written by the loader (attachOverlay). */
 struct tunnel_config {
-	__u32 ifindex; /* the node's VXLAN device (external / collect_md); 0 = no tunnel */
-	__u32 flags;   /* reserved */
+	__u32 ifindex;      /* the node's VXLAN device (external / collect_md); 0 = no tunnel */
+	__u16 flags;        /* reserved */
+	__u16 encrypt_port; /* --encryption mtls: the node proxy's outbound tunnel listener (host order);
+			     * pods' TCP to other nodes' pods goes there instead of the VXLAN device.
+			     * 0 = off */
 };
 
 /* ---- service load balancing (Cilium's lb maps: bpf/lib/lb.h). One set for IPv4 and IPv6.

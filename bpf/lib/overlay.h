@@ -7,6 +7,10 @@
  *   weir_tunnel[0]        struct tunnel_config: the VXLAN device's ifindex (0 = no tunnel), written
  *                         by the loader (Datapath.attachOverlay)
  *   weir_ipcache values   tunnel_endpoint: the IPv4 underlay address of the node a prefix lives on
+ *                         (written in native routing too, for lib/auth.h's node id: as Cilium,
+ *                         only the routing mode decides to tunnel, here a device in weir_tunnel;
+ *                         every encapsulation below and in lib/nodeport.h, and the encryption
+ *                         redirect, check it first)
  *
  *   overlay_encap(skb, flow, src_identity, *reason) -> -1 | tc verdict
  *     After a forward verdict at weir_from_container: when the destination's ipcache entry names a
@@ -71,10 +75,11 @@ static __always_inline __u32 identity_mark(__u32 identity)
 	return MARK_MAGIC_IDENTITY | ((identity & 0xFFFF) << 16) | ((identity >> 16) & 0xFF);
 }
 
-/* The identity a received tunnel packet carried into the node's stack; 0: none. */
+/* The identity a received tunnel packet carried into the node's stack, or the one the mTLS tunnel's
+ * peer certificate proved (the node proxy's inbound upstream, MARK_MAGIC_PROXY_TUNNEL); 0: none. */
 static __always_inline __u32 identity_from_mark(__u32 mark)
 {
-	if ((mark & MARK_MAGIC_MASK) != MARK_MAGIC_IDENTITY)
+	if ((mark & MARK_MAGIC_MASK) != MARK_MAGIC_IDENTITY && (mark & MARK_MAGIC_MASK) != MARK_MAGIC_PROXY_TUNNEL)
 		return 0;
 	return (mark >> 16) | ((mark & 0xFF) << 16);
 }
@@ -108,6 +113,24 @@ static __always_inline int overlay_encap(struct __sk_buff *skb, const struct flo
 	if (*reason)
 		return TC_ACT_SHOT;
 	return bpf_redirect(ifindex, 0);
+}
+
+/* --encryption mtls: the port (network order) of the node proxy's outbound tunnel listener when a new
+ * TCP connection must travel in the mTLS tunnel — encryption on, and the destination a pod (a
+ * cluster identity) behind another node's tunnel endpoint; 0: not for the tunnel (UDP, ICMP, this
+ * node, the world, other nodes' own addresses keep the plain path). */
+static __always_inline __be16 overlay_encrypt_port(const struct flow *f)
+{
+	__u32 zero = 0;
+	struct tunnel_config *c = bpf_map_lookup_elem(&weir_tunnel, &zero);
+	struct ipcache_value *dst;
+
+	if (!c || !c->ifindex || !c->encrypt_port || f->tuple.nexthdr != IPPROTO_TCP)
+		return 0;
+	dst = ipcache_lookup(f->tuple.family, f->tuple.daddr);
+	if (!dst || !dst->tunnel_endpoint || dst->identity < IDENTITY_CLUSTER_MIN || (dst->identity & IDENTITY_LOCAL_FLAG))
+		return 0;
+	return bpf_htons(c->encrypt_port);
 }
 
 static __always_inline int overlay_source(struct __sk_buff *skb, __u32 *identity)

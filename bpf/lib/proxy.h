@@ -28,7 +28,7 @@
  *     configured: TC_ACT_SHOT (the caller counts DROP_PROXY_LOOKUP_FAILED).
  *   proxy_origin(mark) -> 0 | PROXY_FROM_INGRESS | PROXY_FROM_EGRESS
  *     Who sent a packet leaving the node's stack: the proxy's upstream sockets carry SO_MARK
- *     MARK_MAGIC_PROXY_INGRESS / _EGRESS (nothing outside the node namespace can set a mark that
+ *     MARK_MAGIC_PROXY_INGRESS / _EGRESS / _TUNNEL (nothing outside the node namespace can set a mark that
  *     survives into it).
  *   proxy_netdev_reply(skb, flow) -> 1 when assigned, else 0
  *     At an external-facing device or the VXLAN device (an upstream towards another node's pod):
@@ -53,6 +53,7 @@
 
 #define PROXY_FROM_INGRESS 1
 #define PROXY_FROM_EGRESS 2
+#define PROXY_FROM_TUNNEL 3 /* the mTLS tunnel's inbound side (--encryption mtls) */
 
 /* The node's weir_host device (ifindex in the node namespace): where proxy_to_host sends packets
  * that must reach the proxy from a tc egress hook. The loader writes it; 0 = none. */
@@ -65,6 +66,8 @@ static __always_inline int proxy_origin(__u32 mark)
 		return PROXY_FROM_INGRESS;
 	case MARK_MAGIC_PROXY_EGRESS:
 		return PROXY_FROM_EGRESS;
+	case MARK_MAGIC_PROXY_TUNNEL:
+		return PROXY_FROM_TUNNEL;
 	default:
 		return 0;
 	}

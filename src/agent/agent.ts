@@ -621,7 +621,10 @@ export class Agent {
         namespace: p.namespace,
         pod: p.name,
         labels: p.labels,
-        ...(tunnel && underlayOf.get(p.node) ? { tunnelEndpoint: underlayOf.get(p.node) as string } : {}),
+        // Both routing modes: the node's underlay address, from which the datapath derives the
+        // peer's node id (mutual auth, bpf/lib/auth.h). Only a tunnel device in weir_tunnel
+        // (tunnel mode) makes it encapsulate towards it; native routing leaves it to the routes.
+        ...(underlayOf.get(p.node) ? { tunnelEndpoint: underlayOf.get(p.node) as string } : {}),
         ips: [p.ip, ...(p.ip6 ? [p.ip6] : [])],
         namedPorts: p.ports
           .filter((port) => port.name)

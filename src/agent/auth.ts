@@ -15,7 +15,7 @@
 //   nodes     with several nodes (`issuer`, `nodes`, `localIdentities` given): SVIDs only for the
 //             identities of this node's pods, issued by the CA node's API from a CSR made here
 //             (the key never leaves this node); a 189 drop names the peer's node id (the
-//             ipcache's tunnel endpoint), the agent dials that node's listener at its underlay
+//             ipcache's tunnel endpoint, tunnel or native routing), the agent dials that node's listener at its underlay
 //             address with the SVID of its own side of the pair, and the listener, having
 //             verified it, writes its own entry for the pair with the dialler's node id.
 //   rotation  the issuer's bundle changes (a CA rotation): the listener trusts the new bundle
@@ -337,6 +337,29 @@ export class AuthManager {
       this.#o.log.warn({ err, pair }, 'auth: handshake failed');
       return false;
     }
+  }
+
+  /** The trust bundle (both CAs during a rotation's overlap): the nodes' mTLS tunnels trust it. */
+  get caPem(): string {
+    return this.issuer.bundle();
+  }
+
+  /**
+   * The current SVIDs of `ids` (issued now for those in use without one), for the node proxy's
+   * mTLS tunnels (--encryption mtls); identities that get none are left out.
+   */
+  async svidsOf(ids: Iterable<number>): Promise<Svid[]> {
+    const inUse = new Set(this.#o.identities().map((i) => i.id));
+    const out: Svid[] = [];
+    for (const id of new Set(ids))
+      if (isWorkload(id) && inUse.has(id)) {
+        try {
+          out.push(await this.#ensure(id));
+        } catch (err) {
+          this.#o.log.error({ err, identity: id }, 'auth: no SVID for the tunnel');
+        }
+      }
+    return out;
   }
 
   /** The counters, for the agent's metrics. */

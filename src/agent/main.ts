@@ -28,6 +28,7 @@ import { FileStore, type JsonObject, type Lease, type Store } from '../store/ind
 import { FlowObserver } from '../observe/stream.js';
 import { Agent, HOST_DEVICE } from './agent.js';
 import { listenApi } from './api-server.js';
+import { TUNNEL_INBOUND_PORT, TUNNEL_OUTBOUND_PORT } from '../proxy/tunnel.js';
 import { CaStore } from '../auth/ca-store.js';
 import { AuthManager, type SvidIssuer } from './auth.js';
 import { caNodeIssuer, lazyRemoteIssuer } from './auth-issuer.js';
@@ -198,6 +199,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         // Where weir_to_container sends connections redirected to the node proxy.
         hostIfindex: ifindexIn(node.netns, HOST_DEVICE),
       });
+      // --encryption mtls: pods' TCP to other nodes' pods goes to the proxy's tunnel listener
+      // (fails closed until the proxy listens); none: plain VXLAN.
+      datapath.setEncryptPort(run.encryption === 'mtls' ? TUNNEL_OUTBOUND_PORT : 0);
     },
     // Pins stay: the datapath keeps enforcing while no agent runs.
     stop: () => datapath?.close(),
@@ -376,6 +380,42 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     },
     stop: () => auth?.stop(),
   });
+
+  // --encryption mtls: the node proxy gets the SVIDs of this node's pod identities and the CA,
+  // again whenever they change (issue, renewal, a new identity), and runs the mTLS tunnels.
+  let tunnelTimer: NodeJS.Timeout | undefined;
+  if (run.encryption === 'mtls')
+    lc.append({
+      name: 'tunnel',
+      start: async () => {
+        const a = agent as Agent;
+        let busy = false;
+        const sync = async () => {
+          if (busy || !auth || !proxy) return;
+          busy = true;
+          try {
+            const svids = await auth.svidsOf(a.endpoints().map((e) => e.identity));
+            await proxy.updateTunnel({
+              trustDomain: run.trustDomain,
+              caPem: auth.caPem,
+              outboundPort: TUNNEL_OUTBOUND_PORT,
+              inboundPort: TUNNEL_INBOUND_PORT,
+              svids: svids
+                .sort((x, y) => x.identity - y.identity)
+                .map((v) => ({ identity: v.identity, certPem: v.certPem, keyPem: v.keyPem })),
+            });
+          } catch (err) {
+            log.error({ err }, 'tunnel: the proxy did not take the tunnel config');
+          } finally {
+            busy = false;
+          }
+        };
+        await sync();
+        tunnelTimer = setInterval(() => void sync(), 1000);
+        tunnelTimer.unref();
+      },
+      stop: () => clearInterval(tunnelTimer),
+    });
 
   let gcTimer: NodeJS.Timeout | undefined;
   lc.append({

@@ -16,6 +16,7 @@ import { ProxyClient } from '../proxy/client.js';
 import { proxyLogFile, proxyPidFile, proxySocket, proxyTitle } from '../proxy/paths.js';
 import type { ListenerPorts } from '../proxy/server.js';
 import type { L7Record } from '../proxy/types.js';
+import type { TunnelConfig } from '../proxy/tunnel.js';
 import { isCode, WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
@@ -177,6 +178,10 @@ export class ProxyManager {
   #gatewayText = JSON.stringify(this.#gateway);
   #gatewayAcked: string | undefined;
   #gatewayVersion = 0;
+  #tunnel: Omit<TunnelConfig, 'version'> | undefined;
+  #tunnelText: string | undefined;
+  #tunnelAcked: string | undefined;
+  #tunnelVersion = 0;
 
   constructor(o: ProxyManagerOptions) {
     this.#o = o;
@@ -233,12 +238,36 @@ export class ProxyManager {
     await this.#sync();
   }
 
+  /**
+   * --encryption mtls: the tunnels' SVIDs (this node's identities), CA and ports. Starts the proxy
+   * the first time; pushed again whenever it changes (renewals) and after every restart.
+   */
+  async updateTunnel(cfg: Omit<TunnelConfig, 'version'>): Promise<void> {
+    const text = JSON.stringify(cfg);
+    if (
+      text === this.#tunnelText &&
+      this.#tunnelAcked === text &&
+      this.#pid !== undefined &&
+      alive(this.#pid)
+    )
+      return;
+    this.#tunnel = cfg;
+    this.#tunnelText = text;
+    this.#wanted = true;
+    await this.#sync();
+  }
+
   /** Brings the proxy to the desired snapshot (starting it if needed); one at a time. */
   #sync(): Promise<void> {
     const next = this.#chain.then(async () => {
       if (this.#closed) return;
       const running = this.#pid !== undefined && alive(this.#pid);
-      if (running && this.#ackedText === this.#desiredText && this.#gatewayAcked === this.#gatewayText)
+      if (
+        running &&
+        this.#ackedText === this.#desiredText &&
+        this.#gatewayAcked === this.#gatewayText &&
+        this.#tunnelAcked === this.#tunnelText
+      )
         return;
       try {
         if (running) await this.#push();
@@ -343,6 +372,7 @@ export class ProxyManager {
     this.#startedAt = Date.now();
     this.#acked = undefined;
     this.#gatewayAcked = undefined;
+    this.#tunnelAcked = undefined;
     this.#ackedText = undefined;
     child.once('exit', () => {
       if (this.#child === child) this.#check();
@@ -389,6 +419,7 @@ export class ProxyManager {
         this.#ackedText = text;
         this.#o.log.info({ version: acked, endpoints: endpoints.length }, 'proxy runs the snapshot');
         await this.#pushGateway();
+        await this.#pushTunnel();
         return;
       } catch (err) {
         // A proxy that ran a newer version (an earlier agent's): continue after it.
@@ -411,6 +442,22 @@ export class ProxyManager {
     );
     this.#gatewayAcked = text;
     this.#o.log.info({ version: r.version, listening: r.listening }, 'proxy runs the gateway tables');
+  }
+
+  /** The tunnel config, after the gateway tables; versions grow across agent restarts (wall clock). */
+  async #pushTunnel(): Promise<void> {
+    const text = this.#tunnelText;
+    if (!this.#tunnel || text === undefined) return;
+    this.#tunnelVersion = Math.max(this.#tunnelVersion + 1, Date.now());
+    const r = await withTimeout(
+      this.client.pushTunnel({ version: this.#tunnelVersion, ...this.#tunnel }),
+      PUSH_TIMEOUT_MS,
+    );
+    this.#tunnelAcked = text;
+    this.#o.log.info(
+      { version: r.version, svids: this.#tunnel.svids.length },
+      'proxy runs the tunnel config',
+    );
   }
 
   /** Streams the proxy's L7 records into the agent until it stops; reconnects while it runs. */
@@ -454,6 +501,7 @@ export class ProxyManager {
     this.#pid = undefined;
     this.#acked = undefined;
     this.#gatewayAcked = undefined;
+    this.#tunnelAcked = undefined;
     this.#ackedText = undefined;
     this.#restarting = true;
     setTimeout(() => {

@@ -353,6 +353,15 @@ export const SETTINGS = [
     90 * 86400,
     'lifetime of the SVIDs the agent issues for the identities in use; each is renewed at half its life, and an authenticated pair (weir auth list) expires with the earlier of its two certificates',
   ),
+  oneOf<'encryption', 'none' | 'mtls', false>(
+    'encryption',
+    '--encryption',
+    '<mode>',
+    false,
+    ['none', 'mtls'],
+    'none',
+    "pod TCP traffic to other nodes' pods (tunnel mode): none (plain VXLAN) or mtls (inside HTTP/2 CONNECT tunnels over mutual TLS 1.3 between the nodes' proxies, one per identity pair, as Istio ambient's HBONE on port 15008; UDP and ICMP stay plain VXLAN)",
+  ),
   int(
     'authListenerPort',
     '--auth-listener-port',

@@ -1,6 +1,6 @@
 // The node ids of weir_auth keys (bpf/lib/auth.h auth_remote_node): the datapath derives a peer's
 // node id from the ipcache's tunnel endpoint of the peer's address — the underlay IPv4 address of
-// the peer's node — as its low 16 bits (0 becomes 0xffff; 0 means this node). The agent maps ids
+// the peer's node, written in both routing modes — as its low 16 bits (0 becomes 0xffff; 0 means this node). The agent maps ids
 // back to the cluster's node records the same way; two nodes whose addresses give one id cannot
 // be told apart, so a handshake for that id is refused (fail closed) and the clash logged.
 import { isIPv4 } from 'node:net';

@@ -485,8 +485,19 @@ export class Datapath {
       ['egress', OVERLAY_PROGRAMS.toOverlay],
     ] as const)
       attachTc({ netns: d.netns, ifindex, direction, program: this.program(prog) });
-    this.#tunnel.update(0, { ifindex, flags: 0 });
+    const encryptPort = this.#tunnel.lookup(0)?.encryptPort ?? 0;
+    this.#tunnel.update(0, { ifindex, flags: 0, encryptPort });
     return ifindex;
+  }
+
+  /**
+   * --encryption mtls (bpf/lib/overlay.h): pods' new TCP connections to other nodes' pods go to the
+   * node proxy's outbound tunnel listener on `port` (no listener: dropped, fail closed); 0: off,
+   * plain VXLAN. Takes effect with attachOverlay (kept across it).
+   */
+  setEncryptPort(port: number): void {
+    const have = this.#tunnel.lookup(0) ?? { ifindex: 0, flags: 0, encryptPort: 0 };
+    this.#tunnel.update(0, { ...have, encryptPort: port });
   }
 
   /**
@@ -495,7 +506,7 @@ export class Datapath {
    * error).
    */
   detachOverlay(d: { netns: string; ifname?: string; ifindex?: number }): void {
-    this.#tunnel.update(0, { ifindex: 0, flags: 0 });
+    this.#tunnel.update(0, { ifindex: 0, flags: 0, encryptPort: 0 });
     try {
       const ifindex = resolveIfindex(d);
       for (const direction of ['ingress', 'egress'] as const)

@@ -12,6 +12,11 @@ export const ProxyMark = {
   /** SO_MARK of the proxy's upstream sockets of its egress listener. */
   PROXY_EGRESS: 0x0b00,
   /**
+   * SO_MARK of the mTLS tunnel's inbound upstream sockets (--encryption mtls): the identity the
+   * peer's certificate proved, laid out as IDENTITY's; weir_to_container judges it with that.
+   */
+  PROXY_TUNNEL: 0x0c00,
+  /**
    * Set by weir_from_overlay on a tunnelled packet it hands to the node's stack: the source
    * identity (bits 0-15 in the mark's bits 16-31, bits 16-23 in 0-7) for weir_to_container.
    */
@@ -25,6 +30,11 @@ export const ProxyMark = {
  */
 export function proxyEgressMark(identity: number): number {
   return (ProxyMark.PROXY_EGRESS | ((identity & 0xffff) << 16) | ((identity >>> 16) & 0xff)) >>> 0;
+}
+
+/** SO_MARK of a tunnel's inbound upstream socket: PROXY_TUNNEL with the proven identity. */
+export function proxyTunnelMark(identity: number): number {
+  return (ProxyMark.PROXY_TUNNEL | ((identity & 0xffff) << 16) | ((identity >>> 16) & 0xff)) >>> 0;
 }
 
 /** The routing table the fwmark rule points at: `local 0.0.0.0/0 dev lo` and `local ::/0 dev lo`. */

@@ -96,7 +96,11 @@ export interface Flow {
   drop_reason?: number;
   drop_reason_desc?: string;
   /** Absent when the packet was dropped before its IP header was parsed. */
-  IP?: { source: string; destination: string; ipVersion: 'IPv4' | 'IPv6' };
+  /**
+   * `encrypted` (Hubble's field): the connection travels between the nodes inside the node
+   * proxies' mTLS tunnel (--encryption mtls), authenticated with the SVIDs of its identities.
+   */
+  IP?: { source: string; destination: string; ipVersion: 'IPv4' | 'IPv6'; encrypted?: true };
   l4?: FlowL4;
   source: FlowEndpoint;
   destination: FlowEndpoint;

@@ -91,7 +91,9 @@ export function compactLine(f: Flow): string {
   const pair = f.is_reply ? `${dst} <- ${src}` : `${src} -> ${dst}`;
   const policies = decidingPolicies(f).map((p) => p.rule);
   const by = policies.length > 0 ? ` by ${policies.join(', ')}` : '';
-  return `${shortTime(f.time)}: ${pair} ${eventText(f)} (${f.Summary})${by}`;
+  // --encryption mtls: the connection crosses the nodes inside the proxies' mTLS tunnel.
+  const enc = f.IP?.encrypted ? ' [mTLS encrypted]' : '';
+  return `${shortTime(f.time)}: ${pair} ${eventText(f)}${enc} (${f.Summary})${by}`;
 }
 
 export interface FlowRow {
@@ -122,7 +124,7 @@ export function flowRow(f: Flow): FlowRow {
           ? `DROPPED${f.weir.detail ? ` (${f.weir.detail})` : ''}`
           : `DROPPED (${dropText(f)})`
         : f.verdict,
-    summary: f.Summary,
+    summary: f.IP?.encrypted ? `${f.Summary} [mTLS encrypted]` : f.Summary,
     policy: decidingPolicies(f)
       .map((p) => p.rule)
       .join(', '),

@@ -122,6 +122,7 @@ export class FlowParser {
               source: src,
               destination: dst,
               ipVersion: ev.family === 4 ? ('IPv4' as const) : ('IPv6' as const),
+              ...(ev.encrypted ? { encrypted: true as const } : {}),
             },
           }
         : {}),

@@ -102,7 +102,10 @@ export interface EngineInput {
    * They get no policy of their own here.
    */
   remoteEndpoints?: (Omit<EngineEndpoint, 'id'> & {
-    /** Tunnel mode: the underlay address of the pod's node (its ipcache entries carry it). */
+    /**
+     * The underlay address of the pod's node (its ipcache entries carry it, in both routing modes:
+     * the datapath's node id of the peer; tunnel mode also encapsulates towards it).
+     */
     tunnelEndpoint?: string;
   })[];
   /** Other nodes' addresses: reserved:remote-node in the ipcache. */
@@ -190,7 +193,7 @@ export interface EndpointPolicy {
 
 export interface EngineOutput {
   endpoints: Map<number, EndpointPolicy>;
-  /** `tunnelEndpoint`: tunnel mode, the node a remote pod's address lives on. */
+  /** `tunnelEndpoint`: the underlay address of the node a remote pod's address lives on. */
   ipcache: { prefix: string; identity: number; tunnelEndpoint?: string }[];
   cookies: Map<number, RuleRef>;
   /** What the node proxy enforces: the endpoints with redirected ports, by endpoint id. */

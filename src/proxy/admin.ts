@@ -6,6 +6,8 @@
 //   GET /v1/status    pid, version, listeners, connections and counters (ProxyStatus)
 //   GET /metrics      Prometheus text
 //   GET /v1/records   NDJSON stream of L7 records ({record} | {lost}); one reader at a time
+//   PUT /v1/tunnel    TunnelConfig (--encryption mtls: SVIDs, CA, ports) -> {version}; opens the
+//                     mTLS tunnel listeners (tunnel.ts)
 //   POST /v1/fqdn/forget  the DNS proxy forgets what it knew the agent's FQDN cache holds (the
 //                     agent lost entries: cache clean, restart) -> {forgotten}
 import { chmodSync, rmSync } from 'node:fs';
@@ -20,6 +22,7 @@ import type { ListenerPorts, ProxyServer } from './server.js';
 import { parseSnapshot } from './snapshot.js';
 import { parseGatewaySnapshot, type GatewayServer } from './gateway/server.js';
 import type { ProxyWorkers } from './workers.js';
+import { parseTunnelConfig, type TunnelProxy, type TunnelStatus } from './tunnel.js';
 
 export interface ProxyStatus {
   pid: number;
@@ -51,6 +54,8 @@ export interface ProxyStatus {
   fqdn?: { known: number } & Record<string, number>;
   /** Connections each proxy thread accepted since start (main thread first; workers.ts). */
   threads?: { redirects: number[] };
+  /** --encryption mtls: the tunnels between the nodes' proxies (tunnel.ts). */
+  tunnel?: TunnelStatus;
 }
 
 export interface AdminContext {
@@ -67,6 +72,8 @@ export interface AdminContext {
   fqdn?: { forget(): number; size(): number; stats: Record<string, number> };
   /** The extra proxy threads (workers.ts), when there are some. */
   workers?: ProxyWorkers;
+  /** The mTLS tunnels between nodes (--encryption mtls). */
+  tunnel?: TunnelProxy;
 }
 
 const maxBody = 64 << 20;
@@ -144,6 +151,7 @@ export async function status(c: AdminContext): Promise<ProxyStatus> {
     ...(c.accessLog ? { accessLog: { path: c.accessLog.path, ...c.accessLog.stats() } } : {}),
     ...(c.fqdn ? { fqdn: { known: c.fqdn.size(), ...c.fqdn.stats } } : {}),
     ...(c.workers ? { threads: { redirects: await threadRedirects(c, c.workers) } } : {}),
+    ...(c.tunnel && c.tunnel.status().version !== null ? { tunnel: c.tunnel.status() } : {}),
   };
 }
 
@@ -190,6 +198,12 @@ async function route(c: AdminContext, req: IncomingMessage, res: ServerResponse)
     await c.server.listen(listeners);
     await c.workers?.apply(snapshot, listeners);
     return send(res, 200, { version: snapshot.version });
+  }
+  if (method === 'PUT' && path === '/v1/tunnel') {
+    if (!c.tunnel) throw new WeirError('ERR_PROXY_NOT_FOUND', 'this proxy runs no tunnel');
+    const cfg = parseTunnelConfig((await readJson(req)) as unknown);
+    await c.tunnel.apply(cfg);
+    return send(res, 200, { version: cfg.version });
   }
   if (method === 'PUT' && path === '/v1/gateway') {
     if (!c.gateway) throw new WeirError('ERR_PROXY_NOT_FOUND', 'this proxy runs no gateway');

@@ -9,6 +9,7 @@ import type { ProxySnapshot } from '../policy/l7/types.js';
 import type { ProxyStatus } from './admin.js';
 import type { RecordLine } from './records.js';
 import type { ListenerPorts } from './server.js';
+import type { TunnelConfig } from './tunnel.js';
 
 interface ErrorJson {
   code: string;
@@ -35,6 +36,11 @@ export class ProxyClient {
   /** Pushes the Gateway data plane's snapshot; resolves with the addresses it listens on. */
   async pushGateway(snapshot: GatewaySnapshot): Promise<{ version: number; listening: string[] }> {
     return this.#json<{ version: number; listening: string[] }>('PUT', '/v1/gateway', snapshot);
+  }
+
+  /** --encryption mtls: the tunnels' SVIDs, CA and ports (tunnel.ts). */
+  async pushTunnel(cfg: TunnelConfig): Promise<{ version: number }> {
+    return this.#json<{ version: number }>('PUT', '/v1/tunnel', cfg);
   }
 
   /** The DNS proxy forgets what it knew the agent's FQDN cache holds; resolves with how much. */

@@ -20,6 +20,7 @@ import { GatewayServer } from './gateway/server.js';
 import { FqdnLearner, learnItemsOf, type Held } from './dns/learner.js';
 import { SharedClientPorts } from './client-ports.js';
 import { IDENTITY_WORLD, ProxyWorkers, defaultWorkers } from './workers.js';
+import { TunnelProxy } from './tunnel.js';
 
 /** The connection to the agent's API, kept open between requests. */
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 4 });
@@ -120,6 +121,12 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
       records.push(r);
     },
   });
+  // --encryption mtls: the tunnels between the nodes' proxies, on the main thread.
+  const tunnel = new TunnelProxy({
+    entryOf: (ip) => ipcache.entry(ip),
+    registry: metrics.registry,
+    log: log.child({ component: 'tunnel' }),
+  });
   await workers?.start();
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
@@ -134,6 +141,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     accessLog,
     gateway,
     fqdn: learner,
+    tunnel,
     ...(workers ? { workers } : {}),
   });
   writeFileSync(proxyPidFile(o.lab, o.node), String(process.pid), { mode: privateFileMode });
@@ -154,7 +162,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   admin.closeAllConnections();
   admin.close();
   learner.close();
-  await Promise.all([server.close(), workers?.close()]);
+  await Promise.all([server.close(), workers?.close(), tunnel.close()]);
   await gateway.close();
   accessLog.close();
   ipcacheMap.close();

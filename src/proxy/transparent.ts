@@ -19,47 +19,22 @@ import koffi from 'koffi';
 import { isIPv6 } from 'node:net';
 import { errnoName } from '../bpf/index.js';
 import { WeirError } from '../shared/errors.js';
+import {
+  libc as c,
+  AF_INET,
+  AF_INET6,
+  SOCK_STREAM,
+  SOCK_NONBLOCK,
+  SOCK_CLOEXEC,
+  SOL_SOCKET,
+  SOL_IP,
+  SOL_IPV6,
+} from '../shared/libc.js';
 
-const libc = koffi.load('libc.so.6');
-const c = {
-  socket: libc.func('int socket(int domain, int type, int protocol)') as (
-    d: number,
-    t: number,
-    p: number,
-  ) => number,
-  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)') as (
-    fd: number,
-    level: number,
-    name: number,
-    value: Buffer,
-    len: number,
-  ) => number,
-  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)') as (
-    fd: number,
-    a: Buffer,
-    l: number,
-  ) => number,
-  listen: libc.func('int listen(int fd, int backlog)') as (fd: number, backlog: number) => number,
-  getsockname: libc.func('int getsockname(int fd, void *addr, _Inout_ uint32_t *len)') as (
-    fd: number,
-    a: Buffer,
-    l: [number],
-  ) => number,
-  close: libc.func('int close(int fd)') as (fd: number) => number,
-};
-
-const AF_INET = 2;
-const AF_INET6 = 10;
-const SOCK_STREAM = 1;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_REUSEPORT = 15;
 const SO_MARK = 36;
-const SOL_IP = 0;
 const IP_TRANSPARENT = 19;
-const SOL_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const IPV6_TRANSPARENT = 75;
 
@@ -76,6 +51,19 @@ function int(v: number): Buffer {
 
 function setopt(fd: number, level: number, name: number, value: number, what: string): void {
   if (c.setsockopt(fd, level, name, int(value), 4) < 0) throw fail(what);
+}
+
+const SO_LINGER = 13;
+
+/**
+ * SO_LINGER {on, 0}: the socket's close() ends the connection with an RST instead of leaving it in
+ * TIME_WAIT. For accepted sockets that closed first (see tunnel.ts); errors are ignored.
+ */
+export function lingerZero(fd: number): void {
+  const l = Buffer.alloc(8);
+  l.writeInt32LE(1, 0);
+  l.writeInt32LE(0, 4);
+  c.setsockopt(fd, SOL_SOCKET, SO_LINGER, l, 8);
 }
 
 /** struct sockaddr_in / sockaddr_in6 for `ip` (v4 dotted or v6 text) and `port`. */
@@ -174,12 +162,22 @@ const EADDRINUSE = 98;
  * one of `avoid` (the kernel's choice if none is free within a few tries), marked with SO_MARK
  * `mark`, ready for connect().
  */
-export function upstream(o: { src: string; mark: number; avoid?: (port: number) => boolean }): number {
+export function upstream(o: {
+  src: string;
+  mark: number;
+  avoid?: (port: number) => boolean;
+  /** A port tried first (the mTLS tunnel's: the client's own, so the tuple is the client's). */
+  prefer?: number;
+}): number {
   const family = isIPv6(o.src) ? 6 : 4;
   const fd = newSocket(family);
   try {
     transparent(fd, family);
     setopt(fd, SOL_SOCKET, SO_MARK, o.mark, 'setsockopt SO_MARK');
+    if (o.prefer) {
+      const addr = sockaddr(o.src, o.prefer);
+      if (c.bind(fd, addr, addr.length) === 0) return fd;
+    }
     for (let i = 0; i <= UPSTREAM_PORT_TRIES; i++) {
       const last = i === UPSTREAM_PORT_TRIES;
       const port = last

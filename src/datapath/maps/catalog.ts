@@ -76,7 +76,7 @@ export const MAPS = [
     'lpm_trie',
     'bpf/lib/ipcache.h',
     'IP prefix → {identity, tunnel endpoint}',
-    'the peer identity of an address: pods /32 /128, node addresses → host (1), CIDR rules → CIDR identities; tunnel mode: the underlay address of the node a remote prefix lives on',
+    'the peer identity of an address: pods /32 /128, node addresses → host (1), CIDR rules → CIDR identities; the underlay address of the node a remote prefix lives on (both routing modes: the auth node id; tunnel mode encapsulates towards it)',
   ),
   lxc(
     'weir_endpoints',

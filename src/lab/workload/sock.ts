@@ -11,64 +11,17 @@ import koffi from 'koffi';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { isIPv4 } from 'node:net';
+import {
+  libc as fn,
+  AF_INET,
+  AF_INET6,
+  SOCK_STREAM,
+  SOCK_DGRAM,
+  SOCK_NONBLOCK,
+  SOCK_CLOEXEC,
+  SOL_SOCKET,
+} from '../../shared/libc.js';
 
-const libc = koffi.load('libc.so.6');
-const fn = {
-  socket: libc.func('int socket(int domain, int type, int protocol)') as (
-    d: number,
-    t: number,
-    p: number,
-  ) => number,
-  bind: libc.func('int bind(int fd, void *addr, uint32_t len)') as (
-    fd: number,
-    a: Buffer,
-    l: number,
-  ) => number,
-  listen: libc.func('int listen(int fd, int backlog)') as (fd: number, b: number) => number,
-  connect: libc.func('int connect(int fd, void *addr, uint32_t len)') as (
-    fd: number,
-    a: Buffer,
-    l: number,
-  ) => number,
-  setsockopt: libc.func('int setsockopt(int fd, int level, int name, void *val, uint32_t len)') as (
-    fd: number,
-    level: number,
-    name: number,
-    val: Buffer,
-    len: number,
-  ) => number,
-  getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *val, _Inout_ uint32_t *len)') as (
-    fd: number,
-    level: number,
-    name: number,
-    val: Buffer,
-    len: number[],
-  ) => number,
-  recvfrom: libc.func(
-    'intptr_t recvfrom(int fd, void *buf, size_t len, int flags, void *addr, _Inout_ uint32_t *alen)',
-  ) as (
-    fd: number,
-    buf: Buffer,
-    len: number,
-    flags: number,
-    addr: Buffer | null,
-    alen: number[] | null,
-  ) => number,
-  sendto: libc.func(
-    'intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t alen)',
-  ) as (fd: number, buf: Buffer, len: number, flags: number, addr: Buffer | null, alen: number) => number,
-  close: libc.func('int close(int fd)') as (fd: number) => number,
-  setns: libc.func('int setns(int fd, int nstype)') as (fd: number, type: number) => number,
-  if_nametoindex: libc.func('unsigned int if_nametoindex(const char *name)') as (name: string) => number,
-};
-
-const AF_INET = 2;
-const AF_INET6 = 10;
-const SOCK_STREAM = 1;
-const SOCK_DGRAM = 2;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_ERROR = 4;
 const IPPROTO_IPV6 = 41;

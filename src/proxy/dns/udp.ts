@@ -12,56 +12,20 @@ import koffi from 'koffi';
 import { errnoName } from '../../bpf/index.js';
 import { WeirError } from '../../shared/errors.js';
 import { sockaddr } from '../transparent.js';
+import {
+  libc as c,
+  iovec,
+  AF_INET,
+  SOCK_DGRAM,
+  SOCK_NONBLOCK,
+  SOCK_CLOEXEC,
+  SOL_SOCKET,
+  SOL_IP,
+} from '../../shared/libc.js';
 
-const libc = koffi.load('libc.so.6');
-const iovec = koffi.struct('weir_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-const msghdr = koffi.struct('weir_msghdr', {
-  msg_name: 'void *',
-  msg_namelen: 'uint32_t',
-  msg_iov: koffi.pointer(iovec),
-  msg_iovlen: 'size_t',
-  msg_control: 'void *',
-  msg_controllen: 'size_t',
-  msg_flags: 'int',
-});
-const c = {
-  socket: libc.func('int socket(int domain, int type, int protocol)') as (
-    d: number,
-    t: number,
-    p: number,
-  ) => number,
-  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)') as (
-    fd: number,
-    level: number,
-    name: number,
-    value: Buffer,
-    len: number,
-  ) => number,
-  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)') as (
-    fd: number,
-    a: Buffer,
-    l: number,
-  ) => number,
-  sendto: libc.func(
-    'intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t alen)',
-  ) as (fd: number, b: Buffer, l: number, f: number, a: Buffer, al: number) => number,
-  recvmsg: libc.func('recvmsg', 'intptr_t', ['int', koffi.inout(koffi.pointer(msghdr)), 'int']) as (
-    fd: number,
-    msg: Record<string, unknown>,
-    flags: number,
-  ) => number,
-  close: libc.func('int close(int fd)') as (fd: number) => number,
-};
-
-const AF_INET = 2;
-const SOCK_DGRAM = 2;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_RCVBUF = 8;
 const SO_RCVTIMEO = 20;
-const SOL_IP = 0;
 const IP_TRANSPARENT = 19;
 const IP_RECVORIGDSTADDR = 20;
 const IP_ORIGDSTADDR = 20;

@@ -39,6 +39,8 @@ export interface FlowEvent {
   proxyPort?: number;
   /** Sent by the node proxy, its upstream connection (EVENT_F_FROM_PROXY). */
   fromProxy?: true;
+  /** The connection travels in the node proxies' mTLS tunnel (EVENT_F_ENCRYPTED). */
+  encrypted?: true;
   /** A policy verdict the policy denied (`reason`) that passed: the endpoint audits (EVENT_F_AUDIT). */
   audit?: true;
   /** TCP flags of the packet (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10). */
@@ -86,7 +88,8 @@ export function eventFlags(ev: FlowEvent): number {
     (ev.related ? EventFlag.RELATED : 0) |
     (ev.toProxy ? EventFlag.TO_PROXY : 0) |
     (ev.fromProxy ? EventFlag.FROM_PROXY : 0) |
-    (ev.audit ? EventFlag.AUDIT : 0)
+    (ev.audit ? EventFlag.AUDIT : 0) |
+    (ev.encrypted ? EventFlag.ENCRYPTED : 0)
   );
 }
 
@@ -129,6 +132,7 @@ export function decodeFlowEvent(buf: Buffer): FlowEvent {
     ...((r.flags & EventFlag.TO_PROXY) !== 0 ? { toProxy: true as const, proxyPort: r.proxyPort } : {}),
     ...((r.flags & EventFlag.FROM_PROXY) !== 0 ? { fromProxy: true as const } : {}),
     ...((r.flags & EventFlag.AUDIT) !== 0 ? { audit: true as const } : {}),
+    ...((r.flags & EventFlag.ENCRYPTED) !== 0 ? { encrypted: true as const } : {}),
     tcpFlags: r.tcpFlags,
     ifindex: r.ifindex,
     endpointId: r.endpointId,

@@ -43,4 +43,6 @@ export const EventFlag = {
   TO_PROXY: 1 << 2,
   FROM_PROXY: 1 << 3,
   AUDIT: 1 << 4,
+  /** The connection travels in the node proxies' mTLS tunnel (--encryption mtls). */
+  ENCRYPTED: 1 << 5,
 } as const;

@@ -1,0 +1,365 @@
+// Encryption between nodes (`weir lab up --nodes 2 --encryption mtls`, docs/mtls.md): pod TCP to
+// another node's pod travels inside HTTP/2 CONNECT tunnels over mutual TLS 1.3 between the two
+// nodes' proxies (Istio ambient's HBONE), never as plaintext on the underlay; the receiving node's
+// ingress policy judges the identity the tunnel's certificate proved; a tunnel with a certificate
+// of another CA (or of another identity, or for a source it does not own) is refused and counted;
+// a proxy restart lets nothing through unauthenticated and the tunnels come back.
+//
+// The underlay is watched with a raw AF_PACKET socket in its namespace (test/support/capture.ts):
+// a marker in an HTTP request path and in a 4 MiB echoed stream must never appear in a frame,
+// while a UDP datagram carrying it (UDP keeps plain VXLAN) shows the capture would see it.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { agentDir, agentPidFile } from '../../src/agent/paths.js';
+import { proxyPid, type ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
+import type { Flow } from '../../src/observe/flow.js';
+import type { TunnelStatus } from '../../src/proxy/tunnel.js';
+import { run } from '../../src/shared/exec.js';
+import { repoRoot } from '../../src/shared/paths.js';
+import { cli, ok } from '../support/cli.js';
+import { captureAll } from '../support/capture.js';
+import { crossNodePods } from '../support/cluster-pods.js';
+import { testLab } from '../support/lab-name.js';
+
+const LAB = testLab('t-mtls2');
+const MARKER = 'weir-secret-marker-7f3a9c';
+
+const manifests = `${crossNodePods}---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: server-from-client }
+spec:
+  endpointSelector: { matchLabels: { app: server } }
+  ingress:
+    - fromEndpoints: [{ matchLabels: { app: client } }]
+      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
+`;
+
+// Run in a pod: sends `bytes` of the marker over one TCP connection to the lab server (which
+// echoes what is not HTTP), half-closes, and counts what comes back.
+const streamScript = `
+import net from 'node:net';
+const [ip, port, total, marker] = process.argv.slice(2);
+const chunk = Buffer.alloc(16384, marker + ' ');
+let sent = 0, got = 0;
+const out = (error) => { console.log(JSON.stringify({ sent, got, ...(error ? { error } : {}) })); process.exit(0); };
+const s = net.connect({ host: ip, port: Number(port), allowHalfOpen: true }, () => {
+  const write = () => {
+    while (sent < Number(total)) {
+      sent += chunk.length;
+      if (!s.write(chunk)) return void s.once('drain', write);
+    }
+    s.end();
+  };
+  write();
+});
+s.on('data', (d) => (got += d.length));
+s.on('end', () => out());
+s.on('error', (e) => out(e.message));
+setTimeout(() => out('timeout'), 60000);
+`;
+
+// Run in node1's namespace (its underlay address is the client's tunnel endpoint): dials node2's
+// tunnel listener as a rogue on node1 would.
+const rogueScript = (o: { peer: string; server: string; client: string; other: string; ids: Ids }) => `
+import http2 from 'node:http2';
+import { readFileSync } from 'node:fs';
+import { CertificateAuthority } from '${repoRoot}/dist/src/auth/ca.js';
+const caPem = readFileSync('${join(agentDir(LAB), 'ca', 'ca.crt')}', 'utf8');
+const real = await CertificateAuthority.open('${join(agentDir(LAB), 'ca')}');
+const rogue = (await CertificateAuthority.create('rogue')).ca;
+const dial = (svid, sniSrc, fwd) => new Promise((resolve) => {
+  const done = (v) => { resolve(v); session.destroy(); };
+  const session = http2.connect('https://${o.peer}:15008', {
+    servername: 'dst-${o.ids.server}.src-' + sniSrc + '.weir-hbone',
+    ca: caPem, cert: svid.certPem, key: svid.keyPem, minVersion: 'TLSv1.3',
+    checkServerIdentity: () => undefined,
+  });
+  session.on('error', (e) => done('error: ' + e.message));
+  session.on('close', () => done('closed'));
+  const st = session.request({ ':method': 'CONNECT', ':authority': '${o.server}:8080', forwarded: 'for="' + fwd + ':40000"' });
+  st.on('response', (h) => done('status ' + h[':status']));
+  st.on('error', (e) => done('stream error: ' + e.message));
+  setTimeout(() => done('timeout'), 10000);
+});
+const out = {};
+out.genuine = await dial(await real.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.client}');
+out.rogueCa = await dial(await rogue.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.client}');
+out.otherIdentity = await dial(await real.issue('cluster.local', ${o.ids.other}, 600), ${o.ids.client}, '${o.client}');
+out.spoofed = await dial(await real.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.other}');
+console.log(JSON.stringify(out));
+`;
+
+interface Ids {
+  client: number;
+  other: number;
+  server: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function onNode(node: string, args: string[]): Promise<string> {
+  process.env.WEIR_NODE = node;
+  try {
+    return await ok(args, LAB);
+  } finally {
+    delete process.env.WEIR_NODE;
+  }
+}
+
+async function tunnelStatus(node: string): Promise<TunnelStatus | undefined> {
+  const s = JSON.parse(
+    await ok(['proxy', 'status', '--node', node, '-o', 'json'], LAB),
+  ) as ProxyManagerStatus;
+  return s.proxy?.tunnel;
+}
+
+async function flows(node: string): Promise<Flow[]> {
+  return (await onNode(node, ['observe', '--last', '2000', '-o', 'json']))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Flow);
+}
+
+/** An HTTP GET with the marker in its path from a pod: status code and body. */
+async function get(from: string, ip: string, timeoutS = 10): Promise<string> {
+  const r = await cli(
+    [
+      'lab',
+      'exec',
+      from,
+      '--',
+      'curl',
+      '-s',
+      '-m',
+      String(timeoutS),
+      '-w',
+      ' %{http_code}',
+      `http://${ip}:8080/${MARKER}`,
+    ],
+    LAB,
+  );
+  return r.stdout.trim();
+}
+
+/** A capture of every device of the underlay namespace until stop(). */
+const capture = () => captureAll(`weir-${LAB}-underlay`, MARKER);
+
+describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, () => {
+  let dir = '';
+  let ips: Record<string, string> = {};
+  let ids: Ids = { client: 0, other: 0, server: 0 };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weir-mtls2-'));
+    await writeFile(join(dir, 'all.yaml'), manifests);
+    await writeFile(join(dir, 'stream.mjs'), streamScript);
+    await cli(['lab', 'down'], LAB);
+    await ok(['lab', 'up', '--lab', LAB, '--nodes', '2', '--encryption', 'mtls'], LAB, 300_000);
+    await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
+    const pods = JSON.parse(await ok(['get', 'pods', '-o', 'json'], LAB)) as {
+      items: { metadata: { name: string }; status: { podIP: string } }[];
+    };
+    ips = Object.fromEntries(pods.items.map((p) => [p.metadata.name, p.status.podIP]));
+    const eps = [
+      ...(JSON.parse(await onNode('node1', ['endpoint', 'list', '-o', 'json'])) as {
+        pod: string;
+        identity: number;
+      }[]),
+      ...(JSON.parse(await onNode('node2', ['endpoint', 'list', '-o', 'json'])) as {
+        pod: string;
+        identity: number;
+      }[]),
+    ];
+    const id = (pod: string) => eps.find((e) => e.pod === pod || e.pod.endsWith(`/${pod}`))?.identity ?? 0;
+    ids = { client: id('client'), other: id('other'), server: id('server') };
+    assert.ok(ids.client && ids.other && ids.server, `identities: ${JSON.stringify(ids)}`);
+  });
+
+  after(async () => {
+    await cli(['lab', 'down'], LAB);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('carries pod TCP between the nodes in the mTLS tunnel: no plaintext on the underlay', async () => {
+    const cap = await capture();
+    let answer = '';
+    let stream: { sent: number; got: number; error?: string } = { sent: 0, got: 0 };
+    try {
+      answer = await get('default/client', ips.server ?? '');
+      const out = await ok(
+        [
+          'lab',
+          'exec',
+          'default/client',
+          '--',
+          process.execPath,
+          join(dir, 'stream.mjs'),
+          ips.server ?? '',
+          '8080',
+          String(4 << 20),
+          MARKER,
+        ],
+        LAB,
+      );
+      stream = JSON.parse(out.trim().split('\n').pop() ?? '{}') as typeof stream;
+      // The control: UDP keeps plain VXLAN, so a datagram with the marker is seen.
+      await ok(
+        ['lab', 'exec', 'default/client', '--', 'bash', '-c', `echo ${MARKER} > /dev/udp/${ips.server}/9999`],
+        LAB,
+      );
+      await sleep(500);
+    } finally {
+      const seen = await cap.stop();
+      assert.ok(answer.startsWith('default/server') && answer.endsWith(' 200'), `curl: ${answer}`);
+      assert.equal(stream.error, undefined, `stream: ${JSON.stringify(stream)}`);
+      assert.equal(stream.got, stream.sent, 'every byte came back through the tunnel');
+      assert.ok(stream.sent >= 4 << 20);
+      assert.ok(
+        seen.tunnelFrames > 50,
+        `frames of the tunnel (TCP 15008) on the underlay: ${JSON.stringify(seen)}`,
+      );
+      assert.ok(
+        seen.markerFrames > 0 && seen.vxlanFrames > 0,
+        `the UDP control was seen: ${JSON.stringify(seen)}`,
+      );
+      // Only the UDP datagram's frames carry the marker (it crosses the bridge: seen on both ports).
+      assert.ok(seen.markerFrames <= seen.vxlanFrames, `marker frames ${JSON.stringify(seen)}`);
+    }
+    const t1 = await tunnelStatus('node1');
+    assert.ok(
+      t1?.tunnels.some((t) => t.src === ids.client && t.dst === ids.server && t.peer === '198.18.0.12'),
+      `node1 holds the tunnel client -> server: ${JSON.stringify(t1?.tunnels)}`,
+    );
+    const t2 = await tunnelStatus('node2');
+    assert.ok((t2?.accepted ?? 0) >= 1, 'node2 accepted the tunnel');
+    // Flows say so, on both nodes.
+    const f1 = await flows('node1');
+    assert.ok(
+      f1.some(
+        (f) =>
+          f.weir.type === 'policy-verdict' &&
+          f.source.pod_name === 'client' &&
+          f.destination.pod_name === 'server' &&
+          f.verdict === 'FORWARDED' &&
+          f.IP?.encrypted === true,
+      ),
+      "node1's egress verdict of client -> server is encrypted",
+    );
+    const f2 = await flows('node2');
+    assert.ok(
+      f2.some(
+        (f) =>
+          f.weir.type === 'policy-verdict' &&
+          f.source.identity === ids.client &&
+          f.destination.pod_name === 'server' &&
+          f.verdict === 'FORWARDED' &&
+          f.IP?.encrypted === true,
+      ),
+      "node2's ingress verdict judged the client's identity, encrypted",
+    );
+    const line = await onNode('node2', ['observe', '--last', '50', '--to-pod', 'default/server']);
+    assert.match(line, /\[mTLS encrypted\]/, 'weir observe marks it');
+  });
+
+  it("node2's ingress policy judges the identity the certificate proved: other is denied", async () => {
+    const denied = await get('default/other', ips.server ?? '', 12);
+    assert.ok(!denied.endsWith('200'), `other -> server gets no answer: ${denied}`);
+    const drops = (await flows('node2')).filter(
+      (f) =>
+        f.verdict === 'DROPPED' && f.source.identity === ids.other && f.destination.pod_name === 'server',
+    );
+    assert.ok(drops.length > 0, 'node2 dropped other -> server');
+    assert.ok(
+      drops.every((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.IP?.encrypted === true),
+      JSON.stringify(drops[0]),
+    );
+    assert.ok(
+      (await get('default/client', ips.server ?? '')).endsWith('200'),
+      'client -> server still answers',
+    );
+  });
+
+  it('refuses a certificate of another CA, of another identity and a spoofed source, and counts them', async () => {
+    const before = (await tunnelStatus('node2'))?.refused;
+    const script = join(dir, 'rogue.mjs');
+    await writeFile(
+      script,
+      rogueScript({
+        peer: '198.18.0.12',
+        server: ips.server ?? '',
+        client: ips.client ?? '',
+        other: ips.other ?? '',
+        ids,
+      }),
+    );
+    const out = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, process.execPath, script]);
+    const res = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string>;
+    assert.equal(
+      res.genuine,
+      'status 200',
+      `a genuine SVID is served (the dialer works): ${JSON.stringify(res)}`,
+    );
+    assert.notEqual(res.rogueCa, 'status 200', JSON.stringify(res));
+    assert.notEqual(res.otherIdentity, 'status 200', JSON.stringify(res));
+    assert.equal(res.spoofed, 'status 403', JSON.stringify(res));
+    const after = (await tunnelStatus('node2'))?.refused;
+    assert.ok(before && after);
+    assert.ok(after.untrusted > before.untrusted, `rogue CA counted untrusted: ${JSON.stringify(after)}`);
+    assert.ok(after['wrong-identity'] > before['wrong-identity'], 'another identity counted');
+    assert.ok(after['spoofed-source'] > before['spoofed-source'], 'a spoofed source counted');
+  });
+
+  it('a proxy restart lets nothing through unauthenticated, and the tunnels come back', async () => {
+    // node1's agent is held (SIGSTOP) so that it cannot restart the proxy while the test looks.
+    const agent = Number(readFileSync(agentPidFile(LAB), 'utf8'));
+    const proxy = proxyPid(LAB);
+    assert.ok(proxy && agent, 'node1 runs an agent and a proxy');
+    const cap = await capture();
+    let whileDown = '';
+    process.kill(agent, 'SIGSTOP');
+    try {
+      process.kill(proxy, 'SIGKILL');
+      while (proxyPid(LAB) === proxy) await sleep(50);
+      whileDown = await get('default/client', ips.server ?? '', 3);
+    } finally {
+      process.kill(agent, 'SIGCONT');
+    }
+    assert.ok(!whileDown.endsWith('200'), `no answer while node1's proxy is down: ${whileDown}`);
+    // The agent restarts it; the tunnel is opened anew.
+    const deadline = Date.now() + 90_000;
+    let back = '';
+    while (Date.now() < deadline && !back.endsWith('200')) {
+      await sleep(500);
+      back = await get('default/client', ips.server ?? '', 5);
+    }
+    assert.ok(back.endsWith('200'), `client -> server answers again: ${back}`);
+    assert.notEqual(proxyPid(LAB), proxy, 'a new proxy runs');
+    // node2's proxy restarted too: node1's tunnel to it is re-established.
+    const p2 = proxyPid(LAB, 'node2');
+    assert.ok(p2);
+    process.kill(p2, 'SIGKILL');
+    let again = '';
+    const deadline2 = Date.now() + 90_000;
+    while (Date.now() < deadline2 && !again.endsWith('200')) {
+      await sleep(500);
+      again = await get('default/client', ips.server ?? '', 5);
+    }
+    assert.ok(again.endsWith('200'), `client -> server answers after node2's proxy restarted: ${again}`);
+    const seen = await cap.stop();
+    assert.equal(seen.markerFrames, 0, `no plaintext while the proxies restarted: ${JSON.stringify(seen)}`);
+    assert.equal(seen.vxlanFrames, 0, `no pod traffic in plain VXLAN meanwhile: ${JSON.stringify(seen)}`);
+    // node1 dropped the attempt while its proxy was down (fail closed), and said why.
+    const drops = (await flows('node1')).filter(
+      (f) =>
+        f.verdict === 'DROPPED' &&
+        f.source.pod_name === 'client' &&
+        f.drop_reason_desc === 'SOCKET_LOOKUP_FAILED',
+    );
+    assert.ok(drops.length > 0, 'node1 shows the fail-closed drop (Proxy redirection not possible)');
+  });
+});

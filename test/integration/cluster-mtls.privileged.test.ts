@@ -96,6 +96,43 @@ out.spoofed = await dial(await real.issue('cluster.local', ${o.ids.client}, 600)
 console.log(JSON.stringify(out));
 `;
 
+// Run in a pod: n HTTP requests with \`Connection: close\`, each on a new connection from the same
+// source port, the next right after the server closed the previous one (so node1's proxy closed
+// first towards the pod); the connect times and the pod's SYN retransmits (TcpExt TCPSynRetrans).
+const reuseScript = `
+import net from 'node:net';
+import { readFileSync } from 'node:fs';
+const [ip, port, n, lport] = process.argv.slice(2);
+const synRetrans = () => {
+  const l = readFileSync('/proc/net/netstat', 'utf8').split('\\n');
+  const i = l.findIndex((x) => x.startsWith('TcpExt:'));
+  const k = l[i].split(' '), v = l[i + 1].split(' ');
+  return Number(v[k.indexOf('TCPSynRetrans')]);
+};
+const s0 = synRetrans();
+const times = [];
+for (let i = 0; i < Number(n); i++) {
+  const t0 = Date.now();
+  const r = await new Promise((resolve) => {
+    const s = net.connect({ host: ip, port: Number(port), localPort: Number(lport) }, () => {
+      times.push(Date.now() - t0);
+      s.write('GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n');
+    });
+    let got = '';
+    s.on('data', (d) => (got += d));
+    s.on('close', () => resolve(got));
+    s.on('error', (e) => resolve('error ' + e.message));
+    setTimeout(() => { s.destroy(); resolve('timeout'); }, 15000);
+  });
+  if (!r.startsWith('HTTP/1.1 200')) {
+    console.log(JSON.stringify({ error: r.slice(0, 100), i, times }));
+    process.exit(0);
+  }
+  await new Promise((res) => setTimeout(res, 100));
+}
+console.log(JSON.stringify({ times, synRetrans: synRetrans() - s0 }));
+`;
+
 interface Ids {
   client: number;
   other: number;
@@ -192,6 +229,7 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     dir = await mkdtemp(join(tmpdir(), 'weir-mtls2-'));
     await writeFile(join(dir, 'all.yaml'), manifests);
     await writeFile(join(dir, 'stream.mjs'), streamScript);
+    await writeFile(join(dir, 'reuse.mjs'), reuseScript);
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up', '--lab', LAB, '--nodes', '2', '--encryption', 'mtls'], LAB, 300_000);
     await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
@@ -346,6 +384,41 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     assert.ok(after.untrusted > before.untrusted, `rogue CA counted untrusted: ${JSON.stringify(after)}`);
     assert.ok(after['wrong-identity'] > before['wrong-identity'], 'another identity counted');
     assert.ok(after['spoofed-source'] > before['spoofed-source'], 'a spoofed source counted');
+  });
+
+  it("a pod reusing its port after the server closed first is not stalled by node1's TIME_WAIT", async () => {
+    // node1's proxy closes first towards the pod (it relays the server's FIN): without the reaper
+    // (src/proxy/time-wait.ts) a TIME_WAIT socket of the tuple stays in node1's namespace and the
+    // kernel drops every SYN of the pod's next connection from that port for 60 s.
+    const before = (await tunnelStatus('node1'))?.timeWait.reaped ?? 0;
+    const out = await ok(
+      [
+        'lab',
+        'exec',
+        'default/client',
+        '--',
+        process.execPath,
+        join(dir, 'reuse.mjs'),
+        ips.server ?? '',
+        '8080',
+        '6',
+        '23456',
+      ],
+      LAB,
+      120_000,
+    );
+    const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as {
+      times?: number[];
+      synRetrans?: number;
+      error?: string;
+    };
+    assert.equal(r.error, undefined, `every connection from the same port answered: ${out}`);
+    assert.equal(r.times?.length, 6, out);
+    assert.equal(r.synRetrans, 0, `no SYN of the pod had to be retransmitted: ${out}`);
+    const tw = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, 'ss', '-tanH', 'state', 'time-wait']);
+    assert.doesNotMatch(tw.stdout, new RegExp(`${ips.client}:23456\\b`), 'no TIME_WAIT of the tuple left');
+    const reaped = (await tunnelStatus('node1'))?.timeWait.reaped ?? 0;
+    assert.ok(reaped >= before + 5, `node1's proxy removed the TIME_WAIT sockets: ${before} -> ${reaped}`);
   });
 
   it('a proxy restart lets nothing through unauthenticated, and the tunnels come back', async () => {

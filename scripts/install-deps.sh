@@ -10,7 +10,7 @@ declare -A need=(
   [iptables]=iptables [nft]=nftables [iperf3]=iperf3 [sockperf]=sockperf [nsenter]=util-linux
   [chromium]=chromium [wrk]=wrk [h2load]=nghttp2-client [nginx]=nginx-light [haproxy]=haproxy
   [dig]=bind9-dnsutils [dnsperf]=dnsperf [strace]=strace
-  [podman]=podman [busybox]=busybox-static [python3]=python3 [prometheus]=prometheus
+  [podman]=podman [busybox]=busybox-static [prometheus]=prometheus
 )
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done

@@ -5,12 +5,10 @@
 // of another CA (or of another identity, or for a source it does not own) is refused and counted;
 // a proxy restart lets nothing through unauthenticated and the tunnels come back.
 //
-// The underlay is watched with a raw AF_PACKET socket in its namespace (test/support/underlay-capture.ts):
+// The underlay is watched with a raw AF_PACKET socket in its namespace (test/support/capture.ts):
 // a marker in an HTTP request path and in a 4 MiB echoed stream must never appear in a frame,
 // while a UDP datagram carrying it (UDP keeps plain VXLAN) shows the capture would see it.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,7 +21,7 @@ import type { TunnelStatus } from '../../src/proxy/tunnel.js';
 import { run } from '../../src/shared/exec.js';
 import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok } from '../support/cli.js';
-import type { CaptureResult } from '../support/underlay-capture.js';
+import { captureAll } from '../support/capture.js';
 import { crossNodePods } from '../support/cluster-pods.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -186,39 +184,7 @@ async function get(from: string, ip: string, timeoutS = 10): Promise<string> {
 }
 
 /** A capture of every device of the underlay namespace until stop(). */
-async function capture(): Promise<{ stop(): Promise<CaptureResult> }> {
-  const child: ChildProcess = spawn(
-    'ip',
-    [
-      'netns',
-      'exec',
-      `weir-${LAB}-underlay`,
-      process.execPath,
-      join(repoRoot, 'dist', 'test', 'support', 'underlay-capture.js'),
-      '600',
-      MARKER,
-    ],
-    { stdio: ['pipe', 'pipe', 'inherit'] },
-  );
-  let text = '';
-  child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (d: string) => (text += d));
-  const deadline = Date.now() + 20_000;
-  while (!text.includes('ready')) {
-    if (Date.now() > deadline || child.exitCode !== null) assert.fail(`the capture did not start: ${text}`);
-    await sleep(50);
-  }
-  return {
-    async stop() {
-      const exited = once(child, 'exit');
-      child.stdin?.end();
-      await exited;
-      const line = text.split('\n').find((l) => l.startsWith('{'));
-      assert.ok(line, `the capture reported: ${text}`);
-      return JSON.parse(line) as CaptureResult;
-    },
-  };
-}
+const capture = () => captureAll(`weir-${LAB}-underlay`, MARKER);
 
 describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, () => {
   let dir = '';

@@ -28,6 +28,10 @@ const NLM_F_REQUEST = 1;
 const NLM_F_ACK = 4;
 const IPPROTO_TCP = 6;
 const TCP_TIME_WAIT = 6;
+/** Closing states of an orphaned socket on its way to TIME_WAIT: FIN_WAIT1, FIN_WAIT2, CLOSING. */
+const CLOSING_STATES = new Set([4, 5, 11]);
+/** When the socket was still closing (Node let go of it before the pod's FIN): look again. */
+const RETRY_MS = [20, 100, 500, 2000];
 const MSG_DONTWAIT = 0x40;
 const NLMSG_HDR = 16;
 /** struct inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid (48 bytes). */
@@ -67,16 +71,21 @@ export class TimeWaitReaper {
 
   /**
    * Removes the TIME_WAIT socket of this tuple in the caller's namespace, if there is one (local:
-   * the socket's own address, for a transparent accepted socket the pod's destination). Returns
-   * whether one was removed; never throws.
+   * the socket's own address, for a transparent accepted socket the pod's destination). A socket
+   * still closing (FIN_WAIT, CLOSING: the pod's FIN not in yet) is looked at again a little later.
+   * Returns whether one was removed now; never throws.
    */
-  reap(local: Endpoint, remote: Endpoint): boolean {
+  reap(local: Endpoint, remote: Endpoint, attempt = 0): boolean {
     if (this.#off) return false;
     try {
       const family = isIPv6(local.ip.replace(/^::ffff:/, '')) ? AF_INET6 : AF_INET;
       const l = { ip: local.ip.replace(/^::ffff:/, ''), port: local.port };
       const r = { ip: remote.ip.replace(/^::ffff:/, ''), port: remote.port };
       const found = this.#ask(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, family, l, r, undefined);
+      if (found?.state !== undefined && CLOSING_STATES.has(found.state) && attempt < RETRY_MS.length) {
+        setTimeout(() => this.reap(local, remote, attempt + 1), RETRY_MS[attempt]).unref();
+        return false;
+      }
       if (found === undefined || found.state !== TCP_TIME_WAIT) {
         this.counts.none++;
         return false;

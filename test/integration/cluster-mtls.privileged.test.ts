@@ -23,6 +23,7 @@ import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok } from '../support/cli.js';
 import { captureAll } from '../support/capture.js';
 import { crossNodePods } from '../support/cluster-pods.js';
+import { portReuseScript } from '../support/port-reuse.js';
 import { testLab } from '../support/lab-name.js';
 
 const LAB = testLab('t-mtls2');
@@ -94,43 +95,6 @@ out.spoofed = await dial(await real.issue('cluster.local', ${o.ids.client}, 600)
 console.log(JSON.stringify(out));
 `;
 
-// Run in a pod: n HTTP requests with \`Connection: close\`, each on a new connection from the same
-// source port, the next right after the server closed the previous one (so node1's proxy closed
-// first towards the pod); the connect times and the pod's SYN retransmits (TcpExt TCPSynRetrans).
-const reuseScript = `
-import net from 'node:net';
-import { readFileSync } from 'node:fs';
-const [ip, port, n, lport] = process.argv.slice(2);
-const synRetrans = () => {
-  const l = readFileSync('/proc/net/netstat', 'utf8').split('\\n');
-  const i = l.findIndex((x) => x.startsWith('TcpExt:'));
-  const k = l[i].split(' '), v = l[i + 1].split(' ');
-  return Number(v[k.indexOf('TCPSynRetrans')]);
-};
-const s0 = synRetrans();
-const times = [];
-for (let i = 0; i < Number(n); i++) {
-  const t0 = Date.now();
-  const r = await new Promise((resolve) => {
-    const s = net.connect({ host: ip, port: Number(port), localPort: Number(lport) }, () => {
-      times.push(Date.now() - t0);
-      s.write('GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n');
-    });
-    let got = '';
-    s.on('data', (d) => (got += d));
-    s.on('close', () => resolve(got));
-    s.on('error', (e) => resolve('error ' + e.message));
-    setTimeout(() => { s.destroy(); resolve('timeout'); }, 15000);
-  });
-  if (!r.startsWith('HTTP/1.1 200')) {
-    console.log(JSON.stringify({ error: r.slice(0, 100), i, times }));
-    process.exit(0);
-  }
-  await new Promise((res) => setTimeout(res, 100));
-}
-console.log(JSON.stringify({ times, synRetrans: synRetrans() - s0 }));
-`;
-
 interface Ids {
   client: number;
   other: number;
@@ -195,7 +159,7 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     dir = await mkdtemp(join(tmpdir(), 'weir-mtls2-'));
     await writeFile(join(dir, 'all.yaml'), manifests);
     await writeFile(join(dir, 'stream.mjs'), streamScript);
-    await writeFile(join(dir, 'reuse.mjs'), reuseScript);
+    await writeFile(join(dir, 'reuse.mjs'), portReuseScript);
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up', '--lab', LAB, '--nodes', '2', '--encryption', 'mtls'], LAB, 300_000);
     await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);

@@ -21,7 +21,6 @@ export const errorCodes = {
   ERR_AGENT_NOT_READY: { meaning: 'the agent has not computed its first policy state yet', http: 503 },
   ERR_AGENT_NO_PROXY: { meaning: 'this agent manages no node proxy (weir proxy status)', http: 404 },
   ERR_AGENT_START: { meaning: 'the agent exited or did not answer while starting (see its log)' },
-  ERR_AGENT_STREAM: { meaning: "the agent's flow stream broke off" },
   ERR_AGENT_TIMEOUT: { meaning: 'the agent did not answer a request in time' },
   ERR_AGENT_UNREACHABLE: {
     meaning: "nothing answers on the lab's agent socket (the lab or its agent is down)",

@@ -45,6 +45,7 @@ import { Reconciler } from './reconcile.js';
 import { agentRoutes } from './routes.js';
 import { CniService, cniRoutes } from './cni.js';
 import {
+  checkEncryptionRouting,
   checkSettings,
   defaultValues,
   isPersisted,
@@ -110,6 +111,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const run: AgentSettingValues = { ...defaultValues, ...given, ...settings };
   // Refuse bad settings (given now or stored by an earlier run) before anything starts.
   checkSettings(run);
+  checkEncryptionRouting(run.encryption, routingOf(labConfig));
   const proxyPorts = proxyPortsOf(settings.proxyPortRange);
   await local.save();
 

@@ -360,7 +360,7 @@ export const SETTINGS = [
     false,
     ['none', 'mtls'],
     'none',
-    "pod TCP traffic to other nodes' pods (tunnel mode): none (plain VXLAN) or mtls (inside HTTP/2 CONNECT tunnels over mutual TLS 1.3 between the nodes' proxies, one per identity pair, as Istio ambient's HBONE on port 15008; UDP and ICMP stay plain VXLAN)",
+    "pod TCP traffic to other nodes' pods (--routing tunnel only; refused with native): none (plain VXLAN) or mtls (inside HTTP/2 CONNECT tunnels over mutual TLS 1.3 between the nodes' proxies, one per identity pair, as Istio ambient's HBONE on port 15008; UDP and ICMP stay plain VXLAN)",
   ),
   int(
     'authListenerPort',
@@ -472,6 +472,25 @@ export function checkSettings(values: Partial<AgentSettingValues>): void {
     const v = (values as Record<string, unknown>)[s.key];
     if (v !== undefined) s.check(v);
   }
+}
+
+/**
+ * Refuses `--encryption mtls` with `--routing native` (fail closed): the datapath's redirect into
+ * the proxies' tunnels (bpf/lib/overlay.h) is taken on the way into the VXLAN device, which native
+ * routing has none of, so pod traffic between nodes would leave in plain text. ERR_AGENT_CONFIG
+ * naming both settings; `weir lab up` and the agent check it before anything starts.
+ */
+export function checkEncryptionRouting(
+  encryption: AgentSettingValues['encryption'] | undefined,
+  routing: 'tunnel' | 'native' | undefined,
+): void {
+  if (encryption === 'mtls' && routing === 'native')
+    throw new WeirError(
+      'ERR_AGENT_CONFIG',
+      "--encryption mtls needs --routing tunnel: with --routing native the pods' traffic between " +
+        'nodes would not enter the mTLS tunnels and would leave in plain text (not supported yet)',
+      { location: { field: '--encryption' } },
+    );
 }
 
 /** The `weir agent run` arguments for the given settings (absent ones are left out). */

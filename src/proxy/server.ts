@@ -17,6 +17,7 @@ import type { HandlerFactory, ProtocolHandler } from './handler.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { RecordQueue } from './records.js';
 import { SnapshotStore } from './snapshot.js';
+import { TimeWaitReaper } from './time-wait.js';
 import { closeFd, listener, upstream } from './transparent.js';
 import type { AccessRecord, L7Record, ProxiedConnection } from './types.js';
 import { LocalClientPorts, type ClientPorts } from './client-ports.js';
@@ -67,6 +68,8 @@ export class ProxyServer {
   /** Every accepted connection's client address: an upstream never takes one (see below). */
   readonly #clients: ClientPorts;
   readonly #active = { ingress: 0, egress: 0 };
+  /** The TIME_WAIT copies of accepted connections this side closed first (time-wait.ts). */
+  readonly #reaper = new TimeWaitReaper();
   readonly dns: DnsProxy;
 
   constructor(o: ProxyServerOptions) {
@@ -190,6 +193,9 @@ export class ProxyServer {
       this.#clients.remove(src.ip, src.port);
       this.#active[direction]--;
       m.active.dec({ direction });
+      // Assigned to the listener (bpf_sk_assign): a TIME_WAIT socket of this tuple left here would
+      // make the kernel drop the pod's next SYN of the tuple (time-wait.ts).
+      this.#reaper.reap(dst, src);
     });
     this.#handler.handle(socket, conn);
   }
@@ -241,6 +247,7 @@ export class ProxyServer {
   }
 
   async close(): Promise<void> {
+    this.#reaper.close();
     for (const l of this.#listening.values()) for (const s of l.servers) s.close();
     this.#listening.clear();
     await this.dns.close();

@@ -53,19 +53,6 @@ function setopt(fd: number, level: number, name: number, value: number, what: st
   if (c.setsockopt(fd, level, name, int(value), 4) < 0) throw fail(what);
 }
 
-const SO_LINGER = 13;
-
-/**
- * SO_LINGER {on, 0}: the socket's close() ends the connection with an RST instead of leaving it in
- * TIME_WAIT. For accepted sockets that closed first (see tunnel.ts); errors are ignored.
- */
-export function lingerZero(fd: number): void {
-  const l = Buffer.alloc(8);
-  l.writeInt32LE(1, 0);
-  l.writeInt32LE(0, 4);
-  c.setsockopt(fd, SOL_SOCKET, SO_LINGER, l, 8);
-}
-
 /** struct sockaddr_in / sockaddr_in6 for `ip` (v4 dotted or v6 text) and `port`. */
 export function sockaddr(ip: string, port: number): Buffer {
   if (!isIPv6(ip)) {

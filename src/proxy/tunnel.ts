@@ -37,7 +37,8 @@ import { svidId } from '../auth/ca.js';
 import { identityOfSpiffeId, identitySpiffeId } from '../auth/spiffe.js';
 import { proxyTunnelMark } from '../datapath/proxy-marks.js';
 import { WeirError } from '../shared/errors.js';
-import { closeFd, lingerZero, listener, upstream } from './transparent.js';
+import { TimeWaitReaper, type ReaperCounts } from './time-wait.js';
+import { closeFd, listener, upstream } from './transparent.js';
 
 /** ztunnel's ports: 15001 outbound capture, 15008 inbound HBONE. */
 export const TUNNEL_OUTBOUND_PORT = 15001;
@@ -101,6 +102,8 @@ export interface TunnelStatus {
   accepted: number;
   refused: Record<TunnelRefusal, number>;
   streams: { outbound: number; inbound: number };
+  /** TIME_WAIT sockets of accepted pod connections removed from the node's namespace (time-wait.ts). */
+  timeWait: ReaperCounts;
 }
 
 const hostPort = (ip: string, port: number) => (isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`);
@@ -119,6 +122,7 @@ export class TunnelProxy {
   readonly #sessions = new Map<string, { session: ClientHttp2Session; streams: number }>();
   #outbound: { port: number; servers: Server[] } | undefined;
   #inbound: { port: number; server: Http2SecureServer } | undefined;
+  readonly #reaper = new TimeWaitReaper();
   readonly #counts = {
     accepted: 0,
     refused: Object.fromEntries(TUNNEL_REFUSALS.map((r) => [r, 0])) as Record<TunnelRefusal, number>,
@@ -196,6 +200,7 @@ export class TunnelProxy {
       accepted: this.#counts.accepted,
       refused: { ...this.#counts.refused },
       streams: { ...this.#active },
+      timeWait: { ...this.#reaper.counts },
     };
   }
 
@@ -284,6 +289,11 @@ export class TunnelProxy {
     stream.on('error', () => socket.resetAndDestroy());
     socket.on('close', () => {
       if (!stream.closed) stream.close(h2c.NGHTTP2_CANCEL);
+      // The pod's connection was assigned to the listener (bpf_sk_assign), which bypasses the
+      // stack's TIME_WAIT handling: a TIME_WAIT socket of this tuple left here when this side
+      // closed first would make the kernel drop the pod's next SYN of the tuple until it
+      // retransmits (time-wait.ts). The pod keeps its own.
+      this.#reaper.reap(dst, src);
     });
     stream.on('response', (headers) => {
       const status = Number(headers[h2c.HTTP2_HEADER_STATUS]);
@@ -294,15 +304,6 @@ export class TunnelProxy {
         return;
       }
       this.#mStreams.inc({ side: 'outbound', outcome: 'ok' });
-      // The pod's connection was assigned to the listener (bpf_sk_assign), which bypasses the
-      // stack's TIME_WAIT handling: a TIME_WAIT socket of this tuple here makes the kernel refuse
-      // the next SYN of the tuple (its request socket a duplicate) until the pod retransmits, and
-      // pods reuse ports freely. When this side closed first (its FIN queued after all data) and
-      // the pod's FIN came back, the close sends an RST instead of entering TIME_WAIT.
-      socket.once('end', () => {
-        const fd = (socket as Socket & { _handle?: { fd?: number } })._handle?.fd;
-        if (socket.writableEnded && fd !== undefined && fd >= 0) lingerZero(fd);
-      });
       this.#pipe(socket, stream, 'outbound');
     });
   }
@@ -521,6 +522,7 @@ export class TunnelProxy {
   }
 
   async close(): Promise<void> {
+    this.#reaper.close();
     for (const { session } of this.#sessions.values()) session.destroy();
     this.#sessions.clear();
     for (const s of this.#outbound?.servers ?? []) s.close();

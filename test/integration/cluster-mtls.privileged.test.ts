@@ -23,6 +23,7 @@ import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok } from '../support/cli.js';
 import { captureAll } from '../support/capture.js';
 import { crossNodePods } from '../support/cluster-pods.js';
+import { portReuseScript } from '../support/port-reuse.js';
 import { testLab } from '../support/lab-name.js';
 
 const LAB = testLab('t-mtls2');
@@ -158,6 +159,7 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     dir = await mkdtemp(join(tmpdir(), 'weir-mtls2-'));
     await writeFile(join(dir, 'all.yaml'), manifests);
     await writeFile(join(dir, 'stream.mjs'), streamScript);
+    await writeFile(join(dir, 'reuse.mjs'), portReuseScript);
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up', '--lab', LAB, '--nodes', '2', '--encryption', 'mtls'], LAB, 300_000);
     await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
@@ -312,6 +314,41 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     assert.ok(after.untrusted > before.untrusted, `rogue CA counted untrusted: ${JSON.stringify(after)}`);
     assert.ok(after['wrong-identity'] > before['wrong-identity'], 'another identity counted');
     assert.ok(after['spoofed-source'] > before['spoofed-source'], 'a spoofed source counted');
+  });
+
+  it("a pod reusing its port after the server closed first is not stalled by node1's TIME_WAIT", async () => {
+    // node1's proxy closes first towards the pod (it relays the server's FIN): without the reaper
+    // (src/proxy/time-wait.ts) a TIME_WAIT socket of the tuple stays in node1's namespace and the
+    // kernel drops every SYN of the pod's next connection from that port for 60 s.
+    const before = (await tunnelStatus('node1'))?.timeWait.reaped ?? 0;
+    const out = await ok(
+      [
+        'lab',
+        'exec',
+        'default/client',
+        '--',
+        process.execPath,
+        join(dir, 'reuse.mjs'),
+        ips.server ?? '',
+        '8080',
+        '6',
+        '23456',
+      ],
+      LAB,
+      120_000,
+    );
+    const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as {
+      times?: number[];
+      synRetrans?: number;
+      error?: string;
+    };
+    assert.equal(r.error, undefined, `every connection from the same port answered: ${out}`);
+    assert.equal(r.times?.length, 6, out);
+    assert.equal(r.synRetrans, 0, `no SYN of the pod had to be retransmitted: ${out}`);
+    const tw = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, 'ss', '-tanH', 'state', 'time-wait']);
+    assert.doesNotMatch(tw.stdout, new RegExp(`${ips.client}:23456\\b`), 'no TIME_WAIT of the tuple left');
+    const reaped = (await tunnelStatus('node1'))?.timeWait.reaped ?? 0;
+    assert.ok(reaped >= before + 5, `node1's proxy removed the TIME_WAIT sockets: ${before} -> ${reaped}`);
   });
 
   it('a proxy restart lets nothing through unauthenticated, and the tunnels come back', async () => {

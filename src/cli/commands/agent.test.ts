@@ -1,8 +1,10 @@
 // `weir agent run` and `weir lab up` take every agent setting (settings.ts), by the same flag.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
-import { SETTINGS, type Setting } from '../../agent/settings.js';
+import { labDir } from '../../lab/names.js';
+import { SETTINGS, checkEncryptionRouting, type Setting } from '../../agent/settings.js';
 import { agentCommand, givenSettings } from './agent.js';
 import { labCommand } from './lab.js';
 
@@ -26,4 +28,28 @@ it('weir agent run and weir lab up have a flag for every setting, parsed by the 
     from: 'user',
   });
   assert.deepEqual(givenSettings(run.opts()), { socketLB: false, maglevTableSize: 251, serviceCIDRv6: '' });
+});
+
+it('weir lab up refuses --encryption mtls with --routing native before making anything', async () => {
+  const up = sub(labCommand(), 'up');
+  up.exitOverride();
+  const lab = `weir-enc-native-refused-${process.pid}`;
+  await assert.rejects(
+    up.parseAsync(['--lab', lab, '--nodes', '2', '--routing', 'native', '--encryption', 'mtls'], {
+      from: 'user',
+    }),
+    (err: Error & { code?: string; location?: { field?: string } }) => {
+      assert.equal(err.code, 'ERR_AGENT_CONFIG');
+      assert.match(err.message, /--encryption mtls/);
+      assert.match(err.message, /--routing native/);
+      assert.equal(err.location?.field, '--encryption');
+      return true;
+    },
+  );
+  assert.equal(existsSync(labDir(lab)), false, 'no lab made');
+  // The agent refuses the same (checked at its start, on the lab's routing).
+  assert.throws(() => checkEncryptionRouting('mtls', 'native'), /--routing native/);
+  assert.doesNotThrow(() => checkEncryptionRouting('mtls', 'tunnel'));
+  assert.doesNotThrow(() => checkEncryptionRouting('none', 'native'));
+  assert.doesNotThrow(() => checkEncryptionRouting('mtls', undefined));
 });

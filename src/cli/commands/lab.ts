@@ -23,6 +23,7 @@ import { startAgent, stopAgent } from '../../agent/spawn.js';
 import type { PodInfo } from '../../cluster/objects.js';
 import { stopProxies } from '../../agent/proxy-manager.js';
 import { addSettingOptions, givenSettings } from './agent.js';
+import { checkEncryptionRouting } from '../../agent/settings.js';
 import { clusterDnsObjects } from '../../dns/addon.js';
 
 export const progress = (line: string) => process.stderr.write(`${line}\n`);
@@ -83,6 +84,8 @@ export function labCommand(): Command {
       let spec = o.file ? await loadLabSpec(o.file) : parseLabSpec({});
       if (o.nodes !== undefined) spec = withNodeCount(spec, Number(o.nodes));
       if (o.routing) spec = { ...spec, routing: o.routing };
+      // Refused before anything is made (the agents check it again at start).
+      checkEncryptionRouting(givenSettings(o).encryption, spec.routing);
       const name = o.lab ?? (o.file ? spec.name : defaultLabName());
       const lab = await Lab.open(name);
       const kvstoreEndpoints = o.kvstoreEndpoints?.split(',').map((u) => u.trim());

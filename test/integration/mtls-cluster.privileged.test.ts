@@ -17,7 +17,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { AuthStatus, IdentityCert } from '../../src/agent/auth.js';
+import type { IdentityCert } from '../../src/agent/auth.js';
 import { agentDir } from '../../src/agent/paths.js';
 import type { CaStatus } from '../../src/auth/ca-store.js';
 import { authNodeId } from '../../src/auth/node-id.js';
@@ -26,43 +26,11 @@ import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
 import { crossNodePods } from '../support/cluster-pods.js';
 import { testLab } from '../support/lab-name.js';
+import { NODE1_UL, NODE2_UL, authRequiredPolicy, nodeCommands, sleep } from '../support/mtls-cluster.js';
 
 const LAB = testLab('t-mtlsc');
-const NODE1_UL = '198.18.0.11';
-const NODE2_UL = '198.18.0.12';
-
-const policy = `
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-auth }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-      authentication: { mode: required }
-`;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const onNode = async (node: string, args: string[]) => {
-  process.env.WEIR_NODE = node;
-  try {
-    return await ok(args, LAB);
-  } finally {
-    delete process.env.WEIR_NODE;
-  }
-};
-const authOf = async (node: string) =>
-  JSON.parse(await onNode(node, ['auth', 'list', '-o', 'json'])) as AuthStatus;
-
-async function probe(from: string, to: string): Promise<boolean> {
-  const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', to, '--port', '8080/TCP', '--timeout', '800'],
-    LAB,
-  );
-  return r.code === 0;
-}
+const { onNode, authOf, probe } = nodeCommands(LAB);
+const policy = authRequiredPolicy;
 
 // Run in node1's namespace: dials node2's listener over the underlay as a rogue node would.
 const rogueScript = (ids: { client: number; server: number; other: number }) => `

@@ -222,13 +222,22 @@ export class AuthManager {
           this.#revoke(id, svid);
         }
       const now = Date.now();
+      const renewed = new Set<number>();
       for (const id of inUse) {
         const have = this.#svids.get(id);
         if (!have) await this.#ensure(id);
         else if (now >= have.renewAt) {
           await this.#renew(id);
+          renewed.add(id);
         }
       }
+      // Pairs of renewed identities are authenticated again with the new certificates before the
+      // old expiry is reached: no gap for new connections. Once per pair, after every renewal of
+      // this tick (both sides of a pair are often renewed together), and after any handshake
+      // already in flight (it may have been shown an old certificate).
+      if (renewed.size > 0)
+        for (const e of this.#o.map.list())
+          if (renewed.has(e.srcIdentity) || renewed.has(e.dstIdentity)) void this.#afterPending(e);
       for (const e of this.#o.map.list()) {
         const gone = !all.has(e.srcIdentity) || !all.has(e.dstIdentity);
         // This node's side of the pair must hold an SVID (both sides for node 0).
@@ -278,10 +287,12 @@ export class AuthManager {
   async #renew(id: number): Promise<void> {
     const svid = await this.#issue(id);
     this.#o.log.info({ identity: id, serial: svid.serial, notAfter: svid.notAfter }, 'auth: SVID renewed');
-    // Pairs of this identity are authenticated again with the new certificate before the old
-    // expiry is reached: no gap for new connections.
-    for (const e of this.#o.map.list())
-      if (e.srcIdentity === id || e.dstIdentity === id) void this.required(e);
+  }
+
+  /** A fresh handshake of `pair`, started once the one in flight (if any) has ended. */
+  async #afterPending(pair: AuthPair): Promise<boolean> {
+    await this.#pending.get(pairKey(pair))?.catch(() => false);
+    return this.required(pair);
   }
 
   /**

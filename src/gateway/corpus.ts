@@ -291,9 +291,12 @@ export function replayProbe(topo: Topology, c: CorpusCase, compiled: Compiled, p
   if (e.weights) {
     const weights = e.weights as Record<string, number>;
     const counts = new Map<string, number>();
+    // The router's draw is stratified over [0, 1): the shares test how weights map onto draws, not
+    // how lucky 500 coin flips were (with Math.random a 0.7 weight missed ±0.05 about 1 run in 60).
     const n = 500;
     for (let i = 0; i < n; i++) {
-      const d = decideProbe(topo, c, compiled, p);
+      const draw = (i + 0.5) / n;
+      const d = decideProbe(topo, c, compiled, p, () => draw);
       if (!d || d.kind !== 'forward') return fail(`a weighted request was not forwarded (${d?.kind})`);
       const deps = serviceDeployments(topo, c, d.backend.namespace, d.backend.name);
       const name = deps[0] ?? d.backend.name;

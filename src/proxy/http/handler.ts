@@ -160,6 +160,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): HttpHandler {
     for (const s of sockets) s.destroy();
     clearInterval(sweeper);
     await pools.close();
+    h2.close();
     h2.server.close();
   }
 

@@ -15,6 +15,7 @@ import http2, {
 import type { Socket } from 'node:net';
 import { applyHeaderOps, judgeHttp, type HttpVerdict } from '../../policy/l7/http-match.js';
 import type { ConnCtx, Engine } from './engine.js';
+import type { H2Upstream } from './upstream.js';
 import { recordHeaders } from './headers.js';
 import { BAD_REQUEST, DENIED, NOT_IMPLEMENTED, upstreamReply, type LocalReply } from './local-reply.js';
 import { finishAccess, protocolErrorAccess, upstreamFlag } from './access.js';
@@ -83,6 +84,44 @@ export interface Http2Side {
   server: http2.Http2Server;
   /** Runs an HTTP/2 session on `socket` (whose first bytes are the client preface). */
   accept(socket: Socket, ctx: ConnCtx): void;
+  /** Stops the upstream-response-headers sweep. */
+  close(): void;
+}
+
+/**
+ * The state of one client stream, on both of its streams (the client's and, once forwarded, the
+ * upstream's) under kState. The streams' listeners are module-level functions that find it there
+ * (`this` is the emitting stream): no closures, timers or once() wrappers per request, which made
+ * most of the proxy's per-stream cost after node:http2's own.
+ */
+interface StreamState {
+  engine: Engine;
+  f: RequestFacts;
+  stream: ServerHttp2Stream;
+  /** The upstream stream, once forwarded. */
+  up: ClientHttp2Stream | undefined;
+  u: H2Upstream | undefined;
+  v: HttpVerdict | undefined;
+  responded: boolean;
+  finished: boolean;
+  upTrailers: IncomingHttpHeaders | undefined;
+  clientTrailers: IncomingHttpHeaders | undefined;
+  /** performance.now() by which the upstream's response headers must arrive (0: not waiting). */
+  deadline: number;
+  /** The client→upstream relay is waiting for the upstream stream's 'drain'. */
+  upWaiting: boolean;
+  /** The upstream→client relay is waiting for the client stream's 'drain'. */
+  downWaiting: boolean;
+  /** The streams waiting for their response headers (the sweep's set). */
+  pending: Set<StreamState>;
+}
+
+type WithState<T> = T & { [kState]?: StreamState };
+
+const kState = Symbol('weir.proxy.h2.state');
+
+function stateOf(s: Http2Stream): StreamState {
+  return (s as WithState<Http2Stream>)[kState] as StreamState;
 }
 
 export function createHttp2Server(engine: Engine): Http2Side {
@@ -98,6 +137,31 @@ export function createHttp2Server(engine: Engine): Http2Side {
     maxSessionMemory: limits.maxSessionMemoryMb,
     maxHeaderListPairs: limits.maxHeaderCount + 8,
   });
+  // Forwarded streams waiting for their upstream response headers: one sweep times them out (a
+  // timer per stream cost more than the rest of the proxy's bookkeeping for small requests).
+  const waiting = new Set<StreamState>();
+  const every = Math.max(25, Math.min(1000, Math.floor(limits.upstreamHeadersTimeoutMs / 4)));
+  let sweeper: NodeJS.Timeout | undefined;
+  const sweep = () => {
+    if (waiting.size === 0) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+      return;
+    }
+    const now = performance.now();
+    for (const st of waiting) {
+      if (st.deadline <= now)
+        fail(
+          st,
+          Object.assign(new Error('upstream response headers timed out'), { code: 'WEIR_UPSTREAM_TIMEOUT' }),
+        );
+    }
+  };
+  const startWaiting = (st: StreamState) => {
+    st.deadline = performance.now() + limits.upstreamHeadersTimeoutMs;
+    waiting.add(st);
+    sweeper ??= setInterval(sweep, every).unref();
+  };
 
   server.on('session', (session: ServerHttp2Session) => {
     const ctx = pending;
@@ -139,15 +203,26 @@ export function createHttp2Server(engine: Engine): Http2Side {
         protocol: 'HTTP/2',
         headers: recordHeaders(raw),
       });
+      const st: StreamState = {
+        engine,
+        f,
+        stream,
+        up: undefined,
+        u: undefined,
+        v: undefined,
+        responded: false,
+        finished: false,
+        upTrailers: undefined,
+        clientTrailers: undefined,
+        deadline: 0,
+        upWaiting: false,
+        downWaiting: false,
+        pending: waiting,
+      };
+      (stream as WithState<ServerHttp2Stream>)[kState] = st;
       // One close listener per stream: the gauge, the access-log entry (a reset by the client
-      // before the response ended is DC), then the upstream side's cleanup (forward()).
-      const s = stream as ServerHttp2Stream & { [kOnClose]?: () => void };
-      stream.once('close', () => {
-        stats.requestsActive--;
-        const reset = stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR;
-        finishAccess(engine, f, reset && f.flags.length === 0 ? { flag: 'DC' } : {});
-        s[kOnClose]?.();
-      });
+      // before the response ended is DC), then the upstream side's cleanup.
+      stream.on('close', onClientClose);
       // A Host field naming another authority than :authority is malformed (RFC 9113 §8.3.1): the
       // policy and the upstream must not see two different hosts.
       const hostField = first(headers.host);
@@ -165,6 +240,7 @@ export function createHttp2Server(engine: Engine): Http2Side {
         host: authority,
         headers: raw,
       });
+      st.v = v;
       engine.emit(
         requestRecord(f, v.allowed ? 'FORWARDED' : 'DENIED', v.origin, verdictDetail(v), v.httpRule),
       );
@@ -182,7 +258,7 @@ export function createHttp2Server(engine: Engine): Http2Side {
         return;
       }
       stats.forwarded++;
-      forward(engine, ctx, s, raw, (flags & END_STREAM) !== 0, f, v);
+      if (forward(st, ctx, raw, (flags & END_STREAM) !== 0)) startWaiting(st);
     },
   );
   return {
@@ -195,51 +271,74 @@ export function createHttp2Server(engine: Engine): Http2Side {
         socket.destroy();
       }
     },
+    close(): void {
+      clearInterval(sweeper);
+      sweeper = undefined;
+      waiting.clear();
+    },
   };
 }
 
 /** The context of each server session (set when the connection is handed over). */
 const sessionCtx = new WeakMap<ServerHttp2Session, ConnCtx>();
 
-/** forward()'s part of a client stream's close (called by the stream's one close listener). */
-const kOnClose = Symbol('weir.proxy.h2.onClose');
-
 const ignore = (): void => {};
 
-/**
- * Relays the DATA of one stream to another with backpressure (what pipe() does, without its
- * per-stream listeners and unpipe bookkeeping): `count` sees every chunk; `from`'s end ends `to`.
- */
-function relay(from: Http2Stream, to: Http2Stream, count: (n: number) => void): void {
-  let waiting = false;
-  const resume = () => {
-    waiting = false;
-    from.resume();
-  };
-  from.on('data', (c: Buffer) => {
-    count(c.length);
-    if (to.destroyed) return;
-    if (!to.write(c) && !waiting) {
-      waiting = true;
-      from.pause();
-      to.once('drain', resume);
-    }
-  });
-  from.once('end', () => {
-    if (!to.destroyed && !to.writableEnded) to.end();
-  });
+/** Stops waiting for the upstream's response headers. */
+function settled(st: StreamState): void {
+  if (st.deadline !== 0) {
+    st.deadline = 0;
+    st.pending.delete(st);
+  }
 }
 
-function forward(
-  engine: Engine,
-  ctx: ConnCtx,
-  stream: ServerHttp2Stream & { [kOnClose]?: () => void },
-  raw: string[],
-  ended: boolean,
-  f: RequestFacts,
-  v: HttpVerdict,
-): void {
-  const { stats, limits } = engine;
+/** The client stream closed: the gauge, the access-log entry, and the upstream side's cleanup. */
+function onClientClose(this: ServerHttp2Stream): void {
+  const st = stateOf(this);
+  const { engine, f } = st;
+  engine.stats.requestsActive--;
+  const reset = this.rstCode !== undefined && this.rstCode !== NGHTTP2_NO_ERROR;
+  finishAccess(engine, f, reset && f.flags.length === 0 ? { flag: 'DC' } : {});
+  const up = st.up;
+  if (!up) return;
+  // The client went away (or reset the stream): cancel the upstream stream.
+  if (st.finished && up.closed) return;
+  if (!st.finished) {
+    st.finished = true;
+    settled(st);
+    engine.stats.cancelled++;
+  }
+  if (!up.closed) up.close(NGHTTP2_CANCEL);
+}
+
+/** The upstream failed: a local reply before the response, a reset after. */
+function fail(st: StreamState, err: unknown): void {
+  if (st.finished) return;
+  st.finished = true;
+  settled(st);
+  const { engine, f, stream } = st;
+  const up = st.up as ClientHttp2Stream;
+  engine.stats.upstreamErrors++;
+  // UF when the error (or its cause) is a connect error, else UC or UT.
+  f.flags.push(upstreamFlag(err, true));
+  if (!up.closed) up.close(NGHTTP2_CANCEL);
+  if (st.responded || stream.headersSent) {
+    if (!stream.closed)
+      stream.close(up.rstCode && up.rstCode !== NGHTTP2_NO_ERROR ? up.rstCode : NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  const r = upstreamReply(err);
+  engine.emit(responseRecord(f, 'ERROR', r.code, st.v?.origin, r.detail));
+  reply(stream, r, f);
+}
+
+/**
+ * Sends `raw` (the request's header list) upstream on a pooled session and wires both streams
+ * together; false when the upstream stream could not be opened (answered locally).
+ */
+function forward(st: StreamState, ctx: ConnCtx, raw: string[], ended: boolean): boolean {
+  const { engine, f, stream } = st;
+  const v = st.v as HttpVerdict;
   const u = engine.pools.h2(ctx.conn, ctx.key);
   let up: ClientHttp2Stream;
   const headers = toHeaderObject(applyHeaderOps(raw, v.ops));
@@ -247,120 +346,154 @@ function forward(
   try {
     up = u.session.request(headers, ended ? { endStream: true } : { waitForTrailers: true });
   } catch (err) {
-    stats.upstreamErrors++;
+    engine.stats.upstreamErrors++;
     f.flags.push(upstreamFlag(err, false));
     const r = upstreamReply(err);
     engine.emit(responseRecord(f, 'ERROR', r.code, v.origin, r.detail));
     reply(stream, r, f);
-    return;
+    return false;
   }
   u.active++;
-  let responded = false;
-  let finished = false;
-  let upTrailers: IncomingHttpHeaders | undefined;
-  let clientTrailers: IncomingHttpHeaders | undefined;
-
-  const timer = setTimeout(() => {
-    if (responded || finished) return;
-    fail(Object.assign(new Error('upstream response headers timed out'), { code: 'WEIR_UPSTREAM_TIMEOUT' }));
-  }, limits.upstreamHeadersTimeoutMs);
-
-  /** The upstream failed: a local reply before the response, a reset after. */
-  const fail = (err: unknown) => {
-    if (finished) return;
-    finished = true;
-    clearTimeout(timer);
-    stats.upstreamErrors++;
-    // UF when the error (or its cause) is a connect error, else UC or UT.
-    f.flags.push(upstreamFlag(err, true));
-    if (!up.closed) up.close(NGHTTP2_CANCEL);
-    if (responded || stream.headersSent) {
-      if (!stream.closed)
-        stream.close(up.rstCode && up.rstCode !== NGHTTP2_NO_ERROR ? up.rstCode : NGHTTP2_INTERNAL_ERROR);
-      return;
-    }
-    const r = upstreamReply(err);
-    engine.emit(responseRecord(f, 'ERROR', r.code, v.origin, r.detail));
-    reply(stream, r, f);
-  };
-
-  up.on('response', (h: IncomingHttpHeaders & { ':status'?: number }, flags: number) => {
-    if (finished || stream.destroyed || stream.closed) return;
-    responded = true;
-    clearTimeout(timer);
-    const status = Number(h[':status'] ?? 0);
-    const out: OutgoingHttpHeaders = {};
-    for (const k of Object.keys(h)) if (!CONNECTION_SPECIFIC.has(k)) out[k] = h[k];
-    const endStream = (flags & END_STREAM) !== 0;
-    try {
-      stream.respond(out, endStream ? { endStream: true } : { waitForTrailers: true });
-    } catch {
-      fail(new Error('response headers refused'));
-      return;
-    }
-    const recHeaders: { key: string; value: string }[] = [];
-    for (const k of ['content-type', 'grpc-status']) {
-      const val = first(h[k] as string | string[] | undefined);
-      if (val !== undefined) recHeaders.push({ key: k, value: val });
-    }
-    engine.emit(responseRecord(f, 'FORWARDED', status, v.origin, undefined, recHeaders));
-    if (!endStream) {
-      up.once('trailers', (t: IncomingHttpHeaders) => {
-        upTrailers = t;
-      });
-      stream.once('wantTrailers', () => {
-        const t: OutgoingHttpHeaders = {};
-        if (upTrailers) for (const k of Object.keys(upTrailers)) if (k[0] !== ':') t[k] = upTrailers[k];
-        stream.sendTrailers(t);
-      });
-      relay(up, stream, (n) => {
-        f.tx += n;
-      });
-    }
-  });
-  up.once('end', () => {
-    if (!responded) return;
-    finished = true;
-  });
-  up.on('error', (err) => fail(err));
-  up.once('close', () => {
-    u.active--;
-    clearTimeout(timer);
-    if (finished) return;
-    if (!responded) {
-      fail(new Error(`upstream stream closed (code ${up.rstCode})`));
-      return;
-    }
-    // Closed after the response started: complete only if the stream ended cleanly.
-    if (up.rstCode !== NGHTTP2_NO_ERROR) fail(new Error(`upstream reset (code ${up.rstCode})`));
-    else finished = true;
-  });
-
+  st.up = up;
+  st.u = u;
+  (up as WithState<ClientHttp2Stream>)[kState] = st;
+  up.on('response', onUpResponse);
+  up.on('end', onUpEnd);
+  up.on('error', onUpError);
+  up.on('close', onUpClose);
   // Request body and trailers, with the streams' flow control.
   if (!ended) {
-    stream.once('trailers', (t: IncomingHttpHeaders) => {
-      clientTrailers = t;
-    });
-    up.once('wantTrailers', () => {
-      const t: OutgoingHttpHeaders = {};
-      if (clientTrailers)
-        for (const k of Object.keys(clientTrailers)) if (k[0] !== ':') t[k] = clientTrailers[k];
-      up.sendTrailers(t);
-    });
-    relay(stream, up, (n) => {
-      f.rx += n;
-    });
+    stream.on('trailers', onClientTrailers);
+    up.on('wantTrailers', onUpWantTrailers);
+    stream.on('data', onClientData);
+    stream.on('end', onClientEnd);
   }
-  // The client went away (or reset the stream): cancel the upstream stream.
-  stream[kOnClose] = () => {
-    if (finished && up.closed) return;
-    if (!finished) {
-      finished = true;
-      clearTimeout(timer);
-      stats.cancelled++;
-    }
-    if (!up.closed) up.close(NGHTTP2_CANCEL);
-  };
+  return true;
+}
+
+function onUpResponse(this: ClientHttp2Stream, h: IncomingHttpHeaders, flags: number): void {
+  const st = stateOf(this);
+  const { stream, engine, f } = st;
+  if (st.finished || stream.destroyed || stream.closed) return;
+  st.responded = true;
+  settled(st);
+  const status = Number(h[':status'] ?? 0);
+  const out: OutgoingHttpHeaders = {};
+  for (const k of Object.keys(h)) if (!CONNECTION_SPECIFIC.has(k)) out[k] = h[k];
+  const endStream = (flags & END_STREAM) !== 0;
+  try {
+    stream.respond(out, endStream ? { endStream: true } : { waitForTrailers: true });
+  } catch {
+    fail(st, new Error('response headers refused'));
+    return;
+  }
+  const recHeaders: { key: string; value: string }[] = [];
+  const ct = first(h['content-type']);
+  if (ct !== undefined) recHeaders.push({ key: 'content-type', value: ct });
+  const gs = first(h['grpc-status'] as string | string[] | undefined);
+  if (gs !== undefined) recHeaders.push({ key: 'grpc-status', value: gs });
+  engine.emit(responseRecord(f, 'FORWARDED', status, st.v?.origin, undefined, recHeaders));
+  if (!endStream) {
+    this.on('trailers', onUpTrailers);
+    stream.on('wantTrailers', onClientWantTrailers);
+    this.on('data', onUpData);
+    this.on('end', onUpEndRelay);
+  }
+}
+
+function onUpEnd(this: ClientHttp2Stream): void {
+  const st = stateOf(this);
+  if (st.responded) st.finished = true;
+}
+
+function onUpError(this: ClientHttp2Stream, err: Error): void {
+  fail(stateOf(this), err);
+}
+
+function onUpClose(this: ClientHttp2Stream): void {
+  const st = stateOf(this);
+  (st.u as H2Upstream).active--;
+  settled(st);
+  if (st.finished) return;
+  if (!st.responded) {
+    fail(st, new Error(`upstream stream closed (code ${this.rstCode})`));
+    return;
+  }
+  // Closed after the response started: complete only if the stream ended cleanly.
+  if (this.rstCode !== NGHTTP2_NO_ERROR) fail(st, new Error(`upstream reset (code ${this.rstCode})`));
+  else st.finished = true;
+}
+
+function onUpTrailers(this: ClientHttp2Stream, t: IncomingHttpHeaders): void {
+  stateOf(this).upTrailers = t;
+}
+
+function onClientWantTrailers(this: ServerHttp2Stream): void {
+  const st = stateOf(this);
+  this.sendTrailers(trailersOf(st.upTrailers));
+}
+
+function onClientTrailers(this: ServerHttp2Stream, t: IncomingHttpHeaders): void {
+  stateOf(this).clientTrailers = t;
+}
+
+function onUpWantTrailers(this: ClientHttp2Stream): void {
+  this.sendTrailers(trailersOf(stateOf(this).clientTrailers));
+}
+
+function trailersOf(t: IncomingHttpHeaders | undefined): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  if (t) for (const k of Object.keys(t)) if (k[0] !== ':') out[k] = t[k];
+  return out;
+}
+
+// The DATA relays, with backpressure (what pipe() does, without its per-stream listeners and unpipe
+// bookkeeping): the request body client → upstream, the response body upstream → client.
+
+function onClientData(this: ServerHttp2Stream, c: Buffer): void {
+  const st = stateOf(this);
+  st.f.rx += c.length;
+  const up = st.up as ClientHttp2Stream;
+  if (up.destroyed) return;
+  if (!up.write(c) && !st.upWaiting) {
+    st.upWaiting = true;
+    this.pause();
+    up.once('drain', onUpDrain);
+  }
+}
+
+function onUpDrain(this: ClientHttp2Stream): void {
+  const st = stateOf(this);
+  st.upWaiting = false;
+  st.stream.resume();
+}
+
+function onClientEnd(this: ServerHttp2Stream): void {
+  const up = stateOf(this).up as ClientHttp2Stream;
+  if (!up.destroyed && !up.writableEnded) up.end();
+}
+
+function onUpData(this: ClientHttp2Stream, c: Buffer): void {
+  const st = stateOf(this);
+  st.f.tx += c.length;
+  const stream = st.stream;
+  if (stream.destroyed) return;
+  if (!stream.write(c) && !st.downWaiting) {
+    st.downWaiting = true;
+    this.pause();
+    stream.once('drain', onClientDrain);
+  }
+}
+
+function onClientDrain(this: ServerHttp2Stream): void {
+  const st = stateOf(this);
+  st.downWaiting = false;
+  (st.up as ClientHttp2Stream).resume();
+}
+
+function onUpEndRelay(this: ClientHttp2Stream): void {
+  const stream = stateOf(this).stream;
+  if (!stream.destroyed && !stream.writableEnded) stream.end();
 }
 
 /** A session-level failure (bad preface, malformed frames): recorded, the session is gone. */

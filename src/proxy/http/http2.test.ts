@@ -157,6 +157,60 @@ describe('HTTP/2 cleartext', () => {
   });
 });
 
+describe('HTTP/2 upstream timers', () => {
+  let upstream: http2.Http2Server;
+  let px: ProxyHarness;
+  let openSessions = 0;
+
+  before(async () => {
+    upstream = http2.createServer();
+    upstream.on('session', (s) => {
+      openSessions++;
+      s.on('close', () => openSessions--);
+    });
+    upstream.on('stream', (stream, headers) => {
+      stream.on('error', () => {});
+      if (headers[':path'] === '/hang') return;
+      stream.respond({ ':status': 200 });
+      stream.end('ok');
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    px = await startProxy({
+      upstream: { host: '127.0.0.1', port: (upstream.address() as net.AddressInfo).port },
+      policy: portPolicy([{}]),
+      limits: { upstreamHeadersTimeoutMs: 300, upstreamKeepAliveMs: 300 },
+    });
+  });
+  after(async () => {
+    await px.close();
+    upstream.close();
+  });
+
+  it('an upstream that does not answer in time: 504, the upstream stream is cancelled', async () => {
+    const session = http2.connect(`http://127.0.0.1:${px.port}`);
+    const started = performance.now();
+    const r = await h2request(session, { ':path': '/hang' });
+    const took = performance.now() - started;
+    assert.equal(r.status, 504);
+    assert.ok(took >= 290 && took < 3000, `answered after ${took.toFixed(0)} ms`);
+    const ok = await h2request(session, { ':path': '/after' });
+    assert.equal(ok.status, 200);
+    session.close();
+    await eventually(() => px.handler.stats().upstream.h2Streams === 0, 3000, 'no upstream stream');
+    const rec = px.records.find((x) => x.type === 'RESPONSE' && x.http?.code === 504);
+    assert.equal(rec?.verdict, 'ERROR');
+  });
+
+  it('an idle upstream session is closed after the keep-alive period', async () => {
+    const session = http2.connect(`http://127.0.0.1:${px.port}`);
+    assert.equal((await h2request(session, { ':path': '/x' })).status, 200);
+    session.close();
+    assert.equal(px.handler.stats().upstream.h2Sessions, 1);
+    await eventually(() => openSessions === 0, 5000, 'the idle upstream session to be closed');
+    await eventually(() => px.handler.stats().upstream.h2Sessions === 0, 3000, 'the pool to forget it');
+  });
+});
+
 describe('gRPC through the proxy (@grpc/grpc-js client and server)', () => {
   const pass = (b: Buffer) => b;
   const method = (name: string, requestStream: boolean, responseStream: boolean) => ({

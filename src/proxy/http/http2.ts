@@ -412,7 +412,8 @@ function onUpError(this: ClientHttp2Stream, err: Error): void {
 
 function onUpClose(this: ClientHttp2Stream): void {
   const st = stateOf(this);
-  (st.u as H2Upstream).active--;
+  const u = st.u as H2Upstream;
+  if (--u.active === 0) u.idleSince = performance.now();
   settled(st);
   if (st.finished) return;
   if (!st.responded) {

@@ -28,6 +28,8 @@ function origin(conn: ProxiedConnection): string {
 export interface H2Upstream {
   session: http2.ClientHttp2Session;
   active: number;
+  /** performance.now() when it last carried no stream (the sweep closes it after the keep-alive). */
+  idleSince: number;
 }
 
 interface H2Entry {
@@ -94,7 +96,7 @@ export class UpstreamPools {
       maxHeaderListPairs: this.#limits.maxHeaderCount + 8,
       maxSendHeaderBlockLength: this.#limits.maxHeaderBytes,
     });
-    const u: H2Upstream = { session, active: 0 };
+    const u: H2Upstream = { session, active: 0, idleSince: performance.now() };
     const drop = () => {
       const i = e.sessions.indexOf(u);
       if (i >= 0) e.sessions.splice(i, 1);
@@ -102,10 +104,8 @@ export class UpstreamPools {
     session.on('error', () => {});
     session.on('goaway', drop);
     session.on('close', drop);
-    // Closed when it carried no stream for a keep-alive period.
-    session.setTimeout(this.#limits.upstreamKeepAliveMs, () => {
-      if (u.active === 0) session.close();
-    });
+    // Closed by sweep() when it carried no stream for a keep-alive period (a session timeout is
+    // refreshed on every frame: a cost per request).
     return u;
   }
 
@@ -117,6 +117,8 @@ export class UpstreamPools {
       if (pool.sweep(now) && pool.lastUsed <= cutoff) this.#h1.delete(k);
     }
     for (const [k, e] of this.#h2) {
+      for (const u of [...e.sessions])
+        if (u.active === 0 && u.idleSince <= cutoff && !u.session.closed) u.session.close();
       if (e.sessions.length === 0 && e.lastUsed <= cutoff) this.#h2.delete(k);
     }
   }

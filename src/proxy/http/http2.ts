@@ -28,6 +28,16 @@ import {
 } from './records.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
+
+/**
+ * Receive windows of the proxy's HTTP/2 sessions, both sides (RFC 9113 §6.9): each stream may have
+ * STREAM_WINDOW unread bytes in flight, a whole session CONNECTION_WINDOW. The protocol's 64 KiB
+ * defaults cap a session at one window per round trip: every stream of a client connection (and
+ * every request multiplexed on a pooled upstream session) shares one 64 KiB connection window.
+ * Both stay well under limits.maxSessionMemoryMb.
+ */
+export const STREAM_WINDOW = 256 * 1024;
+export const CONNECTION_WINDOW = 2 * 1024 * 1024;
 const END_STREAM = 0x1;
 
 /** Fields never forwarded on HTTP/2 (connection-specific; RFC 9113 §8.2.2). */
@@ -133,6 +143,7 @@ export function createHttp2Server(engine: Engine): Http2Side {
       maxConcurrentStreams: limits.maxConcurrentStreams,
       maxHeaderListSize: limits.maxHeaderBytes,
       enablePush: false,
+      initialWindowSize: STREAM_WINDOW,
     },
     maxSessionMemory: limits.maxSessionMemoryMb,
     maxHeaderListPairs: limits.maxHeaderCount + 8,
@@ -172,6 +183,7 @@ export function createHttp2Server(engine: Engine): Http2Side {
     }
     ctx.session = session;
     sessionCtx.set(session, ctx);
+    session.setLocalWindowSize(CONNECTION_WINDOW);
     session.on('error', (err: Error & { code?: string }) => {
       engine.stats.rejected++;
       recordSessionError(engine, ctx, err);

@@ -7,6 +7,7 @@
 import http2 from 'node:http2';
 import type { ProxiedConnection, UpstreamConnector } from '../types.js';
 import { H1Pool, whenConnected } from './h1-upstream.js';
+import { CONNECTION_WINDOW, STREAM_WINDOW } from './http2.js';
 import type { HttpLimits } from './limits.js';
 
 /**
@@ -91,7 +92,7 @@ export class UpstreamPools {
         whenConnected(socket, connectMs, () => {});
         return socket;
       },
-      settings: { enablePush: false },
+      settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
       maxSessionMemory: this.#limits.maxSessionMemoryMb,
       maxHeaderListPairs: this.#limits.maxHeaderCount + 8,
       maxSendHeaderBlockLength: this.#limits.maxHeaderBytes,
@@ -102,6 +103,7 @@ export class UpstreamPools {
       if (i >= 0) e.sessions.splice(i, 1);
     };
     session.on('error', () => {});
+    session.once('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
     session.on('goaway', drop);
     session.on('close', drop);
     // Closed by sweep() when it carried no stream for a keep-alive period (a session timeout is

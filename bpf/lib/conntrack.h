@@ -15,6 +15,10 @@
  *                                         opened (or the pod answering one opened to it)
  *       3. ICMP errors only, instead of 1-2: the quoted packet travelled the other way, so
  *          {inner, other dir} and {reversed inner, dir}: RELATED; nothing else lets an error in.
+ *     With flow->ct_reply_hint (the sender's stage of the same packet found a reply), 2 is
+ *     tried first: a hit (one lookup 3 would not override) is the reply; else 1, 2, 3 as above.
+ *     The two orders differ only if entries 1 and 2 both exist, which the sender's side rules
+ *     out (its reply means it has no entry of its own for this direction).
  *     Entries past lifetime_ns count as absent (the agent's GC deletes them later). A TCP SYN
  *     (without ACK) hitting a CLOSING entry (1 or 2) reopens the connection: CT_NEW, policy again.
  *     Hits update the entry's counters, TCP flags, state and lifetime (the lifetime lazily: it
@@ -188,6 +192,17 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_pr
 	if (f->icmp_kind == ICMP_KIND_ERROR)
 		return __ct_related(f, dir, now);
 
+	/* The sender's stage found this packet a reply (weir_to_local after weir_from_container): so
+	 * will this one, almost surely; the reply's entry first spares the lookup that would miss.
+	 * A hit that lookup 3 might override is not taken here: the usual order follows. */
+	if (f->ct_reply_hint && !from_proxy) {
+		__ct_reverse(&key, &f->tuple);
+		key.flags = __ct_other_dir(dir);
+		e = __ct_get(&key, now);
+		if (e && !(dir == CT_F_EGRESS && (e->flags & CT_ENTRY_F_TO_PROXY)))
+			goto reply;
+		key = f->tuple;
+	}
 	key.flags = dir | (from_proxy ? CT_F_PROXY : 0);
 	e = __ct_get(&key, now);
 	if (e) {
@@ -216,6 +231,7 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_pr
 		if (up)
 			e = up;
 	}
+reply:
 	if (e) {
 		if (__ct_reopens(e, f))
 			return CT_NEW;

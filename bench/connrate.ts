@@ -104,11 +104,28 @@ async function weirProgStats(nodeNetns: string): Promise<Map<number, ProgStat>> 
     run_time_ns?: number;
     run_cnt?: number;
   }[];
-  const maps = new Set(progs.filter((p) => attached.has(p.id)).flatMap((p) => p.map_ids ?? []));
+  // Sharing a map with a program already taken, to a fixed point: the socket hooks reach the tc
+  // programs' maps only through one another (getpeername uses weir_lb_reverse_sk alone).
+  const weir = progs.filter((p) => p.name?.startsWith('weir_'));
+  const taken = new Set(attached);
+  const maps = new Set<number>();
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of weir) {
+      const ids = p.map_ids ?? [];
+      if (!taken.has(p.id) && !ids.some((m) => maps.has(m))) continue;
+      if (!taken.has(p.id)) grew = true;
+      taken.add(p.id);
+      for (const m of ids)
+        if (!maps.has(m)) {
+          maps.add(m);
+          grew = true;
+        }
+    }
+  }
   const out = new Map<number, ProgStat>();
-  for (const p of progs)
-    if (p.name?.startsWith('weir_') && (p.map_ids ?? []).some((m) => maps.has(m)))
-      out.set(p.id, { name: p.name, ns: p.run_time_ns ?? 0, cnt: p.run_cnt ?? 0 });
+  for (const p of weir)
+    if (taken.has(p.id)) out.set(p.id, { name: p.name ?? '', ns: p.run_time_ns ?? 0, cnt: p.run_cnt ?? 0 });
   return out;
 }
 

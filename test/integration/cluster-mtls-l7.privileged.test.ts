@@ -141,15 +141,6 @@ describe(
       try {
         again = await get(server, 'allowed');
         denied = await get(server, 'denied');
-        // The control: UDP keeps plain VXLAN, so a datagram with the marker is seen (from `other`:
-        // the client's egress allows only TCP 8080).
-        for (let i = 0; i < 3; i++) {
-          await ok(
-            ['lab', 'exec', 'default/other', '--', 'bash', '-c', `echo ${MARKER} > /dev/udp/${server}/9999`],
-            LAB,
-          );
-          await sleep(200);
-        }
         await sleep(300);
       } finally {
         const seen = await cap.stop();
@@ -159,11 +150,26 @@ describe(
           seen.tunnelFrames > 0,
           `the upstream went in the tunnel (TCP 15008): ${JSON.stringify(seen)}`,
         );
-        assert.ok(seen.markerFrames > 0, `the UDP control was seen: ${JSON.stringify(seen)}`);
-        // Only the UDP datagram's frames carry the marker (it crosses the bridge: seen on both ports).
+        assert.equal(seen.markerFrames, 0, `no frame holds the request path: ${JSON.stringify(seen)}`);
+        assert.equal(seen.vxlanFrames, 0, `nothing in plain VXLAN: ${JSON.stringify(seen)}`);
+      }
+      // The control: UDP keeps plain VXLAN, so a datagram with the marker is seen (from `other`: the
+      // client's egress allows only TCP 8080): the capture would have caught a plaintext request.
+      const control = await capture();
+      try {
+        for (let i = 0; i < 3; i++) {
+          await ok(
+            ['lab', 'exec', 'default/other', '--', 'bash', '-c', `echo ${MARKER} > /dev/udp/${server}/9999`],
+            LAB,
+          );
+          await sleep(200);
+        }
+        await sleep(300);
+      } finally {
+        const seen = await control.stop();
         assert.ok(
-          seen.markerFrames <= seen.vxlanFrames,
-          `no frame but the UDP control's holds the marker: ${JSON.stringify(seen)}`,
+          seen.markerFrames > 0 && seen.vxlanFrames > 0,
+          `the UDP control was seen: ${JSON.stringify(seen)}`,
         );
       }
       const t1 = await tunnelStatus('node1');

@@ -1,7 +1,9 @@
 // The agent's flow pipeline: weir_events ring buffer (read by mmap, RingBufferConsumer) -> check ->
 // count (RawFlowCounters) -> store the raw record (FlowObserver.ingestRaw); decoding and enrichment
-// happen when flows are read or followed. Conntrack GC -> close traces, the proxy's L7 records ->
-// L7 flows (objects, counted by countFlow). Every record is handled on the event loop as it
+// happen when flows are read or followed. The proxy's HTTP records, as compact lines -> counted
+// (L7LineCounters) -> stored as the line (FlowObserver.ingestL7Line), made flows when read; its
+// other L7 records (DNS, Gateway) and conntrack GC's close traces -> flows (objects, counted by
+// countFlow). Every record is handled on the event loop as it
 // arrives (the consumer never blocks); followers are fed through bounded queues (stream.ts).
 import { verdictMatch } from '../observe/format.js';
 import type { Logger as Pino } from 'pino';
@@ -18,7 +20,9 @@ import { VERDICTS, type Flow } from '../observe/flow.js';
 import { FlowParser } from '../observe/parser.js';
 import { HUBBLE_TYPE, RAW, RAW_EVENT_SIZE, RawFlowCounters, isRawFlowEvent } from '../observe/raw.js';
 import { l7Flow } from '../observe/l7.js';
+import { parseCompactLine, parseRecordLine } from '../proxy/records.js';
 import type { L7Record } from '../proxy/types.js';
+import { L7LineCounters } from './l7-lines.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { RuleRef } from '../policy/api/types.js';
 import { isCode } from '../shared/errors.js';
@@ -222,6 +226,7 @@ export interface FlowPipelineOptions {
 export class FlowPipeline {
   readonly parser: FlowParser;
   readonly counters: RawFlowCounters;
+  readonly l7Counters = new L7LineCounters();
   readonly #enricher: Enricher;
   readonly #reader: RingBufferConsumer;
   readonly #o: FlowPipelineOptions;
@@ -236,6 +241,9 @@ export class FlowPipeline {
     this.parser = new FlowParser({ nodeName: o.nodeName, enricher: this.#enricher });
     this.counters = new RawFlowCounters((cookie) => source.rule(cookie) !== undefined);
     o.observer.setDecoder((rec, uuid) => this.parser.parse(decodeFlowEvent(rec), { uuid }));
+    o.observer.setL7Decoder((line, uuid) =>
+      l7Flow(parseCompactLine(line), { nodeName: o.nodeName, enricher: this.#enricher, uuid: () => uuid }),
+    );
     // The datapath wakes the reader at most once per CPU and 10 ms (bpf/lib/events.h): what it
     // submitted without a wake-up is drained within EVENTS_FLUSH_MS while records keep coming.
     this.#reader = new RingBufferConsumer(
@@ -246,6 +254,7 @@ export class FlowPipeline {
     o.observer.onFlow((f) => countFlow(o.agent.metrics, f));
     const m = o.agent.metrics;
     m.sources.rawFlows = () => this.counters.flushInto(m.flowsProcessed, m.hubbleDrops, m.policyVerdicts);
+    m.sources.l7Lines = () => this.l7Counters.flushInto(m);
     // Losses before this agent started are not this agent's to report.
     this.#kernelLost = o.datapath.eventsLost();
   }
@@ -302,15 +311,40 @@ export class FlowPipeline {
     });
   }
 
+  /**
+   * A line of the node proxy's record stream (src/proxy/records.ts): a compact HTTP record is
+   * counted and stored as it is (made a flow when read); a JSON line is a record (ingestL7) or the
+   * proxy's count of records it shed.
+   */
+  ingestRecordLine(line: string): void {
+    if (this.l7Counters.count(line)) {
+      this.#o.observer.ingestL7Line(line);
+      return;
+    }
+    let parsed;
+    try {
+      parsed = parseRecordLine(line);
+    } catch (err) {
+      this.#unreadable(err);
+      return;
+    }
+    if ('record' in parsed) this.ingestL7(parsed.record);
+    else if (parsed.lost > 0) this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', parsed.lost);
+  }
+
+  #unreadable(err: unknown): void {
+    this.decodeErrors++;
+    if (this.decodeErrors <= 10) this.#o.log.warn({ err }, 'unreadable L7 record');
+    this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', 1);
+  }
+
   /** An L7 record of the node proxy, as a flow. */
   ingestL7(r: L7Record): void {
     let flow: Flow;
     try {
       flow = l7Flow(r, { nodeName: this.#o.nodeName, enricher: this.#enricher });
     } catch (err) {
-      this.decodeErrors++;
-      if (this.decodeErrors <= 10) this.#o.log.warn({ err }, 'unreadable L7 record');
-      this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', 1);
+      this.#unreadable(err);
       return;
     }
     this.#o.observer.ingest(flow);

@@ -126,13 +126,20 @@ export class L7LineCounters {
       if (set.request) m.httpRequests.inc(set.request, d);
       if (set.response && set.duration && set.buckets && set.flushedBuckets) {
         m.httpResponses.inc(set.response, d);
-        // prom-client has no "add these bucket counts": its entry for the label set is made by
-        // zero() and found by its labels object (the one passed), then added to as observe() does.
-        const labels = set.duration;
-        let e = Object.values(entries.hashMap).find((x) => x.labels === labels);
+        // prom-client has no "add these bucket counts": its entry for the label set (made by
+        // zero() when missing; observe() of JSON lines' flows adds to the same) is found by its
+        // label values and added to as observe() does.
+        const { method, reporter } = set.duration;
+        const find = () =>
+          Object.values(entries.hashMap).find(
+            (x) =>
+              (x.labels as Record<string, string>).method === method &&
+              (x.labels as Record<string, string>).reporter === reporter,
+          );
+        let e = find();
         if (!e) {
-          m.httpDuration.zero(labels);
-          e = Object.values(entries.hashMap).find((x) => x.labels === labels);
+          m.httpDuration.zero(set.duration);
+          e = find();
         }
         if (!e) throw new Error('hubble_http_request_duration_seconds: no entry for a label set');
         e.count += d;
@@ -140,7 +147,8 @@ export class L7LineCounters {
         set.flushedSumNs = set.sumNs;
         for (let b = 0; b < BUCKETS_S.length; b++) {
           const n = (set.buckets[b] as number) - (set.flushedBuckets[b] as number);
-          if (n !== 0) e.bucketValues[BUCKETS_S[b] as number] = (e.bucketValues[BUCKETS_S[b] as number] ?? 0) + n;
+          if (n !== 0)
+            e.bucketValues[BUCKETS_S[b] as number] = (e.bucketValues[BUCKETS_S[b] as number] ?? 0) + n;
         }
         set.flushedBuckets.set(set.buckets);
       }

@@ -330,7 +330,12 @@ describe('record lines', () => {
     // Plain HTTP records go compact, the others (odd text, DNS, Gateway) as JSON.stringify.
     const plain: L7Record = {
       ...record(7),
-      http: { method: 'GET', url: 'http://h/p\\q"', protocol: 'HTTP/1.1', headers: [{ key: 'a', value: 'b\\"c\u0001é😀' }] },
+      http: {
+        method: 'GET',
+        url: 'http://h/p\\q"',
+        protocol: 'HTTP/1.1',
+        headers: [{ key: 'a', value: 'b\\"c\u0001é😀' }],
+      },
     };
     const plainResponse: L7Record = {
       ...record(8),
@@ -343,7 +348,20 @@ describe('record lines', () => {
     };
     records.push(plain, plainResponse, { ...record(6), policy: undefined, detail: 'x' });
     const compact = records.map((r) => recordLine(r).startsWith('H'));
-    assert.deepEqual(compact, [true, false, false, false, false, true, false, false, false, true, true, true]);
+    assert.deepEqual(compact, [
+      true,
+      false,
+      false,
+      false,
+      false,
+      true,
+      false,
+      false,
+      false,
+      true,
+      true,
+      true,
+    ]);
     for (const r of records) {
       const line = recordLine(r);
       assert.ok(!line.includes('\n'), line);

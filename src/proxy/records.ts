@@ -132,7 +132,8 @@ export function parseCompactLine(line: string): L7Record {
     throw new Error(`not a compact L7 record line: ${line.slice(0, 80)}`);
   const num = (i: number): number => {
     const n = Number(f[i]);
-    if (f[i] === '' || !Number.isSafeInteger(n)) throw new Error(`L7 record line: field ${i} is not a number`);
+    if (f[i] === '' || !Number.isSafeInteger(n))
+      throw new Error(`L7 record line: field ${i} is not a number`);
     return n;
   };
   const headers: { key: string; value: string }[] = [];

@@ -30,7 +30,7 @@ import {
   type Fact,
   type PairedSwitch,
 } from './policy.js';
-import { measureL7, measureObserve } from './micro/observe.js';
+import { measureL7Records, measureObserve } from './micro/observe.js';
 import { measurePods } from './pods.js';
 import { diffCases, measureDiff } from './micro/policy-diff.js';
 import { growTo, percentile, timeEnforcement } from './scale.js';
@@ -525,7 +525,7 @@ async function main(): Promise<void> {
       unit: 'flows/s',
       note: 'a full ring of 4095 read at once',
     });
-    const l7 = await measureL7(1_000_000);
+    const l7 = await measureL7Records(1_000_000);
     fact('flow pipeline (1 core)', {
       metric: "the proxy's L7 records counted + stored as lines (agent path)",
       value: Math.round(1e9 / l7.linesNsPerRecord),

@@ -329,7 +329,7 @@ function l7Paths(src: EnrichmentSource) {
   return { json: make(), lines: make() };
 }
 
-export async function measureL7(records = 200_000, endpoints = 1000): Promise<L7Figures> {
+export async function measureL7Records(records = 200_000, endpoints = 1000): Promise<L7Figures> {
   const recs = l7Records(records, endpoints);
   const src = source(endpoints);
   const distinct = Math.min(records, 4096);
@@ -406,7 +406,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       `| raw, read (decode + enrich a full ring) | 4095 | ${f.endpoints} | ${f.readFlowsPerSecond} flows/s | — |\n` +
       `\nsame flows both ways: ${f.sameFlows}\n`,
   );
-  const l = await measureL7(i > 0 ? Number(process.argv[i + 1]) : 1_000_000);
+  const l = await measureL7Records(i > 0 ? Number(process.argv[i + 1]) : 1_000_000);
   process.stdout.write(
     `\n| L7 records (2 per HTTP request) | records | CPU per record | records/s (1 core, CPU time) |\n| --- | ---: | ---: | ---: |\n` +
       `| agent, json (JSON.parse + flow + store + count), before | ${l.records} | ${l.jsonUsPerRecord.toFixed(2)} µs | ${Math.round(1e6 / l.jsonUsPerRecord)} |\n` +

@@ -426,12 +426,16 @@ class Exchange implements UpstreamUser {
   responseStarted = false;
   #responseComplete = false;
   #resMode: 'none' | 'length' | 'chunked' | 'close' = 'none';
-  /** The response head, until it goes out with the first body piece or on the next tick. */
+  /** The response head, until it goes out with the first body piece or the read is parsed. */
   #pendingHead: string | undefined;
   #retried = false;
   #finished = false;
   #gone = false;
-  readonly #onClientDrain = () => this.#up?.resume();
+  /** Made on first use (most exchanges never wait for the client). */
+  #onClientDrainFn: (() => void) | undefined;
+  get #onClientDrain(): () => void {
+    return (this.#onClientDrainFn ??= () => this.#up?.resume());
+  }
   /** The first Host field ('' when none), how many there are, the Transfer-Encoding fields joined. */
   readonly #host: string;
   readonly #hosts: number;
@@ -690,9 +694,9 @@ class Exchange implements UpstreamUser {
       else if (this.minor === 0) head += 'connection: keep-alive\r\n';
     }
     head += '\r\n';
-    // Written with the first body piece (one write for small responses), or on the next tick.
+    // Written with the first body piece (one write for small responses), or once the read that
+    // brought the head is parsed (onUpstreamRead).
     this.#pendingHead = head;
-    process.nextTick(flushHead, this);
     engine.emit(
       responseRecord(
         this.facts,
@@ -704,6 +708,10 @@ class Exchange implements UpstreamUser {
       ),
     );
     return this.method === 'HEAD' ? 1 : 0;
+  }
+
+  onUpstreamRead(): void {
+    this.flushHead();
   }
 
   onUpstreamBody(chunk: Buffer): void {
@@ -896,8 +904,4 @@ class Exchange implements UpstreamUser {
     finishAccess(this.engine, this.facts);
     this.conn.exchangeDone(this);
   }
-}
-
-function flushHead(ex: Exchange): void {
-  ex.flushHead();
 }

@@ -162,8 +162,9 @@ export function responseRecord(
   f.code = code;
   if (policy) f.origin = policy;
   if (detail) f.detail = detail;
+  const now = performance.now();
   const r: L7Record = {
-    timeNs: nowNs(),
+    timeNs: wallNs(now),
     type: 'RESPONSE',
     direction: f.conn.direction,
     endpointId: f.conn.endpoint.id,
@@ -171,7 +172,7 @@ export function responseRecord(
     source: f.ends.source,
     destination: f.ends.destination,
     http: { method: f.method, url: f.url, protocol: f.protocol, code, headers },
-    latencyNs: Math.max(0, Math.round((performance.now() - f.t0) * 1e6)),
+    latencyNs: Math.max(0, Math.round((now - f.t0) * 1e6)),
   };
   if (policy) r.policy = policy;
   if (detail) r.detail = detail;

@@ -1,7 +1,9 @@
 // The agent's flow pipeline: weir_events ring buffer (read by mmap, RingBufferConsumer) -> check ->
 // count (RawFlowCounters) -> store the raw record (FlowObserver.ingestRaw); decoding and enrichment
-// happen when flows are read or followed. Conntrack GC -> close traces, the proxy's L7 records ->
-// L7 flows (objects, counted by countFlow). Every record is handled on the event loop as it
+// happen when flows are read or followed. The proxy's HTTP records, as compact lines -> counted
+// (L7LineCounters) -> stored as the line (FlowObserver.ingestL7Line), made flows when read; its
+// other L7 records (DNS, Gateway) and conntrack GC's close traces -> flows (objects, counted by
+// countFlow). Every record is handled on the event loop as it
 // arrives (the consumer never blocks); followers are fed through bounded queues (stream.ts).
 import { verdictMatch } from '../observe/format.js';
 import type { Logger as Pino } from 'pino';
@@ -18,7 +20,9 @@ import { VERDICTS, type Flow } from '../observe/flow.js';
 import { FlowParser } from '../observe/parser.js';
 import { HUBBLE_TYPE, RAW, RAW_EVENT_SIZE, RawFlowCounters, isRawFlowEvent } from '../observe/raw.js';
 import { l7Flow } from '../observe/l7.js';
+import { parseCompactLine, parseRecordLine } from '../proxy/records.js';
 import type { L7Record } from '../proxy/types.js';
+import { L7LineCounters } from './l7-lines.js';
 import type { FlowObserver } from '../observe/stream.js';
 import type { RuleRef } from '../policy/api/types.js';
 import { isCode } from '../shared/errors.js';
@@ -207,6 +211,69 @@ export function countFlow(m: AgentMetrics, f: Flow): void {
   }
 }
 
+export interface L7IntakeOptions {
+  observer: FlowObserver;
+  nodeName: string;
+  enricher: Enricher;
+  /** Counted: every record (its flow counted at once, or its line folded in at scrape time). */
+  metrics: AgentMetrics;
+  /** A record that could not be read (counted as lost, OBSERVER_EVENTS_QUEUE). */
+  onUnreadable?: (err: unknown) => void;
+}
+
+/**
+ * The node proxy's L7 records into the observer. A compact HTTP line (src/proxy/records.ts) is
+ * counted from its head (L7LineCounters) and stored as it came, made a flow (l7Flow) when read or
+ * followed; a JSON line is a record made a flow at once (DNS, Gateway, odd text), or the proxy's
+ * count of records it shed.
+ */
+export class L7Intake {
+  readonly counters = new L7LineCounters();
+  readonly #o: L7IntakeOptions;
+
+  constructor(o: L7IntakeOptions) {
+    this.#o = o;
+    o.observer.setL7Decoder((line, uuid) =>
+      l7Flow(parseCompactLine(line), { nodeName: o.nodeName, enricher: o.enricher, uuid: () => uuid }),
+    );
+    o.metrics.sources.l7Lines = () => this.counters.flushInto(o.metrics);
+  }
+
+  /** A line of the record stream (without its newline). */
+  ingestRecordLine(line: string): void {
+    if (this.counters.count(line)) {
+      this.#o.observer.ingestL7Line(line);
+      return;
+    }
+    let parsed;
+    try {
+      parsed = parseRecordLine(line);
+    } catch (err) {
+      this.#unreadable(err);
+      return;
+    }
+    if ('record' in parsed) this.ingestL7(parsed.record);
+    else if (parsed.lost > 0) this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', parsed.lost);
+  }
+
+  /** An L7 record as a flow, stored and counted (onFlow listeners: countFlow) at once. */
+  ingestL7(r: L7Record): void {
+    let flow: Flow;
+    try {
+      flow = l7Flow(r, { nodeName: this.#o.nodeName, enricher: this.#o.enricher });
+    } catch (err) {
+      this.#unreadable(err);
+      return;
+    }
+    this.#o.observer.ingest(flow);
+  }
+
+  #unreadable(err: unknown): void {
+    this.#o.onUnreadable?.(err);
+    this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', 1);
+  }
+}
+
 export interface FlowPipelineOptions {
   datapath: Datapath;
   agent: Agent;
@@ -222,6 +289,7 @@ export interface FlowPipelineOptions {
 export class FlowPipeline {
   readonly parser: FlowParser;
   readonly counters: RawFlowCounters;
+  readonly l7: L7Intake;
   readonly #enricher: Enricher;
   readonly #reader: RingBufferConsumer;
   readonly #o: FlowPipelineOptions;
@@ -236,6 +304,16 @@ export class FlowPipeline {
     this.parser = new FlowParser({ nodeName: o.nodeName, enricher: this.#enricher });
     this.counters = new RawFlowCounters((cookie) => source.rule(cookie) !== undefined);
     o.observer.setDecoder((rec, uuid) => this.parser.parse(decodeFlowEvent(rec), { uuid }));
+    this.l7 = new L7Intake({
+      observer: o.observer,
+      nodeName: o.nodeName,
+      enricher: this.#enricher,
+      metrics: o.agent.metrics,
+      onUnreadable: (err) => {
+        this.decodeErrors++;
+        if (this.decodeErrors <= 10) this.#o.log.warn({ err }, 'unreadable L7 record');
+      },
+    });
     // The datapath wakes the reader at most once per CPU and 10 ms (bpf/lib/events.h): what it
     // submitted without a wake-up is drained within EVENTS_FLUSH_MS while records keep coming.
     this.#reader = new RingBufferConsumer(
@@ -302,18 +380,14 @@ export class FlowPipeline {
     });
   }
 
+  /** A line of the node proxy's record stream (L7Intake.ingestRecordLine). */
+  ingestRecordLine(line: string): void {
+    this.l7.ingestRecordLine(line);
+  }
+
   /** An L7 record of the node proxy, as a flow. */
   ingestL7(r: L7Record): void {
-    let flow: Flow;
-    try {
-      flow = l7Flow(r, { nodeName: this.#o.nodeName, enricher: this.#enricher });
-    } catch (err) {
-      this.decodeErrors++;
-      if (this.decodeErrors <= 10) this.#o.log.warn({ err }, 'unreadable L7 record');
-      this.#o.observer.recordLost('OBSERVER_EVENTS_QUEUE', 1);
-      return;
-    }
-    this.#o.observer.ingest(flow);
+    this.l7.ingestL7(r);
   }
 
   /**

@@ -227,8 +227,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         ports: { ...proxyPorts, dnsRejectCode: settings.tofqdnsDnsRejectResponseCode },
         workers: run.proxyWorkers,
         log: log.child({ component: 'proxy-manager' }),
-        onRecord: (r) => flows?.ingestL7(r),
-        onLost: (n) => observer.recordLost('OBSERVER_EVENTS_QUEUE', n),
+        onRecordLine: (line) => flows?.ingestRecordLine(line),
       });
       // A proxy the previous agent left knows what that agent's FQDN cache held; this one holds
       // what was saved, maybe less: the proxy asks again from now on.

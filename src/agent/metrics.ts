@@ -13,11 +13,16 @@ export interface MetricSources {
   endpoints?: () => number;
   /** Folds the flow pipeline's raw-record counts into the flow counters (RawFlowCounters). */
   rawFlows?: () => void;
+  /** Folds the counts of the proxy's compact HTTP record lines into the flow and HTTP metrics (l7-lines.ts). */
+  l7Lines?: () => void;
   /** Mutual authentication: handshakes made, and the auth listener's accepted/refused connections. */
   auth?: () =>
     | { handshakes: { ok: number; failed: number }; accepted: number; refused: Record<string, number> }
     | undefined;
 }
+
+/** hubble_http_request_duration_seconds' buckets: Prometheus' defaults, as Hubble's histogram uses. */
+export const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -79,7 +84,10 @@ export class AgentMetrics {
     help: 'Flows processed by the flow pipeline, by type, subtype and verdict',
     labelNames: ['type', 'subtype', 'verdict'] as const,
     registers: [this.registry],
-    collect: () => this.sources.rawFlows?.(),
+    collect: () => {
+      this.sources.rawFlows?.();
+      this.sources.l7Lines?.();
+    },
   });
   readonly hubbleDrops = new Counter({
     name: 'hubble_drop_total',
@@ -102,12 +110,14 @@ export class AgentMetrics {
     help: 'HTTP requests the node proxy saw (L7 REQUEST flows), by method, protocol and reporter',
     labelNames: ['method', 'protocol', 'reporter'] as const,
     registers: [this.registry],
+    collect: () => this.sources.l7Lines?.(),
   });
   readonly httpResponses = new Counter({
     name: 'hubble_http_responses_total',
     help: 'HTTP responses the node proxy relayed or gave (L7 RESPONSE flows), by method, protocol, status and reporter',
     labelNames: ['method', 'protocol', 'status', 'reporter'] as const,
     registers: [this.registry],
+    collect: () => this.sources.l7Lines?.(),
   });
   // Hubble's `dns` metrics (pkg/hubble/metrics/dns): queries from REQUEST flows, responses and
   // their record types from RESPONSE flows of the DNS proxy.
@@ -133,9 +143,9 @@ export class AgentMetrics {
     name: 'hubble_http_request_duration_seconds',
     help: "Time from a request's arrival at the node proxy to its response's headers, by method and reporter",
     labelNames: ['method', 'reporter'] as const,
-    // Prometheus' default buckets, as Hubble's histogram uses.
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    buckets: [...HTTP_DURATION_BUCKETS],
     registers: [this.registry],
+    collect: () => this.sources.l7Lines?.(),
   });
   readonly lostEvents = this.#scraped(
     new Counter({

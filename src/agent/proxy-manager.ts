@@ -15,7 +15,6 @@ import type { GatewaySnapshot } from '../proxy/gateway/server.js';
 import { ProxyClient } from '../proxy/client.js';
 import { proxyLogFile, proxyPidFile, proxySocket, proxyTitle } from '../proxy/paths.js';
 import type { ListenerPorts } from '../proxy/server.js';
-import type { L7Record } from '../proxy/types.js';
 import type { TunnelConfig } from '../proxy/tunnel.js';
 import { isCode, WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
@@ -31,8 +30,8 @@ export interface ProxyManagerOptions {
   ipcachePin: string;
   ports: ListenerPorts;
   log: Logger;
-  onRecord(r: L7Record): void;
-  onLost(n: number): void;
+  /** A line of the proxy's record stream (src/proxy/records.ts parseRecordLine). */
+  onRecordLine(line: string): void;
   /** Proxy threads serving HTTP (0 or absent: one per CPU). */
   workers?: number;
   /** How long a start may take until the proxy answers (default 15 s). */
@@ -468,10 +467,7 @@ export class ProxyManager {
     const loop = async () => {
       while (!ac.signal.aborted) {
         try {
-          await this.client.records((line) => {
-            if ('record' in line) this.#o.onRecord(line.record);
-            else if (line.lost > 0) this.#o.onLost(line.lost);
-          }, ac.signal);
+          await this.client.records((line) => this.#o.onRecordLine(line), ac.signal);
         } catch {
           // not reachable (restarting): try again shortly
         }

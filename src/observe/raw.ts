@@ -6,6 +6,8 @@
 //   RawFlowRing   bytes:   [ rec 0 (112 B) | rec 1 | ... | rec capacity-1 ]   one Uint8Array
 //                 objects: [ undefined | {t, line} | ... ]   lines that are objects already
 //                          (L7 flows, expired-connection traces, lost_events), else undefined
+//                 l7:      [ undefined | "HQiF\tGET\t…" | ... ]   the node proxy's HTTP records as
+//                          their compact lines came (src/proxy/records.ts), else undefined
 //   The slot of sequence number s is s % capacity; the oldest is overwritten first (Hubble's ring).
 //
 //   RawFlowCounters  counts per label combination in Float64Arrays; the label tables are built
@@ -56,12 +58,15 @@ interface ObjectSlot {
 
 /** One stored slot, as read(): a raw record (a view of its bytes) or an object line. */
 export type RawSlot =
-  { seq: number; raw: Uint8Array; obj?: undefined } | { seq: number; raw?: undefined; obj: ObjectSlot };
+  | { seq: number; raw: Uint8Array; obj?: undefined; l7?: undefined }
+  | { seq: number; raw?: undefined; obj: ObjectSlot; l7?: undefined }
+  | { seq: number; raw?: undefined; obj?: undefined; l7: string };
 
 export class RawFlowRing {
   readonly bytes: Uint8Array;
   readonly #words: Int32Array;
   readonly #objects: (ObjectSlot | undefined)[];
+  readonly #l7: (string | undefined)[];
   #srcData: Uint8Array | undefined;
   #srcWords: Int32Array | undefined;
   /** Slots ever written (the next sequence number). */
@@ -73,6 +78,7 @@ export class RawFlowRing {
     this.bytes = new Uint8Array(capacity * RAW_EVENT_SIZE);
     this.#words = new Int32Array(this.bytes.buffer);
     this.#objects = new Array<ObjectSlot | undefined>(capacity).fill(undefined);
+    this.#l7 = new Array<string | undefined>(capacity).fill(undefined);
   }
 
   get size(): number {
@@ -84,6 +90,7 @@ export class RawFlowRing {
     const seq = this.written++;
     const slot = seq % this.capacity;
     this.#objects[slot] = undefined;
+    this.#l7[slot] = undefined;
     const dst = this.#words;
     let d = slot * RAW_WORDS;
     if ((off & 3) === 0 && (data.byteOffset & 3) === 0) {
@@ -104,7 +111,22 @@ export class RawFlowRing {
   pushLine(line: FlowsLine, t: number): number {
     const seq = this.written++;
     this.#objects[seq % this.capacity] = { t, line };
+    this.#l7[seq % this.capacity] = undefined;
     return seq;
+  }
+
+  /** Stores a compact L7 record line (as received); returns its sequence number. */
+  pushL7(line: string): number {
+    const seq = this.written++;
+    const slot = seq % this.capacity;
+    this.#objects[slot] = undefined;
+    this.#l7[slot] = line;
+    return seq;
+  }
+
+  /** The compact L7 line of slot `seq`, if it holds one. */
+  l7(seq: number): string | undefined {
+    return this.#l7[seq % this.capacity];
   }
 
   /** The bytes of the raw record `seq` (a view, valid until that slot is written again). */
@@ -123,7 +145,12 @@ export class RawFlowRing {
       const seq = this.written - 1 - i;
       const slot = seq % this.capacity;
       const obj = this.#objects[slot];
-      const go = obj ? visit({ seq, obj }) : visit({ seq, raw: this.record(seq) });
+      const l7 = this.#l7[slot];
+      const go = obj
+        ? visit({ seq, obj })
+        : l7 !== undefined
+          ? visit({ seq, l7 })
+          : visit({ seq, raw: this.record(seq) });
       if (!go) return;
     }
   }

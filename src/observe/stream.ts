@@ -9,7 +9,8 @@
 // Datapath events are stored raw (raw.ts: ingestRaw copies the record's bytes) and become Flow
 // objects only when read, or at once when a follower is waiting for them: what nobody reads costs
 // no object. Their uuid is derived from the slot's sequence number, so every read of a stored
-// flow gives the same one.
+// flow gives the same one. The node proxy's HTTP records take the same way: their compact lines
+// (src/proxy/records.ts) are stored as they came (ingestL7Line) and become flows when read.
 import { randomUUID } from 'node:crypto';
 import type { Flow, FlowsLine, LostSource } from './flow.js';
 import { DEFAULT_RING_CAPACITY } from './ring.js';
@@ -19,6 +20,8 @@ export const DEFAULT_QUEUE_SIZE = 1024;
 
 /** Turns a stored raw record into its Flow (the parser and enricher, bound by the pipeline). */
 export type RawFlowDecoder = (record: Buffer, uuid: string) => Flow;
+/** Turns a stored compact L7 record line into its Flow (l7Flow, bound by the pipeline). */
+export type L7LineDecoder = (line: string, uuid: string) => Flow;
 
 /** Where a follower's lines go: `write` returns false when the sink is full (wait for onDrain). */
 export interface FlowSink {
@@ -112,6 +115,7 @@ export class FlowObserver {
   // Random per observer (like Hubble's v4 uuids), then the sequence number: 8-4-4-4-12 hex.
   readonly #uuidPrefix = randomUUID().slice(0, 24);
   #decode: RawFlowDecoder | undefined;
+  #decodeL7: L7LineDecoder | undefined;
 
   constructor(o: ObserverOptions = {}) {
     this.ring = new RawFlowRing(o.capacity ?? DEFAULT_RING_CAPACITY);
@@ -121,6 +125,34 @@ export class FlowObserver {
   /** How stored raw records become flows (set before ingestRaw). */
   setDecoder(decode: RawFlowDecoder): void {
     this.#decode = decode;
+  }
+
+  /** How stored compact L7 record lines become flows (set before ingestL7Line). */
+  setL7Decoder(decode: L7LineDecoder): void {
+    this.#decodeL7 = decode;
+  }
+
+  #decodeLine(line: string, seq: number): Flow {
+    if (!this.#decodeL7) throw new Error('FlowObserver: L7 record lines stored without a decoder');
+    return this.#decodeL7(line, this.#uuid(seq));
+  }
+
+  /**
+   * Stores a compact L7 record line (checked and counted by the caller: agent/l7-lines.ts) as it
+   * is; it is decoded only when read, or at once when a follower is waiting. Listeners (onFlow)
+   * are not called.
+   */
+  ingestL7Line(line: string): void {
+    this.seen++;
+    const seq = this.ring.pushL7(line);
+    if (this.#followers.size === 0) return;
+    let out: FlowsLine;
+    try {
+      out = { flow: this.#decodeLine(line, seq) };
+    } catch {
+      return; // stored; a decoding failure only keeps it from the followers
+    }
+    for (const f of this.#followers) f.offer(out);
   }
 
   #uuid(seq: number): string {
@@ -184,6 +216,14 @@ export class FlowObserver {
           flow = this.#decodeRaw(s.raw, s.seq);
         } catch {
           return true; // checked when stored; an enrichment failure leaves this one out
+        }
+        if (q.filter(flow)) out.push({ flow });
+      } else if (s.l7 !== undefined) {
+        let flow: Flow;
+        try {
+          flow = this.#decodeLine(s.l7, s.seq);
+        } catch {
+          return true; // checked when stored; a decoding failure leaves this one out
         }
         if (q.filter(flow)) out.push({ flow });
       } else {

@@ -7,7 +7,6 @@ import { WeirError } from '../shared/errors.js';
 import type { GatewaySnapshot } from './gateway/server.js';
 import type { ProxySnapshot } from '../policy/l7/types.js';
 import type { ProxyStatus } from './admin.js';
-import type { RecordLine } from './records.js';
 import type { ListenerPorts } from './server.js';
 import type { TunnelConfig } from './tunnel.js';
 
@@ -53,28 +52,35 @@ export class ProxyClient {
   }
 
   /**
-   * Reads the record stream until the proxy ends it or `signal` aborts; every line goes to
-   * `onLine`. Rejects when the proxy cannot be reached.
+   * Reads the record stream until the proxy ends it or `signal` aborts; every line (without its
+   * newline: parseRecordLine reads it) goes to `onLine`. Rejects when the proxy cannot be reached.
    */
-  records(onLine: (line: RecordLine) => void, signal: AbortSignal): Promise<void> {
+  records(onLine: (line: string) => void, signal: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const req = request({ socketPath: this.socketPath, method: 'GET', path: '/v1/records' }, (res) => {
-        let buf = '';
+        let rest = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => {
-          buf += chunk;
-          let i;
-          while ((i = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, i);
-            buf = buf.slice(i + 1);
-            if (!line) continue;
-            try {
-              onLine(JSON.parse(line) as RecordLine);
-            } catch {
-              // A torn line (the proxy died mid-write) is dropped.
-            }
+          let start = 0;
+          let i = chunk.indexOf('\n');
+          if (i < 0) {
+            rest += chunk;
+            return;
           }
+          if (rest !== '') {
+            const line = rest + chunk.slice(0, i);
+            rest = '';
+            start = i + 1;
+            if (line) onLine(line);
+            i = chunk.indexOf('\n', start);
+          }
+          for (; i >= 0; i = chunk.indexOf('\n', start)) {
+            if (i > start) onLine(chunk.slice(start, i));
+            start = i + 1;
+          }
+          rest = chunk.slice(start);
         });
+        // A torn last line (the proxy died mid-write) is dropped.
         res.on('end', resolve);
         res.on('error', resolve);
       });

@@ -17,7 +17,7 @@ import {
   requestRecord,
   responseRecord,
 } from './http/records.js';
-import { RecordQueue, recordLine, type RecordSink } from './records.js';
+import { RecordQueue, parseRecordLine, recordLine, type RecordSink } from './records.js';
 import { parseSnapshot, SnapshotStore } from './snapshot.js';
 import type { L7Record } from './types.js';
 
@@ -82,7 +82,7 @@ class Sink implements RecordSink {
   writes = 0;
   write(text: string): boolean {
     this.writes++;
-    for (const line of text.split('\n')) if (line !== '') this.lines.push(JSON.parse(line));
+    for (const line of text.split('\n')) if (line !== '') this.lines.push(parseRecordLine(line));
     return !this.full;
   }
   once(_: 'drain', cb: () => void): void {
@@ -288,7 +288,7 @@ describe('the proxy port range', () => {
 });
 
 describe('record lines', () => {
-  it('are the JSON of {record}, byte for byte, for every record the HTTP engine makes, whatever its text', () => {
+  it('read back as the record JSON would carry, for every record the HTTP engine makes, whatever its text', () => {
     const conn = {
       direction: 'egress' as const,
       endpoint: { id: 7, identity: 300, namespace: 'app', pod: 'client' },
@@ -327,6 +327,46 @@ describe('record lines', () => {
         backend: 'app/s:80',
       },
     ];
-    for (const r of records) assert.equal(recordLine(r), JSON.stringify({ record: r }));
+    // Plain HTTP records go compact, the others (odd text, DNS, Gateway) as JSON.stringify.
+    const plain: L7Record = {
+      ...record(7),
+      http: {
+        method: 'GET',
+        url: 'http://h/p\\q"',
+        protocol: 'HTTP/1.1',
+        headers: [{ key: 'a', value: 'b\\"c\u0001é😀' }],
+      },
+    };
+    const plainResponse: L7Record = {
+      ...record(8),
+      type: 'RESPONSE',
+      verdict: 'DENIED',
+      policy: clusterwide,
+      detail: 'l7_policy_denied',
+      latencyNs: 12345,
+      http: { method: 'GET', url: 'http://h/', protocol: 'HTTP/2', code: 403, headers: [] },
+    };
+    records.push(plain, plainResponse, { ...record(6), policy: undefined, detail: 'x' });
+    const compact = records.map((r) => recordLine(r).startsWith('H'));
+    assert.deepEqual(compact, [
+      true,
+      false,
+      false,
+      false,
+      false,
+      true,
+      false,
+      false,
+      false,
+      true,
+      true,
+      true,
+    ]);
+    for (const r of records) {
+      const line = recordLine(r);
+      assert.ok(!line.includes('\n'), line);
+      assert.deepEqual(parseRecordLine(line), JSON.parse(JSON.stringify({ record: r })), line);
+      if (!line.startsWith('H')) assert.equal(line, JSON.stringify({ record: r }));
+    }
   });
 });

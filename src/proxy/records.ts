@@ -4,25 +4,51 @@
 // next line the agent reads says how many ({"lost": n}) before the records that follow. Records
 // pushed during one turn of the event loop go out together, in one write (a write per record cost
 // the proxy several percent of its CPU per request: bench/l7.ts).
-import { jsonNumber, jsonString } from './json.js';
+import type { L7RuleOrigin } from '../policy/l7/types.js';
 import type { L7Record } from './types.js';
 
-export const DEFAULT_RECORD_QUEUE = 4096;
-/** Lines in one write at most. */
-const BATCH_LINES = 256;
+/**
+ * Records kept while the agent does not read them: half a second of a busy proxy's two records
+ * per request at 16 000 requests/s (4096 shed records in the bench whenever the agent's event
+ * loop stalled for ~0.1 s), some 3 MB of compact lines.
+ */
+export const DEFAULT_RECORD_QUEUE = 16384;
+/** Lines in one write at most (a write that overfills the stream waits for its drain). */
+const BATCH_LINES = 1024;
 
-/** One NDJSON line of the records stream. */
+/** One line of the records stream, as read (parseRecordLine). */
 export type RecordLine = { record: L7Record } | { lost: number };
 
-const addressJson = (a: L7Record['source']): string =>
-  `{"ip":${jsonString(a.ip)},"port":${jsonNumber(a.port)},"identity":${jsonNumber(a.identity)}}`;
+// The compact line of an HTTP record (the HTTP engine's two per request), tab-separated:
+//
+//   H<type Q|S><direction i|e><verdict F|D|E>  method  protocol  code  latencyNs  timeNs  endpointId
+//   srcIp  srcPort  srcIdentity  dstIp  dstPort  dstIdentity  url  policyKind  policyNamespace
+//   policyName  policyCookie  detail  [headerKey  headerValue]...
+//
+// An absent code, latency, policy (kind), namespace or detail is an empty field. The agent counts
+// the metrics from the head alone (src/observe/l7-lines.ts) and decodes the rest only when the
+// flow is read. Records this cannot carry exactly (a tab or newline in a string, a lone surrogate,
+// an empty namespace or detail, a non-finite number, DNS and Gateway records) are JSON lines:
+// `{"record":…}` (JSON.stringify). parseRecordLine reads both.
 
-/**
- * A record as one line of the stream (without its newline): `{"record":…}`. The HTTP engine's
- * records (two per request) are rendered field by field — the same JSON as JSON.stringify, at half
- * its cost; others (DNS, Gateway) by JSON.stringify.
- */
-export function recordLine(r: L7Record): string {
+/** First character of a compact HTTP line. */
+export const COMPACT_HTTP = 'H';
+/** Fields before the headers. */
+export const COMPACT_FIXED_FIELDS = 19;
+const TYPE_CODE = { REQUEST: 'Q', RESPONSE: 'S' } as const;
+const DIRECTION_CODE = { ingress: 'i', egress: 'e' } as const;
+const VERDICT_CODE = { FORWARDED: 'F', DENIED: 'D', ERROR: 'E' } as const;
+const TYPE_OF: Record<string, L7Record['type']> = { Q: 'REQUEST', S: 'RESPONSE' };
+const DIRECTION_OF: Record<string, L7Record['direction']> = { i: 'ingress', e: 'egress' };
+const VERDICT_OF: Record<string, L7Record['verdict']> = { F: 'FORWARDED', D: 'DENIED', E: 'ERROR' };
+
+/** What a compact line cannot hold: a newline, lone surrogates (UTF-8 would lose them). */
+const NOT_COMPACT = /\n|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+const int = (n: number | undefined): boolean => n === undefined || Number.isSafeInteger(n);
+
+/** The compact line of `r`, or undefined when it needs JSON. */
+function compactLine(r: L7Record): string | undefined {
   const h = r.http;
   if (
     h === undefined ||
@@ -31,29 +57,107 @@ export function recordLine(r: L7Record): string {
     r.route !== undefined ||
     r.backend !== undefined
   )
-    return JSON.stringify({ record: r } satisfies RecordLine);
-  let s =
-    `{"record":{"timeNs":${jsonString(r.timeNs)},"type":${jsonString(r.type)},` +
-    `"direction":${jsonString(r.direction)},"endpointId":${jsonNumber(r.endpointId)},` +
-    `"verdict":${jsonString(r.verdict)},"source":${addressJson(r.source)},` +
-    `"destination":${addressJson(r.destination)},"http":{"method":${jsonString(h.method)},` +
-    `"url":${jsonString(h.url)},"protocol":${jsonString(h.protocol)}`;
-  if (h.code !== undefined) s += `,"code":${jsonNumber(h.code)}`;
-  s += ',"headers":[';
-  for (let i = 0; i < h.headers.length; i++) {
-    const f = h.headers[i] as { key: string; value: string };
-    s += `${i === 0 ? '' : ','}{"key":${jsonString(f.key)},"value":${jsonString(f.value)}}`;
-  }
-  s += ']}';
-  if (r.latencyNs !== undefined) s += `,"latencyNs":${jsonNumber(r.latencyNs)}`;
+    return undefined;
+  const t = TYPE_CODE[r.type];
+  const d = DIRECTION_CODE[r.direction];
+  const v = VERDICT_CODE[r.verdict];
   const p = r.policy;
-  if (p !== undefined) {
-    s += `,"policy":{"kind":${jsonString(p.kind)},`;
-    if (p.namespace !== undefined) s += `"namespace":${jsonString(p.namespace)},`;
-    s += `"name":${jsonString(p.name)},"cookie":${jsonNumber(p.cookie)}}`;
+  const src = r.source;
+  const dst = r.destination;
+  if (
+    t === undefined ||
+    d === undefined ||
+    v === undefined ||
+    !int(h.code) ||
+    !int(r.latencyNs) ||
+    !int(r.endpointId) ||
+    !int(src.port) ||
+    !int(src.identity) ||
+    !int(dst.port) ||
+    !int(dst.identity) ||
+    r.detail === '' ||
+    (p !== undefined && (!p.kind || p.namespace === '' || !int(p.cookie)))
+  )
+    return undefined;
+  let s =
+    `H${t}${d}${v}\t${h.method}\t${h.protocol}\t${h.code ?? ''}\t${r.latencyNs ?? ''}\t${r.timeNs}\t` +
+    `${r.endpointId}\t${src.ip}\t${src.port}\t${src.identity}\t${dst.ip}\t${dst.port}\t${dst.identity}\t` +
+    `${h.url}\t` +
+    (p !== undefined ? `${p.kind}\t${p.namespace ?? ''}\t${p.name}\t${p.cookie}\t` : '\t\t\t\t') +
+    (r.detail ?? '');
+  const headers = h.headers;
+  for (let i = 0; i < headers.length; i++) {
+    const f = headers[i] as { key: string; value: string };
+    s += `\t${f.key}\t${f.value}`;
   }
-  if (r.detail !== undefined) s += `,"detail":${jsonString(r.detail)}`;
-  return s + '}}';
+  // A tab inside a field would shift the fields after it: such a line goes as JSON.
+  let tabs = 0;
+  for (let at = s.indexOf('\t'); at >= 0; at = s.indexOf('\t', at + 1)) tabs++;
+  if (tabs !== COMPACT_FIXED_FIELDS - 1 + 2 * headers.length || NOT_COMPACT.test(s)) return undefined;
+  return s;
+}
+
+/**
+ * A record as one line of the stream (without its newline): the compact line of an HTTP record,
+ * else `{"record":…}` (JSON.stringify).
+ */
+export function recordLine(r: L7Record): string {
+  return compactLine(r) ?? JSON.stringify({ record: r } satisfies RecordLine);
+}
+
+/** A compact HTTP line back into its record; throws on a malformed line. */
+export function parseCompactLine(line: string): L7Record {
+  const f = line.split('\t');
+  const head = f[0] as string;
+  const type = TYPE_OF[head[1] ?? ''];
+  const direction = DIRECTION_OF[head[2] ?? ''];
+  const verdict = VERDICT_OF[head[3] ?? ''];
+  if (
+    head.length !== 4 ||
+    head[0] !== COMPACT_HTTP ||
+    !type ||
+    !direction ||
+    !verdict ||
+    f.length < COMPACT_FIXED_FIELDS ||
+    (f.length - COMPACT_FIXED_FIELDS) % 2 !== 0
+  )
+    throw new Error(`not a compact L7 record line: ${line.slice(0, 80)}`);
+  const num = (i: number): number => {
+    const n = Number(f[i]);
+    if (f[i] === '' || !Number.isSafeInteger(n))
+      throw new Error(`L7 record line: field ${i} is not a number`);
+    return n;
+  };
+  const headers: { key: string; value: string }[] = [];
+  for (let i = COMPACT_FIXED_FIELDS; i < f.length; i += 2)
+    headers.push({ key: f[i] as string, value: f[i + 1] as string });
+  const r: L7Record = {
+    timeNs: f[5] as string,
+    type,
+    direction,
+    endpointId: num(6),
+    verdict,
+    source: { ip: f[7] as string, port: num(8), identity: num(9) },
+    destination: { ip: f[10] as string, port: num(11), identity: num(12) },
+    http: { method: f[1] as string, url: f[13] as string, protocol: f[2] as string, headers },
+  };
+  if (f[3] !== '') (r.http as { code?: number }).code = num(3);
+  if (f[4] !== '') r.latencyNs = num(4);
+  if (f[14] !== '')
+    r.policy = {
+      kind: f[14] as L7RuleOrigin['kind'],
+      ...(f[15] !== '' ? { namespace: f[15] as string } : {}),
+      name: f[16] as string,
+      cookie: num(17),
+    } as L7RuleOrigin;
+  if (f[18] !== '') r.detail = f[18] as string;
+  return r;
+}
+
+/** A line of the stream (without its newline), compact or JSON; throws on a malformed line. */
+export function parseRecordLine(line: string): RecordLine {
+  if (line.charCodeAt(0) === 72 /* H */) return { record: parseCompactLine(line) };
+  return JSON.parse(line) as RecordLine;
 }
 
 export interface RecordSink {

@@ -103,6 +103,11 @@ interface CompiledSet {
   /** undefined: no HTTP rules, every request allowed. */
   rules: CompiledRule[] | undefined;
   effects: boolean;
+  /**
+   * The verdicts of the common case (no header effects), made once and shared (frozen): [j]
+   * allowed by rule j; with no rules, [0] allowed at L4.
+   */
+  verdicts: (HttpVerdict | undefined)[];
 }
 
 /** The rule sets that apply to one peer identity. */
@@ -152,6 +157,7 @@ export function compileHttpPolicy(policy: PortL7Policy): CompiledHttpPolicy {
       origin: rs.origin,
       rules,
       effects: rules?.some((r) => r.headerMatches.length > 0) ?? false,
+      verdicts: [],
     };
   });
   const origins: L7RuleOrigin[] = [];
@@ -195,11 +201,11 @@ export function judgeHttp(
   if (!plan.effects) {
     // The common case: first match decides, nothing to rewrite.
     for (const set of plan.sets) {
-      if (!set.rules) return allowed('l4_allow', set.origin, NONE, NONE);
+      if (!set.rules) return (set.verdicts[0] ??= Object.freeze(allowed('l4_allow', set.origin, NONE, NONE)));
       const rules = set.rules;
       for (let j = 0; j < rules.length; j++) {
         if (matchesFields(rules[j] as CompiledRule, req, undefined))
-          return allowed('http_rule', set.origin, NONE, NONE, j);
+          return (set.verdicts[j] ??= Object.freeze(allowed('http_rule', set.origin, NONE, NONE, j)));
       }
     }
     return denied('no_rule_matched', cp.origins);

@@ -5,12 +5,8 @@
 //   UT  the upstream took too long (504, or silent mid-response)  DC  the client went away first
 //   DPE malformed or oversized request (400, 413, 414, 431, 501)  SI  the request timed out (408)
 import type { ConnCtx, Engine } from './engine.js';
-import { nowNs, type RequestFacts } from './records.js';
+import { nowNs, wallNs, type RequestFacts } from './records.js';
 import type { AccessRecord } from '../types.js';
-
-// performance.now() as wall clock ns.
-const originNs = BigInt(Math.round(performance.timeOrigin * 1e6));
-const wallNs = (t: number): string => (originNs + BigInt(Math.round(t * 1e6))).toString();
 
 /** The response flag of a local reply's detail ('' when the reply is no failure of the request). */
 export function flagOfDetail(detail: string): string {

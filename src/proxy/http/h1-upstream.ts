@@ -54,6 +54,8 @@ export interface UpstreamUser {
     keepAlive: boolean,
   ): number;
   onUpstreamBody(chunk: Buffer): void;
+  /** A read of the connection has been parsed (what it held has been reported). */
+  onUpstreamRead(): void;
   onUpstreamComplete(trailers: string[]): void;
   /** The connection failed; `responded`: response bytes had arrived; `reused`: it had served before. */
   onUpstreamError(err: Error, responded: boolean, reused: boolean): void;
@@ -189,19 +191,22 @@ export class UpstreamConn {
       return;
     }
     this.#completedInRead = false;
-    if (this.#upgraded) {
-      const user = this.#user;
-      const rest = (d ?? this.#parser.currentBuffer()).subarray(r);
-      this.#user = undefined;
-      this.#dead = true;
-      this.#parser.unconsume();
-      this.#parser.close();
-      this.socket.removeAllListeners('data');
-      this.socket.removeAllListeners('end');
-      this.socket.removeAllListeners('drain');
-      this.socket.pause();
-      user.onUpstreamUpgrade(this.socket, rest);
+    if (!this.#upgraded) {
+      // The response head goes out now if no body piece took it along.
+      this.#user.onUpstreamRead();
+      return;
     }
+    const user = this.#user;
+    const rest = (d ?? this.#parser.currentBuffer()).subarray(r);
+    this.#user = undefined;
+    this.#dead = true;
+    this.#parser.unconsume();
+    this.#parser.close();
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('end');
+    this.socket.removeAllListeners('drain');
+    this.socket.pause();
+    user.onUpstreamUpgrade(this.socket, rest);
   }
 
   #complete(trailers: string[]): void {

@@ -13,7 +13,7 @@ import type { Socket } from 'node:net';
 import { equalsLower, judgeHttp, type HttpVerdict } from '../../policy/l7/http-match.js';
 import type { ConnCtx, Engine } from './engine.js';
 import type { UpstreamConn, UpstreamUser } from './h1-upstream.js';
-import { forwardRequestHeaders, rawHeader, recordHeaders, relayResponseHeaders } from './headers.js';
+import { forwardRequestHead, rawHeader, recordHeaders, relayResponseHead } from './headers.js';
 import { H1Parser, type ParseError } from './llhttp.js';
 import {
   BAD_REQUEST,
@@ -46,24 +46,15 @@ const PAUSE_BUFFER = 4;
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 /** A first body piece up to this size goes out in the same write as the response head. */
 const SMALL_BODY = 16 * 1024;
-const RESPONSE_RECORD_FIELDS = new Set(['content-type', 'content-length', 'grpc-status']);
 
 /** Methods a stale keep-alive connection may be retried for (idempotent, no body). */
 const RETRIABLE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+const NO_OPS: readonly never[] = [];
 
 function verdictDetail(v: HttpVerdict): string | undefined {
   if (!v.allowed) return v.reason === 'no_rule_matched' ? DENIED.detail : `${DENIED.detail}:${v.reason}`;
   if (v.mismatches.length === 0) return undefined;
   return 'header_mismatch:' + v.mismatches.map((m) => `${m.name}(${m.action})`).join(',');
-}
-
-function responseRecordHeaders(flat: readonly string[]): { key: string; value: string }[] {
-  const out: { key: string; value: string }[] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) {
-    const k = (flat[i] as string).toLowerCase();
-    if (RESPONSE_RECORD_FIELDS.has(k)) out.push({ key: k, value: flat[i + 1] as string });
-  }
-  return out;
 }
 
 /** A local reply as a complete HTTP/1.1 response (no body for HEAD). */
@@ -141,7 +132,6 @@ class H1Connection {
     this.socket = socket;
     this.#conns = conns;
     this.#parser = new H1Parser('request', engine.limits.maxHeaderBytes, {
-      onMessageBegin: () => {},
       onHead: (minor, headers, method, url, _s, _r, upgrade, keepAlive) =>
         this.#onHead(minor, headers, method, url, upgrade, keepAlive),
       onBody: (chunk) => this.#receiving?.requestBody(chunk),
@@ -436,12 +426,20 @@ class Exchange implements UpstreamUser {
   responseStarted = false;
   #responseComplete = false;
   #resMode: 'none' | 'length' | 'chunked' | 'close' = 'none';
-  /** The response head, until it goes out with the first body piece or on the next tick. */
+  /** The response head, until it goes out with the first body piece or the read is parsed. */
   #pendingHead: string | undefined;
   #retried = false;
   #finished = false;
   #gone = false;
-  readonly #onClientDrain = () => this.#up?.resume();
+  /** Made on first use (most exchanges never wait for the client). */
+  #onClientDrainFn: (() => void) | undefined;
+  get #onClientDrain(): () => void {
+    return (this.#onClientDrainFn ??= () => this.#up?.resume());
+  }
+  /** The first Host field ('' when none), how many there are, the Transfer-Encoding fields joined. */
+  readonly #host: string;
+  readonly #hosts: number;
+  readonly #te: string | undefined;
 
   constructor(
     conn: H1Connection,
@@ -458,19 +456,45 @@ class Exchange implements UpstreamUser {
     this.method = method;
     this.url = url;
     this.keepAlive = keepAlive;
-    const host = rawHeader(headers, 'host') ?? '';
+    // One pass over the fields for what framing, refusals and the policy need.
+    let host: string | undefined;
+    let hosts = 0;
+    let te: string | undefined;
+    let cl: string | undefined;
+    let expect: string | undefined;
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      const k = headers[i] as string;
+      switch (k.length) {
+        case 4:
+          if (equalsLower(k, 'host')) {
+            hosts++;
+            host ??= headers[i + 1];
+          }
+          break;
+        case 6:
+          if (expect === undefined && equalsLower(k, 'expect')) expect = headers[i + 1];
+          break;
+        case 14:
+          if (cl === undefined && equalsLower(k, 'content-length')) cl = headers[i + 1];
+          break;
+        case 17:
+          if (equalsLower(k, 'transfer-encoding'))
+            te = te === undefined ? headers[i + 1] : `${te},${headers[i + 1] as string}`;
+          break;
+      }
+    }
+    this.#host = host ?? '';
+    this.#hosts = hosts;
+    this.#te = te;
     this.facts = requestFacts(conn.ctx.conn, conn.ctx.ends, {
       method,
       scheme: 'http',
       target: url,
-      authority: host,
+      authority: this.#host,
       protocol: 'HTTP/1.1',
       headers: recordHeaders(headers),
     });
-    const te = rawHeader(headers, 'transfer-encoding');
-    const cl = rawHeader(headers, 'content-length');
     this.#bodyMode = te !== undefined ? 'chunked' : cl !== undefined && cl !== '0' ? 'length' : 'none';
-    const expect = rawHeader(headers, 'expect');
     this.#expectContinue = expect !== undefined && expect.toLowerCase() === '100-continue';
   }
 
@@ -485,11 +509,10 @@ class Exchange implements UpstreamUser {
       this.#localClose = true;
       return;
     }
-    const host = rawHeader(this.headers, 'host') ?? '';
     const v = judgeHttp(conn.ctx.conn.policy(), conn.ctx.conn.remoteIdentity, {
       method: this.method,
       path: this.url,
-      host,
+      host: this.#host,
       headers: this.headers,
     });
     this.verdict = v;
@@ -527,16 +550,9 @@ class Exchange implements UpstreamUser {
   #refusal(): LocalReply | undefined {
     const l = this.engine.limits;
     if (this.url.length > l.maxUriBytes) return URI_TOO_LONG;
-    const raw = this.headers;
-    if (raw.length > 2 * l.maxHeaderCount) return HEADERS_TOO_LARGE;
-    let hosts = 0;
-    let te: string | undefined;
-    for (let i = 0; i + 1 < raw.length; i += 2) {
-      const k = raw[i] as string;
-      if (equalsLower(k, 'host')) hosts++;
-      else if (equalsLower(k, 'transfer-encoding'))
-        te = te === undefined ? raw[i + 1] : `${te},${raw[i + 1]}`;
-    }
+    if (this.headers.length > 2 * l.maxHeaderCount) return HEADERS_TOO_LARGE;
+    const hosts = this.#hosts;
+    const te = this.#te;
     // Several Host fields (RFC 9112 §3.2), or Transfer-Encoding in HTTP/1.0 (§6.1: framing faulty).
     if (hosts > 1) return { ...BAD_REQUEST, detail: `${BAD_REQUEST.detail}:duplicate_host` };
     if (te !== undefined && this.minor === 0)
@@ -589,10 +605,7 @@ class Exchange implements UpstreamUser {
     }
     this.#up = c;
     c.attach(this);
-    const ops = this.verdict?.ops ?? [];
-    const fields = forwardRequestHeaders(this.headers, ops);
-    let head = `${this.method} ${this.url} HTTP/1.1\r\n`;
-    for (let i = 0; i + 1 < fields.length; i += 2) head += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    let head = forwardRequestHead(this.method, this.url, this.headers, this.verdict?.ops ?? NO_OPS);
     if (this.#bodyMode === 'chunked') head += 'transfer-encoding: chunked\r\n';
     if (this.tunnel)
       head += `connection: upgrade\r\nupgrade: ${rawHeader(this.headers, 'upgrade') ?? ''}\r\n`;
@@ -657,16 +670,13 @@ class Exchange implements UpstreamUser {
   onUpstreamHead(status: number, _reason: string, headers: string[]): number {
     const { conn, engine } = this;
     if (this.#gone) return 1;
-    const fields = relayResponseHeaders(headers, status === 101);
+    const relayed = relayResponseHead(headers, status === 101);
+    const hasLength = relayed.hasLength;
+    const recordFields = relayed.record;
     this.responseStarted = true;
     this.#lastUpstreamData = performance.now();
-    let hasLength = false;
-    for (let i = 0; i + 1 < fields.length; i += 2) {
-      if (equalsLower(fields[i] as string, 'content-length')) hasLength = true;
-    }
     const noBody = this.method === 'HEAD' || status === 204 || status === 304 || status === 101;
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
-    for (let i = 0; i + 1 < fields.length; i += 2) head += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n${relayed.fields}`;
     if (noBody) this.#resMode = 'none';
     else if (hasLength) this.#resMode = 'length';
     else if (this.minor >= 1) {
@@ -684,9 +694,9 @@ class Exchange implements UpstreamUser {
       else if (this.minor === 0) head += 'connection: keep-alive\r\n';
     }
     head += '\r\n';
-    // Written with the first body piece (one write for small responses), or on the next tick.
+    // Written with the first body piece (one write for small responses), or once the read that
+    // brought the head is parsed (onUpstreamRead).
     this.#pendingHead = head;
-    process.nextTick(flushHead, this);
     engine.emit(
       responseRecord(
         this.facts,
@@ -694,10 +704,14 @@ class Exchange implements UpstreamUser {
         status,
         this.verdict?.origin,
         status === 101 ? 'upgraded' : this.tunnel ? 'upgrade_refused' : undefined,
-        responseRecordHeaders(fields),
+        recordFields,
       ),
     );
     return this.method === 'HEAD' ? 1 : 0;
+  }
+
+  onUpstreamRead(): void {
+    this.flushHead();
   }
 
   onUpstreamBody(chunk: Buffer): void {
@@ -890,8 +904,4 @@ class Exchange implements UpstreamUser {
     finishAccess(this.engine, this.facts);
     this.conn.exchangeDone(this);
   }
-}
-
-function flushHead(ex: Exchange): void {
-  ex.flushHead();
 }

@@ -50,7 +50,8 @@ const { HTTPParser, methods } = native;
  * `onMessageBegin` comes as soon as the previous message completes, not with the next byte.
  */
 export interface ParserEvents {
-  onMessageBegin(): void;
+  /** Left out when nothing is to be done then: the parser makes no JS call per message for it. */
+  onMessageBegin?: () => void;
   onHead(
     versionMinor: number,
     headers: string[],
@@ -92,10 +93,13 @@ export class H1Parser {
       for (let i = 0; i < headers.length; i++) this.#headers.push(headers[i] as string);
       this.#url += url;
     };
-    p[HTTPParser.kOnMessageBegin] = () => {
-      this.#busy = true;
-      events.onMessageBegin();
-    };
+    const onMessageBegin = events.onMessageBegin;
+    if (onMessageBegin) {
+      p[HTTPParser.kOnMessageBegin] = () => {
+        this.#busy = true;
+        onMessageBegin();
+      };
+    }
     p[HTTPParser.kOnHeadersComplete] = (
       _major: number,
       minor: number,

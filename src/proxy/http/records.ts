@@ -22,12 +22,34 @@ export function recordEnds(conn: ProxiedConnection): RecordEnds {
   };
 }
 
-// Wall clock in ns: the epoch at start plus the monotonic clock since.
-const epochBaseNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+// Wall clock in ns as decimal text without BigInt (a BigInt and its text per record were a visible
+// share of the proxy's CPU per request): performance.timeOrigin (wall ms when the clock started)
+// plus performance.now(), in whole ms and ns within the ms, each exact in a double.
+const originMs = Math.floor(performance.timeOrigin);
+const originNs = Math.min(999_999, Math.round((performance.timeOrigin - originMs) * 1e6));
+let lastMs = -1;
+let lastMsText = '';
+
+/** A performance.now() value as wall-clock ns since the epoch, decimal. */
+export function wallNs(t: number): string {
+  const whole = Math.floor(t);
+  let ns = originNs + Math.round((t - whole) * 1e6);
+  let ms = originMs + whole;
+  while (ns >= 1e6) {
+    ns -= 1e6;
+    ms++;
+  }
+  // The ms part is the same for many records in a row: its text is kept.
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastMsText = String(ms);
+  }
+  return lastMsText + String(1e6 + ns).slice(1);
+}
 
 /** Now, ns since the epoch, as a decimal string. */
 export function nowNs(): string {
-  return (epochBaseNs + process.hrtime.bigint()).toString();
+  return wallNs(performance.now());
 }
 
 /** "http://host/path" as Hubble shows it (an absolute-form target is kept as is). */
@@ -140,8 +162,9 @@ export function responseRecord(
   f.code = code;
   if (policy) f.origin = policy;
   if (detail) f.detail = detail;
+  const now = performance.now();
   const r: L7Record = {
-    timeNs: nowNs(),
+    timeNs: wallNs(now),
     type: 'RESPONSE',
     direction: f.conn.direction,
     endpointId: f.conn.endpoint.id,
@@ -149,7 +172,7 @@ export function responseRecord(
     source: f.ends.source,
     destination: f.ends.destination,
     http: { method: f.method, url: f.url, protocol: f.protocol, code, headers },
-    latencyNs: Math.max(0, Math.round((performance.now() - f.t0) * 1e6)),
+    latencyNs: Math.max(0, Math.round((now - f.t0) * 1e6)),
   };
   if (policy) r.policy = policy;
   if (detail) r.detail = detail;

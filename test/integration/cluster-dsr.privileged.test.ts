@@ -8,15 +8,15 @@
 // nothing for the client reaches node1 (its tunnel receives nothing; natively, a capture on its
 // underlay device sees nothing). The backend sees the client's own address (TCP and UDP).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run } from '../../src/shared/exec.js';
 import { capture } from '../support/capture.js';
-import { createInterface } from 'node:readline';
-import { cli, ok, weir } from '../support/cli.js';
+import { cli, ok } from '../support/cli.js';
+import { startPeerServer } from '../support/peer-server.js';
 import { connect } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -53,16 +53,6 @@ spec:
   - { name: http, port: 80, targetPort: http, nodePort: 30080 }
   - { name: tcp, port: 9090, nodePort: 30090 }
   - { name: udp, port: 9091, protocol: UDP, nodePort: 30091 }
-`;
-
-/** Runs in the backend: answers each TCP connection and UDP datagram with the peer it came from. */
-const peerServer = `
-const net = require('net'), dgram = require('dgram');
-const peer = (addr, port) => addr.replace(/^::ffff:/, '') + ':' + port + '\\n';
-const t = net.createServer((s) => s.end(peer(s.remoteAddress, s.remotePort))).listen(9090);
-const u = dgram.createSocket('udp4');
-u.on('message', (m, r) => u.send(peer(r.address, r.port), r.port, r.address));
-u.bind(9091, () => t.listening ? console.log('ready') : t.on('listening', () => console.log('ready')));
 `;
 
 interface Node {
@@ -111,18 +101,7 @@ for (const routing of ['tunnel', 'native'] as const)
         const [t] = await connect(LAB, 'ext:client', 'tcp', node1, 30080, 1, { timeoutMs: 2000 });
         return /default\/web/.test(t?.body ?? '');
       });
-      server = spawn(weir, ['lab', 'exec', 'default/web', '--', process.execPath, '-e', peerServer], {
-        env: { ...process.env, WEIR_LAB: LAB },
-      });
-      const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
-      let timer: NodeJS.Timeout | undefined;
-      const ready = await Promise.race([
-        lines.next(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error('peer server not ready in 30 s')), 30_000);
-        }),
-      ]).finally(() => clearTimeout(timer));
-      assert.equal(ready.value, 'ready');
+      server = await startPeerServer(LAB, 'default/web', 30_000);
     });
     after(async () => {
       server?.kill('SIGKILL');

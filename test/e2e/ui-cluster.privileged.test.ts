@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { crossNodePods, serverFromClient } from '../support/cluster-pods.js';
 import { testLab } from '../support/lab-name.js';
 import { edgeSel, probe as labProbe, rows as tableRows, shots, UiLab } from '../support/ui-browser.js';
 import { until as poll } from '../support/poll.js';
@@ -17,15 +17,7 @@ import { until as poll } from '../support/poll.js';
 const LAB = testLab('t-uic');
 
 const manifests = `${crossNodePods}---
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-from-client }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-`;
+${serverFromClient}`;
 
 const probe = (from: string, to: string) => labProbe(LAB, from, to, '8080/TCP', 1500);
 

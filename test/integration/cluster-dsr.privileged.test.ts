@@ -13,9 +13,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { run } from '../../src/shared/exec.js';
 import { capture } from '../support/capture.js';
 import { cli, ok } from '../support/cli.js';
+import { linkStats, nodeIP, nodePortReady } from '../support/cluster-nodes.js';
 import { startPeerServer } from '../support/peer-server.js';
 import { connect } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
@@ -55,31 +55,9 @@ spec:
   - { name: udp, port: 9091, protocol: UDP, nodePort: 30091 }
 `;
 
-interface Node {
-  name: string;
-  ip: string;
-}
-
 const nodeNs = (node: string) => `weir-${LAB}-${node}`;
 
-async function link(ns: string, dev: string): Promise<{ mac: string; tx: number; rx: number }> {
-  const out = await run(['ip', '-n', ns, '-s', '-j', 'link', 'show', dev]);
-  const l = (
-    JSON.parse(out.stdout) as {
-      address: string;
-      stats64: { rx: { packets: number }; tx: { packets: number } };
-    }[]
-  )[0];
-  return { mac: l?.address ?? '', tx: l?.stats64.tx.packets ?? 0, rx: l?.stats64.rx.packets ?? 0 };
-}
-
-async function until(what: string, fn: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const link = linkStats;
 
 for (const routing of ['tunnel', 'native'] as const)
   describe(`NodePort in DSR mode across nodes (${routing} routing)`, () => {
@@ -94,13 +72,8 @@ for (const routing of ['tunnel', 'native'] as const)
       await cli(['lab', 'down'], LAB);
       await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--lb-mode', 'dsr'], LAB, 240_000);
       await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB, 120_000);
-      const nodes = (JSON.parse(await ok(['node', 'list', '-o', 'json'], LAB)) as { items: Node[] }).items;
-      node1 = nodes.find((n) => n.name === 'node1')?.ip ?? '';
-      // node1 answers its NodePort once node2 published the backend.
-      await until('node1 forwards to the backend on node2', async () => {
-        const [t] = await connect(LAB, 'ext:client', 'tcp', node1, 30080, 1, { timeoutMs: 2000 });
-        return /default\/web/.test(t?.body ?? '');
-      });
+      node1 = await nodeIP(LAB, 'node1');
+      await nodePortReady(LAB, node1, 30080);
       server = await startPeerServer(LAB, 'default/web', 30_000);
     });
     after(async () => {

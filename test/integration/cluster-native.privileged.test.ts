@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import type { ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
+import { linkStats, nodeIP, nodePortReady } from '../support/cluster-nodes.js';
 import { connect } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -65,26 +66,7 @@ spec:
           rules: { http: [{ method: GET, path: /allowed }] }
 `;
 
-interface Node {
-  name: string;
-  ip: string;
-}
-
-async function packets(node: string, dev: string): Promise<{ tx: number; rx: number }> {
-  const out = await run(['ip', '-n', `weir-${LAB}-${node}`, '-s', '-j', 'link', 'show', dev]);
-  const l = (
-    JSON.parse(out.stdout) as { stats64: { rx: { packets: number }; tx: { packets: number } } }[]
-  )[0];
-  return { tx: l?.stats64.tx.packets ?? 0, rx: l?.stats64.rx.packets ?? 0 };
-}
-
-async function until(what: string, fn: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const packets = (node: string, dev: string) => linkStats(`weir-${LAB}-${node}`, dev);
 
 describe('native routing: NodePort and egress L7 towards another node', () => {
   let dir: string;
@@ -98,8 +80,7 @@ describe('native routing: NodePort and egress L7 towards another node', () => {
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up', '-f', join(dir, 'lab.yaml')], LAB, 240_000);
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB, 120_000);
-    const nodes = (JSON.parse(await ok(['node', 'list', '-o', 'json'], LAB)) as { items: Node[] }).items;
-    node1 = nodes.find((n) => n.name === 'node1')?.ip ?? '';
+    node1 = await nodeIP(LAB, 'node1');
     const pod = JSON.parse(await ok(['get', 'pod', 'web', '-o', 'json'], LAB)) as {
       status: { podIP: string };
     };
@@ -110,11 +91,7 @@ describe('native routing: NodePort and egress L7 towards another node', () => {
       false,
       'no tunnel device with native routing',
     );
-    // node1 answers its NodePort once node2 published the backend.
-    await until('node1 forwards to the backend on node2', async () => {
-      const [t] = await connect(LAB, 'ext:client', 'tcp', node1, 30080, 1, { timeoutMs: 2000 });
-      return /default\/web/.test(t?.body ?? '');
-    });
+    await nodePortReady(LAB, node1, 30080);
   });
   after(async () => {
     await cli(['lab', 'down'], LAB);

@@ -16,3 +16,15 @@ kind: Pod
 metadata: { name: server, labels: { app: server } }
 spec: { nodeName: node2, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
 `;
+
+/** A policy: server accepts 8080/TCP from client only (other is denied). */
+export const serverFromClient = `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: server-from-client }
+spec:
+  endpointSelector: { matchLabels: { app: server } }
+  ingress:
+    - fromEndpoints: [{ matchLabels: { app: client } }]
+      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
+`;

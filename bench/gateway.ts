@@ -17,6 +17,7 @@ import type { Lab } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
 import { run } from '../src/shared/exec.js';
 import { nginxServerConf, startPeer, wrk, type HttpPeer, type LoadResult } from './http-peers.js';
+import type { BenchRow } from './row.js';
 
 const upstreamPort = 11170;
 const nginxBasePort = 11175;
@@ -35,16 +36,7 @@ export interface GatewayBenchConfig {
   connections: number;
 }
 
-export interface GatewayRow {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  runs?: number[];
-  baseline?: number;
-  ratio?: number;
-  note?: string;
-}
+export type GatewayRow = BenchRow;
 
 /** The hostname of route i (0-based). */
 export const routeHost = (i: number) => `r${i}.gw.bench`;

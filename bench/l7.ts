@@ -32,6 +32,7 @@ import {
   type HttpPeer,
   type LoadResult,
 } from './http-peers.js';
+import type { BenchRow } from './row.js';
 
 export const l7Port = 11130;
 export const l4Port = 11140;
@@ -49,16 +50,7 @@ export interface L7BenchConfig {
   idle: number;
 }
 
-export interface L7Row {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  runs?: number[];
-  baseline?: number;
-  ratio?: number;
-  note?: string;
-}
+export type L7Row = BenchRow;
 
 export const l7Legend = (c: L7BenchConfig) =>
   `- **L7**: bench/client → nginx in bench/server (${64}-byte bodies), ${c.rounds} rounds × ${c.seconds} s per ` +

@@ -1034,6 +1034,23 @@ export class Agent {
     return this.allocator.list();
   }
 
+  /**
+   * The identities the given pods (of the desired state: any node's) have, by their labels and
+   * their namespace's: the cluster's ids, else this node's allocator's. Pods of a label set no
+   * node allocated yet are left out.
+   */
+  identitiesOf(pods: Iterable<{ namespace: string; labels: Record<string, string> }>): Set<number> {
+    const nsLabels = new Map(this.view.namespaces.map((n) => [n.name, n.labels]));
+    const cluster = this.clusterIds?.lookup();
+    const out = new Set<number>();
+    for (const p of pods) {
+      const labels = endpointLabels(p, nsLabels.get(p.namespace) ?? {}, this.labelFilter);
+      const id = cluster?.(labels.join('\n')) ?? this.allocator.find(labels)?.id;
+      if (id !== undefined) out.add(id);
+    }
+    return out;
+  }
+
   /** A copy of the identity allocator, for what-if computations (policy diff). */
   allocatorCopy(): IdentityAllocator {
     return this.allocator.clone();

@@ -16,7 +16,18 @@ export interface CaRoutesContext {
   /** Registered nodes, and the identities allocated in the cluster. */
   nodes(): readonly string[];
   identities(): readonly number[];
+  /**
+   * The identities of the pods the Store's desired state places on `node` (spec.nodeName): a node
+   * gets SVIDs for these only.
+   */
+  hostedBy(node: string): ReadonlySet<number>;
+  /** Counts each request's outcome (weir_auth_svid_requests_total{result}). */
+  count?(result: SvidRequestResult): void;
+  log?: { warn(obj: object, msg: string): void };
 }
+
+/** Outcomes of POST /v1/auth/svids. */
+export type SvidRequestResult = 'signed' | 'not-hosted' | 'refused';
 
 const bad = (field: string, msg: string) =>
   new WeirError('ERR_AUTH_CSR', msg, { location: { object: 'SVID request', field } });
@@ -68,30 +79,16 @@ export function authRoutes(
       pattern: '/v1/auth/svids',
       handler: async (req) => {
         const c = needCa();
-        const b = (req.body ?? {}) as Partial<SvidRequest>;
-        if (typeof b.node !== 'string' || !c.nodes().includes(b.node))
-          throw bad('node', `node '${String(b.node)}' is not a registered node`);
-        if (
-          typeof b.identity !== 'number' ||
-          !Number.isInteger(b.identity) ||
-          b.identity < 256 ||
-          b.identity > 0xffff
-        )
-          throw bad('identity', `identity '${String(b.identity)}' is not a pod identity (256..65535)`);
-        if (!c.identities().includes(b.identity))
-          throw bad('identity', `identity ${b.identity} is not allocated in the cluster`);
-        if (typeof b.csrPem !== 'string' || b.csrPem.length > 8192)
-          throw bad('csrPem', 'csrPem is not a PEM request');
-        const ttl =
-          typeof b.ttlSeconds === 'number' && Number.isInteger(b.ttlSeconds) ? b.ttlSeconds : c.maxTtl;
-        if (ttl < 1) throw bad('ttlSeconds', `ttlSeconds ${ttl} is not positive`);
-        const svid = await c.store.current.signCsr(
-          c.trustDomain,
-          b.identity,
-          Math.min(ttl, c.maxTtl),
-          b.csrPem,
-        );
-        return { certPem: svid.certPem, bundlePem: c.store.bundlePem() };
+        try {
+          const ans = await signRequest(c, (req.body ?? {}) as Partial<SvidRequest>);
+          c.count?.('signed');
+          return ans;
+        } catch (err) {
+          c.count?.(
+            err instanceof WeirError && err.code === 'ERR_AUTH_CSR_NOT_HOSTED' ? 'not-hosted' : 'refused',
+          );
+          throw err;
+        }
       },
     },
     {
@@ -112,4 +109,41 @@ export function authRoutes(
       },
     },
   ];
+}
+
+/** POST /v1/auth/svids: checks a node's request and signs it with the current CA. */
+async function signRequest(
+  c: CaRoutesContext,
+  b: Partial<SvidRequest>,
+): Promise<{ certPem: string; bundlePem: string }> {
+  if (typeof b.node !== 'string' || !c.nodes().includes(b.node))
+    throw bad('node', `node '${String(b.node)}' is not a registered node`);
+  if (
+    typeof b.identity !== 'number' ||
+    !Number.isInteger(b.identity) ||
+    b.identity < 256 ||
+    b.identity > 0xffff
+  )
+    throw bad('identity', `identity '${String(b.identity)}' is not a pod identity (256..65535)`);
+  if (!c.identities().includes(b.identity))
+    throw bad('identity', `identity ${b.identity} is not allocated in the cluster`);
+  // Istio's CA signs a workload's certificate only for a node that runs it: a node may
+  // only obtain the SVIDs of its own pods' identities.
+  if (!c.hostedBy(b.node).has(b.identity)) {
+    c.log?.warn(
+      { node: b.node, identity: b.identity },
+      'auth: SVID refused: the node hosts no pod of the identity',
+    );
+    throw new WeirError(
+      'ERR_AUTH_CSR_NOT_HOSTED',
+      `node '${b.node}' hosts no pod of identity ${b.identity} in the desired state: it gets SVIDs for its own pods' identities only`,
+      { location: { object: 'SVID request', field: 'identity' } },
+    );
+  }
+  if (typeof b.csrPem !== 'string' || b.csrPem.length > 8192)
+    throw bad('csrPem', 'csrPem is not a PEM request');
+  const ttl = typeof b.ttlSeconds === 'number' && Number.isInteger(b.ttlSeconds) ? b.ttlSeconds : c.maxTtl;
+  if (ttl < 1) throw bad('ttlSeconds', `ttlSeconds ${ttl} is not positive`);
+  const svid = await c.store.current.signCsr(c.trustDomain, b.identity, Math.min(ttl, c.maxTtl), b.csrPem);
+  return { certPem: svid.certPem, bundlePem: c.store.bundlePem() };
 }

@@ -125,6 +125,11 @@ export class AuthManager {
   readonly #revoked = new Set<string>();
   readonly #pending = new Map<string, Promise<boolean>>();
   readonly #issuing = new Map<number, Promise<Svid>>();
+  /**
+   * After a CA rotation, the SVIDs of the retiring CA, still shown to other nodes' tunnels until
+   * `until` (they trust the new CA only after their next bundle poll).
+   */
+  #previous: { svids: Map<number, Svid>; until: number } | undefined;
   readonly #o: AuthManagerOptions;
   #timer: NodeJS.Timeout | undefined;
   #refreshFailed = false;
@@ -210,6 +215,11 @@ export class AuthManager {
           { signer: this.#signer },
           was ? 'auth: a new CA signs: re-issuing SVIDs' : 'auth: the CA node gave its trust bundle',
         );
+        if (was)
+          this.#previous = {
+            svids: new Map([...this.#svids].map(([id, v]) => [id, v.svid])),
+            until: Date.now() + REHANDSHAKE_DELAY_MS,
+          };
         for (const id of this.#svids.keys()) if (inUse.has(id)) await this.#issue(id);
         // The pairs a little later: the other nodes poll the bundle every second, and must trust
         // the new CA before they are shown one of its SVIDs.
@@ -362,8 +372,19 @@ export class AuthManager {
   async svidsOf(ids: Iterable<number>): Promise<Svid[]> {
     const inUse = new Set(this.#o.identities().map((i) => i.id));
     const out: Svid[] = [];
+    // Right after a CA rotation the tunnels keep the retiring CA's SVIDs for a few seconds: the
+    // other nodes' proxies trust the new CA only once their agent polled the bundle, and a tunnel
+    // opened meanwhile with a new SVID would be refused (the pairs' handshakes wait as long).
+    const now = Date.now();
+    const previous = this.#previous && now < this.#previous.until ? this.#previous.svids : undefined;
+    if (!previous) this.#previous = undefined;
     for (const id of new Set(ids))
       if (isWorkload(id) && inUse.has(id)) {
+        const old = previous?.get(id);
+        if (old && old.notAfter.getTime() > now) {
+          out.push(old);
+          continue;
+        }
         try {
           out.push(await this.#ensure(id));
         } catch (err) {

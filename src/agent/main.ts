@@ -354,6 +354,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           maxTtl: run.svidTtl,
           nodes: () => clusterState.values<NodeRecord>(nodesPrefix).map((n) => n.value.name),
           identities: () => a.identities().map((i) => i.id),
+          hostedBy: (name) =>
+            a.identitiesOf([...desiredView.state.pods.values()].filter((p) => p.node === name)),
+          count: (result) => a.metrics.authSvidRequests.inc({ result }),
+          log: log.child({ component: 'auth' }),
         };
       } else {
         // The first node's agent runs the CA: its API signs this node's CSRs. It may still be

@@ -200,6 +200,13 @@ export class AgentMetrics {
       for (const [reason, n] of Object.entries(a.refused)) c.inc({ result: reason }, n);
     },
   );
+  /** The CA node: SVID requests of other nodes (POST /v1/auth/svids), by result. */
+  readonly authSvidRequests = new Counter({
+    name: 'weir_auth_svid_requests_total',
+    help: "Other nodes' SVID requests to the CA (the first node's agent), by result: signed, not-hosted (the node runs no pod of the identity), refused (a bad request)",
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly endpoints = new Gauge({
     name: 'weir_endpoint',
     help: 'Endpoints managed by this agent',

@@ -19,6 +19,7 @@
 // The datapath decides which connections come here (bpf/lib/overlay.h overlay_encrypt_port) and
 // fails closed when no listener runs. SVIDs and the CA bundle come from the agent (PUT /v1/tunnel).
 // Every refusal is counted by reason.
+import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import {
   connect as h2connect,
@@ -26,6 +27,7 @@ import {
   createSecureServer,
   type ClientHttp2Session,
   type Http2SecureServer,
+  type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
 import { Socket, createServer, isIPv6, type Server } from 'node:net';
@@ -33,7 +35,7 @@ import { connect as tlsConnect, createSecureContext, type SecureContext, type TL
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
-import { svidId } from '../auth/ca.js';
+import { splitBundle, svidId } from '../auth/ca.js';
 import { identityOfSpiffeId, identitySpiffeId } from '../auth/spiffe.js';
 import { proxyTunnelMark } from '../datapath/proxy-marks.js';
 import { WeirError } from '../shared/errors.js';
@@ -97,14 +99,28 @@ export interface TunnelStatus {
   outboundPort?: number;
   inboundPort?: number;
   svids: number;
-  /** Open tunnels (HTTP/2 connections) this node opened, by src/dst identity and peer. */
-  tunnels: { src: number; dst: number; peer: string; streams: number }[];
+  /**
+   * Open tunnels (HTTP/2 connections) this node opened, by src/dst identity and peer; `issuer`:
+   * the subject of the CA that signed the SVID the tunnel presented.
+   */
+  tunnels: { src: number; dst: number; peer: string; streams: number; issuer: string }[];
+  /** Tunnels that take no new streams (a new SVID or CA bundle) and end with their last stream. */
+  draining: number;
   accepted: number;
   refused: Record<TunnelRefusal, number>;
   streams: { outbound: number; inbound: number };
   /** TIME_WAIT sockets of accepted pod connections removed from the node's namespace (time-wait.ts). */
   timeWait: ReaperCounts;
 }
+
+/**
+ * Node's `ca` option takes one certificate per PEM string: a bundle (both CAs during a rotation's
+ * overlap) given as one string would trust its first certificate only.
+ */
+const trustOf = (pem: string) => {
+  const certs = splitBundle(pem);
+  return certs.length ? certs : pem;
+};
 
 const hostPort = (ip: string, port: number) => (isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`);
 
@@ -119,7 +135,11 @@ export class TunnelProxy {
   #cfg: TunnelConfig | undefined;
   #svids = new Map<number, { certPem: string; keyPem: string }>();
   readonly #contexts = new Map<number, SecureContext>();
-  readonly #sessions = new Map<string, { session: ClientHttp2Session; streams: number }>();
+  readonly #sessions = new Map<string, { session: ClientHttp2Session; streams: number; issuer: string }>();
+  /** Outbound tunnels retired by a new SVID or bundle: their open streams go on, no new ones. */
+  readonly #draining = new Set<ClientHttp2Session>();
+  /** Inbound tunnels (their socket carries the client certificate each was accepted with). */
+  readonly #accepted = new Set<ServerHttp2Session>();
   #outbound: { port: number; servers: Server[] } | undefined;
   #inbound: { port: number; server: Http2SecureServer } | undefined;
   readonly #reaper = new TimeWaitReaper();
@@ -178,12 +198,41 @@ export class TunnelProxy {
         { details: { version: this.#cfg.version } },
       );
     const svids = new Map(cfg.svids.map((s) => [s.identity, { certPem: s.certPem, keyPem: s.keyPem }]));
-    const changedCa = this.#cfg?.caPem !== cfg.caPem;
-    for (const [id, s] of this.#svids) if (svids.get(id)?.certPem !== s.certPem) this.#contexts.delete(id);
+    const changedCa = this.#cfg !== undefined && this.#cfg.caPem !== cfg.caPem;
+    const renewed = new Set<number>();
+    for (const [id, s] of this.#svids)
+      if (svids.get(id)?.certPem !== s.certPem) {
+        this.#contexts.delete(id);
+        renewed.add(id);
+      }
     if (changedCa) this.#contexts.clear();
     this.#cfg = cfg;
     this.#svids = svids;
-    if (!this.#inbound || this.#inbound.port !== cfg.inboundPort || changedCa) await this.#listenInbound(cfg);
+    // New connections go into tunnels with the new SVIDs and bundle; the open tunnels keep their
+    // streams (a CA rotation or a renewal cuts no connection) and take no new ones.
+    for (const [key, e] of this.#sessions)
+      if (changedCa || renewed.has(Number(key.split('/')[0]))) this.#retire(key, e.session);
+    if (!this.#inbound || this.#inbound.port !== cfg.inboundPort) await this.#listenInbound(cfg);
+    else if (changedCa) {
+      // The listener keeps its socket (a second one could not bind the port) and trusts the new
+      // bundle from the next handshake on; a tunnel whose client certificate no longer chains to
+      // it (the retired CA's, at the end of a rotation's overlap) takes no new streams.
+      this.#inbound.server.setSecureContext({
+        ca: trustOf(cfg.caPem),
+        minVersion: 'TLSv1.3',
+        maxVersion: 'TLSv1.3',
+      });
+      const cas = splitBundle(cfg.caPem).map((pem) => new X509Certificate(pem));
+      for (const session of this.#accepted) {
+        const cert = (session.socket as TLSSocket & { weirTunnel?: { cert?: X509Certificate } }).weirTunnel
+          ?.cert;
+        if (cert && !cas.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey))) {
+          this.#o.log.info({ issuer: cert.issuer }, 'tunnel: the CA of an inbound tunnel left the bundle');
+          this.#accepted.delete(session);
+          session.close();
+        }
+      }
+    }
     if (!this.#outbound || this.#outbound.port !== cfg.outboundPort)
       await this.#listenOutbound(cfg.outboundPort);
   }
@@ -195,8 +244,9 @@ export class TunnelProxy {
       svids: this.#svids.size,
       tunnels: [...this.#sessions].map(([k, v]) => {
         const [src, dst, peer] = k.split('/');
-        return { src: Number(src), dst: Number(dst), peer: peer ?? '', streams: v.streams };
+        return { src: Number(src), dst: Number(dst), peer: peer ?? '', streams: v.streams, issuer: v.issuer };
       }),
+      draining: this.#draining.size,
       accepted: this.#counts.accepted,
       refused: { ...this.#counts.refused },
       streams: { ...this.#active },
@@ -339,7 +389,7 @@ export class TunnelProxy {
           servername: sniOfTunnel(src, dst),
           cert: svid.certPem,
           key: svid.keyPem,
-          ca: cfg.caPem,
+          ca: trustOf(cfg.caPem),
           minVersion: 'TLSv1.3',
           maxVersion: 'TLSv1.3',
           ALPNProtocols: ['h2'],
@@ -356,10 +406,11 @@ export class TunnelProxy {
       settings: { initialWindowSize: 4 << 20 },
     });
     session.on('connect', () => session.setLocalWindowSize?.(8 << 20));
-    const entry = { session, streams: 0 };
+    const entry = { session, streams: 0, issuer: new X509Certificate(svid.certPem).issuer };
     this.#sessions.set(key, entry);
     const forget = () => {
       if (this.#sessions.get(key) === entry) this.#sessions.delete(key);
+      this.#draining.delete(session);
     };
     session.on('error', (err) => {
       this.#o.log.warn({ err, src, dst, peer }, 'tunnel: session failed');
@@ -369,6 +420,14 @@ export class TunnelProxy {
     session.on('goaway', forget);
     this.#o.log.info({ src, dst, peer }, 'tunnel: opening');
     return session;
+  }
+
+  /** No new streams on this tunnel: it closes once its open streams ended (HTTP/2 GOAWAY). */
+  #retire(key: string, session: ClientHttp2Session): void {
+    this.#sessions.delete(key);
+    if (session.closed || session.destroyed) return;
+    this.#draining.add(session);
+    session.close(() => this.#draining.delete(session));
   }
 
   // ---- inbound: HBONE on every address of the node namespace
@@ -382,7 +441,7 @@ export class TunnelProxy {
       ctx = createSecureContext({
         cert: svid.certPem,
         key: svid.keyPem,
-        ca: cfg.caPem,
+        ca: trustOf(cfg.caPem),
         minVersion: 'TLSv1.3',
       });
       this.#contexts.set(id, ctx);
@@ -396,7 +455,7 @@ export class TunnelProxy {
       maxVersion: 'TLSv1.3',
       requestCert: true,
       rejectUnauthorized: true,
-      ca: cfg.caPem,
+      ca: trustOf(cfg.caPem),
       allowHTTP1: false,
       settings: { initialWindowSize: 4 << 20 },
       SNICallback: (name, cb) => {
@@ -423,6 +482,8 @@ export class TunnelProxy {
     server.on('sessionError', () => undefined);
     server.on('session', (session) => {
       session.on('error', () => undefined);
+      this.#accepted.add(session);
+      session.once('close', () => this.#accepted.delete(session));
       session.setLocalWindowSize?.(8 << 20);
     });
     server.listen(cfg.inboundPort, '0.0.0.0');
@@ -451,9 +512,10 @@ export class TunnelProxy {
     if (proven === undefined || proven !== Number(m[2]))
       return reject('wrong-identity', `presented ${id.id}, the SNI names ${m[2]}`);
     this.#counts.accepted++;
-    (sock as TLSSocket & { weirTunnel?: { src: number; dst: number } }).weirTunnel = {
+    (sock as TLSSocket & { weirTunnel?: { src: number; dst: number; cert?: X509Certificate } }).weirTunnel = {
       src: proven,
       dst: Number(m[1]),
+      cert: peer,
     };
   }
 
@@ -525,6 +587,8 @@ export class TunnelProxy {
     this.#reaper.close();
     for (const { session } of this.#sessions.values()) session.destroy();
     this.#sessions.clear();
+    for (const session of this.#draining) session.destroy();
+    this.#draining.clear();
     for (const s of this.#outbound?.servers ?? []) s.close();
     this.#outbound = undefined;
     const inbound = this.#inbound;

@@ -62,6 +62,11 @@ export const errorCodes = {
       'a certificate signing request for an SVID was refused (not PKCS#10, not P-256, bad signature, an identity not in use)',
     http: 400,
   },
+  ERR_AUTH_CSR_NOT_HOSTED: {
+    meaning:
+      "an SVID was refused to a node that hosts no pod of the identity (the pods of the Store's desired state placed on that node)",
+    http: 403,
+  },
   ERR_AUTH_NO_CA: {
     meaning: "this node's agent does not run the CA (the CA and its key live on the first node)",
     http: 400,

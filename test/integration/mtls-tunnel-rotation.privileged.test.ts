@@ -1,0 +1,427 @@
+// Encryption between nodes (--encryption mtls, docs/mtls.md) in a dual-stack lab of two nodes:
+//
+//   - IPv6 pods: client (node1) → server (node2) over IPv6 travels in the mTLS tunnel (no marker on
+//     the underlay in a request path nor in a 1 MiB echoed stream), node2's ingress policy judges
+//     the proven identity (other → server over IPv6 is dropped, encrypted);
+//   - `weir identity ca rotate --overlap N` with tunnels open: a long-lived connection carried by a
+//     tunnel and new connections every 250 ms (IPv4 and IPv6) never fail; new tunnels after the
+//     rotation present SVIDs of the new CA; after the overlap node2's tunnel listener refuses an
+//     SVID of the retired CA (counted `untrusted`) and serves one of the new CA;
+//   - the CA node signs an SVID only for a node that hosts a pod of the identity in the desired
+//     state (ERR_AUTH_CSR_NOT_HOSTED otherwise, counted in weir_auth_svid_requests_total).
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { AuthStatus } from '../../src/agent/auth.js';
+import { AgentClient } from '../../src/agent/client.js';
+import { agentDir, agentSocket } from '../../src/agent/paths.js';
+import type { ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
+import { CertificateAuthority, makeCsr } from '../../src/auth/ca.js';
+import type { CaStatus } from '../../src/auth/ca-store.js';
+import type { Flow } from '../../src/observe/flow.js';
+import type { TunnelStatus } from '../../src/proxy/tunnel.js';
+import { run } from '../../src/shared/exec.js';
+import { WeirError } from '../../src/shared/errors.js';
+import { cli, ok } from '../support/cli.js';
+import { captureAll } from '../support/capture.js';
+import { crossNodePods } from '../support/cluster-pods.js';
+import { testLab } from '../support/lab-name.js';
+import { NODE2_UL, nodeCommands, sleep } from '../support/mtls-cluster.js';
+
+const LAB = testLab('t-mtlsr');
+const MARKER = 'weir-v6-marker-41c2e8';
+const OVERLAP = 15;
+const { onNode } = nodeCommands(LAB);
+
+const labYaml = `name: ${LAB}
+nodes:
+  - { name: node1, podCIDR: 10.244.0.0/24, podCIDRv6: 'fd00:10:244::/64' }
+  - { name: node2, podCIDR: 10.244.1.0/24, podCIDRv6: 'fd00:10:244:1::/64' }
+`;
+
+const manifests = `${crossNodePods}---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: server-from-client }
+spec:
+  endpointSelector: { matchLabels: { app: server } }
+  ingress:
+    - fromEndpoints: [{ matchLabels: { app: client } }]
+      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
+`;
+
+// Run in a pod: `bytes` of the marker over one TCP connection, half-closed, echoed back.
+const streamScript = `
+import net from 'node:net';
+const [ip, port, total, marker] = process.argv.slice(2);
+const chunk = Buffer.alloc(16384, marker + ' ');
+let sent = 0, got = 0;
+const out = (error) => { console.log(JSON.stringify({ sent, got, ...(error ? { error } : {}) })); process.exit(0); };
+const s = net.connect({ host: ip, port: Number(port), allowHalfOpen: true }, () => {
+  const write = () => {
+    while (sent < Number(total)) {
+      sent += chunk.length;
+      if (!s.write(chunk)) return void s.once('drain', write);
+    }
+    s.end();
+  };
+  write();
+});
+s.on('data', (d) => (got += d.length));
+s.on('end', () => out());
+s.on('error', (e) => out(e.message));
+setTimeout(() => out('timeout'), 60000);
+`;
+
+// Run in the client pod: one long-lived connection (IPv6) echoing a line every 200 ms, and a new
+// connection every 250 ms alternating IPv4 and IPv6, for \`seconds\`; every failure counted.
+const trafficScript = (v4: string, v6: string, seconds: number) => `
+import { connect } from 'node:net';
+const end = Date.now() + ${seconds * 1000};
+const res = { longLived: 0, longFailed: 0, fresh: 0, freshFailed: 0, errors: [] };
+const once = (host) => new Promise((resolve) => {
+  const s = connect({ host, port: 8080 });
+  let got = '';
+  const t = setTimeout(() => { s.destroy(); resolve(false); }, 1500);
+  s.on('connect', () => s.write('hello\\n'));
+  s.on('data', (d) => { got += d; if (got.includes('hello')) { clearTimeout(t); s.end(); resolve(true); } });
+  s.on('error', () => { clearTimeout(t); resolve(false); });
+});
+const long = connect({ host: '${v6}', port: 8080 });
+let pending = 0;
+long.on('data', (d) => { const n = String(d).split('ping').length - 1; res.longLived += n; pending -= n; });
+long.on('error', (e) => res.errors.push(String(e)));
+await new Promise((r) => long.once('connect', r));
+const ticker = setInterval(() => {
+  if (pending > 5) res.longFailed++;
+  pending++;
+  long.write('ping\\n');
+}, 200);
+let i = 0;
+while (Date.now() < end) {
+  const host = i++ % 2 ? '${v6}' : '${v4}';
+  if (await once(host)) res.fresh++; else { res.freshFailed++; res.errors.push('fresh ' + host + ' at ' + new Date().toISOString()); }
+  await new Promise((r) => setTimeout(r, 250));
+}
+clearInterval(ticker);
+await new Promise((r) => setTimeout(r, 500));
+if (long.destroyed) res.errors.push('the long-lived connection closed');
+long.destroy();
+console.log(JSON.stringify(res));
+`;
+
+// Run in node1's namespace: dials node2's tunnel listener with the SVID in a JSON file.
+const dialScript = (o: { svidFile: string; server: string; client: string; ids: Ids }) => `
+import http2 from 'node:http2';
+import { readFileSync } from 'node:fs';
+const svid = JSON.parse(readFileSync('${o.svidFile}', 'utf8'));
+const r = await new Promise((resolve) => {
+  const done = (v) => { resolve(v); session.destroy(); };
+  const session = http2.connect('https://${NODE2_UL}:15008', {
+    servername: 'dst-${o.ids.server}.src-${o.ids.client}.weir-hbone',
+    cert: svid.certPem, key: svid.keyPem, minVersion: 'TLSv1.3', rejectUnauthorized: false,
+  });
+  session.on('error', (e) => done('error: ' + e.message));
+  session.on('close', () => done('closed'));
+  const st = session.request({ ':method': 'CONNECT', ':authority': '${o.server}:8080', forwarded: 'for="${o.client}:40001"' });
+  st.on('response', (h) => done('status ' + h[':status']));
+  st.on('error', (e) => done('stream error: ' + e.message));
+  setTimeout(() => done('timeout'), 10000);
+});
+console.log(JSON.stringify(r));
+`;
+
+interface Ids {
+  client: number;
+  other: number;
+  server: number;
+}
+
+async function tunnelStatus(node: string): Promise<TunnelStatus | undefined> {
+  const s = JSON.parse(
+    await ok(['proxy', 'status', '--node', node, '-o', 'json'], LAB),
+  ) as ProxyManagerStatus;
+  return s.proxy?.tunnel;
+}
+
+async function flows(node: string): Promise<Flow[]> {
+  return (await onNode(node, ['observe', '--last', '2000', '-o', 'json']))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Flow);
+}
+
+const authOf = async (node: string) =>
+  JSON.parse(await onNode(node, ['auth', 'list', '-o', 'json'])) as AuthStatus;
+
+/** An HTTP GET with the marker in its path from a pod: body and status code. */
+async function get(from: string, ip: string, timeoutS = 10): Promise<string> {
+  const host = ip.includes(':') ? `[${ip}]` : ip;
+  const r = await cli(
+    [
+      'lab',
+      'exec',
+      from,
+      '--',
+      'curl',
+      '-s',
+      '-g',
+      '-m',
+      String(timeoutS),
+      '-w',
+      ' %{http_code}',
+      `http://${host}:8080/${MARKER}`,
+    ],
+    LAB,
+  );
+  return r.stdout.trim();
+}
+
+describe(
+  'mTLS tunnels: IPv6 pods, CA rotation with tunnels open, SVIDs only for hosted identities',
+  {
+    timeout: 600_000,
+  },
+  () => {
+    let dir = '';
+    const ips: Record<string, { v4: string; v6: string }> = {};
+    let ids: Ids = { client: 0, other: 0, server: 0 };
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'weir-mtlsr-'));
+      await writeFile(join(dir, 'lab.yaml'), labYaml);
+      await writeFile(join(dir, 'all.yaml'), manifests);
+      await writeFile(join(dir, 'stream.mjs'), streamScript);
+      await cli(['lab', 'down'], LAB);
+      await ok(
+        ['lab', 'up', '-f', join(dir, 'lab.yaml'), '--lab', LAB, '--encryption', 'mtls'],
+        LAB,
+        300_000,
+      );
+      await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
+      const pods = JSON.parse(await ok(['get', 'pods', '-o', 'json'], LAB)) as {
+        items: { metadata: { name: string }; status: { podIP: string; podIPs?: { ip: string }[] } }[];
+      };
+      for (const p of pods.items)
+        ips[p.metadata.name] = {
+          v4: p.status.podIP,
+          v6: p.status.podIPs?.find((a) => a.ip.includes(':'))?.ip ?? '',
+        };
+      assert.match(ips.server?.v6 ?? '', /^fd00:10:244:1::/, `server's IPv6: ${JSON.stringify(ips)}`);
+      assert.match(ips.client?.v6 ?? '', /^fd00:10:244::/);
+      const eps = [
+        ...(JSON.parse(await onNode('node1', ['endpoint', 'list', '-o', 'json'])) as {
+          pod: string;
+          identity: number;
+        }[]),
+        ...(JSON.parse(await onNode('node2', ['endpoint', 'list', '-o', 'json'])) as {
+          pod: string;
+          identity: number;
+        }[]),
+      ];
+      const id = (pod: string) => eps.find((e) => e.pod === pod || e.pod.endsWith(`/${pod}`))?.identity ?? 0;
+      ids = { client: id('client'), other: id('other'), server: id('server') };
+      assert.ok(ids.client && ids.other && ids.server, `identities: ${JSON.stringify(ids)}`);
+    });
+
+    after(async () => {
+      await cli(['lab', 'down'], LAB);
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    it('carries IPv6 pod TCP between the nodes in the tunnel, and the policy judges it', async (t) => {
+      const cap = await captureAll(`weir-${LAB}-underlay`, MARKER);
+      let answer = '';
+      let stream: { sent: number; got: number; error?: string } = { sent: 0, got: 0 };
+      try {
+        answer = await get('default/client', ips.server?.v6 ?? '');
+        const out = await ok(
+          [
+            'lab',
+            'exec',
+            'default/client',
+            '--',
+            process.execPath,
+            join(dir, 'stream.mjs'),
+            ips.server?.v6 ?? '',
+            '8080',
+            String(1 << 20),
+            MARKER,
+          ],
+          LAB,
+        );
+        stream = JSON.parse(out.trim().split('\n').pop() ?? '{}') as typeof stream;
+        await sleep(300);
+      } finally {
+        const seen = await cap.stop();
+        t.diagnostic(JSON.stringify(seen));
+        assert.ok(
+          answer.startsWith('default/server') && answer.endsWith(' 200'),
+          `curl over IPv6: ${answer}`,
+        );
+        assert.equal(stream.error, undefined, `stream: ${JSON.stringify(stream)}`);
+        assert.equal(stream.got, stream.sent, 'every byte came back through the tunnel');
+        assert.ok(seen.tunnelFrames > 20, `tunnel frames on the underlay: ${JSON.stringify(seen)}`);
+        assert.equal(seen.markerFrames, 0, `no plaintext on the underlay: ${JSON.stringify(seen)}`);
+      }
+      const t1 = await tunnelStatus('node1');
+      assert.ok(
+        t1?.tunnels.some((x) => x.src === ids.client && x.dst === ids.server && x.peer === NODE2_UL),
+        `node1 holds the tunnel client -> server: ${JSON.stringify(t1?.tunnels)}`,
+      );
+      const denied = await get('default/other', ips.server?.v6 ?? '', 12);
+      assert.ok(!denied.endsWith('200'), `other -> server over IPv6 gets no answer: ${denied}`);
+      const f2 = await flows('node2');
+      assert.ok(
+        f2.some(
+          (f) =>
+            f.weir.type === 'policy-verdict' &&
+            f.source.identity === ids.client &&
+            f.IP?.destination === ips.server?.v6 &&
+            f.verdict === 'FORWARDED' &&
+            f.IP?.encrypted === true,
+        ),
+        "node2's ingress verdict of client -> server over IPv6 judged the proven identity, encrypted",
+      );
+      const drops = f2.filter(
+        (f) =>
+          f.verdict === 'DROPPED' && f.source.identity === ids.other && f.IP?.destination === ips.server?.v6,
+      );
+      assert.ok(drops.length > 0, 'node2 dropped other -> server over IPv6');
+      assert.ok(
+        drops.every((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.IP?.encrypted === true),
+        JSON.stringify(drops[0]),
+      );
+    });
+
+    it('a CA rotation with tunnels open: nothing fails, new tunnels take new-CA SVIDs, the old CA is refused after the overlap', async (t) => {
+      // An SVID of the CA before the rotation, as a node that missed the rotation would hold (the
+      // test is root: it signs with the CA's key, which no other agent reads).
+      const oldCa = await CertificateAuthority.open(join(agentDir(LAB), 'ca'));
+      const old = await oldCa.issue('cluster.local', ids.client, 600);
+      await writeFile(join(dir, 'old.json'), JSON.stringify({ certPem: old.certPem, keyPem: old.keyPem }));
+      await writeFile(
+        join(dir, 'traffic.mjs'),
+        trafficScript(ips.server?.v4 ?? '', ips.server?.v6 ?? '', OVERLAP + 12),
+      );
+      const traffic = ok(
+        ['lab', 'exec', 'default/client', '--', process.execPath, join(dir, 'traffic.mjs')],
+        LAB,
+        180_000,
+      );
+      void traffic.catch(() => undefined);
+      await sleep(3000);
+      const rotated = JSON.parse(
+        await ok(['identity', 'ca', 'rotate', '--overlap', String(OVERLAP), '-o', 'json'], LAB),
+      ) as CaStatus;
+      const signing = rotated.cas.find((c) => c.role === 'signing');
+      assert.ok(signing);
+      // node1's new tunnels present SVIDs of the new CA (a few seconds: every node trusts it first).
+      let t1 = await tunnelStatus('node1');
+      for (
+        let i = 0;
+        i < 30 && !t1?.tunnels.some((x) => x.src === ids.client && x.issuer === signing.subject);
+        i++
+      ) {
+        await sleep(500);
+        t1 = await tunnelStatus('node1');
+      }
+      t.diagnostic(
+        `new-CA tunnel seen ${Date.now() - new Date(rotated.retireAt ?? 0).getTime() + OVERLAP * 1000} ms after the rotation`,
+      );
+      assert.ok(
+        t1?.tunnels.some((x) => x.src === ids.client && x.dst === ids.server && x.issuer === signing.subject),
+        `node1's tunnel client -> server presents a new-CA SVID: ${JSON.stringify(t1?.tunnels)} (new CA ${signing.subject})`,
+      );
+      assert.ok(
+        t1?.tunnels.every((x) => x.issuer === signing.subject),
+        `no tunnel in use with an old SVID: ${JSON.stringify(t1?.tunnels)}`,
+      );
+      assert.ok(Date.now() < new Date(rotated.retireAt ?? 0).getTime(), 'before the old CA retired');
+      // After the overlap: one CA on both nodes (and in both proxies a second later).
+      while (Date.now() < new Date(rotated.retireAt ?? 0).getTime() + 3000) await sleep(500);
+      assert.equal((await authOf('node1')).trusted, 1);
+      assert.equal((await authOf('node2')).trusted, 1);
+      const res = JSON.parse((await traffic).trim().split('\n').pop() ?? '{}') as {
+        longLived: number;
+        longFailed: number;
+        fresh: number;
+        freshFailed: number;
+        errors: string[];
+      };
+      t.diagnostic(JSON.stringify(res));
+      assert.deepEqual(res.errors, []);
+      assert.equal(res.freshFailed, 0, 'no new connection failed');
+      assert.ok(res.fresh >= 30, `${res.fresh} new connections`);
+      assert.equal(res.longFailed, 0);
+      assert.ok(res.longLived >= 100, `${res.longLived} lines echoed on the long-lived connection`);
+      // The retired CA's SVID is refused by node2's tunnel listener and counted; the new CA's served.
+      const now = await CertificateAuthority.open(join(agentDir(LAB), 'ca'));
+      const fresh = await now.issue('cluster.local', ids.client, 600);
+      await writeFile(
+        join(dir, 'new.json'),
+        JSON.stringify({ certPem: fresh.certPem, keyPem: fresh.keyPem }),
+      );
+      const before = (await tunnelStatus('node2'))?.refused.untrusted ?? 0;
+      const dial = async (file: string) => {
+        const script = join(dir, `dial-${file}.mjs`);
+        await writeFile(
+          script,
+          dialScript({
+            svidFile: join(dir, file),
+            server: ips.server?.v4 ?? '',
+            client: ips.client?.v4 ?? '',
+            ids,
+          }),
+        );
+        const out = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, process.execPath, script]);
+        return JSON.parse(out.stdout.trim().split('\n').pop() ?? '""') as string;
+      };
+      const withOld = await dial('old.json');
+      const withNew = await dial('new.json');
+      assert.notEqual(withOld, 'status 200', `the retired CA's SVID is refused: ${withOld}`);
+      assert.equal(withNew, 'status 200', `the new CA's SVID is served (the dialer works): ${withNew}`);
+      const after = (await tunnelStatus('node2'))?.refused.untrusted ?? 0;
+      assert.ok(after > before, `node2 counted the retired CA's SVID untrusted: ${before} -> ${after}`);
+      assert.ok(
+        (await get('default/client', ips.server?.v6 ?? '')).endsWith(' 200'),
+        'client -> server answers',
+      );
+    });
+
+    it('signs an SVID only for a node that hosts a pod of the identity', async () => {
+      const api = new AgentClient(agentSocket(LAB), 10_000);
+      const ask = async (node: string, identity: number) => {
+        const { csrPem } = await makeCsr('cluster.local', identity);
+        try {
+          await api.call('POST', '/v1/auth/svids', { node, identity, csrPem, ttlSeconds: 600 });
+          return 'signed';
+        } catch (err) {
+          return err instanceof WeirError ? `${err.code}: ${err.message}` : String(err);
+        }
+      };
+      // node2 runs server, not client nor other (node1's pods).
+      assert.equal(await ask('node2', ids.server), 'signed');
+      const refused = await ask('node2', ids.client);
+      assert.match(refused, /^ERR_AUTH_CSR_NOT_HOSTED: node 'node2' hosts no pod of identity \d+/);
+      assert.match(await ask('node2', ids.other), /^ERR_AUTH_CSR_NOT_HOSTED/);
+      assert.equal(await ask('node1', ids.client), 'signed');
+      const metrics = await ok(['agent', 'metrics'], LAB);
+      const count = (result: string) =>
+        Number(
+          new RegExp(`weir_auth_svid_requests_total\\{result="${result}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0,
+        );
+      assert.ok(count('not-hosted') >= 2, `refusals counted: ${count('not-hosted')}`);
+      assert.ok(count('signed') >= 3, `node2's own requests and the test's signed: ${count('signed')}`);
+      // node2's own SVID (of its pod's identity) keeps coming from the CA.
+      const cert = JSON.parse(
+        await onNode('node2', ['identity', 'cert', 'get', String(ids.server), '-o', 'json']),
+      ) as {
+        identity: number;
+      };
+      assert.equal(cert.identity, ids.server);
+    });
+  },
+);

@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { capture } from '../support/capture.js';
 import { cli, ok } from '../support/cli.js';
 import { linkStats, nodeIP, nodePortReady } from '../support/cluster-nodes.js';
+import { webNodePort, webOnNode2 } from '../support/cluster-pods.js';
 import { startPeerServer } from '../support/peer-server.js';
 import { connect } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
@@ -32,28 +33,8 @@ externals:
   - { name: client, ip: ${EXT_IP}, underlay: true }
 `;
 
-const objects = `
-apiVersion: v1
-kind: Pod
-metadata: { name: web, namespace: default, labels: { app: web } }
-spec:
-  nodeName: node2
-  containers:
-  - name: c
-    ports:
-    - { name: http, containerPort: 8080 }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web }
-spec:
-  type: NodePort
-  selector: { app: web }
-  ports:
-  - { name: http, port: 80, targetPort: http, nodePort: 30080 }
-  - { name: tcp, port: 9090, nodePort: 30090 }
-  - { name: udp, port: 9091, protocol: UDP, nodePort: 30091 }
-`;
+const objects = `${webOnNode2()}
+${webNodePort('{ name: tcp, port: 9090, nodePort: 30090 }', '{ name: udp, port: 9091, protocol: UDP, nodePort: 30091 }')}`;
 
 const nodeNs = (node: string) => `weir-${LAB}-${node}`;
 

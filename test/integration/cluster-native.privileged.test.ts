@@ -14,6 +14,7 @@ import type { ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
 import { linkStats, nodeIP, nodePortReady } from '../support/cluster-nodes.js';
+import { webNodePort, webOnNode2 } from '../support/cluster-pods.js';
 import { connect } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -33,27 +34,7 @@ apiVersion: v1
 kind: Pod
 metadata: { name: client1, namespace: default, labels: { role: client } }
 spec: { nodeName: node1, containers: [{ name: c }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: web, namespace: default, labels: { app: web } }
-spec:
-  nodeName: node2
-  containers:
-  - name: c
-    ports:
-    - { name: http, containerPort: 8080 }
-    - { name: web, containerPort: 80 }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web }
-spec:
-  type: NodePort
-  selector: { app: web }
-  ports:
-  - { name: http, port: 80, targetPort: http, nodePort: 30080 }
----
+---${webOnNode2('{ name: web, containerPort: 80 }')}${webNodePort()}---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: client-l7, namespace: default }

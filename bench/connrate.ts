@@ -70,6 +70,55 @@ export function counterSum(text: string, name: string): number {
   return sum;
 }
 
+/** run_time_ns and run_cnt of one BPF program (kernel.bpf_stats_enabled=1). */
+interface ProgStat {
+  name: string;
+  ns: number;
+  cnt: number;
+}
+
+/**
+ * The lab's weir programs (by id): the tc programs attached in the node netns, and every weir
+ * program sharing a map with them (tail call targets, the socket hooks), with their run time
+ * and count so far. Other labs on the machine have programs of the same names: their maps differ.
+ */
+async function weirProgStats(nodeNetns: string): Promise<Map<number, ProgStat>> {
+  const net = JSON.parse(
+    (await run(['ip', 'netns', 'exec', nodeNetns, 'bpftool', 'net', 'show', '-j'])).stdout,
+  ) as { tc?: { id: number }[] }[];
+  const attached = new Set(net.flatMap((n) => (n.tc ?? []).map((t) => t.id)));
+  const progs = JSON.parse((await run(['bpftool', 'prog', 'show', '-j'])).stdout) as {
+    id: number;
+    name?: string;
+    map_ids?: number[];
+    run_time_ns?: number;
+    run_cnt?: number;
+  }[];
+  // Sharing a map with a program already taken, to a fixed point: the socket hooks reach the tc
+  // programs' maps only through one another (getpeername uses weir_lb_reverse_sk alone).
+  const weir = progs.filter((p) => p.name?.startsWith('weir_'));
+  const taken = new Set(attached);
+  const maps = new Set<number>();
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of weir) {
+      const ids = p.map_ids ?? [];
+      if (!taken.has(p.id) && !ids.some((m) => maps.has(m))) continue;
+      if (!taken.has(p.id)) grew = true;
+      taken.add(p.id);
+      for (const m of ids)
+        if (!maps.has(m)) {
+          maps.add(m);
+          grew = true;
+        }
+    }
+  }
+  const out = new Map<number, ProgStat>();
+  for (const p of weir)
+    if (taken.has(p.id)) out.set(p.id, { name: p.name ?? '', ns: p.run_time_ns ?? 0, cnt: p.run_cnt ?? 0 });
+  return out;
+}
+
 async function connectionsPerSecond(prefix: string[], url: string, seconds: number, clients: number) {
   const out = await run(
     [...prefix, 'wrk', '-t1', `-c${clients}`, `-d${seconds}s`, '--latency', '-H', 'Connection: close', url],
@@ -114,6 +163,17 @@ export async function measureConnRate(
   const ipt = iptablesPolicy(lab, cfg.rules);
   const sw = weirSwitch(lab, labName);
   const agent = agentClient(labName);
+  // WEIR_BENCH_BPF_STATS=1: the kernel's per-program run time over the weir runs (bpf_stats adds
+  // a clock read per program run, so it is off for the rates of a normal run).
+  const bpfStats = process.env.WEIR_BENCH_BPF_STATS === '1';
+  const nodeNetns = (await lab.node()).netns;
+  const progTotals = new Map<string, { ns: number; cnt: number }>();
+  let weirConns = 0;
+  let statsBefore = '0';
+  if (bpfStats) {
+    statsBefore = readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim();
+    await run(['sysctl', '-q', 'kernel.bpf_stats_enabled=1']);
+  }
   const v = { pair: [] as number[], routed: [] as number[], iptables: [] as number[], weir: [] as number[] };
   const loads = {
     pair: [] as number[],
@@ -166,8 +226,18 @@ export async function measureConnRate(
         const pid = (await agentStatus(labName)).pid;
         const m0 = await agent.text('/metrics');
         const c0 = cpuSeconds(pid);
+        const s0 = bpfStats ? await weirProgStats(nodeNetns) : undefined;
         const t0 = performance.now();
         const rate = await connectionsPerSecond(podClient, podUrl, cfg.seconds, clients);
+        if (s0) {
+          const s1 = await weirProgStats(nodeNetns);
+          for (const [id, p] of s1) {
+            const b = s0.get(id) ?? { ns: 0, cnt: 0 };
+            const t = progTotals.get(p.name) ?? { ns: 0, cnt: 0 };
+            progTotals.set(p.name, { ns: t.ns + p.ns - b.ns, cnt: t.cnt + p.cnt - b.cnt });
+          }
+          weirConns += rate * cfg.seconds;
+        }
         // Let the pipeline catch up with what the ring still holds before reading its counters.
         await new Promise((res) => setTimeout(res, 1000));
         const m1 = await agent.text('/metrics');
@@ -190,6 +260,7 @@ export async function measureConnRate(
         loads[sc.key].push(load1());
       }
   } finally {
+    if (bpfStats) await run(['sysctl', '-q', `kernel.bpf_stats_enabled=${statsBefore}`]);
     await sw.enforce();
     await weirPol.teardown();
     for (const p of peers) await p.stop();
@@ -215,7 +286,27 @@ export async function measureConnRate(
     };
   };
   const note = `median of ${cfg.rounds} × ${cfg.seconds} s, ${clients} parallel clients`;
+  const progRows: ConnRow[] = [];
+  if (bpfStats && weirConns > 0) {
+    const all = [...progTotals.entries()].filter(([, t]) => t.cnt > 0);
+    const total = all.reduce((a, [, t]) => a + t.ns, 0);
+    progRows.push({
+      scenario: `connection rate, weir ${cfg.rules}`,
+      metric: 'BPF run time per connection',
+      value: Math.round(total / weirConns),
+      unit: 'ns/conn',
+      note:
+        `kernel.bpf_stats_enabled over the weir runs, ${Math.round(weirConns)} connections: ` +
+        all
+          .map(
+            ([n, t]) =>
+              `${n} ${Math.round(t.ns / weirConns)} ns (${(t.cnt / weirConns).toFixed(1)} runs × ${Math.round(t.ns / t.cnt)} ns)`,
+          )
+          .join(', '),
+    });
+  }
   return [
+    ...progRows,
     row('connection rate, raw veth pair', v.pair, note, loads.pair),
     row('connection rate, routed (no weir)', v.routed, note, loads.routed),
     row(`connection rate, iptables ${cfg.rules}`, v.iptables, note, loads.iptables),

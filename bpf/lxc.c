@@ -88,6 +88,44 @@ static __always_inline struct flow *__flow_scratch(void)
 	return f;
 }
 
+/* What weir_from_container found of the packet it tail calls weir_to_local with, read by
+ * weir_to_local before it parses the packet afresh into the same scratch: a reply there is a reply
+ * here (lib/conntrack.h, flow->ct_reply_hint). Kept only for the same tuple (ports, and addresses
+ * folded to a word each): an entry program of an earlier load writes its own scratch, and this one
+ * may then hold another packet's. A wrong hint costs one lookup, never a verdict. */
+struct ct_hint {
+	__u32 ports;
+	__u32 saddr;
+	__u32 daddr;
+	__u32 reply;
+};
+
+static __always_inline __u32 __fold_addr(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] ^ w[1] ^ w[2] ^ w[3];
+}
+
+static __always_inline void __ct_hint_take(struct ct_hint *h)
+{
+	__u32 zero = 0;
+	const struct flow *f = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
+
+	if (!f || !f->ct_reply_hint)
+		return;
+	h->reply = 1;
+	h->ports = (__u32)f->tuple.sport << 16 | f->tuple.dport;
+	h->saddr = __fold_addr(f->tuple.saddr);
+	h->daddr = __fold_addr(f->tuple.daddr);
+}
+
+static __always_inline int __ct_hint_same(const struct ct_hint *h, const struct flow *f)
+{
+	return h->ports == ((__u32)f->tuple.sport << 16 | f->tuple.dport) && h->saddr == __fold_addr(f->tuple.saddr) &&
+	       h->daddr == __fold_addr(f->tuple.daddr);
+}
+
 /* Identities of the packet's sender and receiver: the endpoint's own for its side, the ipcache's
  * for the peer (the pod sends at DIR_EGRESS, receives at DIR_INGRESS). */
 static __always_inline void __event_identities(struct event_meta *m, __u32 ep_identity, __u32 remote)
@@ -129,11 +167,12 @@ static __always_inline int __proxy_conn(struct __sk_buff *skb, const struct flow
 
 /* The pipeline of one endpoint and direction: the endpoint of host veth `ifindex` (the hook's own,
  * or for weir_to_local the destination weir_from_container named), the packet parsed into `f`;
- * `peer` the sender's identity when the packet carries it (tunnel mode), 0: the ipcache's.
+ * `peer` the sender's identity when the packet carries it (tunnel mode), 0: the ipcache's;
+ * `hint` what weir_from_container found of this packet (weir_to_local only, else NULL).
  * Returns the tc verdict; *routable = 1 when it is the plain forward verdict (nothing redirected,
  * assigned or bounced), which host routing may deliver itself (lib/host_routing.h). */
 static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifindex, struct flow *f, int *routable,
-				    __u32 peer)
+				    __u32 peer, const struct ct_hint *hint)
 {
 	struct event_meta m = { .ifindex = ifindex, .len = skb->len, .direction = dir };
 	struct policy_entry verdict = {};
@@ -189,6 +228,8 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 		metrics_count(REASON_FORWARDED, dir, bytes);
 		return lb_nat_bounce(skb);
 	}
+	if (hint && hint->reply && __ct_hint_same(hint, f))
+		f->ct_reply_hint = 1;
 	ct = ct_lookup_entry(f, dir, from_proxy, bytes, now, &closed, &hit);
 	/* A service frontend the socket hooks did not translate: translated here (lib/lb_nat.h), and
 	 * everything below sees the pod -> backend flow. */
@@ -206,6 +247,8 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			break;
 		}
 	}
+	/* For weir_to_local, tail called with this packet (lib/conntrack.h). */
+	f->ct_reply_hint = ct == CT_REPLY;
 	switch (ct) {
 	case CT_REPLY:
 		m.flags |= EVENT_F_REPLY;
@@ -396,7 +439,7 @@ int weir_from_container(struct __sk_buff *skb)
 
 	if (!f)
 		return TC_ACT_SHOT;
-	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable, 0);
+	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable, 0, 0);
 	if (!routable)
 		return ret;
 	/* A pod of another node behind the tunnel (lib/overlay.h), with this pod's identity. */
@@ -414,7 +457,7 @@ int weir_to_container(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	/* From the tunnel through the node's stack (--host-routing legacy): the sender's identity came
 	 * in the mark (lib/overlay.h). */
-	return __handle(skb, DIR_INGRESS, skb->ifindex, f, &routable, identity_from_mark(skb->mark));
+	return __handle(skb, DIR_INGRESS, skb->ifindex, f, &routable, identity_from_mark(skb->mark), 0);
 }
 
 /* Tail called by weir_from_container (weir_calls[CALL_TO_LOCAL], lib/host_routing.h), at tc
@@ -424,12 +467,17 @@ SEC("tc")
 int weir_to_local(struct __sk_buff *skb)
 {
 	__u32 ifindex = host_routing_target(skb);
-	struct flow *f = __flow_scratch();
+	struct ct_hint hint = {};
+	struct flow *f;
 	int routable = 0, ret;
 
-	if (!ifindex || !f)
+	if (!ifindex)
 		return TC_ACT_SHOT;
-	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, 0);
+	__ct_hint_take(&hint);
+	f = __flow_scratch();
+	if (!f)
+		return TC_ACT_SHOT;
+	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, 0, &hint);
 	return routable ? host_deliver_local(skb, f, ifindex) : ret;
 }
 
@@ -549,7 +597,7 @@ int weir_from_overlay(struct __sk_buff *skb)
 	skb->cb[1] = macs[0];
 	skb->cb[2] = macs[1];
 	skb->cb[3] = macs[2];
-	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, identity);
+	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, identity, 0);
 	if (!routable)
 		return ret;
 	ret = host_deliver_local(skb, f, ifindex);

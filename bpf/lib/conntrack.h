@@ -15,6 +15,10 @@
  *                                         opened (or the pod answering one opened to it)
  *       3. ICMP errors only, instead of 1-2: the quoted packet travelled the other way, so
  *          {inner, other dir} and {reversed inner, dir}: RELATED; nothing else lets an error in.
+ *     With flow->ct_reply_hint (the sender's stage of the same packet found a reply), 2 is
+ *     tried first: a hit (one lookup 3 would not override) is the reply; else 1, 2, 3 as above.
+ *     The two orders differ only if entries 1 and 2 both exist, which the sender's side rules
+ *     out (its reply means it has no entry of its own for this direction).
  *     Entries past lifetime_ns count as absent (the agent's GC deletes them later). A TCP SYN
  *     (without ACK) hitting a CLOSING entry (1 or 2) reopens the connection: CT_NEW, policy again.
  *     Hits update the entry's counters, TCP flags, state and lifetime (the lifetime lazily: it
@@ -26,8 +30,9 @@
  *     packet was sent by the node proxy's upstream socket, whose connections are keyed
  *     {tuple, CT_F_INGRESS | CT_F_PROXY} (the destination pod's ingress judged them): lookup 1
  *     uses that key, and a packet not from the proxy that is no reply of the pod's own
- *     connections (2) is looked up as a reply of one of those (3), so a proxy connection and a
- *     pod's with the same tuple never share an entry.
+ *     connections (2) is looked up as a reply of one of those (3; never for a pure TCP SYN, which
+ *     answers no connection), so a proxy connection and a pod's with the same tuple never share
+ *     an entry.
  *
  *   ct_create(flow, dir, bytes, now, cookie, src_identity, rev_nat_index) -> 0 | DROP_CT_CREATE_FAILED
  *   ct_create_proxy(..., flags, proxy_port): the same with CT_ENTRY_F_* flags (TO_PROXY: later
@@ -150,10 +155,16 @@ static __always_inline int __ct_account(struct ct_entry *e, const struct flow *f
 	return before != CT_STATE_CLOSING && state == CT_STATE_CLOSING;
 }
 
+/* A TCP SYN without ACK: the first packet of a connection (or its retransmission). */
+static __always_inline int __ct_pure_syn(const struct flow *f)
+{
+	return f->tuple.nexthdr == IPPROTO_TCP && (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
 /* A fresh SYN on a closing connection starts a new one, which policy must judge again. */
 static __always_inline int __ct_reopens(const struct ct_entry *e, const struct flow *f)
 {
-	return e->state == CT_STATE_CLOSING && (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	return e->state == CT_STATE_CLOSING && __ct_pure_syn(f);
 }
 
 static __always_inline int __ct_related(struct flow *f, __u8 dir, __u64 now)
@@ -181,6 +192,17 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_pr
 	if (f->icmp_kind == ICMP_KIND_ERROR)
 		return __ct_related(f, dir, now);
 
+	/* The sender's stage found this packet a reply (weir_to_local after weir_from_container): so
+	 * will this one, almost surely; the reply's entry first spares the lookup that would miss.
+	 * A hit that lookup 3 might override is not taken here: the usual order follows. */
+	if (f->ct_reply_hint && !from_proxy) {
+		__ct_reverse(&key, &f->tuple);
+		key.flags = __ct_other_dir(dir);
+		e = __ct_get(&key, now);
+		if (e && !(dir == CT_F_EGRESS && (e->flags & CT_ENTRY_F_TO_PROXY)))
+			goto reply;
+		key = f->tuple;
+	}
 	key.flags = dir | (from_proxy ? CT_F_PROXY : 0);
 	e = __ct_get(&key, now);
 	if (e) {
@@ -198,8 +220,10 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_pr
 	 * upstream connection, from the pod it was opened to (or, from the ingress proxy to the
 	 * egress proxy's upstream, through the client pod's veth). A pod never answers a connection
 	 * its ingress redirected to the proxy (it never saw it): such a hit is an upstream of the
-	 * same tuple, if there is one. */
-	if (!from_proxy && (!e || (dir == CT_F_EGRESS && (e->flags & CT_ENTRY_F_TO_PROXY)))) {
+	 * same tuple, if there is one. A pure SYN answers no upstream (the proxy's socket opened it:
+	 * its peer's first packet is a SYN-ACK), so a new connection, the one packet whose lookups all
+	 * miss, in buckets no earlier packet warmed, skips this third one. */
+	if (!from_proxy && !__ct_pure_syn(f) && (!e || (dir == CT_F_EGRESS && (e->flags & CT_ENTRY_F_TO_PROXY)))) {
 		struct ct_entry *up;
 
 		key.flags = CT_F_INGRESS | CT_F_PROXY;
@@ -207,6 +231,7 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_pr
 		if (up)
 			e = up;
 	}
+reply:
 	if (e) {
 		if (__ct_reopens(e, f))
 			return CT_NEW;

@@ -70,7 +70,8 @@ struct flow {
 	__u8 icmp_kind;  /* ICMP_KIND_* */
 	__u8 tcp_flags;
 	__u16 l4_off; /* where the L4 header starts (from the Ethernet header); 0 for later fragments */
-	__u16 pad;
+	__u8 ct_reply_hint; /* conntrack: look for a reply first (lib/conntrack.h); the parser leaves it */
+	__u8 pad;
 };
 
 /* Ports of the L4 header at `off` (TCP/UDP/SCTP start with sport, dport; ICMP echo uses the id). */

@@ -173,6 +173,20 @@ describe('eBPF host routing (--host-routing bpf)', () => {
     for (const e of est) assert.equal(e.packetsRev, 1n, `${e.direction} entry saw the reply`);
   });
 
+  it("judges a reply anew at the destination when only the sender's side still tracks it", () => {
+    allow();
+    assert.equal(send(s.a, frame4(A.v4, B.v4, 40003, 80, 'S')).retval, TC_ACT_REDIRECT);
+    // A's entry is gone (evicted, flushed): B's stage still sees a reply, A's must not take the
+    // sender's word for it, and A admits nothing from B.
+    const tuple = { family: 4, src: A.v4, dst: B.v4, sport: 40003, dport: 80, proto: TCP } as const;
+    assert.ok(s.h.dp.ct.delete({ ...tuple, direction: 'egress' }));
+    const out = send(s.b, frame4(B.v4, A.v4, 80, 40003, 'SA'));
+    assert.equal(out.retval, TC_ACT_SHOT);
+    assert.deepEqual(out.metrics, ['0/egress: 1', `${DropReason.POLICY}/ingress: 1`]);
+    const b = s.h.dp.ct.list().find((e) => e.sport === 40003 && e.direction === 'ingress');
+    assert.equal(b?.packetsRev, 1n, "B's entry saw its reply");
+  });
+
   it("drops what the destination's ingress policy denies, in the destination's name", () => {
     allow(80);
     const out = send(s.a, frame4(A.v4, B.v4, 40002, 81, 'S'));

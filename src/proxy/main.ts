@@ -3,17 +3,18 @@
 // agent adopts it through its pid file and admin socket. It listens only once the agent has sent
 // it the first L7 policy snapshot (until then redirected connections fail closed in the datapath).
 import { rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Agent, request, type Server } from 'node:http';
 import { agentSocket } from '../agent/paths.js';
 import { pino } from 'pino';
 import { BpfMap } from '../bpf/index.js';
 import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
-import { privateFileMode } from '../shared/private-fs.js';
+import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import { AccessLog } from './access-log.js';
 import { listenAdmin } from './admin.js';
 import { createHttpHandler } from './http/handler.js';
 import { ProxyMetrics } from './metrics.js';
-import { proxyAccessLogFile, proxyPidFile, proxySocket, proxyTitle } from './paths.js';
+import { proxyAccessLogFile, proxyDir, proxyPidFile, proxySocket, proxyTitle } from './paths.js';
 import { RecordQueue } from './records.js';
 import { ProxyServer } from './server.js';
 import { GatewayServer } from './gateway/server.js';
@@ -21,6 +22,7 @@ import { FqdnLearner, learnItemsOf, type Held } from './dns/learner.js';
 import { SharedClientPorts } from './client-ports.js';
 import { IDENTITY_WORLD, ProxyWorkers, defaultWorkers } from './workers.js';
 import { TunnelProxy } from './tunnel.js';
+import { TunnelRoute } from './tunnel-route.js';
 
 /** The connection to the agent's API, kept open between requests. */
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 4 });
@@ -73,6 +75,16 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   const log = pino({ base: { lab: o.lab, ...(o.node ? { node: o.node } : {}), component: 'proxy' } });
   const ipcacheMap = BpfMap.fromPin(o.ipcachePin, { readOnly: true });
   const ipcache = new IpcacheMap(ipcacheMap);
+  // --encryption mtls: the datapath's switch (weir_tunnel, pinned beside the ipcache) decides
+  // which of the proxy's own upstreams go through the tunnel (tunnel-route.ts).
+  const tunnelPin = join(dirname(o.ipcachePin), 'weir_tunnel');
+  const tunnelMap = BpfMap.fromPin(tunnelPin, { readOnly: true });
+  const handoffSocket = join(proxyDir(o.lab, o.node), 'tunnel.sock');
+  const tunnelRoute = new TunnelRoute({
+    tunnelMap,
+    entryOf: (ip) => ipcache.entry(ip),
+    socketPath: handoffSocket,
+  });
   const metrics = new ProxyMetrics();
   const records = new RecordQueue(o.recordQueue);
   const accessLog = new AccessLog({
@@ -93,6 +105,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
         lab: o.lab,
         ipcachePin: o.ipcachePin,
         clientPorts,
+        tunnel: { pin: tunnelPin, socket: handoffSocket },
         metrics,
         records,
         accessLog,
@@ -105,6 +118,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     // is reset (fail closed), never judged as some other peer.
     identityOf: (ip) => ipcache.get(ip) ?? IDENTITY_WORLD,
     http: createHttpHandler,
+    tunnel: tunnelRoute,
     metrics,
     records,
     log,
@@ -127,6 +141,8 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     registry: metrics.registry,
     log: log.child({ component: 'tunnel' }),
   });
+  privateDirSync(proxyDir(o.lab, o.node));
+  await tunnel.listenHandoff(handoffSocket);
   await workers?.start();
   metrics.sources.snapshotVersion = () => server.snapshots.version;
   metrics.sources.recordsLost = () => records.lost;
@@ -166,5 +182,6 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   await gateway.close();
   accessLog.close();
   ipcacheMap.close();
+  tunnelMap.close();
   process.exit(0);
 }

@@ -18,7 +18,8 @@ import type { ProxyMetrics } from './metrics.js';
 import type { RecordQueue } from './records.js';
 import { SnapshotStore } from './snapshot.js';
 import { TimeWaitReaper } from './time-wait.js';
-import { closeFd, listener, upstream } from './transparent.js';
+import { closeFd, listener, upstream, UPSTREAM_PORTS } from './transparent.js';
+import type { TunnelRoute } from './tunnel-route.js';
 import type { AccessRecord, L7Record, ProxiedConnection } from './types.js';
 import { LocalClientPorts, type ClientPorts } from './client-ports.js';
 
@@ -53,6 +54,11 @@ export interface ProxyServerOptions {
   reusePort?: boolean;
   /** The client ports of every worker (workers.ts); default: this server's own. */
   clientPorts?: ClientPorts;
+  /**
+   * --encryption mtls: upstreams to other nodes' pods go through the main thread's mTLS tunnel
+   * (tunnel-route.ts), never from the node's stack into plain VXLAN.
+   */
+  tunnel?: TunnelRoute;
 }
 
 interface Listening {
@@ -213,6 +219,9 @@ export class ProxyServer {
     const direction = conn.direction;
     let sock: Socket;
     try {
+      // --encryption mtls: another node's pod is reached through the tunnel (fail closed: a map
+      // that cannot be read fails the upstream, below).
+      if (this.#o.tunnel?.needs(conn.dst.ip)) return this.#viaTunnel(conn, this.#o.tunnel);
       const fd = upstream({
         src: conn.src.ip,
         mark: direction === 'ingress' ? ProxyMark.PROXY_INGRESS : proxyEgressMark(conn.endpoint.identity),
@@ -243,6 +252,33 @@ export class ProxyServer {
       if (!connected) m.upstreamErrors.inc({ direction });
     });
     sock.connect({ host: conn.dst.ip, port: conn.dst.port });
+    return sock;
+  }
+
+  /**
+   * The upstream through the main thread's tunnel: the peer node's proxy connects to the server
+   * from the client's address and a port of UPSTREAM_PORTS (not one of the client's, as above),
+   * marked with the identity the tunnel's certificate proved. Failing to open the tunnel closes the
+   * socket before any answer: the request gets the handler's upstream error (fail closed). (The
+   * socket connects at once: the HTTP engine's connect timeout does not cover the tunnel; the main
+   * thread gives up on an unanswered CONNECT after UPSTREAM_CONNECT_TIMEOUT_MS.)
+   */
+  #viaTunnel(conn: ProxiedConnection, tunnel: TunnelRoute): Socket {
+    const m = this.#o.metrics;
+    const direction = conn.direction;
+    let port = 0;
+    for (let i = 0; i < 16 && !port; i++) {
+      const p =
+        UPSTREAM_PORTS.min + Math.floor(Math.random() * (UPSTREAM_PORTS.max - UPSTREAM_PORTS.min + 1));
+      if (!this.#clients.has(conn.src.ip, p)) port = p;
+    }
+    const sock = tunnel.connect({ ip: conn.src.ip, port: port || UPSTREAM_PORTS.min }, conn.dst);
+    // The main thread bounds the wait for the tunnel's answer (tunnel.ts #carry).
+    let answered = false;
+    sock.once('data', () => (answered = true));
+    sock.once('close', () => {
+      if (!answered) m.upstreamErrors.inc({ direction });
+    });
     return sock;
   }
 

@@ -21,6 +21,7 @@
 // Every refusal is counted by reason.
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
+import { chmodSync, rmSync } from 'node:fs';
 import {
   connect as h2connect,
   constants as h2c,
@@ -39,8 +40,10 @@ import { splitBundle, svidId } from '../auth/ca.js';
 import { identityOfSpiffeId, identitySpiffeId } from '../auth/spiffe.js';
 import { proxyTunnelMark } from '../datapath/proxy-marks.js';
 import { WeirError } from '../shared/errors.js';
+import { UPSTREAM_CONNECT_TIMEOUT_MS } from './server.js';
 import { TimeWaitReaper, type ReaperCounts } from './time-wait.js';
 import { closeFd, listener, upstream } from './transparent.js';
+import { HANDOFF_HEADER_MAX, parseHandoffHeader, type Address } from './tunnel-route.js';
 
 /** ztunnel's ports: 15001 outbound capture, 15008 inbound HBONE. */
 export const TUNNEL_OUTBOUND_PORT = 15001;
@@ -111,6 +114,12 @@ export interface TunnelStatus {
   streams: { outbound: number; inbound: number };
   /** TIME_WAIT sockets of accepted pod connections removed from the node's namespace (time-wait.ts). */
   timeWait: ReaperCounts;
+  /**
+   * The proxy's own upstreams to other nodes' pods (an egress L7 rule's) handed to the tunnel:
+   * carried (the peer answered the CONNECT), or failed (no tunnel, refused, a malformed hand-off:
+   * the upstream was closed, never sent otherwise).
+   */
+  proxyUpstreams: { carried: number; failed: number };
 }
 
 /**
@@ -142,6 +151,9 @@ export class TunnelProxy {
   readonly #accepted = new Set<ServerHttp2Session>();
   #outbound: { port: number; servers: Server[] } | undefined;
   #inbound: { port: number; server: Http2SecureServer } | undefined;
+  #handoff: Server | undefined;
+  /** The proxy's own upstreams handed to the tunnel (tunnel-route.ts): carried, or refused. */
+  readonly #handoffs = { carried: 0, failed: 0 };
   readonly #reaper = new TimeWaitReaper();
   readonly #counts = {
     accepted: 0,
@@ -251,6 +263,7 @@ export class TunnelProxy {
       refused: { ...this.#counts.refused },
       streams: { ...this.#active },
       timeWait: { ...this.#reaper.counts },
+      proxyUpstreams: { ...this.#handoffs },
     };
   }
 
@@ -291,10 +304,82 @@ export class TunnelProxy {
     socket.setNoDelay(true);
     const src = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
     const dst = { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 };
+    socket.on('close', () =>
+      // The pod's connection was assigned to the listener (bpf_sk_assign), which bypasses the
+      // stack's TIME_WAIT handling: a TIME_WAIT socket of this tuple left here when this side
+      // closed first would make the kernel drop the pod's next SYN of the tuple until it
+      // retransmits (time-wait.ts). The pod keeps its own.
+      this.#reaper.reap(dst, src),
+    );
+    this.#carry(socket, src, dst, () => socket.resetAndDestroy(), 'pod');
+  }
+
+  /**
+   * The proxy's own upstreams (tunnel-route.ts): a unix socket of this process (a worker thread's
+   * or this thread's ProxyServer) whose first line names the original client and the destination;
+   * the rest is carried as a tunnel stream like a pod's connection. Root-only: the socket lives in
+   * the proxy's private directory.
+   */
+  async listenHandoff(path: string): Promise<void> {
+    rmSync(path, { force: true });
+    const server = createServer({ allowHalfOpen: true }, (s) => this.#handoffConn(s));
+    server.on('error', (err) => this.#o.log.error({ err, path }, 'tunnel hand-off listener error'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    }).catch((err: Error) => {
+      throw new WeirError('ERR_PROXY_LISTEN', `cannot listen on ${path}: ${err.message}`);
+    });
+    chmodSync(path, 0o600);
+    this.#handoff?.close();
+    this.#handoff = server;
+  }
+
+  #handoffConn(socket: Socket): void {
+    socket.on('error', () => undefined);
+    let head = Buffer.alloc(0);
+    const fail = (why: string) => {
+      this.#handoffs.failed++;
+      this.#mStreams.inc({ side: 'outbound', outcome: 'failed' });
+      this.#o.log.warn({ why }, 'tunnel: proxy upstream refused');
+      socket.destroy();
+    };
+    const onReadable = () => {
+      let chunk: Buffer | null;
+      while ((chunk = socket.read() as Buffer | null) !== null) {
+        head = Buffer.concat([head, chunk]);
+        const nl = head.indexOf(10);
+        if (nl < 0) {
+          if (head.length >= HANDOFF_HEADER_MAX) {
+            socket.off('readable', onReadable);
+            return fail('hand-off header too long');
+          }
+          continue;
+        }
+        socket.off('readable', onReadable);
+        if (nl + 1 < head.length) socket.unshift(head.subarray(nl + 1));
+        const h = parseHandoffHeader(head.subarray(0, nl).toString('latin1'));
+        if (!h) return fail('hand-off header malformed');
+        this.#carry(socket, h.src, h.dst, () => socket.destroy(), 'proxy');
+        return;
+      }
+    };
+    socket.on('readable', onReadable);
+  }
+
+  /**
+   * Carries `socket` (a pod's connection, or a proxy upstream's hand-off) to `dst` in the tunnel of
+   * (src's identity, dst's identity, dst's node), or resets it: never anything else.
+   */
+  #carry(socket: Socket, src: Address, dst: Address, reset: () => void, from: 'pod' | 'proxy'): void {
     const fail = (why: string, err?: unknown) => {
       this.#mStreams.inc({ side: 'outbound', outcome: 'failed' });
-      this.#o.log.warn({ src, dst, err, why }, 'tunnel: outbound connection reset');
-      socket.resetAndDestroy();
+      if (from === 'proxy') this.#handoffs.failed++;
+      this.#o.log.warn({ src, dst, err, why, from }, 'tunnel: outbound connection reset');
+      reset();
     };
     const cfg = this.#cfg;
     let s: ReturnType<TunnelOptions['entryOf']>;
@@ -336,24 +421,38 @@ export class TunnelProxy {
       if (entry) entry.streams--;
     };
     stream.on('close', finish);
-    stream.on('error', () => socket.resetAndDestroy());
+    stream.on('error', reset);
+    // The session failing before the stream answered (handshake refused, peer unreachable) ends
+    // the connection too: nothing is sent any other way.
+    let answered = false;
+    stream.on('close', () => {
+      if (!answered && !socket.destroyed) reset();
+    });
+    // A proxy upstream waits for the peer's answer at most as long as a plain upstream's connect
+    // (server.ts); a pod's connection keeps the peer's own 5 s bound on its SYNs.
+    const timer =
+      from === 'proxy'
+        ? setTimeout(() => {
+            if (!answered) fail('the tunnel gave no answer in time');
+          }, UPSTREAM_CONNECT_TIMEOUT_MS)
+        : undefined;
+    stream.on('close', () => clearTimeout(timer));
     socket.on('close', () => {
       if (!stream.closed) stream.close(h2c.NGHTTP2_CANCEL);
-      // The pod's connection was assigned to the listener (bpf_sk_assign), which bypasses the
-      // stack's TIME_WAIT handling: a TIME_WAIT socket of this tuple left here when this side
-      // closed first would make the kernel drop the pod's next SYN of the tuple until it
-      // retransmits (time-wait.ts). The pod keeps its own.
-      this.#reaper.reap(dst, src);
     });
     stream.on('response', (headers) => {
+      answered = true;
+      clearTimeout(timer);
       const status = Number(headers[h2c.HTTP2_HEADER_STATUS]);
       if (status !== 200) {
         this.#mStreams.inc({ side: 'outbound', outcome: `refused_${status}` });
-        socket.resetAndDestroy();
+        if (from === 'proxy') this.#handoffs.failed++;
+        reset();
         stream.close(h2c.NGHTTP2_CANCEL);
         return;
       }
       this.#mStreams.inc({ side: 'outbound', outcome: 'ok' });
+      if (from === 'proxy') this.#handoffs.carried++;
       this.#pipe(socket, stream, 'outbound');
     });
   }
@@ -591,6 +690,8 @@ export class TunnelProxy {
     this.#draining.clear();
     for (const s of this.#outbound?.servers ?? []) s.close();
     this.#outbound = undefined;
+    this.#handoff?.close();
+    this.#handoff = undefined;
     const inbound = this.#inbound;
     this.#inbound = undefined;
     // Open inbound sessions end with the process; not waited for.

@@ -14,6 +14,7 @@ import { createHttpHandler } from './http/handler.js';
 import { ProxyMetrics } from './metrics.js';
 import { recordLine } from './records.js';
 import { ProxyServer } from './server.js';
+import { TunnelRoute } from './tunnel-route.js';
 import type { L7Record } from './types.js';
 import { IDENTITY_WORLD, type Count, type FromWorker, type ToWorker, type WorkerInit } from './workers.js';
 
@@ -97,7 +98,13 @@ const sent = {
 const log = pino({ base: { lab: init.lab, component: 'proxy', worker: init.index } });
 const ipcacheMap = BpfMap.fromPin(init.ipcachePin, { readOnly: true });
 const ipcache = new IpcacheMap(ipcacheMap);
+const tunnelMap = BpfMap.fromPin(init.tunnel.pin, { readOnly: true });
 const server = new ProxyServer({
+  tunnel: new TunnelRoute({
+    tunnelMap,
+    entryOf: (ip) => ipcache.entry(ip),
+    socketPath: init.tunnel.socket,
+  }),
   identityOf: (ip) => ipcache.get(ip) ?? IDENTITY_WORLD,
   http: createHttpHandler,
   metrics: sent as unknown as ProxyMetrics,
@@ -126,6 +133,7 @@ async function handle(m: ToWorker): Promise<void> {
     await server.close();
     flush();
     ipcacheMap.close();
+    tunnelMap.close();
     process.exit(0);
   }
   flush();

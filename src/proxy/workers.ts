@@ -38,6 +38,8 @@ export interface WorkerInit {
   ipcachePin: string;
   /** SharedClientPorts.buffer() of the process. */
   clientPorts: SharedArrayBuffer;
+  /** The pinned weir_tunnel and the main thread's tunnel hand-off socket (tunnel-route.ts). */
+  tunnel: { pin: string; socket: string };
 }
 
 /** A counter increment: ProxyMetrics property, labels as JSON, amount (negative: a gauge's dec). */
@@ -90,6 +92,7 @@ export interface ProxyWorkersOptions {
   lab: string;
   ipcachePin: string;
   clientPorts: SharedArrayBuffer;
+  tunnel: WorkerInit['tunnel'];
   metrics: ProxyMetrics;
   records: RecordQueue;
   accessLog: AccessLog;
@@ -122,6 +125,7 @@ export class ProxyWorkers {
         index,
         ipcachePin: this.#o.ipcachePin,
         clientPorts: this.#o.clientPorts,
+        tunnel: this.#o.tunnel,
       };
       const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
       const t: Thread = { worker, redirects: 0, active: { ingress: 0, egress: 0 } };

@@ -10,19 +10,9 @@ import { installCni } from '../src/cli/commands/cni.js';
 import { labDir, type Lab } from '../src/lab/index.js';
 import { busyboxRootfs, PodmanHost } from '../test/support/podman.js';
 import { percentile } from './scale.js';
+import { type BenchRow, round2 } from './row.js';
 
-export interface CniRow {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  runs?: number[];
-  baseline?: number;
-  ratio?: number;
-  note?: string;
-}
-
-const round2 = (x: number) => Math.round(x * 100) / 100;
+export type CniRow = BenchRow;
 
 export const cniLegend = (rounds: number) =>
   `- **podman, network none / weir**: \`podman run -d\` of a busybox container until it runs, and ` +

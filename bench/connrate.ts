@@ -21,6 +21,7 @@ import { run } from '../src/shared/exec.js';
 import { nginxServerConf, parseWrk, startPeer } from './http-peers.js';
 import { agentStatus, connPort, iptablesPolicy, weirPolicy, weirSwitch } from './policy.js';
 import type { RawPair } from './raw-pair.js';
+import type { BenchRow } from './row.js';
 
 export interface ConnRateConfig {
   rounds: number;
@@ -31,18 +32,7 @@ export interface ConnRateConfig {
   clients?: number;
 }
 
-export interface ConnRow {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  runs?: number[];
-  baseline?: number;
-  ratio?: number;
-  rawPair?: number;
-  rawPairRatio?: number;
-  note?: string;
-}
+export type ConnRow = BenchRow;
 
 export const connRateLegend = (rounds: number, seconds: number, rules: number) =>
   `- **connection rate**: new TCP connections per second, bench/client → nginx in bench/server, each ` +

@@ -19,16 +19,9 @@ import { run } from '../src/shared/exec.js';
 import { repoRoot } from '../src/shared/paths.js';
 import { iperfPort, sockperfPort } from './measurements.js';
 import { percentile } from './scale.js';
+import type { BenchRow } from './row.js';
 
-export interface EncryptionRow {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  baseline?: number;
-  ratio?: number;
-  note?: string;
-}
+export type EncryptionRow = BenchRow;
 
 export const encryptionLegend = (rounds: number, seconds: number) =>
   '- **pod to pod across nodes, --encryption mtls**: two labs of two nodes in the same run, plain VXLAN ' +

@@ -6,9 +6,7 @@
 // behind a Service the routes send to. The routes grow in place (1 → 100 → 1 000); each size is
 // measured once the last route answers, rounds alternating weir and nginx. Reported, not asserted:
 // flat is the goal.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { agentClient } from '../src/agent/client.js';
 import type { DesiredObject } from '../src/cluster/objects.js';
 import { weirGatewayClass } from '../src/gateway/corpus.js';
@@ -16,7 +14,16 @@ import type { GatewayView } from '../src/gateway/stored.js';
 import type { Lab } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
 import { run } from '../src/shared/exec.js';
-import { nginxServerConf, startPeer, wrk, type HttpPeer, type LoadResult } from './http-peers.js';
+import {
+  benchPlaces,
+  nginxProxyHead,
+  nginxServerConf,
+  startPeer,
+  wrk,
+  type HttpPeer,
+  type LoadResult,
+} from './http-peers.js';
+import type { BenchRow } from './row.js';
 
 const upstreamPort = 11170;
 const nginxBasePort = 11175;
@@ -35,16 +42,7 @@ export interface GatewayBenchConfig {
   connections: number;
 }
 
-export interface GatewayRow {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  runs?: number[];
-  baseline?: number;
-  ratio?: number;
-  note?: string;
-}
+export type GatewayRow = BenchRow;
 
 /** The hostname of route i (0-based). */
 export const routeHost = (i: number) => `r${i}.gw.bench`;
@@ -139,17 +137,7 @@ export function nginxRoutesConf(d: string, listen: number, upstream: string, rou
       '      proxy_set_header Connection ""; proxy_buffering off; } }',
   );
   return [
-    `pid ${d}/nginx.pid;`,
-    'worker_processes 1;',
-    'worker_rlimit_nofile 20000;',
-    'daemon off;',
-    `error_log ${d}/error.log warn;`,
-    'events { worker_connections 8192; }',
-    'http {',
-    '  access_log off;',
-    `  client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi_temp_path ${d};`,
-    `  uwsgi_temp_path ${d}; scgi_temp_path ${d};`,
-    '  keepalive_requests 1000000; keepalive_timeout 300s;',
+    ...nginxProxyHead(d),
     '  server_names_hash_max_size 8192; server_names_hash_bucket_size 64;',
     `  upstream backend { server ${upstream}; keepalive 512; keepalive_requests 1000000; }`,
     ...servers,
@@ -229,13 +217,11 @@ export async function measureGateway(
   cfg: GatewayBenchConfig,
   log: (l: string) => void,
 ): Promise<GatewayRow[]> {
-  const dir = await mkdtemp(join(tmpdir(), 'weir-bench-gateway-'));
-  const server = await lab.pod('bench/server');
-  const node = await lab.node();
-  const client = await lab.execArgv('bench/client', []);
-  const serverPrefix = await lab.execArgv('bench/server', []);
-  const nodePrefix = ['ip', 'netns', 'exec', node.netns];
-  const agent = agentClient(labName);
+  const { dir, server, node, client, serverPrefix, nodePrefix, agent } = await benchPlaces(
+    lab,
+    labName,
+    'gateway',
+  );
   const upstream = `${server.ip}:${upstreamPort}`;
   const peers: HttpPeer[] = [];
   const rows: GatewayRow[] = [];

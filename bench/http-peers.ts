@@ -5,7 +5,11 @@
 // that leftovers are recognisable (`pgrep -f weir`). Parsers are pure and unit-tested.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { agentClient } from '../src/agent/client.js';
+import type { Lab } from '../src/lab/index.js';
 import { WeirError } from '../src/shared/errors.js';
 import { run } from '../src/shared/exec.js';
 
@@ -16,6 +20,24 @@ export interface HttpPeer {
   name: string;
   proc: ChildProcess;
   stop(): Promise<void>;
+}
+
+/**
+ * Where an L7 benchmark runs in the bench lab: a fresh weir-named directory for its peers' files
+ * (the caller removes it), pod bench/server (the upstream) and the node with the argv prefixes that
+ * run a peer in them, the argv prefix of pod bench/client (the load), and the node's agent.
+ */
+export async function benchPlaces(lab: Lab, labName: string, name: string) {
+  const node = await lab.node();
+  return {
+    dir: await mkdtemp(join(tmpdir(), `weir-bench-${name}-`)),
+    server: await lab.pod('bench/server'),
+    node,
+    client: await lab.execArgv('bench/client', []),
+    serverPrefix: await lab.execArgv('bench/server', []),
+    nodePrefix: ['ip', 'netns', 'exec', node.netns],
+    agent: agentClient(labName),
+  };
 }
 
 /** A directory for a peer's config, pid and logs: <dir>/weir-bench-<name>. */
@@ -45,8 +67,12 @@ export function nginxServerConf(d: string, port: number, h2cPort: number): strin
   ].join('\n');
 }
 
-/** nginx as a reverse proxy: `listen` → upstream, HTTP/1.1 keep-alive both ways (h2c downstream too). */
-export function nginxProxyConf(d: string, listen: number, h2cListen: number, upstream: string): string {
+/**
+ * The start of an nginx reverse proxy's config with its files under `d`: one worker with room for
+ * many connections, no access log, long keep-alive; the caller adds its upstream and servers and
+ * closes the `http {` block.
+ */
+export function nginxProxyHead(d: string): string[] {
   return [
     `pid ${d}/nginx.pid;`,
     'worker_processes 1;',
@@ -59,6 +85,13 @@ export function nginxProxyConf(d: string, listen: number, h2cListen: number, ups
     `  client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi_temp_path ${d};`,
     `  uwsgi_temp_path ${d}; scgi_temp_path ${d};`,
     '  keepalive_requests 1000000; keepalive_timeout 300s;',
+  ];
+}
+
+/** nginx as a reverse proxy: `listen` → upstream, HTTP/1.1 keep-alive both ways (h2c downstream too). */
+export function nginxProxyConf(d: string, listen: number, h2cListen: number, upstream: string): string {
+  return [
+    ...nginxProxyHead(d),
     `  upstream backend { server ${upstream}; keepalive 512; keepalive_requests 1000000; }`,
     `  server { listen ${listen} backlog=4096; listen ${h2cListen} http2;`,
     '    location / { proxy_pass http://backend; proxy_http_version 1.1;',

@@ -13,16 +13,14 @@
 // resident memory they add per 1 000. Targets (issue 10): weir ≥ 0.6× nginx's requests/s and
 // p99 ≤ 2× nginx's; reported, not asserted.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { agentClient } from '../src/agent/client.js';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { proxyPid } from '../src/agent/proxy-manager.js';
 import { parse } from 'yaml';
 import type { Lab } from '../src/lab/index.js';
 import type { ProxyStatus } from '../src/proxy/admin.js';
 import { WeirError } from '../src/shared/errors.js';
 import {
+  benchPlaces,
   h2load,
   haproxyConf,
   nginxProxyConf,
@@ -32,6 +30,7 @@ import {
   type HttpPeer,
   type LoadResult,
 } from './http-peers.js';
+import type { BenchRow } from './row.js';
 
 export const l7Port = 11130;
 export const l4Port = 11140;
@@ -49,16 +48,7 @@ export interface L7BenchConfig {
   idle: number;
 }
 
-export interface L7Row {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  runs?: number[];
-  baseline?: number;
-  ratio?: number;
-  note?: string;
-}
+export type L7Row = BenchRow;
 
 export const l7Legend = (c: L7BenchConfig) =>
   `- **L7**: bench/client → nginx in bench/server (${64}-byte bodies), ${c.rounds} rounds × ${c.seconds} s per ` +
@@ -208,13 +198,11 @@ export async function measureL7(
   cfg: L7BenchConfig,
   log: (l: string) => void,
 ): Promise<L7Row[]> {
-  const dir = await mkdtemp(join(tmpdir(), 'weir-bench-l7-'));
-  const server = await lab.pod('bench/server');
-  const node = await lab.node();
-  const client = await lab.execArgv('bench/client', []);
-  const serverPrefix = await lab.execArgv('bench/server', []);
-  const nodePrefix = ['ip', 'netns', 'exec', node.netns];
-  const agent = agentClient(labName);
+  const { dir, server, node, client, serverPrefix, nodePrefix, agent } = await benchPlaces(
+    lab,
+    labName,
+    'l7',
+  );
   const upstream = `${server.ip}:${l7Port}`;
   const peers: HttpPeer[] = [];
   const loads: Load[] = [

@@ -44,6 +44,7 @@ import { gatewayLegend, measureGateway } from './gateway.js';
 import { measureVxlan, vxlanLegend } from './vxlan.js';
 import { encryptionLegend, measureEncryption } from './encryption.js';
 import { clusterLegend, measureCluster } from './cluster.js';
+import { type BenchRow, round2 } from './row.js';
 
 export interface Scenario {
   name: string;
@@ -240,22 +241,7 @@ function median(xs: number[]): number {
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
-const round2 = (x: number) => Math.round(x * 100) / 100;
-
-interface Row {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  runs?: number[];
-  baseline?: number;
-  /** value / baseline (throughput: < 1 is slower; latency: > 1 is slower). */
-  ratio?: number;
-  /** The same measurement on one raw veth pair (bench/raw-pair.ts), runs paired in time. */
-  rawPair?: number;
-  rawPairRatio?: number;
-  note?: string;
-}
+type Row = BenchRow;
 
 function table(rows: Row[]): string {
   const lines = [

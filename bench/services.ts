@@ -15,6 +15,7 @@ import { WeirError } from '../src/shared/errors.js';
 import { run } from '../src/shared/exec.js';
 import { weirJson, type Fact } from './policy.js';
 import { percentile } from './scale.js';
+import { type BenchRow, round2 } from './row.js';
 
 /** Accepts and drops connections (the connect target). */
 export const connectPort = 11113;
@@ -36,16 +37,7 @@ export interface ServiceConfig {
 }
 
 /** One result row, shaped like run.ts's rows. */
-export interface ServiceRow {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  runs?: number[];
-  baseline?: number;
-  ratio?: number;
-  note?: string;
-}
+export type ServiceRow = BenchRow;
 
 /** The i-th dummy address of a /16 (10.96 for weir, 10.97 for iptables), from .1.0 on. */
 function dummyIP(second: number, i: number): string {
@@ -274,8 +266,6 @@ const median = (xs: number[]) => {
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 };
-const round2 = (x: number) => Math.round(x * 100) / 100;
-
 type Target =
   | 'pod IP'
   | 'weir ClusterIP'

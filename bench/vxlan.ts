@@ -12,16 +12,9 @@ import { WeirError } from '../src/shared/errors.js';
 import { iperfPort, measurements, reportedMetrics, sockperfPort, type BenchContext } from './measurements.js';
 import { percentile } from './scale.js';
 import { TwoNodes } from '../test/support/two-nodes.js';
+import type { BenchRow } from './row.js';
 
-export interface VxlanRow {
-  scenario: string;
-  metric: string;
-  value: number;
-  unit: string;
-  baseline?: number;
-  ratio?: number;
-  note?: string;
-}
+export type VxlanRow = BenchRow;
 
 export const vxlanLegend = (rounds: number, seconds: number) =>
   `- **pod to pod across nodes (VXLAN)**: two node namespaces on a veth underlay, one pod each; weir's ` +

@@ -2,6 +2,7 @@
 // reports come back as WeirError with the agent's code and location.
 import { request } from 'node:http';
 import { errorFromWire as toError, WeirError, type WireError as ErrorJson } from '../shared/errors.js';
+import { unixRequest } from '../shared/unix-http.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentDir, agentSocket } from './paths.js';
@@ -80,58 +81,27 @@ export class AgentClient {
   }
 
   private request(method: Method, path: string, body: unknown, timeoutMs: number): Promise<string> {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    return new Promise<string>((resolve, reject) => {
-      const req = request(
-        {
-          socketPath: this.socketPath,
-          method,
-          path,
-          headers: payload
-            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
-            : {},
-          timeout: timeoutMs,
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            const status = res.statusCode ?? 500;
-            if (status < 400) return resolve(text);
-            try {
-              reject(toError((JSON.parse(text) as { error: ErrorJson }).error));
-            } catch {
-              reject(
-                new WeirError('ERR_AGENT_BAD_ANSWER', `agent answered ${status}: ${text.slice(0, 200)}`),
-              );
-            }
-          });
-        },
-      );
-      req.on('timeout', () =>
-        req.destroy(new WeirError('ERR_AGENT_TIMEOUT', `agent did not answer ${method} ${path}`)),
-      );
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err instanceof WeirError) reject(err);
-        else if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
-          reject(
-            new WeirError(
+    return unixRequest(this.socketPath, method, path, body, timeoutMs, {
+      answer: (status, text) => {
+        try {
+          return toError((JSON.parse(text) as { error: ErrorJson }).error);
+        } catch {
+          return new WeirError('ERR_AGENT_BAD_ANSWER', `agent answered ${status}: ${text.slice(0, 200)}`);
+        }
+      },
+      timeout: () => new WeirError('ERR_AGENT_TIMEOUT', `agent did not answer ${method} ${path}`),
+      unreachable: (err) =>
+        err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
+          ? new WeirError(
               'ERR_AGENT_UNREACHABLE',
               `no agent is listening on ${this.socketPath} (is the lab up?)`,
               {
                 cause: err,
               },
-            ),
-          );
-        else
-          reject(
-            new WeirError('ERR_AGENT_UNREACHABLE', `agent socket ${this.socketPath}: ${err.message}`, {
+            )
+          : new WeirError('ERR_AGENT_UNREACHABLE', `agent socket ${this.socketPath}: ${err.message}`, {
               cause: err,
             }),
-          );
-      });
-      req.end(payload);
     });
   }
 }

@@ -19,6 +19,7 @@ import type { TunnelConfig } from '../proxy/tunnel.js';
 import { isCode, WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
+import { processRuns as alive, runningPid } from '../shared/proc.js';
 
 export interface ProxyManagerOptions {
   lab: string;
@@ -75,17 +76,6 @@ export function proxyPortsOf(range: string): ListenerPorts {
   return { ingress: min, egress: min + 1, dns: min + 2 };
 }
 
-/** Whether a process runs (not a zombie). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
 /** The title in a process's command line (process.title, then NULs), or undefined. */
 function titleOf(pid: number): string | undefined {
   try {
@@ -97,15 +87,9 @@ function titleOf(pid: number): string | undefined {
 
 /** The pid of the proxy of a lab's node (`node` undefined: the first node's), if one runs. */
 export function proxyPid(lab: string, node?: string): number | undefined {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(proxyPidFile(lab, node), 'utf8'));
-  } catch {
-    return undefined;
-  }
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
+  const pid = runningPid(proxyPidFile(lab, node));
   // Its title names the lab and node (a pid file outlives its process; pids are reused).
-  return titleOf(pid) === proxyTitle(lab, node) ? pid : undefined;
+  return pid !== undefined && titleOf(pid) === proxyTitle(lab, node) ? pid : undefined;
 }
 
 /**

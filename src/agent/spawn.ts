@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
+import { processRuns as alive, runningPid } from '../shared/proc.js';
 import { AgentClient } from './client.js';
 import { settingsArgv, type AgentSettingValues } from './settings.js';
 import { agentDir, agentLogFile, agentPidFile, agentSocket } from './paths.js';
@@ -23,25 +24,8 @@ export interface StartAgentOptions {
   readyTimeoutMs?: number;
 }
 
-/** Whether a process runs (a zombie, killed but not yet reaped, does not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
 export function agentPid(lab: string, node?: string): number | undefined {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(agentPidFile(lab, node), 'utf8'));
-  } catch {
-    return undefined;
-  }
-  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
+  return runningPid(agentPidFile(lab, node));
 }
 
 /** The last `Error: …` line the CLI wrote to the agent's log after byte `from` (its fatal error). */

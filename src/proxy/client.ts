@@ -3,6 +3,7 @@
 // proxy's own errors keep their code (ERR_PROXY_SNAPSHOT_STALE carries the running version).
 import { request } from 'node:http';
 import { isErrorCode } from '../shared/error-codes.js';
+import { unixRequest } from '../shared/unix-http.js';
 import { WeirError } from '../shared/errors.js';
 import type { GatewaySnapshot } from './gateway/server.js';
 import type { ProxySnapshot } from '../policy/l7/types.js';
@@ -106,45 +107,19 @@ export class ProxyClient {
   }
 
   #request(method: string, path: string, body: unknown): Promise<string> {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    return new Promise<string>((resolve, reject) => {
-      const req = request(
-        {
-          socketPath: this.socketPath,
-          method,
-          path,
-          headers: payload
-            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
-            : {},
-          timeout: this.timeoutMs,
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            const status = res.statusCode ?? 500;
-            if (status < 400) return resolve(text);
-            try {
-              const e = (JSON.parse(text) as { error: ErrorJson }).error;
-              reject(
-                isErrorCode(e.code)
-                  ? new WeirError(e.code, e.message, { details: e.details ?? {} })
-                  : new WeirError('ERR_PROXY_BAD_ANSWER', `${e.code}: ${e.message}`),
-              );
-            } catch {
-              reject(
-                new WeirError('ERR_PROXY_BAD_ANSWER', `proxy answered ${status}: ${text.slice(0, 200)}`),
-              );
-            }
-          });
-        },
-      );
-      req.on('timeout', () =>
-        req.destroy(new WeirError('ERR_PROXY_TIMEOUT', `the proxy did not answer ${method} ${path}`)),
-      );
-      req.on('error', (err) => reject(err instanceof WeirError ? err : unreachable(this.socketPath, err)));
-      req.end(payload);
+    return unixRequest(this.socketPath, method, path, body, this.timeoutMs, {
+      answer: (status, text) => {
+        try {
+          const e = (JSON.parse(text) as { error: ErrorJson }).error;
+          return isErrorCode(e.code)
+            ? new WeirError(e.code, e.message, { details: e.details ?? {} })
+            : new WeirError('ERR_PROXY_BAD_ANSWER', `${e.code}: ${e.message}`);
+        } catch {
+          return new WeirError('ERR_PROXY_BAD_ANSWER', `proxy answered ${status}: ${text.slice(0, 200)}`);
+        }
+      },
+      timeout: () => new WeirError('ERR_PROXY_TIMEOUT', `the proxy did not answer ${method} ${path}`),
+      unreachable: (err) => unreachable(this.socketPath, err),
     });
   }
 }

@@ -9,10 +9,10 @@
 // revision; what the store held when it was opened counts as compacted (like etcd after a
 // compaction). Leases live in this process (timers) and in the files (deadlines): a lease whose
 // deadline passed while no process had the store open expires when it is next opened.
-import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { WeirError } from '../shared/errors.js';
+import { processRuns } from '../shared/proc.js';
 import {
   ERR_STORE_CLOSED,
   ERR_STORE_COMPACTED,
@@ -91,22 +91,6 @@ interface Watcher {
   draining: boolean;
   closed: boolean;
   opts: WatchOptions;
-}
-
-/** Whether `pid` runs: a zombie (killed, not yet reaped by its parent) holds nothing any more. */
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
 }
 
 export class FileStore implements Store {
@@ -582,7 +566,7 @@ async function lock(path: string): Promise<void> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const holder = Number(await readFile(path, 'utf8').catch(() => ''));
-      if (holder && pidAlive(holder))
+      if (holder && processRuns(holder))
         throw new WeirError(ERR_STORE_LOCKED, `the store is held by process ${holder} (${path})`, {
           location: { file: path },
         });

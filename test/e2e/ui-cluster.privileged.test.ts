@@ -6,128 +6,42 @@
 // nodes; the node menu narrows the table to one node (as `weir observe --node`); new traffic shows
 // up live from both nodes; the history (/api/flows) is the cluster's, merged in time order.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { repoRoot } from '../../src/shared/paths.js';
-import { cli, ok, weir } from '../support/cli.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import type { Page } from 'playwright-core';
+import { crossNodePods, serverFromClient } from '../support/cluster-pods.js';
 import { testLab } from '../support/lab-name.js';
+import { edgeSel, probe as labProbe, rows as tableRows, shots, UiLab } from '../support/ui-browser.js';
+import { until as poll } from '../support/poll.js';
 
 const LAB = testLab('t-uic');
-const shots = join(repoRoot, 'test', 'e2e', 'screenshots');
 
 const manifests = `${crossNodePods}---
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-from-client }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-`;
+${serverFromClient}`;
 
-async function probe(from: string, to: string): Promise<boolean> {
-  const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', to, '--port', '8080/TCP', '--timeout', '1500'],
-    LAB,
-  );
-  return r.code === 0;
-}
+const probe = (from: string, to: string) => labProbe(LAB, from, to, '8080/TCP', 1500);
 
-function startUi(): Promise<{ child: ChildProcessWithoutNullStreams; url: string }> {
-  const child = spawn(weir, ['ui', '--lab', LAB, '--listen', '127.0.0.1:0']);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`weir ui did not start: ${out} ${err}`)), 15_000);
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1] });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`weir ui exited ${code}: ${err}`)));
-  });
-}
+/** Polls `check` (bounded: 20 s) until it holds. */
+const until = (what: string, check: () => Promise<boolean>) => poll(what, check, 20_000, 150);
 
-/** Polls `check` (bounded) until it holds; the page's CSP forbids Playwright's eval-based waits. */
-async function until(what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
-
-interface Row {
-  time: string;
-  node: string;
-  source: string;
-  destination: string;
-  verdict: string;
-  direction: string;
-}
-
-function rows(page: Page): Promise<Row[]> {
-  return page.$$eval('#flows tbody tr', (trs) =>
-    trs.map((tr) => {
-      const c = (cls: string) => (tr.querySelector(`td.${cls}`)?.textContent ?? '').trim();
-      return {
-        time: c('time'),
-        node: c('node'),
-        source: c('source'),
-        destination: c('destination'),
-        verdict: c('verdict').replace(/^\S+\s/, ''),
-        direction: c('direction'),
-      };
-    }),
-  );
-}
-
-const edgeSel = (from: string, to: string, verdict: string) =>
-  `g.edge[data-from="${from}"][data-to="${to}"][data-verdict="${verdict}"]`;
+const rows = (page: Page) =>
+  tableRows(page, ['time', 'node', 'source', 'destination', 'verdict', 'direction'] as const);
 
 describe('ui: the flows of a lab of two nodes in Chromium', { timeout: 420_000 }, () => {
-  let dir: string;
-  let ui: ChildProcessWithoutNullStreams | undefined;
-  let context: BrowserContext | undefined;
+  const ui = new UiLab(LAB);
 
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weir-ui-cluster-test-'));
-    await mkdir(shots, { recursive: true });
-    await writeFile(join(dir, 'all.yaml'), manifests);
-    await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up', '--nodes', '2'], LAB, 240_000);
-    await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
-  });
-
-  after(async () => {
-    await context?.close();
-    ui?.kill('SIGTERM');
-    await cli(['lab', 'down'], LAB);
-    await rm(dir, { recursive: true, force: true });
-  });
+  before(() => ui.up('weir-ui-cluster-test-', { 'all.yaml': manifests }, ['--nodes', '2'], 240_000));
+  after(() => ui.down());
 
   it("shows every node's flows with their node, pods' nodes and cross-node edges; the node menu narrows", async () => {
     // Traffic before the page opens: every agent replays it when the page connects.
     assert.ok(await probe('default/client', 'default/server'), 'client -> server is allowed');
     assert.ok(!(await probe('default/other', 'default/server')), 'other -> server is denied');
 
-    const started = await startUi();
-    ui = started.child;
+    const url = await ui.startUi();
     // The history: the cluster's flows, merged in time order, each naming its node.
     const history = (
-      await (
-        await fetch(`${started.url}api/flows?from-pod=default/client&from-pod=default/other&last=200`)
-      ).text()
+      await (await fetch(`${url}api/flows?from-pod=default/client&from-pod=default/other&last=200`)).text()
     )
       .split('\n')
       .filter(Boolean)
@@ -139,29 +53,11 @@ describe('ui: the flows of a lab of two nodes in Chromium', { timeout: 420_000 }
     );
     const times = history.map((f) => f.time);
     assert.deepEqual(times, [...times].sort(), 'history in time order');
-    const narrowed = await fetch(`${started.url}api/flows?node=node9`);
+    const narrowed = await fetch(`${url}api/flows?node=node9`);
     assert.equal(narrowed.status, 400);
     assert.match(await narrowed.text(), /node9/);
 
-    context = await chromium.launchPersistentContext(join(dir, 'chromium-profile'), {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      viewport: { width: 1280, height: 800 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    const page = context.pages()[0] ?? (await context.newPage());
-    const pageErrors: string[] = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
-    await page.goto(started.url);
+    const { page, pageErrors } = await ui.browse(url);
 
     // The map: each pod with its node; the edges between pods of the two nodes.
     for (const [pod, node] of [

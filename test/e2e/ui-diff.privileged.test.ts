@@ -5,18 +5,13 @@
 // their own colours, the summary counts them, bad YAML shows apply's error and no edges, Clear
 // removes them — and nothing was applied (real traffic keeps the old verdicts).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { repoRoot } from '../../src/shared/paths.js';
-import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { edgeSel, probe as labProbe, shots, UiLab } from '../support/ui-browser.js';
+import { until as poll } from '../support/poll.js';
 
 const LAB = testLab('t-uidiff');
-const shots = join(repoRoot, 'test', 'e2e', 'screenshots');
 
 const pods = `
 apiVersion: v1
@@ -53,89 +48,24 @@ spec:
 const BLUE = 'rgb(9, 105, 218)';
 const PURPLE = 'rgb(130, 80, 223)';
 
-async function probe(from: string, to: string): Promise<boolean> {
-  const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', to, '--port', '80/TCP', '--timeout', '800'],
-    LAB,
-  );
-  return r.code === 0;
-}
+/** Polls `check` (bounded: 10 s by default) until it holds. */
+const until = (what: string, check: () => Promise<boolean>, ms = 10_000) => poll(what, check, ms, 100);
 
-function startUi(): Promise<{ child: ChildProcessWithoutNullStreams; url: string }> {
-  const child = spawn(weir, ['ui', '--lab', LAB, '--listen', '127.0.0.1:0']);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`weir ui did not start: ${out} ${err}`)), 15_000);
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1] });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`weir ui exited ${code}: ${err}`)));
-  });
-}
+const probe = (from: string, to: string) => labProbe(LAB, from, to, '80/TCP', 800);
 
-async function until(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const edgeSel = (from: string, to: string, cls: string) =>
-  `g.edge[data-from="${from}"][data-to="${to}"][data-verdict="${cls}"]`;
 const style = (selector: string, prop: 'stroke' | 'strokeDasharray') =>
   `getComputedStyle(document.querySelector(${JSON.stringify(selector + ' path')})).${prop}`;
 
 describe('ui: a pending policy diff on the service map', { timeout: 180_000 }, () => {
-  let dir: string;
-  let ui: ChildProcessWithoutNullStreams | undefined;
-  let context: BrowserContext | undefined;
+  const ui = new UiLab(LAB);
 
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weir-uidiff-'));
-    await mkdir(shots, { recursive: true });
-    await writeFile(join(dir, 'pods.yaml'), pods);
-    await writeFile(join(dir, 'policy.yaml'), policy('client'));
-    await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up'], LAB);
-    await ok(['apply', '-f', join(dir, 'pods.yaml')], LAB);
-    await ok(['apply', '-f', join(dir, 'policy.yaml')], LAB);
-  });
-  after(async () => {
-    await context?.close();
-    ui?.kill('SIGTERM');
-    await cli(['lab', 'down'], LAB);
-    await rm(dir, { recursive: true, force: true });
-  });
+  before(() => ui.up('weir-uidiff-', { 'pods.yaml': pods, 'policy.yaml': policy('client') }));
+  after(() => ui.down());
 
   it('draws the edges that would appear and vanish, applies nothing', async () => {
     assert.equal(await probe('app/client', 'app/server'), true);
     assert.equal(await probe('app/other', 'app/server'), false);
-    const started = await startUi();
-    ui = started.child;
-    context = await chromium.launchPersistentContext(join(dir, 'chromium-profile'), {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      viewport: { width: 1280, height: 800 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
-    const page: Page = context.pages()[0] ?? (await context.newPage());
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(started.url);
+    const { page, pageErrors: errors } = await ui.browse(await ui.startUi());
     await page.locator('g.node[data-node="app/server"]').waitFor({ timeout: 10_000 });
 
     // The server's ingress moves from client to other.

@@ -6,19 +6,22 @@
 // the table with a filter, and shows new traffic live. No edge label overlaps another or a pod's
 // box (read from the page's SVG). Screenshots land in test/e2e/screenshots/ (gitignored).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { Lab } from '../../src/lab/index.js';
-import { repoRoot } from '../../src/shared/paths.js';
-import { cli, ok, weir } from '../support/cli.js';
+import { ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import {
+  edgeSel as edgeSelector,
+  probe as labProbe,
+  rows as tableRows,
+  shots,
+  UiLab,
+} from '../support/ui-browser.js';
+import { until as poll } from '../support/poll.js';
 
 const LAB = testLab('t-ui');
-const shots = join(repoRoot, 'test', 'e2e', 'screenshots');
 
 const pods = `
 apiVersion: v1
@@ -111,13 +114,10 @@ spec:
 const GREEN = 'rgb(26, 127, 55)';
 const RED = 'rgb(207, 34, 46)';
 
-async function probe(from: string, to: string, port = 80): Promise<boolean> {
-  const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', to, '--port', `${port}/TCP`, '--timeout', '800'],
-    LAB,
-  );
-  return r.code === 0;
-}
+/** Polls `check` (bounded: 10 s by default) until it holds. */
+const until = (what: string, check: () => Promise<boolean>, ms = 10_000) => poll(what, check, ms, 100);
+
+const probe = (from: string, to: string, port = 80) => labProbe(LAB, from, to, `${port}/TCP`, 800);
 
 /** HTTP GETs from a pod (curl, one connection each); the status codes. */
 async function curl(from: string, ip: string, paths: string[]): Promise<string[]> {
@@ -159,103 +159,39 @@ async function overlaps(page: Page): Promise<{ labels: Box[]; nodes: Box[]; clas
   return { labels: boxes.labels, nodes: boxes.nodes, clashes };
 }
 
-/** Starts `weir ui` on a free loopback port; resolves with its URL. */
-function startUi(): Promise<{ child: ChildProcessWithoutNullStreams; url: string }> {
-  const child = spawn(weir, ['ui', '--lab', LAB, '--listen', '127.0.0.1:0']);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`weir ui did not start: ${out} ${err}`)), 15_000);
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1] });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`weir ui exited ${code}: ${err}`)));
-  });
-}
-
-interface Row {
-  time: string;
-  source: string;
-  destination: string;
-  port: string;
-  verdict: string;
-  reason: string;
-  policy: string;
-  direction: string;
-  type: string;
-  summary: string;
-}
-
-function rows(page: Page): Promise<Row[]> {
-  return page.$$eval('#flows tbody tr', (trs) =>
-    trs.map((tr) => {
-      const c = (cls: string) => (tr.querySelector(`td.${cls}`)?.textContent ?? '').trim();
-      return {
-        time: c('time'),
-        source: c('source'),
-        destination: c('destination'),
-        port: c('port'),
-        verdict: c('verdict').replace(/^\S+\s/, ''),
-        reason: c('reason'),
-        policy: c('policy'),
-        direction: c('direction'),
-        type: c('type'),
-        summary: c('summary'),
-      };
-    }),
-  );
-}
+const rows = (page: Page) =>
+  tableRows(page, [
+    'time',
+    'source',
+    'destination',
+    'port',
+    'verdict',
+    'reason',
+    'policy',
+    'direction',
+    'type',
+    'summary',
+  ] as const);
 
 // Page-side code as text: the tests compile without the DOM library.
-const edgeSelector = (from: string, to: string, verdict: string) =>
-  `g.edge[data-from="${from}"][data-to="${to}"][data-verdict="${verdict}"]`;
 const strokeOf = (selector: string) =>
   `getComputedStyle(document.querySelector(${JSON.stringify(selector + ' path')})).stroke`;
-
-/** Polls `check` (bounded) until it holds; the page's CSP forbids Playwright's eval-based waits. */
-async function until(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function edge(page: Page, from: string, to: string, verdict: 'forwarded' | 'dropped') {
   return page.locator(edgeSelector(from, to, verdict));
 }
 
 describe('ui: live service map and flow table in Chromium', { timeout: 180_000 }, () => {
-  let dir: string;
-  let ui: ChildProcessWithoutNullStreams | undefined;
-  let context: BrowserContext | undefined;
+  const ui = new UiLab(LAB);
   let webIP = '';
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weir-ui-test-'));
-    await mkdir(shots, { recursive: true });
-    await writeFile(join(dir, 'pods.yaml'), pods);
-    await writeFile(join(dir, 'policies.yaml'), policies);
-    await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up'], LAB);
-    await ok(['apply', '-f', join(dir, 'pods.yaml')], LAB);
-    await ok(['apply', '-f', join(dir, 'policies.yaml')], LAB);
+    await ui.up('weir-ui-test-', { 'pods.yaml': pods, 'policies.yaml': policies });
     const lab = await Lab.open(LAB);
     webIP = (await lab.pod('app/web')).ip;
   });
 
-  after(async () => {
-    await context?.close();
-    ui?.kill('SIGTERM');
-    await cli(['lab', 'down'], LAB);
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => ui.down());
 
   it('shows pods, verdict-coloured edges, flows with policies, filters, and live traffic', async () => {
     // Traffic before the page opens: the agent replays it when the page connects.
@@ -278,27 +214,7 @@ describe('ui: live service map and flow table in Chromium', { timeout: 180_000 }
       '403',
     ]);
 
-    const started = await startUi();
-    ui = started.child;
-    context = await chromium.launchPersistentContext(join(dir, 'chromium-profile'), {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      viewport: { width: 1280, height: 800 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    const page = context.pages()[0] ?? (await context.newPage());
-    const pageErrors: string[] = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
-    await page.goto(started.url);
+    const { page, pageErrors } = await ui.browse(await ui.startUi());
 
     // The map: every pod, grouped by namespace; one edge per flow pair, in its verdict's colour.
     for (const pod of ['app/client', 'app/server', 'app/intruder', 'other/visitor'])

@@ -8,15 +8,16 @@
 // nothing for the client reaches node1 (its tunnel receives nothing; natively, a capture on its
 // underlay device sees nothing). The backend sees the client's own address (TCP and UDP).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { run } from '../../src/shared/exec.js';
 import { capture } from '../support/capture.js';
-import { createInterface } from 'node:readline';
-import { cli, ok, weir } from '../support/cli.js';
+import { cli, ok } from '../support/cli.js';
+import { linkStats, nodeIP, nodePortReady } from '../support/cluster-nodes.js';
+import { webNodePort, webOnNode2 } from '../support/cluster-pods.js';
+import { startPeerServer } from '../support/peer-server.js';
 import { connect } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -32,64 +33,12 @@ externals:
   - { name: client, ip: ${EXT_IP}, underlay: true }
 `;
 
-const objects = `
-apiVersion: v1
-kind: Pod
-metadata: { name: web, namespace: default, labels: { app: web } }
-spec:
-  nodeName: node2
-  containers:
-  - name: c
-    ports:
-    - { name: http, containerPort: 8080 }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web }
-spec:
-  type: NodePort
-  selector: { app: web }
-  ports:
-  - { name: http, port: 80, targetPort: http, nodePort: 30080 }
-  - { name: tcp, port: 9090, nodePort: 30090 }
-  - { name: udp, port: 9091, protocol: UDP, nodePort: 30091 }
-`;
-
-/** Runs in the backend: answers each TCP connection and UDP datagram with the peer it came from. */
-const peerServer = `
-const net = require('net'), dgram = require('dgram');
-const peer = (addr, port) => addr.replace(/^::ffff:/, '') + ':' + port + '\\n';
-const t = net.createServer((s) => s.end(peer(s.remoteAddress, s.remotePort))).listen(9090);
-const u = dgram.createSocket('udp4');
-u.on('message', (m, r) => u.send(peer(r.address, r.port), r.port, r.address));
-u.bind(9091, () => t.listening ? console.log('ready') : t.on('listening', () => console.log('ready')));
-`;
-
-interface Node {
-  name: string;
-  ip: string;
-}
+const objects = `${webOnNode2()}
+${webNodePort('{ name: tcp, port: 9090, nodePort: 30090 }', '{ name: udp, port: 9091, protocol: UDP, nodePort: 30091 }')}`;
 
 const nodeNs = (node: string) => `weir-${LAB}-${node}`;
 
-async function link(ns: string, dev: string): Promise<{ mac: string; tx: number; rx: number }> {
-  const out = await run(['ip', '-n', ns, '-s', '-j', 'link', 'show', dev]);
-  const l = (
-    JSON.parse(out.stdout) as {
-      address: string;
-      stats64: { rx: { packets: number }; tx: { packets: number } };
-    }[]
-  )[0];
-  return { mac: l?.address ?? '', tx: l?.stats64.tx.packets ?? 0, rx: l?.stats64.rx.packets ?? 0 };
-}
-
-async function until(what: string, fn: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const link = linkStats;
 
 for (const routing of ['tunnel', 'native'] as const)
   describe(`NodePort in DSR mode across nodes (${routing} routing)`, () => {
@@ -104,25 +53,9 @@ for (const routing of ['tunnel', 'native'] as const)
       await cli(['lab', 'down'], LAB);
       await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--lb-mode', 'dsr'], LAB, 240_000);
       await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB, 120_000);
-      const nodes = (JSON.parse(await ok(['node', 'list', '-o', 'json'], LAB)) as { items: Node[] }).items;
-      node1 = nodes.find((n) => n.name === 'node1')?.ip ?? '';
-      // node1 answers its NodePort once node2 published the backend.
-      await until('node1 forwards to the backend on node2', async () => {
-        const [t] = await connect(LAB, 'ext:client', 'tcp', node1, 30080, 1, { timeoutMs: 2000 });
-        return /default\/web/.test(t?.body ?? '');
-      });
-      server = spawn(weir, ['lab', 'exec', 'default/web', '--', process.execPath, '-e', peerServer], {
-        env: { ...process.env, WEIR_LAB: LAB },
-      });
-      const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
-      let timer: NodeJS.Timeout | undefined;
-      const ready = await Promise.race([
-        lines.next(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error('peer server not ready in 30 s')), 30_000);
-        }),
-      ]).finally(() => clearTimeout(timer));
-      assert.equal(ready.value, 'ready');
+      node1 = await nodeIP(LAB, 'node1');
+      await nodePortReady(LAB, node1, 30080);
+      server = await startPeerServer(LAB, 'default/web', 30_000);
     });
     after(async () => {
       server?.kill('SIGKILL');

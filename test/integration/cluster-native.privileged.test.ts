@@ -13,6 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import type { ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
+import { linkStats, nodeIP, nodePortReady } from '../support/cluster-nodes.js';
+import { webNodePort, webOnNode2 } from '../support/cluster-pods.js';
 import { connect } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -32,27 +34,7 @@ apiVersion: v1
 kind: Pod
 metadata: { name: client1, namespace: default, labels: { role: client } }
 spec: { nodeName: node1, containers: [{ name: c }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: web, namespace: default, labels: { app: web } }
-spec:
-  nodeName: node2
-  containers:
-  - name: c
-    ports:
-    - { name: http, containerPort: 8080 }
-    - { name: web, containerPort: 80 }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web }
-spec:
-  type: NodePort
-  selector: { app: web }
-  ports:
-  - { name: http, port: 80, targetPort: http, nodePort: 30080 }
----
+---${webOnNode2('{ name: web, containerPort: 80 }')}${webNodePort()}---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: client-l7, namespace: default }
@@ -65,26 +47,7 @@ spec:
           rules: { http: [{ method: GET, path: /allowed }] }
 `;
 
-interface Node {
-  name: string;
-  ip: string;
-}
-
-async function packets(node: string, dev: string): Promise<{ tx: number; rx: number }> {
-  const out = await run(['ip', '-n', `weir-${LAB}-${node}`, '-s', '-j', 'link', 'show', dev]);
-  const l = (
-    JSON.parse(out.stdout) as { stats64: { rx: { packets: number }; tx: { packets: number } } }[]
-  )[0];
-  return { tx: l?.stats64.tx.packets ?? 0, rx: l?.stats64.rx.packets ?? 0 };
-}
-
-async function until(what: string, fn: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const packets = (node: string, dev: string) => linkStats(`weir-${LAB}-${node}`, dev);
 
 describe('native routing: NodePort and egress L7 towards another node', () => {
   let dir: string;
@@ -98,8 +61,7 @@ describe('native routing: NodePort and egress L7 towards another node', () => {
     await cli(['lab', 'down'], LAB);
     await ok(['lab', 'up', '-f', join(dir, 'lab.yaml')], LAB, 240_000);
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB, 120_000);
-    const nodes = (JSON.parse(await ok(['node', 'list', '-o', 'json'], LAB)) as { items: Node[] }).items;
-    node1 = nodes.find((n) => n.name === 'node1')?.ip ?? '';
+    node1 = await nodeIP(LAB, 'node1');
     const pod = JSON.parse(await ok(['get', 'pod', 'web', '-o', 'json'], LAB)) as {
       status: { podIP: string };
     };
@@ -110,11 +72,7 @@ describe('native routing: NodePort and egress L7 towards another node', () => {
       false,
       'no tunnel device with native routing',
     );
-    // node1 answers its NodePort once node2 published the backend.
-    await until('node1 forwards to the backend on node2', async () => {
-      const [t] = await connect(LAB, 'ext:client', 'tcp', node1, 30080, 1, { timeoutMs: 2000 });
-      return /default\/web/.test(t?.body ?? '');
-    });
+    await nodePortReady(LAB, node1, 30080);
   });
   after(async () => {
     await cli(['lab', 'down'], LAB);

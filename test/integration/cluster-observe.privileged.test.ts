@@ -14,20 +14,13 @@ import { repoRoot } from '../../src/shared/paths.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { crossNodePods, serverFromClient } from '../support/cluster-pods.js';
+import { probe8080 } from '../support/cluster-nodes.js';
 
 const LAB = testLab('t-relay');
 
 const manifests = `${crossNodePods}---
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-from-client }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-`;
+${serverFromClient}`;
 
 interface F {
   time: string;
@@ -42,13 +35,7 @@ const parse = (out: string) =>
     .filter(Boolean)
     .map((l) => JSON.parse(l) as F);
 
-async function probe(from: string, to: string): Promise<boolean> {
-  const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', to, '--port', '8080/TCP', '--timeout', '1500'],
-    LAB,
-  );
-  return r.code === 0;
-}
+const probe = (from: string, to: string) => probe8080(LAB, from, to, 1500);
 
 describe('weir observe across nodes', () => {
   let dir: string;

@@ -18,6 +18,7 @@ import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok } from '../support/cli.js';
 import { connect, type Proto, type Try } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
+import { webNodePort } from '../support/cluster-pods.js';
 
 const LAB = testLab('t-csvc');
 const EXT_IP = '192.0.2.50';
@@ -44,16 +45,7 @@ spec:
 const objects = `
 ${pod('c1', 'node1', 'app: client')}
 ${pod('c2', 'node2', 'app: client')}
-${pod('web', 'node2', 'app: web')}
-apiVersion: v1
-kind: Service
-metadata: { name: web }
-spec:
-  type: NodePort
-  selector: { app: web }
-  ports:
-  - { name: http, port: 80, targetPort: http, nodePort: 30080 }
-`;
+${pod('web', 'node2', 'app: web')}${webNodePort()}`;
 
 interface Node {
   name: string;

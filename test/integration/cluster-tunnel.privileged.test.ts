@@ -9,10 +9,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { crossNodePods, serverFromClient } from '../support/cluster-pods.js';
+import { linkStats, onNode as onNodeOf, probe8080 } from '../support/cluster-nodes.js';
 
 const LAB = testLab('t-tunnel');
 
@@ -22,40 +22,15 @@ kind: Service
 metadata: { name: server, namespace: default }
 spec: { selector: { app: server }, ports: [{ port: 80, targetPort: 8080, protocol: TCP }] }
 ---
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-from-client }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-`;
+${serverFromClient}`;
 
-const onNode = async (node: string, args: string[]) => {
-  process.env.WEIR_NODE = node;
-  try {
-    return await ok(args, LAB);
-  } finally {
-    delete process.env.WEIR_NODE;
-  }
-};
+const onNode = (node: string, args: string[]) => onNodeOf(LAB, node, args);
 
-async function probe(from: string, to: string): Promise<boolean> {
-  const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', to, '--port', '8080/TCP', '--timeout', '1500'],
-    LAB,
-  );
-  return r.code === 0;
-}
+const probe = (from: string, to: string) => probe8080(LAB, from, to, 1500);
 
 /** Packets the node's VXLAN device sent (tx) and received (rx). */
-async function vxlanPackets(node: string): Promise<{ tx: number; rx: number }> {
-  const out = await run(['ip', '-n', `weir-${LAB}-${node}`, '-s', '-j', 'link', 'show', 'weir_vxlan']);
-  const l = (
-    JSON.parse(out.stdout) as { stats64: { rx: { packets: number }; tx: { packets: number } } }[]
-  )[0];
-  return { tx: l?.stats64.tx.packets ?? 0, rx: l?.stats64.rx.packets ?? 0 };
+function vxlanPackets(node: string): Promise<{ tx: number; rx: number }> {
+  return linkStats(`weir-${LAB}-${node}`, 'weir_vxlan');
 }
 
 describe('tunnel mode between nodes', () => {

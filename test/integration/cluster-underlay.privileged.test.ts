@@ -9,15 +9,16 @@
 // node2's agent registers again under a new lease and node1 puts them back — new and existing
 // connections, both directions and the Service work again, the denied pod is still denied.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { vethName } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
-import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok, weir } from '../support/cli.js';
+import { labEtcd, onNode as onNodeOf, probe8080 } from '../support/cluster-nodes.js';
+import { until } from '../support/poll.js';
 import { connect } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -59,33 +60,9 @@ interface SvcRow {
   backends: { address: string }[];
 }
 
-const onNode = async (node: string, args: string[]) => {
-  process.env.WEIR_NODE = node;
-  try {
-    return await ok(args, LAB);
-  } finally {
-    delete process.env.WEIR_NODE;
-  }
-};
+const onNode = (node: string, args: string[]) => onNodeOf(LAB, node, args);
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, fn: () => Promise<boolean>, ms: number): Promise<number> {
-  const t0 = Date.now();
-  while (!(await fn())) {
-    if (Date.now() - t0 > ms) assert.fail(`${what}: not within ${ms} ms`);
-    await sleep(500);
-  }
-  return Date.now() - t0;
-}
-
-async function probe(from: string, to: string): Promise<boolean> {
-  const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', to, '--port', '8080/TCP', '--timeout', '2000'],
-    LAB,
-  );
-  return r.code === 0;
-}
+const probe = (from: string, to: string) => probe8080(LAB, from, to, 2000);
 
 /** The lab's workload answer through the Service from c1 (its pod name), else the error. */
 async function viaService(ip: string): Promise<string> {
@@ -95,19 +72,13 @@ async function viaService(ip: string): Promise<string> {
 
 /** node2's record in the lab's etcd (its lease), read from the underlay namespace. */
 function node2Record(): { lease?: string } | undefined {
-  const script = `
-    const { EtcdStore } = await import(${JSON.stringify(join(repoRoot, 'dist/src/store/etcd.js'))});
-    const s = await EtcdStore.connect({ endpoints: ['http://198.18.0.1:2379'] });
-    const kv = await s.get('weir/state/nodes/v1/node2');
-    console.log(JSON.stringify(kv ? { lease: kv.lease } : null));
-    await s.close();`;
-  const r = spawnSync(
-    'nsenter',
-    [`--net=/var/run/netns/weir-${LAB}-underlay`, process.execPath, '--input-type=module', '-e', script],
-    { encoding: 'utf8', timeout: 30_000 },
+  return (
+    labEtcd<{ lease?: string } | null>(
+      LAB,
+      `const kv = await s.get('weir/state/nodes/v1/node2');
+    console.log(JSON.stringify(kv ? { lease: kv.lease } : null));`,
+    ) ?? undefined
   );
-  assert.equal(r.status, 0, r.stderr);
-  return (JSON.parse(r.stdout) as { lease?: string } | null) ?? undefined;
 }
 
 /**

@@ -6,16 +6,15 @@
 // it with the sender's identity from its ipcache, as a CiliumNetworkPolicy selecting by labels
 // says; `weir observe` on node2 shows the verdict; `weir lab down` leaves nothing behind.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { crossNodePods, serverFromClient } from '../support/cluster-pods.js';
+import { labEtcd, onNode as onNodeOf, probe8080 } from '../support/cluster-nodes.js';
 
 const LAB = testLab('t-cluster');
 
@@ -39,16 +38,7 @@ metadata: { name: late, labels: { app: late } }
 spec: { nodeName: node3, containers: [{ name: c, ports: [{ containerPort: 8080 }] }] }
 `;
 
-const cnp = `
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-from-client }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-`;
+const cnp = serverFromClient;
 
 interface PodRow {
   name: string;
@@ -60,30 +50,15 @@ interface Ident {
   labels: string[];
 }
 
-const onNode = (node: string, args: string[]) => {
-  process.env.WEIR_NODE = node;
-  try {
-    return ok(args, LAB);
-  } finally {
-    delete process.env.WEIR_NODE;
-  }
-};
+const onNode = (node: string, args: string[]) => onNodeOf(LAB, node, args);
 
 /** The keys under `prefix` of the lab's etcd, read from inside its namespace. */
 function etcdKeys(prefix: string): string[] {
-  const script = `
-    const { EtcdStore } = await import(${JSON.stringify(join(repoRoot, 'dist/src/store/etcd.js'))});
-    const s = await EtcdStore.connect({ endpoints: ['http://198.18.0.1:2379'] });
-    const { items } = await s.list(${JSON.stringify(prefix)});
-    console.log(JSON.stringify(items.map((i) => i.key)));
-    await s.close();`;
-  const r = spawnSync(
-    'nsenter',
-    [`--net=/var/run/netns/weir-${LAB}-underlay`, process.execPath, '--input-type=module', '-e', script],
-    { encoding: 'utf8', timeout: 30_000 },
+  return labEtcd<string[]>(
+    LAB,
+    `const { items } = await s.list(${JSON.stringify(prefix)});
+    console.log(JSON.stringify(items.map((i) => i.key)));`,
   );
-  assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as string[];
 }
 
 function alive(pid: number): boolean {
@@ -95,13 +70,7 @@ function alive(pid: number): boolean {
   }
 }
 
-async function probe(from: string, to: string): Promise<boolean> {
-  const r = await cli(
-    ['lab', 'probe', '--from', from, '--to', to, '--port', '8080/TCP', '--timeout', '1500'],
-    LAB,
-  );
-  return r.code === 0;
-}
+const probe = (from: string, to: string) => probe8080(LAB, from, to, 1500);
 
 describe('a lab of several nodes', () => {
   let dir: string;

@@ -5,16 +5,16 @@
 // node IP:nodePort answer. Without a backend the packets are dropped and refused: TCP with an RST,
 // UDP with ICMP port unreachable.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { hostRoutingAgent } from '../support/host-routing.js';
-import { cli, ok, weir } from '../support/cli.js';
+import { cli, ok } from '../support/cli.js';
+import { startPeerServer } from '../support/peer-server.js';
 import { connect as clientConnect, type Proto, servicePod, type Try } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
 
@@ -67,16 +67,6 @@ spec:
   - { name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30099 }
 `;
 
-/** Runs in web-a: answers each TCP connection and UDP datagram with the peer it came from. */
-const peerServer = `
-const net = require('net'), dgram = require('dgram');
-const peer = (addr, port) => addr.replace(/^::ffff:/, '') + ':' + port + '\\n';
-const t = net.createServer((s) => s.end(peer(s.remoteAddress, s.remotePort))).listen(9090);
-const u = dgram.createSocket('udp4');
-u.on('message', (m, r) => u.send(peer(r.address, r.port), r.port, r.address));
-u.bind(9091, () => t.listening ? console.log('ready') : t.on('listening', () => console.log('ready')));
-`;
-
 /** The test's client (test/support/service-client.ts) in the lab's external. */
 const connect = (proto: Proto, ip: string, port: number, n: number, timeoutMs = 2000) =>
   clientConnect(LAB, 'ext:client', proto, ip, port, n, { timeoutMs });
@@ -101,18 +91,7 @@ describe('NodePort from outside the cluster (tc, weir_from_netdev)', () => {
     nodeNetns = node.netns;
     await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns });
     await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
-    server = spawn(weir, ['lab', 'exec', 'np/web-a', '--', process.execPath, '-e', peerServer], {
-      env: { ...process.env, WEIR_LAB: LAB },
-    });
-    const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
-    let timer: NodeJS.Timeout | undefined;
-    const ready = await Promise.race([
-      lines.next(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('peer server not ready in 15 s')), 15_000);
-      }),
-    ]).finally(() => clearTimeout(timer));
-    assert.equal(ready.value, 'ready');
+    server = await startPeerServer(LAB, 'np/web-a', 15_000);
   });
 
   after(async () => {

@@ -17,7 +17,6 @@
 // the lab's cgroups ends it.
 import { appendFileSync, closeSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { createInterface } from 'node:readline';
 import koffi from 'koffi';
 import { DnsServer } from '../../dns/server.js';
 import { dnsQueryBytes, dnsQueryId, readDnsAnswer } from './dns-probe.js';
@@ -30,6 +29,7 @@ import type {
   ProbeResult,
   WorkloadConfig,
 } from './protocol.js';
+import { serveLines } from './control-socket.js';
 import { serveTcpConnection } from './serve.js';
 import {
   EAGAIN,
@@ -363,35 +363,6 @@ async function handlePod(p: Hosted, req: ControlRequest): Promise<ControlReply> 
     return { id: req.id, ...r };
   }
   return { id: (req as { id?: number }).id, ok: false, error: `unknown op ${(req as { op?: string }).op}` };
-}
-
-/** A JSON-lines server on a unix socket path (the pods' and the host's control sockets). */
-function serveLines<Q extends { id?: number }, R>(path: string, handle: (req: Q) => Promise<R> | R): Server {
-  rmSync(path, { force: true });
-  const srv = createServer((sock) => {
-    sock.on('error', () => sock.destroy());
-    const lines = createInterface({ input: sock });
-    lines.on('error', () => undefined);
-    lines.on('line', (line) => {
-      let req: Q;
-      try {
-        req = JSON.parse(line) as Q;
-      } catch {
-        return void sock.write(JSON.stringify({ ok: false, error: 'bad JSON' }) + '\n');
-      }
-      void Promise.resolve()
-        .then(() => handle(req))
-        .then(
-          (reply) => reply,
-          (err: unknown) => ({ id: req.id, ok: false, error: (err as Error).message }),
-        )
-        .then((reply) => {
-          if (!sock.destroyed) sock.write(JSON.stringify(reply) + '\n');
-        });
-    });
-  });
-  srv.listen(path);
-  return srv;
 }
 
 function removePod(name: string): void {

@@ -5,7 +5,6 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { DnsServer } from '../../dns/server.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server } from 'node:net';
-import { createInterface } from 'node:readline';
 import { dnsQueryBytes, dnsQueryId, readDnsAnswer } from './dns-probe.js';
 import { httpRequestBytes, readHttpAnswer } from './http-answer.js';
 import type {
@@ -16,6 +15,7 @@ import type {
   ProbeResult,
   WorkloadConfig,
 } from './protocol.js';
+import { serveLines } from './control-socket.js';
 import { serveTcpConnection } from './serve.js';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as WorkloadConfig;
@@ -215,26 +215,10 @@ async function handle(req: ControlRequest): Promise<ControlReply> {
 }
 
 function serveControl(path: string): Promise<Server> {
-  rmSync(path, { force: true });
-  const srv = createServer((sock) => {
-    sock.on('error', () => sock.destroy());
-    const lines = createInterface({ input: sock });
-    lines.on('error', () => undefined);
-    lines.on('line', (line) => {
-      let req: ControlRequest;
-      try {
-        req = JSON.parse(line) as ControlRequest;
-      } catch {
-        return void sock.write(JSON.stringify({ ok: false, error: 'bad JSON' }) + '\n');
-      }
-      void handle(req).then((reply) => {
-        if (!sock.destroyed) sock.write(JSON.stringify(reply) + '\n');
-      });
-    });
-  });
+  const srv = serveLines<ControlRequest, ControlReply>(path, handle);
   return new Promise((resolve, reject) => {
     srv.once('error', reject);
-    srv.listen(path, () => resolve(srv));
+    srv.once('listening', () => resolve(srv));
   });
 }
 

@@ -38,7 +38,7 @@ beforeEach(() => {
 });
 
 const only = async (n = 1): Promise<AccessRecord[]> => {
-  await eventually(() => px.access.length >= n, 3000, `${n} access entries`);
+  await eventually(() => px.access.length >= n, 10_000, `${n} access entries`);
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(px.access.length, n, JSON.stringify(px.access));
   return px.access;

@@ -321,9 +321,9 @@ function isL7Case(c: ConformanceCase): boolean {
   return c.probes.length > 0 && c.probes.every((p) => p.id !== undefined);
 }
 
-async function runOne(c: ConformanceCase, session: ProberSession, mode: string): Promise<CaseReport> {
-  if (isL7Case(c)) return runL7(c, session, mode);
-  const report: CaseReport = {
+/** A case's report before any probe ran: no results, and a pass only a later check can grant. */
+function emptyReport(c: ConformanceCase, mode: string): CaseReport {
+  return {
     id: c.id,
     file: c.file,
     name: c.name,
@@ -334,6 +334,11 @@ async function runOne(c: ConformanceCase, session: ProberSession, mode: string):
     loopbackMismatches: [],
     counts: { probes: 0, compared: 0, matched: 0, skipped: 0 },
   };
+}
+
+async function runOne(c: ConformanceCase, session: ProberSession, mode: string): Promise<CaseReport> {
+  if (isL7Case(c)) return runL7(c, session, mode);
+  const report = emptyReport(c, mode);
   try {
     const planned = plan(c);
     await session.apply(caseState(c, session.addresses));
@@ -458,17 +463,7 @@ function upstreamMismatch(e: CaseExpect, seen: HttpObservation | undefined): str
  * observed; the expectations (matched by probe id) are read only afterwards, to judge.
  */
 async function runL7(c: ConformanceCase, session: ProberSession, mode: string): Promise<CaseReport> {
-  const report: CaseReport = {
-    id: c.id,
-    file: c.file,
-    name: c.name,
-    mode,
-    pass: c.expect ? false : null,
-    results: [],
-    mismatches: [],
-    loopbackMismatches: [],
-    counts: { probes: 0, compared: 0, matched: 0, skipped: 0 },
-  };
+  const report = emptyReport(c, mode);
   try {
     const planned = c.probes.map((p) => {
       const kind = l7Kind(p);

@@ -129,6 +129,20 @@ type AttemptResult =
   | { kind: 'retry'; code: number; detail: string }
   | { kind: 'failure'; cause: FailureCause; code: number; detail: string };
 
+/** What one attempt at the upstream needs, whichever protocol carries it. */
+interface Attempt {
+  ep: { ip: string; port: number };
+  d: Extract<RouteDecision, { kind: 'forward' }>;
+  req: AnyReq;
+  res: AnyRes;
+  /** The buffered request body; undefined: the request is piped as it streams. */
+  body: Buffer | undefined;
+  timeoutMs: number;
+  /** Whether a status is retried (holding a retry slot) rather than sent to the client. */
+  retryCode: (code: number) => boolean;
+  cl?: Cluster | undefined;
+}
+
 interface RetryPlan {
   /** Retries at most. */
   max: number;
@@ -550,9 +564,17 @@ export class GatewayServer {
         const perTry = Math.min(deadline - performance.now(), perTryMs ?? Infinity);
         const perTryIsRequest = perTryMs === undefined || deadline - performance.now() <= perTryMs;
         const retryCode = (code: number) => mayRetry(attempt, { code });
-        const r = await (h2c
-          ? this.#h2Attempt(ep, d, req, res, streamed ? undefined : body, perTry, retryCode, cl)
-          : this.#h1Attempt(ep, d, req, res, streamed ? undefined : body, perTry, retryCode, cl, release));
+        const one: Attempt = {
+          ep,
+          d,
+          req,
+          res,
+          body: streamed ? undefined : body,
+          timeoutMs: perTry,
+          retryCode,
+          cl,
+        };
+        const r = await (h2c ? this.#h2Attempt(one) : this.#h1Attempt(one, release));
         if (r.kind === 'sent') releaseSlot();
         const epKey = `${ep.ip}:${ep.port}`;
         cl?.outcome(
@@ -615,14 +637,7 @@ export class GatewayServer {
    * reset, timeout), nothing sent yet.
    */
   #h1Attempt(
-    ep: { ip: string; port: number },
-    d: Extract<RouteDecision, { kind: 'forward' }>,
-    req: AnyReq,
-    res: AnyRes,
-    body: Buffer | undefined,
-    timeoutMs: number,
-    retryCode: (code: number) => boolean,
-    cl?: Cluster,
+    { ep, d, req, res, body, timeoutMs, retryCode, cl }: Attempt,
     release?: () => void,
   ): Promise<AttemptResult> {
     return new Promise((resolve) => {
@@ -689,10 +704,8 @@ export class GatewayServer {
           if (hopByHop.has(k)) continue;
           (h[k] ??= []).push(ur.rawHeaders[i + 1] ?? '');
         }
-        for (const ops of d.responseHeaders) applyHeaderOps(h, ops);
-        for (const [k, v] of d.corsHeaders) h[k] = [v];
         clearTimeout(timer);
-        res.writeHead(code, flatten(h, res));
+        writeUpstreamHead(res, code, h, d);
         ur.pipe(res as NodeJS.WritableStream);
         ur.on('error', () => res.destroy());
         settle({ kind: 'sent', code });
@@ -727,16 +740,7 @@ export class GatewayServer {
   }
 
   /** One h2c attempt (gRPC and appProtocol kubernetes.io/h2c), trailers relayed. */
-  #h2Attempt(
-    ep: { ip: string; port: number },
-    d: Extract<RouteDecision, { kind: 'forward' }>,
-    req: AnyReq,
-    res: AnyRes,
-    body: Buffer | undefined,
-    timeoutMs: number,
-    retryCode: (code: number) => boolean,
-    cl?: Cluster,
-  ): Promise<AttemptResult> {
+  #h2Attempt({ ep, d, req, res, body, timeoutMs, retryCode, cl }: Attempt): Promise<AttemptResult> {
     return new Promise((resolve) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
@@ -802,10 +806,8 @@ export class GatewayServer {
           if (k.startsWith(':') || hopByHop.has(k) || v === undefined) continue;
           h[k] = Array.isArray(v) ? v.map(String) : [String(v)];
         }
-        for (const ops of d.responseHeaders) applyHeaderOps(h, ops);
-        for (const [k, v] of d.corsHeaders) h[k] = [v];
         clearTimeout(timer);
-        res.writeHead(code, flatten(h, res));
+        writeUpstreamHead(res, code, h, d);
         stream.on('trailers', (t) => {
           const tr: Record<string, string> = {};
           for (const [k, v] of Object.entries(t))
@@ -937,4 +939,16 @@ function flatten(h: Record<string, string[]>, _res: AnyRes): Record<string, stri
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(h)) out[k] = v.length === 1 ? (v[0] as string) : v;
   return out;
+}
+
+/** Sends the upstream's response head to the client, after the route's response header ops and CORS headers. */
+function writeUpstreamHead(
+  res: AnyRes,
+  code: number,
+  h: Record<string, string[]>,
+  d: Extract<RouteDecision, { kind: 'forward' }>,
+): void {
+  for (const ops of d.responseHeaders) applyHeaderOps(h, ops);
+  for (const [k, v] of d.corsHeaders) h[k] = [v];
+  res.writeHead(code, flatten(h, res));
 }

@@ -86,9 +86,16 @@ interface Upstream {
   stop(): void;
 }
 
-/** nginx as a reverse proxy to `upPort` (keep-alive upstream connections): the reference proxy. */
-async function startNginxProxy(upPort: number, upH2: number | undefined, pin: string[]): Promise<Upstream> {
-  const dir = mkdtempSync(join(tmpdir(), 'weir-bench-nginx-proxy-'));
+/**
+ * One nginx worker in the foreground on two free ports (h1, h2) with its files in a fresh temporary
+ * folder; `server(h1, h2)` writes what goes into the http block after the shared settings.
+ */
+async function startNginx(
+  prefix: string,
+  pin: string[],
+  server: (h1: number, h2: number) => string,
+): Promise<{ h1: number; h2: number; pid: number | undefined; stop(): void }> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
   const [h1, h2] = [await freePort(), await freePort()];
   const conf = join(dir, 'nginx.conf');
   writeFileSync(
@@ -97,9 +104,7 @@ async function startNginxProxy(upPort: number, upH2: number | undefined, pin: st
 events { worker_connections 1024; }
 http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
   uwsgi_temp_path ${dir}; scgi_temp_path ${dir}; keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:${upPort}; keepalive 128; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:${h1}; ${upH2 !== undefined ? `listen 127.0.0.1:${h2} http2;` : ''}
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
+${server(h1, h2)} }
 `,
   );
   const p = spawn(
@@ -112,14 +117,25 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
   await waitPort(h1);
   return {
     h1,
-    h2: upH2 !== undefined ? h2 : undefined,
-    name: 'nginx proxy',
+    h2,
     pid: p.pid,
     stop: () => {
       p.kill('SIGTERM');
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** nginx as a reverse proxy to `upPort` (keep-alive upstream connections): the reference proxy. */
+async function startNginxProxy(upPort: number, upH2: number | undefined, pin: string[]): Promise<Upstream> {
+  const ngx = await startNginx(
+    'weir-bench-nginx-proxy-',
+    pin,
+    (h1, h2) => `  upstream backend { server 127.0.0.1:${upPort}; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:${h1}; ${upH2 !== undefined ? `listen 127.0.0.1:${h2} http2;` : ''}
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } }`,
+  );
+  return { ...ngx, h2: upH2 !== undefined ? ngx.h2 : undefined, name: 'nginx proxy' };
 }
 
 async function freePort(): Promise<number> {
@@ -132,35 +148,13 @@ async function freePort(): Promise<number> {
 
 async function startUpstream(pin: string[]): Promise<Upstream> {
   if (have('nginx')) {
-    const dir = mkdtempSync(join(tmpdir(), 'weir-bench-nginx-'));
-    const [h1, h2] = [await freePort(), await freePort()];
-    const conf = join(dir, 'nginx.conf');
-    writeFileSync(
-      conf,
-      `daemon off; master_process off; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
-  uwsgi_temp_path ${dir}; scgi_temp_path ${dir}; keepalive_requests 1000000;
-  server { listen 127.0.0.1:${h1}; listen 127.0.0.1:${h2} http2; location / { return 200 "hello world\\n"; } } }
-`,
+    const ngx = await startNginx(
+      'weir-bench-nginx-',
+      pin,
+      (h1, h2) =>
+        `  server { listen 127.0.0.1:${h1}; listen 127.0.0.1:${h2} http2; location / { return 200 "hello world\\n"; } }`,
     );
-    const p = spawn(
-      pin[0] ?? 'nginx',
-      [...pin.slice(1), ...(pin.length ? ['nginx'] : []), '-c', conf, '-p', dir],
-      {
-        stdio: 'ignore',
-      },
-    );
-    await waitPort(h1);
-    return {
-      h1,
-      h2,
-      name: 'nginx 1 worker',
-      stop: () => {
-        p.kill('SIGTERM');
-        rmSync(dir, { recursive: true, force: true });
-      },
-    };
+    return { h1: ngx.h1, h2: ngx.h2, name: 'nginx 1 worker', stop: ngx.stop };
   }
   const server = http.createServer((_req, res) => res.end('hello world\n'));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

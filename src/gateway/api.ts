@@ -631,12 +631,47 @@ function routeCommon(c: Checker, obj: unknown, kind: 'HTTPRoute' | 'GRPCRoute') 
   const hostnames = c
     .arr(spec.hostnames, 'spec.hostnames', 16)
     .map((h, i) => hostname(c, h, `spec.hostnames[${i}]`) ?? '');
-  return { o, m, spec, parentRefs: parentRefs(c, spec.parentRefs, 'spec.parentRefs'), hostnames };
+  return { kind, o, m, spec, parentRefs: parentRefs(c, spec.parentRefs, 'spec.parentRefs'), hostnames };
+}
+
+/** A rule's name, filters and backends, checked after its matches; `extra` (timeouts, retry) goes last. */
+function routeRule(
+  c: Checker,
+  ro: Record<string, unknown>,
+  f: string,
+  grpc: boolean,
+  matches: HTTPRouteMatch[],
+  extra: Pick<RouteRule, 'timeouts' | 'retry'>,
+): RouteRule {
+  const name = c.str(ro.name, `${f}.name`);
+  return {
+    ...(name !== undefined ? { name } : {}),
+    matches,
+    filters: filters(c, ro.filters, `${f}.filters`, grpc, false),
+    backendRefs: backendRefs(c, ro.backendRefs, `${f}.backendRefs`, grpc),
+    ...extra,
+  };
+}
+
+/** The route of `routeCommon`'s parts and its rules: the one default rule when spec.rules is absent. */
+function finishRoute(c: Checker, common: ReturnType<typeof routeCommon>, rules: RouteRule[]): Route {
+  const { kind, m, spec, parentRefs, hostnames } = common;
+  if (spec.rules === undefined) rules.push(defaultRule());
+  return finish(c, {
+    kind,
+    namespace: m.namespace,
+    name: m.name,
+    createdAt: m.createdAt,
+    parentRefs,
+    hostnames,
+    rules,
+  });
 }
 
 export function validateHTTPRoute(obj: unknown, loc: ObjectLocation): Route {
   const c = new Checker(loc);
-  const { m, spec, parentRefs: parents, hostnames } = routeCommon(c, obj, 'HTTPRoute');
+  const common = routeCommon(c, obj, 'HTTPRoute');
+  const { spec } = common;
   const rules = c.arr(spec.rules, 'spec.rules', 64).map((r, i): RouteRule => {
     const f = `spec.rules[${i}]`;
     const ro = c.obj(r, f, true) ?? {};
@@ -697,26 +732,9 @@ export function validateHTTPRoute(obj: unknown, loc: ObjectLocation): Route {
         ...(backoffMs !== undefined ? { backoffMs } : {}),
       };
     }
-    const name = c.str(ro.name, `${f}.name`);
-    return {
-      ...(name !== undefined ? { name } : {}),
-      matches,
-      filters: filters(c, ro.filters, `${f}.filters`, false, false),
-      backendRefs: backendRefs(c, ro.backendRefs, `${f}.backendRefs`, false),
-      timeouts,
-      ...(retry ? { retry } : {}),
-    };
+    return routeRule(c, ro, f, false, matches, { timeouts, ...(retry ? { retry } : {}) });
   });
-  if (spec.rules === undefined) rules.push(defaultRule());
-  return finish(c, {
-    kind: 'HTTPRoute',
-    namespace: m.namespace,
-    name: m.name,
-    createdAt: m.createdAt,
-    parentRefs: parents,
-    hostnames,
-    rules,
-  });
+  return finishRoute(c, common, rules);
 }
 
 const defaultRule = (): RouteRule => ({
@@ -730,7 +748,8 @@ const grpcName = /^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$/;
 
 export function validateGRPCRoute(obj: unknown, loc: ObjectLocation): Route {
   const c = new Checker(loc);
-  const { m, spec, parentRefs: parents, hostnames } = routeCommon(c, obj, 'GRPCRoute');
+  const common = routeCommon(c, obj, 'GRPCRoute');
+  const { spec } = common;
   const rules = c.arr(spec.rules, 'spec.rules', 16).map((r, i): RouteRule => {
     const f = `spec.rules[${i}]`;
     const ro = c.obj(r, f, true) ?? {};
@@ -774,25 +793,9 @@ export function validateGRPCRoute(obj: unknown, loc: ObjectLocation): Route {
       }
       return { path, headers: stringMatches(c, mo.headers, `${mf}.headers`), queryParams: [] };
     });
-    const name = c.str(ro.name, `${f}.name`);
-    return {
-      ...(name !== undefined ? { name } : {}),
-      matches,
-      filters: filters(c, ro.filters, `${f}.filters`, true, false),
-      backendRefs: backendRefs(c, ro.backendRefs, `${f}.backendRefs`, true),
-      timeouts: {},
-    };
+    return routeRule(c, ro, f, true, matches, { timeouts: {} });
   });
-  if (spec.rules === undefined) rules.push(defaultRule());
-  return finish(c, {
-    kind: 'GRPCRoute',
-    namespace: m.namespace,
-    name: m.name,
-    createdAt: m.createdAt,
-    parentRefs: parents,
-    hostnames,
-    rules,
-  });
+  return finishRoute(c, common, rules);
 }
 
 export function validateReferenceGrant(obj: unknown, loc: ObjectLocation): ReferenceGrant {

@@ -123,13 +123,22 @@ describe('BackendTrafficPolicy retries on the gateway data plane', () => {
   });
 
   it('a connect failure is retried, and its endpoint ejected: every request then succeeds', async () => {
-    for (let i = 0; i < 6; i++) assert.equal((await get(port, `/two?key=e${i}`)).status, 200);
-    const ejections = await gw.metrics.ejections.get();
-    assert.equal(
-      ejections.values.filter((v) => v.labels.backend === 'ns/two:80').reduce((n, v) => n + v.value, 0),
-      1,
-    );
-    const retries = await gw.metrics.retries.get();
-    assert.ok(retries.values.reduce((n, v) => n + v.value, 0) >= 1);
+    const ejected = async () =>
+      (await gw.metrics.ejections.get()).values
+        .filter((v) => v.labels.backend === 'ns/two:80')
+        .reduce((n, v) => n + v.value, 0);
+    const retried = async () => (await gw.metrics.retries.get()).values.reduce((n, v) => n + v.value, 0);
+    // The endpoint is picked at random: send until one request met the refusing endpoint (each has
+    // an even chance; 64 requests all missing it is a 2^-64 event), every one answered 200.
+    let i = 0;
+    for (; i < 64 && (await ejected()) === 0; i++)
+      assert.equal((await get(port, `/two?key=e${i}`)).status, 200);
+    assert.equal(await ejected(), 1, `ejected after ${i} requests`);
+    const retries = await retried();
+    assert.ok(retries >= 1);
+    // Ejected: the next requests all go to the healthy endpoint, none retried, none ejected again.
+    for (let j = 0; j < 6; j++) assert.equal((await get(port, `/two?key=f${j}`)).status, 200);
+    assert.equal(await ejected(), 1);
+    assert.equal(await retried(), retries);
   });
 });

@@ -18,6 +18,13 @@ export interface CaAnswer {
   signer: string;
 }
 
+/** POST /v1/auth/node-svids: a node's request for its own node SVID. */
+export interface NodeSvidRequest {
+  node: string;
+  csrPem: string;
+  ttlSeconds: number;
+}
+
 export interface SvidRequest {
   node: string;
   identity: number;
@@ -30,6 +37,7 @@ export function caNodeIssuer(store: CaStore): SvidIssuer {
     bundle: () => store.bundlePem(),
     signer: () => store.current.fingerprint,
     issue: (td, id, ttl) => store.current.issue(td, id, ttl),
+    issueNode: (td, node, ttl) => store.current.issueNode(td, node, ttl),
     refresh: () => {
       store.tick();
       return Promise.resolve();
@@ -64,6 +72,17 @@ export function lazyRemoteIssuer(client: AgentClient, node: string): SvidIssuer 
       const ans = await client.call<{ certPem: string }>('POST', '/v1/auth/svids', body);
       return svidOf(identity, ans.certPem, keyPem);
     },
+    async issueNode(td, name, ttlSeconds) {
+      if (!ca) await refresh();
+      const known = ca as CaAnswer;
+      if (td !== known.trustDomain)
+        throw new WeirError(
+          'ERR_AUTH_TRUST_DOMAIN',
+          `this node's trust domain '${td}' is not the CA node's '${known.trustDomain}'`,
+          { location: { field: 'trustDomain' } },
+        );
+      return nodeSvid(client, td, name, ttlSeconds);
+    },
     refresh,
   };
 }
@@ -86,8 +105,17 @@ export async function remoteIssuer(client: AgentClient, node: string): Promise<S
       const ans = await client.call<{ certPem: string }>('POST', '/v1/auth/svids', body);
       return svidOf(identity, ans.certPem, keyPem);
     },
+    issueNode: (td, name, ttlSeconds) => nodeSvid(client, td, name, ttlSeconds),
     async refresh() {
       ca = await client.call<CaAnswer>('GET', '/v1/auth/ca');
     },
   };
+}
+
+/** This node's node SVID from the CA node's API: a key and a CSR made here, the key kept here. */
+async function nodeSvid(client: AgentClient, td: string, node: string, ttlSeconds: number) {
+  const { csrPem, keyPem } = await makeCsr(td, { node });
+  const body: NodeSvidRequest = { node, csrPem, ttlSeconds };
+  const ans = await client.call<{ certPem: string }>('POST', '/v1/auth/node-svids', body);
+  return { ...svidOf(0, ans.certPem, keyPem), node };
 }

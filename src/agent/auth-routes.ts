@@ -5,7 +5,8 @@ import type { CaStore } from '../auth/ca-store.js';
 import { WeirError } from '../shared/errors.js';
 import type { Route } from './api-server.js';
 import type { AuthManager } from './auth.js';
-import type { CaAnswer, SvidRequest } from './auth-issuer.js';
+import type { CaAnswer, NodeSvidRequest, SvidRequest } from './auth-issuer.js';
+import { isNodeName } from '../auth/spiffe.js';
 
 /** What the CA node's routes need besides the manager. */
 export interface CaRoutesContext {
@@ -27,7 +28,7 @@ export interface CaRoutesContext {
 }
 
 /** Outcomes of POST /v1/auth/svids. */
-export type SvidRequestResult = 'signed' | 'not-hosted' | 'refused';
+export type SvidRequestResult = 'signed' | 'not-hosted' | 'unknown-node' | 'refused';
 
 const bad = (field: string, msg: string) =>
   new WeirError('ERR_AUTH_CSR', msg, { location: { object: 'SVID request', field } });
@@ -63,6 +64,11 @@ export function authRoutes(
     },
     {
       method: 'GET',
+      pattern: '/v1/nodes/:name/cert',
+      handler: (req) => need().nodeCert(req.params.name ?? ''),
+    },
+    {
+      method: 'GET',
       pattern: '/v1/auth/ca',
       handler: (): CaAnswer & { status: ReturnType<CaStore['status']> } => {
         const c = needCa();
@@ -86,6 +92,25 @@ export function authRoutes(
         } catch (err) {
           c.count?.(
             err instanceof WeirError && err.code === 'ERR_AUTH_CSR_NOT_HOSTED' ? 'not-hosted' : 'refused',
+          );
+          throw err;
+        }
+      },
+    },
+    {
+      // A node's own SVID (spiffe://<td>/node/<name>): only for a node with a record in the
+      // cluster's state (weir/state/nodes/v1/<name>).
+      method: 'POST',
+      pattern: '/v1/auth/node-svids',
+      handler: async (req) => {
+        const c = needCa();
+        try {
+          const ans = await signNodeRequest(c, (req.body ?? {}) as Partial<NodeSvidRequest>);
+          c.count?.('signed');
+          return ans;
+        } catch (err) {
+          c.count?.(
+            err instanceof WeirError && err.code === 'ERR_AUTH_CSR_UNKNOWN_NODE' ? 'unknown-node' : 'refused',
           );
           throw err;
         }
@@ -145,5 +170,28 @@ async function signRequest(
   const ttl = typeof b.ttlSeconds === 'number' && Number.isInteger(b.ttlSeconds) ? b.ttlSeconds : c.maxTtl;
   if (ttl < 1) throw bad('ttlSeconds', `ttlSeconds ${ttl} is not positive`);
   const svid = await c.store.current.signCsr(c.trustDomain, b.identity, Math.min(ttl, c.maxTtl), b.csrPem);
+  return { certPem: svid.certPem, bundlePem: c.store.bundlePem() };
+}
+
+/** POST /v1/auth/node-svids: a node SVID for a node with a record, signed by the current CA. */
+async function signNodeRequest(
+  c: CaRoutesContext,
+  b: Partial<NodeSvidRequest>,
+): Promise<{ certPem: string; bundlePem: string }> {
+  if (typeof b.node !== 'string' || !isNodeName(b.node))
+    throw bad('node', `node '${String(b.node)}' is not a node name (a DNS label)`);
+  if (!c.nodes().includes(b.node)) {
+    c.log?.warn({ node: b.node }, 'auth: node SVID refused: no node record of that name');
+    throw new WeirError(
+      'ERR_AUTH_CSR_UNKNOWN_NODE',
+      `node '${b.node}' has no node record in the cluster's state (weir/state/nodes/v1/${b.node}): node SVIDs are signed for registered nodes only`,
+      { location: { object: 'node SVID request', field: 'node' } },
+    );
+  }
+  if (typeof b.csrPem !== 'string' || b.csrPem.length > 8192)
+    throw bad('csrPem', 'csrPem is not a PEM request');
+  const ttl = typeof b.ttlSeconds === 'number' && Number.isInteger(b.ttlSeconds) ? b.ttlSeconds : c.maxTtl;
+  if (ttl < 1) throw bad('ttlSeconds', `ttlSeconds ${ttl} is not positive`);
+  const svid = await c.store.current.signNodeCsr(c.trustDomain, b.node, Math.min(ttl, c.maxTtl), b.csrPem);
   return { certPem: svid.certPem, bundlePem: c.store.bundlePem() };
 }

@@ -45,6 +45,8 @@ export interface SvidIssuer {
   /** Fingerprint of the CA that signs new SVIDs. */
   signer(): string;
   issue(td: string, identity: number, ttlSeconds: number): Promise<Svid>;
+  /** This node's node SVID (spiffe://<td>/node/<node>); the CA signs it for a registered node only. */
+  issueNode?(td: string, node: string, ttlSeconds: number): Promise<Svid>;
   /** Brings bundle and signer up to date (a CA rotation); called every second. */
   refresh?(): Promise<void>;
   /** The CA's rotation state (the CA node only). */
@@ -70,6 +72,12 @@ export interface AuthManagerOptions {
   localIdentities?: () => readonly number[];
   trustDomain: string;
   svidTtl: number;
+  /**
+   * This node's name: given (--encryption mtls), the agent holds a node SVID too, for the node
+   * proxy's own upstreams (Gateway, mesh routes, DNS) in the tunnels; renewed and re-issued on a
+   * CA rotation like the identities' SVIDs.
+   */
+  nodeName?: string;
   /** The node IP and port of this node's listener (also what node 0 is dialled at). */
   listen: { host: string; port: number };
   /** The address the listener binds (default listen.host): all of the node's, with other nodes. */
@@ -114,6 +122,16 @@ export interface IdentityCert {
   caPem: string;
 }
 
+/** A node's node SVID (`weir identity cert get --node`). */
+export interface NodeCert {
+  node: string;
+  spiffeId: string;
+  summary: SvidSummary;
+  renewAt: string;
+  certPem: string;
+  caPem: string;
+}
+
 const pairKey = (p: AuthPair) => `${p.srcIdentity}/${p.dstIdentity}/${p.remoteNodeId}`;
 
 export class AuthManager {
@@ -129,7 +147,11 @@ export class AuthManager {
    * After a CA rotation, the SVIDs of the retiring CA, still shown to other nodes' tunnels until
    * `until` (they trust the new CA only after their next bundle poll).
    */
-  #previous: { svids: Map<number, Svid>; until: number } | undefined;
+  #previous: { svids: Map<number, Svid>; node?: Svid; until: number } | undefined;
+  /** This node's node SVID (options.nodeName), and when it is renewed. */
+  #node: { svid: Svid; renewAt: number } | undefined;
+  #nodeIssuing: Promise<Svid> | undefined;
+  #nodeFailed = false;
   readonly #o: AuthManagerOptions;
   #timer: NodeJS.Timeout | undefined;
   #refreshFailed = false;
@@ -218,9 +240,11 @@ export class AuthManager {
         if (was)
           this.#previous = {
             svids: new Map([...this.#svids].map(([id, v]) => [id, v.svid])),
+            ...(this.#node ? { node: this.#node.svid } : {}),
             until: Date.now() + REHANDSHAKE_DELAY_MS,
           };
         for (const id of this.#svids.keys()) if (inUse.has(id)) await this.#issue(id);
+        if (this.#node) this.#node = undefined;
         // The pairs a little later: the other nodes poll the bundle every second, and must trust
         // the new CA before they are shown one of its SVIDs.
         setTimeout(() => {
@@ -232,6 +256,8 @@ export class AuthManager {
           this.#revoke(id, svid);
         }
       const now = Date.now();
+      if (this.#o.nodeName && this.issuer.issueNode && (!this.#node || now >= this.#node.renewAt))
+        await this.nodeSvid().catch(() => undefined);
       const renewed = new Set<number>();
       for (const id of inUse) {
         const have = this.#svids.get(id);
@@ -358,6 +384,78 @@ export class AuthManager {
       this.#o.log.warn({ err, pair }, 'auth: handshake failed');
       return false;
     }
+  }
+
+  /**
+   * This node's node SVID (issued now when it has none or it is due for renewal), for the node
+   * proxy's own upstreams in the tunnels; undefined when no node name or issuer for it. Right
+   * after a CA rotation, the retiring CA's one for a few seconds (as svidsOf).
+   */
+  async nodeSvid(): Promise<Svid | undefined> {
+    const name = this.#o.nodeName;
+    const issueNode = this.issuer.issueNode?.bind(this.issuer);
+    if (!name || !issueNode) return undefined;
+    const now = Date.now();
+    const old = this.#previous && now < this.#previous.until ? this.#previous.node : undefined;
+    if (old && old.notAfter.getTime() > now) return old;
+    if (this.#node && now < this.#node.renewAt) return this.#node.svid;
+    this.#nodeIssuing ??= (async () => {
+      try {
+        const svid = await issueNode(this.#o.trustDomain, name, this.#o.svidTtl);
+        const life = svid.notAfter.getTime() - Date.now();
+        const jitter = (Math.random() * 2 - 1) * 0.01 * life;
+        const renewal = this.#node !== undefined;
+        this.#node = { svid, renewAt: Date.now() + life / 2 + jitter };
+        this.#nodeFailed = false;
+        this.#o.log.info(
+          { node: name, serial: svid.serial, notAfter: svid.notAfter },
+          renewal ? 'auth: node SVID renewed' : 'auth: node SVID issued',
+        );
+        return svid;
+      } catch (err) {
+        if (!this.#nodeFailed)
+          this.#o.log.warn({ err, node: name }, 'auth: no node SVID (retrying every second)');
+        this.#nodeFailed = true;
+        throw err;
+      } finally {
+        this.#nodeIssuing = undefined;
+      }
+    })();
+    try {
+      return await this.#nodeIssuing;
+    } catch {
+      // An SVID not yet expired still serves while its renewal fails.
+      return this.#node && this.#node.svid.notAfter.getTime() > Date.now() ? this.#node.svid : undefined;
+    }
+  }
+
+  /** `weir identity cert get --node <name>`: this node's node SVID. */
+  async nodeCert(name: string): Promise<NodeCert> {
+    if (name !== this.#o.nodeName)
+      throw new WeirError(
+        'ERR_AUTH_NO_SVID',
+        this.#o.nodeName
+          ? `this agent is node '${this.#o.nodeName}'s: ask node '${name}'s agent for its node SVID`
+          : 'this node holds no node SVID: node SVIDs are issued with --encryption mtls',
+        { location: { object: `node ${name}` } },
+      );
+    const svid = await this.nodeSvid();
+    if (!svid)
+      throw new WeirError(
+        'ERR_AUTH_NO_SVID',
+        `node '${name}' has no node SVID yet (the CA node does not answer)`,
+        {
+          location: { object: `node ${name}` },
+        },
+      );
+    return {
+      node: name,
+      spiffeId: svid.spiffeId,
+      summary: summarize(svid.certPem),
+      renewAt: new Date(this.#node?.renewAt ?? svid.notAfter.getTime()).toISOString(),
+      certPem: svid.certPem,
+      caPem: this.issuer.bundle(),
+    };
   }
 
   /** The trust bundle (both CAs during a rotation's overlap): the nodes' mTLS tunnels trust it. */

@@ -375,6 +375,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           : {}),
         trustDomain: run.trustDomain,
         svidTtl: run.svidTtl,
+        // --encryption mtls: a node SVID for the node proxy's own upstreams (Gateway, mesh
+        // routes, DNS) in the tunnels.
+        ...(run.encryption === 'mtls' ? { nodeName: node.name } : {}),
         listen: { host: node.ip, port: run.authListenerPort },
         map: (datapath as Datapath).auth,
         identities: () => a.identities(),
@@ -400,6 +403,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           busy = true;
           try {
             const svids = await auth.svidsOf(a.endpoints().map((e) => e.identity));
+            const nodeSvid = await auth.nodeSvid();
+            const records = clusterState.values<NodeRecord>(nodesPrefix).map((n) => n.value);
             await proxy.updateTunnel({
               trustDomain: run.trustDomain,
               caPem: auth.caPem,
@@ -408,6 +413,21 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
               svids: svids
                 .sort((x, y) => x.identity - y.identity)
                 .map((v) => ({ identity: v.identity, certPem: v.certPem, keyPem: v.keyPem })),
+              // The node's own upstreams: its addresses (the forwarded source) and node SVID;
+              // the other nodes' records, whose node SVIDs this node's listener accepts.
+              node: {
+                name: node.name,
+                ips: [node.ip, ...(node.ip6 ? [node.ip6] : [])],
+                ...(nodeSvid ? { svid: { certPem: nodeSvid.certPem, keyPem: nodeSvid.keyPem } } : {}),
+              },
+              nodes: records
+                .filter((n) => n.name !== node.name && n.underlayIP)
+                .map((n) => ({
+                  name: n.name,
+                  underlayIP: n.underlayIP as string,
+                  ips: [n.ip, ...(n.ip6 ? [n.ip6] : [])],
+                }))
+                .sort((x, y) => x.name.localeCompare(y.name)),
             });
           } catch (err) {
             log.error({ err }, 'tunnel: the proxy did not take the tunnel config');

@@ -213,7 +213,7 @@ export class AgentMetrics {
   /** The CA node: SVID requests of other nodes (POST /v1/auth/svids), by result. */
   readonly authSvidRequests = new Counter({
     name: 'weir_auth_svid_requests_total',
-    help: "Other nodes' SVID requests to the CA (the first node's agent), by result: signed, not-hosted (the node runs no pod of the identity), refused (a bad request)",
+    help: "Other nodes' SVID requests to the CA (the first node's agent), by result: signed, not-hosted (the node runs no pod of the identity), unknown-node (a node SVID for a node without a record), refused (a bad request)",
     labelNames: ['result'] as const,
     registers: [this.registry],
   });

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { WeirError } from '../shared/errors.js';
 import { privateDirMode, privateDirSync, privateFileMode } from '../shared/private-fs.js';
-import { identitySpiffeId } from './spiffe.js';
+import { identitySpiffeId, nodeSpiffeId } from './spiffe.js';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -34,7 +34,10 @@ export const CA_TTL_DAYS = 365;
 const SKEW_MS = 60_000;
 
 export interface Svid {
+  /** The identity it names (0 for a node SVID). */
   identity: number;
+  /** A node SVID: the node it names (spiffe://<td>/node/<name>). */
+  node?: string;
   spiffeId: string;
   /** PEM of the leaf. */
   certPem: string;
@@ -141,7 +144,17 @@ export class CertificateAuthority {
   /** An X.509-SVID for `identity` in trust domain `td`, valid for `ttlSeconds`. */
   async issue(td: string, identity: number, ttlSeconds: number): Promise<Svid> {
     const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
-    const cert = await this.#sign(td, identity, ttlSeconds, keys.publicKey);
+    const cert = await this.#sign(td, { identity }, ttlSeconds, keys.publicKey);
+    return {
+      ...cert,
+      keyPem: pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),
+    };
+  }
+
+  /** A node SVID (spiffe://<td>/node/<node>), valid for `ttlSeconds`, with its key (the CA node's own). */
+  async issueNode(td: string, node: string, ttlSeconds: number): Promise<Svid> {
+    const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const cert = await this.#sign(td, { node }, ttlSeconds, keys.publicKey);
     return {
       ...cert,
       keyPem: pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),
@@ -160,48 +173,34 @@ export class CertificateAuthority {
     ttlSeconds: number,
     csrPem: string,
   ): Promise<Omit<Svid, 'keyPem'>> {
-    let csr: x509.Pkcs10CertificateRequest;
-    try {
-      csr = new x509.Pkcs10CertificateRequest(csrPem);
-    } catch (err) {
-      throw new WeirError(
-        'ERR_AUTH_CSR',
-        `the certificate request is not PKCS#10 PEM: ${(err as Error).message}`,
-        {
-          location: { field: 'csr' },
-        },
-      );
-    }
-    const alg = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
-    if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256')
-      throw new WeirError(
-        'ERR_AUTH_CSR',
-        `the certificate request's key is ${alg.name} ${alg.namedCurve ?? ''}, not ECDSA P-256`,
-        {
-          location: { field: 'csr' },
-        },
-      );
-    if (!(await csr.verify()))
-      throw new WeirError('ERR_AUTH_CSR', "the certificate request's signature does not verify", {
-        location: { field: 'csr' },
-      });
-    return this.#sign(td, identity, ttlSeconds, await csr.publicKey.export(EC, ['verify']));
+    return this.#sign(td, { identity }, ttlSeconds, await csrKey(csrPem));
+  }
+
+  /** The node SVID of another node's request (as signCsr; the caller checked the node's record). */
+  async signNodeCsr(
+    td: string,
+    node: string,
+    ttlSeconds: number,
+    csrPem: string,
+  ): Promise<Omit<Svid, 'keyPem'>> {
+    return this.#sign(td, { node }, ttlSeconds, await csrKey(csrPem));
   }
 
   async #sign(
     td: string,
-    identity: number,
+    subject: { identity: number } | { node: string },
     ttlSeconds: number,
     publicKey: CryptoKey,
   ): Promise<Omit<Svid, 'keyPem'>> {
     const now = Date.now();
-    const spiffeId = identitySpiffeId(td, identity);
+    const identity = 'identity' in subject ? subject.identity : 0;
+    const spiffeId = 'node' in subject ? nodeSpiffeId(td, subject.node) : identitySpiffeId(td, identity);
     const serial = randomSerial();
     const notBefore = new Date(Math.floor((now - SKEW_MS) / 1000) * 1000);
     const notAfter = new Date(Math.floor((now + ttlSeconds * 1000) / 1000) * 1000);
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial,
-      subject: `O=weir, OU=identity ${identity}`,
+      subject: 'node' in subject ? `O=weir, OU=node ${subject.node}` : `O=weir, OU=identity ${identity}`,
       issuer: this.cert.subject,
       notBefore,
       notAfter,
@@ -219,7 +218,15 @@ export class CertificateAuthority {
         await x509.AuthorityKeyIdentifierExtension.create(this.cert),
       ],
     });
-    return { identity, spiffeId, certPem: cert.toString('pem'), serial, notBefore, notAfter };
+    return {
+      identity,
+      ...('node' in subject ? { node: subject.node } : {}),
+      spiffeId,
+      certPem: cert.toString('pem'),
+      serial,
+      notBefore,
+      notAfter,
+    };
   }
 
   /** SHA-256 fingerprint of the CA certificate (names a CA in a bundle). */
@@ -229,17 +236,59 @@ export class CertificateAuthority {
 }
 
 /**
+ * The public key of a PKCS#10 request: its signature must verify (its maker holds the key) and
+ * the key be P-256; what the request names is ignored.
+ */
+async function csrKey(csrPem: string): Promise<CryptoKey> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch (err) {
+    throw new WeirError(
+      'ERR_AUTH_CSR',
+      `the certificate request is not PKCS#10 PEM: ${(err as Error).message}`,
+      {
+        location: { field: 'csr' },
+      },
+    );
+  }
+  const alg = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
+  if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256')
+    throw new WeirError(
+      'ERR_AUTH_CSR',
+      `the certificate request's key is ${alg.name} ${alg.namedCurve ?? ''}, not ECDSA P-256`,
+      {
+        location: { field: 'csr' },
+      },
+    );
+  if (!(await csr.verify()))
+    throw new WeirError('ERR_AUTH_CSR', "the certificate request's signature does not verify", {
+      location: { field: 'csr' },
+    });
+  return csr.publicKey.export(EC, ['verify']);
+}
+
+/**
  * A key pair and a PKCS#10 request for an SVID, made on the node that will hold the key (the
  * request names the SPIFFE ID it asks for; the CA decides). The key stays with the caller.
  */
-export async function makeCsr(td: string, identity: number): Promise<{ csrPem: string; keyPem: string }> {
+export async function makeCsr(
+  td: string,
+  subject: number | { node: string },
+): Promise<{ csrPem: string; keyPem: string }> {
   const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const node = typeof subject === 'number' ? undefined : subject.node;
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `O=weir, OU=identity ${identity}`,
+    name: node === undefined ? `O=weir, OU=identity ${String(subject)}` : `O=weir, OU=node ${node}`,
     keys,
     signingAlgorithm: SIGN,
     extensions: [
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: identitySpiffeId(td, identity) }]),
+      new x509.SubjectAlternativeNameExtension([
+        {
+          type: 'url',
+          value: node === undefined ? identitySpiffeId(td, subject as number) : nodeSpiffeId(td, node),
+        },
+      ]),
     ],
   });
   return {

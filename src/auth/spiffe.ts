@@ -39,3 +39,25 @@ export function identityOfSpiffeId(td: string, id: string): number | undefined {
   const n = Number(rest);
   return n <= 0xffffffff ? n : undefined;
 }
+
+/** Node names that can appear in a SPIFFE ID path segment and a TLS SNI label (DNS label rules). */
+const NODE_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** Whether `name` can be a node SVID's name (a DNS label). */
+export const isNodeName = (name: string): boolean => NODE_NAME.test(name);
+
+/**
+ * spiffe://<td>/node/<name>: the SPIFFE ID of a node itself (its node proxy's own upstreams with
+ * --encryption mtls; the receiving node judges them as remote-node, as over plain VXLAN).
+ */
+export function nodeSpiffeId(td: string, node: string): string {
+  return `spiffe://${td}/node/${node}`;
+}
+
+/** The node a SPIFFE ID of trust domain `td` names, or undefined when it is not a node SVID's. */
+export function nodeOfSpiffeId(td: string, id: string): string | undefined {
+  const prefix = `spiffe://${td}/node/`;
+  if (!id.startsWith(prefix)) return undefined;
+  const rest = id.slice(prefix.length);
+  return isNodeName(rest) ? rest : undefined;
+}

@@ -129,6 +129,7 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
   const gateway = new GatewayServer({
     log,
     registry: metrics.registry,
+    tunnel: tunnelRoute,
     onRecord: (r) => {
       metrics.records.inc();
       metrics.countRecord(r);

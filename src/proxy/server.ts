@@ -91,6 +91,7 @@ export class ProxyServer {
         o.records.push(r);
       },
       ...(o.beforeRelease ? { beforeRelease: o.beforeRelease } : {}),
+      ...(o.tunnel ? { tunnel: o.tunnel } : {}),
     });
     this.#handler = o.http({
       connector: (conn) => this.connect(conn),

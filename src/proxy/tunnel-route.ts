@@ -21,6 +21,9 @@ import { TypedMap, u32, type BpfMap } from '../bpf/index.js';
 import { TunnelConfig as TunnelMapValue } from '../datapath/maps/tunnel/layout.js';
 import type { IpcacheEntry } from '../datapath/maps/ipcache/index.js';
 
+/** The hand-off header's source naming the node itself (tunnel.ts NODE_SOURCE). */
+const NODE_SOURCE = 'node';
+
 /** The hand-off's header: one line, at most this many bytes with its newline. */
 export const HANDOFF_HEADER_MAX = 128;
 
@@ -45,7 +48,9 @@ export function parseHandoffHeader(line: string): { src: Address; dst: Address }
   const src = { ip: m[1] as string, port: Number(m[2]) };
   const dst = { ip: m[3] as string, port: Number(m[4]) };
   const good = (a: Address) => isIP(a.ip) !== 0 && a.port >= 1 && a.port <= 65535;
-  return good(src) && good(dst) ? { src, dst } : undefined;
+  // The node's own upstreams (connectNode): source "node 0", the main thread picks the address.
+  const node = src.ip === NODE_SOURCE && src.port === 0;
+  return (node || good(src)) && good(dst) ? { src, dst } : undefined;
 }
 
 /** Whether a destination is one the datapath tunnels (overlay_encrypt_port's test, for an entry). */
@@ -93,5 +98,15 @@ export class TunnelRoute {
     const s = connect({ path: this.#o.socketPath, allowHalfOpen: true });
     s.write(handoffHeader(src, dst));
     return s;
+  }
+
+  /**
+   * A connection of the node itself to `dst` (the Gateway's and mesh routes' upstreams, the DNS
+   * proxy's TCP upstream) carried by the main thread's tunnel with the node SVID, from the node's
+   * own address: the other node judges it as remote-node, as it judges the node's plain
+   * connections. Fails like `connect` (closed before any byte comes back), never sent otherwise.
+   */
+  connectNode(dst: Address): Socket {
+    return this.connect({ ip: NODE_SOURCE, port: 0 }, dst);
   }
 }

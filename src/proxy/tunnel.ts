@@ -31,18 +31,19 @@ import {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { Socket, createServer, isIPv6, type Server } from 'node:net';
+import { Socket, createServer, isIP, isIPv6, type Server } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { splitBundle, svidId } from '../auth/ca.js';
-import { identityOfSpiffeId, identitySpiffeId } from '../auth/spiffe.js';
+import { identityOfSpiffeId, identitySpiffeId, isNodeName, nodeOfSpiffeId } from '../auth/spiffe.js';
+import { IDENTITY_REMOTE_NODE } from '../identity/reserved.js';
 import { proxyTunnelMark } from '../datapath/proxy-marks.js';
 import { WeirError } from '../shared/errors.js';
 import { UPSTREAM_CONNECT_TIMEOUT_MS } from './server.js';
 import { TimeWaitReaper, type ReaperCounts } from './time-wait.js';
-import { closeFd, listener, upstream } from './transparent.js';
+import { closeFd, listener, upstream, UPSTREAM_PORTS } from './transparent.js';
 import { HANDOFF_HEADER_MAX, parseHandoffHeader, type Address } from './tunnel-route.js';
 
 /** ztunnel's ports: 15001 outbound capture, 15008 inbound HBONE. */
@@ -62,6 +63,7 @@ export const TUNNEL_REFUSALS = [
 ] as const;
 export type TunnelRefusal = (typeof TUNNEL_REFUSALS)[number];
 
+const ipString = z.string().refine((v) => isIP(v) !== 0, 'not an IP address');
 const svidSchema = z
   .object({ identity: z.number().int().min(1), certPem: z.string().min(1), keyPem: z.string().min(1) })
   .strict();
@@ -73,6 +75,33 @@ const configSchema = z
     outboundPort: z.number().int().min(1).max(65535),
     inboundPort: z.number().int().min(1).max(65535),
     svids: z.array(svidSchema),
+    /**
+     * The node itself: its addresses (the forwarded source of its own upstreams: Gateway, mesh
+     * routes, DNS) and its node SVID (spiffe://<td>/node/<name>).
+     */
+    node: z
+      .object({
+        name: z.string().refine(isNodeName, 'not a node name (a DNS label)'),
+        ips: z.array(ipString),
+        svid: z
+          .object({ certPem: z.string().min(1), keyPem: z.string().min(1) })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .optional(),
+    /** The other nodes' records: a node SVID is accepted only from the underlay address of its node. */
+    nodes: z
+      .array(
+        z
+          .object({
+            name: z.string().refine(isNodeName, 'not a node name (a DNS label)'),
+            underlayIP: ipString,
+            ips: z.array(ipString),
+          })
+          .strict(),
+      )
+      .optional(),
   })
   .strict();
 export type TunnelConfig = z.infer<typeof configSchema>;
@@ -89,6 +118,12 @@ export function parseTunnelConfig(body: unknown): TunnelConfig {
 
 export const sniOfTunnel = (src: number, dst: number) => `dst-${dst}.src-${src}.weir-hbone`;
 const SNI = /^dst-(\d+)\.src-(\d+)\.weir-hbone$/;
+/** A node's own upstream: the client presents the node SVID of `node`. */
+export const sniOfNodeTunnel = (node: string, dst: number) => `dst-${dst}.node-${node}.weir-hbone`;
+const NODE_SNI = /^dst-(\d+)\.node-([a-z0-9-]+)\.weir-hbone$/;
+
+/** The hand-off header's source for the node's own upstreams (tunnel-route.ts connectNode). */
+export const NODE_SOURCE = 'node';
 
 export interface TunnelOptions {
   /** The pinned ipcache's exact entry of an address (identity, tunnel endpoint = its node). */
@@ -106,7 +141,9 @@ export interface TunnelStatus {
    * Open tunnels (HTTP/2 connections) this node opened, by src/dst identity and peer; `issuer`:
    * the subject of the CA that signed the SVID the tunnel presented.
    */
-  tunnels: { src: number; dst: number; peer: string; streams: number; issuer: string }[];
+  tunnels: { src: number; dst: number; peer: string; streams: number; issuer: string; node?: string }[];
+  /** This node's node SVID is held (the node's own upstreams can be tunnelled). */
+  nodeSvid: boolean;
   /** Tunnels that take no new streams (a new SVID or CA bundle) and end with their last stream. */
   draining: number;
   accepted: number;
@@ -120,6 +157,11 @@ export interface TunnelStatus {
    * the upstream was closed, never sent otherwise).
    */
   proxyUpstreams: { carried: number; failed: number };
+  /**
+   * The node's own upstreams (Gateway, mesh routes, DNS over TCP) to other nodes' pods, in tunnels
+   * with the node SVID: carried, or failed (closed, never sent otherwise).
+   */
+  nodeUpstreams: { carried: number; failed: number };
 }
 
 /**
@@ -154,6 +196,7 @@ export class TunnelProxy {
   #handoff: Server | undefined;
   /** The proxy's own upstreams handed to the tunnel (tunnel-route.ts): carried, or refused. */
   readonly #handoffs = { carried: 0, failed: 0 };
+  readonly #nodeHandoffs = { carried: 0, failed: 0 };
   readonly #reaper = new TimeWaitReaper();
   readonly #counts = {
     accepted: 0,
@@ -218,12 +261,18 @@ export class TunnelProxy {
         renewed.add(id);
       }
     if (changedCa) this.#contexts.clear();
+    const nodeRenewed = this.#cfg?.node?.svid?.certPem !== cfg.node?.svid?.certPem;
     this.#cfg = cfg;
     this.#svids = svids;
     // New connections go into tunnels with the new SVIDs and bundle; the open tunnels keep their
     // streams (a CA rotation or a renewal cuts no connection) and take no new ones.
     for (const [key, e] of this.#sessions)
-      if (changedCa || renewed.has(Number(key.split('/')[0]))) this.#retire(key, e.session);
+      if (
+        changedCa ||
+        renewed.has(Number(key.split('/')[0])) ||
+        (nodeRenewed && key.startsWith(`${NODE_SOURCE}:`))
+      )
+        this.#retire(key, e.session);
     if (!this.#inbound || this.#inbound.port !== cfg.inboundPort) await this.#listenInbound(cfg);
     else if (changedCa) {
       // The listener keeps its socket (a second one could not bind the port) and trusts the new
@@ -256,14 +305,24 @@ export class TunnelProxy {
       svids: this.#svids.size,
       tunnels: [...this.#sessions].map(([k, v]) => {
         const [src, dst, peer] = k.split('/');
-        return { src: Number(src), dst: Number(dst), peer: peer ?? '', streams: v.streams, issuer: v.issuer };
+        const node = src?.startsWith(`${NODE_SOURCE}:`) ? src.slice(NODE_SOURCE.length + 1) : undefined;
+        return {
+          src: node === undefined ? Number(src) : IDENTITY_REMOTE_NODE,
+          dst: Number(dst),
+          peer: peer ?? '',
+          streams: v.streams,
+          issuer: v.issuer,
+          ...(node === undefined ? {} : { node }),
+        };
       }),
+      nodeSvid: !!this.#cfg?.node?.svid,
       draining: this.#draining.size,
       accepted: this.#counts.accepted,
       refused: { ...this.#counts.refused },
       streams: { ...this.#active },
       timeWait: { ...this.#reaper.counts },
       proxyUpstreams: { ...this.#handoffs },
+      nodeUpstreams: { ...this.#nodeHandoffs },
     };
   }
 
@@ -363,7 +422,13 @@ export class TunnelProxy {
         if (nl + 1 < head.length) socket.unshift(head.subarray(nl + 1));
         const h = parseHandoffHeader(head.subarray(0, nl).toString('latin1'));
         if (!h) return fail('hand-off header malformed');
-        this.#carry(socket, h.src, h.dst, () => socket.destroy(), 'proxy');
+        this.#carry(
+          socket,
+          h.src,
+          h.dst,
+          () => socket.destroy(),
+          h.src.ip === NODE_SOURCE ? 'node' : 'proxy',
+        );
         return;
       }
     };
@@ -374,34 +439,54 @@ export class TunnelProxy {
    * Carries `socket` (a pod's connection, or a proxy upstream's hand-off) to `dst` in the tunnel of
    * (src's identity, dst's identity, dst's node), or resets it: never anything else.
    */
-  #carry(socket: Socket, src: Address, dst: Address, reset: () => void, from: 'pod' | 'proxy'): void {
+  #carry(
+    socket: Socket,
+    src: Address,
+    dst: Address,
+    reset: () => void,
+    from: 'pod' | 'proxy' | 'node',
+  ): void {
+    const counts = from === 'node' ? this.#nodeHandoffs : from === 'proxy' ? this.#handoffs : undefined;
     const fail = (why: string, err?: unknown) => {
       this.#mStreams.inc({ side: 'outbound', outcome: 'failed' });
-      if (from === 'proxy') this.#handoffs.failed++;
+      if (counts) counts.failed++;
       this.#o.log.warn({ src, dst, err, why, from }, 'tunnel: outbound connection reset');
       reset();
     };
     const cfg = this.#cfg;
     let s: ReturnType<TunnelOptions['entryOf']>;
     let d: ReturnType<TunnelOptions['entryOf']>;
+    if (from === 'node') {
+      // The node's own upstream: from the node's address of the destination's family, a port of
+      // UPSTREAM_PORTS (the peer binds it transparently, as a pod's), with the node SVID.
+      const ip = cfg?.node?.ips.find((a) => isIPv6(a) === isIPv6(dst.ip));
+      if (!cfg?.node || !ip) return fail("no node address of the destination's family in the tunnel config");
+      src = {
+        ip,
+        port: UPSTREAM_PORTS.min + Math.floor(Math.random() * (UPSTREAM_PORTS.max - UPSTREAM_PORTS.min + 1)),
+      };
+    }
     try {
-      s = this.#o.entryOf(src.ip);
+      s = from === 'node' ? undefined : this.#o.entryOf(src.ip);
       d = this.#o.entryOf(dst.ip);
     } catch (err) {
       return fail('ipcache unreadable', err);
     }
     if (!cfg) return fail('no tunnel config');
-    if (!s || s.tunnelEndpoint) return fail('the source is not a pod of this node');
+    if (from !== 'node' && (!s || s.tunnelEndpoint)) return fail('the source is not a pod of this node');
     if (!d?.tunnelEndpoint) return fail('the destination is behind no tunnel endpoint');
-    const svid = this.#svids.get(s.identity);
-    if (!svid) return fail(`no SVID for identity ${s.identity}`);
+    const client: { identity: number } | { node: string } =
+      from === 'node' ? { node: cfg.node?.name ?? '' } : { identity: s?.identity ?? 0 };
+    const svid = 'node' in client ? cfg.node?.svid : this.#svids.get(client.identity);
+    if (!svid) return fail('node' in client ? 'no node SVID' : `no SVID for identity ${String(s?.identity)}`);
+    const key = `${'node' in client ? `${NODE_SOURCE}:${client.node}` : client.identity}/${d.identity}/${d.tunnelEndpoint}`;
     let session: ClientHttp2Session;
     try {
-      session = this.#session(cfg, s.identity, d.identity, d.tunnelEndpoint, svid);
+      session = this.#session(cfg, key, client, d.identity, d.tunnelEndpoint, svid);
     } catch (err) {
       return fail('tunnel', err);
     }
-    const entry = this.#sessions.get(`${s.identity}/${d.identity}/${d.tunnelEndpoint}`);
+    const entry = this.#sessions.get(key);
     const stream = session.request(
       {
         [h2c.HTTP2_HEADER_METHOD]: 'CONNECT',
@@ -431,7 +516,7 @@ export class TunnelProxy {
     // A proxy upstream waits for the peer's answer at most as long as a plain upstream's connect
     // (server.ts); a pod's connection keeps the peer's own 5 s bound on its SYNs.
     const timer =
-      from === 'proxy'
+      from !== 'pod'
         ? setTimeout(() => {
             if (!answered) fail('the tunnel gave no answer in time');
           }, UPSTREAM_CONNECT_TIMEOUT_MS)
@@ -446,13 +531,13 @@ export class TunnelProxy {
       const status = Number(headers[h2c.HTTP2_HEADER_STATUS]);
       if (status !== 200) {
         this.#mStreams.inc({ side: 'outbound', outcome: `refused_${status}` });
-        if (from === 'proxy') this.#handoffs.failed++;
+        if (counts) counts.failed++;
         reset();
         stream.close(h2c.NGHTTP2_CANCEL);
         return;
       }
       this.#mStreams.inc({ side: 'outbound', outcome: 'ok' });
-      if (from === 'proxy') this.#handoffs.carried++;
+      if (counts) counts.carried++;
       this.#pipe(socket, stream, 'outbound');
     });
   }
@@ -471,12 +556,13 @@ export class TunnelProxy {
 
   #session(
     cfg: TunnelConfig,
-    src: number,
+    key: string,
+    client: { identity: number } | { node: string },
     dst: number,
     peer: string,
     svid: { certPem: string; keyPem: string },
   ): ClientHttp2Session {
-    const key = `${src}/${dst}/${peer}`;
+    const src = 'node' in client ? client.node : client.identity;
     const have = this.#sessions.get(key);
     if (have && !have.session.closed && !have.session.destroyed) return have.session;
     const want = identitySpiffeId(cfg.trustDomain, dst);
@@ -485,7 +571,8 @@ export class TunnelProxy {
         const tls = tlsConnect({
           host: peer,
           port: cfg.inboundPort,
-          servername: sniOfTunnel(src, dst),
+          servername:
+            'node' in client ? sniOfNodeTunnel(client.node, dst) : sniOfTunnel(client.identity, dst),
           cert: svid.certPem,
           key: svid.keyPem,
           ca: trustOf(cfg.caPem),
@@ -558,7 +645,7 @@ export class TunnelProxy {
       allowHTTP1: false,
       settings: { initialWindowSize: 4 << 20 },
       SNICallback: (name, cb) => {
-        const m = SNI.exec(name);
+        const m = SNI.exec(name) ?? NODE_SNI.exec(name);
         const ctx = m ? this.#context(Number(m[1])) : undefined;
         if (!ctx) {
           this.#refuse(m ? 'unknown-identity' : 'bad-request', { sni: name });
@@ -596,17 +683,42 @@ export class TunnelProxy {
   /** After the handshake: the client's certificate must be the SVID of the source the SNI names. */
   #judge(sock: TLSSocket): void {
     const cfg = this.#cfg;
-    const m = SNI.exec((sock as TLSSocket & { servername?: string }).servername || '');
+    const sni = (sock as TLSSocket & { servername?: string }).servername || '';
+    const m = SNI.exec(sni);
+    const nm = m ? null : NODE_SNI.exec(sni);
     const peer = sock.getPeerX509Certificate();
     const reject = (reason: TunnelRefusal, detail: string) => {
       this.#refuse(reason, { detail, peer: sock.remoteAddress });
       sock.destroy();
     };
-    if (!cfg || !m) return reject('bad-request', 'no SNI naming the pair');
+    if (!cfg || (!m && !nm)) return reject('bad-request', 'no SNI naming the pair');
     if (!sock.authorized || !peer)
       return reject('untrusted', String(sock.authorizationError ?? 'no certificate'));
     const id = svidId(peer.raw);
     if ('error' in id) return reject('not-svid', id.error);
+    if (nm) {
+      // Another node's own upstream: its node SVID, from the underlay address of that node's
+      // record; the stream is judged as remote-node (what the kernel judges over plain VXLAN).
+      const name = nm[2] as string;
+      const proven = nodeOfSpiffeId(cfg.trustDomain, id.id);
+      if (proven === undefined || proven !== name)
+        return reject('wrong-identity', `presented ${id.id}, the SNI names node ${name}`);
+      const record = cfg.nodes?.find((n) => n.name === name);
+      const from = sock.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+      if (!record || record.underlayIP !== from)
+        return reject(
+          'spoofed-source',
+          `node ${name}'s SVID from ${from}, not from its record's underlay address ${record?.underlayIP ?? '(no record)'}`,
+        );
+      this.#counts.accepted++;
+      (
+        sock as TLSSocket & {
+          weirTunnel?: { src: number; dst: number; node?: string; cert?: X509Certificate };
+        }
+      ).weirTunnel = { src: IDENTITY_REMOTE_NODE, dst: Number(nm[1]), node: name, cert: peer };
+      return;
+    }
+    if (!m) return;
     const proven = identityOfSpiffeId(cfg.trustDomain, id.id);
     if (proven === undefined || proven !== Number(m[2]))
       return reject('wrong-identity', `presented ${id.id}, the SNI names ${m[2]}`);
@@ -621,7 +733,7 @@ export class TunnelProxy {
   #inboundStream(stream: ServerHttp2Stream, headers: Record<string, string | string[] | undefined>): void {
     stream.on('error', () => undefined);
     const sock = stream.session?.socket as
-      (TLSSocket & { weirTunnel?: { src: number; dst: number } }) | undefined;
+      (TLSSocket & { weirTunnel?: { src: number; dst: number; node?: string } }) | undefined;
     const pair = sock?.weirTunnel;
     const peerAddr = sock?.remoteAddress?.replace(/^::ffff:/, '') ?? '';
     const refuse = (reason: TunnelRefusal, status: number, detail: string) => {
@@ -649,6 +761,9 @@ export class TunnelProxy {
       return refuse('not-local', 403, `${dst.ip} is not a pod of this node of identity ${pair.dst}`);
     if (!s || s.identity !== pair.src || s.tunnelEndpoint !== peerAddr)
       return refuse('spoofed-source', 403, `${src.ip} is not of identity ${pair.src} on ${peerAddr}`);
+    // A node's own upstream: the forwarded source must be that node's own address (its record's).
+    if (pair.node !== undefined && !this.#cfg?.nodes?.find((n) => n.name === pair.node)?.ips.includes(src.ip))
+      return refuse('spoofed-source', 403, `${src.ip} is not an address of node ${pair.node}`);
     let up: Socket;
     try {
       // From the client's own address and port: a random port would soon meet the server's

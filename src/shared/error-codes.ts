@@ -67,6 +67,11 @@ export const errorCodes = {
       "an SVID was refused to a node that hosts no pod of the identity (the pods of the Store's desired state placed on that node)",
     http: 403,
   },
+  ERR_AUTH_CSR_UNKNOWN_NODE: {
+    meaning:
+      "a node SVID was refused: the node asking has no node record in the cluster's state (weir/state/nodes/v1/<node>)",
+    http: 403,
+  },
   ERR_AUTH_NO_CA: {
     meaning: "this node's agent does not run the CA (the CA and its key live on the first node)",
     http: 400,

@@ -2,7 +2,7 @@
 // with the auth listener's counters) and `weir identity cert get <id>` (an identity's SVID).
 import { Command } from 'commander';
 import { agentClient } from '../../agent/client.js';
-import type { AuthPairRow, AuthStatus, IdentityCert } from '../../agent/auth.js';
+import type { AuthPairRow, AuthStatus, IdentityCert, NodeCert } from '../../agent/auth.js';
 import type { CaStatus } from '../../auth/ca-store.js';
 import { WeirError } from '../../shared/errors.js';
 import { printResult, type OutputFormat } from '../output.js';
@@ -96,11 +96,48 @@ export function identityCertCommand(): Command {
   const cmd = new Command('cert').description("identities' X.509-SVIDs (issued by the lab's CA)");
   cmd
     .command('get')
-    .description("an identity's SVID: PEM and a summary (-o json: both, and the CA's PEM)")
-    .argument('<id>', 'numeric identity (a pod identity in use)')
+    .description(
+      "an identity's SVID, or with --node a node's node SVID: PEM and a summary (-o json: both, and the CA's PEM)",
+    )
+    .argument('[id]', 'numeric identity (a pod identity in use)')
+    .option('--node <name>', "the node SVID of node <name> (--encryption mtls), from that node's agent")
     .addOption(labOption())
     .addOption(outputOption())
-    .action(async (id: string, o: { lab: string; output: OutputFormat }) => {
+    .action(async (id: string | undefined, o: { lab: string; output: OutputFormat; node?: string }) => {
+      if (o.node !== undefined) {
+        if (id !== undefined)
+          throw new WeirError('ERR_CLI_ARGUMENT', 'give an identity or --node, not both', {
+            location: { field: '--node' },
+          });
+        const n = await agentClient(o.lab, undefined, o.node).call<NodeCert>(
+          'GET',
+          `/v1/nodes/${encodeURIComponent(o.node)}/cert`,
+        );
+        if (o.output === 'json' || o.output === 'yaml') return printResult(o.output, n, [], []);
+        const s = n.summary;
+        process.stdout.write(
+          [
+            `Node:          ${n.node}`,
+            `SPIFFE ID:     ${n.spiffeId}`,
+            `Serial:        ${s.serial}`,
+            `Issuer:        ${s.issuer}`,
+            `Subject:       ${s.subject}`,
+            `Key:           ${s.keyAlgorithm}`,
+            `Not before:    ${s.notBefore}`,
+            `Not after:     ${s.notAfter}`,
+            `Renewal at:    ${n.renewAt}`,
+            `SHA-256:       ${s.fingerprint}`,
+            '',
+            n.certPem.trimEnd(),
+            '',
+          ].join('\n'),
+        );
+        return;
+      }
+      if (id === undefined)
+        throw new WeirError('ERR_CLI_ARGUMENT', 'give an identity, or --node <name>', {
+          location: { field: 'id' },
+        });
       if (!/^\d+$/.test(id))
         throw new WeirError('ERR_CLI_ARGUMENT', `identity '${id}' is not a number`, {
           location: { field: 'id' },

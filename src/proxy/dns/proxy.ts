@@ -11,6 +11,7 @@
 // is readable (else dropped), TCP messages are bounded by their length prefix and the connection
 // by an idle timeout, and each endpoint has at most `maxInflight` queries upstream at once
 // (more are dropped, as Cilium's --dnsproxy-concurrency-limit); every case is counted.
+import type { TunnelRoute } from '../tunnel-route.js';
 import { createSocket } from 'node:dgram';
 import { Socket, connect, createServer, type Server } from 'node:net';
 import { Worker } from 'node:worker_threads';
@@ -43,6 +44,12 @@ export interface DnsProxyOptions {
   metrics: ProxyMetrics;
   log: Logger;
   onRecord(r: L7Record): void;
+  /**
+   * --encryption mtls: a TCP query to a DNS server pod of another node goes through the main
+   * thread's mTLS tunnel with the node SVID (tunnel-route.ts connectNode), never plain; a map that
+   * cannot be read fails the query (SERVFAIL). UDP stays plain, as all UDP.
+   */
+  tunnel?: Pick<TunnelRoute, 'needs' | 'connectNode'>;
   /** Upstream answer timeout (Cilium's proxy: 10 s; the pod's resolver retries sooner). */
   upstreamTimeoutMs?: number;
   /** Queries of one endpoint upstream at once. */
@@ -378,7 +385,17 @@ export class DnsProxy {
   #forwardTcp(dst: Endpoint4, msg: Buffer): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const framer = new TcpFramer(MAX_TCP_MESSAGE);
-      const s = connect({ host: dst.ip, port: dst.port });
+      let tunnelled: boolean;
+      try {
+        tunnelled = this.o.tunnel?.needs(dst.ip) ?? false;
+      } catch (err) {
+        reject(new Error(`cannot tell whether ${dst.ip} needs the mTLS tunnel: ${(err as Error).message}`));
+        return;
+      }
+      // The tunnel's hand-off connects at once; the tunnel failing closes it before any answer.
+      const s = tunnelled
+        ? (this.o.tunnel as NonNullable<DnsProxyOptions['tunnel']>).connectNode(dst)
+        : connect({ host: dst.ip, port: dst.port });
       const done = (err: Error | undefined, buf?: Buffer) => {
         clearTimeout(timer);
         s.destroy();

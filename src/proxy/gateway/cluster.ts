@@ -16,6 +16,7 @@ import http, { type ClientRequest } from 'node:http';
 import type { Socket } from 'node:net';
 import type { BackendRetry, BackendTimeout, CircuitBreaker, PassiveHealthCheck } from '../../gateway/api.js';
 import type { GatewayMetrics } from './metrics.js';
+import { upstreamAgent, type UpstreamTunnel } from './upstream.js';
 
 /** Envoy's defaults when a policy sets no circuit breaker (max_retries: 3 concurrent retries). */
 const envoyDefaults: CircuitBreaker = {
@@ -75,8 +76,9 @@ export class Cluster {
     readonly backend: string,
     public config: ClusterConfig,
     private readonly metrics: GatewayMetrics,
+    tunnel?: UpstreamTunnel,
   ) {
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, scheduling: 'lifo' });
+    this.agent = upstreamAgent({ keepAlive: true, maxSockets: Infinity, scheduling: 'lifo' }, tunnel);
     // A connection back in the pool: closed when idle too long, or at once when past its duration.
     this.agent.on('free', (s: TrackedSocket) => {
       const t = s[kSocket];

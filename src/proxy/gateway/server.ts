@@ -34,6 +34,7 @@ import {
 } from '../../gateway/route.js';
 import { WeirError } from '../../shared/errors.js';
 import type { L7Record } from '../types.js';
+import { tunnelConnection, upstreamAgent, type UpstreamTunnel } from './upstream.js';
 import { Cluster, type ClusterConfig } from './cluster.js';
 import { GatewayMetrics } from './metrics.js';
 import { LocalRateLimiter } from './ratelimit.js';
@@ -119,6 +120,11 @@ export interface GatewayServerOptions {
   onRecord?(r: L7Record): void;
   /** Where the weir_gateway_* metrics are registered (the proxy's registry); a private one if unset. */
   registry?: Registry;
+  /**
+   * --encryption mtls: upstreams to pods of other nodes go through the main thread's mTLS tunnel
+   * with the node SVID (upstream.ts); never plain.
+   */
+  tunnel?: UpstreamTunnel;
 }
 
 /** Why an attempt got no response. */
@@ -208,7 +214,7 @@ export class GatewayServer {
   readonly #sockets = new Set<Socket>();
   readonly #h1: http.Server;
   readonly #h2: http2.Http2Server;
-  readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  readonly #agent: http.Agent;
   readonly #h2Sessions = new Map<string, ClientHttp2Session>();
   readonly stats: GatewayStats = {
     requests: 0,
@@ -229,6 +235,7 @@ export class GatewayServer {
 
   constructor(private readonly o: GatewayServerOptions) {
     this.metrics = new GatewayMetrics(o.registry);
+    this.#agent = upstreamAgent({ keepAlive: true, maxSockets: 256 }, o.tunnel);
     this.#h1 = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) =>
       this.#serve(req, res, 'HTTP/1.1'),
     );
@@ -451,7 +458,7 @@ export class GatewayServer {
     const backend = `${b.namespace}/${b.name}:${b.port}`;
     const k = `${p.policy}|${backend}`;
     let c = this.#clusters.get(k);
-    if (!c) this.#clusters.set(k, (c = new Cluster(backend, clusterConfig(p), this.metrics)));
+    if (!c) this.#clusters.set(k, (c = new Cluster(backend, clusterConfig(p), this.metrics, this.o.tunnel)));
     return c;
   }
 
@@ -719,8 +726,11 @@ export class GatewayServer {
     const k = `${ep.ip}:${ep.port}`;
     let s = this.#h2Sessions.get(k);
     if (!s || s.closed || s.destroyed) {
+      // A backend pod of another node with encryption on: the tunnel's stream (upstream.ts).
+      const tunnelled = tunnelConnection(this.o.tunnel, ep.ip, ep.port);
       const session = http2.connect(
         `http://${k.includes(':') && ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : k}`,
+        tunnelled ? { createConnection: () => tunnelled } : {},
       );
       s = session;
       session.on('error', () => undefined);

@@ -1,0 +1,356 @@
+// Encryption between nodes for the node's own upstreams (docs/mtls.md, "The node's own upstreams"):
+// with `--encryption mtls`, a Gateway on node1 routing to a backend pod on node2 connects from
+// node1's own address, which used to cross in plain VXLAN. Now that upstream travels in the mTLS
+// tunnel presented with node1's node SVID (spiffe://cluster.local/node/node1): the request (a
+// marker in its path) is answered by the backend, an AF_PACKET capture of the underlay sees tunnel
+// frames and neither the marker nor any VXLAN frame, node2 judges it as remote-node (as over plain
+// VXLAN) with `IP.encrypted`; node2's tunnel listener refuses a node SVID from another node's
+// address, one naming another node, and a forwarded source that is not the node's own address;
+// the CA refuses a node SVID to a node without a record; with node2's proxy gone the request fails
+// (5xx) and nothing goes out plain (fail closed).
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { NodeCert } from '../../src/agent/auth.js';
+import { AgentClient } from '../../src/agent/client.js';
+import { agentDir, agentPidFile, agentSocket } from '../../src/agent/paths.js';
+import { proxyPid, type ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
+import { makeCsr } from '../../src/auth/ca.js';
+import type { Flow } from '../../src/observe/flow.js';
+import type { TunnelStatus } from '../../src/proxy/tunnel.js';
+import { run } from '../../src/shared/exec.js';
+import { repoRoot } from '../../src/shared/paths.js';
+import { captureAll } from '../support/capture.js';
+import { cli, ok } from '../support/cli.js';
+import { crossNodePods } from '../support/cluster-pods.js';
+import { testLab } from '../support/lab-name.js';
+import { NODE2_UL, sleep } from '../support/mtls-cluster.js';
+
+const LAB = testLab('t-mtgw');
+const MARKER = 'weir-gw-upstream-marker-7c30a9';
+const REMOTE_NODE = 6;
+
+const manifests = `${crossNodePods}---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: server-from-nodes }
+spec:
+  endpointSelector: { matchLabels: { app: server } }
+  ingress:
+    - fromEntities: [remote-node]
+      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: server }
+spec: { selector: { app: server }, ports: [{ port: 8080, targetPort: 8080, protocol: TCP }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: { name: weir }
+spec: { controllerName: weir.dev/gateway-controller }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: edge }
+spec: { gatewayClassName: weir, listeners: [{ name: web, port: 80, protocol: HTTP }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web }
+spec:
+  parentRefs: [{ name: edge }]
+  rules: [{ backendRefs: [{ name: server, port: 8080 }] }]
+`;
+
+// Run in a node's namespace: dials node2's tunnel listener with node SVIDs the test had the CA
+// sign (its key file is root's), as a rogue would.
+const rogueScript = (o: { server: string; client: string; node1Ip: string }) => `
+import http2 from 'node:http2';
+import { readFileSync } from 'node:fs';
+import { CertificateAuthority } from '${repoRoot}/dist/src/auth/ca.js';
+const caPem = readFileSync('${join(agentDir(LAB), 'ca', 'ca.crt')}', 'utf8');
+const real = await CertificateAuthority.open('${join(agentDir(LAB), 'ca')}');
+const serverId = Number(process.argv[2]);
+const dial = (svid, sniNode, fwd) => new Promise((resolve) => {
+  const done = (v) => { resolve(v); session.destroy(); };
+  const session = http2.connect('https://${NODE2_UL}:15008', {
+    servername: 'dst-' + serverId + '.node-' + sniNode + '.weir-hbone',
+    ca: caPem, cert: svid.certPem, key: svid.keyPem, minVersion: 'TLSv1.3',
+    checkServerIdentity: () => undefined,
+  });
+  session.on('error', (e) => done('error: ' + e.message));
+  session.on('close', () => done('closed'));
+  const st = session.request({ ':method': 'CONNECT', ':authority': '${o.server}:8080', forwarded: 'for="' + fwd + ':20999"' });
+  st.on('response', (h) => done('status ' + h[':status']));
+  st.on('error', (e) => done('stream error: ' + e.message));
+  setTimeout(() => done('timeout'), 10000);
+});
+const node1 = await real.issueNode('cluster.local', 'node1', 600);
+const out = {};
+if (process.argv[3] === 'node1') {
+  out.genuine = await dial(node1, 'node1', '${o.node1Ip}');
+  out.otherNode = await dial(node1, 'node2', '${o.node1Ip}');
+  out.podSource = await dial(node1, 'node1', '${o.client}');
+} else {
+  out.wrongAddress = await dial(node1, 'node1', '${o.node1Ip}');
+}
+console.log(JSON.stringify(out));
+`;
+
+async function onNode(node: string, args: string[]): Promise<string> {
+  process.env.WEIR_NODE = node;
+  try {
+    return await ok(args, LAB);
+  } finally {
+    delete process.env.WEIR_NODE;
+  }
+}
+
+async function tunnelStatus(node: string): Promise<TunnelStatus | undefined> {
+  const s = JSON.parse(
+    await ok(['proxy', 'status', '--node', node, '-o', 'json'], LAB),
+  ) as ProxyManagerStatus;
+  return s.proxy?.tunnel;
+}
+
+async function flows(node: string): Promise<Flow[]> {
+  return (await onNode(node, ['observe', '--last', '3000', '-o', 'json']))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Flow);
+}
+
+const capture = () => captureAll(`weir-${LAB}-underlay`, MARKER);
+
+describe(
+  "the Gateway's upstream to another node's pod goes through the mTLS tunnel",
+  { timeout: 600_000 },
+  () => {
+    let dir = '';
+    let ips: Record<string, string> = {};
+    let address = '';
+    let serverId = 0;
+
+    /** A GET of `/gw/<marker>` to the Gateway from node1's namespace: body and status code. */
+    const get = async (timeoutS = 10): Promise<string> => {
+      const r = await run(
+        [
+          'ip',
+          'netns',
+          'exec',
+          `weir-${LAB}-node1`,
+          'curl',
+          '-s',
+          '-m',
+          String(timeoutS),
+          '-w',
+          ' %{http_code}',
+          `http://${address}/gw/${MARKER}`,
+        ],
+        { check: false },
+      );
+      return r.stdout.trim();
+    };
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'weir-mtgw-'));
+      await writeFile(join(dir, 'all.yaml'), manifests);
+      await cli(['lab', 'down'], LAB);
+      await ok(['lab', 'up', '--lab', LAB, '--nodes', '2', '--encryption', 'mtls'], LAB, 300_000);
+      await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
+      const pods = JSON.parse(await ok(['get', 'pods', '-o', 'json'], LAB)) as {
+        items: { metadata: { name: string }; status: { podIP: string } }[];
+      };
+      ips = Object.fromEntries(pods.items.map((p) => [p.metadata.name, p.status.podIP]));
+      const eps = JSON.parse(await onNode('node2', ['endpoint', 'list', '-o', 'json'])) as {
+        pod: string;
+        identity: number;
+      }[];
+      serverId = eps.find((e) => e.pod === 'server' || e.pod.endsWith('/server'))?.identity ?? 0;
+      assert.ok(serverId, 'the server has an identity');
+      const deadline = Date.now() + 60_000;
+      while (!address && Date.now() < deadline) {
+        const gw = JSON.parse(await ok(['get', 'gateway', 'edge', '-o', 'json'], LAB)) as {
+          status?: { addresses?: { value: string }[] };
+        };
+        address = gw.status?.addresses?.[0]?.value ?? '';
+        if (!address) await sleep(500);
+      }
+      assert.match(address, /^198\.51\.100\.\d+$/, 'the Gateway has an address');
+    });
+
+    after(async () => {
+      await cli(['lab', 'down'], LAB);
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    it('each node holds a node SVID; the CA refuses one to a node without a record', async () => {
+      for (const node of ['node1', 'node2']) {
+        const c = JSON.parse(
+          await ok(['identity', 'cert', 'get', '--node', node, '-o', 'json'], LAB),
+        ) as NodeCert;
+        assert.equal(c.node, node);
+        assert.equal(c.spiffeId, `spiffe://cluster.local/node/${node}`);
+        assert.match(c.summary.keyAlgorithm, /P-256|prime256v1|EC/i, JSON.stringify(c.summary));
+        assert.match(c.certPem, /BEGIN CERTIFICATE/);
+      }
+      const client = new AgentClient(agentSocket(LAB), 10_000);
+      const { csrPem } = await makeCsr('cluster.local', { node: 'node9' });
+      await assert.rejects(
+        client.call('POST', '/v1/auth/node-svids', { node: 'node9', csrPem, ttlSeconds: 600 }),
+        (err: Error & { code?: string }) =>
+          err.code === 'ERR_AUTH_CSR_UNKNOWN_NODE' || /ERR_AUTH_CSR_UNKNOWN_NODE/.test(err.message),
+      );
+      const metrics = await onNode('node1', ['agent', 'metrics']);
+      assert.match(metrics, /weir_auth_svid_requests_total\{result="unknown-node"\} [1-9]/);
+    });
+
+    it("the Gateway's request is answered through the tunnel; no plaintext; node2 judges remote-node, encrypted", async () => {
+      let first = '';
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline && !first.endsWith(' 200')) {
+        first = await get();
+        if (!first.endsWith(' 200')) await sleep(500);
+      }
+      assert.ok(first.endsWith(' 200'), `the Gateway's request is answered: ${first}`);
+      const before = (await tunnelStatus('node1'))?.nodeUpstreams.carried ?? 0;
+      const cap = await capture();
+      let again = '';
+      try {
+        // Connection: close on the client side only; the gateway's pooled upstream may be reused,
+        // so two requests, the second on a fresh pool entry or the same tunnel stream.
+        again = await get();
+        await sleep(300);
+      } finally {
+        const seen = await cap.stop();
+        assert.ok(
+          again.startsWith('default/server') && again.endsWith(' 200'),
+          `answered by the backend: ${again}`,
+        );
+        assert.ok(
+          seen.tunnelFrames > 0,
+          `the upstream went in the tunnel (TCP 15008): ${JSON.stringify(seen)}`,
+        );
+        assert.equal(seen.markerFrames, 0, `no frame holds the request path: ${JSON.stringify(seen)}`);
+        assert.equal(seen.vxlanFrames, 0, `nothing in plain VXLAN: ${JSON.stringify(seen)}`);
+      }
+      const t1 = await tunnelStatus('node1');
+      assert.equal(t1?.nodeSvid, true, "node1's proxy holds its node SVID");
+      assert.ok(
+        (t1?.nodeUpstreams.carried ?? 0) >= before,
+        `node1's gateway upstreams were carried: ${JSON.stringify(t1?.nodeUpstreams)}`,
+      );
+      assert.ok((t1?.nodeUpstreams.carried ?? 0) > 0, JSON.stringify(t1?.nodeUpstreams));
+      assert.ok(
+        t1?.tunnels.some((t) => t.node === 'node1' && t.src === REMOTE_NODE && t.peer === NODE2_UL),
+        `node1 holds a node tunnel to node2: ${JSON.stringify(t1?.tunnels)}`,
+      );
+      const f2 = await flows('node2');
+      assert.ok(
+        f2.some(
+          (f) =>
+            f.weir.type === 'policy-verdict' &&
+            f.source.identity === REMOTE_NODE &&
+            f.destination.pod_name === 'server' &&
+            f.verdict === 'FORWARDED' &&
+            f.IP?.encrypted === true,
+        ),
+        `node2's ingress verdict judged remote-node, encrypted: ${JSON.stringify(
+          f2.filter((f) => f.destination.pod_name === 'server').slice(-3),
+        )}`,
+      );
+    });
+
+    it("node2 refuses a node SVID from another node's address, naming another node, or with a forwarded source not the node's", async () => {
+      const before = (await tunnelStatus('node2'))?.refused;
+      const script = join(dir, 'rogue.mjs');
+      await writeFile(
+        script,
+        rogueScript({ server: ips.server ?? '', client: ips.client ?? '', node1Ip: '10.244.0.1' }),
+      );
+      const fromNode1 = JSON.parse(
+        (
+          await run([
+            'ip',
+            'netns',
+            'exec',
+            `weir-${LAB}-node1`,
+            process.execPath,
+            script,
+            String(serverId),
+            'node1',
+          ])
+        ).stdout
+          .trim()
+          .split('\n')
+          .pop() ?? '{}',
+      ) as Record<string, string>;
+      const fromNode2 = JSON.parse(
+        (
+          await run([
+            'ip',
+            'netns',
+            'exec',
+            `weir-${LAB}-node2`,
+            process.execPath,
+            script,
+            String(serverId),
+            'node2',
+          ])
+        ).stdout
+          .trim()
+          .split('\n')
+          .pop() ?? '{}',
+      ) as Record<string, string>;
+      assert.equal(
+        fromNode1.genuine,
+        'status 200',
+        `node1's SVID from node1 is served: ${JSON.stringify(fromNode1)}`,
+      );
+      assert.notEqual(fromNode1.otherNode, 'status 200', JSON.stringify(fromNode1));
+      assert.equal(fromNode1.podSource, 'status 403', JSON.stringify(fromNode1));
+      assert.notEqual(fromNode2.wrongAddress, 'status 200', JSON.stringify(fromNode2));
+      const after = (await tunnelStatus('node2'))?.refused;
+      assert.ok(before && after);
+      assert.ok(
+        after['wrong-identity'] > before['wrong-identity'],
+        `another node's name counted: ${JSON.stringify(after)}`,
+      );
+      assert.ok(
+        after['spoofed-source'] >= before['spoofed-source'] + 2,
+        `a wrong address and a pod source counted spoofed-source: ${JSON.stringify(after)}`,
+      );
+    });
+
+    it("fails closed: with node2's proxy gone the Gateway answers 5xx, nothing goes out in plain VXLAN", async () => {
+      const agent2 = Number(readFileSync(agentPidFile(LAB, 'node2'), 'utf8'));
+      const proxy2 = proxyPid(LAB, 'node2');
+      assert.ok(agent2 && proxy2, 'node2 runs an agent and a proxy');
+      const cap = await capture();
+      let whileDown = '';
+      process.kill(agent2, 'SIGSTOP');
+      try {
+        process.kill(proxy2, 'SIGKILL');
+        while (proxyPid(LAB, 'node2') === proxy2) await sleep(50);
+        whileDown = await get(12);
+      } finally {
+        process.kill(agent2, 'SIGCONT');
+      }
+      const seen = await cap.stop();
+      assert.match(whileDown, / 5\d\d$/, `the upstream failed: ${whileDown}`);
+      assert.equal(seen.markerFrames, 0, `no plaintext: ${JSON.stringify(seen)}`);
+      assert.equal(seen.vxlanFrames, 0, `no plain VXLAN: ${JSON.stringify(seen)}`);
+      let back = '';
+      const deadline = Date.now() + 90_000;
+      while (Date.now() < deadline && !back.endsWith(' 200')) {
+        await sleep(500);
+        back = await get(5);
+      }
+      assert.ok(back.endsWith(' 200'), `answered again after node2's proxy restarted: ${back}`);
+    });
+  },
+);

@@ -28,6 +28,10 @@ import { cli, ok } from '../support/cli.js';
 import { crossNodePods } from '../support/cluster-pods.js';
 import { testLab } from '../support/lab-name.js';
 import { NODE2_UL, sleep } from '../support/mtls-cluster.js';
+import { startEchoPods } from '../support/echo-pods.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { weir } from '../support/cli.js';
 
 const LAB = testLab('t-mtgw');
 const MARKER = 'weir-gw-upstream-marker-7c30a9';
@@ -41,7 +45,29 @@ spec:
   endpointSelector: { matchLabels: { app: server } }
   ingress:
     - fromEntities: [remote-node]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
+      toPorts:
+        - ports:
+            - { port: "8080", protocol: TCP }
+            - { port: "3001", protocol: TCP }
+            - { port: "5353", protocol: TCP }
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: other-dns }
+spec:
+  endpointSelector: { matchLabels: { app: other } }
+  egress:
+    - toEndpoints: [{ matchLabels: { app: server } }]
+      toPorts:
+        - ports: [{ port: "5353", protocol: ANY }]
+          rules: { dns: [{ matchPattern: "*.example.com" }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: server-h2 }
+spec:
+  selector: { app: server }
+  ports: [{ port: 3001, targetPort: 3001, protocol: TCP, appProtocol: kubernetes.io/h2c }]
 ---
 apiVersion: v1
 kind: Service
@@ -63,7 +89,47 @@ kind: HTTPRoute
 metadata: { name: web }
 spec:
   parentRefs: [{ name: edge }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /h2 } }]
+      backendRefs: [{ name: server-h2, port: 3001 }]
+    - backendRefs: [{ name: server, port: 8080 }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: mesh }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: server, port: 8080 }]
   rules: [{ backendRefs: [{ name: server, port: 8080 }] }]
+`;
+
+// Run in the server pod (node2): a DNS server over TCP on 5353 answering every A query with
+// 192.0.2.99 (the DNS proxy's TCP upstream goes to it).
+const dnsServerScript = `
+const net = require('net');
+net.createServer((s) => {
+  let buf = Buffer.alloc(0);
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+      const q = buf.subarray(2, 2 + buf.readUInt16BE(0));
+      buf = buf.subarray(2 + q.length);
+      let i = 12;
+      while (q[i] !== 0) i += q[i] + 1;
+      const question = q.subarray(12, i + 5);
+      const head = Buffer.alloc(12);
+      head.writeUInt16BE(q.readUInt16BE(0), 0);
+      head.writeUInt16BE(0x8180, 2);
+      head.writeUInt16BE(1, 4);
+      head.writeUInt16BE(1, 6);
+      const rr = Buffer.from([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 99]);
+      const msg = Buffer.concat([head, question, rr]);
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(msg.length);
+      s.write(Buffer.concat([len, msg]));
+    }
+  });
+  s.on('error', () => {});
+}).listen(5353, () => console.log('ready'));
 `;
 
 // Run in a node's namespace: dials node2's tunnel listener with node SVIDs the test had the CA
@@ -134,6 +200,67 @@ describe(
     let ips: Record<string, string> = {};
     let address = '';
     let serverId = 0;
+    let clusterIP = '';
+    const servers: ChildProcess[] = [];
+
+    /** Runs `fn` under an underlay capture: the tunnel carried it, no marker, no VXLAN frame. */
+    const inTunnel = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+      const cap = await capture();
+      let out: T | undefined;
+      try {
+        out = await fn();
+        await sleep(300);
+      } finally {
+        const seen = await cap.stop();
+        assert.ok(seen.tunnelFrames > 0, `${what}: in the tunnel (TCP 15008): ${JSON.stringify(seen)}`);
+        assert.equal(seen.markerFrames, 0, `${what}: no frame holds the marker: ${JSON.stringify(seen)}`);
+        assert.equal(seen.vxlanFrames, 0, `${what}: nothing in plain VXLAN: ${JSON.stringify(seen)}`);
+      }
+      return out;
+    };
+
+    const dig = async (timeS = 5) => {
+      const r = await cli(
+        [
+          'lab',
+          'exec',
+          'default/other',
+          '--',
+          'dig',
+          '+tcp',
+          '+tries=1',
+          `+time=${timeS}`,
+          '-p',
+          '5353',
+          `@${ips.server ?? ''}`,
+          `${MARKER}.example.com`,
+        ],
+        LAB,
+      );
+      const text = r.stdout + r.stderr;
+      return { status: /status: (\w+)/.exec(text)?.[1] ?? 'NONE', text };
+    };
+
+    /** A GET of `path` through a mesh route from client (node1) to the server Service's cluster IP. */
+    const meshGet = async (path: string) =>
+      (
+        await cli(
+          [
+            'lab',
+            'exec',
+            'default/client',
+            '--',
+            'curl',
+            '-s',
+            '-m',
+            '10',
+            '-w',
+            ' %{http_code}',
+            `http://${clusterIP}:8080${path}`,
+          ],
+          LAB,
+        )
+      ).stdout.trim();
 
     /** A GET of `/gw/<marker>` to the Gateway from node1's namespace: body and status code. */
     const get = async (timeoutS = 10): Promise<string> => {
@@ -181,9 +308,27 @@ describe(
         if (!address) await sleep(500);
       }
       assert.match(address, /^198\.51\.100\.\d+$/, 'the Gateway has an address');
+      const svcs = JSON.parse(await ok(['get', 'svc', '-o', 'json'], LAB)) as {
+        items: { metadata: { name: string }; spec: { clusterIP: string } }[];
+      };
+      clusterIP = svcs.items.find((x) => x.metadata.name === 'server')?.spec.clusterIP ?? '';
+      assert.ok(clusterIP, 'the server Service has a cluster IP');
+      // h2c on 3001 (the conformance echo: HTTP/1.1 on 3000, h2c on 3001), DNS over TCP on 5353.
+      servers.push(...(await startEchoPods(LAB, 'default', ['server'], 3000)));
+      const dns = spawn(
+        weir,
+        ['lab', 'exec', 'default/server', '--', process.execPath, '-e', dnsServerScript],
+        {
+          env: { ...process.env, WEIR_LAB: LAB },
+        },
+      );
+      servers.push(dns);
+      const line = await createInterface({ input: dns.stdout })[Symbol.asyncIterator]().next();
+      assert.equal(line.value, 'ready', 'the DNS server runs in the server pod');
     });
 
     after(async () => {
+      for (const s of servers) s.kill('SIGKILL');
       await cli(['lab', 'down'], LAB);
       if (dir) await rm(dir, { recursive: true, force: true });
     });
@@ -265,6 +410,75 @@ describe(
       );
     });
 
+    it('a mesh route (GAMMA) and an h2c backend go through the tunnel too', async () => {
+      let mesh = '';
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && !mesh.endsWith(' 200')) {
+        mesh = await meshGet(`/mesh/${MARKER}`);
+        if (!mesh.endsWith(' 200')) await sleep(500);
+      }
+      assert.ok(mesh.endsWith(' 200'), `the mesh route answers: ${mesh}`);
+      const before = (await tunnelStatus('node1'))?.nodeUpstreams.carried ?? 0;
+      const again = await inTunnel('mesh route', () => meshGet(`/mesh/${MARKER}`));
+      const afterMesh = (await tunnelStatus('node1'))?.nodeUpstreams.carried ?? 0;
+      assert.ok(afterMesh > before, `the mesh route's upstream was node1's own, carried: ${afterMesh}`);
+      assert.ok(again.startsWith('default/server') && again.endsWith(' 200'), `mesh: ${again}`);
+      const h2 = await inTunnel('h2c backend', async () => {
+        const r = await run(
+          [
+            'ip',
+            'netns',
+            'exec',
+            `weir-${LAB}-node1`,
+            'curl',
+            '-s',
+            '-m',
+            '10',
+            '-w',
+            ' %{http_code}',
+            `http://${address}/h2/${MARKER}`,
+          ],
+          { check: false },
+        );
+        return r.stdout.trim();
+      });
+      assert.ok(h2.endsWith(' 200'), `the h2c backend answers through the Gateway: ${h2}`);
+      assert.match(h2, /"pod":\s*"server"/, h2);
+      const t1 = await tunnelStatus('node1');
+      assert.ok((t1?.nodeUpstreams.carried ?? 0) > afterMesh, JSON.stringify(t1?.nodeUpstreams));
+    });
+
+    it("the DNS proxy's TCP upstream to a DNS server pod of node2 goes through the tunnel", async () => {
+      let first = { status: 'NONE', text: '' };
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && first.status !== 'NOERROR') {
+        first = await dig();
+        if (first.status !== 'NOERROR') await sleep(500);
+      }
+      assert.equal(first.status, 'NOERROR', first.text);
+      assert.match(first.text, /192\.0\.2\.99/, first.text);
+      const carried = (await tunnelStatus('node1'))?.nodeUpstreams.carried ?? 0;
+      const again = await inTunnel('DNS over TCP', () => dig());
+      const t1 = await tunnelStatus('node1');
+      assert.ok(
+        (t1?.nodeUpstreams.carried ?? 0) > carried,
+        `the DNS proxy's upstream was carried: ${JSON.stringify(t1?.nodeUpstreams)}`,
+      );
+      assert.equal(again.status, 'NOERROR', again.text);
+      const f2 = await flows('node2');
+      assert.ok(
+        f2.some(
+          (f) =>
+            f.weir.type === 'policy-verdict' &&
+            f.source.identity === REMOTE_NODE &&
+            f.destination.pod_name === 'server' &&
+            f.l4?.TCP?.destination_port === 5353 &&
+            f.IP?.encrypted === true,
+        ),
+        'node2 judged the DNS upstream as remote-node, encrypted',
+      );
+    });
+
     it("node2 refuses a node SVID from another node's address, naming another node, or with a forwarded source not the node's", async () => {
       const before = (await tunnelStatus('node2'))?.refused;
       const script = join(dir, 'rogue.mjs');
@@ -332,16 +546,19 @@ describe(
       assert.ok(agent2 && proxy2, 'node2 runs an agent and a proxy');
       const cap = await capture();
       let whileDown = '';
+      let dnsDown = { status: 'NONE', text: '' };
       process.kill(agent2, 'SIGSTOP');
       try {
         process.kill(proxy2, 'SIGKILL');
         while (proxyPid(LAB, 'node2') === proxy2) await sleep(50);
         whileDown = await get(12);
+        dnsDown = await dig(8);
       } finally {
         process.kill(agent2, 'SIGCONT');
       }
       const seen = await cap.stop();
       assert.match(whileDown, / 5\d\d$/, `the upstream failed: ${whileDown}`);
+      assert.equal(dnsDown.status, 'SERVFAIL', `the DNS proxy answered SERVFAIL: ${dnsDown.text}`);
       assert.equal(seen.markerFrames, 0, `no plaintext: ${JSON.stringify(seen)}`);
       assert.equal(seen.vxlanFrames, 0, `no plain VXLAN: ${JSON.stringify(seen)}`);
       let back = '';

@@ -161,6 +161,8 @@ if (process.argv[3] === 'node1') {
   out.genuine = await dial(node1, 'node1', '${o.node1Ip}');
   out.otherNode = await dial(node1, 'node2', '${o.node1Ip}');
   out.podSource = await dial(node1, 'node1', '${o.client}');
+  const rogue = (await CertificateAuthority.create('rogue')).ca;
+  out.rogueCa = await dial(await rogue.issueNode('cluster.local', 'node1', 600), 'node1', '${o.node1Ip}');
 } else {
   out.wrongAddress = await dial(node1, 'node1', '${o.node1Ip}');
 }
@@ -527,9 +529,14 @@ describe(
       );
       assert.notEqual(fromNode1.otherNode, 'status 200', JSON.stringify(fromNode1));
       assert.equal(fromNode1.podSource, 'status 403', JSON.stringify(fromNode1));
+      assert.notEqual(fromNode1.rogueCa, 'status 200', JSON.stringify(fromNode1));
       assert.notEqual(fromNode2.wrongAddress, 'status 200', JSON.stringify(fromNode2));
       const after = (await tunnelStatus('node2'))?.refused;
       assert.ok(before && after);
+      assert.ok(
+        after.untrusted > before.untrusted,
+        `a node SVID of another CA counted untrusted: ${JSON.stringify(after)}`,
+      );
       assert.ok(
         after['wrong-identity'] > before['wrong-identity'],
         `another node's name counted: ${JSON.stringify(after)}`,

@@ -360,7 +360,7 @@ export const SETTINGS = [
     false,
     ['none', 'mtls'],
     'none',
-    "pod TCP traffic to other nodes' pods (--routing tunnel only; refused with native): none (plain VXLAN) or mtls (inside HTTP/2 CONNECT tunnels over mutual TLS 1.3 between the nodes' proxies, one per identity pair, as Istio ambient's HBONE on port 15008; UDP and ICMP stay plain VXLAN)",
+    "pod TCP traffic to other nodes' pods (--routing tunnel only; refused with native): none (plain VXLAN) or mtls (inside HTTP/2 CONNECT tunnels over mutual TLS 1.3 between the nodes' proxies, one per identity pair, as Istio ambient's HBONE on port 15008; the node proxy's own upstreams to other nodes' pods too — egress L7, Gateway, mesh routes, DNS over TCP — the node's with its node SVID, judged remote-node; UDP and ICMP stay plain VXLAN)",
   ),
   int(
     'authListenerPort',

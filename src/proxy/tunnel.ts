@@ -16,6 +16,12 @@
 //                                                                 SO_MARK PROXY_TUNNEL | <A>
 //                                                                 → weir_to_container judges <A>
 //
+// The node's own upstreams (Gateway, mesh routes, DNS over TCP: tunnel-route.ts connectNode) use
+// tunnels of (node, dst identity, peer) with SNI dst-<B>.node-<name>.weir-hbone and the node SVID
+// (spiffe://<td>/node/<name>); the receiver accepts it only from that node's underlay address (its
+// node record) with a forwarded source of that node's own address, and marks the upstream with
+// remote-node, the identity the kernel gives the node's plain traffic.
+//
 // The datapath decides which connections come here (bpf/lib/overlay.h overlay_encrypt_port) and
 // fails closed when no listener runs. SVIDs and the CA bundle come from the agent (PUT /v1/tunnel).
 // Every refusal is counted by reason.
@@ -436,8 +442,9 @@ export class TunnelProxy {
   }
 
   /**
-   * Carries `socket` (a pod's connection, or a proxy upstream's hand-off) to `dst` in the tunnel of
-   * (src's identity, dst's identity, dst's node), or resets it: never anything else.
+   * Carries `socket` (a pod's connection, a proxy upstream's hand-off, or the node's own upstream)
+   * to `dst` in the tunnel of (src's identity or the node, dst's identity, dst's node), or resets
+   * it: never anything else.
    */
   #carry(
     socket: Socket,

@@ -17,7 +17,6 @@ import {
   LbKey,
   LbRevnat,
   LbService,
-  LbSkKey,
 } from './lb/layout.js';
 import { LxcInfo, LxcKey } from './lxc/layout.js';
 import { MetricsValue } from './metrics/layout.js';
@@ -57,7 +56,7 @@ describe('map layouts match dist/bpf/lxc.o', () => {
 });
 
 describe('service LB layouts match dist/bpf/sock.o', () => {
-  for (const codec of [LbKey, LbService, LbBackend, LbRevnat, LbAffinityKey, LbAffinityValue, LbSkKey]) {
+  for (const codec of [LbKey, LbService, LbBackend, LbRevnat, LbAffinityKey, LbAffinityValue]) {
     it(`struct ${codec.name}`, () => checkLayout(codec, sock, codec.name));
   }
 });

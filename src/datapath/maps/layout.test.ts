@@ -10,14 +10,7 @@ import { EndpointInfo } from './endpoints/layout.js';
 import { FlowEventLayout } from './events/layout.js';
 import { FragKey, FragPorts } from './frag/layout.js';
 import { IpcacheKey, IpcacheValue } from './ipcache/layout.js';
-import {
-  LbAffinityKey,
-  LbAffinityValue,
-  LbBackend,
-  LbKey,
-  LbRevnat,
-  LbService,
-} from './lb/layout.js';
+import { LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbRevnat, LbService } from './lb/layout.js';
 import { LxcInfo, LxcKey } from './lxc/layout.js';
 import { MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';

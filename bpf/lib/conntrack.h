@@ -50,9 +50,11 @@
  *     instead. A client reusing its port within the close timeout (every busy client: at 25 000
  *     connections/s a port comes back about every second) then costs no LRU insertion (a free node
  *     popped, the bucket locked, the old node pushed back: ~0.3 us, twice per connection between
- *     two local pods). A CLOSING entry is no longer in use and not expired, so neither the LRU
- *     (map full) nor the agent's GC (expired entries) takes it meanwhile, barring a policy change
- *     that deletes it in this packet's few hundred ns. Any TCP packet may open an entry,
+ *     two local pods). A CLOSING entry is no longer in use and not expired: the agent's GC
+ *     (expired entries) leaves it, and the lookup just marked it referenced, so a full map's LRU
+ *     evicts others first. Only a deletion within this packet's few hundred ns (a policy change,
+ *     an eviction of a full map under churn) could let the write land in a recycled element, as
+ *     any write through a looked-up entry could (__ct_account's). Any TCP packet may open an entry,
  *     not only a SYN (as Cilium: a connection that predates an agent restart or a CT flush keeps
  *     working if policy still allows it); without a SYN it still starts with the SYN timeout and
  *     gets the established timeout only once the responder answers.

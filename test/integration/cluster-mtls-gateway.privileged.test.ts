@@ -10,34 +10,28 @@
 // (5xx) and nothing goes out plain (fail closed).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { NodeCert } from '../../src/agent/auth.js';
 import { AgentClient } from '../../src/agent/client.js';
 import { agentDir, agentPidFile, agentSocket } from '../../src/agent/paths.js';
-import { proxyPid, type ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
+import { proxyPid } from '../../src/agent/proxy-manager.js';
 import { makeCsr } from '../../src/auth/ca.js';
-import type { Flow } from '../../src/observe/flow.js';
-import type { TunnelStatus } from '../../src/proxy/tunnel.js';
 import { run } from '../../src/shared/exec.js';
 import { repoRoot } from '../../src/shared/paths.js';
-import { captureAll } from '../support/capture.js';
-import { cli, ok } from '../support/cli.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
-import { NODE2_UL, sleep } from '../support/mtls-cluster.js';
+import { EncryptedLab, NODE2_UL, sleep } from '../support/mtls-cluster.js';
 import { startEchoPods } from '../support/echo-pods.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { weir } from '../support/cli.js';
 
 const LAB = testLab('t-mtgw');
 const MARKER = 'weir-gw-upstream-marker-7c30a9';
 const REMOTE_NODE = 6;
 
-const manifests = `${crossNodePods}---
+const policies = `
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: server-from-nodes }
@@ -169,30 +163,8 @@ if (process.argv[3] === 'node1') {
 console.log(JSON.stringify(out));
 `;
 
-async function onNode(node: string, args: string[]): Promise<string> {
-  process.env.WEIR_NODE = node;
-  try {
-    return await ok(args, LAB);
-  } finally {
-    delete process.env.WEIR_NODE;
-  }
-}
-
-async function tunnelStatus(node: string): Promise<TunnelStatus | undefined> {
-  const s = JSON.parse(
-    await ok(['proxy', 'status', '--node', node, '-o', 'json'], LAB),
-  ) as ProxyManagerStatus;
-  return s.proxy?.tunnel;
-}
-
-async function flows(node: string): Promise<Flow[]> {
-  return (await onNode(node, ['observe', '--last', '3000', '-o', 'json']))
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Flow);
-}
-
-const capture = () => captureAll(`weir-${LAB}-underlay`, MARKER);
+const lab = new EncryptedLab(LAB, { marker: MARKER, policies });
+const { onNode, tunnelStatus, flows, capture } = lab;
 
 describe(
   "the Gateway's upstream to another node's pod goes through the mTLS tunnel",
@@ -286,20 +258,10 @@ describe(
     };
 
     before(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'weir-mtgw-'));
-      await writeFile(join(dir, 'all.yaml'), manifests);
-      await cli(['lab', 'down'], LAB);
-      await ok(['lab', 'up', '--lab', LAB, '--nodes', '2', '--encryption', 'mtls'], LAB, 300_000);
-      await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
-      const pods = JSON.parse(await ok(['get', 'pods', '-o', 'json'], LAB)) as {
-        items: { metadata: { name: string }; status: { podIP: string } }[];
-      };
-      ips = Object.fromEntries(pods.items.map((p) => [p.metadata.name, p.status.podIP]));
-      const eps = JSON.parse(await onNode('node2', ['endpoint', 'list', '-o', 'json'])) as {
-        pod: string;
-        identity: number;
-      }[];
-      serverId = eps.find((e) => e.pod === 'server' || e.pod.endsWith('/server'))?.identity ?? 0;
+      await lab.up();
+      dir = lab.dir;
+      ips = lab.ips;
+      serverId = lab.ids.server;
       assert.ok(serverId, 'the server has an identity');
       const deadline = Date.now() + 60_000;
       while (!address && Date.now() < deadline) {
@@ -331,8 +293,7 @@ describe(
 
     after(async () => {
       for (const s of servers) s.kill('SIGKILL');
-      await cli(['lab', 'down'], LAB);
-      if (dir) await rm(dir, { recursive: true, force: true });
+      await lab.down();
     });
 
     it('each node holds a node SVID; the CA refuses one to a node without a record', async () => {

@@ -724,11 +724,16 @@ function ipNumber(ip: string): number {
   return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
 }
 
-/** Runs `fn` over `items`, at most `n` at a time. */
+/**
+ * Runs `fn` over `items`, at most `n` at a time. A failure stops its worker from taking more items
+ * and is thrown once every worker has stopped (nothing of the pass goes on behind its back).
+ */
 async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
   const queue = [...items];
   const worker = async () => {
     for (let item = queue.shift(); item !== undefined; item = queue.shift()) await fn(item);
   };
-  await Promise.all(Array.from({ length: Math.min(n, queue.length) }, worker));
+  const done = await Promise.allSettled(Array.from({ length: Math.min(n, queue.length) }, worker));
+  const failed = done.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }

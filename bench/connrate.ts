@@ -95,7 +95,7 @@ async function weirProgStats(nodeNetns: string): Promise<Map<number, ProgStat>> 
     run_cnt?: number;
   }[];
   // Sharing a map with a program already taken, to a fixed point: the socket hooks reach the tc
-  // programs' maps only through one another (getpeername uses weir_lb_reverse_sk alone).
+  // programs' maps only through one another (getpeername uses weir_lb_sk_rev alone).
   const weir = progs.filter((p) => p.name?.startsWith('weir_'));
   const taken = new Set(attached);
   const maps = new Set<number>();

@@ -177,7 +177,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 	struct event_meta m = { .ifindex = ifindex, .len = skb->len, .direction = dir };
 	struct policy_entry verdict = {};
 	struct policy_key key = {};
-	struct ct_entry *closed, *hit;
+	struct ct_entry *closed, *hit, *reopened;
 	struct endpoint_info *ep;
 	int ret, ct, hairpin = 0, from_proxy = 0;
 	__u8 ct_flags = 0;
@@ -230,7 +230,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 	}
 	if (hint && hint->reply && __ct_hint_same(hint, f))
 		f->ct_reply_hint = 1;
-	ct = ct_lookup_entry(f, dir, from_proxy, bytes, now, &closed, &hit);
+	ct = ct_lookup_entry(f, dir, from_proxy, bytes, now, &closed, &hit, &reopened);
 	/* A service frontend the socket hooks did not translate: translated here (lib/lb_nat.h), and
 	 * everything below sees the pod -> backend flow. */
 	if (ct == CT_NEW && dir == DIR_EGRESS && f->icmp_kind != ICMP_KIND_ERROR) {
@@ -239,7 +239,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			hairpin = 1;
 			/* fall through */
 		case LB_NAT_DONE:
-			ct = ct_lookup_entry(f, dir, from_proxy, bytes, now, &closed, &hit);
+			ct = ct_lookup_entry(f, dir, from_proxy, bytes, now, &closed, &hit, &reopened);
 			break;
 		case LB_NAT_DROP:
 			goto no_service;
@@ -367,7 +367,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			goto drop;
 	}
 	reason = ct_create_proxy(f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote,
-				 rev_nat, ct_flags, proxy_port);
+				 rev_nat, ct_flags, proxy_port, reopened);
 	if (reason)
 		goto drop;
 	send_trace(&m, f, TRACE_OPEN, 0);

@@ -13,14 +13,18 @@
  * alone. A frontend without an ACTIVE backend fails the call at once with ECONNREFUSED (never a
  * black hole: a client waiting for a SYN timeout is worse than one told to retry); so does a
  * frontend whose chosen backend is missing or of another family. Otherwise the destination
- * becomes the backend (lib/lb.h lb_select) and weir_lb_reverse_sk remembers {socket cookie,
- * backend} -> frontend for recvmsg/getpeername. Connections already made are never touched, so
+ * becomes the backend (lib/lb.h lb_select) and the socket's own storage (weir_lb_sk_rev) remembers
+ * backend -> frontend for recvmsg/getpeername. Connections already made are never touched, so
  * a backend that starts terminating keeps them. An IPv6 socket's IPv4-mapped destination
  * (::ffff:a.b.c.d) is looked up among the IPv4 frontends and gets an IPv4-mapped backend.
  *
  * Only scope EXT frontends are looked up (a socket has no traffic-policy scope), and
  * weir_lb_revnat is not read here: the per-socket reverse entry already names the frontend, so a
  * service removed later still shows its address to the sockets it translated.
+ *
+ * recvmsg/getpeername of a socket never translated (every connection a server accepts) find no
+ * storage on it: no map lookup at all (a cookie-keyed hash, as Cilium's reverse_sk, costs a
+ * cache-cold miss per accepted connection).
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -41,6 +45,15 @@ static __always_inline int __revnat_same(const struct lb_revnat *a, const struct
 	const __u64 *x = (const void *)a, *y = (const void *)b;
 
 	_Static_assert(sizeof(struct lb_revnat) == 24, "lb_revnat is three words");
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+}
+
+/* The slot's backend is {addr, port, family} (the first three words of the slot, pad zero). */
+static __always_inline int __backend_same(const struct lb_sk_rev_slot *s, const struct lb_sk_rev_slot *b)
+{
+	const __u64 *x = (const void *)s, *y = (const void *)b;
+
+	_Static_assert(__builtin_offsetof(struct lb_sk_rev_slot, rev) == 24, "the backend is three words");
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
 }
 
@@ -98,12 +111,13 @@ static __always_inline void __ctx_set_addr(struct bpf_sock_addr *ctx, const __u8
  * the call's error set. */
 static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, const int v6)
 {
-	struct lb_revnat rev __attribute__((aligned(8))) = {}, *known;
-	struct lb_sk_key skey = {};
+	struct lb_revnat rev __attribute__((aligned(8))) = {};
+	struct lb_sk_rev_slot want __attribute__((aligned(8))) = {};
+	struct lb_sk_rev *sr;
 	struct lb_key key = {};
+	__u32 i, slot;
 	struct lb_service *svc;
 	struct lb_backend *b;
-	__u64 cookie;
 	__u32 id;
 
 	if (!__lb_proto_ok(ctx->protocol))
@@ -114,8 +128,7 @@ static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, const int v6)
 	svc = lb_frontend(&key);
 	if (!svc)
 		return SYS_PROCEED;
-	cookie = bpf_get_socket_cookie(ctx);
-	id = lb_select(&key, svc, bpf_get_netns_cookie(ctx), cookie, 0);
+	id = lb_select(&key, svc, bpf_get_netns_cookie(ctx), bpf_get_socket_cookie(ctx), 0);
 	b = id ? lb_backend(id) : NULL;
 	if (!b || b->family != key.family) {
 		bpf_set_retval(-ECONNREFUSED);
@@ -126,15 +139,40 @@ static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, const int v6)
 	rev.port = key.dport;
 	rev.family = key.family;
 	rev.rev_nat_index = svc->rev_nat_index;
-	skey.cookie = cookie;
-	__builtin_memcpy(skey.addr, b->addr, sizeof(skey.addr));
-	skey.port = b->port;
-	skey.family = b->family;
+	__builtin_memcpy(want.addr, b->addr, sizeof(want.addr));
+	want.port = b->port;
+	want.family = b->family;
+	want.rev = rev;
+	sr = bpf_sk_storage_get(&weir_lb_sk_rev, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!sr) {
+		/* No memory for it: the connection works, its peer shows as the backend. */
+		goto xlate;
+	}
 	/* UDP sends pass here per datagram: write only what changed. */
-	known = bpf_map_lookup_elem(&weir_lb_reverse_sk, &skey);
-	if (!known || !__revnat_same(known, &rev))
-		bpf_map_update_elem(&weir_lb_reverse_sk, &skey, &rev, BPF_ANY);
+	bpf_spin_lock(&sr->lock);
+	slot = LB_SK_REV_SLOTS;
+#pragma unroll
+	for (i = 0; i < LB_SK_REV_SLOTS; i++) {
+		if (slot == LB_SK_REV_SLOTS && __backend_same(&sr->slot[i], &want))
+			slot = i;
+	}
+	if (slot == LB_SK_REV_SLOTS) {
+#pragma unroll
+		for (i = 0; i < LB_SK_REV_SLOTS; i++) {
+			if (slot == LB_SK_REV_SLOTS && !sr->slot[i].family)
+				slot = i;
+		}
+	}
+	if (slot == LB_SK_REV_SLOTS) {
+		slot = sr->next % LB_SK_REV_SLOTS;
+		sr->next = (slot + 1) % LB_SK_REV_SLOTS;
+	}
+	if (slot < LB_SK_REV_SLOTS &&
+	    (!__backend_same(&sr->slot[slot], &want) || !__revnat_same(&sr->slot[slot].rev, &want.rev)))
+		sr->slot[slot] = want;
+	bpf_spin_unlock(&sr->lock);
 
+xlate:
 	__ctx_set_addr(ctx, b->addr, b->family, v6);
 	ctx->user_port = b->port;
 	return SYS_PROCEED;
@@ -143,17 +181,30 @@ static __always_inline int __sock_xlate(struct bpf_sock_addr *ctx, const int v6)
 /* The peer (or UDP source) ctx shows: back to the frontend when this socket was translated to it. */
 static __always_inline void __sock_rev(struct bpf_sock_addr *ctx, const int v6)
 {
-	struct lb_sk_key skey = {};
-	struct lb_revnat *rev;
+	struct lb_sk_rev_slot seen __attribute__((aligned(8))) = {};
+	struct lb_revnat rev __attribute__((aligned(8))) = {};
+	struct lb_sk_rev *sr;
+	int found = 0;
+	__u32 i;
 
-	skey.cookie = bpf_get_socket_cookie(ctx);
-	skey.family = __ctx_addr(ctx, skey.addr, v6);
-	skey.port = (__be16)ctx->user_port;
-	rev = bpf_map_lookup_elem(&weir_lb_reverse_sk, &skey);
-	if (!rev || rev->family != skey.family)
+	sr = bpf_sk_storage_get(&weir_lb_sk_rev, ctx->sk, 0, 0);
+	if (!sr)
 		return;
-	__ctx_set_addr(ctx, rev->addr, rev->family, v6);
-	ctx->user_port = rev->port;
+	seen.family = __ctx_addr(ctx, seen.addr, v6);
+	seen.port = (__be16)ctx->user_port;
+	bpf_spin_lock(&sr->lock);
+#pragma unroll
+	for (i = 0; i < LB_SK_REV_SLOTS; i++) {
+		if (!found && __backend_same(&sr->slot[i], &seen)) {
+			rev = sr->slot[i].rev;
+			found = 1;
+		}
+	}
+	bpf_spin_unlock(&sr->lock);
+	if (!found || rev.family != seen.family)
+		return;
+	__ctx_set_addr(ctx, rev.addr, rev.family, v6);
+	ctx->user_port = rev.port;
 }
 
 SEC("cgroup/connect4")

@@ -258,8 +258,9 @@ struct tunnel_config {
  *   weir_lb_revnat    HASH  u16 rev_nat_index -> lb_revnat (the frontend, to show as the peer)
  *   weir_lb_maglev    HASH_OF_MAPS u16 rev_nat_index -> ARRAY[1] of u32[LB_MAGLEV_LUT_MAX] ids
  *   weir_lb_affinity  LRU_HASH lb_affinity_key -> lb_affinity_value (sessionAffinity ClientIP)
- *   weir_lb_reverse_sk LRU_HASH lb_sk_key -> lb_revnat (socket cookie + backend -> frontend, for
- *                     getpeername/recvmsg of a socket the connect/sendmsg hook translated)
+ *   weir_lb_sk_rev    SK_STORAGE socket -> lb_sk_rev (the backends the connect/sendmsg hook sent
+ *                     it to and their frontends, for its getpeername/recvmsg; a socket never
+ *                     translated has none, so an accepted connection's getpeername costs no lookup)
  */
 struct lb_key {
 	__u8 addr[16];      /* frontend address (ClusterIP, or the node IP for NodePort) */
@@ -321,12 +322,22 @@ struct lb_affinity_value {
 	__u32 pad;
 };
 
-struct lb_sk_key {
-	__u64 cookie; /* bpf_get_socket_cookie() */
+/* One backend a socket was translated to, and the frontend it shows instead. */
+struct lb_sk_rev_slot {
 	__u8 addr[16]; /* backend */
 	__be16 port;
-	__u8 family;
+	__u8 family; /* 0: free slot */
 	__u8 pad[5];
+	struct lb_revnat rev;
+};
+/* A connected socket uses slot 0 alone; an unconnected UDP socket sending to several frontends
+ * one slot each, the oldest replaced when all are taken (its replies from that backend then show
+ * the backend's address, as they would after an LRU eviction of Cilium's reverse map). */
+#define LB_SK_REV_SLOTS 4
+struct lb_sk_rev {
+	struct bpf_spin_lock lock; /* a UDP socket's sendmsg and recvmsg may run on two CPUs at once */
+	__u32 next; /* the slot a new backend takes when all are taken */
+	struct lb_sk_rev_slot slot[LB_SK_REV_SLOTS];
 };
 
 #define LB_MAGLEV_LUT_MAX 65521 /* the largest table size weir accepts (Cilium's primes up to it) */

@@ -19,13 +19,21 @@
  *     tried first: a hit (one lookup 3 would not override) is the reply; else 1, 2, 3 as above.
  *     The two orders differ only if entries 1 and 2 both exist, which the sender's side rules
  *     out (its reply means it has no entry of its own for this direction).
+ *     Without a hint, a TCP/UDP/SCTP packet (not a pure SYN) whose source port is below its
+ *     destination port is taken for a likely reply too (a server's port answering a client's
+ *     ephemeral one): 2 first as well. Half of a connection's packets are replies, and each then
+ *     spares the miss of 1 (a cold bucket on a busy node); a forward packet guessed wrong pays
+ *     that miss, as every reply did before. Here both entries can exist only when both ends
+ *     opened the same 4-tuple (TCP simultaneous open, UDP both sending first), each allowed by
+ *     its policy: the packet passes either way, only the entry it counts in differs.
  *     Entries past lifetime_ns count as absent (the agent's GC deletes them later). A TCP SYN
  *     (without ACK) hitting a CLOSING entry (1 or 2) reopens the connection: CT_NEW, policy again.
  *     Hits update the entry's counters, TCP flags, state and lifetime (the lifetime lazily: it
  *     may lag the last packet by up to CT_LIFETIME_SLACK_NS, see __ct_account).
  *
- *   ct_lookup_entry(flow, dir, from_proxy, ...) is ct_lookup that also hands out the entry hit
- *     (NULL for NEW/RELATED): its rev_nat_index tells a reply of a connection translated at tc
+ *   ct_lookup_entry(flow, dir, from_proxy, ..., hit, reopened) is ct_lookup that also hands out
+ *     the entry hit (NULL for NEW/RELATED) and, for a NEW that a SYN on the CLOSING entry of its own
+ *     key reopened, that entry (else NULL), for ct_create_proxy to take over: its rev_nat_index tells a reply of a connection translated at tc
  *     (lib/lb_nat.h), its flags a connection of the node proxy (lib/proxy.h). from_proxy: the
  *     packet was sent by the node proxy's upstream socket, whose connections are keyed
  *     {tuple, CT_F_INGRESS | CT_F_PROXY} (the destination pod's ingress judged them): lookup 1
@@ -37,7 +45,16 @@
  *   ct_create(flow, dir, bytes, now, cookie, src_identity, rev_nat_index) -> 0 | DROP_CT_CREATE_FAILED
  *   ct_create_proxy(..., flags, proxy_port): the same with CT_ENTRY_F_* flags (TO_PROXY: later
  *     packets go to the proxy listener proxy_port too; PROXY_UPSTREAM: keyed with CT_F_PROXY)
- *     Inserts {tuple, dir} after policy allowed the packet. Any TCP packet may open an entry,
+ *     Inserts {tuple, dir} after policy allowed the packet. `reopened` (from ct_lookup_entry of the
+ *     same packet and tuple, or NULL): the CLOSING entry of that very key is rewritten in place
+ *     instead. A client reusing its port within the close timeout (every busy client: at 25 000
+ *     connections/s a port comes back about every second) then costs no LRU insertion (a free node
+ *     popped, the bucket locked, the old node pushed back: ~0.3 us, twice per connection between
+ *     two local pods). A CLOSING entry is no longer in use and not expired: the agent's GC
+ *     (expired entries) leaves it, and the lookup just marked it referenced, so a full map's LRU
+ *     evicts others first. Only a deletion within this packet's few hundred ns (a policy change,
+ *     an eviction of a full map under churn) could let the write land in a recycled element, as
+ *     any write through a looked-up entry could (__ct_account's). Any TCP packet may open an entry,
  *     not only a SYN (as Cilium: a connection that predates an agent restart or a CT flush keeps
  *     working if policy still allows it); without a SYN it still starts with the SYN timeout and
  *     gets the established timeout only once the responder answers.
@@ -161,6 +178,17 @@ static __always_inline int __ct_pure_syn(const struct flow *f)
 	return f->tuple.nexthdr == IPPROTO_TCP && (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 }
 
+/* Ports say reply: the source (a server's port) below the destination (a client's ephemeral
+ * port). Only the lookup order depends on it, never the result (see ct_lookup_entry). */
+static __always_inline int __ct_likely_reply(const struct flow *f)
+{
+	__u8 p = f->tuple.nexthdr;
+
+	if (p != IPPROTO_TCP && p != IPPROTO_UDP && p != IPPROTO_SCTP)
+		return 0;
+	return !__ct_pure_syn(f) && bpf_ntohs(f->tuple.sport) < bpf_ntohs(f->tuple.dport);
+}
+
 /* A fresh SYN on a closing connection starts a new one, which policy must judge again. */
 static __always_inline int __ct_reopens(const struct ct_entry *e, const struct flow *f)
 {
@@ -182,20 +210,21 @@ static __always_inline int __ct_related(struct flow *f, __u8 dir, __u64 now)
 }
 
 static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_proxy, __u32 bytes, __u64 now,
-					   struct ct_entry **closed, struct ct_entry **hit)
+					   struct ct_entry **closed, struct ct_entry **hit, struct ct_entry **reopened)
 {
 	struct ct_key key = f->tuple;
 	struct ct_entry *e;
 
 	*closed = 0;
 	*hit = 0;
+	*reopened = 0;
 	if (f->icmp_kind == ICMP_KIND_ERROR)
 		return __ct_related(f, dir, now);
 
 	/* The sender's stage found this packet a reply (weir_to_local after weir_from_container): so
 	 * will this one, almost surely; the reply's entry first spares the lookup that would miss.
 	 * A hit that lookup 3 might override is not taken here: the usual order follows. */
-	if (f->ct_reply_hint && !from_proxy) {
+	if ((f->ct_reply_hint || __ct_likely_reply(f)) && !from_proxy) {
 		__ct_reverse(&key, &f->tuple);
 		key.flags = __ct_other_dir(dir);
 		e = __ct_get(&key, now);
@@ -206,8 +235,10 @@ static __always_inline int ct_lookup_entry(struct flow *f, __u8 dir, int from_pr
 	key.flags = dir | (from_proxy ? CT_F_PROXY : 0);
 	e = __ct_get(&key, now);
 	if (e) {
-		if (__ct_reopens(e, f))
+		if (__ct_reopens(e, f)) {
+			*reopened = e;
 			return CT_NEW;
+		}
 		if (__ct_account(e, f, 0, bytes, now))
 			*closed = e;
 		*hit = e;
@@ -245,15 +276,16 @@ reply:
 
 static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u32 bytes, __u64 now, struct ct_entry **closed)
 {
-	struct ct_entry *hit;
+	struct ct_entry *hit, *reopened;
 
-	return ct_lookup_entry(f, dir, 0, bytes, now, closed, &hit);
+	return ct_lookup_entry(f, dir, 0, bytes, now, closed, &hit, &reopened);
 }
 
 /* A new entry; `flags` CT_ENTRY_F_*, `proxy_port` (network order) for CT_ENTRY_F_TO_PROXY. An
  * entry with CT_ENTRY_F_PROXY_UPSTREAM is keyed with CT_F_PROXY. */
 static __always_inline int ct_create_proxy(const struct flow *f, __u8 dir, __u32 bytes, __u64 now, __u32 cookie,
-					   __u32 src_identity, __u16 rev_nat_index, __u8 flags, __be16 proxy_port)
+					   __u32 src_identity, __u16 rev_nat_index, __u8 flags, __be16 proxy_port,
+					   struct ct_entry *reopened)
 {
 	struct ct_key key = f->tuple;
 	struct ct_entry e = {
@@ -269,6 +301,12 @@ static __always_inline int ct_create_proxy(const struct flow *f, __u8 dir, __u32
 
 	key.flags = dir | ((flags & CT_ENTRY_F_PROXY_UPSTREAM) ? CT_F_PROXY : 0);
 	e.lifetime_ns = now + (__u64)__ct_timeout(&e, f->tuple.nexthdr, &e.state) * NSEC_PER_SEC;
+	/* The reopened entry's key is this one: same tuple, dir, and CT_F_PROXY iff from the proxy
+	 * (then flags has CT_ENTRY_F_PROXY_UPSTREAM). */
+	if (reopened) {
+		*reopened = e;
+		return 0;
+	}
 	if (bpf_map_update_elem(&weir_ct, &key, &e, BPF_ANY) < 0)
 		return DROP_CT_CREATE_FAILED;
 	return 0;
@@ -277,7 +315,7 @@ static __always_inline int ct_create_proxy(const struct flow *f, __u8 dir, __u32
 static __always_inline int ct_create(const struct flow *f, __u8 dir, __u32 bytes, __u64 now, __u32 cookie,
 				     __u32 src_identity, __u16 rev_nat_index)
 {
-	return ct_create_proxy(f, dir, bytes, now, cookie, src_identity, rev_nat_index, 0, 0);
+	return ct_create_proxy(f, dir, bytes, now, cookie, src_identity, rev_nat_index, 0, 0, 0);
 }
 
 #endif /* WEIR_CONNTRACK_H */

@@ -41,7 +41,6 @@
 #define WEIR_LB_REVNAT_MAX 65536
 #define WEIR_LB_MAGLEV_MAX 4096 /* services using Maglev (each inner table holds 256 KiB) */
 #define WEIR_LB_AFFINITY_MAX 65536
-#define WEIR_LB_REVERSE_SK_MAX 262144 /* translated sockets (UDP: socket x backend) */
 
 volatile const __u32 weir_lb_maglev_size = 16381;
 
@@ -89,12 +88,14 @@ struct {
 	__uint(max_entries, WEIR_LB_AFFINITY_MAX);
 } weir_lb_affinity SEC(".maps");
 
+/* Socket-local storage (Cilium keys a hash by socket cookie instead): the kernel frees it with the
+ * socket, and a socket without it (every accepted connection) is told apart without a lookup. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct lb_sk_key);
-	__type(value, struct lb_revnat);
-	__uint(max_entries, WEIR_LB_REVERSE_SK_MAX);
-} weir_lb_reverse_sk SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct lb_sk_rev);
+} weir_lb_sk_rev SEC(".maps");
 
 static __always_inline struct lb_service *lb_frontend(struct lb_key *key)
 {

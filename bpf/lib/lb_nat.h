@@ -224,7 +224,7 @@ static __always_inline int lb_nat_bounce(struct __sk_buff *skb)
 
 static __always_inline int lb_nat_hairpin_reply(struct __sk_buff *skb, struct flow *f, __u32 bytes, __u64 now)
 {
-	struct ct_entry *closed, *hit;
+	struct ct_entry *closed, *hit, *reopened;
 	__u8 self[16] = {}, lo[4];
 	__be32 a = bpf_htonl(LB_HAIRPIN4);
 	__u16 rev;
@@ -234,7 +234,7 @@ static __always_inline int lb_nat_hairpin_reply(struct __sk_buff *skb, struct fl
 	    (f->tuple.nexthdr != IPPROTO_TCP && f->tuple.nexthdr != IPPROTO_UDP))
 		return -1;
 	/* The hairpin's entry was made at the pod's egress: this answer is its reply as ingress sees it. */
-	if (ct_lookup_entry(f, CT_F_INGRESS, 0, bytes, now, &closed, &hit) != CT_REPLY || !hit || !hit->rev_nat_index)
+	if (ct_lookup_entry(f, CT_F_INGRESS, 0, bytes, now, &closed, &hit, &reopened) != CT_REPLY || !hit || !hit->rev_nat_index)
 		return -1;
 	rev = hit->rev_nat_index;
 	__builtin_memcpy(self, f->tuple.saddr, 4);

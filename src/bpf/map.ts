@@ -29,6 +29,7 @@ export const MapType = {
   lpm_trie: 11,
   array_of_maps: 12,
   hash_of_maps: 13,
+  sk_storage: 24,
   ringbuf: 27,
 } as const;
 export type MapTypeName = keyof typeof MapType;

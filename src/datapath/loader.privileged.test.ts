@@ -11,6 +11,7 @@ import { run } from '../shared/exec.js';
 import { pinRoot } from '../shared/paths.js';
 import { DropReason } from './drop-reasons.js';
 import { Datapath, PINNED_MAPS, PROGRAMS } from './loader.js';
+import { RETIRED_PINS } from './maps/catalog.js';
 
 const TCP = 6;
 const PORT = 8080;
@@ -98,10 +99,21 @@ describe('Datapath loader', () => {
       assert.throws(() => Datapath.open({ eventsBufferBytes }), { code: 'ERR_DATAPATH_CONFIG' });
   });
 
-  it('pins every map and program', () => {
+  it('pins every map and program, and removes the pins of retired maps', () => {
+    // An earlier weir's socket LB reverse map (now socket storage, weir_lb_sk_rev).
+    const old = BpfMap.create({
+      type: 'lru_hash',
+      name: 'weir_lb_reverse',
+      keySize: 32,
+      valueSize: 24,
+      maxEntries: 16,
+    });
+    old.pin(join(pinDir, 'weir_lb_reverse_sk'));
+    old.close();
     dp = Datapath.open({ pinDir, policyMapMax: 1024, ctMax: 65536 });
     for (const name of [...PINNED_MAPS, ...Object.values(PROGRAMS)])
       assert.ok(existsSync(join(pinDir, name)), name);
+    for (const name of RETIRED_PINS) assert.ok(!existsSync(join(pinDir, name)), `${name} is gone`);
   });
 
   it('attaches both programs to pod veths; their verdicts decide real connections', async () => {

@@ -56,6 +56,7 @@ import {
   pinnedMaps,
   policyPinName,
   POLICY_PIN,
+  RETIRED_PINS,
   reusedMaps,
   type ObjectMapName,
   type PinnedMapName,
@@ -243,7 +244,6 @@ export class Datapath {
         revnat: map('weir_lb_revnat'),
         maglev: map('weir_lb_maglev'),
         affinity: map('weir_lb_affinity'),
-        reverseSk: map('weir_lb_reverse_sk'),
       },
       maglevTableSize,
     );
@@ -340,11 +340,13 @@ export class Datapath {
         });
         obj.setMapMaxEntries('weir_ct', ctMax);
         obj.setMapMaxEntries('weir_events', eventsBytes);
-        if (opts.pinDir)
+        if (opts.pinDir) {
+          for (const name of RETIRED_PINS) removePin(opts.pinDir, name);
           for (const name of PINNED_MAPS) {
             replaceStalePin(opts.pinDir, name);
             obj.reuseOrPinMap(name, join(opts.pinDir, name));
           }
+        }
         obj.load();
         // The stages first: entry programs attached below (or by a previous agent, which share the
         // pinned weir_calls) tail call into them. Replacing a slot is atomic.
@@ -774,12 +776,18 @@ export class Datapath {
     this.close();
     const dir = this.pinDir;
     if (!dir || !existsSync(dir)) return;
-    const ours = new Set<string>([...PINNED_MAPS, ...Object.values(PROGRAMS)]);
+    const ours = new Set<string>([...PINNED_MAPS, ...RETIRED_PINS, ...Object.values(PROGRAMS)]);
     for (const name of readdirSync(dir)) {
       if (ours.has(name) || POLICY_PIN.test(name)) unlinkSync(join(dir, name));
     }
     if (readdirSync(dir).length === 0) rmdirSync(dir);
   }
+}
+
+/** A retired map's pin (the catalogue's RETIRED_PINS), if there. */
+function removePin(pinDir: string, name: string): void {
+  const path = join(pinDir, name);
+  if (existsSync(path)) unlinkSync(path);
 }
 
 /**

@@ -252,6 +252,27 @@ describe('conntrack', () => {
     assert.equal(h.run('egress', a.ifindex, v4(A.v4, B.v4, seg(40000, 80, 'A'))).verdict, 'forward');
     h.dp.policy(a.endpointId).clear();
     assert.equal(h.run('egress', a.ifindex, v4(A.v4, B.v4, seg(40000, 80, 'S'))).reason, DropReason.POLICY);
+    // Allowed again, the SYN takes the closing entry over (rewritten in place): a new connection.
+    h.dp
+      .policy(a.endpointId)
+      .upsert({ identity: B.identity, direction: 'egress', protocol: 0 }, { cookie: 43 });
+    assert.equal(h.run('egress', a.ifindex, v4(A.v4, B.v4, seg(40000, 80, 'S'))).verdict, 'forward');
+    const fresh = h.dp.ct.get(tupleAB(40000, 80));
+    assert.deepEqual(
+      [
+        fresh?.state,
+        fresh?.packetsFwd,
+        fresh?.packetsRev,
+        fresh?.bytesRev,
+        fresh?.tcpFlagsRev,
+        fresh?.cookie,
+      ],
+      [1, 1n, 0n, 0n, 0, 43],
+    );
+    assert.ok(lifetimeLeft(tupleAB(40000, 80)) <= 30n, 'the SYN timeout');
+    h.run('ingress', a.ifindex, v4(B.v4, A.v4, seg(80, 40000, 'SA')));
+    assert.equal(h.dp.ct.get(tupleAB(40000, 80))?.state, 2, 'its answer establishes it');
+    h.dp.policy(a.endpointId).clear();
 
     allowAtoB();
     h.run('egress', a.ifindex, v4(A.v4, B.v4, seg(40001, 80, 'S')));

@@ -67,11 +67,11 @@ const tcp = () => new Promise((done) => {
   s.on('end', () => { s.destroy(); done({ peer, backend: data }); });
   s.on('error', (e) => done({ error: e.code, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
 });
-const udp = (sock) => new Promise((done) => {
+const udp = (sock, host) => new Promise((done) => {
   const t0 = process.hrtime.bigint();
   const timer = setTimeout(() => { sock.removeAllListeners('message'); done({ error: 'TIMEOUT' }); }, 3000);
   sock.once('message', (m, r) => { clearTimeout(timer); done({ peer: { address: r.address, port: r.port }, backend: String(m) }); });
-  sock.send('x', spec.port, spec.host, (e) => {
+  sock.send('x', spec.port, host, (e) => {
     if (e) { clearTimeout(timer); sock.removeAllListeners('message'); done({ error: e.code, ms: Number(process.hrtime.bigint() - t0) / 1e6 }); }
   });
 });
@@ -96,7 +96,9 @@ const hold = () => new Promise((done) => {
   if (spec.hold) return console.log(JSON.stringify([await hold()]));
   const out = [];
   const sock = spec.proto === 'udp' ? dgram.createSocket(spec.host.includes(':') ? 'udp6' : 'udp4') : undefined;
-  for (let i = 0; i < spec.count; i++) out.push(sock ? await udp(sock) : await tcp());
+  // spec.hosts: one socket sending to each frontend in turn.
+  const hosts = spec.hosts ?? [spec.host];
+  for (let i = 0; i < spec.count; i++) out.push(sock ? await udp(sock, hosts[i % hosts.length]) : await tcp());
   sock?.close();
   console.log(JSON.stringify(out));
 })();`;
@@ -187,7 +189,7 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
 
   async function client(
     netns: string,
-    spec: { host: string; port: number; proto?: 'udp'; count: number; hold?: number },
+    spec: { host: string; hosts?: string[]; port: number; proto?: 'udp'; count: number; hold?: number },
   ) {
     const r = await run(
       [
@@ -333,6 +335,22 @@ describe('socket load balancing (cgroup sock_addr programs)', () => {
     assert.ok(BACKENDS4.includes([...backendsOf(v4)][0] ?? ''));
     assert.equal(backendsOf(v6).size, 1);
     assert.ok(BACKENDS6.includes([...backendsOf(v6)][0] ?? ''));
+  });
+
+  it('UDP: one socket sending to more frontends than its storage has slots sees each reply from its frontend', async () => {
+    const fronts = ['10.96.0.30', '10.96.0.31', '10.96.0.32', '10.96.0.33', '10.96.0.34', '10.96.0.35'];
+    for (const [i, address] of fronts.entries())
+      service({ address, port: 53, proto: 'udp' }, 30 + i, [11 + (i % 3)]);
+    const rs = await client(nsC, { host: fronts[0] ?? '', hosts: fronts, port: 53, proto: 'udp', count: 12 });
+    assert.deepEqual(
+      rs.map((r) => r.peer),
+      [...fronts, ...fronts].map((address) => ({ address, port: 53 })),
+    );
+    assert.deepEqual(
+      rs.map((r) => r.backend),
+      [...fronts, ...fronts].map((_, i) => BACKENDS4[i % 3]),
+      'each frontend its backend',
+    );
   });
 
   it('affinity: each client netns sticks to one backend, remembered in weir_lb_affinity', async () => {

@@ -8,24 +8,20 @@
 // out in plain VXLAN (fail closed).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { agentPidFile } from '../../src/agent/paths.js';
-import { proxyPid, type ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
-import type { Flow } from '../../src/observe/flow.js';
-import type { TunnelStatus } from '../../src/proxy/tunnel.js';
-import { captureAll } from '../support/capture.js';
-import { cli, ok } from '../support/cli.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { proxyPid } from '../../src/agent/proxy-manager.js';
+import { ok } from '../support/cli.js';
+import { serverFromClient } from '../support/cluster-pods.js';
 import { testLab } from '../support/lab-name.js';
-import { sleep } from '../support/mtls-cluster.js';
+import { EncryptedLab, NODE2_UL, sleep } from '../support/mtls-cluster.js';
 
 const LAB = testLab('t-mtl7');
 const MARKER = 'weir-l7-upstream-marker-5d81e2';
 
-const manifests = `${crossNodePods}---
+const lab = new EncryptedLab(LAB, {
+  marker: MARKER,
+  policies: `
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: client-egress-l7 }
@@ -36,96 +32,23 @@ spec:
       toPorts:
         - ports: [{ port: "8080", protocol: TCP }]
           rules: { http: [{ method: GET, path: "/allowed/.*" }] }
----
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-from-client }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-`;
-
-async function onNode(node: string, args: string[]): Promise<string> {
-  process.env.WEIR_NODE = node;
-  try {
-    return await ok(args, LAB);
-  } finally {
-    delete process.env.WEIR_NODE;
-  }
-}
-
-async function tunnelStatus(node: string): Promise<TunnelStatus | undefined> {
-  const s = JSON.parse(
-    await ok(['proxy', 'status', '--node', node, '-o', 'json'], LAB),
-  ) as ProxyManagerStatus;
-  return s.proxy?.tunnel;
-}
-
-async function flows(node: string): Promise<Flow[]> {
-  return (await onNode(node, ['observe', '--last', '2000', '-o', 'json']))
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Flow);
-}
+---${serverFromClient}`,
+});
+const { tunnelStatus, flows, capture } = lab;
 
 /** A GET of `/<prefix>/<marker>` from client: body and status code. */
-async function get(ip: string, prefix: string, timeoutS = 10): Promise<string> {
-  const r = await cli(
-    [
-      'lab',
-      'exec',
-      'default/client',
-      '--',
-      'curl',
-      '-s',
-      '-m',
-      String(timeoutS),
-      '-w',
-      ' %{http_code}',
-      `http://${ip}:8080/${prefix}/${MARKER}`,
-    ],
-    LAB,
-  );
-  return r.stdout.trim();
-}
-
-const capture = () => captureAll(`weir-${LAB}-underlay`, MARKER);
+const get = (ip: string, prefix: string, timeoutS = 10) =>
+  lab.get('default/client', ip, timeoutS, `${prefix}/`);
 
 describe(
   "the proxy's own upstreams to another node's pod go through the mTLS tunnel",
   { timeout: 600_000 },
   () => {
-    let dir = '';
-    let ips: Record<string, string> = {};
-    let clientId = 0;
-
-    before(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'weir-mtl7-'));
-      await writeFile(join(dir, 'all.yaml'), manifests);
-      await cli(['lab', 'down'], LAB);
-      await ok(['lab', 'up', '--lab', LAB, '--nodes', '2', '--encryption', 'mtls'], LAB, 300_000);
-      await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
-      const pods = JSON.parse(await ok(['get', 'pods', '-o', 'json'], LAB)) as {
-        items: { metadata: { name: string }; status: { podIP: string } }[];
-      };
-      ips = Object.fromEntries(pods.items.map((p) => [p.metadata.name, p.status.podIP]));
-      const eps = JSON.parse(await onNode('node1', ['endpoint', 'list', '-o', 'json'])) as {
-        pod: string;
-        identity: number;
-      }[];
-      clientId = eps.find((e) => e.pod === 'client' || e.pod.endsWith('/client'))?.identity ?? 0;
-      assert.ok(clientId, 'the client has an identity');
-    });
-
-    after(async () => {
-      await cli(['lab', 'down'], LAB);
-      if (dir) await rm(dir, { recursive: true, force: true });
-    });
+    before(lab.up);
+    after(lab.down);
 
     it('the allowed request is answered through the tunnel, the denied one gets 403; no plaintext', async () => {
-      const server = ips.server ?? '';
+      const server = lab.ips.server ?? '';
       // node1's proxy listens once it has the policy: wait for the first answer.
       let allowed = '';
       const deadline = Date.now() + 60_000;
@@ -178,7 +101,7 @@ describe(
         `node1's proxy handed its upstream to the tunnel: ${JSON.stringify(t1?.proxyUpstreams)}`,
       );
       assert.ok(
-        t1?.tunnels.some((t) => t.src === clientId && t.peer === '198.18.0.12'),
+        t1?.tunnels.some((t) => t.src === lab.ids.client && t.peer === NODE2_UL),
         `node1 holds a tunnel of the client's identity to node2: ${JSON.stringify(t1?.tunnels)}`,
       );
       // node2 judged the identity the certificate proved, and says the connection was encrypted.
@@ -187,7 +110,7 @@ describe(
         f2.some(
           (f) =>
             f.weir.type === 'policy-verdict' &&
-            f.source.identity === clientId &&
+            f.source.identity === lab.ids.client &&
             f.destination.pod_name === 'server' &&
             f.verdict === 'FORWARDED' &&
             f.IP?.encrypted === true,
@@ -207,7 +130,7 @@ describe(
     });
 
     it("fails closed: with node2's proxy gone the upstream fails, nothing goes out in plain VXLAN", async () => {
-      const server = ips.server ?? '';
+      const server = lab.ips.server ?? '';
       const agent2 = Number(readFileSync(agentPidFile(LAB, 'node2'), 'utf8'));
       const proxy2 = proxyPid(LAB, 'node2');
       assert.ok(agent2 && proxy2, 'node2 runs an agent and a proxy');

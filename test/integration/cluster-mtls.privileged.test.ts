@@ -10,59 +10,26 @@
 // while a UDP datagram carrying it (UDP keeps plain VXLAN) shows the capture would see it.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { agentDir, agentPidFile } from '../../src/agent/paths.js';
-import { proxyPid, type ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
-import type { Flow } from '../../src/observe/flow.js';
-import type { TunnelStatus } from '../../src/proxy/tunnel.js';
+import { proxyPid } from '../../src/agent/proxy-manager.js';
 import { run } from '../../src/shared/exec.js';
 import { repoRoot } from '../../src/shared/paths.js';
-import { cli, ok } from '../support/cli.js';
-import { captureAll } from '../support/capture.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { ok } from '../support/cli.js';
 import { portReuseScript } from '../support/port-reuse.js';
 import { testLab } from '../support/lab-name.js';
+import { EncryptedLab, NODE2_UL, sleep, type Ids, type StreamResult } from '../support/mtls-cluster.js';
 
 const LAB = testLab('t-mtls2');
 const MARKER = 'weir-secret-marker-7f3a9c';
 
-const manifests = `${crossNodePods}---
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-from-client }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-`;
-
-// Run in a pod: sends `bytes` of the marker over one TCP connection to the lab server (which
-// echoes what is not HTTP), half-closes, and counts what comes back.
-const streamScript = `
-import net from 'node:net';
-const [ip, port, total, marker] = process.argv.slice(2);
-const chunk = Buffer.alloc(16384, marker + ' ');
-let sent = 0, got = 0;
-const out = (error) => { console.log(JSON.stringify({ sent, got, ...(error ? { error } : {}) })); process.exit(0); };
-const s = net.connect({ host: ip, port: Number(port), allowHalfOpen: true }, () => {
-  const write = () => {
-    while (sent < Number(total)) {
-      sent += chunk.length;
-      if (!s.write(chunk)) return void s.once('drain', write);
-    }
-    s.end();
-  };
-  write();
+const lab = new EncryptedLab(LAB, {
+  marker: MARKER,
+  files: { 'reuse.mjs': portReuseScript },
 });
-s.on('data', (d) => (got += d.length));
-s.on('end', () => out());
-s.on('error', (e) => out(e.message));
-setTimeout(() => out('timeout'), 60000);
-`;
+const { onNode, tunnelStatus, flows, get, capture } = lab;
 
 // Run in node1's namespace (its underlay address is the client's tunnel endpoint): dials node2's
 // tunnel listener as a rogue on node1 would.
@@ -95,123 +62,28 @@ out.spoofed = await dial(await real.issue('cluster.local', ${o.ids.client}, 600)
 console.log(JSON.stringify(out));
 `;
 
-interface Ids {
-  client: number;
-  other: number;
-  server: number;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function onNode(node: string, args: string[]): Promise<string> {
-  process.env.WEIR_NODE = node;
-  try {
-    return await ok(args, LAB);
-  } finally {
-    delete process.env.WEIR_NODE;
-  }
-}
-
-async function tunnelStatus(node: string): Promise<TunnelStatus | undefined> {
-  const s = JSON.parse(
-    await ok(['proxy', 'status', '--node', node, '-o', 'json'], LAB),
-  ) as ProxyManagerStatus;
-  return s.proxy?.tunnel;
-}
-
-async function flows(node: string): Promise<Flow[]> {
-  return (await onNode(node, ['observe', '--last', '2000', '-o', 'json']))
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Flow);
-}
-
-/** An HTTP GET with the marker in its path from a pod: status code and body. */
-async function get(from: string, ip: string, timeoutS = 10): Promise<string> {
-  const r = await cli(
-    [
-      'lab',
-      'exec',
-      from,
-      '--',
-      'curl',
-      '-s',
-      '-m',
-      String(timeoutS),
-      '-w',
-      ' %{http_code}',
-      `http://${ip}:8080/${MARKER}`,
-    ],
-    LAB,
-  );
-  return r.stdout.trim();
-}
-
-/** A capture of every device of the underlay namespace until stop(). */
-const capture = () => captureAll(`weir-${LAB}-underlay`, MARKER);
-
 describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, () => {
-  let dir = '';
-  let ips: Record<string, string> = {};
-  let ids: Ids = { client: 0, other: 0, server: 0 };
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weir-mtls2-'));
-    await writeFile(join(dir, 'all.yaml'), manifests);
-    await writeFile(join(dir, 'stream.mjs'), streamScript);
-    await writeFile(join(dir, 'reuse.mjs'), portReuseScript);
-    await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up', '--lab', LAB, '--nodes', '2', '--encryption', 'mtls'], LAB, 300_000);
-    await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
-    const pods = JSON.parse(await ok(['get', 'pods', '-o', 'json'], LAB)) as {
-      items: { metadata: { name: string }; status: { podIP: string } }[];
-    };
-    ips = Object.fromEntries(pods.items.map((p) => [p.metadata.name, p.status.podIP]));
-    const eps = [
-      ...(JSON.parse(await onNode('node1', ['endpoint', 'list', '-o', 'json'])) as {
-        pod: string;
-        identity: number;
-      }[]),
-      ...(JSON.parse(await onNode('node2', ['endpoint', 'list', '-o', 'json'])) as {
-        pod: string;
-        identity: number;
-      }[]),
-    ];
-    const id = (pod: string) => eps.find((e) => e.pod === pod || e.pod.endsWith(`/${pod}`))?.identity ?? 0;
-    ids = { client: id('client'), other: id('other'), server: id('server') };
-    assert.ok(ids.client && ids.other && ids.server, `identities: ${JSON.stringify(ids)}`);
-  });
-
-  after(async () => {
-    await cli(['lab', 'down'], LAB);
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  before(lab.up);
+  after(lab.down);
 
   it('carries pod TCP between the nodes in the mTLS tunnel: no plaintext on the underlay', async () => {
     const cap = await capture();
     let answer = '';
-    let stream: { sent: number; got: number; error?: string } = { sent: 0, got: 0 };
+    let stream: StreamResult = { sent: 0, got: 0 };
     try {
-      answer = await get('default/client', ips.server ?? '');
-      const out = await ok(
+      answer = await get('default/client', lab.ips.server ?? '');
+      stream = await lab.stream('default/client', lab.ips.server ?? '', 4 << 20);
+      // The control: UDP keeps plain VXLAN, so a datagram with the marker is seen.
+      await ok(
         [
           'lab',
           'exec',
           'default/client',
           '--',
-          process.execPath,
-          join(dir, 'stream.mjs'),
-          ips.server ?? '',
-          '8080',
-          String(4 << 20),
-          MARKER,
+          'bash',
+          '-c',
+          `echo ${MARKER} > /dev/udp/${lab.ips.server}/9999`,
         ],
-        LAB,
-      );
-      stream = JSON.parse(out.trim().split('\n').pop() ?? '{}') as typeof stream;
-      // The control: UDP keeps plain VXLAN, so a datagram with the marker is seen.
-      await ok(
-        ['lab', 'exec', 'default/client', '--', 'bash', '-c', `echo ${MARKER} > /dev/udp/${ips.server}/9999`],
         LAB,
       );
       await sleep(500);
@@ -234,7 +106,7 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     }
     const t1 = await tunnelStatus('node1');
     assert.ok(
-      t1?.tunnels.some((t) => t.src === ids.client && t.dst === ids.server && t.peer === '198.18.0.12'),
+      t1?.tunnels.some((t) => t.src === lab.ids.client && t.dst === lab.ids.server && t.peer === NODE2_UL),
       `node1 holds the tunnel client -> server: ${JSON.stringify(t1?.tunnels)}`,
     );
     const t2 = await tunnelStatus('node2');
@@ -257,7 +129,7 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
       f2.some(
         (f) =>
           f.weir.type === 'policy-verdict' &&
-          f.source.identity === ids.client &&
+          f.source.identity === lab.ids.client &&
           f.destination.pod_name === 'server' &&
           f.verdict === 'FORWARDED' &&
           f.IP?.encrypted === true,
@@ -269,11 +141,11 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
   });
 
   it("node2's ingress policy judges the identity the certificate proved: other is denied", async () => {
-    const denied = await get('default/other', ips.server ?? '', 12);
+    const denied = await get('default/other', lab.ips.server ?? '', 12);
     assert.ok(!denied.endsWith('200'), `other -> server gets no answer: ${denied}`);
     const drops = (await flows('node2')).filter(
       (f) =>
-        f.verdict === 'DROPPED' && f.source.identity === ids.other && f.destination.pod_name === 'server',
+        f.verdict === 'DROPPED' && f.source.identity === lab.ids.other && f.destination.pod_name === 'server',
     );
     assert.ok(drops.length > 0, 'node2 dropped other -> server');
     assert.ok(
@@ -281,22 +153,22 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
       JSON.stringify(drops[0]),
     );
     assert.ok(
-      (await get('default/client', ips.server ?? '')).endsWith('200'),
+      (await get('default/client', lab.ips.server ?? '')).endsWith('200'),
       'client -> server still answers',
     );
   });
 
   it('refuses a certificate of another CA, of another identity and a spoofed source, and counts them', async () => {
     const before = (await tunnelStatus('node2'))?.refused;
-    const script = join(dir, 'rogue.mjs');
+    const script = join(lab.dir, 'rogue.mjs');
     await writeFile(
       script,
       rogueScript({
-        peer: '198.18.0.12',
-        server: ips.server ?? '',
-        client: ips.client ?? '',
-        other: ips.other ?? '',
-        ids,
+        peer: NODE2_UL,
+        server: lab.ips.server ?? '',
+        client: lab.ips.client ?? '',
+        other: lab.ips.other ?? '',
+        ids: lab.ids,
       }),
     );
     const out = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, process.execPath, script]);
@@ -328,8 +200,8 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
         'default/client',
         '--',
         process.execPath,
-        join(dir, 'reuse.mjs'),
-        ips.server ?? '',
+        join(lab.dir, 'reuse.mjs'),
+        lab.ips.server ?? '',
         '8080',
         '6',
         '23456',
@@ -346,7 +218,11 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     assert.equal(r.times?.length, 6, out);
     assert.equal(r.synRetrans, 0, `no SYN of the pod had to be retransmitted: ${out}`);
     const tw = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, 'ss', '-tanH', 'state', 'time-wait']);
-    assert.doesNotMatch(tw.stdout, new RegExp(`${ips.client}:23456\\b`), 'no TIME_WAIT of the tuple left');
+    assert.doesNotMatch(
+      tw.stdout,
+      new RegExp(`${lab.ips.client}:23456\\b`),
+      'no TIME_WAIT of the tuple left',
+    );
     const reaped = (await tunnelStatus('node1'))?.timeWait.reaped ?? 0;
     assert.ok(reaped >= before + 5, `node1's proxy removed the TIME_WAIT sockets: ${before} -> ${reaped}`);
   });
@@ -362,7 +238,7 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     try {
       process.kill(proxy, 'SIGKILL');
       while (proxyPid(LAB) === proxy) await sleep(50);
-      whileDown = await get('default/client', ips.server ?? '', 3);
+      whileDown = await get('default/client', lab.ips.server ?? '', 3);
     } finally {
       process.kill(agent, 'SIGCONT');
     }
@@ -372,7 +248,7 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     let back = '';
     while (Date.now() < deadline && !back.endsWith('200')) {
       await sleep(500);
-      back = await get('default/client', ips.server ?? '', 5);
+      back = await get('default/client', lab.ips.server ?? '', 5);
     }
     assert.ok(back.endsWith('200'), `client -> server answers again: ${back}`);
     assert.notEqual(proxyPid(LAB), proxy, 'a new proxy runs');
@@ -384,7 +260,7 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     const deadline2 = Date.now() + 90_000;
     while (Date.now() < deadline2 && !again.endsWith('200')) {
       await sleep(500);
-      again = await get('default/client', ips.server ?? '', 5);
+      again = await get('default/client', lab.ips.server ?? '', 5);
     }
     assert.ok(again.endsWith('200'), `client -> server answers after node2's proxy restarted: ${again}`);
     const seen = await cap.stop();

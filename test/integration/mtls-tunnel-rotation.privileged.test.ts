@@ -10,70 +10,32 @@
 //   - the CA node signs an SVID only for a node that hosts a pod of the identity in the desired
 //     state (ERR_AUTH_CSR_NOT_HOSTED otherwise, counted in weir_auth_svid_requests_total).
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { AuthStatus } from '../../src/agent/auth.js';
 import { AgentClient } from '../../src/agent/client.js';
 import { agentDir, agentSocket } from '../../src/agent/paths.js';
-import type { ProxyManagerStatus } from '../../src/agent/proxy-manager.js';
 import { CertificateAuthority, makeCsr } from '../../src/auth/ca.js';
 import type { CaStatus } from '../../src/auth/ca-store.js';
-import type { Flow } from '../../src/observe/flow.js';
-import type { TunnelStatus } from '../../src/proxy/tunnel.js';
 import { run } from '../../src/shared/exec.js';
 import { WeirError } from '../../src/shared/errors.js';
-import { cli, ok } from '../support/cli.js';
-import { captureAll } from '../support/capture.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
-import { NODE2_UL, nodeCommands, sleep } from '../support/mtls-cluster.js';
+import { EncryptedLab, NODE2_UL, sleep, type Ids, type StreamResult } from '../support/mtls-cluster.js';
 
 const LAB = testLab('t-mtlsr');
 const MARKER = 'weir-v6-marker-41c2e8';
 const OVERLAP = 15;
-const { onNode } = nodeCommands(LAB);
 
-const labYaml = `name: ${LAB}
+const lab = new EncryptedLab(LAB, {
+  marker: MARKER,
+  labYaml: `name: ${LAB}
 nodes:
   - { name: node1, podCIDR: 10.244.0.0/24, podCIDRv6: 'fd00:10:244::/64' }
   - { name: node2, podCIDR: 10.244.1.0/24, podCIDRv6: 'fd00:10:244:1::/64' }
-`;
-
-const manifests = `${crossNodePods}---
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: server-from-client }
-spec:
-  endpointSelector: { matchLabels: { app: server } }
-  ingress:
-    - fromEndpoints: [{ matchLabels: { app: client } }]
-      toPorts: [{ ports: [{ port: "8080", protocol: TCP }] }]
-`;
-
-// Run in a pod: `bytes` of the marker over one TCP connection, half-closed, echoed back.
-const streamScript = `
-import net from 'node:net';
-const [ip, port, total, marker] = process.argv.slice(2);
-const chunk = Buffer.alloc(16384, marker + ' ');
-let sent = 0, got = 0;
-const out = (error) => { console.log(JSON.stringify({ sent, got, ...(error ? { error } : {}) })); process.exit(0); };
-const s = net.connect({ host: ip, port: Number(port), allowHalfOpen: true }, () => {
-  const write = () => {
-    while (sent < Number(total)) {
-      sent += chunk.length;
-      if (!s.write(chunk)) return void s.once('drain', write);
-    }
-    s.end();
-  };
-  write();
+`,
 });
-s.on('data', (d) => (got += d.length));
-s.on('end', () => out());
-s.on('error', (e) => out(e.message));
-setTimeout(() => out('timeout'), 60000);
-`;
+const { onNode, authOf, tunnelStatus, flows, get, capture } = lab;
 
 // Run in the client pod: one long-lived connection (IPv6) echoing a line every 200 ms, and a new
 // connection every 250 ms alternating IPv4 and IPv6, for \`seconds\`; every failure counted.
@@ -133,126 +95,26 @@ const r = await new Promise((resolve) => {
 console.log(JSON.stringify(r));
 `;
 
-interface Ids {
-  client: number;
-  other: number;
-  server: number;
-}
-
-async function tunnelStatus(node: string): Promise<TunnelStatus | undefined> {
-  const s = JSON.parse(
-    await ok(['proxy', 'status', '--node', node, '-o', 'json'], LAB),
-  ) as ProxyManagerStatus;
-  return s.proxy?.tunnel;
-}
-
-async function flows(node: string): Promise<Flow[]> {
-  return (await onNode(node, ['observe', '--last', '2000', '-o', 'json']))
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Flow);
-}
-
-const authOf = async (node: string) =>
-  JSON.parse(await onNode(node, ['auth', 'list', '-o', 'json'])) as AuthStatus;
-
-/** An HTTP GET with the marker in its path from a pod: body and status code. */
-async function get(from: string, ip: string, timeoutS = 10): Promise<string> {
-  const host = ip.includes(':') ? `[${ip}]` : ip;
-  const r = await cli(
-    [
-      'lab',
-      'exec',
-      from,
-      '--',
-      'curl',
-      '-s',
-      '-g',
-      '-m',
-      String(timeoutS),
-      '-w',
-      ' %{http_code}',
-      `http://${host}:8080/${MARKER}`,
-    ],
-    LAB,
-  );
-  return r.stdout.trim();
-}
-
 describe(
   'mTLS tunnels: IPv6 pods, CA rotation with tunnels open, SVIDs only for hosted identities',
   {
     timeout: 600_000,
   },
   () => {
-    let dir = '';
-    const ips: Record<string, { v4: string; v6: string }> = {};
-    let ids: Ids = { client: 0, other: 0, server: 0 };
-
     before(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'weir-mtlsr-'));
-      await writeFile(join(dir, 'lab.yaml'), labYaml);
-      await writeFile(join(dir, 'all.yaml'), manifests);
-      await writeFile(join(dir, 'stream.mjs'), streamScript);
-      await cli(['lab', 'down'], LAB);
-      await ok(
-        ['lab', 'up', '-f', join(dir, 'lab.yaml'), '--lab', LAB, '--encryption', 'mtls'],
-        LAB,
-        300_000,
-      );
-      await ok(['apply', '-f', join(dir, 'all.yaml')], LAB);
-      const pods = JSON.parse(await ok(['get', 'pods', '-o', 'json'], LAB)) as {
-        items: { metadata: { name: string }; status: { podIP: string; podIPs?: { ip: string }[] } }[];
-      };
-      for (const p of pods.items)
-        ips[p.metadata.name] = {
-          v4: p.status.podIP,
-          v6: p.status.podIPs?.find((a) => a.ip.includes(':'))?.ip ?? '',
-        };
-      assert.match(ips.server?.v6 ?? '', /^fd00:10:244:1::/, `server's IPv6: ${JSON.stringify(ips)}`);
-      assert.match(ips.client?.v6 ?? '', /^fd00:10:244::/);
-      const eps = [
-        ...(JSON.parse(await onNode('node1', ['endpoint', 'list', '-o', 'json'])) as {
-          pod: string;
-          identity: number;
-        }[]),
-        ...(JSON.parse(await onNode('node2', ['endpoint', 'list', '-o', 'json'])) as {
-          pod: string;
-          identity: number;
-        }[]),
-      ];
-      const id = (pod: string) => eps.find((e) => e.pod === pod || e.pod.endsWith(`/${pod}`))?.identity ?? 0;
-      ids = { client: id('client'), other: id('other'), server: id('server') };
-      assert.ok(ids.client && ids.other && ids.server, `identities: ${JSON.stringify(ids)}`);
+      await lab.up();
+      assert.match(lab.ips6.server ?? '', /^fd00:10:244:1::/, `server's IPv6: ${JSON.stringify(lab.ips6)}`);
+      assert.match(lab.ips6.client ?? '', /^fd00:10:244::/);
     });
-
-    after(async () => {
-      await cli(['lab', 'down'], LAB);
-      if (dir) await rm(dir, { recursive: true, force: true });
-    });
+    after(lab.down);
 
     it('carries IPv6 pod TCP between the nodes in the tunnel, and the policy judges it', async (t) => {
-      const cap = await captureAll(`weir-${LAB}-underlay`, MARKER);
+      const cap = await capture();
       let answer = '';
-      let stream: { sent: number; got: number; error?: string } = { sent: 0, got: 0 };
+      let stream: StreamResult = { sent: 0, got: 0 };
       try {
-        answer = await get('default/client', ips.server?.v6 ?? '');
-        const out = await ok(
-          [
-            'lab',
-            'exec',
-            'default/client',
-            '--',
-            process.execPath,
-            join(dir, 'stream.mjs'),
-            ips.server?.v6 ?? '',
-            '8080',
-            String(1 << 20),
-            MARKER,
-          ],
-          LAB,
-        );
-        stream = JSON.parse(out.trim().split('\n').pop() ?? '{}') as typeof stream;
+        answer = await get('default/client', lab.ips6.server ?? '');
+        stream = await lab.stream('default/client', lab.ips6.server ?? '', 1 << 20);
         await sleep(300);
       } finally {
         const seen = await cap.stop();
@@ -268,18 +130,18 @@ describe(
       }
       const t1 = await tunnelStatus('node1');
       assert.ok(
-        t1?.tunnels.some((x) => x.src === ids.client && x.dst === ids.server && x.peer === NODE2_UL),
+        t1?.tunnels.some((x) => x.src === lab.ids.client && x.dst === lab.ids.server && x.peer === NODE2_UL),
         `node1 holds the tunnel client -> server: ${JSON.stringify(t1?.tunnels)}`,
       );
-      const denied = await get('default/other', ips.server?.v6 ?? '', 12);
+      const denied = await get('default/other', lab.ips6.server ?? '', 12);
       assert.ok(!denied.endsWith('200'), `other -> server over IPv6 gets no answer: ${denied}`);
       const f2 = await flows('node2');
       assert.ok(
         f2.some(
           (f) =>
             f.weir.type === 'policy-verdict' &&
-            f.source.identity === ids.client &&
-            f.IP?.destination === ips.server?.v6 &&
+            f.source.identity === lab.ids.client &&
+            f.IP?.destination === lab.ips6.server &&
             f.verdict === 'FORWARDED' &&
             f.IP?.encrypted === true,
         ),
@@ -287,7 +149,9 @@ describe(
       );
       const drops = f2.filter(
         (f) =>
-          f.verdict === 'DROPPED' && f.source.identity === ids.other && f.IP?.destination === ips.server?.v6,
+          f.verdict === 'DROPPED' &&
+          f.source.identity === lab.ids.other &&
+          f.IP?.destination === lab.ips6.server,
       );
       assert.ok(drops.length > 0, 'node2 dropped other -> server over IPv6');
       assert.ok(
@@ -300,14 +164,17 @@ describe(
       // An SVID of the CA before the rotation, as a node that missed the rotation would hold (the
       // test is root: it signs with the CA's key, which no other agent reads).
       const oldCa = await CertificateAuthority.open(join(agentDir(LAB), 'ca'));
-      const old = await oldCa.issue('cluster.local', ids.client, 600);
-      await writeFile(join(dir, 'old.json'), JSON.stringify({ certPem: old.certPem, keyPem: old.keyPem }));
+      const old = await oldCa.issue('cluster.local', lab.ids.client, 600);
       await writeFile(
-        join(dir, 'traffic.mjs'),
-        trafficScript(ips.server?.v4 ?? '', ips.server?.v6 ?? '', OVERLAP + 12),
+        join(lab.dir, 'old.json'),
+        JSON.stringify({ certPem: old.certPem, keyPem: old.keyPem }),
+      );
+      await writeFile(
+        join(lab.dir, 'traffic.mjs'),
+        trafficScript(lab.ips.server ?? '', lab.ips6.server ?? '', OVERLAP + 12),
       );
       const traffic = ok(
-        ['lab', 'exec', 'default/client', '--', process.execPath, join(dir, 'traffic.mjs')],
+        ['lab', 'exec', 'default/client', '--', process.execPath, join(lab.dir, 'traffic.mjs')],
         LAB,
         180_000,
       );
@@ -322,7 +189,7 @@ describe(
       let t1 = await tunnelStatus('node1');
       for (
         let i = 0;
-        i < 30 && !t1?.tunnels.some((x) => x.src === ids.client && x.issuer === signing.subject);
+        i < 30 && !t1?.tunnels.some((x) => x.src === lab.ids.client && x.issuer === signing.subject);
         i++
       ) {
         await sleep(500);
@@ -332,7 +199,9 @@ describe(
         `new-CA tunnel seen ${Date.now() - new Date(rotated.retireAt ?? 0).getTime() + OVERLAP * 1000} ms after the rotation`,
       );
       assert.ok(
-        t1?.tunnels.some((x) => x.src === ids.client && x.dst === ids.server && x.issuer === signing.subject),
+        t1?.tunnels.some(
+          (x) => x.src === lab.ids.client && x.dst === lab.ids.server && x.issuer === signing.subject,
+        ),
         `node1's tunnel client -> server presents a new-CA SVID: ${JSON.stringify(t1?.tunnels)} (new CA ${signing.subject})`,
       );
       assert.ok(
@@ -359,21 +228,21 @@ describe(
       assert.ok(res.longLived >= 100, `${res.longLived} lines echoed on the long-lived connection`);
       // The retired CA's SVID is refused by node2's tunnel listener and counted; the new CA's served.
       const now = await CertificateAuthority.open(join(agentDir(LAB), 'ca'));
-      const fresh = await now.issue('cluster.local', ids.client, 600);
+      const fresh = await now.issue('cluster.local', lab.ids.client, 600);
       await writeFile(
-        join(dir, 'new.json'),
+        join(lab.dir, 'new.json'),
         JSON.stringify({ certPem: fresh.certPem, keyPem: fresh.keyPem }),
       );
       const before = (await tunnelStatus('node2'))?.refused.untrusted ?? 0;
       const dial = async (file: string) => {
-        const script = join(dir, `dial-${file}.mjs`);
+        const script = join(lab.dir, `dial-${file}.mjs`);
         await writeFile(
           script,
           dialScript({
-            svidFile: join(dir, file),
-            server: ips.server?.v4 ?? '',
-            client: ips.client?.v4 ?? '',
-            ids,
+            svidFile: join(lab.dir, file),
+            server: lab.ips.server ?? '',
+            client: lab.ips.client ?? '',
+            ids: lab.ids,
           }),
         );
         const out = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, process.execPath, script]);
@@ -386,7 +255,7 @@ describe(
       const after = (await tunnelStatus('node2'))?.refused.untrusted ?? 0;
       assert.ok(after > before, `node2 counted the retired CA's SVID untrusted: ${before} -> ${after}`);
       assert.ok(
-        (await get('default/client', ips.server?.v6 ?? '')).endsWith(' 200'),
+        (await get('default/client', lab.ips6.server ?? '')).endsWith(' 200'),
         'client -> server answers',
       );
     });
@@ -403,11 +272,11 @@ describe(
         }
       };
       // node2 runs server, not client nor other (node1's pods).
-      assert.equal(await ask('node2', ids.server), 'signed');
-      const refused = await ask('node2', ids.client);
+      assert.equal(await ask('node2', lab.ids.server), 'signed');
+      const refused = await ask('node2', lab.ids.client);
       assert.match(refused, /^ERR_AUTH_CSR_NOT_HOSTED: node 'node2' hosts no pod of identity \d+/);
-      assert.match(await ask('node2', ids.other), /^ERR_AUTH_CSR_NOT_HOSTED/);
-      assert.equal(await ask('node1', ids.client), 'signed');
+      assert.match(await ask('node2', lab.ids.other), /^ERR_AUTH_CSR_NOT_HOSTED/);
+      assert.equal(await ask('node1', lab.ids.client), 'signed');
       const metrics = await ok(['agent', 'metrics'], LAB);
       const count = (result: string) =>
         Number(
@@ -417,11 +286,11 @@ describe(
       assert.ok(count('signed') >= 3, `node2's own requests and the test's signed: ${count('signed')}`);
       // node2's own SVID (of its pod's identity) keeps coming from the CA.
       const cert = JSON.parse(
-        await onNode('node2', ['identity', 'cert', 'get', String(ids.server), '-o', 'json']),
+        await onNode('node2', ['identity', 'cert', 'get', String(lab.ids.server), '-o', 'json']),
       ) as {
         identity: number;
       };
-      assert.equal(cert.identity, ids.server);
+      assert.equal(cert.identity, lab.ids.server);
     });
   },
 );

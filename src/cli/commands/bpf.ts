@@ -260,7 +260,8 @@ interface MapRow {
 function pinnedRow(maps: NodeMaps, name: PinnedMapName | `policy_${number}`, row: MapRow): MapRow {
   if (!existsSync(join(maps.pinDir, name))) return { ...row, pin: 'missing' };
   const m = maps.pin(name);
-  const countable = !m.isArray && m.type !== MapType.ringbuf;
+  // A ring buffer has no keys; socket storage cannot be walked (its keys are sockets' fds).
+  const countable = !m.isArray && m.type !== MapType.ringbuf && m.type !== MapType.sk_storage;
   return {
     ...row,
     pin: 'pinned',

@@ -429,6 +429,9 @@ describe('weir bpf (pinned maps, no agent)', () => {
     assert.equal(by.get('weir_ipcache')?.entries, 4);
     assert.equal(by.get('weir_endpoints')?.entries, 2);
     assert.ok((by.get('weir_ct')?.id ?? 0) > 0);
+    // Socket storage has no keys to walk: listed without a count.
+    assert.equal(by.get('weir_lb_sk_rev')?.pin, 'pinned');
+    assert.equal(by.get('weir_lb_sk_rev')?.entries, undefined);
     assert.equal(by.get('policy_11')?.entries, 5 + portRangePrefixes(1000, 1999).length);
     assert.equal(by.get('policy_12')?.entries, 0);
   });

@@ -165,7 +165,6 @@ async function withLbMaps<T>(lab: string, fn: (lb: LbMaps) => T): Promise<T> {
         revnat: maps.pin('weir_lb_revnat'),
         maglev,
         affinity: maps.pin('weir_lb_affinity'),
-        reverseSk: maps.pin('weir_lb_reverse_sk'),
       },
       maglevSizeOf(maglev),
     );

@@ -225,11 +225,11 @@ export const MAPS = [
     lb,
   ),
   lxc(
-    'weir_lb_reverse_sk',
-    'lru_hash',
+    'weir_lb_sk_rev',
+    'sk_storage',
     'bpf/lib/lb.h',
-    '{socket cookie, backend} → frontend',
-    'recvmsg/getpeername of sockets the socket LB translated',
+    'socket → up to 4 {backend → frontend}',
+    "recvmsg/getpeername of sockets the socket LB translated, in the socket's own storage (freed with it; an accepted connection has none: no lookup); replaces the cookie-keyed `weir_lb_reverse_sk` of earlier weirs, whose pin the load removes",
     lb,
   ),
   lxc(
@@ -272,6 +272,14 @@ export type ObjectMapName = ObjectMap['name'];
 export type PinnedMapName = Extract<ObjectMap, { lifetime: 'pinned' }>['name'];
 
 const decls: readonly MapDecl[] = MAPS;
+
+/**
+ * Pins of maps earlier weirs had and this one no longer has: the load removes them (programs an
+ * earlier agent attached keep their map until they are replaced). weir_lb_reverse_sk: the socket
+ * LB's {socket cookie, backend} → frontend hash, now socket storage (weir_lb_sk_rev); sockets it
+ * translated before the upgrade show their backend as the peer afterwards.
+ */
+export const RETIRED_PINS: readonly string[] = ['weir_lb_reverse_sk'];
 
 /** The declaration of `name` (a map name, or a loader map's pattern such as policy_<id>). */
 export function mapDecl(name: string): MapDecl | undefined {

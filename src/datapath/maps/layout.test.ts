@@ -10,15 +10,7 @@ import { EndpointInfo } from './endpoints/layout.js';
 import { FlowEventLayout } from './events/layout.js';
 import { FragKey, FragPorts } from './frag/layout.js';
 import { IpcacheKey, IpcacheValue } from './ipcache/layout.js';
-import {
-  LbAffinityKey,
-  LbAffinityValue,
-  LbBackend,
-  LbKey,
-  LbRevnat,
-  LbService,
-  LbSkKey,
-} from './lb/layout.js';
+import { LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbRevnat, LbService } from './lb/layout.js';
 import { LxcInfo, LxcKey } from './lxc/layout.js';
 import { MetricsValue } from './metrics/layout.js';
 import { PolicyEntry, PolicyKey } from './policy/layout.js';
@@ -57,7 +49,7 @@ describe('map layouts match dist/bpf/lxc.o', () => {
 });
 
 describe('service LB layouts match dist/bpf/sock.o', () => {
-  for (const codec of [LbKey, LbService, LbBackend, LbRevnat, LbAffinityKey, LbAffinityValue, LbSkKey]) {
+  for (const codec of [LbKey, LbService, LbBackend, LbRevnat, LbAffinityKey, LbAffinityValue]) {
     it(`struct ${codec.name}`, () => checkLayout(codec, sock, codec.name));
   }
 });

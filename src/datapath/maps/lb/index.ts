@@ -20,7 +20,6 @@ import {
   LbKey,
   LbRevnat,
   LbService,
-  LbSkKey,
   type BackendStateName,
 } from './layout.js';
 
@@ -109,7 +108,6 @@ export class LbMaps {
     ReturnType<typeof LbAffinityKey.decode>,
     ReturnType<typeof LbAffinityValue.decode>
   >;
-  readonly reverseSk: TypedMap<ReturnType<typeof LbSkKey.decode>, ReturnType<typeof LbRevnat.decode>>;
   readonly #maglev: TypedMap<number, number>;
 
   /**
@@ -122,7 +120,6 @@ export class LbMaps {
       revnat: BpfMap;
       maglev: BpfMap;
       affinity: BpfMap;
-      reverseSk: BpfMap;
     },
     readonly maglevTableSize: number,
   ) {
@@ -130,7 +127,6 @@ export class LbMaps {
     this.backends = new TypedMap(maps.backends, u32(), LbBackend);
     this.revnat = new TypedMap(maps.revnat, u16(), LbRevnat);
     this.affinity = new TypedMap(maps.affinity, LbAffinityKey, LbAffinityValue);
-    this.reverseSk = new TypedMap(maps.reverseSk, LbSkKey, LbRevnat);
     this.#maglev = new TypedMap(maps.maglev, u16(), u32());
   }
 

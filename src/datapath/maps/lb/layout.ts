@@ -1,6 +1,6 @@
 // Mirrors the service load-balancing structs of bpf/lib/common.h (lb_*), used by bpf/sock.c's
 // maps (bpf/lib/lb.h): weir_lb_services, weir_lb_backends, weir_lb_revnat, weir_lb_maglev,
-// weir_lb_affinity, weir_lb_reverse_sk.
+// weir_lb_affinity (weir_lb_sk_rev, socket storage, is never read by user space).
 import { be16, bytes, cstruct, pad, u16, u32, u64, u8 } from '../../../bpf/index.js';
 
 export const LbKey = cstruct('lb_key', {
@@ -52,14 +52,6 @@ export const LbAffinityValue = cstruct('lb_affinity_value', {
   lastUsedNs: u64(),
   backendId: u32(),
   pad: pad(4),
-});
-
-export const LbSkKey = cstruct('lb_sk_key', {
-  cookie: u64(),
-  addr: bytes(16),
-  port: be16(),
-  family: u8(),
-  pad: pad(5),
 });
 
 export const LB_SCOPE_EXT = 0;

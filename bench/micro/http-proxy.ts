@@ -5,7 +5,7 @@
 // The upstream is nginx when installed (else a node:http server); the pipe and the proxy run in
 // child processes whose CPU time gives CPU µs per request (the steadiest figure on a shared box).
 // With taskset, the proxy or pipe gets CPU 0, the load generator and the upstream CPU 1.
-// Bounded: a few 5-second runs. Run: node dist/bench/micro/http-proxy.js [--seconds 5] [--rounds 3]
+// Bounded: a few 5-second runs. Run: node dist/bench/micro/http-proxy.js [--seconds 5] [--rounds 3] [--h1-only]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -183,9 +183,11 @@ async function child(
   kind: 'proxy' | 'pipe',
   upPort: number,
   pin: string[],
+  script = fileURLToPath(import.meta.url),
 ): Promise<{ p: ChildProcess; port: number }> {
-  const self = fileURLToPath(import.meta.url);
-  const cmd = [...pin, process.execPath, self, '--serve', kind, String(upPort)];
+  // WEIR_BENCH_PROXY_NODE_ARGS: node flags for the proxy children (e.g. --max-semi-space-size=16).
+  const flags = (process.env.WEIR_BENCH_PROXY_NODE_ARGS ?? '').split(' ').filter((f) => f !== '');
+  const cmd = [...pin, process.execPath, ...flags, script, '--serve', kind, String(upPort)];
   const p = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve) =>
     p.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))),
@@ -243,7 +245,15 @@ async function main(): Promise<void> {
   const up = await startUpstream(cpu1);
   const proxy = await child('proxy', up.h1, cpu0);
   const pipe = await child('pipe', up.h1, cpu0);
-  const proxy2 = up.h2 !== undefined ? await child('proxy', up.h2, cpu0) : undefined;
+  // --h1-only: no HTTP/2 runs.
+  const proxy2 =
+    up.h2 !== undefined && !process.argv.includes('--h1-only')
+      ? await child('proxy', up.h2, cpu0)
+      : undefined;
+  // WEIR_BENCH_PROXY_B: this script of another build (dist/bench/micro/http-proxy.js): its HTTP/1.1
+  // proxy runs beside this one, taking turns, for an A/B of two builds under the same load.
+  const otherBuild = process.env.WEIR_BENCH_PROXY_B;
+  const proxyB = otherBuild ? await child('proxy', up.h1, cpu0, otherBuild) : undefined;
   const ngx = have('nginx') ? await startNginxProxy(up.h1, up.h2, cpu0) : undefined;
   // Its own pid (a pgrep for its command line could find another process, even its own shell).
   const ngxPid = () => ngx?.pid;
@@ -252,12 +262,14 @@ async function main(): Promise<void> {
   try {
     // Warm-up (JIT, pools).
     load('h1', proxy.port, 2, cpu1);
+    if (proxyB) load('h1', proxyB.port, 2, cpu1);
     if (proxy2 && have('h2load')) load('h2', proxy2.port, 2, cpu1);
     for (let i = 0; i < rounds; i++) {
       add('HTTP/1.1 direct', load('h1', up.h1, seconds, cpu1));
       add('HTTP/1.1 L4 pipe (node)', load('h1', pipe.port, seconds, cpu1, pipe.p.pid));
       if (ngx) add('HTTP/1.1 nginx proxy', load('h1', ngx.h1, seconds, cpu1, ngxPid()));
       add('HTTP/1.1 weir proxy (L7 judged)', load('h1', proxy.port, seconds, cpu1, proxy.p.pid));
+      if (proxyB) add('HTTP/1.1 weir proxy, build B', load('h1', proxyB.port, seconds, cpu1, proxyB.p.pid));
       if (proxy2 && up.h2 !== undefined && have('h2load')) {
         add('HTTP/2 direct', load('h2', up.h2, seconds, cpu1));
         if (ngx?.h2 !== undefined)
@@ -269,7 +281,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    for (const c of [proxy, pipe, proxy2]) c?.p.kill('SIGTERM');
+    for (const c of [proxy, pipe, proxy2, proxyB]) c?.p.kill('SIGTERM');
     ngx?.stop();
     up.stop();
   }

@@ -73,8 +73,10 @@ export interface AttachedPod {
   netns?: string;
   ip?: string;
   ip6?: string;
-  /** The MAC of the pod's interface when the caller knows it (a runtime's container, weir-cni). */
+  /** The MAC of the pod's interface when the caller knows it (a runtime's container, weir-cni; a new lab pod). */
   mac?: string;
+  /** The MAC of its host veth when the caller knows it (a new lab pod). */
+  hostMac?: string;
 }
 
 export interface AgentConfig extends LbSettings {
@@ -588,7 +590,7 @@ export class Agent {
       return {
         ips: [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])],
         mac: pod.mac || macIn(pod.netns, POD_IFNAME),
-        hostMac: macIn(this.node.netns, pod.hostIfname),
+        hostMac: pod.hostMac || macIn(this.node.netns, pod.hostIfname),
       };
     } catch (err) {
       this.log.warn(

@@ -20,6 +20,7 @@ import { isCode, WeirError } from '../shared/errors.js';
 import { repoRoot } from '../shared/paths.js';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import { processRuns as alive, runningPid } from '../shared/proc.js';
+import { PROXY_SEMI_SPACE_MB } from '../proxy/workers.js';
 
 export interface ProxyManagerOptions {
   lab: string;
@@ -333,6 +334,7 @@ export class ProxyManager {
         [
           `--net=${netnsPath}`,
           process.execPath,
+          `--max-semi-space-size=${PROXY_SEMI_SPACE_MB}`,
           join(repoRoot, 'dist', 'src', 'cli', 'main.js'),
           'proxy',
           'run',

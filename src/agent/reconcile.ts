@@ -38,9 +38,12 @@ import {
 } from '../lab/index.js';
 import type { JsonObject, Lease, Store, StoreOp } from '../store/index.js';
 import type { Agent, AgentPod } from './agent.js';
+import { StepTimes } from '../shared/step-times.js';
 
 /** Pods created together (one `ip -batch` for their namespaces, one for their veths, ...). */
 const createBatch = 64;
+/** Batches under way at once (see reconcilePods). */
+const createConcurrency = 3;
 const destroyConcurrency = 4;
 const retryMs = 5000;
 /** How often the pods' workloads are checked (a dead one is restarted, like a crashed container). */
@@ -78,6 +81,9 @@ export interface ReconcilerDeps {
 
 export class Reconciler {
   private readonly records = new Map<string, PodRecord>();
+  /** Where the running pass's time goes (logged when it created pods). */
+  private times: StepTimes | undefined;
+  private created = 0;
   /** Status JSON as last published, per pod key, and the status object it was made from. */
   private readonly published = new Map<string, string>();
   private readonly publishedRef = new Map<string, PodStatus>();
@@ -241,10 +247,16 @@ export class Reconciler {
     this.dirty = false;
     this.fullPasses++;
     let error: string | undefined;
+    const times = new StepTimes();
+    this.times = times;
+    const created = this.created;
     try {
       await this.reconcilePods(want);
+      times.mark('pods');
       await this.regenerate(want);
+      times.mark('regenerate');
       await this.d.agent.persist();
+      times.mark('persist');
       this.lastError = undefined;
     } catch (err) {
       error = (err as Error).message;
@@ -258,6 +270,12 @@ export class Reconciler {
     this.first = false;
     this.passRevision = want.revision;
     await this.publish(want.revision, error);
+    times.mark('publish');
+    if (this.created > created)
+      log.info(
+        { pods: this.created - created, ms: times },
+        'pass with new pods (ms per step: wall, cpu, children cpu)',
+      );
   }
 
   /** Restarts the workloads that died; returns how many. */
@@ -398,7 +416,10 @@ export class Reconciler {
     }
     const ops = pending;
     // Written before anything is created: a crash from here on leaves the addresses allocated.
+    const times = this.times ?? new StepTimes();
+    times.mark('pods: removed, updated');
     if (ops.length > 0) await this.d.store.txn(ops);
+    times.mark('pods: pending statuses');
     const started: { key: string; pod: Awaited<ReturnType<PodDriver['create']>> }[] = [];
     const todo = create.filter(
       (p) => this.records.get(`${p.namespace}/${p.name}`)?.status.phase === 'Pending',
@@ -432,35 +453,40 @@ export class Reconciler {
         r.status = { ...r.status, phase: 'Failed', message: (err as Error).message };
       }
     }
-    // Lab pods in batches: the driver creates a batch's namespaces, veths and routes with a few processes.
+    // Lab pods in batches: the driver creates a batch's namespaces, veths and routes with a few
+    // processes. Their endpoints' policy maps are made first, all at once (one RCU wait: prepare).
+    // A few batches are under way at a time: while one waits for its `ip` processes or for the
+    // pod host serving its workloads, another is plumbed and attached (those waits run on the
+    // other CPU, in other processes).
     const labPods = todo.filter((p) => !p.attachment);
-    for (let b = 0; b < labPods.length; b += createBatch) {
-      const chunk = labPods.slice(b, b + createBatch);
-      for (const p of chunk)
-        log.info(
-          { pod: `${p.namespace}/${p.name}`, ip: this.records.get(`${p.namespace}/${p.name}`)?.status.ip },
-          'creating pod',
-        );
+    if (labPods.length > 0)
       try {
-        agent.prepare(chunk);
+        agent.prepare(labPods);
       } catch (err) {
         // Each attach makes its own endpoint's map then (one at a time).
         log.warn({ err }, 'preparing the endpoints of a batch failed');
       }
-      const results = await driver.createMany(
-        chunk.map((p) => {
-          const r = this.records.get(`${p.namespace}/${p.name}`) as PodRecord;
-          return {
-            namespace: p.namespace,
-            name: p.name,
-            ip: r.status.ip,
-            ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
-            ports: p.ports,
-            noWorkload: p.noWorkload,
-          };
-        }),
-        (plumbed) => void agent.attach(plumbed),
+    times.mark('pods: policy maps');
+    const chunks: WantedPod[][] = [];
+    for (let b = 0; b < labPods.length; b += createBatch) chunks.push(labPods.slice(b, b + createBatch));
+    await pool(chunks, createConcurrency, async (chunk) => {
+      const specs = chunk.map((p) => {
+        const r = this.records.get(`${p.namespace}/${p.name}`) as PodRecord;
+        return {
+          namespace: p.namespace,
+          name: p.name,
+          ip: r.status.ip,
+          ...(r.status.ip6 ? { ip6: r.status.ip6 } : {}),
+          ports: p.ports,
+          noWorkload: p.noWorkload,
+        };
+      });
+      log.info(
+        { pods: Object.fromEntries(specs.map((s) => [`${s.namespace}/${s.name}`, s.ip])) },
+        'creating pods',
       );
+      const results = await driver.createMany(specs, (plumbed) => void agent.attach(plumbed));
+      this.created += chunk.length;
       chunk.forEach((p, k) => {
         const key = `${p.namespace}/${p.name}`;
         const r = this.records.get(key) as PodRecord;
@@ -474,7 +500,8 @@ export class Reconciler {
           r.status = { ...r.status, phase: 'Failed', message: err.message };
         }
       });
-    }
+    });
+    times.mark('pods: created');
     // A pod that failed after its endpoint was attached leaves no endpoint behind.
     agent.prune(new Set([...this.records].filter(([, r]) => r.status.phase === 'Running').map(([k]) => k)));
     await Promise.all(
@@ -488,6 +515,7 @@ export class Reconciler {
         }
       }),
     );
+    times.mark('pods: prune, wait ready');
   }
 
   /** Addresses for new pods: the same host number in the v4 and v6 pod CIDR, skipping .0 and the node's .1. */
@@ -626,6 +654,7 @@ export class Reconciler {
         ...(n.underlayIP ? { underlayIP: n.underlayIP } : {}),
       })),
     });
+    this.times?.mark('regenerate: view, node');
     await agent.regenerate();
   }
 
@@ -695,11 +724,16 @@ function ipNumber(ip: string): number {
   return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
 }
 
-/** Runs `fn` over `items`, at most `n` at a time. */
+/**
+ * Runs `fn` over `items`, at most `n` at a time. A failure stops its worker from taking more items
+ * and is thrown once every worker has stopped (nothing of the pass goes on behind its back).
+ */
 async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
   const queue = [...items];
   const worker = async () => {
     for (let item = queue.shift(); item !== undefined; item = queue.shift()) await fn(item);
   };
-  await Promise.all(Array.from({ length: Math.min(n, queue.length) }, worker));
+  const done = await Promise.allSettled(Array.from({ length: Math.min(n, queue.length) }, worker));
+  const failed = done.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }

@@ -38,7 +38,28 @@ export interface CgroupTarget {
   attachType: CgroupAttachTypeName;
 }
 
+/** Cgroup directories held open by onCgroup (path → fd). */
+const held = new Map<string, number>();
+
+/**
+ * Runs `fn` with the cgroup directory opened once: the attach, detach and query calls it makes on
+ * that path use the one descriptor (otherwise each opens and closes the directory).
+ */
+export function onCgroup<T>(path: string, fn: () => T): T {
+  if (held.has(path)) return fn();
+  return withCgroup(path, (fd) => {
+    held.set(path, fd);
+    try {
+      return fn();
+    } finally {
+      held.delete(path);
+    }
+  });
+}
+
 function withCgroup<T>(path: string, fn: (fd: number) => T): T {
+  const open = held.get(path);
+  if (open !== undefined) return fn(open);
   let fd: number;
   try {
     fd = openSync(path, 'r');

@@ -34,6 +34,6 @@ export { RingBufferConsumer, RingBufferReader } from './ringbuf.js';
 export type { RecordView } from './ringbuf.js';
 export { attachTc, detachTc, queryTc, destroyClsact } from './tc.js';
 export type { TcDirection, TcTarget } from './tc.js';
-export { attachCgroup, detachCgroup, queryCgroup, CgroupAttachType } from './cgroup.js';
+export { attachCgroup, detachCgroup, onCgroup, queryCgroup, CgroupAttachType } from './cgroup.js';
 export type { CgroupAttachTypeName, CgroupTarget } from './cgroup.js';
-export { withNetns, ifindexIn, macIn, netnsDir } from './netns.js';
+export { withNetns, ifindexIn, macHere, macIn, netnsDir } from './netns.js';

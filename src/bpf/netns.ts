@@ -74,13 +74,21 @@ const IFNAMSIZ = 16;
 
 /** The hardware (MAC) address of `ifname` inside network namespace `nsName`, aa:bb:cc:dd:ee:ff. */
 export function macIn(nsName: string, ifname: string): string {
+  return withNetns(nsName, () => macHere(ifname, nsName));
+}
+
+/**
+ * macIn for the network namespace the calling thread is in (inside withNetns, or a caller's own
+ * setns): no namespace switch. `nsName` only names it in errors.
+ */
+export function macHere(ifname: string, nsName = 'current netns'): string {
   if (Buffer.byteLength(ifname) >= IFNAMSIZ)
     throw new BpfError(ERR_BPF_NOT_FOUND, `'${ifname}' is not an interface name`, {
       location: { object: nsName, field: ifname },
     });
   const ifreq = Buffer.alloc(40); // struct ifreq: name[16], then struct sockaddr ifr_hwaddr
   ifreq.write(ifname, 0, 'utf8');
-  const err = withNetns(nsName, () => {
+  const err = (() => {
     const fd = libcFns.socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */, 0);
     if (fd < 0) return lastErrno();
     try {
@@ -88,7 +96,7 @@ export function macIn(nsName: string, ifname: string): string {
     } finally {
       libcFns.close(fd);
     }
-  });
+  })();
   if (err) {
     const e = bpfErrorFrom(err, `reading the MAC address of '${ifname}' in network namespace '${nsName}'`);
     throw e.errnoName === 'ENODEV'

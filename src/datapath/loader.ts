@@ -26,12 +26,14 @@ import {
   MapType,
   TypedMap,
   attachCgroup,
+  onCgroup,
   attachTc,
   detachCgroup,
   detachTc,
   queryCgroup,
   ifindexIn,
   perCpu,
+  withNetns,
   u32,
   u64,
   type CgroupAttachTypeName,
@@ -399,16 +401,19 @@ export class Datapath {
   attachSockLb(cgroupPath: string): void {
     const added: SockHook[] = [];
     try {
-      for (const [hook, name] of sockHooks()) {
-        const program = this.#sock.program(name);
-        const target = { cgroupPath, attachType: hook };
-        const before = queryCgroup(target).progIds;
-        if (!before.includes(program.id)) {
-          attachCgroup({ ...target, program, flags: 'multi' });
-          added.push(hook);
+      // One open of the cgroup and one query per hook (a new pod's cgroup has no programs yet).
+      onCgroup(cgroupPath, () => {
+        for (const [hook, name] of sockHooks()) {
+          const program = this.#sock.program(name);
+          const target = { cgroupPath, attachType: hook };
+          const before = queryCgroup(target).progIds;
+          if (!before.includes(program.id)) {
+            attachCgroup({ ...target, program, flags: 'multi' });
+            added.push(hook);
+          }
+          this.#detachStale(cgroupPath, hook, name, program.id, before);
         }
-        this.#detachStale(cgroupPath, hook, name, program.id);
-      }
+      });
     } catch (err) {
       for (const hook of added)
         detachCgroup({ cgroupPath, attachType: hook, program: this.#sock.program(SOCK_PROGRAMS[hook]) });
@@ -425,8 +430,14 @@ export class Datapath {
   }
 
   /** Detaches the programs named `name` from the hook, except the one with id `keep`. */
-  #detachStale(cgroupPath: string, hook: CgroupAttachTypeName, name: string, keep: number | undefined): void {
-    for (const id of queryCgroup({ cgroupPath, attachType: hook }).progIds) {
+  #detachStale(
+    cgroupPath: string,
+    hook: CgroupAttachTypeName,
+    name: string,
+    keep: number | undefined,
+    attached = queryCgroup({ cgroupPath, attachType: hook }).progIds,
+  ): void {
+    for (const id of attached) {
       if (id === keep) continue;
       let program: BpfProgram;
       try {
@@ -682,13 +693,16 @@ export class Datapath {
       this.ensurePolicyMap(a.endpointId);
       this.endpoints.set(ifindex, { endpointId: a.endpointId, identity: a.identity, flags: a.flags ?? 0 });
       for (const l of local ?? []) this.lxc.set(l);
-      for (const [direction, prog] of [
-        ['ingress', PROGRAMS.fromContainer],
-        ['egress', PROGRAMS.toContainer],
-      ] as const) {
-        attachTc({ netns: a.netns, ifindex, direction, program: this.program(prog) });
-        attached.push(direction);
-      }
+      // Both directions from one switch into the node's namespace.
+      withNetns(a.netns, () => {
+        for (const [direction, prog] of [
+          ['ingress', PROGRAMS.fromContainer],
+          ['egress', PROGRAMS.toContainer],
+        ] as const) {
+          attachTc({ ifindex, direction, program: this.program(prog) });
+          attached.push(direction);
+        }
+      });
     } catch (err) {
       for (const direction of attached) detachTc({ netns: a.netns, ifindex, direction });
       local?.forEach((l, i) => {

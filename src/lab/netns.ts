@@ -80,8 +80,10 @@ export async function netnsPids(name: string): Promise<number[]> {
 /** Kills what still runs in `name`, then deletes it (its veth ends go with it). */
 export async function deleteNetns(name: string): Promise<void> {
   if (!netnsExists(name)) return;
-  for (const pid of await netnsPids(name)) killQuietly(pid, 'SIGKILL');
-  await waitFor(async () => (await netnsPids(name)).length === 0, 3000);
+  const pids = await netnsPids(name);
+  for (const pid of pids) killQuietly(pid, 'SIGKILL');
+  // Looked at again only when something ran there (a pod's netns usually holds no process).
+  if (pids.length > 0) await waitFor(async () => (await netnsPids(name)).length === 0, 3000);
   await run(['ip', 'netns', 'del', name], { check: false, timeoutMs: ipTimeout });
 }
 

@@ -3,7 +3,7 @@
 // addresses and routes, a cgroup, and the built-in workload serving its ports. The node's agent
 // calls this driver for the pods scheduled on its node; the kernel is the driver's only record
 // (names are derived, the host veth's alias names the pod, its /32 route holds the pod's IP).
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { clusterDnsPod } from '../dns/zone.js';
 import type { PodPort } from '../k8s/core.js';
@@ -24,7 +24,8 @@ import {
   workloadSocket,
 } from './names.js';
 import { deleteNetns, ipBatchEach, ipIn, netnsExists } from './netns.js';
-import { Rtnl, ifindexInSync, inNetns, sysctlInSync } from './workload/sock.js';
+import { macHere } from '../bpf/index.js';
+import { Rtnl, ifindexHere as fnIfindex, ifindexInSync, inNetns, sysctlInSync } from './workload/sock.js';
 import type { NodeInfo } from './node.js';
 import { hostAdd, hostHas, hostRemove, type PodHostPlace } from './workload/host-client.js';
 import type { WorkloadState } from './workload/spawn.js';
@@ -54,6 +55,9 @@ export interface PodRuntime {
   cgroupPath: string;
   ip: string;
   ip6?: string;
+  /** MACs of the pod's eth0 and of its host veth, when just created (eBPF host routing needs them). */
+  mac?: string;
+  hostMac?: string;
 }
 
 /** A pod's host veth as found in the node's netns. */
@@ -135,9 +139,10 @@ export class PodDriver {
 
   /**
    * Creates many pods with a few processes in all: the namespaces in one `ip -batch`, the veth
-   * pairs in one, the pods' own addresses and routes one `ip` each, the host sides up and routed
-   * in one; sysctls and ifindexes by setns (no process). Every pod gets its own result, in order:
-   * one that fails is removed again and the others go on.
+   * pairs in one, the host sides up and routed in one; each pod's own addresses and routes by
+   * rtnetlink from inside it, sysctls, ifindexes and MACs by setns (no process), the cgroups all
+   * at once. Every pod gets its own result, in order: one that fails is removed again and the
+   * others go on. Calls for different pods may run at the same time.
    */
   async createMany(
     specs: PodSpec[],
@@ -207,21 +212,25 @@ export class PodDriver {
             nl.routeAdd(node.ip, 32, eth0, { scopeLink: true });
             nl.routeAdd('0.0.0.0', 0, eth0, { via: node.ip });
             if (p.ip6) nl.routeAdd('::', 0, eth0, { via: 'fe80::1' });
+            p.mac = macHere('eth0', p.netns);
           } finally {
             nl.close();
           }
         });
       });
     for (const i of live())
-      await step(i, async () => {
+      await step(i, () => {
         const p = pods[i] as PodRuntime;
-        sysctlInSync(node.netns, { [`net.ipv4.conf.${p.hostIfname}.proxy_arp`]: 1 });
-        p.hostIfindex = ifindexInSync(node.netns, p.hostIfname);
-        if (!p.hostIfindex) throw new Error(`no ${p.hostIfname} in ${node.netns}`);
-        // The cgroup exists before the agent attaches, so its socket hooks are in before any process.
-        await ensureCgroup(p.cgroupPath);
-        await onPlumbed?.(p);
+        inNetns(node.netns, () => {
+          writeFileSync(`/proc/sys/net/ipv4/conf/${p.hostIfname}/proxy_arp`, '1');
+          p.hostIfindex = fnIfindex(p.hostIfname);
+          if (!p.hostIfindex) throw new Error(`no ${p.hostIfname} in ${node.netns}`);
+          p.hostMac = macHere(p.hostIfname, node.netns);
+        });
       });
+    // The cgroups exist before the agent attaches, so their socket hooks are in before any process.
+    await Promise.all(live().map((i) => step(i, () => ensureCgroup((pods[i] as PodRuntime).cgroupPath))));
+    for (const i of live()) await step(i, () => onPlumbed?.(pods[i] as PodRuntime));
     await ipBatchEach(
       node.netns,
       live().flatMap((i) => {

@@ -6,6 +6,22 @@ import type { L7Record } from './types.js';
 /** weir_proxy_policy_l7_total's rule label (Cilium's cilium_policy_l7_total). */
 export const L7_RULE_OUTCOMES = ['received', 'forwarded', 'denied', 'parse_errors'] as const;
 
+/**
+ * The labels of policyL7 by direction and outcome, made once: two increments per request, and a
+ * proxy worker keys what it sends to the main thread by the labels object (worker.ts).
+ */
+const L7_LABELS = Object.fromEntries(
+  (['ingress', 'egress'] as const).map((direction) => [
+    direction,
+    Object.fromEntries(
+      L7_RULE_OUTCOMES.map((rule) => [rule, Object.freeze({ direction, rule, proxy_type: 'http' })]),
+    ),
+  ]),
+) as unknown as Record<
+  L7Record['direction'],
+  Record<(typeof L7_RULE_OUTCOMES)[number], Record<string, string>>
+>;
+
 export interface MetricSources {
   snapshotVersion?: () => number | undefined;
   recordsLost?: () => number;
@@ -111,8 +127,8 @@ export class ProxyMetrics {
   /** Counts what one L7 record says about its request. */
   countRecord(r: L7Record): void {
     const direction = r.direction;
-    const l7 = (rule: (typeof L7_RULE_OUTCOMES)[number]) =>
-      this.policyL7.inc({ direction, rule, proxy_type: 'http' });
+    const labels = L7_LABELS[direction];
+    const l7 = (rule: (typeof L7_RULE_OUTCOMES)[number]) => this.policyL7.inc(labels[rule]);
     if (r.type === 'REQUEST') {
       l7('received');
       if (r.verdict === 'FORWARDED') l7('forwarded');

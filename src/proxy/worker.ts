@@ -67,11 +67,24 @@ function later(): void {
 
 /** A counter or gauge whose changes are sent to the main thread's ProxyMetrics. */
 class Sent {
-  constructor(readonly name: string) {}
+  /** The key of a labels object seen before (the per-request ones are made once: metrics.ts). */
+  readonly #keys = new WeakMap<object, string>();
+  readonly #unlabelled: string;
+  constructor(readonly name: string) {
+    this.#unlabelled = `${name}\0{}`;
+  }
   inc(labels?: Record<string, string> | number, n = 1): void {
-    const l = typeof labels === 'object' ? labels : {};
     const by = typeof labels === 'number' ? labels : n;
-    const key = `${this.name}\0${JSON.stringify(l)}`;
+    let key: string;
+    if (typeof labels !== 'object') key = this.#unlabelled;
+    else {
+      let k = this.#keys.get(labels);
+      if (k === undefined) {
+        k = `${this.name}\0${JSON.stringify(labels)}`;
+        if (Object.isFrozen(labels)) this.#keys.set(labels, k);
+      }
+      key = k;
+    }
     counts.set(key, (counts.get(key) ?? 0) + by);
     later();
   }

@@ -16,6 +16,7 @@
 // found and stopped by host-client.ts; it lives in its own cgroup under the lab's, so removing
 // the lab's cgroups ends it.
 import { appendFileSync, closeSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import koffi from 'koffi';
 import { DnsServer } from '../../dns/server.js';
@@ -436,11 +437,12 @@ function addPod(netns: string, config: WorkloadConfig, logPath: string): void {
   }
   pods.set(config.name, p);
   const served = config.ports.map((x) => `${x.port}/${x.protocol}`).join(' ') || 'no ports';
-  appendFileSync(
+  // Written off the host's thread (a file open per pod: ~0.4 ms of the host's time, under load).
+  appendFile(
     logPath,
     `${new Date().toISOString()} ${config.name}: serving ${served}, control ${config.socket} (host ${process.pid})\n`,
     { mode: 0o600 },
-  );
+  ).catch((err: unknown) => log(`${config.name}: log ${logPath} not written: ${String(err)}`));
 }
 
 serveLines<HostRequest, HostReply>(cfg.socket, (req) => {

@@ -89,6 +89,9 @@ export function ifindexInSync(netns: string, ifname: string): number {
   return inNetns(netns, () => fn.if_nametoindex(ifname));
 }
 
+/** The ifindex of a device of the netns the calling thread is in, 0 when there is none. */
+export const ifindexHere = (ifname: string): number => fn.if_nametoindex(ifname);
+
 function ip6Bytes(ip: string): Buffer {
   const out = Buffer.alloc(16);
   const [head = '', tail] = ip.split('::') as [string, string | undefined];

@@ -6,7 +6,6 @@ import type { Socket } from 'node:net';
 import type { ProxiedConnection, UpstreamConnector } from '../types.js';
 import type { HttpLimits } from './limits.js';
 import { H1Parser, type ParseError } from './llhttp.js';
-import { batchedWrite } from './write-batch.js';
 
 /** An upstream connect that took longer than limits.upstreamConnectTimeoutMs. */
 export class UpstreamConnectTimeout extends Error {
@@ -143,7 +142,7 @@ export class UpstreamConn {
 
   /** Writes bytes; strings are HTTP heads, one byte per character (latin1, as llhttp read them). */
   write(data: string | Buffer): boolean {
-    return batchedWrite(this.socket, data);
+    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
   }
 
   /** The user gives up on its request (client gone, timeout): the connection cannot be reused. */

@@ -15,7 +15,6 @@ import type { ConnCtx, Engine } from './engine.js';
 import type { UpstreamConn, UpstreamUser } from './h1-upstream.js';
 import { forwardRequestHead, rawHeader, recordHeaders, relayResponseHead } from './headers.js';
 import { H1Parser, type ParseError } from './llhttp.js';
-import { batchedWrite, flushSocket } from './write-batch.js';
 import {
   BAD_REQUEST,
   DENIED,
@@ -258,7 +257,7 @@ class H1Connection {
   /** Writes bytes; strings are HTTP heads, one byte per character (latin1, as llhttp read them). */
   write(data: string | Buffer): boolean {
     if (this.#dead || this.socket.destroyed) return false;
-    return batchedWrite(this.socket, data);
+    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
   }
 
   pause(why: number): void {
@@ -289,7 +288,6 @@ class H1Connection {
   }
 
   destroy(): void {
-    flushSocket(this.socket);
     this.socket.destroy();
   }
 

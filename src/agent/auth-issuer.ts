@@ -55,32 +55,29 @@ export function lazyRemoteIssuer(client: AgentClient, node: string): SvidIssuer 
   const refresh = async () => {
     ca = await client.call<CaAnswer>('GET', '/v1/auth/ca');
   };
+  /** The CA node's answer, fetched once; a trust domain other than its own is refused. */
+  const sameTrustDomain = async (td: string): Promise<void> => {
+    if (!ca) await refresh();
+    const known = ca as CaAnswer;
+    if (td !== known.trustDomain)
+      throw new WeirError(
+        'ERR_AUTH_TRUST_DOMAIN',
+        `this node's trust domain '${td}' is not the CA node's '${known.trustDomain}'`,
+        { location: { field: 'trustDomain' } },
+      );
+  };
   return {
     bundle: () => ca?.bundlePem ?? '',
     signer: () => ca?.signer ?? '',
     async issue(td, identity, ttlSeconds) {
-      if (!ca) await refresh();
-      const known = ca as CaAnswer;
-      if (td !== known.trustDomain)
-        throw new WeirError(
-          'ERR_AUTH_TRUST_DOMAIN',
-          `this node's trust domain '${td}' is not the CA node's '${known.trustDomain}'`,
-          { location: { field: 'trustDomain' } },
-        );
+      await sameTrustDomain(td);
       const { csrPem, keyPem } = await makeCsr(td, identity);
       const body: SvidRequest = { node, identity, csrPem, ttlSeconds };
       const ans = await client.call<{ certPem: string }>('POST', '/v1/auth/svids', body);
       return svidOf(identity, ans.certPem, keyPem);
     },
     async issueNode(td, name, ttlSeconds) {
-      if (!ca) await refresh();
-      const known = ca as CaAnswer;
-      if (td !== known.trustDomain)
-        throw new WeirError(
-          'ERR_AUTH_TRUST_DOMAIN',
-          `this node's trust domain '${td}' is not the CA node's '${known.trustDomain}'`,
-          { location: { field: 'trustDomain' } },
-        );
+      await sameTrustDomain(td);
       return nodeSvid(client, td, name, ttlSeconds);
     },
     refresh,

@@ -92,6 +92,25 @@ export function identityCaCommand(): Command {
 }
 
 /** `weir identity cert`: added to `weir identity`. */
+/** `weir identity cert get`'s text: the heading lines, then the certificate's fields and its PEM. */
+function certText(heading: string[], c: Pick<IdentityCert, 'summary' | 'renewAt' | 'certPem'>): string {
+  const s = c.summary;
+  return [
+    ...heading,
+    `Serial:        ${s.serial}`,
+    `Issuer:        ${s.issuer}`,
+    `Subject:       ${s.subject}`,
+    `Key:           ${s.keyAlgorithm}`,
+    `Not before:    ${s.notBefore}`,
+    `Not after:     ${s.notAfter}`,
+    `Renewal at:    ${c.renewAt}`,
+    `SHA-256:       ${s.fingerprint}`,
+    '',
+    c.certPem.trimEnd(),
+    '',
+  ].join('\n');
+}
+
 export function identityCertCommand(): Command {
   const cmd = new Command('cert').description("identities' X.509-SVIDs (issued by the lab's CA)");
   cmd
@@ -114,24 +133,7 @@ export function identityCertCommand(): Command {
           `/v1/nodes/${encodeURIComponent(o.node)}/cert`,
         );
         if (o.output === 'json' || o.output === 'yaml') return printResult(o.output, n, [], []);
-        const s = n.summary;
-        process.stdout.write(
-          [
-            `Node:          ${n.node}`,
-            `SPIFFE ID:     ${n.spiffeId}`,
-            `Serial:        ${s.serial}`,
-            `Issuer:        ${s.issuer}`,
-            `Subject:       ${s.subject}`,
-            `Key:           ${s.keyAlgorithm}`,
-            `Not before:    ${s.notBefore}`,
-            `Not after:     ${s.notAfter}`,
-            `Renewal at:    ${n.renewAt}`,
-            `SHA-256:       ${s.fingerprint}`,
-            '',
-            n.certPem.trimEnd(),
-            '',
-          ].join('\n'),
-        );
+        process.stdout.write(certText([`Node:          ${n.node}`, `SPIFFE ID:     ${n.spiffeId}`], n));
         return;
       }
       if (id === undefined)
@@ -144,27 +146,19 @@ export function identityCertCommand(): Command {
         });
       const c = await agent(o.lab).call<IdentityCert>('GET', `/v1/identities/${id}/cert`);
       if (o.output === 'json' || o.output === 'yaml') return printResult(o.output, c, [], []);
-      const s = c.summary;
-      const lines = [
-        `Identity:      ${c.identity}`,
-        `SPIFFE ID:     ${c.spiffeId}`,
-        ...c.serviceAccountIds.map(
-          (x, i) =>
-            `${i === 0 ? 'Pods (SA):     ' : '               '}${x}  (not in the certificate: one URI SAN)`,
+      process.stdout.write(
+        certText(
+          [
+            `Identity:      ${c.identity}`,
+            `SPIFFE ID:     ${c.spiffeId}`,
+            ...c.serviceAccountIds.map(
+              (x, i) =>
+                `${i === 0 ? 'Pods (SA):     ' : '               '}${x}  (not in the certificate: one URI SAN)`,
+            ),
+          ],
+          c,
         ),
-        `Serial:        ${s.serial}`,
-        `Issuer:        ${s.issuer}`,
-        `Subject:       ${s.subject}`,
-        `Key:           ${s.keyAlgorithm}`,
-        `Not before:    ${s.notBefore}`,
-        `Not after:     ${s.notAfter}`,
-        `Renewal at:    ${c.renewAt}`,
-        `SHA-256:       ${s.fingerprint}`,
-        '',
-        c.certPem.trimEnd(),
-        '',
-      ];
-      process.stdout.write(lines.join('\n'));
+      );
     });
   return cmd;
 }

@@ -37,8 +37,12 @@ lint: deps
 # All tests: unit, datapath (BPF_PROG_TEST_RUN) and lab integration. Needs root (CI runs as root).
 # One file: make test TESTS=dist/src/bpf/map.privileged.test.js
 TESTS ?= $(shell find dist -name '*.test.js' -not -path '*/node_modules/*' | sort)
+# The lab suites that take the agent's --host-routing from WEIR_TEST_HOST_ROUTING run a second time
+# with --host-routing legacy (the node's stack routes pod traffic): both modes are tested.
+LEGACY_TESTS ?= $(shell grep -l hostRoutingAgent $(filter dist/test/integration/%,$(TESTS)) /dev/null 2>/dev/null)
 test: build lint
 	@./scripts/run-tests.sh $(TESTS)
+	@[ -z "$(strip $(LEGACY_TESTS))" ] || WEIR_TEST_HOST_ROUTING=legacy ./scripts/run-tests.sh $(LEGACY_TESTS)
 
 # Generated documentation, from the catalogues: docs/errors.md (src/shared/error-codes.ts), and the
 # generated sections of docs/datapath.md (maps, drop reasons) and docs/agent.md (settings). The tests

@@ -11,6 +11,7 @@ import { BpfMap } from '../bpf/index.js';
 import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import { AccessLog } from './access-log.js';
+import { startDiag } from './diag.js';
 import { listenAdmin } from './admin.js';
 import { createHttpHandler } from './http/handler.js';
 import { ProxyMetrics } from './metrics.js';
@@ -73,6 +74,7 @@ export interface ProxyOptions {
 export async function runProxy(o: ProxyOptions): Promise<void> {
   process.title = proxyTitle(o.lab, o.node);
   const log = pino({ base: { lab: o.lab, ...(o.node ? { node: o.node } : {}), component: 'proxy' } });
+  startDiag(log, 0);
   const ipcacheMap = BpfMap.fromPin(o.ipcachePin, { readOnly: true });
   const ipcache = new IpcacheMap(ipcacheMap);
   // --encryption mtls: the datapath's switch (weir_tunnel, pinned beside the ipcache) decides
@@ -86,9 +88,12 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     socketPath: handoffSocket,
   });
   const metrics = new ProxyMetrics();
-  const records = new RecordQueue(o.recordQueue);
+  const records = new RecordQueue(o.recordQueue, Number(process.env.WEIR_PROXY_RECORDS_FLUSH_MS) || 0);
   const accessLog = new AccessLog({
     path: proxyAccessLogFile(o.lab, o.node),
+    ...(Number(process.env.WEIR_PROXY_ACCESS_BUFFER) > 0
+      ? { bufferBytes: Number(process.env.WEIR_PROXY_ACCESS_BUFFER) }
+      : {}),
     ...(o.accessLogMaxBytes ? { maxBytes: o.accessLogMaxBytes } : {}),
   });
   const handler = 'http';

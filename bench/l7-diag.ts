@@ -75,12 +75,15 @@ export interface Latency {
   p99: number;
   p999: number;
   max: number;
+  /** Up to three access-log lines of requests that took a second or more. */
+  slow: string[];
 }
 
 /** Percentiles (ms) of the access log's duration_ms of the requests that ended at or after `sinceMs`. */
 export function accessLatency(files: string[], sinceMs: number): Latency {
   const since = new Date(sinceMs).toISOString();
   const ds: number[] = [];
+  const slow: string[] = [];
   for (const f of files) {
     let text = '';
     try {
@@ -89,16 +92,42 @@ export function accessLatency(files: string[], sinceMs: number): Latency {
       continue;
     }
     // Lines are in time order: "time" is pino's, the line's write (the request's end).
-    const re = /"time":"([^"]+)".*?"duration_ms":([\d.]+)/g;
-    for (let m = re.exec(text); m; m = re.exec(text)) if ((m[1] as string) >= since) ds.push(Number(m[2]));
+    // Requests with no answer (response_code 0: wrk closing its connections at the end) are left out.
+    const re = /"time":"([^"]+)".*?"response_code":(\d+).*?"duration_ms":([\d.]+)/g;
+    for (let m = re.exec(text); m; m = re.exec(text)) {
+      if ((m[1] as string) < since || m[2] === '0') continue;
+      const d = Number(m[3]);
+      ds.push(d);
+      if (d >= 1000 && slow.length < 3) {
+        const start = text.lastIndexOf('\n', m.index) + 1;
+        const end = text.indexOf('\n', m.index);
+        slow.push(text.slice(start, end < 0 ? undefined : end));
+      }
+    }
   }
   ds.sort((a, b) => a - b);
-  return { n: ds.length, p50: pct(ds, 50), p99: pct(ds, 99), p999: pct(ds, 99.9), max: ds.at(-1) ?? 0 };
+  return {
+    n: ds.length,
+    p50: pct(ds, 50),
+    p99: pct(ds, 99),
+    p999: pct(ds, 99.9),
+    max: ds.at(-1) ?? 0,
+    slow,
+  };
 }
 
 export interface DiagSummary {
   /** Per thread: the largest interval p99 and max event-loop delay, GC count, total and longest pause (ms). */
-  threads: { thread: number; loopP99: number; loopMax: number; gcN: number; gcMs: number; gcMax: number }[];
+  threads: {
+    thread: number;
+    loopP99: number;
+    loopMax: number;
+    gcN: number;
+    gcMs: number;
+    gcMax: number;
+    /** GC count by perf_hooks kind (1 minor, 2 major, 4 incremental, 8 weak callbacks). */
+    kinds: Record<string, number>;
+  }[];
 }
 
 /** The `proxy diag` lines logged in [sinceMs, untilMs] (pino's numeric time), summed per thread. */
@@ -117,7 +146,7 @@ export function diagSummary(logFile: string, sinceMs: number, untilMs = Infinity
       diag: {
         thread: number;
         loopMs: { p99: number; max: number };
-        gc: { n: number; ms: number; maxMs: number };
+        gc: { n: number; ms: number; maxMs: number; kinds?: Record<string, number> };
       };
     };
     try {
@@ -127,7 +156,16 @@ export function diagSummary(logFile: string, sinceMs: number, untilMs = Infinity
     }
     if (o.time < sinceMs || o.time > untilMs) continue;
     const d = o.diag;
-    const e = by.get(d.thread) ?? { thread: d.thread, loopP99: 0, loopMax: 0, gcN: 0, gcMs: 0, gcMax: 0 };
+    const e = by.get(d.thread) ?? {
+      thread: d.thread,
+      loopP99: 0,
+      loopMax: 0,
+      gcN: 0,
+      gcMs: 0,
+      gcMax: 0,
+      kinds: {},
+    };
+    for (const [k, n] of Object.entries(d.gc.kinds ?? {})) e.kinds[k] = (e.kinds[k] ?? 0) + n;
     e.loopP99 = Math.max(e.loopP99, d.loopMs.p99);
     e.loopMax = Math.max(e.loopMax, d.loopMs.max);
     e.gcN += d.gc.n;
@@ -142,7 +180,7 @@ export function formatDiag(d: DiagSummary): string {
   return d.threads
     .map(
       (t) =>
-        `t${t.thread}: loop p99 ≤ ${t.loopP99} ms, max ${t.loopMax} ms; gc ${t.gcN} × = ${Math.round(t.gcMs)} ms, longest ${t.gcMax} ms`,
+        `t${t.thread}: loop p99 ≤ ${t.loopP99} ms, max ${t.loopMax} ms; gc ${t.gcN} × = ${Math.round(t.gcMs)} ms, longest ${t.gcMax} ms (kinds ${JSON.stringify(t.kinds)})`,
     )
     .join('; ');
 }

@@ -383,6 +383,7 @@ export async function measureL7(
         `; accepted per thread ${split.join('/') || 'one thread'}; records lost ${lost}` +
         `; load ${loadavg()[0]?.toFixed(2)}${diag ? `; ${diag}` : ''}`,
     );
+    for (const line of seen.slow) log(`    slow: ${line}`);
     return r;
   };
   let besideRedirects = 0;

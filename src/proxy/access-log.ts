@@ -23,8 +23,6 @@ export interface AccessLogOptions {
   keep?: number;
   /** Synchronous writes (tests). */
   sync?: boolean;
-  /** Bytes gathered before a write (default 8 KiB; see the constructor). */
-  bufferBytes?: number;
 }
 
 /** One line of the access log (JSON keys; Envoy's names where Envoy has the field). */
@@ -208,9 +206,7 @@ export class AccessLog {
       // Lines are gathered up to 8 KiB and handed to the kernel together, at the latest 250 ms
       // after they were written: one write per line (a thread-pool job each) cost the proxy about
       // a sixth of its CPU per request under load (bench/l7.ts). Synchronous (tests): each line.
-      minLength: o.sync ? 0 : (o.bufferBytes ?? 8192),
-      // sonic-boom writes at most maxWrite bytes at once (16 KiB by default), more than minLength.
-      maxWrite: Math.max(16384, 4 * (o.bufferBytes ?? 0)),
+      minLength: o.sync ? 0 : 8192,
       periodicFlush: o.sync ? 0 : 250,
     }) as unknown as Destination;
     sonic.on('error', () => {

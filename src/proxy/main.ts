@@ -88,12 +88,9 @@ export async function runProxy(o: ProxyOptions): Promise<void> {
     socketPath: handoffSocket,
   });
   const metrics = new ProxyMetrics();
-  const records = new RecordQueue(o.recordQueue, Number(process.env.WEIR_PROXY_RECORDS_FLUSH_MS) || 0);
+  const records = new RecordQueue(o.recordQueue);
   const accessLog = new AccessLog({
     path: proxyAccessLogFile(o.lab, o.node),
-    ...(Number(process.env.WEIR_PROXY_ACCESS_BUFFER) > 0
-      ? { bufferBytes: Number(process.env.WEIR_PROXY_ACCESS_BUFFER) }
-      : {}),
     ...(o.accessLogMaxBytes ? { maxBytes: o.accessLogMaxBytes } : {}),
   });
   const handler = 'http';

@@ -174,20 +174,12 @@ export class RecordQueue {
   #sink: RecordSink | undefined;
   #blocked = false;
   #scheduled = false;
-  #timer: NodeJS.Timeout | undefined;
   #unreported = 0;
   /** Records handed to the agent / shed since start. */
   sent = 0;
   lost = 0;
 
-  /**
-   * `flushMs` > 0: records wait up to that long (or until BATCH_LINES wait) before they are
-   * written, instead of going at the end of the turn that made them (see RECORDS_FLUSH_MS).
-   */
-  constructor(
-    readonly max = DEFAULT_RECORD_QUEUE,
-    readonly flushMs = 0,
-  ) {}
+  constructor(readonly max = DEFAULT_RECORD_QUEUE) {}
 
   get waiting(): number {
     return this.#waiting;
@@ -216,26 +208,12 @@ export class RecordQueue {
     this.#chunks.push(text);
     this.#lines.push(n);
     this.#waiting += n;
-    if (!this.#sink || this.#blocked) return;
-    if (this.#timer !== undefined && this.#waiting >= BATCH_LINES) {
-      // A full batch waits: out at the end of this turn rather than at the timer.
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#scheduled = false;
-    }
-    if (this.#scheduled) return;
+    if (this.#scheduled || !this.#sink || this.#blocked) return;
     this.#scheduled = true;
-    if (this.flushMs > 0 && this.#waiting < BATCH_LINES)
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.#scheduled = false;
-        this.#flush();
-      }, this.flushMs);
-    else
-      setImmediate(() => {
-        this.#scheduled = false;
-        this.#flush();
-      });
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#flush();
+    });
   }
 
   /** Sends everything waiting, then every new record, to `sink` (replacing an earlier one). */

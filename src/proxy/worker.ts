@@ -61,7 +61,7 @@ function flush(): void {
  * cost the HTTP/2 path half again its CPU per request: few streams per turn, a message each).
  * Status and metrics answers do not wait for it: the main thread asks for a flush first.
  */
-const BATCH_MS = Number(process.env.WEIR_PROXY_BATCH_MS) || 10;
+const BATCH_MS = 10;
 
 function later(): void {
   timer ??= setTimeout(flush, BATCH_MS);

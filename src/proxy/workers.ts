@@ -35,7 +35,7 @@ export const IDENTITY_WORLD = 2;
  * twice the space halves the scavenges (bench/micro/http-proxy, --trace-gc). The main thread gets
  * it as `--max-semi-space-size` (src/agent/proxy-manager.ts), the workers as resourceLimits.
  */
-export const PROXY_SEMI_SPACE_MB = Number(process.env.WEIR_PROXY_SEMI_SPACE_MB) || 32;
+export const PROXY_SEMI_SPACE_MB = 32;
 
 /** Threads when the setting is 0: one per CPU the process may use. */
 export const defaultWorkers = (): number => Math.max(1, availableParallelism());

@@ -14,7 +14,20 @@
 // p99 ≤ 2× nginx's; reported, not asserted.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import { proxyPid } from '../src/agent/proxy-manager.js';
+import { agentPid } from '../src/agent/spawn.js';
+import { proxyAccessLogFile, proxyLogFile } from '../src/proxy/paths.js';
+import {
+  accessLatency,
+  diagSummary,
+  formatDiag,
+  formatTasks,
+  taskDelta,
+  taskTimes,
+  totalCpuNs,
+  type Latency,
+} from './l7-diag.js';
 import { parse } from 'yaml';
 import type { Lab } from '../src/lab/index.js';
 import type { ProxyStatus } from '../src/proxy/admin.js';
@@ -46,6 +59,61 @@ export interface L7BenchConfig {
   h2Streams: number;
   /** Idle connections held for the memory figure. */
   idle: number;
+  /** Only these loads (h1-32, h1-256, h2) / targets (direct, weir, nginx, haproxy, beside); absent: all. */
+  loads?: string[];
+  targets?: string[];
+  /** false: no memory figure. */
+  memory?: boolean;
+  /**
+   * Settings of the proxy measured against each other in the same lab, taking turns within each
+   * round (the order rotates from round to round): each is a restart of the agent and its proxy
+   * with the variant's agent arguments and environment (WEIR_PROXY_NODE_ARGS, WEIR_PROXY_DIAG, …).
+   */
+  variants?: L7Variant[];
+  /** Restarts the agent and a new proxy with a variant's settings (bench/run.ts). */
+  restart?: (v: L7Variant) => Promise<void>;
+}
+
+/** A setting of the proxy: agent arguments (--proxy-workers 1) and environment (K=V). */
+export interface L7Variant {
+  name: string;
+  agentArgs: string[];
+  env: Record<string, string>;
+}
+
+/**
+ * WEIR_BENCH_L7_VARIANTS: `name: tokens; name: tokens`, a token K=V is environment (a value's
+ * commas become spaces: WEIR_PROXY_NODE_ARGS=--single-threaded-gc,--max-lazy), any other token
+ * an agent argument. `w1: --proxy-workers 1; w2: --proxy-workers 2`.
+ */
+export function parseVariants(text: string): L7Variant[] {
+  return text
+    .split(';')
+    .map((v) => v.trim())
+    .filter((v) => v !== '')
+    .map((v) => {
+      const i = v.indexOf(':');
+      const name = (i < 0 ? v : v.slice(0, i)).trim();
+      const tokens = (i < 0 ? '' : v.slice(i + 1)).split(/\s+/).filter((t) => t !== '');
+      const env: Record<string, string> = {};
+      const agentArgs: string[] = [];
+      for (const t of tokens) {
+        const eq = t.indexOf('=');
+        if (eq > 0 && !t.startsWith('-')) env[t.slice(0, eq)] = t.slice(eq + 1).replaceAll(',', ' ');
+        else agentArgs.push(t);
+      }
+      return { name, agentArgs, env };
+    });
+}
+
+/** What the bench saw of the proxy during one run (bench/l7-diag.ts). */
+interface RunDiag {
+  /** The proxy's own view of the same requests (access log duration_ms). */
+  seen: Latency;
+  proxyCpuUsPerReq: number;
+  /** Time the proxy's threads waited, runnable, for a core, per request. */
+  proxyWaitUsPerReq: number;
+  agentCpuUsPerReq: number;
 }
 
 export type L7Row = BenchRow;
@@ -223,7 +291,15 @@ export async function measureL7(
         h2load(p, `http://${h}:${port + 1}/`, cfg.h2Clients, cfg.h2Streams, cfg.seconds, dir),
     },
   ];
-  const targets = [
+  const loadsRun = loads.filter((l) => !cfg.loads || cfg.loads.includes(l.key));
+  const allTargets: {
+    key: string;
+    name: string;
+    host: string;
+    port: number;
+    phase: 'l4' | 'l7';
+    variant?: L7Variant;
+  }[] = [
     { key: 'direct', name: 'direct, L4 policy', host: server.ip, port: l7Port, phase: 'l4' as const },
     { key: 'weir', name: 'weir proxy, L7 policy', host: server.ip, port: l7Port, phase: 'l7' as const },
     { key: 'nginx', name: 'nginx reverse proxy', host: node.ip, port: nginxPort, phase: 'l7' as const },
@@ -236,7 +312,80 @@ export async function measureL7(
       phase: 'l7' as const,
     },
   ];
+  const variants = cfg.variants ?? [];
+  const targets = allTargets
+    .flatMap((t) =>
+      t.key === 'weir' && variants.length > 0
+        ? variants.map((v) => ({
+            ...t,
+            key: `weir@${v.name}`,
+            name: `weir proxy (${v.name}), L7 policy`,
+            variant: v,
+          }))
+        : [t],
+    )
+    .filter((t) => !cfg.targets || cfg.targets.includes(t.key.split('@')[0] as string));
   const results = new Map<string, LoadResult[]>();
+  const diags = new Map<string, RunDiag[]>();
+  /** The proxy's counters of the proxies a variant's restart replaced. */
+  const earlier = { received: 0, forwarded: 0, denied: 0, sent: 0, lost: 0 };
+  let current: string | undefined;
+  const accessFiles = [0, 1, 2].map((i) => proxyAccessLogFile(labName) + (i ? `.${i}` : ''));
+  const useVariant = async (v: L7Variant) => {
+    if (current === v.name || !cfg.restart) return;
+    const s = await proxyStatus().catch(() => undefined);
+    if (s) {
+      earlier.received += (s.requests?.ingress.received ?? 0) + (s.requests?.egress.received ?? 0);
+      earlier.forwarded += s.requests?.ingress.forwarded ?? 0;
+      earlier.denied += s.requests?.ingress.denied ?? 0;
+      earlier.sent += s.records.sent;
+      earlier.lost += s.records.lost;
+    }
+    log(
+      `  proxy variant ${v.name}: ${[...v.agentArgs, ...Object.entries(v.env).map(([k, x]) => `${k}=${x}`)].join(' ') || 'defaults'}`,
+    );
+    await cfg.restart(v);
+    current = v.name;
+    // Warm-up (JIT, upstream pool) before the measured runs.
+    await wrk(client, `http://${server.ip}:${l7Port}/`, 32, 2);
+  };
+  /** One run of `load` against `t`, with what the proxy did during it when it is the proxy. */
+  const measure = async (load: Load, t: (typeof targets)[number]): Promise<LoadResult> => {
+    if (!t.key.startsWith('weir')) return load.run(client, t.host, t.port);
+    const pid = proxyPid(labName);
+    const apid = agentPid(labName);
+    const s0 = await proxyStatus().catch(() => undefined);
+    const [p0, a0] = [taskTimes(pid), taskTimes(apid)];
+    const t0 = Date.now();
+    const r = await load.run(client, t.host, t.port);
+    const t1 = Date.now();
+    const s1 = await proxyStatus().catch(() => undefined);
+    const split = (s1?.threads?.redirects ?? []).map((n, i) => n - (s0?.threads?.redirects[i] ?? 0));
+    const lost = (s1?.records.lost ?? 0) - (s0?.records.lost ?? 0);
+    const p = taskDelta(p0, taskTimes(pid));
+    const a = taskDelta(a0, taskTimes(apid));
+    const n = Math.max(1, r.requestsPerSecond * cfg.seconds);
+    const seen = accessLatency(accessFiles, t0);
+    const wait = [...p.values()].reduce((x, e) => x + e.waitNs, 0);
+    const d: RunDiag = {
+      seen,
+      proxyCpuUsPerReq: totalCpuNs(p) / 1e3 / n,
+      proxyWaitUsPerReq: wait / 1e3 / n,
+      agentCpuUsPerReq: totalCpuNs(a) / 1e3 / n,
+    };
+    const k = `${t.key}/${load.key}`;
+    diags.set(k, [...(diags.get(k) ?? []), d]);
+    const diag = formatDiag(diagSummary(proxyLogFile(labName), t0 + 1000, t1));
+    log(
+      `    ${Math.round(r.requestsPerSecond)} req/s, wrk p50 ${r.p50Ms} p99 ${r.p99Ms} ms; proxy saw p50 ${seen.p50} ` +
+        `p99 ${seen.p99} p99.9 ${seen.p999} max ${seen.max} ms (${seen.n}); proxy CPU ${d.proxyCpuUsPerReq.toFixed(1)} µs/req, ` +
+        `run-queue wait ${d.proxyWaitUsPerReq.toFixed(1)} µs/req [${formatTasks(p)}]; agent ${d.agentCpuUsPerReq.toFixed(1)} µs/req` +
+        `; accepted per thread ${split.join('/') || 'one thread'}; records lost ${lost}` +
+        `; load ${loadavg()[0]?.toFixed(2)}${diag ? `; ${diag}` : ''}`,
+    );
+    for (const line of seen.slow) log(`    slow: ${line}`);
+    return r;
+  };
   let besideRedirects = 0;
   const proxyStatus = async () =>
     (await agent.call<{ proxy?: ProxyStatus }>('GET', '/v1/proxy/status')).proxy;
@@ -304,7 +453,7 @@ export async function measureL7(
         { host: node.ip, port: haproxyPort },
       ],
     ];
-    for (const [name, pid, target] of mem) {
+    for (const [name, pid, target] of cfg.memory === false ? [] : mem) {
       if (pid === undefined) continue;
       log(`  memory: ${cfg.idle} idle connections through ${name}`);
       const mib = await idleMemory(lab, target, pid, cfg.idle);
@@ -318,12 +467,33 @@ export async function measureL7(
     }
     for (let round = 1; round <= cfg.rounds; round++)
       for (const phase of ['l4', 'l7'] as const) {
+        const inPhase = targets.filter((x) => x.phase === phase);
+        if (inPhase.length === 0) continue;
         await agent.call('POST', '/v1/apply', { objects: policies(phase) });
-        for (const load of loads)
-          for (const t of targets.filter((x) => x.phase === phase)) {
+        // With variants, each variant's runs come together (one restart each), in an order that
+        // rotates from round to round; the other targets' runs follow.
+        const order = variants.map((_, i) => variants[(i + round - 1) % variants.length] as L7Variant);
+        const steps: [Load, (typeof targets)[number]][] =
+          variants.length > 0 && phase === 'l7'
+            ? [
+                ...order.flatMap((v) =>
+                  loadsRun.flatMap((load) =>
+                    inPhase
+                      .filter((t) => t.variant === v)
+                      .map((t) => [load, t] as [Load, (typeof targets)[number]]),
+                  ),
+                ),
+                ...loadsRun.flatMap((load) =>
+                  inPhase.filter((t) => !t.variant).map((t) => [load, t] as [Load, (typeof targets)[number]]),
+                ),
+              ]
+            : loadsRun.flatMap((load) => inPhase.map((t) => [load, t] as [Load, (typeof targets)[number]]));
+        for (const [load, t] of steps) {
+          {
+            if (t.variant) await useVariant(t.variant);
             log(`  round ${round}/${cfg.rounds}: ${load.label}, ${t.name}`);
             const before = t.key === 'beside' ? await proxyStatus() : undefined;
-            const r = await load.run(client, t.host, t.port);
+            const r = await measure(load, t);
             if (before) {
               const after = await proxyStatus();
               besideRedirects +=
@@ -335,10 +505,11 @@ export async function measureL7(
             const k = `${t.key}/${load.key}`;
             results.set(k, [...(results.get(k) ?? []), r]);
           }
+        }
       }
     const status = await proxyStatus();
 
-    for (const load of loads) {
+    for (const load of loadsRun) {
       const at = (key: string) => results.get(`${key}/${load.key}`) ?? [];
       const nginxRps = median(at('nginx').map((r) => r.requestsPerSecond));
       const nginxP99 = median(at('nginx').map((r) => r.p99Ms));
@@ -380,26 +551,60 @@ export async function measureL7(
           },
         );
       }
-      const weirRps = median(at('weir').map((r) => r.requestsPerSecond));
-      const weirP99 = median(at('weir').map((r) => r.p99Ms));
-      const rpsRatio = nginxRps ? weirRps / nginxRps : 0;
-      const p99Ratio = nginxP99 ? weirP99 / nginxP99 : Infinity;
-      rows.push(
-        {
-          scenario: 'L7 target: weir proxy vs nginx',
-          metric: `${load.label} req/s ratio`,
-          value: r2(rpsRatio),
-          unit: '×',
-          note: `target ≥ 0.6: ${rpsRatio >= 0.6 ? 'met' : 'not met'}`,
-        },
-        {
-          scenario: 'L7 target: weir proxy vs nginx',
-          metric: `${load.label} p99 ratio`,
-          value: r2(p99Ratio),
-          unit: '×',
-          note: `target ≤ 2: ${p99Ratio <= 2 ? 'met' : 'not met'}`,
-        },
-      );
+      for (const w of targets.filter((x) => x.key.startsWith('weir'))) {
+        const rs = at(w.key);
+        if (rs.length === 0 || at('nginx').length === 0) continue;
+        const weirRps = median(rs.map((r) => r.requestsPerSecond));
+        const weirP99 = median(rs.map((r) => r.p99Ms));
+        const rpsRatio = nginxRps ? weirRps / nginxRps : 0;
+        const p99Ratio = nginxP99 ? weirP99 / nginxP99 : Infinity;
+        const scenario = `L7 target: weir proxy${w.variant ? ` (${w.variant.name})` : ''} vs nginx`;
+        rows.push(
+          {
+            scenario,
+            metric: `${load.label} req/s ratio`,
+            value: r2(rpsRatio),
+            unit: '×',
+            note: `target ≥ 0.6: ${rpsRatio >= 0.6 ? 'met' : 'not met'}`,
+          },
+          {
+            scenario,
+            metric: `${load.label} p99 ratio`,
+            value: r2(p99Ratio),
+            unit: '×',
+            note: `target ≤ 2: ${p99Ratio <= 2 ? 'met' : 'not met'}`,
+          },
+        );
+      }
+      // What the proxy itself saw and spent (bench/l7-diag.ts), medians of the runs.
+      for (const w of targets.filter((x) => x.key.startsWith('weir'))) {
+        const ds = diags.get(`${w.key}/${load.key}`) ?? [];
+        if (ds.length === 0) continue;
+        const note = `median of ${ds.length} runs; runs: ${ds.map((d) => `p50 ${d.seen.p50} p99 ${d.seen.p99} p99.9 ${d.seen.p999}`).join(' | ')}`;
+        rows.push(
+          {
+            scenario: `L7: ${w.name}`,
+            metric: `${load.label} p99 inside the proxy`,
+            value: r2(median(ds.map((d) => d.seen.p99))),
+            unit: 'ms',
+            note: `access log duration_ms (request start to the response's last byte); ${note}`,
+          },
+          {
+            scenario: `L7: ${w.name}`,
+            metric: `${load.label} proxy CPU per request`,
+            value: r2(median(ds.map((d) => d.proxyCpuUsPerReq))),
+            unit: 'µs',
+            note: `all threads of the proxy process (schedstat); run-queue wait ${ds.map((d) => d.proxyWaitUsPerReq.toFixed(1)).join(', ')} µs/request`,
+          },
+          {
+            scenario: `L7: ${w.name}`,
+            metric: `${load.label} agent CPU per request`,
+            value: r2(median(ds.map((d) => d.agentCpuUsPerReq))),
+            unit: 'µs',
+            note: 'the agent process (records stream, flows, metrics)',
+          },
+        );
+      }
     }
     rows.push({
       scenario: 'L7: direct, L4 port beside the L7 port',
@@ -412,9 +617,12 @@ export async function measureL7(
       rows.push({
         scenario: 'L7: weir proxy, L7 policy',
         metric: 'requests judged by the proxy (whole section)',
-        value: (status.requests?.ingress.received ?? 0) + (status.requests?.egress.received ?? 0),
+        value:
+          earlier.received +
+          (status.requests?.ingress.received ?? 0) +
+          (status.requests?.egress.received ?? 0),
         unit: 'requests',
-        note: `forwarded ${status.requests?.ingress.forwarded ?? 0}, denied ${status.requests?.ingress.denied ?? 0}, records sent ${status.records.sent}, lost ${status.records.lost}; proxy threads ${status.threads?.redirects.length ?? 1} (connections accepted by each: ${status.threads?.redirects.join(', ') ?? 'all'})`,
+        note: `forwarded ${earlier.forwarded + (status.requests?.ingress.forwarded ?? 0)}, denied ${earlier.denied + (status.requests?.ingress.denied ?? 0)}, records sent ${earlier.sent + status.records.sent}, lost ${earlier.lost + status.records.lost}${variants.length ? ` (all variants' proxies)` : ''}; proxy threads ${status.threads?.redirects.length ?? 1} (connections accepted by each: ${status.threads?.redirects.join(', ') ?? 'all'})`,
       });
 
     rows.push(...memRows);

@@ -39,7 +39,8 @@ import { connRateLegend, measureConnRate } from './connrate.js';
 import { startRawPair } from './raw-pair.js';
 import { dnsLegend, measureDns } from './dns.js';
 import { cniLegend, measureCni } from './cni.js';
-import { l7Legend, measureL7 } from './l7.js';
+import { l7Legend, measureL7, parseVariants, type L7Variant } from './l7.js';
+import { stopProxies } from '../src/agent/proxy-manager.js';
 import { gatewayLegend, measureGateway } from './gateway.js';
 import { measureVxlan, vxlanLegend } from './vxlan.js';
 import { encryptionLegend, measureEncryption } from './encryption.js';
@@ -101,6 +102,15 @@ const l7Config = {
   h2Clients: Number(process.env.WEIR_BENCH_L7_H2_CLIENTS ?? 32),
   h2Streams: Number(process.env.WEIR_BENCH_L7_H2_STREAMS ?? 10),
   idle: Number(process.env.WEIR_BENCH_L7_IDLE ?? 1000),
+  // WEIR_BENCH_L7_LOADS=h1-32,h1-256 / WEIR_BENCH_L7_TARGETS=weir,nginx: only those;
+  // WEIR_BENCH_L7_MEMORY=0: no memory figure; WEIR_BENCH_L7_VARIANTS: proxy settings taking
+  // turns (bench/l7.ts parseVariants).
+  ...(process.env.WEIR_BENCH_L7_LOADS ? { loads: process.env.WEIR_BENCH_L7_LOADS.split(',') } : {}),
+  ...(process.env.WEIR_BENCH_L7_TARGETS ? { targets: process.env.WEIR_BENCH_L7_TARGETS.split(',') } : {}),
+  ...(process.env.WEIR_BENCH_L7_MEMORY === '0' ? { memory: false } : {}),
+  ...(process.env.WEIR_BENCH_L7_VARIANTS
+    ? { variants: parseVariants(process.env.WEIR_BENCH_L7_VARIANTS) }
+    : {}),
 };
 const gatewayConfig = {
   sizes: (process.env.WEIR_BENCH_GATEWAY_ROUTES ?? '1,100,1000').split(',').map(Number),
@@ -425,7 +435,35 @@ async function main(): Promise<void> {
     if (sections.has('l7')) {
       await ensureAgent();
       log("L7: HTTP through weir's proxy vs direct (L4 policy) vs nginx and haproxy reverse proxies");
-      rows.push(...(await measureL7(lab, labName, l7Config, log)));
+      // A variant: the agent and a new proxy with its arguments and environment (the agent's,
+      // which the proxy inherits); the pods and the policy stay.
+      let variantEnv: string[] = [];
+      const restart = async (v: L7Variant) => {
+        await stopAgent(labName);
+        await stopProxies(labName);
+        for (const k of variantEnv) delete process.env[k];
+        Object.assign(process.env, v.env);
+        variantEnv = Object.keys(v.env);
+        await startAgent({
+          lab: labName,
+          nodeNetns: (await lab.node()).netns,
+          agentArgs: [...proxyWorkerArgs, ...v.agentArgs],
+        });
+        const agent = agentClient(labName);
+        for (let i = 0; ; i++) {
+          const s = await agent
+            .call<{ running?: boolean; ackedVersion?: number; desiredVersion?: number; proxy?: unknown }>(
+              'GET',
+              '/v1/proxy/status',
+            )
+            .catch(() => undefined);
+          if (s?.running && s.proxy && s.ackedVersion !== undefined && s.ackedVersion === s.desiredVersion)
+            break;
+          if (i > 300) throw new WeirError('ERR_BENCH_OUTPUT', `proxy of variant ${v.name} not ready`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      rows.push(...(await measureL7(lab, labName, { ...l7Config, restart }, log)));
     }
 
     if (sections.has('gateway')) {

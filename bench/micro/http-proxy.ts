@@ -204,13 +204,23 @@ function cpuSeconds(pid: number): number {
 interface Run {
   rps: number;
   cpuUsPerReq?: number;
+  /** wrk --latency (HTTP/1.1 runs), ms. */
+  p50Ms?: number;
+  p99Ms?: number;
+}
+
+const unitMs: Record<string, number> = { us: 0.001, ms: 1, s: 1000 };
+/** A percentile line of wrk --latency ("     99%    1.23ms") in ms. */
+function wrkPercentile(out: string, p: string): number | undefined {
+  const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)\\s*$`, 'm').exec(out);
+  return m ? Number(m[1]) * (unitMs[m[2] as string] ?? 1) : undefined;
 }
 
 function load(kind: 'h1' | 'h2', port: number, seconds: number, pin: string[], pid?: number): Run {
   const before = pid ? cpuSeconds(pid) : 0;
   const cmd =
     kind === 'h1'
-      ? ['wrk', '-t1', '-c50', `-d${seconds}s`, `http://127.0.0.1:${port}/bench/x`]
+      ? ['wrk', '-t1', '-c50', `-d${seconds}s`, '--latency', `http://127.0.0.1:${port}/bench/x`]
       : ['h2load', '-c10', '-m10', `-D${seconds}`, `http://127.0.0.1:${port}/bench/x`];
   const all = [...pin, ...cmd];
   const out = spawnSync(all[0] as string, all.slice(1), {
@@ -227,6 +237,12 @@ function load(kind: 'h1' | 'h2', port: number, seconds: number, pin: string[], p
     total = Number(/requests: \d+ total, \d+ started, (\d+) done/.exec(out)?.[1] ?? 0);
   }
   const run: Run = { rps };
+  if (kind === 'h1') {
+    const p50 = wrkPercentile(out, '50');
+    const p99 = wrkPercentile(out, '99');
+    if (p50 !== undefined) run.p50Ms = p50;
+    if (p99 !== undefined) run.p99Ms = p99;
+  }
   if (pid && total > 0) run.cpuUsPerReq = ((cpuSeconds(pid) - before) * 1e6) / total;
   return run;
 }
@@ -288,12 +304,17 @@ async function main(): Promise<void> {
   console.log(
     `upstream: ${up.name}; ${rounds} rounds of ${seconds} s; ${pinned ? 'proxy/pipe on CPU 0, load+upstream on CPU 1' : 'unpinned'}`,
   );
-  console.log('| path | req/s (median) | CPU µs/request (median) | runs (req/s) |');
-  console.log('| --- | --- | --- | --- |');
+  console.log(
+    '| path | req/s (median) | CPU µs/request (median) | p50 / p99 ms (median, wrk) | runs (req/s) |',
+  );
+  console.log('| --- | --- | --- | --- | --- |');
   for (const [k, rs] of Object.entries(rows)) {
     const cpu = rs.map((r) => r.cpuUsPerReq).filter((x): x is number => x !== undefined);
+    const p50 = rs.map((r) => r.p50Ms).filter((x): x is number => x !== undefined);
+    const p99 = rs.map((r) => r.p99Ms).filter((x): x is number => x !== undefined);
+    const lat = p99.length ? `${median(p50).toFixed(2)} / ${median(p99).toFixed(2)}` : '-';
     console.log(
-      `| ${k} | ${median(rs.map((r) => r.rps)).toFixed(0)} | ${cpu.length ? median(cpu).toFixed(1) : '-'} | ${rs.map((r) => r.rps.toFixed(0)).join(', ')} |`,
+      `| ${k} | ${median(rs.map((r) => r.rps)).toFixed(0)} | ${cpu.length ? median(cpu).toFixed(1) : '-'} | ${lat} | ${rs.map((r) => r.rps.toFixed(0)).join(', ')} |`,
     );
   }
 }

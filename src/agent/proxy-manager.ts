@@ -57,6 +57,15 @@ export interface ProxyManagerStatus {
   proxy?: ProxyStatus;
 }
 
+/**
+ * WEIR_PROXY_NODE_ARGS (the agent's environment, space-separated): extra node/V8 flags for the
+ * proxy process, after the built-in ones (a later flag wins). For measurements (bench/l7.ts
+ * variants, docs/proxy.md "Latency tail"); only flags (each starting with `--`) are taken.
+ */
+export function proxyNodeArgs(env = process.env): string[] {
+  return (env.WEIR_PROXY_NODE_ARGS ?? '').split(/\s+/).filter((a) => a.startsWith('--'));
+}
+
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 /** A proxy that ran this long has recovered: the next restart starts the backoff anew. */
@@ -335,6 +344,7 @@ export class ProxyManager {
           `--net=${netnsPath}`,
           process.execPath,
           `--max-semi-space-size=${PROXY_SEMI_SPACE_MB}`,
+          ...proxyNodeArgs(),
           join(repoRoot, 'dist', 'src', 'cli', 'main.js'),
           'proxy',
           'run',

@@ -11,6 +11,7 @@ import { BpfMap } from '../bpf/index.js';
 import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
 import { privateDirSync, privateFileMode } from '../shared/private-fs.js';
 import { AccessLog } from './access-log.js';
+import { startDiag } from './diag.js';
 import { listenAdmin } from './admin.js';
 import { createHttpHandler } from './http/handler.js';
 import { ProxyMetrics } from './metrics.js';
@@ -73,6 +74,7 @@ export interface ProxyOptions {
 export async function runProxy(o: ProxyOptions): Promise<void> {
   process.title = proxyTitle(o.lab, o.node);
   const log = pino({ base: { lab: o.lab, ...(o.node ? { node: o.node } : {}), component: 'proxy' } });
+  startDiag(log, 0);
   const ipcacheMap = BpfMap.fromPin(o.ipcachePin, { readOnly: true });
   const ipcache = new IpcacheMap(ipcacheMap);
   // --encryption mtls: the datapath's switch (weir_tunnel, pinned beside the ipcache) decides

@@ -3,6 +3,7 @@
 // snapshots the main thread forwards. What it produces goes to the main thread in batches (at
 // most every BATCH_MS, and whenever the main thread asks): L7 records and access-log lines rendered here (the main thread only writes
 // them), counter increments (applied to the process's metrics there).
+import { writeFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
 import { BpfMap } from '../bpf/index.js';
@@ -10,6 +11,7 @@ import { IpcacheMap } from '../datapath/maps/ipcache/index.js';
 import { WeirError } from '../shared/errors.js';
 import { renderAccess } from './access-log.js';
 import { SharedClientPorts } from './client-ports.js';
+import { startDiag } from './diag.js';
 import { createHttpHandler } from './http/handler.js';
 import { ProxyMetrics } from './metrics.js';
 import { recordLine } from './records.js';
@@ -109,6 +111,13 @@ const sent = {
 };
 
 const log = pino({ base: { lab: init.lab, component: 'proxy', worker: init.index } });
+// The thread's name in ps/top (/proc/<pid>/task/<tid>/comm): node leaves its threads unnamed.
+try {
+  writeFileSync('/proc/thread-self/comm', `weir-proxy-w${init.index}`);
+} catch {
+  // not Linux, or /proc not mounted: a name only
+}
+startDiag(log, init.index);
 const ipcacheMap = BpfMap.fromPin(init.ipcachePin, { readOnly: true });
 const ipcache = new IpcacheMap(ipcacheMap);
 const tunnelMap = BpfMap.fromPin(init.tunnel.pin, { readOnly: true });

@@ -6,6 +6,7 @@ import type { Socket } from 'node:net';
 import type { ProxiedConnection, UpstreamConnector } from '../types.js';
 import type { HttpLimits } from './limits.js';
 import { H1Parser, type ParseError } from './llhttp.js';
+import { batchable, batchedWrite } from './write-batch.js';
 
 /** An upstream connect that took longer than limits.upstreamConnectTimeoutMs. */
 export class UpstreamConnectTimeout extends Error {
@@ -88,6 +89,8 @@ export class UpstreamConn {
 
   constructor(socket: Socket, limits: HttpLimits, pool: H1Pool | undefined) {
     this.socket = socket;
+    // Writes are batched per turn (write-batch.ts): any destroy sends what is corked first.
+    batchable(socket);
     this.#pool = pool;
     this.idleLimitMs = limits.upstreamKeepAliveMs;
     this.#parser = new H1Parser('response', limits.maxHeaderBytes, {
@@ -142,7 +145,7 @@ export class UpstreamConn {
 
   /** Writes bytes; strings are HTTP heads, one byte per character (latin1, as llhttp read them). */
   write(data: string | Buffer): boolean {
-    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
+    return batchedWrite(this.socket, data);
   }
 
   /** The user gives up on its request (client gone, timeout): the connection cannot be reused. */

@@ -15,6 +15,7 @@ import type { ConnCtx, Engine } from './engine.js';
 import type { UpstreamConn, UpstreamUser } from './h1-upstream.js';
 import { forwardRequestHead, rawHeader, recordHeaders, relayResponseHead } from './headers.js';
 import { H1Parser, type ParseError } from './llhttp.js';
+import { batchable, batchedWrite } from './write-batch.js';
 import {
   BAD_REQUEST,
   DENIED,
@@ -143,6 +144,8 @@ class H1Connection {
     });
     socket.on('end', () => this.#onEnd());
     socket.once('close', () => this.#onClose());
+    // Writes are batched per turn (write-batch.ts): any destroy sends what is corked first.
+    batchable(socket);
   }
 
   /** Feeds the first bytes (read while sniffing), then lets the parser read the socket itself. */
@@ -257,7 +260,7 @@ class H1Connection {
   /** Writes bytes; strings are HTTP heads, one byte per character (latin1, as llhttp read them). */
   write(data: string | Buffer): boolean {
     if (this.#dead || this.socket.destroyed) return false;
-    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
+    return batchedWrite(this.socket, data);
   }
 
   pause(why: number): void {

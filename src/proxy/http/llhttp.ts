@@ -242,7 +242,19 @@ export class H1Parser {
       return;
     }
     this.#closed = true;
-    if (this.#handle) this.unconsume();
+    if (this.#handle) {
+      // A consumed parser may be asked to close from inside its own native read without being
+      // busy: when a read reports EOF or an error, the parser hands it to the socket's JS side, and
+      // node runs the nextTick queue (the socket's 'end' or 'error' handlers, which close the
+      // connection) before that call returns into the parser. Freeing it then made the parser's
+      // read finish on freed memory (a segfault of the whole proxy, every connection of every
+      // thread cut: cluster-mtls-l7's upstream through a tunnel that closed at once). The socket
+      // stops feeding it now; the native parser is freed once this turn is over.
+      this.unconsume();
+      const p = this.#p;
+      setImmediate(() => p.close());
+      return;
+    }
     this.#p.close();
   }
 }

@@ -5,7 +5,7 @@ import { isCode } from '../../shared/errors.js';
 import type { L7Record } from '../types.js';
 import { forwardRequestHeaders, recordHeaders, relayResponseHeaders } from './headers.js';
 import { defaultHttpLimits, resolveLimits } from './limits.js';
-import { formatAccessLog, recordUrl } from './records.js';
+import { formatAccessLog, recordUrl, wallNs } from './records.js';
 
 describe('records', () => {
   it('formats an Envoy-like access-log line', () => {
@@ -36,6 +36,23 @@ describe('records', () => {
     };
     delete bare.http!.code;
     assert.match(formatAccessLog(bare), /"PUT http:\/\/svc\/x HTTP\/1\.1" - .* - policy=- detail=-$/);
+  });
+
+  it('gives performance.now() values as exact wall-clock ns (timeOrigin + t)', () => {
+    // The exact sum, in BigInt, of timeOrigin and t, each rounded to whole ns as wallNs does.
+    const originMs = Math.floor(performance.timeOrigin);
+    const originNs = Math.min(999_999, Math.round((performance.timeOrigin - originMs) * 1e6));
+    const exact = (t: number) => {
+      const whole = Math.floor(t);
+      return (
+        BigInt(originMs + whole) * 1_000_000n +
+        BigInt(originNs) +
+        BigInt(Math.round((t - whole) * 1e6))
+      ).toString();
+    };
+    const ts = [0, 0.000001, 0.000999, 0.001, 0.5, 0.999999, 1, 12.3456789, 999.999999, performance.now()];
+    for (let i = 0; i < 2000; i++) ts.push(Math.random() * 1e7);
+    for (const t of ts) assert.equal(wallNs(t), exact(t), `t=${t}`);
   });
 
   it('builds Hubble-style URLs', () => {

@@ -28,6 +28,8 @@
  * skb->cb between the two programs (kept stable: after an agent restart an old entry program may
  * tail call a new weir_to_local): cb[0] the destination's host veth ifindex, cb[1..3] the frame's
  * new destination and source MAC addresses (struct lxc_info.mac, host_mac), cb[4] CB_MAGIC.
+ * weir_to_local reads cb[0] first: a new connection's policy stage (lib/stages.h) gets its nonce
+ * there, cb[1..3] stay for the delivery.
  */
 #ifndef WEIR_HOST_ROUTING_H
 #define WEIR_HOST_ROUTING_H
@@ -44,6 +46,7 @@
 #include "lib/common.h"
 #include "lib/endpoint.h"
 #include "lib/parse.h"
+#include "lib/stages.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -55,8 +58,6 @@
 /* 1: eBPF host routing (--host-routing bpf, the default); 0: legacy, the node's stack routes. */
 volatile const __u32 weir_host_routing = 1;
 
-#define CALL_TO_LOCAL 0 /* weir_to_local: the ingress stage of a local destination */
-#define WEIR_CALLS_MAX 4
 #define CB_MAGIC 0x77656972 /* "weir" */
 
 struct {
@@ -65,13 +66,6 @@ struct {
 	__type(value, struct lxc_info);
 	__uint(max_entries, 2 * WEIR_ENDPOINTS_MAX); /* an IPv4 and an IPv6 address per pod */
 } weir_lxc SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-	__uint(max_entries, WEIR_CALLS_MAX);
-} weir_calls SEC(".maps");
 
 /* TTL (IPv4) or hop limit (IPv6) of the packet; 0 when it cannot be read. */
 static __always_inline __u8 __hr_ttl(struct __sk_buff *skb, __u8 family)

@@ -171,14 +171,16 @@ static __always_inline int __proxy_conn(struct __sk_buff *skb, const struct flow
  * `ifindex` (the hook's own, or for weir_to_local the destination weir_from_container named), the
  * packet parsed into `f` (the scratch's flow); `peer` the sender's identity when the packet
  * carries it (tunnel mode), 0: the ipcache's; `hint` what weir_from_container found of this packet
- * (weir_to_local only, else NULL); `caller` the entry program (STAGE_*), for the policy stage.
+ * (weir_to_local only, else NULL); `caller` the entry program (STAGE_*), for the policy stage;
+ * `parsed`: `f` already holds this packet, parsed and its fragment tracked (weir_to_local, from
+ * weir_from_container's host routing: lib/host_routing.h).
  * Established, reply and related packets finish here; the first packet of a new connection goes
  * on to the policy stage of `dir` (a tail call, which does not return; an empty slot drops it).
  * Returns the tc verdict; *routable = 1 when it is the plain forward verdict (nothing redirected,
  * assigned or bounced), which host routing may deliver itself (lib/host_routing.h); then
  * *identity is the endpoint's. */
 static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifindex, struct flow *f, int *routable,
-				    __u32 *identity, __u32 peer, const struct ct_hint *hint, __u8 caller)
+				    __u32 *identity, __u32 peer, const struct ct_hint *hint, __u8 caller, int parsed)
 {
 	struct event_meta m = { .ifindex = ifindex, .len = skb->len, .direction = dir };
 	struct ct_entry *closed, *hit, *reopened;
@@ -193,6 +195,9 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 
 	ep = endpoint_lookup(ifindex);
 	if (!ep) {
+		/* Reported as before the parse, whoever parsed it. */
+		if (parsed)
+			__builtin_memset(f, 0, sizeof(*f));
 		reason = DROP_EP_NOT_READY;
 		goto drop;
 	}
@@ -200,18 +205,22 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 	ep_identity = ep->identity;
 	m.endpoint_id = ep_id;
 
-	reason = parse_packet(skb, f);
-	if (reason == PARSE_PASS) {
-		metrics_count(REASON_FORWARDED, dir, bytes);
-		return TC_ACT_OK;
-	}
-	if (f->icmp_kind == ICMP_KIND_ERROR)
+	if (!parsed) {
+		reason = parse_packet(skb, f);
+		if (reason == PARSE_PASS) {
+			metrics_count(REASON_FORWARDED, dir, bytes);
+			return TC_ACT_OK;
+		}
+		if (f->icmp_kind == ICMP_KIND_ERROR)
+			m.flags |= EVENT_F_RELATED;
+		if (reason)
+			goto drop;
+		reason = frag_track(f);
+		if (reason)
+			goto drop;
+	} else if (f->icmp_kind == ICMP_KIND_ERROR) {
 		m.flags |= EVENT_F_RELATED;
-	if (reason)
-		goto drop;
-	reason = frag_track(f);
-	if (reason)
-		goto drop;
+	}
 	/* Sent by the node proxy's upstream socket: only the node's own stack sends into this hook
 	 * with a mark (lib/proxy.h). */
 	if (dir == DIR_INGRESS) {
@@ -536,11 +545,11 @@ static __always_inline int __policy_stage(struct __sk_buff *skb, __u8 dir)
 	case STAGE_TO_LOCAL:
 		if (dir != DIR_INGRESS)
 			break;
-		return host_deliver_local(skb, f, ifindex);
+		return host_deliver_local(skb, f, ifindex, sc->hr.mac);
 	case STAGE_FROM_OVERLAY:
 		if (dir != DIR_INGRESS)
 			break;
-		ret = host_deliver_local(skb, f, ifindex);
+		ret = host_deliver_local(skb, f, ifindex, sc->hr.mac);
 		/* Not delivered (a TTL that expires): the stack answers, and must take the frame as its own. */
 		return ret == TC_ACT_OK ? overlay_to_stack(skb, peer) : ret;
 	default:
@@ -563,7 +572,7 @@ int weir_from_container(struct __sk_buff *skb)
 
 	if (!f)
 		return TC_ACT_SHOT;
-	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable, &identity, 0, 0, STAGE_FROM_CONTAINER);
+	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable, &identity, 0, 0, STAGE_FROM_CONTAINER, 0);
 	if (!routable)
 		return ret;
 	/* A pod of another node behind the tunnel (lib/overlay.h), with this pod's identity. */
@@ -583,7 +592,7 @@ int weir_to_container(struct __sk_buff *skb)
 	/* From the tunnel through the node's stack (--host-routing legacy): the sender's identity came
 	 * in the mark (lib/overlay.h). */
 	return __handle(skb, DIR_INGRESS, skb->ifindex, f, &routable, &identity, identity_from_mark(skb->mark), 0,
-			STAGE_TO_CONTAINER);
+			STAGE_TO_CONTAINER, 0);
 }
 
 /* Tail called by weir_from_container (weir_calls[CALL_TO_LOCAL], lib/host_routing.h), at tc
@@ -593,19 +602,31 @@ SEC("tc")
 int weir_to_local(struct __sk_buff *skb)
 {
 	__u32 ifindex = host_routing_target(skb);
+	__u32 zero = 0, identity = 0;
+	struct flow_scratch *sc = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
 	struct ct_hint hint = {};
-	struct flow *f;
-	__u32 identity = 0;
-	int routable = 0, ret;
+	int routable = 0, ret, parsed;
 
-	if (!ifindex)
+	if (!ifindex || !sc)
 		return TC_ACT_SHOT;
-	__ct_hint_take(&hint);
-	f = __flow_scratch();
-	if (!f)
-		return TC_ACT_SHOT;
-	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, &identity, 0, &hint, STAGE_TO_LOCAL);
-	return routable ? host_deliver_local(skb, f, ifindex) : ret;
+	/* The sender's flow, when its hr_state vouches for it (lib/host_routing.h). */
+	parsed = host_routing_flow_ok(skb, sc, ifindex);
+	if (!parsed) {
+		/* Not an entry program of an earlier weir either (those name the MACs in cb): a scratch
+		 * of another load. The stack routes it, the destination's weir_to_container judges it. */
+		if (skb->cb[4] != CB_MAGIC) {
+			skb->cb[4] = 0;
+			return TC_ACT_OK;
+		}
+		sc->hr.mac[0] = skb->cb[1];
+		sc->hr.mac[1] = skb->cb[2];
+		sc->hr.mac[2] = skb->cb[3];
+		__ct_hint_take(&hint);
+		__builtin_memset(&sc->flow, 0, sizeof(sc->flow));
+	}
+	ret = __handle(skb, DIR_INGRESS, ifindex, &sc->flow, &routable, &identity, 0, parsed ? 0 : &hint,
+		       STAGE_TO_LOCAL, parsed);
+	return routable ? host_deliver_local(skb, &sc->flow, ifindex, sc->hr.mac) : ret;
 }
 
 /* The policy stages (lib/stages.h), tail called by the entry programs through weir_calls for the
@@ -696,6 +717,7 @@ int weir_from_overlay(struct __sk_buff *skb)
 	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = DIR_INGRESS };
 	struct flow *f = __flow_scratch();
 	struct lxc_info *to = NULL;
+	struct hr_state *hr;
 	const __u32 *macs;
 	__u32 identity = 0, ifindex, ep_identity = 0;
 	int routable = 0, ret, reason;
@@ -736,13 +758,14 @@ int weir_from_overlay(struct __sk_buff *skb)
 		return overlay_to_stack(skb, identity);
 	ifindex = to->ifindex;
 	macs = (const __u32 *)to->mac;
-	skb->cb[1] = macs[0];
-	skb->cb[2] = macs[1];
-	skb->cb[3] = macs[2];
-	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, &ep_identity, identity, 0, STAGE_FROM_OVERLAY);
+	hr = &((struct flow_scratch *)f)->hr; /* f is the scratch's first member */
+	hr->mac[0] = macs[0];
+	hr->mac[1] = macs[1];
+	hr->mac[2] = macs[2];
+	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, &ep_identity, identity, 0, STAGE_FROM_OVERLAY, 0);
 	if (!routable)
 		return ret;
-	ret = host_deliver_local(skb, f, ifindex);
+	ret = host_deliver_local(skb, f, ifindex, hr->mac);
 	/* Not delivered (a TTL that expires): the stack answers, and must take the frame as its own. */
 	return ret == TC_ACT_OK ? overlay_to_stack(skb, identity) : ret;
 drop:

@@ -78,9 +78,20 @@ struct stage_state {
 	__u16 pad;
 };
 
+/* What weir_from_container's host routing hands weir_to_local besides skb->cb (lib/host_routing.h):
+ * the destination and its MAC addresses, and a nonce (also in skb->cb[1]) that vouches for the
+ * scratch's flow being this packet's, so that weir_to_local need not parse it again. */
+struct hr_state {
+	__u32 magic; /* STAGE_MAGIC */
+	__u32 nonce;
+	__u32 ifindex;
+	__u32 mac[3]; /* struct lxc_info's mac, host_mac */
+};
+
 struct flow_scratch {
 	struct flow flow;
 	struct stage_state stage;
+	struct hr_state hr;
 };
 
 /* Changes with the layout (its size): a stage never reads another build's state. */

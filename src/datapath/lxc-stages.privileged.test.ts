@@ -6,9 +6,17 @@
 // drops the packet (Missed tail call, 151), with its drop event and metrics: fail closed.
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { RingBufferReader, withNetns } from '../bpf/index.js';
+import { RingBufferReader, skbContext, withNetns } from '../bpf/index.js';
 import { DropReason } from './drop-reasons.js';
-import { CALLS, POLICY_PROGRAMS, PROGRAMS, STAGE_PROGRAMS, type StageProgram } from './loader.js';
+import {
+  CALLS,
+  LOCAL_PROGRAM,
+  POLICY_PROGRAMS,
+  PROGRAMS,
+  STAGE_PROGRAMS,
+  type StageProgram,
+} from './loader.js';
+import { macText } from './packet/addr.js';
 import { decodeFlowEvent, type FlowEvent } from './maps/events/index.js';
 import { ethernet, ipv4, ipv6, tcp } from './packet/index.js';
 import {
@@ -239,5 +247,42 @@ describe('staged datapath: entry programs and policy stages', () => {
       assert.deepEqual(kinds(out), [`drop ${DropReason.MISSED_TAIL_CALL}`]);
     }
     assert.equal(h.dp.ct.get(egressTuple(40040)), undefined, 'nothing tracked');
+  });
+  /** weir_to_local run on its own, with skb->cb as an entry program would leave it. */
+  const toLocal = (frame: Buffer, cb: number[]): Outcome & { data: Buffer } => {
+    h.dp.metrics.clear();
+    const r = withNetns(h.netns, () =>
+      h.dp.program(LOCAL_PROGRAM).testRun({ data: frame, ctxIn: skbContext({ ifindex: a.ifindex, cb }) }),
+    );
+    reader.drain();
+    const metrics = h.dp.metrics
+      .list()
+      .map((m) => `${m.reason}/${m.direction}: ${m.packets}`)
+      .sort();
+    return { retval: r.retval, metrics, events: got.splice(0), data: r.data };
+  };
+  const CB_MAGIC = 0x77656972;
+  const CB_MAGIC_FLOW = 0x77656973;
+
+  it('weir_to_local called by an entry program of an earlier weir (MACs in skb->cb) parses the packet itself and delivers it', () => {
+    allow();
+    const macs = Buffer.from(`${B.mac}:${B.hostMac}`.split(':').map((x) => parseInt(x, 16)));
+    const cb = [b.ifindex, macs.readUInt32LE(0), macs.readUInt32LE(4), macs.readUInt32LE(8), CB_MAGIC];
+    const out = toLocal(frame4(A.v4, B.v4, 40050, 80, 'S'), cb);
+    assert.equal(out.retval, TC_ACT_REDIRECT, "B's ingress stage allowed it, delivered into B");
+    assert.equal(macText(out.data.subarray(0, 6)), B.mac);
+    assert.equal(macText(out.data.subarray(6, 12)), B.hostMac);
+    assert.deepEqual(kinds(out), ['policy-verdict 0', 'trace/open 0']);
+    assert.equal(out.events[0]?.endpointId, 2);
+    assert.deepEqual(out.metrics, ['0/ingress: 1']);
+  });
+
+  it('weir_to_local whose scratch does not vouch for the packet (another load) leaves it to the stack, judging nothing', () => {
+    allow();
+    const out = toLocal(frame4(A.v4, B.v4, 40060, 80, 'S'), [b.ifindex, 12345, 0, 0, CB_MAGIC_FLOW]);
+    assert.equal(out.retval, TC_ACT_OK, "the node's stack routes it; B's weir_to_container judges it");
+    assert.deepEqual(out.metrics, []);
+    assert.deepEqual(out.events, []);
+    assert.equal(h.dp.ct.list().length, 0);
   });
 });

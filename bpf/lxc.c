@@ -6,11 +6,16 @@
  *   weir_to_local        tail called by weir_from_container (eBPF host routing,
  *                        lib/host_routing.h): the ingress of a destination pod of this node,
  *                        which then receives the packet with bpf_redirect_peer
+ *   weir_policy_egress   tail called by the entry programs (weir_calls, lib/stages.h) for the
+ *   weir_policy_ingress  first packet of a new connection: the policy stage of its direction
  *
- * Both run the same pipeline (__handle): endpoint -> parse -> fragments -> conntrack -> (new
- * connections only) fail-closed check, ipcache, policy, conntrack entry. The kernel routes what
- * is forwarded (TC_ACT_OK); drops are TC_ACT_SHOT. Every verdict is counted in weir_metrics by
- * the single exit at the end.
+ * A staged pipeline (lib/stages.h). The entry programs run __handle: endpoint -> parse ->
+ * fragments -> (egress) service translation -> conntrack; established, reply and related packets
+ * finish there, without a tail call. A new connection's first packet goes on to its policy stage
+ * (__policy_stage): fail-closed check, ipcache, policy, authentication, L7 / encryption ports,
+ * verdict event, conntrack entry, then delivery as the entry program would do it. The kernel
+ * routes what is forwarded (TC_ACT_OK) unless host routing delivers it; drops are TC_ACT_SHOT.
+ * Every verdict is counted in weir_metrics once, by the stage that decides it.
  *
  * Flow events (lib/events.h, weir_events), per connection rather than per packet:
  *   every drop                         EVENT_DROP (cookie of the deny rule for DROP_POLICY_DENY, of the
@@ -61,31 +66,27 @@
 #include "lib/auth.h"
 #include "lib/events.h"
 #include "lib/refuse.h"
+#include "lib/stages.h"
 #include "lib/lb_nat.h"
 #include "lib/nodeport.h"
 #include "lib/proxy.h"
 #include "lib/host_routing.h"
 #include "lib/overlay.h"
 
-/* The parsed packet of the running program: a per-CPU scratch rather than the stack, which tail
- * calls keep whole (the entry program and its subprograms must fit in 512 bytes together). A tc
- * program runs to its end on its CPU before another starts there; weir_to_local, tail called by
- * weir_from_container once it is done with it, parses afresh. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, struct flow);
-	__uint(max_entries, 1);
-} weir_flow_scratch SEC(".maps");
-
+/* The parsed packet of the running program: the per-CPU scratch of lib/stages.h rather than the
+ * stack, which tail calls keep whole (the entry program and its subprograms must fit in 512 bytes
+ * together). Only the flow is cleared per packet; the stage state is written when a new
+ * connection goes to its policy stage. weir_to_local, tail called by weir_from_container once it
+ * is done with it, parses afresh. */
 static __always_inline struct flow *__flow_scratch(void)
 {
 	__u32 zero = 0;
-	struct flow *f = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
+	struct flow_scratch *sc = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
 
-	if (f)
-		__builtin_memset(f, 0, sizeof(*f));
-	return f;
+	if (!sc)
+		return 0;
+	__builtin_memset(&sc->flow, 0, sizeof(sc->flow));
+	return &sc->flow;
 }
 
 /* What weir_from_container found of the packet it tail calls weir_to_local with, read by
@@ -110,7 +111,8 @@ static __always_inline __u32 __fold_addr(const __u8 *a)
 static __always_inline void __ct_hint_take(struct ct_hint *h)
 {
 	__u32 zero = 0;
-	const struct flow *f = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
+	const struct flow_scratch *sc = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
+	const struct flow *f = sc ? &sc->flow : 0;
 
 	if (!f || !f->ct_reply_hint)
 		return;
@@ -165,31 +167,37 @@ static __always_inline int __proxy_conn(struct __sk_buff *skb, const struct flow
 	return proxy_to_host(skb, port);
 }
 
-/* The pipeline of one endpoint and direction: the endpoint of host veth `ifindex` (the hook's own,
- * or for weir_to_local the destination weir_from_container named), the packet parsed into `f`;
- * `peer` the sender's identity when the packet carries it (tunnel mode), 0: the ipcache's;
- * `hint` what weir_from_container found of this packet (weir_to_local only, else NULL).
+/* The entry pipeline of one endpoint and direction (lib/stages.h): the endpoint of host veth
+ * `ifindex` (the hook's own, or for weir_to_local the destination weir_from_container named), the
+ * packet parsed into `f` (the scratch's flow); `peer` the sender's identity when the packet
+ * carries it (tunnel mode), 0: the ipcache's; `hint` what weir_from_container found of this packet
+ * (weir_to_local only, else NULL); `caller` the entry program (STAGE_*), for the policy stage;
+ * `parsed`: `f` already holds this packet, parsed and its fragment tracked (weir_to_local, from
+ * weir_from_container's host routing: lib/host_routing.h).
+ * Established, reply and related packets finish here; the first packet of a new connection goes
+ * on to the policy stage of `dir` (a tail call, which does not return; an empty slot drops it).
  * Returns the tc verdict; *routable = 1 when it is the plain forward verdict (nothing redirected,
- * assigned or bounced), which host routing may deliver itself (lib/host_routing.h). */
+ * assigned or bounced), which host routing may deliver itself (lib/host_routing.h); then
+ * *identity is the endpoint's. */
 static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifindex, struct flow *f, int *routable,
-				    __u32 peer, const struct ct_hint *hint)
+				    __u32 *identity, __u32 peer, const struct ct_hint *hint, __u8 caller, int parsed)
 {
 	struct event_meta m = { .ifindex = ifindex, .len = skb->len, .direction = dir };
-	struct policy_entry verdict = {};
-	struct policy_key key = {};
 	struct ct_entry *closed, *hit, *reopened;
 	struct endpoint_info *ep;
+	struct stage_state *st;
 	int ret, ct, hairpin = 0, from_proxy = 0;
-	__u8 ct_flags = 0;
-	__be16 proxy_port = 0;
 	__u16 rev_nat = 0;
 	__u32 bytes = skb->len;
-	__u32 remote = IDENTITY_UNKNOWN, ep_id, ep_identity = IDENTITY_UNKNOWN;
+	__u32 ep_id, ep_identity = IDENTITY_UNKNOWN, nonce;
 	__u64 now;
 	int reason;
 
 	ep = endpoint_lookup(ifindex);
 	if (!ep) {
+		/* Reported as before the parse, whoever parsed it. */
+		if (parsed)
+			__builtin_memset(f, 0, sizeof(*f));
 		reason = DROP_EP_NOT_READY;
 		goto drop;
 	}
@@ -197,18 +205,22 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 	ep_identity = ep->identity;
 	m.endpoint_id = ep_id;
 
-	reason = parse_packet(skb, f);
-	if (reason == PARSE_PASS) {
-		metrics_count(REASON_FORWARDED, dir, bytes);
-		return TC_ACT_OK;
-	}
-	if (f->icmp_kind == ICMP_KIND_ERROR)
+	if (!parsed) {
+		reason = parse_packet(skb, f);
+		if (reason == PARSE_PASS) {
+			metrics_count(REASON_FORWARDED, dir, bytes);
+			return TC_ACT_OK;
+		}
+		if (f->icmp_kind == ICMP_KIND_ERROR)
+			m.flags |= EVENT_F_RELATED;
+		if (reason)
+			goto drop;
+		reason = frag_track(f);
+		if (reason)
+			goto drop;
+	} else if (f->icmp_kind == ICMP_KIND_ERROR) {
 		m.flags |= EVENT_F_RELATED;
-	if (reason)
-		goto drop;
-	reason = frag_track(f);
-	if (reason)
-		goto drop;
+	}
 	/* Sent by the node proxy's upstream socket: only the node's own stack sends into this hook
 	 * with a mark (lib/proxy.h). */
 	if (dir == DIR_INGRESS) {
@@ -296,9 +308,140 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 		reason = DROP_POLICY;
 		goto drop;
 	}
+	/* The rest is the policy stage's (lib/stages.h): what it needs, in the scratch beside the
+	 * flow, and the nonce that ties them to this packet. */
+	st = &((struct flow_scratch *)f)->stage; /* f is the scratch's first member */
+	nonce = bpf_get_prandom_u32();
+	st->magic = STAGE_MAGIC;
+	st->nonce = nonce;
+	st->m = m;
+	st->now = now;
+	st->bytes = bytes;
+	st->ifindex = ifindex;
+	st->peer = peer;
+	st->ep_id = ep_id;
+	st->ep_identity = ep_identity;
+	st->ep_flags = ep->flags;
+	st->rev_nat = rev_nat;
+	st->hairpin = hairpin;
+	st->from_proxy = from_proxy;
+	st->reopen = reopened != 0;
+	st->caller = caller;
+	skb->cb[0] = nonce;
+	if (dir == DIR_EGRESS)
+		bpf_tail_call(skb, &weir_calls, CALL_POLICY_EGRESS);
+	else
+		bpf_tail_call(skb, &weir_calls, CALL_POLICY_INGRESS);
+	/* No stage in the slot: fail closed. */
+	reason = DROP_MISSED_TAIL_CALL;
+	goto drop;
+
+forward:
+	metrics_count(REASON_FORWARDED, dir, bytes);
+	if (hairpin)
+		return lb_nat_bounce(skb);
+	*routable = 1;
+	*identity = ep_identity;
+	return TC_ACT_OK;
+drop:
+	/* Before policy the identities are not set yet: as known here (the peer's once parsed). */
+	if (!m.src_identity && !m.dst_identity)
+		__event_identities(&m, ep_identity,
+				   f->tuple.family ? __remote_identity(f, dir, peer) : IDENTITY_UNKNOWN);
+	m.reason = reason;
+	send_drop_event(&m, f);
+	metrics_count(reason, dir, bytes);
+	return TC_ACT_SHOT;
+no_service:
+	/* Refused at once: a service without backends answers (TCP: RST, UDP: ICMP port unreachable),
+	 * straight to the pod's side of the veth (bpf_redirect_peer: this is tc ingress). */
+	__event_identities(&m, ep_identity, __remote_identity(f, dir, peer));
+	m.reason = reason;
+	send_drop_event(&m, f);
+	metrics_count(reason, dir, bytes);
+	if (reason == DROP_NO_SERVICE && refuse_reply(skb, f) == 0)
+		return bpf_redirect_peer(skb->ifindex, 0);
+	return TC_ACT_SHOT;
+}
+
+/* After the sender's forward verdict: into the tunnel when the destination lives on another node,
+ * the VNI carrying the sender's identity (its endpoint's, as the entry program found it); -1: not
+ * for the tunnel. */
+static __always_inline int __encap(struct __sk_buff *skb, const struct flow *f, __u32 identity)
+{
+	int reason = 0, ret;
+
+	ret = overlay_encap(skb, f, identity, &reason);
+	if (ret == TC_ACT_SHOT)
+		metrics_count(reason, DIR_EGRESS, skb->len);
+	return ret;
+}
+
+/* A policy stage whose scratch does not hold this packet's state: dropped, as an empty slot's
+ * packet is (DROP_MISSED_TAIL_CALL), the packet parsed afresh for its event. */
+static __always_inline int __stage_missed(struct __sk_buff *skb, struct flow_scratch *sc, __u8 dir)
+{
+	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = dir,
+				.reason = DROP_MISSED_TAIL_CALL };
+
+	__builtin_memset(&sc->flow, 0, sizeof(sc->flow));
+	if (parse_packet(skb, &sc->flow) == PARSE_OK) {
+		m.src_identity = ipcache_identity(sc->flow.tuple.family, sc->flow.tuple.saddr);
+		m.dst_identity = ipcache_identity(sc->flow.tuple.family, sc->flow.tuple.daddr);
+	}
+	send_drop_event(&m, &sc->flow);
+	metrics_count(DROP_MISSED_TAIL_CALL, dir, m.len);
+	return TC_ACT_SHOT;
+}
+
+/* The policy stage of `dir` (lib/stages.h): the first packet of a new connection, as its entry
+ * program left it in the scratch. Fail-closed check, ipcache, policy, authentication, L7 and
+ * encryption ports, the verdict event, the conntrack entry and its trace; then delivery as the
+ * entry program would have done it. */
+static __always_inline int __policy_stage(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 zero = 0;
+	struct flow_scratch *sc = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
+	struct policy_entry verdict = {};
+	struct policy_key key = {};
+	struct ct_entry *reopened = 0;
+	struct event_meta m;
+	struct flow *f;
+	int ret, reason, hairpin, from_proxy;
+	__u8 ct_flags = 0, caller;
+	__be16 proxy_port = 0;
+	__u32 remote, ep_id, ep_identity, ifindex, peer, bytes;
+	__u64 now;
+
+	if (!sc)
+		return TC_ACT_SHOT;
+	if (sc->stage.magic != STAGE_MAGIC || sc->stage.nonce != skb->cb[0] || sc->stage.m.direction != dir)
+		return __stage_missed(skb, sc, dir);
+	f = &sc->flow;
+	m = sc->stage.m;
+	now = sc->stage.now;
+	bytes = sc->stage.bytes;
+	ifindex = sc->stage.ifindex;
+	peer = sc->stage.peer;
+	ep_id = sc->stage.ep_id;
+	ep_identity = sc->stage.ep_identity;
+	hairpin = sc->stage.hairpin;
+	from_proxy = sc->stage.from_proxy;
+	caller = sc->stage.caller;
+	/* The CLOSING entry of this very key a SYN reopens (lib/conntrack.h): found again, in the
+	 * bucket the entry program just warmed. */
+	if (sc->stage.reopen) {
+		struct ct_key ck = f->tuple;
+
+		ck.flags = dir | (from_proxy ? CT_F_PROXY : 0);
+		reopened = __ct_get(&ck, now);
+		if (reopened && !__ct_reopens(reopened, f))
+			reopened = 0;
+	}
+
 	remote = __remote_identity(f, dir, peer);
 	__event_identities(&m, ep_identity, remote);
-	if (ep->flags & ENDPOINT_F_FAIL_CLOSED) {
+	if (sc->stage.ep_flags & ENDPOINT_F_FAIL_CLOSED) {
 		reason = DROP_FAIL_CLOSED;
 	} else {
 		key.identity = remote;
@@ -347,7 +490,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 	/* Policy audit mode (ENDPOINT_F_AUDIT): what policy denies is reported, flagged, with the
 	 * rule that would deny it (a deny entry's cookie; none for a default deny), and passes as an
 	 * allowed connection would (conntrack entry, traces). A fail-closed endpoint still drops. */
-	if ((reason == DROP_POLICY || reason == DROP_POLICY_DENY) && (ep->flags & ENDPOINT_F_AUDIT))
+	if ((reason == DROP_POLICY || reason == DROP_POLICY_DENY) && (sc->stage.ep_flags & ENDPOINT_F_AUDIT))
 		m.flags |= EVENT_F_AUDIT;
 	m.cookie = verdict.cookie;
 	m.reason = reason;
@@ -358,7 +501,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 		reason = 0;
 	}
 	if (reason)
-		goto drop_event;
+		goto drop;
 	/* No proxy listening (not started, restarting): fail closed, and record nothing. A hairpin
 	 * connection never passes a hook where it could be redirected: dropped as well. */
 	if (proxy_port) {
@@ -367,7 +510,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 			goto drop;
 	}
 	reason = ct_create_proxy(f, dir, bytes, now, verdict.cookie, dir == DIR_EGRESS ? ep_identity : remote,
-				 rev_nat, ct_flags, proxy_port, reopened);
+				 sc->stage.rev_nat, ct_flags, proxy_port, reopened);
 	if (reason)
 		goto drop;
 	send_trace(&m, f, TRACE_OPEN, 0);
@@ -388,47 +531,36 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 ifind
 		return ret;
 	}
 
-forward:
+	/* Forwarded: as the entry program delivers what it forwards itself. */
 	metrics_count(REASON_FORWARDED, dir, bytes);
 	if (hairpin)
 		return lb_nat_bounce(skb);
-	*routable = 1;
+	switch (caller) {
+	case STAGE_FROM_CONTAINER:
+		if (dir != DIR_EGRESS)
+			break;
+		/* A pod of another node behind the tunnel (lib/overlay.h), with this pod's identity. */
+		ret = __encap(skb, f, sc->stage.ep_identity);
+		return ret >= 0 ? ret : host_route(skb, f);
+	case STAGE_TO_LOCAL:
+		if (dir != DIR_INGRESS)
+			break;
+		return host_deliver_local(skb, f, ifindex, sc->hr.mac);
+	case STAGE_FROM_OVERLAY:
+		if (dir != DIR_INGRESS)
+			break;
+		ret = host_deliver_local(skb, f, ifindex, sc->hr.mac);
+		/* Not delivered (a TTL that expires): the stack answers, and must take the frame as its own. */
+		return ret == TC_ACT_OK ? overlay_to_stack(skb, peer) : ret;
+	default:
+		break;
+	}
 	return TC_ACT_OK;
 drop:
-	/* Before policy the identities are not set yet: as known here (the peer's once parsed). */
-	if (!m.src_identity && !m.dst_identity)
-		__event_identities(&m, ep_identity,
-				   f->tuple.family ? __remote_identity(f, dir, peer) : IDENTITY_UNKNOWN);
-drop_event:
 	m.reason = reason;
 	send_drop_event(&m, f);
 	metrics_count(reason, dir, bytes);
 	return TC_ACT_SHOT;
-no_service:
-	/* Refused at once: a service without backends answers (TCP: RST, UDP: ICMP port unreachable),
-	 * straight to the pod's side of the veth (bpf_redirect_peer: this is tc ingress). */
-	__event_identities(&m, ep_identity, __remote_identity(f, dir, peer));
-	m.reason = reason;
-	send_drop_event(&m, f);
-	metrics_count(reason, dir, bytes);
-	if (reason == DROP_NO_SERVICE && refuse_reply(skb, f) == 0)
-		return bpf_redirect_peer(skb->ifindex, 0);
-	return TC_ACT_SHOT;
-}
-
-/* After the sender's forward verdict: into the tunnel when the destination lives on another node,
- * the VNI carrying the sender's identity; -1: not for the tunnel. */
-static __always_inline int __encap(struct __sk_buff *skb, const struct flow *f)
-{
-	struct endpoint_info *ep = endpoint_lookup(skb->ifindex);
-	int reason = 0, ret;
-
-	if (!ep)
-		return -1;
-	ret = overlay_encap(skb, f, ep->identity, &reason);
-	if (ret == TC_ACT_SHOT)
-		metrics_count(reason, DIR_EGRESS, skb->len);
-	return ret;
 }
 
 SEC("tc")
@@ -436,14 +568,15 @@ int weir_from_container(struct __sk_buff *skb)
 {
 	struct flow *f = __flow_scratch();
 	int routable = 0, ret;
+	__u32 identity = 0;
 
 	if (!f)
 		return TC_ACT_SHOT;
-	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable, 0, 0);
+	ret = __handle(skb, DIR_EGRESS, skb->ifindex, f, &routable, &identity, 0, 0, STAGE_FROM_CONTAINER, 0);
 	if (!routable)
 		return ret;
 	/* A pod of another node behind the tunnel (lib/overlay.h), with this pod's identity. */
-	ret = __encap(skb, f);
+	ret = __encap(skb, f, identity);
 	return ret >= 0 ? ret : host_route(skb, f);
 }
 
@@ -451,13 +584,15 @@ SEC("tc")
 int weir_to_container(struct __sk_buff *skb)
 {
 	struct flow *f = __flow_scratch();
+	__u32 identity = 0;
 	int routable = 0;
 
 	if (!f)
 		return TC_ACT_SHOT;
 	/* From the tunnel through the node's stack (--host-routing legacy): the sender's identity came
 	 * in the mark (lib/overlay.h). */
-	return __handle(skb, DIR_INGRESS, skb->ifindex, f, &routable, identity_from_mark(skb->mark), 0);
+	return __handle(skb, DIR_INGRESS, skb->ifindex, f, &routable, &identity, identity_from_mark(skb->mark), 0,
+			STAGE_TO_CONTAINER, 0);
 }
 
 /* Tail called by weir_from_container (weir_calls[CALL_TO_LOCAL], lib/host_routing.h), at tc
@@ -467,18 +602,46 @@ SEC("tc")
 int weir_to_local(struct __sk_buff *skb)
 {
 	__u32 ifindex = host_routing_target(skb);
+	__u32 zero = 0, identity = 0;
+	struct flow_scratch *sc = bpf_map_lookup_elem(&weir_flow_scratch, &zero);
 	struct ct_hint hint = {};
-	struct flow *f;
-	int routable = 0, ret;
+	int routable = 0, ret, parsed;
 
-	if (!ifindex)
+	if (!ifindex || !sc)
 		return TC_ACT_SHOT;
-	__ct_hint_take(&hint);
-	f = __flow_scratch();
-	if (!f)
-		return TC_ACT_SHOT;
-	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, 0, &hint);
-	return routable ? host_deliver_local(skb, f, ifindex) : ret;
+	/* The sender's flow, when its hr_state vouches for it (lib/host_routing.h). */
+	parsed = host_routing_flow_ok(skb, sc, ifindex);
+	if (!parsed) {
+		/* Not an entry program of an earlier weir either (those name the MACs in cb): a scratch
+		 * of another load. The stack routes it, the destination's weir_to_container judges it. */
+		if (skb->cb[4] != CB_MAGIC) {
+			skb->cb[4] = 0;
+			return TC_ACT_OK;
+		}
+		sc->hr.mac[0] = skb->cb[1];
+		sc->hr.mac[1] = skb->cb[2];
+		sc->hr.mac[2] = skb->cb[3];
+		__ct_hint_take(&hint);
+		__builtin_memset(&sc->flow, 0, sizeof(sc->flow));
+	}
+	ret = __handle(skb, DIR_INGRESS, ifindex, &sc->flow, &routable, &identity, 0, parsed ? 0 : &hint,
+		       STAGE_TO_LOCAL, parsed);
+	return routable ? host_deliver_local(skb, &sc->flow, ifindex, sc->hr.mac) : ret;
+}
+
+/* The policy stages (lib/stages.h), tail called by the entry programs through weir_calls for the
+ * first packet of a new connection: weir_from_container's (the pod's egress) and the others'
+ * (its ingress). Never attached. */
+SEC("tc")
+int weir_policy_egress(struct __sk_buff *skb)
+{
+	return __policy_stage(skb, DIR_EGRESS);
+}
+
+SEC("tc")
+int weir_policy_ingress(struct __sk_buff *skb)
+{
+	return __policy_stage(skb, DIR_INGRESS);
 }
 
 SEC("tc")
@@ -554,8 +717,9 @@ int weir_from_overlay(struct __sk_buff *skb)
 	struct event_meta m = { .ifindex = skb->ifindex, .len = skb->len, .direction = DIR_INGRESS };
 	struct flow *f = __flow_scratch();
 	struct lxc_info *to = NULL;
+	struct hr_state *hr;
 	const __u32 *macs;
-	__u32 identity = 0, ifindex;
+	__u32 identity = 0, ifindex, ep_identity = 0;
 	int routable = 0, ret, reason;
 
 	if (!f)
@@ -594,13 +758,14 @@ int weir_from_overlay(struct __sk_buff *skb)
 		return overlay_to_stack(skb, identity);
 	ifindex = to->ifindex;
 	macs = (const __u32 *)to->mac;
-	skb->cb[1] = macs[0];
-	skb->cb[2] = macs[1];
-	skb->cb[3] = macs[2];
-	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, identity, 0);
+	hr = &((struct flow_scratch *)f)->hr; /* f is the scratch's first member */
+	hr->mac[0] = macs[0];
+	hr->mac[1] = macs[1];
+	hr->mac[2] = macs[2];
+	ret = __handle(skb, DIR_INGRESS, ifindex, f, &routable, &ep_identity, identity, 0, STAGE_FROM_OVERLAY, 0);
 	if (!routable)
 		return ret;
-	ret = host_deliver_local(skb, f, ifindex);
+	ret = host_deliver_local(skb, f, ifindex, hr->mac);
 	/* Not delivered (a TTL that expires): the stack answers, and must take the frame as its own. */
 	return ret == TC_ACT_OK ? overlay_to_stack(skb, identity) : ret;
 drop:

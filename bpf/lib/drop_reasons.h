@@ -17,6 +17,7 @@
 #define DROP_WRITE_ERROR 141       /* ERROR_WRITING_TO_PACKET "Error writing to packet": e.g. the tunnel key (lib/overlay.h) */
 #define DROP_UNKNOWN_L3 139        /* UNKNOWN_L3_TARGET_ADDRESS "Unknown L3 target address" */
 #define DROP_UNSUPPORTED_L3 143    /* UNSUPPORTED_L3_PROTOCOL "Unsupported L3 protocol" */
+#define DROP_MISSED_TAIL_CALL 151  /* MISSED_TAIL_CALL "Missed tail call": a stage of weir_calls not loaded, or its state not this packet's (lib/stages.h): fail closed */
 #define DROP_CT_CREATE_FAILED 155  /* CT_MAP_INSERTION_FAILED "CT: Map insertion failed" */
 #define DROP_FRAG_NOSUPPORT 157    /* IP_FRAGMENTATION_NOT_SUPPORTED "Fragmentation needed": untracked fragment */
 #define DROP_NO_TUNNEL_ENDPOINT 160 /* NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT "No tunnel/encapsulation endpoint (datapath BUG!)": a tunnel packet without key, or one for the tunnel with no endpoint (lib/overlay.h) */

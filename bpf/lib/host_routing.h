@@ -25,9 +25,15 @@
  *   host_deliver_local(skb, flow) -> tc verdict   at weir_to_local, after the ingress verdict
  *   host_routing_target() -> destination ifindex  what weir_from_container put in skb->cb
  *
- * skb->cb between the two programs (kept stable: after an agent restart an old entry program may
- * tail call a new weir_to_local): cb[0] the destination's host veth ifindex, cb[1..3] the frame's
- * new destination and source MAC addresses (struct lxc_info.mac, host_mac), cb[4] CB_MAGIC.
+ * skb->cb between the two programs: cb[0] the destination's host veth ifindex, cb[1] a nonce,
+ * cb[4] CB_MAGIC_FLOW; the scratch's hr_state (lib/stages.h) holds the same nonce, the destination
+ * and the frame's new destination and source MAC addresses (struct lxc_info.mac, host_mac), and
+ * its flow the packet as the sender parsed it, which weir_to_local takes over instead of parsing
+ * the packet again. Entry programs of earlier weirs (attached until the agent re-attaches their
+ * endpoints after an upgrade) write cb[1..3] = the MACs and cb[4] = CB_MAGIC, and an hr_state
+ * that does not vouch for this packet (another load's scratch) is not used: then weir_to_local
+ * parses the packet and takes the MACs from cb (CB_MAGIC) or weir_lxc (CB_MAGIC_FLOW). The TTL /
+ * hop limit is the parser's (flow->ttl).
  */
 #ifndef WEIR_HOST_ROUTING_H
 #define WEIR_HOST_ROUTING_H
@@ -44,6 +50,7 @@
 #include "lib/common.h"
 #include "lib/endpoint.h"
 #include "lib/parse.h"
+#include "lib/stages.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -55,9 +62,8 @@
 /* 1: eBPF host routing (--host-routing bpf, the default); 0: legacy, the node's stack routes. */
 volatile const __u32 weir_host_routing = 1;
 
-#define CALL_TO_LOCAL 0 /* weir_to_local: the ingress stage of a local destination */
-#define WEIR_CALLS_MAX 4
-#define CB_MAGIC 0x77656972 /* "weir" */
+#define CB_MAGIC 0x77656972      /* "weir": MACs in cb[1..3] (entry programs of earlier weirs) */
+#define CB_MAGIC_FLOW 0x77656973 /* nonce in cb[1], MACs and flow in the scratch's hr_state */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -66,26 +72,12 @@ struct {
 	__uint(max_entries, 2 * WEIR_ENDPOINTS_MAX); /* an IPv4 and an IPv6 address per pod */
 } weir_lxc SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-	__uint(max_entries, WEIR_CALLS_MAX);
-} weir_calls SEC(".maps");
-
-/* TTL (IPv4) or hop limit (IPv6) of the packet; 0 when it cannot be read. */
-static __always_inline __u8 __hr_ttl(struct __sk_buff *skb, __u8 family)
+/* What the node's forwarding does to the IP header: TTL - 1 (IPv4 checksum updated). The TTL is the
+ * parser's (flow->ttl): nothing before host routing changes it. */
+static __always_inline int __hr_dec_ttl(struct __sk_buff *skb, const struct flow *f)
 {
-	__u8 ttl = 0;
-
-	bpf_skb_load_bytes(skb, family == 4 ? ETH_HLEN + 8 : ETH_HLEN + 7, &ttl, 1);
-	return ttl;
-}
-
-/* What the node's forwarding does to the IP header: TTL - 1 (IPv4 checksum updated). */
-static __always_inline int __hr_dec_ttl(struct __sk_buff *skb, __u8 family)
-{
-	__u8 ttl = __hr_ttl(skb, family);
+	__u8 family = f->tuple.family;
+	__u8 ttl = f->ttl;
 
 	if (ttl <= 1)
 		return -1;
@@ -120,7 +112,7 @@ static __noinline int __hr_fib(struct __sk_buff *skb, const struct flow *f)
 	rc = bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_SKIP_NEIGH);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || p.ifindex == skb->ifindex)
 		return TC_ACT_OK;
-	if (__hr_dec_ttl(skb, f->tuple.family) < 0)
+	if (__hr_dec_ttl(skb, f) < 0)
 		return TC_ACT_OK;
 	nh.nh_family = p.family;
 	if (f->tuple.family == 4)
@@ -138,12 +130,15 @@ static __always_inline struct lxc_info *lxc_lookup(__u8 family, const __u8 *addr
 	return bpf_map_lookup_elem(&weir_lxc, &key);
 }
 
-static __always_inline int host_route(struct __sk_buff *skb, const struct flow *f)
+/* `f` is the scratch's flow (lib/stages.h): weir_to_local takes it over instead of parsing again. */
+static __always_inline int host_route(struct __sk_buff *skb, struct flow *f)
 {
-	struct lxc_info *to;
+	struct hr_state *hr = &((struct flow_scratch *)f)->hr; /* f is the scratch's first member */
 	const __u32 *macs;
+	struct lxc_info *to;
+	__u32 nonce;
 
-	if (!weir_host_routing || __hr_ttl(skb, f->tuple.family) <= 1)
+	if (!weir_host_routing || f->ttl <= 1)
 		return TC_ACT_OK;
 	to = lxc_lookup(f->tuple.family, f->tuple.daddr);
 	if (!to)
@@ -151,11 +146,16 @@ static __always_inline int host_route(struct __sk_buff *skb, const struct flow *
 	if (to->ifindex == skb->ifindex)
 		return TC_ACT_OK;
 	macs = (const __u32 *)to->mac; /* 12 bytes at offset 4 of the value: aligned words */
+	nonce = bpf_get_prandom_u32();
+	hr->magic = STAGE_MAGIC;
+	hr->nonce = nonce;
+	hr->ifindex = to->ifindex;
+	hr->mac[0] = macs[0];
+	hr->mac[1] = macs[1];
+	hr->mac[2] = macs[2];
 	skb->cb[0] = to->ifindex;
-	skb->cb[1] = macs[0];
-	skb->cb[2] = macs[1];
-	skb->cb[3] = macs[2];
-	skb->cb[4] = CB_MAGIC;
+	skb->cb[1] = nonce;
+	skb->cb[4] = CB_MAGIC_FLOW;
 	bpf_tail_call(skb, &weir_calls, CALL_TO_LOCAL);
 	/* No stage loaded: the stack routes it, the destination's weir_to_container judges it. */
 	skb->cb[4] = 0;
@@ -165,15 +165,24 @@ static __always_inline int host_route(struct __sk_buff *skb, const struct flow *
 /* The destination's host veth as weir_from_container named it; 0: not called by it. */
 static __always_inline __u32 host_routing_target(struct __sk_buff *skb)
 {
-	return skb->cb[4] == CB_MAGIC ? skb->cb[0] : 0;
+	return skb->cb[4] == CB_MAGIC || skb->cb[4] == CB_MAGIC_FLOW ? skb->cb[0] : 0;
 }
 
-static __always_inline int host_deliver_local(struct __sk_buff *skb, const struct flow *f, __u32 ifindex)
+/* The scratch holds this packet's flow as weir_from_container parsed it, for `ifindex`. */
+static __always_inline int host_routing_flow_ok(struct __sk_buff *skb, const struct flow_scratch *sc, __u32 ifindex)
 {
-	__u32 macs[3] = { skb->cb[1], skb->cb[2], skb->cb[3] };
+	return skb->cb[4] == CB_MAGIC_FLOW && sc->hr.magic == STAGE_MAGIC && sc->hr.nonce == skb->cb[1] &&
+	       sc->hr.ifindex == ifindex;
+}
+
+/* `macs`: the frame's new destination and source MAC addresses (struct hr_state's mac). */
+static __always_inline int host_deliver_local(struct __sk_buff *skb, const struct flow *f, __u32 ifindex,
+					      const __u32 *macs)
+{
+	__u32 m[3] = { macs[0], macs[1], macs[2] };
 
 	/* Cannot fail on a header the parser read; if it did, the stack would still route it. */
-	if (__hr_dec_ttl(skb, f->tuple.family) < 0 || bpf_skb_store_bytes(skb, 0, macs, 12, 0) < 0)
+	if (__hr_dec_ttl(skb, f) < 0 || bpf_skb_store_bytes(skb, 0, m, 12, 0) < 0)
 		return TC_ACT_OK;
 	return bpf_redirect_peer(ifindex, 0);
 }

@@ -71,7 +71,7 @@ struct flow {
 	__u8 tcp_flags;
 	__u16 l4_off; /* where the L4 header starts (from the Ethernet header); 0 for later fragments */
 	__u8 ct_reply_hint; /* conntrack: look for a reply first (lib/conntrack.h); the parser leaves it */
-	__u8 pad;
+	__u8 ttl;           /* IPv4 TTL / IPv6 hop limit as parsed (lib/host_routing.h) */
 };
 
 /* Ports of the L4 header at `off` (TCP/UDP/SCTP start with sport, dport; ICMP echo uses the id). */
@@ -232,6 +232,7 @@ static __always_inline int __parse4(struct __sk_buff *skb, struct flow *f)
 
 	f->tuple.family = 4;
 	f->tuple.nexthdr = ip.protocol;
+	f->ttl = ip.ttl;
 	__builtin_memcpy(f->tuple.saddr, &ip.saddr, 4);
 	__builtin_memcpy(f->tuple.daddr, &ip.daddr, 4);
 
@@ -282,6 +283,7 @@ static __always_inline int __parse6(struct __sk_buff *skb, struct flow *f)
 		return DROP_INVALID;
 
 	f->tuple.family = 6;
+	f->ttl = ip6.hop_limit;
 	__builtin_memcpy(f->tuple.saddr, &ip6.saddr, 16);
 	__builtin_memcpy(f->tuple.daddr, &ip6.daddr, 16);
 	if (__link_scoped6(&ip6))

@@ -27,6 +27,7 @@ export const DROP_REASONS = [
   { name: 'WRITE_ERROR', code: 141, hubble: 'ERROR_WRITING_TO_PACKET', text: 'Error writing to packet' },
   { name: 'UNKNOWN_L3', code: 139, hubble: 'UNKNOWN_L3_TARGET_ADDRESS', text: 'Unknown L3 target address' },
   { name: 'UNSUPPORTED_L3', code: 143, hubble: 'UNSUPPORTED_L3_PROTOCOL', text: 'Unsupported L3 protocol' },
+  { name: 'MISSED_TAIL_CALL', code: 151, hubble: 'MISSED_TAIL_CALL', text: 'Missed tail call' },
   {
     name: 'CT_CREATE_FAILED',
     code: 155,

@@ -10,7 +10,7 @@ import { BpfMap, MapType, ifindexIn, macIn, queryTc } from '../bpf/index.js';
 import { run } from '../shared/exec.js';
 import { pinRoot } from '../shared/paths.js';
 import { DropReason } from './drop-reasons.js';
-import { Datapath, PINNED_MAPS, PROGRAMS } from './loader.js';
+import { Datapath, PINNED_MAPS, PROGRAMS, STAGE_PROGRAMS } from './loader.js';
 import { RETIRED_PINS } from './maps/catalog.js';
 
 const TCP = 6;
@@ -242,6 +242,34 @@ describe('Datapath loader', () => {
       assert.equal(pinned.type, MapType.percpu_array);
       pinned.close();
       assert.deepEqual(fresh.metrics.list(), []);
+    } finally {
+      fresh.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('replaces a weir_flow_scratch pinned with another layout (an earlier stage state) instead of refusing it', () => {
+    const dir = `${pinDir}-scratch`;
+    const old = BpfMap.create({
+      type: 'percpu_array',
+      name: 'weir_flow_scrat',
+      keySize: 4,
+      valueSize: 96,
+      maxEntries: 1,
+    });
+    try {
+      rmSync(dir, { recursive: true, force: true });
+      old.pin(join(dir, 'weir_flow_scratch'));
+    } finally {
+      old.close();
+    }
+    const fresh = Datapath.open({ pinDir: dir, policyMapMax: 1024, ctMax: 65536 });
+    try {
+      const pinned = BpfMap.fromPin(join(dir, 'weir_flow_scratch'));
+      assert.notEqual(pinned.valueSize, 96, 'the pin is the new layout');
+      pinned.close();
+      // Every stage slot is filled at load, before anything is attached.
+      for (const [slot] of STAGE_PROGRAMS) assert.ok(fresh.calls.lookup(slot), `weir_calls[${slot}]`);
     } finally {
       fresh.destroy();
       rmSync(dir, { recursive: true, force: true });

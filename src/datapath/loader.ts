@@ -6,9 +6,10 @@
 // (maps/catalog.ts, also the table in docs/datapath.md). Pins, under pinDir (e.g.
 // /sys/fs/bpf/weir/<lab>/<node>): every map the catalogue marks pinned, by its name; the inner
 // policy maps as policy_<endpoint id>; the two tc programs weir_from_container and
-// weir_to_container. weir_to_local (eBPF host routing's ingress stage of a local destination) is
-// never attached: the pinned program array weir_calls holds it, filled at every load before any
-// endpoint is attached. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
+// weir_to_container. The stages they tail call (bpf/lib/stages.h: weir_to_local, eBPF host
+// routing's ingress entry of a local destination, and the policy stages weir_policy_egress /
+// weir_policy_ingress) are never attached: the pinned program array weir_calls holds them, every
+// slot filled at every load before any endpoint is attached. Socket load balancing (bpf/sock.c) is a second object, dist/bpf/sock.o,
 // loaded after lxc.o with lxc.o's lb maps (reuseMap), pinned or not. Its programs are not
 // pinned: attachSockLb's cgroup attachments hold them; weir_from_netdev, weir_to_proxy and the
 // tunnel device's weir_from_overlay / weir_to_overlay are not pinned either (attachNetdev's,
@@ -82,12 +83,24 @@ export const OVERLAY_PROGRAMS = { fromOverlay: 'weir_from_overlay', toOverlay: '
 /** tc ingress of the node's weir_host device: delivery to the node proxy (bpf/lib/proxy.h). */
 export const HOST_PROGRAM = 'weir_to_proxy';
 /**
- * Tail called by weir_from_container through weir_calls (bpf/lib/host_routing.h): the ingress stage
+ * Tail called by weir_from_container through weir_calls (bpf/lib/host_routing.h): the ingress entry
  * of a local destination pod, before eBPF host routing delivers into it. Never attached.
  */
 export const LOCAL_PROGRAM = 'weir_to_local';
-/** Slots of weir_calls (CALL_* in bpf/lib/host_routing.h). */
-export const CALLS = { toLocal: 0 } as const;
+/**
+ * The policy stages (bpf/lib/stages.h): tail called by the entry programs for the first packet of
+ * a new connection (policy, conntrack entry, verdict event, delivery). Never attached.
+ */
+export const POLICY_PROGRAMS = { egress: 'weir_policy_egress', ingress: 'weir_policy_ingress' } as const;
+/** Slots of weir_calls (CALL_* in bpf/lib/stages.h). Never renumbered. */
+export const CALLS = { toLocal: 0, policyEgress: 1, policyIngress: 2 } as const;
+export type StageProgram = typeof LOCAL_PROGRAM | (typeof POLICY_PROGRAMS)[keyof typeof POLICY_PROGRAMS];
+/** What the loader puts in each slot of weir_calls, at every load, before attaching anything. */
+export const STAGE_PROGRAMS: readonly (readonly [number, StageProgram])[] = [
+  [CALLS.toLocal, LOCAL_PROGRAM],
+  [CALLS.policyEgress, POLICY_PROGRAMS.egress],
+  [CALLS.policyIngress, POLICY_PROGRAMS.ingress],
+];
 /** How forwarded pod traffic is routed: eBPF host routing (default) or the node's stack. */
 export const HOST_ROUTING_MODES = ['bpf', 'legacy'] as const;
 export type HostRouting = (typeof HOST_ROUTING_MODES)[number];
@@ -222,6 +235,11 @@ export class Datapath {
   readonly lb: LbMaps;
   readonly #obj: BpfObject;
   readonly #sock: BpfObject;
+  /**
+   * The stages' program array (weir_calls, slots CALLS): the loader fills it; a slot deleted (a test
+   * of the fail-closed path) drops what would be tail called there (DROP_MISSED_TAIL_CALL).
+   */
+  readonly calls: TypedMap<number, number>;
   readonly #outer: TypedMap<number, number>;
   readonly #tunnel: TypedMap<number, ReturnType<typeof TunnelConfig.decode>>;
   readonly #policies = new Map<number, PolicyMap>();
@@ -256,6 +274,7 @@ export class Datapath {
     this.ct = new CtMap(map('weir_ct'));
     this.metrics = new MetricsMap(map('weir_metrics'));
     this.frag = new TypedMap(map('weir_frag'), FragKey, FragPorts);
+    this.calls = new TypedMap(map('weir_calls'), u32(), u32());
     this.#outer = new TypedMap(map('weir_policy'), u32(), u32());
     this.#tunnel = new TypedMap(map('weir_tunnel'), u32(), TunnelConfig);
     this.events = map('weir_events');
@@ -343,17 +362,15 @@ export class Datapath {
         if (opts.pinDir) {
           for (const name of RETIRED_PINS) removePin(opts.pinDir, name);
           for (const name of PINNED_MAPS) {
-            replaceStalePin(opts.pinDir, name);
+            replaceStalePin(opts.pinDir, name, obj);
             obj.reuseOrPinMap(name, join(opts.pinDir, name));
           }
         }
         obj.load();
         // The stages first: entry programs attached below (or by a previous agent, which share the
         // pinned weir_calls) tail call into them. Replacing a slot is atomic.
-        new TypedMap(obj.map('weir_calls'), u32(), u32()).update(
-          CALLS.toLocal,
-          obj.program(LOCAL_PROGRAM).fd,
-        );
+        const calls = new TypedMap(obj.map('weir_calls'), u32(), u32());
+        for (const [slot, name] of STAGE_PROGRAMS) calls.update(slot, obj.program(name).fd);
         if (opts.pinDir) {
           // Replace the program pins: filters attached by a previous agent keep their programs,
           // which share these very maps; new attachments use the programs loaded now.
@@ -540,6 +557,7 @@ export class Datapath {
       | typeof NETDEV_PROGRAM
       | typeof HOST_PROGRAM
       | typeof LOCAL_PROGRAM
+      | StageProgram
       | (typeof OVERLAY_PROGRAMS)[keyof typeof OVERLAY_PROGRAMS],
   ): BpfProgram {
     return this.#obj.program(name);
@@ -791,16 +809,23 @@ function removePin(pinDir: string, name: string): void {
 }
 
 /**
- * A counters-only map (the catalogue's replaceOtherKind) pinned by an earlier weir as another kind
- * of map: the pin goes, the load creates the map anew. Programs still attached keep the old map
- * until they are replaced.
+ * A counters or scratch map (the catalogue's replaceOtherKind) pinned by an earlier weir as another
+ * kind of map, or with another key or value size or number of entries than `obj` declares: the pin
+ * goes, the load creates the map anew. Programs still attached keep the old map until they are
+ * replaced.
  */
-function replaceStalePin(pinDir: string, name: PinnedMapName): void {
+function replaceStalePin(pinDir: string, name: PinnedMapName, obj: BpfObject): void {
   const decl = mapDecl(name);
   const path = join(pinDir, name);
   if (!decl?.replaceOtherKind || !existsSync(path)) return;
+  const want = obj.declaredMaps().find((m) => m.name === name);
   const pinned = BpfMap.fromPin(path);
-  const stale = pinned.type !== MapType[decl.kind];
+  const stale =
+    pinned.type !== MapType[decl.kind] ||
+    (want !== undefined &&
+      (pinned.keySize !== want.keySize ||
+        pinned.valueSize !== want.valueSize ||
+        pinned.maxEntries !== want.maxEntries));
   pinned.close();
   if (stale) unlinkSync(path);
 }

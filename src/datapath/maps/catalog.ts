@@ -40,8 +40,8 @@ export interface MapDecl {
   /** One line: what it is for. */
   readonly purpose: string;
   /**
-   * Counters only: a pin of another kind (an earlier weir's) is removed and the map created anew
-   * at load, instead of refusing it (ERR_BPF_MAP_INCOMPATIBLE).
+   * Counters and scratch only: a pin of another kind or shape (an earlier weir's) is removed and
+   * the map created anew at load, instead of refusing it (ERR_BPF_MAP_INCOMPATIBLE).
    */
   readonly replaceOtherKind?: boolean;
 }
@@ -102,9 +102,9 @@ export const MAPS = [
   lxc(
     'weir_calls',
     'prog_array',
-    'bpf/lib/host_routing.h',
+    'bpf/lib/stages.h',
     'stage → program',
-    'tail calls: the ingress stage of a local destination (`weir_to_local`), filled before any pod program is attached',
+    'tail calls of the staged datapath: the ingress entry of a local destination (`weir_to_local`) and the policy stages of a new connection (`weir_policy_egress`, `weir_policy_ingress`); every slot filled at every load before any pod program is attached',
   ),
   lxc(
     'weir_policy',
@@ -249,10 +249,10 @@ export const MAPS = [
   lxc(
     'weir_flow_scratch',
     'percpu_array',
-    'bpf/lxc.c',
-    '0 → parsed packet',
-    'the parsed packet of the running pod program (off the BPF stack, which tail calls keep whole)',
-    { lifetime: 'per-load' as const },
+    'bpf/lib/stages.h',
+    '0 → parsed packet, stage state',
+    "the parsed packet of the running pod program and what its policy stage needs (off the BPF stack, which tail calls do not keep); pinned, so an entry program of an earlier load and the newest load's stage share it; a pin of another shape is replaced at load",
+    { replaceOtherKind: true },
   ),
   lxc(
     'weir_refuse_scratch',

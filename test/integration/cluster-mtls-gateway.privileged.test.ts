@@ -19,8 +19,9 @@ import { agentSocket } from '../../src/agent/paths.js';
 import { makeCsr } from '../../src/auth/ca.js';
 import { cli, lastJson, ok } from '../support/cli.js';
 import { inNode } from '../support/cluster-nodes.js';
-import { startEchoPods, startInPod } from '../support/echo-pods.js';
+import { startEchoPods } from '../support/echo-pods.js';
 import { testLab } from '../support/lab-name.js';
+import { startInPod } from '../support/lines.js';
 import {
   EncryptedLab,
   NODE2_UL,

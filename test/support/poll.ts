@@ -37,3 +37,24 @@ export async function lastOf<T>(
     if (Date.now() >= deadline) return v;
   }
 }
+
+/**
+ * Calls `get` every `stepMs` until what it gives satisfies `done`, and resolves with that; fails
+ * after `ms`, showing the last value.
+ */
+export async function untilValue<T>(
+  what: string,
+  get: () => Promise<T>,
+  done: (v: T) => boolean,
+  ms: number,
+  stepMs = 500,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await get();
+    if (done(v)) return v;
+    if (Date.now() > deadline)
+      assert.fail(`timed out waiting for ${what}: ${JSON.stringify(v).slice(0, 2000)}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}

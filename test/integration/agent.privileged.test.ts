@@ -3,17 +3,16 @@
 // while the agent is down, denied traffic stays denied and allowed traffic keeps flowing; a
 // restarted agent rewrites nothing.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { agentPid, startAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
 import { hostRoutingAgent } from '../support/host-routing.js';
-import { cli, ok, weir } from '../support/cli.js';
+import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { Conversation } from '../support/lines.js';
 
 const LAB = testLab('t-agent');
 
@@ -57,61 +56,6 @@ spec:
     - fromEndpoints: [{ matchLabels: { role: client } }]
       toPorts: [{ ports: [{ port: "80", protocol: TCP }] }]
 `;
-
-/**
- * A long-lived TCP connection from app/client to app/server:80 (an echo): every `ping` sends a
- * numbered line and waits for it to come back on the SAME connection.
- */
-class Conversation {
-  private readonly child: ChildProcessWithoutNullStreams;
-  private readonly lines: AsyncIterableIterator<string>;
-  private n = 0;
-
-  constructor(serverIP: string) {
-    const script = `
-      const s = require('net').connect(80, ${JSON.stringify(serverIP)});
-      s.setNoDelay(true);
-      s.on('connect', () => console.log('connected ' + s.localPort));
-      s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
-      s.on('close', () => { console.log('closed'); process.exit(1); });
-      let buf = '';
-      s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { console.log('echo ' + buf.slice(0, i)); buf = buf.slice(i + 1); } });
-      require('readline').createInterface({ input: process.stdin }).on('line', (l) => s.write(l + '\\n'));
-    `;
-    this.child = spawn(weir, ['lab', 'exec', 'app/client', '--', process.execPath, '-e', script], {
-      env: { ...process.env, WEIR_LAB: LAB },
-    });
-    this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
-  }
-
-  private async next(timeoutMs: number): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<string>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      const r = await Promise.race([this.lines.next(), timeout]);
-      return typeof r === 'string' ? r : r.done ? 'eof' : r.value;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  async open(): Promise<string> {
-    return this.next(10_000);
-  }
-
-  /** Sends a line and expects it back on the same connection within 3 s. */
-  async ping(): Promise<void> {
-    const msg = `ping-${++this.n}`;
-    this.child.stdin.write(msg + '\n');
-    assert.equal(await this.next(3000), `echo ${msg}`);
-  }
-
-  close(): void {
-    this.child.kill('SIGKILL');
-  }
-}
 
 async function probe(from: string, to: string): Promise<boolean> {
   const r = await cli(
@@ -160,7 +104,7 @@ describe('agent: live policy changes and restarts never break allowed connection
 
     // No policy: everything flows.
     assert.equal(await probe('app/intruder', 'app/server'), true);
-    conv = new Conversation(serverIP);
+    conv = new Conversation(LAB, 'app/client', serverIP, 80, 'local-port');
     assert.match(await conv.open(), /^connected \d+$/);
     await conv.ping();
 

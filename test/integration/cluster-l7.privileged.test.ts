@@ -20,6 +20,7 @@ import { proxyPidFile } from '../../src/proxy/paths.js';
 import type { Flow } from '../../src/observe/flow.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { untilValue } from '../support/poll.js';
 
 const LAB = testLab('t-cl7');
 const RULE = 'CiliumNetworkPolicy app/server-l7 ingress[0]';
@@ -121,21 +122,8 @@ async function gatewayPlane(node: string): Promise<{ addresses: string[]; listen
 
 const PATHS = ['/allowed', '/denied', '/allowed'];
 
-async function until<T>(
-  what: string,
-  get: () => Promise<T>,
-  done: (v: T) => boolean,
-  ms = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (done(v)) return v;
-    if (Date.now() > deadline)
-      assert.fail(`timed out waiting for ${what}: ${JSON.stringify(v).slice(0, 2000)}`);
-    await new Promise((r) => setTimeout(r, 300));
-  }
-}
+const until = <T>(what: string, get: () => Promise<T>, done: (v: T) => boolean, ms = 30_000) =>
+  untilValue(what, get, done, ms, 300);
 
 /** The HTTP status codes of GETs of PATHS from a client pod (curl, a connection each). */
 async function get(client: string, serverIP: string, tag: string): Promise<string[]> {

@@ -9,23 +9,28 @@
 // the CA refuses a node SVID to a node without a record; with node2's proxy gone the request fails
 // (5xx) and nothing goes out plain (fail closed).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { NodeCert } from '../../src/agent/auth.js';
 import { AgentClient } from '../../src/agent/client.js';
-import { agentDir, agentPidFile, agentSocket } from '../../src/agent/paths.js';
-import { proxyPid } from '../../src/agent/proxy-manager.js';
+import { agentSocket } from '../../src/agent/paths.js';
 import { makeCsr } from '../../src/auth/ca.js';
-import { run } from '../../src/shared/exec.js';
-import { repoRoot } from '../../src/shared/paths.js';
-import { cli, ok, weir } from '../support/cli.js';
-import { testLab } from '../support/lab-name.js';
-import { EncryptedLab, NODE2_UL, sleep } from '../support/mtls-cluster.js';
+import { cli, lastJson, ok } from '../support/cli.js';
+import { inNode } from '../support/cluster-nodes.js';
 import { startEchoPods } from '../support/echo-pods.js';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { testLab } from '../support/lab-name.js';
+import { startInPod } from '../support/lines.js';
+import {
+  EncryptedLab,
+  NODE2_UL,
+  encryptedToServer,
+  labCa,
+  sleep,
+  tunnelDialer,
+} from '../support/mtls-cluster.js';
+import { lastOf } from '../support/poll.js';
 
 const LAB = testLab('t-mtgw');
 const MARKER = 'weir-gw-upstream-marker-7c30a9';
@@ -129,42 +134,27 @@ net.createServer((s) => {
 // Run in a node's namespace: dials node2's tunnel listener with node SVIDs the test had the CA
 // sign (its key file is root's), as a rogue would.
 const rogueScript = (o: { server: string; client: string; node1Ip: string }) => `
-import http2 from 'node:http2';
-import { readFileSync } from 'node:fs';
-import { CertificateAuthority } from '${repoRoot}/dist/src/auth/ca.js';
-const caPem = readFileSync('${join(agentDir(LAB), 'ca', 'ca.crt')}', 'utf8');
-const real = await CertificateAuthority.open('${join(agentDir(LAB), 'ca')}');
+${tunnelDialer}
+${labCa(LAB)}
 const serverId = Number(process.argv[2]);
-const dial = (svid, sniNode, fwd) => new Promise((resolve) => {
-  const done = (v) => { resolve(v); session.destroy(); };
-  const session = http2.connect('https://${NODE2_UL}:15008', {
-    servername: 'dst-' + serverId + '.node-' + sniNode + '.weir-hbone',
-    ca: caPem, cert: svid.certPem, key: svid.keyPem, minVersion: 'TLSv1.3',
-    checkServerIdentity: () => undefined,
-  });
-  session.on('error', (e) => done('error: ' + e.message));
-  session.on('close', () => done('closed'));
-  const st = session.request({ ':method': 'CONNECT', ':authority': '${o.server}:8080', forwarded: 'for="' + fwd + ':20999"' });
-  st.on('response', (h) => done('status ' + h[':status']));
-  st.on('error', (e) => done('stream error: ' + e.message));
-  setTimeout(() => done('timeout'), 10000);
-});
+const dialAs = (svid, sniNode, fwd) =>
+  dial(svid, 'dst-' + serverId + '.node-' + sniNode + '.weir-hbone', '${o.server}:8080', fwd + ':20999', trustLab);
 const node1 = await real.issueNode('cluster.local', 'node1', 600);
 const out = {};
 if (process.argv[3] === 'node1') {
-  out.genuine = await dial(node1, 'node1', '${o.node1Ip}');
-  out.otherNode = await dial(node1, 'node2', '${o.node1Ip}');
-  out.podSource = await dial(node1, 'node1', '${o.client}');
+  out.genuine = await dialAs(node1, 'node1', '${o.node1Ip}');
+  out.otherNode = await dialAs(node1, 'node2', '${o.node1Ip}');
+  out.podSource = await dialAs(node1, 'node1', '${o.client}');
   const rogue = (await CertificateAuthority.create('rogue')).ca;
-  out.rogueCa = await dial(await rogue.issueNode('cluster.local', 'node1', 600), 'node1', '${o.node1Ip}');
+  out.rogueCa = await dialAs(await rogue.issueNode('cluster.local', 'node1', 600), 'node1', '${o.node1Ip}');
 } else {
-  out.wrongAddress = await dial(node1, 'node1', '${o.node1Ip}');
+  out.wrongAddress = await dialAs(node1, 'node1', '${o.node1Ip}');
 }
 console.log(JSON.stringify(out));
 `;
 
 const lab = new EncryptedLab(LAB, { marker: MARKER, policies });
-const { onNode, tunnelStatus, flows, capture } = lab;
+const { onNode, tunnelStatus, flows, capture, inTunnel } = lab;
 
 describe(
   "the Gateway's upstream to another node's pod goes through the mTLS tunnel",
@@ -176,22 +166,6 @@ describe(
     let serverId = 0;
     let clusterIP = '';
     const servers: ChildProcess[] = [];
-
-    /** Runs `fn` under an underlay capture: the tunnel carried it, no marker, no VXLAN frame. */
-    const inTunnel = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-      const cap = await capture();
-      let out: T | undefined;
-      try {
-        out = await fn();
-        await sleep(300);
-      } finally {
-        const seen = await cap.stop();
-        assert.ok(seen.tunnelFrames > 0, `${what}: in the tunnel (TCP 15008): ${JSON.stringify(seen)}`);
-        assert.equal(seen.markerFrames, 0, `${what}: no frame holds the marker: ${JSON.stringify(seen)}`);
-        assert.equal(seen.vxlanFrames, 0, `${what}: nothing in plain VXLAN: ${JSON.stringify(seen)}`);
-      }
-      return out;
-    };
 
     const dig = async (timeS = 5) => {
       const r = await cli(
@@ -215,47 +189,23 @@ describe(
       return { status: /status: (\w+)/.exec(text)?.[1] ?? 'NONE', text };
     };
 
-    /** A GET of `path` through a mesh route from client (node1) to the server Service's cluster IP. */
-    const meshGet = async (path: string) =>
-      (
-        await cli(
-          [
-            'lab',
-            'exec',
-            'default/client',
-            '--',
-            'curl',
-            '-s',
-            '-m',
-            '10',
-            '-w',
-            ' %{http_code}',
-            `http://${clusterIP}:8080${path}`,
-          ],
-          LAB,
-        )
-      ).stdout.trim();
+    /** A GET of `/mesh/<marker>` through a mesh route from client (node1) to the server Service's cluster IP. */
+    const meshGet = () => lab.get('default/client', clusterIP, 10, 'mesh/');
 
-    /** A GET of `/gw/<marker>` to the Gateway from node1's namespace: body and status code. */
-    const get = async (timeoutS = 10): Promise<string> => {
-      const r = await run(
-        [
-          'ip',
-          'netns',
-          'exec',
-          `weir-${LAB}-node1`,
-          'curl',
-          '-s',
-          '-m',
-          String(timeoutS),
-          '-w',
-          ' %{http_code}',
-          `http://${address}/gw/${MARKER}`,
-        ],
-        { check: false },
+    /** A GET of `/<prefix>/<marker>` to the Gateway from node1's namespace: body and status code. */
+    const get = async (timeoutS = 10, prefix = 'gw'): Promise<string> => {
+      const url = `http://${address}/${prefix}/${MARKER}`;
+      const r = await inNode(
+        LAB,
+        'node1',
+        ['curl', '-s', '-m', String(timeoutS), '-w', ' %{http_code}', url],
+        {
+          check: false,
+        },
       );
       return r.stdout.trim();
     };
+    const answered = (r: string) => r.endsWith(' 200');
 
     before(async () => {
       await lab.up();
@@ -279,16 +229,9 @@ describe(
       assert.ok(clusterIP, 'the server Service has a cluster IP');
       // h2c on 3001 (the conformance echo: HTTP/1.1 on 3000, h2c on 3001), DNS over TCP on 5353.
       servers.push(...(await startEchoPods(LAB, 'default', ['server'], 3000)));
-      const dns = spawn(
-        weir,
-        ['lab', 'exec', 'default/server', '--', process.execPath, '-e', dnsServerScript],
-        {
-          env: { ...process.env, WEIR_LAB: LAB },
-        },
+      servers.push(
+        await startInPod(LAB, 'default/server', [process.execPath, '-e', dnsServerScript], 'the DNS server'),
       );
-      servers.push(dns);
-      const line = await createInterface({ input: dns.stdout })[Symbol.asyncIterator]().next();
-      assert.equal(line.value, 'ready', 'the DNS server runs in the server pod');
     });
 
     after(async () => {
@@ -318,34 +261,16 @@ describe(
     });
 
     it("the Gateway's request is answered through the tunnel; no plaintext; node2 judges remote-node, encrypted", async () => {
-      let first = '';
-      const deadline = Date.now() + 60_000;
-      while (Date.now() < deadline && !first.endsWith(' 200')) {
-        first = await get();
-        if (!first.endsWith(' 200')) await sleep(500);
-      }
+      const first = await lastOf(() => get(), answered, 60_000);
       assert.ok(first.endsWith(' 200'), `the Gateway's request is answered: ${first}`);
       const before = (await tunnelStatus('node1'))?.nodeUpstreams.carried ?? 0;
-      const cap = await capture();
-      let again = '';
-      try {
-        // Connection: close on the client side only; the gateway's pooled upstream may be reused,
-        // so two requests, the second on a fresh pool entry or the same tunnel stream.
-        again = await get();
-        await sleep(300);
-      } finally {
-        const seen = await cap.stop();
-        assert.ok(
-          again.startsWith('default/server') && again.endsWith(' 200'),
-          `answered by the backend: ${again}`,
-        );
-        assert.ok(
-          seen.tunnelFrames > 0,
-          `the upstream went in the tunnel (TCP 15008): ${JSON.stringify(seen)}`,
-        );
-        assert.equal(seen.markerFrames, 0, `no frame holds the request path: ${JSON.stringify(seen)}`);
-        assert.equal(seen.vxlanFrames, 0, `nothing in plain VXLAN: ${JSON.stringify(seen)}`);
-      }
+      // Connection: close on the client side only; the gateway's pooled upstream may be reused,
+      // so two requests, the second on a fresh pool entry or the same tunnel stream.
+      const again = await inTunnel("the Gateway's upstream", () => get());
+      assert.ok(
+        again.startsWith('default/server') && again.endsWith(' 200'),
+        `answered by the backend: ${again}`,
+      );
       const t1 = await tunnelStatus('node1');
       assert.equal(t1?.nodeSvid, true, "node1's proxy holds its node SVID");
       assert.ok(
@@ -359,14 +284,7 @@ describe(
       );
       const f2 = await flows('node2');
       assert.ok(
-        f2.some(
-          (f) =>
-            f.weir.type === 'policy-verdict' &&
-            f.source.identity === REMOTE_NODE &&
-            f.destination.pod_name === 'server' &&
-            f.verdict === 'FORWARDED' &&
-            f.IP?.encrypted === true,
-        ),
+        f2.some((f) => encryptedToServer(f, REMOTE_NODE) && f.verdict === 'FORWARDED'),
         `node2's ingress verdict judged remote-node, encrypted: ${JSON.stringify(
           f2.filter((f) => f.destination.pod_name === 'server').slice(-3),
         )}`,
@@ -374,37 +292,14 @@ describe(
     });
 
     it('a mesh route (GAMMA) and an h2c backend go through the tunnel too', async () => {
-      let mesh = '';
-      const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline && !mesh.endsWith(' 200')) {
-        mesh = await meshGet(`/mesh/${MARKER}`);
-        if (!mesh.endsWith(' 200')) await sleep(500);
-      }
+      const mesh = await lastOf(meshGet, answered, 30_000);
       assert.ok(mesh.endsWith(' 200'), `the mesh route answers: ${mesh}`);
       const before = (await tunnelStatus('node1'))?.nodeUpstreams.carried ?? 0;
-      const again = await inTunnel('mesh route', () => meshGet(`/mesh/${MARKER}`));
+      const again = await inTunnel('mesh route', meshGet);
       const afterMesh = (await tunnelStatus('node1'))?.nodeUpstreams.carried ?? 0;
       assert.ok(afterMesh > before, `the mesh route's upstream was node1's own, carried: ${afterMesh}`);
       assert.ok(again.startsWith('default/server') && again.endsWith(' 200'), `mesh: ${again}`);
-      const h2 = await inTunnel('h2c backend', async () => {
-        const r = await run(
-          [
-            'ip',
-            'netns',
-            'exec',
-            `weir-${LAB}-node1`,
-            'curl',
-            '-s',
-            '-m',
-            '10',
-            '-w',
-            ' %{http_code}',
-            `http://${address}/h2/${MARKER}`,
-          ],
-          { check: false },
-        );
-        return r.stdout.trim();
-      });
+      const h2 = await inTunnel('h2c backend', () => get(10, 'h2'));
       assert.ok(h2.endsWith(' 200'), `the h2c backend answers through the Gateway: ${h2}`);
       assert.match(h2, /"pod":\s*"server"/, h2);
       const t1 = await tunnelStatus('node1');
@@ -412,12 +307,11 @@ describe(
     });
 
     it("the DNS proxy's TCP upstream to a DNS server pod of node2 goes through the tunnel", async () => {
-      let first = { status: 'NONE', text: '' };
-      const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline && first.status !== 'NOERROR') {
-        first = await dig();
-        if (first.status !== 'NOERROR') await sleep(500);
-      }
+      const first = await lastOf(
+        () => dig(),
+        (d) => d.status === 'NOERROR',
+        30_000,
+      );
       assert.equal(first.status, 'NOERROR', first.text);
       assert.match(first.text, /192\.0\.2\.99/, first.text);
       const carried = (await tunnelStatus('node1'))?.nodeUpstreams.carried ?? 0;
@@ -430,14 +324,7 @@ describe(
       assert.equal(again.status, 'NOERROR', again.text);
       const f2 = await flows('node2');
       assert.ok(
-        f2.some(
-          (f) =>
-            f.weir.type === 'policy-verdict' &&
-            f.source.identity === REMOTE_NODE &&
-            f.destination.pod_name === 'server' &&
-            f.l4?.TCP?.destination_port === 5353 &&
-            f.IP?.encrypted === true,
-        ),
+        f2.some((f) => encryptedToServer(f, REMOTE_NODE) && f.l4?.TCP?.destination_port === 5353),
         'node2 judged the DNS upstream as remote-node, encrypted',
       );
     });
@@ -449,40 +336,12 @@ describe(
         script,
         rogueScript({ server: ips.server ?? '', client: ips.client ?? '', node1Ip: '10.244.0.1' }),
       );
-      const fromNode1 = JSON.parse(
-        (
-          await run([
-            'ip',
-            'netns',
-            'exec',
-            `weir-${LAB}-node1`,
-            process.execPath,
-            script,
-            String(serverId),
-            'node1',
-          ])
-        ).stdout
-          .trim()
-          .split('\n')
-          .pop() ?? '{}',
-      ) as Record<string, string>;
-      const fromNode2 = JSON.parse(
-        (
-          await run([
-            'ip',
-            'netns',
-            'exec',
-            `weir-${LAB}-node2`,
-            process.execPath,
-            script,
-            String(serverId),
-            'node2',
-          ])
-        ).stdout
-          .trim()
-          .split('\n')
-          .pop() ?? '{}',
-      ) as Record<string, string>;
+      const dialFrom = async (node: string) =>
+        lastJson<Record<string, string>>(
+          (await inNode(LAB, node, [process.execPath, script, String(serverId), node])).stdout,
+        );
+      const fromNode1 = await dialFrom('node1');
+      const fromNode2 = await dialFrom('node2');
       assert.equal(
         fromNode1.genuine,
         'status 200',
@@ -509,32 +368,16 @@ describe(
     });
 
     it("fails closed: with node2's proxy gone the Gateway answers 5xx, nothing goes out in plain VXLAN", async () => {
-      const agent2 = Number(readFileSync(agentPidFile(LAB, 'node2'), 'utf8'));
-      const proxy2 = proxyPid(LAB, 'node2');
-      assert.ok(agent2 && proxy2, 'node2 runs an agent and a proxy');
       const cap = await capture();
-      let whileDown = '';
-      let dnsDown = { status: 'NONE', text: '' };
-      process.kill(agent2, 'SIGSTOP');
-      try {
-        process.kill(proxy2, 'SIGKILL');
-        while (proxyPid(LAB, 'node2') === proxy2) await sleep(50);
-        whileDown = await get(12);
-        dnsDown = await dig(8);
-      } finally {
-        process.kill(agent2, 'SIGCONT');
-      }
+      const {
+        value: [whileDown, dnsDown],
+      } = await lab.withProxyDown('node2', async () => [await get(12), await dig(8)] as const);
       const seen = await cap.stop();
       assert.match(whileDown, / 5\d\d$/, `the upstream failed: ${whileDown}`);
       assert.equal(dnsDown.status, 'SERVFAIL', `the DNS proxy answered SERVFAIL: ${dnsDown.text}`);
       assert.equal(seen.markerFrames, 0, `no plaintext: ${JSON.stringify(seen)}`);
       assert.equal(seen.vxlanFrames, 0, `no plain VXLAN: ${JSON.stringify(seen)}`);
-      let back = '';
-      const deadline = Date.now() + 90_000;
-      while (Date.now() < deadline && !back.endsWith(' 200')) {
-        await sleep(500);
-        back = await get(5);
-      }
+      const back = await lastOf(() => get(5), answered, 90_000, { waitFirst: true });
       assert.ok(back.endsWith(' 200'), `answered again after node2's proxy restarted: ${back}`);
     });
   },

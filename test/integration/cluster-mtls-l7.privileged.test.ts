@@ -7,14 +7,12 @@
 // client's identity (encrypted); with node2's proxy gone the request fails (5xx) and nothing goes
 // out in plain VXLAN (fail closed).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { agentPidFile } from '../../src/agent/paths.js';
-import { proxyPid } from '../../src/agent/proxy-manager.js';
 import { ok } from '../support/cli.js';
 import { serverFromClient } from '../support/cluster-pods.js';
 import { testLab } from '../support/lab-name.js';
-import { EncryptedLab, NODE2_UL, sleep } from '../support/mtls-cluster.js';
+import { EncryptedLab, NODE2_UL, encryptedToServer, sleep } from '../support/mtls-cluster.js';
+import { lastOf } from '../support/poll.js';
 
 const LAB = testLab('t-mtl7');
 const MARKER = 'weir-l7-upstream-marker-5d81e2';
@@ -34,11 +32,12 @@ spec:
           rules: { http: [{ method: GET, path: "/allowed/.*" }] }
 ---${serverFromClient}`,
 });
-const { tunnelStatus, flows, capture } = lab;
+const { tunnelStatus, flows, capture, inTunnel } = lab;
 
 /** A GET of `/<prefix>/<marker>` from client: body and status code. */
 const get = (ip: string, prefix: string, timeoutS = 10) =>
   lab.get('default/client', ip, timeoutS, `${prefix}/`);
+const answered = (r: string) => r.endsWith(' 200');
 
 describe(
   "the proxy's own upstreams to another node's pod go through the mTLS tunnel",
@@ -50,32 +49,15 @@ describe(
     it('the allowed request is answered through the tunnel, the denied one gets 403; no plaintext', async () => {
       const server = lab.ips.server ?? '';
       // node1's proxy listens once it has the policy: wait for the first answer.
-      let allowed = '';
-      const deadline = Date.now() + 60_000;
-      while (Date.now() < deadline && !allowed.endsWith(' 200')) {
-        allowed = await get(server, 'allowed');
-        if (!allowed.endsWith(' 200')) await sleep(500);
-      }
+      const allowed = await lastOf(() => get(server, 'allowed'), answered, 60_000);
       assert.ok(allowed.endsWith(' 200'), `the allowed GET is answered: ${allowed}`);
       const before = (await tunnelStatus('node1'))?.proxyUpstreams.carried ?? 0;
-      const cap = await capture();
-      let again = '';
-      let denied = '';
-      try {
-        again = await get(server, 'allowed');
-        denied = await get(server, 'denied');
-        await sleep(300);
-      } finally {
-        const seen = await cap.stop();
-        assert.ok(again.startsWith('default/server') && again.endsWith(' 200'), `allowed: ${again}`);
-        assert.ok(denied.endsWith(' 403'), `denied by node1's proxy: ${denied}`);
-        assert.ok(
-          seen.tunnelFrames > 0,
-          `the upstream went in the tunnel (TCP 15008): ${JSON.stringify(seen)}`,
-        );
-        assert.equal(seen.markerFrames, 0, `no frame holds the request path: ${JSON.stringify(seen)}`);
-        assert.equal(seen.vxlanFrames, 0, `nothing in plain VXLAN: ${JSON.stringify(seen)}`);
-      }
+      const [again, denied] = await inTunnel("node1's proxy's upstream", async () => [
+        await get(server, 'allowed'),
+        await get(server, 'denied'),
+      ]);
+      assert.ok(again.startsWith('default/server') && again.endsWith(' 200'), `allowed: ${again}`);
+      assert.ok(denied.endsWith(' 403'), `denied by node1's proxy: ${denied}`);
       // The control: UDP keeps plain VXLAN, so a datagram with the marker is seen (from `other`: the
       // client's egress allows only TCP 8080): the capture would have caught a plaintext request.
       const control = await capture();
@@ -107,14 +89,7 @@ describe(
       // node2 judged the identity the certificate proved, and says the connection was encrypted.
       const f2 = await flows('node2');
       assert.ok(
-        f2.some(
-          (f) =>
-            f.weir.type === 'policy-verdict' &&
-            f.source.identity === lab.ids.client &&
-            f.destination.pod_name === 'server' &&
-            f.verdict === 'FORWARDED' &&
-            f.IP?.encrypted === true,
-        ),
+        f2.some((f) => encryptedToServer(f, lab.ids.client) && f.verdict === 'FORWARDED'),
         "node2's ingress verdict judged the client's identity, encrypted",
       );
       // node1's proxy judged both requests (its L7 records).
@@ -131,30 +106,14 @@ describe(
 
     it("fails closed: with node2's proxy gone the upstream fails, nothing goes out in plain VXLAN", async () => {
       const server = lab.ips.server ?? '';
-      const agent2 = Number(readFileSync(agentPidFile(LAB, 'node2'), 'utf8'));
-      const proxy2 = proxyPid(LAB, 'node2');
-      assert.ok(agent2 && proxy2, 'node2 runs an agent and a proxy');
       const cap = await capture();
-      let whileDown = '';
-      process.kill(agent2, 'SIGSTOP');
-      try {
-        process.kill(proxy2, 'SIGKILL');
-        while (proxyPid(LAB, 'node2') === proxy2) await sleep(50);
-        whileDown = await get(server, 'allowed', 12);
-      } finally {
-        process.kill(agent2, 'SIGCONT');
-      }
+      const { value: whileDown } = await lab.withProxyDown('node2', () => get(server, 'allowed', 12));
       const seen = await cap.stop();
       assert.match(whileDown, / 5\d\d$/, `the upstream failed: ${whileDown}`);
       assert.equal(seen.markerFrames, 0, `no plaintext: ${JSON.stringify(seen)}`);
       assert.equal(seen.vxlanFrames, 0, `no plain VXLAN: ${JSON.stringify(seen)}`);
       // node2's agent restarts its proxy; the upstream goes through a new tunnel.
-      let back = '';
-      const deadline = Date.now() + 90_000;
-      while (Date.now() < deadline && !back.endsWith(' 200')) {
-        await sleep(500);
-        back = await get(server, 'allowed', 5);
-      }
+      const back = await lastOf(() => get(server, 'allowed', 5), answered, 90_000, { waitFirst: true });
       assert.ok(back.endsWith(' 200'), `answered again after node2's proxy restarted: ${back}`);
     });
   },

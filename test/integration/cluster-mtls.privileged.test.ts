@@ -9,18 +9,25 @@
 // a marker in an HTTP request path and in a 4 MiB echoed stream must never appear in a frame,
 // while a UDP datagram carrying it (UDP keeps plain VXLAN) shows the capture would see it.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { agentDir, agentPidFile } from '../../src/agent/paths.js';
 import { proxyPid } from '../../src/agent/proxy-manager.js';
-import { run } from '../../src/shared/exec.js';
-import { repoRoot } from '../../src/shared/paths.js';
-import { ok } from '../support/cli.js';
-import { portReuseScript } from '../support/port-reuse.js';
+import { lastJson, ok } from '../support/cli.js';
+import { inNode } from '../support/cluster-nodes.js';
+import { assertPortReuse, portReuseScript, timeWaitSockets } from '../support/port-reuse.js';
 import { testLab } from '../support/lab-name.js';
-import { EncryptedLab, NODE2_UL, sleep, type Ids, type StreamResult } from '../support/mtls-cluster.js';
+import {
+  EncryptedLab,
+  NODE2_UL,
+  encryptedToServer,
+  labCa,
+  sleep,
+  tunnelDialer,
+  type Ids,
+  type StreamResult,
+} from '../support/mtls-cluster.js';
+import { lastOf } from '../support/poll.js';
 
 const LAB = testLab('t-mtls2');
 const MARKER = 'weir-secret-marker-7f3a9c';
@@ -32,33 +39,18 @@ const lab = new EncryptedLab(LAB, {
 const { onNode, tunnelStatus, flows, get, capture } = lab;
 
 // Run in node1's namespace (its underlay address is the client's tunnel endpoint): dials node2's
-// tunnel listener as a rogue on node1 would.
-const rogueScript = (o: { peer: string; server: string; client: string; other: string; ids: Ids }) => `
-import http2 from 'node:http2';
-import { readFileSync } from 'node:fs';
-import { CertificateAuthority } from '${repoRoot}/dist/src/auth/ca.js';
-const caPem = readFileSync('${join(agentDir(LAB), 'ca', 'ca.crt')}', 'utf8');
-const real = await CertificateAuthority.open('${join(agentDir(LAB), 'ca')}');
+// tunnel listener (NODE2_UL) as a rogue on node1 would.
+const rogueScript = (o: { server: string; client: string; other: string; ids: Ids }) => `
+${tunnelDialer}
+${labCa(LAB)}
 const rogue = (await CertificateAuthority.create('rogue')).ca;
-const dial = (svid, sniSrc, fwd) => new Promise((resolve) => {
-  const done = (v) => { resolve(v); session.destroy(); };
-  const session = http2.connect('https://${o.peer}:15008', {
-    servername: 'dst-${o.ids.server}.src-' + sniSrc + '.weir-hbone',
-    ca: caPem, cert: svid.certPem, key: svid.keyPem, minVersion: 'TLSv1.3',
-    checkServerIdentity: () => undefined,
-  });
-  session.on('error', (e) => done('error: ' + e.message));
-  session.on('close', () => done('closed'));
-  const st = session.request({ ':method': 'CONNECT', ':authority': '${o.server}:8080', forwarded: 'for="' + fwd + ':40000"' });
-  st.on('response', (h) => done('status ' + h[':status']));
-  st.on('error', (e) => done('stream error: ' + e.message));
-  setTimeout(() => done('timeout'), 10000);
-});
+const dialAs = (svid, sniSrc, fwd) =>
+  dial(svid, 'dst-${o.ids.server}.src-' + sniSrc + '.weir-hbone', '${o.server}:8080', fwd + ':40000', trustLab);
 const out = {};
-out.genuine = await dial(await real.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.client}');
-out.rogueCa = await dial(await rogue.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.client}');
-out.otherIdentity = await dial(await real.issue('cluster.local', ${o.ids.other}, 600), ${o.ids.client}, '${o.client}');
-out.spoofed = await dial(await real.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.other}');
+out.genuine = await dialAs(await real.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.client}');
+out.rogueCa = await dialAs(await rogue.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.client}');
+out.otherIdentity = await dialAs(await real.issue('cluster.local', ${o.ids.other}, 600), ${o.ids.client}, '${o.client}');
+out.spoofed = await dialAs(await real.issue('cluster.local', ${o.ids.client}, 600), ${o.ids.client}, '${o.other}');
 console.log(JSON.stringify(out));
 `;
 
@@ -114,26 +106,12 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     // Flows say so, on both nodes.
     const f1 = await flows('node1');
     assert.ok(
-      f1.some(
-        (f) =>
-          f.weir.type === 'policy-verdict' &&
-          f.source.pod_name === 'client' &&
-          f.destination.pod_name === 'server' &&
-          f.verdict === 'FORWARDED' &&
-          f.IP?.encrypted === true,
-      ),
+      f1.some((f) => encryptedToServer(f, 'client') && f.verdict === 'FORWARDED'),
       "node1's egress verdict of client -> server is encrypted",
     );
     const f2 = await flows('node2');
     assert.ok(
-      f2.some(
-        (f) =>
-          f.weir.type === 'policy-verdict' &&
-          f.source.identity === lab.ids.client &&
-          f.destination.pod_name === 'server' &&
-          f.verdict === 'FORWARDED' &&
-          f.IP?.encrypted === true,
-      ),
+      f2.some((f) => encryptedToServer(f, lab.ids.client) && f.verdict === 'FORWARDED'),
       "node2's ingress verdict judged the client's identity, encrypted",
     );
     const line = await onNode('node2', ['observe', '--last', '50', '--to-pod', 'default/server']);
@@ -164,15 +142,15 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     await writeFile(
       script,
       rogueScript({
-        peer: NODE2_UL,
         server: lab.ips.server ?? '',
         client: lab.ips.client ?? '',
         other: lab.ips.other ?? '',
         ids: lab.ids,
       }),
     );
-    const out = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, process.execPath, script]);
-    const res = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string>;
+    const res = lastJson<Record<string, string>>(
+      (await inNode(LAB, 'node1', [process.execPath, script])).stdout,
+    );
     assert.equal(
       res.genuine,
       'status 200',
@@ -193,33 +171,9 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
     // (src/proxy/time-wait.ts) a TIME_WAIT socket of the tuple stays in node1's namespace and the
     // kernel drops every SYN of the pod's next connection from that port for 60 s.
     const before = (await tunnelStatus('node1'))?.timeWait.reaped ?? 0;
-    const out = await ok(
-      [
-        'lab',
-        'exec',
-        'default/client',
-        '--',
-        process.execPath,
-        join(lab.dir, 'reuse.mjs'),
-        lab.ips.server ?? '',
-        '8080',
-        '6',
-        '23456',
-      ],
-      LAB,
-      120_000,
-    );
-    const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as {
-      times?: number[];
-      synRetrans?: number;
-      error?: string;
-    };
-    assert.equal(r.error, undefined, `every connection from the same port answered: ${out}`);
-    assert.equal(r.times?.length, 6, out);
-    assert.equal(r.synRetrans, 0, `no SYN of the pod had to be retransmitted: ${out}`);
-    const tw = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, 'ss', '-tanH', 'state', 'time-wait']);
+    await assertPortReuse(LAB, join(lab.dir, 'reuse.mjs'), lab.ips.server ?? '');
     assert.doesNotMatch(
-      tw.stdout,
+      await timeWaitSockets(LAB, 'node1'),
       new RegExp(`${lab.ips.client}:23456\\b`),
       'no TIME_WAIT of the tuple left',
     );
@@ -229,39 +183,22 @@ describe('encryption between nodes (--encryption mtls)', { timeout: 600_000 }, (
 
   it('a proxy restart lets nothing through unauthenticated, and the tunnels come back', async () => {
     // node1's agent is held (SIGSTOP) so that it cannot restart the proxy while the test looks.
-    const agent = Number(readFileSync(agentPidFile(LAB), 'utf8'));
-    const proxy = proxyPid(LAB);
-    assert.ok(proxy && agent, 'node1 runs an agent and a proxy');
     const cap = await capture();
-    let whileDown = '';
-    process.kill(agent, 'SIGSTOP');
-    try {
-      process.kill(proxy, 'SIGKILL');
-      while (proxyPid(LAB) === proxy) await sleep(50);
-      whileDown = await get('default/client', lab.ips.server ?? '', 3);
-    } finally {
-      process.kill(agent, 'SIGCONT');
-    }
+    const { value: whileDown, proxy } = await lab.withProxyDown(undefined, () =>
+      get('default/client', lab.ips.server ?? '', 3),
+    );
     assert.ok(!whileDown.endsWith('200'), `no answer while node1's proxy is down: ${whileDown}`);
     // The agent restarts it; the tunnel is opened anew.
-    const deadline = Date.now() + 90_000;
-    let back = '';
-    while (Date.now() < deadline && !back.endsWith('200')) {
-      await sleep(500);
-      back = await get('default/client', lab.ips.server ?? '', 5);
-    }
+    const answers = (r: string) => r.endsWith('200');
+    const getAgain = () => get('default/client', lab.ips.server ?? '', 5);
+    const back = await lastOf(getAgain, answers, 90_000, { waitFirst: true });
     assert.ok(back.endsWith('200'), `client -> server answers again: ${back}`);
     assert.notEqual(proxyPid(LAB), proxy, 'a new proxy runs');
     // node2's proxy restarted too: node1's tunnel to it is re-established.
     const p2 = proxyPid(LAB, 'node2');
     assert.ok(p2);
     process.kill(p2, 'SIGKILL');
-    let again = '';
-    const deadline2 = Date.now() + 90_000;
-    while (Date.now() < deadline2 && !again.endsWith('200')) {
-      await sleep(500);
-      again = await get('default/client', lab.ips.server ?? '', 5);
-    }
+    const again = await lastOf(getAgain, answers, 90_000, { waitFirst: true });
     assert.ok(again.endsWith('200'), `client -> server answers after node2's proxy restarted: ${again}`);
     const seen = await cap.stop();
     assert.equal(seen.markerFrames, 0, `no plaintext while the proxies restarted: ${JSON.stringify(seen)}`);

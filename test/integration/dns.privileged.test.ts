@@ -24,6 +24,7 @@ import { agentPid, stopAgent } from '../../src/agent/spawn.js';
 import { Lab, probe, resolveTarget } from '../../src/lab/index.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { until as pollUntil } from '../support/poll.js';
 
 const LAB = testLab('t-dns');
 const many = Array.from({ length: 60 }, (_, i) => `198.18.0.${i + 1}`);
@@ -140,14 +141,7 @@ async function metric(name: string, labels: Record<string, string> = {}): Promis
   return sum;
 }
 
-async function until(what: string, cond: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.fail(`timed out waiting for: ${what}`);
-}
+const until = (what: string, cond: () => Promise<boolean>, ms = 20_000) => pollUntil(what, cond, ms, 200);
 
 describe('cluster DNS, the DNS proxy and toFQDNs', { timeout: 600_000 }, () => {
   before(async () => {

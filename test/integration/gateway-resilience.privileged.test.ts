@@ -9,16 +9,9 @@
 //   retries — numRetries, and never more outstanding than the retry budget allows
 //   timeouts — request, per-try, connect, connection idle and max duration, within 10 %
 import assert from 'node:assert/strict';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startAgent } from '../../src/agent/spawn.js';
-import { Lab } from '../../src/lab/index.js';
-import { hostRoutingAgent } from '../support/host-routing.js';
-import { cli, ok } from '../support/cli.js';
-import { startEchoPods } from '../support/echo-pods.js';
+import { ok } from '../support/cli.js';
+import { GatewayLab } from '../support/echo-pods.js';
 import { testLab } from '../support/lab-name.js';
 
 const LAB = testLab('t-gw-resil');
@@ -209,8 +202,12 @@ interface EchoStats {
 }
 
 describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () => {
-  let dir: string;
-  const servers: ChildProcessWithoutNullStreams[] = [];
+  const lab = new GatewayLab(LAB, {
+    labSpec,
+    objects,
+    ns: NS,
+    pods: ['echo-1', 'echo-2', 'echo-3', 'echo-4'],
+  });
   let address = '';
 
   async function send(requests: { path: string; at?: number }[]): Promise<Answer[]> {
@@ -283,19 +280,8 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
   }
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weir-gw-resil-'));
-    await writeFile(join(dir, 'lab.yaml'), labSpec);
-    await writeFile(join(dir, 'objects.yaml'), objects);
-    await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--no-agent'], LAB);
-    const node = await (await Lab.open(LAB)).node();
-    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: node.netns });
-    await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
-    servers.push(...(await startEchoPods(LAB, NS, ['echo-1', 'echo-2', 'echo-3', 'echo-4'])));
-    const gw = JSON.parse(await ok(['get', 'gateways', 'edge', '-n', NS, '-o', 'json'], LAB)) as {
-      status: { addresses: { value: string }[] };
-    };
-    address = gw.status.addresses[0]?.value ?? '';
+    await lab.up();
+    address = lab.address;
     // Every route serves before the tests start.
     for (let i = 0; i < 60; i++) {
       // Not the routes to echo-3 (the breaker test counts its connections) nor /ct (a pooled
@@ -306,11 +292,7 @@ describe('BackendTrafficPolicy resilience: real traffic through a Gateway', () =
     }
   });
 
-  after(async () => {
-    for (const s of servers) s.kill('SIGKILL');
-    await cli(['lab', 'down'], LAB);
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(lab.down);
 
   it('circuit breaker: maxConnections + maxPendingRequests trip with 503 x-envoy-overloaded, then recover', async (t) => {
     // 2 connections busy for 1.5 s, 1 request waits as pending, the other 3 overflow at once.

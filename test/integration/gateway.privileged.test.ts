@@ -5,16 +5,10 @@
 // weights, 404 without a route, 500 for an invalid backendRef, a request timeout, a retry; the
 // statuses with `weir get … -o json`, `weir gateway list`, `weir route list`, `weir route trace`.
 import assert from 'node:assert/strict';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
-import { hostRoutingAgent } from '../support/host-routing.js';
-import { cli, ok } from '../support/cli.js';
-import { startEchoPods } from '../support/echo-pods.js';
+import { ok } from '../support/cli.js';
+import { GatewayLab } from '../support/echo-pods.js';
 import { testLab } from '../support/lab-name.js';
 
 const LAB = testLab('t-gateway');
@@ -118,8 +112,7 @@ interface Answer {
 }
 
 describe('Gateway API north-south: real requests from a lab external', () => {
-  let dir: string;
-  const servers: ChildProcessWithoutNullStreams[] = [];
+  const lab = new GatewayLab(LAB, { labSpec, objects, ns: 'gw', pods: ['echo-a', 'echo-b'] });
   let address = '';
 
   /** One request with curl from the external: status, response headers, body (echo JSON parsed). */
@@ -156,26 +149,10 @@ describe('Gateway API north-south: real requests from a lab external', () => {
   }
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weir-gateway-'));
-    await writeFile(join(dir, 'lab.yaml'), labSpec);
-    await writeFile(join(dir, 'objects.yaml'), objects);
-    await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up', '-f', join(dir, 'lab.yaml'), '--no-agent'], LAB);
-    const node = await (await Lab.open(LAB)).node();
-    await startAgent({ ...hostRoutingAgent(), lab: LAB, nodeNetns: node.netns });
-    await ok(['apply', '-f', join(dir, 'objects.yaml')], LAB);
-    servers.push(...(await startEchoPods(LAB, 'gw', ['echo-a', 'echo-b'])));
-    const gw = JSON.parse(await ok(['get', 'gateways', 'edge', '-n', 'gw', '-o', 'json'], LAB)) as {
-      status: { addresses: { value: string }[]; conditions: { type: string; status: string }[] };
-    };
-    address = gw.status.addresses[0]?.value ?? '';
+    await lab.up();
+    address = lab.address;
   });
-
-  after(async () => {
-    for (const s of servers) s.kill('SIGKILL');
-    await cli(['lab', 'down'], LAB);
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(lab.down);
 
   it('the Gateway has an address of the gateway range and is Programmed; routes are Accepted', async () => {
     assert.match(address, /^198\.51\.100\.\d+$/);

@@ -14,6 +14,7 @@ import type { Flow } from '../../src/observe/flow.js';
 import { proxyAccessLogFile } from '../../src/proxy/paths.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { untilValue } from '../support/poll.js';
 
 const LAB = testLab('t-l7obs');
 const RULE = 'CiliumNetworkPolicy app/server-l7 ingress[0]';
@@ -53,21 +54,8 @@ spec:
 /** The requests, in order: three allowed GETs, two denied. */
 const PATHS = ['/public', '/private', '/public', '/private', '/public'];
 
-async function until<T>(
-  what: string,
-  get: () => Promise<T>,
-  done: (v: T) => boolean,
-  ms = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (done(v)) return v;
-    if (Date.now() > deadline)
-      assert.fail(`timed out waiting for ${what}: ${JSON.stringify(v).slice(0, 2000)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const until = <T>(what: string, get: () => Promise<T>, done: (v: T) => boolean, ms = 20_000) =>
+  untilValue(what, get, done, ms, 200);
 
 async function observe(args: string[]): Promise<Flow[]> {
   const out = await ok(['observe', ...args, '--last', '1000', '-o', 'json'], LAB);

@@ -13,7 +13,6 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { agentPid, startAgent } from '../../src/agent/spawn.js';
 import { proxyPid } from '../../src/agent/proxy-manager.js';
@@ -22,6 +21,8 @@ import { Lab } from '../../src/lab/index.js';
 import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { lineReader } from '../support/lines.js';
+import { until as pollUntil } from '../support/poll.js';
 
 const LAB = testLab('t-l7');
 const PEER_PORT = 8080; // a server started in app/server that answers with the peer it sees
@@ -130,41 +131,20 @@ function running(pid: number): boolean {
   }
 }
 
-async function until(what: string, cond: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.fail(`timed out waiting for: ${what}`);
-}
+const until = (what: string, cond: () => Promise<boolean>, ms = 20_000) => pollUntil(what, cond, ms, 200);
 
 /** A process inside a pod (weir lab exec), with its stdout lines. */
 class InPod {
   readonly child: ChildProcessWithoutNullStreams;
-  readonly #lines: AsyncIterableIterator<string>;
+  /** The next line; the first one waits for `weir lab exec` and node to start (slow on a busy machine). */
+  readonly line: (timeoutMs?: number) => Promise<string>;
 
   constructor(pod: string, script: string) {
     this.child = spawn(weir, ['lab', 'exec', pod, '--', process.execPath, '-e', script], {
       env: { ...process.env, WEIR_LAB: LAB },
     });
-    this.#lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
-  }
-
-  /** The next line; the first one waits for `weir lab exec` and node to start (slow on a busy machine). */
-  async line(timeoutMs = 20_000): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const r = await Promise.race([
-        this.#lines.next(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no line within ${timeoutMs} ms`)), timeoutMs);
-        }),
-      ]);
-      return r.done ? 'eof' : r.value;
-    } finally {
-      clearTimeout(timer);
-    }
+    const next = lineReader(this.child.stdout);
+    this.line = (timeoutMs = 20_000) => next(timeoutMs);
   }
 
   send(text: string): void {

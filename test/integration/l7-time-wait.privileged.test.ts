@@ -9,10 +9,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { run } from '../../src/shared/exec.js';
 import { cli, ok } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
-import { portReuseScript } from '../support/port-reuse.js';
+import { lastOf } from '../support/poll.js';
+import { assertPortReuse, portReuseScript, timeWaitSockets } from '../support/port-reuse.js';
 
 const LAB = testLab('t-l7tw');
 
@@ -36,14 +36,37 @@ spec:
       toPorts: [{ ports: [{ port: "8080", protocol: TCP }], rules: { http: [{ method: GET }] } }]
 `;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 describe(
   'the L7 proxy leaves no TIME_WAIT of a pod tuple in the node namespace',
   { timeout: 300_000 },
   () => {
     let dir = '';
     let server = '';
+
+    /** The status code of a `method` request from the client to the server (5 s). */
+    const code = async (method: string) =>
+      (
+        await cli(
+          [
+            'lab',
+            'exec',
+            'default/client',
+            '--',
+            'curl',
+            '-s',
+            '-m',
+            '5',
+            '-X',
+            method,
+            '-o',
+            '/dev/null',
+            '-w',
+            '%{http_code}',
+            `http://${server}:8080/`,
+          ],
+          LAB,
+        )
+      ).stdout.trim();
 
     before(async () => {
       dir = await mkdtemp(join(tmpdir(), 'weir-l7tw-'));
@@ -66,80 +89,17 @@ describe(
 
     it('connections from one pod port in a row through the egress proxy each connect at once', async () => {
       // The rule is in force (the proxy started, GET allowed, POST refused by the proxy).
-      const deadline = Date.now() + 60_000;
-      let code = '';
-      while (Date.now() < deadline && code !== '200') {
-        code = (
-          await cli(
-            [
-              'lab',
-              'exec',
-              'default/client',
-              '--',
-              'curl',
-              '-s',
-              '-m',
-              '5',
-              '-o',
-              '/dev/null',
-              '-w',
-              '%{http_code}',
-              `http://${server}:8080/`,
-            ],
-            LAB,
-          )
-        ).stdout.trim();
-        if (code !== '200') await sleep(500);
-      }
-      assert.equal(code, '200', 'GET through the egress proxy');
-      const post = await cli(
-        [
-          'lab',
-          'exec',
-          'default/client',
-          '--',
-          'curl',
-          '-s',
-          '-m',
-          '5',
-          '-X',
-          'POST',
-          '-o',
-          '/dev/null',
-          '-w',
-          '%{http_code}',
-          `http://${server}:8080/`,
-        ],
-        LAB,
+      const get = await lastOf(
+        () => code('GET'),
+        (c) => c === '200',
+        60_000,
       );
-      assert.equal(post.stdout.trim(), '403', 'the proxy is in the path (POST refused)');
-      const out = await ok(
-        [
-          'lab',
-          'exec',
-          'default/client',
-          '--',
-          process.execPath,
-          join(dir, 'reuse.mjs'),
-          server,
-          '8080',
-          '6',
-          '23456',
-        ],
-        LAB,
-        120_000,
-      );
-      const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as {
-        times?: number[];
-        synRetrans?: number;
-        error?: string;
-      };
-      assert.equal(r.error, undefined, `every connection from the same port answered: ${out}`);
-      assert.equal(r.times?.length, 6, out);
-      assert.equal(r.synRetrans, 0, `no SYN of the pod had to be retransmitted: ${out}`);
-      const tw = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, 'ss', '-tanH', 'state', 'time-wait']);
+      assert.equal(get, '200', 'GET through the egress proxy');
+      assert.equal(await code('POST'), '403', 'the proxy is in the path (POST refused)');
+      await assertPortReuse(LAB, join(dir, 'reuse.mjs'), server);
+      const tw = await timeWaitSockets(LAB, 'node1');
       assert.doesNotMatch(
-        tw.stdout,
+        tw,
         new RegExp(`${server}:8080\\s+\\S+:23456\\b`),
         'no TIME_WAIT of the tuple left',
       );

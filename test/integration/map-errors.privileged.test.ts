@@ -15,7 +15,6 @@ import { unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createInterface } from 'node:readline';
 import { nodePinDir } from '../../src/agent/paths.js';
 import { agentPid } from '../../src/agent/spawn.js';
 import { BpfMap, TypedMap, u32 } from '../../src/bpf/index.js';
@@ -23,6 +22,7 @@ import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { cli, ok, weir, type CliResult } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { lineReader } from '../support/lines.js';
 
 const LAB = testLab('t-maperr');
 
@@ -113,15 +113,8 @@ async function agentEio(): Promise<{ detach: () => Promise<void> }> {
     '-e',
     'inject=bpf:error=EIO',
   ]);
-  const lines = createInterface({ input: child.stderr })[Symbol.asyncIterator]();
-  let timer: NodeJS.Timeout | undefined;
-  const first = await Promise.race([
-    lines.next(),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('strace did not attach in 10 s')), 10_000);
-    }),
-  ]).finally(() => clearTimeout(timer));
-  assert.match(String(first.value), /attached/);
+  const first = await lineReader(child.stderr)(10_000, 'strace did not attach in 10 s');
+  assert.match(first, /attached/);
   return {
     detach: () =>
       new Promise<void>((resolve) => {

@@ -13,24 +13,21 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { IdentityCert } from '../../src/agent/auth.js';
 import { agentDir } from '../../src/agent/paths.js';
 import type { CaStatus } from '../../src/auth/ca-store.js';
-import { authNodeId } from '../../src/auth/node-id.js';
 import { repoRoot } from '../../src/shared/paths.js';
-import { run } from '../../src/shared/exec.js';
-import { cli, ok } from '../support/cli.js';
-import { crossNodePods } from '../support/cluster-pods.js';
+import { cli, lastJson, ok } from '../support/cli.js';
+import { inNode } from '../support/cluster-nodes.js';
 import { testLab } from '../support/lab-name.js';
-import { NODE1_UL, NODE2_UL, authRequiredPolicy, nodeCommands, sleep } from '../support/mtls-cluster.js';
+import { AuthLab, NODE2_UL, sleep, trafficScript, type TrafficResult } from '../support/mtls-cluster.js';
 
 const LAB = testLab('t-mtlsc');
-const { onNode, authOf, probe } = nodeCommands(LAB);
-const policy = authRequiredPolicy;
+const lab = new AuthLab(LAB);
+const { onNode, authOf, probe, ids } = lab;
 
 // Run in node1's namespace: dials node2's listener over the underlay as a rogue node would.
 const rogueScript = (ids: { client: number; server: number; other: number }) => `
@@ -48,106 +45,13 @@ out.otherIdentity = await hs({ ...(await real.issue('cluster.local', ${ids.other
 console.log(JSON.stringify(out));
 `;
 
-// Run in the client pod: one long-lived connection echoing a line every 200 ms, and a new
-// connection every 250 ms, for \`seconds\`; every failure counted.
-const trafficScript = (server: string, seconds: number) => `
-import { connect } from 'node:net';
-const end = Date.now() + ${seconds * 1000};
-const res = { longLived: 0, longFailed: 0, fresh: 0, freshFailed: 0, errors: [] };
-const once = () => new Promise((resolve) => {
-  const s = connect({ host: '${server}', port: 8080 });
-  let got = '';
-  const t = setTimeout(() => { s.destroy(); resolve(false); }, 1500);
-  s.on('connect', () => s.write('hello\\n'));
-  s.on('data', (d) => { got += d; if (got.includes('hello')) { clearTimeout(t); s.end(); resolve(true); } });
-  s.on('error', () => { clearTimeout(t); resolve(false); });
-});
-const long = connect({ host: '${server}', port: 8080 });
-let pending = 0;
-long.on('data', (d) => { const n = String(d).split('ping').length - 1; res.longLived += n; pending -= n; });
-long.on('error', (e) => res.errors.push(String(e)));
-await new Promise((r) => long.once('connect', r));
-const ticker = setInterval(() => {
-  if (pending > 5) res.longFailed++;
-  pending++;
-  long.write('ping\\n');
-}, 200);
-while (Date.now() < end) {
-  if (await once()) res.fresh++; else res.freshFailed++;
-  await new Promise((r) => setTimeout(r, 250));
-}
-clearInterval(ticker);
-await new Promise((r) => setTimeout(r, 500));
-if (long.destroyed) res.errors.push('the long-lived connection closed');
-long.destroy();
-console.log(JSON.stringify(res));
-`;
-
 describe('mutual authentication between two nodes', { timeout: 600_000 }, () => {
-  let dir = '';
-  const ids: Record<string, number> = {};
-  let serverIp = '';
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weir-mtlsc-'));
-    await writeFile(join(dir, 'pods.yaml'), crossNodePods);
-    await writeFile(join(dir, 'policy.yaml'), policy);
-    await cli(['lab', 'down'], LAB);
-    await ok(['lab', 'up', '--nodes', '2', '--no-cluster-dns'], LAB, 240_000);
-    await ok(['apply', '-f', join(dir, 'pods.yaml')], LAB);
-    await ok(['apply', '-f', join(dir, 'policy.yaml')], LAB);
-    for (const node of ['node1', 'node2']) {
-      const eps = JSON.parse(await onNode(node, ['endpoint', 'list', '-o', 'json'])) as {
-        pod: string;
-        identity: number;
-        ips: string[];
-      }[];
-      for (const e of eps) {
-        ids[e.pod] = e.identity;
-        if (e.pod === 'server') serverIp = e.ips[0] ?? '';
-      }
-    }
-    assert.ok(ids.client && ids.server && ids.other && serverIp, JSON.stringify(ids));
-  });
-
-  after(async () => {
-    await cli(['lab', 'down'], LAB);
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  before(lab.up);
+  after(lab.down);
 
   it('drops client (node1) → server (node2) until the nodes handshook, then allows; both nodes list the pair with the other node', async (t) => {
-    const t0 = Date.now();
-    assert.equal(await probe('default/client', 'default/server'), false, 'the first attempt is dropped');
-    let tries = 1;
-    let connected = false;
-    while (!connected && tries < 30) {
-      await sleep(250);
-      tries++;
-      connected = await probe('default/client', 'default/server');
-    }
-    assert.ok(connected, `connected after ${tries} attempts`);
-    t.diagnostic(`connected at attempt ${tries}, ${Date.now() - t0} ms after the first SYN`);
-
-    const s2 = await authOf('node2');
-    const p2 = s2.pairs.find((p) => p.srcIdentity === ids.client && p.dstIdentity === ids.server);
-    assert.ok(p2, `node2's pairs: ${JSON.stringify(s2.pairs)}`);
-    assert.equal(p2.remoteNodeId, authNodeId(NODE1_UL));
-    assert.equal(p2.node, 'node1');
-    assert.ok(s2.handshakes.ok >= 1, 'node2 dialled');
-    const s1 = await authOf('node1');
-    const p1 = s1.pairs.find((p) => p.srcIdentity === ids.client && p.dstIdentity === ids.server);
-    assert.ok(p1, `node1's pairs: ${JSON.stringify(s1.pairs)}`);
-    assert.equal(p1.remoteNodeId, authNodeId(NODE2_UL));
-    assert.equal(p1.node, 'node2');
-    assert.ok(s1.counters.accepted >= 1, "node1's listener accepted node2");
-    assert.match(
-      await onNode('node1', ['auth', 'list']),
-      new RegExp(`${ids.client}\\s+${ids.server}\\s+node2`),
-    );
-    assert.match(
-      await onNode('node2', ['auth', 'list']),
-      new RegExp(`${ids.client}\\s+${ids.server}\\s+node1`),
-    );
+    await lab.handshakeFirst(t);
+    await lab.assertPairs();
     // Other traffic of the client is not affected; `other` has no rule at all.
     assert.equal(await probe('default/other', 'default/server'), false);
   });
@@ -176,11 +80,12 @@ describe('mutual authentication between two nodes', { timeout: 600_000 }, () => 
   });
 
   it("node2's listener refuses a rogue CA, an expired SVID and another identity's SVID, and counts each", async () => {
-    const script = join(dir, 'rogue.mjs');
+    const script = join(lab.dir, 'rogue.mjs');
     await writeFile(script, rogueScript(ids as never));
     const before = (await authOf('node2')).counters.refused;
-    const out = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, process.execPath, script]);
-    const res = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string>;
+    const res = lastJson<Record<string, string>>(
+      (await inNode(LAB, 'node1', [process.execPath, script])).stdout,
+    );
     assert.match(res.rogueCa ?? '', /refused: untrusted/);
     assert.match(res.expired ?? '', /refused: expired/);
     assert.match(res.otherIdentity ?? '', /refused: wrong-identity/);
@@ -211,8 +116,8 @@ describe('mutual authentication between two nodes', { timeout: 600_000 }, () => 
       node1: (await authOf('node1')).handshakes.failed,
       node2: statusBefore.handshakes.failed,
     };
-    const script = join(dir, 'traffic.mjs');
-    await writeFile(script, trafficScript(serverIp, OVERLAP + 14));
+    const script = join(lab.dir, 'traffic.mjs');
+    await writeFile(script, trafficScript(lab.serverIp, [lab.serverIp], OVERLAP + 14));
     const traffic = ok(['lab', 'exec', 'default/client', '--', process.execPath, script], LAB, 120_000);
     await sleep(3000);
     const rotated = JSON.parse(
@@ -252,13 +157,7 @@ describe('mutual authentication between two nodes', { timeout: 600_000 }, () => 
     assert.equal(ca.cas.length, 1);
     assert.equal((await authOf('node1')).trusted, 1);
     assert.equal((await authOf('node2')).trusted, 1);
-    const res = JSON.parse((await traffic).trim().split('\n').pop() ?? '{}') as {
-      longLived: number;
-      longFailed: number;
-      fresh: number;
-      freshFailed: number;
-      errors: string[];
-    };
+    const res = lastJson<TrafficResult>(await traffic);
     t.diagnostic(JSON.stringify(res));
     assert.deepEqual(res.errors, []);
     assert.equal(res.freshFailed, 0, 'no new connection failed');

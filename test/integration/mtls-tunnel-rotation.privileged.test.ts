@@ -17,11 +17,20 @@ import { AgentClient } from '../../src/agent/client.js';
 import { agentDir, agentSocket } from '../../src/agent/paths.js';
 import { CertificateAuthority, makeCsr } from '../../src/auth/ca.js';
 import type { CaStatus } from '../../src/auth/ca-store.js';
-import { run } from '../../src/shared/exec.js';
 import { WeirError } from '../../src/shared/errors.js';
-import { ok } from '../support/cli.js';
+import { lastJson, ok } from '../support/cli.js';
+import { inNode } from '../support/cluster-nodes.js';
 import { testLab } from '../support/lab-name.js';
-import { EncryptedLab, NODE2_UL, sleep, type Ids, type StreamResult } from '../support/mtls-cluster.js';
+import {
+  EncryptedLab,
+  NODE2_UL,
+  sleep,
+  trafficScript,
+  tunnelDialer,
+  type TrafficResult,
+  type Ids,
+  type StreamResult,
+} from '../support/mtls-cluster.js';
 
 const LAB = testLab('t-mtlsr');
 const MARKER = 'weir-v6-marker-41c2e8';
@@ -37,61 +46,18 @@ nodes:
 });
 const { onNode, authOf, tunnelStatus, flows, get, capture } = lab;
 
-// Run in the client pod: one long-lived connection (IPv6) echoing a line every 200 ms, and a new
-// connection every 250 ms alternating IPv4 and IPv6, for \`seconds\`; every failure counted.
-const trafficScript = (v4: string, v6: string, seconds: number) => `
-import { connect } from 'node:net';
-const end = Date.now() + ${seconds * 1000};
-const res = { longLived: 0, longFailed: 0, fresh: 0, freshFailed: 0, errors: [] };
-const once = (host) => new Promise((resolve) => {
-  const s = connect({ host, port: 8080 });
-  let got = '';
-  const t = setTimeout(() => { s.destroy(); resolve(false); }, 1500);
-  s.on('connect', () => s.write('hello\\n'));
-  s.on('data', (d) => { got += d; if (got.includes('hello')) { clearTimeout(t); s.end(); resolve(true); } });
-  s.on('error', () => { clearTimeout(t); resolve(false); });
-});
-const long = connect({ host: '${v6}', port: 8080 });
-let pending = 0;
-long.on('data', (d) => { const n = String(d).split('ping').length - 1; res.longLived += n; pending -= n; });
-long.on('error', (e) => res.errors.push(String(e)));
-await new Promise((r) => long.once('connect', r));
-const ticker = setInterval(() => {
-  if (pending > 5) res.longFailed++;
-  pending++;
-  long.write('ping\\n');
-}, 200);
-let i = 0;
-while (Date.now() < end) {
-  const host = i++ % 2 ? '${v6}' : '${v4}';
-  if (await once(host)) res.fresh++; else { res.freshFailed++; res.errors.push('fresh ' + host + ' at ' + new Date().toISOString()); }
-  await new Promise((r) => setTimeout(r, 250));
-}
-clearInterval(ticker);
-await new Promise((r) => setTimeout(r, 500));
-if (long.destroyed) res.errors.push('the long-lived connection closed');
-long.destroy();
-console.log(JSON.stringify(res));
-`;
-
 // Run in node1's namespace: dials node2's tunnel listener with the SVID in a JSON file.
 const dialScript = (o: { svidFile: string; server: string; client: string; ids: Ids }) => `
-import http2 from 'node:http2';
+${tunnelDialer}
 import { readFileSync } from 'node:fs';
 const svid = JSON.parse(readFileSync('${o.svidFile}', 'utf8'));
-const r = await new Promise((resolve) => {
-  const done = (v) => { resolve(v); session.destroy(); };
-  const session = http2.connect('https://${NODE2_UL}:15008', {
-    servername: 'dst-${o.ids.server}.src-${o.ids.client}.weir-hbone',
-    cert: svid.certPem, key: svid.keyPem, minVersion: 'TLSv1.3', rejectUnauthorized: false,
-  });
-  session.on('error', (e) => done('error: ' + e.message));
-  session.on('close', () => done('closed'));
-  const st = session.request({ ':method': 'CONNECT', ':authority': '${o.server}:8080', forwarded: 'for="${o.client}:40001"' });
-  st.on('response', (h) => done('status ' + h[':status']));
-  st.on('error', (e) => done('stream error: ' + e.message));
-  setTimeout(() => done('timeout'), 10000);
-});
+const r = await dial(
+  svid,
+  'dst-${o.ids.server}.src-${o.ids.client}.weir-hbone',
+  '${o.server}:8080',
+  '${o.client}:40001',
+  { rejectUnauthorized: false },
+);
 console.log(JSON.stringify(r));
 `;
 
@@ -171,7 +137,7 @@ describe(
       );
       await writeFile(
         join(lab.dir, 'traffic.mjs'),
-        trafficScript(lab.ips.server ?? '', lab.ips6.server ?? '', OVERLAP + 12),
+        trafficScript(lab.ips6.server ?? '', [lab.ips.server ?? '', lab.ips6.server ?? ''], OVERLAP + 12),
       );
       const traffic = ok(
         ['lab', 'exec', 'default/client', '--', process.execPath, join(lab.dir, 'traffic.mjs')],
@@ -213,13 +179,7 @@ describe(
       while (Date.now() < new Date(rotated.retireAt ?? 0).getTime() + 3000) await sleep(500);
       assert.equal((await authOf('node1')).trusted, 1);
       assert.equal((await authOf('node2')).trusted, 1);
-      const res = JSON.parse((await traffic).trim().split('\n').pop() ?? '{}') as {
-        longLived: number;
-        longFailed: number;
-        fresh: number;
-        freshFailed: number;
-        errors: string[];
-      };
+      const res = lastJson<TrafficResult>(await traffic);
       t.diagnostic(JSON.stringify(res));
       assert.deepEqual(res.errors, []);
       assert.equal(res.freshFailed, 0, 'no new connection failed');
@@ -245,8 +205,7 @@ describe(
             ids: lab.ids,
           }),
         );
-        const out = await run(['ip', 'netns', 'exec', `weir-${LAB}-node1`, process.execPath, script]);
-        return JSON.parse(out.stdout.trim().split('\n').pop() ?? '""') as string;
+        return lastJson<string>((await inNode(LAB, 'node1', [process.execPath, script])).stdout);
       };
       const withOld = await dial('old.json');
       const withNew = await dial('new.json');

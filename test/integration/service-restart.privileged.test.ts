@@ -15,7 +15,6 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { agentPid, startAgent } from '../../src/agent/spawn.js';
 import { Lab } from '../../src/lab/index.js';
@@ -23,6 +22,7 @@ import { run } from '../../src/shared/exec.js';
 import { hostRoutingAgent } from '../support/host-routing.js';
 import { cli, ok, weir } from '../support/cli.js';
 import { testLab } from '../support/lab-name.js';
+import { lineReader } from '../support/lines.js';
 import { servicePod } from '../support/service-client.js';
 
 const LAB = testLab('t-svcrst');
@@ -96,7 +96,7 @@ require('readline').createInterface({ input: process.stdin }).on('line', (l) => 
 
 class Connections {
   private readonly child: ChildProcessWithoutNullStreams;
-  private readonly lines: AsyncIterableIterator<string>;
+  private readonly lines: ReturnType<typeof lineReader>;
   /** Connection i's local address and port, as the client's socket has them. */
   readonly local: { address: string; port: number }[] = [];
   private n = 0;
@@ -107,20 +107,11 @@ class Connections {
     readonly k: number,
   ) {
     this.child = spawn(argv[0] as string, argv.slice(1), { env: { ...process.env, WEIR_LAB: LAB } });
-    this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+    this.lines = lineReader(this.child.stdout);
   }
 
-  private async next(timeoutMs: number): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<string>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      const r = await Promise.race([this.lines.next(), timeout]);
-      return typeof r === 'string' ? r : r.done ? 'eof' : r.value;
-    } finally {
-      clearTimeout(timer);
-    }
+  private next(timeoutMs: number): Promise<string> {
+    return this.lines(timeoutMs, `no answer within ${timeoutMs} ms`);
   }
 
   async open(): Promise<void> {

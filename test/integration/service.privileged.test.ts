@@ -4,20 +4,19 @@
 // a terminating backend that keeps its connection but gets no new one, immediate refusal without
 // backends, Maglev, and policy enforced on the translated (pod -> backend) flow.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { startAgent, stopAgent } from '../../src/agent/spawn.js';
 import type { V1List, V1Service } from '../../src/k8s/index.js';
 import { Lab } from '../../src/lab/index.js';
 import { run } from '../../src/shared/exec.js';
 import { hostRoutingAgent } from '../support/host-routing.js';
-import { cli, ok, weir } from '../support/cli.js';
+import { cli, ok } from '../support/cli.js';
 import { bodies, connect as clientConnect, type Proto, servicePod } from '../support/service-client.js';
 import { testLab } from '../support/lab-name.js';
+import { Conversation } from '../support/lines.js';
 
 const LAB = testLab('t-svc');
 
@@ -127,52 +126,6 @@ const connect = (
   timeoutMs = 1000,
   via: 'socket' | 'tc' = 'socket',
 ) => clientConnect(LAB, from, proto, ip, port, n, { timeoutMs, via });
-
-/** A long-lived echo connection: each ping must come back on the same connection. */
-class Conversation {
-  private readonly child: ChildProcessWithoutNullStreams;
-  private readonly lines: AsyncIterableIterator<string>;
-  private n = 0;
-
-  constructor(from: string, ip: string, port: number) {
-    const script = `
-      const s = require('net').connect(${port}, ${JSON.stringify(ip)});
-      s.on('connect', () => console.log('connected ' + s.remoteAddress + ':' + s.remotePort));
-      s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
-      s.on('close', () => { console.log('closed'); process.exit(1); });
-      let buf = '';
-      s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { console.log('echo ' + buf.slice(0, i)); buf = buf.slice(i + 1); } });
-      require('readline').createInterface({ input: process.stdin }).on('line', (l) => s.write(l + '\\n'));
-    `;
-    this.child = spawn(weir, ['lab', 'exec', from, '--', process.execPath, '-e', script], {
-      env: { ...process.env, WEIR_LAB: LAB },
-    });
-    this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
-  }
-
-  async next(timeoutMs: number): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<string>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      const r = await Promise.race([this.lines.next(), timeout]);
-      return typeof r === 'string' ? r : r.done ? 'eof' : r.value;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  async ping(): Promise<void> {
-    const msg = `ping-${++this.n}`;
-    this.child.stdin.write(msg + '\n');
-    assert.equal(await this.next(3000), `echo ${msg}`);
-  }
-
-  close(): void {
-    this.child.kill('SIGKILL');
-  }
-}
 
 interface Frontend {
   id: number;
@@ -387,7 +340,7 @@ spec: { clusterIP: ${ip}, ports: [{ port: 80 }] }
   it('lets a terminating backend keep its connection but gives it no new one', async () => {
     await apply('term.yaml', term(''));
     const ip = await ipOf('term');
-    conv = new Conversation('svc/client', ip, 80);
+    conv = new Conversation(LAB, 'svc/client', ip, 80, 'server');
     assert.equal(await conv.next(10_000), `connected ${ip}:80`);
     await conv.ping();
     await apply('term2.yaml', term2);

@@ -32,3 +32,8 @@ export async function ok(args: string[], lab: string, timeoutMs?: number): Promi
   assert.equal(r.code, 0, `weir ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
   return r.stdout;
 }
+
+/** The last line a command printed (a script's result), parsed as JSON (`{}` when empty). */
+export function lastJson<T>(stdout: string): T {
+  return JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as T;
+}

@@ -1,11 +1,11 @@
-// What the tests of a lab of several nodes share: commands asked of one node's agent, a TCP probe,
-// the nodes' addresses, a NodePort that answers once the other node published its backend, a
-// device's packet counters in a node's namespace, and the lab's etcd read from its underlay
-// namespace.
+// What the tests of a lab of several nodes share: commands asked of one node's agent or run in its
+// namespace, a TCP probe, the nodes' addresses, a NodePort that answers once the other node
+// published its backend, a device's packet counters in a node's namespace, and the lab's etcd read
+// from its underlay namespace.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { run } from '../../src/shared/exec.js';
+import { run, type RunResult } from '../../src/shared/exec.js';
 import { repoRoot } from '../../src/shared/paths.js';
 import { cli, ok } from './cli.js';
 import { until } from './poll.js';
@@ -19,6 +19,16 @@ export async function onNode(lab: string, node: string, args: string[]): Promise
   } finally {
     delete process.env.WEIR_NODE;
   }
+}
+
+/** `argv` run in the network namespace of the lab's node `node` (as root, as the lab's nodes). */
+export function inNode(
+  lab: string,
+  node: string,
+  argv: string[],
+  opts: { check?: boolean } = {},
+): Promise<RunResult> {
+  return run(['ip', 'netns', 'exec', `weir-${lab}-${node}`, ...argv], opts);
 }
 
 /** `weir lab probe` from pod to pod on 8080/TCP: whether the connection was made. */

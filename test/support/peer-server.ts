@@ -1,10 +1,8 @@
 // A backend that tells each client who it saw: in a lab pod, a TCP server on 9090 and a UDP one on
 // 9091 answer every connection and datagram with the peer's `addr:port` (the NodePort tests: snat
 // shows the node, DSR the client itself).
-import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { weir } from './cli.js';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { startInPod } from './lines.js';
 
 const peerServer = `
 const net = require('net'), dgram = require('dgram');
@@ -16,27 +14,10 @@ u.bind(9091, () => t.listening ? console.log('ready') : t.on('listening', () => 
 `;
 
 /** Starts the peer server in `pod` of lab `lab` (`weir lab exec`); resolves once it listens. */
-export async function startPeerServer(
+export function startPeerServer(
   lab: string,
   pod: string,
   readyMs: number,
 ): Promise<ChildProcessWithoutNullStreams> {
-  const server = spawn(weir, ['lab', 'exec', pod, '--', process.execPath, '-e', peerServer], {
-    env: { ...process.env, WEIR_LAB: lab },
-  });
-  const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const ready = await Promise.race([
-      lines.next(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`peer server not ready in ${readyMs / 1000} s`)), readyMs);
-      }),
-    ]).finally(() => clearTimeout(timer));
-    assert.equal(ready.value, 'ready');
-  } catch (err) {
-    server.kill('SIGKILL');
-    throw err;
-  }
-  return server;
+  return startInPod(lab, pod, [process.execPath, '-e', peerServer], 'peer server', readyMs);
 }

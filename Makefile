@@ -38,8 +38,9 @@ lint: deps
 # One file: make test TESTS=dist/src/bpf/map.privileged.test.js
 TESTS ?= $(shell find dist -name '*.test.js' -not -path '*/node_modules/*' | sort)
 # The lab suites that take the agent's --host-routing from WEIR_TEST_HOST_ROUTING run a second time
-# with --host-routing legacy (the node's stack routes pod traffic): both modes are tested.
-LEGACY_TESTS ?= $(shell grep -l hostRoutingAgent $(filter dist/test/integration/%,$(TESTS)) /dev/null 2>/dev/null)
+# with --host-routing legacy (the node's stack routes pod traffic): both modes are tested. They call
+# hostRoutingAgent (test/support/host-routing.ts) themselves or through GatewayLab (echo-pods.ts).
+LEGACY_TESTS ?= $(shell grep -lE 'hostRoutingAgent|GatewayLab' $(filter dist/test/integration/%,$(TESTS)) /dev/null 2>/dev/null)
 test: build lint
 	@./scripts/run-tests.sh $(TESTS)
 	@[ -z "$(strip $(LEGACY_TESTS))" ] || WEIR_TEST_HOST_ROUTING=legacy ./scripts/run-tests.sh $(LEGACY_TESTS)

@@ -17,6 +17,8 @@ import { ethernet, ipv4, ipv6, tcp } from './packet/index.js';
 import { macText } from './packet/addr.js';
 import {
   DatapathHarness,
+  POD_A,
+  POD_B,
   TC_ACT_OK,
   TC_ACT_REDIRECT,
   TC_ACT_SHOT,
@@ -24,20 +26,8 @@ import {
 } from './test-support.js';
 
 const TCP = 6;
-const A = {
-  v4: '10.0.0.1',
-  v6: 'fd00::1',
-  identity: 1001,
-  mac: '02:aa:00:00:00:01',
-  hostMac: '02:ee:00:00:00:01',
-};
-const B = {
-  v4: '10.0.0.2',
-  v6: 'fd00::2',
-  identity: 1002,
-  mac: '02:aa:00:00:00:02',
-  hostMac: '02:ee:00:00:00:02',
-};
+const A = POD_A;
+const B = POD_B;
 /** Off the node: routed by the test namespace's FIB out of device 2. */
 const REMOTE = '203.0.113.9';
 const GATEWAY = '198.51.100.2';

@@ -21,6 +21,8 @@ import { decodeFlowEvent, type FlowEvent } from './maps/events/index.js';
 import { ethernet, ipv4, ipv6, tcp } from './packet/index.js';
 import {
   DatapathHarness,
+  POD_A,
+  POD_B,
   TC_ACT_OK,
   TC_ACT_REDIRECT,
   TC_ACT_SHOT,
@@ -28,20 +30,8 @@ import {
 } from './test-support.js';
 
 const TCP = 6;
-const A = {
-  v4: '10.0.0.1',
-  v6: 'fd00::1',
-  identity: 1001,
-  mac: '02:aa:00:00:00:01',
-  hostMac: '02:ee:00:00:00:01',
-};
-const B = {
-  v4: '10.0.0.2',
-  v6: 'fd00::2',
-  identity: 1002,
-  mac: '02:aa:00:00:00:02',
-  hostMac: '02:ee:00:00:00:02',
-};
+const A = POD_A;
+const B = POD_B;
 /** Not in weir_lxc: the node's stack would route it (no host routing delivery). */
 const C = { v4: '10.0.0.3', identity: 1003 };
 

@@ -24,6 +24,23 @@ export const TC_ACT_OK = 0;
 export const TC_ACT_SHOT = 2;
 export const TC_ACT_REDIRECT = 7;
 
+/** Two pods of one node for the host-routing and stage tests: addresses, identity, the pod's MAC and
+ * its host veth's. */
+export const POD_A = {
+  v4: '10.0.0.1',
+  v6: 'fd00::1',
+  identity: 1001,
+  mac: '02:aa:00:00:00:01',
+  hostMac: '02:ee:00:00:00:01',
+};
+export const POD_B = {
+  v4: '10.0.0.2',
+  v6: 'fd00::2',
+  identity: 1002,
+  mac: '02:aa:00:00:00:02',
+  hostMac: '02:ee:00:00:00:02',
+};
+
 /** A run of any of lxc.o's tc programs, with what it left in the skb. */
 export interface RawRunResult {
   retval: number;

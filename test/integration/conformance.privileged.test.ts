@@ -223,27 +223,28 @@ describe('conformance run --mode datapath (real connections in the lab)', () => 
     assert.deepEqual(hairpin, [], 'loopback probes through a Service match their expectation');
   });
 
-  it("passes every netpol case with --host-routing legacy (the node's stack routes pod traffic)", async (t) => {
-    const started = Date.now();
-    const dir = join(conformanceDir, 'netpol', 'cases');
-    const r = await run(
-      ['conformance', 'run', '--cases', dir, '--mode', 'datapath', '--host-routing', 'legacy', '-o', 'json'],
-      300_000,
-    );
-    pids.push(r.pid);
-    checkSuite(t, { suite: 'netpol', dir, r, seconds: (Date.now() - started) / 1000 });
-  });
-
-  it("passes every cnp case with --host-routing legacy (the node's stack routes pod traffic)", async (t) => {
-    const started = Date.now();
-    const dir = join(conformanceDir, 'cnp', 'cases');
-    const r = await run(
-      ['conformance', 'run', '--cases', dir, '--mode', 'datapath', '--host-routing', 'legacy', '-o', 'json'],
-      300_000,
-    );
-    pids.push(r.pid);
-    checkSuite(t, { suite: 'cnp', dir, r, seconds: (Date.now() - started) / 1000 });
-  });
+  for (const suite of ['netpol', 'cnp'] as const)
+    it(`passes every ${suite} case with --host-routing legacy (the node's stack routes pod traffic)`, async (t) => {
+      const started = Date.now();
+      const dir = join(conformanceDir, suite, 'cases');
+      const r = await run(
+        [
+          'conformance',
+          'run',
+          '--cases',
+          dir,
+          '--mode',
+          'datapath',
+          '--host-routing',
+          'legacy',
+          '-o',
+          'json',
+        ],
+        300_000,
+      );
+      pids.push(r.pid);
+      checkSuite(t, { suite, dir, r, seconds: (Date.now() - started) / 1000 });
+    });
 
   it('removes its lab when interrupted (SIGINT)', async () => {
     let signalled = false;
